@@ -1,0 +1,126 @@
+"""One function per CLI verb. Each returns data and raises ChemspecError; none prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from chemspec.compiler import Cells, compile_study
+from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
+from chemspec.runtime.io import read_json, write_bytes
+from chemspec.specs import Study, json_schema, load_study
+from chemspec.specs.data import AtomsFileSource, SmilesFileSource
+
+__all__ = ["validate", "schema", "compile", "run", "report", "archive_verify"]
+
+
+def validate(spec: str | Path) -> Study:
+    return load_study(spec)
+
+
+def schema() -> dict:
+    return json_schema()
+
+
+def _project_path(path: Path, root: Path) -> str:
+    """A path as DVC should see it: relative to the project root when inside it, absolute otherwise."""
+    absolute = path.resolve()
+    try:
+        return absolute.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def _with_project_paths(study: Study, spec: Path, root: Path) -> tuple[Study, str | None]:
+    source = study.data.source
+    if not isinstance(source, (SmilesFileSource, AtomsFileSource)):
+        return study, None
+    file = Path(source.file)
+    located = _project_path(file if file.is_absolute() else spec.parent / file, root)
+    data = study.data.model_copy(update={"source": source.model_copy(update={"file": located})})
+    return study.model_copy(update={"data": data}), located
+
+
+@dataclass
+class CompileResult:
+    study: str
+    files: dict[str, str]
+    stale: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> CompileResult:
+    """Compile a study into dvc.yaml + params.yaml under `root`; with `check`, only report staleness."""
+    spec, root = Path(spec), Path(root)
+    study = load_study(spec)
+    study, source_file = _with_project_paths(study, spec, root)
+    files = compile_study(study, _project_path(spec, root), source_file)
+    result = CompileResult(study=study.study, files=files)
+    for name, text in files.items():
+        path = root / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            result.stale.append(name)
+    if check:
+        return result
+    for name in result.stale:
+        write_bytes(root / name, files[name].encode())
+        result.written.append(name)
+    if not (root / ".dvc").is_dir():
+        result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
+    return result
+
+
+def load_cells(params: str | Path) -> Cells:
+    path = Path(params)
+    if not path.is_file():
+        raise RunError(f"{path} not found; run `chemspec compile <study.yaml>` first")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Cells.model_validate(document["cells"])
+    except (yaml.YAMLError, TypeError, KeyError, ValidationError):
+        raise RunError(f"{path} is not a params file written by `chemspec compile`; recompile the study") from None
+
+
+def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
+        expected_identity: str | None = None) -> dict:
+    from chemspec.runtime import run_stage
+
+    return run_stage(stage, load_cells(params), cell, expected_identity)
+
+
+@dataclass
+class Report:
+    study: str
+    cells: list[dict]
+    fits: list[dict]
+
+    def as_json(self) -> dict:
+        return {"study": self.study,
+                "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss")} for c in self.cells],
+                "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],
+                          "exponent": f.get("exponent"), "ci": f.get("ci"), "n": f["n"],
+                          "status": f["status"], **({"reason": f["reason"]} if "reason" in f else {})}
+                         for f in self.fits]}
+
+
+def report(params: str | Path = "params.yaml") -> Report:
+    cells = load_cells(params)
+    folder = Path(cells.fit.out_dir)
+    table, fit = folder / "cells.json", folder / "fit.json"
+    if not (table.is_file() and fit.is_file()):
+        raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
+    return Report(study=cells.fit.study, cells=read_json(table), fits=read_json(fit)["fits"])
+
+
+def archive_verify(root: str | Path = "archive") -> int:
+    """Re-hash every archived object; return how many were checked, or raise listing each problem."""
+    from chemspec.archive import verify
+
+    checked, problems = verify(root)
+    if problems:
+        raise ArchiveError("archive verify found problems:\n" + "\n".join(f"  {p}" for p in problems))
+    return checked

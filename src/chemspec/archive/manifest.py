@@ -1,0 +1,122 @@
+"""The archive stage: store a study run's results as objects and record them in a manifest.
+
+Results and bookkeeping are kept apart: each cell's metrics object holds only what training decided
+(losses, parameters, hyperparameters), while wall time and device go to a separate timing object,
+so archiving the same results twice gives the same result hashes. The manifest (itself an object)
+lists objects by role plus provenance; `archive/refs/<study>.json` points at the newest manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+from chemspec.archive.store import Store, canonical
+from chemspec.compiler.cells import ArchiveCell
+from chemspec.errors import ArchiveError
+from chemspec.runtime.io import read_json
+
+TIMING_KEYS = ("wall_time_s", "device")
+PACKAGES = ("chemspec", "torch", "lightning", "transformers", "dvc", "rdkit", "selfies", "statsmodels",
+            "numpy", "pydantic", "schnetpack")
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git_state(cwd: Path) -> dict:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def _split_timing(metrics: dict) -> tuple[dict, dict]:
+    result = {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+    timing = {k: metrics[k] for k in TIMING_KEYS if k in metrics}
+    return result, timing
+
+
+def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, str]) -> dict:
+    for role, path in cell.inputs.items():
+        if not Path(path).is_file():
+            raise ArchiveError(f"archive: input {role} ({path}) is missing; run `dvc repro` to produce it")
+    store = Store(cell.root)
+    objects: dict = {"spec": store.put_json(cell.spec)}
+    for role in ("data", "split", "selected", "fit", "cells"):
+        objects[role] = store.put_json(read_json(cell.inputs[role]))
+    objects["plot"] = store.put_bytes(Path(cell.inputs["plot"]).read_bytes())
+    timing: dict = {"train": {}, "tpe": {}}
+    objects["train"], objects["tpe"], identities = {}, {}, {}
+    for kind, sources in (("train", {k: Path(p) for k, p in metrics.items()}),
+                          ("tpe", {k: Path(p) / "estimate.json" for k, p in tpe_dirs.items()})):
+        for key, path in sorted(sources.items()):
+            result, timing[kind][key] = _split_timing(read_json(path))
+            objects[kind][key] = store.put_json(result)
+            identities[f"{kind}@{key}"] = result.get("identity")
+    objects["timing"] = store.put_json(timing)
+    data, split = read_json(cell.inputs["data"]), read_json(cell.inputs["split"])
+    seconds = sum(t.get("wall_time_s", 0.0) for group in timing.values() for t in group.values())
+    device = next((t["device"] for group in timing.values() for t in group.values() if "device" in t), None)
+    manifest = {
+        "kind": "chemspec-manifest", "version": 1, "study": cell.study, "seed": cell.seed,
+        "spec_sha256": hashlib.sha256(canonical(cell.spec)).hexdigest(),
+        "objects": objects, "cells": identities,
+        "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
+                       "git": git_state(Path.cwd()), "versions": versions(), "device": device,
+                       "compute_hours": round(seconds / 3600, 6)},
+    }
+    digest = store.put_json(manifest)
+    store.set_ref(cell.study, digest)
+    return {"manifest": digest, **manifest}
+
+
+def walk(manifest: dict) -> list[tuple[str, str]]:
+    """(role, digest) of every object a manifest names."""
+    found = []
+    for role, value in manifest["objects"].items():
+        if isinstance(value, dict):
+            found.extend((f"{role}/{key}", digest) for key, digest in sorted(value.items()))
+        else:
+            found.append((role, value))
+    return found
+
+
+def verify(root: str | Path) -> tuple[int, list[str]]:
+    """Re-hash every object every ref's manifest names; return how many were checked and the problems."""
+    store = Store(root)
+    problems: list[str] = []
+    checked = 0
+    studies = store.studies()
+    if not studies:
+        raise ArchiveError(f"no archived runs under {root}/refs; run `dvc repro` first")
+    for study in studies:
+        try:
+            digest = store.ref(study)
+            manifest = store.get_json(digest)
+        except (ArchiveError, ValueError, KeyError) as exc:
+            problems.append(f"{study}: manifest: {exc}")
+            continue
+        for role, obj in walk(manifest):
+            checked += 1
+            try:
+                store.get_bytes(obj)
+            except ArchiveError as exc:
+                problems.append(f"{study}: {role}: {exc}")
+    return checked, problems

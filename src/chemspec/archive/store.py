@@ -1,0 +1,69 @@
+"""A content-addressed object store: every object lives under the sha256 of its bytes.
+
+Small results (manifests, metrics, fits, plots, selections, specs) are kilobytes and are committed to
+git under `archive/`, so a diff across commits needs nothing but git; objects are deduplicated by
+hash and JSON objects are canonical (sorted keys, no spaces), so the same results give the same
+hashes. Writes are atomic; an interrupted write leaves no object under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from chemspec.errors import ArchiveError
+from chemspec.runtime.io import write_bytes
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, digest: str) -> Path:
+        return self.root / "objects" / digest[:2] / digest
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if not (target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == digest):
+            write_bytes(target, data)
+        return digest
+
+    def put_json(self, value: Any) -> str:
+        return self.put_bytes(canonical(value))
+
+    def get_bytes(self, digest: str) -> bytes:
+        target = self.path(digest)
+        if not target.is_file():
+            raise ArchiveError(f"archive object {digest} is missing from {self.root}/objects; "
+                               "restore it from git (`git checkout -- archive`) or re-run the archive stage")
+        data = target.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArchiveError(f"archive object {digest} is corrupt (its content no longer matches its name); "
+                               "restore it from git or re-run the archive stage")
+        return data
+
+    def get_json(self, digest: str) -> Any:
+        return json.loads(self.get_bytes(digest))
+
+    def ref_path(self, study: str) -> Path:
+        return self.root / "refs" / f"{study}.json"
+
+    def set_ref(self, study: str, manifest: str) -> None:
+        write_bytes(self.ref_path(study), (json.dumps({"study": study, "manifest": manifest}, indent=2)
+                                           + "\n").encode())
+
+    def ref(self, study: str) -> str:
+        path = self.ref_path(study)
+        if not path.is_file():
+            raise ArchiveError(f"no archived run of study {study!r} in {self.root}; run `dvc repro` first")
+        return json.loads(path.read_text())["manifest"]
+
+    def studies(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "refs").glob("*.json"))

@@ -1,0 +1,150 @@
+"""The `chemspec` command: each verb parses, calls one api function, renders the result, returns a code."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from chemspec import __version__, api
+from chemspec.errors import ChemspecError
+from chemspec.runtime import STAGES
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(__version__, prog_name="chemspec")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Declarative, reproducible neural-scaling studies of deep chemical models.
+
+    \b
+    chemspec compile specs/quickstart.yaml   # study -> dvc.yaml + params.yaml
+    dvc repro                                # data, split, tpe, select, train, fit, archive
+    chemspec report                          # cells and fitted exponents
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+def validate(spec: str) -> None:
+    """Check a study file; list every problem with its line:column and field."""
+    study = api.validate(spec)
+    click.echo(f"{spec}: valid study {study.study!r} ({study.model.family}, "
+               f"{len(study.model.size_names())} model sizes x {len(study.data.sizes)} data sizes, "
+               f"{len(study.hpo.grid.configs())} hyperparameter configs)")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of study files (for editor completion)."""
+    click.echo(json.dumps(api.schema(), indent=2, sort_keys=True))
+
+
+@cli.command(name="compile")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if dvc.yaml or params.yaml is stale.")
+@click.option("--root", default=".", type=click.Path(file_okay=False), help="Project root to write into.")
+def compile_(spec: str, check: bool, root: str) -> None:
+    """Compile a study file into dvc.yaml and params.yaml."""
+    result = api.compile(spec, root=root, check=check)
+    if check:
+        if result.stale:
+            click.echo(f"stale: {', '.join(result.stale)}; run `chemspec compile {spec}`", err=True)
+            raise click.exceptions.Exit(1)
+        click.echo(f"up to date: {', '.join(result.files)}")
+        return
+    written = ", ".join(result.written) or "nothing (already up to date)"
+    click.echo(f"study {result.study!r}: wrote {written}")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@cli.command()
+@click.argument("stage", type=click.Choice(STAGES))
+@click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
+@click.option("--cell", default=None, help="Cell key of per-cell stages (tpe, train).")
+@click.option("--identity", default=None, help="Expected identity of the cell (written by compile).")
+def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
+    """Run one pipeline stage (called by `dvc repro`)."""
+    result = api.run(stage, params=params, cell=cell, expected_identity=identity)
+    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "identity"}
+    click.echo(f"{stage}{'@' + cell if cell else ''}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+@cli.command()
+@click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def report(params: str, as_json: bool) -> None:
+    """Show the study's cells and fitted scaling exponents."""
+    result = api.report(params)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+        return
+    click.echo(f"study {result.study}\n")
+    click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}  hparams")
+    for c in result.cells:
+        hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items())
+        click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
+                   f"{_fmt(c.get('test_loss')):>9}  {hp}")
+    click.echo(f"\n{'axis':<7} {'group':<10} {'law':<6} {'exponent':>9}  interval            n  R²")
+    for f in result.fits:
+        if f["status"] != "ok":
+            click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<6} {'-':>9}  cannot fit: {f['reason']}")
+            continue
+        ci = f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]"
+        click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<6} {f['exponent']:>9.3f}  {ci:<18} {f['n']:>2}  "
+                   f"{f['r2']:.3f}")
+
+
+@cli.group()
+def archive() -> None:
+    """Inspect the content-addressed archive."""
+
+
+@archive.command()
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+def verify(root: str) -> None:
+    """Re-hash every archived object; exit 1 on any missing or corrupt object."""
+    checked = api.archive_verify(root)
+    click.echo(f"{checked} objects verified in {root}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        code = cli.main(args=args, prog_name="chemspec", standalone_mode=False)
+    except ChemspecError as exc:
+        if verbose:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- the last line of defence against a traceback
+        if verbose:
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc}\nrerun with `chemspec -v ...` for the "
+                   "traceback, and report it", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())

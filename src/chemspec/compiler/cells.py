@@ -1,0 +1,181 @@
+"""Expand a study into cells: one resolved, typed unit of work per pipeline stage.
+
+A cell is the contract between the compiler and the runtime: it holds every value its stage needs
+(settings and file paths), so a stage never opens the study file. A cell's identity is the sha256 of
+the canonical JSON of the fields that change its result -- never paths, worker counts or names -- so
+two specs that differ only in bookkeeping give cells of the same identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from chemspec.specs import Study
+from chemspec.specs.model import GNNModel
+from chemspec.specs.training import Training
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataCell(Cell):
+    study: str
+    kind: str
+    source: dict[str, Any]
+    representation: str | None
+    max_length: int
+    out_dir: str
+
+
+class SplitCell(Cell):
+    seed: int
+    sizes: list[int]
+    validation: int
+    test: int
+    data_dir: str
+    out_dir: str
+
+
+class TrainCell(Cell):
+    """A training run: a TPE run when `epochs` is a fraction of max_epochs, a full run otherwise."""
+
+    name: str
+    family: str
+    size_name: str
+    size: dict[str, Any]
+    data_size: int
+    epochs: int
+    seed: int
+    training: Training
+    hparams: dict[str, Any] | None
+    """Fixed hyperparameters (TPE cells); None reads rank `rank` from the selection."""
+    rank: int
+    estimator: dict[str, Any]
+    data_dir: str
+    split_dir: str
+    selected: str | None
+    out_dir: str
+
+
+class SelectCell(Cell):
+    keep: int
+    estimator: str
+    tpe_dirs: dict[str, str]
+    out: str
+
+
+class FitCell(Cell):
+    study: str
+    laws: list[str]
+    confidence: float
+    bootstrap: int
+    metrics: dict[str, str]
+    out_dir: str
+
+
+class ArchiveCell(Cell):
+    study: str
+    seed: int
+    spec: dict[str, Any]
+    inputs: dict[str, str]
+    root: str
+
+
+class Cells(Cell):
+    data: DataCell
+    split: SplitCell
+    tpe: dict[str, TrainCell]
+    select: SelectCell
+    train: dict[str, TrainCell]
+    fit: FitCell
+    archive: ArchiveCell
+
+
+IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs",
+                    "metrics", "inputs", "root", "size_name"}
+TRAINING_EXCLUDE = {"num_workers"}
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def identity(cell: Cell) -> str:
+    """sha256 of the fields of a cell that change its result."""
+    fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE)
+    if isinstance(fields.get("training"), dict):
+        fields["training"] = {k: v for k, v in fields["training"].items() if k not in TRAINING_EXCLUDE}
+    return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
+
+
+def number_tag(value: float) -> str:
+    """3e-4 -> '3e-4', 0.001 -> '1e-3', 2.5e-4 -> '2p5e-4': a float as a stage-name word."""
+    mantissa, exponent = f"{value:e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".").replace(".", "p")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def hp_name(hp: dict[str, Any]) -> str:
+    return f"lr{number_tag(hp['learning_rate'])}-bs{hp['batch_size']}"
+
+
+def _sizes(study: Study) -> dict[str, dict[str, Any]]:
+    model = study.model
+    if isinstance(model, GNNModel):
+        return {f"w{w}d{d}": {"width": w, "depth": d, "cutoff": model.cutoff, "n_rbf": model.n_rbf}
+                for w in model.widths for d in model.depths}
+    return {name: size.model_dump() for name, size in model.sizes.items()}
+
+
+def expand(study: Study) -> Cells:
+    """Every cell of the study's pipeline, in a stable order."""
+    name = study.study
+    data_dir, split_dir, results = f"data/{name}", f"data/{name}/splits", f"results/{name}"
+    sizes = _sizes(study)
+    max_length = max((s.get("max_length", 0) for s in sizes.values()), default=0)
+    source = study.data.source.model_dump(mode="json")
+    data = DataCell(study=name, kind=study.data.kind, source=source,
+                    representation=study.data.text_representation if study.data.kind == "smiles" else None,
+                    max_length=max_length, out_dir=data_dir)
+    split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,
+                      test=study.data.test, data_dir=data_dir, out_dir=split_dir)
+    tpe_cfg = study.hpo.tpe
+    estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
+    common = dict(family=study.model.family, seed=study.seed, training=study.training, estimator=estimator,
+                  data_dir=data_dir, split_dir=split_dir)
+    tpe_size = study.tpe_model_size()
+    tpe_epochs = max(1, round(tpe_cfg.budget_fraction * study.training.max_epochs))
+    tpe = {}
+    for hp in study.hpo.grid.configs():
+        key = hp_name(hp)
+        tpe[key] = TrainCell(name=f"tpe@{key}", size_name=tpe_size, size=sizes[tpe_size],
+                             data_size=study.tpe_data_size(), epochs=tpe_epochs, hparams=hp, rank=0,
+                             selected=None, out_dir=f"{results}/tpe/{key}", **common)
+    selected = f"{results}/selected.json"
+    select = SelectCell(keep=tpe_cfg.keep, estimator=tpe_cfg.estimator,
+                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, out=selected)
+    train = {}
+    for size_name, size in sizes.items():
+        for n in study.data.sizes:
+            for rank in range(1, tpe_cfg.keep + 1):
+                key = f"{size_name}-{n}" + (f"-r{rank}" if tpe_cfg.keep > 1 else "")
+                train[key] = TrainCell(name=f"train@{key}", size_name=size_name, size=size, data_size=n,
+                                       epochs=study.training.max_epochs, hparams=None, rank=rank,
+                                       selected=selected, out_dir=f"{results}/train/{key}", **common)
+    fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
+                  bootstrap=study.fit.bootstrap,
+                  metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
+                  out_dir=f"{results}/fit")
+    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"),
+                          inputs={"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json",
+                                  "selected": selected, "fit": f"{results}/fit/fit.json",
+                                  "cells": f"{results}/fit/cells.json", "plot": f"{results}/fit/scaling.png"},
+                          root="archive")
+    return Cells(data=data, split=split, tpe=tpe, select=select, train=train, fit=fit, archive=archive)
+
+

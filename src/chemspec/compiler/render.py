@@ -1,0 +1,129 @@
+"""Render cells into dvc.yaml and params.yaml: a pure function of the cells, byte-identical every time.
+
+The files are built as plain dicts and dumped with a fixed key order, so no template holds logic.
+Per-cell stages use DVC's `foreach`, which gives them the readable names `tpe@<hp>` and
+`train@<size>-<n>`; each depends only on its own section of params.yaml, so editing one model size
+re-runs that size's cells and nothing else upstream. Every command carries its cell's identity:
+DVC's run cache can ignore a changed params section (treeverse/dvc#10296), but never a changed
+command, and the stage refuses to run when params.yaml no longer matches the identity it was given.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import yaml
+
+from chemspec.compiler.cells import Cell, Cells, identity
+
+PARAMS = "params.yaml"
+
+
+def short_identity(cell: Cell) -> str:
+    return identity(cell)[:16]
+
+
+def _cmd(stage: str, cell: Cell) -> str:
+    return shlex.join(["chemspec", "run", stage, "--params", PARAMS, "--identity", short_identity(cell)])
+
+
+def _cell_cmd(stage: str) -> str:
+    # ${key}/${item.identity} are DVC's foreach variables: a validated name and a hex digest.
+    return shlex.join(["chemspec", "run", stage, "--params", PARAMS]) + " --cell ${key} --identity ${item.identity}"
+
+
+def _data_outs(cells: Cells) -> list[str]:
+    d = cells.data.out_dir
+    return [f"{d}/molecules.csv", f"{d}/tokens.npy", f"{d}/tokenizer", f"{d}/data.json"]
+
+
+def _split_outs(cells: Cells) -> list[str]:
+    s = cells.split.out_dir
+    return [f"{s}/val.npy", f"{s}/test.npy"] + [f"{s}/train-{n}.npy" for n in cells.split.sizes] \
+        + [f"{s}/split.json"]
+
+
+def _train_deps(cells: Cells, size_ref: str, test: bool) -> list[str]:
+    d, s = cells.data.out_dir, cells.split.out_dir
+    return [f"{d}/tokens.npy", f"{d}/tokenizer", f"{s}/train-{size_ref}.npy", f"{s}/val.npy"] \
+        + ([f"{s}/test.npy"] if test else [])
+
+
+def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
+    tpe_size = next(iter(cells.tpe.values())).data_size
+    results = cells.fit.out_dir.rsplit("/", 1)[0]
+    tpe_dir = f"{results}/tpe"
+    train_dir = f"{results}/train"
+    stages: dict = {
+        "data": {
+            "cmd": _cmd("data", cells.data),
+            "params": [{PARAMS: ["cells.data"]}],
+            **({"deps": [source_file]} if source_file else {}),
+            "outs": _data_outs(cells),
+        },
+        "split": {
+            "cmd": _cmd("split", cells.split),
+            "params": [{PARAMS: ["cells.split"]}],
+            "deps": [f"{cells.data.out_dir}/tokens.npy"],
+            "outs": _split_outs(cells),
+        },
+        "tpe": {
+            "foreach": {key: {"data_size": cell.data_size, "identity": short_identity(cell)}
+                        for key, cell in cells.tpe.items()},
+            "do": {
+                "cmd": _cell_cmd("tpe"),
+                "params": [{PARAMS: ["cells.tpe.${key}"]}],
+                "deps": _train_deps(cells, str(tpe_size), test=False),
+                "outs": [f"{tpe_dir}/${{key}}"],
+            },
+        },
+        "select": {
+            "cmd": _cmd("select", cells.select),
+            "params": [{PARAMS: ["cells.select"]}],
+            "deps": list(cells.select.tpe_dirs.values()),
+            "outs": [cells.select.out],
+        },
+        "train": {
+            "foreach": {key: {"data_size": cell.data_size, "identity": short_identity(cell)}
+                        for key, cell in cells.train.items()},
+            "do": {
+                "cmd": _cell_cmd("train"),
+                "params": [{PARAMS: ["cells.train.${key}"]}],
+                "deps": _train_deps(cells, "${item.data_size}", test=True) + [cells.select.out],
+                "outs": [f"{train_dir}/${{key}}/model", f"{train_dir}/${{key}}/loss.csv"],
+                "metrics": [f"{train_dir}/${{key}}/metrics.json"],
+            },
+        },
+        "fit": {
+            "cmd": _cmd("fit", cells.fit),
+            "params": [{PARAMS: ["cells.fit"]}],
+            "deps": list(cells.fit.metrics.values()),
+            "outs": [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/scaling.png"],
+            "metrics": [f"{cells.fit.out_dir}/fit.json"],
+        },
+        "archive": {
+            "cmd": _cmd("archive", cells.archive),
+            "params": [{PARAMS: ["cells.archive"]}],
+            "deps": sorted(set(cells.archive.inputs.values()) | set(cells.fit.metrics.values())
+                           | set(cells.select.tpe_dirs.values())),
+            "outs": [{f"{cells.archive.root}/refs/{cells.archive.study}.json": {"cache": False,
+                                                                                "persist": True}}],
+        },
+    }
+    return {"stages": stages}
+
+
+def params(cells: Cells) -> dict:
+    return {"cells": cells.model_dump(mode="json")}
+
+
+def dump(document: dict, header: str) -> str:
+    body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True)
+    return header + body
+
+
+def render(cells: Cells, spec_path: str, source_file: str | None) -> dict[str, str]:
+    """{relative path: text} of every file the compiler writes."""
+    header = f"# Generated by `chemspec compile {spec_path}`; edit the spec, not this file.\n"
+    return {"dvc.yaml": dump(dvc_pipeline(cells, source_file), header),
+            PARAMS: dump(params(cells), header)}

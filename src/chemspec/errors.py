@@ -1,0 +1,50 @@
+"""One exception tree. The CLI maps each to an exit code and prints its message without a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ChemspecError(Exception):
+    """Base of every error chemspec raises on purpose; its message says what to do next."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a study file, located by YAML line:column and field path."""
+
+    file: str
+    line: int
+    column: int
+    field: str
+    message: str
+    hint: str = ""
+
+    def render(self) -> str:
+        text = f"{self.file}:{self.line}:{self.column}: {self.field or '<root>'}: {self.message}"
+        return f"{text}\n    hint: {self.hint}" if self.hint else text
+
+
+class SpecError(ChemspecError):
+    """The study file is not a valid spec. Carries every issue found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = issues
+        noun = "error" if len(issues) == 1 else "errors"
+        super().__init__(f"{len(issues)} {noun} in study spec:\n" + "\n".join(i.render() for i in issues))
+
+
+class CompileError(ChemspecError):
+    """The compiled pipeline cannot be written or is stale."""
+
+
+class RunError(ChemspecError):
+    """A pipeline stage cannot run with the inputs it was given."""
+
+
+class ArchiveError(ChemspecError):
+    """An archived object is missing, corrupt, or cannot be written."""

@@ -1,0 +1,80 @@
+"""Stage commands run by `dvc repro`: each receives a resolved cell and never opens the study file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chemspec.compiler.cells import Cells, identity
+from chemspec.errors import RunError
+
+STAGES = ("data", "split", "tpe", "select", "train", "fit", "archive")
+PER_CELL = ("tpe", "train")
+
+
+def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str | None = None) -> dict:
+    """Run one stage of a compiled study; `key` names the cell of per-cell stages.
+
+    `expected_identity` (a prefix of the cell's identity, from dvc.yaml) guards against a params.yaml
+    that changed after dvc.yaml was compiled: the stage would otherwise train something else than
+    DVC records."""
+    if stage not in STAGES:
+        raise RunError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    if stage in PER_CELL:
+        table = getattr(cells, stage)
+        if key not in table:
+            raise RunError(f"{stage}: no cell {key!r} in params.yaml; cells are {', '.join(table)} "
+                           "(recompile with `chemspec compile` if the spec changed)")
+    elif key is not None:
+        raise RunError(f"stage {stage} takes no --cell")
+    if expected_identity is not None:
+        cell = getattr(cells, stage)[key] if stage in PER_CELL else getattr(cells, stage)
+        if not identity(cell).startswith(expected_identity):
+            raise RunError(f"{stage}{'@' + key if key else ''}: params.yaml does not match dvc.yaml (identity "
+                           f"{identity(cell)[:16]}, dvc.yaml expects {expected_identity}); "
+                           "run `chemspec compile <study.yaml>` to rewrite both")
+    return _RUNNERS[stage](cells, key)
+
+
+def _data(cells: Cells, key: str | None) -> dict:
+    if cells.data.kind != "smiles":
+        raise RunError("data.kind 'atoms' is not yet available in this version of chemspec; "
+                       "force-field data lands with the force-field work")
+    from chemspec.runtime.molecules import run_data
+
+    return run_data(cells.data)
+
+
+def _split(cells: Cells, key: str | None) -> dict:
+    from chemspec.runtime.split import run_split
+
+    return run_split(cells.split)
+
+
+def _train(cells: Cells, key: str | None, table: str) -> dict:
+    from chemspec.runtime.train import run_training
+
+    return run_training(getattr(cells, table)[key])
+
+
+def _select(cells: Cells, key: str | None) -> dict:
+    from chemspec.runtime.tpe import run_select
+
+    return run_select(cells.select)
+
+
+def _fit(cells: Cells, key: str | None) -> dict:
+    from chemspec.runtime.fit import run_fit
+
+    return run_fit(cells.fit)
+
+
+def _archive(cells: Cells, key: str | None) -> dict:
+    from chemspec.archive.manifest import run_archive
+
+    return run_archive(cells.archive, cells.fit.metrics, cells.select.tpe_dirs)
+
+
+_RUNNERS: dict[str, Callable[[Cells, str | None], dict]] = {
+    "data": _data, "split": _split, "tpe": lambda c, k: _train(c, k, "tpe"), "select": _select,
+    "train": lambda c, k: _train(c, k, "train"), "fit": _fit, "archive": _archive,
+}

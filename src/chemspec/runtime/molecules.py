@@ -1,0 +1,165 @@
+"""The data stage for language models: SMILES in, canonical molecules, SELFIES tokens and a vocabulary out.
+
+Invalid or unencodable molecules are dropped and counted, never silently: the counts go to data.json.
+The vocabulary is one token per symbol plus four specials, saved as a `transformers` fast tokenizer
+that `AutoTokenizer.from_pretrained` loads, so a trained cell can be sampled without chemspec.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.metadata
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.compiler.cells import DataCell
+from chemspec.errors import RunError
+from chemspec.runtime.io import atomic_dir, sha256_file, sha256_tree, write_bytes, write_json
+
+SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
+PAD, BOS, EOS, UNK = range(4)
+SELFIES_SYMBOL = r"\[[^\]]*\]|\."
+SMILES_SYMBOL = (r"\[[^\]]+\]|Br|Cl|Si|Se|se|@@|%\d{2}|[BCNOPSFIbcnops]|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|\d")
+
+
+def moses_path() -> Path:
+    try:
+        dist = importlib.metadata.distribution("molsets")
+    except importlib.metadata.PackageNotFoundError:
+        raise RunError("data.source.package 'moses' needs the molsets==0.3.1 wheel; install it with "
+                       "`pip install --no-deps molsets==0.3.1` (`make` does this)") from None
+    return Path(dist.locate_file("moses/dataset/data/train.csv.gz"))
+
+
+def read_smiles(source: dict, limit: int | None) -> Iterator[str]:
+    """SMILES strings of a package or file source, in file order, at most `limit` of them."""
+    if "package" in source:
+        handle = io.TextIOWrapper(gzip.open(moses_path()), encoding="utf-8")
+        rows = csv.reader(handle)
+        next(rows)
+        column = 0
+    else:
+        path = Path(source["file"])
+        try:
+            handle = open(path, encoding="utf-8", newline="")
+        except OSError as exc:
+            raise RunError(f"data.source.file {path}: cannot read ({exc.strerror})") from None
+        if source.get("column"):
+            rows = csv.reader(handle)
+            header = next(rows, [])
+            if source["column"] not in header:
+                raise RunError(f"data.source.file {path}: no column {source['column']!r}; "
+                               f"the header has {header}; set data.source.column")
+            column = header.index(source["column"])
+        else:
+            rows = ([line.split()[0]] if line.strip() else [] for line in handle)
+            column = 0
+    with handle:
+        count = 0
+        for row in rows:
+            if limit is not None and count >= limit:
+                return
+            if len(row) > column and row[column].strip():
+                count += 1
+                yield row[column].strip()
+
+
+def _canonical(smiles: str) -> str | None:
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    return Chem.MolToSmiles(mol) if mol is not None and mol.GetNumAtoms() > 0 else None
+
+
+def _to_text(smiles: str, representation: str) -> str | None:
+    if representation == "smiles":
+        return smiles
+    import selfies
+
+    try:
+        return selfies.encoder(smiles)
+    except selfies.EncoderError:
+        return None
+
+
+def symbols(text: str, representation: str) -> list[str]:
+    return re.findall(SELFIES_SYMBOL if representation == "selfies" else SMILES_SYMBOL, text)
+
+
+def save_tokenizer(vocab: list[str], representation: str, out: Path) -> None:
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {token: i for i, token in enumerate(vocab)}
+    core = Tokenizer(models.WordLevel(vocab=ids, unk_token="[UNK]"))
+    pattern = SELFIES_SYMBOL if representation == "selfies" else SMILES_SYMBOL
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    core.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", BOS), ("[EOS]", EOS)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", bos_token="[BOS]",
+                                   eos_token="[EOS]", unk_token="[UNK]")
+    fast.save_pretrained(out)
+
+
+def run_data(cell: DataCell) -> dict:
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    rep = cell.representation or "selfies"
+    limit = cell.source.get("max_molecules")
+    counts = {"read": 0, "invalid_smiles": 0, "unencodable": 0, "duplicates": 0, "too_long": 0}
+    seen: set[str] = set()
+    molecules: list[tuple[str, str, list[str]]] = []
+    for raw in read_smiles(cell.source, limit):
+        counts["read"] += 1
+        smiles = _canonical(raw)
+        if smiles is None:
+            counts["invalid_smiles"] += 1
+            continue
+        if smiles in seen:
+            counts["duplicates"] += 1
+            continue
+        seen.add(smiles)
+        text = _to_text(smiles, rep)
+        if not text:
+            counts["unencodable"] += 1
+            continue
+        tokens = symbols(text, rep)
+        if len(tokens) + 2 > cell.max_length:
+            counts["too_long"] += 1
+            continue
+        molecules.append((smiles, text, tokens))
+    if not molecules:
+        raise RunError(f"data.source: no valid molecules among {counts['read']} read ({counts}); "
+                       "check the file and data.source.column")
+    vocab = SPECIALS + sorted({t for _, _, tokens in molecules for t in tokens})
+    index = {t: i for i, t in enumerate(vocab)}
+    width = max(len(t) for _, _, t in molecules) + 2
+    array = np.full((len(molecules), width), PAD, dtype=np.int16 if len(vocab) < 32000 else np.int32)
+    for row, (_, _, tokens) in enumerate(molecules):
+        ids = [BOS] + [index[t] for t in tokens] + [EOS]
+        array[row, : len(ids)] = ids
+    out = Path(cell.out_dir)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes(out / "tokens.npy", buffer.getvalue())
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["smiles", rep])
+    writer.writerows((s, t) for s, t, _ in molecules)
+    write_bytes(out / "molecules.csv", table.getvalue().encode())
+    with atomic_dir(out / "tokenizer") as tmp:
+        save_tokenizer(vocab, rep, tmp)
+    lengths = np.array([len(t) + 2 for _, _, t in molecules])
+    info = {"representation": rep, "molecules": len(molecules), "counts": counts, "vocab_size": len(vocab),
+            "tokens_per_molecule": {"mean": round(float(lengths.mean()), 3), "max": int(lengths.max())},
+            "sha256": {"tokens.npy": sha256_file(out / "tokens.npy"),
+                       "molecules.csv": sha256_file(out / "molecules.csv"),
+                       "tokenizer": sha256_tree(out / "tokenizer")}}
+    write_json(out / "data.json", info)
+    return info

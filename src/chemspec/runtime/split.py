@@ -1,0 +1,45 @@
+"""The split stage: one seeded permutation; validation and test first, then nested training prefixes.
+
+Because every training subset is a prefix of the same permuted pool, the 1k subset is inside the
+10k subset, and adding a larger size later leaves the files of the smaller sizes byte-identical
+(so DVC does not retrain them).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.compiler.cells import SplitCell
+from chemspec.errors import RunError
+from chemspec.runtime.io import sha256_file, write_bytes, write_json
+
+
+def _save(path: Path, array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.int64))
+    write_bytes(path, buffer.getvalue())
+    return sha256_file(path)
+
+
+def run_split(cell: SplitCell) -> dict:
+    tokens = np.load(Path(cell.data_dir) / "tokens.npy", mmap_mode="r")
+    n = len(tokens)
+    needed = cell.validation + cell.test + cell.sizes[-1]
+    if needed > n:
+        raise RunError(f"data.sizes: {needed} molecules needed (largest size {cell.sizes[-1]} + validation "
+                       f"{cell.validation} + test {cell.test}) but only {n} are valid after cleaning "
+                       f"(see {cell.data_dir}/data.json); lower data.sizes or read more molecules")
+    order = np.random.default_rng(cell.seed).permutation(n)
+    out = Path(cell.out_dir)
+    hashes = {"val.npy": _save(out / "val.npy", order[: cell.validation]),
+              "test.npy": _save(out / "test.npy", order[cell.validation: cell.validation + cell.test])}
+    pool = order[cell.validation + cell.test:]
+    for size in cell.sizes:
+        hashes[f"train-{size}.npy"] = _save(out / f"train-{size}.npy", pool[:size])
+    info = {"seed": cell.seed, "molecules": n, "validation": cell.validation, "test": cell.test,
+            "sizes": cell.sizes, "sha256": hashes}
+    write_json(out / "split.json", info)
+    return info

@@ -1,0 +1,81 @@
+"""Training Performance Estimation: estimators over a per-step loss log, and the select stage.
+
+The log is a list of epochs, each the list of that epoch's per-step training losses. Estimators work
+on per-epoch means so that configurations with different batch sizes (and so different numbers of
+steps per epoch) are comparable. An estimate ranks configurations; it is never a predicted loss and
+never enters a scaling fit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.compiler.cells import SelectCell
+from chemspec.errors import RunError
+from chemspec.runtime.io import read_json, write_json
+
+
+def epoch_means(log: list[list[float]]) -> np.ndarray:
+    return np.array([np.mean(epoch) for epoch in log if len(epoch)], dtype=np.float64)
+
+
+def tse(log: list[list[float]]) -> float:
+    """Sum over the window's epochs of the per-epoch mean training loss."""
+    return float(epoch_means(log).sum())
+
+
+def tse_e(log: list[list[float]], last_epochs: int) -> float:
+    """TSE over the last E epochs of the window only."""
+    return float(epoch_means(log)[-last_epochs:].sum())
+
+
+def tse_ema(log: list[list[float]], decay: float) -> float:
+    """Exponentially weighted mean of per-epoch means (recent epochs weigh most), normalised by its weights."""
+    means = epoch_means(log)
+    weights = decay ** np.arange(len(means))[::-1]
+    return float((weights * means).sum() / weights.sum())
+
+
+def estimate(log: list[list[float]], val_history: list[float], estimator: dict) -> float:
+    kind = estimator["estimator"]
+    if kind == "tse":
+        return tse(log)
+    if kind == "tse_e":
+        return tse_e(log, estimator["last_epochs"])
+    if kind == "tse_ema":
+        return tse_ema(log, estimator["ema_decay"])
+    if kind == "val":
+        return float(val_history[-1])
+    raise RunError(f"hpo.tpe.estimator {kind!r} is unknown; choose one of tse, tse_e, tse_ema, val")
+
+
+def run_select(cell: SelectCell) -> dict:
+    """Rank configurations by their estimate (lower is better) and keep the best `keep`."""
+    rows = []
+    for key, folder in sorted(cell.tpe_dirs.items()):
+        path = Path(folder) / "estimate.json"
+        if not path.is_file():
+            raise RunError(f"select: {path} is missing; run `dvc repro` so that tpe@{key} runs first")
+        result = read_json(path)
+        rows.append({"name": key, "hparams": result["hparams"], "estimate": result["estimate"],
+                     "cost_s": result["wall_time_s"], "status": result.get("status", "ok")})
+    finite = sorted((r for r in rows if np.isfinite(r["estimate"]) and r["status"] == "ok"),
+                    key=lambda r: (r["estimate"], r["name"]))
+    if not finite:
+        raise RunError("select: every TPE configuration diverged; lower hpo.grid.learning_rate")
+    for rank, row in enumerate(finite, start=1):
+        row["rank"] = rank
+        row["kept"] = rank <= cell.keep
+        row["reason"] = (f"rank {rank} of {len(finite)} by {cell.estimator}" + ("" if row["kept"] else
+                         f"; only the best {cell.keep} are trained (hpo.tpe.keep)"))
+    for row in rows:
+        if row not in finite:
+            row.update(rank=None, kept=False, reason="diverged during TPE")
+    result = {"estimator": cell.estimator, "keep": cell.keep,
+              "kept": [r["hparams"] for r in finite[: cell.keep]],
+              "configs": sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0)),
+              "tpe_cost_s": round(sum(r["cost_s"] for r in rows), 3)}
+    write_json(cell.out, result)
+    return result

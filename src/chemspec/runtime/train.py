@@ -1,0 +1,119 @@
+"""The tpe and train stages: build the family's LightningModule from a cell, train it, write results.
+
+A TPE cell trains for its budget and writes the loss log and its estimate; a train cell reads its
+hyperparameters from the selection, trains for max_epochs and writes metrics, the loss log and the
+model in `save_pretrained` form.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.compiler.cells import TrainCell, identity
+from chemspec.errors import RunError
+from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
+from chemspec.runtime.tpe import estimate
+
+FAMILIES_AVAILABLE = ("chemgpt",)
+
+
+def _hparams(cell: TrainCell) -> dict:
+    if cell.hparams is not None:
+        return cell.hparams
+    selected = read_json(cell.selected)
+    kept = selected["kept"]
+    if cell.rank > len(kept):
+        raise RunError(f"{cell.name}: rank {cell.rank} was not kept by select ({len(kept)} kept); "
+                       "recompile the study so that hpo.tpe.keep and the train cells agree")
+    return kept[cell.rank - 1]
+
+
+def _quiet() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec).*")
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def loss_csv(log: list[list[float]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", "step", "loss"])
+    step = 0
+    for epoch, losses in enumerate(log):
+        for loss in losses:
+            writer.writerow([epoch, step, repr(float(loss))])
+            step += 1
+    return out.getvalue().encode()
+
+
+def run_training(cell: TrainCell) -> dict:
+    if cell.family not in FAMILIES_AVAILABLE:
+        raise RunError(f"model.family {cell.family!r} is not yet available in this version of chemspec "
+                       f"(available: {', '.join(FAMILIES_AVAILABLE)}); its training lands with the "
+                       "force-field work")
+    import lightning as L
+    import torch
+    from transformers import AutoTokenizer
+
+    from chemspec.runtime.chemgpt import ChemGPT, evaluate, gpt_neo_config, loader, non_embedding_parameters
+
+    _quiet()
+    hp = _hparams(cell)
+    data, split = Path(cell.data_dir), Path(cell.split_dir)
+    tokens = np.load(data / "tokens.npy")
+    rows = {name: np.load(split / f"{name}.npy") for name in (f"train-{cell.data_size}", "val", "test")}
+    tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
+    L.seed_everything(cell.seed, workers=True, verbose=False)
+    training = cell.training
+    batches = loader(tokens, rows[f"train-{cell.data_size}"], hp["batch_size"], True, cell.seed,
+                     training.num_workers)
+    val = loader(tokens, rows["val"], 256, False, cell.seed)
+    module = ChemGPT(gpt_neo_config(cell.size, len(tokenizer)), hp["learning_rate"], training.optimizer,
+                     training.scheduler, total_steps=len(batches) * cell.epochs)
+    trainer = L.Trainer(
+        max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
+        precision=training.precision, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
+        gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu")
+    start = time.perf_counter()
+    trainer.fit(module, batches, val)
+    wall = time.perf_counter() - start
+    result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
+              "data_size": cell.data_size, "hparams": hp, "epochs": cell.epochs,
+              "steps": int(trainer.global_step), "tokens_seen": module.tokens_seen,
+              "params": non_embedding_parameters(module.model),
+              "params_total": sum(p.numel() for p in module.model.parameters()),
+              "val_loss": module.val_history[-1], "val_history": module.val_history,
+              "wall_time_s": round(wall, 3), "device": device_name(), "status": "ok"}
+    out = Path(cell.out_dir)
+    if cell.hparams is not None:
+        result["estimate"] = estimate(module.step_losses, module.val_history, cell.estimator)
+        result["estimator"] = cell.estimator["estimator"]
+        with atomic_dir(out) as tmp:
+            write_bytes(tmp / "loss.csv", loss_csv(module.step_losses))
+            write_json(tmp / "estimate.json", result)
+        return result
+    result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed))
+    with atomic_dir(out / "model") as tmp:
+        module.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    write_bytes(out / "loss.csv", loss_csv(module.step_losses))
+    write_json(out / "metrics.json", result)
+    return result

@@ -1,0 +1,130 @@
+"""Study specs: typed, frozen pydantic models, loaded from YAML with every error located by line:column."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import get_args, get_origin
+
+from pydantic import ValidationError
+
+from chemspec.errors import SpecError, SpecIssue
+from chemspec.specs.loader import Positions, load_yaml
+from chemspec.specs.study import Study
+
+__all__ = ["Study", "load_study", "parse_study", "json_schema"]
+
+_NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor)(?:\.[a-z_0-9]+)+)\b")
+_TAGS = {"package", "smiles_file", "generate", "atoms_file", "chemgpt", "schnet", "painn", "spookynet"}
+
+
+def _hint(error: dict, allowed: list[str]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        keys = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return f"remove it, or check its spelling{keys}"
+    if kind == "missing":
+        return "add this key; `chemspec schema` lists every key and its meaning"
+    if kind == "literal_error":
+        return "use one of the values listed"
+    if kind.startswith(("int_", "float_", "greater", "less")):
+        return "give a number in the allowed range"
+    if kind == "string_pattern_mismatch":
+        return "use lowercase letters, digits, '_' (and '-' where allowed); no spaces or shell characters"
+    if kind == "value_error":
+        return ""
+    return "see `chemspec schema` for the expected form"
+
+
+def _model_after(loc: tuple) -> type | None:
+    """The spec model that the last element of a pydantic loc sits in (to list its allowed keys)."""
+    from chemspec.specs.data import AtomsFileSource, GenerateMD, PackageSource, SmilesFileSource
+    from chemspec.specs.model import ChemGPTModel, GNNModel
+
+    tagged = {"package": PackageSource, "smiles_file": SmilesFileSource, "generate": GenerateMD,
+              "atoms_file": AtomsFileSource, "chemgpt": ChemGPTModel, "schnet": GNNModel,
+              "painn": GNNModel, "spookynet": GNNModel}
+    current: object = Study
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if fields and part in fields:
+            current = fields[part].annotation
+        elif part in tagged:
+            current = tagged[part]
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+    return current if hasattr(current, "model_fields") else None
+
+
+def _yaml_path(loc: tuple) -> tuple:
+    """Drop the union tags and key markers that pydantic adds to a loc but the YAML does not have."""
+    path: list = []
+    for part in loc:
+        if part == "[key]" or (path and path[-1] in ("source", "model") and part in _TAGS):
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+def _position(positions: Positions, path: tuple) -> tuple[int, int]:
+    for end in range(len(path), -1, -1):
+        if path[:end] in positions:
+            return positions[path[:end]]
+    return (1, 1)
+
+
+def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        path = _yaml_path(loc)
+        line, column = _position(positions, path)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            discriminator = error["ctx"]["discriminator"].strip("'")
+            path = path + (discriminator,)
+            line, column = _position(positions, path)
+            message = (f"{discriminator} {error['ctx'].get('tag', '')!r} is not one of "
+                       f"{error['ctx'].get('expected_tags', '')}" if error["type"] == "union_tag_invalid"
+                       else f"{discriminator} is missing; expected one of {error['ctx'].get('expected_tags', '')}")
+            error = {**error, "type": "literal_error"}
+        elif error["type"] == "value_error" and (named := _NAMED.match(message)):
+            # Cross-field rules name the key they are about; point at it rather than at its section.
+            path = tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
+            line, column = _position(positions, path)
+            message = message[named.end():].lstrip(": ")
+        elif error["type"] == "extra_forbidden":
+            message = f"unknown key {path[-1]!r}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif error["input"] is not None and error["type"] not in ("value_error", "source"):
+            message = f"{message} (got {json.dumps(error['input'], default=str)[:60]})"
+        issues.append(SpecIssue(file, line, column, ".".join(map(str, path)), message,
+                                _hint(error, sorted(getattr(_model_after(loc), "model_fields", {})))))
+    return sorted(issues, key=lambda i: (i.line, i.column, i.field))
+
+
+
+def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | None) -> Study:
+    """Validate plain values as a Study; raise SpecError listing every problem."""
+    if not isinstance(raw, dict):
+        raise SpecError([SpecIssue(file, 1, 1, "", "a study file must be a YAML mapping",
+                                   "start from specs/quickstart.yaml")])
+    try:
+        return Study.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise SpecError(_issues(exc, file, positions)) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Load and validate a study file."""
+    path = Path(path)
+    raw, positions = load_yaml(path)
+    return parse_study(raw, str(path), positions, path.parent)
+
+
+def json_schema() -> dict:
+    return Study.model_json_schema()

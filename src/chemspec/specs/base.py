@@ -1,0 +1,15 @@
+"""The base every spec model shares: frozen, no unknown keys, docstrings become schema descriptions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,31}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+"""A short lowercase name that can appear in stage names, paths and commands without quoting."""
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)

@@ -1,0 +1,163 @@
+"""The `data` section: where molecules or structures come from and how they are split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
+
+from chemspec.specs.base import Spec
+
+MOSES_TRAIN_MOLECULES = 1_584_663
+
+
+class PackageSource(Spec):
+    """SMILES shipped inside a Python package (no network)."""
+
+    package: Literal["moses"]
+    """`moses`: the MOSES training set from the molsets==0.3.1 wheel (1,584,663 SMILES)."""
+    max_molecules: PositiveInt | None = None
+    """Read only the first N rows of the file (MOSES rows are in random order); none reads all."""
+
+    def available(self) -> int:
+        return min(self.max_molecules or MOSES_TRAIN_MOLECULES, MOSES_TRAIN_MOLECULES)
+
+
+class SmilesFileSource(Spec):
+    """A CSV (with a header) or TXT (one SMILES a line) file of molecules."""
+
+    file: str = Field(min_length=1)
+    """Path to the file, relative to the study file's directory or absolute; it must exist."""
+    column: str | None = None
+    """CSV column holding SMILES; none means a plain text file with one SMILES a line and no header."""
+    max_molecules: PositiveInt | None = None
+    """Read only the first N molecules of the file; none reads all."""
+
+    def rows(self, path: Path) -> int:
+        """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules."""
+        with open(path, "rb") as handle:
+            lines = sum(1 for line in handle if line.strip())
+        count = lines - (1 if self.column else 0)
+        return min(count, self.max_molecules) if self.max_molecules else count
+
+
+class GenerateMD(Spec):
+    """MD17-style data generated here: RDKit conformer, ASE Langevin MD, GFN2-xTB labels."""
+
+    generate: Literal["md"]
+    """`md`: molecular dynamics trajectories labelled by a semi-empirical method."""
+    molecules: list[str] = Field(min_length=1)
+    """Molecules by name (e.g. ethanol) or SMILES."""
+    method: Literal["gfn2-xtb"] = "gfn2-xtb"
+    """Level of theory of the labels."""
+    temperature_K: float = Field(500.0, gt=0)
+    """Langevin thermostat temperature in kelvin."""
+    frames: PositiveInt = 1000
+    """Structures to keep in total, spread over the molecules."""
+    stride: PositiveInt = 10
+    """MD steps between kept frames."""
+    timestep_fs: float = Field(0.5, gt=0)
+    """MD time step in femtoseconds."""
+    equilibration_steps: int = Field(1000, ge=0)
+    """Steps run before the first frame is kept."""
+
+    def available(self) -> int:
+        return self.frames
+
+
+class Units(Spec):
+    """Units of the values in a data file; converted to eV and Å on load."""
+
+    energy: Literal["eV", "kcal/mol", "kJ/mol", "Hartree"] = "eV"
+    """Energy unit of the file (forces use this unit per length unit)."""
+    length: Literal["Angstrom", "bohr"] = "Angstrom"
+    """Length unit of the file's positions."""
+
+
+class AtomsFileSource(Spec):
+    """Structures with energies and forces from a file in a public format."""
+
+    file: str = Field(min_length=1)
+    """Path to the file, relative to the study file's directory or absolute; it must exist."""
+    format: Literal["md17", "rmd17", "ani1x", "extxyz", "asedb"]
+    """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x HDF5, extended XYZ, or ASE database."""
+    units: Units = Units()
+    """Units the file's values are written in."""
+    energy_key: str = "energy"
+    """Key of the energy in extended XYZ headers."""
+    forces_key: str = "forces"
+    """Key of the forces in extended XYZ per-atom arrays."""
+
+
+def _source_tag(value: Any) -> str | None:
+    if isinstance(value, Spec):
+        value = value.model_dump()
+    if not isinstance(value, dict):
+        return None
+    for key in ("package", "generate"):
+        if key in value:
+            return key
+    if "file" in value:
+        return "atoms_file" if "format" in value else "smiles_file"
+    return None
+
+
+Source = Annotated[
+    Union[
+        Annotated[PackageSource, Tag("package")],
+        Annotated[SmilesFileSource, Tag("smiles_file")],
+        Annotated[GenerateMD, Tag("generate")],
+        Annotated[AtomsFileSource, Tag("atoms_file")],
+    ],
+    Discriminator(
+        _source_tag,
+        custom_error_type="source",
+        custom_error_message="a source needs one of the keys package, file or generate",
+    ),
+]
+
+
+class Data(Spec):
+    """What the models are trained on and how it is split into nested training subsets."""
+
+    kind: Literal["smiles", "atoms"]
+    """`smiles` for chemical language models, `atoms` for force fields."""
+    source: Source
+    """Where the data comes from: {package: moses}, {file: x.csv, column: smiles}, {generate: md, ...}
+    or {file: x.npz, format: md17}."""
+    representation: Literal["selfies", "smiles"] | None = None
+    """String representation the language model reads (smiles data only; default selfies)."""
+    sizes: list[PositiveInt] = Field(min_length=1)
+    """Training-set sizes, ascending; each subset contains the smaller ones."""
+    validation: PositiveInt
+    """Molecules or structures held out for validation (taken before any training subset)."""
+    test: PositiveInt
+    """Molecules or structures held out for testing (taken before any training subset)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "Data":
+        if any(b <= a for a, b in zip(self.sizes, self.sizes[1:])):
+            raise ValueError(f"data.sizes {self.sizes} must be strictly ascending; "
+                             f"try {sorted(set(self.sizes))}")
+        smiles_source = isinstance(self.source, (PackageSource, SmilesFileSource))
+        if (self.kind == "smiles") != smiles_source:
+            raise ValueError(f"data.source does not fit data.kind {self.kind!r}: smiles data need "
+                             "{package: ...} or {file: ..., column: ...}; atoms data need "
+                             "{generate: md, ...} or {file: ..., format: ...}")
+        if self.kind == "atoms" and self.representation is not None:
+            raise ValueError("data.representation applies to smiles data only; remove it")
+        if hasattr(self.source, "available"):
+            self.check_available(self.source.available(), "the source")
+        return self
+
+    def check_available(self, available: int, where: str) -> None:
+        needed = self.sizes[-1] + self.validation + self.test
+        if needed > available:
+            raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
+                             f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
+                             f"has {available}; lower the sizes or read more molecules")
+
+    @property
+    def text_representation(self) -> str:
+        return self.representation or "selfies"

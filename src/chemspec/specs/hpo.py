@@ -1,0 +1,66 @@
+"""The `hpo` section: the hyperparameter grid and how Training Performance Estimation gates it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from chemspec.specs.base import Name, Spec
+
+
+class Grid(Spec):
+    """Hyperparameter values; every combination is one configuration."""
+
+    learning_rate: list[PositiveFloat] = Field(min_length=1)
+    """Learning rates to try."""
+    batch_size: list[PositiveInt] = Field(min_length=1)
+    """Batch sizes to try."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Grid":
+        for key in ("learning_rate", "batch_size"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"hpo.grid.{key} repeats a value ({values}); list each value once")
+        return self
+
+    def configs(self) -> list[dict]:
+        return [{"learning_rate": lr, "batch_size": bs} for lr in self.learning_rate for bs in self.batch_size]
+
+
+class Tpe(Spec):
+    """Training Performance Estimation: a short run per configuration ranks them."""
+
+    budget_fraction: float = Field(0.2, gt=0, le=1)
+    """Fraction of training.max_epochs each configuration trains for; in (0, 1]."""
+    estimator: Literal["tse", "tse_e", "tse_ema", "val"] = "tse"
+    """tse: sum of per-epoch mean training losses; tse_e: the last E epochs of them; tse_ema:
+    exponentially weighted; val: validation loss at the end of the window."""
+    last_epochs: PositiveInt = 1
+    """E of tse_e."""
+    ema_decay: float = Field(0.9, gt=0, lt=1)
+    """Decay of tse_ema per epoch."""
+    keep: PositiveInt = 1
+    """Configurations kept per model size and trained to completion."""
+    model_size: Name | None = None
+    """Model size that TPE runs on; default the first size of model.sizes."""
+    data_size: PositiveInt | None = None
+    """Data size that TPE runs on; default the largest of data.sizes."""
+
+
+class Hpo(Spec):
+    """Hyperparameter search, gated by TPE."""
+
+    grid: Grid
+    """Values to combine."""
+    tpe: Tpe = Tpe()
+    """Gating by Training Performance Estimation."""
+
+    @model_validator(mode="after")
+    def _keep_fits_grid(self) -> "Hpo":
+        n = len(self.grid.configs())
+        if self.tpe.keep > n:
+            raise ValueError(f"hpo.tpe.keep ({self.tpe.keep}) exceeds the {n} configurations of hpo.grid; "
+                             f"set keep to at most {n}")
+        return self

@@ -1,0 +1,64 @@
+"""The `model` section: the family and the capacities that form one axis of the scaling grid."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from chemspec.specs.base import Name, Spec
+
+
+class ChemGPTSize(Spec):
+    """One GPT-Neo shape; capacity is reported as the non-embedding parameter count."""
+
+    n_layer: PositiveInt
+    """Transformer blocks."""
+    n_embd: PositiveInt
+    """Hidden width; must be divisible by n_head."""
+    n_head: PositiveInt
+    """Attention heads."""
+    max_length: PositiveInt = 128
+    """Longest token sequence (molecules longer than this are dropped, and counted, by the data stage)."""
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ChemGPTSize":
+        if self.n_embd % self.n_head:
+            options = [h for h in range(1, min(self.n_embd, 64) + 1) if self.n_embd % h == 0]
+            near = sorted(options, key=lambda h: abs(h - self.n_head))[:2]
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                             f"try n_head {' or '.join(map(str, sorted(near)))}")
+        return self
+
+
+class ChemGPTModel(Spec):
+    """ChemGPT: a GPT-Neo causal language model on SELFIES (or SMILES) tokens."""
+
+    family: Literal["chemgpt"]
+    """Model family."""
+    sizes: dict[Name, ChemGPTSize] = Field(min_length=1)
+    """Named sizes, e.g. {xs: {n_layer: 2, n_embd: 32, n_head: 2}}; names are lowercase words."""
+
+    def size_names(self) -> list[str]:
+        return list(self.sizes)
+
+
+class GNNModel(Spec):
+    """A neural force field whose capacity is width × depth (SchNet, PaiNN or SpookyNet)."""
+
+    family: Literal["schnet", "painn", "spookynet"]
+    """Model family."""
+    widths: list[PositiveInt] = Field(min_length=1)
+    """Feature widths (n_atom_basis for SchNet/PaiNN, num_features for SpookyNet)."""
+    depths: list[PositiveInt] = Field(min_length=1)
+    """Interaction blocks (n_interactions / num_modules)."""
+    cutoff: PositiveFloat = 5.0
+    """Neighbour cutoff in Å."""
+    n_rbf: PositiveInt = 20
+    """Radial basis functions."""
+
+    def size_names(self) -> list[str]:
+        return [f"w{w}d{d}" for w in self.widths for d in self.depths]
+
+
+Model = Annotated[Union[ChemGPTModel, GNNModel], Field(discriminator="family")]

@@ -1,0 +1,108 @@
+"""The root of the spec tree: a whole scaling study, plus the rules that span its sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt, ValidationInfo, model_validator
+
+from chemspec.specs.base import Spec
+from chemspec.specs.data import AtomsFileSource, Data, SmilesFileSource
+from chemspec.specs.hpo import Hpo
+from chemspec.specs.model import ChemGPTModel, Model
+from chemspec.specs.training import Training
+
+
+class Fit(Spec):
+    """Scaling-law fits of the converged losses."""
+
+    laws: list[Literal["power"]] = Field(["power"], min_length=1)
+    """Laws to fit; power: log L = log a − α log x per axis (an effective slope)."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Confidence level of the intervals."""
+    bootstrap: int = Field(0, ge=0)
+    """Bootstrap resamples over cells as a cross-check (0: none)."""
+
+
+class Archive(Spec):
+    """Where results are archived."""
+
+    remote: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """DVC remote for large artifacts; `default` is a local directory remote."""
+
+
+class Slurm(Spec):
+    """SLURM settings of the slurm executor."""
+
+    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.,-]{1,64}$")
+    """Partition to submit to."""
+    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """Account to charge."""
+    gpus_per_job: int = Field(1, ge=0)
+    """GPUs per cell."""
+    time_min: PositiveInt = 60
+    """Wall-time limit per cell, minutes."""
+
+
+class Executor(Spec):
+    """How stale cells are run."""
+
+    kind: Literal["local", "slurm"] = "local"
+    """local: on this machine; slurm: one job per cell through submitit."""
+    jobs: PositiveInt = 1
+    """Cells run at once."""
+    slurm: Slurm = Slurm()
+    """SLURM settings (slurm executor only)."""
+
+
+class Study(Spec):
+    """A neural-scaling study: data × model grid, hyperparameter search, fits and archive."""
+
+    study: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    """Study name: lowercase letters, digits, '-' and '_'; it names directories and stages."""
+    seed: int = Field(0, ge=0, lt=2**31)
+    """Seed of the split and of every training run."""
+    data: Data
+    """Training data and its nested subsets."""
+    model: Model
+    """Model family and sizes."""
+    training: Training
+    """How each cell trains."""
+    hpo: Hpo
+    """Hyperparameter grid and TPE gating."""
+    fit: Fit = Fit()
+    """Scaling-law fits."""
+    archive: Archive = Archive()
+    """Archive settings."""
+    executor: Executor = Executor()
+    """Executor settings."""
+
+    @model_validator(mode="after")
+    def _cross_section(self, info: ValidationInfo) -> "Study":
+        lm = isinstance(self.model, ChemGPTModel)
+        if lm != (self.data.kind == "smiles"):
+            raise ValueError(f"model.family {self.model.family!r} does not fit data.kind {self.data.kind!r}: "
+                             "chemgpt trains on smiles data, schnet/painn/spookynet on atoms data")
+        tpe = self.hpo.tpe
+        if tpe.model_size is not None and tpe.model_size not in self.model.size_names():
+            raise ValueError(f"hpo.tpe.model_size {tpe.model_size!r} is not a model size; "
+                             f"choose one of {self.model.size_names()}")
+        if tpe.data_size is not None and tpe.data_size not in self.data.sizes:
+            raise ValueError(f"hpo.tpe.data_size {tpe.data_size} is not in data.sizes {self.data.sizes}")
+        base = (info.context or {}).get("base_dir")
+        source = self.data.source
+        if base is not None and isinstance(source, (SmilesFileSource, AtomsFileSource)):
+            path = Path(base) / source.file
+            if not path.is_file():
+                raise ValueError(f"data.source.file {source.file!r} does not exist (relative paths are "
+                                 "read from the study file's directory); fix the path")
+            if isinstance(source, SmilesFileSource):
+                self.data.check_available(source.rows(path), f"data.source.file {source.file!r}")
+        return self
+
+    def tpe_model_size(self) -> str:
+        return self.hpo.tpe.model_size or self.model.size_names()[0]
+
+    def tpe_data_size(self) -> int:
+        return self.hpo.tpe.data_size or self.data.sizes[-1]

@@ -1,0 +1,79 @@
+"""The `training` section: how every cell is trained once its hyperparameters are chosen."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from chemspec.specs.base import Spec
+
+
+class Optimizer(Spec):
+    """The optimiser of every cell."""
+
+    name: Literal["adamw", "adam"] = "adamw"
+    """Optimiser."""
+    weight_decay: float = Field(0.0, ge=0)
+    """Decoupled weight decay (AdamW)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam moment coefficients."""
+
+
+class Scheduler(Spec):
+    """Learning-rate schedule."""
+
+    name: Literal["constant", "cosine", "plateau"] = "constant"
+    """constant; cosine decay to min_lr over the run; or ReduceLROnPlateau on the validation loss."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps (constant and cosine)."""
+    factor: float = Field(0.5, gt=0, lt=1)
+    """Plateau: multiply the learning rate by this on a plateau."""
+    patience: int = Field(50, ge=0)
+    """Plateau: epochs without improvement before the rate falls."""
+    min_lr: float = Field(1.0e-7, ge=0)
+    """Lowest learning rate; a plateau schedule stops training when it gets here."""
+
+
+class LossWeights(Spec):
+    """Force-field loss: kind and weights of energy and forces."""
+
+    kind: Literal["l1", "mse"] = "l1"
+    """L1 (mean absolute error) or MSE."""
+    energy: float = Field(0.01, ge=0)
+    """Weight of the energy term."""
+    forces: float = Field(0.99, ge=0)
+    """Weight of the force term."""
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "LossWeights":
+        if self.energy == 0 and self.forces == 0:
+            raise ValueError("training.loss: energy and forces weights are both 0; set one above 0")
+        return self
+
+
+class Training(Spec):
+    """Settings shared by every training run of the study."""
+
+    max_epochs: PositiveInt
+    """Epochs of a full training run (TPE runs a fraction of them)."""
+    precision: Literal["32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    """Lightning precision; bf16-mixed on GPUs, 32-true on CPU."""
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    """Where to train: auto picks a GPU when one is visible."""
+    devices: PositiveInt | Literal["auto"] = 1
+    """Devices per cell (more than one trains with DDP)."""
+    batch_size: PositiveInt = 32
+    """Batch size when the hpo grid does not set it."""
+    learning_rate: PositiveFloat = 1.0e-3
+    """Learning rate when the hpo grid does not set it."""
+    optimizer: Optimizer = Optimizer()
+    """Optimiser settings."""
+    scheduler: Scheduler = Scheduler()
+    """Learning-rate schedule."""
+    loss: LossWeights = LossWeights()
+    """Force-field loss (ignored by language models)."""
+    gradient_clip: PositiveFloat | None = 1.0
+    """Clip the gradient norm to this value; none disables clipping."""
+    num_workers: int = Field(0, ge=0)
+    """Data-loader worker processes (does not change results)."""

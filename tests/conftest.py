@@ -1,0 +1,76 @@
+"""Shared helpers: run the real CLI in-process, and tiny real study specs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chemspec.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "specs" / "quickstart.yaml"
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `chemspec ARGS` in-process in a directory; returns exit code and captured output."""
+
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def tiny_study(**overrides) -> dict:
+    """A study small enough to train end to end in about a minute on 2 CPU cores."""
+    study = {
+        "study": "tiny",
+        "seed": 0,
+        "data": {"kind": "smiles", "source": {"package": "moses", "max_molecules": 1500},
+                 "sizes": [200, 400, 800], "validation": 200, "test": 200},
+        "model": {"family": "chemgpt", "sizes": {
+            "xs": {"n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 64},
+            "s": {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_length": 64},
+            "m": {"n_layer": 2, "n_embd": 32, "n_head": 2, "max_length": 64}}},
+        "training": {"max_epochs": 2, "accelerator": "cpu"},
+        "hpo": {"grid": {"learning_rate": [3.0e-3, 1.0e-2], "batch_size": [32]},
+                "tpe": {"budget_fraction": 0.5, "model_size": "xs", "data_size": 400}},
+    }
+    for dotted, value in overrides.items():
+        node = study
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return study
+
+
+def write_spec(path: Path, study: dict) -> Path:
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for git, dvc and chemspec subprocesses: this venv first, a git identity, no telemetry."""
+    return {**os.environ, "GIT_AUTHOR_NAME": "chemspec tests", "GIT_AUTHOR_EMAIL": "tests@chemspec.invalid",
+            "GIT_COMMITTER_NAME": "chemspec tests", "GIT_COMMITTER_EMAIL": "tests@chemspec.invalid",
+            "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def git_env(monkeypatch):
+    for key, value in tool_env().items():
+        monkeypatch.setenv(key, value)

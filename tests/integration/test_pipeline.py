@@ -1,0 +1,90 @@
+"""A tiny ChemGPT study through real `chemspec compile` + `dvc repro` in a temporary git repository."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_study, tool_env, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str, cwd: Path) -> str:
+    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    write_spec(root / "study.yaml", tiny_study())
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    first = sh("dvc", "repro", cwd=root)
+    return root, first
+
+
+def test_first_repro_runs_every_stage(project):
+    _, first = project
+    assert {"data", "split", "select", "fit", "archive", "tpe@lr3e-3-bs32", "tpe@lr1e-2-bs32",
+            "train@xs-200", "train@m-800"} <= ran_stages(first)
+
+
+def test_report_json_has_cells_and_fits(project):
+    root, _ = project
+    report = json.loads(sh("chemspec", "report", "--json", cwd=root))
+    assert report["study"] == "tiny"
+    assert len(report["cells"]) == 9
+    assert set(report["cells"][0]) == {"model", "params", "data_size", "val_loss"}
+    data_fits = [f for f in report["fits"] if f["axis"] == "data"]
+    assert len(data_fits) == 3 and all(f["status"] == "ok" for f in data_fits)
+    assert all(len(f["ci"]) == 2 and f["ci"][0] <= f["exponent"] <= f["ci"][1] for f in data_fits)
+    for model in ("xs", "s", "m"):
+        losses = [c["val_loss"] for c in sorted(report["cells"], key=lambda c: c["data_size"])
+                  if c["model"] == model]
+        assert losses == sorted(losses, reverse=True), f"{model}: loss must fall with data size {losses}"
+    text = sh("chemspec", "report", cwd=root)
+    assert "exponent" in text and "xs" in text
+
+
+def test_manifest_objects_match_their_names(project):
+    root, _ = project
+    ref = json.loads((root / "archive" / "refs" / "tiny.json").read_text())
+    objects = root / "archive" / "objects"
+    manifest = json.loads((objects / ref["manifest"][:2] / ref["manifest"]).read_bytes())
+    assert manifest["study"] == "tiny"
+    assert set(manifest["objects"]) >= {"spec", "data", "split", "selected", "fit", "cells", "plot", "train", "tpe"}
+    assert len(manifest["objects"]["train"]) == 9
+    assert manifest["provenance"]["versions"]["torch"]
+    files = [p for p in objects.rglob("*") if p.is_file()]
+    assert len(files) >= 20
+    for path in files:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    assert "verified" in sh("chemspec", "archive", "verify", cwd=root)
+
+
+def test_second_repro_runs_nothing(project):
+    root, _ = project
+    assert ran_stages(sh("dvc", "repro", cwd=root)) == set()
+
+
+def test_editing_one_model_size_reruns_only_its_cells(project):
+    root, _ = project
+    study = tiny_study()
+    study["model"]["sizes"]["s"]["n_embd"] = 24
+    write_spec(root / "study.yaml", study)
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    rerun = ran_stages(sh("dvc", "repro", cwd=root))
+    assert rerun == {"train@s-200", "train@s-400", "train@s-800", "fit", "archive"}

@@ -1,0 +1,107 @@
+"""The compiler: deterministic files, readable stage names, quoted commands, identities, real DVC accepts it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from chemspec.compiler import compile_study, expand, identity
+from chemspec.specs import load_study
+from tests.conftest import QUICKSTART, tiny_study, write_spec
+
+
+def test_same_spec_gives_byte_identical_files():
+    study = load_study(QUICKSTART)
+    assert compile_study(study, "specs/quickstart.yaml") == compile_study(load_study(QUICKSTART),
+                                                                         "specs/quickstart.yaml")
+
+
+def test_recompiling_leaves_files_untouched_and_check_catches_drift(cli, tmp_path):
+    spec = write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", str(spec), cwd=tmp_path).code == 0
+    first = (tmp_path / "dvc.yaml").read_bytes(), (tmp_path / "params.yaml").read_bytes()
+    again = cli("compile", str(spec))
+    assert again.code == 0 and "already up to date" in again.out
+    assert ((tmp_path / "dvc.yaml").read_bytes(), (tmp_path / "params.yaml").read_bytes()) == first
+    assert cli("compile", "--check", str(spec)).code == 0
+    write_spec(spec, tiny_study(**{"training.max_epochs": 3}))
+    stale = cli("compile", "--check", str(spec))
+    assert stale.code == 1 and "stale: dvc.yaml, params.yaml" in stale.err
+    assert (tmp_path / "params.yaml").read_bytes() == first[1]
+
+
+def test_stage_names_are_readable_and_cover_the_grid():
+    pipeline = yaml.safe_load(compile_study(load_study(QUICKSTART), "q.yaml")["dvc.yaml"])["stages"]
+    assert list(pipeline) == ["data", "split", "tpe", "select", "train", "fit", "archive"]
+    assert sorted(pipeline["train"]["foreach"]) == sorted(
+        f"{m}-{n}" for m in ("xs", "s", "m") for n in (1000, 3000, 10000))
+    assert sorted(pipeline["tpe"]["foreach"]) == ["lr1e-3-bs64", "lr3e-3-bs64"]
+
+
+def test_every_command_is_chemspec_run_with_safe_words():
+    pipeline = yaml.safe_load(compile_study(load_study(QUICKSTART), "q.yaml")["dvc.yaml"])["stages"]
+    for stage in pipeline.values():
+        cmd = stage.get("do", stage)["cmd"]
+        assert cmd.startswith("chemspec run ")
+        assert not set(cmd) & set(";&|`<>\"'\n"), cmd
+
+
+def test_keep_two_gives_a_train_cell_per_rank():
+    study = load_study(QUICKSTART).model_copy(deep=True)
+    hpo = study.hpo.model_copy(update={"tpe": study.hpo.tpe.model_copy(update={"keep": 2})})
+    cells = expand(study.model_copy(update={"hpo": hpo}))
+    assert "xs-1000-r2" in cells.train and cells.train["xs-1000-r2"].rank == 2
+
+
+def _cell(study_dict: dict, tmp_path, key: str = "xs-400"):
+    return expand(load_study(write_spec(tmp_path / "s.yaml", study_dict))).train[key]
+
+
+@pytest.mark.parametrize("change,moves", [
+    ({"training.num_workers": 4}, False),
+    ({"study": "renamed"}, False),
+    ({"fit.confidence": 0.9}, False),
+    ({"training.max_epochs": 3}, True),
+    ({"seed": 1}, True),
+    ({"training.precision": "bf16-mixed"}, True),
+])
+def test_identity_moves_only_with_fields_that_change_results(tmp_path, change, moves):
+    base = identity(_cell(tiny_study(), tmp_path))
+    assert (identity(_cell(tiny_study(**change), tmp_path)) != base) is moves
+
+
+def test_identity_of_other_sizes_is_unchanged_by_editing_one(tmp_path):
+    before = expand(load_study(write_spec(tmp_path / "a.yaml", tiny_study()))).train
+    edited = tiny_study()
+    edited["model"]["sizes"]["s"]["n_embd"] = 24
+    after = expand(load_study(write_spec(tmp_path / "b.yaml", edited))).train
+    changed = {k for k in before if identity(before[k]) != identity(after[k])}
+    assert changed == {"s-200", "s-400", "s-800"}
+
+
+def test_real_dvc_accepts_the_compiled_pipeline(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    spec = write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", str(spec), cwd=tmp_path).code == 0
+    dag = subprocess.run(["dvc", "dag", "--dot"], cwd=tmp_path, capture_output=True, text=True)
+    assert dag.returncode == 0, dag.stderr
+    assert '"train@m-800"' in dag.stdout and '"tpe@lr3e-3-bs32"' in dag.stdout
+    status = subprocess.run(["dvc", "status"], cwd=tmp_path, capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert "train@xs-200" in status.stdout
+
+
+def test_data_file_paths_are_made_relative_to_the_project(cli, tmp_path):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "mols.txt").write_text("CCO\nc1ccccc1\nCC(=O)O\n")
+    study = tiny_study()
+    study["data"]["source"] = {"file": "mols.txt"}
+    study["data"].update(sizes=[1], validation=1, test=1)
+    study["hpo"]["tpe"]["data_size"] = 1
+    spec = write_spec(tmp_path / "studies" / "s.yaml", study)
+    assert cli("compile", str(spec), cwd=tmp_path).code == 0
+    pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    assert pipeline["stages"]["data"]["deps"] == ["studies/mols.txt"]

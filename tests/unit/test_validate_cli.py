@@ -1,0 +1,141 @@
+"""`chemspec validate` and `compile` on invalid studies: exit 2, the field named, no traceback, no files."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from tests.conftest import QUICKSTART
+
+BASE = yaml.safe_load(QUICKSTART.read_text())
+
+
+def mutate(path: str, value=None, delete: bool = False) -> str:
+    study = copy.deepcopy(BASE)
+    node = study
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[key]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return yaml.safe_dump(study, sort_keys=False)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8))
+
+CASES = [
+    ("yaml-syntax", "study: [unclosed\n", "YAML syntax error"),
+    ("not-a-mapping", "- just\n- a list\n", "must be a YAML mapping"),
+    ("empty-file", "", "the file is empty"),
+    ("alias-bomb", BOMB, "alias bomb"),
+    ("python-tag", "study: !!python/object/apply:os.system ['touch PWNED']\n", "not allowed"),
+    ("duplicate-key", QUICKSTART.read_text() + "seed: 3\n", "duplicate key 'seed'"),
+    ("unknown-top-key", mutate("colour", "blue"), "colour: unknown key"),
+    ("typo-nested-key", mutate("training.precison", "32-true"), "training.precison: unknown key"),
+    ("missing-data", mutate("data", delete=True), "data: required key is missing"),
+    ("missing-sizes", mutate("data.sizes", delete=True), "data.sizes: required key is missing"),
+    ("negative-size", mutate("data.sizes", [-5, 100]), "data.sizes.0"),
+    ("unsorted-sizes", mutate("data.sizes", [3000, 1000]), "strictly ascending"),
+    ("too-many-molecules", mutate("data.sizes", [1000, 30000]), "lower the sizes"),
+    ("wrong-type-epochs", mutate("training.max_epochs", "ten"), "training.max_epochs"),
+    ("zero-epochs", mutate("training.max_epochs", 0), "training.max_epochs"),
+    ("bad-precision", mutate("training.precision", "fp8"), "training.precision"),
+    ("bad-family", mutate("model.family", "gpt5"), "model.family"),
+    ("head-count", mutate("model.sizes.s", {"n_layer": 2, "n_embd": 96, "n_head": 5}),
+     "model.sizes.s: n_embd (96) must be divisible by n_head (5); try n_head 4 or 6"),
+    ("size-name-injection", mutate("model.sizes", {"s; rm -rf ~": {"n_layer": 1, "n_embd": 8, "n_head": 2}}),
+     "model.sizes.s; rm -rf ~"),
+    ("study-injection", mutate("study", "x; touch PWNED"), "study: String should match pattern"),
+    ("study-subshell", mutate("study", "$(id)"), "study: String should match pattern"),
+    ("study-path", mutate("study", "../escape"), "study: String should match pattern"),
+    ("budget-fraction", mutate("hpo.tpe.budget_fraction", 1.5), "hpo.tpe.budget_fraction"),
+    ("budget-zero", mutate("hpo.tpe.budget_fraction", 0), "hpo.tpe.budget_fraction"),
+    ("keep-too-many", mutate("hpo.tpe.keep", 5), "hpo.tpe.keep: (5) exceeds the 2 configurations"),
+    ("tpe-size-unknown", mutate("hpo.tpe.model_size", "xl"), "hpo.tpe.model_size: 'xl' is not a model size"),
+    ("tpe-data-unknown", mutate("hpo.tpe.data_size", 7), "hpo.tpe.data_size: 7 is not in data.sizes"),
+    ("grid-repeat", mutate("hpo.grid.learning_rate", [1e-3, 1e-3]), "repeats a value"),
+    ("empty-grid", mutate("hpo.grid.batch_size", []), "hpo.grid.batch_size"),
+    ("source-without-kind", mutate("data.source", {"url": "http://x"}), "data.source"),
+    ("atoms-for-chemgpt", mutate("data.source", {"generate": "md", "molecules": ["ethanol"]}),
+     "does not fit data.kind"),
+    ("missing-file", mutate("data.source", {"file": "nowhere.csv", "column": "smiles"}), "does not exist"),
+    ("confidence", mutate("fit.confidence", 1.0), "fit.confidence"),
+    ("seed-negative", mutate("seed", -1), "seed"),
+]
+
+
+@pytest.mark.parametrize("name,text,expected", CASES, ids=[c[0] for c in CASES])
+def test_invalid_spec_exits_2_naming_the_field(cli, tmp_path, name, text, expected):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(text)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for verb in ("validate", "compile"):
+        result = cli(verb, str(spec), cwd=tmp_path)
+        assert result.code == 2, result.err
+        assert expected in result.err
+        assert "Traceback" not in result.err + result.out
+        assert "study.yaml:" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_at_least_25_distinct_invalid_inputs():
+    assert len({c[0] for c in CASES}) >= 25
+
+
+def test_errors_carry_line_and_column(cli, tmp_path):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(QUICKSTART.read_text().replace("n_head: 4}", "n_head: 5}"))
+    result = cli("validate", str(spec))
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if "n_head: 5" in text)
+    assert f"study.yaml:{line}:5: model.sizes.s: n_embd (64) must be divisible by n_head (5)" in result.err
+
+
+def test_every_error_is_reported_at_once(cli, tmp_path):
+    spec = tmp_path / "study.yaml"
+    study = copy.deepcopy(BASE)
+    study["seed"] = -1
+    study["training"]["max_epochs"] = 0
+    study["hpo"]["tpe"]["budget_fraction"] = 2
+    spec.write_text(yaml.safe_dump(study))
+    result = cli("validate", str(spec))
+    assert result.code == 2
+    assert "3 errors" in result.err
+    for field in ("seed", "training.max_epochs", "hpo.tpe.budget_fraction"):
+        assert f": {field}:" in result.err
+
+
+def test_unknown_key_hint_lists_allowed_keys(cli, tmp_path):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("training.precison", "32-true"))
+    result = cli("validate", str(spec))
+    assert "allowed here:" in result.err and "precision" in result.err
+
+
+def test_verbose_shows_traceback_of_internal_errors_only_when_asked(cli, tmp_path):
+    result = cli("validate", str(tmp_path / "absent.yaml"))
+    assert result.code == 2 and "file not found" in result.err and "Traceback" not in result.err
+
+
+def test_valid_quickstart_validates(cli):
+    result = cli("validate", str(QUICKSTART))
+    assert result.code == 0
+    assert "valid study 'quickstart'" in result.out
+
+
+def test_schema_is_json_schema_of_the_study(cli):
+    import json
+
+    result = cli("schema")
+    schema = json.loads(result.out)
+    assert result.code == 0
+    assert schema["title"] == "Study"
+    assert {"study", "data", "model", "training", "hpo"} <= set(schema["required"])
+    assert "description" in schema["properties"]["seed"]
