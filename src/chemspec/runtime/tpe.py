@@ -21,9 +21,20 @@ def epoch_means(log: list[list[float]]) -> np.ndarray:
     return np.array([np.mean(epoch) for epoch in log if len(epoch)], dtype=np.float64)
 
 
-def tse(log: list[list[float]]) -> float:
-    """Sum over the window's epochs of the per-epoch mean training loss."""
-    return float(epoch_means(log).sum())
+def read_loss_log(path: str | Path) -> list[list[float]]:
+    """A loss.csv (columns epoch, step, loss; read by name) back into per-epoch lists of step losses."""
+    import csv
+
+    epochs: dict[int, list[float]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            epochs.setdefault(int(row["epoch"]), []).append(float(row["loss"]))
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def tse(log: list[list[float]], window: int | None = None) -> float:
+    """Sum over the first `window` epochs (all by default) of the per-epoch mean training loss."""
+    return float(epoch_means(log[:window] if window else log).sum())
 
 
 def tse_e(log: list[list[float]], last_epochs: int) -> float:

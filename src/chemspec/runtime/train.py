@@ -38,6 +38,9 @@ def _hparams(cell: TrainCell) -> dict:
 
 
 def _quiet() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec).*")

@@ -1,0 +1,83 @@
+"""The content-addressed store: names are hashes, equal content dedupes, verify finds every fault."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from chemspec.archive import Store, verify
+from chemspec.errors import ArchiveError
+
+
+def test_objects_are_named_by_the_sha256_of_their_canonical_bytes(tmp_path):
+    store = Store(tmp_path)
+    a = store.put_json({"b": 1, "a": [1.5, "x"]})
+    b = store.put_json({"a": [1.5, "x"], "b": 1})
+    assert a == b == hashlib.sha256(b'{"a":[1.5,"x"],"b":1}').hexdigest()
+    assert store.path(a).read_bytes() == b'{"a":[1.5,"x"],"b":1}'
+    assert store.put_json({"a": 2}) != a
+    assert len([p for p in (tmp_path / "objects").rglob("*") if p.is_file()]) == 2
+
+
+def _archived(tmp_path) -> tuple[Store, dict]:
+    store = Store(tmp_path)
+    objects = {"fit": store.put_json({"alpha": 0.2}), "plot": store.put_bytes(b"\x89PNG fake"),
+               "train": {"xs-100": store.put_json({"val_loss": 1.0})}}
+    manifest = store.put_json({"study": "s", "objects": objects})
+    store.set_ref("s", manifest)
+    return store, objects
+
+
+def test_verify_passes_on_an_intact_archive(tmp_path):
+    _archived(tmp_path)
+    assert verify(tmp_path) == (3, [])
+
+
+@pytest.mark.parametrize("role", ["fit", "plot", "train"])
+def test_verify_detects_one_flipped_byte_in_each_object_type(tmp_path, role):
+    store, objects = _archived(tmp_path)
+    digest = objects[role] if role != "train" else objects["train"]["xs-100"]
+    path = store.path(digest)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 1
+    path.write_bytes(bytes(data))
+    checked, problems = verify(tmp_path)
+    assert len(problems) == 1 and "corrupt" in problems[0] and role in problems[0]
+
+
+def test_verify_detects_a_deleted_object_and_a_corrupt_manifest(tmp_path):
+    store, objects = _archived(tmp_path)
+    store.path(objects["fit"]).unlink()
+    assert "missing" in verify(tmp_path)[1][0]
+    manifest = store.path(store.ref("s"))
+    manifest.write_bytes(manifest.read_bytes() + b" ")
+    assert "manifest" in verify(tmp_path)[1][0]
+
+
+def test_verify_of_an_empty_archive_says_what_to_run(tmp_path):
+    with pytest.raises(ArchiveError, match="no archived runs"):
+        verify(tmp_path)
+
+
+def test_a_write_killed_midway_leaves_no_object(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from chemspec.runtime import io
+        real = os.replace
+        def die(*a):
+            os.kill(os.getpid(), signal.SIGKILL)
+        io.os.replace = die
+        from chemspec.archive import Store
+        Store({str(tmp_path)!r}).put_bytes(b"x" * 100000)
+    """)
+    done = subprocess.run([sys.executable, "-c", script])
+    assert done.returncode == -signal.SIGKILL
+    digest = hashlib.sha256(b"x" * 100000).hexdigest()
+    assert not Store(tmp_path).path(digest).exists()
+    assert os.listdir(tmp_path / "objects" / digest[:2]) != [digest]

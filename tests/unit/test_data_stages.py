@@ -1,0 +1,98 @@
+"""The data and split stages on real molecules: cleaning counts, a tokenizer transformers loads, nested splits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from chemspec.compiler.cells import DataCell, SplitCell
+from chemspec.errors import RunError
+from chemspec.runtime.molecules import BOS, EOS, PAD, run_data
+from chemspec.runtime.split import run_split
+
+SMILES = ["CCO", "OCC", "c1ccccc1", "not-a-molecule", "CC(=O)O", "C1CC", "CCN(CC)CC", "O=C=O", "CCCCCCCCCCCC"]
+
+
+def data_cell(tmp_path, **source) -> DataCell:
+    mols = tmp_path / "mols.txt"
+    mols.write_text("\n".join(SMILES) + "\n")
+    return DataCell(study="t", kind="smiles", source={"file": str(mols), **source}, representation="selfies",
+                    max_length=12, out_dir=str(tmp_path / "data"))
+
+
+def test_invalid_duplicate_and_long_molecules_are_counted(tmp_path):
+    info = run_data(data_cell(tmp_path))
+    assert info["counts"] == {"read": 9, "invalid_smiles": 2, "duplicates": 1, "unencodable": 0, "too_long": 1}
+    assert info["molecules"] == 5
+    saved = json.loads((tmp_path / "data" / "data.json").read_text())
+    assert saved["counts"] == info["counts"] and len(saved["sha256"]["tokens.npy"]) == 64
+
+
+def test_tokens_start_with_bos_end_with_eos_and_match_the_saved_tokenizer(tmp_path):
+    run_data(data_cell(tmp_path))
+    tokens = np.load(tmp_path / "data" / "tokens.npy")
+    rows = (tmp_path / "data" / "molecules.csv").read_text().splitlines()[1:]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "data" / "tokenizer")
+    for row, line in zip(tokens, rows):
+        selfies = line.split(",")[1]
+        ids = [int(t) for t in row if t != PAD]
+        assert ids[0] == BOS and ids[-1] == EOS
+        assert tokenizer(selfies)["input_ids"] == ids
+
+
+def test_max_molecules_reads_only_the_head(tmp_path):
+    assert run_data(data_cell(tmp_path, max_molecules=3))["counts"]["read"] == 3
+
+
+def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("xx\nyy\n")
+    cell = DataCell(study="t", kind="smiles", source={"file": str(bad)}, representation="selfies",
+                    max_length=12, out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match="no valid molecules among 2 read"):
+        run_data(cell)
+    assert not (tmp_path / "data" / "tokens.npy").exists()
+
+
+def test_a_missing_csv_column_names_the_header(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_text("smi\nCCO\n")
+    cell = DataCell(study="t", kind="smiles", source={"file": str(csv), "column": "smiles"},
+                    representation="selfies", max_length=12, out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match="no column 'smiles'; the header has \\['smi'\\]"):
+        run_data(cell)
+
+
+def _split(tmp_path, sizes, seed=0) -> SplitCell:
+    data = tmp_path / "d"
+    data.mkdir(exist_ok=True)
+    np.save(data / "tokens.npy", np.zeros((100, 4), dtype=np.int16))
+    return SplitCell(seed=seed, sizes=sizes, validation=10, test=10, data_dir=str(data),
+                     out_dir=str(tmp_path / f"s{seed}-{len(sizes)}"))
+
+
+def test_split_is_nested_disjoint_and_stable_when_sizes_grow(tmp_path):
+    run_split(_split(tmp_path, [20, 40]))
+    out = tmp_path / "s0-2"
+    small, large = np.load(out / "train-20.npy"), np.load(out / "train-40.npy")
+    val, test = np.load(out / "val.npy"), np.load(out / "test.npy")
+    assert set(small) <= set(large)
+    assert not (set(large) & set(val)) and not (set(large) & set(test)) and not (set(val) & set(test))
+    run_split(_split(tmp_path, [20, 40, 80]))
+    grown = tmp_path / "s0-3"
+    for name in ("train-20.npy", "train-40.npy", "val.npy", "test.npy"):
+        assert (grown / name).read_bytes() == (out / name).read_bytes()
+
+
+def test_split_depends_on_the_seed(tmp_path):
+    run_split(_split(tmp_path, [20], seed=0))
+    run_split(_split(tmp_path, [20], seed=1))
+    assert not np.array_equal(np.load(tmp_path / "s0-1" / "val.npy"), np.load(tmp_path / "s1-1" / "val.npy"))
+
+
+def test_split_larger_than_the_data_says_how_many_are_valid(tmp_path):
+    with pytest.raises(RunError, match="only 100 are valid after cleaning"):
+        run_split(_split(tmp_path, [90]))

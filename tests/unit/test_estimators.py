@@ -1,0 +1,87 @@
+"""TPE estimators against hand-computed values, and the select stage's ranking and reasons."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chemspec.compiler.cells import SelectCell
+from chemspec.errors import RunError
+from chemspec.runtime.tpe import estimate, read_loss_log, run_select, tse, tse_e, tse_ema
+from chemspec.runtime.train import loss_csv
+
+LOG = [[4.0, 2.0], [2.0, 1.0, 0.0], [1.0]]  # per-epoch means 3, 1, 1
+
+
+def test_tse_sums_per_epoch_means():
+    assert tse(LOG) == pytest.approx(5.0)
+
+
+def test_tse_window_counts_only_its_epochs():
+    assert tse(LOG, window=2) == pytest.approx(4.0)
+    assert tse(LOG, window=1) == pytest.approx(3.0)
+
+
+def test_tse_is_comparable_across_batch_sizes():
+    # The same per-epoch losses seen in 2 or 8 steps per epoch give the same estimate.
+    assert tse([[2.0, 2.0], [1.0, 1.0]]) == tse([[2.0] * 8, [1.0] * 8]) == pytest.approx(3.0)
+
+
+def test_tse_e_sums_the_last_epochs_of_the_window():
+    assert tse_e(LOG, 2) == pytest.approx(2.0)
+    assert tse_e(LOG, 1) == pytest.approx(1.0)
+
+
+def test_tse_ema_is_normalised_by_its_weights():
+    # weights 0.25, 0.5, 1 on means 3, 1, 1: (0.75 + 0.5 + 1) / 1.75
+    assert tse_ema(LOG, 0.5) == pytest.approx(2.25 / 1.75)
+    assert tse_ema([[2.0], [2.0]], 0.3) == pytest.approx(2.0)
+
+
+def test_val_estimator_takes_the_last_validation_loss():
+    assert estimate(LOG, [3.0, 2.5], {"estimator": "val"}) == 2.5
+
+
+def test_unknown_estimator_is_refused():
+    with pytest.raises(RunError, match="hpo.tpe.estimator 'magic' is unknown"):
+        estimate(LOG, [1.0], {"estimator": "magic"})
+
+
+def test_loss_log_round_trips_through_csv_by_column_name(tmp_path):
+    path = tmp_path / "loss.csv"
+    path.write_bytes(loss_csv(LOG))
+    assert path.read_text().splitlines()[0] == "epoch,step,loss"
+    assert read_loss_log(path) == LOG
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text("loss,epoch,step\n4.0,0,0\n2.0,0,1\n1.0,1,2\n")
+    assert read_loss_log(swapped) == [[4.0, 2.0], [1.0]]
+
+
+def _tpe(tmp_path, name: str, value: float, lr: float, status: str = "ok") -> str:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "estimate.json").write_text(json.dumps({
+        "hparams": {"learning_rate": lr, "batch_size": 32}, "estimate": value, "wall_time_s": 2.0,
+        "status": status}))
+    return str(folder)
+
+
+def test_select_keeps_the_lowest_estimates_and_says_why(tmp_path):
+    dirs = {"a": _tpe(tmp_path, "a", 3.0, 1e-3), "b": _tpe(tmp_path, "b", 2.0, 3e-3),
+            "c": _tpe(tmp_path, "c", float("nan"), 1e-1)}
+    out = tmp_path / "selected.json"
+    result = run_select(SelectCell(keep=1, estimator="tse", tpe_dirs=dirs, out=str(out)))
+    assert result["kept"] == [{"learning_rate": 3e-3, "batch_size": 32}]
+    reasons = {c["name"]: (c["rank"], c["kept"], c["reason"]) for c in result["configs"]}
+    assert reasons["b"] == (1, True, "rank 1 of 2 by tse")
+    assert reasons["a"][:2] == (2, False) and "hpo.tpe.keep" in reasons["a"][2]
+    assert reasons["c"] == (None, False, "diverged during TPE")
+    assert result["tpe_cost_s"] == 6.0
+    assert json.loads(out.read_text()) == result
+
+
+def test_select_without_tpe_results_says_what_to_run(tmp_path):
+    cell = SelectCell(keep=1, estimator="tse", tpe_dirs={"a": str(tmp_path / "a")}, out=str(tmp_path / "s.json"))
+    with pytest.raises(RunError, match="run `dvc repro` so that tpe@a runs first"):
+        run_select(cell)

@@ -1,0 +1,55 @@
+"""Power-law fits: recovery of known exponents, honest intervals, and 'cannot fit' instead of numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chemspec.runtime.fit import fits, power_law
+
+
+def test_exact_power_law_is_recovered():
+    x = [1e3, 3e3, 1e4, 3e4]
+    y = [5.0 * v ** -0.3 for v in x]
+    fit = power_law(x, y, 0.95)
+    assert fit["status"] == "ok"
+    assert fit["exponent"] == pytest.approx(0.3, abs=1e-9)
+    assert fit["prefactor"] == pytest.approx(5.0, rel=1e-9)
+    assert fit["r2"] == pytest.approx(1.0)
+
+
+def test_interval_covers_the_truth_under_noise():
+    rng = np.random.default_rng(0)
+    x = np.array([1e3, 3e3, 1e4, 3e4, 1e5])
+    covered = 0
+    for _ in range(200):
+        y = 2.0 * x ** -0.25 * np.exp(rng.normal(0, 0.03, len(x)))
+        low, high = power_law(list(x), list(y), 0.95)["ci"]
+        covered += low <= 0.25 <= high
+    assert covered >= 180
+
+
+@pytest.mark.parametrize("x,y,reason", [
+    ([1e3], [1.0], "1 point"),
+    ([1e3, 1e4], [1.0, 0.5], "2 points"),
+    ([1e3, 1e4, 1e5], [1.0, 1.0, 1.0], "losses are constant"),
+    ([1e3, 1e4, 1e5], [1.0, float("nan"), 0.5], "finite and positive"),
+    ([1e3, 1e4, 1e5], [1.0, -0.2, 0.5], "finite and positive"),
+    ([1e3, 1e3, 1e3], [1.0, 0.9, 0.8], "one x value"),
+])
+def test_degenerate_inputs_cannot_be_fitted(x, y, reason):
+    fit = power_law(x, y, 0.95)
+    assert fit["status"] == "cannot fit"
+    assert reason in fit["reason"]
+    assert "exponent" not in fit
+
+
+def test_fits_cover_both_axes_and_skip_diverged_cells():
+    rows = [{"model": m, "params": p, "data_size": n, "val_loss": 10 * p ** -0.1 * n ** -0.2, "status": "ok"}
+            for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6)) for n in (1e3, 1e4, 1e5)]
+    rows.append({"model": "m", "params": 1e6, "data_size": 1e6, "val_loss": float("nan"), "status": "diverged"})
+    result = fits(rows, ["power"], 0.95)
+    by = {(f["axis"], f["group"]): f for f in result}
+    assert by[("data", "xs")]["exponent"] == pytest.approx(0.2)
+    assert by[("params", "1000.0")]["exponent"] == pytest.approx(0.1)
+    assert ("params", "1000000.0") not in by
