@@ -63,6 +63,12 @@ def write_spec(path: Path, study: dict) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_dvc_remote(tmp_path_factory):
+    """The default DVC remote of every test project lives in a temporary directory, not the user's cache."""
+    os.environ["CHEMSPEC_REMOTE"] = str(tmp_path_factory.mktemp("dvc-remote"))
+
+
 def tool_env() -> dict[str, str]:
     """The environment for git, dvc and chemspec subprocesses: this venv first, a git identity, no telemetry."""
     return {**os.environ, "GIT_AUTHOR_NAME": "chemspec tests", "GIT_AUTHOR_EMAIL": "tests@chemspec.invalid",

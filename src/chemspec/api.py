@@ -71,6 +71,13 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
         result.written.append(name)
     if not (root / ".dvc").is_dir():
         result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
+        return result
+    from chemspec.archive import ensure_remote
+
+    try:
+        result.notes.append(f"DVC remote {ensure_remote(root, study.archive.remote)}")
+    except ArchiveError as exc:
+        result.notes.append(str(exc))
     return result
 
 
@@ -114,6 +121,61 @@ def report(params: str | Path = "params.yaml") -> Report:
     if not (table.is_file() and fit.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     return Report(study=cells.fit.study, cells=read_json(table), fits=read_json(fit)["fits"])
+
+
+def archive_ls(root: str | Path = "archive") -> list[dict]:
+    from chemspec.archive import Store, manifests
+
+    current = {}
+    store = Store(root)
+    for study in store.studies():
+        current[store.ref(study)] = study
+    return [{"manifest": digest, "study": m["study"], "cells": len(m["objects"].get("train", {})),
+             "commit": (m["provenance"]["git"].get("commit") or "")[:12], "current": digest in current,
+             "compute_hours": m["provenance"].get("compute_hours")} for digest, m in manifests(root)]
+
+
+def archive_show(prefix: str, root: str | Path = "archive") -> dict:
+    from chemspec.archive import find
+
+    digest, manifest = find(root, prefix)
+    return {"manifest": digest, **manifest}
+
+
+def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None) -> dict:
+    from chemspec.archive import diff as archive_diff
+
+    return archive_diff(rev_a, rev_b, study)
+
+
+def pull(target: str, to: str | Path | None = None, study: str | None = None) -> dict:
+    from chemspec.archive import ensure_remote, pull as archive_pull
+
+    to = Path(to) if to is not None else Path("pulled") / target.replace("/", "_").replace("~", "-")
+    remote = "default"
+    if Path(".dvc").is_dir():
+        ensure_remote(".", remote)
+    return archive_pull(target, to, study=study, remote=remote)
+
+
+def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
+          study: str | None = None) -> dict:
+    """Refit archived cell losses (a pulled directory or a git revision) without training anything."""
+    from chemspec.archive import Snapshot
+    from chemspec.runtime.fit import fits
+
+    folder = Path(source)
+    if folder.is_dir():
+        if not (folder / "cells.json").is_file():
+            raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
+        cells, old = read_json(folder / "cells.json"), read_json(folder / "fit.json")
+    else:
+        snapshot = Snapshot(source)
+        _, manifest = snapshot.manifest(study)
+        cells, old = snapshot.json(manifest["objects"]["cells"]), snapshot.json(manifest["objects"]["fit"])
+    laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
+    level = confidence if confidence is not None else old["confidence"]
+    return {"study": old["study"], "source": source, "confidence": level, "fits": fits(cells, laws, level)}
 
 
 def archive_verify(root: str | Path = "archive") -> int:

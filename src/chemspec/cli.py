@@ -93,8 +93,13 @@ def report(params: str, as_json: bool) -> None:
         hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items())
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
                    f"{_fmt(c.get('test_loss')):>9}  {hp}")
-    click.echo(f"\n{'axis':<7} {'group':<10} {'law':<6} {'exponent':>9}  interval            n  R²")
-    for f in result.fits:
+    click.echo()
+    _echo_fits(result.fits)
+
+
+def _echo_fits(fits: list[dict]) -> None:
+    click.echo(f"{'axis':<7} {'group':<10} {'law':<6} {'exponent':>9}  interval            n  R²")
+    for f in fits:
         if f["status"] != "ok":
             click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<6} {'-':>9}  cannot fit: {f['reason']}")
             continue
@@ -108,12 +113,87 @@ def archive() -> None:
     """Inspect the content-addressed archive."""
 
 
+@archive.command(name="ls")
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+def archive_ls(root: str) -> None:
+    """List archived runs (manifests); * marks each study's newest."""
+    for run in api.archive_ls(root):
+        mark = "*" if run["current"] else " "
+        click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {run['cells']:>4} cells  "
+                   f"commit {run['commit'] or '-':<12}  {run['compute_hours']:.4f} h")
+
+
+@archive.command()
+@click.argument("manifest_id")
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+def show(manifest_id: str, root: str) -> None:
+    """Show one archived run's manifest (an id prefix is enough)."""
+    click.echo(json.dumps(api.archive_show(manifest_id, root), indent=2, sort_keys=True))
+
+
 @archive.command()
 @click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
 def verify(root: str) -> None:
     """Re-hash every archived object; exit 1 on any missing or corrupt object."""
     checked = api.archive_verify(root)
     click.echo(f"{checked} objects verified in {root}")
+
+
+@cli.command()
+@click.argument("rev_a", default="HEAD")
+@click.argument("rev_b", default="WORKTREE")
+@click.option("--study", default=None, help="Study to compare (needed when several are archived).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
+    """Compare the archived results of two git revisions (WORKTREE: the files on disk)."""
+    result = api.diff(rev_a, rev_b, study)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"study {result['study']}: {rev_a} ({result['a']['manifest'][:12]}) -> "
+               f"{rev_b} ({result['b']['manifest'][:12]})")
+    for change in result["spec"]:
+        click.echo(f"  spec {change['field']}: {change['before']!r} -> {change['after']!r}")
+    cells = result["cells"]
+    for key in cells["added"]:
+        click.echo(f"  + cell {key}")
+    for key in cells["removed"]:
+        click.echo(f"  - cell {key}")
+    for row in cells["changed"]:
+        click.echo(f"  ~ cell {row['cell']}: val loss {row['val_loss_before']:.4g} -> {row['val_loss_after']:.4g}")
+    for row in result["exponents"]:
+        if row["before"] != row["after"]:
+            flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
+            click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {row['before']} -> "
+                       f"{row['after']} ({flag} at {result['confidence']:.0%})")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--to", "to", default=None, type=click.Path(file_okay=False), help="Directory to create.")
+@click.option("--study", default=None, help="Study to pull (needed when several are archived).")
+def pull(target: str, to: str | None, study: str | None) -> None:
+    """Bring an archived run (git revision or manifest id) back into a directory, checkpoints included."""
+    result = api.pull(target, to, study)
+    click.echo(f"pulled study {result['study']} (manifest {result['manifest'][:12]} at {result['rev'][:12]}): "
+               f"{result['objects']} objects, {result['checkpoints']} checkpoints -> {result['to']}")
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--law", "laws", multiple=True, type=click.Choice(["power"]), help="Law to fit (repeatable).")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Confidence level of the intervals.")
+@click.option("--study", default=None, help="Study to refit (needed when several are archived).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: str | None, as_json: bool) -> None:
+    """Refit archived losses (a pulled directory or a git revision) without training."""
+    result = api.refit(source, list(laws) or None, confidence, study)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"study {result['study']} from {source} ({result['confidence']:.0%} intervals)\n")
+    _echo_fits(result["fits"])
 
 
 def main(argv: list[str] | None = None) -> int:

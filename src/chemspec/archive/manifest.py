@@ -78,6 +78,7 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
         "kind": "chemspec-manifest", "version": 1, "study": cell.study, "seed": cell.seed,
         "spec_sha256": hashlib.sha256(canonical(cell.spec)).hexdigest(),
         "objects": objects, "cells": identities,
+        "checkpoints": {key: (Path(path).parent / "model").as_posix() for key, path in sorted(metrics.items())},
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
                        "git": git_state(Path.cwd()), "versions": versions(), "device": device,
                        "compute_hours": round(seconds / 3600, 6)},
@@ -85,6 +86,25 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
     digest = store.put_json(manifest)
     store.set_ref(cell.study, digest)
     return {"manifest": digest, **manifest}
+
+
+def manifests(root: str | Path) -> list[tuple[str, dict]]:
+    """Every manifest in the store (current and earlier runs), with its id."""
+    store = Store(root)
+    found = []
+    for path in sorted((Path(root) / "objects").glob("*/*")):
+        data = path.read_bytes()
+        if data.startswith(b'{') and b'"kind":"chemspec-manifest"' in data:
+            found.append((path.name, store.get_json(path.name)))
+    return found
+
+
+def find(root: str | Path, prefix: str) -> tuple[str, dict]:
+    matches = [(d, m) for d, m in manifests(root) if d.startswith(prefix)]
+    if len(matches) != 1:
+        raise ArchiveError(f"{len(matches)} manifests match {prefix!r} in {root}; "
+                           "`chemspec archive ls` lists them (give more characters)")
+    return matches[0]
 
 
 def walk(manifest: dict) -> list[tuple[str, str]]:

@@ -1,0 +1,67 @@
+"""Bring an archived run back into a directory for reanalysis, from git plus the DVC remote alone.
+
+Small objects are read from the committed archive at the run's revision; checkpoints are fetched
+through DVC at that revision (from the local cache, or the remote in a fresh clone). The directory
+is assembled under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from chemspec.archive.history import Snapshot
+from chemspec.archive.manifest import walk
+from chemspec.archive.remote import remote_options
+from chemspec.errors import ArchiveError
+from chemspec.runtime.io import atomic_dir, write_bytes
+
+NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selected": "selected.json",
+         "fit": "fit.json", "cells": "cells.json", "plot": "scaling.png", "timing": "timing.json"}
+
+
+def resolve(target: str, cwd: Path) -> str:
+    """A git revision for `target`: itself if git knows it, else the commit whose archive holds that manifest."""
+    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{target}^{{commit}}"], cwd=cwd,
+                           capture_output=True, text=True)
+    if known.returncode == 0:
+        return known.stdout.strip()
+    log = subprocess.run(["git", "log", "--format=%H", "--", "archive/refs"], cwd=cwd, capture_output=True,
+                         text=True)
+    for commit in log.stdout.split():
+        snapshot = Snapshot(commit, cwd=cwd)
+        for study in snapshot.studies():
+            digest = json.loads(snapshot.read(f"refs/{study}.json"))["manifest"]
+            if digest.startswith(target):
+                return commit
+    raise ArchiveError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
+                       "`chemspec archive ls` lists manifests")
+
+
+def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path = ".",
+         remote: str = "default") -> dict:
+    cwd, to = Path(cwd), Path(to)
+    if to.exists() and any(to.iterdir()):
+        raise ArchiveError(f"--to {to} is not empty; choose a new directory")
+    rev = resolve(target, cwd)
+    snapshot = Snapshot(rev, cwd=cwd)
+    digest, manifest = snapshot.manifest(study)
+    with atomic_dir(to) as tmp:
+        write_bytes(tmp / "manifest.json", snapshot.object(digest))
+        for role, obj in walk(manifest):
+            name = NAMES.get(role, f"{role}.json")
+            write_bytes(tmp / name, snapshot.object(obj))
+        checkpoints = manifest.get("checkpoints", {})
+        if checkpoints:
+            from dvc.api import DVCFileSystem
+
+            fs = DVCFileSystem(str(cwd), rev=rev, **remote_options(remote))
+            for key, path in sorted(checkpoints.items()):
+                try:
+                    fs.get(path, str(tmp / "checkpoints" / key), recursive=True)
+                except Exception as exc:  # DVC raises many kinds; each means the same to the user
+                    raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched: {exc}; "
+                                       "was `dvc push` run after that `dvc repro`?") from None
+    return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
+            "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints)}

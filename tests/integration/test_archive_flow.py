@@ -1,0 +1,119 @@
+"""The archive across commits: diff two runs, pull one into a fresh clone, refit it, survive a killed write."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_study, tool_env, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
+    if check:
+        assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def run_and_commit(root: Path, study: dict, message: str) -> None:
+    write_spec(root / "study.yaml", study)
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    sh("dvc", "repro", cwd=root)
+    sh("dvc", "push", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", message, cwd=root)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    root = tmp_path_factory.mktemp("history")
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    run_and_commit(root, tiny_study(**{"data.sizes": [200, 400, 600]}), "three data sizes")
+    run_and_commit(root, tiny_study(**{"data.sizes": [200, 400, 600, 800]}), "one more data size")
+    return root
+
+
+def manifest_id(root: Path) -> str:
+    return json.loads((root / "archive" / "refs" / "tiny.json").read_text())["manifest"]
+
+
+def test_diff_lists_added_cells_and_exponent_changes(history):
+    result = json.loads(sh("chemspec", "diff", "HEAD~1", "HEAD", "--json", cwd=history).stdout)
+    assert result["cells"]["added"] == ["m-800", "s-800", "xs-800"]
+    assert result["cells"]["removed"] == [] and result["cells"]["changed"] == []
+    assert {"field": "data.sizes", "before": [200, 400, 600], "after": [200, 400, 600, 800]} in result["spec"]
+    data_axis = [e for e in result["exponents"] if e["axis"] == "data"]
+    assert len(data_axis) == 3
+    for row in data_axis:
+        assert row["before"] != row["after"] and row["significant"] in (True, False)
+        assert len(row["ci_before"]) == 2 and len(row["ci_after"]) == 2
+    text = sh("chemspec", "diff", "HEAD~1", "HEAD", cwd=history).stdout
+    assert "+ cell xs-800" in text
+
+
+def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history, tmp_path):
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
+    pulled = sh("chemspec", "pull", "HEAD~1", "--to", "first", cwd=clone).stdout
+    assert "9 checkpoints" in pulled
+    first = clone / "first"
+    for cell in ("xs-200", "s-400", "m-600"):
+        assert (first / "checkpoints" / cell / "config.json").is_file()
+        assert (first / "checkpoints" / cell / "model.safetensors").is_file()
+    assert not list(clone.glob("results/**/metrics.json")), "pull must not run or restore the pipeline"
+    archived = json.loads((first / "fit.json").read_text())["fits"]
+    refit = json.loads(sh("chemspec", "refit", "first", "--json", cwd=clone).stdout)["fits"]
+    assert [f.get("exponent") for f in refit] == [f.get("exponent") for f in archived]
+    assert [f.get("ci") for f in refit] == [f.get("ci") for f in archived]
+    from_rev = json.loads(sh("chemspec", "refit", "HEAD~1", "--json", cwd=clone).stdout)["fits"]
+    assert [f.get("exponent") for f in from_rev] == [f.get("exponent") for f in archived]
+
+
+def test_pulled_checkpoint_loads_with_transformers(history, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sh("chemspec", "pull", "HEAD", "--to", str(tmp_path / "run"), cwd=history)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoints" / "xs-800")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run" / "checkpoints" / "xs-800")
+    assert model.config.vocab_size == len(tokenizer)
+
+
+def test_archiving_the_same_results_again_gives_the_same_hashes(history):
+    before = json.loads(sh("chemspec", "archive", "show", manifest_id(history), cwd=history).stdout)
+    sh("chemspec", "run", "archive", "--params", "params.yaml", cwd=history)
+    after = json.loads(sh("chemspec", "archive", "show", manifest_id(history), cwd=history).stdout)
+    assert before["provenance"]["git"] != after["provenance"]["git"] or before == after
+    for role in ("spec", "cells", "fit", "selected", "data", "split", "plot", "train", "tpe"):
+        assert before["objects"][role] == after["objects"][role], role
+    sh("git", "checkout", "--", "archive", cwd=history)
+
+
+def test_a_killed_archive_write_leaves_the_previous_archive_intact(history):
+    ref = history / "archive" / "refs" / "tiny.json"
+    previous = ref.read_bytes()
+    script = textwrap.dedent("""
+        import os, signal
+        from chemspec.archive import store
+        from chemspec import api
+        real, calls = store.Store.put_bytes, []
+        def dying(self, data):
+            calls.append(1)
+            if len(calls) == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(self, data)
+        store.Store.put_bytes = dying
+        api.run("archive", "params.yaml")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=history, env=tool_env())
+    assert done.returncode == -signal.SIGKILL
+    assert ref.read_bytes() == previous
+    assert "verified" in sh("chemspec", "archive", "verify", cwd=history).stdout
