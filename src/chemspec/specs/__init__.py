@@ -10,12 +10,16 @@ from typing import get_args, get_origin
 from pydantic import ValidationError
 
 from chemspec.errors import SpecError, SpecIssue
-from chemspec.specs.loader import Positions, load_yaml
+from chemspec.specs.loader import MAX_DEPTH, Positions, field_name, load_yaml
 from chemspec.specs.study import Study
 
 __all__ = ["Study", "load_study", "parse_study", "json_schema"]
 
 _NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor)(?:\.[a-z_0-9]+)+)\b")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_UNICODE = ("the {} holds a lone surrogate (\\uD800-\\uDFFF), which is not valid Unicode",
+                "write the character itself, or its full \\U escape")
+_TOO_DEEP = "a study is a few levels of plain values; write it out plainly, without loops"
 _TAGS = {"package", "smiles_file", "generate", "atoms_file", "chemgpt", "schnet", "painn", "spookynet"}
 
 
@@ -28,6 +32,8 @@ def _hint(error: dict, allowed: list[str]) -> str:
         return "add this key; `chemspec schema` lists every key and its meaning"
     if kind == "literal_error":
         return "use one of the values listed"
+    if kind == "finite_number":
+        return "give a finite number; .nan and .inf are not settings"
     if kind.startswith(("int_", "float_", "greater", "less")):
         return "give a number in the allowed range"
     if kind == "string_pattern_mismatch":
@@ -76,6 +82,14 @@ def _position(positions: Positions, path: tuple) -> tuple[int, int]:
     return (1, 1)
 
 
+def _preview(value: object) -> str:
+    """The start of a bad input as JSON; one that JSON cannot hold (cyclic, too deep, a huge int) by its type."""
+    try:
+        return json.dumps(value, default=str)[:60]
+    except (ValueError, RecursionError, TypeError):
+        return f"a {type(value).__name__} that cannot be shown"
+
+
 def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecIssue]:
     issues = []
     for error in exc.errors(include_url=False):
@@ -101,11 +115,33 @@ def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecI
         elif error["type"] == "missing":
             message = "required key is missing"
         elif error["input"] is not None and error["type"] not in ("value_error", "source"):
-            message = f"{message} (got {json.dumps(error['input'], default=str)[:60]})"
-        issues.append(SpecIssue(file, line, column, ".".join(map(str, path)), message,
+            message = f"{message} (got {_preview(error['input'])})"
+        issues.append(SpecIssue(file, line, column, field_name(path), message,
                                 _hint(error, sorted(getattr(_model_after(loc), "model_fields", {})))))
     return sorted(issues, key=lambda i: (i.line, i.column, i.field))
 
+
+def _shape_problem(value: object, path: tuple, containers: frozenset[int]) -> tuple[tuple, str, str] | None:
+    """The first value nested too deep or containing itself (either would exhaust the stack in validation),
+    text with a lone surrogate (not valid Unicode: writing params.yaml would fail), or an integer beyond
+    64 bits (no setting is that large, and messages could not print one of over 4300 digits)."""
+    if isinstance(value, str) and _SURROGATE.search(value):
+        return path, _NOT_UNICODE[0].format("text"), _NOT_UNICODE[1]
+    if isinstance(value, int) and abs(value) >= 2**63:
+        return path, "the number does not fit in 64 bits", "give a number in the allowed range"
+    if not isinstance(value, (dict, list, tuple)):
+        return None
+    if id(value) in containers:
+        return path, "the value refers to itself (a cycle)", _TOO_DEEP
+    if len(path) >= MAX_DEPTH:
+        return path, f"values nested more than {MAX_DEPTH} levels deep", _TOO_DEEP
+    children = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, child in children:
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return path + (key,), _NOT_UNICODE[0].format("key"), _NOT_UNICODE[1]
+        if found := _shape_problem(child, path + (key,), containers | {id(value)}):
+            return found
+    return None
 
 
 def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | None) -> Study:
@@ -113,6 +149,9 @@ def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | N
     if not isinstance(raw, dict):
         raise SpecError([SpecIssue(file, 1, 1, "", "a study file must be a YAML mapping",
                                    "start from specs/quickstart.yaml")])
+    if found := _shape_problem(raw, (), frozenset()):
+        path, message, hint = found
+        raise SpecError([SpecIssue(file, *_position(positions, path), field_name(path), message, hint)])
     try:
         return Study.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:

@@ -12,4 +12,5 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # NaN and infinity are never meaningful settings, and inf breaks stage names (lr1e-3) at compile time.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)

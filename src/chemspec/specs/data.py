@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, PositiveInt, Tag, model_validator
 
 from chemspec.specs.base import Spec
 
 MOSES_TRAIN_MOLECULES = 1_584_663
+_UNSAFE_PATH = re.compile(r"[$`\x00-\x1f\x7f]")
+
+
+def _safe_path(value: str) -> str:
+    """Refuse what DVC would interpolate (`${...}`) or a shell would interpret in a path written into dvc.yaml."""
+    if found := _UNSAFE_PATH.search(value):
+        raise ValueError(f"data.source.file {value!r} contains {found.group()!r}; a data file path must not "
+                         "contain '$' or '`' (DVC and shells expand them) or control characters such as "
+                         "newlines or NUL: rename the file, or link it under a plain name")
+    return value
+
+
+SourcePath = Annotated[str, Field(min_length=1), AfterValidator(_safe_path)]
+"""A data file path, absolute or relative to the study file; no `$`, backtick or control characters."""
 
 
 class PackageSource(Spec):
@@ -27,7 +42,7 @@ class PackageSource(Spec):
 class SmilesFileSource(Spec):
     """A CSV (with a header) or TXT (one SMILES a line) file of molecules."""
 
-    file: str = Field(min_length=1)
+    file: SourcePath
     """Path to the file, relative to the study file's directory or absolute; it must exist."""
     column: str | None = None
     """CSV column holding SMILES; none means a plain text file with one SMILES a line and no header."""
@@ -78,7 +93,7 @@ class Units(Spec):
 class AtomsFileSource(Spec):
     """Structures with energies and forces from a file in a public format."""
 
-    file: str = Field(min_length=1)
+    file: SourcePath
     """Path to the file, relative to the study file's directory or absolute; it must exist."""
     format: Literal["md17", "rmd17", "ani1x", "extxyz", "asedb"]
     """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x HDF5, extended XYZ, or ASE database."""

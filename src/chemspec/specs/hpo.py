@@ -23,6 +23,10 @@ class Grid(Spec):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"hpo.grid.{key} repeats a value ({values}); list each value once")
+        # Stage names carry a learning rate to 7 significant digits (lr3e-3); closer values would share one.
+        if len({f"{lr:e}" for lr in self.learning_rate}) != len(self.learning_rate):
+            raise ValueError(f"hpo.grid.learning_rate has values equal to 7 significant digits "
+                             f"({self.learning_rate}); make them differ in the first 7 digits")
         return self
 
     def configs(self) -> list[dict]:

@@ -2,8 +2,10 @@
 
 Study files come from collaborators, so they are parsed to a node graph with PyYAML's safe composer
 and converted by hand: only the plain YAML types are accepted (no tags that construct objects),
-duplicate keys are errors, and the number of values produced (aliases included) is capped, which
-defeats alias bombs. Every value's position is kept so that validation errors can say line:column.
+duplicate keys are errors, the number of values produced (aliases included) is capped, which
+defeats alias bombs, and so is the nesting depth; an alias inside the value it names (a loop) and
+numbers too long to read are refused. Every value's position is kept so that validation errors can
+say line:column.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from chemspec.errors import SpecError, SpecIssue
 
 MAX_FILE_BYTES = 1 << 20
 MAX_VALUES = 100_000
+MAX_DEPTH = 32
 PLAIN_TAGS = {
     "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
 }
@@ -25,17 +28,23 @@ PLAIN_TAGS = {
 Positions = dict[tuple, tuple[int, int]]
 
 
+def field_name(path: tuple) -> str:
+    """A field path as users write it: `model.sizes.xs`; an empty key or one with control characters or
+    lone surrogates is quoted and escaped, so no field is blank and none breaks a line of output."""
+    return ".".join(str(p) if not isinstance(p, str) or (p and p.isprintable()) else repr(p) for p in path)
+
+
 class _Converter:
     def __init__(self, file: str):
         self.file = file
         self.positions: Positions = {}
         self.count = 0
+        self.open: set[int] = set()
         self.scalars = SafeConstructor()
 
     def issue(self, node: yaml.Node, message: str, hint: str, path: tuple = ()) -> SpecError:
         mark = node.start_mark
-        field = ".".join(str(p) for p in path)
-        return SpecError([SpecIssue(self.file, mark.line + 1, mark.column + 1, field, message, hint)])
+        return SpecError([SpecIssue(self.file, mark.line + 1, mark.column + 1, field_name(path), message, hint)])
 
     def convert(self, node: yaml.Node, path: tuple) -> Any:
         self.count += 1
@@ -46,24 +55,41 @@ class _Converter:
             raise self.issue(node, f"tag {node.tag!r} is not allowed in a study file",
                              "use plain YAML values: strings, numbers, booleans, lists, mappings", path)
         self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, yaml.MappingNode):
-            return self.mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if id(node) in self.open:
+            raise self.issue(node, "an alias refers to itself: the value contains its own anchor",
+                             "write the value out plainly; recursive anchors are refused", path)
+        if len(path) >= MAX_DEPTH:
+            raise self.issue(node, f"values nested more than {MAX_DEPTH} levels deep",
+                             "a study is a few levels deep; check the brackets and indentation", path)
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
             return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
+        finally:
+            self.open.discard(id(node))
+
+    def scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
         try:
             return self.scalars.construct_object(node, deep=True)
         except ConstructorError as exc:
             raise self.issue(node, f"unreadable value: {exc.problem}", "quote it as a string", path) from None
+        except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+            raise self.issue(node, "unreadable value: a number too long to read",
+                             "give a number of a sensible size, or quote it as a string", path) from None
 
     def mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
         out: dict = {}
         for key_node, value_node in node.value:
+            text = key_node.value if isinstance(key_node, yaml.ScalarNode) else "<key>"
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise self.issue(key_node, "merge keys (<<) are not supported",
-                                 "write the keys out in full", path)
+                                 "write the keys out in full", path + ("<<",))
             key = self.convert(key_node, path + ("<key>",))
             if not isinstance(key, (str, int)):
-                raise self.issue(key_node, "mapping keys must be strings", "quote the key", path)
+                raise self.issue(key_node, "mapping keys must be strings", "quote the key", path + (text,))
             key = str(key)
             if key in out:
                 raise self.issue(key_node, f"duplicate key {key!r}",
@@ -87,6 +113,9 @@ def load_yaml(path: Path) -> tuple[Any, Positions]:
         raise SpecError([SpecIssue(name, 0, 0, "", "file is not UTF-8 text", "save it as UTF-8")]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise SpecError([SpecIssue(name, 0, 0, "", "YAML syntax error: values nested too deep to read",
+                                   "a study is a few levels deep; check the brackets and indentation")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)

@@ -57,6 +57,14 @@ class GNNModel(Spec):
     n_rbf: PositiveInt = 20
     """Radial basis functions."""
 
+    @model_validator(mode="after")
+    def _unique(self) -> "GNNModel":
+        for key in ("widths", "depths"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"model.{key} repeats a value ({values}); list each value once")
+        return self
+
     def size_names(self) -> list[str]:
         return [f"w{w}d{d}" for w in self.widths for d in self.depths]
 

@@ -28,16 +28,16 @@ class Fit(Spec):
 class Archive(Spec):
     """Where results are archived."""
 
-    remote: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    remote: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     """DVC remote for large artifacts; `default` is a local directory remote."""
 
 
 class Slurm(Spec):
     """SLURM settings of the slurm executor."""
 
-    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.,-]{1,64}$")
+    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$")
     """Partition to submit to."""
-    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    account: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     """Account to charge."""
     gpus_per_job: int = Field(1, ge=0)
     """GPUs per cell."""
@@ -94,11 +94,17 @@ class Study(Spec):
         source = self.data.source
         if base is not None and isinstance(source, (SmilesFileSource, AtomsFileSource)):
             path = Path(base) / source.file
-            if not path.is_file():
+            try:
+                exists = path.is_file()
+                rows = source.rows(path) if exists and isinstance(source, SmilesFileSource) else None
+            except OSError as exc:  # a name too long, a directory without permission, ...
+                raise ValueError(f"data.source.file {source.file!r} cannot be read ({exc.strerror or exc}); "
+                                 "fix the path") from None
+            if not exists:
                 raise ValueError(f"data.source.file {source.file!r} does not exist (relative paths are "
                                  "read from the study file's directory); fix the path")
-            if isinstance(source, SmilesFileSource):
-                self.data.check_available(source.rows(path), f"data.source.file {source.file!r}")
+            if rows is not None:
+                self.data.check_available(rows, f"data.source.file {source.file!r}")
         return self
 
     def tpe_model_size(self) -> str:

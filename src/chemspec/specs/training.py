@@ -55,7 +55,7 @@ class LossWeights(Spec):
 class Training(Spec):
     """Settings shared by every training run of the study."""
 
-    max_epochs: PositiveInt
+    max_epochs: int = Field(gt=0, le=1_000_000)
     """Epochs of a full training run (TPE runs a fraction of them)."""
     precision: Literal["32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     """Lightning precision; bf16-mixed on GPUs, 32-true on CPU."""
@@ -77,3 +77,5 @@ class Training(Spec):
     """Clip the gradient norm to this value; none disables clipping."""
     num_workers: int = Field(0, ge=0)
     """Data-loader worker processes (does not change results)."""
+    checkpoint_every_n_epochs: PositiveInt = 1
+    """Write a resumable checkpoint every N epochs (and on SIGTERM); a killed cell resumes from it."""
