@@ -60,6 +60,7 @@ class TrainCell(Cell):
     split_dir: str
     selected: str | None
     out_dir: str
+    resume_dir: str
 
 
 class SelectCell(Cell):
@@ -97,8 +98,8 @@ class Cells(Cell):
 
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs",
-                    "metrics", "inputs", "root", "size_name"}
-TRAINING_EXCLUDE = {"num_workers"}
+                    "metrics", "inputs", "root", "size_name", "resume_dir"}
+TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
 
 
 def canonical_json(value: Any) -> bytes:
@@ -155,7 +156,8 @@ def expand(study: Study) -> Cells:
         key = hp_name(hp)
         tpe[key] = TrainCell(name=f"tpe@{key}", size_name=tpe_size, size=sizes[tpe_size],
                              data_size=study.tpe_data_size(), epochs=tpe_epochs, hparams=hp, rank=0,
-                             selected=None, out_dir=f"{results}/tpe/{key}", **common)
+                             selected=None, out_dir=f"{results}/tpe/{key}",
+                             resume_dir=f"{results}/.resume/tpe-{key}", **common)
     selected = f"{results}/selected.json"
     select = SelectCell(keep=tpe_cfg.keep, estimator=tpe_cfg.estimator,
                         tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, out=selected)
@@ -166,7 +168,8 @@ def expand(study: Study) -> Cells:
                 key = f"{size_name}-{n}" + (f"-r{rank}" if tpe_cfg.keep > 1 else "")
                 train[key] = TrainCell(name=f"train@{key}", size_name=size_name, size=size, data_size=n,
                                        epochs=study.training.max_epochs, hparams=None, rank=rank,
-                                       selected=selected, out_dir=f"{results}/train/{key}", **common)
+                                       selected=selected, out_dir=f"{results}/train/{key}",
+                                       resume_dir=f"{results}/.resume/train-{key}", **common)
     fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
                   bootstrap=study.fit.bootstrap,
                   metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},

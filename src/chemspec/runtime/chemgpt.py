@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from chemspec.runtime.molecules import BOS, EOS, PAD
+from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
 
 IGNORE = -100
@@ -42,9 +43,8 @@ def collate(rows: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
 def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int,
            workers: int = 0) -> DataLoader:
     data = TensorDataset(torch.from_numpy(np.ascontiguousarray(tokens[rows])))
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
-                      num_workers=workers, persistent_workers=workers > 0)
+    return DataLoader(data, batch_size=batch_size, sampler=EpochSampler(len(data), seed, shuffle),
+                      collate_fn=collate, num_workers=workers, persistent_workers=workers > 0)
 
 
 def lr_lambda(scheduler: Scheduler, total_steps: int, base_lr: float):
@@ -65,19 +65,27 @@ class ChemGPT(L.LightningModule):
     """Causal LM over token ids; records per-step training loss and per-token validation loss."""
 
     def __init__(self, config: GPTNeoConfig, learning_rate: float, optimizer: Optimizer,
-                 scheduler: Scheduler, total_steps: int):
+                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None):
         super().__init__()
         self.model = GPTNeoForCausalLM(config)
         self.learning_rate = learning_rate
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
         self.total_steps = total_steps
-        self.step_losses: list[list[float]] = []
+        self.nan_at_step = nan_at_step
+        self.losses: list[list[torch.Tensor | float]] = []
         self.val_history: list[float] = []
-        self.tokens_seen = 0
-        self._epoch: list[torch.Tensor] = []
+        self.diverged: dict | None = None
         self._tokens = torch.zeros((), dtype=torch.long)
         self._val = torch.zeros(2, dtype=torch.float64)
+
+    @property
+    def step_losses(self) -> list[list[float]]:
+        return [[float(v) for v in epoch] for epoch in self.losses]
+
+    @property
+    def tokens_seen(self) -> int:
+        return int(self._tokens)
 
     def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and the number of predicted tokens."""
@@ -88,18 +96,30 @@ class ChemGPT(L.LightningModule):
             ignore_index=IGNORE, reduction="sum")
         return total, (targets != IGNORE).sum()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         total, count = self.token_loss(batch)
         loss = total / count
-        self._epoch.append(loss.detach())
+        if self.nan_at_step == self.global_step:
+            loss = loss * float("nan")
+        if not torch.isfinite(loss):
+            finite = [float(v) for epoch in self.losses for v in epoch]
+            self.diverged = {"step": int(self.global_step), "last_finite_loss": finite[-1] if finite else None}
+            self.trainer.should_stop = True
+            return None
+        while len(self.losses) <= self.current_epoch:
+            self.losses.append([])
+        self.losses[self.current_epoch].append(loss.detach())
         self._tokens = self._tokens.to(count.device) + count
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        if self._epoch:
-            self.step_losses.append(torch.stack(self._epoch).float().cpu().tolist())
-        self._epoch = []
-        self.tokens_seen = int(self._tokens)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["chemspec"] = {"losses": self.step_losses, "val_history": self.val_history,
+                                  "tokens": self.tokens_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["chemspec"]
+        self.losses, self.val_history = state["losses"], state["val_history"]
+        self._tokens = torch.tensor(state["tokens"], dtype=torch.long)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         total, count = self.token_loss(batch)

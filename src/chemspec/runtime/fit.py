@@ -45,6 +45,12 @@ def power_law(x: list[float], y: list[float], confidence: float) -> dict:
             "note": "effective exponent: OLS slope of log loss on log x"}
 
 
+def _better(row: dict, other: dict) -> bool:
+    if (row["status"] == "ok") != (other["status"] == "ok"):
+        return row["status"] == "ok"
+    return row["status"] == "ok" and row["val_loss"] < other["val_loss"]
+
+
 def cells_table(metrics: dict[str, str]) -> list[dict]:
     """One row per (model size, data size): the best of its kept configurations."""
     best: dict[tuple, dict] = {}
@@ -57,7 +63,7 @@ def cells_table(metrics: dict[str, str]) -> list[dict]:
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
                "status": m.get("status", "ok")}
         group = (m["model"], m["data_size"])
-        if group not in best or row["val_loss"] < best[group]["val_loss"]:
+        if group not in best or _better(row, best[group]):
             best[group] = row
     return sorted(best.values(), key=lambda r: (r["params"], r["model"], r["data_size"]))
 

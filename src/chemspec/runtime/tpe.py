@@ -72,7 +72,8 @@ def run_select(cell: SelectCell) -> dict:
         result = read_json(path)
         rows.append({"name": key, "hparams": result["hparams"], "estimate": result["estimate"],
                      "cost_s": result["wall_time_s"], "status": result.get("status", "ok")})
-    finite = sorted((r for r in rows if np.isfinite(r["estimate"]) and r["status"] == "ok"),
+    finite = sorted((r for r in rows if r["status"] == "ok" and r["estimate"] is not None
+                     and np.isfinite(r["estimate"])),
                     key=lambda r: (r["estimate"], r["name"]))
     if not finite:
         raise RunError("select: every TPE configuration diverged; lower hpo.grid.learning_rate")

@@ -76,6 +76,8 @@ def run_training(cell: TrainCell) -> dict:
     from transformers import AutoTokenizer
 
     from chemspec.runtime.chemgpt import ChemGPT, evaluate, gpt_neo_config, loader, non_embedding_parameters
+    from chemspec.runtime.faults import Faults, fault_for
+    from chemspec.runtime.resume import Resume
 
     _quiet()
     hp = _hparams(cell)
@@ -88,35 +90,52 @@ def run_training(cell: TrainCell) -> dict:
     batches = loader(tokens, rows[f"train-{cell.data_size}"], hp["batch_size"], True, cell.seed,
                      training.num_workers)
     val = loader(tokens, rows["val"], 256, False, cell.seed)
+    fault = fault_for(cell.name)
     module = ChemGPT(gpt_neo_config(cell.size, len(tokenizer)), hp["learning_rate"], training.optimizer,
-                     training.scheduler, total_steps=len(batches) * cell.epochs)
+                     training.scheduler, total_steps=len(batches) * cell.epochs,
+                     nan_at_step=fault[1] if fault and fault[0] == "nan" else None)
+    resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
+                    tag={"identity": identity(cell), "hparams": hp})
     trainer = L.Trainer(
         max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
-        precision=training.precision, logger=False, enable_checkpointing=False,
+        precision=training.precision, logger=False, enable_checkpointing=False, callbacks=[resume, Faults(fault)],
         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu")
     start = time.perf_counter()
-    trainer.fit(module, batches, val)
+    try:
+        trainer.fit(module, batches, val, ckpt_path=resume.resume_from())
+    except SystemExit:
+        if not trainer.received_sigterm:
+            raise
+        raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
+                       "re-run `dvc repro` to resume from it") from None
     wall = time.perf_counter() - start
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "hparams": hp, "epochs": cell.epochs,
               "steps": int(trainer.global_step), "tokens_seen": module.tokens_seen,
               "params": non_embedding_parameters(module.model),
               "params_total": sum(p.numel() for p in module.model.parameters()),
-              "val_loss": module.val_history[-1], "val_history": module.val_history,
-              "wall_time_s": round(wall, 3), "device": device_name(), "status": "ok"}
+              "val_loss": module.val_history[-1] if module.val_history else float("nan"),
+              "val_history": module.val_history, "wall_time_s": round(wall, 3), "device": device_name(),
+              "status": "ok"}
+    if module.diverged is not None:
+        result.update(status="diverged", divergence=module.diverged, val_loss=None)
     out = Path(cell.out_dir)
     if cell.hparams is not None:
-        result["estimate"] = estimate(module.step_losses, module.val_history, cell.estimator)
         result["estimator"] = cell.estimator["estimator"]
+        result["estimate"] = None if module.diverged else estimate(module.step_losses, module.val_history,
+                                                                    cell.estimator)
         with atomic_dir(out) as tmp:
             write_bytes(tmp / "loss.csv", loss_csv(module.step_losses))
             write_json(tmp / "estimate.json", result)
+        resume.done()
         return result
-    result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed))
+    if module.diverged is None:
+        result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed))
     with atomic_dir(out / "model") as tmp:
         module.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     write_bytes(out / "loss.csv", loss_csv(module.step_losses))
     write_json(out / "metrics.json", result)
+    resume.done()
     return result

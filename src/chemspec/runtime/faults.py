@@ -1,0 +1,33 @@
+"""Fault injection for tests of divergence and resumption, off unless CHEMSPEC_FAULT is set.
+
+CHEMSPEC_FAULT=<stage>@<key>:<kind>@<step> with kind `nan` (that step's loss becomes NaN), `kill`
+(SIGKILL after that step) or `term` (SIGTERM after that step, as SLURM preemption sends it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+
+VARIABLE = "CHEMSPEC_FAULT"
+
+
+def fault_for(cell_name: str) -> tuple[str, int] | None:
+    target, _, fault = os.environ.get(VARIABLE, "").rpartition(":")
+    kind, _, step = fault.partition("@")
+    if target != cell_name or kind not in ("nan", "kill", "term") or not step.isdigit():
+        return None
+    return kind, int(step)
+
+
+class Faults(L.Callback):
+    """Sends the configured signal to this process once the given optimiser step has completed."""
+
+    def __init__(self, fault: tuple[str, int] | None):
+        self.fault = fault
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+        if self.fault and self.fault[0] in ("kill", "term") and trainer.global_step == self.fault[1]:
+            os.kill(os.getpid(), signal.SIGKILL if self.fault[0] == "kill" else signal.SIGTERM)

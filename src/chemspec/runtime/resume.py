@@ -1,0 +1,115 @@
+"""Resumable training: a killed cell continues from its last checkpoint and ends bitwise where an
+uninterrupted run would have (on CPU, with deterministic settings).
+
+Three pieces make that hold. The shuffle order of an epoch is a pure function of (seed, epoch), so
+it does not depend on what ran before. A callback counts the batches trained in the current epoch
+and stores the count in each checkpoint; after a restore the sampler skips exactly those samples.
+Checkpoints are written to a temporary name and renamed, at every `interval` epochs and when
+SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary and the callback
+saves there. The checkpoint lives beside the cell's outputs, not among them, because DVC deletes a
+stage's outputs before running it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import Sampler
+
+CHECKPOINT = "last.ckpt"
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation per epoch from a generator seeded by (seed, epoch); can skip a resumed prefix."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch = 0
+        self._skip: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip(self, epoch: int, samples: int) -> None:
+        self._skip = (epoch, samples)
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        if self._skip is not None and self._skip[0] == self.epoch:
+            order = order[self._skip[1]:]
+        self._skip = None
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class Resume(L.Callback):
+    """Counts trained batches per epoch, writes atomic checkpoints, and restores the sampler position."""
+
+    def __init__(self, folder: Path, sampler: EpochSampler, batch_size: int, interval: int, tag: dict):
+        self.folder, self.sampler, self.batch_size, self.interval = folder, sampler, batch_size, interval
+        self.tag = tag
+        self.batches = 0
+        self._epoch = 0
+        self._restored_epoch: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / CHECKPOINT
+
+    def resume_from(self) -> str | None:
+        """The checkpoint to resume from, if one exists for this very cell and configuration."""
+        if not self.path.is_file():
+            return None
+        saved = torch.load(self.path, map_location="cpu", weights_only=False).get("callbacks", {})
+        state = next((v for k, v in saved.items() if k.startswith("Resume")), {})
+        if state.get("tag") != self.tag:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        return str(self.path)
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches, "epoch": self._epoch, "tag": self.tag}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches = state["batches"]
+        self._restored_epoch = state["epoch"]
+        self.sampler.skip(state["epoch"], state["batches"] * self.batch_size)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._epoch = trainer.current_epoch
+        if self._restored_epoch != trainer.current_epoch:
+            self.batches = 0
+        self._restored_epoch = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+        self.batches += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.interval == 0:
+            self.save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if type(exception).__name__ == "SIGTERMException":
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{CHECKPOINT}.tmp"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def done(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.folder)

@@ -1,0 +1,96 @@
+"""A training cell killed at random steps, or preempted with SIGTERM, resumes and ends bitwise equal."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_study, tool_env, write_spec
+
+pytestmark = pytest.mark.slow
+CELL = "m-800"
+
+
+def sh(*args: str, cwd: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    env = tool_env()
+    if fault:
+        env["CHEMSPEC_FAULT"] = f"train@{CELL}:{fault}"
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def train(root: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    return sh("chemspec", "run", "train", "--params", "params.yaml", "--cell", CELL, cwd=root, fault=fault)
+
+
+def outputs(root: Path) -> dict:
+    folder = root / "results" / "tiny" / "train" / CELL
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {"metrics": {k: v for k, v in metrics.items() if k not in ("wall_time_s",)},
+            "loss": (folder / "loss.csv").read_bytes(),
+            "weights": (folder / "model" / "model.safetensors").read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    assert sh("git", "init", "-q", cwd=root).returncode == 0
+    assert sh("dvc", "init", "-q", cwd=root).returncode == 0
+    write_spec(root / "study.yaml", tiny_study(**{"training.max_epochs": 4}))
+    assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
+    done = sh("dvc", "repro", "select", cwd=root)
+    assert done.returncode == 0, done.stderr
+    first = train(root)
+    assert first.returncode == 0, first.stderr
+    return root, outputs(root)
+
+
+def _clear(root: Path) -> None:
+    shutil.rmtree(root / "results" / "tiny" / "train" / CELL, ignore_errors=True)
+
+
+def test_sigkill_at_three_random_steps_then_resume_matches(project):
+    root, reference = project
+    steps = reference["metrics"]["steps"]
+    _clear(root)
+    for step in sorted(random.Random(7).sample(range(1, steps - 1), 3)):
+        killed = train(root, fault=f"kill@{step}")
+        assert killed.returncode == -signal.SIGKILL
+        assert not (root / "results" / "tiny" / "train" / CELL / "metrics.json").exists()
+    done = train(root)
+    assert done.returncode == 0, done.stderr
+    assert outputs(root) == reference
+    assert not (root / "results" / "tiny" / ".resume" / f"train-{CELL}").exists()
+
+
+def test_sigterm_leaves_a_checkpoint_mid_epoch_and_resume_matches(project):
+    root, reference = project
+    _clear(root)
+    step = reference["metrics"]["steps"] // 4 + 3
+    stopped = train(root, fault=f"term@{step}")
+    assert stopped.returncode == 1
+    assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert (root / "results" / "tiny" / ".resume" / f"train-{CELL}" / "last.ckpt").is_file()
+    done = train(root)
+    assert done.returncode == 0, done.stderr
+    assert outputs(root) == reference
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(project):
+    root, reference = project
+    _clear(root)
+    assert train(root, fault="term@5").returncode == 1
+    params = (root / "params.yaml").read_text()
+    write_spec(root / "study.yaml", tiny_study(**{"training.max_epochs": 4, "seed": 3}))
+    assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
+    try:
+        assert train(root).returncode == 0
+        assert outputs(root)["metrics"]["identity"] != reference["metrics"]["identity"]
+    finally:
+        (root / "params.yaml").write_text(params)
