@@ -1,0 +1,310 @@
+"""The atoms data layer: force-field files in public formats in, one canonical store out.
+
+Every loader converts to eV and Å and yields the same `AtomsData` (all atoms concatenated, one
+offsets array), so splitting, reference energies and training never see a file format. Rows with
+non-finite energies, forces or positions are dropped and counted, never silently. A file whose keys
+or shapes do not fit its format is a `RunError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+from ase import units
+from numpy.typing import ArrayLike
+
+from chemspec.errors import RunError
+from chemspec.runtime.io import write_bytes
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+ENERGY_UNITS = {"eV": 1.0, "kcal/mol": units.kcal / units.mol, "kJ/mol": units.kJ / units.mol,
+                "Hartree": units.Hartree}
+LENGTH_UNITS = {"Angstrom": 1.0, "bohr": units.Bohr}
+FORMATS = ("md17", "rmd17", "ani1x", "extxyz", "asedb")
+KEYS = ("numbers", "positions", "forces", "energy", "offsets")
+ANI_LEVEL = "wb97x_dz"
+
+
+@dataclass(frozen=True, eq=False)
+class AtomsData:
+    """Structures with energies (eV) and forces (eV/Å); structure s owns atoms offsets[s]:offsets[s+1]."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    forces: np.ndarray
+    energy: np.ndarray
+    offsets: np.ndarray
+
+    def __post_init__(self) -> None:
+        for key, dtype in zip(KEYS, ("<i8", "<f8", "<f8", "<f8", "<i8")):
+            object.__setattr__(self, key, np.ascontiguousarray(getattr(self, key), dtype=dtype))
+        atoms, structures = len(self.numbers), len(self.energy)
+        if self.numbers.ndim != 1 or self.energy.ndim != 1:
+            raise ValueError("numbers and energy must be one-dimensional")
+        if self.positions.shape != (atoms, 3) or self.forces.shape != (atoms, 3):
+            raise ValueError(f"positions {self.positions.shape} and forces {self.forces.shape} must be ({atoms}, 3)")
+        if self.offsets.shape != (structures + 1,) or self.offsets[0] != 0 or self.offsets[-1] != atoms:
+            raise ValueError(f"offsets must have {structures + 1} entries from 0 to {atoms}")
+        if np.any(np.diff(self.offsets) <= 0):
+            raise ValueError("offsets must be strictly increasing: every structure needs an atom")
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def structure(self, s: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        start, stop = self.offsets[s], self.offsets[s + 1]
+        return self.numbers[start:stop], self.positions[start:stop], float(self.energy[s]), self.forces[start:stop]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> AtomsData:
+        """The structures at `indices`, in that order."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        sizes = self.sizes()[idx]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        atoms = np.repeat(self.offsets[idx] - offsets[:-1], sizes) + np.arange(offsets[-1])
+        return AtomsData(self.numbers[atoms], self.positions[atoms], self.forces[atoms], self.energy[idx], offsets)
+
+
+def save_atoms(path: str | Path, data: AtomsData) -> None:
+    """One uncompressed .npz in the fixed key order of KEYS: equal data give equal bytes."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{key: getattr(data, key) for key in KEYS})
+    write_bytes(path, buffer.getvalue())
+
+
+def load_atoms(path: str | Path) -> AtomsData:
+    arrays = _read_npz(Path(path), "atoms store", KEYS)
+    try:
+        return AtomsData(**arrays)
+    except ValueError as exc:
+        raise RunError(f"atoms store {path} is inconsistent ({exc}); delete it and rerun the data stage") from None
+
+
+def content_hash(data: AtomsData) -> str:
+    """sha256 over each array's name, shape and little-endian bytes, in the order of KEYS."""
+    digest = hashlib.sha256()
+    for key in KEYS:
+        array = getattr(data, key)
+        digest.update(f"{key}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+class Frames(NamedTuple):
+    """Frames sharing one atom list: numbers (N,), positions (n,N,3), energy (n,), forces (n,N,3)."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    energy: np.ndarray
+    forces: np.ndarray
+
+
+def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energy_key: str = "energy",
+              forces_key: str = "forces") -> tuple[AtomsData, dict]:
+    """Structures of a file in eV and Å, and counts of frames read and dropped as non-finite.
+
+    `energy_key`/`forces_key` name the extxyz/ASE-db properties; for ani1x a non-default key names
+    the HDF5 dataset (default wb97x_dz.energy / wb97x_dz.forces)."""
+    path = Path(path)
+    if format not in FORMATS:
+        raise RunError(f"data.source.format {format!r} is unknown; use one of {', '.join(FORMATS)}")
+    if energy_unit not in ENERGY_UNITS or length_unit not in LENGTH_UNITS:
+        raise RunError(f"data.source.units: energy {energy_unit!r} / length {length_unit!r} not known; use "
+                       f"energy in {list(ENERGY_UNITS)} and length in {list(LENGTH_UNITS)}")
+    if not path.is_file():
+        raise RunError(f"{format} file {path} does not exist; check data.source.file")
+    readers = {"md17": _md17, "rmd17": _rmd17, "ani1x": _ani1x, "extxyz": _extxyz, "asedb": _asedb}
+    blocks = readers[format](path, energy_key, forces_key)
+    energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
+    data, dropped = from_frames([Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
+                                        b.forces * (energy_factor / length_factor)) for b in blocks])
+    read = sum(len(b.energy) for b in blocks)
+    if len(data) == 0:
+        raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
+    counts = {"read": read, "dropped_nonfinite": dropped, "kept": len(data)}
+    return data, ({**counts, "groups": len(blocks)} if format == "ani1x" else counts)
+
+
+def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
+    """The canonical store of frame blocks already in eV and Å, and how many non-finite frames it dropped."""
+    numbers, positions, forces = [np.zeros(0, np.int64)], [np.zeros((0, 3))], [np.zeros((0, 3))]
+    energy, sizes, dropped = [np.zeros(0)], [np.zeros(0, np.int64)], 0
+    for block in blocks:
+        finite = (np.isfinite(block.energy) & np.isfinite(block.forces).all(axis=(1, 2))
+                  & np.isfinite(block.positions).all(axis=(1, 2)))
+        dropped += int((~finite).sum())
+        n, count = int(finite.sum()), len(block.numbers)
+        numbers.append(np.tile(block.numbers, n))
+        positions.append(block.positions[finite].reshape(-1, 3))
+        forces.append(block.forces[finite].reshape(-1, 3))
+        energy.append(block.energy[finite])
+        sizes.append(np.full(n, count, dtype=np.int64))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(sizes))])
+    data = AtomsData(np.concatenate(numbers), np.concatenate(positions), np.concatenate(forces),
+                     np.concatenate(energy), offsets)
+    return data, dropped
+
+
+@contextlib.contextmanager
+def _reading(path: Path, format: str) -> Iterator[None]:
+    """Turn whatever a third-party parser raises on a damaged file into one RunError."""
+    try:
+        yield
+    except RunError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, format, f"{type(exc).__name__}: {exc}") from None
+
+
+def _unreadable(path: Path, format: str, reason: str) -> RunError:
+    return RunError(f"{format} file {path} is unreadable or truncated ({reason}); check that data.source.format "
+                    "matches the file and that the file is complete (copy or download it again)")
+
+
+def _read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"PK":
+            raise _unreadable(path, format, "no zip header: it is not an npz archive")
+    with _reading(path, format), np.load(path, allow_pickle=False) as archive:
+        for key in keys:
+            if key not in archive.files:
+                raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}); "
+                               "check data.source.format")
+        return {key: archive[key] for key in keys}
+
+
+def _block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike, positions: ArrayLike,
+           energy: ArrayLike, forces: ArrayLike) -> Frames:
+    """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
+    label = f"{format} file {path}{where}"
+    numbers = np.asarray(numbers)
+    positions, energy, forces = (_floats(label, key, value)
+                                 for key, value in zip(keys[1:], (positions, energy, forces)))
+    if numbers.ndim != 1 or not np.issubdtype(numbers.dtype, np.integer):
+        raise RunError(f"{label}: {keys[0]!r} must be integer atomic numbers of shape (N,), got {numbers.shape}")
+    if numbers.size == 0 or numbers.min() < 1 or numbers.max() > 118:
+        raise RunError(f"{label}: {keys[0]!r} holds no atoms or an atomic number outside 1..118")
+    n, atoms = (positions.shape[0] if positions.ndim == 3 else -1), len(numbers)
+    if positions.shape != (n, atoms, 3):
+        raise RunError(f"{label}: {keys[1]!r} has shape {positions.shape}, expected (frames, {atoms}, 3)")
+    if energy.shape == (n, 1):
+        energy = energy[:, 0]
+    if energy.shape != (n,):
+        raise RunError(f"{label}: {keys[2]!r} has shape {energy.shape}, expected ({n},) or ({n}, 1)")
+    if forces.shape != (n, atoms, 3):
+        raise RunError(f"{label}: {keys[3]!r} has shape {forces.shape}, expected ({n}, {atoms}, 3)")
+    return Frames(numbers.astype(np.int64), positions, energy, forces)
+
+
+def _floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RunError(f"{label}: {key!r} is not numeric ({type(value).__name__}); check the file") from None
+
+
+def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    keys = ("z", "R", "E", "F")
+    arrays = _read_npz(path, "md17", keys)
+    return [_block(path, "md17", "", keys, *(arrays[k] for k in keys))]
+
+
+def _rmd17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    keys = ("nuclear_charges", "coords", "energies", "forces")
+    arrays = _read_npz(path, "rmd17", keys)
+    return [_block(path, "rmd17", "", keys, *(arrays[k] for k in keys))]
+
+
+def _ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    import h5py
+
+    keys = ("atomic_numbers", "coordinates", f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key,
+            f"{ANI_LEVEL}.forces" if forces_key == "forces" else forces_key)
+    blocks = []
+    with _reading(path, "ani1x"), h5py.File(path, "r") as handle:
+        for name in sorted(handle):
+            group = handle[name]
+            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+            if missing:
+                raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
+                               f"has one group per formula with {', '.join(keys)}")
+            blocks.append(_block(path, "ani1x", f" group {name!r}", keys, *(group[k][()] for k in keys)))
+    return blocks
+
+
+def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    import ase.io
+
+    with _reading(path, "extxyz"):
+        frames = ase.io.read(path, index=":", format="extxyz")
+    return [_frame_block(path, "extxyz", f" frame {i}", atoms, energy_key, forces_key)
+            for i, atoms in enumerate(frames)]
+
+
+def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    import ase.db
+
+    with _reading(path, "asedb"):
+        rows = list(ase.db.connect(path).select())
+        frames = [(row.id, row.toatoms(add_additional_information=True)) for row in rows]
+    return [_frame_block(path, "asedb", f" row {row_id}", atoms, energy_key, forces_key) for row_id, atoms in frames]
+
+
+def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: str, forces_key: str) -> Frames:
+    """Energy and forces from the single-point calculator, else from info/arrays (or an ASE-db row's data)."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    extra = {**atoms.info.get("key_value_pairs", {}), **atoms.info.get("data", {}), **atoms.info}
+    energy = results.get(energy_key, extra.get(energy_key))
+    forces = results.get(forces_key, atoms.arrays.get(forces_key, extra.get(forces_key)))
+    for key, value, kind in ((energy_key, energy, "energy"), (forces_key, forces, "forces")):
+        if value is None:
+            raise RunError(f"{format} file {path}{where} has no {kind} {key!r}; set data.source.{kind}_key to the "
+                           f"name the file uses (found {sorted({*results, *extra, *atoms.arrays})})")
+    keys = ("numbers", "positions", energy_key, forces_key)
+    return _block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
+                  np.asarray(forces)[None])
+
+
+def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray) -> dict[int, float]:
+    """Per-element energies e_Z minimising Σ_s (E_s − Σ_Z n_sZ e_Z)² over the structures at `indices`.
+
+    Fit on training structures only, so validation and test energies do not leak into the targets.
+    Where element counts are collinear (e.g. one molecule, as in MD17) lstsq returns the minimum-norm
+    solution, which still removes the mean energy."""
+    train = data.subset(indices)
+    if len(train) == 0:
+        raise RunError("reference energies need at least one training structure; raise data.sizes")
+    elements = np.unique(train.numbers)
+    matrix = _element_counts(train, elements)
+    solution, *_ = np.linalg.lstsq(matrix, train.energy, rcond=None)
+    return {int(z): float(e) for z, e in zip(elements, solution)}
+
+
+def subtract_reference(data: AtomsData, refs: dict[int, float]) -> AtomsData:
+    missing = sorted(set(np.unique(data.numbers).tolist()) - set(refs))
+    if missing:
+        raise RunError(f"elements {missing} have no reference energy: they occur in no training structure; "
+                       "use a split whose training set contains every element, or drop those structures")
+    elements = np.array(sorted(refs), dtype=np.int64)
+    values = np.array([refs[int(z)] for z in elements])
+    return dataclasses.replace(data, energy=data.energy - _element_counts(data, elements) @ values)
+
+
+def _element_counts(data: AtomsData, elements: np.ndarray) -> np.ndarray:
+    """counts[s, j]: atoms of element elements[j] in structure s; elements must be sorted."""
+    owner = np.repeat(np.arange(len(data)), data.sizes())
+    counts = np.zeros((len(data), len(elements)))
+    np.add.at(counts, (owner, np.searchsorted(elements, data.numbers)), 1.0)
+    return counts

@@ -1,0 +1,273 @@
+"""Atoms data layer on the real shared files: values after unit conversion, rejected malformed copies,
+NaN rows dropped and counted, the canonical store, and per-element reference energies."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chemspec.errors import RunError
+from chemspec.runtime.atoms import (AtomsData, content_hash, fit_reference_energies, load_atoms, load_file,
+                                    save_atoms, subtract_reference)
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# CODATA values written out here, so the test does not share the loader's constants.
+KCAL = 4.184 / 96.485332  # eV per kcal/mol
+KJ = 1.0 / 96.485332  # eV per kJ/mol
+HARTREE = 27.211386  # eV
+BOHR = 0.52917721  # Å
+RTOL = 1e-7
+ANI_GROUPS = ["C1H4N4O4", "C1H5N3O5", "C1H6N2O5", "C2H10N4O3", "C2H10N6O1"]  # sorted; 2+1+3+1+1 rows
+
+
+@pytest.fixture(scope="module")
+def shared() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared test data not found at {DATA} (the ../shared/data folder beside the repository)")
+    return DATA
+
+
+def xyz_frame(path: Path, index: int) -> tuple[list[int], float, np.ndarray, np.ndarray]:
+    """Atomic numbers, energy, positions and forces of one frame, parsed from the text without ASE."""
+    lines = path.read_text().splitlines()
+    start = 0
+    for _ in range(index):
+        start += int(lines[start]) + 2
+    count = int(lines[start])
+    energy = float(lines[start + 1].split("energy=")[1].split()[0])
+    rows = [line.split() for line in lines[start + 2: start + 2 + count]]
+    table = np.array([row[1:7] for row in rows], dtype=float)
+    return [{"H": 1, "C": 6, "O": 8}[row[0]] for row in rows], energy, table[:, :3], table[:, 3:]
+
+
+def assert_frame(data: AtomsData, s: int, numbers, positions, energy: float, forces) -> None:
+    got_numbers, got_positions, got_energy, got_forces = data.structure(s)
+    np.testing.assert_array_equal(got_numbers, numbers)
+    np.testing.assert_allclose(got_positions, positions, rtol=RTOL)
+    assert got_energy == pytest.approx(energy, rel=RTOL)
+    np.testing.assert_allclose(got_forces, forces, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, frames", [("ethanol_ccsd_t-train.npz", 1000), ("md17_ethanol_first2000.npz", 2000)])
+def test_md17_values_are_the_file_values_in_ev_and_angstrom(shared, name, frames):
+    raw = np.load(shared / "md17" / name)
+    data, counts = load_file(shared / "md17" / name, "md17", "kcal/mol", "Angstrom")
+    assert len(data) == frames and counts == {"read": frames, "dropped_nonfinite": 0, "kept": frames}
+    for s in (0, 1, frames - 1):
+        assert_frame(data, s, raw["z"], raw["R"][s], raw["E"][s, 0] * KCAL, raw["F"][s] * KCAL)
+
+
+def test_units_kj_per_mol_and_bohr_convert_positions_energies_and_forces(shared):
+    raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
+    data, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kJ/mol", "bohr")
+    assert_frame(data, 7, raw["z"], raw["R"][7] * BOHR, raw["E"][7, 0] * KJ, raw["F"][7] * KJ / BOHR)
+
+
+def test_rmd17_keys_are_read(shared, tmp_path):
+    raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
+    path = tmp_path / "rmd17_ethanol.npz"
+    np.savez(path, nuclear_charges=raw["z"], coords=raw["R"][:5], energies=raw["E"][:5, 0], forces=raw["F"][:5],
+             old_indices=np.arange(5))
+    data, counts = load_file(path, "rmd17", "kcal/mol", "Angstrom")
+    assert counts["kept"] == 5
+    assert_frame(data, 4, raw["z"], raw["R"][4], raw["E"][4, 0] * KCAL, raw["F"][4] * KCAL)
+
+
+def test_ani1x_groups_in_order_with_hartree_converted(shared):
+    import h5py
+
+    data, counts = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom")
+    assert counts == {"read": 8, "dropped_nonfinite": 0, "kept": 8, "groups": 5}
+    with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as handle:
+        group = handle["C1H6N2O5"]  # rows 3, 4, 5 of the store
+        for row in range(3):
+            assert_frame(data, 3 + row, group["atomic_numbers"][()], group["coordinates"][row],
+                         group["wb97x_dz.energy"][row] * HARTREE, group["wb97x_dz.forces"][row] * HARTREE)
+
+
+def test_ani1x_nan_rows_of_the_real_file_are_dropped_and_counted(shared):
+    # The release stores NaN where a level of theory is missing: two C1H6N2O5 rows lack CCSD(T) energies.
+    data, counts = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom",
+                             energy_key="ccsd(t)_cbs.energy")
+    assert counts == {"read": 8, "dropped_nonfinite": 2, "kept": 6, "groups": 5}
+    assert np.isfinite(data.energy).all() and len(data) == 6
+
+
+def test_ani1x_nan_energy_or_forces_rows_are_dropped(shared, tmp_path):
+    import h5py
+
+    path = tmp_path / "ani.hdf5"
+    shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
+    with h5py.File(path, "r+") as handle:
+        handle["C1H4N4O4/wb97x_dz.energy"][1] = np.nan
+        forces = handle["C1H6N2O5/wb97x_dz.forces"]
+        forces[0, 5, 2] = np.nan
+        kept_energy = handle["C1H6N2O5/wb97x_dz.energy"][1]
+    data, counts = load_file(path, "ani1x", "Hartree", "Angstrom")
+    assert counts["dropped_nonfinite"] == 2 and counts["kept"] == 6
+    assert np.isfinite(data.forces).all() and np.isfinite(data.energy).all()
+    assert data.energy[2] == pytest.approx(kept_energy * HARTREE, rel=RTOL)  # rows: C1H4N4O4[0], C1H5N3O5[0], ...
+
+
+@pytest.mark.parametrize("name, frames", [("rmd17_ethanol_reduced_100.xyz", 100),
+                                          ("md17_ethanol_sampledata_2000.xyz", 2000)])
+def test_extxyz_values_are_the_file_values(shared, name, frames):
+    path = shared / "extxyz" / name
+    data, counts = load_file(path, "extxyz", "kcal/mol", "Angstrom")
+    assert counts["kept"] == frames
+    for s in (0, 1, frames - 1):
+        numbers, energy, positions, forces = xyz_frame(path, s)
+        assert_frame(data, s, numbers, positions, energy * KCAL, forces * KCAL)
+
+
+def test_extxyz_other_key_names_come_from_info_and_arrays(shared, tmp_path):
+    text = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text()
+    path = tmp_path / "renamed.xyz"
+    path.write_text(text.replace(" energy=", " REF_energy=").replace(":forces:R:3", ":REF_forces:R:3"))
+    data, _ = load_file(path, "extxyz", "kcal/mol", "Angstrom", energy_key="REF_energy", forces_key="REF_forces")
+    reference, _ = load_file(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol", "Angstrom")
+    assert content_hash(data) == content_hash(reference)
+    with pytest.raises(RunError, match=r"renamed\.xyz frame 0 has no energy 'energy'.*energy_key"):
+        load_file(path, "extxyz", "kcal/mol", "Angstrom")
+
+
+def test_asedb_matches_the_extxyz_it_was_written_from(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":10")
+    with ase.db.connect(tmp_path / "ethanol.db") as db:
+        for atoms in frames:
+            db.write(atoms)
+    data, counts = load_file(tmp_path / "ethanol.db", "asedb", "kcal/mol", "Angstrom")
+    reference, _ = load_file(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol", "Angstrom")
+    assert counts["kept"] == 10
+    assert content_hash(data) == content_hash(reference.subset(range(10)))
+
+
+def test_md17_missing_key_and_wrong_shapes_are_named(shared, tmp_path):
+    raw = dict(np.load(shared / "md17" / "md17_ethanol_first2000.npz"))
+    raw = {key: value[:4] if key != "z" else value for key, value in raw.items()}
+    np.savez(tmp_path / "nof.npz", R=raw["R"], z=raw["z"], E=raw["E"])
+    with pytest.raises(RunError, match=r"md17 file .*nof\.npz has no key 'F'"):
+        load_file(tmp_path / "nof.npz", "md17", "kcal/mol", "Angstrom")
+    np.savez(tmp_path / "shape.npz", **{**raw, "F": raw["F"][:, :8]})
+    with pytest.raises(RunError, match=r"shape\.npz: 'F' has shape \(4, 8, 3\), expected \(4, 9, 3\)"):
+        load_file(tmp_path / "shape.npz", "md17", "kcal/mol", "Angstrom")
+    np.savez(tmp_path / "energy.npz", **{**raw, "E": raw["E"][:3]})
+    with pytest.raises(RunError, match=r"energy\.npz: 'E' has shape \(3, 1\)"):
+        load_file(tmp_path / "energy.npz", "md17", "kcal/mol", "Angstrom")
+    with pytest.raises(RunError, match=r"rmd17 file .*energy\.npz has no key 'nuclear_charges'"):
+        load_file(tmp_path / "energy.npz", "rmd17", "kcal/mol", "Angstrom")
+
+
+def test_truncated_npz_hdf5_and_extxyz_are_unreadable(shared, tmp_path):
+    for source, name, format in (("md17/md17_ethanol_first2000.npz", "cut.npz", "md17"),
+                                 ("ani/ani1x_n5.hdf5", "cut.hdf5", "ani1x"),
+                                 ("extxyz/rmd17_ethanol_reduced_100.xyz", "cut.xyz", "extxyz")):
+        blob = (shared / source).read_bytes()
+        (tmp_path / name).write_bytes(blob[: len(blob) // 2])
+        with pytest.raises(RunError, match=rf"{format} file .*{name.replace('.', '[.]')} is unreadable or truncated"):
+            load_file(tmp_path / name, format, "kcal/mol", "Angstrom")
+
+
+def test_ani1x_group_missing_forces_is_named(shared, tmp_path):
+    import h5py
+
+    path = tmp_path / "ani.hdf5"
+    shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
+    with h5py.File(path, "r+") as handle:
+        del handle["C1H5N3O5/wb97x_dz.forces"]
+    with pytest.raises(RunError, match=r"ani1x file .*ani\.hdf5: group 'C1H5N3O5' lacks 'wb97x_dz\.forces'"):
+        load_file(path, "ani1x", "Hartree", "Angstrom")
+
+
+@pytest.mark.parametrize("format, suffix", [("md17", ".npz"), ("rmd17", ".npz"), ("ani1x", ".hdf5"),
+                                            ("extxyz", ".xyz"), ("asedb", ".db")])
+def test_csv_garbage_is_rejected_for_every_format(tmp_path, format, suffix):
+    path = tmp_path / f"garbage{suffix}"
+    path.write_text("smiles,energy\nCCO,-97000.1\nCCC,oops\n")
+    with pytest.raises(RunError, match=rf"{format} file .*garbage\{suffix} is unreadable or truncated"):
+        load_file(path, format, "eV", "Angstrom")
+
+
+def test_missing_file_unknown_format_and_unit_are_rejected(tmp_path):
+    with pytest.raises(RunError, match=r"md17 file .*absent\.npz does not exist; check data.source.file"):
+        load_file(tmp_path / "absent.npz", "md17", "eV", "Angstrom")
+    with pytest.raises(RunError, match="format 'pdb' is unknown"):
+        load_file(tmp_path / "absent.npz", "pdb", "eV", "Angstrom")
+    with pytest.raises(RunError, match="'kcal' / length 'Angstrom' not known"):
+        load_file(tmp_path / "absent.npz", "md17", "kcal", "Angstrom")
+
+
+def synthetic(structures: int, seed: int, refs: dict[int, float]) -> AtomsData:
+    """Random molecules whose energy is exactly the sum of per-element energies, plus a small noise."""
+    rng = np.random.default_rng(seed)
+    elements = np.array(sorted(refs))
+    sizes = rng.integers(2, 12, structures)
+    numbers = rng.choice(elements, sizes.sum())
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    energy = np.array([sum(refs[int(z)] for z in numbers[a:b]) for a, b in zip(offsets[:-1], offsets[1:])])
+    atoms = len(numbers)
+    return AtomsData(numbers, rng.normal(size=(atoms, 3)), rng.normal(size=(atoms, 3)),
+                     energy + rng.normal(scale=1e-3, size=structures), offsets)
+
+
+def test_reference_energies_are_recovered_from_training_structures_only():
+    refs = {1: -13.6, 6: -1029.9, 7: -1485.3, 8: -2042.6}
+    data = synthetic(60, 0, refs)
+    poisoned = AtomsData(data.numbers, data.positions, data.forces,
+                         np.where(np.arange(60) >= 40, 1e6, data.energy), data.offsets)
+    fitted = fit_reference_energies(poisoned, np.arange(40))
+    assert fitted.keys() == refs.keys()
+    for z, value in refs.items():
+        assert fitted[z] == pytest.approx(value, abs=2e-3)
+    residual = subtract_reference(data, fitted).energy
+    assert np.abs(residual).max() < 1e-2
+
+
+def test_subtracting_needs_every_element_in_training():
+    data = synthetic(20, 1, {1: -13.6, 6: -1029.9})
+    with pytest.raises(RunError, match=r"elements \[6\] have no reference energy"):
+        subtract_reference(data, {1: -13.6})
+
+
+def test_ani1x_energies_after_subtraction_have_a_much_smaller_spread(shared):
+    data, _ = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom")
+    refs = fit_reference_energies(data, np.arange(len(data)))
+    assert set(refs) == {1, 6, 7, 8}
+    before, after = data.energy.std(), subtract_reference(data, refs).energy.std()
+    assert before > 500 and after < 0.01 * before
+
+
+def test_store_round_trips_with_deterministic_bytes_and_hash(shared, tmp_path):
+    data, _ = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom")
+    save_atoms(tmp_path / "a.npz", data)
+    save_atoms(tmp_path / "b.npz", load_atoms(tmp_path / "a.npz"))
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert list(np.load(tmp_path / "a.npz").files) == ["numbers", "positions", "forces", "energy", "offsets"]
+    loaded = load_atoms(tmp_path / "b.npz")
+    assert content_hash(loaded) == content_hash(data)
+    changed = AtomsData(data.numbers, data.positions, data.forces, data.energy + np.eye(1, 8, 7)[0] * 1e-9,
+                        data.offsets)
+    assert content_hash(changed) != content_hash(data)
+
+
+def test_subset_keeps_each_structure_whole_and_in_the_given_order():
+    data = synthetic(10, 2, {1: -13.6, 8: -2042.6})
+    part = data.subset([7, 2, 7])
+    assert len(part) == 3 and part.offsets[-1] == len(part.numbers)
+    for s, original in enumerate([7, 2, 7]):
+        for got, want in zip(part.structure(s), data.structure(original)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_inconsistent_store_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="offsets"):
+        AtomsData(np.array([1, 1]), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(2), np.array([0, 1, 1]))
+    np.savez(tmp_path / "store.npz", numbers=np.array([1]), positions=np.zeros((1, 3)))
+    with pytest.raises(RunError, match=r"atoms store .*store\.npz has no key 'forces'"):
+        load_atoms(tmp_path / "store.npz")
