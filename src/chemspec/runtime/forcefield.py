@@ -1,0 +1,327 @@
+"""Neural force fields (SchNet, PaiNN, SpookyNet) in a LightningModule that owns model, loss and optimiser.
+
+Every family is an energy model `forward(numbers, positions, idx_i, idx_j, batch, n_molecules) ->
+energies [n_molecules]`; forces are -dE/dR by autograd (with create_graph while training, so that the
+force loss can be differentiated). SchNet and PaiNN come from schnetpack (representation and
+Atomwise head only); SpookyNet from `chemspec.runtime.spookynet`. Training needs a Trainer with
+inference_mode=False (validation takes gradients for forces) and no torch.compile (it does not support
+the double backward of the force loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import typing
+import warnings
+from collections.abc import Callable, Mapping
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from chemspec.errors import RunError
+from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
+
+EV_TO_MEV = 1000.0
+
+
+def import_schnetpack():
+    """schnetpack 2.0.4 on torch >= 2.6: restore the `T_co` that its data loader still imports."""
+    import torch.utils.data.dataloader as dataloader
+
+    if not hasattr(dataloader, "T_co"):
+        dataloader.T_co = typing.TypeVar("T_co", covariant=True)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="tensorboard")
+    try:
+        import schnetpack
+    except ImportError as exc:
+        raise RunError(f"SchNet and PaiNN need schnetpack (pip install schnetpack==2.0.4): {exc}") from exc
+    return schnetpack
+
+
+class SchnetpackEnergy(nn.Module):
+    """A schnetpack representation with an Atomwise energy head, summed per molecule."""
+
+    def __init__(self, representation: nn.Module, width: int):
+        super().__init__()
+        spk = import_schnetpack()
+        self.keys = spk.properties
+        self.representation = representation
+        self.head = spk.atomistic.Atomwise(n_in=width, n_out=1, aggregation_mode=None,
+                                           output_key="atomic_energy", per_atom_output_key="atomic_energy")
+
+    def forward(self, numbers, positions, idx_i, idx_j, batch, n_molecules: int) -> torch.Tensor:
+        p = self.keys
+        inputs = {p.Z: numbers, p.R: positions, p.Rij: positions[idx_j] - positions[idx_i],
+                  p.idx_i: idx_i, p.idx_j: idx_j, p.idx_m: batch}
+        atomic = self.head(self.representation(inputs))["atomic_energy"].squeeze(-1)
+        return atomic.new_zeros(n_molecules).index_add(0, batch, atomic)
+
+
+def _schnet(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
+    spk = import_schnetpack()
+    rep = spk.representation.SchNet(n_atom_basis=width, n_interactions=depth, max_z=MAX_Z,
+                                    radial_basis=spk.nn.GaussianRBF(n_rbf=n_rbf, cutoff=cutoff),
+                                    cutoff_fn=spk.nn.CosineCutoff(cutoff))
+    return SchnetpackEnergy(rep, width)
+
+
+def _painn(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
+    spk = import_schnetpack()
+    rep = spk.representation.PaiNN(n_atom_basis=width, n_interactions=depth, max_z=MAX_Z,
+                                   radial_basis=spk.nn.GaussianRBF(n_rbf=n_rbf, cutoff=cutoff),
+                                   cutoff_fn=spk.nn.CosineCutoff(cutoff))
+    return SchnetpackEnergy(rep, width)
+
+
+def _spookynet(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
+    try:
+        from chemspec.runtime.spookynet import SpookyNet
+    except ImportError as exc:
+        raise RunError(f"model family 'spookynet' is not available: {exc}") from exc
+    return SpookyNet(num_features=width, num_modules=depth, cutoff=cutoff, num_rbf=n_rbf)
+
+
+class _Registry(dict):
+    def __missing__(self, name):
+        raise RunError(f"unknown force-field family {name!r}; families are {', '.join(sorted(self))}")
+
+
+FAMILIES: dict[str, Callable[[int, int, float, int], nn.Module]] = _Registry(
+    schnet=_schnet, painn=_painn, spookynet=_spookynet)
+"""family -> builder(width, depth, cutoff, n_rbf) of an energy model; a miss raises RunError."""
+
+
+def energy_reference(data, per_element: bool = False) -> float | torch.Tensor:
+    """Energy shift from (training) data: the mean energy per atom, or per-element references fitted
+    by least squares of the energies on element counts (a [MAX_Z] tensor, 0 for absent elements)."""
+    check_atoms(data)
+    n_atoms = np.diff(np.asarray(data.offsets))
+    energy = np.asarray(data.energy, dtype=np.float64)
+    if not per_element:
+        return float(energy.sum() / n_atoms.sum())
+    molecule = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    counts = np.zeros((len(n_atoms), MAX_Z))
+    np.add.at(counts, (molecule, np.asarray(data.numbers)), 1.0)
+    present = np.flatnonzero(counts.any(0))
+    solution = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
+    table = torch.zeros(MAX_Z, dtype=torch.float64)
+    table[present] = torch.as_tensor(solution)
+    return table
+
+
+def _settings(value, defaults: dict) -> dict:
+    """A mapping or a spec object (pydantic) read as a dict over `defaults`' keys."""
+    if value is None:
+        return dict(defaults)
+    if hasattr(value, "model_dump"):  # a spec section may carry fields that force fields do not use
+        value = value.model_dump()
+    elif set(value) - set(defaults):
+        raise RunError(f"unknown settings {sorted(set(value) - set(defaults))}; expected {sorted(defaults)}")
+    return {k: value.get(k, v) for k, v in defaults.items()}
+
+
+LOSS = {"kind": "l1", "energy": 0.01, "forces": 0.99}
+OPTIMIZER = {"name": "adamw", "weight_decay": 0.0, "betas": (0.9, 0.999)}
+SCHEDULER = {"factor": 0.5, "patience": 50, "min_lr": 1e-7}
+
+
+class ForceField(L.LightningModule):
+    """Energy model + loss w_E·L(E) + w_F·L(F) + AdamW/Adam + torch's ReduceLROnPlateau on val_loss.
+
+    Predicted energy = energy_scale · model + Σ_atoms energy_shift[Z] (a float shift is the same for
+    every element). Training stops when the plateau schedule brings the rate down to min_lr
+    (`stop_reason` "min_lr"); `train_forcefield` records "max_epochs" otherwise.
+    """
+
+    def __init__(self, model: nn.Module, loss: str = "l1", energy_weight: float = 0.01,
+                 forces_weight: float = 0.99, learning_rate: float = 1e-3, optimizer: str = "adamw",
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                 plateau_factor: float = 0.5, patience: int = 50, min_lr: float = 1e-7,
+                 energy_shift: float | torch.Tensor = 0.0, energy_scale: float = 1.0,
+                 per_atom_energy_loss: bool = False):
+        super().__init__()
+        if loss not in ("l1", "mse"):
+            raise RunError(f"loss kind {loss!r} is not one of l1, mse")
+        if optimizer not in ("adamw", "adam"):
+            raise RunError(f"optimizer {optimizer!r} is not one of adamw, adam")
+        self.model = model
+        self.loss_kind, self.energy_weight, self.forces_weight = loss, float(energy_weight), float(forces_weight)
+        self.learning_rate, self.optimizer_name = float(learning_rate), optimizer
+        self.weight_decay, self.betas = float(weight_decay), tuple(betas)
+        self.plateau_factor, self.patience, self.min_lr = float(plateau_factor), int(patience), float(min_lr)
+        self.energy_scale, self.per_atom_energy_loss = float(energy_scale), per_atom_energy_loss
+        shift = torch.as_tensor(energy_shift, dtype=torch.float64)
+        self.register_buffer("energy_shift", shift.expand(MAX_Z).clone() if shift.ndim == 0 else shift.clone())
+        if self.energy_shift.shape != (MAX_Z,):
+            raise RunError(f"energy_shift must be a float or a [{MAX_Z}] per-element tensor; "
+                           f"got shape {tuple(self.energy_shift.shape)}")
+        self.step_losses: list[list[float]] = []
+        self.val_history: list[float] = []
+        self.val_metrics: dict[str, float] = {}
+        self.stop_reason: str | None = None
+        self._epoch: list[torch.Tensor] = []
+        self._sums: torch.Tensor | None = None
+
+    def forward(self, batch: dict[str, torch.Tensor], create_graph: bool = False):
+        """(energy [molecules] float64 in eV, forces [atoms, 3] in eV/Å) of a collated batch."""
+        with torch.enable_grad():
+            positions = batch["positions"].detach().requires_grad_(True)
+            raw = self.model(batch["numbers"], positions, batch["idx_i"], batch["idx_j"], batch["batch"],
+                             batch["n_atoms"].shape[0]) * self.energy_scale
+            (grad,) = torch.autograd.grad(raw.sum(), positions, create_graph=create_graph)
+        shift = raw.new_zeros(raw.shape, dtype=torch.float64).index_add(
+            0, batch["batch"], self.energy_shift.to(torch.float64)[batch["numbers"]])
+        return raw.to(torch.float64) + shift, -grad
+
+    def _sums_of(self, batch, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss of the batch, error sums: |dE|, dE², |dE/n|, (dE/n)², |dF|, dF², molecules, components)."""
+        energy, forces = self(batch, create_graph=create_graph)
+        d_e = energy - batch["energy"]
+        d_n = d_e / batch["n_atoms"]
+        d_f = forces - batch["forces"]
+        d_loss = d_n if self.per_atom_energy_loss else d_e
+        if self.loss_kind == "l1":
+            loss = self.energy_weight * d_loss.abs().mean() + self.forces_weight * d_f.abs().mean()
+        else:
+            loss = self.energy_weight * d_loss.square().mean() + self.forces_weight * d_f.square().mean()
+        d_f = d_f.detach().to(torch.float64)
+        sums = torch.stack([d_e.abs().sum(), d_e.square().sum(), d_n.abs().sum(), d_n.square().sum(),
+                            d_f.abs().sum(), d_f.square().sum()]).detach()
+        counts = torch.tensor([d_e.numel(), d_f.numel()], dtype=torch.float64, device=sums.device)
+        return loss, torch.cat([sums, counts])
+
+    def metrics(self, sums: torch.Tensor) -> dict[str, float]:
+        """Loss (as in training, over a whole split) and MAEs in meV from accumulated error sums."""
+        ae, se, an, sn, af, sf, m, c = sums.tolist()
+        m, c = max(m, 1.0), max(c, 1.0)
+        e_term = (an if self.per_atom_energy_loss else ae) / m
+        f_term = af / c
+        if self.loss_kind == "mse":
+            e_term, f_term = (sn if self.per_atom_energy_loss else se) / m, sf / c
+        return {"loss": self.energy_weight * e_term + self.forces_weight * f_term,
+                "energy_mae_meV": EV_TO_MEV * ae / m, "energy_mae_per_atom_meV": EV_TO_MEV * an / m,
+                "force_mae_meV_per_A": EV_TO_MEV * af / c, "energy_rmse_meV": EV_TO_MEV * (se / m) ** 0.5,
+                "force_rmse_meV_per_A": EV_TO_MEV * (sf / c) ** 0.5}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._sums_of(batch, create_graph=True)
+        self._epoch.append(loss.detach())
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch:
+            self.step_losses.append(torch.stack(self._epoch).double().cpu().tolist())
+        self._epoch = []
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        _, sums = self._sums_of(batch, create_graph=False)
+        self._sums = sums if self._sums is None else self._sums + sums
+
+    def on_validation_epoch_end(self) -> None:
+        if self._sums is None:
+            return
+        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")
+        self._sums = None
+        self.val_metrics = self.metrics(sums)
+        if not self.trainer.sanity_checking:
+            self.val_history.append(self.val_metrics["loss"])
+        self.log("val_loss", self.val_metrics["loss"], sync_dist=False)
+
+    def configure_optimizers(self):
+        kind = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
+        optimizer = kind(self.parameters(), lr=self.learning_rate, betas=self.betas,
+                         weight_decay=self.weight_decay)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=self.plateau_factor, patience=self.patience, min_lr=self.min_lr, eps=0.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        scheduler.step(metric)
+        rates = [group["lr"] for group in scheduler.optimizer.param_groups]
+        if max(rates) <= self.min_lr * (1 + 1e-9):
+            self.stop_reason = "min_lr"
+            self.trainer.should_stop = True
+
+
+@torch.no_grad()
+def evaluate(module: ForceField, batches) -> dict[str, float]:
+    """Loss and MAEs of a whole split (forces by autograd, no graph kept)."""
+    was_training = module.training
+    module.eval()
+    total = None
+    for batch in batches:
+        batch = {k: v.to(module.device) for k, v in batch.items()}
+        batch = {k: v.to(module.dtype) if v.is_floating_point() and k != "energy" else v for k, v in batch.items()}
+        sums = module._sums_of(batch, create_graph=False)[1]
+        total = sums if total is None else total + sums
+    module.train(was_training)
+    return module.metrics(total if total is not None else torch.zeros(8, dtype=torch.float64))
+
+
+def _quiet() -> None:
+    # schnetpack imports pytorch_lightning, which re-points lightning's rank-zero messages at its logger
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec|"
+                                              r"smaller than the logging interval).*")
+
+
+def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_rbf: int, train, val, test,
+                     hparams: Mapping, epochs: int, loss: Mapping | None = None, seed: int = 0,
+                     accelerator: str = "cpu", precision: str = "32-true", optimizer: Mapping | None = None,
+                     scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
+                     energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
+                     gradient_clip: float | None = None, eval_batch_size: int = 256,
+                     ) -> tuple[dict, ForceField]:
+    """Train one force field; returns (metrics, trained ForceField).
+
+    `hparams` holds learning_rate and batch_size; `loss` kind/energy/forces; `optimizer`
+    name/weight_decay/betas; `scheduler` factor/patience/min_lr. `energy_shift` is a float or a
+    per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
+    standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
+    included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
+    metrics on the validation split after training.
+    """
+    builder = FAMILIES[model_name]
+    loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
+    sched_cfg = _settings(scheduler, SCHEDULER)
+    if isinstance(energy_shift, str):
+        if energy_shift not in ("mean", "per_element"):
+            raise RunError(f"energy_shift {energy_shift!r} is not a number, a tensor, 'mean' or 'per_element'")
+        energy_shift = energy_reference(train, per_element=energy_shift == "per_element")
+    if energy_scale == "auto":
+        energy_scale = float(np.std(np.asarray(train.forces))) or 1.0
+    dtype = torch.float64 if precision.startswith("64") else torch.float32
+    sets = {name: ForceFieldDataset(data, cutoff, dtype) for name, data in (("train", train), ("val", val),
+                                                                           ("test", test))}
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = builder(width, depth, cutoff, n_rbf)
+    _quiet()
+    module = ForceField(model, loss=loss_cfg["kind"],
+                        energy_weight=loss_cfg["energy"], forces_weight=loss_cfg["forces"],
+                        learning_rate=hparams["learning_rate"], optimizer=opt_cfg["name"],
+                        weight_decay=opt_cfg["weight_decay"], betas=opt_cfg["betas"],
+                        plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
+                        min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
+                        per_atom_energy_loss=per_atom_energy_loss)
+    trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision,
+                        inference_mode=False, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                        gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu")
+    start = time.perf_counter()
+    trainer.fit(module, sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed),
+                sets["val"].loader(eval_batch_size))
+    wall = time.perf_counter() - start
+    tested = evaluate(module, sets["test"].loader(eval_batch_size))
+    return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,
+            "params": sum(p.numel() for p in module.model.parameters()),
+            "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],
+            "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
+            "val_loss": module.val_history[-1] if module.val_history else float("nan"),
+            "val": module.val_metrics, "val_history": module.val_history,
+            "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step),
+            "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
+            "hparams": dict(hparams), "wall_time_s": round(wall, 3)}, module

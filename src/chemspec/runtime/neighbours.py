@@ -1,0 +1,110 @@
+"""Neighbour lists and batching for force fields.
+
+Pairs within the cutoff are found once per structure, when the dataset is built (isolated molecules,
+no periodic boundaries), and kept as flat arrays. A batch gathers its structures' atoms and pairs
+with index arithmetic only: no distance is computed on the CPU after construction, in any epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from chemspec.errors import RunError
+
+MAX_Z = 100
+"""Largest atomic number + 1 that the models embed (schnetpack's default `max_z`)."""
+
+
+def neighbour_pairs(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ordered pairs (i, j), i != j, of one structure closer than `cutoff` (both directions), vectorised."""
+    positions = np.asarray(positions, dtype=np.float64)
+    distance = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
+    within = distance < cutoff
+    np.fill_diagonal(within, False)
+    idx_i, idx_j = np.nonzero(within)
+    return idx_i.astype(np.int64), idx_j.astype(np.int64)
+
+
+def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Concatenation of arange(start, start + count) over rows, without a Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return torch.zeros(0, dtype=torch.long)
+    first = torch.cumsum(counts, 0) - counts
+    return torch.repeat_interleave(starts - first, counts, output_size=total) + torch.arange(total)
+
+
+def check_atoms(data) -> None:
+    """Consistent array shapes in an AtomsData-like object; a RunError says what is wrong."""
+    offsets, numbers = np.asarray(data.offsets), np.asarray(data.numbers)
+    n_structures, n_atoms = len(data.energy), len(numbers)
+    problems = []
+    if offsets.ndim != 1 or len(offsets) != n_structures + 1 or offsets[0] != 0 or offsets[-1] != n_atoms:
+        problems.append(f"offsets must run 0..{n_atoms} with {n_structures + 1} entries")
+    elif np.any(np.diff(offsets) <= 0):
+        problems.append("every structure needs at least one atom (offsets must increase)")
+    if np.shape(data.positions) != (n_atoms, 3) or np.shape(data.forces) != (n_atoms, 3):
+        problems.append(f"positions and forces must be [{n_atoms}, 3]; got {np.shape(data.positions)} "
+                        f"and {np.shape(data.forces)}")
+    if n_atoms and (numbers.min() < 1 or numbers.max() >= MAX_Z):
+        problems.append(f"atomic numbers must lie in 1..{MAX_Z - 1}")
+    if problems:
+        raise RunError("force-field data: " + "; ".join(problems))
+
+
+class ForceFieldDataset(Dataset):
+    """Structures of an AtomsData with their neighbour pairs precomputed; `collate` builds batches.
+
+    Items are structure indices; use `loader()` (or `DataLoader(..., collate_fn=dataset.collate)`).
+    Positions and forces take `dtype` (the model's); energies stay float64 so that large total
+    energies keep their precision until the loss.
+    """
+
+    def __init__(self, data, cutoff: float, dtype: torch.dtype = torch.float32):
+        check_atoms(data)
+        self.cutoff = float(cutoff)
+        offsets = np.asarray(data.offsets, dtype=np.int64)
+        positions = np.asarray(data.positions, dtype=np.float64)
+        pairs_i, pairs_j, n_pairs = [], [], np.zeros(len(offsets) - 1, dtype=np.int64)
+        for s in range(len(offsets) - 1):
+            i, j = neighbour_pairs(positions[offsets[s]:offsets[s + 1]], self.cutoff)
+            pairs_i.append(i)
+            pairs_j.append(j)
+            n_pairs[s] = len(i)
+        empty = np.zeros(0, dtype=np.int64)
+        self.numbers = torch.as_tensor(np.asarray(data.numbers, dtype=np.int64))
+        self.positions = torch.as_tensor(positions).to(dtype)
+        self.forces = torch.as_tensor(np.asarray(data.forces, dtype=np.float64)).to(dtype)
+        self.energy = torch.as_tensor(np.asarray(data.energy, dtype=np.float64))
+        self.atom_offsets = torch.as_tensor(offsets[:-1])
+        self.n_atoms = torch.as_tensor(np.diff(offsets))
+        self.pair_offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(n_pairs)[:-1]]).astype(np.int64))
+        self.n_pairs = torch.as_tensor(n_pairs)
+        self.idx_i = torch.as_tensor(np.concatenate(pairs_i) if pairs_i else empty)
+        self.idx_j = torch.as_tensor(np.concatenate(pairs_j) if pairs_j else empty)
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+    def __getitem__(self, index: int) -> int:
+        return int(index)
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A batch: atoms of the chosen structures concatenated, pair indices shifted into the batch."""
+        s = torch.as_tensor(indices, dtype=torch.long)
+        n_atoms, n_pairs = self.n_atoms[s], self.n_pairs[s]
+        atoms = _ranges(self.atom_offsets[s], n_atoms)
+        pairs = _ranges(self.pair_offsets[s], n_pairs)
+        start = torch.cumsum(n_atoms, 0) - n_atoms
+        shift = torch.repeat_interleave(start, n_pairs, output_size=len(pairs))
+        return {"numbers": self.numbers[atoms], "positions": self.positions[atoms],
+                "forces": self.forces[atoms], "energy": self.energy[s], "n_atoms": n_atoms,
+                "batch": torch.repeat_interleave(torch.arange(len(s)), n_atoms, output_size=len(atoms)),
+                "idx_i": self.idx_i[pairs] + shift, "idx_j": self.idx_j[pairs] + shift}
+
+    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
+                          generator=generator)

@@ -1,0 +1,229 @@
+"""Force fields: symmetries, autograd forces, batching, registry, LR-plateau stop, and overfitting.
+
+The physics tests run in float64 on models whose parameters all carry small seeded noise (SpookyNet
+zero-initialises layers, so an untouched model would pass them vacuously). Labels come from an
+element-pair Morse potential, differentiated by autograd, so the label forces are exact.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from chemspec.errors import RunError
+from chemspec.runtime import neighbours
+from chemspec.runtime.atoms import AtomsData
+from chemspec.runtime.forcefield import FAMILIES, ForceField, energy_reference, train_forcefield
+from chemspec.runtime.neighbours import ForceFieldDataset, neighbour_pairs
+
+FIT_FORCE_MAE_FRACTION = 0.10
+"""Overfitting passes when the training-set force MAE is below this fraction of the label force std
+(predicting zero forces scores about 0.8)."""
+FIT_EPOCHS, FIT_BATCH, FIT_LR = 40, 10, 3e-3
+"""Overfitting budget: 40 epochs of 5 steps, 5-15 s per model on one slow CPU thread."""
+CUTOFF, N_RBF, WIDTH, DEPTH = 5.0, 16, 16, 2
+
+SPOOKY = pytest.param("spookynet", marks=pytest.mark.skipif(
+    importlib.util.find_spec("chemspec.runtime.spookynet") is None,
+    reason="chemspec.runtime.spookynet not present"))
+ALL = ["schnet", "painn", SPOOKY]
+
+ETHANOL_Z = np.array([6, 6, 8, 1, 1, 1, 1, 1, 1])
+ETHANOL_R = np.array([[1.1879, -0.3829, 0.0], [0.0, 0.5526, 0.0], [-1.1867, -0.2472, 0.0],
+                      [-1.9237, 0.3850, 0.0], [2.0985, 0.2306, 0.0], [1.1184, -1.0093, 0.8869],
+                      [1.1184, -1.0093, -0.8869], [0.0227, 1.1812, 0.8852], [0.0227, 1.1812, -0.8852]])
+WATER_Z = np.array([8, 1, 1])
+WATER_R = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
+RADIUS = {1: 0.31, 6: 0.76, 8: 0.66}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny graphs on 2 shared cores run several times faster on one intra-op thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def morse(numbers: np.ndarray, positions: np.ndarray, depth: float = 1.0, a: float = 1.8):
+    """Sum over atom pairs of a Morse potential with r0 = sum of covalent radii; (energy, forces)."""
+    r = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
+    r0 = torch.tensor([RADIUS[int(z)] for z in numbers], dtype=torch.float64)
+    i, j = torch.triu_indices(len(numbers), len(numbers), 1)
+    e = (depth * ((1 - torch.exp(-a * ((r[i] - r[j]).norm(dim=1) - r0[i] - r0[j]))) ** 2 - 1)).sum()
+    (grad,) = torch.autograd.grad(e, r)
+    return e.item(), -grad.numpy()
+
+
+def atoms(*molecules) -> AtomsData:
+    """AtomsData of (numbers, positions) molecules labelled by `morse`."""
+    labels = [morse(z, r) for z, r in molecules]
+    sizes = [len(z) for z, _ in molecules]
+    return AtomsData(np.concatenate([z for z, _ in molecules]), np.concatenate([r for _, r in molecules]),
+                     np.concatenate([f for _, f in labels]), np.array([e for e, _ in labels]),
+                     np.concatenate([[0], np.cumsum(sizes)]))
+
+
+def ethanols(n: int, seed: int = 0, sigma: float = 0.05) -> AtomsData:
+    rng = np.random.default_rng(seed)
+    return atoms(*[(ETHANOL_Z, ETHANOL_R + rng.normal(0, sigma, ETHANOL_R.shape)) for _ in range(n)])
+
+
+def batch_of(data: AtomsData) -> dict[str, torch.Tensor]:
+    dataset = ForceFieldDataset(data, CUTOFF, torch.float64)
+    return dataset.collate(list(range(len(dataset))))
+
+
+def noisy_module(family: str, seed: int = 0, noise: float = 0.1) -> ForceField:
+    torch.manual_seed(seed)
+    model = FAMILIES[family](WIDTH, DEPTH, CUTOFF, N_RBF).double()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(noise * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return ForceField(model).double()
+
+
+def rotation(seed: int) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    return q if torch.det(q) > 0 else -q
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_energy_invariant_forces_equivariant(family):
+    module = noisy_module(family)
+    batch = batch_of(ethanols(1, seed=3))
+    energy, forces = module(batch)
+    assert forces.abs().max() > 1e-3, "forces are ~0: the test would be vacuous"
+    turn = rotation(7)
+    moved = {**batch, "positions": batch["positions"] @ turn.T + torch.tensor([3.0, -1.5, 20.0])}
+    energy_moved, forces_moved = module(moved)
+    torch.testing.assert_close(energy_moved, energy, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(forces_moved, forces @ turn.T, rtol=1e-9, atol=1e-10)
+
+    order = np.random.default_rng(1).permutation(len(ETHANOL_Z))
+    data = ethanols(1, seed=3)
+    permuted = batch_of(atoms((data.numbers[order], data.positions[order])))
+    energy_permuted, forces_permuted = module(permuted)
+    torch.testing.assert_close(energy_permuted, energy, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(forces_permuted, forces[torch.as_tensor(order)], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_forces_are_central_differences_of_the_energy(family):
+    module = noisy_module(family, seed=2)
+    batch = batch_of(ethanols(1, seed=4))
+    _, forces = module(batch)
+    h, numeric = 1e-4, torch.zeros_like(forces)
+    for atom in range(forces.shape[0]):
+        for axis in range(3):
+            energies = []
+            for step in (h, -h):
+                positions = batch["positions"].clone()
+                positions[atom, axis] += step
+                energies.append(module({**batch, "positions": positions})[0].item())
+            numeric[atom, axis] = -(energies[0] - energies[1]) / (2 * h)
+    torch.testing.assert_close(forces, numeric, rtol=1e-5, atol=1e-5 * forces.abs().max().item())
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_molecules_in_one_batch_do_not_interact(family):
+    """Water placed on top of ethanol: any pair across molecules would change both energies."""
+    module = noisy_module(family, seed=5)
+    ethanol = (ETHANOL_Z, ETHANOL_R)
+    water = (WATER_Z, WATER_R + np.array([0.1, 0.4, 0.2]))
+    energy, forces = module(batch_of(atoms(ethanol, water)))
+    alone = [module(batch_of(atoms(m))) for m in (ethanol, water)]
+    torch.testing.assert_close(energy, torch.cat([e for e, _ in alone]), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(forces, torch.cat([f for _, f in alone]), rtol=1e-9, atol=1e-10)
+
+
+def test_neighbour_lists_are_built_once_and_offset_in_batches(monkeypatch):
+    data = atoms((ETHANOL_Z, ETHANOL_R), (WATER_Z, WATER_R), (ETHANOL_Z, ETHANOL_R * 1.8))
+    dataset = ForceFieldDataset(data, 3.0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("neighbour list recomputed after the dataset was built")
+
+    monkeypatch.setattr(neighbours, "neighbour_pairs", refuse)
+    batch = dataset.collate([2, 0])
+    for _ in range(2):
+        assert sum(len(b["energy"]) for b in dataset.loader(2, shuffle=True)) == 3
+    positions = batch["positions"].double()
+    expected = set()
+    for m, (start, stop) in enumerate([(0, 9), (9, 18)]):
+        distance = torch.cdist(positions[start:stop], positions[start:stop])
+        expected |= {(start + i, start + j) for i, j in zip(*np.nonzero(distance.numpy() < 3.0)) if i != j}
+    assert set(zip(batch["idx_i"].tolist(), batch["idx_j"].tolist())) == expected
+    assert len(expected) < 2 * 9 * 8, "the stretched ethanol should lose some pairs at a 3 Å cutoff"
+    assert batch["batch"].tolist() == [0] * 9 + [1] * 9
+    torch.testing.assert_close(batch["energy"], torch.as_tensor(data.energy[[2, 0]]))
+    i, j = neighbour_pairs(WATER_R, 1.0)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (0, 2), (1, 0), (2, 0)]
+
+
+def test_registry_miss_lists_the_families():
+    with pytest.raises(RunError, match=r"unknown force-field family 'mace'; families are painn, schnet, spookynet"):
+        FAMILIES["mace"]
+    data = ethanols(2)
+    with pytest.raises(RunError, match=r"unknown force-field family 'nequip'.*painn, schnet, spookynet"):
+        train_forcefield("nequip", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-3, "batch_size": 2}, 1)
+
+
+def test_energy_shift_adds_per_element_references():
+    peroxide = (np.array([8, 8, 1, 1]), np.array([[0, 0, 0], [1.45, 0, 0], [-0.3, 0.9, 0], [1.75, 0, 0.9]]))
+    mixture = [(ETHANOL_Z, ETHANOL_R), (WATER_Z, WATER_R), peroxide, (np.array([1, 1]), np.eye(2, 3))]
+    reference = {1: -13.6, 6: -1029.5, 8: -2041.3}
+    data = atoms(*mixture)
+    data = AtomsData(data.numbers, data.positions, data.forces,
+                     np.array([sum(reference[int(z)] for z in m[0]) for m in mixture]), data.offsets)
+    fitted = energy_reference(data, per_element=True)
+    torch.testing.assert_close(fitted[[1, 6, 8]], torch.tensor([-13.6, -1029.5, -2041.3], dtype=torch.float64))
+    assert energy_reference(data) == pytest.approx(data.energy.sum() / len(data.numbers))
+
+    module = noisy_module("schnet")
+    shifted = ForceField(module.model, energy_shift=fitted).double()
+    batch = batch_of(data)
+    (plain, forces), (moved, forces_shifted) = module(batch), shifted(batch)
+    torch.testing.assert_close(moved - plain, torch.as_tensor(data.energy))
+    torch.testing.assert_close(forces_shifted, forces)
+    with pytest.raises(RunError, match=r"energy_shift must be a float or a \[100\] per-element tensor"):
+        ForceField(module.model, energy_shift=torch.zeros(3))
+
+
+def test_plateau_at_min_lr_stops_training():
+    """With a learning rate too small to move the loss, the plateau schedule (patience 0) cuts the rate
+    to min_lr after the second epoch, and training stops there instead of running all 10 epochs."""
+    data = ethanols(6)
+    metrics, module = train_forcefield(
+        "schnet", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-9, "batch_size": 3}, epochs=10,
+        scheduler={"factor": 0.1, "patience": 0, "min_lr": 1e-10}, seed=1, precision="64-true")
+    assert metrics["stop_reason"] == "min_lr"
+    assert metrics["epochs"] == 2 and len(metrics["step_losses"]) == 2 and len(metrics["val_history"]) == 2
+    assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-10)
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_overfits_fifty_structures(family):
+    data = ethanols(50, seed=11)
+    metrics, module = train_forcefield(
+        family, WIDTH, DEPTH, CUTOFF, N_RBF, data, data, data,
+        {"learning_rate": FIT_LR, "batch_size": FIT_BATCH}, epochs=FIT_EPOCHS,
+        scheduler={"factor": 0.5, "patience": 20, "min_lr": 1e-5}, seed=0)
+    label_std = float(data.forces.std())
+    print(f"\n{family}: force MAE {metrics['force_mae_meV_per_A']:.1f} meV/Å = "
+          f"{metrics['force_mae_meV_per_A'] / 1000 / label_std:.3f} × label std ({label_std:.3f} eV/Å); "
+          f"energy MAE {metrics['energy_mae_meV']:.1f} meV; {metrics['wall_time_s']:.1f} s; "
+          f"{metrics['params']} parameters")
+    assert metrics["force_mae_meV_per_A"] / 1000 < FIT_FORCE_MAE_FRACTION * label_std
+    assert metrics["stop_reason"] == "max_epochs" and metrics["epochs"] == FIT_EPOCHS
+    assert [len(epoch) for epoch in metrics["step_losses"]] == [50 // FIT_BATCH] * FIT_EPOCHS
+    assert np.mean(metrics["step_losses"][-1]) < 0.2 * np.mean(metrics["step_losses"][0])
+    assert metrics["capacity"] == WIDTH * DEPTH
+    assert metrics["params"] == sum(p.numel() for p in module.model.parameters()) > 0
+    assert metrics["val"]["force_mae_meV_per_A"] == pytest.approx(metrics["force_mae_meV_per_A"], rel=1e-3)
