@@ -104,23 +104,45 @@ class Report:
     study: str
     cells: list[dict]
     fits: list[dict]
+    fit: dict
+    cost: dict | None
+    files: list[str]
 
     def as_json(self) -> dict:
         return {"study": self.study,
-                "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss")} for c in self.cells],
+                "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "status")}
+                          for c in self.cells],
                 "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],
                           "exponent": f.get("exponent"), "ci": f.get("ci"), "n": f["n"],
                           "status": f["status"], **({"reason": f["reason"]} if "reason" in f else {})}
-                         for f in self.fits]}
+                         for f in self.fits],
+                "statistics": self.fit.get("statistics"), "cost": self.cost}
 
 
-def report(params: str | Path = "params.yaml") -> Report:
+def report(params: str | Path = "params.yaml", write: bool = True) -> Report:
+    """The study's cells and fits; also writes report/index.html and report/report.md beside them."""
+    from chemspec import report as pages
+
     cells = load_cells(params)
     folder = Path(cells.fit.out_dir)
-    table, fit = folder / "cells.json", folder / "fit.json"
-    if not (table.is_file() and fit.is_file()):
+    table, fit_path = folder / "cells.json", folder / "fit.json"
+    if not (table.is_file() and fit_path.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
-    return Report(study=cells.fit.study, cells=read_json(table), fits=read_json(fit)["fits"])
+    rows, fit = read_json(table), read_json(fit_path)
+    selected = read_json(cells.select.out) if Path(cells.select.out).is_file() else None
+    files = []
+    if write:
+        manifest = None
+        ref = Path(cells.archive.root) / "refs" / f"{cells.archive.study}.json"
+        if ref.is_file():
+            manifest = read_json(ref)["manifest"]
+        ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest)
+        out = folder.parent / "report"
+        write_bytes(out / "index.html", pages.html(ctx).encode())
+        write_bytes(out / "report.md", pages.markdown(ctx).encode())
+        files = [(out / "index.html").as_posix(), (out / "report.md").as_posix()]
+    return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows),
+                  files=files)
 
 
 def archive_ls(root: str | Path = "archive") -> list[dict]:
@@ -162,7 +184,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
           study: str | None = None) -> dict:
     """Refit archived cell losses (a pulled directory or a git revision) without training anything."""
     from chemspec.archive import Snapshot
-    from chemspec.runtime.fit import fits
+    from chemspec.runtime.fit import finite_json, fits
 
     folder = Path(source)
     if folder.is_dir():
@@ -175,7 +197,8 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
         cells, old = snapshot.json(manifest["objects"]["cells"]), snapshot.json(manifest["objects"]["fit"])
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
     level = confidence if confidence is not None else old["confidence"]
-    return {"study": old["study"], "source": source, "confidence": level, "fits": fits(cells, laws, level)}
+    flat, joint = fits(cells, laws, level)
+    return finite_json({"study": old["study"], "source": source, "confidence": level, "fits": flat, "joint": joint})
 
 
 def archive_verify(root: str | Path = "archive") -> int:

@@ -81,9 +81,10 @@ def _fmt(value: float | None) -> str:
 @cli.command()
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def report(params: str, as_json: bool) -> None:
-    """Show the study's cells and fitted scaling exponents."""
-    result = api.report(params)
+@click.option("--no-files", is_flag=True, help="Do not write report/index.html and report/report.md.")
+def report(params: str, as_json: bool, no_files: bool) -> None:
+    """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
+    result = api.report(params, write=not no_files)
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
         return
@@ -91,20 +92,27 @@ def report(params: str, as_json: bool) -> None:
     click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}  hparams")
     for c in result.cells:
         hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items())
+        flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
-                   f"{_fmt(c.get('test_loss')):>9}  {hp}")
+                   f"{_fmt(c.get('test_loss')):>9}  {hp}{flag}")
     click.echo()
     _echo_fits(result.fits)
+    if result.cost:
+        cost = result.cost
+        click.echo(f"\nTPE: {cost['tpe_s']:.1f} s + training {cost['train_s']:.1f} s against ~{cost['exhaustive_s']:.1f} s "
+                   f"for all {cost['configs']} configurations in every cell ({cost['saving']:.0%} saved)")
+    for path in result.files:
+        click.echo(f"wrote {path}")
 
 
 def _echo_fits(fits: list[dict]) -> None:
-    click.echo(f"{'axis':<7} {'group':<10} {'law':<6} {'exponent':>9}  interval            n  R²")
+    click.echo(f"{'axis':<7} {'group':<10} {'law':<10} {'exponent':>9}  interval            n  R²")
     for f in fits:
         if f["status"] != "ok":
-            click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<6} {'-':>9}  cannot fit: {f['reason']}")
+            click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {'-':>9}  cannot fit: {f['reason']}")
             continue
-        ci = f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]"
-        click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<6} {f['exponent']:>9.3f}  {ci:<18} {f['n']:>2}  "
+        ci = "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in f["ci"]) + "]"
+        click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {f['exponent']:>9.3f}  {ci:<18} {f['n']:>2}  "
                    f"{f['r2']:.3f}")
 
 
@@ -181,7 +189,8 @@ def pull(target: str, to: str | None, study: str | None) -> None:
 
 @cli.command()
 @click.argument("source")
-@click.option("--law", "laws", multiple=True, type=click.Choice(["power"]), help="Law to fit (repeatable).")
+@click.option("--law", "laws", multiple=True, type=click.Choice(["power", "saturating", "joint"]),
+              help="Law to fit (repeatable); default: the laws of the archived fit.")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Confidence level of the intervals.")
 @click.option("--study", default=None, help="Study to refit (needed when several are archived).")

@@ -60,6 +60,31 @@ def test_diff_lists_added_cells_and_exponent_changes(history):
     assert "+ cell xs-800" in text
 
 
+def test_dvc_metrics_diff_compares_the_two_commits(history):
+    out = sh("dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json", cwd=history).stdout
+    diff = json.loads(out)
+    assert "results/tiny/fit/fit.json" in diff
+    assert any(key.startswith("fits.") for key in diff["results/tiny/fit/fit.json"])
+    assert "results/tiny/train/xs-800/metrics.json" in diff
+
+
+def test_corrupting_any_archived_object_is_detected(history):
+    manifest = json.loads(sh("chemspec", "archive", "show", manifest_id(history), cwd=history).stdout)
+    roles = {role: value if isinstance(value, str) else next(iter(value.values()))
+             for role, value in manifest["objects"].items()}
+    roles["manifest"] = manifest["manifest"]
+    for role, digest in roles.items():
+        path = history / "archive" / "objects" / digest[:2] / digest
+        original = path.read_bytes()
+        path.write_bytes(bytes([original[0] ^ 1]) + original[1:])
+        try:
+            failed = sh("chemspec", "archive", "verify", cwd=history, check=False)
+            assert failed.returncode == 1 and "corrupt" in failed.stderr, role
+        finally:
+            path.write_bytes(original)
+    assert len(roles) >= 11
+
+
 def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history, tmp_path):
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
@@ -92,7 +117,7 @@ def test_archiving_the_same_results_again_gives_the_same_hashes(history):
     sh("chemspec", "run", "archive", "--params", "params.yaml", cwd=history)
     after = json.loads(sh("chemspec", "archive", "show", manifest_id(history), cwd=history).stdout)
     assert before["provenance"]["git"] != after["provenance"]["git"] or before == after
-    for role in ("spec", "cells", "fit", "selected", "data", "split", "plot", "train", "tpe"):
+    for role in ("spec", "cells", "fit", "selected", "data", "split", "plots", "train", "tpe"):
         assert before["objects"][role] == after["objects"][role], role
     sh("git", "checkout", "--", "archive", cwd=history)
 

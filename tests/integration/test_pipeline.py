@@ -47,8 +47,8 @@ def test_report_json_has_cells_and_fits(project):
     report = json.loads(sh("chemspec", "report", "--json", cwd=root))
     assert report["study"] == "tiny"
     assert len(report["cells"]) == 9
-    assert set(report["cells"][0]) == {"model", "params", "data_size", "val_loss"}
-    data_fits = [f for f in report["fits"] if f["axis"] == "data"]
+    assert set(report["cells"][0]) == {"model", "params", "data_size", "val_loss", "status"}
+    data_fits = [f for f in report["fits"] if f["axis"] == "data" and f["law"] == "power"]
     assert len(data_fits) == 3 and all(f["status"] == "ok" for f in data_fits)
     assert all(len(f["ci"]) == 2 and f["ci"][0] <= f["exponent"] <= f["ci"][1] for f in data_fits)
     for model in ("xs", "s", "m"):
@@ -65,7 +65,7 @@ def test_manifest_objects_match_their_names(project):
     objects = root / "archive" / "objects"
     manifest = json.loads((objects / ref["manifest"][:2] / ref["manifest"]).read_bytes())
     assert manifest["study"] == "tiny"
-    assert set(manifest["objects"]) >= {"spec", "data", "split", "selected", "fit", "cells", "plot", "train", "tpe"}
+    assert set(manifest["objects"]) >= {"spec", "data", "split", "selected", "fit", "cells", "plots", "train", "tpe"}
     assert len(manifest["objects"]["train"]) == 9
     assert manifest["provenance"]["versions"]["torch"]
     files = [p for p in objects.rglob("*") if p.is_file()]
@@ -88,3 +88,36 @@ def test_editing_one_model_size_reruns_only_its_cells(project):
     sh("chemspec", "compile", "study.yaml", cwd=root)
     rerun = ran_stages(sh("dvc", "repro", cwd=root))
     assert rerun == {"train@s-200", "train@s-400", "train@s-800", "fit", "archive"}
+
+
+def test_report_pages_embed_every_plot(project):
+    root, _ = project
+    sh("chemspec", "report", cwd=root)
+    page = (root / "results" / "tiny" / "report" / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "joint" in page and "Training Performance Estimation" in page
+    summary = (root / "results" / "tiny" / "report" / "report.md").read_text()
+    assert summary.startswith("# tiny") and "| power | data | xs |" in summary
+
+
+def test_dvc_plots_show_renders_the_study(project):
+    root, _ = project
+    out = sh("dvc", "plots", "show", "-o", "dvc_plots", cwd=root)
+    assert (root / "dvc_plots" / "index.html").is_file(), out
+
+
+def test_a_nan_at_one_step_marks_only_that_cell_diverged(project):
+    root, _ = project
+    env_fault = {"CHEMSPEC_FAULT": "train@xs-400:nan@3"}
+    done = subprocess.run(["dvc", "repro", "-f", "-s", "train@xs-400"], cwd=root, capture_output=True, text=True,
+                          env={**tool_env(), **env_fault})
+    assert done.returncode == 0, done.stderr
+    sh("dvc", "repro", cwd=root)
+    report = json.loads(sh("chemspec", "report", "--json", cwd=root))
+    status = {(c["model"], c["data_size"]): c["status"] for c in report["cells"]}
+    assert status.pop(("xs", 400)) == "diverged"
+    assert set(status.values()) == {"ok"}
+    xs_fit = next(f for f in report["fits"] if f["axis"] == "data" and f["group"] == "xs" and f["law"] == "power")
+    assert xs_fit["n"] == 2 and xs_fit["status"] == "cannot fit"
+    assert "diverged at step 3" in (root / "results" / "tiny" / "report" / "index.html").read_text()
+    assert "DIVERGED" in sh("chemspec", "report", cwd=root)

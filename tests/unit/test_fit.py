@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chemspec.runtime.fit import fits, power_law
+from chemspec.runtime.fit import fits, power_law, statistics
 
 
 def test_exact_power_law_is_recovered():
@@ -48,8 +48,30 @@ def test_fits_cover_both_axes_and_skip_diverged_cells():
     rows = [{"model": m, "params": p, "data_size": n, "val_loss": 10 * p ** -0.1 * n ** -0.2, "status": "ok"}
             for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6)) for n in (1e3, 1e4, 1e5)]
     rows.append({"model": "m", "params": 1e6, "data_size": 1e6, "val_loss": float("nan"), "status": "diverged"})
-    result = fits(rows, ["power"], 0.95)
+    result, joint = fits(rows, ["power"], 0.95)
+    assert joint is None
     by = {(f["axis"], f["group"]): f for f in result}
     assert by[("data", "xs")]["exponent"] == pytest.approx(0.2)
     assert by[("params", "1000.0")]["exponent"] == pytest.approx(0.1)
     assert ("params", "1000000.0") not in by
+
+
+def test_joint_law_is_reported_as_alpha_and_beta_rows():
+    rows = [{"model": m, "params": p, "data_size": n, "val_loss": 1.5 + 40 * p ** -0.3 + 300 * n ** -0.4,
+             "status": "ok"} for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6)) for n in (1e3, 1e4, 1e5)]
+    flat, joint = fits(rows, ["joint"], 0.95)
+    assert joint["status"] == "ok"
+    alpha, beta = flat
+    assert (alpha["axis"], alpha["law"]) == ("params", "joint") and alpha["exponent"] == pytest.approx(0.3, rel=1e-3)
+    assert (beta["axis"], beta["law"]) == ("data", "joint") and beta["exponent"] == pytest.approx(0.4, rel=1e-3)
+
+
+def test_statistics_report_rank_correlations_and_monotonicity():
+    rows = [{"cell": f"{m}-{n}", "model": m, "params": p, "data_size": n, "val_loss": 10 * p ** -0.1 * n ** -0.2,
+             "wall_time_s": p / 1e4, "status": "ok"} for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6))
+            for n in (1e3, 1e4)]
+    rows[0] = {**rows[0], "val_loss": 0.1}
+    stats = statistics(rows)
+    assert stats["spearman"]["10000.0"]["rho_params"] == pytest.approx(-1.0)
+    assert stats["spearman"]["10000.0"]["rho_time"] == pytest.approx(-1.0)
+    assert stats["loss_falls_with_data"] == {"xs": False, "s": True, "m": True}

@@ -55,13 +55,14 @@ def _split_timing(metrics: dict) -> tuple[dict, dict]:
 
 def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, str]) -> dict:
     for role, path in cell.inputs.items():
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise ArchiveError(f"archive: input {role} ({path}) is missing; run `dvc repro` to produce it")
     store = Store(cell.root)
     objects: dict = {"spec": store.put_json(cell.spec)}
     for role in ("data", "split", "selected", "fit", "cells"):
         objects[role] = store.put_json(read_json(cell.inputs[role]))
-    objects["plot"] = store.put_bytes(Path(cell.inputs["plot"]).read_bytes())
+    objects["plots"] = {p.name: store.put_bytes(p.read_bytes())
+                        for p in sorted(Path(cell.inputs["plots"]).iterdir()) if p.is_file()}
     timing: dict = {"train": {}, "tpe": {}}
     objects["train"], objects["tpe"], identities = {}, {}, {}
     for kind, sources in (("train", {k: Path(p) for k, p in metrics.items()}),

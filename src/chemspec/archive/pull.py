@@ -18,7 +18,7 @@ from chemspec.errors import ArchiveError
 from chemspec.runtime.io import atomic_dir, write_bytes
 
 NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selected": "selected.json",
-         "fit": "fit.json", "cells": "cells.json", "plot": "scaling.png", "timing": "timing.json"}
+         "fit": "fit.json", "cells": "cells.json", "timing": "timing.json"}
 
 
 def resolve(target: str, cwd: Path) -> str:
@@ -50,7 +50,7 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
     with atomic_dir(to) as tmp:
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):
-            name = NAMES.get(role, f"{role}.json")
+            name = NAMES.get(role) or (role if role.startswith("plots/") else f"{role}.json")
             write_bytes(tmp / name, snapshot.object(obj))
         checkpoints = manifest.get("checkpoints", {})
         if checkpoints:

@@ -177,7 +177,7 @@ def expand(study: Study) -> Cells:
     archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"),
                           inputs={"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json",
                                   "selected": selected, "fit": f"{results}/fit/fit.json",
-                                  "cells": f"{results}/fit/cells.json", "plot": f"{results}/fit/scaling.png"},
+                                  "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"},
                           root="archive")
     return Cells(data=data, split=split, tpe=tpe, select=select, train=train, fit=fit, archive=archive)
 

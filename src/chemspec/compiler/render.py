@@ -98,8 +98,8 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
             "cmd": _cmd("fit", cells.fit),
             "params": [{PARAMS: ["cells.fit"]}],
             "deps": list(cells.fit.metrics.values()),
-            "outs": [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/scaling.png"],
-            "metrics": [f"{cells.fit.out_dir}/fit.json"],
+            "outs": [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/plots"],
+            "metrics": [{f"{cells.fit.out_dir}/fit.json": {"cache": False}}],
         },
         "archive": {
             "cmd": _cmd("archive", cells.archive),
@@ -110,7 +110,12 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
                                                                                 "persist": True}}],
         },
     }
-    return {"stages": stages}
+    fit = cells.fit.out_dir
+    plots = [f"{fit}/plots/{name}.png" for name in ("scaling", "joint", "residuals")] + [
+        {"val_loss_by_data_size": {"template": "scatter", "x": "data_size",
+                                   "y": {f"{fit}/cells.json": "val_loss"}}},
+        {"val_loss_by_params": {"template": "scatter", "x": "params", "y": {f"{fit}/cells.json": "val_loss"}}}]
+    return {"stages": stages, "plots": plots}
 
 
 def params(cells: Cells) -> dict:

@@ -1,9 +1,14 @@
-"""The fit stage: the table of converged cells and power-law fits of loss along each axis.
+"""The fit stage: the table of converged cells, scaling-law fits, and the statistics the paper reports.
 
-`power` is log L = log a − α log x fitted by OLS (statsmodels) per group: loss vs data size for each
-model size, and loss vs non-embedding parameters for each data size. With a loss floor this slope
-underestimates the true exponent, so it is reported as an effective exponent. A group with too few
-points, or losses that cannot be logged, says "cannot fit" with the reason instead of a number.
+Laws (chosen in the spec):
+* `power`: log L = log a − α log x by OLS (statsmodels) per group: loss vs data size for each model
+  size, loss vs non-embedding parameters for each data size. With a loss floor this slope
+  underestimates the true exponent, so it is labelled an effective exponent.
+* `saturating`: L = E + a·x^−α per group (runtime.laws).
+* `joint`: L(N, D) = E + A/N^α + B/D^β over the whole grid, the primary result (runtime.laws); it is
+  reported as two rows, α on the params axis and β on the data axis, plus its raw fit.
+A group with too few points, or losses that cannot be logged, says "cannot fit" with the reason.
+Diverged cells are left out of every fit and listed.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import read_json, write_json
+from chemspec.runtime.laws import joint_law, saturating_law
 
 MIN_POINTS = 3
 
@@ -61,34 +67,93 @@ def cells_table(metrics: dict[str, str]) -> list[dict]:
         row = {"cell": m["cell"], "model": m["model"], "params": m["params"], "data_size": m["data_size"],
                "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
-               "status": m.get("status", "ok")}
+               "status": m.get("status", "ok"), **({"divergence": m["divergence"]} if "divergence" in m else {})}
         group = (m["model"], m["data_size"])
         if group not in best or _better(row, best[group]):
             best[group] = row
     return sorted(best.values(), key=lambda r: (r["params"], r["model"], r["data_size"]))
 
 
-def fits(rows: list[dict], laws: list[str], confidence: float) -> list[dict]:
-    results = []
+def _axis_groups(rows: list[dict]) -> list[tuple[str, str, list[float], list[float]]]:
+    groups = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        points = sorted((r["data_size"], r["val_loss"]) for r in rows if r["model"] == model)
+        groups.append(("data", model, *map(list, zip(*points))))
+    for size in sorted({r["data_size"] for r in rows}):
+        points = sorted((r["params"], r["val_loss"]) for r in rows if r["data_size"] == size)
+        groups.append(("params", str(size), *map(list, zip(*points))))
+    return groups
+
+
+def _joint_rows(rows: list[dict], confidence: float) -> tuple[list[dict], dict]:
+    raw = joint_law([r["params"] for r in rows], [r["data_size"] for r in rows], [r["val_loss"] for r in rows],
+                    confidence)
+    base = {"group": "joint", "law": "joint", "n": raw["n"], "status": raw["status"], "confidence": confidence}
+    if raw["status"] != "ok":
+        return [{"axis": axis, **base, "reason": raw["reason"]} for axis in ("params", "data")], raw
+    return [{"axis": axis, **base, "exponent": raw[name], "ci": raw[f"ci_{name}"],
+             "ci_profile": raw[f"ci_{name}_profile"], "E": raw["E"], "ci_E": raw["ci_E"], "r2": raw["r2"]}
+            for axis, name in (("params", "alpha"), ("data", "beta"))], raw
+
+
+def fits(rows: list[dict], laws: list[str], confidence: float) -> tuple[list[dict], dict | None]:
+    """Every requested law on the usable cells: flat rows per (axis, group, law), and the raw joint fit."""
     usable = [r for r in rows if r["status"] == "ok"]
+    results, joint = [], None
     for law in laws:
-        for model in dict.fromkeys(r["model"] for r in usable):
-            points = sorted((r["data_size"], r["val_loss"]) for r in usable if r["model"] == model)
-            results.append({"axis": "data", "group": model, **power_law(*map(list, zip(*points)), confidence)})
-        for size in sorted({r["data_size"] for r in usable}):
-            points = sorted((r["params"], r["val_loss"]) for r in usable if r["data_size"] == size)
-            results.append({"axis": "params", "group": str(size),
-                            **power_law(*map(list, zip(*points)), confidence)})
-    return results
+        if law == "joint":
+            flat, joint = _joint_rows(usable, confidence)
+            results.extend(flat)
+            continue
+        fit = power_law if law == "power" else saturating_law
+        for axis, group, x, y in _axis_groups(usable):
+            results.append({"axis": axis, "group": group, **fit(x, y, confidence)})
+    return results, joint
+
+
+def statistics(rows: list[dict]) -> dict:
+    """Spearman ρ of loss with capacity and with training time per data size; monotonicity in data size."""
+    from scipy.stats import spearmanr
+
+    usable = [r for r in rows if r["status"] == "ok"]
+    per_size = {}
+    for size in sorted({r["data_size"] for r in usable}):
+        group = [r for r in usable if r["data_size"] == size]
+        entry: dict = {"n": len(group)}
+        for name, key in (("rho_params", "params"), ("rho_time", "wall_time_s")):
+            values = [r[key] for r in group]
+            entry[name] = (None if len(group) < 3 or len(set(values)) < 2 else
+                           float(spearmanr(values, [r["val_loss"] for r in group]).statistic))
+        per_size[str(size)] = entry
+    monotone = {}
+    for model in dict.fromkeys(r["model"] for r in usable):
+        losses = [r["val_loss"] for r in sorted(usable, key=lambda r: r["data_size"]) if r["model"] == model]
+        monotone[model] = all(b < a for a, b in zip(losses, losses[1:]))
+    return {"spearman": per_size, "loss_falls_with_data": monotone,
+            "diverged": [r["cell"] for r in rows if r["status"] != "ok"],
+            "note": "rho < 0: loss falls as capacity (or training time) grows"}
+
+
+def finite_json(value):
+    """JSON has no infinity: an open interval end becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def run_fit(cell: FitCell) -> dict:
-    from chemspec.runtime.plots import scaling_plot
+    from chemspec.runtime.plots import write_plots
 
     rows = cells_table(cell.metrics)
-    result = {"study": cell.study, "confidence": cell.confidence, "fits": fits(rows, cell.laws, cell.confidence)}
+    flat, joint = fits(rows, cell.laws, cell.confidence)
+    result = finite_json({"study": cell.study, "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
+                          "joint": joint, "statistics": statistics(rows)})
     out = Path(cell.out_dir)
     write_json(out / "cells.json", rows)
-    scaling_plot(rows, result["fits"], out / "scaling.png", cell.study, cell.confidence)
+    write_plots(rows, result, out / "plots", cell.study)
     write_json(out / "fit.json", result)
     return result

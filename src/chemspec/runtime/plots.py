@@ -1,4 +1,6 @@
-"""Log-log scaling plots: loss vs data size per model size, and loss vs parameters per data size."""
+"""Figures of a study, as PNG and SVG with fixed metadata (the same results give the same bytes):
+loss vs data size per model size and loss vs parameters per data size, each with its fitted power law
+and the band its exponent interval spans; the joint fit's iso-loss contours; residuals of every fit."""
 
 from __future__ import annotations
 
@@ -7,43 +9,104 @@ from pathlib import Path
 
 import numpy as np
 
-from chemspec.runtime.io import write_bytes
+from chemspec.runtime.io import atomic_dir, write_bytes
+
+PLOTS = ("scaling", "joint", "residuals")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "chemspec"
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, folder: Path, name: str) -> None:
+    for kind, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=kind, dpi=100, metadata=meta)
+        write_bytes(folder / f"{name}.{kind}", buffer.getvalue())
 
 
 def _panel(ax, rows: list[dict], fits: list[dict], axis: str, x_key: str, group_key: str, label: str) -> None:
-    groups = dict.fromkeys(str(r[group_key]) for r in rows)
-    for group in groups:
-        points = sorted((r[x_key], r["val_loss"]) for r in rows if str(r[group_key]) == group)
-        xs, ys = zip(*points)
+    for group in dict.fromkeys(str(r[group_key]) for r in rows):
+        xs, ys = zip(*sorted((r[x_key], r["val_loss"]) for r in rows if str(r[group_key]) == group))
         line = ax.plot(xs, ys, "o", label=f"{label} {group}")[0]
-        fit = next((f for f in fits if f["axis"] == axis and f["group"] == group and f["status"] == "ok"), None)
-        if fit:
-            grid = np.geomspace(min(xs), max(xs), 50)
-            ax.plot(grid, fit["prefactor"] * grid ** -fit["exponent"], "-", color=line.get_color(),
-                    label=f"  α = {fit['exponent']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]")
-        else:
+        fit = next((f for f in fits if f["axis"] == axis and f["group"] == group and f["law"] == "power"
+                    and f["status"] == "ok"), None)
+        if fit is None:
             ax.plot(xs, ys, ":", color=line.get_color())
+            continue
+        grid = np.geomspace(min(xs), max(xs), 50)
+        centre = float(np.exp(np.mean(np.log(xs))))
+        anchor = fit["prefactor"] * centre ** -fit["exponent"]
+        ax.plot(grid, anchor * (grid / centre) ** -fit["exponent"], "-", color=line.get_color(),
+                label=f"  α = {fit['exponent']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]")
+        band = [anchor * (grid / centre) ** -e for e in fit["ci"]]
+        ax.fill_between(grid, np.minimum(*band), np.maximum(*band), color=line.get_color(), alpha=0.15)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
 
 
-def scaling_plot(rows: list[dict], fits: list[dict], path: Path, title: str, confidence: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    usable = [r for r in rows if r["status"] == "ok"]
+def _scaling(plt, rows: list[dict], result: dict, title: str):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    _panel(left, usable, fits, "data", "data_size", "model", "model")
+    _panel(left, rows, result["fits"], "data", "data_size", "model", "model")
     left.set_xlabel("training molecules")
-    left.set_ylabel("validation loss (nats/token)")
-    _panel(right, usable, fits, "params", "params", "data_size", "n =")
+    left.set_ylabel("validation loss")
+    _panel(right, rows, result["fits"], "params", "params", "data_size", "n =")
     right.set_xlabel("non-embedding parameters")
-    fig.suptitle(f"{title}: power-law fits (effective exponents, {confidence:.0%} intervals)")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    write_bytes(path, buffer.getvalue())
+    fig.suptitle(f"{title}: power laws (effective exponents, {result['confidence']:.0%} bands)")
+    return fig
+
+
+def _joint(plt, rows: list[dict], joint: dict | None, title: str):
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
+    n, d = [r["params"] for r in rows], [r["data_size"] for r in rows]
+    ax.scatter(n, d, c=[r["val_loss"] for r in rows], cmap="viridis", edgecolors="k", zorder=3)
+    if joint and joint.get("status") == "ok":
+        gn, gd = np.meshgrid(np.geomspace(min(n) / 2, max(n) * 2, 80), np.geomspace(min(d) / 2, max(d) * 2, 80))
+        surface = joint["E"] + joint["A"] * gn ** -joint["alpha"] + joint["B"] * gd ** -joint["beta"]
+        contours = ax.contour(gn, gd, surface, levels=8, cmap="viridis")
+        ax.clabel(contours, fontsize=7, fmt="%.3g")
+        ax.set_title(f"L = {joint['E']:.3g} + A/N^{joint['alpha']:.3f} + B/D^{joint['beta']:.3f}", fontsize=9)
+    else:
+        reason = (joint or {}).get("reason", "joint law not requested (fit.laws)")
+        ax.set_title(f"joint fit: {reason}"[:90], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("training molecules D")
+    fig.suptitle(f"{title}: iso-loss contours")
+    return fig
+
+
+def _residuals(plt, result: dict, title: str):
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fitted = [f for f in result["fits"] if f["status"] == "ok" and f.get("residuals")]
+    for index, fit in enumerate(fitted):
+        ax.plot([index] * len(fit["residuals"]), fit["residuals"], "o", alpha=0.7)
+    joint = result.get("joint") or {}
+    if joint.get("status") == "ok":
+        ax.plot([len(fitted)] * len(joint["residuals"]), joint["residuals"], "o", alpha=0.7)
+    labels = [f"{f['law']}:{f['axis']}:{f['group']}" for f in fitted] + (["joint"] if joint.get("residuals") else [])
+    ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=6, ha="right")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("log residual")
+    fig.suptitle(f"{title}: residuals of each fit (log space)")
+    return fig
+
+
+def write_plots(rows: list[dict], result: dict, folder: Path, title: str) -> None:
+    plt = _pyplot()
+    usable = [r for r in rows if r["status"] == "ok"]
+    with atomic_dir(folder) as tmp:
+        for name, fig in (("scaling", _scaling(plt, usable, result, title)),
+                          ("joint", _joint(plt, usable, result.get("joint"), title)),
+                          ("residuals", _residuals(plt, result, title))):
+            _save(fig, tmp, name)
+            plt.close(fig)

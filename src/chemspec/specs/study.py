@@ -17,8 +17,10 @@ from chemspec.specs.training import Training
 class Fit(Spec):
     """Scaling-law fits of the converged losses."""
 
-    laws: list[Literal["power"]] = Field(["power"], min_length=1)
-    """Laws to fit; power: log L = log a − α log x per axis (an effective slope)."""
+    laws: list[Literal["power", "saturating", "joint"]] = Field(["power", "joint"], min_length=1)
+    """Laws to fit. power: log L = log a − α log x per axis (an effective slope, biased low by a loss
+    floor); saturating: L = E + a·x^−α per axis (≥ 4 points); joint: L = E + A/N^α + B/D^β over the
+    whole grid (≥ 7 cells, ≥ 3 sizes per axis), the primary result."""
     confidence: float = Field(0.95, gt=0, lt=1)
     """Confidence level of the intervals."""
     bootstrap: int = Field(0, ge=0)

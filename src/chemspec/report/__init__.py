@@ -1,0 +1,92 @@
+"""The study report: a self-contained HTML page (plots embedded) and a Markdown summary.
+
+Everything shown is computed here from the fit stage's outputs; the jinja2 template only lays it out.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+
+import jinja2
+
+IMAGES = ("scaling", "joint", "residuals")
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
+
+
+def _interval(ci: list | None) -> str:
+    if not ci:
+        return "-"
+    return "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in ci) + "]"
+
+
+def cost(selected: dict | None, cells: list[dict]) -> dict | None:
+    """Compute spent by TPE plus full training, against training every configuration in every cell."""
+    if not selected:
+        return None
+    train = sum(c["wall_time_s"] for c in cells)
+    configs, keep = len(selected["configs"]), selected["keep"]
+    spent = selected["tpe_cost_s"] + train
+    exhaustive = train / keep * configs
+    return {"tpe_s": selected["tpe_cost_s"], "train_s": round(train, 3), "spent_s": round(spent, 3),
+            "exhaustive_s": round(exhaustive, 3), "configs": configs, "kept": keep,
+            "saving": round(1 - spent / exhaustive, 4) if exhaustive else None}
+
+
+def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
+            manifest: str | None = None) -> dict:
+    fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
+            for f in fit["fits"]]
+    rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
+             "hp_text": ", ".join(f"{k}={v}" for k, v in c["hparams"].items()),
+             "status_text": c["status"] if "divergence" not in c else
+             f"diverged at step {c['divergence']['step']} (last finite loss {_num(c['divergence']['last_finite_loss'])}); "
+             "left out of the fits"} for c in cells]
+    stats = fit.get("statistics", {})
+    spearman = [(size, {**s, "rho_params_text": _num(s["rho_params"], 3), "rho_time_text": _num(s["rho_time"], 3)})
+                for size, s in stats.get("spearman", {}).items()]
+    joint = fit.get("joint") or {}
+    joint_text = (f"L = {joint['E']:.4g} + {joint['A']:.4g}/N^{joint['alpha']:.3f} + {joint['B']:.4g}/D^{joint['beta']:.3f}"
+                  f" (α {_interval(joint['ci_alpha'])}, β {_interval(joint['ci_beta'])}, E {_interval(joint['ci_E'])},"
+                  f" {joint['n']} cells)" if joint.get("status") == "ok" else
+                  (f"cannot fit: {joint['reason']}" if joint else ""))
+    tpe = None
+    if selected:
+        spent = cost(selected, cells)
+        tpe = {"estimator": selected["estimator"],
+               "configs": [{**c, "estimate_text": _num(c["estimate"])} for c in selected["configs"]],
+               "cost_text": f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s = {spent['spent_s']:.1f} s, "
+                            f"against about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} "
+                            f"configurations in every cell: {spent['saving']:.0%} saved."}
+    images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
+              for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
+    return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
+            "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
+            "tpe": tpe, "images": images, "manifest": manifest}
+
+
+def html(ctx: dict) -> str:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("chemspec", "report"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template("template.html.j2").render(**ctx)
+
+
+def markdown(ctx: dict) -> str:
+    lines = [f"# {ctx['study']}", "", f"Intervals at {ctx['confidence']:.0%}.", "",
+             "| law | axis | group | exponent | interval | n |", "|---|---|---|---|---|---|"]
+    for f in ctx["fits"]:
+        value = f"{f['exponent']:.3f}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
+        lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | {value} | {f['ci_text']} | {f['n']} |")
+    if ctx["joint_text"]:
+        lines += ["", f"Joint fit: {ctx['joint_text']}"]
+    lines += ["", "| model | parameters | data size | val loss | status |", "|---|---|---|---|---|"]
+    lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['status_text']} |"
+              for c in ctx["cells"]]
+    if ctx["tpe"]:
+        lines += ["", ctx["tpe"]["cost_text"]]
+    lines += ["", "Figures: " + ", ".join(f"plots/{name}.png" for name, _ in ctx["images"])]
+    return "\n".join(lines) + "\n"
