@@ -19,14 +19,14 @@ SMILES = ["CCO", "OCC", "c1ccccc1", "not-a-molecule", "CC(=O)O", "C1CC", "CCN(CC
 def data_cell(tmp_path, **source) -> DataCell:
     mols = tmp_path / "mols.txt"
     mols.write_text("\n".join(SMILES) + "\n")
-    return DataCell(study="t", kind="smiles", source={"file": str(mols), **source}, representation="selfies",
+    return DataCell(study="t", seed=0, kind="smiles", source={"file": str(mols), **source}, representation="selfies",
                     max_length=12, out_dir=str(tmp_path / "data"))
 
 
 def test_invalid_duplicate_and_long_molecules_are_counted(tmp_path):
     info = run_data(data_cell(tmp_path))
     assert info["counts"] == {"read": 9, "invalid_smiles": 2, "duplicates": 1, "unencodable": 0, "too_long": 1}
-    assert info["molecules"] == 5
+    assert info["count"] == 5
     saved = json.loads((tmp_path / "data" / "data.json").read_text())
     assert saved["counts"] == info["counts"] and len(saved["sha256"]["tokens.npy"]) == 64
 
@@ -50,7 +50,7 @@ def test_max_molecules_reads_only_the_head(tmp_path):
 def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("xx\nyy\n")
-    cell = DataCell(study="t", kind="smiles", source={"file": str(bad)}, representation="selfies",
+    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(bad)}, representation="selfies",
                     max_length=12, out_dir=str(tmp_path / "data"))
     with pytest.raises(RunError, match="no valid molecules among 2 read"):
         run_data(cell)
@@ -60,7 +60,7 @@ def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
 def test_a_missing_csv_column_names_the_header(tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text("smi\nCCO\n")
-    cell = DataCell(study="t", kind="smiles", source={"file": str(csv), "column": "smiles"},
+    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(csv), "column": "smiles"},
                     representation="selfies", max_length=12, out_dir=str(tmp_path / "data"))
     with pytest.raises(RunError, match="no column 'smiles'; the header has \\['smi'\\]"):
         run_data(cell)
@@ -69,7 +69,7 @@ def test_a_missing_csv_column_names_the_header(tmp_path):
 def _split(tmp_path, sizes, seed=0) -> SplitCell:
     data = tmp_path / "d"
     data.mkdir(exist_ok=True)
-    np.save(data / "tokens.npy", np.zeros((100, 4), dtype=np.int16))
+    (data / "data.json").write_text('{"count": 100}')
     return SplitCell(seed=seed, sizes=sizes, validation=10, test=10, data_dir=str(data),
                      out_dir=str(tmp_path / f"s{seed}-{len(sizes)}"))
 

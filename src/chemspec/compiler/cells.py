@@ -25,6 +25,7 @@ class Cell(BaseModel):
 
 class DataCell(Cell):
     study: str
+    seed: int
     kind: str
     source: dict[str, Any]
     representation: str | None
@@ -140,7 +141,7 @@ def expand(study: Study) -> Cells:
     sizes = _sizes(study)
     max_length = max((s.get("max_length", 0) for s in sizes.values()), default=0)
     source = study.data.source.model_dump(mode="json")
-    data = DataCell(study=name, kind=study.data.kind, source=source,
+    data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,
                     representation=study.data.text_representation if study.data.kind == "smiles" else None,
                     max_length=max_length, out_dir=data_dir)
     split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,

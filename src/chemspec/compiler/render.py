@@ -32,9 +32,16 @@ def _cell_cmd(stage: str) -> str:
     return shlex.join(["chemspec", "run", stage, "--params", PARAMS]) + " --cell ${key} --identity ${item.identity}"
 
 
+def _data_files(cells: Cells) -> list[str]:
+    """What training reads: token ids and the tokenizer, or the atoms store."""
+    d = cells.data.out_dir
+    return [f"{d}/atoms.npz"] if cells.data.kind == "atoms" else [f"{d}/tokens.npy", f"{d}/tokenizer"]
+
+
 def _data_outs(cells: Cells) -> list[str]:
     d = cells.data.out_dir
-    return [f"{d}/molecules.csv", f"{d}/tokens.npy", f"{d}/tokenizer", f"{d}/data.json"]
+    extra = [] if cells.data.kind == "atoms" else [f"{d}/molecules.csv"]
+    return extra + _data_files(cells) + [f"{d}/data.json"]
 
 
 def _split_outs(cells: Cells) -> list[str]:
@@ -44,9 +51,8 @@ def _split_outs(cells: Cells) -> list[str]:
 
 
 def _train_deps(cells: Cells, size_ref: str, test: bool) -> list[str]:
-    d, s = cells.data.out_dir, cells.split.out_dir
-    return [f"{d}/tokens.npy", f"{d}/tokenizer", f"{s}/train-{size_ref}.npy", f"{s}/val.npy"] \
-        + ([f"{s}/test.npy"] if test else [])
+    s = cells.split.out_dir
+    return _data_files(cells) + [f"{s}/train-{size_ref}.npy", f"{s}/val.npy"] + ([f"{s}/test.npy"] if test else [])
 
 
 def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
@@ -64,7 +70,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
         "split": {
             "cmd": _cmd("split", cells.split),
             "params": [{PARAMS: ["cells.split"]}],
-            "deps": [f"{cells.data.out_dir}/tokens.npy"],
+            "deps": [f"{cells.data.out_dir}/data.json"],
             "outs": _split_outs(cells),
         },
         "tpe": {

@@ -36,9 +36,10 @@ def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str 
 
 
 def _data(cells: Cells, key: str | None) -> dict:
-    if cells.data.kind != "smiles":
-        raise RunError("data.kind 'atoms' is not yet available in this version of chemspec; "
-                       "force-field data lands with the force-field work")
+    if cells.data.kind == "atoms":
+        from chemspec.runtime.atoms_stage import run_atoms_data
+
+        return run_atoms_data(cells.data)
     from chemspec.runtime.molecules import run_data
 
     return run_data(cells.data)

@@ -67,7 +67,9 @@ def cells_table(metrics: dict[str, str]) -> list[dict]:
         row = {"cell": m["cell"], "model": m["model"], "params": m["params"], "data_size": m["data_size"],
                "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
-               "status": m.get("status", "ok"), **({"divergence": m["divergence"]} if "divergence" in m else {})}
+               "status": m.get("status", "ok"),
+               **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason")
+                  if k in m}}
         group = (m["model"], m["data_size"])
         if group not in best or _better(row, best[group]):
             best[group] = row

@@ -23,18 +23,13 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import AtomsData, Frames, from_frames
+from chemspec.specs.data import MOLECULES
 
 if TYPE_CHECKING:
     from ase import Atoms
     from ase.md.langevin import Langevin
     from tblite.ase import TBLite
 
-MOLECULES = {
-    "water": "O", "methane": "C", "ammonia": "N", "ethanol": "CCO", "benzene": "c1ccccc1",
-    "toluene": "Cc1ccccc1", "naphthalene": "c1ccc2ccccc2c1", "aspirin": "CC(=O)Oc1ccccc1C(=O)O",
-    "malonaldehyde": "O=CCC=O", "uracil": "O=c1cc[nH]c(=O)[nH]1", "salicylic_acid": "O=C(O)c1ccccc1O",
-    "paracetamol": "CC(=O)Nc1ccc(O)cc1", "azobenzene": "c1ccc(cc1)N=Nc1ccccc1",
-}
 FRICTION_PER_FS = 0.01  # the thermostat relaxes velocities in ~100 fs: canonical sampling, little damping
 MAX_CONSECUTIVE_DROPS = 3
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -156,7 +156,8 @@ def run_data(cell: DataCell) -> dict:
     with atomic_dir(out / "tokenizer") as tmp:
         save_tokenizer(vocab, rep, tmp)
     lengths = np.array([len(t) + 2 for _, _, t in molecules])
-    info = {"representation": rep, "molecules": len(molecules), "counts": counts, "vocab_size": len(vocab),
+    info = {"kind": "smiles", "representation": rep, "count": len(molecules), "counts": counts,
+            "vocab_size": len(vocab),
             "tokens_per_molecule": {"mean": round(float(lengths.mean()), 3), "max": int(lengths.max())},
             "sha256": {"tokens.npy": sha256_file(out / "tokens.npy"),
                        "molecules.csv": sha256_file(out / "molecules.csv"),

@@ -14,7 +14,7 @@ import numpy as np
 
 from chemspec.compiler.cells import SplitCell
 from chemspec.errors import RunError
-from chemspec.runtime.io import sha256_file, write_bytes, write_json
+from chemspec.runtime.io import read_json, sha256_file, write_bytes, write_json
 
 
 def _save(path: Path, array: np.ndarray) -> str:
@@ -25,8 +25,7 @@ def _save(path: Path, array: np.ndarray) -> str:
 
 
 def run_split(cell: SplitCell) -> dict:
-    tokens = np.load(Path(cell.data_dir) / "tokens.npy", mmap_mode="r")
-    n = len(tokens)
+    n = read_json(Path(cell.data_dir) / "data.json")["count"]
     needed = cell.validation + cell.test + cell.sizes[-1]
     if needed > n:
         raise RunError(f"data.sizes: {needed} molecules needed (largest size {cell.sizes[-1]} + validation "

@@ -23,7 +23,7 @@ from chemspec.errors import RunError
 from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
 from chemspec.runtime.tpe import estimate
 
-FAMILIES_AVAILABLE = ("chemgpt",)
+FORCE_FIELDS = ("schnet", "painn", "spookynet")
 
 
 def _hparams(cell: TrainCell) -> dict:
@@ -67,10 +67,11 @@ def loss_csv(log: list[list[float]]) -> bytes:
 
 
 def run_training(cell: TrainCell) -> dict:
-    if cell.family not in FAMILIES_AVAILABLE:
-        raise RunError(f"model.family {cell.family!r} is not yet available in this version of chemspec "
-                       f"(available: {', '.join(FAMILIES_AVAILABLE)}); its training lands with the "
-                       "force-field work")
+    if cell.family in FORCE_FIELDS:
+        from chemspec.runtime.train_ff import run_forcefield
+
+        _quiet()
+        return run_forcefield(cell, _hparams(cell), device_name())
     import lightning as L
     import torch
     from transformers import AutoTokenizer

@@ -11,6 +11,13 @@ from pydantic import AfterValidator, Discriminator, Field, PositiveInt, Tag, mod
 from chemspec.specs.base import Spec
 
 MOSES_TRAIN_MOLECULES = 1_584_663
+MOLECULES = {
+    "water": "O", "methane": "C", "ammonia": "N", "methanol": "CO", "ethanol": "CCO", "benzene": "c1ccccc1",
+    "toluene": "Cc1ccccc1", "naphthalene": "c1ccc2ccccc2c1", "aspirin": "CC(=O)Oc1ccccc1C(=O)O",
+    "malonaldehyde": "O=CCC=O", "uracil": "O=c1cc[nH]c(=O)[nH]1", "salicylic_acid": "O=C(O)c1ccccc1O",
+    "paracetamol": "CC(=O)Nc1ccc(O)cc1", "azobenzene": "c1ccc(cc1)N=Nc1ccccc1",
+}
+"""Molecules that `generate: md` knows by name (the MD17 set and a few small ones); others by SMILES."""
 _UNSAFE_PATH = re.compile(r"[$`\x00-\x1f\x7f]")
 
 
@@ -76,6 +83,20 @@ class GenerateMD(Spec):
     """MD time step in femtoseconds."""
     equilibration_steps: int = Field(1000, ge=0)
     """Steps run before the first frame is kept."""
+
+    @model_validator(mode="after")
+    def _known_molecules(self) -> "GenerateMD":
+        from rdkit import Chem, RDLogger
+
+        RDLogger.DisableLog("rdApp.*")
+        for name in self.molecules:
+            if name.lower() not in MOLECULES and Chem.MolFromSmiles(name) is None:
+                raise ValueError(f"data.source.molecules: {name!r} is neither a known molecule "
+                                 f"({', '.join(MOLECULES)}) nor a valid SMILES; fix the name")
+        if self.frames < len(self.molecules):
+            raise ValueError(f"data.source.frames ({self.frames}) must be at least one per molecule "
+                             f"({len(self.molecules)})")
+        return self
 
     def available(self) -> int:
         return self.frames

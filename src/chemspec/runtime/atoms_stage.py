@@ -1,0 +1,43 @@
+"""The data stage for force fields: generated MD or a data file, to one canonical atoms store.
+
+Whatever the source, the stage writes data/<study>/atoms.npz (eV, Å, float64) and data.json with the
+counts of dropped frames and the content hash. Per-element reference energies are not applied here:
+they are fitted on each cell's training split when it trains, so no test energy leaks into them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from chemspec.compiler.cells import DataCell
+from chemspec.errors import RunError
+from chemspec.runtime.io import sha256_file, write_json
+
+
+def run_atoms_data(cell: DataCell) -> dict:
+    from chemspec.runtime.atoms import content_hash, load_file, save_atoms
+
+    source = cell.source
+    if "generate" in source:
+        from chemspec.runtime.md import generate_md
+
+        data, counts = generate_md(source["molecules"], source["frames"], source["temperature_K"],
+                                   source["stride"], source["timestep_fs"], source["equilibration_steps"],
+                                   cell.seed, progress=sys.stderr.isatty())
+    elif "format" in source:
+        units = source.get("units", {})
+        data, counts = load_file(Path(source["file"]), source["format"], units.get("energy", "eV"),
+                                 units.get("length", "Angstrom"), source.get("energy_key", "energy"),
+                                 source.get("forces_key", "forces"))
+    else:
+        raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
+    if len(data) == 0:
+        raise RunError(f"data.source gave no usable structures ({counts}); check the file or the MD settings")
+    out = Path(cell.out_dir)
+    save_atoms(out / "atoms.npz", data)
+    info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
+            "elements": sorted({int(z) for z in data.numbers}),
+            "sha256": {"atoms.npz": sha256_file(out / "atoms.npz"), "content": content_hash(data)}}
+    write_json(out / "data.json", info)
+    return info

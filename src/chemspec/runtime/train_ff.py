@@ -1,0 +1,51 @@
+"""The tpe and train stages for force fields: SchNet, PaiNN or SpookyNet on a cell's split of the atoms store.
+
+Per-element reference energies are fitted on the cell's training structures only and subtracted
+inside the model's energy shift, so mixed-molecule data (ANI-1x) trains sensibly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.compiler.cells import TrainCell, identity
+from chemspec.runtime.io import atomic_dir, write_bytes, write_json
+from chemspec.runtime.tpe import estimate
+
+
+def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
+    import torch
+
+    from chemspec.runtime.atoms import load_atoms
+    from chemspec.runtime.forcefield import train_forcefield
+    from chemspec.runtime.train import loss_csv
+
+    data = load_atoms(Path(cell.data_dir) / "atoms.npz")
+    split = Path(cell.split_dir)
+    parts = {name: data.subset(np.load(split / f"{name}.npy")) for name in (f"train-{cell.data_size}", "val", "test")}
+    training = cell.training
+    size = cell.size
+    metrics, module = train_forcefield(
+        cell.family, size["width"], size["depth"], size["cutoff"], size["n_rbf"], parts[f"train-{cell.data_size}"],
+        parts["val"], parts["test"], hp, cell.epochs, loss=training.loss, seed=cell.seed,
+        accelerator=training.accelerator, precision=training.precision, optimizer=training.optimizer,
+        scheduler=training.scheduler, energy_shift="per_element", gradient_clip=training.gradient_clip)
+    step_losses = metrics.pop("step_losses")
+    result = {"cell": cell.name, "identity": identity(cell), "model": cell.size_name, "data_size": cell.data_size,
+              **metrics, "device": device, "status": "ok"}
+    out = Path(cell.out_dir)
+    if cell.hparams is not None:
+        result["estimator"] = cell.estimator["estimator"]
+        result["estimate"] = estimate(step_losses, metrics["val_history"], cell.estimator)
+        with atomic_dir(out) as tmp:
+            write_bytes(tmp / "loss.csv", loss_csv(step_losses))
+            write_json(tmp / "estimate.json", result)
+        return result
+    with atomic_dir(out / "model") as tmp:
+        torch.save(module.state_dict(), tmp / "model.pt")
+        write_json(tmp / "config.json", {"family": cell.family, **size})
+    write_bytes(out / "loss.csv", loss_csv(step_losses))
+    write_json(out / "metrics.json", result)
+    return result

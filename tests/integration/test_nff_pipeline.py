@@ -1,0 +1,59 @@
+"""A force-field study end to end: generated xTB MD, PaiNN cells through real `dvc repro`, fits and report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tool_env
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args: str, cwd: Path) -> str:
+    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """specs/quickstart-nff.yaml shrunk to CI size: fewer frames, epochs and capacities."""
+    root = tmp_path_factory.mktemp("nff")
+    study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
+    study["data"]["source"].update(frames=300, equilibration_steps=100)
+    study["data"].update(sizes=[60, 120, 240], validation=30, test=30)
+    study["model"].update(widths=[8, 16], depths=[2])
+    study["training"]["max_epochs"] = 15
+    study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
+    (root / "study.yaml").write_text(yaml.safe_dump(study))
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    sh("dvc", "repro", cwd=root)
+    return root
+
+
+def test_data_are_generated_md_with_counts(project):
+    info = json.loads((project / "data" / "quickstart-nff" / "data.json").read_text())
+    assert info["kind"] == "atoms" and info["count"] == 300
+    assert info["counts"]["dropped_scf"] == 0
+
+
+def test_force_mae_falls_with_data_size_for_each_capacity(project):
+    report = json.loads(sh("chemspec", "report", "--json", cwd=project))
+    for model in ("w8d2", "w16d2"):
+        maes = [c["force_mae_meV_per_A"] for c in sorted(report["cells"], key=lambda c: c["data_size"])
+                if c["model"] == model]
+        assert len(maes) == 3 and maes == sorted(maes, reverse=True), f"{model}: {maes}"
+    assert "F MAE" in sh("chemspec", "report", cwd=project)
+
+
+def test_force_field_cells_are_archived(project):
+    assert "verified" in sh("chemspec", "archive", "verify", cwd=project)
+    metrics = json.loads((project / "results" / "quickstart-nff" / "train" / "w16d2-240" / "metrics.json").read_text())
+    assert metrics["family"] == "painn" and metrics["capacity"] == 32 and metrics["stop_reason"] in ("max_epochs", "min_lr")
