@@ -93,7 +93,7 @@ def report(params: str, as_json: bool, no_files: bool) -> None:
     extra = f" {'F MAE meV/Å':>12}" if forces else ""
     click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra}  hparams")
     for c in result.cells:
-        hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items())
+        hp = ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items())
         flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
         mae = f" {_fmt(c.get('force_mae_meV_per_A')):>12}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "

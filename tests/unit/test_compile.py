@@ -105,3 +105,20 @@ def test_data_file_paths_are_made_relative_to_the_project(cli, tmp_path):
     assert cli("compile", str(spec), cwd=tmp_path).code == 0
     pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
     assert pipeline["stages"]["data"]["deps"] == ["studies/mols.txt"]
+
+
+def test_per_model_size_scope_gives_tpe_cells_per_size(tmp_path):
+    study = tiny_study(**{"hpo.tpe.scope": "model_size"})
+    del study["hpo"]["tpe"]["model_size"]
+    cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))
+    assert sorted(cells.tpe) == sorted(f"{m}-lr{lr}-bs32" for m in ("xs", "s", "m") for lr in ("3e-3", "1e-2"))
+    assert cells.select.groups["s"] == ["s-lr3e-3-bs32", "s-lr1e-2-bs32"]
+    assert cells.train["m-800"].group == "m" and cells.tpe["m-lr1e-2-bs32"].size_name == "m"
+
+
+def test_calibration_adds_full_runs_of_every_configuration(tmp_path):
+    cells = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study(**{"hpo.tpe.calibrate": True}))))
+    assert sorted(cells.calibrate) == sorted(cells.tpe)
+    assert all(c.epochs == 2 and c.hparams for c in cells.calibrate.values())
+    pipeline = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
+    assert "calibrate" in pipeline and "calibration" in pipeline

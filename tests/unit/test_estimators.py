@@ -71,8 +71,9 @@ def test_select_keeps_the_lowest_estimates_and_says_why(tmp_path):
     dirs = {"a": _tpe(tmp_path, "a", 3.0, 1e-3), "b": _tpe(tmp_path, "b", 2.0, 3e-3),
             "c": _tpe(tmp_path, "c", float("nan"), 1e-1)}
     out = tmp_path / "selected.json"
-    result = run_select(SelectCell(keep=1, estimator="tse", tpe_dirs=dirs, out=str(out)))
-    assert result["kept"] == [{"learning_rate": 3e-3, "batch_size": 32}]
+    result = run_select(SelectCell(keep=1, margin=None, estimator="tse", tpe_dirs=dirs,
+                                   groups={"*": sorted(dirs)}, out=str(out)))
+    assert result["kept"] == {"*": [{"learning_rate": 3e-3, "batch_size": 32}]}
     reasons = {c["name"]: (c["rank"], c["kept"], c["reason"]) for c in result["configs"]}
     assert reasons["b"] == (1, True, "rank 1 of 2 by tse")
     assert reasons["a"][:2] == (2, False) and "hpo.tpe.keep" in reasons["a"][2]
@@ -82,6 +83,25 @@ def test_select_keeps_the_lowest_estimates_and_says_why(tmp_path):
 
 
 def test_select_without_tpe_results_says_what_to_run(tmp_path):
-    cell = SelectCell(keep=1, estimator="tse", tpe_dirs={"a": str(tmp_path / "a")}, out=str(tmp_path / "s.json"))
+    cell = SelectCell(keep=1, margin=None, estimator="tse", tpe_dirs={"a": str(tmp_path / "a")},
+                      groups={"*": ["a"]}, out=str(tmp_path / "s.json"))
     with pytest.raises(RunError, match="run `dvc repro` so that tpe@a runs first"):
         run_select(cell)
+
+
+def test_margin_drops_configurations_far_from_the_best(tmp_path):
+    dirs = {"a": _tpe(tmp_path, "a", 2.0, 1e-3), "b": _tpe(tmp_path, "b", 2.05, 3e-3), "c": _tpe(tmp_path, "c", 3.0, 1e-2)}
+    result = run_select(SelectCell(keep=3, margin=0.05, estimator="tse", tpe_dirs=dirs,
+                                   groups={"*": sorted(dirs)}, out=str(tmp_path / "s.json")))
+    assert [hp["learning_rate"] for hp in result["kept"]["*"]] == [1e-3, 3e-3]
+    dropped = next(c for c in result["configs"] if c["name"] == "c")
+    assert not dropped["kept"] and "hpo.tpe.margin" in dropped["reason"]
+
+
+def test_each_model_size_group_is_ranked_on_its_own(tmp_path):
+    dirs = {"xs-a": _tpe(tmp_path, "xs-a", 2.0, 1e-3), "xs-b": _tpe(tmp_path, "xs-b", 3.0, 3e-3),
+            "s-a": _tpe(tmp_path, "s-a", 3.0, 1e-3), "s-b": _tpe(tmp_path, "s-b", 2.0, 3e-3)}
+    result = run_select(SelectCell(keep=1, margin=None, estimator="tse", tpe_dirs=dirs,
+                                   groups={"xs": ["xs-a", "xs-b"], "s": ["s-a", "s-b"]}, out=str(tmp_path / "s.json")))
+    assert result["kept"] == {"xs": [{"learning_rate": 1e-3, "batch_size": 32}],
+                              "s": [{"learning_rate": 3e-3, "batch_size": 32}]}

@@ -59,8 +59,9 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
             raise ArchiveError(f"archive: input {role} ({path}) is missing; run `dvc repro` to produce it")
     store = Store(cell.root)
     objects: dict = {"spec": store.put_json(cell.spec)}
-    for role in ("data", "split", "selected", "fit", "cells"):
-        objects[role] = store.put_json(read_json(cell.inputs[role]))
+    for role in ("data", "split", "selected", "fit", "cells", "calibration"):
+        if role in cell.inputs:
+            objects[role] = store.put_json(read_json(cell.inputs[role]))
     objects["plots"] = {p.name: store.put_bytes(p.read_bytes())
                         for p in sorted(Path(cell.inputs["plots"]).iterdir()) if p.is_file()}
     timing: dict = {"train": {}, "tpe": {}}

@@ -56,6 +56,8 @@ class TrainCell(Cell):
     hparams: dict[str, Any] | None
     """Fixed hyperparameters (TPE cells); None reads rank `rank` from the selection."""
     rank: int
+    group: str
+    """Which selection the hyperparameters come from: '*' (one for the study) or a model size."""
     estimator: dict[str, Any]
     data_dir: str
     split_dir: str
@@ -66,9 +68,22 @@ class TrainCell(Cell):
 
 class SelectCell(Cell):
     keep: int
+    margin: float | None
     estimator: str
     tpe_dirs: dict[str, str]
+    groups: dict[str, list[str]]
+    """Selection group ('*' or a model size) -> the TPE cells ranked against each other."""
     out: str
+
+
+class CalibrationCell(Cell):
+    """Compare each TPE estimate with the converged loss of the same configuration."""
+
+    tpe_dirs: dict[str, str]
+    full_dirs: dict[str, str]
+    budget_fraction: float
+    estimator: dict[str, Any]
+    out_dir: str
 
 
 class FitCell(Cell):
@@ -93,12 +108,14 @@ class Cells(Cell):
     split: SplitCell
     tpe: dict[str, TrainCell]
     select: SelectCell
+    calibrate: dict[str, TrainCell]
+    calibration: CalibrationCell | None
     train: dict[str, TrainCell]
     fit: FitCell
     archive: ArchiveCell
 
 
-IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs",
+IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
                     "metrics", "inputs", "root", "size_name", "resume_dir"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
 
@@ -150,18 +167,30 @@ def expand(study: Study) -> Cells:
     estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
     common = dict(family=study.model.family, seed=study.seed, training=study.training, estimator=estimator,
                   data_dir=data_dir, split_dir=split_dir)
-    tpe_size = study.tpe_model_size()
     tpe_epochs = max(1, round(tpe_cfg.budget_fraction * study.training.max_epochs))
-    tpe = {}
-    for hp in study.hpo.grid.configs():
-        key = hp_name(hp)
-        tpe[key] = TrainCell(name=f"tpe@{key}", size_name=tpe_size, size=sizes[tpe_size],
-                             data_size=study.tpe_data_size(), epochs=tpe_epochs, hparams=hp, rank=0,
-                             selected=None, out_dir=f"{results}/tpe/{key}",
-                             resume_dir=f"{results}/.resume/tpe-{key}", **common)
+    per_size = tpe_cfg.scope == "model_size"
+    tpe, groups = {}, {}
+    for group, tpe_size in ([(s, s) for s in sizes] if per_size else [("*", study.tpe_model_size())]):
+        for hp in study.hpo.grid.configs():
+            key = f"{group}-{hp_name(hp)}" if per_size else hp_name(hp)
+            groups.setdefault(group, []).append(key)
+            tpe[key] = TrainCell(name=f"tpe@{key}", size_name=tpe_size, size=sizes[tpe_size],
+                                 data_size=study.tpe_data_size(), epochs=tpe_epochs, hparams=hp, rank=0,
+                                 group=group, selected=None, out_dir=f"{results}/tpe/{key}",
+                                 resume_dir=f"{results}/.resume/tpe-{key}", **common)
+    calibrate, calibration = {}, None
+    if tpe_cfg.calibrate:
+        calibrate = {key: cell.model_copy(update={"name": f"calibrate@{key}", "epochs": study.training.max_epochs,
+                                                  "out_dir": f"{results}/calibrate/{key}",
+                                                  "resume_dir": f"{results}/.resume/calibrate-{key}"})
+                     for key, cell in tpe.items()}
+        calibration = CalibrationCell(tpe_dirs={k: c.out_dir for k, c in tpe.items()},
+                                      full_dirs={k: c.out_dir for k, c in calibrate.items()},
+                                      budget_fraction=tpe_cfg.budget_fraction, estimator=estimator,
+                                      out_dir=f"{results}/calibration")
     selected = f"{results}/selected.json"
-    select = SelectCell(keep=tpe_cfg.keep, estimator=tpe_cfg.estimator,
-                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, out=selected)
+    select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=tpe_cfg.estimator,
+                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, groups=groups, out=selected)
     train = {}
     for size_name, size in sizes.items():
         for n in study.data.sizes:
@@ -169,17 +198,20 @@ def expand(study: Study) -> Cells:
                 key = f"{size_name}-{n}" + (f"-r{rank}" if tpe_cfg.keep > 1 else "")
                 train[key] = TrainCell(name=f"train@{key}", size_name=size_name, size=size, data_size=n,
                                        epochs=study.training.max_epochs, hparams=None, rank=rank,
+                                       group=size_name if per_size else "*",
                                        selected=selected, out_dir=f"{results}/train/{key}",
                                        resume_dir=f"{results}/.resume/train-{key}", **common)
     fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
                   bootstrap=study.fit.bootstrap,
                   metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
                   out_dir=f"{results}/fit")
-    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"),
-                          inputs={"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json",
-                                  "selected": selected, "fit": f"{results}/fit/fit.json",
-                                  "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"},
+    inputs = {"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json", "selected": selected,
+              "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
+    if calibration is not None:
+        inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
+    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"), inputs=inputs,
                           root="archive")
-    return Cells(data=data, split=split, tpe=tpe, select=select, train=train, fit=fit, archive=archive)
+    return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
+                 train=train, fit=fit, archive=archive)
 
 

@@ -55,6 +55,30 @@ def _train_deps(cells: Cells, size_ref: str, test: bool) -> list[str]:
     return _data_files(cells) + [f"{s}/train-{size_ref}.npy", f"{s}/val.npy"] + ([f"{s}/test.npy"] if test else [])
 
 
+def _calibration_stages(cells: Cells, tpe_size: int) -> dict:
+    if cells.calibration is None:
+        return {}
+    results = cells.calibration.out_dir.rsplit("/", 1)[0]
+    return {
+        "calibrate": {
+            "foreach": {key: {"identity": short_identity(cell)} for key, cell in cells.calibrate.items()},
+            "do": {
+                "cmd": _cell_cmd("calibrate"),
+                "params": [{PARAMS: ["cells.calibrate.${key}"]}],
+                "deps": _train_deps(cells, str(tpe_size), test=False),
+                "outs": [f"{results}/calibrate/${{key}}"],
+            },
+        },
+        "calibration": {
+            "cmd": _cmd("calibration", cells.calibration),
+            "params": [{PARAMS: ["cells.calibration"]}],
+            "deps": sorted(set(cells.calibration.tpe_dirs.values()) | set(cells.calibration.full_dirs.values())),
+            "outs": [f"{cells.calibration.out_dir}/scatter.png"],
+            "metrics": [{f"{cells.calibration.out_dir}/calibration.json": {"cache": False}}],
+        },
+    }
+
+
 def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
     tpe_size = next(iter(cells.tpe.values())).data_size
     results = cells.fit.out_dir.rsplit("/", 1)[0]
@@ -83,6 +107,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
                 "outs": [f"{tpe_dir}/${{key}}"],
             },
         },
+        **_calibration_stages(cells, tpe_size),
         "select": {
             "cmd": _cmd("select", cells.select),
             "params": [{PARAMS: ["cells.select"]}],

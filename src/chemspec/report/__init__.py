@@ -29,7 +29,7 @@ def cost(selected: dict | None, cells: list[dict]) -> dict | None:
     if not selected:
         return None
     train = sum(c["wall_time_s"] for c in cells)
-    configs, keep = len(selected["configs"]), selected["keep"]
+    configs, keep = len(selected["configs"]) // max(1, len(selected["kept"])), selected["keep"]
     spent = selected["tpe_cost_s"] + train
     exhaustive = train / keep * configs
     return {"tpe_s": selected["tpe_cost_s"], "train_s": round(train, 3), "spent_s": round(spent, 3),
@@ -42,7 +42,7 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
     fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
-             "hp_text": ", ".join(f"{k}={v}" for k, v in c["hparams"].items()),
+             "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
              "status_text": c["status"] if "divergence" not in c else
              f"diverged at step {c['divergence']['step']} (last finite loss {_num(c['divergence']['last_finite_loss'])}); "
              "left out of the fits"} for c in cells]

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from chemspec.compiler.cells import Cells, identity
 from chemspec.errors import RunError
 
-STAGES = ("data", "split", "tpe", "select", "train", "fit", "archive")
-PER_CELL = ("tpe", "train")
+STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "fit", "archive")
+PER_CELL = ("tpe", "calibrate", "train")
 
 
 def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str | None = None) -> dict:
@@ -28,7 +28,7 @@ def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str 
         raise RunError(f"stage {stage} takes no --cell")
     if expected_identity is not None:
         cell = getattr(cells, stage)[key] if stage in PER_CELL else getattr(cells, stage)
-        if not identity(cell).startswith(expected_identity):
+        if cell is not None and not identity(cell).startswith(expected_identity):
             raise RunError(f"{stage}{'@' + key if key else ''}: params.yaml does not match dvc.yaml (identity "
                            f"{identity(cell)[:16]}, dvc.yaml expects {expected_identity}); "
                            "run `chemspec compile <study.yaml>` to rewrite both")
@@ -63,6 +63,14 @@ def _select(cells: Cells, key: str | None) -> dict:
     return run_select(cells.select)
 
 
+def _calibration(cells: Cells, key: str | None) -> dict:
+    if cells.calibration is None:
+        raise RunError("calibration: hpo.tpe.calibrate is off in this study; set it to true and recompile")
+    from chemspec.runtime.calibration import run_calibration
+
+    return run_calibration(cells.calibration)
+
+
 def _fit(cells: Cells, key: str | None) -> dict:
     from chemspec.runtime.fit import run_fit
 
@@ -77,5 +85,6 @@ def _archive(cells: Cells, key: str | None) -> dict:
 
 _RUNNERS: dict[str, Callable[[Cells, str | None], dict]] = {
     "data": _data, "split": _split, "tpe": lambda c, k: _train(c, k, "tpe"), "select": _select,
+    "calibrate": lambda c, k: _train(c, k, "calibrate"), "calibration": _calibration,
     "train": lambda c, k: _train(c, k, "train"), "fit": _fit, "archive": _archive,
 }

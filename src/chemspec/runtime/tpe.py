@@ -62,32 +62,42 @@ def estimate(log: list[list[float]], val_history: list[float], estimator: dict) 
     raise RunError(f"hpo.tpe.estimator {kind!r} is unknown; choose one of tse, tse_e, tse_ema, val")
 
 
+def _rank(rows: list[dict], keep: int, margin: float | None, estimator: str) -> list[dict]:
+    """Rank one group's configurations (lower estimate is better) and decide which are kept."""
+    finite = sorted((r for r in rows if r["status"] == "ok" and r["estimate"] is not None
+                     and np.isfinite(r["estimate"])), key=lambda r: (r["estimate"], r["name"]))
+    best = finite[0]["estimate"] if finite else None
+    for rank, row in enumerate(finite, start=1):
+        within = margin is None or rank == 1 or row["estimate"] <= best + margin * abs(best)
+        row.update(rank=rank, kept=rank <= keep and within,
+                   reason=f"rank {rank} of {len(finite)} by {estimator}" + (
+                       "" if rank <= keep and within else
+                       f"; only the best {keep} are trained (hpo.tpe.keep)" if rank > keep else
+                       f"; estimate more than {margin:.0%} above the best (hpo.tpe.margin)"))
+    for row in rows:
+        if row not in finite:
+            row.update(rank=None, kept=False, reason="diverged during TPE")
+    return [r["hparams"] for r in finite if r["kept"]]
+
+
 def run_select(cell: SelectCell) -> dict:
-    """Rank configurations by their estimate (lower is better) and keep the best `keep`."""
-    rows = []
+    """Rank configurations within each group by their estimate and keep the best (see _rank)."""
+    rows = {}
     for key, folder in sorted(cell.tpe_dirs.items()):
         path = Path(folder) / "estimate.json"
         if not path.is_file():
             raise RunError(f"select: {path} is missing; run `dvc repro` so that tpe@{key} runs first")
         result = read_json(path)
-        rows.append({"name": key, "hparams": result["hparams"], "estimate": result["estimate"],
-                     "cost_s": result["wall_time_s"], "status": result.get("status", "ok")})
-    finite = sorted((r for r in rows if r["status"] == "ok" and r["estimate"] is not None
-                     and np.isfinite(r["estimate"])),
-                    key=lambda r: (r["estimate"], r["name"]))
-    if not finite:
-        raise RunError("select: every TPE configuration diverged; lower hpo.grid.learning_rate")
-    for rank, row in enumerate(finite, start=1):
-        row["rank"] = rank
-        row["kept"] = rank <= cell.keep
-        row["reason"] = (f"rank {rank} of {len(finite)} by {cell.estimator}" + ("" if row["kept"] else
-                         f"; only the best {cell.keep} are trained (hpo.tpe.keep)"))
-    for row in rows:
-        if row not in finite:
-            row.update(rank=None, kept=False, reason="diverged during TPE")
-    result = {"estimator": cell.estimator, "keep": cell.keep,
-              "kept": [r["hparams"] for r in finite[: cell.keep]],
-              "configs": sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0)),
-              "tpe_cost_s": round(sum(r["cost_s"] for r in rows), 3)}
+        rows[key] = {"name": key, "hparams": result["hparams"], "estimate": result["estimate"],
+                     "cost_s": result["wall_time_s"], "status": result.get("status", "ok")}
+    kept = {}
+    for group, keys in sorted(cell.groups.items()):
+        kept[group] = _rank([rows[k] for k in keys], cell.keep, cell.margin, cell.estimator)
+        if not kept[group]:
+            raise RunError(f"select: every TPE configuration{'' if group == '*' else ' of ' + group} diverged; "
+                           "lower hpo.grid.learning_rate")
+    result = {"estimator": cell.estimator, "keep": cell.keep, "margin": cell.margin, "kept": kept,
+              "configs": sorted(rows.values(), key=lambda r: (r["rank"] is None, r["rank"] or 0, r["name"])),
+              "tpe_cost_s": round(sum(r["cost_s"] for r in rows.values()), 3)}
     write_json(cell.out, result)
     return result

@@ -26,15 +26,11 @@ from chemspec.runtime.tpe import estimate
 FORCE_FIELDS = ("schnet", "painn", "spookynet")
 
 
-def _hparams(cell: TrainCell) -> dict:
+def _hparams(cell: TrainCell) -> dict | None:
     if cell.hparams is not None:
         return cell.hparams
-    selected = read_json(cell.selected)
-    kept = selected["kept"]
-    if cell.rank > len(kept):
-        raise RunError(f"{cell.name}: rank {cell.rank} was not kept by select ({len(kept)} kept); "
-                       "recompile the study so that hpo.tpe.keep and the train cells agree")
-    return kept[cell.rank - 1]
+    kept = read_json(cell.selected)["kept"].get(cell.group, [])
+    return kept[cell.rank - 1] if cell.rank <= len(kept) else None
 
 
 def _quiet() -> None:
@@ -66,12 +62,28 @@ def loss_csv(log: list[list[float]]) -> bytes:
     return out.getvalue().encode()
 
 
+def _gated(cell: TrainCell) -> dict:
+    """A rank that select did not keep (hpo.tpe.margin): recorded, not trained, left out of the fits."""
+    result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
+              "data_size": cell.data_size, "hparams": None, "epochs": 0, "params": 0, "val_loss": None,
+              "wall_time_s": 0.0, "status": "gated", "reason": f"rank {cell.rank} was not kept by select"}
+    out = Path(cell.out_dir)
+    with atomic_dir(out / "model") as tmp:
+        write_json(tmp / "gated.json", result)
+    write_bytes(out / "loss.csv", loss_csv([]))
+    write_json(out / "metrics.json", result)
+    return result
+
+
 def run_training(cell: TrainCell) -> dict:
+    hp = _hparams(cell)
+    if hp is None:
+        return _gated(cell)
     if cell.family in FORCE_FIELDS:
         from chemspec.runtime.train_ff import run_forcefield
 
         _quiet()
-        return run_forcefield(cell, _hparams(cell), device_name())
+        return run_forcefield(cell, hp, device_name())
     import lightning as L
     import torch
     from transformers import AutoTokenizer
@@ -81,7 +93,6 @@ def run_training(cell: TrainCell) -> dict:
     from chemspec.runtime.resume import Resume
 
     _quiet()
-    hp = _hparams(cell)
     data, split = Path(cell.data_dir), Path(cell.split_dir)
     tokens = np.load(data / "tokens.npy")
     rows = {name: np.load(split / f"{name}.npy") for name in (f"train-{cell.data_size}", "val", "test")}

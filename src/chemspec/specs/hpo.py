@@ -46,11 +46,20 @@ class Tpe(Spec):
     ema_decay: float = Field(0.9, gt=0, lt=1)
     """Decay of tse_ema per epoch."""
     keep: PositiveInt = 1
-    """Configurations kept per model size and trained to completion."""
+    """At most this many configurations are kept (per scope) and trained to completion."""
+    margin: float | None = Field(None, ge=0)
+    """Also drop configurations whose estimate exceeds the best by more than this fraction
+    (0.05: within 5% of the best); the best is always kept."""
+    scope: Literal["study", "model_size"] = "study"
+    """study: one TPE search on model_size, its choice used for every size; model_size: a TPE search
+    per model size, each size trained with its own choice."""
     model_size: Name | None = None
     """Model size that TPE runs on; default the first size of model.sizes."""
     data_size: PositiveInt | None = None
     """Data size that TPE runs on; default the largest of data.sizes."""
+    calibrate: bool = False
+    """Also train every configuration to the full budget and report how well each estimator ranks
+    them (R², Spearman ρ, Kendall τ, top-1 regret): the check the paper made for TPE."""
 
 
 class Hpo(Spec):
