@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo test report-screenshot
 
 setup: $(STAMP)
 
@@ -26,3 +26,14 @@ demo: setup
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# The quickstart report as headless Chromium renders it (needs `make demo` first; installs Debian's
+# chromium when it is missing and apt-get is allowed).
+SHOT := results/quickstart/report/screenshot.png
+report-screenshot: setup
+	$(BIN)/chemspec report > /dev/null
+	command -v chromium >/dev/null || apt-get install -y -q chromium
+	chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
+	  --disable-sync --no-first-run --hide-scrollbars --window-size=1200,3000 \
+	  --screenshot=$(abspath $(SHOT)) file://$(abspath results/quickstart/report/index.html)
+	@echo "wrote $(SHOT)"

@@ -137,7 +137,10 @@ def report(params: str | Path = "params.yaml", write: bool = True) -> Report:
         ref = Path(cells.archive.root) / "refs" / f"{cells.archive.study}.json"
         if ref.is_file():
             manifest = read_json(ref)["manifest"]
-        ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest)
+        calibration = None
+        if cells.calibration is not None and (Path(cells.calibration.out_dir) / "calibration.json").is_file():
+            calibration = read_json(Path(cells.calibration.out_dir) / "calibration.json")
+        ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration)
         out = folder.parent / "report"
         write_bytes(out / "index.html", pages.html(ctx).encode())
         write_bytes(out / "report.md", pages.markdown(ctx).encode())

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
-CELL = "m-800"
+CELL = "s-400"
 
 
 def sh(*args: str, cwd: Path, fault: str | None = None) -> subprocess.CompletedProcess:

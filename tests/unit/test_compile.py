@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from chemspec.compiler import compile_study, expand, identity
+from chemspec.errors import SpecError
 from chemspec.specs import load_study
 from tests.conftest import QUICKSTART, tiny_study, write_spec
 
@@ -122,3 +123,13 @@ def test_calibration_adds_full_runs_of_every_configuration(tmp_path):
     assert all(c.epochs == 2 and c.hparams for c in cells.calibrate.values())
     pipeline = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
     assert "calibrate" in pipeline and "calibration" in pipeline
+
+
+def test_replicate_seeds_add_train_cells_with_other_seeds(tmp_path):
+    study = tiny_study(**{"fit.replicate_seeds": 2, "fit.replicate_cells": ["xs-400"]})
+    cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))
+    assert cells.train["xs-400-seed1"].seed == 1 and cells.train["xs-400-seed2"].seed == 2
+    assert "xs-400-seed2" in cells.fit.metrics
+    with pytest.raises(SpecError, match="fit.replicate_cells: \\['xx-1'\\] are not cells"):
+        load_study(write_spec(tmp_path / "b.yaml", tiny_study(**{"fit.replicate_seeds": 1,
+                                                                  "fit.replicate_cells": ["xx-1"]})))

@@ -75,3 +75,37 @@ def test_statistics_report_rank_correlations_and_monotonicity():
     assert stats["spearman"]["10000.0"]["rho_params"] == pytest.approx(-1.0)
     assert stats["spearman"]["10000.0"]["rho_time"] == pytest.approx(-1.0)
     assert stats["loss_falls_with_data"] == {"xs": False, "s": True, "m": True}
+
+
+def test_bootstrap_cross_checks_the_joint_fit_on_large_grids():
+    from chemspec.runtime.fit import bootstrap
+
+    rng = np.random.default_rng(1)
+    rows = [{"params": p, "data_size": n, "status": "ok",
+             "val_loss": (1.5 + 40 * p ** -0.3 + 300 * n ** -0.4) * float(np.exp(rng.normal(0, 0.01)))}
+            for p in (1e4, 3e4, 1e5, 3e5) for n in (1e3, 3e3, 1e4, 3e4)]
+    result = bootstrap(rows, 200, 0.95)
+    assert result["status"] == "ok" and result["fitted"] >= 100
+    assert result["ci_alpha"][0] < 0.3 < result["ci_alpha"][1]
+    assert bootstrap(rows[:9], 200, 0.95) == {"status": "cannot bootstrap",
+                                              "reason": "9 cells; a bootstrap over cells needs at least 12"}
+    assert bootstrap(rows, 0, 0.95) is None
+
+
+def test_seed_noise_measures_the_spread_of_replicated_cells(tmp_path):
+    import json
+
+    from chemspec.runtime.fit import cells_table, seed_noise
+
+    metrics = {}
+    for key, seed, loss in (("xs-100", 0, 1.0), ("xs-100-seed1", 1, 1.1), ("xs-100-seed2", 2, 0.9),
+                            ("xs-200", 0, 0.8)):
+        path = tmp_path / f"{key}.json"
+        path.write_text(json.dumps({"cell": f"train@{key}", "model": "xs", "params": 10, "data_size": int(key[3:6]),
+                                    "seed": seed, "val_loss": loss, "hparams": {}, "epochs": 1, "wall_time_s": 1.0}))
+        metrics[key] = str(path)
+    rows = cells_table(metrics)
+    assert [r["val_loss"] for r in rows] == [1.0, 0.8]
+    noise = seed_noise(metrics, rows)
+    assert noise["seeds_per_cell"] == {"xs-100": 3}
+    assert noise["std_log_loss"]["xs-100"] == pytest.approx(np.std(np.log([1.0, 1.1, 0.9]), ddof=1))

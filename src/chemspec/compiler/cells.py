@@ -201,6 +201,13 @@ def expand(study: Study) -> Cells:
                                        group=size_name if per_size else "*",
                                        selected=selected, out_dir=f"{results}/train/{key}",
                                        resume_dir=f"{results}/.resume/train-{key}", **common)
+    for key in study.fit.replicate_cells:
+        for replicate in range(1, study.fit.replicate_seeds + 1):
+            first = train[key if tpe_cfg.keep == 1 else f"{key}-r1"]
+            train[f"{key}-seed{replicate}"] = first.model_copy(update={
+                "name": f"train@{key}-seed{replicate}", "seed": study.seed + replicate,
+                "out_dir": f"{results}/train/{key}-seed{replicate}",
+                "resume_dir": f"{results}/.resume/train-{key}-seed{replicate}"})
     fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
                   bootstrap=study.fit.bootstrap,
                   metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},

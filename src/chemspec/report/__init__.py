@@ -37,8 +37,16 @@ def cost(selected: dict | None, cells: list[dict]) -> dict | None:
             "saving": round(1 - spent / exhaustive, 4) if exhaustive else None}
 
 
+def calibration_rows(calibration: dict | None) -> list[dict]:
+    if not calibration:
+        return []
+    return [{"estimator": name, **{k: _num(s.get(k), 3) for k in ("r2", "spearman", "kendall", "regret")},
+             "misranked": s.get("misranked_pairs", "-"), "n": s["n"], "note": s.get("reason", "")}
+            for name, s in calibration["scores"].items()]
+
+
 def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
-            manifest: str | None = None) -> dict:
+            manifest: str | None = None, calibration: dict | None = None) -> dict:
     fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
@@ -66,7 +74,7 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
     return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
             "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
-            "tpe": tpe, "images": images, "manifest": manifest}
+            "tpe": tpe, "images": images, "manifest": manifest, "calibration": calibration_rows(calibration)}
 
 
 def html(ctx: dict) -> str:

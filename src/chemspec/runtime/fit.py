@@ -57,9 +57,8 @@ def _better(row: dict, other: dict) -> bool:
     return row["status"] == "ok" and row["val_loss"] < other["val_loss"]
 
 
-def cells_table(metrics: dict[str, str]) -> list[dict]:
-    """One row per (model size, data size): the best of its kept configurations."""
-    best: dict[tuple, dict] = {}
+def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
+    rows = {}
     for key, path in sorted(metrics.items()):
         if not Path(path).is_file():
             raise RunError(f"fit: {path} is missing; run `dvc repro` so that train@{key} runs first")
@@ -70,10 +69,65 @@ def cells_table(metrics: dict[str, str]) -> list[dict]:
                "status": m.get("status", "ok"),
                **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason")
                   if k in m}}
-        group = (m["model"], m["data_size"])
+        rows[key] = row
+    return rows
+
+
+def _is_replicate(key: str) -> bool:
+    return key.rsplit("-", 1)[-1].startswith("seed")
+
+
+def cells_table(metrics: dict[str, str]) -> list[dict]:
+    """One row per (model size, data size): the best of its kept configurations (replicate seeds aside)."""
+    best: dict[tuple, dict] = {}
+    for key, row in _read_rows({k: p for k, p in metrics.items() if not _is_replicate(k)}).items():
+        group = (row["model"], row["data_size"])
         if group not in best or _better(row, best[group]):
             best[group] = row
     return sorted(best.values(), key=lambda r: (r["params"], r["model"], r["data_size"]))
+
+
+def seed_noise(metrics: dict[str, str], rows: list[dict]) -> dict | None:
+    """Spread of log loss over the seeds of each replicated cell: the noise the intervals assume."""
+    replicates = _read_rows({k: p for k, p in metrics.items() if _is_replicate(k)})
+    if not replicates:
+        return None
+    primary = {(r["model"], r["data_size"]): r for r in rows}
+    cells = {}
+    for row in replicates.values():
+        base = primary.get((row["model"], row["data_size"]))
+        if base is not None and row["status"] == "ok" and base["status"] == "ok":
+            cells.setdefault(f"{row['model']}-{row['data_size']}", [math.log(base["val_loss"])]).append(
+                math.log(row["val_loss"]))
+    spread = {k: float(np.std(v, ddof=1)) for k, v in sorted(cells.items()) if len(v) > 1}
+    return {"std_log_loss": spread, "median_std_log_loss": float(np.median(list(spread.values()))) if spread else None,
+            "seeds_per_cell": {k: len(v) for k, v in sorted(cells.items())},
+            "note": "compare with the residual spread of the fits: residuals much larger than the seed noise "
+                    "mean the law does not describe the grid"}
+
+
+def bootstrap(rows: list[dict], resamples: int, confidence: float, seed: int = 0) -> dict | None:
+    """Percentile intervals of the joint law's α and β from fits to resampled cells (a cross-check)."""
+    if resamples == 0:
+        return None
+    usable = [r for r in rows if r["status"] == "ok"]
+    if len(usable) < 12:
+        return {"status": "cannot bootstrap", "reason": f"{len(usable)} cells; a bootstrap over cells needs at least 12"}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        sample = [usable[i] for i in rng.integers(0, len(usable), len(usable))]
+        fit = joint_law([r["params"] for r in sample], [r["data_size"] for r in sample],
+                        [r["val_loss"] for r in sample], confidence)
+        if fit["status"] == "ok":
+            draws.append((fit["alpha"], fit["beta"]))
+    if len(draws) < resamples / 2:
+        return {"status": "cannot bootstrap", "reason": f"only {len(draws)} of {resamples} resamples could be fitted"}
+    low, high = 50 * (1 - confidence), 50 * (1 + confidence)
+    alphas, betas = np.array(draws).T
+    return {"status": "ok", "resamples": resamples, "fitted": len(draws),
+            "ci_alpha": [float(np.percentile(alphas, low)), float(np.percentile(alphas, high))],
+            "ci_beta": [float(np.percentile(betas, low)), float(np.percentile(betas, high))]}
 
 
 def _axis_groups(rows: list[dict]) -> list[tuple[str, str, list[float], list[float]]]:
@@ -153,7 +207,8 @@ def run_fit(cell: FitCell) -> dict:
     rows = cells_table(cell.metrics)
     flat, joint = fits(rows, cell.laws, cell.confidence)
     result = finite_json({"study": cell.study, "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
-                          "joint": joint, "statistics": statistics(rows)})
+                          "joint": joint, "statistics": statistics(rows), "noise": seed_noise(cell.metrics, rows),
+                          "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence)})
     out = Path(cell.out_dir)
     write_json(out / "cells.json", rows)
     write_plots(rows, result, out / "plots", cell.study)

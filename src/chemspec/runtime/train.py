@@ -123,7 +123,7 @@ def run_training(cell: TrainCell) -> dict:
                        "re-run `dvc repro` to resume from it") from None
     wall = time.perf_counter() - start
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
-              "data_size": cell.data_size, "hparams": hp, "epochs": cell.epochs,
+              "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
               "steps": int(trainer.global_step), "tokens_seen": module.tokens_seen,
               "params": non_embedding_parameters(module.model),
               "params_total": sum(p.numel() for p in module.model.parameters()),

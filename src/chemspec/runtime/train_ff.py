@@ -34,6 +34,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
         scheduler=training.scheduler, energy_shift="per_element", gradient_clip=training.gradient_clip)
     step_losses = metrics.pop("step_losses")
     result = {"cell": cell.name, "identity": identity(cell), "model": cell.size_name, "data_size": cell.data_size,
+              "seed": cell.seed,
               **metrics, "device": device, "status": "ok"}
     out = Path(cell.out_dir)
     if cell.hparams is not None:

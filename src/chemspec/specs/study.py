@@ -23,8 +23,14 @@ class Fit(Spec):
     whole grid (≥ 7 cells, ≥ 3 sizes per axis), the primary result."""
     confidence: float = Field(0.95, gt=0, lt=1)
     """Confidence level of the intervals."""
-    bootstrap: int = Field(0, ge=0)
-    """Bootstrap resamples over cells as a cross-check (0: none)."""
+    bootstrap: int = Field(0, ge=0, le=100_000)
+    """Resamples of the cells (with replacement) to cross-check the joint fit's intervals by the
+    percentile bootstrap; only on grids of at least 12 cells (0: none)."""
+    replicate_seeds: int = Field(0, ge=0, le=20)
+    """Extra training seeds at the cells named in replicate_cells, to measure the seed-to-seed noise
+    the intervals assume."""
+    replicate_cells: list[str] = []
+    """Cells to repeat, as `<model size>-<data size>` (e.g. xs-1000)."""
 
 
 class Archive(Spec):
@@ -92,6 +98,13 @@ class Study(Spec):
                              f"choose one of {self.model.size_names()}")
         if tpe.data_size is not None and tpe.data_size not in self.data.sizes:
             raise ValueError(f"hpo.tpe.data_size {tpe.data_size} is not in data.sizes {self.data.sizes}")
+        cells = {f"{m}-{n}" for m in self.model.size_names() for n in self.data.sizes}
+        unknown = [c for c in self.fit.replicate_cells if c not in cells]
+        if unknown:
+            raise ValueError(f"fit.replicate_cells {unknown} are not cells of this study; use "
+                             f"<model size>-<data size>, e.g. {sorted(cells)[0]}")
+        if self.fit.replicate_seeds and not self.fit.replicate_cells:
+            raise ValueError("fit.replicate_seeds is set but fit.replicate_cells is empty; name the cells to repeat")
         base = (info.context or {}).get("base_dir")
         source = self.data.source
         if base is not None and isinstance(source, (SmilesFileSource, AtomsFileSource)):

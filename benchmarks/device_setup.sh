@@ -1,0 +1,16 @@
+# Source this from the repo root on the GPU machine (no internet):  source benchmarks/device_setup.sh
+# Installs the wheels carried in .whl/ (Python 3.12, manylinux x86_64; see the list there) into
+# /tmp/site and puts /tmp/site and ./src on PYTHONPATH. Only packages the device image lacks are in
+# .whl/ (plus lightning, lightning-utilities and typing-extensions, pinned to what chemspec and
+# pydantic need); torch, numpy, torchmetrics, pytorch-lightning, transformers and tokenizers stay the
+# device's own, since /tmp/site shadows whatever it holds.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    echo "device_setup.sh must be sourced: source benchmarks/device_setup.sh" >&2
+    exit 2
+fi
+if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "device_setup.sh: no .whl/*.whl here ($PWD); run it from the repo root with .whl carried" >&2
+    return 1
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD/src

@@ -1,0 +1,37 @@
+"""Run stages of a compiled study in order, in one process, without DVC (for a GPU machine that has no
+DVC): `python benchmarks/run_stages.py --params params.yaml tpe calibrate calibration`. Each stage runs
+every one of its cells, exactly as `chemspec run <stage> --cell <key>` would."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from chemspec import api
+from chemspec.runtime import PER_CELL
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("stages", nargs="+", help="stage names, in the order to run them")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    cells = api.load_cells(args.params)
+    timings = {}
+    for stage in args.stages:
+        keys = sorted(getattr(cells, stage)) if stage in PER_CELL else [None]
+        for key in keys:
+            start = time.perf_counter()
+            result = api.run(stage, args.params, key)
+            name = f"{stage}@{key}" if key else stage
+            timings[name] = round(time.perf_counter() - start, 2)
+            brief = {k: v for k, v in result.items() if k in ("val_loss", "estimate", "wall_time_s", "steps")}
+            print(f"{name}: {timings[name]} s {json.dumps(brief)}", flush=True)
+    print(json.dumps({"timings_s": timings}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
