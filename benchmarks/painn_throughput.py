@@ -249,6 +249,24 @@ def run_peer(args, data, refs, split, epochs):
                    workers=args.workers, steps=int(trainer.global_step))
 
 
+def write(result, out):
+    """Relative accuracies and chemspec/peer ratios of the variants so far, then the JSON file."""
+    peer, fp32, ratios = result["variants"].get("schnetpack"), result["variants"].get("chemspec_fp32"), {}
+    for name, r in result["variants"].items():
+        if fp32 and name.startswith("chemspec") and name != "chemspec_fp32":
+            r["force_mae_rel_to_chemspec_fp32"] = r["force_mae_meV_per_A"] / fp32["force_mae_meV_per_A"] - 1
+        if peer and name != "schnetpack" and r["structures_per_s"] and peer["structures_per_s"]:
+            ratios[f"{name}/schnetpack"] = {
+                "structures_per_s": r["structures_per_s"] / peer["structures_per_s"],
+                "force_mae": r["force_mae_meV_per_A"] / peer["force_mae_meV_per_A"],
+                "peak_mem": r["peak_mem_MB"] / peer["peak_mem_MB"] if peer["peak_mem_MB"] else None,
+                "same_epochs": r["epochs_run"] == peer["epochs_run"]}
+    result["ratios"] = ratios
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return ratios
+
+
 def main(argv=None):
     args = parse(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -275,7 +293,7 @@ def main(argv=None):
               "variants": {}}
     names = {"peer": "schnetpack", "fp32": "chemspec_fp32", "tf32": "chemspec_tf32", "bf16": "chemspec_bf16",
              "large": f"chemspec_tf32_bs{args.large_batch}"}
-    epochs = args.epochs
+    epochs, ratios = args.epochs, {}
     for v in args.variants:
         print(f"[painn] {names[v]}: {epochs} epochs ...", flush=True)
         if v == "peer":
@@ -287,19 +305,9 @@ def main(argv=None):
                 result["numerics_check"] = numerics_check(module, test, args.device)
         result["variants"][names[v]] = r
         epochs = min(epochs, r["epochs_run"])  # a truncated variant sets the epochs of the later ones
-    peer, fp32, ratios = result["variants"].get("schnetpack"), result["variants"].get("chemspec_fp32"), {}
-    for name, r in result["variants"].items():
-        if fp32 and name.startswith("chemspec") and name != "chemspec_fp32":
-            r["force_mae_rel_to_chemspec_fp32"] = r["force_mae_meV_per_A"] / fp32["force_mae_meV_per_A"] - 1
-        if peer and name != "schnetpack" and r["structures_per_s"] and peer["structures_per_s"]:
-            ratios[f"{name}/schnetpack"] = {
-                "structures_per_s": r["structures_per_s"] / peer["structures_per_s"],
-                "force_mae": r["force_mae_meV_per_A"] / peer["force_mae_meV_per_A"],
-                "peak_mem": r["peak_mem_MB"] / peer["peak_mem_MB"] if peer["peak_mem_MB"] else None,
-                "same_epochs": r["epochs_run"] == peer["epochs_run"]}
-    result["ratios"] = ratios
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+        ratios = write(result, args.out)  # after every variant, so a killed run keeps what it finished
+        print(f"[painn] {names[v]}: {r['structures_per_s']} structures/s, {r['wall_s']} s, force MAE "
+              f"{r['force_mae_meV_per_A']:.2f} meV/Å{' (truncated)' if r['truncated'] else ''}", flush=True)
 
     print(f"\n{card} | torch {torch.__version__} | schnetpack {result['schnetpack']} | PaiNN {args.width}x{args.depth}"
           f" | train {len(split['train'])} structures | test {len(split['test'])}")
