@@ -1,6 +1,7 @@
 """Run stages of a compiled study in order, in one process, without DVC (for a GPU machine that has no
 DVC): `python benchmarks/run_stages.py --params params.yaml tpe calibrate calibration`. Each stage runs
-every one of its cells, exactly as `chemspec run <stage> --cell <key>` would."""
+every one of its cells, exactly as `chemspec run <stage> --cell <key>` would; cells whose results
+exist are skipped, and a cell stopped part-way resumes from its checkpoint."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from chemspec import api
 from chemspec.runtime import PER_CELL
+
+
+def _done(out_dir: str) -> bool:
+    folder = Path(out_dir)
+    return (folder / "estimate.json").is_file() or (folder / "metrics.json").is_file()
 
 
 def main() -> int:
@@ -23,6 +30,9 @@ def main() -> int:
     for stage in args.stages:
         keys = sorted(getattr(cells, stage)) if stage in PER_CELL else [None]
         for key in keys:
+            if key is not None and _done(getattr(cells, stage)[key].out_dir):
+                print(f"{stage}@{key}: done before, skipped", flush=True)
+                continue
             start = time.perf_counter()
             result = api.run(stage, args.params, key)
             name = f"{stage}@{key}" if key else stage

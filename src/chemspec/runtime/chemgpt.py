@@ -136,7 +136,8 @@ class ChemGPT(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optimizer_cfg
         kind = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-        fused = {"fused": True} if self.device.type == "cuda" else {}
+        # Lightning cannot clip the gradients of a fused optimiser under mixed precision.
+        fused = {"fused": True} if self.device.type == "cuda" and not self.trainer.gradient_clip_val else {}
         optimizer = kind(self.parameters(), lr=self.learning_rate, betas=cfg.betas,
                          weight_decay=cfg.weight_decay, **fused)
         if self.scheduler_cfg.name == "plateau":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import lightning as L
@@ -60,6 +61,8 @@ class Resume(L.Callback):
         self.folder, self.sampler, self.batch_size, self.interval = folder, sampler, batch_size, interval
         self.tag = tag
         self.batches = 0
+        self.elapsed_before = 0.0
+        self._started = time.perf_counter()
         self._epoch = 0
         self._restored_epoch: int | None = None
 
@@ -78,10 +81,15 @@ class Resume(L.Callback):
             return None
         return str(self.path)
 
+    def elapsed(self) -> float:
+        """Training seconds of this cell, the runs before a resume included."""
+        return self.elapsed_before + time.perf_counter() - self._started
+
     def state_dict(self) -> dict:
-        return {"batches": self.batches, "epoch": self._epoch, "tag": self.tag}
+        return {"batches": self.batches, "epoch": self._epoch, "tag": self.tag, "elapsed_s": self.elapsed()}
 
     def load_state_dict(self, state: dict) -> None:
+        self.elapsed_before = state.get("elapsed_s", 0.0) - (time.perf_counter() - self._started)
         self.batches = state["batches"]
         self._restored_epoch = state["epoch"]
         self.sampler.skip(state["epoch"], state["batches"] * self.batch_size)

@@ -12,7 +12,6 @@ import io
 import logging
 import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -113,7 +112,6 @@ def run_training(cell: TrainCell) -> dict:
         precision=training.precision, logger=False, enable_checkpointing=False, callbacks=[resume, Faults(fault)],
         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu")
-    start = time.perf_counter()
     try:
         trainer.fit(module, batches, val, ckpt_path=resume.resume_from())
     except SystemExit:
@@ -121,7 +119,7 @@ def run_training(cell: TrainCell) -> dict:
             raise
         raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
                        "re-run `dvc repro` to resume from it") from None
-    wall = time.perf_counter() - start
+    wall = resume.elapsed()
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
               "steps": int(trainer.global_step), "tokens_seen": module.tokens_seen,
