@@ -14,7 +14,7 @@ from chemspec.runtime.io import read_json, write_bytes
 from chemspec.specs import Study, json_schema, load_study
 from chemspec.specs.data import AtomsFileSource, SmilesFileSource
 
-__all__ = ["validate", "schema", "compile", "run", "report", "archive_verify"]
+__all__ = ["validate", "schema", "compile", "run", "launch", "report", "archive_verify"]
 
 
 def validate(spec: str | Path) -> Study:
@@ -97,6 +97,21 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
     from chemspec.runtime import run_stage
 
     return run_stage(stage, load_cells(params), cell, expected_identity)
+
+
+def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: int | None = None,
+           dry_run: bool = False, sbatch: dict[str, str] | None = None, say=lambda _: None):
+    """Run the compiled pipeline with stale cells as submitit jobs; defaults come from the study's executor."""
+    from chemspec.launch import Settings, launch as run_launch
+    from chemspec.specs.study import Executor
+
+    cells = load_cells(params)
+    executor = Executor.model_validate(cells.archive.spec.get("executor") or {})
+    settings = Settings(kind=kind or executor.kind, jobs=jobs or executor.jobs, study=cells.archive.study,
+                        partition=executor.slurm.partition, account=executor.slurm.account,
+                        gpus_per_job=executor.slurm.gpus_per_job, time_min=executor.slurm.time_min,
+                        sbatch=dict(sbatch or {}))
+    return run_launch(settings, Path(params).resolve().parent, dry_run=dry_run, say=say)
 
 
 @dataclass

@@ -74,6 +74,42 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
     click.echo(f"{stage}{'@' + cell if cell else ''}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
 
+def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
+    pairs = [v.partition("=") for v in values]
+    bad = [v for v, (key, eq, _) in zip(values, pairs) if not (key and eq)]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r}: write KEY=VALUE, e.g. qos=high")
+    return {key: value for key, _, value in pairs}
+
+
+@cli.command()
+@click.option("--executor", "kind", type=click.Choice(["local", "slurm"]), default=None,
+              help="Where cells run; default: the study's executor.kind.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Cells run at once; default: the study's executor.jobs.")
+@click.option("--dry-run", is_flag=True, help="Run nothing: print the stale cells, their commands and sbatch scripts.")
+@click.option("--sbatch", multiple=True, metavar="KEY=VALUE", callback=_sbatch_option,
+              help="Extra #SBATCH option for slurm jobs (repeatable), e.g. --sbatch qos=high.")
+@click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
+def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, str], params: str) -> None:
+    """Run the pipeline with stale tpe/train cells as parallel submitit jobs (local or SLURM)."""
+    result = api.launch(params, kind=kind, jobs=jobs, dry_run=dry_run, sbatch=sbatch, say=click.echo)
+    if not dry_run:
+        count = len(result.records)
+        click.echo(f"launch complete: {count} job{'' if count == 1 else 's'} ({result.kind}, {result.jobs} at "
+                   f"once), dvc status clean; logs in {result.folder}")
+        return
+    click.echo(f"dry run: {result.kind} executor, {result.jobs} jobs at once, logs would go to {result.folder}")
+    for number, wave in enumerate(result.waves, 1):
+        click.echo(f"\nwave {number}: `{wave['upstream']}`, then {len(wave['stages'])} cells stale now as jobs "
+                   "(more may turn stale when that command runs)")
+        for command in wave["commands"]:
+            click.echo(f"  job: {command}")
+        if "sbatch" in wave:
+            click.echo("  sbatch script:\n" + "\n".join(f"    {line}" for line in wave["sbatch"].splitlines()))
+    click.echo(f"\nthen: {'; '.join(result.final)}")
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 

@@ -48,3 +48,7 @@ class RunError(ChemspecError):
 
 class ArchiveError(ChemspecError):
     """An archived object is missing, corrupt, or cannot be written."""
+
+
+class LaunchError(ChemspecError):
+    """`chemspec launch` cannot start, or a stage it ran failed."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from chemspec.archive import Store
+from chemspec.archive.manifest import TIMING_KEYS
 from tests.conftest import tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
@@ -82,7 +84,7 @@ def test_sigterm_leaves_a_checkpoint_mid_epoch_and_resume_matches(project):
     assert outputs(root) == reference
 
 
-def test_a_checkpoint_of_another_configuration_is_not_resumed(project):
+def test_another_seed_is_not_resumed_and_archives_under_other_hashes(project):
     root, reference = project
     _clear(root)
     assert train(root, fault="term@5").returncode == 1
@@ -91,6 +93,11 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(project):
     assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
     try:
         assert train(root).returncode == 0
-        assert outputs(root)["metrics"]["identity"] != reference["metrics"]["identity"]
+        other = outputs(root)["metrics"]
+        assert other["identity"] != reference["metrics"]["identity"]
+        assert other["val_loss"] != reference["metrics"]["val_loss"]
+        archived = {k: v for k, v in other.items() if k not in TIMING_KEYS}
+        same_seed = {k: v for k, v in reference["metrics"].items() if k not in TIMING_KEYS}
+        assert Store(root / "objs").put_json(archived) != Store(root / "objs").put_json(same_seed)
     finally:
         (root / "params.yaml").write_text(params)

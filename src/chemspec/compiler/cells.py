@@ -92,6 +92,7 @@ class FitCell(Cell):
     confidence: float
     bootstrap: int
     metrics: dict[str, str]
+    selected: str
     out_dir: str
 
 
@@ -211,7 +212,7 @@ def expand(study: Study) -> Cells:
     fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
                   bootstrap=study.fit.bootstrap,
                   metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
-                  out_dir=f"{results}/fit")
+                  selected=selected, out_dir=f"{results}/fit")
     inputs = {"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json", "selected": selected,
               "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
     if calibration is not None:

@@ -128,7 +128,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
         "fit": {
             "cmd": _cmd("fit", cells.fit),
             "params": [{PARAMS: ["cells.fit"]}],
-            "deps": list(cells.fit.metrics.values()),
+            "deps": list(cells.fit.metrics.values()) + [cells.fit.selected],
             "outs": [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/plots"],
             "metrics": [{f"{cells.fit.out_dir}/fit.json": {"cache": False}}],
         },

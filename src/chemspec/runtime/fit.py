@@ -1,5 +1,8 @@
 """The fit stage: the table of converged cells, scaling-law fits, and the statistics the paper reports.
 
+fit.json repeats every fitted exponent in a flat `exponents` map (`power.data.xs: 0.21`), which is
+what `dvc metrics diff` shows (DVC does not look inside lists); it also records the compute TPE saved.
+
 Laws (chosen in the spec):
 * `power`: log L = log a − α log x by OLS (statsmodels) per group: loss vs data size for each model
   size, loss vs non-embedding parameters for each data size. With a loss floor this slope
@@ -205,9 +208,14 @@ def run_fit(cell: FitCell) -> dict:
     from chemspec.runtime.plots import write_plots
 
     rows = cells_table(cell.metrics)
+    from chemspec.report import cost
+
     flat, joint = fits(rows, cell.laws, cell.confidence)
+    selected = read_json(cell.selected) if Path(cell.selected).is_file() else None
+    exponents = {f"{f['law']}.{f['axis']}.{f['group']}": f["exponent"] for f in flat if f["status"] == "ok"}
     result = finite_json({"study": cell.study, "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
-                          "joint": joint, "statistics": statistics(rows), "noise": seed_noise(cell.metrics, rows),
+                          "exponents": exponents, "joint": joint, "statistics": statistics(rows),
+                          "noise": seed_noise(cell.metrics, rows), "cost": cost(selected, rows),
                           "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence)})
     out = Path(cell.out_dir)
     write_json(out / "cells.json", rows)

@@ -1,0 +1,262 @@
+"""`chemspec launch`: run the compiled pipeline with its per-cell stages fanned out as submitit jobs.
+
+The pipeline runs in waves. Each wave first brings its upstream stage up to date with a plain
+`dvc repro <stage>` (`split` for the tpe and calibrate cells, `select` for the train cells), then
+asks `dvc status --json` which cells of the wave are stale and runs each as one job,
+`dvc --wait-for-lock repro -s <stage>`, at most `jobs` at once (local: the launcher keeps that many
+submitit subprocesses alive; slurm: one job array throttled with `%jobs`). A last `dvc repro`
+runs what is left (fit, calibration, archive) and `dvc status` must then be clean.
+
+Lock contention: `dvc repro` holds the repo lock (.dvc/tmp/lock) only while it reads the pipeline
+and while it records outputs in the cache and dvc.lock; it releases it while the stage command runs
+(dvc.stage.decorators.unlocked_repo). Concurrent cells therefore train in parallel and only the
+bookkeeping is serialised. `--wait-for-lock` makes each job wait for the lock instead of giving up
+after dvc's default 3 s, and dvc.lock is re-read under the lock before each stage's entry is written,
+so no cell's entry is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chemspec.errors import LaunchError
+
+WAVES = (("split", ("tpe", "calibrate")), ("select", ("train",)))
+DVC = (sys.executable, "-m", "dvc")
+LOGS = Path(".chemspec") / "launch"
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
+SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    kind: str
+    jobs: int
+    study: str
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_job: int = 0
+    time_min: int = 60
+    sbatch: dict[str, str] = field(default_factory=dict)
+
+    def submitit_parameters(self) -> dict:
+        """What AutoExecutor.update_parameters receives."""
+        if self.kind == "local":
+            return {"name": f"chemspec-{self.study}", "timeout_min": LOCAL_TIMEOUT_MIN}
+        return {"name": f"chemspec-{self.study}", "timeout_min": self.time_min,
+                "gpus_per_node": self.gpus_per_job or None, "slurm_partition": self.partition,
+                "slurm_account": self.account, "slurm_array_parallelism": self.jobs,
+                "slurm_additional_parameters": dict(self.sbatch) or None}
+
+
+def job_command(stage: str) -> list[str]:
+    return [*DVC, "--wait-for-lock", "repro", "-s", stage]
+
+
+def run_stage_job(root: str, stage: str, env: dict[str, str | None]) -> dict:
+    """The body of one job: reproduce one stage. dvc's output goes to the job's log; the times at which
+    dvc starts the stage command and records its outputs are kept (`ran`; None when restored from cache)."""
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    start, ran = time.time(), [None, None]
+    print(f"chemspec launch: {stage} starts: {shlex.join(job_command(stage))}", flush=True)
+    with subprocess.Popen(job_command(stage), cwd=root, env=environ, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE) as process:
+        for line in process.stdout:
+            marker = 0 if line.startswith(b"Running stage ") else 1 if line.startswith(b"Updating lock file") else None
+            if marker is not None and ran[marker] is None:
+                ran[marker] = time.time()
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+    end = time.time()
+    print(f"chemspec launch: {stage} exited {process.returncode} after {end - start:.1f} s", flush=True)
+    if process.returncode != 0:
+        raise RuntimeError(f"`{shlex.join(job_command(stage))}` exited {process.returncode}")
+    return {"stage": stage, "start": start, "end": end, "ran": ran if None not in ran else None,
+            "host": os.uname().nodename}
+
+
+def _dvc(root: Path, *args: str, log: Path | None = None) -> str:
+    """Run dvc in the project; its output is appended to `log` when given, else returned."""
+    command = [*DVC, *args]
+    if log is None:
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        output = done.stderr or done.stdout
+    else:
+        with open(log, "a") as sink:
+            done = subprocess.run(command, cwd=root, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        output = log.read_text()
+    if done.returncode != 0:
+        where = f" (log: {log})" if log is not None else ""
+        raise LaunchError(f"`dvc {' '.join(args)}` failed{where}:\n{output.strip()[-2000:]}\nfix the cause and "
+                          "rerun `chemspec launch`; stages already recorded in dvc.lock will not run again")
+    return done.stdout if log is None else ""
+
+
+def stale(root: Path, groups: tuple[str, ...] | None = None) -> list[str]:
+    """Stages `dvc status` reports as changed; only cells of `groups` (`train@...`) when given."""
+    report = json.loads(_dvc(root, "status", "--json") or "{}")
+    return sorted(name for name in report if groups is None or ("@" in name and name.split("@")[0] in groups))
+
+
+def make_executor(settings: Settings, folder: Path):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=folder, cluster=settings.kind)
+    executor.update_parameters(**settings.submitit_parameters())
+    return executor
+
+
+def sbatch_script(settings: Settings, folder: Path, count: int) -> str:
+    """The sbatch file submitit writes for `count` jobs (an array when count > 1), without submitting."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    renamed = {"name": "job_name", "timeout_min": "time"}
+    parameters = {renamed.get(k, k.removeprefix("slurm_")): v
+                  for k, v in settings.submitit_parameters().items() if v is not None}
+    if count > 1:
+        parameters["map_count"] = count
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, **parameters)
+
+
+def submit_array(executor, root: Path, stages: list[str], env: dict[str, str | None]) -> dict:
+    """Submit every stage at once (a SLURM job array when there are several); {stage: job}."""
+    with executor.batch():
+        jobs = {stage: executor.submit(run_stage_job, str(root), stage, env) for stage in stages}
+    return jobs
+
+
+def _reason(job, exc: Exception) -> str:
+    """dvc's own ERROR line from the job's log, else the last line of the job's exception."""
+    try:
+        text = Path(job.paths.stderr).read_text(errors="replace")
+    except OSError:
+        text = ""
+    errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
+    lines = [line.strip() for line in str(exc).splitlines() if "Error" in line]
+    return errors[-1] if errors else lines[-1] if lines else type(exc).__name__
+
+
+def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
+             say: Callable[[str], None]) -> tuple[list[dict], list[str]]:
+    """Run `stages` as jobs, at most settings.jobs at once; returns (records, failure messages)."""
+    executor = make_executor(settings, folder)
+    # submitit's local controller sets CUDA_VISIBLE_DEVICES from gpus_per_node; keep the caller's view instead.
+    env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")} if settings.kind == "local" else {}
+    pending, running, records, failures = list(stages), {}, [], []
+
+    def submit_one(stage: str) -> None:
+        running[stage] = executor.submit(run_stage_job, str(root), stage, env)
+        say(f"  submitted {stage} (job {running[stage].job_id})")
+
+    try:
+        if settings.kind == "slurm":  # one array; slurm keeps at most `jobs` of it running
+            try:
+                running.update(submit_array(executor, root, pending, env))
+            except Exception as exc:  # noqa: BLE001 -- sbatch's refusal, as submitit reports it
+                raise LaunchError(f"sbatch refused the jobs: {str(exc).strip()[-1000:]}\ncheck executor.slurm "
+                                  "(partition, account, gpus_per_job, time_min) and --sbatch options; "
+                                  "`chemspec launch --dry-run` prints the script") from None
+            pending = []
+            say(f"  submitted {len(running)} jobs as array {next(iter(running.values())).job_id.split('_')[0]}")
+        while pending or running:
+            while pending and len(running) < settings.jobs and not failures:
+                submit_one(pending.pop(0))
+            time.sleep(0.5)
+            for stage, job in list(running.items()):
+                if not job.done():
+                    continue
+                del running[stage]
+                log = str(job.paths.stdout)
+                try:
+                    record = job.result()
+                except Exception as exc:  # noqa: BLE001 -- submitit wraps the job's exception
+                    failures.append(f"{stage}: {_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
+                    say(f"  FAILED {stage}; log {log}")
+                    continue
+                records.append({**record, "job_id": job.job_id, "log": log})
+                say(f"  done {stage} in {record['end'] - record['start']:.1f} s")
+    except BaseException:
+        for job in running.values():
+            job.cancel(check=False)
+        raise
+    return records, failures
+
+
+@dataclass
+class LaunchResult:
+    kind: str
+    jobs: int
+    folder: str
+    dry_run: bool
+    waves: list[dict]
+    records: list[dict] = field(default_factory=list)
+    final: list[str] = field(default_factory=list)
+
+
+def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
+           say: Callable[[str], None] = lambda _: None) -> LaunchResult:
+    root = Path(root).resolve()
+    if not (root / "dvc.yaml").is_file() or not (root / ".dvc").is_dir():
+        raise LaunchError(f"{root} holds no DVC pipeline; run `git init && dvc init` and "
+                          "`chemspec compile <study.yaml>` there first")
+    bad = [key for key in settings.sbatch if not SBATCH_KEY.match(key)]
+    if bad:
+        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
+    if settings.kind == "slurm" and not dry_run:
+        import shutil
+
+        if shutil.which("sbatch") is None:
+            raise LaunchError("sbatch is not on PATH: run `chemspec launch --executor slurm` on a SLURM login "
+                              "node, or `--dry-run` to see the scripts it would submit")
+    folder = root / LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    result = LaunchResult(kind=settings.kind, jobs=settings.jobs, folder=str(folder), dry_run=dry_run, waves=[])
+    if dry_run:
+        for upstream, groups in WAVES:
+            cells = stale(root, groups)
+            wave = {"upstream": shlex.join(["dvc", "repro", upstream]), "stages": cells,
+                    "commands": [shlex.join(job_command(s)) for s in cells]}
+            if settings.kind == "slurm" and cells:
+                wave["sbatch"] = sbatch_script(settings, folder, len(cells))
+            result.waves.append(wave)
+        result.final = ["dvc repro"]
+        return result
+    folder.mkdir(parents=True, exist_ok=True)
+    for upstream, groups in WAVES:
+        say(f"dvc repro {upstream} (log: {folder / 'dvc.log'})")
+        _dvc(root, "repro", upstream, log=folder / "dvc.log")
+        cells = stale(root, groups)
+        result.waves.append({"upstream": f"dvc repro {upstream}", "stages": cells})
+        if not cells:
+            continue
+        noun = "cell" if len(cells) == 1 else "cells"
+        say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
+            f"logs in {folder}")
+        records, failures = _fan_out(settings, folder, root, cells, say)
+        result.records += records
+        (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
+        if failures:
+            listed = "\n".join(f"  {f}" for f in failures)
+            raise LaunchError(f"{len(failures)} of {len(cells)} jobs failed:\n{listed}\nfix the cause and rerun "
+                              "`chemspec launch`; cells that finished are recorded in dvc.lock and will not run again")
+    say(f"dvc repro (log: {folder / 'dvc.log'})")
+    _dvc(root, "repro", log=folder / "dvc.log")
+    result.final = stale(root)
+    if result.final:
+        raise LaunchError(f"`dvc status` still reports {', '.join(result.final)} after the launch; "
+                          "run `dvc repro` to finish, and report this")
+    return result

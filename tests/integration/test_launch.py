@@ -1,0 +1,107 @@
+"""`chemspec launch --executor local -j 4` against a serial `dvc repro` of the same study, in two temp repos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_study, tool_env, write_spec
+
+pytestmark = pytest.mark.slow
+
+IGNORED = {"wall_time_s"}  # the only field of cells.json that may differ between runs
+
+
+def small_study() -> dict:
+    """2 TPE configs, 2 model sizes x 2 data sizes: four train cells to run at once."""
+    study = tiny_study(**{"data.source.max_molecules": 700, "data.sizes": [100, 200], "data.validation": 100,
+                          "data.test": 100, "hpo.tpe.data_size": 200, "fit.laws": ["power"]})
+    del study["model"]["sizes"]["m"]
+    return study
+
+
+def sh(*args: str, cwd: Path) -> str:
+    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def project(root: Path) -> Path:
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    write_spec(root / "study.yaml", small_study())
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory) -> Path:
+    root = project(tmp_path_factory.mktemp("serial"))
+    sh("dvc", "repro", cwd=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory) -> tuple[Path, str]:
+    root = project(tmp_path_factory.mktemp("launched"))
+    return root, sh("chemspec", "launch", "--executor", "local", "-j", "4", cwd=root)
+
+
+def jobs(root: Path) -> list[dict]:
+    (run,) = (root / ".chemspec" / "launch").iterdir()
+    return json.loads((run / "jobs.json").read_text())
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    return max(sum(start <= t < end for start, end in intervals) for t, _ in intervals)
+
+
+def test_train_cells_run_four_at_once(launched):
+    root, out = launched
+    records = {r["stage"]: r for r in jobs(root)}
+    assert set(records) == {"tpe@lr3e-3-bs32", "tpe@lr1e-2-bs32", "train@xs-100", "train@xs-200",
+                            "train@s-100", "train@s-200"}, out
+    train = [(r["start"], r["end"]) for s, r in records.items() if s.startswith("train@")]
+    assert most_at_once(train) == 4
+    tpe = [(r["start"], r["end"]) for s, r in records.items() if s.startswith("tpe@")]
+    assert most_at_once(tpe) == 2
+    # The stage commands themselves overlapped, not just jobs waiting on dvc's repo lock: each `ran` is
+    # from dvc's "Running stage" to its "Updating lock file", which would be disjoint were the lock held
+    # while a command runs.
+    assert most_at_once([tuple(r["ran"]) for s, r in records.items() if s.startswith("train@")]) == 4
+    for record in records.values():
+        assert Path(record["log"]).is_file() and Path(record["log"]).parent.parent == root / ".chemspec" / "launch"
+
+
+def test_dvc_status_is_clean_and_dvc_lock_complete(launched, serial):
+    root, out = launched
+    assert "launch complete: 6 jobs (local, 4 at once), dvc status clean" in out
+    assert "Data and pipelines are up to date." in sh("dvc", "status", cwd=root)
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert set(stages) == set(yaml.safe_load((serial / "dvc.lock").read_text())["stages"])
+    ignored = (root / "results" / "tiny" / "tpe" / ".gitignore").read_text().split()
+    assert sorted(ignored) == ["/lr1e-2-bs32", "/lr3e-3-bs32"]
+
+
+def test_results_equal_a_serial_repro(launched, serial):
+    root, _ = launched
+    ours, theirs = (json.loads((r / "results" / "tiny" / "fit" / "cells.json").read_text()) for r in (root, serial))
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in IGNORED} for row in rows]  # noqa: E731
+    assert strip(ours) == strip(theirs)
+    assert [c["val_loss"] for c in ours] == [c["val_loss"] for c in theirs]
+    # Checkpoints and per-step loss logs are bitwise equal too: same md5 in both dvc.lock files.
+    outs = [{o["path"]: o["md5"] for s, st in yaml.safe_load((r / "dvc.lock").read_text())["stages"].items()
+             if s.startswith("train@") for o in st["outs"] if not o["path"].endswith("metrics.json")}
+            for r in (root, serial)]
+    assert len(outs[0]) == 8 and outs[0] == outs[1]
+
+
+def test_a_second_launch_runs_no_jobs(launched):
+    root, _ = launched
+    out = sh("chemspec", "launch", "-j", "4", cwd=root)
+    assert "launch complete: 0 jobs (local, 4 at once), dvc status clean" in out
+    assert "submitted" not in out

@@ -1,0 +1,115 @@
+"""`chemspec launch` without running cells: the sbatch scripts submitit would submit, the dry-run plan, errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chemspec.errors import LaunchError
+from chemspec.launch import Settings, job_command, launch, make_executor, run_stage_job, sbatch_script, submit_array
+from tests.conftest import tiny_study, tool_env, write_spec
+
+SLURM = Settings(kind="slurm", jobs=3, study="tiny", partition="gpu", account="chem-lab", gpus_per_job=2,
+                 time_min=90, sbatch={"qos": "high", "constraint": "a100"})
+
+
+def test_sbatch_script_carries_the_slurm_settings_and_the_submitit_command(tmp_path):
+    script = sbatch_script(SLURM, tmp_path, count=5)
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=chem-lab", "#SBATCH --gpus-per-node=2",
+                 "#SBATCH --time=90", "#SBATCH --array=0-4%3", "#SBATCH --job-name=chemspec-tiny",
+                 "#SBATCH --qos=high", "#SBATCH --constraint=a100",
+                 f"#SBATCH --output={tmp_path}/%A_%a_0_log.out"):
+        assert line in lines, f"{line!r} missing from\n{script}"
+    command = lines[lines.index("# command") + 2]
+    assert command.startswith("srun --unbuffered --output ")
+    assert command.endswith(f"{sys.executable} -u -m submitit.core._submit {tmp_path}")
+
+
+def test_one_job_is_no_array_and_zero_gpus_request_none(tmp_path):
+    cpu = Settings(kind="slurm", jobs=4, study="tiny", gpus_per_job=0, time_min=30)
+    script = sbatch_script(cpu, tmp_path, count=1)
+    assert "--array" not in script and "--gpus" not in script and "--partition" not in script
+    assert "#SBATCH --time=30" in script.splitlines()
+
+
+def test_the_dry_run_script_is_what_submitit_submits(tmp_path, monkeypatch):
+    """A fake srun/sbatch on PATH: submitit writes its real sbatch file, which must equal the rendering."""
+    bin_dir, capture = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {capture}\necho "Submitted batch job 4242"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    folder = tmp_path / "logs"
+    stages = ["train@xs-200", "train@xs-400", "train@s-200", "train@s-400"]
+    jobs = submit_array(make_executor(SLURM, folder), tmp_path, stages, {})
+    assert capture.read_text() == sbatch_script(SLURM, folder, count=len(stages))
+    assert [jobs[s].job_id for s in stages] == [f"4242_{i}" for i in range(4)]
+    for stage in stages:
+        delayed = pickle.loads(jobs[stage].paths.submitted_pickle.read_bytes())
+        assert delayed.function is run_stage_job and delayed.args == (str(tmp_path), stage, {})
+    assert job_command("train@xs-200")[1:] == ["-m", "dvc", "--wait-for-lock", "repro", "-s", "train@xs-200"]
+
+
+def _project(root: Path, **overrides) -> Path:
+    env = tool_env()
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=root, env=env, check=True)
+    write_spec(root / "study.yaml", tiny_study(**overrides))
+    return root
+
+
+def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli, git_env):
+    executor = {"kind": "slurm", "jobs": 2, "slurm": {"partition": "short", "account": "acme", "gpus_per_job": 1,
+                                                       "time_min": 45}}
+    root = _project(tmp_path, executor=executor)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", cwd=root)
+    assert result.code == 0, result.err
+    out = result.out
+    assert "dry run: slurm executor, 2 jobs at once" in out
+    assert "wave 1: `dvc repro split`, then 2 cells stale now" in out
+    assert "wave 2: `dvc repro select`, then 9 cells stale now" in out
+    assert f"job: {sys.executable} -m dvc --wait-for-lock repro -s train@m-800" in out
+    for line in ("#SBATCH --partition=short", "#SBATCH --account=acme", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --time=45", "#SBATCH --array=0-8%2", "#SBATCH --array=0-1%2"):
+        assert line in out
+    assert not (root / ".chemspec").exists(), "a dry run writes nothing"
+    local = cli("launch", "--dry-run", "--executor", "local", "-j", "4", cwd=root)
+    assert "dry run: local executor, 4 jobs at once" in local.out and "#SBATCH" not in local.out
+
+
+def test_launch_outside_a_dvc_project_says_what_to_do(tmp_path):
+    with pytest.raises(LaunchError, match=r"holds no DVC pipeline; run `git init && dvc init`"):
+        launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
+
+
+def test_slurm_without_sbatch_points_to_dry_run(tmp_path, monkeypatch):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(LaunchError, match=r"sbatch is not on PATH.*--dry-run"):
+        launch(SLURM, tmp_path)
+
+
+def test_bad_sbatch_options_are_refused(tmp_path, cli):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    bad = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"--qos": "high"})
+    with pytest.raises(LaunchError, match=r"not sbatch long options; write them as e.g. qos=high"):
+        launch(bad, tmp_path, dry_run=True)
+    result = cli("launch", "--sbatch", "qos", cwd=tmp_path)
+    assert result.code == 2 and "write KEY=VALUE" in result.err
+
+
+def test_launch_without_params_asks_to_compile(tmp_path, cli):
+    result = cli("launch", "--dry-run", cwd=tmp_path)
+    assert result.code == 1 and "chemspec compile" in result.err
