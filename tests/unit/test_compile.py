@@ -133,3 +133,8 @@ def test_replicate_seeds_add_train_cells_with_other_seeds(tmp_path):
     with pytest.raises(SpecError, match="fit.replicate_cells: \\['xx-1'\\] are not cells"):
         load_study(write_spec(tmp_path / "b.yaml", tiny_study(**{"fit.replicate_seeds": 1,
                                                                   "fit.replicate_cells": ["xx-1"]})))
+
+
+def test_the_committed_quickstart_pipeline_is_up_to_date(cli):
+    result = cli("compile", "--check", str(QUICKSTART), "--root", str(QUICKSTART.parents[1]))
+    assert result.code == 0, result.err
