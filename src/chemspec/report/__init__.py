@@ -56,7 +56,7 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
              "left out of the fits"} for c in cells]
     stats = fit.get("statistics", {})
     spearman = [(size, {**s, "rho_params_text": _num(s["rho_params"], 3), "rho_time_text": _num(s["rho_time"], 3)})
-                for size, s in stats.get("spearman", {}).items()]
+                for size, s in sorted(stats.get("spearman", {}).items(), key=lambda item: float(item[0]))]
     joint = fit.get("joint") or {}
     joint_text = (f"L = {joint['E']:.4g} + {joint['A']:.4g}/N^{joint['alpha']:.3f} + {joint['B']:.4g}/D^{joint['beta']:.3f}"
                   f" (α {_interval(joint['ci_alpha'])}, β {_interval(joint['ci_beta'])}, E {_interval(joint['ci_E'])},"
