@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import platform
 import sys
 import warnings
@@ -23,6 +24,9 @@ from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
 from chemspec.runtime.tpe import estimate
 
 FORCE_FIELDS = ("schnet", "painn", "spookynet")
+# MKL may pick kernels by memory alignment, so two processes can sum the same loss differently in the
+# last bits; strict conditional reproducibility makes CPU results repeatable across runs and jobs.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
 def _hparams(cell: TrainCell) -> dict | None:
