@@ -60,27 +60,22 @@ class SchnetpackEnergy(nn.Module):
         return atomic.new_zeros(n_molecules).index_add(0, batch, atomic)
 
 
-def _schnet(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
-    spk = import_schnetpack()
-    rep = spk.representation.SchNet(n_atom_basis=width, n_interactions=depth, max_z=MAX_Z,
-                                    radial_basis=spk.nn.GaussianRBF(n_rbf=n_rbf, cutoff=cutoff),
-                                    cutoff_fn=spk.nn.CosineCutoff(cutoff))
-    return SchnetpackEnergy(rep, width)
+def _schnetpack(representation: str):
+    """A builder of schnetpack's SchNet or PaiNN: they take the same arguments."""
 
+    def build(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
+        spk = import_schnetpack()
+        rep = getattr(spk.representation, representation)(
+            n_atom_basis=width, n_interactions=depth, max_z=MAX_Z,
+            radial_basis=spk.nn.GaussianRBF(n_rbf=n_rbf, cutoff=cutoff), cutoff_fn=spk.nn.CosineCutoff(cutoff))
+        return SchnetpackEnergy(rep, width)
 
-def _painn(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
-    spk = import_schnetpack()
-    rep = spk.representation.PaiNN(n_atom_basis=width, n_interactions=depth, max_z=MAX_Z,
-                                   radial_basis=spk.nn.GaussianRBF(n_rbf=n_rbf, cutoff=cutoff),
-                                   cutoff_fn=spk.nn.CosineCutoff(cutoff))
-    return SchnetpackEnergy(rep, width)
+    return build
 
 
 def _spookynet(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
-    try:
-        from chemspec.runtime.spookynet import SpookyNet
-    except ImportError as exc:
-        raise RunError(f"model family 'spookynet' is not available: {exc}") from exc
+    from chemspec.runtime.spookynet import SpookyNet
+
     return SpookyNet(num_features=width, num_modules=depth, cutoff=cutoff, num_rbf=n_rbf)
 
 
@@ -90,7 +85,7 @@ class _Registry(dict):
 
 
 FAMILIES: dict[str, Callable[[int, int, float, int], nn.Module]] = _Registry(
-    schnet=_schnet, painn=_painn, spookynet=_spookynet)
+    schnet=_schnetpack("SchNet"), painn=_schnetpack("PaiNN"), spookynet=_spookynet)
 """family -> builder(width, depth, cutoff, n_rbf) of an energy model; a miss raises RunError."""
 
 
