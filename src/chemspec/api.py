@@ -126,7 +126,7 @@ class Report:
     def as_json(self) -> dict:
         return {"study": self.study,
                 "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "status",
-                                             "force_mae_meV_per_A", "energy_mae_meV") if k in c}
+                                             "force_mae_meV_per_A", "energy_mae_meV", "generation") if k in c}
                           for c in self.cells],
                 "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],
                           "exponent": f.get("exponent"), "ci": f.get("ci"), "n": f["n"],

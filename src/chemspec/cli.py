@@ -136,12 +136,25 @@ def report(params: str, as_json: bool, no_files: bool) -> None:
                    f"{_fmt(c.get('test_loss')):>9}{mae}  {hp}{flag}")
     click.echo()
     _echo_fits(result.fits)
+    _echo_generation(result.cells)
     if result.cost:
         cost = result.cost
         click.echo(f"\nTPE: {cost['tpe_s']:.1f} s + training {cost['train_s']:.1f} s against ~{cost['exhaustive_s']:.1f} s "
                    f"for all {cost['configs']} configurations in every cell ({cost['saving']:.0%} saved)")
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+def _echo_generation(cells: list[dict]) -> None:
+    sampled = [c for c in cells if c.get("generation")]
+    if not sampled:
+        return
+    columns = {"validity": "valid", "trivial": "≤1 atom", "uniqueness": "unique", "novelty": "novel",
+               "internal_diversity": "IntDiv", "fcd": "FCD"}
+    click.echo(f"\n{'model':<10} {'data':>9} " + " ".join(f"{label:>9}" for label in columns.values()))
+    for c in sampled:
+        click.echo(f"{c['model']:<10} {c['data_size']:>9,} "
+                   + " ".join(f"{_fmt(c['generation'][k]):>9}" for k in columns))
 
 
 def _echo_fits(fits: list[dict]) -> None:
@@ -208,6 +221,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         click.echo(f"  - cell {key}")
     for row in cells["changed"]:
         click.echo(f"  ~ cell {row['cell']}: val loss {row['val_loss_before']:.4g} -> {row['val_loss_after']:.4g}")
+    for row in cells["generation"]:
+        click.echo(f"  ~ cell {row['cell']}: {row['metric']} {row['before']} -> {row['after']}")
     for row in result["exponents"]:
         if row["before"] != row["after"]:
             flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]

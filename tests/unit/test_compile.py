@@ -35,7 +35,7 @@ def test_recompiling_leaves_files_untouched_and_check_catches_drift(cli, tmp_pat
 
 def test_stage_names_are_readable_and_cover_the_grid():
     pipeline = yaml.safe_load(compile_study(load_study(QUICKSTART), "q.yaml")["dvc.yaml"])["stages"]
-    assert list(pipeline) == ["data", "split", "tpe", "select", "train", "fit", "archive"]
+    assert list(pipeline) == ["data", "split", "tpe", "select", "train", "sample", "fit", "archive"]
     assert sorted(pipeline["train"]["foreach"]) == sorted(
         f"{m}-{n}" for m in ("xs", "s", "m") for n in (1000, 3000, 10000))
     assert sorted(pipeline["tpe"]["foreach"]) == ["lr1e-3-bs64", "lr3e-3-bs64"]
@@ -138,3 +138,24 @@ def test_replicate_seeds_add_train_cells_with_other_seeds(tmp_path):
 def test_the_committed_quickstart_pipeline_is_up_to_date(cli):
     result = cli("compile", "--check", str(QUICKSTART), "--root", str(QUICKSTART.parents[1]))
     assert result.code == 0, result.err
+
+
+def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
+    study = tiny_study(generation={"samples": 10})
+    cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))
+    assert sorted(cells.sample) == sorted(cells.train)
+    assert cells.sample["m-800"].train_identity == identity(cells.train["m-800"])
+    assert cells.fit.generation["xs-200"] == "results/tiny/sample/xs-200/generation.json"
+    stages = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
+    assert stages["sample"]["do"]["deps"][0] == "results/tiny/train/${key}/model"
+    assert "results/tiny/sample/m-800/generation.json" in stages["fit"]["deps"]
+    without = expand(load_study(write_spec(tmp_path / "n.yaml", tiny_study())))
+    assert without.sample == {} and without.fit.generation == {}
+    assert identity(without.train["m-800"]) == identity(cells.train["m-800"])
+
+
+def test_generation_is_refused_for_force_fields(tmp_path):
+    text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text() + "generation: {samples: 10}\n"
+    (tmp_path / "nff.yaml").write_text(text)
+    with pytest.raises(SpecError, match="generation: model.family 'painn' does not generate molecules"):
+        load_study(tmp_path / "nff.yaml")

@@ -68,6 +68,8 @@ CASES = [
     ("missing-file", mutate("data.source", {"file": "nowhere.csv", "column": "smiles"}), "does not exist"),
     ("confidence", mutate("fit.confidence", 1.0), "fit.confidence"),
     ("seed-negative", mutate("seed", -1), "seed"),
+    ("samples-too-few", mutate("generation.samples", 1), "generation.samples"),
+    ("top-p-zero", mutate("generation.top_p", 0), "generation.top_p"),
 ]
 
 

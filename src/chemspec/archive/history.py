@@ -118,14 +118,21 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
     return rows
 
 
+def _generation_changes(key: str, before: dict, after: dict) -> list[dict]:
+    ga, gb = before.get("generation") or {}, after.get("generation") or {}
+    return [{"cell": key, "metric": m, "before": ga.get(m), "after": gb.get(m)}
+            for m in sorted(set(ga) | set(gb)) if ga.get(m) != gb.get(m)]
+
+
 def cell_changes(a: list[dict], b: list[dict]) -> dict:
     key = lambda c: f"{c['model']}-{c['data_size']}"  # noqa: E731
     before, after = {key(c): c for c in a}, {key(c): c for c in b}
+    common = sorted(set(before) & set(after))
     return {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
             "changed": [{"cell": k, "val_loss_before": before[k]["val_loss"], "val_loss_after": after[k]["val_loss"],
                          "delta": after[k]["val_loss"] - before[k]["val_loss"]}
-                        for k in sorted(set(before) & set(after))
-                        if before[k]["val_loss"] != after[k]["val_loss"]]}
+                        for k in common if before[k]["val_loss"] != after[k]["val_loss"]],
+            "generation": [change for k in common for change in _generation_changes(k, before[k], after[k])]}
 
 
 def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = ".") -> dict:

@@ -19,7 +19,7 @@ from chemspec.compiler.cells import ArchiveCell
 from chemspec.errors import ArchiveError
 from chemspec.runtime.io import read_json
 
-TIMING_KEYS = ("wall_time_s", "device")
+TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s")
 PACKAGES = ("chemspec", "torch", "lightning", "transformers", "dvc", "rdkit", "selfies", "statsmodels",
             "numpy", "pydantic", "schnetpack")
 
@@ -53,7 +53,8 @@ def _split_timing(metrics: dict) -> tuple[dict, dict]:
     return result, timing
 
 
-def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, str]) -> dict:
+def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, str],
+                generation: dict[str, str]) -> dict:
     for role, path in cell.inputs.items():
         if not Path(path).exists():
             raise ArchiveError(f"archive: input {role} ({path}) is missing; run `dvc repro` to produce it")
@@ -64,10 +65,11 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
             objects[role] = store.put_json(read_json(cell.inputs[role]))
     objects["plots"] = {p.name: store.put_bytes(p.read_bytes())
                         for p in sorted(Path(cell.inputs["plots"]).iterdir()) if p.is_file()}
-    timing: dict = {"train": {}, "tpe": {}}
-    objects["train"], objects["tpe"], identities = {}, {}, {}
+    timing: dict = {"train": {}, "tpe": {}, "sample": {}}
+    objects["train"], objects["tpe"], objects["sample"], identities = {}, {}, {}, {}
     for kind, sources in (("train", {k: Path(p) for k, p in metrics.items()}),
-                          ("tpe", {k: Path(p) / "estimate.json" for k, p in tpe_dirs.items()})):
+                          ("tpe", {k: Path(p) / "estimate.json" for k, p in tpe_dirs.items()}),
+                          ("sample", {k: Path(p) for k, p in generation.items()})):
         for key, path in sorted(sources.items()):
             result, timing[kind][key] = _split_timing(read_json(path))
             objects[kind][key] = store.put_json(result)

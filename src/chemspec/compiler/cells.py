@@ -66,6 +66,27 @@ class TrainCell(Cell):
     resume_dir: str
 
 
+class SampleCell(Cell):
+    """Sample molecules from one trained ChemGPT cell and score them against its training and test sets."""
+
+    name: str
+    data_size: int
+    representation: str
+    samples: int
+    temperature: float
+    top_k: int
+    top_p: float
+    batch_size: int
+    seed: int
+    accelerator: str
+    train_identity: str
+    """Identity of the training cell sampled: a retrained model is a new sample."""
+    train_dir: str
+    data_dir: str
+    split_dir: str
+    out_dir: str
+
+
 class SelectCell(Cell):
     keep: int
     margin: float | None
@@ -92,6 +113,8 @@ class FitCell(Cell):
     confidence: float
     bootstrap: int
     metrics: dict[str, str]
+    generation: dict[str, str]
+    """Train cell key -> its generation.json (empty without a generation section)."""
     selected: str
     out_dir: str
 
@@ -112,12 +135,13 @@ class Cells(Cell):
     calibrate: dict[str, TrainCell]
     calibration: CalibrationCell | None
     train: dict[str, TrainCell]
+    sample: dict[str, SampleCell]
     fit: FitCell
     archive: ArchiveCell
 
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
-                    "metrics", "inputs", "root", "size_name", "resume_dir"}
+                    "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
 
 
@@ -209,9 +233,11 @@ def expand(study: Study) -> Cells:
                 "name": f"train@{key}-seed{replicate}", "seed": study.seed + replicate,
                 "out_dir": f"{results}/train/{key}-seed{replicate}",
                 "resume_dir": f"{results}/.resume/train-{key}-seed{replicate}"})
+    sample = _samples(study, train, f"{results}/sample")
     fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
                   bootstrap=study.fit.bootstrap,
                   metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
+                  generation={key: f"{cell.out_dir}/generation.json" for key, cell in sample.items()},
                   selected=selected, out_dir=f"{results}/fit")
     inputs = {"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json", "selected": selected,
               "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
@@ -220,6 +246,18 @@ def expand(study: Study) -> Cells:
     archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"), inputs=inputs,
                           root="archive")
     return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
-                 train=train, fit=fit, archive=archive)
+                 train=train, sample=sample, fit=fit, archive=archive)
+
+
+def _samples(study: Study, train: dict[str, TrainCell], out: str) -> dict[str, SampleCell]:
+    generation = study.generation
+    if generation is None:
+        return {}
+    return {key: SampleCell(name=f"sample@{key}", data_size=cell.data_size,
+                            representation=study.data.text_representation, **generation.model_dump(),
+                            accelerator=study.training.accelerator, train_identity=identity(cell),
+                            train_dir=cell.out_dir, data_dir=cell.data_dir, split_dir=cell.split_dir,
+                            out_dir=f"{out}/{key}")
+            for key, cell in train.items()}
 
 

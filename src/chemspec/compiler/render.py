@@ -79,6 +79,26 @@ def _calibration_stages(cells: Cells, tpe_size: int) -> dict:
     }
 
 
+def _sample_stages(cells: Cells) -> dict:
+    if not cells.sample:
+        return {}
+    first = next(iter(cells.sample.values()))
+    d, s, results = cells.data.out_dir, cells.split.out_dir, first.out_dir.rsplit("/", 1)[0]
+    train = first.train_dir.rsplit("/", 1)[0]
+    return {"sample": {
+        "foreach": {key: {"data_size": cell.data_size, "identity": short_identity(cell)}
+                    for key, cell in cells.sample.items()},
+        "do": {
+            "cmd": _cell_cmd("sample"),
+            "params": [{PARAMS: ["cells.sample.${key}"]}],
+            "deps": [f"{train}/${{key}}/model", f"{train}/${{key}}/metrics.json", f"{d}/molecules.csv",
+                     f"{s}/train-${{item.data_size}}.npy", f"{s}/test.npy"],
+            "outs": [f"{results}/${{key}}/samples.csv"],
+            "metrics": [f"{results}/${{key}}/generation.json"],
+        },
+    }}
+
+
 def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
     tpe_size = next(iter(cells.tpe.values())).data_size
     results = cells.fit.out_dir.rsplit("/", 1)[0]
@@ -125,10 +145,11 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
                 "metrics": [f"{train_dir}/${{key}}/metrics.json"],
             },
         },
+        **_sample_stages(cells),
         "fit": {
             "cmd": _cmd("fit", cells.fit),
             "params": [{PARAMS: ["cells.fit"]}],
-            "deps": list(cells.fit.metrics.values()) + [cells.fit.selected],
+            "deps": list(cells.fit.metrics.values()) + list(cells.fit.generation.values()) + [cells.fit.selected],
             "outs": [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/plots"],
             "metrics": [{f"{cells.fit.out_dir}/fit.json": {"cache": False}}],
         },
@@ -136,13 +157,14 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
             "cmd": _cmd("archive", cells.archive),
             "params": [{PARAMS: ["cells.archive"]}],
             "deps": sorted(set(cells.archive.inputs.values()) | set(cells.fit.metrics.values())
-                           | set(cells.select.tpe_dirs.values())),
+                           | set(cells.fit.generation.values()) | set(cells.select.tpe_dirs.values())),
             "outs": [{f"{cells.archive.root}/refs/{cells.archive.study}.json": {"cache": False,
                                                                                 "persist": True}}],
         },
     }
     fit = cells.fit.out_dir
-    plots = [f"{fit}/plots/{name}.png" for name in ("scaling", "joint", "residuals")] + [
+    figures = ("scaling", "joint", "residuals") + (("generation",) if cells.sample else ())
+    plots = [f"{fit}/plots/{name}.png" for name in figures] + [
         {"val_loss_by_data_size": {"template": "scatter", "x": "data_size",
                                    "y": {f"{fit}/cells.json": "val_loss"}}},
         {"val_loss_by_params": {"template": "scatter", "x": "params", "y": {f"{fit}/cells.json": "val_loss"}}}]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-IMAGES = ("scaling", "joint", "residuals")
+IMAGES = ("scaling", "joint", "residuals", "generation")
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -45,6 +45,18 @@ def calibration_rows(calibration: dict | None) -> list[dict]:
             for name, s in calibration["scores"].items()]
 
 
+def generation_rows(cells: list[dict]) -> list[dict]:
+    """Per-cell generation metrics as display text; cells without samples are left out."""
+    rows = []
+    for c in cells:
+        g = c.get("generation")
+        if g:
+            rows.append({"model": c["model"], "params": c["params"], "data_size": c["data_size"],
+                         **{k: _num(g.get(k), 3) for k in ("validity", "trivial", "uniqueness", "novelty",
+                                                            "internal_diversity", "fcd", "w_logp", "w_qed", "w_mw")}})
+    return rows
+
+
 def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
             manifest: str | None = None, calibration: dict | None = None) -> dict:
     fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
@@ -74,7 +86,9 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
     return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
             "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
-            "tpe": tpe, "images": images, "manifest": manifest, "calibration": calibration_rows(calibration)}
+            "tpe": tpe, "images": images, "manifest": manifest, "calibration": calibration_rows(calibration),
+            "generation": generation_rows(cells),
+            "generation_fits": [{**f, "ci_text": _interval(f.get("ci"))} for f in fit.get("generation") or []]}
 
 
 def html(ctx: dict) -> str:
@@ -94,6 +108,15 @@ def markdown(ctx: dict) -> str:
     lines += ["", "| model | parameters | data size | val loss | status |", "|---|---|---|---|---|"]
     lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['status_text']} |"
               for c in ctx["cells"]]
+    if ctx["generation"]:
+        keys = ("validity", "trivial", "uniqueness", "novelty", "internal_diversity", "fcd", "w_logp", "w_qed", "w_mw")
+        lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(keys) + " |",
+                  "|---|---|" + "---|" * len(keys)]
+        lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in keys) + " |"
+                  for g in ctx["generation"]]
+        for f in ctx["generation_fits"]:
+            value = f"{f['exponent']:.3f} {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
+            lines.append(f"- FCD power law, {f['axis']} axis, {f['group']}: {value}")
     if ctx["tpe"]:
         lines += ["", ctx["tpe"]["cost_text"]]
     lines += ["", "Figures: " + ", ".join(f"plots/{name}.png" for name, _ in ctx["images"])]

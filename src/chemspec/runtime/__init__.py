@@ -7,8 +7,8 @@ from collections.abc import Callable
 from chemspec.compiler.cells import Cells, identity
 from chemspec.errors import RunError
 
-STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "fit", "archive")
-PER_CELL = ("tpe", "calibrate", "train")
+STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "sample", "fit", "archive")
+PER_CELL = ("tpe", "calibrate", "train", "sample")
 
 
 def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str | None = None) -> dict:
@@ -57,6 +57,12 @@ def _train(cells: Cells, key: str | None, table: str) -> dict:
     return run_training(getattr(cells, table)[key])
 
 
+def _sample(cells: Cells, key: str | None) -> dict:
+    from chemspec.runtime.sample import run_sample
+
+    return run_sample(cells.sample[key])
+
+
 def _select(cells: Cells, key: str | None) -> dict:
     from chemspec.runtime.tpe import run_select
 
@@ -80,11 +86,11 @@ def _fit(cells: Cells, key: str | None) -> dict:
 def _archive(cells: Cells, key: str | None) -> dict:
     from chemspec.archive.manifest import run_archive
 
-    return run_archive(cells.archive, cells.fit.metrics, cells.select.tpe_dirs)
+    return run_archive(cells.archive, cells.fit.metrics, cells.select.tpe_dirs, cells.fit.generation)
 
 
 _RUNNERS: dict[str, Callable[[Cells, str | None], dict]] = {
     "data": _data, "split": _split, "tpe": lambda c, k: _train(c, k, "tpe"), "select": _select,
     "calibrate": lambda c, k: _train(c, k, "calibrate"), "calibration": _calibration,
-    "train": lambda c, k: _train(c, k, "train"), "fit": _fit, "archive": _archive,
+    "train": lambda c, k: _train(c, k, "train"), "sample": _sample, "fit": _fit, "archive": _archive,
 }

@@ -207,16 +207,20 @@ def finite_json(value):
 def run_fit(cell: FitCell) -> dict:
     from chemspec.runtime.plots import write_plots
 
-    rows = cells_table(cell.metrics)
     from chemspec.report import cost
+    from chemspec.runtime import quality
 
+    rows = quality.attach(cells_table(cell.metrics), cell.generation)
     flat, joint = fits(rows, cell.laws, cell.confidence)
+    generation = quality.fits(rows, cell.confidence) if cell.generation else None
     selected = read_json(cell.selected) if Path(cell.selected).is_file() else None
     exponents = {f"{f['law']}.{f['axis']}.{f['group']}": f["exponent"] for f in flat if f["status"] == "ok"}
+    exponents.update(quality.exponents(generation or []))
     result = finite_json({"study": cell.study, "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
                           "exponents": exponents, "joint": joint, "statistics": statistics(rows),
                           "noise": seed_noise(cell.metrics, rows), "cost": cost(selected, rows),
-                          "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence)})
+                          "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence),
+                          "generation": generation})
     out = Path(cell.out_dir)
     write_json(out / "cells.json", rows)
     write_plots(rows, result, out / "plots", cell.study)

@@ -11,9 +11,6 @@ import numpy as np
 
 from chemspec.runtime.io import atomic_dir, write_bytes
 
-PLOTS = ("scaling", "joint", "residuals")
-
-
 def _pyplot():
     import matplotlib
 
@@ -101,12 +98,40 @@ def _residuals(plt, result: dict, title: str):
     return fig
 
 
+def _generation(plt, rows: list[dict], title: str):
+    from chemspec.runtime.quality import METRICS
+
+    fig, axes = plt.subplots(2, len(METRICS), figsize=(3 * len(METRICS), 6), constrained_layout=True)
+    for row_axes, (x_key, group_key, label) in zip(axes, (("data_size", "model", "training molecules"),
+                                                           ("params", "data_size", "non-embedding parameters"))):
+        for ax, metric in zip(row_axes, METRICS):
+            for group in dict.fromkeys(r[group_key] for r in rows):
+                points = sorted((r[x_key], r["generation"][metric]) for r in rows if r[group_key] == group
+                                and r["generation"][metric] is not None)
+                if points:
+                    ax.plot(*zip(*points), "o-", label=str(group))
+            ax.set_xscale("log")
+            if metric == "fcd":
+                ax.set_yscale("log")
+            ax.set_title(metric.replace("_", " "), fontsize=9)
+            ax.set_xlabel(label, fontsize=8)
+            ax.grid(True, alpha=0.3)
+        row_axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: generation quality of each cell")
+    return fig
+
+
 def write_plots(rows: list[dict], result: dict, folder: Path, title: str) -> None:
     plt = _pyplot()
     usable = [r for r in rows if r["status"] == "ok"]
+    figures = [("scaling", lambda: _scaling(plt, usable, result, title)),
+               ("joint", lambda: _joint(plt, usable, result.get("joint"), title)),
+               ("residuals", lambda: _residuals(plt, result, title))]
+    sampled = [r for r in usable if r.get("generation")]
+    if sampled:
+        figures.append(("generation", lambda: _generation(plt, sampled, title)))
     with atomic_dir(folder) as tmp:
-        for name, fig in (("scaling", _scaling(plt, usable, result, title)),
-                          ("joint", _joint(plt, usable, result.get("joint"), title)),
-                          ("residuals", _residuals(plt, result, title))):
+        for name, make in figures:
+            fig = make()
             _save(fig, tmp, name)
             plt.close(fig)

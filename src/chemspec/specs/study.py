@@ -9,6 +9,7 @@ from pydantic import Field, PositiveInt, ValidationInfo, model_validator
 
 from chemspec.specs.base import Spec
 from chemspec.specs.data import AtomsFileSource, Data, SmilesFileSource
+from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model
 from chemspec.specs.training import Training
@@ -79,6 +80,9 @@ class Study(Spec):
     """How each cell trains."""
     hpo: Hpo
     """Hyperparameter grid and TPE gating."""
+    generation: Generation | None = None
+    """Sample molecules from every trained ChemGPT cell and score them (validity, uniqueness, novelty,
+    diversity, FCD, property distances); omit to skip."""
     fit: Fit = Fit()
     """Scaling-law fits."""
     archive: Archive = Archive()
@@ -92,6 +96,9 @@ class Study(Spec):
         if lm != (self.data.kind == "smiles"):
             raise ValueError(f"model.family {self.model.family!r} does not fit data.kind {self.data.kind!r}: "
                              "chemgpt trains on smiles data, schnet/painn/spookynet on atoms data")
+        if self.generation is not None and not lm:
+            raise ValueError(f"generation: model.family {self.model.family!r} does not generate molecules; "
+                             "remove the generation section (only chemgpt studies sample)")
         tpe = self.hpo.tpe
         if tpe.model_size is not None and tpe.model_size not in self.model.size_names():
             raise ValueError(f"hpo.tpe.model_size {tpe.model_size!r} is not a model size; "

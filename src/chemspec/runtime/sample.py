@@ -1,0 +1,114 @@
+"""The sample stage: draw molecules from a trained ChemGPT cell and measure their quality.
+
+The model is loaded the way a user would load it, with `from_pretrained` on the cell's model
+directory (model and tokenizer side by side), so every trained cell is proven samplable. Samples
+are seeded: the same cell and generation settings give the same molecules on the same device.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.compiler.cells import SampleCell, identity
+from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
+
+
+def load_cell(model_dir: str | Path, device: str = "cpu"):
+    """(model, tokenizer) of a trained cell, loaded with `transformers` alone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(model_dir)
+
+
+def to_smiles(text: str, representation: str) -> str:
+    if representation == "smiles":
+        return text
+    import selfies
+
+    try:
+        return selfies.decoder(text) or ""
+    except selfies.DecoderError:
+        return ""
+
+
+def sample(model, tokenizer, count: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           batch_size: int = 1000, seed: int = 0, representation: str = "selfies") -> tuple[list[dict], int]:
+    """`count` molecules as rows {text, smiles, terminated}, and the number of tokens generated."""
+    import torch
+
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    rows, generated = [], 0
+    special = set(tokenizer.all_special_ids)
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        prompt = torch.full((n, 1), tokenizer.bos_token_id, dtype=torch.long, device=device)
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+                                 temperature=temperature, top_k=top_k or None, top_p=top_p,
+                                 max_length=model.config.max_position_embeddings,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for ids in out[:, 1:].tolist():
+            end = ids.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in ids else len(ids)
+            body = [i for i in ids[:end] if i not in special]
+            generated += end + (end < len(ids))
+            text = "".join(tokenizer.convert_ids_to_tokens(body))
+            rows.append({"text": text, "smiles": to_smiles(text, representation), "terminated": end < len(ids)})
+    return rows, generated
+
+
+def _smiles_table(data_dir: Path) -> list[str]:
+    with open(data_dir / "molecules.csv", encoding="utf-8", newline="") as handle:
+        return [row[0] for row in list(csv.reader(handle))[1:]]
+
+
+def _skipped(cell: SampleCell, trained: dict) -> dict:
+    result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
+              "status": "skipped", "reason": f"the training cell is {trained['status']}"}
+    with atomic_dir(Path(cell.out_dir)) as tmp:
+        write_bytes(tmp / "samples.csv", b"text,smiles,terminated\n")
+        write_json(tmp / "generation.json", result)
+    return result
+
+
+def run_sample(cell: SampleCell) -> dict:
+    import torch
+
+    from chemspec.runtime.generation import evaluate
+
+    trained = read_json(Path(cell.train_dir) / "metrics.json")
+    if trained.get("status", "ok") != "ok":
+        return _skipped(cell, trained)
+    device = "cuda" if cell.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_cell(Path(cell.train_dir) / "model", device)
+    started = time.perf_counter()
+    rows, tokens = sample(model, tokenizer, cell.samples, temperature=cell.temperature, top_k=cell.top_k,
+                          top_p=cell.top_p, batch_size=cell.batch_size, seed=cell.seed,
+                          representation=cell.representation)
+    sampling_s = time.perf_counter() - started
+    data, split = Path(cell.data_dir), Path(cell.split_dir)
+    table = _smiles_table(data)
+    training = {table[i] for i in np.load(split / f"train-{cell.data_size}.npy")}
+    test = [table[i] for i in np.load(split / "test.npy")]
+    metrics = evaluate([r["smiles"] for r in rows], training, test, device=device, seed=cell.seed)
+    result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
+              "model": trained["model"], "params": trained["params"], "data_size": cell.data_size,
+              "status": "ok", "settings": {k: getattr(cell, k) for k in
+                                           ("samples", "temperature", "top_k", "top_p", "seed")},
+              **metrics, "terminated": sum(r["terminated"] for r in rows) / len(rows),
+              "sampling_s": round(sampling_s, 3), "tokens_per_s": round(tokens / max(sampling_s, 1e-9), 1),
+              "device": device}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["text", "smiles", "terminated"])
+    writer.writerows((r["text"], r["smiles"], int(r["terminated"])) for r in rows)
+    with atomic_dir(Path(cell.out_dir)) as tmp:
+        write_bytes(tmp / "samples.csv", out.getvalue().encode())
+        write_json(tmp / "generation.json", result)
+    return result

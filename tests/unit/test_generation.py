@@ -1,0 +1,84 @@
+"""Generation metrics on small hand-checked sets, and FCD's sanity: ~0 against itself, large against nonsense."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.metadata
+import random
+import re
+
+import pytest
+import selfies
+from rdkit import Chem
+
+from chemspec.runtime.generation import canonical, evaluate, fcd, internal_diversity, property_distances
+from chemspec.runtime.sample import to_smiles
+
+
+def moses(n: int, skip: int = 0) -> list[str]:
+    path = importlib.metadata.distribution("molsets").locate_file("moses/dataset/data/train.csv.gz")
+    with gzip.open(path, "rt") as handle:
+        rows = csv.reader(handle)
+        next(rows)
+        return [canonical(row[0])[0] for _, row in zip(range(n + skip), rows)][skip:]
+
+
+def test_counts_on_a_hand_checked_set():
+    samples = ["CCO", "OCC", "CCO", "c1ccccc1", "C1CC", "", "C", "CCN"]
+    #           valid  =CCO   dup   valid      invalid  empty  1 atom  valid, in training
+    result = evaluate(samples, training={"CCN", "CCCC"}, test=["CCO", "CCC", "c1ccccc1O"])
+    assert result["samples"] == 8
+    assert result["validity"] == pytest.approx(6 / 8)       # CCO OCC CCO c1ccccc1 C CCN
+    assert result["trivial"] == pytest.approx(3 / 8)        # invalid, empty and methane
+    assert result["uniqueness"] == pytest.approx(4 / 6)     # CCO, c1ccccc1, C, CCN
+    assert result["novelty"] == pytest.approx(3 / 4)        # CCN was in training
+    assert 0 < result["internal_diversity"] <= 1
+    assert set(result["wasserstein"]) == {"logp", "qed", "mw"}
+
+
+def test_identical_molecules_have_no_diversity_and_too_few_for_fcd():
+    result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), test=["CCO", "CCC"])
+    assert result["uniqueness"] == pytest.approx(1 / 3)
+    assert result["internal_diversity"] is None
+    assert "need at least 2" in result["notes"]["internal_diversity"]
+    assert internal_diversity(["CCO", "CCO"]) == pytest.approx(0.0)
+
+
+def test_nothing_valid_gives_none_not_a_crash():
+    result = evaluate(["C1CC", "", "(("], training=set(), test=["CCO", "CCC"])
+    assert result["validity"] == 0
+    assert result["uniqueness"] is None and result["novelty"] is None and result["fcd"] is None
+    assert result["wasserstein"] is None
+    assert "need at least 2" in result["notes"]["fcd"]
+
+
+def test_property_distance_of_a_set_to_itself_is_zero():
+    smiles = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC"]
+    assert all(v == pytest.approx(0.0, abs=1e-12) for v in property_distances(smiles, smiles).values())
+    shifted = property_distances(smiles, [s + "CCCC" for s in smiles])
+    assert shifted["mw"] == pytest.approx(4 * 14.027, rel=1e-3)
+
+
+def _shuffled(smiles: str, rng: random.Random) -> str:
+    """The molecule's SELFIES symbols in random order: the same atoms, decoded into a scrambled graph."""
+    symbols = re.findall(r"\[[^\]]*\]", selfies.encoder(smiles))
+    rng.shuffle(symbols)
+    return selfies.decoder("".join(symbols))
+
+
+def test_fcd_is_zero_against_itself_and_large_against_shuffled_atoms():
+    reference, other = moses(500), moses(500, skip=500)
+    rng = random.Random(0)
+    shuffled = [_shuffled(s, rng) for s in other]
+    assert fcd(reference, reference) == pytest.approx(0.0, abs=1e-3)
+    same_distribution = fcd(other, reference)  # > 0 only by the finite-sample bias (about 1/n)
+    nonsense = fcd(shuffled, reference)
+    assert nonsense > 2.5 * same_distribution
+    assert nonsense - same_distribution > 15
+
+
+def test_selfies_decode_and_undecodable_text():
+    assert Chem.CanonSmiles(to_smiles("[C][C][O]", "selfies")) == "CCO"
+    assert to_smiles("", "selfies") == ""
+    assert to_smiles("CCO", "smiles") == "CCO"
