@@ -1,4 +1,11 @@
-"""ChemGPT: a `transformers` GPT-Neo causal LM in a LightningModule that owns model, loss and optimiser."""
+"""ChemGPT: a `transformers` GPT-Neo causal LM in a LightningModule that owns model, loss and optimiser.
+
+Speed without changing the model: attention runs through SDPA (runtime.gptneo_sdpa: same logits as
+eager), the tanh-GELU is transformers' fused `gelu_pytorch_tanh` (the formula of GPT-Neo's
+`gelu_new`), training builds no KV cache, and batches are right-padded, so the causal mask alone
+hides padding and no mask is passed (the flash kernel stays eligible). Divergence is checked every
+`CHECK_EVERY` steps rather than every step, so the GPU is not made to wait for each loss.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +17,20 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
+from chemspec.runtime.gptneo_sdpa import use_sdpa
 from chemspec.runtime.molecules import BOS, EOS, PAD
 from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
 
 IGNORE = -100
+CHECK_EVERY = 25
 
 
 def gpt_neo_config(size: dict, vocab_size: int) -> GPTNeoConfig:
     return GPTNeoConfig(
         vocab_size=vocab_size, max_position_embeddings=size["max_length"], hidden_size=size["n_embd"],
         num_layers=size["n_layer"], num_heads=size["n_head"], attention_types=[[["global"], size["n_layer"]]],
-        intermediate_size=4 * size["n_embd"], embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0,
+        intermediate_size=4 * size["n_embd"], activation_function="gelu_pytorch_tanh", embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0,
         bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
 
 
@@ -65,9 +74,11 @@ class ChemGPT(L.LightningModule):
     """Causal LM over token ids; records per-step training loss and per-token validation loss."""
 
     def __init__(self, config: GPTNeoConfig, learning_rate: float, optimizer: Optimizer,
-                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None):
+                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None, compile: bool = False):
         super().__init__()
-        self.model = GPTNeoForCausalLM(config)
+        self.model = use_sdpa(GPTNeoForCausalLM(config))
+        if compile:
+            self.model.compile(dynamic=True)
         self.learning_rate = learning_rate
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
@@ -89,7 +100,7 @@ class ChemGPT(L.LightningModule):
 
     def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and the number of predicted tokens."""
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = self.model(input_ids=batch["input_ids"], use_cache=False).logits
         targets = batch["labels"][:, 1:]
         total = torch.nn.functional.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1),
@@ -101,16 +112,32 @@ class ChemGPT(L.LightningModule):
         loss = total / count
         if self.nan_at_step == self.global_step:
             loss = loss * float("nan")
-        if not torch.isfinite(loss):
-            finite = [float(v) for epoch in self.losses for v in epoch]
-            self.diverged = {"step": int(self.global_step), "last_finite_loss": finite[-1] if finite else None}
-            self.trainer.should_stop = True
-            return None
         while len(self.losses) <= self.current_epoch:
             self.losses.append([])
         self.losses[self.current_epoch].append(loss.detach())
         self._tokens = self._tokens.to(count.device) + count
+        if (self.global_step + 1) % CHECK_EVERY == 0:
+            self._check_finite()
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Find the first non-finite loss since the last check; cut the log there and stop training."""
+        if self.diverged is not None or not self.losses:
+            return
+        recent = self.losses[-1][-CHECK_EVERY:]
+        values = [torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in recent]
+        finite = torch.isfinite(torch.stack(values)).tolist() if values else []
+        if all(finite):
+            return
+        bad = len(self.losses[-1]) - len(recent) + finite.index(False)
+        earlier = sum(len(epoch) for epoch in self.losses[:-1])
+        self.losses[-1] = self.losses[-1][:bad]
+        kept = [float(v) for epoch in self.losses for v in epoch]
+        self.diverged = {"step": earlier + bad, "last_finite_loss": kept[-1] if kept else None}
+        self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["chemspec"] = {"losses": self.step_losses, "val_history": self.val_history,

@@ -75,6 +75,9 @@ class Training(Spec):
     """Force-field loss (ignored by language models)."""
     gradient_clip: PositiveFloat | None = 1.0
     """Clip the gradient norm to this value; none disables clipping."""
+    compile: bool = False
+    """torch.compile the language model (GPU; the first steps are slower while it compiles; force
+    fields cannot be compiled: their loss needs a double backward)."""
     num_workers: int = Field(0, ge=0)
     """Data-loader worker processes (does not change results)."""
     checkpoint_every_n_epochs: PositiveInt = 1
