@@ -86,17 +86,36 @@ def property_distances(generated: Sequence[str], reference: Sequence[str]) -> di
     return {name: float(wasserstein_distance(ours[name], theirs[name])) for name in PROPERTIES}
 
 
+def _chemnet_statistics(chemnet, smiles: Sequence[str], device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of ChemNet's penultimate activations over `smiles`."""
+    import torch
+    from fcd_torch.utils import SmilesDataset
+    from torch.utils.data import DataLoader
+
+    model = chemnet.model.to(device)
+    with torch.no_grad():
+        activations = np.vstack([model(batch.transpose(1, 2).float().to(device)).cpu().numpy()
+                                 for batch in DataLoader(SmilesDataset(list(smiles)), batch_size=512)])
+    return activations.mean(0), np.cov(activations.T)
+
+
 def fcd(generated: Sequence[str], reference: Sequence[str], device: str = "cpu") -> float | None:
-    """Fréchet ChemNet Distance; None below two molecules on either side."""
+    """Fréchet ChemNet Distance; None below two molecules on either side.
+
+    fcd_torch supplies ChemNet's weights, its SMILES encoding and the distance; the activations are
+    gathered here because its own loop calls `np.row_stack`, which NumPy 2.4 removed."""
     if len(generated) < 2 or len(reference) < 2:
         return None
     import warnings
 
     from fcd_torch import FCD
+    from fcd_torch.utils import calculate_frechet_distance
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = FCD(device=device, n_jobs=1, batch_size=512)(list(reference), list(generated))
+        chemnet = FCD(device=device, n_jobs=1)
+        value = calculate_frechet_distance(*_chemnet_statistics(chemnet, reference, device),
+                                           *_chemnet_statistics(chemnet, generated, device))
     return float(max(value, 0.0)) if math.isfinite(value) else None
 
 

@@ -19,10 +19,12 @@ from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
 
 
 def load_cell(model_dir: str | Path, device: str = "cpu"):
-    """(model, tokenizer) of a trained cell, loaded with `transformers` alone."""
+    """(model, tokenizer) of a trained cell, loaded with `transformers` alone; attention through SDPA."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    from chemspec.runtime.gptneo_sdpa import use_sdpa
+
+    model = use_sdpa(AutoModelForCausalLM.from_pretrained(model_dir)).to(device).eval()
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
