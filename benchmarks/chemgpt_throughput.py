@@ -1,0 +1,300 @@
+"""ChemGPT training throughput on one card: Hugging Face's Trainer against chemspec's own path.
+
+Every path trains the same GPT-Neo (chemspec's `gpt_neo_config`, same seed) on the same MOSES SELFIES
+molecules with the same batch size, step count, AdamW learning rate (constant) and gradient clipping
+(1.0), in bf16 on a GPU and fp32 on a CPU (smoke test). Paths, run in the order given by --paths:
+
+  hf                 transformers.Trainer with its defaults (but the shared learning rate, no checkpoints,
+                     a log every --loss-window steps): DataCollatorForLanguageModeling(mlm=False)
+                     padding to the longest row of each batch, and GPT-Neo's eager attention
+  hf_compile         the same with torch_compile=True
+  chemspec           chemspec's ChemGPT LightningModule and `loader` as `chemspec run` trains them
+                     (SDPA attention, fused tanh-GELU, no mask or KV cache in training)
+  chemspec_compile   the same with training.compile (torch.compile on the GPT-Neo model)
+  chemspec_bucketed  chemspec (and chemspec_bucketed_compile: chemspec_compile) with batches from
+                     `BucketedBatches` (length-sorted within chunks) instead of `loader`'s shuffle
+
+Useful tokens are the non-padding tokens of the batches trained between the end of step --warmup and
+the last step, counted as each batch is collated; tokens/s divides them by the wall time between
+those two step ends (CUDA synchronised at both). MFU = (6N + 12·L·T·d) · tokens/s over the H100's
+dense bf16 peak of 989 TFLOP/s and over the bf16 matmul rate measured here, with N the
+non-embedding parameters and T the mean useful length of a molecule. `final_loss` is the mean
+training loss of the last --loss-window steps (Trainer's logged value and the module's own losses).
+
+On the GPU machine (no molsets there: carry a copy of its train.csv.gz; the hf paths need
+accelerate, which the device image has):
+  source benchmarks/device_setup.sh
+  python3 benchmarks/chemgpt_throughput.py --smiles .bench/moses_train.csv.gz --sizes 200m:16x1024x16
+"""
+from __future__ import annotations
+
+import argparse, csv, gc, gzip, json, logging, os, platform, sys, tempfile, time, warnings
+from importlib.metadata import version
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
+PATHS = ("hf", "hf_compile", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile")
+H100_BF16_PEAK = 989e12
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--smiles", help="MOSES train.csv.gz (default: the one in the molsets wheel)")
+    a("--molecules", type=int, default=200_000, help="first N SMILES of the file (%(default)s)")
+    a("--sizes", default="20m:24x256x8,200m:16x1024x16", help="name:layers x hidden x heads, comma list")
+    a("--max-length", type=int, default=128, help="positions; longer molecules are dropped (%(default)s)")
+    a("--batch", type=int, default=256, help="molecules per step (%(default)s)")
+    a("--steps", type=int, default=300, help="optimiser steps of every path (%(default)s)")
+    a("--warmup", type=int, default=50, help="steps left out of the timing (%(default)s)")
+    a("--loss-window", type=int, default=10, help="steps averaged into final_loss (%(default)s)")
+    a("--lr", type=float, default=5e-4, help="AdamW learning rate of every path (%(default)s)")
+    a("--bucket-chunk", type=int, default=100, help="batches sorted together by BucketedBatches")
+    a("--paths", default="hf,chemspec,chemspec_compile", help="comma list")
+    a("--save", help="save the first size's last chemspec model here (save_pretrained, with its tokenizer)")
+    a("--workers", type=int, default=16, help="processes encoding SELFIES (%(default)s)")
+    a("--seed", type=int, default=0)
+    a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "chemgpt_throughput.json"))
+    args = p.parse_args(argv)
+    args.paths = [x.strip() for x in args.paths.split(",") if x.strip()]
+    if bad := set(args.paths) - set(PATHS):
+        p.error(f"unknown paths {sorted(bad)}; choose from {', '.join(PATHS)}")
+    args.loss_window = min(args.loss_window, args.steps)
+    if not 0 < args.warmup < args.steps or args.steps % args.loss_window:
+        p.error("need 0 < --warmup < --steps, and --steps a multiple of --loss-window")
+    args.sizes = {name: [int(x) for x in shape.split("x")]
+                  for name, shape in (item.split(":") for item in args.sizes.split(","))}
+    return args
+
+
+def encode(smiles: str) -> list[str] | None:
+    import selfies
+    from chemspec.runtime.molecules import symbols
+
+    try:
+        return symbols(selfies.encoder(smiles), "selfies")
+    except selfies.EncoderError:
+        return None
+
+
+def moses_tokens(path: Path, count: int, max_length: int, workers: int) -> tuple[np.ndarray, list[str]]:
+    """Rows of [BOS] symbols [EOS] [PAD]… for the first `count` SMILES, and the vocabulary."""
+    from chemspec.runtime.molecules import BOS, EOS, PAD, SPECIALS
+
+    with gzip.open(path, "rt", newline="") as handle:
+        rows = csv.reader(handle)
+        next(rows)
+        smiles = [row[0] for _, row in zip(range(count), rows)]
+    with Pool(workers) as pool:
+        encoded = [s for s in pool.map(encode, smiles, chunksize=500) if s and len(s) + 2 <= max_length]
+    vocab = SPECIALS + sorted({t for s in encoded for t in s})
+    index = {t: i for i, t in enumerate(vocab)}
+    tokens = np.full((len(encoded), max(map(len, encoded)) + 2), PAD, dtype=np.int16)
+    for row, s in enumerate(encoded):
+        tokens[row, : len(s) + 2] = [BOS, *map(index.__getitem__, s), EOS]
+    return tokens, vocab
+
+
+class BucketedBatches(torch.utils.data.Sampler):
+    """Batches of similar length: each epoch shuffles the rows, sorts them by length within chunks of
+    `chunk` batches, cuts the chunks into batches and shuffles the batches. Every row is seen once per
+    epoch, and a batch pads to its own longest row, so padding nearly vanishes."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, chunk: int = 100):
+        self.lengths, self.batch_size, self.seed, self.chunk, self.epoch = lengths, batch_size, seed, chunk, 0
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order, span, batches = rng.permutation(len(self.lengths)), self.batch_size * self.chunk, []
+        for start in range(0, len(order), span):
+            piece = order[start: start + span]
+            piece = piece[np.argsort(self.lengths[piece], kind="stable")]
+            batches += [piece[i: i + self.batch_size].tolist() for i in range(0, len(piece), self.batch_size)]
+        return iter([batches[i] for i in rng.permutation(len(batches))])
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+class Counted:
+    """A collate function that also records each batch's useful and total token counts, in order."""
+
+    def __init__(self, collate):
+        self.collate, self.useful, self.total = collate, [], []
+
+    def __call__(self, rows):
+        batch = self.collate(rows)
+        self.useful.append(int(batch["attention_mask"].sum()))
+        self.total.append(batch["attention_mask"].numel())
+        return batch
+
+
+class Clock:
+    """Wall time at the ends of step `warmup` and of the last step."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps, self.marks = warmup, steps, {}
+
+    def tick(self, step: int) -> None:
+        if step in (self.warmup, self.steps):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.marks[step] = time.perf_counter()
+
+    def summary(self, counted: Counted, final_loss: float) -> dict:
+        seconds = self.marks[self.steps] - self.marks[self.warmup]
+        useful, total = sum(counted.useful[self.warmup: self.steps]), sum(counted.total[self.warmup: self.steps])
+        cuda = torch.cuda.is_available()
+        return {"tokens_per_s": useful / seconds, "padding_share": 1 - useful / total,
+                "steps_per_s": (self.steps - self.warmup) / seconds, "timed_s": seconds, "final_loss": final_loss,
+                "peak_mem_MB": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
+
+
+def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> dict:
+    from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, GPTNeoForCausalLM, Trainer,
+                              TrainerCallback, TrainingArguments)
+
+    from chemspec.runtime.molecules import PAD
+
+    clock, cuda = Clock(args.warmup, args.steps), torch.cuda.is_available()
+
+    class Tick(TrainerCallback):
+        def on_step_end(self, _args, state, control, **kwargs):
+            clock.tick(state.global_step)
+
+    counted = Counted(DataCollatorForLanguageModeling(AutoTokenizer.from_pretrained(tokenizer_dir), mlm=False))
+    rows = [{"input_ids": row[row != PAD].tolist()} for row in tokens]
+    torch.manual_seed(args.seed)
+    model = GPTNeoForCausalLM(config)
+    with tempfile.TemporaryDirectory() as out:
+        settings = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=args.lr,
+            lr_scheduler_type="constant", bf16=cuda, use_cpu=not cuda, torch_compile=compiled, report_to="none",
+            save_strategy="no", logging_steps=args.loss_window, disable_tqdm=True, seed=args.seed)
+        trainer = Trainer(model=model, args=settings, train_dataset=rows, data_collator=counted, callbacks=[Tick()])
+        trainer.train()
+    return clock.summary(counted, [e["loss"] for e in trainer.state.log_history if "loss" in e][-1])
+
+
+def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool) -> tuple[dict, object]:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from chemspec.runtime.chemgpt import ChemGPT, loader
+    from chemspec.runtime.molecules import PAD
+    from chemspec.specs.training import Optimizer, Scheduler
+
+    clock, cuda = Clock(args.warmup, args.steps), torch.cuda.is_available()
+
+    class Tick(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            clock.tick(trainer.global_step)
+
+    torch.manual_seed(args.seed)
+    module = ChemGPT(config, args.lr, Optimizer(), Scheduler(), total_steps=args.steps, compile=compiled)
+    batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=args.seed)
+    counted = Counted(batches.collate_fn)
+    if bucketed:
+        sampler = BucketedBatches((tokens != PAD).sum(1), args.batch, args.seed, args.bucket_chunk)
+        batches = DataLoader(batches.dataset, batch_sampler=sampler, collate_fn=counted)
+    else:
+        batches.collate_fn = counted
+    trainer = L.Trainer(
+        max_steps=args.steps, accelerator="gpu" if cuda else "cpu", devices=1,
+        precision="bf16-mixed" if cuda else "32-true", logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, gradient_clip_val=1.0,
+        callbacks=[Tick()])
+    trainer.fit(module, batches)
+    losses = [v for epoch in module.step_losses for v in epoch]
+    return clock.summary(counted, float(np.mean(losses[-args.loss_window:]))), module.model
+
+
+def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    if path.startswith("hf"):
+        return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path), None
+    return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled="compile" in path)
+
+
+def matmul_peak() -> float | None:
+    """bf16 FLOP/s of an 8192³ matrix product on this card (None on a CPU)."""
+    if not torch.cuda.is_available():
+        return None
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    torch.cuda.synchronize()
+    return 20 * 2 * 8192**3 / (time.perf_counter() - start)
+
+
+def write(result: dict, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def main(argv=None):
+    args = parse(argv)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    from transformers import AutoTokenizer, GPTNeoForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from chemspec.runtime.chemgpt import gpt_neo_config, non_embedding_parameters
+    from chemspec.runtime.molecules import PAD, moses_path, save_tokenizer
+
+    hf_logging.set_verbosity_error()
+    tokens, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, args.max_length, args.workers)
+    mean_length = float((tokens != PAD).sum(1).mean())
+    peak = matmul_peak()
+    result = {"card": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
+              "python": platform.python_version(), "torch": torch.__version__,
+              **{name: version(name) for name in ("transformers", "lightning", "selfies")},
+              "command": " ".join(sys.argv), "settings": vars(args),
+              "molecules": len(tokens), "vocab": len(vocab), "mean_useful_length": mean_length,
+              "matmul_bf16_tflops": peak / 1e12 if peak else None, "sizes": {}}
+    print(f"{result['card']}: {len(tokens)} molecules, mean length {mean_length:.1f} tokens", flush=True)
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        save_tokenizer(vocab, "selfies", Path(tokenizer_dir))
+        for name, (layers, hidden, heads) in args.sizes.items():
+            config = gpt_neo_config({"max_length": args.max_length, "n_layer": layers, "n_embd": hidden,
+                                     "n_head": heads}, len(vocab))
+            with torch.device("meta"):
+                n = non_embedding_parameters(GPTNeoForCausalLM(config))
+            flops_per_token = 6 * n + 12 * layers * mean_length * hidden
+            entry = result["sizes"][name] = {"N": n, "L": layers, "d": hidden, "heads": heads, "T": mean_length,
+                                             "flops_per_token": flops_per_token, "paths": {}, "ratios": {}}
+            for path in args.paths:
+                r, model = run(path, args, config, tokens, tokenizer_dir)
+                entry["paths"][path] = r
+                if args.save and model is not None and name == next(iter(args.sizes)):
+                    model.save_pretrained(args.save)
+                    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(args.save)
+                del model
+                r["mfu_989"] = flops_per_token * r["tokens_per_s"] / H100_BF16_PEAK
+                r["mfu_measured_peak"] = flops_per_token * r["tokens_per_s"] / peak if peak else None
+                gc.collect()
+                torch.cuda.empty_cache()
+                print(f"{name} {path}: {r['tokens_per_s']:,.0f} useful tokens/s, padding {r['padding_share']:.0%}, "
+                      f"MFU {r['mfu_989']:.1%} of 989 TFLOP/s, loss {r['final_loss']:.3f}, "
+                      f"peak {r['peak_mem_MB'] or 0:,.0f} MB", flush=True)
+                if "hf" in entry["paths"]:
+                    hf = entry["paths"]["hf"]
+                    entry["ratios"] = {f"{p}/hf": v["tokens_per_s"] / hf["tokens_per_s"]
+                                       for p, v in entry["paths"].items() if p != "hf"}
+                write(result, args.out)
+            print(f"{name} ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in entry["ratios"].items()), flush=True)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
