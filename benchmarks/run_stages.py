@@ -17,7 +17,7 @@ from chemspec.runtime import PER_CELL
 
 def _done(out_dir: str) -> bool:
     folder = Path(out_dir)
-    return (folder / "estimate.json").is_file() or (folder / "metrics.json").is_file()
+    return any((folder / name).is_file() for name in ("estimate.json", "metrics.json", "generation.json"))
 
 
 def main() -> int:

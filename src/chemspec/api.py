@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from chemspec.compiler import Cells, compile_study
+from chemspec.compiler.render import PIPELINES
 from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
 from chemspec.runtime.io import read_json, write_bytes
 from chemspec.specs import Study, json_schema, load_study
@@ -50,6 +51,8 @@ class CompileResult:
     files: dict[str, str]
     stale: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    """Per-size pipeline files of an earlier compile that this grid no longer has."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -64,11 +67,21 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
         path = root / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             result.stale.append(name)
+    obsolete = [p.relative_to(root).as_posix() for p in sorted((root / PIPELINES).glob("*/dvc.yaml"))
+                if p.relative_to(root).as_posix() not in files]
+    result.stale.extend(obsolete)
     if check:
         return result
+    for name in obsolete:
+        for leftover in ("dvc.yaml", "dvc.lock"):
+            (root / name).with_name(leftover).unlink(missing_ok=True)
+        if not any((root / name).parent.iterdir()):
+            (root / name).parent.rmdir()
+        result.removed.append(name)
     for name in result.stale:
-        write_bytes(root / name, files[name].encode())
-        result.written.append(name)
+        if name in files:
+            write_bytes(root / name, files[name].encode())
+            result.written.append(name)
     if not (root / ".dvc").is_dir():
         result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
         return result

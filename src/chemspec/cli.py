@@ -57,7 +57,8 @@ def compile_(spec: str, check: bool, root: str) -> None:
         click.echo(f"up to date: {', '.join(result.files)}")
         return
     written = ", ".join(result.written) or "nothing (already up to date)"
-    click.echo(f"study {result.study!r}: wrote {written}")
+    click.echo(f"study {result.study!r}: wrote {written}"
+               + (f"; removed {', '.join(result.removed)} (model sizes no longer in the spec)" if result.removed else ""))
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

@@ -109,7 +109,9 @@ def _dvc(root: Path, *args: str, log: Path | None = None) -> str:
 def stale(root: Path, groups: tuple[str, ...] | None = None) -> list[str]:
     """Stages `dvc status` reports as changed; only cells of `groups` (`train@...`) when given."""
     report = json.loads(_dvc(root, "status", "--json") or "{}")
-    return sorted(name for name in report if groups is None or ("@" in name and name.split("@")[0] in groups))
+    # Per-size pipelines name their stages `pipelines/<size>/dvc.yaml:train@<cell>`.
+    return sorted(name for name in report
+                  if groups is None or ("@" in name and name.split("@")[0].rsplit(":", 1)[-1] in groups))
 
 
 def make_executor(settings: Settings, folder: Path):

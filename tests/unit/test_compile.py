@@ -159,3 +159,43 @@ def test_generation_is_refused_for_force_fields(tmp_path):
     (tmp_path / "nff.yaml").write_text(text)
     with pytest.raises(SpecError, match="generation: model.family 'painn' does not generate molecules"):
         load_study(tmp_path / "nff.yaml")
+
+
+def _big_grid(sizes: int) -> dict:
+    return tiny_study(**{"model.sizes": {f"m{i}": {"n_layer": 1, "n_embd": 8 * (i + 1), "n_head": 2}
+                                         for i in range(sizes)},
+                         "data.sizes": [100, 200, 300, 400, 500], "data.source.max_molecules": 1200,
+                         "hpo.tpe": {"budget_fraction": 0.5, "model_size": "m0", "data_size": 100},
+                         "generation": {"samples": 10}})
+
+
+def test_a_big_grid_is_split_into_one_pipeline_per_model_size_that_dvc_reads(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    spec = write_spec(tmp_path / "study.yaml", _big_grid(10))
+    assert cli("compile", str(spec), cwd=tmp_path).code == 0
+    root = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert "train" not in root and "sample" not in root and "fit" in root
+    per_size = sorted(p.parent.name for p in (tmp_path / "pipelines").glob("*/dvc.yaml"))
+    assert per_size == sorted(f"m{i}" for i in range(10))
+    m3 = yaml.safe_load((tmp_path / "pipelines/m3/dvc.yaml").read_text())["stages"]
+    assert sorted(m3["train"]["foreach"]) == [f"m3-{n}" for n in (100, 200, 300, 400, 500)]
+    assert m3["train"]["do"]["wdir"] == "../.." and m3["sample"]["do"]["wdir"] == "../.."
+    status = subprocess.run(["dvc", "status", "--json"], cwd=tmp_path, capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert "pipelines/m3/dvc.yaml:train@m3-300" in status.stdout and "fit" in status.stdout
+    assert cli("compile", "--check", str(spec), cwd=tmp_path).code == 0
+
+    (tmp_path / "pipelines/m9/dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    write_spec(spec, _big_grid(9) | {"data": {**_big_grid(9)["data"], "sizes": list(range(100, 700, 100))}})
+    stale = cli("compile", "--check", str(spec), cwd=tmp_path)
+    assert stale.code == 1 and "pipelines/m9/dvc.yaml" in stale.err
+    result = cli("compile", str(spec), cwd=tmp_path)
+    assert result.code == 0 and "removed pipelines/m9/dvc.yaml" in result.out
+    assert not (tmp_path / "pipelines/m9").exists()
+    assert (tmp_path / "pipelines/m8/dvc.yaml").is_file()
+
+
+def test_a_small_grid_stays_in_one_dvc_yaml(tmp_path):
+    files = compile_study(load_study(write_spec(tmp_path / "s.yaml", _big_grid(9))), "s.yaml")
+    assert sorted(files) == ["dvc.yaml", "params.yaml"]
