@@ -74,9 +74,15 @@ class ChemGPT(L.LightningModule):
     """Causal LM over token ids; records per-step training loss and per-token validation loss."""
 
     def __init__(self, config: GPTNeoConfig, learning_rate: float, optimizer: Optimizer,
-                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None, compile: bool = False):
+                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None, compile: bool = False,
+                 activation_checkpointing: bool = False):
         super().__init__()
         self.model = use_sdpa(GPTNeoForCausalLM(config))
+        if activation_checkpointing:
+            if hasattr(self.model, "activation_checkpointing_enable"):  # gradient_checkpointing_enable: its old name
+                self.model.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable({"use_reentrant": False})
         if compile:
             self.model.compile(dynamic=True)
         self.learning_rate = learning_rate

@@ -108,7 +108,8 @@ def run_training(cell: TrainCell) -> dict:
     fault = fault_for(cell.name)
     module = ChemGPT(gpt_neo_config(cell.size, len(tokenizer)), hp["learning_rate"], training.optimizer,
                      training.scheduler, total_steps=len(batches) * cell.epochs,
-                     nan_at_step=fault[1] if fault and fault[0] == "nan" else None, compile=training.compile)
+                     nan_at_step=fault[1] if fault and fault[0] == "nan" else None, compile=training.compile,
+                     activation_checkpointing=training.activation_checkpointing)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
                     tag={"identity": identity(cell), "hparams": hp})
     trainer = L.Trainer(

@@ -96,6 +96,9 @@ class Study(Spec):
         if lm != (self.data.kind == "smiles"):
             raise ValueError(f"model.family {self.model.family!r} does not fit data.kind {self.data.kind!r}: "
                              "chemgpt trains on smiles data, schnet/painn/spookynet on atoms data")
+        if self.training.activation_checkpointing and not lm:
+            raise ValueError(f"training.activation_checkpointing: model.family {self.model.family!r} does not "
+                             "support it (language models only); set it to false")
         if self.training.compile and not lm:
             raise ValueError(f"training.compile: model.family {self.model.family!r} cannot be compiled (its force "
                              "loss needs a double backward, which torch.compile does not support); set it to false")

@@ -1,0 +1,50 @@
+"""ChemGPT's size ladder reaches the paper's scale, and activation checkpointing changes memory, not maths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPTNeoForCausalLM
+
+from chemspec.runtime.chemgpt import ChemGPT, collate, gpt_neo_config, non_embedding_parameters
+from chemspec.specs import load_study
+from chemspec.specs.training import Optimizer, Scheduler
+from tests.conftest import REPO
+
+VOCAB = 110  # MOSES SELFIES symbols plus the four specials
+
+
+def parameters(size: dict) -> int:
+    with torch.device("meta"):
+        return non_embedding_parameters(GPTNeoForCausalLM(gpt_neo_config(size, VOCAB)))
+
+
+@pytest.mark.parametrize("hidden,published", [(128, 4.7e6), (256, 19e6), (2048, 1.2e9)])
+def test_published_chemgpt_shapes_have_their_published_sizes(hidden, published):
+    size = {"n_layer": 24, "n_embd": hidden, "n_head": 8, "max_length": 128}
+    assert parameters(size) == pytest.approx(published, rel=0.03)
+
+
+def test_the_paper_scale_study_spans_1e5_to_1e9_parameters():
+    study = load_study(REPO / "specs" / "chemgpt-moses-scaling.yaml")
+    counts = sorted(parameters(size.model_dump()) for size in study.model.sizes.values())
+    assert counts[0] < 2e5 and counts[-1] > 1e9
+    assert study.data.sizes[-1] + study.data.validation + study.data.test <= 1_584_663
+
+
+def _gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    config = gpt_neo_config({"n_layer": 3, "n_embd": 32, "n_head": 4, "max_length": 32}, 20)
+    module = ChemGPT(config, 1e-3, Optimizer(), Scheduler(), total_steps=1, activation_checkpointing=checkpointing)
+    module.train()
+    rows = [(torch.tensor([1, 5, 6, 7, 2] + [0] * 5),), (torch.tensor([1, 8, 9, 10, 11, 12, 13, 2, 0, 0]),)]
+    total, count = module.token_loss(collate(rows))
+    (total / count).backward()
+    return {name: p.grad.clone() for name, p in module.model.named_parameters()}
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    plain, checkpointed = _gradients(False), _gradients(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
