@@ -1,7 +1,8 @@
 """`chemspec launch`: run the compiled pipeline with its per-cell stages fanned out as submitit jobs.
 
 The pipeline runs in waves. Each wave first brings its upstream stage up to date with a plain
-`dvc repro <stage>` (`split` for the tpe and calibrate cells, `select` for the train cells), then
+`dvc repro <stage>` (`split` for the tpe and calibrate cells, `select` for the train cells and then
+for the sample cells, which need the trained models), then
 asks `dvc status --json` which cells of the wave are stale and runs each as one job,
 `dvc --wait-for-lock repro -s <stage>`, at most `jobs` at once (local: the launcher keeps that many
 submitit subprocesses alive; slurm: one job array throttled with `%jobs`). A last `dvc repro`
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from chemspec.errors import LaunchError
 
-WAVES = (("split", ("tpe", "calibrate")), ("select", ("train",)))
+WAVES = (("split", ("tpe", "calibrate")), ("select", ("train",)), ("select", ("sample",)))
 DVC = (sys.executable, "-m", "dvc")
 LOGS = Path(".chemspec") / "launch"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine

@@ -30,19 +30,25 @@ def test_counts_on_a_hand_checked_set():
     result = evaluate(samples, training={"CCN", "CCCC"}, test=["CCO", "CCC", "c1ccccc1O"])
     assert result["samples"] == 8
     assert result["validity"] == pytest.approx(6 / 8)       # CCO OCC CCO c1ccccc1 C CCN
-    assert result["trivial"] == pytest.approx(3 / 8)        # invalid, empty and methane
+    assert result["trivial"] == pytest.approx(2 / 8)        # the empty string and methane
     assert result["uniqueness"] == pytest.approx(4 / 6)     # CCO, c1ccccc1, C, CCN
     assert result["novelty"] == pytest.approx(3 / 4)        # CCN was in training
     assert 0 < result["internal_diversity"] <= 1
     assert set(result["wasserstein"]) == {"logp", "qed", "mw"}
 
 
-def test_identical_molecules_have_no_diversity_and_too_few_for_fcd():
+def test_internal_diversity_counts_repeats_and_self_pairs_as_moses_does():
     result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), test=["CCO", "CCC"])
     assert result["uniqueness"] == pytest.approx(1 / 3)
-    assert result["internal_diversity"] is None
-    assert "need at least 2" in result["notes"]["internal_diversity"]
-    assert internal_diversity(["CCO", "CCO"]) == pytest.approx(0.0)
+    assert result["internal_diversity"] == pytest.approx(0.0)
+    from rdkit import DataStructs
+    from rdkit.Chem import rdFingerprintGenerator
+
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
+    a, b = (generator.GetFingerprint(Chem.MolFromSmiles(s)) for s in ("CCO", "c1ccccc1"))
+    pair = DataStructs.TanimotoSimilarity(a, b)
+    assert internal_diversity(["CCO", "c1ccccc1"]) == pytest.approx(1 - (2 * pair + 2) / 4)
+    assert internal_diversity(["CCO", "CCO", "c1ccccc1"]) == pytest.approx(1 - (4 * pair + 5) / 9)
 
 
 def test_nothing_valid_gives_none_not_a_crash():
@@ -50,7 +56,7 @@ def test_nothing_valid_gives_none_not_a_crash():
     assert result["validity"] == 0
     assert result["uniqueness"] is None and result["novelty"] is None and result["fcd"] is None
     assert result["wasserstein"] is None
-    assert "need at least 2" in result["notes"]["fcd"]
+    assert "need at least 2" in result["notes"]["fcd"] and result["internal_diversity"] is None
 
 
 def test_property_distance_of_a_set_to_itself_is_zero():

@@ -76,7 +76,8 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
             identities[f"{kind}@{key}"] = result.get("identity")
     objects["timing"] = store.put_json(timing)
     data, split = read_json(cell.inputs["data"]), read_json(cell.inputs["split"])
-    seconds = sum(t.get("wall_time_s", 0.0) for group in timing.values() for t in group.values())
+    seconds = sum(t.get("wall_time_s", 0.0) + t.get("sampling_s", 0.0) for group in timing.values()
+                  for t in group.values())
     device = next((t["device"] for group in timing.values() for t in group.values() if "device" in t), None)
     manifest = {
         "kind": "chemspec-manifest", "version": 1, "study": cell.study, "seed": cell.seed,

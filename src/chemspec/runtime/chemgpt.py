@@ -4,7 +4,8 @@ Speed without changing the model: attention runs through SDPA (runtime.gptneo_sd
 eager), the tanh-GELU is transformers' fused `gelu_pytorch_tanh` (the formula of GPT-Neo's
 `gelu_new`), training builds no KV cache, and batches are right-padded, so the causal mask alone
 hides padding and no mask is passed (the flash kernel stays eligible). Divergence is checked every
-`CHECK_EVERY` steps rather than every step, so the GPU is not made to wait for each loss.
+`CHECK_EVERY` steps (and before each validation) rather than every step, so the GPU is not made to
+wait for each loss; the steps run after a non-finite loss are not recorded.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ class ChemGPT(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._check_finite()
 
+    def on_validation_epoch_start(self) -> None:
+        self._check_finite()
+
     def _check_finite(self) -> None:
         """Find the first non-finite loss since the last check; cut the log there and stop training."""
         if self.diverged is not None or not self.losses:
@@ -162,7 +166,7 @@ class ChemGPT(L.LightningModule):
         total, count = self.trainer.strategy.reduce(self._val, reduce_op="sum").tolist()
         self._val = torch.zeros(2, dtype=torch.float64)
         loss = total / max(count, 1.0)
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.diverged is None:
             self.val_history.append(loss)
         self.log("val_loss", loss, prog_bar=True, sync_dist=False)
 

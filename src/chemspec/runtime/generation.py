@@ -2,16 +2,17 @@
 
 * validity: share of samples that RDKit parses into a molecule with at least one atom. SELFIES
   decode to a valid graph by construction, so validity is ~1 for SELFIES models; the telling
-  figure is `trivial`, the share that decode to an empty or single-heavy-atom molecule.
+  figure is `trivial`, the share that decode to an empty string or a single-heavy-atom molecule.
 * uniqueness: distinct canonical SMILES among the valid samples.
 * novelty: share of the distinct valid samples that are not in the training subset the cell saw.
-* internal diversity: 1 − mean Tanimoto similarity of Morgan fingerprints (radius 2, 1024 bits)
-  over all pairs of distinct valid samples (at most `DIVERSITY_CAP` of them, chosen by seed).
+* internal diversity: MOSES's IntDiv1, 1 − the mean Tanimoto similarity of Morgan fingerprints
+  (radius 2, 1024 bits) over all ordered pairs of valid samples, repeats and self-pairs included
+  (at most `DIVERSITY_CAP` samples, chosen by seed).
 * FCD: Fréchet ChemNet Distance of the valid samples to the held-out test set (fcd_torch, which
   ships ChemNet's weights).
 * properties: Wasserstein-1 distance of logP, QED and molecular weight between the valid samples
   and the test set.
-FCD and properties take the valid samples with their repeats, as MOSES does: a model that repeats
+FCD, properties and diversity take the valid samples with their repeats, as MOSES does: a model that repeats
 itself is a narrower distribution.
 FCD is biased upward at small sample counts (roughly as 1/n; ~10 at 1,000 samples of MOSES against
 MOSES), so compare cells at the same `generation.samples`, as every cell of a study is.
@@ -46,7 +47,7 @@ def canonical(smiles: str):
 
 
 def internal_diversity(smiles: Sequence[str], seed: int = 0) -> float | None:
-    """1 − mean pairwise Tanimoto similarity; None below two molecules."""
+    """1 − mean Tanimoto similarity over all n² ordered pairs (as MOSES); None below two molecules."""
     if len(smiles) < 2:
         return None
     from rdkit import DataStructs
@@ -59,12 +60,10 @@ def internal_diversity(smiles: Sequence[str], seed: int = 0) -> float | None:
         chosen = [chosen[i] for i in sorted(picks)]
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
     prints = [generator.GetFingerprint(Chem.MolFromSmiles(s)) for s in chosen]
-    total, pairs = 0.0, 0
-    for i in range(len(prints) - 1):
-        similarities = DataStructs.BulkTanimotoSimilarity(prints[i], prints[i + 1:])
-        total += float(np.sum(similarities))
-        pairs += len(similarities)
-    return 1.0 - total / pairs
+    off_diagonal = sum(float(np.sum(DataStructs.BulkTanimotoSimilarity(prints[i], prints[i + 1:])))
+                       for i in range(len(prints) - 1))
+    n = len(prints)
+    return 1.0 - (2 * off_diagonal + n) / n**2
 
 
 def properties(smiles: Sequence[str]) -> dict[str, np.ndarray]:
@@ -125,21 +124,19 @@ def evaluate(samples: Sequence[str], training: set[str], test: Sequence[str], de
     n = len(samples)
     parsed = [canonical(s) for s in samples]
     valid = [p[0] for p in parsed if p is not None]
-    trivial = sum(1 for p in parsed if p is None or p[1] <= 1)
+    trivial = sum(1 for s, p in zip(samples, parsed) if not s or (p is not None and p[1] <= 1))
     unique = list(dict.fromkeys(valid))
     novel = [s for s in unique if s not in training]
     notes = {}
-    if len(unique) < 2:
-        notes["internal_diversity"] = f"{len(unique)} distinct valid molecules; need at least 2"
     if len(valid) < 2:
-        notes["fcd"] = f"{len(valid)} valid molecules; need at least 2"
+        notes["fcd"] = notes["internal_diversity"] = f"{len(valid)} valid molecules; need at least 2"
     result = {
         "samples": n,
         "validity": len(valid) / n if n else None,
         "trivial": trivial / n if n else None,
         "uniqueness": len(unique) / len(valid) if valid else None,
         "novelty": len(novel) / len(unique) if unique else None,
-        "internal_diversity": internal_diversity(unique, seed),
+        "internal_diversity": internal_diversity(valid, seed),
         "fcd": fcd(valid, test, device),
         "wasserstein": property_distances(valid, test),
         "notes": notes,

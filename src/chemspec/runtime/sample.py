@@ -65,9 +65,10 @@ def sample(model, tokenizer, count: int, *, temperature: float = 1.0, top_k: int
     return rows, generated
 
 
-def _smiles_table(data_dir: Path) -> list[str]:
+def _molecules(data_dir: Path) -> list[tuple[str, str]]:
+    """(canonical SMILES, text the model reads) of every molecule of the data stage."""
     with open(data_dir / "molecules.csv", encoding="utf-8", newline="") as handle:
-        return [row[0] for row in list(csv.reader(handle))[1:]]
+        return [(row[0], row[1]) for row in list(csv.reader(handle))[1:]]
 
 
 def _skipped(cell: SampleCell, trained: dict) -> dict:
@@ -95,10 +96,14 @@ def run_sample(cell: SampleCell) -> dict:
                           representation=cell.representation)
     sampling_s = time.perf_counter() - started
     data, split = Path(cell.data_dir), Path(cell.split_dir)
-    table = _smiles_table(data)
-    training = {table[i] for i in np.load(split / f"train-{cell.data_size}.npy")}
-    test = [table[i] for i in np.load(split / "test.npy")]
-    metrics = evaluate([r["smiles"] for r in rows], training, test, device=device, seed=cell.seed)
+    table = _molecules(data)
+    seen = {table[i] for i in np.load(split / f"train-{cell.data_size}.npy")}
+    test = [table[i][0] for i in np.load(split / "test.npy")]
+    # A sample that repeats a training text is that training molecule, even where decoding and
+    # canonicalising it would not give back the same SMILES string.
+    by_text = {text: smiles for smiles, text in seen}
+    smiles = [by_text.get(r["text"], r["smiles"]) for r in rows]
+    metrics = evaluate(smiles, {s for s, _ in seen}, test, device=device, seed=cell.seed)
     result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
               "model": trained["model"], "params": trained["params"], "data_size": cell.data_size,
               "status": "ok", "settings": {k: getattr(cell, k) for k in

@@ -134,7 +134,7 @@ def run_training(cell: TrainCell) -> dict:
               "val_history": module.val_history, "wall_time_s": round(wall, 3), "device": device_name(),
               "status": "ok"}
     if module.diverged is not None:
-        result.update(status="diverged", divergence=module.diverged, val_loss=None)
+        result.update(status="diverged", divergence=module.diverged, val_loss=None, steps=module.diverged["step"])
     out = Path(cell.out_dir)
     if cell.hparams is not None:
         result["estimator"] = cell.estimator["estimator"]
