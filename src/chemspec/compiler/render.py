@@ -2,10 +2,13 @@
 
 The files are built as plain dicts and dumped with a fixed key order, so no template holds logic.
 Per-cell stages use DVC's `foreach`, which gives them the readable names `tpe@<hp>` and
-`train@<size>-<n>`; each depends only on its own section of params.yaml, so editing one model size
-re-runs that size's cells and nothing else upstream. Every command carries its cell's identity:
-DVC's run cache can ignore a changed params section (treeverse/dvc#10296), but never a changed
-command, and the stage refuses to run when params.yaml no longer matches the identity it was given.
+`train@<size>-<n>`. A stage's command carries its cell's identity (the hash of the fields that
+change its result), and that is how DVC sees a changed cell: editing one model size changes the
+commands of that size's cells and nothing upstream. Stages declare no `params` dependencies: DVC
+re-reads and re-parses the whole params file for every stage that names it, which made a no-op
+`dvc repro` of a 200-cell study take 160 s (BENCHMARKS.md); the identity is also what keeps DVC's
+run cache honest (a changed params section can be missed by it, treeverse/dvc#10296; a changed
+command cannot), and the stage refuses to run when params.yaml no longer matches the identity.
 """
 
 from __future__ import annotations
@@ -68,14 +71,12 @@ def _calibration_stages(cells: Cells, tpe_size: int) -> dict:
             "foreach": {key: {"identity": short_identity(cell)} for key, cell in cells.calibrate.items()},
             "do": {
                 "cmd": _cell_cmd("calibrate"),
-                "params": [{PARAMS: ["cells.calibrate.${key}"]}],
                 "deps": _train_deps(cells, str(tpe_size), test=False),
                 "outs": [f"{results}/calibrate/${{key}}"],
             },
         },
         "calibration": {
             "cmd": _cmd("calibration", cells.calibration),
-            "params": [{PARAMS: ["cells.calibration"]}],
             "deps": sorted(set(cells.calibration.tpe_dirs.values()) | set(cells.calibration.full_dirs.values())),
             "outs": [f"{cells.calibration.out_dir}/scatter.png"],
             "metrics": [{f"{cells.calibration.out_dir}/calibration.json": {"cache": False}}],
@@ -90,7 +91,6 @@ def _train_stage(cells: Cells, keys: list[str]) -> dict:
                     for key in keys},
         "do": {
             "cmd": _cell_cmd("train"),
-            "params": [{PARAMS: ["cells.train.${key}"]}],
             "deps": _train_deps(cells, "${item.data_size}", test=True) + [cells.select.out],
             "outs": [f"{train_dir}/${{key}}/model", f"{train_dir}/${{key}}/loss.csv"],
             "metrics": [f"{train_dir}/${{key}}/metrics.json"],
@@ -110,7 +110,6 @@ def _sample_stage(cells: Cells, keys: list[str]) -> dict:
                     for key in keys},
         "do": {
             "cmd": _cell_cmd("sample"),
-            "params": [{PARAMS: ["cells.sample.${key}"]}],
             "deps": [f"{train}/${{key}}/model", f"{train}/${{key}}/metrics.json", f"{d}/molecules.csv",
                      f"{s}/train-${{item.data_size}}.npy", f"{s}/test.npy"],
             "outs": [f"{results}/${{key}}/samples.csv"],
@@ -145,13 +144,11 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
     stages: dict = {
         "data": {
             "cmd": _cmd("data", cells.data),
-            "params": [{PARAMS: ["cells.data"]}],
             **({"deps": [source_file]} if source_file else {}),
             "outs": _data_outs(cells),
         },
         "split": {
             "cmd": _cmd("split", cells.split),
-            "params": [{PARAMS: ["cells.split"]}],
             "deps": [f"{cells.data.out_dir}/data.json"],
             "outs": _split_outs(cells),
         },
@@ -160,7 +157,6 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
                         for key, cell in cells.tpe.items()},
             "do": {
                 "cmd": _cell_cmd("tpe"),
-                "params": [{PARAMS: ["cells.tpe.${key}"]}],
                 "deps": _train_deps(cells, str(tpe_size), test=False),
                 "outs": [f"{tpe_dir}/${{key}}"],
             },
@@ -168,7 +164,6 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
         **_calibration_stages(cells, tpe_size),
         "select": {
             "cmd": _cmd("select", cells.select),
-            "params": [{PARAMS: ["cells.select"]}],
             "deps": list(cells.select.tpe_dirs.values()),
             "outs": [cells.select.out],
         },
@@ -176,14 +171,12 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
                                                **_sample_stage(cells, list(cells.train))}),
         "fit": {
             "cmd": _cmd("fit", cells.fit),
-            "params": [{PARAMS: ["cells.fit"]}],
             "deps": list(cells.fit.metrics.values()) + list(cells.fit.generation.values()) + [cells.fit.selected],
             "outs": [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/plots"],
             "metrics": [{f"{cells.fit.out_dir}/fit.json": {"cache": False}}],
         },
         "archive": {
             "cmd": _cmd("archive", cells.archive),
-            "params": [{PARAMS: ["cells.archive"]}],
             "deps": sorted(set(cells.archive.inputs.values()) | set(cells.fit.metrics.values())
                            | set(cells.fit.generation.values()) | set(cells.select.tpe_dirs.values())),
             "outs": [{f"{cells.archive.root}/refs/{cells.archive.study}.json": {"cache": False,
