@@ -74,11 +74,12 @@ def main() -> int:
     cwd = os.getcwd()
     os.chdir(root)
     try:
+        import importlib
+
         from chemspec import api
-        from chemspec.compiler import render
 
         if args.split_above is not None:
-            render.SPLIT_ABOVE = args.split_above
+            importlib.import_module("chemspec.compiler.render").SPLIT_ABOVE = args.split_above
         api.compile("study.yaml")
 
         cells = api.load_cells("params.yaml")

@@ -22,8 +22,8 @@ from chemspec.compiler.cells import Cell, Cells, identity
 PARAMS = "params.yaml"
 PIPELINES = "pipelines"
 SPLIT_ABOVE = 48
-"""Grids of more train cells than this get one dvc.yaml per model size under pipelines/: DVC reads a
-stage's dvc.lock for every stage it checks, so one big lock file makes `dvc status` quadratic."""
+"""Grids of more train cells than this get one dvc.yaml per model size under pipelines/, so that no
+dvc.yaml or dvc.lock grows with the whole grid (a no-op repro of 200 cells: 5.0 s split, 5.7 s not)."""
 
 
 def short_identity(cell: Cell) -> str:
