@@ -65,11 +65,13 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
             objects[role] = store.put_json(read_json(cell.inputs[role]))
     objects["plots"] = {p.name: store.put_bytes(p.read_bytes())
                         for p in sorted(Path(cell.inputs["plots"]).iterdir()) if p.is_file()}
-    timing: dict = {"train": {}, "tpe": {}, "sample": {}}
-    objects["train"], objects["tpe"], objects["sample"], identities = {}, {}, {}, {}
-    for kind, sources in (("train", {k: Path(p) for k, p in metrics.items()}),
-                          ("tpe", {k: Path(p) / "estimate.json" for k, p in tpe_dirs.items()}),
-                          ("sample", {k: Path(p) for k, p in generation.items()})):
+    groups = {"train": {k: Path(p) for k, p in metrics.items()},
+              "tpe": {k: Path(p) / "estimate.json" for k, p in tpe_dirs.items()},
+              **({"sample": {k: Path(p) for k, p in generation.items()}} if generation else {})}
+    timing: dict = {kind: {} for kind in groups}
+    identities: dict = {}
+    for kind, sources in groups.items():
+        objects[kind] = {}
         for key, path in sorted(sources.items()):
             result, timing[kind][key] = _split_timing(read_json(path))
             objects[kind][key] = store.put_json(result)
