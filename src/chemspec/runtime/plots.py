@@ -111,6 +111,7 @@ def _generation(plt, rows: list[dict], title: str):
                 if points:
                     ax.plot(*zip(*points), "o-", label=str(group))
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
             if metric == "fcd":
                 ax.set_yscale("log")
             ax.set_title(metric.replace("_", " "), fontsize=9)
