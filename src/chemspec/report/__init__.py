@@ -11,6 +11,8 @@ from pathlib import Path
 
 import jinja2
 
+from chemspec.runtime.quality import COLUMNS
+
 IMAGES = ("scaling", "joint", "residuals", "generation")
 
 
@@ -52,8 +54,7 @@ def generation_rows(cells: list[dict]) -> list[dict]:
         g = c.get("generation")
         if g:
             rows.append({"model": c["model"], "params": c["params"], "data_size": c["data_size"],
-                         **{k: _num(g.get(k), 3) for k in ("validity", "trivial", "uniqueness", "novelty",
-                                                            "internal_diversity", "fcd", "w_logp", "w_qed", "w_mw")}})
+                         **{k: _num(g.get(k), 3) for k in COLUMNS}})
     return rows
 
 
@@ -109,10 +110,9 @@ def markdown(ctx: dict) -> str:
     lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['status_text']} |"
               for c in ctx["cells"]]
     if ctx["generation"]:
-        keys = ("validity", "trivial", "uniqueness", "novelty", "internal_diversity", "fcd", "w_logp", "w_qed", "w_mw")
-        lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(keys) + " |",
-                  "|---|---|" + "---|" * len(keys)]
-        lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in keys) + " |"
+        lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(COLUMNS) + " |",
+                  "|---|---|" + "---|" * len(COLUMNS)]
+        lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in COLUMNS) + " |"
                   for g in ctx["generation"]]
         for f in ctx["generation_fits"]:
             value = f"{f['exponent']:.3f} {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"

@@ -31,8 +31,8 @@ def gpt_neo_config(size: dict, vocab_size: int) -> GPTNeoConfig:
     return GPTNeoConfig(
         vocab_size=vocab_size, max_position_embeddings=size["max_length"], hidden_size=size["n_embd"],
         num_layers=size["n_layer"], num_heads=size["n_head"], attention_types=[[["global"], size["n_layer"]]],
-        intermediate_size=4 * size["n_embd"], activation_function="gelu_pytorch_tanh", embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0,
-        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+        intermediate_size=4 * size["n_embd"], activation_function="gelu_pytorch_tanh", embed_dropout=0.0,
+        attention_dropout=0.0, resid_dropout=0.0, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
 
 
 def non_embedding_parameters(model: GPTNeoForCausalLM) -> int:

@@ -133,13 +133,15 @@ def bootstrap(rows: list[dict], resamples: int, confidence: float, seed: int = 0
             "ci_beta": [float(np.percentile(betas, low)), float(np.percentile(betas, high))]}
 
 
-def _axis_groups(rows: list[dict]) -> list[tuple[str, str, list[float], list[float]]]:
+def axis_groups(rows: list[dict], value=lambda r: r["val_loss"]) -> list[tuple[str, str, list[float], list[float]]]:
+    """(axis, group, x, y) of each fit: `value` against data size per model size, and against
+    non-embedding parameters per data size."""
     groups = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        points = sorted((r["data_size"], r["val_loss"]) for r in rows if r["model"] == model)
+        points = sorted((r["data_size"], value(r)) for r in rows if r["model"] == model)
         groups.append(("data", model, *map(list, zip(*points))))
     for size in sorted({r["data_size"] for r in rows}):
-        points = sorted((r["params"], r["val_loss"]) for r in rows if r["data_size"] == size)
+        points = sorted((r["params"], value(r)) for r in rows if r["data_size"] == size)
         groups.append(("params", str(size), *map(list, zip(*points))))
     return groups
 
@@ -165,7 +167,7 @@ def fits(rows: list[dict], laws: list[str], confidence: float) -> tuple[list[dic
             results.extend(flat)
             continue
         fit = power_law if law == "power" else saturating_law
-        for axis, group, x, y in _axis_groups(usable):
+        for axis, group, x, y in axis_groups(usable):
             results.append({"axis": axis, "group": group, **fit(x, y, confidence)})
     return results, joint
 

@@ -15,6 +15,8 @@ from chemspec.runtime.io import read_json
 
 METRICS = ("validity", "trivial", "uniqueness", "novelty", "internal_diversity", "fcd")
 PROPERTIES = ("logp", "qed", "mw")
+COLUMNS = METRICS + tuple(f"w_{name}" for name in PROPERTIES)
+"""The per-cell `generation` entry: the metrics and the property distances."""
 
 
 def attach(rows: list[dict], paths: dict[str, str]) -> list[dict]:
@@ -38,19 +40,11 @@ def attach(rows: list[dict], paths: dict[str, str]) -> list[dict]:
 
 def fits(rows: list[dict], confidence: float) -> list[dict]:
     """Power laws of FCD against data size (per model) and parameters (per data size)."""
-    from chemspec.runtime.fit import power_law
+    from chemspec.runtime.fit import axis_groups, power_law
 
     usable = [r for r in rows if r["status"] == "ok" and r.get("generation") and r["generation"]["fcd"] is not None]
-    results = []
-    for model in dict.fromkeys(r["model"] for r in usable):
-        points = sorted((r["data_size"], r["generation"]["fcd"]) for r in usable if r["model"] == model)
-        results.append({"metric": "fcd", "axis": "data", "group": model, **power_law(*map(list, zip(*points)),
-                                                                                      confidence)})
-    for size in sorted({r["data_size"] for r in usable}):
-        points = sorted((r["params"], r["generation"]["fcd"]) for r in usable if r["data_size"] == size)
-        results.append({"metric": "fcd", "axis": "params", "group": str(size),
-                        **power_law(*map(list, zip(*points)), confidence)})
-    return results
+    return [{"metric": "fcd", "axis": axis, "group": group, **power_law(x, y, confidence)}
+            for axis, group, x, y in axis_groups(usable, lambda r: r["generation"]["fcd"])]
 
 
 def exponents(results: list[dict]) -> dict[str, float]:
