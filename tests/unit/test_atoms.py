@@ -249,8 +249,11 @@ def test_store_round_trips_with_deterministic_bytes_and_hash(shared, tmp_path):
     save_atoms(tmp_path / "b.npz", load_atoms(tmp_path / "a.npz"))
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     assert list(np.load(tmp_path / "a.npz").files) == ["numbers", "positions", "forces", "energy", "offsets"]
+    assert [np.load(tmp_path / "a.npz")[k].dtype.str for k in ("numbers", "positions", "energy")] == ["|u1", "<f4", "<f8"]
     loaded = load_atoms(tmp_path / "b.npz")
-    assert content_hash(loaded) == content_hash(data)
+    assert content_hash(loaded) == content_hash(data.stored())
+    np.testing.assert_allclose(loaded.forces, data.forces, rtol=1e-7, atol=0)
+    np.testing.assert_array_equal(loaded.energy, data.energy)
     changed = AtomsData(data.numbers, data.positions, data.forces, data.energy + np.eye(1, 8, 7)[0] * 1e-9,
                         data.offsets)
     assert content_hash(changed) != content_hash(data)

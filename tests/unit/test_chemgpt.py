@@ -26,7 +26,7 @@ def test_published_chemgpt_shapes_have_their_published_sizes(hidden, published):
 
 
 def test_the_paper_scale_study_spans_1e5_to_1e9_parameters():
-    study = load_study(REPO / "specs" / "chemgpt-moses-scaling.yaml")
+    study = load_study(REPO / "specs" / "chemgpt-moses-paper.yaml")
     counts = sorted(parameters(size.model_dump()) for size in study.model.sizes.values())
     assert counts[0] < 2e5 and counts[-1] > 1e9
     assert study.data.sizes[-1] + study.data.validation + study.data.test <= 1_584_663

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -120,7 +121,8 @@ def test_per_model_size_scope_gives_tpe_cells_per_size(tmp_path):
 def test_calibration_adds_full_runs_of_every_configuration(tmp_path):
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study(**{"hpo.tpe.calibrate": True}))))
     assert sorted(cells.calibrate) == sorted(cells.tpe)
-    assert all(c.epochs == 2 and c.hparams for c in cells.calibrate.values())
+    assert all(c.epochs == 2 and c.window == 1.0 and c.hparams for c in cells.calibrate.values())
+    assert all(c.epochs == 2 and c.window == 0.5 for c in cells.tpe.values())
     pipeline = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
     assert "calibrate" in pipeline and "calibration" in pipeline
 
@@ -154,10 +156,17 @@ def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
     assert identity(without.train["m-800"]) == identity(cells.train["m-800"])
 
 
-def test_generation_is_refused_for_force_fields(tmp_path):
-    text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text() + "generation: {samples: 10}\n"
-    (tmp_path / "nff.yaml").write_text(text)
-    with pytest.raises(SpecError, match="generation: model.family 'painn' does not generate molecules"):
+@pytest.mark.parametrize("extra,message", [
+    ("generation: {samples: 10}", "generation: model.family 'painn' does not generate molecules"),
+    ("  compile: true", "training.compile: model.family 'painn' cannot be compiled"),
+    ("  scheduler: {name: cosine}", "training.scheduler.name: model.family 'painn' trains with the plateau"),
+])
+def test_language_model_settings_are_refused_for_force_fields(tmp_path, extra, message):
+    text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text()
+    if extra.startswith("  "):
+        text = re.sub(r"\n  scheduler:[^\n]*", "", text).replace("\ntraining:\n", f"\ntraining:\n{extra}\n")
+    (tmp_path / "nff.yaml").write_text(text + ("" if extra.startswith("  ") else extra + "\n"))
+    with pytest.raises(SpecError, match=message):
         load_study(tmp_path / "nff.yaml")
 
 

@@ -17,6 +17,7 @@ SMILES = ["CCO", "OCC", "c1ccccc1", "not-a-molecule", "CC(=O)O", "C1CC", "CCN(CC
 
 
 def data_cell(tmp_path, **source) -> DataCell:
+    tmp_path.mkdir(exist_ok=True)
     mols = tmp_path / "mols.txt"
     mols.write_text("\n".join(SMILES) + "\n")
     return DataCell(study="t", seed=0, kind="smiles", source={"file": str(mols), **source}, representation="selfies",
@@ -41,6 +42,14 @@ def test_tokens_start_with_bos_end_with_eos_and_match_the_saved_tokenizer(tmp_pa
         ids = [int(t) for t in row if t != PAD]
         assert ids[0] == BOS and ids[-1] == EOS
         assert tokenizer(selfies)["input_ids"] == ids
+
+
+def test_worker_processes_give_the_same_bytes_as_one_process(tmp_path, monkeypatch):
+    one = run_data(data_cell(tmp_path / "one"))
+    monkeypatch.setattr("chemspec.runtime.molecules.CHUNK", 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    many = run_data(data_cell(tmp_path / "many"))
+    assert many["counts"] == one["counts"] and many["sha256"] == one["sha256"]
 
 
 def test_max_molecules_reads_only_the_head(tmp_path):

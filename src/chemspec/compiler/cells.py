@@ -43,7 +43,7 @@ class SplitCell(Cell):
 
 
 class TrainCell(Cell):
-    """A training run: a TPE run when `epochs` is a fraction of max_epochs, a full run otherwise."""
+    """A training run: a TPE run when it has fixed hyperparameters and stops at `window`, a full run otherwise."""
 
     name: str
     family: str
@@ -51,6 +51,9 @@ class TrainCell(Cell):
     size: dict[str, Any]
     data_size: int
     epochs: int
+    window: float = 1.0
+    """Share of the run's optimiser steps to train: a TPE run follows the full run's learning-rate schedule
+    and stops at hpo.tpe.budget_fraction of its steps, mid-epoch if need be."""
     seed: int
     training: Training
     hparams: dict[str, Any] | None
@@ -192,7 +195,6 @@ def expand(study: Study) -> Cells:
     estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
     common = dict(family=study.model.family, seed=study.seed, training=study.training, estimator=estimator,
                   data_dir=data_dir, split_dir=split_dir)
-    tpe_epochs = max(1, round(tpe_cfg.budget_fraction * study.training.max_epochs))
     per_size = tpe_cfg.scope == "model_size"
     tpe, groups = {}, {}
     for group, tpe_size in ([(s, s) for s in sizes] if per_size else [("*", study.tpe_model_size())]):
@@ -200,12 +202,13 @@ def expand(study: Study) -> Cells:
             key = f"{group}-{hp_name(hp)}" if per_size else hp_name(hp)
             groups.setdefault(group, []).append(key)
             tpe[key] = TrainCell(name=f"tpe@{key}", size_name=tpe_size, size=sizes[tpe_size],
-                                 data_size=study.tpe_data_size(), epochs=tpe_epochs, hparams=hp, rank=0,
+                                 data_size=study.tpe_data_size(), epochs=study.training.max_epochs,
+                                 window=tpe_cfg.budget_fraction, hparams=hp, rank=0,
                                  group=group, selected=None, out_dir=f"{results}/tpe/{key}",
                                  resume_dir=f"{results}/.resume/tpe-{key}", **common)
     calibrate, calibration = {}, None
     if tpe_cfg.calibrate:
-        calibrate = {key: cell.model_copy(update={"name": f"calibrate@{key}", "epochs": study.training.max_epochs,
+        calibrate = {key: cell.model_copy(update={"name": f"calibrate@{key}", "window": 1.0,
                                                   "out_dir": f"{results}/calibrate/{key}",
                                                   "resume_dir": f"{results}/.resume/calibrate-{key}"})
                      for key, cell in tpe.items()}

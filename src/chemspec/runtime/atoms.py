@@ -32,6 +32,9 @@ ENERGY_UNITS = {"eV": 1.0, "kcal/mol": units.kcal / units.mol, "kJ/mol": units.k
 LENGTH_UNITS = {"Angstrom": 1.0, "bohr": units.Bohr}
 FORMATS = ("md17", "rmd17", "ani1x", "extxyz", "asedb")
 KEYS = ("numbers", "positions", "forces", "energy", "offsets")
+STORED = ("<u1", "<f4", "<f4", "<f8", "<i8")
+"""On-disk dtypes of KEYS: coordinates and forces in float32, the precision models train in (half the
+bytes of float64; 1e-7 relative), energies in float64, since totals of ~1e3 eV need it."""
 ANI_LEVEL = "wb97x_dz"
 
 
@@ -76,11 +79,15 @@ class AtomsData:
         atoms = np.repeat(self.offsets[idx] - offsets[:-1], sizes) + np.arange(offsets[-1])
         return AtomsData(self.numbers[atoms], self.positions[atoms], self.forces[atoms], self.energy[idx], offsets)
 
+    def stored(self) -> AtomsData:
+        """These structures as the store holds them (coordinates and forces rounded to float32)."""
+        return AtomsData(*(getattr(self, key).astype(dtype) for key, dtype in zip(KEYS, STORED)))
+
 
 def save_atoms(path: str | Path, data: AtomsData) -> None:
-    """One uncompressed .npz in the fixed key order of KEYS: equal data give equal bytes."""
+    """One uncompressed .npz in the fixed key order and dtypes of KEYS and STORED: equal data give equal bytes."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{key: getattr(data, key) for key in KEYS})
+    np.savez(buffer, **{key: getattr(data, key).astype(dtype) for key, dtype in zip(KEYS, STORED)})
     write_bytes(path, buffer.getvalue())
 
 

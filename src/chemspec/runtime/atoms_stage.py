@@ -1,8 +1,9 @@
 """The data stage for force fields: generated MD or a data file, to one canonical atoms store.
 
-Whatever the source, the stage writes data/<study>/atoms.npz (eV, Å, float64) and data.json with the
-counts of dropped frames and the content hash. Per-element reference energies are not applied here:
-they are fitted on each cell's training split when it trains, so no test energy leaks into them.
+Whatever the source, the stage writes data/<study>/atoms.npz (eV, Å; float32 coordinates and forces,
+float64 energies) and data.json with the counts of dropped frames and the content hash of the stored
+data. Per-element reference energies are not applied here: they are fitted on each cell's training
+split when it trains, so no test energy leaks into them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def run_atoms_data(cell: DataCell) -> dict:
     if len(data) == 0:
         raise RunError(f"data.source gave no usable structures ({counts}); check the file or the MD settings")
     out = Path(cell.out_dir)
+    data = data.stored()
     save_atoms(out / "atoms.npz", data)
     info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
             "elements": sorted({int(z) for z in data.numbers}),

@@ -23,6 +23,7 @@ from torch import nn
 
 from chemspec.errors import RunError
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
+from chemspec.runtime.tpe import window_steps
 
 EV_TO_MEV = 1000.0
 
@@ -265,7 +266,8 @@ def _quiet() -> None:
 
 
 def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_rbf: int, train, val, test,
-                     hparams: Mapping, epochs: int, loss: Mapping | None = None, seed: int = 0,
+                     hparams: Mapping, epochs: int, window: float = 1.0, loss: Mapping | None = None,
+                     seed: int = 0,
                      accelerator: str = "cpu", precision: str = "32-true", optimizer: Mapping | None = None,
                      scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
                      energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
@@ -273,6 +275,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                      ) -> tuple[dict, ForceField]:
     """Train one force field; returns (metrics, trained ForceField).
 
+    `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
     `hparams` holds learning_rate and batch_size; `loss` kind/energy/forces; `optimizer`
     name/weight_decay/betas; `scheduler` factor/patience/min_lr. `energy_shift` is a float or a
     per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
@@ -302,13 +305,16 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
                         min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
                         per_atom_energy_loss=per_atom_energy_loss)
-    trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision,
+    batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed)
+    trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
+                        accelerator=accelerator, devices=1, precision=precision,
                         inference_mode=False, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
                         gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu")
     start = time.perf_counter()
-    trainer.fit(module, sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed),
-                sets["val"].loader(eval_batch_size))
+    trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
+    if trainer.global_step % len(batches):
+        trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
     wall = time.perf_counter() - start
     tested = evaluate(module, sets["test"].loader(eval_batch_size))
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,

@@ -3,6 +3,9 @@
 Invalid or unencodable molecules are dropped and counted, never silently: the counts go to data.json.
 The vocabulary is one token per symbol plus four specials, saved as a `transformers` fast tokenizer
 that `AutoTokenizer.from_pretrained` loads, so a trained cell can be sampled without chemspec.
+Canonicalisation and encoding, the costly part (minutes for all of MOSES on one core), run in chunks
+over worker processes; the chunks come back in file order, so the output does not depend on the
+number of workers.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ import csv
 import gzip
 import importlib.metadata
 import io
+import itertools
+import multiprocessing
+import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,7 @@ from chemspec.errors import RunError
 from chemspec.runtime.io import atomic_dir, sha256_file, sha256_tree, write_bytes, write_json
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
+CHUNK = 20_000
 PAD, BOS, EOS, UNK = range(4)
 SELFIES_SYMBOL = r"\[[^\]]*\]|\."
 SMILES_SYMBOL = (r"\[[^\]]+\]|Br|Cl|Si|Se|se|@@|%\d{2}|[BCNOPSFIbcnops]|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|\d")
@@ -87,6 +95,30 @@ def _to_text(smiles: str, representation: str) -> str | None:
         return None
 
 
+def _prepare(raws: list[str], representation: str) -> list[tuple[str | None, str | None]]:
+    """(canonical SMILES, text) of each raw SMILES; None where RDKit or the encoder refuses it."""
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    prepared = []
+    for raw in raws:
+        smiles = _canonical(raw)
+        prepared.append((smiles, _to_text(smiles, representation) if smiles else None))
+    return prepared
+
+
+def prepared(raws: Iterator[str], representation: str) -> Iterator[tuple[str | None, str | None]]:
+    """`_prepare` over all of `raws`, in order: in this process for one chunk, else in worker processes."""
+    chunks = list(iter(lambda: list(itertools.islice(raws, CHUNK)), []))
+    workers = min(len(chunks), os.cpu_count() or 1)
+    if workers <= 1:
+        results = [_prepare(chunk, representation) for chunk in chunks]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_prepare, chunks, itertools.repeat(representation)))
+    return itertools.chain.from_iterable(results)
+
+
 def symbols(text: str, representation: str) -> list[str]:
     return re.findall(SELFIES_SYMBOL if representation == "selfies" else SMILES_SYMBOL, text)
 
@@ -107,17 +139,13 @@ def save_tokenizer(vocab: list[str], representation: str, out: Path) -> None:
 
 
 def run_data(cell: DataCell) -> dict:
-    from rdkit import RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
     rep = cell.representation or "selfies"
     limit = cell.source.get("max_molecules")
     counts = {"read": 0, "invalid_smiles": 0, "unencodable": 0, "duplicates": 0, "too_long": 0}
     seen: set[str] = set()
     molecules: list[tuple[str, str, list[str]]] = []
-    for raw in read_smiles(cell.source, limit):
+    for smiles, text in prepared(read_smiles(cell.source, limit), rep):
         counts["read"] += 1
-        smiles = _canonical(raw)
         if smiles is None:
             counts["invalid_smiles"] += 1
             continue
@@ -125,7 +153,6 @@ def run_data(cell: DataCell) -> dict:
             counts["duplicates"] += 1
             continue
         seen.add(smiles)
-        text = _to_text(smiles, rep)
         if not text:
             counts["unencodable"] += 1
             continue

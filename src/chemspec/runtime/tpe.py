@@ -101,3 +101,8 @@ def run_select(cell: SelectCell) -> dict:
               "tpe_cost_s": round(sum(r["cost_s"] for r in rows.values()), 3)}
     write_json(cell.out, result)
     return result
+
+
+def window_steps(window: float, total_steps: int) -> int:
+    """Lightning's max_steps for a run that stops at `window` of `total_steps` (-1: no step limit)."""
+    return max(1, round(window * total_steps)) if window < 1 else -1

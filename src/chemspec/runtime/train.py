@@ -21,7 +21,7 @@ import numpy as np
 from chemspec.compiler.cells import TrainCell, identity
 from chemspec.errors import RunError
 from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
-from chemspec.runtime.tpe import estimate
+from chemspec.runtime.tpe import estimate, window_steps
 
 FORCE_FIELDS = ("schnet", "painn", "spookynet")
 # MKL may pick kernels by memory alignment, so two processes can sum the same loss differently in the
@@ -106,19 +106,23 @@ def run_training(cell: TrainCell) -> dict:
                      training.num_workers)
     val = loader(tokens, rows["val"], 256, False, cell.seed)
     fault = fault_for(cell.name)
+    total_steps = len(batches) * cell.epochs
     module = ChemGPT(gpt_neo_config(cell.size, len(tokenizer)), hp["learning_rate"], training.optimizer,
-                     training.scheduler, total_steps=len(batches) * cell.epochs,
+                     training.scheduler, total_steps=total_steps,
                      nan_at_step=fault[1] if fault and fault[0] == "nan" else None, compile=training.compile,
                      activation_checkpointing=training.activation_checkpointing)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
                     tag={"identity": identity(cell), "hparams": hp})
     trainer = L.Trainer(
-        max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
+        max_epochs=cell.epochs, max_steps=window_steps(cell.window, total_steps),
+        accelerator=training.accelerator, devices=training.devices,
         precision=training.precision, logger=False, enable_checkpointing=False, callbacks=[resume, Faults(fault)],
         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu")
     try:
         trainer.fit(module, batches, val, ckpt_path=resume.resume_from())
+        if trainer.global_step % len(batches) and module.diverged is None:
+            trainer.validate(module, val, verbose=False)
     except SystemExit:
         if not trainer.received_sigterm:
             raise
@@ -127,7 +131,7 @@ def run_training(cell: TrainCell) -> dict:
     wall = resume.elapsed()
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
-              "steps": int(trainer.global_step), "tokens_seen": module.tokens_seen,
+              "window": cell.window, "steps": int(trainer.global_step), "tokens_seen": module.tokens_seen,
               "params": non_embedding_parameters(module.model),
               "params_total": sum(p.numel() for p in module.model.parameters()),
               "val_loss": module.val_history[-1] if module.val_history else float("nan"),

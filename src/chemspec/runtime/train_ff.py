@@ -29,7 +29,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
     size = cell.size
     metrics, module = train_forcefield(
         cell.family, size["width"], size["depth"], size["cutoff"], size["n_rbf"], parts[f"train-{cell.data_size}"],
-        parts["val"], parts["test"], hp, cell.epochs, loss=training.loss, seed=cell.seed,
+        parts["val"], parts["test"], hp, cell.epochs, window=cell.window, loss=training.loss, seed=cell.seed,
         accelerator=training.accelerator, precision=training.precision, optimizer=training.optimizer,
         scheduler=training.scheduler, energy_shift="per_element", gradient_clip=training.gradient_clip)
     step_losses = metrics.pop("step_losses")

@@ -102,6 +102,9 @@ class Study(Spec):
         if self.training.compile and not lm:
             raise ValueError(f"training.compile: model.family {self.model.family!r} cannot be compiled (its force "
                              "loss needs a double backward, which torch.compile does not support); set it to false")
+        if self.training.scheduler.name == "cosine" and not lm:
+            raise ValueError(f"training.scheduler.name: model.family {self.model.family!r} trains with the plateau "
+                             "schedule (the rate falls when the validation loss stalls); set name: plateau")
         if self.generation is not None and not lm:
             raise ValueError(f"generation: model.family {self.model.family!r} does not generate molecules; "
                              "remove the generation section (only chemgpt studies sample)")
