@@ -1,12 +1,13 @@
 """Run stages of a compiled study in order, in one process, without DVC (for a GPU machine that has no
 DVC): `python benchmarks/run_stages.py --params params.yaml tpe calibrate calibration`. Each stage runs
-every one of its cells, exactly as `chemspec run <stage> --cell <key>` would; cells whose results
-exist are skipped, and a cell stopped part-way resumes from its checkpoint."""
+every one of its cells (or those --cells matches), exactly as `chemspec run <stage> --cell <key>`
+would; cells whose results exist are skipped, and a cell stopped part-way resumes from its checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,11 +25,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("stages", nargs="+", help="stage names, in the order to run them")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cells", default="", help="run only the cells whose key matches this regex")
     args = parser.parse_args()
     cells = api.load_cells(args.params)
     timings = {}
     for stage in args.stages:
-        keys = sorted(getattr(cells, stage)) if stage in PER_CELL else [None]
+        keys = ([k for k in sorted(getattr(cells, stage)) if re.search(args.cells, k)] if stage in PER_CELL
+                else [None])
         for key in keys:
             if key is not None and _done(getattr(cells, stage)[key].out_dir):
                 print(f"{stage}@{key}: done before, skipped", flush=True)

@@ -25,6 +25,7 @@ from chemspec.specs.training import Optimizer, Scheduler
 
 IGNORE = -100
 CHECK_EVERY = 25
+MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def gpt_neo_config(size: dict, vocab_size: int) -> GPTNeoConfig:
@@ -188,14 +189,18 @@ class ChemGPT(L.LightningModule):
 
 
 @torch.no_grad()
-def evaluate(module: ChemGPT, batches: DataLoader) -> float:
-    """Per-token loss of a whole split, in float64 sums."""
-    module.eval()
-    device = next(module.parameters()).device
+def evaluate(module: ChemGPT, batches: DataLoader, device: torch.device | None = None,
+             precision: str = "32-true") -> float:
+    """Per-token loss of a whole split, in float64 sums, on `device` (Lightning leaves a trained module
+    on the CPU) and under the autocast of a mixed `precision`, as validation ran."""
+    device = device or next(module.parameters()).device
+    module.to(device).eval()
+    dtype = MIXED.get(precision)
     total, count = 0.0, 0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        s, c = module.token_loss(batch)
-        total += float(s)
-        count += int(c)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            s, c = module.token_loss(batch)
+            total += float(s)
+            count += int(c)
     return total / max(count, 1)

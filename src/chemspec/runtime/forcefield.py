@@ -316,7 +316,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     if trainer.global_step % len(batches):
         trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
     wall = time.perf_counter() - start
-    tested = evaluate(module, sets["test"].loader(eval_batch_size))
+    tested = evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size))
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,
             "params": sum(p.numel() for p in module.model.parameters()),
             "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],

@@ -150,7 +150,8 @@ def run_training(cell: TrainCell) -> dict:
         resume.done()
         return result
     if module.diverged is None:
-        result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed))
+        result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed),
+                                       trainer.strategy.root_device, training.precision)
     with atomic_dir(out / "model") as tmp:
         module.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
