@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Run a study on the GPU machine, which has no DVC, inside a time limit, and pack what the archive
 # needs (results without checkpoints or resume state; data.json, split.json) into $OUT/<study>.tar.gz.
-# The stages in SERIAL run one after another; then the cells of STAGE run in one process per regex
-# of GROUPS, side by side on the one GPU (small models leave most of it idle). The work folder
+# The stages in SERIAL run one after another; then each STAGE:REGEX of GROUPS runs the cells of that
+# stage whose key matches in a process of its own, side by side on the one GPU (small models leave
+# most of it idle). The work folder
 # .runs/<study> is git-ignored: a later call on the same warm machine, or one that carries the folder,
 # skips finished cells, and a cell stopped by the limit resumes from its checkpoint. From the repo
 # root, after `source benchmarks/device_setup.sh`:
 #   benchmarks/device_study.sh specs/chemgpt-moses-scaling.yaml 540 "data split tpe calibrate select" \
-#       train "^l- ^s- ^xs- ^xxs-"
+#       "train:^l- train:^s- train:^xs- train:^xxs-"
 set -u
-spec=$1 limit=$2 serial=$3 stage=${4:-} groups=${5:-.}
+spec=$1 limit=$2 serial=$3 groups=${4:-}
 study=$(basename "$spec" .yaml)
 work=.runs/$study
 mkdir -p "$work" && cd "$work" || exit 1
@@ -18,13 +19,13 @@ start=$(date +%s)
 # shellcheck disable=SC2086
 timeout -s TERM -k 30 "$limit" python3 ../../benchmarks/run_stages.py $serial 2>&1 | tee -a run.log
 left=$(( limit - ($(date +%s) - start) ))
-if [ -n "$stage" ] && [ "$left" -gt 10 ]; then
+if [ -n "$groups" ] && [ "$left" -gt 10 ]; then
     for group in $groups; do
-        timeout -s TERM -k 30 "$left" python3 ../../benchmarks/run_stages.py "$stage" --cells "$group" \
-            > "run-$stage-${group//[^A-Za-z0-9]/_}.log" 2>&1 &
+        timeout -s TERM -k 30 "$left" python3 ../../benchmarks/run_stages.py "${group%%:*}" --cells "${group#*:}" \
+            > "run-group-${group//[^A-Za-z0-9]/_}.log" 2>&1 &
     done
     wait
-    cat run-"$stage"-*.log | tee -a run.log
+    cat run-group-*.log | tee -a run.log
 fi
 echo "device_study: $study ran $(( $(date +%s) - start )) s" | tee -a run.log
 tar czf "${OUT:-.}/$study.tar.gz" --exclude='model' --exclude='.resume' --exclude='*.npy' \
