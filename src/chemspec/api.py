@@ -136,6 +136,8 @@ class Report:
     fit: dict
     cost: dict | None
     files: list[str]
+    calibration: dict | None = None
+    manifest: str | None = None
 
     def as_json(self) -> dict:
         return {"study": self.study,
@@ -146,13 +148,21 @@ class Report:
                           "exponent": f.get("exponent"), "ci": f.get("ci"), "n": f["n"],
                           "status": f["status"], **({"reason": f["reason"]} if "reason" in f else {})}
                          for f in self.fits],
-                "statistics": self.fit.get("statistics"), "cost": self.cost}
+                "joint": self.fit.get("joint"), "statistics": self.fit.get("statistics"), "cost": self.cost,
+                "calibration": {k: self.calibration[k] for k in ("budget_fraction", "estimator", "scores", "cost")}
+                if self.calibration else None, "manifest": self.manifest}
 
 
-def report(params: str | Path = "params.yaml", write: bool = True) -> Report:
-    """The study's cells and fits; also writes report/index.html and report/report.md beside them."""
+def report(params: str | Path = "params.yaml", write: bool = True, source: str | None = None,
+           study: str | None = None) -> Report:
+    """The study's cells and fits; also writes report/index.html and report/report.md beside them.
+
+    With `source` (a git revision, or WORKTREE), the run archived there instead: nothing is read from
+    the workspace or retrained, and the pages go to reports/<study>/."""
     from chemspec import report as pages
 
+    if source is not None:
+        return _archived_report(source, study, write)
     cells = load_cells(params)
     folder = Path(cells.fit.out_dir)
     table, fit_path = folder / "cells.json", folder / "fit.json"
@@ -176,6 +186,32 @@ def report(params: str | Path = "params.yaml", write: bool = True) -> Report:
         files = [(out / "index.html").as_posix(), (out / "report.md").as_posix()]
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows),
                   files=files)
+
+
+def _archived_report(source: str, study: str | None, write: bool) -> Report:
+    from chemspec import report as pages
+    from chemspec.archive import Snapshot
+    from chemspec.runtime.io import atomic_dir
+
+    snapshot = Snapshot(source)
+    digest, manifest = snapshot.manifest(study)
+    objects = manifest["objects"]
+    rows, fit = snapshot.json(objects["cells"]), snapshot.json(objects["fit"])
+    selected = snapshot.json(objects["selected"]) if "selected" in objects else None
+    calibration = snapshot.json(objects["calibration"]) if "calibration" in objects else None
+    name, files = manifest["study"], []
+    if write:
+        out = Path("reports") / name
+        with atomic_dir(out) as tmp:
+            for plot, obj in objects.get("plots", {}).items():
+                if plot.endswith(".png"):
+                    write_bytes(tmp / "plots" / plot, snapshot.object(obj))
+            ctx = pages.context(name, rows, fit, selected, tmp / "plots", digest, calibration)
+            write_bytes(tmp / "index.html", pages.html(ctx).encode())
+            write_bytes(tmp / "report.md", pages.markdown(ctx).encode())
+        files = [(out / "index.html").as_posix(), (out / "report.md").as_posix()]
+    return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows), files=files,
+                  calibration=calibration, manifest=digest)
 
 
 def archive_ls(root: str | Path = "archive") -> list[dict]:

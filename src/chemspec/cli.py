@@ -119,9 +119,12 @@ def _fmt(value: float | None) -> str:
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--no-files", is_flag=True, help="Do not write report/index.html and report/report.md.")
-def report(params: str, as_json: bool, no_files: bool) -> None:
+@click.option("--from", "source", metavar="REV",
+              help="Report the run archived at this git revision (or WORKTREE) instead; pages go to reports/<study>/.")
+@click.option("--study", help="Study to report with --from (needed when several are archived).")
+def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
-    result = api.report(params, write=not no_files)
+    result = api.report(params, write=not no_files, source=source, study=study)
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
         return

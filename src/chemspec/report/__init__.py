@@ -117,7 +117,21 @@ def markdown(ctx: dict) -> str:
         for f in ctx["generation_fits"]:
             value = f"{f['exponent']:.3f} {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
             lines.append(f"- FCD power law, {f['axis']} axis, {f['group']}: {value}")
+    if ctx["monotone"]:
+        lines += ["", "Loss falls with data size: " + ", ".join(f"{m} {'yes' if ok else 'no'}" for m, ok in ctx["monotone"])]
+    if ctx["spearman"]:
+        lines += ["", "| data size | Spearman ρ (loss, parameters) | Spearman ρ (loss, training time) | n |",
+                  "|---|---|---|---|"]
+        lines += [f"| {size} | {s['rho_params_text']} | {s['rho_time_text']} | {s['n']} |" for size, s in ctx["spearman"]]
+    if ctx["calibration"]:
+        lines += ["", "TPE calibration (estimate at the TPE budget against the converged loss):", "",
+                  "| estimator | R² | Spearman ρ | Kendall τ | regret | misranked pairs | n |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['estimator']} | {c['r2']} | {c['spearman']} | {c['kendall']} | {c['regret']} "
+                  f"| {c['misranked']} | {c['n']} |" for c in ctx["calibration"]]
     if ctx["tpe"]:
         lines += ["", ctx["tpe"]["cost_text"]]
+    if ctx["manifest"]:
+        lines += ["", f"Archived as manifest {ctx['manifest']}."]
     lines += ["", "Figures: " + ", ".join(f"plots/{name}.png" for name, _ in ctx["images"])]
     return "\n".join(lines) + "\n"
