@@ -103,6 +103,27 @@ def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history
     assert [f.get("exponent") for f in from_rev] == [f.get("exponent") for f in archived]
 
 
+def test_report_from_an_archived_revision_needs_no_workspace_results(history, tmp_path):
+    workspace = json.loads(sh("chemspec", "report", "--json", "--no-files", cwd=history).stdout)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
+    before = sorted(p for p in clone.rglob("*") if ".git" not in p.parts)
+    archived = json.loads(sh("chemspec", "report", "--from", "HEAD", "--json", cwd=clone).stdout)
+    after = sorted(p for p in clone.rglob("*") if ".git" not in p.parts and "reports" not in p.parts)
+    assert after == before, "a report from the archive writes only reports/ and reads no workspace results"
+    assert not list(clone.glob("results/**/metrics.json"))
+    assert archived["cells"] == workspace["cells"] and archived["fits"] == workspace["fits"]
+    assert archived["manifest"] == manifest_id(history)
+    page = (clone / "reports" / "tiny" / "report.md").read_text()
+    assert f"Archived as manifest {manifest_id(history)}." in page and "| data size | Spearman" in page
+    assert (clone / "reports" / "tiny" / "plots" / "scaling.png").is_file()
+    earlier = json.loads(sh("chemspec", "report", "--from", "HEAD~1", "--no-files", "--json", cwd=clone).stdout)
+    assert {c["data_size"] for c in earlier["cells"]} == {200, 400, 600}
+    missing = sh("chemspec", "report", "--from", "HEAD", "--study", "nope", cwd=clone, check=False)
+    assert missing.returncode != 0 and "study 'nope' is not archived at HEAD" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
 def test_a_fresh_clone_restores_finished_cells_from_the_remote_without_training(history, tmp_path):
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
