@@ -138,11 +138,13 @@ class Report:
     files: list[str]
     calibration: dict | None = None
     manifest: str | None = None
+    provenance: dict | None = None
 
     def as_json(self) -> dict:
         return {"study": self.study,
-                "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "status",
-                                             "force_mae_meV_per_A", "energy_mae_meV", "generation") if k in c}
+                "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "test_loss", "status",
+                                             "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s")
+                           if k in c}
                           for c in self.cells],
                 "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],
                           "exponent": f.get("exponent"), "ci": f.get("ci"), "n": f["n"],
@@ -150,7 +152,7 @@ class Report:
                          for f in self.fits],
                 "joint": self.fit.get("joint"), "statistics": self.fit.get("statistics"), "cost": self.cost,
                 "calibration": {k: self.calibration[k] for k in ("budget_fraction", "estimator", "scores", "cost")}
-                if self.calibration else None, "manifest": self.manifest}
+                if self.calibration else None, "manifest": self.manifest, "provenance": self.provenance}
 
 
 def report(params: str | Path = "params.yaml", write: bool = True, source: str | None = None,
@@ -211,7 +213,7 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
             write_bytes(tmp / "report.md", pages.markdown(ctx).encode())
         files = [(out / "index.html").as_posix(), (out / "report.md").as_posix()]
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows), files=files,
-                  calibration=calibration, manifest=digest)
+                  calibration=calibration, manifest=digest, provenance=manifest["provenance"])
 
 
 def archive_ls(root: str | Path = "archive") -> list[dict]:

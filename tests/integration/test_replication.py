@@ -1,0 +1,71 @@
+"""REPLICATION.md's chemspec numbers are what the committed archive gives, and its report pages regenerate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, tool_env
+
+STUDY = "chemgpt-moses-scaling"
+TEXT = (REPO / "REPLICATION.md").read_text()
+
+
+def _interval(fit: dict) -> str:
+    return f"{fit['exponent']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of this repository's HEAD: git alone, no workspace results, no GPU."""
+    root = tmp_path_factory.mktemp("replication") / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True, env=tool_env())
+    return root
+
+
+@pytest.fixture(scope="module")
+def archived(clone) -> dict:
+    done = subprocess.run(["chemspec", "report", "--from", "HEAD", "--study", STUDY, "--json"], cwd=clone,
+                          capture_output=True, text=True, env=tool_env())
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_every_chemgpt_number_in_replication_md_comes_from_the_archive(archived):
+    fits = {(f["law"], f["axis"], f["group"]): f for f in archived["fits"]}
+    expected = [_interval(fits[("power", "params", "1560000")])]
+    expected += [f"{size} {_interval(fits[('power', 'data', size)])}" for size in ("xxs", "xs", "s", "l")]
+    tse, cost = archived["calibration"]["scores"]["tse"], archived["calibration"]["cost"]
+    expected += [f"**{tse['r2']:.3f}**", f"**{tse['spearman']:.3f}**", f"{tse['misranked_pairs']} of 15 pairs",
+                 f"**{cost['saving']:.0%}** for the calibration cell", f"{cost['tpe_then_best_s']:.1f} s",
+                 f"{cost['exhaustive_s']:.1f} s", f"**{archived['cost']['saving']:.0%}** for the study",
+                 f"TPE {archived['cost']['tpe_s']:.1f} s", f"training {archived['cost']['train_s']:.1f} s",
+                 f"about {archived['cost']['exhaustive_s']:.1f} s",
+                 f"{archived['provenance']['compute_hours']:.3f} h", archived["manifest"][:12],
+                 archived["provenance"]["device"].replace("1x", "1×")]
+    missing = [text for text in expected if text not in TEXT]
+    assert not missing, f"REPLICATION.md lacks {missing}"
+    monotone = archived["statistics"]["loss_falls_with_data"]
+    assert monotone == {"xxs": True, "xs": True, "s": True, "l": False}
+    assert "yes for xxs, xs and s; no for l (101M)" in TEXT
+    assert archived["joint"]["status"] == "cannot fit" and "**cannot fit**" in TEXT
+    rho = archived["statistics"]["spearman"]
+    assert rho["15000"]["rho_params"] == pytest.approx(-1) and "15,000: -1;" in TEXT
+    assert all(rho[n]["rho_params"] == pytest.approx(0.2) for n in ("150000", "500000", "1560000"))
+    walls = [c["wall_time_s"] for c in archived["cells"]]
+    assert f"from {min(walls):.1f} s" in TEXT and f"to {max(walls):.1f} s" in TEXT
+
+
+def test_the_committed_report_pages_regenerate_byte_for_byte(clone, archived):
+    for name in ("report.md", "index.html", "plots/scaling.png"):
+        fresh = (clone / "reports" / STUDY / name).read_bytes()
+        assert fresh == (REPO / "reports" / STUDY / name).read_bytes(), name
+
+
+def test_the_archive_verifies(clone):
+    done = subprocess.run(["chemspec", "archive", "verify"], cwd=clone, capture_output=True, text=True,
+                          env=tool_env())
+    assert done.returncode == 0 and "objects verified" in done.stdout, done.stderr
