@@ -47,7 +47,9 @@ def test_report_json_has_cells_and_fits(project):
     report = json.loads(sh("chemspec", "report", "--json", cwd=root))
     assert report["study"] == "tiny"
     assert len(report["cells"]) == 9
-    assert set(report["cells"][0]) == {"model", "params", "data_size", "val_loss", "status"}
+    assert set(report["cells"][0]) == {"model", "params", "data_size", "val_loss", "test_loss", "status",
+                                       "wall_time_s"}
+    assert report["cells"][0]["wall_time_s"] > 0 and report["cells"][0]["test_loss"] > 0
     data_fits = [f for f in report["fits"] if f["axis"] == "data" and f["law"] == "power"]
     assert len(data_fits) == 3 and all(f["status"] == "ok" for f in data_fits)
     assert all(len(f["ci"]) == 2 and f["ci"][0] <= f["exponent"] <= f["ci"][1] for f in data_fits)
