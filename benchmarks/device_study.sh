@@ -20,8 +20,8 @@ start=$(date +%s)
 timeout -s TERM -k 30 "$limit" python3 ../../benchmarks/run_stages.py $serial 2>&1 | tee -a run.log
 left=$(( limit - ($(date +%s) - start) ))
 if [ -n "$groups" ] && [ "$left" -gt 10 ]; then
-    # One CPU share per process: PaiNN cells build neighbour lists on the CPU, and six processes of
-    # 16 threads each on 16 cores finished 2 of 15 cells in 360 s on the H200 machine.
+    # One CPU share per process, so that N processes do not each start a thread per core. The GPU
+    # is time-sliced between processes: side by side pays where a cell's steps are CPU-bound.
     count=$(wc -w <<< "$groups")
     export OMP_NUM_THREADS=$(( $(nproc) / count > 0 ? $(nproc) / count : 1 ))
     for group in $groups; do
