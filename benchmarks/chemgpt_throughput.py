@@ -12,7 +12,7 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
                      (SDPA attention, fused tanh-GELU, no mask or KV cache in training)
   chemspec_compile   the same with training.compile (torch.compile on the GPT-Neo model)
   chemspec_bucketed  chemspec (and chemspec_bucketed_compile: chemspec_compile) with batches from
-                     `BucketedBatches` (length-sorted within chunks) instead of `loader`'s shuffle
+                     training.bucket_batches (length-sorted within chunks) instead of `loader`'s shuffle
 
 Useful tokens are the non-padding tokens of the batches trained between the end of step --warmup and
 the last step, counted as each batch is collated; tokens/s divides them by the wall time between
@@ -54,7 +54,7 @@ def parse(argv=None):
     a("--warmup", type=int, default=50, help="steps left out of the timing (%(default)s)")
     a("--loss-window", type=int, default=10, help="steps averaged into final_loss (%(default)s)")
     a("--lr", type=float, default=5e-4, help="AdamW learning rate of every path (%(default)s)")
-    a("--bucket-chunk", type=int, default=100, help="batches sorted together by BucketedBatches")
+    a("--bucket-chunk", type=int, default=100, help="batches sorted together (training.bucket_batches)")
     a("--paths", default="hf,chemspec,chemspec_compile", help="comma list")
     a("--save", help="save the first size's last chemspec model here (save_pretrained, with its tokenizer)")
     a("--workers", type=int, default=16, help="processes encoding SELFIES (%(default)s)")
@@ -98,28 +98,6 @@ def moses_tokens(path: Path, count: int, max_length: int, workers: int) -> tuple
     for row, s in enumerate(encoded):
         tokens[row, : len(s) + 2] = [BOS, *map(index.__getitem__, s), EOS]
     return tokens, vocab
-
-
-class BucketedBatches(torch.utils.data.Sampler):
-    """Batches of similar length: each epoch shuffles the rows, sorts them by length within chunks of
-    `chunk` batches, cuts the chunks into batches and shuffles the batches. Every row is seen once per
-    epoch, and a batch pads to its own longest row, so padding nearly vanishes."""
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, chunk: int = 100):
-        self.lengths, self.batch_size, self.seed, self.chunk, self.epoch = lengths, batch_size, seed, chunk, 0
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        order, span, batches = rng.permutation(len(self.lengths)), self.batch_size * self.chunk, []
-        for start in range(0, len(order), span):
-            piece = order[start: start + span]
-            piece = piece[np.argsort(self.lengths[piece], kind="stable")]
-            batches += [piece[i: i + self.batch_size].tolist() for i in range(0, len(piece), self.batch_size)]
-        return iter([batches[i] for i in rng.permutation(len(batches))])
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
 
 
 class Counted:
@@ -184,10 +162,8 @@ def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> dict:
 
 def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool) -> tuple[dict, object]:
     import lightning as L
-    from torch.utils.data import DataLoader
 
     from chemspec.runtime.chemgpt import ChemGPT, loader
-    from chemspec.runtime.molecules import PAD
     from chemspec.specs.training import Optimizer, Scheduler
 
     clock, cuda = Clock(args.warmup, args.steps), torch.cuda.is_available()
@@ -198,13 +174,10 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool) -> tuple[
 
     torch.manual_seed(args.seed)
     module = ChemGPT(config, args.lr, Optimizer(), Scheduler(), total_steps=args.steps, compile=compiled)
-    batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=args.seed)
+    batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=args.seed,
+                     bucket_batches=args.bucket_chunk if bucketed else None)
     counted = Counted(batches.collate_fn)
-    if bucketed:
-        sampler = BucketedBatches((tokens != PAD).sum(1), args.batch, args.seed, args.bucket_chunk)
-        batches = DataLoader(batches.dataset, batch_sampler=sampler, collate_fn=counted)
-    else:
-        batches.collate_fn = counted
+    batches.collate_fn = counted
     trainer = L.Trainer(
         max_steps=args.steps, accelerator="gpu" if cuda else "cpu", devices=1,
         precision="bf16-mixed" if cuda else "32-true", logger=False, enable_checkpointing=False,

@@ -156,7 +156,9 @@ def identity(cell: Cell) -> str:
     """sha256 of the fields of a cell that change its result."""
     fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE)
     if isinstance(fields.get("training"), dict):
-        fields["training"] = {k: v for k, v in fields["training"].items() if k not in TRAINING_EXCLUDE}
+        # An option left off (None) does not change results, so options added later keep identities.
+        fields["training"] = {k: v for k, v in fields["training"].items()
+                              if k not in TRAINING_EXCLUDE and v is not None}
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
 
 

@@ -25,11 +25,27 @@ from torch.utils.data import Sampler
 CHECKPOINT = "last.ckpt"
 
 
-class EpochSampler(Sampler[int]):
-    """A permutation per epoch from a generator seeded by (seed, epoch); can skip a resumed prefix."""
+def bucketed(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, window: int,
+             generator: torch.Generator) -> torch.Tensor:
+    """`order` regrouped so that each run of `batch_size` rows holds rows of similar length: sorted by
+    length within windows of `window` batches, cut into batches, the full batches shuffled, a short
+    last batch kept last (so a DataLoader of that batch size cuts exactly these batches)."""
+    batches: list[torch.Tensor] = []
+    for piece in order.split(batch_size * window):
+        batches += list(piece[torch.argsort(lengths[piece], stable=True)].split(batch_size))
+    short = [batches.pop()] if len(batches[-1]) < batch_size else []
+    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()] + short)
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True):
+
+class EpochSampler(Sampler[int]):
+    """A permutation per epoch from a generator seeded by (seed, epoch); can skip a resumed prefix.
+
+    With `lengths` and `window`, the permutation is length-bucketed for batches of `batch_size`."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True, lengths: torch.Tensor | None = None,
+                 batch_size: int = 1, window: int | None = None):
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.lengths, self.batch_size, self.window = lengths, batch_size, window
         self.epoch = 0
         self._skip: tuple[int, int] | None = None
 
@@ -42,7 +58,10 @@ class EpochSampler(Sampler[int]):
     def __iter__(self):
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
+            order = torch.randperm(self.size, generator=generator)
+            if self.window is not None and self.size:
+                order = bucketed(order, self.lengths, self.batch_size, self.window, generator)
+            order = order.tolist()
         else:
             order = list(range(self.size))
         if self._skip is not None and self._skip[0] == self.epoch:

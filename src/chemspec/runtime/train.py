@@ -103,7 +103,7 @@ def run_training(cell: TrainCell) -> dict:
     L.seed_everything(cell.seed, workers=True, verbose=False)
     training = cell.training
     batches = loader(tokens, rows[f"train-{cell.data_size}"], hp["batch_size"], True, cell.seed,
-                     training.num_workers)
+                     training.num_workers, training.bucket_batches)
     val = loader(tokens, rows["val"], 256, False, cell.seed)
     fault = fault_for(cell.name)
     total_steps = len(batches) * cell.epochs

@@ -99,6 +99,9 @@ class Study(Spec):
         if self.training.activation_checkpointing and not lm:
             raise ValueError(f"training.activation_checkpointing: model.family {self.model.family!r} does not "
                              "support it (language models only); set it to false")
+        if self.training.bucket_batches is not None and not lm:
+            raise ValueError(f"training.bucket_batches: model.family {self.model.family!r} batches whole "
+                             "structures without padding, so there is nothing to bucket; remove it")
         if self.training.compile and not lm:
             raise ValueError(f"training.compile: model.family {self.model.family!r} cannot be compiled (its force "
                              "loss needs a double backward, which torch.compile does not support); set it to false")

@@ -82,6 +82,11 @@ class Training(Spec):
     """Recompute each block's activations in the backward pass instead of storing them: about a third
     more compute for a fraction of the activation memory (what lets a ~1B-parameter ChemGPT train on
     one 80 GB card). Language models only."""
+    bucket_batches: PositiveInt | None = None
+    """Length bucketing: sort the shuffled rows by length within windows of this many batches, cut them
+    into batches and shuffle the batches, so a batch pads to rows of its own length (100 is a good
+    value). Every row is still seen once an epoch, and a resumed epoch continues the same order.
+    Language models only; none: plain shuffling."""
     num_workers: int = Field(0, ge=0)
     """Data-loader worker processes (does not change results)."""
     checkpoint_every_n_epochs: PositiveInt = 1
