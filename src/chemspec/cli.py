@@ -71,6 +71,8 @@ def compile_(spec: str, check: bool, root: str) -> None:
 def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
     """Run one pipeline stage (called by `dvc repro`)."""
     result = api.run(stage, params=params, cell=cell, expected_identity=identity)
+    if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
+        return
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "identity"}
     click.echo(f"{stage}{'@' + cell if cell else ''}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 

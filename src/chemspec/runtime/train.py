@@ -45,12 +45,14 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec).*")
 
 
-def device_name() -> str:
+def device_name(devices: int = 1) -> str:
+    """The card (or CPU) a cell trained on, with how many of them: '2x NVIDIA H100 80GB HBM3'."""
     import torch
 
     if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return f"{devices}x {torch.cuda.get_device_name(0)}"
+    cpu = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return cpu if devices == 1 else f"{devices}x {cpu}"
 
 
 def loss_csv(log: list[list[float]]) -> bytes:
@@ -129,14 +131,20 @@ def run_training(cell: TrainCell) -> dict:
         raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
                        "re-run `dvc repro` to resume from it") from None
     wall = resume.elapsed()
+    tokens_seen = module.tokens_seen
+    if trainer.world_size > 1:  # DDP: every rank runs this function; rank 0 alone writes the results
+        count = torch.tensor(float(tokens_seen), device=trainer.strategy.root_device)
+        tokens_seen = int(trainer.strategy.reduce(count, reduce_op="sum"))
+        if not trainer.is_global_zero:
+            return {"cell": cell.name, "status": "worker", "rank": trainer.global_rank}
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
-              "window": cell.window, "steps": int(trainer.global_step), "tokens_seen": module.tokens_seen,
+              "window": cell.window, "steps": int(trainer.global_step), "tokens_seen": tokens_seen,
               "params": non_embedding_parameters(module.model),
               "params_total": sum(p.numel() for p in module.model.parameters()),
               "val_loss": module.val_history[-1] if module.val_history else float("nan"),
-              "val_history": module.val_history, "wall_time_s": round(wall, 3), "device": device_name(),
-              "status": "ok"}
+              "val_history": module.val_history, "wall_time_s": round(wall, 3),
+              "device": device_name(trainer.world_size), "status": "ok"}
     if module.diverged is not None:
         result.update(status="diverged", divergence=module.diverged, val_loss=None, steps=module.diverged["step"])
     out = Path(cell.out_dir)

@@ -62,7 +62,9 @@ class Training(Spec):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     """Where to train: auto picks a GPU when one is visible."""
     devices: PositiveInt | Literal["auto"] = 1
-    """Devices per cell (more than one trains with DDP)."""
+    """Devices per cell. More than one trains the cell with Lightning DDP: each rank takes a share of
+    every epoch's rows (the batch size is per rank), rank 0 writes the results, and the TPE estimate
+    reads rank 0's per-step losses."""
     batch_size: PositiveInt = 32
     """Batch size when the hpo grid does not set it."""
     learning_rate: PositiveFloat = 1.0e-3

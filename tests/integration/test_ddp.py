@@ -1,0 +1,35 @@
+"""training.devices: one cell across two processes (Lightning DDP, gloo on CPU): rank 0 alone writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+from tests.conftest import tiny_study, tool_env, write_spec
+
+
+def _train(root: Path, devices: int) -> tuple[dict, str]:
+    root.mkdir()
+    study = tiny_study(**{"training.devices": devices, "hpo.grid.learning_rate": [3.0e-3],
+                          "data.sizes": [200, 400]})
+    study["model"]["sizes"] = {"xs": study["model"]["sizes"]["xs"]}
+    write_spec(root / "study.yaml", study)
+    for args in (["compile", "study.yaml"], ["run", "data"], ["run", "split"],
+                 ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "select"], ["run", "train", "--cell", "xs-200"]):
+        done = subprocess.run(["chemspec", *args], cwd=root, capture_output=True, text=True, env=tool_env())
+        assert done.returncode == 0, done.stderr
+    return json.loads((root / "results" / "tiny" / "train" / "xs-200" / "metrics.json").read_text()), done.stdout
+
+
+def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path):
+    one, _ = _train(tmp_path / "one", 1)
+    two, printed = _train(tmp_path / "two", 2)
+    assert printed.count("train@xs-200:") == 1, printed
+    assert two["device"].startswith("2x cpu") and one["device"].startswith("cpu")
+    epochs, batch = 2, 32
+    assert one["steps"] == epochs * math.ceil(200 / batch)
+    assert two["steps"] == epochs * math.ceil(100 / batch), "each rank trains on half the rows"
+    assert two["tokens_seen"] == one["tokens_seen"], "the ranks together see every row once an epoch"
+    assert two["status"] == "ok" and two["val_loss"] > 0 and two["test_loss"] > 0
