@@ -29,7 +29,20 @@ FORCE_FIELDS = ("schnet", "painn", "spookynet")
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
+def _require_inputs(cell: TrainCell) -> None:
+    """A RunError naming the first missing input and the stage that writes it."""
+    data = "atoms.npz" if cell.family in FORCE_FIELDS else "tokens.npy"
+    inputs = {Path(cell.data_dir) / data: "data", Path(cell.split_dir) / f"train-{cell.data_size}.npy": "split"}
+    if cell.hparams is None:
+        inputs[Path(cell.selected)] = "select"
+    for path, stage in inputs.items():
+        if not path.is_file():
+            raise RunError(f"{cell.name}: {path} is missing; run the {stage} stage first "
+                           f"(`dvc repro {stage}`, or `dvc repro` for the whole pipeline)")
+
+
 def _hparams(cell: TrainCell) -> dict | None:
+    _require_inputs(cell)
     if cell.hparams is not None:
         return cell.hparams
     kept = read_json(cell.selected)["kept"].get(cell.group, [])
