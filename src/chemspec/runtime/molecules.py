@@ -100,11 +100,11 @@ def _prepare(raws: list[str], representation: str) -> list[tuple[str | None, str
     from rdkit import RDLogger
 
     RDLogger.DisableLog("rdApp.*")
-    prepared = []
+    out = []
     for raw in raws:
         smiles = _canonical(raw)
-        prepared.append((smiles, _to_text(smiles, representation) if smiles else None))
-    return prepared
+        out.append((smiles, _to_text(smiles, representation) if smiles else None))
+    return out
 
 
 def prepared(raws: Iterator[str], representation: str) -> Iterator[tuple[str | None, str | None]]:
