@@ -183,9 +183,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
             calibration = read_json(Path(cells.calibration.out_dir) / "calibration.json")
         ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration)
         out = folder.parent / "report"
-        write_bytes(out / "index.html", pages.html(ctx).encode())
-        write_bytes(out / "report.md", pages.markdown(ctx).encode())
-        files = [(out / "index.html").as_posix(), (out / "report.md").as_posix()]
+        files = pages.write(out, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows),
                   files=files)
 
@@ -209,9 +207,7 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
             ctx = pages.context(name, rows, fit, selected, tmp / "plots", digest, calibration)
-            write_bytes(tmp / "index.html", pages.html(ctx).encode())
-            write_bytes(tmp / "report.md", pages.markdown(ctx).encode())
-        files = [(out / "index.html").as_posix(), (out / "report.md").as_posix()]
+            files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from chemspec.runtime.io import write_bytes
 from chemspec.runtime.quality import COLUMNS
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
@@ -135,3 +136,10 @@ def markdown(ctx: dict) -> str:
         lines += ["", f"Archived as manifest {ctx['manifest']}."]
     lines += ["", "Figures: " + ", ".join(f"plots/{name}.png" for name, _ in ctx["images"])]
     return "\n".join(lines) + "\n"
+
+
+def write(folder: Path, ctx: dict, final: Path) -> list[str]:
+    """Write index.html and report.md into `folder`; return their paths as they will stand in `final`."""
+    write_bytes(folder / "index.html", html(ctx).encode())
+    write_bytes(folder / "report.md", markdown(ctx).encode())
+    return [(final / "index.html").as_posix(), (final / "report.md").as_posix()]
