@@ -1,10 +1,14 @@
-"""training.devices: one cell across two processes (Lightning DDP, gloo on CPU): rank 0 alone writes."""
+"""training.devices: one cell across two processes (Lightning DDP, gloo on CPU): rank 0 alone writes.
+
+The two-process run starts as `python -m chemspec`, the form Lightning's launcher must re-run for rank 1
+where no console script is installed (benchmarks/ddp_scaling.py on the GPU machine)."""
 
 from __future__ import annotations
 
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import tiny_study, tool_env, write_spec
@@ -16,9 +20,10 @@ def _train(root: Path, devices: int) -> tuple[dict, str]:
                           "data.sizes": [200, 400]})
     study["model"]["sizes"] = {"xs": study["model"]["sizes"]["xs"]}
     write_spec(root / "study.yaml", study)
+    command = ["chemspec"] if devices == 1 else [sys.executable, "-m", "chemspec"]
     for args in (["compile", "study.yaml"], ["run", "data"], ["run", "split"],
                  ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "select"], ["run", "train", "--cell", "xs-200"]):
-        done = subprocess.run(["chemspec", *args], cwd=root, capture_output=True, text=True, env=tool_env())
+        done = subprocess.run([*command, *args], cwd=root, capture_output=True, text=True, env=tool_env())
         assert done.returncode == 0, done.stderr
     return json.loads((root / "results" / "tiny" / "train" / "xs-200" / "metrics.json").read_text()), done.stdout
 
