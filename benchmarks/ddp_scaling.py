@@ -4,8 +4,10 @@ trains it: the same spec but for `training.devices`, the same MOSES rows, batch 
 For each device count the script compiles the spec into a folder of its own and runs the stages data,
 split, tpe, select and train with `python -m chemspec run …` (Lightning's DDP launcher re-runs that
 command line for the other ranks). The data and split of the first folder are copied into the others,
-so every run trains on the same bytes. Throughput is the cell's tokens_seen (summed over ranks) over its
-wall_time_s (the whole fit, validation included), read from metrics.json; the ratio is N GPUs over 1.
+so every run trains on the same bytes. Two rates come from metrics.json: train_tokens_per_s, the steady
+state (from the end of the first tenth of the steps to the last, summed over ranks; the speedup is its
+ratio, N GPUs over 1), and tokens_seen over wall_time_s, the whole cell as a user waits for it (DDP
+launch of the other ranks and validation included).
 
 On the GPU machine (2 cards; no molsets there: carry MOSES's train.csv.gz as for chemgpt_throughput.py):
   source benchmarks/device_setup.sh
@@ -85,7 +87,8 @@ def run(args, devices: int, root: Path, first: Path | None) -> dict:
     metrics = json.loads((folder / cells.train[train].out_dir / "metrics.json").read_text())
     return {"devices": devices, "device": metrics["device"], "steps": metrics["steps"],
             "tokens_seen": metrics["tokens_seen"], "wall_time_s": metrics["wall_time_s"],
-            "tokens_per_s": metrics["tokens_seen"] / metrics["wall_time_s"], "val_loss": metrics["val_loss"],
+            "tokens_per_s": metrics["train_tokens_per_s"],
+            "cell_tokens_per_s": metrics["tokens_seen"] / metrics["wall_time_s"], "val_loss": metrics["val_loss"],
             "test_loss": metrics.get("test_loss"), "params": metrics["params"], "tpe_select_train_s": elapsed}
 
 
@@ -106,8 +109,11 @@ def main(argv=None) -> None:
             result["runs"].append(entry)
             base = result["runs"][0]["tokens_per_s"]
             result["speedup"] = {str(r["devices"]): r["tokens_per_s"] / base for r in result["runs"]}
-            print(f"{devices} device(s): {entry['tokens_per_s']:,.0f} tokens/s, {entry['steps']} steps, "
-                  f"val loss {entry['val_loss']:.3f}, x{result['speedup'][str(devices)]:.2f}", flush=True)
+            result["cell_speedup"] = {str(r["devices"]): r["cell_tokens_per_s"] / result["runs"][0]["cell_tokens_per_s"]
+                                      for r in result["runs"]}
+            print(f"{devices} device(s): {entry['tokens_per_s']:,.0f} tokens/s steady (x{result['speedup'][str(devices)]:.2f}),"
+                  f" {entry['cell_tokens_per_s']:,.0f} over the cell (x{result['cell_speedup'][str(devices)]:.2f}), "
+                  f"{entry['steps']} steps, val loss {entry['val_loss']:.3f}", flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -109,6 +109,7 @@ def run_training(cell: TrainCell) -> dict:
     from chemspec.runtime.chemgpt import ChemGPT, evaluate, gpt_neo_config, loader, non_embedding_parameters
     from chemspec.runtime.faults import Faults, fault_for
     from chemspec.runtime.resume import Resume
+    from chemspec.runtime.throughput import Throughput
 
     _quiet()
     data, split = Path(cell.data_dir), Path(cell.split_dir)
@@ -128,10 +129,11 @@ def run_training(cell: TrainCell) -> dict:
                      activation_checkpointing=training.activation_checkpointing)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
                     tag={"identity": identity(cell), "hparams": hp})
+    throughput = Throughput()
     trainer = L.Trainer(
         max_epochs=cell.epochs, max_steps=window_steps(cell.window, total_steps),
         accelerator=training.accelerator, devices=training.devices,
-        precision=training.precision, logger=False, enable_checkpointing=False, callbacks=[resume, Faults(fault)],
+        precision=training.precision, logger=False, enable_checkpointing=False, callbacks=[resume, Faults(fault), throughput],
         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu")
     try:
@@ -144,10 +146,11 @@ def run_training(cell: TrainCell) -> dict:
         raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
                        "re-run `dvc repro` to resume from it") from None
     wall = resume.elapsed()
-    tokens_seen = module.tokens_seen
+    tokens_seen, rate = module.tokens_seen, throughput.tokens_per_s()
     if trainer.world_size > 1:  # DDP: every rank runs this function; rank 0 alone writes the results
-        count = torch.tensor(float(tokens_seen), device=trainer.strategy.root_device)
-        tokens_seen = int(trainer.strategy.reduce(count, reduce_op="sum"))
+        sums = torch.tensor([float(tokens_seen), rate or float("nan")], device=trainer.strategy.root_device)
+        sums = trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        tokens_seen, rate = int(sums[0]), None if sums[1] != sums[1] else sums[1]
         if not trainer.is_global_zero:
             return {"cell": cell.name, "status": "worker", "rank": trainer.global_rank}
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
@@ -157,6 +160,7 @@ def run_training(cell: TrainCell) -> dict:
               "params_total": sum(p.numel() for p in module.model.parameters()),
               "val_loss": module.val_history[-1] if module.val_history else float("nan"),
               "val_history": module.val_history, "wall_time_s": round(wall, 3),
+              "train_tokens_per_s": None if rate is None else round(rate, 1),
               "device": device_name(trainer.world_size), "status": "ok"}
     if module.diverged is not None:
         result.update(status="diverged", divergence=module.diverged, val_loss=None, steps=module.diverged["step"])
