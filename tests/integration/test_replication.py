@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO, tool_env
 
-STUDY = "chemgpt-moses-scaling"
+STUDY, PAINN = "chemgpt-moses-scaling", "painn-md-scaling"
 TEXT = (REPO / "REPLICATION.md").read_text()
 
 
@@ -26,12 +26,21 @@ def clone(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def archived(clone) -> dict:
-    done = subprocess.run(["chemspec", "report", "--from", "HEAD", "--study", STUDY, "--json"], cwd=clone,
+def _report(clone: Path, study: str) -> dict:
+    done = subprocess.run(["chemspec", "report", "--from", "HEAD", "--study", study, "--json"], cwd=clone,
                           capture_output=True, text=True, env=tool_env())
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def archived(clone) -> dict:
+    return _report(clone, STUDY)
+
+
+@pytest.fixture(scope="module")
+def painn(clone) -> dict:
+    return _report(clone, PAINN)
 
 
 def test_every_chemgpt_number_in_replication_md_comes_from_the_archive(archived):
@@ -59,10 +68,41 @@ def test_every_chemgpt_number_in_replication_md_comes_from_the_archive(archived)
     assert f"from {min(walls):.1f} s" in TEXT and f"to {max(walls):.1f} s" in TEXT
 
 
-def test_the_committed_report_pages_regenerate_byte_for_byte(clone, archived):
+def test_every_painn_number_in_replication_md_comes_from_the_archive(painn):
+    fits = {(f["law"], f["axis"], f["group"]): f for f in painn["fits"]}
+    expected = [f"**{_interval(fits[('power', 'params', '100000')])}**"]
+    expected.append("**" + "; ".join(f"{w} {_interval(fits[('power', 'data', w)])}"
+                                     for w in ("w32d3", "w64d3", "w128d3")) + "**")
+    tse, cost = painn["calibration"]["scores"]["tse"], painn["calibration"]["cost"]
+    joint = painn["joint"]
+    expected += [f"**{tse['r2']:.3f} and {tse['spearman']:.3f}**",
+                 f"**{cost['saving']:.0%}** for the calibration cell ({cost['tpe_then_best_s']:.1f} s against "
+                 f"{cost['exhaustive_s']:.1f} s)", f"**{painn['cost']['saving']:.0%}** for the study",
+                 f"TPE {painn['cost']['tpe_s']:.1f} s plus training {painn['cost']['train_s']:.1f} s",
+                 f"about {painn['cost']['exhaustive_s']:.1f} s",
+                 f"α {joint['alpha']:.3f} [{joint['ci_alpha'][0]:.3f}, {joint['ci_alpha'][1]:.3f}], "
+                 f"β {joint['beta']:.3f} [{joint['ci_beta'][0]:.3f}, {joint['ci_beta'][1]:.3f}], "
+                 f"E {joint['E']:.3f} [{joint['ci_E'][0]:.3f}, {joint['ci_E'][1]:.3f}]** ({joint['n']} cells, "
+                 f"R² {joint['r2']:.3f})",
+                 f"| {painn['provenance']['compute_hours']:.3f} h |", painn["manifest"][:12],
+                 painn["provenance"]["data_sha256"]["content"][:8]]
+    rho = painn["statistics"]["spearman"]
+    expected.append("; ".join(f"{int(n):,}: {rho[n]['rho_time']:g}" for n in ("1000", "5000", "20000", "100000")))
+    missing = [text for text in expected if text not in TEXT]
+    assert not missing, f"REPLICATION.md lacks {missing}"
+    assert all(rho[n]["rho_params"] == pytest.approx(-1) for n in rho) and "**-1 at all four data sizes**" in TEXT
+    assert all(painn["statistics"]["loss_falls_with_data"].values()) and "yes for w32d3, w64d3 and w128d3" in TEXT
+    walls = {(c["model"], c["data_size"]): c["wall_time_s"] for c in painn["cells"]}
+    low, high = min(walls, key=walls.get), max(walls, key=walls.get)
+    assert (f"from {walls[low]:.1f} s ({low[0]}, {low[1]:,}) to {walls[high]:.1f} s ({high[0]}, {high[1]:,})"
+            in TEXT)
+
+
+@pytest.mark.parametrize("study", [STUDY, PAINN])
+def test_the_committed_report_pages_regenerate_byte_for_byte(clone, archived, painn, study):
     for name in ("report.md", "index.html", "plots/scaling.png"):
-        fresh = (clone / "reports" / STUDY / name).read_bytes()
-        assert fresh == (REPO / "reports" / STUDY / name).read_bytes(), name
+        fresh = (clone / "reports" / study / name).read_bytes()
+        assert fresh == (REPO / "reports" / study / name).read_bytes(), name
 
 
 def test_the_archive_verifies(clone):
