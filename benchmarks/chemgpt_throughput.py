@@ -39,7 +39,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
 PATHS = ("hf", "hf_compile", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile")
-H100_BF16_PEAK = 989e12
 
 
 def parse(argv=None):
@@ -196,21 +195,6 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
     return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled="compile" in path)
 
 
-def matmul_peak() -> float | None:
-    """bf16 FLOP/s of an 8192³ matrix product on this card (None on a CPU)."""
-    if not torch.cuda.is_available():
-        return None
-    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(20):
-        a @ b
-    torch.cuda.synchronize()
-    return 20 * 2 * 8192**3 / (time.perf_counter() - start)
-
-
 def write(result: dict, out: str) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
@@ -224,11 +208,12 @@ def main(argv=None):
 
     from chemspec.runtime.chemgpt import gpt_neo_config, non_embedding_parameters
     from chemspec.runtime.molecules import PAD, moses_path, save_tokenizer
+    from chemspec.runtime.throughput import DATASHEET_BF16_FLOPS, flops_per_token, matmul_peak
 
     hf_logging.set_verbosity_error()
     tokens, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, args.max_length, args.workers)
     mean_length = float((tokens != PAD).sum(1).mean())
-    peak = matmul_peak()
+    peak = matmul_peak(torch.device("cuda")) if torch.cuda.is_available() else None
     result = {"card": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
               "python": platform.python_version(), "torch": torch.__version__,
               **{name: version(name) for name in ("transformers", "lightning", "selfies")},
@@ -243,9 +228,9 @@ def main(argv=None):
                                      "n_head": heads}, len(vocab))
             with torch.device("meta"):
                 n = non_embedding_parameters(GPTNeoForCausalLM(config))
-            flops_per_token = 6 * n + 12 * layers * mean_length * hidden
+            flops = flops_per_token(n, layers, hidden, mean_length)
             entry = result["sizes"][name] = {"N": n, "L": layers, "d": hidden, "heads": heads, "T": mean_length,
-                                             "flops_per_token": flops_per_token, "paths": {}, "ratios": {}}
+                                             "flops_per_token": flops, "paths": {}, "ratios": {}}
             for path in args.paths:
                 r, model = run(path, args, config, tokens, tokenizer_dir)
                 entry["paths"][path] = r
@@ -253,8 +238,8 @@ def main(argv=None):
                     model.save_pretrained(args.save)
                     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(args.save)
                 del model
-                r["mfu_989"] = flops_per_token * r["tokens_per_s"] / H100_BF16_PEAK
-                r["mfu_measured_peak"] = flops_per_token * r["tokens_per_s"] / peak if peak else None
+                r["mfu_989"] = flops * r["tokens_per_s"] / DATASHEET_BF16_FLOPS["H100"]
+                r["mfu_measured_peak"] = flops * r["tokens_per_s"] / peak if peak else None
                 gc.collect()
                 torch.cuda.empty_cache()
                 print(f"{name} {path}: {r['tokens_per_s']:,.0f} useful tokens/s, padding {r['padding_share']:.0%}, "

@@ -88,7 +88,8 @@ def run(args, devices: int, root: Path, first: Path | None) -> dict:
     return {"devices": devices, "device": metrics["device"], "steps": metrics["steps"],
             "tokens_seen": metrics["tokens_seen"], "wall_time_s": metrics["wall_time_s"],
             "tokens_per_s": metrics["train_tokens_per_s"],
-            "cell_tokens_per_s": metrics["tokens_seen"] / metrics["wall_time_s"], "val_loss": metrics["val_loss"],
+            "cell_tokens_per_s": metrics["tokens_seen"] / metrics["wall_time_s"],
+            **{k: metrics[k] for k in ("mfu_datasheet", "mfu_measured", "peak_gpu_memory_mb")}, "val_loss": metrics["val_loss"],
             "test_loss": metrics.get("test_loss"), "params": metrics["params"], "tpe_select_train_s": elapsed}
 
 

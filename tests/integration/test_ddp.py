@@ -39,3 +39,5 @@ def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path):
     assert two["tokens_seen"] == one["tokens_seen"], "the ranks together see every row once an epoch"
     assert two["status"] == "ok" and two["val_loss"] > 0 and two["test_loss"] > 0
     assert one["train_tokens_per_s"] > 0 and two["train_tokens_per_s"] > 0, "steady-state rate, summed over ranks"
+    assert one["flops_per_token"] == two["flops_per_token"] > 6 * one["params"]
+    assert one["mfu_datasheet"] is None and one["peak_gpu_memory_mb"] is None, "no GPU, no MFU"

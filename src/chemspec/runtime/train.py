@@ -108,8 +108,9 @@ def run_training(cell: TrainCell) -> dict:
 
     from chemspec.runtime.chemgpt import ChemGPT, evaluate, gpt_neo_config, loader, non_embedding_parameters
     from chemspec.runtime.faults import Faults, fault_for
+    from chemspec.runtime.molecules import PAD
     from chemspec.runtime.resume import Resume
-    from chemspec.runtime.throughput import Throughput
+    from chemspec.runtime.throughput import Throughput, flops_per_token, mean_length, utilisation
 
     _quiet()
     data, split = Path(cell.data_dir), Path(cell.split_dir)
@@ -153,14 +154,18 @@ def run_training(cell: TrainCell) -> dict:
         tokens_seen, rate = int(sums[0]), None if sums[1] != sums[1] else sums[1]
         if not trainer.is_global_zero:
             return {"cell": cell.name, "status": "worker", "rank": trainer.global_rank}
+    params, config = non_embedding_parameters(module.model), module.model.config
+    flops = flops_per_token(params, config.num_layers, config.hidden_size,
+                            mean_length(tokens, rows[f"train-{cell.data_size}"], PAD))
+    usage = utilisation(rate, flops, trainer.world_size, trainer.strategy.root_device)
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
               "window": cell.window, "steps": int(trainer.global_step), "tokens_seen": tokens_seen,
-              "params": non_embedding_parameters(module.model),
+              "params": params,
               "params_total": sum(p.numel() for p in module.model.parameters()),
               "val_loss": module.val_history[-1] if module.val_history else float("nan"),
               "val_history": module.val_history, "wall_time_s": round(wall, 3),
-              "train_tokens_per_s": None if rate is None else round(rate, 1),
+              "train_tokens_per_s": None if rate is None else round(rate, 1), "flops_per_token": flops, **usage,
               "device": device_name(trainer.world_size), "status": "ok"}
     if module.diverged is not None:
         result.update(status="diverged", divergence=module.diverged, val_loss=None, steps=module.diverged["step"])
