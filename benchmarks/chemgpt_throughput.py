@@ -238,7 +238,7 @@ def main(argv=None):
                     model.save_pretrained(args.save)
                     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(args.save)
                 del model
-                r["mfu_989"] = flops * r["tokens_per_s"] / DATASHEET_BF16_FLOPS["H100"]
+                r["mfu_989"] = flops * r["tokens_per_s"] / DATASHEET_BF16_FLOPS["NVIDIA H100 80GB HBM3"]
                 r["mfu_measured_peak"] = flops * r["tokens_per_s"] / peak if peak else None
                 gc.collect()
                 torch.cuda.empty_cache()

@@ -16,6 +16,7 @@ On the GPU machine (2 cards; no molsets there: carry MOSES's train.csv.gz as for
 from __future__ import annotations
 
 import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time
+from importlib.metadata import version
 from pathlib import Path
 
 import yaml
@@ -85,38 +86,42 @@ def run(args, devices: int, root: Path, first: Path | None) -> dict:
         chemspec(folder, "run", stage, *(["--cell", cell] if cell else []))
     elapsed = time.perf_counter() - start
     metrics = json.loads((folder / cells.train[train].out_dir / "metrics.json").read_text())
-    return {"devices": devices, "device": metrics["device"], "steps": metrics["steps"],
-            "tokens_seen": metrics["tokens_seen"], "wall_time_s": metrics["wall_time_s"],
-            "tokens_per_s": metrics["train_tokens_per_s"],
-            "cell_tokens_per_s": metrics["tokens_seen"] / metrics["wall_time_s"],
-            **{k: metrics[k] for k in ("mfu_datasheet", "mfu_measured", "peak_gpu_memory_mb")}, "val_loss": metrics["val_loss"],
-            "test_loss": metrics.get("test_loss"), "params": metrics["params"], "tpe_select_train_s": elapsed}
+    kept = ("device", "steps", "tokens_seen", "wall_time_s", "mfu_datasheet", "mfu_measured", "peak_gpu_memory_mb",
+            "matmul_bf16_tflops", "val_loss", "test_loss", "params")
+    return {"devices": devices, **{k: metrics.get(k) for k in kept}, "tokens_per_s": metrics["train_tokens_per_s"],
+            "cell_tokens_per_s": metrics["tokens_seen"] / metrics["wall_time_s"], "tpe_select_train_s": elapsed}
+
+
+def ratios(runs: list[dict], key: str) -> dict[str, float | None]:
+    """Each run's `key` over the first run's; None where either has none (a cell that stopped early)."""
+    base = runs[0][key]
+    return {str(r["devices"]): r[key] / base if r[key] and base else None for r in runs}
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"x{value:.2f}"
 
 
 def main(argv=None) -> None:
     args = parse(argv)
     counts = [int(v) for v in args.devices.split(",")]
-    import torch
-
     sys.path.insert(0, str(SRC))
-    result = {"card": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
-              "cards": torch.cuda.device_count(), "torch": torch.__version__, "command": " ".join(sys.argv),
-              "settings": vars(args), "runs": []}
+    result = {"python": platform.python_version(), "torch": version("torch"), "lightning": version("lightning"),
+              "command": " ".join(sys.argv), "settings": vars(args), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         first = None
         for devices in counts:
             entry = run(args, devices, Path(tmp), first)
             first = first or Path(tmp) / f"devices-{devices}"
             result["runs"].append(entry)
-            base = result["runs"][0]["tokens_per_s"]
-            result["speedup"] = {str(r["devices"]): r["tokens_per_s"] / base for r in result["runs"]}
-            result["cell_speedup"] = {str(r["devices"]): r["cell_tokens_per_s"] / result["runs"][0]["cell_tokens_per_s"]
-                                      for r in result["runs"]}
-            print(f"{devices} device(s): {entry['tokens_per_s']:,.0f} tokens/s steady (x{result['speedup'][str(devices)]:.2f}),"
-                  f" {entry['cell_tokens_per_s']:,.0f} over the cell (x{result['cell_speedup'][str(devices)]:.2f}), "
-                  f"{entry['steps']} steps, val loss {entry['val_loss']:.3f}", flush=True)
+            result["speedup"], result["cell_speedup"] = (ratios(result["runs"], key)
+                                                         for key in ("tokens_per_s", "cell_tokens_per_s"))
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+            steady = "n/a" if entry["tokens_per_s"] is None else f"{entry['tokens_per_s']:,.0f}"
+            print(f"{entry['device']}: {steady} tokens/s steady ({_times(result['speedup'][str(devices)])}), "
+                  f"{entry['cell_tokens_per_s']:,.0f} over the cell ({_times(result['cell_speedup'][str(devices)])}), "
+                  f"{entry['steps']} steps, val loss {entry['val_loss']}", flush=True)
     print(f"wrote {args.out}")
 
 

@@ -11,10 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chemspec.runtime.tpe import window_steps
 from tests.conftest import tiny_study, tool_env, write_spec
 
 
-def _train(root: Path, devices: int) -> tuple[dict, str]:
+def _train(root: Path, devices: int) -> tuple[dict, str, dict]:
     root.mkdir()
     study = tiny_study(**{"training.devices": devices, "hpo.grid.learning_rate": [3.0e-3],
                           "data.sizes": [200, 400]})
@@ -25,12 +26,14 @@ def _train(root: Path, devices: int) -> tuple[dict, str]:
                  ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "select"], ["run", "train", "--cell", "xs-200"]):
         done = subprocess.run([*command, *args], cwd=root, capture_output=True, text=True, env=tool_env())
         assert done.returncode == 0, done.stderr
-    return json.loads((root / "results" / "tiny" / "train" / "xs-200" / "metrics.json").read_text()), done.stdout
+    results = root / "results" / "tiny"
+    tpe = json.loads((results / "tpe" / "lr3e-3-bs32" / "estimate.json").read_text())
+    return json.loads((results / "train" / "xs-200" / "metrics.json").read_text()), done.stdout, tpe
 
 
 def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path):
-    one, _ = _train(tmp_path / "one", 1)
-    two, printed = _train(tmp_path / "two", 2)
+    one, _, one_tpe = _train(tmp_path / "one", 1)
+    two, printed, two_tpe = _train(tmp_path / "two", 2)
     assert printed.count("train@xs-200:") == 1, printed
     assert two["device"].startswith("2x cpu") and one["device"].startswith("cpu")
     epochs, batch = 2, 32
@@ -41,3 +44,9 @@ def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path):
     assert one["train_tokens_per_s"] > 0 and two["train_tokens_per_s"] > 0, "steady-state rate, summed over ranks"
     assert one["flops_per_token"] == two["flops_per_token"] > 6 * one["params"]
     assert one["mfu_datasheet"] is None and one["peak_gpu_memory_mb"] is None, "no GPU, no MFU"
+
+    def window(world: int, tpe: dict) -> int:  # the TPE window is a share of each rank's own steps
+        return window_steps(tpe["window"], tpe["epochs"] * math.ceil(math.ceil(tpe["data_size"] / world) / 32))
+
+    assert window(1, one_tpe) != window(2, two_tpe)
+    assert (one_tpe["steps"], two_tpe["steps"]) == (window(1, one_tpe), window(2, two_tpe))

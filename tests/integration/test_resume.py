@@ -33,7 +33,7 @@ def train(root: Path, fault: str | None = None) -> subprocess.CompletedProcess:
 def outputs(root: Path) -> dict:
     folder = root / "results" / "tiny" / "train" / CELL
     metrics = json.loads((folder / "metrics.json").read_text())
-    return {"metrics": {k: v for k, v in metrics.items() if k not in ("wall_time_s", "train_tokens_per_s")},
+    return {"metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS},
             "loss": (folder / "loss.csv").read_bytes(),
             "weights": (folder / "model" / "model.safetensors").read_bytes()}
 

@@ -1,18 +1,79 @@
-"""Throughput and MFU of a ChemGPT cell: the FLOP count, the mean length, and what a CPU reports."""
+"""Throughput and MFU of a ChemGPT cell: which steps are timed, validation left out, the FLOP count."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from chemspec.runtime.throughput import Throughput, flops_per_token, mean_length, utilisation
+import chemspec.runtime.throughput as throughput
+from chemspec.runtime.throughput import Throughput, flops_per_token, mean_length, mfu, utilisation
+
+
+def _drive(clock: Throughput, steps: range, total: int, now: list[float], validate_after: int | None = None) -> None:
+    """Step a Throughput through `steps` of a `total`-step run, 100 tokens and 1 s a step."""
+    module = SimpleNamespace(device=torch.device("cpu"), tokens_seen=0)
+    for step in steps:
+        now[0] += 1.0
+        module.tokens_seen = 100 * step
+        clock.on_train_batch_end(SimpleNamespace(estimated_stepping_batches=total, global_step=step), module, None,
+                                 None, step)
+        if step == validate_after:
+            clock.on_validation_start(None, module)
+            now[0] += 30.0
+            clock.on_validation_end(None, module)
+
+
+@pytest.fixture
+def now(monkeypatch) -> list[float]:
+    clock = [0.0]
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: clock[0])
+    return clock
+
+
+def test_the_rate_runs_from_the_first_tenth_of_the_steps_to_the_last(now):
+    clock = Throughput()
+    _drive(clock, range(1, 101), 100, now)
+    assert sorted(clock.marks) == [10, 100]
+    assert clock.tokens_per_s() == pytest.approx(100.0)
+
+
+def test_validation_between_the_marks_is_left_out_and_before_them_is_not_counted(now):
+    clock = Throughput()
+    _drive(clock, range(1, 6), 100, now, validate_after=5)
+    _drive(clock, range(6, 101), 100, now, validate_after=50)
+    assert clock.validating_s == pytest.approx(30.0)
+    assert clock.tokens_per_s() == pytest.approx(100.0)
+
+
+def test_a_resumed_or_unfinished_run_has_no_rate(now):
+    resumed, stopped = Throughput(), Throughput()
+    _drive(resumed, range(40, 101), 100, now)
+    _drive(stopped, range(1, 60), 100, now)
+    assert resumed.tokens_per_s() is None and stopped.tokens_per_s() is None
+    tiny = Throughput()
+    _drive(tiny, range(1, 2), 1, now)
+    assert tiny.marks == {} and tiny.tokens_per_s() is None
 
 
 def test_flops_per_token_is_six_n_plus_attention():
     # the issue's 201M anchor: 16 layers x 1024, 35.8 tokens a molecule
-    assert flops_per_token(201_492_480, 16, 1024, 35.8) == pytest.approx(6 * 201_492_480 + 12 * 16 * 35.8 * 1024)
+    assert flops_per_token(201_492_480, 16, 1024, 35.8) == pytest.approx(1_215_993_446.4)
     assert flops_per_token(0, 2, 64, 10.0) == pytest.approx(15_360)
+
+
+def test_mfu_divides_by_every_card_and_needs_a_rate_and_a_peak():
+    assert mfu(300_000.0, 1.2e9, 1, 989e12) == pytest.approx(0.364, abs=1e-4)
+    assert mfu(600_000.0, 1.2e9, 2, 989e12) == pytest.approx(0.364, abs=1e-4)
+    assert mfu(None, 1.2e9, 1, 989e12) is None and mfu(1.0, 1.2e9, 1, None) is None
+
+
+def test_only_sxm_names_have_a_datasheet_peak():
+    table = throughput.DATASHEET_BF16_FLOPS
+    assert table["NVIDIA H200"] == table["NVIDIA H100 80GB HBM3"] == 989e12
+    assert "NVIDIA H100 PCIe" not in table and "NVIDIA H200 NVL" not in table
 
 
 def test_mean_length_counts_non_pad_tokens_of_the_given_rows_across_chunks():
@@ -24,12 +85,4 @@ def test_mean_length_counts_non_pad_tokens_of_the_given_rows_across_chunks():
 
 
 def test_a_cpu_run_reports_no_gpu_memory_and_no_mfu():
-    assert utilisation(1e5, 1e9, 1, torch.device("cpu")) == {
-        "peak_gpu_memory_mb": None, "mfu_datasheet": None, "mfu_measured": None}
-
-
-def test_a_rate_needs_both_marks():
-    clock = Throughput()
-    assert clock.tokens_per_s() is None
-    clock.marks = {10: (1.0, 1_000), 100: (3.0, 9_000)}
-    assert clock.tokens_per_s() == pytest.approx(4_000)
+    assert set(utilisation(1e5, 1e9, 1, torch.device("cpu")).values()) == {None}

@@ -19,7 +19,8 @@ from chemspec.compiler.cells import ArchiveCell
 from chemspec.errors import ArchiveError
 from chemspec.runtime.io import read_json
 
-TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s")
+TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s", "train_tokens_per_s", "peak_gpu_memory_mb",
+               "matmul_bf16_tflops", "mfu_datasheet", "mfu_measured")
 PACKAGES = ("chemspec", "torch", "lightning", "transformers", "dvc", "rdkit", "selfies", "statsmodels",
             "numpy", "pydantic", "schnetpack")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import platform
 import sys
@@ -123,23 +124,28 @@ def run_training(cell: TrainCell) -> dict:
                      training.num_workers, training.bucket_batches)
     val = loader(tokens, rows["val"], 256, False, cell.seed)
     fault = fault_for(cell.name)
-    total_steps = len(batches) * cell.epochs
-    module = ChemGPT(gpt_neo_config(cell.size, len(tokenizer)), hp["learning_rate"], training.optimizer,
-                     training.scheduler, total_steps=total_steps,
-                     nan_at_step=fault[1] if fault and fault[0] == "nan" else None, compile=training.compile,
-                     activation_checkpointing=training.activation_checkpointing)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
                     tag={"identity": identity(cell), "hparams": hp})
     throughput = Throughput()
     trainer = L.Trainer(
-        max_epochs=cell.epochs, max_steps=window_steps(cell.window, total_steps),
-        accelerator=training.accelerator, devices=training.devices,
-        precision=training.precision, logger=False, enable_checkpointing=False, callbacks=[resume, Faults(fault), throughput],
-        enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
+        max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
+        precision=training.precision, logger=False, enable_checkpointing=False,
+        callbacks=[resume, Faults(fault), throughput], enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu")
+    # Under DDP each rank steps through its share of the rows: the schedule and the TPE window follow it.
+    per_rank = math.ceil(math.ceil(len(rows[f"train-{cell.data_size}"]) / trainer.world_size) / hp["batch_size"])
+    total_steps = per_rank * cell.epochs
+    trainer.fit_loop.epoch_loop.max_steps = window_steps(cell.window, total_steps)
+    module = ChemGPT(gpt_neo_config(cell.size, len(tokenizer)), hp["learning_rate"], training.optimizer,
+                     training.scheduler, total_steps=total_steps,
+                     nan_at_step=fault[1] if fault and fault[0] == "nan" else None, compile=training.compile,
+                     activation_checkpointing=training.activation_checkpointing)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     try:
         trainer.fit(module, batches, val, ckpt_path=resume.resume_from())
-        if trainer.global_step % len(batches) and module.diverged is None:
+        if trainer.global_step % per_rank and module.diverged is None:
             trainer.validate(module, val, verbose=False)
     except SystemExit:
         if not trainer.received_sigterm:
@@ -149,9 +155,10 @@ def run_training(cell: TrainCell) -> dict:
     wall = resume.elapsed()
     tokens_seen, rate = module.tokens_seen, throughput.tokens_per_s()
     if trainer.world_size > 1:  # DDP: every rank runs this function; rank 0 alone writes the results
-        sums = torch.tensor([float(tokens_seen), rate or float("nan")], device=trainer.strategy.root_device)
+        sums = torch.tensor([float(tokens_seen), float("nan") if rate is None else rate], dtype=torch.float64,
+                            device=trainer.strategy.root_device)
         sums = trainer.strategy.reduce(sums, reduce_op="sum").tolist()
-        tokens_seen, rate = int(sums[0]), None if sums[1] != sums[1] else sums[1]
+        tokens_seen, rate = int(sums[0]), None if math.isnan(sums[1]) else sums[1]
         if not trainer.is_global_zero:
             return {"cell": cell.name, "status": "worker", "rank": trainer.global_rank}
     params, config = non_embedding_parameters(module.model), module.model.config
