@@ -84,8 +84,10 @@ def test_every_painn_number_in_replication_md_comes_from_the_archive(painn):
                  f"β {joint['beta']:.3f} [{joint['ci_beta'][0]:.3f}, {joint['ci_beta'][1]:.3f}], "
                  f"E {joint['E']:.3f} [{joint['ci_E'][0]:.3f}, {joint['ci_E'][1]:.3f}]** ({joint['n']} cells, "
                  f"R² {joint['r2']:.3f})",
-                 f"| {painn['provenance']['compute_hours']:.3f} h |", painn["manifest"][:12],
+                 f"| {painn['provenance']['compute_hours']:.3f} h (the sum", painn["manifest"][:12],
                  painn["provenance"]["data_sha256"]["content"][:8]]
+    small = [fits[("power", "params", n)]["exponent"] for n in ("1000", "5000", "20000")]
+    expected.append(f"{min(small):.3f} – {max(small):.3f}")
     rho = painn["statistics"]["spearman"]
     expected.append("; ".join(f"{int(n):,}: {rho[n]['rho_time']:g}" for n in ("1000", "5000", "20000", "100000")))
     missing = [text for text in expected if text not in TEXT]
@@ -96,6 +98,7 @@ def test_every_painn_number_in_replication_md_comes_from_the_archive(painn):
     low, high = min(walls, key=walls.get), max(walls, key=walls.get)
     assert (f"from {walls[low]:.1f} s ({low[0]}, {low[1]:,}) to {walls[high]:.1f} s ({high[0]}, {high[1]:,})"
             in TEXT)
+    assert f"w128d3 at 1,000 took {walls[('w128d3', 1000)]:.1f} s, w64d3 {walls[('w64d3', 1000)]:.1f} s" in TEXT
 
 
 @pytest.mark.parametrize("study", [STUDY, PAINN])
