@@ -52,11 +52,12 @@ def collate(rows: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-           workers: int = 0, bucket_batches: int | None = None) -> DataLoader:
-    """Batches of `rows`; `bucket_batches` groups rows of similar length (see EpochSampler)."""
+           workers: int = 0, bucket_batches: int | None = None, distributed: bool = False) -> DataLoader:
+    """Batches of `rows`; `bucket_batches` groups rows of similar length, `distributed` gives each DDP
+    rank its share (see EpochSampler)."""
     data = TensorDataset(torch.from_numpy(np.ascontiguousarray(tokens[rows])))
     lengths = (data.tensors[0] != PAD).sum(1) if bucket_batches else None
-    sampler = EpochSampler(len(data), seed, shuffle, lengths, batch_size, bucket_batches)
+    sampler = EpochSampler(len(data), seed, shuffle, lengths, batch_size, bucket_batches, distributed)
     return DataLoader(data, batch_size=batch_size, sampler=sampler,
                       collate_fn=collate, num_workers=workers, persistent_workers=workers > 0)
 

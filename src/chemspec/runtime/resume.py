@@ -37,15 +37,25 @@ def bucketed(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, window
     return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()] + short)
 
 
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class EpochSampler(Sampler[int]):
     """A permutation per epoch from a generator seeded by (seed, epoch); can skip a resumed prefix.
 
-    With `lengths` and `window`, the permutation is length-bucketed for batches of `batch_size`."""
+    With `lengths` and `window`, the permutation is length-bucketed for batches of `batch_size`.
+    `distributed`: under torch.distributed each rank takes every world-th row of the epoch's order
+    (padded by wrapping round to a multiple of the world size, as DistributedSampler does), and a
+    resumed rank skips a prefix of its own share, so that every rank resumes where it stopped."""
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, lengths: torch.Tensor | None = None,
-                 batch_size: int = 1, window: int | None = None):
+                 batch_size: int = 1, window: int | None = None, distributed: bool = False):
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.lengths, self.batch_size, self.window = lengths, batch_size, window
+        self.distributed = distributed
         self.epoch = 0
         self._skip: tuple[int, int] | None = None
 
@@ -64,13 +74,17 @@ class EpochSampler(Sampler[int]):
             order = order.tolist()
         else:
             order = list(range(self.size))
+        rank, world = _rank_and_world() if self.distributed else (0, 1)
+        if world > 1 and order:
+            order = (order * world)[:len(self) * world][rank::world]
         if self._skip is not None and self._skip[0] == self.epoch:
             order = order[self._skip[1]:]
         self._skip = None
         return iter(order)
 
     def __len__(self) -> int:
-        return self.size
+        world = _rank_and_world()[1] if self.distributed else 1
+        return -(-self.size // world)
 
 
 class Resume(L.Callback):

@@ -121,8 +121,8 @@ def run_training(cell: TrainCell) -> dict:
     L.seed_everything(cell.seed, workers=True, verbose=False)
     training = cell.training
     batches = loader(tokens, rows[f"train-{cell.data_size}"], hp["batch_size"], True, cell.seed,
-                     training.num_workers, training.bucket_batches)
-    val = loader(tokens, rows["val"], 256, False, cell.seed)
+                     training.num_workers, training.bucket_batches, distributed=True)
+    val = loader(tokens, rows["val"], 256, False, cell.seed, distributed=True)
     fault = fault_for(cell.name)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
                     tag={"identity": identity(cell), "hparams": hp})
@@ -132,7 +132,8 @@ def run_training(cell: TrainCell) -> dict:
         precision=training.precision, logger=False, enable_checkpointing=False,
         callbacks=[resume, Faults(fault), throughput], enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
-        gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu")
+        gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu",
+        use_distributed_sampler=False)
     # Under DDP each rank steps through its share of the rows: the schedule and the TPE window follow it.
     per_rank = math.ceil(math.ceil(len(rows[f"train-{cell.data_size}"]) / trainer.world_size) / hp["batch_size"])
     total_steps = per_rank * cell.epochs
