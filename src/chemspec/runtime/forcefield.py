@@ -15,6 +15,7 @@ import time
 import typing
 import warnings
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -172,8 +173,8 @@ class ForceField(L.LightningModule):
             0, batch["batch"], self.energy_shift.to(torch.float64)[batch["numbers"]])
         return raw.to(torch.float64) + shift, -grad
 
-    def _sums_of(self, batch, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss of the batch, error sums: |dE|, dE², |dE/n|, (dE/n)², |dF|, dF², molecules, components)."""
+    def _errors(self, batch, create_graph: bool) -> tuple[torch.Tensor, ...]:
+        """(loss of the batch, energy errors, energy errors per atom, force errors)."""
         energy, forces = self(batch, create_graph=create_graph)
         d_e = energy - batch["energy"]
         d_n = d_e / batch["n_atoms"]
@@ -183,11 +184,16 @@ class ForceField(L.LightningModule):
             loss = self.energy_weight * d_loss.abs().mean() + self.forces_weight * d_f.abs().mean()
         else:
             loss = self.energy_weight * d_loss.square().mean() + self.forces_weight * d_f.square().mean()
+        return loss, d_e, d_n, d_f
+
+    def _sums_of(self, batch, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss of the batch, error sums: |dE|, dE², |dE/n|, (dE/n)², |dF|, dF², molecules, components)."""
+        loss, d_e, d_n, d_f = self._errors(batch, create_graph)
         d_f = d_f.detach().to(torch.float64)
+        count = partial(torch.full, (), dtype=torch.float64, device=d_f.device)  # no host copy, so no sync
         sums = torch.stack([d_e.abs().sum(), d_e.square().sum(), d_n.abs().sum(), d_n.square().sum(),
-                            d_f.abs().sum(), d_f.square().sum()]).detach()
-        counts = torch.tensor([d_e.numel(), d_f.numel()], dtype=torch.float64, device=sums.device)
-        return loss, torch.cat([sums, counts])
+                            d_f.abs().sum(), d_f.square().sum(), count(d_e.numel()), count(d_f.numel())])
+        return loss, sums.detach()
 
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:
         """Loss (as in training, over a whole split) and MAEs in meV from accumulated error sums."""
@@ -203,7 +209,7 @@ class ForceField(L.LightningModule):
                 "force_rmse_meV_per_A": EV_TO_MEV * (sf / c) ** 0.5}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._sums_of(batch, create_graph=True)
+        loss = self._errors(batch, create_graph=True)[0]
         self._epoch.append(loss.detach())
         return loss
 
@@ -305,7 +311,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
                         min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
                         per_atom_energy_loss=per_atom_energy_loss)
-    batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed)
+    batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
+                                   pin_memory=accelerator != "cpu" and torch.cuda.is_available())
     trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
                         accelerator=accelerator, devices=1, precision=precision,
                         inference_mode=False, logger=False, enable_checkpointing=False,

@@ -104,7 +104,8 @@ class ForceFieldDataset(Dataset):
                 "batch": torch.repeat_interleave(torch.arange(len(s)), n_atoms, output_size=len(atoms)),
                 "idx_i": self.idx_i[pairs] + shift, "idx_j": self.idx_j[pairs] + shift}
 
-    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, pin_memory: bool = False) -> DataLoader:
+        """Batches in a seeded order; `pin_memory` lets the copy to the GPU overlap its work."""
         generator = torch.Generator().manual_seed(seed)
         return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
-                          generator=generator)
+                          generator=generator, pin_memory=pin_memory)
