@@ -11,21 +11,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chemspec.archive.manifest import TIMING_KEYS
 from chemspec.runtime.tpe import window_steps
 from tests.conftest import tiny_study, tool_env, write_spec
 
 
-def _train(root: Path, devices: int) -> tuple[dict, str, dict]:
+def _chemspec(root: Path, devices: int, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    command = ["chemspec"] if devices == 1 else [sys.executable, "-m", "chemspec"]
+    env = tool_env() | ({"CHEMSPEC_FAULT": f"train@xs-200:{fault}"} if fault else {})
+    return subprocess.run([*command, *args], cwd=root, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _prepare(root: Path, devices: int) -> None:
     root.mkdir()
     study = tiny_study(**{"training.devices": devices, "hpo.grid.learning_rate": [3.0e-3],
                           "data.sizes": [200, 400]})
     study["model"]["sizes"] = {"xs": study["model"]["sizes"]["xs"]}
     write_spec(root / "study.yaml", study)
-    command = ["chemspec"] if devices == 1 else [sys.executable, "-m", "chemspec"]
     for args in (["compile", "study.yaml"], ["run", "data"], ["run", "split"],
-                 ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "select"], ["run", "train", "--cell", "xs-200"]):
-        done = subprocess.run([*command, *args], cwd=root, capture_output=True, text=True, env=tool_env())
+                 ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "select"]):
+        done = _chemspec(root, devices, *args)
         assert done.returncode == 0, done.stderr
+
+
+def _train(root: Path, devices: int) -> tuple[dict, str, dict]:
+    _prepare(root, devices)
+    done = _chemspec(root, devices, "run", "train", "--cell", "xs-200")
+    assert done.returncode == 0, done.stderr
     results = root / "results" / "tiny"
     tpe = json.loads((results / "tpe" / "lr3e-3-bs32" / "estimate.json").read_text())
     return json.loads((results / "train" / "xs-200" / "metrics.json").read_text()), done.stdout, tpe
@@ -50,3 +62,28 @@ def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path):
 
     assert window(1, one_tpe) != window(2, two_tpe)
     assert (one_tpe["steps"], two_tpe["steps"]) == (window(1, one_tpe), window(2, two_tpe))
+
+
+def _outputs(root: Path) -> tuple[dict, bytes, bytes]:
+    folder = root / "results" / "tiny" / "train" / "xs-200"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return ({k: v for k, v in metrics.items() if k not in TIMING_KEYS}, (folder / "loss.csv").read_bytes(),
+            (folder / "model" / "model.safetensors").read_bytes())
+
+
+def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path):
+    _train(tmp_path / "whole", 2)
+    reference = _outputs(tmp_path / "whole")
+    root = tmp_path / "stopped"
+    _prepare(root, 2)
+    step = reference[0]["steps"] // 2 + 1  # the first step of the second epoch: mid-epoch on resume
+    stopped = _chemspec(root, 2, "run", "train", "--cell", "xs-200", fault=f"term@{step}")
+    assert stopped.returncode == 1, stopped.stderr
+    assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert (root / "results" / "tiny" / ".resume" / "train-xs-200" / "last.ckpt").is_file()
+    assert not (root / "results" / "tiny" / "train" / "xs-200" / "metrics.json").exists()
+    resumed = _chemspec(root, 2, "run", "train", "--cell", "xs-200")
+    assert resumed.returncode == 0, resumed.stderr
+    metrics, losses, weights = _outputs(root)
+    assert metrics == reference[0]
+    assert losses == reference[1] and weights == reference[2]

@@ -155,13 +155,15 @@ class ChemGPT(L.LightningModule):
         self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every DDP rank saves together and rank 0 writes: keep all ranks' tokens, restored to rank 0.
+        tokens = self.trainer.strategy.reduce(self._tokens.to(self.device).double(), reduce_op="sum")
         checkpoint["chemspec"] = {"losses": self.step_losses, "val_history": self.val_history,
-                                  "tokens": self.tokens_seen}
+                                  "tokens": int(tokens)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["chemspec"]
         self.losses, self.val_history = state["losses"], state["val_history"]
-        self._tokens = torch.tensor(state["tokens"], dtype=torch.long)
+        self._tokens = torch.tensor(state["tokens"] if self.global_rank == 0 else 0, dtype=torch.long)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         total, count = self.token_loss(batch)

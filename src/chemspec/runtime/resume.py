@@ -5,9 +5,9 @@ Three pieces make that hold. The shuffle order of an epoch is a pure function of
 it does not depend on what ran before. A callback counts the batches trained in the current epoch
 and stores the count in each checkpoint; after a restore the sampler skips exactly those samples.
 Checkpoints are written to a temporary name and renamed, at every `interval` epochs and when
-SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary and the callback
-saves there. The checkpoint lives beside the cell's outputs, not among them, because DVC deletes a
-stage's outputs before running it.
+SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary (all DDP ranks at
+the same one) and the callback saves there. The checkpoint lives beside the cell's outputs, not
+among them, because DVC deletes a stage's outputs before running it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -139,6 +140,17 @@ class Resume(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.interval == 0:
             self.save(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """SIGTERM only raises Lightning's flag: every step Lightning broadcasts rank 0's flag and all
+        ranks stop together. Lightning's own handler also broadcasts from inside the signal handler,
+        which deadlocks DDP ranks that each receive the signal (the main process forwards it too)."""
+        connector = trainer._signal_connector
+
+        def note(signum, frame) -> None:
+            connector.received_sigterm = True
+
+        signal.signal(signal.SIGTERM, note)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if type(exception).__name__ == "SIGTERMException":
