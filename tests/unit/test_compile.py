@@ -161,6 +161,7 @@ def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
     ("  compile: true", "training.compile: model.family 'painn' cannot be compiled"),
     ("  scheduler: {name: cosine}", "training.scheduler.name: model.family 'painn' trains with the plateau"),
     ("  bucket_batches: 100", "training.bucket_batches: model.family 'painn' batches whole structures"),
+    ("  packing: 256", "training.packing: model.family 'painn' batches whole structures"),
 ])
 def test_language_model_settings_are_refused_for_force_fields(tmp_path, extra, message):
     text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text()

@@ -3,7 +3,8 @@
 Speed without changing the model: attention runs through SDPA (runtime.gptneo_sdpa: same logits as
 eager), the tanh-GELU is transformers' fused `gelu_pytorch_tanh` (the formula of GPT-Neo's
 `gelu_new`), training builds no KV cache, and batches are right-padded, so the causal mask alone
-hides padding and no mask is passed (the flash kernel stays eligible). Divergence is checked every
+hides padding and no mask is passed (the flash kernel stays eligible). Packed batches
+(runtime.packing) pass position ids and a same-molecule mask instead. Divergence is checked every
 `CHECK_EVERY` steps (and before each validation) rather than every step, so the GPU is not made to
 wait for each loss; the steps run after a non-finite loss are not recorded.
 """
@@ -11,6 +12,7 @@ wait for each loss; the steps run after a non-finite loss are not recorded.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -20,10 +22,10 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from chemspec.runtime.gptneo_sdpa import use_sdpa
 from chemspec.runtime.molecules import BOS, EOS, PAD
+from chemspec.runtime.packing import IGNORE, attention_mask, pack
 from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
 
-IGNORE = -100
 CHECK_EVERY = 25
 MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -51,15 +53,23 @@ def collate(rows: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask.long(), "labels": labels}
 
 
+def collate_packed(rows: list[tuple[torch.Tensor]], length: int) -> dict[str, torch.Tensor]:
+    """The molecules of `rows` packed into rows of `length` positions (runtime.packing)."""
+    return pack(torch.stack([r[0] for r in rows]), length)
+
+
 def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-           workers: int = 0, bucket_batches: int | None = None, distributed: bool = False) -> DataLoader:
-    """Batches of `rows`; `bucket_batches` groups rows of similar length, `distributed` gives each DDP
-    rank its share (see EpochSampler)."""
+           workers: int = 0, bucket_batches: int | None = None, distributed: bool = False,
+           pack_length: int | None = None, pin_memory: bool = False) -> DataLoader:
+    """Batches of `rows`; `bucket_batches` groups rows of similar length, `pack_length` packs each
+    batch into rows of that many positions, `distributed` gives each DDP rank its share (see
+    EpochSampler), `pin_memory` lets the copy to the GPU run alongside its work."""
     data = TensorDataset(torch.from_numpy(np.ascontiguousarray(tokens[rows])))
     lengths = (data.tensors[0] != PAD).sum(1) if bucket_batches else None
     sampler = EpochSampler(len(data), seed, shuffle, lengths, batch_size, bucket_batches, distributed)
-    return DataLoader(data, batch_size=batch_size, sampler=sampler,
-                      collate_fn=collate, num_workers=workers, persistent_workers=workers > 0)
+    batch = partial(collate_packed, length=pack_length) if pack_length else collate
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=batch, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=pin_memory)
 
 
 def lr_lambda(scheduler: Scheduler, total_steps: int, base_lr: float):
@@ -80,8 +90,8 @@ class ChemGPT(L.LightningModule):
     """Causal LM over token ids; records per-step training loss and per-token validation loss."""
 
     def __init__(self, config: GPTNeoConfig, learning_rate: float, optimizer: Optimizer,
-                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None, compile: bool = False,
-                 activation_checkpointing: bool = False):
+                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None,
+                 compile: bool | str = False, activation_checkpointing: bool = False):
         super().__init__()
         self.model = use_sdpa(GPTNeoForCausalLM(config))
         if activation_checkpointing:
@@ -89,7 +99,9 @@ class ChemGPT(L.LightningModule):
                 self.model.activation_checkpointing_enable({"use_reentrant": False})
             else:
                 self.model.gradient_checkpointing_enable({"use_reentrant": False})
-        if compile:
+        if compile == "cuda-graphs":  # batches of few shapes (packing): a graph per shape
+            self.model.compile(mode="reduce-overhead", dynamic=False)
+        elif compile:
             self.model.compile(dynamic=True)
         self.learning_rate = learning_rate
         self.optimizer_cfg = optimizer
@@ -112,7 +124,10 @@ class ChemGPT(L.LightningModule):
 
     def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and the number of predicted tokens."""
-        logits = self.model(input_ids=batch["input_ids"], use_cache=False).logits
+        inputs = {"input_ids": batch["input_ids"]}
+        if "segments" in batch:
+            inputs.update(position_ids=batch["position_ids"], attention_mask=attention_mask(batch["segments"]))
+        logits = self.model(**inputs, use_cache=False).logits
         targets = batch["labels"][:, 1:]
         total = torch.nn.functional.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1),
@@ -177,11 +192,22 @@ class ChemGPT(L.LightningModule):
             self.val_history.append(loss)
         self.log("val_loss", loss, prog_bar=True, sync_dist=False)
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip here: Lightning refuses to clip for a fused optimiser, which without fp16 loss scaling
+        steps with the very gradients this clips (by total norm, or by value when asked)."""
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     def configure_optimizers(self):
         cfg = self.optimizer_cfg
         kind = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-        # Lightning cannot clip the gradients of a fused optimiser under mixed precision.
-        fused = {"fused": True} if self.device.type == "cuda" and not self.trainer.gradient_clip_val else {}
+        # Under fp16 loss scaling a fused optimiser unscales inside its step, after any clipping.
+        unscaled = self.trainer.precision != "16-mixed" or not self.trainer.gradient_clip_val
+        fused = {"fused": True} if self.device.type == "cuda" and unscaled else {}
         optimizer = kind(self.parameters(), lr=self.learning_rate, betas=cfg.betas,
                          weight_decay=cfg.weight_decay, **fused)
         if self.scheduler_cfg.name == "plateau":

@@ -8,7 +8,9 @@ at real tokens but computes attention with SDPA in the model's compute dtype:
 - `scale=1.0`: GPT-Neo's checkpoints were trained without the 1/√d scaling of the scores.
 - Local layers keep their band: a query sees the keys `window_size - 1` behind it and itself,
   read from the layer's own `bias` buffer exactly as eager reads it (bottom-right aligned, so a
-  cached decode step of q queries over k keys sees keys ≤ i + k - q).
+  cached decode step of q queries over k keys sees keys ≤ i + k - q). Global layers compute the
+  same causal rule from indices, so packed rows (runtime.packing) may be longer than the model's
+  max positions; local layers cannot take such rows (ChemGPT's layers are all global).
 - The model's `config._attn_implementation` names a mask function registered with transformers'
   `AttentionMaskInterface`. It returns no mask when no key that a real query can see is padding
   (no padding, or right padding only, on an empty cache): global layers then run with
@@ -62,11 +64,15 @@ class SdpaSelfAttention(GPTNeoSelfAttention):
         if attention_mask is None and q_len == k_len and self.attention_type == "global":
             output = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, is_causal=True, scale=1.0)
             return output, None
-        allowed = self.bias[:, :, k_len - q_len: k_len, :k_len]
+        rows = torch.arange(q_len, device=query.device)[:, None] + (k_len - q_len)
+        cols = torch.arange(k_len, device=query.device)
+        if self.attention_type == "global":
+            allowed = (cols <= rows)[None, None]
+        else:
+            allowed = self.bias[:, :, k_len - q_len: k_len, :k_len]
         if attention_mask is not None:
             keep = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
-            rows = torch.arange(q_len, device=query.device)[:, None] + (k_len - q_len)
-            diagonal = rows == torch.arange(k_len, device=query.device)
+            diagonal = rows == cols
             allowed = (allowed & keep) | diagonal
         output = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, dropout_p=dropout, scale=1.0)
         return output, None

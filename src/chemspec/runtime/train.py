@@ -120,9 +120,11 @@ def run_training(cell: TrainCell) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
     L.seed_everything(cell.seed, workers=True, verbose=False)
     training = cell.training
+    layout = {"pack_length": training.packing,
+              "pin_memory": torch.cuda.is_available() and training.accelerator != "cpu"}
     batches = loader(tokens, rows[f"train-{cell.data_size}"], hp["batch_size"], True, cell.seed,
-                     training.num_workers, training.bucket_batches, distributed=True)
-    val = loader(tokens, rows["val"], 256, False, cell.seed, distributed=True)
+                     training.num_workers, training.bucket_batches, distributed=True, **layout)
+    val = loader(tokens, rows["val"], 256, False, cell.seed, distributed=True, **layout)
     fault = fault_for(cell.name)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
                     tag={"identity": identity(cell), "hparams": hp})
@@ -188,7 +190,7 @@ def run_training(cell: TrainCell) -> dict:
         resume.done()
         return result
     if module.diverged is None:
-        result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed),
+        result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed, **layout),
                                        trainer.strategy.root_device, training.precision)
     with atomic_dir(out / "model") as tmp:
         module.model.save_pretrained(tmp)

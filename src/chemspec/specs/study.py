@@ -102,6 +102,15 @@ class Study(Spec):
         if self.training.bucket_batches is not None and not lm:
             raise ValueError(f"training.bucket_batches: model.family {self.model.family!r} batches whole "
                              "structures without padding, so there is nothing to bucket; remove it")
+        if self.training.packing and not lm:
+            raise ValueError(f"training.packing: model.family {self.model.family!r} batches whole structures "
+                             "without padding, so there is nothing to pack; remove it")
+        if lm and self.training.packing:
+            too_long = {n: s.max_length for n, s in self.model.sizes.items() if s.max_length > self.training.packing}
+            if too_long:
+                raise ValueError(f"training.packing: rows of {self.training.packing} positions cannot hold the "
+                                 f"molecules of model.sizes {too_long} (max_length); set packing to at least "
+                                 f"{max(too_long.values())}")
         if self.training.compile and not lm:
             raise ValueError(f"training.compile: model.family {self.model.family!r} cannot be compiled (its force "
                              "loss needs a double backward, which torch.compile does not support); set it to false")

@@ -77,9 +77,11 @@ class Training(Spec):
     """Force-field loss (ignored by language models)."""
     gradient_clip: PositiveFloat | None = 1.0
     """Clip the gradient norm to this value; none disables clipping."""
-    compile: bool = False
+    compile: bool | Literal["cuda-graphs"] = False
     """torch.compile the language model (GPU; the first steps are slower while it compiles; force
-    fields cannot be compiled: their loss needs a double backward)."""
+    fields cannot be compiled: their loss needs a double backward). cuda-graphs also replays each
+    step's kernels from a CUDA graph (mode reduce-overhead), which removes the launch cost that bounds
+    small models; it needs packing, so that batches have few shapes."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass instead of storing them: about a third
     more compute for a fraction of the activation memory (what lets a ~1B-parameter ChemGPT train on
@@ -89,7 +91,23 @@ class Training(Spec):
     into batches and shuffle the batches, so a batch pads to rows of its own length (100 is a good
     value). Every row is still seen once an epoch, and a resumed epoch continues the same order.
     Language models only; none: plain shuffling."""
+    packing: PositiveInt | None = None
+    """Pack each batch's molecules into rows of this many positions, at least every size's
+    max_length (positions restart and attention stays within each molecule, so the loss is that of
+    padded batches), with the row count rounded up to a multiple of 8 (less for small batches), so
+    batches have few shapes. With 256 and batches of 256 MOSES molecules, 91% of positions hold
+    tokens, against 76% padded. Language models only; none: one padded molecule per row."""
     num_workers: int = Field(0, ge=0)
     """Data-loader worker processes (does not change results)."""
     checkpoint_every_n_epochs: PositiveInt = 1
     """Write a resumable checkpoint every N epochs (and on SIGTERM); a killed cell resumes from it."""
+
+    @model_validator(mode="after")
+    def _layouts(self) -> "Training":
+        if self.packing and self.bucket_batches is not None:
+            raise ValueError("training.packing: set it or training.bucket_batches, not both (both remove "
+                             "padding; packing also keeps batch shapes few)")
+        if self.compile == "cuda-graphs" and not self.packing:
+            raise ValueError("training.compile: cuda-graphs records a graph for every batch shape; set "
+                             "training.packing (e.g. 256; language models only) so that batches have few shapes")
+        return self

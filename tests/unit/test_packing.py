@@ -1,0 +1,122 @@
+"""Packed batches: every molecule once, attention and positions per molecule, the padded loss, few shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from chemspec.errors import SpecError
+from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader
+from chemspec.runtime.molecules import BOS, EOS, PAD
+from chemspec.runtime.packing import IGNORE, pack, place, row_count
+from chemspec.specs import load_study
+from chemspec.specs.training import Optimizer, Scheduler
+from tests.conftest import tiny_study, write_spec
+
+MAX_LENGTH = 20
+
+
+def _tokens(rows: int = 60, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    tokens = np.full((rows, MAX_LENGTH), PAD, dtype=np.int16)
+    for r in range(rows):
+        n = int(rng.integers(3, MAX_LENGTH + 1))
+        tokens[r, :n] = [BOS, *rng.integers(4, 30, n - 2), EOS]
+    return tokens
+
+
+def _molecules(batch: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
+    found = []
+    for ids, segments in zip(batch["input_ids"], batch["segments"]):
+        for s in segments.unique().tolist():
+            if s:
+                found.append(tuple(ids[segments == s].tolist()))
+    return found
+
+
+def test_first_fit_decreasing_fills_rows_and_keeps_molecules_whole():
+    row, start, used = place(np.array([6, 5, 5, 4, 3, 2, 2, 1]), 10)
+    assert used == 3
+    for r in range(used):
+        spans = sorted((start[i], start[i] + n) for i, n in enumerate([6, 5, 5, 4, 3, 2, 2, 1]) if row[i] == r)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] <= 10
+
+
+def test_every_molecule_is_packed_once_with_positions_and_targets_of_its_own():
+    tokens = torch.from_numpy(_tokens()).long()
+    batch = pack(tokens, 32)
+    rows, length = batch["input_ids"].shape
+    assert length == 32 and rows == row_count(place((tokens != PAD).sum(1).numpy(), 32)[2])
+    expected = sorted(tuple(r[r != PAD].tolist()) for r in tokens)
+    assert sorted(_molecules(batch)) == expected
+    starts = batch["position_ids"] == 0
+    real = batch["segments"] > 0
+    assert (batch["input_ids"][starts & real] == BOS).all(), "every molecule starts its own positions"
+    assert (batch["labels"][starts | ~real] == IGNORE).all(), "no [BOS] is a target, no padding either"
+    assert int((batch["labels"] != IGNORE).sum()) == int((tokens != PAD).sum()) - len(tokens)
+    assert int(batch["attention_mask"].sum()) == int((tokens != PAD).sum())
+
+
+def test_row_counts_round_to_few_shapes_without_drowning_small_batches():
+    assert [row_count(used) for used in (0, 1, 5, 12, 31, 37, 38, 40, 73)] == [1, 1, 5, 12, 32, 40, 40, 40, 80]
+
+
+def test_a_molecule_longer_than_a_row_is_refused():
+    with pytest.raises(ValueError, match="a molecule of 20 tokens does not fit packed rows of 16"):
+        pack(torch.from_numpy(_tokens(rows=200)).long(), 16)
+
+
+def test_packed_batches_give_the_loss_and_gradients_of_padded_batches():
+    torch.manual_seed(0)
+    config = gpt_neo_config({"n_layer": 2, "n_embd": 32, "n_head": 4, "max_length": MAX_LENGTH}, 30)
+    module = ChemGPT(config, 1e-3, Optimizer(), Scheduler(), total_steps=1)
+    tokens = _tokens()
+    results = []
+    for pack_length in (None, 48):  # packed rows may be longer than the model's positions
+        module.zero_grad()
+        batch = next(iter(loader(tokens, np.arange(len(tokens)), len(tokens), False, 0, pack_length=pack_length)))
+        total, count = module.token_loss(batch)
+        (total / count).backward()
+        results.append((total.detach(), count, {n: p.grad.clone() for n, p in module.named_parameters()}))
+    (padded, n_padded, g_padded), (packed, n_packed, g_packed) = results
+    assert int(n_padded) == int(n_packed)
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-4)
+    for name, grad in g_padded.items():
+        torch.testing.assert_close(g_packed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packed_batches_keep_to_few_shapes_and_the_same_steps():
+    tokens = _tokens(rows=500, seed=1)
+    packed = loader(tokens, np.arange(500), 64, True, 0, pack_length=64)
+    padded = loader(tokens, np.arange(500), 64, True, 0)
+    assert len(packed) == len(padded)
+    shapes = {tuple(b["input_ids"].shape) for b in packed}
+    assert len(shapes) <= 3 and all(length == 64 for _, length in shapes)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"training.packing": 32}, r"training.packing: rows of 32 positions cannot hold the molecules of model.sizes"),
+    ({"training.packing": 128, "training.bucket_batches": 4}, "training.packing: set it or training.bucket_batches, not both"),
+    ({"training.compile": "cuda-graphs"}, "training.compile: cuda-graphs records a graph for every batch shape"),
+])
+def test_packing_settings_that_cannot_work_are_refused_with_the_key_to_change(tmp_path, overrides, message):
+    with pytest.raises(SpecError, match=message):
+        load_study(write_spec(tmp_path / "s.yaml", tiny_study(**overrides)))
+
+
+def test_a_packed_study_trains_the_same_steps_under_an_identity_of_its_own(tmp_path, monkeypatch):
+    from chemspec import api
+    from chemspec.compiler import expand, identity
+
+    monkeypatch.chdir(tmp_path)
+    plain = expand(load_study(write_spec(tmp_path / "plain.yaml", tiny_study())))
+    study = tiny_study(**{"training.packing": 64, "hpo.grid.learning_rate": [3.0e-3]})
+    api.compile(write_spec(tmp_path / "s.yaml", study))
+    cells = api.load_cells("params.yaml")
+    assert identity(cells.train["xs-200"]) != identity(plain.train["xs-200"])
+    api.run("data")
+    api.run("split")
+    (key,) = cells.tpe
+    result = api.run("tpe", "params.yaml", key)
+    assert result["status"] == "ok" and result["steps"] == 13
