@@ -13,6 +13,9 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
   chemspec_compile   the same with training.compile (torch.compile on the GPT-Neo model)
   chemspec_bucketed  chemspec (and chemspec_bucketed_compile: chemspec_compile) with batches from
                      training.bucket_batches (length-sorted within chunks) instead of `loader`'s shuffle
+  chemspec_packed    chemspec with training.packing (each batch's molecules packed into rows of
+                     --pack-length positions); chemspec_packed_compile adds training.compile: true,
+                     chemspec_packed_cudagraphs training.compile: cuda-graphs
 
 Useful tokens are the non-padding tokens of the batches trained between the end of step --warmup and
 the last step, counted as each batch is collated; tokens/s divides them by the wall time between
@@ -38,7 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
-PATHS = ("hf", "hf_compile", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile")
+PATHS = ("hf", "hf_compile", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
+         "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs")
 
 
 def parse(argv=None):
@@ -53,6 +57,7 @@ def parse(argv=None):
     a("--warmup", type=int, default=50, help="steps left out of the timing (%(default)s)")
     a("--loss-window", type=int, default=10, help="steps averaged into final_loss (%(default)s)")
     a("--lr", type=float, default=5e-4, help="AdamW learning rate of every path (%(default)s)")
+    a("--pack-length", type=int, default=256, help="positions of a packed row (%(default)s)")
     a("--bucket-chunk", type=int, default=100, help="batches sorted together (training.bucket_batches)")
     a("--paths", default="hf,chemspec,chemspec_compile", help="comma list")
     a("--save", help="save the first size's last chemspec model here (save_pretrained, with its tokenizer)")
@@ -159,7 +164,7 @@ def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> dict:
     return clock.summary(counted, [e["loss"] for e in trainer.state.log_history if "loss" in e][-1])
 
 
-def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool) -> tuple[dict, object]:
+def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, packed: bool) -> tuple[dict, object]:
     import lightning as L
 
     from chemspec.runtime.chemgpt import ChemGPT, loader
@@ -174,7 +179,8 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool) -> tuple[
     torch.manual_seed(args.seed)
     module = ChemGPT(config, args.lr, Optimizer(), Scheduler(), total_steps=args.steps, compile=compiled)
     batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=args.seed,
-                     bucket_batches=args.bucket_chunk if bucketed else None)
+                     bucket_batches=args.bucket_chunk if bucketed else None,
+                     pack_length=args.pack_length if packed else None, pin_memory=cuda)
     counted = Counted(batches.collate_fn)
     batches.collate_fn = counted
     trainer = L.Trainer(
@@ -192,7 +198,8 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
         torch.cuda.reset_peak_memory_stats()
     if path.startswith("hf"):
         return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path), None
-    return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled="compile" in path)
+    compiled = "cuda-graphs" if path.endswith("cudagraphs") else "compile" in path
+    return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled=compiled, packed="packed" in path)
 
 
 def write(result: dict, out: str) -> None:

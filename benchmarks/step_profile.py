@@ -1,0 +1,183 @@
+"""Where a training step's time goes: wall time against GPU kernel time, host syncs and top ops.
+
+For each variant it trains chemspec's own module through Lightning (as `chemspec run` does) for
+--warmup steps, then profiles --steps more with torch.profiler while CUDA's sync debug mode records
+every operation that makes the host wait for the GPU (with the Python line that asked for it).
+`plain_*` variants train the same model on the same batches in a bare PyTorch loop (autocast bf16,
+fused AdamW, no clipping), which bounds what Lightning and chemspec's module add.
+
+  source benchmarks/device_setup.sh
+  python3 benchmarks/step_profile.py --smiles .bench/moses_train.csv.gz --atoms .bench/atoms.npz
+"""
+from __future__ import annotations
+
+import argparse, json, os, sys, time, traceback, warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+VARIANTS = ("chemgpt", "chemgpt_compile", "plain_compile", "painn")
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--smiles", help="MOSES train.csv.gz (default: the one in the molsets wheel)")
+    a("--atoms", default=".bench/atoms.npz", help="atoms store for the painn variant")
+    a("--molecules", type=int, default=60_000)
+    a("--sizes", default="200m:16x1024x16", help="ChemGPT name:layers x hidden x heads, comma list")
+    a("--batch", type=int, default=256)
+    a("--painn-batch", type=int, default=100)
+    a("--warmup", type=int, default=30, help="steps before the profiled ones (%(default)s)")
+    a("--steps", type=int, default=10, help="profiled steps (%(default)s)")
+    a("--variants", default=",".join(VARIANTS))
+    a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "step_profile"))
+    args = p.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.sizes = {n: [int(x) for x in s.split("x")] for n, s in (i.split(":") for i in args.sizes.split(","))}
+    return args
+
+
+class Window:
+    """Profiler and sync recorder over steps (warmup, warmup + steps]."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps, self.syncs = warmup, steps, Counter()
+        self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                       torch.profiler.ProfilerActivity.CUDA])
+        self.start = self.wall = None
+
+    def _record(self, message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if "warnings" not in f.filename][-6:]
+        self.syncs[" <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames))] += 1
+
+    def step(self, done: int) -> None:
+        if done == self.warmup:
+            torch.cuda.synchronize()
+            self.prof.__enter__()
+            self._show, warnings.showwarning = warnings.showwarning, self._record
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            self.start = time.perf_counter()
+        elif done == self.warmup + self.steps:
+            torch.cuda.set_sync_debug_mode(0)
+            torch.cuda.synchronize()
+            self.wall = time.perf_counter() - self.start
+            warnings.showwarning = self._show
+            self.prof.__exit__(None, None, None)
+
+    def summary(self, name: str, out: Path) -> dict:
+        events = self.prof.key_averages()
+        gpu_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+        if gpu_us == 0:
+            gpu_us = sum(e.self_device_time_total for e in events)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "tables.txt").open("a") as tables:
+            for key in ("self_cuda_time_total", "self_cpu_time_total"):
+                tables.write(f"== {name}, by {key}\n{events.table(sort_by=key, row_limit=25)}\n")
+        return {"wall_ms_per_step": 1e3 * self.wall / self.steps, "gpu_ms_per_step": gpu_us / 1e3 / self.steps,
+                "gpu_busy": gpu_us / 1e6 / self.wall, "syncs_per_step": sum(self.syncs.values()) / self.steps,
+                "sync_sites": dict(self.syncs.most_common(8))}
+
+
+def chemgpt_variant(args, tokens, vocab, shape, compiled: bool, plain: bool) -> Window:
+    import lightning as L
+
+    from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader
+    from chemspec.specs.training import Optimizer, Scheduler
+
+    layers, hidden, heads = shape
+    config = gpt_neo_config({"max_length": 128, "n_layer": layers, "n_embd": hidden, "n_head": heads}, len(vocab))
+    window = Window(args.warmup, args.steps)
+    torch.manual_seed(0)
+    module = ChemGPT(config, 5e-4, Optimizer(), Scheduler(), total_steps=10**6, compile=compiled)
+    batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=0)
+    total = args.warmup + args.steps
+    if plain:
+        module.cuda().train()
+        optimizer = torch.optim.AdamW(module.parameters(), lr=5e-4, fused=True)
+        for done, batch in enumerate(batches):
+            window.step(done)
+            if done == total:
+                break
+            batch = {k: v.cuda(non_blocking=True) for k, v in batch.items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                s, c = module.token_loss(batch)
+            (s / c).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return window
+
+    class Hook(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            window.step(trainer.global_step)
+
+        def on_train_end(self, trainer, pl_module):
+            window.step(trainer.global_step)
+
+    trainer = L.Trainer(max_steps=total, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                        num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[Hook()])
+    trainer.fit(module, batches)
+    return window
+
+
+def painn_variant(args) -> Window:
+    import lightning as L
+
+    from chemspec.runtime.atoms import load_atoms
+    from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet, energy_reference
+    from chemspec.runtime.neighbours import ForceFieldDataset
+
+    data = load_atoms(args.atoms)
+    shift = energy_reference(data, per_element=True)
+    dataset = ForceFieldDataset(data, 5.0)
+    _quiet()
+    window = Window(args.warmup, args.steps)
+    module = ForceField(FAMILIES["painn"](128, 3, 5.0, 20), energy_shift=shift, patience=10**9)
+
+    class Hook(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            window.step(trainer.global_step)
+
+        def on_train_end(self, trainer, pl_module):
+            window.step(trainer.global_step)
+
+    trainer = L.Trainer(max_steps=args.warmup + args.steps, accelerator="gpu", devices=1, inference_mode=False,
+                        logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=1, callbacks=[Hook()])
+    # one validation batch an epoch: the plateau schedule needs its val_loss
+    trainer.fit(module, dataset.loader(args.painn_batch, shuffle=True, pin_memory=True), dataset.loader(256))
+    return window
+
+
+def main(argv=None):
+    args = parse(argv)
+    out, result = Path(args.out), {"card": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                   "command": " ".join(sys.argv), "variants": {}}
+    chemgpt = [v for v in args.variants if v != "painn"]
+    if chemgpt:
+        from chemgpt_throughput import moses_tokens
+        from chemspec.runtime.molecules import moses_path
+
+        tokens, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, 128, 16)
+    for variant in args.variants:
+        sizes = args.sizes.items() if variant != "painn" else [("128x3", None)]
+        for size, shape in sizes:
+            name = f"{variant}_{size}"
+            window = (painn_variant(args) if variant == "painn" else
+                      chemgpt_variant(args, tokens, vocab, shape, "compile" in variant, variant.startswith("plain")))
+            result["variants"][name] = r = window.summary(name, out)
+            print(f"{name}: {r['wall_ms_per_step']:.1f} ms/step wall, {r['gpu_ms_per_step']:.1f} ms GPU "
+                  f"({r['gpu_busy']:.0%}), {r['syncs_per_step']:.1f} syncs/step {list(r['sync_sites'])[:3]}",
+                  flush=True)
+            (out / "step_profile.json").write_text(json.dumps(result, indent=1) + "\n")
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
