@@ -1,4 +1,5 @@
-"""Length bucketing: every row once an epoch, batches of similar length, deterministic, resumable."""
+"""Length bucketing: every row once an epoch, batches of similar length, deterministic, resumable; a
+bucketed or packed study trains the same steps as a plain one."""
 
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def test_every_row_once_whatever_the_remainder(size):
     assert sorted(sampler) == list(range(size))
 
 
-def test_a_bucketed_study_trains_with_an_identity_of_its_own(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", [{"training.bucket_batches": 4}, {"training.packing": 64}])
+def test_a_bucketed_or_packed_study_trains_the_same_steps_under_an_identity_of_its_own(tmp_path, monkeypatch,
+                                                                                      layout):
     from chemspec import api
     from chemspec.compiler import expand, identity
     from chemspec.specs import load_study
@@ -72,7 +75,7 @@ def test_a_bucketed_study_trains_with_an_identity_of_its_own(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     plain = expand(load_study(write_spec(tmp_path / "plain.yaml", tiny_study())))
-    study = tiny_study(**{"training.bucket_batches": 4, "hpo.grid.learning_rate": [3.0e-3]})
+    study = tiny_study(**layout, **{"hpo.grid.learning_rate": [3.0e-3]})
     api.compile(write_spec(tmp_path / "s.yaml", study))
     cells = api.load_cells("params.yaml")
     assert identity(cells.train["xs-200"]) != identity(plain.train["xs-200"])

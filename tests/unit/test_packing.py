@@ -104,19 +104,3 @@ def test_packing_settings_that_cannot_work_are_refused_with_the_key_to_change(tm
     with pytest.raises(SpecError, match=message):
         load_study(write_spec(tmp_path / "s.yaml", tiny_study(**overrides)))
 
-
-def test_a_packed_study_trains_the_same_steps_under_an_identity_of_its_own(tmp_path, monkeypatch):
-    from chemspec import api
-    from chemspec.compiler import expand, identity
-
-    monkeypatch.chdir(tmp_path)
-    plain = expand(load_study(write_spec(tmp_path / "plain.yaml", tiny_study())))
-    study = tiny_study(**{"training.packing": 64, "hpo.grid.learning_rate": [3.0e-3]})
-    api.compile(write_spec(tmp_path / "s.yaml", study))
-    cells = api.load_cells("params.yaml")
-    assert identity(cells.train["xs-200"]) != identity(plain.train["xs-200"])
-    api.run("data")
-    api.run("split")
-    (key,) = cells.tpe
-    result = api.run("tpe", "params.yaml", key)
-    assert result["status"] == "ok" and result["steps"] == 13
