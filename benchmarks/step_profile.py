@@ -15,6 +15,7 @@ import argparse, json, os, sys, time, traceback, warnings
 from collections import Counter
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 
@@ -42,10 +43,12 @@ def parse(argv=None):
     return args
 
 
-class Window:
-    """Profiler and sync recorder over steps (warmup, warmup + steps]."""
+class Window(L.Callback):
+    """Profiler and sync recorder over steps (warmup, warmup + steps]; as a Lightning callback it
+    marks the steps of a Trainer, and a bare loop calls `step` itself."""
 
     def __init__(self, warmup: int, steps: int):
+        super().__init__()
         self.warmup, self.steps, self.syncs = warmup, steps, Counter()
         self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                        torch.profiler.ProfilerActivity.CUDA])
@@ -70,6 +73,12 @@ class Window:
             warnings.showwarning = self._show
             self.prof.__exit__(None, None, None)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.step(trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.step(trainer.global_step)
+
     def summary(self, name: str, out: Path) -> dict:
         events = self.prof.key_averages()
         gpu_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
@@ -85,8 +94,6 @@ class Window:
 
 
 def chemgpt_variant(args, tokens, vocab, shape, compiled: bool, plain: bool) -> Window:
-    import lightning as L
-
     from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader
     from chemspec.specs.training import Optimizer, Scheduler
 
@@ -112,23 +119,14 @@ def chemgpt_variant(args, tokens, vocab, shape, compiled: bool, plain: bool) -> 
             optimizer.zero_grad(set_to_none=True)
         return window
 
-    class Hook(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            window.step(trainer.global_step)
-
-        def on_train_end(self, trainer, pl_module):
-            window.step(trainer.global_step)
-
     trainer = L.Trainer(max_steps=total, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                        num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[Hook()])
+                        num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[window])
     trainer.fit(module, batches)
     return window
 
 
 def painn_variant(args) -> Window:
-    import lightning as L
-
     from chemspec.runtime.atoms import load_atoms
     from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet, energy_reference
     from chemspec.runtime.neighbours import ForceFieldDataset
@@ -140,16 +138,9 @@ def painn_variant(args) -> Window:
     window = Window(args.warmup, args.steps)
     module = ForceField(FAMILIES["painn"](128, 3, 5.0, 20), energy_shift=shift, patience=10**9)
 
-    class Hook(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            window.step(trainer.global_step)
-
-        def on_train_end(self, trainer, pl_module):
-            window.step(trainer.global_step)
-
     trainer = L.Trainer(max_steps=args.warmup + args.steps, accelerator="gpu", devices=1, inference_mode=False,
                         logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=1, callbacks=[Hook()])
+                        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=1, callbacks=[window])
     # one validation batch an epoch: the plateau schedule needs its val_loss
     trainer.fit(module, dataset.loader(args.painn_batch, shuffle=True, pin_memory=True), dataset.loader(256))
     return window
