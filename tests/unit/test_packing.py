@@ -9,7 +9,7 @@ import torch
 from chemspec.errors import SpecError
 from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader
 from chemspec.runtime.molecules import BOS, EOS, PAD
-from chemspec.runtime.packing import IGNORE, pack, place, row_count
+from chemspec.runtime.packing import IGNORE, fixed_rows, pack, place, row_count
 from chemspec.specs import load_study
 from chemspec.specs.training import Optimizer, Scheduler
 from tests.conftest import tiny_study, write_spec
@@ -86,13 +86,21 @@ def test_packed_batches_give_the_loss_and_gradients_of_padded_batches():
         torch.testing.assert_close(g_packed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_packed_batches_keep_to_few_shapes_and_the_same_steps():
+def test_every_packed_batch_of_a_loader_has_one_shape_the_short_last_one_included():
     tokens = _tokens(rows=500, seed=1)
     packed = loader(tokens, np.arange(500), 64, True, 0, pack_length=64)
     padded = loader(tokens, np.arange(500), 64, True, 0)
-    assert len(packed) == len(padded)
-    shapes = {tuple(b["input_ids"].shape) for b in packed}
-    assert len(shapes) <= 3 and all(length == 64 for _, length in shapes)
+    assert len(packed) == len(padded) == 8
+    rows = fixed_rows((tokens != PAD).sum(1), 64, 64)
+    assert {tuple(b["input_ids"].shape) for b in packed} == {(rows, 64)}
+    assert rows < 64 * MAX_LENGTH // 64, "fewer rows than the longest possible batch would need"
+
+
+def test_a_batch_that_overflows_the_fixed_rows_gets_a_rounded_count_of_its_own():
+    tokens = torch.from_numpy(_tokens(rows=60)).long()
+    used = place((tokens != PAD).sum(1).numpy(), 32)[2]
+    assert pack(tokens, 32, rows=used + 3)["input_ids"].shape == (used + 3, 32)
+    assert pack(tokens, 32, rows=used - 1)["input_ids"].shape == (row_count(used), 32)
 
 
 @pytest.mark.parametrize("overrides,message", [

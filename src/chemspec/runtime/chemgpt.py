@@ -22,7 +22,7 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from chemspec.runtime.gptneo_sdpa import use_sdpa
 from chemspec.runtime.molecules import BOS, EOS, PAD
-from chemspec.runtime.packing import IGNORE, attention_mask, pack
+from chemspec.runtime.packing import IGNORE, attention_mask, fixed_rows, pack
 from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
 
@@ -53,21 +53,25 @@ def collate(rows: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask.long(), "labels": labels}
 
 
-def collate_packed(rows: list[tuple[torch.Tensor]], length: int) -> dict[str, torch.Tensor]:
-    """The molecules of `rows` packed into rows of `length` positions (runtime.packing)."""
-    return pack(torch.stack([r[0] for r in rows]), length)
+def collate_packed(rows: list[tuple[torch.Tensor]], length: int, count: int) -> dict[str, torch.Tensor]:
+    """The molecules of `rows` packed into `count` rows of `length` positions (runtime.packing)."""
+    return pack(torch.stack([r[0] for r in rows]), length, count)
 
 
 def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int,
            workers: int = 0, bucket_batches: int | None = None, distributed: bool = False,
            pack_length: int | None = None, pin_memory: bool = False) -> DataLoader:
     """Batches of `rows`; `bucket_batches` groups rows of similar length, `pack_length` packs each
-    batch into rows of that many positions, `distributed` gives each DDP rank its share (see
+    batch into a fixed number of rows of that many positions, `distributed` gives each DDP rank its share (see
     EpochSampler), `pin_memory` lets the copy to the GPU run alongside its work."""
     data = TensorDataset(torch.from_numpy(np.ascontiguousarray(tokens[rows])))
-    lengths = (data.tensors[0] != PAD).sum(1) if bucket_batches else None
-    sampler = EpochSampler(len(data), seed, shuffle, lengths, batch_size, bucket_batches, distributed)
-    batch = partial(collate_packed, length=pack_length) if pack_length else collate
+    lengths = (data.tensors[0] != PAD).sum(1)
+    sampler = EpochSampler(len(data), seed, shuffle, lengths if bucket_batches else None, batch_size,
+                           bucket_batches, distributed)
+    batch = collate
+    if pack_length:
+        count = fixed_rows(lengths.numpy(), batch_size, pack_length)
+        batch = partial(collate_packed, length=pack_length, count=count)
     return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=batch, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=pin_memory)
 

@@ -1,11 +1,12 @@
-"""Packed batches: several molecules per row, so a step computes on real tokens and keeps few shapes.
+"""Packed batches: several molecules per row, so a step computes on real tokens in one batch shape.
 
 A batch is still `batch_size` molecules (same steps, same order, same loss as padded batches). Its
-molecules are placed into rows of `length` positions by first-fit decreasing, and the row count is
-rounded up to a multiple of ROW_QUANTUM (`row_count`), so a run sees a handful of batch shapes:
-torch.compile needs no dynamic shapes and CUDA graphs can be recorded once per shape. Rounding to 8
-rather than 2 was measured faster on an H200 (BENCHMARKS.md): two shapes alternating cost more than
-the 4% of positions saved.
+molecules are placed into rows of `length` positions by first-fit decreasing. A loader fixes the row
+count from its molecules' lengths (`fixed_rows`: enough for all but about one batch in 30,000), so
+every batch of a run, its short last batch included, has one shape: torch.compile needs no dynamic
+shapes and its CUDA graph is recorded once. Each new shape costs a recompilation (about 30 s at
+201M parameters), which a cell of shapes that varied from batch to batch paid several times
+(BENCHMARKS.md). A rarer, larger batch gets its row count rounded up to a multiple of ROW_QUANTUM.
 
 Each row carries, beside its token ids:
 - `position_ids`: positions restart at 0 for every molecule (a molecule's logits do not depend on
@@ -18,6 +19,8 @@ Each row carries, beside its token ids:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -25,6 +28,8 @@ from chemspec.runtime.molecules import PAD
 
 IGNORE = -100
 ROW_QUANTUM = 8
+SIGMAS = 4.0
+FFD_SLACK = 2  # rows first-fit decreasing needed beyond ceil(tokens / length) in 390 MOSES batches: 0-2
 
 
 def place(lengths: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -48,13 +53,25 @@ def row_count(used: int) -> int:
     return -(-max(used, 1) // quantum) * quantum
 
 
-def pack(ids: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
-    """A packed batch from right-padded token rows [molecules, width]; `length` >= every molecule."""
+def fixed_rows(lengths: np.ndarray, batch_size: int, length: int) -> int:
+    """Rows of `length` positions that hold a batch of `batch_size` of these molecules, drawn at
+    random, unless its token count lies more than SIGMAS standard deviations above the mean."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    tokens = lengths.sum()
+    if len(lengths) > batch_size:
+        bound = batch_size * lengths.mean() + SIGMAS * lengths.std() * math.sqrt(batch_size)
+        tokens = min(bound, np.sort(lengths)[-batch_size:].sum())
+    return math.ceil(tokens / length) + FFD_SLACK
+
+
+def pack(ids: torch.Tensor, length: int, rows: int | None = None) -> dict[str, torch.Tensor]:
+    """A packed batch from right-padded token rows [molecules, width]; `length` >= every molecule;
+    `rows`: the row count of every batch that fits (default: this batch's rounded, `row_count`)."""
     lengths = (ids != PAD).sum(1).numpy()
     if lengths.max(initial=0) > length:
         raise ValueError(f"a molecule of {lengths.max()} tokens does not fit packed rows of {length}")
     row, start, used = place(lengths, length)
-    rows = row_count(used)
+    rows = rows if rows is not None and used <= rows else row_count(used)
     molecule = np.repeat(np.arange(len(lengths)), lengths)
     offset = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     flat = torch.from_numpy(row[molecule] * length + start[molecule] + offset)
