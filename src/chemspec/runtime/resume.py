@@ -6,8 +6,8 @@ it does not depend on what ran before. A callback counts the batches trained in 
 and stores the count in each checkpoint; after a restore the sampler skips exactly those samples.
 Checkpoints are written to a temporary name and renamed, at every `interval` epochs and when
 SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary (all DDP ranks at
-the same one) and the callback saves there. The checkpoint lives beside the cell's outputs, not
-among them, because DVC deletes a stage's outputs before running it.
+the same one, runtime.preempt) and the callback saves there. The checkpoint lives beside the cell's
+outputs, not among them, because DVC deletes a stage's outputs before running it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch.utils.data import Sampler
+
+from chemspec.runtime.preempt import AgreedStop
 
 CHECKPOINT = "last.ckpt"
 
@@ -142,14 +144,16 @@ class Resume(L.Callback):
             self.save(trainer)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        """SIGTERM only raises Lightning's flag: every step Lightning broadcasts rank 0's flag and all
-        ranks stop together. Lightning's own handler also broadcasts from inside the signal handler,
-        which deadlocks DDP ranks that each receive the signal (the main process forwards it too)."""
+        """SIGTERM only notes the request; under DDP, AgreedStop stops all ranks at one step."""
         connector = trainer._signal_connector
 
         def note(signum, frame) -> None:
             connector.received_sigterm = True
 
+        if trainer.world_size > 1:
+            stop = AgreedStop(trainer)
+            trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = stop
+            note = stop.note
         signal.signal(signal.SIGTERM, note)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:

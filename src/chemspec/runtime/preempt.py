@@ -1,0 +1,55 @@
+"""SIGTERM under DDP: every rank stops at the same step, without making the host wait for each step.
+
+Lightning 2.6 broadcasts rank 0's SIGTERM flag at the start of every DDP step and reads it on the
+host (`.item()`), so the host waits for the GPU to finish each step before it queues the next one.
+`AgreedStop` takes that broadcast's place: each step all-reduces (max) every rank's flag on the
+device without waiting, and reads the result of the step LAG steps back, which the GPU has long
+finished. Every rank reads the same step's result at the same step, so all stop together, LAG steps
+after the signal; the signal handler only notes it (Lightning's own handler broadcasts from inside
+the handler, which deadlocks ranks that each receive the signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+LAG = 2
+
+
+class AgreedStop:
+    """Called by Lightning's training loop before each step in place of its SIGTERM broadcast."""
+
+    def __init__(self, trainer: L.Trainer):
+        self.trainer = trainer
+        self.requested = False
+        self.pending: deque[tuple[torch.Tensor, torch.cuda.Event | None]] = deque()
+
+    def note(self, signum, frame) -> None:
+        self.requested = True
+
+    def __call__(self) -> None:
+        device = self.trainer.strategy.root_device
+        flag = torch.full((1,), int(self.requested), dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        event = None
+        if device.type == "cuda":
+            flag = flag.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        self.pending.append((flag, event))
+        if len(self.pending) <= LAG:
+            return
+        flag, event = self.pending.popleft()
+        if event is not None:
+            event.synchronize()
+        if int(flag):
+            self.trainer._signal_connector.received_sigterm = True
+            with contextlib.suppress(Exception):
+                dist.barrier()
+            raise SIGTERMException()
