@@ -58,6 +58,7 @@ def parse(argv=None):
     a("--loss-window", type=int, default=10, help="steps averaged into final_loss (%(default)s)")
     a("--lr", type=float, default=5e-4, help="AdamW learning rate of every path (%(default)s)")
     a("--pack-length", type=int, default=256, help="positions of a packed row (%(default)s)")
+    a("--activation-checkpointing", action="store_true", help="chemspec paths recompute activations in backward")
     a("--bucket-chunk", type=int, default=100, help="batches sorted together (training.bucket_batches)")
     a("--paths", default="hf,chemspec,chemspec_compile", help="comma list")
     a("--save", help="save the first size's last chemspec model here (save_pretrained, with its tokenizer)")
@@ -177,7 +178,8 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, pac
             clock.tick(trainer.global_step)
 
     torch.manual_seed(args.seed)
-    module = ChemGPT(config, args.lr, Optimizer(), Scheduler(), total_steps=args.steps, compile=compiled)
+    module = ChemGPT(config, args.lr, Optimizer(), Scheduler(), total_steps=args.steps, compile=compiled,
+                     activation_checkpointing=args.activation_checkpointing)
     batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=args.seed,
                      bucket_batches=args.bucket_chunk if bucketed else None,
                      pack_length=args.pack_length if packed else None, pin_memory=cuda)

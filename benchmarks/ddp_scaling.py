@@ -12,6 +12,7 @@ launch of the other ranks and validation included).
 On the GPU machine (2 cards; no molsets there: carry MOSES's train.csv.gz as for chemgpt_throughput.py):
   source benchmarks/device_setup.sh
   python3 benchmarks/ddp_scaling.py --molecules 320000 --out $OUT/ddp_scaling.json
+  python3 benchmarks/ddp_scaling.py --molecules 160000 --packing 256 --compile cuda-graphs --out $OUT/ddp_packed.json
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def parse(argv=None):
     a("--devices", default="1,2", help="device counts to compare, the first one the baseline (%(default)s)")
     a("--accelerator", default="gpu", choices=("gpu", "cpu"), help="cpu: a smoke test with gloo")
     a("--workers", type=int, default=4, help="loader workers per rank (%(default)s)")
+    a("--packing", type=int, help="training.packing: positions per packed row (default: padded batches)")
+    a("--compile", default="false", choices=("false", "true", "cuda-graphs"), help="training.compile (%(default)s)")
     a("--out", default="benchmarks/results/ddp_scaling.json")
     return p.parse_args(argv)
 
@@ -51,7 +54,9 @@ def spec(args, devices: int) -> dict:
         "model": {"family": "chemgpt", "sizes": {"m": {"n_layer": layers, "n_embd": hidden, "n_head": heads}}},
         "training": {"max_epochs": 1, "precision": "bf16-mixed" if gpu else "32-true", "accelerator": args.accelerator,
                      "devices": devices, "num_workers": args.workers,
-                     "scheduler": {"name": "constant", "warmup_steps": 20}},
+                     "scheduler": {"name": "constant", "warmup_steps": 20},
+                     "compile": {"false": False, "true": True}.get(args.compile, args.compile),
+                     **({"packing": args.packing} if args.packing else {})},
         "hpo": {"grid": {"learning_rate": [args.lr], "batch_size": [args.batch]},
                 "tpe": {"budget_fraction": 0.1, "estimator": "tse", "keep": 1, "model_size": "m", "data_size": train}},
         "fit": {"laws": ["power"]},
