@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chemspec.archive.manifest import TIMING_KEYS
 from chemspec.runtime.tpe import window_steps
 from tests.conftest import tiny_study, tool_env, write_spec
@@ -71,12 +73,15 @@ def _outputs(root: Path) -> tuple[dict, bytes, bytes]:
             (folder / "model" / "model.safetensors").read_bytes())
 
 
-def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path):
+@pytest.mark.parametrize("offset", [1, -2], ids=["mid-epoch", "at-an-epoch-start"])
+def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, offset):
     _train(tmp_path / "whole", 2)
     reference = _outputs(tmp_path / "whole")
     root = tmp_path / "stopped"
     _prepare(root, 2)
-    step = reference[0]["steps"] // 2 + 1  # the first step of the second epoch: mid-epoch on resume
+    # Ranks agree on a stop a few steps after the signal (runtime.preempt): a signal in the first
+    # epoch's second-to-last step stops the ranks at the second epoch's first step.
+    step = reference[0]["steps"] // 2 + offset
     stopped = _chemspec(root, 2, "run", "train", "--cell", "xs-200", fault=f"term@{step}")
     assert stopped.returncode == 1, stopped.stderr
     assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr and "Traceback" not in stopped.stderr

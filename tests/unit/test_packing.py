@@ -1,4 +1,4 @@
-"""Packed batches: every molecule once, attention and positions per molecule, the padded loss, few shapes."""
+"""Packed batches: every molecule once, attention and positions per molecule, the padded loss, one shape."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_every_packed_batch_of_a_loader_has_one_shape_the_short_last_one_include
     assert len(packed) == len(padded) == 8
     rows = fixed_rows((tokens != PAD).sum(1), 64, 64)
     assert {tuple(b["input_ids"].shape) for b in packed} == {(rows, 64)}
-    assert rows < 64 * MAX_LENGTH // 64, "fewer rows than the longest possible batch would need"
+    assert rows < MAX_LENGTH, "fewer rows than a batch of the longest molecules would need"
 
 
 def test_a_batch_that_overflows_the_fixed_rows_gets_a_rounded_count_of_its_own():

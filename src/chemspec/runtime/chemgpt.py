@@ -103,7 +103,7 @@ class ChemGPT(L.LightningModule):
                 self.model.activation_checkpointing_enable({"use_reentrant": False})
             else:
                 self.model.gradient_checkpointing_enable({"use_reentrant": False})
-        if compile == "cuda-graphs":  # batches of few shapes (packing): a graph per shape
+        if compile == "cuda-graphs":  # batches of one shape (packing): one graph
             self.model.compile(mode="reduce-overhead", dynamic=False)
         elif compile:
             self.model.compile(dynamic=True)

@@ -3,10 +3,12 @@
 Lightning 2.6 broadcasts rank 0's SIGTERM flag at the start of every DDP step and reads it on the
 host (`.item()`), so the host waits for the GPU to finish each step before it queues the next one.
 `AgreedStop` takes that broadcast's place: each step all-reduces (max) every rank's flag on the
-device without waiting, and reads the result of the step LAG steps back, which the GPU has long
-finished. Every rank reads the same step's result at the same step, so all stop together, LAG steps
-after the signal; the signal handler only notes it (Lightning's own handler broadcasts from inside
-the handler, which deadlocks ranks that each receive the signal).
+device without waiting, and reads the result of the step LAG steps back (the host waits only if it
+has run more than LAG steps ahead of the GPU). Every rank reads the same step's result at the same
+step, so all stop together, up to LAG + 1 steps after the signal. The signal handler only notes it
+(Lightning's own handler broadcasts from inside the handler, which deadlocks ranks that each receive
+the signal). A signal during the last LAG steps of training is not acted on: the cell finishes and
+writes its results, atomically, as it would have a moment later.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ LAG = 2
 class AgreedStop:
     """Called by Lightning's training loop before each step in place of its SIGTERM broadcast."""
 
-    def __init__(self, trainer: L.Trainer):
+    def __init__(self, trainer: L.Trainer, requested: bool = False):
         self.trainer = trainer
-        self.requested = False
+        self.requested = requested
         self.pending: deque[tuple[torch.Tensor, torch.cuda.Event | None]] = deque()
 
-    def note(self, signum, frame) -> None:
+    def note(self, signum: int, frame: object) -> None:
         self.requested = True
 
     def __call__(self) -> None:

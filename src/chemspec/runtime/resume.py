@@ -5,8 +5,8 @@ Three pieces make that hold. The shuffle order of an epoch is a pure function of
 it does not depend on what ran before. A callback counts the batches trained in the current epoch
 and stores the count in each checkpoint; after a restore the sampler skips exactly those samples.
 Checkpoints are written to a temporary name and renamed, at every `interval` epochs and when
-SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary (all DDP ranks at
-the same one, runtime.preempt) and the callback saves there. The checkpoint lives beside the cell's
+SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary (DDP ranks at a
+batch boundary they agree on, runtime.preempt) and the callback saves there. The checkpoint lives beside the cell's
 outputs, not among them, because DVC deletes a stage's outputs before running it.
 """
 
@@ -147,11 +147,12 @@ class Resume(L.Callback):
         """SIGTERM only notes the request; under DDP, AgreedStop stops all ranks at one step."""
         connector = trainer._signal_connector
 
-        def note(signum, frame) -> None:
+        def note(signum: int, frame: object) -> None:
             connector.received_sigterm = True
 
-        if trainer.world_size > 1:
-            stop = AgreedStop(trainer)
+        if trainer.world_size > 1:  # a signal that came before training started joins the agreement
+            stop = AgreedStop(trainer, requested=connector.received_sigterm)
+            connector.received_sigterm = False
             trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = stop
             note = stop.note
         signal.signal(signal.SIGTERM, note)

@@ -106,8 +106,8 @@ class Training(Spec):
     def _layouts(self) -> "Training":
         if self.packing and self.bucket_batches is not None:
             raise ValueError("training.packing: set it or training.bucket_batches, not both (both remove "
-                             "padding; packing also keeps batch shapes few)")
+                             "padding; packing also keeps one batch shape)")
         if self.compile == "cuda-graphs" and not self.packing:
             raise ValueError("training.compile: cuda-graphs records a graph for every batch shape; set "
-                             "training.packing (e.g. 256; language models only) so that batches have few shapes")
+                             "training.packing (e.g. 256; language models only) so that batches have one shape")
         return self
