@@ -62,8 +62,8 @@ def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool,
            workers: int = 0, bucket_batches: int | None = None, distributed: bool = False,
            pack_length: int | None = None, pin_memory: bool = False) -> DataLoader:
     """Batches of `rows`; `bucket_batches` groups rows of similar length, `pack_length` packs each
-    batch into a fixed number of rows of that many positions, `distributed` gives each DDP rank its share (see
-    EpochSampler), `pin_memory` lets the copy to the GPU run alongside its work."""
+    batch into a fixed number of rows of that many positions, `distributed` gives each DDP rank its
+    share (see EpochSampler), `pin_memory` lets the copy to the GPU run alongside its work."""
     data = TensorDataset(torch.from_numpy(np.ascontiguousarray(tokens[rows])))
     lengths = (data.tensors[0] != PAD).sum(1)
     sampler = EpochSampler(len(data), seed, shuffle, lengths if bucket_batches else None, batch_size,

@@ -2,9 +2,9 @@
 
 A batch is still `batch_size` molecules (same steps, same order, same loss as padded batches). Its
 molecules are placed into rows of `length` positions by first-fit decreasing. A loader fixes the row
-count from its molecules' lengths (`fixed_rows`: enough for nearly every batch), so
-every batch of a run, its short last batch included, has one shape: torch.compile needs no dynamic
-shapes and its CUDA graph is recorded once. Each new shape costs a recompilation (about 30 s at
+count from its molecules' lengths (`fixed_rows`: enough for nearly every batch), so every batch of
+a run, its short last batch included, has one shape: torch.compile needs no dynamic shapes and its
+CUDA graph is recorded once. Each new shape costs a recompilation (about 30 s at
 201M parameters), which a cell of shapes that varied from batch to batch paid several times
 (BENCHMARKS.md). A rarer, larger batch gets its row count rounded up to a multiple of ROW_QUANTUM.
 

@@ -6,8 +6,8 @@ it does not depend on what ran before. A callback counts the batches trained in 
 and stores the count in each checkpoint; after a restore the sampler skips exactly those samples.
 Checkpoints are written to a temporary name and renamed, at every `interval` epochs and when
 SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary (DDP ranks at a
-batch boundary they agree on, runtime.preempt) and the callback saves there. The checkpoint lives beside the cell's
-outputs, not among them, because DVC deletes a stage's outputs before running it.
+boundary they agree on, runtime.preempt) and the callback saves there. The checkpoint lives beside
+the cell's outputs, not among them, because DVC deletes a stage's outputs before running it.
 """
 
 from __future__ import annotations
