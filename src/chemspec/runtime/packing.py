@@ -66,7 +66,7 @@ def fixed_rows(lengths: np.ndarray, batch_size: int, length: int) -> int:
         batch = rng.choice(lengths, batch_size, replace=False)
         fill = min(fill, batch.sum() / (max(1, place(batch, length)[2]) * length))
     bound = batch_size * lengths.mean() + SIGMAS * lengths.std() * math.sqrt(batch_size)
-    tokens = min(bound, np.sort(lengths)[-batch_size:].sum())
+    tokens = min(bound, np.partition(lengths, -batch_size)[-batch_size:].sum())
     return max(1, math.ceil(tokens / (max(fill, 1e-9) * length)))
 
 
