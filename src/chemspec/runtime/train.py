@@ -25,6 +25,8 @@ from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
 from chemspec.runtime.tpe import estimate, window_steps
 
 FORCE_FIELDS = ("schnet", "painn", "spookynet")
+# DDP's default of 25 MB gave 1.78x on 2 H200s at 201M parameters, 100 MB 1.84x (BENCHMARKS.md).
+DDP_BUCKET_MB = 100
 # MKL may pick kernels by memory alignment, so two processes can sum the same loss differently in the
 # last bits; strict conditional reproducibility makes CPU results repeatable across runs and jobs.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
@@ -81,6 +83,17 @@ def loss_csv(log: list[list[float]]) -> bytes:
     return out.getvalue().encode()
 
 
+def _strategy(training):
+    """Lightning's DDP for more than one device, with gradients reduced in buckets of DDP_BUCKET_MB
+    that are views of the gradients (no copy in and out); its own choice for one device."""
+    import torch
+    from lightning.pytorch.strategies import DDPStrategy
+
+    gpus = torch.cuda.device_count() if training.accelerator != "cpu" else 0
+    several = gpus > 1 if training.devices == "auto" else training.devices > 1
+    return DDPStrategy(bucket_cap_mb=DDP_BUCKET_MB, gradient_as_bucket_view=True) if several else "auto"
+
+
 def _gated(cell: TrainCell) -> dict:
     """A rank that select did not keep (hpo.tpe.margin): recorded, not trained, left out of the fits."""
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
@@ -131,7 +144,7 @@ def run_training(cell: TrainCell) -> dict:
     throughput = Throughput()
     trainer = L.Trainer(
         max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
-        precision=training.precision, logger=False, enable_checkpointing=False,
+        strategy=_strategy(training), precision=training.precision, logger=False, enable_checkpointing=False,
         callbacks=[resume, Faults(fault), throughput], enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu",
