@@ -15,7 +15,9 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
                      training.bucket_batches (length-sorted within chunks) instead of `loader`'s shuffle
   chemspec_packed    chemspec with training.packing (each batch's molecules packed into rows of
                      --pack-length positions); chemspec_packed_compile adds training.compile: true,
-                     chemspec_packed_cudagraphs training.compile: cuda-graphs
+                     chemspec_packed_cudagraphs training.compile: cuda-graphs;
+                     chemspec_packed_cudagraphs_efficient: the same, but masked attention through
+                     SDPA's memory-efficient kernel (its own first choice) instead of cuDNN's
 
 Useful tokens are the non-padding tokens of the batches trained between the end of step --warmup and
 the last step, counted as each batch is collated; tokens/s divides them by the wall time between
@@ -42,7 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
 PATHS = ("hf", "hf_compile", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
-         "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs")
+         "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs",
+         "chemspec_packed_cudagraphs_efficient")
 
 
 def parse(argv=None):
@@ -200,8 +203,19 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
         torch.cuda.reset_peak_memory_stats()
     if path.startswith("hf"):
         return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path), None
-    compiled = "cuda-graphs" if path.endswith("cudagraphs") else "compile" in path
-    return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled=compiled, packed="packed" in path)
+    from torch.nn.attention import SDPBackend
+
+    from chemspec.runtime import chemgpt
+
+    compiled = "cuda-graphs" if "cudagraphs" in path else "compile" in path
+    kernels = chemgpt.MASKED_KERNELS
+    if path.endswith("_efficient"):
+        chemgpt.MASKED_KERNELS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    try:
+        return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled=compiled,
+                            packed="packed" in path)
+    finally:
+        chemgpt.MASKED_KERNELS = kernels
 
 
 def write(result: dict, out: str) -> None:

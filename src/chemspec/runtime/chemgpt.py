@@ -4,19 +4,22 @@ Speed without changing the model: attention runs through SDPA (runtime.gptneo_sd
 eager), the tanh-GELU is transformers' fused `gelu_pytorch_tanh` (the formula of GPT-Neo's
 `gelu_new`), training builds no KV cache, and batches are right-padded, so the causal mask alone
 hides padding and no mask is passed (the flash kernel stays eligible). Packed batches
-(runtime.packing) pass position ids and a same-molecule mask instead. Divergence is checked every
+(runtime.packing) pass position ids and a same-molecule mask instead, which cuDNN's attention kernel
+takes first (MASKED_KERNELS). Divergence is checked every
 `CHECK_EVERY` steps (and before each validation) rather than every step, so the GPU is not made to
 wait for each loss; the steps run after a non-finite loss are not recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from functools import partial
 
 import lightning as L
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
@@ -27,6 +30,11 @@ from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
 
 CHECK_EVERY = 25
+# SDPA's first choice for a masked call is the memory-efficient kernel. cuDNN's takes packed rows'
+# masks faster per layer at equal error (benchmarks/sdpa_backends.py), though whole 201M steps ran
+# equally fast with either (BENCHMARKS.md, run 8). Kernels that cannot run are skipped.
+MASKED_KERNELS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                  SDPBackend.MATH]
 MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
@@ -128,10 +136,12 @@ class ChemGPT(L.LightningModule):
 
     def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and the number of predicted tokens."""
-        inputs = {"input_ids": batch["input_ids"]}
+        inputs, kernels = {"input_ids": batch["input_ids"]}, contextlib.nullcontext()
         if "segments" in batch:
             inputs.update(position_ids=batch["position_ids"], attention_mask=attention_mask(batch["segments"]))
-        logits = self.model(**inputs, use_cache=False).logits
+            kernels = sdpa_kernel(MASKED_KERNELS, set_priority=True)
+        with kernels:
+            logits = self.model(**inputs, use_cache=False).logits
         targets = batch["labels"][:, 1:]
         total = torch.nn.functional.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.size(-1)), targets.reshape(-1),
