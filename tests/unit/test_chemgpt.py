@@ -49,17 +49,3 @@ def test_activation_checkpointing_gives_the_same_gradients():
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
-
-@pytest.mark.parametrize(("devices", "accelerator", "ddp"), [(2, "cpu", True), (1, "cpu", False), ("auto", "cpu", False)])
-def test_several_devices_reduce_gradients_in_large_bucket_views(devices, accelerator, ddp):
-    from lightning.pytorch.strategies import DDPStrategy
-
-    from chemspec.runtime.train import DDP_BUCKET_MB, _strategy
-    from chemspec.specs.training import Training
-
-    strategy = _strategy(Training(max_epochs=1, devices=devices, accelerator=accelerator))
-    assert isinstance(strategy, DDPStrategy) == ddp
-    if ddp:
-        assert strategy._ddp_kwargs == {"bucket_cap_mb": DDP_BUCKET_MB, "gradient_as_bucket_view": True}
-    else:
-        assert strategy == "auto"

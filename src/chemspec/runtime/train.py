@@ -16,6 +16,7 @@ import platform
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,8 +25,13 @@ from chemspec.errors import RunError
 from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
 from chemspec.runtime.tpe import estimate, window_steps
 
+if TYPE_CHECKING:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from chemspec.specs.training import Training
+
 FORCE_FIELDS = ("schnet", "painn", "spookynet")
-# DDP's default of 25 MB gave 1.78x on 2 H200s at 201M parameters, 100 MB 1.84x (BENCHMARKS.md).
+# Gradient buckets larger than DDP's default of 25 MB (BENCHMARKS.md, "Larger gradient buckets").
 DDP_BUCKET_MB = 100
 # MKL may pick kernels by memory alignment, so two processes can sum the same loss differently in the
 # last bits; strict conditional reproducibility makes CPU results repeatable across runs and jobs.
@@ -83,9 +89,9 @@ def loss_csv(log: list[list[float]]) -> bytes:
     return out.getvalue().encode()
 
 
-def _strategy(training):
+def _strategy(training: Training) -> DDPStrategy | str:
     """Lightning's DDP for more than one device, with gradients reduced in buckets of DDP_BUCKET_MB
-    that are views of the gradients (no copy in and out); its own choice for one device."""
+    that the gradients then view (no copy back out after the all-reduce); its own choice for one."""
     import torch
     from lightning.pytorch.strategies import DDPStrategy
 
