@@ -208,6 +208,7 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
     from chemspec.runtime import chemgpt
 
     compiled = "cuda-graphs" if "cudagraphs" in path else "compile" in path
+    torch._dynamo.reset()  # else a second model of the same shape reuses the first's graph and its kernels
     kernels = chemgpt.MASKED_KERNELS
     if path.endswith("_efficient"):
         chemgpt.MASKED_KERNELS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]

@@ -54,6 +54,10 @@ def parse(argv=None):
     args.variants = [v for v in args.variants.split(",") if v]
     if bad := set(args.variants) - set(VARIANTS):
         p.error(f"unknown variants {sorted(bad)}; choose from {', '.join(VARIANTS)}")
+    if args.cpu and any(VARIANTS[v].get("hook") for v in args.variants):
+        p.error("--cpu: the bf16 hooks need NCCL; leave out the *bf16 variants")
+    if not 0 < args.warmup < args.steps:
+        p.error("need 0 < --warmup < --steps")
     return args
 
 
@@ -93,8 +97,7 @@ def worker(rank: int, world: int, args, tokens: np.ndarray, vocab: int, variant:
     model = Loss(module)
     if world > 1:
         hook = settings.pop("hook", None)
-        model = torch.nn.parallel.DistributedDataParallel(Loss(module), device_ids=None if args.cpu else [rank],
-                                                          **settings)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if args.cpu else [rank], **settings)
         if hook:
             model.register_comm_hook(None, bf16_compress_hook)
     share = np.arange(rank, len(tokens), world)
@@ -137,6 +140,9 @@ def main(argv=None):
 
     args = parse(argv)
     tokens, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, 128, 8)
+    if len(tokens) // args.world // args.batch < args.steps:
+        sys.exit(f"--molecules {args.molecules} gives each of {args.world} ranks under --steps {args.steps} "
+                 f"full batches of {args.batch}; read more molecules or time fewer steps")
     result = {"card": "cpu" if args.cpu else torch.cuda.get_device_name(), "torch": torch.__version__,
               "command": " ".join(sys.argv), "settings": vars(args), "variants": {}}
     scratch = Path(args.out).with_suffix(".part")

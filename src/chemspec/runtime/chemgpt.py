@@ -5,9 +5,9 @@ eager), the tanh-GELU is transformers' fused `gelu_pytorch_tanh` (the formula of
 `gelu_new`), training builds no KV cache, and batches are right-padded, so the causal mask alone
 hides padding and no mask is passed (the flash kernel stays eligible). Packed batches
 (runtime.packing) pass position ids and a same-molecule mask instead, which cuDNN's attention kernel
-takes first (MASKED_KERNELS). Divergence is checked every
-`CHECK_EVERY` steps (and before each validation) rather than every step, so the GPU is not made to
-wait for each loss; the steps run after a non-finite loss are not recorded.
+takes first (MASKED_KERNELS). Divergence is checked every `CHECK_EVERY` steps (and before each
+validation) rather than every step, so the GPU is not made to wait for each loss; the steps run
+after a non-finite loss are not recorded.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
 
 CHECK_EVERY = 25
-# SDPA's first choice for a masked call is the memory-efficient kernel. cuDNN's takes packed rows'
-# masks faster per layer at equal error (benchmarks/sdpa_backends.py), though whole 201M steps ran
-# equally fast with either (BENCHMARKS.md, run 8). Kernels that cannot run are skipped.
+# Masked SDPA's order of kernels (SDPA's own first choice is the memory-efficient one); kernels that
+# cannot run are skipped. Why cuDNN first: BENCHMARKS.md, runs 6 and 8. torch.compile fixes the
+# kernel when it first traces GPT-Neo in a process and does not retrace when this changes.
 MASKED_KERNELS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
                   SDPBackend.MATH]
 MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
