@@ -48,4 +48,3 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
-
