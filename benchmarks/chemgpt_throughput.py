@@ -17,10 +17,14 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
                      --pack-length positions); chemspec_packed_compile adds training.compile: true,
                      chemspec_packed_cudagraphs training.compile: cuda-graphs;
                      chemspec_packed_cudagraphs_efficient: the same, but masked attention through
-                     SDPA's memory-efficient kernel (its own first choice) instead of cuDNN's
+                     SDPA's memory-efficient kernel (its own first choice) instead of cuDNN's;
+                     chemspec_packed_cudagraphs_autotune: the same with inductor's max_autotune (what
+                     torch.compile's mode="max-autotune" adds: Triton matmul templates timed against
+                     cuBLAS, with the element-wise work that follows fused into them where that wins)
 
 Useful tokens are the non-padding tokens of the batches trained between the end of step --warmup and
-the last step, counted as each batch is collated; tokens/s divides them by the wall time between
+the last step, counted as each batch is collated (the Trainer) or trained (chemspec, whose loader may
+collate in --loader-workers processes); tokens/s divides them by the wall time between
 those two step ends (CUDA synchronised at both). MFU = (6N + 12·L·T·d) · tokens/s over the H100's
 dense bf16 peak of 989 TFLOP/s and over the bf16 matmul rate measured here, with N the
 non-embedding parameters and T the mean useful length of a molecule. `final_loss` is the mean
@@ -45,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
 PATHS = ("hf", "hf_compile", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
          "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs",
-         "chemspec_packed_cudagraphs_efficient")
+         "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_autotune")
 
 
 def parse(argv=None):
@@ -66,6 +70,7 @@ def parse(argv=None):
     a("--paths", default="hf,chemspec,chemspec_compile", help="comma list")
     a("--save", help="save the first size's last chemspec model here (save_pretrained, with its tokenizer)")
     a("--workers", type=int, default=16, help="processes encoding SELFIES (%(default)s)")
+    a("--loader-workers", type=int, default=0, help="data-loader processes of the chemspec paths (%(default)s)")
     a("--seed", type=int, default=0)
     a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "chemgpt_throughput.json"))
     args = p.parse_args(argv)
@@ -109,14 +114,18 @@ def moses_tokens(path: Path, count: int, max_length: int, workers: int) -> tuple
 
 
 class Counted:
-    """A collate function that also records each batch's useful and total token counts, in order."""
+    """Each batch's useful and total token counts, in order: as a collate function around `collate`
+    (the Trainer's), or through `record` from a callback (loader workers collate in other processes).
+    Counts stay tensors (on the GPU: no sync) until the summary."""
 
-    def __init__(self, collate):
+    def __init__(self, collate=None):
         self.collate, self.useful, self.total = collate, [], []
 
     def __call__(self, rows):
-        batch = self.collate(rows)
-        self.useful.append(int(batch["attention_mask"].sum()))
+        return self.record(self.collate(rows))
+
+    def record(self, batch: dict) -> dict:
+        self.useful.append(batch["attention_mask"].sum())
         self.total.append(batch["attention_mask"].numel())
         return batch
 
@@ -135,7 +144,8 @@ class Clock:
 
     def summary(self, counted: Counted, final_loss: float) -> dict:
         seconds = self.marks[self.steps] - self.marks[self.warmup]
-        useful, total = sum(counted.useful[self.warmup: self.steps]), sum(counted.total[self.warmup: self.steps])
+        useful = int(sum(counted.useful[self.warmup: self.steps]))
+        total = sum(counted.total[self.warmup: self.steps])
         cuda = torch.cuda.is_available()
         return {"tokens_per_s": useful / seconds, "padding_share": 1 - useful / total,
                 "steps_per_s": (self.steps - self.warmup) / seconds, "timed_s": seconds, "final_loss": final_loss,
@@ -174,10 +184,11 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, pac
     from chemspec.runtime.chemgpt import ChemGPT, loader
     from chemspec.specs.training import Optimizer, Scheduler
 
-    clock, cuda = Clock(args.warmup, args.steps), torch.cuda.is_available()
+    clock, cuda, counted = Clock(args.warmup, args.steps), torch.cuda.is_available(), Counted()
 
     class Tick(L.Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            counted.record(batch)
             clock.tick(trainer.global_step)
 
     torch.manual_seed(args.seed)
@@ -185,9 +196,7 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, pac
                      activation_checkpointing=args.activation_checkpointing)
     batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=args.seed,
                      bucket_batches=args.bucket_chunk if bucketed else None,
-                     pack_length=args.pack_length if packed else None, pin_memory=cuda)
-    counted = Counted(batches.collate_fn)
-    batches.collate_fn = counted
+                     pack_length=args.pack_length if packed else None, pin_memory=cuda, workers=args.loader_workers)
     trainer = L.Trainer(
         max_steps=args.steps, accelerator="gpu" if cuda else "cpu", devices=1,
         precision="bf16-mixed" if cuda else "32-true", logger=False, enable_checkpointing=False,
@@ -203,20 +212,22 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
         torch.cuda.reset_peak_memory_stats()
     if path.startswith("hf"):
         return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path), None
+    from torch._inductor import config as inductor
     from torch.nn.attention import SDPBackend
 
     from chemspec.runtime import chemgpt
 
     compiled = "cuda-graphs" if "cudagraphs" in path else "compile" in path
     torch._dynamo.reset()  # else a second model of the same shape reuses the first's graph and its kernels
-    kernels = chemgpt.MASKED_KERNELS
+    kernels, autotune = chemgpt.MASKED_KERNELS, inductor.max_autotune
     if path.endswith("_efficient"):
         chemgpt.MASKED_KERNELS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    inductor.max_autotune = path.endswith("_autotune")
     try:
         return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled=compiled,
                             packed="packed" in path)
     finally:
-        chemgpt.MASKED_KERNELS = kernels
+        chemgpt.MASKED_KERNELS, inductor.max_autotune = kernels, autotune
 
 
 def write(result: dict, out: str) -> None:

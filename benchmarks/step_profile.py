@@ -3,7 +3,9 @@
 For each variant it trains chemspec's own module through Lightning (as `chemspec run` does) for
 --warmup steps, then profiles --steps more with torch.profiler while CUDA's sync debug mode records
 every operation that makes the host wait for the GPU (with the Python line that asked for it).
-`plain_*` variants train the same model on the same batches in a bare PyTorch loop (autocast bf16,
+It reports the kernels' time per step by kind (KINDS) and the GPU's idle time, with the kernels on
+either side of the longest gaps. `chemgpt_packed_cudagraphs` trains as `training.packing: 256` and
+`training.compile: cuda-graphs` do. `plain_*` variants train the same model on the same batches in a bare PyTorch loop (autocast bf16,
 fused AdamW, no clipping), which bounds what Lightning and chemspec's module add.
 
   source benchmarks/device_setup.sh
@@ -21,7 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-VARIANTS = ("chemgpt", "chemgpt_compile", "plain_compile", "painn")
+VARIANTS = ("chemgpt", "chemgpt_compile", "chemgpt_packed_cudagraphs", "plain_compile", "painn")
+# GPU kernels by name, first match wins: where a step's GPU time goes
+KINDS = {"attention": ("fmha", "flash", "cudnn", "attention", "attn"), "matmul": ("gemm", "nvjet", "cutlass", "xmma"),
+         "optimizer": ("adam", "foreach", "multi_tensor"), "fused_elementwise": ("triton",)}
 
 
 def parse(argv=None):
@@ -36,6 +41,8 @@ def parse(argv=None):
     a("--warmup", type=int, default=30, help="steps before the profiled ones (%(default)s)")
     a("--steps", type=int, default=10, help="profiled steps (%(default)s)")
     a("--variants", default=",".join(VARIANTS))
+    a("--cuda-only", action="store_true", help="profile the GPU alone (less host overhead, no CPU tables)")
+    a("--loader-workers", type=int, default=0, help="ChemGPT data-loader processes (%(default)s)")
     a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "step_profile"))
     args = p.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
@@ -47,11 +54,12 @@ class Window(L.Callback):
     """Profiler and sync recorder over steps (warmup, warmup + steps]; as a Lightning callback it
     marks the steps of a Trainer, and a bare loop calls `step` itself."""
 
-    def __init__(self, warmup: int, steps: int):
+    def __init__(self, warmup: int, steps: int, cuda_only: bool = False):
         super().__init__()
         self.warmup, self.steps, self.syncs = warmup, steps, Counter()
-        self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                       torch.profiler.ProfilerActivity.CUDA])
+        activities = [torch.profiler.ProfilerActivity.CUDA]
+        self.prof = torch.profiler.profile(activities=activities if cuda_only else
+                                           [torch.profiler.ProfilerActivity.CPU, *activities])
         self.start = self.wall = None
 
     def _record(self, message, category, filename, lineno, file=None, line=None):
@@ -81,28 +89,57 @@ class Window(L.Callback):
 
     def summary(self, name: str, out: Path) -> dict:
         events = self.prof.key_averages()
-        gpu_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-        if gpu_us == 0:
-            gpu_us = sum(e.self_device_time_total for e in events)
         out.mkdir(parents=True, exist_ok=True)
         with (out / "tables.txt").open("a") as tables:
             for key in ("self_cuda_time_total", "self_cpu_time_total"):
                 tables.write(f"== {name}, by {key}\n{events.table(sort_by=key, row_limit=25)}\n")
-        return {"wall_ms_per_step": 1e3 * self.wall / self.steps, "gpu_ms_per_step": gpu_us / 1e3 / self.steps,
-                "gpu_busy": gpu_us / 1e6 / self.wall, "syncs_per_step": sum(self.syncs.values()) / self.steps,
-                "sync_sites": dict(self.syncs.most_common(8))}
+        kernels = sorted((e for e in self.prof.events() if is_kernel(e)), key=lambda e: e.time_range.start)
+        kinds = Counter()
+        for e in kernels:
+            key = e.name.lower()
+            kinds[next((k for k, marks in KINDS.items() if any(m in key for m in marks)), "other")] += \
+                e.time_range.elapsed_us() / 1e3 / self.steps
+        gpu_ms = sum(kinds.values())
+        return {"wall_ms_per_step": 1e3 * self.wall / self.steps, "gpu_ms_per_step": gpu_ms,
+                "gpu_ms_by_kind": {k: round(v, 3) for k, v in kinds.most_common()},
+                "gpu_busy": gpu_ms / (1e3 * self.wall / self.steps), **idle(kernels, self.steps),
+                "syncs_per_step": sum(self.syncs.values()) / self.steps, "sync_sites": dict(self.syncs.most_common(8))}
 
 
-def chemgpt_variant(args, tokens, vocab, shape, compiled: bool, plain: bool) -> Window:
+def is_kernel(event) -> bool:
+    """A kernel or copy on the GPU's timeline, not a range annotated around others."""
+    return (event.device_type == torch.autograd.DeviceType.CUDA and not event.is_user_annotation
+            and not event.name.startswith(("##", "Optimizer.", "ProfilerStep")))
+
+
+def idle(kernels: list, steps: int, shortest_us: float = 20.0) -> dict:
+    """GPU time with no kernel running, between the first and last kernel of the window, and the
+    kernels on either side of the longest gaps (grouped by that pair): where the GPU waits."""
+    gaps, total, busy_until = Counter(), 0.0, None
+    previous = None
+    for e in kernels:
+        if busy_until is not None and e.time_range.start > busy_until:
+            gap = e.time_range.start - busy_until
+            total += gap
+            if gap >= shortest_us:
+                gaps[f"{previous.name[:60]} -> {e.name[:60]}"] += gap
+        if busy_until is None or e.time_range.end > busy_until:
+            busy_until, previous = e.time_range.end, e
+    return {"idle_ms_per_step": total / 1e3 / steps,
+            "idle_gaps_ms_per_step": {k: round(v / 1e3 / steps, 3) for k, v in gaps.most_common(12)}}
+
+
+def chemgpt_variant(args, tokens, vocab, shape, compiled: bool | str, plain: bool, packed: bool) -> Window:
     from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader
     from chemspec.specs.training import Optimizer, Scheduler
 
     layers, hidden, heads = shape
     config = gpt_neo_config({"max_length": 128, "n_layer": layers, "n_embd": hidden, "n_head": heads}, len(vocab))
-    window = Window(args.warmup, args.steps)
+    window = Window(args.warmup, args.steps, args.cuda_only)
     torch.manual_seed(0)
     module = ChemGPT(config, 5e-4, Optimizer(), Scheduler(), total_steps=10**6, compile=compiled)
-    batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=0)
+    batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=0,
+                     workers=args.loader_workers, pack_length=256 if packed else None, pin_memory=packed)
     total = args.warmup + args.steps
     if plain:
         module.cuda().train()
@@ -161,10 +198,14 @@ def main(argv=None):
         for size, shape in sizes:
             name = f"{variant}_{size}"
             window = (painn_variant(args) if variant == "painn" else
-                      chemgpt_variant(args, tokens, vocab, shape, "compile" in variant, variant.startswith("plain")))
+                      chemgpt_variant(args, tokens, vocab, shape,
+                                      "cuda-graphs" if "cudagraphs" in variant else "compile" in variant,
+                                      variant.startswith("plain"), "packed" in variant))
             result["variants"][name] = r = window.summary(name, out)
             print(f"{name}: {r['wall_ms_per_step']:.1f} ms/step wall, {r['gpu_ms_per_step']:.1f} ms GPU "
-                  f"({r['gpu_busy']:.0%}), {r['syncs_per_step']:.1f} syncs/step {list(r['sync_sites'])[:3]}",
+                  f"({r['gpu_busy']:.0%}) {r['gpu_ms_by_kind']}, idle {r['idle_ms_per_step']:.2f} ms "
+                  f"{r['idle_gaps_ms_per_step']}, {r['syncs_per_step']:.1f} syncs/step "
+                  f"{list(r['sync_sites'])[:3]}",
                   flush=True)
             (out / "step_profile.json").write_text(json.dumps(result, indent=1) + "\n")
             torch.cuda.empty_cache()
