@@ -3,10 +3,11 @@
 For each variant it trains chemspec's own module through Lightning (as `chemspec run` does) for
 --warmup steps, then profiles --steps more with torch.profiler while CUDA's sync debug mode records
 every operation that makes the host wait for the GPU (with the Python line that asked for it).
-It reports the kernels' time per step by kind (KINDS) and the GPU's idle time, with the kernels on
-either side of the longest gaps. `chemgpt_packed_cudagraphs` trains as `training.packing: 256` and
-`training.compile: cuda-graphs` do. `plain_*` variants train the same model on the same batches in a bare PyTorch loop (autocast bf16,
-fused AdamW, no clipping), which bounds what Lightning and chemspec's module add.
+It reports the kernels' time per step by kind (KINDS), the share of the wall time in which some
+kernel ran (`gpu_busy`), and the GPU's idle time with the kernels on either side of the longest
+gaps. `chemgpt_packed_cudagraphs` trains as `training.packing: 256` and `training.compile:
+cuda-graphs` do. `plain_*` variants train the same model on the same batches in a bare PyTorch loop
+(autocast bf16, fused AdamW, no clipping), which bounds what Lightning and chemspec's module add.
 
   source benchmarks/device_setup.sh
   python3 benchmarks/step_profile.py --smiles .bench/moses_train.csv.gz --atoms .bench/atoms.npz
@@ -24,9 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 VARIANTS = ("chemgpt", "chemgpt_compile", "chemgpt_packed_cudagraphs", "plain_compile", "painn")
-# GPU kernels by name, first match wins: where a step's GPU time goes
-KINDS = {"attention": ("fmha", "flash", "cudnn", "attention", "attn"), "matmul": ("gemm", "nvjet", "cutlass", "xmma"),
-         "optimizer": ("adam", "foreach", "multi_tensor"), "fused_elementwise": ("triton",)}
+# GPU kernels by name, first match wins (inductor's matmul templates are triton_tem_*): where a step's
+# GPU time goes
+KINDS = {"matmul": ("gemm", "nvjet", "cutlass", "xmma", "triton_tem"), "fused_elementwise": ("triton_",),
+         "attention": ("fmha", "flash", "cudnn", "attention", "attn"), "optimizer": ("adam", "foreach", "multi_tensor")}
 
 
 def parse(argv=None):
@@ -41,7 +43,7 @@ def parse(argv=None):
     a("--warmup", type=int, default=30, help="steps before the profiled ones (%(default)s)")
     a("--steps", type=int, default=10, help="profiled steps (%(default)s)")
     a("--variants", default=",".join(VARIANTS))
-    a("--cuda-only", action="store_true", help="profile the GPU alone (less host overhead, no CPU tables)")
+    a("--cuda-only", action="store_true", help="profile the GPU alone (less host overhead, no CPU table)")
     a("--loader-workers", type=int, default=0, help="ChemGPT data-loader processes (%(default)s)")
     a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "step_profile"))
     args = p.parse_args(argv)
@@ -56,7 +58,7 @@ class Window(L.Callback):
 
     def __init__(self, warmup: int, steps: int, cuda_only: bool = False):
         super().__init__()
-        self.warmup, self.steps, self.syncs = warmup, steps, Counter()
+        self.warmup, self.steps, self.syncs, self.cuda_only = warmup, steps, Counter(), cuda_only
         activities = [torch.profiler.ProfilerActivity.CUDA]
         self.prof = torch.profiler.profile(activities=activities if cuda_only else
                                            [torch.profiler.ProfilerActivity.CPU, *activities])
@@ -91,7 +93,7 @@ class Window(L.Callback):
         events = self.prof.key_averages()
         out.mkdir(parents=True, exist_ok=True)
         with (out / "tables.txt").open("a") as tables:
-            for key in ("self_cuda_time_total", "self_cpu_time_total"):
+            for key in ("self_cuda_time_total",) + (() if self.cuda_only else ("self_cpu_time_total",)):
                 tables.write(f"== {name}, by {key}\n{events.table(sort_by=key, row_limit=25)}\n")
         kernels = sorted((e for e in self.prof.events() if is_kernel(e)), key=lambda e: e.time_range.start)
         kinds = Counter()
@@ -99,10 +101,11 @@ class Window(L.Callback):
             key = e.name.lower()
             kinds[next((k for k, marks in KINDS.items() if any(m in key for m in marks)), "other")] += \
                 e.time_range.elapsed_us() / 1e3 / self.steps
-        gpu_ms = sum(kinds.values())
-        return {"wall_ms_per_step": 1e3 * self.wall / self.steps, "gpu_ms_per_step": gpu_ms,
+        gaps = idle(kernels, self.steps)
+        span_ms = (kernels[-1].time_range.end - kernels[0].time_range.start) / 1e3 / self.steps if kernels else 0.0
+        return {"wall_ms_per_step": 1e3 * self.wall / self.steps, "gpu_ms_per_step": sum(kinds.values()),
                 "gpu_ms_by_kind": {k: round(v, 3) for k, v in kinds.most_common()},
-                "gpu_busy": gpu_ms / (1e3 * self.wall / self.steps), **idle(kernels, self.steps),
+                "gpu_busy": (span_ms - gaps["idle_ms_per_step"]) / (1e3 * self.wall / self.steps), **gaps,
                 "syncs_per_step": sum(self.syncs.values()) / self.steps, "sync_sites": dict(self.syncs.most_common(8))}
 
 

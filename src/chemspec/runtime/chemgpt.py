@@ -31,9 +31,9 @@ from chemspec.specs.training import Optimizer, Scheduler
 
 CHECK_EVERY = 25
 # Masked SDPA's order of kernels (SDPA's own first choice is the memory-efficient one); kernels that
-# cannot run are skipped. cuDNN's is faster per layer and equal end to end (BENCHMARKS.md, runs 6, 8
-# and 9). torch.compile fixes the kernel when it first traces GPT-Neo in a process and does not
-# retrace when this changes.
+# cannot run are skipped. cuDNN's is faster per layer on MOSES's rows of 256 and equal end to end
+# (BENCHMARKS.md, runs 6, 8 and 9). torch.compile fixes the kernel when it first traces GPT-Neo in a
+# process and does not retrace when this changes.
 MASKED_KERNELS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
                   SDPBackend.MATH]
 MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
