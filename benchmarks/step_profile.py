@@ -102,7 +102,8 @@ class Window(L.Callback):
             kinds[next((k for k, marks in KINDS.items() if any(m in key for m in marks)), "other")] += \
                 e.time_range.elapsed_us() / 1e3 / self.steps
         gaps = idle(kernels, self.steps)
-        span_ms = (kernels[-1].time_range.end - kernels[0].time_range.start) / 1e3 / self.steps if kernels else 0.0
+        span_ms = (max(e.time_range.end for e in kernels) - kernels[0].time_range.start) / 1e3 / self.steps \
+            if kernels else 0.0
         return {"wall_ms_per_step": 1e3 * self.wall / self.steps, "gpu_ms_per_step": sum(kinds.values()),
                 "gpu_ms_by_kind": {k: round(v, 3) for k, v in kinds.most_common()},
                 "gpu_busy": (span_ms - gaps["idle_ms_per_step"]) / (1e3 * self.wall / self.steps), **gaps,
