@@ -70,6 +70,12 @@ CASES = [
     ("seed-negative", mutate("seed", -1), "seed"),
     ("samples-too-few", mutate("generation.samples", 1), "generation.samples"),
     ("top-p-zero", mutate("generation.top_p", 0), "generation.top_p"),
+    ("bool-for-int", mutate("seed", True), "seed: Input should be a valid integer (got true)"),
+    ("quoted-int", mutate("training.max_epochs", "5"), "training.max_epochs: Input should be a valid integer"),
+    ("float-for-int", mutate("data.sizes", [1000, 3000.0]), "data.sizes.1: Input should be a valid integer"),
+    ("quoted-float", mutate("hpo.grid.learning_rate", ["0.001"]), "write a number without quotes"),
+    ("yes-for-packing", mutate("training.packing", True), "training.packing: Input should be a valid integer"),
+    ("int-for-bool", mutate("training.compile", 1), "training.compile"),
 ]
 
 
@@ -124,6 +130,32 @@ def test_unknown_key_hint_lists_allowed_keys(cli, tmp_path):
 def test_verbose_shows_traceback_of_internal_errors_only_when_asked(cli, tmp_path):
     result = cli("validate", str(tmp_path / "absent.yaml"))
     assert result.code == 2 and "file not found" in result.err and "Traceback" not in result.err
+
+
+def test_unquoted_exponent_floats_are_numbers_as_in_yaml_1_2(cli, tmp_path):
+    spec = tmp_path / "study.yaml"
+    text = QUICKSTART.read_text().replace("[1.0e-3, 3.0e-3]", "[1e-3, 3E-3]")
+    spec.write_text(text.replace("accelerator: cpu", "accelerator: cpu\n  optimizer: {betas: [0.9, 0.95]}"))
+    assert cli("compile", str(spec), "--root", str(tmp_path / "out"), cwd=tmp_path).code == 0
+    params = yaml.safe_load((tmp_path / "out" / "params.yaml").read_text())
+    tpe = params["cells"]["tpe"].values()
+    assert sorted(cell["hparams"]["learning_rate"] for cell in tpe) == [1e-3, 3e-3]
+    assert {tuple(cell["training"]["optimizer"]["betas"]) for cell in tpe} == {(0.9, 0.95)}
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("smi\nCCO\n", "data.source.column: 'smiles' is not a column of 'mols.csv' (the header has ['smi'])"),
+    ("", "data.source.column: 'smiles' is not a column of 'mols.csv' (the file is empty)"),
+    (None, "data.source.file: 'mols.csv' is a directory; give the data file in it")])
+def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected):
+    if content is None:
+        (tmp_path / "mols.csv").mkdir()
+    else:
+        (tmp_path / "mols.csv").write_text(content)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("data.source", {"file": "mols.csv", "column": "smiles"}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and expected in result.err, result.err
 
 
 def test_valid_quickstart_validates(cli):

@@ -34,6 +34,11 @@ def _hint(error: dict, allowed: list[str]) -> str:
         return "use one of the values listed"
     if kind == "finite_number":
         return "give a finite number; .nan and .inf are not settings"
+    if kind in ("int_type", "float_type", "bool_type", "string_type"):
+        want = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+                "string_type": "text"}[kind]
+        unquote = " without quotes" if isinstance(error.get("input"), str) else ""
+        return f"write {want}{unquote}"
     if kind.startswith(("int_", "float_", "greater", "less")):
         return "give a number in the allowed range"
     if kind == "string_pattern_mismatch":

@@ -13,4 +13,6 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 class Spec(BaseModel):
     # NaN and infinity are never meaningful settings, and inf breaks stage names (lr1e-3) at compile time.
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
+    # Strict: `seed: true`, `sizes: ["40"]` or `packing: yes` are mistakes to report, not values to convert.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False,
+                              strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -57,10 +58,18 @@ class SmilesFileSource(Spec):
     """Read only the first N molecules of the file; none reads all."""
 
     def rows(self, path: Path) -> int:
-        """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules."""
+        """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules;
+        a CSV's header must name `column`."""
         with open(path, "rb") as handle:
-            lines = sum(1 for line in handle if line.strip())
-        count = lines - (1 if self.column else 0)
+            first = next((line for line in handle if line.strip()), b"")
+            count = (1 if first else 0) + sum(1 for line in handle if line.strip())
+        if self.column:
+            header = next(csv.reader([first.decode("utf-8-sig", errors="replace")]), [])
+            if self.column not in header:
+                found = f"the header has {header}" if header else "the file is empty"
+                raise ValueError(f"data.source.column {self.column!r} is not a column of {self.file!r} ({found}); "
+                                 "fix the column name")
+            count -= 1
         return min(count, self.max_molecules) if self.max_molecules else count
 
 

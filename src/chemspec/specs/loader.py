@@ -4,12 +4,13 @@ Study files come from collaborators, so they are parsed to a node graph with PyY
 and converted by hand: only the plain YAML types are accepted (no tags that construct objects),
 duplicate keys are errors, the number of values produced (aliases included) is capped, which
 defeats alias bombs, and so is the nesting depth; an alias inside the value it names (a loop) and
-numbers too long to read are refused. Every value's position is kept so that validation errors can
-say line:column.
+numbers too long to read are refused. An unquoted 1e-3 is a number, as in YAML 1.2. Every value's
+position is kept so that validation errors can say line:column.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ MAX_DEPTH = 32
 PLAIN_TAGS = {
     "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
 }
+
+# PyYAML reads YAML 1.1, where an unquoted 1e-3 is text; YAML 1.2 (and every ML config) reads a number.
+YAML12_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
 
 Positions = dict[tuple, tuple[int, int]]
 
@@ -72,6 +76,8 @@ class _Converter:
             self.open.discard(id(node))
 
     def scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
+        if node.style is None and node.tag.endswith(":str") and YAML12_FLOAT.match(node.value):
+            return float(node.value)
         try:
             return self.scalars.construct_object(node, deep=True)
         except ConstructorError as exc:

@@ -143,6 +143,8 @@ class Study(Spec):
             except OSError as exc:  # a name too long, a directory without permission, ...
                 raise ValueError(f"data.source.file {source.file!r} cannot be read ({exc.strerror or exc}); "
                                  "fix the path") from None
+            if path.is_dir():
+                raise ValueError(f"data.source.file {source.file!r} is a directory; give the data file in it")
             if not exists:
                 raise ValueError(f"data.source.file {source.file!r} does not exist (relative paths are "
                                  "read from the study file's directory); fix the path")

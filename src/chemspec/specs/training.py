@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from chemspec.specs.base import Spec
 
@@ -18,6 +18,11 @@ class Optimizer(Spec):
     """Decoupled weight decay (AdamW)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam moment coefficients."""
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _pair(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value  # YAML has lists, not tuples
 
 
 class Scheduler(Spec):
@@ -72,7 +77,7 @@ class Training(Spec):
     optimizer: Optimizer = Optimizer()
     """Optimiser settings."""
     scheduler: Scheduler = Scheduler()
-    """Learning-rate schedule."""
+    """Learning-rate schedule: linear warm-up, then constant, cosine decay or reduction on plateau."""
     loss: LossWeights = LossWeights()
     """Force-field loss (ignored by language models)."""
     gradient_clip: PositiveFloat | None = 1.0
