@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,3 +81,10 @@ def tool_env() -> dict[str, str]:
 def git_env(monkeypatch):
     for key, value in tool_env().items():
         monkeypatch.setenv(key, value)
+
+
+def sh(*args: str, cwd: Path) -> str:
+    """Run a tool (git, dvc, chemspec) in `cwd`; assert it succeeded; its stdout and stderr together."""
+    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr

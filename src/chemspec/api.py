@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from chemspec import relock
 from chemspec.compiler import Cells, compile_study
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
@@ -53,6 +54,8 @@ class CompileResult:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     """Per-size pipeline files of an earlier compile that this grid no longer has."""
+    relocked: list[str] = field(default_factory=list)
+    """Finished stages whose DVC record moved to the dvc.lock beside their new dvc.yaml."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,16 +76,27 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     result.stale.extend(obsolete)
     if check:
         return result
-    for name in obsolete:
-        for leftover in ("dvc.yaml", "dvc.lock"):
-            (root / name).with_name(leftover).unlink(missing_ok=True)
-        if not any((root / name).parent.iterdir()):
-            (root / name).parent.rmdir()
-        result.removed.append(name)
-    for name in result.stale:
-        if name in files:
-            write_bytes(root / name, files[name].encode())
-            result.written.append(name)
+    blocked = [name for name in files if (root / name).exists() and not (root / name).is_file()]
+    if blocked:
+        raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: not a file; "
+                           "move it out of the way and compile again (nothing was written)")
+    pipelines = {name: text for name, text in files.items() if name.endswith("dvc.yaml")}
+    try:
+        result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete])
+        for name in obsolete:
+            for leftover in ("dvc.yaml", "dvc.lock"):
+                (root / name).with_name(leftover).unlink(missing_ok=True)
+            for folder in ((root / name).parent, root / PIPELINES):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            result.removed.append(name)
+        for name in result.stale:
+            if name in files:
+                write_bytes(root / name, files[name].encode())
+                result.written.append(name)
+    except OSError as exc:
+        raise CompileError(f"cannot write {exc.filename or root}: {exc.strerror}; fix that and compile again "
+                           f"(written so far: {', '.join(result.written) or 'nothing'})") from None
     if not (root / ".dvc").is_dir():
         result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
         return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -52,13 +53,16 @@ def compile_(spec: str, check: bool, root: str) -> None:
     result = api.compile(spec, root=root, check=check)
     if check:
         if result.stale:
-            click.echo(f"stale: {', '.join(result.stale)}; run `chemspec compile {spec}`", err=True)
+            again = shlex.join(["chemspec", "compile", spec] + (["--root", root] if root != "." else []))
+            click.echo(f"stale: {', '.join(result.stale)}; run `{again}`", err=True)
             raise click.exceptions.Exit(1)
         click.echo(f"up to date: {', '.join(result.files)}")
         return
     written = ", ".join(result.written) or "nothing (already up to date)"
-    click.echo(f"study {result.study!r}: wrote {written}"
-               + (f"; removed {', '.join(result.removed)} (model sizes no longer in the spec)" if result.removed else ""))
+    removed = f"; removed {', '.join(result.removed)} (no stage of this grid is there now)" if result.removed else ""
+    relocked = (f"; moved the DVC records of {len(result.relocked)} finished stages to the dvc.lock beside "
+                "their new dvc.yaml (they stay up to date)" if result.relocked else "")
+    click.echo(f"study {result.study!r}: wrote {written}{removed}{relocked}")
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_study, tool_env, write_spec
+from tests.conftest import sh, tiny_study, write_spec
 
 pytestmark = pytest.mark.slow
 
 METRICS = {"validity", "trivial", "uniqueness", "novelty", "internal_diversity", "fcd", "w_logp", "w_qed", "w_mw"}
-
-
-def sh(*args: str, cwd: Path) -> str:
-    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
-    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
 
 
 def study(temperature: float) -> dict:

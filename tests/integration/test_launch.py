@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import tiny_study, tool_env, write_spec
+from tests.conftest import sh, tiny_study, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +21,6 @@ def small_study() -> dict:
                           "data.test": 100, "hpo.tpe.data_size": 200, "fit.laws": ["power"]})
     del study["model"]["sizes"]["m"]
     return study
-
-
-def sh(*args: str, cwd: Path) -> str:
-    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
-    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
 
 
 def project(root: Path) -> Path:
