@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from chemspec import relock
+from chemspec.archive.store import manifest_digest
 from chemspec.compiler import Cells, compile_study
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
@@ -184,14 +185,14 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     table, fit_path = folder / "cells.json", folder / "fit.json"
     if not (table.is_file() and fit_path.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
-    rows, fit = read_json(table), read_json(fit_path)
+    rows, fit = read_json(table), read_json(fit_path, ("fits", "confidence"))
     selected = read_json(cells.select.out) if Path(cells.select.out).is_file() else None
     files = []
     if write:
         manifest = None
         ref = Path(cells.archive.root) / "refs" / f"{cells.archive.study}.json"
         if ref.is_file():
-            manifest = read_json(ref)["manifest"]
+            manifest = manifest_digest(ref.read_bytes(), str(ref))
         calibration = None
         if cells.calibration is not None and (Path(cells.calibration.out_dir) / "calibration.json").is_file():
             calibration = read_json(Path(cells.calibration.out_dir) / "calibration.json")
@@ -271,7 +272,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     if folder.is_dir():
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
-        cells, old = read_json(folder / "cells.json"), read_json(folder / "fit.json")
+        cells, old = read_json(folder / "cells.json"), read_json(folder / "fit.json", ("study", "confidence", "fits"))
     else:
         snapshot = Snapshot(source)
         _, manifest = snapshot.manifest(study)

@@ -46,9 +46,19 @@ class RunError(ChemspecError):
     """A pipeline stage cannot run with the inputs it was given."""
 
 
+class InputError(RunError):
+    """A file that an earlier stage or command wrote is missing, unreadable or not what it should be."""
+
+
 class ArchiveError(ChemspecError):
     """An archived object is missing, corrupt, or cannot be written."""
 
 
 class LaunchError(ChemspecError):
     """`chemspec launch` cannot start, or a stage it ran failed."""
+
+
+class Interrupted(ChemspecError):
+    """The user stopped a command with Ctrl-C."""
+
+    exit_code = 130

@@ -84,6 +84,16 @@ def test_sigterm_leaves_a_checkpoint_mid_epoch_and_resume_matches(project):
     assert outputs(root) == reference
 
 
+def test_ctrl_c_exits_130_with_a_message(project):
+    root, _ = project
+    _clear(root)
+    stopped = train(root, fault="int@3")
+    assert stopped.returncode == 130
+    assert f"{CELL}: interrupted; re-run `dvc repro` to continue" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert not (root / "results" / "tiny" / "train" / CELL / "metrics.json").exists()
+
+
 def test_another_seed_is_not_resumed_and_archives_under_other_hashes(project):
     root, reference = project
     _clear(root)

@@ -60,6 +60,26 @@ def test_verify_detects_a_deleted_object_and_a_corrupt_manifest(tmp_path):
     assert "manifest" in verify(tmp_path)[1][0]
 
 
+@pytest.mark.parametrize("text", ["<<<<<<< HEAD\n", "{}", '{"manifest": "abc"}'])
+def test_a_garbled_ref_is_named_with_the_fix(cli, tmp_path, text):
+    _archived(tmp_path / "archive")
+    (tmp_path / "archive" / "refs" / "s.json").write_text(text)
+    with pytest.raises(ArchiveError, match=r"refs/s.json is not an archive ref .*git checkout -- archive/refs"):
+        Store(tmp_path / "archive").ref("s")
+    for args in (("archive", "ls"), ("diff", "HEAD", "WORKTREE", "--study", "s")):
+        result = cli(*args, cwd=tmp_path)
+        assert result.code == 1 and "internal error" not in result.err, result.err
+    assert "refs/s.json is not an archive ref" in cli("archive", "ls", cwd=tmp_path).err
+    assert "s: manifest: archive/refs/s.json is not an archive ref" in cli("archive", "verify", cwd=tmp_path).err
+
+
+def test_files_keep_the_modes_open_would_give(tmp_path):
+    store, objects = _archived(tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert oct(store.path(objects["fit"]).stat().st_mode & 0o777) == oct(0o666 & ~mask)
+
+
 def test_verify_of_an_empty_archive_says_what_to_run(tmp_path):
     with pytest.raises(ArchiveError, match="no archived runs"):
         verify(tmp_path)
@@ -81,3 +101,9 @@ def test_a_write_killed_midway_leaves_no_object(tmp_path):
     digest = hashlib.sha256(b"x" * 100000).hexdigest()
     assert not Store(tmp_path).path(digest).exists()
     assert os.listdir(tmp_path / "objects" / digest[:2]) != [digest]
+
+
+def test_an_unknown_revision_is_named_as_such(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    result = cli("refit", "nonrev", cwd=tmp_path)
+    assert result.code == 1 and "'nonrev' is not a git revision here" in result.err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from tests.conftest import tiny_study, write_spec
 
 
@@ -20,3 +22,36 @@ def test_train_and_tpe_name_the_missing_input_and_its_stage(cli, tmp_path):
     result = cli("run", "train", "--cell", "xs-200", cwd=tmp_path)
     assert "results/tiny/selected.json is missing; run the select stage first" in result.err
     assert not (tmp_path / "results" / "tiny" / "train").exists()
+
+
+def test_a_gpu_study_on_a_machine_without_one_names_the_setting(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    write_spec(tmp_path / "s.yaml", tiny_study(**{"training.accelerator": "gpu"}))
+    assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
+    result = cli("run", "tpe", "--cell", "lr3e-3-bs32", cwd=tmp_path)
+    assert result.code == 1 and "internal error" not in result.err
+    assert "training.accelerator is gpu, but torch" in result.err and "set training.accelerator to auto or cpu" in result.err
+
+
+def test_per_cell_stages_name_what_is_missing(cli, tmp_path):
+    write_spec(tmp_path / "s.yaml", tiny_study())
+    assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
+    result = cli("run", "train", cwd=tmp_path)
+    assert result.code == 1 and "train runs one cell: add --cell KEY; cells are xs-200" in result.err
+    result = cli("run", "sample", "--cell", "xs-200", cwd=tmp_path)
+    assert "this study has no sample cells; add a `generation` section to the study" in result.err
+
+
+def test_a_corrupt_input_names_the_file(cli, tmp_path):
+    write_spec(tmp_path / "s.yaml", tiny_study())
+    assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
+    result = cli("run", "split", cwd=tmp_path)
+    assert result.code == 1 and "data/tiny/data.json is missing; run the stage that writes it" in result.err
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    (tmp_path / "data" / "tiny" / "data.json").write_text("<<<<<<< HEAD\n")
+    result = cli("run", "split", cwd=tmp_path)
+    assert "data/tiny/data.json is not readable JSON (JSONDecodeError" in result.err
+    (tmp_path / "data" / "tiny" / "data.json").write_text("[]")
+    result = cli("run", "split", cwd=tmp_path)
+    assert "data/tiny/data.json has no 'count'; restore it" in result.err
+    assert not (tmp_path / "data" / "tiny" / "splits").exists()

@@ -15,6 +15,7 @@ from typing import Any
 
 from scipy import stats
 
+from chemspec.archive.store import manifest_digest
 from chemspec.errors import ArchiveError
 
 WORKTREE = "WORKTREE"
@@ -46,6 +47,11 @@ class Snapshot:
         done = subprocess.run(["git", "ls-tree", "--name-only", f"{self.rev}:{self.root}/refs"], cwd=self.cwd,
                               capture_output=True, text=True)
         if done.returncode != 0:
+            known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{self.rev}^{{commit}}"],
+                                   cwd=self.cwd, capture_output=True).returncode == 0
+            if not known:
+                raise ArchiveError(f"{self.rev!r} is not a git revision here (a commit, branch or tag); "
+                                   "`git log --oneline -- archive/refs` lists the commits that archived runs")
             raise ArchiveError(f"no archive at revision {self.rev} ({self.root}/refs is not committed there)")
         return sorted(Path(name).stem for name in done.stdout.split() if name.endswith(".json"))
 
@@ -71,7 +77,9 @@ class Snapshot:
 
     def manifest(self, study: str | None = None) -> tuple[str, dict]:
         name = self.study(study)
-        digest = json.loads(self.read(f"refs/{name}.json"))["manifest"]
+        where = f"{self.root}/refs/{name}.json"
+        digest = manifest_digest(self.read(f"refs/{name}.json"),
+                                 where if self.rev == WORKTREE else f"{self.rev}:{where}")
         return digest, self.json(digest)
 
 

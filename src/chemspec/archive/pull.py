@@ -7,12 +7,12 @@ is assembled under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 from chemspec.archive.history import Snapshot
 from chemspec.archive.manifest import walk
+from chemspec.archive.store import manifest_digest
 from chemspec.archive.remote import remote_options
 from chemspec.errors import ArchiveError
 from chemspec.runtime.io import atomic_dir, write_bytes
@@ -32,7 +32,7 @@ def resolve(target: str, cwd: Path) -> str:
     for commit in log.stdout.split():
         snapshot = Snapshot(commit, cwd=cwd)
         for study in snapshot.studies():
-            digest = json.loads(snapshot.read(f"refs/{study}.json"))["manifest"]
+            digest = manifest_digest(snapshot.read(f"refs/{study}.json"), f"{commit}:archive/refs/{study}.json")
             if digest.startswith(target):
                 return commit
     raise ArchiveError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "

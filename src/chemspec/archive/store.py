@@ -17,6 +17,19 @@ from chemspec.errors import ArchiveError
 from chemspec.runtime.io import write_bytes
 
 
+def manifest_digest(text: bytes | str, where: str) -> str:
+    """The manifest id in the text of an archive ref (`archive/refs/<study>.json`) read from `where`."""
+    try:
+        digest = json.loads(text)["manifest"]
+    except (ValueError, TypeError, KeyError):
+        digest = None
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ArchiveError(f"{where} is not an archive ref (JSON naming a manifest); restore it with "
+                           "`git checkout -- archive/refs` (after a merge conflict: keep one side's manifest), "
+                           "or rerun the archive stage (`dvc repro archive`)")
+    return digest
+
+
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -63,7 +76,7 @@ class Store:
         path = self.ref_path(study)
         if not path.is_file():
             raise ArchiveError(f"no archived run of study {study!r} in {self.root}; run `dvc repro` first")
-        return json.loads(path.read_text())["manifest"]
+        return manifest_digest(path.read_bytes(), str(path))
 
     def studies(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "refs").glob("*.json"))

@@ -9,6 +9,8 @@ from chemspec.errors import RunError
 
 STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "sample", "fit", "archive")
 PER_CELL = ("tpe", "calibrate", "train", "sample")
+EMPTY = {"sample": "add a `generation` section to the study", "calibrate": "set hpo.tpe.calibrate: true",
+         "tpe": "give hpo.grid values", "train": "give model.sizes and data.sizes"}
 
 
 def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str | None = None) -> dict:
@@ -21,6 +23,10 @@ def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str 
         raise RunError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
     if stage in PER_CELL:
         table = getattr(cells, stage)
+        if not table:
+            raise RunError(f"{stage}: this study has no {stage} cells; {EMPTY[stage]}, then recompile")
+        if key is None:
+            raise RunError(f"{stage} runs one cell: add --cell KEY; cells are {', '.join(table)}")
         if key not in table:
             raise RunError(f"{stage}: no cell {key!r} in params.yaml; cells are {', '.join(table)} "
                            "(recompile with `chemspec compile` if the spec changed)")

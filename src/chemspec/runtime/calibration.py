@@ -44,7 +44,8 @@ def run_calibration(cell: CalibrationCell) -> dict:
         tpe_dir, full_dir = Path(cell.tpe_dirs[key]), Path(cell.full_dirs[key])
         if not (tpe_dir / "estimate.json").is_file() or not (full_dir / "estimate.json").is_file():
             raise RunError(f"calibration: results of tpe@{key} or calibrate@{key} are missing; run `dvc repro`")
-        short, full = read_json(tpe_dir / "estimate.json"), read_json(full_dir / "estimate.json")
+        short = read_json(tpe_dir / "estimate.json", ("hparams",))
+        full = read_json(full_dir / "estimate.json")
         if short.get("status") != "ok" or full.get("status") != "ok":
             rows.append({"name": key, "hparams": short["hparams"], "status": "diverged"})
             continue

@@ -1,7 +1,8 @@
 """Fault injection for tests of divergence and resumption, off unless CHEMSPEC_FAULT is set.
 
 CHEMSPEC_FAULT=<stage>@<key>:<kind>@<step> with kind `nan` (that step's loss becomes NaN), `kill`
-(SIGKILL after that step) or `term` (SIGTERM after that step, as SLURM preemption sends it).
+(SIGKILL after that step), `term` (SIGTERM after that step, as SLURM preemption sends it) or `int`
+(SIGINT, as Ctrl-C sends it).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import signal
 import lightning as L
 
 VARIABLE = "CHEMSPEC_FAULT"
+SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}
 
 
 def fault_for(cell_name: str) -> tuple[str, int] | None:
     target, _, fault = os.environ.get(VARIABLE, "").rpartition(":")
     kind, _, step = fault.partition("@")
-    if target != cell_name or kind not in ("nan", "kill", "term") or not step.isdigit():
+    if target != cell_name or kind not in ("nan", *SIGNALS) or not step.isdigit():
         return None
     return kind, int(step)
 
@@ -29,5 +31,5 @@ class Faults(L.Callback):
         self.fault = fault
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
-        if self.fault and self.fault[0] in ("kill", "term") and trainer.global_step == self.fault[1]:
-            os.kill(os.getpid(), signal.SIGKILL if self.fault[0] == "kill" else signal.SIGTERM)
+        if self.fault and self.fault[0] in SIGNALS and trainer.global_step == self.fault[1]:
+            os.kill(os.getpid(), SIGNALS[self.fault[0]])

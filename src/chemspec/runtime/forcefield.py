@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chemspec.errors import RunError
+from chemspec.errors import Interrupted, RunError
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.tpe import window_steps
 
@@ -319,7 +319,12 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
                         gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu")
     start = time.perf_counter()
-    trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
+    try:
+        trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1)
+            raise Interrupted("interrupted; re-run `dvc repro` to train this cell again") from None
+        raise
     if trainer.global_step % len(batches):
         trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
     wall = time.perf_counter() - start

@@ -13,12 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from chemspec.errors import InputError
+
+
+# mkstemp/mkdtemp create owner-only files; outputs get the modes that open() and mkdir() would give.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -38,8 +46,21 @@ def write_json(path: str | Path, value: Any) -> None:
     write_bytes(path, to_json(value))
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
+    """A JSON file's value. A missing or malformed file, or one that is not a mapping with the keys in
+    `require`, raises InputError naming it (files here are written by stages; users may edit or merge)."""
+    path = Path(path)
+    fix = f"restore it (`dvc checkout {path}` or `git checkout -- {path}`) or rerun the stage that writes it"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing; run the stage that writes it first (`dvc repro`)") from None
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise InputError(f"{path} is not readable JSON ({exc.__class__.__name__}: {exc}); {fix}") from None
+    missing = [key for key in require if not isinstance(value, dict) or key not in value]
+    if missing:
+        raise InputError(f"{path} has no {', '.join(map(repr, missing))}; {fix}")
+    return value
 
 
 @contextlib.contextmanager
@@ -49,6 +70,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(0o777 & ~_UMASK)
         yield tmp
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()

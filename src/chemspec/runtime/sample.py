@@ -85,7 +85,7 @@ def run_sample(cell: SampleCell) -> dict:
 
     from chemspec.runtime.generation import evaluate
 
-    trained = read_json(Path(cell.train_dir) / "metrics.json")
+    trained = read_json(Path(cell.train_dir) / "metrics.json", ("cell",))
     if trained.get("status", "ok") != "ok":
         return _skipped(cell, trained)
     device = "cuda" if cell.accelerator != "cpu" and torch.cuda.is_available() else "cpu"

@@ -25,7 +25,7 @@ def _save(path: Path, array: np.ndarray) -> str:
 
 
 def run_split(cell: SplitCell) -> dict:
-    n = read_json(Path(cell.data_dir) / "data.json")["count"]
+    n = read_json(Path(cell.data_dir) / "data.json", ("count",))["count"]
     needed = cell.validation + cell.test + cell.sizes[-1]
     if needed > n:
         raise RunError(f"data.sizes: {needed} molecules needed (largest size {cell.sizes[-1]} + validation "

@@ -87,7 +87,7 @@ def run_select(cell: SelectCell) -> dict:
         path = Path(folder) / "estimate.json"
         if not path.is_file():
             raise RunError(f"select: {path} is missing; run `dvc repro` so that tpe@{key} runs first")
-        result = read_json(path)
+        result = read_json(path, ("hparams", "estimate", "wall_time_s"))
         rows[key] = {"name": key, "hparams": result["hparams"], "estimate": result["estimate"],
                      "cost_s": result["wall_time_s"], "status": result.get("status", "ok")}
     kept = {}

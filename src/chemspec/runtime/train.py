@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chemspec.compiler.cells import TrainCell, identity
-from chemspec.errors import RunError
+from chemspec.errors import Interrupted, RunError
 from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
 from chemspec.runtime.tpe import estimate, window_steps
 
@@ -54,7 +54,7 @@ def _hparams(cell: TrainCell) -> dict | None:
     _require_inputs(cell)
     if cell.hparams is not None:
         return cell.hparams
-    kept = read_json(cell.selected)["kept"].get(cell.group, [])
+    kept = read_json(cell.selected, ("kept",))["kept"].get(cell.group, [])
     return kept[cell.rank - 1] if cell.rank <= len(kept) else None
 
 
@@ -113,7 +113,16 @@ def _gated(cell: TrainCell) -> dict:
     return result
 
 
+def _check_accelerator(cell: TrainCell) -> None:
+    import torch
+
+    if cell.training.accelerator == "gpu" and not torch.cuda.is_available():
+        raise RunError(f"{cell.name}: training.accelerator is gpu, but torch {torch.__version__} finds no CUDA GPU "
+                       "here; run on a GPU machine, or set training.accelerator to auto or cpu and recompile")
+
+
 def run_training(cell: TrainCell) -> dict:
+    _check_accelerator(cell)
     hp = _hparams(cell)
     if hp is None:
         return _gated(cell)
@@ -170,6 +179,9 @@ def run_training(cell: TrainCell) -> dict:
         if trainer.global_step % per_rank and module.diverged is None:
             trainer.validate(module, val, verbose=False)
     except SystemExit:
+        if trainer.interrupted and not trainer.received_sigterm:  # Lightning turns Ctrl-C into exit(1)
+            raise Interrupted(f"{cell.name}: interrupted; re-run `dvc repro` to continue (from the last "
+                              f"checkpoint in {cell.resume_dir}, if one was written)") from None
         if not trainer.received_sigterm:
             raise
         raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
