@@ -70,7 +70,8 @@ def parse(argv=None):
     a("--paths", default="hf,chemspec,chemspec_compile", help="comma list")
     a("--save", help="save the first size's last chemspec model here (save_pretrained, with its tokenizer)")
     a("--workers", type=int, default=16, help="processes encoding SELFIES (%(default)s)")
-    a("--loader-workers", type=int, default=0, help="data-loader processes of the chemspec paths (%(default)s)")
+    a("--loader-workers", type=int, default=None,
+      help="data-loader processes of the chemspec paths (default: chemspec's, 2 on a GPU and 0 on a CPU)")
     a("--seed", type=int, default=0)
     a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "chemgpt_throughput.json"))
     args = p.parse_args(argv)
@@ -196,7 +197,8 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, pac
                      activation_checkpointing=args.activation_checkpointing)
     batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=args.seed,
                      bucket_batches=args.bucket_chunk if bucketed else None,
-                     pack_length=args.pack_length if packed else None, pin_memory=cuda, workers=args.loader_workers)
+                     pack_length=args.pack_length if packed else None, pin_memory=cuda,
+                     workers=args.loader_workers)
     trainer = L.Trainer(
         max_steps=args.steps, accelerator="gpu" if cuda else "cpu", devices=1,
         precision="bf16-mixed" if cuda else "32-true", logger=False, enable_checkpointing=False,
@@ -241,11 +243,12 @@ def main(argv=None):
     from transformers import AutoTokenizer, GPTNeoForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from chemspec.runtime.chemgpt import gpt_neo_config, non_embedding_parameters
+    from chemspec.runtime.chemgpt import gpt_neo_config, loader_workers, non_embedding_parameters
     from chemspec.runtime.molecules import PAD, moses_path, save_tokenizer
     from chemspec.runtime.throughput import DATASHEET_BF16_FLOPS, flops_per_token, matmul_peak
 
     hf_logging.set_verbosity_error()
+    args.loader_workers = loader_workers(args.loader_workers, torch.cuda.is_available())
     tokens, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, args.max_length, args.workers)
     mean_length = float((tokens != PAD).sum(1).mean())
     peak = matmul_peak(torch.device("cuda")) if torch.cuda.is_available() else None

@@ -44,7 +44,8 @@ def parse(argv=None):
     a("--steps", type=int, default=10, help="profiled steps (%(default)s)")
     a("--variants", default=",".join(VARIANTS))
     a("--cuda-only", action="store_true", help="profile the GPU alone (less host overhead, no CPU table)")
-    a("--loader-workers", type=int, default=0, help="ChemGPT data-loader processes (%(default)s)")
+    a("--loader-workers", type=int, default=None,
+      help="ChemGPT data-loader processes (default: chemspec's, 2 on a GPU and 0 on a CPU)")
     a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "step_profile"))
     args = p.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
@@ -134,7 +135,7 @@ def idle(kernels: list, steps: int, shortest_us: float = 20.0) -> dict:
 
 
 def chemgpt_variant(args, tokens, vocab, shape, compiled: bool | str, plain: bool, packed: bool) -> Window:
-    from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader
+    from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader, loader_workers
     from chemspec.specs.training import Optimizer, Scheduler
 
     layers, hidden, heads = shape
@@ -143,7 +144,8 @@ def chemgpt_variant(args, tokens, vocab, shape, compiled: bool | str, plain: boo
     torch.manual_seed(0)
     module = ChemGPT(config, 5e-4, Optimizer(), Scheduler(), total_steps=10**6, compile=compiled)
     batches = loader(tokens, np.arange(len(tokens)), args.batch, shuffle=True, seed=0,
-                     workers=args.loader_workers, pack_length=256 if packed else None, pin_memory=packed)
+                     workers=loader_workers(args.loader_workers, torch.cuda.is_available()),
+                     pack_length=256 if packed else None, pin_memory=packed)
     total = args.warmup + args.steps
     if plain:
         module.cuda().train()

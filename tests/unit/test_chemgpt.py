@@ -1,4 +1,4 @@
-"""ChemGPT's size ladder reaches the paper's scale, and activation checkpointing changes memory, not maths."""
+"""ChemGPT: the size ladder reaches the paper's scale; checkpointing changes memory, not maths; loader workers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPTNeoForCausalLM
 
-from chemspec.runtime.chemgpt import ChemGPT, collate, gpt_neo_config, non_embedding_parameters
+from chemspec.runtime.chemgpt import ChemGPT, collate, gpt_neo_config, loader_workers, non_embedding_parameters
 from chemspec.specs import load_study
 from chemspec.specs.training import Optimizer, Scheduler
 from tests.conftest import REPO
@@ -48,3 +48,8 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("setting,cuda,workers", [(None, True, 2), (None, False, 0), (0, True, 0), (3, False, 3)])
+def test_loader_workers_default_to_two_on_a_gpu_only(setting, cuda, workers):
+    assert loader_workers(setting, cuda) == workers

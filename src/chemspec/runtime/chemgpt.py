@@ -37,6 +37,7 @@ CHECK_EVERY = 25
 MASKED_KERNELS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
                   SDPBackend.MATH]
 MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+GPU_LOADER_WORKERS = 2
 
 
 def gpt_neo_config(size: dict, vocab_size: int) -> GPTNeoConfig:
@@ -65,6 +66,12 @@ def collate(rows: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
 def collate_packed(rows: list[tuple[torch.Tensor]], length: int, count: int) -> dict[str, torch.Tensor]:
     """The molecules of `rows` packed into `count` rows of `length` positions (runtime.packing)."""
     return pack(torch.stack([r[0] for r in rows]), length, count)
+
+
+def loader_workers(setting: int | None, cuda: bool) -> int:
+    """training.num_workers, or its default: in-process collation starved the GPU in 2 of 3 runs
+    (BENCHMARKS.md run 11); on a CPU, worker processes would take cores from training."""
+    return setting if setting is not None else (GPU_LOADER_WORKERS if cuda else 0)
 
 
 def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int,

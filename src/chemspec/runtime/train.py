@@ -135,7 +135,8 @@ def run_training(cell: TrainCell) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from chemspec.runtime.chemgpt import ChemGPT, evaluate, gpt_neo_config, loader, non_embedding_parameters
+    from chemspec.runtime.chemgpt import (ChemGPT, evaluate, gpt_neo_config, loader, loader_workers,
+                                          non_embedding_parameters)
     from chemspec.runtime.faults import Faults, fault_for
     from chemspec.runtime.molecules import PAD
     from chemspec.runtime.resume import Resume
@@ -151,7 +152,8 @@ def run_training(cell: TrainCell) -> dict:
     layout = {"pack_length": training.packing,
               "pin_memory": torch.cuda.is_available() and training.accelerator != "cpu"}
     batches = loader(tokens, rows[f"train-{cell.data_size}"], hp["batch_size"], True, cell.seed,
-                     training.num_workers, training.bucket_batches, distributed=True, **layout)
+                     loader_workers(training.num_workers, layout["pin_memory"]), training.bucket_batches,
+                     distributed=True, **layout)
     val = loader(tokens, rows["val"], 256, False, cell.seed, distributed=True, **layout)
     fault = fault_for(cell.name)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,

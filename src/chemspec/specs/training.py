@@ -102,8 +102,9 @@ class Training(Spec):
     padded batches). The row count is fixed per run from the molecules' lengths, so every batch has
     one shape. With 256 and batches of 256 MOSES molecules: 40 rows, in which 91% of positions hold
     tokens, against 76% padded. Language models only; none: one padded molecule per row."""
-    num_workers: int = Field(0, ge=0)
-    """Data-loader worker processes (does not change results)."""
+    num_workers: int | None = Field(None, ge=0)
+    """Data-loader worker processes of language models (does not change results); none: 2 when training
+    on a GPU, where collating batches in the training process left the GPU idle at times, else 0."""
     checkpoint_every_n_epochs: PositiveInt = 1
     """Write a resumable checkpoint every N epochs (and on SIGTERM); a killed cell resumes from it."""
 
