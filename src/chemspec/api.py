@@ -181,21 +181,22 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if source is not None:
         return _archived_report(source, study, write)
     cells = load_cells(params)
-    folder = Path(cells.fit.out_dir)
+    root = Path(params).parent  # the compiled paths are relative to the project root, where params.yaml is
+    folder = root / cells.fit.out_dir
     table, fit_path = folder / "cells.json", folder / "fit.json"
     if not (table.is_file() and fit_path.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     rows, fit = read_json(table), read_json(fit_path, ("fits", "confidence"))
-    selected = read_json(cells.select.out) if Path(cells.select.out).is_file() else None
+    selected = read_json(root / cells.select.out) if (root / cells.select.out).is_file() else None
     files = []
     if write:
         manifest = None
-        ref = Path(cells.archive.root) / "refs" / f"{cells.archive.study}.json"
+        ref = root / cells.archive.root / "refs" / f"{cells.archive.study}.json"
         if ref.is_file():
             manifest = manifest_digest(ref.read_bytes(), str(ref))
         calibration = None
-        if cells.calibration is not None and (Path(cells.calibration.out_dir) / "calibration.json").is_file():
-            calibration = read_json(Path(cells.calibration.out_dir) / "calibration.json")
+        if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
+            calibration = read_json(root / cells.calibration.out_dir / "calibration.json")
         ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration)
         out = folder.parent / "report"
         files = pages.write(out, ctx, out)
@@ -273,6 +274,8 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
         cells, old = read_json(folder / "cells.json"), read_json(folder / "fit.json", ("study", "confidence", "fits"))
+        if study is not None and old["study"] != study:
+            raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
     else:
         snapshot = Snapshot(source)
         _, manifest = snapshot.manifest(study)

@@ -101,10 +101,15 @@ def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history
     assert [f.get("ci") for f in refit] == [f.get("ci") for f in archived]
     from_rev = json.loads(sh("chemspec", "refit", "HEAD~1", "--json", cwd=clone).stdout)["fits"]
     assert [f.get("exponent") for f in from_rev] == [f.get("exponent") for f in archived]
+    other = sh("chemspec", "refit", "first", "--study", "painn", cwd=clone, check=False)
+    assert other.returncode == 1 and "first holds study 'tiny', not 'painn'" in other.stderr
 
 
 def test_report_from_an_archived_revision_needs_no_workspace_results(history, tmp_path):
     workspace = json.loads(sh("chemspec", "report", "--json", "--no-files", cwd=history).stdout)
+    elsewhere = sh("chemspec", "report", "--json", "--no-files", "--params", str(history / "params.yaml"),
+                   cwd=tmp_path)
+    assert json.loads(elsewhere.stdout)["cells"] == workspace["cells"]
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
     before = sorted(p for p in clone.rglob("*") if ".git" not in p.parts)

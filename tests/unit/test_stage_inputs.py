@@ -22,6 +22,11 @@ def test_train_and_tpe_name_the_missing_input_and_its_stage(cli, tmp_path):
     result = cli("run", "train", "--cell", "xs-200", cwd=tmp_path)
     assert "results/tiny/selected.json is missing; run the select stage first" in result.err
     assert not (tmp_path / "results" / "tiny" / "train").exists()
+    for name in ("train-400", "val", "test"):
+        (tmp_path / "data" / "tiny" / "splits" / f"{name}.npy").write_bytes(b"")
+    (tmp_path / "data" / "tiny" / "tokenizer").mkdir()
+    result = cli("run", "tpe", "--cell", "lr3e-3-bs32", cwd=tmp_path)
+    assert result.code == 1 and "data/tiny/tokens.npy is not a readable array (EOFError" in result.err
 
 
 def test_a_gpu_study_on_a_machine_without_one_names_the_setting(cli, tmp_path, monkeypatch):

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from chemspec.errors import InputError
 
 
@@ -61,6 +63,18 @@ def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
     if missing:
         raise InputError(f"{path} has no {', '.join(map(repr, missing))}; {fix}")
     return value
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """A .npy file an earlier stage wrote; a missing or malformed one raises InputError naming it."""
+    path = Path(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing; run the stage that writes it first (`dvc repro`)") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path} is not a readable array ({exc.__class__.__name__}: {exc}); restore it "
+                         f"(`dvc checkout {path}`) or rerun the stage that writes it") from None
 
 
 @contextlib.contextmanager

@@ -12,10 +12,8 @@ import io
 import time
 from pathlib import Path
 
-import numpy as np
-
 from chemspec.compiler.cells import SampleCell, identity
-from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
+from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, write_json
 
 
 def load_cell(model_dir: str | Path, device: str = "cpu"):
@@ -97,8 +95,8 @@ def run_sample(cell: SampleCell) -> dict:
     sampling_s = time.perf_counter() - started
     data, split = Path(cell.data_dir), Path(cell.split_dir)
     table = _molecules(data)
-    seen = {table[i] for i in np.load(split / f"train-{cell.data_size}.npy")}
-    test = [table[i][0] for i in np.load(split / "test.npy")]
+    seen = {table[i] for i in read_array(split / f"train-{cell.data_size}.npy")}
+    test = [table[i][0] for i in read_array(split / "test.npy")]
     # A sample that repeats a training text is that training molecule, even where decoding and
     # canonicalising it would not give back the same SMILES string.
     by_text = {text: smiles for smiles, text in seen}

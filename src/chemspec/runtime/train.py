@@ -18,11 +18,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from chemspec.compiler.cells import TrainCell, identity
 from chemspec.errors import Interrupted, RunError
-from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
+from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, write_json
 from chemspec.runtime.tpe import estimate, window_steps
 
 if TYPE_CHECKING:
@@ -144,8 +142,8 @@ def run_training(cell: TrainCell) -> dict:
 
     _quiet()
     data, split = Path(cell.data_dir), Path(cell.split_dir)
-    tokens = np.load(data / "tokens.npy")
-    rows = {name: np.load(split / f"{name}.npy") for name in (f"train-{cell.data_size}", "val", "test")}
+    tokens = read_array(data / "tokens.npy")
+    rows = {name: read_array(split / f"{name}.npy") for name in (f"train-{cell.data_size}", "val", "test")}
     tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
     L.seed_everything(cell.seed, workers=True, verbose=False)
     training = cell.training

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from chemspec.compiler.cells import TrainCell, identity
-from chemspec.runtime.io import atomic_dir, write_bytes, write_json
+from chemspec.runtime.io import atomic_dir, read_array, write_bytes, write_json
 from chemspec.runtime.tpe import estimate
 
 
@@ -24,7 +22,8 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
 
     data = load_atoms(Path(cell.data_dir) / "atoms.npz")
     split = Path(cell.split_dir)
-    parts = {name: data.subset(np.load(split / f"{name}.npy")) for name in (f"train-{cell.data_size}", "val", "test")}
+    parts = {name: data.subset(read_array(split / f"{name}.npy"))
+             for name in (f"train-{cell.data_size}", "val", "test")}
     training = cell.training
     size = cell.size
     metrics, module = train_forcefield(
