@@ -47,6 +47,13 @@ def _with_project_paths(study: Study, spec: Path, root: Path) -> tuple[Study, st
     return study.model_copy(update={"data": data}), located
 
 
+def _blocked(root: Path, name: str) -> bool:
+    """Whether `name` cannot be written under `root`: it is a folder, or a folder on its path is a file."""
+    path = root / name
+    folders = [root / parent for parent in Path(name).parents if parent != Path(".")]
+    return (path.exists() and not path.is_file()) or any(f.exists() and not f.is_dir() for f in folders)
+
+
 @dataclass
 class CompileResult:
     study: str
@@ -77,13 +84,13 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     result.stale.extend(obsolete)
     if check:
         return result
-    blocked = [name for name in files if (root / name).exists() and not (root / name).is_file()]
-    if blocked:
-        raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: not a file; "
-                           "move it out of the way and compile again (nothing was written)")
     pipelines = {name: text for name, text in files.items() if name.endswith("dvc.yaml")}
+    blocked = [name for name in [*files, *map(relock.lock_path, pipelines)] if _blocked(root, name)]
+    if blocked:
+        raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: a folder stands where a "
+                           "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
     try:
-        result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete])
+        result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
         for name in obsolete:
             for leftover in ("dvc.yaml", "dvc.lock"):
                 (root / name).with_name(leftover).unlink(missing_ok=True)

@@ -20,10 +20,14 @@ from chemspec.runtime.io import write_bytes
 LOCK = "dvc.lock"
 
 
+def lock_path(pipeline: str) -> str:
+    return (Path(pipeline).parent / LOCK).as_posix()
+
+
 def stage_names(pipeline: str) -> set[str]:
     """The names DVC gives the stages of a dvc.yaml text: `name`, or `name@key` for each foreach key."""
     names = set()
-    for name, stage in (yaml.safe_load(pipeline).get("stages") or {}).items():
+    for name, stage in ((yaml.safe_load(pipeline) or {}).get("stages") or {}).items():
         keys = stage.get("foreach") if isinstance(stage, dict) else None
         if isinstance(keys, dict):
             names.update(f"{name}@{key}" for key in keys)
@@ -32,7 +36,15 @@ def stage_names(pipeline: str) -> set[str]:
     return names
 
 
-def _read(path: Path) -> dict:
+def _names_on_disk(path: Path) -> set[str]:
+    try:
+        return stage_names(path.read_text(encoding="utf-8")) if path.is_file() else set()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+        raise CompileError(f"{path} cannot be read as a pipeline ({exc.__class__.__name__}); restore it with "
+                           f"`git checkout -- {path}` or delete it") from None
+
+
+def _read(path: Path) -> dict | None:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -41,23 +53,30 @@ def _read(path: Path) -> dict:
     if document is not None and not isinstance(document.get("stages") if isinstance(document, dict) else None, dict):
         raise CompileError(f"{path} is not a DVC lock file; restore it with `git checkout -- {path}` "
                            "or delete it to rerun its stages")
-    return document or {"schema": "2.0", "stages": {}}
+    return document
 
 
-def carry(root: Path, pipelines: dict[str, str], old: list[str]) -> list[str]:
-    """Move dvc.lock entries so that each sits beside the dvc.yaml of `pipelines` ({path: text}) that
-    now holds its stage; `old`: the dvc.yaml paths written before. Returns the stages moved."""
+def carry(root: Path, pipelines: dict[str, str], old: list[str], written: list[str]) -> list[str]:
+    """Move dvc.lock entries so that each sits beside the dvc.yaml of `pipelines` ({path: new text})
+    that now holds its stage. `old`: the dvc.yaml paths on disk, whose stages the entries describe.
+    Returns the stages moved; appends each lock file to `written` as it is written, those that gain
+    entries first, so an interruption leaves an entry in two locks rather than in none."""
     home = {name: path for path, text in pipelines.items() for name in stage_names(text)}
-    locks = {path: _read(root / Path(path).with_name(LOCK)) for path in sorted(set(old) | set(pipelines))}
-    moved = []
-    for path, lock in locks.items():
-        for name in sorted(lock["stages"]):
-            target = home.get(name)
-            if target and target != path and name not in locks[target]["stages"]:
-                locks[target]["stages"][name] = lock["stages"].pop(name)
-                moved.append(name)
-    if moved:
-        for path, lock in locks.items():
-            if path in pipelines:
-                write_bytes(root / Path(path).with_name(LOCK), yaml.safe_dump(lock, sort_keys=False).encode())
+    before = {name: path for path in old for name in _names_on_disk(root / path)}
+    locks = {path: _read(root / lock_path(path)) for path in sorted(set(old) | set(pipelines))}
+    gained, lost, moved = set(), set(), []
+    for name, source in sorted(before.items()):
+        target, entries = home.get(name), (locks[source] or {}).get("stages", {})
+        if target is None or target == source or name not in entries:
+            continue
+        if locks[target] is None:
+            locks[target] = {"schema": "2.0", "stages": {}}
+        locks[target]["stages"][name] = entries.pop(name)  # the source describes the stage that ran
+        gained.add(target)
+        lost.add(source)
+        moved.append(name)
+    for path in [*sorted(gained), *sorted(lost - gained)]:
+        if path in pipelines:
+            write_bytes(root / lock_path(path), yaml.safe_dump(locks[path], sort_keys=False).encode())
+            written.append(lock_path(path))
     return moved

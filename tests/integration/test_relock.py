@@ -54,12 +54,3 @@ def test_trained_cells_stay_up_to_date_when_the_grid_crosses_the_split(cli, tmp_
     assert "Running stage 'pipelines/xs/dvc.yaml:train@xs-100'" not in log
     for key, metrics in trained.items():
         assert (tmp_path / "results" / "tiny" / "train" / key / "metrics.json").read_bytes() == metrics
-
-
-def test_compile_writes_nothing_when_a_target_is_a_directory(cli, tmp_path):
-    write_spec(tmp_path / "study.yaml", study(("xs",)))
-    (tmp_path / "params.yaml").mkdir()
-    result = cli("compile", "study.yaml", cwd=tmp_path)
-    assert result.code == 1
-    assert "params.yaml: not a file" in result.err and "nothing was written" in result.err
-    assert not (tmp_path / "dvc.yaml").exists()

@@ -75,6 +75,14 @@ def test_a_missing_csv_column_names_the_header(tmp_path):
         run_data(cell)
 
 
+def test_a_csv_with_a_byte_order_mark_and_a_blank_first_line_reads_as_validation_reads_it(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_bytes("\ufeff\nsmiles,name\nCCO,ethanol\nc1ccccc1,benzene\n".encode())
+    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(csv), "column": "smiles"},
+                    representation="selfies", max_length=12, out_dir=str(tmp_path / "data"))
+    assert run_data(cell)["count"] == 2
+
+
 def _split(tmp_path, sizes, seed=0) -> SplitCell:
     data = tmp_path / "d"
     data.mkdir(exist_ok=True)

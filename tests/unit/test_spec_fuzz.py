@@ -174,8 +174,10 @@ def test_compile_with_injection_payloads_runs_nothing(cli, tmp_path, name, field
             assert set(re.findall(r"\$\{([^}]*)\}", dvc)) <= ALLOWED_VARS, dvc
             for stage in yaml.safe_load(dvc)["stages"].values():
                 assert COMMAND.fullmatch(stage.get("cmd") or stage["do"]["cmd"]), stage
-        else:  # a path that does not exist, or a molecule that is neither a known name nor SMILES
-            assert result.code == 2 and field.rstrip(".01") in ("data.source.file", "data.source.molecules")
+        else:  # a path that does not exist, a column not in the file's header, or a molecule that is
+            # neither a known name nor SMILES
+            assert result.code == 2 and field.rstrip(".01") in ("data.source.file", "data.source.column",
+                                                                "data.source.molecules")
             assert field.rstrip(".01") in result.err, (field, payload, result.err)
         for path in sorted(out.iterdir()):
             path.unlink()

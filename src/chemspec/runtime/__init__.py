@@ -9,7 +9,8 @@ from chemspec.errors import RunError
 
 STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "sample", "fit", "archive")
 PER_CELL = ("tpe", "calibrate", "train", "sample")
-EMPTY = {"sample": "add a `generation` section to the study", "calibrate": "set hpo.tpe.calibrate: true",
+EMPTY = {"sample": "add a `generation` section to the study (ChemGPT studies only)",
+         "calibrate": "set hpo.tpe.calibrate: true",
          "tpe": "give hpo.grid values", "train": "give model.sizes and data.sizes"}
 
 

@@ -321,12 +321,12 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     start = time.perf_counter()
     try:
         trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
+        if trainer.global_step % len(batches):
+            trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
     except SystemExit:
-        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1)
-            raise Interrupted("interrupted; re-run `dvc repro` to train this cell again") from None
+        if trainer.interrupted and not trainer.received_sigterm:  # Lightning turns Ctrl-C into exit(1)
+            raise Interrupted(f"{model_name} cell interrupted; re-run `dvc repro` to train it again") from None
         raise
-    if trainer.global_step % len(batches):
-        trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
     wall = time.perf_counter() - start
     tested = evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size))
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,

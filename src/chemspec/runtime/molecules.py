@@ -54,12 +54,12 @@ def read_smiles(source: dict, limit: int | None) -> Iterator[str]:
     else:
         path = Path(source["file"])
         try:
-            handle = open(path, encoding="utf-8", newline="")
+            handle = open(path, encoding="utf-8-sig", newline="")  # -sig: a byte-order mark is not text
         except OSError as exc:
             raise RunError(f"data.source.file {path}: cannot read ({exc.strerror})") from None
         if source.get("column"):
             rows = csv.reader(handle)
-            header = next(rows, [])
+            header = next((row for row in rows if row), [])  # as validation reads it: blank lines skipped
             if source["column"] not in header:
                 raise RunError(f"data.source.file {path}: no column {source['column']!r}; "
                                f"the header has {header}; set data.source.column")

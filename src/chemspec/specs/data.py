@@ -60,11 +60,12 @@ class SmilesFileSource(Spec):
     def rows(self, path: Path) -> int:
         """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules;
         a CSV's header must name `column`."""
-        with open(path, "rb") as handle:
-            first = next((line for line in handle if line.strip()), b"")
-            count = (1 if first else 0) + sum(1 for line in handle if line.strip())
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:  # as the data stage reads
+            lines = (line for line in handle if line.strip())
+            first = next(lines, "")
+            count = (1 if first else 0) + sum(1 for _ in lines)
         if self.column:
-            header = next(csv.reader([first.decode("utf-8-sig", errors="replace")]), [])
+            header = next(csv.reader([first]), [])
             if self.column not in header:
                 found = f"the header has {header}" if header else "the file is empty"
                 raise ValueError(f"data.source.column {self.column!r} is not a column of {self.file!r} ({found}); "

@@ -76,7 +76,8 @@ class _Converter:
             self.open.discard(id(node))
 
     def scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
-        if node.style is None and node.tag.endswith(":str") and YAML12_FLOAT.match(node.value):
+        plain = node.style is None and node.tag.endswith(":str") and path[-1:] != ("<key>",)  # keys stay text
+        if plain and YAML12_FLOAT.match(node.value):
             return float(node.value)
         try:
             return self.scalars.construct_object(node, deep=True)

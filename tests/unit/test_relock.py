@@ -1,0 +1,60 @@
+"""compile's bookkeeping of dvc.lock entries when stages change files, and targets it cannot write.
+
+The lock entries here are stand-ins (DVC's own use of moved entries is tested in
+tests/integration/test_relock.py); what is tested is where each entry ends up and what is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_study, write_spec
+
+TRAIN = [f"train@{m}-{n}" for m in ("xs", "s") for n in (200, 400, 800)]
+
+
+@pytest.fixture
+def project(cli, tmp_path, monkeypatch):
+    """A compiled one-dvc.yaml study whose dvc.lock records its six train stages."""
+    study = tiny_study()
+    del study["model"]["sizes"]["m"]
+    write_spec(tmp_path / "study.yaml", study)
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    lock = {"schema": "2.0", "stages": {"data": {"cmd": "data"}, **{name: {"cmd": name} for name in TRAIN}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    monkeypatch.setattr(importlib.import_module("chemspec.compiler.render"), "SPLIT_ABOVE", 2)
+    return tmp_path
+
+
+def lock(root, path="dvc.lock") -> dict:
+    return yaml.safe_load((root / path).read_text())["stages"]
+
+
+def test_entries_follow_their_stages_and_a_stale_copy_gives_way(cli, project):
+    (project / "pipelines" / "s").mkdir(parents=True)
+    (project / "pipelines" / "s" / "dvc.lock").write_text(
+        yaml.safe_dump({"schema": "2.0", "stages": {"train@s-200": {"cmd": "stale"}}}))
+    result = cli("compile", "study.yaml", cwd=project)
+    assert result.code == 0 and "moved the DVC records of 6 finished stages" in result.out
+    assert "pipelines/s/dvc.lock" in result.out and "pipelines/xs/dvc.lock" in result.out
+    assert list(lock(project)) == ["data"]
+    assert lock(project, "pipelines/s/dvc.lock")["train@s-200"] == {"cmd": "train@s-200"}
+    assert sorted(lock(project, "pipelines/xs/dvc.lock")) == ["train@xs-200", "train@xs-400", "train@xs-800"]
+
+
+@pytest.mark.parametrize("blocker", ["params.yaml", "pipelines/s"])
+def test_a_blocked_target_writes_nothing(cli, project, blocker):
+    before = {p: (project / p).read_bytes() for p in ("dvc.yaml", "dvc.lock")}
+    (project / "params.yaml").unlink()
+    if blocker == "params.yaml":
+        (project / blocker).mkdir()
+    else:
+        (project / "pipelines").mkdir()
+        (project / blocker).write_text("a file where a folder goes")
+    result = cli("compile", "study.yaml", cwd=project)
+    assert result.code == 1 and "nothing was written" in result.err
+    assert f"{blocker}" in result.err and "a folder stands where a file goes, or a file where a folder" in result.err
+    assert {p: (project / p).read_bytes() for p in before} == before
