@@ -24,10 +24,11 @@ def lock_path(pipeline: str) -> str:
     return (Path(pipeline).parent / LOCK).as_posix()
 
 
-def stage_names(pipeline: str) -> set[str]:
-    """The names DVC gives the stages of a dvc.yaml text: `name`, or `name@key` for each foreach key."""
+def stage_names(document: object) -> set[str]:
+    """The names DVC gives the stages of a dvc.yaml document: `name`, or `name@key` per foreach key."""
+    stages = document.get("stages") if isinstance(document, dict) else None
     names = set()
-    for name, stage in ((yaml.safe_load(pipeline) or {}).get("stages") or {}).items():
+    for name, stage in (stages if isinstance(stages, dict) else {}).items():
         keys = stage.get("foreach") if isinstance(stage, dict) else None
         if isinstance(keys, dict):
             names.update(f"{name}@{key}" for key in keys)
@@ -36,20 +37,17 @@ def stage_names(pipeline: str) -> set[str]:
     return names
 
 
-def _names_on_disk(path: Path) -> set[str]:
+def _load(path: Path) -> object:
+    """The YAML document in `path`, None when there is no such file."""
     try:
-        return stage_names(path.read_text(encoding="utf-8")) if path.is_file() else set()
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
-        raise CompileError(f"{path} cannot be read as a pipeline ({exc.__class__.__name__}); restore it with "
-                           f"`git checkout -- {path}` or delete it") from None
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CompileError(f"{path} cannot be read ({exc.__class__.__name__}); restore it with "
                            f"`git checkout -- {path}` or delete it to rerun its stages") from None
+
+
+def _lock(path: Path) -> dict | None:
+    document = _load(path)
     if document is not None and not isinstance(document.get("stages") if isinstance(document, dict) else None, dict):
         raise CompileError(f"{path} is not a DVC lock file; restore it with `git checkout -- {path}` "
                            "or delete it to rerun its stages")
@@ -61,9 +59,9 @@ def carry(root: Path, pipelines: dict[str, str], old: list[str], written: list[s
     that now holds its stage. `old`: the dvc.yaml paths on disk, whose stages the entries describe.
     Returns the stages moved; appends each lock file to `written` as it is written, those that gain
     entries first, so an interruption leaves an entry in two locks rather than in none."""
-    home = {name: path for path, text in pipelines.items() for name in stage_names(text)}
-    before = {name: path for path in old for name in _names_on_disk(root / path)}
-    locks = {path: _read(root / lock_path(path)) for path in sorted(set(old) | set(pipelines))}
+    home = {name: path for path, text in pipelines.items() for name in stage_names(yaml.safe_load(text))}
+    before = {name: path for path in old for name in stage_names(_load(root / path))}
+    locks = {path: _lock(root / lock_path(path)) for path in sorted(set(old) | set(pipelines))}
     gained, lost, moved = set(), set(), []
     for name, source in sorted(before.items()):
         target, entries = home.get(name), (locks[source] or {}).get("stages", {})

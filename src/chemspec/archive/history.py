@@ -21,6 +21,13 @@ from chemspec.errors import ArchiveError
 WORKTREE = "WORKTREE"
 
 
+def commit_of(rev: str, cwd: str | Path) -> str | None:
+    """The commit git resolves `rev` to in `cwd`, or None when it is no revision there."""
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=cwd,
+                          capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 class Snapshot:
     """The archive as it was at one revision (or in the working tree)."""
 
@@ -47,9 +54,7 @@ class Snapshot:
         done = subprocess.run(["git", "ls-tree", "--name-only", f"{self.rev}:{self.root}/refs"], cwd=self.cwd,
                               capture_output=True, text=True)
         if done.returncode != 0:
-            known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{self.rev}^{{commit}}"],
-                                   cwd=self.cwd, capture_output=True).returncode == 0
-            if not known:
+            if commit_of(self.rev, self.cwd) is None:
                 raise ArchiveError(f"{self.rev!r} is not a git revision here (a commit, branch or tag); "
                                    "`git log --oneline -- archive/refs` lists the commits that archived runs")
             raise ArchiveError(f"no archive at revision {self.rev} ({self.root}/refs is not committed there)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from chemspec.archive.history import Snapshot
+from chemspec.archive.history import Snapshot, commit_of
 from chemspec.archive.manifest import walk
 from chemspec.archive.store import manifest_digest
 from chemspec.archive.remote import remote_options
@@ -23,10 +23,8 @@ NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selec
 
 def resolve(target: str, cwd: Path) -> str:
     """A git revision for `target`: itself if git knows it, else the commit whose archive holds that manifest."""
-    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{target}^{{commit}}"], cwd=cwd,
-                           capture_output=True, text=True)
-    if known.returncode == 0:
-        return known.stdout.strip()
+    if (commit := commit_of(target, cwd)) is not None:
+        return commit
     log = subprocess.run(["git", "log", "--format=%H", "--", "archive/refs"], cwd=cwd, capture_output=True,
                          text=True)
     for commit in log.stdout.split():

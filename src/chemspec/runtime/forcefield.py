@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from chemspec.errors import Interrupted, RunError
+from chemspec.errors import RunError
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.tpe import window_steps
+from chemspec.runtime.train import ctrl_c_as_error
 
 EV_TO_MEV = 1000.0
 
@@ -319,14 +320,10 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
                         gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu")
     start = time.perf_counter()
-    try:
+    with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to train it again"):
         trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
         if trainer.global_step % len(batches):
             trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
-    except SystemExit:
-        if trainer.interrupted and not trainer.received_sigterm:  # Lightning turns Ctrl-C into exit(1)
-            raise Interrupted(f"{model_name} cell interrupted; re-run `dvc repro` to train it again") from None
-        raise
     wall = time.perf_counter() - start
     tested = evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size))
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,

@@ -48,33 +48,38 @@ def write_json(path: str | Path, value: Any) -> None:
     write_bytes(path, to_json(value))
 
 
-def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
-    """A JSON file's value. A missing or malformed file, or one that is not a mapping with the keys in
-    `require`, raises InputError naming it (files here are written by stages; users may edit or merge)."""
-    path = Path(path)
-    fix = f"restore it (`dvc checkout {path}` or `git checkout -- {path}`) or rerun the stage that writes it"
+@contextlib.contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """A failed read of a file that a stage wrote (users may edit or merge them) as InputError naming it."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        yield
     except FileNotFoundError:
         raise InputError(f"{path} is missing; run the stage that writes it first (`dvc repro`)") from None
-    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
-        raise InputError(f"{path} is not readable JSON ({exc.__class__.__name__}: {exc}); {fix}") from None
+    except (OSError, ValueError, EOFError) as exc:  # ValueError: also JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{path} is not {what} ({exc.__class__.__name__}: {exc}); {_restore(path)}") from None
+
+
+def _restore(path: Path) -> str:
+    return f"restore it (`dvc checkout {path}` or `git checkout -- {path}`) or rerun the stage that writes it"
+
+
+def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
+    """A JSON file's value; InputError when it is missing or malformed, or is not a mapping with the
+    keys in `require`."""
+    path = Path(path)
+    with _reading(path, "readable JSON"):
+        value = json.loads(path.read_text(encoding="utf-8"))
     missing = [key for key in require if not isinstance(value, dict) or key not in value]
     if missing:
-        raise InputError(f"{path} has no {', '.join(map(repr, missing))}; {fix}")
+        raise InputError(f"{path} has no {', '.join(map(repr, missing))}; {_restore(path)}")
     return value
 
 
 def read_array(path: str | Path) -> np.ndarray:
-    """A .npy file an earlier stage wrote; a missing or malformed one raises InputError naming it."""
+    """A .npy file's array; InputError when it is missing or malformed."""
     path = Path(path)
-    try:
+    with _reading(path, "a readable array"):
         return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path} is missing; run the stage that writes it first (`dvc repro`)") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path} is not a readable array ({exc.__class__.__name__}: {exc}); restore it "
-                         f"(`dvc checkout {path}`) or rerun the stage that writes it") from None
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ model in `save_pretrained` form.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -15,6 +16,7 @@ import os
 import platform
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, 
 from chemspec.runtime.tpe import estimate, window_steps
 
 if TYPE_CHECKING:
+    import lightning as L
     from lightning.pytorch.strategies import DDPStrategy
 
     from chemspec.specs.training import Training
@@ -111,6 +114,17 @@ def _gated(cell: TrainCell) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def ctrl_c_as_error(trainer: L.Trainer, message: str) -> Iterator[None]:
+    """Lightning ends a Ctrl-C in fit or validate with exit(1) and no word: raise Interrupted instead."""
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted and not trainer.received_sigterm:
+            raise Interrupted(message) from None
+        raise
+
+
 def _check_accelerator(cell: TrainCell) -> None:
     import torch
 
@@ -147,11 +161,11 @@ def run_training(cell: TrainCell) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
     L.seed_everything(cell.seed, workers=True, verbose=False)
     training = cell.training
-    layout = {"pack_length": training.packing,
-              "pin_memory": torch.cuda.is_available() and training.accelerator != "cpu"}
+    on_gpu = torch.cuda.is_available() and training.accelerator != "cpu"
+    layout = {"pack_length": training.packing, "pin_memory": on_gpu}
     batches = loader(tokens, rows[f"train-{cell.data_size}"], hp["batch_size"], True, cell.seed,
-                     loader_workers(training.num_workers, layout["pin_memory"]), training.bucket_batches,
-                     distributed=True, **layout)
+                     loader_workers(training.num_workers, on_gpu), training.bucket_batches, distributed=True,
+                     **layout)
     val = loader(tokens, rows["val"], 256, False, cell.seed, distributed=True, **layout)
     fault = fault_for(cell.name)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
@@ -174,14 +188,14 @@ def run_training(cell: TrainCell) -> dict:
                      activation_checkpointing=training.activation_checkpointing)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    interrupted = (f"{cell.name}: interrupted; re-run `dvc repro` to continue (from the last checkpoint in "
+                   f"{cell.resume_dir}, if one was written)")
     try:
-        trainer.fit(module, batches, val, ckpt_path=resume.resume_from())
-        if trainer.global_step % per_rank and module.diverged is None:
-            trainer.validate(module, val, verbose=False)
+        with ctrl_c_as_error(trainer, interrupted):
+            trainer.fit(module, batches, val, ckpt_path=resume.resume_from())
+            if trainer.global_step % per_rank and module.diverged is None:
+                trainer.validate(module, val, verbose=False)
     except SystemExit:
-        if trainer.interrupted and not trainer.received_sigterm:  # Lightning turns Ctrl-C into exit(1)
-            raise Interrupted(f"{cell.name}: interrupted; re-run `dvc repro` to continue (from the last "
-                              f"checkpoint in {cell.resume_dir}, if one was written)") from None
         if not trainer.received_sigterm:
             raise
         raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
