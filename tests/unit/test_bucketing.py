@@ -84,3 +84,13 @@ def test_a_bucketed_or_packed_study_trains_the_same_steps_under_an_identity_of_i
     (key,) = cells.tpe
     result = api.run("tpe", "params.yaml", key)
     assert result["status"] == "ok" and result["steps"] == 13
+
+
+def test_a_skip_holds_for_every_iteration_of_its_epoch_and_ends_with_it():
+    sampler = EpochSampler(100, 3)
+    sampler.set_epoch(1)
+    whole = list(sampler)
+    sampler.skip(1, 40)
+    assert list(sampler) == list(sampler) == whole[40:], "a loader may begin an epoch more than once"
+    sampler.set_epoch(2)
+    assert sorted(sampler) == list(range(100))

@@ -64,8 +64,11 @@ class EpochSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self._skip is not None and self._skip[0] < epoch:
+            self._skip = None
 
     def skip(self, epoch: int, samples: int) -> None:
+        """Every iteration of `epoch` starts after `samples`, however many times a loader begins it."""
         self._skip = (epoch, samples)
 
     def __iter__(self):
@@ -82,7 +85,6 @@ class EpochSampler(Sampler[int]):
             order = (order * world)[:len(self) * world][rank::world]
         if self._skip is not None and self._skip[0] == self.epoch:
             order = order[self._skip[1]:]
-        self._skip = None
         return iter(order)
 
     def __len__(self) -> int:
@@ -128,7 +130,11 @@ class Resume(L.Callback):
         self.elapsed_before = state.get("elapsed_s", 0.0) - (time.perf_counter() - self._started)
         self.batches = state["batches"]
         self._restored_epoch = state["epoch"]
-        self.sampler.skip(state["epoch"], state["batches"] * self.batch_size)
+        epoch, samples = state["epoch"], state["batches"] * self.batch_size
+        if samples >= len(self.sampler):  # stopped after the epoch's last batch
+            epoch, samples = epoch + 1, 0
+        self.sampler.set_epoch(epoch)  # Lightning starts loader workers fetching before it sets the epoch
+        self.sampler.skip(epoch, samples)
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._epoch = trainer.current_epoch
