@@ -84,6 +84,29 @@ def test_sigterm_leaves_a_checkpoint_mid_epoch_and_resume_matches(project):
     assert outputs(root) == reference
 
 
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch end"])
+def test_sigterm_to_every_process_of_a_step_with_loader_workers_then_resume_matches(project, where):
+    """SLURM preemption signals the loader workers too: they leave the stop to their parent, and the
+    resumed run, whose workers fetch before Lightning sets the epoch, still trains the right batches."""
+    root, reference = project
+    per_epoch = reference["metrics"]["steps"] // 4
+    step = per_epoch + 3 if where == "mid-epoch" else per_epoch
+    _clear(root)
+    params = (root / "params.yaml").read_text()
+    write_spec(root / "study.yaml", tiny_study(**{"training.max_epochs": 4, "training.num_workers": 2}))
+    assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
+    try:
+        stopped = train(root, fault=f"term-all@{step}")
+        assert stopped.returncode == 1, stopped.stderr
+        assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr
+        assert (root / "results" / "tiny" / ".resume" / f"train-{CELL}" / "last.ckpt").is_file()
+        done = train(root)
+        assert done.returncode == 0, done.stderr
+        assert outputs(root) == reference
+    finally:
+        (root / "params.yaml").write_text(params)
+
+
 def test_ctrl_c_exits_130_with_a_message(project):
     root, _ = project
     _clear(root)

@@ -1,19 +1,22 @@
 """Fault injection for tests of divergence and resumption, off unless CHEMSPEC_FAULT is set.
 
 CHEMSPEC_FAULT=<stage>@<key>:<kind>@<step> with kind `nan` (that step's loss becomes NaN), `kill`
-(SIGKILL after that step), `term` (SIGTERM after that step, as SLURM preemption sends it) or `int`
-(SIGINT, as Ctrl-C sends it).
+(SIGKILL after that step), `term` (SIGTERM to this process after that step), `term-all` (SIGTERM to this
+process and its loader workers, as SLURM preemption signals every process of a job step) or `int` (SIGINT,
+as Ctrl-C sends it).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import subprocess
 
 import lightning as L
 
 VARIABLE = "CHEMSPEC_FAULT"
-SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}
+SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "term-all": signal.SIGTERM, "int": signal.SIGINT}
 
 
 def fault_for(cell_name: str) -> tuple[str, int] | None:
@@ -25,11 +28,16 @@ def fault_for(cell_name: str) -> tuple[str, int] | None:
 
 
 class Faults(L.Callback):
-    """Sends the configured signal to this process once the given optimiser step has completed."""
+    """Sends the configured signal once the given optimiser step has completed."""
 
     def __init__(self, fault: tuple[str, int] | None):
         self.fault = fault
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if self.fault and self.fault[0] in SIGNALS and trainer.global_step == self.fault[1]:
-            os.kill(os.getpid(), SIGNALS[self.fault[0]])
+            kind = self.fault[0]
+            if kind == "term-all":  # from another process, as slurmstepd sends it: workers tell their parent apart
+                pids = [str(pid) for pid in (os.getpid(), *(c.pid for c in multiprocessing.active_children()))]
+                subprocess.run(["kill", "-s", "TERM", *pids], check=True)
+            else:
+                os.kill(os.getpid(), SIGNALS[kind])

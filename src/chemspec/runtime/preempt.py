@@ -9,11 +9,18 @@ step, so all stop together, up to LAG + 1 steps after the signal. The signal han
 (Lightning's own handler broadcasts from inside the handler, which deadlocks ranks that each receive
 the signal). A signal during the last LAG steps of training is not acted on: the cell finishes and
 writes its results, atomically, as it would have a moment later.
+
+SLURM signals every process of a job step, loader workers included. PyTorch's workers die of a SIGTERM
+that their parent did not send, and the parent then fails with "DataLoader worker ... killed by
+signal" instead of checkpointing; `leave_sigterm_to_parent` keeps them alive until the parent stops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 from collections import deque
 
 import lightning as L
@@ -55,3 +62,16 @@ class AgreedStop:
             with contextlib.suppress(Exception):
                 dist.barrier()
             raise SIGTERMException()
+
+
+def leave_sigterm_to_parent(worker_id: int) -> None:
+    """A DataLoader worker_init_fn: this worker exits on its parent's SIGTERM (as PyTorch's own handler
+    does) and ignores anyone else's, so a preempted step's parent can checkpoint and shut it down."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != os.getppid():
+            pass
+        os._exit(0)
+
+    threading.Thread(target=wait, name="sigterm", daemon=True).start()
