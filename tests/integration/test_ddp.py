@@ -24,10 +24,10 @@ def _chemspec(root: Path, devices: int, *args: str, fault: str | None = None) ->
     return subprocess.run([*command, *args], cwd=root, capture_output=True, text=True, env=env, timeout=300)
 
 
-def _prepare(root: Path, devices: int) -> None:
+def _prepare(root: Path, devices: int, workers: int = 0) -> None:
     root.mkdir()
     study = tiny_study(**{"training.devices": devices, "hpo.grid.learning_rate": [3.0e-3],
-                          "data.sizes": [200, 400]})
+                          "data.sizes": [200, 400], "training.num_workers": workers})
     study["model"]["sizes"] = {"xs": study["model"]["sizes"]["xs"]}
     write_spec(root / "study.yaml", study)
     for args in (["compile", "study.yaml"], ["run", "data"], ["run", "split"],
@@ -73,16 +73,18 @@ def _outputs(root: Path) -> tuple[dict, bytes, bytes]:
             (folder / "model" / "model.safetensors").read_bytes())
 
 
-@pytest.mark.parametrize("offset", [1, -2], ids=["mid-epoch", "at-an-epoch-start"])
-def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, offset):
+@pytest.mark.parametrize(("offset", "workers", "fault"), [(1, 0, "term"), (-2, 0, "term"), (1, 2, "term-all")],
+                         ids=["mid-epoch", "at-an-epoch-start", "mid-epoch-every-process-with-loader-workers"])
+def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, offset,
+                                                                                         workers, fault):
     _train(tmp_path / "whole", 2)
     reference = _outputs(tmp_path / "whole")
     root = tmp_path / "stopped"
-    _prepare(root, 2)
+    _prepare(root, 2, workers)
     # Ranks agree on a stop a few steps after the signal (runtime.preempt): a signal in the first
     # epoch's second-to-last step stops the ranks at the second epoch's first step.
     step = reference[0]["steps"] // 2 + offset
-    stopped = _chemspec(root, 2, "run", "train", "--cell", "xs-200", fault=f"term@{step}")
+    stopped = _chemspec(root, 2, "run", "train", "--cell", "xs-200", fault=f"{fault}@{step}")
     assert stopped.returncode == 1, stopped.stderr
     assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr and "Traceback" not in stopped.stderr
     assert (root / "results" / "tiny" / ".resume" / "train-xs-200" / "last.ckpt").is_file()
