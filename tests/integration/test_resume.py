@@ -98,6 +98,7 @@ def test_sigterm_to_every_process_of_a_step_with_loader_workers_then_resume_matc
     try:
         stopped = train(root, fault=f"term-all@{step}")
         assert stopped.returncode == 1, stopped.stderr
+        assert "to this one and 2 loader workers" in stopped.stderr
         assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr
         assert (root / "results" / "tiny" / ".resume" / f"train-{CELL}" / "last.ckpt").is_file()
         done = train(root)

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 
 import lightning as L
 
@@ -37,7 +38,9 @@ class Faults(L.Callback):
         if self.fault and self.fault[0] in SIGNALS and trainer.global_step == self.fault[1]:
             kind = self.fault[0]
             if kind == "term-all":  # from another process, as slurmstepd sends it: workers tell their parent apart
-                pids = [str(pid) for pid in (os.getpid(), *(c.pid for c in multiprocessing.active_children()))]
-                subprocess.run(["kill", "-s", "TERM", *pids], check=True)
+                workers = [str(child.pid) for child in multiprocessing.active_children()]
+                print(f"fault: SIGTERM from another process to this one and {len(workers)} loader workers",
+                      file=sys.stderr, flush=True)
+                subprocess.run(["kill", "-s", "TERM", str(os.getpid()), *workers], check=True)
             else:
                 os.kill(os.getpid(), SIGNALS[kind])
