@@ -29,6 +29,9 @@ those two step ends (CUDA synchronised at both). MFU = (6N + 12·L·T·d) · tok
 dense bf16 peak of 989 TFLOP/s and over the bf16 matmul rate measured here, with N the
 non-embedding parameters and T the mean useful length of a molecule. `final_loss` is the mean
 training loss of the last --loss-window steps (Trainer's logged value and the module's own losses).
+`val_loss` is the per-token loss of the trained weights on the --held-out molecules that follow the
+training ones in the file, judged alike for every path: the weights loaded into an uncompiled copy of
+chemspec's model and evaluated in float32 by chemspec's `evaluate`.
 
 On the GPU machine (no molsets there: carry a copy of its train.csv.gz; the hf paths need
 accelerate, which the device image has):
@@ -57,6 +60,7 @@ def parse(argv=None):
     a = p.add_argument
     a("--smiles", help="MOSES train.csv.gz (default: the one in the molsets wheel)")
     a("--molecules", type=int, default=200_000, help="first N SMILES of the file (%(default)s)")
+    a("--held-out", type=int, default=2000, help="the next N SMILES, for val_loss (%(default)s)")
     a("--sizes", default="20m:24x256x8,200m:16x1024x16", help="name:layers x hidden x heads, comma list")
     a("--max-length", type=int, default=128, help="positions; longer molecules are dropped (%(default)s)")
     a("--batch", type=int, default=256, help="molecules per step (%(default)s)")
@@ -96,22 +100,37 @@ def encode(smiles: str) -> list[str] | None:
         return None
 
 
-def moses_tokens(path: Path, count: int, max_length: int, workers: int) -> tuple[np.ndarray, list[str]]:
-    """Rows of [BOS] symbols [EOS] [PAD]… for the first `count` SMILES, and the vocabulary."""
+def moses_tokens(path: Path, count: int, held_out: int, max_length: int,
+                 workers: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Rows of [BOS] symbols [EOS] [PAD]… for the first `count` SMILES and for the `held_out` after
+    them, and the vocabulary of both."""
     from chemspec.runtime.molecules import BOS, EOS, PAD, SPECIALS
 
     with gzip.open(path, "rt", newline="") as handle:
         rows = csv.reader(handle)
         next(rows)
-        smiles = [row[0] for _, row in zip(range(count), rows)]
+        smiles = [row[0] for _, row in zip(range(count + held_out), rows)]
     with Pool(workers) as pool:
-        encoded = [s for s in pool.map(encode, smiles, chunksize=500) if s and len(s) + 2 <= max_length]
-    vocab = SPECIALS + sorted({t for s in encoded for t in s})
+        encoded = pool.map(encode, smiles, chunksize=500)
+    kept = [(i < count, s) for i, s in enumerate(encoded) if s and len(s) + 2 <= max_length]
+    vocab = SPECIALS + sorted({t for _, s in kept for t in s})
     index = {t: i for i, t in enumerate(vocab)}
-    tokens = np.full((len(encoded), max(map(len, encoded)) + 2), PAD, dtype=np.int16)
-    for row, s in enumerate(encoded):
+    tokens = np.full((len(kept), max(len(s) for _, s in kept) + 2), PAD, dtype=np.int16)
+    for row, (_, s) in enumerate(kept):
         tokens[row, : len(s) + 2] = [BOS, *map(index.__getitem__, s), EOS]
-    return tokens, vocab
+    train = np.array([first for first, _ in kept])
+    return tokens[train], tokens[~train], vocab
+
+
+def held_out_loss(args, config, model, held: np.ndarray) -> float:
+    """The per-token loss of `model`'s weights on `held`, judged the same way for every path."""
+    from chemspec.runtime.chemgpt import ChemGPT, evaluate, loader
+    from chemspec.specs.training import Optimizer, Scheduler
+
+    judge = ChemGPT(config, args.lr, Optimizer(), Scheduler(), total_steps=1)
+    judge.model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in model.state_dict().items()})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return evaluate(judge, loader(held, np.arange(len(held)), args.batch, shuffle=False, seed=0), device)
 
 
 class Counted:
@@ -176,7 +195,7 @@ def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> dict:
             save_strategy="no", logging_steps=args.loss_window, disable_tqdm=True, seed=args.seed)
         trainer = Trainer(model=model, args=settings, train_dataset=rows, data_collator=counted, callbacks=[Tick()])
         trainer.train()
-    return clock.summary(counted, [e["loss"] for e in trainer.state.log_history if "loss" in e][-1])
+    return clock.summary(counted, [e["loss"] for e in trainer.state.log_history if "loss" in e][-1]), model
 
 
 def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, packed: bool) -> tuple[dict, object]:
@@ -213,7 +232,7 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if path.startswith("hf"):
-        return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path), None
+        return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path)
     from torch._inductor import config as inductor
     from torch.nn.attention import SDPBackend
 
@@ -249,14 +268,15 @@ def main(argv=None):
 
     hf_logging.set_verbosity_error()
     args.loader_workers = loader_workers(args.loader_workers, torch.cuda.is_available())
-    tokens, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, args.max_length, args.workers)
+    tokens, held, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, args.held_out,
+                                       args.max_length, args.workers)
     mean_length = float((tokens != PAD).sum(1).mean())
     peak = matmul_peak(torch.device("cuda")) if torch.cuda.is_available() else None
     result = {"card": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
               "python": platform.python_version(), "torch": torch.__version__,
               **{name: version(name) for name in ("transformers", "lightning", "selfies")},
               "command": " ".join(sys.argv), "settings": vars(args),
-              "molecules": len(tokens), "vocab": len(vocab), "mean_useful_length": mean_length,
+              "molecules": len(tokens), "held_out": len(held), "vocab": len(vocab), "mean_useful_length": mean_length,
               "matmul_bf16_tflops": peak / 1e12 if peak else None, "sizes": {}}
     print(f"{result['card']}: {len(tokens)} molecules, mean length {mean_length:.1f} tokens", flush=True)
     with tempfile.TemporaryDirectory() as tokenizer_dir:
@@ -271,8 +291,9 @@ def main(argv=None):
                                              "flops_per_token": flops, "paths": {}, "ratios": {}}
             for path in args.paths:
                 r, model = run(path, args, config, tokens, tokenizer_dir)
+                r["val_loss"] = held_out_loss(args, config, model, held)
                 entry["paths"][path] = r
-                if args.save and model is not None and name == next(iter(args.sizes)):
+                if args.save and path.startswith("chemspec") and name == next(iter(args.sizes)):
                     model.save_pretrained(args.save)
                     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(args.save)
                 del model
@@ -282,6 +303,7 @@ def main(argv=None):
                 torch.cuda.empty_cache()
                 print(f"{name} {path}: {r['tokens_per_s']:,.0f} useful tokens/s, padding {r['padding_share']:.0%}, "
                       f"MFU {r['mfu_989']:.1%} of 989 TFLOP/s, loss {r['final_loss']:.3f}, "
+                      f"held-out loss {r['val_loss']:.3f}, "
                       f"peak {r['peak_mem_MB'] or 0:,.0f} MB", flush=True)
                 if "hf" in entry["paths"]:
                     hf = entry["paths"]["hf"]
