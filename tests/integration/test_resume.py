@@ -17,13 +17,22 @@ from tests.conftest import tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
 CELL = "s-400"
+# Validation in 3 batches of 256, so that a stop at an epoch's end can land inside validation.
+STUDY = {"training.max_epochs": 4, "data.validation": 600, "data.source.max_molecules": 1700}
 
 
 def sh(*args: str, cwd: Path, fault: str | None = None) -> subprocess.CompletedProcess:
     env = tool_env()
     if fault:
         env["CHEMSPEC_FAULT"] = f"train@{CELL}:{fault}"
-    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=env)
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=env,
+                          preexec_fn=_sigint_as_in_a_terminal)
+
+
+def _sigint_as_in_a_terminal() -> None:
+    """A runner started in the background (`nohup … &`) passes SIGINT on ignored, and Python then
+    ignores Ctrl-C; a terminal's foreground job, whose Ctrl-C the `int` fault stands for, does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def train(root: Path, fault: str | None = None) -> subprocess.CompletedProcess:
@@ -43,7 +52,7 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     assert sh("git", "init", "-q", cwd=root).returncode == 0
     assert sh("dvc", "init", "-q", cwd=root).returncode == 0
-    write_spec(root / "study.yaml", tiny_study(**{"training.max_epochs": 4}))
+    write_spec(root / "study.yaml", tiny_study(**STUDY))
     assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
     done = sh("dvc", "repro", "select", cwd=root)
     assert done.returncode == 0, done.stderr
@@ -84,23 +93,26 @@ def test_sigterm_leaves_a_checkpoint_mid_epoch_and_resume_matches(project):
     assert outputs(root) == reference
 
 
-@pytest.mark.parametrize("where", ["mid-epoch", "epoch end"])
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch end", "twice in one epoch"])
 def test_sigterm_to_every_process_of_a_step_with_loader_workers_then_resume_matches(project, where):
     """SLURM preemption signals the loader workers too: they leave the stop to their parent, and the
-    resumed run, whose workers fetch before Lightning sets the epoch, still trains the right batches."""
+    resumed run, whose workers fetch before Lightning sets the epoch, still trains the right batches.
+    At an epoch's end the stop waits for validation to finish; a resumed run can be stopped again."""
     root, reference = project
     per_epoch = reference["metrics"]["steps"] // 4
-    step = per_epoch + 3 if where == "mid-epoch" else per_epoch
+    steps = {"mid-epoch": [per_epoch + 3], "epoch end": [per_epoch],
+             "twice in one epoch": [per_epoch + 3, per_epoch + 6]}[where]
     _clear(root)
     params = (root / "params.yaml").read_text()
-    write_spec(root / "study.yaml", tiny_study(**{"training.max_epochs": 4, "training.num_workers": 2}))
+    write_spec(root / "study.yaml", tiny_study(**STUDY, **{"training.num_workers": 2}))
     assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
     try:
-        stopped = train(root, fault=f"term-all@{step}")
-        assert stopped.returncode == 1, stopped.stderr
-        assert "to this one and 2 loader workers" in stopped.stderr
-        assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr
-        assert (root / "results" / "tiny" / ".resume" / f"train-{CELL}" / "last.ckpt").is_file()
+        for step in steps:
+            stopped = train(root, fault=f"term-all@{step}")
+            assert stopped.returncode == 1, stopped.stderr
+            assert "to this one and 2 loader workers" in stopped.stderr
+            assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr
+            assert (root / "results" / "tiny" / ".resume" / f"train-{CELL}" / "last.ckpt").is_file()
         done = train(root)
         assert done.returncode == 0, done.stderr
         assert outputs(root) == reference
@@ -123,7 +135,7 @@ def test_another_seed_is_not_resumed_and_archives_under_other_hashes(project):
     _clear(root)
     assert train(root, fault="term@5").returncode == 1
     params = (root / "params.yaml").read_text()
-    write_spec(root / "study.yaml", tiny_study(**{"training.max_epochs": 4, "seed": 3}))
+    write_spec(root / "study.yaml", tiny_study(**STUDY, seed=3))
     assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
     try:
         assert train(root).returncode == 0

@@ -5,9 +5,10 @@ Three pieces make that hold. The shuffle order of an epoch is a pure function of
 it does not depend on what ran before. A callback counts the batches trained in the current epoch
 and stores the count in each checkpoint; after a restore the sampler skips exactly those samples.
 Checkpoints are written to a temporary name and renamed, at every `interval` epochs and when
-SIGTERM arrives (SLURM preemption): Lightning stops at the next batch boundary (DDP ranks at a
-boundary they agree on, runtime.preempt) and the callback saves there. The checkpoint lives beside
-the cell's outputs, not among them, because DVC deletes a stage's outputs before running it.
+SIGTERM arrives (SLURM preemption): training stops at the end of the next training batch, or of
+validation if that runs first (DDP ranks at a step they agree on, runtime.preempt), and the callback
+saves there. The checkpoint lives beside the cell's outputs, not among them, because DVC deletes a
+stage's outputs before running it.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Resume(L.Callback):
         self._started = time.perf_counter()
         self._epoch = 0
         self._restored_epoch: int | None = None
+        self._stop_requested = False
 
     @property
     def path(self) -> Path:
@@ -128,13 +130,12 @@ class Resume(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.elapsed_before = state.get("elapsed_s", 0.0) - (time.perf_counter() - self._started)
-        self.batches = state["batches"]
-        self._restored_epoch = state["epoch"]
-        epoch, samples = state["epoch"], state["batches"] * self.batch_size
-        if samples >= len(self.sampler):  # stopped after the epoch's last batch
-            epoch, samples = epoch + 1, 0
+        epoch, self.batches = state["epoch"], state["batches"]
+        if self.batches * self.batch_size >= len(self.sampler):  # stopped after the epoch's last batch
+            epoch, self.batches = epoch + 1, 0
+        self._epoch = self._restored_epoch = epoch  # Lightning calls no epoch-start hook in a resumed epoch
         self.sampler.set_epoch(epoch)  # Lightning starts loader workers fetching before it sets the epoch
-        self.sampler.skip(epoch, samples)
+        self.sampler.skip(epoch, self.batches * self.batch_size)
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._epoch = trainer.current_epoch
@@ -144,24 +145,36 @@ class Resume(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         self.batches += 1
+        trainer._signal_connector.received_sigterm |= self._stop_requested
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """A stop requested by now waits for validation's end: Lightning would stop inside it, and a
+        resumed run would validate the rest of that epoch over other batches."""
+        connector = trainer._signal_connector
+        self._stop_requested |= connector.received_sigterm
+        connector.received_sigterm = False
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        trainer._signal_connector.received_sigterm |= self._stop_requested
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.interval == 0:
             self.save(trainer)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        """SIGTERM only notes the request; under DDP, AgreedStop stops all ranks at one step."""
+        """SIGTERM only notes the request, passed to Lightning at the end of a training batch or of
+        validation; under DDP, AgreedStop stops all ranks at one step."""
         connector = trainer._signal_connector
-
-        def note(signum: int, frame: object) -> None:
-            connector.received_sigterm = True
-
+        note = self._note
         if trainer.world_size > 1:  # a signal that came before training started joins the agreement
             stop = AgreedStop(trainer, requested=connector.received_sigterm)
             connector.received_sigterm = False
             trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = stop
             note = stop.note
         signal.signal(signal.SIGTERM, note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self._stop_requested = True
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if type(exception).__name__ == "SIGTERMException":

@@ -174,7 +174,7 @@ def run_training(cell: TrainCell) -> dict:
     trainer = L.Trainer(
         max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
         strategy=_strategy(training), precision=training.precision, logger=False, enable_checkpointing=False,
-        callbacks=[resume, Faults(fault), throughput], enable_model_summary=False,
+        callbacks=[Faults(fault), resume, throughput], enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu",
         use_distributed_sampler=False)
