@@ -18,6 +18,7 @@ signal" instead of checkpointing; `leave_sigterm_to_parent` keeps them alive unt
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import threading
@@ -67,10 +68,13 @@ class AgreedStop:
 def leave_sigterm_to_parent(worker_id: int) -> None:
     """A DataLoader worker_init_fn: this worker exits on its parent's SIGTERM (as PyTorch's own handler
     does) and ignores anyone else's, so a preempted step's parent can checkpoint and shut it down."""
+    if not hasattr(signal, "sigwaitinfo"):  # macOS: no SLURM there
+        return
+    parent = multiprocessing.parent_process().pid  # not getppid(): under forkserver that is the server
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def wait() -> None:
-        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != os.getppid():
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
             pass
         os._exit(0)
 
