@@ -172,7 +172,7 @@ class Clock:
                 "peak_mem_MB": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
 
 
-def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> dict:
+def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> tuple[dict, object]:
     from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, GPTNeoForCausalLM, Trainer,
                               TrainerCallback, TrainingArguments)
 
@@ -228,7 +228,7 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, pac
     return clock.summary(counted, float(np.mean(losses[-args.loss_window:]))), module.model
 
 
-def run(path: str, args, config, tokens, tokenizer_dir) -> dict:
+def run(path: str, args, config, tokens, tokenizer_dir) -> tuple[dict, object]:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if path.startswith("hf"):

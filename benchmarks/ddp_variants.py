@@ -139,7 +139,8 @@ def main(argv=None):
     from chemspec.runtime.molecules import moses_path
 
     args = parse(argv)
-    tokens, _, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, 0, 128, 8)
+    tokens, _, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, held_out=0, max_length=128,
+                                    workers=8)
     if len(tokens) // args.world // args.batch < args.steps:
         sys.exit(f"--molecules {args.molecules} gives each of {args.world} ranks under --steps {args.steps} "
                  f"full batches of {args.batch}; read more molecules or time fewer steps")

@@ -4,12 +4,13 @@ The script compiles SPEC into a folder of its own, runs data, split, every tpe c
 `python -m chemspec run …`, and trains CELL three times: whole (the reference); with SIGTERM sent from
 another process to the cell and its loader workers after optimiser step STEP (CHEMSPEC_FAULT's
 `term-all`, as slurmstepd signals every process of a job step); and once more, which resumes from the
-checkpoint the stop left (once for each of STEPS). It reports how each run ended and compares the resumed cell's per-step
-training losses with the reference's, before and after the stop: a resume that served the wrong
-batches shows as losses that differ by the batch-to-batch spread, not by GPU rounding.
+checkpoint the stop left (once for each of STEPS). It reports how each run ended and compares the
+resumed cell's per-step training losses with the reference's, before and after the stop: a resume
+that served the wrong batches shows as losses that differ by the batch-to-batch spread, not by GPU
+rounding.
 
-On the GPU machine (MOSES carried as for chemgpt_throughput.py; the spec leaves training.num_workers at
-its GPU default of 2):
+On the GPU machine (MOSES carried as for chemgpt_throughput.py; the spec leaves training.num_workers
+at its GPU default of 2):
   source benchmarks/device_setup.sh
   python3 benchmarks/preempt_resume.py --spec specs/gpu-packed-smoke.yaml --cell s-10000 --steps 40 60 \\
       --out $OUT/preempt_resume_h200.json

@@ -198,7 +198,8 @@ def main(argv=None):
         from chemgpt_throughput import moses_tokens
         from chemspec.runtime.molecules import moses_path
 
-        tokens, _, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, 0, 128, 16)
+        tokens, _, vocab = moses_tokens(Path(args.smiles or moses_path()), args.molecules, held_out=0,
+                                        max_length=128, workers=16)
     for variant in args.variants:
         sizes = args.sizes.items() if variant != "painn" else [("128x3", None)]
         for size, shape in sizes:

@@ -87,7 +87,8 @@ def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never
     stopped = _chemspec(root, 2, "run", "train", "--cell", "xs-200", fault=f"{fault}@{step}")
     assert stopped.returncode == 1, stopped.stderr
     assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr and "Traceback" not in stopped.stderr
-    assert stopped.stderr.count(f"to this one and {workers} loader workers") == (2 if fault == "term-all" else 0)
+    if fault == "term-all":
+        assert stopped.stderr.count("to this one and 2 loader workers") == 2, "one message a rank"
     assert (root / "results" / "tiny" / ".resume" / "train-xs-200" / "last.ckpt").is_file()
     assert not (root / "results" / "tiny" / "train" / "xs-200" / "metrics.json").exists()
     resumed = _chemspec(root, 2, "run", "train", "--cell", "xs-200")
