@@ -7,7 +7,7 @@ another process to the cell and its loader workers after optimiser step STEP (CH
 checkpoint the stop left (once for each of STEPS). It reports how each run ended and compares the
 resumed cell's per-step training losses with the reference's, before and after the stop: a resume
 that served the wrong batches shows as losses that differ by the batch-to-batch spread, not by GPU
-rounding.
+rounding. Each epoch's validation loss (val_history) is reported for both.
 
 On the GPU machine (MOSES carried as for chemgpt_throughput.py; the spec leaves training.num_workers
 at its GPU default of 2):
@@ -81,7 +81,8 @@ def stop_and_resume(folder: Path, train: tuple[str, ...], out: Path, reference: 
             "stopped": {"returncode": stopped.returncode, "seconds": stopped.seconds, "checkpoint_left": checkpoint,
                         "stderr": [line for line in stopped.stderr.splitlines()
                                    if line.startswith(("fault:", "error:", "internal error:"))]},
-            "resumed": {"seconds": resumed.seconds, "steps": metrics["steps"], "val_loss": metrics["val_loss"]},
+            "resumed": {"seconds": resumed.seconds, "steps": metrics["steps"], "val_loss": metrics["val_loss"],
+                        "val_history": metrics["val_history"]},
             "losses": compare(reference, losses(out), step)}
 
 
@@ -110,7 +111,7 @@ def main(argv=None) -> None:
         "card": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "versions": {p: version(p) for p in ("torch", "lightning", "transformers")}, "cell": args.cell,
         "whole": {"seconds": whole.seconds, "steps": reference_metrics["steps"],
-                  "val_loss": reference_metrics["val_loss"]},
+                  "val_loss": reference_metrics["val_loss"], "val_history": reference_metrics["val_history"]},
         "stops": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
