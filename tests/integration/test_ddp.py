@@ -45,9 +45,16 @@ def _train(root: Path, devices: int) -> tuple[dict, str, dict]:
     return json.loads((results / "train" / "xs-200" / "metrics.json").read_text()), done.stdout, tpe
 
 
-def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path):
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> tuple[Path, dict, str, dict]:
+    """The cell trained whole on two processes: the subject of the first test, the reference of the rest."""
+    root = tmp_path_factory.mktemp("ddp") / "two"
+    return root, *_train(root, 2)
+
+
+def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path, two_ranks):
     one, _, one_tpe = _train(tmp_path / "one", 1)
-    two, printed, two_tpe = _train(tmp_path / "two", 2)
+    _, two, printed, two_tpe = two_ranks
     assert printed.count("train@xs-200:") == 1, printed
     assert two["device"].startswith("2x cpu") and one["device"].startswith("cpu")
     epochs, batch = 2, 32
@@ -75,10 +82,9 @@ def _outputs(root: Path) -> tuple[dict, bytes, bytes]:
 
 @pytest.mark.parametrize(("offset", "workers", "fault"), [(1, 0, "term"), (-2, 0, "term"), (1, 2, "term-all")],
                          ids=["mid-epoch", "at-an-epoch-start", "mid-epoch-every-process-with-loader-workers"])
-def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, offset,
-                                                                                         workers, fault):
-    _train(tmp_path / "whole", 2)
-    reference = _outputs(tmp_path / "whole")
+def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, two_ranks,
+                                                                                         offset, workers, fault):
+    reference = _outputs(two_ranks[0])
     root = tmp_path / "stopped"
     _prepare(root, 2, workers)
     # Ranks agree on a stop a few steps after the signal (runtime.preempt): a signal in the first
