@@ -65,8 +65,6 @@ class EpochSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if self._skip is not None and self._skip[0] < epoch:
-            self._skip = None
 
     def skip(self, epoch: int, samples: int) -> None:
         """Every iteration of `epoch` starts after `samples`, however many times a loader begins it."""
