@@ -8,6 +8,10 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
                      a log every --loss-window steps): DataCollatorForLanguageModeling(mlm=False)
                      padding to the longest row of each batch, and GPT-Neo's eager attention
   hf_compile         the same with torch_compile=True
+  hf_fp32_scores     the Trainer with GPT-Neo's attention scores in float32, as its eager attention's
+                     comment intends: under bf16 autocast its matmul of float32 query and key runs in
+                     bf16 anyway, so the unscaled scores are rounded to bf16 before the softmax (a
+                     diagnostic of the peer's loss, not a speed path)
   chemspec           chemspec's ChemGPT LightningModule and `loader` as `chemspec run` trains them
                      (SDPA attention, fused tanh-GELU, no mask or KV cache in training)
   chemspec_compile   the same with training.compile (torch.compile on the GPT-Neo model)
@@ -41,6 +45,7 @@ accelerate, which the device image has):
 from __future__ import annotations
 
 import argparse, csv, gc, gzip, json, logging, os, platform, sys, tempfile, time, warnings
+from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from multiprocessing import Pool
 from pathlib import Path
@@ -50,7 +55,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
-PATHS = ("hf", "hf_compile", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
+PATHS = ("hf", "hf_compile", "hf_fp32_scores", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
          "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs",
          "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_autotune")
 
@@ -172,6 +177,25 @@ class Clock:
                 "peak_mem_MB": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
 
 
+@contextmanager
+def fp32_scores():
+    """GPT-Neo's eager attention run with autocast off: float32 scores and softmax, then its own cast
+    of the probabilities to the values' dtype."""
+    from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
+
+    attn = GPTNeoSelfAttention._attn
+
+    def unrounded(self, query, key, value, attention_mask=None):
+        with torch.autocast(query.device.type, enabled=False):
+            return attn(self, query, key, value, attention_mask)
+
+    GPTNeoSelfAttention._attn = unrounded
+    try:
+        yield
+    finally:
+        GPTNeoSelfAttention._attn = attn
+
+
 def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> tuple[dict, object]:
     from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, GPTNeoForCausalLM, Trainer,
                               TrainerCallback, TrainingArguments)
@@ -232,7 +256,8 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> tuple[dict, object]:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if path.startswith("hf"):
-        return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path)
+        with fp32_scores() if path == "hf_fp32_scores" else nullcontext():
+            return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path)
     from torch._inductor import config as inductor
     from torch.nn.attention import SDPBackend
 
