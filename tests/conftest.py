@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,25 @@ def sh(*args: str, cwd: Path) -> str:
     done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=tool_env())
     assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> tuple[Path, str]:
+    """tiny_study() compiled, reproduced, pushed and committed once a session: its root and the output
+    of its `dvc repro`. Several modules start from it; each takes a `copy_project` before changing it."""
+    root = tmp_path_factory.mktemp("tiny-base")
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    write_spec(root / "study.yaml", tiny_study())
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    out = sh("dvc", "repro", cwd=root)
+    sh("dvc", "push", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "tiny study", cwd=root)
+    return root, out
+
+
+def copy_project(base: Path, to: Path) -> Path:
+    """A copy of a git + DVC project, history and DVC cache included, that can change on its own."""
+    shutil.copytree(base, to, symlinks=True)
+    return to

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_study, tool_env, write_spec
+from tests.conftest import copy_project, tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +33,9 @@ def run_and_commit(root: Path, study: dict, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory):
-    root = tmp_path_factory.mktemp("history")
-    sh("git", "init", "-q", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    run_and_commit(root, tiny_study(**{"data.sizes": [200, 400, 600]}), "three data sizes")
-    run_and_commit(root, tiny_study(**{"data.sizes": [200, 400, 600, 800]}), "one more data size")
+def history(tiny_project, tmp_path_factory):
+    root = copy_project(tiny_project[0], tmp_path_factory.mktemp("history") / "history")
+    run_and_commit(root, tiny_study(**{"data.sizes": [200, 400, 800, 1000]}), "one more data size")
     return root
 
 
@@ -48,16 +45,16 @@ def manifest_id(root: Path) -> str:
 
 def test_diff_lists_added_cells_and_exponent_changes(history):
     result = json.loads(sh("chemspec", "diff", "HEAD~1", "HEAD", "--json", cwd=history).stdout)
-    assert result["cells"]["added"] == ["m-800", "s-800", "xs-800"]
+    assert result["cells"]["added"] == ["m-1000", "s-1000", "xs-1000"]
     assert result["cells"]["removed"] == [] and result["cells"]["changed"] == []
-    assert {"field": "data.sizes", "before": [200, 400, 600], "after": [200, 400, 600, 800]} in result["spec"]
+    assert {"field": "data.sizes", "before": [200, 400, 800], "after": [200, 400, 800, 1000]} in result["spec"]
     data_axis = [e for e in result["exponents"] if e["axis"] == "data" and e["law"] == "power"]
     assert len(data_axis) == 3
     for row in data_axis:
         assert row["before"] != row["after"] and row["significant"] in (True, False)
         assert len(row["ci_before"]) == 2 and len(row["ci_after"]) == 2
     text = sh("chemspec", "diff", "HEAD~1", "HEAD", cwd=history).stdout
-    assert "+ cell xs-800" in text
+    assert "+ cell xs-1000" in text
 
 
 def test_dvc_metrics_diff_compares_the_two_commits(history):
@@ -65,7 +62,7 @@ def test_dvc_metrics_diff_compares_the_two_commits(history):
     diff = json.loads(out)
     assert "results/tiny/fit/fit.json" in diff
     assert "exponents.power.data.xs" in diff["results/tiny/fit/fit.json"]
-    assert "results/tiny/train/xs-800/metrics.json" in diff
+    assert "results/tiny/train/xs-1000/metrics.json" in diff
 
 
 def test_corrupting_any_archived_object_is_detected(history):
@@ -91,7 +88,7 @@ def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history
     pulled = sh("chemspec", "pull", "HEAD~1", "--to", "first", cwd=clone).stdout
     assert "9 checkpoints" in pulled
     first = clone / "first"
-    for cell in ("xs-200", "s-400", "m-600"):
+    for cell in ("xs-200", "s-400", "m-800"):
         assert (first / "checkpoints" / cell / "config.json").is_file()
         assert (first / "checkpoints" / cell / "model.safetensors").is_file()
     assert not list(clone.glob("results/**/metrics.json")), "pull must not run or restore the pipeline"
@@ -123,7 +120,7 @@ def test_report_from_an_archived_revision_needs_no_workspace_results(history, tm
     assert f"Archived as manifest {manifest_id(history)}." in page and "| data size | Spearman" in page
     assert (clone / "reports" / "tiny" / "plots" / "scaling.png").is_file()
     earlier = json.loads(sh("chemspec", "report", "--from", "HEAD~1", "--no-files", "--json", cwd=clone).stdout)
-    assert {c["data_size"] for c in earlier["cells"]} == {200, 400, 600}
+    assert {c["data_size"] for c in earlier["cells"]} == {200, 400, 800}
     missing = sh("chemspec", "report", "--from", "HEAD", "--study", "nope", cwd=clone, check=False)
     assert missing.returncode != 0 and "study 'nope' is not archived at HEAD" in missing.stderr
     assert "Traceback" not in missing.stderr

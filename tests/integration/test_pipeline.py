@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_study, tool_env, write_spec
+from tests.conftest import copy_project, tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,9 @@ def ran_stages(output: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    sh("git", "init", "-q", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    write_spec(root / "study.yaml", tiny_study())
-    sh("chemspec", "compile", "study.yaml", cwd=root)
-    first = sh("dvc", "repro", cwd=root)
-    return root, first
+def project(tiny_project, tmp_path_factory):
+    base, first = tiny_project
+    return copy_project(base, tmp_path_factory.mktemp("study") / "study"), first
 
 
 def test_first_repro_runs_every_stage(project):
