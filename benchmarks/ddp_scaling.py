@@ -16,13 +16,14 @@ On the GPU machine (2 cards; no molsets there: carry MOSES's train.csv.gz as for
 """
 from __future__ import annotations
 
-import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time
+import argparse, json, platform, shutil, sys, tempfile, time
 from importlib.metadata import version
 from pathlib import Path
 
 import yaml
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from checkout_cli import SRC, chemspec, must
+
 STUDY = "ddp"
 
 
@@ -63,23 +64,18 @@ def spec(args, devices: int) -> dict:
     }
 
 
-def chemspec(folder: Path, *argv: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "chemspec", *argv], cwd=folder, env=env, text=True,
-                          capture_output=True)
-    if done.returncode:
-        sys.exit(f"chemspec {' '.join(argv)} failed in {folder}:\n{done.stderr[-4000:]}")
-    print(done.stdout.strip(), flush=True)
+def step(folder: Path, *argv: str) -> None:
+    print(must(chemspec(folder, *argv)).stdout.strip(), flush=True)
 
 
 def run(args, devices: int, root: Path, first: Path | None) -> dict:
     folder = root / f"devices-{devices}"
     folder.mkdir()
     (folder / "study.yaml").write_text(yaml.safe_dump(spec(args, devices), sort_keys=False))
-    chemspec(folder, "compile", "study.yaml")
+    step(folder, "compile", "study.yaml")
     if first is None:
         for stage in ("data", "split"):
-            chemspec(folder, "run", stage)
+            step(folder, "run", stage)
     else:
         shutil.copytree(first / "data", folder / "data")
     from chemspec import api
@@ -88,7 +84,7 @@ def run(args, devices: int, root: Path, first: Path | None) -> dict:
     (tpe,), (train,) = cells.tpe, cells.train
     start = time.perf_counter()
     for stage, cell in (("tpe", tpe), ("select", None), ("train", train)):
-        chemspec(folder, "run", stage, *(["--cell", cell] if cell else []))
+        step(folder, "run", stage, *(["--cell", cell] if cell else []))
     elapsed = time.perf_counter() - start
     metrics = json.loads((folder / cells.train[train].out_dir / "metrics.json").read_text())
     kept = ("device", "steps", "tokens_seen", "wall_time_s", "mfu_datasheet", "mfu_measured", "peak_gpu_memory_mb",

@@ -17,10 +17,10 @@ at its GPU default of 2):
 """
 from __future__ import annotations
 
-import argparse, csv, json, os, platform, shlex, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, csv, json, platform, shlex, shutil, statistics, sys, tempfile, time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from checkout_cli import chemspec, must
 
 
 def parse(argv=None):
@@ -31,23 +31,6 @@ def parse(argv=None):
                    help="optimiser steps after which SIGTERM is sent, one stopped and resumed run each")
     p.add_argument("--out", default="benchmarks/results/preempt_resume.json")
     return p.parse_args(argv)
-
-
-def chemspec(folder: Path, *argv: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    env.pop("CHEMSPEC_FAULT", None)
-    if fault:
-        env["CHEMSPEC_FAULT"] = fault
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "chemspec", *argv], cwd=folder, env=env, text=True,
-                          capture_output=True)
-    done.seconds = round(time.perf_counter() - start, 1)
-    return done
-
-
-def must(done: subprocess.CompletedProcess) -> None:
-    if done.returncode:
-        sys.exit(f"{shlex.join(done.args)} failed:\n{done.stderr[-4000:]}")
 
 
 def losses(folder: Path) -> dict[int, float]:
