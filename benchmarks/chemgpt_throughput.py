@@ -45,13 +45,14 @@ accelerate, which the device image has):
 from __future__ import annotations
 
 import argparse, csv, gc, gzip, json, logging, os, platform, sys, tempfile, time, warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from importlib.metadata import version
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
+from gptneo_fp32_scores import fp32_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
@@ -175,25 +176,6 @@ class Clock:
         return {"tokens_per_s": useful / seconds, "padding_share": 1 - useful / total,
                 "steps_per_s": (self.steps - self.warmup) / seconds, "timed_s": seconds, "final_loss": final_loss,
                 "peak_mem_MB": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
-
-
-@contextmanager
-def fp32_scores():
-    """GPT-Neo's eager attention run with autocast off: float32 scores and softmax, then its own cast
-    of the probabilities to the values' dtype."""
-    from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
-
-    attn = GPTNeoSelfAttention._attn
-
-    def unrounded(self, query, key, value, attention_mask=None):
-        with torch.autocast(query.device.type, enabled=False):
-            return attn(self, query, key, value, attention_mask)
-
-    GPTNeoSelfAttention._attn = unrounded
-    try:
-        yield
-    finally:
-        GPTNeoSelfAttention._attn = attn
 
 
 def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> tuple[dict, object]:

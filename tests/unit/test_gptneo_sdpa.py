@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
+from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
 from chemspec.runtime.gptneo_sdpa import SdpaSelfAttention, causal_mask_or_none, use_sdpa
 
@@ -110,3 +113,37 @@ def test_every_layer_is_swapped_and_the_original_config_still_builds_eager_model
     assert sdpa.state_dict().keys() == eager.state_dict().keys()
     assert eager.config._attn_implementation == "eager"
     assert GPTNeoForCausalLM(eager.config).config._attn_implementation == "eager"
+
+
+def score_dtypes(model, ids, monkeypatch) -> set[torch.dtype]:
+    """The dtypes of every attention-score matmul (the ones fed float32 query and key) in a forward
+    pass of eager GPT-Neo under bf16 autocast."""
+    real, seen = torch.matmul, set()
+
+    def spy(a, b):
+        out = real(a, b)
+        if a.dtype == torch.float32:
+            seen.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch, "matmul", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits(model, ids)
+    monkeypatch.setattr(torch, "matmul", real)
+    return seen
+
+
+def test_eager_scores_are_bf16_under_autocast_and_fp32_in_the_benchmarks_peer_diagnostic(monkeypatch):
+    """BENCHMARKS.md run 13: the Trainer's GPT-Neo casts query and key to float32, yet autocast rounds
+    its scores to bf16; benchmarks/gptneo_fp32_scores.py keeps them float32, then puts _attn back."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gptneo_fp32_scores.py"
+    spec = importlib.util.spec_from_file_location("gptneo_fp32_scores", path)
+    diagnostic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnostic)
+    eager, _ = pair(MIXED)
+    ids, _ = batch([20, 20], 20, left=False)
+    stock = GPTNeoSelfAttention._attn
+    assert score_dtypes(eager, ids, monkeypatch) == {torch.bfloat16}
+    with diagnostic.fp32_scores():
+        assert score_dtypes(eager, ids, monkeypatch) == {torch.float32}
+    assert GPTNeoSelfAttention._attn is stock
