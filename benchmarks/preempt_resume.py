@@ -7,18 +7,24 @@ another process to the cell and its loader workers after optimiser step STEP (CH
 checkpoint the stop left (once for each of STEPS). It reports how each run ended and compares the
 resumed cell's per-step training losses with the reference's, before and after the stop: a resume
 that served the wrong batches shows as losses that differ by the batch-to-batch spread, not by GPU
-rounding. Each epoch's validation loss (val_history) is reported for both.
+rounding. Each epoch's validation loss (val_history) is reported for both. With --devices N the cell
+trains on N GPUs (Lightning DDP): every rank signals itself and its own workers at STEP, as SLURM
+signals every task of the step, and the ranks agree on one step to stop at (runtime.preempt).
 
 On the GPU machine (MOSES carried as for chemgpt_throughput.py; the spec leaves training.num_workers
 at its GPU default of 2):
   source benchmarks/device_setup.sh
   python3 benchmarks/preempt_resume.py --spec specs/gpu-packed-smoke.yaml --cell s-10000 --steps 40 60 \\
       --out $OUT/preempt_resume_h200.json
+  python3 benchmarks/preempt_resume.py --spec specs/gpu-packed-smoke.yaml --cell s-10000 --devices 2 \
+      --steps 20 30 --out $OUT/preempt_resume_h200x2.json
 """
 from __future__ import annotations
 
 import argparse, csv, json, platform, shlex, shutil, statistics, sys, tempfile, time
 from pathlib import Path
+
+import yaml
 
 from checkout_cli import chemspec, must
 
@@ -29,6 +35,7 @@ def parse(argv=None):
     p.add_argument("--cell", required=True, help="the train cell to stop and resume")
     p.add_argument("--steps", type=int, nargs="+", required=True,
                    help="optimiser steps after which SIGTERM is sent, one stopped and resumed run each")
+    p.add_argument("--devices", type=int, help="train on this many GPUs with DDP (training.devices; default: the spec's)")
     p.add_argument("--out", default="benchmarks/results/preempt_resume.json")
     return p.parse_args(argv)
 
@@ -74,7 +81,10 @@ def main(argv=None) -> None:
     from chemspec import api
 
     folder = Path(tempfile.mkdtemp(prefix="preempt-"))
-    shutil.copy(args.spec, folder / "study.yaml")
+    study = yaml.safe_load(Path(args.spec).read_text())
+    if args.devices:
+        study["training"]["devices"] = args.devices
+    (folder / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     must(chemspec(folder, "compile", "study.yaml"))
     cells = api.load_cells(folder / "params.yaml")
     for stage, keys in (("data", [None]), ("split", [None]), ("tpe", sorted(cells.tpe)), ("select", [None])):
@@ -93,6 +103,7 @@ def main(argv=None) -> None:
         "command": shlex.join([sys.executable, *sys.argv]), "date": time.strftime("%Y-%m-%d"),
         "card": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "versions": {p: version(p) for p in ("torch", "lightning", "transformers")}, "cell": args.cell,
+        "devices": study["training"].get("devices", 1),
         "whole": {"seconds": whole.seconds, "steps": reference_metrics["steps"],
                   "val_loss": reference_metrics["val_loss"], "val_history": reference_metrics["val_history"]},
         "stops": runs,
