@@ -16,7 +16,7 @@ at its GPU default of 2):
   source benchmarks/device_setup.sh
   python3 benchmarks/preempt_resume.py --spec specs/gpu-packed-smoke.yaml --cell s-10000 --steps 40 60 \\
       --out $OUT/preempt_resume_h200.json
-  python3 benchmarks/preempt_resume.py --spec specs/gpu-packed-smoke.yaml --cell s-10000 --devices 2 \
+  python3 benchmarks/preempt_resume.py --spec specs/gpu-packed-smoke.yaml --cell s-10000 --devices 2 \\
       --steps 20 30 --out $OUT/preempt_resume_h200x2.json
 """
 from __future__ import annotations

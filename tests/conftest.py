@@ -98,13 +98,18 @@ def tiny_project(tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("tiny-base")
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
-    write_spec(root / "study.yaml", tiny_study())
+    return root, repro_and_commit(root, tiny_study(), "tiny study")
+
+
+def repro_and_commit(root: Path, study: dict, message: str) -> str:
+    """Write `study` as study.yaml, compile it, `dvc repro`, push and commit; the repro's output."""
+    write_spec(root / "study.yaml", study)
     sh("chemspec", "compile", "study.yaml", cwd=root)
     out = sh("dvc", "repro", cwd=root)
     sh("dvc", "push", cwd=root)
     sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "tiny study", cwd=root)
-    return root, out
+    sh("git", "commit", "-qm", message, cwd=root)
+    return out
 
 
 def copy_project(base: Path, to: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_project, tiny_study, tool_env, write_spec
+from tests.conftest import copy_project, repro_and_commit, tiny_study, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,19 +23,10 @@ def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess
     return done
 
 
-def run_and_commit(root: Path, study: dict, message: str) -> None:
-    write_spec(root / "study.yaml", study)
-    sh("chemspec", "compile", "study.yaml", cwd=root)
-    sh("dvc", "repro", cwd=root)
-    sh("dvc", "push", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", message, cwd=root)
-
-
 @pytest.fixture(scope="module")
 def history(tiny_project, tmp_path_factory):
     root = copy_project(tiny_project[0], tmp_path_factory.mktemp("history") / "history")
-    run_and_commit(root, tiny_study(**{"data.sizes": [200, 400, 800, 1000]}), "one more data size")
+    repro_and_commit(root, tiny_study(**{"data.sizes": [200, 400, 800, 1000]}), "one more data size")
     return root
 
 

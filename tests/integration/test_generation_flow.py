@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_project, sh, tiny_study, write_spec
+from tests.conftest import copy_project, repro_and_commit, sh, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -20,16 +19,6 @@ def study(temperature: float) -> dict:
     sizes = {name: size for name, size in tiny_study()["model"]["sizes"].items() if name != "m"}
     return tiny_study(**{"model.sizes": sizes,
                          "generation": {"samples": 100, "batch_size": 50, "temperature": temperature}})
-
-
-def repro_and_commit(root: Path, spec: dict, message: str) -> str:
-    write_spec(root / "study.yaml", spec)
-    sh("chemspec", "compile", "study.yaml", cwd=root)
-    out = sh("dvc", "repro", cwd=root)
-    sh("dvc", "push", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", message, cwd=root)
-    return out
 
 
 @pytest.fixture(scope="module")
