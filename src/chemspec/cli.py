@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import shlex
+import signal
 import sys
 
 import click
@@ -73,7 +75,10 @@ def compile_(spec: str, check: bool, root: str) -> None:
 @click.option("--cell", default=None, help="Cell key of per-cell stages (tpe, train).")
 @click.option("--identity", default=None, help="Expected identity of the cell (written by compile).")
 def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
-    """Run one pipeline stage (called by `dvc repro`)."""
+    """Run one pipeline stage (called by `dvc repro`). `kill -USR2` prints the stack of every thread of a
+    stage that seems hung (of every DDP rank and loader worker, sent to the process group)."""
+    if hasattr(signal, "SIGUSR2"):
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
     result = api.run(stage, params=params, cell=cell, expected_identity=identity)
     if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
         return

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,21 @@ from tests.conftest import tiny_study, tool_env, write_spec
 
 
 def _chemspec(root: Path, devices: int, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """The command's result; past 300 s, a failure with the stacks of every process it started (ranks
+    and loader workers, through `chemspec run`'s SIGUSR2 handler), which are then killed."""
     command = ["chemspec"] if devices == 1 else [sys.executable, "-m", "chemspec"]
     env = tool_env() | ({"CHEMSPEC_FAULT": f"train@xs-200:{fault}"} if fault else {})
-    return subprocess.run([*command, *args], cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    with subprocess.Popen([*command, *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGUSR2)
+            time.sleep(3)
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"{' '.join(args)} hung for 300 s; its processes' stacks:\n{err[-30000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _prepare(root: Path, devices: int, workers: int = 0) -> None:
