@@ -77,8 +77,8 @@ def compile_(spec: str, check: bool, root: str) -> None:
 def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
     """Run one pipeline stage (called by `dvc repro`). `kill -USR2` prints the stack of every thread of a
     stage that seems hung (of every DDP rank and loader worker, sent to the process group)."""
-    if hasattr(signal, "SIGUSR2"):
-        faulthandler.register(signal.SIGUSR2, all_threads=True)
+    if hasattr(signal, "SIGUSR2") and sys.__stderr__ is not None:  # the process's own stderr, not a capture
+        faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
     result = api.run(stage, params=params, cell=cell, expected_identity=identity)
     if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
         return
