@@ -1,5 +1,5 @@
 # Source this from the repo root on the GPU machine (no internet):  source benchmarks/device_setup.sh
-# Installs the wheels carried in .whl/ (Python 3.12, manylinux x86_64; see the list there) into
+# Installs the wheels carried in .whl/ (Python 3.12, manylinux x86_64; benchmarks/device_wheels.sh fills it) into
 # /tmp/site and puts /tmp/site and ./src on PYTHONPATH. Only packages the device image lacks are in
 # .whl/ (plus lightning, lightning-utilities and typing-extensions, pinned to what chemspec and
 # pydantic need); torch, numpy, torchmetrics, pytorch-lightning, transformers and tokenizers stay the

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Fills .whl/ and .bench/ for the ChemGPT benchmarks on the GPU machine (Python 3.12, no internet):
+# the wheels its image lacks, at the versions .venv has, and MOSES's training set. Run it from the repo
+# root after `make setup`.
+# Then carry .whl and .bench, and start each command there with `source benchmarks/device_setup.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACKAGES="pydantic pydantic_core annotated-types typing-inspection typing_extensions selfies rdkit submitit
+lightning lightning-utilities"
+pins=()
+for name in $PACKAGES; do
+    pins+=("$name==$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
+done
+mkdir -p .whl .bench
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl "${pins[@]}"
+.venv/bin/python - <<'EOF'
+import importlib.metadata, shutil
+shutil.copyfile(importlib.metadata.distribution("molsets").locate_file("moses/dataset/data/train.csv.gz"),
+                ".bench/moses_train.csv.gz")
+EOF
+du -sh .whl .bench
