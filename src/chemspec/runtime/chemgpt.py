@@ -26,7 +26,7 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 from chemspec.runtime.gptneo_sdpa import use_sdpa
 from chemspec.runtime.molecules import BOS, EOS, PAD
 from chemspec.runtime.packing import IGNORE, attention_mask, fixed_rows, pack
-from chemspec.runtime.preempt import leave_sigterm_to_parent
+from chemspec.runtime.preempt import PreemptibleLoader, leave_sigterm_to_parent
 from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
 
@@ -89,8 +89,9 @@ def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool,
     if pack_length:
         count = fixed_rows(lengths.numpy(), batch_size, pack_length)
         batch = partial(collate_packed, length=pack_length, count=count)
-    return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=batch, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=pin_memory, worker_init_fn=leave_sigterm_to_parent)
+    return PreemptibleLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=batch, num_workers=workers,
+                             persistent_workers=workers > 0, pin_memory=pin_memory,
+                             worker_init_fn=leave_sigterm_to_parent)
 
 
 def lr_lambda(scheduler: Scheduler, total_steps: int, base_lr: float):

@@ -28,6 +28,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader
 
 LAG = 2
 
@@ -63,6 +64,21 @@ class AgreedStop:
             with contextlib.suppress(Exception):
                 dist.barrier()
             raise SIGTERMException()
+
+
+class PreemptibleLoader(DataLoader):
+    """A DataLoader whose workers are forked with SIGTERM blocked: a signal that reaches one before its
+    worker_init_fn (`leave_sigterm_to_parent`) has run waits for it instead of killing the worker. The
+    parent's own SIGTERM is held only while the workers are forked, then handled as usual."""
+
+    def _get_iterator(self):
+        if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+            return super()._get_iterator()
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            return super()._get_iterator()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def leave_sigterm_to_parent(worker_id: int) -> None:
