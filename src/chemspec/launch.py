@@ -220,6 +220,10 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
     bad = [key for key in settings.sbatch if not SBATCH_KEY.match(key)]
     if bad:
         raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
+    bad = [key for key, value in settings.sbatch.items() if not value.isprintable()]
+    if bad:
+        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
+                          "line takes one line: give one value per --sbatch KEY=VALUE")
     if settings.kind == "slurm" and not dry_run:
         import shutil
 

@@ -108,6 +108,9 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
         launch(bad, tmp_path, dry_run=True)
     result = cli("launch", "--sbatch", "qos", cwd=tmp_path)
     assert result.code == 2 and "write KEY=VALUE" in result.err
+    smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
+    with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
+        launch(smuggled, tmp_path, dry_run=True)
 
 
 def test_launch_without_params_asks_to_compile(tmp_path, cli):
