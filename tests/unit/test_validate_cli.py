@@ -48,6 +48,8 @@ CASES = [
     ("zero-epochs", mutate("training.max_epochs", 0), "training.max_epochs"),
     ("bad-precision", mutate("training.precision", "fp8"), "training.precision"),
     ("bad-family", mutate("model.family", "gpt5"), "model.family"),
+    ("missing-family", mutate("model.family", delete=True),
+     "model.family: family is missing; expected one of 'chemgpt', 'schnet', 'painn', 'spookynet'"),
     ("head-count", mutate("model.sizes.s", {"n_layer": 2, "n_embd": 96, "n_head": 5}),
      "model.sizes.s: n_embd (96) must be divisible by n_head (5); try n_head 4 or 6"),
     ("size-name-injection", mutate("model.sizes", {"s; rm -rf ~": {"n_layer": 1, "n_embd": 8, "n_head": 2}}),

@@ -23,6 +23,15 @@ _TOO_DEEP = "a study is a few levels of plain values; write it out plainly, with
 _TAGS = {"package", "smiles_file", "generate", "atoms_file", "chemgpt", "schnet", "painn", "spookynet"}
 
 
+def _families() -> str:
+    """model.family's values: the one discriminated section whose key a user writes (pydantic lists none
+    when the key is missing)."""
+    from chemspec.specs.model import ChemGPTModel, GNNModel
+
+    tags = [tag for model in (ChemGPTModel, GNNModel) for tag in get_args(model.model_fields["family"].annotation)]
+    return ", ".join(f"'{tag}'" for tag in tags)
+
+
 def _hint(error: dict, allowed: list[str]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -108,7 +117,7 @@ def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecI
             line, column = _position(positions, path)
             message = (f"{discriminator} {error['ctx'].get('tag', '')!r} is not one of "
                        f"{error['ctx'].get('expected_tags', '')}" if error["type"] == "union_tag_invalid"
-                       else f"{discriminator} is missing; expected one of {error['ctx'].get('expected_tags', '')}")
+                       else f"{discriminator} is missing; expected one of {_families()}")
             error = {**error, "type": "literal_error"}
         elif error["type"] == "value_error" and (named := _NAMED.match(message)):
             # Cross-field rules name the key they are about; point at it rather than at its section.
