@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import os
+import re
 import shlex
 import signal
 import sys
+from pathlib import Path
 
 import click
 
 from chemspec import __version__, api
 from chemspec.errors import ChemspecError
 from chemspec.runtime import STAGES
+
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(tmp|old)$")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -274,6 +279,15 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
     _echo_fits(result["fits"])
 
 
+def _os_error(exc: OSError) -> str:
+    """A failed read or write, naming the file the user knows rather than its temporary sibling."""
+    path = Path(os.fsdecode(exc.filename))
+    if sibling := TEMPORARY.match(path.name):  # runtime.io's: .NAME.XXXXXXXX.tmp, .staged.XXXXXXXX.tmp
+        path = path.parent if sibling["name"] == "staged" else path.with_name(sibling["name"])
+    return (f"{path}: {exc.strerror or exc}; check that you may read and write it and its folder, and that "
+            "the disk has room, then rerun")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
@@ -298,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 -- the last line of defence against a traceback
         if verbose:
             raise
+        if isinstance(exc, OSError) and exc.filename is not None:
+            click.echo(f"error: {_os_error(exc)}", err=True)
+            return 1
         click.echo(f"internal error: {type(exc).__name__}: {exc}\nrerun with `chemspec -v ...` for the "
                    "traceback, and report it", err=True)
         return 1

@@ -66,8 +66,12 @@ class Snapshot:
             if name not in found:
                 raise ArchiveError(f"study {name!r} is not archived at {self.rev}; archived: {found or 'none'}")
             return name
-        if len(found) != 1:
-            raise ArchiveError(f"{len(found)} studies archived at {self.rev} ({', '.join(found) or 'none'}); "
+        if not found:
+            where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.rev}"
+            raise ArchiveError(f"no study is archived {where} ({self.root}/refs is empty or missing); run the "
+                               "study with `dvc repro`, whose archive stage writes it, and commit archive/")
+        if len(found) > 1:
+            raise ArchiveError(f"{len(found)} studies archived at {self.rev} ({', '.join(found)}); "
                                "name one with --study")
         return found[0]
 
@@ -150,6 +154,7 @@ def cell_changes(a: list[dict], b: list[dict]) -> dict:
 
 def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = ".") -> dict:
     a, b = Snapshot(rev_a, cwd=cwd), Snapshot(rev_b, cwd=cwd)
+    a.studies()  # a revision that is none says so before a study is picked from the other
     name = b.study(study)
     id_a, man_a = a.manifest(name)
     id_b, man_b = b.manifest(name)

@@ -110,7 +110,9 @@ def manifests(root: str | Path) -> list[tuple[str, dict]]:
 
 def find(root: str | Path, prefix: str) -> tuple[str, dict]:
     matches = [(d, m) for d, m in manifests(root) if d.startswith(prefix)]
-    if len(matches) != 1:
+    if not matches:
+        raise ArchiveError(f"no manifest in {root} starts with {prefix!r}; `chemspec archive ls` lists them")
+    if len(matches) > 1:
         raise ArchiveError(f"{len(matches)} manifests match {prefix!r} in {root}; "
                            "`chemspec archive ls` lists them (give more characters)")
     return matches[0]

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -75,6 +76,19 @@ def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
     return value
 
 
+def read_results(folder: str | Path, require: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
+    """The fit stage's cells.json (one record a cell) and fit.json (with `require`), each checked for
+    the shape the report and refit read, so a hand-edited file is named rather than crashing them."""
+    folder = Path(folder)
+    rows = read_json(folder / "cells.json")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "status" in r for r in rows):
+        raise InputError(f"{folder / 'cells.json'} is not a list of cell records; {_restore(folder / 'cells.json')}")
+    fit = read_json(folder / "fit.json", ("fits", "confidence", *require))
+    if not isinstance(fit["fits"], list) or not all(isinstance(f, dict) and "law" in f for f in fit["fits"]):
+        raise InputError(f"{folder / 'fit.json'} has no list of fits; {_restore(folder / 'fit.json')}")
+    return rows, fit
+
+
 def read_array(path: str | Path) -> np.ndarray:
     """A .npy file's array; InputError when it is missing or malformed."""
     path = Path(path)
@@ -86,17 +100,51 @@ def read_array(path: str | Path) -> np.ndarray:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    with _scratch(path.parent, path.name) as tmp:
+        yield tmp
+        _replace(tmp, path)
+
+
+@contextlib.contextmanager
+def staged(folder: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory; what the block writes there replaces the entries of the same
+    names in `folder` only if it succeeds (JSON records last), so a failure leaves the old set whole."""
+    folder = Path(folder)
+    with _scratch(folder, "staged") as tmp:
+        yield tmp
+        for item in sorted(tmp.iterdir(), key=lambda p: (p.suffix == ".json", p.name)):
+            _replace(item, folder / item.name)
+
+
+@contextlib.contextmanager
+def _scratch(parent: Path, name: str) -> Iterator[Path]:
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
     try:
         tmp.chmod(0o777 & ~_UMASK)
         yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace(new: Path, path: Path) -> None:
+    """Rename `new` to `path`. What stands there is renamed over at once when both are files, else moved
+    aside and deleted only once `new` stands in its place, so a failure keeps it."""
+    if not (path.exists() or path.is_symlink()) or (new.is_file() and not path.is_dir()):
+        os.replace(new, path)
+        return
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from chemspec.compiler.cells import DataCell
 from chemspec.errors import RunError
-from chemspec.runtime.io import atomic_dir, sha256_file, sha256_tree, write_bytes, write_json
+from chemspec.runtime.io import sha256_file, sha256_tree, staged, write_bytes, write_json
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 CHUNK = 20_000
@@ -46,6 +46,13 @@ def moses_path() -> Path:
 
 def read_smiles(source: dict, limit: int | None) -> Iterator[str]:
     """SMILES strings of a package or file source, in file order, at most `limit` of them."""
+    try:
+        yield from _smiles(source, limit)
+    except UnicodeDecodeError:  # the file changed since validation read it whole
+        raise RunError(f"data.source.file {source.get('file')} is not UTF-8 text; save it as UTF-8") from None
+
+
+def _smiles(source: dict, limit: int | None) -> Iterator[str]:
     if "package" in source:
         handle = io.TextIOWrapper(gzip.open(moses_path()), encoding="utf-8")
         rows = csv.reader(handle)
@@ -171,23 +178,23 @@ def run_data(cell: DataCell) -> dict:
     for row, (_, _, tokens) in enumerate(molecules):
         ids = [BOS] + [index[t] for t in tokens] + [EOS]
         array[row, : len(ids)] = ids
-    out = Path(cell.out_dir)
     buffer = io.BytesIO()
     np.save(buffer, array)
-    write_bytes(out / "tokens.npy", buffer.getvalue())
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(["smiles", rep])
     writer.writerows((s, t) for s, t, _ in molecules)
-    write_bytes(out / "molecules.csv", table.getvalue().encode())
-    with atomic_dir(out / "tokenizer") as tmp:
-        save_tokenizer(vocab, rep, tmp)
     lengths = np.array([len(t) + 2 for _, _, t in molecules])
-    info = {"kind": "smiles", "representation": rep, "count": len(molecules), "counts": counts,
-            "vocab_size": len(vocab),
-            "tokens_per_molecule": {"mean": round(float(lengths.mean()), 3), "max": int(lengths.max())},
-            "sha256": {"tokens.npy": sha256_file(out / "tokens.npy"),
-                       "molecules.csv": sha256_file(out / "molecules.csv"),
-                       "tokenizer": sha256_tree(out / "tokenizer")}}
-    write_json(out / "data.json", info)
+    with staged(cell.out_dir) as out:
+        write_bytes(out / "tokens.npy", buffer.getvalue())
+        write_bytes(out / "molecules.csv", table.getvalue().encode())
+        (out / "tokenizer").mkdir()
+        save_tokenizer(vocab, rep, out / "tokenizer")
+        info = {"kind": "smiles", "representation": rep, "count": len(molecules), "counts": counts,
+                "vocab_size": len(vocab),
+                "tokens_per_molecule": {"mean": round(float(lengths.mean()), 3), "max": int(lengths.max())},
+                "sha256": {"tokens.npy": sha256_file(out / "tokens.npy"),
+                           "molecules.csv": sha256_file(out / "molecules.csv"),
+                           "tokenizer": sha256_tree(out / "tokenizer")}}
+        write_json(out / "data.json", info)
     return info

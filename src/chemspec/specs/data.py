@@ -60,10 +60,13 @@ class SmilesFileSource(Spec):
     def rows(self, path: Path) -> int:
         """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules;
         a CSV's header must name `column`."""
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:  # as the data stage reads
-            lines = (line for line in handle if line.strip())
-            first = next(lines, "")
-            count = (1 if first else 0) + sum(1 for _ in lines)
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # as the data stage reads
+            try:
+                lines = (line for line in handle if line.strip())
+                first = next(lines, "")
+                count = (1 if first else 0) + sum(1 for _ in lines)
+            except UnicodeDecodeError:
+                raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
         if self.column:
             header = next(csv.reader([first]), [])
             if self.column not in header:

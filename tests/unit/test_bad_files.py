@@ -1,0 +1,121 @@
+"""Files that cannot be read or written: a message naming the file, and the old results kept whole."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from chemspec.cli import _os_error
+from chemspec.errors import RunError
+from chemspec.runtime import io
+from chemspec.runtime.molecules import read_smiles
+from tests.conftest import tiny_study, write_spec
+
+
+def _fail_renaming_scratch_into_place(monkeypatch):
+    real = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+
+
+def test_a_folder_whose_replacement_fails_is_kept(tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "index.html").write_text("old")
+    _fail_renaming_scratch_into_place(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        with io.atomic_dir(out) as tmp:
+            (tmp / "index.html").write_text("new")
+    assert (out / "index.html").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"], "nothing left beside it"
+
+
+def test_staged_files_replace_theirs_together_or_not_at_all(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("tokens.npy", "data.json", "kept.txt"):
+        (folder / name).write_text("old")
+    (folder / "tokenizer").mkdir()
+    (folder / "tokenizer" / "vocab.json").write_text("old")
+    with pytest.raises(RuntimeError, match="midway"):
+        with io.staged(folder) as tmp:
+            io.write_bytes(tmp / "tokens.npy", b"new")
+            raise RuntimeError("midway")
+    assert (folder / "tokens.npy").read_text() == "old"
+    with io.staged(folder) as tmp:
+        for name in ("tokens.npy", "data.json", "tokenizer/vocab.json"):
+            io.write_bytes(tmp / name, b"new")
+    assert [(folder / n).read_text() for n in ("tokens.npy", "data.json", "tokenizer/vocab.json", "kept.txt")] \
+        == ["new", "new", "new", "old"]
+    assert sorted(p.name for p in folder.iterdir()) == ["data.json", "kept.txt", "tokenizer", "tokens.npy"]
+
+
+def test_os_errors_name_the_file_not_its_temporary_sibling():
+    exc = OSError(errno.EACCES, "Permission denied", "results/tiny/train/.metrics.json.k3j_a9z1.tmp")
+    assert _os_error(exc).startswith("results/tiny/train/metrics.json: Permission denied; check that you may")
+    staged = OSError(errno.EROFS, "Read-only file system", "data/tiny/.staged.ab12cd34.tmp")
+    assert _os_error(staged).startswith("data/tiny: Read-only file system")
+
+
+def test_a_file_where_the_data_folder_goes_is_named(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tiny").write_text("in the way")
+    result = cli("run", "data", cwd=tmp_path)
+    assert result.code == 1 and result.err.startswith("error: data/tiny: File exists; check"), result.err
+    assert "internal error" not in result.err and "Traceback" not in result.err
+
+
+def test_params_that_are_not_utf8_are_named(cli, tmp_path):
+    (tmp_path / "p.yaml").write_bytes(b"cells: \xff\n")
+    result = cli("run", "data", "--params", "p.yaml", cwd=tmp_path)
+    assert result.code == 1 and "p.yaml is not a params file written by `chemspec compile`" in result.err
+
+
+def test_compile_over_an_unreadable_dvc_yaml_names_it_and_writes_nothing(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    (tmp_path / "dvc.yaml").write_bytes(b"\xff\xfe")
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 1 and "dvc.yaml cannot be read (not UTF-8 text); delete it" in result.err
+    assert (tmp_path / "dvc.yaml").read_bytes() == b"\xff\xfe" and not (tmp_path / "params.yaml").exists()
+
+
+def test_a_smiles_file_that_is_not_utf8_fails_validation_not_the_data_stage(cli, tmp_path):
+    (tmp_path / "mols.csv").write_bytes(b"smiles\nCCO\nCC\xe9N\n" + b"CCC\n" * 2000)
+    study = tiny_study(**{"data.source": {"file": "mols.csv", "column": "smiles"}})
+    write_spec(tmp_path / "study.yaml", study)
+    result = cli("validate", "study.yaml", cwd=tmp_path)
+    assert result.code == 2 and "data.source.file: 'mols.csv' is not UTF-8 text; save it as UTF-8" in result.err
+    with pytest.raises(RunError, match=r"mols.csv is not UTF-8 text; save it as UTF-8"):
+        list(read_smiles({"file": str(tmp_path / "mols.csv"), "column": "smiles"}, None))  # edited after compile
+
+
+def test_archive_ls_without_an_archive_says_so(cli, tmp_path):
+    result = cli("archive", "ls", "--root", "nope", cwd=tmp_path)
+    assert result.code == 1 and "no archived runs under nope; run `dvc repro` first" in result.err
+
+
+@pytest.mark.parametrize(("cells", "fit", "named"), [
+    ({"study": "s"}, {"study": "s", "confidence": 0.9, "fits": []}, "cells.json is not a list of cell records"),
+    ([], {"study": "s", "confidence": 0.9, "fits": 3}, "fit.json has no list of fits"),
+], ids=["cells-a-mapping", "fits-a-number"])
+def test_hand_edited_results_of_the_wrong_shape_are_named(cli, tmp_path, cells, fit, named):
+    pulled = tmp_path / "pulled"
+    io.write_json(pulled / "cells.json", cells)
+    io.write_json(pulled / "fit.json", fit)
+    result = cli("refit", str(pulled), cwd=tmp_path)
+    assert result.code == 1 and named in result.err and "internal error" not in result.err, result.err
+
+
+def test_reading_an_archive_where_there_is_none_says_how_to_make_one(cli, tmp_path):
+    result = cli("refit", "WORKTREE", cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert "no study is archived in the working tree (archive/refs is empty or missing); run the study" in result.err
