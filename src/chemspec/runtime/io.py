@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,18 +103,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     with _scratch(path.parent, path.name) as tmp:
         yield tmp
-        _replace(tmp, path)
+        _swap_in([(tmp, path)])
 
 
 @contextlib.contextmanager
 def staged(folder: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory; what the block writes there replaces the entries of the same
-    names in `folder` only if it succeeds (JSON records last), so a failure leaves the old set whole."""
+    names in `folder` together, and only if the block succeeds."""
     folder = Path(folder)
     with _scratch(folder, "staged") as tmp:
         yield tmp
-        for item in sorted(tmp.iterdir(), key=lambda p: (p.suffix == ".json", p.name)):
-            _replace(item, folder / item.name)
+        _swap_in([(item, folder / item.name) for item in sorted(tmp.iterdir())])
 
 
 @contextlib.contextmanager
@@ -128,23 +128,39 @@ def _scratch(parent: Path, name: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace(new: Path, path: Path) -> None:
-    """Rename `new` to `path`. What stands there is renamed over at once when both are files, else moved
-    aside and deleted only once `new` stands in its place, so a failure keeps it."""
-    if not (path.exists() or path.is_symlink()) or (new.is_file() and not path.is_dir()):
-        os.replace(new, path)
-        return
-    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
-    os.replace(path, old)
+def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each new path to its target. What stands at the targets is first moved aside (as a hidden
+    .NAME.XXXXXXXX.old beside it), put back if any rename fails, and deleted once every new one stands;
+    only a process killed in between leaves it there."""
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
     try:
-        os.replace(new, path)
+        for _, path in pairs:
+            if path.exists() or path.is_symlink():
+                old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+                os.replace(path, old)
+                aside.append((path, old))
+        for new, path in pairs:
+            os.replace(new, path)
+            placed.append(path)
     except BaseException:
-        os.replace(old, path)
+        for path in placed:
+            _delete(path)
+        for path, old in aside:
+            os.replace(old, path)
         raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
+    for _, old in aside:
+        with contextlib.suppress(OSError):
+            _delete(old)
+        if old.exists() or old.is_symlink():
+            print(f"warning: could not delete the replaced {old}; delete it by hand", file=sys.stderr)
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
     else:
-        old.unlink()
+        path.unlink(missing_ok=True)
 
 
 def sha256_file(path: str | Path) -> str:
