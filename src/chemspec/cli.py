@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import json
 import os
@@ -280,10 +281,19 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
 
 
 def _os_error(exc: OSError) -> str:
-    """A failed read or write, naming the file the user knows rather than its temporary sibling."""
-    path = Path(os.fsdecode(exc.filename))
-    if sibling := TEMPORARY.match(path.name):  # runtime.io's: .NAME.XXXXXXXX.tmp, .staged.XXXXXXXX.tmp
-        path = path.parent if sibling["name"] == "staged" else path.with_name(sibling["name"])
+    """A failed read or write, naming the file the user knows rather than a temporary one beside it."""
+    parts = []
+    for part in Path(os.fsdecode(exc.filename)).parts:
+        sibling = TEMPORARY.match(part)  # runtime.io's .NAME.XXXXXXXX.tmp|old and .staged.XXXXXXXX.tmp
+        if not sibling:
+            parts.append(part)
+        elif sibling["name"] != "staged":
+            parts.append(sibling["name"])
+    path = Path(*parts)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return f"{path}: {exc.strerror}; a file stands where a folder goes, or a folder where a file goes: move it"
+    if exc.errno == errno.ENOENT:
+        return f"{path}: {exc.strerror}; check the path, or install the program if it is one"
     return (f"{path}: {exc.strerror or exc}; check that you may read and write it and its folder, and that "
             "the disk has room, then rerun")
 
@@ -312,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 -- the last line of defence against a traceback
         if verbose:
             raise
-        if isinstance(exc, OSError) and exc.filename is not None:
+        if isinstance(exc, OSError) and isinstance(exc.filename, (str, bytes, os.PathLike)):
             click.echo(f"error: {_os_error(exc)}", err=True)
             return 1
         click.echo(f"internal error: {type(exc).__name__}: {exc}\nrerun with `chemspec -v ...` for the "

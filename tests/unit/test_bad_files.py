@@ -62,6 +62,33 @@ def test_os_errors_name_the_file_not_its_temporary_sibling():
     assert _os_error(exc).startswith("results/tiny/train/metrics.json: Permission denied; check that you may")
     staged = OSError(errno.EROFS, "Read-only file system", "data/tiny/.staged.ab12cd34.tmp")
     assert _os_error(staged).startswith("data/tiny: Read-only file system")
+    full = OSError(errno.ENOSPC, "No space left on device", "data/tiny/.staged.ab12cd34.tmp/tokens.npy")
+    assert _os_error(full).startswith("data/tiny/tokens.npy: No space left on device; check")
+    missing = OSError(errno.ENOENT, "No such file or directory", "git")
+    assert _os_error(missing) == "git: No such file or directory; check the path, or install the program if it is one"
+
+
+def test_a_staged_set_whose_second_rename_fails_is_put_back_whole(tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    (folder / "tokenizer").mkdir(parents=True)
+    for name in ("tokens.npy", "data.json", "tokenizer/vocab.json"):
+        (folder / name).write_text("old")
+    real, moved = os.replace, []
+
+    def replace(src, dst):
+        if ".staged." in str(src) and ".staged." not in str(dst):  # out of the scratch folder, not into it
+            moved.append(src)
+            if len(moved) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        with io.staged(folder) as tmp:
+            for name in ("tokens.npy", "data.json", "tokenizer/vocab.json"):
+                io.write_bytes(tmp / name, b"new")
+    assert [(folder / n).read_text() for n in ("tokens.npy", "data.json", "tokenizer/vocab.json")] == ["old"] * 3
+    assert sorted(p.name for p in folder.iterdir()) == ["data.json", "tokenizer", "tokens.npy"]
 
 
 def test_a_file_where_the_data_folder_goes_is_named(cli, tmp_path):
@@ -70,7 +97,8 @@ def test_a_file_where_the_data_folder_goes_is_named(cli, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tiny").write_text("in the way")
     result = cli("run", "data", cwd=tmp_path)
-    assert result.code == 1 and result.err.startswith("error: data/tiny: File exists; check"), result.err
+    assert result.code == 1, result.err
+    assert result.err.startswith("error: data/tiny: File exists; a file stands where a folder goes"), result.err
     assert "internal error" not in result.err and "Traceback" not in result.err
 
 
