@@ -41,4 +41,6 @@ def test_without_the_blocked_fork_the_same_signal_kills_the_worker():
 
 def test_chemgpts_loader_forks_its_workers_that_way():
     tokens = np.ones((8, 4), dtype=np.int64)
-    assert isinstance(loader(tokens, np.arange(8), 4, False, 0, workers=2), PreemptibleLoader)
+    batches = loader(tokens, np.arange(8), 4, False, 0, workers=2)
+    assert isinstance(batches, PreemptibleLoader)
+    assert batches.multiprocessing_context.get_start_method() == "fork", "forkserver's workers get its mask"

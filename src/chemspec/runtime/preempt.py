@@ -67,12 +67,18 @@ class AgreedStop:
 
 
 class PreemptibleLoader(DataLoader):
-    """A DataLoader whose workers are forked with SIGTERM blocked: a signal that reaches one before its
-    worker_init_fn (`leave_sigterm_to_parent`) has run waits for it instead of killing the worker. The
-    parent's own SIGTERM is held only while the workers are forked, then handled as usual."""
+    """A DataLoader whose workers are forked (on Linux, whatever Python's default start method) with
+    SIGTERM blocked: a signal that reaches one before its worker_init_fn (`leave_sigterm_to_parent`) has
+    run waits for it instead of killing the worker. The parent's main thread blocks SIGTERM only while
+    the workers are forked; a signal then arriving is handled as usual once they stand."""
+
+    def __init__(self, *args, **kwargs):
+        if hasattr(signal, "sigwaitinfo") and kwargs.get("num_workers", 0) > 0:
+            kwargs.setdefault("multiprocessing_context", "fork")  # forkserver's workers get the server's mask
+        super().__init__(*args, **kwargs)
 
     def _get_iterator(self):
-        if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+        if self.num_workers == 0 or not hasattr(signal, "sigwaitinfo"):
             return super()._get_iterator()
         before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
