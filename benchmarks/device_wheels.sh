@@ -11,6 +11,7 @@ pins=()
 for name in $PACKAGES; do
     pins+=("$name==$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
 done
+rm -rf .whl  # one version of each package: device_setup.sh installs every wheel here
 mkdir -p .whl .bench
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

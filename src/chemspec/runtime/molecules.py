@@ -49,7 +49,8 @@ def read_smiles(source: dict, limit: int | None) -> Iterator[str]:
     try:
         yield from _smiles(source, limit)
     except UnicodeDecodeError:  # the file changed since validation read it whole
-        raise RunError(f"data.source.file {source.get('file')} is not UTF-8 text; save it as UTF-8") from None
+        where = f"data.source.file {source['file']}" if "file" in source else f"data.source {source}"
+        raise RunError(f"{where} is not UTF-8 text; save it as UTF-8") from None
 
 
 def _smiles(source: dict, limit: int | None) -> Iterator[str]:
