@@ -6,19 +6,15 @@ import errno
 import faulthandler
 import json
 import os
-import re
 import shlex
 import signal
 import sys
-from pathlib import Path
 
 import click
 
 from chemspec import __version__, api
 from chemspec.errors import ChemspecError
 from chemspec.runtime import STAGES
-
-TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(tmp|old)$")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -282,14 +278,9 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
 
 def _os_error(exc: OSError) -> str:
     """A failed read or write, naming the file the user knows rather than a temporary one beside it."""
-    parts = []
-    for part in Path(os.fsdecode(exc.filename)).parts:
-        sibling = TEMPORARY.match(part)  # runtime.io's .NAME.XXXXXXXX.tmp|old and .staged.XXXXXXXX.tmp
-        if not sibling:
-            parts.append(part)
-        elif sibling["name"] != "staged":
-            parts.append(sibling["name"])
-    path = Path(*parts)
+    from chemspec.runtime.io import final_path
+
+    path = final_path(os.fsdecode(exc.filename))
     if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
         return f"{path}: {exc.strerror}; a file stands where a folder goes, or a folder where a file goes: move it"
     if exc.errno == errno.ENOENT:

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -23,6 +24,7 @@ from chemspec.errors import InputError
 # mkstemp/mkdtemp create owner-only files; outputs get the modes that open() and mkdir() would give.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(tmp|old)$")  # see final_path
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -126,6 +128,19 @@ def _scratch(parent: Path, name: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def final_path(path: str | Path) -> Path:
+    """`path` with this module's temporary names (.NAME.XXXXXXXX.tmp or .old, .staged.XXXXXXXX.tmp) read
+    as the output they become, so that an error names the file the user knows."""
+    parts = []
+    for part in Path(path).parts:
+        temporary = _TEMPORARY.match(part)
+        if not temporary:
+            parts.append(part)
+        elif temporary["name"] != "staged":
+            parts.append(temporary["name"])
+    return Path(*parts)
 
 
 def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
