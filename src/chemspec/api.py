@@ -127,6 +127,8 @@ def _existing(path: Path) -> str:
 
 def load_cells(params: str | Path) -> Cells:
     path = Path(params)
+    if path.exists() and not path.is_file():
+        raise RunError(f"{path} is not a regular file; give the params.yaml that `chemspec compile` wrote")
     if not path.is_file():
         raise RunError(f"{path} not found; run `chemspec compile <study.yaml>` first")
     try:
@@ -142,7 +144,7 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
         expected_identity: str | None = None) -> dict:
     from chemspec.runtime import run_stage
 
-    return run_stage(stage, load_cells(params), cell, expected_identity)
+    return run_stage(stage, load_cells(params), cell, expected_identity, source=str(params))
 
 
 def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: int | None = None,

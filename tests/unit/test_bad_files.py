@@ -108,6 +108,28 @@ def test_params_that_are_not_utf8_are_named(cli, tmp_path):
     assert result.code == 1 and "p.yaml is not a params file written by `chemspec compile`" in result.err
 
 
+def test_errors_about_cells_name_the_params_file_given(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    (tmp_path / "params.yaml").rename(tmp_path / "p.yaml")
+    result = cli("run", "train", "--params", "p.yaml", "--cell", "nope", cwd=tmp_path)
+    assert result.code == 1 and "train: no cell 'nope' in p.yaml; cells are" in result.err, result.err
+
+
+@pytest.mark.parametrize("command", [("validate",), ("compile",)])
+def test_a_study_path_that_is_no_regular_file_is_named_as_such(cli, tmp_path, command):
+    os.mkfifo(tmp_path / "pipe.yaml")
+    result = cli(*command, "pipe.yaml", cwd=tmp_path)
+    assert result.code == 2 and "pipe.yaml:0:0: <root>: not a regular file" in result.err, result.err
+    assert "file not found" not in result.err and "Traceback" not in result.err
+
+
+def test_params_that_are_no_regular_file_are_named_as_such(cli, tmp_path):
+    os.mkfifo(tmp_path / "params.yaml")
+    result = cli("run", "data", cwd=tmp_path)
+    assert result.code == 1 and "params.yaml is not a regular file" in result.err, result.err
+
+
 def test_compile_over_an_unreadable_dvc_yaml_names_it_and_writes_nothing(cli, tmp_path):
     write_spec(tmp_path / "study.yaml", tiny_study())
     (tmp_path / "dvc.yaml").write_bytes(b"\xff\xfe")

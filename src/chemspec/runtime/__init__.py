@@ -14,8 +14,9 @@ EMPTY = {"sample": "add a `generation` section to the study (ChemGPT studies onl
          "tpe": "give hpo.grid values", "train": "give model.sizes and data.sizes"}
 
 
-def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str | None = None) -> dict:
-    """Run one stage of a compiled study; `key` names the cell of per-cell stages.
+def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str | None = None,
+              source: str = "params.yaml") -> dict:
+    """Run one stage of a compiled study; `key` names the cell of per-cell stages, `source` the params file.
 
     `expected_identity` (a prefix of the cell's identity, from dvc.yaml) guards against a params.yaml
     that changed after dvc.yaml was compiled: the stage would otherwise train something else than
@@ -29,14 +30,14 @@ def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str 
         if key is None:
             raise RunError(f"{stage} runs one cell: add --cell KEY; cells are {', '.join(table)}")
         if key not in table:
-            raise RunError(f"{stage}: no cell {key!r} in params.yaml; cells are {', '.join(table)} "
+            raise RunError(f"{stage}: no cell {key!r} in {source}; cells are {', '.join(table)} "
                            "(recompile with `chemspec compile` if the spec changed)")
     elif key is not None:
         raise RunError(f"stage {stage} takes no --cell")
     if expected_identity is not None:
         cell = getattr(cells, stage)[key] if stage in PER_CELL else getattr(cells, stage)
         if cell is not None and not identity(cell).startswith(expected_identity):
-            raise RunError(f"{stage}{'@' + key if key else ''}: params.yaml does not match dvc.yaml (identity "
+            raise RunError(f"{stage}{'@' + key if key else ''}: {source} does not match dvc.yaml (identity "
                            f"{identity(cell)[:16]}, dvc.yaml expects {expected_identity}); "
                            "run `chemspec compile <study.yaml>` to rewrite both")
     return _RUNNERS[stage](cells, key)

@@ -109,6 +109,9 @@ class _Converter:
 def load_yaml(path: Path) -> tuple[Any, Positions]:
     """Read a study file into plain Python values plus a map from field path to (line, column)."""
     name = str(path)
+    if path.exists() and not path.is_file():
+        raise SpecError([SpecIssue(name, 0, 0, "", "not a regular file",
+                                   "give the path of a study's YAML file, not a folder, pipe or device")])
     if not path.is_file():
         raise SpecError([SpecIssue(name, 0, 0, "", "file not found", "check the path of the study file")])
     if path.stat().st_size > MAX_FILE_BYTES:
