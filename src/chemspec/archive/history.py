@@ -11,9 +11,8 @@ import json
 import math
 import subprocess
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
-
-from scipy import stats
 
 from chemspec.archive.store import manifest_digest
 from chemspec.errors import ArchiveError
@@ -111,6 +110,8 @@ def _standard_error(fit: dict) -> float | None:
     ci, level = fit.get("ci"), fit.get("confidence")
     if not ci or level is None or fit.get("n", 0) < 3:
         return None
+    from scipy import stats  # not at module level: it would add a second to every CLI call
+
     df = max(fit["n"] - 2, 1)
     return (ci[1] - ci[0]) / (2 * stats.t.ppf(0.5 + level / 2, df))
 
@@ -130,7 +131,7 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
             if se_a is not None and se_b is not None:
                 z = (row["after"] - row["before"]) / math.hypot(se_a, se_b)
                 row["z"] = z
-                row["significant"] = bool(abs(z) > stats.norm.ppf(0.5 + level / 2))
+                row["significant"] = bool(abs(z) > NormalDist().inv_cdf(0.5 + level / 2))
         rows.append(row)
     return rows
 
