@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from chemspec import relock
-from chemspec.archive.store import manifest_digest
+from chemspec.archive.store import Store
 from chemspec.compiler import Cells, compile_study
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
@@ -207,21 +207,21 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     rows, fit = read_results(folder)
     selected = read_json(root / cells.select.out) if (root / cells.select.out).is_file() else None
+    manifest = provenance = calibration = None
+    store = Store(root / cells.archive.root)
+    if store.ref_path(cells.archive.study).is_file():
+        manifest = store.ref(cells.archive.study)
+        provenance = store.get_json(manifest)["provenance"]
+    if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
+        calibration = read_json(root / cells.calibration.out_dir / "calibration.json")
     files = []
     if write:
-        manifest = None
-        ref = root / cells.archive.root / "refs" / f"{cells.archive.study}.json"
-        if ref.is_file():
-            manifest = manifest_digest(ref.read_bytes(), str(ref))
-        calibration = None
-        if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
-            calibration = read_json(root / cells.calibration.out_dir / "calibration.json")
         ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration)
         out = folder.parent / "report"
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows),
-                  files=files)
+                  files=files, calibration=calibration, manifest=manifest, provenance=provenance)
 
 
 def _archived_report(source: str, study: str | None, write: bool) -> Report:

@@ -112,3 +112,26 @@ def test_the_archive_verifies(clone):
     done = subprocess.run(["chemspec", "archive", "verify"], cwd=clone, capture_output=True, text=True,
                           env=tool_env())
     assert done.returncode == 0 and "objects verified" in done.stdout, done.stderr
+
+
+def test_a_workspace_report_carries_the_calibration_and_provenance_of_its_archived_run(archived, tmp_path):
+    """`report --json` on workspace results gives what `report --from` gives for the run archived from them."""
+    root = tmp_path / "workspace"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True, env=tool_env())
+    subprocess.run(["chemspec", "compile", f"specs/{STUDY}.yaml"], cwd=root, check=True, env=tool_env())
+    from chemspec.api import load_cells
+    from chemspec.archive import Snapshot
+
+    cells, snapshot = load_cells(root / "params.yaml"), Snapshot("HEAD", cwd=root)
+    objects = snapshot.manifest(STUDY)[1]["objects"]
+    fit = root / cells.fit.out_dir
+    for role, path in [("cells", fit / "cells.json"), ("fit", fit / "fit.json"), ("selected", root / cells.select.out),
+                       ("calibration", root / cells.calibration.out_dir / "calibration.json")]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(snapshot.object(objects[role]))
+    done = subprocess.run(["chemspec", "report", "--json", "--no-files"], cwd=root, capture_output=True, text=True,
+                          env=tool_env())
+    assert done.returncode == 0, done.stderr
+    workspace = json.loads(done.stdout)
+    assert workspace["calibration"] == archived["calibration"] is not None
+    assert workspace["manifest"] == archived["manifest"] and workspace["provenance"] == archived["provenance"]
