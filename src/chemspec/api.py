@@ -278,13 +278,10 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None)
 
 
 def pull(target: str, to: str | Path | None = None, study: str | None = None) -> dict:
-    from chemspec.archive import ensure_remote, pull as archive_pull
+    from chemspec.archive import pull as archive_pull
 
     to = Path(to) if to is not None else Path("pulled") / target.replace("/", "_").replace("~", "-")
-    remote = "default"
-    if Path(".dvc").is_dir():
-        ensure_remote(".", remote)
-    return archive_pull(target, to, study=study, remote=remote)
+    return archive_pull(target, to, study=study)
 
 
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,

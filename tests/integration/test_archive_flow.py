@@ -165,3 +165,21 @@ def test_a_killed_archive_write_leaves_the_previous_archive_intact(history):
     assert done.returncode == -signal.SIGKILL
     assert ref.read_bytes() == previous
     assert "verified" in sh("chemspec", "archive", "verify", cwd=history).stdout
+
+
+def test_a_study_archived_to_a_named_remote_pushes_and_pulls_through_it(tiny_project, tmp_path, monkeypatch):
+    root = copy_project(tiny_project[0], tmp_path / "named")
+    store = tmp_path / "store"
+    sh("dvc", "remote", "add", "store", str(store), cwd=root)
+    out = repro_and_commit(root, tiny_study(**{"archive.remote": "store"}), "archive to the store remote")
+    assert "Running stage 'train@" not in out and "Running stage 'archive'" in out, out
+    assert sh("dvc", "remote", "default", cwd=root).stdout.strip() == "store", "compile makes it dvc push's remote"
+    assert list(store.rglob("*")), "dvc push went to the study's remote"
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path)
+    monkeypatch.setenv("CHEMSPEC_REMOTE", str(tmp_path / "empty"))  # the default remote holds nothing
+    assert "9 checkpoints" in sh("chemspec", "pull", "HEAD", "--to", "run", cwd=clone).stdout
+    assert (clone / "run" / "checkpoints" / "m-800" / "model.safetensors").is_file()
+    sh("dvc", "remote", "remove", "store", cwd=clone)
+    gone = sh("chemspec", "pull", "HEAD", "--to", "again", cwd=clone, check=False)
+    assert gone.returncode == 1 and "archive.remote 'store' is not a DVC remote of this project" in gone.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 from chemspec.archive.history import Snapshot, commit_of
 from chemspec.archive.manifest import walk
 from chemspec.archive.store import manifest_digest
-from chemspec.archive.remote import remote_options
+from chemspec.archive.remote import ensure_remote, remote_options
 from chemspec.errors import ArchiveError
 from chemspec.runtime.io import atomic_dir, write_bytes
 
@@ -37,14 +37,17 @@ def resolve(target: str, cwd: Path) -> str:
                        "`chemspec archive ls` lists manifests")
 
 
-def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path = ".",
-         remote: str = "default") -> dict:
+def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path = ".") -> dict:
+    """The run archived at `target` into `to`; checkpoints come from the remote its study named."""
     cwd, to = Path(cwd), Path(to)
     if to.exists() and any(to.iterdir()):
         raise ArchiveError(f"--to {to} is not empty; choose a new directory")
     rev = resolve(target, cwd)
     snapshot = Snapshot(rev, cwd=cwd)
     digest, manifest = snapshot.manifest(study)
+    remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
+    if manifest.get("checkpoints") and (cwd / ".dvc").is_dir():
+        ensure_remote(cwd, remote, make_default=False)
     with atomic_dir(to) as tmp:
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):

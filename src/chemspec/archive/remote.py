@@ -23,23 +23,28 @@ def default_url() -> Path:
     return (cache / "chemspec" / "dvc-remote").resolve()
 
 
-def ensure_remote(root: str | Path, name: str = DEFAULT) -> str:
-    """Make sure the DVC project at `root` has the remote `name`; create the default one if needed."""
+def ensure_remote(root: str | Path, name: str = DEFAULT, make_default: bool = True) -> str:
+    """Make sure the DVC project at `root` has the remote `name` (create the default one if needed) and,
+    with `make_default`, make it the project's default in .dvc/config.local, so that a plain `dvc push`
+    goes where the study archives: an earlier compile may have left another name there."""
     from dvc.repo import Repo
 
     repo = Repo(str(root))
     remotes = repo.config["remote"]
-    if name in remotes:
-        return f"{name} -> {remotes[name].get('url')}"
-    if name != DEFAULT:
+    known = name in remotes
+    if not known and name != DEFAULT:
         raise ArchiveError(f"archive.remote {name!r} is not a DVC remote of this project; add it with "
                            f"`dvc remote add {name} <url>` (s3://, gs://, ssh://, or a directory)")
-    url = default_url()
-    url.mkdir(parents=True, exist_ok=True)
-    with repo.config.edit("local") as config:
-        config["remote"][DEFAULT] = {"url": str(url)}
-        config["core"]["remote"] = DEFAULT
-    return f"{DEFAULT} -> {url}"
+    url = remotes[name].get("url") if known else default_url()
+    if not known:
+        url.mkdir(parents=True, exist_ok=True)
+    if not known or make_default:
+        with repo.config.edit("local") as config:
+            if not known:
+                config["remote"][DEFAULT] = {"url": str(url)}
+            if make_default:
+                config["core"]["remote"] = name
+    return f"{name} -> {url}"
 
 
 def remote_options(name: str = DEFAULT) -> dict:
