@@ -105,13 +105,14 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     except OSError as exc:
         raise CompileError(f"cannot write {exc.filename or root}: {exc.strerror}; fix that and compile again "
                            f"(written so far: {', '.join(result.written) or 'nothing'})") from None
-    if not (root / ".dvc").is_dir():
+    project = next((p for p in [root.resolve(), *root.resolve().parents] if (p / ".dvc").is_dir()), None)
+    if project is None:
         result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
         return result
     from chemspec.archive import ensure_remote
 
     try:
-        result.notes.append(f"DVC remote {ensure_remote(root, study.archive.remote)}")
+        result.notes.append(f"DVC remote {ensure_remote(project, study.archive.remote)}")
     except ArchiveError as exc:
         result.notes.append(str(exc))
     return result

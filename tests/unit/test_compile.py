@@ -96,6 +96,20 @@ def test_real_dvc_accepts_the_compiled_pipeline(cli, tmp_path, git_env):
     assert "train@xs-200" in status.stdout
 
 
+def test_a_root_inside_a_dvc_project_gets_the_remote_not_a_note_to_run_dvc_init(cli, tmp_path, git_env):
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=project, check=True)
+    spec = write_spec(project / "study.yaml", tiny_study())
+    result = cli("compile", str(spec), "--root", "other", cwd=project)
+    assert result.code == 0 and "not a DVC project" not in result.err + result.out
+    assert "DVC remote default -> " in result.err + result.out
+    assert subprocess.run(["dvc", "status"], cwd=project / "other", capture_output=True).returncode == 0
+    outside = cli("compile", str(spec), "--root", str(tmp_path / "elsewhere"), cwd=project)
+    assert "elsewhere is not a DVC project yet: run `git init && dvc init` there" in outside.err + outside.out
+
+
 def test_data_file_paths_are_made_relative_to_the_project(cli, tmp_path):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "mols.txt").write_text("CCO\nc1ccccc1\nCC(=O)O\n")
