@@ -152,13 +152,14 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
            dry_run: bool = False, sbatch: dict[str, str] | None = None, say=lambda _: None):
     """Run the compiled pipeline with stale cells as submitit jobs; defaults come from the study's executor."""
     from chemspec.launch import Settings, launch as run_launch
-    from chemspec.specs.study import Executor
+    from chemspec.specs.study import Executor, Training
 
     cells = load_cells(params)
     executor = Executor.model_validate(cells.archive.spec.get("executor") or {})
+    training = Training.model_validate(cells.archive.spec["training"])
     settings = Settings(kind=kind or executor.kind, jobs=jobs or executor.jobs, study=cells.archive.study,
                         partition=executor.slurm.partition, account=executor.slurm.account,
-                        gpus_per_job=executor.slurm.gpus_per_job, time_min=executor.slurm.time_min,
+                        gpus_per_job=executor.slurm.gpus(training), time_min=executor.slurm.time_min,
                         sbatch=dict(sbatch or {}))
     return run_launch(settings, Path(params).resolve().parent, dry_run=dry_run, say=say)
 

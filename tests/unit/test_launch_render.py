@@ -87,6 +87,24 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
     assert "dry run: local executor, 4 jobs at once" in local.out and "#SBATCH" not in local.out
 
 
+@pytest.mark.parametrize(("training", "gpus"), [({"accelerator": "cpu"}, None),
+                                                ({"accelerator": "gpu", "devices": 2}, 2),
+                                                ({"accelerator": "auto"}, 1)], ids=["cpu", "ddp", "auto"])
+def test_slurm_jobs_ask_for_the_gpus_their_cells_use_by_default(tmp_path, cli, git_env, training, gpus):
+    root = _project(tmp_path, executor={"kind": "slurm"}, **{f"training.{k}": v for k, v in training.items()})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    out = cli("launch", "--dry-run", cwd=root).out
+    assert "#SBATCH --time=60" in out
+    assert (f"#SBATCH --gpus-per-node={gpus}" in out) if gpus else ("--gpus-per-node" not in out)
+
+
+def test_fewer_gpus_per_job_than_devices_is_refused(tmp_path, cli):
+    study = tiny_study(**{"training.accelerator": "gpu", "training.devices": 2, "executor.slurm.gpus_per_job": 1})
+    write_spec(tmp_path / "study.yaml", study)
+    result = cli("validate", "study.yaml", cwd=tmp_path)
+    assert result.code == 2 and "executor.slurm.gpus_per_job: (1) is fewer than training.devices (2)" in result.err
+
+
 def test_launch_outside_a_dvc_project_says_what_to_do(tmp_path):
     with pytest.raises(LaunchError, match=r"holds no DVC pipeline; run `git init && dvc init`"):
         launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)

@@ -48,10 +48,19 @@ class Slurm(Spec):
     """Partition to submit to."""
     account: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     """Account to charge."""
-    gpus_per_job: int = Field(1, ge=0)
-    """GPUs per cell."""
+    gpus_per_job: int | None = Field(None, ge=0)
+    """GPUs per cell; default: what a cell uses, one per `training.devices` (1 for `auto`), none with
+    `training.accelerator: cpu`."""
     time_min: PositiveInt = 60
     """Wall-time limit per cell, minutes."""
+
+    def gpus(self, training: Training) -> int:
+        """The GPUs each cell's job asks for."""
+        if self.gpus_per_job is not None:
+            return self.gpus_per_job
+        if training.accelerator == "cpu":
+            return 0
+        return training.devices if isinstance(training.devices, int) else 1
 
 
 class Executor(Spec):
@@ -120,6 +129,10 @@ class Study(Spec):
         if self.generation is not None and not lm:
             raise ValueError(f"generation: model.family {self.model.family!r} does not generate molecules; "
                              "remove the generation section (only chemgpt studies sample)")
+        gpus, devices = self.executor.slurm.gpus_per_job, self.training.devices
+        if gpus is not None and self.training.accelerator != "cpu" and isinstance(devices, int) and gpus < devices:
+            raise ValueError(f"executor.slurm.gpus_per_job ({gpus}) is fewer than training.devices ({devices}): "
+                             f"a cell's job needs a GPU per device; set gpus_per_job to {devices}, or remove it")
         tpe = self.hpo.tpe
         if tpe.model_size is not None and tpe.model_size not in self.model.size_names():
             raise ValueError(f"hpo.tpe.model_size {tpe.model_size!r} is not a model size; "
