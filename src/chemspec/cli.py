@@ -26,7 +26,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
     \b
     chemspec compile specs/quickstart.yaml   # study -> dvc.yaml + params.yaml
-    dvc repro                                # data, split, tpe, select, train, fit, archive
+    dvc repro                                # data, split, tpe, select, train, sample, fit, archive
     chemspec report                          # cells and fitted exponents
     """
     ctx.obj = {"verbose": verbose}
@@ -74,7 +74,7 @@ def compile_(spec: str, check: bool, root: str) -> None:
 @cli.command()
 @click.argument("stage", type=click.Choice(STAGES))
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
-@click.option("--cell", default=None, help="Cell key of per-cell stages (tpe, train).")
+@click.option("--cell", default=None, help="Cell key of per-cell stages (tpe, calibrate, train, sample).")
 @click.option("--identity", default=None, help="Expected identity of the cell (written by compile).")
 def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
     """Run one pipeline stage (called by `dvc repro`). `kill -USR2` prints the stack of every thread of a
@@ -106,7 +106,8 @@ def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
               help="Extra #SBATCH option for slurm jobs (repeatable), e.g. --sbatch qos=high.")
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, str], params: str) -> None:
-    """Run the pipeline with stale tpe/train cells as parallel submitit jobs (local or SLURM)."""
+    """Run the pipeline with stale per-cell stages (tpe, calibrate, train, sample) as parallel submitit jobs
+    (local or SLURM)."""
     result = api.launch(params, kind=kind, jobs=jobs, dry_run=dry_run, sbatch=sbatch, say=click.echo)
     if not dry_run:
         count = len(result.records)
