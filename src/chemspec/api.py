@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from chemspec import relock
-from chemspec.archive.store import Store
+from chemspec.archive.store import Store, canonical
 from chemspec.compiler import Cells, compile_study
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
@@ -105,16 +106,22 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     except OSError as exc:
         raise CompileError(f"cannot write {exc.filename or root}: {exc.strerror}; fix that and compile again "
                            f"(written so far: {', '.join(result.written) or 'nothing'})") from None
-    project = next((p for p in [root.resolve(), *root.resolve().parents] if (p / ".dvc").is_dir()), None)
+    from chemspec.archive.remote import ensure_remote, project_root
+
+    project = project_root(root)
     if project is None:
         result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
         return result
-    from chemspec.archive import ensure_remote
+
+    from dvc.exceptions import DvcException
 
     try:
         result.notes.append(f"DVC remote {ensure_remote(project, study.archive.remote)}")
     except ArchiveError as exc:
         result.notes.append(str(exc))
+    except (DvcException, OSError) as exc:
+        result.notes.append(f"the DVC remote {study.archive.remote!r} could not be set up ({exc}); check "
+                            f"{project / '.dvc'}, then compile again")
     return result
 
 
@@ -209,11 +216,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     rows, fit = read_results(folder)
     selected = read_json(root / cells.select.out) if (root / cells.select.out).is_file() else None
-    manifest = provenance = calibration = None
-    store = Store(root / cells.archive.root)
-    if store.ref_path(cells.archive.study).is_file():
-        manifest = store.ref(cells.archive.study)
-        provenance = store.get_json(manifest)["provenance"]
+    manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
+    calibration = None
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
         calibration = read_json(root / cells.calibration.out_dir / "calibration.json")
     files = []
@@ -224,6 +228,20 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows),
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance)
+
+
+def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | None, dict | None]:
+    """The manifest id and provenance of the archived run made from these results; (None, None) when
+    the archive holds no such run (not archived yet, archived before a rerun, or unreadable)."""
+    store = Store(archive)
+    try:
+        digest = store.ref(study)
+        manifest = store.get_json(digest)
+        if manifest["objects"]["cells"] != hashlib.sha256(canonical(rows)).hexdigest():
+            return None, None
+        return digest, manifest["provenance"]
+    except (ArchiveError, ValueError, KeyError, TypeError):
+        return None, None
 
 
 def _archived_report(source: str, study: str | None, write: bool) -> Report:

@@ -182,4 +182,4 @@ def test_a_study_archived_to_a_named_remote_pushes_and_pulls_through_it(tiny_pro
     assert (clone / "run" / "checkpoints" / "m-800" / "model.safetensors").is_file()
     sh("dvc", "remote", "remove", "store", cwd=clone)
     gone = sh("chemspec", "pull", "HEAD", "--to", "again", cwd=clone, check=False)
-    assert gone.returncode == 1 and "archive.remote 'store' is not a DVC remote of this project" in gone.stderr
+    assert gone.returncode == 1 and "archive.remote 'store' of this run is not a DVC remote of this project" in gone.stderr

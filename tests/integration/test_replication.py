@@ -129,9 +129,18 @@ def test_a_workspace_report_carries_the_calibration_and_provenance_of_its_archiv
                        ("calibration", root / cells.calibration.out_dir / "calibration.json")]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(snapshot.object(objects[role]))
-    done = subprocess.run(["chemspec", "report", "--json", "--no-files"], cwd=root, capture_output=True, text=True,
-                          env=tool_env())
-    assert done.returncode == 0, done.stderr
-    workspace = json.loads(done.stdout)
+    def report() -> dict:
+        done = subprocess.run(["chemspec", "report", "--json", "--no-files"], cwd=root, capture_output=True,
+                              text=True, env=tool_env())
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    workspace = report()
     assert workspace["calibration"] == archived["calibration"] is not None
     assert workspace["manifest"] == archived["manifest"] and workspace["provenance"] == archived["provenance"]
+    rows = json.loads((fit / "cells.json").read_text())
+    (fit / "cells.json").write_text(json.dumps(rows[1:]))
+    rerun = report()
+    assert rerun["manifest"] is None and rerun["provenance"] is None, "the archived run is not these results"
+    (root / "archive" / "refs" / f"{STUDY}.json").write_text("<<<<<<< HEAD\n")
+    assert report()["manifest"] is None, "an unreadable archive leaves the workspace report whole"

@@ -108,6 +108,21 @@ def test_a_root_inside_a_dvc_project_gets_the_remote_not_a_note_to_run_dvc_init(
     assert subprocess.run(["dvc", "status"], cwd=project / "other", capture_output=True).returncode == 0
     outside = cli("compile", str(spec), "--root", str(tmp_path / "elsewhere"), cwd=project)
     assert "elsewhere is not a DVC project yet: run `git init && dvc init` there" in outside.err + outside.out
+    (project / "nested").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project / "nested", check=True)
+    nested = cli("compile", str(spec), "--root", "nested", cwd=project)
+    assert "nested is not a DVC project yet" in nested.err + nested.out, "a nested git repository is its own project"
+
+
+def test_compile_keeps_a_default_remote_the_user_chose_and_says_where_push_goes(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "remote", "add", "-d", "mine", str(tmp_path / "mine")], cwd=tmp_path, check=True)
+    spec = write_spec(tmp_path / "study.yaml", tiny_study())
+    result = cli("compile", str(spec), cwd=tmp_path)
+    assert "`dvc push` goes to 'mine', this project's default: push with `dvc push -r default`" in result.err
+    default = subprocess.run(["dvc", "remote", "default"], cwd=tmp_path, capture_output=True, text=True)
+    assert default.stdout.strip() == "mine"
 
 
 def test_data_file_paths_are_made_relative_to_the_project(cli, tmp_path):

@@ -102,7 +102,10 @@ def test_fewer_gpus_per_job_than_devices_is_refused(tmp_path, cli):
     study = tiny_study(**{"training.accelerator": "gpu", "training.devices": 2, "executor.slurm.gpus_per_job": 1})
     write_spec(tmp_path / "study.yaml", study)
     result = cli("validate", "study.yaml", cwd=tmp_path)
-    assert result.code == 2 and "executor.slurm.gpus_per_job: (1) is fewer than training.devices (2)" in result.err
+    assert result.code == 2 and "executor.slurm.gpus_per_job: 1 is fewer than training.devices (2)" in result.err
+    none = tiny_study(**{"training.accelerator": "gpu", "training.devices": 2, "executor.slurm.gpus_per_job": 0})
+    write_spec(tmp_path / "study.yaml", none)
+    assert cli("validate", "study.yaml", cwd=tmp_path).code == 0, "0 asks for no GPUs (given through --sbatch)"
 
 
 def test_launch_outside_a_dvc_project_says_what_to_do(tmp_path):

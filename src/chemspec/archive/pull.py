@@ -13,7 +13,7 @@ from pathlib import Path
 from chemspec.archive.history import Snapshot, commit_of
 from chemspec.archive.manifest import walk
 from chemspec.archive.store import manifest_digest
-from chemspec.archive.remote import ensure_remote, remote_options
+from chemspec.archive.remote import remote_options
 from chemspec.errors import ArchiveError
 from chemspec.runtime.io import atomic_dir, write_bytes
 
@@ -45,9 +45,6 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
     rev = resolve(target, cwd)
     snapshot = Snapshot(rev, cwd=cwd)
     digest, manifest = snapshot.manifest(study)
-    remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
-    if manifest.get("checkpoints") and (cwd / ".dvc").is_dir():
-        ensure_remote(cwd, remote, make_default=False)
     with atomic_dir(to) as tmp:
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):
@@ -57,7 +54,8 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
         if checkpoints:
             from dvc.api import DVCFileSystem
 
-            fs = DVCFileSystem(str(cwd), rev=rev, **remote_options(remote))
+            remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
+            fs = DVCFileSystem(str(cwd), rev=rev, **remote_options(cwd, remote))
             for key, path in sorted(checkpoints.items()):
                 try:
                     fs.get(path, str(tmp / "checkpoints" / key), recursive=True)

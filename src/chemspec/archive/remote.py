@@ -23,32 +23,56 @@ def default_url() -> Path:
     return (cache / "chemspec" / "dvc-remote").resolve()
 
 
-def ensure_remote(root: str | Path, name: str = DEFAULT, make_default: bool = True) -> str:
-    """Make sure the DVC project at `root` has the remote `name` (create the default one if needed) and,
-    with `make_default`, make it the project's default in .dvc/config.local, so that a plain `dvc push`
-    goes where the study archives: an earlier compile may have left another name there."""
+def project_root(path: str | Path) -> Path | None:
+    """The DVC project that `path` belongs to: the nearest folder with .dvc, not looking past the
+    first git repository's top (a nested repository is a project of its own)."""
+    for folder in [Path(path).absolute(), *Path(path).absolute().parents]:
+        if (folder / ".dvc").is_dir():
+            return folder
+        if (folder / ".git").exists():
+            return None
+    return None
+
+
+def ensure_remote(root: str | Path, name: str = DEFAULT) -> str:
+    """Make sure the DVC project at `root` has the remote `name` (create the default one if needed),
+    and make it the target of a plain `dvc push` unless the user chose another default."""
     from dvc.repo import Repo
 
-    repo = Repo(str(root))
-    remotes = repo.config["remote"]
-    known = name in remotes
-    if not known and name != DEFAULT:
-        raise ArchiveError(f"archive.remote {name!r} is not a DVC remote of this project; add it with "
-                           f"`dvc remote add {name} <url>` (s3://, gs://, ssh://, or a directory)")
-    url = remotes[name].get("url") if known else default_url()
-    if not known:
-        url.mkdir(parents=True, exist_ok=True)
-    if not known or make_default:
-        with repo.config.edit("local") as config:
+    with Repo(str(root)) as repo:
+        remotes, current = repo.config["remote"], repo.config["core"].get("remote")
+        known = name in remotes
+        if not known and name != DEFAULT:
+            raise ArchiveError(f"archive.remote {name!r} is not a DVC remote of this project; add it with "
+                               f"`dvc remote add {name} <url>` (s3://, gs://, ssh://, or a directory)")
+        url = remotes[name].get("url") if known else default_url()
+        take_default = current in (None, DEFAULT) and current != name
+        if not known or take_default:
             if not known:
-                config["remote"][DEFAULT] = {"url": str(url)}
-            if make_default:
-                config["core"]["remote"] = name
-    return f"{name} -> {url}"
+                url.mkdir(parents=True, exist_ok=True)
+            with repo.config.edit("local") as config:
+                if not known:
+                    config["remote"][DEFAULT] = {"url": str(url)}
+                if take_default:
+                    config["core"]["remote"] = name
+    if current not in (None, name) and not take_default:
+        return (f"{name} -> {url}; `dvc push` goes to {current!r}, this project's default: push with "
+                f"`dvc push -r {name}`, or `dvc remote default --local {name}`")
+    return f"{name} -> {url}{' (the default of `dvc push` now)' if take_default else ''}"
 
 
-def remote_options(name: str = DEFAULT) -> dict:
-    """DVCFileSystem arguments that reach the remote even at a revision whose config lacks it."""
+def remote_options(root: str | Path, name: str = DEFAULT) -> dict:
+    """DVCFileSystem arguments that reach the remote `name` as this checkout configures it, even at a
+    revision whose config lacks it (or configured it elsewhere)."""
+    remotes = {}
+    if (Path(root) / ".dvc").is_dir():
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            remotes = {key: dict(value) for key, value in repo.config["remote"].items()}
+    if name in remotes:
+        return {"remote": name, "remote_config": remotes[name]}
     if name == DEFAULT:
         return {"remote": DEFAULT, "remote_config": {"url": str(default_url())}}
-    return {"remote": name}
+    raise ArchiveError(f"archive.remote {name!r} of this run is not a DVC remote of this project; add it with "
+                       f"`dvc remote add {name} <url>` and pull again")

@@ -50,7 +50,7 @@ class Slurm(Spec):
     """Account to charge."""
     gpus_per_job: int | None = Field(None, ge=0)
     """GPUs per cell; default: what a cell uses, one per `training.devices` (1 for `auto`), none with
-    `training.accelerator: cpu`."""
+    `training.accelerator: cpu`. 0 asks for none (GPUs given through `--sbatch gres=...`, or none)."""
     time_min: PositiveInt = 60
     """Wall-time limit per cell, minutes."""
 
@@ -130,8 +130,8 @@ class Study(Spec):
             raise ValueError(f"generation: model.family {self.model.family!r} does not generate molecules; "
                              "remove the generation section (only chemgpt studies sample)")
         gpus, devices = self.executor.slurm.gpus_per_job, self.training.devices
-        if gpus is not None and self.training.accelerator != "cpu" and isinstance(devices, int) and gpus < devices:
-            raise ValueError(f"executor.slurm.gpus_per_job ({gpus}) is fewer than training.devices ({devices}): "
+        if gpus and self.training.accelerator != "cpu" and isinstance(devices, int) and gpus < devices:
+            raise ValueError(f"executor.slurm.gpus_per_job {gpus} is fewer than training.devices ({devices}): "
                              f"a cell's job needs a GPU per device; set gpus_per_job to {devices}, or remove it")
         tpe = self.hpo.tpe
         if tpe.model_size is not None and tpe.model_size not in self.model.size_names():
