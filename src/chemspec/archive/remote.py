@@ -47,18 +47,20 @@ def ensure_remote(root: str | Path, name: str = DEFAULT) -> str:
                                f"`dvc remote add {name} <url>` (s3://, gs://, ssh://, or a directory)")
         url = remotes[name].get("url") if known else default_url()
         take_default = current in (None, DEFAULT) and current != name
+        if not known:
+            url.mkdir(parents=True, exist_ok=True)
         if not known or take_default:
-            if not known:
-                url.mkdir(parents=True, exist_ok=True)
             with repo.config.edit("local") as config:
                 if not known:
                     config["remote"][DEFAULT] = {"url": str(url)}
                 if take_default:
                     config["core"]["remote"] = name
-    if current not in (None, name) and not take_default:
+    if take_default:
+        return f"{name} -> {url} (now the default of `dvc push`)"
+    if current != name:
         return (f"{name} -> {url}; `dvc push` goes to {current!r}, this project's default: push with "
                 f"`dvc push -r {name}`, or `dvc remote default --local {name}`")
-    return f"{name} -> {url}{' (the default of `dvc push` now)' if take_default else ''}"
+    return f"{name} -> {url}"
 
 
 def remote_options(root: str | Path, name: str = DEFAULT) -> dict:
