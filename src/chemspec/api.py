@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from chemspec import relock
-from chemspec.archive.store import Store, canonical
+from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells, compile_study
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
@@ -237,7 +236,7 @@ def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | Non
     try:
         digest = store.ref(study)
         manifest = store.get_json(digest)
-        if manifest["objects"]["cells"] != hashlib.sha256(canonical(rows)).hexdigest():
+        if manifest["objects"]["cells"] != json_digest(rows):
             return None, None
         return digest, manifest["provenance"]
     except (ArchiveError, ValueError, KeyError, TypeError):

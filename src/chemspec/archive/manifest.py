@@ -8,13 +8,12 @@ lists objects by role plus provenance; `archive/refs/<study>.json` points at the
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import platform
 import subprocess
 from pathlib import Path
 
-from chemspec.archive.store import Store, canonical
+from chemspec.archive.store import Store, json_digest
 from chemspec.compiler.cells import ArchiveCell
 from chemspec.errors import ArchiveError
 from chemspec.runtime.io import read_json
@@ -84,7 +83,7 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
     device = next((t["device"] for group in timing.values() for t in group.values() if "device" in t), None)
     manifest = {
         "kind": "chemspec-manifest", "version": 1, "study": cell.study, "seed": cell.seed,
-        "spec_sha256": hashlib.sha256(canonical(cell.spec)).hexdigest(),
+        "spec_sha256": json_digest(cell.spec),
         "objects": objects, "cells": identities,
         "checkpoints": {key: (Path(path).parent / "model").as_posix() for key, path in sorted(metrics.items())
                         if (Path(path).parent / "model").is_dir()},

@@ -34,6 +34,11 @@ def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def json_digest(value: Any) -> str:
+    """The name `Store.put_json` gives `value`."""
+    return hashlib.sha256(canonical(value)).hexdigest()
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
