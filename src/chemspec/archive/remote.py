@@ -34,6 +34,13 @@ def project_root(path: str | Path) -> Path | None:
     return None
 
 
+def _remote_config(remotes: dict, name: str) -> dict | None:
+    """The configuration of remote `name`: the project's, or the default directory's; None if neither."""
+    if name in remotes:
+        return dict(remotes[name])
+    return {"url": str(default_url())} if name == DEFAULT else None
+
+
 def ensure_remote(root: str | Path, name: str = DEFAULT) -> str:
     """Make sure the DVC project at `root` has the remote `name` (create the default one if needed),
     and make it the target of a plain `dvc push` unless the user chose another default."""
@@ -41,18 +48,18 @@ def ensure_remote(root: str | Path, name: str = DEFAULT) -> str:
 
     with Repo(str(root)) as repo:
         remotes, current = repo.config["remote"], repo.config["core"].get("remote")
-        known = name in remotes
-        if not known and name != DEFAULT:
+        known, remote = name in remotes, _remote_config(remotes, name)
+        if remote is None:
             raise ArchiveError(f"archive.remote {name!r} is not a DVC remote of this project; add it with "
                                f"`dvc remote add {name} <url>` (s3://, gs://, ssh://, or a directory)")
-        url = remotes[name].get("url") if known else default_url()
+        url = remote.get("url")
         take_default = current in (None, DEFAULT) and current != name
         if not known:
-            url.mkdir(parents=True, exist_ok=True)
+            Path(url).mkdir(parents=True, exist_ok=True)
         if not known or take_default:
             with repo.config.edit("local") as config:
                 if not known:
-                    config["remote"][DEFAULT] = {"url": str(url)}
+                    config["remote"][DEFAULT] = remote
                 if take_default:
                     config["core"]["remote"] = name
     if take_default:
@@ -66,15 +73,13 @@ def ensure_remote(root: str | Path, name: str = DEFAULT) -> str:
 def remote_options(root: str | Path, name: str = DEFAULT) -> dict:
     """DVCFileSystem arguments that reach the remote `name` as this checkout configures it, even at a
     revision whose config lacks it (or configured it elsewhere)."""
-    remotes = {}
+    remote = _remote_config({}, name)
     if (Path(root) / ".dvc").is_dir():
         from dvc.repo import Repo
 
         with Repo(str(root)) as repo:
-            remotes = {key: dict(value) for key, value in repo.config["remote"].items()}
-    if name in remotes:
-        return {"remote": name, "remote_config": remotes[name]}
-    if name == DEFAULT:
-        return {"remote": DEFAULT, "remote_config": {"url": str(default_url())}}
+            remote = _remote_config(repo.config["remote"], name)
+    if remote is not None:
+        return {"remote": name, "remote_config": remote}
     raise ArchiveError(f"archive.remote {name!r} of this run is not a DVC remote of this project; add it with "
                        f"`dvc remote add {name} <url>` and pull again")
