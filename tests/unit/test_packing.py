@@ -58,6 +58,15 @@ def test_every_molecule_is_packed_once_with_positions_and_targets_of_its_own():
     assert int(batch["attention_mask"].sum()) == int((tokens != PAD).sum())
 
 
+def test_fixed_rows_hold_every_random_batch_and_waste_at_most_two_rows():
+    rng = np.random.default_rng(3)
+    lengths = rng.normal(36, 5, 5000).clip(8, 57).astype(int)
+    rows = fixed_rows(lengths, 256, 256)
+    assert all(place(rng.choice(lengths, 256, replace=False), 256)[2] <= rows for _ in range(300))
+    bound = 256 * lengths.mean() + 4 * lengths.std() * 16
+    assert rows <= -(-bound // 256) + 2
+
+
 def test_row_counts_round_to_few_shapes_without_drowning_small_batches():
     assert [row_count(used) for used in (0, 1, 5, 12, 31, 37, 38, 40, 73)] == [1, 1, 5, 12, 32, 40, 40, 40, 80]
 
