@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch==2.13.0 first: it is the CPU build this machine has on disk (a bare `torch` pulls CUDA).
+# torch==2.13.0 first: it is the CPU build this machine has on disk (a bare `torch` pulls CUDA); triton
+# 3.6.0 (the GPU device's) for the tests' Triton interpreter.
 # molsets ships the MOSES data but its own dependencies do not build; chemspec reads only its data files.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet torch==2.13.0 triton==3.6.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps molsets==0.3.1
 	touch $(STAMP)

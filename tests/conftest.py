@@ -9,9 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from chemspec.cli import main
+
+# Without a GPU, runtime.molecule_attention's Triton kernels run under Triton's interpreter, which
+# triton.jit chooses when it defines them, at their module's first import.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "specs" / "quickstart.yaml"

@@ -58,6 +58,20 @@ def test_every_molecule_is_packed_once_with_positions_and_targets_of_its_own():
     assert int(batch["attention_mask"].sum()) == int((tokens != PAD).sum())
 
 
+def test_the_molecule_index_lists_each_molecules_positions_in_order_in_fixed_slots():
+    tokens = torch.from_numpy(_tokens()).long()
+    batch = pack(tokens, 32, slots=64)
+    index = batch["molecules"]
+    assert index.dtype == torch.int32 and index.shape == (64, 32), "slots x the power of two >= width 20"
+    flat_ids = batch["input_ids"].flatten()
+    for m, row in enumerate(tokens):
+        n = int((row != PAD).sum())
+        assert flat_ids[index[m, :n].long()].tolist() == row[:n].tolist()
+        assert (index[m, n:] == -1).all()
+    assert (index[len(tokens):] == -1).all(), "empty slots past the batch's molecules"
+    assert sorted(index[index >= 0].tolist()) == torch.nonzero(batch["segments"].flatten()).flatten().tolist()
+
+
 def test_fixed_rows_hold_every_random_batch_and_waste_at_most_two_rows():
     rng = np.random.default_rng(3)
     lengths = rng.normal(36, 5, 5000).clip(8, 57).astype(int)

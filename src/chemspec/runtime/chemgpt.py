@@ -4,8 +4,9 @@ Speed without changing the model: attention runs through SDPA (runtime.gptneo_sd
 eager), the tanh-GELU is transformers' fused `gelu_pytorch_tanh` (the formula of GPT-Neo's
 `gelu_new`), training builds no KV cache, and batches are right-padded, so the causal mask alone
 hides padding and no mask is passed (the flash kernel stays eligible). Packed batches
-(runtime.packing) pass position ids and a same-molecule mask instead, which cuDNN's attention kernel
-takes first (MASKED_KERNELS). Divergence is checked every `CHECK_EVERY` steps (and before each
+(runtime.packing) pass position ids, and on a GPU their molecule index, so that attention runs
+within each molecule (runtime.molecule_attention); elsewhere a same-molecule mask, which SDPA's
+cuDNN kernel takes first (MASKED_KERNELS). Divergence is checked every `CHECK_EVERY` steps (and before each
 validation) rather than every step, so the GPU is not made to wait for each loss; the steps run
 after a non-finite loss are not recorded.
 """
@@ -23,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
+from chemspec.runtime import molecule_attention
 from chemspec.runtime.gptneo_sdpa import use_sdpa
 from chemspec.runtime.molecules import BOS, EOS, PAD
 from chemspec.runtime.packing import IGNORE, attention_mask, fixed_rows, pack
@@ -64,9 +66,9 @@ def collate(rows: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask.long(), "labels": labels}
 
 
-def collate_packed(rows: list[tuple[torch.Tensor]], length: int, count: int) -> dict[str, torch.Tensor]:
+def collate_packed(rows: list[tuple[torch.Tensor]], length: int, count: int, slots: int) -> dict[str, torch.Tensor]:
     """The molecules of `rows` packed into `count` rows of `length` positions (runtime.packing)."""
-    return pack(torch.stack([r[0] for r in rows]), length, count)
+    return pack(torch.stack([r[0] for r in rows]), length, count, slots)
 
 
 def loader_workers(setting: int | None, cuda: bool) -> int:
@@ -88,7 +90,7 @@ def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool,
     batch = collate
     if pack_length:
         count = fixed_rows(lengths.numpy(), batch_size, pack_length)
-        batch = partial(collate_packed, length=pack_length, count=count)
+        batch = partial(collate_packed, length=pack_length, count=count, slots=batch_size)
     return PreemptibleLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=batch, num_workers=workers,
                              persistent_workers=workers > 0, pin_memory=pin_memory,
                              worker_init_fn=leave_sigterm_to_parent)
@@ -147,7 +149,9 @@ class ChemGPT(L.LightningModule):
     def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and the number of predicted tokens."""
         inputs, kernels = {"input_ids": batch["input_ids"]}, contextlib.nullcontext()
-        if "segments" in batch:
+        if "segments" in batch and molecule_attention.supported(batch["input_ids"].device):
+            inputs.update(position_ids=batch["position_ids"], attention_mask=batch["molecules"][None, None])
+        elif "segments" in batch:
             inputs.update(position_ids=batch["position_ids"], attention_mask=attention_mask(batch["segments"]))
             kernels = sdpa_kernel(MASKED_KERNELS, set_priority=True)
         with kernels:

@@ -20,6 +20,9 @@ at real tokens but computes attention with SDPA in the model's compute dtype:
   Telling right from left padding reads the mask on the host: one sync per forward that passes a
   mask (transformers' own sdpa mask does the same), and a graph break under torch.compile.
 
+A 4D int32 `attention_mask` [1, 1, molecules, block] is no mask but a packed batch's molecule index
+(runtime.packing): attention then runs through runtime.molecule_attention, within each molecule.
+
 Outputs at padding positions differ from eager's (both are meaningless); real positions match it.
 The layer's forward, `_attn(query, key, value, attention_mask)` and its `(output, weights)` return
 are the same in transformers 5.17 and 5.24; SDPA gives no weights, so `weights` is None.
@@ -34,6 +37,8 @@ import torch.nn.functional as F
 from transformers import GPTNeoForCausalLM
 from transformers.masking_utils import AttentionMaskInterface, prepare_padding_mask, sdpa_mask
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
+
+from chemspec.runtime.molecule_attention import molecule_attention
 
 MASK_NAME = "chemspec_gptneo_sdpa"
 
@@ -59,6 +64,8 @@ class SdpaSelfAttention(GPTNeoSelfAttention):
     """GPT-Neo self-attention whose score-softmax-value step is one SDPA call."""
 
     def _attn(self, query, key, value, attention_mask=None):
+        if attention_mask is not None and attention_mask.dtype == torch.int32:
+            return molecule_attention(query, key, value, attention_mask[0, 0]), None
         q_len, k_len = query.size(-2), key.size(-2)
         dropout = self.attn_dropout.p if self.training else 0.0
         if attention_mask is None and q_len == k_len and self.attention_type == "global":

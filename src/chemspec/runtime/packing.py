@@ -15,6 +15,10 @@ Each row carries, beside its token ids:
   to keys of its own segment (ChemGPT turns this into the attention mask, on the device);
 - `labels`: IGNORE at padding and at each molecule's first token, so nothing predicts a molecule's
   [BOS] from the previous molecule's [EOS]: the targets are exactly those of the padded layout.
+
+and `molecules` [slots, block] int32, the flat position of each molecule's tokens, -1 past its end
+(runtime.molecule_attention's index: attention on a GPU reads it instead of a dense mask). Its
+shape is fixed too: `slots` molecules (a loader's batch size), `block` from the token rows' width.
 """
 
 from __future__ import annotations
@@ -74,9 +78,10 @@ def fixed_rows(lengths: np.ndarray, batch_size: int, length: int) -> int:
     return rows
 
 
-def pack(ids: torch.Tensor, length: int, rows: int | None = None) -> dict[str, torch.Tensor]:
+def pack(ids: torch.Tensor, length: int, rows: int | None = None, slots: int | None = None) -> dict[str, torch.Tensor]:
     """A packed batch from right-padded token rows [molecules, width]; `length` >= every molecule;
-    `rows`: the row count of every batch that fits (default: this batch's rounded, `row_count`)."""
+    `rows`: the row count of every batch that fits (default: this batch's rounded, `row_count`);
+    `slots`: molecules listed in `molecules` (default: this batch's)."""
     lengths = (ids != PAD).sum(1).numpy()
     if lengths.max(initial=0) > length:
         raise ValueError(f"a molecule of {lengths.max()} tokens does not fit packed rows of {length}")
@@ -96,7 +101,21 @@ def pack(ids: torch.Tensor, length: int, rows: int | None = None) -> dict[str, t
     batch = {"input_ids": input_ids, "position_ids": position_ids, "segments": segments, "labels": labels}
     batch = {k: v.view(rows, length) for k, v in batch.items()}
     batch["attention_mask"] = (batch["segments"] > 0).long()
+    batch["molecules"] = molecule_index(flat, lengths, max(slots or 0, len(lengths)), block_size(ids.shape[1]))
     return batch
+
+
+def block_size(width: int) -> int:
+    """Slots per molecule for token rows `width` wide: a power of two, at least 16 (tl.dot's least)."""
+    return max(16, 1 << (max(width, 1) - 1).bit_length())
+
+
+def molecule_index(flat: torch.Tensor, lengths: np.ndarray, slots: int, block: int) -> torch.Tensor:
+    """[slots, block] int32: row m lists the flat positions `flat` of molecule m's tokens, then -1."""
+    index = torch.full((slots, block), -1, dtype=torch.int32)
+    columns = torch.arange(block)
+    index[:len(lengths)][columns < torch.from_numpy(lengths)[:, None]] = flat.int()
+    return index
 
 
 def attention_mask(segments: torch.Tensor) -> torch.Tensor:

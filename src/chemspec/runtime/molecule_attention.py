@@ -1,0 +1,187 @@
+"""Causal attention inside each molecule of a packed batch: one Triton program per (molecule, head).
+
+Packed rows (runtime.packing) hold molecules of about 36 tokens in rows of 256 positions. SDPA's
+kernels take them with a dense same-molecule mask and work through every 128-wide tile of the row,
+so at 201M parameters attention cost about 4 ms of a 33 ms step for a sixteenth of that work
+(BENCHMARKS.md, run 9); kernels over each molecule padded to its own row were no faster, since each
+of their tiles holds one short molecule. Here a program loads one molecule's queries, keys and
+values whole (at most BLOCK of them, a power of two), computes its causal scores, softmax and
+output in registers, and writes only that molecule's positions. The backward recomputes the scores
+from the saved log-sum-exp, as flash attention does, in one program as well.
+
+A batch describes its molecules by `index` [slots, BLOCK] int32: the flat position (row × row
+length + column) of each molecule's tokens in order, -1 past its end and in empty slots, so every
+batch of a run has one shape (CUDA graphs). Scores are not scaled (GPT-Neo's scale is 1.0) and are
+kept in float32; probabilities meet the values in the inputs' dtype, as in flash attention.
+
+Positions that hold no molecule get zero output and zero gradients. On a CPU the kernels run only
+under Triton's interpreter (TRITON_INTERPRET=1, which the tests use); `supported` says where they run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from chemspec.runtime.packing import block_size
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+
+def supported(device: torch.device) -> bool:
+    """Whether training on `device` should take these kernels: CUDA with Triton. (Triton's interpreter
+    also runs them on a CPU, far slower than SDPA there: the tests call them directly.)"""
+    return triton is not None and device.type == "cuda"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _positions(INDEX, mol, seq_len, BLOCK: tl.constexpr):
+        j = tl.arange(0, BLOCK)
+        flat = tl.load(INDEX + mol * BLOCK + j)
+        real = flat >= 0
+        flat = tl.where(real, flat, 0)
+        return j, real, flat // seq_len, flat % seq_len
+
+    @triton.jit
+    def _tile(X, row, col, head, s0, s1, s2, real, HEAD_DIM: tl.constexpr):
+        d = tl.arange(0, HEAD_DIM)
+        return tl.load(X + (row * s0 + head * s1 + col * s2)[:, None] + d[None, :], mask=real[:, None], other=0.0)
+
+    @triton.jit
+    def _put(X, row, col, head, s0, s1, s2, real, value, HEAD_DIM: tl.constexpr):
+        d = tl.arange(0, HEAD_DIM)
+        tl.store(X + (row * s0 + head * s1 + col * s2)[:, None] + d[None, :], value.to(X.dtype.element_ty),
+                 mask=real[:, None])
+
+    @triton.jit
+    def _forward_kernel(Q, K, V, O, LSE, INDEX, seq_len, heads, sq0, sq1, sq2, sk0, sk1, sk2, sv0, sv1, sv2,
+                        so0, so1, so2, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
+        mol, head = tl.program_id(0), tl.program_id(1)
+        j, real, row, col = _positions(INDEX, mol, seq_len, BLOCK)
+        q = _tile(Q, row, col, head, sq0, sq1, sq2, real, HEAD_DIM)
+        k = _tile(K, row, col, head, sk0, sk1, sk2, real, HEAD_DIM)
+        v = _tile(V, row, col, head, sv0, sv1, sv2, real, HEAD_DIM)
+        # A slot past the molecule's end also sees itself, so no row of scores is all -inf.
+        seen = (j[None, :] <= j[:, None]) & (real[None, :] | (j[None, :] == j[:, None]))
+        scores = tl.where(seen, tl.dot(q, tl.trans(k), input_precision=PRECISION), float("-inf"))
+        top = tl.max(scores, 1)
+        weights = tl.exp(scores - top[:, None])
+        total = tl.sum(weights, 1)
+        out = tl.dot((weights / total[:, None]).to(v.dtype), v, input_precision=PRECISION)
+        _put(O, row, col, head, so0, so1, so2, real, out, HEAD_DIM)
+        tl.store(LSE + (mol * heads + head) * BLOCK + j, top + tl.log(total))
+
+    @triton.jit
+    def _backward_kernel(Q, K, V, O, DO, LSE, DQ, DK, DV, INDEX, seq_len, heads, sq0, sq1, sq2, sk0, sk1, sk2,
+                         sv0, sv1, sv2, so0, so1, so2, sd0, sd1, sd2, sg0, sg1, sg2,
+                         BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
+        mol, head = tl.program_id(0), tl.program_id(1)
+        j, real, row, col = _positions(INDEX, mol, seq_len, BLOCK)
+        q = _tile(Q, row, col, head, sq0, sq1, sq2, real, HEAD_DIM)
+        k = _tile(K, row, col, head, sk0, sk1, sk2, real, HEAD_DIM)
+        v = _tile(V, row, col, head, sv0, sv1, sv2, real, HEAD_DIM)
+        o = _tile(O, row, col, head, so0, so1, so2, real, HEAD_DIM)
+        do = _tile(DO, row, col, head, sd0, sd1, sd2, real, HEAD_DIM)
+        lse = tl.load(LSE + (mol * heads + head) * BLOCK + j)
+        seen = (j[None, :] <= j[:, None]) & real[None, :] & real[:, None]
+        weights = tl.where(seen, tl.exp(tl.dot(q, tl.trans(k), input_precision=PRECISION) - lse[:, None]), 0.0)
+        dv = tl.dot(tl.trans(weights.to(do.dtype)), do, input_precision=PRECISION)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        dscores = weights * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+        dq = tl.dot(dscores.to(k.dtype), k, input_precision=PRECISION)
+        dk = tl.dot(tl.trans(dscores.to(q.dtype)), q, input_precision=PRECISION)
+        _put(DQ, row, col, head, sg0, sg1, sg2, real, dq, HEAD_DIM)
+        _put(DK, row, col, head, sg0, sg1, sg2, real, dk, HEAD_DIM)
+        _put(DV, row, col, head, sg0, sg1, sg2, real, dv, HEAD_DIM)
+
+
+def _heads_last(x: torch.Tensor) -> torch.Tensor:
+    """x [rows, heads, length, dim] with unit stride along dim, as the kernels address it."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _like(q: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Zeros shaped like q [rows, heads, length, dim], laid out [rows, length, heads, dim] (what
+    GPT-Neo's head merge reads without a copy)."""
+    rows, heads, length, dim = q.shape
+    return q.new_zeros(rows, length, heads, dim, dtype=dtype).permute(0, 2, 1, 3)
+
+
+def _precision(q: torch.Tensor) -> str:
+    """Exact float32 products for float32 inputs (evaluation), where tl.dot would take TF32: GPT-Neo's
+    unscaled scores are large, and rounding them costs loss (BENCHMARKS.md, run 13)."""
+    return "ieee" if q.dtype == torch.float32 else "tf32"
+
+
+def _warps(block: int) -> int:
+    """4 warps for blocks of up to 64 (on an H200 the fastest for both kernels: BENCHMARKS.md)."""
+    return 4 if block <= 64 else 8
+
+
+@torch.library.custom_op("chemspec::molecule_attention", mutates_args=())
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = _heads_last(q), _heads_last(k), _heads_last(v)
+    slots, block = index.shape
+    rows, heads, length, dim = q.shape
+    out = _like(q)
+    lse = q.new_empty(slots, heads, block, dtype=torch.float32)
+    _forward_kernel[(slots, heads)](q, k, v, out, lse, index, length, heads, q.stride(0), q.stride(1), q.stride(2),
+                                    k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+                                    out.stride(0), out.stride(1), out.stride(2), BLOCK=block, HEAD_DIM=dim,
+                                    PRECISION=_precision(q), num_warps=_warps(block))
+    return out, lse
+
+
+@_attention.register_fake
+def _(q, k, v, index):
+    slots, block = index.shape
+    return _like(q), q.new_empty(slots, q.shape[1], block, dtype=torch.float32)
+
+
+@torch.library.custom_op("chemspec::molecule_attention_backward", mutates_args=())
+def _attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                        lse: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dout, q, k, v, out = (_heads_last(x) for x in (dout, q, k, v, out))
+    slots, block = index.shape
+    rows, heads, length, dim = q.shape
+    dq, dk, dv = _like(q), _like(k), _like(v)
+    _backward_kernel[(slots, heads)](q, k, v, out, dout, lse, dq, dk, dv, index, length, heads,
+                                     q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                                     v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
+                                     out.stride(2), dout.stride(0), dout.stride(1), dout.stride(2),
+                                     dq.stride(0), dq.stride(1), dq.stride(2), BLOCK=block, HEAD_DIM=dim,
+                                     PRECISION=_precision(q), num_warps=_warps(block))
+    return dq, dk, dv
+
+
+@_attention_backward.register_fake
+def _(dout, q, k, v, out, lse, index):
+    return _like(q), _like(k), _like(v)
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, index = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, index)
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse, index = ctx.saved_tensors
+    dq, dk, dv = _attention_backward(dout, q, k, v, out, lse, index)
+    return dq, dk, dv, None
+
+
+_attention.register_autograd(_backward, setup_context=_setup)
+
+
+def molecule_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Attention output [rows, heads, length, dim] of q, k, v [rows, heads, length, dim]: each
+    molecule's tokens (`index`, module docstring) attend causally to their own molecule's, unscaled."""
+    if index.dtype != torch.int32 or index.dim() != 2 or index.shape[1] != block_size(index.shape[1]):
+        raise ValueError(f"index must be int32 [molecules, power of two >= 16], not {index.dtype} {list(index.shape)}")
+    return _attention(q, k, v, index)[0]

@@ -1,0 +1,108 @@
+"""Attention within each molecule of a packed batch (Triton kernels; on a CPU, Triton's interpreter)
+gives SDPA's outputs and gradients with the dense same-molecule mask, and the model's logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from chemspec.runtime import molecule_attention as kernels
+from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader
+from chemspec.runtime.gptneo_sdpa import use_sdpa
+from chemspec.runtime.molecule_attention import molecule_attention
+from chemspec.runtime.molecules import BOS, EOS, PAD
+from chemspec.runtime.packing import attention_mask, pack
+from chemspec.specs.training import Optimizer, Scheduler
+from transformers import GPTNeoForCausalLM
+
+WIDTH = 20
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _batch_tokens(molecules: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    tokens = torch.full((molecules, WIDTH), PAD, dtype=torch.long)
+    for r in range(molecules):
+        n = int(rng.integers(3, WIDTH + 1))
+        tokens[r, :n] = torch.tensor([BOS, *rng.integers(4, 30, n - 2), EOS])
+    return tokens
+
+
+def _batch(molecules: int = 9, length: int = 32, slots: int | None = None) -> dict:
+    return {k: v.to(DEVICE) for k, v in pack(_batch_tokens(molecules), length, slots=slots).items()}
+
+
+def _qkv(rows: int, length: int, heads: int = 2, dim: int = 16, dtype=torch.float32) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    # [rows, length, heads, dim] seen as [rows, heads, length, dim]: the strides GPT-Neo's split gives.
+    return [torch.randn(rows, length, heads, dim, generator=generator, dtype=dtype).to(DEVICE)
+            .transpose(1, 2).requires_grad_() for _ in range(3)]
+
+
+def _reference(q, k, v, segments):
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(segments) & causal, scale=1.0)
+
+
+def test_outputs_and_gradients_match_sdpa_with_the_dense_mask():
+    batch = _batch(slots=12)  # three empty slots, as in a run's short last batch
+    rows, length = batch["input_ids"].shape
+    q, k, v = _qkv(rows, length)
+    real = (batch["segments"] > 0)[:, None, :, None]
+    weight = torch.randn(q.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE) * real
+    got = molecule_attention(q, k, v, batch["molecules"])
+    assert got.shape == q.shape
+    grads = torch.autograd.grad((got * weight).sum(), (q, k, v))
+    want = _reference(q, k, v, batch["segments"])
+    expected = torch.autograd.grad((want * weight).sum(), (q, k, v))
+    torch.testing.assert_close(got * real, want * real, atol=1e-5, rtol=1e-5)
+    assert not got[~real.expand_as(got)].any(), "positions without a molecule get zeros"
+    for name, g, e in zip("qkv", grads, expected):
+        torch.testing.assert_close(g * real, e * real, atol=1e-5, rtol=1e-5, msg=f"d{name}")
+        assert not g[~real.expand_as(g)].any(), f"d{name} is zero where no molecule is"
+
+
+def test_gpt_neo_logits_match_the_dense_mask_path_at_real_tokens():
+    torch.manual_seed(0)
+    config = gpt_neo_config({"n_layer": 2, "n_embd": 32, "n_head": 2, "max_length": WIDTH}, 30)
+    model = use_sdpa(GPTNeoForCausalLM(config)).to(DEVICE).eval()
+    batch = _batch(molecules=7, length=48)
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    with torch.no_grad():
+        got = model(**inputs, attention_mask=batch["molecules"][None, None]).logits
+        want = model(**inputs, attention_mask=attention_mask(batch["segments"])).logits
+    real = batch["segments"] > 0
+    torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
+
+
+def test_chemgpt_trains_packed_batches_through_the_kernels_where_supported(monkeypatch):
+    torch.manual_seed(0)
+    config = gpt_neo_config({"n_layer": 2, "n_embd": 32, "n_head": 2, "max_length": WIDTH}, 30)
+    module = ChemGPT(config, 1e-3, Optimizer(), Scheduler(), total_steps=1).to(DEVICE)
+    tokens = np.stack([row.numpy() for row in _batch_tokens(24)])
+    batch = next(iter(loader(tokens, np.arange(len(tokens)), 32, False, 0, pack_length=48)))
+    batch = {k: v.to(DEVICE) for k, v in batch.items()}
+    calls = []
+    results = []
+    for fast in (False, True):
+        monkeypatch.setattr(kernels, "supported", lambda device, fast=fast: calls.append(fast) or fast)
+        module.zero_grad()
+        total, count = module.token_loss(batch)
+        (total / count).backward()
+        results.append((total.detach(), {n: p.grad.clone() for n, p in module.named_parameters()}))
+    assert calls == [False, True]
+    (dense, g_dense), (fast, g_fast) = results
+    torch.testing.assert_close(fast, dense, rtol=1e-5, atol=1e-4)
+    for name, grad in g_dense.items():
+        torch.testing.assert_close(g_fast[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_an_index_of_another_shape_or_type_is_refused():
+    q, k, v = _qkv(1, 16)
+    with pytest.raises(ValueError, match=r"index must be int32 \[molecules, power of two >= 16\], not torch.int64 \[2, 16\]"):
+        molecule_attention(q, k, v, torch.zeros(2, 16, dtype=torch.long, device=DEVICE))
+    with pytest.raises(ValueError, match=r"not torch.int32 \[2, 24\]"):
+        molecule_attention(q, k, v, torch.zeros(2, 24, dtype=torch.int32, device=DEVICE))
