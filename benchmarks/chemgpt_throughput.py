@@ -22,6 +22,9 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
                      chemspec_packed_cudagraphs training.compile: cuda-graphs;
                      chemspec_packed_cudagraphs_efficient: the same, but masked attention through
                      SDPA's memory-efficient kernel (its own first choice) instead of cuDNN's;
+                     chemspec_packed_cudagraphs_dense: the same, but attention through SDPA with the dense
+                     same-molecule mask (cuDNN first) instead of runtime.molecule_attention's kernel (the
+                     packed path of run 14 and before);
                      chemspec_packed_cudagraphs_autotune: the same with inductor's max_autotune (what
                      torch.compile's mode="max-autotune" adds: Triton matmul templates timed against
                      cuBLAS, with the element-wise work that follows fused into them where that wins)
@@ -58,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
 PATHS = ("hf", "hf_compile", "hf_fp32_scores", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
          "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs",
-         "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_autotune")
+         "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_dense", "chemspec_packed_cudagraphs_autotune")
 
 
 def parse(argv=None):
@@ -243,19 +246,21 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> tuple[dict, object]:
     from torch._inductor import config as inductor
     from torch.nn.attention import SDPBackend
 
-    from chemspec.runtime import chemgpt
+    from chemspec.runtime import chemgpt, molecule_attention
 
     compiled = "cuda-graphs" if "cudagraphs" in path else "compile" in path
     torch._dynamo.reset()  # else a second model of the same shape reuses the first's graph and its kernels
-    kernels, autotune = chemgpt.MASKED_KERNELS, inductor.max_autotune
+    kernels, autotune, supported = chemgpt.MASKED_KERNELS, inductor.max_autotune, molecule_attention.supported
     if path.endswith("_efficient"):
         chemgpt.MASKED_KERNELS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    if path.endswith(("_efficient", "_dense")):
+        molecule_attention.supported = lambda device: False
     inductor.max_autotune = path.endswith("_autotune")
     try:
         return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled=compiled,
                             packed="packed" in path)
     finally:
-        chemgpt.MASKED_KERNELS, inductor.max_autotune = kernels, autotune
+        chemgpt.MASKED_KERNELS, inductor.max_autotune, molecule_attention.supported = kernels, autotune, supported
 
 
 def write(result: dict, out: str) -> None:
