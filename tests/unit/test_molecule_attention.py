@@ -102,7 +102,8 @@ def test_chemgpt_trains_packed_batches_through_the_kernels_where_supported(monke
 
 def test_an_index_of_another_shape_or_type_is_refused():
     q, k, v = _qkv(1, 16)
-    with pytest.raises(ValueError, match=r"index must be int32 \[molecules, power of two >= 16\], not torch.int64 \[2, 16\]"):
+    refused = r"index must be int32 \[molecules, power of two >= 16\], not torch.int64 \[2, 16\]"
+    with pytest.raises(ValueError, match=refused):
         molecule_attention(q, k, v, torch.zeros(2, 16, dtype=torch.long, device=DEVICE))
     with pytest.raises(ValueError, match=r"not torch.int32 \[2, 24\]"):
         molecule_attention(q, k, v, torch.zeros(2, 24, dtype=torch.int32, device=DEVICE))

@@ -20,6 +20,10 @@ at real tokens but computes attention with SDPA in the model's compute dtype:
   Telling right from left padding reads the mask on the host: one sync per forward that passes a
   mask (transformers' own sdpa mask does the same), and a graph break under torch.compile.
 
+Without a KV cache (training, scoring) the query, key and value projections run as one matmul of
+their weights concatenated: one [d, 3d] product and, in the backward, one input gradient instead of
+three products and two sums (the parameters stay three, as checkpoints hold them).
+
 A 4D int32 `attention_mask` [1, 1, molecules, block] is no mask but a packed batch's molecule index
 (runtime.packing): attention then runs through runtime.molecule_attention, within each molecule.
 
@@ -62,6 +66,17 @@ def causal_mask_or_none(batch_size: int, q_length: int, kv_length: int, q_offset
 
 class SdpaSelfAttention(GPTNeoSelfAttention):
     """GPT-Neo self-attention whose score-softmax-value step is one SDPA call."""
+
+    def forward(self, hidden_states, attention_mask=None, layer_past=None, use_cache=False,
+                output_attentions=False, **kwargs):
+        if layer_past is not None:
+            return super().forward(hidden_states, attention_mask, layer_past, use_cache, output_attentions, **kwargs)
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        projected = F.linear(hidden_states, weight).split(self.embed_dim, dim=-1)
+        query, key, value = (self._split_heads(x, self.num_heads, self.head_dim) for x in projected)
+        output, weights = self._attn(query, key, value, attention_mask)
+        output = self.out_proj(self._merge_heads(output, self.num_heads, self.head_dim))
+        return self.resid_dropout(output), weights
 
     def _attn(self, query, key, value, attention_mask=None):
         if attention_mask is not None and attention_mask.dtype == torch.int32:

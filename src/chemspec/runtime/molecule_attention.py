@@ -59,8 +59,9 @@ if triton is not None:
                  mask=real[:, None])
 
     @triton.jit
-    def _forward_kernel(Q, K, V, O, LSE, INDEX, seq_len, heads, sq0, sq1, sq2, sk0, sk1, sk2, sv0, sv1, sv2,
-                        so0, so1, so2, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
+    def _molecule_attention_forward(Q, K, V, O, LSE, INDEX, seq_len, heads, sq0, sq1, sq2, sk0, sk1, sk2,
+                                    sv0, sv1, sv2, so0, so1, so2,
+                                    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
         mol, head = tl.program_id(0), tl.program_id(1)
         j, real, row, col = _positions(INDEX, mol, seq_len, BLOCK)
         q = _tile(Q, row, col, head, sq0, sq1, sq2, real, HEAD_DIM)
@@ -77,9 +78,9 @@ if triton is not None:
         tl.store(LSE + (mol * heads + head) * BLOCK + j, top + tl.log(total))
 
     @triton.jit
-    def _backward_kernel(Q, K, V, O, DO, LSE, DQ, DK, DV, INDEX, seq_len, heads, sq0, sq1, sq2, sk0, sk1, sk2,
-                         sv0, sv1, sv2, so0, so1, so2, sd0, sd1, sd2, sg0, sg1, sg2,
-                         BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
+    def _molecule_attention_backward(Q, K, V, O, DO, LSE, DQ, DK, DV, INDEX, seq_len, heads, sq0, sq1, sq2,
+                                     sk0, sk1, sk2, sv0, sv1, sv2, so0, so1, so2, sd0, sd1, sd2, sg0, sg1, sg2,
+                                     BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
         mol, head = tl.program_id(0), tl.program_id(1)
         j, real, row, col = _positions(INDEX, mol, seq_len, BLOCK)
         q = _tile(Q, row, col, head, sq0, sq1, sq2, real, HEAD_DIM)
@@ -105,6 +106,11 @@ def _heads_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _strides(*tensors: torch.Tensor) -> list[int]:
+    """Row, head and position strides of each tensor [rows, heads, length, dim], in order."""
+    return [stride for x in tensors for stride in x.stride()[:3]]
+
+
 def _like(q: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Zeros shaped like q [rows, heads, length, dim], laid out [rows, length, heads, dim] (what
     GPT-Neo's head merge reads without a copy)."""
@@ -124,16 +130,16 @@ def _warps(block: int) -> int:
 
 
 @torch.library.custom_op("chemspec::molecule_attention", mutates_args=())
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q, k, v = _heads_last(q), _heads_last(k), _heads_last(v)
     slots, block = index.shape
     rows, heads, length, dim = q.shape
     out = _like(q)
     lse = q.new_empty(slots, heads, block, dtype=torch.float32)
-    _forward_kernel[(slots, heads)](q, k, v, out, lse, index, length, heads, q.stride(0), q.stride(1), q.stride(2),
-                                    k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-                                    out.stride(0), out.stride(1), out.stride(2), BLOCK=block, HEAD_DIM=dim,
-                                    PRECISION=_precision(q), num_warps=_warps(block))
+    _molecule_attention_forward[(slots, heads)](q, k, v, out, lse, index, length, heads, *_strides(q, k, v, out),
+                                                BLOCK=block, HEAD_DIM=dim, PRECISION=_precision(q),
+                                                num_warps=_warps(block))
     return out, lse
 
 
@@ -150,12 +156,9 @@ def _attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v:
     slots, block = index.shape
     rows, heads, length, dim = q.shape
     dq, dk, dv = _like(q), _like(k), _like(v)
-    _backward_kernel[(slots, heads)](q, k, v, out, dout, lse, dq, dk, dv, index, length, heads,
-                                     q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-                                     v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
-                                     out.stride(2), dout.stride(0), dout.stride(1), dout.stride(2),
-                                     dq.stride(0), dq.stride(1), dq.stride(2), BLOCK=block, HEAD_DIM=dim,
-                                     PRECISION=_precision(q), num_warps=_warps(block))
+    _molecule_attention_backward[(slots, heads)](q, k, v, out, dout, lse, dq, dk, dv, index, length, heads,
+                                                 *_strides(q, k, v, out, dout, dq), BLOCK=block, HEAD_DIM=dim,
+                                                 PRECISION=_precision(q), num_warps=_warps(block))
     return dq, dk, dv
 
 
