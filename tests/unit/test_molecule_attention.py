@@ -34,35 +34,36 @@ def _batch(molecules: int = 9, length: int = 32, slots: int | None = None) -> di
     return {k: v.to(DEVICE) for k, v in pack(_batch_tokens(molecules), length, slots=slots).items()}
 
 
-def _qkv(rows: int, length: int, heads: int = 2, dim: int = 16, dtype=torch.float32) -> list[torch.Tensor]:
+def _qkv(rows: int, length: int, heads: int = 2, dim: int = 16) -> torch.Tensor:
+    """Projected queries, keys and values [rows, length, 3 × heads × dim], as GPT-Neo's fused
+    projection gives them."""
     generator = torch.Generator().manual_seed(1)
-    # [rows, length, heads, dim] seen as [rows, heads, length, dim]: the strides GPT-Neo's split gives.
-    return [torch.randn(rows, length, heads, dim, generator=generator, dtype=dtype).to(DEVICE)
-            .transpose(1, 2).requires_grad_() for _ in range(3)]
+    return torch.randn(rows, length, 3 * heads * dim, generator=generator).to(DEVICE).requires_grad_()
 
 
-def _reference(q, k, v, segments):
-    length = segments.shape[1]
+def _reference(qkv, segments, heads: int = 2):
+    rows, length, _ = qkv.shape
+    q, k, v = (x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in qkv.chunk(3, dim=-1))
     causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(segments) & causal, scale=1.0)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(segments) & causal, scale=1.0)
+    return out.transpose(1, 2).flatten(2)
 
 
 def test_outputs_and_gradients_match_sdpa_with_the_dense_mask():
     batch = _batch(slots=12)  # three empty slots, as in a run's short last batch
     rows, length = batch["input_ids"].shape
-    q, k, v = _qkv(rows, length)
-    real = (batch["segments"] > 0)[:, None, :, None]
-    weight = torch.randn(q.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE) * real
-    got = molecule_attention(q, k, v, batch["molecules"])
-    assert got.shape == q.shape
-    grads = torch.autograd.grad((got * weight).sum(), (q, k, v))
-    want = _reference(q, k, v, batch["segments"])
-    expected = torch.autograd.grad((want * weight).sum(), (q, k, v))
+    qkv = _qkv(rows, length)
+    real = (batch["segments"] > 0)[:, :, None]
+    weight = torch.randn(rows, length, qkv.shape[-1] // 3, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    got = molecule_attention(qkv, batch["molecules"], 2)
+    assert got.shape == (rows, length, qkv.shape[-1] // 3)
+    (grad,) = torch.autograd.grad((got * weight * real).sum(), qkv)
+    want = _reference(qkv, batch["segments"])
+    (expected,) = torch.autograd.grad((want * weight * real).sum(), qkv)
     torch.testing.assert_close(got * real, want * real, atol=1e-5, rtol=1e-5)
     assert not got[~real.expand_as(got)].any(), "positions without a molecule get zeros"
-    for name, g, e in zip("qkv", grads, expected):
-        torch.testing.assert_close(g * real, e * real, atol=1e-5, rtol=1e-5, msg=f"d{name}")
-        assert not g[~real.expand_as(g)].any(), f"d{name} is zero where no molecule is"
+    torch.testing.assert_close(grad * real, expected * real, atol=1e-5, rtol=1e-5)
+    assert not grad[~real.expand_as(grad)].any(), "no gradient where no molecule is"
 
 
 def test_gpt_neo_logits_match_the_dense_mask_path_at_real_tokens():
@@ -100,10 +101,13 @@ def test_chemgpt_trains_packed_batches_through_the_kernels_where_supported(monke
         torch.testing.assert_close(g_fast[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_an_index_of_another_shape_or_type_is_refused():
-    q, k, v = _qkv(1, 16)
+def test_an_index_or_projection_of_another_shape_or_type_is_refused():
+    qkv, index = _qkv(1, 16), torch.zeros(2, 16, dtype=torch.int32, device=DEVICE)
     refused = r"index must be int32 \[molecules, power of two >= 16\], not torch.int64 \[2, 16\]"
     with pytest.raises(ValueError, match=refused):
-        molecule_attention(q, k, v, torch.zeros(2, 16, dtype=torch.long, device=DEVICE))
+        molecule_attention(qkv, index.long(), 2)
     with pytest.raises(ValueError, match=r"not torch.int32 \[2, 24\]"):
-        molecule_attention(q, k, v, torch.zeros(2, 24, dtype=torch.int32, device=DEVICE))
+        molecule_attention(qkv, torch.zeros(2, 24, dtype=torch.int32, device=DEVICE), 2)
+    wrong_heads = r"qkv must be \[rows, length, 3 × heads × head dim\], not \[1, 16, 96\] for 5 heads"
+    with pytest.raises(ValueError, match=wrong_heads):
+        molecule_attention(qkv, index, 5)

@@ -25,7 +25,8 @@ their weights concatenated: one [d, 3d] product and, in the backward, one input 
 three products and two sums (the parameters stay three, as checkpoints hold them).
 
 A 4D int32 `attention_mask` [1, 1, molecules, block] is no mask but a packed batch's molecule index
-(runtime.packing): attention then runs through runtime.molecule_attention, within each molecule.
+(runtime.packing): attention then runs through runtime.molecule_attention, within each molecule, on
+the fused projection's output (no KV cache).
 
 Outputs at padding positions differ from eager's (both are meaningless); real positions match it.
 The layer's forward, `_attn(query, key, value, attention_mask)` and its `(output, weights)` return
@@ -72,15 +73,17 @@ class SdpaSelfAttention(GPTNeoSelfAttention):
         if layer_past is not None:
             return super().forward(hidden_states, attention_mask, layer_past, use_cache, output_attentions, **kwargs)
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        projected = F.linear(hidden_states, weight).split(self.embed_dim, dim=-1)
-        query, key, value = (self._split_heads(x, self.num_heads, self.head_dim) for x in projected)
-        output, weights = self._attn(query, key, value, attention_mask)
-        output = self.out_proj(self._merge_heads(output, self.num_heads, self.head_dim))
-        return self.resid_dropout(output), weights
+        projected = F.linear(hidden_states, weight)
+        if attention_mask is not None and attention_mask.dtype == torch.int32:
+            output, weights = molecule_attention(projected, attention_mask[0, 0], self.num_heads), None
+        else:
+            query, key, value = (self._split_heads(x, self.num_heads, self.head_dim)
+                                 for x in projected.split(self.embed_dim, dim=-1))
+            output, weights = self._attn(query, key, value, attention_mask)
+            output = self._merge_heads(output, self.num_heads, self.head_dim)
+        return self.resid_dropout(self.out_proj(output)), weights
 
     def _attn(self, query, key, value, attention_mask=None):
-        if attention_mask is not None and attention_mask.dtype == torch.int32:
-            return molecule_attention(query, key, value, attention_mask[0, 0]), None
         q_len, k_len = query.size(-2), key.size(-2)
         dropout = self.attn_dropout.p if self.training else 0.0
         if attention_mask is None and q_len == k_len and self.attention_type == "global":

@@ -14,7 +14,10 @@ length + column) of each molecule's tokens in order, -1 past its end and in empt
 batch of a run has one shape (CUDA graphs). Scores are not scaled (GPT-Neo's scale is 1.0) and are
 kept in float32; probabilities meet the values in the inputs' dtype, as in flash attention.
 
-Positions that hold no molecule get zero output and zero gradients. On a CPU the kernels run only
+The op takes the three projections as one tensor [rows, length, 3d], as GPT-Neo's fused projection
+(runtime.gptneo_sdpa) makes them, and returns their gradient as one tensor: no split and no
+concatenation of gradients in between. Positions that hold no molecule get zero output and zero
+gradients. On a CPU the kernels run only
 under Triton's interpreter (TRITON_INTERPRET=1, which the tests use); `supported` says where they run.
 """
 
@@ -101,27 +104,23 @@ if triton is not None:
         _put(DV, row, col, head, sg0, sg1, sg2, real, dv, HEAD_DIM)
 
 
-def _heads_last(x: torch.Tensor) -> torch.Tensor:
-    """x [rows, heads, length, dim] with unit stride along dim, as the kernels address it."""
-    return x if x.stride(-1) == 1 else x.contiguous()
+def _heads(x: torch.Tensor, heads: int, parts: int) -> list[torch.Tensor]:
+    """x [rows, length, parts × heads × dim] with unit stride along it, as `parts` views
+    [rows, length, heads, dim] (the projections' query, key and value; or one output)."""
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    width = x.shape[-1] // parts
+    return [x[..., i * width:(i + 1) * width].unflatten(-1, (heads, width // heads)) for i in range(parts)]
 
 
-def _strides(*tensors: torch.Tensor) -> list[int]:
-    """Row, head and position strides of each tensor [rows, heads, length, dim], in order."""
-    return [stride for x in tensors for stride in x.stride()[:3]]
+def _strides(*views: torch.Tensor) -> list[int]:
+    """Row, head and position strides of each view [rows, length, heads, dim], in the kernels' order."""
+    return [stride for x in views for stride in (x.stride(0), x.stride(2), x.stride(1))]
 
 
-def _like(q: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Zeros shaped like q [rows, heads, length, dim], laid out [rows, length, heads, dim] (what
-    GPT-Neo's head merge reads without a copy)."""
-    rows, heads, length, dim = q.shape
-    return q.new_zeros(rows, length, heads, dim, dtype=dtype).permute(0, 2, 1, 3)
-
-
-def _precision(q: torch.Tensor) -> str:
+def _precision(x: torch.Tensor) -> str:
     """Exact float32 products for float32 inputs (evaluation), where tl.dot would take TF32: GPT-Neo's
     unscaled scores are large, and rounding them costs loss (BENCHMARKS.md, run 13)."""
-    return "ieee" if q.dtype == torch.float32 else "tf32"
+    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def _warps(block: int) -> int:
@@ -130,61 +129,66 @@ def _warps(block: int) -> int:
 
 
 @torch.library.custom_op("chemspec::molecule_attention", mutates_args=())
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    q, k, v = _heads_last(q), _heads_last(k), _heads_last(v)
+def _attention(qkv: torch.Tensor, index: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = _heads(qkv, heads, 3)
     slots, block = index.shape
-    rows, heads, length, dim = q.shape
-    out = _like(q)
-    lse = q.new_empty(slots, heads, block, dtype=torch.float32)
-    _molecule_attention_forward[(slots, heads)](q, k, v, out, lse, index, length, heads, *_strides(q, k, v, out),
-                                                BLOCK=block, HEAD_DIM=dim, PRECISION=_precision(q),
-                                                num_warps=_warps(block))
+    rows, length, _, dim = q.shape
+    out = qkv.new_zeros(rows, length, heads * dim)
+    lse = qkv.new_empty(slots, heads, block, dtype=torch.float32)
+    _molecule_attention_forward[(slots, heads)](q, k, v, out, lse, index, length, heads,
+                                                *_strides(q, k, v, *_heads(out, heads, 1)), BLOCK=block,
+                                                HEAD_DIM=dim, PRECISION=_precision(qkv), num_warps=_warps(block))
     return out, lse
 
 
 @_attention.register_fake
-def _(q, k, v, index):
-    slots, block = index.shape
-    return _like(q), q.new_empty(slots, q.shape[1], block, dtype=torch.float32)
+def _(qkv, index, heads):
+    rows, length, width = qkv.shape
+    return qkv.new_empty(rows, length, width // 3), qkv.new_empty(index.shape[0], heads, index.shape[1],
+                                                                  dtype=torch.float32)
 
 
 @torch.library.custom_op("chemspec::molecule_attention_backward", mutates_args=())
-def _attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                        lse: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dout, q, k, v, out = (_heads_last(x) for x in (dout, q, k, v, out))
+def _attention_backward(dout: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                        index: torch.Tensor, heads: int) -> torch.Tensor:
+    q, k, v = _heads(qkv, heads, 3)
+    (o,), (do,) = _heads(out, heads, 1), _heads(dout, heads, 1)
     slots, block = index.shape
-    rows, heads, length, dim = q.shape
-    dq, dk, dv = _like(q), _like(k), _like(v)
-    _molecule_attention_backward[(slots, heads)](q, k, v, out, dout, lse, dq, dk, dv, index, length, heads,
-                                                 *_strides(q, k, v, out, dout, dq), BLOCK=block, HEAD_DIM=dim,
-                                                 PRECISION=_precision(q), num_warps=_warps(block))
-    return dq, dk, dv
+    length, dim = q.shape[1], q.shape[3]
+    dqkv = torch.zeros_like(qkv, memory_format=torch.contiguous_format)
+    dq, dk, dv = _heads(dqkv, heads, 3)
+    _molecule_attention_backward[(slots, heads)](q, k, v, o, do, lse, dq, dk, dv, index, length, heads,
+                                                 *_strides(q, k, v, o, do, dq), BLOCK=block, HEAD_DIM=dim,
+                                                 PRECISION=_precision(qkv), num_warps=_warps(block))
+    return dqkv
 
 
 @_attention_backward.register_fake
-def _(dout, q, k, v, out, lse, index):
-    return _like(q), _like(k), _like(v)
+def _(dout, qkv, out, lse, index, heads):
+    return torch.empty_like(qkv, memory_format=torch.contiguous_format)
 
 
 def _setup(ctx, inputs, output):
-    q, k, v, index = inputs
+    qkv, index, heads = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, index)
+    ctx.save_for_backward(qkv, out, lse, index)
+    ctx.heads = heads
 
 
 def _backward(ctx, dout, dlse):
-    q, k, v, out, lse, index = ctx.saved_tensors
-    dq, dk, dv = _attention_backward(dout, q, k, v, out, lse, index)
-    return dq, dk, dv, None
+    qkv, out, lse, index = ctx.saved_tensors
+    return _attention_backward(dout, qkv, out, lse, index, ctx.heads), None, None
 
 
 _attention.register_autograd(_backward, setup_context=_setup)
 
 
-def molecule_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Attention output [rows, heads, length, dim] of q, k, v [rows, heads, length, dim]: each
-    molecule's tokens (`index`, module docstring) attend causally to their own molecule's, unscaled."""
+def molecule_attention(qkv: torch.Tensor, index: torch.Tensor, heads: int) -> torch.Tensor:
+    """Attention output [rows, length, d] of the projected queries, keys and values qkv
+    [rows, length, 3d] (each d = heads × head dim): each molecule's tokens (`index`, module
+    docstring) attend causally to their own molecule's, unscaled."""
     if index.dtype != torch.int32 or index.dim() != 2 or index.shape[1] != block_size(index.shape[1]):
         raise ValueError(f"index must be int32 [molecules, power of two >= 16], not {index.dtype} {list(index.shape)}")
-    return _attention(q, k, v, index)[0]
+    if qkv.dim() != 3 or qkv.shape[-1] % (3 * heads):
+        raise ValueError(f"qkv must be [rows, length, 3 × heads × head dim], not {list(qkv.shape)} for {heads} heads")
+    return _attention(qkv, index, heads)[0]
