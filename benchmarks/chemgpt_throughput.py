@@ -24,8 +24,7 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
                      SDPA's memory-efficient kernel (its own first choice) instead of cuDNN's;
                      chemspec_packed_cudagraphs_dense: the same, but attention through SDPA with the dense
                      same-molecule mask (cuDNN first) instead of runtime.molecule_attention's kernel (the
-                     packed path of run 14 and before); chemspec_packed_cudagraphs_unfused: the query,
-                     key and value projections as three matmuls (GPT-Neo's own forward), not one;
+                     packed path of run 14 and before);
                      chemspec_packed_cudagraphs_autotune: the same with inductor's max_autotune (what
                      torch.compile's mode="max-autotune" adds: Triton matmul templates timed against
                      cuBLAS, with the element-wise work that follows fused into them where that wins)
@@ -62,8 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
 PATHS = ("hf", "hf_compile", "hf_fp32_scores", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
          "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs",
-         "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_dense", "chemspec_packed_cudagraphs_unfused",
-         "chemspec_packed_cudagraphs_autotune")
+         "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_dense", "chemspec_packed_cudagraphs_autotune")
 
 
 def parse(argv=None):
@@ -247,17 +245,12 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> tuple[dict, object]:
             return run_hf(args, config, tokens, tokenizer_dir, compiled="compile" in path)
     from torch._inductor import config as inductor
     from torch.nn.attention import SDPBackend
-    from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
     from chemspec.runtime import chemgpt, molecule_attention
-    from chemspec.runtime.gptneo_sdpa import SdpaSelfAttention
 
     compiled = "cuda-graphs" if "cudagraphs" in path else "compile" in path
     torch._dynamo.reset()  # else a second model of the same shape reuses the first's graph and its kernels
     kernels, autotune, supported = chemgpt.MASKED_KERNELS, inductor.max_autotune, molecule_attention.supported
-    fused = SdpaSelfAttention.forward
-    if path.endswith("_unfused"):
-        SdpaSelfAttention.forward = GPTNeoSelfAttention.forward
     if path.endswith("_efficient"):
         chemgpt.MASKED_KERNELS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     if path.endswith(("_efficient", "_dense")):
@@ -268,7 +261,6 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> tuple[dict, object]:
                             packed="packed" in path)
     finally:
         chemgpt.MASKED_KERNELS, inductor.max_autotune, molecule_attention.supported = kernels, autotune, supported
-        SdpaSelfAttention.forward = fused
 
 
 def write(result: dict, out: str) -> None:

@@ -1,6 +1,7 @@
 """One attention layer's forward + backward on packed MOSES batches: chemspec's per-molecule Triton
 kernel (runtime.molecule_attention) against SDPA with the dense same-molecule mask (cuDNN, as the
-packed path ran before, and SDPA's own choice), 16 heads of 64, bf16, q/k/v in GPT-Neo's layout.
+packed path ran before, and SDPA's own choice), 16 heads of 64, bf16, from one projected
+[rows, length, 3d] tensor as GPT-Neo's fused projection gives it (SDPA takes its split views).
 
 Batches: 256 MOSES molecules packed as `loader` packs them for training (rows of --pack-length
 positions, `fixed_rows`). Times: `eager_*` calls each variant from Python (the custom op's dispatch
@@ -25,12 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
-def dense(q, k, v, segments, backends):
+def dense(qkv, segments, backends, heads):
     length = segments.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
     mask = (segments[:, None, :, None] == segments[:, None, None, :]) & causal
+    q, k, v = (x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in qkv.chunk(3, dim=-1))
     with sdpa_kernel(backends, set_priority=True) if backends else torch.enable_grad():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    return out.transpose(1, 2).flatten(2)
 
 
 def main():
@@ -54,33 +57,33 @@ def main():
         segments, index = batch["segments"].to(device), batch["molecules"].to(device)
         rows, length = segments.shape
         generator = torch.Generator(device).manual_seed(0)
-        base = [torch.randn(rows, length, args.heads, 64, device=device, generator=generator) for _ in range(3)]
-        real = (segments > 0)[:, None, :, None]
-        upstream = torch.randn(rows, args.heads, length, 64, device=device, generator=generator) * real
+        width = args.heads * 64
+        base = torch.randn(rows, length, 3 * width, device=device, generator=generator)
+        real = (segments > 0)[:, :, None]
+        upstream = torch.randn(rows, length, width, device=device, generator=generator) * real
 
         def run(fn, dtype):
-            q, k, v = (x.to(dtype).transpose(1, 2).requires_grad_() for x in base)
-            out = fn(q, k, v)
+            qkv = base.detach().to(dtype).requires_grad_()
+            out = fn(qkv)
             out.backward(upstream.to(dtype))
-            return [t.float() * real for t in (out, q.grad, k.grad, v.grad)]
+            return [out.float() * real, *(g.float() * real for g in qkv.grad.chunk(3, dim=-1))]
 
-        variants = {"molecule_kernel": lambda q, k, v: molecule_attention(q, k, v, index),
-                    "cudnn_dense_mask": lambda q, k, v: dense(q, k, v, segments, MASKED_KERNELS),
-                    "sdpa_default_dense_mask": lambda q, k, v: dense(q, k, v, segments, None)}
-        reference = run(lambda q, k, v: dense(q, k, v, segments, [SDPBackend.MATH]), torch.float32)
+        variants = {"molecule_kernel": lambda qkv: molecule_attention(qkv, index, args.heads),
+                    "cudnn_dense_mask": lambda qkv: dense(qkv, segments, MASKED_KERNELS, args.heads),
+                    "sdpa_default_dense_mask": lambda qkv: dense(qkv, segments, None, args.heads)}
+        reference = run(lambda qkv: dense(qkv, segments, [SDPBackend.MATH], args.heads), torch.float32)
         case = result["cases"][f"{rows}x{length}"] = {"useful_positions": int((segments > 0).sum())}
         for name, fn in variants.items():
             got = run(fn, torch.bfloat16)
             errors = {n: float((g - r).abs().max() / r.abs().max()) for n, g, r in
                       zip(("out", "dq", "dk", "dv"), got, reference)}
-            q, k, v = (x.to(torch.bfloat16).transpose(1, 2).requires_grad_() for x in base)
-            grad = upstream.to(torch.bfloat16)
-            forward_ms = do_bench(lambda: fn(q, k, v), warmup=25, rep=200)
-            step_ms = do_bench(lambda: fn(q, k, v).backward(grad), warmup=25, rep=200)
+            qkv, grad = base.detach().to(torch.bfloat16).requires_grad_(), upstream.to(torch.bfloat16)
+            forward_ms = do_bench(lambda: fn(qkv), warmup=25, rep=200)
+            step_ms = do_bench(lambda: fn(qkv).backward(grad), warmup=25, rep=200)
             try:
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    fn(q, k, v).backward(grad)
+                    fn(qkv).backward(grad)
                 graph_ms = do_bench(graph.replay, warmup=25, rep=200)
             except RuntimeError as exc:  # a benchmark reports what failed and goes on
                 print(f"{name}: no CUDA graph: {str(exc)[:200]}", flush=True)
