@@ -72,6 +72,14 @@ def test_the_molecule_index_lists_each_molecules_positions_in_order_in_fixed_slo
     assert sorted(index[index >= 0].tolist()) == torch.nonzero(batch["segments"].flatten()).flatten().tolist()
 
 
+def test_fixed_rows_hold_the_batches_heaviest_in_tokens_even_of_a_skewed_length_mix():
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(4, 12, 3000), rng.integers(40, 60, 1000)])
+    batches = sorted((rng.choice(lengths, 64, replace=False) for _ in range(5000)), key=lambda b: -int(b.sum()))
+    rows = fixed_rows(lengths, 64, 64)
+    assert max(place(b, 64)[2] for b in batches[:40]) <= rows, "heavy batches hold more long molecules"
+
+
 def test_fixed_rows_hold_every_random_batch_and_waste_at_most_two_rows():
     rng = np.random.default_rng(3)
     lengths = rng.normal(36, 5, 5000).clip(8, 57).astype(int)
