@@ -254,7 +254,7 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> tuple[dict, object]:
     if path.endswith("_efficient"):
         chemgpt.MASKED_KERNELS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     if path.endswith(("_efficient", "_dense")):
-        molecule_attention.supported = lambda device: False
+        molecule_attention.supported = lambda *args: False
     inductor.max_autotune = path.endswith("_autotune")
     try:
         return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled=compiled,

@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from chemspec.cli import main
-
 # Without a GPU, runtime.molecule_attention's Triton kernels run under Triton's interpreter, which
-# triton.jit chooses when it defines them, at their module's first import.
+# triton.jit chooses when it defines them, at their module's first import: before any chemspec import.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from chemspec.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "specs" / "quickstart.yaml"

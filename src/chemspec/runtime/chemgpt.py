@@ -149,7 +149,9 @@ class ChemGPT(L.LightningModule):
     def token_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and the number of predicted tokens."""
         inputs, kernels = {"input_ids": batch["input_ids"]}, contextlib.nullcontext()
-        if "segments" in batch and molecule_attention.supported(batch["input_ids"].device):
+        config = self.model.config
+        if "segments" in batch and molecule_attention.supported(
+                batch["input_ids"].device, config.hidden_size // config.num_heads, batch["molecules"].shape[1]):
             inputs.update(position_ids=batch["position_ids"], attention_mask=batch["molecules"][None, None])
         elif "segments" in batch:
             inputs.update(position_ids=batch["position_ids"], attention_mask=attention_mask(batch["segments"]))

@@ -70,11 +70,14 @@ class SdpaSelfAttention(GPTNeoSelfAttention):
 
     def forward(self, hidden_states, attention_mask=None, layer_past=None, use_cache=False,
                 output_attentions=False, **kwargs):
+        indexed = attention_mask is not None and attention_mask.dtype == torch.int32
+        if layer_past is not None and indexed:
+            raise ValueError("a packed batch's molecule index (int32 attention_mask) needs use_cache=False")
         if layer_past is not None:
             return super().forward(hidden_states, attention_mask, layer_past, use_cache, output_attentions, **kwargs)
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
         projected = F.linear(hidden_states, weight)
-        if attention_mask is not None and attention_mask.dtype == torch.int32:
+        if indexed:
             output, weights = molecule_attention(projected, attention_mask[0, 0], self.num_heads), None
         else:
             query, key, value = (self._split_heads(x, self.num_heads, self.head_dim)

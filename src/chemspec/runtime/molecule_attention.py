@@ -17,8 +17,8 @@ kept in float32; probabilities meet the values in the inputs' dtype, as in flash
 The op takes the three projections as one tensor [rows, length, 3d], as GPT-Neo's fused projection
 (runtime.gptneo_sdpa) makes them, and returns their gradient as one tensor: no split and no
 concatenation of gradients in between. Positions that hold no molecule get zero output and zero
-gradients. On a CPU the kernels run only
-under Triton's interpreter (TRITON_INTERPRET=1, which the tests use); `supported` says where they run.
+gradients. On a CPU the kernels run only under Triton's interpreter (TRITON_INTERPRET=1, which the
+tests use); `supported` says where training takes them.
 """
 
 from __future__ import annotations
@@ -34,10 +34,18 @@ except ImportError:
     triton = None
 
 
-def supported(device: torch.device) -> bool:
-    """Whether training on `device` should take these kernels: CUDA with Triton. (Triton's interpreter
-    also runs them on a CPU, far slower than SDPA there: the tests call them directly.)"""
-    return triton is not None and device.type == "cuda"
+HEAD_DIMS = (16, 32, 64, 128)  # tl.arange needs a power of two, tl.dot at least 16
+MAX_BLOCK = 128  # one program holds a molecule's BLOCK × BLOCK scores in registers
+
+
+def supported(device: torch.device, head_dim: int, block: int) -> bool:
+    """Whether training on `device` should take these kernels for heads of `head_dim` and molecules of
+    `block` slots: CUDA with Triton on a card with bf16 products (compute capability 8 or more),
+    HEAD_DIMS, and blocks of up to MAX_BLOCK. Elsewhere the dense mask serves. (Triton's interpreter
+    also runs the kernels on a CPU, far slower than SDPA there: the tests call them directly.)"""
+    if triton is None or device.type != "cuda" or head_dim not in HEAD_DIMS or block > MAX_BLOCK:
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 if triton is not None:
@@ -191,4 +199,8 @@ def molecule_attention(qkv: torch.Tensor, index: torch.Tensor, heads: int) -> to
         raise ValueError(f"index must be int32 [molecules, power of two >= 16], not {index.dtype} {list(index.shape)}")
     if qkv.dim() != 3 or qkv.shape[-1] % (3 * heads):
         raise ValueError(f"qkv must be [rows, length, 3 × heads × head dim], not {list(qkv.shape)} for {heads} heads")
-    return _attention(qkv, index, heads)[0]
+    if qkv.shape[-1] // (3 * heads) not in HEAD_DIMS:
+        raise ValueError(f"heads of {qkv.shape[-1] // (3 * heads)} dims: the kernels take {HEAD_DIMS}")
+    if index.device != qkv.device:
+        raise ValueError(f"index is on {index.device}, qkv on {qkv.device}")
+    return _attention(qkv, index.contiguous(), heads)[0]
