@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chemspec.errors import LaunchError
@@ -57,6 +57,14 @@ class Settings:
                 "gpus_per_node": self.gpus_per_job or None, "slurm_partition": self.partition,
                 "slurm_account": self.account, "slurm_array_parallelism": self.jobs,
                 "slurm_additional_parameters": dict(self.sbatch) or None}
+
+
+def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
+    """The settings of one wave's jobs: sample cells generate on one GPU, whatever training.devices
+    made gpus_per_job for the training cells."""
+    if groups == ("sample",) and settings.gpus_per_job > 1:
+        return replace(settings, gpus_per_job=1)
+    return settings
 
 
 def job_command(stage: str) -> list[str]:
@@ -238,7 +246,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             wave = {"upstream": shlex.join(["dvc", "repro", upstream]), "stages": cells,
                     "commands": [shlex.join(job_command(s)) for s in cells]}
             if settings.kind == "slurm" and cells:
-                wave["sbatch"] = sbatch_script(settings, folder, len(cells))
+                wave["sbatch"] = sbatch_script(for_wave(settings, groups), folder, len(cells))
             result.waves.append(wave)
         result.final = ["dvc repro"]
         return result
@@ -253,7 +261,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         noun = "cell" if len(cells) == 1 else "cells"
         say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
             f"logs in {folder}")
-        records, failures = _fan_out(settings, folder, root, cells, say)
+        records, failures = _fan_out(for_wave(settings, groups), folder, root, cells, say)
         result.records += records
         (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
         if failures:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from chemspec.errors import LaunchError
-from chemspec.launch import Settings, job_command, launch, make_executor, run_stage_job, sbatch_script, submit_array
+from chemspec.launch import (Settings, for_wave, job_command, launch, make_executor, run_stage_job, sbatch_script,
+                             submit_array)
 from tests.conftest import tiny_study, tool_env, write_spec
 
 SLURM = Settings(kind="slurm", jobs=3, study="tiny", partition="gpu", account="chem-lab", gpus_per_job=2,
@@ -37,6 +38,14 @@ def test_one_job_is_no_array_and_zero_gpus_request_none(tmp_path):
     script = sbatch_script(cpu, tmp_path, count=1)
     assert "--array" not in script and "--gpus" not in script and "--partition" not in script
     assert "#SBATCH --time=30" in script.splitlines()
+
+
+def test_sample_jobs_ask_for_one_gpu_whatever_the_training_jobs_ask_for(tmp_path):
+    lines = sbatch_script(for_wave(SLURM, ("sample",)), tmp_path, count=2).splitlines()
+    assert "#SBATCH --gpus-per-node=1" in lines and "#SBATCH --partition=gpu" in lines
+    assert for_wave(SLURM, ("train",)) is SLURM and for_wave(SLURM, ("tpe", "calibrate")) is SLURM
+    cpu = Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=0)
+    assert for_wave(cpu, ("sample",)).gpus_per_job == 0
 
 
 def test_the_dry_run_script_is_what_submitit_submits(tmp_path, monkeypatch):
