@@ -72,6 +72,25 @@ def test_outputs_and_gradients_match_sdpa_with_the_dense_mask(width, contiguous)
     assert not grad[~real.expand_as(grad)].any(), "no gradient where no molecule is"
 
 
+def test_half_precision_stays_within_its_rounding_of_float32():
+    """Probabilities and score gradients meet the values, keys and queries in the inputs' dtype (as
+    in flash attention), scores stay float32: fp16 lands within fp16's rounding of the fp32 result.
+    (Triton's interpreter has no bf16 products; on a GPU this runs the compiled fp16 kernels.)"""
+    batch = _batch(slots=10)
+    rows, length = batch["input_ids"].shape
+    qkv = _qkv(rows, length).detach()
+    real = (batch["segments"] > 0)[:, :, None]
+    results = []
+    for dtype in (torch.float32, torch.float16):
+        inputs = qkv.to(dtype).detach().requires_grad_()
+        out = molecule_attention(inputs, batch["molecules"], 2)
+        (out.float() * real).sum().backward()
+        results.append((out.float() * real, inputs.grad.float() * real))
+    (out32, grad32), (out16, grad16) = results
+    torch.testing.assert_close(out16, out32, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(grad16, grad32, atol=3e-2, rtol=1e-2)
+
+
 def test_gpt_neo_logits_match_the_dense_mask_path_at_real_tokens():
     torch.manual_seed(0)
     config = gpt_neo_config({"n_layer": 2, "n_embd": 32, "n_head": 2, "max_length": WIDTH}, 30)
