@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def dense(qkv, segments, backends, heads):
+    from chemspec.runtime.packing import attention_mask
+
     length = segments.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
-    mask = (segments[:, None, :, None] == segments[:, None, None, :]) & causal
+    mask = attention_mask(segments) & causal
     q, k, v = (x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in qkv.chunk(3, dim=-1))
     with sdpa_kernel(backends, set_priority=True) if backends else torch.enable_grad():
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
