@@ -70,14 +70,19 @@ if triton is not None:
                  mask=real[:, None])
 
     @triton.jit
-    def _molecule_attention_forward(Q, K, V, O, LSE, INDEX, seq_len, heads, sq0, sq1, sq2, sk0, sk1, sk2,
-                                    sv0, sv1, sv2, so0, so1, so2,
+    def _molecule(QKV, INDEX, mol, head, seq_len, heads, s0, s1, s2, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
+        """Slot numbers, which are real, and the query, key and value tiles of molecule `mol`, head `head`."""
+        j, real, row, col = _positions(INDEX, mol, seq_len, BLOCK)
+        q = _tile(QKV, row, col, head, s0, s1, s2, real, HEAD_DIM)
+        k = _tile(QKV + heads * HEAD_DIM, row, col, head, s0, s1, s2, real, HEAD_DIM)
+        v = _tile(QKV + 2 * heads * HEAD_DIM, row, col, head, s0, s1, s2, real, HEAD_DIM)
+        return j, real, row, col, q, k, v
+
+    @triton.jit
+    def _molecule_attention_forward(QKV, O, LSE, INDEX, seq_len, heads, sq0, sq1, sq2, so0, so1, so2,
                                     BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
         mol, head = tl.program_id(0), tl.program_id(1)
-        j, real, row, col = _positions(INDEX, mol, seq_len, BLOCK)
-        q = _tile(Q, row, col, head, sq0, sq1, sq2, real, HEAD_DIM)
-        k = _tile(K, row, col, head, sk0, sk1, sk2, real, HEAD_DIM)
-        v = _tile(V, row, col, head, sv0, sv1, sv2, real, HEAD_DIM)
+        j, real, row, col, q, k, v = _molecule(QKV, INDEX, mol, head, seq_len, heads, sq0, sq1, sq2, BLOCK, HEAD_DIM)
         # A slot past the molecule's end also sees itself, so no row of scores is all -inf.
         seen = (j[None, :] <= j[:, None]) & (real[None, :] | (j[None, :] == j[:, None]))
         scores = tl.where(seen, tl.dot(q, tl.trans(k), input_precision=PRECISION), float("-inf"))
@@ -89,14 +94,11 @@ if triton is not None:
         tl.store(LSE + (mol * heads + head) * BLOCK + j, top + tl.log(total))
 
     @triton.jit
-    def _molecule_attention_backward(Q, K, V, O, DO, LSE, DQ, DK, DV, INDEX, seq_len, heads, sq0, sq1, sq2,
-                                     sk0, sk1, sk2, sv0, sv1, sv2, so0, so1, so2, sd0, sd1, sd2, sg0, sg1, sg2,
+    def _molecule_attention_backward(QKV, O, DO, LSE, DQKV, INDEX, seq_len, heads, sq0, sq1, sq2,
+                                     so0, so1, so2, sd0, sd1, sd2, sg0, sg1, sg2,
                                      BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr):
         mol, head = tl.program_id(0), tl.program_id(1)
-        j, real, row, col = _positions(INDEX, mol, seq_len, BLOCK)
-        q = _tile(Q, row, col, head, sq0, sq1, sq2, real, HEAD_DIM)
-        k = _tile(K, row, col, head, sk0, sk1, sk2, real, HEAD_DIM)
-        v = _tile(V, row, col, head, sv0, sv1, sv2, real, HEAD_DIM)
+        j, real, row, col, q, k, v = _molecule(QKV, INDEX, mol, head, seq_len, heads, sq0, sq1, sq2, BLOCK, HEAD_DIM)
         o = _tile(O, row, col, head, so0, so1, so2, real, HEAD_DIM)
         do = _tile(DO, row, col, head, sd0, sd1, sd2, real, HEAD_DIM)
         lse = tl.load(LSE + (mol * heads + head) * BLOCK + j)
@@ -107,9 +109,9 @@ if triton is not None:
         dscores = weights * (tl.dot(do, tl.trans(v), input_precision=PRECISION) - delta[:, None])
         dq = tl.dot(dscores.to(k.dtype), k, input_precision=PRECISION)
         dk = tl.dot(tl.trans(dscores.to(q.dtype)), q, input_precision=PRECISION)
-        _put(DQ, row, col, head, sg0, sg1, sg2, real, dq, HEAD_DIM)
-        _put(DK, row, col, head, sg0, sg1, sg2, real, dk, HEAD_DIM)
-        _put(DV, row, col, head, sg0, sg1, sg2, real, dv, HEAD_DIM)
+        _put(DQKV, row, col, head, sg0, sg1, sg2, real, dq, HEAD_DIM)
+        _put(DQKV + heads * HEAD_DIM, row, col, head, sg0, sg1, sg2, real, dk, HEAD_DIM)
+        _put(DQKV + 2 * heads * HEAD_DIM, row, col, head, sg0, sg1, sg2, real, dv, HEAD_DIM)
 
 
 def _heads(x: torch.Tensor, heads: int, parts: int) -> list[torch.Tensor]:
@@ -138,13 +140,13 @@ def _warps(block: int) -> int:
 
 @torch.library.custom_op("chemspec::molecule_attention", mutates_args=())
 def _attention(qkv: torch.Tensor, index: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    q, k, v = _heads(qkv, heads, 3)
+    q = _heads(qkv, heads, 3)[0]  # k and v lie heads × dim and twice that further on
     slots, block = index.shape
     rows, length, _, dim = q.shape
     out = qkv.new_zeros(rows, length, heads * dim)
     lse = qkv.new_empty(slots, heads, block, dtype=torch.float32)
-    _molecule_attention_forward[(slots, heads)](q, k, v, out, lse, index, length, heads,
-                                                *_strides(q, k, v, *_heads(out, heads, 1)), BLOCK=block,
+    _molecule_attention_forward[(slots, heads)](q, out, lse, index, length, heads,
+                                                *_strides(q, *_heads(out, heads, 1)), BLOCK=block,
                                                 HEAD_DIM=dim, PRECISION=_precision(qkv), num_warps=_warps(block))
     return out, lse
 
@@ -159,14 +161,14 @@ def _(qkv, index, heads):
 @torch.library.custom_op("chemspec::molecule_attention_backward", mutates_args=())
 def _attention_backward(dout: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
                         index: torch.Tensor, heads: int) -> torch.Tensor:
-    q, k, v = _heads(qkv, heads, 3)
+    q = _heads(qkv, heads, 3)[0]
     (o,), (do,) = _heads(out, heads, 1), _heads(dout, heads, 1)
     slots, block = index.shape
     length, dim = q.shape[1], q.shape[3]
     dqkv = torch.zeros_like(qkv, memory_format=torch.contiguous_format)
-    dq, dk, dv = _heads(dqkv, heads, 3)
-    _molecule_attention_backward[(slots, heads)](q, k, v, o, do, lse, dq, dk, dv, index, length, heads,
-                                                 *_strides(q, k, v, o, do, dq), BLOCK=block, HEAD_DIM=dim,
+    dq = _heads(dqkv, heads, 3)[0]
+    _molecule_attention_backward[(slots, heads)](q, o, do, lse, dq, index, length, heads,
+                                                 *_strides(q, o, do, dq), BLOCK=block, HEAD_DIM=dim,
                                                  PRECISION=_precision(qkv), num_warps=_warps(block))
     return dqkv
 
