@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Fills .whl/ and .bench/ for the ChemGPT benchmarks on the GPU machine (Python 3.12, no internet):
 # the wheels its image lacks, at the versions .venv has, and MOSES's training set. Run it from the repo
-# root after `make setup`.
+# root after `make setup`. With --float8 it also fetches torchao, which only benchmarks/float8_linears.py needs.
 # Then carry .whl and .bench, and start each command there with `source benchmarks/device_setup.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES="pydantic pydantic_core annotated-types typing-inspection typing_extensions selfies rdkit submitit
 lightning lightning-utilities"
+TORCHAO=torchao==0.18.0  # its float8 training is Python over torch._scaled_mm; this one ran on the device's torch 2.11
 pins=()
 for name in $PACKAGES; do
     pins+=("$name==$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
 done
+if [ "${1:-}" = --float8 ]; then
+    pins+=("$TORCHAO")
+elif [ -n "${1:-}" ]; then
+    echo "device_wheels.sh: unknown argument '$1' (the only one is --float8)" >&2
+    exit 2
+fi
 rm -rf .whl  # one version of each package: device_setup.sh installs every wheel here
 mkdir -p .whl .bench
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
