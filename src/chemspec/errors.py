@@ -23,7 +23,12 @@ class SpecIssue:
     hint: str = ""
 
     def render(self) -> str:
-        text = f"{self.file}:{self.line}:{self.column}: {self.field or '<root>'}: {self.message}"
+        """`file:line:column: field: message`, or `file: message` where no place in the file is to
+        blame (line 0: the file is missing, unreadable or too deep to parse)."""
+        if self.line == 0:
+            text = f"{self.file}: {self.message}"
+        else:
+            text = f"{self.file}:{self.line}:{self.column}: {self.field or '<root>'}: {self.message}"
         return f"{text}\n    hint: {self.hint}" if self.hint else text
 
 

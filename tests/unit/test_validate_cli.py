@@ -134,6 +134,11 @@ def test_verbose_shows_traceback_of_internal_errors_only_when_asked(cli, tmp_pat
     assert result.code == 2 and "file not found" in result.err and "Traceback" not in result.err
 
 
+def test_a_missing_file_is_named_without_a_line_or_column(cli, tmp_path):
+    result = cli("validate", str(tmp_path / "absent.yaml"))
+    assert f"{tmp_path / 'absent.yaml'}: file not found" in result.err and ":0:0" not in result.err
+
+
 def test_unquoted_exponent_floats_are_numbers_as_in_yaml_1_2(cli, tmp_path):
     spec = tmp_path / "study.yaml"
     text = QUICKSTART.read_text().replace("[1.0e-3, 3.0e-3]", "[1e-3, 3E-3]")
