@@ -165,6 +165,31 @@ def test_hand_edited_results_of_the_wrong_shape_are_named(cli, tmp_path, cells, 
     assert result.code == 1 and named in result.err and "internal error" not in result.err, result.err
 
 
+_ROW = {"cell": "xs-200", "model": "xs", "params": 1000, "data_size": 200, "val_loss": 2.0, "hparams": {},
+        "epochs": 2, "wall_time_s": 1.0, "status": "ok"}
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    ({"params": None}, "record 0: 'params' is null, not a whole number"),
+    ({"val_loss": "abc"}, "record 0: 'val_loss' is \"abc\", not a number or null"),
+    ({"val_loss": None}, "record 0: status 'ok' with 'val_loss' null, not a positive number"),
+    ({"status": None}, "record 0: 'status' is null, not text"),
+], ids=["params-null", "loss-text", "ok-without-loss", "status-null"])
+@pytest.mark.parametrize("flags", [(), ("--json",), ("--no-files",)], ids=["files", "json", "no-files"])
+def test_a_hand_edited_cell_record_is_named_by_report_and_nothing_is_written(cli, tmp_path, edit, named, flags):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    fit = tmp_path / "results" / "tiny" / "fit"
+    io.write_json(fit / "cells.json", [{**_ROW, **edit}])
+    io.write_json(fit / "fit.json", {"study": "tiny", "confidence": 0.9, "fits": []})
+    result = cli("report", *flags, cwd=tmp_path)
+    assert result.code == 1 and result.out == "", result.out
+    assert f"results/tiny/fit/cells.json is not a list of cell records ({named}); restore it" in result.err
+    assert not (tmp_path / "results" / "tiny" / "report").exists()
+    refit = cli("refit", str(fit), cwd=tmp_path)
+    assert refit.code == 1 and named in refit.err and "internal error" not in refit.err
+
+
 def test_reading_an_archive_where_there_is_none_says_how_to_make_one(cli, tmp_path):
     result = cli("refit", "WORKTREE", cwd=tmp_path)
     assert result.code == 1, result.err
