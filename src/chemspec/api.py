@@ -267,20 +267,29 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])
 
 
-def archive_ls(root: str | Path = "archive") -> list[dict]:
-    from chemspec.archive import Store, manifests
+def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str]]:
+    """The archived runs that can be read, newest of each study marked current, and a line for each
+    ref or manifest that cannot be read."""
+    from chemspec.archive import Store, scan
 
-    current = {}
     store = Store(root)
+    found, problems = scan(root)
+    current = {}
     for study in store.studies():
-        current[store.ref(study)] = study
-    found = manifests(root)
-    if not found:
+        try:
+            current[store.ref(study)] = study
+        except ArchiveError as exc:
+            problems.append(str(exc))
+    readable = {digest for digest, _ in found}
+    problems += [f"{store.ref_path(study)} names manifest {digest}, which is missing or corrupt; restore it with "
+                 "`git checkout -- archive` or rerun the archive stage (`chemspec archive verify` checks all)"
+                 for digest, study in current.items() if digest not in readable]
+    if not found and not problems:
         raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
-                           "with --root (`chemspec archive verify` checks refs whose manifests are missing)")
+                           "with --root")
     return [{"manifest": digest, "study": m["study"], "cells": len(m["objects"].get("train", {})),
              "commit": (m["provenance"]["git"].get("commit") or "")[:12], "current": digest in current,
-             "compute_hours": m["provenance"].get("compute_hours")} for digest, m in found]
+             "compute_hours": m["provenance"].get("compute_hours")} for digest, m in found], problems
 
 
 def archive_show(prefix: str, root: str | Path = "archive") -> dict:

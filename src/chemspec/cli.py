@@ -195,10 +195,14 @@ def archive() -> None:
 @click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
 def archive_ls(root: str) -> None:
     """List archived runs (manifests); * marks each study's newest."""
-    for run in api.archive_ls(root):
+    runs, problems = api.archive_ls(root)
+    for run in runs:
         mark = "*" if run["current"] else " "
         click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {run['cells']:>4} cells  "
                    f"commit {run['commit'] or '-':<12}  {run['compute_hours']:.4f} h")
+    if problems:
+        click.echo("error: archive ls could not read:\n" + "\n".join(f"  {p}" for p in problems), err=True)
+        raise click.exceptions.Exit(1)
 
 
 @archive.command()

@@ -36,7 +36,7 @@ def _archived(tmp_path) -> tuple[Store, dict]:
 
 def test_verify_passes_on_an_intact_archive(tmp_path):
     _archived(tmp_path)
-    assert verify(tmp_path) == (3, [])
+    assert verify(tmp_path) == (4, [])  # the manifest and the three objects it names
 
 
 @pytest.mark.parametrize("role", ["fit", "plot", "train"])
@@ -107,3 +107,46 @@ def test_an_unknown_revision_is_named_as_such(cli, tmp_path, git_env):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     result = cli("refit", "nonrev", cwd=tmp_path)
     assert result.code == 1 and "'nonrev' is not a git revision here" in result.err
+
+
+def _two_runs(root) -> tuple[Store, str, str]:
+    """An earlier and a current run of study s, each a manifest naming its own fit object."""
+    store = Store(root)
+    digests = []
+    for loss in (2.0, 1.0):
+        objects = {"fit": store.put_json({"loss": loss}), "train": {"xs-100": store.put_json({"val_loss": loss})}}
+        digests.append(store.put_json({"kind": "chemspec-manifest", "study": "s", "objects": objects,
+                                       "provenance": {"git": {"commit": None}, "compute_hours": 0.0}}))
+        store.set_ref("s", digests[-1])
+    return store, digests[0], digests[1]
+
+
+def _flip(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_verify_checks_the_objects_of_earlier_runs_and_objects_no_manifest_names(tmp_path):
+    store, old, new = _two_runs(tmp_path)
+    assert verify(tmp_path) == (6, [])
+    _flip(store.path(store.get_json(old)["objects"]["fit"]))
+    orphan = store.put_bytes(b"left by an interrupted run")
+    _flip(store.path(orphan))
+    checked, problems = verify(tmp_path)
+    assert checked == 7 and len(problems) == 2, problems
+    assert problems[0].startswith(f"s (manifest {old[:12]}): fit: archive object") and "corrupt" in problems[0]
+    assert problems[1].startswith(f"object {orphan}: archive object {orphan} is corrupt")
+
+
+def test_archive_ls_lists_the_readable_runs_and_names_what_it_cannot_read(cli, tmp_path):
+    store, old, new = _two_runs(tmp_path / "archive")
+    (tmp_path / "archive" / "refs" / "stray.json").mkdir()
+    listed = cli("archive", "ls", cwd=tmp_path)
+    assert listed.code == 0 and listed.err == "", listed.err
+    assert sorted(line[:18] for line in listed.out.splitlines()) == sorted([f"* {new[:16]}", f"  {old[:16]}"])
+    store.path(new).unlink()
+    broken = cli("archive", "ls", cwd=tmp_path)
+    assert broken.code == 1 and f"  {old[:16]}  s" in broken.out, broken.out
+    assert f"refs/s.json names manifest {new}, which is missing or corrupt; restore it" in broken.err
+    assert f"s: manifest: archive object {new} is missing" in cli("archive", "verify", cwd=tmp_path).err

@@ -96,15 +96,24 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
     return {"manifest": digest, **manifest}
 
 
-def manifests(root: str | Path) -> list[tuple[str, dict]]:
-    """Every manifest in the store (current and earlier runs), with its id."""
+def scan(root: str | Path) -> tuple[list[tuple[str, dict]], list[str]]:
+    """Every readable manifest in the store (current and earlier runs) with its id, and a line for each
+    manifest object that is corrupt or unreadable."""
     store = Store(root)
-    found = []
+    found, problems = [], []
     for path in sorted((Path(root) / "objects").glob("*/*")):
-        data = path.read_bytes()
+        data = path.read_bytes() if path.is_file() else b""
         if data.startswith(b'{') and b'"kind":"chemspec-manifest"' in data:
-            found.append((path.name, store.get_json(path.name)))
-    return found
+            try:
+                found.append((path.name, store.get_json(path.name)))
+            except (ArchiveError, ValueError) as exc:
+                problems.append(f"manifest {path.name}: {exc}")
+    return found, problems
+
+
+def manifests(root: str | Path) -> list[tuple[str, dict]]:
+    """Every readable manifest in the store (current and earlier runs), with its id."""
+    return scan(root)[0]
 
 
 def find(root: str | Path, prefix: str) -> tuple[str, dict]:
@@ -129,24 +138,46 @@ def walk(manifest: dict) -> list[tuple[str, str]]:
 
 
 def verify(root: str | Path) -> tuple[int, list[str]]:
-    """Re-hash every object every ref's manifest names; return how many were checked and the problems."""
+    """Re-hash every object in the store and check that each ref's manifest, and every object that any
+    manifest names (current and earlier runs), is there and intact; return how many objects were
+    re-hashed and a line for each problem."""
     store = Store(root)
-    problems: list[str] = []
-    checked = 0
-    studies = store.studies()
-    if not studies:
-        raise ArchiveError(f"no archived runs under {root}/refs; run `dvc repro` first")
+    studies, stored = store.studies(), [p.name for p in sorted((Path(root) / "objects").glob("*/*"))]
+    if not (studies or stored):
+        raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
+                           "with --root")
+    faults: dict[str, str] = {}
+    for digest in stored:
+        try:
+            store.get_bytes(digest)
+        except ArchiveError as exc:
+            faults[digest] = str(exc)
+    runs = {digest: (manifest.get("study", "?"), manifest) for digest, manifest in scan(root)[0]}
+    problems, named, present = [], set(), set(stored)
+
+    def check(digest: str, where: str) -> bool:
+        named.add(digest)
+        fault = faults.get(digest)
+        if fault is None and digest not in present:
+            try:
+                store.get_bytes(digest)
+            except ArchiveError as exc:
+                fault = str(exc)
+        if fault:
+            problems.append(f"{where}: {fault}")
+        return fault is None
+
     for study in studies:
         try:
             digest = store.ref(study)
-            manifest = store.get_json(digest)
-        except (ArchiveError, ValueError, KeyError) as exc:
+        except ArchiveError as exc:
             problems.append(f"{study}: manifest: {exc}")
             continue
+        if check(digest, f"{study}: manifest") and digest not in runs:
+            runs[digest] = (study, store.get_json(digest))
+    for digest, (study, manifest) in sorted(runs.items()):
         for role, obj in walk(manifest):
-            checked += 1
-            try:
-                store.get_bytes(obj)
-            except ArchiveError as exc:
-                problems.append(f"{study}: {role}: {exc}")
-    return checked, problems
+            if obj not in named:
+                check(obj, f"{study} (manifest {digest[:12]}): {role}")
+    problems += [f"object {digest}: {fault}" for digest, fault in faults.items() if digest not in named]
+    return len(stored), problems

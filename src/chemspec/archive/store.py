@@ -84,4 +84,4 @@ class Store:
         return manifest_digest(path.read_bytes(), str(path))
 
     def studies(self) -> list[str]:
-        return sorted(p.stem for p in (self.root / "refs").glob("*.json"))
+        return sorted(p.stem for p in (self.root / "refs").glob("*.json") if p.is_file())
