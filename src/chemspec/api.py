@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from chemspec import relock
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells, compile_study
 from chemspec.compiler.render import PIPELINES
-from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError
+from chemspec.errors import ArchiveError, ChemspecError, CompileError, RunError, UsageError
 from chemspec.runtime.io import read_json, read_results, staged, write_bytes
 from chemspec.specs import Study, json_schema, load_study
 from chemspec.specs.data import AtomsFileSource, SmilesFileSource
@@ -59,6 +60,8 @@ class CompileResult:
     study: str
     files: dict[str, str]
     stale: list[str] = field(default_factory=list)
+    """Files that differ from what this spec compiles to, or are not there (those are also in `missing`)."""
+    missing: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     """Per-size pipeline files of an earlier compile that this grid no longer has."""
@@ -71,11 +74,18 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     """Compile a study into dvc.yaml + params.yaml under `root`; with `check`, only report staleness."""
     spec, root = Path(spec), Path(root)
     study = load_study(spec)
+    if not (root.is_dir() or (root.parent.is_dir() and not root.exists())):
+        raise UsageError(f"--root {root} is not a folder, nor one that can be made in an existing folder; "
+                         "create the project there first "
+                         f"(`mkdir -p {shlex.quote(str(root))} && cd {shlex.quote(str(root))} && git init && dvc init`) "
+                         "or give an existing one")
     study, source_file = _with_project_paths(study, spec, root)
     files = compile_study(study, _project_path(spec, root), source_file)
     result = CompileResult(study=study.study, files=files)
     for name, text in files.items():
         path = root / name
+        if not path.is_file():
+            result.missing.append(name)
         if not path.is_file() or _existing(path) != text:
             result.stale.append(name)
     obsolete = [p.relative_to(root).as_posix() for p in sorted((root / PIPELINES).glob("*/dvc.yaml"))

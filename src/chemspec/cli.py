@@ -58,7 +58,10 @@ def compile_(spec: str, check: bool, root: str) -> None:
     if check:
         if result.stale:
             again = shlex.join(["chemspec", "compile", spec] + (["--root", root] if root != "." else []))
-            click.echo(f"stale: {', '.join(result.stale)}; run `{again}`", err=True)
+            changed = [name for name in result.stale if name not in result.missing]
+            parts = [f"{label}: {', '.join(names)}" for label, names in (("missing", result.missing), ("stale", changed))
+                     if names]
+            click.echo(f"{'; '.join(parts)}; run `{again}`", err=True)
             raise click.exceptions.Exit(1)
         click.echo(f"up to date: {', '.join(result.files)}")
         return

@@ -43,6 +43,12 @@ class SpecError(ChemspecError):
         super().__init__(f"{len(issues)} {noun} in study spec:\n" + "\n".join(i.render() for i in issues))
 
 
+class UsageError(ChemspecError):
+    """A command-line argument names nothing usable: a folder that is not there, an empty id."""
+
+    exit_code = 2
+
+
 class CompileError(ChemspecError):
     """The compiled pipeline cannot be written or is stale."""
 

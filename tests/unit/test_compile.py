@@ -32,6 +32,19 @@ def test_recompiling_leaves_files_untouched_and_check_catches_drift(cli, tmp_pat
     stale = cli("compile", "--check", str(spec))
     assert stale.code == 1 and "stale: dvc.yaml, params.yaml" in stale.err
     assert (tmp_path / "params.yaml").read_bytes() == first[1]
+    (tmp_path / "dvc.yaml").unlink()
+    gone = cli("compile", "--check", str(spec))
+    assert gone.code == 1 and "missing: dvc.yaml; stale: params.yaml; run `chemspec compile" in gone.err, gone.err
+
+
+def test_compile_into_a_root_whose_parent_is_not_there_refuses_and_creates_nothing(cli, tmp_path):
+    spec = write_spec(tmp_path / "study.yaml", tiny_study())
+    for flags in ((), ("--check",)):
+        result = cli("compile", str(spec), "--root", "new/project", *flags, cwd=tmp_path)
+        assert result.code == 2, result.err
+        assert "--root new/project is not a folder, nor one that can be made in an existing folder; create the " \
+               "project there first (`mkdir -p new/project" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
 
 
 def test_stage_names_are_readable_and_cover_the_grid():
