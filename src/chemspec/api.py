@@ -305,6 +305,9 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str]]:
 def archive_show(prefix: str, root: str | Path = "archive") -> dict:
     from chemspec.archive import find
 
+    if not prefix.strip():
+        raise UsageError("the manifest id is empty; give one, or its first characters "
+                         "(`chemspec archive ls` lists them)")
     digest, manifest = find(root, prefix)
     return {"manifest": digest, **manifest}
 
@@ -318,6 +321,9 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None)
 def pull(target: str, to: str | Path | None = None, study: str | None = None) -> dict:
     from chemspec.archive import pull as archive_pull
 
+    if not target.strip():
+        raise UsageError("the run to pull is empty; give a git revision or a manifest id "
+                         "(`chemspec archive ls` lists them)")
     to = Path(to) if to is not None else Path("pulled") / target.replace("/", "_").replace("~", "-")
     return archive_pull(target, to, study=study)
 
@@ -326,9 +332,20 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
           study: str | None = None) -> dict:
     """Refit archived cell losses (a pulled directory or a git revision) without training anything."""
     from chemspec.archive import Snapshot
+    from chemspec.archive.history import commit_of
     from chemspec.runtime.fit import finite_json, fits
 
+    if not source.strip():
+        raise UsageError("the source is empty; give a folder that `chemspec pull` made, or a git revision")
+    if laws and len(set(laws)) != len(laws):
+        raise UsageError(f"--law repeats a value ({', '.join(laws)}); give each law once")
     folder = Path(source)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{source} is a file; give the folder that holds cells.json and fit.json "
+                         "(one that `chemspec pull` made) or a git revision")
+    if not folder.is_dir() and ("/" in source or source.endswith(".json")) and commit_of(source, ".") is None:
+        raise UsageError(f"{source} is neither a folder nor a git revision here; give a folder that "
+                         "`chemspec pull` made, or a commit, branch or tag")
     if folder.is_dir():
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")

@@ -15,7 +15,7 @@ from statistics import NormalDist
 from typing import Any
 
 from chemspec.archive.store import manifest_digest
-from chemspec.errors import ArchiveError
+from chemspec.errors import ArchiveError, UsageError
 
 WORKTREE = "WORKTREE"
 
@@ -27,10 +27,16 @@ def commit_of(rev: str, cwd: str | Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def in_repository(cwd: str | Path) -> bool:
+    return subprocess.run(["git", "rev-parse", "--git-dir"], cwd=cwd, capture_output=True).returncode == 0
+
+
 class Snapshot:
     """The archive as it was at one revision (or in the working tree)."""
 
     def __init__(self, rev: str, root: str = "archive", cwd: str | Path = "."):
+        if not rev.strip():
+            raise UsageError("the revision is empty; give a commit, branch or tag, or WORKTREE for the files on disk")
         self.rev, self.root, self.cwd = rev, root, Path(cwd)
 
     def read(self, relative: str) -> bytes:
@@ -53,6 +59,10 @@ class Snapshot:
         done = subprocess.run(["git", "ls-tree", "--name-only", f"{self.rev}:{self.root}/refs"], cwd=self.cwd,
                               capture_output=True, text=True)
         if done.returncode != 0:
+            if not in_repository(self.cwd):
+                raise ArchiveError(f"cannot read revision {self.rev!r}: {self.cwd.resolve()} is not in a git "
+                                   "repository; run this in the study's project, or give WORKTREE to read the "
+                                   "archive on disk")
             if commit_of(self.rev, self.cwd) is None:
                 raise ArchiveError(f"{self.rev!r} is not a git revision here (a commit, branch or tag); "
                                    "`git log --oneline -- archive/refs` lists the commits that archived runs")

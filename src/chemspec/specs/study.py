@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt, ValidationInfo, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from chemspec.specs.base import Spec
 from chemspec.specs.data import AtomsFileSource, Data, SmilesFileSource
@@ -32,6 +32,13 @@ class Fit(Spec):
     the intervals assume."""
     replicate_cells: list[str] = []
     """Cells to repeat, as `<model size>-<data size>` (e.g. xs-1000)."""
+
+    @field_validator("laws", "replicate_cells")
+    @classmethod
+    def _unique(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"fit.{info.field_name} repeats a value ({values}); list each value once")
+        return values
 
 
 class Archive(Spec):

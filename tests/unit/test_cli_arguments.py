@@ -1,0 +1,61 @@
+"""Arguments that name nothing usable: exit 2 with a message that says what to give instead."""
+
+from __future__ import annotations
+
+import pytest
+
+from chemspec import api
+from chemspec.errors import UsageError
+from chemspec.runtime import io
+from tests.conftest import tiny_study, write_spec
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("archive", "show", ""), "the manifest id is empty; give one, or its first characters"),
+    (("archive", "show", "  "), "the manifest id is empty"),
+    (("pull", ""), "the run to pull is empty; give a git revision or a manifest id"),
+    (("refit", ""), "the source is empty; give a folder that `chemspec pull` made, or a git revision"),
+    (("diff", "", "WORKTREE"), "the revision is empty; give a commit, branch or tag, or WORKTREE"),
+    (("report", "--from", ""), "the revision is empty"),
+    (("refit", "/no/such/folder"), "/no/such/folder is neither a folder nor a git revision here"),
+    (("refit", "pd2/cells.json"), "pd2/cells.json is neither a folder nor a git revision here"),
+], ids=["show", "show-blank", "pull", "refit", "diff", "report-from", "refit-missing-folder", "refit-json"])
+def test_an_empty_or_missing_target_is_refused_with_what_to_give(cli, tmp_path, args, message):
+    result = cli(*args, cwd=tmp_path)
+    assert result.code == 2 and message in result.err and "internal error" not in result.err, result.err
+    assert sorted(tmp_path.iterdir()) == [], "nothing is written"
+
+
+def test_refit_of_a_file_or_a_law_given_twice_is_refused(cli, tmp_path):
+    io.write_json(tmp_path / "pd2" / "cells.json", [])
+    file = cli("refit", "pd2/cells.json", cwd=tmp_path)
+    assert file.code == 2 and "pd2/cells.json is a file; give the folder that holds cells.json" in file.err
+    twice = cli("refit", "pd2", "--law", "power", "--law", "power", cwd=tmp_path)
+    assert twice.code == 2 and "--law repeats a value (power, power); give each law once" in twice.err
+
+
+@pytest.mark.parametrize("args", [("diff",), ("refit", "HEAD"), ("report", "--from", "HEAD")],
+                         ids=["diff", "refit", "report-from"])
+def test_reading_a_revision_outside_a_git_repository_says_so(cli, tmp_path, monkeypatch, args):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    result = cli(*args, cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert "cannot read revision 'HEAD': " in result.err and "is not in a git repository; run this in the " \
+           "study's project, or give WORKTREE" in result.err
+
+
+def test_a_repeated_law_in_the_spec_is_named(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"fit.laws": ["power", "power"]}))
+    result = cli("validate", "study.yaml", cwd=tmp_path)
+    assert result.code == 2 and result.err.count("study.yaml:") == 1, result.err
+    assert "fit.laws: repeats a value (['power', 'power']); list each value once" in result.err
+
+
+@pytest.mark.parametrize("value", ["", "xyz", "abc"])
+def test_run_refuses_an_identity_that_is_not_hex_digits_of_one(cli, tmp_path, value):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    result = cli("run", "data", "--identity", value, cwd=tmp_path)
+    assert result.code == 2 and f"--identity {value!r} is not the start of a cell identity" in result.err
+    with pytest.raises(UsageError, match="8 to 64 hex digits"):
+        api.run("data", params=str(tmp_path / "params.yaml"), cell=None, expected_identity=value)
