@@ -78,6 +78,21 @@ CASES = [
     ("quoted-float", mutate("hpo.grid.learning_rate", ["0.001"]), "write a number without quotes"),
     ("yes-for-packing", mutate("training.packing", True), "training.packing: Input should be a valid integer"),
     ("int-for-bool", mutate("training.compile", 1), "training.compile"),
+    ("duplicate-anchor", "study: &a x\nseed: &a 1\n",
+     "study.yaml:2:7: <root>: YAML syntax error: second occurrence (found duplicate anchor 'a'; first occurrence "
+     "at line 1, column 8)"),
+    ("unclosed-list-context", "study: [unclosed\n", "(while parsing a flow sequence at line 1, column 8)"),
+    ("nul-byte", "study: qu\x00ick\n",
+     "study.yaml:1:10: <root>: YAML syntax error: character '\\x00' is not allowed (special characters are not "
+     "allowed)\n    hint: a NUL byte means a binary file or one saved as UTF-16"),
+    ("huge-chemgpt", mutate("model.sizes.s", {"n_layer": 1000, "n_embd": 65536, "n_head": 64}),
+     "model.sizes.s: n_layer 1000 × n_embd 65536 makes about 5.2e+13 non-embedding parameters, more than the "
+     "1e+11 chemspec trains; make n_layer or n_embd smaller"),
+    ("huge-width", mutate("model.sizes.s", {"n_layer": 2, "n_embd": 10**12, "n_head": 2}),
+     "model.sizes.s.n_embd: Input should be less than or equal to 65536"),
+    ("huge-batch", mutate("hpo.grid.batch_size", [32, 10**9]),
+     "hpo.grid.batch_size.1: Input should be less than or equal to 65536"),
+    ("huge-training-batch", mutate("training.batch_size", 10**17), "training.batch_size: Input should be less"),
 ]
 
 
@@ -137,6 +152,21 @@ def test_verbose_shows_traceback_of_internal_errors_only_when_asked(cli, tmp_pat
 def test_a_missing_file_is_named_without_a_line_or_column(cli, tmp_path):
     result = cli("validate", str(tmp_path / "absent.yaml"))
     assert f"{tmp_path / 'absent.yaml'}: file not found" in result.err and ":0:0" not in result.err
+
+
+def test_a_study_that_cannot_be_read_exits_2_naming_it(cli, tmp_path, monkeypatch):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(QUICKSTART.read_text())
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(spec), "read_text", denied)
+    for verb in ("validate", "compile"):
+        result = cli(verb, str(spec), cwd=tmp_path)
+        assert result.code == 2 and f"{spec}: cannot read the file: Permission denied\n    hint: check that you " \
+                                    "may read it and the folders above it" in result.err, result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
 
 
 def test_unquoted_exponent_floats_are_numbers_as_in_yaml_1_2(cli, tmp_path):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,31}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """A short lowercase name that can appear in stage names, paths and commands without quoting."""
+
+BatchSize = Annotated[int, Field(gt=0, le=1 << 16)]
+"""Rows in one batch: up to 65,536, far more than one device holds of any model chemspec trains."""
 
 
 class Spec(BaseModel):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat
 
-from chemspec.specs.base import Spec
+from chemspec.specs.base import BatchSize, Spec
 
 
 class Generation(Spec):
@@ -18,7 +18,7 @@ class Generation(Spec):
     """Sample among the k most likely tokens only (0: all tokens)."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling: the smallest token set of this total probability (1: all tokens)."""
-    batch_size: PositiveInt = 1000
+    batch_size: BatchSize = 1000
     """Sequences generated at once; it draws other molecules from the same distribution."""
     seed: int = Field(0, ge=0, lt=2**31)
     """Seed of the sampler."""

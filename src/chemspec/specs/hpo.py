@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from chemspec.specs.base import Name, Spec
+from chemspec.specs.base import BatchSize, Name, Spec
 
 
 class Grid(Spec):
@@ -14,7 +14,7 @@ class Grid(Spec):
 
     learning_rate: list[PositiveFloat] = Field(min_length=1)
     """Learning rates to try."""
-    batch_size: list[PositiveInt] = Field(min_length=1)
+    batch_size: list[BatchSize] = Field(min_length=1)
     """Batch sizes to try."""
 
     @model_validator(mode="after")

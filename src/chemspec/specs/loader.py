@@ -106,9 +106,23 @@ class _Converter:
         return out
 
 
-def load_yaml(path: Path) -> tuple[Any, Positions]:
-    """Read a study file into plain Python values plus a map from field path to (line, column)."""
-    name = str(path)
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+
+
+def _problem(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem with its context, which often says more than the problem alone (a duplicate
+    anchor's problem is just "second occurrence")."""
+    problem = exc.problem or "unreadable YAML"
+    if not exc.context:
+        return problem
+    where = exc.context_mark
+    if where is None or where == exc.problem_mark:
+        return f"{problem} ({exc.context})"
+    return f"{problem} ({exc.context} at line {where.line + 1}, column {where.column + 1})"
+
+
+def _read(path: Path, name: str) -> str:
     if path.exists() and not path.is_file():
         raise SpecError([SpecIssue(name, 0, 0, "", "not a regular file",
                                    "give the path of a study's YAML file, not a folder, pipe or device")])
@@ -117,20 +131,34 @@ def load_yaml(path: Path) -> tuple[Any, Positions]:
     if path.stat().st_size > MAX_FILE_BYTES:
         raise SpecError([SpecIssue(name, 0, 0, "", f"file is larger than {MAX_FILE_BYTES} bytes",
                                    "a study spec is a few kilobytes; is this the right file?")])
+    return path.read_text(encoding="utf-8")
+
+
+def load_yaml(path: Path) -> tuple[Any, Positions]:
+    """Read a study file into plain Python values plus a map from field path to (line, column)."""
+    name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(path, name)
     except UnicodeDecodeError:
         raise SpecError([SpecIssue(name, 0, 0, "", "file is not UTF-8 text", "save it as UTF-8")]) from None
+    except OSError as exc:
+        raise SpecError([SpecIssue(name, 0, 0, "", f"cannot read the file: {exc.strerror or exc}",
+                                   "check that you may read it and the folders above it (`ls -l`)")]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except RecursionError:
         raise SpecError([SpecIssue(name, 0, 0, "", "YAML syntax error: values nested too deep to read",
                                    "a study is a few levels deep; check the brackets and indentation")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_column(text, exc.position)
+        hint = ("a NUL byte means a binary file or one saved as UTF-16: save the study as UTF-8 text"
+                if exc.character == 0 else "remove it, or write it as an escape inside double quotes")
+        raise SpecError([SpecIssue(name, line, col, "", f"YAML syntax error: character {chr(exc.character)!r} "
+                                   f"is not allowed ({exc.reason})", hint)]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([SpecIssue(name, line, col, "", f"YAML syntax error: {problem}",
+        raise SpecError([SpecIssue(name, line, col, "", f"YAML syntax error: {_problem(exc)}",
                                    "check indentation and quoting near this position")]) from None
     if node is None:
         raise SpecError([SpecIssue(name, 1, 1, "", "the file is empty", "start from specs/quickstart.yaml")])

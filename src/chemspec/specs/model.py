@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from chemspec.specs.base import Name, Spec
+
+MAX_PARAMETERS = 10**11
+"""The largest model chemspec validates: about 80 times the paper's largest ChemGPT (1.2e9)."""
 
 
 class ChemGPTSize(Spec):
     """One GPT-Neo shape; capacity is reported as the non-embedding parameter count."""
 
-    n_layer: PositiveInt
+    n_layer: int = Field(gt=0, le=1024)
     """Transformer blocks."""
-    n_embd: PositiveInt
+    n_embd: int = Field(gt=0, le=1 << 16)
     """Hidden width; must be divisible by n_head."""
-    n_head: PositiveInt
+    n_head: int = Field(gt=0, le=1024)
     """Attention heads."""
-    max_length: PositiveInt = 128
+    max_length: int = Field(128, gt=0, le=1 << 16)
     """Longest token sequence (molecules longer than this are dropped, and counted, by the data stage)."""
 
     @model_validator(mode="after")
@@ -28,6 +31,10 @@ class ChemGPTSize(Spec):
             near = sorted(options, key=lambda h: abs(h - self.n_head))[:2]
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                              f"try n_head {' or '.join(map(str, sorted(near)))}")
+        if 12 * self.n_layer * self.n_embd**2 > MAX_PARAMETERS:
+            raise ValueError(f"n_layer {self.n_layer} × n_embd {self.n_embd} makes about "
+                             f"{12 * self.n_layer * self.n_embd**2:.1e} non-embedding parameters, more than "
+                             f"the {MAX_PARAMETERS:.0e} chemspec trains; make n_layer or n_embd smaller")
         return self
 
 
@@ -48,13 +55,13 @@ class GNNModel(Spec):
 
     family: Literal["schnet", "painn", "spookynet"]
     """Model family."""
-    widths: list[PositiveInt] = Field(min_length=1)
-    """Feature widths (n_atom_basis for SchNet/PaiNN, num_features for SpookyNet)."""
-    depths: list[PositiveInt] = Field(min_length=1)
-    """Interaction blocks (n_interactions / num_modules)."""
-    cutoff: PositiveFloat = 5.0
-    """Neighbour cutoff in Å."""
-    n_rbf: PositiveInt = 20
+    widths: list[Annotated[int, Field(gt=0, le=1 << 14)]] = Field(min_length=1)
+    """Feature widths (n_atom_basis for SchNet/PaiNN, num_features for SpookyNet), up to 16,384."""
+    depths: list[Annotated[int, Field(gt=0, le=256)]] = Field(min_length=1)
+    """Interaction blocks (n_interactions / num_modules), up to 256."""
+    cutoff: float = Field(5.0, gt=0, le=100)
+    """Neighbour cutoff in Å, up to 100."""
+    n_rbf: int = Field(20, gt=0, le=4096)
     """Radial basis functions."""
 
     @model_validator(mode="after")
