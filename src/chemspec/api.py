@@ -173,7 +173,11 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
     cells = load_cells(params)
     executor = Executor.model_validate(cells.archive.spec.get("executor") or {})
     training = Training.model_validate(cells.archive.spec["training"])
-    settings = Settings(kind=kind or executor.kind, jobs=jobs or executor.jobs, study=cells.archive.study,
+    kind = kind or executor.kind
+    if sbatch and kind != "slurm":
+        raise UsageError(f"--sbatch sets options of SLURM jobs, but this launch runs its cells on the {kind} "
+                         "executor (--executor or the study's executor.kind); drop --sbatch, or add --executor slurm")
+    settings = Settings(kind=kind, jobs=jobs or executor.jobs, study=cells.archive.study,
                         partition=executor.slurm.partition, account=executor.slurm.account,
                         gpus_per_job=executor.slurm.gpus(training), time_min=executor.slurm.time_min,
                         sbatch=dict(sbatch or {}))

@@ -94,6 +94,10 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
     assert not (root / ".chemspec").exists(), "a dry run writes nothing"
     local = cli("launch", "--dry-run", "--executor", "local", "-j", "4", cwd=root)
     assert "dry run: local executor, 4 jobs at once" in local.out and "#SBATCH" not in local.out
+    ignored = cli("launch", "--executor", "local", "--sbatch", "qos=high", cwd=root)
+    assert ignored.code == 2 and "--sbatch sets options of SLURM jobs, but this launch runs its cells on the " \
+                                 "local executor" in ignored.err and "add --executor slurm" in ignored.err
+    assert not (root / ".chemspec").exists(), "a refused launch writes nothing"
 
 
 @pytest.mark.parametrize(("training", "gpus"), [({"accelerator": "cpu"}, None),
