@@ -159,9 +159,9 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     _echo_fits(result.fits)
     _echo_generation(result.cells)
     if result.cost:
-        cost = result.cost
-        click.echo(f"\nTPE: {cost['tpe_s']:.1f} s + training {cost['train_s']:.1f} s against ~{cost['exhaustive_s']:.1f} s "
-                   f"for all {cost['configs']} configurations in every cell ({cost['saving']:.0%} saved)")
+        from chemspec.report import cost_text
+
+        click.echo(f"\n{cost_text(result.cost)}")
     for path in result.files:
         click.echo(f"wrote {path}")
 

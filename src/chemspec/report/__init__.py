@@ -37,7 +37,19 @@ def cost(selected: dict | None, cells: list[dict]) -> dict | None:
     exhaustive = train / keep * configs
     return {"tpe_s": selected["tpe_cost_s"], "train_s": round(train, 3), "spent_s": round(spent, 3),
             "exhaustive_s": round(exhaustive, 3), "configs": configs, "kept": keep,
-            "saving": round(1 - spent / exhaustive, 4) if exhaustive else None}
+            "saving": round(1 - spent / exhaustive, 4) if exhaustive and keep < configs else None}
+
+
+def cost_text(spent: dict) -> str:
+    """What TPE cost and saved, in one sentence; a grid TPE pruned nothing of claims no saving."""
+    text = (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s = {spent['spent_s']:.1f} s, against "
+            f"about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} configurations in every cell")
+    if spent["saving"] is not None:
+        return f"{text}: {spent['saving']:.0%} saved."
+    if spent["kept"] >= spent["configs"]:
+        return (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s: TPE kept all {spent['configs']} "
+                "configuration(s) of hpo.grid, so it saved nothing (it needs more configurations than hpo.tpe.keep).")
+    return f"{text}: no saving to report (no training time was recorded)."
 
 
 def calibration_rows(calibration: dict | None) -> list[dict]:
@@ -81,9 +93,7 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
         spent = cost(selected, cells)
         tpe = {"estimator": selected["estimator"],
                "configs": [{**c, "estimate_text": _num(c["estimate"])} for c in selected["configs"]],
-               "cost_text": f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s = {spent['spent_s']:.1f} s, "
-                            f"against about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} "
-                            f"configurations in every cell: {spent['saving']:.0%} saved."}
+               "cost_text": cost_text(spent)}
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
     return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
