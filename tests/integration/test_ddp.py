@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,20 +40,41 @@ def _chemspec(root: Path, devices: int, *args: str, fault: str | None = None) ->
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _prepare(root: Path, devices: int, workers: int = 0) -> None:
-    root.mkdir()
+def _study(devices: int, workers: int = 0) -> dict:
     study = tiny_study(**{"training.devices": devices, "hpo.grid.learning_rate": [3.0e-3],
                           "data.sizes": [200, 400], "training.num_workers": workers})
     study["model"]["sizes"] = {"xs": study["model"]["sizes"]["xs"]}
-    write_spec(root / "study.yaml", study)
+    return study
+
+
+def _prepare(root: Path, devices: int) -> Path:
+    root.mkdir()
+    write_spec(root / "study.yaml", _study(devices))
     for args in (["compile", "study.yaml"], ["run", "data"], ["run", "split"],
                  ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "select"]):
         done = _chemspec(root, devices, *args)
         assert done.returncode == 0, done.stderr
+    return root
+
+
+def _copy(prepared: Path, to: Path, workers: int = 0) -> Path:
+    """A copy of the prepared cell; with loader workers, recompiled (workers are no part of any identity,
+    so the data, split and TPE selection stand)."""
+    shutil.copytree(prepared, to)
+    if workers:
+        write_spec(to / "study.yaml", _study(2, workers))
+        done = _chemspec(to, 2, "compile", "study.yaml")
+        assert done.returncode == 0, done.stderr
+    return to
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Data, split, TPE and selection of the two-process cell, made once; each test trains a copy."""
+    return _prepare(tmp_path_factory.mktemp("ddp") / "prepared", 2)
 
 
 def _train(root: Path, devices: int) -> tuple[dict, str, dict]:
-    _prepare(root, devices)
     done = _chemspec(root, devices, "run", "train", "--cell", "xs-200")
     assert done.returncode == 0, done.stderr
     results = root / "results" / "tiny"
@@ -61,14 +83,14 @@ def _train(root: Path, devices: int) -> tuple[dict, str, dict]:
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> tuple[Path, dict, str, dict]:
+def two_ranks(prepared, tmp_path_factory) -> tuple[Path, dict, str, dict]:
     """The cell trained whole on two processes: the subject of the first test, the reference of the rest."""
-    root = tmp_path_factory.mktemp("ddp") / "two"
+    root = _copy(prepared, tmp_path_factory.mktemp("ddp") / "two")
     return root, *_train(root, 2)
 
 
 def test_two_processes_share_one_cell_and_rank_zero_reports_it(tmp_path, two_ranks):
-    one, _, one_tpe = _train(tmp_path / "one", 1)
+    one, _, one_tpe = _train(_prepare(tmp_path / "one", 1), 1)
     _, two, printed, two_tpe = two_ranks
     assert printed.count("train@xs-200:") == 1, printed
     assert two["device"].startswith("2x cpu") and one["device"].startswith("cpu")
@@ -97,11 +119,10 @@ def _outputs(root: Path) -> tuple[dict, bytes, bytes]:
 
 @pytest.mark.parametrize(("offset", "workers", "fault"), [(1, 0, "term"), (-2, 0, "term"), (1, 2, "term-all")],
                          ids=["mid-epoch", "at-an-epoch-start", "mid-epoch-every-process-with-loader-workers"])
-def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, two_ranks,
+def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, prepared, two_ranks,
                                                                                          offset, workers, fault):
     reference = _outputs(two_ranks[0])
-    root = tmp_path / "stopped"
-    _prepare(root, 2, workers)
+    root = _copy(prepared, tmp_path / "stopped", workers)
     # Ranks agree on a stop a few steps after the signal (runtime.preempt): a signal in the first
     # epoch's second-to-last step stops the ranks at the second epoch's first step.
     step = reference[0]["steps"] // 2 + offset
