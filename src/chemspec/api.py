@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,9 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
         expected_identity: str | None = None) -> dict:
     from chemspec.runtime import run_stage
 
+    if expected_identity is not None and not re.fullmatch(r"[0-9a-f]{8,64}", expected_identity):
+        raise UsageError(f"--identity {expected_identity!r} is not the start of a cell identity (8 to 64 hex "
+                         "digits, as `chemspec compile` writes into dvc.yaml); leave it out or recompile")
     return run_stage(stage, load_cells(params), cell, expected_identity, source=str(params))
 
 
@@ -336,7 +340,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
           study: str | None = None) -> dict:
     """Refit archived cell losses (a pulled directory or a git revision) without training anything."""
     from chemspec.archive import Snapshot
-    from chemspec.archive.history import commit_of
+    from chemspec.archive.history import WORKTREE, commit_of, in_repository
     from chemspec.runtime.fit import finite_json, fits
 
     if not source.strip():
@@ -347,8 +351,9 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{source} is a file; give the folder that holds cells.json and fit.json "
                          "(one that `chemspec pull` made) or a git revision")
-    if not folder.is_dir() and ("/" in source or source.endswith(".json")) and commit_of(source, ".") is None:
-        raise UsageError(f"{source} is neither a folder nor a git revision here; give a folder that "
+    if not folder.is_dir() and source != WORKTREE and commit_of(source, ".") is None:
+        outside = "" if in_repository(".") else " (this folder is in no git repository)"
+        raise UsageError(f"{source} is neither a folder nor a git revision here{outside}; give a folder that "
                          "`chemspec pull` made, or a commit, branch or tag")
     if folder.is_dir():
         if not (folder / "cells.json").is_file():

@@ -34,14 +34,16 @@ def test_refit_of_a_file_or_a_law_given_twice_is_refused(cli, tmp_path):
     assert twice.code == 2 and "--law repeats a value (power, power); give each law once" in twice.err
 
 
-@pytest.mark.parametrize("args", [("diff",), ("refit", "HEAD"), ("report", "--from", "HEAD")],
-                         ids=["diff", "refit", "report-from"])
+@pytest.mark.parametrize("args", [("diff",), ("report", "--from", "HEAD")], ids=["diff", "report-from"])
 def test_reading_a_revision_outside_a_git_repository_says_so(cli, tmp_path, monkeypatch, args):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     result = cli(*args, cwd=tmp_path)
     assert result.code == 1, result.err
     assert "cannot read revision 'HEAD': " in result.err and "is not in a git repository; run this in the " \
            "study's project, or give WORKTREE" in result.err
+    refit = cli("refit", "HEAD", cwd=tmp_path)
+    assert refit.code == 2 and "HEAD is neither a folder nor a git revision here (this folder is in no git " \
+                               "repository); give a folder that `chemspec pull` made" in refit.err, refit.err
 
 
 def test_a_repeated_law_in_the_spec_is_named(cli, tmp_path):
