@@ -197,29 +197,35 @@ def test_reading_an_archive_where_there_is_none_says_how_to_make_one(cli, tmp_pa
     assert "no study is archived in the working tree (archive/refs is empty or missing); run the study" in result.err
 
 
-def _selected(configs: int, keep: int) -> dict:
-    rows = [{"name": f"c{i}", "hparams": {}, "estimate": 1.0 + i, "cost_s": 0.5, "status": "ok", "rank": i + 1,
-             "kept": i < keep, "reason": "kept" if i < keep else "dropped"} for i in range(configs)]
-    return {"estimator": "tse", "keep": keep, "margin": None, "kept": {"*": [{}] * keep}, "configs": rows,
-            "tpe_cost_s": 0.5 * configs}
+def _selected(configs: int, keep: int, kept: int, cost_s: float) -> dict:
+    """select's record where hpo.tpe.keep is `keep` and `kept` configurations passed (a margin can drop more)."""
+    rows = [{"name": f"c{i}", "hparams": {}, "estimate": 1.0 + i, "cost_s": cost_s, "status": "ok", "rank": i + 1,
+             "kept": i < kept, "reason": "kept" if i < kept else "dropped"} for i in range(configs)]
+    return {"estimator": "tse", "keep": keep, "margin": 0.05, "kept": {"*": [{}] * kept}, "configs": rows,
+            "tpe_cost_s": cost_s * configs}
 
 
-@pytest.mark.parametrize(("configs", "keep", "said"), [
-    (1, 1, "TPE 0.5 s + training 1.0 s: TPE kept all 1 configuration(s) of hpo.grid, so it saved nothing"),
-    (2, 2, "TPE 1.0 s + training 1.0 s: TPE kept all 2 configuration(s) of hpo.grid, so it saved nothing"),
-    (4, 1, "TPE 2.0 s + training 1.0 s = 3.0 s, against about 4.0 s to train all 4 configurations in every "
-           "cell: 25% saved."),
-], ids=["one-config", "all-kept", "pruned"])
-def test_the_report_claims_a_tpe_saving_only_where_tpe_dropped_configurations(cli, tmp_path, configs, keep, said):
+@pytest.mark.parametrize(("configs", "keep", "kept", "cost_s", "said"), [
+    (1, 1, 1, 0.5, "TPE 0.5 s + training 1.0 s: TPE kept all 1 configuration(s) of hpo.grid, so it saved nothing"),
+    (2, 2, 2, 0.5, "TPE 1.0 s + training 1.0 s: TPE kept all 2 configuration(s) of hpo.grid, so it saved nothing"),
+    (4, 1, 1, 0.5, "TPE 2.0 s + training 1.0 s = 3.0 s, against about 4.0 s to train all 4 configurations in every "
+                   "cell: 25% saved."),
+    (4, 2, 1, 0.5, "TPE 2.0 s + training 1.0 s = 3.0 s, against about 4.0 s to train all 4 configurations in every "
+                   "cell: 25% saved."),
+    (2, 1, 1, 2.0, "TPE 4.0 s + training 1.0 s = 5.0 s, against about 2.0 s to train all 2 configurations in every "
+                   "cell: TPE cost 150% more than training every configuration would have."),
+], ids=["one-config", "all-kept", "pruned", "margin-dropped-more-than-keep", "tpe-dearer"])
+def test_the_report_claims_a_tpe_saving_only_where_tpe_dropped_configurations(cli, tmp_path, configs, keep, kept,
+                                                                              cost_s, said):
     write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     results = tmp_path / "results" / "tiny"
     io.write_json(results / "fit" / "cells.json", [_ROW])
     io.write_json(results / "fit" / "fit.json", {"study": "tiny", "confidence": 0.9, "fits": []})
-    io.write_json(results / "selected.json", _selected(configs, keep))
+    io.write_json(results / "selected.json", _selected(configs, keep, kept, cost_s))
     result = cli("report", "--no-files", cwd=tmp_path)
     assert result.code == 0 and said in result.out and ("saved." in said or "% saved" not in result.out), result.out
     page = cli("report", cwd=tmp_path)
     assert page.code == 0 and said in (results / "report" / "index.html").read_text()
     as_json = json.loads(cli("report", "--json", "--no-files", cwd=tmp_path).out)
-    assert (as_json["cost"]["saving"] is None) == (keep >= configs)
+    assert (as_json["cost"]["saving"] is None) == (kept >= configs)

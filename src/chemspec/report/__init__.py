@@ -32,24 +32,28 @@ def cost(selected: dict | None, cells: list[dict]) -> dict | None:
     if not selected:
         return None
     train = sum(c["wall_time_s"] for c in cells)
-    configs, keep = len(selected["configs"]) // max(1, len(selected["kept"])), selected["keep"]
+    groups = max(1, len(selected["kept"]))
+    configs = len(selected["configs"]) // groups
+    kept = sum(len(chosen) for chosen in selected["kept"].values()) / groups  # what select kept, not hpo.tpe.keep
     spent = selected["tpe_cost_s"] + train
-    exhaustive = train / keep * configs
+    exhaustive = train / kept * configs
     return {"tpe_s": selected["tpe_cost_s"], "train_s": round(train, 3), "spent_s": round(spent, 3),
-            "exhaustive_s": round(exhaustive, 3), "configs": configs, "kept": keep,
-            "saving": round(1 - spent / exhaustive, 4) if exhaustive and keep < configs else None}
+            "exhaustive_s": round(exhaustive, 3), "configs": configs, "kept": round(kept, 3),
+            "saving": round(1 - spent / exhaustive, 4) if exhaustive and kept < configs else None}
 
 
 def cost_text(spent: dict) -> str:
-    """What TPE cost and saved, in one sentence; a grid TPE pruned nothing of claims no saving."""
-    text = (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s = {spent['spent_s']:.1f} s, against "
-            f"about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} configurations in every cell")
-    if spent["saving"] is not None:
-        return f"{text}: {spent['saving']:.0%} saved."
+    """What TPE cost and saved, in one sentence; where TPE dropped no configuration, it claims no saving."""
     if spent["kept"] >= spent["configs"]:
         return (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s: TPE kept all {spent['configs']} "
-                "configuration(s) of hpo.grid, so it saved nothing (it needs more configurations than hpo.tpe.keep).")
-    return f"{text}: no saving to report (no training time was recorded)."
+                "configuration(s) of hpo.grid, so it saved nothing (it needs more configurations than it keeps).")
+    text = (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s = {spent['spent_s']:.1f} s, against "
+            f"about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} configurations in every cell")
+    if spent["saving"] is None:
+        return f"{text}: no saving to report (no training time was recorded)."
+    if spent["saving"] < 0:
+        return f"{text}: TPE cost {-spent['saving']:.0%} more than training every configuration would have."
+    return f"{text}: {spent['saving']:.0%} saved."
 
 
 def calibration_rows(calibration: dict | None) -> list[dict]:
