@@ -79,12 +79,16 @@ CASES = [
     ("yes-for-packing", mutate("training.packing", True), "training.packing: Input should be a valid integer"),
     ("int-for-bool", mutate("training.compile", 1), "training.compile"),
     ("duplicate-anchor", "study: &a x\nseed: &a 1\n",
-     "study.yaml:2:7: <root>: YAML syntax error: second occurrence (found duplicate anchor 'a'; first occurrence "
-     "at line 1, column 8)"),
-    ("unclosed-list-context", "study: [unclosed\n", "(while parsing a flow sequence at line 1, column 8)"),
+     "study.yaml:2:7: <root>: YAML syntax error: found duplicate anchor 'a'; first occurrence at line 1, column 8: "
+     "second occurrence"),
+    ("unclosed-list-context", "study: [unclosed\n",
+     "YAML syntax error: while parsing a flow sequence at line 1, column 8: expected ',' or ']'"),
     ("nul-byte", "study: qu\x00ick\n",
-     "study.yaml:1:10: <root>: YAML syntax error: character '\\x00' is not allowed (special characters are not "
-     "allowed)\n    hint: a NUL byte means a binary file or one saved as UTF-16"),
+     "study.yaml:1:10: <root>: YAML syntax error: control character '\\x00' is not allowed in YAML\n"
+     "    hint: a NUL byte means a binary file or one saved as UTF-16"),
+    ("escape-byte", "study: qu\x1bick\n",
+     "study.yaml:1:10: <root>: YAML syntax error: control character '\\x1b' is not allowed in YAML\n"
+     "    hint: remove it, or write it as an escape inside double quotes"),
     ("huge-chemgpt", mutate("model.sizes.s", {"n_layer": 1000, "n_embd": 65536, "n_head": 64}),
      "model.sizes.s: n_layer 1000 × n_embd 65536 makes about 5.2e+13 non-embedding parameters, more than the "
      "1e+11 chemspec trains; make n_layer or n_embd smaller"),
@@ -93,6 +97,8 @@ CASES = [
     ("huge-batch", mutate("hpo.grid.batch_size", [32, 10**9]),
      "hpo.grid.batch_size.1: Input should be less than or equal to 65536"),
     ("huge-training-batch", mutate("training.batch_size", 10**17), "training.batch_size: Input should be less"),
+    ("huge-packing", mutate("training.packing", 10**12),
+     "training.packing: Input should be less than or equal to 65536"),
 ]
 
 
@@ -167,6 +173,11 @@ def test_a_study_that_cannot_be_read_exits_2_naming_it(cli, tmp_path, monkeypatc
         assert result.code == 2 and f"{spec}: cannot read the file: Permission denied\n    hint: check that you " \
                                     "may read it and the folders above it" in result.err, result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_a_study_path_too_long_to_open_says_to_shorten_it(cli, tmp_path):
+    result = cli("validate", "s" * 300 + ".yaml", cwd=tmp_path)
+    assert result.code == 2 and "cannot read the file: File name too long\n    hint: shorten the path" in result.err
 
 
 def test_unquoted_exponent_floats_are_numbers_as_in_yaml_1_2(cli, tmp_path):

@@ -10,6 +10,7 @@ position is kept so that validation errors can say line:column.
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,12 @@ from chemspec.errors import SpecError, SpecIssue
 MAX_FILE_BYTES = 1 << 20
 MAX_VALUES = 100_000
 MAX_DEPTH = 32
+READ_HINTS = {
+    errno.EACCES: "check that you may read it and the folders above it (`ls -l`)",
+    errno.EPERM: "check that you may read it and the folders above it (`ls -l`)",
+    errno.ENAMETOOLONG: "shorten the path, or move the study file into a folder with a shorter name",
+    errno.ELOOP: "a symbolic link in the path points back at itself; fix or remove it",
+}
 PLAIN_TAGS = {
     "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
 }
@@ -111,15 +118,15 @@ def _line_column(text: str, offset: int) -> tuple[int, int]:
 
 
 def _problem(exc: yaml.MarkedYAMLError) -> str:
-    """PyYAML's problem with its context, which often says more than the problem alone (a duplicate
+    """PyYAML's problem after its context, which often says more than the problem alone (a duplicate
     anchor's problem is just "second occurrence")."""
     problem = exc.problem or "unreadable YAML"
     if not exc.context:
         return problem
     where = exc.context_mark
     if where is None or where == exc.problem_mark:
-        return f"{problem} ({exc.context})"
-    return f"{problem} ({exc.context} at line {where.line + 1}, column {where.column + 1})"
+        return f"{exc.context}: {problem}"
+    return f"{exc.context} at line {where.line + 1}, column {where.column + 1}: {problem}"
 
 
 def _read(path: Path, name: str) -> str:
@@ -142,8 +149,8 @@ def load_yaml(path: Path) -> tuple[Any, Positions]:
     except UnicodeDecodeError:
         raise SpecError([SpecIssue(name, 0, 0, "", "file is not UTF-8 text", "save it as UTF-8")]) from None
     except OSError as exc:
-        raise SpecError([SpecIssue(name, 0, 0, "", f"cannot read the file: {exc.strerror or exc}",
-                                   "check that you may read it and the folders above it (`ls -l`)")]) from None
+        hint = READ_HINTS.get(exc.errno, "check the path, and that its disk is readable")
+        raise SpecError([SpecIssue(name, 0, 0, "", f"cannot read the file: {exc.strerror or exc}", hint)]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except RecursionError:
@@ -153,8 +160,8 @@ def load_yaml(path: Path) -> tuple[Any, Positions]:
         line, col = _line_column(text, exc.position)
         hint = ("a NUL byte means a binary file or one saved as UTF-16: save the study as UTF-8 text"
                 if exc.character == 0 else "remove it, or write it as an escape inside double quotes")
-        raise SpecError([SpecIssue(name, line, col, "", f"YAML syntax error: character {chr(exc.character)!r} "
-                                   f"is not allowed ({exc.reason})", hint)]) from None
+        raise SpecError([SpecIssue(name, line, col, "", f"YAML syntax error: control character "
+                                   f"{chr(exc.character)!r} is not allowed in YAML", hint)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)

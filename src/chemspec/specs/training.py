@@ -91,16 +91,16 @@ class Training(Spec):
     """Recompute each block's activations in the backward pass instead of storing them: about a third
     more compute for a fraction of the activation memory (what lets a ~1B-parameter ChemGPT train on
     one 80 GB card). Language models only."""
-    bucket_batches: PositiveInt | None = None
+    bucket_batches: int | None = Field(None, gt=0, le=1 << 16)
     """Length bucketing: sort the shuffled rows by length within windows of this many batches, cut them
     into batches and shuffle the batches, so a batch pads to rows of its own length (100 is a good
     value). Every row is still seen once an epoch, and a resumed epoch continues the same order.
     Language models only; none: plain shuffling."""
-    packing: PositiveInt | None = None
+    packing: int | None = Field(None, gt=0, le=1 << 16)
     """Pack each batch's molecules into rows of this many positions, at least every size's
-    max_length (positions restart and attention stays within each molecule, so the loss is that of
-    padded batches). The row count is fixed per run from the molecules' lengths, so every batch has
-    one shape. With 256 and batches of 256 MOSES molecules: 40 rows, in which 91% of positions hold
+    max_length and at most 65,536 (positions restart and attention stays within each molecule, so the
+    loss is that of padded batches). The row count is fixed per run from the molecules' lengths, so
+    every batch has one shape. With 256 and batches of 256 MOSES molecules: 40 rows, in which 91% of positions hold
     tokens, against 76% padded. Language models only; none: one padded molecule per row."""
     num_workers: int | None = Field(None, ge=0)
     """Data-loader worker processes of language models (does not change results); none: 2 when training
