@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test files run on this many processes: the suite's stages are mostly Python start-up on one core.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test report-screenshot
 
@@ -26,7 +28,7 @@ demo: setup
 	$(BIN)/chemspec archive verify
 
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The quickstart report as headless Chromium renders it (needs `make demo` first; installs Debian's
 # chromium when it is missing and apt-get is allowed).

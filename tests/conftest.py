@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 
 # Without a GPU, runtime.molecule_attention's Triton kernels run under Triton's interpreter, which
 # triton.jit chooses when it defines them, at their module's first import: before any chemspec import.
@@ -71,10 +72,19 @@ def write_spec(path: Path, study: dict) -> Path:
     return path
 
 
+def shared_temp(tmp_path_factory) -> Path:
+    """This run's temporary folder that every pytest-xdist worker sees (`make test` runs `pytest -n 2
+    --dist loadfile`: each test file on one worker, so module fixtures are made once)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_dvc_remote(tmp_path_factory):
     """The default DVC remote of every test project lives in a temporary directory, not the user's cache."""
-    os.environ["CHEMSPEC_REMOTE"] = str(tmp_path_factory.mktemp("dvc-remote"))
+    remote = shared_temp(tmp_path_factory) / "dvc-remote"
+    remote.mkdir(exist_ok=True)
+    os.environ["CHEMSPEC_REMOTE"] = str(remote)
 
 
 def tool_env() -> dict[str, str]:
@@ -99,12 +109,19 @@ def sh(*args: str, cwd: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> tuple[Path, str]:
-    """tiny_study() compiled, reproduced, pushed and committed once a session: its root and the output
-    of its `dvc repro`. Several modules start from it; each takes a `copy_project` before changing it."""
-    root = tmp_path_factory.mktemp("tiny-base")
-    sh("git", "init", "-q", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    return root, repro_and_commit(root, tiny_study(), "tiny study")
+    """tiny_study() compiled, reproduced, pushed and committed once a run: its root and the output of its
+    `dvc repro`. Several modules start from it, each from a `copy_project`; the first xdist worker to
+    need it makes it while the others wait."""
+    root = shared_temp(tmp_path_factory) / "tiny-base"
+    output = root.with_name("tiny-base.out")
+    with FileLock(f"{root}.lock"):
+        if not output.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            sh("git", "init", "-q", cwd=root)
+            sh("dvc", "init", "-q", cwd=root)
+            output.write_text(repro_and_commit(root, tiny_study(), "tiny study"))
+    return root, output.read_text()
 
 
 def repro_and_commit(root: Path, study: dict, message: str) -> str:

@@ -335,5 +335,6 @@ def entry() -> None:
     code = main()
     # Python's last garbage collection walks every object that torch, lightning and transformers made,
     # about 1 s of each stage's start-to-exit on 2 cores; every result is written and closed by now.
+    # atexit handlers still run; finalizers of objects caught in reference cycles no longer do.
     gc.freeze()
     sys.exit(code)
