@@ -258,7 +258,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("--to", "to", default=None, type=click.Path(file_okay=False), help="Directory to create (default: pulled/<target>).")
+@click.option("--to", "to", default=None, type=click.Path(file_okay=False),
+              help="Directory to create (default: pulled/<target>).")
 @click.option("--study", default=None, help="Study to pull (needed when several are archived).")
 def pull(target: str, to: str | None, study: str | None) -> None:
     """Bring an archived run (git revision or manifest id) back into a directory, checkpoints included."""
