@@ -27,7 +27,10 @@ molecules with the same batch size, step count, AdamW learning rate (constant) a
                      packed path of run 14 and before);
                      chemspec_packed_cudagraphs_autotune: the same with inductor's max_autotune (what
                      torch.compile's mode="max-autotune" adds: Triton matmul templates timed against
-                     cuBLAS, with the element-wise work that follows fused into them where that wins)
+                     cuBLAS, with the element-wise work that follows fused into them where that wins);
+                     chemspec_packed_cudagraphs_bf16true: the same with Lightning's bf16-true precision
+                     (weights, gradients and AdamW's moments in bf16, no float32 master copy: half the
+                     element-wise and optimiser traffic, and the coarser updates that come with it)
 
 Useful tokens are the non-padding tokens of the batches trained between the end of step --warmup and
 the last step, counted as each batch is collated (the Trainer) or trained (chemspec, whose loader may
@@ -61,7 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(does not have many workers|max_epochs|val_dataloader).*")
 PATHS = ("hf", "hf_compile", "hf_fp32_scores", "chemspec", "chemspec_bucketed", "chemspec_compile", "chemspec_bucketed_compile",
          "chemspec_packed", "chemspec_packed_compile", "chemspec_packed_cudagraphs",
-         "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_dense", "chemspec_packed_cudagraphs_autotune")
+         "chemspec_packed_cudagraphs_efficient", "chemspec_packed_cudagraphs_dense", "chemspec_packed_cudagraphs_autotune",
+         "chemspec_packed_cudagraphs_bf16true")
 
 
 def parse(argv=None):
@@ -207,7 +211,8 @@ def run_hf(args, config, tokens, tokenizer_dir, compiled: bool) -> tuple[dict, o
     return clock.summary(counted, [e["loss"] for e in trainer.state.log_history if "loss" in e][-1]), model
 
 
-def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, packed: bool) -> tuple[dict, object]:
+def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, packed: bool,
+                 precision: str) -> tuple[dict, object]:
     import lightning as L
 
     from chemspec.runtime.chemgpt import ChemGPT, loader
@@ -229,7 +234,7 @@ def run_chemspec(args, config, tokens, bucketed: bool, compiled: bool | str, pac
                      workers=args.loader_workers)
     trainer = L.Trainer(
         max_steps=args.steps, accelerator="gpu" if cuda else "cpu", devices=1,
-        precision="bf16-mixed" if cuda else "32-true", logger=False, enable_checkpointing=False,
+        precision=precision, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, gradient_clip_val=1.0,
         callbacks=[Tick()])
     trainer.fit(module, batches)
@@ -257,8 +262,10 @@ def run(path: str, args, config, tokens, tokenizer_dir) -> tuple[dict, object]:
         molecule_attention.supported = lambda *args: False
     inductor.max_autotune = path.endswith("_autotune")
     try:
+        precision = "bf16-true" if path.endswith("_bf16true") else "bf16-mixed" if torch.cuda.is_available() \
+            else "32-true"
         return run_chemspec(args, config, tokens, bucketed="bucketed" in path, compiled=compiled,
-                            packed="packed" in path)
+                            packed="packed" in path, precision=precision)
     finally:
         chemgpt.MASKED_KERNELS, inductor.max_autotune, molecule_attention.supported = kernels, autotune, supported
 
