@@ -6,7 +6,7 @@ every operation that makes the host wait for the GPU (with the Python line that 
 It reports the kernels' time per step by kind (KINDS), the share of the wall time in which some
 kernel ran (`gpu_busy`), and the GPU's idle time with the kernels on either side of the longest
 gaps. `chemgpt_packed_cudagraphs` trains as `training.packing: 256` and `training.compile:
-cuda-graphs` do. `plain_*` variants train the same model on the same batches in a bare PyTorch loop
+cuda-graphs` do; `_bf16true` trains it with `training.precision: bf16-true`. `plain_*` variants train the same model on the same batches in a bare PyTorch loop
 (autocast bf16, fused AdamW, no clipping), which bounds what Lightning and chemspec's module add.
 
   source benchmarks/device_setup.sh
@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-VARIANTS = ("chemgpt", "chemgpt_compile", "chemgpt_packed_cudagraphs", "plain_compile", "painn")
+VARIANTS = ("chemgpt", "chemgpt_compile", "chemgpt_packed_cudagraphs", "chemgpt_packed_cudagraphs_bf16true",
+            "plain_compile", "painn")
 # GPU kernels by name, first match wins (inductor's matmul templates are triton_tem_*): where a step's
 # GPU time goes
 KINDS = {"matmul": ("gemm", "nvjet", "cutlass", "xmma", "triton_tem"), "fused_elementwise": ("triton_",),
@@ -134,7 +135,8 @@ def idle(kernels: list, steps: int, shortest_us: float = 20.0) -> dict:
             "idle_gaps_ms_per_step": {k: round(v / 1e3 / steps, 3) for k, v in gaps.most_common(12)}}
 
 
-def chemgpt_variant(args, tokens, vocab, shape, compiled: bool | str, plain: bool, packed: bool) -> Window:
+def chemgpt_variant(args, tokens, vocab, shape, compiled: bool | str, plain: bool, packed: bool,
+                    precision: str = "bf16-mixed") -> Window:
     from chemspec.runtime.chemgpt import ChemGPT, gpt_neo_config, loader, loader_workers
     from chemspec.specs.training import Optimizer, Scheduler
 
@@ -162,7 +164,7 @@ def chemgpt_variant(args, tokens, vocab, shape, compiled: bool | str, plain: boo
             optimizer.zero_grad(set_to_none=True)
         return window
 
-    trainer = L.Trainer(max_steps=total, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
+    trainer = L.Trainer(max_steps=total, accelerator="gpu", devices=1, precision=precision, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
                         num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[window])
     trainer.fit(module, batches)
@@ -207,7 +209,8 @@ def main(argv=None):
             window = (painn_variant(args) if variant == "painn" else
                       chemgpt_variant(args, tokens, vocab, shape,
                                       "cuda-graphs" if "cudagraphs" in variant else "compile" in variant,
-                                      variant.startswith("plain"), "packed" in variant))
+                                      variant.startswith("plain"), "packed" in variant,
+                                      "bf16-true" if variant.endswith("_bf16true") else "bf16-mixed"))
             result["variants"][name] = r = window.summary(name, out)
             print(f"{name}: {r['wall_ms_per_step']:.1f} ms/step wall, {r['gpu_ms_per_step']:.1f} ms GPU "
                   f"({r['gpu_busy']:.0%}) {r['gpu_ms_by_kind']}, idle {r['idle_ms_per_step']:.2f} ms "
