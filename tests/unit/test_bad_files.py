@@ -220,9 +220,13 @@ def test_the_report_claims_a_tpe_saving_only_where_tpe_dropped_configurations(cl
     write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     results = tmp_path / "results" / "tiny"
+    from chemspec.report import cost
+
+    selected = _selected(configs, keep, kept, cost_s)
     io.write_json(results / "fit" / "cells.json", [_ROW])
-    io.write_json(results / "fit" / "fit.json", {"study": "tiny", "confidence": 0.9, "fits": []})
-    io.write_json(results / "selected.json", _selected(configs, keep, kept, cost_s))
+    io.write_json(results / "fit" / "fit.json", {"study": "tiny", "confidence": 0.9, "fits": [],
+                                                 "cost": cost(selected, [_ROW["wall_time_s"]])})
+    io.write_json(results / "selected.json", selected)
     result = cli("report", "--no-files", cwd=tmp_path)
     assert result.code == 0 and said in result.out and ("saved." in said or "% saved" not in result.out), result.out
     page = cli("report", cwd=tmp_path)

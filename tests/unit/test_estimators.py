@@ -105,3 +105,47 @@ def test_each_model_size_group_is_ranked_on_its_own(tmp_path):
                                    groups={"xs": ["xs-a", "xs-b"], "s": ["s-a", "s-b"]}, out=str(tmp_path / "s.json")))
     assert result["kept"] == {"xs": [{"learning_rate": 1e-3, "batch_size": 32}],
                               "s": [{"learning_rate": 3e-3, "batch_size": 32}]}
+
+
+def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep: int):
+    """TPE and calibrate folders of configurations {name: (converged loss, TPE status, TPE loss)}: TPE
+    runs cost 20 s, full runs 100 s."""
+    from chemspec.compiler.cells import CalibrationCell
+
+    dirs = {"tpe": {}, "full": {}}
+    for name, (converged, status, short_loss) in runs.items():
+        for kind, wall, loss in (("tpe", 20.0, short_loss), ("full", 100.0, converged)):
+            folder = tmp_path / kind / name
+            folder.mkdir(parents=True)
+            (folder / "estimate.json").write_text(json.dumps({
+                "hparams": {"name": name}, "val_loss": loss, "val_history": [loss], "wall_time_s": wall,
+                "status": status if kind == "tpe" else "ok"}))
+            (folder / "loss.csv").write_bytes(loss_csv([[loss, loss]]))
+            dirs[kind][name] = str(folder)
+    return CalibrationCell(tpe_dirs=dirs["tpe"], full_dirs=dirs["full"], budget_fraction=0.2,
+                           estimator={"estimator": "tse", "last_epochs": 1, "ema_decay": 0.9}, keep=keep,
+                           out_dir=str(tmp_path / "calibration"))
+
+
+def test_calibration_charges_every_configuration_it_ran_and_the_full_runs_tpe_would_keep(tmp_path):
+    """Two usable configurations cannot be scored, yet TPE still picks one and pays for its full run;
+    the diverged configuration's TPE and full runs cost compute on both sides."""
+    from chemspec.runtime.calibration import run_calibration
+
+    cell = _calibration_cell(tmp_path, {"a": (1.0, "ok", 2.0), "b": (1.2, "ok", 2.5),
+                                        "c": (1.1, "diverged", 9.0)}, keep=1)
+    run_calibration(cell)
+    result = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
+    assert result["scores"]["tse"]["status"] == "cannot score"
+    assert result["cost"] == {"tpe_s": 60.0, "exhaustive_s": 300.0, "kept": ["a"], "tpe_then_best_s": 160.0,
+                              "saving": pytest.approx(1 - 160 / 300, abs=1e-4)}
+
+
+def test_calibration_with_keep_two_pays_for_two_full_runs(tmp_path):
+    from chemspec.runtime.calibration import run_calibration
+
+    cell = _calibration_cell(tmp_path, {name: (1.0 + i / 10, "ok", 2.0 + i / 10) for i, name in enumerate("abcd")},
+                             keep=2)
+    run_calibration(cell)
+    cost = json.loads((tmp_path / "calibration" / "calibration.json").read_text())["cost"]
+    assert cost["kept"] == ["a", "b"] and cost["tpe_then_best_s"] == 80.0 + 200.0 and cost["exhaustive_s"] == 400.0

@@ -92,20 +92,91 @@ def test_bootstrap_cross_checks_the_joint_fit_on_large_grids():
     assert bootstrap(rows, 0, 0.95) is None
 
 
-def test_seed_noise_measures_the_spread_of_replicated_cells(tmp_path):
+def _metrics(folder, runs: dict[str, tuple[float | None, float]], status: str = "ok") -> dict[str, str]:
+    """metrics.json files of train runs {key: (val_loss, wall_time_s)}, as the train stage writes them."""
     import json
 
-    from chemspec.runtime.fit import cells_table, seed_noise
+    paths = {}
+    for key, (loss, wall) in runs.items():
+        model, size = key.split("-")[:2]
+        path = folder / f"{key}.json"
+        path.write_text(json.dumps({"cell": f"train@{key}", "model": model, "params": {"xs": 10, "s": 100}[model],
+                                    "data_size": int(size), "val_loss": loss, "hparams": {"key": key}, "epochs": 1,
+                                    "wall_time_s": wall, "status": status}))
+        paths[key] = str(path)
+    return paths
 
-    metrics = {}
-    for key, seed, loss in (("xs-100", 0, 1.0), ("xs-100-seed1", 1, 1.1), ("xs-100-seed2", 2, 0.9),
-                            ("xs-200", 0, 0.8)):
-        path = tmp_path / f"{key}.json"
-        path.write_text(json.dumps({"cell": f"train@{key}", "model": "xs", "params": 10, "data_size": int(key[3:6]),
-                                    "seed": seed, "val_loss": loss, "hparams": {}, "epochs": 1, "wall_time_s": 1.0}))
-        metrics[key] = str(path)
-    rows = cells_table(metrics)
-    assert [r["val_loss"] for r in rows] == [1.0, 0.8]
-    noise = seed_noise(metrics, rows)
+
+def test_seed_noise_measures_the_spread_of_replicated_cells(tmp_path):
+    from chemspec.runtime.fit import cells_table, read_runs, seed_noise
+
+    runs, replicates = read_runs(_metrics(tmp_path, {"xs-100": (1.0, 1.0), "xs-100-seed1": (1.1, 1.0),
+                                                     "xs-100-seed2": (0.9, 1.0), "xs-200": (0.8, 1.0)}))
+    assert [r["val_loss"] for r in cells_table(runs)] == [1.0, 0.8]
+    noise = seed_noise(replicates, runs)
     assert noise["seeds_per_cell"] == {"xs-100": 3}
     assert noise["std_log_loss"]["xs-100"] == pytest.approx(np.std(np.log([1.0, 1.1, 0.9]), ddof=1))
+
+
+def test_with_two_kept_ranks_the_seed_noise_compares_the_seeds_with_the_run_they_repeat(tmp_path):
+    """Replicate seeds copy rank 1; the table may show rank 2 (other hyperparameters) when it validated lower."""
+    from chemspec.runtime.fit import cells_table, read_runs, seed_noise
+
+    runs, replicates = read_runs(_metrics(tmp_path, {"xs-100-r1": (1.0, 1.0), "xs-100-r2": (0.9, 1.0),
+                                                     "xs-100-seed1": (1.001, 1.0)}))
+    assert [r["cell"] for r in cells_table(runs)] == ["train@xs-100-r2"]
+    noise = seed_noise(replicates, runs)
+    assert noise["std_log_loss"]["xs-100"] == pytest.approx(np.std(np.log([1.0, 1.001]), ddof=1))
+
+
+def test_the_fit_stage_charges_every_kept_rank_to_tpe_s_cost(tmp_path):
+    """keep: 2 trains two configurations a cell; the table shows one, but both cost compute."""
+    import json
+
+    from chemspec.compiler.cells import FitCell
+    from chemspec.runtime.fit import run_fit
+
+    runs = {f"{model}-{n}-r{rank}": (1.0 / n + rank * 1e-4, 100.0) for model in ("xs", "s") for n in (100, 200)
+            for rank in (1, 2)}
+    configs = [{"name": f"c{i}", "hparams": {}, "estimate": 1.0 + i, "cost_s": 20.0, "status": "ok", "rank": i + 1,
+                "kept": i < 2, "reason": "kept"} for i in range(6)]
+    selected = tmp_path / "selected.json"
+    selected.write_text(json.dumps({"estimator": "tse", "keep": 2, "margin": None, "kept": {"*": [{}, {}]},
+                                    "configs": configs, "tpe_cost_s": 120.0}))
+    cell = FitCell(study="s", laws=["power"], confidence=0.9, bootstrap=0, metrics=_metrics(tmp_path, runs),
+                   generation={}, selected=str(selected), out_dir=str(tmp_path / "fit"))
+    spent = run_fit(cell)["cost"]
+    assert len(json.loads((tmp_path / "fit" / "cells.json").read_text())) == 4
+    assert spent["train_s"] == 800.0 and spent["spent_s"] == 920.0
+    assert spent["exhaustive_s"] == 2400.0 and spent["saving"] == pytest.approx(1 - 920 / 2400, abs=1e-4)
+
+
+def test_a_run_that_ended_with_a_non_finite_validation_loss_is_left_out_not_the_whole_fit(tmp_path):
+    from chemspec.runtime.fit import cells_table, fits, read_runs
+
+    runs, _ = read_runs(_metrics(tmp_path, {f"{m}-{n}": (float("nan") if (m, n) == ("s", 300) else 1 + 10 / n, 1.0)
+                                            for m in ("xs", "s") for n in (100, 200, 300, 400)}))
+    rows = cells_table(runs)
+    failed = [r for r in rows if r["status"] != "ok"]
+    assert [(r["cell"], r["status"], r["reason"]) for r in failed] == [
+        ("train@s-300", "failed", "its validation loss is nan, not a finite number")]
+    flat, _ = fits(rows, ["power"], 0.9)
+    assert {(f["group"], f["status"], f["n"]) for f in flat if f["axis"] == "data"} == {("xs", "ok", 4), ("s", "ok", 3)}
+
+
+def test_bootstrap_resamples_whose_exponent_sits_on_a_bound_open_the_interval_instead_of_vanishing():
+    """A noisy 4 x 3 grid: about a tenth of the resamples put α at EXPONENT_MAX; dropping them gave a
+    closed [0.09, 1.87] where the profile interval is open."""
+    from chemspec.runtime.fit import bootstrap, finite_json
+    from chemspec.runtime.laws import joint_law
+
+    rng = np.random.default_rng(7)
+    n, d = np.repeat(np.logspace(5, 6.5, 4), 3), np.tile(np.logspace(4, 5, 3), 4)
+    y = (0.5 + 5 * n ** -0.17 + 5 * d ** -0.15) * np.exp(rng.normal(0, 0.05, len(n)))
+    assert joint_law(list(n), list(d), list(y), 0.95)["ci_alpha_profile"][1] == float("inf")
+    rows = [{"params": float(a), "data_size": float(b), "val_loss": float(v), "status": "ok"} for a, b, v in zip(n, d, y)]
+    result = bootstrap(rows, 100, 0.95)
+    assert result["status"] == "ok" and result["on_bound"] >= 5
+    assert result["ci_alpha"][0] > 0 and result["ci_alpha"][1] == float("inf")
+    assert finite_json(result)["ci_alpha"][1] is None
+    assert result["ci_beta"][1] < 5

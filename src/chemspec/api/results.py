@@ -66,7 +66,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         out = folder.parent / "report"
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
-    return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows),
+    return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance)
 
 
@@ -104,7 +104,7 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
             ctx = pages.context(name, rows, fit, selected, tmp / "plots", digest, calibration)
             files = pages.write(tmp, ctx, out)
-    return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=pages.cost(selected, rows), files=files,
+    return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])
 
 

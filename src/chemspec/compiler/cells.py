@@ -107,6 +107,7 @@ class CalibrationCell(Cell):
     full_dirs: dict[str, str]
     budget_fraction: float
     estimator: dict[str, Any]
+    keep: int
     out_dir: str
 
 
@@ -217,7 +218,7 @@ def expand(study: Study) -> Cells:
         calibration = CalibrationCell(tpe_dirs={k: c.out_dir for k, c in tpe.items()},
                                       full_dirs={k: c.out_dir for k, c in calibrate.items()},
                                       budget_fraction=tpe_cfg.budget_fraction, estimator=estimator,
-                                      out_dir=f"{results}/calibration")
+                                      keep=tpe_cfg.keep, out_dir=f"{results}/calibration")
     selected = f"{results}/selected.json"
     select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=tpe_cfg.estimator,
                         tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, groups=groups, out=selected)

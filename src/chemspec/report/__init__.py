@@ -27,11 +27,12 @@ def _interval(ci: list | None) -> str:
     return "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in ci) + "]"
 
 
-def cost(selected: dict | None, cells: list[dict]) -> dict | None:
-    """Compute spent by TPE plus full training, against training every configuration in every cell."""
+def cost(selected: dict | None, wall_times: list[float]) -> dict | None:
+    """Compute spent by TPE plus full training (`wall_times`: every run of the grid, each kept rank of
+    each cell), against training every configuration in every cell."""
     if not selected:
         return None
-    train = sum(c["wall_time_s"] for c in cells)
+    train = sum(wall_times)
     groups = max(1, len(selected["kept"]))
     configs = len(selected["configs"]) // groups
     kept = sum(len(chosen) for chosen in selected["kept"].values()) / groups  # what select kept, not hpo.tpe.keep
@@ -94,10 +95,9 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
                   (f"cannot fit: {joint['reason']}" if joint else ""))
     tpe = None
     if selected:
-        spent = cost(selected, cells)
         tpe = {"estimator": selected["estimator"],
                "configs": [{**c, "estimate_text": _num(c["estimate"])} for c in selected["configs"]],
-               "cost_text": cost_text(spent)}
+               "cost_text": cost_text(fit["cost"]) if fit.get("cost") else ""}
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
     return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],

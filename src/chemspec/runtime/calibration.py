@@ -4,7 +4,8 @@ For every configuration the TPE run gives a short loss log and the calibrate run
 validation loss of the same configuration. Each estimator is scored by the linear fit of converged
 loss on estimate (slope, intercept, R²), Spearman ρ, Kendall τ, and the top-1 regret: the converged
 loss of the configuration the estimator ranks first minus the best converged loss. Compute saved is
-TPE's cost plus one full run of the kept configurations, against full runs of all of them.
+TPE's cost plus one full run of each configuration the estimator would keep (hpo.tpe.keep), against
+full runs of all of them; configurations that diverged count on both sides, as they cost compute.
 """
 
 from __future__ import annotations
@@ -46,25 +47,26 @@ def run_calibration(cell: CalibrationCell) -> dict:
             raise RunError(f"calibration: results of tpe@{key} or calibrate@{key} are missing; run `dvc repro`")
         short = read_json(tpe_dir / "estimate.json", ("hparams",))
         full = read_json(full_dir / "estimate.json")
+        costs = {"tpe_cost_s": short["wall_time_s"], "full_cost_s": full["wall_time_s"]}
         if short.get("status") != "ok" or full.get("status") != "ok":
-            rows.append({"name": key, "hparams": short["hparams"], "status": "diverged"})
+            rows.append({"name": key, "hparams": short["hparams"], "status": "diverged", **costs})
             continue
         log = read_loss_log(tpe_dir / "loss.csv")
         rows.append({"name": key, "hparams": short["hparams"], "status": "ok", "converged": full["val_loss"],
                      "estimates": {e: estimate(log, short["val_history"], {**cell.estimator, "estimator": e})
-                                   for e in ESTIMATORS},
-                     "tpe_cost_s": short["wall_time_s"], "full_cost_s": full["wall_time_s"]})
+                                   for e in ESTIMATORS}, **costs})
     usable = [r for r in rows if r["status"] == "ok"]
     converged = [r["converged"] for r in usable]
     scores = {e: score([r["estimates"][e] for r in usable], converged) for e in ESTIMATORS}
-    tpe_cost = sum(r["tpe_cost_s"] for r in usable)
-    full_cost = sum(r["full_cost_s"] for r in usable)
-    kept = scores[cell.estimator["estimator"]].get("chosen")
-    spent = tpe_cost + (usable[kept]["full_cost_s"] if kept is not None else 0.0)
-    result = {"budget_fraction": cell.budget_fraction, "estimator": cell.estimator["estimator"], "configs": rows,
-              "scores": scores, "cost": {"tpe_s": round(tpe_cost, 3), "exhaustive_s": round(full_cost, 3),
-                                         "tpe_then_best_s": round(spent, 3),
-                                         "saving": round(1 - spent / full_cost, 4) if full_cost else None}}
+    name = cell.estimator["estimator"]
+    kept = sorted(usable, key=lambda r: (r["estimates"][name], r["name"]))[:cell.keep]
+    tpe_cost = sum(r["tpe_cost_s"] for r in rows)
+    full_cost = sum(r["full_cost_s"] for r in rows)
+    spent = tpe_cost + sum(r["full_cost_s"] for r in kept)
+    result = {"budget_fraction": cell.budget_fraction, "estimator": name, "configs": rows, "scores": scores,
+              "cost": {"tpe_s": round(tpe_cost, 3), "exhaustive_s": round(full_cost, 3),
+                       "kept": [r["name"] for r in kept], "tpe_then_best_s": round(spent, 3),
+                       "saving": round(1 - spent / full_cost, 4) if full_cost else None}}
     out = Path(cell.out_dir)
     write_bytes(out / "scatter.png", _scatter(usable, scores, cell.budget_fraction))
     write_json(out / "calibration.json", result)

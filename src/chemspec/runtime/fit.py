@@ -24,7 +24,7 @@ import numpy as np
 from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import read_json, write_json
-from chemspec.runtime.laws import joint_law, saturating_law
+from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
 
 MIN_POINTS = 3
 
@@ -60,6 +60,10 @@ def _better(row: dict, other: dict) -> bool:
     return row["status"] == "ok" and row["val_loss"] < other["val_loss"]
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
     rows = {}
     for key, path in sorted(metrics.items()):
@@ -72,6 +76,8 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
                "status": m.get("status", "ok"),
                **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason")
                   if k in m}}
+        if row["status"] == "ok" and not _finite(row["val_loss"]):
+            row.update(status="failed", reason=f"its validation loss is {row['val_loss']}, not a finite number")
         rows[key] = row
     return rows
 
@@ -80,25 +86,32 @@ def _is_replicate(key: str) -> bool:
     return key.rsplit("-", 1)[-1].startswith("seed")
 
 
-def cells_table(metrics: dict[str, str]) -> list[dict]:
-    """One row per (model size, data size): the best of its kept configurations (replicate seeds aside)."""
+def read_runs(metrics: dict[str, str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Every train run by key: the runs of the grid (every kept rank), and the replicate seeds."""
+    rows = _read_rows(metrics)
+    return ({k: r for k, r in rows.items() if not _is_replicate(k)},
+            {k: r for k, r in rows.items() if _is_replicate(k)})
+
+
+def cells_table(runs: dict[str, dict]) -> list[dict]:
+    """One row per (model size, data size): the best of its kept configurations."""
     best: dict[tuple, dict] = {}
-    for key, row in _read_rows({k: p for k, p in metrics.items() if not _is_replicate(k)}).items():
+    for row in runs.values():
         group = (row["model"], row["data_size"])
         if group not in best or _better(row, best[group]):
             best[group] = row
     return sorted(best.values(), key=lambda r: (r["params"], r["model"], r["data_size"]))
 
 
-def seed_noise(metrics: dict[str, str], rows: list[dict]) -> dict | None:
-    """Spread of log loss over the seeds of each replicated cell: the noise the intervals assume."""
-    replicates = _read_rows({k: p for k, p in metrics.items() if _is_replicate(k)})
+def seed_noise(replicates: dict[str, dict], runs: dict[str, dict]) -> dict | None:
+    """Spread of log loss over the seeds of each replicated cell, each with the run it repeats (the
+    cell's rank-1 configuration, whichever rank the table shows): the noise the intervals assume."""
     if not replicates:
         return None
-    primary = {(r["model"], r["data_size"]): r for r in rows}
     cells = {}
-    for row in replicates.values():
-        base = primary.get((row["model"], row["data_size"]))
+    for key, row in sorted(replicates.items()):
+        repeated = key.rsplit("-seed", 1)[0]
+        base = runs.get(repeated, runs.get(f"{repeated}-r1"))
         if base is not None and row["status"] == "ok" and base["status"] == "ok":
             cells.setdefault(f"{row['model']}-{row['data_size']}", [math.log(base["val_loss"])]).append(
                 math.log(row["val_loss"]))
@@ -109,28 +122,39 @@ def seed_noise(metrics: dict[str, str], rows: list[dict]) -> dict | None:
                     "mean the law does not describe the grid"}
 
 
+def _percentiles(values: np.ndarray, confidence: float) -> list[float]:
+    """The central interval of bootstrap draws; an upper end among draws stuck at EXPONENT_MAX is
+    open (inf), as the profile interval's is."""
+    low, high = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return [float(low), math.inf if high >= EXPONENT_MAX else float(high)]
+
+
 def bootstrap(rows: list[dict], resamples: int, confidence: float, seed: int = 0) -> dict | None:
-    """Percentile intervals of the joint law's α and β from fits to resampled cells (a cross-check)."""
+    """Percentile intervals of the joint law's α and β from fits to resampled cells (a cross-check).
+
+    A resample whose best fit puts an exponent on a bound (0 or EXPONENT_MAX) is kept at that bound:
+    dropping it would cut off the very tail that makes an interval open."""
     if resamples == 0:
         return None
     usable = [r for r in rows if r["status"] == "ok"]
     if len(usable) < 12:
         return {"status": "cannot bootstrap", "reason": f"{len(usable)} cells; a bootstrap over cells needs at least 12"}
     rng = np.random.default_rng(seed)
-    draws = []
+    draws, on_bound = [], 0
     for _ in range(resamples):
         sample = [usable[i] for i in rng.integers(0, len(usable), len(usable))]
         fit = joint_law([r["params"] for r in sample], [r["data_size"] for r in sample],
                         [r["val_loss"] for r in sample], confidence)
         if fit["status"] == "ok":
             draws.append((fit["alpha"], fit["beta"]))
+        elif "exponents_on_bound" in fit:
+            draws.append(tuple(fit["exponents_on_bound"]))
+            on_bound += 1
     if len(draws) < resamples / 2:
         return {"status": "cannot bootstrap", "reason": f"only {len(draws)} of {resamples} resamples could be fitted"}
-    low, high = 50 * (1 - confidence), 50 * (1 + confidence)
     alphas, betas = np.array(draws).T
-    return {"status": "ok", "resamples": resamples, "fitted": len(draws),
-            "ci_alpha": [float(np.percentile(alphas, low)), float(np.percentile(alphas, high))],
-            "ci_beta": [float(np.percentile(betas, low)), float(np.percentile(betas, high))]}
+    return {"status": "ok", "resamples": resamples, "fitted": len(draws), "on_bound": on_bound,
+            "ci_alpha": _percentiles(alphas, confidence), "ci_beta": _percentiles(betas, confidence)}
 
 
 def axis_groups(rows: list[dict], value=lambda r: r["val_loss"]) -> list[tuple[str, str, list[float], list[float]]]:
@@ -212,7 +236,8 @@ def run_fit(cell: FitCell) -> dict:
     from chemspec.report import cost
     from chemspec.runtime import quality
 
-    rows = quality.attach(cells_table(cell.metrics), cell.generation)
+    runs, replicates = read_runs(cell.metrics)
+    rows = quality.attach(cells_table(runs), cell.generation)
     flat, joint = fits(rows, cell.laws, cell.confidence)
     generation = quality.fits(rows, cell.confidence) if cell.generation else None
     selected = read_json(cell.selected) if Path(cell.selected).is_file() else None
@@ -220,7 +245,8 @@ def run_fit(cell: FitCell) -> dict:
     exponents.update(quality.exponents(generation or []))
     result = finite_json({"study": cell.study, "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
                           "exponents": exponents, "joint": joint, "statistics": statistics(rows),
-                          "noise": seed_noise(cell.metrics, rows), "cost": cost(selected, rows),
+                          "noise": seed_noise(replicates, runs),
+                          "cost": cost(selected, [r["wall_time_s"] for r in runs.values()]),
                           "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence),
                           "generation": generation})
     out = Path(cell.out_dir)

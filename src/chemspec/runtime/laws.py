@@ -63,7 +63,8 @@ def joint_law(n: list[float], d: list[float], y: list[float], confidence: float)
     reason = _unfit_reason([n, d], y, min_points=7)
     fit = {"reason": reason} if reason else _fit([n, d], y, confidence)
     if "reason" in fit:
-        return {**result, "status": "cannot fit", "reason": fit["reason"]}
+        return {**result, "status": "cannot fit", "reason": fit["reason"],
+                **({"exponents_on_bound": fit["exponents_on_bound"]} if "exponents_on_bound" in fit else {})}
     (big_a, big_b), (alpha, beta) = fit["prefactors"], fit["exponents"]
     return {**result, "status": "ok", "alpha": alpha, "beta": beta, "E": fit["E"], "A": big_a, "B": big_b,
             "ci_alpha": fit["wald"][3], "ci_beta": fit["wald"][4], "ci_E": fit["wald"][0],
@@ -190,7 +191,8 @@ def _fit(sizes: list[list[float]], losses: list[float], confidence: float) -> di
         return {"reason": "the optimiser did not converge"}
     if np.any((theta[1 + k:] <= 0) | (theta[1 + k:] >= EXPONENT_MAX)):
         return {"reason": f"the best fit puts an exponent on a bound (0 or {EXPONENT_MAX}): "
-                          "the losses do not fall as a power of size"}
+                          "the losses do not fall as a power of size",
+                "exponents_on_bound": [float(e) for e in theta[1 + k:]]}
     jac = model(theta)[1]
     gram = jac.T @ jac
     norms = np.sqrt(np.diag(gram))
