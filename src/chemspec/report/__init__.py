@@ -76,15 +76,20 @@ def generation_rows(cells: list[dict]) -> list[dict]:
     return rows
 
 
+def _status_text(cell: dict) -> str:
+    if "divergence" in cell:
+        return (f"diverged at step {cell['divergence']['step']} (last finite loss "
+                f"{_num(cell['divergence']['last_finite_loss'])}); left out of the fits")
+    return f"{cell['status']}: {cell['reason']}; left out of the fits" if "reason" in cell else cell["status"]
+
+
 def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
             manifest: str | None = None, calibration: dict | None = None) -> dict:
     fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
              "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
-             "status_text": c["status"] if "divergence" not in c else
-             f"diverged at step {c['divergence']['step']} (last finite loss {_num(c['divergence']['last_finite_loss'])}); "
-             "left out of the fits"} for c in cells]
+             "status_text": _status_text(c)} for c in cells]
     stats = fit.get("statistics", {})
     spearman = [(size, {**s, "rho_params_text": _num(s["rho_params"], 3), "rho_time_text": _num(s["rho_time"], 3)})
                 for size, s in sorted(stats.get("spearman", {}).items(), key=lambda item: float(item[0]))]
