@@ -87,6 +87,30 @@ def test_identity_moves_only_with_fields_that_change_results(tmp_path, change, m
     assert (identity(_cell(tiny_study(**change), tmp_path)) != base) is moves
 
 
+def _atoms_file_cell(tmp_path, **source):
+    (tmp_path / "traj.npz").touch()
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", **source},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    return expand(load_study(write_spec(tmp_path / "s.yaml", study))).data
+
+
+@pytest.mark.parametrize("format,energy", [("md17", "kcal/mol"), ("rmd17", "kcal/mol"), ("ani1x", "Hartree"),
+                                           ("extxyz", "eV"), ("asedb", "eV")])
+def test_a_data_file_without_units_has_its_formats_units_in_params_and_identity(tmp_path, format, energy):
+    cell = _atoms_file_cell(tmp_path, format=format)
+    assert cell.source["units"] == {"energy": energy, "length": "Angstrom"}
+    written = _atoms_file_cell(tmp_path, format=format, units={"energy": energy, "length": "Angstrom"})
+    assert identity(written) == identity(cell)
+
+
+def test_units_written_in_the_study_win_and_the_rest_come_from_the_format(tmp_path):
+    assert _atoms_file_cell(tmp_path, format="md17", units={"length": "bohr"}).source["units"] == \
+        {"energy": "kcal/mol", "length": "bohr"}
+    in_ev = _atoms_file_cell(tmp_path, format="md17", units={"energy": "eV"})
+    assert in_ev.source["units"] == {"energy": "eV", "length": "Angstrom"}
+    assert identity(in_ev) != identity(_atoms_file_cell(tmp_path, format="md17"))
+
+
 def test_identity_of_other_sizes_is_unchanged_by_editing_one(tmp_path):
     before = expand(load_study(write_spec(tmp_path / "a.yaml", tiny_study()))).train
     edited = tiny_study()

@@ -115,13 +115,24 @@ class GenerateMD(Spec):
         return self.frames
 
 
+FORMAT_UNITS = {
+    "md17": {"energy": "kcal/mol", "length": "Angstrom"},
+    "rmd17": {"energy": "kcal/mol", "length": "Angstrom"},
+    "ani1x": {"energy": "Hartree", "length": "Angstrom"},
+    "extxyz": {"energy": "eV", "length": "Angstrom"},
+    "asedb": {"energy": "eV", "length": "Angstrom"},
+}
+"""The units each format's files are written in: the sGDML/MD17 and rMD17 releases in kcal/mol and Å,
+ANI-1x in Hartree and Å; extended XYZ and ASE databases fix no unit, and ASE's own is eV and Å."""
+
+
 class Units(Spec):
     """Units of the values in a data file; converted to eV and Å on load."""
 
-    energy: Literal["eV", "kcal/mol", "kJ/mol", "Hartree"] = "eV"
-    """Energy unit of the file (forces use this unit per length unit)."""
-    length: Literal["Angstrom", "bohr"] = "Angstrom"
-    """Length unit of the file's positions."""
+    energy: Literal["eV", "kcal/mol", "kJ/mol", "Hartree"] | None = None
+    """Energy unit of the file (forces use this unit per length unit); left out: the format's."""
+    length: Literal["Angstrom", "bohr"] | None = None
+    """Length unit of the file's positions; left out: the format's."""
 
 
 class AtomsFileSource(Spec):
@@ -131,12 +142,27 @@ class AtomsFileSource(Spec):
     """Path to the file, relative to the study file's directory or absolute; it must exist."""
     format: Literal["md17", "rmd17", "ani1x", "extxyz", "asedb"]
     """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x HDF5, extended XYZ, or ASE database."""
-    units: Units = Units()
-    """Units the file's values are written in."""
+    units: Units | None = None
+    """Units the file's values are written in; a unit left out is the format's own: kcal/mol and Å for
+    md17 and rmd17, Hartree and Å for ani1x, eV and Å for extxyz and asedb. They are filled in when the
+    study is read, so params.yaml and the data cell's identity name the units the data are read in."""
     energy_key: str = "energy"
     """Key of the energy in extended XYZ headers."""
     forces_key: str = "forces"
     """Key of the forces in extended XYZ per-atom arrays."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_units(cls, value: Any) -> Any:
+        """Fill the units a source leaves out with its format's, before the fields are validated (the
+        model is frozen); a value of the wrong shape is left for validation to report."""
+        if not isinstance(value, dict) or not isinstance(value.get("format"), str):
+            return value
+        given = {} if value.get("units") is None else value["units"]
+        if value["format"] not in FORMAT_UNITS or not isinstance(given, dict):
+            return value
+        written = {key: unit for key, unit in given.items() if unit is not None}
+        return {**value, "units": {**FORMAT_UNITS[value["format"]], **written}}
 
 
 def _source_tag(value: Any) -> str | None:
