@@ -238,6 +238,18 @@ def test_language_model_settings_are_refused_for_force_fields(tmp_path, extra, m
         load_study(tmp_path / "nff.yaml")
 
 
+def test_bf16_true_is_refused_for_force_fields_only(tmp_path):
+    text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text()
+    (tmp_path / "true.yaml").write_text(text.replace("precision: 32-true", "precision: bf16-true"))
+    with pytest.raises(SpecError, match=r"training.precision: bf16-true casts the energy shift and energy targets "
+                                        r"of model.family 'painn' to bf16.*use 32-true, or bf16-mixed"):
+        load_study(tmp_path / "true.yaml")
+    (tmp_path / "mixed.yaml").write_text(text.replace("precision: 32-true", "precision: bf16-mixed"))
+    assert load_study(tmp_path / "mixed.yaml").training.precision == "bf16-mixed"
+    chemgpt = write_spec(tmp_path / "chemgpt.yaml", tiny_study(**{"training.precision": "bf16-true"}))
+    assert load_study(chemgpt).training.precision == "bf16-true"
+
+
 def _big_grid(sizes: int) -> dict:
     return tiny_study(**{"model.sizes": {f"m{i}": {"n_layer": 1, "n_embd": 8 * (i + 1), "n_head": 2}
                                          for i in range(sizes)},
