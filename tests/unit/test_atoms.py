@@ -214,6 +214,25 @@ def test_csv_garbage_is_rejected_for_every_format(tmp_path, format, suffix):
         load_file(path, format, "eV", "Angstrom")
 
 
+def test_periodic_frames_are_refused_naming_the_file_and_frame(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":3")
+    frames[1].set_cell([12.0, 12.0, 12.0])
+    frames[1].pbc = True
+    ase.io.write(tmp_path / "box.xyz", frames, format="extxyz")
+    with pytest.raises(RunError, match=r"extxyz file .*box\.xyz frame 1 is periodic \(pbc T T T\): chemspec trains "
+                                       r"on isolated molecules only.*write them without a cell"):
+        load_file(tmp_path / "box.xyz", "extxyz", "kcal/mol", "Angstrom")
+    frames[1].pbc = [True, False, False]
+    with ase.db.connect(tmp_path / "box.db") as db:
+        for atoms in frames:
+            db.write(atoms)
+    with pytest.raises(RunError, match=r"asedb file .*box\.db row 2 is periodic \(pbc T F F\)"):
+        load_file(tmp_path / "box.db", "asedb", "kcal/mol", "Angstrom")
+
+
 def test_missing_file_unknown_format_and_unit_are_rejected(tmp_path):
     with pytest.raises(RunError, match=r"md17 file .*absent\.npz does not exist; check data.source.file"):
         load_file(tmp_path / "absent.npz", "md17", "eV", "Angstrom")

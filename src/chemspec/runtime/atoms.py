@@ -270,7 +270,15 @@ def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
 
 
 def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: str, forces_key: str) -> Frames:
-    """Energy and forces from the single-point calculator, else from info/arrays (or an ASE-db row's data)."""
+    """Energy and forces from the single-point calculator, else from info/arrays (or an ASE-db row's data).
+    A periodic frame is refused: the neighbour lists have no periodic images, so it would train as a
+    molecule cut out of its crystal."""
+    if atoms.pbc.any():
+        pbc = " ".join("T" if periodic else "F" for periodic in atoms.pbc)
+        raise RunError(f"{format} file {path}{where} is periodic (pbc {pbc}): chemspec trains on isolated molecules "
+                       "only, and its neighbour lists have no periodic images; use a data set of molecules, or, if "
+                       "these are molecules in a vacuum box, write them without a cell (extxyz: pbc=\"F F F\" and no "
+                       "Lattice; ASE: atoms.pbc = False)")
     results = atoms.calc.results if atoms.calc is not None else {}
     extra = {**atoms.info.get("key_value_pairs", {}), **atoms.info.get("data", {}), **atoms.info}
     energy = results.get(energy_key, extra.get(energy_key))
