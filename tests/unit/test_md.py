@@ -138,3 +138,17 @@ def test_progress_bar_counts_frames(xtb, capsys):
     data, _ = md.generate_md(["water"], 3, 300.0, 5, 0.5, 10, 0, progress=True)
     assert len(data) == 3
     assert "3/3" in capsys.readouterr().err
+
+
+def test_the_ase_pin_excludes_releases_without_thermalize_momenta():
+    """The dynamics draw their first velocities with ase.md.velocitydistribution.thermalize_momenta,
+    which ASE added in 3.29.0: an older ASE would fail only when the data stage starts."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from tests.conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    ase = next(pin for pin in map(Requirement, project["dependencies"]) if pin.name == "ase")
+    assert ase.specifier.contains("3.29.0") and not ase.specifier.contains("3.28.0")
