@@ -134,6 +134,19 @@ def test_unknown_molecule_and_too_few_frames_are_rejected():
         md.generate_md(["water", "ethanol"], 1, 300.0, 5, 0.5, 10, 0)
 
 
+def test_malonaldehyde_is_the_md17_enol_not_propanedial():
+    """MD17's malonaldehyde is (Z)-3-hydroxyacrylaldehyde, the enol whose OH can bond to the C=O; propanedial
+    (O=CCC=O) has the same formula C3H4O2, so only the structure tells them apart."""
+    from rdkit import Chem
+    from rdkit.Chem import rdMolDescriptors
+
+    mol = Chem.MolFromSmiles(md.resolve_smiles("malonaldehyde"))
+    assert rdMolDescriptors.CalcMolFormula(mol) == "C3H4O2"
+    assert mol.HasSubstructMatch(Chem.MolFromSmarts("[OX2H1][CX3]=[CX3][CX3]=[OX1]"))
+    c_c = mol.GetSubstructMatch(Chem.MolFromSmarts("C=C"))
+    assert mol.GetBondBetweenAtoms(*c_c).GetStereo() == Chem.BondStereo.STEREOZ  # the OH on the side of the C=O
+
+
 def test_progress_bar_counts_frames(xtb, capsys):
     data, _ = md.generate_md(["water"], 3, 300.0, 5, 0.5, 10, 0, progress=True)
     assert len(data) == 3

@@ -15,7 +15,7 @@ MOSES_TRAIN_MOLECULES = 1_584_663
 MOLECULES = {
     "water": "O", "methane": "C", "ammonia": "N", "methanol": "CO", "ethanol": "CCO", "benzene": "c1ccccc1",
     "toluene": "Cc1ccccc1", "naphthalene": "c1ccc2ccccc2c1", "aspirin": "CC(=O)Oc1ccccc1C(=O)O",
-    "malonaldehyde": "O=CCC=O", "uracil": "O=c1cc[nH]c(=O)[nH]1", "salicylic_acid": "O=C(O)c1ccccc1O",
+    "malonaldehyde": "O=C/C=C\\O", "uracil": "O=c1cc[nH]c(=O)[nH]1", "salicylic_acid": "O=C(O)c1ccccc1O",
     "paracetamol": "CC(=O)Nc1ccc(O)cc1", "azobenzene": "c1ccc(cc1)N=Nc1ccccc1",
 }
 """Molecules that `generate: md` knows by name (the MD17 set and a few small ones); others by SMILES."""
