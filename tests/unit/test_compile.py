@@ -111,6 +111,19 @@ def test_units_written_in_the_study_win_and_the_rest_come_from_the_format(tmp_pa
     assert identity(in_ev) != identity(_atoms_file_cell(tmp_path, format="md17"))
 
 
+def test_generated_data_identity_follows_the_molecules_smiles_not_their_names(tmp_path, monkeypatch):
+    from chemspec.specs import data
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"generate": "md", "molecules": ["malonaldehyde", "CCO"],
+                                                                "frames": 2000},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    spec = write_spec(tmp_path / "s.yaml", study)
+    cell = expand(load_study(spec)).data
+    assert cell.source["smiles"] == ["O=C/C=C\\O", "CCO"]
+    monkeypatch.setitem(data.MOLECULES, "malonaldehyde", "O=CCC=O")
+    assert identity(expand(load_study(spec)).data) != identity(cell)
+
+
 def test_identity_of_other_sizes_is_unchanged_by_editing_one(tmp_path):
     before = expand(load_study(write_spec(tmp_path / "a.yaml", tiny_study()))).train
     edited = tiny_study()

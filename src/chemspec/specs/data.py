@@ -114,6 +114,10 @@ class GenerateMD(Spec):
     def available(self) -> int:
         return self.frames
 
+    def smiles(self) -> list[str]:
+        """What each molecule is: a known name's SMILES (MOLECULES), else the SMILES as written."""
+        return [MOLECULES.get(name.lower(), name) for name in self.molecules]
+
 
 FORMAT_UNITS = {
     "md17": {"energy": "kcal/mol", "length": "Angstrom"},
