@@ -101,6 +101,26 @@ def test_every_painn_number_in_replication_md_comes_from_the_archive(painn):
     assert f"w128d3 at 1,000 took {walls[('w128d3', 1000)]:.1f} s, w64d3 {walls[('w64d3', 1000)]:.1f} s" in TEXT
 
 
+def test_the_painn_spec_generates_the_molecules_and_trajectories_its_archived_run_did():
+    """The spec rebuilds the archived data (the same SMILES, which data.json records, and MD settings), and
+    REPLICATION.md describes them as they were run."""
+    from chemspec.archive.store import Store
+    from chemspec.specs import load_study
+
+    store = Store(REPO / "archive")
+    objects = store.get_json(store.ref(PAINN))["objects"]
+    archived = store.get_json(objects["spec"])
+    recorded = [molecule["smiles"] for molecule in store.get_json(objects["data"])["counts"]["molecules"]]
+    study = load_study(REPO / "specs" / f"{PAINN}.yaml")
+    assert study.data.source.smiles() == recorded
+    settings = ("frames", "stride", "timestep_fs", "temperature_K", "equilibration_steps", "method")
+    assert {key: getattr(study.data.source, key) for key in settings} == \
+        {key: archived["data"]["source"][key] for key in settings}
+    assert study.seed == archived["seed"]
+    assert f"recorded every {archived['data']['source']['stride']} steps of" in TEXT
+    assert "`O=CCC=O`, propanedial, as the archived `data.json` records" in TEXT
+
+
 @pytest.mark.parametrize("study", [STUDY, PAINN])
 def test_the_committed_report_pages_regenerate_byte_for_byte(clone, archived, painn, study):
     for name in ("report.md", "index.html", "plots/scaling.png"):

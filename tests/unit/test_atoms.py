@@ -12,6 +12,7 @@ import pytest
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import (AtomsData, content_hash, fit_reference_energies, load_atoms, load_file,
                                     save_atoms, subtract_reference)
+from tests.conftest import tiny_study, write_spec
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 # CODATA values written out here, so the test does not share the loader's constants.
@@ -64,6 +65,25 @@ def test_units_kj_per_mol_and_bohr_convert_positions_energies_and_forces(shared)
     raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
     data, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kJ/mol", "bohr")
     assert_frame(data, 7, raw["z"], raw["R"][7] * BOHR, raw["E"][7, 0] * KJ, raw["F"][7] * KJ / BOHR)
+
+
+@pytest.mark.parametrize("file, format, unit", [("md17/md17_ethanol_first2000.npz", "md17", KCAL),
+                                               ("ani/ani1x_n5.hdf5", "ani1x", HARTREE)], ids=["md17", "ani1x"])
+def test_a_study_without_units_reads_a_file_in_its_formats_units(shared, tmp_path, monkeypatch, file, format, unit):
+    """The whole path from a study file that leaves `units` out to the stored energies: MD17 in kcal/mol,
+    ANI-1x in Hartree, never eV."""
+    from chemspec.compiler import expand
+    from chemspec.runtime.atoms_stage import run_atoms_data
+    from chemspec.specs import load_study
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": str(shared / file), "format": format},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    monkeypatch.chdir(tmp_path)
+    run_atoms_data(expand(load_study(write_spec(tmp_path / "study.yaml", study))).data)
+    stored = load_atoms(tmp_path / "data" / "tiny" / "atoms.npz")
+    in_ev, _ = load_file(shared / file, format, "eV", "Angstrom")
+    np.testing.assert_allclose(stored.energy, in_ev.energy * unit, rtol=RTOL)
+    np.testing.assert_allclose(stored.forces, in_ev.forces * unit, rtol=1e-6)
 
 
 def test_rmd17_keys_are_read(shared, tmp_path):
@@ -192,6 +212,25 @@ def test_csv_garbage_is_rejected_for_every_format(tmp_path, format, suffix):
     path.write_text("smiles,energy\nCCO,-97000.1\nCCC,oops\n")
     with pytest.raises(RunError, match=rf"{format} file .*garbage\{suffix} is unreadable or truncated"):
         load_file(path, format, "eV", "Angstrom")
+
+
+def test_periodic_frames_are_refused_naming_the_file_and_frame(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":3")
+    frames[1].set_cell([12.0, 12.0, 12.0])
+    frames[1].pbc = True
+    ase.io.write(tmp_path / "box.xyz", frames, format="extxyz")
+    with pytest.raises(RunError, match=r"extxyz file .*box\.xyz frame 1 is periodic \(pbc T T T\): chemspec trains "
+                                       r"on isolated molecules only.*write them without a cell"):
+        load_file(tmp_path / "box.xyz", "extxyz", "kcal/mol", "Angstrom")
+    frames[1].pbc = [True, False, False]
+    with ase.db.connect(tmp_path / "box.db") as db:
+        for atoms in frames:
+            db.write(atoms)
+    with pytest.raises(RunError, match=r"asedb file .*box\.db row 2 is periodic \(pbc T F F\)"):
+        load_file(tmp_path / "box.db", "asedb", "kcal/mol", "Angstrom")
 
 
 def test_missing_file_unknown_format_and_unit_are_rejected(tmp_path):

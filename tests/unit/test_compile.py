@@ -87,6 +87,43 @@ def test_identity_moves_only_with_fields_that_change_results(tmp_path, change, m
     assert (identity(_cell(tiny_study(**change), tmp_path)) != base) is moves
 
 
+def _atoms_file_cell(tmp_path, **source):
+    (tmp_path / "traj.npz").touch()
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", **source},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    return expand(load_study(write_spec(tmp_path / "s.yaml", study))).data
+
+
+@pytest.mark.parametrize("format,energy", [("md17", "kcal/mol"), ("rmd17", "kcal/mol"), ("ani1x", "Hartree"),
+                                           ("extxyz", "eV"), ("asedb", "eV")])
+def test_a_data_file_without_units_has_its_formats_units_in_params_and_identity(tmp_path, format, energy):
+    cell = _atoms_file_cell(tmp_path, format=format)
+    assert cell.source["units"] == {"energy": energy, "length": "Angstrom"}
+    written = _atoms_file_cell(tmp_path, format=format, units={"energy": energy, "length": "Angstrom"})
+    assert identity(written) == identity(cell)
+
+
+def test_units_written_in_the_study_win_and_the_rest_come_from_the_format(tmp_path):
+    assert _atoms_file_cell(tmp_path, format="md17", units={"length": "bohr"}).source["units"] == \
+        {"energy": "kcal/mol", "length": "bohr"}
+    in_ev = _atoms_file_cell(tmp_path, format="md17", units={"energy": "eV"})
+    assert in_ev.source["units"] == {"energy": "eV", "length": "Angstrom"}
+    assert identity(in_ev) != identity(_atoms_file_cell(tmp_path, format="md17"))
+
+
+def test_generated_data_identity_follows_the_molecules_smiles_not_their_names(tmp_path, monkeypatch):
+    from chemspec.specs import data
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"generate": "md", "molecules": ["malonaldehyde", "CCO"],
+                                                                "frames": 2000},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    spec = write_spec(tmp_path / "s.yaml", study)
+    cell = expand(load_study(spec)).data
+    assert cell.source["smiles"] == ["O=C/C=C\\O", "CCO"]
+    monkeypatch.setitem(data.MOLECULES, "malonaldehyde", "O=CCC=O")
+    assert identity(expand(load_study(spec)).data) != identity(cell)
+
+
 def test_identity_of_other_sizes_is_unchanged_by_editing_one(tmp_path):
     before = expand(load_study(write_spec(tmp_path / "a.yaml", tiny_study()))).train
     edited = tiny_study()
@@ -212,6 +249,18 @@ def test_language_model_settings_are_refused_for_force_fields(tmp_path, extra, m
     (tmp_path / "nff.yaml").write_text(text + ("" if extra.startswith("  ") else extra + "\n"))
     with pytest.raises(SpecError, match=message):
         load_study(tmp_path / "nff.yaml")
+
+
+def test_bf16_true_is_refused_for_force_fields_only(tmp_path):
+    text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text()
+    (tmp_path / "true.yaml").write_text(text.replace("precision: 32-true", "precision: bf16-true"))
+    with pytest.raises(SpecError, match=r"training.precision: bf16-true casts the energy shift and energy targets "
+                                        r"of model.family 'painn' to bf16.*use 32-true, or bf16-mixed"):
+        load_study(tmp_path / "true.yaml")
+    (tmp_path / "mixed.yaml").write_text(text.replace("precision: 32-true", "precision: bf16-mixed"))
+    assert load_study(tmp_path / "mixed.yaml").training.precision == "bf16-mixed"
+    chemgpt = write_spec(tmp_path / "chemgpt.yaml", tiny_study(**{"training.precision": "bf16-true"}))
+    assert load_study(chemgpt).training.precision == "bf16-true"
 
 
 def _big_grid(sizes: int) -> dict:

@@ -196,6 +196,17 @@ def test_energy_shift_adds_per_element_references():
         ForceField(module.model, energy_shift=torch.zeros(3))
 
 
+def test_an_element_of_validation_or_test_absent_from_training_is_refused():
+    """Per-element references fitted on water give carbon none, so ethanol's energies would be off by its
+    two carbons' ~2000 eV: refused before training."""
+    water, ethanol, hp = atoms(*[(WATER_Z, WATER_R)] * 3), ethanols(3), {"learning_rate": 1e-3, "batch_size": 3}
+    with pytest.raises(RunError, match=r"elements \[6\] of the validation split have no reference energy: they occur "
+                                       r"in no training structure \(the training split holds 3\); raise data.sizes"):
+        train_forcefield("schnet", 8, 1, CUTOFF, 8, water, ethanol, water, hp, 1, energy_shift="per_element")
+    with pytest.raises(RunError, match=r"elements \[6\] of the test split have no reference energy"):
+        train_forcefield("schnet", 8, 1, CUTOFF, 8, water, water, ethanol, hp, 1, energy_shift="per_element")
+
+
 def test_plateau_at_min_lr_stops_training():
     """With a learning rate too small to move the loss, the plateau schedule (patience 0) cuts the rate
     to min_lr after the second epoch, and training stops there instead of running all 10 epochs."""

@@ -134,7 +134,34 @@ def test_unknown_molecule_and_too_few_frames_are_rejected():
         md.generate_md(["water", "ethanol"], 1, 300.0, 5, 0.5, 10, 0)
 
 
+def test_malonaldehyde_is_the_md17_enol_not_propanedial():
+    """MD17's malonaldehyde is (Z)-3-hydroxyacrylaldehyde, the enol whose OH can bond to the C=O; propanedial
+    (O=CCC=O) has the same formula C3H4O2, so only the structure tells them apart."""
+    from rdkit import Chem
+    from rdkit.Chem import rdMolDescriptors
+
+    mol = Chem.MolFromSmiles(md.resolve_smiles("malonaldehyde"))
+    assert rdMolDescriptors.CalcMolFormula(mol) == "C3H4O2"
+    assert mol.HasSubstructMatch(Chem.MolFromSmarts("[OX2H1][CX3]=[CX3][CX3]=[OX1]"))
+    c_c = mol.GetSubstructMatch(Chem.MolFromSmarts("C=C"))
+    assert mol.GetBondBetweenAtoms(*c_c).GetStereo() == Chem.BondStereo.STEREOZ  # the OH on the side of the C=O
+
+
 def test_progress_bar_counts_frames(xtb, capsys):
     data, _ = md.generate_md(["water"], 3, 300.0, 5, 0.5, 10, 0, progress=True)
     assert len(data) == 3
     assert "3/3" in capsys.readouterr().err
+
+
+def test_the_ase_pin_excludes_releases_without_thermalize_momenta():
+    """The dynamics draw their first velocities with ase.md.velocitydistribution.thermalize_momenta,
+    which ASE added in 3.29.0: an older ASE would fail only when the data stage starts."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from tests.conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    ase = next(pin for pin in map(Requirement, project["dependencies"]) if pin.name == "ase")
+    assert ase.specifier.contains("3.29.0") and not ase.specifier.contains("3.28.0")

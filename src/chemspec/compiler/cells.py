@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from chemspec.specs import Study
+from chemspec.specs.data import GenerateMD
 from chemspec.specs.model import GNNModel
 from chemspec.specs.training import Training
 
@@ -189,6 +190,8 @@ def expand(study: Study) -> Cells:
     sizes = _sizes(study)
     max_length = max((s.get("max_length", 0) for s in sizes.values()), default=0)
     source = study.data.source.model_dump(mode="json")
+    if isinstance(study.data.source, GenerateMD):
+        source["smiles"] = study.data.source.smiles()  # a name whose SMILES is corrected is new data
     data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,
                     representation=study.data.text_representation if study.data.kind == "smiles" else None,
                     max_length=max_length, out_dir=data_dir)

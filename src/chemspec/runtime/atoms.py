@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -270,7 +270,15 @@ def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
 
 
 def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: str, forces_key: str) -> Frames:
-    """Energy and forces from the single-point calculator, else from info/arrays (or an ASE-db row's data)."""
+    """Energy and forces from the single-point calculator, else from info/arrays (or an ASE-db row's data).
+    A periodic frame is refused: the neighbour lists have no periodic images, so it would train as a
+    molecule cut out of its crystal."""
+    if atoms.pbc.any():
+        pbc = " ".join("T" if periodic else "F" for periodic in atoms.pbc)
+        raise RunError(f"{format} file {path}{where} is periodic (pbc {pbc}): chemspec trains on isolated molecules "
+                       "only, and its neighbour lists have no periodic images; use a data set of molecules, or, if "
+                       "these are molecules in a vacuum box, write them without a cell (extxyz: pbc=\"F F F\" and no "
+                       "Lattice; ASE: atoms.pbc = False)")
     results = atoms.calc.results if atoms.calc is not None else {}
     extra = {**atoms.info.get("key_value_pairs", {}), **atoms.info.get("data", {}), **atoms.info}
     energy = results.get(energy_key, extra.get(energy_key))
@@ -299,11 +307,21 @@ def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray)
     return {int(z): float(e) for z, e in zip(elements, solution)}
 
 
+UNTRAINED = "have no reference energy: they occur in no training structure"
+"""Why elements absent from the training split are refused: their reference energy would be zero, off by the
+element's atomic energy (13.6 eV for H, ~1000 eV for C) per atom, and a model never sees them in training."""
+
+
+def untrained_elements(data: AtomsData, trained: Iterable[int]) -> list[int]:
+    """The elements of `data` outside `trained`, sorted."""
+    return sorted(set(np.unique(np.asarray(data.numbers)).tolist()) - set(trained))
+
+
 def subtract_reference(data: AtomsData, refs: dict[int, float]) -> AtomsData:
-    missing = sorted(set(np.unique(data.numbers).tolist()) - set(refs))
+    missing = untrained_elements(data, refs)
     if missing:
-        raise RunError(f"elements {missing} have no reference energy: they occur in no training structure; "
-                       "use a split whose training set contains every element, or drop those structures")
+        raise RunError(f"elements {missing} {UNTRAINED}; use a split whose training set contains every element, "
+                       "or drop those structures")
     elements = np.array(sorted(refs), dtype=np.int64)
     values = np.array([refs[int(z)] for z in elements])
     return dataclasses.replace(data, energy=data.energy - _element_counts(data, elements) @ values)

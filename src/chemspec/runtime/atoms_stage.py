@@ -27,10 +27,9 @@ def run_atoms_data(cell: DataCell) -> dict:
                                    source["stride"], source["timestep_fs"], source["equilibration_steps"],
                                    cell.seed, progress=sys.stderr.isatty())
     elif "format" in source:
-        units = source.get("units", {})
-        data, counts = load_file(Path(source["file"]), source["format"], units.get("energy", "eV"),
-                                 units.get("length", "Angstrom"), source.get("energy_key", "energy"),
-                                 source.get("forces_key", "forces"))
+        units = source["units"]  # the spec fills in the format's units where the study file leaves them out
+        data, counts = load_file(Path(source["file"]), source["format"], units["energy"], units["length"],
+                                 source.get("energy_key", "energy"), source.get("forces_key", "forces"))
     else:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:

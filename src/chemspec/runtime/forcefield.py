@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from chemspec.errors import RunError
+from chemspec.runtime.atoms import UNTRAINED, untrained_elements
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
@@ -288,9 +289,16 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
     standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
     included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
-    metrics on the validation split after training.
+    metrics on the validation split after training. An element of `val` or `test` that `train` lacks
+    is a RunError: it would have no reference energy, and the model would never have seen it.
     """
     builder = FAMILIES[model_name]
+    trained = np.unique(np.asarray(train.numbers)).tolist()
+    for name, split in (("validation", val), ("test", test)):
+        if missing := untrained_elements(split, trained):
+            raise RunError(f"elements {missing} of the {name} split {UNTRAINED} (the training split holds "
+                           f"{len(train.energy)}); raise data.sizes or change seed so that every training set "
+                           "contains every element, or drop those structures from the data")
     loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
     sched_cfg = _settings(scheduler, SCHEDULER)
     if isinstance(energy_shift, str):

@@ -15,7 +15,7 @@ MOSES_TRAIN_MOLECULES = 1_584_663
 MOLECULES = {
     "water": "O", "methane": "C", "ammonia": "N", "methanol": "CO", "ethanol": "CCO", "benzene": "c1ccccc1",
     "toluene": "Cc1ccccc1", "naphthalene": "c1ccc2ccccc2c1", "aspirin": "CC(=O)Oc1ccccc1C(=O)O",
-    "malonaldehyde": "O=CCC=O", "uracil": "O=c1cc[nH]c(=O)[nH]1", "salicylic_acid": "O=C(O)c1ccccc1O",
+    "malonaldehyde": "O=C/C=C\\O", "uracil": "O=c1cc[nH]c(=O)[nH]1", "salicylic_acid": "O=C(O)c1ccccc1O",
     "paracetamol": "CC(=O)Nc1ccc(O)cc1", "azobenzene": "c1ccc(cc1)N=Nc1ccccc1",
 }
 """Molecules that `generate: md` knows by name (the MD17 set and a few small ones); others by SMILES."""
@@ -114,14 +114,29 @@ class GenerateMD(Spec):
     def available(self) -> int:
         return self.frames
 
+    def smiles(self) -> list[str]:
+        """What each molecule is: a known name's SMILES (MOLECULES), else the SMILES as written."""
+        return [MOLECULES.get(name.lower(), name) for name in self.molecules]
+
+
+FORMAT_UNITS = {
+    "md17": {"energy": "kcal/mol", "length": "Angstrom"},
+    "rmd17": {"energy": "kcal/mol", "length": "Angstrom"},
+    "ani1x": {"energy": "Hartree", "length": "Angstrom"},
+    "extxyz": {"energy": "eV", "length": "Angstrom"},
+    "asedb": {"energy": "eV", "length": "Angstrom"},
+}
+"""The units each format's files are written in: the sGDML/MD17 and rMD17 releases in kcal/mol and Å,
+ANI-1x in Hartree and Å; extended XYZ and ASE databases fix no unit, and ASE's own is eV and Å."""
+
 
 class Units(Spec):
     """Units of the values in a data file; converted to eV and Å on load."""
 
-    energy: Literal["eV", "kcal/mol", "kJ/mol", "Hartree"] = "eV"
-    """Energy unit of the file (forces use this unit per length unit)."""
-    length: Literal["Angstrom", "bohr"] = "Angstrom"
-    """Length unit of the file's positions."""
+    energy: Literal["eV", "kcal/mol", "kJ/mol", "Hartree"] | None = None
+    """Energy unit of the file (forces use this unit per length unit); left out: the format's."""
+    length: Literal["Angstrom", "bohr"] | None = None
+    """Length unit of the file's positions; left out: the format's."""
 
 
 class AtomsFileSource(Spec):
@@ -131,12 +146,27 @@ class AtomsFileSource(Spec):
     """Path to the file, relative to the study file's directory or absolute; it must exist."""
     format: Literal["md17", "rmd17", "ani1x", "extxyz", "asedb"]
     """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x HDF5, extended XYZ, or ASE database."""
-    units: Units = Units()
-    """Units the file's values are written in."""
+    units: Units | None = None
+    """Units the file's values are written in; a unit left out is the format's own: kcal/mol and Å for
+    md17 and rmd17, Hartree and Å for ani1x, eV and Å for extxyz and asedb. They are filled in when the
+    study is read, so params.yaml and the data cell's identity name the units the data are read in."""
     energy_key: str = "energy"
     """Key of the energy in extended XYZ headers."""
     forces_key: str = "forces"
     """Key of the forces in extended XYZ per-atom arrays."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_units(cls, value: Any) -> Any:
+        """Fill the units a source leaves out with its format's, before the fields are validated (the
+        model is frozen); a value of the wrong shape is left for validation to report."""
+        if not isinstance(value, dict) or not isinstance(value.get("format"), str):
+            return value
+        given = {} if value.get("units") is None else value["units"]
+        if value["format"] not in FORMAT_UNITS or not isinstance(given, dict):
+            return value
+        written = {key: unit for key, unit in given.items() if unit is not None}
+        return {**value, "units": {**FORMAT_UNITS[value["format"]], **written}}
 
 
 def _source_tag(value: Any) -> str | None:

@@ -130,6 +130,11 @@ class Study(Spec):
         if self.training.compile and not lm:
             raise ValueError(f"training.compile: model.family {self.model.family!r} cannot be compiled (its force "
                              "loss needs a double backward, which torch.compile does not support); set it to false")
+        if self.training.precision == "bf16-true" and not lm:
+            raise ValueError("training.precision: bf16-true casts the energy shift and energy targets of "
+                             f"model.family {self.model.family!r} to bf16, in steps of 32 eV at ethanol's -4210 eV, "
+                             "which ruins the energies; use 32-true, or bf16-mixed (bf16 matrix products, float32 "
+                             "energies)")
         if self.training.scheduler.name == "cosine" and not lm:
             raise ValueError(f"training.scheduler.name: model.family {self.model.family!r} trains with the plateau "
                              "schedule (the rate falls when the validation loss stalls); set name: plateau")
