@@ -52,6 +52,9 @@ CASES = [
      "model.family: family is missing; expected one of 'chemgpt', 'schnet', 'painn', 'spookynet'"),
     ("head-count", mutate("model.sizes.s", {"n_layer": 2, "n_embd": 96, "n_head": 5}),
      "model.sizes.s: n_embd (96) must be divisible by n_head (5); try n_head 4 or 6"),
+    ("max-length-differs", mutate("model.sizes.xs", {"n_layer": 2, "n_embd": 32, "n_head": 2, "max_length": 64}),
+     "model.sizes: max_length differs between sizes (xs 64, s 128, m 128); every size trains on the same molecules, "
+     "so give them one max_length, e.g. 128 on each"),
     ("size-name-injection", mutate("model.sizes", {"s; rm -rf ~": {"n_layer": 1, "n_embd": 8, "n_head": 2}}),
      "model.sizes.s; rm -rf ~"),
     ("study-injection", mutate("study", "x; touch PWNED"), "study: String should match pattern"),

@@ -22,7 +22,8 @@ class ChemGPTSize(Spec):
     n_head: int = Field(gt=0, le=1024)
     """Attention heads."""
     max_length: int = Field(128, gt=0, le=1 << 16)
-    """Longest token sequence (molecules longer than this are dropped, and counted, by the data stage)."""
+    """Longest token sequence (molecules longer than this are dropped, and counted, by the data stage);
+    one value for every size, since every size trains on the same molecules."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ChemGPTSize":
@@ -48,6 +49,15 @@ class ChemGPTModel(Spec):
 
     def size_names(self) -> list[str]:
         return list(self.sizes)
+
+    @model_validator(mode="after")
+    def _one_max_length(self) -> "ChemGPTModel":
+        lengths = {name: size.max_length for name, size in self.sizes.items()}
+        if len(set(lengths.values())) > 1:
+            listed = ", ".join(f"{name} {length}" for name, length in lengths.items())
+            raise ValueError(f"model.sizes: max_length differs between sizes ({listed}); every size trains on the "
+                             f"same molecules, so give them one max_length, e.g. {max(lengths.values())} on each")
+        return self
 
 
 class GNNModel(Spec):
