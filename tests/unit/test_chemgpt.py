@@ -1,4 +1,5 @@
-"""ChemGPT: the size ladder reaches the paper's scale; checkpointing changes memory, not maths; loader workers."""
+"""ChemGPT: the size ladder reaches the paper's scale; checkpointing changes memory, not maths; loader workers;
+what weight decay touches."""
 
 from __future__ import annotations
 
@@ -53,3 +54,23 @@ def test_activation_checkpointing_gives_the_same_gradients():
 @pytest.mark.parametrize("setting,cuda,workers", [(None, True, 2), (None, False, 0), (0, True, 0), (3, False, 3)])
 def test_loader_workers_default_to_two_on_a_gpu_only(setting, cuda, workers):
     assert loader_workers(setting, cuda) == workers
+
+
+def test_weight_decay_spares_biases_and_layernorm_gains():
+    import lightning as L
+
+    torch.manual_seed(0)
+    config = gpt_neo_config({"n_layer": 2, "n_embd": 32, "n_head": 4, "max_length": 32}, 20)
+    module = ChemGPT(config, 1e-3, Optimizer(weight_decay=0.1), Scheduler(), total_steps=1)
+    rows = [(torch.tensor([1, 5, 6, 7, 2, 0]),), (torch.tensor([1, 8, 9, 10, 11, 2]),)]
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, torch.utils.data.DataLoader([collate(rows)], batch_size=None))
+    names = {id(p): name.removeprefix("model.") for name, p in module.named_parameters()}
+    decay = {group["weight_decay"]: {names[id(p)] for p in group["params"]}
+             for group in trainer.optimizers[0].param_groups}
+    assert decay.keys() == {0.1, 0.0} and decay[0.1] | decay[0.0] == set(names.values())
+    assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.mlp.c_fc.weight",
+            "transformer.h.1.attn.attention.q_proj.weight"} <= decay[0.1]
+    assert all(name.endswith("bias") or ".ln_" in name for name in decay[0.0])
+    assert {"transformer.h.0.ln_1.weight", "transformer.ln_f.weight", "transformer.h.0.mlp.c_fc.bias"} <= decay[0.0]

@@ -238,8 +238,10 @@ class ChemGPT(L.LightningModule):
         # Under fp16 loss scaling a fused optimiser unscales inside its step, after any clipping.
         unscaled = self.trainer.precision != "16-mixed" or not self.trainer.gradient_clip_val
         fused = {"fused": True} if self.device.type == "cuda" and unscaled else {}
-        optimizer = kind(self.parameters(), lr=self.learning_rate, betas=cfg.betas,
-                         weight_decay=cfg.weight_decay, **fused)
+        # Weight matrices and embeddings decay; biases and LayerNorm gains do not (nanoGPT, HF's Trainer).
+        groups = [{"params": [p for p in self.parameters() if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in self.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+        optimizer = kind(groups, lr=self.learning_rate, betas=cfg.betas, **fused)
         if self.scheduler_cfg.name == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=self.scheduler_cfg.factor, patience=self.scheduler_cfg.patience,

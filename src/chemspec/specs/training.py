@@ -15,7 +15,9 @@ class Optimizer(Spec):
     name: Literal["adamw", "adam"] = "adamw"
     """Optimiser."""
     weight_decay: float = Field(0.0, ge=0)
-    """Decoupled weight decay (AdamW)."""
+    """Decoupled weight decay (AdamW). ChemGPT decays its weight matrices and embeddings, not its biases
+    and LayerNorm gains (as nanoGPT and Hugging Face's Trainer); force fields decay every parameter
+    (as schnetpack's training does)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam moment coefficients."""
 
