@@ -138,3 +138,15 @@ def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never
     metrics, losses, weights = _outputs(root)
     assert metrics == reference[0]
     assert losses == reference[1] and weights == reference[2]
+
+
+def test_a_loss_that_turns_nan_on_one_rank_stops_both_ranks_at_the_same_step(tmp_path, prepared):
+    """Rank 1's loss is NaN at the last step of the first epoch and rank 0's only from the next one (the
+    all-reduced gradients carry it over): rank 1 alone would stop there, and rank 0 wait for it in the
+    next step's gradient all-reduce. The ranks agree on the first bad step instead."""
+    root = _copy(prepared, tmp_path / "nan")
+    done = _chemspec(root, 2, "run", "train", "--cell", "xs-200", fault="nan-rank1@3")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((root / "results" / "tiny" / "train" / "xs-200" / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["divergence"]["step"] == 3
+    assert metrics["divergence"]["last_finite_loss"] > 0

@@ -114,7 +114,7 @@ class ChemGPT(L.LightningModule):
     """Causal LM over token ids; records per-step training loss and per-token validation loss."""
 
     def __init__(self, config: GPTNeoConfig, learning_rate: float, optimizer: Optimizer,
-                 scheduler: Scheduler, total_steps: int, nan_at_step: int | None = None,
+                 scheduler: Scheduler, total_steps: int, nan_at: tuple[int, int | None] | None = None,
                  compile: bool | str = False, activation_checkpointing: bool = False):
         super().__init__()
         self.model = use_sdpa(GPTNeoForCausalLM(config))
@@ -131,7 +131,7 @@ class ChemGPT(L.LightningModule):
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
         self.total_steps = total_steps
-        self.nan_at_step = nan_at_step
+        self.nan_at = nan_at
         self.losses: list[list[torch.Tensor | float]] = []
         self.val_history: list[float] = []
         self.diverged: dict | None = None
@@ -167,7 +167,8 @@ class ChemGPT(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         total, count = self.token_loss(batch)
         loss = total / count
-        if self.nan_at_step == self.global_step:
+        step, rank = self.nan_at or (None, None)
+        if step == self.global_step and rank in (None, self.global_rank):
             loss = loss * float("nan")
         while len(self.losses) <= self.current_epoch:
             self.losses.append([])
@@ -184,15 +185,18 @@ class ChemGPT(L.LightningModule):
         self._check_finite()
 
     def _check_finite(self) -> None:
-        """Find the first non-finite loss since the last check; cut the log there and stop training."""
+        """Find the first non-finite loss since the last check on any DDP rank; cut every rank's log there
+        and stop training. The ranks agree on the step, so none stops while another waits in a collective."""
         if self.diverged is not None or not self.losses:
             return
         recent = self.losses[-1][-CHECK_EVERY:]
         values = [torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in recent]
         finite = torch.isfinite(torch.stack(values)).tolist() if values else []
-        if all(finite):
+        local = torch.tensor(len(recent) if all(finite) else finite.index(False), device=self.device)
+        first = int(self.trainer.strategy.reduce(local, reduce_op="min"))
+        if first == len(recent):
             return
-        bad = len(self.losses[-1]) - len(recent) + finite.index(False)
+        bad = len(self.losses[-1]) - len(recent) + first
         earlier = sum(len(epoch) for epoch in self.losses[:-1])
         self.losses[-1] = self.losses[-1][:bad]
         kept = [float(v) for epoch in self.losses for v in epoch]

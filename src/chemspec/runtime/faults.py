@@ -1,6 +1,7 @@
 """Fault injection for tests of divergence and resumption, off unless CHEMSPEC_FAULT is set.
 
-CHEMSPEC_FAULT=<stage>@<key>:<kind>@<step> with kind `nan` (that step's loss becomes NaN), `kill`
+CHEMSPEC_FAULT=<stage>@<key>:<kind>@<step> with kind `nan` (that step's loss becomes NaN; `nan-rank<r>`:
+on DDP rank r alone, as one rank's batch can overflow), `kill`
 (SIGKILL after that step), `term` (SIGTERM to this process after that step), `term-all` (SIGTERM to this
 process and its loader workers, as SLURM preemption signals every process of a job step) or `int` (SIGINT,
 as Ctrl-C sends it).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +25,17 @@ SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "term-all": signal.SI
 def fault_for(cell_name: str) -> tuple[str, int] | None:
     target, _, fault = os.environ.get(VARIABLE, "").rpartition(":")
     kind, _, step = fault.partition("@")
-    if target != cell_name or kind not in ("nan", *SIGNALS) or not step.isdigit():
+    if target != cell_name or not (kind in SIGNALS or re.fullmatch(r"nan(-rank\d+)?", kind)) or not step.isdigit():
         return None
     return kind, int(step)
+
+
+def nan_at(fault: tuple[str, int] | None) -> tuple[int, int | None] | None:
+    """(step, rank) whose loss a `nan` fault makes NaN; rank None: every rank."""
+    if fault is None or not fault[0].startswith("nan"):
+        return None
+    rank = fault[0].removeprefix("nan").removeprefix("-rank")
+    return fault[1], int(rank) if rank else None
 
 
 class Faults(L.Callback):

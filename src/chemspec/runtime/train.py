@@ -149,7 +149,7 @@ def run_training(cell: TrainCell) -> dict:
 
     from chemspec.runtime.chemgpt import (ChemGPT, evaluate, gpt_neo_config, loader, loader_workers,
                                           non_embedding_parameters)
-    from chemspec.runtime.faults import Faults, fault_for
+    from chemspec.runtime.faults import Faults, fault_for, nan_at
     from chemspec.runtime.molecules import PAD
     from chemspec.runtime.resume import Resume
     from chemspec.runtime.throughput import Throughput, flops_per_token, mean_length, utilisation
@@ -184,7 +184,7 @@ def run_training(cell: TrainCell) -> dict:
     trainer.fit_loop.epoch_loop.max_steps = window_steps(cell.window, total_steps)
     module = ChemGPT(gpt_neo_config(cell.size, len(tokenizer)), hp["learning_rate"], training.optimizer,
                      training.scheduler, total_steps=total_steps,
-                     nan_at_step=fault[1] if fault and fault[0] == "nan" else None, compile=training.compile,
+                     nan_at=nan_at(fault), compile=training.compile,
                      activation_checkpointing=training.activation_checkpointing)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
