@@ -54,3 +54,24 @@ def test_a_sampler_not_marked_distributed_ignores_the_world(monkeypatch):
     _rank(monkeypatch, 1, 2)
     sampler = EpochSampler(10, 7, shuffle=False)
     assert list(sampler) == list(range(10)) and len(sampler) == 10
+
+
+def _evaluation_shares(monkeypatch, size: int, world: int) -> list[list[int]]:
+    shares = []
+    for rank in range(world):
+        _rank(monkeypatch, rank, world)
+        sampler = EpochSampler(size, 7, shuffle=False, distributed=True)
+        shares.append(list(sampler))
+        assert len(sampler) == len(shares[-1])
+    return shares
+
+
+@pytest.mark.parametrize(("size", "world"), [(1001, 2), (10, 3), (4, 4)])
+def test_evaluation_shares_score_every_row_once(monkeypatch, size, world):
+    """Padding a validation order would score its first rows twice: val_loss would depend on the GPU count."""
+    shares = _evaluation_shares(monkeypatch, size, world)
+    assert sorted(row for share in shares for row in share) == list(range(size))
+
+
+def test_an_evaluation_split_smaller_than_the_world_gives_every_rank_a_row(monkeypatch):
+    assert _evaluation_shares(monkeypatch, 2, 4) == [[0], [1], [0], [1]]

@@ -51,9 +51,12 @@ class EpochSampler(Sampler[int]):
     """A permutation per epoch from a generator seeded by (seed, epoch); can skip a resumed prefix.
 
     With `lengths` and `window`, the permutation is length-bucketed for batches of `batch_size`.
-    `distributed`: under torch.distributed each rank takes every world-th row of the epoch's order
-    (padded by wrapping round to a multiple of the world size, as DistributedSampler does), and a
-    resumed rank skips a prefix of its own share, so that every rank resumes where it stopped."""
+    `distributed`: under torch.distributed each rank takes every world-th row of the epoch's order,
+    and a resumed rank skips a prefix of its own share, so that every rank resumes where it stopped.
+    A shuffled (training) order is padded by wrapping round to a multiple of the world size, as
+    DistributedSampler does, so that every rank takes as many steps; an unshuffled (evaluation) one
+    is not, so that every row is scored once, unless it has fewer rows than there are ranks (a rank
+    without a batch would skip the evaluation's collective and leave the others waiting)."""
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, lengths: torch.Tensor | None = None,
                  batch_size: int = 1, window: int | None = None, distributed: bool = False):
@@ -81,14 +84,17 @@ class EpochSampler(Sampler[int]):
             order = list(range(self.size))
         rank, world = _rank_and_world() if self.distributed else (0, 1)
         if world > 1 and order:
-            order = (order * world)[:len(self) * world][rank::world]
+            order = (order * world if self._padded(world) else order)[:len(self) * world][rank::world]
         if self._skip is not None and self._skip[0] == self.epoch:
             order = order[self._skip[1]:]
         return iter(order)
 
+    def _padded(self, world: int) -> bool:
+        return self.shuffle or self.size < world
+
     def __len__(self) -> int:
-        world = _rank_and_world()[1] if self.distributed else 1
-        return -(-self.size // world)
+        rank, world = _rank_and_world() if self.distributed else (0, 1)
+        return -(-self.size // world) if self._padded(world) else len(range(rank, self.size, world))
 
 
 class Resume(L.Callback):

@@ -39,7 +39,8 @@ class Scheduler(Spec):
     patience: int = Field(50, ge=0)
     """Plateau: epochs without improvement before the rate falls."""
     min_lr: float = Field(1.0e-7, ge=0)
-    """Lowest learning rate; a plateau schedule stops training when it gets here."""
+    """Lowest learning rate (the end of a cosine decay, the floor of a plateau schedule); a force field's
+    plateau schedule also stops training when it gets here, ChemGPT's keeps training at it."""
 
 
 class LossWeights(Spec):
