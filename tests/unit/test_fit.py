@@ -129,7 +129,7 @@ def test_with_two_kept_ranks_the_seed_noise_compares_the_seeds_with_the_run_they
     assert noise["std_log_loss"]["xs-100"] == pytest.approx(np.std(np.log([1.0, 1.001]), ddof=1))
 
 
-def test_the_fit_stage_charges_every_kept_rank_to_tpe_s_cost(tmp_path):
+def test_the_fit_stage_charges_every_kept_rank_to_the_training_cost(tmp_path):
     """keep: 2 trains two configurations a cell; the table shows one, but both cost compute."""
     import json
 
