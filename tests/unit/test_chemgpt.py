@@ -74,3 +74,18 @@ def test_weight_decay_spares_biases_and_layernorm_gains():
             "transformer.h.1.attn.attention.q_proj.weight"} <= decay[0.1]
     assert all(name.endswith("bias") or ".ln_" in name for name in decay[0.0])
     assert {"transformer.h.0.ln_1.weight", "transformer.ln_f.weight", "transformer.h.0.mlp.c_fc.bias"} <= decay[0.0]
+
+
+def test_a_checkpoint_with_the_single_parameter_group_of_older_versions_starts_the_cell_over(tmp_path, capsys):
+    """Loading its optimiser state into two groups would fail inside Lightning; it is set aside instead."""
+    from chemspec.runtime.chemgpt import PARAM_GROUPS
+    from chemspec.runtime.resume import CHECKPOINT, EpochSampler, Resume
+
+    folder = tmp_path / "resume"
+    folder.mkdir()
+    tag = {"identity": "ab" * 32, "hparams": {"learning_rate": 1e-3, "batch_size": 32}}
+    torch.save({"callbacks": {"Resume": {"tag": tag, "batches": 3, "epoch": 0}}}, folder / CHECKPOINT)
+    resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag={**tag, "param_groups": PARAM_GROUPS})
+    assert resume.resume_from() is None and not folder.exists()
+    assert "was written for another configuration of this cell (or by another chemspec version); training starts " \
+           "over" in capsys.readouterr().err

@@ -110,6 +110,11 @@ def lr_lambda(scheduler: Scheduler, total_steps: int, base_lr: float):
     return factor
 
 
+PARAM_GROUPS = ["weight matrices and embeddings: decayed", "biases and LayerNorm gains: not decayed"]
+"""The optimiser's parameter groups, as nanoGPT and Hugging Face's Trainer form them. A resume checkpoint
+records them: one written with other groups (a single group before 2026-12-05) is not resumed."""
+
+
 class ChemGPT(L.LightningModule):
     """Causal LM over token ids; records per-step training loss and per-token validation loss."""
 
@@ -242,7 +247,6 @@ class ChemGPT(L.LightningModule):
         # Under fp16 loss scaling a fused optimiser unscales inside its step, after any clipping.
         unscaled = self.trainer.precision != "16-mixed" or not self.trainer.gradient_clip_val
         fused = {"fused": True} if self.device.type == "cuda" and unscaled else {}
-        # Weight matrices and embeddings decay; biases and LayerNorm gains do not (nanoGPT, HF's Trainer).
         groups = [{"params": [p for p in self.parameters() if p.ndim >= 2], "weight_decay": cfg.weight_decay},
                   {"params": [p for p in self.parameters() if p.ndim < 2], "weight_decay": 0.0}]
         optimizer = kind(groups, lr=self.learning_rate, betas=cfg.betas, **fused)

@@ -17,6 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +122,8 @@ class Resume(L.Callback):
         saved = torch.load(self.path, map_location="cpu", weights_only=False).get("callbacks", {})
         state = next((v for k, v in saved.items() if k.startswith("Resume")), {})
         if state.get("tag") != self.tag:
+            print(f"resume: {self.path} was written for another configuration of this cell (or by another chemspec "
+                  "version); training starts over", file=sys.stderr, flush=True)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
         return str(self.path)

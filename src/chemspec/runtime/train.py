@@ -147,7 +147,7 @@ def run_training(cell: TrainCell) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from chemspec.runtime.chemgpt import (ChemGPT, evaluate, gpt_neo_config, loader, loader_workers,
+    from chemspec.runtime.chemgpt import (PARAM_GROUPS, ChemGPT, evaluate, gpt_neo_config, loader, loader_workers,
                                           non_embedding_parameters)
     from chemspec.runtime.faults import Faults, fault_for, nan_at
     from chemspec.runtime.molecules import PAD
@@ -169,7 +169,7 @@ def run_training(cell: TrainCell) -> dict:
     val = loader(tokens, rows["val"], 256, False, cell.seed, distributed=True, **layout)
     fault = fault_for(cell.name)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
-                    tag={"identity": identity(cell), "hparams": hp})
+                    tag={"identity": identity(cell), "hparams": hp, "param_groups": PARAM_GROUPS})
     throughput = Throughput()
     trainer = L.Trainer(
         max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
