@@ -109,6 +109,21 @@ def test_params_that_are_not_utf8_are_named(cli, tmp_path):
     assert result.code == 1 and "p.yaml is not a params file written by `chemspec compile`" in result.err
 
 
+def test_params_from_another_chemspec_version_say_to_recompile(cli, tmp_path):
+    """An older compile wrote no `keep` for the calibration cell: the file is chemspec's, but not this one's."""
+    import yaml
+
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"hpo.tpe.calibrate": True}))
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    del params["cells"]["calibration"]["keep"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = cli("run", "calibration", cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert ("params.yaml does not hold the cells this chemspec reads: another version of `chemspec compile` wrote "
+            "it, or it was edited; recompile the study") in result.err
+
+
 def test_errors_about_cells_name_the_params_file_given(cli, tmp_path):
     write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0

@@ -113,3 +113,18 @@ def test_split_depends_on_the_seed(tmp_path):
 def test_split_larger_than_the_data_says_how_many_are_valid(tmp_path):
     with pytest.raises(RunError, match="only 100 are valid after cleaning"):
         run_split(_split(tmp_path, [90]))
+
+
+@pytest.mark.parametrize("recorded", [None, ["O=CCC=O"]], ids=["no-smiles", "older-smiles"])
+def test_md_params_from_another_compile_say_to_recompile(tmp_path, recorded):
+    """The SMILES a compile recorded are what the data cell's identity covers; malonaldehyde's changed."""
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"generate": "md", "molecules": ["malonaldehyde"], "frames": 4, "temperature_K": 300.0, "stride": 5,
+              "timestep_fs": 0.5, "equilibration_steps": 10, **({"smiles": recorded} if recorded else {})}
+    cell = DataCell(study="t", seed=0, kind="atoms", source=source, representation=None, max_length=0,
+                    out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match=r"data.source.molecules: the params file records other SMILES for these "
+                                       r"molecules, or none .*; recompile the study"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()

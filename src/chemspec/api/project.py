@@ -149,7 +149,10 @@ def load_cells(params: str | Path) -> Cells:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Cells.model_validate(document["cells"])
-    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError, ValidationError):
+    except ValidationError:
+        raise RunError(f"{path} does not hold the cells this chemspec reads: another version of `chemspec compile` "
+                       "wrote it, or it was edited; recompile the study (`chemspec compile <study.yaml>`)") from None
+    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError):
         raise RunError(f"{path} is not a params file written by `chemspec compile`; recompile the study") from None
     except OSError as exc:
         raise RunError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None

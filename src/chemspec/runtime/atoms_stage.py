@@ -21,8 +21,11 @@ def run_atoms_data(cell: DataCell) -> dict:
 
     source = cell.source
     if "generate" in source:
-        from chemspec.runtime.md import generate_md
+        from chemspec.runtime.md import generate_md, resolve_smiles
 
+        if source.get("smiles") != [resolve_smiles(name) for name in source["molecules"]]:
+            raise RunError("data.source.molecules: the params file records other SMILES for these molecules, or "
+                           "none (another version of `chemspec compile` wrote it); recompile the study")
         data, counts = generate_md(source["molecules"], source["frames"], source["temperature_K"],
                                    source["stride"], source["timestep_fs"], source["equilibration_steps"],
                                    cell.seed, progress=sys.stderr.isatty())
