@@ -270,7 +270,7 @@ def test_reference_energies_are_recovered_from_training_structures_only():
 
 def test_subtracting_needs_every_element_in_training():
     data = synthetic(20, 1, {1: -13.6, 6: -1029.9})
-    with pytest.raises(RunError, match=r"elements \[6\] have no reference energy"):
+    with pytest.raises(RunError, match=r"elements \[6\] occur in no training structure: a model never sees them"):
         subtract_reference(data, {1: -13.6})
 
 

@@ -111,6 +111,13 @@ def test_units_written_in_the_study_win_and_the_rest_come_from_the_format(tmp_pa
     assert identity(in_ev) != identity(_atoms_file_cell(tmp_path, format="md17"))
 
 
+def test_units_given_as_a_model_are_filled_in_like_a_mapping(tmp_path):
+    from chemspec.specs.data import AtomsFileSource, Units
+
+    source = AtomsFileSource(file=str(tmp_path / "traj.npz"), format="md17", units=Units(length="bohr"))
+    assert source.units == Units(energy="kcal/mol", length="bohr")
+
+
 def test_generated_data_identity_follows_the_molecules_smiles_not_their_names(tmp_path, monkeypatch):
     from chemspec.specs import data
 

@@ -107,9 +107,9 @@ def test_each_model_size_group_is_ranked_on_its_own(tmp_path):
                               "s": [{"learning_rate": 3e-3, "batch_size": 32}]}
 
 
-def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep: int):
+def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep: int, full_diverged: tuple = ()):
     """TPE and calibrate folders of configurations {name: (converged loss, TPE status, TPE loss)}: TPE
-    runs cost 20 s, full runs 100 s."""
+    runs cost 20 s, full runs 100 s; the full runs of `full_diverged` diverged."""
     from chemspec.compiler.cells import CalibrationCell
 
     dirs = {"tpe": {}, "full": {}}
@@ -119,7 +119,7 @@ def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep:
             folder.mkdir(parents=True)
             (folder / "estimate.json").write_text(json.dumps({
                 "hparams": {"name": name}, "val_loss": loss, "val_history": [loss], "wall_time_s": wall,
-                "status": status if kind == "tpe" else "ok"}))
+                "status": status if kind == "tpe" else "diverged" if name in full_diverged else "ok"}))
             (folder / "loss.csv").write_bytes(loss_csv([[loss, loss]]))
             dirs[kind][name] = str(folder)
     return CalibrationCell(tpe_dirs=dirs["tpe"], full_dirs=dirs["full"], budget_fraction=0.2,
@@ -149,3 +149,16 @@ def test_calibration_with_keep_two_pays_for_two_full_runs(tmp_path):
     run_calibration(cell)
     cost = json.loads((tmp_path / "calibration" / "calibration.json").read_text())["cost"]
     assert cost["kept"] == ["a", "b"] and cost["tpe_then_best_s"] == 80.0 + 200.0 and cost["exhaustive_s"] == 400.0
+
+
+def test_calibration_keeps_what_tpe_would_keep_even_if_its_full_run_diverged(tmp_path):
+    """Select sees only the TPE run, so it keeps the best estimate and pays for that full run."""
+    from chemspec.runtime.calibration import run_calibration
+
+    cell = _calibration_cell(tmp_path, {"a": (1.0, "ok", 1.5), "b": (1.2, "ok", 2.5), "c": (1.1, "ok", 2.6)}, keep=1,
+                             full_diverged=("a",))
+    run_calibration(cell)
+    result = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
+    assert result["cost"]["kept"] == ["a"] and result["cost"]["tpe_then_best_s"] == 160.0
+    assert [r["status"] for r in result["configs"]] == ["diverged", "ok", "ok"]
+    assert result["scores"]["tse"]["n"] == 2

@@ -162,6 +162,8 @@ def test_a_run_that_ended_with_a_non_finite_validation_loss_is_left_out_not_the_
         ("train@s-300", "failed", "its validation loss is nan, not a finite number")]
     flat, _ = fits(rows, ["power"], 0.9)
     assert {(f["group"], f["status"], f["n"]) for f in flat if f["axis"] == "data"} == {("xs", "ok", 4), ("s", "ok", 3)}
+    archived = [{**r, "status": "ok"} for r in rows]  # as cells.json held it before such rows were marked failed
+    assert fits(archived, ["power"], 0.9)[0] == flat
 
 
 def test_bootstrap_resamples_whose_exponent_sits_on_a_bound_open_the_interval_instead_of_vanishing():

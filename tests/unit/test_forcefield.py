@@ -200,10 +200,12 @@ def test_an_element_of_validation_or_test_absent_from_training_is_refused():
     """Per-element references fitted on water give carbon none, so ethanol's energies would be off by its
     two carbons' ~2000 eV: refused before training."""
     water, ethanol, hp = atoms(*[(WATER_Z, WATER_R)] * 3), ethanols(3), {"learning_rate": 1e-3, "batch_size": 3}
-    with pytest.raises(RunError, match=r"elements \[6\] of the validation split have no reference energy: they occur "
-                                       r"in no training structure \(the training split holds 3\); raise data.sizes"):
+    with pytest.raises(RunError, match=r"elements \[6\] of the validation split occur in no training structure: a "
+                                       r"model never sees them, and no reference energy is fitted for them \(the "
+                                       r"training split holds 3\); train on more structures \(data.sizes, or "
+                                       r"hpo.tpe.data_size for TPE cells\)"):
         train_forcefield("schnet", 8, 1, CUTOFF, 8, water, ethanol, water, hp, 1, energy_shift="per_element")
-    with pytest.raises(RunError, match=r"elements \[6\] of the test split have no reference energy"):
+    with pytest.raises(RunError, match=r"elements \[6\] of the test split occur in no training structure"):
         train_forcefield("schnet", 8, 1, CUTOFF, 8, water, water, ethanol, hp, 1, energy_shift="per_element")
 
 

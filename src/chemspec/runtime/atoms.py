@@ -307,9 +307,9 @@ def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray)
     return {int(z): float(e) for z, e in zip(elements, solution)}
 
 
-UNTRAINED = "have no reference energy: they occur in no training structure"
-"""Why elements absent from the training split are refused: their reference energy would be zero, off by the
-element's atomic energy (13.6 eV for H, ~1000 eV for C) per atom, and a model never sees them in training."""
+UNTRAINED = "occur in no training structure: a model never sees them, and no reference energy is fitted for them"
+"""Why elements absent from the training split are refused: their per-element reference energy would be
+zero, off by the element's atomic energy (13.6 eV for H, ~1000 eV for C) per atom."""
 
 
 def untrained_elements(data: AtomsData, trained: Iterable[int]) -> list[int]:

@@ -47,19 +47,20 @@ def run_calibration(cell: CalibrationCell) -> dict:
             raise RunError(f"calibration: results of tpe@{key} or calibrate@{key} are missing; run `dvc repro`")
         short = read_json(tpe_dir / "estimate.json", ("hparams",))
         full = read_json(full_dir / "estimate.json")
-        costs = {"tpe_cost_s": short["wall_time_s"], "full_cost_s": full["wall_time_s"]}
-        if short.get("status") != "ok" or full.get("status") != "ok":
-            rows.append({"name": key, "hparams": short["hparams"], "status": "diverged", **costs})
-            continue
-        log = read_loss_log(tpe_dir / "loss.csv")
-        rows.append({"name": key, "hparams": short["hparams"], "status": "ok", "converged": full["val_loss"],
-                     "estimates": {e: estimate(log, short["val_history"], {**cell.estimator, "estimator": e})
-                                   for e in ESTIMATORS}, **costs})
+        row = {"name": key, "hparams": short["hparams"], "status": "diverged",
+               "tpe_cost_s": short["wall_time_s"], "full_cost_s": full["wall_time_s"]}
+        if short.get("status") == "ok":  # TPE ranks it, whatever its full run did
+            log = read_loss_log(tpe_dir / "loss.csv")
+            row["estimates"] = {e: estimate(log, short["val_history"], {**cell.estimator, "estimator": e})
+                                for e in ESTIMATORS}
+        if short.get("status") == "ok" and full.get("status") == "ok":
+            row.update(status="ok", converged=full["val_loss"])
+        rows.append(row)
     usable = [r for r in rows if r["status"] == "ok"]
     converged = [r["converged"] for r in usable]
     scores = {e: score([r["estimates"][e] for r in usable], converged) for e in ESTIMATORS}
     name = cell.estimator["estimator"]
-    kept = sorted(usable, key=lambda r: (r["estimates"][name], r["name"]))[:cell.keep]
+    kept = sorted((r for r in rows if "estimates" in r), key=lambda r: (r["estimates"][name], r["name"]))[:cell.keep]
     tpe_cost = sum(r["tpe_cost_s"] for r in rows)
     full_cost = sum(r["full_cost_s"] for r in rows)
     spent = tpe_cost + sum(r["full_cost_s"] for r in kept)

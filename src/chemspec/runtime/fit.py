@@ -182,8 +182,10 @@ def _joint_rows(rows: list[dict], confidence: float) -> tuple[list[dict], dict]:
 
 
 def fits(rows: list[dict], laws: list[str], confidence: float) -> tuple[list[dict], dict | None]:
-    """Every requested law on the usable cells: flat rows per (axis, group, law), and the raw joint fit."""
-    usable = [r for r in rows if r["status"] == "ok"]
+    """Every requested law on the usable cells: flat rows per (axis, group, law), and the raw joint fit.
+    A row with a non-finite loss is not usable, whatever its status (archives written before such rows
+    were marked failed hold some)."""
+    usable = [r for r in rows if r["status"] == "ok" and _finite(r["val_loss"])]
     results, joint = [], None
     for law in laws:
         if law == "joint":

@@ -297,8 +297,9 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     for name, split in (("validation", val), ("test", test)):
         if missing := untrained_elements(split, trained):
             raise RunError(f"elements {missing} of the {name} split {UNTRAINED} (the training split holds "
-                           f"{len(train.energy)}); raise data.sizes or change seed so that every training set "
-                           "contains every element, or drop those structures from the data")
+                           f"{len(train.energy)}); train on more structures (data.sizes, or hpo.tpe.data_size for "
+                           "TPE cells) or another seed so that every training set holds every element, or drop "
+                           "those structures from the data")
     loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
     sched_cfg = _settings(scheduler, SCHEDULER)
     if isinstance(energy_shift, str):

@@ -163,6 +163,8 @@ class AtomsFileSource(Spec):
         if not isinstance(value, dict) or not isinstance(value.get("format"), str):
             return value
         given = {} if value.get("units") is None else value["units"]
+        if isinstance(given, Units):
+            given = given.model_dump()
         if value["format"] not in FORMAT_UNITS or not isinstance(given, dict):
             return value
         written = {key: unit for key, unit in given.items() if unit is not None}
