@@ -32,7 +32,7 @@ def main() -> int:
     import torch
 
     from chemspec.runtime.chemgpt import non_embedding_parameters
-    from chemspec.runtime.generation import evaluate
+    from chemspec.runtime.generation import evaluate, reference
     from chemspec.runtime.sample import load_cell, sample
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -40,7 +40,7 @@ def main() -> int:
     with opener(args.reference, "rt", newline="") as handle:
         rows = csv.reader(handle)
         next(rows)
-        reference = [row[0] for _, row in zip(range(args.reference_count), rows)]
+        molecules = [row[0] for _, row in zip(range(args.reference_count), rows)]
     start = time.perf_counter()
     model, tokenizer = load_cell(args.model, device)
     load_s = time.perf_counter() - start
@@ -52,7 +52,7 @@ def main() -> int:
     drawn, tokens = sample(model, tokenizer, args.samples, batch_size=args.batch_size, seed=0)
     sampling_s = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = evaluate([r["smiles"] for r in drawn], set(reference), reference, device=device)
+    metrics = evaluate([r["smiles"] for r in drawn], set(molecules), reference(molecules, device), device=device)
     metrics_s = time.perf_counter() - start
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
               "torch": torch.__version__, "params": non_embedding_parameters(model), "samples": args.samples,

@@ -27,7 +27,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
     \b
     chemspec compile specs/quickstart.yaml   # study -> dvc.yaml + params.yaml
-    dvc repro                                # data, split, tpe, select, train, sample, fit, archive
+    dvc repro                                # data, split, tpe, select, train, reference, sample, fit, archive
     chemspec report                          # cells and fitted exponents
     """
     ctx.obj = {"verbose": verbose}

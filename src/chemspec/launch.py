@@ -1,8 +1,8 @@
 """`chemspec launch`: run the compiled pipeline with its per-cell stages fanned out as submitit jobs.
 
-The pipeline runs in waves. Each wave first brings its upstream stage up to date with a plain
-`dvc repro <stage>` (`split` for the tpe and calibrate cells, `select` for the train cells and then
-for the sample cells, which need the trained models), then
+The pipeline runs in waves. Each wave first brings its upstream stages up to date with a plain
+`dvc repro <stage>…` (`split` for the tpe and calibrate cells, `select` for the train cells, and
+`select reference` for the sample cells, which need the trained models and the test set's statistics), then
 asks `dvc status --json` which cells of the wave are stale and runs each as one job,
 `dvc --wait-for-lock repro -s <stage>`, at most `jobs` at once (local: the launcher keeps that many
 submitit subprocesses alive; slurm: one job array throttled with `%jobs`). A last `dvc repro`
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from chemspec.errors import LaunchError
 
-WAVES = (("split", ("tpe", "calibrate")), ("select", ("train",)), ("select", ("sample",)))
+WAVES = ((("split",), ("tpe", "calibrate")), (("select",), ("train",)), (("select", "reference"), ("sample",)))
 DVC = (sys.executable, "-m", "dvc")
 LOGS = Path(".chemspec") / "launch"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
@@ -208,6 +208,18 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
     return records, failures
 
 
+def _root_stages(path: Path) -> set[str]:
+    """The stage names of the root dvc.yaml (the waves' upstream stages live there)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return set(document["stages"])
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise LaunchError(f"{path} is not a readable pipeline ({exc.__class__.__name__}); rewrite it with "
+                          "`chemspec compile <study.yaml>`") from None
+
+
 @dataclass
 class LaunchResult:
     kind: str
@@ -225,6 +237,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
     if not (root / "dvc.yaml").is_file() or not (root / ".dvc").is_dir():
         raise LaunchError(f"{root} holds no DVC pipeline; run `git init && dvc init` and "
                           "`chemspec compile <study.yaml>` there first")
+    stages = _root_stages(root / "dvc.yaml")
     bad = [key for key in settings.sbatch if not SBATCH_KEY.match(key)]
     if bad:
         raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
@@ -240,10 +253,11 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
                               "node, or `--dry-run` to see the scripts it would submit")
     folder = root / LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     result = LaunchResult(kind=settings.kind, jobs=settings.jobs, folder=str(folder), dry_run=dry_run, waves=[])
+    waves = [([s for s in upstream if s in stages], groups) for upstream, groups in WAVES]
     if dry_run:
-        for upstream, groups in WAVES:
+        for upstream, groups in waves:
             cells = stale(root, groups)
-            wave = {"upstream": shlex.join(["dvc", "repro", upstream]), "stages": cells,
+            wave = {"upstream": shlex.join(["dvc", "repro", *upstream]), "stages": cells,
                     "commands": [shlex.join(job_command(s)) for s in cells]}
             if settings.kind == "slurm" and cells:
                 wave["sbatch"] = sbatch_script(for_wave(settings, groups), folder, len(cells))
@@ -251,11 +265,11 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         result.final = ["dvc repro"]
         return result
     folder.mkdir(parents=True, exist_ok=True)
-    for upstream, groups in WAVES:
-        say(f"dvc repro {upstream} (log: {folder / 'dvc.log'})")
-        _dvc(root, "repro", upstream, log=folder / "dvc.log")
+    for upstream, groups in waves:
+        say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
+        _dvc(root, "repro", *upstream, log=folder / "dvc.log")
         cells = stale(root, groups)
-        result.waves.append({"upstream": f"dvc repro {upstream}", "stages": cells})
+        result.waves.append({"upstream": f"dvc repro {' '.join(upstream)}", "stages": cells})
         if not cells:
             continue
         noun = "cell" if len(cells) == 1 else "cells"

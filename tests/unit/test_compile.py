@@ -49,7 +49,8 @@ def test_compile_into_a_root_whose_parent_is_not_there_refuses_and_creates_nothi
 
 def test_stage_names_are_readable_and_cover_the_grid():
     pipeline = yaml.safe_load(compile_study(load_study(QUICKSTART), "q.yaml")["dvc.yaml"])["stages"]
-    assert list(pipeline) == ["data", "split", "tpe", "select", "train", "sample", "fit", "archive"]
+    assert list(pipeline) == ["data", "split", "tpe", "select", "reference", "train", "sample", "fit",
+                              "archive"]
     assert sorted(pipeline["train"]["foreach"]) == sorted(
         f"{m}-{n}" for m in ("xs", "s", "m") for n in (1000, 3000, 10000))
     assert sorted(pipeline["tpe"]["foreach"]) == ["lr1e-3-bs64", "lr3e-3-bs64"]
@@ -236,9 +237,14 @@ def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
     assert cells.fit.generation["xs-200"] == "results/tiny/sample/xs-200/generation.json"
     stages = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
     assert stages["sample"]["do"]["deps"][0] == "results/tiny/train/${key}/model"
+    # The test set's statistics are computed once, by the reference stage, not by every sample cell.
+    assert stages["reference"]["outs"] == ["results/tiny/reference"]
+    assert stages["reference"]["deps"] == ["data/tiny/molecules.csv", "data/tiny/splits/test.npy"]
+    assert "results/tiny/reference" in stages["sample"]["do"]["deps"]
+    assert "data/tiny/splits/test.npy" not in stages["sample"]["do"]["deps"]
     assert "results/tiny/sample/m-800/generation.json" in stages["fit"]["deps"]
     without = expand(load_study(write_spec(tmp_path / "n.yaml", tiny_study())))
-    assert without.sample == {} and without.fit.generation == {}
+    assert without.sample == {} and without.reference is None and without.fit.generation == {}
     assert identity(without.train["m-800"]) == identity(cells.train["m-800"])
 
 

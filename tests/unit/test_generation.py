@@ -8,11 +8,13 @@ import importlib.metadata
 import random
 import re
 
+import numpy as np
 import pytest
 import selfies
 from rdkit import Chem
 
-from chemspec.runtime.generation import canonical, evaluate, fcd, internal_diversity, property_distances
+from chemspec.runtime.generation import (Reference, canonical, evaluate, fcd, internal_diversity, property_distances,
+                                         reference)
 from chemspec.runtime.sample import to_smiles
 
 
@@ -27,7 +29,7 @@ def moses(n: int, skip: int = 0) -> list[str]:
 def test_counts_on_a_hand_checked_set():
     samples = ["CCO", "OCC", "CCO", "c1ccccc1", "C1CC", "", "C", "CCN"]
     #           valid  =CCO   dup   valid      invalid  empty  1 atom  valid, in training
-    result = evaluate(samples, training={"CCN", "CCCC"}, test=["CCO", "CCC", "c1ccccc1O"])
+    result = evaluate(samples, training={"CCN", "CCCC"}, ref=reference(["CCO", "CCC", "c1ccccc1O"]))
     assert result["samples"] == 8
     assert result["validity"] == pytest.approx(6 / 8)       # CCO OCC CCO c1ccccc1 C CCN
     assert result["trivial"] == pytest.approx(2 / 8)        # the empty string and methane
@@ -38,7 +40,7 @@ def test_counts_on_a_hand_checked_set():
 
 
 def test_internal_diversity_counts_repeats_and_self_pairs_as_moses_does():
-    result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), test=["CCO", "CCC"])
+    result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), ref=reference(["CCO", "CCC"]))
     assert result["uniqueness"] == pytest.approx(1 / 3)
     assert result["internal_diversity"] == pytest.approx(0.0)
     from rdkit import DataStructs
@@ -52,7 +54,7 @@ def test_internal_diversity_counts_repeats_and_self_pairs_as_moses_does():
 
 
 def test_nothing_valid_gives_none_not_a_crash():
-    result = evaluate(["C1CC", "", "(("], training=set(), test=["CCO", "CCC"])
+    result = evaluate(["C1CC", "", "(("], training=set(), ref=reference(["CCO", "CCC"]))
     assert result["validity"] == 0
     assert result["uniqueness"] is None and result["novelty"] is None and result["fcd"] is None
     assert result["wasserstein"] is None
@@ -61,8 +63,8 @@ def test_nothing_valid_gives_none_not_a_crash():
 
 def test_property_distance_of_a_set_to_itself_is_zero():
     smiles = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC"]
-    assert all(v == pytest.approx(0.0, abs=1e-12) for v in property_distances(smiles, smiles).values())
-    shifted = property_distances(smiles, [s + "CCCC" for s in smiles])
+    assert all(v == pytest.approx(0.0, abs=1e-12) for v in property_distances(smiles, reference(smiles)).values())
+    shifted = property_distances([s + "CCCC" for s in smiles], reference(smiles))
     assert shifted["mw"] == pytest.approx(4 * 14.027, rel=1e-3)
 
 
@@ -74,12 +76,13 @@ def _shuffled(smiles: str, rng: random.Random) -> str:
 
 
 def test_fcd_is_zero_against_itself_and_large_against_shuffled_atoms():
-    reference, other = moses(500), moses(500, skip=500)
+    molecules, other = moses(500), moses(500, skip=500)
     rng = random.Random(0)
     shuffled = [_shuffled(s, rng) for s in other]
-    assert fcd(reference, reference) == pytest.approx(0.0, abs=1e-3)
-    same_distribution = fcd(other, reference)  # > 0 only by the finite-sample bias (about 1/n)
-    nonsense = fcd(shuffled, reference)
+    statistics = reference(molecules)
+    assert fcd(molecules, statistics) == pytest.approx(0.0, abs=1e-3)
+    same_distribution = fcd(other, statistics)  # > 0 only by the finite-sample bias (about 1/n)
+    nonsense = fcd(shuffled, statistics)
     assert nonsense > 2.5 * same_distribution
     assert nonsense - same_distribution > 15
 
@@ -88,3 +91,31 @@ def test_selfies_decode_and_undecodable_text():
     assert Chem.CanonSmiles(to_smiles("[C][C][O]", "selfies")) == "CCO"
     assert to_smiles("", "selfies") == ""
     assert to_smiles("CCO", "smiles") == "CCO"
+
+
+def test_a_saved_reference_scores_as_the_one_computed(tmp_path):
+    molecules, other = moses(200), moses(200, skip=200)
+    computed = reference(molecules)
+    computed.save(tmp_path / "reference.npz")
+    loaded = Reference.load(tmp_path / "reference.npz")
+    assert loaded.count == 200
+    assert evaluate(other, set(), loaded) == evaluate(other, set(), computed)
+
+
+def test_a_test_set_of_one_molecule_gives_no_fcd_and_says_why(tmp_path):
+    one = reference(["CCO"])
+    one.save(tmp_path / "reference.npz")
+    result = evaluate(["CCO", "CCN", "c1ccccc1"], set(), Reference.load(tmp_path / "reference.npz"))
+    assert result["fcd"] is None and result["notes"]["fcd"] == "the test set holds 1 molecules; need at least 2"
+    assert result["wasserstein"] is not None
+
+
+def test_a_damaged_reference_names_the_file(tmp_path):
+    from chemspec.errors import InputError
+
+    (tmp_path / "reference.npz").write_bytes(b"<<<<<<< HEAD\n")
+    with pytest.raises(InputError, match=r"reference.npz is not a readable .npz archive .*dvc checkout"):
+        Reference.load(tmp_path / "reference.npz")
+    np.savez(tmp_path / "reference.npz", count=np.array(3))
+    with pytest.raises(InputError, match=r"reference.npz has no 'property_logp', 'property_qed', 'property_mw'"):
+        Reference.load(tmp_path / "reference.npz")

@@ -87,6 +87,7 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
     assert "dry run: slurm executor, 2 jobs at once" in out
     assert "wave 1: `dvc repro split`, then 2 cells stale now" in out
     assert "wave 2: `dvc repro select`, then 9 cells stale now" in out
+    assert "wave 3: `dvc repro select`, then 0 cells stale now" in out  # no sample cells, no reference stage
     assert f"job: {sys.executable} -m dvc --wait-for-lock repro -s train@m-800" in out
     for line in ("#SBATCH --partition=short", "#SBATCH --account=acme", "#SBATCH --gpus-per-node=1",
                  "#SBATCH --time=45", "#SBATCH --array=0-8%2", "#SBATCH --array=0-1%2"):
@@ -98,6 +99,14 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
     assert ignored.code == 2 and "--sbatch sets options of SLURM jobs, but this launch runs its cells on the " \
                                  "local executor" in ignored.err and "add --executor slurm" in ignored.err
     assert not (root / ".chemspec").exists(), "a refused launch writes nothing"
+
+
+def test_sample_cells_wait_for_the_test_sets_statistics(tmp_path, cli, git_env):
+    root = _project(tmp_path, executor={"kind": "local"}, generation={"samples": 10})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    out = cli("launch", "--dry-run", cwd=root).out
+    assert "wave 3: `dvc repro select reference`, then 9 cells stale now" in out
+    assert f"job: {sys.executable} -m dvc --wait-for-lock repro -s sample@m-800" in out
 
 
 @pytest.mark.parametrize(("training", "gpus"), [({"accelerator": "cpu"}, None),

@@ -88,6 +88,16 @@ class SampleCell(Cell):
     train_dir: str
     data_dir: str
     split_dir: str
+    reference_dir: str
+    out_dir: str
+
+
+class ReferenceCell(Cell):
+    """The test set's ChemNet statistics and molecular properties, which every sample cell scores against."""
+
+    accelerator: str
+    data_dir: str
+    split_dir: str
     out_dir: str
 
 
@@ -140,13 +150,15 @@ class Cells(Cell):
     calibrate: dict[str, TrainCell]
     calibration: CalibrationCell | None
     train: dict[str, TrainCell]
+    reference: ReferenceCell | None
     sample: dict[str, SampleCell]
     fit: FitCell
     archive: ArchiveCell
 
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
-                    "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation"}
+                    "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
+                    "reference_dir"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
 
 
@@ -242,7 +254,10 @@ def expand(study: Study) -> Cells:
                 "name": f"train@{key}-seed{replicate}", "seed": study.seed + replicate,
                 "out_dir": f"{results}/train/{key}-seed{replicate}",
                 "resume_dir": f"{results}/.resume/train-{key}-seed{replicate}"})
-    sample = _samples(study, train, f"{results}/sample")
+    reference = None if study.generation is None else ReferenceCell(
+        accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir,
+        out_dir=f"{results}/reference")
+    sample = _samples(study, train, f"{results}/sample", reference)
     fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
                   bootstrap=study.fit.bootstrap,
                   metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
@@ -255,18 +270,19 @@ def expand(study: Study) -> Cells:
     archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"), inputs=inputs,
                           root="archive")
     return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
-                 train=train, sample=sample, fit=fit, archive=archive)
+                 train=train, reference=reference, sample=sample, fit=fit, archive=archive)
 
 
-def _samples(study: Study, train: dict[str, TrainCell], out: str) -> dict[str, SampleCell]:
+def _samples(study: Study, train: dict[str, TrainCell], out: str,
+             reference: ReferenceCell | None) -> dict[str, SampleCell]:
     generation = study.generation
-    if generation is None:
+    if generation is None or reference is None:
         return {}
     return {key: SampleCell(name=f"sample@{key}", data_size=cell.data_size,
                             representation=study.data.text_representation, **generation.model_dump(),
                             accelerator=study.training.accelerator, train_identity=identity(cell),
                             train_dir=cell.out_dir, data_dir=cell.data_dir, split_dir=cell.split_dir,
-                            out_dir=f"{out}/{key}")
+                            reference_dir=reference.out_dir, out_dir=f"{out}/{key}")
             for key, cell in train.items()}
 
 

@@ -111,10 +111,20 @@ def _sample_stage(cells: Cells, keys: list[str]) -> dict:
         "do": {
             "cmd": _cell_cmd("sample"),
             "deps": [f"{train}/${{key}}/model", f"{train}/${{key}}/metrics.json", f"{d}/molecules.csv",
-                     f"{s}/train-${{item.data_size}}.npy", f"{s}/test.npy"],
+                     f"{s}/train-${{item.data_size}}.npy", first.reference_dir],
             "outs": [f"{results}/${{key}}/samples.csv"],
             "metrics": [f"{results}/${{key}}/generation.json"],
         },
+    }}
+
+
+def _reference_stage(cells: Cells) -> dict:
+    if cells.reference is None:
+        return {}
+    return {"reference": {
+        "cmd": _cmd("reference", cells.reference),
+        "deps": [f"{cells.data.out_dir}/molecules.csv", f"{cells.split.out_dir}/test.npy"],
+        "outs": [cells.reference.out_dir],
     }}
 
 
@@ -167,6 +177,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
             "deps": list(cells.select.tpe_dirs.values()),
             "outs": [cells.select.out],
         },
+        **_reference_stage(cells),
         **({} if split_pipeline(cells) else {**_train_stage(cells, list(cells.train)),
                                                **_sample_stage(cells, list(cells.train))}),
         "fit": {

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from chemspec.compiler.cells import Cells, identity
 from chemspec.errors import RunError
 
-STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "sample", "fit", "archive")
+STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "reference", "sample", "fit",
+          "archive")
 PER_CELL = ("tpe", "calibrate", "train", "sample")
 EMPTY = {"sample": "add a `generation` section to the study (ChemGPT studies only)",
          "calibrate": "set hpo.tpe.calibrate: true",
@@ -65,6 +66,14 @@ def _train(cells: Cells, key: str | None, table: str) -> dict:
     return run_training(getattr(cells, table)[key])
 
 
+def _reference(cells: Cells, key: str | None) -> dict:
+    if cells.reference is None:
+        raise RunError(f"reference: this study has no sample cells; {EMPTY['sample']}, then recompile")
+    from chemspec.runtime.sample import run_reference
+
+    return run_reference(cells.reference)
+
+
 def _sample(cells: Cells, key: str | None) -> dict:
     from chemspec.runtime.sample import run_sample
 
@@ -100,5 +109,5 @@ def _archive(cells: Cells, key: str | None) -> dict:
 _RUNNERS: dict[str, Callable[[Cells, str | None], dict]] = {
     "data": _data, "split": _split, "tpe": lambda c, k: _train(c, k, "tpe"), "select": _select,
     "calibrate": lambda c, k: _train(c, k, "calibrate"), "calibration": _calibration,
-    "train": lambda c, k: _train(c, k, "train"), "sample": _sample, "fit": _fit, "archive": _archive,
+    "train": lambda c, k: _train(c, k, "train"), "reference": _reference, "sample": _sample, "fit": _fit, "archive": _archive,
 }

@@ -122,6 +122,17 @@ def read_array(path: str | Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
 
 
+def read_npz(path: str | Path, require: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file; InputError when it is missing, malformed or lacks a `require`d array."""
+    path = Path(path)
+    with _reading(path, "a readable .npz archive"), np.load(path, allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    missing = [name for name in require if name not in arrays]
+    if missing:
+        raise InputError(f"{path} has no {', '.join(map(repr, missing))}; {_restore(path)}")
+    return arrays
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `path` only if the block succeeds."""

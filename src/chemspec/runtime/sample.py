@@ -12,7 +12,7 @@ import io
 import time
 from pathlib import Path
 
-from chemspec.compiler.cells import SampleCell, identity
+from chemspec.compiler.cells import ReferenceCell, SampleCell, identity
 from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, write_json
 
 
@@ -69,6 +69,29 @@ def _molecules(data_dir: Path) -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in list(csv.reader(handle))[1:]]
 
 
+def _device(accelerator: str) -> str:
+    import torch
+
+    return "cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def run_reference(cell: ReferenceCell) -> dict:
+    """The test set's ChemNet statistics and properties, for every sample cell of the study."""
+    from chemspec.runtime.generation import reference
+
+    table = _molecules(Path(cell.data_dir))
+    test = [table[i][0] for i in read_array(Path(cell.split_dir) / "test.npy")]
+    device = _device(cell.accelerator)
+    started = time.perf_counter()
+    ref = reference(test, device)
+    result = {"cell": "reference", "identity": identity(cell), "molecules": ref.count, "device": device,
+              "seconds": round(time.perf_counter() - started, 3)}
+    with atomic_dir(Path(cell.out_dir)) as tmp:
+        ref.save(tmp / "reference.npz")
+        write_json(tmp / "reference.json", result)
+    return result
+
+
 def _skipped(cell: SampleCell, trained: dict) -> dict:
     result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
               "status": "skipped", "reason": f"the training cell is {trained['status']}"}
@@ -79,14 +102,12 @@ def _skipped(cell: SampleCell, trained: dict) -> dict:
 
 
 def run_sample(cell: SampleCell) -> dict:
-    import torch
-
-    from chemspec.runtime.generation import evaluate
+    from chemspec.runtime.generation import Reference, evaluate
 
     trained = read_json(Path(cell.train_dir) / "metrics.json", ("cell",))
     if trained.get("status", "ok") != "ok":
         return _skipped(cell, trained)
-    device = "cuda" if cell.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    device = _device(cell.accelerator)
     model, tokenizer = load_cell(Path(cell.train_dir) / "model", device)
     started = time.perf_counter()
     rows, tokens = sample(model, tokenizer, cell.samples, temperature=cell.temperature, top_k=cell.top_k,
@@ -96,12 +117,12 @@ def run_sample(cell: SampleCell) -> dict:
     data, split = Path(cell.data_dir), Path(cell.split_dir)
     table = _molecules(data)
     seen = {table[i] for i in read_array(split / f"train-{cell.data_size}.npy")}
-    test = [table[i][0] for i in read_array(split / "test.npy")]
     # A sample that repeats a training text is that training molecule, even where decoding and
     # canonicalising it would not give back the same SMILES string.
     by_text = {text: smiles for smiles, text in seen}
     smiles = [by_text.get(r["text"], r["smiles"]) for r in rows]
-    metrics = evaluate(smiles, {s for s, _ in seen}, test, device=device, seed=cell.seed)
+    ref = Reference.load(Path(cell.reference_dir) / "reference.npz")
+    metrics = evaluate(smiles, {s for s, _ in seen}, ref, device=device, seed=cell.seed)
     result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
               "model": trained["model"], "params": trained["params"], "data_size": cell.data_size,
               "status": "ok", "settings": {k: getattr(cell, k) for k in
