@@ -165,3 +165,23 @@ def test_the_ase_pin_excludes_releases_without_thermalize_momenta():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     ase = next(pin for pin in map(Requirement, project["dependencies"]) if pin.name == "ase")
     assert ase.specifier.contains("3.29.0") and not ase.specifier.contains("3.28.0")
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.5, 0.8])
+def test_autocorrelation_time_of_an_ar1_process_is_one_plus_phi_over_one_minus_phi(phi):
+    from scipy.signal import lfilter
+
+    # 200,000 samples: the estimate's relative spread is about sqrt(2(2M + 1)/n) for a window M ≈ 5τ, 3% at φ = 0.8.
+    series = lfilter([1.0], [1.0, -phi], np.random.default_rng(0).normal(size=200_000))
+    assert md.autocorrelation_time(series) == pytest.approx((1 + phi) / (1 - phi), rel=0.1)
+    assert md.autocorrelation_time(series[:7]) is None and md.autocorrelation_time(np.ones(20)) == 1.0
+
+
+def test_correlated_frames_are_named_with_the_stride_that_would_decorrelate_them(generated):
+    _, counts = generated
+    assert all(m["energy_autocorrelation_frames"] is not None for m in counts["molecules"])
+    notes = md.correlation_notes([{"name": "ethanol", "energy_autocorrelation_frames": 3.2},
+                                  {"name": "water", "energy_autocorrelation_frames": 1.1}], stride=10, timestep_fs=0.5)
+    assert notes == ["ethanol: energies stay correlated over 3 kept frames (16 fs), so a random split puts test "
+                     "frames beside training ones and a data size counts correlated frames; for independent "
+                     "frames raise data.source.stride to about 32"]

@@ -11,6 +11,7 @@ not the centre-of-mass-projected forces the dynamics uses.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import queue
@@ -157,12 +158,45 @@ def trajectory(job: Job, ticks: queue.Queue[int] | None = None) -> tuple[Frames,
         if ticks is not None:
             ticks.put(1)
     # Frames never attempted after MAX_CONSECUTIVE_DROPS failures in a row count as dropped too.
+    tau = autocorrelation_time([k[1] for k in kept])
     info.update(kept=len(kept), dropped_scf=job.frames - len(kept), abandoned=failures >= MAX_CONSECUTIVE_DROPS,
-                mean_temperature_K=float(np.mean([k[3] for k in kept])) if kept else None)
+                mean_temperature_K=float(np.mean([k[3] for k in kept])) if kept else None,
+                energy_autocorrelation_frames=None if tau is None else round(tau, 2))
     shape = (len(kept), len(atoms), 3)
     block = Frames(atoms.numbers.astype(np.int64), np.reshape([k[0] for k in kept], shape),
                    np.array([k[1] for k in kept]), np.reshape([k[2] for k in kept], shape))
     return block, info
+
+
+def autocorrelation_time(series) -> float | None:
+    """Integrated autocorrelation time of `series` in samples, 1 + 2·Σ ρ(k) summed up to Sokal's automatic
+    window (the first M ≥ 5·τ(M)): about 1 for independent samples, (1 + φ)/(1 − φ) for an AR(1) process
+    of coefficient φ. None below 8 samples."""
+    x = np.asarray(series, dtype=float)
+    n = len(x)
+    if n < 8:
+        return None
+    x = x - x.mean()
+    if not np.any(x):
+        return 1.0
+    spectrum = np.fft.rfft(x, 2 * n)
+    rho = np.fft.irfft(spectrum * np.conj(spectrum))[:n] / float(x @ x)
+    tau = 2 * np.cumsum(rho) - 1
+    inside = np.arange(n) >= 5 * tau
+    return float(tau[np.argmax(inside)] if inside.any() else tau[-1])
+
+
+def correlation_notes(molecules: list[dict], stride: int, timestep_fs: float) -> list[str]:
+    """What a user should know about molecules whose kept frames are not independent."""
+    notes = []
+    for info in molecules:
+        tau = info.get("energy_autocorrelation_frames")
+        if tau is not None and tau >= 2:
+            notes.append(f"{info['name']}: energies stay correlated over {tau:.0f} kept frames ({tau * stride * timestep_fs:.0f} "
+                         "fs), so a random split puts test frames beside training ones and a data size counts "
+                         f"correlated frames; for independent frames raise data.source.stride to about "
+                         f"{math.ceil(tau * stride)}")
+    return notes
 
 
 def _dynamics(job: Job) -> Langevin:
