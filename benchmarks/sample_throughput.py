@@ -6,6 +6,8 @@
 The model directory is a cell's `save_pretrained` output (model + tokenizer), loaded with
 `from_pretrained` exactly as the stage does; `--reference` is a CSV whose first column is SMILES
 (the held-out molecules for FCD, novelty is measured against the same file here).
+`reference_s` is the reference stage's work (ChemNet statistics and properties of the reference set),
+done once per study; `metrics_s` is what each sample cell adds on top of its sampling.
 """
 
 from __future__ import annotations
@@ -52,12 +54,16 @@ def main() -> int:
     drawn, tokens = sample(model, tokenizer, args.samples, batch_size=args.batch_size, seed=0)
     sampling_s = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = evaluate([r["smiles"] for r in drawn], set(molecules), reference(molecules, device), device=device)
+    ref = reference(molecules, device)
+    reference_s = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = evaluate([r["smiles"] for r in drawn], set(molecules), ref, device=device)
     metrics_s = time.perf_counter() - start
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
               "torch": torch.__version__, "params": non_embedding_parameters(model), "samples": args.samples,
               "batch_size": args.batch_size, "load_s": round(load_s, 2), "sampling_s": round(sampling_s, 2),
               "molecules_per_s": round(args.samples / sampling_s, 1), "tokens_per_s": round(tokens / sampling_s),
+              "reference_molecules": len(molecules), "reference_s": round(reference_s, 2),
               "metrics_s": round(metrics_s, 2),
               "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
               "metrics": {k: metrics[k] for k in ("validity", "trivial", "uniqueness", "internal_diversity", "fcd")}}
