@@ -119,6 +119,15 @@ def test_units_given_as_a_model_are_filled_in_like_a_mapping(tmp_path):
     assert source.units == Units(energy="kcal/mol", length="bohr")
 
 
+def test_max_molecules_records_that_it_draws_a_seeded_sample_so_the_data_identity_moved(tmp_path):
+    cell = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study()))).data
+    assert cell.source["sample"] == "seeded"
+    head = cell.model_copy(update={"source": {k: v for k, v in cell.source.items() if k != "sample"}})
+    assert identity(head) != identity(cell)
+    everything = tiny_study(**{"data.source": {"package": "moses"}})
+    assert "sample" not in expand(load_study(write_spec(tmp_path / "s.yaml", everything))).data.source
+
+
 def test_generated_data_identity_follows_the_molecules_smiles_not_their_names(tmp_path, monkeypatch):
     from chemspec.specs import data
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from chemspec.specs import Study
-from chemspec.specs.data import GenerateMD
+from chemspec.specs.data import SAMPLE, GenerateMD
 from chemspec.specs.model import GNNModel
 from chemspec.specs.training import Training
 
@@ -204,6 +204,8 @@ def expand(study: Study) -> Cells:
     source = study.data.source.model_dump(mode="json")
     if isinstance(study.data.source, GenerateMD):
         source["smiles"] = study.data.source.smiles()  # a name whose SMILES is corrected is new data
+    if source.get("max_molecules") is not None:
+        source["sample"] = SAMPLE
     data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,
                     representation=study.data.text_representation if study.data.kind == "smiles" else None,
                     max_length=max_length, out_dir=data_dir)

@@ -19,6 +19,9 @@ MOLECULES = {
     "paracetamol": "CC(=O)Nc1ccc(O)cc1", "azobenzene": "c1ccc(cc1)N=Nc1ccccc1",
 }
 """Molecules that `generate: md` knows by name (the MD17 set and a few small ones); others by SMILES."""
+SAMPLE = "seeded"
+"""What a data cell's source records where max_molecules draws a seeded sample of the whole file (the first
+rows until 2026-12-05), so that the cell's identity moved with what it reads."""
 _UNSAFE_PATH = re.compile(r"[$`\x00-\x1f\x7f]")
 
 
@@ -41,7 +44,8 @@ class PackageSource(Spec):
     package: Literal["moses"]
     """`moses`: the MOSES training set from the molsets==0.3.1 wheel (1,584,663 SMILES)."""
     max_molecules: PositiveInt | None = None
-    """Read only the first N rows of the file (MOSES rows are in random order); none reads all."""
+    """Read N molecules drawn by the study's seed from the whole file (MOSES's rows are not in random order,
+    so its first rows would be a biased sample); none reads all."""
 
     def available(self) -> int:
         return min(self.max_molecules or MOSES_TRAIN_MOLECULES, MOSES_TRAIN_MOLECULES)
@@ -55,7 +59,7 @@ class SmilesFileSource(Spec):
     column: str | None = None
     """CSV column holding SMILES; none means a plain text file with one SMILES a line and no header."""
     max_molecules: PositiveInt | None = None
-    """Read only the first N molecules of the file; none reads all."""
+    """Read N rows drawn by the study's seed from the whole file, as for a package; none reads all."""
 
     def rows(self, path: Path) -> int:
         """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules;
