@@ -111,9 +111,39 @@ def test_ani1x_groups_in_order_with_hartree_converted(shared):
 def test_ani1x_nan_rows_of_the_real_file_are_dropped_and_counted(shared):
     # The release stores NaN where a level of theory is missing: two C1H6N2O5 rows lack CCSD(T) energies.
     data, counts = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom",
-                             energy_key="ccsd(t)_cbs.energy")
+                             energy_key="ccsd(t)_cbs.energy", forces_key="wb97x_dz.forces")
     assert counts == {"read": 8, "dropped_nonfinite": 2, "kept": 6, "groups": 5}
     assert np.isfinite(data.energy).all() and len(data) == 6
+
+
+def test_ani1x_forces_follow_the_energy_keys_level_of_theory(shared):
+    import h5py
+
+    data, _ = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom", energy_key="wb97x_tz.energy")
+    with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as handle:
+        group = handle["C1H4N4O4"]
+        assert_frame(data, 1, group["atomic_numbers"][()], group["coordinates"][1],
+                     group["wb97x_tz.energy"][1] * HARTREE, group["wb97x_tz.forces"][1] * HARTREE)
+
+
+def test_ani1x_energies_of_a_level_without_forces_need_forces_named(shared):
+    with pytest.raises(RunError, match=r"group 'C1H4N4O4' has no forces at the level of data.source.energy_key "
+                                       r"'ccsd\(t\)_cbs.energy' \(no 'ccsd\(t\)_cbs.forces'\).*with forces "
+                                       r"\(wb97x_dz, wb97x_tz\), or name other forces in data.source.forces_key"):
+        load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom", energy_key="ccsd(t)_cbs.energy")
+
+
+def test_ani1x_params_that_paired_any_energy_with_dz_forces_say_to_recompile(shared, tmp_path):
+    from chemspec.compiler.cells import DataCell
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "ani" / "ani1x_n5.hdf5"), "format": "ani1x", "energy_key": "wb97x_tz.energy",
+              "forces_key": "forces", "units": {"energy": "Hartree", "length": "Angstrom"}}
+    cell = DataCell(study="t", seed=0, kind="atoms", source=source, representation=None, max_length=0,
+                    out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match=r"data.source.forces_key: the params file .*wb97x_dz forces; recompile"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
 
 
 def test_ani1x_nan_energy_or_forces_rows_are_dropped(shared, tmp_path):
@@ -201,7 +231,8 @@ def test_ani1x_group_missing_forces_is_named(shared, tmp_path):
     shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
     with h5py.File(path, "r+") as handle:
         del handle["C1H5N3O5/wb97x_dz.forces"]
-    with pytest.raises(RunError, match=r"ani1x file .*ani\.hdf5: group 'C1H5N3O5' lacks 'wb97x_dz\.forces'"):
+    with pytest.raises(RunError, match=r"ani1x file .*ani\.hdf5: group 'C1H5N3O5' has no forces at the level of "
+                                       r"data.source.energy_key 'wb97x_dz.energy' \(no 'wb97x_dz\.forces'\)"):
         load_file(path, "ani1x", "Hartree", "Angstrom")
 
 

@@ -112,6 +112,16 @@ def test_units_written_in_the_study_win_and_the_rest_come_from_the_format(tmp_pa
     assert identity(in_ev) != identity(_atoms_file_cell(tmp_path, format="md17"))
 
 
+def test_an_ani1x_energy_key_brings_its_levels_forces_into_params_and_identity(tmp_path):
+    default = _atoms_file_cell(tmp_path, format="ani1x")
+    assert (default.source["energy_key"], default.source["forces_key"]) == ("energy", "forces")
+    tz = _atoms_file_cell(tmp_path, format="ani1x", energy_key="wb97x_tz.energy")
+    assert tz.source["forces_key"] == "wb97x_tz.forces"
+    mixed = _atoms_file_cell(tmp_path, format="ani1x", energy_key="ccsd(t)_cbs.energy", forces_key="wb97x_dz.forces")
+    assert mixed.source["forces_key"] == "wb97x_dz.forces"
+    assert _atoms_file_cell(tmp_path, format="extxyz", energy_key="REF_energy").source["forces_key"] == "forces"
+
+
 def test_units_given_as_a_model_are_filled_in_like_a_mapping(tmp_path):
     from chemspec.specs.data import AtomsFileSource, Units
 

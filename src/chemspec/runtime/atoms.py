@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 
 from chemspec.errors import RunError
 from chemspec.runtime.io import write_bytes
+from chemspec.specs.data import ANI_LEVEL, ani_forces_key
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -35,7 +36,6 @@ KEYS = ("numbers", "positions", "forces", "energy", "offsets")
 STORED = ("<u1", "<f4", "<f4", "<f8", "<i8")
 """On-disk dtypes of KEYS: coordinates and forces in float32, the precision models train in (half the
 bytes of float64; 1e-7 relative), energies in float64, since totals of ~1e3 eV need it."""
-ANI_LEVEL = "wb97x_dz"
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +123,7 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     """Structures of a file in eV and Å, and counts of frames read and dropped as non-finite.
 
     `energy_key`/`forces_key` name the extxyz/ASE-db properties; for ani1x a non-default key names
-    the HDF5 dataset (default wb97x_dz.energy / wb97x_dz.forces)."""
+    the HDF5 dataset (default wb97x_dz.energy, and the forces at the energy's level of theory)."""
     path = Path(path)
     if format not in FORMATS:
         raise RunError(f"data.source.format {format!r} is unknown; use one of {', '.join(FORMATS)}")
@@ -237,13 +237,20 @@ def _rmd17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
 def _ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import h5py
 
-    keys = ("atomic_numbers", "coordinates", f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key,
-            f"{ANI_LEVEL}.forces" if forces_key == "forces" else forces_key)
+    energy = f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key
+    keys = ("atomic_numbers", "coordinates", energy, ani_forces_key(energy) if forces_key == "forces" else forces_key)
     blocks = []
     with _reading(path, "ani1x"), h5py.File(path, "r") as handle:
         for name in sorted(handle):
             group = handle[name]
             missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+            if missing == [ani_forces_key(energy)]:
+                levels = sorted(key.removesuffix(".forces") for key in group if key.endswith(".forces"))
+                raise RunError(f"ani1x file {path}: group {name!r} has no forces at the level of "
+                               f"data.source.energy_key {energy!r} (no {missing[0]!r}); training pairs energies with "
+                               "forces of one level, so choose an energy_key of a level with forces "
+                               f"({', '.join(levels) or 'none here'}), or name other forces in data.source.forces_key "
+                               "if you mean to mix levels")
             if missing:
                 raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
                                f"has one group per formula with {', '.join(keys)}")

@@ -143,6 +143,19 @@ class Units(Spec):
     """Length unit of the file's positions; left out: the format's."""
 
 
+ANI_LEVEL = "wb97x_dz"
+"""ANI-1x's level of theory when data.source.energy_key is left out: ωB97x/6-31G(d), energies and forces."""
+
+
+def ani_forces_key(energy_key: str) -> str:
+    """The ANI-1x forces dataset at the level of theory of an energy dataset: 'wb97x_tz.energy' ->
+    'wb97x_tz.forces', the default key 'energy' -> 'wb97x_dz.forces'."""
+    if energy_key == "energy":
+        return f"{ANI_LEVEL}.forces"
+    level, dot, _ = energy_key.rpartition(".")
+    return f"{level}.forces" if dot else "forces"
+
+
 class AtomsFileSource(Spec):
     """Structures with energies and forces from a file in a public format."""
 
@@ -153,19 +166,28 @@ class AtomsFileSource(Spec):
     units: Units | None = None
     """Units the file's values are written in; a unit left out is the format's own: kcal/mol and Å for
     md17 and rmd17, Hartree and Å for ani1x, eV and Å for extxyz and asedb. They are filled in when the
-    study is read, so params.yaml and the data cell's identity name the units the data are read in."""
+    study is read, so params.yaml and the data cell's identity name the units the data are read in.
+    Left out, the data stage refuses values implausible in the format's units (forces of more than
+    10 eV/Å RMS, energies beyond an atom's total energy), which a file in another unit gives."""
     energy_key: str = "energy"
-    """Key of the energy in extended XYZ headers."""
+    """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
+    meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...)."""
     forces_key: str = "forces"
-    """Key of the forces in extended XYZ per-atom arrays."""
+    """Key of the forces in extended XYZ per-atom arrays or ASE-db rows; for ani1x the HDF5 dataset,
+    left out the forces at energy_key's level of theory (wb97x_tz.forces for wb97x_tz.energy). A level
+    without forces (ccsd(t)_cbs) stops the data stage unless this names another level's forces."""
 
     @model_validator(mode="before")
     @classmethod
-    def _format_units(cls, value: Any) -> Any:
-        """Fill the units a source leaves out with its format's, before the fields are validated (the
-        model is frozen); a value of the wrong shape is left for validation to report."""
+    def _format_defaults(cls, value: Any) -> Any:
+        """Fill the units a source leaves out with its format's, and an ani1x forces key left out with the
+        energy level's, before the fields are validated (the model is frozen); a value of the wrong shape
+        is left for validation to report."""
         if not isinstance(value, dict) or not isinstance(value.get("format"), str):
             return value
+        energy_key = value.get("energy_key")
+        if value["format"] == "ani1x" and isinstance(energy_key, str) and value.get("forces_key", "forces") == "forces":
+            value = {**value, "forces_key": ani_forces_key(energy_key)}
         given = {} if value.get("units") is None else value["units"]
         if isinstance(given, Units):
             given = given.model_dump()
