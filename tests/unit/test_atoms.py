@@ -86,6 +86,41 @@ def test_a_study_without_units_reads_a_file_in_its_formats_units(shared, tmp_pat
     np.testing.assert_allclose(stored.forces, in_ev.forces * unit, rtol=1e-6)
 
 
+def _file_study_data_cell(tmp_path, monkeypatch, source: dict):
+    from chemspec.compiler import expand
+    from chemspec.specs import load_study
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": source, "hpo.tpe.model_size": "w8d1",
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}})
+    monkeypatch.chdir(tmp_path)
+    return expand(load_study(write_spec(tmp_path / "study.yaml", study))).data
+
+
+def test_an_extxyz_in_kcal_per_mol_left_to_the_default_ev_is_refused_naming_the_likely_unit(shared, tmp_path,
+                                                                                           monkeypatch):
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz"}
+    cell = _file_study_data_cell(tmp_path, monkeypatch, source)
+    with pytest.raises(RunError, match=r"extxyz file .*rmd17_ethanol_reduced_100\.xyz read in eV, the extxyz default "
+                                       r"as data.source.units leaves the energy out, has forces of 27\.8 eV/Å RMS.*"
+                                       r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
+    assert run_atoms_data(cell.model_copy(update={"check_units": False}))["count"] == 100
+    for energy in ("eV", "kcal/mol"):  # a unit the study gives is taken as given
+        assert not _file_study_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": energy}}).check_units
+
+
+def test_files_in_their_formats_units_are_plausible(shared):
+    from chemspec.runtime.atoms import implausible_units
+
+    for file, format, unit in (("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol"),
+                               ("ani/ani1x_n5.hdf5", "ani1x", "Hartree"),
+                               ("extxyz/md17_ethanol_sampledata_2000.xyz", "extxyz", "kcal/mol")):
+        assert implausible_units(load_file(shared / file, format, unit, "Angstrom")[0], unit) is None
+
+
 def test_rmd17_keys_are_read(shared, tmp_path):
     raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
     path = tmp_path / "rmd17_ethanol.npz"

@@ -299,6 +299,31 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
                   np.asarray(forces)[None])
 
 
+FORCE_RMS_LIMIT = 10.0
+"""eV/Å: forces of molecules, even from 1000 K MD, are a few eV/Å RMS; a file in kcal/mol read as eV gives
+23 times its forces (rMD17 ethanol: 27.8)."""
+THOMAS_FERMI = 0.7687 * units.Hartree
+"""eV: the Thomas-Fermi energy of a neutral atom is −THOMAS_FERMI·Z^(7/3), beyond its true total energy
+(1.3 times carbon's), so no structure's energy in eV goes beyond the sum over its atoms."""
+
+
+def implausible_units(data: AtomsData, energy_unit: str) -> tuple[str, str | None] | None:
+    """Why `data`, read from a file whose energies are in `energy_unit`, look written in another unit, and
+    the likely one (None if no known unit fits); None when their forces and energies are plausible."""
+    rms = float(np.sqrt(np.mean(data.forces ** 2)))
+    bound = _element_counts(data, np.arange(1, 119)) @ (THOMAS_FERMI * np.arange(1, 119) ** (7 / 3))
+    ratio = float(np.median(np.abs(data.energy) / bound))
+    if rms <= FORCE_RMS_LIMIT and ratio <= 1:
+        return None
+    scales = {unit: ENERGY_UNITS[unit] / ENERGY_UNITS[energy_unit] for unit in ENERGY_UNITS if unit != energy_unit}
+    fits = [unit for unit, scale in scales.items() if rms * scale <= FORCE_RMS_LIMIT and ratio * scale <= 1]
+    likely = min(fits, key=lambda unit: abs(np.log(rms * scales[unit])) if rms > 0 else -ratio * scales[unit],
+                 default=None)
+    per_atom = float(np.mean(data.energy / data.sizes()))
+    return (f"forces of {rms:.3g} eV/Å RMS (a molecule's are a few) and energies of {per_atom:.6g} eV per atom "
+            f"({ratio:.2g} times the Thomas-Fermi energy of their atoms, which bounds a total energy)"), likely
+
+
 def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray) -> dict[int, float]:
     """Per-element energies e_Z minimising Σ_s (E_s − Σ_Z n_sZ e_Z)² over the structures at `indices`.
 

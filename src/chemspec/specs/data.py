@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, PositiveInt, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, PositiveInt, PrivateAttr, Tag, model_validator
 
 from chemspec.specs.base import Spec
 
@@ -177,14 +177,16 @@ class AtomsFileSource(Spec):
     left out the forces at energy_key's level of theory (wb97x_tz.forces for wb97x_tz.energy). A level
     without forces (ccsd(t)_cbs) stops the data stage unless this names another level's forces."""
 
-    @model_validator(mode="before")
+    _energy_unit_given: bool = PrivateAttr(default=True)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _format_defaults(cls, value: Any) -> Any:
+    def _format_defaults(cls, value: Any, handler: Any) -> "AtomsFileSource":
         """Fill the units a source leaves out with its format's, and an ani1x forces key left out with the
-        energy level's, before the fields are validated (the model is frozen); a value of the wrong shape
-        is left for validation to report."""
+        energy level's, before the fields are validated (the model is frozen), and remember whether the
+        study gave the energy unit; a value of the wrong shape is left for validation to report."""
         if not isinstance(value, dict) or not isinstance(value.get("format"), str):
-            return value
+            return handler(value)
         energy_key = value.get("energy_key")
         if value["format"] == "ani1x" and isinstance(energy_key, str) and value.get("forces_key", "forces") == "forces":
             value = {**value, "forces_key": ani_forces_key(energy_key)}
@@ -192,9 +194,17 @@ class AtomsFileSource(Spec):
         if isinstance(given, Units):
             given = given.model_dump()
         if value["format"] not in FORMAT_UNITS or not isinstance(given, dict):
-            return value
+            return handler(value)
         written = {key: unit for key, unit in given.items() if unit is not None}
-        return {**value, "units": {**FORMAT_UNITS[value["format"]], **written}}
+        source = handler({**value, "units": {**FORMAT_UNITS[value["format"]], **written}})
+        source._energy_unit_given = "energy" in written
+        return source
+
+    @property
+    def check_units(self) -> bool:
+        """Whether the data stage checks that the values are plausible in their energy unit: where the study
+        left that unit to the format's default."""
+        return not self._energy_unit_given
 
 
 def _source_tag(value: Any) -> str | None:
