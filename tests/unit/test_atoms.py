@@ -299,6 +299,23 @@ def test_periodic_frames_are_refused_naming_the_file_and_frame(shared, tmp_path)
         load_file(tmp_path / "box.db", "asedb", "kcal/mol", "Angstrom")
 
 
+def test_a_file_structure_with_coincident_atoms_is_refused_naming_it(shared, tmp_path):
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":4")
+    frames[2].positions[5] = frames[2].positions[0]
+    ase.io.write(tmp_path / "clash.xyz", frames, format="extxyz")
+    with pytest.raises(RunError, match=r"extxyz file .*clash\.xyz: structure 2 \(counting from 0 in the order of the "
+                                       r"file\) has two atoms 0 Å apart, below 0\.1 Å.*remove that structure"):
+        load_file(tmp_path / "clash.xyz", "extxyz", "kcal/mol", "Angstrom")
+
+
+def test_an_empty_extxyz_says_it_holds_no_structures(tmp_path):
+    (tmp_path / "empty.xyz").write_text("")
+    with pytest.raises(RunError, match=r"extxyz file .*empty\.xyz holds no structures; check data.source.file"):
+        load_file(tmp_path / "empty.xyz", "extxyz", "kcal/mol", "Angstrom")
+
+
 def test_missing_file_unknown_format_and_unit_are_rejected(tmp_path):
     with pytest.raises(RunError, match=r"md17 file .*absent\.npz does not exist; check data.source.file"):
         load_file(tmp_path / "absent.npz", "md17", "eV", "Angstrom")

@@ -135,13 +135,53 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     readers = {"md17": _md17, "rmd17": _rmd17, "ani1x": _ani1x, "extxyz": _extxyz, "asedb": _asedb}
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
-    data, dropped = from_frames([Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
-                                        b.forces * (energy_factor / length_factor)) for b in blocks])
+    blocks = [Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
+                     b.forces * (energy_factor / length_factor)) for b in blocks]
     read = sum(len(b.energy) for b in blocks)
+    if read == 0:
+        raise RunError(f"{format} file {path} holds no structures; check data.source.file")
+    if coincident := first_coincident(blocks):
+        raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
+                       f"{', groups sorted by name' if format == 'ani1x' else ''}) has two atoms {coincident[1]:.3g} "
+                       f"Å apart, below {MIN_DISTANCE} Å: coincident atoms make every model's forces NaN; remove "
+                       "that structure from the file")
+    data, dropped = from_frames(blocks)
     if len(data) == 0:
         raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
     counts = {"read": read, "dropped_nonfinite": dropped, "kept": len(data)}
     return data, ({**counts, "groups": len(blocks)} if format == "ani1x" else counts)
+
+
+MIN_DISTANCE = 0.1
+"""Å: atoms closer than this are a broken structure (the closest bonded pair, H2, is 0.74 Å apart); at 0
+every model's forces are NaN (r̂ = r/|r|), and one such structure turns all parameters NaN in training."""
+
+
+def closest_distances(positions: np.ndarray) -> np.ndarray:
+    """The smallest interatomic distance of each frame of `positions` (n, N, 3); inf where N is 1."""
+    n, atoms = positions.shape[:2]
+    closest = np.full(n, np.inf)
+    if atoms < 2:
+        return closest
+    chunk = max(1, (1 << 22) // (atoms * atoms))
+    off_diagonal = ~np.eye(atoms, dtype=bool)
+    for start in range(0, n, chunk):
+        part = positions[start:start + chunk]
+        distance = np.linalg.norm(part[:, :, None, :] - part[:, None, :, :], axis=-1)
+        closest[start:start + chunk] = distance[:, off_diagonal].min(axis=1)
+    return closest
+
+
+def first_coincident(blocks: Sequence[Frames]) -> tuple[int, float] | None:
+    """(structure index over the blocks in order, its smallest distance) of the first structure whose atoms
+    lie closer than MIN_DISTANCE; None if there is none."""
+    seen = 0
+    for block in blocks:
+        closest = closest_distances(block.positions)
+        if (close := np.flatnonzero(closest < MIN_DISTANCE)).size:
+            return seen + int(close[0]), float(closest[close[0]])
+        seen += len(closest)
+    return None
 
 
 def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
