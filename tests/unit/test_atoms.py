@@ -3,6 +3,7 @@ NaN rows dropped and counted, the canonical store, and per-element reference ene
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -231,6 +232,33 @@ def test_asedb_matches_the_extxyz_it_was_written_from(shared, tmp_path):
     reference, _ = load_file(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol", "Angstrom")
     assert counts["kept"] == 10
     assert content_hash(data) == content_hash(reference.subset(range(10)))
+
+
+def test_asedb_is_read_whatever_its_name_and_never_written(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    with ase.db.connect(tmp_path / "e.sqlite", type="db") as db:
+        for atoms in ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":3"):
+            db.write(atoms)
+    before = (tmp_path / "e.sqlite").read_bytes()
+    assert load_file(tmp_path / "e.sqlite", "asedb", "kcal/mol", "Angstrom")[1]["kept"] == 3
+    assert (tmp_path / "e.sqlite").read_bytes() == before
+    (tmp_path / "empty.db").write_bytes(b"")
+    with pytest.raises(RunError, match=r"asedb file .*empty\.db is empty; check data.source.file"):
+        load_file(tmp_path / "empty.db", "asedb", "eV", "Angstrom")
+    assert (tmp_path / "empty.db").read_bytes() == b""
+
+
+def test_an_sqlite_file_without_ase_tables_is_named_as_such(tmp_path):
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
+        db.execute("CREATE TABLE molecules (smiles TEXT)")
+        db.commit()
+    with pytest.raises(RunError, match=r"asedb file .*other\.db is an SQLite database without ASE's tables \(it has "
+                                       r"\['molecules'\]\); write it with ase.db"):
+        load_file(tmp_path / "other.db", "asedb", "eV", "Angstrom")
 
 
 def test_md17_missing_key_and_wrong_shapes_are_named(shared, tmp_path):

@@ -310,10 +310,32 @@ def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
 def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import ase.db
 
+    _check_ase_sqlite(path)
     with _reading(path, "asedb"):
-        rows = list(ase.db.connect(path).select())
+        rows = list(ase.db.connect(path, type="db").select())
         frames = [(row.id, row.toatoms(add_additional_information=True)) for row in rows]
     return [_frame_block(path, "asedb", f" row {row_id}", atoms, energy_key, forces_key) for row_id, atoms in frames]
+
+
+def _check_ase_sqlite(path: Path) -> None:
+    """An SQLite file holding ASE's tables, checked read-only: ase.db.connect writes its schema into any
+    file it opens, which would change a DVC dependency (and turn an empty file into an empty database)."""
+    import sqlite3
+
+    with open(path, "rb") as handle:
+        header = handle.read(16)
+    if not header:
+        raise RunError(f"asedb file {path} is empty; check data.source.file (copy or download it again)")
+    if header != b"SQLite format 3\x00":
+        raise _unreadable(path, "asedb", "no SQLite header: chemspec reads ASE databases in SQLite, not JSON")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise _unreadable(path, "asedb", f"sqlite3: {exc}") from None
+    if not {"systems", "information"} <= tables:
+        raise RunError(f"asedb file {path} is an SQLite database without ASE's tables (it has {sorted(tables)}); "
+                       "write it with ase.db, or check data.source.format")
 
 
 def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: str, forces_key: str) -> Frames:
