@@ -117,10 +117,10 @@ def test_a_csv_with_a_byte_order_mark_and_a_blank_first_line_reads_as_validation
     assert run_data(cell)["count"] == 2
 
 
-def _split(tmp_path, sizes, seed=0) -> SplitCell:
+def _split(tmp_path, sizes, seed=0, kind="smiles") -> SplitCell:
     data = tmp_path / "d"
     data.mkdir(exist_ok=True)
-    (data / "data.json").write_text('{"count": 100}')
+    (data / "data.json").write_text(f'{{"kind": "{kind}", "count": 100}}')
     return SplitCell(seed=seed, sizes=sizes, validation=10, test=10, data_dir=str(data),
                      out_dir=str(tmp_path / f"s{seed}-{len(sizes)}"))
 
@@ -145,8 +145,10 @@ def test_split_depends_on_the_seed(tmp_path):
 
 
 def test_split_larger_than_the_data_says_how_many_are_valid(tmp_path):
-    with pytest.raises(RunError, match="only 100 are valid after cleaning"):
+    with pytest.raises(RunError, match="110 molecules needed .* only 100 are valid after cleaning"):
         run_split(_split(tmp_path, [90]))
+    with pytest.raises(RunError, match="110 structures needed .* only 100 are valid .*read more structures"):
+        run_split(_split(tmp_path, [90], kind="atoms"))
 
 
 @pytest.mark.parametrize("recorded", [None, ["O=CCC=O"]], ids=["no-smiles", "older-smiles"])

@@ -273,7 +273,8 @@ class Data(Spec):
         if needed > available:
             raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
                              f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
-                             f"has {available}; lower the sizes or read more molecules")
+                             f"has {available}; lower the sizes or read more "
+                             f"{'structures' if self.kind == 'atoms' else 'molecules'}")
 
     @property
     def text_representation(self) -> str:
