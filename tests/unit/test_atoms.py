@@ -3,6 +3,7 @@ NaN rows dropped and counted, the canonical store, and per-element reference ene
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,41 @@ def test_a_study_without_units_reads_a_file_in_its_formats_units(shared, tmp_pat
     np.testing.assert_allclose(stored.forces, in_ev.forces * unit, rtol=1e-6)
 
 
+def _file_study_data_cell(tmp_path, monkeypatch, source: dict):
+    from chemspec.compiler import expand
+    from chemspec.specs import load_study
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": source, "hpo.tpe.model_size": "w8d1",
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}})
+    monkeypatch.chdir(tmp_path)
+    return expand(load_study(write_spec(tmp_path / "study.yaml", study))).data
+
+
+def test_an_extxyz_in_kcal_per_mol_left_to_the_default_ev_is_refused_naming_the_likely_unit(shared, tmp_path,
+                                                                                           monkeypatch):
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz"}
+    cell = _file_study_data_cell(tmp_path, monkeypatch, source)
+    with pytest.raises(RunError, match=r"extxyz file .*rmd17_ethanol_reduced_100\.xyz read in eV, the extxyz default "
+                                       r"as data.source.units leaves the energy out, has forces of 27\.8 eV/Å RMS.*"
+                                       r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
+    assert run_atoms_data(cell.model_copy(update={"check_units": False}))["count"] == 100
+    for energy in ("eV", "kcal/mol"):  # a unit the study gives is taken as given
+        assert not _file_study_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": energy}}).check_units
+
+
+def test_files_in_their_formats_units_are_plausible(shared):
+    from chemspec.runtime.atoms import implausible_units
+
+    for file, format, unit in (("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol"),
+                               ("ani/ani1x_n5.hdf5", "ani1x", "Hartree"),
+                               ("extxyz/md17_ethanol_sampledata_2000.xyz", "extxyz", "kcal/mol")):
+        assert implausible_units(load_file(shared / file, format, unit, "Angstrom")[0], unit) is None
+
+
 def test_rmd17_keys_are_read(shared, tmp_path):
     raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
     path = tmp_path / "rmd17_ethanol.npz"
@@ -111,9 +147,39 @@ def test_ani1x_groups_in_order_with_hartree_converted(shared):
 def test_ani1x_nan_rows_of_the_real_file_are_dropped_and_counted(shared):
     # The release stores NaN where a level of theory is missing: two C1H6N2O5 rows lack CCSD(T) energies.
     data, counts = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom",
-                             energy_key="ccsd(t)_cbs.energy")
+                             energy_key="ccsd(t)_cbs.energy", forces_key="wb97x_dz.forces")
     assert counts == {"read": 8, "dropped_nonfinite": 2, "kept": 6, "groups": 5}
     assert np.isfinite(data.energy).all() and len(data) == 6
+
+
+def test_ani1x_forces_follow_the_energy_keys_level_of_theory(shared):
+    import h5py
+
+    data, _ = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom", energy_key="wb97x_tz.energy")
+    with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as handle:
+        group = handle["C1H4N4O4"]
+        assert_frame(data, 1, group["atomic_numbers"][()], group["coordinates"][1],
+                     group["wb97x_tz.energy"][1] * HARTREE, group["wb97x_tz.forces"][1] * HARTREE)
+
+
+def test_ani1x_energies_of_a_level_without_forces_need_forces_named(shared):
+    with pytest.raises(RunError, match=r"group 'C1H4N4O4' has no forces at the level of data.source.energy_key "
+                                       r"'ccsd\(t\)_cbs.energy' \(no 'ccsd\(t\)_cbs.forces'\).*with forces "
+                                       r"\(wb97x_dz, wb97x_tz\), or name other forces in data.source.forces_key"):
+        load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom", energy_key="ccsd(t)_cbs.energy")
+
+
+def test_ani1x_params_that_paired_any_energy_with_dz_forces_say_to_recompile(shared, tmp_path):
+    from chemspec.compiler.cells import DataCell
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "ani" / "ani1x_n5.hdf5"), "format": "ani1x", "energy_key": "wb97x_tz.energy",
+              "forces_key": "forces", "units": {"energy": "Hartree", "length": "Angstrom"}}
+    cell = DataCell(study="t", seed=0, kind="atoms", source=source, representation=None, max_length=0,
+                    out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match=r"data.source.forces_key: the params file .*wb97x_dz forces; recompile"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
 
 
 def test_ani1x_nan_energy_or_forces_rows_are_dropped(shared, tmp_path):
@@ -168,6 +234,33 @@ def test_asedb_matches_the_extxyz_it_was_written_from(shared, tmp_path):
     assert content_hash(data) == content_hash(reference.subset(range(10)))
 
 
+def test_asedb_is_read_whatever_its_name_and_never_written(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    with ase.db.connect(tmp_path / "e.sqlite", type="db") as db:
+        for atoms in ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":3"):
+            db.write(atoms)
+    before = (tmp_path / "e.sqlite").read_bytes()
+    assert load_file(tmp_path / "e.sqlite", "asedb", "kcal/mol", "Angstrom")[1]["kept"] == 3
+    assert (tmp_path / "e.sqlite").read_bytes() == before
+    (tmp_path / "empty.db").write_bytes(b"")
+    with pytest.raises(RunError, match=r"asedb file .*empty\.db is empty; check data.source.file"):
+        load_file(tmp_path / "empty.db", "asedb", "eV", "Angstrom")
+    assert (tmp_path / "empty.db").read_bytes() == b""
+
+
+def test_an_sqlite_file_without_ase_tables_is_named_as_such(tmp_path):
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
+        db.execute("CREATE TABLE molecules (smiles TEXT)")
+        db.commit()
+    with pytest.raises(RunError, match=r"asedb file .*other\.db is an SQLite database without ASE's tables \(it has "
+                                       r"\['molecules'\]\); write it with ase.db"):
+        load_file(tmp_path / "other.db", "asedb", "eV", "Angstrom")
+
+
 def test_md17_missing_key_and_wrong_shapes_are_named(shared, tmp_path):
     raw = dict(np.load(shared / "md17" / "md17_ethanol_first2000.npz"))
     raw = {key: value[:4] if key != "z" else value for key, value in raw.items()}
@@ -201,7 +294,8 @@ def test_ani1x_group_missing_forces_is_named(shared, tmp_path):
     shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
     with h5py.File(path, "r+") as handle:
         del handle["C1H5N3O5/wb97x_dz.forces"]
-    with pytest.raises(RunError, match=r"ani1x file .*ani\.hdf5: group 'C1H5N3O5' lacks 'wb97x_dz\.forces'"):
+    with pytest.raises(RunError, match=r"ani1x file .*ani\.hdf5: group 'C1H5N3O5' has no forces at the level of "
+                                       r"data.source.energy_key 'wb97x_dz.energy' \(no 'wb97x_dz\.forces'\)"):
         load_file(path, "ani1x", "Hartree", "Angstrom")
 
 
@@ -231,6 +325,23 @@ def test_periodic_frames_are_refused_naming_the_file_and_frame(shared, tmp_path)
             db.write(atoms)
     with pytest.raises(RunError, match=r"asedb file .*box\.db row 2 is periodic \(pbc T F F\)"):
         load_file(tmp_path / "box.db", "asedb", "kcal/mol", "Angstrom")
+
+
+def test_a_file_structure_with_coincident_atoms_is_refused_naming_it(shared, tmp_path):
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":4")
+    frames[2].positions[5] = frames[2].positions[0]
+    ase.io.write(tmp_path / "clash.xyz", frames, format="extxyz")
+    with pytest.raises(RunError, match=r"extxyz file .*clash\.xyz: structure 2 \(counting from 0 in the order of the "
+                                       r"file\) has two atoms 0 Å apart, below 0\.1 Å.*remove that structure"):
+        load_file(tmp_path / "clash.xyz", "extxyz", "kcal/mol", "Angstrom")
+
+
+def test_an_empty_extxyz_says_it_holds_no_structures(tmp_path):
+    (tmp_path / "empty.xyz").write_text("")
+    with pytest.raises(RunError, match=r"extxyz file .*empty\.xyz holds no structures; check data.source.file"):
+        load_file(tmp_path / "empty.xyz", "extxyz", "kcal/mol", "Angstrom")
 
 
 def test_missing_file_unknown_format_and_unit_are_rejected(tmp_path):

@@ -161,7 +161,7 @@ def test_a_smiles_file_that_is_not_utf8_fails_validation_not_the_data_stage(cli,
     result = cli("validate", "study.yaml", cwd=tmp_path)
     assert result.code == 2 and "data.source.file: 'mols.csv' is not UTF-8 text; save it as UTF-8" in result.err
     with pytest.raises(RunError, match=r"mols.csv is not UTF-8 text; save it as UTF-8"):
-        list(read_smiles({"file": str(tmp_path / "mols.csv"), "column": "smiles"}, None))  # edited after compile
+        list(read_smiles({"file": str(tmp_path / "mols.csv"), "column": "smiles"}, None, 0))  # edited after compile
 
 
 def test_archive_ls_without_an_archive_says_so(cli, tmp_path):

@@ -112,11 +112,30 @@ def test_units_written_in_the_study_win_and_the_rest_come_from_the_format(tmp_pa
     assert identity(in_ev) != identity(_atoms_file_cell(tmp_path, format="md17"))
 
 
+def test_an_ani1x_energy_key_brings_its_levels_forces_into_params_and_identity(tmp_path):
+    default = _atoms_file_cell(tmp_path, format="ani1x")
+    assert (default.source["energy_key"], default.source["forces_key"]) == ("energy", "forces")
+    tz = _atoms_file_cell(tmp_path, format="ani1x", energy_key="wb97x_tz.energy")
+    assert tz.source["forces_key"] == "wb97x_tz.forces"
+    mixed = _atoms_file_cell(tmp_path, format="ani1x", energy_key="ccsd(t)_cbs.energy", forces_key="wb97x_dz.forces")
+    assert mixed.source["forces_key"] == "wb97x_dz.forces"
+    assert _atoms_file_cell(tmp_path, format="extxyz", energy_key="REF_energy").source["forces_key"] == "forces"
+
+
 def test_units_given_as_a_model_are_filled_in_like_a_mapping(tmp_path):
     from chemspec.specs.data import AtomsFileSource, Units
 
     source = AtomsFileSource(file=str(tmp_path / "traj.npz"), format="md17", units=Units(length="bohr"))
     assert source.units == Units(energy="kcal/mol", length="bohr")
+
+
+def test_max_molecules_records_that_it_draws_a_seeded_sample_so_the_data_identity_moved(tmp_path):
+    cell = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study()))).data
+    assert cell.source["sample"] == "seeded"
+    head = cell.model_copy(update={"source": {k: v for k, v in cell.source.items() if k != "sample"}})
+    assert identity(head) != identity(cell)
+    everything = tiny_study(**{"data.source": {"package": "moses"}})
+    assert "sample" not in expand(load_study(write_spec(tmp_path / "s.yaml", everything))).data.source
 
 
 def test_generated_data_identity_follows_the_molecules_smiles_not_their_names(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from chemspec.compiler.cells import DataCell, SplitCell
 from chemspec.errors import RunError
-from chemspec.runtime.molecules import BOS, EOS, PAD, run_data
+from chemspec.runtime.molecules import BOS, EOS, PAD, read_smiles, run_data
 from chemspec.runtime.split import run_split
 
 SMILES = ["CCO", "OCC", "c1ccccc1", "not-a-molecule", "CC(=O)O", "C1CC", "CCN(CC)CC", "O=C=O", "CCCCCCCCCCCC"]
@@ -26,7 +26,8 @@ def data_cell(tmp_path, **source) -> DataCell:
 
 def test_invalid_duplicate_and_long_molecules_are_counted(tmp_path):
     info = run_data(data_cell(tmp_path))
-    assert info["counts"] == {"read": 9, "invalid_smiles": 2, "duplicates": 1, "unencodable": 0, "too_long": 1}
+    assert info["counts"] == {"read": 9, "blank": 0, "invalid_smiles": 2, "duplicates": 1, "unencodable": 0,
+                              "too_long": 1}
     assert info["count"] == 5
     saved = json.loads((tmp_path / "data" / "data.json").read_text())
     assert saved["counts"] == info["counts"] and len(saved["sha256"]["tokens.npy"]) == 64
@@ -52,8 +53,41 @@ def test_worker_processes_give_the_same_bytes_as_one_process(tmp_path, monkeypat
     assert many["counts"] == one["counts"] and many["sha256"] == one["sha256"]
 
 
-def test_max_molecules_reads_only_the_head(tmp_path):
-    assert run_data(data_cell(tmp_path, max_molecules=3))["counts"]["read"] == 3
+def test_max_molecules_reads_a_seeded_sample_of_the_whole_file(tmp_path):
+    info = run_data(data_cell(tmp_path, max_molecules=3, sample="seeded"))
+    assert info["counts"]["read"] == 3
+    source = {"file": str(tmp_path / "mols.txt")}
+    first = read_smiles(source, 3, 0)
+    assert first == read_smiles(source, 3, 0) and first != SMILES[:3] and first == [s for s in SMILES if s in first]
+    assert {tuple(read_smiles(source, 3, seed)) for seed in range(5)} != {tuple(first)}
+
+
+def test_a_moses_sample_has_the_whole_sets_share_of_sulfur_which_its_head_has_not():
+    """MOSES's rows are not shuffled: its first 10,000 molecules hold a third more sulfur than all 1.58M."""
+    def sulfur(smiles: list[str]) -> float:
+        return sum("S" in s or "s" in s for s in smiles) / len(smiles)
+
+    everything = read_smiles({"package": "moses"}, None, 0)
+    assert sulfur(everything[:10_000]) > sulfur(everything) + 0.08
+    sample = read_smiles({"package": "moses"}, 10_000, 0)
+    assert abs(sulfur(sample) - sulfur(everything)) < 0.02
+    assert sample == read_smiles({"package": "moses"}, 10_000, 0)
+
+
+def test_params_that_read_the_first_rows_say_to_recompile(tmp_path):
+    with pytest.raises(RunError, match=r"data.source.max_molecules: the params file was written by a `chemspec "
+                                       r"compile` that read the first rows .*; recompile the study"):
+        run_data(data_cell(tmp_path, max_molecules=3))
+    assert not (tmp_path / "data").exists()
+
+
+def test_csv_rows_with_an_empty_smiles_cell_are_read_and_counted_as_blank(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_text("smiles,n\nCCO,1\n,7\n\nc1ccccc1,2\n")
+    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(csv), "column": "smiles"},
+                    representation="selfies", max_length=12, out_dir=str(tmp_path / "data"))
+    info = run_data(cell)
+    assert info["counts"]["read"] == 3 and info["counts"]["blank"] == 1 and info["count"] == 2
 
 
 def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
@@ -83,10 +117,10 @@ def test_a_csv_with_a_byte_order_mark_and_a_blank_first_line_reads_as_validation
     assert run_data(cell)["count"] == 2
 
 
-def _split(tmp_path, sizes, seed=0) -> SplitCell:
+def _split(tmp_path, sizes, seed=0, kind="smiles") -> SplitCell:
     data = tmp_path / "d"
     data.mkdir(exist_ok=True)
-    (data / "data.json").write_text('{"count": 100}')
+    (data / "data.json").write_text(f'{{"kind": "{kind}", "count": 100}}')
     return SplitCell(seed=seed, sizes=sizes, validation=10, test=10, data_dir=str(data),
                      out_dir=str(tmp_path / f"s{seed}-{len(sizes)}"))
 
@@ -111,8 +145,10 @@ def test_split_depends_on_the_seed(tmp_path):
 
 
 def test_split_larger_than_the_data_says_how_many_are_valid(tmp_path):
-    with pytest.raises(RunError, match="only 100 are valid after cleaning"):
+    with pytest.raises(RunError, match="110 molecules needed .* only 100 are valid after cleaning"):
         run_split(_split(tmp_path, [90]))
+    with pytest.raises(RunError, match="110 structures needed .* only 100 are valid .*read more structures"):
+        run_split(_split(tmp_path, [90], kind="atoms"))
 
 
 @pytest.mark.parametrize("recorded", [None, ["O=CCC=O"]], ids=["no-smiles", "older-smiles"])

@@ -209,6 +209,28 @@ def test_an_element_of_validation_or_test_absent_from_training_is_refused():
         train_forcefield("schnet", 8, 1, CUTOFF, 8, water, water, ethanol, hp, 1, energy_shift="per_element")
 
 
+def test_spookynet_refuses_elements_beyond_radon_that_other_families_embed():
+    hp = {"learning_rate": 1e-3, "batch_size": 2}
+    water, francium = atoms((WATER_Z, WATER_R)), atoms((WATER_Z, WATER_R))
+    francium = AtomsData(np.array([87, 1, 1]), francium.positions, francium.forces, francium.energy, francium.offsets)
+    with pytest.raises(RunError, match=r"elements \[87\] are heavier than radon \(86\), where SpookyNet's table .*"
+                                       r"train model.family schnet or painn"):
+        train_forcefield("spookynet", 8, 1, CUTOFF, 8, water, water, francium, hp, 1)
+
+
+def test_a_structure_with_coincident_atoms_is_refused_naming_it():
+    broken = ethanols(3)
+    positions = broken.positions.copy()
+    positions[9 + 4] = positions[9 + 3] + [0.0, 0.0, 0.05]
+    broken = AtomsData(broken.numbers, positions, broken.forces, broken.energy, broken.offsets)
+    with pytest.raises(RunError, match=r"force-field data: structure 1 has two atoms 0\.05 Å apart, below 0\.1 Å: "
+                                       r"coincident atoms make every model's forces NaN"):
+        ForceFieldDataset(broken, CUTOFF)
+    mixed = atoms((WATER_Z, WATER_R), (ETHANOL_Z, ETHANOL_R), (WATER_Z, np.zeros((3, 3))))
+    with pytest.raises(RunError, match=r"structure 2 has two atoms 0 Å apart"):
+        neighbours.check_atoms(mixed)
+
+
 def test_plateau_at_min_lr_stops_training():
     """With a learning rate too small to move the loss, the plateau schedule (patience 0) cuts the rate
     to min_lr after the second epoch, and training stops there instead of running all 10 epochs."""

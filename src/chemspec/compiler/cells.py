@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from chemspec.specs import Study
-from chemspec.specs.data import GenerateMD
+from chemspec.specs.data import SAMPLE, AtomsFileSource, GenerateMD
 from chemspec.specs.model import GNNModel
 from chemspec.specs.training import Training
 
@@ -32,6 +32,10 @@ class DataCell(Cell):
     representation: str | None
     max_length: int
     out_dir: str
+    check_units: bool = True
+    """Whether the data stage refuses file values implausible in their energy unit: where the study left the
+    unit to the format's default. A check, not a result, so not part of the identity; params written
+    before it existed check."""
 
 
 class SplitCell(Cell):
@@ -158,7 +162,7 @@ class Cells(Cell):
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
-                    "reference_dir"}
+                    "reference_dir", "check_units"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
 
 
@@ -204,9 +208,12 @@ def expand(study: Study) -> Cells:
     source = study.data.source.model_dump(mode="json")
     if isinstance(study.data.source, GenerateMD):
         source["smiles"] = study.data.source.smiles()  # a name whose SMILES is corrected is new data
+    if source.get("max_molecules") is not None:
+        source["sample"] = SAMPLE
     data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,
                     representation=study.data.text_representation if study.data.kind == "smiles" else None,
-                    max_length=max_length, out_dir=data_dir)
+                    max_length=max_length, out_dir=data_dir,
+                    check_units=isinstance(study.data.source, AtomsFileSource) and study.data.source.check_units)
     split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,
                       test=study.data.test, data_dir=data_dir, out_dir=split_dir)
     tpe_cfg = study.hpo.tpe

@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 
 from chemspec.errors import RunError
 from chemspec.runtime.io import write_bytes
+from chemspec.specs.data import ANI_LEVEL, ani_forces_key
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -35,7 +36,6 @@ KEYS = ("numbers", "positions", "forces", "energy", "offsets")
 STORED = ("<u1", "<f4", "<f4", "<f8", "<i8")
 """On-disk dtypes of KEYS: coordinates and forces in float32, the precision models train in (half the
 bytes of float64; 1e-7 relative), energies in float64, since totals of ~1e3 eV need it."""
-ANI_LEVEL = "wb97x_dz"
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +123,7 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     """Structures of a file in eV and Å, and counts of frames read and dropped as non-finite.
 
     `energy_key`/`forces_key` name the extxyz/ASE-db properties; for ani1x a non-default key names
-    the HDF5 dataset (default wb97x_dz.energy / wb97x_dz.forces)."""
+    the HDF5 dataset (default wb97x_dz.energy, and the forces at the energy's level of theory)."""
     path = Path(path)
     if format not in FORMATS:
         raise RunError(f"data.source.format {format!r} is unknown; use one of {', '.join(FORMATS)}")
@@ -135,13 +135,53 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     readers = {"md17": _md17, "rmd17": _rmd17, "ani1x": _ani1x, "extxyz": _extxyz, "asedb": _asedb}
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
-    data, dropped = from_frames([Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
-                                        b.forces * (energy_factor / length_factor)) for b in blocks])
+    blocks = [Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
+                     b.forces * (energy_factor / length_factor)) for b in blocks]
     read = sum(len(b.energy) for b in blocks)
+    if read == 0:
+        raise RunError(f"{format} file {path} holds no structures; check data.source.file")
+    if coincident := first_coincident(blocks):
+        raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
+                       f"{', groups sorted by name' if format == 'ani1x' else ''}) has two atoms {coincident[1]:.3g} "
+                       f"Å apart, below {MIN_DISTANCE} Å: coincident atoms make every model's forces NaN; remove "
+                       "that structure from the file")
+    data, dropped = from_frames(blocks)
     if len(data) == 0:
         raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
     counts = {"read": read, "dropped_nonfinite": dropped, "kept": len(data)}
     return data, ({**counts, "groups": len(blocks)} if format == "ani1x" else counts)
+
+
+MIN_DISTANCE = 0.1
+"""Å: atoms closer than this are a broken structure (the closest bonded pair, H2, is 0.74 Å apart); at 0
+every model's forces are NaN (r̂ = r/|r|), and one such structure turns all parameters NaN in training."""
+
+
+def closest_distances(positions: np.ndarray) -> np.ndarray:
+    """The smallest interatomic distance of each frame of `positions` (n, N, 3); inf where N is 1."""
+    n, atoms = positions.shape[:2]
+    closest = np.full(n, np.inf)
+    if atoms < 2:
+        return closest
+    chunk = max(1, (1 << 22) // (atoms * atoms))
+    off_diagonal = ~np.eye(atoms, dtype=bool)
+    for start in range(0, n, chunk):
+        part = positions[start:start + chunk]
+        distance = np.linalg.norm(part[:, :, None, :] - part[:, None, :, :], axis=-1)
+        closest[start:start + chunk] = distance[:, off_diagonal].min(axis=1)
+    return closest
+
+
+def first_coincident(blocks: Sequence[Frames]) -> tuple[int, float] | None:
+    """(structure index over the blocks in order, its smallest distance) of the first structure whose atoms
+    lie closer than MIN_DISTANCE; None if there is none."""
+    seen = 0
+    for block in blocks:
+        closest = closest_distances(block.positions)
+        if (close := np.flatnonzero(closest < MIN_DISTANCE)).size:
+            return seen + int(close[0]), float(closest[close[0]])
+        seen += len(closest)
+    return None
 
 
 def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
@@ -237,13 +277,20 @@ def _rmd17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
 def _ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import h5py
 
-    keys = ("atomic_numbers", "coordinates", f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key,
-            f"{ANI_LEVEL}.forces" if forces_key == "forces" else forces_key)
+    energy = f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key
+    keys = ("atomic_numbers", "coordinates", energy, ani_forces_key(energy) if forces_key == "forces" else forces_key)
     blocks = []
     with _reading(path, "ani1x"), h5py.File(path, "r") as handle:
         for name in sorted(handle):
             group = handle[name]
             missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+            if missing == [ani_forces_key(energy)]:
+                levels = sorted(key.removesuffix(".forces") for key in group if key.endswith(".forces"))
+                raise RunError(f"ani1x file {path}: group {name!r} has no forces at the level of "
+                               f"data.source.energy_key {energy!r} (no {missing[0]!r}); training pairs energies with "
+                               "forces of one level, so choose an energy_key of a level with forces "
+                               f"({', '.join(levels) or 'none here'}), or name other forces in data.source.forces_key "
+                               "if you mean to mix levels")
             if missing:
                 raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
                                f"has one group per formula with {', '.join(keys)}")
@@ -263,10 +310,32 @@ def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
 def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import ase.db
 
+    _check_ase_sqlite(path)
     with _reading(path, "asedb"):
-        rows = list(ase.db.connect(path).select())
+        rows = list(ase.db.connect(path, type="db").select())
         frames = [(row.id, row.toatoms(add_additional_information=True)) for row in rows]
     return [_frame_block(path, "asedb", f" row {row_id}", atoms, energy_key, forces_key) for row_id, atoms in frames]
+
+
+def _check_ase_sqlite(path: Path) -> None:
+    """An SQLite file holding ASE's tables, checked read-only: ase.db.connect writes its schema into any
+    file it opens, which would change a DVC dependency (and turn an empty file into an empty database)."""
+    import sqlite3
+
+    with open(path, "rb") as handle:
+        header = handle.read(16)
+    if not header:
+        raise RunError(f"asedb file {path} is empty; check data.source.file (copy or download it again)")
+    if header != b"SQLite format 3\x00":
+        raise _unreadable(path, "asedb", "no SQLite header: chemspec reads ASE databases in SQLite, not JSON")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise _unreadable(path, "asedb", f"sqlite3: {exc}") from None
+    if not {"systems", "information"} <= tables:
+        raise RunError(f"asedb file {path} is an SQLite database without ASE's tables (it has {sorted(tables)}); "
+                       "write it with ase.db, or check data.source.format")
 
 
 def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: str, forces_key: str) -> Frames:
@@ -290,6 +359,31 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
     keys = ("numbers", "positions", energy_key, forces_key)
     return _block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                   np.asarray(forces)[None])
+
+
+FORCE_RMS_LIMIT = 10.0
+"""eV/Å: forces of molecules, even from 1000 K MD, are a few eV/Å RMS; a file in kcal/mol read as eV gives
+23 times its forces (rMD17 ethanol: 27.8)."""
+THOMAS_FERMI = 0.7687 * units.Hartree
+"""eV: the Thomas-Fermi energy of a neutral atom is −THOMAS_FERMI·Z^(7/3), beyond its true total energy
+(1.3 times carbon's), so no structure's energy in eV goes beyond the sum over its atoms."""
+
+
+def implausible_units(data: AtomsData, energy_unit: str) -> tuple[str, str | None] | None:
+    """Why `data`, read from a file whose energies are in `energy_unit`, look written in another unit, and
+    the likely one (None if no known unit fits); None when their forces and energies are plausible."""
+    rms = float(np.sqrt(np.mean(data.forces ** 2)))
+    bound = _element_counts(data, np.arange(1, 119)) @ (THOMAS_FERMI * np.arange(1, 119) ** (7 / 3))
+    ratio = float(np.median(np.abs(data.energy) / bound))
+    if rms <= FORCE_RMS_LIMIT and ratio <= 1:
+        return None
+    scales = {unit: ENERGY_UNITS[unit] / ENERGY_UNITS[energy_unit] for unit in ENERGY_UNITS if unit != energy_unit}
+    fits = [unit for unit, scale in scales.items() if rms * scale <= FORCE_RMS_LIMIT and ratio * scale <= 1]
+    likely = min(fits, key=lambda unit: abs(np.log(rms * scales[unit])) if rms > 0 else -ratio * scales[unit],
+                 default=None)
+    per_atom = float(np.mean(data.energy / data.sizes()))
+    return (f"forces of {rms:.3g} eV/Å RMS (a molecule's are a few) and energies of {per_atom:.6g} eV per atom "
+            f"({ratio:.2g} times the Thomas-Fermi energy of their atoms, which bounds a total energy)"), likely
 
 
 def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray) -> dict[int, float]:

@@ -32,9 +32,14 @@ def run_atoms_data(cell: DataCell) -> dict:
         for note in correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"]):
             print(f"note: {note}", file=sys.stderr)
     elif "format" in source:
+        if source["format"] == "ani1x" and source.get("energy_key", "energy") != "energy" \
+                and source.get("forces_key", "forces") == "forces":
+            raise RunError("data.source.forces_key: the params file leaves the ANI-1x forces to a `chemspec compile` "
+                           "that paired every energy_key with wb97x_dz forces; recompile the study")
         units = source["units"]  # the spec fills in the format's units where the study file leaves them out
         data, counts = load_file(Path(source["file"]), source["format"], units["energy"], units["length"],
                                  source.get("energy_key", "energy"), source.get("forces_key", "forces"))
+        _check_units(data, source, cell.check_units)
     else:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:
@@ -47,3 +52,18 @@ def run_atoms_data(cell: DataCell) -> dict:
             "sha256": {"atoms.npz": sha256_file(out / "atoms.npz"), "content": content_hash(data)}}
     write_json(out / "data.json", info)
     return info
+
+
+def _check_units(data, source: dict, check: bool) -> None:
+    """Refuse values implausible in the energy unit the study left to the format's default."""
+    from chemspec.runtime.atoms import implausible_units
+
+    unit = source["units"]["energy"]
+    found = implausible_units(data, unit) if check and len(data) else None
+    if found:
+        problem, likely = found
+        advice = f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else \
+            "no energy unit chemspec knows makes them plausible: check the file and data.source.units"
+        raise RunError(f"{source['format']} file {source['file']} read in {unit}, the {source['format']} default "
+                       f"as data.source.units leaves the energy out, has {problem}; {advice} (or, if the file "
+                       f"really is in {unit}, write data.source.units: {{energy: {unit}}} to read it as it is)")

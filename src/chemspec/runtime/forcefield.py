@@ -294,6 +294,15 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     """
     builder = FAMILIES[model_name]
     trained = np.unique(np.asarray(train.numbers)).tolist()
+    if model_name == "spookynet":
+        from chemspec.runtime.spookynet_blocks import MAX_Z as SPOOKYNET_MAX_Z
+
+        heavy = sorted({int(z) for split in (train, val, test) for z in np.unique(np.asarray(split.numbers))
+                        if z >= SPOOKYNET_MAX_Z})
+        if heavy:
+            raise RunError(f"elements {heavy} are heavier than radon (86), where SpookyNet's table of electron "
+                           "configurations ends; train model.family schnet or painn on these data, or drop the "
+                           "structures that hold them")
     for name, split in (("validation", val), ("test", test)):
         if missing := untrained_elements(split, trained):
             raise RunError(f"elements {missing} of the {name} split {UNTRAINED} (the training split holds "

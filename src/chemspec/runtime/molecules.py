@@ -27,6 +27,7 @@ import numpy as np
 from chemspec.compiler.cells import DataCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import sha256_file, sha256_tree, staged, write_bytes, write_json
+from chemspec.specs.data import SAMPLE
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 CHUNK = 20_000
@@ -44,16 +45,26 @@ def moses_path() -> Path:
     return Path(dist.locate_file("moses/dataset/data/train.csv.gz"))
 
 
-def read_smiles(source: dict, limit: int | None) -> Iterator[str]:
-    """SMILES strings of a package or file source, in file order, at most `limit` of them."""
+def read_smiles(source: dict, limit: int | None, seed: int) -> list[str]:
+    """The SMILES cell of each row of a package or file source, in file order, '' where a row's cell is
+    empty; with `limit`, `limit` rows drawn by `seed` from the whole file, still in file order.
+
+    A sample, not the head: MOSES's rows are not shuffled (its first 10,000 hold a third more
+    sulfur-containing molecules than the whole set), nor need a user's file be. Reading all of MOSES
+    takes about 2 s."""
     try:
-        yield from _smiles(source, limit)
+        rows = _smiles(source)
     except UnicodeDecodeError:  # the file changed since validation read it whole
         where = f"data.source.file {source['file']}" if "file" in source else f"data.source {source}"
         raise RunError(f"{where} is not UTF-8 text; save it as UTF-8") from None
+    if limit is None or limit >= len(rows):
+        return rows
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), limit, replace=False))
+    return [rows[i] for i in keep]
 
 
-def _smiles(source: dict, limit: int | None) -> Iterator[str]:
+def _smiles(source: dict) -> list[str]:
+    """Every row validation counts (a line that is not blank), less a CSV's header."""
     if "package" in source:
         handle = io.TextIOWrapper(gzip.open(moses_path()), encoding="utf-8")
         rows = csv.reader(handle)
@@ -76,13 +87,9 @@ def _smiles(source: dict, limit: int | None) -> Iterator[str]:
             rows = ([line.split()[0]] if line.strip() else [] for line in handle)
             column = 0
     with handle:
-        count = 0
-        for row in rows:
-            if limit is not None and count >= limit:
-                return
-            if len(row) > column and row[column].strip():
-                count += 1
-                yield row[column].strip()
+        # A row of one blank cell is a blank line, which validation skips; a row with a comma is not.
+        return [row[column].strip() if len(row) > column else "" for row in rows
+                if len(row) > 1 or (row and row[0].strip())]
 
 
 def _canonical(smiles: str) -> str | None:
@@ -149,11 +156,16 @@ def save_tokenizer(vocab: list[str], representation: str, out: Path) -> None:
 def run_data(cell: DataCell) -> dict:
     rep = cell.representation or "selfies"
     limit = cell.source.get("max_molecules")
-    counts = {"read": 0, "invalid_smiles": 0, "unencodable": 0, "duplicates": 0, "too_long": 0}
+    if limit is not None and cell.source.get("sample") != SAMPLE:
+        raise RunError("data.source.max_molecules: the params file was written by a `chemspec compile` that read "
+                       "the first rows of the file, not a seeded sample of all of them; recompile the study")
+    raws = read_smiles(cell.source, limit, cell.seed)
+    present = [raw for raw in raws if raw]
+    counts = {"read": len(raws), "blank": len(raws) - len(present), "invalid_smiles": 0, "unencodable": 0,
+              "duplicates": 0, "too_long": 0}
     seen: set[str] = set()
     molecules: list[tuple[str, str, list[str]]] = []
-    for smiles, text in prepared(read_smiles(cell.source, limit), rep):
-        counts["read"] += 1
+    for smiles, text in prepared(iter(present), rep):
         if smiles is None:
             counts["invalid_smiles"] += 1
             continue

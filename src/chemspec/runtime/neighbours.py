@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from chemspec.errors import RunError
+from chemspec.runtime.atoms import MIN_DISTANCE, Frames, first_coincident
 
 MAX_Z = 100
 """Largest atomic number + 1 that the models embed (schnetpack's default `max_z`)."""
@@ -52,6 +53,21 @@ def check_atoms(data) -> None:
         problems.append(f"atomic numbers must lie in 1..{MAX_Z - 1}")
     if problems:
         raise RunError("force-field data: " + "; ".join(problems))
+    if coincident := _first_coincident(offsets, np.asarray(data.positions, dtype=np.float64)):
+        raise RunError(f"force-field data: structure {coincident[0]} has two atoms {coincident[1]:.3g} Å apart, below "
+                       f"{MIN_DISTANCE} Å: coincident atoms make every model's forces NaN; remove it from the data "
+                       "file and rerun the data stage")
+
+
+def _first_coincident(offsets: np.ndarray, positions: np.ndarray) -> tuple[int, float] | None:
+    """`first_coincident` over structures of every size, each size's structures as one block."""
+    sizes, found = np.diff(offsets), []
+    for size in np.unique(sizes):
+        index = np.flatnonzero(sizes == size)
+        block = positions[offsets[index][:, None] + np.arange(size)]
+        if hit := first_coincident([Frames(np.zeros(size), block, np.zeros(len(index)), block)]):
+            found.append((int(index[hit[0]]), hit[1]))
+    return min(found, default=None)
 
 
 class ForceFieldDataset(Dataset):

@@ -25,12 +25,13 @@ def _save(path: Path, array: np.ndarray) -> str:
 
 
 def run_split(cell: SplitCell) -> dict:
-    n = read_json(Path(cell.data_dir) / "data.json", ("count",))["count"]
+    info = read_json(Path(cell.data_dir) / "data.json", ("count",))
+    n, noun = info["count"], "structures" if info.get("kind") == "atoms" else "molecules"
     needed = cell.validation + cell.test + cell.sizes[-1]
     if needed > n:
-        raise RunError(f"data.sizes: {needed} molecules needed (largest size {cell.sizes[-1]} + validation "
+        raise RunError(f"data.sizes: {needed} {noun} needed (largest size {cell.sizes[-1]} + validation "
                        f"{cell.validation} + test {cell.test}) but only {n} are valid after cleaning "
-                       f"(see {cell.data_dir}/data.json); lower data.sizes or read more molecules")
+                       f"(see {cell.data_dir}/data.json); lower data.sizes or read more {noun}")
     order = np.random.default_rng(cell.seed).permutation(n)
     out = Path(cell.out_dir)
     hashes = {"val.npy": _save(out / "val.npy", order[: cell.validation]),

@@ -11,7 +11,13 @@ Included (the "faithful row" of /work/shared/design/SPOOKYNET.md):
 - pre-activation residual blocks, learnable Swish (α=1, β=1.702), orthogonal init, zero-init last layers;
 - output Linear(F→2) to atomic energy and charge + learnable per-element bias; charges shifted to sum to 0;
 - ZBL nuclear repulsion (on by default); optional electrostatics of the predicted charges
-  (shielded Coulomb over all pairs of a molecule, no long-range cutoff).
+  (shielded Coulomb over all pairs of a molecule, no long-range cutoff), experimental: no loss trains
+  the charges (there is no dipole loss), so the term is an arbitrary learned 1/r interaction, and the
+  charges, shifted to sum to zero over the whole structure, let far-apart fragments exchange charge.
+  Training never turns it on (`chemspec.runtime.forcefield` builds SpookyNet without it).
+Not size-extensive within a structure: the nonlocal attention mixes all atoms of a structure, so two
+fragments far apart (beyond the cutoff) still change each other's energies, as in the paper; structures
+in one batch stay apart.
 Not included: charge and spin embeddings (exactly zero for neutral singlets, so molecules are taken as
 neutral singlets), D4 dispersion, total charges Q ≠ 0 and dipole outputs.
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, PositiveInt, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, PositiveInt, PrivateAttr, Tag, model_validator
 
 from chemspec.specs.base import Spec
 
@@ -19,6 +19,9 @@ MOLECULES = {
     "paracetamol": "CC(=O)Nc1ccc(O)cc1", "azobenzene": "c1ccc(cc1)N=Nc1ccccc1",
 }
 """Molecules that `generate: md` knows by name (the MD17 set and a few small ones); others by SMILES."""
+SAMPLE = "seeded"
+"""What a data cell's source records where max_molecules draws a seeded sample of the whole file (the first
+rows until 2026-12-05), so that the cell's identity moved with what it reads."""
 _UNSAFE_PATH = re.compile(r"[$`\x00-\x1f\x7f]")
 
 
@@ -41,7 +44,8 @@ class PackageSource(Spec):
     package: Literal["moses"]
     """`moses`: the MOSES training set from the molsets==0.3.1 wheel (1,584,663 SMILES)."""
     max_molecules: PositiveInt | None = None
-    """Read only the first N rows of the file (MOSES rows are in random order); none reads all."""
+    """Read N molecules drawn by the study's seed from the whole file (MOSES's rows are not in random order,
+    so its first rows would be a biased sample); none reads all."""
 
     def available(self) -> int:
         return min(self.max_molecules or MOSES_TRAIN_MOLECULES, MOSES_TRAIN_MOLECULES)
@@ -55,7 +59,7 @@ class SmilesFileSource(Spec):
     column: str | None = None
     """CSV column holding SMILES; none means a plain text file with one SMILES a line and no header."""
     max_molecules: PositiveInt | None = None
-    """Read only the first N molecules of the file; none reads all."""
+    """Read N rows drawn by the study's seed from the whole file, as for a package; none reads all."""
 
     def rows(self, path: Path) -> int:
         """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules;
@@ -139,6 +143,19 @@ class Units(Spec):
     """Length unit of the file's positions; left out: the format's."""
 
 
+ANI_LEVEL = "wb97x_dz"
+"""ANI-1x's level of theory when data.source.energy_key is left out: ωB97x/6-31G(d), energies and forces."""
+
+
+def ani_forces_key(energy_key: str) -> str:
+    """The ANI-1x forces dataset at the level of theory of an energy dataset: 'wb97x_tz.energy' ->
+    'wb97x_tz.forces', the default key 'energy' -> 'wb97x_dz.forces'."""
+    if energy_key == "energy":
+        return f"{ANI_LEVEL}.forces"
+    level, dot, _ = energy_key.rpartition(".")
+    return f"{level}.forces" if dot else "forces"
+
+
 class AtomsFileSource(Spec):
     """Structures with energies and forces from a file in a public format."""
 
@@ -149,26 +166,45 @@ class AtomsFileSource(Spec):
     units: Units | None = None
     """Units the file's values are written in; a unit left out is the format's own: kcal/mol and Å for
     md17 and rmd17, Hartree and Å for ani1x, eV and Å for extxyz and asedb. They are filled in when the
-    study is read, so params.yaml and the data cell's identity name the units the data are read in."""
+    study is read, so params.yaml and the data cell's identity name the units the data are read in.
+    Left out, the data stage refuses values implausible in the format's units (forces of more than
+    10 eV/Å RMS, energies beyond an atom's total energy), which a file in another unit gives."""
     energy_key: str = "energy"
-    """Key of the energy in extended XYZ headers."""
+    """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
+    meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...)."""
     forces_key: str = "forces"
-    """Key of the forces in extended XYZ per-atom arrays."""
+    """Key of the forces in extended XYZ per-atom arrays or ASE-db rows; for ani1x the HDF5 dataset,
+    left out the forces at energy_key's level of theory (wb97x_tz.forces for wb97x_tz.energy). A level
+    without forces (ccsd(t)_cbs) stops the data stage unless this names another level's forces."""
 
-    @model_validator(mode="before")
+    _energy_unit_given: bool = PrivateAttr(default=True)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _format_units(cls, value: Any) -> Any:
-        """Fill the units a source leaves out with its format's, before the fields are validated (the
-        model is frozen); a value of the wrong shape is left for validation to report."""
+    def _format_defaults(cls, value: Any, handler: Any) -> "AtomsFileSource":
+        """Fill the units a source leaves out with its format's, and an ani1x forces key left out with the
+        energy level's, before the fields are validated (the model is frozen), and remember whether the
+        study gave the energy unit; a value of the wrong shape is left for validation to report."""
         if not isinstance(value, dict) or not isinstance(value.get("format"), str):
-            return value
+            return handler(value)
+        energy_key = value.get("energy_key")
+        if value["format"] == "ani1x" and isinstance(energy_key, str) and value.get("forces_key", "forces") == "forces":
+            value = {**value, "forces_key": ani_forces_key(energy_key)}
         given = {} if value.get("units") is None else value["units"]
         if isinstance(given, Units):
             given = given.model_dump()
         if value["format"] not in FORMAT_UNITS or not isinstance(given, dict):
-            return value
+            return handler(value)
         written = {key: unit for key, unit in given.items() if unit is not None}
-        return {**value, "units": {**FORMAT_UNITS[value["format"]], **written}}
+        source = handler({**value, "units": {**FORMAT_UNITS[value["format"]], **written}})
+        source._energy_unit_given = "energy" in written
+        return source
+
+    @property
+    def check_units(self) -> bool:
+        """Whether the data stage checks that the values are plausible in their energy unit: where the study
+        left that unit to the format's default."""
+        return not self._energy_unit_given
 
 
 def _source_tag(value: Any) -> str | None:
@@ -237,7 +273,8 @@ class Data(Spec):
         if needed > available:
             raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
                              f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
-                             f"has {available}; lower the sizes or read more molecules")
+                             f"has {available}; lower the sizes or read more "
+                             f"{'structures' if self.kind == 'atoms' else 'molecules'}")
 
     @property
     def text_representation(self) -> str:
