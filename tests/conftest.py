@@ -22,6 +22,15 @@ from chemspec.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "specs" / "quickstart.yaml"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The real MD17, rMD17, ANI-1x and extxyz files of ../shared/data beside the repository."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (the ../shared/data folder beside the repository)")
+    return SHARED_DATA
 
 
 class Result:

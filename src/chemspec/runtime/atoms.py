@@ -8,25 +8,19 @@ or shapes do not fit its format is a `RunError` naming the file and the key.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from ase import units
-from numpy.typing import ArrayLike
 
 from chemspec.errors import RunError
 from chemspec.runtime.io import write_bytes
-from chemspec.specs.data import ANI_LEVEL, ani_forces_key
-
-if TYPE_CHECKING:
-    from ase import Atoms
 
 ENERGY_UNITS = {"eV": 1.0, "kcal/mol": units.kcal / units.mol, "kJ/mol": units.kJ / units.mol,
                 "Hartree": units.Hartree}
@@ -92,7 +86,9 @@ def save_atoms(path: str | Path, data: AtomsData) -> None:
 
 
 def load_atoms(path: str | Path) -> AtomsData:
-    arrays = _read_npz(Path(path), "atoms store", KEYS)
+    from chemspec.runtime.atoms_files import read_npz
+
+    arrays = read_npz(Path(path), "atoms store", KEYS)
     try:
         return AtomsData(**arrays)
     except ValueError as exc:
@@ -116,40 +112,6 @@ class Frames(NamedTuple):
     positions: np.ndarray
     energy: np.ndarray
     forces: np.ndarray
-
-
-def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energy_key: str = "energy",
-              forces_key: str = "forces") -> tuple[AtomsData, dict]:
-    """Structures of a file in eV and Å, and counts of frames read and dropped as non-finite.
-
-    `energy_key`/`forces_key` name the extxyz/ASE-db properties; for ani1x a non-default key names
-    the HDF5 dataset (default wb97x_dz.energy, and the forces at the energy's level of theory)."""
-    path = Path(path)
-    if format not in FORMATS:
-        raise RunError(f"data.source.format {format!r} is unknown; use one of {', '.join(FORMATS)}")
-    if energy_unit not in ENERGY_UNITS or length_unit not in LENGTH_UNITS:
-        raise RunError(f"data.source.units: energy {energy_unit!r} / length {length_unit!r} not known; use "
-                       f"energy in {list(ENERGY_UNITS)} and length in {list(LENGTH_UNITS)}")
-    if not path.is_file():
-        raise RunError(f"{format} file {path} does not exist; check data.source.file")
-    readers = {"md17": _md17, "rmd17": _rmd17, "ani1x": _ani1x, "extxyz": _extxyz, "asedb": _asedb}
-    blocks = readers[format](path, energy_key, forces_key)
-    energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
-    blocks = [Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
-                     b.forces * (energy_factor / length_factor)) for b in blocks]
-    read = sum(len(b.energy) for b in blocks)
-    if read == 0:
-        raise RunError(f"{format} file {path} holds no structures; check data.source.file")
-    if coincident := first_coincident(blocks):
-        raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
-                       f"{', groups sorted by name' if format == 'ani1x' else ''}) has two atoms {coincident[1]:.3g} "
-                       f"Å apart, below {MIN_DISTANCE} Å: coincident atoms make every model's forces NaN; remove "
-                       "that structure from the file")
-    data, dropped = from_frames(blocks)
-    if len(data) == 0:
-        raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
-    counts = {"read": read, "dropped_nonfinite": dropped, "kept": len(data)}
-    return data, ({**counts, "groups": len(blocks)} if format == "ani1x" else counts)
 
 
 MIN_DISTANCE = 0.1
@@ -202,163 +164,6 @@ def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
     data = AtomsData(np.concatenate(numbers), np.concatenate(positions), np.concatenate(forces),
                      np.concatenate(energy), offsets)
     return data, dropped
-
-
-@contextlib.contextmanager
-def _reading(path: Path, format: str) -> Iterator[None]:
-    """Turn whatever a third-party parser raises on a damaged file into one RunError."""
-    try:
-        yield
-    except RunError:
-        raise
-    except Exception as exc:
-        raise _unreadable(path, format, f"{type(exc).__name__}: {exc}") from None
-
-
-def _unreadable(path: Path, format: str, reason: str) -> RunError:
-    return RunError(f"{format} file {path} is unreadable or truncated ({reason}); check that data.source.format "
-                    "matches the file and that the file is complete (copy or download it again)")
-
-
-def _read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    with open(path, "rb") as handle:
-        if handle.read(2) != b"PK":
-            raise _unreadable(path, format, "no zip header: it is not an npz archive")
-    with _reading(path, format), np.load(path, allow_pickle=False) as archive:
-        for key in keys:
-            if key not in archive.files:
-                raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}); "
-                               "check data.source.format")
-        return {key: archive[key] for key in keys}
-
-
-def _block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike, positions: ArrayLike,
-           energy: ArrayLike, forces: ArrayLike) -> Frames:
-    """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
-    label = f"{format} file {path}{where}"
-    numbers = np.asarray(numbers)
-    positions, energy, forces = (_floats(label, key, value)
-                                 for key, value in zip(keys[1:], (positions, energy, forces)))
-    if numbers.ndim != 1 or not np.issubdtype(numbers.dtype, np.integer):
-        raise RunError(f"{label}: {keys[0]!r} must be integer atomic numbers of shape (N,), got {numbers.shape}")
-    if numbers.size == 0 or numbers.min() < 1 or numbers.max() > 118:
-        raise RunError(f"{label}: {keys[0]!r} holds no atoms or an atomic number outside 1..118")
-    n, atoms = (positions.shape[0] if positions.ndim == 3 else -1), len(numbers)
-    if positions.shape != (n, atoms, 3):
-        raise RunError(f"{label}: {keys[1]!r} has shape {positions.shape}, expected (frames, {atoms}, 3)")
-    if energy.shape == (n, 1):
-        energy = energy[:, 0]
-    if energy.shape != (n,):
-        raise RunError(f"{label}: {keys[2]!r} has shape {energy.shape}, expected ({n},) or ({n}, 1)")
-    if forces.shape != (n, atoms, 3):
-        raise RunError(f"{label}: {keys[3]!r} has shape {forces.shape}, expected ({n}, {atoms}, 3)")
-    return Frames(numbers.astype(np.int64), positions, energy, forces)
-
-
-def _floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise RunError(f"{label}: {key!r} is not numeric ({type(value).__name__}); check the file") from None
-
-
-def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    keys = ("z", "R", "E", "F")
-    arrays = _read_npz(path, "md17", keys)
-    return [_block(path, "md17", "", keys, *(arrays[k] for k in keys))]
-
-
-def _rmd17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    keys = ("nuclear_charges", "coords", "energies", "forces")
-    arrays = _read_npz(path, "rmd17", keys)
-    return [_block(path, "rmd17", "", keys, *(arrays[k] for k in keys))]
-
-
-def _ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    import h5py
-
-    energy = f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key
-    keys = ("atomic_numbers", "coordinates", energy, ani_forces_key(energy) if forces_key == "forces" else forces_key)
-    blocks = []
-    with _reading(path, "ani1x"), h5py.File(path, "r") as handle:
-        for name in sorted(handle):
-            group = handle[name]
-            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
-            if missing == [ani_forces_key(energy)]:
-                levels = sorted(key.removesuffix(".forces") for key in group if key.endswith(".forces"))
-                raise RunError(f"ani1x file {path}: group {name!r} has no forces at the level of "
-                               f"data.source.energy_key {energy!r} (no {missing[0]!r}); training pairs energies with "
-                               "forces of one level, so choose an energy_key of a level with forces "
-                               f"({', '.join(levels) or 'none here'}), or name other forces in data.source.forces_key "
-                               "if you mean to mix levels")
-            if missing:
-                raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
-                               f"has one group per formula with {', '.join(keys)}")
-            blocks.append(_block(path, "ani1x", f" group {name!r}", keys, *(group[k][()] for k in keys)))
-    return blocks
-
-
-def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    import ase.io
-
-    with _reading(path, "extxyz"):
-        frames = ase.io.read(path, index=":", format="extxyz")
-    return [_frame_block(path, "extxyz", f" frame {i}", atoms, energy_key, forces_key)
-            for i, atoms in enumerate(frames)]
-
-
-def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    import ase.db
-
-    _check_ase_sqlite(path)
-    with _reading(path, "asedb"):
-        rows = list(ase.db.connect(path, type="db").select())
-        frames = [(row.id, row.toatoms(add_additional_information=True)) for row in rows]
-    return [_frame_block(path, "asedb", f" row {row_id}", atoms, energy_key, forces_key) for row_id, atoms in frames]
-
-
-def _check_ase_sqlite(path: Path) -> None:
-    """An SQLite file holding ASE's tables, checked read-only: ase.db.connect writes its schema into any
-    file it opens, which would change a DVC dependency (and turn an empty file into an empty database)."""
-    import sqlite3
-
-    with open(path, "rb") as handle:
-        header = handle.read(16)
-    if not header:
-        raise RunError(f"asedb file {path} is empty; check data.source.file (copy or download it again)")
-    if header != b"SQLite format 3\x00":
-        raise _unreadable(path, "asedb", "no SQLite header: chemspec reads ASE databases in SQLite, not JSON")
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as exc:
-        raise _unreadable(path, "asedb", f"sqlite3: {exc}") from None
-    if not {"systems", "information"} <= tables:
-        raise RunError(f"asedb file {path} is an SQLite database without ASE's tables (it has {sorted(tables)}); "
-                       "write it with ase.db, or check data.source.format")
-
-
-def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: str, forces_key: str) -> Frames:
-    """Energy and forces from the single-point calculator, else from info/arrays (or an ASE-db row's data).
-    A periodic frame is refused: the neighbour lists have no periodic images, so it would train as a
-    molecule cut out of its crystal."""
-    if atoms.pbc.any():
-        pbc = " ".join("T" if periodic else "F" for periodic in atoms.pbc)
-        raise RunError(f"{format} file {path}{where} is periodic (pbc {pbc}): chemspec trains on isolated molecules "
-                       "only, and its neighbour lists have no periodic images; use a data set of molecules, or, if "
-                       "these are molecules in a vacuum box, write them without a cell (extxyz: pbc=\"F F F\" and no "
-                       "Lattice; ASE: atoms.pbc = False)")
-    results = atoms.calc.results if atoms.calc is not None else {}
-    extra = {**atoms.info.get("key_value_pairs", {}), **atoms.info.get("data", {}), **atoms.info}
-    energy = results.get(energy_key, extra.get(energy_key))
-    forces = results.get(forces_key, atoms.arrays.get(forces_key, extra.get(forces_key)))
-    for key, value, kind in ((energy_key, energy, "energy"), (forces_key, forces, "forces")):
-        if value is None:
-            raise RunError(f"{format} file {path}{where} has no {kind} {key!r}; set data.source.{kind}_key to the "
-                           f"name the file uses (found {sorted({*results, *extra, *atoms.arrays})})")
-    keys = ("numbers", "positions", energy_key, forces_key)
-    return _block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
-                  np.asarray(forces)[None])
 
 
 FORCE_RMS_LIMIT = 10.0

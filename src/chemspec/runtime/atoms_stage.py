@@ -17,7 +17,8 @@ from chemspec.runtime.io import sha256_file, write_json
 
 
 def run_atoms_data(cell: DataCell) -> dict:
-    from chemspec.runtime.atoms import content_hash, load_file, save_atoms
+    from chemspec.runtime.atoms import content_hash, save_atoms
+    from chemspec.runtime.atoms_files import load_file
 
     source = cell.source
     if "generate" in source:

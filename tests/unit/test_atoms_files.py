@@ -1,0 +1,345 @@
+"""Force-field file readers on the real shared files: values after unit conversion, rejected malformed
+copies, NaN rows dropped and counted, implausible units and coincident atoms refused."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chemspec.errors import RunError
+from chemspec.runtime.atoms import AtomsData, content_hash, load_atoms
+from chemspec.runtime.atoms_files import load_file
+from tests.conftest import tiny_study, write_spec
+
+# CODATA values written out here, so the test does not share the loader's constants.
+KCAL = 4.184 / 96.485332  # eV per kcal/mol
+KJ = 1.0 / 96.485332  # eV per kJ/mol
+HARTREE = 27.211386  # eV
+BOHR = 0.52917721  # Å
+RTOL = 1e-7
+ANI_GROUPS = ["C1H4N4O4", "C1H5N3O5", "C1H6N2O5", "C2H10N4O3", "C2H10N6O1"]  # sorted; 2+1+3+1+1 rows
+
+
+def xyz_frame(path: Path, index: int) -> tuple[list[int], float, np.ndarray, np.ndarray]:
+    """Atomic numbers, energy, positions and forces of one frame, parsed from the text without ASE."""
+    lines = path.read_text().splitlines()
+    start = 0
+    for _ in range(index):
+        start += int(lines[start]) + 2
+    count = int(lines[start])
+    energy = float(lines[start + 1].split("energy=")[1].split()[0])
+    rows = [line.split() for line in lines[start + 2: start + 2 + count]]
+    table = np.array([row[1:7] for row in rows], dtype=float)
+    return [{"H": 1, "C": 6, "O": 8}[row[0]] for row in rows], energy, table[:, :3], table[:, 3:]
+
+
+def assert_frame(data: AtomsData, s: int, numbers, positions, energy: float, forces) -> None:
+    got_numbers, got_positions, got_energy, got_forces = data.structure(s)
+    np.testing.assert_array_equal(got_numbers, numbers)
+    np.testing.assert_allclose(got_positions, positions, rtol=RTOL)
+    assert got_energy == pytest.approx(energy, rel=RTOL)
+    np.testing.assert_allclose(got_forces, forces, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, frames", [("ethanol_ccsd_t-train.npz", 1000), ("md17_ethanol_first2000.npz", 2000)])
+def test_md17_values_are_the_file_values_in_ev_and_angstrom(shared, name, frames):
+    raw = np.load(shared / "md17" / name)
+    data, counts = load_file(shared / "md17" / name, "md17", "kcal/mol", "Angstrom")
+    assert len(data) == frames and counts == {"read": frames, "dropped_nonfinite": 0, "kept": frames}
+    for s in (0, 1, frames - 1):
+        assert_frame(data, s, raw["z"], raw["R"][s], raw["E"][s, 0] * KCAL, raw["F"][s] * KCAL)
+
+
+def test_units_kj_per_mol_and_bohr_convert_positions_energies_and_forces(shared):
+    raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
+    data, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kJ/mol", "bohr")
+    assert_frame(data, 7, raw["z"], raw["R"][7] * BOHR, raw["E"][7, 0] * KJ, raw["F"][7] * KJ / BOHR)
+
+
+@pytest.mark.parametrize("file, format, unit", [("md17/md17_ethanol_first2000.npz", "md17", KCAL),
+                                               ("ani/ani1x_n5.hdf5", "ani1x", HARTREE)], ids=["md17", "ani1x"])
+def test_a_study_without_units_reads_a_file_in_its_formats_units(shared, tmp_path, monkeypatch, file, format, unit):
+    """The whole path from a study file that leaves `units` out to the stored energies: MD17 in kcal/mol,
+    ANI-1x in Hartree, never eV."""
+    from chemspec.compiler import expand
+    from chemspec.runtime.atoms_stage import run_atoms_data
+    from chemspec.specs import load_study
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": str(shared / file), "format": format},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    monkeypatch.chdir(tmp_path)
+    run_atoms_data(expand(load_study(write_spec(tmp_path / "study.yaml", study))).data)
+    stored = load_atoms(tmp_path / "data" / "tiny" / "atoms.npz")
+    in_ev, _ = load_file(shared / file, format, "eV", "Angstrom")
+    np.testing.assert_allclose(stored.energy, in_ev.energy * unit, rtol=RTOL)
+    np.testing.assert_allclose(stored.forces, in_ev.forces * unit, rtol=1e-6)
+
+
+def _file_study_data_cell(tmp_path, monkeypatch, source: dict):
+    from chemspec.compiler import expand
+    from chemspec.specs import load_study
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": source, "hpo.tpe.model_size": "w8d1",
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}})
+    monkeypatch.chdir(tmp_path)
+    return expand(load_study(write_spec(tmp_path / "study.yaml", study))).data
+
+
+def test_an_extxyz_in_kcal_per_mol_left_to_the_default_ev_is_refused_naming_the_likely_unit(shared, tmp_path,
+                                                                                           monkeypatch):
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz"}
+    cell = _file_study_data_cell(tmp_path, monkeypatch, source)
+    with pytest.raises(RunError, match=r"extxyz file .*rmd17_ethanol_reduced_100\.xyz read in eV, the extxyz default "
+                                       r"as data.source.units leaves the energy out, has forces of 27\.8 eV/Å RMS.*"
+                                       r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
+    assert run_atoms_data(cell.model_copy(update={"check_units": False}))["count"] == 100
+    for energy in ("eV", "kcal/mol"):  # a unit the study gives is taken as given
+        assert not _file_study_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": energy}}).check_units
+
+
+def test_files_in_their_formats_units_are_plausible(shared):
+    from chemspec.runtime.atoms import implausible_units
+
+    for file, format, unit in (("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol"),
+                               ("ani/ani1x_n5.hdf5", "ani1x", "Hartree"),
+                               ("extxyz/md17_ethanol_sampledata_2000.xyz", "extxyz", "kcal/mol")):
+        assert implausible_units(load_file(shared / file, format, unit, "Angstrom")[0], unit) is None
+
+
+def test_rmd17_keys_are_read(shared, tmp_path):
+    raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
+    path = tmp_path / "rmd17_ethanol.npz"
+    np.savez(path, nuclear_charges=raw["z"], coords=raw["R"][:5], energies=raw["E"][:5, 0], forces=raw["F"][:5],
+             old_indices=np.arange(5))
+    data, counts = load_file(path, "rmd17", "kcal/mol", "Angstrom")
+    assert counts["kept"] == 5
+    assert_frame(data, 4, raw["z"], raw["R"][4], raw["E"][4, 0] * KCAL, raw["F"][4] * KCAL)
+
+
+def test_ani1x_groups_in_order_with_hartree_converted(shared):
+    import h5py
+
+    data, counts = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom")
+    assert counts == {"read": 8, "dropped_nonfinite": 0, "kept": 8, "groups": 5}
+    with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as handle:
+        group = handle["C1H6N2O5"]  # rows 3, 4, 5 of the store
+        for row in range(3):
+            assert_frame(data, 3 + row, group["atomic_numbers"][()], group["coordinates"][row],
+                         group["wb97x_dz.energy"][row] * HARTREE, group["wb97x_dz.forces"][row] * HARTREE)
+
+
+def test_ani1x_nan_rows_of_the_real_file_are_dropped_and_counted(shared):
+    # The release stores NaN where a level of theory is missing: two C1H6N2O5 rows lack CCSD(T) energies.
+    data, counts = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom",
+                             energy_key="ccsd(t)_cbs.energy", forces_key="wb97x_dz.forces")
+    assert counts == {"read": 8, "dropped_nonfinite": 2, "kept": 6, "groups": 5}
+    assert np.isfinite(data.energy).all() and len(data) == 6
+
+
+def test_ani1x_forces_follow_the_energy_keys_level_of_theory(shared):
+    import h5py
+
+    data, _ = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom", energy_key="wb97x_tz.energy")
+    with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as handle:
+        group = handle["C1H4N4O4"]
+        assert_frame(data, 1, group["atomic_numbers"][()], group["coordinates"][1],
+                     group["wb97x_tz.energy"][1] * HARTREE, group["wb97x_tz.forces"][1] * HARTREE)
+
+
+def test_ani1x_energies_of_a_level_without_forces_need_forces_named(shared):
+    with pytest.raises(RunError, match=r"group 'C1H4N4O4' has no forces at the level of data.source.energy_key "
+                                       r"'ccsd\(t\)_cbs.energy' \(no 'ccsd\(t\)_cbs.forces'\).*with forces "
+                                       r"\(wb97x_dz, wb97x_tz\), or name other forces in data.source.forces_key"):
+        load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom", energy_key="ccsd(t)_cbs.energy")
+
+
+def test_ani1x_params_that_paired_any_energy_with_dz_forces_say_to_recompile(shared, tmp_path):
+    from chemspec.compiler.cells import DataCell
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "ani" / "ani1x_n5.hdf5"), "format": "ani1x", "energy_key": "wb97x_tz.energy",
+              "forces_key": "forces", "units": {"energy": "Hartree", "length": "Angstrom"}}
+    cell = DataCell(study="t", seed=0, kind="atoms", source=source, representation=None, max_length=0,
+                    out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match=r"data.source.forces_key: the params file .*wb97x_dz forces; recompile"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
+
+
+def test_ani1x_nan_energy_or_forces_rows_are_dropped(shared, tmp_path):
+    import h5py
+
+    path = tmp_path / "ani.hdf5"
+    shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
+    with h5py.File(path, "r+") as handle:
+        handle["C1H4N4O4/wb97x_dz.energy"][1] = np.nan
+        forces = handle["C1H6N2O5/wb97x_dz.forces"]
+        forces[0, 5, 2] = np.nan
+        kept_energy = handle["C1H6N2O5/wb97x_dz.energy"][1]
+    data, counts = load_file(path, "ani1x", "Hartree", "Angstrom")
+    assert counts["dropped_nonfinite"] == 2 and counts["kept"] == 6
+    assert np.isfinite(data.forces).all() and np.isfinite(data.energy).all()
+    assert data.energy[2] == pytest.approx(kept_energy * HARTREE, rel=RTOL)  # rows: C1H4N4O4[0], C1H5N3O5[0], ...
+
+
+@pytest.mark.parametrize("name, frames", [("rmd17_ethanol_reduced_100.xyz", 100),
+                                          ("md17_ethanol_sampledata_2000.xyz", 2000)])
+def test_extxyz_values_are_the_file_values(shared, name, frames):
+    path = shared / "extxyz" / name
+    data, counts = load_file(path, "extxyz", "kcal/mol", "Angstrom")
+    assert counts["kept"] == frames
+    for s in (0, 1, frames - 1):
+        numbers, energy, positions, forces = xyz_frame(path, s)
+        assert_frame(data, s, numbers, positions, energy * KCAL, forces * KCAL)
+
+
+def test_extxyz_other_key_names_come_from_info_and_arrays(shared, tmp_path):
+    text = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text()
+    path = tmp_path / "renamed.xyz"
+    path.write_text(text.replace(" energy=", " REF_energy=").replace(":forces:R:3", ":REF_forces:R:3"))
+    data, _ = load_file(path, "extxyz", "kcal/mol", "Angstrom", energy_key="REF_energy", forces_key="REF_forces")
+    reference, _ = load_file(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol", "Angstrom")
+    assert content_hash(data) == content_hash(reference)
+    with pytest.raises(RunError, match=r"renamed\.xyz frame 0 has no energy 'energy'.*energy_key"):
+        load_file(path, "extxyz", "kcal/mol", "Angstrom")
+
+
+def test_asedb_matches_the_extxyz_it_was_written_from(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":10")
+    with ase.db.connect(tmp_path / "ethanol.db") as db:
+        for atoms in frames:
+            db.write(atoms)
+    data, counts = load_file(tmp_path / "ethanol.db", "asedb", "kcal/mol", "Angstrom")
+    reference, _ = load_file(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol", "Angstrom")
+    assert counts["kept"] == 10
+    assert content_hash(data) == content_hash(reference.subset(range(10)))
+
+
+def test_asedb_is_read_whatever_its_name_and_never_written(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    with ase.db.connect(tmp_path / "e.sqlite", type="db") as db:
+        for atoms in ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":3"):
+            db.write(atoms)
+    before = (tmp_path / "e.sqlite").read_bytes()
+    assert load_file(tmp_path / "e.sqlite", "asedb", "kcal/mol", "Angstrom")[1]["kept"] == 3
+    assert (tmp_path / "e.sqlite").read_bytes() == before
+    (tmp_path / "empty.db").write_bytes(b"")
+    with pytest.raises(RunError, match=r"asedb file .*empty\.db is empty; check data.source.file"):
+        load_file(tmp_path / "empty.db", "asedb", "eV", "Angstrom")
+    assert (tmp_path / "empty.db").read_bytes() == b""
+
+
+def test_an_sqlite_file_without_ase_tables_is_named_as_such(tmp_path):
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
+        db.execute("CREATE TABLE molecules (smiles TEXT)")
+        db.commit()
+    with pytest.raises(RunError, match=r"asedb file .*other\.db is an SQLite database without ASE's tables \(it has "
+                                       r"\['molecules'\]\); write it with ase.db"):
+        load_file(tmp_path / "other.db", "asedb", "eV", "Angstrom")
+
+
+def test_md17_missing_key_and_wrong_shapes_are_named(shared, tmp_path):
+    raw = dict(np.load(shared / "md17" / "md17_ethanol_first2000.npz"))
+    raw = {key: value[:4] if key != "z" else value for key, value in raw.items()}
+    np.savez(tmp_path / "nof.npz", R=raw["R"], z=raw["z"], E=raw["E"])
+    with pytest.raises(RunError, match=r"md17 file .*nof\.npz has no key 'F'"):
+        load_file(tmp_path / "nof.npz", "md17", "kcal/mol", "Angstrom")
+    np.savez(tmp_path / "shape.npz", **{**raw, "F": raw["F"][:, :8]})
+    with pytest.raises(RunError, match=r"shape\.npz: 'F' has shape \(4, 8, 3\), expected \(4, 9, 3\)"):
+        load_file(tmp_path / "shape.npz", "md17", "kcal/mol", "Angstrom")
+    np.savez(tmp_path / "energy.npz", **{**raw, "E": raw["E"][:3]})
+    with pytest.raises(RunError, match=r"energy\.npz: 'E' has shape \(3, 1\)"):
+        load_file(tmp_path / "energy.npz", "md17", "kcal/mol", "Angstrom")
+    with pytest.raises(RunError, match=r"rmd17 file .*energy\.npz has no key 'nuclear_charges'"):
+        load_file(tmp_path / "energy.npz", "rmd17", "kcal/mol", "Angstrom")
+
+
+def test_truncated_npz_hdf5_and_extxyz_are_unreadable(shared, tmp_path):
+    for source, name, format in (("md17/md17_ethanol_first2000.npz", "cut.npz", "md17"),
+                                 ("ani/ani1x_n5.hdf5", "cut.hdf5", "ani1x"),
+                                 ("extxyz/rmd17_ethanol_reduced_100.xyz", "cut.xyz", "extxyz")):
+        blob = (shared / source).read_bytes()
+        (tmp_path / name).write_bytes(blob[: len(blob) // 2])
+        with pytest.raises(RunError, match=rf"{format} file .*{name.replace('.', '[.]')} is unreadable or truncated"):
+            load_file(tmp_path / name, format, "kcal/mol", "Angstrom")
+
+
+def test_ani1x_group_missing_forces_is_named(shared, tmp_path):
+    import h5py
+
+    path = tmp_path / "ani.hdf5"
+    shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
+    with h5py.File(path, "r+") as handle:
+        del handle["C1H5N3O5/wb97x_dz.forces"]
+    with pytest.raises(RunError, match=r"ani1x file .*ani\.hdf5: group 'C1H5N3O5' has no forces at the level of "
+                                       r"data.source.energy_key 'wb97x_dz.energy' \(no 'wb97x_dz\.forces'\)"):
+        load_file(path, "ani1x", "Hartree", "Angstrom")
+
+
+@pytest.mark.parametrize("format, suffix", [("md17", ".npz"), ("rmd17", ".npz"), ("ani1x", ".hdf5"),
+                                            ("extxyz", ".xyz"), ("asedb", ".db")])
+def test_csv_garbage_is_rejected_for_every_format(tmp_path, format, suffix):
+    path = tmp_path / f"garbage{suffix}"
+    path.write_text("smiles,energy\nCCO,-97000.1\nCCC,oops\n")
+    with pytest.raises(RunError, match=rf"{format} file .*garbage\{suffix} is unreadable or truncated"):
+        load_file(path, format, "eV", "Angstrom")
+
+
+def test_periodic_frames_are_refused_naming_the_file_and_frame(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":3")
+    frames[1].set_cell([12.0, 12.0, 12.0])
+    frames[1].pbc = True
+    ase.io.write(tmp_path / "box.xyz", frames, format="extxyz")
+    with pytest.raises(RunError, match=r"extxyz file .*box\.xyz frame 1 is periodic \(pbc T T T\): chemspec trains "
+                                       r"on isolated molecules only.*write them without a cell"):
+        load_file(tmp_path / "box.xyz", "extxyz", "kcal/mol", "Angstrom")
+    frames[1].pbc = [True, False, False]
+    with ase.db.connect(tmp_path / "box.db") as db:
+        for atoms in frames:
+            db.write(atoms)
+    with pytest.raises(RunError, match=r"asedb file .*box\.db row 2 is periodic \(pbc T F F\)"):
+        load_file(tmp_path / "box.db", "asedb", "kcal/mol", "Angstrom")
+
+
+def test_a_file_structure_with_coincident_atoms_is_refused_naming_it(shared, tmp_path):
+    import ase.io
+
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":4")
+    frames[2].positions[5] = frames[2].positions[0]
+    ase.io.write(tmp_path / "clash.xyz", frames, format="extxyz")
+    with pytest.raises(RunError, match=r"extxyz file .*clash\.xyz: structure 2 \(counting from 0 in the order of the "
+                                       r"file\) has two atoms 0 Å apart, below 0\.1 Å.*remove that structure"):
+        load_file(tmp_path / "clash.xyz", "extxyz", "kcal/mol", "Angstrom")
+
+
+def test_an_empty_extxyz_says_it_holds_no_structures(tmp_path):
+    (tmp_path / "empty.xyz").write_text("")
+    with pytest.raises(RunError, match=r"extxyz file .*empty\.xyz holds no structures; check data.source.file"):
+        load_file(tmp_path / "empty.xyz", "extxyz", "kcal/mol", "Angstrom")
+
+
+def test_missing_file_unknown_format_and_unit_are_rejected(tmp_path):
+    with pytest.raises(RunError, match=r"md17 file .*absent\.npz does not exist; check data.source.file"):
+        load_file(tmp_path / "absent.npz", "md17", "eV", "Angstrom")
+    with pytest.raises(RunError, match="format 'pdb' is unknown"):
+        load_file(tmp_path / "absent.npz", "pdb", "eV", "Angstrom")
+    with pytest.raises(RunError, match="'kcal' / length 'Angstrom' not known"):
+        load_file(tmp_path / "absent.npz", "md17", "kcal", "Angstrom")
