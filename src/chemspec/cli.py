@@ -246,14 +246,23 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     for key in cells["removed"]:
         click.echo(f"  - cell {key}")
     for row in cells["changed"]:
-        click.echo(f"  ~ cell {row['cell']}: val loss {row['val_loss_before']:.4g} -> {row['val_loss_after']:.4g}")
+        status = (f"{row['status_before']} -> {row['status_after']}, "
+                  if row["status_before"] != row["status_after"] else "")
+        click.echo(f"  ~ cell {row['cell']}: {status}val loss {_loss(row['val_loss_before'])} -> "
+                   f"{_loss(row['val_loss_after'])}")
     for row in cells["generation"]:
         click.echo(f"  ~ cell {row['cell']}: {row['metric']} {row['before']} -> {row['after']}")
-    for row in result["exponents"]:
-        if row["before"] != row["after"]:
-            flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
-            click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {row['before']} -> "
-                       f"{row['after']} ({flag} at {result['confidence']:.0%})")
+    changed = [row for row in result["exponents"] if row["before"] != row["after"]]
+    for row in changed:
+        flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
+        click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {row['before']} -> "
+                   f"{row['after']} ({flag} at {result['confidence']:.0%})")
+    if any(row["significant"] is not None for row in changed):
+        click.echo(f"  (significance: {result['test']})")
+
+
+def _loss(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 
 @cli.command()

@@ -66,6 +66,17 @@ def test_joint_law_is_reported_as_alpha_and_beta_rows():
     assert (beta["axis"], beta["law"]) == ("data", "joint") and beta["exponent"] == pytest.approx(0.4, rel=1e-3)
 
 
+def test_every_fit_row_records_its_residual_degrees_of_freedom():
+    """n − p, which `chemspec diff` needs to test a change in an exponent (p = 2, 3 and 5)."""
+    rng = np.random.default_rng(1)
+    rows = [{"model": m, "params": p, "data_size": n, "status": "ok",
+             "val_loss": (1.5 + 40 * p ** -0.3 + 300 * n ** -0.4) * np.exp(rng.normal(0, 0.01))}
+            for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6), ("l", 1e7)) for n in (1e3, 1e4, 1e5, 1e6)]
+    flat, _ = fits(rows, ["power", "saturating", "joint"], 0.95)
+    assert {(f["law"], f["status"], f["dof"]) for f in flat} == {("power", "ok", 2), ("saturating", "ok", 1),
+                                                                  ("joint", "ok", 11)}
+
+
 def test_statistics_report_rank_correlations_and_monotonicity():
     rows = [{"cell": f"{m}-{n}", "model": m, "params": p, "data_size": n, "val_loss": 10 * p ** -0.1 * n ** -0.2,
              "wall_time_s": p / 1e4, "status": "ok"} for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6))
