@@ -199,11 +199,12 @@ def archive() -> None:
 @click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
 def archive_ls(root: str) -> None:
     """List archived runs (manifests); * marks each study's newest."""
-    runs, problems = api.archive_ls(root)
+    runs, problems, leftovers = api.archive_ls(root)
     for run in runs:
         mark = "*" if run["current"] else " "
         click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {run['cells']:>4} cells  "
                    f"commit {run['commit'] or '-':<12}  {run['compute_hours']:.4f} h")
+    _notes(leftovers)
     if problems:
         click.echo("error: archive ls could not read:\n" + "\n".join(f"  {p}" for p in problems), err=True)
         raise click.exceptions.Exit(1)
@@ -221,8 +222,14 @@ def show(manifest_id: str, root: str) -> None:
 @click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
 def verify(root: str) -> None:
     """Re-hash every archived object; exit 1 on any missing or corrupt object."""
-    checked = api.archive_verify(root)
+    checked, leftovers = api.archive_verify(root)
     click.echo(f"{checked} objects verified in {root}")
+    _notes(leftovers)
+
+
+def _notes(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"note: {line}", err=True)
 
 
 @cli.command()

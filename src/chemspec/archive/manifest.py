@@ -101,7 +101,7 @@ def scan(root: str | Path) -> tuple[list[tuple[str, dict]], list[str]]:
     manifest object that is corrupt or unreadable."""
     store = Store(root)
     found, problems = [], []
-    for path in sorted((Path(root) / "objects").glob("*/*")):
+    for path in store.files()[0]:
         data = path.read_bytes() if path.is_file() else b""
         if data.startswith(b'{') and b'"kind":"chemspec-manifest"' in data:
             try:
@@ -109,6 +109,12 @@ def scan(root: str | Path) -> tuple[list[tuple[str, dict]], list[str]]:
             except (ArchiveError, ValueError) as exc:
                 problems.append(f"manifest {path.name}: {exc}")
     return found, problems
+
+
+def leftovers(root: str | Path) -> list[str]:
+    """A line for each file under objects/ that is no object: what a write killed before its rename left."""
+    return [f"{path}: leftover from an interrupted write, not an object; delete it"
+            for path in Store(root).files()[1]]
 
 
 def manifests(root: str | Path) -> list[tuple[str, dict]]:
@@ -142,7 +148,7 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
     manifest names (current and earlier runs), is there and intact; return how many objects were
     re-hashed and a line for each problem."""
     store = Store(root)
-    studies, stored = store.studies(), [p.name for p in sorted((Path(root) / "objects").glob("*/*"))]
+    studies, stored = store.studies(), [p.name for p in store.files()[0]]
     if not (studies or stored):
         raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
                            "with --root")
