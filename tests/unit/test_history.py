@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from scipy import stats
 
-from chemspec.archive import Store
 from chemspec.archive.history import exponent_changes
+from tests.conftest import archive_commit
 
 
 def _cell(model: str, size: int, loss: float | None, status: str = "ok") -> dict:
@@ -22,19 +22,6 @@ def _fit(exponent: float, se: float, n: int = 3, law: str = "power", **extra) ->
     half = stats.t.ppf(0.975, extra.get("dof", n - {"power": 2, "joint": 5}[law])) * se
     return {"axis": "data", "group": "xs", "law": law, "n": n, "status": "ok", "exponent": exponent,
             "ci": [exponent - half, exponent + half], "confidence": 0.95, **extra}
-
-
-def archive_commit(root, cells: list[dict], fits: list[dict], study: str = "s") -> str:
-    """Archive a run of `study` in the repository at `root` and commit it; the manifest id."""
-    store = Store(root / "archive")
-    objects = {"spec": store.put_json({"study": study, "fit": {"confidence": 0.95}}),
-               "cells": store.put_json(cells), "fit": store.put_json({"fits": fits, "confidence": 0.95})}
-    digest = store.put_json({"kind": "chemspec-manifest", "study": study, "objects": objects, "checkpoints": {},
-                             "provenance": {"git": {"commit": None}, "compute_hours": 0.0}})
-    store.set_ref(study, digest)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-qm", f"archive {study}"], cwd=root, check=True)
-    return digest
 
 
 @pytest.fixture

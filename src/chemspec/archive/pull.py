@@ -21,20 +21,43 @@ NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selec
          "fit": "fit.json", "cells": "cells.json", "timing": "timing.json"}
 
 
-def resolve(target: str, cwd: Path) -> str:
-    """A git revision for `target`: itself if git knows it, else the commit whose archive holds that manifest."""
-    if (commit := commit_of(target, cwd)) is not None:
-        return commit
+def _archived(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
+    """{manifest id: (newest commit whose archive refs name it, its study)} for ids starting with `prefix`."""
+    found: dict[str, tuple[str, str]] = {}
+    if not all(c in "0123456789abcdef" for c in prefix):
+        return found
     log = subprocess.run(["git", "log", "--format=%H", "--", "archive/refs"], cwd=cwd, capture_output=True,
                          text=True)
     for commit in log.stdout.split():
         snapshot = Snapshot(commit, cwd=cwd)
         for study in snapshot.studies():
             digest = manifest_digest(snapshot.read(f"refs/{study}.json"), f"{commit}:archive/refs/{study}.json")
-            if digest.startswith(target):
-                return commit
-    raise ArchiveError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
-                       "`chemspec archive ls` lists manifests")
+            if digest.startswith(prefix):
+                found.setdefault(digest, (commit, study))
+    return found
+
+
+def resolve(target: str, study: str | None, cwd: Path) -> tuple[str, str, str]:
+    """(commit, study, manifest id) of the run `target` names: a git revision (with `study`, or the only
+    study archived there), or a manifest id (or its start) archived in this history, whose study it is."""
+    commit, runs = commit_of(target, cwd), _archived(target, cwd)
+    if commit is not None and runs:
+        raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
+                           f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")
+    if commit is not None:
+        digest, manifest = Snapshot(commit, cwd=cwd).manifest(study)
+        return commit, manifest["study"], digest
+    if len(runs) > 1:
+        listed = ", ".join(f"{digest[:16]} ({name})" for digest, (_, name) in sorted(runs.items()))
+        raise ArchiveError(f"{len(runs)} archived manifests start with {target!r}: {listed}; give more characters")
+    if not runs:
+        raise ArchiveError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
+                           "`chemspec archive ls` lists manifests")
+    ((digest, (commit, name)),) = runs.items()
+    if study is not None and study != name:
+        raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study, or "
+                           f"give a manifest of {study!r} (`chemspec archive ls`)")
+    return commit, name, digest
 
 
 def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path = ".") -> dict:
@@ -42,9 +65,9 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
     cwd, to = Path(cwd), Path(to)
     if to.exists() and any(to.iterdir()):
         raise ArchiveError(f"--to {to} is not empty; choose a new directory")
-    rev = resolve(target, cwd)
+    rev, _, digest = resolve(target, study, cwd)
     snapshot = Snapshot(rev, cwd=cwd)
-    digest, manifest = snapshot.manifest(study)
+    manifest = snapshot.json(digest)
     with atomic_dir(to) as tmp:
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):
