@@ -282,6 +282,9 @@ def pull(target: str, to: str | None, study: str | None) -> None:
     result = api.pull(target, to, study)
     click.echo(f"pulled study {result['study']} (manifest {result['manifest'][:12]} at {result['rev'][:12]}): "
                f"{result['objects']} objects, {result['checkpoints']} checkpoints -> {result['to']}")
+    if result["unchecked"]:
+        _notes([f"{result['unchecked']} checkpoints were archived before chemspec recorded their hashes, so "
+                "they are as the remote returned them, unchecked"])
 
 
 @cli.command()

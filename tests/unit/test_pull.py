@@ -54,3 +54,61 @@ def test_a_revision_still_needs_study_where_several_are_archived(cli, two_studie
     assert "name one with --study" in cli("pull", "HEAD", "--to", "h", cwd=root).err
     pulled = cli("pull", "HEAD", "--to", "h", "--study", "beta", cwd=root)
     assert pulled.code == 0 and "pulled study beta" in pulled.out, pulled.err
+
+
+@pytest.fixture
+def with_checkpoint(tmp_path, git_env, monkeypatch, request):
+    """A project whose archived run names one DVC-tracked checkpoint (with its hash, unless the test's
+    parameter is False, as manifests written before hashes were recorded), pushed to a folder remote, and
+    a fresh clone of it (no DVC cache: checkpoints come from the remote)."""
+    from chemspec.runtime.io import sha256_tree
+
+    project, store = tmp_path / "project", tmp_path / "store"
+    model = project / "results" / "s" / "train" / "xs-100" / "model"
+    model.mkdir(parents=True)
+    (model / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "add", "-q", "results/s/train/xs-100/model"],
+                 ["dvc", "remote", "add", "--local", "default", str(store)], ["dvc", "push", "-q", "-r", "default"]):
+        subprocess.run(args, cwd=project, check=True, capture_output=True)
+    archive_commit(project, _cells(1.0), [], checkpoints={"xs-100": "results/s/train/xs-100/model"},
+                   spec_archive={"remote": "default"},
+                   **({"checkpoint_sha256": {"xs-100": sha256_tree(model)}} if getattr(request, "param", True) else {}))
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    monkeypatch.setenv("CHEMSPEC_REMOTE", str(store))
+    return clone, store
+
+
+def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_checkpoint):
+    clone, _ = with_checkpoint
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 0 and "1 checkpoints" in result.out and result.err == "", result.err
+    assert (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").read_bytes() == bytes(range(256)) * 64
+
+
+def test_a_checkpoint_damaged_on_the_remote_is_refused_and_nothing_is_pulled(cli, with_checkpoint):
+    clone, store = with_checkpoint
+    (blob,) = [p for p in store.rglob("*") if p.is_file() and p.stat().st_size == 256 * 64]
+    blob.chmod(0o644)
+    blob.write_bytes(b"X" + blob.read_bytes()[1:])
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 1 and f"remote 'default' ({store})" in result.err, result.err
+    assert "checkpoint xs-100 (results/s/train/xs-100/model)" in result.err and "is not the one archived" in result.err
+    assert not (clone / "run").exists()
+
+
+def test_a_missing_folder_remote_is_named_not_blamed_on_dvc_push(cli, with_checkpoint, tmp_path, monkeypatch):
+    clone, _ = with_checkpoint
+    monkeypatch.setenv("CHEMSPEC_REMOTE", str(tmp_path / "nonexistent"))
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 1 and "dvc push" not in result.err.split(";")[0], result.err
+    assert f"remote 'default' is the folder {tmp_path / 'nonexistent'}, which does not exist" in result.err
+    assert not (clone / "run").exists()
+
+
+@pytest.mark.parametrize("with_checkpoint", [False], indirect=True)
+def test_a_run_archived_before_checkpoint_hashes_still_pulls_with_a_note(cli, with_checkpoint):
+    clone, _ = with_checkpoint
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 0 and (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").is_file(), result.err
+    assert "note: 1 checkpoints were archived before chemspec recorded their hashes" in result.err
