@@ -162,6 +162,29 @@ def test_the_fit_stage_charges_every_kept_rank_to_the_training_cost(tmp_path):
     assert spent["exhaustive_s"] == 2400.0 and spent["saving"] == pytest.approx(1 - 920 / 2400, abs=1e-4)
 
 
+def test_a_fit_stage_that_fails_midway_leaves_the_previous_tables_and_plots_together(tmp_path, monkeypatch):
+    from chemspec.compiler.cells import FitCell
+    from chemspec.runtime import plots
+    from chemspec.runtime.fit import run_fit
+
+    def cell(loss: float) -> FitCell:
+        runs = {f"{m}-{n}": (loss * 10 / n, 1.0) for m in ("xs", "s") for n in (100, 200, 300)}
+        return FitCell(study="s", laws=["power"], confidence=0.9, bootstrap=0, metrics=_metrics(tmp_path, runs),
+                       generation={}, selected=str(tmp_path / "none.json"), out_dir=str(tmp_path / "fit"))
+
+    run_fit(cell(1.0))
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "fit").rglob("*") if p.is_file()}
+
+    def broken(*args):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(plots, "write_plots", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        run_fit(cell(2.0))
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "fit").rglob("*") if p.is_file()}
+    assert after == before and {p.name for p in before} >= {"cells.json", "fit.json", "scaling.png"}
+
+
 def test_a_run_that_ended_with_a_non_finite_validation_loss_is_left_out_not_the_whole_fit(tmp_path):
     from chemspec.runtime.fit import cells_table, fits, read_runs
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
-from chemspec.runtime.io import read_json, write_json
+from chemspec.runtime.io import read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
 
 MIN_POINTS = 3
@@ -252,8 +252,8 @@ def run_fit(cell: FitCell) -> dict:
                           "cost": cost(selected, [r["wall_time_s"] for r in runs.values()]),
                           "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence),
                           "generation": generation})
-    out = Path(cell.out_dir)
-    write_json(out / "cells.json", rows)
-    write_plots(rows, result, out / "plots", cell.study)
-    write_json(out / "fit.json", result)
+    with staged(cell.out_dir) as tmp:  # the report reads cells.json, fit.json and plots as one set
+        write_json(tmp / "cells.json", rows)
+        write_plots(rows, result, tmp / "plots", cell.study)
+        write_json(tmp / "fit.json", result)
     return result
