@@ -159,7 +159,8 @@ def test_a_temporary_file_left_by_a_killed_write_is_named_not_fatal(cli, tmp_pat
     leftover.write_bytes(b'{"kind":"chemspec-manifest","stu')
     listed = cli("archive", "ls", cwd=tmp_path)
     assert listed.code == 0 and f"* {new[:16]}" in listed.out, listed.err
-    assert f"note: {leftover.relative_to(tmp_path)}: leftover from an interrupted write, not an object; delete it" in listed.err
+    note = f"note: {leftover.relative_to(tmp_path)}: leftover from an interrupted write, not an object; delete it"
+    assert note in listed.err
     verified = cli("archive", "verify", cwd=tmp_path)
     assert verified.code == 0 and "6 objects verified" in verified.out, verified.err
     assert "leftover from an interrupted write" in verified.err

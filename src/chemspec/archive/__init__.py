@@ -6,5 +6,5 @@ from chemspec.archive.pull import pull
 from chemspec.archive.remote import ensure_remote
 from chemspec.archive.store import Store
 
-__all__ = ["Snapshot", "Store", "diff", "ensure_remote", "find", "leftovers", "manifests", "pull", "run_archive", "scan",
-           "verify", "walk"]
+__all__ = ["Snapshot", "Store", "diff", "ensure_remote", "find", "leftovers", "manifests", "pull", "run_archive",
+           "scan", "verify", "walk"]

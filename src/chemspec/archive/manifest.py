@@ -3,10 +3,10 @@
 Results and bookkeeping are kept apart: each cell's metrics object holds only what training decided
 (losses, parameters, hyperparameters), while wall time and device go to a separate timing object,
 so two runs that reach the same results give the same per-cell hashes. The summary objects (cells,
-fit, selected, calibration) keep the times that the report's cost sentence and Spearman ρ read. The manifest (itself an object)
-lists objects by role plus provenance, and each checkpoint's DVC path with the sha256 of its files, which
-`chemspec pull` checks what the remote returns against; `archive/refs/<study>.json` points at the newest
-manifest.
+fit, selected, calibration) keep the times that the report's cost sentence and Spearman ρ read.
+The manifest (itself an object) lists objects by role plus provenance, and each checkpoint's DVC
+path with the sha256 of its files, against which `chemspec pull` checks what the remote returns;
+`archive/refs/<study>.json` points at the newest manifest.
 """
 
 from __future__ import annotations
