@@ -199,11 +199,12 @@ def archive() -> None:
 @click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
 def archive_ls(root: str) -> None:
     """List archived runs (manifests); * marks each study's newest."""
-    runs, problems = api.archive_ls(root)
+    runs, problems, leftovers = api.archive_ls(root)
     for run in runs:
         mark = "*" if run["current"] else " "
         click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {run['cells']:>4} cells  "
                    f"commit {run['commit'] or '-':<12}  {run['compute_hours']:.4f} h")
+    _notes(leftovers)
     if problems:
         click.echo("error: archive ls could not read:\n" + "\n".join(f"  {p}" for p in problems), err=True)
         raise click.exceptions.Exit(1)
@@ -221,8 +222,14 @@ def show(manifest_id: str, root: str) -> None:
 @click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
 def verify(root: str) -> None:
     """Re-hash every archived object; exit 1 on any missing or corrupt object."""
-    checked = api.archive_verify(root)
+    checked, leftovers = api.archive_verify(root)
     click.echo(f"{checked} objects verified in {root}")
+    _notes(leftovers)
+
+
+def _notes(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"note: {line}", err=True)
 
 
 @cli.command()
@@ -246,14 +253,23 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     for key in cells["removed"]:
         click.echo(f"  - cell {key}")
     for row in cells["changed"]:
-        click.echo(f"  ~ cell {row['cell']}: val loss {row['val_loss_before']:.4g} -> {row['val_loss_after']:.4g}")
+        status = (f"{row['status_before']} -> {row['status_after']}, "
+                  if row["status_before"] != row["status_after"] else "")
+        click.echo(f"  ~ cell {row['cell']}: {status}val loss {_loss(row['val_loss_before'])} -> "
+                   f"{_loss(row['val_loss_after'])}")
     for row in cells["generation"]:
         click.echo(f"  ~ cell {row['cell']}: {row['metric']} {row['before']} -> {row['after']}")
-    for row in result["exponents"]:
-        if row["before"] != row["after"]:
-            flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
-            click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {row['before']} -> "
-                       f"{row['after']} ({flag} at {result['confidence']:.0%})")
+    changed = [row for row in result["exponents"] if row["before"] != row["after"]]
+    for row in changed:
+        flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
+        click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {row['before']} -> "
+                   f"{row['after']} ({flag} at {result['confidence']:.0%})")
+    if any(row["significant"] is not None for row in changed):
+        click.echo(f"  (significance: {result['test']})")
+
+
+def _loss(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 
 @cli.command()
@@ -266,6 +282,9 @@ def pull(target: str, to: str | None, study: str | None) -> None:
     result = api.pull(target, to, study)
     click.echo(f"pulled study {result['study']} (manifest {result['manifest'][:12]} at {result['rev'][:12]}): "
                f"{result['objects']} objects, {result['checkpoints']} checkpoints -> {result['to']}")
+    if result["unchecked"]:
+        _notes([f"{result['unchecked']} checkpoints were archived before chemspec recorded their hashes, so "
+                "they are as the remote returned them, unchecked"])
 
 
 @cli.command()

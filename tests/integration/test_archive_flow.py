@@ -77,8 +77,10 @@ def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
     pulled = sh("chemspec", "pull", "HEAD~1", "--to", "first", cwd=clone).stdout
-    assert "9 checkpoints" in pulled
+    assert "9 checkpoints" in pulled and "note:" not in pulled
     first = clone / "first"
+    hashes = json.loads((first / "manifest.json").read_text())["checkpoint_sha256"]
+    assert sorted(hashes) == sorted(json.loads((first / "manifest.json").read_text())["checkpoints"])
     for cell in ("xs-200", "s-400", "m-800"):
         assert (first / "checkpoints" / cell / "config.json").is_file()
         assert (first / "checkpoints" / cell / "model.safetensors").is_file()

@@ -151,3 +151,16 @@ def test_archive_ls_lists_the_readable_runs_and_names_what_it_cannot_read(cli, t
     assert broken.code == 1 and f"  {old[:16]}  s" in broken.out, broken.out
     assert f"refs/s.json names manifest {new}, which is missing or corrupt; restore it" in broken.err
     assert f"s: manifest: archive object {new} is missing" in cli("archive", "verify", cwd=tmp_path).err
+
+
+def test_a_temporary_file_left_by_a_killed_write_is_named_not_fatal(cli, tmp_path):
+    store, old, new = _two_runs(tmp_path / "archive")
+    leftover = store.path(new).parent / f".{new}.k3j9x0qa.tmp"
+    leftover.write_bytes(b'{"kind":"chemspec-manifest","stu')
+    listed = cli("archive", "ls", cwd=tmp_path)
+    assert listed.code == 0 and f"* {new[:16]}" in listed.out, listed.err
+    note = f"note: {leftover.relative_to(tmp_path)}: leftover from an interrupted write, not an object; delete it"
+    assert note in listed.err
+    verified = cli("archive", "verify", cwd=tmp_path)
+    assert verified.code == 0 and "6 objects verified" in verified.out, verified.err
+    assert "leftover from an interrupted write" in verified.err

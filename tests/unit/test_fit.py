@@ -66,6 +66,17 @@ def test_joint_law_is_reported_as_alpha_and_beta_rows():
     assert (beta["axis"], beta["law"]) == ("data", "joint") and beta["exponent"] == pytest.approx(0.4, rel=1e-3)
 
 
+def test_every_fit_row_records_its_residual_degrees_of_freedom():
+    """n − p, which `chemspec diff` needs to test a change in an exponent (p = 2, 3 and 5)."""
+    rng = np.random.default_rng(1)
+    rows = [{"model": m, "params": p, "data_size": n, "status": "ok",
+             "val_loss": (1.5 + 40 * p ** -0.3 + 300 * n ** -0.4) * np.exp(rng.normal(0, 0.01))}
+            for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6), ("l", 1e7)) for n in (1e3, 1e4, 1e5, 1e6)]
+    flat, _ = fits(rows, ["power", "saturating", "joint"], 0.95)
+    assert {(f["law"], f["status"], f["dof"]) for f in flat} == {("power", "ok", 2), ("saturating", "ok", 1),
+                                                                  ("joint", "ok", 11)}
+
+
 def test_statistics_report_rank_correlations_and_monotonicity():
     rows = [{"cell": f"{m}-{n}", "model": m, "params": p, "data_size": n, "val_loss": 10 * p ** -0.1 * n ** -0.2,
              "wall_time_s": p / 1e4, "status": "ok"} for m, p in (("xs", 1e4), ("s", 1e5), ("m", 1e6))
@@ -149,6 +160,29 @@ def test_the_fit_stage_charges_every_kept_rank_to_the_training_cost(tmp_path):
     assert len(json.loads((tmp_path / "fit" / "cells.json").read_text())) == 4
     assert spent["train_s"] == 800.0 and spent["spent_s"] == 920.0
     assert spent["exhaustive_s"] == 2400.0 and spent["saving"] == pytest.approx(1 - 920 / 2400, abs=1e-4)
+
+
+def test_a_fit_stage_that_fails_midway_leaves_the_previous_tables_and_plots_together(tmp_path, monkeypatch):
+    from chemspec.compiler.cells import FitCell
+    from chemspec.runtime import plots
+    from chemspec.runtime.fit import run_fit
+
+    def cell(loss: float) -> FitCell:
+        runs = {f"{m}-{n}": (loss * 10 / n, 1.0) for m in ("xs", "s") for n in (100, 200, 300)}
+        return FitCell(study="s", laws=["power"], confidence=0.9, bootstrap=0, metrics=_metrics(tmp_path, runs),
+                       generation={}, selected=str(tmp_path / "none.json"), out_dir=str(tmp_path / "fit"))
+
+    run_fit(cell(1.0))
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "fit").rglob("*") if p.is_file()}
+
+    def broken(*args):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(plots, "write_plots", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        run_fit(cell(2.0))
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "fit").rglob("*") if p.is_file()}
+    assert after == before and {p.name for p in before} >= {"cells.json", "fit.json", "scaling.png"}
 
 
 def test_a_run_that_ended_with_a_non_finite_validation_loss_is_left_out_not_the_whole_fit(tmp_path):

@@ -108,10 +108,10 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])
 
 
-def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str]]:
-    """The archived runs that can be read, newest of each study marked current, and a line for each
-    ref or manifest that cannot be read."""
-    from chemspec.archive import Store, scan
+def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], list[str]]:
+    """The archived runs that can be read, newest of each study marked current, a line for each ref or
+    manifest that cannot be read, and one for each leftover of an interrupted write."""
+    from chemspec.archive import Store, leftovers, scan
 
     store = Store(root)
     found, problems = scan(root)
@@ -130,7 +130,7 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str]]:
                            "with --root")
     return [{"manifest": digest, "study": m["study"], "cells": len(m["objects"].get("train", {})),
              "commit": (m["provenance"]["git"].get("commit") or "")[:12], "current": digest in current,
-             "compute_hours": m["provenance"].get("compute_hours")} for digest, m in found], problems
+             "compute_hours": m["provenance"].get("compute_hours")} for digest, m in found], problems, leftovers(root)
 
 
 def archive_show(prefix: str, root: str | Path = "archive") -> dict:
@@ -194,11 +194,12 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     return finite_json({"study": old["study"], "source": source, "confidence": level, "fits": flat, "joint": joint})
 
 
-def archive_verify(root: str | Path = "archive") -> int:
-    """Re-hash every archived object; return how many were checked, or raise listing each problem."""
-    from chemspec.archive import verify
+def archive_verify(root: str | Path = "archive") -> tuple[int, list[str]]:
+    """Re-hash every archived object; return how many were checked and a line for each leftover of an
+    interrupted write (harmless), or raise listing each problem."""
+    from chemspec.archive import leftovers, verify
 
     checked, problems = verify(root)
     if problems:
         raise ArchiveError("archive verify found problems:\n" + "\n".join(f"  {p}" for p in problems))
-    return checked
+    return checked, leftovers(root)

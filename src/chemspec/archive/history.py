@@ -11,7 +11,6 @@ import json
 import math
 import subprocess
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 from chemspec.archive.store import manifest_digest
@@ -116,18 +115,42 @@ def spec_changes(a: dict, b: dict) -> list[dict]:
             for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
-def _standard_error(fit: dict) -> float | None:
+# Fitted parameters per law, for fit rows written before they recorded their residual degrees of freedom.
+PARAMETERS = {"power": 2, "saturating": 3, "joint": 5}
+TEST_NOTE = ("approximate Welch t test on the Wald standard errors, treating the two runs as independent "
+             "(runs that share cells or data are not, so it can misjudge them)")
+
+
+def _error(fit: dict) -> tuple[float, int] | None:
+    """(standard error, residual degrees of freedom) of a fitted exponent, from its interval."""
     ci, level = fit.get("ci"), fit.get("confidence")
-    if not ci or level is None or fit.get("n", 0) < 3:
+    dof = fit.get("dof")
+    if dof is None and fit.get("law") in PARAMETERS and isinstance(fit.get("n"), int):
+        dof = fit["n"] - PARAMETERS[fit["law"]]
+    if not ci or None in ci or level is None or dof is None or dof < 1:
         return None
     from scipy import stats  # not at module level: it would add a second to every CLI call
 
-    df = max(fit["n"] - 2, 1)
-    return (ci[1] - ci[0]) / (2 * stats.t.ppf(0.5 + level / 2, df))
+    return (ci[1] - ci[0]) / (2 * stats.t.ppf(0.5 + level / 2, dof)), dof
+
+
+def welch(before: dict, after: dict, level: float) -> dict | None:
+    """Welch's t test of the change between two fitted exponents, with Welch–Satterthwaite degrees of
+    freedom; None when either fit lacks an interval to test with."""
+    ea, eb = _error(before), _error(after)
+    if ea is None or eb is None or not (ea[0] > 0 or eb[0] > 0):
+        return None
+    from scipy import stats
+
+    (se_a, df_a), (se_b, df_b) = ea, eb
+    var = se_a ** 2 + se_b ** 2
+    df = var ** 2 / (se_a ** 4 / df_a + se_b ** 4 / df_b)
+    t = (after["exponent"] - before["exponent"]) / math.sqrt(var)
+    return {"t": t, "df": df, "significant": bool(abs(t) > stats.t.ppf(0.5 + level / 2, df))}
 
 
 def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
-    """Each fitted exponent in both runs, with an approximate test of the change (independent normal errors)."""
+    """Each fitted exponent in both runs, with an approximate test of the change (see TEST_NOTE)."""
     key = lambda f: (f["axis"], str(f["group"]), f["law"])  # noqa: E731
     before, after = {key(f): f for f in a}, {key(f): f for f in b}
     rows = []
@@ -137,11 +160,7 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
                      "before": fa and fa.get("exponent"), "ci_before": fa and fa.get("ci"),
                      "after": fb and fb.get("exponent"), "ci_after": fb and fb.get("ci"), "significant": None}
         if row["before"] is not None and row["after"] is not None:
-            se_a, se_b = _standard_error(fa), _standard_error(fb)
-            if se_a is not None and se_b is not None:
-                z = (row["after"] - row["before"]) / math.hypot(se_a, se_b)
-                row["z"] = z
-                row["significant"] = bool(abs(z) > NormalDist().inv_cdf(0.5 + level / 2))
+            row.update(welch(fa, fb, level) or {})
         rows.append(row)
     return rows
 
@@ -152,14 +171,28 @@ def _generation_changes(key: str, before: dict, after: dict) -> list[dict]:
             for m in sorted(set(ga) | set(gb)) if ga.get(m) != gb.get(m)]
 
 
+def _loss(cell: dict) -> float | None:
+    value = cell.get("val_loss")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _cell_change(key: str, before: dict, after: dict) -> dict | None:
+    """How one cell's status and validation loss changed; None when neither did. A loss is null where
+    the cell diverged or failed, so the change in loss is given only where both are numbers."""
+    la, lb = _loss(before), _loss(after)
+    sa, sb = before.get("status", "ok"), after.get("status", "ok")
+    if la == lb and sa == sb:
+        return None
+    return {"cell": key, "status_before": sa, "status_after": sb, "val_loss_before": la, "val_loss_after": lb,
+            "delta": lb - la if la is not None and lb is not None else None}
+
+
 def cell_changes(a: list[dict], b: list[dict]) -> dict:
     key = lambda c: f"{c['model']}-{c['data_size']}"  # noqa: E731
     before, after = {key(c): c for c in a}, {key(c): c for c in b}
     common = sorted(set(before) & set(after))
     return {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
-            "changed": [{"cell": k, "val_loss_before": before[k]["val_loss"], "val_loss_after": after[k]["val_loss"],
-                         "delta": after[k]["val_loss"] - before[k]["val_loss"]}
-                        for k in common if before[k]["val_loss"] != after[k]["val_loss"]],
+            "changed": [change for k in common if (change := _cell_change(k, before[k], after[k])) is not None],
             "generation": [change for k in common for change in _generation_changes(k, before[k], after[k])]}
 
 
@@ -176,4 +209,4 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
             "cells": cell_changes(a.json(man_a["objects"]["cells"]), b.json(man_b["objects"]["cells"])),
             "exponents": exponent_changes(a.json(man_a["objects"]["fit"])["fits"],
                                           b.json(man_b["objects"]["fit"])["fits"], level),
-            "confidence": level}
+            "confidence": level, "test": TEST_NOTE}

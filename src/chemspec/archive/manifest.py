@@ -2,8 +2,11 @@
 
 Results and bookkeeping are kept apart: each cell's metrics object holds only what training decided
 (losses, parameters, hyperparameters), while wall time and device go to a separate timing object,
-so archiving the same results twice gives the same result hashes. The manifest (itself an object)
-lists objects by role plus provenance; `archive/refs/<study>.json` points at the newest manifest.
+so two runs that reach the same results give the same per-cell hashes. The summary objects (cells,
+fit, selected, calibration) keep the times that the report's cost sentence and Spearman ρ read.
+The manifest (itself an object) lists objects by role plus provenance, and each checkpoint's DVC
+path with the sha256 of its files, against which `chemspec pull` checks what the remote returns;
+`archive/refs/<study>.json` points at the newest manifest.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler.cells import ArchiveCell
 from chemspec.errors import ArchiveError
-from chemspec.runtime.io import read_json
+from chemspec.runtime.io import read_json, sha256_tree
 
 TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s", "train_tokens_per_s", "peak_gpu_memory_mb",
                "matmul_bf16_tflops", "mfu_datasheet", "mfu_measured")
@@ -81,12 +84,14 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
     seconds = sum(t.get("wall_time_s", 0.0) + t.get("sampling_s", 0.0) for group in timing.values()
                   for t in group.values())
     device = next((t["device"] for group in timing.values() for t in group.values() if "device" in t), None)
+    models = {key: Path(path).parent / "model" for key, path in sorted(metrics.items())
+              if (Path(path).parent / "model").is_dir()}
     manifest = {
         "kind": "chemspec-manifest", "version": 1, "study": cell.study, "seed": cell.seed,
         "spec_sha256": json_digest(cell.spec),
         "objects": objects, "cells": identities,
-        "checkpoints": {key: (Path(path).parent / "model").as_posix() for key, path in sorted(metrics.items())
-                        if (Path(path).parent / "model").is_dir()},
+        "checkpoints": {key: model.as_posix() for key, model in models.items()},
+        "checkpoint_sha256": {key: sha256_tree(model) for key, model in models.items()},
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
                        "git": git_state(Path.cwd()), "versions": versions(), "device": device,
                        "compute_hours": round(seconds / 3600, 6)},
@@ -101,7 +106,7 @@ def scan(root: str | Path) -> tuple[list[tuple[str, dict]], list[str]]:
     manifest object that is corrupt or unreadable."""
     store = Store(root)
     found, problems = [], []
-    for path in sorted((Path(root) / "objects").glob("*/*")):
+    for path in store.files()[0]:
         data = path.read_bytes() if path.is_file() else b""
         if data.startswith(b'{') and b'"kind":"chemspec-manifest"' in data:
             try:
@@ -109,6 +114,12 @@ def scan(root: str | Path) -> tuple[list[tuple[str, dict]], list[str]]:
             except (ArchiveError, ValueError) as exc:
                 problems.append(f"manifest {path.name}: {exc}")
     return found, problems
+
+
+def leftovers(root: str | Path) -> list[str]:
+    """A line for each file under objects/ that is no object: what a write killed before its rename left."""
+    return [f"{path}: leftover from an interrupted write, not an object; delete it"
+            for path in Store(root).files()[1]]
 
 
 def manifests(root: str | Path) -> list[tuple[str, dict]]:
@@ -142,7 +153,7 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
     manifest names (current and earlier runs), is there and intact; return how many objects were
     re-hashed and a line for each problem."""
     store = Store(root)
-    studies, stored = store.studies(), [p.name for p in sorted((Path(root) / "objects").glob("*/*"))]
+    studies, stored = store.studies(), [p.name for p in store.files()[0]]
     if not (studies or stored):
         raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
                            "with --root")

@@ -15,26 +15,49 @@ from chemspec.archive.manifest import walk
 from chemspec.archive.store import manifest_digest
 from chemspec.archive.remote import remote_options
 from chemspec.errors import ArchiveError
-from chemspec.runtime.io import atomic_dir, write_bytes
+from chemspec.runtime.io import atomic_dir, sha256_tree, write_bytes
 
 NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selected": "selected.json",
          "fit": "fit.json", "cells": "cells.json", "timing": "timing.json"}
 
 
-def resolve(target: str, cwd: Path) -> str:
-    """A git revision for `target`: itself if git knows it, else the commit whose archive holds that manifest."""
-    if (commit := commit_of(target, cwd)) is not None:
-        return commit
+def _archived(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
+    """{manifest id: (newest commit whose archive refs name it, its study)} for ids starting with `prefix`."""
+    found: dict[str, tuple[str, str]] = {}
+    if not all(c in "0123456789abcdef" for c in prefix):
+        return found
     log = subprocess.run(["git", "log", "--format=%H", "--", "archive/refs"], cwd=cwd, capture_output=True,
                          text=True)
     for commit in log.stdout.split():
         snapshot = Snapshot(commit, cwd=cwd)
         for study in snapshot.studies():
             digest = manifest_digest(snapshot.read(f"refs/{study}.json"), f"{commit}:archive/refs/{study}.json")
-            if digest.startswith(target):
-                return commit
-    raise ArchiveError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
-                       "`chemspec archive ls` lists manifests")
+            if digest.startswith(prefix):
+                found.setdefault(digest, (commit, study))
+    return found
+
+
+def resolve(target: str, study: str | None, cwd: Path) -> tuple[str, str, str]:
+    """(commit, study, manifest id) of the run `target` names: a git revision (with `study`, or the only
+    study archived there), or a manifest id (or its start) archived in this history, whose study it is."""
+    commit, runs = commit_of(target, cwd), _archived(target, cwd)
+    if commit is not None and runs:
+        raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
+                           f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")
+    if commit is not None:
+        digest, manifest = Snapshot(commit, cwd=cwd).manifest(study)
+        return commit, manifest["study"], digest
+    if len(runs) > 1:
+        listed = ", ".join(f"{digest[:16]} ({name})" for digest, (_, name) in sorted(runs.items()))
+        raise ArchiveError(f"{len(runs)} archived manifests start with {target!r}: {listed}; give more characters")
+    if not runs:
+        raise ArchiveError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
+                           "`chemspec archive ls` lists manifests")
+    ((digest, (commit, name)),) = runs.items()
+    if study is not None and study != name:
+        raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study, or "
+                           f"give a manifest of {study!r} (`chemspec archive ls`)")
+    return commit, name, digest
 
 
 def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path = ".") -> dict:
@@ -42,9 +65,9 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
     cwd, to = Path(cwd), Path(to)
     if to.exists() and any(to.iterdir()):
         raise ArchiveError(f"--to {to} is not empty; choose a new directory")
-    rev = resolve(target, cwd)
+    rev, _, digest = resolve(target, study, cwd)
     snapshot = Snapshot(rev, cwd=cwd)
-    digest, manifest = snapshot.manifest(study)
+    manifest = snapshot.json(digest)
     with atomic_dir(to) as tmp:
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):
@@ -52,15 +75,44 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
             write_bytes(tmp / name, snapshot.object(obj))
         checkpoints = manifest.get("checkpoints", {})
         if checkpoints:
-            from dvc.api import DVCFileSystem
-
             remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
-            fs = DVCFileSystem(str(cwd), rev=rev, **remote_options(cwd, remote))
-            for key, path in sorted(checkpoints.items()):
-                try:
-                    fs.get(path, str(tmp / "checkpoints" / key), recursive=True)
-                except Exception as exc:  # DVC raises many kinds; each means the same to the user
-                    raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched: {exc}; "
-                                       "was `dvc push` run after that `dvc repro`?") from None
+            _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), tmp / "checkpoints", rev, remote, cwd)
+    unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
     return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
-            "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints)}
+            "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints), "unchecked": len(unchecked)}
+
+
+def _missing_folder(url: str, cwd: Path) -> Path | None:
+    """The folder a local remote's `url` names, when it does not exist; None for any other remote."""
+    if "://" in url and not url.startswith("file://"):
+        return None
+    folder = Path(url.removeprefix("file://")).expanduser()
+    folder = folder if folder.is_absolute() else cwd / ".dvc" / folder  # DVC reads it beside its config
+    return None if folder.exists() else folder
+
+
+def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev: str, remote: str,
+           cwd: Path) -> None:
+    """Each checkpoint at `rev` into `into`/<key> through DVC, checked against the hash archived with it
+    (manifests written before hashes were recorded have none, and their checkpoints are taken as they come)."""
+    from dvc.api import DVCFileSystem
+
+    options = remote_options(cwd, remote)
+    url = str(options["remote_config"].get("url", "?"))
+    fs = DVCFileSystem(str(cwd), rev=rev, **options)
+    for key, path in sorted(checkpoints.items()):
+        try:
+            fs.get(path, str(into / key), recursive=True)
+        except Exception as exc:  # DVC raises many kinds; each means the same to the user
+            if (folder := _missing_folder(url, cwd)) is not None:
+                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched: remote "
+                                   f"{remote!r} is the folder {folder}, which does not exist; point it at the "
+                                   "folder `dvc push` filled ($CHEMSPEC_REMOTE for the default remote, else "
+                                   f"`dvc remote modify {remote} url DIR`)") from None
+            raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched from remote "
+                               f"{remote!r} ({url}): {exc}; was `dvc push` run to it after that `dvc repro`?") from None
+        if key in hashes and (found := sha256_tree(into / key)) != hashes[key]:
+            raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]}, as DVC fetched it from remote {remote!r} "
+                               f"({url}) or this project's cache, is not the one archived (sha256 {found[:16]}, "
+                               f"archived {hashes[key][:16]}): that copy is damaged or was replaced, so nothing "
+                               f"was pulled; push it again with `dvc push -r {remote}` from a project that holds it")

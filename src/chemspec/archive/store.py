@@ -17,13 +17,17 @@ from chemspec.errors import ArchiveError
 from chemspec.runtime.io import write_bytes
 
 
+def is_digest(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
 def manifest_digest(text: bytes | str, where: str) -> str:
     """The manifest id in the text of an archive ref (`archive/refs/<study>.json`) read from `where`."""
     try:
         digest = json.loads(text)["manifest"]
     except (ValueError, TypeError, KeyError):
         digest = None
-    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+    if not (isinstance(digest, str) and is_digest(digest)):
         raise ArchiveError(f"{where} is not an archive ref (JSON naming a manifest); restore it with "
                            "`git checkout -- archive/refs` (after a merge conflict: keep one side's manifest), "
                            "or rerun the archive stage (`dvc repro archive`)")
@@ -66,6 +70,14 @@ class Store:
             raise ArchiveError(f"archive object {digest} is corrupt (its content no longer matches its name); "
                                "restore it from git or re-run the archive stage")
         return data
+
+    def files(self) -> tuple[list[Path], list[Path]]:
+        """The object files in the store, and anything else under objects/ (the temporary file of a write
+        that was killed before its rename, which holds no object)."""
+        objects, other = [], []
+        for path in sorted((self.root / "objects").glob("*/*")):
+            (objects if is_digest(path.name) and path.parent.name == path.name[:2] else other).append(path)
+        return objects, other
 
     def get_json(self, digest: str) -> Any:
         return json.loads(self.get_bytes(digest))

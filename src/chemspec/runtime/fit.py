@@ -23,7 +23,7 @@ import numpy as np
 
 from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
-from chemspec.runtime.io import read_json, write_json
+from chemspec.runtime.io import read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
 
 MIN_POINTS = 3
@@ -50,7 +50,7 @@ def power_law(x: list[float], y: list[float], confidence: float) -> dict:
     low, high = fitted.conf_int(alpha=1 - confidence)[1]
     return {**result, "status": "ok", "exponent": float(-fitted.params[1]), "ci": [float(-high), float(-low)],
             "prefactor": float(math.exp(fitted.params[0])), "r2": float(fitted.rsquared),
-            "residuals": [float(r) for r in fitted.resid], "confidence": confidence,
+            "residuals": [float(r) for r in fitted.resid], "confidence": confidence, "dof": int(fitted.df_resid),
             "note": "effective exponent: OLS slope of log loss on log x"}
 
 
@@ -177,7 +177,8 @@ def _joint_rows(rows: list[dict], confidence: float) -> tuple[list[dict], dict]:
     if raw["status"] != "ok":
         return [{"axis": axis, **base, "reason": raw["reason"]} for axis in ("params", "data")], raw
     return [{"axis": axis, **base, "exponent": raw[name], "ci": raw[f"ci_{name}"],
-             "ci_profile": raw[f"ci_{name}_profile"], "E": raw["E"], "ci_E": raw["ci_E"], "r2": raw["r2"]}
+             "ci_profile": raw[f"ci_{name}_profile"], "E": raw["E"], "ci_E": raw["ci_E"], "r2": raw["r2"],
+             "dof": raw["dof"]}
             for axis, name in (("params", "alpha"), ("data", "beta"))], raw
 
 
@@ -251,8 +252,8 @@ def run_fit(cell: FitCell) -> dict:
                           "cost": cost(selected, [r["wall_time_s"] for r in runs.values()]),
                           "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence),
                           "generation": generation})
-    out = Path(cell.out_dir)
-    write_json(out / "cells.json", rows)
-    write_plots(rows, result, out / "plots", cell.study)
-    write_json(out / "fit.json", result)
+    with staged(cell.out_dir) as tmp:  # the report reads cells.json, fit.json and plots as one set
+        write_json(tmp / "cells.json", rows)
+        write_plots(rows, result, tmp / "plots", cell.study)
+        write_json(tmp / "fit.json", result)
     return result

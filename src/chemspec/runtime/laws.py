@@ -54,7 +54,7 @@ def saturating_law(x: list[float], y: list[float], confidence: float) -> dict:
     (a,), (alpha,) = fit["prefactors"], fit["exponents"]
     return {**result, "status": "ok", "exponent": alpha, "ci": fit["wald"][2], "ci_profile": fit["profile"][0],
             "E": fit["E"], "ci_E": fit["wald"][0], "a": a, "r2": fit["r2"], "residuals": fit["residuals"],
-            "confidence": confidence}
+            "confidence": confidence, "dof": fit["dof"]}
 
 
 def joint_law(n: list[float], d: list[float], y: list[float], confidence: float) -> dict:
@@ -69,7 +69,7 @@ def joint_law(n: list[float], d: list[float], y: list[float], confidence: float)
     return {**result, "status": "ok", "alpha": alpha, "beta": beta, "E": fit["E"], "A": big_a, "B": big_b,
             "ci_alpha": fit["wald"][3], "ci_beta": fit["wald"][4], "ci_E": fit["wald"][0],
             "ci_alpha_profile": fit["profile"][0], "ci_beta_profile": fit["profile"][1],
-            "r2": fit["r2"], "residuals": fit["residuals"], "confidence": confidence}
+            "r2": fit["r2"], "residuals": fit["residuals"], "confidence": confidence, "dof": fit["dof"]}
 
 
 def _unfit_reason(sizes: list[list[float]], y: list[float], min_points: int) -> str:
@@ -209,7 +209,8 @@ def _fit(sizes: list[list[float]], losses: list[float], confidence: float) -> di
             "wald": [[float(v - h), float(v + h)] for v, h in zip(theta, half)],
             "profile": [_profile(model, logy, theta, rss, i, s2, threshold, se[i], lower, upper)
                         for i in range(1 + k, params)],
-            "residuals": [float(v) for v in residuals], "r2": float(1 - rss / ((logy - logy.mean()) ** 2).sum())}
+            "residuals": [float(v) for v in residuals], "r2": float(1 - rss / ((logy - logy.mean()) ** 2).sum()),
+            "dof": int(dof)}
 
 
 def _profile(model: Model, logy: np.ndarray, theta: np.ndarray, rss_min: float, index: int, s2: float,

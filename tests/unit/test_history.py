@@ -1,0 +1,81 @@
+"""`chemspec diff` on archives made by hand in a git repository: cells that diverged, and honest tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from scipy import stats
+
+from chemspec.archive.history import exponent_changes
+from tests.conftest import archive_commit
+
+
+def _cell(model: str, size: int, loss: float | None, status: str = "ok") -> dict:
+    return {"model": model, "params": 100, "data_size": size, "val_loss": loss, "status": status,
+            "wall_time_s": 1.0, "hparams": {}}
+
+
+def _fit(exponent: float, se: float, n: int = 3, law: str = "power", **extra) -> dict:
+    """A fit row whose Wald interval at 95% comes from `se` with n − p degrees of freedom."""
+    half = stats.t.ppf(0.975, extra.get("dof", n - {"power": 2, "joint": 5}[law])) * se
+    return {"axis": "data", "group": "xs", "law": law, "n": n, "status": "ok", "exponent": exponent,
+            "ci": [exponent - half, exponent + half], "confidence": 0.95, **extra}
+
+
+@pytest.fixture
+def repo(tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_diff_reports_a_cell_that_diverged_and_one_that_recovered(cli, repo):
+    fits = [_fit(0.2, 0.01)]
+    archive_commit(repo, [_cell("xs", 100, 2.0), _cell("xs", 200, None, "diverged"), _cell("xs", 400, 1.5)], fits)
+    archive_commit(repo, [_cell("xs", 100, None, "diverged"), _cell("xs", 200, 1.8), _cell("xs", 400, 1.4)], fits)
+    result = cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo)
+    assert result.code == 0, result.err
+    changed = {row["cell"]: row for row in json.loads(result.out)["cells"]["changed"]}
+    assert changed["xs-100"] == {"cell": "xs-100", "status_before": "ok", "status_after": "diverged",
+                                 "val_loss_before": 2.0, "val_loss_after": None, "delta": None}
+    assert changed["xs-200"]["status_after"] == "ok" and changed["xs-200"]["delta"] is None
+    assert changed["xs-400"]["delta"] == pytest.approx(-0.1)
+    text = cli("diff", "HEAD~1", "HEAD", cwd=repo)
+    assert text.code == 0, text.err
+    assert "~ cell xs-100: ok -> diverged, val loss 2 -> none" in text.out
+    assert "~ cell xs-200: diverged -> ok, val loss none -> 1.8" in text.out
+    assert "~ cell xs-400: val loss 1.5 -> 1.4" in text.out
+
+
+def test_a_cell_that_diverged_in_both_runs_is_unchanged(cli, repo):
+    cells = [_cell("xs", 100, 2.0), _cell("xs", 200, None, "diverged")]
+    archive_commit(repo, cells, [_fit(0.2, 0.01)])
+    archive_commit(repo, cells, [_fit(0.3, 0.01)])
+    assert json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"] == []
+
+
+def test_three_point_power_fits_are_tested_on_welch_degrees_of_freedom_not_a_normal_cutoff():
+    """Each 3-point fit has one residual degree of freedom; t = 0.2 / 0.0707 = 2.8 clears 1.96 but not
+    t(0.975, 2) = 4.3, so the change is not significant."""
+    (row,) = exponent_changes([_fit(0.2, 0.05)], [_fit(0.4, 0.05)], 0.95)
+    assert row["df"] == pytest.approx(2) and row["t"] == pytest.approx(0.2 / 0.05 / 2 ** 0.5)
+    assert row["significant"] is False
+    (row,) = exponent_changes([_fit(0.2, 0.05, n=30)], [_fit(0.4, 0.05, n=30)], 0.95)
+    assert row["df"] == pytest.approx(56) and row["significant"] is True
+
+
+def test_recorded_degrees_of_freedom_are_used_and_older_rows_fall_back_on_the_laws_parameter_count():
+    old = exponent_changes([_fit(0.2, 0.05, n=9, law="joint")], [_fit(0.4, 0.05, n=9, law="joint")], 0.95)[0]
+    assert old["df"] == pytest.approx(8) and old["t"] == pytest.approx(0.2 / 0.05 / 2 ** 0.5)
+    recorded = exponent_changes([_fit(0.2, 0.05, dof=10)], [_fit(0.4, 0.02, dof=20)], 0.95)[0]
+    assert recorded["df"] == pytest.approx((0.05 ** 2 + 0.02 ** 2) ** 2 / (0.05 ** 4 / 10 + 0.02 ** 4 / 20))
+    assert exponent_changes([_fit(0.2, 0.05, n=2)], [_fit(0.4, 0.05)], 0.95)[0]["significant"] is None
+
+
+def test_the_diff_says_its_test_is_approximate_and_assumes_independent_runs(cli, repo):
+    archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01, n=30)])
+    archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.3, 0.01, n=30)])
+    text = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    assert "exponent data/xs (power): 0.2 -> 0.3 (significant at 95%)" in text
+    assert "approximate Welch t test" in text and "independent" in text

@@ -1,0 +1,114 @@
+"""`chemspec pull` on archives made by hand: which run a target names, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import archive_commit
+
+
+def _cells(loss: float) -> list[dict]:
+    return [{"model": "xs", "params": 100, "data_size": 100, "val_loss": loss, "status": "ok", "wall_time_s": 1.0,
+             "hparams": {}}]
+
+
+@pytest.fixture
+def two_studies(tmp_path, git_env):
+    """A repository whose HEAD archives studies alpha and beta, each with its own manifest."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    alpha = archive_commit(tmp_path, _cells(2.0), [], study="alpha")
+    beta = archive_commit(tmp_path, _cells(1.0), [], study="beta")
+    return tmp_path, alpha, beta
+
+
+def test_a_manifest_id_pulls_its_own_study_where_several_are_archived(cli, two_studies):
+    root, alpha, beta = two_studies
+    result = cli("pull", alpha[:10], "--to", "a", cwd=root)
+    assert result.code == 0 and "pulled study alpha" in result.out, result.err
+    assert json.loads((root / "a" / "manifest.json").read_text())["study"] == "alpha"
+    assert json.loads((root / "a" / "cells.json").read_text())[0]["val_loss"] == 2.0
+    assert cli("pull", beta[:10], "--to", "b", "--study", "beta", cwd=root).code == 0
+    assert json.loads((root / "b" / "cells.json").read_text())[0]["val_loss"] == 1.0
+
+
+def test_a_study_that_disagrees_with_the_manifest_id_is_refused(cli, two_studies):
+    root, alpha, _ = two_studies
+    result = cli("pull", alpha[:10], "--to", "a", "--study", "beta", cwd=root)
+    assert result.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in result.err
+    assert not (root / "a").exists()
+
+
+def test_a_prefix_that_is_also_a_git_revision_is_refused_as_ambiguous(cli, two_studies):
+    root, alpha, _ = two_studies
+    subprocess.run(["git", "branch", alpha[:8]], cwd=root, check=True)
+    result = cli("pull", alpha[:8], "--to", "a", cwd=root)
+    assert result.code == 1 and f"{alpha[:8]!r} is both a git revision" in result.err, result.err
+    assert f"the start of manifest {alpha}" in result.err and not (root / "a").exists()
+
+
+def test_a_revision_still_needs_study_where_several_are_archived(cli, two_studies):
+    root, _, _ = two_studies
+    assert "name one with --study" in cli("pull", "HEAD", "--to", "h", cwd=root).err
+    pulled = cli("pull", "HEAD", "--to", "h", "--study", "beta", cwd=root)
+    assert pulled.code == 0 and "pulled study beta" in pulled.out, pulled.err
+
+
+@pytest.fixture
+def with_checkpoint(tmp_path, git_env, monkeypatch, request):
+    """A project whose archived run names one DVC-tracked checkpoint (with its hash, unless the test's
+    parameter is False, as manifests written before hashes were recorded), pushed to a folder remote, and
+    a fresh clone of it (no DVC cache: checkpoints come from the remote)."""
+    from chemspec.runtime.io import sha256_tree
+
+    project, store = tmp_path / "project", tmp_path / "store"
+    model = project / "results" / "s" / "train" / "xs-100" / "model"
+    model.mkdir(parents=True)
+    (model / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "add", "-q", "results/s/train/xs-100/model"],
+                 ["dvc", "remote", "add", "--local", "default", str(store)], ["dvc", "push", "-q", "-r", "default"]):
+        subprocess.run(args, cwd=project, check=True, capture_output=True)
+    archive_commit(project, _cells(1.0), [], checkpoints={"xs-100": "results/s/train/xs-100/model"},
+                   spec_archive={"remote": "default"},
+                   **({"checkpoint_sha256": {"xs-100": sha256_tree(model)}} if getattr(request, "param", True) else {}))
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    monkeypatch.setenv("CHEMSPEC_REMOTE", str(store))
+    return clone, store
+
+
+def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_checkpoint):
+    clone, _ = with_checkpoint
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 0 and "1 checkpoints" in result.out and result.err == "", result.err
+    assert (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").read_bytes() == bytes(range(256)) * 64
+
+
+def test_a_checkpoint_damaged_on_the_remote_is_refused_and_nothing_is_pulled(cli, with_checkpoint):
+    clone, store = with_checkpoint
+    (blob,) = [p for p in store.rglob("*") if p.is_file() and p.stat().st_size == 256 * 64]
+    blob.chmod(0o644)
+    blob.write_bytes(b"X" + blob.read_bytes()[1:])
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 1 and f"remote 'default' ({store})" in result.err, result.err
+    assert "checkpoint xs-100 (results/s/train/xs-100/model)" in result.err and "is not the one archived" in result.err
+    assert not (clone / "run").exists()
+
+
+def test_a_missing_folder_remote_is_named_not_blamed_on_dvc_push(cli, with_checkpoint, tmp_path, monkeypatch):
+    clone, _ = with_checkpoint
+    monkeypatch.setenv("CHEMSPEC_REMOTE", str(tmp_path / "nonexistent"))
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 1 and "dvc push" not in result.err.split(";")[0], result.err
+    assert f"remote 'default' is the folder {tmp_path / 'nonexistent'}, which does not exist" in result.err
+    assert not (clone / "run").exists()
+
+
+@pytest.mark.parametrize("with_checkpoint", [False], indirect=True)
+def test_a_run_archived_before_checkpoint_hashes_still_pulls_with_a_note(cli, with_checkpoint):
+    clone, _ = with_checkpoint
+    result = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert result.code == 0 and (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").is_file(), result.err
+    assert "note: 1 checkpoints were archived before chemspec recorded their hashes" in result.err
