@@ -1,0 +1,187 @@
+"""The results verbs of `chemspec`: report, archive ls/show/verify, diff, pull and refit.
+
+Like every verb they parse, call one api function and render; `cli` registers them."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from chemspec import api
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+@click.command()
+@click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--no-files", is_flag=True, help="Do not write report/index.html and report/report.md.")
+@click.option("--from", "source", metavar="REV",
+              help="Report the run archived at this git revision (or WORKTREE) instead; pages go to reports/<study>/.")
+@click.option("--study", help="Study to report with --from (needed when several are archived).")
+def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None) -> None:
+    """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
+    result = api.report(params, write=not no_files, source=source, study=study)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+        return
+    click.echo(f"study {result.study}\n")
+    forces = any("force_mae_meV_per_A" in c for c in result.cells)
+    extra = f" {'F MAE meV/Å':>12}" if forces else ""
+    click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra}  hparams")
+    for c in result.cells:
+        hp = ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items())
+        flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
+        mae = f" {_fmt(c.get('force_mae_meV_per_A')):>12}" if forces else ""
+        click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
+                   f"{_fmt(c.get('test_loss')):>9}{mae}  {hp}{flag}")
+    click.echo()
+    _echo_fits(result.fits)
+    _echo_generation(result.cells)
+    if result.cost:
+        from chemspec.report import cost_text
+
+        click.echo(f"\n{cost_text(result.cost)}")
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+def _echo_generation(cells: list[dict]) -> None:
+    sampled = [c for c in cells if c.get("generation")]
+    if not sampled:
+        return
+    columns = {"validity": "valid", "trivial": "≤1 atom", "uniqueness": "unique", "novelty": "novel",
+               "internal_diversity": "IntDiv", "fcd": "FCD"}
+    click.echo(f"\n{'model':<10} {'data':>9} " + " ".join(f"{label:>9}" for label in columns.values()))
+    for c in sampled:
+        click.echo(f"{c['model']:<10} {c['data_size']:>9,} "
+                   + " ".join(f"{_fmt(c['generation'][k]):>9}" for k in columns))
+
+
+def _echo_fits(fits: list[dict]) -> None:
+    click.echo(f"{'axis':<7} {'group':<10} {'law':<10} {'exponent':>9}  interval            n  R²")
+    for f in fits:
+        if f["status"] != "ok":
+            click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {'-':>9}  cannot fit: {f['reason']}")
+            continue
+        ci = "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in f["ci"]) + "]"
+        click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {f['exponent']:>9.3f}  {ci:<18} {f['n']:>2}  "
+                   f"{f['r2']:.3f}")
+
+
+@click.group()
+def archive() -> None:
+    """Inspect the content-addressed archive."""
+
+
+@archive.command(name="ls")
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+def archive_ls(root: str) -> None:
+    """List archived runs (manifests); * marks each study's newest."""
+    runs, problems, leftovers = api.archive_ls(root)
+    for run in runs:
+        mark = "*" if run["current"] else " "
+        click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {run['cells']:>4} cells  "
+                   f"commit {run['commit'] or '-':<12}  {run['compute_hours']:.4f} h")
+    _notes(leftovers)
+    if problems:
+        click.echo("error: archive ls could not read:\n" + "\n".join(f"  {p}" for p in problems), err=True)
+        raise click.exceptions.Exit(1)
+
+
+@archive.command()
+@click.argument("manifest_id")
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+def show(manifest_id: str, root: str) -> None:
+    """Show one archived run's manifest (an id prefix is enough)."""
+    click.echo(json.dumps(api.archive_show(manifest_id, root), indent=2, sort_keys=True))
+
+
+@archive.command()
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+def verify(root: str) -> None:
+    """Re-hash every archived object; exit 1 on any missing or corrupt object."""
+    checked, leftovers = api.archive_verify(root)
+    click.echo(f"{checked} objects verified in {root}")
+    _notes(leftovers)
+
+
+def _notes(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"note: {line}", err=True)
+
+
+@click.command()
+@click.argument("rev_a", default="HEAD")
+@click.argument("rev_b", default="WORKTREE")
+@click.option("--study", default=None, help="Study to compare (needed when several are archived).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
+    """Compare the archived results of two git revisions (WORKTREE: the files on disk)."""
+    result = api.diff(rev_a, rev_b, study)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"study {result['study']}: {rev_a} ({result['a']['manifest'][:12]}) -> "
+               f"{rev_b} ({result['b']['manifest'][:12]})")
+    for change in result["spec"]:
+        click.echo(f"  spec {change['field']}: {change['before']!r} -> {change['after']!r}")
+    cells = result["cells"]
+    for key in cells["added"]:
+        click.echo(f"  + cell {key}")
+    for key in cells["removed"]:
+        click.echo(f"  - cell {key}")
+    for row in cells["changed"]:
+        status = (f"{row['status_before']} -> {row['status_after']}, "
+                  if row["status_before"] != row["status_after"] else "")
+        click.echo(f"  ~ cell {row['cell']}: {status}val loss {_loss(row['val_loss_before'])} -> "
+                   f"{_loss(row['val_loss_after'])}")
+    for row in cells["generation"]:
+        click.echo(f"  ~ cell {row['cell']}: {row['metric']} {row['before']} -> {row['after']}")
+    changed = [row for row in result["exponents"] if row["before"] != row["after"]]
+    for row in changed:
+        flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
+        click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {row['before']} -> "
+                   f"{row['after']} ({flag} at {result['confidence']:.0%})")
+    if any(row["significant"] is not None for row in changed):
+        click.echo(f"  (significance: {result['test']})")
+
+
+def _loss(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
+@click.command()
+@click.argument("target")
+@click.option("--to", "to", default=None, type=click.Path(file_okay=False),
+              help="Directory to create (default: pulled/<target>).")
+@click.option("--study", default=None, help="Study to pull (needed when several are archived).")
+def pull(target: str, to: str | None, study: str | None) -> None:
+    """Bring an archived run (git revision or manifest id) back into a directory, checkpoints included."""
+    result = api.pull(target, to, study)
+    click.echo(f"pulled study {result['study']} (manifest {result['manifest'][:12]} at {result['rev'][:12]}): "
+               f"{result['objects']} objects, {result['checkpoints']} checkpoints -> {result['to']}")
+    if result["unchecked"]:
+        _notes([f"{result['unchecked']} checkpoints were archived before chemspec recorded their hashes, so "
+                "they are as the remote returned them, unchecked"])
+
+
+@click.command()
+@click.argument("source")
+@click.option("--law", "laws", multiple=True, type=click.Choice(["power", "saturating", "joint"]),
+              help="Law to fit (repeatable); default: the laws of the archived fit.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Confidence level of the intervals.")
+@click.option("--study", default=None, help="Study to refit (needed when several are archived).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: str | None, as_json: bool) -> None:
+    """Refit archived losses (a pulled directory or a git revision) without training."""
+    result = api.refit(source, list(laws) or None, confidence, study)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"study {result['study']} from {source} ({result['confidence']:.0%} intervals)\n")
+    _echo_fits(result["fits"])
