@@ -56,6 +56,21 @@ def test_a_revision_still_needs_study_where_several_are_archived(cli, two_studie
     assert pulled.code == 0 and "pulled study beta" in pulled.out, pulled.err
 
 
+def test_a_ref_left_unreadable_in_history_does_not_stop_a_pull_by_commit_or_manifest_id(cli, two_studies):
+    root, alpha, _ = two_studies
+    first = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=root, capture_output=True, text=True).stdout.strip()
+    (root / "archive" / "refs" / "alpha.json").write_text("<<<<<<< HEAD\n")
+    subprocess.run(["git", "commit", "-qam", "a conflicted ref"], cwd=root, check=True)
+    later = archive_commit(root, _cells(3.0), [], study="alpha")
+    by_commit = cli("pull", first[:7], "--to", "c", cwd=root)
+    assert by_commit.code == 0 and "pulled study alpha" in by_commit.out, by_commit.err
+    assert json.loads((root / "c" / "cells.json").read_text())[0]["val_loss"] == 2.0
+    for digest, loss in ((alpha, 2.0), (later, 3.0)):
+        pulled = cli("pull", digest[:12], "--to", digest[:6], cwd=root)
+        assert pulled.code == 0, pulled.err
+        assert json.loads((root / digest[:6] / "cells.json").read_text())[0]["val_loss"] == loss
+
+
 @pytest.fixture
 def with_checkpoint(tmp_path, git_env, monkeypatch, request):
     """A project whose archived run names one DVC-tracked checkpoint (with its hash, unless the test's

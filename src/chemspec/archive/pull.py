@@ -22,7 +22,9 @@ NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selec
 
 
 def _archived(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
-    """{manifest id: (newest commit whose archive refs name it, its study)} for ids starting with `prefix`."""
+    """{manifest id: (newest commit whose archive refs name it, its study)} for ids starting with `prefix`.
+    A ref that some past commit left unreadable (a committed merge conflict) names no run and is passed over:
+    history cannot be repaired, and it must not stop a pull of anything else."""
     found: dict[str, tuple[str, str]] = {}
     if not all(c in "0123456789abcdef" for c in prefix):
         return found
@@ -31,7 +33,10 @@ def _archived(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
     for commit in log.stdout.split():
         snapshot = Snapshot(commit, cwd=cwd)
         for study in snapshot.studies():
-            digest = manifest_digest(snapshot.read(f"refs/{study}.json"), f"{commit}:archive/refs/{study}.json")
+            try:
+                digest = manifest_digest(snapshot.read(f"refs/{study}.json"), f"{commit}:archive/refs/{study}.json")
+            except ArchiveError:
+                continue
             if digest.startswith(prefix):
                 found.setdefault(digest, (commit, study))
     return found
