@@ -161,17 +161,24 @@ def test_ani1x_energies_of_a_level_without_forces_need_forces_named(shared):
         load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom", energy_key="ccsd(t)_cbs.energy")
 
 
-def test_ani1x_params_that_paired_any_energy_with_dz_forces_say_to_recompile(shared, tmp_path):
-    from chemspec.compiler.cells import DataCell
+def test_ani1x_datasets_named_without_a_level_run_as_compiled(shared, tmp_path, monkeypatch):
+    """A file whose energies are `energies` beside `forces`: compile fills forces_key 'forces', and the data
+    stage reads them (a guard against older params once refused exactly this source)."""
+    import h5py
+
     from chemspec.runtime.atoms_stage import run_atoms_data
 
-    source = {"file": str(shared / "ani" / "ani1x_n5.hdf5"), "format": "ani1x", "energy_key": "wb97x_tz.energy",
-              "forces_key": "forces", "units": {"energy": "Hartree", "length": "Angstrom"}}
-    cell = DataCell(study="t", seed=0, kind="atoms", source=source, representation=None, max_length=0,
-                    out_dir=str(tmp_path / "data"))
-    with pytest.raises(RunError, match=r"data.source.forces_key: the params file .*wb97x_dz forces; recompile"):
-        run_atoms_data(cell)
-    assert not (tmp_path / "data").exists()
+    path = tmp_path / "ani.hdf5"
+    shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
+    with h5py.File(path, "r+") as handle:
+        for group in handle.values():
+            group["energies"], group["forces"] = group["wb97x_dz.energy"][()], group["wb97x_dz.forces"][()]
+    cell = _file_study_data_cell(tmp_path, monkeypatch, {"file": "ani.hdf5", "format": "ani1x",
+                                                         "energy_key": "energies"})
+    assert cell.source["forces_key"] == "forces"
+    info = run_atoms_data(cell.model_copy(update={"out_dir": str(tmp_path / "data")}))
+    reference, _ = load_file(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "Hartree", "Angstrom")
+    assert info["count"] == len(reference)
 
 
 def test_ani1x_nan_energy_or_forces_rows_are_dropped(shared, tmp_path):

@@ -109,16 +109,23 @@ def test_params_that_are_not_utf8_are_named(cli, tmp_path):
     assert result.code == 1 and "p.yaml is not a params file written by `chemspec compile`" in result.err
 
 
-def test_params_from_another_chemspec_version_say_to_recompile(cli, tmp_path):
-    """An older compile wrote no `keep` for the calibration cell: the file is chemspec's, but not this one's."""
+@pytest.mark.parametrize("older, stage", [(("calibration", "keep"), "calibration"), (("reference",), "data")],
+                         ids=["no-calibration-keep", "no-reference"])
+def test_params_from_another_chemspec_version_say_to_recompile(cli, tmp_path, older, stage):
+    """Older compiles wrote no `keep` for the calibration cell and no reference cell (nor a seeded
+    `max_molecules` sample, nor ANI-1x forces at the energy's level): the file is chemspec's, but not this one's."""
     import yaml
 
     write_spec(tmp_path / "study.yaml", tiny_study(**{"hpo.tpe.calibrate": True}))
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    del params["cells"]["calibration"]["keep"]
+    *parents, key = older
+    container = params["cells"]
+    for parent in parents:
+        container = container[parent]
+    del container[key]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = cli("run", "calibration", cwd=tmp_path)
+    result = cli("run", stage, cwd=tmp_path)
     assert result.code == 1, result.err
     assert ("params.yaml does not hold the cells this chemspec reads: another version of `chemspec compile` wrote "
             "it, or it was edited; recompile the study") in result.err

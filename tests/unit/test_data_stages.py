@@ -74,13 +74,6 @@ def test_a_moses_sample_has_the_whole_sets_share_of_sulfur_which_its_head_has_no
     assert sample == read_smiles({"package": "moses"}, 10_000, 0)
 
 
-def test_params_that_read_the_first_rows_say_to_recompile(tmp_path):
-    with pytest.raises(RunError, match=r"data.source.max_molecules: the params file was written by a `chemspec "
-                                       r"compile` that read the first rows .*; recompile the study"):
-        run_data(data_cell(tmp_path, max_molecules=3))
-    assert not (tmp_path / "data").exists()
-
-
 def test_csv_rows_with_an_empty_smiles_cell_are_read_and_counted_as_blank(tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text("smiles,n\nCCO,1\n,7\n\nc1ccccc1,2\n")

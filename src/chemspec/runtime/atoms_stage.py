@@ -33,10 +33,6 @@ def run_atoms_data(cell: DataCell) -> dict:
         for note in correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"]):
             print(f"note: {note}", file=sys.stderr)
     elif "format" in source:
-        if source["format"] == "ani1x" and source.get("energy_key", "energy") != "energy" \
-                and source.get("forces_key", "forces") == "forces":
-            raise RunError("data.source.forces_key: the params file leaves the ANI-1x forces to a `chemspec compile` "
-                           "that paired every energy_key with wb97x_dz forces; recompile the study")
         units = source["units"]  # the spec fills in the format's units where the study file leaves them out
         data, counts = load_file(Path(source["file"]), source["format"], units["energy"], units["length"],
                                  source.get("energy_key", "energy"), source.get("forces_key", "forces"))
