@@ -257,10 +257,13 @@ def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
     stages = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
     assert stages["sample"]["do"]["deps"][0] == "results/tiny/train/${key}/model"
     # The test set's statistics are computed once, by the reference stage, not by every sample cell.
-    assert stages["reference"]["outs"] == ["results/tiny/reference"]
+    assert stages["reference"]["outs"] == ["results/tiny/reference/reference.npz"]
+    assert stages["reference"]["metrics"] == [{"results/tiny/reference/reference.json": {"cache": False}}]
     assert stages["reference"]["deps"] == ["data/tiny/molecules.csv", "data/tiny/splits/test.npy"]
-    assert "results/tiny/reference" in stages["sample"]["do"]["deps"]
+    assert "results/tiny/reference/reference.npz" in stages["sample"]["do"]["deps"]
     assert "data/tiny/splits/test.npy" not in stages["sample"]["do"]["deps"]
+    # The archive stage hashes every checkpoint into the manifest, so a changed model reruns it.
+    assert {f"results/tiny/train/{key}/model" for key in cells.train} <= set(stages["archive"]["deps"])
     assert "results/tiny/sample/m-800/generation.json" in stages["fit"]["deps"]
     without = expand(load_study(write_spec(tmp_path / "n.yaml", tiny_study())))
     assert without.sample == {} and without.reference is None and without.fit.generation == {}

@@ -111,7 +111,7 @@ def _sample_stage(cells: Cells, keys: list[str]) -> dict:
         "do": {
             "cmd": _cell_cmd("sample"),
             "deps": [f"{train}/${{key}}/model", f"{train}/${{key}}/metrics.json", f"{d}/molecules.csv",
-                     f"{s}/train-${{item.data_size}}.npy", first.reference_dir],
+                     f"{s}/train-${{item.data_size}}.npy", f"{first.reference_dir}/reference.npz"],
             "outs": [f"{results}/${{key}}/samples.csv"],
             "metrics": [f"{results}/${{key}}/generation.json"],
         },
@@ -124,7 +124,9 @@ def _reference_stage(cells: Cells) -> dict:
     return {"reference": {
         "cmd": _cmd("reference", cells.reference),
         "deps": [f"{cells.data.out_dir}/molecules.csv", f"{cells.split.out_dir}/test.npy"],
-        "outs": [cells.reference.out_dir],
+        "outs": [f"{cells.reference.out_dir}/reference.npz"],
+        # Its time and device, kept out of what the sample stages depend on: a rerun resamples nothing.
+        "metrics": [{f"{cells.reference.out_dir}/reference.json": {"cache": False}}],
     }}
 
 
@@ -189,6 +191,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
         "archive": {
             "cmd": _cmd("archive", cells.archive),
             "deps": sorted(set(cells.archive.inputs.values()) | set(cells.fit.metrics.values())
+                           | {cell.out_dir + "/model" for cell in cells.train.values()}  # hashed into the manifest
                            | set(cells.fit.generation.values()) | set(cells.select.tpe_dirs.values())),
             "outs": [{f"{cells.archive.root}/refs/{cells.archive.study}.json": {"cache": False,
                                                                                 "persist": True}}],
