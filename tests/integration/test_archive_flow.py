@@ -147,6 +147,43 @@ def test_archiving_the_same_results_again_gives_the_same_hashes(history):
     sh("git", "checkout", "--", "archive", cwd=history)
 
 
+def _later(value, timed: bool = False):
+    """`value` with every number under a timing key one and a half seconds later."""
+    from chemspec.archive.manifest import SUMMARY_TIMES
+
+    if isinstance(value, dict):
+        return {k: _later(v, timed or k in SUMMARY_TIMES) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_later(v, timed) for v in value]
+    return value + 1.5 if timed and isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def test_a_rerun_that_took_longer_keeps_the_summary_objects_and_its_times_come_back(history):
+    results = history / "results" / "tiny"
+    files = [results / "fit" / "cells.json", results / "fit" / "fit.json", results / "selected.json"]
+    originals = {path: path.read_bytes() for path in files}
+    before = json.loads(sh("chemspec", "archive", "show", manifest_id(history), cwd=history).stdout)
+    try:
+        for path in files:
+            path.write_text(json.dumps(_later(json.loads(path.read_text()))))
+        sh("chemspec", "run", "archive", "--params", "params.yaml", cwd=history)
+        after = json.loads(sh("chemspec", "archive", "show", manifest_id(history), cwd=history).stdout)
+        for role in ("cells", "fit", "selected", "train", "tpe"):
+            assert before["objects"][role] == after["objects"][role], role
+        assert before["objects"]["timing"] != after["objects"]["timing"]
+        report = json.loads(sh("chemspec", "report", "--from", "WORKTREE", "--json", "--no-files", cwd=history).stdout)
+        later = json.loads(files[1].read_text())
+        assert report["cost"] == later["cost"] and report["cost"]["train_s"] > 1.5
+        times = lambda rows: {(r["model"], r["data_size"]): r["wall_time_s"] for r in rows}  # noqa: E731
+        assert times(report["cells"]) == times(json.loads(files[0].read_text()))
+        assert report["statistics"] == later["statistics"]
+    finally:
+        for path, data in originals.items():
+            path.write_bytes(data)
+        sh("git", "checkout", "--", "archive", cwd=history)
+        sh("git", "clean", "-fdq", "--", "archive", cwd=history)
+
+
 def test_a_killed_archive_write_leaves_the_previous_archive_intact(history):
     ref = history / "archive" / "refs" / "tiny.json"
     previous = ref.read_bytes()

@@ -88,6 +88,17 @@ def test_identity_moves_only_with_fields_that_change_results(tmp_path, change, m
     assert (identity(_cell(tiny_study(**change), tmp_path)) != base) is moves
 
 
+@pytest.mark.parametrize("weight_decay,moves", [(0.01, True), (0.0, False)])
+def test_chemgpts_weight_decay_rule_is_in_the_identity_so_cells_decayed_before_it_retrain(tmp_path, monkeypatch,
+                                                                                         weight_decay, moves):
+    from chemspec.compiler import cells
+
+    cell = _cell(tiny_study(**{"training.optimizer": {"weight_decay": weight_decay}}), tmp_path)
+    with_rule = identity(cell)
+    monkeypatch.setattr(cells, "DECAYED", {})
+    assert (identity(cell) != with_rule) is moves
+
+
 def _atoms_file_cell(tmp_path, **source):
     (tmp_path / "traj.npz").touch()
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", **source},

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chemspec.api.project import load_cells
+from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
 from chemspec.runtime.io import read_json, read_results, staged, write_bytes
@@ -77,8 +78,8 @@ def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | Non
     try:
         digest = store.ref(study)
         manifest = store.get_json(digest)
-        if manifest["objects"]["cells"] != json_digest(rows):
-            return None, None
+        if manifest["objects"]["cells"] not in (json_digest(split_times(rows)[0]), json_digest(rows)):
+            return None, None  # archived without its times, or (before 2026-12-05) with them
         return digest, manifest["provenance"]
     except (ArchiveError, ValueError, KeyError, TypeError):
         return None, None
@@ -86,15 +87,15 @@ def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | Non
 
 def _archived_report(source: str, study: str | None, write: bool) -> Report:
     from chemspec import report as pages
-    from chemspec.archive import Snapshot
+    from chemspec.archive import Snapshot, summary
     from chemspec.runtime.io import atomic_dir
 
     snapshot = Snapshot(source)
     digest, manifest = snapshot.manifest(study)
     objects = manifest["objects"]
-    rows, fit = snapshot.json(objects["cells"]), snapshot.json(objects["fit"])
-    selected = snapshot.json(objects["selected"]) if "selected" in objects else None
-    calibration = snapshot.json(objects["calibration"]) if "calibration" in objects else None
+    rows, fit = summary(manifest, "cells", snapshot.json), summary(manifest, "fit", snapshot.json)
+    selected = summary(manifest, "selected", snapshot.json) if "selected" in objects else None
+    calibration = summary(manifest, "calibration", snapshot.json) if "calibration" in objects else None
     name, files = manifest["study"], []
     if write:
         out = Path("reports") / name

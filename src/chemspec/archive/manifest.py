@@ -3,7 +3,9 @@
 Results and bookkeeping are kept apart: each cell's metrics object holds only what training decided
 (losses, parameters, hyperparameters), while wall time and device go to a separate timing object,
 so two runs that reach the same results give the same per-cell hashes. The summary objects (cells,
-fit, selected, calibration) keep the times that the report's cost sentence and Spearman ρ read.
+fit, selected, calibration) are stored without their times as well: what they held (wall times, TPE's
+cost, Spearman ρ against training time) goes to the timing object under `summary`, from which
+`summary()` puts it back for the report and `chemspec pull`.
 The manifest (itself an object) lists objects by role plus provenance, and each checkpoint's DVC
 path with the sha256 of its files, against which `chemspec pull` checks what the remote returns;
 `archive/refs/<study>.json` points at the newest manifest.
@@ -15,6 +17,7 @@ import importlib.metadata
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any, Callable
 
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler.cells import ArchiveCell
@@ -23,6 +26,8 @@ from chemspec.runtime.io import read_json, sha256_tree
 
 TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s", "train_tokens_per_s", "peak_gpu_memory_mb",
                "matmul_bf16_tflops", "mfu_datasheet", "mfu_measured")
+SUMMARY_TIMES = frozenset({*TIMING_KEYS, "cost", "cost_s", "tpe_cost_s", "full_cost_s", "rho_time"})
+SUMMARIES = ("selected", "fit", "cells", "calibration")
 PACKAGES = ("chemspec", "torch", "lightning", "transformers", "dvc", "rdkit", "selfies", "statsmodels",
             "numpy", "pydantic", "schnetpack")
 
@@ -56,6 +61,43 @@ def _split_timing(metrics: dict) -> tuple[dict, dict]:
     return result, timing
 
 
+def split_times(value: Any) -> tuple[Any, Any]:
+    """`value` without the keys of SUMMARY_TIMES at any depth, and a sparse tree of what was taken (list
+    items by their index as text); `with_times` reverses it."""
+    if isinstance(value, dict):
+        kept, taken = {}, {}
+        for key, item in value.items():
+            if key in SUMMARY_TIMES:
+                taken[key] = item
+                continue
+            kept[key], sub = split_times(item)
+            if sub:
+                taken[key] = sub
+        return kept, taken
+    if isinstance(value, list):
+        pairs = [split_times(item) for item in value]
+        return [kept for kept, _ in pairs], {str(i): sub for i, (_, sub) in enumerate(pairs) if sub}
+    return value, {}
+
+
+def with_times(value: Any, taken: Any) -> Any:
+    if not taken:
+        return value
+    if isinstance(value, list):
+        return [with_times(item, taken.get(str(i))) for i, item in enumerate(value)]
+    return {**{key: with_times(item, taken.get(key)) for key, item in value.items()},
+            **{key: item for key, item in taken.items() if key not in value}}
+
+
+def summary(manifest: dict, role: str, read: Callable[[str], Any]) -> Any:
+    """The summary object `role` of a manifest as the fit stage wrote it, times included (`read` loads an
+    object by digest). Manifests from before the split kept the times in the object itself."""
+    value = read(manifest["objects"][role])
+    if role not in SUMMARIES or "timing" not in manifest["objects"]:
+        return value
+    return with_times(value, read(manifest["objects"]["timing"]).get("summary", {}).get(role))
+
+
 def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, str],
                 generation: dict[str, str]) -> dict:
     for role, path in cell.inputs.items():
@@ -63,9 +105,13 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
             raise ArchiveError(f"archive: input {role} ({path}) is missing; run `dvc repro` to produce it")
     store = Store(cell.root)
     objects: dict = {"spec": store.put_json(cell.spec)}
-    for role in ("data", "split", "selected", "fit", "cells", "calibration"):
+    summaries: dict = {}
+    for role in ("data", "split", *SUMMARIES):
         if role in cell.inputs:
-            objects[role] = store.put_json(read_json(cell.inputs[role]))
+            value = read_json(cell.inputs[role])
+            if role in SUMMARIES:
+                value, summaries[role] = split_times(value)
+            objects[role] = store.put_json(value)
     objects["plots"] = {p.name: store.put_bytes(p.read_bytes())
                         for p in sorted(Path(cell.inputs["plots"]).iterdir()) if p.is_file()}
     groups = {"train": {k: Path(p) for k, p in metrics.items()},
@@ -79,7 +125,7 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
             result, timing[kind][key] = _split_timing(read_json(path))
             objects[kind][key] = store.put_json(result)
             identities[f"{kind}@{key}"] = result.get("identity")
-    objects["timing"] = store.put_json(timing)
+    objects["timing"] = store.put_json({**timing, "summary": summaries})
     data, split = read_json(cell.inputs["data"]), read_json(cell.inputs["split"])
     seconds = sum(t.get("wall_time_s", 0.0) + t.get("sampling_s", 0.0) for group in timing.values()
                   for t in group.values())

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 from chemspec.archive.history import Snapshot, commit_of
-from chemspec.archive.manifest import walk
+from chemspec.archive.manifest import SUMMARIES, summary, walk
 from chemspec.archive.store import manifest_digest
 from chemspec.archive.remote import remote_options
 from chemspec.errors import ArchiveError
-from chemspec.runtime.io import atomic_dir, sha256_tree, write_bytes
+from chemspec.runtime.io import atomic_dir, sha256_tree, write_bytes, write_json
 
 NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selected": "selected.json",
          "fit": "fit.json", "cells": "cells.json", "timing": "timing.json"}
@@ -77,7 +77,10 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):
             name = NAMES.get(role) or (role if role.startswith("plots/") else f"{role}.json")
-            write_bytes(tmp / name, snapshot.object(obj))
+            if role in SUMMARIES:  # with the times the archive keeps apart
+                write_json(tmp / name, summary(manifest, role, snapshot.json))
+            else:
+                write_bytes(tmp / name, snapshot.object(obj))
         checkpoints = manifest.get("checkpoints", {})
         if checkpoints:
             remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]

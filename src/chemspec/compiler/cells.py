@@ -164,6 +164,9 @@ IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
                     "reference_dir", "check_units"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
+# Which parameters weight decay reaches, where not every one. ChemGPT cells trained before 2026-12-05
+# decayed every parameter; with the rule in their identity, those with weight decay retrain once.
+DECAYED = {"chemgpt": "weight matrices and embeddings"}
 
 
 def canonical_json(value: Any) -> bytes:
@@ -177,6 +180,8 @@ def identity(cell: Cell) -> str:
         # An option left off (None) does not change results, so options added later keep identities.
         fields["training"] = {k: v for k, v in fields["training"].items()
                               if k not in TRAINING_EXCLUDE and v is not None}
+    if isinstance(cell, TrainCell) and cell.training.optimizer.weight_decay > 0 and cell.family in DECAYED:
+        fields["decayed"] = DECAYED[cell.family]
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
 
 
