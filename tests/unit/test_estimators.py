@@ -28,6 +28,25 @@ def test_tse_is_comparable_across_batch_sizes():
     assert tse([[2.0, 2.0], [1.0, 1.0]]) == tse([[2.0] * 8, [1.0] * 8]) == pytest.approx(3.0)
 
 
+def test_a_window_a_step_into_the_next_epoch_counts_that_step_as_its_share_of_an_epoch():
+    # 13 steps an epoch at batch 32, 4 at batch 128: the same window ends one step into epoch 1 for
+    # the first; that step must not weigh as a whole epoch against the second's single epoch.
+    small, large = [[2.0] * 13, [2.7]], [[2.6] * 4]
+    assert tse(small, steps_per_epoch=13) == pytest.approx(2.0 + 2.7 / 13)
+    assert tse(small, steps_per_epoch=13) < tse(large, steps_per_epoch=4)
+    assert tse(small) > tse(large), "counted whole, the one step reverses the ranking"
+    assert tse_e(small, 1, steps_per_epoch=13) == pytest.approx(2.7 / 13)
+    assert tse_ema(small, 0.5, steps_per_epoch=13) == pytest.approx((0.5 * 2.0 + 2.7 / 13) / (0.5 + 1 / 13))
+    for kind in ("tse", "tse_e", "tse_ema"):
+        assert estimate(small, [], {"estimator": kind, "last_epochs": 1, "ema_decay": 0.5}, 13) == \
+            pytest.approx({"tse": 2.0 + 2.7 / 13, "tse_e": 2.7 / 13,
+                           "tse_ema": (1.0 + 2.7 / 13) / (0.5 + 1 / 13)}[kind])
+
+
+def test_whole_epochs_count_whole_with_or_without_the_epoch_length():
+    assert tse(LOG) == tse([[4.0, 2.0], [1.5, 0.5], [1.0, 1.0]], steps_per_epoch=2) == pytest.approx(5.0)
+
+
 def test_tse_e_sums_the_last_epochs_of_the_window():
     assert tse_e(LOG, 2) == pytest.approx(2.0)
     assert tse_e(LOG, 1) == pytest.approx(1.0)

@@ -51,8 +51,8 @@ def run_calibration(cell: CalibrationCell) -> dict:
                "tpe_cost_s": short["wall_time_s"], "full_cost_s": full["wall_time_s"]}
         if short.get("status") == "ok":  # TPE ranks it, whatever its full run did
             log = read_loss_log(tpe_dir / "loss.csv")
-            row["estimates"] = {e: estimate(log, short["val_history"], {**cell.estimator, "estimator": e})
-                                for e in ESTIMATORS}
+            row["estimates"] = {e: estimate(log, short["val_history"], {**cell.estimator, "estimator": e},
+                                            short.get("steps_per_epoch")) for e in ESTIMATORS}
         if short.get("status") == "ok" and full.get("status") == "ok":
             row.update(status="ok", converged=full["val_loss"])
         rows.append(row)

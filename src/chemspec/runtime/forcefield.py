@@ -350,6 +350,6 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
             "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
             "val_loss": module.val_history[-1] if module.val_history else float("nan"),
             "val": module.val_metrics, "val_history": module.val_history,
-            "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step), "steps_per_epoch": len(batches),
             "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
             "hparams": dict(hparams), "wall_time_s": round(wall, 3)}, module

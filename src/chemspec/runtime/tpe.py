@@ -2,7 +2,9 @@
 
 The log is a list of epochs, each the list of that epoch's per-step training losses. Estimators work
 on per-epoch means so that configurations with different batch sizes (and so different numbers of
-steps per epoch) are comparable. An estimate ranks configurations; it is never a predicted loss and
+steps per epoch) are comparable. A window that ends a few steps into an epoch counts that epoch by the
+share of its steps trained: a small batch size crosses into the next epoch where a large one does not,
+and one step must not weigh as a whole epoch. An estimate ranks configurations; it is never a predicted loss and
 never enters a scaling fit.
 """
 
@@ -21,6 +23,13 @@ def epoch_means(log: list[list[float]]) -> np.ndarray:
     return np.array([np.mean(epoch) for epoch in log if len(epoch)], dtype=np.float64)
 
 
+def epoch_shares(log: list[list[float]], steps_per_epoch: int | None = None) -> np.ndarray:
+    """The share of each (non-empty) epoch that the log covers; every epoch counts whole without
+    `steps_per_epoch` (runs from before 2026-12-05 recorded none), as select then ranked them."""
+    return np.array([min(1.0, len(epoch) / steps_per_epoch) if steps_per_epoch else 1.0
+                     for epoch in log if len(epoch)], dtype=np.float64)
+
+
 def read_loss_log(path: str | Path) -> list[list[float]]:
     """A loss.csv (columns epoch, step, loss; read by name) back into per-epoch lists of step losses."""
     import csv
@@ -32,31 +41,35 @@ def read_loss_log(path: str | Path) -> list[list[float]]:
     return [epochs[e] for e in sorted(epochs)]
 
 
-def tse(log: list[list[float]], window: int | None = None) -> float:
-    """Sum over the first `window` epochs (all by default) of the per-epoch mean training loss."""
-    return float(epoch_means(log[:window] if window else log).sum())
+def tse(log: list[list[float]], window: int | None = None, steps_per_epoch: int | None = None) -> float:
+    """Sum over the first `window` epochs (all by default) of the per-epoch mean training loss, each
+    epoch weighted by the share of it trained."""
+    log = log[:window] if window else log
+    return float((epoch_means(log) * epoch_shares(log, steps_per_epoch)).sum())
 
 
-def tse_e(log: list[list[float]], last_epochs: int) -> float:
+def tse_e(log: list[list[float]], last_epochs: int, steps_per_epoch: int | None = None) -> float:
     """TSE over the last E epochs of the window only."""
-    return float(epoch_means(log)[-last_epochs:].sum())
+    return float((epoch_means(log) * epoch_shares(log, steps_per_epoch))[-last_epochs:].sum())
 
 
-def tse_ema(log: list[list[float]], decay: float) -> float:
-    """Exponentially weighted mean of per-epoch means (recent epochs weigh most), normalised by its weights."""
+def tse_ema(log: list[list[float]], decay: float, steps_per_epoch: int | None = None) -> float:
+    """Exponentially weighted mean of per-epoch means (recent epochs weigh most, a partly trained epoch by
+    its share), normalised by its weights."""
     means = epoch_means(log)
-    weights = decay ** np.arange(len(means))[::-1]
+    weights = decay ** np.arange(len(means))[::-1] * epoch_shares(log, steps_per_epoch)
     return float((weights * means).sum() / weights.sum())
 
 
-def estimate(log: list[list[float]], val_history: list[float], estimator: dict) -> float:
+def estimate(log: list[list[float]], val_history: list[float], estimator: dict,
+             steps_per_epoch: int | None = None) -> float:
     kind = estimator["estimator"]
     if kind == "tse":
-        return tse(log)
+        return tse(log, steps_per_epoch=steps_per_epoch)
     if kind == "tse_e":
-        return tse_e(log, estimator["last_epochs"])
+        return tse_e(log, estimator["last_epochs"], steps_per_epoch)
     if kind == "tse_ema":
-        return tse_ema(log, estimator["ema_decay"])
+        return tse_ema(log, estimator["ema_decay"], steps_per_epoch)
     if kind == "val":
         return float(val_history[-1])
     raise RunError(f"hpo.tpe.estimator {kind!r} is unknown; choose one of tse, tse_e, tse_ema, val")
