@@ -57,3 +57,18 @@ def test_force_field_cells_are_archived(project):
     assert "verified" in sh("chemspec", "archive", "verify", cwd=project)
     metrics = json.loads((project / "results" / "quickstart-nff" / "train" / "w16d2-240" / "metrics.json").read_text())
     assert metrics["family"] == "painn" and metrics["capacity"] == 32 and metrics["stop_reason"] in ("max_epochs", "min_lr")
+
+
+def test_a_nan_loss_marks_a_force_field_cell_diverged_and_the_fits_leave_it_out(project):
+    done = subprocess.run(["dvc", "repro", "-f", "-s", "train@w8d2-60"], cwd=project, capture_output=True, text=True,
+                          env={**tool_env(), "CHEMSPEC_FAULT": "train@w8d2-60:nan@5"})
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((project / "results" / "quickstart-nff" / "train" / "w8d2-60" / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["divergence"]["step"] == 5 and metrics["val_loss"] is None
+    sh("dvc", "repro", cwd=project)
+    report = json.loads(sh("chemspec", "report", "--json", cwd=project))
+    status = {(c["model"], c["data_size"]): c["status"] for c in report["cells"]}
+    assert status.pop(("w8d2", 60)) == "diverged" and set(status.values()) == {"ok"}
+    assert report["statistics"]["diverged"] == ["train@w8d2-60"]
+    sh("dvc", "repro", "-f", "-s", "train@w8d2-60", cwd=project)
+    sh("dvc", "repro", cwd=project)

@@ -243,6 +243,27 @@ def test_plateau_at_min_lr_stops_training():
     assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-10)
 
 
+def test_a_nan_loss_marks_the_run_diverged_with_its_step_and_stops_it():
+    from chemspec.runtime.io import to_json
+
+    data = ethanols(6)
+    metrics, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-3, "batch_size": 2},
+                                  epochs=10, seed=1, fault=("nan", 4))
+    assert metrics["status"] == "diverged" and metrics["stop_reason"] == "diverged"
+    assert metrics["divergence"]["step"] == metrics["steps"] == 4
+    assert metrics["divergence"]["last_finite_loss"] == metrics["step_losses"][-1][-1]
+    assert sum(map(len, metrics["step_losses"])) == 4 and metrics["epochs"] < 10
+    assert metrics["val_loss"] is None and metrics["force_mae_meV_per_A"] is None
+    assert b"NaN" not in to_json(metrics)
+
+
+def test_sigterm_stops_a_force_field_cell_with_an_error_not_a_clean_exit():
+    data = ethanols(6)
+    with pytest.raises(RunError, match="stopped by SIGTERM after 2 steps.*trains it again from the start"):
+        train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-3, "batch_size": 2},
+                         epochs=10, seed=1, fault=("term", 2))
+
+
 @pytest.mark.parametrize("family", ALL)
 def test_overfits_fifty_structures(family):
     data = ethanols(50, seed=11)

@@ -23,7 +23,7 @@ import numpy as np
 
 from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
-from chemspec.runtime.io import read_json, staged, write_json
+from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
 
 MIN_POINTS = 3
@@ -220,17 +220,6 @@ def statistics(rows: list[dict]) -> dict:
     return {"spearman": per_size, "loss_falls_with_data": monotone,
             "diverged": [r["cell"] for r in rows if r["status"] != "ok"],
             "note": "rho < 0: loss falls as capacity (or training time) grows"}
-
-
-def finite_json(value):
-    """JSON has no infinity: an open interval end becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_json(v) for v in value]
-    return value
 
 
 def run_fit(cell: FitCell) -> dict:

@@ -24,11 +24,13 @@ from torch import nn
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import UNTRAINED, untrained_elements
+from chemspec.runtime.faults import Faults, nan_at
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
 
 EV_TO_MEV = 1000.0
+CHECK_EVERY = 25  # steps between checks for a non-finite loss: each check waits for the GPU
 
 
 def import_schnetpack():
@@ -132,7 +134,9 @@ class ForceField(L.LightningModule):
 
     Predicted energy = energy_scale · model + Σ_atoms energy_shift[Z] (a float shift is the same for
     every element). Training stops when the plateau schedule brings the rate down to min_lr
-    (`stop_reason` "min_lr"); `train_forcefield` records "max_epochs" otherwise.
+    (`stop_reason` "min_lr"), or at the first non-finite loss (`diverged`: its step and the last finite
+    loss; checked every CHECK_EVERY steps and at each epoch's end); `train_forcefield` records
+    "max_epochs" otherwise.
     """
 
     def __init__(self, model: nn.Module, loss: str = "l1", energy_weight: float = 0.01,
@@ -140,7 +144,7 @@ class ForceField(L.LightningModule):
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
                  plateau_factor: float = 0.5, patience: int = 50, min_lr: float = 1e-7,
                  energy_shift: float | torch.Tensor = 0.0, energy_scale: float = 1.0,
-                 per_atom_energy_loss: bool = False):
+                 per_atom_energy_loss: bool = False, nan_at: int | None = None):
         super().__init__()
         if loss not in ("l1", "mse"):
             raise RunError(f"loss kind {loss!r} is not one of l1, mse")
@@ -161,6 +165,8 @@ class ForceField(L.LightningModule):
         self.val_history: list[float] = []
         self.val_metrics: dict[str, float] = {}
         self.stop_reason: str | None = None
+        self.diverged: dict | None = None
+        self.nan_at = nan_at
         self._epoch: list[torch.Tensor] = []
         self._sums: torch.Tensor | None = None
 
@@ -212,13 +218,33 @@ class ForceField(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._errors(batch, create_graph=True)[0]
+        if self.global_step == self.nan_at:
+            loss = loss * float("nan")
         self._epoch.append(loss.detach())
+        if len(self._epoch) % CHECK_EVERY == 0:
+            self._check_finite()
         return loss
 
     def on_train_epoch_end(self) -> None:
+        self._check_finite()
         if self._epoch:
             self.step_losses.append(torch.stack(self._epoch).double().cpu().tolist())
         self._epoch = []
+
+    def _check_finite(self) -> None:
+        """Cut this epoch's log at its first non-finite loss and stop training there."""
+        if self.diverged is not None or not self._epoch:
+            return
+        finite = torch.isfinite(torch.stack(self._epoch)).tolist()
+        if all(finite):
+            return
+        bad = finite.index(False)
+        self._epoch = self._epoch[:bad]
+        kept = [v for epoch in self.step_losses for v in epoch] + [float(v) for v in self._epoch]
+        self.diverged = {"step": sum(len(epoch) for epoch in self.step_losses) + bad,
+                         "last_finite_loss": kept[-1] if kept else None}
+        self.stop_reason = "diverged"
+        self.trainer.should_stop = True
 
     def validation_step(self, batch, batch_idx: int) -> None:
         _, sums = self._sums_of(batch, create_graph=False)
@@ -230,7 +256,7 @@ class ForceField(L.LightningModule):
         sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")
         self._sums = None
         self.val_metrics = self.metrics(sums)
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.diverged is None:
             self.val_history.append(self.val_metrics["loss"])
         self.log("val_loss", self.val_metrics["loss"], sync_dist=False)
 
@@ -243,6 +269,8 @@ class ForceField(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
+        if self.diverged is not None:
+            return
         scheduler.step(metric)
         rates = [group["lr"] for group in scheduler.optimizer.param_groups]
         if max(rates) <= self.min_lr * (1 + 1e-9):
@@ -280,7 +308,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                      scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
                      energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
                      gradient_clip: float | None = None, eval_batch_size: int = 256,
-                     ) -> tuple[dict, ForceField]:
+                     fault: tuple[str, int] | None = None) -> tuple[dict, ForceField]:
     """Train one force field; returns (metrics, trained ForceField).
 
     `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
@@ -290,7 +318,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
     included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
     metrics on the validation split after training. An element of `val` or `test` that `train` lacks
-    is a RunError: it would have no reference energy, and the model would never have seen it.
+    is a RunError: it would have no reference energy, and the model would never have seen it. `fault` is
+    a test's injected fault (runtime/faults.py).
     """
     builder = FAMILIES[model_name]
     trained = np.unique(np.asarray(train.numbers)).tolist()
@@ -329,27 +358,38 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         weight_decay=opt_cfg["weight_decay"], betas=opt_cfg["betas"],
                         plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
                         min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
-                        per_atom_energy_loss=per_atom_energy_loss)
+                        per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0])
     batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
                                    pin_memory=accelerator != "cpu" and torch.cuda.is_available())
     trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
                         accelerator=accelerator, devices=1, precision=precision,
                         inference_mode=False, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
-                        gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu")
+                        gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu",
+                        callbacks=[Faults(fault)])
     start = time.perf_counter()
-    with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to train it again"):
-        trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
-        if trainer.global_step % len(batches):
-            trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
+    try:
+        with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to train it again"):
+            trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
+            if trainer.global_step % len(batches) and module.diverged is None:
+                trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
+    except SystemExit:
+        if not trainer.received_sigterm:
+            raise
+        raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; force-field cells "
+                       "keep no checkpoint, so re-running `dvc repro` trains it again from the start") from None
     wall = time.perf_counter() - start
-    tested = evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size))
+    tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size))
+              if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
+                                                             "energy_mae_per_atom_meV", "loss")))
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,
             "params": sum(p.numel() for p in module.model.parameters()),
             "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],
             "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
-            "val_loss": module.val_history[-1] if module.val_history else float("nan"),
+            "val_loss": module.val_history[-1] if module.val_history and module.diverged is None else None,
             "val": module.val_metrics, "val_history": module.val_history,
             "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step), "steps_per_epoch": len(batches),
             "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
+            **({"status": "ok"} if module.diverged is None else
+               {"status": "diverged", "divergence": module.diverged, "steps": module.diverged["step"]}),
             "hparams": dict(hparams), "wall_time_s": round(wall, 3)}, module

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -44,8 +45,20 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def finite_json(value: Any) -> Any:
+    """JSON has no NaN or infinity: a non-finite number (an open interval's end, a diverged loss) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def to_json(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return (json.dumps(finite_json(value), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+            + "\n").encode()
 
 
 def write_json(path: str | Path, value: Any) -> None:

@@ -17,6 +17,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
     import torch
 
     from chemspec.runtime.atoms import load_atoms
+    from chemspec.runtime.faults import fault_for
     from chemspec.runtime.forcefield import train_forcefield
     from chemspec.runtime.train import loss_csv
 
@@ -30,16 +31,17 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
         cell.family, size["width"], size["depth"], size["cutoff"], size["n_rbf"], parts[f"train-{cell.data_size}"],
         parts["val"], parts["test"], hp, cell.epochs, window=cell.window, loss=training.loss, seed=cell.seed,
         accelerator=training.accelerator, precision=training.precision, optimizer=training.optimizer,
-        scheduler=training.scheduler, energy_shift="per_element", gradient_clip=training.gradient_clip)
+        scheduler=training.scheduler, energy_shift="per_element", gradient_clip=training.gradient_clip,
+        fault=fault_for(cell.name))
     step_losses = metrics.pop("step_losses")
     result = {"cell": cell.name, "identity": identity(cell), "model": cell.size_name, "data_size": cell.data_size,
               "seed": cell.seed,
-              **metrics, "device": device, "status": "ok"}
+              **metrics, "device": device}
     out = Path(cell.out_dir)
     if cell.hparams is not None:
         result["estimator"] = cell.estimator["estimator"]
-        result["estimate"] = estimate(step_losses, metrics["val_history"], cell.estimator,
-                                      metrics["steps_per_epoch"])
+        result["estimate"] = None if result["status"] != "ok" else estimate(
+            step_losses, metrics["val_history"], cell.estimator, metrics["steps_per_epoch"])
         with atomic_dir(out) as tmp:
             write_bytes(tmp / "loss.csv", loss_csv(step_losses))
             write_json(tmp / "estimate.json", result)
