@@ -147,3 +147,24 @@ def test_another_seed_is_not_resumed_and_archives_under_other_hashes(project):
         assert Store(root / "objs").put_json(archived) != Store(root / "objs").put_json(same_seed)
     finally:
         (root / "params.yaml").write_text(params)
+
+
+def test_a_plateau_schedule_resumed_after_sigterm_cuts_the_rate_where_the_uninterrupted_run_did(tmp_path):
+    plateau = {**STUDY, "training.max_epochs": 8, "training.scheduler": {"name": "plateau", "patience": 0},
+               "hpo.grid": {"learning_rate": [0.2], "batch_size": [32]}}
+    assert sh("git", "init", "-q", cwd=tmp_path).returncode == 0
+    assert sh("dvc", "init", "-q", cwd=tmp_path).returncode == 0
+    write_spec(tmp_path / "study.yaml", tiny_study(**plateau))
+    assert sh("chemspec", "compile", "study.yaml", cwd=tmp_path).returncode == 0
+    assert sh("dvc", "repro", "select", cwd=tmp_path).returncode == 0
+    assert train(tmp_path).returncode == 0
+    reference = outputs(tmp_path)
+    rates = reference["metrics"]["lr_history"]
+    # 13 steps an epoch: the stop at step 70 falls in the sixth epoch, at whose end the rate is first cut
+    assert rates[:6] == [0.2] * 5 + [0.1] and len(rates) == 8, "the schedule must cut the rate in the resumed epoch"
+    _clear(tmp_path)
+    stopped = train(tmp_path, fault="term@70")
+    assert stopped.returncode != 0 and "stopped by SIGTERM" in stopped.stderr
+    done = train(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert outputs(tmp_path) == reference

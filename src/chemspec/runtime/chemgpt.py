@@ -139,7 +139,10 @@ class ChemGPT(L.LightningModule):
         self.nan_at = nan_at
         self.losses: list[list[torch.Tensor | float]] = []
         self.val_history: list[float] = []
+        self.lr_history: list[float] = []
         self.diverged: dict | None = None
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._plateau_state: dict | None = None
         self._tokens = torch.zeros((), dtype=torch.long)
         self._val = torch.zeros(2, dtype=torch.float64)
 
@@ -212,11 +215,13 @@ class ChemGPT(L.LightningModule):
         # Every DDP rank saves together and rank 0 writes: keep all ranks' tokens, restored to rank 0.
         tokens = self.trainer.strategy.reduce(self._tokens.to(self.device).double(), reduce_op="sum")
         checkpoint["chemspec"] = {"losses": self.step_losses, "val_history": self.val_history,
-                                  "tokens": int(tokens)}
+                                  "lr_history": self.lr_history, "tokens": int(tokens),
+                                  "plateau": self.plateau.state_dict() if self.plateau else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["chemspec"]
         self.losses, self.val_history = state["losses"], state["val_history"]
+        self.lr_history, self._plateau_state = state.get("lr_history", []), state.get("plateau")
         self._tokens = torch.tensor(state["tokens"] if self.global_rank == 0 else 0, dtype=torch.long)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -229,6 +234,10 @@ class ChemGPT(L.LightningModule):
         loss = total / max(count, 1.0)
         if not self.trainer.sanity_checking and self.diverged is None:
             self.val_history.append(loss)
+            if self.trainer.state.fn == "fit":
+                if self.plateau is not None:
+                    self.plateau.step(loss)
+                self.lr_history.append(self.optimizers().param_groups[0]["lr"])
         self.log("val_loss", loss, prog_bar=True, sync_dist=False)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -251,10 +260,14 @@ class ChemGPT(L.LightningModule):
                   {"params": [p for p in self.parameters() if p.ndim < 2], "weight_decay": 0.0}]
         optimizer = kind(groups, lr=self.learning_rate, betas=cfg.betas, **fused)
         if self.scheduler_cfg.name == "plateau":
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            # Stepped after each validation here, not by Lightning: Lightning steps it after the epoch-end
+            # checkpoint, and not at all in a resumed epoch, so a resumed run's rate would lag.
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=self.scheduler_cfg.factor, patience=self.scheduler_cfg.patience,
                 min_lr=self.scheduler_cfg.min_lr)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
+            if self._plateau_state is not None:
+                self.plateau.load_state_dict(self._plateau_state)
+            return optimizer
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(self.scheduler_cfg, self.total_steps, self.learning_rate))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -220,7 +220,7 @@ def run_training(cell: TrainCell) -> dict:
               "params": params,
               "params_total": sum(p.numel() for p in module.model.parameters()),
               "val_loss": module.val_history[-1] if module.val_history else float("nan"),
-              "val_history": module.val_history, "wall_time_s": round(wall, 3),
+              "val_history": module.val_history, "lr_history": module.lr_history, "wall_time_s": round(wall, 3),
               "train_tokens_per_s": None if rate is None else round(rate, 1), "flops_per_token": flops, **usage,
               "device": device_name(trainer.world_size), "status": "ok"}
     if module.diverged is not None:
