@@ -87,5 +87,22 @@ def test_a_checkpoint_with_the_single_parameter_group_of_older_versions_starts_t
     torch.save({"callbacks": {"Resume": {"tag": tag, "batches": 3, "epoch": 0}}}, folder / CHECKPOINT)
     resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag={**tag, "param_groups": PARAM_GROUPS})
     assert resume.resume_from() is None and not folder.exists()
-    assert "was written for another configuration of this cell (or by another chemspec version); training starts " \
-           "over" in capsys.readouterr().err
+    assert "was written for another configuration of this cell (another number of devices, or another chemspec " \
+           "version); training starts over" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x80\x02not a checkpoint", None])
+def test_a_damaged_resume_checkpoint_is_named_and_set_aside_so_the_cell_starts_over(tmp_path, capsys, damage):
+    from chemspec.runtime.resume import CHECKPOINT, EpochSampler, Resume
+
+    folder = tmp_path / "resume"
+    folder.mkdir()
+    tag = {"identity": "ab" * 32, "hparams": {"learning_rate": 1e-3, "batch_size": 32}, "world_size": 1}
+    if damage is None:  # a checkpoint cut short by a crash
+        torch.save({"callbacks": {"Resume": {"tag": tag, "batches": 3, "epoch": 0}}}, folder / CHECKPOINT)
+        (folder / CHECKPOINT).write_bytes((folder / CHECKPOINT).read_bytes()[:40])
+    else:
+        (folder / CHECKPOINT).write_bytes(damage)
+    resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag=tag)
+    assert resume.resume_from() is None and not folder.exists()
+    assert f"resume: {folder / CHECKPOINT} cannot be read (" in capsys.readouterr().err

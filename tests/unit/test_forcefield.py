@@ -257,6 +257,14 @@ def test_a_nan_loss_marks_the_run_diverged_with_its_step_and_stops_it():
     assert b"NaN" not in to_json(metrics)
 
 
+def test_test_errors_are_computed_under_the_autocast_validation_ran_under():
+    data = ethanols(6)
+    metrics, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-3, "batch_size": 3},
+                                  epochs=2, seed=1, precision="bf16-mixed")
+    assert metrics["test_loss"] == pytest.approx(metrics["val"]["loss"], rel=1e-9)
+    assert metrics["force_mae_meV_per_A"] == pytest.approx(metrics["val"]["force_mae_meV_per_A"], rel=1e-9)
+
+
 def test_sigterm_stops_a_force_field_cell_with_an_error_not_a_clean_exit():
     data = ethanols(6)
     with pytest.raises(RunError, match="stopped by SIGTERM after 2 steps.*trains it again from the start"):

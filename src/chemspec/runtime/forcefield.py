@@ -30,6 +30,7 @@ from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
 
 EV_TO_MEV = 1000.0
+MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 CHECK_EVERY = 25  # steps between checks for a non-finite loss: each check waits for the GPU
 
 
@@ -279,15 +280,18 @@ class ForceField(L.LightningModule):
 
 
 @torch.no_grad()
-def evaluate(module: ForceField, batches) -> dict[str, float]:
-    """Loss and MAEs of a whole split (forces by autograd, no graph kept)."""
+def evaluate(module: ForceField, batches, precision: str = "32-true") -> dict[str, float]:
+    """Loss and MAEs of a whole split (forces by autograd, no graph kept), under the autocast of a mixed
+    `precision` as validation ran, so that test and validation errors compare."""
     was_training = module.training
     module.eval()
     total = None
+    dtype = MIXED.get(precision)
     for batch in batches:
         batch = {k: v.to(module.device) for k, v in batch.items()}
         batch = {k: v.to(module.dtype) if v.is_floating_point() and k != "energy" else v for k, v in batch.items()}
-        sums = module._sums_of(batch, create_graph=False)[1]
+        with torch.autocast(module.device.type, dtype=dtype, enabled=dtype is not None):
+            sums = module._sums_of(batch, create_graph=False)[1]
         total = sums if total is None else total + sums
     module.train(was_training)
     return module.metrics(total if total is not None else torch.zeros(8, dtype=torch.float64))
@@ -379,7 +383,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
         raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; force-field cells "
                        "keep no checkpoint, so re-running `dvc repro` trains it again from the start") from None
     wall = time.perf_counter() - start
-    tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size))
+    tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
               if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
                                                              "energy_mae_per_atom_meV", "loss")))
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,

@@ -119,14 +119,19 @@ class Resume(L.Callback):
         """The checkpoint to resume from, if one exists for this very cell and configuration."""
         if not self.path.is_file():
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=False).get("callbacks", {})
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False).get("callbacks", {})
+        except Exception as exc:  # torch.load raises many kinds for a damaged file; each means the same here
+            return self._start_over(f"cannot be read ({type(exc).__name__}: {exc})")
         state = next((v for k, v in saved.items() if k.startswith("Resume")), {})
         if state.get("tag") != self.tag:
-            print(f"resume: {self.path} was written for another configuration of this cell (or by another chemspec "
-                  "version); training starts over", file=sys.stderr, flush=True)
-            shutil.rmtree(self.folder, ignore_errors=True)
-            return None
+            return self._start_over("was written for another configuration of this cell (another number of "
+                                    "devices, or another chemspec version)")
         return str(self.path)
+
+    def _start_over(self, why: str) -> None:
+        print(f"resume: {self.path} {why}; training starts over", file=sys.stderr, flush=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def elapsed(self) -> float:
         """Training seconds of this cell, the runs before a resume included."""
@@ -192,6 +197,8 @@ class Resume(L.Callback):
         tmp = self.folder / f".{CHECKPOINT}.tmp"
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
+            with open(tmp, "rb") as handle:  # on disk before it takes the name a resume trusts
+                os.fsync(handle.fileno())
             os.replace(tmp, self.path)
 
     def done(self) -> None:

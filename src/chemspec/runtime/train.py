@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from chemspec.compiler.cells import TrainCell, identity
 from chemspec.errors import Interrupted, RunError
-from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, write_json
+from chemspec.runtime.io import atomic_dir, read_array, read_json, staged, write_bytes, write_json
 from chemspec.runtime.tpe import estimate, window_steps
 
 if TYPE_CHECKING:
@@ -106,11 +106,10 @@ def _gated(cell: TrainCell) -> dict:
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "hparams": None, "epochs": 0, "params": 0, "val_loss": None,
               "wall_time_s": 0.0, "status": "gated", "reason": f"rank {cell.rank} was not kept by select"}
-    out = Path(cell.out_dir)
-    with atomic_dir(out / "model") as tmp:
-        write_json(tmp / "gated.json", result)
-    write_bytes(out / "loss.csv", loss_csv([]))
-    write_json(out / "metrics.json", result)
+    with staged(cell.out_dir) as tmp:
+        write_json(tmp / "model" / "gated.json", result)
+        write_bytes(tmp / "loss.csv", loss_csv([]))
+        write_json(tmp / "metrics.json", result)
     return result
 
 
@@ -178,6 +177,7 @@ def run_training(cell: TrainCell) -> dict:
         enable_progress_bar=sys.stderr.isatty(), num_sanity_val_steps=0,
         gradient_clip_val=training.gradient_clip, deterministic=training.accelerator == "cpu",
         use_distributed_sampler=False)
+    resume.tag["world_size"] = trainer.world_size  # a checkpoint of other shards is not resumed
     # Under DDP each rank steps through its share of the rows: the schedule and the TPE window follow it.
     per_rank = math.ceil(math.ceil(len(rows[f"train-{cell.data_size}"]) / trainer.world_size) / hp["batch_size"])
     total_steps = per_rank * cell.epochs
@@ -238,10 +238,10 @@ def run_training(cell: TrainCell) -> dict:
     if module.diverged is None:
         result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed, **layout),
                                        trainer.strategy.root_device, training.precision)
-    with atomic_dir(out / "model") as tmp:
-        module.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    write_bytes(out / "loss.csv", loss_csv(module.step_losses))
-    write_json(out / "metrics.json", result)
+    with staged(out) as tmp:  # the model, its loss log and its metrics replace the old ones together
+        module.model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        write_bytes(tmp / "loss.csv", loss_csv(module.step_losses))
+        write_json(tmp / "metrics.json", result)
     resume.done()
     return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chemspec.compiler.cells import TrainCell, identity
-from chemspec.runtime.io import atomic_dir, read_array, write_bytes, write_json
+from chemspec.runtime.io import atomic_dir, read_array, staged, write_bytes, write_json
 from chemspec.runtime.tpe import estimate
 
 
@@ -46,9 +46,10 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
             write_bytes(tmp / "loss.csv", loss_csv(step_losses))
             write_json(tmp / "estimate.json", result)
         return result
-    with atomic_dir(out / "model") as tmp:
-        torch.save(module.state_dict(), tmp / "model.pt")
-        write_json(tmp / "config.json", {"family": cell.family, **size})
-    write_bytes(out / "loss.csv", loss_csv(step_losses))
-    write_json(out / "metrics.json", result)
+    with staged(out) as tmp:
+        (tmp / "model").mkdir()
+        torch.save(module.state_dict(), tmp / "model" / "model.pt")
+        write_json(tmp / "model" / "config.json", {"family": cell.family, **size})
+        write_bytes(tmp / "loss.csv", loss_csv(step_losses))
+        write_json(tmp / "metrics.json", result)
     return result
