@@ -88,6 +88,13 @@ def test_identity_moves_only_with_fields_that_change_results(tmp_path, change, m
     assert (identity(_cell(tiny_study(**change), tmp_path)) != base) is moves
 
 
+def test_cells_keep_the_identities_they_had_when_training_held_learning_rate_and_batch_size(tmp_path):
+    cells = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study())))
+    assert "batch_size" not in cells.train["xs-400"].training.model_dump()
+    assert identity(cells.train["xs-400"]) == "db1a4f97fc237e2d33f33659287788c2be7f341084794c90af0a338770a489aa"
+    assert identity(cells.tpe["lr3e-3-bs32"]) == "11fdb979d0d401c35a347528ae275c6edf8b9c6522b6388789f4f1287a5c2f09"
+
+
 @pytest.mark.parametrize("weight_decay,moves", [(0.01, True), (0.0, False)])
 def test_chemgpts_weight_decay_rule_is_in_the_identity_so_cells_decayed_before_it_retrain(tmp_path, monkeypatch,
                                                                                          weight_decay, moves):

@@ -99,7 +99,11 @@ CASES = [
      "model.sizes.s.n_embd: Input should be less than or equal to 65536"),
     ("huge-batch", mutate("hpo.grid.batch_size", [32, 10**9]),
      "hpo.grid.batch_size.1: Input should be less than or equal to 65536"),
-    ("huge-training-batch", mutate("training.batch_size", 10**17), "training.batch_size: Input should be less"),
+    ("training-batch-size", mutate("training.batch_size", 64),
+     "training.batch_size: unknown key 'batch_size'\n    hint: move it to hpo.grid.batch_size, the list of values TPE "
+     "chooses from (e.g. [64] for that value alone)"),
+    ("training-learning-rate", mutate("training.learning_rate", 3e-4),
+     "training.learning_rate: unknown key 'learning_rate'\n    hint: move it to hpo.grid.learning_rate"),
     ("huge-packing", mutate("training.packing", 10**12),
      "training.packing: Input should be less than or equal to 65536"),
 ]

@@ -164,6 +164,9 @@ IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
                     "reference_dir", "check_units"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
+# Until 2026-12-05 `training` also held learning_rate and batch_size, which nothing read (hpo.grid sets
+# both); their defaults stay in the identity, so cells compiled before keep their identities.
+RETIRED_TRAINING = {"batch_size": 32, "learning_rate": 1.0e-3}
 # Which parameters weight decay reaches, where not every one. ChemGPT cells trained before 2026-12-05
 # decayed every parameter; with the rule in their identity, those with weight decay retrain once.
 DECAYED = {"chemgpt": "weight matrices and embeddings"}
@@ -178,8 +181,8 @@ def identity(cell: Cell) -> str:
     fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE)
     if isinstance(fields.get("training"), dict):
         # An option left off (None) does not change results, so options added later keep identities.
-        fields["training"] = {k: v for k, v in fields["training"].items()
-                              if k not in TRAINING_EXCLUDE and v is not None}
+        fields["training"] = {**RETIRED_TRAINING, **{k: v for k, v in fields["training"].items()
+                                                     if k not in TRAINING_EXCLUDE and v is not None}}
     if isinstance(cell, TrainCell) and cell.training.optimizer.weight_decay > 0 and cell.family in DECAYED:
         fields["decayed"] = DECAYED[cell.family]
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()

@@ -21,6 +21,8 @@ _NOT_UNICODE = ("the {} holds a lone surrogate (\\uD800-\\uDFFF), which is not v
                 "write the character itself, or its full \\U escape")
 _TOO_DEEP = "a study is a few levels of plain values; write it out plainly, without loops"
 _TAGS = {"package", "smiles_file", "generate", "atoms_file", "chemgpt", "schnet", "painn", "spookynet"}
+_GRID_KEYS = {("training", "learning_rate"): "hpo.grid.learning_rate", ("training", "batch_size"): "hpo.grid.batch_size"}
+"""Keys that are set in hpo.grid only (the training section held dead copies of them until 2026-12-05)."""
 
 
 def _families() -> str:
@@ -34,6 +36,9 @@ def _families() -> str:
 
 def _hint(error: dict, allowed: list[str]) -> str:
     kind = error["type"]
+    if kind == "extra_forbidden" and (grid := _GRID_KEYS.get(tuple(error["loc"]))):
+        return (f"move it to {grid}, the list of values TPE chooses from (e.g. [{_preview(error['input'])}] "
+                "for that value alone); every cell trains with the chosen one")
     if kind == "extra_forbidden":
         keys = f"; allowed here: {', '.join(allowed)}" if allowed else ""
         return f"remove it, or check its spelling{keys}"

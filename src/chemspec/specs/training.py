@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from chemspec.specs.base import BatchSize, Spec
+from chemspec.specs.base import Spec
 
 
 class Optimizer(Spec):
@@ -74,10 +74,6 @@ class Training(Spec):
     """Devices per cell. More than one trains the cell with Lightning DDP: each rank takes a share of
     every epoch's rows (the batch size is per rank), rank 0 writes the results, and the TPE estimate
     reads rank 0's per-step losses."""
-    batch_size: BatchSize = 32
-    """Batch size when the hpo grid does not set it."""
-    learning_rate: PositiveFloat = 1.0e-3
-    """Learning rate when the hpo grid does not set it."""
     optimizer: Optimizer = Optimizer()
     """Optimiser settings."""
     scheduler: Scheduler = Scheduler()
