@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from chemspec.compiler.render import PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
 from chemspec.runtime.io import write_bytes
 from chemspec.specs import Study, json_schema, load_study
-from chemspec.specs.data import AtomsFileSource, SmilesFileSource
+from chemspec.specs.data import AtomsFileSource, SmilesFileSource, unsafe_character
 
 
 def validate(spec: str | Path) -> Study:
@@ -28,10 +29,11 @@ def schema() -> dict:
 
 
 def _project_path(path: Path, root: Path) -> str:
-    """A path as DVC should see it: relative to the project root when inside it, absolute otherwise."""
-    absolute = path.resolve()
+    """A path as DVC should see it: relative to the project root when inside it, absolute otherwise.
+    Symbolic links are kept, not replaced by their targets: the path names what the study named."""
+    absolute = Path(os.path.abspath(path))
     try:
-        return absolute.relative_to(root.resolve()).as_posix()
+        return absolute.relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         return str(absolute)
 
@@ -42,6 +44,10 @@ def _with_project_paths(study: Study, spec: Path, root: Path) -> tuple[Study, st
         return study, None
     file = Path(source.file)
     located = _project_path(file if file.is_absolute() else spec.parent / file, root)
+    if found := unsafe_character(located):  # the folders above the file, which the study does not name
+        raise CompileError(f"data.source.file {source.file!r} would stand in dvc.yaml as {located!r}, which contains "
+                           f"{found!r}: DVC and shells would expand it there; move the file, or a link to it, "
+                           "to a folder whose path has no '$', '`' or control characters (nothing was written)")
     data = study.data.model_copy(update={"source": source.model_copy(update={"file": located})})
     return study.model_copy(update={"data": data}), located
 

@@ -25,10 +25,15 @@ rows until 2026-12-05), so that the cell's identity moved with what it reads."""
 _UNSAFE_PATH = re.compile(r"[$`\x00-\x1f\x7f]")
 
 
+def unsafe_character(path: str) -> str | None:
+    """The first character of `path` that DVC would interpolate (`${...}`) or a shell interpret in dvc.yaml."""
+    found = _UNSAFE_PATH.search(path)
+    return found.group() if found else None
+
+
 def _safe_path(value: str) -> str:
-    """Refuse what DVC would interpolate (`${...}`) or a shell would interpret in a path written into dvc.yaml."""
-    if found := _UNSAFE_PATH.search(value):
-        raise ValueError(f"data.source.file {value!r} contains {found.group()!r}; a data file path must not "
+    if found := unsafe_character(value):
+        raise ValueError(f"data.source.file {value!r} contains {found!r}; a data file path must not "
                          "contain '$' or '`' (DVC and shells expand them) or control characters such as "
                          "newlines or NUL: rename the file, or link it under a plain name")
     return value
