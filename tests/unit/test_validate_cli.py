@@ -92,6 +92,12 @@ CASES = [
     ("escape-byte", "study: qu\x1bick\n",
      "study.yaml:1:10: <root>: YAML syntax error: control character '\\x1b' is not allowed in YAML\n"
      "    hint: remove it, or write it as an escape inside double quotes"),
+    ("beta-of-one", mutate("training.optimizer", {"betas": [0.9, 1.0]}),
+     "training.optimizer.betas.1: Input should be less than 1 (got 1.0)"),
+    ("negative-beta", mutate("training.optimizer", {"betas": [-0.1, 0.99]}),
+     "training.optimizer.betas.0: Input should be greater than or equal to 0 (got -0.1)"),
+    ("max-length-without-room", mutate("model.sizes", {"s": {"n_layer": 2, "n_embd": 64, "n_head": 4, "max_length": 2}}),
+     "model.sizes.s.max_length: Input should be greater than or equal to 3 (got 2)"),
     ("huge-chemgpt", mutate("model.sizes.s", {"n_layer": 1000, "n_embd": 65536, "n_head": 64}),
      "model.sizes.s: n_layer 1000 × n_embd 65536 makes about 5.2e+13 non-embedding parameters, more than the "
      "1e+11 chemspec trains; make n_layer or n_embd smaller"),
@@ -242,3 +248,16 @@ def test_schema_is_json_schema_of_the_study(cli):
     assert schema["title"] == "Study"
     assert {"study", "data", "model", "training", "hpo"} <= set(schema["required"])
     assert "description" in schema["properties"]["seed"]
+
+
+NFF = QUICKSTART.with_name("quickstart-nff.yaml").read_text()
+
+
+@pytest.mark.parametrize("text,expected", [
+    (NFF.replace("n_rbf: 16", "n_rbf: 1"), "model.n_rbf: Input should be greater than or equal to 2 (got 1)"),
+])
+def test_force_field_settings_the_models_cannot_train_with_are_refused(cli, tmp_path, text, expected):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(text)
+    result = cli("validate", str(spec))
+    assert result.code == 2 and expected in result.err, result.err

@@ -21,9 +21,10 @@ class ChemGPTSize(Spec):
     """Hidden width; must be divisible by n_head."""
     n_head: int = Field(gt=0, le=1024)
     """Attention heads."""
-    max_length: int = Field(128, gt=0, le=1 << 16)
-    """Longest token sequence (molecules longer than this are dropped, and counted, by the data stage);
-    one value for every size, since every size trains on the same molecules."""
+    max_length: int = Field(128, ge=3, le=1 << 16)
+    """Longest token sequence, [BOS] and [EOS] included, so at least 3 (molecules longer than this are
+    dropped, and counted, by the data stage); one value for every size, since every size trains on the
+    same molecules."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ChemGPTSize":
@@ -71,8 +72,8 @@ class GNNModel(Spec):
     """Interaction blocks (n_interactions / num_modules), up to 256."""
     cutoff: float = Field(5.0, gt=0, le=100)
     """Neighbour cutoff in Å, up to 100."""
-    n_rbf: int = Field(20, gt=0, le=4096)
-    """Radial basis functions."""
+    n_rbf: int = Field(20, ge=2, le=4096)
+    """Radial basis functions, at least 2 (schnetpack spaces their centres by the gap between two)."""
 
     @model_validator(mode="after")
     def _unique(self) -> "GNNModel":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
@@ -18,8 +18,8 @@ class Optimizer(Spec):
     """Decoupled weight decay (AdamW). ChemGPT decays its weight matrices and embeddings, not its biases
     and LayerNorm gains (as nanoGPT and Hugging Face's Trainer); force fields decay every parameter
     (as schnetpack's training does)."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam moment coefficients."""
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    """Adam's decay rates of the gradient's first and second moments, each in [0, 1)."""
 
     @field_validator("betas", mode="before")
     @classmethod
