@@ -255,6 +255,11 @@ NFF = QUICKSTART.with_name("quickstart-nff.yaml").read_text()
 
 @pytest.mark.parametrize("text,expected", [
     (NFF.replace("n_rbf: 16", "n_rbf: 1"), "model.n_rbf: Input should be greater than or equal to 2 (got 1)"),
+    *[(NFF.replace("[water, ethanol, methanol]", f"[water, '{smiles}']"), f"data.source.molecules.1: '{smiles}' {why}")
+      for smiles, why in [("", "has no atoms, hydrogens included; MD needs at least two"),
+                          ("[Ar]", "has one atom, hydrogens included; MD needs at least two"),
+                          ("B(O)(O)O", "has atoms that MMFF has no parameters for"),
+                          ("O=[Xe]=O", "has atoms that MMFF has no parameters for")]],
 ])
 def test_force_field_settings_the_models_cannot_train_with_are_refused(cli, tmp_path, text, expected):
     spec = tmp_path / "study.yaml"

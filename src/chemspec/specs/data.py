@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -86,6 +87,27 @@ class SmilesFileSource(Spec):
         return min(count, self.max_molecules) if self.max_molecules else count
 
 
+@functools.lru_cache(maxsize=256)
+def _md_problem(smiles: str) -> str | None:
+    """Why the data stage could not start MD from this SMILES (it embeds the molecule with its hydrogens
+    and relaxes it with MMFF), or None."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import AllChem
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return f"is neither a known molecule ({', '.join(MOLECULES)}) nor a valid SMILES; fix the name"
+    mol = Chem.AddHs(mol)
+    if mol.GetNumAtoms() < 2:
+        atoms = "no atoms" if mol.GetNumAtoms() == 0 else "one atom"
+        return f"has {atoms}, hydrogens included; MD needs at least two: choose another molecule"
+    if not AllChem.MMFFHasAllMoleculeParams(mol):
+        return ("has atoms that MMFF has no parameters for, and the data stage relaxes each molecule with MMFF "
+                "before MD; choose another molecule")
+    return None
+
+
 class GenerateMD(Spec):
     """MD17-style data generated here: RDKit conformer, ASE Langevin MD, GFN2-xTB labels."""
 
@@ -108,13 +130,9 @@ class GenerateMD(Spec):
 
     @model_validator(mode="after")
     def _known_molecules(self) -> "GenerateMD":
-        from rdkit import Chem, RDLogger
-
-        RDLogger.DisableLog("rdApp.*")
-        for name in self.molecules:
-            if name.lower() not in MOLECULES and Chem.MolFromSmiles(name) is None:
-                raise ValueError(f"data.source.molecules: {name!r} is neither a known molecule "
-                                 f"({', '.join(MOLECULES)}) nor a valid SMILES; fix the name")
+        for i, (name, smiles) in enumerate(zip(self.molecules, self.smiles())):
+            if problem := _md_problem(smiles):
+                raise ValueError(f"data.source.molecules.{i}: {name!r} {problem}")
         if self.frames < len(self.molecules):
             raise ValueError(f"data.source.frames ({self.frames}) must be at least one per molecule "
                              f"({len(self.molecules)})")
