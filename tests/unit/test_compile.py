@@ -335,6 +335,16 @@ def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
     ("  scheduler: {name: cosine}", "training.scheduler.name: model.family 'painn' trains with the plateau"),
     ("  bucket_batches: 100", "training.bucket_batches: model.family 'painn' batches whole structures"),
     ("  packing: 256", "training.packing: model.family 'painn' batches whole structures"),
+    ("  devices: 2", "training.devices: model.family 'painn' trains on one device, so 2 would only make SLURM jobs "
+                     "ask for GPUs that stay idle; set devices to 1"),
+    ("  devices: auto", "training.devices: model.family 'painn' trains on one device"),
+    ("  scheduler: {name: constant}", "training.scheduler.name: model.family 'painn' trains with the plateau"),
+    ("  scheduler: {name: plateau, warmup_steps: 10}", "training.scheduler.warmup_steps: model.family 'painn' trains "
+                                                       "with the plateau schedule, which has no warm-up"),
+    ("  scheduler: {name: plateau, min_lr: 1.0e-3}", r"hpo.grid.learning_rate: \[0.001\] at or below "
+                                                     r"training.scheduler.min_lr \(0.001\), where the plateau "
+                                                     r"schedule of model.family 'painn' stops training after the "
+                                                     r"first epoch"),
 ])
 def test_language_model_settings_are_refused_for_force_fields(tmp_path, extra, message):
     text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text()
@@ -343,6 +353,13 @@ def test_language_model_settings_are_refused_for_force_fields(tmp_path, extra, m
     (tmp_path / "nff.yaml").write_text(text + ("" if extra.startswith("  ") else extra + "\n"))
     with pytest.raises(SpecError, match=message):
         load_study(tmp_path / "nff.yaml")
+
+
+def test_a_force_field_study_that_leaves_the_scheduler_out_trains_on_the_plateau_schedule(tmp_path):
+    text = re.sub(r"\n  scheduler:[^\n]*", "", (QUICKSTART.parent / "quickstart-nff.yaml").read_text())
+    (tmp_path / "nff.yaml").write_text(text)
+    assert "name" not in load_study(tmp_path / "nff.yaml").training.scheduler.model_fields_set
+    assert load_study(QUICKSTART.parent / "calibration-painn.yaml").training.devices == 1
 
 
 def test_bf16_true_is_refused_for_force_fields_only(tmp_path):

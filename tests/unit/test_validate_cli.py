@@ -156,6 +156,21 @@ def test_every_error_is_reported_at_once(cli, tmp_path):
         assert f": {field}:" in result.err
 
 
+def test_every_cross_section_rule_that_fails_is_reported_at_its_key(cli, tmp_path):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(NFF.replace("precision: 32-true", "precision: 32-true\n  compile: true\n  devices: 2")
+                    + "generation: {samples: 10}\n")
+    result = cli("validate", str(spec))
+    lines = spec.read_text().splitlines()
+    at = {key: next(i for i, text in enumerate(lines, 1) if text.startswith(key)) for key in
+          ("  compile", "  devices", "generation")}
+    assert result.code == 2 and "3 errors" in result.err, result.err
+    assert f"study.yaml:{at['  compile']}:3: training.compile: model.family 'painn' cannot be compiled" in result.err
+    assert f"study.yaml:{at['  devices']}:3: training.devices: model.family 'painn' trains on one device" in result.err
+    assert f"study.yaml:{at['generation']}:1: generation: model.family 'painn' does not generate molecules" \
+        in result.err
+
+
 def test_unknown_key_hint_lists_allowed_keys(cli, tmp_path):
     spec = tmp_path / "study.yaml"
     spec.write_text(mutate("training.precison", "32-true"))

@@ -10,12 +10,13 @@ from typing import get_args, get_origin
 from pydantic import ValidationError
 
 from chemspec.errors import SpecError, SpecIssue
+from chemspec.specs.base import PROBLEMS_SEPARATOR
 from chemspec.specs.loader import MAX_DEPTH, Positions, field_name, load_yaml
 from chemspec.specs.study import Study
 
 __all__ = ["Study", "load_study", "parse_study", "json_schema"]
 
-_NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor|generation)(?:\.[a-z_0-9]+)+)\b")
+_NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor|generation)(?:\.[a-z_0-9]+)*)\b")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_UNICODE = ("the {} holds a lone surrogate (\\uD800-\\uDFFF), which is not valid Unicode",
                 "write the character itself, or its full \\U escape")
@@ -109,6 +110,19 @@ def _preview(value: object) -> str:
         return f"a {type(value).__name__} that cannot be shown"
 
 
+def _rule_issues(message: str, file: str, positions: Positions, path: tuple) -> list[SpecIssue]:
+    """The issues of a rule's ValueError: one a line, each at the key its message starts with (cross-field
+    rules name the key they are about; point at it rather than at their section)."""
+    issues = []
+    for problem in message.split(PROBLEMS_SEPARATOR):
+        where = path
+        if named := _NAMED.match(problem):
+            where = tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
+            problem = problem[named.end():].lstrip(": ")
+        issues.append(SpecIssue(file, *_position(positions, where), field_name(where), problem, ""))
+    return issues
+
+
 def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecIssue]:
     issues = []
     for error in exc.errors(include_url=False):
@@ -124,11 +138,9 @@ def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecI
                        f"{error['ctx'].get('expected_tags', '')}" if error["type"] == "union_tag_invalid"
                        else f"{discriminator} is missing; expected one of {_families()}")
             error = {**error, "type": "literal_error"}
-        elif error["type"] == "value_error" and (named := _NAMED.match(message)):
-            # Cross-field rules name the key they are about; point at it rather than at its section.
-            path = tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
-            line, column = _position(positions, path)
-            message = message[named.end():].lstrip(": ")
+        elif error["type"] == "value_error":
+            issues += _rule_issues(message, file, positions, path)
+            continue
         elif error["type"] == "extra_forbidden":
             message = f"unknown key {path[-1]!r}"
         elif error["type"] == "missing":
