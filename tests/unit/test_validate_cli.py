@@ -98,6 +98,15 @@ CASES = [
      "training.optimizer.betas.0: Input should be greater than or equal to 0 (got -0.1)"),
     ("max-length-without-room", mutate("model.sizes", {"s": {"n_layer": 2, "n_embd": 64, "n_head": 4, "max_length": 2}}),
      "model.sizes.s.max_length: Input should be greater than or equal to 3 (got 2)"),
+    ("devices-zero", mutate("training.devices", 0),
+     "training.devices: Input should be greater than 0 or 'auto' (got 0)\n    hint: give a number in the allowed range, "
+     "or use one of the values listed"),
+    ("compile-yes", mutate("training.compile", "yes"),
+     'training.compile: Input should be a valid boolean or \'cuda-graphs\' (got "yes")'),
+    ("one-beta", mutate("training.optimizer", {"betas": [0.9]}),
+     "training.optimizer.betas: needs 2 values (got [0.9])\n    hint: give 2 values, as a list"),
+    ("three-betas", mutate("training.optimizer", {"betas": [0.9, 0.99, 0.5]}),
+     "training.optimizer.betas: needs 2 values (got [0.9, 0.99, 0.5])"),
     ("huge-chemgpt", mutate("model.sizes.s", {"n_layer": 1000, "n_embd": 65536, "n_head": 64}),
      "model.sizes.s: n_layer 1000 × n_embd 65536 makes about 5.2e+13 non-embedding parameters, more than the "
      "1e+11 chemspec trains; make n_layer or n_embd smaller"),
@@ -126,6 +135,7 @@ def test_invalid_spec_exits_2_naming_the_field(cli, tmp_path, name, text, expect
         assert expected in result.err
         assert "Traceback" not in result.err + result.out
         assert "study.yaml:" in result.err
+        assert not any(label in result.err for label in ("constrained-int", "literal[", ".bool:", "[key]")), result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not (tmp_path / "PWNED").exists()
 
