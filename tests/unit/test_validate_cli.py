@@ -229,6 +229,33 @@ def test_unquoted_exponent_floats_are_numbers_as_in_yaml_1_2(cli, tmp_path):
     assert {tuple(cell["training"]["optimizer"]["betas"]) for cell in tpe} == {(0.9, 0.95)}
 
 
+@pytest.mark.parametrize("old,new,expected", [
+    ("seed: 0", "seed: 0042", "study.yaml:4:7: seed: unreadable value: the integer 0042 has a leading zero, which YAML "
+                              "1.1 reads as octal (or as text) and YAML 1.2 as 42\n    hint: write 42, or quote it"),
+    ("accelerator: cpu", "accelerator: cpu\n  compile: yes",
+     'training.compile: Input should be a valid boolean or \'cuda-graphs\' (got "yes")'),
+    ("confidence: 0.95", "confidence: 0.95\nexecutor: {slurm: {time_min: 1:30}}",
+     'executor.slurm.time_min: Input should be a valid integer (got "1:30")'),
+    ("seed: 0", "seed: 0b101", 'seed: Input should be a valid integer (got "0b101")'),
+])
+def test_plain_values_are_read_by_yaml_1_2_and_the_forms_it_reads_otherwise_are_refused(cli, tmp_path, old, new,
+                                                                                       expected):
+    spec = tmp_path / "study.yaml"
+    spec.write_text(QUICKSTART.read_text().replace(old, new, 1))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and expected in result.err, result.err
+
+
+def test_booleans_are_true_and_false_and_keys_are_the_text_written(tmp_path):
+    from chemspec.specs import load_study
+
+    text = QUICKSTART.read_text().replace("xs", "on").replace("accelerator: cpu", "accelerator: cpu\n  compile: FALSE")
+    (tmp_path / "study.yaml").write_text(text.replace("seed: 0", "seed: 0x2A"))
+    study = load_study(tmp_path / "study.yaml")
+    assert list(study.model.sizes) == ["on", "s", "m"] and study.hpo.tpe.model_size == "on"
+    assert study.training.compile is False and study.seed == 42
+
+
 @pytest.mark.parametrize("content,expected", [
     ("smi\nCCO\n", "data.source.column: 'smiles' is not a column of 'mols.csv' (the header has ['smi'])"),
     ("", "data.source.column: 'smiles' is not a column of 'mols.csv' (the file is empty)"),
