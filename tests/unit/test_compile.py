@@ -136,6 +136,16 @@ def test_cells_keep_the_identities_they_had_when_training_held_learning_rate_and
     assert identity(cells.tpe["lr3e-3-bs32"]) == "11fdb979d0d401c35a347528ae275c6edf8b9c6522b6388789f4f1287a5c2f09"
 
 
+def test_the_executor_section_is_bookkeeping_in_no_identity_and_not_archived(tmp_path):
+    cells = expand(load_study(write_spec(tmp_path / "a.yaml", tiny_study())))
+    other = expand(load_study(write_spec(tmp_path / "b.yaml", tiny_study(
+        executor={"kind": "slurm", "jobs": 4, "slurm": {"partition": "gpu", "time_min": 90}}))))
+    assert "executor" not in other.archive.spec and other.executor.slurm.partition == "gpu"
+    assert identity(other.archive) == identity(cells.archive)
+    assert yaml.safe_load(compile_study(load_study(tmp_path / "b.yaml"), "b.yaml")["params.yaml"])["cells"][
+        "executor"]["jobs"] == 4
+
+
 @pytest.mark.parametrize("weight_decay,moves", [(0.01, True), (0.0, False)])
 def test_chemgpts_weight_decay_rule_is_in_the_identity_so_cells_decayed_before_it_retrain(tmp_path, monkeypatch,
                                                                                          weight_decay, moves):

@@ -187,10 +187,10 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
            dry_run: bool = False, sbatch: dict[str, str] | None = None, say=lambda _: None):
     """Run the compiled pipeline with stale cells as submitit jobs; defaults come from the study's executor."""
     from chemspec.launch import Settings, launch as run_launch
-    from chemspec.specs.study import Executor, Training
+    from chemspec.specs.study import Training
 
     cells = load_cells(params)
-    executor = Executor.model_validate(cells.archive.spec.get("executor") or {})
+    executor = cells.executor
     training = Training.model_validate(cells.archive.spec["training"])
     kind = kind or executor.kind
     if sbatch and kind != "slurm":

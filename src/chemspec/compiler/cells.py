@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from chemspec.specs import Study
 from chemspec.specs.data import SAMPLE, AtomsFileSource, GenerateMD
 from chemspec.specs.model import GNNModel
+from chemspec.specs.study import Executor
 from chemspec.specs.training import Training
 
 
@@ -142,6 +143,7 @@ class ArchiveCell(Cell):
     study: str
     seed: int
     spec: dict[str, Any]
+    """The study as validated, less its executor section (bookkeeping, which changes no result)."""
     inputs: dict[str, str]
     root: str
 
@@ -158,6 +160,8 @@ class Cells(Cell):
     sample: dict[str, SampleCell]
     fit: FitCell
     archive: ArchiveCell
+    executor: Executor
+    """How `chemspec launch` runs the stale cells: in no cell's identity, and not archived."""
 
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
@@ -282,10 +286,10 @@ def expand(study: Study) -> Cells:
               "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
     if calibration is not None:
         inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
-    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"), inputs=inputs,
-                          root="archive")
+    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json", exclude={"executor"}),
+                          inputs=inputs, root="archive")
     return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
-                 train=train, reference=reference, sample=sample, fit=fit, archive=archive)
+                 train=train, reference=reference, sample=sample, fit=fit, archive=archive, executor=study.executor)
 
 
 def _samples(study: Study, train: dict[str, TrainCell], out: str,
