@@ -181,6 +181,21 @@ def test_every_cross_section_rule_that_fails_is_reported_at_its_key(cli, tmp_pat
         in result.err
 
 
+def test_every_rule_of_a_section_that_fails_is_reported(cli, tmp_path):
+    spec = tmp_path / "study.yaml"
+    study = copy.deepcopy(BASE)
+    study["data"]["sizes"] = [3000, 1000, 30000]
+    study["model"]["sizes"]["s"] = {"n_layer": 1000, "n_embd": 65535, "n_head": 4}
+    spec.write_text(yaml.safe_dump(study))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and "4 errors" in result.err, result.err
+    for problem in ("data.sizes: [3000, 1000, 30000] must be strictly ascending",
+                    "data.sizes: the largest size (30000) plus validation",
+                    "model.sizes.s: n_embd (65535) must be divisible by n_head (4)",
+                    "model.sizes.s: n_layer 1000 × n_embd 65535 makes about 5.2e+13 non-embedding parameters"):
+        assert problem in result.err
+
+
 def test_unknown_key_hint_lists_allowed_keys(cli, tmp_path):
     spec = tmp_path / "study.yaml"
     spec.write_text(mutate("training.precison", "32-true"))

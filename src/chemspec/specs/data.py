@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Discriminator, Field, PositiveInt, PrivateAttr, Tag, model_validator
 
-from chemspec.specs.base import Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 
 MOSES_TRAIN_MOLECULES = 1_584_663
 MOLECULES = {
@@ -277,18 +277,23 @@ class Data(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "Data":
+        problems = []
         if any(b <= a for a, b in zip(self.sizes, self.sizes[1:])):
-            raise ValueError(f"data.sizes {self.sizes} must be strictly ascending; "
-                             f"try {sorted(set(self.sizes))}")
+            problems.append(f"data.sizes {self.sizes} must be strictly ascending; try {sorted(set(self.sizes))}")
         smiles_source = isinstance(self.source, (PackageSource, SmilesFileSource))
         if (self.kind == "smiles") != smiles_source:
-            raise ValueError(f"data.source does not fit data.kind {self.kind!r}: smiles data need "
-                             "{package: ...} or {file: ..., column: ...}; atoms data need "
-                             "{generate: md, ...} or {file: ..., format: ...}")
+            problems.append(f"data.source does not fit data.kind {self.kind!r}: smiles data need "
+                            "{package: ...} or {file: ..., column: ...}; atoms data need "
+                            "{generate: md, ...} or {file: ..., format: ...}")
         if self.kind == "atoms" and self.representation is not None:
-            raise ValueError("data.representation applies to smiles data only; remove it")
+            problems.append("data.representation applies to smiles data only; remove it")
         if hasattr(self.source, "available"):
-            self.check_available(self.source.available(), "the source")
+            try:
+                self.check_available(self.source.available(), "the source")
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
 
     def check_available(self, available: int, where: str) -> None:

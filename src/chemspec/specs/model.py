@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from chemspec.specs.base import Name, Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Name, Spec
 
 MAX_PARAMETERS = 10**11
 """The largest model chemspec validates: about 80 times the paper's largest ChemGPT (1.2e9)."""
@@ -28,15 +28,18 @@ class ChemGPTSize(Spec):
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ChemGPTSize":
+        problems = []
         if self.n_embd % self.n_head:
             options = [h for h in range(1, min(self.n_embd, 64) + 1) if self.n_embd % h == 0]
             near = sorted(options, key=lambda h: abs(h - self.n_head))[:2]
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                             f"try n_head {' or '.join(map(str, sorted(near)))}")
+            problems.append(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                            f"try n_head {' or '.join(map(str, sorted(near)))}")
         if 12 * self.n_layer * self.n_embd**2 > MAX_PARAMETERS:
-            raise ValueError(f"n_layer {self.n_layer} × n_embd {self.n_embd} makes about "
-                             f"{12 * self.n_layer * self.n_embd**2:.1e} non-embedding parameters, more than "
-                             f"the {MAX_PARAMETERS:.0e} chemspec trains; make n_layer or n_embd smaller")
+            problems.append(f"n_layer {self.n_layer} × n_embd {self.n_embd} makes about "
+                            f"{12 * self.n_layer * self.n_embd**2:.1e} non-embedding parameters, more than "
+                            f"the {MAX_PARAMETERS:.0e} chemspec trains; make n_layer or n_embd smaller")
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from chemspec.specs.base import Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 
 
 class Optimizer(Spec):
@@ -110,10 +110,13 @@ class Training(Spec):
 
     @model_validator(mode="after")
     def _layouts(self) -> "Training":
+        problems = []
         if self.packing and self.bucket_batches is not None:
-            raise ValueError("training.packing: set it or training.bucket_batches, not both (both remove "
-                             "padding; packing also keeps one batch shape)")
+            problems.append("training.packing: set it or training.bucket_batches, not both (both remove "
+                            "padding; packing also keeps one batch shape)")
         if self.compile == "cuda-graphs" and not self.packing:
-            raise ValueError("training.compile: cuda-graphs records a graph for every batch shape; set "
-                             "training.packing (e.g. 256; language models only) so that batches have one shape")
+            problems.append("training.compile: cuda-graphs records a graph for every batch shape; set "
+                            "training.packing (e.g. 256; language models only) so that batches have one shape")
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
