@@ -36,7 +36,7 @@ def spec(models: int, data_sizes: int, keep: int) -> dict:
                  "sizes": sizes, "validation": 200, "test": 200},
         "model": {"family": "chemgpt", "sizes": {f"m{i}": {"n_layer": 1, "n_embd": 8 * (i + 1), "n_head": 2,
                                                            "max_length": 64} for i in range(models)}},
-        "training": {"max_epochs": 1, "accelerator": "cpu", "batch_size": 64},
+        "training": {"max_epochs": 1, "accelerator": "cpu"},
         "hpo": {"grid": {"learning_rate": [1.0e-3, 3.0e-3][:max(keep, 1)], "batch_size": [64]},
                 "tpe": {"budget_fraction": 1.0, "keep": keep, "data_size": sizes[0]}},
     }

@@ -21,7 +21,8 @@ def _fmt(value: float | None) -> str:
 @click.option("--no-files", is_flag=True, help="Do not write report/index.html and report/report.md.")
 @click.option("--from", "source", metavar="REV",
               help="Report the run archived at this git revision (or WORKTREE) instead; pages go to reports/<study>/.")
-@click.option("--study", help="Study to report with --from (needed when several are archived).")
+@click.option("--study", help="Study to report with --from (needed when several are archived); without --from, "
+                               "only the compiled study.")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
     result = api.report(params, write=not no_files, source=source, study=study)

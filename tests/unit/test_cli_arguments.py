@@ -61,3 +61,14 @@ def test_run_refuses_an_identity_that_is_not_hex_digits_of_one(cli, tmp_path, va
     assert result.code == 2 and f"--identity {value!r} is not the start of a cell identity" in result.err
     with pytest.raises(UsageError, match="8 to 64 hex digits"):
         api.run("data", params=str(tmp_path / "params.yaml"), cell=None, expected_identity=value)
+
+
+def test_report_refuses_a_study_other_than_the_compiled_one_without_from(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    result = cli("report", "--study", "other", cwd=tmp_path)
+    assert result.code == 2 and "--study 'other': params.yaml compiles study 'tiny', whose results are reported " \
+                                "without --from; for the run of 'other' archived at a revision add --from" in result.err
+    assert not (tmp_path / "results").exists()
+    same = cli("report", "--study", "tiny", cwd=tmp_path)
+    assert same.code == 1 and "no results yet for study 'tiny'" in same.err, same.err

@@ -93,6 +93,17 @@ def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
     assert not (tmp_path / "data" / "tokens.npy").exists()
 
 
+def test_molecules_all_too_long_name_max_length_not_the_file(tmp_path):
+    long = tmp_path / "long.txt"
+    long.write_text("CCCCCCCCCCCCCCCC\nc1ccccc1CCCCCCCCCC\nxx\n")
+    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(long)}, representation="selfies",
+                    max_length=8, out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match=r"no valid molecules among 3 read .*; most are longer than max_length \(8 "
+                                       r"tokens, \[BOS\] and \[EOS\] included\): raise model.sizes.<name>.max_length"):
+        run_data(cell)
+    assert not (tmp_path / "data" / "tokens.npy").exists()
+
+
 def test_a_missing_csv_column_names_the_header(tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text("smi\nCCO\n")
@@ -142,6 +153,19 @@ def test_split_larger_than_the_data_says_how_many_are_valid(tmp_path):
         run_split(_split(tmp_path, [90]))
     with pytest.raises(RunError, match="110 structures needed .* only 100 are valid .*read more structures"):
         run_split(_split(tmp_path, [90], kind="atoms"))
+
+
+def test_split_larger_than_the_data_names_max_length_when_it_dropped_most_molecules(tmp_path):
+    cell = _split(tmp_path, [90])
+    counts = {"read": 300, "blank": 0, "invalid_smiles": 20, "unencodable": 0, "duplicates": 10, "too_long": 170}
+    (tmp_path / "d" / "data.json").write_text(json.dumps({"kind": "smiles", "count": 100, "counts": counts}))
+    with pytest.raises(RunError, match="read more molecules; most of the molecules dropped were longer than "
+                                       "max_length, so raising model.sizes.<name>.max_length"):
+        run_split(cell)
+    counts.update(invalid_smiles=170, too_long=20)
+    (tmp_path / "d" / "data.json").write_text(json.dumps({"kind": "smiles", "count": 100, "counts": counts}))
+    with pytest.raises(RunError, match="or read more molecules$"):
+        run_split(cell)
 
 
 @pytest.mark.parametrize("recorded", [None, ["O=CCC=O"]], ids=["no-smiles", "older-smiles"])

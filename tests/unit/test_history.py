@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from scipy import stats
 
-from chemspec.archive.history import exponent_changes
+from chemspec.archive.history import exponent_changes, spec_changes
 from tests.conftest import archive_commit
 
 
@@ -53,6 +53,12 @@ def test_a_cell_that_diverged_in_both_runs_is_unchanged(cli, repo):
     archive_commit(repo, cells, [_fit(0.2, 0.01)])
     archive_commit(repo, cells, [_fit(0.3, 0.01)])
     assert json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"] == []
+
+
+def test_spec_changes_leave_out_the_executor_that_runs_archived_before_stored():
+    before = {"seed": 0, "executor": {"jobs": 1, "slurm": {"partition": "a"}}, "training": {"max_epochs": 2}}
+    assert spec_changes(before, {"seed": 0, "training": {"max_epochs": 3}}) == [
+        {"field": "training.max_epochs", "before": 2, "after": 3}]
 
 
 def test_three_point_power_fits_are_tested_on_welch_degrees_of_freedom_not_a_normal_cutoff():

@@ -50,6 +50,10 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if source is not None:
         return _archived_report(source, study, write)
     cells = load_cells(params)
+    if study is not None and study != cells.fit.study:
+        raise UsageError(f"--study {study!r}: {params} compiles study {cells.fit.study!r}, whose results are reported "
+                         f"without --from; for the run of {study!r} archived at a revision add --from (e.g. `--from "
+                         f"HEAD --study {study}`), or drop --study")
     root = Path(params).parent  # the compiled paths are relative to the project root, where params.yaml is
     folder = root / cells.fit.out_dir
     table, fit_path = folder / "cells.json", folder / "fit.json"

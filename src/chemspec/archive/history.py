@@ -110,7 +110,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def spec_changes(a: dict, b: dict) -> list[dict]:
-    fa, fb = _flatten(a), _flatten(b)
+    """The fields that differ between two archived specs, less the executor section (bookkeeping), which
+    runs archived before 2026-12-05 stored."""
+    fa, fb = (_flatten({key: value for key, value in spec.items() if key != "executor"}) for spec in (a, b))
     return [{"field": k, "before": fa.get(k), "after": fb.get(k)}
             for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from chemspec.specs import Study
 from chemspec.specs.data import SAMPLE, AtomsFileSource, GenerateMD
 from chemspec.specs.model import GNNModel
+from chemspec.specs.study import Executor
 from chemspec.specs.training import Training
 
 
@@ -142,6 +143,7 @@ class ArchiveCell(Cell):
     study: str
     seed: int
     spec: dict[str, Any]
+    """The study as validated, less its executor section (bookkeeping, which changes no result)."""
     inputs: dict[str, str]
     root: str
 
@@ -158,12 +160,17 @@ class Cells(Cell):
     sample: dict[str, SampleCell]
     fit: FitCell
     archive: ArchiveCell
+    executor: Executor
+    """How `chemspec launch` runs the stale cells: in no cell's identity, and not archived."""
 
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
                     "reference_dir", "check_units"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
+# Until 2026-12-05 `training` also held learning_rate and batch_size, which nothing read (hpo.grid sets
+# both); their defaults stay in the identity, so cells compiled before keep their identities.
+RETIRED_TRAINING = {"batch_size": 32, "learning_rate": 1.0e-3}
 # Which parameters weight decay reaches, where not every one. ChemGPT cells trained before 2026-12-05
 # decayed every parameter; with the rule in their identity, those with weight decay retrain once.
 DECAYED = {"chemgpt": "weight matrices and embeddings"}
@@ -178,8 +185,8 @@ def identity(cell: Cell) -> str:
     fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE)
     if isinstance(fields.get("training"), dict):
         # An option left off (None) does not change results, so options added later keep identities.
-        fields["training"] = {k: v for k, v in fields["training"].items()
-                              if k not in TRAINING_EXCLUDE and v is not None}
+        fields["training"] = {**RETIRED_TRAINING, **{k: v for k, v in fields["training"].items()
+                                                     if k not in TRAINING_EXCLUDE and v is not None}}
     if isinstance(cell, TrainCell) and cell.training.optimizer.weight_decay > 0 and cell.family in DECAYED:
         fields["decayed"] = DECAYED[cell.family]
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
@@ -279,10 +286,10 @@ def expand(study: Study) -> Cells:
               "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
     if calibration is not None:
         inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
-    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json"), inputs=inputs,
-                          root="archive")
+    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json", exclude={"executor"}),
+                          inputs=inputs, root="archive")
     return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
-                 train=train, reference=reference, sample=sample, fit=fit, archive=archive)
+                 train=train, reference=reference, sample=sample, fit=fit, archive=archive, executor=study.executor)
 
 
 def _samples(study: Study, train: dict[str, TrainCell], out: str,

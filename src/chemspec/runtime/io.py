@@ -30,6 +30,16 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(tmp|old)$")  # see fin
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
+    tmp = _temporary(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _temporary(path: Path, data: bytes) -> Path:
+    """`data` written and synced to a new temporary sibling of `path` (.NAME.XXXXXXXX.tmp)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -38,11 +48,36 @@ def write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def written_together(files: dict[Path, bytes]) -> Iterator[None]:
+    """Write every file to a temporary sibling, run the block, then rename them all into place (the old
+    files put back if a rename fails): a failed write, or a failure in the block, leaves every file as it
+    was and no temporary behind. The OSError of a failed write names the file it was for."""
+    folders = {folder for path in files for folder in (path.parent, *path.parent.parents) if not folder.exists()}
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            try:
+                staged.append((_temporary(path, data), path))
+            except OSError as exc:
+                exc.filename = str(path)  # a failed write() leaves it None, a failed open names the temporary
+                raise
+        yield
+        _swap_in(staged)
+        folders = set()
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def finite_json(value: Any) -> Any:

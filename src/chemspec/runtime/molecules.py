@@ -137,6 +137,15 @@ def symbols(text: str, representation: str) -> list[str]:
     return re.findall(SELFIES_SYMBOL if representation == "selfies" else SMILES_SYMBOL, text)
 
 
+MAX_LENGTH = "model.sizes.<name>.max_length (one value, the same for every size)"
+
+
+def mostly_too_long(counts: dict) -> bool:
+    """Whether molecules longer than max_length are most of those the data stage dropped."""
+    dropped = sum(counts.get(key, 0) for key in ("invalid_smiles", "unencodable", "duplicates", "too_long"))
+    return counts.get("too_long", 0) * 2 > dropped
+
+
 def save_tokenizer(vocab: list[str], representation: str, out: Path) -> None:
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -178,8 +187,9 @@ def run_data(cell: DataCell) -> dict:
             continue
         molecules.append((smiles, text, tokens))
     if not molecules:
-        raise RunError(f"data.source: no valid molecules among {counts['read']} read ({counts}); "
-                       "check the file and data.source.column")
+        fix = (f"most are longer than max_length ({cell.max_length} tokens, [BOS] and [EOS] included): raise "
+               f"{MAX_LENGTH}" if mostly_too_long(counts) else "check the file and data.source.column")
+        raise RunError(f"data.source: no valid molecules among {counts['read']} read ({counts}); {fix}")
     vocab = SPECIALS + sorted({t for _, _, tokens in molecules for t in tokens})
     index = {t: i for i, t in enumerate(vocab)}
     width = max(len(t) for _, _, t in molecules) + 2

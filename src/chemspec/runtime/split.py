@@ -15,6 +15,7 @@ import numpy as np
 from chemspec.compiler.cells import SplitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import read_json, sha256_file, write_bytes, write_json
+from chemspec.runtime.molecules import MAX_LENGTH, mostly_too_long
 
 
 def _save(path: Path, array: np.ndarray) -> str:
@@ -29,9 +30,11 @@ def run_split(cell: SplitCell) -> dict:
     n, noun = info["count"], "structures" if info.get("kind") == "atoms" else "molecules"
     needed = cell.validation + cell.test + cell.sizes[-1]
     if needed > n:
+        longer = (f"; most of the molecules dropped were longer than max_length, so raising {MAX_LENGTH} keeps them"
+                  if isinstance(info.get("counts"), dict) and mostly_too_long(info["counts"]) else "")
         raise RunError(f"data.sizes: {needed} {noun} needed (largest size {cell.sizes[-1]} + validation "
                        f"{cell.validation} + test {cell.test}) but only {n} are valid after cleaning "
-                       f"(see {cell.data_dir}/data.json); lower data.sizes or read more {noun}")
+                       f"(see {cell.data_dir}/data.json); lower data.sizes or read more {noun}{longer}")
     order = np.random.default_rng(cell.seed).permutation(n)
     out = Path(cell.out_dir)
     hashes = {"val.npy": _save(out / "val.npy", order[: cell.validation]),

@@ -5,22 +5,25 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
 from chemspec.errors import SpecError, SpecIssue
+from chemspec.specs.base import PROBLEMS_SEPARATOR
 from chemspec.specs.loader import MAX_DEPTH, Positions, field_name, load_yaml
 from chemspec.specs.study import Study
 
 __all__ = ["Study", "load_study", "parse_study", "json_schema"]
 
-_NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor|generation)(?:\.[a-z_0-9]+)+)\b")
+_NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor|generation)(?:\.[a-z_0-9]+)*)\b")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_UNICODE = ("the {} holds a lone surrogate (\\uD800-\\uDFFF), which is not valid Unicode",
                 "write the character itself, or its full \\U escape")
 _TOO_DEEP = "a study is a few levels of plain values; write it out plainly, without loops"
-_TAGS = {"package", "smiles_file", "generate", "atoms_file", "chemgpt", "schnet", "painn", "spookynet"}
+_GRID_KEYS = {("training", "learning_rate"): "hpo.grid.learning_rate", ("training", "batch_size"): "hpo.grid.batch_size"}
+"""Keys that are set in hpo.grid only (the training section held dead copies of them until 2026-12-05)."""
 
 
 def _families() -> str:
@@ -34,6 +37,9 @@ def _families() -> str:
 
 def _hint(error: dict, allowed: list[str]) -> str:
     kind = error["type"]
+    if kind == "extra_forbidden" and (grid := _GRID_KEYS.get(tuple(error["loc"]))):
+        return (f"move it to {grid}, the list of values TPE chooses from (e.g. [{_preview(error['input'])}] "
+                "for that value alone); every cell trains with the chosen one")
     if kind == "extra_forbidden":
         keys = f"; allowed here: {', '.join(allowed)}" if allowed else ""
         return f"remove it, or check its spelling{keys}"
@@ -52,41 +58,78 @@ def _hint(error: dict, allowed: list[str]) -> str:
         return "give a number in the allowed range"
     if kind == "string_pattern_mismatch":
         return "use lowercase letters, digits, '_' (and '-' where allowed); no spaces or shell characters"
+    if kind == "tuple_length":
+        return f"give {error['ctx']['values']} values, as a list"
     if kind == "value_error":
         return ""
     return "see `chemspec schema` for the expected form"
 
 
-def _model_after(loc: tuple) -> type | None:
-    """The spec model that the last element of a pydantic loc sits in (to list its allowed keys)."""
+class _Located(NamedTuple):
+    path: tuple
+    """The field path as the YAML has it."""
+    union: bool
+    """Whether the error is about one member of a union (pydantic names the member; the YAML does not)."""
+    parent: Any
+    """The type that holds the last part of the path: a spec model whose keys can be listed, a tuple, ..."""
+    own: Any
+    """The type of the value at the path."""
+
+
+def _plain(kind: Any) -> Any:
+    """A type without Annotated metadata, and an optional type (X | None) as X."""
+    while get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    if get_origin(kind) in (Union, UnionType):
+        members = [m for m in get_args(kind) if m is not type(None)]
+        if len(members) == 1:
+            return _plain(members[0])
+    return kind
+
+
+def _locate(loc: tuple) -> _Located:
+    """Follow a pydantic loc through the spec's types, dropping what pydantic adds but the YAML lacks: the
+    tags of discriminated unions (data.source, model), the labels of other unions' members
+    (`constrained-int`, `literal['auto']`) and the `[key]` marker of a bad mapping key."""
     from chemspec.specs.data import AtomsFileSource, GenerateMD, PackageSource, SmilesFileSource
     from chemspec.specs.model import ChemGPTModel, GNNModel
 
     tagged = {"package": PackageSource, "smiles_file": SmilesFileSource, "generate": GenerateMD,
               "atoms_file": AtomsFileSource, "chemgpt": ChemGPTModel, "schnet": GNNModel,
               "painn": GNNModel, "spookynet": GNNModel}
-    current: object = Study
-    for part in loc[:-1]:
-        fields = getattr(current, "model_fields", None)
-        if fields and part in fields:
-            current = fields[part].annotation
-        elif part in tagged:
-            current = tagged[part]
-        elif get_origin(current) is dict:
-            current = get_args(current)[1]
-        else:
-            return None
-    return current if hasattr(current, "model_fields") else None
-
-
-def _yaml_path(loc: tuple) -> tuple:
-    """Drop the union tags and key markers that pydantic adds to a loc but the YAML does not have."""
     path: list = []
+    union, parent, current = False, None, _plain(Study)
     for part in loc:
-        if part == "[key]" or (path and path[-1] in ("source", "model") and part in _TAGS):
+        if part == "[key]":
             continue
+        if get_origin(current) in (Union, UnionType):
+            if part in tagged:
+                current = tagged[part]
+            else:
+                union, current = True, None
+            continue
+        parent = current
         path.append(part)
-    return tuple(path)
+        fields = getattr(current, "model_fields", None) if isinstance(current, type) else None
+        arguments = get_args(current)
+        if fields is not None:
+            current = fields[part].annotation if part in fields else None
+        elif get_origin(current) is dict:
+            current = arguments[1]
+        elif get_origin(current) is list:
+            current = arguments[0]
+        elif get_origin(current) is tuple and isinstance(part, int) and part < len(arguments):
+            current = arguments[part]
+        else:
+            current = None
+        current = _plain(current)
+    return _Located(tuple(path), union, parent, current)
+
+
+def _fixed_length(kind: Any) -> int | None:
+    """The number of values of a fixed-length tuple type (betas), else None."""
+    arguments = get_args(kind)
+    return len(arguments) if get_origin(kind) is tuple and Ellipsis not in arguments else None
 
 
 def _position(positions: Positions, path: tuple) -> tuple[int, int]:
@@ -104,35 +147,70 @@ def _preview(value: object) -> str:
         return f"a {type(value).__name__} that cannot be shown"
 
 
+def _rule_issues(message: str, file: str, positions: Positions, path: tuple) -> list[SpecIssue]:
+    """The issues of a rule's ValueError: one a line, each at the key its message starts with (cross-field
+    rules name the key they are about; point at it rather than at their section)."""
+    issues = []
+    for problem in message.split(PROBLEMS_SEPARATOR):
+        where = path
+        if named := _NAMED.match(problem):
+            where = tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
+            problem = problem[named.end():].lstrip(": ")
+        issues.append(SpecIssue(file, *_position(positions, where), field_name(where), problem, ""))
+    return issues
+
+
 def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecIssue]:
     issues = []
+    alternatives: dict[tuple, list[tuple[str, str, object]]] = {}
     for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        path = _yaml_path(loc)
-        line, column = _position(positions, path)
+        located = _locate(tuple(error["loc"]))
+        path = located.path
         message = error["msg"].removeprefix("Value error, ")
+        allowed = sorted(getattr(located.parent, "model_fields", {}))
+        # A tuple's error is about the tuple, also where pydantic puts it at the value it found missing.
+        within = error["type"] == "missing" and _fixed_length(located.parent) is not None
+        values = _fixed_length(located.parent) if within else _fixed_length(located.own)
+        if error["type"] == "value_error":
+            issues += _rule_issues(message, file, positions, path)
+            continue
+        if located.union:
+            alternatives.setdefault(path, []).append((message, _hint(error, allowed), error.get("input")))
+            continue
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             discriminator = error["ctx"]["discriminator"].strip("'")
             path = path + (discriminator,)
-            line, column = _position(positions, path)
             message = (f"{discriminator} {error['ctx'].get('tag', '')!r} is not one of "
                        f"{error['ctx'].get('expected_tags', '')}" if error["type"] == "union_tag_invalid"
                        else f"{discriminator} is missing; expected one of {_families()}")
             error = {**error, "type": "literal_error"}
-        elif error["type"] == "value_error" and (named := _NAMED.match(message)):
-            # Cross-field rules name the key they are about; point at it rather than at its section.
-            path = tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
-            line, column = _position(positions, path)
-            message = message[named.end():].lstrip(": ")
+        elif values is not None:
+            path = path[:-1] if within else path
+            message = f"needs {values} values (got {_preview(error['input'])})"
+            error = {**error, "type": "tuple_length", "ctx": {"values": values}}
         elif error["type"] == "extra_forbidden":
             message = f"unknown key {path[-1]!r}"
         elif error["type"] == "missing":
             message = "required key is missing"
-        elif error["input"] is not None and error["type"] not in ("value_error", "source"):
+        elif error["input"] is not None and error["type"] != "source":
             message = f"{message} (got {_preview(error['input'])})"
-        issues.append(SpecIssue(file, line, column, field_name(path), message,
-                                _hint(error, sorted(getattr(_model_after(loc), "model_fields", {})))))
-    return sorted(issues, key=lambda i: (i.line, i.column, i.field))
+        issues.append(SpecIssue(file, *_position(positions, path), field_name(path), message, _hint(error, allowed)))
+    for path, members in alternatives.items():
+        issues.append(SpecIssue(file, *_position(positions, path), field_name(path), _either(members),
+                                ", or ".join(dict.fromkeys(hint for _, hint, _ in members if hint))))
+    return sorted(dict.fromkeys(issues), key=lambda i: (i.line, i.column, i.field))
+
+
+def _either(members: list[tuple[str, str, object]]) -> str:
+    """One message for the errors of a union's members: `Input should be greater than 0 or 'auto' (got 0)`."""
+    prefix = "Input should be "
+    messages = [message for message, _, _ in members]
+    if all(m.startswith(prefix) for m in messages):
+        text = prefix + " or ".join(dict.fromkeys(m.removeprefix(prefix) for m in messages))
+    else:
+        text = "; or ".join(dict.fromkeys(messages))
+    value = members[0][2]
+    return text if value is None else f"{text} (got {_preview(value)})"
 
 
 def _shape_problem(value: object, path: tuple, containers: frozenset[int]) -> tuple[tuple, str, str] | None:

@@ -13,6 +13,10 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 BatchSize = Annotated[int, Field(gt=0, le=1 << 16)]
 """Rows in one batch: up to 65,536, far more than one device holds of any model chemspec trains."""
 
+PROBLEMS_SEPARATOR = "\n"
+"""A validator that finds several independent problems raises them as one ValueError, one a line (messages
+show user text with repr, so they hold no line break of their own); each becomes an issue of its own."""
+
 
 class Spec(BaseModel):
     # NaN and infinity are never meaningful settings, and inf breaks stage names (lr1e-3) at compile time.

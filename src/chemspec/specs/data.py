@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Discriminator, Field, PositiveInt, PrivateAttr, Tag, model_validator
 
-from chemspec.specs.base import Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 
 MOSES_TRAIN_MOLECULES = 1_584_663
 MOLECULES = {
@@ -25,10 +26,15 @@ rows until 2026-12-05), so that the cell's identity moved with what it reads."""
 _UNSAFE_PATH = re.compile(r"[$`\x00-\x1f\x7f]")
 
 
+def unsafe_character(path: str) -> str | None:
+    """The first character of `path` that DVC would interpolate (`${...}`) or a shell interpret in dvc.yaml."""
+    found = _UNSAFE_PATH.search(path)
+    return found.group() if found else None
+
+
 def _safe_path(value: str) -> str:
-    """Refuse what DVC would interpolate (`${...}`) or a shell would interpret in a path written into dvc.yaml."""
-    if found := _UNSAFE_PATH.search(value):
-        raise ValueError(f"data.source.file {value!r} contains {found.group()!r}; a data file path must not "
+    if found := unsafe_character(value):
+        raise ValueError(f"data.source.file {value!r} contains {found!r}; a data file path must not "
                          "contain '$' or '`' (DVC and shells expand them) or control characters such as "
                          "newlines or NUL: rename the file, or link it under a plain name")
     return value
@@ -81,6 +87,27 @@ class SmilesFileSource(Spec):
         return min(count, self.max_molecules) if self.max_molecules else count
 
 
+@functools.lru_cache(maxsize=256)
+def _md_problem(smiles: str) -> str | None:
+    """Why the data stage could not start MD from this SMILES (it embeds the molecule with its hydrogens
+    and relaxes it with MMFF), or None."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import AllChem
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return f"is neither a known molecule ({', '.join(MOLECULES)}) nor a valid SMILES; fix the name"
+    mol = Chem.AddHs(mol)
+    if mol.GetNumAtoms() < 2:
+        atoms = "no atoms" if mol.GetNumAtoms() == 0 else "one atom"
+        return f"has {atoms}, hydrogens included; MD needs at least two: choose another molecule"
+    if not AllChem.MMFFHasAllMoleculeParams(mol):
+        return ("has atoms that MMFF has no parameters for, and the data stage relaxes each molecule with MMFF "
+                "before MD; choose another molecule")
+    return None
+
+
 class GenerateMD(Spec):
     """MD17-style data generated here: RDKit conformer, ASE Langevin MD, GFN2-xTB labels."""
 
@@ -103,13 +130,9 @@ class GenerateMD(Spec):
 
     @model_validator(mode="after")
     def _known_molecules(self) -> "GenerateMD":
-        from rdkit import Chem, RDLogger
-
-        RDLogger.DisableLog("rdApp.*")
-        for name in self.molecules:
-            if name.lower() not in MOLECULES and Chem.MolFromSmiles(name) is None:
-                raise ValueError(f"data.source.molecules: {name!r} is neither a known molecule "
-                                 f"({', '.join(MOLECULES)}) nor a valid SMILES; fix the name")
+        for i, (name, smiles) in enumerate(zip(self.molecules, self.smiles())):
+            if problem := _md_problem(smiles):
+                raise ValueError(f"data.source.molecules.{i}: {name!r} {problem}")
         if self.frames < len(self.molecules):
             raise ValueError(f"data.source.frames ({self.frames}) must be at least one per molecule "
                              f"({len(self.molecules)})")
@@ -254,18 +277,23 @@ class Data(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "Data":
+        problems = []
         if any(b <= a for a, b in zip(self.sizes, self.sizes[1:])):
-            raise ValueError(f"data.sizes {self.sizes} must be strictly ascending; "
-                             f"try {sorted(set(self.sizes))}")
+            problems.append(f"data.sizes {self.sizes} must be strictly ascending; try {sorted(set(self.sizes))}")
         smiles_source = isinstance(self.source, (PackageSource, SmilesFileSource))
         if (self.kind == "smiles") != smiles_source:
-            raise ValueError(f"data.source does not fit data.kind {self.kind!r}: smiles data need "
-                             "{package: ...} or {file: ..., column: ...}; atoms data need "
-                             "{generate: md, ...} or {file: ..., format: ...}")
+            problems.append(f"data.source does not fit data.kind {self.kind!r}: smiles data need "
+                            "{package: ...} or {file: ..., column: ...}; atoms data need "
+                            "{generate: md, ...} or {file: ..., format: ...}")
         if self.kind == "atoms" and self.representation is not None:
-            raise ValueError("data.representation applies to smiles data only; remove it")
+            problems.append("data.representation applies to smiles data only; remove it")
         if hasattr(self.source, "available"):
-            self.check_available(self.source.available(), "the source")
+            try:
+                self.check_available(self.source.available(), "the source")
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
 
     def check_available(self, available: int, where: str) -> None:

@@ -4,19 +4,25 @@ Study files come from collaborators, so they are parsed to a node graph with PyY
 and converted by hand: only the plain YAML types are accepted (no tags that construct objects),
 duplicate keys are errors, the number of values produced (aliases included) is capped, which
 defeats alias bombs, and so is the nesting depth; an alias inside the value it names (a loop) and
-numbers too long to read are refused. An unquoted 1e-3 is a number, as in YAML 1.2. Every value's
-position is kept so that validation errors can say line:column.
+numbers too long to read are refused. Every value's position is kept so that validation errors can
+say line:column.
+
+Plain values are read by YAML 1.2's core schema, as ML configs are, not by the YAML 1.1 that PyYAML
+implements: an unquoted 1e-3 is a number; yes, no, on and off are text (only true and false, in any of
+YAML 1.2's three spellings, are booleans); 1:30 is text, not 90 in base 60; mapping keys are the text
+written. An integer with a leading zero (0042) is refused: YAML 1.1 reads it as octal (34) and 1.2 as
+decimal (42), so the file would mean one thing to chemspec and another to other tools.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
 
 from chemspec.errors import SpecError, SpecIssue
 
@@ -29,12 +35,29 @@ READ_HINTS = {
     errno.ENAMETOOLONG: "shorten the path, or move the study file into a folder with a shorter name",
     errno.ELOOP: "a symbolic link in the path points back at itself; fix or remove it",
 }
-PLAIN_TAGS = {
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
-}
+PLAIN_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 
-# PyYAML reads YAML 1.1, where an unquoted 1e-3 is text; YAML 1.2 (and every ML config) reads a number.
-YAML12_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+TAG = "tag:yaml.org,2002:"
+CORE_SCHEMA = {  # YAML 1.2.2, section 10.3.2: tag -> the plain values it resolves, by their first characters
+    "null": (r"~|null|Null|NULL|", "~nN"),
+    "bool": (r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    "int": (r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    "float": (r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+              "-+0123456789."),
+    "merge": (r"<<", "<"),  # not YAML 1.2, but resolved so that a merge key is refused rather than kept as text
+}
+LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")
+
+
+class _CoreSchemaLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core-schema resolution of plain values."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+for _name, (_pattern, _first) in CORE_SCHEMA.items():
+    _CoreSchemaLoader.add_implicit_resolver(TAG + _name, re.compile(f"^(?:{_pattern})$"),
+                                            list(_first) + ([""] if _name == "null" else []))
 
 Positions = dict[tuple, tuple[int, int]]
 
@@ -51,13 +74,13 @@ class _Converter:
         self.positions: Positions = {}
         self.count = 0
         self.open: set[int] = set()
-        self.scalars = SafeConstructor()
 
     def issue(self, node: yaml.Node, message: str, hint: str, path: tuple = ()) -> SpecError:
         mark = node.start_mark
         return SpecError([SpecIssue(self.file, mark.line + 1, mark.column + 1, field_name(path), message, hint)])
 
-    def convert(self, node: yaml.Node, path: tuple) -> Any:
+    def admit(self, node: yaml.Node, path: tuple) -> None:
+        """Count a value against the cap, and refuse a tag that is not a plain YAML type."""
         self.count += 1
         if self.count > MAX_VALUES:
             raise self.issue(node, f"more than {MAX_VALUES} values (an alias bomb?)",
@@ -65,6 +88,9 @@ class _Converter:
         if node.tag not in PLAIN_TAGS:
             raise self.issue(node, f"tag {node.tag!r} is not allowed in a study file",
                              "use plain YAML values: strings, numbers, booleans, lists, mappings", path)
+
+    def convert(self, node: yaml.Node, path: tuple) -> Any:
+        self.admit(node, path)
         self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
@@ -83,28 +109,41 @@ class _Converter:
             self.open.discard(id(node))
 
     def scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
-        plain = node.style is None and node.tag.endswith(":str") and path[-1:] != ("<key>",)  # keys stay text
-        if plain and YAML12_FLOAT.match(node.value):
-            return float(node.value)
+        kind, text = node.tag.removeprefix(TAG), node.value
+        if kind == "str":
+            return text
+        pattern = CORE_SCHEMA.get(kind, ("(?!)",))[0]  # an explicit !!int or !!bool is read as YAML 1.2 reads it
+        if not re.fullmatch(pattern, text):
+            raise self.issue(node, f"unreadable value: {text!r} is not a YAML 1.2 {kind}",
+                             "write it as YAML 1.2 does, or quote it as a string", path)
+        if kind == "null":
+            return None
+        if kind == "bool":
+            return text.lower() == "true"
+        if kind == "float":
+            special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+            return special[text.lower()] if text.lower() in special else float(text)
         try:
-            return self.scalars.construct_object(node, deep=True)
-        except ConstructorError as exc:
-            raise self.issue(node, f"unreadable value: {exc.problem}", "quote it as a string", path) from None
+            number = int(text, 0) if text[:2] in ("0o", "0x") else int(text)
         except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
             raise self.issue(node, "unreadable value: a number too long to read",
                              "give a number of a sensible size, or quote it as a string", path) from None
+        if LEADING_ZERO.fullmatch(text):
+            raise self.issue(node, f"unreadable value: the integer {text} has a leading zero, which YAML 1.1 "
+                             f"reads as octal (or as text) and YAML 1.2 as {number}",
+                             f"write {number}, or quote it if it is text", path)
+        return number
 
     def mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
         out: dict = {}
         for key_node, value_node in node.value:
-            text = key_node.value if isinstance(key_node, yaml.ScalarNode) else "<key>"
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == TAG + "merge":
                 raise self.issue(key_node, "merge keys (<<) are not supported",
                                  "write the keys out in full", path + ("<<",))
-            key = self.convert(key_node, path + ("<key>",))
-            if not isinstance(key, (str, int)):
-                raise self.issue(key_node, "mapping keys must be strings", "quote the key", path + (text,))
-            key = str(key)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.issue(key_node, "mapping keys must be strings", "quote the key", path + ("<key>",))
+            self.admit(key_node, path + (key_node.value,))
+            key = key_node.value  # as written: a size named `on` or `1` is that text, not true or 1
             if key in out:
                 raise self.issue(key_node, f"duplicate key {key!r}",
                                  "remove one of the two; YAML would silently keep the last", path + (key,))
@@ -152,7 +191,7 @@ def load_yaml(path: Path) -> tuple[Any, Positions]:
         hint = READ_HINTS.get(exc.errno, "check the path, and that its disk is readable")
         raise SpecError([SpecIssue(name, 0, 0, "", f"cannot read the file: {exc.strerror or exc}", hint)]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_CoreSchemaLoader)
     except RecursionError:
         raise SpecError([SpecIssue(name, 0, 0, "", "YAML syntax error: values nested too deep to read",
                                    "a study is a few levels deep; check the brackets and indentation")]) from None

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from chemspec.specs.base import Name, Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Name, Spec
 
 MAX_PARAMETERS = 10**11
 """The largest model chemspec validates: about 80 times the paper's largest ChemGPT (1.2e9)."""
@@ -21,21 +21,25 @@ class ChemGPTSize(Spec):
     """Hidden width; must be divisible by n_head."""
     n_head: int = Field(gt=0, le=1024)
     """Attention heads."""
-    max_length: int = Field(128, gt=0, le=1 << 16)
-    """Longest token sequence (molecules longer than this are dropped, and counted, by the data stage);
-    one value for every size, since every size trains on the same molecules."""
+    max_length: int = Field(128, ge=3, le=1 << 16)
+    """Longest token sequence, [BOS] and [EOS] included, so at least 3 (molecules longer than this are
+    dropped, and counted, by the data stage); one value for every size, since every size trains on the
+    same molecules."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ChemGPTSize":
+        problems = []
         if self.n_embd % self.n_head:
             options = [h for h in range(1, min(self.n_embd, 64) + 1) if self.n_embd % h == 0]
             near = sorted(options, key=lambda h: abs(h - self.n_head))[:2]
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                             f"try n_head {' or '.join(map(str, sorted(near)))}")
+            problems.append(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                            f"try n_head {' or '.join(map(str, sorted(near)))}")
         if 12 * self.n_layer * self.n_embd**2 > MAX_PARAMETERS:
-            raise ValueError(f"n_layer {self.n_layer} × n_embd {self.n_embd} makes about "
-                             f"{12 * self.n_layer * self.n_embd**2:.1e} non-embedding parameters, more than "
-                             f"the {MAX_PARAMETERS:.0e} chemspec trains; make n_layer or n_embd smaller")
+            problems.append(f"n_layer {self.n_layer} × n_embd {self.n_embd} makes about "
+                            f"{12 * self.n_layer * self.n_embd**2:.1e} non-embedding parameters, more than "
+                            f"the {MAX_PARAMETERS:.0e} chemspec trains; make n_layer or n_embd smaller")
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
 
 
@@ -71,8 +75,8 @@ class GNNModel(Spec):
     """Interaction blocks (n_interactions / num_modules), up to 256."""
     cutoff: float = Field(5.0, gt=0, le=100)
     """Neighbour cutoff in Å, up to 100."""
-    n_rbf: int = Field(20, gt=0, le=4096)
-    """Radial basis functions."""
+    n_rbf: int = Field(20, ge=2, le=4096)
+    """Radial basis functions, at least 2 (schnetpack spaces their centres by the gap between two)."""
 
     @model_validator(mode="after")
     def _unique(self) -> "GNNModel":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
-from chemspec.specs.base import Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 from chemspec.specs.data import AtomsFileSource, Data, SmilesFileSource
 from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
@@ -108,74 +109,100 @@ class Study(Spec):
 
     @model_validator(mode="after")
     def _cross_section(self, info: ValidationInfo) -> "Study":
+        problems = [*self._family_problems(), *self._grid_problems(),
+                    *self._data_file_problems((info.context or {}).get("base_dir"))]
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
+        return self
+
+    def _family_problems(self) -> Iterator[str]:
+        """Settings that the model family cannot train with."""
         lm = isinstance(self.model, ChemGPTModel)
         if lm != (self.data.kind == "smiles"):
-            raise ValueError(f"model.family {self.model.family!r} does not fit data.kind {self.data.kind!r}: "
-                             "chemgpt trains on smiles data, schnet/painn/spookynet on atoms data")
-        if self.training.activation_checkpointing and not lm:
-            raise ValueError(f"training.activation_checkpointing: model.family {self.model.family!r} does not "
-                             "support it (language models only); set it to false")
-        if self.training.bucket_batches is not None and not lm:
-            raise ValueError(f"training.bucket_batches: model.family {self.model.family!r} batches whole "
-                             "structures without padding, so there is nothing to bucket; remove it")
-        if self.training.packing and not lm:
-            raise ValueError(f"training.packing: model.family {self.model.family!r} batches whole structures "
-                             "without padding, so there is nothing to pack; remove it")
-        if lm and self.training.packing:
-            too_long = {n: s.max_length for n, s in self.model.sizes.items() if s.max_length > self.training.packing}
+            yield (f"model.family {self.model.family!r} does not fit data.kind {self.data.kind!r}: "
+                   "chemgpt trains on smiles data, schnet/painn/spookynet on atoms data")
+            return  # the rules below are about one family's settings
+        training = self.training
+        if lm:
+            too_long = {n: s.max_length for n, s in self.model.sizes.items()
+                        if training.packing and s.max_length > training.packing}
             if too_long:
-                raise ValueError(f"training.packing: rows of {self.training.packing} positions cannot hold the "
-                                 f"molecules of model.sizes {too_long} (max_length); set packing to at least "
-                                 f"{max(too_long.values())}")
-        if self.training.compile and not lm:
-            raise ValueError(f"training.compile: model.family {self.model.family!r} cannot be compiled (its force "
-                             "loss needs a double backward, which torch.compile does not support); set it to false")
-        if self.training.precision == "bf16-true" and not lm:
-            raise ValueError("training.precision: bf16-true casts the energy shift and energy targets of "
-                             f"model.family {self.model.family!r} to bf16, in steps of 32 eV at ethanol's -4210 eV, "
-                             "which ruins the energies; use 32-true, or bf16-mixed (bf16 matrix products, float32 "
-                             "energies)")
-        if self.training.scheduler.name == "cosine" and not lm:
-            raise ValueError(f"training.scheduler.name: model.family {self.model.family!r} trains with the plateau "
-                             "schedule (the rate falls when the validation loss stalls); set name: plateau")
-        if self.generation is not None and not lm:
-            raise ValueError(f"generation: model.family {self.model.family!r} does not generate molecules; "
-                             "remove the generation section (only chemgpt studies sample)")
+                yield (f"training.packing: rows of {training.packing} positions cannot hold the molecules of "
+                       f"model.sizes {too_long} (max_length); set packing to at least {max(too_long.values())}")
+            return
+        family = repr(self.model.family)
+        if training.activation_checkpointing:
+            yield (f"training.activation_checkpointing: model.family {family} does not support it (language "
+                   "models only); set it to false")
+        if training.bucket_batches is not None:
+            yield (f"training.bucket_batches: model.family {family} batches whole structures without padding, so "
+                   "there is nothing to bucket; remove it")
+        if training.packing:
+            yield (f"training.packing: model.family {family} batches whole structures without padding, so there "
+                   "is nothing to pack; remove it")
+        if training.compile:
+            yield (f"training.compile: model.family {family} cannot be compiled (its force loss needs a double "
+                   "backward, which torch.compile does not support); set it to false")
+        if training.precision == "bf16-true":
+            yield ("training.precision: bf16-true casts the energy shift and energy targets of model.family "
+                   f"{family} to bf16, in steps of 32 eV at ethanol's -4210 eV, which ruins the energies; use "
+                   "32-true, or bf16-mixed (bf16 matrix products, float32 energies)")
+        if training.devices != 1:
+            yield (f"training.devices: model.family {family} trains on one device, so {training.devices!r} would "
+                   "only make SLURM jobs ask for GPUs that stay idle; set devices to 1, or remove it")
+        scheduler = training.scheduler
+        if "name" in scheduler.model_fields_set and scheduler.name != "plateau":
+            yield (f"training.scheduler.name: model.family {family} trains with the plateau schedule (the rate "
+                   "falls when the validation loss stalls); set name: plateau")
+        if scheduler.warmup_steps:
+            yield (f"training.scheduler.warmup_steps: model.family {family} trains with the plateau schedule, "
+                   "which has no warm-up; remove warmup_steps")
+        stopped = [rate for rate in self.hpo.grid.learning_rate if rate <= scheduler.min_lr]
+        if stopped:
+            yield (f"hpo.grid.learning_rate: {stopped} at or below training.scheduler.min_lr ({scheduler.min_lr}), "
+                   f"where the plateau schedule of model.family {family} stops training after the first epoch; "
+                   f"lower min_lr below {min(stopped)}, or drop those rates")
+        if self.generation is not None:
+            yield (f"generation: model.family {family} does not generate molecules; remove the generation section "
+                   "(only chemgpt studies sample)")
+
+    def _grid_problems(self) -> Iterator[str]:
+        """Names and counts in one section that must agree with another's."""
         gpus, devices = self.executor.slurm.gpus_per_job, self.training.devices
         if gpus and self.training.accelerator != "cpu" and isinstance(devices, int) and gpus < devices:
-            raise ValueError(f"executor.slurm.gpus_per_job {gpus} is fewer than training.devices ({devices}): "
-                             f"a cell's job needs a GPU per device; set gpus_per_job to {devices}, or remove it")
+            yield (f"executor.slurm.gpus_per_job {gpus} is fewer than training.devices ({devices}): a cell's job "
+                   f"needs a GPU per device; set gpus_per_job to {devices}, or remove it")
         tpe = self.hpo.tpe
         if tpe.model_size is not None and tpe.model_size not in self.model.size_names():
-            raise ValueError(f"hpo.tpe.model_size {tpe.model_size!r} is not a model size; "
-                             f"choose one of {self.model.size_names()}")
+            yield f"hpo.tpe.model_size {tpe.model_size!r} is not a model size; choose one of {self.model.size_names()}"
         if tpe.data_size is not None and tpe.data_size not in self.data.sizes:
-            raise ValueError(f"hpo.tpe.data_size {tpe.data_size} is not in data.sizes {self.data.sizes}")
+            yield f"hpo.tpe.data_size {tpe.data_size} is not in data.sizes {self.data.sizes}"
         cells = {f"{m}-{n}" for m in self.model.size_names() for n in self.data.sizes}
         unknown = [c for c in self.fit.replicate_cells if c not in cells]
         if unknown:
-            raise ValueError(f"fit.replicate_cells {unknown} are not cells of this study; use "
-                             f"<model size>-<data size>, e.g. {sorted(cells)[0]}")
+            yield (f"fit.replicate_cells {unknown} are not cells of this study; use <model size>-<data size>, "
+                   f"e.g. {sorted(cells)[0]}")
         if self.fit.replicate_seeds and not self.fit.replicate_cells:
-            raise ValueError("fit.replicate_seeds is set but fit.replicate_cells is empty; name the cells to repeat")
-        base = (info.context or {}).get("base_dir")
+            yield "fit.replicate_seeds is set but fit.replicate_cells is empty; name the cells to repeat"
+
+    def _data_file_problems(self, base: Path | None) -> Iterator[str]:
+        """A data file that is not there, or (SMILES) lacks the column or the molecules the sizes need."""
         source = self.data.source
-        if base is not None and isinstance(source, (SmilesFileSource, AtomsFileSource)):
-            path = Path(base) / source.file
-            try:
-                exists = path.is_file()
-                rows = source.rows(path) if exists and isinstance(source, SmilesFileSource) else None
-            except OSError as exc:  # a name too long, a directory without permission, ...
-                raise ValueError(f"data.source.file {source.file!r} cannot be read ({exc.strerror or exc}); "
-                                 "fix the path") from None
+        if base is None or not isinstance(source, (SmilesFileSource, AtomsFileSource)):
+            return
+        path = Path(base) / source.file
+        try:
             if path.is_dir():
-                raise ValueError(f"data.source.file {source.file!r} is a directory; give the data file in it")
-            if not exists:
-                raise ValueError(f"data.source.file {source.file!r} does not exist (relative paths are "
-                                 "read from the study file's directory); fix the path")
-            if rows is not None:
-                self.data.check_available(rows, f"data.source.file {source.file!r}")
-        return self
+                yield f"data.source.file {source.file!r} is a directory; give the data file in it"
+            elif not path.is_file():
+                yield (f"data.source.file {source.file!r} does not exist (relative paths are read from the study "
+                       "file's directory); fix the path")
+            elif isinstance(source, SmilesFileSource):
+                self.data.check_available(source.rows(path), f"data.source.file {source.file!r}")
+        except OSError as exc:  # a name too long, a directory without permission, ...
+            yield f"data.source.file {source.file!r} cannot be read ({exc.strerror or exc}); fix the path"
+        except ValueError as exc:
+            yield str(exc)
 
     def tpe_model_size(self) -> str:
         return self.hpo.tpe.model_size or self.model.size_names()[0]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from chemspec.specs.base import BatchSize, Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 
 
 class Optimizer(Spec):
@@ -18,8 +18,8 @@ class Optimizer(Spec):
     """Decoupled weight decay (AdamW). ChemGPT decays its weight matrices and embeddings, not its biases
     and LayerNorm gains (as nanoGPT and Hugging Face's Trainer); force fields decay every parameter
     (as schnetpack's training does)."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam moment coefficients."""
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    """Adam's decay rates of the gradient's first and second moments, each in [0, 1)."""
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -74,10 +74,6 @@ class Training(Spec):
     """Devices per cell. More than one trains the cell with Lightning DDP: each rank takes a share of
     every epoch's rows (the batch size is per rank), rank 0 writes the results, and the TPE estimate
     reads rank 0's per-step losses."""
-    batch_size: BatchSize = 32
-    """Batch size when the hpo grid does not set it."""
-    learning_rate: PositiveFloat = 1.0e-3
-    """Learning rate when the hpo grid does not set it."""
     optimizer: Optimizer = Optimizer()
     """Optimiser settings."""
     scheduler: Scheduler = Scheduler()
@@ -114,10 +110,13 @@ class Training(Spec):
 
     @model_validator(mode="after")
     def _layouts(self) -> "Training":
+        problems = []
         if self.packing and self.bucket_batches is not None:
-            raise ValueError("training.packing: set it or training.bucket_batches, not both (both remove "
-                             "padding; packing also keeps one batch shape)")
+            problems.append("training.packing: set it or training.bucket_batches, not both (both remove "
+                            "padding; packing also keeps one batch shape)")
         if self.compile == "cuda-graphs" and not self.packing:
-            raise ValueError("training.compile: cuda-graphs records a graph for every batch shape; set "
-                             "training.packing (e.g. 256; language models only) so that batches have one shape")
+            problems.append("training.compile: cuda-graphs records a graph for every batch shape; set "
+                            "training.packing (e.g. 256; language models only) so that batches have one shape")
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
