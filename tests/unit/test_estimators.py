@@ -8,6 +8,7 @@ import pytest
 
 from chemspec.compiler.cells import SelectCell
 from chemspec.errors import RunError
+from chemspec.runtime.io import finite_json
 from chemspec.runtime.tpe import estimate, read_loss_log, run_select, tse, tse_e, tse_ema
 from chemspec.runtime.train import loss_csv
 
@@ -98,7 +99,8 @@ def test_select_keeps_the_lowest_estimates_and_says_why(tmp_path):
     assert reasons["a"][:2] == (2, False) and "hpo.tpe.keep" in reasons["a"][2]
     assert reasons["c"] == (None, False, "diverged during TPE")
     assert result["tpe_cost_s"] == 6.0
-    assert json.loads(out.read_text()) == result
+    written = json.loads(out.read_text())
+    assert written == finite_json(result) and next(c for c in written["configs"] if c["name"] == "c")["estimate"] is None
 
 
 def test_select_without_tpe_results_says_what_to_run(tmp_path):
@@ -181,3 +183,17 @@ def test_calibration_keeps_what_tpe_would_keep_even_if_its_full_run_diverged(tmp
     assert result["cost"]["kept"] == ["a"] and result["cost"]["tpe_then_best_s"] == 160.0
     assert [r["status"] for r in result["configs"]] == ["diverged", "ok", "ok"]
     assert result["scores"]["tse"]["n"] == 2
+
+
+def test_an_estimator_whose_first_pick_diverged_in_full_training_claims_no_regret(tmp_path):
+    """Scored over the configurations that converged alone, it would rank them perfectly and claim 0."""
+    from chemspec.report import calibration_rows
+    from chemspec.runtime.calibration import run_calibration
+
+    runs = {"a": (1.0, "ok", 1.5), "b": (1.1, "ok", 2.5), "c": (1.2, "ok", 2.6), "d": (1.3, "ok", 2.7)}
+    run_calibration(_calibration_cell(tmp_path, runs, keep=1, full_diverged=("a",)))
+    result = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
+    tse = result["scores"]["tse"]
+    assert tse["spearman"] == pytest.approx(1.0) and tse["regret"] is None and tse["chosen_diverged"] == "a"
+    row = next(r for r in calibration_rows(result) if r["estimator"] == "tse")
+    assert row["note"] == "its first pick, a, diverged in full training"

@@ -3,7 +3,8 @@
 For every configuration the TPE run gives a short loss log and the calibrate run the converged
 validation loss of the same configuration. Each estimator is scored by the linear fit of converged
 loss on estimate (slope, intercept, R²), Spearman ρ, Kendall τ, and the top-1 regret: the converged
-loss of the configuration the estimator ranks first minus the best converged loss. Compute saved is
+loss of the configuration the estimator ranks first minus the best converged loss (none, and that pick
+named, when its full run diverged). Compute saved is
 TPE's cost plus one full run of each configuration the estimator would keep (hpo.tpe.keep), against
 full runs of all of them; configurations that diverged count on both sides, as they cost compute.
 """
@@ -59,6 +60,11 @@ def run_calibration(cell: CalibrationCell) -> dict:
     usable = [r for r in rows if r["status"] == "ok"]
     converged = [r["converged"] for r in usable]
     scores = {e: score([r["estimates"][e] for r in usable], converged) for e in ESTIMATORS}
+    for e, result in scores.items():
+        ranked = sorted((r for r in rows if "estimates" in r), key=lambda r: (r["estimates"][e], r["name"]))
+        if ranked and ranked[0]["status"] != "ok":  # scored without it, the estimator would look better than it is
+            result.update(regret=None, chosen_diverged=ranked[0]["name"],
+                          reason=f"its first pick, {ranked[0]['name']}, diverged in full training")
     name = cell.estimator["estimator"]
     kept = sorted((r for r in rows if "estimates" in r), key=lambda r: (r["estimates"][name], r["name"]))[:cell.keep]
     tpe_cost = sum(r["tpe_cost_s"] for r in rows)
