@@ -1,7 +1,7 @@
 """`chemspec launch`: run the compiled pipeline with its per-cell stages fanned out as submitit jobs.
 
 The pipeline runs in waves. Each wave first brings its upstream stages up to date with a plain
-`dvc repro <stage>…` (`split` for the tpe and calibrate cells, `select` for the train cells, and
+`dvc repro <stage>…` (`split` for the tpe cells, `select` for the train and calibrate cells, and
 `select reference` for the sample cells, which need the trained models and the test set's statistics), then
 asks `dvc status --json` which cells of the wave are stale and runs each as one job,
 `dvc --wait-for-lock repro -s <stage>`, at most `jobs` at once (local: the launcher keeps that many
@@ -14,6 +14,9 @@ and while it records outputs in the cache and dvc.lock; it releases it while the
 bookkeeping is serialised. `--wait-for-lock` makes each job wait for the lock instead of giving up
 after dvc's default 3 s, and dvc.lock is re-read under the lock before each stage's entry is written,
 so no cell's entry is lost.
+
+Calibrate cells are full training runs that only the last calibration stage reads, so they run beside
+the train cells rather than holding up the tpe cells the selection waits for.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from chemspec.errors import LaunchError
 
-WAVES = ((("split",), ("tpe", "calibrate")), (("select",), ("train",)), (("select", "reference"), ("sample",)))
+WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
 DVC = (sys.executable, "-m", "dvc")
 LOGS = Path(".chemspec") / "launch"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine

@@ -43,7 +43,7 @@ def test_one_job_is_no_array_and_zero_gpus_request_none(tmp_path):
 def test_sample_jobs_ask_for_one_gpu_whatever_the_training_jobs_ask_for(tmp_path):
     lines = sbatch_script(for_wave(SLURM, ("sample",)), tmp_path, count=2).splitlines()
     assert "#SBATCH --gpus-per-node=1" in lines and "#SBATCH --partition=gpu" in lines
-    assert for_wave(SLURM, ("train",)) is SLURM and for_wave(SLURM, ("tpe", "calibrate")) is SLURM
+    assert for_wave(SLURM, ("train", "calibrate")) is SLURM and for_wave(SLURM, ("tpe",)) is SLURM
     cpu = Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=0)
     assert for_wave(cpu, ("sample",)).gpus_per_job == 0
 
@@ -99,6 +99,15 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
     assert ignored.code == 2 and "--sbatch sets options of SLURM jobs, but this launch runs its cells on the " \
                                  "local executor" in ignored.err and "add --executor slurm" in ignored.err
     assert not (root / ".chemspec").exists(), "a refused launch writes nothing"
+
+
+def test_calibrate_cells_run_beside_the_train_cells_not_before_the_selection(tmp_path, cli, git_env):
+    root = _project(tmp_path, executor={"kind": "local"}, **{"hpo.tpe.calibrate": True})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    out = cli("launch", "--dry-run", cwd=root).out
+    assert "wave 1: `dvc repro split`, then 2 cells stale now" in out
+    assert "wave 2: `dvc repro select`, then 11 cells stale now" in out
+    assert out.index("job: " + " ".join(job_command("calibrate@lr3e-3-bs32"))) > out.index("wave 2:")
 
 
 def test_sample_cells_wait_for_the_test_sets_statistics(tmp_path, cli, git_env):
