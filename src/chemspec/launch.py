@@ -39,6 +39,17 @@ DVC = (sys.executable, "-m", "dvc")
 LOGS = Path(".chemspec") / "launch"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+# sbatch options each job's script needs as launch sets them: why a user's value would break it.
+MANAGED = {
+    "array": "one array task per stale cell, at most -j at once",
+    "output": "each job's log, which the launch reads for its errors",
+    "error": "each job's log, which the launch reads for its errors",
+    "open-mode": "each job's log, which the launch reads for its errors",
+    "signal": "submitit's SIGUSR2 90 s before the time limit, which the job and the stage handle",
+    "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
+}
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,8 @@ class Settings:
     account: str | None = None
     gpus_per_job: int = 0
     time_min: int = 60
-    sbatch: dict[str, str] = field(default_factory=dict)
+    sbatch: dict[str, str | bool] = field(default_factory=dict)
+    """Extra #SBATCH options, KEY: VALUE, or KEY: True for a flag without value."""
 
     def submitit_parameters(self) -> dict:
         """What AutoExecutor.update_parameters receives."""
@@ -59,7 +71,9 @@ class Settings:
         return {"name": f"chemspec-{self.study}", "timeout_min": self.time_min,
                 "gpus_per_node": self.gpus_per_job or None, "slurm_partition": self.partition,
                 "slurm_account": self.account, "slurm_array_parallelism": self.jobs,
-                "slurm_additional_parameters": dict(self.sbatch) or None}
+                # submitit's own keys have underscores (gpus_per_node) and it writes each key once:
+                # `gpus-per-node` must become that key to replace submitit's value, not to sit beside it.
+                "slurm_additional_parameters": {k.replace("-", "_"): v for k, v in self.sbatch.items()} or None}
 
 
 def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
@@ -241,13 +255,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         raise LaunchError(f"{root} holds no DVC pipeline; run `git init && dvc init` and "
                           "`chemspec compile <study.yaml>` there first")
     stages = _root_stages(root / "dvc.yaml")
-    bad = [key for key in settings.sbatch if not SBATCH_KEY.match(key)]
-    if bad:
-        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
-    bad = [key for key, value in settings.sbatch.items() if not value.isprintable()]
-    if bad:
-        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
-                          "line takes one line: give one value per --sbatch KEY=VALUE")
+    check_sbatch(settings.sbatch)
     if settings.kind == "slurm" and not dry_run:
         import shutil
 
@@ -292,3 +300,24 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         raise LaunchError(f"`dvc status` still reports {', '.join(result.final)} after the launch; "
                           "run `dvc repro` to finish, and report this")
     return result
+
+
+def check_sbatch(options: dict[str, str | bool]) -> None:
+    """Refuse --sbatch options that are no sbatch long option, take no one-line value, or that launch sets."""
+    bad = [key for key in options if not SBATCH_KEY.match(key)]
+    if bad:
+        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
+    managed = [key for key in options if key in MANAGED]
+    if managed:
+        key = managed[0]
+        raise LaunchError(f"--sbatch {key}: chemspec launch sets --{key} of every job itself ({MANAGED[key]}); "
+                          "drop it")
+    values = {key: value for key, value in options.items() if value is not True}
+    bad = [key for key, value in values.items() if not value]
+    if bad:
+        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: write KEY=VALUE, or "
+                          f"KEY alone for a flag (--sbatch {bad[0]})")
+    bad = [key for key, value in values.items() if not value.isprintable()]
+    if bad:
+        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
+                          "line takes one line: give one value per --sbatch KEY=VALUE")

@@ -158,7 +158,7 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
     bad = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"--qos": "high"})
     with pytest.raises(LaunchError, match=r"not sbatch long options; write them as e.g. qos=high"):
         launch(bad, tmp_path, dry_run=True)
-    result = cli("launch", "--sbatch", "qos", cwd=tmp_path)
+    result = cli("launch", "--sbatch", "=high", cwd=tmp_path)
     assert result.code == 2 and "write KEY=VALUE" in result.err
     smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
     with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
@@ -168,3 +168,36 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
 def test_launch_without_params_asks_to_compile(tmp_path, cli):
     result = cli("launch", "--dry-run", cwd=tmp_path)
     assert result.code == 1 and "chemspec compile" in result.err
+
+
+def test_sbatch_options_replace_submitits_own_and_bare_keys_are_flags(tmp_path):
+    """submitit writes its own keys with underscores; a user's hyphenated key must replace its line."""
+    mine = Settings(kind="slurm", jobs=2, study="tiny", gpus_per_job=2, time_min=90,
+                    sbatch={"gpus-per-node": "4", "job-name": "mine", "time": "120", "requeue": True})
+    lines = sbatch_script(mine, tmp_path, count=3).splitlines()
+    for option, value in (("gpus-per-node", "4"), ("job-name", "mine"), ("time", "120")):
+        assert [line for line in lines if line.startswith(f"#SBATCH --{option}=")] == [f"#SBATCH --{option}={value}"]
+    assert "#SBATCH --requeue" in lines
+
+
+def test_bare_sbatch_keys_reach_the_launch_as_flags(tmp_path, cli, git_env):
+    root = _project(tmp_path, executor={"kind": "slurm"})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", "--sbatch", "requeue", "--sbatch", "qos=high", cwd=root)
+    assert result.code == 0, result.err
+    assert "#SBATCH --requeue" in result.out and "#SBATCH --qos=high" in result.out
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"array": "0-3"}, r"--sbatch array: chemspec launch sets --array of every job itself \(one array task per"),
+    ({"output": "x.log"}, r"--sbatch output: chemspec launch sets --output .*\(each job's log"),
+    ({"open-mode": "truncate"}, r"--sbatch open-mode: chemspec launch sets"),
+    ({"signal": "USR1@60"}, r"--sbatch signal: chemspec launch sets --signal .*SIGUSR2 90 s before"),
+    ({"ntasks-per-node": "2"}, r"--sbatch ntasks-per-node: .*a cell's DDP ranks start inside it"),
+    ({"requeue": ""}, r"options \['requeue'\] have an empty value, which sbatch refuses: .*--sbatch requeue\)"),
+], ids=["array", "output", "open-mode", "signal", "ntasks", "empty"])
+def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(LaunchError, match=message):
+        launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
