@@ -16,7 +16,8 @@ after dvc's default 3 s, and dvc.lock is re-read under the lock before each stag
 so no cell's entry is lost.
 
 Calibrate cells are full training runs that only the last calibration stage reads, so they run beside
-the train cells rather than holding up the tpe cells the selection waits for.
+the train cells rather than holding up the tpe cells the selection waits for. Each job runs dvc in a
+process group of its own (chemspec.stage_job says why).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chemspec.errors import LaunchError
+from chemspec.stage_job import DVC, job_command, run_stage_job
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
-DVC = (sys.executable, "-m", "dvc")
 LOGS = Path(".chemspec") / "launch"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
@@ -82,37 +83,6 @@ def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
     if groups == ("sample",) and settings.gpus_per_job > 1:
         return replace(settings, gpus_per_job=1)
     return settings
-
-
-def job_command(stage: str) -> list[str]:
-    return [*DVC, "--wait-for-lock", "repro", "-s", stage]
-
-
-def run_stage_job(root: str, stage: str, env: dict[str, str | None]) -> dict:
-    """The body of one job: reproduce one stage. dvc's output goes to the job's log; the times at which
-    dvc starts the stage command and records its outputs are kept (`ran`; None when restored from cache)."""
-    environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for key, value in env.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    start, ran = time.time(), [None, None]
-    print(f"chemspec launch: {stage} starts: {shlex.join(job_command(stage))}", flush=True)
-    with subprocess.Popen(job_command(stage), cwd=root, env=environ, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE) as process:
-        for line in process.stdout:
-            marker = 0 if line.startswith(b"Running stage ") else 1 if line.startswith(b"Updating lock file") else None
-            if marker is not None and ran[marker] is None:
-                ran[marker] = time.time()
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
-    end = time.time()
-    print(f"chemspec launch: {stage} exited {process.returncode} after {end - start:.1f} s", flush=True)
-    if process.returncode != 0:
-        raise RuntimeError(f"`{shlex.join(job_command(stage))}` exited {process.returncode}")
-    return {"stage": stage, "start": start, "end": end, "ran": ran if None not in ran else None,
-            "host": os.uname().nodename}
 
 
 def _dvc(root: Path, *args: str, log: Path | None = None) -> str:

@@ -7,12 +7,15 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from chemspec.errors import LaunchError
 from chemspec.launch import (Settings, for_wave, job_command, launch, make_executor, run_stage_job, sbatch_script,
                              submit_array)
+from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
 SLURM = Settings(kind="slurm", jobs=3, study="tiny", partition="gpu", account="chem-lab", gpus_per_job=2,
@@ -201,3 +204,17 @@ def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_pa
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     with pytest.raises(LaunchError, match=message):
         launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
+
+
+def test_a_jobs_dvc_runs_without_slurms_task_count_so_ddp_starts_its_own_ranks():
+    """What the reviewer saw: with these variables Lightning takes the stage for SLURM's single task."""
+    task = {"SLURM_NTASKS": "1", "SLURM_NPROCS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+            "SLURM_NODELIST": "localhost", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "chemspec-tiny", "HOME": "/h"}
+    environment = stage_environment({"CUDA_VISIBLE_DEVICES": "0,1", "HOME": None}, base=task)
+    assert environment == {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODELIST": "localhost",
+                           "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "chemspec-tiny", "PYTHONUNBUFFERED": "1",
+                           "CUDA_VISIBLE_DEVICES": "0,1"}
+    with mock.patch.dict(os.environ, task, clear=True):
+        assert SLURMEnvironment.detect()
+    with mock.patch.dict(os.environ, environment, clear=True):
+        assert not SLURMEnvironment.detect()
