@@ -17,7 +17,8 @@ so no cell's entry is lost.
 
 Calibrate cells are full training runs that only the last calibration stage reads, so they run beside
 the train cells rather than holding up the tpe cells the selection waits for. Each job runs dvc in a
-process group of its own (chemspec.stage_job says why).
+process group of its own (chemspec.stage_job says why); a launch stopped by SIGINT, SIGTERM or SIGHUP
+cancels its jobs and waits for their processes, so none is left holding dvc's locks.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from chemspec.errors import LaunchError
-from chemspec.stage_job import DVC, job_command, run_stage_job
+from chemspec.errors import Interrupted, LaunchError
+from chemspec.launch_stop import cancel_jobs, interrupted, stopped_by_signals
+from chemspec.stage_job import DVC, job_command, run_group, run_stage_job
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
 LOGS = Path(".chemspec") / "launch"
@@ -86,16 +88,19 @@ def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
 
 
 def _dvc(root: Path, *args: str, log: Path | None = None) -> str:
-    """Run dvc in the project; its output is appended to `log` when given, else returned."""
+    """Run dvc in the project; its output is appended to `log` when given (a repro: dvc runs in its own
+    process group and an interrupt reaches it as its Ctrl-C), else returned."""
     command = [*DVC, *args]
     if log is None:
         done = subprocess.run(command, cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        output = done.stderr or done.stdout
+        code, output = done.returncode, done.stderr or done.stdout
     else:
         with open(log, "a") as sink:
-            done = subprocess.run(command, cwd=root, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            code, stopped = run_group(command, cwd=root, log=sink)
+        if stopped is not None:
+            raise Interrupted(interrupted(stopped.name, f"`dvc {' '.join(args)}` stopped (log: {log})"))
         output = log.read_text()
-    if done.returncode != 0:
+    if code != 0:
         where = f" (log: {log})" if log is not None else ""
         raise LaunchError(f"`dvc {' '.join(args)}` failed{where}:\n{output.strip()[-2000:]}\nfix the cause and "
                           "rerun `chemspec launch`; stages already recorded in dvc.lock will not run again")
@@ -189,8 +194,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
                 records.append({**record, "job_id": job.job_id, "log": log})
                 say(f"  done {stage} in {record['end'] - record['start']:.1f} s")
     except BaseException:
-        for job in running.values():
-            job.cancel(check=False)
+        cancel_jobs(settings.kind, list(running.values()), say)
         raise
     return records, failures
 
@@ -246,25 +250,27 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         result.final = ["dvc repro"]
         return result
     folder.mkdir(parents=True, exist_ok=True)
-    for upstream, groups in waves:
-        say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
-        _dvc(root, "repro", *upstream, log=folder / "dvc.log")
-        cells = stale(root, groups)
-        result.waves.append({"upstream": f"dvc repro {' '.join(upstream)}", "stages": cells})
-        if not cells:
-            continue
-        noun = "cell" if len(cells) == 1 else "cells"
-        say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
-            f"logs in {folder}")
-        records, failures = _fan_out(for_wave(settings, groups), folder, root, cells, say)
-        result.records += records
-        (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
-        if failures:
-            listed = "\n".join(f"  {f}" for f in failures)
-            raise LaunchError(f"{len(failures)} of {len(cells)} jobs failed:\n{listed}\nfix the cause and rerun "
-                              "`chemspec launch`; cells that finished are recorded in dvc.lock and will not run again")
-    say(f"dvc repro (log: {folder / 'dvc.log'})")
-    _dvc(root, "repro", log=folder / "dvc.log")
+    with stopped_by_signals():
+        for upstream, groups in waves:
+            say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
+            _dvc(root, "repro", *upstream, log=folder / "dvc.log")
+            cells = stale(root, groups)
+            result.waves.append({"upstream": f"dvc repro {' '.join(upstream)}", "stages": cells})
+            if not cells:
+                continue
+            noun = "cell" if len(cells) == 1 else "cells"
+            say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
+                f"logs in {folder}")
+            records, failures = _fan_out(for_wave(settings, groups), folder, root, cells, say)
+            result.records += records
+            (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
+            if failures:
+                listed = "\n".join(f"  {f}" for f in failures)
+                raise LaunchError(f"{len(failures)} of {len(cells)} jobs failed:\n{listed}\nfix the cause and "
+                                  "rerun `chemspec launch`; cells that finished are recorded in dvc.lock and will "
+                                  "not run again")
+        say(f"dvc repro (log: {folder / 'dvc.log'})")
+        _dvc(root, "repro", log=folder / "dvc.log")
     result.final = stale(root)
     if result.final:
         raise LaunchError(f"`dvc status` still reports {', '.join(result.final)} after the launch; "

@@ -1,5 +1,5 @@
 """Signals around launched jobs, on tiny hand-written DVC projects: SLURM's SIGUSR2 before the time limit,
-a job's SIGTERM, and SLURM's task variables under a DDP stage."""
+SLURM's task variables under a DDP stage, and a launcher stopped by SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -58,6 +58,18 @@ stages:
       outs:
       - out/${item}.json
 """
+
+LAUNCHER = textwrap.dedent("""
+    import sys
+    from chemspec.errors import ChemspecError
+    from chemspec.launch import Settings, launch
+
+    try:
+        launch(Settings(kind="local", jobs=2, study="tiny"), ".", say=lambda line: print(line, flush=True))
+    except ChemspecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+""")
 
 # Run one job's body as submitit would, with submitit's SIGUSR2 handler for a function that cannot
 # checkpoint itself installed first: it would end the job.
@@ -190,3 +202,27 @@ def test_a_two_device_stage_starts_its_second_rank_inside_a_slurm_job(tmp_path):
     assert job.returncode == 0, err
     ranks = {p.name: p.read_text() for p in (root / "ranks").iterdir()}
     assert ranks == {"rank0-of-2": "LightningEnvironment", "rank1-of-2": "LightningEnvironment"}
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_launch_stopped_by_a_signal_stops_its_jobs_and_a_second_launch_runs(tmp_path, stop):
+    """The signal reaches the launcher alone (`kill <pid>`): its jobs' dvc and stage processes must stop,
+    release dvc's locks and record nothing, so that the next launch runs the cells."""
+    root = dvc_project(tmp_path, **{"launch_it.py": LAUNCHER})
+    launcher = subprocess.Popen([sys.executable, "launch_it.py"], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=tool_env() | {"STAGE_SLEEP": "120"},
+                                start_new_session=True)
+    wait_for([root / "started-a", root / "started-b"], launcher)
+    stages = [int((root / f"started-{cell}").read_text()) for cell in "ab"]
+    launcher.send_signal(stop)
+    out, err = launcher.communicate(timeout=150)
+    assert launcher.returncode == 130, err
+    assert f"launch stopped by {stop.name}: its running jobs were cancelled" in err
+    assert "stopping 2 running jobs" in out
+    assert all(gone(pid) for pid in stages), "the stages stopped with the launch"
+    assert recorded(root) == {"split"}
+    again = subprocess.run([sys.executable, "launch_it.py"], cwd=root, capture_output=True, text=True,
+                           env=tool_env() | {"STAGE_SLEEP": "0"}, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "done tpe@a" in again.stdout and "done tpe@b" in again.stdout
+    assert recorded(root) == {"split", "tpe@a", "tpe@b"}
