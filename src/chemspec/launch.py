@@ -18,7 +18,8 @@ so no cell's entry is lost.
 Calibrate cells are full training runs that only the last calibration stage reads, so they run beside
 the train cells rather than holding up the tpe cells the selection waits for. Each job runs dvc in a
 process group of its own (chemspec.stage_job says why); a launch stopped by SIGINT, SIGTERM or SIGHUP
-cancels its jobs and waits for their processes, so none is left holding dvc's locks.
+cancels its jobs and waits for their processes, so none is left holding dvc's locks. On SLURM a failed
+job cancels the wave's array tasks that have not started; the running ones end first.
 """
 
 from __future__ import annotations
@@ -154,13 +155,23 @@ def _reason(job, exc: Exception) -> str:
     return errors[-1] if errors else lines[-1] if lines else type(exc).__name__
 
 
+@dataclass
+class Outcome:
+    """What became of one wave's jobs."""
+
+    records: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+
+
 def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
-             say: Callable[[str], None]) -> tuple[list[dict], list[str]]:
-    """Run `stages` as jobs, at most settings.jobs at once; returns (records, failure messages)."""
+             say: Callable[[str], None]) -> Outcome:
+    """Run `stages` as jobs, at most settings.jobs at once. After a failure no job starts: locally none is
+    submitted, on SLURM the array's pending tasks are cancelled; the running ones end."""
     executor = make_executor(settings, folder)
     # submitit's local controller sets CUDA_VISIBLE_DEVICES from gpus_per_node; keep the caller's view instead.
     env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")} if settings.kind == "local" else {}
-    pending, running, records, failures = list(stages), {}, [], []
+    pending, running, outcome, cancelled = list(stages), {}, Outcome(), False
 
     def submit_one(stage: str) -> None:
         running[stage] = executor.submit(run_stage_job, str(root), stage, env)
@@ -175,28 +186,53 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
                                   "(partition, account, gpus_per_job, time_min) and --sbatch options; "
                                   "`chemspec launch --dry-run` prints the script") from None
             pending = []
-            say(f"  submitted {len(running)} jobs as array {next(iter(running.values())).job_id.split('_')[0]}")
+            say(f"  submitted {len(running)} jobs as array {_array_id(running)}")
         while pending or running:
-            while pending and len(running) < settings.jobs and not failures:
+            while pending and len(running) < settings.jobs and not outcome.failures:
                 submit_one(pending.pop(0))
+            if outcome.failures and pending:
+                outcome.not_started += pending
+                pending = []
+            if outcome.failures and running and settings.kind == "slurm" and not cancelled:
+                cancelled = _cancel_pending(_array_id(running), say)
             time.sleep(0.5)
             for stage, job in list(running.items()):
                 if not job.done():
                     continue
                 del running[stage]
                 log = str(job.paths.stdout)
+                if cancelled and not job.paths.result_pickle.exists() and job.state.upper().startswith("CANCELLED"):
+                    outcome.not_started.append(stage)
+                    continue
                 try:
                     record = job.result()
                 except Exception as exc:  # noqa: BLE001 -- submitit wraps the job's exception
-                    failures.append(f"{stage}: {_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
+                    outcome.failures.append(f"{stage}: {_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
                     say(f"  FAILED {stage}; log {log}")
                     continue
-                records.append({**record, "job_id": job.job_id, "log": log})
+                outcome.records.append({**record, "job_id": job.job_id, "log": log})
                 say(f"  done {stage} in {record['end'] - record['start']:.1f} s")
     except BaseException:
         cancel_jobs(settings.kind, list(running.values()), say)
         raise
-    return records, failures
+    return outcome
+
+
+def _array_id(running: dict) -> str:
+    return next(iter(running.values())).job_id.split("_")[0]
+
+
+def _cancel_pending(array: str, say: Callable[[str], None]) -> bool:
+    """Cancel the array's tasks that have not started; SLURM picks them by state, so a task that has just
+    started runs on."""
+    done = subprocess.run(["scancel", "--state=PENDING", array], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        say(f"  could not cancel the array's pending tasks (`scancel --state=PENDING {array}`: "
+            f"{(done.stderr or done.stdout).strip()}); they still run")
+        return False
+    say(f"  cancelled the array's pending tasks (`scancel --state=PENDING {array}`); running ones end first")
+    return True
 
 
 def _root_stages(path: Path) -> set[str]:
@@ -261,14 +297,16 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             noun = "cell" if len(cells) == 1 else "cells"
             say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
                 f"logs in {folder}")
-            records, failures = _fan_out(for_wave(settings, groups), folder, root, cells, say)
-            result.records += records
+            outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say)
+            result.records += outcome.records
             (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
-            if failures:
-                listed = "\n".join(f"  {f}" for f in failures)
-                raise LaunchError(f"{len(failures)} of {len(cells)} jobs failed:\n{listed}\nfix the cause and "
-                                  "rerun `chemspec launch`; cells that finished are recorded in dvc.lock and will "
-                                  "not run again")
+            if outcome.failures:
+                listed = "\n".join(f"  {f}" for f in outcome.failures)
+                unstarted = (f"\n{len(outcome.not_started)} not started: {', '.join(outcome.not_started)}"
+                             if outcome.not_started else "")
+                raise LaunchError(f"{len(outcome.failures)} of {len(cells)} jobs failed:\n{listed}{unstarted}\nfix "
+                                  "the cause and rerun `chemspec launch`; cells that finished are recorded in "
+                                  "dvc.lock and will not run again")
         say(f"dvc repro (log: {folder / 'dvc.log'})")
         _dvc(root, "repro", log=folder / "dvc.log")
     result.final = stale(root)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from unittest import mock
 
 import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from chemspec.errors import LaunchError
-from chemspec.launch import (Settings, for_wave, job_command, launch, make_executor, run_stage_job, sbatch_script,
-                             submit_array)
+from chemspec.launch import (Settings, _fan_out, for_wave, job_command, launch, make_executor, run_stage_job,
+                             sbatch_script, submit_array)
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
@@ -218,3 +221,61 @@ def test_a_jobs_dvc_runs_without_slurms_task_count_so_ddp_starts_its_own_ranks()
         assert SLURMEnvironment.detect()
     with mock.patch.dict(os.environ, environment, clear=True):
         assert not SLURMEnvironment.detect()
+
+
+FAKE_SACCT = """#!{python}
+import json, sys
+states = json.load(open({states!r}))
+print("JobID|State|NodeList")
+for job, state in states.items():
+    print(f"{{job}}|{{state}}|node1")
+"""
+FAKE_SCANCEL = """#!{python}
+import json, sys
+with open({calls!r}, "a") as calls:
+    calls.write(json.dumps(sys.argv[1:]) + "\\n")
+states = json.load(open({states!r}))
+assert sys.argv[1:] == ["--state=PENDING", "5151"], sys.argv
+json.dump({{job: "CANCELLED by 1000" if state == "PENDING" else state for job, state in states.items()}},
+          open({states!r}, "w"))
+"""
+
+
+def test_a_failed_slurm_job_cancels_the_arrays_pending_tasks_and_the_running_ones_end(tmp_path, monkeypatch):
+    """Fake sbatch, sacct and scancel: task 0 failed, 1 runs, 2 and 3 wait; the launch cancels 2 and 3
+    (by state, so a task that has just started runs on) and waits for 1."""
+    bin_dir, folder, states, calls = tmp_path / "bin", tmp_path / "logs", tmp_path / "states.json", tmp_path / "calls"
+    bin_dir.mkdir()
+    states.write_text(json.dumps({"5151_0": "FAILED", "5151_1": "RUNNING", "5151_2": "PENDING", "5151_3": "PENDING"}))
+    tools = {"srun": "#!/bin/sh\nexit 0\n", "sbatch": '#!/bin/sh\necho "Submitted batch job 5151"\n',
+             "sacct": FAKE_SACCT.format(python=sys.executable, states=str(states)),
+             "scancel": FAKE_SCANCEL.format(python=sys.executable, states=str(states), calls=str(calls))}
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    folder.mkdir()
+    cloudpickle_dump(("error", "Traceback ...\nRuntimeError: `dvc repro -s train@a` exited 1"),
+                     JobPaths(folder, "5151_0", 0).result_pickle)
+    settings = Settings(kind="slurm", jobs=2, study="tiny", time_min=5)
+    said, outcomes = [], []
+    fan_out = threading.Thread(target=lambda: outcomes.append(
+        _fan_out(settings, folder, tmp_path, ["train@a", "train@b", "train@c", "train@d"], said.append)))
+    fan_out.start()
+    try:
+        for _ in range(600):
+            if calls.exists() or not fan_out.is_alive():
+                break
+            threading.Event().wait(0.1)
+        assert calls.read_text().splitlines() == ['["--state=PENDING", "5151"]'], said
+        assert fan_out.is_alive(), "the launch waits for the running task"
+        record = {"stage": "train@b", "start": 1.0, "end": 3.0, "ran": None, "host": "node1"}
+        cloudpickle_dump(("success", record), JobPaths(folder, "5151_1", 0).result_pickle)
+        states.write_text(json.dumps({**json.loads(states.read_text()), "5151_1": "COMPLETED"}))
+    finally:
+        fan_out.join(timeout=120)
+    (outcome,) = outcomes
+    assert [r["stage"] for r in outcome.records] == ["train@b"]
+    assert len(outcome.failures) == 1 and outcome.failures[0].startswith("train@a: RuntimeError: `dvc repro")
+    assert sorted(outcome.not_started) == ["train@c", "train@d"]
+    assert any("cancelled the array's pending tasks (`scancel --state=PENDING 5151`)" in line for line in said)
