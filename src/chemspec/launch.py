@@ -272,6 +272,10 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         if shutil.which("sbatch") is None:
             raise LaunchError("sbatch is not on PATH: run `chemspec launch --executor slurm` on a SLURM login "
                               "node, or `--dry-run` to see the scripts it would submit")
+    if settings.kind == "slurm" and not _hardlink_lock(root):
+        say("note: core.hardlink_lock is not set, so dvc locks this project with flock, which every node must "
+            "see coherently on the shared filesystem (NFS may not); if in doubt, with no dvc running: `dvc config "
+            "core.hardlink_lock true && rm -f .dvc/tmp/lock .dvc/tmp/rwlock.lock`")
     folder = root / LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     result = LaunchResult(kind=settings.kind, jobs=settings.jobs, folder=str(folder), dry_run=dry_run, waves=[])
     waves = [([s for s in upstream if s in stages], groups) for upstream, groups in WAVES]
@@ -335,3 +339,9 @@ def check_sbatch(options: dict[str, str | bool]) -> None:
     if bad:
         raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
                           "line takes one line: give one value per --sbatch KEY=VALUE")
+
+
+def _hardlink_lock(root: Path) -> bool:
+    done = subprocess.run([*DVC, "config", "core.hardlink_lock"], cwd=root, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    return done.returncode == 0 and done.stdout.strip().lower() == "true"

@@ -99,8 +99,14 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
                  "#SBATCH --time=45", "#SBATCH --array=0-8%2", "#SBATCH --array=0-1%2"):
         assert line in out
     assert not (root / ".chemspec").exists(), "a dry run writes nothing"
+    assert "note: core.hardlink_lock is not set, so dvc locks this project with flock" in out
+    subprocess.run(["dvc", "config", "core.hardlink_lock", "true"], cwd=root, env=tool_env(), check=True)
+    for name in ("lock", "rwlock.lock"):  # flock's lock files, which a hardlink lock takes for held locks
+        (root / ".dvc" / "tmp" / name).unlink(missing_ok=True)
+    assert "core.hardlink_lock" not in cli("launch", "--dry-run", cwd=root).out
     local = cli("launch", "--dry-run", "--executor", "local", "-j", "4", cwd=root)
-    assert "dry run: local executor, 4 jobs at once" in local.out and "#SBATCH" not in local.out
+    assert "dry run: local executor, 4 jobs at once" in local.out and "#SBATCH" not in local.out, local.err
+    assert "core.hardlink_lock" not in local.out
     ignored = cli("launch", "--executor", "local", "--sbatch", "qos=high", cwd=root)
     assert ignored.code == 2 and "--sbatch sets options of SLURM jobs, but this launch runs its cells on the " \
                                  "local executor" in ignored.err and "add --executor slurm" in ignored.err
