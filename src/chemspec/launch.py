@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chemspec.errors import Interrupted, LaunchError
-from chemspec.launch_stop import cancel_jobs, interrupted, stopped_by_signals
+from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, stopped_by_signals
 from chemspec.stage_job import DVC, job_command, run_group, run_stage_job
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
@@ -301,7 +301,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             noun = "cell" if len(cells) == 1 else "cells"
             say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
                 f"logs in {folder}")
-            outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say)
+            with guard_lock_files(root, say, after_errors=settings.kind == "local"):
+                outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say)
             result.records += outcome.records
             (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
             if outcome.failures:

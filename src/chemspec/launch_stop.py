@@ -1,8 +1,10 @@
-"""How a launch stops on a signal.
+"""How a launch stops: on a signal, and when one of its jobs is killed.
 
 SIGTERM and SIGHUP to the launcher stop it as Ctrl-C does. Its running jobs are then cancelled and, for
 the local executor, waited for with their dvc and stage processes, so that none is left holding dvc's
 locks (orphaned, they would run on, record nothing and make the next launch fail with "... is busy").
+dvc rewrites a dvc.lock in place; a job killed while its dvc writes one leaves it cut short, so each
+wave's dvc.lock files are put back if the wave broke them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from chemspec.errors import Interrupted
 from chemspec.stage_job import STOP_WAIT_S
@@ -83,3 +86,52 @@ def _running(process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _lock_files(root: Path) -> list[Path]:
+    return [path for path in [root / "dvc.lock", *sorted((root / "pipelines").glob("*/dvc.lock"))] if path.is_file()]
+
+
+def _stage_names(text: bytes) -> set[str] | None:
+    """The stages a dvc.lock records; None if it does not parse as one."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("stages", {}), dict):
+        return None
+    return set(document.get("stages", {}))
+
+
+@contextlib.contextmanager
+def guard_lock_files(root: Path, say: Callable[[str], None], after_errors: bool = True):
+    """dvc rewrites a dvc.lock in place (truncate, then write): a job killed meanwhile leaves it cut short.
+    A wave only adds to them, so a dvc.lock that no longer parses, or lost a stage, after the wave is put
+    back as it was before it. After an error, only with `after_errors`: cancelled SLURM jobs may still be
+    writing when the launch stops."""
+    before = {path: path.read_bytes() for path in _lock_files(root)}
+    try:
+        yield
+    except BaseException:
+        if after_errors:
+            _put_back(root, before, say)
+        raise
+    _put_back(root, before, say)
+
+
+def _put_back(root: Path, before: dict[Path, bytes], say: Callable[[str], None]) -> None:
+    for path, text in before.items():
+        names = _stage_names(text)
+        try:
+            now = _stage_names(path.read_bytes())
+        except FileNotFoundError:
+            now = None
+        if names is None or (now is not None and names <= now):
+            continue
+        tmp = path.with_name(f".{path.name}.restore")
+        tmp.write_bytes(text)
+        os.replace(tmp, path)
+        say(f"  {path.relative_to(root)} was left cut short (a job was killed while dvc wrote it); put back "
+            "as it was before this wave: the wave's cells recorded there run again, or come from the run cache")

@@ -18,6 +18,7 @@ from submitit.core.utils import JobPaths, cloudpickle_dump
 from chemspec.errors import LaunchError
 from chemspec.launch import (Settings, _fan_out, for_wave, job_command, launch, make_executor, run_stage_job,
                              sbatch_script, submit_array)
+from chemspec.launch_stop import guard_lock_files
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
@@ -285,3 +286,25 @@ def test_a_failed_slurm_job_cancels_the_arrays_pending_tasks_and_the_running_one
     assert len(outcome.failures) == 1 and outcome.failures[0].startswith("train@a: RuntimeError: `dvc repro")
     assert sorted(outcome.not_started) == ["train@c", "train@d"]
     assert any("cancelled the array's pending tasks (`scancel --state=PENDING 5151`)" in line for line in said)
+
+
+def test_a_dvc_lock_cut_short_during_a_wave_is_put_back(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    size = tmp_path / "pipelines" / "s" / "dvc.lock"
+    size.parent.mkdir(parents=True)
+    before = "schema: '2.0'\nstages:\n  split:\n    cmd: chemspec run split\n"
+    lock.write_text(before)
+    size.write_text(before.replace("split", "train@s-200"))
+    said = []
+    with guard_lock_files(tmp_path, said.append):
+        lock.write_text(before + "  tpe@a:\n    cmd: chemspec run tpe --cell a\n")  # a job recorded its cell
+        size.write_text("schema: '2.0'\nstages:\n  train@s-200:\n    cmd: [chemspec")  # a job killed mid-write
+    assert "tpe@a" in lock.read_text(), "a dvc.lock that grew stays"
+    assert size.read_text() == before.replace("split", "train@s-200")
+    assert said == [f"  {Path('pipelines/s/dvc.lock')} was left cut short (a job was killed while dvc wrote it); "
+                    "put back as it was before this wave: the wave's cells recorded there run again, or come "
+                    "from the run cache"]
+    said.clear()
+    with guard_lock_files(tmp_path, said.append):
+        size.write_text("schema: '2.0'\n")  # cut at a line's end: it parses, but its stage is gone
+    assert "train@s-200" in size.read_text() and len(said) == 1
