@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +37,13 @@ def interrupted(name: str, what: str) -> str:
 @contextlib.contextmanager
 def stopped_by_signals():
     """SIGTERM and SIGHUP stop the launch as Ctrl-C does (its jobs cancelled, their processes waited for),
-    where they are not ignored (nohup); any of them ends as Interrupted."""
+    where they are not ignored (nohup) and the launch runs in the main thread (the only one that may set
+    handlers); any of them ends as Interrupted."""
     def stop(signum: int, frame: object) -> None:
         raise _Signalled(signal.Signals(signum).name)
 
-    kinds = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
+    main = threading.current_thread() is threading.main_thread()
+    kinds = [s for s in (signal.SIGTERM, signal.SIGHUP) if main and signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, stop) for s in kinds}
     try:
         yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -15,10 +16,10 @@ import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from submitit.core.utils import JobPaths, cloudpickle_dump
 
-from chemspec.errors import LaunchError
+from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch import (Settings, _fan_out, for_wave, job_command, launch, make_executor, run_stage_job,
                              sbatch_script, submit_array)
-from chemspec.launch_stop import guard_lock_files
+from chemspec.launch_stop import guard_lock_files, stopped_by_signals
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
@@ -308,3 +309,21 @@ def test_a_dvc_lock_cut_short_during_a_wave_is_put_back(tmp_path):
     with guard_lock_files(tmp_path, said.append):
         size.write_text("schema: '2.0'\n")  # cut at a line's end: it parses, but its stage is gone
     assert "train@s-200" in size.read_text() and len(said) == 1
+
+
+def test_sigterm_stops_a_launch_in_the_main_thread_and_a_launch_in_another_thread_leaves_signals_alone():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match=r"launch stopped by SIGTERM: its running jobs were cancelled"):
+        with stopped_by_signals():
+            signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+    outcomes = []
+
+    def in_a_thread() -> None:
+        with stopped_by_signals():
+            outcomes.append(signal.getsignal(signal.SIGTERM) is before)
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert outcomes == [True], "only the main thread may set handlers; another one sets none and fails not"
