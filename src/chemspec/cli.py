@@ -93,12 +93,13 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
     click.echo(f"{stage}{'@' + cell if cell else ''}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
 
-def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
+def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str | bool]:
+    """KEY=VALUE, or KEY alone for a flag without value (True: `#SBATCH --KEY`)."""
     pairs = [v.partition("=") for v in values]
-    bad = [v for v, (key, eq, _) in zip(values, pairs) if not (key and eq)]
+    bad = [v for v, (key, _, _) in zip(values, pairs) if not key]
     if bad:
-        raise click.BadParameter(f"{bad[0]!r}: write KEY=VALUE, e.g. qos=high")
-    return {key: value for key, _, value in pairs}
+        raise click.BadParameter(f"{bad[0]!r}: write KEY=VALUE, e.g. qos=high, or KEY alone for a flag, e.g. requeue")
+    return {key: value if eq else True for key, eq, value in pairs}
 
 
 @cli.command()
@@ -107,8 +108,8 @@ def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Cells run at once; default: the study's executor.jobs.")
 @click.option("--dry-run", is_flag=True, help="Run nothing: print the stale cells, their commands and sbatch scripts.")
-@click.option("--sbatch", multiple=True, metavar="KEY=VALUE", callback=_sbatch_option,
-              help="Extra #SBATCH option for slurm jobs (repeatable), e.g. --sbatch qos=high.")
+@click.option("--sbatch", multiple=True, metavar="KEY[=VALUE]", callback=_sbatch_option,
+              help="Extra #SBATCH option for slurm jobs (repeatable), e.g. --sbatch qos=high, --sbatch requeue.")
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, str], params: str) -> None:
     """Run the pipeline with stale per-cell stages (tpe, calibrate, train, sample) as parallel submitit jobs

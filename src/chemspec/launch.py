@@ -1,7 +1,7 @@
 """`chemspec launch`: run the compiled pipeline with its per-cell stages fanned out as submitit jobs.
 
 The pipeline runs in waves. Each wave first brings its upstream stages up to date with a plain
-`dvc repro <stage>…` (`split` for the tpe and calibrate cells, `select` for the train cells, and
+`dvc repro <stage>…` (`split` for the tpe cells, `select` for the train and calibrate cells, and
 `select reference` for the sample cells, which need the trained models and the test set's statistics), then
 asks `dvc status --json` which cells of the wave are stale and runs each as one job,
 `dvc --wait-for-lock repro -s <stage>`, at most `jobs` at once (local: the launcher keeps that many
@@ -14,6 +14,12 @@ and while it records outputs in the cache and dvc.lock; it releases it while the
 bookkeeping is serialised. `--wait-for-lock` makes each job wait for the lock instead of giving up
 after dvc's default 3 s, and dvc.lock is re-read under the lock before each stage's entry is written,
 so no cell's entry is lost.
+
+Calibrate cells are full training runs that only the last calibration stage reads, so they run beside
+the train cells rather than holding up the tpe cells the selection waits for. Each job runs dvc in a
+process group of its own (chemspec.stage_job says why); a launch stopped by SIGINT, SIGTERM or SIGHUP
+cancels its jobs and waits for their processes, so none is left holding dvc's locks. On SLURM a failed
+job cancels the wave's array tasks that have not started; the running ones end first.
 """
 
 from __future__ import annotations
@@ -29,13 +35,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from chemspec.errors import LaunchError
+from chemspec.errors import Interrupted, LaunchError
+from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, stopped_by_signals
+from chemspec.stage_job import DVC, job_command, run_group, run_stage_job
 
-WAVES = ((("split",), ("tpe", "calibrate")), (("select",), ("train",)), (("select", "reference"), ("sample",)))
-DVC = (sys.executable, "-m", "dvc")
+WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
 LOGS = Path(".chemspec") / "launch"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+# sbatch options each job's script needs as launch sets them: why a user's value would break it.
+MANAGED = {
+    "array": "one array task per stale cell, at most -j at once",
+    "output": "each job's log, which the launch reads for its errors",
+    "error": "each job's log, which the launch reads for its errors",
+    "open-mode": "each job's log, which the launch reads for its errors",
+    "signal": "submitit's SIGUSR2 90 s before the time limit, which the job and the stage handle",
+    "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,8 @@ class Settings:
     account: str | None = None
     gpus_per_job: int = 0
     time_min: int = 60
-    sbatch: dict[str, str] = field(default_factory=dict)
+    sbatch: dict[str, str | bool] = field(default_factory=dict)
+    """Extra #SBATCH options, KEY: VALUE, or KEY: True for a flag without value."""
 
     def submitit_parameters(self) -> dict:
         """What AutoExecutor.update_parameters receives."""
@@ -56,7 +75,9 @@ class Settings:
         return {"name": f"chemspec-{self.study}", "timeout_min": self.time_min,
                 "gpus_per_node": self.gpus_per_job or None, "slurm_partition": self.partition,
                 "slurm_account": self.account, "slurm_array_parallelism": self.jobs,
-                "slurm_additional_parameters": dict(self.sbatch) or None}
+                # submitit's own keys have underscores (gpus_per_node) and it writes each key once:
+                # `gpus-per-node` must become that key to replace submitit's value, not to sit beside it.
+                "slurm_additional_parameters": {k.replace("-", "_"): v for k, v in self.sbatch.items()} or None}
 
 
 def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
@@ -67,48 +88,20 @@ def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
     return settings
 
 
-def job_command(stage: str) -> list[str]:
-    return [*DVC, "--wait-for-lock", "repro", "-s", stage]
-
-
-def run_stage_job(root: str, stage: str, env: dict[str, str | None]) -> dict:
-    """The body of one job: reproduce one stage. dvc's output goes to the job's log; the times at which
-    dvc starts the stage command and records its outputs are kept (`ran`; None when restored from cache)."""
-    environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for key, value in env.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    start, ran = time.time(), [None, None]
-    print(f"chemspec launch: {stage} starts: {shlex.join(job_command(stage))}", flush=True)
-    with subprocess.Popen(job_command(stage), cwd=root, env=environ, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE) as process:
-        for line in process.stdout:
-            marker = 0 if line.startswith(b"Running stage ") else 1 if line.startswith(b"Updating lock file") else None
-            if marker is not None and ran[marker] is None:
-                ran[marker] = time.time()
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
-    end = time.time()
-    print(f"chemspec launch: {stage} exited {process.returncode} after {end - start:.1f} s", flush=True)
-    if process.returncode != 0:
-        raise RuntimeError(f"`{shlex.join(job_command(stage))}` exited {process.returncode}")
-    return {"stage": stage, "start": start, "end": end, "ran": ran if None not in ran else None,
-            "host": os.uname().nodename}
-
-
 def _dvc(root: Path, *args: str, log: Path | None = None) -> str:
-    """Run dvc in the project; its output is appended to `log` when given, else returned."""
+    """Run dvc in the project; its output is appended to `log` when given (a repro: dvc runs in its own
+    process group and an interrupt reaches it as its Ctrl-C), else returned."""
     command = [*DVC, *args]
     if log is None:
         done = subprocess.run(command, cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        output = done.stderr or done.stdout
+        code, output = done.returncode, done.stderr or done.stdout
     else:
         with open(log, "a") as sink:
-            done = subprocess.run(command, cwd=root, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            code, stopped = run_group(command, cwd=root, log=sink)
+        if stopped is not None:
+            raise Interrupted(interrupted(stopped.name, f"`dvc {' '.join(args)}` stopped (log: {log})"))
         output = log.read_text()
-    if done.returncode != 0:
+    if code != 0:
         where = f" (log: {log})" if log is not None else ""
         raise LaunchError(f"`dvc {' '.join(args)}` failed{where}:\n{output.strip()[-2000:]}\nfix the cause and "
                           "rerun `chemspec launch`; stages already recorded in dvc.lock will not run again")
@@ -162,13 +155,23 @@ def _reason(job, exc: Exception) -> str:
     return errors[-1] if errors else lines[-1] if lines else type(exc).__name__
 
 
+@dataclass
+class Outcome:
+    """What became of one wave's jobs."""
+
+    records: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+
+
 def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
-             say: Callable[[str], None]) -> tuple[list[dict], list[str]]:
-    """Run `stages` as jobs, at most settings.jobs at once; returns (records, failure messages)."""
+             say: Callable[[str], None]) -> Outcome:
+    """Run `stages` as jobs, at most settings.jobs at once. After a failure no job starts: locally none is
+    submitted, on SLURM the array's pending tasks are cancelled; the running ones end."""
     executor = make_executor(settings, folder)
     # submitit's local controller sets CUDA_VISIBLE_DEVICES from gpus_per_node; keep the caller's view instead.
     env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")} if settings.kind == "local" else {}
-    pending, running, records, failures = list(stages), {}, [], []
+    pending, running, outcome, cancelled = list(stages), {}, Outcome(), False
 
     def submit_one(stage: str) -> None:
         running[stage] = executor.submit(run_stage_job, str(root), stage, env)
@@ -183,29 +186,53 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
                                   "(partition, account, gpus_per_job, time_min) and --sbatch options; "
                                   "`chemspec launch --dry-run` prints the script") from None
             pending = []
-            say(f"  submitted {len(running)} jobs as array {next(iter(running.values())).job_id.split('_')[0]}")
+            say(f"  submitted {len(running)} jobs as array {_array_id(running)}")
         while pending or running:
-            while pending and len(running) < settings.jobs and not failures:
+            while pending and len(running) < settings.jobs and not outcome.failures:
                 submit_one(pending.pop(0))
+            if outcome.failures and pending:
+                outcome.not_started += pending
+                pending = []
+            if outcome.failures and running and settings.kind == "slurm" and not cancelled:
+                cancelled = _cancel_pending(_array_id(running), say)
             time.sleep(0.5)
             for stage, job in list(running.items()):
                 if not job.done():
                     continue
                 del running[stage]
                 log = str(job.paths.stdout)
+                if cancelled and not job.paths.result_pickle.exists() and job.state.upper().startswith("CANCELLED"):
+                    outcome.not_started.append(stage)
+                    continue
                 try:
                     record = job.result()
                 except Exception as exc:  # noqa: BLE001 -- submitit wraps the job's exception
-                    failures.append(f"{stage}: {_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
+                    outcome.failures.append(f"{stage}: {_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
                     say(f"  FAILED {stage}; log {log}")
                     continue
-                records.append({**record, "job_id": job.job_id, "log": log})
+                outcome.records.append({**record, "job_id": job.job_id, "log": log})
                 say(f"  done {stage} in {record['end'] - record['start']:.1f} s")
     except BaseException:
-        for job in running.values():
-            job.cancel(check=False)
+        cancel_jobs(settings.kind, list(running.values()), say)
         raise
-    return records, failures
+    return outcome
+
+
+def _array_id(running: dict) -> str:
+    return next(iter(running.values())).job_id.split("_")[0]
+
+
+def _cancel_pending(array: str, say: Callable[[str], None]) -> bool:
+    """Cancel the array's tasks that have not started; SLURM picks them by state, so a task that has just
+    started runs on."""
+    done = subprocess.run(["scancel", "--state=PENDING", array], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        say(f"  could not cancel the array's pending tasks (`scancel --state=PENDING {array}`: "
+            f"{(done.stderr or done.stdout).strip()}); they still run")
+        return False
+    say(f"  cancelled the array's pending tasks (`scancel --state=PENDING {array}`); running ones end first")
+    return True
 
 
 def _root_stages(path: Path) -> set[str]:
@@ -238,19 +265,17 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         raise LaunchError(f"{root} holds no DVC pipeline; run `git init && dvc init` and "
                           "`chemspec compile <study.yaml>` there first")
     stages = _root_stages(root / "dvc.yaml")
-    bad = [key for key in settings.sbatch if not SBATCH_KEY.match(key)]
-    if bad:
-        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
-    bad = [key for key, value in settings.sbatch.items() if not value.isprintable()]
-    if bad:
-        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
-                          "line takes one line: give one value per --sbatch KEY=VALUE")
+    check_sbatch(settings.sbatch)
     if settings.kind == "slurm" and not dry_run:
         import shutil
 
         if shutil.which("sbatch") is None:
             raise LaunchError("sbatch is not on PATH: run `chemspec launch --executor slurm` on a SLURM login "
                               "node, or `--dry-run` to see the scripts it would submit")
+    if settings.kind == "slurm" and not _hardlink_lock(root):
+        say("note: core.hardlink_lock is not set, so dvc locks this project with flock, which every node must "
+            "see coherently on the shared filesystem (NFS may not); if in doubt, with no dvc running: `dvc config "
+            "core.hardlink_lock true && rm -f .dvc/tmp/lock .dvc/tmp/rwlock.lock`")
     folder = root / LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     result = LaunchResult(kind=settings.kind, jobs=settings.jobs, folder=str(folder), dry_run=dry_run, waves=[])
     waves = [([s for s in upstream if s in stages], groups) for upstream, groups in WAVES]
@@ -265,27 +290,59 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         result.final = ["dvc repro"]
         return result
     folder.mkdir(parents=True, exist_ok=True)
-    for upstream, groups in waves:
-        say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
-        _dvc(root, "repro", *upstream, log=folder / "dvc.log")
-        cells = stale(root, groups)
-        result.waves.append({"upstream": f"dvc repro {' '.join(upstream)}", "stages": cells})
-        if not cells:
-            continue
-        noun = "cell" if len(cells) == 1 else "cells"
-        say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
-            f"logs in {folder}")
-        records, failures = _fan_out(for_wave(settings, groups), folder, root, cells, say)
-        result.records += records
-        (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
-        if failures:
-            listed = "\n".join(f"  {f}" for f in failures)
-            raise LaunchError(f"{len(failures)} of {len(cells)} jobs failed:\n{listed}\nfix the cause and rerun "
-                              "`chemspec launch`; cells that finished are recorded in dvc.lock and will not run again")
-    say(f"dvc repro (log: {folder / 'dvc.log'})")
-    _dvc(root, "repro", log=folder / "dvc.log")
+    with stopped_by_signals():
+        for upstream, groups in waves:
+            say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
+            _dvc(root, "repro", *upstream, log=folder / "dvc.log")
+            cells = stale(root, groups)
+            result.waves.append({"upstream": f"dvc repro {' '.join(upstream)}", "stages": cells})
+            if not cells:
+                continue
+            noun = "cell" if len(cells) == 1 else "cells"
+            say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
+                f"logs in {folder}")
+            with guard_lock_files(root, say, after_errors=settings.kind == "local"):
+                outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say)
+            result.records += outcome.records
+            (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
+            if outcome.failures:
+                listed = "\n".join(f"  {f}" for f in outcome.failures)
+                unstarted = (f"\n{len(outcome.not_started)} not started: {', '.join(outcome.not_started)}"
+                             if outcome.not_started else "")
+                raise LaunchError(f"{len(outcome.failures)} of {len(cells)} jobs failed:\n{listed}{unstarted}\nfix "
+                                  "the cause and rerun `chemspec launch`; cells that finished are recorded in "
+                                  "dvc.lock and will not run again")
+        say(f"dvc repro (log: {folder / 'dvc.log'})")
+        _dvc(root, "repro", log=folder / "dvc.log")
     result.final = stale(root)
     if result.final:
         raise LaunchError(f"`dvc status` still reports {', '.join(result.final)} after the launch; "
                           "run `dvc repro` to finish, and report this")
     return result
+
+
+def check_sbatch(options: dict[str, str | bool]) -> None:
+    """Refuse --sbatch options that are no sbatch long option, take no one-line value, or that launch sets."""
+    bad = [key for key in options if not SBATCH_KEY.match(key)]
+    if bad:
+        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
+    managed = [key for key in options if key in MANAGED]
+    if managed:
+        key = managed[0]
+        raise LaunchError(f"--sbatch {key}: chemspec launch sets --{key} of every job itself ({MANAGED[key]}); "
+                          "drop it")
+    values = {key: value for key, value in options.items() if value is not True}
+    bad = [key for key, value in values.items() if not value]
+    if bad:
+        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: write KEY=VALUE, or "
+                          f"KEY alone for a flag (--sbatch {bad[0]})")
+    bad = [key for key, value in values.items() if not value.isprintable()]
+    if bad:
+        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
+                          "line takes one line: give one value per --sbatch KEY=VALUE")
+
+
+def _hardlink_lock(root: Path) -> bool:
+    done = subprocess.run([*DVC, "config", "core.hardlink_lock"], cwd=root, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    return done.returncode == 0 and done.stdout.strip().lower() == "true"

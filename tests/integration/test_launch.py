@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chemspec.errors import LaunchError
+from chemspec.launch import Settings, launch
 from tests.conftest import sh, tiny_study, write_spec
 
 pytestmark = pytest.mark.slow
@@ -98,3 +100,33 @@ def test_a_second_launch_runs_no_jobs(launched):
     out = sh("chemspec", "launch", "-j", "4", cwd=root)
     assert "launch complete: 0 jobs (local, 4 at once), dvc status clean" in out
     assert "submitted" not in out
+
+
+FAILING = """
+stages:
+  split:
+    cmd: python cell.py split
+    outs:
+    - split.txt
+  tpe:
+    foreach: [a, b, c]
+    do:
+      cmd: python cell.py ${item}
+      deps:
+      - split.txt
+      outs:
+      - ${item}.txt
+"""
+CELL = "import sys\nsys.exit(f'{sys.argv[1]} fails') if sys.argv[1] == 'a' else open(f'{sys.argv[1]}.txt', 'w').close()\n"
+
+
+def test_a_failed_local_job_ends_the_launch_and_names_the_cells_it_did_not_start(tmp_path, git_env):
+    """One job at a time, the first fails: the launch ends (its loop kept waiting on the cells it would no
+    longer submit) and lists them."""
+    sh("dvc", "init", "--no-scm", "-q", cwd=tmp_path)
+    (tmp_path / "dvc.yaml").write_text(FAILING)
+    (tmp_path / "cell.py").write_text(CELL)
+    with pytest.raises(LaunchError, match=r"1 of 3 jobs failed:\n  tpe@a: ERROR: failed to reproduce 'tpe@a'.*\n"
+                                          r"    logs: .*\n2 not started: tpe@b, tpe@c\n"):
+        launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
+    assert not (tmp_path / "b.txt").exists() and not (tmp_path / "c.txt").exists()

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from submitit.core.utils import JobPaths, cloudpickle_dump
 
-from chemspec.errors import LaunchError
-from chemspec.launch import (Settings, for_wave, job_command, launch, make_executor, run_stage_job, sbatch_script,
-                             submit_array)
+from chemspec.errors import Interrupted, LaunchError
+from chemspec.launch import (Settings, _fan_out, for_wave, job_command, launch, make_executor, run_stage_job,
+                             sbatch_script, submit_array)
+from chemspec.launch_stop import guard_lock_files, stopped_by_signals
+from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
 SLURM = Settings(kind="slurm", jobs=3, study="tiny", partition="gpu", account="chem-lab", gpus_per_job=2,
@@ -43,7 +51,7 @@ def test_one_job_is_no_array_and_zero_gpus_request_none(tmp_path):
 def test_sample_jobs_ask_for_one_gpu_whatever_the_training_jobs_ask_for(tmp_path):
     lines = sbatch_script(for_wave(SLURM, ("sample",)), tmp_path, count=2).splitlines()
     assert "#SBATCH --gpus-per-node=1" in lines and "#SBATCH --partition=gpu" in lines
-    assert for_wave(SLURM, ("train",)) is SLURM and for_wave(SLURM, ("tpe", "calibrate")) is SLURM
+    assert for_wave(SLURM, ("train", "calibrate")) is SLURM and for_wave(SLURM, ("tpe",)) is SLURM
     cpu = Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=0)
     assert for_wave(cpu, ("sample",)).gpus_per_job == 0
 
@@ -93,12 +101,27 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
                  "#SBATCH --time=45", "#SBATCH --array=0-8%2", "#SBATCH --array=0-1%2"):
         assert line in out
     assert not (root / ".chemspec").exists(), "a dry run writes nothing"
+    assert "note: core.hardlink_lock is not set, so dvc locks this project with flock" in out
+    subprocess.run(["dvc", "config", "core.hardlink_lock", "true"], cwd=root, env=tool_env(), check=True)
+    for name in ("lock", "rwlock.lock"):  # flock's lock files, which a hardlink lock takes for held locks
+        (root / ".dvc" / "tmp" / name).unlink(missing_ok=True)
+    assert "core.hardlink_lock" not in cli("launch", "--dry-run", cwd=root).out
     local = cli("launch", "--dry-run", "--executor", "local", "-j", "4", cwd=root)
-    assert "dry run: local executor, 4 jobs at once" in local.out and "#SBATCH" not in local.out
+    assert "dry run: local executor, 4 jobs at once" in local.out and "#SBATCH" not in local.out, local.err
+    assert "core.hardlink_lock" not in local.out
     ignored = cli("launch", "--executor", "local", "--sbatch", "qos=high", cwd=root)
     assert ignored.code == 2 and "--sbatch sets options of SLURM jobs, but this launch runs its cells on the " \
                                  "local executor" in ignored.err and "add --executor slurm" in ignored.err
     assert not (root / ".chemspec").exists(), "a refused launch writes nothing"
+
+
+def test_calibrate_cells_run_beside_the_train_cells_not_before_the_selection(tmp_path, cli, git_env):
+    root = _project(tmp_path, executor={"kind": "local"}, **{"hpo.tpe.calibrate": True})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    out = cli("launch", "--dry-run", cwd=root).out
+    assert "wave 1: `dvc repro split`, then 2 cells stale now" in out
+    assert "wave 2: `dvc repro select`, then 11 cells stale now" in out
+    assert out.index("job: " + " ".join(job_command("calibrate@lr3e-3-bs32"))) > out.index("wave 2:")
 
 
 def test_sample_cells_wait_for_the_test_sets_statistics(tmp_path, cli, git_env):
@@ -149,7 +172,7 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
     bad = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"--qos": "high"})
     with pytest.raises(LaunchError, match=r"not sbatch long options; write them as e.g. qos=high"):
         launch(bad, tmp_path, dry_run=True)
-    result = cli("launch", "--sbatch", "qos", cwd=tmp_path)
+    result = cli("launch", "--sbatch", "=high", cwd=tmp_path)
     assert result.code == 2 and "write KEY=VALUE" in result.err
     smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
     with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
@@ -159,3 +182,148 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
 def test_launch_without_params_asks_to_compile(tmp_path, cli):
     result = cli("launch", "--dry-run", cwd=tmp_path)
     assert result.code == 1 and "chemspec compile" in result.err
+
+
+def test_sbatch_options_replace_submitits_own_and_bare_keys_are_flags(tmp_path):
+    """submitit writes its own keys with underscores; a user's hyphenated key must replace its line."""
+    mine = Settings(kind="slurm", jobs=2, study="tiny", gpus_per_job=2, time_min=90,
+                    sbatch={"gpus-per-node": "4", "job-name": "mine", "time": "120", "requeue": True})
+    lines = sbatch_script(mine, tmp_path, count=3).splitlines()
+    for option, value in (("gpus-per-node", "4"), ("job-name", "mine"), ("time", "120")):
+        assert [line for line in lines if line.startswith(f"#SBATCH --{option}=")] == [f"#SBATCH --{option}={value}"]
+    assert "#SBATCH --requeue" in lines
+
+
+def test_bare_sbatch_keys_reach_the_launch_as_flags(tmp_path, cli, git_env):
+    root = _project(tmp_path, executor={"kind": "slurm"})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", "--sbatch", "requeue", "--sbatch", "qos=high", cwd=root)
+    assert result.code == 0, result.err
+    assert "#SBATCH --requeue" in result.out and "#SBATCH --qos=high" in result.out
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"array": "0-3"}, r"--sbatch array: chemspec launch sets --array of every job itself \(one array task per"),
+    ({"output": "x.log"}, r"--sbatch output: chemspec launch sets --output .*\(each job's log"),
+    ({"open-mode": "truncate"}, r"--sbatch open-mode: chemspec launch sets"),
+    ({"signal": "USR1@60"}, r"--sbatch signal: chemspec launch sets --signal .*SIGUSR2 90 s before"),
+    ({"ntasks-per-node": "2"}, r"--sbatch ntasks-per-node: .*a cell's DDP ranks start inside it"),
+    ({"requeue": ""}, r"options \['requeue'\] have an empty value, which sbatch refuses: .*--sbatch requeue\)"),
+], ids=["array", "output", "open-mode", "signal", "ntasks", "empty"])
+def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(LaunchError, match=message):
+        launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
+
+
+def test_a_jobs_dvc_runs_without_slurms_task_count_so_ddp_starts_its_own_ranks():
+    """What the reviewer saw: with these variables Lightning takes the stage for SLURM's single task."""
+    task = {"SLURM_NTASKS": "1", "SLURM_NPROCS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+            "SLURM_NODELIST": "localhost", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "chemspec-tiny", "HOME": "/h"}
+    environment = stage_environment({"CUDA_VISIBLE_DEVICES": "0,1", "HOME": None}, base=task)
+    assert environment == {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODELIST": "localhost",
+                           "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "chemspec-tiny", "PYTHONUNBUFFERED": "1",
+                           "CUDA_VISIBLE_DEVICES": "0,1"}
+    with mock.patch.dict(os.environ, task, clear=True):
+        assert SLURMEnvironment.detect()
+    with mock.patch.dict(os.environ, environment, clear=True):
+        assert not SLURMEnvironment.detect()
+
+
+FAKE_SACCT = """#!{python}
+import json, sys
+states = json.load(open({states!r}))
+print("JobID|State|NodeList")
+for job, state in states.items():
+    print(f"{{job}}|{{state}}|node1")
+"""
+FAKE_SCANCEL = """#!{python}
+import json, sys
+with open({calls!r}, "a") as calls:
+    calls.write(json.dumps(sys.argv[1:]) + "\\n")
+states = json.load(open({states!r}))
+assert sys.argv[1:] == ["--state=PENDING", "5151"], sys.argv
+json.dump({{job: "CANCELLED by 1000" if state == "PENDING" else state for job, state in states.items()}},
+          open({states!r}, "w"))
+"""
+
+
+def test_a_failed_slurm_job_cancels_the_arrays_pending_tasks_and_the_running_ones_end(tmp_path, monkeypatch):
+    """Fake sbatch, sacct and scancel: task 0 failed, 1 runs, 2 and 3 wait; the launch cancels 2 and 3
+    (by state, so a task that has just started runs on) and waits for 1."""
+    bin_dir, folder, states, calls = tmp_path / "bin", tmp_path / "logs", tmp_path / "states.json", tmp_path / "calls"
+    bin_dir.mkdir()
+    states.write_text(json.dumps({"5151_0": "FAILED", "5151_1": "RUNNING", "5151_2": "PENDING", "5151_3": "PENDING"}))
+    tools = {"srun": "#!/bin/sh\nexit 0\n", "sbatch": '#!/bin/sh\necho "Submitted batch job 5151"\n',
+             "sacct": FAKE_SACCT.format(python=sys.executable, states=str(states)),
+             "scancel": FAKE_SCANCEL.format(python=sys.executable, states=str(states), calls=str(calls))}
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    folder.mkdir()
+    cloudpickle_dump(("error", "Traceback ...\nRuntimeError: `dvc repro -s train@a` exited 1"),
+                     JobPaths(folder, "5151_0", 0).result_pickle)
+    settings = Settings(kind="slurm", jobs=2, study="tiny", time_min=5)
+    said, outcomes = [], []
+    fan_out = threading.Thread(target=lambda: outcomes.append(
+        _fan_out(settings, folder, tmp_path, ["train@a", "train@b", "train@c", "train@d"], said.append)))
+    fan_out.start()
+    try:
+        for _ in range(600):
+            if calls.exists() or not fan_out.is_alive():
+                break
+            threading.Event().wait(0.1)
+        assert calls.read_text().splitlines() == ['["--state=PENDING", "5151"]'], said
+        assert fan_out.is_alive(), "the launch waits for the running task"
+        record = {"stage": "train@b", "start": 1.0, "end": 3.0, "ran": None, "host": "node1"}
+        cloudpickle_dump(("success", record), JobPaths(folder, "5151_1", 0).result_pickle)
+        states.write_text(json.dumps({**json.loads(states.read_text()), "5151_1": "COMPLETED"}))
+    finally:
+        fan_out.join(timeout=120)
+    (outcome,) = outcomes
+    assert [r["stage"] for r in outcome.records] == ["train@b"]
+    assert len(outcome.failures) == 1 and outcome.failures[0].startswith("train@a: RuntimeError: `dvc repro")
+    assert sorted(outcome.not_started) == ["train@c", "train@d"]
+    assert any("cancelled the array's pending tasks (`scancel --state=PENDING 5151`)" in line for line in said)
+
+
+def test_a_dvc_lock_cut_short_during_a_wave_is_put_back(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    size = tmp_path / "pipelines" / "s" / "dvc.lock"
+    size.parent.mkdir(parents=True)
+    before = "schema: '2.0'\nstages:\n  split:\n    cmd: chemspec run split\n"
+    lock.write_text(before)
+    size.write_text(before.replace("split", "train@s-200"))
+    said = []
+    with guard_lock_files(tmp_path, said.append):
+        lock.write_text(before + "  tpe@a:\n    cmd: chemspec run tpe --cell a\n")  # a job recorded its cell
+        size.write_text("schema: '2.0'\nstages:\n  train@s-200:\n    cmd: [chemspec")  # a job killed mid-write
+    assert "tpe@a" in lock.read_text(), "a dvc.lock that grew stays"
+    assert size.read_text() == before.replace("split", "train@s-200")
+    assert said == [f"  {Path('pipelines/s/dvc.lock')} was left cut short (a job was killed while dvc wrote it); "
+                    "put back as it was before this wave: the wave's cells recorded there run again, or come "
+                    "from the run cache"]
+    said.clear()
+    with guard_lock_files(tmp_path, said.append):
+        size.write_text("schema: '2.0'\n")  # cut at a line's end: it parses, but its stage is gone
+    assert "train@s-200" in size.read_text() and len(said) == 1
+
+
+def test_sigterm_stops_a_launch_in_the_main_thread_and_a_launch_in_another_thread_leaves_signals_alone():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match=r"launch stopped by SIGTERM: its running jobs were cancelled"):
+        with stopped_by_signals():
+            signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+    outcomes = []
+
+    def in_a_thread() -> None:
+        with stopped_by_signals():
+            outcomes.append(signal.getsignal(signal.SIGTERM) is before)
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert outcomes == [True], "only the main thread may set handlers; another one sets none and fails not"

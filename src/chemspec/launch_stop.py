@@ -1,0 +1,140 @@
+"""How a launch stops: on a signal, and when one of its jobs is killed.
+
+SIGTERM and SIGHUP to the launcher stop it as Ctrl-C does. Its running jobs are then cancelled and, for
+the local executor, waited for with their dvc and stage processes, so that none is left holding dvc's
+locks (orphaned, they would run on, record nothing and make the next launch fail with "... is busy").
+dvc rewrites a dvc.lock in place; a job killed while its dvc writes one leaves it cut short, so each
+wave's dvc.lock files are put back if the wave broke them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from chemspec.errors import Interrupted
+from chemspec.stage_job import STOP_WAIT_S
+
+
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where a Ctrl-C would be, so that the same cancellation runs."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def interrupted(name: str, what: str) -> str:
+    return (f"launch stopped by {name}: {what}; cells that finished are recorded in dvc.lock, rerun "
+            "`chemspec launch` to go on")
+
+
+@contextlib.contextmanager
+def stopped_by_signals():
+    """SIGTERM and SIGHUP stop the launch as Ctrl-C does (its jobs cancelled, their processes waited for),
+    where they are not ignored (nohup) and the launch runs in the main thread (the only one that may set
+    handlers); any of them ends as Interrupted."""
+    def stop(signum: int, frame: object) -> None:
+        raise _Signalled(signal.Signals(signum).name)
+
+    main = threading.current_thread() is threading.main_thread()
+    kinds = [s for s in (signal.SIGTERM, signal.SIGHUP) if main and signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, stop) for s in kinds}
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise Interrupted(interrupted(getattr(exc, "name", "SIGINT"), "its running jobs were cancelled")) from None
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+
+
+def cancel_jobs(kind: str, jobs: list, say: Callable[[str], None]) -> None:
+    """Cancel `jobs`. Local ones stop as dvc's Ctrl-C stops them: SIGINT to each job's dvc process group
+    (dvc ignores it while the stage runs, the stage stops, dvc records nothing and releases its locks), then
+    the jobs end of themselves and are waited for, their dvc and stage processes included; what still runs
+    after STOP_WAIT_S is cancelled through submitit. SLURM's are cancelled with scancel."""
+    if kind != "local":
+        for job in jobs:
+            job.cancel(check=False)
+        return
+    import psutil
+
+    processes = psutil.Process().children(recursive=True)
+    for process in processes:
+        with contextlib.suppress(OSError):
+            if os.getpgid(process.pid) == process.pid != os.getpgrp():
+                os.killpg(process.pid, signal.SIGINT)
+    if jobs:
+        say(f"  stopping {len(jobs)} running job{'' if len(jobs) == 1 else 's'}; waiting for their processes "
+            f"(at most {STOP_WAIT_S} s)")
+    deadline = time.monotonic() + STOP_WAIT_S
+    while (left := [p for p in processes if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        for job in jobs:
+            job.cancel(check=False)
+        say(f"  still running after {STOP_WAIT_S} s: pids {', '.join(str(p.pid) for p in left)}")
+
+
+def _running(process) -> bool:
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _lock_files(root: Path) -> list[Path]:
+    return [path for path in [root / "dvc.lock", *sorted((root / "pipelines").glob("*/dvc.lock"))] if path.is_file()]
+
+
+def _stage_names(text: bytes) -> set[str] | None:
+    """The stages a dvc.lock records; None if it does not parse as one."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("stages", {}), dict):
+        return None
+    return set(document.get("stages", {}))
+
+
+@contextlib.contextmanager
+def guard_lock_files(root: Path, say: Callable[[str], None], after_errors: bool = True):
+    """dvc rewrites a dvc.lock in place (truncate, then write): a job killed meanwhile leaves it cut short.
+    A wave only adds to them, so a dvc.lock that no longer parses, or lost a stage, after the wave is put
+    back as it was before it. After an error, only with `after_errors`: cancelled SLURM jobs may still be
+    writing when the launch stops."""
+    before = {path: path.read_bytes() for path in _lock_files(root)}
+    try:
+        yield
+    except BaseException:
+        if after_errors:
+            _put_back(root, before, say)
+        raise
+    _put_back(root, before, say)
+
+
+def _put_back(root: Path, before: dict[Path, bytes], say: Callable[[str], None]) -> None:
+    for path, text in before.items():
+        names = _stage_names(text)
+        try:
+            now = _stage_names(path.read_bytes())
+        except FileNotFoundError:
+            now = None
+        if names is None or (now is not None and names <= now):
+            continue
+        tmp = path.with_name(f".{path.name}.restore")
+        tmp.write_bytes(text)
+        os.replace(tmp, path)
+        say(f"  {path.relative_to(root)} was left cut short (a job was killed while dvc wrote it); put back "
+            "as it was before this wave: the wave's cells recorded there run again, or come from the run cache")
