@@ -462,3 +462,18 @@ def test_a_big_grid_is_split_into_one_pipeline_per_model_size_that_dvc_reads(cli
 def test_a_small_grid_stays_in_one_dvc_yaml(tmp_path):
     files = compile_study(load_study(write_spec(tmp_path / "s.yaml", _big_grid(9))), "s.yaml")
     assert sorted(files) == ["dvc.yaml", "params.yaml"]
+
+
+@pytest.mark.parametrize("warmup,devices,refused", [(80, 1, True), (79, 1, False), (40, 2, True), (39, 2, False)])
+def test_a_warmup_as_long_as_the_smallest_cells_whole_run_is_refused(tmp_path, warmup, devices, refused):
+    """Quickstart's smallest cells: 1,000 molecules at batch 64 is 16 steps an epoch, 5 epochs (8 a rank on 2)."""
+    text = (QUICKSTART.read_text().replace("warmup_steps: 20", f"warmup_steps: {warmup}")
+            .replace("  accelerator: cpu\n", f"  accelerator: cpu\n  devices: {devices}\n"))
+    (tmp_path / "q.yaml").write_text(text)
+    if not refused:
+        assert load_study(tmp_path / "q.yaml").training.scheduler.warmup_steps == warmup
+        return
+    with pytest.raises(SpecError, match=rf"training.scheduler.warmup_steps: {warmup} is at least the whole run of the "
+                                        rf"cells at data size 1000 with batch_size 64 \({warmup} optimiser steps over 5 "
+                                        rf"epoch\(s\)\), which would never leave the warm-up; set it below {warmup}"):
+        load_study(tmp_path / "q.yaml")

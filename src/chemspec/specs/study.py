@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -129,6 +130,7 @@ class Study(Spec):
             if too_long:
                 yield (f"training.packing: rows of {training.packing} positions cannot hold the molecules of "
                        f"model.sizes {too_long} (max_length); set packing to at least {max(too_long.values())}")
+            yield from self._warmup_problems()
             return
         family = repr(self.model.family)
         if training.activation_checkpointing:
@@ -165,6 +167,17 @@ class Study(Spec):
         if self.generation is not None:
             yield (f"generation: model.family {family} does not generate molecules; remove the generation section "
                    "(only chemgpt studies sample)")
+
+    def _warmup_problems(self) -> Iterator[str]:
+        """A warm-up as long as a cell's whole run: that cell never trains at its learning rate, and a cosine
+        never starts, so the smallest data sizes would train on another schedule than the rest."""
+        training, size, batch = self.training, min(self.data.sizes), max(self.hpo.grid.batch_size)
+        ranks = training.devices if isinstance(training.devices, int) else 1  # 'auto': at least one
+        steps = math.ceil(math.ceil(size / ranks) / batch) * training.max_epochs
+        if training.scheduler.warmup_steps >= steps:
+            yield (f"training.scheduler.warmup_steps {training.scheduler.warmup_steps} is at least the whole run of "
+                   f"the cells at data size {size} with batch_size {batch} ({steps} optimiser steps over "
+                   f"{training.max_epochs} epoch(s)), which would never leave the warm-up; set it below {steps}")
 
     def _grid_problems(self) -> Iterator[str]:
         """Names and counts in one section that must agree with another's."""
