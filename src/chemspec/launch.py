@@ -171,7 +171,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
     executor = make_executor(settings, folder)
     # submitit's local controller sets CUDA_VISIBLE_DEVICES from gpus_per_node; keep the caller's view instead.
     env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")} if settings.kind == "local" else {}
-    pending, running, outcome, cancelled = list(stages), {}, Outcome(), False
+    pending, running, outcome, cancelled, tried_cancel = list(stages), {}, Outcome(), False, False
 
     def submit_one(stage: str) -> None:
         running[stage] = executor.submit(run_stage_job, str(root), stage, env)
@@ -193,8 +193,8 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
             if outcome.failures and pending:
                 outcome.not_started += pending
                 pending = []
-            if outcome.failures and running and settings.kind == "slurm" and not cancelled:
-                cancelled = _cancel_pending(_array_id(running), say)
+            if outcome.failures and running and settings.kind == "slurm" and not tried_cancel:
+                tried_cancel, cancelled = True, _cancel_pending(_array_id(running), say)
             time.sleep(0.5)
             for stage, job in list(running.items()):
                 if not job.done():

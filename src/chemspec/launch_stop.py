@@ -112,7 +112,7 @@ def _stage_names(text: bytes) -> set[str] | None:
 def guard_lock_files(root: Path, say: Callable[[str], None], after_errors: bool = True):
     """dvc rewrites a dvc.lock in place (truncate, then write): a job killed meanwhile leaves it cut short.
     A wave only adds to them, so a dvc.lock that no longer parses, or lost a stage, after the wave is put
-    back as it was before it. After an error, only with `after_errors`: cancelled SLURM jobs may still be
+    back as it was before it, and one the wave created that does not parse is removed. After an error, only with `after_errors`: cancelled SLURM jobs may still be
     writing when the launch stops."""
     before = {path: path.read_bytes() for path in _lock_files(root)}
     try:
@@ -125,6 +125,11 @@ def guard_lock_files(root: Path, say: Callable[[str], None], after_errors: bool 
 
 
 def _put_back(root: Path, before: dict[Path, bytes], say: Callable[[str], None]) -> None:
+    for path in set(_lock_files(root)) - set(before):  # first written in this wave: nothing to put back
+        if _stage_names(path.read_bytes()) is None:
+            path.unlink()
+            say(f"  {path.relative_to(root)}, first written in this wave, was left cut short (a job was killed while "
+                "dvc wrote it); removed: the wave's cells recorded there run again, or come from the run cache")
     for path, text in before.items():
         names = _stage_names(text)
         try:

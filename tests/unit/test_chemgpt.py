@@ -105,4 +105,23 @@ def test_a_damaged_resume_checkpoint_is_named_and_set_aside_so_the_cell_starts_o
         (folder / CHECKPOINT).write_bytes(damage)
     resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag=tag)
     assert resume.resume_from() is None and not folder.exists()
+    assert (tmp_path / "resume.damaged" / CHECKPOINT).is_file()
     assert f"resume: {folder / CHECKPOINT} cannot be read (" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_cannot_be_read_for_want_of_memory_or_a_file_system_is_kept(tmp_path, monkeypatch):
+    from chemspec.errors import RunError
+    from chemspec.runtime import resume as module
+
+    folder = tmp_path / "resume"
+    folder.mkdir()
+    torch.save({"callbacks": {}}, folder / module.CHECKPOINT)
+    resume = module.Resume(folder, module.EpochSampler(10, 0), 32, 1, tag={})
+    for failure, words in ((RuntimeError("DefaultCPUAllocator: can't allocate memory"), "allocate memory"),
+                           (OSError(116, "Stale file handle"), "Stale file handle")):
+        def load(*args, **kwargs):
+            raise failure
+        monkeypatch.setattr(module.torch, "load", load)
+        with pytest.raises(RunError, match=f"could not be (loaded|read) .*{words}.*; it is kept"):
+            resume.resume_from()
+        assert (folder / module.CHECKPOINT).is_file()

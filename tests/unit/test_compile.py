@@ -302,6 +302,18 @@ def test_a_linked_data_file_is_named_as_the_study_names_it_not_by_its_target(cli
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["cells"]["data"]["source"]["file"] == "mols.txt"
 
 
+def test_a_project_reached_through_a_linked_folder_compiles_as_through_its_real_path(cli, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    (real / "mols.txt").write_text("CCO\nc1ccccc1\nCC(=O)O\n")
+    write_spec(real / "s.yaml", _file_study(real, "mols.txt"))
+    for spec, root in ((real / "s.yaml", real), (tmp_path / "link" / "s.yaml", tmp_path / "link"),
+                       (Path("s.yaml"), tmp_path / "link")):
+        assert cli("compile", str(spec), "--root", str(root), cwd=real).code == 0
+        assert yaml.safe_load((real / "dvc.yaml").read_text())["stages"]["data"]["deps"] == ["mols.txt"]
+
+
 def test_a_data_file_in_a_folder_whose_path_dvc_would_expand_is_refused_before_writing(cli, tmp_path):
     folder = tmp_path / "runs$HOME"
     folder.mkdir()

@@ -36,12 +36,27 @@ def test_a_window_a_step_into_the_next_epoch_counts_that_step_as_its_share_of_an
     assert tse(small, steps_per_epoch=13) == pytest.approx(2.0 + 2.7 / 13)
     assert tse(small, steps_per_epoch=13) < tse(large, steps_per_epoch=4)
     assert tse(small) > tse(large), "counted whole, the one step reverses the ranking"
-    assert tse_e(small, 1, steps_per_epoch=13) == pytest.approx(2.7 / 13)
     assert tse_ema(small, 0.5, steps_per_epoch=13) == pytest.approx((0.5 * 2.0 + 2.7 / 13) / (0.5 + 1 / 13))
-    for kind in ("tse", "tse_e", "tse_ema"):
-        assert estimate(small, [], {"estimator": kind, "last_epochs": 1, "ema_decay": 0.5}, 13) == \
-            pytest.approx({"tse": 2.0 + 2.7 / 13, "tse_e": 2.7 / 13,
-                           "tse_ema": (1.0 + 2.7 / 13) / (0.5 + 1 / 13)}[kind])
+
+
+def test_tse_e_takes_the_rest_of_a_partial_last_epochs_weight_from_the_epoch_before():
+    """Its last epoch alone, one step of 59, would score that one step as if it were the whole estimate."""
+    crossed, whole = [[1.0] * 59, [0.9]], [[1.0] * 30]
+    assert tse_e(crossed, 1, steps_per_epoch=59) == pytest.approx((58 * 1.0 + 0.9) / 59)
+    assert tse_e(whole, 1, steps_per_epoch=30) == pytest.approx(1.0)
+    assert tse_e([[2.0] * 13, [2.7]], 2, steps_per_epoch=13) == pytest.approx(2.0 + 2.7 / 13)
+
+
+def test_a_span_keeps_rounding_to_whole_steps_from_favouring_a_batch_size():
+    """A 20% window of one epoch is 117 of 586 steps at batch 256 and 59 of 293 at batch 512: equal losses
+    must give equal estimates, which the shares alone (0.1997 against 0.2014 of an epoch) would not."""
+    at_256, at_512 = [[1.0] * 117], [[1.0] * 59]
+    assert tse(at_256, steps_per_epoch=586) != pytest.approx(tse(at_512, steps_per_epoch=293), rel=1e-3)
+    for kind in ("tse", "tse_e"):
+        spec = {"estimator": kind, "last_epochs": 1}
+        assert estimate(at_256, [], spec, 586, 0.2) == estimate(at_512, [], spec, 293, 0.2) == pytest.approx(0.2)
+    assert estimate([[2.0] * 13, [2.7]], [], {"estimator": "tse"}, 13, 1.05) == \
+        pytest.approx((13 * 2.0 + 2.7) / 14 * 1.05)
 
 
 def test_whole_epochs_count_whole_with_or_without_the_epoch_length():
@@ -172,6 +187,16 @@ def test_calibration_with_keep_two_pays_for_two_full_runs(tmp_path):
     assert cost["kept"] == ["a", "b"] and cost["tpe_then_best_s"] == 80.0 + 200.0 and cost["exhaustive_s"] == 400.0
 
 
+def test_a_diverged_first_pick_adds_to_why_an_estimator_could_not_be_scored(tmp_path):
+    from chemspec.runtime.calibration import run_calibration
+
+    runs = {"a": (1.0, "ok", 1.5), "b": (1.1, "ok", 2.5), "c": (1.2, "ok", 2.6)}
+    run_calibration(_calibration_cell(tmp_path, runs, keep=1, full_diverged=("a",)))
+    tse = json.loads((tmp_path / "calibration" / "calibration.json").read_text())["scores"]["tse"]
+    assert tse["reason"] == ("needs at least 3 configurations with distinct values; its first pick, a, diverged in "
+                             "full training")
+
+
 def test_calibration_keeps_what_tpe_would_keep_even_if_its_full_run_diverged(tmp_path):
     """Select sees only the TPE run, so it keeps the best estimate and pays for that full run."""
     from chemspec.runtime.calibration import run_calibration
@@ -195,5 +220,6 @@ def test_an_estimator_whose_first_pick_diverged_in_full_training_claims_no_regre
     result = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
     tse = result["scores"]["tse"]
     assert tse["spearman"] == pytest.approx(1.0) and tse["regret"] is None and tse["chosen_diverged"] == "a"
+    assert tse["chosen"] is None
     row = next(r for r in calibration_rows(result) if r["estimator"] == "tse")
     assert row["note"] == "its first pick, a, diverged in full training"

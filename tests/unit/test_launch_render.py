@@ -244,20 +244,25 @@ with open({calls!r}, "a") as calls:
     calls.write(json.dumps(sys.argv[1:]) + "\\n")
 states = json.load(open({states!r}))
 assert sys.argv[1:] == ["--state=PENDING", "5151"], sys.argv
+if {fails}:
+    sys.exit("scancel: error: Access/permission denied")
 json.dump({{job: "CANCELLED by 1000" if state == "PENDING" else state for job, state in states.items()}},
           open({states!r}, "w"))
 """
 
 
-def test_a_failed_slurm_job_cancels_the_arrays_pending_tasks_and_the_running_ones_end(tmp_path, monkeypatch):
+@pytest.mark.parametrize("refused", [False, True])
+def test_a_failed_slurm_job_cancels_the_arrays_pending_tasks_and_the_running_ones_end(tmp_path, monkeypatch,
+                                                                                      refused):
     """Fake sbatch, sacct and scancel: task 0 failed, 1 runs, 2 and 3 wait; the launch cancels 2 and 3
-    (by state, so a task that has just started runs on) and waits for 1."""
+    (by state, so a task that has just started runs on) and waits for 1. A scancel that fails is tried once."""
     bin_dir, folder, states, calls = tmp_path / "bin", tmp_path / "logs", tmp_path / "states.json", tmp_path / "calls"
     bin_dir.mkdir()
     states.write_text(json.dumps({"5151_0": "FAILED", "5151_1": "RUNNING", "5151_2": "PENDING", "5151_3": "PENDING"}))
     tools = {"srun": "#!/bin/sh\nexit 0\n", "sbatch": '#!/bin/sh\necho "Submitted batch job 5151"\n',
              "sacct": FAKE_SACCT.format(python=sys.executable, states=str(states)),
-             "scancel": FAKE_SCANCEL.format(python=sys.executable, states=str(states), calls=str(calls))}
+             "scancel": FAKE_SCANCEL.format(python=sys.executable, states=str(states), calls=str(calls),
+                                            fails=refused)}
     for name, text in tools.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -277,11 +282,17 @@ def test_a_failed_slurm_job_cancels_the_arrays_pending_tasks_and_the_running_one
             threading.Event().wait(0.1)
         assert calls.read_text().splitlines() == ['["--state=PENDING", "5151"]'], said
         assert fan_out.is_alive(), "the launch waits for the running task"
+        threading.Event().wait(2.0)  # four rounds of the launch's loop
         record = {"stage": "train@b", "start": 1.0, "end": 3.0, "ran": None, "host": "node1"}
         cloudpickle_dump(("success", record), JobPaths(folder, "5151_1", 0).result_pickle)
-        states.write_text(json.dumps({**json.loads(states.read_text()), "5151_1": "COMPLETED"}))
+        done = {"5151_1": "COMPLETED", **({"5151_2": "CANCELLED", "5151_3": "CANCELLED"} if refused else {})}
+        states.write_text(json.dumps({**json.loads(states.read_text()), **done}))
     finally:
         fan_out.join(timeout=120)
+    assert len(calls.read_text().splitlines()) == 1
+    if refused:
+        assert sum("could not cancel the array's pending tasks" in line for line in said) == 1
+        return
     (outcome,) = outcomes
     assert [r["stage"] for r in outcome.records] == ["train@b"]
     assert len(outcome.failures) == 1 and outcome.failures[0].startswith("train@a: RuntimeError: `dvc repro")
@@ -309,6 +320,20 @@ def test_a_dvc_lock_cut_short_during_a_wave_is_put_back(tmp_path):
     with guard_lock_files(tmp_path, said.append):
         size.write_text("schema: '2.0'\n")  # cut at a line's end: it parses, but its stage is gone
     assert "train@s-200" in size.read_text() and len(said) == 1
+
+
+def test_a_dvc_lock_first_written_in_a_wave_and_cut_short_is_removed(tmp_path):
+    written, grown = tmp_path / "pipelines" / "m" / "dvc.lock", tmp_path / "pipelines" / "s" / "dvc.lock"
+    said = []
+    with guard_lock_files(tmp_path, said.append):
+        for path in (written, grown):
+            path.parent.mkdir(parents=True)
+        written.write_text("schema: '2.0'\nstages:\n  train@m-200:\n    cmd: [chemspec")  # killed mid-write
+        grown.write_text("schema: '2.0'\nstages:\n  train@s-200:\n    cmd: chemspec run train\n")
+    assert not written.exists() and grown.is_file()
+    assert said == [f"  {Path('pipelines/m/dvc.lock')}, first written in this wave, was left cut short (a job was "
+                    "killed while dvc wrote it); removed: the wave's cells recorded there run again, or come from "
+                    "the run cache"]
 
 
 def test_sigterm_stops_a_launch_in_the_main_thread_and_a_launch_in_another_thread_leaves_signals_alone():

@@ -30,10 +30,11 @@ def schema() -> dict:
 
 def _project_path(path: Path, root: Path) -> str:
     """A path as DVC should see it: relative to the project root when inside it, absolute otherwise.
-    Symbolic links are kept, not replaced by their targets: the path names what the study named."""
-    absolute = Path(os.path.abspath(path))
+    The folders above it are resolved (a project reached through a linked folder is the same project), the
+    file's own name is kept: a linked data file is named as the study named it, not by its target."""
+    absolute = Path(os.path.realpath(path.parent)) / path.name
     try:
-        return absolute.relative_to(os.path.abspath(root)).as_posix()
+        return absolute.relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(absolute)
 

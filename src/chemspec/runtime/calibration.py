@@ -53,7 +53,8 @@ def run_calibration(cell: CalibrationCell) -> dict:
         if short.get("status") == "ok":  # TPE ranks it, whatever its full run did
             log = read_loss_log(tpe_dir / "loss.csv")
             row["estimates"] = {e: estimate(log, short["val_history"], {**cell.estimator, "estimator": e},
-                                            short.get("steps_per_epoch")) for e in ESTIMATORS}
+                                            short.get("steps_per_epoch"), short.get("span_epochs"))
+                                for e in ESTIMATORS}
         if short.get("status") == "ok" and full.get("status") == "ok":
             row.update(status="ok", converged=full["val_loss"])
         rows.append(row)
@@ -63,8 +64,9 @@ def run_calibration(cell: CalibrationCell) -> dict:
     for e, result in scores.items():
         ranked = sorted((r for r in rows if "estimates" in r), key=lambda r: (r["estimates"][e], r["name"]))
         if ranked and ranked[0]["status"] != "ok":  # scored without it, the estimator would look better than it is
-            result.update(regret=None, chosen_diverged=ranked[0]["name"],
-                          reason=f"its first pick, {ranked[0]['name']}, diverged in full training")
+            picked = f"its first pick, {ranked[0]['name']}, diverged in full training"
+            result.update(regret=None, chosen=None, chosen_diverged=ranked[0]["name"],
+                          reason="; ".join(filter(None, (result.get("reason"), picked))))
     name = cell.estimator["estimator"]
     kept = sorted((r for r in rows if "estimates" in r), key=lambda r: (r["estimates"][name], r["name"]))[:cell.keep]
     tpe_cost = sum(r["tpe_cost_s"] for r in rows)

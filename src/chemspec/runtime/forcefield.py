@@ -236,10 +236,11 @@ class ForceField(L.LightningModule):
         """Cut this epoch's log at its first non-finite loss and stop training there."""
         if self.diverged is not None or not self._epoch:
             return
-        finite = torch.isfinite(torch.stack(self._epoch)).tolist()
+        checked = (len(self._epoch) - 1) // CHECK_EVERY * CHECK_EVERY  # what earlier checks saw finite
+        finite = torch.isfinite(torch.stack(self._epoch[checked:])).tolist()
         if all(finite):
             return
-        bad = finite.index(False)
+        bad = checked + finite.index(False)
         self._epoch = self._epoch[:bad]
         kept = [v for epoch in self.step_losses for v in epoch] + [float(v) for v in self._epoch]
         self.diverged = {"step": sum(len(epoch) for epoch in self.step_losses) + bad,

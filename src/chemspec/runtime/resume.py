@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import shutil
 import signal
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import Sampler
 
+from chemspec.errors import RunError
 from chemspec.runtime.preempt import AgreedStop
 
 CHECKPOINT = "last.ckpt"
@@ -121,17 +124,30 @@ class Resume(L.Callback):
             return None
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=False).get("callbacks", {})
-        except Exception as exc:  # torch.load raises many kinds for a damaged file; each means the same here
-            return self._start_over(f"cannot be read ({type(exc).__name__}: {exc})")
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
+            return self._set_aside(exc)
+        except RuntimeError as exc:
+            if "PytorchStreamReader" in str(exc):  # torch's words for a cut or corrupt zip
+                return self._set_aside(exc)
+            raise RunError(f"resume: {self.path} could not be loaded ({exc}); it is kept: free memory or run where "
+                           "there is more, then re-run `dvc repro`") from None
+        except OSError as exc:
+            raise RunError(f"resume: {self.path} could not be read ({exc.strerror or exc}); it is kept: re-run "
+                           "`dvc repro` once the file system answers") from None
         state = next((v for k, v in saved.items() if k.startswith("Resume")), {})
         if state.get("tag") != self.tag:
-            return self._start_over("was written for another configuration of this cell (another number of "
-                                    "devices, or another chemspec version)")
+            print(f"resume: {self.path} was written for another configuration of this cell (another number of "
+                  "devices, or another chemspec version); training starts over", file=sys.stderr, flush=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
         return str(self.path)
 
-    def _start_over(self, why: str) -> None:
-        print(f"resume: {self.path} {why}; training starts over", file=sys.stderr, flush=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def _set_aside(self, exc: BaseException) -> None:
+        aside = self.folder.with_name(f"{self.folder.name}.damaged")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(self.folder, aside)
+        print(f"resume: {self.path} cannot be read ({type(exc).__name__}: {exc}); moved to {aside} (delete it once "
+              "you have looked); training starts over", file=sys.stderr, flush=True)
 
     def elapsed(self) -> float:
         """Training seconds of this cell, the runs before a resume included."""

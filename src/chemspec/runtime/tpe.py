@@ -41,16 +41,36 @@ def read_loss_log(path: str | Path) -> list[list[float]]:
     return [epochs[e] for e in sorted(epochs)]
 
 
-def tse(log: list[list[float]], window: int | None = None, steps_per_epoch: int | None = None) -> float:
-    """Sum over the first `window` epochs (all by default) of the per-epoch mean training loss, each
-    epoch weighted by the share of it trained."""
+def _spanned(means: np.ndarray, weights: np.ndarray, span: float | None) -> float:
+    """The weighted sum of epoch means, rescaled to `span` epochs when given."""
+    covered = weights.sum()
+    if not covered:
+        return 0.0
+    return float((weights * means).sum() / covered * (span if span else covered))
+
+
+def tse(log: list[list[float]], window: int | None = None, steps_per_epoch: int | None = None,
+        span: float | None = None) -> float:
+    """Sum over the first `window` epochs (all by default) of the per-epoch mean training loss. With
+    `steps_per_epoch`, an epoch trained in part weighs by its share; with `span` (the epochs the window was
+    meant to cover, budget_fraction × max_epochs) the sum is that many epochs of the share-weighted mean,
+    so that rounding each window to whole steps favours no batch size."""
     log = log[:window] if window else log
-    return float((epoch_means(log) * epoch_shares(log, steps_per_epoch)).sum())
+    return _spanned(epoch_means(log), epoch_shares(log, steps_per_epoch), span)
 
 
-def tse_e(log: list[list[float]], last_epochs: int, steps_per_epoch: int | None = None) -> float:
-    """TSE over the last E epochs of the window only."""
-    return float((epoch_means(log) * epoch_shares(log, steps_per_epoch))[-last_epochs:].sum())
+def tse_e(log: list[list[float]], last_epochs: int, steps_per_epoch: int | None = None,
+          span: float | None = None) -> float:
+    """TSE over the last E epochs' worth of the window only: a last epoch trained in part takes the rest of
+    its weight from the epoch before it."""
+    shares, left = epoch_shares(log, steps_per_epoch), float(last_epochs)
+    taken = np.zeros_like(shares)
+    for i in reversed(range(len(shares))):
+        taken[i] = min(shares[i], left)
+        left -= taken[i]
+        if left <= 0:
+            break
+    return _spanned(epoch_means(log), taken, min(last_epochs, span) if span else None)
 
 
 def tse_ema(log: list[list[float]], decay: float, steps_per_epoch: int | None = None) -> float:
@@ -62,12 +82,13 @@ def tse_ema(log: list[list[float]], decay: float, steps_per_epoch: int | None = 
 
 
 def estimate(log: list[list[float]], val_history: list[float], estimator: dict,
-             steps_per_epoch: int | None = None) -> float:
+             steps_per_epoch: int | None = None, span: float | None = None) -> float:
+    """`steps_per_epoch` and `span` as in `tse`; runs from before 2026-12-05 recorded neither."""
     kind = estimator["estimator"]
     if kind == "tse":
-        return tse(log, steps_per_epoch=steps_per_epoch)
+        return tse(log, steps_per_epoch=steps_per_epoch, span=span)
     if kind == "tse_e":
-        return tse_e(log, estimator["last_epochs"], steps_per_epoch)
+        return tse_e(log, estimator["last_epochs"], steps_per_epoch, span)
     if kind == "tse_ema":
         return tse_ema(log, estimator["ema_decay"], steps_per_epoch)
     if kind == "val":

@@ -216,6 +216,7 @@ def run_training(cell: TrainCell) -> dict:
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
               "window": cell.window, "steps": int(trainer.global_step), "steps_per_epoch": per_rank,
+              "span_epochs": cell.window * cell.epochs,
               "tokens_seen": tokens_seen,
               "params": params,
               "params_total": sum(p.numel() for p in module.model.parameters()),
@@ -229,7 +230,8 @@ def run_training(cell: TrainCell) -> dict:
     if cell.hparams is not None:
         result["estimator"] = cell.estimator["estimator"]
         result["estimate"] = None if module.diverged else estimate(module.step_losses, module.val_history,
-                                                                    cell.estimator, per_rank)
+                                                                    cell.estimator, per_rank,
+                                                                    cell.window * cell.epochs)
         with atomic_dir(out) as tmp:
             write_bytes(tmp / "loss.csv", loss_csv(module.step_losses))
             write_json(tmp / "estimate.json", result)
