@@ -489,3 +489,20 @@ def test_a_warmup_as_long_as_the_smallest_cells_whole_run_is_refused(tmp_path, w
                                         rf"cells at data size 1000 with batch_size 64 \({warmup} optimiser steps over 5 "
                                         rf"epoch\(s\)\), which would never leave the warm-up; set it below {warmup}"):
         load_study(tmp_path / "q.yaml")
+
+
+@pytest.mark.parametrize("change,message", [
+    ("fit:\n  replicate_cells: [xs-1000]\n", r"fit.replicate_cells: \['xs-1000'\] are repeated by no seed while "
+                                              r"fit.replicate_seeds is 0; give the number of extra seeds"),
+    ("  precision: 16-mixed\n", r"training.precision: 16-mixed has no CPU autocast, so Lightning would train in "
+                                r"bf16-mixed while the study records 16-mixed; use 32-true or bf16-mixed"),
+])
+def test_settings_that_would_silently_run_otherwise_are_refused(tmp_path, change, message):
+    text = QUICKSTART.read_text()
+    if change.startswith("fit:"):
+        text = text.replace("fit:\n", change, 1)
+    else:
+        text = text.replace("  precision: 32-true\n", change)
+    (tmp_path / "q.yaml").write_text(text)
+    with pytest.raises(SpecError, match=message):
+        load_study(tmp_path / "q.yaml")

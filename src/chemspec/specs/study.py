@@ -197,6 +197,12 @@ class Study(Spec):
                    f"e.g. {sorted(cells)[0]}")
         if self.fit.replicate_seeds and not self.fit.replicate_cells:
             yield "fit.replicate_seeds is set but fit.replicate_cells is empty; name the cells to repeat"
+        if self.fit.replicate_cells and not self.fit.replicate_seeds:
+            yield (f"fit.replicate_cells {self.fit.replicate_cells} are repeated by no seed while fit.replicate_seeds "
+                   "is 0; give the number of extra seeds (e.g. replicate_seeds: 3), or remove replicate_cells")
+        if self.training.precision == "16-mixed" and self.training.accelerator == "cpu":
+            yield ("training.precision: 16-mixed has no CPU autocast, so Lightning would train in bf16-mixed while "
+                   "the study records 16-mixed; use 32-true or bf16-mixed on training.accelerator cpu")
 
     def _data_file_problems(self, base: Path | None) -> Iterator[str]:
         """A data file that is not there, or (SMILES) lacks the column or the molecules the sizes need."""
