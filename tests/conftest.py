@@ -23,14 +23,30 @@ from chemspec.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "specs" / "quickstart.yaml"
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """../shared/data beside the repository, or beside the local repository it was cloned from (a clean
+    clone in a temporary folder), or where CHEMSPEC_SHARED_DATA points."""
+    if os.environ.get("CHEMSPEC_SHARED_DATA"):
+        return Path(os.environ["CHEMSPEC_SHARED_DATA"])
+    beside = REPO.parent / "shared" / "data"
+    origin = subprocess.run(["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True).stdout.strip()
+    if beside.is_dir() or not origin or not Path(origin).is_dir():
+        return beside
+    return Path(origin).resolve().parent / "shared" / "data"
+
+
+SHARED_DATA = _shared_data()
 
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The real MD17, rMD17, ANI-1x and extxyz files of ../shared/data beside the repository."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED_DATA} (the ../shared/data folder beside the repository)")
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (the ../shared/data folder beside the repository "
+                    "or its origin; or set CHEMSPEC_SHARED_DATA)")
     return SHARED_DATA
 
 
