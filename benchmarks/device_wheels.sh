@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fills .whl/ and .bench/ for the ChemGPT benchmarks on the GPU machine (Python 3.12, no internet):
 # the wheels its image lacks, at the versions .venv has, and MOSES's training set. Run it from the repo
-# root after `make setup`. With --float8 it also fetches torchao, which only benchmarks/float8_linears.py needs.
+# root after `make setup`. With --float8 it also fetches torchao, which only benchmarks/float8_linears.py needs;
+# with --painn, schnetpack and the packages it imports, which benchmarks/painn_throughput.py's peer needs
+# (antlr4-python3-runtime exists only as a source release, so its pure-Python wheel is built here).
 # Then carry .whl and .bench, and start each command there with `source benchmarks/device_setup.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,17 +14,27 @@ pins=()
 for name in $PACKAGES; do
     pins+=("$name==$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
 done
-if [ "${1:-}" = --float8 ]; then
-    pins+=("$TORCHAO")
-elif [ -n "${1:-}" ]; then
-    echo "device_wheels.sh: unknown argument '$1' (the only one is --float8)" >&2
-    exit 2
-fi
+SCHNETPACK="schnetpack ase matscipy hydra-core omegaconf hydra-colorlog colorlog fasteners dirsync torch-ema"
+built=()
+for arg in "$@"; do
+    case "$arg" in
+        --float8) pins+=("$TORCHAO") ;;
+        --painn)
+            for name in $SCHNETPACK; do
+                pins+=("$name==$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
+            done
+            built+=("antlr4-python3-runtime==4.9.3") ;;  # hydra-core's pin
+        *) echo "device_wheels.sh: unknown argument '$arg' (use --float8 and/or --painn)" >&2; exit 2 ;;
+    esac
+done
 rm -rf .whl  # one version of each package: device_setup.sh installs every wheel here
 mkdir -p .whl .bench
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "${pins[@]}"
+if [ ${#built[@]} -gt 0 ]; then
+    python3 -m pip wheel --quiet --no-deps -w .whl "${built[@]}"
+fi
 .venv/bin/python - <<'EOF'
 import importlib.metadata, shutil
 shutil.copyfile(importlib.metadata.distribution("molsets").locate_file("moses/dataset/data/train.csv.gz"),

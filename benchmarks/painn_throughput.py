@@ -33,7 +33,10 @@ VARIANTS = ("peer", "fp32", "tf32", "bf16", "large")
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--data", default=".bench/atoms.npz", help="atoms store .npz (chemspec.runtime.atoms.save_atoms)")
+    a("--data", default=".bench/atoms.npz", help="atoms store .npz (chemspec.runtime.atoms.save_atoms), or a "
+      "public file read as --format says")
+    a("--format", default="atoms", help="'atoms' (chemspec's store), or a data.source.format with its energy and "
+      "length units, e.g. md17:kcal/mol:Angstrom (%(default)s)")
     a("--out", default=".bench/painn_throughput.json", help="JSON result (default %(default)s)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cuda", "cpu"))
     a("--epochs", type=int, default=250, help="epochs of every variant, the first being warm-up (%(default)s)")
@@ -272,11 +275,15 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is visible (use --device cpu for a smoke test)")
     from chemspec.runtime.atoms import load_atoms
+    from chemspec.runtime.atoms_files import load_file
     from chemspec.runtime.forcefield import _quiet, energy_reference, import_schnetpack
 
     import_schnetpack()
     _quiet()
-    data = load_atoms(args.data)
+    if args.format == "atoms":
+        data = load_atoms(args.data)
+    else:
+        data, _ = load_file(Path(args.data), *args.format.split(":"))
     order = np.random.default_rng(args.seed).permutation(len(data))
     n_val, n_test = round(args.val_frac * len(data)), round(args.test_frac * len(data))
     split = {"train": np.sort(order[n_val + n_test:]), "val": np.sort(order[:n_val]),
