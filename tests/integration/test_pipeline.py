@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import chemspec
+
 from tests.conftest import copy_project, tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
@@ -65,6 +67,9 @@ def test_manifest_objects_match_their_names(project):
     assert set(manifest["objects"]) >= {"spec", "data", "split", "selected", "fit", "cells", "plots", "train", "tpe"}
     assert len(manifest["objects"]["train"]) == 9
     assert manifest["provenance"]["versions"]["torch"]
+    source = Path(chemspec.__file__).resolve().parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
+    assert manifest["provenance"]["chemspec_source"]["commit"] == (head or None), "the chemspec code that ran"
     files = [p for p in objects.rglob("*") if p.is_file()]
     assert len(files) >= 20
     for path in files:

@@ -43,6 +43,8 @@ def versions() -> dict[str, str | None]:
 
 
 def git_state(cwd: Path) -> dict:
+    """HEAD's commit of the git work tree holding `cwd` and whether tracked files differ from it (None
+    for both outside a work tree): for chemspec's own folder, the source an editable install ran."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
@@ -139,7 +141,8 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
         "checkpoints": {key: model.as_posix() for key, model in models.items()},
         "checkpoint_sha256": {key: sha256_tree(model) for key, model in models.items()},
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
-                       "git": git_state(Path.cwd()), "versions": versions(), "device": device,
+                       "git": git_state(Path.cwd()), "chemspec_source": git_state(Path(__file__).resolve().parent),
+                       "versions": versions(), "device": device,
                        "compute_hours": round(seconds / 3600, 6)},
     }
     digest = store.put_json(manifest)
