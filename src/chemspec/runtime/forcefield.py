@@ -26,11 +26,11 @@ from chemspec.errors import RunError
 from chemspec.runtime.atoms import UNTRAINED, untrained_elements
 from chemspec.runtime.faults import Faults, nan_at
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
+from chemspec.runtime.precision import MIXED
 from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
 
 EV_TO_MEV = 1000.0
-MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 CHECK_EVERY = 25  # steps between checks for a non-finite loss: each check waits for the GPU
 
 
