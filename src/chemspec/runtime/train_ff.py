@@ -18,7 +18,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
 
     from chemspec.runtime.atoms import load_atoms
     from chemspec.runtime.faults import fault_for
-    from chemspec.runtime.forcefield import train_forcefield
+    from chemspec.runtime.forcefield_train import train_forcefield
     from chemspec.runtime.train import loss_csv
 
     data = load_atoms(Path(cell.data_dir) / "atoms.npz")
