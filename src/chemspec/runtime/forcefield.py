@@ -96,8 +96,13 @@ class ForceField(L.LightningModule):
     Predicted energy = energy_scale · model + Σ_atoms energy_shift[Z] (a float shift is the same for
     every element). Training stops when the plateau schedule brings the rate down to min_lr
     (`stop_reason` "min_lr"), or at the first non-finite loss (`diverged`: its step and the last finite
-    loss; checked every CHECK_EVERY steps and at each epoch's end); `train_forcefield` records
-    "max_epochs" otherwise.
+    loss; checked every CHECK_EVERY steps and before each epoch's validation); `train_forcefield`
+    records "max_epochs" otherwise.
+
+    An epoch's bookkeeping (the divergence check of its last steps, its loss log, the plateau step) is
+    done by validation's end, before the epoch-end checkpoint (runtime.resume) is written: Lightning
+    steps an epoch-interval scheduler after that checkpoint and runs no epoch-end hook again in a
+    resumed run. A checkpoint carries this state, so a resumed run ends as an uninterrupted one.
     """
 
     def __init__(self, model: nn.Module, loss: str = "l1", energy_weight: float = 0.01,
@@ -128,6 +133,8 @@ class ForceField(L.LightningModule):
         self.stop_reason: str | None = None
         self.diverged: dict | None = None
         self.nan_at = nan_at
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._plateau_state: dict | None = None
         self._epoch: list[torch.Tensor] = []
         self._sums: torch.Tensor | None = None
 
@@ -186,7 +193,19 @@ class ForceField(L.LightningModule):
             self._check_finite()
         return loss
 
-    def on_train_epoch_end(self) -> None:
+    def on_train_start(self) -> None:
+        self._epoch = [loss.to(self.device) for loss in self._epoch]  # restored on the CPU
+        if self.stop_reason is not None:  # a checkpoint written as training stopped
+            self.trainer.should_stop = True
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":
+            self._end_epoch()
+
+    def on_train_epoch_end(self) -> None:  # an epoch that max_steps cuts short is not validated
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
         self._check_finite()
         if self._epoch:
             self.step_losses.append(torch.stack(self._epoch).double().cpu().tolist())
@@ -220,24 +239,39 @@ class ForceField(L.LightningModule):
         self.val_metrics = self.metrics(sums)
         if not self.trainer.sanity_checking and self.diverged is None:
             self.val_history.append(self.val_metrics["loss"])
+            if self.trainer.state.fn == "fit":
+                self._step_plateau(self.val_metrics["loss"])
         self.log("val_loss", self.val_metrics["loss"], sync_dist=False)
+
+    def _step_plateau(self, loss: float) -> None:
+        self.plateau.step(loss)
+        if max(group["lr"] for group in self.plateau.optimizer.param_groups) <= self.min_lr * (1 + 1e-9):
+            self.stop_reason = "min_lr"
+            self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["chemspec"] = {"step_losses": self.step_losses, "epoch_losses": [float(v) for v in self._epoch],
+                                  "val_history": self.val_history, "val_metrics": self.val_metrics,
+                                  "stop_reason": self.stop_reason, "diverged": self.diverged,
+                                  "plateau": self.plateau.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["chemspec"]
+        self.step_losses, self.val_history = state["step_losses"], state["val_history"]
+        self.val_metrics, self.stop_reason = state["val_metrics"], state["stop_reason"]
+        self.diverged = state["diverged"]
+        self._epoch = [torch.tensor(v, dtype=torch.float64) for v in state["epoch_losses"]]
+        self._plateau_state = state["plateau"]
 
     def configure_optimizers(self):
         kind = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
         optimizer = kind(self.parameters(), lr=self.learning_rate, betas=self.betas,
                          weight_decay=self.weight_decay)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=self.plateau_factor, patience=self.patience, min_lr=self.min_lr, eps=0.0)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
-
-    def lr_scheduler_step(self, scheduler, metric) -> None:
-        if self.diverged is not None:
-            return
-        scheduler.step(metric)
-        rates = [group["lr"] for group in scheduler.optimizer.param_groups]
-        if max(rates) <= self.min_lr * (1 + 1e-9):
-            self.stop_reason = "min_lr"
-            self.trainer.should_stop = True
+        if self._plateau_state is not None:
+            self.plateau.load_state_dict(self._plateau_state)
+        return optimizer
 
 
 @torch.no_grad()
@@ -263,4 +297,4 @@ def _quiet() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec|"
-                                              r"smaller than the logging interval).*")
+                                              r"smaller than the logging interval|dataloader is not resumable).*")

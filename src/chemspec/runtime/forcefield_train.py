@@ -6,8 +6,10 @@ around them, so that each reads in one sitting.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -18,6 +20,7 @@ from chemspec.runtime.atoms import UNTRAINED, untrained_elements
 from chemspec.runtime.faults import Faults, nan_at
 from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet, evaluate
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
+from chemspec.runtime.resume import Resume
 from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
 
@@ -56,27 +59,8 @@ OPTIMIZER = {"name": "adamw", "weight_decay": 0.0, "betas": (0.9, 0.999)}
 SCHEDULER = {"factor": 0.5, "patience": 50, "min_lr": 1e-7}
 
 
-def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_rbf: int, train, val, test,
-                     hparams: Mapping, epochs: int, window: float = 1.0, loss: Mapping | None = None,
-                     seed: int = 0,
-                     accelerator: str = "cpu", precision: str = "32-true", optimizer: Mapping | None = None,
-                     scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
-                     energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
-                     gradient_clip: float | None = None, eval_batch_size: int = 256,
-                     fault: tuple[str, int] | None = None) -> tuple[dict, ForceField]:
-    """Train one force field; returns (metrics, trained ForceField).
-
-    `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
-    `hparams` holds learning_rate and batch_size; `loss` kind/energy/forces; `optimizer`
-    name/weight_decay/betas; `scheduler` factor/patience/min_lr. `energy_shift` is a float or a
-    per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
-    standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
-    included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
-    metrics on the validation split after training. An element of `val` or `test` that `train` lacks
-    is a RunError: it would have no reference energy, and the model would never have seen it. `fault` is
-    a test's injected fault (runtime/faults.py).
-    """
-    builder = FAMILIES[model_name]
+def _check_elements(model_name: str, train, val, test) -> None:
+    """A RunError for elements that SpookyNet cannot embed or that `val` or `test` hold and `train` lacks."""
     trained = np.unique(np.asarray(train.numbers)).tolist()
     if model_name == "spookynet":
         from chemspec.runtime.spookynet_blocks import MAX_Z as SPOOKYNET_MAX_Z
@@ -93,6 +77,44 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                            f"{len(train.energy)}); train on more structures (data.sizes, or hpo.tpe.data_size for "
                            "TPE cells) or another seed so that every training set holds every element, or drop "
                            "those structures from the data")
+
+
+def _fingerprint(*splits) -> str:
+    """sha256 of the structures of `splits`, so that a checkpoint trained on other data is not resumed."""
+    digest = hashlib.sha256()
+    for split in splits:
+        for array in (split.numbers, split.positions, split.forces, split.energy, split.offsets):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_rbf: int, train, val, test,
+                     hparams: Mapping, epochs: int, window: float = 1.0, loss: Mapping | None = None,
+                     seed: int = 0,
+                     accelerator: str = "cpu", precision: str = "32-true", optimizer: Mapping | None = None,
+                     scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
+                     energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
+                     gradient_clip: float | None = None, eval_batch_size: int = 256,
+                     fault: tuple[str, int] | None = None, resume_dir: str | Path | None = None,
+                     checkpoint_every: int = 1) -> tuple[dict, ForceField]:
+    """Train one force field; returns (metrics, trained ForceField).
+
+    `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
+    `hparams` holds learning_rate and batch_size; `loss` kind/energy/forces; `optimizer`
+    name/weight_decay/betas; `scheduler` factor/patience/min_lr. `energy_shift` is a float or a
+    per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
+    standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
+    included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
+    metrics on the validation split after training. An element of `val` or `test` that `train` lacks
+    is a RunError: it would have no reference energy, and the model would never have seen it. `fault` is
+    a test's injected fault (runtime/faults.py).
+
+    With `resume_dir`, a checkpoint is written there every `checkpoint_every` epochs and on SIGTERM, and
+    training resumes from one written for the same settings and data (runtime.resume); the caller
+    deletes the folder (`resume.discard`) once it has written the results.
+    """
+    builder = FAMILIES[model_name]
+    _check_elements(model_name, train, val, test)
     loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
     sched_cfg = _settings(scheduler, SCHEDULER)
     if isinstance(energy_shift, str):
@@ -116,24 +138,37 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0])
     batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
                                    pin_memory=accelerator != "cpu" and torch.cuda.is_available())
+    settings = {"family": model_name, "shape": [width, depth, cutoff, n_rbf], "hparams": dict(hparams),
+                "epochs": epochs, "window": window, "seed": seed, "accelerator": accelerator, "precision": precision,
+                "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg, "energy_scale": energy_scale,
+                "energy_shift": torch.as_tensor(energy_shift).tolist(), "per_atom": per_atom_energy_loss,
+                "gradient_clip": gradient_clip, "data": _fingerprint(train, val)}
+    resume = (Resume(Path(resume_dir), batches.sampler, hparams["batch_size"], checkpoint_every, settings)
+              if resume_dir is not None else None)
     trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
                         accelerator=accelerator, devices=1, precision=precision,
                         inference_mode=False, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
                         gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu",
-                        callbacks=[Faults(fault)])
+                        callbacks=[Faults(fault), *([resume] if resume else [])])
+    settings["world_size"] = trainer.world_size
     start = time.perf_counter()
+    again = f"continue (from the last checkpoint in {resume_dir}, if one was written)" if resume else "train it again"
     try:
-        with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to train it again"):
-            trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
+        with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to {again}"):
+            trainer.fit(module, batches, sets["val"].loader(eval_batch_size),
+                        ckpt_path=resume.resume_from() if resume else None)
             if trainer.global_step % len(batches) and module.diverged is None:
                 trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
     except SystemExit:
         if not trainer.received_sigterm:
             raise
-        raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; force-field cells "
-                       "keep no checkpoint, so re-running `dvc repro` trains it again from the start") from None
-    wall = time.perf_counter() - start
+        if resume:
+            raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; checkpoint saved "
+                           f"in {resume_dir}; re-run `dvc repro` to resume from it") from None
+        raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; without a resume "
+                       "folder no checkpoint was kept, so re-running trains it again from the start") from None
+    wall = resume.elapsed() if resume else time.perf_counter() - start
     tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
               if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
                                                              "energy_mae_per_atom_meV", "loss")))

@@ -221,5 +221,10 @@ class Resume(L.Callback):
             os.replace(tmp, self.path)
 
     def done(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.folder)
+        discard(self.folder)
+
+
+def discard(folder: str | Path) -> None:
+    """Delete a cell's resume folder, once its results are written."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(folder)
