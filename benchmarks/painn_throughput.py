@@ -276,7 +276,8 @@ def main(argv=None):
         sys.exit("--device cuda: no CUDA device is visible (use --device cpu for a smoke test)")
     from chemspec.runtime.atoms import load_atoms
     from chemspec.runtime.atoms_files import load_file
-    from chemspec.runtime.forcefield import _quiet, energy_reference, import_schnetpack
+    from chemspec.runtime.forcefield import _quiet, import_schnetpack
+    from chemspec.runtime.forcefield_train import energy_reference
 
     import_schnetpack()
     _quiet()

@@ -91,16 +91,18 @@ def test_a_checkpoint_with_the_single_parameter_group_of_older_versions_starts_t
            "version); training starts over" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", [b"", b"\x80\x02not a checkpoint", None])
+@pytest.mark.parametrize("damage", [b"", b"\x80\x02not a checkpoint", 40, -10],
+                         ids=["empty", "not a checkpoint", "cut to 40 bytes", "cut 10 bytes short"])
 def test_a_damaged_resume_checkpoint_is_named_and_set_aside_so_the_cell_starts_over(tmp_path, capsys, damage):
     from chemspec.runtime.resume import CHECKPOINT, EpochSampler, Resume
 
     folder = tmp_path / "resume"
     folder.mkdir()
     tag = {"identity": "ab" * 32, "hparams": {"learning_rate": 1e-3, "batch_size": 32}, "world_size": 1}
-    if damage is None:  # a checkpoint cut short by a crash
-        torch.save({"callbacks": {"Resume": {"tag": tag, "batches": 3, "epoch": 0}}}, folder / CHECKPOINT)
-        (folder / CHECKPOINT).write_bytes((folder / CHECKPOINT).read_bytes()[:40])
+    if isinstance(damage, int):  # a checkpoint cut short by a crash
+        torch.save({"callbacks": {"Resume": {"tag": tag, "batches": 3, "epoch": 0}},
+                    "state_dict": {"weight": torch.zeros(1000)}}, folder / CHECKPOINT)
+        (folder / CHECKPOINT).write_bytes((folder / CHECKPOINT).read_bytes()[:damage])
     else:
         (folder / CHECKPOINT).write_bytes(damage)
     resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag=tag)

@@ -157,6 +157,19 @@ def test_chemgpts_weight_decay_rule_is_in_the_identity_so_cells_decayed_before_i
     assert (identity(cell) != with_rule) is moves
 
 
+def test_force_fields_epoch_order_is_in_their_identity_so_cells_shuffled_before_it_retrain(tmp_path, monkeypatch):
+    from chemspec.compiler import cells
+
+    (tmp_path / "traj.npz").touch()
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", "format": "md17"},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    expanded = expand(load_study(write_spec(tmp_path / "s.yaml", study)))
+    trained = (expanded.train["w8d1-400"], next(iter(expanded.tpe.values())), _cell(tiny_study(), tmp_path))
+    with_order = [identity(cell) for cell in trained]
+    monkeypatch.setattr(cells, "EPOCH_ORDER", {})
+    assert [identity(cell) != before for cell, before in zip(trained, with_order)] == [True, True, False]
+
+
 def _atoms_file_cell(tmp_path, **source):
     (tmp_path / "traj.npz").touch()
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", **source},

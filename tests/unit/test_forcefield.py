@@ -16,14 +16,16 @@ import torch
 from chemspec.errors import RunError
 from chemspec.runtime import neighbours
 from chemspec.runtime.atoms import AtomsData
-from chemspec.runtime.forcefield import FAMILIES, ForceField, energy_reference, train_forcefield
+from chemspec.runtime.forcefield import FAMILIES, ForceField
+from chemspec.runtime.forcefield_train import energy_reference, train_forcefield
 from chemspec.runtime.neighbours import ForceFieldDataset, neighbour_pairs
 
 FIT_FORCE_MAE_FRACTION = 0.10
 """Overfitting passes when the training-set force MAE is below this fraction of the label force std
 (predicting zero forces scores about 0.8)."""
-FIT_EPOCHS, FIT_BATCH, FIT_LR = 40, 10, 3e-3
-"""Overfitting budget: 40 epochs of 5 steps, 5-15 s per model on one slow CPU thread."""
+FIT_EPOCHS, FIT_BATCH, FIT_LR = 80, 10, 3e-3
+"""Overfitting budget: 80 epochs of 5 steps, 10-30 s per model on one slow CPU thread. At 40 epochs SpookyNet's
+force MAE ranged 0.06-0.42 of the label std over seeds 0-3 (the bound sat inside seed noise); at 80, 0.05-0.09."""
 CUTOFF, N_RBF, WIDTH, DEPTH = 5.0, 16, 16, 2
 
 SPOOKY = pytest.param("spookynet", marks=pytest.mark.skipif(

@@ -174,6 +174,10 @@ RETIRED_TRAINING = {"batch_size": 32, "learning_rate": 1.0e-3}
 # Which parameters weight decay reaches, where not every one. ChemGPT cells trained before 2026-12-05
 # decayed every parameter; with the rule in their identity, those with weight decay retrain once.
 DECAYED = {"chemgpt": "weight matrices and embeddings"}
+# How a force field's epochs draw their batch order. Until 2026-12-05 one generator ran on across
+# epochs, so a preempted cell could not resume; now each epoch's order follows from (seed, epoch), as
+# ChemGPT's does. Force-field cells trained before retrain once.
+EPOCH_ORDER = {"schnet": "seed and epoch", "painn": "seed and epoch", "spookynet": "seed and epoch"}
 
 
 def canonical_json(value: Any) -> bytes:
@@ -189,6 +193,8 @@ def identity(cell: Cell) -> str:
                                                      if k not in TRAINING_EXCLUDE and v is not None}}
     if isinstance(cell, TrainCell) and cell.training.optimizer.weight_decay > 0 and cell.family in DECAYED:
         fields["decayed"] = DECAYED[cell.family]
+    if isinstance(cell, TrainCell) and cell.family in EPOCH_ORDER:
+        fields["epoch_order"] = EPOCH_ORDER[cell.family]
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
 
 

@@ -28,6 +28,7 @@ from chemspec.runtime import molecule_attention
 from chemspec.runtime.gptneo_sdpa import use_sdpa
 from chemspec.runtime.molecules import BOS, EOS, PAD
 from chemspec.runtime.packing import IGNORE, attention_mask, fixed_rows, pack
+from chemspec.runtime.precision import MIXED
 from chemspec.runtime.preempt import PreemptibleLoader, leave_sigterm_to_parent
 from chemspec.runtime.resume import EpochSampler
 from chemspec.specs.training import Optimizer, Scheduler
@@ -39,7 +40,6 @@ CHECK_EVERY = 25
 # process and does not retrace when this changes.
 MASKED_KERNELS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
                   SDPBackend.MATH]
-MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 GPU_LOADER_WORKERS = 2
 
 

@@ -11,26 +11,20 @@ the double backward of the force loss).
 from __future__ import annotations
 
 import logging
-import time
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import UNTRAINED, untrained_elements
-from chemspec.runtime.faults import Faults, nan_at
-from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
-from chemspec.runtime.tpe import window_steps
-from chemspec.runtime.train import ctrl_c_as_error
+from chemspec.runtime.neighbours import MAX_Z
+from chemspec.runtime.precision import MIXED
 
 EV_TO_MEV = 1000.0
-MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 CHECK_EVERY = 25  # steps between checks for a non-finite loss: each check waits for the GPU
 
 
@@ -96,48 +90,19 @@ FAMILIES: dict[str, Callable[[int, int, float, int], nn.Module]] = _Registry(
 """family -> builder(width, depth, cutoff, n_rbf) of an energy model; a miss raises RunError."""
 
 
-def energy_reference(data, per_element: bool = False) -> float | torch.Tensor:
-    """Energy shift from (training) data: the mean energy per atom, or per-element references fitted
-    by least squares of the energies on element counts (a [MAX_Z] tensor, 0 for absent elements)."""
-    check_atoms(data)
-    n_atoms = np.diff(np.asarray(data.offsets))
-    energy = np.asarray(data.energy, dtype=np.float64)
-    if not per_element:
-        return float(energy.sum() / n_atoms.sum())
-    molecule = np.repeat(np.arange(len(n_atoms)), n_atoms)
-    counts = np.zeros((len(n_atoms), MAX_Z))
-    np.add.at(counts, (molecule, np.asarray(data.numbers)), 1.0)
-    present = np.flatnonzero(counts.any(0))
-    solution = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
-    table = torch.zeros(MAX_Z, dtype=torch.float64)
-    table[present] = torch.as_tensor(solution)
-    return table
-
-
-def _settings(value, defaults: dict) -> dict:
-    """A mapping or a spec object (pydantic) read as a dict over `defaults`' keys."""
-    if value is None:
-        return dict(defaults)
-    if hasattr(value, "model_dump"):  # a spec section may carry fields that force fields do not use
-        value = value.model_dump()
-    elif set(value) - set(defaults):
-        raise RunError(f"unknown settings {sorted(set(value) - set(defaults))}; expected {sorted(defaults)}")
-    return {k: value.get(k, v) for k, v in defaults.items()}
-
-
-LOSS = {"kind": "l1", "energy": 0.01, "forces": 0.99}
-OPTIMIZER = {"name": "adamw", "weight_decay": 0.0, "betas": (0.9, 0.999)}
-SCHEDULER = {"factor": 0.5, "patience": 50, "min_lr": 1e-7}
-
-
 class ForceField(L.LightningModule):
     """Energy model + loss w_E·L(E) + w_F·L(F) + AdamW/Adam + torch's ReduceLROnPlateau on val_loss.
 
     Predicted energy = energy_scale · model + Σ_atoms energy_shift[Z] (a float shift is the same for
     every element). Training stops when the plateau schedule brings the rate down to min_lr
     (`stop_reason` "min_lr"), or at the first non-finite loss (`diverged`: its step and the last finite
-    loss; checked every CHECK_EVERY steps and at each epoch's end); `train_forcefield` records
-    "max_epochs" otherwise.
+    loss; checked every CHECK_EVERY steps and before each epoch's validation); `train_forcefield`
+    records "max_epochs" otherwise.
+
+    An epoch's bookkeeping (the divergence check of its last steps, its loss log, the plateau step) is
+    done by validation's end, before the epoch-end checkpoint (runtime.resume) is written: Lightning
+    steps an epoch-interval scheduler after that checkpoint and runs no epoch-end hook again in a
+    resumed run. A checkpoint carries this state, so a resumed run ends as an uninterrupted one.
     """
 
     def __init__(self, model: nn.Module, loss: str = "l1", energy_weight: float = 0.01,
@@ -168,6 +133,8 @@ class ForceField(L.LightningModule):
         self.stop_reason: str | None = None
         self.diverged: dict | None = None
         self.nan_at = nan_at
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._plateau_state: dict | None = None
         self._epoch: list[torch.Tensor] = []
         self._sums: torch.Tensor | None = None
 
@@ -226,7 +193,19 @@ class ForceField(L.LightningModule):
             self._check_finite()
         return loss
 
-    def on_train_epoch_end(self) -> None:
+    def on_train_start(self) -> None:
+        self._epoch = [loss.to(self.device) for loss in self._epoch]  # restored on the CPU
+        if self.stop_reason is not None:  # a checkpoint written as training stopped
+            self.trainer.should_stop = True
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":
+            self._end_epoch()
+
+    def on_train_epoch_end(self) -> None:  # an epoch that max_steps cuts short is not validated
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
         self._check_finite()
         if self._epoch:
             self.step_losses.append(torch.stack(self._epoch).double().cpu().tolist())
@@ -260,24 +239,39 @@ class ForceField(L.LightningModule):
         self.val_metrics = self.metrics(sums)
         if not self.trainer.sanity_checking and self.diverged is None:
             self.val_history.append(self.val_metrics["loss"])
+            if self.trainer.state.fn == "fit":
+                self._step_plateau(self.val_metrics["loss"])
         self.log("val_loss", self.val_metrics["loss"], sync_dist=False)
+
+    def _step_plateau(self, loss: float) -> None:
+        self.plateau.step(loss)
+        if max(group["lr"] for group in self.plateau.optimizer.param_groups) <= self.min_lr * (1 + 1e-9):
+            self.stop_reason = "min_lr"
+            self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["chemspec"] = {"step_losses": self.step_losses, "epoch_losses": [float(v) for v in self._epoch],
+                                  "val_history": self.val_history, "val_metrics": self.val_metrics,
+                                  "stop_reason": self.stop_reason, "diverged": self.diverged,
+                                  "plateau": self.plateau.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["chemspec"]
+        self.step_losses, self.val_history = state["step_losses"], state["val_history"]
+        self.val_metrics, self.stop_reason = state["val_metrics"], state["stop_reason"]
+        self.diverged = state["diverged"]
+        self._epoch = [torch.tensor(v, dtype=torch.float64) for v in state["epoch_losses"]]
+        self._plateau_state = state["plateau"]
 
     def configure_optimizers(self):
         kind = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
         optimizer = kind(self.parameters(), lr=self.learning_rate, betas=self.betas,
                          weight_decay=self.weight_decay)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=self.plateau_factor, patience=self.patience, min_lr=self.min_lr, eps=0.0)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
-
-    def lr_scheduler_step(self, scheduler, metric) -> None:
-        if self.diverged is not None:
-            return
-        scheduler.step(metric)
-        rates = [group["lr"] for group in scheduler.optimizer.param_groups]
-        if max(rates) <= self.min_lr * (1 + 1e-9):
-            self.stop_reason = "min_lr"
-            self.trainer.should_stop = True
+        if self._plateau_state is not None:
+            self.plateau.load_state_dict(self._plateau_state)
+        return optimizer
 
 
 @torch.no_grad()
@@ -303,98 +297,4 @@ def _quiet() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec|"
-                                              r"smaller than the logging interval).*")
-
-
-def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_rbf: int, train, val, test,
-                     hparams: Mapping, epochs: int, window: float = 1.0, loss: Mapping | None = None,
-                     seed: int = 0,
-                     accelerator: str = "cpu", precision: str = "32-true", optimizer: Mapping | None = None,
-                     scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
-                     energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
-                     gradient_clip: float | None = None, eval_batch_size: int = 256,
-                     fault: tuple[str, int] | None = None) -> tuple[dict, ForceField]:
-    """Train one force field; returns (metrics, trained ForceField).
-
-    `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
-    `hparams` holds learning_rate and batch_size; `loss` kind/energy/forces; `optimizer`
-    name/weight_decay/betas; `scheduler` factor/patience/min_lr. `energy_shift` is a float or a
-    per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
-    standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
-    included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
-    metrics on the validation split after training. An element of `val` or `test` that `train` lacks
-    is a RunError: it would have no reference energy, and the model would never have seen it. `fault` is
-    a test's injected fault (runtime/faults.py).
-    """
-    builder = FAMILIES[model_name]
-    trained = np.unique(np.asarray(train.numbers)).tolist()
-    if model_name == "spookynet":
-        from chemspec.runtime.spookynet_blocks import MAX_Z as SPOOKYNET_MAX_Z
-
-        heavy = sorted({int(z) for split in (train, val, test) for z in np.unique(np.asarray(split.numbers))
-                        if z >= SPOOKYNET_MAX_Z})
-        if heavy:
-            raise RunError(f"elements {heavy} are heavier than radon (86), where SpookyNet's table of electron "
-                           "configurations ends; train model.family schnet or painn on these data, or drop the "
-                           "structures that hold them")
-    for name, split in (("validation", val), ("test", test)):
-        if missing := untrained_elements(split, trained):
-            raise RunError(f"elements {missing} of the {name} split {UNTRAINED} (the training split holds "
-                           f"{len(train.energy)}); train on more structures (data.sizes, or hpo.tpe.data_size for "
-                           "TPE cells) or another seed so that every training set holds every element, or drop "
-                           "those structures from the data")
-    loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
-    sched_cfg = _settings(scheduler, SCHEDULER)
-    if isinstance(energy_shift, str):
-        if energy_shift not in ("mean", "per_element"):
-            raise RunError(f"energy_shift {energy_shift!r} is not a number, a tensor, 'mean' or 'per_element'")
-        energy_shift = energy_reference(train, per_element=energy_shift == "per_element")
-    if energy_scale == "auto":
-        energy_scale = float(np.std(np.asarray(train.forces))) or 1.0
-    dtype = torch.float64 if precision.startswith("64") else torch.float32
-    sets = {name: ForceFieldDataset(data, cutoff, dtype) for name, data in (("train", train), ("val", val),
-                                                                           ("test", test))}
-    L.seed_everything(seed, workers=True, verbose=False)
-    model = builder(width, depth, cutoff, n_rbf)
-    _quiet()
-    module = ForceField(model, loss=loss_cfg["kind"],
-                        energy_weight=loss_cfg["energy"], forces_weight=loss_cfg["forces"],
-                        learning_rate=hparams["learning_rate"], optimizer=opt_cfg["name"],
-                        weight_decay=opt_cfg["weight_decay"], betas=opt_cfg["betas"],
-                        plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
-                        min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
-                        per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0])
-    batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
-                                   pin_memory=accelerator != "cpu" and torch.cuda.is_available())
-    trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
-                        accelerator=accelerator, devices=1, precision=precision,
-                        inference_mode=False, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
-                        gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu",
-                        callbacks=[Faults(fault)])
-    start = time.perf_counter()
-    try:
-        with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to train it again"):
-            trainer.fit(module, batches, sets["val"].loader(eval_batch_size))
-            if trainer.global_step % len(batches) and module.diverged is None:
-                trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
-    except SystemExit:
-        if not trainer.received_sigterm:
-            raise
-        raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; force-field cells "
-                       "keep no checkpoint, so re-running `dvc repro` trains it again from the start") from None
-    wall = time.perf_counter() - start
-    tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
-              if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
-                                                             "energy_mae_per_atom_meV", "loss")))
-    return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,
-            "params": sum(p.numel() for p in module.model.parameters()),
-            "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],
-            "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
-            "val_loss": module.val_history[-1] if module.val_history and module.diverged is None else None,
-            "val": module.val_metrics, "val_history": module.val_history,
-            "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step), "steps_per_epoch": len(batches),
-            "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
-            **({"status": "ok"} if module.diverged is None else
-               {"status": "diverged", "divergence": module.diverged, "steps": module.diverged["step"]}),
-            "hparams": dict(hparams), "wall_time_s": round(wall, 3)}, module
+                                              r"smaller than the logging interval|dataloader is not resumable).*")

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import MIN_DISTANCE, Frames, first_coincident
+from chemspec.runtime.resume import EpochSampler
 
 MAX_Z = 100
 """Largest atomic number + 1 that the models embed (schnetpack's default `max_z`)."""
@@ -121,7 +122,7 @@ class ForceFieldDataset(Dataset):
                 "idx_i": self.idx_i[pairs] + shift, "idx_j": self.idx_j[pairs] + shift}
 
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, pin_memory: bool = False) -> DataLoader:
-        """Batches in a seeded order; `pin_memory` lets the copy to the GPU overlap its work."""
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
-                          generator=generator, pin_memory=pin_memory)
+        """Batches in an order drawn from (seed, epoch) alone, so that a resumed run takes the batches an
+        uninterrupted one would (runtime.resume); `pin_memory` lets the copy to the GPU overlap its work."""
+        return DataLoader(self, batch_size=batch_size, sampler=EpochSampler(len(self), seed, shuffle),
+                          collate_fn=self.collate, pin_memory=pin_memory)

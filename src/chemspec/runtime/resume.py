@@ -14,6 +14,7 @@ stage's outputs before running it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import shutil
@@ -132,6 +133,8 @@ class Resume(L.Callback):
             raise RunError(f"resume: {self.path} could not be loaded ({exc}); it is kept: free memory or run where "
                            "there is more, then re-run `dvc repro`") from None
         except OSError as exc:
+            if exc.errno == errno.EINVAL:  # torch's zip reader's words for a file cut short after its first records
+                return self._set_aside(exc)
             raise RunError(f"resume: {self.path} could not be read ({exc.strerror or exc}); it is kept: re-run "
                            "`dvc repro` once the file system answers") from None
         state = next((v for k, v in saved.items() if k.startswith("Resume")), {})
@@ -218,5 +221,10 @@ class Resume(L.Callback):
             os.replace(tmp, self.path)
 
     def done(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.folder)
+        discard(self.folder)
+
+
+def discard(folder: str | Path) -> None:
+    """Delete a cell's resume folder, once its results are written."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(folder)

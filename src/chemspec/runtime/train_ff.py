@@ -18,7 +18,8 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
 
     from chemspec.runtime.atoms import load_atoms
     from chemspec.runtime.faults import fault_for
-    from chemspec.runtime.forcefield import train_forcefield
+    from chemspec.runtime.forcefield_train import train_forcefield
+    from chemspec.runtime.resume import discard
     from chemspec.runtime.train import loss_csv
 
     data = load_atoms(Path(cell.data_dir) / "atoms.npz")
@@ -32,7 +33,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
         parts["val"], parts["test"], hp, cell.epochs, window=cell.window, loss=training.loss, seed=cell.seed,
         accelerator=training.accelerator, precision=training.precision, optimizer=training.optimizer,
         scheduler=training.scheduler, energy_shift="per_element", gradient_clip=training.gradient_clip,
-        fault=fault_for(cell.name))
+        fault=fault_for(cell.name), resume_dir=cell.resume_dir, checkpoint_every=training.checkpoint_every_n_epochs)
     step_losses = metrics.pop("step_losses")
     result = {"cell": cell.name, "identity": identity(cell), "model": cell.size_name, "data_size": cell.data_size,
               "seed": cell.seed,
@@ -46,6 +47,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
         with atomic_dir(out) as tmp:
             write_bytes(tmp / "loss.csv", loss_csv(step_losses))
             write_json(tmp / "estimate.json", result)
+        discard(cell.resume_dir)
         return result
     with staged(out) as tmp:
         (tmp / "model").mkdir()
@@ -53,4 +55,5 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
         write_json(tmp / "model" / "config.json", {"family": cell.family, **size})
         write_bytes(tmp / "loss.csv", loss_csv(step_losses))
         write_json(tmp / "metrics.json", result)
+    discard(cell.resume_dir)
     return result

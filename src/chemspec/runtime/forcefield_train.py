@@ -1,0 +1,185 @@
+"""Training one force field: reference energies fitted on the training split, the Trainer, and the metrics.
+
+`runtime.forcefield` holds the families and the LightningModule; this module holds what a cell needs
+around them, so that each reads in one sitting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from chemspec.errors import RunError
+from chemspec.runtime.atoms import UNTRAINED, untrained_elements
+from chemspec.runtime.faults import Faults, nan_at
+from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet, evaluate
+from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
+from chemspec.runtime.resume import Resume
+from chemspec.runtime.tpe import window_steps
+from chemspec.runtime.train import ctrl_c_as_error
+
+
+def energy_reference(data, per_element: bool = False) -> float | torch.Tensor:
+    """Energy shift from (training) data: the mean energy per atom, or per-element references fitted
+    by least squares of the energies on element counts (a [MAX_Z] tensor, 0 for absent elements)."""
+    check_atoms(data)
+    n_atoms = np.diff(np.asarray(data.offsets))
+    energy = np.asarray(data.energy, dtype=np.float64)
+    if not per_element:
+        return float(energy.sum() / n_atoms.sum())
+    molecule = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    counts = np.zeros((len(n_atoms), MAX_Z))
+    np.add.at(counts, (molecule, np.asarray(data.numbers)), 1.0)
+    present = np.flatnonzero(counts.any(0))
+    solution = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
+    table = torch.zeros(MAX_Z, dtype=torch.float64)
+    table[present] = torch.as_tensor(solution)
+    return table
+
+
+def _settings(value, defaults: dict) -> dict:
+    """A mapping or a spec object (pydantic) read as a dict over `defaults`' keys."""
+    if value is None:
+        return dict(defaults)
+    if hasattr(value, "model_dump"):  # a spec section may carry fields that force fields do not use
+        value = value.model_dump()
+    elif set(value) - set(defaults):
+        raise RunError(f"unknown settings {sorted(set(value) - set(defaults))}; expected {sorted(defaults)}")
+    return {k: value.get(k, v) for k, v in defaults.items()}
+
+
+LOSS = {"kind": "l1", "energy": 0.01, "forces": 0.99}
+OPTIMIZER = {"name": "adamw", "weight_decay": 0.0, "betas": (0.9, 0.999)}
+SCHEDULER = {"factor": 0.5, "patience": 50, "min_lr": 1e-7}
+
+
+def _check_elements(model_name: str, train, val, test) -> None:
+    """A RunError for elements that SpookyNet cannot embed or that `val` or `test` hold and `train` lacks."""
+    trained = np.unique(np.asarray(train.numbers)).tolist()
+    if model_name == "spookynet":
+        from chemspec.runtime.spookynet_blocks import MAX_Z as SPOOKYNET_MAX_Z
+
+        heavy = sorted({int(z) for split in (train, val, test) for z in np.unique(np.asarray(split.numbers))
+                        if z >= SPOOKYNET_MAX_Z})
+        if heavy:
+            raise RunError(f"elements {heavy} are heavier than radon (86), where SpookyNet's table of electron "
+                           "configurations ends; train model.family schnet or painn on these data, or drop the "
+                           "structures that hold them")
+    for name, split in (("validation", val), ("test", test)):
+        if missing := untrained_elements(split, trained):
+            raise RunError(f"elements {missing} of the {name} split {UNTRAINED} (the training split holds "
+                           f"{len(train.energy)}); train on more structures (data.sizes, or hpo.tpe.data_size for "
+                           "TPE cells) or another seed so that every training set holds every element, or drop "
+                           "those structures from the data")
+
+
+def _fingerprint(*splits) -> str:
+    """sha256 of the structures of `splits`, so that a checkpoint trained on other data is not resumed."""
+    digest = hashlib.sha256()
+    for split in splits:
+        for array in (split.numbers, split.positions, split.forces, split.energy, split.offsets):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_rbf: int, train, val, test,
+                     hparams: Mapping, epochs: int, window: float = 1.0, loss: Mapping | None = None,
+                     seed: int = 0,
+                     accelerator: str = "cpu", precision: str = "32-true", optimizer: Mapping | None = None,
+                     scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
+                     energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
+                     gradient_clip: float | None = None, eval_batch_size: int = 256,
+                     fault: tuple[str, int] | None = None, resume_dir: str | Path | None = None,
+                     checkpoint_every: int = 1) -> tuple[dict, ForceField]:
+    """Train one force field; returns (metrics, trained ForceField).
+
+    `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
+    `hparams` holds learning_rate and batch_size; `loss` kind/energy/forces; `optimizer`
+    name/weight_decay/betas; `scheduler` factor/patience/min_lr. `energy_shift` is a float or a
+    per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
+    standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
+    included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
+    metrics on the validation split after training. An element of `val` or `test` that `train` lacks
+    is a RunError: it would have no reference energy, and the model would never have seen it. `fault` is
+    a test's injected fault (runtime/faults.py).
+
+    With `resume_dir`, a checkpoint is written there every `checkpoint_every` epochs and on SIGTERM, and
+    training resumes from one written for the same settings and data (runtime.resume); the caller
+    deletes the folder (`resume.discard`) once it has written the results.
+    """
+    builder = FAMILIES[model_name]
+    _check_elements(model_name, train, val, test)
+    loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
+    sched_cfg = _settings(scheduler, SCHEDULER)
+    if isinstance(energy_shift, str):
+        if energy_shift not in ("mean", "per_element"):
+            raise RunError(f"energy_shift {energy_shift!r} is not a number, a tensor, 'mean' or 'per_element'")
+        energy_shift = energy_reference(train, per_element=energy_shift == "per_element")
+    if energy_scale == "auto":
+        energy_scale = float(np.std(np.asarray(train.forces))) or 1.0
+    dtype = torch.float64 if precision.startswith("64") else torch.float32
+    sets = {name: ForceFieldDataset(data, cutoff, dtype) for name, data in (("train", train), ("val", val),
+                                                                           ("test", test))}
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = builder(width, depth, cutoff, n_rbf)
+    _quiet()
+    module = ForceField(model, loss=loss_cfg["kind"],
+                        energy_weight=loss_cfg["energy"], forces_weight=loss_cfg["forces"],
+                        learning_rate=hparams["learning_rate"], optimizer=opt_cfg["name"],
+                        weight_decay=opt_cfg["weight_decay"], betas=opt_cfg["betas"],
+                        plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
+                        min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
+                        per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0])
+    batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
+                                   pin_memory=accelerator != "cpu" and torch.cuda.is_available())
+    settings = {"family": model_name, "shape": [width, depth, cutoff, n_rbf], "hparams": dict(hparams),
+                "epochs": epochs, "window": window, "seed": seed, "accelerator": accelerator, "precision": precision,
+                "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg, "energy_scale": energy_scale,
+                "energy_shift": torch.as_tensor(energy_shift).tolist(), "per_atom": per_atom_energy_loss,
+                "gradient_clip": gradient_clip, "data": _fingerprint(train, val)}
+    resume = (Resume(Path(resume_dir), batches.sampler, hparams["batch_size"], checkpoint_every, settings)
+              if resume_dir is not None else None)
+    trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
+                        accelerator=accelerator, devices=1, precision=precision,
+                        inference_mode=False, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                        gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu",
+                        callbacks=[Faults(fault), *([resume] if resume else [])])
+    settings["world_size"] = trainer.world_size
+    start = time.perf_counter()
+    again = f"continue (from the last checkpoint in {resume_dir}, if one was written)" if resume else "train it again"
+    try:
+        with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to {again}"):
+            trainer.fit(module, batches, sets["val"].loader(eval_batch_size),
+                        ckpt_path=resume.resume_from() if resume else None)
+            if trainer.global_step % len(batches) and module.diverged is None:
+                trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
+    except SystemExit:
+        if not trainer.received_sigterm:
+            raise
+        if resume:
+            raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; checkpoint saved "
+                           f"in {resume_dir}; re-run `dvc repro` to resume from it") from None
+        raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; without a resume "
+                       "folder no checkpoint was kept, so re-running trains it again from the start") from None
+    wall = resume.elapsed() if resume else time.perf_counter() - start
+    tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
+              if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
+                                                             "energy_mae_per_atom_meV", "loss")))
+    return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,
+            "params": sum(p.numel() for p in module.model.parameters()),
+            "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],
+            "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
+            "val_loss": module.val_history[-1] if module.val_history and module.diverged is None else None,
+            "val": module.val_metrics, "val_history": module.val_history,
+            "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step), "steps_per_epoch": len(batches),
+            "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
+            **({"status": "ok"} if module.diverged is None else
+               {"status": "diverged", "divergence": module.diverged, "steps": module.diverged["step"]}),
+            "hparams": dict(hparams), "wall_time_s": round(wall, 3)}, module

@@ -1,0 +1,102 @@
+"""Force fields stopped by SIGTERM resume from their checkpoint and end bitwise as an uninterrupted run.
+
+Seven ethanols at batch size 2 make epochs of 4 steps, the last batch short; a learning rate of 3e-2
+with plateau patience 0 makes the schedule cut the rate in the fifth epoch, so a resumed run that lost
+the schedule's state ends elsewhere. Results are compared as metrics.json would hold them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chemspec.archive.manifest import TIMING_KEYS
+from chemspec.errors import RunError
+from chemspec.runtime.forcefield_train import train_forcefield
+from chemspec.runtime.io import to_json
+from chemspec.runtime.resume import CHECKPOINT
+from tests.unit.test_forcefield import CUTOFF, ethanols
+
+DATA = ethanols(7)
+HP = {"learning_rate": 3e-2, "batch_size": 2}
+PLATEAU = {"factor": 0.5, "patience": 0, "min_lr": 1e-6}
+STOPPED = r"schnet cell stopped by SIGTERM after {} steps; checkpoint saved in .*; re-run `dvc repro` to resume from it"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def train(resume_dir=None, data=DATA, **changes) -> tuple[bytes, dict, float]:
+    """(metrics as JSON without timings, weights, final learning rate) of a 6-epoch SchNet run."""
+    settings = {"hparams": HP, "epochs": 6, "seed": 1, "scheduler": PLATEAU, **changes}
+    metrics, module = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data, resume_dir=resume_dir,
+                                       **settings)
+    timeless = {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+    return to_json(timeless), module.state_dict(), module.trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def assert_same(run, reference) -> None:
+    assert run[0] == reference[0]
+    torch.testing.assert_close(run[1], reference[1], rtol=0, atol=0, equal_nan=True)
+    assert run[2] == reference[2]
+
+
+def stop(folder, step: int, **changes) -> None:
+    with pytest.raises(RunError, match=STOPPED.format(step)):
+        train(folder, fault=("term", step), **changes)
+    assert (folder / CHECKPOINT).is_file()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    run = train()
+    assert run[2] == HP["learning_rate"] / 2, "the plateau schedule must cut the rate once, after step 13"
+    return run
+
+
+@pytest.mark.parametrize("steps", [[13], [8], [9, 14]], ids=["mid-epoch", "at an epoch's end", "twice"])
+def test_sigterm_then_a_rerun_ends_bitwise_as_the_uninterrupted_run(tmp_path, reference, steps):
+    """Mid-epoch the resumed epoch takes the batches it would have; at an epoch's last batch the stop
+    waits for validation and the plateau step; a resumed run can be stopped and resumed again."""
+    for step in steps:
+        stop(tmp_path / "resume", step)
+    assert_same(train(tmp_path / "resume"), reference)
+
+
+def test_a_damaged_checkpoint_is_moved_aside_and_the_cell_starts_over(tmp_path, reference, capsys):
+    folder = tmp_path / "resume"
+    stop(folder, 9)
+    whole = (folder / CHECKPOINT).read_bytes()
+    (folder / CHECKPOINT).write_bytes(whole[:len(whole) // 2])
+    run = train(folder)
+    assert "cannot be read" in capsys.readouterr().err
+    assert (tmp_path / "resume.damaged" / CHECKPOINT).read_bytes() == whole[:len(whole) // 2]
+    assert_same(run, reference)
+
+
+@pytest.mark.parametrize("change", [{"hparams": {**HP, "learning_rate": 2e-2}}, {"seed": 2},
+                                    {"data": ethanols(7, seed=5)}, {"epochs": 7}],
+                         ids=["learning rate", "seed", "data", "epochs"])
+def test_a_checkpoint_written_for_other_settings_or_data_is_not_resumed(tmp_path, capsys, change):
+    stop(tmp_path / "resume", 9)
+    run = train(tmp_path / "resume", **change)
+    assert "was written for another configuration of this cell" in capsys.readouterr().err
+    assert_same(run, train(**change))
+
+
+@pytest.mark.parametrize("stopping", [
+    {"fault": ("nan", 5)},
+    {"hparams": {**HP, "learning_rate": 1e-9}, "scheduler": {"factor": 0.1, "patience": 0, "min_lr": 1e-10}}],
+    ids=["diverged", "min_lr"])
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_same_stop(tmp_path, stopping):
+    """The epoch-end checkpoint of a run that diverged or reached min_lr holds why it stopped: a rerun
+    (the cell killed before it wrote its results) trains no further step and reports the same."""
+    first = train(tmp_path / "resume", **stopping)
+    assert (tmp_path / "resume" / CHECKPOINT).is_file()
+    assert b'"stop_reason": "max_epochs"' not in first[0]
+    assert_same(train(tmp_path / "resume", **{k: v for k, v in stopping.items() if k != "fault"}), first)
