@@ -16,6 +16,12 @@ from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model
 from chemspec.specs.training import Training
 
+AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
+"""What one fit of a per-axis law needs, as runtime.fit.power_law and runtime.laws.saturating_law check it:
+(points, distinct sizes). Its points are the data sizes of one model size, or the model sizes of one data size."""
+JOINT_DISTINCT = 3
+"""Distinct sizes per axis that runtime.laws.joint_law needs (3 × 3 cells are more than the 7 points it needs)."""
+
 
 class Fit(Spec):
     """Scaling-law fits of the converged losses."""
@@ -23,7 +29,8 @@ class Fit(Spec):
     laws: list[Literal["power", "saturating", "joint"]] = Field(["power", "joint"], min_length=1)
     """Laws to fit. power: log L = log a − α log x per axis (an effective slope, biased low by a loss
     floor); saturating: L = E + a·x^−α per axis (≥ 4 points); joint: L = E + A/N^α + B/D^β over the
-    whole grid (≥ 7 cells, ≥ 3 sizes per axis), the primary result."""
+    whole grid (≥ 7 cells, ≥ 3 sizes per axis), the primary result. A law named here must have the sizes
+    for at least one fit; left out, the default laws are fitted where the grid allows."""
     confidence: float = Field(0.95, gt=0, lt=1)
     """Confidence level of the intervals."""
     bootstrap: int = Field(0, ge=0, le=100_000)
@@ -110,7 +117,7 @@ class Study(Spec):
 
     @model_validator(mode="after")
     def _cross_section(self, info: ValidationInfo) -> "Study":
-        problems = [*self._family_problems(), *self._grid_problems(),
+        problems = [*self._family_problems(), *self._grid_problems(), *self._fit_problems(),
                     *self._data_file_problems((info.context or {}).get("base_dir"))]
         if problems:
             raise ValueError(PROBLEMS_SEPARATOR.join(problems))
@@ -203,6 +210,32 @@ class Study(Spec):
         if self.training.precision == "16-mixed" and self.training.accelerator == "cpu":
             yield ("training.precision: 16-mixed has no CPU autocast, so Lightning would train in bf16-mixed while "
                    "the study records 16-mixed; use 32-true or bf16-mixed on training.accelerator cpu")
+
+    def _fit_problems(self) -> Iterator[str]:
+        """Laws that the study names but whose every fit would end as "cannot fit" for want of sizes. A cell is
+        one point whatever else it trains: replicate seeds, the ranks that hpo.tpe.keep keeps and TPE runs (of
+        either hpo.tpe.scope) add none. Laws left to the default are fitted where the grid allows."""
+        if "laws" not in self.fit.model_fields_set:
+            return
+        data, models, capacities = len(self.data.sizes), len(self.model.size_names()), self.model.capacities()
+        distinct = f", {capacities} of distinct parameter count" if capacities < models else ""
+        grid = f"the grid has {data} data size(s) and {models} model size(s){distinct}"
+        for law in self.fit.laws:
+            if law == "joint":
+                if min(data, capacities) >= JOINT_DISTINCT:
+                    continue
+                need = (f"fits L(N, D) over the whole grid, so it needs {JOINT_DISTINCT} data sizes and "
+                        f"{JOINT_DISTINCT} model sizes of distinct parameter count")
+            else:
+                points, sizes = AXIS_LAWS[law]
+                if data >= points or (models >= points and capacities >= sizes):
+                    continue
+                need = (f"fits loss against data size per model size and against parameter count per data "
+                        f"size, each fit from at least {points} points ({sizes} distinct sizes), so it needs "
+                        f"{points} data sizes, or {points} model sizes")
+            drop = (f"drop {law!r} from fit.laws" if len(self.fit.laws) > 1 else
+                    "leave fit.laws out (the default laws are fitted only where the grid allows)")
+            yield f"fit.laws: {law!r} {need}; {grid}, so every fit would end as 'cannot fit'; add sizes, or {drop}"
 
     def _data_file_problems(self, base: Path | None) -> Iterator[str]:
         """A data file that is not there, or (SMILES) lacks the column or the molecules the sizes need."""
