@@ -69,3 +69,13 @@ def test_replicate_seeds_and_kept_ranks_add_no_points(tmp_path):
             "hpo.tpe.scope": "model_size", "hpo.tpe.model_size": None}
     with pytest.raises(SpecError, match=r"fit.laws: 'power' .*the grid has 2 data size\(s\) and 2 model size\(s\)"):
         grid(tmp_path, 2, 2, ["power"], **more)
+
+
+def test_a_tpe_model_size_under_the_model_size_scope_is_refused(tmp_path):
+    with pytest.raises(SpecError, match=r"hpo.tpe.model_size: 'xs' chooses nothing under hpo.tpe.scope model_size, "
+                                        r"where every model size runs its own TPE search; remove hpo.tpe.model_size, "
+                                        r"or set hpo.tpe.scope to study to search on xs alone"):
+        grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "model_size"})
+    assert grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "model_size", "hpo.tpe.model_size": None}).hpo.tpe.scope \
+        == "model_size"
+    assert grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "study"}).tpe_model_size() == "xs"

@@ -195,6 +195,10 @@ class Study(Spec):
         tpe = self.hpo.tpe
         if tpe.model_size is not None and tpe.model_size not in self.model.size_names():
             yield f"hpo.tpe.model_size {tpe.model_size!r} is not a model size; choose one of {self.model.size_names()}"
+        elif tpe.model_size is not None and tpe.scope == "model_size":
+            yield (f"hpo.tpe.model_size {tpe.model_size!r} chooses nothing under hpo.tpe.scope model_size, where every "
+                   f"model size runs its own TPE search; remove hpo.tpe.model_size, or set hpo.tpe.scope to study to "
+                   f"search on {tpe.model_size} alone")
         if tpe.data_size is not None and tpe.data_size not in self.data.sizes:
             yield f"hpo.tpe.data_size {tpe.data_size} is not in data.sizes {self.data.sizes}"
         cells = {f"{m}-{n}" for m in self.model.size_names() for n in self.data.sizes}
