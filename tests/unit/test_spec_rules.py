@@ -8,7 +8,7 @@ import pytest
 from chemspec.errors import SpecError
 from chemspec.runtime.fit import fits
 from chemspec.specs import Study, load_study
-from tests.conftest import tiny_study, write_spec
+from tests.conftest import QUICKSTART, tiny_study, write_spec
 
 SIZES = {"xs": {"n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 64},
          "s": {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_length": 64},
@@ -79,3 +79,34 @@ def test_a_tpe_model_size_under_the_model_size_scope_is_refused(tmp_path):
     assert grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "model_size", "hpo.tpe.model_size": None}).hpo.tpe.scope \
         == "model_size"
     assert grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "study"}).tpe_model_size() == "xs"
+
+
+@pytest.mark.parametrize("warmup,devices,refused", [(47, 1, True), (46, 1, False), (24, 2, True), (23, 2, False)])
+def test_a_tpe_window_that_ends_inside_the_warmup_is_refused(tmp_path, warmup, devices, refused):
+    """Quickstart's TPE cells: 3,000 molecules at batch 64 is 47 steps an epoch (24 a rank on 2), 5 epochs, of
+    which hpo.tpe.budget_fraction 0.2 trains 47 steps (24)."""
+    text = (QUICKSTART.read_text().replace("warmup_steps: 20", f"warmup_steps: {warmup}")
+            .replace("  accelerator: cpu\n", f"  accelerator: cpu\n  devices: {devices}\n"))
+    (tmp_path / "q.yaml").write_text(text)
+    if not refused:
+        assert load_study(tmp_path / "q.yaml").training.scheduler.warmup_steps == warmup
+        return
+    window, total = {1: (47, 235), 2: (24, 120)}[devices]
+    with pytest.raises(SpecError, match=rf"hpo.tpe.budget_fraction: 0.2 stops the TPE runs \(data size 3000, "
+                                        rf"batch_size 64\) after {window} of their {total} optimiser steps, within "
+                                        rf"training.scheduler.warmup_steps \({warmup}\), so TPE would rank the "
+                                        rf"configurations on warm-up losses alone; lower warmup_steps below {window}, "
+                                        rf"or raise budget_fraction to at least 0.21"):
+        load_study(tmp_path / "q.yaml")
+
+
+def test_a_warmup_longer_than_the_tpe_cells_whole_run_is_not_told_to_raise_the_budget(tmp_path):
+    """TPE on the 1,000-molecule cells: 80 steps in all, which no budget_fraction can take past 80 warm-up steps."""
+    text = QUICKSTART.read_text().replace("warmup_steps: 20", "warmup_steps: 80").replace("data_size: 3000",
+                                                                                         "data_size: 1000")
+    (tmp_path / "q.yaml").write_text(text)
+    with pytest.raises(SpecError, match=r"(?s)2 errors.*training.scheduler.warmup_steps: 80 is at least the whole "
+                                        r"run.*hpo.tpe.budget_fraction: 0.2 stops the TPE runs \(data size 1000, "
+                                        r"batch_size 64\) after 16 of their 80 optimiser steps.*lower warmup_steps "
+                                        r"below 16$"):
+        load_study(tmp_path / "q.yaml")

@@ -177,14 +177,32 @@ class Study(Spec):
 
     def _warmup_problems(self) -> Iterator[str]:
         """A warm-up as long as a cell's whole run: that cell never trains at its learning rate, and a cosine
-        never starts, so the smallest data sizes would train on another schedule than the rest."""
+        never starts, so the smallest data sizes would train on another schedule than the rest. A warm-up as
+        long as the TPE window: TPE would rank the configurations on warm-up losses alone. Steps are counted as
+        runtime.train counts them (per rank, whole batches an epoch) and the window as runtime.tpe.window_steps
+        cuts it; the largest batch size gives the fewest."""
         training, size, batch = self.training, min(self.data.sizes), max(self.hpo.grid.batch_size)
-        ranks = training.devices if isinstance(training.devices, int) else 1  # 'auto': at least one
-        steps = math.ceil(math.ceil(size / ranks) / batch) * training.max_epochs
-        if training.scheduler.warmup_steps >= steps:
-            yield (f"training.scheduler.warmup_steps {training.scheduler.warmup_steps} is at least the whole run of "
+        warmup, steps = training.scheduler.warmup_steps, self._optimiser_steps(size, batch)
+        if warmup >= steps:
+            yield (f"training.scheduler.warmup_steps {warmup} is at least the whole run of "
                    f"the cells at data size {size} with batch_size {batch} ({steps} optimiser steps over "
                    f"{training.max_epochs} epoch(s)), which would never leave the warm-up; set it below {steps}")
+        fraction, size = self.hpo.tpe.budget_fraction, self.tpe_data_size()
+        total = self._optimiser_steps(size, batch)
+        window = max(1, round(fraction * total))
+        if window <= warmup:
+            needed = math.ceil(round((warmup + 1) / total * 100, 9)) / 100
+            raise_it = f", or raise budget_fraction to at least {needed}" if needed <= 1 else ""
+            yield (f"hpo.tpe.budget_fraction {fraction} stops the TPE runs (data size {size}, batch_size {batch}) "
+                   f"after {window} of their {total} optimiser steps, within training.scheduler.warmup_steps "
+                   f"({warmup}), so TPE would rank the configurations on warm-up losses alone; lower warmup_steps "
+                   f"below {window}{raise_it}")
+
+    def _optimiser_steps(self, size: int, batch: int) -> int:
+        """Optimiser steps of a whole run on `size` rows at `batch` rows a step, each rank stepping through its
+        share of every epoch."""
+        ranks = self.training.devices if isinstance(self.training.devices, int) else 1  # 'auto': at least one
+        return math.ceil(math.ceil(size / ranks) / batch) * self.training.max_epochs
 
     def _grid_problems(self) -> Iterator[str]:
         """Names and counts in one section that must agree with another's."""
