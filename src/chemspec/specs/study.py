@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +16,9 @@ from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model
 from chemspec.specs.training import Training
 
+CountStructures = Callable[[Path, AtomsFileSource], int]
+"""Counts the structures of an atoms file (ValueError with the reason where it cannot). The caller gives it:
+the spec layer knows no file format, and only `chemspec validate` reads a whole atoms file's index."""
 AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
 """What one fit of a per-axis law needs, as runtime.fit.power_law and runtime.laws.saturating_law check it:
 (points, distinct sizes). Its points are the data sizes of one model size, or the model sizes of one data size."""
@@ -117,8 +120,9 @@ class Study(Spec):
 
     @model_validator(mode="after")
     def _cross_section(self, info: ValidationInfo) -> "Study":
+        context = info.context or {}
         problems = [*self._family_problems(), *self._grid_problems(), *self._fit_problems(),
-                    *self._data_file_problems((info.context or {}).get("base_dir"))]
+                    *self._data_file_problems(context.get("base_dir"), context.get("count_structures"))]
         if problems:
             raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
@@ -259,8 +263,9 @@ class Study(Spec):
                     "leave fit.laws out (the default laws are fitted only where the grid allows)")
             yield f"fit.laws: {law!r} {need}; {grid}, so every fit would end as 'cannot fit'; add sizes, or {drop}"
 
-    def _data_file_problems(self, base: Path | None) -> Iterator[str]:
-        """A data file that is not there, or (SMILES) lacks the column or the molecules the sizes need."""
+    def _data_file_problems(self, base: Path | None, count: CountStructures | None) -> Iterator[str]:
+        """A data file that is not there, lacks the column (SMILES), or the molecules or structures (where
+        `count` is given) that the sizes need."""
         source = self.data.source
         if base is None or not isinstance(source, (SmilesFileSource, AtomsFileSource)):
             return
@@ -273,6 +278,8 @@ class Study(Spec):
                        "file's directory); fix the path")
             elif isinstance(source, SmilesFileSource):
                 self.data.check_available(source.rows(path), f"data.source.file {source.file!r}")
+            elif count is not None:
+                self.data.check_available(count(path, source), f"data.source.file {source.file!r}")
         except OSError as exc:  # a name too long, a directory without permission, ...
             yield f"data.source.file {source.file!r} cannot be read ({exc.strerror or exc}); fix the path"
         except ValueError as exc:
