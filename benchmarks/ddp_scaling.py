@@ -60,7 +60,6 @@ def spec(args, devices: int) -> dict:
                      **({"packing": args.packing} if args.packing else {})},
         "hpo": {"grid": {"learning_rate": [args.lr], "batch_size": [args.batch]},
                 "tpe": {"budget_fraction": 0.1, "estimator": "tse", "keep": 1, "model_size": "m", "data_size": train}},
-        "fit": {"laws": ["power"]},
     }
 
 

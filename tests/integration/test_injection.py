@@ -25,7 +25,6 @@ def test_payloads_in_file_names_and_columns_never_execute(tmp_path):
         "model": {"family": "chemgpt", "sizes": {"xs": {"n_layer": 1, "n_embd": 8, "n_head": 2, "max_length": 40}}},
         "training": {"max_epochs": 1, "accelerator": "cpu"},
         "hpo": {"grid": {"learning_rate": [1.0e-3], "batch_size": [16]}},
-        "fit": {"laws": ["power"]},
     }
     write_spec(tmp_path / "study.yaml", study)
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["chemspec", "compile", "study.yaml"]):

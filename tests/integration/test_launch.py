@@ -20,7 +20,7 @@ IGNORED = {"wall_time_s"}  # the only field of cells.json that may differ betwee
 def small_study() -> dict:
     """2 TPE configs, 2 model sizes x 2 data sizes: four train cells to run at once."""
     study = tiny_study(**{"data.source.max_molecules": 700, "data.sizes": [100, 200], "data.validation": 100,
-                          "data.test": 100, "hpo.tpe.data_size": 200, "fit.laws": ["power"]})
+                          "data.test": 100, "hpo.tpe.data_size": 200})
     del study["model"]["sizes"]["m"]
     return study
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def study(sizes: tuple[str, ...]) -> dict:
     spec = tiny_study(**{"data.source.max_molecules": 700, "data.sizes": [100, 200], "data.validation": 100,
-                         "data.test": 100, "hpo.tpe.data_size": 200, "fit.laws": ["power"],
+                         "data.test": 100, "hpo.tpe.data_size": 200,
                          "training.max_epochs": 1, "hpo.grid.learning_rate": [1.0e-2]})
     spec["model"]["sizes"] = {name: spec["model"]["sizes"][name] for name in sizes}
     return spec

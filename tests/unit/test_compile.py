@@ -491,8 +491,10 @@ def test_a_small_grid_stays_in_one_dvc_yaml(tmp_path):
 
 @pytest.mark.parametrize("warmup,devices,refused", [(80, 1, True), (79, 1, False), (40, 2, True), (39, 2, False)])
 def test_a_warmup_as_long_as_the_smallest_cells_whole_run_is_refused(tmp_path, warmup, devices, refused):
-    """Quickstart's smallest cells: 1,000 molecules at batch 64 is 16 steps an epoch, 5 epochs (8 a rank on 2)."""
+    """Quickstart's smallest cells: 1,000 molecules at batch 64 is 16 steps an epoch, 5 epochs (8 a rank on 2).
+    TPE runs on the 10,000-molecule cells, whose window (157 steps, 79 a rank on 2) outlasts these warm-ups."""
     text = (QUICKSTART.read_text().replace("warmup_steps: 20", f"warmup_steps: {warmup}")
+            .replace("data_size: 3000", "data_size: 10000")
             .replace("  accelerator: cpu\n", f"  accelerator: cpu\n  devices: {devices}\n"))
     (tmp_path / "q.yaml").write_text(text)
     if not refused:

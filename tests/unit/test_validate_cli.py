@@ -290,11 +290,11 @@ def test_a_csv_with_a_byte_order_mark_and_blank_lines_validates(cli, tmp_path):
     (tmp_path / "mols.csv").write_bytes("\ufeff\nsmiles\n".encode() + b"CCO\n" * 3000)
     spec = tmp_path / "study.yaml"
     study = yaml.safe_load(mutate("data.source", {"file": "mols.csv", "column": "smiles"}))
-    study["data"].update(sizes=[500, 1000], validation=500, test=500)
-    study["hpo"]["tpe"]["data_size"] = 1000
+    study["data"].update(sizes=[300, 500, 1000], validation=500, test=500)  # three: quickstart fits joint
+    study["hpo"]["tpe"].update(data_size=1000, budget_fraction=0.5)  # 40 TPE steps: past the 20 of warm-up
     spec.write_text(yaml.safe_dump(study))
     assert cli("validate", str(spec)).code == 0
-    study["data"]["sizes"] = [500, 2001]
+    study["data"]["sizes"] = [300, 500, 2001]
     study["hpo"]["tpe"]["data_size"] = 2001
     spec.write_text(yaml.safe_dump(study))
     assert "needs 3001 but data.source.file 'mols.csv' has 3000" in cli("validate", str(spec)).err

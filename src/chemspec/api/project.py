@@ -21,7 +21,18 @@ from chemspec.specs.data import AtomsFileSource, SmilesFileSource, unsafe_charac
 
 
 def validate(spec: str | Path) -> Study:
-    return load_study(spec)
+    """Load a study and check it against its data: a SMILES file's molecules (as `compile` does) and an atoms
+    file's structures (only here: `compile` stays fast on large files, and the split stage refuses too few)."""
+    return load_study(spec, count_structures=_structures)
+
+
+def _structures(path: Path, source: AtomsFileSource) -> int:
+    from chemspec.runtime.atoms_files import count_structures
+
+    try:
+        return count_structures(path, source.format, source.energy_key)
+    except RunError as exc:
+        raise ValueError(f"data.source.file: {exc}") from None
 
 
 def schema() -> dict:

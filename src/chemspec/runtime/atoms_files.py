@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -56,6 +56,49 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
         raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
     counts = {"read": read, "dropped_nonfinite": dropped, "kept": len(data)}
     return data, ({**counts, "groups": len(blocks)} if format == "ani1x" else counts)
+
+
+def count_structures(path: Path, format: str, energy_key: str = "energy") -> int:
+    """The structures a file holds, counted without reading them: what `load_file` reports as read, before it
+    drops non-finite ones (so never fewer than it keeps). Fast where load_file is not: an extended XYZ file
+    is scanned for its frame headers, as ASE indexes it, instead of parsed (ASE parses ~1,500 frames a second)."""
+    path = Path(path)
+    if format in ("md17", "rmd17"):
+        key = "E" if format == "md17" else "energies"
+        return len(read_npz(path, format, (key,))[key])
+    if format == "ani1x":
+        import h5py
+
+        energy = f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key
+        with _reading(path, format), h5py.File(path, "r") as handle:
+            return sum(len(handle[name][energy]) for name in handle)
+    if format == "asedb":
+        import sqlite3
+
+        _check_ase_sqlite(path)
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT COUNT(*) FROM systems").fetchone()[0]
+    with _reading(path, format), open(path, "rb") as handle:
+        return _xyz_frames(path, handle)
+
+
+def _xyz_frames(path: Path, handle: BinaryIO) -> int:
+    """Frames of an XYZ file as ase.io.extxyz indexes them: an atom count line, a comment line and a line per
+    atom (and VEC lines), until a blank line or the end."""
+    frames = 0
+    while (line := handle.readline()).strip():
+        try:
+            atoms = int(line)
+        except ValueError:
+            raise _unreadable(path, "extxyz", f"frame {frames} does not start with its atom count") from None
+        for _ in range(atoms + 1):
+            handle.readline()
+        start = handle.tell()
+        while handle.readline().lstrip().startswith(b"VEC"):
+            start = handle.tell()
+        handle.seek(start)
+        frames += 1
+    return frames
 
 
 @contextlib.contextmanager

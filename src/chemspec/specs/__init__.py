@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from chemspec.errors import SpecError, SpecIssue
 from chemspec.specs.base import PROBLEMS_SEPARATOR
 from chemspec.specs.loader import MAX_DEPTH, Positions, field_name, load_yaml
-from chemspec.specs.study import Study
+from chemspec.specs.study import CountStructures, Study
 
 __all__ = ["Study", "load_study", "parse_study", "json_schema"]
 
@@ -236,8 +236,10 @@ def _shape_problem(value: object, path: tuple, containers: frozenset[int]) -> tu
     return None
 
 
-def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | None) -> Study:
-    """Validate plain values as a Study; raise SpecError listing every problem."""
+def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | None,
+                count_structures: CountStructures | None = None) -> Study:
+    """Validate plain values as a Study; raise SpecError listing every problem. With `count_structures`, an
+    atoms file (read from `base_dir`) must hold the structures the data sizes need."""
     if not isinstance(raw, dict):
         raise SpecError([SpecIssue(file, 1, 1, "", "a study file must be a YAML mapping",
                                    "start from specs/quickstart.yaml")])
@@ -245,16 +247,16 @@ def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | N
         path, message, hint = found
         raise SpecError([SpecIssue(file, *_position(positions, path), field_name(path), message, hint)])
     try:
-        return Study.model_validate(raw, context={"base_dir": base_dir})
+        return Study.model_validate(raw, context={"base_dir": base_dir, "count_structures": count_structures})
     except ValidationError as exc:
         raise SpecError(_issues(exc, file, positions)) from None
 
 
-def load_study(path: str | Path) -> Study:
-    """Load and validate a study file."""
+def load_study(path: str | Path, count_structures: CountStructures | None = None) -> Study:
+    """Load and validate a study file (`count_structures` as in parse_study)."""
     path = Path(path)
     raw, positions = load_yaml(path)
-    return parse_study(raw, str(path), positions, path.parent)
+    return parse_study(raw, str(path), positions, path.parent, count_structures)
 
 
 def json_schema() -> dict:

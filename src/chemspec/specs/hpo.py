@@ -54,7 +54,8 @@ class Tpe(Spec):
     """study: one TPE search on model_size, its choice used for every size; model_size: a TPE search
     per model size, each size trained with its own choice."""
     model_size: Name | None = None
-    """Model size that TPE runs on; default the first size of model.sizes."""
+    """Model size that TPE runs on under scope study; default the first size of model.sizes (under scope
+    model_size every size runs its own search, so it is refused there)."""
     data_size: PositiveInt | None = None
     """Data size that TPE runs on; default the largest of data.sizes."""
     calibrate: bool = False

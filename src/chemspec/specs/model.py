@@ -54,6 +54,11 @@ class ChemGPTModel(Spec):
     def size_names(self) -> list[str]:
         return list(self.sizes)
 
+    def capacities(self) -> int:
+        """Distinct non-embedding parameter counts among the sizes: set by n_layer and n_embd (n_head splits
+        the width without changing it), and what the fits put on their parameter axis."""
+        return len({(size.n_layer, size.n_embd) for size in self.sizes.values()})
+
     @model_validator(mode="after")
     def _one_max_length(self) -> "ChemGPTModel":
         lengths = {name: size.max_length for name, size in self.sizes.items()}
@@ -88,6 +93,10 @@ class GNNModel(Spec):
 
     def size_names(self) -> list[str]:
         return [f"w{w}d{d}" for w in self.widths for d in self.depths]
+
+    def capacities(self) -> int:
+        """Distinct parameter counts among the sizes: one per width × depth."""
+        return len(self.widths) * len(self.depths)
 
 
 Model = Annotated[Union[ChemGPTModel, GNNModel], Field(discriminator="family")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +16,15 @@ from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model
 from chemspec.specs.training import Training
 
+CountStructures = Callable[[Path, AtomsFileSource], int]
+"""Counts the structures of an atoms file (ValueError with the reason where it cannot). The caller gives it:
+the spec layer knows no file format, and only `chemspec validate` reads a whole atoms file's index."""
+AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
+"""What one fit of a per-axis law needs, as runtime.fit.power_law and runtime.laws.saturating_law check it:
+(points, distinct sizes). Its points are the data sizes of one model size, or the model sizes of one data size."""
+JOINT_DISTINCT = 3
+"""Distinct sizes per axis that runtime.laws.joint_law needs (3 × 3 cells are more than the 7 points it needs)."""
+
 
 class Fit(Spec):
     """Scaling-law fits of the converged losses."""
@@ -23,7 +32,8 @@ class Fit(Spec):
     laws: list[Literal["power", "saturating", "joint"]] = Field(["power", "joint"], min_length=1)
     """Laws to fit. power: log L = log a − α log x per axis (an effective slope, biased low by a loss
     floor); saturating: L = E + a·x^−α per axis (≥ 4 points); joint: L = E + A/N^α + B/D^β over the
-    whole grid (≥ 7 cells, ≥ 3 sizes per axis), the primary result."""
+    whole grid (≥ 7 cells, ≥ 3 sizes per axis), the primary result. A law named here must have the sizes
+    for at least one fit; left out, the default laws are fitted where the grid allows."""
     confidence: float = Field(0.95, gt=0, lt=1)
     """Confidence level of the intervals."""
     bootstrap: int = Field(0, ge=0, le=100_000)
@@ -110,8 +120,9 @@ class Study(Spec):
 
     @model_validator(mode="after")
     def _cross_section(self, info: ValidationInfo) -> "Study":
-        problems = [*self._family_problems(), *self._grid_problems(),
-                    *self._data_file_problems((info.context or {}).get("base_dir"))]
+        context = info.context or {}
+        problems = [*self._family_problems(), *self._grid_problems(), *self._fit_problems(),
+                    *self._data_file_problems(context.get("base_dir"), context.get("count_structures"))]
         if problems:
             raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
@@ -170,14 +181,32 @@ class Study(Spec):
 
     def _warmup_problems(self) -> Iterator[str]:
         """A warm-up as long as a cell's whole run: that cell never trains at its learning rate, and a cosine
-        never starts, so the smallest data sizes would train on another schedule than the rest."""
+        never starts, so the smallest data sizes would train on another schedule than the rest. A warm-up as
+        long as the TPE window: TPE would rank the configurations on warm-up losses alone. Steps are counted as
+        runtime.train counts them (per rank, whole batches an epoch) and the window as runtime.tpe.window_steps
+        cuts it; the largest batch size gives the fewest."""
         training, size, batch = self.training, min(self.data.sizes), max(self.hpo.grid.batch_size)
-        ranks = training.devices if isinstance(training.devices, int) else 1  # 'auto': at least one
-        steps = math.ceil(math.ceil(size / ranks) / batch) * training.max_epochs
-        if training.scheduler.warmup_steps >= steps:
-            yield (f"training.scheduler.warmup_steps {training.scheduler.warmup_steps} is at least the whole run of "
+        warmup, steps = training.scheduler.warmup_steps, self._optimiser_steps(size, batch)
+        if warmup >= steps:
+            yield (f"training.scheduler.warmup_steps {warmup} is at least the whole run of "
                    f"the cells at data size {size} with batch_size {batch} ({steps} optimiser steps over "
                    f"{training.max_epochs} epoch(s)), which would never leave the warm-up; set it below {steps}")
+        fraction, size = self.hpo.tpe.budget_fraction, self.tpe_data_size()
+        total = self._optimiser_steps(size, batch)
+        window = max(1, round(fraction * total))
+        if window <= warmup:
+            needed = math.ceil(round((warmup + 1) / total * 100, 9)) / 100
+            raise_it = f", or raise budget_fraction to at least {needed}" if needed <= 1 else ""
+            yield (f"hpo.tpe.budget_fraction {fraction} stops the TPE runs (data size {size}, batch_size {batch}) "
+                   f"after {window} of their {total} optimiser steps, within training.scheduler.warmup_steps "
+                   f"({warmup}), so TPE would rank the configurations on warm-up losses alone; lower warmup_steps "
+                   f"below {window}{raise_it}")
+
+    def _optimiser_steps(self, size: int, batch: int) -> int:
+        """Optimiser steps of a whole run on `size` rows at `batch` rows a step, each rank stepping through its
+        share of every epoch."""
+        ranks = self.training.devices if isinstance(self.training.devices, int) else 1  # 'auto': at least one
+        return math.ceil(math.ceil(size / ranks) / batch) * self.training.max_epochs
 
     def _grid_problems(self) -> Iterator[str]:
         """Names and counts in one section that must agree with another's."""
@@ -188,6 +217,10 @@ class Study(Spec):
         tpe = self.hpo.tpe
         if tpe.model_size is not None and tpe.model_size not in self.model.size_names():
             yield f"hpo.tpe.model_size {tpe.model_size!r} is not a model size; choose one of {self.model.size_names()}"
+        elif tpe.model_size is not None and tpe.scope == "model_size":
+            yield (f"hpo.tpe.model_size {tpe.model_size!r} chooses nothing under hpo.tpe.scope model_size, where every "
+                   f"model size runs its own TPE search; remove hpo.tpe.model_size, or set hpo.tpe.scope to study to "
+                   f"search on {tpe.model_size} alone")
         if tpe.data_size is not None and tpe.data_size not in self.data.sizes:
             yield f"hpo.tpe.data_size {tpe.data_size} is not in data.sizes {self.data.sizes}"
         cells = {f"{m}-{n}" for m in self.model.size_names() for n in self.data.sizes}
@@ -204,8 +237,35 @@ class Study(Spec):
             yield ("training.precision: 16-mixed has no CPU autocast, so Lightning would train in bf16-mixed while "
                    "the study records 16-mixed; use 32-true or bf16-mixed on training.accelerator cpu")
 
-    def _data_file_problems(self, base: Path | None) -> Iterator[str]:
-        """A data file that is not there, or (SMILES) lacks the column or the molecules the sizes need."""
+    def _fit_problems(self) -> Iterator[str]:
+        """Laws that the study names but whose every fit would end as "cannot fit" for want of sizes. A cell is
+        one point whatever else it trains: replicate seeds, the ranks that hpo.tpe.keep keeps and TPE runs (of
+        either hpo.tpe.scope) add none. Laws left to the default are fitted where the grid allows."""
+        if "laws" not in self.fit.model_fields_set:
+            return
+        data, models, capacities = len(self.data.sizes), len(self.model.size_names()), self.model.capacities()
+        distinct = f", {capacities} of distinct parameter count" if capacities < models else ""
+        grid = f"the grid has {data} data size(s) and {models} model size(s){distinct}"
+        for law in self.fit.laws:
+            if law == "joint":
+                if min(data, capacities) >= JOINT_DISTINCT:
+                    continue
+                need = (f"fits L(N, D) over the whole grid, so it needs {JOINT_DISTINCT} data sizes and "
+                        f"{JOINT_DISTINCT} model sizes of distinct parameter count")
+            else:
+                points, sizes = AXIS_LAWS[law]
+                if data >= points or (models >= points and capacities >= sizes):
+                    continue
+                need = (f"fits loss against data size per model size and against parameter count per data "
+                        f"size, each fit from at least {points} points ({sizes} distinct sizes), so it needs "
+                        f"{points} data sizes, or {points} model sizes")
+            drop = (f"drop {law!r} from fit.laws" if len(self.fit.laws) > 1 else
+                    "leave fit.laws out (the default laws are fitted only where the grid allows)")
+            yield f"fit.laws: {law!r} {need}; {grid}, so every fit would end as 'cannot fit'; add sizes, or {drop}"
+
+    def _data_file_problems(self, base: Path | None, count: CountStructures | None) -> Iterator[str]:
+        """A data file that is not there, lacks the column (SMILES), or the molecules or structures (where
+        `count` is given) that the sizes need."""
         source = self.data.source
         if base is None or not isinstance(source, (SmilesFileSource, AtomsFileSource)):
             return
@@ -218,6 +278,8 @@ class Study(Spec):
                        "file's directory); fix the path")
             elif isinstance(source, SmilesFileSource):
                 self.data.check_available(source.rows(path), f"data.source.file {source.file!r}")
+            elif count is not None:
+                self.data.check_available(count(path, source), f"data.source.file {source.file!r}")
         except OSError as exc:  # a name too long, a directory without permission, ...
             yield f"data.source.file {source.file!r} cannot be read ({exc.strerror or exc}); fix the path"
         except ValueError as exc:

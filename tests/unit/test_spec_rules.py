@@ -1,0 +1,112 @@
+"""Cross-section rules of a study that would otherwise cost hours of training for nothing: fit laws the grid
+cannot fit, a TPE setting that means nothing under its scope, a TPE window that ends inside the warm-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from chemspec.errors import SpecError
+from chemspec.runtime.fit import fits
+from chemspec.specs import Study, load_study
+from tests.conftest import QUICKSTART, tiny_study, write_spec
+
+SIZES = {"xs": {"n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 64},
+         "s": {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_length": 64},
+         "m": {"n_layer": 2, "n_embd": 32, "n_head": 2, "max_length": 64},
+         "l": {"n_layer": 2, "n_embd": 64, "n_head": 2, "max_length": 64}}
+
+
+def grid(tmp_path, models: int, data: int, laws: list[str] | None, **overrides) -> Study:
+    """tiny_study() with the first `models` of SIZES and `data` data sizes; TPE on the smallest cells."""
+    sizes = [200 * (i + 1) for i in range(data)]
+    study = tiny_study(**{"model.sizes": dict(list(SIZES.items())[:models]), "data.sizes": sizes,
+                          "data.source.max_molecules": sizes[-1] + 400, "hpo.tpe.data_size": sizes[0],
+                          "hpo.tpe.model_size": "xs", **({"fit.laws": laws} if laws else {}), **overrides})
+    return load_study(write_spec(tmp_path / "study.yaml", study))
+
+
+def runtime_fits(study: Study, law: str) -> list[dict]:
+    """What the fit stage makes of `law` on this grid, one converged cell per grid point, its loss following
+    L = 1 + 40 N^-0.3 + 30 D^-0.4 with a little scatter (N: non-embedding parameters of the size's shape)."""
+    rows = []
+    for i, (name, size) in enumerate(study.model.sizes.items()):
+        params = 12 * size.n_layer * size.n_embd**2
+        for j, n in enumerate(study.data.sizes):
+            loss = (1 + 40 * params**-0.3 + 30 * n**-0.4) * (1 + 0.003 * ((3 * i + 5 * j) % 7 - 3))
+            rows.append({"model": name, "params": params, "data_size": n, "val_loss": loss, "status": "ok"})
+    return fits(rows, [law], 0.95)[0]
+
+
+@pytest.mark.parametrize("law,models,data,refused", [
+    ("power", 2, 2, True), ("power", 2, 3, False), ("power", 3, 2, False), ("power", 1, 3, False),
+    ("saturating", 3, 3, True), ("saturating", 3, 4, False), ("saturating", 4, 3, False),
+    ("joint", 4, 2, True), ("joint", 2, 4, True), ("joint", 3, 3, False),
+])
+def test_a_named_law_is_refused_exactly_where_the_fit_stage_could_fit_nothing(tmp_path, law, models, data, refused):
+    if not refused:
+        study = grid(tmp_path, models, data, [law])
+        assert any(row["status"] == "ok" for row in runtime_fits(study, law))
+        return
+    with pytest.raises(SpecError, match=rf"fit.laws: '{law}' .* needs .*; the grid has {data} data size\(s\) and "
+                                        rf"{models} model size\(s\), so every fit would end as 'cannot fit'; add "
+                                        rf"sizes, or leave fit.laws out"):
+        grid(tmp_path, models, data, [law])
+    study = grid(tmp_path, models, data, None)  # the default laws: the fit stage says "cannot fit" for them
+    assert all(row["status"] == "cannot fit" for row in runtime_fits(study, law))
+
+
+def test_sizes_of_one_parameter_count_are_one_point_of_the_parameter_axis(tmp_path):
+    heads = {**SIZES, "l": {**SIZES["m"], "n_head": 4}}  # m and l differ only in heads: one parameter count
+    with pytest.raises(SpecError, match=r"fit.laws: 'joint' fits L\(N, D\) over the whole grid, so it needs 3 data "
+                                        r"sizes and 3 model sizes of distinct parameter count; the grid has 3 data "
+                                        r"size\(s\) and 3 model size\(s\), 2 of distinct parameter count.*drop "
+                                        r"'joint' from fit.laws"):
+        grid(tmp_path, 3, 3, ["power", "joint"], **{"model.sizes": {k: heads[k] for k in ("xs", "m", "l")}})
+
+
+def test_replicate_seeds_and_kept_ranks_add_no_points(tmp_path):
+    more = {"fit.replicate_seeds": 3, "fit.replicate_cells": ["xs-200", "s-400"], "hpo.tpe.keep": 2,
+            "hpo.tpe.scope": "model_size", "hpo.tpe.model_size": None}
+    with pytest.raises(SpecError, match=r"fit.laws: 'power' .*the grid has 2 data size\(s\) and 2 model size\(s\)"):
+        grid(tmp_path, 2, 2, ["power"], **more)
+
+
+def test_a_tpe_model_size_under_the_model_size_scope_is_refused(tmp_path):
+    with pytest.raises(SpecError, match=r"hpo.tpe.model_size: 'xs' chooses nothing under hpo.tpe.scope model_size, "
+                                        r"where every model size runs its own TPE search; remove hpo.tpe.model_size, "
+                                        r"or set hpo.tpe.scope to study to search on xs alone"):
+        grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "model_size"})
+    assert grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "model_size", "hpo.tpe.model_size": None}).hpo.tpe.scope \
+        == "model_size"
+    assert grid(tmp_path, 3, 3, None, **{"hpo.tpe.scope": "study"}).tpe_model_size() == "xs"
+
+
+@pytest.mark.parametrize("warmup,devices,refused", [(47, 1, True), (46, 1, False), (24, 2, True), (23, 2, False)])
+def test_a_tpe_window_that_ends_inside_the_warmup_is_refused(tmp_path, warmup, devices, refused):
+    """Quickstart's TPE cells: 3,000 molecules at batch 64 is 47 steps an epoch (24 a rank on 2), 5 epochs, of
+    which hpo.tpe.budget_fraction 0.2 trains 47 steps (24)."""
+    text = (QUICKSTART.read_text().replace("warmup_steps: 20", f"warmup_steps: {warmup}")
+            .replace("  accelerator: cpu\n", f"  accelerator: cpu\n  devices: {devices}\n"))
+    (tmp_path / "q.yaml").write_text(text)
+    if not refused:
+        assert load_study(tmp_path / "q.yaml").training.scheduler.warmup_steps == warmup
+        return
+    window, total = {1: (47, 235), 2: (24, 120)}[devices]
+    with pytest.raises(SpecError, match=rf"hpo.tpe.budget_fraction: 0.2 stops the TPE runs \(data size 3000, "
+                                        rf"batch_size 64\) after {window} of their {total} optimiser steps, within "
+                                        rf"training.scheduler.warmup_steps \({warmup}\), so TPE would rank the "
+                                        rf"configurations on warm-up losses alone; lower warmup_steps below {window}, "
+                                        rf"or raise budget_fraction to at least 0.21"):
+        load_study(tmp_path / "q.yaml")
+
+
+def test_a_warmup_longer_than_the_tpe_cells_whole_run_is_not_told_to_raise_the_budget(tmp_path):
+    """TPE on the 1,000-molecule cells: 80 steps in all, which no budget_fraction can take past 80 warm-up steps."""
+    text = QUICKSTART.read_text().replace("warmup_steps: 20", "warmup_steps: 80").replace("data_size: 3000",
+                                                                                         "data_size: 1000")
+    (tmp_path / "q.yaml").write_text(text)
+    with pytest.raises(SpecError, match=r"(?s)2 errors.*training.scheduler.warmup_steps: 80 is at least the whole "
+                                        r"run.*hpo.tpe.budget_fraction: 0.2 stops the TPE runs \(data size 1000, "
+                                        r"batch_size 64\) after 16 of their 80 optimiser steps.*lower warmup_steps "
+                                        r"below 16$"):
+        load_study(tmp_path / "q.yaml")

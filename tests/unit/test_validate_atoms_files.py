@@ -1,0 +1,72 @@
+"""`chemspec validate` counts the structures of an atoms file, on the real shared files, and refuses a study
+whose sizes the file cannot fill, before any stage runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from chemspec.runtime.atoms_files import count_structures, load_file
+from tests.conftest import tiny_study, write_spec
+
+FILES = [("md17/ethanol_ccsd_t-train.npz", "md17", 1000), ("md17/md17_ethanol_first2000.npz", "md17", 2000),
+         ("ani/ani1x_n5.hdf5", "ani1x", 8), ("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz", 100),
+         ("extxyz/md17_ethanol_sampledata_2000.xyz", "extxyz", 2000)]
+
+
+def atoms_study(tmp_path, file: str, format: str, sizes: list[int], validation: int = 100, test: int = 100):
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": file, "format": format},
+                          "data.sizes": sizes, "data.validation": validation, "data.test": test,
+                          "model": {"family": "painn", "widths": [8], "depths": [1]},
+                          "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": sizes[0]})
+    return write_spec(tmp_path / "study.yaml", study)
+
+
+@pytest.mark.parametrize("file,format,frames", FILES, ids=[f[0] for f in FILES])
+def test_the_count_is_what_the_loader_reads(shared, file, format, frames):
+    assert count_structures(shared / file, format) == frames
+    assert load_file(shared / file, format, "eV", "Angstrom")[1]["read"] == frames
+
+
+def test_an_ase_database_is_counted_by_its_rows(shared, tmp_path):
+    import ase.db
+    import ase.io
+
+    with ase.db.connect(tmp_path / "ethanol.db") as db:
+        for atoms in ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":12"):
+            db.write(atoms)
+    assert count_structures(tmp_path / "ethanol.db", "asedb") == 12
+    assert load_file(tmp_path / "ethanol.db", "asedb", "eV", "Angstrom")[1]["read"] == 12
+
+
+@pytest.mark.parametrize("file,format,frames", FILES, ids=[f[0] for f in FILES])
+def test_validate_refuses_sizes_the_file_cannot_fill_naming_file_count_need_and_fix(cli, shared, tmp_path, file,
+                                                                                   format, frames):
+    held_out = max(1, frames // 10)
+    largest = frames - 2 * held_out
+    spec = atoms_study(tmp_path, str(shared / file), format, [largest // 2, largest], held_out, held_out)
+    assert cli("validate", str(spec)).code == 0
+    spec = atoms_study(tmp_path, str(shared / file), format, [largest // 2, largest + 1], held_out, held_out)
+    result = cli("validate", str(spec))
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if text.startswith("  sizes:"))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert (f"study.yaml:{line}:3: data.sizes: the largest size ({largest + 1}) plus validation ({held_out}) and test "
+            f"({held_out}) needs {frames + 1} but data.source.file '{shared / file}' has {frames}; lower the sizes or "
+            "read more structures") in result.err
+
+
+def test_the_count_is_reported_with_the_studys_other_problems(cli, shared, tmp_path):
+    spec = atoms_study(tmp_path, str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "extxyz", [200, 400])
+    spec.write_text(spec.read_text().replace("  accelerator: cpu\n", "  accelerator: cpu\n  devices: 2\n"))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and "2 errors" in result.err, result.err
+    assert "training.devices: model.family 'painn' trains on one device" in result.err
+    assert "needs 600 but data.source.file" in result.err and "has 100; lower the sizes" in result.err
+
+
+def test_a_file_of_another_format_is_named_without_a_traceback(cli, shared, tmp_path):
+    spec = atoms_study(tmp_path, str(shared / "md17" / "md17_ethanol_first2000.npz"), "extxyz", [200, 400])
+    result = cli("validate", str(spec))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert (f"data.source.file: extxyz file {shared / 'md17' / 'md17_ethanol_first2000.npz'} is unreadable or "
+            "truncated (frame 0 does not start with its atom count); check that data.source.format matches the "
+            "file") in result.err
