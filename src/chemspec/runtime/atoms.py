@@ -8,7 +8,6 @@ or shapes do not fit its format is a `RunError` naming the file and the key.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 from collections.abc import Iterable, Sequence
@@ -178,7 +177,8 @@ def implausible_units(data: AtomsData, energy_unit: str) -> tuple[str, str | Non
     """Why `data`, read from a file whose energies are in `energy_unit`, look written in another unit, and
     the likely one (None if no known unit fits); None when their forces and energies are plausible."""
     rms = float(np.sqrt(np.mean(data.forces ** 2)))
-    bound = _element_counts(data, np.arange(1, 119)) @ (THOMAS_FERMI * np.arange(1, 119) ** (7 / 3))
+    per_atom_bound = THOMAS_FERMI * np.asarray(data.numbers, dtype=np.float64) ** (7 / 3)
+    bound = np.add.reduceat(per_atom_bound, np.asarray(data.offsets)[:-1]) if len(data) else np.zeros(0)
     ratio = float(np.median(np.abs(data.energy) / bound))
     if rms <= FORCE_RMS_LIMIT and ratio <= 1:
         return None
@@ -214,16 +214,6 @@ zero, off by the element's atomic energy (13.6 eV for H, ~1000 eV for C) per ato
 def untrained_elements(data: AtomsData, trained: Iterable[int]) -> list[int]:
     """The elements of `data` outside `trained`, sorted."""
     return sorted(set(np.unique(np.asarray(data.numbers)).tolist()) - set(trained))
-
-
-def subtract_reference(data: AtomsData, refs: dict[int, float]) -> AtomsData:
-    missing = untrained_elements(data, refs)
-    if missing:
-        raise RunError(f"elements {missing} {UNTRAINED}; use a split whose training set contains every element, "
-                       "or drop those structures")
-    elements = np.array(sorted(refs), dtype=np.int64)
-    values = np.array([refs[int(z)] for z in elements])
-    return dataclasses.replace(data, energy=data.energy - _element_counts(data, elements) @ values)
 
 
 def _element_counts(data: AtomsData, elements: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import UNTRAINED, untrained_elements
+from chemspec.runtime.atoms import UNTRAINED, fit_reference_energies, untrained_elements
 from chemspec.runtime.faults import Faults, nan_at
 from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet, evaluate
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
@@ -29,17 +29,11 @@ def energy_reference(data, per_element: bool = False) -> float | torch.Tensor:
     """Energy shift from (training) data: the mean energy per atom, or per-element references fitted
     by least squares of the energies on element counts (a [MAX_Z] tensor, 0 for absent elements)."""
     check_atoms(data)
-    n_atoms = np.diff(np.asarray(data.offsets))
-    energy = np.asarray(data.energy, dtype=np.float64)
     if not per_element:
-        return float(energy.sum() / n_atoms.sum())
-    molecule = np.repeat(np.arange(len(n_atoms)), n_atoms)
-    counts = np.zeros((len(n_atoms), MAX_Z))
-    np.add.at(counts, (molecule, np.asarray(data.numbers)), 1.0)
-    present = np.flatnonzero(counts.any(0))
-    solution = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
+        return float(np.asarray(data.energy, dtype=np.float64).sum() / len(data.numbers))
     table = torch.zeros(MAX_Z, dtype=torch.float64)
-    table[present] = torch.as_tensor(solution)
+    for z, value in fit_reference_energies(data, np.arange(len(data.energy))).items():
+        table[z] = value
     return table
 
 
