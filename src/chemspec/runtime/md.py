@@ -105,7 +105,7 @@ def _require_tblite() -> None:
 def _run_parallel(jobs: list[Job], total: int, progress: bool) -> list[tuple[Frames, dict]]:
     # Spawned, not forked, workers: a fork would inherit OpenMP thread pools already sized by the parent.
     context = multiprocessing.get_context("spawn")
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    workers = max(1, min(len(jobs), len(os.sched_getaffinity(0))))
     with _single_thread_env(), contextlib.ExitStack() as stack:
         ticks = stack.enter_context(context.Manager()).Queue() if progress else None
         pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))

@@ -124,7 +124,7 @@ def _prepare(raws: list[str], representation: str) -> list[tuple[str | None, str
 def prepared(raws: Iterator[str], representation: str) -> Iterator[tuple[str | None, str | None]]:
     """`_prepare` over all of `raws`, in order: in this process for one chunk, else in worker processes."""
     chunks = list(iter(lambda: list(itertools.islice(raws, CHUNK)), []))
-    workers = min(len(chunks), os.cpu_count() or 1)
+    workers = min(len(chunks), len(os.sched_getaffinity(0)))
     if workers <= 1:
         results = [_prepare(chunk, representation) for chunk in chunks]
     else:
