@@ -149,6 +149,26 @@ def test_another_seed_is_not_resumed_and_archives_under_other_hashes(project):
         (root / "params.yaml").write_text(params)
 
 
+def test_a_checkpoint_written_before_the_split_changed_is_not_resumed(project):
+    """The cell's identity names its data by size only; the resume tag holds the rows' hashes."""
+    root, _ = project
+    _clear(root)
+    assert train(root, fault="term@5").returncode == 1
+
+    def split_with(validation: int) -> None:
+        write_spec(root / "study.yaml", tiny_study(**{**STUDY, "data.validation": validation}))
+        assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
+        assert sh("dvc", "repro", "split", cwd=root).returncode == 0
+    split_with(500)
+    try:
+        done = train(root)
+        assert done.returncode == 0, done.stderr
+        assert "was written for another configuration of this cell (other data or split" in done.stderr
+    finally:
+        split_with(STUDY["data.validation"])
+        _clear(root)
+
+
 def test_a_plateau_schedule_resumed_after_sigterm_cuts_the_rate_where_the_uninterrupted_run_did(tmp_path):
     plateau = {**STUDY, "training.max_epochs": 8, "training.scheduler": {"name": "plateau", "patience": 0},
                "hpo.grid": {"learning_rate": [0.2], "batch_size": [32]}}

@@ -139,8 +139,9 @@ class Resume(L.Callback):
                            "`dvc repro` once the file system answers") from None
         state = next((v for k, v in saved.items() if k.startswith("Resume")), {})
         if state.get("tag") != self.tag:
-            print(f"resume: {self.path} was written for another configuration of this cell (another number of "
-                  "devices, or another chemspec version); training starts over", file=sys.stderr, flush=True)
+            print(f"resume: {self.path} was written for another configuration of this cell (other data or split, "
+                  "another number of devices, or another chemspec version); training starts over", file=sys.stderr,
+                  flush=True)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
         return str(self.path)

@@ -90,6 +90,14 @@ def loss_csv(log: list[list[float]]) -> bytes:
     return out.getvalue().encode()
 
 
+def _trained_on(data: Path, split: Path, size: int) -> dict:
+    """The sha256 of the tokens and of the training and validation rows that the data and split stages
+    recorded: a cell's identity names its data only by size, so a checkpoint written before the data or
+    the split changed must not be resumed."""
+    tokens, rows = read_json(data / "data.json")["sha256"], read_json(split / "split.json")["sha256"]
+    return {"tokens.npy": tokens["tokens.npy"], **{name: rows[name] for name in (f"train-{size}.npy", "val.npy")}}
+
+
 def _strategy(training: Training) -> DDPStrategy | str:
     """Lightning's DDP for more than one device, with gradients reduced in buckets of DDP_BUCKET_MB
     that the gradients then view (no copy back out after the all-reduce); its own choice for one."""
@@ -168,7 +176,8 @@ def run_training(cell: TrainCell) -> dict:
     val = loader(tokens, rows["val"], 256, False, cell.seed, distributed=True, **layout)
     fault = fault_for(cell.name)
     resume = Resume(Path(cell.resume_dir), batches.sampler, hp["batch_size"], training.checkpoint_every_n_epochs,
-                    tag={"identity": identity(cell), "hparams": hp, "param_groups": PARAM_GROUPS})
+                    tag={"identity": identity(cell), "hparams": hp, "param_groups": PARAM_GROUPS,
+                         "data": _trained_on(data, split, cell.data_size)})
     throughput = Throughput()
     trainer = L.Trainer(
         max_epochs=cell.epochs, accelerator=training.accelerator, devices=training.devices,
