@@ -126,6 +126,29 @@ def test_frames_failing_twice_are_dropped_and_counted(monkeypatch):
     assert info["retried_scf"] == md.MAX_CONSECUTIVE_DROPS and len(block.energy) == info["kept"]
 
 
+def test_a_molecule_whose_dynamics_stopped_early_is_named_with_the_fix(monkeypatch):
+    monkeypatch.setattr(md, "xtb_calculator", lambda charge, multiplicity: Failing(lambda n: n >= 40))
+    _, info = md.trajectory(water_job(8))
+    notes = md.shortfall_notes([{"name": "water", **info}, {"name": "ethanol", "kept": 8, "dropped_scf": 0,
+                                                            "abandoned": False}])
+    assert len(notes) == 1 and notes[0].startswith(
+        f"water: GFN2-xTB failed 3 times in a row, so its dynamics stopped after {info['kept']} of 8 frames")
+    assert "lower data.source.temperature_K or timestep_fs" in notes[0]
+
+
+def test_a_molecule_that_gives_no_frame_stops_the_data_stage(monkeypatch):
+    def failed(job, ticks=None):
+        block, info = trajectory(job, ticks)
+        return (block, info) if job.name == "water" else (block._replace(
+            positions=block.positions[:0], energy=block.energy[:0], forces=block.forces[:0]),
+            {**info, "kept": 0, "dropped_scf": job.frames, "abandoned": True})
+    trajectory = md.trajectory
+    monkeypatch.setattr(md, "_run_parallel", lambda jobs, total, progress: [failed(job) for job in jobs])
+    with pytest.raises(RunError, match=r"failed 3 times in a row for methane, which gave no frames \(the other "
+                                       r"molecules did\); lower data.source.temperature_K or timestep_fs, or drop"):
+        md.generate_md(["water", "methane"], 4, 300.0, 2, 0.5, 5, 0)
+
+
 def test_unknown_molecule_and_too_few_frames_are_rejected():
     with pytest.raises(RunError, match="'unobtainium' is neither a known molecule .* nor a valid SMILES"):
         md.resolve_smiles("unobtainium")

@@ -22,7 +22,7 @@ def run_atoms_data(cell: DataCell) -> dict:
 
     source = cell.source
     if "generate" in source:
-        from chemspec.runtime.md import correlation_notes, generate_md, resolve_smiles
+        from chemspec.runtime.md import correlation_notes, generate_md, resolve_smiles, shortfall_notes
 
         if source.get("smiles") != [resolve_smiles(name) for name in source["molecules"]]:
             raise RunError("data.source.molecules: the params file records other SMILES for these molecules, or "
@@ -30,7 +30,8 @@ def run_atoms_data(cell: DataCell) -> dict:
         data, counts = generate_md(source["molecules"], source["frames"], source["temperature_K"],
                                    source["stride"], source["timestep_fs"], source["equilibration_steps"],
                                    cell.seed, progress=sys.stderr.isatty())
-        for note in correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"]):
+        for note in [*shortfall_notes(counts["molecules"]),
+                     *correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"])]:
             print(f"note: {note}", file=sys.stderr)
     elif "format" in source:
         units = source["units"]  # the spec fills in the format's units where the study file leaves them out

@@ -68,9 +68,10 @@ def generate_md(molecules: list[str], frames: int, temperature_K: float, stride:
     results = _run_parallel(jobs, frames, progress)
     data, _ = from_frames([block for block, _ in results])
     per_molecule = [{"name": job.name, **info} for job, (_, info) in zip(jobs, results)]
-    if len(data) == 0:
-        raise RunError(f"md: every frame failed in GFN2-xTB ({per_molecule}); check the molecules and lower "
-                       "data.source.temperature_K or timestep_fs")
+    if empty := [info["name"] for info in per_molecule if info["kept"] == 0]:
+        raise RunError(f"md: GFN2-xTB failed {MAX_CONSECUTIVE_DROPS} times in a row for {', '.join(empty)}, which "
+                       f"gave no frames{' (the other molecules did)' if len(data) else ''}; lower "
+                       "data.source.temperature_K or timestep_fs, or drop them from data.source.molecules")
     totals = {key: sum(info[key] for info in per_molecule) for key in ("kept", "retried_scf", "dropped_scf")}
     return data, {**totals, "molecules": per_molecule}
 
@@ -184,6 +185,14 @@ def autocorrelation_time(series) -> float | None:
     tau = 2 * np.cumsum(rho) - 1
     inside = np.arange(n) >= 5 * tau
     return float(tau[np.argmax(inside)] if inside.any() else tau[-1])
+
+
+def shortfall_notes(molecules: list[dict]) -> list[str]:
+    """What a user should know about molecules whose dynamics stopped before giving all their frames."""
+    return [f"{info['name']}: GFN2-xTB failed {MAX_CONSECUTIVE_DROPS} times in a row, so its dynamics stopped after "
+            f"{info['kept']} of {info['kept'] + info['dropped_scf']} frames and the data hold fewer of it than "
+            "of the others; lower data.source.temperature_K or timestep_fs to keep them all"
+            for info in molecules if info["abandoned"] and info["kept"]]
 
 
 def correlation_notes(molecules: list[dict], stride: int, timestep_fs: float) -> list[str]:
