@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from transformers import AutoTokenizer
 from chemspec.compiler.cells import DataCell, SplitCell
 from chemspec.errors import RunError
 from chemspec.runtime.molecules import BOS, EOS, PAD, read_smiles, run_data
+from chemspec.runtime import split as split_module
 from chemspec.runtime.split import run_split
 
 SMILES = ["CCO", "OCC", "c1ccccc1", "not-a-molecule", "CC(=O)O", "C1CC", "CCN(CC)CC", "O=C=O", "CCCCCCCCCCCC"]
@@ -140,6 +142,22 @@ def test_split_is_nested_disjoint_and_stable_when_sizes_grow(tmp_path):
     grown = tmp_path / "s0-3"
     for name in ("train-20.npy", "train-40.npy", "val.npy", "test.npy"):
         assert (grown / name).read_bytes() == (out / name).read_bytes()
+
+
+def test_a_split_that_fails_midway_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    cell = _split(tmp_path, [20, 40])
+    run_split(cell)
+    before = {p.name: p.read_bytes() for p in Path(cell.out_dir).iterdir()}
+    saved = split_module._save
+
+    def failing(path, array):
+        if path.name == "train-40.npy":
+            raise OSError(28, "No space left on device")
+        return saved(path, array)
+    monkeypatch.setattr(split_module, "_save", failing)
+    with pytest.raises(OSError, match="No space left"):
+        run_split(cell.model_copy(update={"seed": 1}))
+    assert {p.name: p.read_bytes() for p in Path(cell.out_dir).iterdir()} == before
 
 
 def test_split_depends_on_the_seed(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chemspec.compiler.cells import DataCell
 from chemspec.errors import RunError
-from chemspec.runtime.io import sha256_file, write_json
+from chemspec.runtime.io import sha256_file, staged, write_json
 
 
 def run_atoms_data(cell: DataCell) -> dict:
@@ -42,13 +42,13 @@ def run_atoms_data(cell: DataCell) -> dict:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:
         raise RunError(f"data.source gave no usable structures ({counts}); check the file or the MD settings")
-    out = Path(cell.out_dir)
     data = data.stored()
-    save_atoms(out / "atoms.npz", data)
-    info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
-            "elements": sorted({int(z) for z in data.numbers}),
-            "sha256": {"atoms.npz": sha256_file(out / "atoms.npz"), "content": content_hash(data)}}
-    write_json(out / "data.json", info)
+    with staged(cell.out_dir) as out:  # atoms.npz and data.json replace the old ones together
+        save_atoms(out / "atoms.npz", data)
+        info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
+                "elements": sorted({int(z) for z in data.numbers}),
+                "sha256": {"atoms.npz": sha256_file(out / "atoms.npz"), "content": content_hash(data)}}
+        write_json(out / "data.json", info)
     return info
 
 

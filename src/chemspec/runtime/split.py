@@ -14,7 +14,7 @@ import numpy as np
 
 from chemspec.compiler.cells import SplitCell
 from chemspec.errors import RunError
-from chemspec.runtime.io import read_json, sha256_file, write_bytes, write_json
+from chemspec.runtime.io import read_json, sha256_file, staged, write_bytes, write_json
 from chemspec.runtime.molecules import MAX_LENGTH, mostly_too_long
 
 
@@ -36,13 +36,13 @@ def run_split(cell: SplitCell) -> dict:
                        f"{cell.validation} + test {cell.test}) but only {n} are valid after cleaning "
                        f"(see {cell.data_dir}/data.json); lower data.sizes or read more {noun}{longer}")
     order = np.random.default_rng(cell.seed).permutation(n)
-    out = Path(cell.out_dir)
-    hashes = {"val.npy": _save(out / "val.npy", order[: cell.validation]),
-              "test.npy": _save(out / "test.npy", order[cell.validation: cell.validation + cell.test])}
-    pool = order[cell.validation + cell.test:]
-    for size in cell.sizes:
-        hashes[f"train-{size}.npy"] = _save(out / f"train-{size}.npy", pool[:size])
-    info = {"seed": cell.seed, "molecules": n, "validation": cell.validation, "test": cell.test,
-            "sizes": cell.sizes, "sha256": hashes}
-    write_json(out / "split.json", info)
+    with staged(cell.out_dir) as out:  # the row files and split.json replace the old ones together
+        hashes = {"val.npy": _save(out / "val.npy", order[: cell.validation]),
+                  "test.npy": _save(out / "test.npy", order[cell.validation: cell.validation + cell.test])}
+        pool = order[cell.validation + cell.test:]
+        for size in cell.sizes:
+            hashes[f"train-{size}.npy"] = _save(out / f"train-{size}.npy", pool[:size])
+        info = {"seed": cell.seed, "molecules": n, "validation": cell.validation, "test": cell.test,
+                "sizes": cell.sizes, "sha256": hashes}
+        write_json(out / "split.json", info)
     return info
