@@ -123,3 +123,6 @@ def test_a_nan_at_one_step_marks_only_that_cell_diverged(project):
     assert xs_fit["n"] == 2 and xs_fit["status"] == "cannot fit"
     assert "diverged at step 3" in (root / "results" / "tiny" / "report" / "index.html").read_text()
     assert "DIVERGED" in sh("chemspec", "report", cwd=root)
+    metrics = json.loads((root / "results" / "tiny" / "train" / "xs-400" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["epochs_trained"] == round(3 / metrics["steps_per_epoch"], 4)
+    assert metrics["epochs"] > metrics["epochs_trained"], "epochs: the configured count, as for every cell"

@@ -23,5 +23,6 @@ def test_a_tpe_run_stops_at_its_share_of_the_full_runs_steps(tmp_path, monkeypat
     per_epoch = math.ceil(400 / 32)
     assert result["steps"] == round(fraction * 2 * per_epoch)
     assert result["window"] == fraction and result["epochs"] == 2
+    assert result["epochs_trained"] == pytest.approx(result["steps"] / per_epoch, abs=1e-4)
     assert len(result["val_history"]) == 1
     assert result["estimate"] == pytest.approx(result["val_history"][-1])

@@ -163,6 +163,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
         raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; without a resume "
                        "folder no checkpoint was kept, so re-running trains it again from the start") from None
     wall = resume.elapsed() if resume else time.perf_counter() - start
+    steps = int(trainer.global_step) if module.diverged is None else module.diverged["step"]
     tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
               if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
                                                              "energy_mae_per_atom_meV", "loss")))
@@ -172,8 +173,9 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
             "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
             "val_loss": module.val_history[-1] if module.val_history and module.diverged is None else None,
             "val": module.val_metrics, "val_history": module.val_history,
-            "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step), "steps_per_epoch": len(batches),
+            "epochs": epochs, "epochs_trained": round(steps / len(batches), 4), "steps": steps,
+            "steps_per_epoch": len(batches),
             "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
             **({"status": "ok"} if module.diverged is None else
-               {"status": "diverged", "divergence": module.diverged, "steps": module.diverged["step"]}),
+               {"status": "diverged", "divergence": module.diverged}),
             "hparams": dict(hparams), "wall_time_s": round(wall, 3)}, module

@@ -224,6 +224,7 @@ def run_training(cell: TrainCell) -> dict:
     usage = utilisation(rate, flops, trainer.world_size, trainer.strategy.root_device)
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
+              "epochs_trained": round(trainer.global_step / per_rank, 4),
               "window": cell.window, "steps": int(trainer.global_step), "steps_per_epoch": per_rank,
               "span_epochs": cell.window * cell.epochs,
               "tokens_seen": tokens_seen,
@@ -234,7 +235,8 @@ def run_training(cell: TrainCell) -> dict:
               "train_tokens_per_s": None if rate is None else round(rate, 1), "flops_per_token": flops, **usage,
               "device": device_name(trainer.world_size), "status": "ok"}
     if module.diverged is not None:
-        result.update(status="diverged", divergence=module.diverged, val_loss=None, steps=module.diverged["step"])
+        result.update(status="diverged", divergence=module.diverged, val_loss=None, steps=module.diverged["step"],
+                      epochs_trained=round(module.diverged["step"] / per_rank, 4))
     out = Path(cell.out_dir)
     if cell.hparams is not None:
         result["estimator"] = cell.estimator["estimator"]
