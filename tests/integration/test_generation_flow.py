@@ -37,7 +37,8 @@ def test_every_trained_cell_is_sampled_and_scored(project):
     result = json.loads((root / "results/tiny/sample/s-800/generation.json").read_text())
     assert result["status"] == "ok" and result["samples"] == 100
     assert METRICS - {"w_logp", "w_qed", "w_mw"} <= set(result) and set(result["wasserstein"]) == {"logp", "qed", "mw"}
-    assert 0 < result["validity"] <= 1 and result["fcd"] > 0
+    assert 0 < result["validity"] <= 1 and result["fcd"] > 0 and result["fcd_molecules"] == 90
+    assert 0 < result["fcd_floor"]["value"] < result["fcd"]
     assert (root / "results/tiny/sample/s-800/samples.csv").read_text().count("\n") == 101
 
 
@@ -51,14 +52,15 @@ def test_changing_generation_resamples_without_retraining(project):
 def test_report_shows_generation_metrics_and_the_fcd_fit(project):
     root, _, _ = project
     report = json.loads(sh("chemspec", "report", "--json", cwd=root))
-    assert all(set(c["generation"]) == METRICS for c in report["cells"])
+    assert all(set(c["generation"]) == METRICS | {"fcd_molecules", "fcd_floor"} for c in report["cells"])
     text = sh("chemspec", "report", cwd=root)
     assert "FCD" in text and "novel" in text
     html = (root / "results/tiny/report/index.html").read_text()
     assert "Generation quality" in html and 'alt="generation"' in html
     fit = json.loads((root / "results/tiny/fit/fit.json").read_text())
     assert {f["axis"] for f in fit["generation"]} == {"data", "params"}
-    assert any(k.startswith("fcd.power.data.") for k in fit["exponents"])
+    assert any(k.startswith("fcd_excess.power.data.") for k in fit["exponents"])
+    assert all(f["quantity"].startswith("excess FCD over the 90-sample floor of ") for f in fit["generation"])
 
 
 def test_archive_holds_the_samples_and_diff_shows_their_change(project):

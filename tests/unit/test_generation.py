@@ -1,4 +1,5 @@
-"""Generation metrics on small hand-checked sets, and FCD's sanity: ~0 against itself, large against nonsense."""
+"""Generation metrics on small hand-checked sets, and FCD's sanity: ~0 against itself, large against nonsense,
+a floor above 0 for real molecules at a finite count, and every cell scored at that one count."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 import selfies
 from rdkit import Chem
 
+from chemspec.errors import RunError
 from chemspec.runtime.generation import (Reference, canonical, evaluate, fcd, internal_diversity, property_distances,
-                                         reference)
+                                         reference, with_floor)
 from chemspec.runtime.sample import to_smiles
 
 
@@ -29,7 +31,7 @@ def moses(n: int, skip: int = 0) -> list[str]:
 def test_counts_on_a_hand_checked_set():
     samples = ["CCO", "OCC", "CCO", "c1ccccc1", "C1CC", "", "C", "CCN"]
     #           valid  =CCO   dup   valid      invalid  empty  1 atom  valid, in training
-    result = evaluate(samples, training={"CCN", "CCCC"}, ref=reference(["CCO", "CCC", "c1ccccc1O"]))
+    result = evaluate(samples, training={"CCN", "CCCC"}, ref=reference(["CCO", "CCC", "c1ccccc1O"]), fcd_molecules=2)
     assert result["samples"] == 8
     assert result["validity"] == pytest.approx(6 / 8)       # CCO OCC CCO c1ccccc1 C CCN
     assert result["trivial"] == pytest.approx(2 / 8)        # the empty string and methane
@@ -40,7 +42,7 @@ def test_counts_on_a_hand_checked_set():
 
 
 def test_internal_diversity_counts_repeats_and_self_pairs_as_moses_does():
-    result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), ref=reference(["CCO", "CCC"]))
+    result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), ref=reference(["CCO", "CCC"]), fcd_molecules=2)
     assert result["uniqueness"] == pytest.approx(1 / 3)
     assert result["internal_diversity"] == pytest.approx(0.0)
     from rdkit import DataStructs
@@ -54,7 +56,7 @@ def test_internal_diversity_counts_repeats_and_self_pairs_as_moses_does():
 
 
 def test_nothing_valid_gives_none_not_a_crash():
-    result = evaluate(["C1CC", "", "(("], training=set(), ref=reference(["CCO", "CCC"]))
+    result = evaluate(["C1CC", "", "(("], training=set(), ref=reference(["CCO", "CCC"]), fcd_molecules=2)
     assert result["validity"] == 0
     assert result["uniqueness"] is None and result["novelty"] is None and result["fcd"] is None
     assert result["wasserstein"] is None
@@ -99,13 +101,13 @@ def test_a_saved_reference_scores_as_the_one_computed(tmp_path):
     computed.save(tmp_path / "reference.npz")
     loaded = Reference.load(tmp_path / "reference.npz")
     assert loaded.count == 200
-    assert evaluate(other, set(), loaded) == evaluate(other, set(), computed)
+    assert evaluate(other, set(), loaded, fcd_molecules=150) == evaluate(other, set(), computed, fcd_molecules=150)
 
 
 def test_a_test_set_of_one_molecule_gives_no_fcd_and_says_why(tmp_path):
     one = reference(["CCO"])
     one.save(tmp_path / "reference.npz")
-    result = evaluate(["CCO", "CCN", "c1ccccc1"], set(), Reference.load(tmp_path / "reference.npz"))
+    result = evaluate(["CCO", "CCN", "c1ccccc1"], set(), Reference.load(tmp_path / "reference.npz"), fcd_molecules=2)
     assert result["fcd"] is None and result["notes"]["fcd"] == "the test set holds 1 molecules; need at least 2"
     assert result["wasserstein"] is not None
 
@@ -119,3 +121,37 @@ def test_a_damaged_reference_names_the_file(tmp_path):
     np.savez(tmp_path / "reference.npz", count=np.array(3))
     with pytest.raises(InputError, match=r"reference.npz has no 'property_logp', 'property_qed', 'property_mw'"):
         Reference.load(tmp_path / "reference.npz")
+
+
+@pytest.fixture(scope="module")
+def split_moses():
+    """500 test molecules and 900 others, shuffled (MOSES's rows are not), with the floor at 150 molecules."""
+    molecules = moses(1400)
+    random.Random(0).shuffle(molecules)
+    test, outside = molecules[:500], molecules[500:]
+    return outside, with_floor(reference(test), outside, 150, seed=0)
+
+
+def test_the_floor_is_the_fcd_of_real_molecules_above_0_and_below_a_bad_sample(split_moses, tmp_path):
+    outside, ref = split_moses
+    floor = ref.floor_summary()
+    assert floor["draws"] == 3 and floor["molecules"] == 150
+    assert floor["value"] > 1 and floor["std"] < 0.1 * floor["value"]  # a real bias, measured tightly
+    rng = random.Random(0)
+    bad = fcd([_shuffled(s, rng) for s in outside[:150]], ref)
+    assert bad > 2 * floor["value"]
+    ref.save(tmp_path / "reference.npz")
+    assert Reference.load(tmp_path / "reference.npz").floor_summary() == floor
+    with pytest.raises(RunError, match=r"needs 150 molecules outside the test set, but there are 100"):
+        with_floor(ref, outside[:100], 150, seed=0)
+
+
+def test_every_cell_is_scored_on_the_same_count_whatever_its_validity(split_moses):
+    outside, ref = split_moses
+    valid, half_valid = outside[:300], outside[300:450] + ["C1CC"] * 150  # 300 and 150 valid of one distribution
+    a, b = (evaluate(cell, set(), ref, fcd_molecules=150) for cell in (valid, half_valid))
+    assert a["fcd_molecules"] == b["fcd_molecules"] == 150 and a["fcd_floor"] == ref.floor_summary()
+    assert abs(a["fcd"] - b["fcd"]) < 1  # the same distribution scores the same at one count
+    assert fcd(outside[300:450], ref) - fcd(valid, ref) > 3  # on all valid samples, validity moved the bias
+    short = evaluate(half_valid, set(), ref, fcd_molecules=200)
+    assert short["fcd"] is None and "150 valid molecules; need at least 200" in short["notes"]["fcd"]

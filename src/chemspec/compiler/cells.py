@@ -87,6 +87,10 @@ class SampleCell(Cell):
     top_p: float
     batch_size: int
     seed: int
+    fcd_molecules: int
+    """Valid molecules FCD is scored on (generation.fcd_count()). Added 2026-12-05, when FCD moved from
+    every valid sample to this fixed count: in the identity, it makes every sample cell compiled before
+    score again once, and no train cell."""
     accelerator: str
     train_identity: str
     """Identity of the training cell sampled: a retrained model is a new sample."""
@@ -98,8 +102,11 @@ class SampleCell(Cell):
 
 
 class ReferenceCell(Cell):
-    """The test set's ChemNet statistics and molecular properties, which every sample cell scores against."""
+    """The test set's ChemNet statistics and molecular properties, which every sample cell scores against,
+    and FCD's floor: the FCD of `fcd_molecules` real molecules from outside the test set, drawn by `seed`."""
 
+    fcd_molecules: int
+    seed: int
     accelerator: str
     data_dir: str
     split_dir: str
@@ -280,7 +287,7 @@ def expand(study: Study) -> Cells:
                 "out_dir": f"{results}/train/{key}-seed{replicate}",
                 "resume_dir": f"{results}/.resume/train-{key}-seed{replicate}"})
     reference = None if study.generation is None else ReferenceCell(
-        accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir,
+        fcd_molecules=study.generation.fcd_count(), seed=study.generation.seed, accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir,
         out_dir=f"{results}/reference")
     sample = _samples(study, train, f"{results}/sample", reference)
     fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
@@ -304,7 +311,8 @@ def _samples(study: Study, train: dict[str, TrainCell], out: str,
     if generation is None or reference is None:
         return {}
     return {key: SampleCell(name=f"sample@{key}", data_size=cell.data_size,
-                            representation=study.data.text_representation, **generation.model_dump(),
+                            representation=study.data.text_representation,
+                            **generation.model_dump(exclude={"fcd_molecules"}), fcd_molecules=generation.fcd_count(),
                             accelerator=study.training.accelerator, train_identity=identity(cell),
                             train_dir=cell.out_dir, data_dir=cell.data_dir, split_dir=cell.split_dir,
                             reference_dir=reference.out_dir, out_dir=f"{out}/{key}")

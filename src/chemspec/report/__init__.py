@@ -136,7 +136,7 @@ def markdown(ctx: dict) -> str:
                   for g in ctx["generation"]]
         for f in ctx["generation_fits"]:
             value = f"{f['exponent']:.3f} {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
-            lines.append(f"- FCD power law, {f['axis']} axis, {f['group']}: {value}")
+            lines.append(f"- {f.get('quantity', 'FCD')}, power law, {f['axis']} axis, {f['group']}: {value}")
     if ctx["monotone"]:
         lines += ["", "Loss falls with data size: " + ", ".join(f"{m} {'yes' if ok else 'no'}" for m, ok in ctx["monotone"])]
     if ctx["spearman"]:

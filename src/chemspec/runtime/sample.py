@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from chemspec.compiler.cells import ReferenceCell, SampleCell, identity
+from chemspec.errors import RunError
 from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, write_json
 
 
@@ -76,16 +77,20 @@ def _device(accelerator: str) -> str:
 
 
 def run_reference(cell: ReferenceCell) -> dict:
-    """The test set's ChemNet statistics and properties, for every sample cell of the study."""
-    from chemspec.runtime.generation import reference
+    """The test set's ChemNet statistics and properties, for every sample cell of the study, and FCD's floor
+    measured on molecules of the data table outside the test set (validation, training or unused: any is
+    a draw of the same distribution that no test molecule is in)."""
+    from chemspec.runtime.generation import reference, with_floor
 
     table = _molecules(Path(cell.data_dir))
-    test = [table[i][0] for i in read_array(Path(cell.split_dir) / "test.npy")]
+    indices = read_array(Path(cell.split_dir) / "test.npy").tolist()
+    test, in_test = [table[i][0] for i in indices], set(indices)
+    outside = [smiles for i, (smiles, _) in enumerate(table) if i not in in_test]
     device = _device(cell.accelerator)
     started = time.perf_counter()
-    ref = reference(test, device)
-    result = {"cell": "reference", "identity": identity(cell), "molecules": ref.count, "device": device,
-              "seconds": round(time.perf_counter() - started, 3)}
+    ref = with_floor(reference(test, device), outside, cell.fcd_molecules, cell.seed, device)
+    result = {"cell": "reference", "identity": identity(cell), "molecules": ref.count,
+              "fcd_floor": ref.floor_summary(), "device": device, "seconds": round(time.perf_counter() - started, 3)}
     with atomic_dir(Path(cell.out_dir)) as tmp:
         ref.save(tmp / "reference.npz")
         write_json(tmp / "reference.json", result)
@@ -122,7 +127,12 @@ def run_sample(cell: SampleCell) -> dict:
     by_text = {text: smiles for smiles, text in seen}
     smiles = [by_text.get(r["text"], r["smiles"]) for r in rows]
     ref = Reference.load(Path(cell.reference_dir) / "reference.npz")
-    metrics = evaluate(smiles, {s for s, _ in seen}, ref, device=device, seed=cell.seed)
+    if ref.floor and ref.floor_molecules != cell.fcd_molecules:
+        raise RunError(f"{cell.name}: {cell.reference_dir}/reference.npz measured FCD's floor at "
+                       f"{ref.floor_molecules} molecules, not generation.fcd_molecules ({cell.fcd_molecules}); "
+                       "run `dvc repro` so that the reference stage runs first")
+    metrics = evaluate(smiles, {s for s, _ in seen}, ref, fcd_molecules=cell.fcd_molecules, device=device,
+                       seed=cell.seed)
     result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
               "model": trained["model"], "params": trained["params"], "data_size": cell.data_size,
               "status": "ok", "settings": {k: getattr(cell, k) for k in

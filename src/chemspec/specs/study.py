@@ -233,6 +233,11 @@ class Study(Spec):
         if self.fit.replicate_cells and not self.fit.replicate_seeds:
             yield (f"fit.replicate_cells {self.fit.replicate_cells} are repeated by no seed while fit.replicate_seeds "
                    "is 0; give the number of extra seeds (e.g. replicate_seeds: 3), or remove replicate_cells")
+        outside_test = self.data.validation + self.data.sizes[-1]  # the split guarantees this many
+        if self.generation is not None and self.generation.fcd_count() > outside_test:
+            yield (f"generation.fcd_molecules: FCD's floor is measured on {self.generation.fcd_count()} real "
+                   f"molecules outside the test set, but the study holds only {outside_test} for certain "
+                   "(data.validation + the largest data.sizes); lower generation.fcd_molecules (or samples)")
         if self.training.precision == "16-mixed" and self.training.accelerator == "cpu":
             yield ("training.precision: 16-mixed has no CPU autocast, so Lightning would train in bf16-mixed while "
                    "the study records 16-mixed; use 32-true or bf16-mixed on training.accelerator cpu")
