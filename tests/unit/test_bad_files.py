@@ -242,7 +242,7 @@ def test_the_report_claims_a_tpe_saving_only_where_tpe_dropped_configurations(cl
     write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     results = tmp_path / "results" / "tiny"
-    from chemspec.report import cost
+    from chemspec.runtime.tpe import cost
 
     selected = _selected(configs, keep, kept, cost_s)
     io.write_json(results / "fit" / "cells.json", [_ROW])

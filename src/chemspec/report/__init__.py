@@ -27,22 +27,6 @@ def _interval(ci: list | None) -> str:
     return "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in ci) + "]"
 
 
-def cost(selected: dict | None, wall_times: list[float]) -> dict | None:
-    """Compute spent by TPE plus full training (`wall_times`: every run of the grid, each kept rank of
-    each cell), against training every configuration in every cell."""
-    if not selected:
-        return None
-    train = sum(wall_times)
-    groups = max(1, len(selected["kept"]))
-    configs = len(selected["configs"]) // groups
-    kept = sum(len(chosen) for chosen in selected["kept"].values()) / groups  # what select kept, not hpo.tpe.keep
-    spent = selected["tpe_cost_s"] + train
-    exhaustive = train / kept * configs
-    return {"tpe_s": selected["tpe_cost_s"], "train_s": round(train, 3), "spent_s": round(spent, 3),
-            "exhaustive_s": round(exhaustive, 3), "configs": configs, "kept": round(kept, 3),
-            "saving": round(1 - spent / exhaustive, 4) if exhaustive and kept < configs else None}
-
-
 def cost_text(spent: dict) -> str:
     """What TPE cost and saved, in one sentence; where TPE dropped no configuration, it claims no saving."""
     if spent["kept"] >= spent["configs"]:

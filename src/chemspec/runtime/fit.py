@@ -223,10 +223,9 @@ def statistics(rows: list[dict]) -> dict:
 
 
 def run_fit(cell: FitCell) -> dict:
-    from chemspec.runtime.plots import write_plots
-
-    from chemspec.report import cost
     from chemspec.runtime import quality
+    from chemspec.runtime.plots import write_plots
+    from chemspec.runtime.tpe import cost
 
     runs, replicates = read_runs(cell.metrics)
     rows = quality.attach(cells_table(runs), cell.generation)
