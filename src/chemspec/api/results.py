@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,9 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         calibration = read_json(root / cells.calibration.out_dir / "calibration.json")
     files = []
     if write:
-        ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration)
         out = folder.parent / "report"
+        ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration,
+                            plots_link=Path(os.path.relpath(folder / "plots", out)).as_posix())
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),

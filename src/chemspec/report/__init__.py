@@ -68,7 +68,9 @@ def _status_text(cell: dict) -> str:
 
 
 def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
-            manifest: str | None = None, calibration: dict | None = None) -> dict:
+            manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots") -> dict:
+    """What the pages show. `plots` is where the PNGs are read from (to embed them in the HTML);
+    `plots_link` is that folder as report.md links it, relative to the report's own folder."""
     fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
@@ -91,7 +93,8 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
     return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
             "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
-            "tpe": tpe, "images": images, "manifest": manifest, "calibration": calibration_rows(calibration),
+            "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
+            "manifest": manifest, "calibration": calibration_rows(calibration),
             "generation": generation_rows(cells),
             "generation_fits": [{**f, "ci_text": _interval(f.get("ci"))} for f in fit.get("generation") or []]}
 
@@ -137,7 +140,8 @@ def markdown(ctx: dict) -> str:
         lines += ["", ctx["tpe"]["cost_text"]]
     if ctx["manifest"]:
         lines += ["", f"Archived as manifest {ctx['manifest']}."]
-    lines += ["", "Figures: " + ", ".join(f"plots/{name}.png" for name, _ in ctx["images"])]
+    if ctx["figure_links"]:
+        lines += ["", "Figures:", ""] + [f"![{name}]({link})" for name, link in ctx["figure_links"]]
     return "\n".join(lines) + "\n"
 
 

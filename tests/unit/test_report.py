@@ -1,0 +1,68 @@
+"""The report pages and `chemspec report` output, made from the real fit stage's outputs: a compiled
+tiny study whose train metrics are written by hand from a known law, fitted by `chemspec run fit`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from chemspec.runtime import io
+from tests.conftest import archive_commit, tiny_study, write_spec
+
+PARAMS = {"xs": 1_000, "s": 4_000, "m": 16_000, "l": 64_000}
+
+
+def _loss(params: int, data: int) -> float:
+    return 0.5 + 40 * params ** -0.3 + 30 * data ** -0.4
+
+
+def fitted(cli, root: Path, study: dict, noise: float = 0.01, extra: dict | None = None) -> Path:
+    """Compile `study` in `root`, write each train cell's metrics.json from a known law (with seeded
+    multiplicative noise, and `extra` keys), run the fit stage; the study's results folder."""
+    write_spec(root / "study.yaml", study)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    fit = yaml.safe_load((root / "params.yaml").read_text())["cells"]["fit"]
+    rng = np.random.default_rng(0)
+    for key, path in fit["metrics"].items():
+        model, size = key.split("-")[:2]
+        params = PARAMS.get(model, 1_000 * (1 + len(model)))
+        loss = _loss(params, int(size)) * float(np.exp(rng.normal(0, noise)))
+        io.write_json(root / path, {"cell": key, "model": model, "params": params, "data_size": int(size),
+                                    "val_loss": loss, "test_loss": loss, "hparams": {"learning_rate": 0.001},
+                                    "epochs": 2, "wall_time_s": 1.0, **(extra or {})})
+    run = cli("run", "fit", cwd=root)
+    assert run.code == 0, run.err
+    return root / Path(fit["out_dir"]).parent
+
+
+def test_report_md_links_the_plots_where_they_are(cli, tmp_path):
+    results = fitted(cli, tmp_path, tiny_study())
+    assert cli("report", cwd=tmp_path).code == 0
+    page = results / "report" / "report.md"
+    links = re.findall(r"!\[\w+\]\(([^)]+)\)", page.read_text())
+    assert links and all((page.parent / link).is_file() for link in links), links
+    assert "../fit/plots/scaling.png" in links
+
+
+def test_an_archived_report_links_the_plots_it_copied(cli, tmp_path, git_env):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    data = b"\x89PNG\r\n\x1a\n"  # the report copies and embeds the bytes, it does not decode them
+    cells = [{"cell": "xs-100", "model": "xs", "params": 1000, "data_size": 100, "val_loss": 2.0, "hparams": {},
+              "epochs": 1, "wall_time_s": 1.0, "status": "ok"}]
+    archive_commit(tmp_path, cells, [], plots={"scaling.png": data, "scaling.svg": b"<svg/>"})
+    assert cli("report", "--from", "HEAD", cwd=tmp_path).code == 0
+    page = tmp_path / "reports" / "s" / "report.md"
+    links = re.findall(r"!\[\w+\]\(([^)]+)\)", page.read_text())
+    assert links == ["plots/scaling.png"] and (page.parent / links[0]).read_bytes() == data
+
+
+def _json(cli, root: Path) -> dict:
+    result = cli("report", "--json", "--no-files", cwd=root)
+    assert result.code == 0, result.err
+    return json.loads(result.out)
