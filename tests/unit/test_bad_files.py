@@ -178,7 +178,7 @@ def test_archive_ls_without_an_archive_says_so(cli, tmp_path):
 
 @pytest.mark.parametrize(("cells", "fit", "named"), [
     ({"study": "s"}, {"study": "s", "confidence": 0.9, "fits": []}, "cells.json is not a list of cell records"),
-    ([], {"study": "s", "confidence": 0.9, "fits": 3}, "fit.json has no list of fits"),
+    ([], {"study": "s", "confidence": 0.9, "fits": 3}, "fit.json: 'fits' is 3, not a list; restore it"),
 ], ids=["cells-a-mapping", "fits-a-number"])
 def test_hand_edited_results_of_the_wrong_shape_are_named(cli, tmp_path, cells, fit, named):
     pulled = tmp_path / "pulled"

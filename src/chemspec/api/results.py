@@ -10,7 +10,9 @@ from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
-from chemspec.runtime.io import read_json, read_results, staged, write_bytes
+from chemspec.runtime.io import staged, write_bytes
+from chemspec.runtime.result_files import (calibration_problem, cells_problem, fit_problem, read_checked,
+                                          read_results, selected_problem)
 
 
 @dataclass
@@ -61,11 +63,13 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if not (table.is_file() and fit_path.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     rows, fit = read_results(folder)
-    selected = read_json(root / cells.select.out) if (root / cells.select.out).is_file() else None
+    selected = (read_checked(root / cells.select.out, "select", selected_problem)
+                if (root / cells.select.out).is_file() else None)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
     calibration = None
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
-        calibration = read_json(root / cells.calibration.out_dir / "calibration.json")
+        calibration = read_checked(root / cells.calibration.out_dir / "calibration.json", "calibration",
+                                   calibration_problem)
     files = []
     if write:
         out = folder.parent / "report"
@@ -99,9 +103,14 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
     snapshot = Snapshot(source)
     digest, manifest = snapshot.manifest(study)
     objects = manifest["objects"]
-    rows, fit = summary(manifest, "cells", snapshot.json), summary(manifest, "fit", snapshot.json)
-    selected = summary(manifest, "selected", snapshot.json) if "selected" in objects else None
-    calibration = summary(manifest, "calibration", snapshot.json) if "calibration" in objects else None
+
+    def checked(role: str, problem):
+        if role not in objects:
+            return None
+        return _archived_object(summary(manifest, role, snapshot.json), role, problem, source)
+
+    rows, fit = checked("cells", cells_problem), checked("fit", fit_problem)
+    selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
     name, files = manifest["study"], []
     if write:
         out = Path("reports") / name
@@ -113,6 +122,15 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])
+
+
+def _archived_object(value, role: str, problem, source: str):
+    """An archived summary object, checked like the file it was made from."""
+    wrong = problem(value)
+    if wrong:
+        raise ArchiveError(f"the {role}.json archived at {source} cannot be read: {wrong}; `chemspec archive verify` "
+                           "checks the archive's objects, or report that run with the chemspec that archived it")
+    return value
 
 
 def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], list[str]]:
@@ -194,7 +212,8 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     else:
         snapshot = Snapshot(source)
         _, manifest = snapshot.manifest(study)
-        cells, old = snapshot.json(manifest["objects"]["cells"]), snapshot.json(manifest["objects"]["fit"])
+        cells = _archived_object(snapshot.json(manifest["objects"]["cells"]), "cells", cells_problem, source)
+        old = _archived_object(snapshot.json(manifest["objects"]["fit"]), "fit", fit_problem, source)
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
     level = confidence if confidence is not None else old["confidence"]
     flat, joint = fits(cells, laws, level)
