@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from chemspec.report import interval_text
 from chemspec.runtime import io
 from tests.conftest import archive_commit, tiny_study, write_spec
 
@@ -66,3 +67,42 @@ def _json(cli, root: Path) -> dict:
     result = cli("report", "--json", "--no-files", cwd=root)
     assert result.code == 0, result.err
     return json.loads(result.out)
+
+
+def grid_study(**overrides) -> dict:
+    """tiny_study on a 3 × 4 grid (12 cells: enough for the saturating law and a bootstrap), every law."""
+    return tiny_study(**{"data.sizes": [200, 400, 800, 1600], "data.source": {"package": "moses", "max_molecules": 3000},
+                         "fit.laws": ["power", "saturating", "joint"], **overrides})
+
+
+def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(cli, tmp_path):
+    results = fitted(cli, tmp_path, grid_study())
+    fit = json.loads((results / "fit" / "fit.json").read_text())
+    profiled = [f for f in fit["fits"] if f["status"] == "ok" and f["law"] != "power"]
+    assert {f["law"] for f in profiled} == {"saturating", "joint"}
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    markdown = (results / "report" / "report.md").read_text()
+    page = (results / "report" / "index.html").read_text()
+    assert "Wald (t)" in table.out and "profile (F)" in table.out
+    assert "| exponent | Wald (t) | profile (F) | R² | n |" in markdown and "<th>Wald (t)</th><th>profile (F)</th>" in page
+    for f in profiled:
+        wald, profile = interval_text(f["ci"]), interval_text(f["ci_profile"])
+        assert profile != "-" and wald != profile
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {f['law']} | {f['axis']} | {f['group']} |"))
+        assert f"| {wald} | {profile} |" in line
+        assert re.search(rf"{f['group']}\s+{f['law']}\s+{f['exponent']:.3f}\s+{re.escape(wald)}\s+{re.escape(profile)}",
+                         table.out), table.out
+        assert profile in page
+    note = "\"open\": up to the largest exponent the fit allows (5) the losses fit within the threshold"
+    assert note in table.out and note in markdown and "&#34;open&#34;: up to the largest exponent" in page
+    assert "Intervals at 95%. Wald (t): estimate ± t·se, symmetric; exact for the power law" in markdown
+    joint = fit["joint"]
+    assert f"α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint['ci_alpha_profile'])}" in markdown
+    as_json = _json(cli, tmp_path)
+    assert [f.get("ci_profile") for f in as_json["fits"]] == [f.get("ci_profile") for f in fit["fits"]]
+    assert as_json["confidence"] == 0.95 and as_json["intervals"].startswith("Intervals at 95%. Wald (t)")
+
+
+def test_an_open_end_reads_open():
+    assert interval_text([0.036, None]) == "[0.036, open]" and interval_text(None) == "-"

@@ -28,13 +28,19 @@ class Report:
     provenance: dict | None = None
 
     def as_json(self) -> dict:
-        return {"study": self.study,
+        """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
+        report.intervals_note, repeated under `intervals`); a null end is open."""
+        from chemspec.report import intervals_note
+
+        return {"study": self.study, "confidence": self.fit["confidence"],
+                "intervals": intervals_note(self.fit["confidence"]),
                 "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "test_loss", "status",
                                              "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s")
                            if k in c}
                           for c in self.cells],
                 "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],
-                          "exponent": f.get("exponent"), "ci": f.get("ci"), "n": f["n"],
+                          "exponent": f.get("exponent"), "ci": f.get("ci"), "ci_profile": f.get("ci_profile"),
+                          "n": f["n"],
                           "status": f["status"], **({"reason": f["reason"]} if "reason" in f else {})}
                          for f in self.fits],
                 "joint": self.fit.get("joint"), "statistics": self.fit.get("statistics"), "cost": self.cost,

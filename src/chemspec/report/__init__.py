@@ -21,10 +21,23 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
 
 
-def _interval(ci: list | None) -> str:
+def interval_text(ci: list | None) -> str:
+    """[low, high] to 3 decimals; an end that is null (infinite in the fit) is "open"."""
     if not ci:
         return "-"
     return "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in ci) + "]"
+
+
+def intervals_note(confidence: float) -> str:
+    """What the two interval columns are (runtime.laws computes both), and what an open end means."""
+    from chemspec.runtime.laws import EXPONENT_MAX
+
+    return (f"Intervals at {confidence:.0%}. Wald (t): estimate ± t·se, symmetric; exact for the power law (OLS on "
+            "logs), approximate for the saturating and joint laws, where it can cross the fit's bounds "
+            f"(0 ≤ exponent ≤ {EXPONENT_MAX:g}, E ≥ 0). Profile (F): the exponents at which the refit with the exponent "
+            "held stays within the F(1, n − p) threshold of the best fit; it keeps to the bounds (a low end of 0 is "
+            f"the bound) and is the one to quote. \"open\": up to the largest exponent the fit allows "
+            f"({EXPONENT_MAX:g}) the losses fit within the threshold, so the data set no upper limit.")
 
 
 def cost_text(spent: dict) -> str:
@@ -71,7 +84,7 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
             manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots") -> dict:
     """What the pages show. `plots` is where the PNGs are read from (to embed them in the HTML);
     `plots_link` is that folder as report.md links it, relative to the report's own folder."""
-    fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
+    fits = [{**f, "ci_text": interval_text(f.get("ci")), "profile_text": interval_text(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
              "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
@@ -81,8 +94,9 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
                 for size, s in sorted(stats.get("spearman", {}).items(), key=lambda item: float(item[0]))]
     joint = fit.get("joint") or {}
     joint_text = (f"L = {joint['E']:.4g} + {joint['A']:.4g}/N^{joint['alpha']:.3f} + {joint['B']:.4g}/D^{joint['beta']:.3f}"
-                  f" (α {_interval(joint['ci_alpha'])}, β {_interval(joint['ci_beta'])}, E {_interval(joint['ci_E'])},"
-                  f" {joint['n']} cells)" if joint.get("status") == "ok" else
+                  f" (α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint.get('ci_alpha_profile'))};"
+                  f" β Wald {interval_text(joint['ci_beta'])}, profile {interval_text(joint.get('ci_beta_profile'))};"
+                  f" E Wald {interval_text(joint['ci_E'])}; {joint['n']} cells)" if joint.get("status") == "ok" else
                   (f"cannot fit: {joint['reason']}" if joint else ""))
     tpe = None
     if selected:
@@ -92,11 +106,12 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
     return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
+            "intervals_note": intervals_note(fit["confidence"]),
             "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "calibration": calibration_rows(calibration),
             "generation": generation_rows(cells),
-            "generation_fits": [{**f, "ci_text": _interval(f.get("ci"))} for f in fit.get("generation") or []]}
+            "generation_fits": [{**f, "ci_text": interval_text(f.get("ci"))} for f in fit.get("generation") or []]}
 
 
 def html(ctx: dict) -> str:
@@ -106,11 +121,15 @@ def html(ctx: dict) -> str:
 
 
 def markdown(ctx: dict) -> str:
-    lines = [f"# {ctx['study']}", "", f"Intervals at {ctx['confidence']:.0%}.", "",
-             "| law | axis | group | exponent | interval | n |", "|---|---|---|---|---|---|"]
+    lines = [f"# {ctx['study']}", "", "| law | axis | group | exponent | Wald (t) | profile (F) | R² | n |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in ctx["fits"]:
-        value = f"{f['exponent']:.3f}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
-        lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | {value} | {f['ci_text']} | {f['n']} |")
+        if f["status"] == "ok":
+            lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | {f['exponent']:.3f} | {f['ci_text']} "
+                         f"| {f['profile_text']} | {f['r2']:.3f} | {f['n']} |")
+        else:
+            lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | cannot fit: {f['reason']} | | | | {f['n']} |")
+    lines += ["", ctx["intervals_note"]]
     if ctx["joint_text"]:
         lines += ["", f"Joint fit: {ctx['joint_text']}"]
     lines += ["", "| model | parameters | data size | val loss | status |", "|---|---|---|---|---|"]
@@ -122,7 +141,7 @@ def markdown(ctx: dict) -> str:
         lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in COLUMNS) + " |"
                   for g in ctx["generation"]]
         for f in ctx["generation_fits"]:
-            value = f"{f['exponent']:.3f} {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
+            value = f"{f['exponent']:.3f}, Wald (t) {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
             lines.append(f"- FCD power law, {f['axis']} axis, {f['group']}: {value}")
     if ctx["monotone"]:
         lines += ["", "Loss falls with data size: " + ", ".join(f"{m} {'yes' if ok else 'no'}" for m, ok in ctx["monotone"])]
