@@ -42,12 +42,19 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     click.echo()
     _echo_fits(result.fits, result.fit["confidence"])
     _echo_generation(result.cells)
-    if result.cost:
-        from chemspec.report import cost_text
-
-        click.echo(f"\n{cost_text(result.cost)}")
+    _echo_notes(result.fit)
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+def _echo_notes(fit: dict) -> None:
+    """The bootstrap, the seed noise and what TPE cost, a sentence each, worded as in the report pages."""
+    from chemspec.report import bootstrap_text, cost_text, noise_text
+
+    for text in (bootstrap_text(fit.get("bootstrap"), fit["confidence"]), noise_text(fit.get("noise"), fit.get("joint")),
+                 cost_text(fit["cost"]) if fit.get("cost") else ""):
+        if text:
+            click.echo(f"\n{text}")
 
 
 def _echo_generation(cells: list[dict]) -> None:

@@ -99,9 +99,27 @@ def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(
     assert "Intervals at 95%. Wald (t): estimate ± t·se, symmetric; exact for the power law" in markdown
     joint = fit["joint"]
     assert f"α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint['ci_alpha_profile'])}" in markdown
+    assert "Bootstrap" not in markdown and "Seed noise" not in markdown, "fit.bootstrap and replicate_seeds are 0"
     as_json = _json(cli, tmp_path)
     assert [f.get("ci_profile") for f in as_json["fits"]] == [f.get("ci_profile") for f in fit["fits"]]
     assert as_json["confidence"] == 0.95 and as_json["intervals"].startswith("Intervals at 95%. Wald (t)")
+
+
+def test_the_bootstrap_and_the_seed_noise_are_shown_in_every_output(cli, tmp_path):
+    study = grid_study(**{"fit.bootstrap": 40, "fit.replicate_seeds": 2, "fit.replicate_cells": ["s-400", "m-800"]})
+    results = fitted(cli, tmp_path, study)
+    fit = json.loads((results / "fit" / "fit.json").read_text())
+    boot, noise = fit["bootstrap"], fit["noise"]
+    assert boot["status"] == "ok" and set(noise["std_log_loss"]) == {"s-400", "m-800"}
+    said = ["of 40 resamples fitted", f"joint α {interval_text(boot['ci_alpha'])}, β {interval_text(boot['ci_beta'])} "
+            "(95% percentile intervals)", f"Seed noise: std of log loss over seeds {noise['median_std_log_loss']:.3g}",
+            f"s-400: {noise['std_log_loss']['s-400']:.3g} over 3 runs", "against a residual standard error of"]
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    for page in (table.out, *((results / "report" / name).read_text() for name in ("report.md", "index.html"))):
+        assert all(text in page for text in said), [text for text in said if text not in page]
+    as_json = _json(cli, tmp_path)
+    assert as_json["bootstrap"] == boot and as_json["noise"] == noise
 
 
 def test_an_open_end_reads_open():

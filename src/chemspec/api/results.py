@@ -43,7 +43,8 @@ class Report:
                           "n": f["n"],
                           "status": f["status"], **({"reason": f["reason"]} if "reason" in f else {})}
                          for f in self.fits],
-                "joint": self.fit.get("joint"), "statistics": self.fit.get("statistics"), "cost": self.cost,
+                "joint": self.fit.get("joint"), "bootstrap": self.fit.get("bootstrap"), "noise": self.fit.get("noise"),
+                "statistics": self.fit.get("statistics"), "cost": self.cost,
                 "calibration": {k: self.calibration[k] for k in ("budget_fraction", "estimator", "scores", "cost")}
                 if self.calibration else None, "manifest": self.manifest, "provenance": self.provenance}
 

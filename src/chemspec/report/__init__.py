@@ -54,6 +54,36 @@ def cost_text(spent: dict) -> str:
     return f"{text}: {spent['saving']:.0%} saved."
 
 
+def bootstrap_text(bootstrap: dict | None, confidence: float) -> str:
+    """The bootstrap cross-check of the joint exponents in one sentence ('' where none was asked for)."""
+    if not bootstrap:
+        return ""
+    if bootstrap["status"] != "ok":
+        return f"Bootstrap over cells: {bootstrap['status']}: {bootstrap['reason']}."
+    bound = f", {bootstrap['on_bound']} with an exponent on a bound" if bootstrap.get("on_bound") else ""
+    return (f"Bootstrap over cells ({bootstrap['fitted']} of {bootstrap['resamples']} resamples fitted{bound}): "
+            f"joint α {interval_text(bootstrap['ci_alpha'])}, β {interval_text(bootstrap['ci_beta'])} "
+            f"({confidence:.0%} percentile intervals).")
+
+
+def noise_text(noise: dict | None, joint: dict | None) -> str:
+    """The seed-to-seed spread of log loss at the replicated cells, beside the joint fit's residual
+    standard error ('' where fit.replicate_seeds is 0): residuals far above the seed noise mean the law
+    does not describe the grid."""
+    if not noise:
+        return ""
+    if noise["median_std_log_loss"] is None:
+        return "Seed noise: no replicated cell finished alongside the run it repeats, so none was measured."
+    cells = ", ".join(f"{cell}: {std:.3g} over {noise['seeds_per_cell'].get(cell, '?')} runs"
+                      for cell, std in noise["std_log_loss"].items())
+    text = f"Seed noise: std of log loss over seeds {noise['median_std_log_loss']:.3g} (median; {cells})"
+    joint = joint or {}
+    if joint.get("status") == "ok" and joint.get("dof"):
+        residual = math.sqrt(sum(r * r for r in joint["residuals"]) / joint["dof"])
+        text += f", against a residual standard error of {residual:.3g} in the joint fit"
+    return text + "; residuals far above the seed noise mean the law does not describe the grid."
+
+
 def calibration_rows(calibration: dict | None) -> list[dict]:
     if not calibration:
         return []
@@ -107,6 +137,8 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
     return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
             "intervals_note": intervals_note(fit["confidence"]),
+            "bootstrap_text": bootstrap_text(fit.get("bootstrap"), fit["confidence"]),
+            "noise_text": noise_text(fit.get("noise"), fit.get("joint")),
             "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "calibration": calibration_rows(calibration),
@@ -132,6 +164,7 @@ def markdown(ctx: dict) -> str:
     lines += ["", ctx["intervals_note"]]
     if ctx["joint_text"]:
         lines += ["", f"Joint fit: {ctx['joint_text']}"]
+    lines += [line for text in (ctx["bootstrap_text"], ctx["noise_text"]) if text for line in ("", text)]
     lines += ["", "| model | parameters | data size | val loss | status |", "|---|---|---|---|---|"]
     lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['status_text']} |"
               for c in ctx["cells"]]
