@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from chemspec.report import interval_text
 from chemspec.runtime import io
-from tests.conftest import archive_commit, tiny_study, write_spec
+from chemspec.runtime.quality import COLUMNS
+from tests.conftest import REPO, archive_commit, tiny_study, write_spec
 
-PARAMS = {"xs": 1_000, "s": 4_000, "m": 16_000, "l": 64_000}
+PARAMS = {"xs": 1_000, "s": 4_000, "m": 16_000, "w8d2": 2_000, "w16d2": 8_000, "w32d2": 32_000}
 
 
 def _loss(params: int, data: int) -> float:
@@ -30,7 +32,7 @@ def fitted(cli, root: Path, study: dict, noise: float = 0.01, extra: dict | None
     rng = np.random.default_rng(0)
     for key, path in fit["metrics"].items():
         model, size = key.split("-")[:2]
-        params = PARAMS.get(model, 1_000 * (1 + len(model)))
+        params = PARAMS[model]
         loss = _loss(params, int(size)) * float(np.exp(rng.normal(0, noise)))
         io.write_json(root / path, {"cell": key, "model": model, "params": params, "data_size": int(size),
                                     "val_loss": loss, "test_loss": loss, "hparams": {"learning_rate": 0.001},
@@ -120,6 +122,43 @@ def test_the_bootstrap_and_the_seed_noise_are_shown_in_every_output(cli, tmp_pat
         assert all(text in page for text in said), [text for text in said if text not in page]
     as_json = _json(cli, tmp_path)
     assert as_json["bootstrap"] == boot and as_json["noise"] == noise
+
+
+@pytest.mark.parametrize(("representation", "said", "not_said"), [
+    ("selfies", "Samples are SELFIES decoded to SMILES", "as the model wrote them"),
+    ("smiles", "Samples are SMILES as the model wrote them", "SELFIES"),
+])
+def test_samples_are_described_by_the_study_representation(cli, tmp_path, representation, said, not_said):
+    results = fitted(cli, tmp_path, tiny_study(**{"data.representation": representation}))
+    cells = json.loads((results / "fit" / "cells.json").read_text())
+    io.write_json(results / "fit" / "cells.json", [{**c, "generation": {k: 0.5 for k in COLUMNS}} for c in cells])
+    assert cli("report", cwd=tmp_path).code == 0
+    page = (results / "report" / "index.html").read_text()
+    assert said in page and not_said not in page
+    assert "<th>non-embedding parameters</th><th>training molecules</th>" in page
+
+
+def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors(cli, tmp_path):
+    study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
+    study["data"].update(sizes=[60, 120, 240], validation=30, test=30)
+    study["model"].update(widths=[8, 16, 32], depths=[2])
+    study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
+    errors = {"force_mae_meV_per_A": 41.25, "energy_mae_meV": 7.5}
+    results = fitted(cli, tmp_path, study, extra={"family": "painn", "capacity": 16, **errors})
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    markdown = (results / "report" / "report.md").read_text()
+    page = (results / "report" / "index.html").read_text()
+    header = "| model | parameters (embeddings included) | training structures | val loss | force MAE (meV/Å) "
+    assert header + "| energy MAE (meV) | status |" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| w")]
+    assert len(rows) == 9 and all("| 41.25 | 7.5 | ok |" in line for line in rows), rows
+    assert "<th>force MAE (meV/Å)</th><th>energy MAE (meV)</th>" in page and page.count("<td>41.25</td>") == 9
+    assert "<th>parameters (embeddings included)</th><th>training structures</th>" in page
+    scaling = (results / "fit" / "plots" / "scaling.svg").read_text()
+    assert "<!-- training structures -->" in scaling and "<!-- parameters (embeddings included) -->" in scaling
+    assert "molecules" not in scaling and "non-embedding" not in scaling
+    assert "<!-- training structures D -->" in (results / "fit" / "plots" / "joint.svg").read_text()
 
 
 def test_an_open_end_reads_open():

@@ -80,8 +80,9 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     files = []
     if write:
         out = folder.parent / "report"
-        ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration,
-                            plots_link=Path(os.path.relpath(folder / "plots", out)).as_posix())
+        link = Path(os.path.relpath(folder / "plots", out)).as_posix()
+        ctx = pages.context(cells.fit.study, cells.archive.spec, rows, fit, selected, folder / "plots", manifest,
+                            calibration, plots_link=link)
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
@@ -125,7 +126,8 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
             for plot, obj in objects.get("plots", {}).items():
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
-            ctx = pages.context(name, rows, fit, selected, tmp / "plots", digest, calibration)
+            ctx = pages.context(name, snapshot.json(objects["spec"]), rows, fit, selected, tmp / "plots", digest,
+                                calibration)
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])

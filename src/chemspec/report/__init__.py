@@ -12,6 +12,7 @@ from pathlib import Path
 import jinja2
 
 from chemspec.runtime.io import write_bytes
+from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
@@ -103,6 +104,15 @@ def generation_rows(cells: list[dict]) -> list[dict]:
     return rows
 
 
+def study_labels(spec: dict) -> dict:
+    """How the pages name a study's data and samples, and whether they show force-field errors, from
+    its validated spec (which every run, live or archived, holds)."""
+    data_axis, params_axis = AXES[spec["model"]["family"]]
+    selfies = spec["data"]["kind"] == "smiles" and (spec["data"].get("representation") or "selfies") == "selfies"
+    return {"force_field": spec["data"]["kind"] == "atoms", "data_axis": data_axis, "params_axis": params_axis,
+            "samples": "Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model wrote them"}
+
+
 def _status_text(cell: dict) -> str:
     if "divergence" in cell:
         return (f"diverged at step {cell['divergence']['step']} (last finite loss "
@@ -110,13 +120,15 @@ def _status_text(cell: dict) -> str:
     return f"{cell['status']}: {cell['reason']}; left out of the fits" if "reason" in cell else cell["status"]
 
 
-def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
+def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
             manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots") -> dict:
-    """What the pages show. `plots` is where the PNGs are read from (to embed them in the HTML);
-    `plots_link` is that folder as report.md links it, relative to the report's own folder."""
+    """What the pages show. `spec` is the study as validated (for its family and representation);
+    `plots` is where the PNGs are read from (to embed them in the HTML); `plots_link` is that folder
+    as report.md links it, relative to the report's own folder."""
     fits = [{**f, "ci_text": interval_text(f.get("ci")), "profile_text": interval_text(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
+             "force_text": _num(c.get("force_mae_meV_per_A")), "energy_text": _num(c.get("energy_mae_meV")),
              "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
              "status_text": _status_text(c)} for c in cells]
     stats = fit.get("statistics", {})
@@ -135,7 +147,8 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
                "cost_text": cost_text(fit["cost"]) if fit.get("cost") else ""}
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
-    return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
+    return {"study": study, "labels": study_labels(spec), "cells": rows, "fits": fits, "laws": fit.get("laws", []),
+            "confidence": fit["confidence"],
             "intervals_note": intervals_note(fit["confidence"]),
             "bootstrap_text": bootstrap_text(fit.get("bootstrap"), fit["confidence"]),
             "noise_text": noise_text(fit.get("noise"), fit.get("joint")),
@@ -165,8 +178,12 @@ def markdown(ctx: dict) -> str:
     if ctx["joint_text"]:
         lines += ["", f"Joint fit: {ctx['joint_text']}"]
     lines += [line for text in (ctx["bootstrap_text"], ctx["noise_text"]) if text for line in ("", text)]
-    lines += ["", "| model | parameters | data size | val loss | status |", "|---|---|---|---|---|"]
-    lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['status_text']} |"
+    force_field = ctx["labels"]["force_field"]
+    lines += ["", f"| model | {ctx['labels']['params_axis']} | {ctx['labels']['data_axis']} | val loss | "
+              + ("force MAE (meV/Å) | energy MAE (meV) | " if force_field else "") + "status |",
+              "|---|---|---|---|" + ("---|---|" if force_field else "") + "---|"]
+    lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | "
+              + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "") + f"{c['status_text']} |"
               for c in ctx["cells"]]
     if ctx["generation"]:
         lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(COLUMNS) + " |",

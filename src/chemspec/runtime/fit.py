@@ -242,6 +242,6 @@ def run_fit(cell: FitCell) -> dict:
                           "generation": generation})
     with staged(cell.out_dir) as tmp:  # the report reads cells.json, fit.json and plots as one set
         write_json(tmp / "cells.json", rows)
-        write_plots(rows, result, tmp / "plots", cell.study)
+        write_plots(rows, result, tmp / "plots", cell.study, cell.family)
         write_json(tmp / "fit.json", result)
     return result
