@@ -196,7 +196,7 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
           study: str | None = None) -> dict:
     """Refit archived cell losses (a pulled directory or a git revision) without training anything."""
-    from chemspec.archive import Snapshot
+    from chemspec.archive import Snapshot, summary
     from chemspec.archive.history import WORKTREE, commit_of, in_repository
     from chemspec.runtime.fit import finite_json, fits
 
@@ -221,8 +221,8 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     else:
         snapshot = Snapshot(source)
         _, manifest = snapshot.manifest(study)
-        cells = _archived_object(snapshot.json(manifest["objects"]["cells"]), "cells", cells_problem, source)
-        old = _archived_object(snapshot.json(manifest["objects"]["fit"]), "fit", fit_problem, source)
+        cells, old = (_archived_object(summary(manifest, role, snapshot.json), role, problem, source)
+                      for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
     level = confidence if confidence is not None else old["confidence"]
     flat, joint = fits(cells, laws, level)

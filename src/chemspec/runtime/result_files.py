@@ -51,7 +51,7 @@ JOINT_FITTED = {"E": NUMBER, "A": NUMBER, "B": NUMBER, "alpha": NUMBER, "beta": 
 JOINT_OPTIONAL = {"ci_alpha_profile": INTERVAL, "ci_beta_profile": INTERVAL}
 BOOTSTRAP_FITTED = {"resamples": WHOLE, "fitted": WHOLE, "ci_alpha": INTERVAL, "ci_beta": INTERVAL}
 NOISE = {"std_log_loss": MAPPING, "median_std_log_loss": NUMBER_OR_NULL, "seeds_per_cell": MAPPING}
-COST = {"tpe_s": NUMBER, "train_s": NUMBER, "spent_s": NUMBER, "exhaustive_s": NUMBER, "configs": WHOLE,
+COST = {"tpe_s": NUMBER, "train_s": NUMBER, "spent_s": NUMBER, "exhaustive_s": NUMBER, "configs": NUMBER,
         "kept": NUMBER, "saving": NUMBER_OR_NULL}
 SPEARMAN = {"n": WHOLE, "rho_params": NUMBER_OR_NULL, "rho_time": NUMBER_OR_NULL}
 SELECTED = {"estimator": TEXT, "configs": LIST}
