@@ -40,14 +40,21 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
                    f"{_fmt(c.get('test_loss')):>9}{mae}  {hp}{flag}")
     click.echo()
-    _echo_fits(result.fits)
+    _echo_fits(result.fits, result.fit["confidence"])
     _echo_generation(result.cells)
-    if result.cost:
-        from chemspec.report import cost_text
-
-        click.echo(f"\n{cost_text(result.cost)}")
+    _echo_notes(result.fit)
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+def _echo_notes(fit: dict) -> None:
+    """The bootstrap, the seed noise and what TPE cost, a sentence each, worded as in the report pages."""
+    from chemspec.report import bootstrap_text, cost_text, noise_text
+
+    for text in (bootstrap_text(fit.get("bootstrap"), fit["confidence"]), noise_text(fit.get("noise"), fit.get("joint")),
+                 cost_text(fit["cost"]) if fit.get("cost") else ""):
+        if text:
+            click.echo(f"\n{text}")
 
 
 def _echo_generation(cells: list[dict]) -> None:
@@ -62,15 +69,17 @@ def _echo_generation(cells: list[dict]) -> None:
                    + " ".join(f"{_fmt(c['generation'][k]):>9}" for k in columns))
 
 
-def _echo_fits(fits: list[dict]) -> None:
-    click.echo(f"{'axis':<7} {'group':<10} {'law':<10} {'exponent':>9}  interval            n  R²")
+def _echo_fits(fits: list[dict], confidence: float) -> None:
+    from chemspec.report import interval_text, intervals_note
+
+    click.echo(f"{'axis':<7} {'group':<10} {'law':<10} {'exponent':>9}  {'Wald (t)':<18} {'profile (F)':<18}  n  R²")
     for f in fits:
         if f["status"] != "ok":
             click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {'-':>9}  cannot fit: {f['reason']}")
             continue
-        ci = "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in f["ci"]) + "]"
-        click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {f['exponent']:>9.3f}  {ci:<18} {f['n']:>2}  "
-                   f"{f['r2']:.3f}")
+        click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {f['exponent']:>9.3f}  "
+                   f"{interval_text(f['ci']):<18} {interval_text(f.get('ci_profile')):<18} {f['n']:>2}  {f['r2']:.3f}")
+    click.echo(f"\n{intervals_note(confidence)}")
 
 
 @click.group()
@@ -184,5 +193,5 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"study {result['study']} from {source} ({result['confidence']:.0%} intervals)\n")
-    _echo_fits(result["fits"])
+    click.echo(f"study {result['study']} from {source}\n")
+    _echo_fits(result["fits"], result["confidence"])

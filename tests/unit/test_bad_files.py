@@ -178,7 +178,7 @@ def test_archive_ls_without_an_archive_says_so(cli, tmp_path):
 
 @pytest.mark.parametrize(("cells", "fit", "named"), [
     ({"study": "s"}, {"study": "s", "confidence": 0.9, "fits": []}, "cells.json is not a list of cell records"),
-    ([], {"study": "s", "confidence": 0.9, "fits": 3}, "fit.json has no list of fits"),
+    ([], {"study": "s", "confidence": 0.9, "fits": 3}, "fit.json: 'fits' is 3, not a list; restore it"),
 ], ids=["cells-a-mapping", "fits-a-number"])
 def test_hand_edited_results_of_the_wrong_shape_are_named(cli, tmp_path, cells, fit, named):
     pulled = tmp_path / "pulled"
@@ -242,7 +242,7 @@ def test_the_report_claims_a_tpe_saving_only_where_tpe_dropped_configurations(cl
     write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     results = tmp_path / "results" / "tiny"
-    from chemspec.report import cost
+    from chemspec.runtime.tpe import cost
 
     selected = _selected(configs, keep, kept, cost_s)
     io.write_json(results / "fit" / "cells.json", [_ROW])

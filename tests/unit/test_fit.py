@@ -154,8 +154,8 @@ def test_the_fit_stage_charges_every_kept_rank_to_the_training_cost(tmp_path):
     selected = tmp_path / "selected.json"
     selected.write_text(json.dumps({"estimator": "tse", "keep": 2, "margin": None, "kept": {"*": [{}, {}]},
                                     "configs": configs, "tpe_cost_s": 120.0}))
-    cell = FitCell(study="s", laws=["power"], confidence=0.9, bootstrap=0, metrics=_metrics(tmp_path, runs),
-                   generation={}, selected=str(selected), out_dir=str(tmp_path / "fit"))
+    cell = FitCell(study="s", family="chemgpt", laws=["power"], confidence=0.9, bootstrap=0,
+                   metrics=_metrics(tmp_path, runs), generation={}, selected=str(selected), out_dir=str(tmp_path / "fit"))
     spent = run_fit(cell)["cost"]
     assert len(json.loads((tmp_path / "fit" / "cells.json").read_text())) == 4
     assert spent["train_s"] == 800.0 and spent["spent_s"] == 920.0
@@ -169,8 +169,8 @@ def test_a_fit_stage_that_fails_midway_leaves_the_previous_tables_and_plots_toge
 
     def cell(loss: float) -> FitCell:
         runs = {f"{m}-{n}": (loss * 10 / n, 1.0) for m in ("xs", "s") for n in (100, 200, 300)}
-        return FitCell(study="s", laws=["power"], confidence=0.9, bootstrap=0, metrics=_metrics(tmp_path, runs),
-                       generation={}, selected=str(tmp_path / "none.json"), out_dir=str(tmp_path / "fit"))
+        return FitCell(study="s", family="chemgpt", laws=["power"], confidence=0.9, bootstrap=0,
+                       metrics=_metrics(tmp_path, runs), generation={}, selected=str(tmp_path / "none.json"), out_dir=str(tmp_path / "fit"))
 
     run_fit(cell(1.0))
     before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "fit").rglob("*") if p.is_file()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,9 @@ from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
-from chemspec.runtime.io import read_json, read_results, staged, write_bytes
+from chemspec.runtime.io import staged, write_bytes
+from chemspec.runtime.result_files import (calibration_problem, cells_problem, fit_problem, read_checked,
+                                          read_results, selected_problem)
 
 
 @dataclass
@@ -25,16 +28,23 @@ class Report:
     provenance: dict | None = None
 
     def as_json(self) -> dict:
-        return {"study": self.study,
+        """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
+        report.intervals_note, repeated under `intervals`); a null end is open."""
+        from chemspec.report import intervals_note
+
+        return {"study": self.study, "confidence": self.fit["confidence"],
+                "intervals": intervals_note(self.fit["confidence"]),
                 "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "test_loss", "status",
                                              "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s")
                            if k in c}
                           for c in self.cells],
                 "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],
-                          "exponent": f.get("exponent"), "ci": f.get("ci"), "n": f["n"],
+                          "exponent": f.get("exponent"), "ci": f.get("ci"), "ci_profile": f.get("ci_profile"),
+                          "n": f["n"],
                           "status": f["status"], **({"reason": f["reason"]} if "reason" in f else {})}
                          for f in self.fits],
-                "joint": self.fit.get("joint"), "statistics": self.fit.get("statistics"), "cost": self.cost,
+                "joint": self.fit.get("joint"), "bootstrap": self.fit.get("bootstrap"), "noise": self.fit.get("noise"),
+                "statistics": self.fit.get("statistics"), "cost": self.cost,
                 "calibration": {k: self.calibration[k] for k in ("budget_fraction", "estimator", "scores", "cost")}
                 if self.calibration else None, "manifest": self.manifest, "provenance": self.provenance}
 
@@ -60,15 +70,19 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if not (table.is_file() and fit_path.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     rows, fit = read_results(folder)
-    selected = read_json(root / cells.select.out) if (root / cells.select.out).is_file() else None
+    selected = (read_checked(root / cells.select.out, "select", selected_problem)
+                if (root / cells.select.out).is_file() else None)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
     calibration = None
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
-        calibration = read_json(root / cells.calibration.out_dir / "calibration.json")
+        calibration = read_checked(root / cells.calibration.out_dir / "calibration.json", "calibration",
+                                   calibration_problem)
     files = []
     if write:
-        ctx = pages.context(cells.fit.study, rows, fit, selected, folder / "plots", manifest, calibration)
         out = folder.parent / "report"
+        link = Path(os.path.relpath(folder / "plots", out)).as_posix()
+        ctx = pages.context(cells.fit.study, cells.archive.spec, rows, fit, selected, folder / "plots", manifest,
+                            calibration, plots_link=link)
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
@@ -97,9 +111,14 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
     snapshot = Snapshot(source)
     digest, manifest = snapshot.manifest(study)
     objects = manifest["objects"]
-    rows, fit = summary(manifest, "cells", snapshot.json), summary(manifest, "fit", snapshot.json)
-    selected = summary(manifest, "selected", snapshot.json) if "selected" in objects else None
-    calibration = summary(manifest, "calibration", snapshot.json) if "calibration" in objects else None
+
+    def checked(role: str, problem):
+        if role not in objects:
+            return None
+        return _archived_object(summary(manifest, role, snapshot.json), role, problem, source)
+
+    rows, fit = checked("cells", cells_problem), checked("fit", fit_problem)
+    selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
     name, files = manifest["study"], []
     if write:
         out = Path("reports") / name
@@ -107,10 +126,20 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
             for plot, obj in objects.get("plots", {}).items():
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
-            ctx = pages.context(name, rows, fit, selected, tmp / "plots", digest, calibration)
+            ctx = pages.context(name, snapshot.json(objects["spec"]), rows, fit, selected, tmp / "plots", digest,
+                                calibration)
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])
+
+
+def _archived_object(value, role: str, problem, source: str):
+    """An archived summary object, checked like the file it was made from."""
+    wrong = problem(value)
+    if wrong:
+        raise ArchiveError(f"the {role}.json archived at {source} cannot be read: {wrong}; `chemspec archive verify` "
+                           "checks the archive's objects, or report that run with the chemspec that archived it")
+    return value
 
 
 def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], list[str]]:
@@ -167,7 +196,7 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
           study: str | None = None) -> dict:
     """Refit archived cell losses (a pulled directory or a git revision) without training anything."""
-    from chemspec.archive import Snapshot
+    from chemspec.archive import Snapshot, summary
     from chemspec.archive.history import WORKTREE, commit_of, in_repository
     from chemspec.runtime.fit import finite_json, fits
 
@@ -192,7 +221,8 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     else:
         snapshot = Snapshot(source)
         _, manifest = snapshot.manifest(study)
-        cells, old = snapshot.json(manifest["objects"]["cells"]), snapshot.json(manifest["objects"]["fit"])
+        cells, old = (_archived_object(summary(manifest, role, snapshot.json), role, problem, source)
+                      for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
     level = confidence if confidence is not None else old["confidence"]
     flat, joint = fits(cells, laws, level)

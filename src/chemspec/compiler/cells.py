@@ -136,6 +136,8 @@ class CalibrationCell(Cell):
 
 class FitCell(Cell):
     study: str
+    family: str
+    """The model family: the plots name the axes by what it trains on and how it counts parameters."""
     laws: list[str]
     confidence: float
     bootstrap: int
@@ -290,8 +292,8 @@ def expand(study: Study) -> Cells:
         fcd_molecules=study.generation.fcd_count(), seed=study.generation.seed, accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir,
         out_dir=f"{results}/reference")
     sample = _samples(study, train, f"{results}/sample", reference)
-    fit = FitCell(study=name, laws=study.fit.laws, confidence=study.fit.confidence,
-                  bootstrap=study.fit.bootstrap,
+    fit = FitCell(study=name, family=study.model.family, laws=study.fit.laws,
+                  confidence=study.fit.confidence, bootstrap=study.fit.bootstrap,
                   metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
                   generation={key: f"{cell.out_dir}/generation.json" for key, cell in sample.items()},
                   selected=selected, out_dir=f"{results}/fit")

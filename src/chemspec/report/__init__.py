@@ -12,6 +12,7 @@ from pathlib import Path
 import jinja2
 
 from chemspec.runtime.io import write_bytes
+from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
@@ -21,26 +22,23 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
 
 
-def _interval(ci: list | None) -> str:
+def interval_text(ci: list | None) -> str:
+    """[low, high] to 3 decimals; an end that is null (infinite in the fit) is "open"."""
     if not ci:
         return "-"
     return "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in ci) + "]"
 
 
-def cost(selected: dict | None, wall_times: list[float]) -> dict | None:
-    """Compute spent by TPE plus full training (`wall_times`: every run of the grid, each kept rank of
-    each cell), against training every configuration in every cell."""
-    if not selected:
-        return None
-    train = sum(wall_times)
-    groups = max(1, len(selected["kept"]))
-    configs = len(selected["configs"]) // groups
-    kept = sum(len(chosen) for chosen in selected["kept"].values()) / groups  # what select kept, not hpo.tpe.keep
-    spent = selected["tpe_cost_s"] + train
-    exhaustive = train / kept * configs
-    return {"tpe_s": selected["tpe_cost_s"], "train_s": round(train, 3), "spent_s": round(spent, 3),
-            "exhaustive_s": round(exhaustive, 3), "configs": configs, "kept": round(kept, 3),
-            "saving": round(1 - spent / exhaustive, 4) if exhaustive and kept < configs else None}
+def intervals_note(confidence: float) -> str:
+    """What the two interval columns are (runtime.laws computes both), and what an open end means."""
+    from chemspec.runtime.laws import EXPONENT_MAX
+
+    return (f"Intervals at {confidence:.0%}. Wald (t): estimate ± t·se, symmetric; exact for the power law (OLS on "
+            "logs), approximate for the saturating and joint laws, where it can cross the fit's bounds "
+            f"(0 ≤ exponent ≤ {EXPONENT_MAX:g}, E ≥ 0). Profile (F): the exponents at which the refit with the exponent "
+            "held stays within the F(1, n − p) threshold of the best fit; it keeps to the bounds (a low end of 0 is "
+            f"the bound) and is the one to quote. \"open\": up to the largest exponent the fit allows "
+            f"({EXPONENT_MAX:g}) the losses fit within the threshold, so the data set no upper limit.")
 
 
 def cost_text(spent: dict) -> str:
@@ -55,6 +53,36 @@ def cost_text(spent: dict) -> str:
     if spent["saving"] < 0:
         return f"{text}: TPE cost {-spent['saving']:.0%} more than training every configuration would have."
     return f"{text}: {spent['saving']:.0%} saved."
+
+
+def bootstrap_text(bootstrap: dict | None, confidence: float) -> str:
+    """The bootstrap cross-check of the joint exponents in one sentence ('' where none was asked for)."""
+    if not bootstrap:
+        return ""
+    if bootstrap["status"] != "ok":
+        return f"Bootstrap over cells: {bootstrap['status']}: {bootstrap['reason']}."
+    bound = f", {bootstrap['on_bound']} with an exponent on a bound" if bootstrap.get("on_bound") else ""
+    return (f"Bootstrap over cells ({bootstrap['fitted']} of {bootstrap['resamples']} resamples fitted{bound}): "
+            f"joint α {interval_text(bootstrap['ci_alpha'])}, β {interval_text(bootstrap['ci_beta'])} "
+            f"({confidence:.0%} percentile intervals).")
+
+
+def noise_text(noise: dict | None, joint: dict | None) -> str:
+    """The seed-to-seed spread of log loss at the replicated cells, beside the joint fit's residual
+    standard error ('' where fit.replicate_seeds is 0): residuals far above the seed noise mean the law
+    does not describe the grid."""
+    if not noise:
+        return ""
+    if noise["median_std_log_loss"] is None:
+        return "Seed noise: no replicated cell finished alongside the run it repeats, so none was measured."
+    cells = ", ".join(f"{cell}: {std:.3g} over {noise['seeds_per_cell'].get(cell, '?')} runs"
+                      for cell, std in noise["std_log_loss"].items())
+    text = f"Seed noise: std of log loss over seeds {noise['median_std_log_loss']:.3g} (median; {cells})"
+    joint = joint or {}
+    if joint.get("status") == "ok" and joint.get("dof"):
+        residual = math.sqrt(sum(r * r for r in joint["residuals"]) / joint["dof"])
+        text += f", against a residual standard error of {residual:.3g} in the joint fit"
+    return text + "; residuals far above the seed noise mean the law does not describe the grid."
 
 
 def calibration_rows(calibration: dict | None) -> list[dict]:
@@ -76,6 +104,15 @@ def generation_rows(cells: list[dict]) -> list[dict]:
     return rows
 
 
+def study_labels(spec: dict) -> dict:
+    """How the pages name a study's data and samples, and whether they show force-field errors, from
+    its validated spec (which every run, live or archived, holds)."""
+    data_axis, params_axis = AXES[spec["model"]["family"]]
+    selfies = spec["data"]["kind"] == "smiles" and (spec["data"].get("representation") or "selfies") == "selfies"
+    return {"force_field": spec["data"]["kind"] == "atoms", "data_axis": data_axis, "params_axis": params_axis,
+            "samples": "Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model wrote them"}
+
+
 def _status_text(cell: dict) -> str:
     if "divergence" in cell:
         return (f"diverged at step {cell['divergence']['step']} (last finite loss "
@@ -83,11 +120,15 @@ def _status_text(cell: dict) -> str:
     return f"{cell['status']}: {cell['reason']}; left out of the fits" if "reason" in cell else cell["status"]
 
 
-def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
-            manifest: str | None = None, calibration: dict | None = None) -> dict:
-    fits = [{**f, "ci_text": _interval(f.get("ci")), "profile_text": _interval(f.get("ci_profile"))}
+def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
+            manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots") -> dict:
+    """What the pages show. `spec` is the study as validated (for its family and representation);
+    `plots` is where the PNGs are read from (to embed them in the HTML); `plots_link` is that folder
+    as report.md links it, relative to the report's own folder."""
+    fits = [{**f, "ci_text": interval_text(f.get("ci")), "profile_text": interval_text(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
+             "force_text": _num(c.get("force_mae_meV_per_A")), "energy_text": _num(c.get("energy_mae_meV")),
              "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
              "status_text": _status_text(c)} for c in cells]
     stats = fit.get("statistics", {})
@@ -95,8 +136,9 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
                 for size, s in sorted(stats.get("spearman", {}).items(), key=lambda item: float(item[0]))]
     joint = fit.get("joint") or {}
     joint_text = (f"L = {joint['E']:.4g} + {joint['A']:.4g}/N^{joint['alpha']:.3f} + {joint['B']:.4g}/D^{joint['beta']:.3f}"
-                  f" (α {_interval(joint['ci_alpha'])}, β {_interval(joint['ci_beta'])}, E {_interval(joint['ci_E'])},"
-                  f" {joint['n']} cells)" if joint.get("status") == "ok" else
+                  f" (α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint.get('ci_alpha_profile'))};"
+                  f" β Wald {interval_text(joint['ci_beta'])}, profile {interval_text(joint.get('ci_beta_profile'))};"
+                  f" E Wald {interval_text(joint['ci_E'])}; {joint['n']} cells)" if joint.get("status") == "ok" else
                   (f"cannot fit: {joint['reason']}" if joint else ""))
     tpe = None
     if selected:
@@ -105,11 +147,17 @@ def context(study: str, cells: list[dict], fit: dict, selected: dict | None, plo
                "cost_text": cost_text(fit["cost"]) if fit.get("cost") else ""}
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
-    return {"study": study, "cells": rows, "fits": fits, "laws": fit.get("laws", []), "confidence": fit["confidence"],
+    return {"study": study, "labels": study_labels(spec), "cells": rows, "fits": fits, "laws": fit.get("laws", []),
+            "confidence": fit["confidence"],
+            "intervals_note": intervals_note(fit["confidence"]),
+            "bootstrap_text": bootstrap_text(fit.get("bootstrap"), fit["confidence"]),
+            "noise_text": noise_text(fit.get("noise"), fit.get("joint")),
             "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
-            "tpe": tpe, "images": images, "manifest": manifest, "calibration": calibration_rows(calibration),
+            "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
+            "manifest": manifest, "calibration": calibration_rows(calibration),
             "generation": generation_rows(cells),
-            "generation_fits": [{**f, "ci_text": _interval(f.get("ci"))} for f in fit.get("generation") or []]}
+            "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": f.get("quantity", "FCD")}
+                                for f in fit.get("generation") or []]}
 
 
 def html(ctx: dict) -> str:
@@ -119,15 +167,24 @@ def html(ctx: dict) -> str:
 
 
 def markdown(ctx: dict) -> str:
-    lines = [f"# {ctx['study']}", "", f"Intervals at {ctx['confidence']:.0%}.", "",
-             "| law | axis | group | exponent | interval | n |", "|---|---|---|---|---|---|"]
+    lines = [f"# {ctx['study']}", "", "| law | axis | group | exponent | Wald (t) | profile (F) | R² | n |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in ctx["fits"]:
-        value = f"{f['exponent']:.3f}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
-        lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | {value} | {f['ci_text']} | {f['n']} |")
+        if f["status"] == "ok":
+            lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | {f['exponent']:.3f} | {f['ci_text']} "
+                         f"| {f['profile_text']} | {f['r2']:.3f} | {f['n']} |")
+        else:
+            lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | cannot fit: {f['reason']} | | | | {f['n']} |")
+    lines += ["", ctx["intervals_note"]]
     if ctx["joint_text"]:
         lines += ["", f"Joint fit: {ctx['joint_text']}"]
-    lines += ["", "| model | parameters | data size | val loss | status |", "|---|---|---|---|---|"]
-    lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['status_text']} |"
+    lines += [line for text in (ctx["bootstrap_text"], ctx["noise_text"]) if text for line in ("", text)]
+    force_field = ctx["labels"]["force_field"]
+    lines += ["", f"| model | {ctx['labels']['params_axis']} | {ctx['labels']['data_axis']} | val loss | "
+              + ("force MAE (meV/Å) | energy MAE (meV) | " if force_field else "") + "status |",
+              "|---|---|---|---|" + ("---|---|" if force_field else "") + "---|"]
+    lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | "
+              + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "") + f"{c['status_text']} |"
               for c in ctx["cells"]]
     if ctx["generation"]:
         lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(COLUMNS) + " |",
@@ -135,8 +192,8 @@ def markdown(ctx: dict) -> str:
         lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in COLUMNS) + " |"
                   for g in ctx["generation"]]
         for f in ctx["generation_fits"]:
-            value = f"{f['exponent']:.3f} {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
-            lines.append(f"- {f.get('quantity', 'FCD')}, power law, {f['axis']} axis, {f['group']}: {value}")
+            value = f"{f['exponent']:.3f}, Wald (t) {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
+            lines.append(f"- {f['quantity']}, power law, {f['axis']} axis, {f['group']}: {value}")
     if ctx["monotone"]:
         lines += ["", "Loss falls with data size: " + ", ".join(f"{m} {'yes' if ok else 'no'}" for m, ok in ctx["monotone"])]
     if ctx["spearman"]:
@@ -153,7 +210,8 @@ def markdown(ctx: dict) -> str:
         lines += ["", ctx["tpe"]["cost_text"]]
     if ctx["manifest"]:
         lines += ["", f"Archived as manifest {ctx['manifest']}."]
-    lines += ["", "Figures: " + ", ".join(f"plots/{name}.png" for name, _ in ctx["images"])]
+    if ctx["figure_links"]:
+        lines += ["", "Figures:", ""] + [f"![{name}]({link})" for name, link in ctx["figure_links"]]
     return "\n".join(lines) + "\n"
 
 

@@ -223,10 +223,9 @@ def statistics(rows: list[dict]) -> dict:
 
 
 def run_fit(cell: FitCell) -> dict:
-    from chemspec.runtime.plots import write_plots
-
-    from chemspec.report import cost
     from chemspec.runtime import quality
+    from chemspec.runtime.plots import write_plots
+    from chemspec.runtime.tpe import cost
 
     runs, replicates = read_runs(cell.metrics)
     rows = quality.attach(cells_table(runs), cell.generation)
@@ -243,6 +242,6 @@ def run_fit(cell: FitCell) -> dict:
                           "generation": generation})
     with staged(cell.out_dir) as tmp:  # the report reads cells.json, fit.json and plots as one set
         write_json(tmp / "cells.json", rows)
-        write_plots(rows, result, tmp / "plots", cell.study)
+        write_plots(rows, result, tmp / "plots", cell.study, cell.family)
         write_json(tmp / "fit.json", result)
     return result

@@ -127,42 +127,6 @@ def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
     return value
 
 
-def read_results(folder: str | Path, require: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
-    """The fit stage's cells.json (one record a cell) and fit.json (with `require`), each checked for
-    the shape the report and refit read, so a hand-edited file is named rather than crashing them."""
-    folder = Path(folder)
-    rows = read_json(folder / "cells.json")
-    problem = (f"it holds a {type(rows).__name__}" if not isinstance(rows, list) else
-               next((f"record {i}: {wrong}" for i, row in enumerate(rows) if (wrong := _record_problem(row))), None))
-    if problem:
-        raise InputError(f"{folder / 'cells.json'} is not a list of cell records ({problem}); "
-                         f"{_restore(folder / 'cells.json')}")
-    fit = read_json(folder / "fit.json", ("fits", "confidence", *require))
-    if not isinstance(fit["fits"], list) or not all(isinstance(f, dict) and "law" in f for f in fit["fits"]):
-        raise InputError(f"{folder / 'fit.json'} has no list of fits; {_restore(folder / 'fit.json')}")
-    return rows, fit
-
-
-_RECORD = {"model": ((str,), "text"), "params": ((int,), "a whole number"),
-           "data_size": ((int,), "a whole number"), "status": ((str,), "text"),
-           "val_loss": ((int, float, type(None)), "a number or null"), "wall_time_s": ((int, float), "a number"),
-           "hparams": ((dict, type(None)), "a mapping or null")}
-
-
-def _record_problem(row: Any) -> str | None:
-    """What makes `row` unusable as a cell record of cells.json, or None."""
-    if not isinstance(row, dict):
-        return f"a {type(row).__name__}, not a mapping"
-    for key, (types, expected) in _RECORD.items():
-        if key not in row:
-            return f"no {key!r}"
-        if isinstance(row[key], bool) or not isinstance(row[key], types):
-            return f"{key!r} is {json.dumps(row[key])}, not {expected}"
-    if row["status"] == "ok" and not (row["val_loss"] is not None and row["val_loss"] > 0):
-        return f"status 'ok' with 'val_loss' {json.dumps(row['val_loss'])}, not a positive number"
-    return None
-
-
 def read_array(path: str | Path) -> np.ndarray:
     """A .npy file's array; InputError when it is missing or malformed."""
     path = Path(path)

@@ -11,6 +11,13 @@ import numpy as np
 
 from chemspec.runtime.io import atomic_dir, write_bytes
 
+_FORCE_FIELD = ("training structures", "parameters (embeddings included)")
+AXES = {"chemgpt": ("training molecules", "non-embedding parameters"),
+        "schnet": _FORCE_FIELD, "painn": _FORCE_FIELD, "spookynet": _FORCE_FIELD}
+"""(data axis, parameter axis) of each model family: ChemGPT trains on molecules and counts parameters
+without its embeddings (runtime.chemgpt), the force fields on structures with every parameter
+(runtime.forcefield_train counts them all: their atom embeddings are a small, fixed share)."""
+
 def _pyplot():
     import matplotlib
 
@@ -50,18 +57,18 @@ def _panel(ax, rows: list[dict], fits: list[dict], axis: str, x_key: str, group_
     ax.legend(fontsize=7)
 
 
-def _scaling(plt, rows: list[dict], result: dict, title: str):
+def _scaling(plt, rows: list[dict], result: dict, title: str, axes: tuple[str, str]):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     _panel(left, rows, result["fits"], "data", "data_size", "model", "model")
-    left.set_xlabel("training molecules")
+    left.set_xlabel(axes[0])
     left.set_ylabel("validation loss")
     _panel(right, rows, result["fits"], "params", "params", "data_size", "n =")
-    right.set_xlabel("non-embedding parameters")
+    right.set_xlabel(axes[1])
     fig.suptitle(f"{title}: power laws (effective exponents, {result['confidence']:.0%} bands)")
     return fig
 
 
-def _joint(plt, rows: list[dict], joint: dict | None, title: str):
+def _joint(plt, rows: list[dict], joint: dict | None, title: str, axes: tuple[str, str]):
     fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
     n, d = [r["params"] for r in rows], [r["data_size"] for r in rows]
     ax.scatter(n, d, c=[r["val_loss"] for r in rows], cmap="viridis", edgecolors="k", zorder=3)
@@ -76,8 +83,8 @@ def _joint(plt, rows: list[dict], joint: dict | None, title: str):
         ax.set_title(f"joint fit: {reason}"[:90], fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("non-embedding parameters N")
-    ax.set_ylabel("training molecules D")
+    ax.set_xlabel(f"{axes[1]} N")
+    ax.set_ylabel(f"{axes[0]} D")
     fig.suptitle(f"{title}: iso-loss contours")
     return fig
 
@@ -122,11 +129,12 @@ def _generation(plt, rows: list[dict], title: str):
     return fig
 
 
-def write_plots(rows: list[dict], result: dict, folder: Path, title: str) -> None:
+def write_plots(rows: list[dict], result: dict, folder: Path, title: str, family: str) -> None:
     plt = _pyplot()
     usable = [r for r in rows if r["status"] == "ok"]
-    figures = [("scaling", lambda: _scaling(plt, usable, result, title)),
-               ("joint", lambda: _joint(plt, usable, result.get("joint"), title)),
+    axes = AXES[family]
+    figures = [("scaling", lambda: _scaling(plt, usable, result, title, axes)),
+               ("joint", lambda: _joint(plt, usable, result.get("joint"), title, axes)),
                ("residuals", lambda: _residuals(plt, result, title))]
     sampled = [r for r in usable if r.get("generation")]
     if sampled:

@@ -1,4 +1,5 @@
-"""Training Performance Estimation: estimators over a per-step loss log, and the select stage.
+"""Training Performance Estimation: estimators over a per-step loss log, the select stage, and what TPE
+cost against training every configuration (the fit stage records it, the report words it).
 
 The log is a list of epochs, each the list of that epoch's per-step training losses. Estimators work
 on per-epoch means so that configurations with different batch sizes (and so different numbers of
@@ -135,6 +136,22 @@ def run_select(cell: SelectCell) -> dict:
               "tpe_cost_s": round(sum(r["cost_s"] for r in rows.values()), 3)}
     write_json(cell.out, result)
     return result
+
+
+def cost(selected: dict | None, wall_times: list[float]) -> dict | None:
+    """Compute spent by TPE plus full training (`wall_times`: every run of the grid, each kept rank of
+    each cell), against training every configuration in every cell."""
+    if not selected:
+        return None
+    train = sum(wall_times)
+    groups = max(1, len(selected["kept"]))
+    configs = len(selected["configs"]) // groups
+    kept = sum(len(chosen) for chosen in selected["kept"].values()) / groups  # what select kept, not hpo.tpe.keep
+    spent = selected["tpe_cost_s"] + train
+    exhaustive = train / kept * configs
+    return {"tpe_s": selected["tpe_cost_s"], "train_s": round(train, 3), "spent_s": round(spent, 3),
+            "exhaustive_s": round(exhaustive, 3), "configs": configs, "kept": round(kept, 3),
+            "saving": round(1 - spent / exhaustive, 4) if exhaustive and kept < configs else None}
 
 
 def window_steps(window: float, total_steps: int) -> int:

@@ -1,0 +1,165 @@
+"""The report pages and `chemspec report` output, made from the real fit stage's outputs: a compiled
+tiny study whose train metrics are written by hand from a known law, fitted by `chemspec run fit`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from chemspec.report import interval_text
+from chemspec.runtime import io
+from chemspec.runtime.quality import COLUMNS
+from tests.conftest import REPO, archive_commit, tiny_study, write_spec
+
+PARAMS = {"xs": 1_000, "s": 4_000, "m": 16_000, "w8d2": 2_000, "w16d2": 8_000, "w32d2": 32_000}
+
+
+def _loss(params: int, data: int) -> float:
+    return 0.5 + 40 * params ** -0.3 + 30 * data ** -0.4
+
+
+def fitted(cli, root: Path, study: dict, noise: float = 0.01, extra: dict | None = None) -> Path:
+    """Compile `study` in `root`, write each train cell's metrics.json from a known law (with seeded
+    multiplicative noise, and `extra` keys), run the fit stage; the study's results folder."""
+    write_spec(root / "study.yaml", study)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    fit = yaml.safe_load((root / "params.yaml").read_text())["cells"]["fit"]
+    rng = np.random.default_rng(0)
+    for key, path in fit["metrics"].items():
+        model, size = key.split("-")[:2]
+        params = PARAMS[model]
+        loss = _loss(params, int(size)) * float(np.exp(rng.normal(0, noise)))
+        io.write_json(root / path, {"cell": key, "model": model, "params": params, "data_size": int(size),
+                                    "val_loss": loss, "test_loss": loss, "hparams": {"learning_rate": 0.001},
+                                    "epochs": 2, "wall_time_s": 1.0, **(extra or {})})
+    run = cli("run", "fit", cwd=root)
+    assert run.code == 0, run.err
+    return root / Path(fit["out_dir"]).parent
+
+
+def test_report_md_links_the_plots_where_they_are(cli, tmp_path):
+    results = fitted(cli, tmp_path, tiny_study())
+    assert cli("report", cwd=tmp_path).code == 0
+    page = results / "report" / "report.md"
+    links = re.findall(r"!\[\w+\]\(([^)]+)\)", page.read_text())
+    assert links and all((page.parent / link).is_file() for link in links), links
+    assert "../fit/plots/scaling.png" in links
+
+
+def test_an_archived_report_links_the_plots_it_copied(cli, tmp_path, git_env):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    data = b"\x89PNG\r\n\x1a\n"  # the report copies and embeds the bytes, it does not decode them
+    cells = [{"cell": "xs-100", "model": "xs", "params": 1000, "data_size": 100, "val_loss": 2.0, "hparams": {},
+              "epochs": 1, "wall_time_s": 1.0, "status": "ok"}]
+    archive_commit(tmp_path, cells, [], plots={"scaling.png": data, "scaling.svg": b"<svg/>"})
+    assert cli("report", "--from", "HEAD", cwd=tmp_path).code == 0
+    page = tmp_path / "reports" / "s" / "report.md"
+    links = re.findall(r"!\[\w+\]\(([^)]+)\)", page.read_text())
+    assert links == ["plots/scaling.png"] and (page.parent / links[0]).read_bytes() == data
+
+
+def _json(cli, root: Path) -> dict:
+    result = cli("report", "--json", "--no-files", cwd=root)
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def grid_study(**overrides) -> dict:
+    """tiny_study on a 3 × 4 grid (12 cells: enough for the saturating law and a bootstrap), every law."""
+    return tiny_study(**{"data.sizes": [200, 400, 800, 1600], "data.source": {"package": "moses", "max_molecules": 3000},
+                         "fit.laws": ["power", "saturating", "joint"], **overrides})
+
+
+def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(cli, tmp_path):
+    results = fitted(cli, tmp_path, grid_study())
+    fit = json.loads((results / "fit" / "fit.json").read_text())
+    profiled = [f for f in fit["fits"] if f["status"] == "ok" and f["law"] != "power"]
+    assert {f["law"] for f in profiled} == {"saturating", "joint"}
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    markdown = (results / "report" / "report.md").read_text()
+    page = (results / "report" / "index.html").read_text()
+    assert "Wald (t)" in table.out and "profile (F)" in table.out
+    assert "| exponent | Wald (t) | profile (F) | R² | n |" in markdown and "<th>Wald (t)</th><th>profile (F)</th>" in page
+    for f in profiled:
+        wald, profile = interval_text(f["ci"]), interval_text(f["ci_profile"])
+        assert profile != "-" and wald != profile
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {f['law']} | {f['axis']} | {f['group']} |"))
+        assert f"| {wald} | {profile} |" in line
+        assert re.search(rf"{f['group']}\s+{f['law']}\s+{f['exponent']:.3f}\s+{re.escape(wald)}\s+{re.escape(profile)}",
+                         table.out), table.out
+        assert profile in page
+    note = "\"open\": up to the largest exponent the fit allows (5) the losses fit within the threshold"
+    assert note in table.out and note in markdown and "&#34;open&#34;: up to the largest exponent" in page
+    assert "Intervals at 95%. Wald (t): estimate ± t·se, symmetric; exact for the power law" in markdown
+    joint = fit["joint"]
+    assert f"α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint['ci_alpha_profile'])}" in markdown
+    assert "Bootstrap" not in markdown and "Seed noise" not in markdown, "fit.bootstrap and replicate_seeds are 0"
+    as_json = _json(cli, tmp_path)
+    assert [f.get("ci_profile") for f in as_json["fits"]] == [f.get("ci_profile") for f in fit["fits"]]
+    assert as_json["confidence"] == 0.95 and as_json["intervals"].startswith("Intervals at 95%. Wald (t)")
+
+
+def test_the_bootstrap_and_the_seed_noise_are_shown_in_every_output(cli, tmp_path):
+    study = grid_study(**{"fit.bootstrap": 40, "fit.replicate_seeds": 2, "fit.replicate_cells": ["s-400", "m-800"]})
+    results = fitted(cli, tmp_path, study)
+    fit = json.loads((results / "fit" / "fit.json").read_text())
+    boot, noise = fit["bootstrap"], fit["noise"]
+    assert boot["status"] == "ok" and set(noise["std_log_loss"]) == {"s-400", "m-800"}
+    said = ["of 40 resamples fitted", f"joint α {interval_text(boot['ci_alpha'])}, β {interval_text(boot['ci_beta'])} "
+            "(95% percentile intervals)", f"Seed noise: std of log loss over seeds {noise['median_std_log_loss']:.3g}",
+            f"s-400: {noise['std_log_loss']['s-400']:.3g} over 3 runs", "against a residual standard error of"]
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    for page in (table.out, *((results / "report" / name).read_text() for name in ("report.md", "index.html"))):
+        assert all(text in page for text in said), [text for text in said if text not in page]
+    as_json = _json(cli, tmp_path)
+    assert as_json["bootstrap"] == boot and as_json["noise"] == noise
+
+
+@pytest.mark.parametrize(("representation", "said", "not_said"), [
+    ("selfies", "Samples are SELFIES decoded to SMILES", "as the model wrote them"),
+    ("smiles", "Samples are SMILES as the model wrote them", "SELFIES"),
+])
+def test_samples_are_described_by_the_study_representation(cli, tmp_path, representation, said, not_said):
+    results = fitted(cli, tmp_path, tiny_study(**{"data.representation": representation}))
+    cells = json.loads((results / "fit" / "cells.json").read_text())
+    io.write_json(results / "fit" / "cells.json", [{**c, "generation": {k: 0.5 for k in COLUMNS}} for c in cells])
+    assert cli("report", cwd=tmp_path).code == 0
+    page = (results / "report" / "index.html").read_text()
+    assert said in page and not_said not in page
+    assert "<th>non-embedding parameters</th><th>training molecules</th>" in page
+
+
+def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors(cli, tmp_path):
+    study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
+    study["data"].update(sizes=[60, 120, 240], validation=30, test=30)
+    study["model"].update(widths=[8, 16, 32], depths=[2])
+    study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
+    errors = {"force_mae_meV_per_A": 41.25, "energy_mae_meV": 7.5}
+    results = fitted(cli, tmp_path, study, extra={"family": "painn", "capacity": 16, **errors})
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    markdown = (results / "report" / "report.md").read_text()
+    page = (results / "report" / "index.html").read_text()
+    header = "| model | parameters (embeddings included) | training structures | val loss | force MAE (meV/Å) "
+    assert header + "| energy MAE (meV) | status |" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| w")]
+    assert len(rows) == 9 and all("| 41.25 | 7.5 | ok |" in line for line in rows), rows
+    assert "<th>force MAE (meV/Å)</th><th>energy MAE (meV)</th>" in page and page.count("<td>41.25</td>") == 9
+    assert "<th>parameters (embeddings included)</th><th>training structures</th>" in page
+    scaling = (results / "fit" / "plots" / "scaling.svg").read_text()
+    assert "<!-- training structures -->" in scaling and "<!-- parameters (embeddings included) -->" in scaling
+    assert "molecules" not in scaling and "non-embedding" not in scaling
+    assert "<!-- training structures D -->" in (results / "fit" / "plots" / "joint.svg").read_text()
+
+
+def test_an_open_end_reads_open():
+    assert interval_text([0.036, None]) == "[0.036, open]" and interval_text(None) == "-"
