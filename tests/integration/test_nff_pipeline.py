@@ -30,6 +30,7 @@ def project(tmp_path_factory):
     study["model"].update(widths=[8, 16], depths=[2])
     study["training"]["max_epochs"] = 15
     study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
+    study["fit"]["laws"] = ["power"]  # the joint law needs 3 model sizes
     (root / "study.yaml").write_text(yaml.safe_dump(study))
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)

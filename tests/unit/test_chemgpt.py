@@ -87,8 +87,8 @@ def test_a_checkpoint_with_the_single_parameter_group_of_older_versions_starts_t
     torch.save({"callbacks": {"Resume": {"tag": tag, "batches": 3, "epoch": 0}}}, folder / CHECKPOINT)
     resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag={**tag, "param_groups": PARAM_GROUPS})
     assert resume.resume_from() is None and not folder.exists()
-    assert "was written for another configuration of this cell (another number of devices, or another chemspec " \
-           "version); training starts over" in capsys.readouterr().err
+    assert "was written for another configuration of this cell (other data or split, another number of devices, or " \
+           "another chemspec version); training starts over" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", [b"", b"\x80\x02not a checkpoint", 40, -10],
