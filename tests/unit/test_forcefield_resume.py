@@ -7,6 +7,8 @@ the schedule's state ends elsewhere. Results are compared as metrics.json would 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -100,3 +102,15 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_same_stop(tmp_pat
     assert (tmp_path / "resume" / CHECKPOINT).is_file()
     assert b'"stop_reason": "max_epochs"' not in first[0]
     assert_same(train(tmp_path / "resume", **{k: v for k, v in stopping.items() if k != "fault"}), first)
+
+
+@pytest.mark.parametrize("changes", [{"window": 0.45}, {"window": 0.45, "fault": ("nan", 9)}], ids=["ok", "diverged"])
+def test_a_tpe_window_rerun_from_its_last_checkpoint_keeps_its_last_part_epoch(tmp_path, changes):
+    """A window that ends inside an epoch checkpoints before that epoch's losses are filed; a rerun (the
+    cell killed in its final validation) must still count them, and still see a NaN among them."""
+    first = train(tmp_path / "resume", **changes)
+    assert (tmp_path / "resume" / CHECKPOINT).is_file()
+    record = json.loads(first[0])
+    assert [len(epoch) for epoch in record["step_losses"]] == ([4, 4, 1] if "fault" in changes else [4, 4, 3])
+    assert record["status"] == ("diverged" if "fault" in changes else "ok")
+    assert_same(train(tmp_path / "resume", **{k: v for k, v in changes.items() if k != "fault"}), first)

@@ -200,12 +200,14 @@ class ForceField(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         if self.trainer.state.fn == "fit":
-            self._end_epoch()
+            self.end_epoch()
 
     def on_train_epoch_end(self) -> None:  # an epoch that max_steps cuts short is not validated
-        self._end_epoch()
+        self.end_epoch()
 
-    def _end_epoch(self) -> None:
+    def end_epoch(self) -> None:
+        """File this epoch's losses (idempotent): also called after fit, since a run whose checkpoint is
+        at its last step (rerun after it was killed in its final validation) trains no epoch to end."""
         self._check_finite()
         if self._epoch:
             self.step_losses.append(torch.stack(self._epoch).double().cpu().tolist())

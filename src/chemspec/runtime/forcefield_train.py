@@ -152,6 +152,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
         with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to {again}"):
             trainer.fit(module, batches, sets["val"].loader(eval_batch_size),
                         ckpt_path=resume.resume_from() if resume else None)
+            module.end_epoch()
             if trainer.global_step % len(batches) and module.diverged is None:
                 trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
     except SystemExit:
