@@ -27,6 +27,22 @@ def test_the_count_is_what_the_loader_reads(shared, file, format, frames):
     assert load_file(shared / file, format, "eV", "Angstrom")[1]["read"] == frames
 
 
+def test_a_compressed_extxyz_file_is_counted_as_ase_reads_it(shared, tmp_path):
+    import gzip
+
+    packed = tmp_path / "ethanol.xyz.gz"
+    packed.write_bytes(gzip.compress((shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_bytes()))
+    assert count_structures(packed, "extxyz") == load_file(packed, "extxyz", "eV", "Angstrom")[1]["read"] == 100
+
+
+def test_structures_without_a_finite_energy_are_not_counted(shared):
+    """ANI-1x's partial levels of theory are mostly NaN: count what the loader can keep."""
+    path, level = shared / "ani" / "ani1x_n5.hdf5", "ccsd(t)_cbs.energy"
+    counts = load_file(path, "ani1x", "Hartree", "Angstrom", level, "wb97x_dz.forces")[1]
+    assert counts["dropped_nonfinite"] > 0
+    assert count_structures(path, "ani1x", level) == counts["kept"] == 6
+
+
 def test_an_ase_database_is_counted_by_its_rows(shared, tmp_path):
     import ase.db
     import ase.io
