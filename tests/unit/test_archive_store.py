@@ -164,3 +164,25 @@ def test_a_temporary_file_left_by_a_killed_write_is_named_not_fatal(cli, tmp_pat
     verified = cli("archive", "verify", cwd=tmp_path)
     assert verified.code == 0 and "6 objects verified" in verified.out, verified.err
     assert "leftover from an interrupted write" in verified.err
+
+
+def test_the_chemspec_source_is_recorded_only_for_a_checkout_of_chemspec(tmp_path):
+    """An installed copy in a project's ignored .venv lies inside the project's git work tree: its commit
+    is the project's, not chemspec's, so none is recorded; chemspec's own checkout records its HEAD."""
+    from pathlib import Path
+
+    import chemspec
+    from chemspec.archive.manifest import source_state
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    subprocess.run(["git", "add", ".gitignore"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], cwd=tmp_path,
+                   check=True)
+    installed = tmp_path / ".venv" / "lib" / "site-packages" / "chemspec"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text('__version__ = "0.1.0"\n')
+    assert source_state(installed) == {"commit": None, "dirty": None}
+    package = Path(chemspec.__file__).resolve().parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True).stdout.strip()
+    assert source_state(package)["commit"] == head

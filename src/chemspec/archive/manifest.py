@@ -44,7 +44,7 @@ def versions() -> dict[str, str | None]:
 
 def git_state(cwd: Path) -> dict:
     """HEAD's commit of the git work tree holding `cwd` and whether tracked files differ from it (None
-    for both outside a work tree): for chemspec's own folder, the source an editable install ran."""
+    for both outside a work tree)."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
@@ -55,6 +55,17 @@ def git_state(cwd: Path) -> dict:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def source_state(package: Path) -> dict:
+    """`git_state` of the checkout chemspec runs from (an editable install); None for both for an installed
+    copy, even one in a virtual environment inside the study's own git work tree."""
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=package,
+                                 capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        tracked = False
+    return git_state(package) if tracked else {"commit": None, "dirty": None}
 
 
 def _split_timing(metrics: dict) -> tuple[dict, dict]:
@@ -141,7 +152,7 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
         "checkpoints": {key: model.as_posix() for key, model in models.items()},
         "checkpoint_sha256": {key: sha256_tree(model) for key, model in models.items()},
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
-                       "git": git_state(Path.cwd()), "chemspec_source": git_state(Path(__file__).resolve().parent),
+                       "git": git_state(Path.cwd()), "chemspec_source": source_state(Path(__file__).resolve().parents[1]),
                        "versions": versions(), "device": device,
                        "compute_hours": round(seconds / 3600, 6)},
     }
