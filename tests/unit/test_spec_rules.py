@@ -100,6 +100,13 @@ def test_a_tpe_window_that_ends_inside_the_warmup_is_refused(tmp_path, warmup, d
         load_study(tmp_path / "q.yaml")
 
 
+def test_a_tpe_window_inside_the_warmup_is_accepted_with_one_configuration_to_rank(tmp_path):
+    text = QUICKSTART.read_text().replace("warmup_steps: 20", "warmup_steps: 47").replace(
+        "learning_rate: [1.0e-3, 3.0e-3]", "learning_rate: [3.0e-3]")
+    (tmp_path / "q.yaml").write_text(text)
+    assert len(load_study(tmp_path / "q.yaml").hpo.grid.configs()) == 1
+
+
 def test_a_warmup_longer_than_the_tpe_cells_whole_run_is_not_told_to_raise_the_budget(tmp_path):
     """TPE on the 1,000-molecule cells: 80 steps in all, which no budget_fraction can take past 80 warm-up steps."""
     text = QUICKSTART.read_text().replace("warmup_steps: 20", "warmup_steps: 80").replace("data_size: 3000",

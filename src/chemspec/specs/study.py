@@ -182,15 +182,17 @@ class Study(Spec):
     def _warmup_problems(self) -> Iterator[str]:
         """A warm-up as long as a cell's whole run: that cell never trains at its learning rate, and a cosine
         never starts, so the smallest data sizes would train on another schedule than the rest. A warm-up as
-        long as the TPE window: TPE would rank the configurations on warm-up losses alone. Steps are counted as
-        runtime.train counts them (per rank, whole batches an epoch) and the window as runtime.tpe.window_steps
-        cuts it; the largest batch size gives the fewest."""
+        long as the TPE window, where there are configurations to rank: TPE would rank them on warm-up losses
+        alone. Steps are counted as runtime.train counts them (per rank, whole batches an epoch) and the window
+        as runtime.tpe.window_steps cuts it; the largest batch size gives the fewest."""
         training, size, batch = self.training, min(self.data.sizes), max(self.hpo.grid.batch_size)
         warmup, steps = training.scheduler.warmup_steps, self._optimiser_steps(size, batch)
         if warmup >= steps:
             yield (f"training.scheduler.warmup_steps {warmup} is at least the whole run of "
                    f"the cells at data size {size} with batch_size {batch} ({steps} optimiser steps over "
                    f"{training.max_epochs} epoch(s)), which would never leave the warm-up; set it below {steps}")
+        if len(self.hpo.grid.configs()) == 1:  # nothing to rank
+            return
         fraction, size = self.hpo.tpe.budget_fraction, self.tpe_data_size()
         total = self._optimiser_steps(size, batch)
         window = max(1, round(fraction * total))
