@@ -52,6 +52,9 @@ def test_fits_leave_out_cells_without_fcd_at_the_common_count_and_label_the_rest
     data = [f for f in fits(rows, 0.95) if f["axis"] == "data"]
     assert len(data) == 1 and data[0]["metric"] == "fcd_excess" and data[0]["x"] == SIZES
     assert data[0]["exponent"] == pytest.approx(ALPHA, abs=0.03) and data[0]["floor"] == FLOOR
+    assert data[0]["left_out"] == ["xs-300000"], "a fit on the survivors says which cells it lost"
+    from chemspec.report import _fcd_quantity
+    assert _fcd_quantity(data[0]).endswith("; left out, with fewer than 900 valid molecules to score: xs-300000")
     with pytest.raises(RunError, match=r"scored against different FCD floors"):
         fits(rows[:4] + [_row(1e5, 5.0, floor=3.0)], 0.95)
 

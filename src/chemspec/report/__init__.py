@@ -156,7 +156,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "calibration": calibration_rows(calibration),
             "generation": generation_rows(cells),
-            "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": f.get("quantity", "FCD")}
+            "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
                                 for f in fit.get("generation") or []]}
 
 
@@ -164,6 +164,15 @@ def html(ctx: dict) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("chemspec", "report"), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.get_template("template.html.j2").render(**ctx)
+
+
+def _fcd_quantity(fit: dict) -> str:
+    """What a generation fit fits, and which cells of its group it had to leave out."""
+    quantity = fit.get("quantity", "FCD")
+    if fit.get("left_out"):
+        quantity += (f"; left out, with fewer than {fit['molecules']} valid molecules to score: "
+                     + ", ".join(fit["left_out"]))
+    return quantity
 
 
 def markdown(ctx: dict) -> str:

@@ -79,8 +79,14 @@ def fits(rows: list[dict], confidence: float) -> list[dict]:
     if not floors:
         return []
     (floor, molecules), = floors
+    short = [r for r in rows if r["status"] == "ok" and r.get("generation") and r["generation"]["fcd"] is None]
+
+    def left_out(axis: str, group: str) -> list[str]:
+        """Cells of this group scored on too few valid molecules: a fit of the rest favours the better cells."""
+        return [r["cell"].split("@", 1)[1] for r in short
+                if (r["model"] if axis == "data" else str(r["data_size"])) == group]
     return [{"metric": "fcd_excess", "axis": axis, "group": group,
-             **excess_fit(x, y, floor, molecules, confidence)}
+             **excess_fit(x, y, floor, molecules, confidence), "left_out": left_out(axis, group)}
             for axis, group, x, y in axis_groups(usable, lambda r: r["generation"]["fcd"])]
 
 
