@@ -289,8 +289,8 @@ def expand(study: Study) -> Cells:
                 "out_dir": f"{results}/train/{key}-seed{replicate}",
                 "resume_dir": f"{results}/.resume/train-{key}-seed{replicate}"})
     reference = None if study.generation is None else ReferenceCell(
-        fcd_molecules=study.generation.fcd_count(), seed=study.generation.seed, accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir,
-        out_dir=f"{results}/reference")
+        fcd_molecules=study.generation.fcd_count(), seed=study.generation.seed,
+        accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir, out_dir=f"{results}/reference")
     sample = _samples(study, train, f"{results}/sample", reference)
     fit = FitCell(study=name, family=study.model.family, laws=study.fit.laws,
                   confidence=study.fit.confidence, bootstrap=study.fit.bootstrap,
