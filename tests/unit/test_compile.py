@@ -386,6 +386,10 @@ def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
     study = tiny_study(generation={"samples": 10})
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))
     assert sorted(cells.sample) == sorted(cells.train)
+    replicated = expand(load_study(write_spec(tmp_path / "r.yaml", tiny_study(
+        generation={"samples": 10}, **{"fit.replicate_seeds": 1, "fit.replicate_cells": ["xs-400"]}))))
+    assert "xs-400-seed1" in replicated.train and sorted(replicated.sample) == sorted(cells.sample), \
+        "a replicate seed's samples would appear in no table, so it is not sampled"
     assert cells.sample["m-800"].train_identity == identity(cells.train["m-800"])
     assert cells.fit.generation["xs-200"] == "results/tiny/sample/xs-200/generation.json"
     stages = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]

@@ -318,6 +318,6 @@ def _samples(study: Study, train: dict[str, TrainCell], out: str,
                             accelerator=study.training.accelerator, train_identity=identity(cell),
                             train_dir=cell.out_dir, data_dir=cell.data_dir, split_dir=cell.split_dir,
                             reference_dir=reference.out_dir, out_dir=f"{out}/{key}")
-            for key, cell in train.items()}
+            for key, cell in train.items() if cell.seed == study.seed}  # replicate seeds: the table never shows them
 
 
