@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from chemspec.compiler.cells import Cells, expand, identity
+from chemspec.compiler.cells import Cells, identity
+from chemspec.compiler.expand import expand
 from chemspec.compiler.render import render
 from chemspec.specs import Study
 

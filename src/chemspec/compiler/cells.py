@@ -1,4 +1,4 @@
-"""Expand a study into cells: one resolved, typed unit of work per pipeline stage.
+"""Cells: one resolved, typed unit of work per pipeline stage, and their identities.
 
 A cell is the contract between the compiler and the runtime: it holds every value its stage needs
 (settings and file paths), so a stage never opens the study file. A cell's identity is the sha256 of
@@ -14,9 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from chemspec.specs import Study
-from chemspec.specs.data import SAMPLE, AtomsFileSource, GenerateMD
-from chemspec.specs.model import GNNModel
 from chemspec.specs.study import Executor
 from chemspec.specs.training import Training
 
@@ -205,119 +202,3 @@ def identity(cell: Cell) -> str:
     if isinstance(cell, TrainCell) and cell.family in EPOCH_ORDER:
         fields["epoch_order"] = EPOCH_ORDER[cell.family]
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
-
-
-def number_tag(value: float) -> str:
-    """3e-4 -> '3e-4', 0.001 -> '1e-3', 2.5e-4 -> '2p5e-4': a float as a stage-name word."""
-    mantissa, exponent = f"{value:e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".").replace(".", "p")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def hp_name(hp: dict[str, Any]) -> str:
-    return f"lr{number_tag(hp['learning_rate'])}-bs{hp['batch_size']}"
-
-
-def _sizes(study: Study) -> dict[str, dict[str, Any]]:
-    model = study.model
-    if isinstance(model, GNNModel):
-        return {f"w{w}d{d}": {"width": w, "depth": d, "cutoff": model.cutoff, "n_rbf": model.n_rbf}
-                for w in model.widths for d in model.depths}
-    return {name: size.model_dump() for name, size in model.sizes.items()}
-
-
-def expand(study: Study) -> Cells:
-    """Every cell of the study's pipeline, in a stable order."""
-    name = study.study
-    data_dir, split_dir, results = f"data/{name}", f"data/{name}/splits", f"results/{name}"
-    sizes = _sizes(study)
-    max_length = max((s.get("max_length", 0) for s in sizes.values()), default=0)
-    source = study.data.source.model_dump(mode="json")
-    if isinstance(study.data.source, GenerateMD):
-        source["smiles"] = study.data.source.smiles()  # a name whose SMILES is corrected is new data
-    if source.get("max_molecules") is not None:
-        source["sample"] = SAMPLE
-    data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,
-                    representation=study.data.text_representation if study.data.kind == "smiles" else None,
-                    max_length=max_length, out_dir=data_dir,
-                    check_units=isinstance(study.data.source, AtomsFileSource) and study.data.source.check_units)
-    split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,
-                      test=study.data.test, data_dir=data_dir, out_dir=split_dir)
-    tpe_cfg = study.hpo.tpe
-    estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
-    common = dict(family=study.model.family, seed=study.seed, training=study.training, estimator=estimator,
-                  data_dir=data_dir, split_dir=split_dir)
-    per_size = tpe_cfg.scope == "model_size"
-    tpe, groups = {}, {}
-    for group, tpe_size in ([(s, s) for s in sizes] if per_size else [("*", study.tpe_model_size())]):
-        for hp in study.hpo.grid.configs():
-            key = f"{group}-{hp_name(hp)}" if per_size else hp_name(hp)
-            groups.setdefault(group, []).append(key)
-            tpe[key] = TrainCell(name=f"tpe@{key}", size_name=tpe_size, size=sizes[tpe_size],
-                                 data_size=study.tpe_data_size(), epochs=study.training.max_epochs,
-                                 window=tpe_cfg.budget_fraction, hparams=hp, rank=0,
-                                 group=group, selected=None, out_dir=f"{results}/tpe/{key}",
-                                 resume_dir=f"{results}/.resume/tpe-{key}", **common)
-    calibrate, calibration = {}, None
-    if tpe_cfg.calibrate:
-        calibrate = {key: cell.model_copy(update={"name": f"calibrate@{key}", "window": 1.0,
-                                                  "out_dir": f"{results}/calibrate/{key}",
-                                                  "resume_dir": f"{results}/.resume/calibrate-{key}"})
-                     for key, cell in tpe.items()}
-        calibration = CalibrationCell(tpe_dirs={k: c.out_dir for k, c in tpe.items()},
-                                      full_dirs={k: c.out_dir for k, c in calibrate.items()},
-                                      budget_fraction=tpe_cfg.budget_fraction, estimator=estimator,
-                                      keep=tpe_cfg.keep, out_dir=f"{results}/calibration")
-    selected = f"{results}/selected.json"
-    select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=tpe_cfg.estimator,
-                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, groups=groups, out=selected)
-    train = {}
-    for size_name, size in sizes.items():
-        for n in study.data.sizes:
-            for rank in range(1, tpe_cfg.keep + 1):
-                key = f"{size_name}-{n}" + (f"-r{rank}" if tpe_cfg.keep > 1 else "")
-                train[key] = TrainCell(name=f"train@{key}", size_name=size_name, size=size, data_size=n,
-                                       epochs=study.training.max_epochs, hparams=None, rank=rank,
-                                       group=size_name if per_size else "*",
-                                       selected=selected, out_dir=f"{results}/train/{key}",
-                                       resume_dir=f"{results}/.resume/train-{key}", **common)
-    for key in study.fit.replicate_cells:
-        for replicate in range(1, study.fit.replicate_seeds + 1):
-            first = train[key if tpe_cfg.keep == 1 else f"{key}-r1"]
-            train[f"{key}-seed{replicate}"] = first.model_copy(update={
-                "name": f"train@{key}-seed{replicate}", "seed": study.seed + replicate,
-                "out_dir": f"{results}/train/{key}-seed{replicate}",
-                "resume_dir": f"{results}/.resume/train-{key}-seed{replicate}"})
-    reference = None if study.generation is None else ReferenceCell(
-        fcd_molecules=study.generation.fcd_count(), seed=study.generation.seed,
-        accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir, out_dir=f"{results}/reference")
-    sample = _samples(study, train, f"{results}/sample", reference)
-    fit = FitCell(study=name, family=study.model.family, laws=study.fit.laws,
-                  confidence=study.fit.confidence, bootstrap=study.fit.bootstrap,
-                  metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
-                  generation={key: f"{cell.out_dir}/generation.json" for key, cell in sample.items()},
-                  selected=selected, out_dir=f"{results}/fit")
-    inputs = {"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json", "selected": selected,
-              "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
-    if calibration is not None:
-        inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
-    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json", exclude={"executor"}),
-                          inputs=inputs, root="archive")
-    return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
-                 train=train, reference=reference, sample=sample, fit=fit, archive=archive, executor=study.executor)
-
-
-def _samples(study: Study, train: dict[str, TrainCell], out: str,
-             reference: ReferenceCell | None) -> dict[str, SampleCell]:
-    generation = study.generation
-    if generation is None or reference is None:
-        return {}
-    return {key: SampleCell(name=f"sample@{key}", data_size=cell.data_size,
-                            representation=study.data.text_representation,
-                            **generation.model_dump(exclude={"fcd_molecules"}), fcd_molecules=generation.fcd_count(),
-                            accelerator=study.training.accelerator, train_identity=identity(cell),
-                            train_dir=cell.out_dir, data_dir=cell.data_dir, split_dir=cell.split_dir,
-                            reference_dir=reference.out_dir, out_dir=f"{out}/{key}")
-            for key, cell in train.items() if cell.seed == study.seed}  # replicate seeds: the table never shows them
-
-
