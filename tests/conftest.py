@@ -41,6 +41,15 @@ def _shared_data() -> Path:
 SHARED_DATA = _shared_data()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny graphs on 2 shared cores run several times faster on one intra-op thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The real MD17, rMD17, ANI-1x and extxyz files of ../shared/data beside the repository."""

@@ -40,15 +40,7 @@ ETHANOL_R = np.array([[1.1879, -0.3829, 0.0], [0.0, 0.5526, 0.0], [-1.1867, -0.2
 WATER_Z = np.array([8, 1, 1])
 WATER_R = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
 RADIUS = {1: 0.31, 6: 0.76, 8: 0.66}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny graphs on 2 shared cores run several times faster on one intra-op thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def morse(numbers: np.ndarray, positions: np.ndarray, depth: float = 1.0, a: float = 1.8):

@@ -22,15 +22,8 @@ from tests.unit.test_forcefield import CUTOFF, ethanols
 DATA = ethanols(7)
 HP = {"learning_rate": 3e-2, "batch_size": 2}
 PLATEAU = {"factor": 0.5, "patience": 0, "min_lr": 1e-6}
+pytestmark = pytest.mark.usefixtures("one_thread")
 STOPPED = r"schnet cell stopped by SIGTERM after {} steps; checkpoint saved in .*; re-run `dvc repro` to resume from it"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def train(resume_dir=None, data=DATA, **changes) -> tuple[bytes, dict, float]:
