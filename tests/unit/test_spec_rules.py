@@ -117,3 +117,11 @@ def test_a_warmup_longer_than_the_tpe_cells_whole_run_is_not_told_to_raise_the_b
                                         r"batch_size 64\) after 16 of their 80 optimiser steps.*lower warmup_steps "
                                         r"below 16$"):
         load_study(tmp_path / "q.yaml")
+
+
+def test_a_bootstrap_on_a_grid_too_small_for_it_is_refused(tmp_path):
+    with pytest.raises(SpecError, match=r"fit.bootstrap: 200 resamples of the joint fit need a grid of at least 12 "
+                                        r"cells; this one has 9, so it would end as 'cannot bootstrap'; set "
+                                        r"fit.bootstrap to 0, or add data or model sizes"):
+        grid(tmp_path, 3, 3, None, **{"fit.bootstrap": 200})
+    assert grid(tmp_path, 4, 3, None, **{"fit.bootstrap": 200}).fit.bootstrap == 200

@@ -25,6 +25,7 @@ from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
+from chemspec.specs.study import BOOTSTRAP_CELLS
 
 MIN_POINTS = 3
 
@@ -137,8 +138,9 @@ def bootstrap(rows: list[dict], resamples: int, confidence: float, seed: int = 0
     if resamples == 0:
         return None
     usable = [r for r in rows if r["status"] == "ok"]
-    if len(usable) < 12:
-        return {"status": "cannot bootstrap", "reason": f"{len(usable)} cells; a bootstrap over cells needs at least 12"}
+    if len(usable) < BOOTSTRAP_CELLS:  # validation refuses smaller grids; cells that failed can leave fewer
+        return {"status": "cannot bootstrap",
+                "reason": f"{len(usable)} cells; a bootstrap over cells needs at least {BOOTSTRAP_CELLS}"}
     rng = np.random.default_rng(seed)
     draws, on_bound = [], 0
     for _ in range(resamples):

@@ -24,6 +24,8 @@ AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
 (points, distinct sizes). Its points are the data sizes of one model size, or the model sizes of one data size."""
 JOINT_DISTINCT = 3
 """Distinct sizes per axis that runtime.laws.joint_law needs (3 × 3 cells are more than the 7 points it needs)."""
+BOOTSTRAP_CELLS = 12
+"""Cells that runtime.fit.bootstrap needs: fewer, and resampled grids too often miss a whole size."""
 
 
 class Fit(Spec):
@@ -248,6 +250,11 @@ class Study(Spec):
         """Laws that the study names but whose every fit would end as "cannot fit" for want of sizes. A cell is
         one point whatever else it trains: replicate seeds, the ranks that hpo.tpe.keep keeps and TPE runs (of
         either hpo.tpe.scope) add none. Laws left to the default are fitted where the grid allows."""
+        cells = len(self.data.sizes) * len(self.model.size_names())
+        if self.fit.bootstrap and cells < BOOTSTRAP_CELLS:
+            yield (f"fit.bootstrap: {self.fit.bootstrap} resamples of the joint fit need a grid of at least "
+                   f"{BOOTSTRAP_CELLS} cells; this one has {cells}, so it would end as 'cannot bootstrap'; set "
+                   "fit.bootstrap to 0, or add data or model sizes")
         if "laws" not in self.fit.model_fields_set:
             return
         data, models, capacities = len(self.data.sizes), len(self.model.size_names()), self.model.capacities()
