@@ -222,10 +222,11 @@ def run_training(cell: TrainCell) -> dict:
     flops = flops_per_token(params, config.num_layers, config.hidden_size,
                             mean_length(tokens, rows[f"train-{cell.data_size}"], PAD))
     usage = utilisation(rate, flops, trainer.world_size, trainer.strategy.root_device)
+    steps = int(trainer.global_step) if module.diverged is None else module.diverged["step"]
     result = {"cell": cell.name, "identity": identity(cell), "family": cell.family, "model": cell.size_name,
               "data_size": cell.data_size, "seed": cell.seed, "hparams": hp, "epochs": cell.epochs,
-              "epochs_trained": round(trainer.global_step / per_rank, 4),
-              "window": cell.window, "steps": int(trainer.global_step), "steps_per_epoch": per_rank,
+              "epochs_trained": round(steps / per_rank, 4),
+              "window": cell.window, "steps": steps, "steps_per_epoch": per_rank,
               "span_epochs": cell.window * cell.epochs,
               "tokens_seen": tokens_seen,
               "params": params,
@@ -235,8 +236,7 @@ def run_training(cell: TrainCell) -> dict:
               "train_tokens_per_s": None if rate is None else round(rate, 1), "flops_per_token": flops, **usage,
               "device": device_name(trainer.world_size), "status": "ok"}
     if module.diverged is not None:
-        result.update(status="diverged", divergence=module.diverged, val_loss=None, steps=module.diverged["step"],
-                      epochs_trained=round(module.diverged["step"] / per_rank, 4))
+        result.update(status="diverged", divergence=module.diverged, val_loss=None)
     out = Path(cell.out_dir)
     if cell.hparams is not None:
         result["estimator"] = cell.estimator["estimator"]
