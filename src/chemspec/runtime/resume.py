@@ -221,9 +221,6 @@ class Resume(L.Callback):
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
 
-    def done(self) -> None:
-        discard(self.folder)
-
 
 def discard(folder: str | Path) -> None:
     """Delete a cell's resume folder, once its results are written."""

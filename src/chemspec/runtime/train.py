@@ -158,7 +158,7 @@ def run_training(cell: TrainCell) -> dict:
                                           non_embedding_parameters)
     from chemspec.runtime.faults import Faults, fault_for, nan_at
     from chemspec.runtime.molecules import PAD
-    from chemspec.runtime.resume import Resume
+    from chemspec.runtime.resume import Resume, discard
     from chemspec.runtime.throughput import Throughput, flops_per_token, mean_length, utilisation
 
     _quiet()
@@ -246,7 +246,7 @@ def run_training(cell: TrainCell) -> dict:
         with atomic_dir(out) as tmp:
             write_bytes(tmp / "loss.csv", loss_csv(module.step_losses))
             write_json(tmp / "estimate.json", result)
-        resume.done()
+        discard(cell.resume_dir)
         return result
     if module.diverged is None:
         result["test_loss"] = evaluate(module, loader(tokens, rows["test"], 256, False, cell.seed, **layout),
@@ -256,5 +256,5 @@ def run_training(cell: TrainCell) -> dict:
         tokenizer.save_pretrained(tmp / "model")
         write_bytes(tmp / "loss.csv", loss_csv(module.step_losses))
         write_json(tmp / "metrics.json", result)
-    resume.done()
+    discard(cell.resume_dir)
     return result
