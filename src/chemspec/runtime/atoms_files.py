@@ -65,9 +65,9 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
     ASE opens it) is scanned for its frame headers, as ASE indexes it, instead of parsed (ASE parses ~1,500
     frames a second)."""
     path = Path(path)
-    if format in ("md17", "rmd17"):
-        key = "E" if format == "md17" else "energies"
-        return int(np.isfinite(read_npz(path, format, (key,))[key]).sum())
+    if format in NPZ_KEYS:
+        energy = NPZ_KEYS[format][2]
+        return int(np.isfinite(read_npz(path, format, (energy,))[energy]).sum())
     if format == "ani1x":
         import h5py
 
@@ -163,16 +163,22 @@ def _floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
         raise RunError(f"{label}: {key!r} is not numeric ({type(value).__name__}); check the file") from None
 
 
+NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords", "energies", "forces")}
+"""The arrays of an MD17 / rMD17 archive: atomic numbers, positions, energies, forces."""
+
+
 def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    keys = ("z", "R", "E", "F")
-    arrays = read_npz(path, "md17", keys)
-    return [_block(path, "md17", "", keys, *(arrays[k] for k in keys))]
+    return _npz(path, "md17")
 
 
 def _rmd17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    keys = ("nuclear_charges", "coords", "energies", "forces")
-    arrays = read_npz(path, "rmd17", keys)
-    return [_block(path, "rmd17", "", keys, *(arrays[k] for k in keys))]
+    return _npz(path, "rmd17")
+
+
+def _npz(path: Path, format: str) -> list[Frames]:
+    keys = NPZ_KEYS[format]
+    arrays = read_npz(path, format, keys)
+    return [_block(path, format, "", keys, *(arrays[k] for k in keys))]
 
 
 def _ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
