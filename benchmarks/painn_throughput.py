@@ -5,7 +5,8 @@ schedule) and epochs. Variants: `peer` is schnetpack's AtomsDataModule (ASE db, 
 structure in --workers processes) + AtomisticTask in a pytorch_lightning Trainer; `fp32`, `tf32` and
 `bf16` are chemspec's ForceField + ForceFieldDataset (pairs precomputed once, pinned batches) at
 --batch-size with plain fp32, TF32 matmuls or bf16 autocast; `large` is TF32 at --large-batch (fewer
-optimiser steps per epoch, so its accuracy is not like-for-like). Epoch times include each epoch's
+optimiser steps per epoch, so its accuracy is not like-for-like); `graph` and `graph_tf32` train as
+`training.compile: cuda-graphs` does (padded batches, the whole step replayed from one CUDA graph). Epoch times include each epoch's
 validation; the first (warm-up) epoch is left out of structures_per_s. A numerics check evaluates the
 fp32-trained model on the test split in fp32, TF32 and bf16. Energies are referenced per element
 (least squares on the training split) for both: chemspec shifts inside the model, the peer's db holds
@@ -27,7 +28,7 @@ import torch.utils.data.dataloader as _dl
 _dl.T_co = getattr(_dl, "T_co", typing.TypeVar("T_co", covariant=True))  # schnetpack 2.0.4 on torch >= 2.6
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(ambiguous collection|save_hyperparameters|is an instance of).*")
-VARIANTS = ("peer", "fp32", "tf32", "bf16", "large")
+VARIANTS = ("peer", "fp32", "tf32", "bf16", "large", "graph", "graph_tf32")
 
 
 def parse(argv=None):
@@ -146,16 +147,19 @@ def run_chemspec(args, parts, shift, mode, batch_size, epochs):
     from chemspec.runtime.neighbours import ForceFieldDataset
 
     cuda = args.device == "cuda"
+    graphs, mode = mode.startswith("graph"), {"graph": "fp32", "graph_tf32": "tf32"}.get(mode, mode)
     sets = {k: ForceFieldDataset(v, args.cutoff, torch.float32) for k, v in parts.items()}
 
     def load(name, size, shuffle=False):
+        if graphs and name == "train":
+            return sets[name].loader(size, shuffle=shuffle, seed=args.seed, pin_memory=cuda, padded=True)
         return DataLoader(sets[name], batch_size=size, shuffle=shuffle, collate_fn=sets[name].collate,
                           pin_memory=cuda, generator=torch.Generator().manual_seed(args.seed))
     L.seed_everything(args.seed, workers=True, verbose=False)
     _quiet()
     module = ForceField(FAMILIES["painn"](args.width, args.depth, args.cutoff, args.n_rbf), loss="l1",
                         energy_weight=0.01, forces_weight=0.99, learning_rate=args.lr, optimizer="adamw",
-                        patience=10**9, energy_shift=shift)  # patience: no LR schedule, as for the peer
+                        patience=10**9, energy_shift=shift, cuda_graphs=graphs)  # patience: no LR schedule, as for the peer
     timer = make_timer(L.Callback, args.device, args.max_variant_s)
     trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if cuda else "cpu", devices=1,
                         precision="bf16-mixed" if mode == "bf16" else "32-true", inference_mode=False,
@@ -167,7 +171,7 @@ def run_chemspec(args, parts, shift, mode, batch_size, epochs):
     module.to(torch.device(args.device))  # Lightning's teardown moved it to the CPU
     with numerics(args.device, mode):
         mae = evaluate(module, test)
-    return summary(timer, len(sets["train"]), stats, mae, batch_size=batch_size, numerics=mode,
+    return summary(timer, len(sets["train"]), stats, mae, batch_size=batch_size, numerics=mode, cuda_graphs=graphs,
                    steps=int(trainer.global_step)), module, test
 
 
@@ -300,7 +304,8 @@ def main(argv=None):
                        "structures": len(data), "atoms": len(data.numbers), **{f"n_{k}": len(v) for k, v in split.items()}},
               "variants": {}}
     names = {"peer": "schnetpack", "fp32": "chemspec_fp32", "tf32": "chemspec_tf32", "bf16": "chemspec_bf16",
-             "large": f"chemspec_tf32_bs{args.large_batch}"}
+             "large": f"chemspec_tf32_bs{args.large_batch}", "graph": "chemspec_fp32_cuda_graphs",
+             "graph_tf32": "chemspec_tf32_cuda_graphs"}
     epochs, ratios = args.epochs, {}
     for v in args.variants:
         print(f"[painn] {names[v]}: {epochs} epochs ...", flush=True)

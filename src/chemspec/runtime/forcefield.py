@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from chemspec.errors import RunError
+from chemspec.runtime.ff_graph import GraphedStep, StepOptimizer
 from chemspec.runtime.neighbours import MAX_Z
 from chemspec.runtime.precision import MIXED
 
@@ -103,6 +104,9 @@ class ForceField(L.LightningModule):
     done by validation's end, before the epoch-end checkpoint (runtime.resume) is written: Lightning
     steps an epoch-interval scheduler after that checkpoint and runs no epoch-end hook again in a
     resumed run. A checkpoint carries this state, so a resumed run ends as an uninterrupted one.
+
+    With `cuda_graphs` the step is a `GraphedStep` (runtime.ff_graph) on padded batches, under manual
+    optimisation, clipping the gradient norm to `gradient_clip` itself (Lightning clips otherwise).
     """
 
     def __init__(self, model: nn.Module, loss: str = "l1", energy_weight: float = 0.01,
@@ -110,7 +114,8 @@ class ForceField(L.LightningModule):
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
                  plateau_factor: float = 0.5, patience: int = 50, min_lr: float = 1e-7,
                  energy_shift: float | torch.Tensor = 0.0, energy_scale: float = 1.0,
-                 per_atom_energy_loss: bool = False, nan_at: int | None = None):
+                 per_atom_energy_loss: bool = False, nan_at: int | None = None, cuda_graphs: bool = False,
+                 gradient_clip: float | None = None):
         super().__init__()
         if loss not in ("l1", "mse"):
             raise RunError(f"loss kind {loss!r} is not one of l1, mse")
@@ -137,6 +142,9 @@ class ForceField(L.LightningModule):
         self._plateau_state: dict | None = None
         self._epoch: list[torch.Tensor] = []
         self._sums: torch.Tensor | None = None
+        self.cuda_graphs, self.gradient_clip = cuda_graphs, gradient_clip
+        self.automatic_optimization = not cuda_graphs
+        self.graphed: GraphedStep | None = None
 
     def forward(self, batch: dict[str, torch.Tensor], create_graph: bool = False):
         """(energy [molecules] float64 in eV, forces [atoms, 3] in eV/Å) of a collated batch."""
@@ -156,10 +164,13 @@ class ForceField(L.LightningModule):
         d_n = d_e / batch["n_atoms"]
         d_f = forces - batch["forces"]
         d_loss = d_n if self.per_atom_energy_loss else d_e
-        if self.loss_kind == "l1":
-            loss = self.energy_weight * d_loss.abs().mean() + self.forces_weight * d_f.abs().mean()
+        error = torch.abs if self.loss_kind == "l1" else torch.square
+        if "molecule_weight" in batch:  # a padded batch (collate_padded): the mean over what is real
+            w_m, w_a = batch["molecule_weight"], batch["atom_weight"]
+            loss = (self.energy_weight * (w_m * error(d_loss)).sum() / w_m.sum()
+                    + self.forces_weight * (w_a[:, None] * error(d_f)).sum() / (3 * w_a.sum()))
         else:
-            loss = self.energy_weight * d_loss.square().mean() + self.forces_weight * d_f.square().mean()
+            loss = self.energy_weight * error(d_loss).mean() + self.forces_weight * error(d_f).mean()
         return loss, d_e, d_n, d_f
 
     def _sums_of(self, batch, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +196,12 @@ class ForceField(L.LightningModule):
                 "force_rmse_meV_per_A": EV_TO_MEV * (sf / c) ** 0.5}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._errors(batch, create_graph=True)[0]
+        if self.graphed is not None:
+            losses = []
+            self.optimizers().step(closure=lambda: losses.append(self.graphed.step(batch)))
+            loss = losses[0]
+        else:
+            loss = self._errors(batch, create_graph=True)[0]
         if self.global_step == self.nan_at:
             loss = loss * float("nan")
         self._epoch.append(loss.detach())
@@ -247,6 +263,8 @@ class ForceField(L.LightningModule):
 
     def _step_plateau(self, loss: float) -> None:
         self.plateau.step(loss)
+        if self.graphed is not None:
+            self.graphed.sync_rates()
         if max(group["lr"] for group in self.plateau.optimizer.param_groups) <= self.min_lr * (1 + 1e-9):
             self.stop_reason = "min_lr"
             self.trainer.should_stop = True
@@ -268,12 +286,16 @@ class ForceField(L.LightningModule):
     def configure_optimizers(self):
         kind = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
         optimizer = kind(self.parameters(), lr=self.learning_rate, betas=self.betas,
-                         weight_decay=self.weight_decay)
+                         weight_decay=self.weight_decay, capturable=self.cuda_graphs and self.device.type == "cuda")
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=self.plateau_factor, patience=self.patience, min_lr=self.min_lr, eps=0.0)
         if self._plateau_state is not None:
             self.plateau.load_state_dict(self._plateau_state)
-        return optimizer
+        if not self.cuda_graphs:
+            return optimizer
+        self.graphed = GraphedStep(lambda batch: self._errors(batch, create_graph=True)[0], list(self.parameters()),
+                                   optimizer, self.gradient_clip)
+        return StepOptimizer(optimizer)
 
 
 @torch.no_grad()

@@ -90,7 +90,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                      energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
                      gradient_clip: float | None = None, eval_batch_size: int = 256,
                      fault: tuple[str, int] | None = None, resume_dir: str | Path | None = None,
-                     checkpoint_every: int = 1) -> tuple[dict, ForceField]:
+                     checkpoint_every: int = 1, cuda_graphs: bool = False) -> tuple[dict, ForceField]:
     """Train one force field; returns (metrics, trained ForceField).
 
     `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
@@ -105,7 +105,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
 
     With `resume_dir`, a checkpoint is written there every `checkpoint_every` epochs and on SIGTERM, and
     training resumes from one written for the same settings and data (runtime.resume); the caller
-    deletes the folder (`resume.discard`) once it has written the results.
+    deletes the folder (`resume.discard`) once it has written the results. `cuda_graphs` trains on
+    padded batches by one CUDA graph of the whole step (runtime.ff_graph; eagerly on a CPU).
     """
     builder = FAMILIES[model_name]
     _check_elements(model_name, train, val, test)
@@ -129,21 +130,23 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         weight_decay=opt_cfg["weight_decay"], betas=opt_cfg["betas"],
                         plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
                         min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
-                        per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0])
+                        per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0],
+                        cuda_graphs=cuda_graphs, gradient_clip=gradient_clip)
     batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
-                                   pin_memory=accelerator != "cpu" and torch.cuda.is_available())
+                                   pin_memory=accelerator != "cpu" and torch.cuda.is_available(), padded=cuda_graphs)
     settings = {"family": model_name, "shape": [width, depth, cutoff, n_rbf], "hparams": dict(hparams),
                 "epochs": epochs, "window": window, "seed": seed, "accelerator": accelerator, "precision": precision,
                 "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg, "energy_scale": energy_scale,
                 "energy_shift": torch.as_tensor(energy_shift).tolist(), "per_atom": per_atom_energy_loss,
-                "gradient_clip": gradient_clip, "data": _fingerprint(train, val)}
+                "gradient_clip": gradient_clip, "data": _fingerprint(train, val),
+                **({"cuda_graphs": True} if cuda_graphs else {})}
     resume = (Resume(Path(resume_dir), batches.sampler, hparams["batch_size"], checkpoint_every, settings)
               if resume_dir is not None else None)
     trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
                         accelerator=accelerator, devices=1, precision=precision,
                         inference_mode=False, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
-                        gradient_clip_val=gradient_clip, deterministic=accelerator == "cpu",
+                        gradient_clip_val=None if cuda_graphs else gradient_clip, deterministic=accelerator == "cpu",
                         callbacks=[Faults(fault), *([resume] if resume else [])])
     settings["world_size"] = trainer.world_size
     start = time.perf_counter()

@@ -7,6 +7,8 @@ with index arithmetic only: no distance is computed on the CPU after constructio
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -17,6 +19,8 @@ from chemspec.runtime.resume import EpochSampler
 
 MAX_Z = 100
 """Largest atomic number + 1 that the models embed (schnetpack's default `max_z`)."""
+PAD_ATOMS = 2
+"""Fewest atoms of a padded batch's padding molecule: its padding pairs need two ends."""
 
 
 def neighbour_pairs(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +125,50 @@ class ForceFieldDataset(Dataset):
                 "batch": torch.repeat_interleave(torch.arange(len(s)), n_atoms, output_size=len(atoms)),
                 "idx_i": self.idx_i[pairs] + shift, "idx_j": self.idx_j[pairs] + shift}
 
-    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    def padded_shape(self, batch_size: int) -> tuple[int, int]:
+        """(atoms, pairs) that hold any batch of `batch_size` structures and the padding structure."""
+        k = min(batch_size, len(self))
+        return (int(torch.topk(self.n_atoms, k).values.sum()) + PAD_ATOMS,
+                int(torch.topk(self.n_pairs, k).values.sum()) + 1)
+
+    def collate_padded(self, indices: list[int], batch_size: int, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """A batch of one shape whatever its structures: `batch_size` + 1 molecules, `shape` atoms and pairs.
+
+        The structures come first, as `collate` gives them; empty molecule slots follow (a short last
+        batch), then one padding molecule of hydrogens spaced twice the cutoff apart on a line, whose
+        padding pairs all join its first two atoms, beyond the cutoff: they add nothing to any energy
+        or force. `molecule_weight` and `atom_weight` are 1 for what is real and 0 for the padding, so
+        a loss weighted by them is the loss of the real batch; empty slots count one atom, so that
+        energies per atom stay finite."""
+        real = self.collate(indices)
+        n, (atoms, pairs) = len(indices), shape
+        n_real, p_real = len(real["numbers"]), len(real["idx_i"])
+        if n > batch_size or n_real + PAD_ATOMS > atoms or p_real > pairs:
+            raise RunError(f"a batch of {n} structures ({n_real} atoms, {p_real} pairs) does not fit the padded "
+                           f"shape of {batch_size} structures, {atoms} atoms, {pairs} pairs")
+        pad, dtype = atoms - n_real, real["positions"].dtype
+        line = torch.zeros(pad, 3, dtype=dtype)
+        line[:, 0] = 2 * self.cutoff * torch.arange(1, pad + 1, dtype=dtype)
+        slots = torch.ones(batch_size + 1, dtype=torch.long)
+        slots[:n], slots[-1] = real["n_atoms"], pad
+        weight = torch.zeros(batch_size + 1, dtype=dtype)
+        weight[:n] = 1
+        pair_pad = torch.full((pairs - p_real,), n_real, dtype=torch.long)
+        return {"numbers": torch.cat([real["numbers"], torch.ones(pad, dtype=torch.long)]),
+                "positions": torch.cat([real["positions"], line]),
+                "forces": torch.cat([real["forces"], torch.zeros(pad, 3, dtype=dtype)]),
+                "energy": torch.cat([real["energy"], torch.zeros(batch_size + 1 - n, dtype=torch.float64)]),
+                "n_atoms": slots, "batch": torch.cat([real["batch"], torch.full((pad,), batch_size)]),
+                "idx_i": torch.cat([real["idx_i"], pair_pad]), "idx_j": torch.cat([real["idx_j"], pair_pad + 1]),
+                "molecule_weight": weight,
+                "atom_weight": torch.cat([torch.ones(n_real, dtype=dtype), torch.zeros(pad, dtype=dtype)])}
+
+    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, pin_memory: bool = False,
+               padded: bool = False) -> DataLoader:
         """Batches in an order drawn from (seed, epoch) alone, so that a resumed run takes the batches an
-        uninterrupted one would (runtime.resume); `pin_memory` lets the copy to the GPU overlap its work."""
+        uninterrupted one would (runtime.resume); `pin_memory` lets the copy to the GPU overlap its work.
+        `padded` batches all have one shape (`collate_padded`), as a CUDA graph of the step needs."""
+        collate = (partial(self.collate_padded, batch_size=batch_size, shape=self.padded_shape(batch_size))
+                   if padded else self.collate)
         return DataLoader(self, batch_size=batch_size, sampler=EpochSampler(len(self), seed, shuffle),
-                          collate_fn=self.collate, pin_memory=pin_memory)
+                          collate_fn=collate, pin_memory=pin_memory)

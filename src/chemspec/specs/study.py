@@ -143,6 +143,9 @@ class Study(Spec):
             if too_long:
                 yield (f"training.packing: rows of {training.packing} positions cannot hold the molecules of "
                        f"model.sizes {too_long} (max_length); set packing to at least {max(too_long.values())}")
+            if training.compile == "cuda-graphs" and not training.packing:
+                yield ("training.compile: cuda-graphs records a graph for every batch shape; set training.packing "
+                       "(e.g. 256) so that batches have one shape")
             yield from self._warmup_problems()
             return
         family = repr(self.model.family)
@@ -155,9 +158,9 @@ class Study(Spec):
         if training.packing:
             yield (f"training.packing: model.family {family} batches whole structures without padding, so there "
                    "is nothing to pack; remove it")
-        if training.compile:
+        if training.compile is True:
             yield (f"training.compile: model.family {family} cannot be compiled (its force loss needs a double "
-                   "backward, which torch.compile does not support); set it to false")
+                   "backward, which torch.compile does not support); set it to false, or to cuda-graphs")
         if training.precision == "bf16-true":
             yield ("training.precision: bf16-true casts the energy shift and energy targets of model.family "
                    f"{family} to bf16, in steps of 32 eV at ethanol's -4210 eV, which ruins the energies; use "

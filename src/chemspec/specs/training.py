@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
+from chemspec.specs.base import Spec
 
 
 class Optimizer(Spec):
@@ -83,10 +83,12 @@ class Training(Spec):
     gradient_clip: PositiveFloat | None = 1.0
     """Clip the gradient norm to this value; none disables clipping."""
     compile: bool | Literal["cuda-graphs"] = False
-    """torch.compile the language model (GPU; the first steps are slower while it compiles; force
-    fields cannot be compiled: their loss needs a double backward). cuda-graphs also replays each
-    step's kernels from a CUDA graph (mode reduce-overhead), which removes the launch cost that bounds
-    small models; it needs packing, so that batches have one shape."""
+    """true: torch.compile the language model (GPU; the first steps are slower while it compiles).
+    cuda-graphs: replay each step's kernels from a CUDA graph, which removes the launch cost that
+    bounds small models; language models compile with mode reduce-overhead and need packing (batches
+    of one shape); force fields, which torch.compile cannot take (their loss needs a double backward),
+    pad every batch to one shape and record their whole step (forward, forces, backward, clipping,
+    optimiser) as one graph, and run that step eagerly on a CPU."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass instead of storing them: about a third
     more compute for a fraction of the activation memory (what lets a ~1B-parameter ChemGPT train on
@@ -110,13 +112,7 @@ class Training(Spec):
 
     @model_validator(mode="after")
     def _layouts(self) -> "Training":
-        problems = []
         if self.packing and self.bucket_batches is not None:
-            problems.append("training.packing: set it or training.bucket_batches, not both (both remove "
-                            "padding; packing also keeps one batch shape)")
-        if self.compile == "cuda-graphs" and not self.packing:
-            problems.append("training.compile: cuda-graphs records a graph for every batch shape; set "
-                            "training.packing (e.g. 256; language models only) so that batches have one shape")
-        if problems:
-            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
+            raise ValueError("training.packing: set it or training.bucket_batches, not both (both remove "
+                             "padding; packing also keeps one batch shape)")
         return self

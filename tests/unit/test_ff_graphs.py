@@ -1,0 +1,101 @@
+"""Force-field training by CUDA graphs: padded batches of one shape, and a graphed step that trains as
+the plain one does. On a CPU the step runs eagerly (the same padded path); on a GPU it is captured and
+replayed, and the same tests check the replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from chemspec.compiler import expand, identity
+from chemspec.errors import RunError
+from chemspec.runtime.forcefield_train import train_forcefield
+from chemspec.runtime.neighbours import ForceFieldDataset
+from chemspec.specs import load_study
+from tests.conftest import QUICKSTART
+from tests.unit.test_forcefield import ALL, CUTOFF, ETHANOL_R, ETHANOL_Z, WATER_R, WATER_Z, atoms, noisy_module
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def mixed(n: int, seed: int = 0):
+    """Ethanols and waters alternating, jiggled: batches of several atom and pair counts."""
+    rng = np.random.default_rng(seed)
+    molecules = [(ETHANOL_Z, ETHANOL_R) if k % 2 else (WATER_Z, WATER_R) for k in range(n)]
+    return atoms(*[(z, r + rng.normal(0, 0.05, r.shape)) for z, r in molecules])
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_a_padded_batch_has_the_loss_and_gradients_of_the_real_one(family):
+    data = mixed(7)
+    dataset = ForceFieldDataset(data, CUTOFF, torch.float64)
+    module = noisy_module(family)
+    chosen = [0, 3, 5]  # a short last batch: 3 structures in slots for 5
+    plain = dataset.collate(chosen)
+    padded = dataset.collate_padded(chosen, 5, dataset.padded_shape(5))
+    results = []
+    for batch in (plain, padded):
+        module.zero_grad()
+        loss = module._errors(batch, create_graph=True)[0]
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-12, atol=0)
+    assert len(grads_a) == len(grads_b) > 0
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_padded_batches_of_an_epoch_share_one_shape_and_hold_every_structure_once():
+    data = mixed(11)
+    dataset = ForceFieldDataset(data, CUTOFF)
+    batches = list(dataset.loader(4, shuffle=True, seed=3, padded=True))
+    assert len(batches) == 3
+    assert len({tuple((k, tuple(v.shape)) for k, v in sorted(b.items())) for b in batches}) == 1
+    assert sum(int(b["molecule_weight"].sum()) for b in batches) == 11
+    assert sum(int(b["atom_weight"].sum()) for b in batches) == len(data.numbers)
+    last = batches[-1]
+    assert last["molecule_weight"].tolist() == [1, 1, 1, 0, 0]
+    pad = last["idx_i"][last["atom_weight"][last["idx_i"]] == 0]
+    assert len(pad) > 0
+    distance = (last["positions"][last["idx_j"]] - last["positions"][last["idx_i"]]).norm(dim=1)
+    assert distance[last["atom_weight"][last["idx_i"]] == 0].min() > CUTOFF
+
+
+def test_a_batch_beyond_the_padded_shape_is_refused_naming_the_shape():
+    dataset = ForceFieldDataset(mixed(6), CUTOFF)
+    with pytest.raises(RunError, match="does not fit the padded shape of 2 structures"):
+        dataset.collate_padded([0, 1, 2], 2, dataset.padded_shape(2))
+
+
+@pytest.mark.parametrize("family", ["schnet", "painn"])
+def test_graphed_training_follows_plain_training(family):
+    """Same losses step by step, the plateau schedule's cut (patience 0) and gradient clipping included."""
+    data = mixed(12)
+    runs = {}
+    for graphs in (False, True):
+        runs[graphs] = train_forcefield(
+            family, 16, 2, CUTOFF, 8, data, data, data, {"learning_rate": 3e-2, "batch_size": 5}, epochs=6,
+            scheduler={"factor": 0.5, "patience": 0, "min_lr": 1e-7}, gradient_clip=0.5, seed=2,
+            accelerator="gpu" if DEVICE.type == "cuda" else "cpu", cuda_graphs=graphs)
+    (plain, _), (graphed, module) = runs[False], runs[True]
+    assert graphed["steps"] == plain["steps"] == 18
+    np.testing.assert_allclose(sum(graphed["step_losses"], []), sum(plain["step_losses"], []), rtol=2e-3)
+    np.testing.assert_allclose(graphed["val_history"], plain["val_history"], rtol=2e-3)
+    assert graphed["force_mae_meV_per_A"] == pytest.approx(plain["force_mae_meV_per_A"], rel=2e-3)
+    rates = [group["lr"] for group in module.trainer.optimizers[0].param_groups]
+    assert float(rates[0]) < 3e-2, "the plateau schedule cut the rate"
+    assert (module.graphed.graph is not None) == (DEVICE.type == "cuda")
+
+
+
+def test_a_force_field_study_may_ask_for_cuda_graphs_and_its_cells_carry_it(tmp_path):
+    text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text()
+    (tmp_path / "graphs.yaml").write_text(text.replace("\ntraining:\n", "\ntraining:\n  compile: cuda-graphs\n"))
+    graphed = expand(load_study(tmp_path / "graphs.yaml"))
+    plain = expand(load_study(QUICKSTART.parent / "quickstart-nff.yaml"))
+    key = next(iter(graphed.train))
+    assert graphed.train[key].training.compile == "cuda-graphs"
+    assert identity(graphed.train[key]) != identity(plain.train[key])
