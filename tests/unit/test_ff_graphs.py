@@ -70,7 +70,7 @@ def test_a_batch_beyond_the_padded_shape_is_refused_naming_the_shape():
         dataset.collate_padded([0, 1, 2], 2, dataset.padded_shape(2))
 
 
-@pytest.mark.parametrize("family", ["schnet", "painn"])
+@pytest.mark.parametrize("family", ALL)
 def test_graphed_training_follows_plain_training(family):
     """Same losses step by step, the plateau schedule's cut (patience 0) and gradient clipping included."""
     data = mixed(12)

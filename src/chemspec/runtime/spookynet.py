@@ -151,7 +151,7 @@ class SpookyNet(nn.Module):
             x, y = module(x, rbf, unit, d_ij, idx_i, idx_j, batch, n_molecules)
             summed = summed + y
         energies, charges = (self.head(summed) + self.element_bias[numbers]).unbind(-1)
-        count = torch.bincount(batch, minlength=n_molecules).to(charges.dtype)
+        count = charges.new_zeros(n_molecules).index_add(0, batch, torch.ones_like(charges))  # no host sync
         total = charges.new_zeros(n_molecules).index_add(0, batch, charges)
         return energies, charges - (total / count)[batch], r, cutoff_values
 
