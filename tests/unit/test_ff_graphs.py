@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from chemspec.compiler import expand, identity
-from chemspec.errors import RunError
+from chemspec.errors import RunError, SpecError
 from chemspec.runtime.forcefield_train import train_forcefield
 from chemspec.runtime.neighbours import ForceFieldDataset
 from chemspec.specs import load_study
@@ -99,3 +99,20 @@ def test_a_force_field_study_may_ask_for_cuda_graphs_and_its_cells_carry_it(tmp_
     key = next(iter(graphed.train))
     assert graphed.train[key].training.compile == "cuda-graphs"
     assert identity(graphed.train[key]) != identity(plain.train[key])
+
+
+def test_a_nan_fault_under_cuda_graphs_diverges_at_the_step_it_names_as_plain_training_does():
+    data = mixed(6)
+    for graphs in (False, True):
+        metrics, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data,
+                                      {"learning_rate": 1e-3, "batch_size": 2}, epochs=10, seed=1, fault=("nan", 4),
+                                      accelerator="gpu" if DEVICE.type == "cuda" else "cpu", cuda_graphs=graphs)
+        assert metrics["status"] == "diverged" and metrics["divergence"]["step"] == metrics["steps"] == 4, graphs
+
+
+def test_fp16_loss_scaling_with_cuda_graphs_is_refused_for_force_fields(tmp_path):
+    text = (QUICKSTART.parent / "quickstart-nff.yaml").read_text()
+    (tmp_path / "s.yaml").write_text(text.replace("precision: 32-true", "precision: 16-mixed\n  compile: cuda-graphs"))
+    with pytest.raises(SpecError, match=r"training.precision: 16-mixed scales the loss outside the step that "
+                                        r"cuda-graphs records for model.family 'painn'"):
+        load_study(tmp_path / "s.yaml")

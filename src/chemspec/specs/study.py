@@ -161,6 +161,10 @@ class Study(Spec):
         if training.compile is True:
             yield (f"training.compile: model.family {family} cannot be compiled (its force loss needs a double "
                    "backward, which torch.compile does not support); set it to false, or to cuda-graphs")
+        if training.compile == "cuda-graphs" and training.precision == "16-mixed":
+            yield (f"training.precision: 16-mixed scales the loss outside the step that cuda-graphs records for "
+                   f"model.family {family}, so its gradients would go unscaled; use 32-true or bf16-mixed, or set "
+                   "training.compile to false")
         if training.precision == "bf16-true":
             yield ("training.precision: bf16-true casts the energy shift and energy targets of model.family "
                    f"{family} to bf16, in steps of 32 eV at ethanol's -4210 eV, which ruins the energies; use "
