@@ -152,7 +152,8 @@ def run_chemspec(args, parts, shift, mode, batch_size, epochs):
 
     def load(name, size, shuffle=False):
         if graphs and name == "train":
-            return sets[name].loader(size, shuffle=shuffle, seed=args.seed, pin_memory=cuda, padded=True)
+            return sets[name].loader(size, shuffle=shuffle, seed=args.seed, pin_memory=cuda, padded=True,
+                                    epochs=epochs)
         return DataLoader(sets[name], batch_size=size, shuffle=shuffle, collate_fn=sets[name].collate,
                           pin_memory=cuda, generator=torch.Generator().manual_seed(args.seed))
     L.seed_everything(args.seed, workers=True, verbose=False)
@@ -165,14 +166,24 @@ def run_chemspec(args, parts, shift, mode, batch_size, epochs):
                         precision="bf16-mixed" if mode == "bf16" else "32-true", inference_mode=False,
                         logger=False, enable_checkpointing=False, enable_model_summary=False,
                         enable_progress_bar=False, num_sanity_val_steps=0, deterministic=not cuda, callbacks=[timer])
+    train = load("train", batch_size, shuffle=True)
     with numerics(args.device, "tf32" if mode == "tf32" else "fp32"), measured(args.device) as stats:
-        trainer.fit(module, load("train", batch_size, shuffle=True), load("val", args.eval_batch_size))
+        trainer.fit(module, train, load("val", args.eval_batch_size))
     test = load("test", args.eval_batch_size)
     module.to(torch.device(args.device))  # Lightning's teardown moved it to the CPU
     with numerics(args.device, mode):
         mae = evaluate(module, test)
     return summary(timer, len(sets["train"]), stats, mae, batch_size=batch_size, numerics=mode, cuda_graphs=graphs,
-                   steps=int(trainer.global_step)), module, test
+                   steps=int(trainer.global_step), **(padding(sets["train"], train) if graphs else {})), module, test
+
+
+def padding(dataset, loader):
+    """Shares of the padded batches' atoms and pairs that are padding, over one epoch."""
+    atoms, pairs = loader.collate_fn.keywords["shape"]
+    batches = len(loader)
+    return {"padded_shape": [atoms, pairs],
+            "padding_atoms_share": round(1 - int(dataset.n_atoms.sum()) / (atoms * batches), 4),
+            "padding_pairs_share": round(1 - int(dataset.n_pairs.sum()) / (pairs * batches), 4)}
 
 
 def numerics_check(module, test, device):

@@ -11,7 +11,7 @@ import torch
 from chemspec.compiler import expand, identity
 from chemspec.errors import RunError, SpecError
 from chemspec.runtime.forcefield_train import train_forcefield
-from chemspec.runtime.neighbours import ForceFieldDataset
+from chemspec.runtime.neighbours import PAD_ATOMS, ForceFieldDataset
 from chemspec.specs import load_study
 from tests.conftest import QUICKSTART
 from tests.unit.test_forcefield import ALL, CUTOFF, ETHANOL_R, ETHANOL_Z, WATER_R, WATER_Z, atoms, noisy_module
@@ -62,6 +62,27 @@ def test_padded_batches_of_an_epoch_share_one_shape_and_hold_every_structure_onc
     assert len(pad) > 0
     distance = (last["positions"][last["idx_j"]] - last["positions"][last["idx_i"]]).norm(dim=1)
     assert distance[last["atom_weight"][last["idx_i"]] == 0].min() > CUTOFF
+
+
+def test_a_runs_padded_shape_is_its_largest_batch_not_any_batch():
+    """One ethanol to five waters: over three epochs no batch of 4 draws four ethanols, so the run's
+    shape is smaller than the any-batch bound, yet every batch of those epochs fits it."""
+    rng = np.random.default_rng(0)
+    data = atoms(*[(ETHANOL_Z, ETHANOL_R) if k % 6 == 0 else (WATER_Z, WATER_R + rng.normal(0, 0.05, WATER_R.shape))
+                   for k in range(30)])
+    dataset = ForceFieldDataset(data, CUTOFF)
+    loader = dataset.loader(4, shuffle=True, seed=1, padded=True, epochs=3)
+    atoms_shape, pairs_shape = loader.collate_fn.keywords["shape"]
+    any_atoms, any_pairs = dataset.padded_shape(4)
+    assert atoms_shape < any_atoms and pairs_shape < any_pairs
+    real = []
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            assert batch["positions"].shape == (atoms_shape, 3) and batch["idx_i"].shape == (pairs_shape,)
+            real.append(int(batch["atom_weight"].sum()))
+    assert len(real) == 24 and sum(real) == 3 * len(data.numbers)
+    assert max(real) + PAD_ATOMS == atoms_shape
 
 
 def test_a_batch_beyond_the_padded_shape_is_refused_naming_the_shape():

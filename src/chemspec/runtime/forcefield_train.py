@@ -133,7 +133,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0],
                         cuda_graphs=cuda_graphs, gradient_clip=gradient_clip)
     batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
-                                   pin_memory=accelerator != "cpu" and torch.cuda.is_available(), padded=cuda_graphs)
+                                   pin_memory=accelerator != "cpu" and torch.cuda.is_available(), padded=cuda_graphs,
+                                   epochs=epochs)
     settings = {"family": model_name, "shape": [width, depth, cutoff, n_rbf], "hparams": dict(hparams),
                 "epochs": epochs, "window": window, "seed": seed, "accelerator": accelerator, "precision": precision,
                 "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg, "energy_scale": energy_scale,

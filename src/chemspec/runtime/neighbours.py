@@ -21,6 +21,8 @@ MAX_Z = 100
 """Largest atomic number + 1 that the models embed (schnetpack's default `max_z`)."""
 PAD_ATOMS = 2
 """Fewest atoms of a padded batch's padding molecule: its padding pairs need two ends."""
+SHAPE_SCAN = 10_000_000
+"""Most structures (epochs × dataset) whose batches `padded_shape` sums to find the largest: about 2 s on one core."""
 
 
 def neighbour_pairs(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +42,12 @@ def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         return torch.zeros(0, dtype=torch.long)
     first = torch.cumsum(counts, 0) - counts
     return torch.repeat_interleave(starts - first, counts, output_size=total) + torch.arange(total)
+
+
+def _largest_batch(counts: torch.Tensor, batch_size: int) -> int:
+    """Largest sum of `counts` over the runs of `batch_size` that cut them (the last may be short)."""
+    runs = torch.nn.functional.pad(counts, (0, -len(counts) % batch_size)).view(-1, batch_size)
+    return int(runs.sum(1).max())
 
 
 def check_atoms(data) -> None:
@@ -125,11 +133,21 @@ class ForceFieldDataset(Dataset):
                 "batch": torch.repeat_interleave(torch.arange(len(s)), n_atoms, output_size=len(atoms)),
                 "idx_i": self.idx_i[pairs] + shift, "idx_j": self.idx_j[pairs] + shift}
 
-    def padded_shape(self, batch_size: int) -> tuple[int, int]:
-        """(atoms, pairs) that hold any batch of `batch_size` structures and the padding structure."""
-        k = min(batch_size, len(self))
-        return (int(torch.topk(self.n_atoms, k).values.sum()) + PAD_ATOMS,
-                int(torch.topk(self.n_pairs, k).values.sum()) + 1)
+    def padded_shape(self, batch_size: int, sampler: EpochSampler | None = None, epochs: int = 0) -> tuple[int, int]:
+        """(atoms, pairs) that hold any batch of `batch_size` structures and the padding structure; with a
+        `sampler`, only the batches it draws in its first `epochs` epochs, which on structures of mixed
+        sizes is a smaller shape: less padding to compute in every step. Beyond SHAPE_SCAN structures
+        drawn in all, any batch is assumed, so that the scan stays quick."""
+        if sampler is None or not 0 < epochs * len(self) <= SHAPE_SCAN:
+            k = min(batch_size, len(self))
+            return (int(torch.topk(self.n_atoms, k).values.sum()) + PAD_ATOMS,
+                    int(torch.topk(self.n_pairs, k).values.sum()) + 1)
+        atoms = pairs = 0
+        for epoch in range(epochs):
+            order = sampler.order(epoch)
+            atoms = max(atoms, _largest_batch(self.n_atoms[order], batch_size))
+            pairs = max(pairs, _largest_batch(self.n_pairs[order], batch_size))
+        return atoms + PAD_ATOMS, pairs + 1
 
     def collate_padded(self, indices: list[int], batch_size: int, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
         """A batch of one shape whatever its structures: `batch_size` + 1 molecules, `shape` atoms and pairs.
@@ -164,11 +182,12 @@ class ForceFieldDataset(Dataset):
                 "atom_weight": torch.cat([torch.ones(n_real, dtype=dtype), torch.zeros(pad, dtype=dtype)])}
 
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, pin_memory: bool = False,
-               padded: bool = False) -> DataLoader:
+               padded: bool = False, epochs: int = 0) -> DataLoader:
         """Batches in an order drawn from (seed, epoch) alone, so that a resumed run takes the batches an
         uninterrupted one would (runtime.resume); `pin_memory` lets the copy to the GPU overlap its work.
-        `padded` batches all have one shape (`collate_padded`), as a CUDA graph of the step needs."""
-        collate = (partial(self.collate_padded, batch_size=batch_size, shape=self.padded_shape(batch_size))
-                   if padded else self.collate)
-        return DataLoader(self, batch_size=batch_size, sampler=EpochSampler(len(self), seed, shuffle),
-                          collate_fn=collate, pin_memory=pin_memory)
+        `padded` batches all have one shape (`collate_padded`), as a CUDA graph of the step needs: the
+        shape of the largest batch of the first `epochs` epochs, or of any batch when `epochs` is 0."""
+        sampler = EpochSampler(len(self), seed, shuffle)
+        collate = (partial(self.collate_padded, batch_size=batch_size,
+                           shape=self.padded_shape(batch_size, sampler, epochs)) if padded else self.collate)
+        return DataLoader(self, batch_size=batch_size, sampler=sampler, collate_fn=collate, pin_memory=pin_memory)

@@ -79,20 +79,24 @@ class EpochSampler(Sampler[int]):
         self._skip = (epoch, samples)
 
     def __iter__(self):
+        order = self.order(self.epoch)
+        if self._skip is not None and self._skip[0] == self.epoch:
+            order = order[self._skip[1]:]
+        return iter(order.tolist())
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """This rank's whole order of `epoch`, the skip aside; batches cut it into runs of the batch size."""
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(self.size, generator=generator)
             if self.window is not None and self.size:
                 order = bucketed(order, self.lengths, self.batch_size, self.window, generator)
-            order = order.tolist()
         else:
-            order = list(range(self.size))
+            order = torch.arange(self.size)
         rank, world = _rank_and_world() if self.distributed else (0, 1)
-        if world > 1 and order:
-            order = (order * world if self._padded(world) else order)[:len(self) * world][rank::world]
-        if self._skip is not None and self._skip[0] == self.epoch:
-            order = order[self._skip[1]:]
-        return iter(order)
+        if world > 1 and len(order):
+            order = (order.repeat(world) if self._padded(world) else order)[:len(self) * world][rank::world]
+        return order
 
     def _padded(self, world: int) -> bool:
         return self.shuffle or self.size < world
