@@ -26,66 +26,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chemspec.errors import Interrupted, LaunchError
+from chemspec.launch_jobs import (Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock, make_executor,
+                                  sbatch_script, submit_array)
 from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, stopped_by_signals
 from chemspec.stage_job import DVC, job_command, run_group, run_stage_job
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
 LOGS = Path(".chemspec") / "launch"
-LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
-SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
-# sbatch options each job's script needs as launch sets them: why a user's value would break it.
-MANAGED = {
-    "array": "one array task per stale cell, at most -j at once",
-    "output": "each job's log, which the launch reads for its errors",
-    "error": "each job's log, which the launch reads for its errors",
-    "open-mode": "each job's log, which the launch reads for its errors",
-    "signal": "submitit's SIGUSR2 90 s before the time limit, which the job and the stage handle",
-    "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
-    "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
-    "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    kind: str
-    jobs: int
-    study: str
-    partition: str | None = None
-    account: str | None = None
-    gpus_per_job: int = 0
-    time_min: int = 60
-    sbatch: dict[str, str | bool] = field(default_factory=dict)
-    """Extra #SBATCH options, KEY: VALUE, or KEY: True for a flag without value."""
-
-    def submitit_parameters(self) -> dict:
-        """What AutoExecutor.update_parameters receives."""
-        if self.kind == "local":
-            return {"name": f"chemspec-{self.study}", "timeout_min": LOCAL_TIMEOUT_MIN}
-        return {"name": f"chemspec-{self.study}", "timeout_min": self.time_min,
-                "gpus_per_node": self.gpus_per_job or None, "slurm_partition": self.partition,
-                "slurm_account": self.account, "slurm_array_parallelism": self.jobs,
-                # submitit's own keys have underscores (gpus_per_node) and it writes each key once:
-                # `gpus-per-node` must become that key to replace submitit's value, not to sit beside it.
-                "slurm_additional_parameters": {k.replace("-", "_"): v for k, v in self.sbatch.items()} or None}
-
-
-def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
-    """The settings of one wave's jobs: sample cells generate on one GPU, whatever training.devices
-    made gpus_per_job for the training cells."""
-    if groups == ("sample",) and settings.gpus_per_job > 1:
-        return replace(settings, gpus_per_job=1)
-    return settings
 
 
 def _dvc(root: Path, *args: str, log: Path | None = None) -> str:
@@ -114,34 +69,6 @@ def stale(root: Path, groups: tuple[str, ...] | None = None) -> list[str]:
     # Per-size pipelines name their stages `pipelines/<size>/dvc.yaml:train@<cell>`.
     return sorted(name for name in report
                   if groups is None or ("@" in name and name.split("@")[0].rsplit(":", 1)[-1] in groups))
-
-
-def make_executor(settings: Settings, folder: Path):
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=folder, cluster=settings.kind)
-    executor.update_parameters(**settings.submitit_parameters())
-    return executor
-
-
-def sbatch_script(settings: Settings, folder: Path, count: int) -> str:
-    """The sbatch file submitit writes for `count` jobs (an array when count > 1), without submitting."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    renamed = {"name": "job_name", "timeout_min": "time"}
-    parameters = {renamed.get(k, k.removeprefix("slurm_")): v
-                  for k, v in settings.submitit_parameters().items() if v is not None}
-    if count > 1:
-        parameters["map_count"] = count
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, **parameters)
-
-
-def submit_array(executor, root: Path, stages: list[str], env: dict[str, str | None]) -> dict:
-    """Submit every stage at once (a SLURM job array when there are several); {stage: job}."""
-    with executor.batch():
-        jobs = {stage: executor.submit(run_stage_job, str(root), stage, env) for stage in stages}
-    return jobs
 
 
 def _reason(job, exc: Exception) -> str:
@@ -194,7 +121,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
                 outcome.not_started += pending
                 pending = []
             if outcome.failures and running and settings.kind == "slurm" and not tried_cancel:
-                tried_cancel, cancelled = True, _cancel_pending(_array_id(running), say)
+                tried_cancel, cancelled = True, cancel_pending(_array_id(running), say)
             time.sleep(0.5)
             for stage, job in list(running.items()):
                 if not job.done():
@@ -220,19 +147,6 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
 
 def _array_id(running: dict) -> str:
     return next(iter(running.values())).job_id.split("_")[0]
-
-
-def _cancel_pending(array: str, say: Callable[[str], None]) -> bool:
-    """Cancel the array's tasks that have not started; SLURM picks them by state, so a task that has just
-    started runs on."""
-    done = subprocess.run(["scancel", "--state=PENDING", array], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        say(f"  could not cancel the array's pending tasks (`scancel --state=PENDING {array}`: "
-            f"{(done.stderr or done.stdout).strip()}); they still run")
-        return False
-    say(f"  cancelled the array's pending tasks (`scancel --state=PENDING {array}`); running ones end first")
-    return True
 
 
 def _root_stages(path: Path) -> set[str]:
@@ -272,7 +186,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         if shutil.which("sbatch") is None:
             raise LaunchError("sbatch is not on PATH: run `chemspec launch --executor slurm` on a SLURM login "
                               "node, or `--dry-run` to see the scripts it would submit")
-    if settings.kind == "slurm" and not _hardlink_lock(root):
+    if settings.kind == "slurm" and not hardlink_lock(root):
         say("note: core.hardlink_lock is not set, so dvc locks this project with flock, which every node must "
             "see coherently on the shared filesystem (NFS may not); if in doubt, with no dvc running: `dvc config "
             "core.hardlink_lock true && rm -f .dvc/tmp/lock .dvc/tmp/rwlock.lock`")
@@ -319,30 +233,3 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         raise LaunchError(f"`dvc status` still reports {', '.join(result.final)} after the launch; "
                           "run `dvc repro` to finish, and report this")
     return result
-
-
-def check_sbatch(options: dict[str, str | bool]) -> None:
-    """Refuse --sbatch options that are no sbatch long option, take no one-line value, or that launch sets."""
-    bad = [key for key in options if not SBATCH_KEY.match(key)]
-    if bad:
-        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
-    managed = [key for key in options if key in MANAGED]
-    if managed:
-        key = managed[0]
-        raise LaunchError(f"--sbatch {key}: chemspec launch sets --{key} of every job itself ({MANAGED[key]}); "
-                          "drop it")
-    values = {key: value for key, value in options.items() if value is not True}
-    bad = [key for key, value in values.items() if not value]
-    if bad:
-        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: write KEY=VALUE, or "
-                          f"KEY alone for a flag (--sbatch {bad[0]})")
-    bad = [key for key, value in values.items() if not value.isprintable()]
-    if bad:
-        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
-                          "line takes one line: give one value per --sbatch KEY=VALUE")
-
-
-def _hardlink_lock(root: Path) -> bool:
-    done = subprocess.run([*DVC, "config", "core.hardlink_lock"], cwd=root, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    return done.returncode == 0 and done.stdout.strip().lower() == "true"

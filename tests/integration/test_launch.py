@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from chemspec.errors import LaunchError
-from chemspec.launch import Settings, launch
+from chemspec.launch import launch
+from chemspec.launch_jobs import Settings
 from tests.conftest import sh, tiny_study, write_spec
 
 pytestmark = pytest.mark.slow

@@ -62,7 +62,8 @@ stages:
 LAUNCHER = textwrap.dedent("""
     import sys
     from chemspec.errors import ChemspecError
-    from chemspec.launch import Settings, launch
+    from chemspec.launch import launch
+    from chemspec.launch_jobs import Settings
 
     try:
         launch(Settings(kind="local", jobs=2, study="tiny"), ".", say=lambda line: print(line, flush=True))

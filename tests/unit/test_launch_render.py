@@ -17,8 +17,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from chemspec.errors import Interrupted, LaunchError
-from chemspec.launch import (Settings, _fan_out, for_wave, job_command, launch, make_executor, run_stage_job,
-                             sbatch_script, submit_array)
+from chemspec.launch import _fan_out, job_command, launch, run_stage_job
+from chemspec.launch_jobs import Settings, for_wave, make_executor, sbatch_script, submit_array
 from chemspec.launch_stop import guard_lock_files, stopped_by_signals
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec

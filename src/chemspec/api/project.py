@@ -198,7 +198,8 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
 def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: int | None = None,
            dry_run: bool = False, sbatch: dict[str, str | bool] | None = None, say=lambda _: None):
     """Run the compiled pipeline with stale cells as submitit jobs; defaults come from the study's executor."""
-    from chemspec.launch import Settings, launch as run_launch
+    from chemspec.launch import launch as run_launch
+    from chemspec.launch_jobs import Settings
     from chemspec.specs.study import Training
 
     cells = load_cells(params)

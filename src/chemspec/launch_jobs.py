@@ -1,0 +1,130 @@
+"""How `chemspec launch` configures and submits its jobs: submitit executors, SLURM job arrays, the sbatch
+script a dry run prints, and the --sbatch options a user may add."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from chemspec.errors import LaunchError
+from chemspec.stage_job import DVC, run_stage_job
+
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
+SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+# sbatch options each job's script needs as launch sets them: why a user's value would break it.
+MANAGED = {
+    "array": "one array task per stale cell, at most -j at once",
+    "output": "each job's log, which the launch reads for its errors",
+    "error": "each job's log, which the launch reads for its errors",
+    "open-mode": "each job's log, which the launch reads for its errors",
+    "signal": "submitit's SIGUSR2 90 s before the time limit, which the job and the stage handle",
+    "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kind: str
+    jobs: int
+    study: str
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_job: int = 0
+    time_min: int = 60
+    sbatch: dict[str, str | bool] = field(default_factory=dict)
+    """Extra #SBATCH options, KEY: VALUE, or KEY: True for a flag without value."""
+
+    def submitit_parameters(self) -> dict:
+        """What AutoExecutor.update_parameters receives."""
+        if self.kind == "local":
+            return {"name": f"chemspec-{self.study}", "timeout_min": LOCAL_TIMEOUT_MIN}
+        return {"name": f"chemspec-{self.study}", "timeout_min": self.time_min,
+                "gpus_per_node": self.gpus_per_job or None, "slurm_partition": self.partition,
+                "slurm_account": self.account, "slurm_array_parallelism": self.jobs,
+                # submitit's own keys have underscores (gpus_per_node) and it writes each key once:
+                # `gpus-per-node` must become that key to replace submitit's value, not to sit beside it.
+                "slurm_additional_parameters": {k.replace("-", "_"): v for k, v in self.sbatch.items()} or None}
+
+
+def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
+    """The settings of one wave's jobs: sample cells generate on one GPU, whatever training.devices
+    made gpus_per_job for the training cells."""
+    if groups == ("sample",) and settings.gpus_per_job > 1:
+        return replace(settings, gpus_per_job=1)
+    return settings
+
+
+def make_executor(settings: Settings, folder: Path):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=folder, cluster=settings.kind)
+    executor.update_parameters(**settings.submitit_parameters())
+    return executor
+
+
+def sbatch_script(settings: Settings, folder: Path, count: int) -> str:
+    """The sbatch file submitit writes for `count` jobs (an array when count > 1), without submitting."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    renamed = {"name": "job_name", "timeout_min": "time"}
+    parameters = {renamed.get(k, k.removeprefix("slurm_")): v
+                  for k, v in settings.submitit_parameters().items() if v is not None}
+    if count > 1:
+        parameters["map_count"] = count
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, **parameters)
+
+
+def submit_array(executor, root: Path, stages: list[str], env: dict[str, str | None]) -> dict:
+    """Submit every stage at once (a SLURM job array when there are several); {stage: job}."""
+    with executor.batch():
+        jobs = {stage: executor.submit(run_stage_job, str(root), stage, env) for stage in stages}
+    return jobs
+
+
+def cancel_pending(array: str, say: Callable[[str], None]) -> bool:
+    """Cancel the array's tasks that have not started; SLURM picks them by state, so a task that has just
+    started runs on."""
+    done = subprocess.run(["scancel", "--state=PENDING", array], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        say(f"  could not cancel the array's pending tasks (`scancel --state=PENDING {array}`: "
+            f"{(done.stderr or done.stdout).strip()}); they still run")
+        return False
+    say(f"  cancelled the array's pending tasks (`scancel --state=PENDING {array}`); running ones end first")
+    return True
+
+
+def check_sbatch(options: dict[str, str | bool]) -> None:
+    """Refuse --sbatch options that are no sbatch long option, take no one-line value, or that launch sets."""
+    bad = [key for key in options if not SBATCH_KEY.match(key)]
+    if bad:
+        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
+    managed = [key for key in options if key in MANAGED]
+    if managed:
+        key = managed[0]
+        raise LaunchError(f"--sbatch {key}: chemspec launch sets --{key} of every job itself ({MANAGED[key]}); "
+                          "drop it")
+    values = {key: value for key, value in options.items() if value is not True}
+    bad = [key for key, value in values.items() if not value]
+    if bad:
+        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: write KEY=VALUE, or "
+                          f"KEY alone for a flag (--sbatch {bad[0]})")
+    bad = [key for key, value in values.items() if not value.isprintable()]
+    if bad:
+        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
+                          "line takes one line: give one value per --sbatch KEY=VALUE")
+
+
+def hardlink_lock(root: Path) -> bool:
+    """Whether the project's dvc locks by hard links (core.hardlink_lock), which NFS keeps coherent."""
+    done = subprocess.run([*DVC, "config", "core.hardlink_lock"], cwd=root, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    return done.returncode == 0 and done.stdout.strip().lower() == "true"
