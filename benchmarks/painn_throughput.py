@@ -6,7 +6,8 @@ structure in --workers processes) + AtomisticTask in a pytorch_lightning Trainer
 `bf16` are chemspec's ForceField + ForceFieldDataset (pairs precomputed once, pinned batches) at
 --batch-size with plain fp32, TF32 matmuls or bf16 autocast; `large` is TF32 at --large-batch (fewer
 optimiser steps per epoch, so its accuracy is not like-for-like); `graph` and `graph_tf32` train as
-`training.compile: cuda-graphs` does (padded batches, the whole step replayed from one CUDA graph). Epoch times include each epoch's
+`training.compile: cuda-graphs` does (padded batches, the whole step replayed from one CUDA graph), and
+`graph_any_batch` pads to the shape of any batch of the size rather than the largest the run draws. Epoch times include each epoch's
 validation; the first (warm-up) epoch is left out of structures_per_s. A numerics check evaluates the
 fp32-trained model on the test split in fp32, TF32 and bf16. Energies are referenced per element
 (least squares on the training split) for both: chemspec shifts inside the model, the peer's db holds
@@ -28,7 +29,7 @@ import torch.utils.data.dataloader as _dl
 _dl.T_co = getattr(_dl, "T_co", typing.TypeVar("T_co", covariant=True))  # schnetpack 2.0.4 on torch >= 2.6
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 warnings.filterwarnings("ignore", message=r".*(ambiguous collection|save_hyperparameters|is an instance of).*")
-VARIANTS = ("peer", "fp32", "tf32", "bf16", "large", "graph", "graph_tf32")
+VARIANTS = ("peer", "fp32", "tf32", "bf16", "large", "graph", "graph_tf32", "graph_any_batch")
 
 
 def parse(argv=None):
@@ -147,13 +148,14 @@ def run_chemspec(args, parts, shift, mode, batch_size, epochs):
     from chemspec.runtime.neighbours import ForceFieldDataset
 
     cuda = args.device == "cuda"
-    graphs, mode = mode.startswith("graph"), {"graph": "fp32", "graph_tf32": "tf32"}.get(mode, mode)
+    shape_epochs = 0 if mode == "graph_any_batch" else epochs
+    graphs, mode = mode.startswith("graph"), {"graph": "fp32", "graph_tf32": "tf32", "graph_any_batch": "fp32"}.get(mode, mode)
     sets = {k: ForceFieldDataset(v, args.cutoff, torch.float32) for k, v in parts.items()}
 
     def load(name, size, shuffle=False):
         if graphs and name == "train":
             return sets[name].loader(size, shuffle=shuffle, seed=args.seed, pin_memory=cuda, padded=True,
-                                    epochs=epochs)
+                                    epochs=shape_epochs)
         return DataLoader(sets[name], batch_size=size, shuffle=shuffle, collate_fn=sets[name].collate,
                           pin_memory=cuda, generator=torch.Generator().manual_seed(args.seed))
     L.seed_everything(args.seed, workers=True, verbose=False)
@@ -316,7 +318,7 @@ def main(argv=None):
               "variants": {}}
     names = {"peer": "schnetpack", "fp32": "chemspec_fp32", "tf32": "chemspec_tf32", "bf16": "chemspec_bf16",
              "large": f"chemspec_tf32_bs{args.large_batch}", "graph": "chemspec_fp32_cuda_graphs",
-             "graph_tf32": "chemspec_tf32_cuda_graphs"}
+             "graph_tf32": "chemspec_tf32_cuda_graphs", "graph_any_batch": "chemspec_fp32_cuda_graphs_any_batch"}
     epochs, ratios = args.epochs, {}
     for v in args.variants:
         print(f"[painn] {names[v]}: {epochs} epochs ...", flush=True)
