@@ -21,6 +21,21 @@ def test_same_spec_gives_byte_identical_files():
                                                                          "specs/quickstart.yaml")
 
 
+@pytest.mark.parametrize("spec", sorted(p.name for p in (Path(__file__).parents[2] / "specs").glob("*.yaml")))
+def test_every_example_study_validates_and_compiles_to_a_dvc_pipeline(spec):
+    """Examples that read a user's data file (ANI-1x's release) say which file to fetch, and nothing else."""
+    path = Path(__file__).parents[2] / "specs" / spec
+    wanted = yaml.safe_load(path.read_text())["data"]["source"].get("file")
+    if wanted is not None and not (path.parent / wanted).exists():
+        with pytest.raises(SpecError, match=rf"(?s)^1 error .*data\.source\.file: '{re.escape(wanted)}' does not exist"):
+            load_study(path)
+        return
+    files = compile_study(load_study(path), f"specs/{spec}")
+    assert files == compile_study(load_study(path), f"specs/{spec}")
+    stages = yaml.safe_load(files["dvc.yaml"])["stages"]
+    assert {"data", "split", "fit"} <= set(stages)
+
+
 def test_recompiling_leaves_files_untouched_and_check_catches_drift(cli, tmp_path):
     spec = write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", str(spec), cwd=tmp_path).code == 0
