@@ -11,7 +11,7 @@ import torch
 from chemspec.compiler import expand, identity
 from chemspec.errors import RunError, SpecError
 from chemspec.runtime.forcefield_train import train_forcefield
-from chemspec.runtime.neighbours import PAD_ATOMS, ForceFieldDataset
+from chemspec.runtime.neighbours import PAD_ATOMS, PAD_PAIRS_PER_ATOM, ForceFieldDataset
 from chemspec.specs import load_study
 from tests.conftest import QUICKSTART
 from tests.unit.test_forcefield import ALL, CUTOFF, ETHANOL_R, ETHANOL_Z, WATER_R, WATER_Z, atoms, noisy_module
@@ -53,6 +53,8 @@ def test_padded_batches_of_an_epoch_share_one_shape_and_hold_every_structure_onc
     dataset = ForceFieldDataset(data, CUTOFF)
     batches = list(dataset.loader(4, shuffle=True, seed=3, padded=True))
     assert len(batches) == 3
+    for batch in batches:
+        assert_padding_pairs_spread(batch)
     assert len({tuple((k, tuple(v.shape)) for k, v in sorted(b.items())) for b in batches}) == 1
     assert sum(int(b["molecule_weight"].sum()) for b in batches) == 11
     assert sum(int(b["atom_weight"].sum()) for b in batches) == len(data.numbers)
@@ -75,14 +77,24 @@ def test_a_runs_padded_shape_is_its_largest_batch_not_any_batch():
     atoms_shape, pairs_shape = loader.collate_fn.keywords["shape"]
     any_atoms, any_pairs = dataset.padded_shape(4)
     assert atoms_shape < any_atoms and pairs_shape < any_pairs
-    real = []
+    real, spare = [], []
     for epoch in range(3):
         loader.sampler.set_epoch(epoch)
         for batch in loader:
             assert batch["positions"].shape == (atoms_shape, 3) and batch["idx_i"].shape == (pairs_shape,)
             real.append(int(batch["atom_weight"].sum()))
+            padding_pairs = int((batch["atom_weight"][batch["idx_i"]] == 0).sum())
+            spare.append(atoms_shape - real[-1] - max(PAD_ATOMS, -(-padding_pairs // PAD_PAIRS_PER_ATOM)))
+            assert_padding_pairs_spread(batch)
     assert len(real) == 24 and sum(real) == 3 * len(data.numbers)
-    assert max(real) + PAD_ATOMS == atoms_shape
+    assert min(spare) == 0
+
+
+def assert_padding_pairs_spread(batch):
+    """No padding atom ends more than PAD_PAIRS_PER_ATOM padding pairs: GPU atomics into one row serialise."""
+    padding = batch["atom_weight"][batch["idx_i"]] == 0
+    for ends in (batch["idx_i"][padding], batch["idx_j"][padding]):
+        assert len(ends) == 0 or int(torch.bincount(ends).max()) <= PAD_PAIRS_PER_ATOM
 
 
 def test_a_batch_beyond_the_padded_shape_is_refused_naming_the_shape():

@@ -7,6 +7,7 @@ with index arithmetic only: no distance is computed on the CPU after constructio
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -21,6 +22,9 @@ MAX_Z = 100
 """Largest atomic number + 1 that the models embed (schnetpack's default `max_z`)."""
 PAD_ATOMS = 2
 """Fewest atoms of a padded batch's padding molecule: its padding pairs need two ends."""
+PAD_PAIRS_PER_ATOM = 16
+"""Most padding pairs that end on one padding atom: GPU atomics that add into one row run one at a time,
+and a few thousand padding pairs on two atoms made a step several times slower (BENCHMARKS.md, PaiNN run 5)."""
 SHAPE_SCAN = 10_000_000
 """Most structures (epochs × dataset) whose batches `padded_shape` sums to find the largest: about 2 s on one core."""
 
@@ -44,10 +48,9 @@ def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(starts - first, counts, output_size=total) + torch.arange(total)
 
 
-def _largest_batch(counts: torch.Tensor, batch_size: int) -> int:
-    """Largest sum of `counts` over the runs of `batch_size` that cut them (the last may be short)."""
-    runs = torch.nn.functional.pad(counts, (0, -len(counts) % batch_size)).view(-1, batch_size)
-    return int(runs.sum(1).max())
+def _batch_sums(counts: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Sums of `counts` over the runs of `batch_size` that cut them (the last may be short)."""
+    return torch.nn.functional.pad(counts, (0, -len(counts) % batch_size)).view(-1, batch_size).sum(1)
 
 
 def check_atoms(data) -> None:
@@ -137,25 +140,29 @@ class ForceFieldDataset(Dataset):
         """(atoms, pairs) that hold any batch of `batch_size` structures and the padding structure; with a
         `sampler`, only the batches it draws in its first `epochs` epochs, which on structures of mixed
         sizes is a smaller shape: less padding to compute in every step. Beyond SHAPE_SCAN structures
-        drawn in all, any batch is assumed, so that the scan stays quick."""
+        drawn in all, any batch is assumed, so that the scan stays quick. Each batch keeps a padding
+        atom for every PAD_PAIRS_PER_ATOM of its padding pairs (`collate_padded`)."""
         if sampler is None or not 0 < epochs * len(self) <= SHAPE_SCAN:
             k = min(batch_size, len(self))
-            return (int(torch.topk(self.n_atoms, k).values.sum()) + PAD_ATOMS,
-                    int(torch.topk(self.n_pairs, k).values.sum()) + 1)
-        atoms = pairs = 0
-        for epoch in range(epochs):
-            order = sampler.order(epoch)
-            atoms = max(atoms, _largest_batch(self.n_atoms[order], batch_size))
-            pairs = max(pairs, _largest_batch(self.n_pairs[order], batch_size))
-        return atoms + PAD_ATOMS, pairs + 1
+            pairs = int(torch.topk(self.n_pairs, k).values.sum()) + 1
+            spare = self.n_atoms - self.n_pairs / PAD_PAIRS_PER_ATOM
+            atoms = max(int(torch.topk(self.n_atoms, k).values.sum()) + PAD_ATOMS,
+                        math.ceil(pairs / PAD_PAIRS_PER_ATOM + float(torch.topk(spare, k).values.clamp(min=0).sum())))
+            return atoms, pairs
+        orders = [sampler.order(epoch) for epoch in range(epochs)]
+        atoms = torch.cat([_batch_sums(self.n_atoms[order], batch_size) for order in orders])
+        pairs = torch.cat([_batch_sums(self.n_pairs[order], batch_size) for order in orders])
+        most_pairs = int(pairs.max()) + 1
+        padding = torch.clamp(-(-(most_pairs - pairs) // PAD_PAIRS_PER_ATOM), min=PAD_ATOMS)
+        return int((atoms + padding).max()), most_pairs
 
     def collate_padded(self, indices: list[int], batch_size: int, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
         """A batch of one shape whatever its structures: `batch_size` + 1 molecules, `shape` atoms and pairs.
 
         The structures come first, as `collate` gives them; empty molecule slots follow (a short last
         batch), then one padding molecule of hydrogens spaced twice the cutoff apart on a line, whose
-        padding pairs all join its first two atoms, beyond the cutoff: they add nothing to any energy
-        or force. `molecule_weight` and `atom_weight` are 1 for what is real and 0 for the padding, so
+        padding pairs join neighbours on that line in turn, beyond the cutoff: they add nothing to any
+        energy or force, and no one atom ends all of them. `molecule_weight` and `atom_weight` are 1 for what is real and 0 for the padding, so
         a loss weighted by them is the loss of the real batch; empty slots count one atom, so that
         energies per atom stay finite."""
         real = self.collate(indices)
@@ -171,13 +178,14 @@ class ForceFieldDataset(Dataset):
         slots[:n], slots[-1] = real["n_atoms"], pad
         weight = torch.zeros(batch_size + 1, dtype=dtype)
         weight[:n] = 1
-        pair_pad = torch.full((pairs - p_real,), n_real, dtype=torch.long)
+        spread = torch.arange(pairs - p_real)
+        pair_i, pair_j = n_real + spread % pad, n_real + (spread + 1) % pad
         return {"numbers": torch.cat([real["numbers"], torch.ones(pad, dtype=torch.long)]),
                 "positions": torch.cat([real["positions"], line]),
                 "forces": torch.cat([real["forces"], torch.zeros(pad, 3, dtype=dtype)]),
                 "energy": torch.cat([real["energy"], torch.zeros(batch_size + 1 - n, dtype=torch.float64)]),
                 "n_atoms": slots, "batch": torch.cat([real["batch"], torch.full((pad,), batch_size)]),
-                "idx_i": torch.cat([real["idx_i"], pair_pad]), "idx_j": torch.cat([real["idx_j"], pair_pad + 1]),
+                "idx_i": torch.cat([real["idx_i"], pair_i]), "idx_j": torch.cat([real["idx_j"], pair_j]),
                 "molecule_weight": weight,
                 "atom_weight": torch.cat([torch.ones(n_real, dtype=dtype), torch.zeros(pad, dtype=dtype)])}
 
