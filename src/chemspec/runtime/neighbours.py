@@ -7,7 +7,6 @@ with index arithmetic only: no distance is computed on the CPU after constructio
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import numpy as np
@@ -145,9 +144,9 @@ class ForceFieldDataset(Dataset):
         if sampler is None or not 0 < epochs * len(self) <= SHAPE_SCAN:
             k = min(batch_size, len(self))
             pairs = int(torch.topk(self.n_pairs, k).values.sum()) + 1
-            spare = self.n_atoms - self.n_pairs / PAD_PAIRS_PER_ATOM
+            spare = PAD_PAIRS_PER_ATOM * self.n_atoms - self.n_pairs
             atoms = max(int(torch.topk(self.n_atoms, k).values.sum()) + PAD_ATOMS,
-                        math.ceil(pairs / PAD_PAIRS_PER_ATOM + float(torch.topk(spare, k).values.clamp(min=0).sum())))
+                        -(-(pairs + int(torch.topk(spare, k).values.clamp(min=0).sum())) // PAD_PAIRS_PER_ATOM))
             return atoms, pairs
         orders = [sampler.order(epoch) for epoch in range(epochs)]
         atoms = torch.cat([_batch_sums(self.n_atoms[order], batch_size) for order in orders])
