@@ -205,6 +205,12 @@ def test_a_two_device_stage_starts_its_second_rank_inside_a_slurm_job(tmp_path):
     assert ranks == {"rank0-of-2": "LightningEnvironment", "rank1-of-2": "LightningEnvironment"}
 
 
+def heed_sigint() -> None:
+    """A suite started in the background by a non-interactive shell passes SIGINT on ignored, and Python
+    then never turns it into KeyboardInterrupt; the launcher must see it as a terminal's Ctrl-C would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_a_launch_stopped_by_a_signal_stops_its_jobs_and_a_second_launch_runs(tmp_path, stop):
     """The signal reaches the launcher alone (`kill <pid>`): its jobs' dvc and stage processes must stop,
@@ -212,7 +218,7 @@ def test_a_launch_stopped_by_a_signal_stops_its_jobs_and_a_second_launch_runs(tm
     root = dvc_project(tmp_path, **{"launch_it.py": LAUNCHER})
     launcher = subprocess.Popen([sys.executable, "launch_it.py"], cwd=root, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=tool_env() | {"STAGE_SLEEP": "120"},
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=heed_sigint)
     wait_for([root / "started-a", root / "started-b"], launcher)
     stages = [int((root / f"started-{cell}").read_text()) for cell in "ab"]
     launcher.send_signal(stop)
