@@ -38,7 +38,8 @@ def parse(argv=None):
 
 
 def build(width: int, depth: int, shift):
-    from chemspec.runtime.forcefield import FAMILIES, ForceField
+    from chemspec.runtime.ff_models import FAMILIES
+    from chemspec.runtime.forcefield import ForceField
 
     torch.manual_seed(0)
     module = ForceField(FAMILIES["painn"](width, depth, 5.0, 20), energy_shift=shift).cuda()

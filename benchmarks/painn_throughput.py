@@ -144,7 +144,8 @@ def run_chemspec(args, parts, shift, mode, batch_size, epochs):
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet, evaluate
+    from chemspec.runtime.ff_models import FAMILIES
+    from chemspec.runtime.forcefield import ForceField, _quiet, evaluate
     from chemspec.runtime.neighbours import ForceFieldDataset
 
     cuda = args.device == "cuda"
@@ -293,7 +294,8 @@ def main(argv=None):
         sys.exit("--device cuda: no CUDA device is visible (use --device cpu for a smoke test)")
     from chemspec.runtime.atoms import load_atoms
     from chemspec.runtime.atoms_files import load_file
-    from chemspec.runtime.forcefield import _quiet, import_schnetpack
+    from chemspec.runtime.ff_models import import_schnetpack
+    from chemspec.runtime.forcefield import _quiet
     from chemspec.runtime.forcefield_train import energy_reference
 
     import_schnetpack()

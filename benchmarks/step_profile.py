@@ -173,7 +173,8 @@ def chemgpt_variant(args, tokens, vocab, shape, compiled: bool | str, plain: boo
 
 def painn_variant(args) -> Window:
     from chemspec.runtime.atoms import load_atoms
-    from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet
+    from chemspec.runtime.ff_models import FAMILIES
+    from chemspec.runtime.forcefield import ForceField, _quiet
     from chemspec.runtime.forcefield_train import energy_reference
     from chemspec.runtime.neighbours import ForceFieldDataset
 

@@ -16,7 +16,8 @@ import torch
 from chemspec.errors import RunError
 from chemspec.runtime import neighbours
 from chemspec.runtime.atoms import AtomsData
-from chemspec.runtime.forcefield import FAMILIES, ForceField
+from chemspec.runtime.ff_models import FAMILIES
+from chemspec.runtime.forcefield import ForceField
 from chemspec.runtime.forcefield_train import energy_reference, train_forcefield
 from chemspec.runtime.neighbours import ForceFieldDataset, neighbour_pairs
 

@@ -1,7 +1,7 @@
 """Training one force field: reference energies fitted on the training split, the Trainer, and the metrics.
 
-`runtime.forcefield` holds the families and the LightningModule; this module holds what a cell needs
-around them, so that each reads in one sitting.
+`runtime.ff_models` holds the families and `runtime.forcefield` the LightningModule; this module holds
+what a cell needs around them, so that each reads in one sitting.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import torch
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import UNTRAINED, fit_reference_energies, untrained_elements
 from chemspec.runtime.faults import Faults, nan_at
-from chemspec.runtime.forcefield import FAMILIES, ForceField, _quiet, evaluate
+from chemspec.runtime.ff_models import FAMILIES
+from chemspec.runtime.forcefield import ForceField, _quiet, evaluate
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.resume import Resume
 from chemspec.runtime.tpe import window_steps

@@ -14,7 +14,7 @@ Included (the "faithful row" of /work/shared/design/SPOOKYNET.md):
   (shielded Coulomb over all pairs of a molecule, no long-range cutoff), experimental: no loss trains
   the charges (there is no dipole loss), so the term is an arbitrary learned 1/r interaction, and the
   charges, shifted to sum to zero over the whole structure, let far-apart fragments exchange charge.
-  Training never turns it on (`chemspec.runtime.forcefield` builds SpookyNet without it).
+  Training never turns it on (`chemspec.runtime.ff_models` builds SpookyNet without it).
 Not size-extensive within a structure: the nonlocal attention mixes all atoms of a structure, so two
 fragments far apart (beyond the cutoff) still change each other's energies, as in the paper; structures
 in one batch stay apart.
