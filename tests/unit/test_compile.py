@@ -27,7 +27,8 @@ def test_every_example_study_validates_and_compiles_to_a_dvc_pipeline(spec):
     path = Path(__file__).parents[2] / "specs" / spec
     wanted = yaml.safe_load(path.read_text())["data"]["source"].get("file")
     if wanted is not None and not (path.parent / wanted).exists():
-        with pytest.raises(SpecError, match=rf"(?s)^1 error .*data\.source\.file: '{re.escape(wanted)}' does not exist"):
+        missing = rf"(?s)^1 error .*data\.source\.file: '{re.escape(wanted)}' does not exist"
+        with pytest.raises(SpecError, match=missing):
             load_study(path)
         return
     files = compile_study(load_study(path), f"specs/{spec}")

@@ -161,9 +161,9 @@ class ForceFieldDataset(Dataset):
         The structures come first, as `collate` gives them; empty molecule slots follow (a short last
         batch), then one padding molecule of hydrogens spaced twice the cutoff apart on a line, whose
         padding pairs join neighbours on that line in turn, beyond the cutoff: they add nothing to any
-        energy or force, and no one atom ends all of them. `molecule_weight` and `atom_weight` are 1 for what is real and 0 for the padding, so
-        a loss weighted by them is the loss of the real batch; empty slots count one atom, so that
-        energies per atom stay finite."""
+        energy or force, and no one atom ends all of them. `molecule_weight` and `atom_weight` are 1 for
+        what is real and 0 for the padding, so a loss weighted by them is the loss of the real batch;
+        empty slots count one atom, so that energies per atom stay finite."""
         real = self.collate(indices)
         n, (atoms, pairs) = len(indices), shape
         n_real, p_real = len(real["numbers"]), len(real["idx_i"])
