@@ -109,7 +109,7 @@ def test_files_in_their_formats_units_are_plausible(shared):
     from chemspec.runtime.atoms import implausible_units
 
     for file, format, unit in (("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol"),
-                               ("ani/ani1x_n5.hdf5", "ani1x", "Hartree"),
+                               ("ani/ani1x_n5.hdf5", "ani1x", "Hartree"), ("ani/ani2x_minimal.hdf5", "ani2x", "Hartree"),
                                ("extxyz/md17_ethanol_sampledata_2000.xyz", "extxyz", "kcal/mol")):
         assert implausible_units(load_file(shared / file, format, unit, "Angstrom")[0], unit) is None
 
@@ -299,7 +299,7 @@ def test_ani1x_group_missing_forces_is_named(shared, tmp_path):
 
 
 @pytest.mark.parametrize("format, suffix", [("md17", ".npz"), ("rmd17", ".npz"), ("ani1x", ".hdf5"),
-                                            ("extxyz", ".xyz"), ("asedb", ".db")])
+                                            ("ani2x", ".h5"), ("extxyz", ".xyz"), ("asedb", ".db")])
 def test_csv_garbage_is_rejected_for_every_format(tmp_path, format, suffix):
     path = tmp_path / f"garbage{suffix}"
     path.write_text("smiles,energy\nCCO,-97000.1\nCCC,oops\n")

@@ -9,7 +9,7 @@ from chemspec.runtime.atoms_files import count_structures, load_file
 from tests.conftest import tiny_study, write_spec
 
 FILES = [("md17/ethanol_ccsd_t-train.npz", "md17", 1000), ("md17/md17_ethanol_first2000.npz", "md17", 2000),
-         ("ani/ani1x_n5.hdf5", "ani1x", 8), ("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz", 100),
+         ("ani/ani1x_n5.hdf5", "ani1x", 8), ("ani/ani2x_minimal.hdf5", "ani2x", 5706), ("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz", 100),
          ("extxyz/md17_ethanol_sampledata_2000.xyz", "extxyz", 2000)]
 
 

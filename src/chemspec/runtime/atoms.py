@@ -24,7 +24,7 @@ from chemspec.runtime.io import write_bytes
 ENERGY_UNITS = {"eV": 1.0, "kcal/mol": units.kcal / units.mol, "kJ/mol": units.kJ / units.mol,
                 "Hartree": units.Hartree}
 LENGTH_UNITS = {"Angstrom": 1.0, "bohr": units.Bohr}
-FORMATS = ("md17", "rmd17", "ani1x", "extxyz", "asedb")
+FORMATS = ("md17", "rmd17", "ani1x", "ani2x", "extxyz", "asedb")
 KEYS = ("numbers", "positions", "forces", "energy", "offsets")
 STORED = ("<u1", "<f4", "<f4", "<f8", "<i8")
 """On-disk dtypes of KEYS: coordinates and forces in float32, the precision models train in (half the

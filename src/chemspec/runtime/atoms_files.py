@@ -1,4 +1,4 @@
-"""Force-field data files in public formats (md17, rmd17, ani1x, extxyz, asedb) read into frame blocks.
+"""Force-field data files in public formats (md17, rmd17, ani1x, ani2x, extxyz, asedb) read into frame blocks.
 
 Each reader checks the keys and shapes its format promises and turns whatever a third-party parser
 raises on a damaged file into one `RunError` naming the file; `load_file` converts to eV and Å and
@@ -38,7 +38,8 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
                        f"energy in {list(ENERGY_UNITS)} and length in {list(LENGTH_UNITS)}")
     if not path.is_file():
         raise RunError(f"{format} file {path} does not exist; check data.source.file")
-    readers = {"md17": _md17, "rmd17": _rmd17, "ani1x": _ani1x, "extxyz": _extxyz, "asedb": _asedb}
+    readers = {"md17": _md17, "rmd17": _rmd17, "ani1x": _ani1x, "ani2x": _ani2x, "extxyz": _extxyz,
+               "asedb": _asedb}
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
     blocks = [Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
@@ -48,7 +49,7 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
         raise RunError(f"{format} file {path} holds no structures; check data.source.file")
     if coincident := first_coincident(blocks):
         raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
-                       f"{', groups sorted by name' if format == 'ani1x' else ''}) has two atoms {coincident[1]:.3g} "
+                       f"{', groups sorted by name' if format in HDF5_FORMATS else ''}) has two atoms {coincident[1]:.3g} "
                        f"Å apart, below {MIN_DISTANCE} Å: coincident atoms make every model's forces NaN; remove "
                        "that structure from the file")
     data, dropped = from_frames(blocks)
@@ -68,10 +69,10 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
     if format in NPZ_KEYS:
         energy = NPZ_KEYS[format][2]
         return int(np.isfinite(read_npz(path, format, (energy,))[energy]).sum())
-    if format == "ani1x":
+    if format in HDF5_FORMATS:
         import h5py
 
-        energy = f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key
+        energy = _hdf5_energy_key(format, energy_key)
         with _reading(path, format), h5py.File(path, "r") as handle:
             return sum(int(np.isfinite(handle[name][energy][()]).sum()) for name in handle)
     if format == "asedb":
@@ -166,6 +167,17 @@ def _floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
 NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords", "energies", "forces")}
 """The arrays of an MD17 / rMD17 archive: atomic numbers, positions, energies, forces."""
 
+HDF5_FORMATS = ("ani1x", "ani2x")
+"""Formats read from HDF5 groups: ANI-1x's release (a group a formula), torchani's (a group an atom count)."""
+
+
+def _hdf5_energy_key(format: str, energy_key: str) -> str:
+    """The energy dataset an HDF5 file is read from: the default key `energy` is wb97x_dz.energy in
+    ANI-1x's release and `energies` in torchani's files."""
+    if energy_key != "energy":
+        return energy_key
+    return f"{ANI_LEVEL}.energy" if format == "ani1x" else "energies"
+
 
 def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     return _npz(path, "md17")
@@ -202,6 +214,42 @@ def _ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
                 raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
                                f"has one group per formula with {', '.join(keys)}")
             blocks.append(_block(path, "ani1x", f" group {name!r}", keys, *(group[k][()] for k in keys)))
+    return blocks
+
+
+def _ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    """torchani's HDF5 (the ANI-2x release): a group per atom count, each with `species` (frames, atoms)
+    holding every frame's atomic numbers (-1 pads a shorter molecule), `coordinates`, `energies` and
+    `forces`. Each run of frames with the same species row becomes a block, so frames keep file order."""
+    import h5py
+
+    keys = ("species", "coordinates", _hdf5_energy_key("ani2x", energy_key), forces_key)
+    blocks = []
+    with _reading(path, "ani2x"), h5py.File(path, "r") as handle:
+        for name in sorted(handle):
+            group, where = handle[name], f" group {name!r}"
+            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+            if missing:
+                found = sorted(group) if isinstance(group, h5py.Group) else "no datasets"
+                raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani "
+                               f"file has one group per atom count with {', '.join(keys)}; check data.source.format "
+                               "and data.source.energy_key/forces_key")
+            species, positions, energy, forces = (group[k][()] for k in keys)
+            if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
+                raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape "
+                               f"(frames, atoms), got {species.shape} {species.dtype}")
+            n, width = species.shape
+            if n == 0:
+                continue
+            for key, value, shape in zip(keys[1:], (positions, energy, forces), ((n, width, 3), (n,), (n, width, 3))):
+                if value.shape != shape:
+                    raise RunError(f"ani2x file {path}{where}: {key!r} has shape {value.shape}, expected {shape} as "
+                                   f"'species' is {species.shape}")
+            starts = np.flatnonzero(np.r_[True, (species[1:] != species[:-1]).any(axis=1)])
+            for start, stop in zip(starts, np.r_[starts[1:], n]):
+                atoms = species[start] > 0
+                blocks.append(_block(path, "ani2x", where, keys, species[start][atoms],
+                                     positions[start:stop][:, atoms], energy[start:stop], forces[start:stop][:, atoms]))
     return blocks
 
 

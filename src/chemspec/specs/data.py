@@ -150,11 +150,12 @@ FORMAT_UNITS = {
     "md17": {"energy": "kcal/mol", "length": "Angstrom"},
     "rmd17": {"energy": "kcal/mol", "length": "Angstrom"},
     "ani1x": {"energy": "Hartree", "length": "Angstrom"},
+    "ani2x": {"energy": "Hartree", "length": "Angstrom"},
     "extxyz": {"energy": "eV", "length": "Angstrom"},
     "asedb": {"energy": "eV", "length": "Angstrom"},
 }
 """The units each format's files are written in: the sGDML/MD17 and rMD17 releases in kcal/mol and Å,
-ANI-1x in Hartree and Å; extended XYZ and ASE databases fix no unit, and ASE's own is eV and Å."""
+ANI-1x and torchani's ANI-2x in Hartree and Å; extended XYZ and ASE databases fix no unit, and ASE's own is eV and Å."""
 
 
 class Units(Spec):
@@ -184,19 +185,21 @@ class AtomsFileSource(Spec):
 
     file: SourcePath
     """Path to the file, relative to the study file's directory or absolute; it must exist."""
-    format: Literal["md17", "rmd17", "ani1x", "extxyz", "asedb"]
-    """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x HDF5, extended XYZ, or ASE database."""
+    format: Literal["md17", "rmd17", "ani1x", "ani2x", "extxyz", "asedb"]
+    """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x release HDF5, torchani HDF5 (ani2x: the ANI-2x
+    release, a group per atom count), extended XYZ, or ASE database."""
     units: Units | None = None
     """Units the file's values are written in; a unit left out is the format's own: kcal/mol and Å for
-    md17 and rmd17, Hartree and Å for ani1x, eV and Å for extxyz and asedb. They are filled in when the
+    md17 and rmd17, Hartree and Å for ani1x and ani2x, eV and Å for extxyz and asedb. They are filled in when the
     study is read, so params.yaml and the data cell's identity name the units the data are read in.
     Left out, the data stage refuses values implausible in the format's units (forces of more than
     10 eV/Å RMS, energies beyond an atom's total energy), which a file in another unit gives."""
     energy_key: str = "energy"
     """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
-    meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...)."""
+    meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...); for ani2x the dataset
+    of each group, `energy` meaning `energies`."""
     forces_key: str = "forces"
-    """Key of the forces in extended XYZ per-atom arrays or ASE-db rows; for ani1x the HDF5 dataset,
+    """Key of the forces in extended XYZ per-atom arrays or ASE-db rows; for ani1x and ani2x the HDF5 dataset,
     left out the forces at energy_key's level of theory (wb97x_tz.forces for wb97x_tz.energy). A level
     without forces (ccsd(t)_cbs) stops the data stage unless this names another level's forces."""
 
