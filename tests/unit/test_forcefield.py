@@ -239,6 +239,17 @@ def test_plateau_at_min_lr_stops_training():
     assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-10)
 
 
+def test_a_finished_run_reports_its_structures_per_second_and_a_stopped_one_none():
+    data = ethanols(7)
+    done, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-3, "batch_size": 3},
+                               epochs=10, seed=1)
+    assert done["steps"] == 30 and 0 < done["train_structures_per_s"] < float("inf")
+    assert done["peak_gpu_memory_mb"] is None  # on a CPU
+    stopped, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data,
+                                  {"learning_rate": 1e-3, "batch_size": 3}, epochs=10, seed=1, fault=("nan", 4))
+    assert stopped["status"] == "diverged" and stopped["train_structures_per_s"] is None
+
+
 def test_a_nan_loss_marks_the_run_diverged_with_its_step_and_stops_it():
     from chemspec.runtime.io import to_json
 

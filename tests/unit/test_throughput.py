@@ -1,4 +1,4 @@
-"""Throughput and MFU of a ChemGPT cell: which steps are timed, validation left out, the FLOP count."""
+"""Throughput of a cell and MFU of a ChemGPT cell: which steps are timed, validation left out, the FLOP count."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import chemspec.runtime.throughput as throughput
-from chemspec.runtime.throughput import Throughput, flops_per_token, mean_length, mfu, utilisation
+from chemspec.runtime.throughput import (Throughput, flops_per_token, mean_length, mfu, structures_through,
+                                         utilisation)
 
 
 def _drive(clock: Throughput, steps: range, total: int, now: list[float], validate_after: int | None = None) -> None:
@@ -37,7 +38,7 @@ def test_the_rate_runs_from_the_first_tenth_of_the_steps_to_the_last(now):
     clock = Throughput()
     _drive(clock, range(1, 101), 100, now)
     assert sorted(clock.marks) == [10, 100]
-    assert clock.tokens_per_s() == pytest.approx(100.0)
+    assert clock.per_s() == pytest.approx(100.0)
 
 
 def test_validation_between_the_marks_is_left_out_and_before_them_is_not_counted(now):
@@ -45,17 +46,30 @@ def test_validation_between_the_marks_is_left_out_and_before_them_is_not_counted
     _drive(clock, range(1, 6), 100, now, validate_after=5)
     _drive(clock, range(6, 101), 100, now, validate_after=50)
     assert clock.validating_s == pytest.approx(30.0)
-    assert clock.tokens_per_s() == pytest.approx(100.0)
+    assert clock.per_s() == pytest.approx(100.0)
 
 
 def test_a_resumed_or_unfinished_run_has_no_rate(now):
     resumed, stopped = Throughput(), Throughput()
     _drive(resumed, range(40, 101), 100, now)
     _drive(stopped, range(1, 60), 100, now)
-    assert resumed.tokens_per_s() is None and stopped.tokens_per_s() is None
+    assert resumed.per_s() is None and stopped.per_s() is None
     tiny = Throughput()
     _drive(tiny, range(1, 2), 1, now)
-    assert tiny.marks == {} and tiny.tokens_per_s() is None
+    assert tiny.marks == {} and tiny.per_s() is None
+
+
+def test_structures_count_each_epochs_short_last_batch():
+    # 7 structures in batches of 3: steps of 3, 3 and 1 structures an epoch
+    assert [structures_through(step, 7, 3) for step in range(8)] == [0, 3, 6, 7, 10, 13, 14, 17]
+    assert structures_through(300, 6, 3) == 900
+
+
+def test_a_count_by_step_replaces_the_modules_tokens(now):
+    clock = Throughput(lambda step: structures_through(step, 7, 3))
+    _drive(clock, range(1, 31), 30, now)
+    assert sorted(clock.marks) == [3, 30]
+    assert clock.per_s() == pytest.approx((70 - 7) / 27)
 
 
 def test_flops_per_token_is_six_n_plus_attention():

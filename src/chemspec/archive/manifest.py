@@ -24,8 +24,8 @@ from chemspec.compiler.cells import ArchiveCell
 from chemspec.errors import ArchiveError
 from chemspec.runtime.io import read_json, sha256_tree
 
-TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s", "train_tokens_per_s", "peak_gpu_memory_mb",
-               "matmul_bf16_tflops", "mfu_datasheet", "mfu_measured")
+TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s", "train_tokens_per_s", "train_structures_per_s",
+               "peak_gpu_memory_mb", "matmul_bf16_tflops", "mfu_datasheet", "mfu_measured")
 SUMMARY_TIMES = frozenset({*TIMING_KEYS, "cost", "cost_s", "tpe_cost_s", "full_cost_s", "rho_time"})
 SUMMARIES = ("selected", "fit", "cells", "calibration")
 PACKAGES = ("chemspec", "torch", "lightning", "transformers", "dvc", "rdkit", "selfies", "statsmodels",

@@ -22,6 +22,7 @@ from chemspec.runtime.ff_models import FAMILIES
 from chemspec.runtime.forcefield import ForceField, _quiet, evaluate
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.resume import Resume
+from chemspec.runtime.throughput import Throughput, structures_through
 from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
 
@@ -144,13 +145,17 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                 **({"cuda_graphs": True} if cuda_graphs else {})}
     resume = (Resume(Path(resume_dir), batches.sampler, hparams["batch_size"], checkpoint_every, settings)
               if resume_dir is not None else None)
+    throughput = Throughput(lambda step: structures_through(step, len(train), hparams["batch_size"]))
     trainer = L.Trainer(max_epochs=epochs, max_steps=window_steps(window, len(batches) * epochs),
                         accelerator=accelerator, devices=1, precision=precision,
                         inference_mode=False, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
                         gradient_clip_val=None if cuda_graphs else gradient_clip, deterministic=accelerator == "cpu",
-                        callbacks=[Faults(fault), *([resume] if resume else [])])
+                        callbacks=[Faults(fault), throughput, *([resume] if resume else [])])
     settings["world_size"] = trainer.world_size
+    on_gpu = trainer.strategy.root_device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
     start = time.perf_counter()
     again = f"continue (from the last checkpoint in {resume_dir}, if one was written)" if resume else "train it again"
     try:
@@ -169,6 +174,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
         raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; without a resume "
                        "folder no checkpoint was kept, so re-running trains it again from the start") from None
     wall = resume.elapsed() if resume else time.perf_counter() - start
+    rate = throughput.per_s()
+    peak_mb = torch.cuda.max_memory_allocated(trainer.strategy.root_device) / 2**20 if on_gpu else None
     steps = int(trainer.global_step) if module.diverged is None else module.diverged["step"]
     tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
               if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
@@ -184,4 +191,6 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
             "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
             **({"status": "ok"} if module.diverged is None else
                {"status": "diverged", "divergence": module.diverged}),
-            "hparams": dict(hparams), "wall_time_s": round(wall, 3)}, module
+            "hparams": dict(hparams), "wall_time_s": round(wall, 3),
+            "train_structures_per_s": None if rate is None else round(rate, 1),
+            "peak_gpu_memory_mb": None if peak_mb is None else round(peak_mb, 1)}, module

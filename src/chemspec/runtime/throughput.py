@@ -1,18 +1,21 @@
-"""Steady-state training throughput of a ChemGPT cell, as metrics.json reports it: `train_tokens_per_s`,
-its model FLOP utilisation (MFU) and the peak GPU memory.
+"""Steady-state training throughput of a cell, as metrics.json reports it: a ChemGPT cell's
+`train_tokens_per_s` with its model FLOP utilisation (MFU) and peak GPU memory, a force field's
+`train_structures_per_s`.
 
-The rate counts the tokens one rank trained (predicted tokens: a molecule of L tokens gives L - 1)
-between the end of the first tenth of its optimiser steps (start-up, CUDA and compile warm-up, DDP
-launch all fall before it) and its last step, over the wall time between those two step ends less
-the validation runs in between, with the GPU synchronised at each of those points. DDP ranks' rates
-are summed by the caller. A run that resumes past the first mark, or stops before its last step,
-has none. MFU counts (6N + 12·L·T·d) FLOPs per token (N non-embedding parameters, T the mean molecule
-length) over the datasheet's dense bf16 peak and over a bf16 matmul timed on the card.
+The rate counts what one rank trained (ChemGPT: predicted tokens, L - 1 for a molecule of L tokens;
+a force field: structures) between the end of the first tenth of its optimiser steps (start-up, CUDA
+and compile warm-up, graph capture, DDP launch all fall before it) and its last step, over the wall
+time between those two step ends less the validation runs in between, with the GPU synchronised at
+each of those points. DDP ranks' rates are summed by the caller. A run that resumes past the first
+mark, or stops before its last step, has none. MFU counts (6N + 12·L·T·d) FLOPs per token (N
+non-embedding parameters, T the mean molecule length) over the datasheet's dense bf16 peak and over a
+bf16 matmul timed on the card.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -27,9 +30,11 @@ def _sync(device: torch.device) -> float:
 
 
 class Throughput(L.Callback):
-    """Marks (time, tokens) at two step ends; `tokens_per_s` is this rank's rate between them."""
+    """Marks (time, items trained) at two step ends; `per_s` is this rank's rate between them. The items
+    are the module's `tokens_seen`, or `count(step)`: those trained through that global step."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: Callable[[int], int] | None = None) -> None:
+        self.count = count
         self.marks: dict[int, tuple[float, int]] = {}
         self.validating_s = 0.0
         self._validation_start: float | None = None
@@ -42,7 +47,7 @@ class Throughput(L.Callback):
         first, last = self._steps(trainer)
         step = trainer.global_step
         if step in (first, last) and first < last and step not in self.marks:
-            self.marks[step] = (_sync(module.device), module.tokens_seen)
+            self.marks[step] = (_sync(module.device), self.count(step) if self.count else module.tokens_seen)
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.marks and len(self.marks) < 2:
@@ -53,11 +58,19 @@ class Throughput(L.Callback):
             self.validating_s += _sync(module.device) - self._validation_start
             self._validation_start = None
 
-    def tokens_per_s(self) -> float | None:
+    def per_s(self) -> float | None:
         if len(self.marks) < 2:
             return None
-        (start, tokens_start), (end, tokens_end) = (self.marks[k] for k in sorted(self.marks))
-        return (tokens_end - tokens_start) / (end - start - self.validating_s)
+        (start, done_start), (end, done_end) = (self.marks[k] for k in sorted(self.marks))
+        return (done_end - done_start) / (end - start - self.validating_s)
+
+
+def structures_through(step: int, structures: int, batch_size: int) -> int:
+    """Structures trained through global `step` by batches of `batch_size` over epochs of `structures`
+    (each epoch's last batch holds the rest)."""
+    per_epoch = -(-structures // batch_size)
+    epochs, batches = divmod(step, per_epoch)
+    return epochs * structures + min(batches * batch_size, structures)
 
 
 DATASHEET_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12}

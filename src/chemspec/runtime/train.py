@@ -210,7 +210,7 @@ def run_training(cell: TrainCell) -> dict:
         raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
                        "re-run `dvc repro` to resume from it") from None
     wall = resume.elapsed()
-    tokens_seen, rate = module.tokens_seen, throughput.tokens_per_s()
+    tokens_seen, rate = module.tokens_seen, throughput.per_s()
     if trainer.world_size > 1:  # DDP: every rank runs this function; rank 0 alone writes the results
         sums = torch.tensor([float(tokens_seen), float("nan") if rate is None else rate], dtype=torch.float64,
                             device=trainer.strategy.root_device)
