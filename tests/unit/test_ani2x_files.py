@@ -113,3 +113,23 @@ def test_a_study_reads_the_file_in_hartree_without_units(shared, tmp_path, monke
     stored = load_atoms(tmp_path / "data" / "tiny" / "atoms.npz")
     in_ev, _ = load_file(shared / "ani" / "ani2x_minimal.hdf5", "ani2x", "eV", "Angstrom")
     np.testing.assert_allclose(stored.energy, in_ev.energy * HARTREE, rtol=RTOL)
+
+
+def test_species_indices_instead_of_atomic_numbers_are_refused(tmp_path):
+    """torchani also writes species as indices (H 0, C 1, N 2, O 3): read as atomic numbers they would be
+    other elements with atoms missing, so anything but 1..118 and the -1 padding is refused."""
+    water = {"species": np.array([[3, 0, 0]]), "coordinates": np.array([[[0, 0, 0], [0.96, 0, 0], [0, 0.96, 0]]]),
+             "energies": np.array([[-76.4]]), "forces": np.zeros((1, 3, 3))}
+    write_torchani(tmp_path / "indices.h5", {"003": water})
+    with pytest.raises(RunError, match=r"indices\.h5 group '003': frame 0, atom 1 has species 0, not an atomic number "
+                                       r"\(1 to 118\) or -1 for padding; .*species indices.*converted"):
+        load_file(tmp_path / "indices.h5", "ani2x", "Hartree", "Angstrom")
+    write_torchani(tmp_path / "numbers.h5", {"003": {**water, "species": np.array([[8, 1, 1]])}})
+    data, _ = load_file(tmp_path / "numbers.h5", "ani2x", "Hartree", "Angstrom")  # energies of shape (n, 1) too
+    assert data.energy[0] == pytest.approx(-76.4 * HARTREE, rel=RTOL)
+
+
+def test_validate_names_a_missing_energy_dataset_as_the_data_stage_does(shared):
+    with pytest.raises(RunError, match=r"ani2x file .*ani1x_n5\.hdf5: group 'C1H4N4O4' has no 'energies' \(it has "
+                                       r"\[.*\]\); check data.source.format and data.source.energy_key"):
+        count_structures(shared / "ani" / "ani1x_n5.hdf5", "ani2x")

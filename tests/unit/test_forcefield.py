@@ -246,7 +246,7 @@ def test_a_finished_run_reports_its_structures_per_second_and_a_stopped_one_none
     assert done["steps"] == 30 and 0 < done["train_structures_per_s"] < float("inf")
     assert done["peak_gpu_memory_mb"] is None  # on a CPU
     stopped, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data,
-                                  {"learning_rate": 1e-3, "batch_size": 3}, epochs=10, seed=1, fault=("nan", 4))
+                                  {"learning_rate": 1e-3, "batch_size": 3}, epochs=10, seed=1, fault=("nan", 28))
     assert stopped["status"] == "diverged" and stopped["train_structures_per_s"] is None
 
 

@@ -49,14 +49,23 @@ def test_validation_between_the_marks_is_left_out_and_before_them_is_not_counted
     assert clock.per_s() == pytest.approx(100.0)
 
 
-def test_a_resumed_or_unfinished_run_has_no_rate(now):
-    resumed, stopped = Throughput(), Throughput()
-    _drive(resumed, range(40, 101), 100, now)
+def test_an_unfinished_or_too_short_run_has_no_rate(now):
+    stopped, tiny, short = Throughput(), Throughput(), Throughput()
     _drive(stopped, range(1, 60), 100, now)
-    assert resumed.per_s() is None and stopped.per_s() is None
-    tiny = Throughput()
     _drive(tiny, range(1, 2), 1, now)
-    assert tiny.marks == {} and tiny.per_s() is None
+    _drive(short, range(1, 6), 5, now)
+    assert stopped.per_s() is None and tiny.marks == {} and tiny.per_s() is None and short.per_s() is None
+
+
+def test_the_first_steps_after_a_start_or_resume_are_not_timed(now):
+    """A force field's CUDA graph runs three eager steps and is captured in the fourth, in every process."""
+    fresh = Throughput()
+    _drive(fresh, range(1, 31), 30, now)
+    resumed = Throughput()
+    resumed.on_train_start(SimpleNamespace(global_step=40), None)
+    _drive(resumed, range(41, 101), 100, now)
+    assert sorted(fresh.marks) == [5, 30] and sorted(resumed.marks) == [45, 100]
+    assert resumed.per_s() == pytest.approx(100.0)
 
 
 def test_structures_count_each_epochs_short_last_batch():
@@ -68,8 +77,8 @@ def test_structures_count_each_epochs_short_last_batch():
 def test_a_count_by_step_replaces_the_modules_tokens(now):
     clock = Throughput(lambda step: structures_through(step, 7, 3))
     _drive(clock, range(1, 31), 30, now)
-    assert sorted(clock.marks) == [3, 30]
-    assert clock.per_s() == pytest.approx((70 - 7) / 27)
+    assert sorted(clock.marks) == [5, 30]
+    assert clock.per_s() == pytest.approx((70 - 13) / 25)
 
 
 def test_flops_per_token_is_six_n_plus_attention():

@@ -28,8 +28,9 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
               forces_key: str = "forces") -> tuple[AtomsData, dict]:
     """Structures of a file in eV and Å, and counts of frames read and dropped as non-finite.
 
-    `energy_key`/`forces_key` name the extxyz/ASE-db properties; for ani1x a non-default key names
-    the HDF5 dataset (default wb97x_dz.energy, and the forces at the energy's level of theory)."""
+    `energy_key`/`forces_key` name the extxyz/ASE-db properties; for ani1x and ani2x a non-default key
+    names the HDF5 dataset (defaults: ani1x wb97x_dz.energy and the forces at the energy's level of
+    theory, ani2x `energies` and `forces`)."""
     path = Path(path)
     if format not in FORMATS:
         raise RunError(f"data.source.format {format!r} is unknown; use one of {', '.join(FORMATS)}")
@@ -61,10 +62,10 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
 
 def count_structures(path: Path, format: str, energy_key: str = "energy") -> int:
     """The structures a file holds, counted without reading them, never fewer than `load_file` keeps: those
-    with a finite energy where the energies are one array (md17, rmd17, ani1x, whose partial levels of theory
-    are mostly NaN), else every one. Fast where load_file is not: an extended XYZ file (compressed or not, as
-    ASE opens it) is scanned for its frame headers, as ASE indexes it, instead of parsed (ASE parses ~1,500
-    frames a second)."""
+    with a finite energy where the energies are arrays (md17, rmd17, ani2x, and ani1x, whose partial levels
+    of theory are mostly NaN), else every one. Fast where load_file is not: an extended XYZ file (compressed
+    or not, as ASE opens it) is scanned for its frame headers, as ASE indexes it, instead of parsed (ASE
+    parses ~1,500 frames a second)."""
     path = Path(path)
     if format in NPZ_KEYS:
         energy = NPZ_KEYS[format][2]
@@ -74,6 +75,11 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
 
         energy = _hdf5_energy_key(format, energy_key)
         with _reading(path, format), h5py.File(path, "r") as handle:
+            for name in handle:
+                if not isinstance(handle[name], h5py.Group) or energy not in handle[name]:
+                    found = sorted(handle[name]) if isinstance(handle[name], h5py.Group) else "no datasets"
+                    raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has {found}); check "
+                                   "data.source.format and data.source.energy_key")
             return sum(int(np.isfinite(handle[name][energy][()]).sum()) for name in handle)
     if format == "asedb":
         import sqlite3
@@ -237,17 +243,26 @@ def _ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
             species, positions, energy, forces = (group[k][()] for k in keys)
             if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
                 raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape "
-                               f"(frames, atoms), got {species.shape} {species.dtype}")
+                               f"(frames, atoms), got {species.shape} {species.dtype}; write atomic numbers "
+                               "(1 to 118, -1 for padding), not element symbols")
             n, width = species.shape
             if n == 0:
                 continue
+            if (bad := np.flatnonzero(((species < 1) | (species > 118)) & (species != -1))).size:
+                frame, atom = divmod(int(bad[0]), width)
+                raise RunError(f"ani2x file {path}{where}: frame {frame}, atom {atom} has species "
+                               f"{species[frame, atom]}, not an atomic number (1 to 118) or -1 for padding; a file "
+                               "of torchani's species indices (H 0, C 1, N 2, O 3, ...) must be converted to atomic "
+                               "numbers first")
+            if energy.shape == (n, 1):
+                energy = energy[:, 0]
             for key, value, shape in zip(keys[1:], (positions, energy, forces), ((n, width, 3), (n,), (n, width, 3))):
                 if value.shape != shape:
                     raise RunError(f"ani2x file {path}{where}: {key!r} has shape {value.shape}, expected {shape} as "
                                    f"'species' is {species.shape}")
             starts = np.flatnonzero(np.r_[True, (species[1:] != species[:-1]).any(axis=1)])
             for start, stop in zip(starts, np.r_[starts[1:], n]):
-                atoms = species[start] > 0
+                atoms = species[start] != -1
                 blocks.append(_block(path, "ani2x", where, keys, species[start][atoms],
                                      positions[start:stop][:, atoms], energy[start:stop], forces[start:stop][:, atoms]))
     return blocks

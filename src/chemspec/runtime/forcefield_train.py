@@ -174,7 +174,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
         raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; without a resume "
                        "folder no checkpoint was kept, so re-running trains it again from the start") from None
     wall = resume.elapsed() if resume else time.perf_counter() - start
-    rate = throughput.per_s()
+    rate = throughput.per_s() if module.diverged is None else None
     peak_mb = torch.cuda.max_memory_allocated(trainer.strategy.root_device) / 2**20 if on_gpu else None
     steps = int(trainer.global_step) if module.diverged is None else module.diverged["step"]
     tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)

@@ -3,11 +3,12 @@
 `train_structures_per_s`.
 
 The rate counts what one rank trained (ChemGPT: predicted tokens, L - 1 for a molecule of L tokens;
-a force field: structures) between the end of the first tenth of its optimiser steps (start-up, CUDA
-and compile warm-up, graph capture, DDP launch all fall before it) and its last step, over the wall
-time between those two step ends less the validation runs in between, with the GPU synchronised at
-each of those points. DDP ranks' rates are summed by the caller. A run that resumes past the first
-mark, or stops before its last step, has none. MFU counts (6N + 12·L·T·d) FLOPs per token (N
+a force field: structures) from the end of the first tenth of its optimiser steps, or SETTLE_STEPS
+after this process started training if that is later (start-up, CUDA and compile warm-up, a force
+field's graph capture and DDP launch all fall before it), to its last step, over the wall time
+between those two step ends less the validation runs in between, with the GPU synchronised at each
+of those points. So a resumed run is timed over what it trained after resuming. DDP ranks' rates are
+summed by the caller. A run that stops before its last step, or has too few steps, has none. MFU counts (6N + 12·L·T·d) FLOPs per token (N
 non-embedding parameters, T the mean molecule length) over the datasheet's dense bf16 peak and over a
 bf16 matmul timed on the card.
 """
@@ -21,6 +22,9 @@ import lightning as L
 import torch
 
 WARMUP_FRACTION = 0.1
+SETTLE_STEPS = 5
+"""Steps after a process starts training before its rate is timed: a force field's CUDA graph runs
+ff_graph.EAGER_STEPS eager steps and is captured in the next, each time a process starts."""
 
 
 def _sync(device: torch.device) -> float:
@@ -35,13 +39,17 @@ class Throughput(L.Callback):
 
     def __init__(self, count: Callable[[int], int] | None = None) -> None:
         self.count = count
+        self.started = 0
         self.marks: dict[int, tuple[float, int]] = {}
         self.validating_s = 0.0
         self._validation_start: float | None = None
 
     def _steps(self, trainer: L.Trainer) -> tuple[int, int]:
         last = int(trainer.estimated_stepping_batches)
-        return max(1, int(last * WARMUP_FRACTION)), last
+        return max(int(last * WARMUP_FRACTION), self.started + SETTLE_STEPS), last
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.started = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
         first, last = self._steps(trainer)
