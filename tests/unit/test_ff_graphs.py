@@ -126,7 +126,9 @@ def test_graphed_training_follows_plain_training(family):
     assert (module.graphed.graph is not None) == (DEVICE.type == "cuda")
     if module.graphed.graph is not None:
         assert rate is module.graphed.rates[0], "the rate the graph reads is the one the schedule cut"
-
+    for run in (plain, graphed):  # 18 steps: timed from step 5, after the graph's capture in step 4
+        assert run["train_structures_per_s"] > 0
+        assert (run["peak_gpu_memory_mb"] > 0) if DEVICE.type == "cuda" else run["peak_gpu_memory_mb"] is None
 
 
 def test_a_force_field_study_may_ask_for_cuda_graphs_and_its_cells_carry_it(tmp_path):

@@ -154,7 +154,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         callbacks=[Faults(fault), throughput, *([resume] if resume else [])])
     settings["world_size"] = trainer.world_size
     on_gpu = trainer.strategy.root_device.type == "cuda"
-    if on_gpu:
+    if on_gpu and torch.cuda.is_initialized():  # before CUDA starts there is no peak to reset, and resetting fails
         torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
     start = time.perf_counter()
     again = f"continue (from the last checkpoint in {resume_dir}, if one was written)" if resume else "train it again"
