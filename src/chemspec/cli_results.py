@@ -25,6 +25,8 @@ def _fmt(value: float | None) -> str:
                                "only the compiled study.")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
+    from chemspec.report import speed_text
+
     result = api.report(params, write=not no_files, source=source, study=study)
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
@@ -32,13 +34,14 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     click.echo(f"study {result.study}\n")
     forces = any("force_mae_meV_per_A" in c for c in result.cells)
     extra = f" {'F MAE meV/Å':>12}" if forces else ""
-    click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra}  hparams")
+    click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra} {'speed':>20}  "
+               "hparams")
     for c in result.cells:
         hp = ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items())
         flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
         mae = f" {_fmt(c.get('force_mae_meV_per_A')):>12}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
-                   f"{_fmt(c.get('test_loss')):>9}{mae}  {hp}{flag}")
+                   f"{_fmt(c.get('test_loss')):>9}{mae} {speed_text(c):>20}  {hp}{flag}")
     click.echo()
     _echo_fits(result.fits, result.fit["confidence"])
     _echo_generation(result.cells)

@@ -45,8 +45,9 @@ def test_report_json_has_cells_and_fits(project):
     assert report["study"] == "tiny"
     assert len(report["cells"]) == 9
     assert set(report["cells"][0]) == {"model", "params", "data_size", "val_loss", "test_loss", "status",
-                                       "wall_time_s"}
+                                       "wall_time_s", "train_tokens_per_s", "peak_gpu_memory_mb"}
     assert report["cells"][0]["wall_time_s"] > 0 and report["cells"][0]["test_loss"] > 0
+    assert all(c["train_tokens_per_s"] > 0 and c["peak_gpu_memory_mb"] is None for c in report["cells"])  # CPU
     data_fits = [f for f in report["fits"] if f["axis"] == "data" and f["law"] == "power"]
     assert len(data_fits) == 3 and all(f["status"] == "ok" for f in data_fits)
     assert all(len(f["ci"]) == 2 and f["ci"][0] <= f["exponent"] <= f["ci"][1] for f in data_fits)

@@ -161,5 +161,32 @@ def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors
     assert "<!-- training structures D -->" in (results / "fit" / "plots" / "joint.svg").read_text()
 
 
+def test_each_cells_speed_and_memory_are_shown_and_a_cell_without_them_reads_a_dash(cli, tmp_path):
+    study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
+    study["data"].update(sizes=[60, 120, 240], validation=30, test=30)
+    study["model"].update(widths=[8, 16, 32], depths=[2])
+    study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
+    results = fitted(cli, tmp_path, study, extra={"family": "painn", "capacity": 16, "train_structures_per_s": 9149.6,
+                                                  "peak_gpu_memory_mb": 1926.7})
+    cells = json.loads((results / "fit" / "cells.json").read_text())
+    cells[0].update(train_structures_per_s=None, peak_gpu_memory_mb=None)  # e.g. a resumed run on a CPU
+    io.write_json(results / "fit" / "cells.json", cells)
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    rows = [line for line in table.out.splitlines() if re.match(r"w\d+d\d+ ", line)]
+    assert len(rows) == 9 and sum("  9,150 structures/s  " in row for row in rows) == 8
+    assert [row.split()[-2] for row in rows if "structures/s" not in row] == ["-"]  # the speed, then the hparams
+    page = (results / "report" / "index.html").read_text()
+    assert "<th>speed</th><th>peak GPU MB</th>" in page and page.count("<td>9,150 structures/s</td><td>1926.7</td>") == 8
+    assert page.count("<td>1.0</td><td>-</td><td>-</td>") == 1  # wall s, speed, memory
+    as_json = json.loads(cli("report", "--json", "--no-files", cwd=tmp_path).out)
+    speeds = [c["train_structures_per_s"] for c in as_json["cells"]]
+    assert speeds.count(None) == 1 and speeds.count(9149.6) == 8
+    cells[1]["train_structures_per_s"] = "fast"
+    io.write_json(results / "fit" / "cells.json", cells)
+    bad = cli("report", cwd=tmp_path)
+    assert bad.code != 0 and re.search(r"record 1: 'train_structures_per_s' is \"fast\", not a number or null", bad.err)
+
+
 def test_an_open_end_reads_open():
     assert interval_text([0.036, None]) == "[0.036, open]" and interval_text(None) == "-"

@@ -11,7 +11,7 @@ from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
 from chemspec.runtime.io import staged, write_bytes
-from chemspec.runtime.result_files import (calibration_problem, cells_problem, fit_problem, read_checked,
+from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
 
 
@@ -35,7 +35,8 @@ class Report:
         return {"study": self.study, "confidence": self.fit["confidence"],
                 "intervals": intervals_note(self.fit["confidence"]),
                 "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "test_loss", "status",
-                                             "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s")
+                                             "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s",
+                                             *SPEED_KEYS)
                            if k in c}
                           for c in self.cells],
                 "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],

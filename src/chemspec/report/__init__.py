@@ -113,6 +113,15 @@ def study_labels(spec: dict) -> dict:
             "samples": "Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model wrote them"}
 
 
+def speed_text(cell: dict) -> str:
+    """A cell's steady-state training speed, `12,345 tokens/s` or `9,150 structures/s`; '-' where it has
+    none (a resumed or stopped run, or results archived before cells carried it)."""
+    for key, unit in (("train_tokens_per_s", "tokens/s"), ("train_structures_per_s", "structures/s")):
+        if cell.get(key) is not None:
+            return f"{cell[key]:,.0f} {unit}"
+    return "-"
+
+
 def _status_text(cell: dict) -> str:
     if "divergence" in cell:
         return (f"diverged at step {cell['divergence']['step']} (last finite loss "
@@ -130,6 +139,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
              "force_text": _num(c.get("force_mae_meV_per_A")), "energy_text": _num(c.get("energy_mae_meV")),
              "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
+             "speed_text": speed_text(c), "memory_text": _num(c.get("peak_gpu_memory_mb"), 5),
              "status_text": _status_text(c)} for c in cells]
     stats = fit.get("statistics", {})
     spearman = [(size, {**s, "rho_params_text": _num(s["rho_params"], 3), "rho_time_text": _num(s["rho_time"], 3)})

@@ -25,6 +25,7 @@ from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
+from chemspec.runtime.result_files import SPEED_KEYS
 from chemspec.specs.study import BOOTSTRAP_CELLS
 
 MIN_POINTS = 3
@@ -75,8 +76,8 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
                "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
                "status": m.get("status", "ok"),
-               **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason")
-                  if k in m}}
+               **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason",
+                                    *SPEED_KEYS) if k in m}}
         if row["status"] == "ok" and not _finite(row["val_loss"]):
             row.update(status="failed", reason=f"its validation loss is {row['val_loss']}, not a finite number")
         rows[key] = row

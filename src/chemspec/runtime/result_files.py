@@ -39,6 +39,9 @@ INTERVAL: Kind = (lambda v: isinstance(v, list) and len(v) == 2 and all(NUMBER_O
 
 CELL = {"model": TEXT, "params": WHOLE, "data_size": WHOLE, "status": TEXT, "val_loss": NUMBER_OR_NULL,
         "wall_time_s": NUMBER, "hparams": MAPPING_OR_NULL}
+SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
+"""A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
+CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
 FIT = {"fits": LIST, "confidence": NUMBER}
 FIT_OPTIONAL = {"joint": MAPPING_OR_NULL, "bootstrap": MAPPING_OR_NULL, "noise": MAPPING_OR_NULL,
                 "cost": MAPPING_OR_NULL, "statistics": MAPPING}
@@ -85,7 +88,7 @@ def _rows_problem(rows: list, what: str, check: Callable[[Any], str | None]) -> 
 
 
 def _cell_problem(row: Any) -> str | None:
-    wrong = keys_problem(row, CELL)
+    wrong = keys_problem(row, CELL, CELL_OPTIONAL)
     if wrong is None and row["status"] == "ok" and not (row["val_loss"] is not None and row["val_loss"] > 0):
         return f"status 'ok' with 'val_loss' {json.dumps(row['val_loss'])}, not a positive number"
     return wrong
