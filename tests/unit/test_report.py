@@ -150,9 +150,9 @@ def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors
     markdown = (results / "report" / "report.md").read_text()
     page = (results / "report" / "index.html").read_text()
     header = "| model | parameters (embeddings included) | training structures | val loss | force MAE (meV/Å) "
-    assert header + "| energy MAE (meV) | status |" in markdown
+    assert header + "| energy MAE (meV) | speed | status |" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| w")]
-    assert len(rows) == 9 and all("| 41.25 | 7.5 | ok |" in line for line in rows), rows
+    assert len(rows) == 9 and all("| 41.25 | 7.5 | - | ok |" in line for line in rows), rows
     assert "<th>force MAE (meV/Å)</th><th>energy MAE (meV)</th>" in page and page.count("<td>41.25</td>") == 9
     assert "<th>parameters (embeddings included)</th><th>training structures</th>" in page
     scaling = (results / "fit" / "plots" / "scaling.svg").read_text()
@@ -177,8 +177,10 @@ def test_each_cells_speed_and_memory_are_shown_and_a_cell_without_them_reads_a_d
     assert len(rows) == 9 and sum("  9,150 structures/s  " in row for row in rows) == 8
     assert [row.split()[-2] for row in rows if "structures/s" not in row] == ["-"]  # the speed, then the hparams
     page = (results / "report" / "index.html").read_text()
-    assert "<th>speed</th><th>peak GPU MB</th>" in page and page.count("<td>9,150 structures/s</td><td>1926.7</td>") == 8
+    assert "<th>speed</th><th>peak GPU MiB</th>" in page and page.count("<td>9,150 structures/s</td><td>1,927</td>") == 8
     assert page.count("<td>1.0</td><td>-</td><td>-</td>") == 1  # wall s, speed, memory
+    markdown = (results / "report" / "report.md").read_text()
+    assert markdown.count("| 9,150 structures/s | ok |") == 8 and markdown.count("| - | ok |") == 1
     as_json = json.loads(cli("report", "--json", "--no-files", cwd=tmp_path).out)
     speeds = [c["train_structures_per_s"] for c in as_json["cells"]]
     assert speeds.count(None) == 1 and speeds.count(9149.6) == 8

@@ -113,6 +113,10 @@ def study_labels(spec: dict) -> dict:
             "samples": "Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model wrote them"}
 
 
+def _whole(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def speed_text(cell: dict) -> str:
     """A cell's steady-state training speed, `12,345 tokens/s` or `9,150 structures/s`; '-' where it has
     none (a resumed or stopped run, or results archived before cells carried it)."""
@@ -139,7 +143,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
              "force_text": _num(c.get("force_mae_meV_per_A")), "energy_text": _num(c.get("energy_mae_meV")),
              "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
-             "speed_text": speed_text(c), "memory_text": _num(c.get("peak_gpu_memory_mb"), 5),
+             "speed_text": speed_text(c), "memory_text": _whole(c.get("peak_gpu_memory_mb")),
              "status_text": _status_text(c)} for c in cells]
     stats = fit.get("statistics", {})
     spearman = [(size, {**s, "rho_params_text": _num(s["rho_params"], 3), "rho_time_text": _num(s["rho_time"], 3)})
@@ -200,11 +204,11 @@ def markdown(ctx: dict) -> str:
     lines += [line for text in (ctx["bootstrap_text"], ctx["noise_text"]) if text for line in ("", text)]
     force_field = ctx["labels"]["force_field"]
     lines += ["", f"| model | {ctx['labels']['params_axis']} | {ctx['labels']['data_axis']} | val loss | "
-              + ("force MAE (meV/Å) | energy MAE (meV) | " if force_field else "") + "status |",
-              "|---|---|---|---|" + ("---|---|" if force_field else "") + "---|"]
+              + ("force MAE (meV/Å) | energy MAE (meV) | " if force_field else "") + "speed | status |",
+              "|---|---|---|---|" + ("---|---|" if force_field else "") + "---|---|"]
     lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | "
-              + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "") + f"{c['status_text']} |"
-              for c in ctx["cells"]]
+              + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "")
+              + f"{c['speed_text']} | {c['status_text']} |" for c in ctx["cells"]]
     if ctx["generation"]:
         lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(COLUMNS) + " |",
                   "|---|---|" + "---|" * len(COLUMNS)]
