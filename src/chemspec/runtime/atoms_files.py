@@ -1,4 +1,5 @@
-"""Force-field data files in public formats (md17, rmd17, ani1x, ani2x, extxyz, asedb) read into frame blocks.
+"""Force-field data files in public formats (md17, rmd17, ani1x, ani2x, extxyz, asedb) read into frame blocks;
+the HDF5 formats (ani1x, ani2x) are read in runtime.atoms_hdf5.
 
 Each reader checks the keys and shapes its format promises and turns whatever a third-party parser
 raises on a damaged file into one `RunError` naming the file; `load_file` converts to eV and Å and
@@ -18,7 +19,6 @@ from numpy.typing import ArrayLike
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, MIN_DISTANCE, AtomsData, Frames,
                                     first_coincident, from_frames)
-from chemspec.specs.data import ANI_LEVEL, ani_forces_key
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -39,8 +39,10 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
                        f"energy in {list(ENERGY_UNITS)} and length in {list(LENGTH_UNITS)}")
     if not path.is_file():
         raise RunError(f"{format} file {path} does not exist; check data.source.file")
-    readers = {"md17": _md17, "rmd17": _rmd17, "ani1x": _ani1x, "ani2x": _ani2x, "extxyz": _extxyz,
-               "asedb": _asedb}
+    if format in HDF5_FORMATS:
+        from chemspec.runtime.atoms_hdf5 import READERS as readers
+    else:
+        readers = {"md17": _md17, "rmd17": _rmd17, "extxyz": _extxyz, "asedb": _asedb}
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
     blocks = [Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
@@ -71,16 +73,9 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
         energy = NPZ_KEYS[format][2]
         return int(np.isfinite(read_npz(path, format, (energy,))[energy]).sum())
     if format in HDF5_FORMATS:
-        import h5py
+        from chemspec.runtime.atoms_hdf5 import count_hdf5
 
-        energy = _hdf5_energy_key(format, energy_key)
-        with _reading(path, format), h5py.File(path, "r") as handle:
-            for name in handle:
-                if not isinstance(handle[name], h5py.Group) or energy not in handle[name]:
-                    found = sorted(handle[name]) if isinstance(handle[name], h5py.Group) else "no datasets"
-                    raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has {found}); check "
-                                   "data.source.format and data.source.energy_key")
-            return sum(int(np.isfinite(handle[name][energy][()]).sum()) for name in handle)
+        return count_hdf5(path, format, energy_key)
     if format == "asedb":
         import sqlite3
 
@@ -89,7 +84,7 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
             return db.execute("SELECT COUNT(*) FROM systems").fetchone()[0]
     from ase.io.formats import open_with_compression
 
-    with _reading(path, format), open_with_compression(str(path), "rb") as handle:
+    with reading(path, format), open_with_compression(str(path), "rb") as handle:
         return _xyz_frames(path, handle)
 
 
@@ -113,7 +108,7 @@ def _xyz_frames(path: Path, handle: BinaryIO) -> int:
 
 
 @contextlib.contextmanager
-def _reading(path: Path, format: str) -> Iterator[None]:
+def reading(path: Path, format: str) -> Iterator[None]:
     """Turn whatever a third-party parser raises on a damaged file into one RunError."""
     try:
         yield
@@ -132,7 +127,7 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
     with open(path, "rb") as handle:
         if handle.read(2) != b"PK":
             raise _unreadable(path, format, "no zip header: it is not an npz archive")
-    with _reading(path, format), np.load(path, allow_pickle=False) as archive:
+    with reading(path, format), np.load(path, allow_pickle=False) as archive:
         for key in keys:
             if key not in archive.files:
                 raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}); "
@@ -140,7 +135,7 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
         return {key: archive[key] for key in keys}
 
 
-def _block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike, positions: ArrayLike,
+def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike, positions: ArrayLike,
            energy: ArrayLike, forces: ArrayLike) -> Frames:
     """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
     label = f"{format} file {path}{where}"
@@ -174,16 +169,8 @@ NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords",
 """The arrays of an MD17 / rMD17 archive: atomic numbers, positions, energies, forces."""
 
 HDF5_FORMATS = ("ani1x", "ani2x")
-"""Formats read from HDF5 groups: ANI-1x's release (a group a formula), torchani's (a group an atom count)."""
-
-
-def _hdf5_energy_key(format: str, energy_key: str) -> str:
-    """The energy dataset an HDF5 file is read from: the default key `energy` is wb97x_dz.energy in
-    ANI-1x's release and `energies` in torchani's files."""
-    if energy_key != "energy":
-        return energy_key
-    return f"{ANI_LEVEL}.energy" if format == "ani1x" else "energies"
-
+"""Formats read from HDF5 groups (runtime.atoms_hdf5): ANI-1x's release, a group a formula; torchani's,
+a group an atom count."""
 
 def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     return _npz(path, "md17")
@@ -196,82 +183,13 @@ def _rmd17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
 def _npz(path: Path, format: str) -> list[Frames]:
     keys = NPZ_KEYS[format]
     arrays = read_npz(path, format, keys)
-    return [_block(path, format, "", keys, *(arrays[k] for k in keys))]
-
-
-def _ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    import h5py
-
-    energy = f"{ANI_LEVEL}.energy" if energy_key == "energy" else energy_key
-    keys = ("atomic_numbers", "coordinates", energy, ani_forces_key(energy) if forces_key == "forces" else forces_key)
-    blocks = []
-    with _reading(path, "ani1x"), h5py.File(path, "r") as handle:
-        for name in sorted(handle):
-            group = handle[name]
-            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
-            if missing == [ani_forces_key(energy)]:
-                levels = sorted(key.removesuffix(".forces") for key in group if key.endswith(".forces"))
-                raise RunError(f"ani1x file {path}: group {name!r} has no forces at the level of "
-                               f"data.source.energy_key {energy!r} (no {missing[0]!r}); training pairs energies with "
-                               "forces of one level, so choose an energy_key of a level with forces "
-                               f"({', '.join(levels) or 'none here'}), or name other forces in data.source.forces_key "
-                               "if you mean to mix levels")
-            if missing:
-                raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
-                               f"has one group per formula with {', '.join(keys)}")
-            blocks.append(_block(path, "ani1x", f" group {name!r}", keys, *(group[k][()] for k in keys)))
-    return blocks
-
-
-def _ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    """torchani's HDF5 (the ANI-2x release): a group per atom count, each with `species` (frames, atoms)
-    holding every frame's atomic numbers (-1 pads a shorter molecule), `coordinates`, `energies` and
-    `forces`. Each run of frames with the same species row becomes a block, so frames keep file order."""
-    import h5py
-
-    keys = ("species", "coordinates", _hdf5_energy_key("ani2x", energy_key), forces_key)
-    blocks = []
-    with _reading(path, "ani2x"), h5py.File(path, "r") as handle:
-        for name in sorted(handle):
-            group, where = handle[name], f" group {name!r}"
-            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
-            if missing:
-                found = sorted(group) if isinstance(group, h5py.Group) else "no datasets"
-                raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani "
-                               f"file has one group per atom count with {', '.join(keys)}; check data.source.format "
-                               "and data.source.energy_key/forces_key")
-            species, positions, energy, forces = (group[k][()] for k in keys)
-            if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
-                raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape "
-                               f"(frames, atoms), got {species.shape} {species.dtype}; write atomic numbers "
-                               "(1 to 118, -1 for padding), not element symbols")
-            n, width = species.shape
-            if n == 0:
-                continue
-            if (bad := np.flatnonzero(((species < 1) | (species > 118)) & (species != -1))).size:
-                frame, atom = divmod(int(bad[0]), width)
-                raise RunError(f"ani2x file {path}{where}: frame {frame}, atom {atom} has species "
-                               f"{species[frame, atom]}, not an atomic number (1 to 118) or -1 for padding; a file "
-                               "of torchani's species indices (H 0, C 1, N 2, O 3, ...) must be converted to atomic "
-                               "numbers first")
-            if energy.shape == (n, 1):
-                energy = energy[:, 0]
-            for key, value, shape in zip(keys[1:], (positions, energy, forces), ((n, width, 3), (n,), (n, width, 3))):
-                if value.shape != shape:
-                    raise RunError(f"ani2x file {path}{where}: {key!r} has shape {value.shape}, expected {shape} as "
-                                   f"'species' is {species.shape}")
-            starts = np.flatnonzero(np.r_[True, (species[1:] != species[:-1]).any(axis=1)])
-            for start, stop in zip(starts, np.r_[starts[1:], n]):
-                atoms = species[start] != -1
-                blocks.append(_block(path, "ani2x", where, keys, species[start][atoms],
-                                     positions[start:stop][:, atoms], energy[start:stop], forces[start:stop][:, atoms]))
-    return blocks
+    return [checked_block(path, format, "", keys, *(arrays[k] for k in keys))]
 
 
 def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import ase.io
 
-    with _reading(path, "extxyz"):
+    with reading(path, "extxyz"):
         frames = ase.io.read(path, index=":", format="extxyz")
     return [_frame_block(path, "extxyz", f" frame {i}", atoms, energy_key, forces_key)
             for i, atoms in enumerate(frames)]
@@ -281,7 +199,7 @@ def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import ase.db
 
     _check_ase_sqlite(path)
-    with _reading(path, "asedb"):
+    with reading(path, "asedb"):
         rows = list(ase.db.connect(path, type="db").select())
         frames = [(row.id, row.toatoms(add_additional_information=True)) for row in rows]
     return [_frame_block(path, "asedb", f" row {row_id}", atoms, energy_key, forces_key) for row_id, atoms in frames]
@@ -327,5 +245,5 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
             raise RunError(f"{format} file {path}{where} has no {kind} {key!r}; set data.source.{kind}_key to the "
                            f"name the file uses (found {sorted({*results, *extra, *atoms.arrays})})")
     keys = ("numbers", "positions", energy_key, forces_key)
-    return _block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
+    return checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                   np.asarray(forces)[None])

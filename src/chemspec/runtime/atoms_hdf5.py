@@ -1,0 +1,108 @@
+"""Force-field data in HDF5: ANI-1x's release file (format ani1x, a group per formula, one dataset per
+quantity and level of theory) and torchani's layout (format ani2x, the ANI-2x release: a group per atom
+count with per-frame species rows). `runtime.atoms_files` converts and checks what these return."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.errors import RunError
+from chemspec.runtime.atoms import Frames
+from chemspec.runtime.atoms_files import checked_block, reading
+from chemspec.specs.data import ANI_LEVEL, ani_forces_key
+
+
+def energy_dataset(format: str, energy_key: str) -> str:
+    """The energy dataset an HDF5 file is read from: the default key `energy` is wb97x_dz.energy in
+    ANI-1x's release and `energies` in torchani's files."""
+    if energy_key != "energy":
+        return energy_key
+    return f"{ANI_LEVEL}.energy" if format == "ani1x" else "energies"
+
+
+def count_hdf5(path: Path, format: str, energy_key: str) -> int:
+    """Structures with a finite energy, over every group, without reading coordinates or forces."""
+    import h5py
+
+    energy = energy_dataset(format, energy_key)
+    with reading(path, format), h5py.File(path, "r") as handle:
+        for name in handle:
+            if not isinstance(handle[name], h5py.Group) or energy not in handle[name]:
+                found = sorted(handle[name]) if isinstance(handle[name], h5py.Group) else "no datasets"
+                raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has {found}); check "
+                               "data.source.format and data.source.energy_key")
+        return sum(int(np.isfinite(handle[name][energy][()]).sum()) for name in handle)
+
+
+def read_ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    import h5py
+
+    energy = energy_dataset("ani1x", energy_key)
+    keys = ("atomic_numbers", "coordinates", energy, ani_forces_key(energy) if forces_key == "forces" else forces_key)
+    blocks = []
+    with reading(path, "ani1x"), h5py.File(path, "r") as handle:
+        for name in sorted(handle):
+            group = handle[name]
+            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+            if missing == [ani_forces_key(energy)]:
+                levels = sorted(key.removesuffix(".forces") for key in group if key.endswith(".forces"))
+                raise RunError(f"ani1x file {path}: group {name!r} has no forces at the level of "
+                               f"data.source.energy_key {energy!r} (no {missing[0]!r}); training pairs energies with "
+                               "forces of one level, so choose an energy_key of a level with forces "
+                               f"({', '.join(levels) or 'none here'}), or name other forces in data.source.forces_key "
+                               "if you mean to mix levels")
+            if missing:
+                raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
+                               f"has one group per formula with {', '.join(keys)}")
+            blocks.append(checked_block(path, "ani1x", f" group {name!r}", keys, *(group[k][()] for k in keys)))
+    return blocks
+
+
+def read_ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
+    """torchani's HDF5 (the ANI-2x release): a group per atom count, each with `species` (frames, atoms)
+    holding every frame's atomic numbers (-1 pads a shorter molecule), `coordinates`, `energies` and
+    `forces`. Each run of frames with the same species row becomes a block, so frames keep file order."""
+    import h5py
+
+    keys = ("species", "coordinates", energy_dataset("ani2x", energy_key), forces_key)
+    blocks = []
+    with reading(path, "ani2x"), h5py.File(path, "r") as handle:
+        for name in sorted(handle):
+            group, where = handle[name], f" group {name!r}"
+            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+            if missing:
+                found = sorted(group) if isinstance(group, h5py.Group) else "no datasets"
+                raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani "
+                               f"file has one group per atom count with {', '.join(keys)}; check data.source.format "
+                               "and data.source.energy_key/forces_key")
+            species, positions, energy, forces = (group[k][()] for k in keys)
+            if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
+                raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape "
+                               f"(frames, atoms), got {species.shape} {species.dtype}; write atomic numbers "
+                               "(1 to 118, -1 for padding), not element symbols")
+            n, width = species.shape
+            if n == 0:
+                continue
+            if (bad := np.flatnonzero(((species < 1) | (species > 118)) & (species != -1))).size:
+                frame, atom = divmod(int(bad[0]), width)
+                raise RunError(f"ani2x file {path}{where}: frame {frame}, atom {atom} has species "
+                               f"{species[frame, atom]}, not an atomic number (1 to 118) or -1 for padding; a file "
+                               "of torchani's species indices (H 0, C 1, N 2, O 3, ...) must be converted to atomic "
+                               "numbers first")
+            if energy.shape == (n, 1):
+                energy = energy[:, 0]
+            for key, value, shape in zip(keys[1:], (positions, energy, forces), ((n, width, 3), (n,), (n, width, 3))):
+                if value.shape != shape:
+                    raise RunError(f"ani2x file {path}{where}: {key!r} has shape {value.shape}, expected {shape} as "
+                                   f"'species' is {species.shape}")
+            starts = np.flatnonzero(np.r_[True, (species[1:] != species[:-1]).any(axis=1)])
+            for start, stop in zip(starts, np.r_[starts[1:], n]):
+                atoms = species[start] != -1
+                blocks.append(checked_block(path, "ani2x", where, keys, species[start][atoms],
+                                     positions[start:stop][:, atoms], energy[start:stop], forces[start:stop][:, atoms]))
+    return blocks
+
+
+READERS = {"ani1x": read_ani1x, "ani2x": read_ani2x}
