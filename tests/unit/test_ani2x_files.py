@@ -86,7 +86,8 @@ def test_malformed_groups_are_named(tmp_path):
                                        r"numbers of shape \(frames, atoms\)"):
         load_file(tmp_path / "float.h5", "ani2x", "Hartree", "Angstrom")
     write_torchani(tmp_path / "short.h5", {"002": {**good, "energies": np.array([-1.17, -1.16])}})
-    with pytest.raises(RunError, match=r"short\.h5 group '002': 'energies' has shape \(2,\), expected \(1,\) as 'species' is \(1, 2\)"):
+    with pytest.raises(RunError, match=r"short\.h5 group '002': 'energies' has shape \(2,\), expected \(1,\) as "
+                                       r"'species' is \(1, 2\)"):
         load_file(tmp_path / "short.h5", "ani2x", "Hartree", "Angstrom")
     write_torchani(tmp_path / "forces.h5", {"002": {**good, "forces": np.zeros((1, 3, 3))}})
     with pytest.raises(RunError, match=r"forces\.h5 group '002': 'forces' has shape \(1, 3, 3\), expected "

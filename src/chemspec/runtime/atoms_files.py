@@ -51,10 +51,10 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     if read == 0:
         raise RunError(f"{format} file {path} holds no structures; check data.source.file")
     if coincident := first_coincident(blocks):
+        groups = ", groups sorted by name" if format in HDF5_FORMATS else ""
         raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
-                       f"{', groups sorted by name' if format in HDF5_FORMATS else ''}) has two atoms {coincident[1]:.3g} "
-                       f"Å apart, below {MIN_DISTANCE} Å: coincident atoms make every model's forces NaN; remove "
-                       "that structure from the file")
+                       f"{groups}) has two atoms {coincident[1]:.3g} Å apart, below {MIN_DISTANCE} Å: coincident "
+                       "atoms make every model's forces NaN; remove that structure from the file")
     data, dropped = from_frames(blocks)
     if len(data) == 0:
         raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
@@ -135,8 +135,8 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
         return {key: archive[key] for key in keys}
 
 
-def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike, positions: ArrayLike,
-           energy: ArrayLike, forces: ArrayLike) -> Frames:
+def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike,
+                  positions: ArrayLike, energy: ArrayLike, forces: ArrayLike) -> Frames:
     """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
     label = f"{format} file {path}{where}"
     numbers = np.asarray(numbers)
@@ -171,6 +171,7 @@ NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords",
 HDF5_FORMATS = ("ani1x", "ani2x")
 """Formats read from HDF5 groups (runtime.atoms_hdf5): ANI-1x's release, a group a formula; torchani's,
 a group an atom count."""
+
 
 def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     return _npz(path, "md17")
@@ -246,4 +247,4 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
                            f"name the file uses (found {sorted({*results, *extra, *atoms.arrays})})")
     keys = ("numbers", "positions", energy_key, forces_key)
     return checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
-                  np.asarray(forces)[None])
+                         np.asarray(forces)[None])

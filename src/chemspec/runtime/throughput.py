@@ -8,8 +8,9 @@ after this process started training if that is later (start-up, CUDA and compile
 field's graph capture and DDP launch all fall before it), to its last step, over the wall time
 between those two step ends less the validation runs in between, with the GPU synchronised at each
 of those points. So a resumed run is timed over what it trained after resuming. DDP ranks' rates are
-summed by the caller. A run that stops before its last step, or has too few steps, has none. MFU counts (6N + 12·L·T·d) FLOPs per token (N
-non-embedding parameters, T the mean molecule length) over the datasheet's dense bf16 peak and over a
+summed by the caller. A run that stops before its last step, or has too few steps, has none. MFU
+counts (6N + 12·L·T·d) FLOPs per token (N non-embedding parameters, T the mean molecule length) over
+the datasheet's dense bf16 peak and over a
 bf16 matmul timed on the card.
 """
 

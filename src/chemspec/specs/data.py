@@ -155,7 +155,8 @@ FORMAT_UNITS = {
     "asedb": {"energy": "eV", "length": "Angstrom"},
 }
 """The units each format's files are written in: the sGDML/MD17 and rMD17 releases in kcal/mol and Å,
-ANI-1x and torchani's ANI-2x in Hartree and Å; extended XYZ and ASE databases fix no unit, and ASE's own is eV and Å."""
+ANI-1x and torchani's ANI-2x in Hartree and Å; extended XYZ and ASE databases fix no unit, and ASE's
+own is eV and Å."""
 
 
 class Units(Spec):
