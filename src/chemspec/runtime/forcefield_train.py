@@ -22,7 +22,7 @@ from chemspec.runtime.ff_models import FAMILIES
 from chemspec.runtime.forcefield import ForceField, _quiet, evaluate
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.resume import Resume
-from chemspec.runtime.throughput import Throughput, structures_through
+from chemspec.runtime.throughput import Throughput, peak_memory_mb, structures_through
 from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
 
@@ -153,8 +153,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         gradient_clip_val=None if cuda_graphs else gradient_clip, deterministic=accelerator == "cpu",
                         callbacks=[Faults(fault), throughput, *([resume] if resume else [])])
     settings["world_size"] = trainer.world_size
-    on_gpu = trainer.strategy.root_device.type == "cuda"
-    if on_gpu and torch.cuda.is_initialized():  # before CUDA starts there is no peak to reset, and resetting fails
+    if trainer.strategy.root_device.type == "cuda" and torch.cuda.is_initialized():  # before CUDA starts there is no peak to reset, and resetting fails
         torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
     start = time.perf_counter()
     again = f"continue (from the last checkpoint in {resume_dir}, if one was written)" if resume else "train it again"
@@ -175,7 +174,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                        "folder no checkpoint was kept, so re-running trains it again from the start") from None
     wall = resume.elapsed() if resume else time.perf_counter() - start
     rate = throughput.per_s() if module.diverged is None else None
-    peak_mb = torch.cuda.max_memory_allocated(trainer.strategy.root_device) / 2**20 if on_gpu else None
+    peak_mb = peak_memory_mb(trainer.strategy.root_device)
     steps = int(trainer.global_step) if module.diverged is None else module.diverged["step"]
     tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
               if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
@@ -193,4 +192,4 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                {"status": "diverged", "divergence": module.diverged}),
             "hparams": dict(hparams), "wall_time_s": round(wall, 3),
             "train_structures_per_s": None if rate is None else round(rate, 1),
-            "peak_gpu_memory_mb": None if peak_mb is None else round(peak_mb, 1)}, module
+            "peak_gpu_memory_mb": peak_mb}, module

@@ -10,8 +10,7 @@ between those two step ends less the validation runs in between, with the GPU sy
 of those points. So a resumed run is timed over what it trained after resuming. DDP ranks' rates are
 summed by the caller. A run that stops before its last step, or has too few steps, has none. MFU
 counts (6N + 12·L·T·d) FLOPs per token (N non-embedding parameters, T the mean molecule length) over
-the datasheet's dense bf16 peak and over a
-bf16 matmul timed on the card.
+the datasheet's dense bf16 peak and over a bf16 matmul timed on the card.
 """
 
 from __future__ import annotations
@@ -119,13 +118,17 @@ def matmul_peak(device: torch.device) -> float:
     return 20 * 2 * 8192**3 / (_sync(device) - start)
 
 
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak GPU memory allocated on `device` since the last reset, in MiB; None on a CPU."""
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
 def utilisation(rate: float | None, flops: float, devices: int, device: torch.device) -> dict:
     """Peak GPU memory of this rank since the last reset, the bf16 matmul rate timed here, and MFU of
     `rate` (tokens/s over all `devices`) against both peaks; None on a CPU."""
     if device.type != "cuda":
         return {"peak_gpu_memory_mb": None, "matmul_bf16_tflops": None, "mfu_datasheet": None, "mfu_measured": None}
-    memory = torch.cuda.max_memory_allocated(device) / 2**20
     measured = matmul_peak(device)
-    return {"peak_gpu_memory_mb": round(memory, 1), "matmul_bf16_tflops": round(measured / 1e12, 1),
+    return {"peak_gpu_memory_mb": peak_memory_mb(device), "matmul_bf16_tflops": round(measured / 1e12, 1),
             "mfu_datasheet": mfu(rate, flops, devices, DATASHEET_BF16_FLOPS.get(torch.cuda.get_device_name(device))),
             "mfu_measured": mfu(rate, flops, devices, measured)}
