@@ -29,6 +29,10 @@ KEYS = ("numbers", "positions", "forces", "energy", "offsets")
 STORED = ("<u1", "<f4", "<f4", "<f8", "<i8")
 """On-disk dtypes of KEYS: coordinates and forces in float32, the precision models train in (half the
 bytes of float64; 1e-7 relative), energies in float64, since totals of ~1e3 eV need it."""
+ELECTRONIC = ("charge", "multiplicity")
+"""Per-structure total charge (e) and spin multiplicity 2S+1, stored (int8) only where some structure is not
+a neutral singlet, so that stores and hashes of neutral data stay as they were before these keys."""
+NEUTRAL_SINGLET = {"charge": 0, "multiplicity": 1}
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,10 +44,22 @@ class AtomsData:
     forces: np.ndarray
     energy: np.ndarray
     offsets: np.ndarray
+    charge: np.ndarray | None = None
+    """Total charge of each structure in e; None: all neutral."""
+    multiplicity: np.ndarray | None = None
+    """Spin multiplicity 2S+1 of each structure; None: all singlets."""
 
     def __post_init__(self) -> None:
         for key, dtype in zip(KEYS, ("<i8", "<f8", "<f8", "<f8", "<i8")):
             object.__setattr__(self, key, np.ascontiguousarray(getattr(self, key), dtype=dtype))
+        for key in ELECTRONIC:
+            value = getattr(self, key)
+            if value is not None:
+                value = np.ascontiguousarray(value, dtype="<i8")
+                if value.shape != self.energy.shape:
+                    raise ValueError(f"{key} must have one entry per structure, {self.energy.shape}, got {value.shape}")
+                value = None if np.all(value == NEUTRAL_SINGLET[key]) else value
+            object.__setattr__(self, key, value)
         atoms, structures = len(self.numbers), len(self.energy)
         if self.numbers.ndim != 1 or self.energy.ndim != 1:
             raise ValueError("numbers and energy must be one-dimensional")
@@ -53,12 +69,19 @@ class AtomsData:
             raise ValueError(f"offsets must have {structures + 1} entries from 0 to {atoms}")
         if np.any(np.diff(self.offsets) <= 0):
             raise ValueError("offsets must be strictly increasing: every structure needs an atom")
+        if self.multiplicity is not None and np.any(self.multiplicity < 1):
+            raise ValueError("multiplicity (2S+1) must be at least 1")
 
     def __len__(self) -> int:
         return len(self.energy)
 
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def electronic(self, key: str) -> np.ndarray:
+        """`charge` or `multiplicity` of every structure, the neutral singlet's value where none is stored."""
+        value = getattr(self, key)
+        return np.full(len(self), NEUTRAL_SINGLET[key], dtype=np.int64) if value is None else value
 
     def structure(self, s: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         start, stop = self.offsets[s], self.offsets[s + 1]
@@ -70,24 +93,30 @@ class AtomsData:
         sizes = self.sizes()[idx]
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         atoms = np.repeat(self.offsets[idx] - offsets[:-1], sizes) + np.arange(offsets[-1])
-        return AtomsData(self.numbers[atoms], self.positions[atoms], self.forces[atoms], self.energy[idx], offsets)
+        return AtomsData(self.numbers[atoms], self.positions[atoms], self.forces[atoms], self.energy[idx], offsets,
+                         *(None if getattr(self, key) is None else getattr(self, key)[idx] for key in ELECTRONIC))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The store's arrays by key: KEYS in their STORED dtypes, then the ELECTRONIC ones that are set."""
+        arrays = {key: getattr(self, key).astype(dtype) for key, dtype in zip(KEYS, STORED)}
+        return arrays | {key: getattr(self, key).astype("<i1") for key in ELECTRONIC if getattr(self, key) is not None}
 
     def stored(self) -> AtomsData:
         """These structures as the store holds them (coordinates and forces rounded to float32)."""
-        return AtomsData(*(getattr(self, key).astype(dtype) for key, dtype in zip(KEYS, STORED)))
+        return AtomsData(**self.arrays())
 
 
 def save_atoms(path: str | Path, data: AtomsData) -> None:
     """One uncompressed .npz in the fixed key order and dtypes of KEYS and STORED: equal data give equal bytes."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{key: getattr(data, key).astype(dtype) for key, dtype in zip(KEYS, STORED)})
+    np.savez(buffer, **data.arrays())
     write_bytes(path, buffer.getvalue())
 
 
 def load_atoms(path: str | Path) -> AtomsData:
     from chemspec.runtime.atoms_files import read_npz
 
-    arrays = read_npz(Path(path), "atoms store", KEYS)
+    arrays = read_npz(Path(path), "atoms store", KEYS, optional=ELECTRONIC)
     try:
         return AtomsData(**arrays)
     except ValueError as exc:
@@ -95,9 +124,10 @@ def load_atoms(path: str | Path) -> AtomsData:
 
 
 def content_hash(data: AtomsData) -> str:
-    """sha256 over each array's name, shape and little-endian bytes, in the order of KEYS."""
+    """sha256 over each array's name, shape and little-endian bytes, in the order of KEYS and then of the
+    ELECTRONIC keys that are set."""
     digest = hashlib.sha256()
-    for key in KEYS:
+    for key in (*KEYS, *(key for key in ELECTRONIC if getattr(data, key) is not None)):
         array = getattr(data, key)
         digest.update(f"{key}{array.shape}".encode())
         digest.update(array.tobytes())
@@ -105,12 +135,15 @@ def content_hash(data: AtomsData) -> str:
 
 
 class Frames(NamedTuple):
-    """Frames sharing one atom list: numbers (N,), positions (n,N,3), energy (n,), forces (n,N,3)."""
+    """Frames sharing one atom list, total charge and multiplicity: numbers (N,), positions (n,N,3), energy
+    (n,), forces (n,N,3)."""
 
     numbers: np.ndarray
     positions: np.ndarray
     energy: np.ndarray
     forces: np.ndarray
+    charge: int = 0
+    multiplicity: int = 1
 
 
 MIN_DISTANCE = 0.1
@@ -149,6 +182,7 @@ def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
     """The canonical store of frame blocks already in eV and Å, and how many non-finite frames it dropped."""
     numbers, positions, forces = [np.zeros(0, np.int64)], [np.zeros((0, 3))], [np.zeros((0, 3))]
     energy, sizes, dropped = [np.zeros(0)], [np.zeros(0, np.int64)], 0
+    electronic = {key: [np.zeros(0, np.int64)] for key in ELECTRONIC}
     for block in blocks:
         finite = (np.isfinite(block.energy) & np.isfinite(block.forces).all(axis=(1, 2))
                   & np.isfinite(block.positions).all(axis=(1, 2)))
@@ -159,9 +193,11 @@ def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
         forces.append(block.forces[finite].reshape(-1, 3))
         energy.append(block.energy[finite])
         sizes.append(np.full(n, count, dtype=np.int64))
+        for key in ELECTRONIC:
+            electronic[key].append(np.full(n, getattr(block, key), dtype=np.int64))
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(sizes))])
     data = AtomsData(np.concatenate(numbers), np.concatenate(positions), np.concatenate(forces),
-                     np.concatenate(energy), offsets)
+                     np.concatenate(energy), offsets, *(np.concatenate(electronic[key]) for key in ELECTRONIC))
     return data, dropped
 
 

@@ -45,8 +45,8 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
         readers = {"md17": _md17, "rmd17": _rmd17, "extxyz": _extxyz, "asedb": _asedb}
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
-    blocks = [Frames(b.numbers, b.positions * length_factor, b.energy * energy_factor,
-                     b.forces * (energy_factor / length_factor)) for b in blocks]
+    blocks = [b._replace(positions=b.positions * length_factor, energy=b.energy * energy_factor,
+                         forces=b.forces * (energy_factor / length_factor)) for b in blocks]
     read = sum(len(b.energy) for b in blocks)
     if read == 0:
         raise RunError(f"{format} file {path} holds no structures; check data.source.file")
@@ -123,7 +123,8 @@ def _unreadable(path: Path, format: str, reason: str) -> RunError:
                     "matches the file and that the file is complete (copy or download it again)")
 
 
-def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def read_npz(path: Path, format: str, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an npz archive, and those of `optional` that it holds."""
     with open(path, "rb") as handle:
         if handle.read(2) != b"PK":
             raise _unreadable(path, format, "no zip header: it is not an npz archive")
@@ -132,7 +133,7 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
             if key not in archive.files:
                 raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}); "
                                "check data.source.format")
-        return {key: archive[key] for key in keys}
+        return {key: archive[key] for key in (*keys, *(key for key in optional if key in archive.files))}
 
 
 def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike,
@@ -246,5 +247,32 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
             raise RunError(f"{format} file {path}{where} has no {kind} {key!r}; set data.source.{kind}_key to the "
                            f"name the file uses (found {sorted({*results, *extra, *atoms.arrays})})")
     keys = ("numbers", "positions", energy_key, forces_key)
-    return checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
-                         np.asarray(forces)[None])
+    block = checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
+                          np.asarray(forces)[None])
+    info = {key: extra[key] for key in ("charge", "multiplicity") if key in extra}
+    if atoms.has("initial_charges"):  # ASE's own record of charge, which ase.db keeps in place of a `charge` key
+        info["charge"] = float(atoms.get_initial_charges().sum())
+    return block._replace(**_electronic_state(f"{format} file {path}{where}", atoms.numbers, info))
+
+
+def _electronic_state(label: str, numbers: np.ndarray, info: dict) -> dict[str, int]:
+    """The frame's `charge` (e) and `multiplicity` (2S+1), checked against its electron count; a neutral
+    singlet where `info` gives neither."""
+    state = {}
+    for key, default, least in (("charge", 0, None), ("multiplicity", 1, 1)):
+        value = info.get(key, default)
+        value = value.item() if isinstance(value, np.generic) else value
+        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and (
+            value == int(value))
+        if not whole or (least is not None and value < least):
+            kind = "a whole number" if least is None else f"a whole number of at least {least}"
+            raise RunError(f"{label}: {key} {value!r} must be {kind}; write the structure's total {key} "
+                           f"(e.g. {key}={default}) in its info")
+        state[key] = int(value)
+    electrons = int(np.sum(numbers)) - state["charge"]
+    unpaired = state["multiplicity"] - 1
+    if electrons < unpaired or (electrons - unpaired) % 2:
+        raise RunError(f"{label}: charge {state['charge']} leaves {electrons} electrons, which cannot have "
+                       f"multiplicity {state['multiplicity']} ({unpaired} unpaired); multiplicity is 2S+1 "
+                       "(1 for a singlet, 2 for a doublet), not S; check charge and multiplicity in its info")
+    return state

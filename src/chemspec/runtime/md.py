@@ -165,7 +165,8 @@ def trajectory(job: Job, ticks: queue.Queue[int] | None = None) -> tuple[Frames,
                 energy_autocorrelation_frames=None if tau is None else round(tau, 2))
     shape = (len(kept), len(atoms), 3)
     block = Frames(atoms.numbers.astype(np.int64), np.reshape([k[0] for k in kept], shape),
-                   np.array([k[1] for k in kept]), np.reshape([k[2] for k in kept], shape))
+                   np.array([k[1] for k in kept]), np.reshape([k[2] for k in kept], shape),
+                   atoms.info["charge"], atoms.info["multiplicity"])
     return block, info
 
 
@@ -218,6 +219,7 @@ def _dynamics(job: Job) -> Langevin:
     rng = np.random.default_rng(job.seed)
     atoms, charge, multiplicity = conformer(job.smiles, int(job.seed.generate_state(1)[0] % 2**31))
     atoms.calc = xtb_calculator(charge, multiplicity)
+    atoms.info.update(charge=charge, multiplicity=multiplicity)
     atoms.set_constraint(FixCom())
     thermalize_momenta(atoms, job.temperature_K, rng=rng)
     Stationary(atoms)

@@ -90,7 +90,8 @@ class ForceFieldDataset(Dataset):
 
     Items are structure indices; use `loader()` (or `DataLoader(..., collate_fn=dataset.collate)`).
     Positions and forces take `dtype` (the model's); energies stay float64 so that large total
-    energies keep their precision until the loss.
+    energies keep their precision until the loss. Where some structure is not a neutral singlet, batches
+    also carry each molecule's `charge` (e) and `spin` (unpaired electrons, multiplicity − 1) in `dtype`.
     """
 
     def __init__(self, data, cutoff: float, dtype: torch.dtype = torch.float32):
@@ -115,6 +116,10 @@ class ForceFieldDataset(Dataset):
         self.n_pairs = torch.as_tensor(n_pairs)
         self.idx_i = torch.as_tensor(np.concatenate(pairs_i) if pairs_i else empty)
         self.idx_j = torch.as_tensor(np.concatenate(pairs_j) if pairs_j else empty)
+        self.electronic = None
+        if data.charge is not None or data.multiplicity is not None:
+            self.electronic = {"charge": torch.as_tensor(data.electronic("charge")).to(dtype),
+                               "spin": torch.as_tensor(data.electronic("multiplicity") - 1).to(dtype)}
 
     def __len__(self) -> int:
         return len(self.energy)
@@ -130,10 +135,11 @@ class ForceFieldDataset(Dataset):
         pairs = _ranges(self.pair_offsets[s], n_pairs)
         start = torch.cumsum(n_atoms, 0) - n_atoms
         shift = torch.repeat_interleave(start, n_pairs, output_size=len(pairs))
+        electronic = {key: value[s] for key, value in (self.electronic or {}).items()}
         return {"numbers": self.numbers[atoms], "positions": self.positions[atoms],
                 "forces": self.forces[atoms], "energy": self.energy[s], "n_atoms": n_atoms,
                 "batch": torch.repeat_interleave(torch.arange(len(s)), n_atoms, output_size=len(atoms)),
-                "idx_i": self.idx_i[pairs] + shift, "idx_j": self.idx_j[pairs] + shift}
+                "idx_i": self.idx_i[pairs] + shift, "idx_j": self.idx_j[pairs] + shift, **electronic}
 
     def padded_shape(self, batch_size: int, sampler: EpochSampler | None = None, epochs: int = 0) -> tuple[int, int]:
         """(atoms, pairs) that hold any batch of `batch_size` structures and the padding structure; with a
@@ -179,7 +185,9 @@ class ForceFieldDataset(Dataset):
         weight[:n] = 1
         spread = torch.arange(pairs - p_real)
         pair_i, pair_j = n_real + spread % pad, n_real + (spread + 1) % pad
-        return {"numbers": torch.cat([real["numbers"], torch.ones(pad, dtype=torch.long)]),
+        electronic = {key: torch.cat([real[key], torch.zeros(batch_size + 1 - n, dtype=dtype)])
+                      for key in ("charge", "spin") if key in real}
+        return {**electronic, "numbers": torch.cat([real["numbers"], torch.ones(pad, dtype=torch.long)]),
                 "positions": torch.cat([real["positions"], line]),
                 "forces": torch.cat([real["forces"], torch.zeros(pad, 3, dtype=dtype)]),
                 "energy": torch.cat([real["energy"], torch.zeros(batch_size + 1 - n, dtype=torch.float64)]),
