@@ -26,7 +26,8 @@ def hp_name(hp: dict[str, Any]) -> str:
 def _sizes(study: Study) -> dict[str, dict[str, Any]]:
     model = study.model
     if isinstance(model, GNNModel):
-        return {f"w{w}d{d}": {"width": w, "depth": d, "cutoff": model.cutoff, "n_rbf": model.n_rbf}
+        electronic = {"charge_spin": True} if model.charge_spin else {}  # off: the identities of before
+        return {f"w{w}d{d}": {"width": w, "depth": d, "cutoff": model.cutoff, "n_rbf": model.n_rbf, **electronic}
                 for w in model.widths for d in model.depths}
     return {name: size.model_dump() for name, size in model.sizes.items()}
 

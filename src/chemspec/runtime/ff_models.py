@@ -61,10 +61,10 @@ def _schnetpack(representation: str):
     return build
 
 
-def _spookynet(width: int, depth: int, cutoff: float, n_rbf: int) -> nn.Module:
+def _spookynet(width: int, depth: int, cutoff: float, n_rbf: int, charge_spin: bool = False) -> nn.Module:
     from chemspec.runtime.spookynet import SpookyNet
 
-    return SpookyNet(num_features=width, num_modules=depth, cutoff=cutoff, num_rbf=n_rbf)
+    return SpookyNet(num_features=width, num_modules=depth, cutoff=cutoff, num_rbf=n_rbf, charge_spin=charge_spin)
 
 
 class _Registry(dict):
@@ -74,4 +74,5 @@ class _Registry(dict):
 
 FAMILIES: dict[str, Callable[[int, int, float, int], nn.Module]] = _Registry(
     schnet=_schnetpack("SchNet"), painn=_schnetpack("PaiNN"), spookynet=_spookynet)
-"""family -> builder(width, depth, cutoff, n_rbf) of an energy model; a miss raises RunError."""
+"""family -> builder(width, depth, cutoff, n_rbf) of an energy model (spookynet's also takes charge_spin);
+a miss raises RunError."""

@@ -84,8 +84,10 @@ class ForceField(L.LightningModule):
         """(energy [molecules] float64 in eV, forces [atoms, 3] in eV/Å) of a collated batch."""
         with torch.enable_grad():
             positions = batch["positions"].detach().requires_grad_(True)
+            electronic = ({key: batch.get(key) for key in ("charge", "spin")}
+                          if getattr(self.model, "charge_spin", False) else {})
             raw = self.model(batch["numbers"], positions, batch["idx_i"], batch["idx_j"], batch["batch"],
-                             batch["n_atoms"].shape[0]) * self.energy_scale
+                             batch["n_atoms"].shape[0], **electronic) * self.energy_scale
             (grad,) = torch.autograd.grad(raw.sum(), positions, create_graph=create_graph)
         shift = raw.new_zeros(raw.shape, dtype=torch.float64).index_add(
             0, batch["batch"], self.energy_shift.to(torch.float64)[batch["numbers"]])

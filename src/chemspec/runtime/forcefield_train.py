@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import UNTRAINED, fit_reference_energies, untrained_elements
+from chemspec.runtime.atoms import ELECTRONIC, UNTRAINED, fit_reference_energies, untrained_elements
 from chemspec.runtime.faults import Faults, nan_at
 from chemspec.runtime.ff_models import FAMILIES
 from chemspec.runtime.forcefield import ForceField, _quiet, evaluate
@@ -75,11 +75,23 @@ def _check_elements(model_name: str, train, val, test) -> None:
                            "those structures from the data")
 
 
+def _check_states(model_name: str, charge_spin: bool, splits) -> None:
+    """Structures of several charges or multiplicities need a model that sees them."""
+    states = {state for split in splits for state in zip(split.electronic("charge").tolist(),
+                                                         split.electronic("multiplicity").tolist())}
+    if len(states) > 1 and not charge_spin:
+        listed = ", ".join(f"charge {q} multiplicity {m}" for q, m in sorted(states))
+        raise RunError(f"the structures have {len(states)} electronic states ({listed}), which look alike to "
+                       f"model.family {model_name!r} without model.charge_spin; set model.family: spookynet and "
+                       "model.charge_spin: true, or keep one charge and multiplicity in the data")
+
+
 def _fingerprint(*splits) -> str:
     """sha256 of the structures of `splits`, so that a checkpoint trained on other data is not resumed."""
     digest = hashlib.sha256()
     for split in splits:
-        for array in (split.numbers, split.positions, split.forces, split.energy, split.offsets):
+        stored = [getattr(split, key) for key in ELECTRONIC if getattr(split, key) is not None]
+        for array in (split.numbers, split.positions, split.forces, split.energy, split.offsets, *stored):
             digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
@@ -92,7 +104,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                      energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
                      gradient_clip: float | None = None, eval_batch_size: int = 256,
                      fault: tuple[str, int] | None = None, resume_dir: str | Path | None = None,
-                     checkpoint_every: int = 1, cuda_graphs: bool = False) -> tuple[dict, ForceField]:
+                     checkpoint_every: int = 1, cuda_graphs: bool = False,
+                     charge_spin: bool = False) -> tuple[dict, ForceField]:
     """Train one force field; returns (metrics, trained ForceField).
 
     `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
@@ -109,9 +122,12 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     training resumes from one written for the same settings and data (runtime.resume); the caller
     deletes the folder (`resume.discard`) once it has written the results. `cuda_graphs` trains on
     padded batches by one CUDA graph of the whole step (runtime.ff_graph; eagerly on a CPU).
+    `charge_spin` builds SpookyNet with its charge and spin embeddings; without it, structures of more
+    than one charge and multiplicity are a RunError.
     """
     builder = FAMILIES[model_name]
     _check_elements(model_name, train, val, test)
+    _check_states(model_name, charge_spin, (train, val, test))
     loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
     sched_cfg = _settings(scheduler, SCHEDULER)
     if isinstance(energy_shift, str):
@@ -124,7 +140,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     sets = {name: ForceFieldDataset(data, cutoff, dtype) for name, data in (("train", train), ("val", val),
                                                                            ("test", test))}
     L.seed_everything(seed, workers=True, verbose=False)
-    model = builder(width, depth, cutoff, n_rbf)
+    model = builder(width, depth, cutoff, n_rbf, **({"charge_spin": True} if charge_spin else {}))
     _quiet()
     module = ForceField(model, loss=loss_cfg["kind"],
                         energy_weight=loss_cfg["energy"], forces_weight=loss_cfg["forces"],

@@ -9,7 +9,12 @@ Included (the "faithful row" of /work/shared/design/SPOOKYNET.md):
   per molecule (vectorised with per-molecule key maxima, no loop over molecules);
 - interaction modules x ← post(x + local + nonlocal) after pre(x), outputs summed over modules;
 - pre-activation residual blocks, learnable Swish (α=1, β=1.702), orthogonal init, zero-init last layers;
-- output Linear(F→2) to atomic energy and charge + learnable per-element bias; charges shifted to sum to 0;
+- optional charge and spin embeddings (`charge_spin`): each atom's query attends to a key of the molecule's
+  total charge Q (its sign) or spin S (unpaired electrons; sign ignored), the value is linear in Q or S and
+  feeds a bias-free residual MLP, so both are exactly zero for a neutral singlet; added to the nuclear
+  embedding;
+- output Linear(F→2) to atomic energy and charge + learnable per-element bias; charges shifted to sum to Q
+  (0 where no charge is given);
 - ZBL nuclear repulsion (on by default); optional electrostatics of the predicted charges
   (shielded Coulomb over all pairs of a molecule, no long-range cutoff), experimental: no loss trains
   the charges (there is no dipole loss), so the term is an arbitrary learned 1/r interaction, and the
@@ -18,8 +23,7 @@ Included (the "faithful row" of /work/shared/design/SPOOKYNET.md):
 Not size-extensive within a structure: the nonlocal attention mixes all atoms of a structure, so two
 fragments far apart (beyond the cutoff) still change each other's energies, as in the paper; structures
 in one batch stay apart.
-Not included: charge and spin embeddings (exactly zero for neutral singlets, so molecules are taken as
-neutral singlets), D4 dispersion, total charges Q ≠ 0 and dipole outputs.
+Not included: D4 dispersion and dipole outputs.
 
 The energy is twice differentiable in the positions (forces by autograd, force losses by double backward).
 """
@@ -30,6 +34,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from chemspec.runtime.spookynet_blocks import (
     MAX_Z, ExponentialBernstein, ResidualMLP, ZBLRepulsion, electron_configurations, electrostatic_energy,
@@ -64,6 +69,26 @@ class NuclearEmbedding(nn.Module):
 
     def forward(self, numbers: torch.Tensor) -> torch.Tensor:
         return self.element(numbers) + self.configuration(self.configurations[numbers])
+
+
+class ElectronicEmbedding(nn.Module):
+    """Atom features from each molecule's total charge (`signed`: a key and value for each sign) or spin."""
+
+    def __init__(self, num_features: int, signed: bool):
+        super().__init__()
+        self.signed, self.scale = signed, num_features ** -0.5
+        channels = 2 if signed else 1
+        self.query = linear(num_features, num_features)
+        self.key = linear(channels, num_features, bias=False)
+        self.value = linear(channels, num_features, bias=False)
+        self.mlp = ResidualMLP(num_features, zero_init=True, bias=False)
+
+    def forward(self, x: torch.Tensor, psi: torch.Tensor, batch: torch.Tensor, n_molecules: int) -> torch.Tensor:
+        psi = torch.stack([psi.clamp(min=0), (-psi).clamp(min=0)], -1) if self.signed else psi.abs().unsqueeze(-1)
+        key = self.key(psi / psi.clamp(min=1))[batch]  # the sign, and magnitudes below 1
+        weight = F.softplus((self.query(x) * key).sum(-1) * self.scale)
+        total = weight.new_zeros(n_molecules).index_add(0, batch, weight)
+        return self.mlp((weight / (total[batch] + 1e-8)).unsqueeze(-1) * self.value(psi)[batch])
 
 
 class LocalInteraction(nn.Module):
@@ -118,16 +143,21 @@ class InteractionModule(nn.Module):
 
 
 class SpookyNet(nn.Module):
-    """Total energies [n_molecules] in eV of neutral singlet molecules from atomic numbers and positions in Å."""
+    """Total energies [n_molecules] in eV from atomic numbers and positions in Å, and with `charge_spin` from
+    each molecule's total charge (e) and spin (unpaired electrons); without, molecules are neutral singlets."""
 
     def __init__(self, num_features: int = 64, num_modules: int = 3, cutoff: float = 5.29, num_rbf: int = 16,
-                 max_z: int = 87, zbl: bool = True, electrostatics: bool = False):
+                 max_z: int = 87, zbl: bool = True, electrostatics: bool = False, charge_spin: bool = False):
         super().__init__()
         if not 2 <= max_z <= MAX_Z:
             raise ValueError(f"max_z must be between 2 and {MAX_Z} (the electron configurations cover H to Rn); "
                              f"got {max_z}")
         self.cutoff = cutoff
         self.embedding = NuclearEmbedding(num_features, max_z)
+        self.charge_spin = charge_spin
+        if charge_spin:
+            self.charge_embedding = ElectronicEmbedding(num_features, signed=True)
+            self.spin_embedding = ElectronicEmbedding(num_features, signed=False)
         self.radial_basis = ExponentialBernstein(num_rbf)
         self.interactions = nn.ModuleList(InteractionModule(num_features, num_rbf) for _ in range(num_modules))
         self.head = linear(num_features, 2, bias=False)
@@ -135,29 +165,41 @@ class SpookyNet(nn.Module):
         self.zbl = ZBLRepulsion() if zbl else None
         self.electrostatics = electrostatics
 
-    def atomic_outputs(self, numbers, positions, idx_i, idx_j, batch, n_molecules):
-        """Atomic energies [N] (eV, without the physical terms) and charges [N] (e, summing to 0 per molecule)."""
-        return self._atomic(numbers, positions, idx_i, idx_j, batch, n_molecules)[:2]
+    def atomic_outputs(self, numbers, positions, idx_i, idx_j, batch, n_molecules, charge=None, spin=None):
+        """Atomic energies [N] (eV, without the physical terms) and charges [N] (e, summing to each molecule's
+        `charge`, 0 where none is given)."""
+        return self._atomic(numbers, positions, idx_i, idx_j, batch, n_molecules, charge, spin)[:2]
 
-    def _atomic(self, numbers, positions, idx_i, idx_j, batch, n_molecules):
+    def _embedding(self, numbers, batch, n_molecules, charge, spin) -> torch.Tensor:
+        x = self.embedding(numbers)
+        if not self.charge_spin:
+            return x
+        terms = [module(x, psi, batch, n_molecules)
+                 for module, psi in ((self.charge_embedding, charge), (self.spin_embedding, spin)) if psi is not None]
+        return x + sum(terms) if terms else x
+
+    def _atomic(self, numbers, positions, idx_i, idx_j, batch, n_molecules, charge, spin):
         vectors = positions[idx_j] - positions[idx_i]
         r = vectors.pow(2).sum(-1).sqrt()
         unit = vectors / r.unsqueeze(-1)
         cutoff_values = smooth_cutoff(r, self.cutoff)
         rbf = self.radial_basis(r, cutoff_values)
         d_ij = l2_harmonics(unit)
-        x, summed = self.embedding(numbers), 0
+        x, summed = self._embedding(numbers, batch, n_molecules, charge, spin), 0
         for module in self.interactions:
             x, y = module(x, rbf, unit, d_ij, idx_i, idx_j, batch, n_molecules)
             summed = summed + y
         energies, charges = (self.head(summed) + self.element_bias[numbers]).unbind(-1)
         count = charges.new_zeros(n_molecules).index_add(0, batch, torch.ones_like(charges))  # no host sync
         total = charges.new_zeros(n_molecules).index_add(0, batch, charges)
-        return energies, charges - (total / count)[batch], r, cutoff_values
+        excess = total if charge is None else total - charge
+        return energies, charges - (excess / count)[batch], r, cutoff_values
 
     def forward(self, numbers: torch.LongTensor, positions: torch.Tensor, idx_i: torch.LongTensor,
-                idx_j: torch.LongTensor, batch: torch.LongTensor, n_molecules: int) -> torch.Tensor:
-        energies, charges, r, cutoff_values = self._atomic(numbers, positions, idx_i, idx_j, batch, n_molecules)
+                idx_j: torch.LongTensor, batch: torch.LongTensor, n_molecules: int,
+                charge: torch.Tensor | None = None, spin: torch.Tensor | None = None) -> torch.Tensor:
+        energies, charges, r, cutoff_values = self._atomic(numbers, positions, idx_i, idx_j, batch, n_molecules,
+                                                           charge, spin)
         if self.zbl is not None:
             energies = energies + self.zbl(numbers, r, cutoff_values, idx_i, idx_j)
         total = energies.new_zeros(n_molecules).index_add(0, batch, energies)

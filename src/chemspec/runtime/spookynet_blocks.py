@@ -82,28 +82,29 @@ class Swish(nn.Module):
 class Residual(nn.Module):
     """Pre-activation residual block x + W2·act(W1·act(x)); W2 starts at zero so the block starts as identity."""
 
-    def __init__(self, num_features: int):
+    def __init__(self, num_features: int, bias: bool = True):
         super().__init__()
         self.act1, self.act2 = Swish(num_features), Swish(num_features)
-        self.linear1 = linear(num_features, num_features)
-        self.linear2 = linear(num_features, num_features, zero=True)
+        self.linear1 = linear(num_features, num_features, bias=bias)
+        self.linear2 = linear(num_features, num_features, bias=bias, zero=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.linear2(self.act2(self.linear1(self.act1(x))))
 
 
-def residual_stack(num_features: int, num_blocks: int = 1) -> nn.Sequential:
-    return nn.Sequential(*(Residual(num_features) for _ in range(num_blocks)))
+def residual_stack(num_features: int, num_blocks: int = 1, bias: bool = True) -> nn.Sequential:
+    return nn.Sequential(*(Residual(num_features, bias) for _ in range(num_blocks)))
 
 
 class ResidualMLP(nn.Module):
-    """Residual blocks, then act → Linear (zero-initialised where it is the last layer of a branch)."""
+    """Residual blocks, then act → Linear (zero-initialised where it is the last layer of a branch). Without
+    `bias` it maps zero to zero."""
 
-    def __init__(self, num_features: int, num_blocks: int = 1, zero_init: bool = False):
+    def __init__(self, num_features: int, num_blocks: int = 1, zero_init: bool = False, bias: bool = True):
         super().__init__()
-        self.residual = residual_stack(num_features, num_blocks)
+        self.residual = residual_stack(num_features, num_blocks, bias)
         self.act = Swish(num_features)
-        self.linear = linear(num_features, num_features, zero=zero_init)
+        self.linear = linear(num_features, num_features, bias=bias, zero=zero_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.act(self.residual(x)))

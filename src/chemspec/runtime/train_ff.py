@@ -34,7 +34,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
         accelerator=training.accelerator, precision=training.precision, optimizer=training.optimizer,
         scheduler=training.scheduler, energy_shift="per_element", gradient_clip=training.gradient_clip,
         fault=fault_for(cell.name), resume_dir=cell.resume_dir, checkpoint_every=training.checkpoint_every_n_epochs,
-        cuda_graphs=training.compile == "cuda-graphs")
+        cuda_graphs=training.compile == "cuda-graphs", charge_spin=size.get("charge_spin", False))
     step_losses = metrics.pop("step_losses")
     result = {"cell": cell.name, "identity": identity(cell), "model": cell.size_name, "data_size": cell.data_size,
               "seed": cell.seed,

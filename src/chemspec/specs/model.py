@@ -82,6 +82,10 @@ class GNNModel(Spec):
     """Neighbour cutoff in Å, up to 100."""
     n_rbf: int = Field(20, ge=2, le=4096)
     """Radial basis functions, at least 2 (schnetpack spaces their centres by the gap between two)."""
+    charge_spin: bool = False
+    """SpookyNet only: embed each structure's total charge and spin multiplicity (data that carry them:
+    extxyz or ASE-db `charge` and `multiplicity`, or charged or radical SMILES in MD generation), so that
+    one model learns several charge and spin states. Both embeddings are zero for a neutral singlet."""
 
     @model_validator(mode="after")
     def _unique(self) -> "GNNModel":
@@ -89,6 +93,9 @@ class GNNModel(Spec):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"model.{key} repeats a value ({values}); list each value once")
+        if self.charge_spin and self.family != "spookynet":
+            raise ValueError(f"model.charge_spin: model.family {self.family!r} has no charge or spin embeddings; "
+                             "set model.family: spookynet, or remove model.charge_spin")
         return self
 
     def size_names(self) -> list[str]:

@@ -1,0 +1,203 @@
+"""Total charge and spin: read from files, stored only where not neutral singlets, batched, and embedded by
+SpookyNet (`model.charge_spin`), which sees them where the other families are refused mixed states."""
+
+from __future__ import annotations
+
+import ase.db
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from chemspec.errors import RunError
+from chemspec.runtime.atoms import AtomsData, content_hash, load_atoms, save_atoms
+from chemspec.runtime.atoms_files import load_file
+from chemspec.runtime.forcefield_train import train_forcefield
+from chemspec.runtime.neighbours import ForceFieldDataset
+from chemspec.runtime.spookynet import SpookyNet, neighbour_pairs
+from chemspec.specs.model import GNNModel
+
+WATER_Z = [8, 1, 1]
+WATER_R = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def frames(states, seed: int = 0) -> list[Atoms]:
+    """Distorted waters with the given (charge, multiplicity) in info (None: key left out), and toy labels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for charge, multiplicity in states:
+        atoms = Atoms(WATER_Z, WATER_R + 0.05 * rng.standard_normal(WATER_R.shape))
+        info = {"charge": charge, "multiplicity": multiplicity}
+        atoms.info.update({key: value for key, value in info.items() if value is not None})
+        atoms.calc = SinglePointCalculator(atoms, energy=-2000.0 + rng.standard_normal(),
+                                           forces=0.1 * rng.standard_normal((3, 3)))
+        out.append(atoms)
+    return out
+
+
+def write_xyz(path, states, seed: int = 0):
+    ase.io.write(path, frames(states, seed), format="extxyz")
+    return path
+
+
+def test_extxyz_charge_and_multiplicity_are_read_per_frame(tmp_path):
+    path = write_xyz(tmp_path / "ions.xyz", [(0, 1), (1, 2), (-1, 2), (None, None)])
+    data, _ = load_file(path, "extxyz", "eV", "Angstrom")
+    assert data.charge.tolist() == [0, 1, -1, 0]
+    assert data.multiplicity.tolist() == [1, 2, 2, 1]
+    part = data.subset([2, 1])
+    assert part.charge.tolist() == [-1, 1] and part.multiplicity.tolist() == [2, 2]
+
+
+def test_asedb_charge_is_the_sum_of_initial_charges_and_multiplicity_a_key_value_pair(tmp_path):
+    with ase.db.connect(tmp_path / "ions.db") as db:
+        for atoms, charges, multiplicity in zip(frames([(None, None)] * 2), ([0, 0, 0], [0.4, 0.3, 0.3]), (1, 2)):
+            results = atoms.calc.results
+            atoms.set_initial_charges(charges)
+            atoms.calc = SinglePointCalculator(atoms, **results)
+            db.write(atoms, multiplicity=multiplicity)
+    data, _ = load_file(tmp_path / "ions.db", "asedb", "eV", "Angstrom")
+    assert data.charge.tolist() == [0, 1] and data.multiplicity.tolist() == [1, 2]
+
+
+def test_neutral_singlets_written_out_store_and_hash_as_files_without_the_keys(tmp_path):
+    explicit, _ = load_file(write_xyz(tmp_path / "a.xyz", [(0, 1)] * 3), "extxyz", "eV", "Angstrom")
+    implicit, _ = load_file(write_xyz(tmp_path / "b.xyz", [(None, None)] * 3), "extxyz", "eV", "Angstrom")
+    assert explicit.charge is None and explicit.multiplicity is None
+    assert content_hash(explicit) == content_hash(implicit)
+    save_atoms(tmp_path / "a.npz", explicit)
+    save_atoms(tmp_path / "b.npz", implicit)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_store_round_trips_charge_and_multiplicity_and_they_change_the_hash(tmp_path):
+    data, _ = load_file(write_xyz(tmp_path / "ions.xyz", [(0, 1), (1, 2)]), "extxyz", "eV", "Angstrom")
+    save_atoms(tmp_path / "ions.npz", data)
+    back = load_atoms(tmp_path / "ions.npz")
+    assert back.charge.tolist() == [0, 1] and back.multiplicity.tolist() == [1, 2]
+    assert content_hash(back) == content_hash(data.stored())
+    neutral = AtomsData(data.numbers, data.positions, data.forces, data.energy, data.offsets)
+    assert content_hash(neutral) != content_hash(data)
+
+
+@pytest.mark.parametrize("charge, multiplicity, message", [
+    (0.5, 1, r"frame 0: charge 0\.5 must be a whole number; write the structure's total charge"),
+    (float("nan"), 1, r"frame 0: charge nan must be a whole number"),
+    ("plus", 1, r"frame 0: charge 'plus' must be a whole number"),
+    (0, 0, r"frame 0: multiplicity 0 must be a whole number of at least 1"),
+    (0, 2, r"frame 0: charge 0 leaves 10 electrons, which cannot have multiplicity 2 \(1 unpaired\); "
+           r"multiplicity is 2S\+1"),
+    (1, 1, r"frame 0: charge 1 leaves 9 electrons, which cannot have multiplicity 1"),
+])
+def test_impossible_charge_or_multiplicity_is_refused_naming_frame_and_key(tmp_path, charge, multiplicity, message):
+    path = write_xyz(tmp_path / "bad.xyz", [(charge, multiplicity)])
+    with pytest.raises(RunError, match=rf"extxyz file .*bad\.xyz {message}"):
+        load_file(path, "extxyz", "eV", "Angstrom")
+
+
+def test_batches_carry_charge_and_spin_only_for_data_that_have_them(tmp_path):
+    ions, _ = load_file(write_xyz(tmp_path / "ions.xyz", [(0, 1), (1, 2), (-1, 2)]), "extxyz", "eV", "Angstrom")
+    batch = ForceFieldDataset(ions, 5.0).collate([2, 0])
+    assert batch["charge"].tolist() == [-1.0, 0.0] and batch["spin"].tolist() == [1.0, 0.0]
+    dataset = ForceFieldDataset(ions, 5.0)
+    padded = dataset.collate_padded([1], 2, dataset.padded_shape(2))
+    assert padded["charge"].tolist() == [1.0, 0.0, 0.0] and padded["spin"].tolist() == [1.0, 0.0, 0.0]
+    neutral = AtomsData(ions.numbers, ions.positions, ions.forces, ions.energy, ions.offsets)
+    assert not {"charge", "spin"} & set(ForceFieldDataset(neutral, 5.0).collate([0, 1]))
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def noisy_model(seed: int = 0) -> SpookyNet:
+    """A SpookyNet with charge and spin embeddings whose parameters all carry seeded noise (the embeddings'
+    last layers start at zero, so an untouched model would pass the tests below vacuously)."""
+    torch.manual_seed(seed)
+    model = SpookyNet(num_features=16, num_modules=2, charge_spin=True)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def two_waters():
+    numbers = torch.tensor(WATER_Z * 2)
+    positions = torch.cat([torch.tensor(WATER_R), torch.tensor(WATER_R) + torch.tensor([0.0, 0.0, 1.5])])
+    batch = torch.tensor([0, 0, 0, 1, 1, 1])
+    return numbers, positions, *neighbour_pairs(positions, batch, 5.0), batch, 2
+
+
+def test_embeddings_vanish_for_neutral_singlets(float64):
+    model, inputs = noisy_model(), two_waters()
+    zeros = torch.zeros(2)
+    torch.testing.assert_close(model(*inputs, zeros, zeros), model(*inputs), rtol=0, atol=0)
+    assert not torch.allclose(model(*inputs, torch.tensor([0.0, 1.0]), zeros), model(*inputs))
+
+
+def test_a_molecules_state_changes_its_energy_alone_and_spin_sign_does_not_count(float64):
+    model, inputs = noisy_model(1), two_waters()
+    base = model(*inputs, torch.zeros(2), torch.zeros(2))
+    cation = model(*inputs, torch.tensor([0.0, 1.0]), torch.zeros(2))
+    doublet = model(*inputs, torch.zeros(2), torch.tensor([0.0, 1.0]))
+    assert cation[0] == base[0] and doublet[0] == base[0]
+    assert abs(float(cation[1] - base[1])) > 1e-3 and abs(float(doublet[1] - base[1])) > 1e-3
+    assert abs(float(cation[1] - model(*inputs, torch.tensor([0.0, -1.0]), torch.zeros(2))[1])) > 1e-3
+    torch.testing.assert_close(model(*inputs, torch.zeros(2), torch.tensor([0.0, -1.0])), doublet)
+
+
+def test_atomic_charges_sum_to_each_molecules_charge_and_energy_stays_invariant(float64):
+    model, (numbers, positions, idx_i, idx_j, batch, n) = noisy_model(2), two_waters()
+    charge, spin = torch.tensor([-1.0, 1.0]), torch.tensor([1.0, 1.0])
+    _, atomic = model.atomic_outputs(numbers, positions, idx_i, idx_j, batch, n, charge, spin)
+    torch.testing.assert_close(torch.zeros(2).index_add(0, batch, atomic), charge)
+    rotation, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3)))
+    moved = positions @ rotation.T + torch.tensor([1.0, -2.0, 0.5])
+    torch.testing.assert_close(model(numbers, moved, idx_i, idx_j, batch, n, charge, spin),
+                               model(numbers, positions, idx_i, idx_j, batch, n, charge, spin))
+
+
+def states_data(n: int, seed: int) -> AtomsData:
+    """Waters of one geometry each as a neutral singlet, a doublet cation and a doublet anion; each state's
+    energy is a constant of its own, so only a model that sees the state can fit them."""
+    rng = np.random.default_rng(seed)
+    shift = {(0, 1): 0.0, (1, 2): 5.0, (-1, 2): -3.0}
+    numbers, positions, forces, energy, charge, multiplicity = [], [], [], [], [], []
+    for s in range(n):
+        state = list(shift)[s % 3]
+        numbers.append(WATER_Z)
+        positions.append(WATER_R + 0.02 * rng.standard_normal((3, 3)))
+        forces.append(np.zeros((3, 3)))
+        energy.append(shift[state])
+        charge.append(state[0])
+        multiplicity.append(state[1])
+    return AtomsData(np.concatenate(numbers), np.concatenate(positions), np.concatenate(forces), np.array(energy),
+                     np.arange(n + 1) * 3, np.array(charge), np.array(multiplicity))
+
+
+def test_spookynet_with_charge_spin_learns_states_that_other_models_cannot_tell_apart():
+    train, val, test = states_data(30, 0), states_data(9, 1), states_data(9, 2)
+    hparams = {"learning_rate": 1e-2, "batch_size": 10}
+    settings = dict(hparams=hparams, epochs=150, loss={"kind": "mse", "energy": 1.0, "forces": 0.0},
+                    energy_shift=0.0, seed=0)
+    metrics, _ = train_forcefield("spookynet", 16, 1, 5.0, 8, train, val, test, charge_spin=True, **settings)
+    assert metrics["energy_mae_meV"] < 600, metrics["energy_mae_meV"]  # the mean scores 2,890; seeds 0, 1: 178, 228
+    with pytest.raises(RunError, match=r"the structures have 3 electronic states \(charge -1 multiplicity 2, "
+                                       r"charge 0 multiplicity 1, charge 1 multiplicity 2\), which look alike to "
+                                       r"model.family 'painn' without model.charge_spin"):
+        train_forcefield("painn", 8, 1, 5.0, 8, train, val, test, **settings)
+
+
+def test_charge_spin_is_a_spookynet_setting():
+    assert GNNModel(family="spookynet", widths=[8], depths=[1], charge_spin=True).charge_spin
+    with pytest.raises(ValueError, match=r"model.charge_spin: model.family 'schnet' has no charge or spin "
+                                         r"embeddings; set model.family: spookynet"):
+        GNNModel(family="schnet", widths=[8], depths=[1], charge_spin=True)
