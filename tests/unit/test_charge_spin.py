@@ -196,6 +196,21 @@ def test_spookynet_with_charge_spin_learns_states_that_other_models_cannot_tell_
         train_forcefield("painn", 8, 1, 5.0, 8, train, val, test, **settings)
 
 
+def test_graphed_training_on_charged_batches_follows_plain_training():
+    """Padded batches carry charge and spin into the CUDA graph of the step (eagerly on a CPU)."""
+    cuda = torch.cuda.is_available()
+    data, runs = states_data(12, 3), {}
+    for graphs in (False, True):
+        runs[graphs] = train_forcefield(
+            "spookynet", 16, 1, 5.0, 8, data, data, data, {"learning_rate": 1e-2, "batch_size": 5}, epochs=4,
+            seed=2, accelerator="gpu" if cuda else "cpu", cuda_graphs=graphs, charge_spin=True)
+    (plain, _), (graphed, module) = runs[False], runs[True]
+    assert graphed["steps"] == plain["steps"] == 12
+    assert (module.graphed.graph is not None) == cuda
+    np.testing.assert_allclose(sum(graphed["step_losses"], []), sum(plain["step_losses"], []),
+                               rtol=5e-2 if cuda else 2e-3)
+
+
 def test_charge_spin_is_a_spookynet_setting():
     assert GNNModel(family="spookynet", widths=[8], depths=[1], charge_spin=True).charge_spin
     with pytest.raises(ValueError, match=r"model.charge_spin: model.family 'schnet' has no charge or spin "
