@@ -8,16 +8,20 @@ import ase.io
 import numpy as np
 import pytest
 import torch
+import yaml
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from chemspec.errors import RunError
+from chemspec.errors import RunError, SpecError
 from chemspec.runtime.atoms import AtomsData, content_hash, load_atoms, save_atoms
 from chemspec.runtime.atoms_files import load_file
 from chemspec.runtime.forcefield_train import train_forcefield
 from chemspec.runtime.neighbours import ForceFieldDataset
 from chemspec.runtime.spookynet import SpookyNet, neighbour_pairs
+from chemspec.compiler import expand
+from chemspec.specs import load_study
 from chemspec.specs.model import GNNModel
+from tests.conftest import REPO, write_spec
 
 WATER_Z = [8, 1, 1]
 WATER_R = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
@@ -61,6 +65,62 @@ def test_asedb_charge_is_the_sum_of_initial_charges_and_multiplicity_a_key_value
             db.write(atoms, multiplicity=multiplicity)
     data, _ = load_file(tmp_path / "ions.db", "asedb", "eV", "Angstrom")
     assert data.charge.tolist() == [0, 1] and data.multiplicity.tolist() == [1, 2]
+
+
+def test_asedb_charge_key_is_read_as_written_not_as_ases_sum_of_initial_charges(tmp_path):
+    with ase.db.connect(tmp_path / "ions.db") as db:
+        atoms = frames([(None, None)])[0]
+        db.write(atoms, charge=-1, multiplicity=2)
+    data, _ = load_file(tmp_path / "ions.db", "asedb", "eV", "Angstrom")
+    assert data.charge.tolist() == [-1] and data.multiplicity.tolist() == [2]
+
+
+def with_per_atom(atoms: Atoms, charges=None, magmoms=None) -> Atoms:
+    results = atoms.calc.results
+    if charges is not None:
+        atoms.set_initial_charges(charges)
+    if magmoms is not None:
+        atoms.set_initial_magnetic_moments(magmoms)
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def test_per_atom_charges_and_moments_are_summed_where_the_totals_are_not_given(tmp_path):
+    written = [with_per_atom(frames([(None, None)])[0], charges=[0.4, 0.3, 0.3000001], magmoms=[1.0, 0.0, 0.0]),
+               with_per_atom(frames([(-1, 2)])[0], charges=[0.0, 0.0, 0.0])]  # the totals win
+    ase.io.write(tmp_path / "a.xyz", written, format="extxyz")
+    data, _ = load_file(tmp_path / "a.xyz", "extxyz", "eV", "Angstrom")
+    assert data.charge.tolist() == [1, -1] and data.multiplicity.tolist() == [2, 2]
+    ase.io.write(tmp_path / "b.xyz", [with_per_atom(frames([(None, None)])[0], charges=[0.5, 0.0, 0.0])],
+                 format="extxyz")
+    with pytest.raises(RunError, match=r"extxyz file .*b\.xyz frame 0: its initial charges sum to 0\.5, not a whole "
+                                       r"number; write the structure's total charge= and multiplicity="):
+        load_file(tmp_path / "b.xyz", "extxyz", "eV", "Angstrom")
+
+
+@pytest.mark.parametrize("key", ["total_charge", "spin", "spin_multiplicity", "total_spin"])
+def test_other_names_for_charge_or_spin_are_refused_not_read_as_a_neutral_singlet(tmp_path, key):
+    atoms = frames([(None, None)])[0]
+    atoms.info[key] = 1
+    ase.io.write(tmp_path / "other.xyz", [atoms], format="extxyz")
+    with pytest.raises(RunError, match=rf"other\.xyz frame 0 has '{key}' in its info, which chemspec does not read; "
+                                       r"write the structure's total charge as charge="):
+        load_file(tmp_path / "other.xyz", "extxyz", "eV", "Angstrom")
+
+
+def test_a_neutral_store_hashes_as_before_charges_were_read():
+    """The content hash of this store under the code before charge and multiplicity existed (921eb1f)."""
+    data = AtomsData(np.array([8, 1, 1, 8, 1, 1]), np.concatenate([WATER_R, WATER_R + 0.01]), np.full((6, 3), 0.125),
+                     np.array([-2079.5, -2079.25]), np.array([0, 3, 6]), np.zeros(2), np.ones(2))
+    assert content_hash(data.stored()) == "11fc4d13aa1979ddd21f83ec6cdf11bd60b3a584a8e04b1c955630bfa01341c1"
+
+
+def test_charges_beyond_the_stores_range_or_fractional_are_refused():
+    numbers, positions, forces = np.array([8, 1, 1]), WATER_R, np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"charge must be whole numbers within ±127"):
+        AtomsData(numbers, positions, forces, np.zeros(1), np.array([0, 3]), np.array([200]))
+    with pytest.raises(ValueError, match=r"multiplicity must be whole numbers within ±127"):
+        AtomsData(numbers, positions, forces, np.zeros(1), np.array([0, 3]), None, np.array([1.5]))
 
 
 def test_neutral_singlets_written_out_store_and_hash_as_files_without_the_keys(tmp_path):
@@ -216,3 +276,19 @@ def test_charge_spin_is_a_spookynet_setting():
     with pytest.raises(ValueError, match=r"model.charge_spin: model.family 'schnet' has no charge or spin "
                                          r"embeddings; set model.family: spookynet"):
         GNNModel(family="schnet", widths=[8], depths=[1], charge_spin=True)
+
+
+def test_generated_molecules_of_several_states_need_charge_spin_before_any_md_runs(tmp_path):
+    study = yaml.safe_load((REPO / "specs" / "spookynet-ions.yaml").read_text())
+    study["model"].update(family="painn", charge_spin=False)
+    with pytest.raises(SpecError, match=r"data.source.molecules: methanol charge 0 multiplicity 1, C\[O-\] charge -1 "
+                                        r"multiplicity 1, \[CH3\] charge 0 multiplicity 2 are 3 electronic states, "
+                                        r"which look alike to model.family 'painn' without model.charge_spin"):
+        load_study(write_spec(tmp_path / "painn.yaml", study))
+
+
+def test_only_studies_where_charges_matter_mark_their_data_cell():
+    """The mark makes stores written before charges were read be written again; neutral studies keep theirs."""
+    ions = expand(load_study(REPO / "specs" / "spookynet-ions.yaml")).data
+    neutral = expand(load_study(REPO / "specs" / "quickstart-nff.yaml")).data
+    assert ions.source["stores"] == "charge and multiplicity" and "stores" not in neutral.source

@@ -201,3 +201,20 @@ def test_training_fits_energies_of_distorted_molecules():
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10
     assert losses[-1] < target.var() / 10  # it learned the geometry, not only the offset
+
+
+def test_bf16_autocast_gives_the_float32_energy_and_forces_within_bf16_rounding():
+    """Under bf16-mixed (the force fields' GPU precision) the linear layers give bf16 rows, and the sums over
+    neighbours and molecules accumulate them in float32; here on the CPU's autocast, as on a GPU's."""
+    model = make_model(seed=8, electrostatics=True, charge_spin=True).float()
+    numbers, positions, batch, n = molecules((ETHANOL_Z, ETHANOL_R), (WATER_Z, WATER_R))
+    positions = positions.float()
+    extra = (torch.tensor([0.0, 1.0], dtype=torch.float32), torch.tensor([0.0, 1.0], dtype=torch.float32))
+    reference = forces(lambda *args: model(*args, *extra), numbers, positions, batch, n)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = forces(lambda *args: model(*args, *extra), numbers, positions, batch, n)
+        total = energy(lambda *args: model(*args, *extra), numbers, positions, batch, n)
+    assert total.dtype == torch.float32 and torch.isfinite(mixed).all()
+    torch.testing.assert_close(mixed.float(), reference, rtol=0, atol=0.02 * float(reference.abs().max()))
+    torch.testing.assert_close(total, energy(lambda *args: model(*args, *extra), numbers, positions, batch, n),
+                               rtol=0.01, atol=0.01)

@@ -23,6 +23,10 @@ def hp_name(hp: dict[str, Any]) -> str:
     return f"lr{number_tag(hp['learning_rate'])}-bs{hp['batch_size']}"
 
 
+ELECTRONIC_STORES = "charge and multiplicity"
+"""A data cell's mark, where the structures' charges or multiplicities matter, that its store holds them."""
+
+
 def _sizes(study: Study) -> dict[str, dict[str, Any]]:
     model = study.model
     if isinstance(model, GNNModel):
@@ -41,6 +45,9 @@ def expand(study: Study) -> Cells:
     source = study.data.source.model_dump(mode="json")
     if isinstance(study.data.source, GenerateMD):
         source["smiles"] = study.data.source.smiles()  # a name whose SMILES is corrected is new data
+    if study.data.kind == "atoms" and (getattr(study.model, "charge_spin", False) or (
+            isinstance(study.data.source, GenerateMD) and set(study.data.source.states().values()) != {(0, 1)})):
+        source["stores"] = ELECTRONIC_STORES  # stores written before 2026-12-05 hold no charges: write them again
     if source.get("max_molecules") is not None:
         source["sample"] = SAMPLE
     data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,

@@ -33,6 +33,8 @@ ELECTRONIC = ("charge", "multiplicity")
 """Per-structure total charge (e) and spin multiplicity 2S+1, stored (int8) only where some structure is not
 a neutral singlet, so that stores and hashes of neutral data stay as they were before these keys."""
 NEUTRAL_SINGLET = {"charge": 0, "multiplicity": 1}
+ELECTRONIC_LIMIT = 127
+"""The int8 store's bound on a charge or multiplicity; molecules stay far within it."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,10 +57,12 @@ class AtomsData:
         for key in ELECTRONIC:
             value = getattr(self, key)
             if value is not None:
-                value = np.ascontiguousarray(value, dtype="<i8")
-                if value.shape != self.energy.shape:
-                    raise ValueError(f"{key} must have one entry per structure, {self.energy.shape}, got {value.shape}")
-                value = None if np.all(value == NEUTRAL_SINGLET[key]) else value
+                whole = np.ascontiguousarray(value, dtype="<i8")
+                if whole.shape != self.energy.shape:
+                    raise ValueError(f"{key} must have one entry per structure, {self.energy.shape}, got {whole.shape}")
+                if np.any(whole != value) or np.any(np.abs(whole) > ELECTRONIC_LIMIT):
+                    raise ValueError(f"{key} must be whole numbers within ±{ELECTRONIC_LIMIT}")
+                value = None if np.all(whole == NEUTRAL_SINGLET[key]) else whole
             object.__setattr__(self, key, value)
         atoms, structures = len(self.numbers), len(self.energy)
         if self.numbers.ndim != 1 or self.energy.ndim != 1:

@@ -203,8 +203,16 @@ def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     _check_ase_sqlite(path)
     with reading(path, "asedb"):
         rows = list(ase.db.connect(path, type="db").select())
-        frames = [(row.id, row.toatoms(add_additional_information=True)) for row in rows]
+        frames = [(row.id, _row_atoms(row)) for row in rows]
     return [_frame_block(path, "asedb", f" row {row_id}", atoms, energy_key, forces_key) for row_id, atoms in frames]
+
+
+def _row_atoms(row) -> Atoms:
+    """The row's atoms with its key-value pairs as written: ase.db's row reports `charge` as the sum of the
+    initial charges, hiding a `charge` key that was written."""
+    atoms = row.toatoms(add_additional_information=True)
+    atoms.info["key_value_pairs"] = {key: vars(row)[key] for key in row.key_value_pairs}
+    return atoms
 
 
 def _check_ase_sqlite(path: Path) -> None:
@@ -249,10 +257,32 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
     keys = ("numbers", "positions", energy_key, forces_key)
     block = checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                           np.asarray(forces)[None])
+    label = f"{format} file {path}{where}"
+    if unread := sorted(key for key, read in UNREAD_STATE_KEYS.items() if key in extra and read not in extra):
+        raise RunError(f"{label} has {', '.join(map(repr, unread))} in its info, which chemspec does not read; "
+                       "write the structure's total charge as charge= and its multiplicity (2S+1) as multiplicity=")
     info = {key: extra[key] for key in ("charge", "multiplicity") if key in extra}
-    if atoms.has("initial_charges"):  # ASE's own record of charge, which ase.db keeps in place of a `charge` key
-        info["charge"] = float(atoms.get_initial_charges().sum())
-    return block._replace(**_electronic_state(f"{format} file {path}{where}", atoms.numbers, info))
+    if "charge" not in info and atoms.has("initial_charges"):
+        info["charge"] = _whole_sum(label, "initial charges", atoms.get_initial_charges())
+    if "multiplicity" not in info and atoms.has("initial_magmoms"):  # their sum is 2S, the unpaired electrons
+        info["multiplicity"] = 1 + _whole_sum(label, "initial magnetic moments", atoms.get_initial_magnetic_moments())
+    return block._replace(**_electronic_state(label, atoms.numbers, info))
+
+
+UNREAD_STATE_KEYS = {"total_charge": "charge", "spin": "multiplicity", "spin_multiplicity": "multiplicity",
+                     "total_spin": "multiplicity"}
+"""Names some files give a structure's charge or spin, and the key chemspec reads instead: a frame with one
+of them and not the other would otherwise train as a neutral singlet."""
+
+
+def _whole_sum(label: str, what: str, values: np.ndarray) -> int:
+    """The sum (the length of the summed vector, for non-collinear moments) of per-atom values, a whole number."""
+    total = np.sum(values, axis=0)
+    total = float(np.linalg.norm(total)) if np.ndim(total) else float(total)
+    if not abs(total - round(total)) <= 1e-4:
+        raise RunError(f"{label}: its {what} sum to {total:.6g}, not a whole number; write the structure's total "
+                       "charge= and multiplicity= in its info, which are read before per-atom values")
+    return round(total)
 
 
 def _electronic_state(label: str, numbers: np.ndarray, info: dict) -> dict[str, int]:

@@ -2,13 +2,14 @@
 
 Whatever the source, the stage writes data/<study>/atoms.npz (eV, Å; float32 coordinates and forces,
 float64 energies) and data.json with the counts of dropped frames and the content hash of the stored
-data. Per-element reference energies are not applied here: they are fitted on each cell's training
+data, and, where not all are neutral singlets, the structures of each charge and multiplicity. Per-element reference energies are not applied here: they are fitted on each cell's training
 split when it trains, so no test energy leaks into them.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 from chemspec.compiler.cells import DataCell
@@ -48,6 +49,10 @@ def run_atoms_data(cell: DataCell) -> dict:
         info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
                 "elements": sorted({int(z) for z in data.numbers}),
                 "sha256": {"atoms.npz": sha256_file(out / "atoms.npz"), "content": content_hash(data)}}
+        if data.charge is not None or data.multiplicity is not None:
+            states = zip(data.electronic("charge").tolist(), data.electronic("multiplicity").tolist())
+            info["electronic_states"] = {f"charge {q} multiplicity {m}": n
+                                         for (q, m), n in sorted(Counter(states).items())}
         write_json(out / "data.json", info)
     return info
 

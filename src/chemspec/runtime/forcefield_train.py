@@ -77,6 +77,8 @@ def _check_elements(model_name: str, train, val, test) -> None:
 
 def _check_states(model_name: str, charge_spin: bool, splits) -> None:
     """Structures of several charges or multiplicities need a model that sees them."""
+    if all(split.charge is None and split.multiplicity is None for split in splits):
+        return
     states = {state for split in splits for state in zip(split.electronic("charge").tolist(),
                                                          split.electronic("multiplicity").tolist())}
     if len(states) > 1 and not charge_spin:
@@ -158,7 +160,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                 "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg, "energy_scale": energy_scale,
                 "energy_shift": torch.as_tensor(energy_shift).tolist(), "per_atom": per_atom_energy_loss,
                 "gradient_clip": gradient_clip, "data": _fingerprint(train, val),
-                **({"cuda_graphs": True} if cuda_graphs else {})}
+                **({"cuda_graphs": True} if cuda_graphs else {}), **({"charge_spin": True} if charge_spin else {})}
     resume = (Resume(Path(resume_dir), batches.sampler, hparams["batch_size"], checkpoint_every, settings)
               if resume_dir is not None else None)
     throughput = Throughput(lambda step: structures_through(step, len(train), hparams["batch_size"]))

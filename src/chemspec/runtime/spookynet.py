@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from chemspec.runtime.spookynet_blocks import (
     MAX_Z, ExponentialBernstein, ResidualMLP, ZBLRepulsion, electron_configurations, electrostatic_energy,
-    favor_attention, linear, orthogonal_random_features, residual_stack, smooth_cutoff)
+    favor_attention, linear, orthogonal_random_features, residual_stack, scatter_sum, smooth_cutoff)
 
 
 def neighbour_pairs(positions: torch.Tensor, batch: torch.Tensor, cutoff: float
@@ -87,7 +87,7 @@ class ElectronicEmbedding(nn.Module):
         psi = torch.stack([psi.clamp(min=0), (-psi).clamp(min=0)], -1) if self.signed else psi.abs().unsqueeze(-1)
         key = self.key(psi / psi.clamp(min=1))[batch]  # the sign, and magnitudes below 1
         weight = F.softplus((self.query(x) * key).sum(-1) * self.scale)
-        total = weight.new_zeros(n_molecules).index_add(0, batch, weight)
+        total = scatter_sum(weight, batch, n_molecules)
         return self.mlp((weight / (total[batch] + 1e-8)).unsqueeze(-1) * self.value(psi)[batch])
 
 
@@ -107,9 +107,9 @@ class LocalInteraction(nn.Module):
         g_s = self.radial_s(rbf)
         g_p = p_ij.unsqueeze(-1) * self.radial_p(rbf).unsqueeze(1)
         g_d = d_ij.unsqueeze(-1) * self.radial_d(rbf).unsqueeze(1)
-        s = self.mlp_x(x) + x.new_zeros(n, f).index_add(0, idx_i, g_s * self.mlp_s(x)[idx_j])
-        p = x.new_zeros(n, 3, f).index_add(0, idx_i, g_p * self.mlp_p(x)[idx_j].unsqueeze(1))
-        d = x.new_zeros(n, 5, f).index_add(0, idx_i, g_d * self.mlp_d(x)[idx_j].unsqueeze(1))
+        s = self.mlp_x(x) + scatter_sum(g_s * self.mlp_s(x)[idx_j], idx_i, n)
+        p = scatter_sum(g_p * self.mlp_p(x)[idx_j].unsqueeze(1), idx_i, n)
+        d = scatter_sum(g_d * self.mlp_d(x)[idx_j].unsqueeze(1), idx_i, n)
         p1, p2 = self.project_p(p).split(f, dim=-1)
         d1, d2 = self.project_d(d).split(f, dim=-1)
         return self.out(s + (p1 * p2).sum(1) + (d1 * d2).sum(1))
@@ -190,8 +190,8 @@ class SpookyNet(nn.Module):
             x, y = module(x, rbf, unit, d_ij, idx_i, idx_j, batch, n_molecules)
             summed = summed + y
         energies, charges = (self.head(summed) + self.element_bias[numbers]).unbind(-1)
-        count = charges.new_zeros(n_molecules).index_add(0, batch, torch.ones_like(charges))  # no host sync
-        total = charges.new_zeros(n_molecules).index_add(0, batch, charges)
+        count = scatter_sum(torch.ones_like(charges), batch, n_molecules)  # no host sync
+        total = scatter_sum(charges, batch, n_molecules)
         excess = total if charge is None else total - charge
         return energies, charges - (excess / count)[batch], r, cutoff_values
 
@@ -202,7 +202,7 @@ class SpookyNet(nn.Module):
                                                            charge, spin)
         if self.zbl is not None:
             energies = energies + self.zbl(numbers, r, cutoff_values, idx_i, idx_j)
-        total = energies.new_zeros(n_molecules).index_add(0, batch, energies)
+        total = scatter_sum(energies, batch, n_molecules)
         if self.electrostatics:
             all_i, all_j = neighbour_pairs(positions, batch, math.inf)
             total = total + electrostatic_energy(charges, positions, all_i, all_j, batch, n_molecules, self.cutoff)

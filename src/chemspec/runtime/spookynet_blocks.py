@@ -58,6 +58,14 @@ def softplus_inverse(x: float) -> float:
     return x + math.log(-math.expm1(-x))
 
 
+def scatter_sum(source: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """[size, ...] sums of the rows of `source` by `index` (out of place), in float32 at least: under bf16
+    autocast the linear layers give bf16 rows, which would lose the sum's precision (and index_add refuses
+    a float32 total for them)."""
+    dtype = torch.promote_types(source.dtype, torch.float32)
+    return source.new_zeros((size, *source.shape[1:]), dtype=dtype).index_add(0, index, source.to(dtype))
+
+
 def linear(n_in: int, n_out: int, bias: bool = True, zero: bool = False) -> nn.Linear:
     """A linear layer with orthogonal (or zero) weights and zero bias."""
     layer = nn.Linear(n_in, n_out, bias=bias)
@@ -163,8 +171,8 @@ def favor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, omega: to
     phi_q = (torch.exp(log_q - log_q.amax(-1, keepdim=True)) + eps) / math.sqrt(m)
     key_max = log_k.new_zeros(n_molecules).scatter_reduce(0, batch, log_k.amax(-1), "amax", include_self=False)
     phi_k = (torch.exp(log_k - key_max[batch].unsqueeze(-1)) + eps) / math.sqrt(m)
-    kv = v.new_zeros(n_molecules, m, v.shape[-1]).index_add(0, batch, phi_k.unsqueeze(-1) * v.unsqueeze(1))
-    k_sum = phi_k.new_zeros(n_molecules, m).index_add(0, batch, phi_k)
+    kv = scatter_sum(phi_k.unsqueeze(-1) * v.unsqueeze(1), batch, n_molecules)
+    k_sum = scatter_sum(phi_k, batch, n_molecules)
     numerator = torch.einsum("nm,nmf->nf", phi_q, kv[batch])
     return numerator / (phi_q * k_sum[batch]).sum(-1, keepdim=True)
 
@@ -189,7 +197,7 @@ class ZBLRepulsion(nn.Module):
         c = F.softplus(self.raw_c)
         screening = (c / c.sum() * torch.exp(-F.softplus(self.raw_a) * (inverse_a * r).unsqueeze(-1))).sum(-1)
         pair = z[idx_i] * z[idx_j] / r * screening * cutoff_values
-        return r.new_zeros(numbers.shape[0]).index_add(0, idx_i, KE / 2 * pair)
+        return scatter_sum(KE / 2 * pair, idx_i, numbers.shape[0])
 
 
 def _switch(r: torch.Tensor, on: float, off: float) -> torch.Tensor:
@@ -211,4 +219,4 @@ def electrostatic_energy(charges: torch.Tensor, positions: torch.Tensor, idx_i: 
     switch = _switch(r, cutoff / 4, 3 * cutoff / 4)
     kernel = switch / torch.sqrt(r**2 + 1) + (1 - switch) / r
     pair = KE / 2 * charges[idx_i] * charges[idx_j] * kernel
-    return r.new_zeros(n_molecules).index_add(0, batch[idx_i], pair)
+    return scatter_sum(pair, batch[idx_i], n_molecules)

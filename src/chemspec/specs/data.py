@@ -108,6 +108,17 @@ def _md_problem(smiles: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def md_state(smiles: str) -> tuple[int, int]:
+    """(total charge, spin multiplicity) of a molecule as the data stage labels it: its formal charge, and
+    one more than its radical electrons."""
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    return Chem.GetFormalCharge(mol), Descriptors.NumRadicalElectrons(mol) + 1
+
+
 class GenerateMD(Spec):
     """MD17-style data generated here: RDKit conformer, ASE Langevin MD, GFN2-xTB labels."""
 
@@ -144,6 +155,10 @@ class GenerateMD(Spec):
     def smiles(self) -> list[str]:
         """What each molecule is: a known name's SMILES (MOLECULES), else the SMILES as written."""
         return [MOLECULES.get(name.lower(), name) for name in self.molecules]
+
+    def states(self) -> dict[str, tuple[int, int]]:
+        """Each molecule's (total charge, spin multiplicity), by name as written."""
+        return {name: md_state(smiles) for name, smiles in zip(self.molecules, self.smiles())}
 
 
 FORMAT_UNITS = {

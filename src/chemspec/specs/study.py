@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
-from chemspec.specs.data import AtomsFileSource, Data, SmilesFileSource
+from chemspec.specs.data import AtomsFileSource, Data, GenerateMD, SmilesFileSource
 from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model
@@ -149,6 +149,13 @@ class Study(Spec):
             yield from self._warmup_problems()
             return
         family = repr(self.model.family)
+        if isinstance(self.data.source, GenerateMD) and not self.model.charge_spin:
+            states = self.data.source.states()
+            if len(set(states.values())) > 1:
+                listed = ", ".join(f"{name} charge {q} multiplicity {m}" for name, (q, m) in states.items())
+                yield (f"data.source.molecules: {listed} are {len(set(states.values()))} electronic states, which "
+                       f"look alike to model.family {family} without model.charge_spin; set model.family: spookynet "
+                       "and model.charge_spin: true, or generate molecules of one charge and multiplicity")
         if training.activation_checkpointing:
             yield (f"training.activation_checkpointing: model.family {family} does not support it (language "
                    "models only); set it to false")
