@@ -1,9 +1,10 @@
 """The data stage for force fields: generated MD or a data file, to one canonical atoms store.
 
 Whatever the source, the stage writes data/<study>/atoms.npz (eV, Å; float32 coordinates and forces,
-float64 energies) and data.json with the counts of dropped frames and the content hash of the stored
-data, and, where not all are neutral singlets, the structures of each charge and multiplicity. Per-element reference energies are not applied here: they are fitted on each cell's training
-split when it trains, so no test energy leaks into them.
+float64 energies) and data.json with the counts of dropped frames, the content hash of the stored data
+and, where not all are neutral singlets, the structures of each charge and multiplicity. Per-element
+reference energies are not applied here: they are fitted on each cell's training split when it trains,
+so no test energy leaks into them.
 """
 
 from __future__ import annotations
