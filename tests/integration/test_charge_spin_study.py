@@ -1,5 +1,6 @@
 """A SpookyNet study over several charge and spin states end to end: xTB MD of methanol, methoxide and the
-methyl radical through real `dvc repro`, and the same molecules refused at compile to a family that cannot see the states."""
+methyl radical through real `dvc repro`, and the same molecules refused at compile to a family that cannot
+see the states."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def test_painn_is_refused_the_mixed_states_at_compile_without_a_traceback(tmp_pa
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(painn))
     done = run("chemspec", "compile", "study.yaml", cwd=tmp_path)
     assert done.returncode == 2
-    assert ("are 3 electronic states, which look alike to model.family 'painn' without model.charge_spin"
-            in done.stderr)
+    assert ("the molecules are of 3 electronic states (charge -1 multiplicity 1: C[O-]; charge 0 multiplicity 1: "
+            "methanol; charge 0 multiplicity 2: [CH3]), which look alike to model.family 'painn' without "
+            "model.charge_spin") in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "dvc.yaml").exists()

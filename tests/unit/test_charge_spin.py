@@ -98,13 +98,38 @@ def test_per_atom_charges_and_moments_are_summed_where_the_totals_are_not_given(
         load_file(tmp_path / "b.xyz", "extxyz", "eV", "Angstrom")
 
 
+def test_a_calculators_charges_and_moment_give_the_state_whatever_the_moments_sign(tmp_path):
+    written = []
+    for charges, magmom in (([0.6, 0.2, 0.2], 1.0), ([-0.5, -0.25, -0.25], -1.0)):
+        atoms = frames([(None, None)])[0]
+        results = atoms.calc.results
+        atoms.calc = SinglePointCalculator(atoms, **results, charges=np.array(charges), magmom=magmom)
+        written.append(atoms)
+    ase.io.write(tmp_path / "calc.xyz", written, format="extxyz")
+    data, _ = load_file(tmp_path / "calc.xyz", "extxyz", "eV", "Angstrom")
+    assert data.charge.tolist() == [1, -1] and data.multiplicity.tolist() == [2, 2]
+    negative = with_per_atom(frames([(None, None)])[0], magmoms=[-2.0, 0.0, 0.0])
+    ase.io.write(tmp_path / "down.xyz", [negative], format="extxyz")
+    assert load_file(tmp_path / "down.xyz", "extxyz", "eV", "Angstrom")[0].multiplicity.tolist() == [3]
+
+
+def test_a_radical_written_without_its_state_is_refused_saying_how_it_was_read(tmp_path):
+    hydroxyl = frames([(None, None)])[0][:2]
+    hydroxyl.calc = SinglePointCalculator(hydroxyl, energy=-1000.0, forces=np.zeros((2, 3)))
+    ase.io.write(tmp_path / "oh.xyz", [hydroxyl], format="extxyz")
+    with pytest.raises(RunError, match=r"oh\.xyz frame 0: charge 0 leaves 9 electrons, which cannot have multiplicity "
+                                       r"1 \(0 unpaired\) \(the frame gives neither, so it reads as a neutral "
+                                       r"singlet\); multiplicity is 2S\+1"):
+        load_file(tmp_path / "oh.xyz", "extxyz", "eV", "Angstrom")
+
+
 @pytest.mark.parametrize("key", ["total_charge", "spin", "spin_multiplicity", "total_spin"])
 def test_other_names_for_charge_or_spin_are_refused_not_read_as_a_neutral_singlet(tmp_path, key):
     atoms = frames([(None, None)])[0]
     atoms.info[key] = 1
     ase.io.write(tmp_path / "other.xyz", [atoms], format="extxyz")
-    with pytest.raises(RunError, match=rf"other\.xyz frame 0 has '{key}' in its info, which chemspec does not read; "
-                                       r"write the structure's total charge as charge="):
+    with pytest.raises(RunError, match=rf"other\.xyz frame 0 has '{key}', which chemspec does not read; "
+                                       r"write the structure's total charge="):
         load_file(tmp_path / "other.xyz", "extxyz", "eV", "Angstrom")
 
 
@@ -144,10 +169,12 @@ def test_store_round_trips_charge_and_multiplicity_and_they_change_the_hash(tmp_
 
 
 @pytest.mark.parametrize("charge, multiplicity, message", [
-    (0.5, 1, r"frame 0: charge 0\.5 must be a whole number; write the structure's total charge"),
+    (0.5, 1, r"frame 0: charge 0\.5 must be a whole number from -127 to 127; write the structure's total charge= "
+             r"and multiplicity= \(2S\+1\) in its info \(extxyz\) or as key-value pairs"),
     (float("nan"), 1, r"frame 0: charge nan must be a whole number"),
     ("plus", 1, r"frame 0: charge 'plus' must be a whole number"),
-    (0, 0, r"frame 0: multiplicity 0 must be a whole number of at least 1"),
+    (-130, 1, r"frame 0: charge -130 must be a whole number from -127 to 127"),
+    (0, 0, r"frame 0: multiplicity 0 must be a whole number from 1 to 127"),
     (0, 2, r"frame 0: charge 0 leaves 10 electrons, which cannot have multiplicity 2 \(1 unpaired\); "
            r"multiplicity is 2S\+1"),
     (1, 1, r"frame 0: charge 1 leaves 9 electrons, which cannot have multiplicity 1"),
@@ -281,14 +308,17 @@ def test_charge_spin_is_a_spookynet_setting():
 def test_generated_molecules_of_several_states_need_charge_spin_before_any_md_runs(tmp_path):
     study = yaml.safe_load((REPO / "specs" / "spookynet-ions.yaml").read_text())
     study["model"].update(family="painn", charge_spin=False)
-    with pytest.raises(SpecError, match=r"data.source.molecules: methanol charge 0 multiplicity 1, C\[O-\] charge -1 "
-                                        r"multiplicity 1, \[CH3\] charge 0 multiplicity 2 are 3 electronic states, "
-                                        r"which look alike to model.family 'painn' without model.charge_spin"):
+    with pytest.raises(SpecError, match=r"data.source.molecules: the molecules are of 3 electronic states \(charge -1 "
+                                        r"multiplicity 1: C\[O-\]; charge 0 multiplicity 1: methanol; charge 0 "
+                                        r"multiplicity 2: \[CH3\]\), which look alike to model.family 'painn' "
+                                        r"without model.charge_spin"):
         load_study(write_spec(tmp_path / "painn.yaml", study))
 
 
 def test_only_studies_where_charges_matter_mark_their_data_cell():
-    """The mark makes stores written before charges were read be written again; neutral studies keep theirs."""
-    ions = expand(load_study(REPO / "specs" / "spookynet-ions.yaml")).data
-    neutral = expand(load_study(REPO / "specs" / "quickstart-nff.yaml")).data
-    assert ions.source["stores"] == "charge and multiplicity" and "stores" not in neutral.source
+    """The mark makes stores written before charges were read be written again; neutral studies keep their
+    identities, the archive's (whose spec leaves the option out where it is off) included."""
+    ions = expand(load_study(REPO / "specs" / "spookynet-ions.yaml"))
+    neutral = expand(load_study(REPO / "specs" / "quickstart-nff.yaml"))
+    assert ions.data.source["stores"] == "charge and multiplicity" and "stores" not in neutral.data.source
+    assert ions.archive.spec["model"]["charge_spin"] is True and "charge_spin" not in neutral.archive.spec["model"]

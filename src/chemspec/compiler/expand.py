@@ -114,8 +114,10 @@ def expand(study: Study) -> Cells:
               "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
     if calibration is not None:
         inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
-    archive = ArchiveCell(study=name, seed=study.seed, spec=study.model_dump(mode="json", exclude={"executor"}),
-                          inputs=inputs, root="archive")
+    spec = study.model_dump(mode="json", exclude={"executor"})
+    if spec["model"].get("charge_spin") is False:  # an option left off: archives of before keep their identity
+        del spec["model"]["charge_spin"]
+    archive = ArchiveCell(study=name, seed=study.seed, spec=spec, inputs=inputs, root="archive")
     return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
                  train=train, reference=reference, sample=sample, fit=fit, archive=archive, executor=study.executor)
 

@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, MIN_DISTANCE, AtomsData, Frames,
                                     first_coincident, from_frames)
+from chemspec.runtime.atoms_states import frame_state
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -257,52 +258,4 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
     keys = ("numbers", "positions", energy_key, forces_key)
     block = checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                           np.asarray(forces)[None])
-    label = f"{format} file {path}{where}"
-    if unread := sorted(key for key, read in UNREAD_STATE_KEYS.items() if key in extra and read not in extra):
-        raise RunError(f"{label} has {', '.join(map(repr, unread))} in its info, which chemspec does not read; "
-                       "write the structure's total charge as charge= and its multiplicity (2S+1) as multiplicity=")
-    info = {key: extra[key] for key in ("charge", "multiplicity") if key in extra}
-    if "charge" not in info and atoms.has("initial_charges"):
-        info["charge"] = _whole_sum(label, "initial charges", atoms.get_initial_charges())
-    if "multiplicity" not in info and atoms.has("initial_magmoms"):  # their sum is 2S, the unpaired electrons
-        info["multiplicity"] = 1 + _whole_sum(label, "initial magnetic moments", atoms.get_initial_magnetic_moments())
-    return block._replace(**_electronic_state(label, atoms.numbers, info))
-
-
-UNREAD_STATE_KEYS = {"total_charge": "charge", "spin": "multiplicity", "spin_multiplicity": "multiplicity",
-                     "total_spin": "multiplicity"}
-"""Names some files give a structure's charge or spin, and the key chemspec reads instead: a frame with one
-of them and not the other would otherwise train as a neutral singlet."""
-
-
-def _whole_sum(label: str, what: str, values: np.ndarray) -> int:
-    """The sum (the length of the summed vector, for non-collinear moments) of per-atom values, a whole number."""
-    total = np.sum(values, axis=0)
-    total = float(np.linalg.norm(total)) if np.ndim(total) else float(total)
-    if not abs(total - round(total)) <= 1e-4:
-        raise RunError(f"{label}: its {what} sum to {total:.6g}, not a whole number; write the structure's total "
-                       "charge= and multiplicity= in its info, which are read before per-atom values")
-    return round(total)
-
-
-def _electronic_state(label: str, numbers: np.ndarray, info: dict) -> dict[str, int]:
-    """The frame's `charge` (e) and `multiplicity` (2S+1), checked against its electron count; a neutral
-    singlet where `info` gives neither."""
-    state = {}
-    for key, default, least in (("charge", 0, None), ("multiplicity", 1, 1)):
-        value = info.get(key, default)
-        value = value.item() if isinstance(value, np.generic) else value
-        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and (
-            value == int(value))
-        if not whole or (least is not None and value < least):
-            kind = "a whole number" if least is None else f"a whole number of at least {least}"
-            raise RunError(f"{label}: {key} {value!r} must be {kind}; write the structure's total {key} "
-                           f"(e.g. {key}={default}) in its info")
-        state[key] = int(value)
-    electrons = int(np.sum(numbers)) - state["charge"]
-    unpaired = state["multiplicity"] - 1
-    if electrons < unpaired or (electrons - unpaired) % 2:
-        raise RunError(f"{label}: charge {state['charge']} leaves {electrons} electrons, which cannot have "
-                       f"multiplicity {state['multiplicity']} ({unpaired} unpaired); multiplicity is 2S+1 "
-                       "(1 for a singlet, 2 for a doublet), not S; check charge and multiplicity in its info")
-    return state
+    return block._replace(**frame_state(f"{format} file {path}{where}", atoms, extra))

@@ -108,7 +108,7 @@ def _md_problem(smiles: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=None)
 def md_state(smiles: str) -> tuple[int, int]:
     """(total charge, spin multiplicity) of a molecule as the data stage labels it: its formal charge, and
     one more than its radical electrons."""

@@ -150,12 +150,16 @@ class Study(Spec):
             return
         family = repr(self.model.family)
         if isinstance(self.data.source, GenerateMD) and not self.model.charge_spin:
-            states = self.data.source.states()
-            if len(set(states.values())) > 1:
-                listed = ", ".join(f"{name} charge {q} multiplicity {m}" for name, (q, m) in states.items())
-                yield (f"data.source.molecules: {listed} are {len(set(states.values()))} electronic states, which "
-                       f"look alike to model.family {family} without model.charge_spin; set model.family: spookynet "
-                       "and model.charge_spin: true, or generate molecules of one charge and multiplicity")
+            by_state: dict[tuple[int, int], list[str]] = {}
+            for name, state in self.data.source.states().items():
+                by_state.setdefault(state, []).append(name)
+            if len(by_state) > 1:
+                listed = "; ".join(f"charge {q} multiplicity {m}: {', '.join(names[:3])}"
+                                   f"{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                                   for (q, m), names in sorted(by_state.items()))
+                yield (f"data.source.molecules: the molecules are of {len(by_state)} electronic states ({listed}), "
+                       f"which look alike to model.family {family} without model.charge_spin; set model.family: "
+                       "spookynet and model.charge_spin: true, or generate molecules of one charge and multiplicity")
         if training.activation_checkpointing:
             yield (f"training.activation_checkpointing: model.family {family} does not support it (language "
                    "models only); set it to false")

@@ -1,0 +1,79 @@
+"""A structure's total charge and spin multiplicity as an ASE frame (extxyz, ASE db) records them.
+
+Read in this order, the first found for each: `charge` and `multiplicity` in the frame's info (an extxyz
+comment line) or key-value pairs (an ASE-db row); the sum of the calculator's per-atom `charges`, and its
+total `magmom` or per-atom `magmoms`; the atoms' initial charges and magnetic moments. A magnetic moment's
+size is 2S, the number of unpaired electrons, whatever its sign or direction. A frame that gives none is
+a neutral singlet. Every state is checked against the frame's electron count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from chemspec.errors import RunError
+from chemspec.runtime.atoms import ELECTRONIC_LIMIT
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+TOLERANCE = 1e-3
+"""e or μB: the per-atom values of a calculation sum to a whole total within their printed digits."""
+UNREAD_KEYS = {"total_charge": "charge", "spin": "multiplicity", "spin_multiplicity": "multiplicity",
+               "total_spin": "multiplicity"}
+"""Names some files give a structure's charge or spin, and the key chemspec reads instead: a frame with one
+of them and not the other would otherwise train as a neutral singlet."""
+WRITE = ("write the structure's total charge= and multiplicity= (2S+1) in its info (extxyz) or as key-value "
+         "pairs (ASE db: db.write(atoms, charge=..., multiplicity=...))")
+
+
+def frame_state(label: str, atoms: Atoms, keys: dict) -> dict[str, int]:
+    """{"charge", "multiplicity"} of one frame; `keys` holds its info and key-value pairs, `label` names it."""
+    if unread := sorted(key for key, read in UNREAD_KEYS.items() if key in keys and read not in keys):
+        raise RunError(f"{label} has {', '.join(map(repr, unread))}, which chemspec does not read; {WRITE}")
+    results = atoms.calc.results if atoms.calc is not None else {}
+    given = {key: keys[key] for key in ("charge", "multiplicity") if key in keys}
+    if "charge" not in given:
+        if "charges" in results:
+            given["charge"] = _whole(label, "calculator's charges", np.sum(results["charges"]))
+        elif atoms.has("initial_charges"):
+            given["charge"] = _whole(label, "initial charges", np.sum(atoms.get_initial_charges()))
+    if "multiplicity" not in given:
+        for what, moments in (("calculator's magnetic moment", results.get("magmom", results.get("magmoms"))),
+                              ("initial magnetic moments",
+                               atoms.get_initial_magnetic_moments() if atoms.has("initial_magmoms") else None)):
+            if moments is not None:
+                total = np.sum(moments, axis=0) if np.ndim(moments) else moments
+                given["multiplicity"] = 1 + _whole(label, what, float(np.linalg.norm(total)))
+                break
+    return _checked(label, atoms.numbers, given)
+
+
+def _whole(label: str, what: str, total: float) -> int:
+    if not abs(total - round(total)) <= TOLERANCE:
+        raise RunError(f"{label}: its {what} sum to {total:.6g}, not a whole number; {WRITE}, which are read "
+                       "before per-atom values")
+    return round(total)
+
+
+def _checked(label: str, numbers: np.ndarray, given: dict) -> dict[str, int]:
+    state = {}
+    for key, default, least in (("charge", 0, -ELECTRONIC_LIMIT), ("multiplicity", 1, 1)):
+        value = given.get(key, default)
+        value = value.item() if isinstance(value, np.generic) else value
+        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and (
+            value == int(value))
+        if not whole or not least <= value <= ELECTRONIC_LIMIT:
+            raise RunError(f"{label}: {key} {value!r} must be a whole number from {least} to {ELECTRONIC_LIMIT}; "
+                           f"{WRITE}")
+        state[key] = int(value)
+    electrons = int(np.sum(numbers)) - state["charge"]
+    unpaired = state["multiplicity"] - 1
+    if electrons < unpaired or (electrons - unpaired) % 2:
+        read = "" if given else " (the frame gives neither, so it reads as a neutral singlet)"
+        raise RunError(f"{label}: charge {state['charge']} leaves {electrons} electrons, which cannot have "
+                       f"multiplicity {state['multiplicity']} ({unpaired} unpaired){read}; multiplicity is 2S+1 "
+                       f"(1 for a singlet, 2 for a doublet), not S; {WRITE}")
+    return state
