@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,12 @@ class AtomsData:
         """`charge` or `multiplicity` of every structure, the neutral singlet's value where none is stored."""
         value = getattr(self, key)
         return np.full(len(self), NEUTRAL_SINGLET[key], dtype=np.int64) if value is None else value
+
+    def states(self) -> Counter[tuple[int, int]]:
+        """How many structures have each (charge, multiplicity)."""
+        if self.charge is None and self.multiplicity is None:
+            return Counter({(0, 1): len(self)})
+        return Counter(zip(self.electronic("charge").tolist(), self.electronic("multiplicity").tolist()))
 
     def structure(self, s: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         start, stop = self.offsets[s], self.offsets[s + 1]

@@ -10,7 +10,6 @@ so no test energy leaks into them.
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from pathlib import Path
 
 from chemspec.compiler.cells import DataCell
@@ -51,9 +50,8 @@ def run_atoms_data(cell: DataCell) -> dict:
                 "elements": sorted({int(z) for z in data.numbers}),
                 "sha256": {"atoms.npz": sha256_file(out / "atoms.npz"), "content": content_hash(data)}}
         if data.charge is not None or data.multiplicity is not None:
-            states = zip(data.electronic("charge").tolist(), data.electronic("multiplicity").tolist())
             info["electronic_states"] = {f"charge {q} multiplicity {m}": n
-                                         for (q, m), n in sorted(Counter(states).items())}
+                                         for (q, m), n in sorted(data.states().items())}
         write_json(out / "data.json", info)
     return info
 

@@ -77,10 +77,7 @@ def _check_elements(model_name: str, train, val, test) -> None:
 
 def _check_states(model_name: str, charge_spin: bool, splits) -> None:
     """Structures of several charges or multiplicities need a model that sees them."""
-    if all(split.charge is None and split.multiplicity is None for split in splits):
-        return
-    states = {state for split in splits for state in zip(split.electronic("charge").tolist(),
-                                                         split.electronic("multiplicity").tolist())}
+    states = set().union(*(split.states() for split in splits))
     if len(states) > 1 and not charge_spin:
         listed = ", ".join(f"charge {q} multiplicity {m}" for q, m in sorted(states))
         raise RunError(f"the structures have {len(states)} electronic states ({listed}), which look alike to "

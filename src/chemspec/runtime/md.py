@@ -24,7 +24,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import AtomsData, Frames, from_frames
-from chemspec.specs.data import MOLECULES
+from chemspec.specs.data import MOLECULES, md_state
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -254,7 +254,7 @@ def conformer(smiles: str, seed: int) -> tuple[Atoms, int, int]:
     """An MMFF-optimised ETKDG conformer with explicit hydrogens, its formal charge and spin multiplicity."""
     from ase import Atoms
     from rdkit import Chem
-    from rdkit.Chem import AllChem, Descriptors
+    from rdkit.Chem import AllChem
 
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
     if mol.GetNumAtoms() < 2:
@@ -269,4 +269,4 @@ def conformer(smiles: str, seed: int) -> tuple[Atoms, int, int]:
     AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
     atoms = Atoms(numbers=[atom.GetAtomicNum() for atom in mol.GetAtoms()],
                   positions=mol.GetConformer().GetPositions())
-    return atoms, Chem.GetFormalCharge(mol), Descriptors.NumRadicalElectrons(mol) + 1
+    return atoms, *md_state(smiles)

@@ -110,8 +110,8 @@ def _md_problem(smiles: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def md_state(smiles: str) -> tuple[int, int]:
-    """(total charge, spin multiplicity) of a molecule as the data stage labels it: its formal charge, and
-    one more than its radical electrons."""
+    """(total charge, spin multiplicity) with which the data stage labels and stores a molecule: its formal
+    charge, and one more than its radical electrons."""
     from rdkit import Chem
     from rdkit.Chem import Descriptors
 
