@@ -30,6 +30,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     result = api.report(params, write=not no_files, source=source, study=study)
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
+        if result.stale:
+            click.echo(f"warning: {result.stale}", err=True)
         return
     click.echo(f"study {result.study}\n")
     forces = any("force_mae_meV_per_A" in c for c in result.cells)
@@ -48,6 +50,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     _echo_notes(result.fit)
     for path in result.files:
         click.echo(f"wrote {path}")
+    if result.stale:
+        click.echo(f"\nwarning: {result.stale}", err=True)
 
 
 def _echo_notes(fit: dict) -> None:
@@ -161,6 +165,9 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
                    f"{row['after']} ({flag} at {result['confidence']:.0%})")
     if any(row["significant"] is not None for row in changed):
         click.echo(f"  (significance: {result['test']})")
+    if not (result["spec"] or any(cells[k] for k in ("added", "removed", "changed", "generation")) or changed):
+        same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
+        click.echo(f"  no changes: {same} (spec, cells and exponents)")
 
 
 def _loss(value: float | None) -> str:
@@ -190,11 +197,17 @@ def pull(target: str, to: str | None, study: str | None) -> None:
               help="Confidence level of the intervals.")
 @click.option("--study", default=None, help="Study to refit (needed when several are archived).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: str | None, as_json: bool) -> None:
-    """Refit archived losses (a pulled directory or a git revision) without training."""
+def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: str | None, as_json: bool) -> int:
+    """Refit archived losses (a pulled directory or a git revision) without training; exit 1 when no
+    law could be fitted anywhere."""
     result = api.refit(source, list(laws) or None, confidence, study)
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
-    click.echo(f"study {result['study']} from {source}\n")
-    _echo_fits(result["fits"], result["confidence"])
+    else:
+        click.echo(f"study {result['study']} from {source}\n")
+        _echo_fits(result["fits"], result["confidence"])
+    fitted = any(f["status"] == "ok" for f in result["fits"]) or (result["joint"] or {}).get("status") == "ok"
+    if not fitted:
+        click.echo("error: no law could be fitted to these cells (each fit above says why); refit with a law the "
+                   "grid has the sizes for (--law power needs 3 sizes on an axis)", err=True)
+    return 0 if fitted else 1

@@ -193,3 +193,17 @@ def test_each_cells_speed_and_memory_are_shown_and_a_cell_without_them_reads_a_d
 
 def test_an_open_end_reads_open():
     assert interval_text([0.036, None]) == "[0.036, open]" and interval_text(None) == "-"
+
+
+def test_results_that_predate_the_compiled_study_are_marked_stale_in_every_output(cli, tmp_path):
+    results = fitted(cli, tmp_path, tiny_study())
+    assert "warning" not in cli("report", cwd=tmp_path).err
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.sizes": [200, 400, 1000]}))
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    result = cli("report", cwd=tmp_path)
+    said = ("these results predate params.yaml as compiled now: 6 train cells are new, changed or gone (m-1000, "
+            "m-800, s-1000, ...); they are shown as they were computed. Run `dvc repro`")
+    assert result.code == 0 and f"warning: {said}" in result.err, result.err
+    assert _json(cli, tmp_path)["stale"].startswith(said)
+    assert f"**Stale:** {said}" in (results / "report" / "report.md").read_text()
+    assert "<strong>Stale:</strong> these results predate params.yaml" in (results / "report" / "index.html").read_text()

@@ -9,6 +9,7 @@ from pathlib import Path
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
+from chemspec.compiler import Cells, identity
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
@@ -26,6 +27,8 @@ class Report:
     calibration: dict | None = None
     manifest: str | None = None
     provenance: dict | None = None
+    stale: str | None = None
+    """Why the results are not those of the study as compiled now (stale_note); None when they are."""
 
     def as_json(self) -> dict:
         """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
@@ -47,7 +50,8 @@ class Report:
                 "joint": self.fit.get("joint"), "bootstrap": self.fit.get("bootstrap"), "noise": self.fit.get("noise"),
                 "statistics": self.fit.get("statistics"), "cost": self.cost,
                 "calibration": {k: self.calibration[k] for k in ("budget_fraction", "estimator", "scores", "cost")}
-                if self.calibration else None, "manifest": self.manifest, "provenance": self.provenance}
+                if self.calibration else None, "manifest": self.manifest, "provenance": self.provenance,
+                "stale": self.stale}
 
 
 def report(params: str | Path = "params.yaml", write: bool = True, source: str | None = None,
@@ -71,6 +75,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if not (table.is_file() and fit_path.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     rows, fit = read_results(folder)
+    stale = stale_note(cells, fit, params)
     selected = (read_checked(root / cells.select.out, "select", selected_problem)
                 if (root / cells.select.out).is_file() else None)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
@@ -83,11 +88,33 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         out = folder.parent / "report"
         link = Path(os.path.relpath(folder / "plots", out)).as_posix()
         ctx = pages.context(cells.fit.study, cells.archive.spec, rows, fit, selected, folder / "plots", manifest,
-                            calibration, plots_link=link)
+                            calibration, plots_link=link, stale=stale)
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
-                  files=files, calibration=calibration, manifest=manifest, provenance=provenance)
+                  files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale)
+
+
+def stale_note(cells: Cells, fit: dict, params: str | Path) -> str | None:
+    """Why these results are not those of the study as compiled now (train cells new, changed or gone
+    since the fit read them, or other fit settings); None when they are, or when fit.json, written
+    before it recorded its inputs, cannot tell. A train result without an identity (written by hand)
+    counts as unchanged."""
+    if "inputs" not in fit or "identity" not in fit:
+        return None
+    compiled, inputs = {key: identity(cells.train[key]) for key in cells.fit.metrics}, fit["inputs"]
+    changed = sorted(key for key in compiled.keys() | inputs.keys()
+                     if key not in compiled or key not in inputs or inputs[key] not in (None, compiled[key]))
+    parts = []
+    if changed:
+        named = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+        parts.append(f"{len(changed)} train cells are new, changed or gone ({named})")
+    if fit["identity"] != identity(cells.fit):
+        parts.append("the fit settings changed")
+    if not parts:
+        return None
+    return (f"these results predate {params} as compiled now: {' and '.join(parts)}; they are shown as they were "
+            "computed. Run `dvc repro` to bring them up to date (`dvc status` lists the stale stages)")
 
 
 def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | None, dict | None]:

@@ -134,10 +134,12 @@ def _status_text(cell: dict) -> str:
 
 
 def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
-            manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots") -> dict:
+            manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots",
+            stale: str | None = None) -> dict:
     """What the pages show. `spec` is the study as validated (for its family and representation);
     `plots` is where the PNGs are read from (to embed them in the HTML); `plots_link` is that folder
-    as report.md links it, relative to the report's own folder."""
+    as report.md links it, relative to the report's own folder; `stale` says why the results are not
+    those of the study as compiled now."""
     fits = [{**f, "ci_text": interval_text(f.get("ci")), "profile_text": interval_text(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
@@ -161,8 +163,8 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
                "cost_text": cost_text(fit["cost"]) if fit.get("cost") else ""}
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
-    return {"study": study, "labels": study_labels(spec), "cells": rows, "fits": fits, "laws": fit.get("laws", []),
-            "confidence": fit["confidence"],
+    return {"study": study, "stale": stale, "labels": study_labels(spec), "cells": rows, "fits": fits,
+            "laws": fit.get("laws", []), "confidence": fit["confidence"],
             "intervals_note": intervals_note(fit["confidence"]),
             "bootstrap_text": bootstrap_text(fit.get("bootstrap"), fit["confidence"]),
             "noise_text": noise_text(fit.get("noise"), fit.get("joint")),
@@ -190,8 +192,8 @@ def _fcd_quantity(fit: dict) -> str:
 
 
 def markdown(ctx: dict) -> str:
-    lines = [f"# {ctx['study']}", "", "| law | axis | group | exponent | Wald (t) | profile (F) | R² | n |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"# {ctx['study']}", "", *([f"**Stale:** {ctx['stale']}.", ""] if ctx["stale"] else []),
+             "| law | axis | group | exponent | Wald (t) | profile (F) | R² | n |", "|---|---|---|---|---|---|---|---|"]
     for f in ctx["fits"]:
         if f["status"] == "ok":
             lines.append(f"| {f['law']} | {f['axis']} | {f['group']} | {f['exponent']:.3f} | {f['ci_text']} "
