@@ -47,7 +47,12 @@ def test_a_named_law_is_refused_exactly_where_the_fit_stage_could_fit_nothing(tm
         study = grid(tmp_path, models, data, [law])
         assert any(row["status"] == "ok" for row in runtime_fits(study, law))
         return
-    with pytest.raises(SpecError, match=rf"fit.laws: '{law}' .* needs .*; the grid has {data} data size\(s\) and "
+    need = {"power": "each fit from at least 3 points, so it needs 3 data sizes, or 3 model sizes of at least 2 "
+                     "distinct parameter counts",
+            "saturating": "each fit from at least 4 points, so it needs 4 data sizes, or 4 model sizes of at least 3 "
+                          "distinct parameter counts",
+            "joint": "over the whole grid, so it needs 3 data sizes and 3 model sizes of distinct parameter count"}
+    with pytest.raises(SpecError, match=rf"fit.laws: '{law}' .*{need[law]}; the grid has {data} data size\(s\) and "
                                         rf"{models} model size\(s\), so every fit would end as 'cannot fit'; add "
                                         rf"sizes, or leave fit.laws out"):
         grid(tmp_path, models, data, [law])

@@ -7,6 +7,7 @@ import copy
 import pytest
 import yaml
 
+from chemspec.errors import SpecError
 from tests.conftest import QUICKSTART
 
 BASE = yaml.safe_load(QUICKSTART.read_text())
@@ -121,6 +122,18 @@ CASES = [
      "training.learning_rate: unknown key 'learning_rate'\n    hint: move it to hpo.grid.learning_rate"),
     ("huge-packing", mutate("training.packing", 10**12),
      "training.packing: Input should be less than or equal to 65536"),
+    ("tpe-not-a-section", mutate("hpo.tpe", 5), "hpo.tpe: should be a section of keys (a YAML mapping), not 5"),
+    ("no-model-sizes", mutate("model.sizes", {}), "model.sizes: needs at least 1 entry (got {})"),
+    ("no-batch-sizes", mutate("hpo.grid.batch_size", []), "hpo.grid.batch_size: needs at least 1 value (got [])"),
+    ("clip-zero", mutate("training.gradient_clip", 0),
+     "training.gradient_clip: Input should be greater than 0 (got 0)\n    hint: give a number in the allowed range, "
+     "or null (`chemspec schema` says what null does here)"),
+    ("chemgpt-size-twice", mutate("model.sizes.m", {"n_layer": 2, "n_embd": 64, "n_head": 4}),
+     "model.sizes: s and m are one shape (n_layer 2, n_embd 64, n_head 4), so their cells would train the same "
+     "model; change one's shape or remove it"),
+    ("chemgpt-force-loss", mutate("training.loss", {"kind": "l1", "energy": 0.5, "forces": 0.5}),
+     "training.loss: model.family 'chemgpt' trains on the next token's cross-entropy; the loss section weighs "
+     "force-field energies and forces, so remove it"),
 ]
 
 
@@ -206,6 +219,10 @@ def test_unknown_key_hint_lists_allowed_keys(cli, tmp_path):
 def test_verbose_shows_traceback_of_internal_errors_only_when_asked(cli, tmp_path):
     result = cli("validate", str(tmp_path / "absent.yaml"))
     assert result.code == 2 and "file not found" in result.err and "Traceback" not in result.err
+    for args in (["-v", "validate", str(tmp_path / "absent.yaml")], ["validate", str(tmp_path / "absent.yaml"), "-v"],
+                 ["validate", "--verbose", str(tmp_path / "absent.yaml")]):
+        with pytest.raises(SpecError, match="absent.yaml: file not found"):
+            cli(*args)
 
 
 def test_a_missing_file_is_named_without_a_line_or_column(cli, tmp_path):
@@ -322,6 +339,10 @@ NFF = QUICKSTART.with_name("quickstart-nff.yaml").read_text()
 
 @pytest.mark.parametrize("text,expected", [
     (NFF.replace("n_rbf: 16", "n_rbf: 1"), "model.n_rbf: Input should be greater than or equal to 2 (got 1)"),
+    (NFF.replace("temperature_K: 500", "temperature_K: 1000000"),
+     "data.source.temperature_K: Input should be less than or equal to 5000 (got 1000000)"),
+    (NFF.replace("timestep_fs: 0.5", "timestep_fs: 1000000"),
+     "data.source.timestep_fs: Input should be less than or equal to 5 (got 1000000)"),
     *[(NFF.replace("[water, ethanol, methanol]", f"[water, '{smiles}']"), f"data.source.molecules.1: '{smiles}' {why}")
       for smiles, why in [("", "has no atoms, hydrogens included; MD needs at least two"),
                           ("[Ar]", "has one atom, hydrogens included; MD needs at least two"),

@@ -35,7 +35,7 @@ def _families() -> str:
     return ", ".join(f"'{tag}'" for tag in tags)
 
 
-def _hint(error: dict, allowed: list[str]) -> str:
+def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
     kind = error["type"]
     if kind == "extra_forbidden" and (grid := _GRID_KEYS.get(tuple(error["loc"]))):
         return (f"move it to {grid}, the list of values TPE chooses from (e.g. [{_preview(error['input'])}] "
@@ -55,7 +55,8 @@ def _hint(error: dict, allowed: list[str]) -> str:
         unquote = " without quotes" if isinstance(error.get("input"), str) else ""
         return f"write {want}{unquote}"
     if kind.startswith(("int_", "float_", "greater", "less")):
-        return "give a number in the allowed range"
+        return "give a number in the allowed range" + (", or null (`chemspec schema` says what null does here)"
+                                                       if nullable else "")
     if kind == "string_pattern_mismatch":
         return "use lowercase letters, digits, '_' (and '-' where allowed); no spaces or shell characters"
     if kind == "tuple_length":
@@ -192,9 +193,18 @@ def _issues(exc: ValidationError, file: str, positions: Positions) -> list[SpecI
             message = f"unknown key {path[-1]!r}"
         elif error["type"] == "missing":
             message = "required key is missing"
+        elif error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            message = f"should be a section of keys (a YAML mapping), not {_preview(error['input'])}"
+        elif error["type"] == "too_short":
+            least = error["ctx"]["min_length"]
+            one, many = ("entry", "entries") if isinstance(error["input"], dict) else ("value", "values")
+            message = f"needs at least {least} {one if least == 1 else many} (got {_preview(error['input'])})"
         elif error["input"] is not None and error["type"] != "source":
             message = f"{message} (got {_preview(error['input'])})"
-        issues.append(SpecIssue(file, *_position(positions, path), field_name(path), message, _hint(error, allowed)))
+        field = getattr(located.parent, "model_fields", {}).get(path[-1]) if path else None
+        nullable = field is not None and type(None) in get_args(field.annotation)
+        issues.append(SpecIssue(file, *_position(positions, path), field_name(path), message,
+                                _hint(error, allowed, nullable)))
     for path, members in alternatives.items():
         issues.append(SpecIssue(file, *_position(positions, path), field_name(path), _either(members),
                                 ", or ".join(dict.fromkeys(hint for _, hint, _ in members if hint))))

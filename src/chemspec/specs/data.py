@@ -128,14 +128,16 @@ class GenerateMD(Spec):
     """Molecules by name (e.g. ethanol) or SMILES."""
     method: Literal["gfn2-xtb"] = "gfn2-xtb"
     """Level of theory of the labels."""
-    temperature_K: float = Field(500.0, gt=0)
-    """Langevin thermostat temperature in kelvin."""
+    temperature_K: float = Field(500.0, gt=0, le=5000)
+    """Langevin thermostat temperature in kelvin (MD17 ran at 500 K), up to 5,000 K, above which molecules
+    fall apart within a few steps."""
     frames: PositiveInt = 1000
     """Structures to keep in total, spread over the molecules."""
     stride: PositiveInt = 10
     """MD steps between kept frames."""
-    timestep_fs: float = Field(0.5, gt=0)
-    """MD time step in femtoseconds."""
+    timestep_fs: float = Field(0.5, gt=0, le=5)
+    """MD time step in femtoseconds (MD17: 0.5), up to 5 fs: a bond to hydrogen vibrates in about 10 fs, so
+    longer steps blow the trajectory up."""
     equilibration_steps: int = Field(1000, ge=0)
     """Steps run before the first frame is kept."""
 

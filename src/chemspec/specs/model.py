@@ -66,6 +66,15 @@ class ChemGPTModel(Spec):
             listed = ", ".join(f"{name} {length}" for name, length in lengths.items())
             raise ValueError(f"model.sizes: max_length differs between sizes ({listed}); every size trains on the "
                              f"same molecules, so give them one max_length, e.g. {max(lengths.values())} on each")
+        shapes: dict[tuple[int, int, int], list[str]] = {}
+        for name, size in self.sizes.items():
+            shapes.setdefault((size.n_layer, size.n_embd, size.n_head), []).append(name)
+        repeated = next(((shape, names) for shape, names in shapes.items() if len(names) > 1), None)
+        if repeated:
+            (n_layer, n_embd, n_head), names = repeated
+            raise ValueError(f"model.sizes: {' and '.join(names)} are one shape (n_layer {n_layer}, n_embd {n_embd}, "
+                             f"n_head {n_head}), so their cells would train the same model; change one's shape or "
+                             "remove it")
         return self
 
 

@@ -146,6 +146,9 @@ class Study(Spec):
             if training.compile == "cuda-graphs" and not training.packing:
                 yield ("training.compile: cuda-graphs records a graph for every batch shape; set training.packing "
                        "(e.g. 256) so that batches have one shape")
+            if "loss" in training.model_fields_set:
+                yield ("training.loss: model.family 'chemgpt' trains on the next token's cross-entropy; the loss "
+                       "section weighs force-field energies and forces, so remove it")
             yield from self._warmup_problems()
             return
         family = repr(self.model.family)
@@ -289,8 +292,8 @@ class Study(Spec):
                 if data >= points or (models >= points and capacities >= sizes):
                     continue
                 need = (f"fits loss against data size per model size and against parameter count per data "
-                        f"size, each fit from at least {points} points ({sizes} distinct sizes), so it needs "
-                        f"{points} data sizes, or {points} model sizes")
+                        f"size, each fit from at least {points} points, so it needs {points} data sizes, or "
+                        f"{points} model sizes of at least {sizes} distinct parameter counts")
             drop = (f"drop {law!r} from fit.laws" if len(self.fit.laws) > 1 else
                     "leave fit.laws out (the default laws are fitted only where the grid allows)")
             yield f"fit.laws: {law!r} {need}; {grid}, so every fit would end as 'cannot fit'; add sizes, or {drop}"

@@ -79,7 +79,7 @@ class Training(Spec):
     scheduler: Scheduler = Scheduler()
     """Learning-rate schedule: linear warm-up, then constant, cosine decay or reduction on plateau."""
     loss: LossWeights = LossWeights()
-    """Force-field loss (ignored by language models)."""
+    """Force-field loss; language models train on the next token's cross-entropy and refuse it."""
     gradient_clip: PositiveFloat | None = 1.0
     """Clip the gradient norm to this value; none disables clipping."""
     compile: bool | Literal["cuda-graphs"] = False
