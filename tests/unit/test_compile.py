@@ -12,7 +12,7 @@ import yaml
 from chemspec.compiler import compile_study, expand, identity
 from chemspec.errors import SpecError
 from chemspec.specs import load_study
-from tests.conftest import QUICKSTART, tiny_study, write_spec
+from tests.conftest import QUICKSTART, tiny_study, tool_env, write_spec
 
 
 def test_same_spec_gives_byte_identical_files():
@@ -541,3 +541,20 @@ def test_settings_that_would_silently_run_otherwise_are_refused(tmp_path, change
     (tmp_path / "q.yaml").write_text(text)
     with pytest.raises(SpecError, match=message):
         load_study(tmp_path / "q.yaml")
+
+
+def test_a_data_file_of_the_dvc_project_beside_a_root_in_a_subfolder_is_named_relative(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "mols.txt").write_text("CCO\nc1ccccc1\nCC(=O)O\n")
+    spec = write_spec(tmp_path / "s.yaml", _file_study(tmp_path, "mols.txt"))
+    assert cli("compile", str(spec), "--root", "sub", cwd=tmp_path).code == 0
+    assert yaml.safe_load((tmp_path / "sub" / "dvc.yaml").read_text())["stages"]["data"]["deps"] == ["../mols.txt"]
+    assert yaml.safe_load((tmp_path / "sub" / "params.yaml").read_text())["cells"]["data"]["source"]["file"] \
+        == "../mols.txt"
+    done = subprocess.run(["dvc", "repro", "data"], cwd=tmp_path / "sub", capture_output=True, text=True,
+                          env=tool_env())
+    assert done.returncode == 0 and (tmp_path / "sub" / "data" / "tiny" / "molecules.csv").is_file(), done.stderr
+    assert cli("compile", str(spec), "--root", str(tmp_path.parent / f"{tmp_path.name}-out"), cwd=tmp_path).code == 0
+    outside = yaml.safe_load((tmp_path.parent / f"{tmp_path.name}-out" / "dvc.yaml").read_text())
+    assert outside["stages"]["data"]["deps"] == [str(tmp_path.resolve() / "mols.txt")], "no project: absolute"

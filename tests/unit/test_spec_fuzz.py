@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
@@ -156,10 +157,12 @@ INJECTION = ["x; touch MARKER", "$(touch MARKER)", "`touch MARKER`", "../../etc/
 def test_compile_with_injection_payloads_runs_nothing(cli, tmp_path, name, field):
     """Compile specs carrying payloads in each string field: no marker appears, names are refused."""
     (tmp_path / "mols.csv").write_text("smiles\n" + "CCO\n" * 1300)
-    (tmp_path / "traj.npz").write_bytes(b"")
+    frames = 1300  # MD17's arrays for water, as many structures as the sizes need: compile counts them
+    np.savez(tmp_path / "traj.npz", z=np.array([8, 1, 1]), R=np.zeros((frames, 3, 3)), E=np.zeros((frames, 1)),
+             F=np.zeros((frames, 3, 3)))
     for payload in INJECTION:
         if field == "data.source.file" and "\n" not in payload and not payload.startswith("../"):
-            (tmp_path / payload).write_text((tmp_path / BASES[name]["data"]["source"]["file"]).read_text())
+            (tmp_path / payload).write_bytes((tmp_path / BASES[name]["data"]["source"]["file"]).read_bytes())
         out = tmp_path / "out"
         out.mkdir()
         spec = write_spec(tmp_path / "study.yaml", with_string(name, field, payload))

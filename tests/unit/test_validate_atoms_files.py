@@ -62,12 +62,14 @@ def test_validate_refuses_sizes_the_file_cannot_fill_naming_file_count_need_and_
     spec = atoms_study(tmp_path, str(shared / file), format, [largest // 2, largest], held_out, held_out)
     assert cli("validate", str(spec)).code == 0
     spec = atoms_study(tmp_path, str(shared / file), format, [largest // 2, largest + 1], held_out, held_out)
-    result = cli("validate", str(spec))
     line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if text.startswith("  sizes:"))
-    assert result.code == 2 and "Traceback" not in result.err, result.err
-    assert (f"study.yaml:{line}:3: data.sizes: the largest size ({largest + 1}) plus validation ({held_out}) and test "
-            f"({held_out}) needs {frames + 1} but data.source.file '{shared / file}' has {frames}; lower the sizes or "
-            "read more structures") in result.err
+    for verb in ("validate", "compile"):
+        result = cli(verb, str(spec), cwd=tmp_path)
+        assert result.code == 2 and "Traceback" not in result.err, result.err
+        assert (f"study.yaml:{line}:3: data.sizes: the largest size ({largest + 1}) plus validation ({held_out}) and "
+                f"test ({held_out}) needs {frames + 1} but data.source.file '{shared / file}' has {frames}; lower the "
+                "sizes or read more structures") in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"], "compile wrote nothing"
 
 
 def test_the_count_is_reported_with_the_studys_other_problems(cli, shared, tmp_path):
@@ -86,3 +88,18 @@ def test_a_file_of_another_format_is_named_without_a_traceback(cli, shared, tmp_
     assert (f"data.source.file: extxyz file {shared / 'md17' / 'md17_ethanol_first2000.npz'} is unreadable or "
             "truncated (frame 0 does not start with its atom count); check that data.source.format matches the "
             "file") in result.err
+
+
+@pytest.mark.parametrize("cut", ["last atom", "last atom and newline", "comment onwards"])
+def test_a_truncated_extxyz_file_is_refused_naming_the_frame(cli, shared, tmp_path, cut):
+    lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text().splitlines(keepends=True)
+    keep = {"last atom": len(lines) - 1, "last atom and newline": len(lines) - 1, "comment onwards": len(lines) - 10}
+    text = "".join(lines[:keep[cut]])
+    path = tmp_path / "cut.xyz"
+    path.write_text(text.rstrip("\n") if cut == "last atom and newline" else text)
+    held = {"last atom": 8, "last atom and newline": 8, "comment onwards": 0}[cut]
+    spec = atoms_study(tmp_path, str(path), "extxyz", [40, 80], 10, 10)
+    result = cli("validate", str(spec))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert (f"data.source.file: extxyz file {path} is unreadable or truncated (frame 99 declares 9 atoms but holds "
+            f"{held}); check that data.source.format matches the file and that the file is complete") in result.err

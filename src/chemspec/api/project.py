@@ -21,8 +21,8 @@ from chemspec.specs.data import AtomsFileSource, SmilesFileSource, unsafe_charac
 
 
 def validate(spec: str | Path) -> Study:
-    """Load a study and check it against its data: a SMILES file's molecules (as `compile` does) and an atoms
-    file's structures (only here: `compile` stays fast on large files, and the split stage refuses too few)."""
+    """Load a study and check it against its data, as `compile` does: that a SMILES file holds the molecules
+    and an atoms file the structures (counted from its index or headers, in milliseconds) the sizes need."""
     return load_study(spec, count_structures=_structures)
 
 
@@ -40,14 +40,19 @@ def schema() -> dict:
 
 
 def _project_path(path: Path, root: Path) -> str:
-    """A path as DVC should see it: relative to the project root when inside it, absolute otherwise.
-    The folders above it are resolved (a project reached through a linked folder is the same project), the
-    file's own name is kept: a linked data file is named as the study named it, not by its target."""
-    absolute = Path(os.path.realpath(path.parent)) / path.name
-    try:
-        return absolute.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(absolute)
+    """A path as DVC should see it: relative to the root where the file is inside the DVC project that
+    holds the root (`../mols.csv` from a root in a subfolder), so the project moves as a whole; absolute
+    otherwise. The folders above it are resolved (a project reached through a linked folder is the same
+    project), the file's own name is kept: a linked data file is named as the study named it."""
+    from chemspec.archive.remote import project_root
+
+    absolute, root = Path(os.path.realpath(path.parent)) / path.name, root.resolve()
+    if absolute.is_relative_to(root):
+        return absolute.relative_to(root).as_posix()
+    project = project_root(root)
+    if project is not None and absolute.is_relative_to(project.resolve()):
+        return Path(os.path.relpath(absolute, root)).as_posix()
+    return str(absolute)
 
 
 def _with_project_paths(study: Study, spec: Path, root: Path) -> tuple[Study, str | None]:
@@ -89,7 +94,7 @@ class CompileResult:
 def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> CompileResult:
     """Compile a study into dvc.yaml + params.yaml under `root`; with `check`, only report staleness."""
     spec, root = Path(spec), Path(root)
-    study = load_study(spec)
+    study = validate(spec)
     if not (root.is_dir() or (root.parent.is_dir() and not root.exists())):
         raise UsageError(f"--root {root} is not a folder, nor one that can be made in an existing folder; "
                          "create the project there first "

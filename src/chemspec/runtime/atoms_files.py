@@ -98,8 +98,10 @@ def _xyz_frames(path: Path, handle: BinaryIO) -> int:
             atoms = int(line)
         except ValueError:
             raise _unreadable(path, "extxyz", f"frame {frames} does not start with its atom count") from None
-        for _ in range(atoms + 1):
-            handle.readline()
+        for row in range(atoms + 1):  # the comment line, then one line an atom
+            line = handle.readline()
+            if not line or (row and not line.strip()):
+                raise _unreadable(path, "extxyz", f"frame {frames} declares {atoms} atoms but holds {max(row - 1, 0)}")
         start = handle.tell()
         while handle.readline().lstrip().startswith(b"VEC"):
             start = handle.tell()
