@@ -39,9 +39,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def validate(spec: str) -> None:
     """Check a study file; list every problem with its line:column and field."""
     study = api.validate(spec)
-    click.echo(f"{spec}: valid study {study.study!r} ({study.model.family}, "
-               f"{len(study.model.size_names())} model sizes x {len(study.data.sizes)} data sizes, "
-               f"{len(study.hpo.grid.configs())} hyperparameter configs)")
+    sizes = f"{_count(len(study.model.size_names()), 'model size')} x {_count(len(study.data.sizes), 'data size')}"
+    click.echo(f"{spec}: valid study {study.study!r} ({study.model.family}, {sizes}, "
+               f"{_count(len(study.hpo.grid.configs()), 'hyperparameter config')})")
 
 
 @cli.command()
@@ -76,14 +76,14 @@ def compile_(spec: str, check: bool, root: str) -> None:
         click.echo(f"note: {note}", err=True)
 
 
-@cli.command()
-@click.argument("stage", type=click.Choice(STAGES))
+@cli.command(help="Run one pipeline STAGE (called by `dvc repro`): " + ", ".join(STAGES) + ". `kill -USR2` "
+             "prints the stack of every thread of a stage that seems hung (of every DDP rank and loader worker, sent "
+             "to the process group).")
+@click.argument("stage", type=click.Choice(STAGES), metavar="STAGE")
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 @click.option("--cell", default=None, help="Cell key of per-cell stages (tpe, calibrate, train, sample).")
 @click.option("--identity", default=None, help="Expected identity of the cell (written by compile).")
 def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
-    """Run one pipeline stage (called by `dvc repro`). `kill -USR2` prints the stack of every thread of a
-    stage that seems hung (of every DDP rank and loader worker, sent to the process group)."""
     if hasattr(signal, "SIGUSR2") and sys.__stderr__ is not None:  # the process's own stderr, not a capture
         faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
     result = api.run(stage, params=params, cell=cell, expected_identity=identity)
@@ -116,14 +116,14 @@ def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, 
     (local or SLURM)."""
     result = api.launch(params, kind=kind, jobs=jobs, dry_run=dry_run, sbatch=sbatch, say=click.echo)
     if not dry_run:
-        count = len(result.records)
-        click.echo(f"launch complete: {count} job{'' if count == 1 else 's'} ({result.kind}, {result.jobs} at "
+        click.echo(f"launch complete: {_count(len(result.records), 'job')} ({result.kind}, {result.jobs} at "
                    f"once), dvc status clean; logs in {result.folder}")
         return
-    click.echo(f"dry run: {result.kind} executor, {result.jobs} jobs at once, logs would go to {result.folder}")
+    click.echo(f"dry run: {result.kind} executor, {_count(result.jobs, 'job')} at once, logs would go to "
+               f"{result.folder}")
     for number, wave in enumerate(result.waves, 1):
-        click.echo(f"\nwave {number}: `{wave['upstream']}`, then {len(wave['stages'])} cells stale now as jobs "
-                   "(more may turn stale when that command runs)")
+        click.echo(f"\nwave {number}: `{wave['upstream']}`, then {_count(len(wave['stages']), 'cell')} stale now as "
+                   "jobs (more may turn stale when that command runs)")
         for command in wave["commands"]:
             click.echo(f"  job: {command}")
         if "sbatch" in wave:
@@ -133,6 +133,10 @@ def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, 
 
 for command in (report, archive, diff, pull, refit):
     cli.add_command(command)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _os_error(exc: OSError) -> str:
@@ -151,6 +155,8 @@ def _os_error(exc: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
+    if verbose:  # the group's flag, taken after the subcommand too (`chemspec validate x.yaml -v`)
+        args = ["--verbose", *(arg for arg in args if arg not in ("-v", "--verbose"))]
     try:
         code = cli.main(args=args, prog_name="chemspec", standalone_mode=False)
     except ChemspecError as exc:

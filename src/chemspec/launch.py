@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch_jobs import (Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock, make_executor,
                                   sbatch_script, submit_array)
@@ -149,8 +150,8 @@ def _array_id(running: dict) -> str:
     return next(iter(running.values())).job_id.split("_")[0]
 
 
-def _root_stages(path: Path) -> set[str]:
-    """The stage names of the root dvc.yaml (the waves' upstream stages live there)."""
+def _stages(path: Path) -> set[str]:
+    """The stage names of a dvc.yaml (those of the root one include the waves' upstream stages)."""
     import yaml
 
     try:
@@ -175,10 +176,12 @@ class LaunchResult:
 def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
            say: Callable[[str], None] = lambda _: None) -> LaunchResult:
     root = Path(root).resolve()
-    if not (root / "dvc.yaml").is_file() or not (root / ".dvc").is_dir():
-        raise LaunchError(f"{root} holds no DVC pipeline; run `git init && dvc init` and "
-                          "`chemspec compile <study.yaml>` there first")
-    stages = _root_stages(root / "dvc.yaml")
+    if not (root / ".dvc").is_dir():
+        raise LaunchError(f"{root} is not a DVC project (it has no .dvc folder); run `git init && dvc init` there, "
+                          "then `chemspec compile <study.yaml>`")
+    if not (root / "dvc.yaml").is_file():
+        raise LaunchError(f"{root} holds no DVC pipeline (dvc.yaml); run `chemspec compile <study.yaml>` there first")
+    stages = _stages(root / "dvc.yaml")
     check_sbatch(settings.sbatch)
     if settings.kind == "slurm" and not dry_run:
         import shutil
@@ -192,7 +195,9 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             "core.hardlink_lock true && rm -f .dvc/tmp/lock .dvc/tmp/rwlock.lock`")
     folder = root / LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     result = LaunchResult(kind=settings.kind, jobs=settings.jobs, folder=str(folder), dry_run=dry_run, waves=[])
-    waves = [([s for s in upstream if s in stages], groups) for upstream, groups in WAVES]
+    cell_stages = stages.union(*(_stages(path) for path in sorted(root.glob(f"{PIPELINES}/*/dvc.yaml"))))
+    waves = [([s for s in upstream if s in stages], groups) for upstream, groups in WAVES
+             if cell_stages.intersection(groups)]  # a study without generation has no sample wave
     if dry_run:
         for upstream, groups in waves:
             cells = stale(root, groups)

@@ -16,6 +16,8 @@ from chemspec.stage_job import DVC, run_stage_job
 
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+SLURM_TIME = re.compile(r"(\d+-\d+|\d+)(:\d+){0,2}|unlimited|infinite", re.IGNORECASE)
+"""sbatch --time's forms: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, or no limit."""
 # sbatch options each job's script needs as launch sets them: why a user's value would break it.
 MANAGED = {
     "array": "one array task per stale cell, at most -j at once",
@@ -121,6 +123,10 @@ def check_sbatch(options: dict[str, str | bool]) -> None:
     if bad:
         raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
                           "line takes one line: give one value per --sbatch KEY=VALUE")
+    for key in ("time", "time-min"):
+        if key in values and not SLURM_TIME.fullmatch(values[key]):
+            raise LaunchError(f"--sbatch {key}={values[key]} is not a SLURM time (minutes, MM:SS, HH:MM:SS, D-HH, "
+                              "D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
 
 
 def hardlink_lock(root: Path) -> bool:

@@ -72,3 +72,14 @@ def test_report_refuses_a_study_other_than_the_compiled_one_without_from(cli, tm
     assert not (tmp_path / "results").exists()
     same = cli("report", "--study", "tiny", cwd=tmp_path)
     assert same.code == 1 and "no results yet for study 'tiny'" in same.err, same.err
+
+
+def test_a_refit_that_fits_no_law_anywhere_exits_1_saying_so(cli, tmp_path):
+    rows = [{"model": m, "params": p, "data_size": n, "val_loss": 3.0 - p / 1000 - n / 1000, "status": "ok",
+             "wall_time_s": 1.0, "hparams": {}} for m, p in (("xs", 100), ("s", 400)) for n in (100, 300)]
+    io.write_json(tmp_path / "pd" / "cells.json", rows)
+    io.write_json(tmp_path / "pd" / "fit.json", {"study": "tiny", "confidence": 0.95, "fits": []})
+    for args in ((), ("--json",)):
+        result = cli("refit", "pd", "--law", "power", "--law", "joint", *args, cwd=tmp_path)
+        assert result.code == 1 and "error: no law could be fitted to these cells" in result.err, result.err
+        assert "cannot fit" in result.out and "Traceback" not in result.err

@@ -85,3 +85,13 @@ def test_the_diff_says_its_test_is_approximate_and_assumes_independent_runs(cli,
     text = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
     assert "exponent data/xs (power): 0.2 -> 0.3 (significant at 95%)" in text
     assert "approximate Welch t test" in text and "independent" in text
+
+
+def test_a_diff_of_a_run_with_itself_says_there_are_no_changes(cli, repo):
+    archive_commit(repo, [_cell("xs", 100, 2.0), _cell("xs", 200, 1.8)], [_fit(0.2, 0.01)])
+    (repo / "notes.txt").write_text("a commit that archives nothing new\n")
+    subprocess.run(["git", "add", "notes.txt"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "notes"], cwd=repo, check=True)
+    result = cli("diff", "HEAD~1", "HEAD", cwd=repo)
+    assert result.code == 0 and result.out.splitlines()[-1] == "  no changes: the same run (spec, cells and exponents)"
+    assert "~ cell" not in result.out

@@ -18,7 +18,7 @@ from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch import _fan_out, job_command, launch, run_stage_job
-from chemspec.launch_jobs import Settings, for_wave, make_executor, sbatch_script, submit_array
+from chemspec.launch_jobs import Settings, check_sbatch, for_wave, make_executor, sbatch_script, submit_array
 from chemspec.launch_stop import guard_lock_files, stopped_by_signals
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
@@ -95,7 +95,7 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
     assert "dry run: slurm executor, 2 jobs at once" in out
     assert "wave 1: `dvc repro split`, then 2 cells stale now" in out
     assert "wave 2: `dvc repro select`, then 9 cells stale now" in out
-    assert "wave 3: `dvc repro select`, then 0 cells stale now" in out  # no sample cells, no reference stage
+    assert "wave 3" not in out, "a study without generation has no sample wave"
     assert f"job: {sys.executable} -m dvc --wait-for-lock repro -s train@m-800" in out
     for line in ("#SBATCH --partition=short", "#SBATCH --account=acme", "#SBATCH --gpus-per-node=1",
                  "#SBATCH --time=45", "#SBATCH --array=0-8%2", "#SBATCH --array=0-1%2"):
@@ -154,7 +154,14 @@ def test_fewer_gpus_per_job_than_devices_is_refused(tmp_path, cli):
 
 
 def test_launch_outside_a_dvc_project_says_what_to_do(tmp_path):
-    with pytest.raises(LaunchError, match=r"holds no DVC pipeline; run `git init && dvc init`"):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(LaunchError, match=r"is not a DVC project \(it has no .dvc folder\); run `git init && dvc "
+                                          r"init` there, then `chemspec compile <study.yaml>`"):
+        launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
+    (tmp_path / "dvc.yaml").unlink()
+    (tmp_path / ".dvc").mkdir()
+    with pytest.raises(LaunchError, match=r"holds no DVC pipeline \(dvc.yaml\); run `chemspec compile "
+                                          r"<study.yaml>` there first"):
         launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
 
 
@@ -177,6 +184,14 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
     smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
     with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
         launch(smuggled, tmp_path, dry_run=True)
+    for time in ("abc", "1:2:3:4", "2-", "90m"):
+        untimed = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"time": time})
+        with pytest.raises(LaunchError, match=rf"--sbatch time={time} is not a SLURM time \(minutes, MM:SS, "
+                                              r"HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS\); fix it, or set "
+                                              r"executor.slurm.time_min in the study"):
+            launch(untimed, tmp_path, dry_run=True)
+    for time in ("120", "30:00", "1:30:00", "2-12", "2-12:30", "2-12:30:00", "UNLIMITED"):
+        check_sbatch({"time": time})
 
 
 def test_launch_without_params_asks_to_compile(tmp_path, cli):

@@ -127,3 +127,22 @@ def test_a_run_archived_before_checkpoint_hashes_still_pulls_with_a_note(cli, wi
     result = cli("pull", "HEAD", "--to", "run", cwd=clone)
     assert result.code == 0 and (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").is_file(), result.err
     assert "note: 1 checkpoints were archived before chemspec recorded their hashes" in result.err
+
+
+def test_a_pull_into_a_folder_that_holds_files_is_refused_whether_named_or_default(cli, two_studies):
+    root, alpha, _ = two_studies
+    for folder, args in ((root / "pulled" / alpha[:10], ()), (root / "mine", ("--to", "mine"))):
+        folder.mkdir(parents=True)
+        (folder / "notes.txt").write_text("mine\n")
+        result = cli("pull", alpha[:10], *args, cwd=root)
+        assert result.code == 1 and "--to " + str(folder.relative_to(root)) not in result.err, result.err
+        assert (f"{folder.relative_to(root)} is not empty, and a pull writes a new directory; remove it, or give "
+                "another with --to DIR") in result.err
+        assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_revision_in_a_repository_without_commits_says_to_commit_first(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    result = cli("diff", "HEAD~1", "HEAD", cwd=tmp_path)
+    assert result.code == 1 and ("cannot read revision 'HEAD~1': the repository has no commits yet; commit the "
+                                 "study's archive/ folder") in result.err, result.err

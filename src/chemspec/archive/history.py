@@ -62,6 +62,10 @@ class Snapshot:
                 raise ArchiveError(f"cannot read revision {self.rev!r}: {self.cwd.resolve()} is not in a git "
                                    "repository; run this in the study's project, or give WORKTREE to read the "
                                    "archive on disk")
+            if commit_of("HEAD", self.cwd) is None:
+                raise ArchiveError(f"cannot read revision {self.rev!r}: the repository has no commits yet; commit "
+                                   "the study's archive/ folder (`git add archive && git commit`), or give WORKTREE "
+                                   "to read the archive on disk")
             if commit_of(self.rev, self.cwd) is None:
                 raise ArchiveError(f"{self.rev!r} is not a git revision here (a commit, branch or tag); "
                                    "`git log --oneline -- archive/refs` lists the commits that archived runs")

@@ -69,7 +69,8 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
     """The run archived at `target` into `to`; checkpoints come from the remote its study named."""
     cwd, to = Path(cwd), Path(to)
     if to.exists() and any(to.iterdir()):
-        raise ArchiveError(f"--to {to} is not empty; choose a new directory")
+        raise ArchiveError(f"{to} is not empty, and a pull writes a new directory; remove it, or give another "
+                           "with --to DIR")
     rev, _, digest = resolve(target, study, cwd)
     snapshot = Snapshot(rev, cwd=cwd)
     manifest = snapshot.json(digest)
