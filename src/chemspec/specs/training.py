@@ -66,8 +66,10 @@ class Training(Spec):
     max_epochs: int = Field(gt=0, le=1_000_000)
     """Epochs of a full training run (TPE runs a fraction of them)."""
     precision: Literal["32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
-    """Lightning precision; bf16-mixed on GPUs, 32-true on CPU. bf16-true (weights and optimiser state in
-    bf16 too) is for language models only: it would round force fields' energies to 32 eV steps."""
+    """Lightning precision: bf16-mixed for language models on GPUs; 32-true on CPU and for force fields,
+    which bf16-mixed trained no faster and to worse energies (BENCHMARKS.md). bf16-true (weights and
+    optimiser state in bf16 too) is for language models only: it would round force fields' energies to
+    32 eV steps."""
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     """Where to train: auto picks a GPU when one is visible."""
     devices: PositiveInt | Literal["auto"] = 1
