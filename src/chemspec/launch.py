@@ -114,7 +114,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
                                   "(partition, account, gpus_per_job, time_min) and --sbatch options; "
                                   "`chemspec launch --dry-run` prints the script") from None
             pending = []
-            say(f"  submitted {len(running)} jobs as array {_array_id(running)}")
+            say(f"  submitted {len(running)} job{'' if len(running) == 1 else 's'} as array {_array_id(running)}")
         while pending or running:
             while pending and len(running) < settings.jobs and not outcome.failures:
                 submit_one(pending.pop(0))
