@@ -202,7 +202,8 @@ def test_results_that_predate_the_compiled_study_are_marked_stale_in_every_outpu
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     result = cli("report", cwd=tmp_path)
     said = ("these results predate params.yaml as compiled now: 6 train cells are new, changed or gone (m-1000, "
-            "m-800, s-1000, ...); they are shown as they were computed. Run `dvc repro`")
+            "m-800, s-1000, ...); stages above them changed (split); they are shown as they were computed. Run "
+            "`dvc repro`")
     assert result.code == 0 and f"warning: {said}" in result.err, result.err
     assert _json(cli, tmp_path)["stale"].startswith(said)
     assert f"**Stale:** {said}" in (results / "report" / "report.md").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
-from chemspec.compiler import Cells, identity
+from chemspec.compiler import Cells, identity, upstream_identities
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
@@ -96,10 +96,10 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
 
 
 def stale_note(cells: Cells, fit: dict, params: str | Path) -> str | None:
-    """Why these results are not those of the study as compiled now (train cells new, changed or gone
-    since the fit read them, or other fit settings); None when they are, or when fit.json, written
-    before it recorded its inputs, cannot tell. A train result without an identity (written by hand)
-    counts as unchanged."""
+    """Why these results are not those of the study as compiled now: train cells new, changed or gone since
+    the fit read them, stages above them changed (data, split, TPE runs, selection), or the fit settings;
+    None when they are, or when fit.json, written before it recorded its inputs, cannot tell. A train
+    result without an identity (written by hand) counts as unchanged."""
     if "inputs" not in fit or "identity" not in fit:
         return None
     compiled, inputs = {key: identity(cells.train[key]) for key in cells.fit.metrics}, fit["inputs"]
@@ -109,12 +109,25 @@ def stale_note(cells: Cells, fit: dict, params: str | Path) -> str | None:
     if changed:
         named = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
         parts.append(f"{len(changed)} train cells are new, changed or gone ({named})")
+    if above := _changed_above(upstream_identities(cells), fit.get("upstream") or {}):
+        parts.append(f"stages above them changed ({', '.join(above)})")
     if fit["identity"] != identity(cells.fit):
         parts.append("the fit settings changed")
     if not parts:
         return None
-    return (f"these results predate {params} as compiled now: {' and '.join(parts)}; they are shown as they were "
+    return (f"these results predate {params} as compiled now: {'; '.join(parts)}; they are shown as they were "
             "computed. Run `dvc repro` to bring them up to date (`dvc status` lists the stale stages)")
+
+
+def _changed_above(compiled: dict[str, str], recorded: dict[str, str]) -> list[str]:
+    """The upstream stages whose compiled identity differs from the one the fit recorded (none recorded:
+    fit.json predates the record)."""
+    if not recorded:
+        return []
+    above = [key for key in ("data", "split", "select") if recorded.get(key) != compiled[key]]
+    tpe = [key for key in compiled.keys() | recorded.keys() if key.startswith("tpe@")
+           and compiled.get(key) != recorded.get(key)]
+    return above + ([f"{len(tpe)} TPE {'run' if len(tpe) == 1 else 'runs'}"] if tpe else [])
 
 
 def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | None, dict | None]:

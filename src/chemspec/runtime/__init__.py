@@ -95,9 +95,10 @@ def _calibration(cells: Cells, key: str | None) -> dict:
 
 
 def _fit(cells: Cells, key: str | None) -> dict:
+    from chemspec.compiler import upstream_identities
     from chemspec.runtime.fit import run_fit
 
-    return run_fit(cells.fit)
+    return run_fit(cells.fit, upstream_identities(cells))
 
 
 def _archive(cells: Cells, key: str | None) -> dict:

@@ -225,7 +225,10 @@ def statistics(rows: list[dict]) -> dict:
             "note": "rho < 0: loss falls as capacity (or training time) grows"}
 
 
-def run_fit(cell: FitCell) -> dict:
+def run_fit(cell: FitCell, upstream: dict[str, str] | None = None) -> dict:
+    """Fit the study's laws to its train results and write cells.json, fit.json and the plots. fit.json
+    records what it was computed from: the identity of every train result it read (`inputs`) and
+    `upstream`, the compiled identities of the cells above them (compiler.upstream_identities)."""
     from chemspec.runtime import quality
     from chemspec.runtime.plots import write_plots
     from chemspec.runtime.tpe import cost
@@ -239,6 +242,7 @@ def run_fit(cell: FitCell) -> dict:
     exponents = {f"{f['law']}.{f['axis']}.{f['group']}": f["exponent"] for f in flat if f["status"] == "ok"}
     exponents.update(quality.exponents(generation or []))
     result = finite_json({"study": cell.study, "identity": identity(cell), "inputs": inputs,
+                          "upstream": upstream or {},
                           "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
                           "exponents": exponents, "joint": joint, "statistics": statistics(rows),
                           "noise": seed_noise(replicates, runs),
