@@ -38,6 +38,7 @@ from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch_jobs import (Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock, make_executor,
                                   sbatch_script, submit_array)
 from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, stopped_by_signals
+from chemspec.runtime.io import ignored_folder
 from chemspec.stage_job import DVC, job_command, run_group, run_stage_job
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
@@ -92,15 +93,14 @@ class Outcome:
     not_started: list[str] = field(default_factory=list)
 
 
-def local_environment(jobs: int, base: dict[str, str] | None = None) -> dict[str, str | None]:
+def local_environment(base: dict[str, str] | None = None) -> dict[str, str | None]:
     """What each local job's stage runs with: the caller's GPUs (submitit's local controller would set
-    CUDA_VISIBLE_DEVICES from gpus_per_node), and a share of the cores for its OpenMP and MKL threads unless
-    the caller set them: `jobs` processes each spinning a thread per core ran tiny cells 10-40x slower."""
+    CUDA_VISIBLE_DEVICES from gpus_per_node), and OpenMP threads that sleep rather than spin while they
+    wait, unless the caller chose: -j jobs each spinning a thread per core ran tiny CPU cells 10-40x
+    slower. The thread count stays the serial run's, so the results stay bitwise those of `dvc repro`."""
     base = os.environ if base is None else base
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    share = str(max(1, cores // jobs))
     return {"CUDA_VISIBLE_DEVICES": base.get("CUDA_VISIBLE_DEVICES"),
-            **{key: base.get(key, share) for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+            "OMP_WAIT_POLICY": base.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
@@ -108,7 +108,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
     """Run `stages` as jobs, at most settings.jobs at once. After a failure no job starts: locally none is
     submitted, on SLURM the array's pending tasks are cancelled; the running ones end."""
     executor = make_executor(settings, folder)
-    env = local_environment(settings.jobs) if settings.kind == "local" else {}
+    env = local_environment() if settings.kind == "local" else {}
     pending, running, outcome, cancelled, tried_cancel = list(stages), {}, Outcome(), False, False
 
     def submit_one(stage: str) -> None:
@@ -218,6 +218,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             result.waves.append(wave)
         result.final = ["dvc repro"]
         return result
+    ignored_folder(root / LOGS.parent)
     folder.mkdir(parents=True, exist_ok=True)
     with stopped_by_signals():
         for upstream, groups in waves:

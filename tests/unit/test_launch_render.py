@@ -369,13 +369,9 @@ def test_sigterm_stops_a_launch_in_the_main_thread_and_a_launch_in_another_threa
     assert outcomes == [True], "only the main thread may set handlers; another one sets none and fails not"
 
 
-def test_local_jobs_share_the_cores_unless_the_caller_set_the_thread_counts():
+def test_local_jobs_wait_passively_unless_the_caller_chose_and_keep_the_callers_gpus():
     from chemspec.launch import local_environment
 
-    cores = len(os.sched_getaffinity(0))
-    env = local_environment(2, {"CUDA_VISIBLE_DEVICES": "1"})
-    assert env == {"CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": str(max(1, cores // 2)),
-                   "MKL_NUM_THREADS": str(max(1, cores // 2))}
-    assert local_environment(4 * cores, {})["OMP_NUM_THREADS"] == "1"
-    assert local_environment(1, {})["CUDA_VISIBLE_DEVICES"] is None, "unset stays unset in the job"
-    assert local_environment(2, {"OMP_NUM_THREADS": "8"})["OMP_NUM_THREADS"] == "8"
+    assert local_environment({"CUDA_VISIBLE_DEVICES": "1"}) == {"CUDA_VISIBLE_DEVICES": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert local_environment({})["CUDA_VISIBLE_DEVICES"] is None, "unset stays unset in the job"
+    assert local_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
