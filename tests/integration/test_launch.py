@@ -82,6 +82,7 @@ def test_dvc_status_is_clean_and_dvc_lock_complete(launched, serial):
     assert set(stages) == set(yaml.safe_load((serial / "dvc.lock").read_text())["stages"])
     ignored = (root / "results" / "tiny" / "tpe" / ".gitignore").read_text().split()
     assert sorted(ignored) == ["/lr1e-2-bs32", "/lr3e-3-bs32"]
+    assert sh("git", "check-ignore", ".chemspec/launch/jobs.json", cwd=root).strip() == ".chemspec/launch/jobs.json"
 
 
 def test_results_equal_a_serial_repro(launched, serial):

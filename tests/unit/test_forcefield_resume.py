@@ -63,6 +63,17 @@ def test_sigterm_then_a_rerun_ends_bitwise_as_the_uninterrupted_run(tmp_path, re
     assert_same(train(tmp_path / "resume"), reference)
 
 
+def test_the_folder_of_resume_checkpoints_is_ignored_by_git(tmp_path, git_env):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    stop(tmp_path / ".resume" / "train-w8d1-100", 9)
+    assert (tmp_path / ".resume" / ".gitignore").read_text().splitlines()[-1] == "*"
+    ignored = subprocess.run(["git", "check-ignore", f".resume/train-w8d1-100/{CHECKPOINT}"], cwd=tmp_path)
+    assert ignored.returncode == 0
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True).stdout == ""
+
+
 def test_a_damaged_checkpoint_is_moved_aside_and_the_cell_starts_over(tmp_path, reference, capsys):
     folder = tmp_path / "resume"
     stop(folder, 9)

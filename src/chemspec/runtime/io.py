@@ -96,6 +96,16 @@ def to_json(value: Any) -> bytes:
             + "\n").encode()
 
 
+def ignored_folder(path: str | Path) -> Path:
+    """Make `path` a folder that git ignores whole (a `.gitignore` of `*` inside it, as pytest's cache has), for
+    what a project must not commit: resume checkpoints, launch logs."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / ".gitignore").exists():
+        write_bytes(folder / ".gitignore", b"# written by chemspec: nothing here belongs in git\n*\n")
+    return folder
+
+
 def write_json(path: str | Path, value: Any) -> None:
     write_bytes(path, to_json(value))
 

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Sampler
 
 from chemspec.errors import RunError
+from chemspec.runtime.io import ignored_folder
 from chemspec.runtime.preempt import AgreedStop
 
 CHECKPOINT = "last.ckpt"
@@ -217,6 +218,7 @@ class Resume(L.Callback):
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
+        ignored_folder(self.folder.parent)  # .resume/: checkpoints to resume from, never committed
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{CHECKPOINT}.tmp"
         trainer.save_checkpoint(tmp)
