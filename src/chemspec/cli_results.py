@@ -154,7 +154,10 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     for row in cells["changed"]:
         status = (f"{row['status_before']} -> {row['status_after']}, "
                   if row["status_before"] != row["status_after"] else "")
-        click.echo(f"  ~ cell {row['cell']}: {status}val loss {_loss(row['val_loss_before'])} -> "
+        params = f"params {row['params_before']:,} -> {row['params_after']:,}, " if "params_before" in row else ""
+        hparams = (f"hparams {_hparams(row['hparams_before'])} -> {_hparams(row['hparams_after'])}, "
+                   if "hparams_before" in row else "")
+        click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss {_loss(row['val_loss_before'])} -> "
                    f"{_loss(row['val_loss_after'])}")
     for row in cells["generation"]:
         click.echo(f"  ~ cell {row['cell']}: {row['metric']} {row['before']} -> {row['after']}")
@@ -168,6 +171,10 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     if not (result["spec"] or any(cells[k] for k in ("added", "removed", "changed", "generation")) or changed):
         same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
         click.echo(f"  no changes: {same} (spec, cells and exponents)")
+
+
+def _hparams(values: dict | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (values or {}).items()) or "none"
 
 
 def _loss(value: float | None) -> str:

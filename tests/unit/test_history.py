@@ -95,3 +95,16 @@ def test_a_diff_of_a_run_with_itself_says_there_are_no_changes(cli, repo):
     result = cli("diff", "HEAD~1", "HEAD", cwd=repo)
     assert result.code == 0 and result.out.splitlines()[-1] == "  no changes: the same run (spec, cells and exponents)"
     assert "~ cell" not in result.out
+
+
+def test_a_cell_whose_size_or_chosen_hyperparameters_changed_says_so(cli, repo):
+    def cell(params: int, rate: float, loss: float) -> dict:
+        return {**_cell("s", 200, loss), "params": params, "hparams": {"learning_rate": rate}}
+
+    archive_commit(repo, [cell(12672, 0.01, 2.0)], [_fit(0.2, 0.01)])
+    archive_commit(repo, [cell(7200, 0.02, 2.1)], [_fit(0.2, 0.01)])
+    (row,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"]
+    assert (row["params_before"], row["params_after"]) == (12672, 7200)
+    assert (row["hparams_before"], row["hparams_after"]) == ({"learning_rate": 0.01}, {"learning_rate": 0.02})
+    assert ("~ cell s-200: params 12,672 -> 7,200, hparams learning_rate=0.01 -> learning_rate=0.02, val loss 2 -> 2.1"
+            in cli("diff", "HEAD~1", "HEAD", cwd=repo).out)

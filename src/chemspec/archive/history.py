@@ -183,14 +183,17 @@ def _loss(cell: dict) -> float | None:
 
 
 def _cell_change(key: str, before: dict, after: dict) -> dict | None:
-    """How one cell's status and validation loss changed; None when neither did. A loss is null where
-    the cell diverged or failed, so the change in loss is given only where both are numbers."""
+    """How one cell's status and validation loss changed, with its parameter count and the hyperparameters
+    TPE chose where those changed too (the usual causes); None when nothing did. A loss is null where the
+    cell diverged or failed, so the change in loss is given only where both are numbers."""
     la, lb = _loss(before), _loss(after)
     sa, sb = before.get("status", "ok"), after.get("status", "ok")
-    if la == lb and sa == sb:
+    causes = {f"{name}_{side}": cell.get(name) for name in ("params", "hparams")
+              if before.get(name) != after.get(name) for side, cell in (("before", before), ("after", after))}
+    if la == lb and sa == sb and not causes:
         return None
     return {"cell": key, "status_before": sa, "status_after": sb, "val_loss_before": la, "val_loss_after": lb,
-            "delta": lb - la if la is not None and lb is not None else None}
+            "delta": lb - la if la is not None and lb is not None else None, **causes}
 
 
 def cell_changes(a: list[dict], b: list[dict]) -> dict:
