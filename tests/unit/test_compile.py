@@ -558,3 +558,17 @@ def test_a_data_file_of_the_dvc_project_beside_a_root_in_a_subfolder_is_named_re
     assert cli("compile", str(spec), "--root", str(tmp_path.parent / f"{tmp_path.name}-out"), cwd=tmp_path).code == 0
     outside = yaml.safe_load((tmp_path.parent / f"{tmp_path.name}-out" / "dvc.yaml").read_text())
     assert outside["stages"]["data"]["deps"] == [str(tmp_path.resolve() / "mols.txt")], "no project: absolute"
+
+
+def test_a_moved_chemspec_remote_is_named_not_silently_ignored(cli, tmp_path, git_env, monkeypatch):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    spec = write_spec(tmp_path / "study.yaml", tiny_study())
+    monkeypatch.setenv("CHEMSPEC_REMOTE", str(tmp_path / "first"))
+    assert "CHEMSPEC_REMOTE names" not in cli("compile", str(spec), cwd=tmp_path).err
+    monkeypatch.setenv("CHEMSPEC_REMOTE", str(tmp_path / "second"))
+    again = cli("compile", str(spec), cwd=tmp_path)
+    assert again.code == 0 and (f"DVC remote default -> {tmp_path / 'first'}; CHEMSPEC_REMOTE names "
+                                f"{tmp_path / 'second'}, but this project keeps the remote it was set up with: to "
+                                f"move it, copy what was pushed there and run `dvc remote modify --local default url "
+                                f"{tmp_path / 'second'}`") in again.err, again.err

@@ -63,11 +63,17 @@ def ensure_remote(root: str | Path, name: str = DEFAULT) -> str:
                 if take_default:
                     config["core"]["remote"] = name
     if take_default:
-        return f"{name} -> {url} (now the default of `dvc push`)"
-    if current != name:
-        return (f"{name} -> {url}; `dvc push` goes to {current!r}, this project's default: push with "
+        said = f"{name} -> {url} (now the default of `dvc push`)"
+    elif current != name:
+        said = (f"{name} -> {url}; `dvc push` goes to {current!r}, this project's default: push with "
                 f"`dvc push -r {name}`, or `dvc remote default --local {name}`")
-    return f"{name} -> {url}"
+    else:
+        said = f"{name} -> {url}"
+    wanted = str(default_url())
+    if known and name == DEFAULT and os.environ.get("CHEMSPEC_REMOTE") and url != wanted:
+        said += (f"; CHEMSPEC_REMOTE names {wanted}, but this project keeps the remote it was set up with: to "
+                 f"move it, copy what was pushed there and run `dvc remote modify --local {DEFAULT} url {wanted}`")
+    return said
 
 
 def remote_options(root: str | Path, name: str = DEFAULT) -> dict:
