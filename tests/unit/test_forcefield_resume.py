@@ -68,7 +68,7 @@ def test_the_folder_of_resume_checkpoints_is_ignored_by_git(tmp_path, git_env):
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     stop(tmp_path / ".resume" / "train-w8d1-100", 9)
-    assert (tmp_path / ".resume" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert (tmp_path / ".resume" / "train-w8d1-100" / ".gitignore").read_text().splitlines()[-1] == "*"
     ignored = subprocess.run(["git", "check-ignore", f".resume/train-w8d1-100/{CHECKPOINT}"], cwd=tmp_path)
     assert ignored.returncode == 0
     assert subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True).stdout == ""

@@ -218,8 +218,7 @@ class Resume(L.Callback):
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
-        ignored_folder(self.folder.parent)  # .resume/: checkpoints to resume from, never committed
-        self.folder.mkdir(parents=True, exist_ok=True)
+        ignored_folder(self.folder)  # a checkpoint to resume from, never committed
         tmp = self.folder / f".{CHECKPOINT}.tmp"
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
