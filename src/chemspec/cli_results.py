@@ -205,8 +205,8 @@ def pull(target: str, to: str | None, study: str | None) -> None:
 @click.option("--study", default=None, help="Study to refit (needed when several are archived).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: str | None, as_json: bool) -> int:
-    """Refit archived losses (a pulled directory or a git revision) without training; exit 1 when no
-    law could be fitted anywhere."""
+    """Refit archived losses (a pulled directory, a git revision or a manifest id) without training; exit 1
+    when no law could be fitted anywhere."""
     result = api.refit(source, list(laws) or None, confidence, study)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -106,8 +106,9 @@ def test_a_write_killed_midway_leaves_no_object(tmp_path):
 def test_an_unknown_revision_is_named_as_such(cli, tmp_path, git_env):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     result = cli("refit", "nonrev", cwd=tmp_path)
-    assert result.code == 2 and "nonrev is neither a folder nor a git revision here; give a folder that " \
-                                "`chemspec pull` made, or a commit, branch or tag" in result.err, result.err
+    assert result.code == 2 and ("nonrev is neither a folder, a git revision nor an archived manifest id here; give "
+                                 "a folder that `chemspec pull` made, a commit, branch or tag, or a manifest id "
+                                 "(`chemspec archive ls`)") in result.err, result.err
 
 
 def _two_runs(root) -> tuple[Store, str, str]:

@@ -17,8 +17,8 @@ from tests.conftest import tiny_study, write_spec
     (("refit", ""), "the source is empty; give a folder that `chemspec pull` made, or a git revision"),
     (("diff", "", "WORKTREE"), "the revision is empty; give a commit, branch or tag, or WORKTREE"),
     (("report", "--from", ""), "the revision is empty"),
-    (("refit", "/no/such/folder"), "/no/such/folder is neither a folder nor a git revision here"),
-    (("refit", "pd2/cells.json"), "pd2/cells.json is neither a folder nor a git revision here"),
+    (("refit", "/no/such/folder"), "/no/such/folder is neither a folder, a git revision nor an archived manifest id here"),
+    (("refit", "pd2/cells.json"), "pd2/cells.json is neither a folder, a git revision nor an archived manifest id here"),
 ], ids=["show", "show-blank", "pull", "refit", "diff", "report-from", "refit-missing-folder", "refit-json"])
 def test_an_empty_or_missing_target_is_refused_with_what_to_give(cli, tmp_path, args, message):
     result = cli(*args, cwd=tmp_path)
@@ -42,8 +42,9 @@ def test_reading_a_revision_outside_a_git_repository_says_so(cli, tmp_path, monk
     assert "cannot read revision 'HEAD': " in result.err and "is not in a git repository; run this in the " \
            "study's project, or give WORKTREE" in result.err
     refit = cli("refit", "HEAD", cwd=tmp_path)
-    assert refit.code == 2 and "HEAD is neither a folder nor a git revision here (this folder is in no git " \
-                               "repository); give a folder that `chemspec pull` made" in refit.err, refit.err
+    assert refit.code == 2 and ("HEAD is neither a folder, a git revision nor an archived manifest id here (this "
+                                "folder is in no git repository); give a folder that `chemspec pull` made") in refit.err, \
+        refit.err
 
 
 def test_a_repeated_law_in_the_spec_is_named(cli, tmp_path):

@@ -34,6 +34,15 @@ def test_a_manifest_id_pulls_its_own_study_where_several_are_archived(cli, two_s
     assert json.loads((root / "b" / "cells.json").read_text())[0]["val_loss"] == 1.0
 
 
+def test_refit_takes_a_manifest_id_as_pull_does(cli, two_studies):
+    root, alpha, beta = two_studies
+    for digest, study in ((alpha, "alpha"), (beta, "beta")):
+        result = cli("refit", digest[:10], "--json", cwd=root)
+        assert result.code == 1 and json.loads(result.out)["study"] == study, result.err  # one cell: nothing fits
+    refused = cli("refit", alpha[:10], "--study", "beta", cwd=root)
+    assert refused.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err
+
+
 def test_a_study_that_disagrees_with_the_manifest_id_is_refused(cli, two_studies):
     root, alpha, _ = two_studies
     result = cli("pull", alpha[:10], "--to", "a", "--study", "beta", cwd=root)

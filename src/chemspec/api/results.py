@@ -236,9 +236,9 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
 
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
           study: str | None = None) -> dict:
-    """Refit archived cell losses (a pulled directory or a git revision) without training anything."""
-    from chemspec.archive import Snapshot, summary
+    """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training."""
     from chemspec.archive.history import WORKTREE, commit_of, in_repository
+    from chemspec.archive.pull import archived_ids
     from chemspec.runtime.fit import finite_json, fits
 
     if not source.strip():
@@ -249,25 +249,43 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{source} is a file; give the folder that holds cells.json and fit.json "
                          "(one that `chemspec pull` made) or a git revision")
-    if not folder.is_dir() and source != WORKTREE and commit_of(source, ".") is None:
+    if not folder.is_dir() and source != WORKTREE and commit_of(source, ".") is None \
+            and not (in_repository(".") and archived_ids(source, Path("."))):
         outside = "" if in_repository(".") else " (this folder is in no git repository)"
-        raise UsageError(f"{source} is neither a folder nor a git revision here{outside}; give a folder that "
-                         "`chemspec pull` made, or a commit, branch or tag")
+        raise UsageError(f"{source} is neither a folder, a git revision nor an archived manifest id here{outside}; "
+                         "give a folder that `chemspec pull` made, a commit, branch or tag, or a manifest id "
+                         "(`chemspec archive ls`)")
     if folder.is_dir():
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
         cells, old = read_results(folder, ("study",))
         if study is not None and old["study"] != study:
             raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
+        name = old["study"]
     else:
-        snapshot = Snapshot(source)
-        _, manifest = snapshot.manifest(study)
-        cells, old = (_archived_object(summary(manifest, role, snapshot.json), role, problem, source)
-                      for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
+        cells, old, name = _archived_summaries(source, study)
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
     level = confidence if confidence is not None else old["confidence"]
     flat, joint = fits(cells, laws, level)
-    return finite_json({"study": old["study"], "source": source, "confidence": level, "fits": flat, "joint": joint})
+    return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint})
+
+
+def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:
+    """The cells, fit and study of the run archived at `source`: WORKTREE, a git revision or a manifest id."""
+    from chemspec.archive import Snapshot, summary
+    from chemspec.archive.history import WORKTREE
+    from chemspec.archive.pull import resolve
+
+    if source == WORKTREE:
+        snapshot = Snapshot(source)
+        _, manifest = snapshot.manifest(study)
+    else:
+        rev, _, digest = resolve(source, study, Path("."))
+        snapshot = Snapshot(rev)
+        manifest = snapshot.json(digest)
+    cells, fit = (_archived_object(summary(manifest, role, snapshot.json), role, problem, source)
+                  for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
+    return cells, fit, manifest["study"]
 
 
 def archive_verify(root: str | Path = "archive") -> tuple[int, list[str]]:

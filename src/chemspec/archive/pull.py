@@ -21,7 +21,7 @@ NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selec
          "fit": "fit.json", "cells": "cells.json", "timing": "timing.json"}
 
 
-def _archived(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
+def archived_ids(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
     """{manifest id: (newest commit whose archive refs name it, its study)} for ids starting with `prefix`.
     A ref that some past commit left unreadable (a committed merge conflict) names no run and is passed over:
     history cannot be repaired, and it must not stop a pull of anything else."""
@@ -45,7 +45,7 @@ def _archived(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
 def resolve(target: str, study: str | None, cwd: Path) -> tuple[str, str, str]:
     """(commit, study, manifest id) of the run `target` names: a git revision (with `study`, or the only
     study archived there), or a manifest id (or its start) archived in this history, whose study it is."""
-    commit, runs = commit_of(target, cwd), _archived(target, cwd)
+    commit, runs = commit_of(target, cwd), archived_ids(target, cwd)
     if commit is not None and runs:
         raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
                            f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")

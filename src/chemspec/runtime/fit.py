@@ -73,9 +73,9 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
             raise RunError(f"fit: {path} is missing; run `dvc repro` so that train@{key} runs first")
         m = read_json(path, ("cell", "model", "params", "data_size", "val_loss", "hparams", "epochs", "wall_time_s"))
         row = {"cell": m["cell"], "identity": m.get("identity"), "model": m["model"], "params": m["params"],
-               "data_size": m["data_size"], "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
-               "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
-               "status": m.get("status", "ok"),
+               "data_size": m["data_size"], "val_loss": m["val_loss"], "test_loss": m.get("test_loss"),
+               "hparams": m["hparams"], "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"),
+               "wall_time_s": m["wall_time_s"], "status": m.get("status", "ok"),
                **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason",
                                     *SPEED_KEYS) if k in m}}
         if row["status"] == "ok" and not _finite(row["val_loss"]):
