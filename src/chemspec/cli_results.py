@@ -213,8 +213,7 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
     else:
         click.echo(f"study {result['study']} from {source}\n")
         _echo_fits(result["fits"], result["confidence"])
-    fitted = any(f["status"] == "ok" for f in result["fits"]) or (result["joint"] or {}).get("status") == "ok"
-    if not fitted:
+    if not result["fitted"]:
         click.echo("error: no law could be fitted to these cells (each fit above says why); refit with a law the "
                    "grid has the sizes for (--law power needs 3 sizes on an axis)", err=True)
-    return 0 if fitted else 1
+    return 0 if result["fitted"] else 1

@@ -93,14 +93,17 @@ class Outcome:
     not_started: list[str] = field(default_factory=list)
 
 
-def local_environment(base: dict[str, str] | None = None) -> dict[str, str | None]:
+def local_environment(jobs: int, base: dict[str, str] | None = None) -> dict[str, str | None]:
     """What each local job's stage runs with: the caller's GPUs (submitit's local controller would set
-    CUDA_VISIBLE_DEVICES from gpus_per_node), and OpenMP threads that sleep rather than spin while they
-    wait, unless the caller chose: -j jobs each spinning a thread per core ran tiny CPU cells 10-40x
-    slower. The thread count stays the serial run's, so the results stay bitwise those of `dvc repro`."""
+    CUDA_VISIBLE_DEVICES from gpus_per_node), and, where jobs share the cores, OpenMP threads that sleep
+    rather than spin while they wait, unless the caller chose: 2 jobs each spinning a thread per core ran
+    tiny CPU cells 10-40x slower. The thread count stays the serial run's, so results stay bitwise those
+    of `dvc repro`."""
     base = os.environ if base is None else base
-    return {"CUDA_VISIBLE_DEVICES": base.get("CUDA_VISIBLE_DEVICES"),
-            "OMP_WAIT_POLICY": base.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = {"CUDA_VISIBLE_DEVICES": base.get("CUDA_VISIBLE_DEVICES")}
+    if jobs > 1:
+        env["OMP_WAIT_POLICY"] = base.get("OMP_WAIT_POLICY", "PASSIVE")
+    return env
 
 
 def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
@@ -108,7 +111,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
     """Run `stages` as jobs, at most settings.jobs at once. After a failure no job starts: locally none is
     submitted, on SLURM the array's pending tasks are cancelled; the running ones end."""
     executor = make_executor(settings, folder)
-    env = local_environment() if settings.kind == "local" else {}
+    env = local_environment(settings.jobs) if settings.kind == "local" else {}
     pending, running, outcome, cancelled, tried_cancel = list(stages), {}, Outcome(), False, False
 
     def submit_one(stage: str) -> None:

@@ -124,8 +124,8 @@ def check_sbatch(options: dict[str, str | bool]) -> None:
         raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
                           "line takes one line: give one value per --sbatch KEY=VALUE")
     for key in ("time", "time-min"):
-        if key in values and not SLURM_TIME.fullmatch(values[key]):
-            raise LaunchError(f"--sbatch {key}={values[key]} is not a SLURM time (minutes, MM:SS, HH:MM:SS, D-HH, "
+        if options.get(key) is True or (key in values and not SLURM_TIME.fullmatch(values[key])):
+            raise LaunchError(f"--sbatch {key}={values.get(key, '')} is not a SLURM time (minutes, MM:SS, HH:MM:SS, D-HH, "
                               "D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
 
 

@@ -10,14 +10,17 @@ up to date instead of retraining them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
+from chemspec.compiler.render import PIPELINES
 from chemspec.errors import CompileError
 from chemspec.runtime.io import write_bytes
 
 LOCK = "dvc.lock"
+IDENTITY = re.compile(r"--identity ([0-9a-f]+)")
 
 
 def lock_path(pipeline: str) -> str:
@@ -78,3 +81,16 @@ def carry(root: Path, pipelines: dict[str, str], old: list[str], written: list[s
             write_bytes(root / lock_path(path), yaml.safe_dump(locks[path], sort_keys=False).encode())
             written.append(lock_path(path))
     return moved
+
+
+def locked_identities(root: Path) -> dict[str, str]:
+    """The cell identity each stage last ran with, from the commands that the project's dvc.lock files
+    record (the root one and each pipelines/<size>/ one), by stage name."""
+    found = {}
+    for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]:
+        stages = (_lock(path) or {}).get("stages") if path.is_file() else None
+        for name, stage in (stages if isinstance(stages, dict) else {}).items():
+            command = stage.get("cmd") if isinstance(stage, dict) else None
+            if isinstance(command, str) and (match := IDENTITY.search(command)):
+                found[name] = match.group(1)
+    return found

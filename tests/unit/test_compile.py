@@ -555,6 +555,11 @@ def test_a_data_file_of_the_dvc_project_beside_a_root_in_a_subfolder_is_named_re
     done = subprocess.run(["dvc", "repro", "data"], cwd=tmp_path / "sub", capture_output=True, text=True,
                           env=tool_env())
     assert done.returncode == 0 and (tmp_path / "sub" / "data" / "tiny" / "molecules.csv").is_file(), done.stderr
+    params = (tmp_path / "sub" / "params.yaml").read_text()
+    (tmp_path / "sub" / "params.yaml").write_text(params.replace("file: ../mols.txt", f"file: {tmp_path / 'mols.txt'}"))
+    assert cli("compile", str(spec), "--root", "sub", cwd=tmp_path).code == 0
+    assert yaml.safe_load((tmp_path / "sub" / "params.yaml").read_text())["cells"]["data"]["source"]["file"] \
+        == str(tmp_path / "mols.txt"), "a project that named the file by absolute path keeps that name, and identity"
     assert cli("compile", str(spec), "--root", str(tmp_path.parent / f"{tmp_path.name}-out"), cwd=tmp_path).code == 0
     outside = yaml.safe_load((tmp_path.parent / f"{tmp_path.name}-out" / "dvc.yaml").read_text())
     assert outside["stages"]["data"]["deps"] == [str(tmp_path.resolve() / "mols.txt")], "no project: absolute"

@@ -184,9 +184,9 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
     smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
     with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
         launch(smuggled, tmp_path, dry_run=True)
-    for time in ("abc", "1:2:3:4", "2-", "90m"):
+    for time in ("abc", "1:2:3:4", "2-", "90m", True):
         untimed = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"time": time})
-        with pytest.raises(LaunchError, match=rf"--sbatch time={time} is not a SLURM time \(minutes, MM:SS, "
+        with pytest.raises(LaunchError, match=rf"--sbatch time={'' if time is True else time} is not a SLURM time \(minutes, MM:SS, "
                                               r"HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS\); fix it, or set "
                                               r"executor.slurm.time_min in the study"):
             launch(untimed, tmp_path, dry_run=True)
@@ -372,6 +372,8 @@ def test_sigterm_stops_a_launch_in_the_main_thread_and_a_launch_in_another_threa
 def test_local_jobs_wait_passively_unless_the_caller_chose_and_keep_the_callers_gpus():
     from chemspec.launch import local_environment
 
-    assert local_environment({"CUDA_VISIBLE_DEVICES": "1"}) == {"CUDA_VISIBLE_DEVICES": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert local_environment({})["CUDA_VISIBLE_DEVICES"] is None, "unset stays unset in the job"
-    assert local_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert local_environment(2, {"CUDA_VISIBLE_DEVICES": "1"}) == {"CUDA_VISIBLE_DEVICES": "1",
+                                                                    "OMP_WAIT_POLICY": "PASSIVE"}
+    assert local_environment(2, {})["CUDA_VISIBLE_DEVICES"] is None, "unset stays unset in the job"
+    assert local_environment(2, {"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert local_environment(1, {}) == {"CUDA_VISIBLE_DEVICES": None}, "one job shares its cores with none"

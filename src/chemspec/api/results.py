@@ -9,8 +9,10 @@ from pathlib import Path
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
-from chemspec.compiler import Cells, identity, upstream_identities
+from chemspec.compiler import Cells
+from chemspec.compiler.render import stage_identities
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
+from chemspec.relock import locked_identities
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
@@ -75,7 +77,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if not (table.is_file() and fit_path.is_file()):
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); run `dvc repro`")
     rows, fit = read_results(folder)
-    stale = stale_note(cells, fit, params)
+    stale = stale_note(cells, root, params)
     selected = (read_checked(root / cells.select.out, "select", selected_problem)
                 if (root / cells.select.out).is_file() else None)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
@@ -95,39 +97,18 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale)
 
 
-def stale_note(cells: Cells, fit: dict, params: str | Path) -> str | None:
-    """Why these results are not those of the study as compiled now: train cells new, changed or gone since
-    the fit read them, stages above them changed (data, split, TPE runs, selection), or the fit settings;
-    None when they are, or when fit.json, written before it recorded its inputs, cannot tell. A train
-    result without an identity (written by hand) counts as unchanged."""
-    if "inputs" not in fit or "identity" not in fit:
+def stale_note(cells: Cells, root: Path, params: str | Path) -> str | None:
+    """Why the results on disk are not those of the study as compiled now: the stages whose cell identity
+    differs from the one their last run recorded in dvc.lock (or that never ran), which `dvc repro`
+    will run; None when every stage ran as compiled, or when no dvc.lock records any (stages run by hand)."""
+    ran = locked_identities(root)
+    stale = [name for name, ident in stage_identities(cells).items() if ran.get(name) != ident]
+    if not ran or not stale:
         return None
-    compiled, inputs = {key: identity(cells.train[key]) for key in cells.fit.metrics}, fit["inputs"]
-    changed = sorted(key for key in compiled.keys() | inputs.keys()
-                     if key not in compiled or key not in inputs or inputs[key] not in (None, compiled[key]))
-    parts = []
-    if changed:
-        named = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
-        parts.append(f"{len(changed)} train cells are new, changed or gone ({named})")
-    if above := _changed_above(upstream_identities(cells), fit.get("upstream") or {}):
-        parts.append(f"stages above them changed ({', '.join(above)})")
-    if fit["identity"] != identity(cells.fit):
-        parts.append("the fit settings changed")
-    if not parts:
-        return None
-    return (f"these results predate {params} as compiled now: {'; '.join(parts)}; they are shown as they were "
-            "computed. Run `dvc repro` to bring them up to date (`dvc status` lists the stale stages)")
-
-
-def _changed_above(compiled: dict[str, str], recorded: dict[str, str]) -> list[str]:
-    """The upstream stages whose compiled identity differs from the one the fit recorded (none recorded:
-    fit.json predates the record)."""
-    if not recorded:
-        return []
-    above = [key for key in ("data", "split", "select") if recorded.get(key) != compiled[key]]
-    tpe = [key for key in compiled.keys() | recorded.keys() if key.startswith("tpe@")
-           and compiled.get(key) != recorded.get(key)]
-    return above + ([f"{len(tpe)} TPE {'run' if len(tpe) == 1 else 'runs'}"] if tpe else [])
+    named = ", ".join(stale[:4]) + (", ..." if len(stale) > 4 else "")
+    return (f"these results predate {params} as compiled now: {len(stale)} stage{'' if len(stale) == 1 else 's'} "
+            f"did not run as compiled ({named}); they are shown as they were computed. Run `dvc repro` to bring "
+            "them up to date")
 
 
 def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | None, dict | None]:
@@ -236,7 +217,8 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
 
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
           study: str | None = None) -> dict:
-    """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training."""
+    """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;
+    `fitted` says whether any law could be fitted anywhere."""
     from chemspec.archive.history import WORKTREE, commit_of, in_repository
     from chemspec.archive.pull import archived_ids
     from chemspec.runtime.fit import finite_json, fits
@@ -267,7 +249,9 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
     level = confidence if confidence is not None else old["confidence"]
     flat, joint = fits(cells, laws, level)
-    return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint})
+    fitted = any(f["status"] == "ok" for f in flat) or (joint or {}).get("status") == "ok"
+    return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint,
+                        "fitted": fitted})
 
 
 def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from chemspec.compiler.cells import Cells, identity, upstream_identities
+from chemspec.compiler.cells import Cells, identity
 from chemspec.compiler.expand import expand
 from chemspec.compiler.render import render
 from chemspec.specs import Study
 
-__all__ = ["Cells", "compile_study", "expand", "identity", "upstream_identities"]
+__all__ = ["Cells", "compile_study", "expand", "identity"]
 
 
 def compile_study(study: Study, spec_path: str, source_file: str | None = None) -> dict[str, str]:

@@ -202,10 +202,3 @@ def identity(cell: Cell) -> str:
     if isinstance(cell, TrainCell) and cell.family in EPOCH_ORDER:
         fields["epoch_order"] = EPOCH_ORDER[cell.family]
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
-
-
-def upstream_identities(cells: Cells) -> dict[str, str]:
-    """The identities of the cells the train cells depend on (data, split, every TPE run, the selection), by
-    stage name: a train cell's own identity leaves them out, since DVC reruns it when their outputs change."""
-    return {"data": identity(cells.data), "split": identity(cells.split), "select": identity(cells.select),
-            **{f"tpe@{key}": identity(cell) for key, cell in sorted(cells.tpe.items())}}

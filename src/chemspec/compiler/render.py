@@ -32,6 +32,15 @@ def short_identity(cell: Cell) -> str:
     return identity(cell)[:16]
 
 
+def stage_identities(cells: Cells) -> dict[str, str]:
+    """The identity each stage's command carries, by the name DVC gives the stage (`train@xs-200`)."""
+    single = {"data": cells.data, "split": cells.split, "select": cells.select, "calibration": cells.calibration,
+              "reference": cells.reference, "fit": cells.fit, "archive": cells.archive}
+    per_cell = {"tpe": cells.tpe, "calibrate": cells.calibrate, "train": cells.train, "sample": cells.sample}
+    return {**{name: short_identity(cell) for name, cell in single.items() if cell is not None},
+            **{f"{name}@{key}": short_identity(cell) for name, group in per_cell.items() for key, cell in group.items()}}
+
+
 def _cmd(stage: str, cell: Cell) -> str:
     return shlex.join(["chemspec", "run", stage, "--params", PARAMS, "--identity", short_identity(cell)])
 

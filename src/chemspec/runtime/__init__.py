@@ -95,10 +95,9 @@ def _calibration(cells: Cells, key: str | None) -> dict:
 
 
 def _fit(cells: Cells, key: str | None) -> dict:
-    from chemspec.compiler import upstream_identities
     from chemspec.runtime.fit import run_fit
 
-    return run_fit(cells.fit, upstream_identities(cells))
+    return run_fit(cells.fit)
 
 
 def _archive(cells: Cells, key: str | None) -> dict:

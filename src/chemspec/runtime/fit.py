@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chemspec.compiler.cells import FitCell, identity
+from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
@@ -72,10 +72,10 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
         if not Path(path).is_file():
             raise RunError(f"fit: {path} is missing; run `dvc repro` so that train@{key} runs first")
         m = read_json(path, ("cell", "model", "params", "data_size", "val_loss", "hparams", "epochs", "wall_time_s"))
-        row = {"cell": m["cell"], "identity": m.get("identity"), "model": m["model"], "params": m["params"],
-               "data_size": m["data_size"], "val_loss": m["val_loss"], "test_loss": m.get("test_loss"),
-               "hparams": m["hparams"], "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"),
-               "wall_time_s": m["wall_time_s"], "status": m.get("status", "ok"),
+        row = {"cell": m["cell"], "model": m["model"], "params": m["params"], "data_size": m["data_size"],
+               "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
+               "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
+               "status": m.get("status", "ok"),
                **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason",
                                     *SPEED_KEYS) if k in m}}
         if row["status"] == "ok" and not _finite(row["val_loss"]):
@@ -225,25 +225,19 @@ def statistics(rows: list[dict]) -> dict:
             "note": "rho < 0: loss falls as capacity (or training time) grows"}
 
 
-def run_fit(cell: FitCell, upstream: dict[str, str] | None = None) -> dict:
-    """Fit the study's laws to its train results and write cells.json, fit.json and the plots. fit.json
-    records what it was computed from: the identity of every train result it read (`inputs`) and
-    `upstream`, the compiled identities of the cells above them (compiler.upstream_identities)."""
+def run_fit(cell: FitCell) -> dict:
     from chemspec.runtime import quality
     from chemspec.runtime.plots import write_plots
     from chemspec.runtime.tpe import cost
 
     runs, replicates = read_runs(cell.metrics)
-    inputs = {key: row["identity"] for key, row in sorted({**runs, **replicates}.items())}
     rows = quality.attach(cells_table(runs), cell.generation)
     flat, joint = fits(rows, cell.laws, cell.confidence)
     generation = quality.fits(rows, cell.confidence) if cell.generation else None
     selected = read_json(cell.selected) if Path(cell.selected).is_file() else None
     exponents = {f"{f['law']}.{f['axis']}.{f['group']}": f["exponent"] for f in flat if f["status"] == "ok"}
     exponents.update(quality.exponents(generation or []))
-    result = finite_json({"study": cell.study, "identity": identity(cell), "inputs": inputs,
-                          "upstream": upstream or {},
-                          "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
+    result = finite_json({"study": cell.study, "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
                           "exponents": exponents, "joint": joint, "statistics": statistics(rows),
                           "noise": seed_noise(replicates, runs),
                           "cost": cost(selected, [r["wall_time_s"] for r in runs.values()]),

@@ -44,11 +44,7 @@ SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_m
 CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
 FIT = {"fits": LIST, "confidence": NUMBER}
 FIT_OPTIONAL = {"joint": MAPPING_OR_NULL, "bootstrap": MAPPING_OR_NULL, "noise": MAPPING_OR_NULL,
-                "cost": MAPPING_OR_NULL, "statistics": MAPPING, "identity": TEXT, "inputs": MAPPING,
-                "upstream": MAPPING}
-"""`identity` (the fit cell's), `inputs` (each train cell's, as its result.json gave it) and `upstream` (the
-data, split, TPE and select cells'), written since 2026-12-05, tell the report whether the results are
-those of the study as compiled now."""
+                "cost": MAPPING_OR_NULL, "statistics": MAPPING}
 FIT_ROW = {"law": TEXT, "axis": TEXT, "group": TEXT, "status": TEXT, "n": WHOLE}
 FITTED = {"exponent": NUMBER, "ci": INTERVAL, "r2": NUMBER}
 FITTED_OPTIONAL = {"ci_profile": INTERVAL, "E": NUMBER, "ci_E": INTERVAL}

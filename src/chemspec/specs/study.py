@@ -148,7 +148,8 @@ class Study(Spec):
                        "(e.g. 256) so that batches have one shape")
             if "loss" in training.model_fields_set:
                 yield ("training.loss: model.family 'chemgpt' trains on the next token's cross-entropy; the loss "
-                       "section weighs force-field energies and forces, so remove it")
+                       "section weighs force-field energies and forces, so remove it (cells trained with another "
+                       "value retrain once: it was part of their identity)")
             yield from self._warmup_problems()
             return
         family = repr(self.model.family)
