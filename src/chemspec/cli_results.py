@@ -39,7 +39,7 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra} {'speed':>22}  "
                "hparams")
     for c in result.cells:
-        hp = ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items())
+        hp = _hparams(c["hparams"])
         flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
         mae = f" {_fmt(c.get('force_mae_meV_per_A')):>12}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
@@ -155,8 +155,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         status = (f"{row['status_before']} -> {row['status_after']}, "
                   if row["status_before"] != row["status_after"] else "")
         params = f"params {row['params_before']:,} -> {row['params_after']:,}, " if "params_before" in row else ""
-        hparams = (f"hparams {_hparams(row['hparams_before'])} -> {_hparams(row['hparams_after'])}, "
-                   if "hparams_before" in row else "")
+        before, after = (_hparams(row.get(f"hparams_{side}")) or "none" for side in ("before", "after"))
+        hparams = f"hparams {before} -> {after}, " if "hparams_before" in row else ""
         click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss {_loss(row['val_loss_before'])} -> "
                    f"{_loss(row['val_loss_after'])}")
     for row in cells["generation"]:
@@ -174,7 +174,7 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
 
 
 def _hparams(values: dict | None) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (values or {}).items()) or "none"
+    return ", ".join(f"{k}={v}" for k, v in (values or {}).items())
 
 
 def _loss(value: float | None) -> str:

@@ -125,8 +125,8 @@ def check_sbatch(options: dict[str, str | bool]) -> None:
                           "line takes one line: give one value per --sbatch KEY=VALUE")
     for key in ("time", "time-min"):
         if options.get(key) is True or (key in values and not SLURM_TIME.fullmatch(values[key])):
-            raise LaunchError(f"--sbatch {key}={values.get(key, '')} is not a SLURM time (minutes, MM:SS, HH:MM:SS, D-HH, "
-                              "D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
+            raise LaunchError(f"--sbatch {key}={values.get(key, '')} is not a SLURM time (minutes, MM:SS, HH:MM:SS, "
+                              "D-HH, D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
 
 
 def hardlink_lock(root: Path) -> bool:

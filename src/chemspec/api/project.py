@@ -61,7 +61,8 @@ def _previous_name(root: Path, located: str) -> str:
     """The data file as the project's params.yaml already names it, where that is the same file: a project
     compiled when files outside its root were named by absolute path keeps its data cell's identity."""
     try:
-        previous = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))["cells"]["data"]["source"]["file"]
+        compiled = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+        previous = compiled["cells"]["data"]["source"]["file"]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError):
         return located
     same = isinstance(previous, str) and os.path.realpath(root / previous) == os.path.realpath(root / located)

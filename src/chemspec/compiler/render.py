@@ -38,7 +38,8 @@ def stage_identities(cells: Cells) -> dict[str, str]:
               "reference": cells.reference, "fit": cells.fit, "archive": cells.archive}
     per_cell = {"tpe": cells.tpe, "calibrate": cells.calibrate, "train": cells.train, "sample": cells.sample}
     return {**{name: short_identity(cell) for name, cell in single.items() if cell is not None},
-            **{f"{name}@{key}": short_identity(cell) for name, group in per_cell.items() for key, cell in group.items()}}
+            **{f"{name}@{key}": short_identity(cell)
+               for name, group in per_cell.items() for key, cell in group.items()}}
 
 
 def _cmd(stage: str, cell: Cell) -> str:
