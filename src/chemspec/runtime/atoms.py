@@ -88,9 +88,13 @@ class AtomsData:
         value = getattr(self, key)
         return np.full(len(self), NEUTRAL_SINGLET[key], dtype=np.int64) if value is None else value
 
+    def neutral_singlets(self) -> bool:
+        """Whether every structure is a neutral singlet (then neither array is stored)."""
+        return self.charge is None and self.multiplicity is None
+
     def states(self) -> Counter[tuple[int, int]]:
         """How many structures have each (charge, multiplicity)."""
-        if self.charge is None and self.multiplicity is None:
+        if self.neutral_singlets():
             return Counter({(0, 1): len(self)})
         return Counter(zip(self.electronic("charge").tolist(), self.electronic("multiplicity").tolist()))
 

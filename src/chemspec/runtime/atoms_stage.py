@@ -49,7 +49,7 @@ def run_atoms_data(cell: DataCell) -> dict:
         info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
                 "elements": sorted({int(z) for z in data.numbers}),
                 "sha256": {"atoms.npz": sha256_file(out / "atoms.npz"), "content": content_hash(data)}}
-        if data.charge is not None or data.multiplicity is not None:
+        if not data.neutral_singlets():
             info["electronic_states"] = {f"charge {q} multiplicity {m}": n
                                          for (q, m), n in sorted(data.states().items())}
         write_json(out / "data.json", info)

@@ -117,7 +117,7 @@ class ForceFieldDataset(Dataset):
         self.idx_i = torch.as_tensor(np.concatenate(pairs_i) if pairs_i else empty)
         self.idx_j = torch.as_tensor(np.concatenate(pairs_j) if pairs_j else empty)
         self.electronic = None
-        if data.charge is not None or data.multiplicity is not None:
+        if not data.neutral_singlets():
             self.electronic = {"charge": torch.as_tensor(data.electronic("charge")).to(dtype),
                                "spin": torch.as_tensor(data.electronic("multiplicity") - 1).to(dtype)}
 
