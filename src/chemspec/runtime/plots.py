@@ -5,6 +5,7 @@ and the band its exponent interval spans; the joint fit's iso-loss contours; res
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def _joint(plt, rows: list[dict], joint: dict | None, title: str, axes: tuple[st
         ax.set_title(f"L = {joint['E']:.3g} + A/N^{joint['alpha']:.3f} + B/D^{joint['beta']:.3f}", fontsize=9)
     else:
         reason = (joint or {}).get("reason", "joint law not requested (fit.laws)")
-        ax.set_title(f"joint fit: {reason}"[:90], fontsize=8)
+        ax.set_title(textwrap.fill(f"joint fit: {reason}", 70), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(f"{axes[1]} N")
