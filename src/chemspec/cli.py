@@ -19,7 +19,7 @@ from chemspec.cli_results import archive, diff, pull, refit, report
 from chemspec.runtime import STAGES
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
 @click.version_option(__version__, prog_name="chemspec")
 @click.pass_context
@@ -34,10 +34,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-@cli.command()
+@cli.command(short_help="Check a study file; every problem with its line:column.")
 @click.argument("spec", type=click.Path(dir_okay=False))
 def validate(spec: str) -> None:
-    """Check a study file; list every problem with its line:column and field."""
+    """Check a study file; list every problem with its line:column and field, and exit 2 if there is one."""
     study = api.validate(spec)
     sizes = f"{_count(len(study.model.size_names()), 'model size')} x {_count(len(study.data.sizes), 'data size')}"
     click.echo(f"{spec}: valid study {study.study!r} ({study.model.family}, {sizes}, "
@@ -52,7 +52,7 @@ def schema() -> None:
 
 @cli.command(name="compile")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 if dvc.yaml or params.yaml is stale.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if dvc.yaml, params.yaml or a pipelines/<size>/dvc.yaml is stale.")
 @click.option("--root", default=".", type=click.Path(file_okay=False), help="Project root to write into.")
 def compile_(spec: str, check: bool, root: str) -> None:
     """Compile a study file into dvc.yaml and params.yaml."""
@@ -76,7 +76,7 @@ def compile_(spec: str, check: bool, root: str) -> None:
         click.echo(f"note: {note}", err=True)
 
 
-@cli.command(help="Run one pipeline STAGE (called by `dvc repro`): " + ", ".join(STAGES) + ". `kill -USR2` "
+@cli.command(short_help="Run one pipeline stage (dvc repro calls it).", help="Run one pipeline STAGE (called by `dvc repro`): " + ", ".join(STAGES) + ". `kill -USR2` "
              "prints the stack of every thread of a stage that seems hung (of every DDP rank and loader worker, sent "
              "to the process group).")
 @click.argument("stage", type=click.Choice(STAGES), metavar="STAGE")
@@ -102,7 +102,7 @@ def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str | bool]
     return {key: value if eq else True for key, eq, value in pairs}
 
 
-@cli.command()
+@cli.command(short_help="Run the pipeline, stale cells as parallel jobs (local or SLURM).")
 @click.option("--executor", "kind", type=click.Choice(["local", "slurm"]), default=None,
               help="Where cells run; default: the study's executor.kind.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,

@@ -15,7 +15,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-@click.command()
+@click.command(short_help="Show cells and fitted exponents; write HTML and Markdown pages.")
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--no-files", is_flag=True, help="Do not write report/index.html and report/report.md.")
@@ -95,7 +95,7 @@ def archive() -> None:
 
 
 @archive.command(name="ls")
-@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder (not the project root).")
 def archive_ls(root: str) -> None:
     """List archived runs (manifests); * marks each study's newest."""
     runs, problems, leftovers = api.archive_ls(root)
@@ -111,16 +111,16 @@ def archive_ls(root: str) -> None:
 
 @archive.command()
 @click.argument("manifest_id")
-@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder (not the project root).")
 def show(manifest_id: str, root: str) -> None:
     """Show one archived run's manifest (an id prefix is enough)."""
     click.echo(json.dumps(api.archive_show(manifest_id, root), indent=2, sort_keys=True))
 
 
 @archive.command()
-@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder.")
+@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder (not the project root).")
 def verify(root: str) -> None:
-    """Re-hash every archived object; exit 1 on any missing or corrupt object."""
+    """Re-hash every archived object and check every manifest's; exit 1 on any missing or corrupt object."""
     checked, leftovers = api.archive_verify(root)
     click.echo(f"{checked} objects verified in {root}")
     _notes(leftovers)
@@ -131,13 +131,14 @@ def _notes(lines: list[str]) -> None:
         click.echo(f"note: {line}", err=True)
 
 
-@click.command()
+@click.command(short_help="Compare the archived results of two git revisions.")
 @click.argument("rev_a", default="HEAD")
 @click.argument("rev_b", default="WORKTREE")
 @click.option("--study", default=None, help="Study to compare (needed when several are archived).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
-    """Compare the archived results of two git revisions (WORKTREE: the files on disk)."""
+    """Compare the archived results of two git revisions: REV_A (default HEAD) and REV_B (default WORKTREE,
+    the files on disk)."""
     result = api.diff(rev_a, rev_b, study)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -181,7 +182,7 @@ def _loss(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
 
 
-@click.command()
+@click.command(short_help="Bring an archived run back, checkpoints included.")
 @click.argument("target")
 @click.option("--to", "to", default=None, type=click.Path(file_okay=False),
               help="Directory to create (default: pulled/<target>).")
@@ -196,12 +197,12 @@ def pull(target: str, to: str | None, study: str | None) -> None:
                 "they are as the remote returned them, unchecked"])
 
 
-@click.command()
+@click.command(short_help="Refit archived losses without training.")
 @click.argument("source")
 @click.option("--law", "laws", multiple=True, type=click.Choice(["power", "saturating", "joint"]),
               help="Law to fit (repeatable); default: the laws of the archived fit.")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Confidence level of the intervals.")
+              help="Confidence level of the intervals; default: the archived fit's.")
 @click.option("--study", default=None, help="Study to refit (needed when several are archived).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: str | None, as_json: bool) -> int:

@@ -84,3 +84,14 @@ def test_a_refit_that_fits_no_law_anywhere_exits_1_saying_so(cli, tmp_path):
         result = cli("refit", "pd", "--law", "power", "--law", "joint", *args, cwd=tmp_path)
         assert result.code == 1 and "error: no law could be fitted to these cells" in result.err, result.err
         assert "cannot fit" in result.out and "Traceback" not in result.err
+
+
+def test_help_lists_every_verb_whole_and_shows_the_defaults_it_falls_back_on(cli, tmp_path):
+    top = cli("--help", cwd=tmp_path)
+    verbs = top.out.split("Commands:")[1].strip().splitlines()
+    assert top.code == 0 and len(verbs) == 10 and not [v for v in verbs if v.rstrip().endswith("...")], top.out
+    verify = cli("archive", "verify", "--help", cwd=tmp_path)
+    assert "Archive folder (not the project root).  [default: archive]" in verify.out
+    assert "[default: params.yaml]" in cli("report", "--help", cwd=tmp_path).out
+    assert "REV_A (default HEAD) and" in cli("diff", "--help", cwd=tmp_path).out
+    assert "exit 2 if there is one" in cli("validate", "--help", cwd=tmp_path).out
