@@ -168,3 +168,30 @@ def test_noise_without_a_law_gives_a_status_never_an_exception():
                     saturating_law(list(x), list(rng.uniform(0.5, 5, x.size)), 0.95)):
             assert fit["status"] in ("ok", "cannot fit")
             assert ("reason" in fit) == (fit["status"] == "cannot fit")
+
+
+def test_a_profile_end_is_where_a_many_start_refit_crosses_the_threshold():
+    """Twelve cells of a small force-field study whose β interval once collapsed onto its estimate: a refit
+    carried over from the bound β = 0 had settled in a worse local minimum. The lower end must sit where
+    the profile deviance, refitted here from many starts with scipy, reaches the F threshold."""
+    from scipy import optimize, stats
+
+    n = np.repeat([1289.0, 1737.0, 3153.0, 4561.0], 3)
+    d = np.tile([20.0, 40.0, 60.0], 4)
+    y = np.array([0.7461, 0.6474, 0.5043, 0.7768, 0.6965, 0.5042, 0.7542, 0.6206, 0.5648, 0.6898, 0.5488, 0.4424])
+    fit = joint_law(list(n), list(d), list(y), 0.95)
+    low = fit["ci_beta_profile"][0]
+    assert fit["status"] == "ok" and low < fit["beta"] - 0.1, fit["ci_beta_profile"]
+    rss_min = float(np.sum(np.square(fit["residuals"])))
+    threshold, s2 = stats.f.ppf(0.95, 1, fit["dof"]), rss_min / fit["dof"]
+
+    def deviance(beta: float) -> float:
+        def residuals(p):  # E, log A, α, log B with β fixed
+            return np.log(y) - np.log(p[0] + np.exp(p[1]) * n ** -p[2] + np.exp(p[3]) * d ** -beta)
+        rng = np.random.default_rng(0)
+        best = min(optimize.least_squares(residuals, [rng.uniform(0, 0.4), rng.uniform(-5, 15), rng.uniform(0, 3),
+                                                      rng.uniform(-5, 5)], bounds=([0, -50, 0, -50], [5, 50, 5, 50])).cost
+                   for _ in range(60))
+        return (2 * best - rss_min) / s2
+
+    assert deviance(low + 0.02) <= threshold < deviance(low - 0.02)

@@ -221,13 +221,22 @@ def _profile(model: Model, logy: np.ndarray, theta: np.ndarray, rss_min: float, 
     ends = []
     for side in (-1, 1):
         # At the estimate the deviance is 0 by definition; a refit there could exceed it by round-off.
-        warm, seen = [theta], {theta[index]: -math.sqrt(threshold)}
+        solved, seen = {theta[index]: theta}, {theta[index]: -math.sqrt(threshold)}
 
         def excess(v: float) -> float:
             if v not in seen:
-                start = warm[0].copy()
-                start[index] = v
-                warm[0], rss, _ = _least_squares(model, logy, start, free, lower, upper)
+                # Refit from the estimate and from the nearest point refitted so far, keeping the lower RSS:
+                # a start carried over from a distant v can settle in a worse local minimum, whose excess
+                # would put every point outside the interval and shrink it to the estimate.
+                nearest = solved[min(solved, key=lambda u: abs(u - v))]
+                best, rss = None, math.inf
+                for start in ([theta] if nearest is theta else [theta, nearest]):
+                    start = start.copy()
+                    start[index] = v
+                    fitted, cost, _ = _least_squares(model, logy, start, free, lower, upper)
+                    if cost < rss:
+                        best, rss = fitted, cost
+                solved[v] = best if best is not None else theta
                 # The signed root of the deviance is nearly linear in v, so Brent's method needs few steps.
                 seen[v] = math.sqrt(max(rss - rss_min, 0) / s2) - math.sqrt(threshold)
             return seen[v]
