@@ -226,6 +226,17 @@ def test_a_structure_with_coincident_atoms_is_refused_naming_it():
         neighbours.check_atoms(mixed)
 
 
+def test_a_cutoff_shorter_than_every_bond_is_refused_before_training():
+    """At 0.1 Å no training structure has a neighbour pair: the model would predict zero forces and every
+    cell would finish with the same force error, so the cell stops and says which setting to raise."""
+    data, hp = ethanols(3), {"learning_rate": 1e-3, "batch_size": 3}
+    with pytest.raises(RunError, match=r"model.cutoff 0.1 Å leaves no atom pair within reach in any of the 3 training "
+                                       r"structures \(their closest atoms are 0.9\d+ Å apart\).*raise model.cutoff"):
+        train_forcefield("schnet", 8, 1, 0.1, 8, data, data, data, hp, 1)
+    metrics, _ = train_forcefield("schnet", 8, 1, 1.2, 8, data, data, data, hp, 1)
+    assert metrics["epochs_trained"] == 1, "one C-H pair within reach is enough"
+
+
 def test_plateau_at_min_lr_stops_training():
     """With a learning rate too small to move the loss, the plateau schedule (patience 0) cuts the rate
     to min_lr after the second epoch, and training stops there instead of running all 10 epochs."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from scipy.spatial.distance import pdist
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import ELECTRONIC, UNTRAINED, fit_reference_energies, untrained_elements
@@ -95,6 +96,19 @@ def _fingerprint(*splits) -> str:
     return digest.hexdigest()
 
 
+def _check_reach(dataset: ForceFieldDataset, data, cutoff: float) -> None:
+    """Refuse a cutoff that leaves every training structure of two or more atoms without a pair: the
+    model would see no geometry, predict zero forces and still train to a finished cell."""
+    several = dataset.n_atoms > 1
+    if not several.any() or (dataset.n_pairs[several] > 0).any():
+        return
+    offsets, positions = np.asarray(data.offsets), np.asarray(data.positions, dtype=np.float64)
+    closest = min(float(np.min(pdist(positions[a:b]))) for a, b in zip(offsets[:-1], offsets[1:]) if b - a > 1)
+    raise RunError(f"model.cutoff {cutoff:g} Å leaves no atom pair within reach in any of the {int(several.sum())} "
+                   f"training structures (their closest atoms are {closest:.3g} Å apart): the model would see no "
+                   "geometry and predict zero forces; raise model.cutoff (4–6 Å is usual for molecules)")
+
+
 def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_rbf: int, train, val, test,
                      hparams: Mapping, epochs: int, window: float = 1.0, loss: Mapping | None = None,
                      seed: int = 0,
@@ -138,6 +152,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     dtype = torch.float64 if precision.startswith("64") else torch.float32
     sets = {name: ForceFieldDataset(data, cutoff, dtype) for name, data in (("train", train), ("val", val),
                                                                            ("test", test))}
+    _check_reach(sets["train"], train, cutoff)
     L.seed_everything(seed, workers=True, verbose=False)
     model = builder(width, depth, cutoff, n_rbf, **({"charge_spin": True} if charge_spin else {}))
     _quiet()
