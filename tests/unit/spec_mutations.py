@@ -87,7 +87,7 @@ def bases() -> dict[str, dict]:
                                                                                "account": "lab"}}),
         "smiles_file": tiny_study(**{"data.source": {"file": "mols.csv", "column": "smiles"}}),
         "generate": tiny_study(**atoms, **{"data.source": generate}),
-        "atoms_file": tiny_study(**atoms, **{"data.source": {"file": "traj.npz", "format": "md17",
+        "atoms_file": tiny_study(**atoms, **{"data.source": {"file": "traj.xyz", "format": "extxyz",
                                                               "energy_key": "E", "forces_key": "F"}}),
     }
 

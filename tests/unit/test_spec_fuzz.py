@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
@@ -43,7 +42,7 @@ COMMAND = re.compile(r"chemspec run [a-z]+ --params params\.yaml "
 def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fuzz")
     (root / "mols.csv").write_text("smiles\n" + "CCO\n" * 1300)
-    (root / "traj.npz").write_bytes(b"")
+    (root / "traj.xyz").write_bytes(b"")
     return root
 
 
@@ -157,9 +156,9 @@ INJECTION = ["x; touch MARKER", "$(touch MARKER)", "`touch MARKER`", "../../etc/
 def test_compile_with_injection_payloads_runs_nothing(cli, tmp_path, name, field):
     """Compile specs carrying payloads in each string field: no marker appears, names are refused."""
     (tmp_path / "mols.csv").write_text("smiles\n" + "CCO\n" * 1300)
-    frames = 1300  # MD17's arrays for water, as many structures as the sizes need: compile counts them
-    np.savez(tmp_path / "traj.npz", z=np.array([8, 1, 1]), R=np.zeros((frames, 3, 3)), E=np.zeros((frames, 1)),
-             F=np.zeros((frames, 3, 3)))
+    frame = '3\nProperties=species:S:1:pos:R:3:F:R:3 E=-14.2 pbc="F F F"\n' + "".join(
+        f"{z} {x} 0 0 0 0 0\n" for z, x in (("O", 0.0), ("H", 0.96), ("H", -0.96)))
+    (tmp_path / "traj.xyz").write_text(frame * 1300)  # as many water frames as the sizes need: compile counts them
     for payload in INJECTION:
         if field == "data.source.file" and "\n" not in payload and not payload.startswith("../"):
             (tmp_path / payload).write_bytes((tmp_path / BASES[name]["data"]["source"]["file"]).read_bytes())

@@ -103,3 +103,21 @@ def test_a_truncated_extxyz_file_is_refused_naming_the_frame(cli, shared, tmp_pa
     assert result.code == 2 and "Traceback" not in result.err, result.err
     assert (f"data.source.file: extxyz file {path} is unreadable or truncated (frame 99 declares 9 atoms but holds "
             f"{held}); check that data.source.format matches the file and that the file is complete") in result.err
+
+
+@pytest.mark.parametrize("format,keys", [("md17", "R, z, E, F"), ("rmd17", "coords, nuclear_charges, energies, forces")])
+def test_energy_or_forces_keys_for_an_npz_format_are_refused_not_ignored(cli, tmp_path, format, keys):
+    """MD17 and rMD17 archives have fixed array names: a key given there was read by nothing, yet entered the
+    data cell's identity."""
+    import numpy as np
+
+    np.savez(tmp_path / "traj.npz", z=np.array([8, 1, 1]), R=np.zeros((600, 3, 3)), E=np.zeros((600, 1)),
+             F=np.zeros((600, 3, 3)))
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", "format": format,
+                                                                "energy_key": "energies", "forces_key": "forces"},
+                          "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
+                          "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
+    result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert (f"data.source.energy_key: applies to extxyz, asedb, ani1x and ani2x files; an {format} npz holds its "
+            f"arrays under fixed keys ({keys}): remove energy_key and forces_key") in result.err, result.err

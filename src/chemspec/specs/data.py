@@ -244,6 +244,16 @@ class AtomsFileSource(Spec):
         source._energy_unit_given = "energy" in written
         return source
 
+    @model_validator(mode="after")
+    def _keys_apply(self) -> "AtomsFileSource":
+        named = sorted({"energy_key", "forces_key"} & self.model_fields_set)
+        if self.format in ("md17", "rmd17") and named:
+            arrays = "R, z, E, F" if self.format == "md17" else "coords, nuclear_charges, energies, forces"
+            raise ValueError(f"data.source.{named[0]} applies to extxyz, asedb, ani1x and ani2x files; an "
+                             f"{self.format} npz holds its arrays under fixed keys ({arrays}): remove "
+                             f"{' and '.join(named)}")
+        return self
+
     @property
     def check_units(self) -> bool:
         """Whether the data stage checks that the values are plausible in their energy unit: where the study
