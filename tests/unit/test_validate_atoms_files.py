@@ -121,3 +121,13 @@ def test_energy_or_forces_keys_for_an_npz_format_are_refused_not_ignored(cli, tm
     assert result.code == 2 and "Traceback" not in result.err
     assert (f"data.source.energy_key: applies to extxyz, asedb, ani1x and ani2x files; an {format} npz holds its "
             f"arrays under fixed keys ({keys}): remove energy_key and forces_key") in result.err, result.err
+
+
+def test_a_misspelt_format_is_reported_against_the_atoms_sources_keys(cli, tmp_path):
+    """Without `format` the source once read as a SMILES file, whose keys (column, max_molecules) the hint listed."""
+    (tmp_path / "traj.npz").write_bytes(b"")
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", "fromat": "md17"},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
+    result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
+    assert result.code == 2 and "data.source.format: required key is missing" in result.err, result.err
+    assert "unknown key 'fromat'" in result.err and "allowed here: energy_key, file, forces_key, format, units" in result.err

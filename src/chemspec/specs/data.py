@@ -261,6 +261,11 @@ class AtomsFileSource(Spec):
         return not self._energy_unit_given
 
 
+ATOMS_SUFFIXES = (".npz", ".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz", ".hdf5", ".h5", ".db")
+"""Files read as atoms sources when a source names neither its format nor a SMILES column, so that a
+misspelt `format` is reported against the atoms source's keys."""
+
+
 def _source_tag(value: Any) -> str | None:
     if isinstance(value, Spec):
         value = value.model_dump()
@@ -270,7 +275,10 @@ def _source_tag(value: Any) -> str | None:
         if key in value:
             return key
     if "file" in value:
-        return "atoms_file" if "format" in value else "smiles_file"
+        atoms_keys = {"format", "units", "energy_key", "forces_key"} & value.keys()
+        smiles_keys = {"column", "max_molecules"} & value.keys()
+        by_name = not smiles_keys and str(value["file"]).lower().endswith(ATOMS_SUFFIXES)
+        return "atoms_file" if atoms_keys or by_name else "smiles_file"
     return None
 
 
