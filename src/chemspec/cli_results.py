@@ -158,15 +158,17 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         params = f"params {row['params_before']:,} -> {row['params_after']:,}, " if "params_before" in row else ""
         before, after = (_hparams(row.get(f"hparams_{side}")) or "none" for side in ("before", "after"))
         hparams = f"hparams {before} -> {after}, " if "hparams_before" in row else ""
-        click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss {_loss(row['val_loss_before'])} -> "
-                   f"{_loss(row['val_loss_after'])}")
+        errors = "".join(f", test {label} {_number(row[f'{key}_before'])} -> {_number(row[f'{key}_after'])}"
+                         for key, label in TEST_ERRORS.items() if f"{key}_before" in row)
+        click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss {_number(row['val_loss_before'])} -> "
+                   f"{_number(row['val_loss_after'])}{errors}")
     for row in cells["generation"]:
-        click.echo(f"  ~ cell {row['cell']}: {row['metric']} {row['before']} -> {row['after']}")
+        click.echo(f"  ~ cell {row['cell']}: {row['metric']} {_number(row['before'])} -> {_number(row['after'])}")
     changed = [row for row in result["exponents"] if row["before"] != row["after"]]
     for row in changed:
         flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
-        click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {row['before']} -> "
-                   f"{row['after']} ({flag} at {result['confidence']:.0%})")
+        click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {_number(row['before'])} -> "
+                   f"{_number(row['after'])} ({flag} at {result['confidence']:.0%})")
     if any(row["significant"] is not None for row in changed):
         click.echo(f"  (significance: {result['test']})")
     if not (result["spec"] or any(cells[k] for k in ("added", "removed", "changed", "generation")) or changed):
@@ -178,7 +180,10 @@ def _hparams(values: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (values or {}).items())
 
 
-def _loss(value: float | None) -> str:
+TEST_ERRORS = {"force_mae_meV_per_A": "force MAE (meV/Å)", "energy_mae_meV": "energy MAE (meV)"}
+
+
+def _number(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
 
 

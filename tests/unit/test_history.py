@@ -108,3 +108,18 @@ def test_a_cell_whose_size_or_chosen_hyperparameters_changed_says_so(cli, repo):
     assert (row["hparams_before"], row["hparams_after"]) == ({"learning_rate": 0.01}, {"learning_rate": 0.02})
     assert ("~ cell s-200: params 12,672 -> 7,200, hparams learning_rate=0.01 -> learning_rate=0.02, val loss 2 -> 2.1"
             in cli("diff", "HEAD~1", "HEAD", cwd=repo).out)
+
+
+def test_a_force_field_diff_names_test_errors_in_the_runs_order_with_numbers_rounded(cli, repo):
+    def cell(model: str, size: int, loss: float, forces: float) -> dict:
+        return {**_cell(model, size, loss), "force_mae_meV_per_A": forces, "energy_mae_meV": 40.0}
+
+    archive_commit(repo, [cell("w8", 25, 0.9, 600.0), cell("w8", 100, 0.7, 500.0), cell("w16", 25, 0.8, 550.0)],
+                   [_fit(0.2651641250254359, 0.01, n=30)])
+    archive_commit(repo, [cell("w8", 25, 0.9, 600.0), cell("w8", 100, 0.7, 480.123456), cell("w16", 25, 0.8, 520.0)],
+                   [_fit(0.2712345678, 0.01, n=30)])
+    out = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    changed = [line for line in out.splitlines() if line.startswith("  ~ cell")]
+    assert changed == ["  ~ cell w8-100: val loss 0.7 -> 0.7, test force MAE (meV/Å) 500 -> 480.1",
+                       "  ~ cell w16-25: val loss 0.8 -> 0.8, test force MAE (meV/Å) 550 -> 520"], out
+    assert "exponent data/xs (power): 0.2652 -> 0.2712 (" in out

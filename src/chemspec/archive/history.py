@@ -177,30 +177,38 @@ def _generation_changes(key: str, before: dict, after: dict) -> list[dict]:
             for m in sorted(set(ga) | set(gb)) if ga.get(m) != gb.get(m)]
 
 
-def _loss(cell: dict) -> float | None:
-    value = cell.get("val_loss")
+def _number(cell: dict, key: str) -> float | None:
+    value = cell.get(key)
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+TEST_ERRORS = ("force_mae_meV_per_A", "energy_mae_meV")
+"""A force field's test errors, which a diff names beside the validation loss where they changed."""
 
 
 def _cell_change(key: str, before: dict, after: dict) -> dict | None:
     """How one cell's status and validation loss changed, with its parameter count and the hyperparameters
     TPE chose where those changed too (the usual causes); None when nothing did. A loss is null where the
     cell diverged or failed, so the change in loss is given only where both are numbers."""
-    la, lb = _loss(before), _loss(after)
+    la, lb = _number(before, "val_loss"), _number(after, "val_loss")
     sa, sb = before.get("status", "ok"), after.get("status", "ok")
     causes = {f"{name}_{side}": cell.get(name) for name in ("params", "hparams")
               if before.get(name) != after.get(name) for side, cell in (("before", before), ("after", after))}
-    if la == lb and sa == sb and not causes:
+    errors = {f"{name}_{side}": _number(cell, name) for name in TEST_ERRORS
+              if _number(before, name) != _number(after, name) for side, cell in (("before", before), ("after", after))}
+    if la == lb and sa == sb and not causes and not errors:
         return None
     return {"cell": key, "status_before": sa, "status_after": sb, "val_loss_before": la, "val_loss_after": lb,
-            "delta": lb - la if la is not None and lb is not None else None, **causes}
+            "delta": lb - la if la is not None and lb is not None else None, **causes, **errors}
 
 
 def cell_changes(a: list[dict], b: list[dict]) -> dict:
     key = lambda c: f"{c['model']}-{c['data_size']}"  # noqa: E731
     before, after = {key(c): c for c in a}, {key(c): c for c in b}
-    common = sorted(set(before) & set(after))
-    return {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
+    # In the runs' own order (model size, then data size), not as text, where w16 sorts before w8.
+    order = list(dict.fromkeys([*after, *before]))
+    common = [k for k in order if k in before and k in after]
+    return {"added": [k for k in order if k not in before], "removed": [k for k in order if k not in after],
             "changed": [change for k in common if (change := _cell_change(k, before[k], after[k])) is not None],
             "generation": [change for k in common for change in _generation_changes(k, before[k], after[k])]}
 
