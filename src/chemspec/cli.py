@@ -90,7 +90,14 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
     if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
         return
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "identity"}
-    click.echo(f"{stage}{'@' + cell if cell else ''}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    click.echo(f"{stage}{'@' + cell if cell else ''}: " + ", ".join(f"{k}={_brief(v)}" for k, v in summary.items()))
+
+
+def _brief(value: int | float | str) -> str:
+    """A number as a person reads it in a progress line (the full values are in the stage's JSON)."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
 def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str | bool]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from tests.conftest import tiny_study, write_spec
@@ -62,3 +64,13 @@ def test_a_corrupt_input_names_the_file(cli, tmp_path):
     result = cli("run", "split", cwd=tmp_path)
     assert "data/tiny/data.json has no 'count'; restore it" in result.err
     assert not (tmp_path / "data" / "tiny" / "splits").exists()
+
+
+def test_a_stage_prints_its_summary_with_numbers_rounded_for_reading(cli, tmp_path):
+    write_spec(tmp_path / "s.yaml", tiny_study())
+    assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
+    assert cli("run", "data", cwd=tmp_path).code == 0 and cli("run", "split", cwd=tmp_path).code == 0
+    result = cli("run", "tpe", "--cell", "lr3e-3-bs32", cwd=tmp_path)
+    assert result.code == 0, result.err
+    values = dict(item.split("=", 1) for item in result.out.strip().split(": ", 1)[1].split(", ") if "=" in item)
+    assert re.fullmatch(r"\d\.\d{1,3}", values["val_loss"]) and re.fullmatch(r"[\d,]+", values["train_tokens_per_s"])
