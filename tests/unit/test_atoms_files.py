@@ -269,6 +269,10 @@ def test_md17_missing_key_and_wrong_shapes_are_named(shared, tmp_path):
     np.savez(tmp_path / "shape.npz", **{**raw, "F": raw["F"][:, :8]})
     with pytest.raises(RunError, match=r"shape\.npz: 'F' has shape \(4, 8, 3\), expected \(4, 9, 3\)"):
         load_file(tmp_path / "shape.npz", "md17", "kcal/mol", "Angstrom")
+    np.savez(tmp_path / "atoms.npz", **{**raw, "z": raw["z"][:8]})
+    with pytest.raises(RunError, match=r"atoms\.npz: 'R' has shape \(4, 9, 3\), expected \(frames, 8, 3\) for the 8 "
+                                       r"atoms 'z' lists; one of the two is wrong"):
+        load_file(tmp_path / "atoms.npz", "md17", "kcal/mol", "Angstrom")
     np.savez(tmp_path / "energy.npz", **{**raw, "E": raw["E"][:3]})
     with pytest.raises(RunError, match=r"energy\.npz: 'E' has shape \(3, 1\)"):
         load_file(tmp_path / "energy.npz", "md17", "kcal/mol", "Angstrom")

@@ -152,7 +152,8 @@ def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numb
         raise RunError(f"{label}: {keys[0]!r} holds no atoms or an atomic number outside 1..118")
     n, atoms = (positions.shape[0] if positions.ndim == 3 else -1), len(numbers)
     if positions.shape != (n, atoms, 3):
-        raise RunError(f"{label}: {keys[1]!r} has shape {positions.shape}, expected (frames, {atoms}, 3)")
+        raise RunError(f"{label}: {keys[1]!r} has shape {positions.shape}, expected (frames, {atoms}, 3) for the "
+                       f"{atoms} atoms {keys[0]!r} lists; one of the two is wrong")
     if energy.shape == (n, 1):
         energy = energy[:, 0]
     if energy.shape != (n,):
