@@ -3,6 +3,9 @@ whose sizes the file cannot fill, before any stage runs."""
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from chemspec.runtime.atoms_files import count_structures, load_file
@@ -105,14 +108,21 @@ def test_a_truncated_extxyz_file_is_refused_naming_the_frame(cli, shared, tmp_pa
             f"{held}); check that data.source.format matches the file and that the file is complete") in result.err
 
 
+def _water_npz(path, **replace):
+    arrays = {"z": np.array([8, 1, 1]), "R": np.zeros((600, 3, 3)), "E": np.zeros((600, 1)), "F": np.zeros((600, 3, 3))}
+    np.savez(path, **{key: value for key, value in {**arrays, **replace}.items() if value is not None})
+
+
+def _water_xyz(path, header: str = 'Properties=species:S:1:pos:R:3:forces:R:3 energy=-14.2 pbc="F F F"'):
+    frame = f"3\n{header}\n" + "".join(f"{z} {x} 0 0 0 0 0\n" for z, x in (("O", 0.0), ("H", 0.96), ("H", -0.96)))
+    path.write_text(frame * 600)
+
+
 @pytest.mark.parametrize("format,keys", [("md17", "R, z, E, F"), ("rmd17", "coords, nuclear_charges, energies, forces")])
 def test_energy_or_forces_keys_for_an_npz_format_are_refused_not_ignored(cli, tmp_path, format, keys):
     """MD17 and rMD17 archives have fixed array names: a key given there was read by nothing, yet entered the
     data cell's identity."""
-    import numpy as np
-
-    np.savez(tmp_path / "traj.npz", z=np.array([8, 1, 1]), R=np.zeros((600, 3, 3)), E=np.zeros((600, 1)),
-             F=np.zeros((600, 3, 3)))
+    _water_npz(tmp_path / "traj.npz")
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", "format": format,
                                                                 "energy_key": "energies", "forces_key": "forces"},
                           "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
@@ -131,3 +141,26 @@ def test_a_misspelt_format_is_reported_against_the_atoms_sources_keys(cli, tmp_p
     result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
     assert result.code == 2 and "data.source.format: required key is missing" in result.err, result.err
     assert "unknown key 'fromat'" in result.err and "allowed here: energy_key, file, forces_key, format, units" in result.err
+
+
+@pytest.mark.parametrize("name,make,format,extra,message", [
+    ("nof.npz", lambda p: _water_npz(p, F=None), "md17", {}, r"md17 file .*nof\.npz has no key 'F'"),
+    ("atoms.npz", lambda p: _water_npz(p, z=np.array([8, 1])), "md17", {},
+     r"'R' has shape \(600, 3, 3\), expected \(frames, 2, 3\) for the 2 atoms 'z' lists"),
+    ("noforces.xyz", lambda p: _water_xyz(p, 'Properties=species:S:1:pos:R:3 energy=-14.2 pbc="F F F"'), "extxyz", {},
+     r"extxyz file .*noforces\.xyz frame 0 has no forces 'forces'; set data.source.forces_key"),
+    ("key.xyz", _water_xyz, "extxyz", {"energy_key": "Energy"},
+     r"key\.xyz frame 0 has no energy 'Energy'; set data.source.energy_key"),
+], ids=["npz-no-forces", "npz-atom-count", "extxyz-no-forces", "extxyz-energy-key"])
+def test_validate_refuses_an_atoms_file_the_data_stage_would(cli, tmp_path, name, make, format, extra, message):
+    """Once, these passed validate and compile and failed only at `dvc repro`'s data stage."""
+    make(tmp_path / name)
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": name, "format": format, **extra},
+                          "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
+                          "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
+    spec = write_spec(tmp_path / "study.yaml", study)
+    for command in ("validate", "compile"):
+        result = cli(command, str(spec), cwd=tmp_path)
+        assert result.code == 2 and "Traceback" not in result.err, result.err
+        assert re.search(r"data\.source\.file: .*" + message, result.err), result.err
+    assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / "params.yaml").exists()

@@ -24,15 +24,18 @@ def validate(spec: str | Path) -> Study:
     """Load a study and check it against its data, as `compile` does: that a SMILES file holds the molecules
     and an atoms file the structures the sizes need, counted without parsing them (from an npz's energies, an
     HDF5 file's datasets or a database's rows in milliseconds; an extxyz file is scanned line by line, about a
-    second per 100 MB)."""
+    second per 100 MB), and that an atoms file passes the loader's checks where they are quick: every array
+    of an npz, the first frame of an extxyz file or ASE database."""
     return load_study(spec, count_structures=_structures)
 
 
 def _structures(path: Path, source: AtomsFileSource) -> int:
-    from chemspec.runtime.atoms_files import count_structures
+    from chemspec.runtime.atoms_files import check_sample, count_structures
 
     try:
-        return count_structures(path, source.format, source.energy_key)
+        count = count_structures(path, source.format, source.energy_key)
+        check_sample(path, source.format, source.energy_key, source.forces_key)
+        return count
     except RunError as exc:
         raise ValueError(f"data.source.file: {exc}") from None
 

@@ -89,6 +89,30 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
         return _xyz_frames(path, handle)
 
 
+def check_sample(path: Path, format: str, energy_key: str = "energy", forces_key: str = "forces") -> None:
+    """The loader's checks on what is quick to read, so that validate refuses what the data stage would:
+    every array of an npz (names, shapes, atom counts), the first frame of an extended XYZ file and the
+    first row of an ASE database (energy and forces under their keys, no periodic cell). HDF5 files are
+    left to count_structures, which opens their datasets."""
+    path = Path(path)
+    if format in NPZ_KEYS:
+        _npz(path, format)
+    elif format == "extxyz":
+        import ase.io
+
+        with reading(path, format):
+            first = ase.io.read(path, index=0, format="extxyz")
+        _frame_block(path, format, " frame 0", first, energy_key, forces_key)
+    elif format == "asedb":
+        import ase.db
+
+        _check_ase_sqlite(path)
+        with reading(path, format):
+            row = next(iter(ase.db.connect(path, type="db").select(limit=1)), None)
+        if row is not None:
+            _frame_block(path, format, f" row {row.id}", _row_atoms(row), energy_key, forces_key)
+
+
 def _xyz_frames(path: Path, handle: BinaryIO) -> int:
     """Frames of an XYZ file as ase.io.extxyz indexes them: an atom count line, a comment line and a line per
     atom (and VEC lines), until a blank line or the end."""
