@@ -35,13 +35,13 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         return
     click.echo(f"study {result.study}\n")
     forces = any("force_mae_meV_per_A" in c for c in result.cells)
-    extra = f" {'F MAE meV/Å':>12}" if forces else ""
+    extra = f" {'test E MAE meV':>14} {'test F MAE meV/Å':>16}" if forces else ""
     click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra} {'speed':>22}  "
                "hparams")
     for c in result.cells:
         hp = _hparams(c["hparams"])
         flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
-        mae = f" {_fmt(c.get('force_mae_meV_per_A')):>12}" if forces else ""
+        mae = f" {_fmt(c.get('energy_mae_meV')):>14} {_fmt(c.get('force_mae_meV_per_A')):>16}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
                    f"{_fmt(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
     click.echo()

@@ -51,7 +51,7 @@ def test_force_mae_falls_with_data_size_for_each_capacity(project):
         maes = [c["force_mae_meV_per_A"] for c in sorted(report["cells"], key=lambda c: c["data_size"])
                 if c["model"] == model]
         assert len(maes) == 3 and maes == sorted(maes, reverse=True), f"{model}: {maes}"
-    assert "F MAE" in sh("chemspec", "report", cwd=project)
+    assert "test E MAE meV test F MAE meV/Å" in sh("chemspec", "report", cwd=project)
 
 
 def test_force_field_cells_are_archived(project):
