@@ -79,13 +79,18 @@ def _echo_generation(cells: list[dict]) -> None:
 def _echo_fits(fits: list[dict], confidence: float) -> None:
     from chemspec.report import interval_text, intervals_note
 
-    click.echo(f"{'axis':<7} {'group':<10} {'law':<10} {'exponent':>9}  {'Wald (t)':<18} {'profile (F)':<18}  n  R²")
+    ok = [f for f in fits if f["status"] == "ok"]
+    wald = max([18] + [len(interval_text(f["ci"])) for f in ok])
+    profile = max([18] + [len(interval_text(f.get("ci_profile"))) for f in ok])
+    click.echo(f"{'axis':<7} {'group':<10} {'law':<10} {'exponent':>9}  {'Wald (t)':<{wald}} {'profile (F)':<{profile}}"
+               "  n  R²")
     for f in fits:
         if f["status"] != "ok":
             click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {'-':>9}  cannot fit: {f['reason']}")
             continue
         click.echo(f"{f['axis']:<7} {f['group']:<10} {f['law']:<10} {f['exponent']:>9.3f}  "
-                   f"{interval_text(f['ci']):<18} {interval_text(f.get('ci_profile')):<18} {f['n']:>2}  {f['r2']:.3f}")
+                   f"{interval_text(f['ci']):<{wald}} {interval_text(f.get('ci_profile')):<{profile}} {f['n']:>2}  "
+                   f"{f['r2']:.3f}")
     click.echo(f"\n{intervals_note(confidence)}")
 
 

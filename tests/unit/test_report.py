@@ -87,14 +87,18 @@ def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(
     markdown = (results / "report" / "report.md").read_text()
     page = (results / "report" / "index.html").read_text()
     assert "Wald (t)" in table.out and "profile (F)" in table.out
+    header = next(line for line in table.out.splitlines() if line.startswith("axis"))
     assert "| exponent | Wald (t) | profile (F) | R² | n |" in markdown and "<th>Wald (t)</th><th>profile (F)</th>" in page
     for f in profiled:
         wald, profile = interval_text(f["ci"]), interval_text(f["ci_profile"])
         assert profile != "-" and wald != profile
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {f['law']} | {f['axis']} | {f['group']} |"))
         assert f"| {wald} | {profile} |" in line
-        assert re.search(rf"{f['group']}\s+{f['law']}\s+{f['exponent']:.3f}\s+{re.escape(wald)}\s+{re.escape(profile)}",
-                         table.out), table.out
+        row = re.search(rf"{f['group']}\s+{f['law']}\s+{f['exponent']:.3f}\s+{re.escape(wald)}\s+({re.escape(profile)})",
+                        table.out)
+        assert row, table.out
+        start = row.start(1) - table.out.rfind("\n", 0, row.start(1)) - 1
+        assert start == header.index("profile (F)"), "however wide a Wald interval, the profile column stays aligned"
         assert profile in page
     note = "\"open\": up to the largest exponent the fit allows (5) the losses fit within the threshold"
     assert note in table.out and note in markdown and "&#34;open&#34;: up to the largest exponent" in page
@@ -211,3 +215,16 @@ def test_results_that_predate_the_compiled_study_are_marked_stale_in_every_outpu
     assert _json(cli, tmp_path)["stale"].startswith(said)
     assert f"**Stale:** {said}" in (results / "report" / "report.md").read_text()
     assert "<strong>Stale:</strong> these results predate params.yaml" in (results / "report" / "index.html").read_text()
+
+
+def test_a_wide_wald_interval_does_not_push_the_profile_column_out_of_line(capsys):
+    from chemspec.cli_results import _echo_fits
+
+    def fit(group: str, wald: list[float], profile: list[float]) -> dict:
+        return {"axis": "params", "group": group, "law": "joint", "status": "ok", "exponent": 0.2, "ci": wald,
+                "ci_profile": profile, "n": 12, "r2": 0.99}
+
+    _echo_fits([fit("joint", [-246.841, 246.95], [0.0, None]), fit("xs", [0.1, 0.3], [0.12, 0.28])], 0.95)
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].index("profile (F)")
+    assert lines[1].index("[0.000, open]") == lines[2].index("[0.120, 0.280]") == header, lines[:3]
