@@ -69,18 +69,18 @@ def _scaling(plt, rows: list[dict], result: dict, title: str, axes: tuple[str, s
     return fig
 
 
-def _joint(plt, rows: list[dict], joint: dict | None, title: str, axes: tuple[str, str]):
+def _joint(plt, rows: list[dict], joint: dict, title: str, axes: tuple[str, str]):
     fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
     n, d = [r["params"] for r in rows], [r["data_size"] for r in rows]
     ax.scatter(n, d, c=[r["val_loss"] for r in rows], cmap="viridis", edgecolors="k", zorder=3)
-    if joint and joint.get("status") == "ok":
+    if joint.get("status") == "ok":
         gn, gd = np.meshgrid(np.geomspace(min(n) / 2, max(n) * 2, 80), np.geomspace(min(d) / 2, max(d) * 2, 80))
         surface = joint["E"] + joint["A"] * gn ** -joint["alpha"] + joint["B"] * gd ** -joint["beta"]
         contours = ax.contour(gn, gd, surface, levels=8, cmap="viridis")
         ax.clabel(contours, fontsize=7, fmt="%.3g")
         ax.set_title(f"L = {joint['E']:.3g} + A/N^{joint['alpha']:.3f} + B/D^{joint['beta']:.3f}", fontsize=9)
     else:
-        reason = (joint or {}).get("reason", "joint law not requested (fit.laws)")
+        reason = joint.get("reason", "")
         ax.set_title(textwrap.fill(f"joint fit: {reason}", 70), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -135,8 +135,9 @@ def write_plots(rows: list[dict], result: dict, folder: Path, title: str, family
     usable = [r for r in rows if r["status"] == "ok"]
     axes = AXES[family]
     figures = [("scaling", lambda: _scaling(plt, usable, result, title, axes)),
-               ("joint", lambda: _joint(plt, usable, result.get("joint"), title, axes)),
                ("residuals", lambda: _residuals(plt, result, title))]
+    if result.get("joint") is not None:  # a joint law the study asked for, fitted or not
+        figures.insert(1, ("joint", lambda: _joint(plt, usable, result["joint"], title, axes)))
     sampled = [r for r in usable if r.get("generation")]
     if sampled:
         figures.append(("generation", lambda: _generation(plt, sampled, title)))
