@@ -7,7 +7,7 @@ import pytest
 from chemspec import api
 from chemspec.errors import UsageError
 from chemspec.runtime import io
-from tests.conftest import tiny_study, write_spec
+from tests.conftest import archive_commit, tiny_study, write_spec
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -95,3 +95,19 @@ def test_help_lists_every_verb_whole_and_shows_the_defaults_it_falls_back_on(cli
     assert "[default: params.yaml]" in cli("report", "--help", cwd=tmp_path).out
     assert "REV_A (default HEAD) and" in cli("diff", "--help", cwd=tmp_path).out
     assert "exit 2 if there is one" in cli("validate", "--help", cwd=tmp_path).out
+
+
+def test_report_without_workspace_results_points_at_the_archived_run(cli, tmp_path, git_env):
+    """A fresh clone holds the archive but no results: report says how to see the archived run."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    cells = [{"model": "xs", "params": 100, "data_size": n, "val_loss": 2.0 - n / 1000, "status": "ok",
+              "wall_time_s": 1.0, "hparams": {}} for n in (200, 400, 800)]
+    archive_commit(tmp_path, cells, [], study="tiny")
+    result = cli("report", cwd=tmp_path)
+    assert result.code == 1 and "the archive holds a run of it: `chemspec report --from WORKTREE`" in result.err
+    shown = cli("report", "--from", "WORKTREE", "--no-files", cwd=tmp_path)
+    assert shown.code == 0 and "xs" in shown.out, shown.err
