@@ -25,7 +25,7 @@ def _fmt(value: float | None) -> str:
                                "only the compiled study.")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
-    from chemspec.report import speed_text
+    from chemspec.report import LOSS_NOTES, speed_text
 
     result = api.report(params, write=not no_files, source=source, study=study)
     if as_json:
@@ -44,6 +44,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         mae = f" {_fmt(c.get('energy_mae_meV')):>14} {_fmt(c.get('force_mae_meV_per_A')):>16}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
                    f"{_fmt(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
+    if forces:
+        click.echo(f"\n{LOSS_NOTES[True]}")
     click.echo()
     _echo_fits(result.fits, result.fit["confidence"])
     _echo_generation(result.cells)

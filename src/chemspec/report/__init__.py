@@ -109,8 +109,17 @@ def study_labels(spec: dict) -> dict:
     its validated spec (which every run, live or archived, holds)."""
     data_axis, params_axis = AXES[spec["model"]["family"]]
     selfies = spec["data"]["kind"] == "smiles" and (spec["data"].get("representation") or "selfies") == "selfies"
-    return {"force_field": spec["data"]["kind"] == "atoms", "data_axis": data_axis, "params_axis": params_axis,
-            "samples": "Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model wrote them"}
+    force_field = spec["data"]["kind"] == "atoms"
+    return {"force_field": force_field, "data_axis": data_axis, "params_axis": params_axis,
+            "samples": "Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model wrote them",
+            "loss_note": LOSS_NOTES[force_field]}
+
+
+LOSS_NOTES = {
+    False: "Val and test loss: the mean cross-entropy of the next token, in nats.",
+    True: "Val and test loss: the training objective on that split, energy_weight·L(E) + forces_weight·L(F) with "
+          "L the loss of training.loss (l1 or mse), in no one physical unit; the MAE columns are the test errors."}
+"""What the loss columns measure, by whether the study trains a force field."""
 
 
 def _whole(value: float | None) -> str:
@@ -211,6 +220,7 @@ def markdown(ctx: dict) -> str:
     lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | "
               + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "")
               + f"{c['speed_text']} | {c['status_text']} |" for c in ctx["cells"]]
+    lines += ["", ctx["labels"]["loss_note"]]
     if ctx["generation"]:
         lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(COLUMNS) + " |",
                   "|---|---|" + "---|" * len(COLUMNS)]
