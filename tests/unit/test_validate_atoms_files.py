@@ -124,13 +124,16 @@ def test_energy_or_forces_keys_for_an_npz_format_are_refused_not_ignored(cli, tm
     data cell's identity."""
     _water_npz(tmp_path / "traj.npz")
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "traj.npz", "format": format,
-                                                                "energy_key": "energies", "forces_key": "forces"},
+                                                                "energy_key": "energies", "forces_key": "F"},
                           "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
                           "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
     result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
     assert result.code == 2 and "Traceback" not in result.err
     assert (f"data.source.energy_key: applies to extxyz, asedb, ani1x and ani2x files; an {format} npz holds its "
             f"arrays under fixed keys ({keys}): remove energy_key and forces_key") in result.err, result.err
+    study["data"]["source"].update(energy_key="energy", forces_key="forces")  # the defaults, spelled out
+    result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
+    assert "energy_key" not in result.err, result.err
 
 
 def test_a_misspelt_format_is_reported_against_the_atoms_sources_keys(cli, tmp_path):
@@ -143,15 +146,22 @@ def test_a_misspelt_format_is_reported_against_the_atoms_sources_keys(cli, tmp_p
     assert "unknown key 'fromat'" in result.err and "allowed here: energy_key, file, forces_key, format, units" in result.err
 
 
+def _gzipped(path, make):
+    import gzip
+
+    make(path.with_suffix(""))
+    path.write_bytes(gzip.compress(path.with_suffix("").read_bytes()))
+
+
 @pytest.mark.parametrize("name,make,format,extra,message", [
-    ("nof.npz", lambda p: _water_npz(p, F=None), "md17", {}, r"md17 file .*nof\.npz has no key 'F'"),
+    ("nof.npz", lambda p: _water_npz(p, F=None), "md17", {}, r"data\.source\.file: md17 file .*nof\.npz has no key 'F'"),
     ("atoms.npz", lambda p: _water_npz(p, z=np.array([8, 1])), "md17", {},
-     r"'R' has shape \(600, 3, 3\), expected \(frames, 2, 3\) for the 2 atoms 'z' lists"),
+     r"data\.source\.file: .*'R' has shape \(600, 3, 3\), expected \(frames, 2, 3\) for the 2 atoms 'z' lists"),
     ("noforces.xyz", lambda p: _water_xyz(p, 'Properties=species:S:1:pos:R:3 energy=-14.2 pbc="F F F"'), "extxyz", {},
-     r"extxyz file .*noforces\.xyz frame 0 has no forces 'forces'; set data.source.forces_key"),
-    ("key.xyz", _water_xyz, "extxyz", {"energy_key": "Energy"},
-     r"key\.xyz frame 0 has no energy 'Energy'; set data.source.energy_key"),
-], ids=["npz-no-forces", "npz-atom-count", "extxyz-no-forces", "extxyz-energy-key"])
+     r"data\.source\.forces_key: extxyz file .*noforces\.xyz frame 0 has no forces 'forces'; set data.source.forces_key"),
+    ("key.xyz.gz", lambda p: _gzipped(p, _water_xyz), "extxyz", {"energy_key": "Energy"},
+     r"data\.source\.energy_key: extxyz file .*key\.xyz\.gz frame 0 has no energy 'Energy'; set data.source.energy_key"),
+], ids=["npz-no-forces", "npz-atom-count", "extxyz-no-forces", "gzipped-extxyz-energy-key"])
 def test_validate_refuses_an_atoms_file_the_data_stage_would(cli, tmp_path, name, make, format, extra, message):
     """Once, these passed validate and compile and failed only at `dvc repro`'s data stage."""
     make(tmp_path / name)
@@ -162,5 +172,14 @@ def test_validate_refuses_an_atoms_file_the_data_stage_would(cli, tmp_path, name
     for command in ("validate", "compile"):
         result = cli(command, str(spec), cwd=tmp_path)
         assert result.code == 2 and "Traceback" not in result.err, result.err
-        assert re.search(r"data\.source\.file: .*" + message, result.err), result.err
+        assert re.search(message, result.err), result.err
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / "params.yaml").exists()
+
+
+def test_an_empty_extxyz_file_is_refused_by_the_sizes_it_cannot_fill(cli, tmp_path):
+    (tmp_path / "empty.xyz").write_text("")
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "empty.xyz", "format": "extxyz"},
+                          "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
+                          "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
+    result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
+    assert result.code == 2 and "needs 600 but data.source.file 'empty.xyz' has 0; lower the sizes" in result.err, result.err

@@ -34,10 +34,12 @@ def _structures(path: Path, source: AtomsFileSource) -> int:
 
     try:
         count = count_structures(path, source.format, source.energy_key)
-        check_sample(path, source.format, source.energy_key, source.forces_key)
+        if count:  # an empty file is refused by the sizes it cannot fill, which says more
+            check_sample(path, source.format, source.energy_key, source.forces_key)
         return count
     except RunError as exc:
-        raise ValueError(f"data.source.file: {exc}") from None
+        key = next((k for k in ("energy_key", "forces_key") if f"set data.source.{k}" in str(exc)), "file")
+        raise ValueError(f"data.source.{key}: {exc}") from None
 
 
 def schema() -> dict:

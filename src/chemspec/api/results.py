@@ -78,9 +78,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         # A fresh clone of a project holds its archive but not its workspace results.
         archived = Store(root / cells.archive.root).ref_path(cells.archive.study).is_file()
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); "
-                            + ("the archive holds a run of it: `chemspec report --from WORKTREE` shows that run without "
-                               "training, and `dvc pull` brings back outputs pushed to the DVC remote; or run "
-                               "`dvc repro`" if archived else "run `dvc repro`"))
+                            + ("the archive holds a run of it: `chemspec report --from WORKTREE` shows that run "
+                               "without training; or run `dvc repro`" if archived else "run `dvc repro`"))
     rows, fit = read_results(folder)
     stale = stale_note(cells, root, params)
     selected = (read_checked(root / cells.select.out, "select", selected_problem)

@@ -160,7 +160,7 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
     key = lambda f: (f["axis"], str(f["group"]), f["law"])  # noqa: E731
     before, after = {key(f): f for f in a}, {key(f): f for f in b}
     rows = []
-    for k in sorted(set(before) | set(after)):
+    for k in dict.fromkeys([*after, *before]):  # the fits' own order, as the cells
         fa, fb = before.get(k), after.get(k)
         row: dict = {"axis": k[0], "group": k[1], "law": k[2],
                      "before": fa and fa.get("exponent"), "ci_before": fa and fa.get("ci"),
@@ -182,13 +182,14 @@ def _number(cell: dict, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-TEST_ERRORS = ("force_mae_meV_per_A", "energy_mae_meV")
-"""A force field's test errors, which a diff names beside the validation loss where they changed."""
+TEST_ERRORS = {"force_mae_meV_per_A": "force MAE (meV/Å)", "energy_mae_meV": "energy MAE (meV)"}
+"""A force field's test errors, which a diff names (with these labels) beside the validation loss where they changed."""
 
 
 def _cell_change(key: str, before: dict, after: dict) -> dict | None:
     """How one cell's status and validation loss changed, with its parameter count and the hyperparameters
-    TPE chose where those changed too (the usual causes); None when nothing did. A loss is null where the
+    TPE chose where those changed too (the usual causes), and a force field's test errors where they
+    changed; None when nothing did. A loss is null where the
     cell diverged or failed, so the change in loss is given only where both are numbers."""
     la, lb = _number(before, "val_loss"), _number(after, "val_loss")
     sa, sb = before.get("status", "ok"), after.get("status", "ok")

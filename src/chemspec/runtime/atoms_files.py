@@ -100,9 +100,10 @@ def check_sample(path: Path, format: str, energy_key: str = "energy", forces_key
     elif format == "extxyz":
         import ase.io
 
-        with reading(path, format):
-            first = ase.io.read(path, index=0, format="extxyz")
-        _frame_block(path, format, " frame 0", first, energy_key, forces_key)
+        with reading(path, format):  # a slice that stops: index=0 makes ASE index every frame (gzip: seek by seek)
+            first = ase.io.read(path, index=slice(0, 1), format="extxyz")
+        if first:
+            _frame_block(path, format, " frame 0", first[0], energy_key, forces_key)
     elif format == "asedb":
         import ase.db
 

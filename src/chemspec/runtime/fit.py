@@ -147,7 +147,7 @@ def bootstrap(rows: list[dict], resamples: int, confidence: float, seed: int = 0
     for _ in range(resamples):
         sample = [usable[i] for i in rng.integers(0, len(usable), len(usable))]
         fit = joint_law([r["params"] for r in sample], [r["data_size"] for r in sample],
-                        [r["val_loss"] for r in sample], confidence)
+                        [r["val_loss"] for r in sample], confidence, profile=False)
         if fit["status"] == "ok":
             draws.append((fit["alpha"], fit["beta"]))
         elif "exponents_on_bound" in fit:

@@ -150,9 +150,9 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     if energy_scale == "auto":
         energy_scale = float(np.std(np.asarray(train.forces))) or 1.0
     dtype = torch.float64 if precision.startswith("64") else torch.float32
-    sets = {name: ForceFieldDataset(data, cutoff, dtype) for name, data in (("train", train), ("val", val),
-                                                                           ("test", test))}
+    sets = {"train": ForceFieldDataset(train, cutoff, dtype)}
     _check_reach(sets["train"], train, cutoff)
+    sets.update((name, ForceFieldDataset(data, cutoff, dtype)) for name, data in (("val", val), ("test", test)))
     L.seed_everything(seed, workers=True, verbose=False)
     model = builder(width, depth, cutoff, n_rbf, **({"charge_spin": True} if charge_spin else {}))
     _quiet()

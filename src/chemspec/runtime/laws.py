@@ -57,18 +57,20 @@ def saturating_law(x: list[float], y: list[float], confidence: float) -> dict:
             "confidence": confidence, "dof": fit["dof"]}
 
 
-def joint_law(n: list[float], d: list[float], y: list[float], confidence: float) -> dict:
-    """Fit L(N, D) = E + A/N^α + B/D^β over a grid; α, β and E with Wald and profile intervals."""
+def joint_law(n: list[float], d: list[float], y: list[float], confidence: float, profile: bool = True) -> dict:
+    """Fit L(N, D) = E + A/N^α + B/D^β over a grid; α, β and E with Wald and, unless `profile` is False
+    (a bootstrap's resamples, which use the estimates alone), profile intervals."""
     result: dict = {"law": "joint", "n": len(y), "N": list(n), "D": list(d), "y": list(y)}
     reason = _unfit_reason([n, d], y, min_points=7)
-    fit = {"reason": reason} if reason else _fit([n, d], y, confidence)
+    fit = {"reason": reason} if reason else _fit([n, d], y, confidence, profile)
     if "reason" in fit:
         return {**result, "status": "cannot fit", "reason": fit["reason"],
                 **({"exponents_on_bound": fit["exponents_on_bound"]} if "exponents_on_bound" in fit else {})}
     (big_a, big_b), (alpha, beta) = fit["prefactors"], fit["exponents"]
     return {**result, "status": "ok", "alpha": alpha, "beta": beta, "E": fit["E"], "A": big_a, "B": big_b,
             "ci_alpha": fit["wald"][3], "ci_beta": fit["wald"][4], "ci_E": fit["wald"][0],
-            "ci_alpha_profile": fit["profile"][0], "ci_beta_profile": fit["profile"][1],
+            "ci_alpha_profile": fit["profile"][0] if profile else None,
+            "ci_beta_profile": fit["profile"][1] if profile else None,
             "r2": fit["r2"], "residuals": fit["residuals"], "confidence": confidence, "dof": fit["dof"]}
 
 
@@ -170,7 +172,7 @@ def _least_squares(model: Model, logy: np.ndarray, theta: np.ndarray, free: np.n
 
 
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # a trial step may overflow; it is then rejected
-def _fit(sizes: list[list[float]], losses: list[float], confidence: float) -> dict:
+def _fit(sizes: list[list[float]], losses: list[float], confidence: float, profile: bool = True) -> dict:
     y, k = np.asarray(losses, dtype=float), len(sizes)
     params, dof = 1 + 2 * k, len(y) - 1 - 2 * k
     logs = np.log(np.asarray(sizes, dtype=float))
@@ -208,7 +210,7 @@ def _fit(sizes: list[list[float]], losses: list[float], confidence: float) -> di
             "prefactors": [float(np.exp(ell + e * c)) for ell, e, c in zip(theta[1:1 + k], exponents, centres)],
             "wald": [[float(v - h), float(v + h)] for v, h in zip(theta, half)],
             "profile": [_profile(model, logy, theta, rss, i, s2, threshold, se[i], lower, upper)
-                        for i in range(1 + k, params)],
+                        for i in range(1 + k, params)] if profile else [],
             "residuals": [float(v) for v in residuals], "r2": float(1 - rss / ((logy - logy.mean()) ** 2).sum()),
             "dof": int(dof)}
 

@@ -246,7 +246,8 @@ class AtomsFileSource(Spec):
 
     @model_validator(mode="after")
     def _keys_apply(self) -> "AtomsFileSource":
-        named = sorted({"energy_key", "forces_key"} & self.model_fields_set)
+        defaults = {"energy_key": "energy", "forces_key": "forces"}
+        named = sorted(key for key, value in defaults.items() if getattr(self, key) != value)
         if self.format in ("md17", "rmd17") and named:
             arrays = "R, z, E, F" if self.format == "md17" else "coords, nuclear_charges, energies, forces"
             raise ValueError(f"data.source.{named[0]} applies to extxyz, asedb, ani1x and ani2x files; an "
@@ -261,7 +262,8 @@ class AtomsFileSource(Spec):
         return not self._energy_unit_given
 
 
-ATOMS_SUFFIXES = (".npz", ".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz", ".hdf5", ".h5", ".db")
+ATOMS_SUFFIXES = (".npz", ".hdf5", ".h5", ".db",
+                  *(f"{xyz}{packed}" for xyz in (".xyz", ".extxyz") for packed in ("", ".gz", ".bz2", ".xz")))
 """Files read as atoms sources when a source names neither its format nor a SMILES column, so that a
 misspelt `format` is reported against the atoms source's keys."""
 
