@@ -354,3 +354,20 @@ def test_missing_file_unknown_format_and_unit_are_rejected(tmp_path):
         load_file(tmp_path / "absent.npz", "pdb", "eV", "Angstrom")
     with pytest.raises(RunError, match="'kcal' / length 'Angstrom' not known"):
         load_file(tmp_path / "absent.npz", "md17", "kcal", "Angstrom")
+
+
+def test_a_compressed_extxyz_file_loads_as_its_plain_text_and_a_cut_one_is_refused(tmp_path):
+    """Compressed files are read in memory: ASE's seeks through a gzip stream made reading them superlinear."""
+    import gzip
+
+    frame = '3\nProperties=species:S:1:pos:R:3:forces:R:3 energy=-14.2 pbc="F F F"\n' + "".join(
+        f"{z} {x} 0.1 0 0.5 0 0\n" for z, x in (("O", 0.0), ("H", 0.96), ("H", -0.96)))
+    (tmp_path / "water.xyz").write_text(frame * 50)
+    packed = gzip.compress((tmp_path / "water.xyz").read_bytes())
+    (tmp_path / "water.xyz.gz").write_bytes(packed)
+    plain, counts = load_file(tmp_path / "water.xyz", "extxyz", "eV", "Angstrom")
+    unpacked, _ = load_file(tmp_path / "water.xyz.gz", "extxyz", "eV", "Angstrom")
+    assert counts["read"] == 50 and content_hash(plain) == content_hash(unpacked)
+    (tmp_path / "cut.xyz.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(RunError, match=r"extxyz file .*cut\.xyz\.gz is unreadable or truncated"):
+        load_file(tmp_path / "cut.xyz.gz", "extxyz", "eV", "Angstrom")

