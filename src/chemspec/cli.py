@@ -10,6 +10,7 @@ import os
 import shlex
 import signal
 import sys
+import traceback
 
 import click
 
@@ -169,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = cli.main(args=args, prog_name="chemspec", standalone_mode=False)
     except ChemspecError as exc:
-        if verbose:
-            raise
+        if verbose:  # the traceback, and the exit code the error carries (2 for a bad spec), as without -v
+            traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
