@@ -8,6 +8,10 @@ the schedule's state ends elsewhere. Results are compared as metrics.json would 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+import warnings
 
 import pytest
 import torch
@@ -55,12 +59,36 @@ def reference():
 
 
 @pytest.mark.parametrize("steps", [[13], [8], [9, 14]], ids=["mid-epoch", "at an epoch's end", "twice"])
-def test_sigterm_then_a_rerun_ends_bitwise_as_the_uninterrupted_run(tmp_path, reference, steps):
+def test_sigterm_then_a_rerun_ends_bitwise_as_the_uninterrupted_run(tmp_path, reference, steps, capsys):
     """Mid-epoch the resumed epoch takes the batches it would have; at an epoch's last batch the stop
-    waits for validation and the plateau step; a resumed run can be stopped and resumed again."""
+    waits for validation and the plateau step; a resumed run can be stopped and resumed again. The rerun
+    says where it continues from, and Lightning's warning that a mid-epoch resume is unreliable (true of
+    its own loaders, not of this sampler) is not shown."""
     for step in steps:
         stop(tmp_path / "resume", step)
-    assert_same(train(tmp_path / "resume"), reference)
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_same(train(tmp_path / "resume"), reference)
+    assert not [w for w in caught if "resuming from a checkpoint" in str(w.message)]
+    assert re.search(rf"resume: continuing from .*{CHECKPOINT}, epoch \d, after batch \d of it", capsys.readouterr().err)
+
+
+def test_a_second_trainer_of_a_cell_stops_naming_the_first(tmp_path):
+    """A trainer orphaned by a killed dvc keeps running; a `dvc repro` started meanwhile must not race it."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from chemspec.runtime.resume import _claim; _claim(Path(sys.argv[1])); "
+                               "print('held', flush=True); time.sleep(60)", str(tmp_path / "resume")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match=rf"resume: this cell is being trained by process {holder.pid}; wait for "
+                                           rf"it to finish, or stop it \(`kill -TERM {holder.pid}` saves a checkpoint\)"):
+            train(tmp_path / "resume")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(tmp_path / "resume")[0], "the claim ends with the process that held it"
 
 
 def test_the_folder_of_resume_checkpoints_is_ignored_by_git(tmp_path, git_env):
