@@ -146,3 +146,15 @@ def test_a_tpe_window_rerun_from_its_last_checkpoint_keeps_its_last_part_epoch(t
     assert [len(epoch) for epoch in record["step_losses"]] == ([4, 4, 1] if "fault" in changes else [4, 4, 3])
     assert record["status"] == ("diverged" if "fault" in changes else "ok")
     assert_same(train(tmp_path / "resume", **{k: v for k, v in changes.items() if k != "fault"}), first)
+
+
+def test_a_file_system_without_flock_trains_without_a_claim(tmp_path, monkeypatch):
+    """Lustre mounted without flock answers ENOSYS: the cell trains, as before there was a claim."""
+    import errno
+    import fcntl
+
+    def unsupported(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    assert train(tmp_path / "resume", epochs=1)[0]

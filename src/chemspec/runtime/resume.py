@@ -257,7 +257,12 @@ def _claim(folder: Path):
     handle = open(ignored_folder(folder) / "lock", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as exc:
+        if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):  # e.g. Lustre mounted without flock
+            _CLAIMS[str(folder)] = handle  # nothing to claim with; train as before there was a claim
+            return handle
+        if not isinstance(exc, BlockingIOError):
+            raise
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
