@@ -57,6 +57,10 @@ class PackageSource(Spec):
         return min(self.max_molecules or MOSES_TRAIN_MOLECULES, MOSES_TRAIN_MOLECULES)
 
 
+COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
+"""The first bytes of gzip, bzip2 and xz files."""
+
+
 class SmilesFileSource(Spec):
     """A CSV (with a header) or TXT (one SMILES a line) file of molecules."""
 
@@ -76,13 +80,23 @@ class SmilesFileSource(Spec):
                 first = next(lines, "")
                 count = (1 if first else 0) + sum(1 for _ in lines)
             except UnicodeDecodeError:
+                handle.seek(0)
+                if handle.buffer.read(2) in COMPRESSED:
+                    raise ValueError(f"data.source.file {self.file!r} is compressed; SMILES files are read as "
+                                     "plain text: decompress it (e.g. gunzip) and name the result") from None
                 raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
         if self.column:
             header = next(csv.reader([first]), [])
             if self.column not in header:
                 found = f"the header has {header}" if header else "the file is empty"
+                if "\t" in first:
+                    fix = "the file looks tab-separated; SMILES files are read as comma-separated: convert it"
+                elif len(header) == 1:
+                    fix = "fix the column name, or leave column out for a file of one SMILES a line without a header"
+                else:
+                    fix = "fix the column name"
                 raise ValueError(f"data.source.column {self.column!r} is not a column of {self.file!r} ({found}); "
-                                 "fix the column name")
+                                 + fix)
             count -= 1
         return min(count, self.max_molecules) if self.max_molecules else count
 
