@@ -34,6 +34,7 @@ def test_every_trained_cell_is_sampled_and_scored(project):
     ran = set(re.findall(r"Running stage '([^']+)'", first))
     assert {f"sample@{m}-{n}" for m in ("xs", "s") for n in (200, 400, 800)} <= ran
     assert not [s for s in ran if s.startswith(("train@", "tpe@"))], "adding generation retrains nothing"
+    assert "Loading weights" not in first, "transformers' progress bar for each cell's load stays out of dvc's log"
     result = json.loads((root / "results/tiny/sample/s-800/generation.json").read_text())
     assert result["status"] == "ok" and result["samples"] == 100
     assert METRICS - {"w_logp", "w_qed", "w_mw"} <= set(result) and set(result["wasserstein"]) == {"logp", "qed", "mw"}

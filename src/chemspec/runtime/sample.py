@@ -20,9 +20,11 @@ from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, 
 def load_cell(model_dir: str | Path, device: str = "cpu"):
     """(model, tokenizer) of a trained cell, loaded with `transformers` alone; attention through SDPA."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
 
     from chemspec.runtime.gptneo_sdpa import use_sdpa
 
+    logging.disable_progress_bar()  # a bar per sample cell in dvc's log, for a load of a second
     model = use_sdpa(AutoModelForCausalLM.from_pretrained(model_dir)).to(device).eval()
     return model, AutoTokenizer.from_pretrained(model_dir)
 
