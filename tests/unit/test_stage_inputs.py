@@ -69,7 +69,9 @@ def test_a_corrupt_input_names_the_file(cli, tmp_path):
 def test_a_stage_prints_its_summary_with_numbers_rounded_for_reading(cli, tmp_path):
     write_spec(tmp_path / "s.yaml", tiny_study())
     assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
-    assert cli("run", "data", cwd=tmp_path).code == 0 and cli("run", "split", cwd=tmp_path).code == 0
+    data = cli("run", "data", cwd=tmp_path)
+    assert data.code == 0 and "count=1500, vocab_size=29, read=1500" in data.out, "rows read and dropped are named"
+    assert cli("run", "split", cwd=tmp_path).code == 0
     result = cli("run", "tpe", "--cell", "lr3e-3-bs32", cwd=tmp_path)
     assert result.code == 0, result.err
     values = dict(item.split("=", 1) for item in result.out.strip().split(": ", 1)[1].split(", ") if "=" in item)
