@@ -100,9 +100,11 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
 
 def _brief(value: int | float | str) -> str:
     """A number as a person reads it in a progress line (the full values are in the stage's JSON)."""
-    if not isinstance(value, float):
+    if isinstance(value, str) or isinstance(value, bool):
         return str(value)
-    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    if abs(value) >= 1e4:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str | bool]:

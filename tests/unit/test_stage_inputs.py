@@ -75,4 +75,5 @@ def test_a_stage_prints_its_summary_with_numbers_rounded_for_reading(cli, tmp_pa
     result = cli("run", "tpe", "--cell", "lr3e-3-bs32", cwd=tmp_path)
     assert result.code == 0, result.err
     values = dict(item.split("=", 1) for item in result.out.strip().split(": ", 1)[1].split(", ") if "=" in item)
-    assert re.fullmatch(r"\d\.\d{1,3}", values["val_loss"]) and re.fullmatch(r"[\d,]+", values["train_tokens_per_s"])
+    assert re.fullmatch(r"\d\.\d{1,3}", values["val_loss"]) and re.fullmatch(r"\d{1,3}(,\d{3})+|\d{1,4}(\.\d{1,3})?", values["train_tokens_per_s"])
+    assert re.fullmatch(r"\d{2},\d{3}", values["tokens_seen"]), "whole numbers of 10,000 and more read alike"
