@@ -166,6 +166,10 @@ def _os_error(exc: OSError) -> str:
             "the disk has room, then rerun")
 
 
+INTERRUPTED = ("interrupted; what the command writes is written whole or not at all, so run it again (a pipeline "
+               "stage: re-run `dvc repro`)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo(INTERRUPTED, err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo(INTERRUPTED, err=True)
         return 130
     except Exception as exc:  # noqa: BLE001 -- the last line of defence against a traceback
         if verbose:

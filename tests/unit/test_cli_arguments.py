@@ -111,3 +111,13 @@ def test_report_without_workspace_results_points_at_the_archived_run(cli, tmp_pa
     assert result.code == 1 and "the archive holds a run of it: `chemspec report --from WORKTREE`" in result.err
     shown = cli("report", "--from", "WORKTREE", "--no-files", cwd=tmp_path)
     assert shown.code == 0 and "xs" in shown.out, shown.err
+
+
+def test_ctrl_c_in_any_verb_exits_130_saying_to_run_it_again(cli, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "validate", interrupted)
+    result = cli("validate", "study.yaml", cwd=tmp_path)
+    assert result.code == 130 and "interrupted; what the command writes is written whole or not at all" in result.err
+    assert "re-run `dvc repro`" in result.err and "Traceback" not in result.err
