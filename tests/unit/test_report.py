@@ -87,6 +87,7 @@ def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(
     markdown = (results / "report" / "report.md").read_text()
     page = (results / "report" / "index.html").read_text()
     assert "Wald (t)" in table.out and "profile (F)" in table.out
+    assert re.search(r"Loss falls with data size: xs \w+, s \w+, m \w+", markdown), "models in the spec's order"
     assert "| exponent | Wald (t) | profile (F) | R² | n |" in markdown and "<th>Wald (t)</th><th>profile (F)</th>" in page
     for f in profiled:
         wald, profile = interval_text(f["ci"]), interval_text(f["ci_profile"])

@@ -126,6 +126,12 @@ def _whole(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _in_cell_order(by_model: dict, rows: list[dict]) -> list[tuple]:
+    """(model, value) in the order the cells table lists the models (the spec's), not fit.json's sorted keys."""
+    order = list(dict.fromkeys(str(r["model"]) for r in rows))
+    return sorted(by_model.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+
+
 def speed_text(cell: dict) -> str:
     """A cell's steady-state training speed, `12,345 tokens/s` or `9,150 structures/s`; '-' where it has
     none (a resumed or stopped run, or results archived before cells carried it)."""
@@ -177,7 +183,8 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "intervals_note": intervals_note(fit["confidence"]),
             "bootstrap_text": bootstrap_text(fit.get("bootstrap"), fit["confidence"]),
             "noise_text": noise_text(fit.get("noise"), fit.get("joint")),
-            "joint_text": joint_text, "spearman": spearman, "monotone": list(stats.get("loss_falls_with_data", {}).items()),
+            "joint_text": joint_text, "spearman": spearman,
+            "monotone": _in_cell_order(stats.get("loss_falls_with_data", {}), rows),
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "calibration": calibration_rows(calibration),
             "generation": generation_rows(cells),
