@@ -36,7 +36,7 @@ def manifest_id(root: Path) -> str:
 
 def test_diff_lists_added_cells_and_exponent_changes(history):
     result = json.loads(sh("chemspec", "diff", "HEAD~1", "HEAD", "--json", cwd=history).stdout)
-    assert result["cells"]["added"] == ["m-1000", "s-1000", "xs-1000"]
+    assert result["cells"]["added"] == ["xs-1000", "s-1000", "m-1000"], "in the run's order, not as text"
     assert result["cells"]["removed"] == [] and result["cells"]["changed"] == []
     assert {"field": "data.sizes", "before": [200, 400, 800], "after": [200, 400, 800, 1000]} in result["spec"]
     data_axis = [e for e in result["exponents"] if e["axis"] == "data" and e["law"] == "power"]
