@@ -86,7 +86,7 @@ def test_a_checkpoint_with_the_single_parameter_group_of_older_versions_starts_t
     tag = {"identity": "ab" * 32, "hparams": {"learning_rate": 1e-3, "batch_size": 32}}
     torch.save({"callbacks": {"Resume": {"tag": tag, "batches": 3, "epoch": 0}}}, folder / CHECKPOINT)
     resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag={**tag, "param_groups": PARAM_GROUPS})
-    assert resume.resume_from() is None and not (folder / CHECKPOINT).exists()
+    assert resume.resume_from() is None and not folder.exists()
     assert "was written for another configuration of this cell (other data or split, another number of devices, or " \
            "another chemspec version); training starts over" in capsys.readouterr().err
 
@@ -106,7 +106,7 @@ def test_a_damaged_resume_checkpoint_is_named_and_set_aside_so_the_cell_starts_o
     else:
         (folder / CHECKPOINT).write_bytes(damage)
     resume = Resume(folder, EpochSampler(10, 0), 32, 1, tag=tag)
-    assert resume.resume_from() is None and not (folder / CHECKPOINT).exists()
+    assert resume.resume_from() is None and not folder.exists()
     assert (tmp_path / "resume.damaged" / CHECKPOINT).is_file()
     assert f"resume: {folder / CHECKPOINT} cannot be read (" in capsys.readouterr().err
 

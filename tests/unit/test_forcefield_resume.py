@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -74,23 +72,6 @@ def test_sigterm_then_a_rerun_ends_bitwise_as_the_uninterrupted_run(tmp_path, re
     assert re.search(rf"resume: continuing from .*{CHECKPOINT}, epoch \d, after batch \d of it", capsys.readouterr().err)
 
 
-def test_a_second_trainer_of_a_cell_stops_naming_the_first(tmp_path):
-    """A trainer orphaned by a killed dvc keeps running; a `dvc repro` started meanwhile must not race it."""
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from chemspec.runtime.resume import _claim; _claim(Path(sys.argv[1])); "
-                               "print('held', flush=True); time.sleep(60)", str(tmp_path / "resume")],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunError, match=rf"resume: this cell is being trained by process {holder.pid}; wait for "
-                                           rf"it to finish, or stop it \(`kill -TERM {holder.pid}` saves a checkpoint\)"):
-            train(tmp_path / "resume")
-    finally:
-        holder.kill()
-        holder.wait()
-    assert train(tmp_path / "resume")[0], "the claim ends with the process that held it"
-
-
 def test_the_folder_of_resume_checkpoints_is_ignored_by_git(tmp_path, git_env):
     import subprocess
 
@@ -147,14 +128,3 @@ def test_a_tpe_window_rerun_from_its_last_checkpoint_keeps_its_last_part_epoch(t
     assert record["status"] == ("diverged" if "fault" in changes else "ok")
     assert_same(train(tmp_path / "resume", **{k: v for k, v in changes.items() if k != "fault"}), first)
 
-
-def test_a_file_system_without_flock_trains_without_a_claim(tmp_path, monkeypatch):
-    """Lustre mounted without flock answers ENOSYS: the cell trains, as before there was a claim."""
-    import errno
-    import fcntl
-
-    def unsupported(*args):
-        raise OSError(errno.ENOSYS, "Function not implemented")
-
-    monkeypatch.setattr(fcntl, "flock", unsupported)
-    assert train(tmp_path / "resume", epochs=1)[0]

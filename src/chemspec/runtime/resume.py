@@ -120,7 +120,6 @@ class Resume(L.Callback):
         self._epoch = 0
         self._restored_epoch: int | None = None
         self._stop_requested = False
-        self._claim = _claim(folder) if _launching_rank() else None
 
     @property
     def path(self) -> Path:
@@ -149,7 +148,7 @@ class Resume(L.Callback):
             print(f"resume: {self.path} was written for another configuration of this cell (other data or split, "
                   "another number of devices, or another chemspec version); training starts over", file=sys.stderr,
                   flush=True)
-            self.path.unlink()  # the folder stays: it holds this run's claim on the cell (_claim)
+            shutil.rmtree(self.folder, ignore_errors=True)
             return None
         if _launching_rank():
             print(f"resume: continuing from {self.path}, epoch {state.get('epoch', 0) + 1}, after batch "
@@ -161,8 +160,7 @@ class Resume(L.Callback):
     def _set_aside(self, exc: BaseException) -> None:
         aside = self.folder.with_name(f"{self.folder.name}.damaged")
         shutil.rmtree(aside, ignore_errors=True)
-        aside.mkdir()
-        os.replace(self.path, aside / CHECKPOINT)
+        os.replace(self.folder, aside)
         print(f"resume: {self.path} cannot be read ({type(exc).__name__}: {exc}); moved to {aside} (delete it once "
               "you have looked); training starts over", file=sys.stderr, flush=True)
 
@@ -241,44 +239,7 @@ def _launching_rank() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-_CLAIMS: dict[str, object] = {}
-"""The resume folders this process has claimed, by path: a process that trains a cell again (after an
-interruption, in tests) keeps its claim."""
-
-
-def _claim(folder: Path):
-    """Hold an exclusive lock on the cell's resume folder until the cell's results are written (discard), so
-    that a second run of the cell (a `dvc repro` started while a trainer orphaned by a killed dvc still runs)
-    stops instead of racing it for the checkpoint and the outputs."""
-    import fcntl
-
-    if str(folder) in _CLAIMS:
-        return _CLAIMS[str(folder)]
-    handle = open(ignored_folder(folder) / "lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):  # e.g. Lustre mounted without flock
-            _CLAIMS[str(folder)] = handle  # nothing to claim with; train as before there was a claim
-            return handle
-        if not isinstance(exc, BlockingIOError):
-            raise
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise RunError(f"{folder}: this cell is being trained by process {holder}; wait for it to finish, or stop it "
-                       f"(`kill -TERM {holder}` saves a checkpoint), then re-run `dvc repro`") from None
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    _CLAIMS[str(folder)] = handle
-    return handle
-
-
 def discard(folder: str | Path) -> None:
-    """Delete a cell's resume folder, once its results are written, and end this process's claim on it."""
+    """Delete a cell's resume folder, once its results are written."""
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(folder)
-    claim = _CLAIMS.pop(str(folder), None)
-    if claim is not None:
-        claim.close()
