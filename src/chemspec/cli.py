@@ -95,7 +95,8 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "identity"}
     if isinstance(result.get("counts"), dict):  # the data stage's rows read and dropped, where any were
         summary.update((k, v) for k, v in result["counts"].items() if isinstance(v, int) and v and k not in summary)
-    click.echo(f"{stage}{'@' + cell if cell else ''}: " + ", ".join(f"{k}={_brief(v)}" for k, v in summary.items()))
+    click.echo(f"{stage}{'@' + cell if cell else ''}: "
+               + ", ".join(f"{k}={v if k == 'seed' else _brief(v)}" for k, v in summary.items()))
 
 
 def _brief(value: int | float | str) -> str:

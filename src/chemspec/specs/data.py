@@ -83,7 +83,7 @@ class SmilesFileSource(Spec):
                 handle.seek(0)
                 if handle.buffer.read(2) in COMPRESSED:
                     raise ValueError(f"data.source.file {self.file!r} is compressed; SMILES files are read as "
-                                     "plain text: decompress it (e.g. gunzip) and name the result") from None
+                                     "plain text: decompress it (gunzip, bunzip2 or unxz) and name the result") from None
                 raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
         if self.column:
             header = next(csv.reader([first]), [])
