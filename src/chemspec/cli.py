@@ -101,7 +101,7 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
 
 def _brief(value: int | float | str) -> str:
     """A number as a person reads it in a progress line (the full values are in the stage's JSON)."""
-    if isinstance(value, str) or isinstance(value, bool):
+    if isinstance(value, (str, bool)):
         return str(value)
     if abs(value) >= 1e4:
         return f"{value:,.0f}"

@@ -11,8 +11,10 @@ import click
 from chemspec import api
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def _fmt(value: float | None, missing: str = "-") -> str:
+    if value is None:
+        return missing
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
 @click.command(short_help="Show cells and fitted exponents; write HTML and Markdown pages.")
@@ -170,17 +172,17 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         params = f"params {row['params_before']:,} -> {row['params_after']:,}, " if "params_before" in row else ""
         before, after = (_hparams(row.get(f"hparams_{side}")) or "none" for side in ("before", "after"))
         hparams = f"hparams {before} -> {after}, " if "hparams_before" in row else ""
-        errors = "".join(f", test {label} {_number(row[f'{key}_before'])} -> {_number(row[f'{key}_after'])}"
+        errors = "".join(f", test {label} {_change(row[f'{key}_before'], row[f'{key}_after'])}"
                          for key, label in TEST_ERRORS.items() if f"{key}_before" in row)
-        click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss {_number(row['val_loss_before'])} -> "
-                   f"{_number(row['val_loss_after'])}{errors}")
+        click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss "
+                   f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}")
     for row in cells["generation"]:
-        click.echo(f"  ~ cell {row['cell']}: {row['metric']} {_number(row['before'])} -> {_number(row['after'])}")
+        click.echo(f"  ~ cell {row['cell']}: {row['metric']} {_change(row['before'], row['after'])}")
     changed = [row for row in result["exponents"] if row["before"] != row["after"]]
     for row in changed:
         flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
-        click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): {_number(row['before'])} -> "
-                   f"{_number(row['after'])} ({flag} at {result['confidence']:.0%})")
+        click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): "
+                   f"{_change(row['before'], row['after'])} ({flag} at {result['confidence']:.0%})")
     if any(row["significant"] is not None for row in changed):
         click.echo(f"  (significance: {result['test']})")
     if not (result["spec"] or any(cells[k] for k in ("added", "removed", "changed", "generation")) or changed):
@@ -188,14 +190,12 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         click.echo(f"  no changes: {same} (spec, cells and exponents)")
 
 
+def _change(before: float | None, after: float | None) -> str:
+    return f"{_fmt(before, 'none')} -> {_fmt(after, 'none')}"
+
+
 def _hparams(values: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (values or {}).items())
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "none"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
 @click.command(short_help="Bring an archived run back, checkpoints included.")

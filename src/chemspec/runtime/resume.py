@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 from torch.utils.data import Sampler
 
@@ -150,7 +151,7 @@ class Resume(L.Callback):
                   flush=True)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
-        if _launching_rank():
+        if rank_zero_only.rank == 0:  # Lightning's reading of the launcher's rank variables
             print(f"resume: continuing from {self.path}, epoch {state.get('epoch', 0) + 1}, after batch "
                   f"{state.get('batches', 0)} of it", file=sys.stderr, flush=True)
         # The sampler skips what the checkpoint trained (load_state_dict), so this does resume exactly.
@@ -231,12 +232,6 @@ class Resume(L.Callback):
             with open(tmp, "rb") as handle:  # on disk before it takes the name a resume trusts
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
-
-
-def _launching_rank() -> bool:
-    """Whether this process is the one a stage command started (global rank 0): DDP's other ranks, which
-    Lightning, torchrun or srun start, carry a non-zero rank in their environment."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def discard(folder: str | Path) -> None:
