@@ -21,6 +21,7 @@ from chemspec.errors import RunError
 from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, MIN_DISTANCE, AtomsData, Frames,
                                     first_coincident, from_frames)
 from chemspec.runtime.atoms_states import frame_state
+from chemspec.specs.data import COMPRESSIONS
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -222,7 +223,7 @@ def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import ase.io
 
     with reading(path, "extxyz"):
-        if path.suffix in (".gz", ".bz2", ".xz"):  # ASE seeks through a compressed stream frame by frame:
+        if path.suffix in COMPRESSIONS:  # ASE seeks through a compressed stream frame by frame:
             from ase.io.formats import open_with_compression  # 4,000 gzipped frames took 9 s, in memory 2 s
 
             with open_with_compression(str(path), "r") as handle:

@@ -260,8 +260,8 @@ class AtomsFileSource(Spec):
 
     @model_validator(mode="after")
     def _keys_apply(self) -> "AtomsFileSource":
-        defaults = {"energy_key": "energy", "forces_key": "forces"}
-        named = sorted(key for key, value in defaults.items() if getattr(self, key) != value)
+        named = sorted(key for key in ("energy_key", "forces_key")
+                       if getattr(self, key) != type(self).model_fields[key].default)
         if self.format in ("md17", "rmd17") and named:
             arrays = "R, z, E, F" if self.format == "md17" else "coords, nuclear_charges, energies, forces"
             raise ValueError(f"data.source.{named[0]} applies to extxyz, asedb, ani1x and ani2x files; an "
@@ -276,8 +276,10 @@ class AtomsFileSource(Spec):
         return not self._energy_unit_given
 
 
+COMPRESSIONS = (".gz", ".bz2", ".xz")
+"""The compressed forms of an extended XYZ file that ASE opens (and the data stage reads in memory)."""
 ATOMS_SUFFIXES = (".npz", ".hdf5", ".h5", ".db",
-                  *(f"{xyz}{packed}" for xyz in (".xyz", ".extxyz") for packed in ("", ".gz", ".bz2", ".xz")))
+                  *(f"{xyz}{packed}" for xyz in (".xyz", ".extxyz") for packed in ("", *COMPRESSIONS)))
 """Files read as atoms sources when a source names neither its format nor a SMILES column, so that a
 misspelt `format` is reported against the atoms source's keys."""
 
