@@ -54,7 +54,12 @@ class CompileError(ChemspecError):
 
 
 class RunError(ChemspecError):
-    """A pipeline stage cannot run with the inputs it was given."""
+    """A pipeline stage cannot run with the inputs it was given. `field` is the key under data.source to
+    change, where the message asks for one (validate names it)."""
+
+    def __init__(self, message: str, *, field: str = "file"):
+        super().__init__(message)
+        self.field = field
 
 
 class InputError(RunError):

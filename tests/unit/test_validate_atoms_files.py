@@ -176,6 +176,18 @@ def test_validate_refuses_an_atoms_file_the_data_stage_would(cli, tmp_path, name
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / "params.yaml").exists()
 
 
+def test_an_energy_level_the_hdf5_file_lacks_is_blamed_on_energy_key(cli, shared, tmp_path):
+    study = tiny_study(**{"data.kind": "atoms", "data.sizes": [2, 4], "data.validation": 1, "data.test": 1,
+                          "data.source": {"file": str(shared / "ani" / "ani1x_n5.hdf5"), "format": "ani1x",
+                                          "units": {"energy": "Hartree"}, "energy_key": "b3lyp.energy"},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]},
+                          "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 2})
+    result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert re.search(r"data\.source\.energy_key: ani1x file .*ani1x_n5\.hdf5: group '\w+' has no 'b3lyp\.energy'",
+                     result.err), result.err
+
+
 def test_an_empty_extxyz_file_is_refused_by_the_sizes_it_cannot_fill(cli, tmp_path):
     (tmp_path / "empty.xyz").write_text("")
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "empty.xyz", "format": "extxyz"},

@@ -38,8 +38,7 @@ def _structures(path: Path, source: AtomsFileSource) -> int:
             check_sample(path, source.format, source.energy_key, source.forces_key)
         return count
     except RunError as exc:
-        key = next((k for k in ("energy_key", "forces_key") if f"set data.source.{k}" in str(exc)), "file")
-        raise ValueError(f"data.source.{key}: {exc}") from None
+        raise ValueError(f"data.source.{exc.field}: {exc}") from None
 
 
 def schema() -> dict:

@@ -289,8 +289,9 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
     forces = results.get(forces_key, atoms.arrays.get(forces_key, extra.get(forces_key)))
     for key, value, kind in ((energy_key, energy, "energy"), (forces_key, forces, "forces")):
         if value is None:
+            found = sorted({*results, *extra, *atoms.arrays})
             raise RunError(f"{format} file {path}{where} has no {kind} {key!r}; set data.source.{kind}_key to the "
-                           f"name the file uses (found {sorted({*results, *extra, *atoms.arrays})})")
+                           f"name the file uses (found {found})", field=f"{kind}_key")
     keys = ("numbers", "positions", energy_key, forces_key)
     block = checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                           np.asarray(forces)[None])

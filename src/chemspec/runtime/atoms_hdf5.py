@@ -29,10 +29,11 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
     energy = energy_dataset(format, energy_key)
     with reading(path, format), h5py.File(path, "r") as handle:
         for name in handle:
-            if not isinstance(handle[name], h5py.Group) or energy not in handle[name]:
-                found = sorted(handle[name]) if isinstance(handle[name], h5py.Group) else "no datasets"
-                raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has {found}); check "
-                               "data.source.format and data.source.energy_key")
+            group = isinstance(handle[name], h5py.Group)
+            if not group or energy not in handle[name]:
+                raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
+                               f"{sorted(handle[name]) if group else 'no datasets'}); check data.source.format and "
+                               "data.source.energy_key", field="energy_key" if group else "file")
         return sum(int(np.isfinite(handle[name][energy][()]).sum()) for name in handle)
 
 
