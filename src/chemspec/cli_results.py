@@ -25,11 +25,12 @@ def _fmt(value: float | None, missing: str = "-") -> str:
               help="Report the run archived at this git revision (or WORKTREE) instead; pages go to reports/<study>/.")
 @click.option("--study", help="Study to report with --from (needed when several are archived); without --from, "
                                "only the compiled study.")
-def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None) -> None:
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the pages of --from (default reports/<study>/).")
+def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None, out: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
     from chemspec.report import LOSS_NOTES, speed_text
 
-    result = api.report(params, write=not no_files, source=source, study=study)
+    result = api.report(params, write=not no_files, source=source, study=study, out=out)
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
         if result.stale:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,37 @@ def test_an_archived_report_links_the_plots_it_copied(cli, tmp_path, git_env):
     page = tmp_path / "reports" / "s" / "report.md"
     links = re.findall(r"!\[\w+\]\(([^)]+)\)", page.read_text())
     assert links == ["plots/scaling.png"] and (page.parent / links[0]).read_bytes() == data
+
+
+def test_an_archived_report_keeps_the_users_files_and_goes_where_out_says(cli, tmp_path, git_env):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    cells = [{"cell": "xs-100", "model": "xs", "params": 1000, "data_size": 100, "val_loss": 2.0, "hparams": {},
+              "epochs": 1, "wall_time_s": 1.0, "status": "ok"}]
+    archive_commit(tmp_path, cells, [], plots={"scaling.png": b"\x89PNG\r\n\x1a\n"})
+    pages = tmp_path / "reports" / "s"
+    (pages / "mine").mkdir(parents=True)
+    (pages / "notes.txt").write_text("my notes")
+    (pages / "mine" / "a.txt").write_text("kept")
+    (pages / "plots").mkdir()
+    (pages / "plots" / "old.png").write_bytes(b"an earlier run's plot")
+    assert cli("report", "--from", "HEAD", cwd=tmp_path).code == 0
+    assert (pages / "notes.txt").read_text() == "my notes" and (pages / "mine" / "a.txt").read_text() == "kept"
+    assert sorted(p.name for p in (pages / "plots").iterdir()) == ["scaling.png"], "plots/ is the run's, whole"
+    assert (pages / "report.md").is_file() and (pages / "index.html").is_file()
+    assert cli("report", "--from", "HEAD", "--out", "compare/first", cwd=tmp_path).code == 0
+    assert (tmp_path / "compare" / "first" / "report.md").read_text() == (pages / "report.md").read_text()
+    (tmp_path / "blocked").write_text("a file where the folder goes")
+    blocked = cli("report", "--from", "HEAD", "--out", "blocked", cwd=tmp_path)
+    assert blocked.code == 2 and "Directory 'blocked' is a file" in blocked.err, blocked.err
+    shutil.rmtree(pages)
+    pages.write_text("a file where the default folder goes")
+    blocked = cli("report", "--from", "HEAD", cwd=tmp_path)
+    assert blocked.code == 1 and "reports/s" in blocked.err and "Traceback" not in blocked.err, blocked.err
+    assert pages.read_text() == "a file where the default folder goes"
+    workspace = cli("report", "--out", "compare", cwd=tmp_path)
+    assert workspace.code == 2 and "--out applies with --from only" in workspace.err, workspace.err
 
 
 def _json(cli, root: Path) -> dict:

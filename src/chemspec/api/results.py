@@ -11,7 +11,7 @@ from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
-from chemspec.errors import ArchiveError, ChemspecError, UsageError
+from chemspec.errors import ArchiveError, ChemspecError, InputError, UsageError
 from chemspec.relock import locked_identities
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
@@ -57,15 +57,18 @@ class Report:
 
 
 def report(params: str | Path = "params.yaml", write: bool = True, source: str | None = None,
-           study: str | None = None) -> Report:
+           study: str | None = None, out: str | Path | None = None) -> Report:
     """The study's cells and fits; also writes report/index.html and report/report.md beside them.
 
     With `source` (a git revision, or WORKTREE), the run archived there instead: nothing is read from
-    the workspace or retrained, and the pages go to reports/<study>/."""
+    the workspace or retrained, and the pages go to `out` (default reports/<study>/)."""
     from chemspec import report as pages
 
     if source is not None:
-        return _archived_report(source, study, write)
+        return _archived_report(source, study, write, out)
+    if out is not None:
+        raise UsageError("--out applies with --from only; without it the pages go beside the study's results "
+                         "(the report/ folder next to its fit/): drop --out, or add --from")
     cells = load_cells(params)
     if study is not None and study != cells.fit.study:
         raise UsageError(f"--study {study!r}: {params} compiles study {cells.fit.study!r}, whose results are reported "
@@ -129,10 +132,9 @@ def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | Non
         return None, None
 
 
-def _archived_report(source: str, study: str | None, write: bool) -> Report:
+def _archived_report(source: str, study: str | None, write: bool, out: str | Path | None) -> Report:
     from chemspec import report as pages
     from chemspec.archive import Snapshot, summary
-    from chemspec.runtime.io import atomic_dir
 
     snapshot = Snapshot(source)
     digest, manifest = snapshot.manifest(study)
@@ -147,8 +149,9 @@ def _archived_report(source: str, study: str | None, write: bool) -> Report:
     selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
     name, files = manifest["study"], []
     if write:
-        out = Path("reports") / name
-        with atomic_dir(out) as tmp:
+        out = Path("reports") / name if out is None else Path(out)
+        with staged(out) as tmp:  # replaces the pages and plots/, keeps the user's own files beside them
+            (tmp / "plots").mkdir()
             for plot, obj in objects.get("plots", {}).items():
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
@@ -244,7 +247,13 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     if folder.is_dir():
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
-        cells, old = read_results(folder, ("study",))
+        try:
+            cells, old = read_results(folder, ("study",))
+        except InputError as exc:
+            if not (folder / "manifest.json").is_file():
+                raise
+            raise ArchiveError(f"{exc.problem}; {folder} was pulled, so no stage rewrites it: pull the run again into "
+                               "an empty folder (`chemspec pull REV --to DIR`)") from None
         if study is not None and old["study"] != study:
             raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
         name = old["study"]
