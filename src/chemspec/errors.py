@@ -63,7 +63,15 @@ class RunError(ChemspecError):
 
 
 class InputError(RunError):
-    """A file that an earlier stage or command wrote is missing, unreadable or not what it should be."""
+    """A file that an earlier stage or command wrote is missing, unreadable or not what it should be.
+    `problem` is the message less its `fix`, for a caller that knows a better fix."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.problem, self.fix = problem, fix
+
+    def __reduce__(self):
+        return type(self), (self.problem, self.fix)
 
 
 class ArchiveError(ChemspecError):

@@ -123,3 +123,13 @@ def test_a_force_field_diff_names_test_errors_in_the_runs_order_with_numbers_rou
     assert changed == ["  ~ cell w8-100: val loss 0.7 -> 0.7, test force MAE (meV/Å) 500 -> 480.1",
                        "  ~ cell w16-25: val loss 0.8 -> 0.8, test force MAE (meV/Å) 550 -> 520"], out
     assert "exponent data/xs (power): 0.2652 -> 0.2712 (" in out
+
+
+def test_an_object_missing_from_the_working_tree_archive_says_how_to_restore_it(cli, repo):
+    digest = archive_commit(repo, [_cell("xs", 100, 2.0)], [])
+    manifest = json.loads((repo / "archive" / "objects" / digest[:2] / digest).read_text())
+    cells = manifest["objects"]["cells"]
+    (repo / "archive" / "objects" / cells[:2] / cells).unlink()
+    result = cli("report", "--from", "WORKTREE", "--no-files", cwd=repo)
+    assert result.code == 1 and f"archive/objects/{cells[:2]}/{cells} not found in the working tree" in result.err
+    assert "`git checkout -- archive`" in result.err and "Traceback" not in result.err, result.err

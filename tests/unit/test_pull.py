@@ -43,6 +43,19 @@ def test_refit_takes_a_manifest_id_as_pull_does(cli, two_studies):
     assert refused.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err
 
 
+def test_refit_of_a_damaged_pulled_folder_says_to_pull_again_not_to_rerun_a_stage(cli, two_studies):
+    root, alpha, _ = two_studies
+    assert cli("pull", alpha[:10], "--to", "a", cwd=root).code == 0
+    (root / "a" / "fit.json").unlink()
+    missing = cli("refit", "a", cwd=root)
+    assert missing.code == 1 and "a/fit.json is missing; a was pulled, so no stage rewrites it: pull the run again" \
+        in missing.err, missing.err
+    (root / "a" / "cells.json").write_text('[{"model": "xs"')
+    truncated = cli("refit", "a", cwd=root)
+    assert truncated.code == 1 and "a/cells.json is not readable JSON (JSONDecodeError" in truncated.err
+    assert "pull the run again" in truncated.err and "dvc" not in truncated.err, truncated.err
+
+
 def test_a_study_that_disagrees_with_the_manifest_id_is_refused(cli, two_studies):
     root, alpha, _ = two_studies
     result = cli("pull", alpha[:10], "--to", "a", "--study", "beta", cwd=root)
@@ -119,6 +132,21 @@ def test_a_checkpoint_damaged_on_the_remote_is_refused_and_nothing_is_pulled(cli
     assert result.code == 1 and f"remote 'default' ({store})" in result.err, result.err
     assert "checkpoint xs-100 (results/s/train/xs-100/model)" in result.err and "is not the one archived" in result.err
     assert not (clone / "run").exists()
+
+
+def test_a_checkpoint_damaged_in_the_local_cache_names_that_file_and_a_pull_after_deleting_it_succeeds(
+        cli, with_checkpoint, tmp_path):
+    project = tmp_path / "project"
+    (blob,) = [p for p in (project / ".dvc" / "cache").rglob("*") if p.is_file() and p.stat().st_size == 256 * 64]
+    blob.chmod(0o644)
+    blob.write_bytes(b"X" + blob.read_bytes()[1:])
+    result = cli("pull", "HEAD", "--to", "run", cwd=project)
+    assert result.code == 1 and f"is damaged in this project's DVC cache: {blob} no longer holds" in result.err
+    assert "delete it and pull again" in result.err and not (project / "run").exists()
+    blob.unlink()
+    again = cli("pull", "HEAD", "--to", "run", cwd=project)
+    assert again.code == 0, again.err
+    assert (project / "run" / "checkpoints" / "xs-100" / "weights.bin").read_bytes() == bytes(range(256)) * 64
 
 
 def test_a_missing_folder_remote_is_named_not_blamed_on_dvc_push(cli, with_checkpoint, tmp_path, monkeypatch):

@@ -43,7 +43,9 @@ class Snapshot:
         if self.rev == WORKTREE:
             file = self.cwd / path
             if not file.is_file():
-                raise ArchiveError(f"{path} not found in the working tree")
+                raise ArchiveError(f"{path} not found in the working tree; restore it from git (`git checkout -- "
+                                   f"{self.root}`) or re-run the archive stage; `chemspec archive verify` checks "
+                                   "the rest")
             return file.read_bytes()
         done = subprocess.run(["git", "show", f"{self.rev}:{path}"], cwd=self.cwd, capture_output=True)
         if done.returncode != 0:

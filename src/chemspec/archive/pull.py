@@ -121,7 +121,28 @@ def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev:
             raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched from remote "
                                f"{remote!r} ({url}): {exc}; was `dvc push` run to it after that `dvc repro`?") from None
         if key in hashes and (found := sha256_tree(into / key)) != hashes[key]:
+            if damaged := _damaged_in_cache(fs, path):
+                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged in this project's DVC cache: "
+                                   f"{', '.join(map(str, damaged))} no longer hold{'s' if len(damaged) == 1 else ''} "
+                                   "the bytes DVC named them by, so nothing was pulled; delete "
+                                   f"{'it' if len(damaged) == 1 else 'them'} and pull again, which fetches the "
+                                   f"checkpoint from remote {remote!r} ({url})")
             raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]}, as DVC fetched it from remote {remote!r} "
                                f"({url}) or this project's cache, is not the one archived (sha256 {found[:16]}, "
                                f"archived {hashes[key][:16]}): that copy is damaged or was replaced, so nothing "
                                f"was pulled; push it again with `dvc push -r {remote}` from a project that holds it")
+
+
+def _damaged_in_cache(fs, path: str) -> list[Path]:
+    """The files of `path` in this project's DVC cache whose bytes no longer hash to their name."""
+    import hashlib
+
+    damaged = []
+    for info in fs.find(path, detail=True).values():
+        md5 = info.get("md5") or info.get("dvc_info", {}).get("md5")
+        obj = Path(fs.repo.cache.local.oid_to_path(md5)) if md5 else None
+        if obj is not None and obj.is_file():
+            with open(obj, "rb") as handle:
+                if hashlib.file_digest(handle, "md5").hexdigest() != md5:
+                    damaged.append(obj)
+    return damaged

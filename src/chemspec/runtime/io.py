@@ -116,9 +116,9 @@ def _reading(path: Path, what: str) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError:
-        raise InputError(f"{path} is missing; run the stage that writes it first (`dvc repro`)") from None
+        raise InputError(f"{path} is missing", "run the stage that writes it first (`dvc repro`)") from None
     except (OSError, ValueError, EOFError) as exc:  # ValueError: also JSONDecodeError, UnicodeDecodeError
-        raise InputError(f"{path} is not {what} ({exc.__class__.__name__}: {exc}); {_restore(path)}") from None
+        raise InputError(f"{path} is not {what} ({exc.__class__.__name__}: {exc})", _restore(path)) from None
 
 
 def _restore(path: Path) -> str:
@@ -133,7 +133,7 @@ def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
         value = json.loads(path.read_text(encoding="utf-8"))
     missing = [key for key in require if not isinstance(value, dict) or key not in value]
     if missing:
-        raise InputError(f"{path} has no {', '.join(map(repr, missing))}; {_restore(path)}")
+        raise InputError(f"{path} has no {', '.join(map(repr, missing))}", _restore(path))
     return value
 
 
@@ -151,7 +151,7 @@ def read_npz(path: str | Path, require: tuple[str, ...] = ()) -> dict[str, np.nd
         arrays = {name: stored[name] for name in stored.files}
     missing = [name for name in require if name not in arrays]
     if missing:
-        raise InputError(f"{path} has no {', '.join(map(repr, missing))}; {_restore(path)}")
+        raise InputError(f"{path} has no {', '.join(map(repr, missing))}", _restore(path))
     return arrays
 
 

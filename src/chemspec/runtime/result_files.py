@@ -165,7 +165,7 @@ def read_checked(path: str | Path, stage: str, problem: Callable[[Any], str | No
     value = read_json(path, require)
     wrong = problem(value)
     if wrong:
-        raise InputError(f"{path}: {wrong}; {_fix(path, stage)}")
+        raise InputError(f"{path}: {wrong}", _fix(path, stage))
     return value
 
 
@@ -175,5 +175,5 @@ def read_results(folder: str | Path, require: tuple[str, ...] = ()) -> tuple[lis
     rows = read_json(cells)
     problem = cells_problem(rows)
     if problem:
-        raise InputError(f"{cells} is not a list of cell records ({problem}); {_fix(cells, 'fit')}")
+        raise InputError(f"{cells} is not a list of cell records ({problem})", _fix(cells, "fit"))
     return rows, read_checked(Path(folder) / "fit.json", "fit", fit_problem, require)
