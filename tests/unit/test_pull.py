@@ -121,6 +121,20 @@ def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_
     result = cli("pull", "HEAD", "--to", "run", cwd=clone)
     assert result.code == 0 and "1 checkpoints" in result.out and result.err == "", result.err
     assert (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").read_bytes() == bytes(range(256)) * 64
+    ignored = subprocess.run(["git", "check-ignore", "run/checkpoints/xs-100/weights.bin", "run/cells.json"],
+                             cwd=clone, capture_output=True, text=True).stdout.split()
+    assert ignored == ["run/checkpoints/xs-100/weights.bin"], "checkpoints stay out of git, the summaries may go in"
+
+
+def test_the_default_folder_is_named_by_study_and_manifest_not_by_a_relative_revision(cli, two_studies):
+    root, alpha, _ = two_studies
+    result = cli("pull", "HEAD~1", cwd=root)
+    assert result.code == 0 and f"-> pulled/alpha-{alpha[:12]}" in result.out, result.err
+    assert json.loads((root / "pulled" / f"alpha-{alpha[:12]}" / "manifest.json").read_text())["study"] == "alpha"
+    unknown = cli("pull", "nosuchrev", cwd=root)
+    assert unknown.code == 2 and "'nosuchrev' is neither a git revision nor a manifest id" in unknown.err
+    absent = cli("pull", "HEAD", "--study", "gamma", cwd=root)
+    assert absent.code == 1 and "study 'gamma' is not archived at HEAD;" in absent.err, absent.err
 
 
 def test_a_checkpoint_damaged_on_the_remote_is_refused_and_nothing_is_pulled(cli, with_checkpoint):
@@ -168,7 +182,7 @@ def test_a_run_archived_before_checkpoint_hashes_still_pulls_with_a_note(cli, wi
 
 def test_a_pull_into_a_folder_that_holds_files_is_refused_whether_named_or_default(cli, two_studies):
     root, alpha, _ = two_studies
-    for folder, args in ((root / "pulled" / alpha[:10], ()), (root / "mine", ("--to", "mine"))):
+    for folder, args in ((root / "pulled" / f"alpha-{alpha[:12]}", ()), (root / "mine", ("--to", "mine"))):
         folder.mkdir(parents=True)
         (folder / "notes.txt").write_text("mine\n")
         result = cli("pull", alpha[:10], *args, cwd=root)

@@ -218,7 +218,6 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
     if not target.strip():
         raise UsageError("the run to pull is empty; give a git revision or a manifest id "
                          "(`chemspec archive ls` lists them)")
-    to = Path(to) if to is not None else Path("pulled") / target.replace("/", "_").replace("~", "-")
     return archive_pull(target, to, study=study)
 
 

@@ -14,8 +14,8 @@ from chemspec.archive.history import Snapshot, commit_of
 from chemspec.archive.manifest import SUMMARIES, summary, walk
 from chemspec.archive.store import manifest_digest
 from chemspec.archive.remote import remote_options
-from chemspec.errors import ArchiveError
-from chemspec.runtime.io import atomic_dir, sha256_tree, write_bytes, write_json
+from chemspec.errors import ArchiveError, UsageError
+from chemspec.runtime.io import atomic_dir, ignored_folder, sha256_tree, write_bytes, write_json
 
 NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selected": "selected.json",
          "fit": "fit.json", "cells": "cells.json", "timing": "timing.json"}
@@ -49,14 +49,14 @@ def resolve(target: str, study: str | None, cwd: Path) -> tuple[str, str, str]:
     if commit is not None and runs:
         raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
                            f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")
-    if commit is not None:
-        digest, manifest = Snapshot(commit, cwd=cwd).manifest(study)
+    if commit is not None:  # read at `target` itself, which git resolves to `commit`, so messages name what was typed
+        digest, manifest = Snapshot(target, cwd=cwd).manifest(study)
         return commit, manifest["study"], digest
     if len(runs) > 1:
         listed = ", ".join(f"{digest[:16]} ({name})" for digest, (_, name) in sorted(runs.items()))
         raise ArchiveError(f"{len(runs)} archived manifests start with {target!r}: {listed}; give more characters")
     if not runs:
-        raise ArchiveError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
+        raise UsageError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
                            "`chemspec archive ls` lists manifests")
     ((digest, (commit, name)),) = runs.items()
     if study is not None and study != name:
@@ -65,13 +65,15 @@ def resolve(target: str, study: str | None, cwd: Path) -> tuple[str, str, str]:
     return commit, name, digest
 
 
-def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path = ".") -> dict:
-    """The run archived at `target` into `to`; checkpoints come from the remote its study named."""
-    cwd, to = Path(cwd), Path(to)
+def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str | Path = ".") -> dict:
+    """The run archived at `target` into `to` (default pulled/<study>-<manifest id>, a name that stays true
+    when later commits come); checkpoints come from the remote its study named, into a folder git ignores."""
+    cwd = Path(cwd)
+    rev, name, digest = resolve(target, study, cwd)
+    to = Path(to) if to is not None else Path("pulled") / f"{name}-{digest[:12]}"
     if to.exists() and any(to.iterdir()):
         raise ArchiveError(f"{to} is not empty, and a pull writes a new directory; remove it, or give another "
                            "with --to DIR")
-    rev, _, digest = resolve(target, study, cwd)
     snapshot = Snapshot(rev, cwd=cwd)
     manifest = snapshot.json(digest)
     with atomic_dir(to) as tmp:
@@ -85,7 +87,8 @@ def pull(target: str, to: str | Path, study: str | None = None, cwd: str | Path 
         checkpoints = manifest.get("checkpoints", {})
         if checkpoints:
             remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
-            _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), tmp / "checkpoints", rev, remote, cwd)
+            _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), ignored_folder(tmp / "checkpoints"), rev,
+                   remote, cwd)
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
     return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
             "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints), "unchecked": len(unchecked)}
