@@ -126,15 +126,21 @@ def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_
     assert ignored == ["run/checkpoints/xs-100/weights.bin"], "checkpoints stay out of git, the summaries may go in"
 
 
-def test_the_default_folder_is_named_by_study_and_manifest_not_by_a_relative_revision(cli, two_studies):
+def test_the_default_folder_is_named_by_study_and_manifest_not_by_a_relative_revision(cli, two_studies,
+                                                                                     monkeypatch):
     root, alpha, _ = two_studies
     result = cli("pull", "HEAD~1", cwd=root)
     assert result.code == 0 and f"-> pulled/alpha-{alpha[:12]}" in result.out, result.err
     assert json.loads((root / "pulled" / f"alpha-{alpha[:12]}" / "manifest.json").read_text())["study"] == "alpha"
     unknown = cli("pull", "nosuchrev", cwd=root)
-    assert unknown.code == 2 and "'nosuchrev' is neither a git revision nor a manifest id" in unknown.err
+    assert unknown.code == 2 and "'nosuchrev' is neither a git revision nor a manifest id archived in this history;" \
+        in unknown.err, unknown.err
     absent = cli("pull", "HEAD", "--study", "gamma", cwd=root)
     assert absent.code == 1 and "study 'gamma' is not archived at HEAD;" in absent.err, absent.err
+    (root / "elsewhere").mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(root))
+    outside = cli("pull", "HEAD", cwd=root / "elsewhere")
+    assert outside.code == 2 and "elsewhere is in no git repository: run this in the study's project" in outside.err
 
 
 def test_a_checkpoint_damaged_on_the_remote_is_refused_and_nothing_is_pulled(cli, with_checkpoint):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from chemspec.archive.history import Snapshot, commit_of
+from chemspec.archive.history import Snapshot, commit_of, in_repository
 from chemspec.archive.manifest import SUMMARIES, summary, walk
 from chemspec.archive.store import manifest_digest
 from chemspec.archive.remote import remote_options
@@ -56,8 +56,10 @@ def resolve(target: str, study: str | None, cwd: Path) -> tuple[str, str, str]:
         listed = ", ".join(f"{digest[:16]} ({name})" for digest, (_, name) in sorted(runs.items()))
         raise ArchiveError(f"{len(runs)} archived manifests start with {target!r}: {listed}; give more characters")
     if not runs:
-        raise UsageError(f"{target!r} is neither a git revision nor a manifest id archived in this history; "
-                           "`chemspec archive ls` lists manifests")
+        outside = "" if in_repository(cwd) else f" ({cwd.resolve()} is in no git repository: run this in the study's " \
+                                                "project)"
+        raise UsageError(f"{target!r} is neither a git revision nor a manifest id archived in this history{outside}; "
+                         "`chemspec archive ls` lists manifests")
     ((digest, (commit, name)),) = runs.items()
     if study is not None and study != name:
         raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study, or "
