@@ -111,6 +111,13 @@ def test_params_that_are_not_utf8_are_named(cli, tmp_path):
     assert result.code == 1 and "p.yaml is not a params file written by `chemspec compile`" in result.err
 
 
+def test_a_study_file_given_as_params_is_named_as_one(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    result = cli("report", "--params", "study.yaml", cwd=tmp_path)
+    assert result.code == 1 and ("study.yaml is a study file, not the params.yaml that `chemspec compile study.yaml` "
+                                 "writes; compile it") in result.err, result.err
+
+
 @pytest.mark.parametrize("older, stage", [(("calibration", "keep"), "calibration"), (("reference",), "data")],
                          ids=["no-calibration-keep", "no-reference"])
 def test_params_from_another_chemspec_version_say_to_recompile(cli, tmp_path, older, stage):

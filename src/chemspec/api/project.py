@@ -198,6 +198,9 @@ def load_cells(params: str | Path) -> Cells:
         raise RunError(f"{path} not found; run `chemspec compile <study.yaml>` first")
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(document, dict) and "cells" not in document and {"study", "model"} <= document.keys():
+            raise RunError(f"{path} is a study file, not the params.yaml that `chemspec compile {path}` writes; "
+                           "compile it, then leave --params out (or give the params.yaml it wrote)")
         return Cells.model_validate(document["cells"])
     except ValidationError:
         raise RunError(f"{path} does not hold the cells this chemspec reads: another version of `chemspec compile` "
