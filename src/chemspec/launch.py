@@ -106,10 +106,11 @@ def local_environment(jobs: int, base: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
-             say: Callable[[str], None]) -> Outcome:
-    """Run `stages` as jobs, at most settings.jobs at once. After a failure no job starts: locally none is
-    submitted, on SLURM the array's pending tasks are cancelled; the running ones end."""
+def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], say: Callable[[str], None],
+             ended: Callable[[], None] = lambda: None) -> Outcome:
+    """Run `stages` as jobs, at most settings.jobs at once, calling `ended` as each ends. After a failure no
+    job starts: locally none is submitted, on SLURM the array's pending tasks are cancelled; the running
+    ones end."""
     executor = make_executor(settings, folder)
     env = local_environment(settings.jobs) if settings.kind == "local" else {}
     pending, running, outcome, cancelled, tried_cancel = list(stages), {}, Outcome(), False, False
@@ -141,6 +142,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str],
                 if not job.done():
                     continue
                 del running[stage]
+                ended()
                 log = str(job.paths.stdout)
                 if cancelled and not job.paths.result_pickle.exists() and job.state.upper().startswith("CANCELLED"):
                     outcome.not_started.append(stage)
@@ -234,8 +236,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             noun = "cell" if len(cells) == 1 else "cells"
             say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
                 f"logs in {folder}")
-            with guard_lock_files(root, say, after_errors=settings.kind == "local"):
-                outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say)
+            with guard_lock_files(root, say, after_errors=settings.kind == "local") as guard:
+                outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say, guard.seen)
             result.records += outcome.records
             (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
             if outcome.failures:

@@ -108,38 +108,60 @@ def _stage_names(text: bytes) -> set[str] | None:
     return set(document.get("stages", {}))
 
 
+class LockGuard:
+    """The last whole copy of each dvc.lock seen in a wave: a copy that parses and records every stage the
+    one before it did. `seen()` takes a new copy; the launcher calls it as each job ends, when that job's
+    dvc has written its record."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.before = {path: path.read_bytes() for path in _lock_files(root)}
+        self.whole = dict(self.before)
+
+    def seen(self) -> None:
+        for path in _lock_files(self.root):
+            try:
+                text = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            names, last = _stage_names(text), self.whole.get(path)
+            if names is not None and (last is None or (_stage_names(last) or set()) <= names):
+                self.whole[path] = text
+
+    def put_back(self, say: Callable[[str], None]) -> None:
+        for path in set(_lock_files(self.root)) - set(self.whole):  # never seen whole: nothing to put back
+            if _stage_names(path.read_bytes()) is None:
+                path.unlink()
+                say(f"  {path.relative_to(self.root)}, first written in this wave, was left cut short (a job was "
+                    "killed while dvc wrote it); removed: the wave's cells recorded there run again, or come from "
+                    "the run cache")
+        for path, text in self.whole.items():
+            names = _stage_names(text)
+            try:
+                now = _stage_names(path.read_bytes())
+            except FileNotFoundError:
+                now = None
+            if names is None or (now is not None and names <= now):
+                continue
+            tmp = path.with_name(f".{path.name}.restore")
+            tmp.write_bytes(text)
+            os.replace(tmp, path)
+            when = "before this wave" if text == self.before.get(path) else "when the launch last saw it whole"
+            say(f"  {path.relative_to(self.root)} was left cut short (a job was killed while dvc wrote it); put "
+                f"back as it was {when}: cells that finished since run again, or come from the run cache")
+
+
 @contextlib.contextmanager
 def guard_lock_files(root: Path, say: Callable[[str], None], after_errors: bool = True):
     """dvc rewrites a dvc.lock in place (truncate, then write): a job killed meanwhile leaves it cut short.
     A wave only adds to them, so a dvc.lock that no longer parses, or lost a stage, after the wave is put
-    back as it was before it, and one the wave created that does not parse is removed. After an error, only with `after_errors`: cancelled SLURM jobs may still be
-    writing when the launch stops."""
-    before = {path: path.read_bytes() for path in _lock_files(root)}
+    back to its last whole copy (LockGuard), and one the wave created that never parsed is removed. After an
+    error, only with `after_errors`: cancelled SLURM jobs may still be writing when the launch stops."""
+    guard = LockGuard(root)
     try:
-        yield
+        yield guard
     except BaseException:
         if after_errors:
-            _put_back(root, before, say)
+            guard.put_back(say)
         raise
-    _put_back(root, before, say)
-
-
-def _put_back(root: Path, before: dict[Path, bytes], say: Callable[[str], None]) -> None:
-    for path in set(_lock_files(root)) - set(before):  # first written in this wave: nothing to put back
-        if _stage_names(path.read_bytes()) is None:
-            path.unlink()
-            say(f"  {path.relative_to(root)}, first written in this wave, was left cut short (a job was killed while "
-                "dvc wrote it); removed: the wave's cells recorded there run again, or come from the run cache")
-    for path, text in before.items():
-        names = _stage_names(text)
-        try:
-            now = _stage_names(path.read_bytes())
-        except FileNotFoundError:
-            now = None
-        if names is None or (now is not None and names <= now):
-            continue
-        tmp = path.with_name(f".{path.name}.restore")
-        tmp.write_bytes(text)
-        os.replace(tmp, path)
-        say(f"  {path.relative_to(root)} was left cut short (a job was killed while dvc wrote it); put back "
-            "as it was before this wave: the wave's cells recorded there run again, or come from the run cache")
+    guard.put_back(say)

@@ -329,12 +329,30 @@ def test_a_dvc_lock_cut_short_during_a_wave_is_put_back(tmp_path):
     assert "tpe@a" in lock.read_text(), "a dvc.lock that grew stays"
     assert size.read_text() == before.replace("split", "train@s-200")
     assert said == [f"  {Path('pipelines/s/dvc.lock')} was left cut short (a job was killed while dvc wrote it); "
-                    "put back as it was before this wave: the wave's cells recorded there run again, or come "
-                    "from the run cache"]
+                    "put back as it was before this wave: cells that finished since run again, or come from the "
+                    "run cache"]
     said.clear()
     with guard_lock_files(tmp_path, said.append):
         size.write_text("schema: '2.0'\n")  # cut at a line's end: it parses, but its stage is gone
     assert "train@s-200" in size.read_text() and len(said) == 1
+
+
+def test_a_dvc_lock_cut_short_is_put_back_as_last_seen_whole_keeping_the_cells_that_finished_before(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    before = "schema: '2.0'\nstages:\n  split:\n    cmd: chemspec run split\n"
+    lock.write_text(before)
+    one = before + "  train@a:\n    cmd: chemspec run train --cell a\n"
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        with guard_lock_files(tmp_path, said.append) as guard:
+            lock.write_text(one)  # job a recorded its cell and ended
+            guard.seen()
+            lock.write_text("schema: '2.0'\nstages:\n  split:\n")  # job b killed while its dvc wrote
+            guard.seen()  # a copy that lost a stage is not taken
+            raise KeyboardInterrupt
+    assert lock.read_text() == one, "job a's record survives the put-back"
+    assert said == ["  dvc.lock was left cut short (a job was killed while dvc wrote it); put back as it was when the "
+                    "launch last saw it whole: cells that finished since run again, or come from the run cache"]
 
 
 def test_a_dvc_lock_first_written_in_a_wave_and_cut_short_is_removed(tmp_path):
