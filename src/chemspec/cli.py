@@ -131,8 +131,9 @@ def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, 
     (local or SLURM)."""
     result = api.launch(params, kind=kind, jobs=jobs, dry_run=dry_run, sbatch=sbatch, say=click.echo)
     if not dry_run:
-        click.echo(f"launch complete: {_count(len(result.records), 'job')} ({result.kind}, {result.jobs} at "
-                   f"once), dvc status clean; logs in {result.folder}")
+        ran = _count(len(result.records), "job") if result.records else "no cell was stale, so no job ran"
+        click.echo(f"launch complete: {ran} ({result.kind}, {result.jobs} at once), dvc status clean; logs in "
+                   f"{result.folder}")
         return
     click.echo(f"dry run: {result.kind} executor, {_count(result.jobs, 'job')} at once, logs would go to "
                f"{result.folder}")

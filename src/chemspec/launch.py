@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -36,10 +37,10 @@ from pathlib import Path
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch_jobs import (Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock, make_executor,
-                                  sbatch_script, submit_array)
-from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, stopped_by_signals
+                                  sbatch_script, stderr_to, submit_array)
+from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, one_launch, stopped_by_signals
 from chemspec.runtime.io import ignored_folder
-from chemspec.stage_job import DVC, job_command, run_group, run_stage_job
+from chemspec.stage_job import DVC, STOPPED, job_command, run_group, run_stage_job
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
 LOGS = Path(".chemspec") / "launch"
@@ -60,8 +61,10 @@ def _dvc(root: Path, *args: str, log: Path | None = None) -> str:
         output = log.read_text()
     if code != 0:
         where = f" (log: {log})" if log is not None else ""
-        raise LaunchError(f"`dvc {' '.join(args)}` failed{where}:\n{output.strip()[-2000:]}\nfix the cause and "
-                          "rerun `chemspec launch`; stages already recorded in dvc.lock will not run again")
+        busy = ("\nanother dvc command holds this project's lock (the PID above): wait for it to end, or stop it, "
+                "before you rerun; do not delete dvc's lock files while it runs") if " is busy" in output else ""
+        raise LaunchError(f"`dvc {' '.join(args)}` failed{where}:\n{output.strip()[-2000:]}{busy}\nfix the cause "
+                          "and rerun `chemspec launch`; stages already recorded in dvc.lock will not run again")
     return done.stdout if log is None else ""
 
 
@@ -69,8 +72,14 @@ def stale(root: Path, groups: tuple[str, ...] | None = None) -> list[str]:
     """Stages `dvc status` reports as changed; only cells of `groups` (`train@...`) when given."""
     report = json.loads(_dvc(root, "status", "--json") or "{}")
     # Per-size pipelines name their stages `pipelines/<size>/dvc.yaml:train@<cell>`.
-    return sorted(name for name in report
-                  if groups is None or ("@" in name and name.split("@")[0].rsplit(":", 1)[-1] in groups))
+    return sorted((name for name in report
+                   if groups is None or ("@" in name and name.split("@")[0].rsplit(":", 1)[-1] in groups)),
+                  key=_in_number_order)
+
+
+def _in_number_order(name: str) -> list:
+    """m0-200 before m0-12800: the digits of a stage name compared as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _reason(job, exc: Exception) -> str:
@@ -90,6 +99,8 @@ class Outcome:
 
     records: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    stopped: dict[str, str] = field(default_factory=dict)
+    """{stage: signal} of the jobs a signal sent to them stopped (not the launcher's cancel)."""
     not_started: list[str] = field(default_factory=list)
 
 
@@ -116,7 +127,8 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
     pending, running, outcome, cancelled, tried_cancel = list(stages), {}, Outcome(), False, False
 
     def submit_one(stage: str) -> None:
-        running[stage] = executor.submit(run_stage_job, str(root), stage, env)
+        with stderr_to(folder / "controllers.log"):
+            running[stage] = executor.submit(run_stage_job, str(root), stage, env)
         say(f"  submitted {stage} (job {running[stage].job_id})")
 
     try:
@@ -130,12 +142,13 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
             pending = []
             say(f"  submitted {len(running)} job{'' if len(running) == 1 else 's'} as array {_array_id(running)}")
         while pending or running:
-            while pending and len(running) < settings.jobs and not outcome.failures:
+            ended_badly = outcome.failures or outcome.stopped
+            while pending and len(running) < settings.jobs and not ended_badly:
                 submit_one(pending.pop(0))
-            if outcome.failures and pending:
+            if ended_badly and pending:
                 outcome.not_started += pending
                 pending = []
-            if outcome.failures and running and settings.kind == "slurm" and not tried_cancel:
+            if ended_badly and running and settings.kind == "slurm" and not tried_cancel:
                 tried_cancel, cancelled = True, cancel_pending(_array_id(running), say)
             time.sleep(0.5)
             for stage, job in list(running.items()):
@@ -150,6 +163,10 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
                 try:
                     record = job.result()
                 except Exception as exc:  # noqa: BLE001 -- submitit wraps the job's exception
+                    if stopped := STOPPED.search(str(exc)):
+                        outcome.stopped[stage] = stopped.group(1)
+                        say(f"  STOPPED {stage} by {stopped.group(1)}; log {log}")
+                        continue
                     outcome.failures.append(f"{stage}: {_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
                     say(f"  FAILED {stage}; log {log}")
                     continue
@@ -197,13 +214,15 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
     if not (root / "dvc.yaml").is_file():
         raise LaunchError(f"{root} holds no DVC pipeline (dvc.yaml); run `chemspec compile <study.yaml>` there first")
     stages = _stages(root / "dvc.yaml")
-    check_sbatch(settings.sbatch)
+    check_sbatch(settings.sbatch, settings.gpus_per_job if settings.kind == "slurm" else 0)
     if settings.kind == "slurm" and not dry_run:
         import shutil
 
-        if shutil.which("sbatch") is None:
-            raise LaunchError("sbatch is not on PATH: run `chemspec launch --executor slurm` on a SLURM login "
-                              "node, or `--dry-run` to see the scripts it would submit")
+        missing = [program for program in ("sbatch", "srun") if shutil.which(program) is None]
+        if missing:
+            raise LaunchError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH: run "
+                              "`chemspec launch --executor slurm` on a SLURM login node, or `--dry-run` to see the "
+                              "scripts it would submit")
     if settings.kind == "slurm" and not hardlink_lock(root):
         say("note: core.hardlink_lock is not set, so dvc locks this project with flock, which every node must "
             "see coherently on the shared filesystem (NFS may not); if in doubt, with no dvc running: `dvc config "
@@ -224,8 +243,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         result.final = ["dvc repro"]
         return result
     ignored_folder(root / LOGS.parent)
-    folder.mkdir(parents=True, exist_ok=True)
-    with stopped_by_signals():
+    with one_launch(root / LOGS.parent), stopped_by_signals():
+        folder.mkdir(parents=True, exist_ok=True)
         for upstream, groups in waves:
             say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
             _dvc(root, "repro", *upstream, log=folder / "dvc.log")
@@ -240,7 +259,13 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
                 outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say, guard.seen)
             result.records += outcome.records
             (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
+            if outcome.stopped and not outcome.failures:
+                kinds, count = sorted(set(outcome.stopped.values())), len(outcome.stopped)
+                raise Interrupted(interrupted("/".join(kinds), f"{count} job{'' if count == 1 else 's'} received it "
+                                              f"({', '.join(outcome.stopped)}), not through the launch (a signal to "
+                                              "the whole process group, a cancel, a time limit or preemption)"))
             if outcome.failures:
+                outcome.failures += [f"{stage}: stopped by {kind}" for stage, kind in outcome.stopped.items()]
                 listed = "\n".join(f"  {f}" for f in outcome.failures)
                 unstarted = (f"\n{len(outcome.not_started)} not started: {', '.join(outcome.not_started)}"
                              if outcome.not_started else "")

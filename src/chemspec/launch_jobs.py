@@ -3,6 +3,8 @@ script a dry run prints, and the --sbatch options a user may add."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import subprocess
@@ -29,6 +31,12 @@ MANAGED = {
     "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
     "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
 }
+# sbatch options that take a value, which a bare --sbatch KEY (a flag) would leave without one.
+VALUED = {"account", "begin", "chdir", "cluster", "clusters", "comment", "constraint", "cpus-per-gpu",
+          "cpus-per-task", "dependency", "exclude", "gpus", "gpus-per-node", "gpus-per-task", "gres", "job-name",
+          "licenses", "mail-type", "mail-user", "mem", "mem-per-cpu", "mem-per-gpu", "nodelist", "partition", "qos",
+          "reservation", "time", "time-min", "tmp", "wckey"}
+COUNTS = ("cpus-per-task", "cpus-per-gpu")
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,9 @@ def cancel_pending(array: str, say: Callable[[str], None]) -> bool:
     return True
 
 
-def check_sbatch(options: dict[str, str | bool]) -> None:
-    """Refuse --sbatch options that are no sbatch long option, take no one-line value, or that launch sets."""
+def check_sbatch(options: dict[str, str | bool], gpus_per_job: int = 0) -> None:
+    """Refuse --sbatch options that are no sbatch long option, take no one-line value, that launch sets, or
+    that ask for GPUs a second way beside executor.slurm.gpus_per_job."""
     bad = [key for key in options if not SBATCH_KEY.match(key)]
     if bad:
         raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
@@ -127,6 +136,33 @@ def check_sbatch(options: dict[str, str | bool]) -> None:
         if options.get(key) is True or (key in values and not SLURM_TIME.fullmatch(values[key])):
             raise LaunchError(f"--sbatch {key}={values.get(key, '')} is not a SLURM time (minutes, MM:SS, HH:MM:SS, "
                               "D-HH, D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
+    flags = sorted(key for key, value in options.items() if value is True and key in VALUED)
+    if flags:
+        raise LaunchError(f"--sbatch {flags[0]} needs a value, which sbatch would refuse to go without: write "
+                          f"--sbatch {flags[0]}=VALUE")
+    bad = [key for key in COUNTS if key in values and not (values[key].isdigit() and int(values[key]) > 0)]
+    if bad:
+        raise LaunchError(f"--sbatch {bad[0]}={values[bad[0]]} is not a count of CPUs; give a whole number above 0")
+    if gpus_per_job and re.search(r"(^|,)gpu\b", str(values.get("gres", ""))):
+        raise LaunchError(f"--sbatch gres={values['gres']} asks for GPUs beside the {gpus_per_job} that "
+                          "executor.slurm.gpus_per_job (or training.devices) asks for with --gpus-per-node; give "
+                          "them one way: drop the gpu gres, or set executor.slurm.gpus_per_job: 0 in the study")
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """This process's stderr (fd 2) goes to `path` meanwhile, and so does that of what it starts: submitit's
+    local controllers, which print a traceback when a Ctrl-C reaches them, keep it in the launch's log."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def hardlink_lock(root: Path) -> bool:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from chemspec.errors import Interrupted
+from chemspec.errors import Interrupted, LaunchError
 from chemspec.stage_job import STOP_WAIT_S
 
 
@@ -52,6 +52,32 @@ def stopped_by_signals():
     finally:
         for kind, handler in previous.items():
             signal.signal(kind, handler)
+
+
+@contextlib.contextmanager
+def one_launch(folder: Path):
+    """Hold `folder`/launch.lock for the launch: a second launch in the project is refused, naming the first,
+    before it runs anything (beside a running launch, its dvc would fail on locks with advice to delete
+    them). Where the filesystem takes no locks, launches are not checked."""
+    import fcntl
+    import socket
+
+    with open(folder / "launch.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "its pid unknown"
+            raise LaunchError(f"another `chemspec launch` is running in this project ({holder}); wait for it to "
+                              "end, or stop it (Ctrl-C in its terminal, or `kill -INT <pid>`), then rerun") from None
+        except OSError:
+            pass  # no locks here (some network filesystems): nothing to check with
+        else:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            handle.flush()
+        yield
 
 
 def cancel_jobs(kind: str, jobs: list, say: Callable[[str], None]) -> None:

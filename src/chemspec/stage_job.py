@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -38,6 +39,8 @@ DVC = (sys.executable, "-m", "dvc")
 STOP_WAIT_S = 120  # a stopped stage's checkpoint and dvc's clean-up, then the group is killed
 PER_TASK = ("SLURM_NTASKS", "SLURM_NPROCS")
 PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOPPED = re.compile(r"stopped: the job received (SIG[A-Z0-9]+)")
+"""What a job stopped by a signal raises, as the launcher finds it in the error submitit hands back."""
 
 
 def job_command(stage: str) -> list[str]:

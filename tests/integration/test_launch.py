@@ -101,7 +101,7 @@ def test_results_equal_a_serial_repro(launched, serial):
 def test_a_second_launch_runs_no_jobs(launched):
     root, _ = launched
     out = sh("chemspec", "launch", "-j", "4", cwd=root)
-    assert "launch complete: 0 jobs (local, 4 at once), dvc status clean" in out
+    assert "launch complete: no cell was stale, so no job ran (local, 4 at once), dvc status clean" in out
     assert "submitted" not in out
 
 

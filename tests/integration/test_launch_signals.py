@@ -233,3 +233,30 @@ def test_a_launch_stopped_by_a_signal_stops_its_jobs_and_a_second_launch_runs(tm
     assert again.returncode == 0, again.stderr
     assert "done tpe@a" in again.stdout and "done tpe@b" in again.stdout
     assert recorded(root) == {"split", "tpe@a", "tpe@b"}
+
+
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("heeded", [True, False], ids=["launcher-heeds-sigint", "launcher-ignores-sigint"])
+def test_a_ctrl_c_to_the_whole_process_group_stops_the_launch_without_tracebacks(tmp_path, heeded):
+    """A terminal's Ctrl-C reaches every process of the foreground group: the launcher, submitit's local
+    controllers and the jobs. A launcher started with `&` from a script ignores it, and its jobs stop alone."""
+    root = dvc_project(tmp_path, **{"launch_it.py": LAUNCHER})
+    launcher = subprocess.Popen([sys.executable, "launch_it.py"], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=tool_env() | {"STAGE_SLEEP": "120"},
+                                start_new_session=True, preexec_fn=heed_sigint if heeded else ignore_sigint)
+    wait_for([root / "started-a", root / "started-b"], launcher)
+    stages = [int((root / f"started-{cell}").read_text()) for cell in "ab"]
+    os.killpg(launcher.pid, signal.SIGINT)
+    out, err = launcher.communicate(timeout=150)
+    assert launcher.returncode == 130, err
+    assert "Traceback" not in err and "Traceback" not in out, err
+    if heeded:
+        assert "launch stopped by SIGINT: its running jobs were cancelled" in err
+    else:
+        assert "launch stopped by SIGINT: 2 jobs received it (tpe@a, tpe@b), not through the launch" in err
+        assert "fix the cause" not in err
+    assert all(gone(pid) for pid in stages), "the stages stopped with the launch"
+    assert recorded(root) == {"split"}

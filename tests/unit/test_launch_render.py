@@ -17,9 +17,9 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from chemspec.errors import Interrupted, LaunchError
-from chemspec.launch import _fan_out, job_command, launch, run_stage_job
+from chemspec.launch import _fan_out, _in_number_order, job_command, launch, run_stage_job
 from chemspec.launch_jobs import Settings, check_sbatch, for_wave, make_executor, sbatch_script, submit_array
-from chemspec.launch_stop import guard_lock_files, stopped_by_signals
+from chemspec.launch_stop import guard_lock_files, one_launch, stopped_by_signals
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
@@ -169,8 +169,15 @@ def test_slurm_without_sbatch_points_to_dry_run(tmp_path, monkeypatch):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    with pytest.raises(LaunchError, match=r"sbatch is not on PATH.*--dry-run"):
+    with pytest.raises(LaunchError, match=r"sbatch and srun are not on PATH.*--dry-run"):
         launch(SLURM, tmp_path)
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "sbatch").write_text("#!/bin/sh\n")
+    (tmp_path / "nowhere" / "sbatch").chmod(0o755)
+    with pytest.raises(LaunchError, match=r"^srun is not on PATH: run `chemspec launch --executor slurm` on a SLURM "
+                                          r"login node"):
+        launch(SLURM, tmp_path)  # submitit needs srun too, and said so only after the split had run
+    assert not (tmp_path / ".chemspec").exists(), "refused before anything ran"
 
 
 def test_bad_sbatch_options_are_refused(tmp_path, cli):
@@ -192,6 +199,34 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
             launch(untimed, tmp_path, dry_run=True)
     for time in ("120", "30:00", "1:30:00", "2-12", "2-12:30", "2-12:30:00", "UNLIMITED"):
         check_sbatch({"time": time})
+
+
+def test_gpus_asked_for_twice_are_refused_and_a_gres_alone_is_taken(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    twice = Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=2, sbatch={"gres": "gpu:a100:4"})
+    with pytest.raises(LaunchError, match=r"--sbatch gres=gpu:a100:4 asks for GPUs beside the 2 that "
+                                          r"executor.slurm.gpus_per_job \(or training.devices\) asks for"):
+        launch(twice, tmp_path, dry_run=True)
+    check_sbatch({"gres": "gpu:a100:4"}, gpus_per_job=0)
+    check_sbatch({"gres": "nvme:1"}, gpus_per_job=2)
+
+
+def test_a_second_launch_in_the_project_is_refused_naming_the_first(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".chemspec").mkdir()
+    with one_launch(tmp_path / ".chemspec"):
+        with pytest.raises(LaunchError, match=rf"another `chemspec launch` is running in this project "
+                                              rf"\(pid {os.getpid()} on .*\); wait for it to end, or stop it"):
+            launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
+    assert not (tmp_path / ".chemspec" / "launch").exists(), "refused before it ran or logged anything"
+
+
+def test_stale_cells_are_listed_with_their_sizes_in_number_order():
+    names = ["train@m0-12800", "train@m0-200", "train@m10-200", "train@m2-3200"]
+    assert sorted(names, key=_in_number_order) == ["train@m0-200", "train@m0-12800", "train@m2-3200",
+                                                   "train@m10-200"]
 
 
 def test_launch_without_params_asks_to_compile(tmp_path, cli):
@@ -224,7 +259,10 @@ def test_bare_sbatch_keys_reach_the_launch_as_flags(tmp_path, cli, git_env):
     ({"signal": "USR1@60"}, r"--sbatch signal: chemspec launch sets --signal .*SIGUSR2 90 s before"),
     ({"ntasks-per-node": "2"}, r"--sbatch ntasks-per-node: .*a cell's DDP ranks start inside it"),
     ({"requeue": ""}, r"options \['requeue'\] have an empty value, which sbatch refuses: .*--sbatch requeue\)"),
-], ids=["array", "output", "open-mode", "signal", "ntasks", "empty"])
+    ({"gres": True}, r"--sbatch gres needs a value, which sbatch would refuse to go without: write "
+                     r"--sbatch gres=VALUE"),
+    ({"cpus-per-task": "-3"}, r"--sbatch cpus-per-task=-3 is not a count of CPUs; give a whole number above 0"),
+], ids=["array", "output", "open-mode", "signal", "ntasks", "empty", "valued-flag", "cpus"])
 def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")

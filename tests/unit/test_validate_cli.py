@@ -98,7 +98,12 @@ CASES = [
     ("confidence-in-percent", mutate("fit.confidence", 95),
      "fit.confidence: Input should be less than 1 (got 95)\n    hint: give a fraction: 0.95 for 95%"),
     ("budget-in-percent", mutate("hpo.tpe", {"budget_fraction": 20}),
-     "hpo.tpe.budget_fraction: Input should be less than or equal to 1 (got 20)\n    hint: give a fraction: 0.2 for 20%"),
+     "hpo.tpe.budget_fraction: Input should be less than or equal to 1 (got 20)\n"
+     "    hint: give a fraction: 0.2 for 20%"),
+    ("partition-with-a-space", mutate("executor", {"kind": "slurm", "slurm": {"partition": "gpu a100"}}),
+     "executor.slurm.partition: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$' (got \"gpu a100\")\n"
+     "    hint: use letters, digits, "
+     "'_', '.', ',' and '-' (starting with a letter or digit), at most 64 characters; no spaces or shell characters"),
     ("negative-beta", mutate("training.optimizer", {"betas": [-0.1, 0.99]}),
      "training.optimizer.betas.0: Input should be greater than or equal to 0 (got -0.1)"),
     ("max-length-without-room", mutate("model.sizes", {"s": {"n_layer": 2, "n_embd": 64, "n_head": 4, "max_length": 2}}),

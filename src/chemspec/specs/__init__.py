@@ -61,12 +61,24 @@ def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
         return "give a number in the allowed range" + (", or null (`chemspec schema` says what null does here)"
                                                        if nullable else "")
     if kind == "string_pattern_mismatch":
-        return "use lowercase letters, digits, '_' (and '-' where allowed); no spaces or shell characters"
+        return f"use {_allowed(error['ctx']['pattern'])}; no spaces or shell characters"
     if kind == "tuple_length":
         return f"give {error['ctx']['values']} values, as a list"
     if kind == "value_error":
         return ""
     return "see `chemspec schema` for the expected form"
+
+
+def _allowed(pattern: str) -> str:
+    """The characters a name pattern's last class allows, in words: "^[a-z0-9][a-z0-9_-]{0,63}$" ->
+    "lowercase letters, digits, '_' and '-' (starting with a letter or digit), at most 64"."""
+    first, rest = re.findall(r"\[([^\]]+)\]", pattern)[-2:] if pattern.count("[") > 1 else (None, pattern)
+    words = ["letters" if "A-Z" in rest else "lowercase letters", "digits"]
+    marks = [f"'{c}'" for c in rest.replace("A-Z", "").replace("a-z", "").replace("0-9", "")]
+    listed = ", ".join(words + marks[:-1]) + (f" and {marks[-1]}" if marks else "")
+    start = " (starting with a letter or digit)" if first is not None else ""
+    longest = re.search(r"\{0,(\d+)\}", pattern)
+    return listed + start + (f", at most {int(longest.group(1)) + 1} characters" if longest else "")
 
 
 class _Located(NamedTuple):
