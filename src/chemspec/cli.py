@@ -162,8 +162,9 @@ def _os_error(exc: OSError) -> str:
     path = final_path(os.fsdecode(exc.filename))
     if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
         return f"{path}: {exc.strerror}; a file stands where a folder goes, or a folder where a file goes: move it"
-    if exc.errno == errno.ENOENT:  # a bare name is a program that a subprocess could not find
-        named = "check the path" if len(path.parts) > 1 else "check the path, or install the program if it is one"
+    if exc.errno == errno.ENOENT:  # a bare name without a suffix is a program that a subprocess could not find
+        program = len(path.parts) == 1 and not path.suffix
+        named = "check the path, or install the program if it is one" if program else "check the path"
         return f"{path}: {exc.strerror}; {named}"
     return (f"{path}: {exc.strerror or exc}; check that you may read and write it and its folder, and that "
             "the disk has room, then rerun")

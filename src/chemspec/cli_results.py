@@ -202,7 +202,7 @@ def _hparams(values: dict | None) -> str:
 @click.command(short_help="Bring an archived run back, checkpoints included.")
 @click.argument("target")
 @click.option("--to", "to", default=None, type=click.Path(file_okay=False),
-              help="Directory to create (default: pulled/<target>).")
+              help="Directory to create (default: pulled/<study>-<manifest id>).")
 @click.option("--study", default=None, help="Study to pull (needed when several are archived).")
 def pull(target: str, to: str | None, study: str | None) -> None:
     """Bring an archived run (git revision or manifest id) back into a directory, checkpoints included."""

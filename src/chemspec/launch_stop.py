@@ -126,7 +126,7 @@ def _stage_names(text: bytes) -> set[str] | None:
     import yaml
 
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         return None
     if not isinstance(document, dict) or not isinstance(document.get("stages", {}), dict):
@@ -135,24 +135,30 @@ def _stage_names(text: bytes) -> set[str] | None:
 
 
 class LockGuard:
-    """The last whole copy of each dvc.lock seen in a wave: a copy that parses and records every stage the
-    one before it did. `seen()` takes a new copy; the launcher calls it as each job ends, when that job's
-    dvc has written its record."""
+    """The last whole copy of each dvc.lock seen in a wave: one that parses, records every stage the one
+    before it did, and reads the same twice, SETTLE_S apart (a dvc rewriting the file meanwhile, which
+    truncates it and writes it anew within milliseconds, would change it). `seen()` looks for a new copy;
+    the launcher calls it as each job ends, when that job's dvc has written its record."""
+
+    SETTLE_S = 0.05
 
     def __init__(self, root: Path):
         self.root = root
         self.before = {path: path.read_bytes() for path in _lock_files(root)}
-        self.whole = dict(self.before)
+        self.whole = {path: (text, _stage_names(text)) for path, text in self.before.items()}
 
     def seen(self) -> None:
         for path in _lock_files(self.root):
-            try:
-                text = path.read_bytes()
-            except FileNotFoundError:
+            text = _read(path)
+            last, names = self.whole.get(path, (None, None))
+            if text is None or text == last:
                 continue
-            names, last = _stage_names(text), self.whole.get(path)
-            if names is not None and (last is None or (_stage_names(last) or set()) <= names):
-                self.whole[path] = text
+            found = _stage_names(text)
+            if found is None or (names is not None and not names <= found):
+                continue
+            time.sleep(self.SETTLE_S)
+            if _read(path) == text:
+                self.whole[path] = (text, found)
 
     def put_back(self, say: Callable[[str], None]) -> None:
         for path in set(_lock_files(self.root)) - set(self.whole):  # never seen whole: nothing to put back
@@ -161,13 +167,10 @@ class LockGuard:
                 say(f"  {path.relative_to(self.root)}, first written in this wave, was left cut short (a job was "
                     "killed while dvc wrote it); removed: the wave's cells recorded there run again, or come from "
                     "the run cache")
-        for path, text in self.whole.items():
-            names = _stage_names(text)
-            try:
-                now = _stage_names(path.read_bytes())
-            except FileNotFoundError:
-                now = None
-            if names is None or (now is not None and names <= now):
+        for path, (text, names) in self.whole.items():
+            now = _read(path)
+            parsed = _stage_names(now) if now is not None else None
+            if names is None or (parsed is not None and names <= parsed):
                 continue
             tmp = path.with_name(f".{path.name}.restore")
             tmp.write_bytes(text)
@@ -175,6 +178,13 @@ class LockGuard:
             when = "before this wave" if text == self.before.get(path) else "when the launch last saw it whole"
             say(f"  {path.relative_to(self.root)} was left cut short (a job was killed while dvc wrote it); put "
                 f"back as it was {when}: cells that finished since run again, or come from the run cache")
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 @contextlib.contextmanager

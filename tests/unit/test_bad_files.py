@@ -69,6 +69,8 @@ def test_os_errors_name_the_file_not_its_temporary_sibling():
     assert _os_error(missing) == "git: No such file or directory; check the path, or install the program if it is one"
     folder = OSError(errno.ENOENT, "No such file or directory", "/proc/pulled")
     assert _os_error(folder) == "/proc/pulled: No such file or directory; check the path"
+    bare = OSError(errno.ENOENT, "No such file or directory", "params.yaml")
+    assert _os_error(bare) == "params.yaml: No such file or directory; check the path"
 
 
 def test_a_staged_set_whose_second_rename_fails_is_put_back_whole(tmp_path, monkeypatch):

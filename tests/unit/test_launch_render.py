@@ -19,7 +19,7 @@ from submitit.core.utils import JobPaths, cloudpickle_dump
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch import _fan_out, _in_number_order, job_command, launch, run_stage_job
 from chemspec.launch_jobs import Settings, check_sbatch, for_wave, make_executor, sbatch_script, submit_array
-from chemspec.launch_stop import guard_lock_files, one_launch, stopped_by_signals
+from chemspec.launch_stop import LockGuard, guard_lock_files, one_launch, stopped_by_signals
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
@@ -391,6 +391,25 @@ def test_a_dvc_lock_cut_short_is_put_back_as_last_seen_whole_keeping_the_cells_t
     assert lock.read_text() == one, "job a's record survives the put-back"
     assert said == ["  dvc.lock was left cut short (a job was killed while dvc wrote it); put back as it was when the "
                     "launch last saw it whole: cells that finished since run again, or come from the run cache"]
+
+
+def test_a_dvc_lock_that_changes_while_it_is_read_is_not_taken_as_whole(tmp_path, monkeypatch):
+    """A dvc rewriting the file as the launcher reads it: the copy read may be cut inside its last entry
+    and still parse, so a copy is taken only if a second read, a moment later, finds the same bytes."""
+    lock = tmp_path / "dvc.lock"
+    before = "schema: '2.0'\nstages:\n  split:\n    cmd: chemspec run split\n"
+    lock.write_text(before)
+    monkeypatch.setattr(LockGuard, "SETTLE_S", 0.5)
+    with pytest.raises(KeyboardInterrupt):
+        with guard_lock_files(tmp_path, lambda _: None) as guard:
+            lock.write_text(before + "  train@a:\n    cmd: chemspec run tr")  # parses, yet cut short
+            rewrite = threading.Timer(0.1, lock.write_text, [before + "  train@a:\n    outs: [x]\n"])
+            rewrite.start()
+            guard.seen()
+            rewrite.join()
+            lock.write_text("schema: '2.0'\n")  # then a killed write
+            raise KeyboardInterrupt
+    assert lock.read_text() == before, "neither changing copy was taken"
 
 
 def test_a_dvc_lock_first_written_in_a_wave_and_cut_short_is_removed(tmp_path):

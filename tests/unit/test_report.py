@@ -95,6 +95,8 @@ def test_an_archived_report_keeps_the_users_files_and_goes_where_out_says(cli, t
     assert pages.read_text() == "a file where the default folder goes"
     workspace = cli("report", "--out", "compare", cwd=tmp_path)
     assert workspace.code == 2 and "--out applies with --from only" in workspace.err, workspace.err
+    pageless = cli("report", "--from", "HEAD", "--no-files", "--out", "compare", cwd=tmp_path)
+    assert pageless.code == 2 and "--no-files writes none: drop one of them" in pageless.err, pageless.err
 
 
 def _json(cli, root: Path) -> dict:

@@ -97,6 +97,8 @@ CASES = [
      "training.optimizer.betas.1: Input should be less than 1 (got 1.0)"),
     ("confidence-in-percent", mutate("fit.confidence", 95),
      "fit.confidence: Input should be less than 1 (got 95)\n    hint: give a fraction: 0.95 for 95%"),
+    ("confidence-of-100", mutate("fit.confidence", 100),
+     "fit.confidence: Input should be less than 1 (got 100)\n    hint: give a number in the allowed range"),
     ("budget-in-percent", mutate("hpo.tpe", {"budget_fraction": 20}),
      "hpo.tpe.budget_fraction: Input should be less than or equal to 1 (got 20)\n"
      "    hint: give a fraction: 0.2 for 20%"),

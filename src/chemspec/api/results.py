@@ -64,6 +64,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     the workspace or retrained, and the pages go to `out` (default reports/<study>/)."""
     from chemspec import report as pages
 
+    if out is not None and not write:
+        raise UsageError("--out names where the pages go, and --no-files writes none: drop one of them")
     if source is not None:
         return _archived_report(source, study, write, out)
     if out is not None:

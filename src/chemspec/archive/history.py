@@ -33,10 +33,11 @@ def in_repository(cwd: str | Path) -> bool:
 class Snapshot:
     """The archive as it was at one revision (or in the working tree)."""
 
-    def __init__(self, rev: str, root: str = "archive", cwd: str | Path = "."):
+    def __init__(self, rev: str, root: str = "archive", cwd: str | Path = ".", label: str | None = None):
+        """`label`: the revision as the user typed it, for messages, where `rev` is the commit it names."""
         if not rev.strip():
             raise UsageError("the revision is empty; give a commit, branch or tag, or WORKTREE for the files on disk")
-        self.rev, self.root, self.cwd = rev, root, Path(cwd)
+        self.rev, self.root, self.cwd, self.label = rev, root, Path(cwd), label or rev
 
     def read(self, relative: str) -> bytes:
         path = f"{self.root}/{relative}"
@@ -49,7 +50,7 @@ class Snapshot:
             return file.read_bytes()
         done = subprocess.run(["git", "show", f"{self.rev}:{path}"], cwd=self.cwd, capture_output=True)
         if done.returncode != 0:
-            raise ArchiveError(f"{path} not found at revision {self.rev}: "
+            raise ArchiveError(f"{path} not found at revision {self.label}: "
                                f"{done.stderr.decode(errors='replace').strip() or 'no such file'}; "
                                "was the archive committed there?")
         return done.stdout
@@ -61,38 +62,38 @@ class Snapshot:
                               capture_output=True, text=True)
         if done.returncode != 0:
             if not in_repository(self.cwd):
-                raise ArchiveError(f"cannot read revision {self.rev!r}: {self.cwd.resolve()} is not in a git "
+                raise ArchiveError(f"cannot read revision {self.label!r}: {self.cwd.resolve()} is not in a git "
                                    "repository; run this in the study's project, or give WORKTREE to read the "
                                    "archive on disk")
             if commit_of("HEAD", self.cwd) is None:
-                raise ArchiveError(f"cannot read revision {self.rev!r}: the repository has no commits yet; commit "
+                raise ArchiveError(f"cannot read revision {self.label!r}: the repository has no commits yet; commit "
                                    "the study's archive/ folder (`git add archive && git commit`), or give WORKTREE "
                                    "to read the archive on disk")
             if commit_of(self.rev, self.cwd) is None:
-                raise ArchiveError(f"{self.rev!r} is not a git revision here (a commit, branch or tag); "
+                raise ArchiveError(f"{self.label!r} is not a git revision here (a commit, branch or tag); "
                                    "`git log --oneline -- archive/refs` lists the commits that archived runs")
-            raise ArchiveError(f"no archive at revision {self.rev} ({self.root}/refs is not committed there)")
+            raise ArchiveError(f"no archive at revision {self.label} ({self.root}/refs is not committed there)")
         return sorted(Path(name).stem for name in done.stdout.split() if name.endswith(".json"))
 
     def study(self, name: str | None) -> str:
         found = self.studies()
         if name is not None:
             if name not in found:
-                raise ArchiveError(f"study {name!r} is not archived at {self.rev}; archived: {found or 'none'}")
+                raise ArchiveError(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}")
             return name
         if not found:
-            where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.rev}"
+            where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.label}"
             raise ArchiveError(f"no study is archived {where} ({self.root}/refs is empty or missing); run the "
                                "study with `dvc repro`, whose archive stage writes it, and commit archive/")
         if len(found) > 1:
-            raise ArchiveError(f"{len(found)} studies archived at {self.rev} ({', '.join(found)}); "
+            raise ArchiveError(f"{len(found)} studies archived at {self.label} ({', '.join(found)}); "
                                "name one with --study")
         return found[0]
 
     def object(self, digest: str) -> bytes:
         data = self.read(f"objects/{digest[:2]}/{digest}")
         if hashlib.sha256(data).hexdigest() != digest:
-            raise ArchiveError(f"archive object {digest} at {self.rev} is corrupt; run `chemspec archive verify`")
+            raise ArchiveError(f"archive object {digest} at {self.label} is corrupt; run `chemspec archive verify`")
         return data
 
     def json(self, digest: str) -> Any:

@@ -33,7 +33,7 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
             if not group or energy not in handle[name]:
                 raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
                                f"{sorted(handle[name]) if group else 'no datasets'}); check data.source.format and "
-                               "data.source.energy_key", field="energy_key" if group else "file")
+                               "data.source.energy_key", field="energy_key" if group else "format")
         return sum(int(np.isfinite(handle[name][energy][()]).sum()) for name in handle)
 
 

@@ -54,8 +54,9 @@ def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
                 "string_type": "text"}[kind]
         unquote = " without quotes" if isinstance(error.get("input"), str) else ""
         return f"write {want}{unquote}"
-    bound, given = (error.get("ctx") or {}).get("lt", (error.get("ctx") or {}).get("le")), error.get("input")
-    if kind.startswith("less") and bound == 1 and isinstance(given, (int, float)) and 5 <= given <= 100:
+    context, given = error.get("ctx") or {}, error.get("input")
+    bound, top = (context["lt"], 99.9) if "lt" in context else (context.get("le"), 100)
+    if kind.startswith("less") and bound == 1 and isinstance(given, (int, float)) and 5 <= given <= top:
         return f"give a fraction: {given / 100:g} for {given:g}%"
     if kind.startswith(("int_", "float_", "greater", "less")):
         return "give a number in the allowed range" + (", or null (`chemspec schema` says what null does here)"
