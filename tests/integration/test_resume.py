@@ -188,3 +188,23 @@ def test_a_plateau_schedule_resumed_after_sigterm_cuts_the_rate_where_the_uninte
     done = train(tmp_path)
     assert done.returncode == 0, done.stderr
     assert outputs(tmp_path) == reference
+
+
+def test_a_stage_whose_dvc_is_killed_alone_checkpoints_and_stops_and_the_next_repro_resumes(project):
+    """`kill <dvc pid>` leaves dvc's stage running, unrecorded; a `dvc repro` started then would train the
+    same cell beside it. The stage notices its dvc is gone and stops as on SIGTERM, with a checkpoint."""
+    import psutil
+
+    root, reference = project
+    _clear(root)
+    killed = sh("dvc", "repro", "-s", f"train@{CELL}", cwd=root, fault="kill-dvc@3")
+    assert killed.returncode == -signal.SIGKILL
+    stage = [p for p in psutil.process_iter(["cmdline", "cwd"])
+             if p.info["cwd"] == str(root) and "--cell" in (p.info["cmdline"] or []) and CELL in p.info["cmdline"]]
+    psutil.wait_procs(stage, timeout=120)
+    assert all(not p.is_running() for p in stage), "the orphaned stage stopped by itself"
+    assert (root / "results" / "tiny" / ".resume" / f"train-{CELL}" / "last.ckpt").is_file()
+    assert not (root / "results" / "tiny" / "train" / CELL / "metrics.json").exists()
+    done = sh("dvc", "repro", "-s", f"train@{CELL}", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert outputs(root) == reference

@@ -3,8 +3,8 @@
 CHEMSPEC_FAULT=<stage>@<key>:<kind>@<step> with kind `nan` (that step's loss becomes NaN; `nan-rank<r>`:
 on DDP rank r alone, as one rank's batch can overflow), `kill`
 (SIGKILL after that step), `term` (SIGTERM to this process after that step), `term-all` (SIGTERM to this
-process and its loader workers, as SLURM preemption signals every process of a job step) or `int` (SIGINT,
-as Ctrl-C sends it).
+process and its loader workers, as SLURM preemption signals every process of a job step), `int` (SIGINT,
+as Ctrl-C sends it) or `kill-dvc` (SIGKILL to the dvc that runs this stage, and no other process).
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import lightning as L
 
+from chemspec.runtime.dvc_parent import dvc_ancestor
+
 VARIABLE = "CHEMSPEC_FAULT"
-SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "term-all": signal.SIGTERM, "int": signal.SIGINT}
+SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "term-all": signal.SIGTERM, "int": signal.SIGINT,
+           "kill-dvc": signal.SIGKILL}
 
 
 def fault_for(cell_name: str) -> tuple[str, int] | None:
@@ -52,5 +56,11 @@ class Faults(L.Callback):
                 print(f"fault: SIGTERM from another process to this one and {len(workers)} loader workers",
                       file=sys.stderr, flush=True)
                 subprocess.run(["kill", "-s", "TERM", str(os.getpid()), *workers], check=True)
+            elif kind == "kill-dvc":  # then wait until the stage's next look (resume.LOOK_EVERY_S) finds it gone
+                dvc = dvc_ancestor()
+                dvc.kill()
+                while not dvc.gone():
+                    time.sleep(0.01)
+                time.sleep(1.1)
             else:
                 os.kill(os.getpid(), SIGNALS[kind])

@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -31,10 +32,12 @@ import torch
 from torch.utils.data import Sampler
 
 from chemspec.errors import RunError
+from chemspec.runtime.dvc_parent import dvc_ancestor
 from chemspec.runtime.io import ignored_folder
 from chemspec.runtime.preempt import AgreedStop
 
 CHECKPOINT = "last.ckpt"
+LOOK_EVERY_S = 1.0  # how often a training stage looks whether its dvc still runs (50 us a look)
 
 
 def bucketed(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, window: int,
@@ -121,6 +124,8 @@ class Resume(L.Callback):
         self._epoch = 0
         self._restored_epoch: int | None = None
         self._stop_requested = False
+        self._dvc, self._looked = dvc_ancestor(), 0.0
+        self._request: Callable[[int, object], None] = self._note
 
     @property
     def path(self) -> Path:
@@ -188,6 +193,14 @@ class Resume(L.Callback):
         self._restored_epoch = None
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+        if self._dvc is not None and time.monotonic() - self._looked >= LOOK_EVERY_S:
+            self._looked = time.monotonic()
+            if self._dvc.gone():
+                print(f"resume: the dvc that ran this stage (pid {self._dvc.pid}) is gone, killed alone; "
+                      "checkpointing and stopping, so that the next `dvc repro` resumes this cell rather than "
+                      "training it beside this process", file=sys.stderr, flush=True)
+                self._dvc = None
+                self._request(signal.SIGTERM, None)
         self.batches += 1
         trainer._signal_connector.received_sigterm |= self._stop_requested
 
@@ -215,6 +228,7 @@ class Resume(L.Callback):
             connector.received_sigterm = False
             trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = stop
             note = stop.note
+        self._request = note
         signal.signal(signal.SIGTERM, note)
 
     def _note(self, signum: int, frame: object) -> None:
