@@ -143,7 +143,8 @@ def test_each_model_size_group_is_ranked_on_its_own(tmp_path):
                               "s": [{"learning_rate": 3e-3, "batch_size": 32}]}
 
 
-def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep: int, full_diverged: tuple = ()):
+def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep: int, full_diverged: tuple = (),
+                      groups: dict[str, list[str]] | None = None, margin: float | None = None):
     """TPE and calibrate folders of configurations {name: (converged loss, TPE status, TPE loss)}: TPE
     runs cost 20 s, full runs 100 s; the full runs of `full_diverged` diverged."""
     from chemspec.compiler.cells import CalibrationCell
@@ -158,9 +159,36 @@ def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep:
                 "status": status if kind == "tpe" else "diverged" if name in full_diverged else "ok"}))
             (folder / "loss.csv").write_bytes(loss_csv([[loss, loss]]))
             dirs[kind][name] = str(folder)
-    return CalibrationCell(tpe_dirs=dirs["tpe"], full_dirs=dirs["full"], budget_fraction=0.2,
-                           estimator={"estimator": "tse", "last_epochs": 1, "ema_decay": 0.9}, keep=keep,
-                           out_dir=str(tmp_path / "calibration"))
+    return CalibrationCell(tpe_dirs=dirs["tpe"], full_dirs=dirs["full"], groups=groups or {"*": sorted(runs)},
+                           budget_fraction=0.2, estimator={"estimator": "tse", "last_epochs": 1, "ema_decay": 0.9},
+                           keep=keep, margin=margin, out_dir=str(tmp_path / "calibration"))
+
+
+def test_each_model_sizes_search_is_scored_and_kept_apart(tmp_path):
+    """Under scope model_size the sizes' losses differ by far more than their configurations': pooled, the
+    xs configurations would look badly ranked; scored apart, each search ranks its own perfectly."""
+    from chemspec.runtime.calibration import run_calibration
+
+    runs = {"xs-a": (3.0, "ok", 4.0), "xs-b": (3.1, "ok", 4.1), "xs-c": (3.2, "ok", 4.2),
+            "s-a": (1.2, "ok", 2.0), "s-b": (1.1, "ok", 2.1), "s-c": (1.0, "ok", 2.3)}  # s's search misranks
+    groups = {"xs": ["xs-a", "xs-b", "xs-c"], "s": ["s-a", "s-b", "s-c"]}
+    run_calibration(_calibration_cell(tmp_path, runs, keep=1, groups=groups))
+    result = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
+    assert sorted(result["scores"]) == sorted(f"{e} ({g})" for e in ("tse", "tse_e", "tse_ema", "val") for g in groups)
+    xs, small = result["scores"]["tse (xs)"], result["scores"]["tse (s)"]
+    assert xs["n"] == 3 and xs["spearman"] == pytest.approx(1.0) and xs["regret"] == pytest.approx(0.0)
+    assert small["spearman"] == pytest.approx(-1.0) and small["regret"] == pytest.approx(0.2)
+    assert result["cost"]["kept"] == ["xs-a", "s-a"], "the best of each search, as select keeps them"
+    assert result["cost"]["tpe_then_best_s"] == 6 * 20.0 + 2 * 100.0
+
+
+def test_the_calibration_cost_keeps_what_the_margin_lets_select_keep(tmp_path):
+    from chemspec.runtime.calibration import run_calibration
+
+    runs = {"a": (1.0, "ok", 2.0), "b": (1.1, "ok", 2.5), "c": (1.2, "ok", 2.6)}
+    run_calibration(_calibration_cell(tmp_path, runs, keep=2, margin=0.05))
+    cost = json.loads((tmp_path / "calibration" / "calibration.json").read_text())["cost"]
+    assert cost["kept"] == ["a"] and cost["tpe_then_best_s"] == 3 * 20.0 + 100.0
 
 
 def test_calibration_charges_every_configuration_it_ran_and_the_full_runs_tpe_would_keep(tmp_path):

@@ -125,9 +125,12 @@ class CalibrationCell(Cell):
 
     tpe_dirs: dict[str, str]
     full_dirs: dict[str, str]
+    groups: dict[str, list[str]]
+    """The searches, as select has them: each one's configurations are scored and kept apart."""
     budget_fraction: float
     estimator: dict[str, Any]
     keep: int
+    margin: float | None
     out_dir: str
 
 

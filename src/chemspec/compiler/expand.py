@@ -78,9 +78,9 @@ def expand(study: Study) -> Cells:
                                                   "resume_dir": f"{results}/.resume/calibrate-{key}"})
                      for key, cell in tpe.items()}
         calibration = CalibrationCell(tpe_dirs={k: c.out_dir for k, c in tpe.items()},
-                                      full_dirs={k: c.out_dir for k, c in calibrate.items()},
+                                      full_dirs={k: c.out_dir for k, c in calibrate.items()}, groups=groups,
                                       budget_fraction=tpe_cfg.budget_fraction, estimator=estimator,
-                                      keep=tpe_cfg.keep, out_dir=f"{results}/calibration")
+                                      keep=tpe_cfg.keep, margin=tpe_cfg.margin, out_dir=f"{results}/calibration")
     selected = f"{results}/selected.json"
     select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=tpe_cfg.estimator,
                         tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, groups=groups, out=selected)

@@ -97,8 +97,9 @@ def estimate(log: list[list[float]], val_history: list[float], estimator: dict,
     raise RunError(f"hpo.tpe.estimator {kind!r} is unknown; choose one of tse, tse_e, tse_ema, val")
 
 
-def _rank(rows: list[dict], keep: int, margin: float | None, estimator: str) -> list[dict]:
-    """Rank one group's configurations (lower estimate is better) and decide which are kept."""
+def rank_group(rows: list[dict], keep: int, margin: float | None, estimator: str) -> list[dict]:
+    """Rank one search's configurations (lower estimate is better) and decide which are kept: each row
+    gains rank, kept and reason; the kept rows' hparams are returned, best first."""
     finite = sorted((r for r in rows if r["status"] == "ok" and r["estimate"] is not None
                      and np.isfinite(r["estimate"])), key=lambda r: (r["estimate"], r["name"]))
     best = finite[0]["estimate"] if finite else None
@@ -116,7 +117,7 @@ def _rank(rows: list[dict], keep: int, margin: float | None, estimator: str) -> 
 
 
 def run_select(cell: SelectCell) -> dict:
-    """Rank configurations within each group by their estimate and keep the best (see _rank)."""
+    """Rank configurations within each group by their estimate and keep the best (see rank_group)."""
     rows = {}
     for key, folder in sorted(cell.tpe_dirs.items()):
         path = Path(folder) / "estimate.json"
@@ -127,7 +128,7 @@ def run_select(cell: SelectCell) -> dict:
                      "cost_s": result["wall_time_s"], "status": result.get("status", "ok")}
     kept = {}
     for group, keys in sorted(cell.groups.items()):
-        kept[group] = _rank([rows[k] for k in keys], cell.keep, cell.margin, cell.estimator)
+        kept[group] = rank_group([rows[k] for k in keys], cell.keep, cell.margin, cell.estimator)
         if not kept[group]:
             raise RunError(f"select: every TPE configuration{'' if group == '*' else ' of ' + group} diverged; "
                            "lower hpo.grid.learning_rate")
