@@ -64,3 +64,25 @@ def test_the_lock_files_of_split_pipelines_are_read(tmp_path):
     (tmp_path / "pipelines" / "m" / "dvc.lock").unlink()
     assert "3 stages did not run as compiled (train@m-200, train@m-400, train@m-800)" in \
         stale_note(cells, tmp_path, "params.yaml")
+
+
+def test_train_cells_trained_with_a_configuration_the_selection_no_longer_keeps_are_named(tmp_path):
+    """A grid edit reran select, which now keeps another configuration, and the train cells have not run
+    since: their identity does not hold the selection (it is their input), so only their hparams tell."""
+    cells = _cells(tmp_path)
+    _ran(tmp_path, cells)
+    old, new = {"learning_rate": 0.03, "batch_size": 32}, {"learning_rate": 0.01, "batch_size": 32}
+    rows = [{"cell": "train@xs-200", "status": "ok", "hparams": old},
+            {"cell": "train@s-200", "status": "diverged", "hparams": old}]
+    assert stale_note(cells, tmp_path, "params.yaml", rows, {"kept": {"*": [old]}}) is None
+    note = stale_note(cells, tmp_path, "params.yaml", rows, {"kept": {"*": [new]}})
+    assert note == ("these results predate params.yaml as compiled now: 1 train cell trained with hyperparameters "
+                    "that results/tiny/selected.json no longer keeps for it (xs-200); they are shown as they were "
+                    "computed. Run `dvc repro` to bring them up to date")
+
+
+def test_a_stale_selection_says_that_the_train_cells_follow_it(tmp_path):
+    _ran(tmp_path, _cells(tmp_path))
+    note = stale_note(_cells(tmp_path, **{"hpo.grid.learning_rate": [3.0e-3]}), tmp_path, "params.yaml")
+    assert "did not run as compiled (select, archive); the train cells run again where the selection changes;" \
+        in note, note

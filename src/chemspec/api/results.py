@@ -86,9 +86,9 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
                             + ("the archive holds a run of it: `chemspec report --from WORKTREE` shows that run "
                                "without training; or run `dvc repro`" if archived else "run `dvc repro`"))
     rows, fit = read_results(folder)
-    stale = stale_note(cells, root, params)
     selected = (read_checked(root / cells.select.out, "select", selected_problem)
                 if (root / cells.select.out).is_file() else None)
+    stale = stale_note(cells, root, params, rows, selected)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
     calibration = None
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
@@ -106,18 +106,49 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale)
 
 
-def stale_note(cells: Cells, root: Path, params: str | Path) -> str | None:
+def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
+               selected: dict | None = None) -> str | None:
     """Why the results on disk are not those of the study as compiled now: the stages whose cell identity
     differs from the one their last run recorded in dvc.lock (or that never ran), which `dvc repro`
-    will run; None when every stage ran as compiled, or when no dvc.lock records any (stages run by hand)."""
+    will run (none known when no dvc.lock records any: stages run by hand), and the train cells of `rows`
+    whose hyperparameters are not those `selected` (the selection on disk) keeps for them now; None when
+    there are neither."""
     ran = locked_identities(root)
-    stale = [name for name, ident in stage_identities(cells).items() if ran.get(name) != ident]
-    if not ran or not stale:
+    stale = [name for name, ident in stage_identities(cells).items() if ran.get(name) != ident] if ran else []
+    off = _off_selection(cells, rows, selected)
+    if not stale and not off:
         return None
-    named = ", ".join(stale[:4]) + (", ..." if len(stale) > 4 else "")
-    return (f"these results predate {params} as compiled now: {len(stale)} stage{'' if len(stale) == 1 else 's'} "
-            f"did not run as compiled ({named}); they are shown as they were computed. Run `dvc repro` to bring "
-            "them up to date")
+    reasons = []
+    if stale:
+        named = ", ".join(stale[:4]) + (", ..." if len(stale) > 4 else "")
+        after = ("; the train cells run again where the selection changes"
+                 if any(name == "select" or name.startswith("tpe@") for name in stale) else "")
+        reasons.append(f"{_count(len(stale), 'stage')} did not run as compiled ({named}){after}")
+    if off:
+        named = ", ".join(off[:4]) + (", ..." if len(off) > 4 else "")
+        reasons.append(f"{_count(len(off), 'train cell')} trained with hyperparameters that {cells.select.out} no "
+                       f"longer keeps for {'it' if len(off) == 1 else 'them'} ({named})")
+    return (f"these results predate {params} as compiled now: {'; '.join(reasons)}; they are shown as they were "
+            "computed. Run `dvc repro` to bring them up to date")
+
+
+def _off_selection(cells: Cells, rows: list[dict], selected: dict | None) -> list[str]:
+    """The train cells among `rows` that trained with other hyperparameters than the selection keeps for
+    their search and rank now (a selection rerun after they trained)."""
+    kept = (selected or {}).get("kept", {})
+    off = []
+    for row in rows:
+        key = str(row.get("cell", "")).removeprefix("train@")
+        cell = cells.train.get(key)
+        configs = kept.get(cell.group, []) if cell is not None else []
+        if row.get("status") == "ok" and cell is not None and cell.rank <= len(configs) \
+                and row.get("hparams") != configs[cell.rank - 1]:
+            off.append(key)
+    return off
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | None, dict | None]:
