@@ -63,7 +63,18 @@ CASES = [
     ("study-path", mutate("study", "../escape"), "study: String should match pattern"),
     ("budget-fraction", mutate("hpo.tpe.budget_fraction", 1.5), "hpo.tpe.budget_fraction"),
     ("budget-zero", mutate("hpo.tpe.budget_fraction", 0), "hpo.tpe.budget_fraction"),
-    ("keep-too-many", mutate("hpo.tpe.keep", 5), "hpo.tpe.keep: (5) exceeds the 2 configurations"),
+    ("keep-too-many", mutate("hpo.tpe.keep", 5), "hpo.tpe.keep: is 5, more than the 2 configurations"),
+    ("last-epochs-without-tse-e", mutate("hpo.tpe", {"estimator": "tse", "last_epochs": 3}),
+     "hpo.tpe.last_epochs: is read by estimator tse_e alone, and estimator is tse: remove last_epochs, or set "
+     "estimator: tse_e"),
+    ("ema-decay-without-tse-ema", mutate("hpo.tpe", {"estimator": "val", "ema_decay": 0.5}),
+     "hpo.tpe.ema_decay: is read by estimator tse_ema alone, and estimator is val"),
+    ("margin-with-keep-one", mutate("hpo.tpe", {"keep": 1, "margin": 0.1}),
+     "hpo.tpe.margin: drops kept configurations beyond the best, and keep is 1 (the best alone is kept): remove "
+     "margin, or raise keep"),
+    ("last-epochs-over-the-window", mutate("hpo.tpe", {"estimator": "tse_e", "last_epochs": 5, "budget_fraction": 0.5}),
+     "hpo.tpe.last_epochs: 5 spans the whole TPE window (budget_fraction 0.5 of training.max_epochs 5: 2.5 epochs), "
+     "where tse_e is tse; lower last_epochs below 2.5, or set estimator: tse"),
     ("tpe-size-unknown", mutate("hpo.tpe.model_size", "xl"), "hpo.tpe.model_size: 'xl' is not a model size"),
     ("tpe-data-unknown", mutate("hpo.tpe.data_size", 7), "hpo.tpe.data_size: 7 is not in data.sizes"),
     ("grid-repeat", mutate("hpo.grid.learning_rate", [1e-3, 1e-3]), "repeats a value"),

@@ -62,6 +62,17 @@ class Tpe(Spec):
     """Also train every configuration to the full budget and report how well each estimator ranks
     them (R², Spearman ρ, Kendall τ, top-1 regret): the check the paper made for TPE."""
 
+    @model_validator(mode="after")
+    def _options_apply(self) -> "Tpe":
+        for key, estimator in (("last_epochs", "tse_e"), ("ema_decay", "tse_ema")):
+            if key in self.model_fields_set and self.estimator != estimator:
+                raise ValueError(f"hpo.tpe.{key} is read by estimator {estimator} alone, and estimator is "
+                                 f"{self.estimator}: remove {key}, or set estimator: {estimator}")
+        if self.margin is not None and self.keep == 1:
+            raise ValueError("hpo.tpe.margin drops kept configurations beyond the best, and keep is 1 (the best "
+                             "alone is kept): remove margin, or raise keep")
+        return self
+
 
 class Hpo(Spec):
     """Hyperparameter search, gated by TPE."""
@@ -75,6 +86,6 @@ class Hpo(Spec):
     def _keep_fits_grid(self) -> "Hpo":
         n = len(self.grid.configs())
         if self.tpe.keep > n:
-            raise ValueError(f"hpo.tpe.keep ({self.tpe.keep}) exceeds the {n} configurations of hpo.grid; "
+            raise ValueError(f"hpo.tpe.keep is {self.tpe.keep}, more than the {n} configurations of hpo.grid; "
                              f"set keep to at most {n}")
         return self

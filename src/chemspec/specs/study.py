@@ -123,7 +123,7 @@ class Study(Spec):
     @model_validator(mode="after")
     def _cross_section(self, info: ValidationInfo) -> "Study":
         context = info.context or {}
-        problems = [*self._family_problems(), *self._grid_problems(), *self._fit_problems(),
+        problems = [*self._family_problems(), *self._grid_problems(), *self._tpe_problems(), *self._fit_problems(),
                     *self._data_file_problems(context.get("base_dir"), context.get("count_structures"))]
         if problems:
             raise ValueError(PROBLEMS_SEPARATOR.join(problems))
@@ -223,10 +223,19 @@ class Study(Spec):
         if window <= warmup:
             needed = math.ceil(round((warmup + 1) / total * 100, 9)) / 100
             raise_it = f", or raise budget_fraction to at least {needed}" if needed <= 1 else ""
+            lower = f"lower warmup_steps below {window}" if window > 1 else "remove warmup_steps"
             yield (f"hpo.tpe.budget_fraction {fraction} stops the TPE runs (data size {size}, batch_size {batch}) "
                    f"after {window} of their {total} optimiser steps, within training.scheduler.warmup_steps "
-                   f"({warmup}), so TPE would rank the configurations on warm-up losses alone; lower warmup_steps "
-                   f"below {window}{raise_it}")
+                   f"({warmup}), so TPE would rank the configurations on warm-up losses alone; {lower}{raise_it}")
+
+    def _tpe_problems(self) -> Iterator[str]:
+        """tse_e over as many epochs as the TPE window holds is tse under another name."""
+        tpe = self.hpo.tpe
+        window = tpe.budget_fraction * self.training.max_epochs
+        if tpe.estimator == "tse_e" and tpe.last_epochs >= window and len(self.hpo.grid.configs()) > 1:
+            yield (f"hpo.tpe.last_epochs {tpe.last_epochs} spans the whole TPE window (budget_fraction "
+                   f"{tpe.budget_fraction} of training.max_epochs {self.training.max_epochs}: {window:g} epochs), "
+                   f"where tse_e is tse; lower last_epochs below {window:g}, or set estimator: tse")
 
     def _optimiser_steps(self, size: int, batch: int) -> int:
         """Optimiser steps of a whole run on `size` rows at `batch` rows a step, each rank stepping through its
