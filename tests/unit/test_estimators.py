@@ -178,7 +178,7 @@ def test_each_model_sizes_search_is_scored_and_kept_apart(tmp_path):
     xs, small = result["scores"]["tse (xs)"], result["scores"]["tse (s)"]
     assert xs["n"] == 3 and xs["spearman"] == pytest.approx(1.0) and xs["regret"] == pytest.approx(0.0)
     assert small["spearman"] == pytest.approx(-1.0) and small["regret"] == pytest.approx(0.2)
-    assert result["cost"]["kept"] == ["xs-a", "s-a"], "the best of each search, as select keeps them"
+    assert result["cost"]["kept"] == ["s-a", "xs-a"], "the best of each search, as select keeps them"
     assert result["cost"]["tpe_then_best_s"] == 6 * 20.0 + 2 * 100.0
 
 

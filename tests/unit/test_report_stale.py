@@ -86,3 +86,13 @@ def test_a_stale_selection_says_that_the_train_cells_follow_it(tmp_path):
     note = stale_note(_cells(tmp_path, **{"hpo.grid.learning_rate": [3.0e-3]}), tmp_path, "params.yaml")
     assert "did not run as compiled (select, archive); the train cells run again where the selection changes;" \
         in note, note
+
+
+def test_a_rank_the_selection_no_longer_keeps_is_named_and_a_study_without_a_selection_is_not_judged(tmp_path):
+    cells = _cells(tmp_path, **{"hpo.tpe.keep": 2})
+    _ran(tmp_path, cells)
+    first, second = {"learning_rate": 0.003, "batch_size": 32}, {"learning_rate": 0.01, "batch_size": 32}
+    rows = [{"cell": "train@xs-200-r2", "status": "ok", "hparams": second}]
+    assert stale_note(cells, tmp_path, "params.yaml", rows, {"kept": {"*": [first, second]}}) is None
+    assert "(xs-200-r2)" in stale_note(cells, tmp_path, "params.yaml", rows, {"kept": {"*": [first]}})
+    assert stale_note(cells, tmp_path, "params.yaml", rows, None) is None

@@ -130,3 +130,11 @@ def test_a_bootstrap_on_a_grid_too_small_for_it_is_refused(tmp_path):
                                         r"fit.bootstrap to 0, or add data or model sizes"):
         grid(tmp_path, 3, 3, None, **{"fit.bootstrap": 200})
     assert grid(tmp_path, 4, 3, None, **{"fit.bootstrap": 200}).fit.bootstrap == 200
+
+
+def test_estimator_options_that_calibration_reads_are_accepted_beside_another_estimator(tmp_path):
+    """calibrate scores all four estimators with the spec's last_epochs and ema_decay."""
+    text = QUICKSTART.read_text().replace("estimator: tse,", "estimator: tse, last_epochs: 1, ema_decay: 0.5, "
+                                                             "calibrate: true,")
+    (tmp_path / "q.yaml").write_text(text)
+    assert load_study(tmp_path / "q.yaml").hpo.tpe.ema_decay == 0.5

@@ -65,10 +65,11 @@ CASES = [
     ("budget-zero", mutate("hpo.tpe.budget_fraction", 0), "hpo.tpe.budget_fraction"),
     ("keep-too-many", mutate("hpo.tpe.keep", 5), "hpo.tpe.keep: is 5, more than the 2 configurations"),
     ("last-epochs-without-tse-e", mutate("hpo.tpe", {"estimator": "tse", "last_epochs": 3}),
-     "hpo.tpe.last_epochs: is read by estimator tse_e alone, and estimator is tse: remove last_epochs, or set "
-     "estimator: tse_e"),
+     "hpo.tpe.last_epochs: is read by estimator tse_e alone (and by calibrate, which scores every estimator), and "
+     "estimator is tse: remove last_epochs, or set estimator: tse_e"),
     ("ema-decay-without-tse-ema", mutate("hpo.tpe", {"estimator": "val", "ema_decay": 0.5}),
-     "hpo.tpe.ema_decay: is read by estimator tse_ema alone, and estimator is val"),
+     "hpo.tpe.ema_decay: is read by estimator tse_ema alone (and by calibrate, which scores every estimator), and "
+     "estimator is val"),
     ("margin-with-keep-one", mutate("hpo.tpe", {"keep": 1, "margin": 0.1}),
      "hpo.tpe.margin: drops kept configurations beyond the best, and keep is 1 (the best alone is kept): remove "
      "margin, or raise keep"),

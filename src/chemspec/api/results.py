@@ -140,9 +140,10 @@ def _off_selection(cells: Cells, rows: list[dict], selected: dict | None) -> lis
     for row in rows:
         key = str(row.get("cell", "")).removeprefix("train@")
         cell = cells.train.get(key)
-        configs = kept.get(cell.group, []) if cell is not None else []
-        if row.get("status") == "ok" and cell is not None and cell.rank <= len(configs) \
-                and row.get("hparams") != configs[cell.rank - 1]:
+        if row.get("status") != "ok" or cell is None or cell.group not in kept:
+            continue
+        configs = kept[cell.group]  # a rank beyond them: the selection now gates it
+        if cell.rank > len(configs) or row.get("hparams") != configs[cell.rank - 1]:
             off.append(key)
     return off
 

@@ -65,7 +65,7 @@ def run_calibration(cell: CalibrationCell) -> dict:
         for e in ESTIMATORS:
             scores[e if len(cell.groups) == 1 else f"{e} ({group})"] = _scored(members, e)
     name = cell.estimator["estimator"]
-    kept = [row for keys in cell.groups.values() for row in _kept([by_name[key] for key in keys], cell, name)]
+    kept = [row for _, keys in sorted(cell.groups.items()) for row in _kept([by_name[k] for k in keys], cell, name)]
     tpe_cost = sum(r["tpe_cost_s"] for r in rows)
     full_cost = sum(r["full_cost_s"] for r in rows)
     spent = tpe_cost + sum(r["full_cost_s"] for r in kept)
@@ -97,7 +97,8 @@ def _kept(rows: list[dict], cell: CalibrationCell, estimator: str) -> list[dict]
     ranked = [{"name": r["name"], "hparams": r["hparams"], "status": "ok" if "estimates" in r else "diverged",
                "estimate": r["estimates"][estimator] if "estimates" in r else None} for r in rows]
     rank_group(ranked, cell.keep, cell.margin, estimator)
-    return [row for row, verdict in zip(rows, ranked) if verdict.get("kept")]
+    kept = sorted((verdict["rank"], row) for row, verdict in zip(rows, ranked) if verdict.get("kept"))
+    return [row for _, row in kept]
 
 
 def _scatter(rows: list[dict], groups: dict[str, list[str]], scores: dict, fraction: float) -> bytes:

@@ -58,6 +58,8 @@ class Faults(L.Callback):
                 subprocess.run(["kill", "-s", "TERM", str(os.getpid()), *workers], check=True)
             elif kind == "kill-dvc":  # then wait until the stage's next look (resume.LOOK_EVERY_S) finds it gone
                 dvc = dvc_ancestor()
+                if dvc is None:
+                    raise RuntimeError("fault kill-dvc: no dvc runs this stage")
                 dvc.kill()
                 while not dvc.gone():
                     time.sleep(0.01)

@@ -65,9 +65,10 @@ class Tpe(Spec):
     @model_validator(mode="after")
     def _options_apply(self) -> "Tpe":
         for key, estimator in (("last_epochs", "tse_e"), ("ema_decay", "tse_ema")):
-            if key in self.model_fields_set and self.estimator != estimator:
-                raise ValueError(f"hpo.tpe.{key} is read by estimator {estimator} alone, and estimator is "
-                                 f"{self.estimator}: remove {key}, or set estimator: {estimator}")
+            if key in self.model_fields_set and self.estimator != estimator and not self.calibrate:
+                raise ValueError(f"hpo.tpe.{key} is read by estimator {estimator} alone (and by calibrate, which "
+                                 f"scores every estimator), and estimator is {self.estimator}: remove {key}, or set "
+                                 f"estimator: {estimator}")
         if self.margin is not None and self.keep == 1:
             raise ValueError("hpo.tpe.margin drops kept configurations beyond the best, and keep is 1 (the best "
                              "alone is kept): remove margin, or raise keep")

@@ -232,7 +232,7 @@ class Study(Spec):
         """tse_e over as many epochs as the TPE window holds is tse under another name."""
         tpe = self.hpo.tpe
         window = tpe.budget_fraction * self.training.max_epochs
-        if tpe.estimator == "tse_e" and tpe.last_epochs >= window and len(self.hpo.grid.configs()) > 1:
+        if tpe.estimator == "tse_e" and tpe.last_epochs >= window - 1e-9 and len(self.hpo.grid.configs()) > 1:
             yield (f"hpo.tpe.last_epochs {tpe.last_epochs} spans the whole TPE window (budget_fraction "
                    f"{tpe.budget_fraction} of training.max_epochs {self.training.max_epochs}: {window:g} epochs), "
                    f"where tse_e is tse; lower last_epochs below {window:g}, or set estimator: tse")
