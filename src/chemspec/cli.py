@@ -18,6 +18,7 @@ from chemspec import __version__, api
 from chemspec.errors import ChemspecError
 from chemspec.cli_results import archive, diff, pull, refit, report
 from chemspec.runtime import STAGES
+from chemspec.words import count
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -40,9 +41,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def validate(spec: str) -> None:
     """Check a study file; list every problem with its line:column and field, and exit 2 if there is one."""
     study = api.validate(spec)
-    sizes = f"{_count(len(study.model.size_names()), 'model size')} x {_count(len(study.data.sizes), 'data size')}"
+    sizes = f"{count(len(study.model.size_names()), 'model size')} x {count(len(study.data.sizes), 'data size')}"
     click.echo(f"{spec}: valid study {study.study!r} ({study.model.family}, {sizes}, "
-               f"{_count(len(study.hpo.grid.configs()), 'hyperparameter config')})")
+               f"{count(len(study.hpo.grid.configs()), 'hyperparameter config')})")
 
 
 @cli.command()
@@ -131,14 +132,14 @@ def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, 
     (local or SLURM)."""
     result = api.launch(params, kind=kind, jobs=jobs, dry_run=dry_run, sbatch=sbatch, say=click.echo)
     if not dry_run:
-        ran = _count(len(result.records), "job") if result.records else "no cell was stale, so no job ran"
+        ran = count(len(result.records), "job") if result.records else "no cell was stale, so no job ran"
         click.echo(f"launch complete: {ran} ({result.kind}, {result.jobs} at once), dvc status clean; logs in "
                    f"{result.folder}")
         return
-    click.echo(f"dry run: {result.kind} executor, {_count(result.jobs, 'job')} at once, logs would go to "
+    click.echo(f"dry run: {result.kind} executor, {count(result.jobs, 'job')} at once, logs would go to "
                f"{result.folder}")
     for number, wave in enumerate(result.waves, 1):
-        click.echo(f"\nwave {number}: `{wave['upstream']}`, then {_count(len(wave['stages']), 'cell')} stale now as "
+        click.echo(f"\nwave {number}: `{wave['upstream']}`, then {count(len(wave['stages']), 'cell')} stale now as "
                    "jobs (more may turn stale when that command runs)")
         for command in wave["commands"]:
             click.echo(f"  job: {command}")
@@ -149,10 +150,6 @@ def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, 
 
 for command in (report, archive, diff, pull, refit):
     cli.add_command(command)
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _os_error(exc: OSError) -> str:

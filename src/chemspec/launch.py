@@ -41,6 +41,7 @@ from chemspec.launch_jobs import (Settings, cancel_pending, check_sbatch, for_wa
 from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, one_launch, stopped_by_signals
 from chemspec.runtime.io import ignored_folder
 from chemspec.stage_job import DVC, STOPPED, job_command, run_group, run_stage_job
+from chemspec.words import count
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
 LOGS = Path(".chemspec") / "launch"
@@ -140,7 +141,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
                                   "(partition, account, gpus_per_job, time_min) and --sbatch options; "
                                   "`chemspec launch --dry-run` prints the script") from None
             pending = []
-            say(f"  submitted {len(running)} job{'' if len(running) == 1 else 's'} as array {_array_id(running)}")
+            say(f"  submitted {count(len(running), 'job')} as array {_array_id(running)}")
         while pending or running:
             ended_badly = outcome.failures or outcome.stopped
             while pending and len(running) < settings.jobs and not ended_badly:
@@ -260,8 +261,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             result.records += outcome.records
             (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
             if outcome.stopped and not outcome.failures:
-                kinds, count = sorted(set(outcome.stopped.values())), len(outcome.stopped)
-                raise Interrupted(interrupted("/".join(kinds), f"{count} job{'' if count == 1 else 's'} received it "
+                kinds = sorted(set(outcome.stopped.values()))
+                raise Interrupted(interrupted("/".join(kinds), f"{count(len(outcome.stopped), 'job')} received it "
                                               f"({', '.join(outcome.stopped)}), not through the launch (a signal to "
                                               "the whole process group, a cancel, a time limit or preemption)"))
             if outcome.failures:

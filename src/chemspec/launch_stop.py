@@ -19,6 +19,7 @@ from pathlib import Path
 
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.stage_job import STOP_WAIT_S
+from chemspec.words import count
 
 
 class _Signalled(KeyboardInterrupt):
@@ -97,7 +98,7 @@ def cancel_jobs(kind: str, jobs: list, say: Callable[[str], None]) -> None:
             if os.getpgid(process.pid) == process.pid != os.getpgrp():
                 os.killpg(process.pid, signal.SIGINT)
     if jobs:
-        say(f"  stopping {len(jobs)} running job{'' if len(jobs) == 1 else 's'}; waiting for their processes "
+        say(f"  stopping {count(len(jobs), 'running job')}; waiting for their processes "
             f"(at most {STOP_WAIT_S} s)")
     deadline = time.monotonic() + STOP_WAIT_S
     while (left := [p for p in processes if _running(p)]) and time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from chemspec.relock import locked_identities
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
+from chemspec.words import count
 
 
 @dataclass
@@ -123,10 +124,10 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
         named = ", ".join(stale[:4]) + (", ..." if len(stale) > 4 else "")
         after = ("; the train cells run again where the selection changes"
                  if any(name == "select" or name.startswith("tpe@") for name in stale) else "")
-        reasons.append(f"{_count(len(stale), 'stage')} did not run as compiled ({named}){after}")
+        reasons.append(f"{count(len(stale), 'stage')} did not run as compiled ({named}){after}")
     if off:
         named = ", ".join(off[:4]) + (", ..." if len(off) > 4 else "")
-        reasons.append(f"{_count(len(off), 'train cell')} trained with hyperparameters that {cells.select.out} no "
+        reasons.append(f"{count(len(off), 'train cell')} trained with hyperparameters that {cells.select.out} no "
                        f"longer keeps for {'it' if len(off) == 1 else 'them'} ({named})")
     return (f"these results predate {params} as compiled now: {'; '.join(reasons)}; they are shown as they were "
             "computed. Run `dvc repro` to bring them up to date")
@@ -147,9 +148,6 @@ def _off_selection(cells: Cells, rows: list[dict], selected: dict | None) -> lis
             off.append(key)
     return off
 
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | None, dict | None]:
