@@ -42,6 +42,24 @@ def test_a_cell_at_the_floor_makes_its_group_unfittable_and_says_why():
     assert "FCD [2.5] at or below the floor (2.6)" in fit["reason"] and "generation.fcd_molecules" in fit["reason"]
 
 
+def test_cells_within_the_floors_noise_have_no_excess_to_fit():
+    """A reviewer's run: a floor of 87.9 ± 15 at 2 molecules, cells within a fraction of that spread of it,
+    which a plain test against the floor's mean fitted to an exponent of 2.35."""
+    fcd = [90.0, 88.5, 88.0]
+    assert excess_fit([200, 400, 800], fcd, 87.92, 2, 0.95)["status"] == "ok", "the spread unknown: as before"
+    fit = excess_fit([200, 400, 800], fcd, 87.92, 2, 0.95, spread=15.0)
+    assert fit["status"] == "cannot fit" and "exponent" not in fit
+    assert fit["reason"].startswith("FCD [90.0, 88.5, 88.0] within the floor's noise (87.9 ± 15): no excess")
+
+
+def test_fits_take_the_floors_spread_from_the_cells():
+    rows = [_row(x, FLOOR + 0.05) for x in SIZES[:3]]
+    for row in rows:
+        row["generation"]["fcd_floor_std"] = 0.1
+    (fit,) = [f for f in fits(rows, 0.95) if f["axis"] == "data"]
+    assert fit["status"] == "cannot fit" and "within the floor's noise (2.6 ± 0.1)" in fit["reason"]
+
+
 def _row(size: float, fcd: float | None, floor: float = FLOOR) -> dict:
     return {"cell": f"train@xs-{int(size)}", "status": "ok", "model": "xs", "params": 1000, "data_size": int(size),
             "generation": {"fcd": fcd, "fcd_floor": floor, "fcd_molecules": 900}}

@@ -114,6 +114,9 @@ CASES = [
     ("budget-in-percent", mutate("hpo.tpe", {"budget_fraction": 20}),
      "hpo.tpe.budget_fraction: Input should be less than or equal to 1 (got 20)\n"
      "    hint: give a fraction: 0.2 for 20%"),
+    ("bare-generation", mutate("generation", None),
+     "generation: an empty generation section samples nothing: write `generation: {}` to sample with the "
+     "defaults, or remove the key to skip sampling"),
     ("partition-with-a-space", mutate("executor", {"kind": "slurm", "slurm": {"partition": "gpu a100"}}),
      "executor.slurm.partition: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$' (got \"gpu a100\")\n"
      "    hint: use letters, digits, "

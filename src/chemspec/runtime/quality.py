@@ -43,23 +43,27 @@ def attach(rows: list[dict], paths: dict[str, str]) -> list[dict]:
             found = read_json(path, ("fcd_molecules", "fcd_floor"))
             entry = {k: found[k] for k in METRICS} | {
                 f"w_{name}": (found["wasserstein"] or {}).get(name) for name in PROPERTIES} | {
-                "fcd_molecules": found["fcd_molecules"], "fcd_floor": (found["fcd_floor"] or {}).get("value")}
+                "fcd_molecules": found["fcd_molecules"], "fcd_floor": (found["fcd_floor"] or {}).get("value"),
+                "fcd_floor_std": (found["fcd_floor"] or {}).get("std")}
         joined.append({**row, "generation": entry})
     return joined
 
 
-def excess_fit(x: list[float], fcd: list[float], floor: float, molecules: int, confidence: float) -> dict:
-    """The power law of FCD − floor against x, labelled with the floor it is the excess over."""
+def excess_fit(x: list[float], fcd: list[float], floor: float, molecules: int, confidence: float,
+               spread: float | None = None) -> dict:
+    """The power law of FCD − floor against x, labelled with the floor it is the excess over; `spread`: the
+    standard deviation of the floor's draws, within which a cell has no measurable excess."""
     from chemspec.runtime.fit import power_law
 
     excess = [value - floor for value in fcd]
     label = {"quantity": f"excess FCD over the {molecules}-sample floor of {floor:.3g}", "floor": floor,
              "molecules": molecules, "fcd": list(fcd)}
-    at_floor = [round(value, 3) for value in fcd if value <= floor]
+    at_floor = [round(value, 3) for value in fcd if value <= floor + (spread or 0.0)]
     if at_floor:
+        where = "at or below the floor" if spread is None else "within the floor's noise"
         return {"law": "power", "n": len(x), "x": list(x), "y": excess, **label, "status": "cannot fit",
-                "reason": f"FCD {at_floor} at or below the floor ({floor:.3g}): no excess to fit at "
-                          f"{molecules} molecules; raise generation.fcd_molecules to resolve it"}
+                "reason": f"FCD {at_floor} {where} ({floor:.3g}{'' if spread is None else f' ± {spread:.2g}'}): "
+                          f"no excess to fit at {molecules} molecules; raise generation.fcd_molecules to resolve it"}
     fit = power_law(x, excess, confidence)
     if fit["status"] == "ok":
         fit["note"] = "FCD − floor = a·x^−α, the floor measured, not fitted: OLS slope of log excess on log x"
@@ -79,6 +83,7 @@ def fits(rows: list[dict], confidence: float) -> list[dict]:
     if not floors:
         return []
     (floor, molecules), = floors
+    spread = usable[0]["generation"].get("fcd_floor_std")  # one reference: one floor and one spread
     short = [r for r in rows if r["status"] == "ok" and r.get("generation") and r["generation"]["fcd"] is None]
 
     def left_out(axis: str, group: str) -> list[str]:
@@ -86,7 +91,7 @@ def fits(rows: list[dict], confidence: float) -> list[dict]:
         return [r["cell"].split("@", 1)[1] for r in short
                 if (r["model"] if axis == "data" else str(r["data_size"])) == group]
     return [{"metric": "fcd_excess", "axis": axis, "group": group,
-             **excess_fit(x, y, floor, molecules, confidence), "left_out": left_out(axis, group)}
+             **excess_fit(x, y, floor, molecules, confidence, spread), "left_out": left_out(axis, group)}
             for axis, group, x, y in axis_groups(usable, lambda r: r["generation"]["fcd"])]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
@@ -119,6 +119,14 @@ class Study(Spec):
     """Archive settings."""
     executor: Executor = Executor()
     """Executor settings."""
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _generation_given(cls, value: Any) -> Any:
+        if value is None:  # a bare `generation:` reads as null, which would turn sampling off unseen
+            raise ValueError("an empty generation section samples nothing: write `generation: {}` to sample with "
+                             "the defaults, or remove the key to skip sampling")
+        return value
 
     @model_validator(mode="after")
     def _cross_section(self, info: ValidationInfo) -> "Study":
