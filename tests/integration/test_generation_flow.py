@@ -53,7 +53,8 @@ def test_changing_generation_resamples_without_retraining(project):
 def test_report_shows_generation_metrics_and_the_fcd_fit(project):
     root, _, _ = project
     report = json.loads(sh("chemspec", "report", "--json", cwd=root))
-    assert all(set(c["generation"]) == METRICS | {"fcd_molecules", "fcd_floor"} for c in report["cells"])
+    entry = METRICS | {"fcd_molecules", "fcd_floor", "fcd_floor_std"}
+    assert all(set(c["generation"]) == entry for c in report["cells"])
     text = sh("chemspec", "report", cwd=root)
     assert "FCD" in text and "novel" in text
     html = (root / "results/tiny/report/index.html").read_text()
