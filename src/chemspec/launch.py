@@ -260,13 +260,14 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
                 outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say, guard.seen)
             result.records += outcome.records
             (folder / "jobs.json").write_text(json.dumps(result.records, indent=2))
-            if outcome.stopped and not outcome.failures:
+            stopped = sorted(outcome.stopped, key=cells.index)  # jobs end in any order; name them in cell order
+            if stopped and not outcome.failures:
                 kinds = sorted(set(outcome.stopped.values()))
-                raise Interrupted(interrupted("/".join(kinds), f"{count(len(outcome.stopped), 'job')} received it "
-                                              f"({', '.join(outcome.stopped)}), not through the launch (a signal to "
+                raise Interrupted(interrupted("/".join(kinds), f"{count(len(stopped), 'job')} received it "
+                                              f"({', '.join(stopped)}), not through the launch (a signal to "
                                               "the whole process group, a cancel, a time limit or preemption)"))
             if outcome.failures:
-                outcome.failures += [f"{stage}: stopped by {kind}" for stage, kind in outcome.stopped.items()]
+                outcome.failures += [f"{stage}: stopped by {outcome.stopped[stage]}" for stage in stopped]
                 listed = "\n".join(f"  {f}" for f in outcome.failures)
                 unstarted = (f"\n{len(outcome.not_started)} not started: {', '.join(outcome.not_started)}"
                              if outcome.not_started else "")
