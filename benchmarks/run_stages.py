@@ -40,7 +40,7 @@ def main() -> int:
             result = api.run(stage, args.params, key)
             name = f"{stage}@{key}" if key else stage
             timings[name] = round(time.perf_counter() - start, 2)
-            brief = {k: v for k, v in result.items() if k in ("val_loss", "estimate", "wall_time_s", "steps")}
+            brief = {k: v for k, v in result.items() if k in ("val_loss", "wall_time_s", "steps")}
             print(f"{name}: {timings[name]} s {json.dumps(brief)}", flush=True)
     print(json.dumps({"timings_s": timings}), flush=True)
     return 0

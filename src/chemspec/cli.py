@@ -75,6 +75,11 @@ def compile_(spec: str, check: bool, root: str) -> None:
     relocked = (f"; moved the DVC records of {len(result.relocked)} finished stages to the dvc.lock beside "
                 "their new dvc.yaml (they stay up to date)" if result.relocked else "")
     click.echo(f"study {result.study!r}: wrote {written}{removed}{relocked}")
+    if result.rechosen:
+        click.echo(f"note: carried the DVC records of {count(len(result.rechosen), 'training stage')} to this "
+                   "version's layout (a train stage depends on its own choice file in selected/, not on all of "
+                   "selected.json; no identity holds the estimator): a cell retrains only if select keeps another "
+                   "configuration for it", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

@@ -6,18 +6,28 @@ and sample stages between files, and DVC keeps each stage's record (its dvc.lock
 dependency and output hashes) beside the dvc.yaml that held it. Every stage runs from the project
 root (`wdir`), so an entry means the same in either lock file: moving it keeps the trained cells
 up to date instead of retraining them.
+
+Until 2026-12-06 every train stage depended on the whole selected.json; it now depends on its own choice
+file (selected/r1.json), which select writes. `carry_selection` records each such stage as depending on
+the choice file that select will write from the selection it trained with, so that the stage retrains
+only if select keeps another configuration for it: DVC compares the hash, and a wrong guess only costs
+the retraining that would have happened anyway. Until then TPE and train cells also held the study's
+estimator in their identity, which changed nothing they trained: their records take the new identity.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import yaml
 
+from chemspec.compiler.cells import Cells, TrainCell, identity
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import CompileError
-from chemspec.runtime.io import write_bytes
+from chemspec.runtime.io import to_json, write_bytes
 
 LOCK = "dvc.lock"
 IDENTITY = re.compile(r"--identity ([0-9a-f]+)")
@@ -94,3 +104,64 @@ def locked_identities(root: Path) -> dict[str, str]:
             if isinstance(command, str) and (match := IDENTITY.search(command)):
                 found[name] = match.group(1)
     return found
+
+
+def _selection(root: Path, selected: str, md5: str, seen: dict) -> dict | None:
+    """The kept configurations by group of the selected.json whose md5 a lock entry recorded: the file in the
+    workspace if it is that one, else DVC's cached copy; None when neither is (or cannot be read)."""
+    if md5 not in seen:
+        seen[md5] = None
+        for path in (root / selected, root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]):
+            try:
+                data = path.read_bytes()
+                kept = json.loads(data).get("kept") if hashlib.md5(data).hexdigest() == md5 else None
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(kept, dict) and all(isinstance(v, list) for v in kept.values()):
+                seen[md5] = kept
+                break
+    return seen[md5]
+
+
+def _choice(root: Path, cell: TrainCell, dep: dict, selected: str, seen: dict) -> dict | None:
+    """The lock's record of `cell`'s choice file, as select writes it from the selection `dep` recorded."""
+    kept = _selection(root, selected, str(dep.get("md5")), seen)
+    if kept is None:
+        return None
+    chosen = kept.get(cell.group, [])
+    body = to_json({"group": cell.group, "rank": cell.rank,
+                    "hparams": chosen[cell.rank - 1] if cell.rank <= len(chosen) else None})
+    return {"path": cell.selected, "hash": "md5", "md5": hashlib.md5(body).hexdigest(), "size": len(body)}
+
+
+def carry_selection(root: Path, cells: Cells, written: list[str]) -> list[str]:
+    """Carry the lock entries of cells recorded before 2026-12-06 (see the module's docstring): a TPE, calibrate
+    or train stage whose command holds the identity computed with the study's estimator gets its identity now,
+    and a train stage's selected.json dependency becomes its choice file. Returns the stages changed."""
+    trained = {f"{stage}@{key}": cell for stage in ("tpe", "calibrate", "train")
+               for key, cell in getattr(cells, stage).items()}
+    moved, seen = [], {}
+    for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]:
+        lock = _lock(path) if path.is_file() else None
+        changed = set()
+        for name, stage in (lock or {}).get("stages", {}).items():
+            cell = trained.get(name)
+            if cell is None or not isinstance(stage, dict):
+                continue
+            old, new = identity(cell, cells.select.estimator)[:16], identity(cell)[:16]
+            command = stage.get("cmd")
+            if old != new and isinstance(command, str) and command.endswith(f" --identity {old}"):
+                stage["cmd"] = command.removesuffix(old) + new
+                changed.add(name)
+            deps = stage.get("deps") if cell.selected is not None else None
+            for i, dep in enumerate(deps if isinstance(deps, list) else []):
+                if isinstance(dep, dict) and dep.get("path") == cells.select.out:
+                    if (choice := _choice(root, cell, dep, cells.select.out, seen)) is not None:
+                        deps[i] = choice
+                        changed.add(name)
+        if changed:
+            moved += sorted(changed)
+            write_bytes(path, yaml.safe_dump(lock, sort_keys=False).encode())
+            if path.relative_to(root).as_posix() not in written:
+                written.append(path.relative_to(root).as_posix())
+    return moved

@@ -96,6 +96,24 @@ def test_editing_one_model_size_reruns_only_its_cells(project):
     assert "warning" not in sh("chemspec", "report", "--no-files", cwd=root)
 
 
+def test_another_estimator_retrains_only_the_cells_whose_choice_it_changes(project):
+    """select estimates from the TPE runs' loss logs, and each train cell depends on its choice file alone:
+    no TPE cell trains again, and the train cells retrain exactly when the kept configuration changed."""
+    root, _ = project
+    choice = root / "results" / "tiny" / "selected" / "r1.json"
+    before = choice.read_bytes()
+    study = tiny_study(**{"hpo.tpe.estimator": "val"})
+    study["model"]["sizes"]["s"]["n_embd"] = 24
+    write_spec(root / "study.yaml", study)
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    rerun = ran_stages(sh("dvc", "repro", cwd=root))
+    selected = json.loads((root / "results" / "tiny" / "selected.json").read_text())
+    assert selected["estimator"] == "val" and json.loads(choice.read_text())["hparams"] == selected["kept"]["*"][0]
+    trained = {f"train@{m}-{n}" for m in ("xs", "s", "m") for n in (200, 400, 800)}
+    assert rerun == {"select", "fit", "archive"} | (trained if choice.read_bytes() != before else set())
+    assert ran_stages(sh("dvc", "repro", cwd=root)) == set()
+
+
 def test_report_pages_embed_every_plot(project):
     root, _ = project
     sh("chemspec", "report", cwd=root)

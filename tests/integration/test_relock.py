@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
+from chemspec.compiler import expand, identity
+from chemspec.specs import load_study
 from tests.conftest import sh, tiny_study, write_spec
 
 pytestmark = pytest.mark.slow
@@ -54,3 +60,43 @@ def test_trained_cells_stay_up_to_date_when_the_grid_crosses_the_split(cli, tmp_
     assert "Running stage 'pipelines/xs/dvc.yaml:train@xs-100'" not in log
     for key, metrics in trained.items():
         assert (tmp_path / "results" / "tiny" / "train" / key / "metrics.json").read_bytes() == metrics
+
+
+def test_stages_recorded_before_choice_files_keep_their_results_after_compile(cli, tmp_path):
+    """Until 2026-12-06 train stages depended on the whole selected.json, and TPE and train cells held the
+    study's estimator in their identity. compile carries their records, so the next `dvc repro` reruns select
+    and trains nothing."""
+    sh("git", "init", "-q", cwd=tmp_path)
+    sh("dvc", "init", "-q", cwd=tmp_path)
+    write_spec(tmp_path / "study.yaml", {**study(("xs", "s")), "hpo": {
+        "grid": {"learning_rate": [1.0e-2, 3.0e-3], "batch_size": [32]},
+        "tpe": {"budget_fraction": 0.5, "model_size": "xs", "data_size": 200, "estimator": "val"}}})
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    sh("dvc", "repro", cwd=tmp_path)
+    results = tmp_path / "results" / "tiny"
+    trained = {path: path.read_bytes() for path in sorted(results.glob("*/*/*.json"))}
+    selected = (results / "selected.json").read_bytes()
+    cells = expand(load_study(tmp_path / "study.yaml"))
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    old = {"path": "results/tiny/selected.json", "hash": "md5", "md5": hashlib.md5(selected).hexdigest(),
+           "size": len(selected)}
+    for name, stage in lock["stages"].items():  # as the code before 2026-12-06 recorded them
+        group, _, key = name.partition("@")
+        if group in ("tpe", "train"):
+            cell = getattr(cells, group)[key]
+            stage["cmd"] = stage["cmd"].replace(identity(cell)[:16], identity(cell, cells.select.estimator)[:16])
+            stage["deps"] = [old if dep["path"].startswith("results/tiny/selected/") else dep for dep in stage["deps"]]
+    lock["stages"]["select"]["cmd"] = lock["stages"]["select"]["cmd"].rsplit(" ", 1)[0] + " 0123456789abcdef"
+    lock["stages"]["select"]["outs"] = [out for out in lock["stages"]["select"]["outs"]
+                                        if out["path"] == "results/tiny/selected.json"]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    shutil.rmtree(results / "selected")
+    assert {"tpe@lr1e-2-bs32", "train@xs-100", "train@s-200"} <= stale_stages(tmp_path), "as compiled before"
+
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "carried the DVC records of 6 training stages" in result.err
+    log = sh("dvc", "repro", "--no-run-cache", cwd=tmp_path)  # select's new command never ran in a project before
+    assert re.findall(r"Running stage '([^']+)'", log) == ["select"]
+    assert not stale_stages(tmp_path)
+    assert {path: path.read_bytes() for path in trained} == trained

@@ -139,10 +139,14 @@ def _cell(study_dict: dict, tmp_path, key: str = "xs-400"):
     ({"training.max_epochs": 3}, True),
     ({"seed": 1}, True),
     ({"training.precision": "bf16-mixed"}, True),
+    ({"hpo.tpe.estimator": "val"}, False),
+    ({"hpo.tpe.estimator": "tse_ema", "hpo.tpe.ema_decay": 0.5}, False),
 ])
 def test_identity_moves_only_with_fields_that_change_results(tmp_path, change, moves):
-    base = identity(_cell(tiny_study(), tmp_path))
-    assert (identity(_cell(tiny_study(**change), tmp_path)) != base) is moves
+    base = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study())))
+    changed = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study(**change))))
+    assert (identity(changed.train["xs-400"]) != identity(base.train["xs-400"])) is moves
+    assert (identity(changed.tpe["lr3e-3-bs32"]) != identity(base.tpe["lr3e-3-bs32"])) is moves
 
 
 def test_cells_keep_the_identities_they_had_when_training_held_learning_rate_and_batch_size(tmp_path):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from chemspec.compiler.cells import SelectCell
-from chemspec.errors import RunError
+from chemspec.compiler.cells import SelectCell, choice_file
+from chemspec.errors import InputError, RunError
 from chemspec.runtime.io import finite_json
 from chemspec.runtime.tpe import estimate, read_loss_log, run_select, tse, tse_e, tse_ema
 from chemspec.runtime.train import loss_csv
@@ -93,54 +93,94 @@ def test_loss_log_round_trips_through_csv_by_column_name(tmp_path):
     assert read_loss_log(swapped) == [[4.0, 2.0], [1.0]]
 
 
-def _tpe(tmp_path, name: str, value: float, lr: float, status: str = "ok") -> str:
+def _tpe(tmp_path, name: str, value: float | list[list[float]], lr: float, status: str = "ok",
+         val: float = 1.0) -> str:
+    """A TPE run's folder: its result and a loss log whose tse is `value` (one epoch), or the log `value`."""
     folder = tmp_path / name
     folder.mkdir()
     (folder / "estimate.json").write_text(json.dumps({
-        "hparams": {"learning_rate": lr, "batch_size": 32}, "estimate": value, "wall_time_s": 2.0,
+        "hparams": {"learning_rate": lr, "batch_size": 32}, "val_history": [val], "wall_time_s": 2.0,
         "status": status}))
+    (folder / "loss.csv").write_bytes(loss_csv(value if isinstance(value, list) else [[value]]))
     return str(folder)
+
+
+def _select(tmp_path, dirs: dict[str, str], keep: int = 1, groups: dict | None = None, margin: float | None = None,
+            estimator: str = "tse", out: str = "selected.json") -> dict:
+    groups = groups or {"*": sorted(dirs)}
+    results = str(tmp_path / "results")
+    return run_select(SelectCell(
+        keep=keep, margin=margin, estimator={"estimator": estimator, "last_epochs": 1, "ema_decay": 0.9},
+        tpe_dirs=dirs, groups=groups, out=str(tmp_path / out),
+        choices={g: [choice_file(results, g, rank) for rank in range(1, keep + 1)] for g in groups}))
 
 
 def test_select_keeps_the_lowest_estimates_and_says_why(tmp_path):
     dirs = {"a": _tpe(tmp_path, "a", 3.0, 1e-3), "b": _tpe(tmp_path, "b", 2.0, 3e-3),
             "c": _tpe(tmp_path, "c", float("nan"), 1e-1)}
-    out = tmp_path / "selected.json"
-    result = run_select(SelectCell(keep=1, margin=None, estimator="tse", tpe_dirs=dirs,
-                                   groups={"*": sorted(dirs)}, out=str(out)))
+    result = _select(tmp_path, dirs)
     assert result["kept"] == {"*": [{"learning_rate": 3e-3, "batch_size": 32}]}
     reasons = {c["name"]: (c["rank"], c["kept"], c["reason"]) for c in result["configs"]}
     assert reasons["b"] == (1, True, "rank 1 of 2 by tse")
     assert reasons["a"][:2] == (2, False) and "hpo.tpe.keep" in reasons["a"][2]
     assert reasons["c"] == (None, False, "diverged during TPE")
     assert result["tpe_cost_s"] == 6.0
-    written = json.loads(out.read_text())
+    written = json.loads((tmp_path / "selected.json").read_text())
     assert written == finite_json(result) and next(c for c in written["configs"] if c["name"] == "c")["estimate"] is None
+    assert json.loads((tmp_path / "results" / "selected" / "r1.json").read_text()) == {
+        "group": "*", "rank": 1, "hparams": {"learning_rate": 3e-3, "batch_size": 32}}
+
+
+def test_select_estimates_from_the_loss_logs_and_another_estimator_keeping_the_same_choice_rewrites_nothing(
+        tmp_path):
+    """The train cells depend on their choice file alone: an estimator that ranks otherwise but keeps the same
+    configuration leaves it byte for byte (so DVC retrains nothing); one that keeps another changes it."""
+    dirs = {"a": _tpe(tmp_path, "a", [[4.0], [1.0]], 1e-3, val=5.0), "b": _tpe(tmp_path, "b", [[2.0], [2.0]], 3e-3,
+                                                                               val=2.5)}
+    choice = tmp_path / "results" / "selected" / "r1.json"
+    chosen = {}
+    for name in ("tse", "val", "tse_e"):
+        result = _select(tmp_path, dirs, estimator=name, out=f"{name}.json")
+        chosen[name] = choice.read_bytes()
+        assert {c["name"]: c["estimate"] for c in result["configs"]} == {
+            "tse": {"a": 5.0, "b": 4.0}, "val": {"a": 5.0, "b": 2.5}, "tse_e": {"a": 1.0, "b": 2.0}}[name]
+    assert chosen["tse"] == chosen["val"] != chosen["tse_e"]
+    assert json.loads(chosen["tse_e"])["hparams"]["learning_rate"] == 1e-3
 
 
 def test_select_without_tpe_results_says_what_to_run(tmp_path):
-    cell = SelectCell(keep=1, margin=None, estimator="tse", tpe_dirs={"a": str(tmp_path / "a")},
-                      groups={"*": ["a"]}, out=str(tmp_path / "s.json"))
     with pytest.raises(RunError, match="run `dvc repro` so that tpe@a runs first"):
-        run_select(cell)
+        _select(tmp_path, {"a": str(tmp_path / "a")})
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epoch,step\n0,0\n", r"a/loss.csv is not a loss log \(columns epoch, step, loss\).*line 2.*restore it"),
+    ("epoch,step,loss\n", r"a/loss.csv holds no training step; run tpe@a again \(`dvc repro -f -s tpe@a`\)"),
+])
+def test_a_damaged_loss_log_is_named_with_the_fix_not_ranked(tmp_path, text, message):
+    dirs = {"a": _tpe(tmp_path, "a", 3.0, 1e-3), "b": _tpe(tmp_path, "b", 2.0, 3e-3)}
+    (tmp_path / "a" / "loss.csv").write_text(text)
+    with pytest.raises(InputError, match=message):
+        _select(tmp_path, dirs)
 
 
 def test_margin_drops_configurations_far_from_the_best(tmp_path):
     dirs = {"a": _tpe(tmp_path, "a", 2.0, 1e-3), "b": _tpe(tmp_path, "b", 2.05, 3e-3), "c": _tpe(tmp_path, "c", 3.0, 1e-2)}
-    result = run_select(SelectCell(keep=3, margin=0.05, estimator="tse", tpe_dirs=dirs,
-                                   groups={"*": sorted(dirs)}, out=str(tmp_path / "s.json")))
+    result = _select(tmp_path, dirs, keep=3, margin=0.05)
     assert [hp["learning_rate"] for hp in result["kept"]["*"]] == [1e-3, 3e-3]
     dropped = next(c for c in result["configs"] if c["name"] == "c")
     assert not dropped["kept"] and "hpo.tpe.margin" in dropped["reason"]
+    assert json.loads((tmp_path / "results" / "selected" / "r3.json").read_text())["hparams"] is None
 
 
 def test_each_model_size_group_is_ranked_on_its_own(tmp_path):
     dirs = {"xs-a": _tpe(tmp_path, "xs-a", 2.0, 1e-3), "xs-b": _tpe(tmp_path, "xs-b", 3.0, 3e-3),
             "s-a": _tpe(tmp_path, "s-a", 3.0, 1e-3), "s-b": _tpe(tmp_path, "s-b", 2.0, 3e-3)}
-    result = run_select(SelectCell(keep=1, margin=None, estimator="tse", tpe_dirs=dirs,
-                                   groups={"xs": ["xs-a", "xs-b"], "s": ["s-a", "s-b"]}, out=str(tmp_path / "s.json")))
+    result = _select(tmp_path, dirs, groups={"xs": ["xs-a", "xs-b"], "s": ["s-a", "s-b"]})
     assert result["kept"] == {"xs": [{"learning_rate": 1e-3, "batch_size": 32}],
                               "s": [{"learning_rate": 3e-3, "batch_size": 32}]}
+    assert json.loads((tmp_path / "results" / "selected" / "s-r1.json").read_text())["hparams"][
+        "learning_rate"] == 3e-3
 
 
 def _calibration_cell(tmp_path, runs: dict[str, tuple[float, str, float]], keep: int, full_diverged: tuple = (),

@@ -6,10 +6,15 @@ tests/integration/test_relock.py); what is tested is where each entry ends up an
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 
 import pytest
 import yaml
+
+from chemspec.compiler import expand, identity
+from chemspec.runtime.io import to_json
+from chemspec.specs import load_study
 
 from tests.conftest import tiny_study, write_spec
 
@@ -58,3 +63,36 @@ def test_a_blocked_target_writes_nothing(cli, project, blocker):
     assert result.code == 1 and "nothing was written" in result.err
     assert f"{blocker}" in result.err and "a folder stands where a file goes, or a file where a folder" in result.err
     assert {p: (project / p).read_bytes() for p in before} == before
+
+
+def test_records_of_cells_compiled_before_take_their_choice_file_and_identity(cli, project):
+    """A train entry gets its choice file, hashed as select writes it from the selection the entry recorded
+    (the one on disk, or DVC's cached copy), and the identity that no longer holds the study's estimator;
+    an entry whose selection is nowhere keeps its dependency (it is stale either way)."""
+    write_spec(project / "study.yaml", tiny_study(**{"hpo.tpe.estimator": "val"}))
+    cells = expand(load_study(project / "study.yaml"))
+    kept = {"*": [{"batch_size": 32, "learning_rate": 0.003}]}
+    on_disk, cached = to_json({"estimator": "val", "kept": kept}), to_json({"estimator": "tse", "kept": kept})
+    (project / "results" / "tiny").mkdir(parents=True)
+    (project / "results" / "tiny" / "selected.json").write_bytes(on_disk)
+    digest = hashlib.md5(cached).hexdigest()
+    (project / ".dvc" / "cache" / "files" / "md5" / digest[:2]).mkdir(parents=True)
+    (project / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]).write_bytes(cached)
+    recorded = {"path": "results/tiny/selected.json", "hash": "md5", "size": len(on_disk)}
+    entries = lock(project)
+    for name, md5 in (("train@xs-200", hashlib.md5(on_disk).hexdigest()), ("train@xs-400", digest),
+                      ("train@s-200", "0" * 32)):
+        old = identity(cells.train[name.removeprefix("train@")], cells.select.estimator)[:16]
+        entries[name] = {"cmd": f"chemspec run train --params params.yaml --cell {name[6:]} --identity {old}",
+                         "deps": [{**recorded, "md5": md5}]}
+    (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": entries}, sort_keys=False))
+    result = cli("compile", "study.yaml", cwd=project)
+    assert result.code == 0 and "carried the DVC records of 3 training stages to this version's layout" in result.err
+    choice = to_json({"group": "*", "hparams": kept["*"][0], "rank": 1})
+    carried = {**lock(project, "pipelines/xs/dvc.lock"), **lock(project, "pipelines/s/dvc.lock")}
+    for name in ("train@xs-200", "train@xs-400"):
+        assert carried[name]["deps"] == [{"path": "results/tiny/selected/r1.json", "hash": "md5",
+                                          "md5": hashlib.md5(choice).hexdigest(), "size": len(choice)}]
+    assert carried["train@s-200"]["deps"] == [{**recorded, "md5": "0" * 32}]
+    for name in ("train@xs-200", "train@xs-400", "train@s-200"):
+        assert carried[name]["cmd"].endswith(f"--identity {identity(cells.train[name.removeprefix('train@')])[:16]}")

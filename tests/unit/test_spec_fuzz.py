@@ -33,7 +33,7 @@ FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=False
                                        HealthCheck.function_scoped_fixture])
 YAML_LEVEL = re.compile(r"YAML syntax error|file is empty|must be a YAML mapping|alias bomb|not allowed in a "
                         r"study file|not UTF-8|larger than|nested more than|refers to itself|unreadable value")
-ALLOWED_VARS = {"key", "item.identity", "item.data_size"}
+ALLOWED_VARS = {"key", "item.identity", "item.data_size", "item.selected"}
 COMMAND = re.compile(r"chemspec run [a-z]+ --params params\.yaml "
                      r"(--identity [0-9a-f]{16}|--cell \$\{key\} --identity \$\{item\.identity\})")
 

@@ -22,7 +22,7 @@ def test_train_and_tpe_name_the_missing_input_and_its_stage(cli, tmp_path):
     (tmp_path / "data" / "tiny" / "tokens.npy").write_bytes(b"")
     (tmp_path / "data" / "tiny" / "splits" / "train-200.npy").write_bytes(b"")
     result = cli("run", "train", "--cell", "xs-200", cwd=tmp_path)
-    assert "results/tiny/selected.json is missing; run the select stage first" in result.err
+    assert "results/tiny/selected/r1.json is missing; run the select stage first" in result.err
     assert not (tmp_path / "results" / "tiny" / "train").exists()
     for name in ("train-400", "val", "test"):
         (tmp_path / "data" / "tiny" / "splits" / f"{name}.npy").write_bytes(b"")

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from chemspec import relock
-from chemspec.compiler import Cells, compile_study
+from chemspec.compiler import Cells, compile_study, expand
 from chemspec.compiler.render import GENERATED, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
 from chemspec.runtime.io import final_path, written_together
@@ -106,6 +106,9 @@ class CompileResult:
     """Per-size pipeline files of an earlier compile that this grid no longer has."""
     relocked: list[str] = field(default_factory=list)
     """Finished stages whose DVC record moved to the dvc.lock beside their new dvc.yaml."""
+    rechosen: list[str] = field(default_factory=list)
+    """Training stages recorded before 2026-12-06 (with the study's estimator in their identity, a train stage
+    as depending on selected.json), now recorded as compiled now (relock.carry_selection)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -151,6 +154,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     try:
         with written_together({root / name: files[name].encode() for name in changed}):
             result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
+            result.rechosen = relock.carry_selection(root, expand(study), result.written)
             for name in obsolete:
                 for leftover in ("dvc.yaml", "dvc.lock"):
                     (root / name).with_name(leftover).unlink(missing_ok=True)

@@ -64,10 +64,11 @@ class TrainCell(Cell):
     rank: int
     group: str
     """Which selection the hyperparameters come from: '*' (one for the study) or a model size."""
-    estimator: dict[str, Any]
     data_dir: str
     split_dir: str
     selected: str | None
+    """The select stage's choice for this cell's group and rank (None for TPE cells): its hyperparameters
+    alone, so that a selection that ranks otherwise but keeps the same configuration retrains nothing."""
     out_dir: str
     resume_dir: str
 
@@ -113,11 +114,15 @@ class ReferenceCell(Cell):
 class SelectCell(Cell):
     keep: int
     margin: float | None
-    estimator: str
+    estimator: dict[str, Any]
+    """hpo.tpe's estimator and its options: select estimates from each TPE cell's loss log, so that changing
+    the estimator retrains no TPE cell."""
     tpe_dirs: dict[str, str]
     groups: dict[str, list[str]]
     """Selection group ('*' or a model size) -> the TPE cells ranked against each other."""
     out: str
+    choices: dict[str, list[str]]
+    """Selection group -> the choice file of each rank up to keep, which the train cells depend on."""
 
 
 class CalibrationCell(Cell):
@@ -175,7 +180,7 @@ class Cells(Cell):
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
-                    "reference_dir", "check_units"}
+                    "reference_dir", "check_units", "choices"}
 TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
 # Until 2026-12-05 `training` also held learning_rate and batch_size, which nothing read (hpo.grid sets
 # both); their defaults stay in the identity, so cells compiled before keep their identities.
@@ -187,14 +192,24 @@ DECAYED = {"chemgpt": "weight matrices and embeddings"}
 # epochs, so a preempted cell could not resume; now each epoch's order follows from (seed, epoch), as
 # ChemGPT's does. Force-field cells trained before retrain once.
 EPOCH_ORDER = {"schnet": "seed and epoch", "painn": "seed and epoch", "spookynet": "seed and epoch"}
+# Until 2026-12-06 TPE and train cells carried hpo.tpe's estimator, which only select reads, so choosing
+# another estimator retrained every cell. The defaults stay in their identities, so cells keep them
+# (compile carries the records of cells compiled with other estimator options to their new identities).
+RETIRED_ESTIMATOR = {"estimator": "tse", "last_epochs": 1, "ema_decay": 0.9}
+
+
+def choice_file(results: str, group: str, rank: int) -> str:
+    """Where select writes the configuration of `rank` in `group` ('*' or a model size)."""
+    return f"{results}/selected/{'' if group == '*' else group + '-'}r{rank}.json"
 
 
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def identity(cell: Cell) -> str:
-    """sha256 of the fields of a cell that change its result."""
+def identity(cell: Cell, estimator: dict[str, Any] = RETIRED_ESTIMATOR) -> str:
+    """sha256 of the fields of a cell that change its result. `estimator`: what a TPE or train cell's identity
+    holds; cells compiled before 2026-12-06 held the study's, by which relock.carry_selection knows them."""
     fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE)
     if isinstance(fields.get("training"), dict):
         # An option left off (None) does not change results, so options added later keep identities.
@@ -204,4 +219,6 @@ def identity(cell: Cell) -> str:
         fields["decayed"] = DECAYED[cell.family]
     if isinstance(cell, TrainCell) and cell.family in EPOCH_ORDER:
         fields["epoch_order"] = EPOCH_ORDER[cell.family]
+    if isinstance(cell, TrainCell):
+        fields["estimator"] = estimator
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()

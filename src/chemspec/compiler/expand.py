@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from chemspec.compiler.cells import (ArchiveCell, CalibrationCell, Cells, DataCell, FitCell, ReferenceCell,
-                                     SampleCell, SelectCell, SplitCell, TrainCell, identity)
+                                     SampleCell, SelectCell, SplitCell, TrainCell, choice_file, identity)
 from chemspec.specs import Study
 from chemspec.specs.data import SAMPLE, AtomsFileSource, GenerateMD
 from chemspec.specs.model import GNNModel
@@ -58,8 +58,8 @@ def expand(study: Study) -> Cells:
                       test=study.data.test, data_dir=data_dir, out_dir=split_dir)
     tpe_cfg = study.hpo.tpe
     estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
-    common = dict(family=study.model.family, seed=study.seed, training=study.training, estimator=estimator,
-                  data_dir=data_dir, split_dir=split_dir)
+    common = dict(family=study.model.family, seed=study.seed, training=study.training, data_dir=data_dir,
+                  split_dir=split_dir)
     per_size = tpe_cfg.scope == "model_size"
     tpe, groups = {}, {}
     for group, tpe_size in ([(s, s) for s in sizes] if per_size else [("*", study.tpe_model_size())]):
@@ -82,8 +82,10 @@ def expand(study: Study) -> Cells:
                                       budget_fraction=tpe_cfg.budget_fraction, estimator=estimator,
                                       keep=tpe_cfg.keep, margin=tpe_cfg.margin, out_dir=f"{results}/calibration")
     selected = f"{results}/selected.json"
-    select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=tpe_cfg.estimator,
-                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, groups=groups, out=selected)
+    select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=estimator,
+                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, groups=groups, out=selected,
+                        choices={group: [choice_file(results, group, rank) for rank in range(1, tpe_cfg.keep + 1)]
+                                 for group in groups})
     train = {}
     for size_name, size in sizes.items():
         for n in study.data.sizes:
@@ -92,7 +94,8 @@ def expand(study: Study) -> Cells:
                 train[key] = TrainCell(name=f"train@{key}", size_name=size_name, size=size, data_size=n,
                                        epochs=study.training.max_epochs, hparams=None, rank=rank,
                                        group=size_name if per_size else "*",
-                                       selected=selected, out_dir=f"{results}/train/{key}",
+                                       selected=choice_file(results, size_name if per_size else "*", rank),
+                                       out_dir=f"{results}/train/{key}",
                                        resume_dir=f"{results}/.resume/train-{key}", **common)
     for key in study.fit.replicate_cells:
         for replicate in range(1, study.fit.replicate_seeds + 1):

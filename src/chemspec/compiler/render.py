@@ -99,11 +99,11 @@ def _calibration_stages(cells: Cells, tpe_size: int) -> dict:
 def _train_stage(cells: Cells, keys: list[str]) -> dict:
     train_dir = cells.fit.out_dir.rsplit("/", 1)[0] + "/train"
     return {"train": {
-        "foreach": {key: {"data_size": cells.train[key].data_size, "identity": short_identity(cells.train[key])}
-                    for key in keys},
+        "foreach": {key: {"data_size": cells.train[key].data_size, "identity": short_identity(cells.train[key]),
+                          "selected": cells.train[key].selected} for key in keys},
         "do": {
             "cmd": _cell_cmd("train"),
-            "deps": _train_deps(cells, "${item.data_size}", test=True) + [cells.select.out],
+            "deps": _train_deps(cells, "${item.data_size}", test=True) + ["${item.selected}"],
             "outs": [f"{train_dir}/${{key}}/model", f"{train_dir}/${{key}}/loss.csv"],
             "metrics": [f"{train_dir}/${{key}}/metrics.json"],
         },
@@ -189,7 +189,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
         "select": {
             "cmd": _cmd("select", cells.select),
             "deps": list(cells.select.tpe_dirs.values()),
-            "outs": [cells.select.out],
+            "outs": [cells.select.out, *(path for group in cells.select.choices.values() for path in group)],
         },
         **_reference_stage(cells),
         **({} if split_pipeline(cells) else {**_train_stage(cells, list(cells.train)),

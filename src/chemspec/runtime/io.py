@@ -111,7 +111,7 @@ def write_json(path: str | Path, value: Any) -> None:
 
 
 @contextlib.contextmanager
-def _reading(path: Path, what: str) -> Iterator[None]:
+def reading(path: Path, what: str) -> Iterator[None]:
     """A failed read of a file that a stage wrote (users may edit or merge them) as InputError naming it."""
     try:
         yield
@@ -129,7 +129,7 @@ def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
     """A JSON file's value; InputError when it is missing or malformed, or is not a mapping with the
     keys in `require`."""
     path = Path(path)
-    with _reading(path, "readable JSON"):
+    with reading(path, "readable JSON"):
         value = json.loads(path.read_text(encoding="utf-8"))
     missing = [key for key in require if not isinstance(value, dict) or key not in value]
     if missing:
@@ -140,14 +140,14 @@ def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
 def read_array(path: str | Path) -> np.ndarray:
     """A .npy file's array; InputError when it is missing or malformed."""
     path = Path(path)
-    with _reading(path, "a readable array"):
+    with reading(path, "a readable array"):
         return np.load(path, allow_pickle=False)
 
 
 def read_npz(path: str | Path, require: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """The arrays of an .npz file; InputError when it is missing, malformed or lacks a `require`d array."""
     path = Path(path)
-    with _reading(path, "a readable .npz archive"), np.load(path, allow_pickle=False) as stored:
+    with reading(path, "a readable .npz archive"), np.load(path, allow_pickle=False) as stored:
         arrays = {name: stored[name] for name in stored.files}
     missing = [name for name in require if name not in arrays]
     if missing:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from chemspec.compiler.cells import SelectCell
-from chemspec.errors import RunError
-from chemspec.runtime.io import read_json, write_json
+from chemspec.errors import InputError, RunError
+from chemspec.runtime.io import read_json, reading, write_json
 
 
 def epoch_means(log: list[list[float]]) -> np.ndarray:
@@ -36,8 +36,11 @@ def read_loss_log(path: str | Path) -> list[list[float]]:
     import csv
 
     epochs: dict[int, list[float]] = {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
+    with reading(Path(path), "a loss log (columns epoch, step, loss)"), open(path, newline="") as handle:
+        rows = csv.DictReader(handle)
+        for row in rows:
+            if row.get("epoch") is None or row.get("loss") is None:
+                raise ValueError(f"line {rows.line_num} has no epoch or no loss")
             epochs.setdefault(int(row["epoch"]), []).append(float(row["loss"]))
     return [epochs[e] for e in sorted(epochs)]
 
@@ -117,22 +120,33 @@ def rank_group(rows: list[dict], keep: int, margin: float | None, estimator: str
 
 
 def run_select(cell: SelectCell) -> dict:
-    """Rank configurations within each group by their estimate and keep the best (see rank_group)."""
+    """Estimate each configuration from its TPE run's loss log, rank them within each group and keep the best
+    (see rank_group); write the ranking and, per group and rank, the configuration its train cells read."""
     rows = {}
     for key, folder in sorted(cell.tpe_dirs.items()):
-        path = Path(folder) / "estimate.json"
-        if not path.is_file():
-            raise RunError(f"select: {path} is missing; run `dvc repro` so that tpe@{key} runs first")
-        result = read_json(path, ("hparams", "estimate", "wall_time_s"))
-        rows[key] = {"name": key, "hparams": result["hparams"], "estimate": result["estimate"],
-                     "cost_s": result["wall_time_s"], "status": result.get("status", "ok")}
+        path, log = Path(folder) / "estimate.json", Path(folder) / "loss.csv"
+        for needed in (path, log):
+            if not needed.is_file():
+                raise RunError(f"select: {needed} is missing; run `dvc repro` so that tpe@{key} runs first")
+        result = read_json(path, ("hparams", "wall_time_s", "val_history"))
+        status, losses = result.get("status", "ok"), read_loss_log(log)
+        if status == "ok" and not any(losses):  # an empty log's sum would rank first
+            raise InputError(f"{log} holds no training step", f"run tpe@{key} again (`dvc repro -f -s tpe@{key}`)")
+        rows[key] = {"name": key, "hparams": result["hparams"], "cost_s": result["wall_time_s"], "status": status,
+                     "estimate": None if status != "ok" else estimate(
+                         losses, result["val_history"], cell.estimator,
+                         result.get("steps_per_epoch"), result.get("span_epochs"))}
     kept = {}
     for group, keys in sorted(cell.groups.items()):
-        kept[group] = rank_group([rows[k] for k in keys], cell.keep, cell.margin, cell.estimator)
+        kept[group] = rank_group([rows[k] for k in keys], cell.keep, cell.margin, cell.estimator["estimator"])
         if not kept[group]:
             raise RunError(f"select: every TPE configuration{'' if group == '*' else ' of ' + group} diverged; "
                            "lower hpo.grid.learning_rate")
-    result = {"estimator": cell.estimator, "keep": cell.keep, "margin": cell.margin, "kept": kept,
+    for group, paths in sorted(cell.choices.items()):
+        for rank, path in enumerate(paths, start=1):
+            chosen = kept[group][rank - 1] if rank <= len(kept[group]) else None
+            write_json(path, {"group": group, "rank": rank, "hparams": chosen})
+    result = {"estimator": cell.estimator["estimator"], "keep": cell.keep, "margin": cell.margin, "kept": kept,
               "configs": sorted(rows.values(), key=lambda r: (r["rank"] is None, r["rank"] or 0, r["name"])),
               "tpe_cost_s": round(sum(r["cost_s"] for r in rows.values()), 3)}
     write_json(cell.out, result)

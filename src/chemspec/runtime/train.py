@@ -1,7 +1,7 @@
 """The tpe and train stages: build the family's LightningModule from a cell, train it, write results.
 
-A TPE cell trains for its budget and writes the loss log and its estimate; a train cell reads its
-hyperparameters from the selection, trains for max_epochs and writes metrics, the loss log and the
+A TPE cell trains for its budget and writes the loss log, which select estimates from; a train cell reads
+its hyperparameters from its choice file of the selection, trains for max_epochs and writes metrics, the loss log and the
 model in `save_pretrained` form.
 """
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from chemspec.compiler.cells import TrainCell, identity
 from chemspec.errors import Interrupted, RunError
 from chemspec.runtime.io import atomic_dir, read_array, read_json, staged, write_bytes, write_json
-from chemspec.runtime.tpe import estimate, window_steps
+from chemspec.runtime.tpe import window_steps
 
 if TYPE_CHECKING:
     import lightning as L
@@ -55,8 +55,7 @@ def _hparams(cell: TrainCell) -> dict | None:
     _require_inputs(cell)
     if cell.hparams is not None:
         return cell.hparams
-    kept = read_json(cell.selected, ("kept",))["kept"].get(cell.group, [])
-    return kept[cell.rank - 1] if cell.rank <= len(kept) else None
+    return read_json(cell.selected, ("hparams",))["hparams"]
 
 
 def _quiet() -> None:
@@ -239,10 +238,6 @@ def run_training(cell: TrainCell) -> dict:
         result.update(status="diverged", divergence=module.diverged, val_loss=None)
     out = Path(cell.out_dir)
     if cell.hparams is not None:
-        result["estimator"] = cell.estimator["estimator"]
-        result["estimate"] = None if module.diverged else estimate(module.step_losses, module.val_history,
-                                                                    cell.estimator, per_rank,
-                                                                    cell.window * cell.epochs)
         with atomic_dir(out) as tmp:
             write_bytes(tmp / "loss.csv", loss_csv(module.step_losses))
             write_json(tmp / "estimate.json", result)

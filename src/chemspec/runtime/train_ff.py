@@ -10,7 +10,6 @@ from pathlib import Path
 
 from chemspec.compiler.cells import TrainCell, identity
 from chemspec.runtime.io import atomic_dir, read_array, staged, write_bytes, write_json
-from chemspec.runtime.tpe import estimate
 
 
 def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
@@ -41,10 +40,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
               **metrics, "device": device}
     out = Path(cell.out_dir)
     if cell.hparams is not None:
-        result["estimator"] = cell.estimator["estimator"]
         result["span_epochs"] = cell.window * cell.epochs
-        result["estimate"] = None if result["status"] != "ok" else estimate(
-            step_losses, metrics["val_history"], cell.estimator, metrics["steps_per_epoch"], result["span_epochs"])
         with atomic_dir(out) as tmp:
             write_bytes(tmp / "loss.csv", loss_csv(step_losses))
             write_json(tmp / "estimate.json", result)
