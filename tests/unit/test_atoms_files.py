@@ -54,10 +54,18 @@ def test_md17_values_are_the_file_values_in_ev_and_angstrom(shared, name, frames
         assert_frame(data, s, raw["z"], raw["R"][s], raw["E"][s, 0] * KCAL, raw["F"][s] * KCAL)
 
 
-def test_units_kj_per_mol_and_bohr_convert_positions_energies_and_forces(shared):
-    raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
-    data, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kJ/mol", "bohr")
-    assert_frame(data, 7, raw["z"], raw["R"][7] * BOHR, raw["E"][7, 0] * KJ, raw["F"][7] * KJ / BOHR)
+def test_units_kj_per_mol_and_bohr_convert_positions_energies_and_forces(shared, tmp_path):
+    raw = dict(np.load(shared / "md17" / "md17_ethanol_first2000.npz"))
+    np.savez(tmp_path / "bohr.npz", **{**raw, "R": raw["R"] / BOHR})  # the same molecules, written in bohr
+    data, _ = load_file(tmp_path / "bohr.npz", "md17", "kJ/mol", "bohr")
+    assert_frame(data, 7, raw["z"], raw["R"][7], raw["E"][7, 0] * KJ, raw["F"][7] * KJ / BOHR)
+
+
+def test_positions_in_angstrom_declared_as_bohr_are_refused_with_the_fix(shared):
+    """In bohr, ethanol's O-H bond would be 0.51 Å: no molecule's closest atoms are that near."""
+    with pytest.raises(RunError, match=r"read with lengths in bohr: the closest atoms of a typical structure are "
+                                       r"0\.5\d* Å apart.*remove length from data.source.units"):
+        load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "bohr")
 
 
 @pytest.mark.parametrize("file, format, unit", [("md17/md17_ethanol_first2000.npz", "md17", KCAL),

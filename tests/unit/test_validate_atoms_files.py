@@ -154,13 +154,17 @@ def _gzipped(path, make):
 
 
 @pytest.mark.parametrize("name,make,format,extra,message", [
-    ("nof.npz", lambda p: _water_npz(p, F=None), "md17", {}, r"data\.source\.file: md17 file .*nof\.npz has no key 'F'"),
+    ("nof.npz", lambda p: _water_npz(p, F=None), "md17", {},
+     r"data\.source\.file: md17 file .*nof\.npz has no key 'F'.*: chemspec trains on energies and forces, so the "
+     r"file needs its forces \('F'\) too"),
     ("atoms.npz", lambda p: _water_npz(p, z=np.array([8, 1])), "md17", {},
      r"data\.source\.file: .*'R' has shape \(600, 3, 3\), expected \(frames, 2, 3\) for the 2 atoms 'z' lists"),
     ("noforces.xyz", lambda p: _water_xyz(p, 'Properties=species:S:1:pos:R:3 energy=-14.2 pbc="F F F"'), "extxyz", {},
-     r"data\.source\.forces_key: extxyz file .*noforces\.xyz frame 0 has no forces 'forces'; set data.source.forces_key"),
+     r"data\.source\.forces_key: extxyz file .*noforces\.xyz frame 0 has no forces 'forces': chemspec trains on "
+     r"energies and forces, so every structure needs both; if the file names its forces otherwise, set "
+     r"data.source.forces_key"),
     ("key.xyz.gz", lambda p: _gzipped(p, _water_xyz), "extxyz", {"energy_key": "Energy"},
-     r"data\.source\.energy_key: extxyz file .*key\.xyz\.gz frame 0 has no energy 'Energy'; set data.source.energy_key"),
+     r"data\.source\.energy_key: extxyz file .*key\.xyz\.gz frame 0 has no energy 'Energy'.*set data.source.energy_key"),
 ], ids=["npz-no-forces", "npz-atom-count", "extxyz-no-forces", "gzipped-extxyz-energy-key"])
 def test_validate_refuses_an_atoms_file_the_data_stage_would(cli, tmp_path, name, make, format, extra, message):
     """Once, these passed validate and compile and failed only at `dvc repro`'s data stage."""

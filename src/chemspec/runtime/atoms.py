@@ -181,6 +181,21 @@ def closest_distances(positions: np.ndarray) -> np.ndarray:
     return closest
 
 
+SHORTEST_BOND = 0.6
+"""Å: no real structure's closest atoms lie nearer than this in a typical frame (H2's bond is 0.74 Å); a
+median below it means positions read in the wrong length unit (Å declared as bohr shrinks them to 0.53)."""
+
+
+def typical_closest(blocks: Sequence[Frames], most: int = 10_000) -> float | None:
+    """The median closest interatomic distance over (at most about `most`, evenly spaced) frames of
+    `blocks`; None where no frame has two finite atoms."""
+    frames = sum(len(block.positions) for block in blocks)
+    stride = max(1, frames // most)
+    closest = np.concatenate([closest_distances(block.positions[::stride]) for block in blocks] or [np.zeros(0)])
+    closest = closest[np.isfinite(closest)]
+    return float(np.median(closest)) if closest.size else None
+
+
 def first_coincident(blocks: Sequence[Frames]) -> tuple[int, float] | None:
     """(structure index over the blocks in order, its smallest distance) of the first structure whose atoms
     lie closer than MIN_DISTANCE; None if there is none."""

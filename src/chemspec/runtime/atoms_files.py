@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, MIN_DISTANCE, AtomsData, Frames,
-                                    first_coincident, from_frames)
+from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, MIN_DISTANCE, SHORTEST_BOND, AtomsData,
+                                    Frames, first_coincident, from_frames, typical_closest)
 from chemspec.runtime.atoms_states import frame_state
 from chemspec.specs.data import COMPRESSIONS
 
@@ -58,6 +58,11 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
         raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
                        f"{groups}) has two atoms {coincident[1]:.3g} Å apart, below {MIN_DISTANCE} Å: coincident "
                        "atoms make every model's forces NaN; remove that structure from the file")
+    if (typical := typical_closest(blocks)) is not None and typical < SHORTEST_BOND:
+        fix = (f"they are likely in Å: remove length from data.source.units (Å is the {format} default)"
+               if length_unit == "bohr" else "check the file's positions and data.source.units")
+        raise RunError(f"{format} file {path} read with lengths in {length_unit}: the closest atoms of a typical "
+                       f"structure are {typical:.3g} Å apart, nearer than in any molecule (H2: 0.74 Å); {fix}")
     data, dropped = from_frames(blocks)
     if len(data) == 0:
         raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
@@ -153,6 +158,10 @@ def _unreadable(path: Path, format: str, reason: str) -> RunError:
                     "matches the file and that the file is complete (copy or download it again)")
 
 
+NPZ_FORCES = ("F", "forces")
+"""The forces arrays of the md17 and rmd17 npz layouts."""
+
+
 def read_npz(path: Path, format: str, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """The arrays `keys` of an npz archive, and those of `optional` that it holds."""
     with open(path, "rb") as handle:
@@ -161,8 +170,9 @@ def read_npz(path: Path, format: str, keys: Sequence[str], optional: Sequence[st
     with reading(path, format), np.load(path, allow_pickle=False) as archive:
         for key in keys:
             if key not in archive.files:
-                raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}); "
-                               "check data.source.format")
+                needed = (f": chemspec trains on energies and forces, so the file needs its forces ({key!r}) too"
+                          if key in NPZ_FORCES else "; check data.source.format")
+                raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}){needed}")
         return {key: archive[key] for key in (*keys, *(key for key in optional if key in archive.files))}
 
 
@@ -290,8 +300,10 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
     for key, value, kind in ((energy_key, energy, "energy"), (forces_key, forces, "forces")):
         if value is None:
             found = sorted({*results, *extra, *atoms.arrays})
-            raise RunError(f"{format} file {path}{where} has no {kind} {key!r}; set data.source.{kind}_key to the "
-                           f"name the file uses (found {found})", field=f"{kind}_key")
+            raise RunError(f"{format} file {path}{where} has no {kind} {key!r}: chemspec trains on energies and "
+                           f"forces, so every structure needs both; if the file names its {kind} otherwise, set "
+                           f"data.source.{kind}_key to that name (found {found}), else remove the structures "
+                           f"without {kind}", field=f"{kind}_key")
     keys = ("numbers", "positions", energy_key, forces_key)
     block = checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                           np.asarray(forces)[None])
