@@ -157,8 +157,9 @@ class Resume(L.Callback):
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
         if rank_zero_only.rank == 0:  # Lightning's reading of the launcher's rank variables
-            print(f"resume: continuing from {self.path}, epoch {state.get('epoch', 0) + 1}, after batch "
-                  f"{state.get('batches', 0)} of it", file=sys.stderr, flush=True)
+            epoch, batches = self._position(state.get("epoch", 0), state.get("batches", 0))
+            where = f"after batch {batches} of it" if batches else "from its start"
+            print(f"resume: continuing from {self.path}, epoch {epoch + 1}, {where}", file=sys.stderr, flush=True)
         # The sampler skips what the checkpoint trained (load_state_dict), so this does resume exactly.
         warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended")
         return str(self.path)
@@ -177,11 +178,13 @@ class Resume(L.Callback):
     def state_dict(self) -> dict:
         return {"batches": self.batches, "epoch": self._epoch, "tag": self.tag, "elapsed_s": self.elapsed()}
 
+    def _position(self, epoch: int, batches: int) -> tuple[int, int]:
+        """(epoch, batches trained in it) where a checkpoint resumes: the next epoch's start after its last batch."""
+        return (epoch + 1, 0) if batches * self.batch_size >= len(self.sampler) else (epoch, batches)
+
     def load_state_dict(self, state: dict) -> None:
         self.elapsed_before = state.get("elapsed_s", 0.0) - (time.perf_counter() - self._started)
-        epoch, self.batches = state["epoch"], state["batches"]
-        if self.batches * self.batch_size >= len(self.sampler):  # stopped after the epoch's last batch
-            epoch, self.batches = epoch + 1, 0
+        epoch, self.batches = self._position(state["epoch"], state["batches"])
         self._epoch = self._restored_epoch = epoch  # Lightning calls no epoch-start hook in a resumed epoch
         self.sampler.set_epoch(epoch)  # Lightning starts loader workers fetching before it sets the epoch
         self.sampler.skip(epoch, self.batches * self.batch_size)
