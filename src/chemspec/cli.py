@@ -76,7 +76,7 @@ def compile_(spec: str, check: bool, root: str) -> None:
                 "their new dvc.yaml (they stay up to date)" if result.relocked else "")
     click.echo(f"study {result.study!r}: wrote {written}{removed}{relocked}")
     if result.rechosen:
-        click.echo(f"note: carried the DVC records of {count(len(result.rechosen), 'training stage')} to this "
+        click.echo(f"note: carried the DVC records of {count(len(result.rechosen), 'finished stage')} to this "
                    "version's layout (a train stage depends on its own choice file in selected/, not on all of "
                    "selected.json; no identity holds the estimator): a cell retrains only if select keeps another "
                    "configuration for it", err=True)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from chemspec.compiler.cells import Cells, TrainCell, identity
-from chemspec.compiler.render import PIPELINES
+from chemspec.compiler.cells import RETIRED_ESTIMATOR, Cells, TrainCell, identity
+from chemspec.compiler.render import PARAMS, PIPELINES
 from chemspec.errors import CompileError
 from chemspec.runtime.io import to_json, write_bytes
 
@@ -59,6 +59,14 @@ def _load(path: Path) -> object:
                            f"`git checkout -- {path}` or delete it to rerun its stages") from None
 
 
+def _dump(lock: dict) -> bytes:
+    """A lock document as DVC writes it (YAML 1.2, which reads an md5 such as 1234e5678 as a number unless
+    quoted, as PyYAML's YAML 1.1 writer leaves it)."""
+    from dvc.utils.serialize import dumps_yaml
+
+    return dumps_yaml(lock).encode()
+
+
 def _lock(path: Path) -> dict | None:
     document = _load(path)
     if document is not None and not isinstance(document.get("stages") if isinstance(document, dict) else None, dict):
@@ -88,7 +96,7 @@ def carry(root: Path, pipelines: dict[str, str], old: list[str], written: list[s
         moved.append(name)
     for path in [*sorted(gained), *sorted(lost - gained)]:
         if path in pipelines:
-            write_bytes(root / lock_path(path), yaml.safe_dump(locks[path], sort_keys=False).encode())
+            write_bytes(root / lock_path(path), _dump(locks[path]))
             written.append(lock_path(path))
     return moved
 
@@ -134,26 +142,51 @@ def _choice(root: Path, cell: TrainCell, dep: dict, selected: str, seen: dict) -
     return {"path": cell.selected, "hash": "md5", "md5": hashlib.md5(body).hexdigest(), "size": len(body)}
 
 
+def _compiled_estimator(root: Path) -> dict | None:
+    """The estimator options of the params.yaml on disk (compile reads it before replacing it): where the
+    study changes its estimator as it moves to this version, cells carry the identity they ran with."""
+    try:
+        compiled = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))["cells"]
+        found = [compiled["select"].get("estimator"), *(cell.get("estimator") for cell in compiled["tpe"].values())]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+        return None
+    return next((e for e in found if isinstance(e, dict) and set(e) == set(RETIRED_ESTIMATOR)), None)
+
+
+def _identities(cells: Cells, estimators: list[dict]) -> dict[str, tuple[set[str], str]]:
+    """{stage: (the identities it had with each of `estimators` in its training cell's identity, its identity
+    now)} of the TPE, calibrate, train and sample stages, short as their commands carry them."""
+    found = {}
+    for stage in ("tpe", "calibrate", "train"):
+        for key, cell in getattr(cells, stage).items():
+            found[f"{stage}@{key}"] = ({identity(cell, e)[:16] for e in estimators}, identity(cell)[:16])
+    for key, cell in cells.sample.items():
+        olds = {identity(cell.model_copy(update={"train_identity": identity(cells.train[key], e)}))[:16]
+                for e in estimators}
+        found[f"sample@{key}"] = (olds, identity(cell)[:16])
+    return found
+
+
 def carry_selection(root: Path, cells: Cells, written: list[str]) -> list[str]:
-    """Carry the lock entries of cells recorded before 2026-12-06 (see the module's docstring): a TPE, calibrate
-    or train stage whose command holds the identity computed with the study's estimator gets its identity now,
-    and a train stage's selected.json dependency becomes its choice file. Returns the stages changed."""
-    trained = {f"{stage}@{key}": cell for stage in ("tpe", "calibrate", "train")
-               for key, cell in getattr(cells, stage).items()}
-    moved, seen = [], {}
+    """Carry the lock entries of cells recorded before 2026-12-06 (see the module's docstring): a TPE, calibrate,
+    train or sample stage whose command holds the identity computed with the study's estimator (as compiled
+    now, or as params.yaml on disk has it) gets its identity now, and a train stage's selected.json dependency
+    becomes its choice file. Returns the stages changed."""
+    estimators = [cells.select.estimator, *filter(None, [_compiled_estimator(root)])]
+    identities, moved, seen = _identities(cells, estimators), [], {}
     for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]:
         lock = _lock(path) if path.is_file() else None
         changed = set()
         for name, stage in (lock or {}).get("stages", {}).items():
-            cell = trained.get(name)
-            if cell is None or not isinstance(stage, dict):
+            if name not in identities or not isinstance(stage, dict):
                 continue
-            old, new = identity(cell, cells.select.estimator)[:16], identity(cell)[:16]
-            command = stage.get("cmd")
-            if old != new and isinstance(command, str) and command.endswith(f" --identity {old}"):
-                stage["cmd"] = command.removesuffix(old) + new
+            (olds, new), command = identities[name], stage.get("cmd")
+            match = IDENTITY.search(command) if isinstance(command, str) else None
+            if match and match.end() == len(command) and match.group(1) in olds - {new}:
+                stage["cmd"] = command[:match.start(1)] + new
                 changed.add(name)
-            deps = stage.get("deps") if cell.selected is not None else None
+            cell = cells.train.get(name.removeprefix("train@")) if name.startswith("train@") else None
+            deps = stage.get("deps") if cell is not None else None
             for i, dep in enumerate(deps if isinstance(deps, list) else []):
                 if isinstance(dep, dict) and dep.get("path") == cells.select.out:
                     if (choice := _choice(root, cell, dep, cells.select.out, seen)) is not None:
@@ -161,7 +194,7 @@ def carry_selection(root: Path, cells: Cells, written: list[str]) -> list[str]:
                         changed.add(name)
         if changed:
             moved += sorted(changed)
-            write_bytes(path, yaml.safe_dump(lock, sort_keys=False).encode())
+            write_bytes(path, _dump(lock))
             if path.relative_to(root).as_posix() not in written:
                 written.append(path.relative_to(root).as_posix())
     return moved

@@ -95,7 +95,7 @@ def test_stages_recorded_before_choice_files_keep_their_results_after_compile(cl
 
     result = cli("compile", "study.yaml", cwd=tmp_path)
     assert result.code == 0, result.err
-    assert "carried the DVC records of 6 training stages" in result.err
+    assert "carried the DVC records of 6 finished stages" in result.err
     log = sh("dvc", "repro", "--no-run-cache", cwd=tmp_path)  # select's new command never ran in a project before
     assert re.findall(r"Running stage '([^']+)'", log) == ["select"]
     assert not stale_stages(tmp_path)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from chemspec.compiler import expand, identity
+from chemspec.compiler.render import GENERATED
 from chemspec.runtime.io import to_json
 from chemspec.specs import load_study
 
@@ -87,7 +88,7 @@ def test_records_of_cells_compiled_before_take_their_choice_file_and_identity(cl
                          "deps": [{**recorded, "md5": md5}]}
     (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": entries}, sort_keys=False))
     result = cli("compile", "study.yaml", cwd=project)
-    assert result.code == 0 and "carried the DVC records of 3 training stages to this version's layout" in result.err
+    assert result.code == 0 and "carried the DVC records of 3 finished stages to this version's layout" in result.err
     choice = to_json({"group": "*", "hparams": kept["*"][0], "rank": 1})
     carried = {**lock(project, "pipelines/xs/dvc.lock"), **lock(project, "pipelines/s/dvc.lock")}
     for name in ("train@xs-200", "train@xs-400"):
@@ -96,3 +97,30 @@ def test_records_of_cells_compiled_before_take_their_choice_file_and_identity(cl
     assert carried["train@s-200"]["deps"] == [{**recorded, "md5": "0" * 32}]
     for name in ("train@xs-200", "train@xs-400", "train@s-200"):
         assert carried[name]["cmd"].endswith(f"--identity {identity(cells.train[name.removeprefix('train@')])[:16]}")
+
+
+def test_a_study_changing_its_estimator_as_it_moves_carries_its_sample_stages_and_quotes_md5s(cli, project):
+    """The cells ran with the estimator of the params.yaml on disk, not the one the study now names; a sample
+    stage's identity held its training cell's. An md5 that YAML 1.2 would read as a number stays a string."""
+    study = tiny_study(**{"hpo.tpe.estimator": "val", "generation": {}})
+    write_spec(project / "study.yaml", study)
+    before = {"estimator": "tse_e", "last_epochs": 2, "ema_decay": 0.9}
+    (project / "params.yaml").write_text(GENERATED + " study.yaml`\n" + yaml.safe_dump(
+        {"cells": {"select": {"estimator": "tse_e"}, "tpe": {"lr3e-3-bs32": {"estimator": before}}}}))
+    cells = expand(load_study(project / "study.yaml"))
+    train, sample = cells.train["xs-200"], cells.sample["xs-200"]
+    ran = {"train@xs-200": identity(train, before), "sample@xs-200": identity(
+        sample.model_copy(update={"train_identity": identity(train, before)}))}
+    entries = lock(project)
+    for name, old in ran.items():
+        entries[name] = {"cmd": f"chemspec run {name.split('@')[0]} --params params.yaml --cell xs-200 --identity "
+                                f"{old[:16]}", "outs": [{"path": "x", "hash": "md5",
+                                                         "md5": "12345678901234567890e12345678901"}]}
+    (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": entries}, sort_keys=False))
+    result = cli("compile", "study.yaml", cwd=project)
+    assert result.code == 0 and "carried the DVC records of 2 finished stages" in result.err
+    carried = {**lock(project), **lock(project, "pipelines/xs/dvc.lock")}  # the sample stage is new in dvc.yaml
+    assert carried["train@xs-200"]["cmd"].endswith(f"--identity {identity(train)[:16]}")
+    assert carried["sample@xs-200"]["cmd"].endswith(f"--identity {identity(sample)[:16]}")
+    for path in ("dvc.lock", "pipelines/xs/dvc.lock"):
+        assert "md5: '12345678901234567890e12345678901'" in (project / path).read_text()
