@@ -14,7 +14,9 @@ from chemspec import api
 def _fmt(value: float | None, missing: str = "-") -> str:
     if value is None:
         return missing
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+    if isinstance(value, int) or abs(value) >= 1e4:  # 17,950 beside 1264, not 1.795e+04
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
 
 
 @click.command(short_help="Show cells and fitted exponents; write HTML and Markdown pages.")

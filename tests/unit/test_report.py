@@ -173,12 +173,14 @@ def test_samples_are_described_by_the_study_representation(cli, tmp_path, repres
     assert "<th>non-embedding parameters</th><th>training molecules</th>" in page
 
 
-def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors(cli, tmp_path):
+@pytest.mark.parametrize("energy,shown", [(7.5, "7.5"), (17950.3, "17,950")], ids=["small", "large"])
+def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors(cli, tmp_path, energy, shown):
+    """A large error reads as a whole number with separators, not 1.795e+04 beside 1264."""
     study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
     study["data"].update(sizes=[60, 120, 240], validation=30, test=30)
     study["model"].update(widths=[8, 16, 32], depths=[2])
     study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
-    errors = {"force_mae_meV_per_A": 41.25, "energy_mae_meV": 7.5}
+    errors = {"force_mae_meV_per_A": 41.25, "energy_mae_meV": energy}
     results = fitted(cli, tmp_path, study, extra={"family": "painn", "capacity": 16, **errors})
     table = cli("report", cwd=tmp_path)
     assert table.code == 0, table.err
@@ -187,9 +189,9 @@ def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors
     header = "| model | parameters (embeddings included) | training structures | val loss | force MAE (meV/Å) "
     assert header + "| energy MAE (meV) | speed | status |" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| w")]
-    assert len(rows) == 9 and all("| 41.25 | 7.5 | - | ok |" in line for line in rows), rows
+    assert len(rows) == 9 and all(f"| 41.25 | {shown} | - | ok |" in line for line in rows), rows
     assert "<th>force MAE (meV/Å)</th><th>energy MAE (meV)</th>" in page and page.count("<td>41.25</td>") == 9
-    assert "test E MAE meV test F MAE meV/Å" in table.out and "     7.5            41.25" in table.out, table.out
+    assert "test E MAE meV test F MAE meV/Å" in table.out and f"{shown:>14} {'41.25':>16}" in table.out, table.out
     objective = "Val and test loss: the training objective on that split, energy_weight·L(E) + forces_weight·L(F)"
     assert objective in table.out and objective in markdown and objective in page
     assert "<th>parameters (embeddings included)</th><th>training structures</th>" in page

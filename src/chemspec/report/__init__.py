@@ -19,7 +19,9 @@ IMAGES = ("scaling", "joint", "residuals", "generation")
 
 
 def _num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.{digits}g}"  # 17,950 beside 1264, not 1.795e+04
 
 
 def interval_text(ci: list | None) -> str:
