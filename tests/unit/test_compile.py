@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -581,3 +582,16 @@ def test_a_moved_chemspec_remote_is_named_not_silently_ignored(cli, tmp_path, gi
                                 f"{tmp_path / 'second'}, but this project keeps the remote it was set up with: to "
                                 f"move it, copy what was pushed there and run `dvc remote modify --local default url "
                                 f"{tmp_path / 'second'}`") in again.err, again.err
+
+
+def test_compile_without_dvc_installed_writes_the_pipeline_and_says_no_remote_was_set_up(tmp_path, monkeypatch):
+    """A GPU node's image may lack dvc: the stages run there by `chemspec run`, and compile still writes."""
+    from chemspec import api
+
+    (tmp_path / ".dvc").mkdir()
+    for name in ("dvc", "dvc.exceptions"):  # None in sys.modules: importing it raises ImportError
+        monkeypatch.setitem(sys.modules, name, None)
+    result = api.compile(write_spec(tmp_path / "s.yaml", tiny_study()), root=tmp_path)
+    assert (tmp_path / "dvc.yaml").is_file() and (tmp_path / "params.yaml").is_file()
+    assert result.notes == ["dvc is not installed here, so no DVC remote was set up; install chemspec's "
+                            "dependencies where you run `dvc repro`"]

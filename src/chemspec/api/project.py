@@ -174,8 +174,12 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
         result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
         return result
 
-    from dvc.exceptions import DvcException
-
+    try:
+        from dvc.exceptions import DvcException
+    except ImportError:  # a machine that only trains (a GPU node's image) may lack it
+        result.notes.append("dvc is not installed here, so no DVC remote was set up; install chemspec's "
+                            "dependencies where you run `dvc repro`")
+        return result
     try:
         result.notes.append(f"DVC remote {ensure_remote(project, study.archive.remote)}")
     except ArchiveError as exc:
