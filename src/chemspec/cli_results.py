@@ -9,14 +9,13 @@ import json
 import click
 
 from chemspec import api
+from chemspec.words import number
 
 
 def _fmt(value: float | None, missing: str = "-") -> str:
     if value is None:
         return missing
-    if isinstance(value, int) or abs(value) >= 1e4:  # 17,950 beside 1264, not 1.795e+04
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
+    return number(value)
 
 
 @click.command(short_help="Show cells and fitted exponents; write HTML and Markdown pages.")

@@ -1,4 +1,4 @@
-"""Words that chemspec's messages share."""
+"""Words and numbers that chemspec's messages and tables share."""
 
 from __future__ import annotations
 
@@ -6,3 +6,9 @@ from __future__ import annotations
 def count(number: int, noun: str) -> str:
     """`3 jobs`, `1 job`: a number and its noun, plural but for one."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def number(value: float, digits: int = 4) -> str:
+    """`digits` significant digits, but a whole number with separators from 10,000 up (and for an int):
+    17,950 beside 1264 in a column, not 1.795e+04."""
+    return f"{value:,.0f}" if isinstance(value, int) or abs(value) >= 1e4 else f"{value:.{digits}g}"

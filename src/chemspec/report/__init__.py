@@ -14,6 +14,7 @@ import jinja2
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS
+from chemspec.words import number
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
 
@@ -21,7 +22,7 @@ IMAGES = ("scaling", "joint", "residuals", "generation")
 def _num(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.{digits}g}"  # 17,950 beside 1264, not 1.795e+04
+    return number(value, digits)
 
 
 def interval_text(ci: list | None) -> str:
