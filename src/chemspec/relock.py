@@ -146,7 +146,8 @@ def _compiled_estimator(root: Path) -> dict | None:
     """The estimator options of the params.yaml on disk (compile reads it before replacing it): where the
     study changes its estimator as it moves to this version, cells carry the identity they ran with."""
     try:
-        compiled = yaml.safe_load((root / PARAMS).read_text(encoding="utf-8"))["cells"]
+        text = (root / PARAMS).read_text(encoding="utf-8")
+        compiled = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["cells"]
         found = [compiled["select"].get("estimator"), *(cell.get("estimator") for cell in compiled["tpe"].values())]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, AttributeError):
         return None
@@ -172,10 +173,13 @@ def carry_selection(root: Path, cells: Cells, written: list[str]) -> list[str]:
     train or sample stage whose command holds the identity computed with the study's estimator (as compiled
     now, or as params.yaml on disk has it) gets its identity now, and a train stage's selected.json dependency
     becomes its choice file. Returns the stages changed."""
+    locks = {path: _lock(path) for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]
+             if path.is_file()}
+    if not any(locks.values()):  # nothing ran yet: no record to carry, and no params.yaml to read
+        return []
     estimators = [cells.select.estimator, *filter(None, [_compiled_estimator(root)])]
     identities, moved, seen = _identities(cells, estimators), [], {}
-    for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]:
-        lock = _lock(path) if path.is_file() else None
+    for path, lock in locks.items():
         changed = set()
         for name, stage in (lock or {}).get("stages", {}).items():
             if name not in identities or not isinstance(stage, dict):
