@@ -291,3 +291,14 @@ def test_an_estimator_whose_first_pick_diverged_in_full_training_claims_no_regre
     assert tse["chosen"] is None
     row = next(r for r in calibration_rows(result) if r["estimator"] == "tse")
     assert row["note"] == "its first pick, a, diverged in full training"
+
+
+def test_calibration_refuses_an_empty_tpe_log_as_select_does(tmp_path):
+    """Ranked, an empty log's sum (0) would make that configuration every estimator's first pick."""
+    from chemspec.runtime.calibration import run_calibration
+
+    cell = _calibration_cell(tmp_path, {"a": (1.0, "ok", 1.5), "b": (1.1, "ok", 2.5), "c": (1.2, "ok", 2.6)}, keep=1)
+    (tmp_path / "tpe" / "c" / "loss.csv").write_text("epoch,step,loss\n")
+    with pytest.raises(InputError, match=r"tpe/c/loss.csv holds no training step; run tpe@c again"):
+        run_calibration(cell)
+    assert not (tmp_path / "calibration").exists()

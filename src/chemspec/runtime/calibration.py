@@ -21,7 +21,7 @@ from scipy import stats
 from chemspec.compiler.cells import CalibrationCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import read_json, write_bytes, write_json
-from chemspec.runtime.tpe import estimate, rank_group, read_loss_log
+from chemspec.runtime.tpe import estimate, rank_group, tpe_log
 
 ESTIMATORS = ("tse", "tse_e", "tse_ema", "val")
 
@@ -52,7 +52,7 @@ def run_calibration(cell: CalibrationCell) -> dict:
         row = {"name": key, "hparams": short["hparams"], "status": "diverged",
                "tpe_cost_s": short["wall_time_s"], "full_cost_s": full["wall_time_s"]}
         if short.get("status") == "ok":  # TPE ranks it, whatever its full run did
-            log = read_loss_log(tpe_dir / "loss.csv")
+            log = tpe_log(tpe_dir, key)
             row["estimates"] = {e: estimate(log, short["val_history"], {**cell.estimator, "estimator": e},
                                             short.get("steps_per_epoch"), short.get("span_epochs"))
                                 for e in ESTIMATORS}

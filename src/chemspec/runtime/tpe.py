@@ -45,6 +45,16 @@ def read_loss_log(path: str | Path) -> list[list[float]]:
     return [epochs[e] for e in sorted(epochs)]
 
 
+def tpe_log(folder: Path, key: str) -> list[list[float]]:
+    """The loss log of the TPE run tpe@`key` (in `folder`), refused when it holds no step: an empty log's
+    sum would rank first."""
+    path = folder / "loss.csv"
+    log = read_loss_log(path)
+    if not any(log):
+        raise InputError(f"{path} holds no training step", f"run tpe@{key} again (`dvc repro -f -s tpe@{key}`)")
+    return log
+
+
 def _spanned(means: np.ndarray, weights: np.ndarray, span: float | None) -> float:
     """The weighted sum of epoch means, rescaled to `span` epochs when given."""
     covered = weights.sum()
@@ -129,9 +139,8 @@ def run_select(cell: SelectCell) -> dict:
             if not needed.is_file():
                 raise RunError(f"select: {needed} is missing; run `dvc repro` so that tpe@{key} runs first")
         result = read_json(path, ("hparams", "wall_time_s", "val_history"))
-        status, losses = result.get("status", "ok"), read_loss_log(log)
-        if status == "ok" and not any(losses):  # an empty log's sum would rank first
-            raise InputError(f"{log} holds no training step", f"run tpe@{key} again (`dvc repro -f -s tpe@{key}`)")
+        status = result.get("status", "ok")
+        losses = tpe_log(Path(folder), key) if status == "ok" else []
         rows[key] = {"name": key, "hparams": result["hparams"], "cost_s": result["wall_time_s"], "status": status,
                      "estimate": None if status != "ok" else estimate(
                          losses, result["val_history"], cell.estimator,
