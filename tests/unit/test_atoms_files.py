@@ -68,6 +68,15 @@ def test_positions_in_angstrom_declared_as_bohr_are_refused_with_the_fix(shared)
         load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "bohr")
 
 
+def test_positions_in_bohr_read_as_angstrom_are_refused_with_the_fix(shared, tmp_path):
+    """Read as Å, ethanol's bohr put its C-H bonds at 2.06 Å and its O-H bond at 1.81 Å."""
+    raw = dict(np.load(shared / "md17" / "md17_ethanol_first2000.npz"))
+    np.savez(tmp_path / "bohr.npz", **{**raw, "R": raw["R"] / BOHR})
+    with pytest.raises(RunError, match=r"read with lengths in Angstrom: a typical hydrogen atom's nearest atom is "
+                                       r"2\.0\d* Å away.*set length: bohr under data.source.units"):
+        load_file(tmp_path / "bohr.npz", "md17", "kcal/mol", "Angstrom")
+
+
 @pytest.mark.parametrize("file, format, unit", [("md17/md17_ethanol_first2000.npz", "md17", KCAL),
                                                ("ani/ani1x_n5.hdf5", "ani1x", HARTREE)], ids=["md17", "ani1x"])
 def test_a_study_without_units_reads_a_file_in_its_formats_units(shared, tmp_path, monkeypatch, file, format, unit):

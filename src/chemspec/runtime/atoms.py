@@ -196,6 +196,33 @@ def typical_closest(blocks: Sequence[Frames], most: int = 10_000) -> float | Non
     return float(np.median(closest)) if closest.size else None
 
 
+LONGEST_H_BOND = 1.7
+"""Å: in a typical frame of molecules a hydrogen atom's nearest atom is nearer than this (C–H 1.09, O–H 0.96,
+metal–H up to about 1.7 Å); a median above it means positions read in too large a length unit (bohr read as
+Å puts C–H at 2.06 Å and O–H at 1.81 Å)."""
+
+
+def typical_hydrogen_reach(blocks: Sequence[Frames], most: int = 10_000) -> float | None:
+    """The median, over the hydrogen atoms of (at most about `most`, evenly spaced) frames of `blocks`, of the
+    distance to their nearest atom; None where no frame holds a hydrogen atom and another atom."""
+    stride = max(1, sum(len(block.positions) for block in blocks) // most)
+    reach = [np.zeros(0)]
+    for block in blocks:
+        hydrogens = np.flatnonzero(block.numbers == 1)
+        if not hydrogens.size or len(block.numbers) < 2:
+            continue
+        positions = block.positions[::stride]
+        chunk = max(1, (1 << 22) // (hydrogens.size * len(block.numbers)))
+        for start in range(0, len(positions), chunk):
+            part = positions[start:start + chunk]
+            distance = np.linalg.norm(part[:, hydrogens, None, :] - part[:, None, :, :], axis=-1)
+            distance[:, np.arange(hydrogens.size), hydrogens] = np.inf
+            reach.append(distance.min(axis=2).ravel())
+    reach = np.concatenate(reach)
+    reach = reach[np.isfinite(reach)]
+    return float(np.median(reach)) if reach.size else None
+
+
 def first_coincident(blocks: Sequence[Frames]) -> tuple[int, float] | None:
     """(structure index over the blocks in order, its smallest distance) of the first structure whose atoms
     lie closer than MIN_DISTANCE; None if there is none."""

@@ -18,8 +18,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, MIN_DISTANCE, SHORTEST_BOND, AtomsData,
-                                    Frames, first_coincident, from_frames, typical_closest)
+from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, LONGEST_H_BOND, MIN_DISTANCE, SHORTEST_BOND,
+                                    AtomsData, Frames, first_coincident, from_frames, typical_closest,
+                                    typical_hydrogen_reach)
 from chemspec.runtime.atoms_states import frame_state
 from chemspec.specs.data import COMPRESSIONS
 
@@ -63,6 +64,11 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
                if length_unit == "bohr" else "check the file's positions and data.source.units")
         raise RunError(f"{format} file {path} read with lengths in {length_unit}: the closest atoms of a typical "
                        f"structure are {typical:.3g} Å apart, nearer than in any molecule (H2: 0.74 Å); {fix}")
+    if (reach := typical_hydrogen_reach(blocks)) is not None and reach > LONGEST_H_BOND:
+        fix = ("they are likely in bohr: set length: bohr under data.source.units" if length_unit == "Angstrom"
+               else "check the file's positions and data.source.units")
+        raise RunError(f"{format} file {path} read with lengths in {length_unit}: a typical hydrogen atom's nearest "
+                       f"atom is {reach:.3g} Å away, farther than in any molecule (C–H 1.09 Å, O–H 0.96 Å); {fix}")
     data, dropped = from_frames(blocks)
     if len(data) == 0:
         raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
