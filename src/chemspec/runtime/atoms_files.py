@@ -3,7 +3,7 @@ the HDF5 formats (ani1x, ani2x) are read in runtime.atoms_hdf5.
 
 Each reader checks the keys and shapes its format promises and turns whatever a third-party parser
 raises on a damaged file into one `RunError` naming the file; `load_file` converts to eV and Å and
-refuses files that hold no structures or coincident atoms.
+refuses files that hold no structures, and structures no molecule has (runtime.geometry).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, LENGTH_UNITS, LONGEST_H_BOND, MIN_DISTANCE, SHORTEST_BOND,
-                                    AtomsData, Frames, first_coincident, from_frames, typical_closest,
-                                    typical_hydrogen_reach)
+from chemspec.runtime.atoms import ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, from_frames
+from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import frame_state
 from chemspec.specs.data import COMPRESSIONS
 
@@ -54,21 +53,7 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     read = sum(len(b.energy) for b in blocks)
     if read == 0:
         raise RunError(f"{format} file {path} holds no structures; check data.source.file")
-    if coincident := first_coincident(blocks):
-        groups = ", groups sorted by name" if format in HDF5_FORMATS else ""
-        raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
-                       f"{groups}) has two atoms {coincident[1]:.3g} Å apart, below {MIN_DISTANCE} Å: coincident "
-                       "atoms make every model's forces NaN; remove that structure from the file")
-    if (typical := typical_closest(blocks)) is not None and typical < SHORTEST_BOND:
-        fix = (f"they are likely in Å: remove length from data.source.units (Å is the {format} default)"
-               if length_unit == "bohr" else "check the file's positions and data.source.units")
-        raise RunError(f"{format} file {path} read with lengths in {length_unit}: the closest atoms of a typical "
-                       f"structure are {typical:.3g} Å apart, nearer than in any molecule (H2: 0.74 Å); {fix}")
-    if (reach := typical_hydrogen_reach(blocks)) is not None and reach > LONGEST_H_BOND:
-        fix = ("they are likely in bohr: set length: bohr under data.source.units" if length_unit == "Angstrom"
-               else "check the file's positions and data.source.units")
-        raise RunError(f"{format} file {path} read with lengths in {length_unit}: a typical hydrogen atom's nearest "
-                       f"atom is {reach:.3g} Å away, farther than in any molecule (C–H 1.09 Å, O–H 0.96 Å); {fix}")
+    check_geometry(blocks, path, format, length_unit)
     data, dropped = from_frames(blocks)
     if len(data) == 0:
         raise RunError(f"{format} file {path}: none of its {read} structures has finite energy and forces")
@@ -215,10 +200,6 @@ def _floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
 
 NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords", "energies", "forces")}
 """The arrays of an MD17 / rMD17 archive: atomic numbers, positions, energies, forces."""
-
-HDF5_FORMATS = ("ani1x", "ani2x")
-"""Formats read from HDF5 groups (runtime.atoms_hdf5): ANI-1x's release, a group a formula; torchani's,
-a group an atom count."""
 
 
 def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:

@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import MIN_DISTANCE, Frames, first_coincident
+from chemspec.runtime.atoms import Frames
+from chemspec.runtime.geometry import MIN_DISTANCE, first_coincident
 from chemspec.runtime.resume import EpochSampler
 
 MAX_Z = 100
