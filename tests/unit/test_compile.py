@@ -226,7 +226,7 @@ def test_an_ani1x_energy_key_brings_its_levels_forces_into_params_and_identity(t
 
 
 def test_units_given_as_a_model_are_filled_in_like_a_mapping(tmp_path):
-    from chemspec.specs.data import AtomsFileSource, Units
+    from chemspec.specs.atoms_source import AtomsFileSource, Units
 
     source = AtomsFileSource(file=str(tmp_path / "traj.npz"), format="md17", units=Units(length="bohr"))
     assert source.units == Units(energy="kcal/mol", length="bohr")
@@ -242,7 +242,7 @@ def test_max_molecules_records_that_it_draws_a_seeded_sample_so_the_data_identit
 
 
 def test_generated_data_identity_follows_the_molecules_smiles_not_their_names(tmp_path, monkeypatch):
-    from chemspec.specs import data
+    from chemspec.specs import atoms_source
 
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"generate": "md", "molecules": ["malonaldehyde", "CCO"],
                                                                 "frames": 2000},
@@ -250,7 +250,7 @@ def test_generated_data_identity_follows_the_molecules_smiles_not_their_names(tm
     spec = write_spec(tmp_path / "s.yaml", study)
     cell = expand(load_study(spec)).data
     assert cell.source["smiles"] == ["O=C/C=C\\O", "CCO"]
-    monkeypatch.setitem(data.MOLECULES, "malonaldehyde", "O=CCC=O")
+    monkeypatch.setitem(atoms_source.MOLECULES, "malonaldehyde", "O=CCC=O")
     assert identity(expand(load_study(spec)).data) != identity(cell)
 
 

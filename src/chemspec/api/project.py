@@ -17,7 +17,9 @@ from chemspec.compiler.render import GENERATED, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
 from chemspec.runtime.io import final_path, written_together
 from chemspec.specs import Study, json_schema, load_study
-from chemspec.specs.data import AtomsFileSource, SmilesFileSource, unsafe_character
+from chemspec.specs.atoms_source import AtomsFileSource
+from chemspec.specs.base import unsafe_character
+from chemspec.specs.data import SmilesFileSource
 
 
 def validate(spec: str | Path) -> Study:

@@ -8,7 +8,8 @@ from typing import Any
 from chemspec.compiler.cells import (ArchiveCell, CalibrationCell, Cells, DataCell, FitCell, ReferenceCell,
                                      SampleCell, SelectCell, SplitCell, TrainCell, choice_file, identity)
 from chemspec.specs import Study
-from chemspec.specs.data import SAMPLE, AtomsFileSource, GenerateMD
+from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
+from chemspec.specs.data import SAMPLE
 from chemspec.specs.model import GNNModel
 
 

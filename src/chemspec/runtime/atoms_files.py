@@ -21,7 +21,7 @@ from chemspec.errors import RunError
 from chemspec.runtime.atoms import ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, from_frames
 from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import frame_state
-from chemspec.specs.data import COMPRESSIONS
+from chemspec.specs.atoms_source import COMPRESSIONS
 
 if TYPE_CHECKING:
     from ase import Atoms

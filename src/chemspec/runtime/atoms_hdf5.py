@@ -11,7 +11,7 @@ import numpy as np
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import Frames
 from chemspec.runtime.atoms_files import checked_block, reading
-from chemspec.specs.data import ANI_LEVEL, ani_forces_key
+from chemspec.specs.atoms_source import ANI_LEVEL, ani_forces_key
 
 
 def energy_dataset(format: str, energy_key: str) -> str:

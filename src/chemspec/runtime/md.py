@@ -24,7 +24,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import AtomsData, Frames, from_frames
-from chemspec.specs.data import MOLECULES, md_state
+from chemspec.specs.atoms_source import MOLECULES, md_state
 
 if TYPE_CHECKING:
     from ase import Atoms

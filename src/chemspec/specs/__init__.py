@@ -108,7 +108,8 @@ def _locate(loc: tuple) -> _Located:
     """Follow a pydantic loc through the spec's types, dropping what pydantic adds but the YAML lacks: the
     tags of discriminated unions (data.source, model), the labels of other unions' members
     (`constrained-int`, `literal['auto']`) and the `[key]` marker of a bad mapping key."""
-    from chemspec.specs.data import AtomsFileSource, GenerateMD, PackageSource, SmilesFileSource
+    from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
+    from chemspec.specs.data import PackageSource, SmilesFileSource
     from chemspec.specs.model import ChemGPTModel, GNNModel
 
     tagged = {"package": PackageSource, "smiles_file": SmilesFileSource, "generate": GenerateMD,

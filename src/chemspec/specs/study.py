@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
-from chemspec.specs.data import AtomsFileSource, Data, GenerateMD, SmilesFileSource
+from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
+from chemspec.specs.data import Data, SmilesFileSource
 from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model

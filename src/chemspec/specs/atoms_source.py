@@ -1,0 +1,202 @@
+"""Force-field data sources: MD17-style data generated here (`generate: md`), and files of structures with
+energies and forces in public formats, with their units."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+from pydantic import Field, PositiveInt, PrivateAttr, model_validator
+
+from chemspec.specs.base import SourcePath, Spec
+
+MOLECULES = {
+    "water": "O", "methane": "C", "ammonia": "N", "methanol": "CO", "ethanol": "CCO", "benzene": "c1ccccc1",
+    "toluene": "Cc1ccccc1", "naphthalene": "c1ccc2ccccc2c1", "aspirin": "CC(=O)Oc1ccccc1C(=O)O",
+    "malonaldehyde": "O=C/C=C\\O", "uracil": "O=c1cc[nH]c(=O)[nH]1", "salicylic_acid": "O=C(O)c1ccccc1O",
+    "paracetamol": "CC(=O)Nc1ccc(O)cc1", "azobenzene": "c1ccc(cc1)N=Nc1ccccc1",
+}
+"""Molecules that `generate: md` knows by name (the MD17 set and a few small ones); others by SMILES."""
+
+
+@functools.lru_cache(maxsize=256)
+def _md_problem(smiles: str) -> str | None:
+    """Why the data stage could not start MD from this SMILES (it embeds the molecule with its hydrogens
+    and relaxes it with MMFF), or None."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import AllChem
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return f"is neither a known molecule ({', '.join(MOLECULES)}) nor a valid SMILES; fix the name"
+    mol = Chem.AddHs(mol)
+    if mol.GetNumAtoms() < 2:
+        atoms = "no atoms" if mol.GetNumAtoms() == 0 else "one atom"
+        return f"has {atoms}, hydrogens included; MD needs at least two: choose another molecule"
+    if not AllChem.MMFFHasAllMoleculeParams(mol):
+        return ("has atoms that MMFF has no parameters for, and the data stage relaxes each molecule with MMFF "
+                "before MD; choose another molecule")
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def md_state(smiles: str) -> tuple[int, int]:
+    """(total charge, spin multiplicity) with which the data stage labels and stores a molecule: its formal
+    charge, and one more than its radical electrons."""
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    return Chem.GetFormalCharge(mol), Descriptors.NumRadicalElectrons(mol) + 1
+
+
+class GenerateMD(Spec):
+    """MD17-style data generated here: RDKit conformer, ASE Langevin MD, GFN2-xTB labels."""
+
+    generate: Literal["md"]
+    """`md`: molecular dynamics trajectories labelled by a semi-empirical method."""
+    molecules: list[str] = Field(min_length=1)
+    """Molecules by name (e.g. ethanol) or SMILES."""
+    method: Literal["gfn2-xtb"] = "gfn2-xtb"
+    """Level of theory of the labels."""
+    temperature_K: float = Field(500.0, gt=0, le=5000)
+    """Langevin thermostat temperature in kelvin (MD17 ran at 500 K), up to 5,000 K, above which molecules
+    fall apart within a few steps."""
+    frames: PositiveInt = 1000
+    """Structures to keep in total, spread over the molecules."""
+    stride: PositiveInt = 10
+    """MD steps between kept frames."""
+    timestep_fs: float = Field(0.5, gt=0, le=5)
+    """MD time step in femtoseconds (MD17: 0.5), up to 5 fs: a bond to hydrogen vibrates in about 10 fs, so
+    longer steps blow the trajectory up."""
+    equilibration_steps: int = Field(1000, ge=0)
+    """Steps run before the first frame is kept."""
+
+    @model_validator(mode="after")
+    def _known_molecules(self) -> "GenerateMD":
+        for i, (name, smiles) in enumerate(zip(self.molecules, self.smiles())):
+            if problem := _md_problem(smiles):
+                raise ValueError(f"data.source.molecules.{i}: {name!r} {problem}")
+        if self.frames < len(self.molecules):
+            raise ValueError(f"data.source.frames ({self.frames}) must be at least one per molecule "
+                             f"({len(self.molecules)})")
+        return self
+
+    def available(self) -> int:
+        return self.frames
+
+    def smiles(self) -> list[str]:
+        """What each molecule is: a known name's SMILES (MOLECULES), else the SMILES as written."""
+        return [MOLECULES.get(name.lower(), name) for name in self.molecules]
+
+    def states(self) -> dict[str, tuple[int, int]]:
+        """Each molecule's (total charge, spin multiplicity), by name as written."""
+        return {name: md_state(smiles) for name, smiles in zip(self.molecules, self.smiles())}
+
+
+FORMAT_UNITS = {
+    "md17": {"energy": "kcal/mol", "length": "Angstrom"},
+    "rmd17": {"energy": "kcal/mol", "length": "Angstrom"},
+    "ani1x": {"energy": "Hartree", "length": "Angstrom"},
+    "ani2x": {"energy": "Hartree", "length": "Angstrom"},
+    "extxyz": {"energy": "eV", "length": "Angstrom"},
+    "asedb": {"energy": "eV", "length": "Angstrom"},
+}
+"""The units each format's files are written in: the sGDML/MD17 and rMD17 releases in kcal/mol and Å,
+ANI-1x and torchani's ANI-2x in Hartree and Å; extended XYZ and ASE databases fix no unit, and ASE's
+own is eV and Å."""
+
+
+class Units(Spec):
+    """Units of the values in a data file; converted to eV and Å on load."""
+
+    energy: Literal["eV", "kcal/mol", "kJ/mol", "Hartree"] | None = None
+    """Energy unit of the file (forces use this unit per length unit); left out: the format's."""
+    length: Literal["Angstrom", "bohr"] | None = None
+    """Length unit of the file's positions; left out: the format's."""
+
+
+ANI_LEVEL = "wb97x_dz"
+"""ANI-1x's level of theory when data.source.energy_key is left out: ωB97x/6-31G(d), energies and forces."""
+
+
+def ani_forces_key(energy_key: str) -> str:
+    """The ANI-1x forces dataset at the level of theory of an energy dataset: 'wb97x_tz.energy' ->
+    'wb97x_tz.forces', the default key 'energy' -> 'wb97x_dz.forces'."""
+    if energy_key == "energy":
+        return f"{ANI_LEVEL}.forces"
+    level, dot, _ = energy_key.rpartition(".")
+    return f"{level}.forces" if dot else "forces"
+
+
+class AtomsFileSource(Spec):
+    """Structures with energies and forces from a file in a public format."""
+
+    file: SourcePath
+    """Path to the file, relative to the study file's directory or absolute; it must exist."""
+    format: Literal["md17", "rmd17", "ani1x", "ani2x", "extxyz", "asedb"]
+    """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x release HDF5, torchani HDF5 (ani2x: the ANI-2x
+    release, a group per atom count), extended XYZ, or ASE database."""
+    units: Units | None = None
+    """Units the file's values are written in; a unit left out is the format's own: kcal/mol and Å for
+    md17 and rmd17, Hartree and Å for ani1x and ani2x, eV and Å for extxyz and asedb. They are filled in when the
+    study is read, so params.yaml and the data cell's identity name the units the data are read in.
+    Left out, the data stage refuses values implausible in the format's units (forces of more than
+    10 eV/Å RMS, energies beyond an atom's total energy), which a file in another unit gives."""
+    energy_key: str = "energy"
+    """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
+    meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...); for ani2x the dataset
+    of each group, `energy` meaning `energies`."""
+    forces_key: str = "forces"
+    """Key of the forces in extended XYZ per-atom arrays or ASE-db rows; for ani1x and ani2x the HDF5 dataset,
+    left out the forces at energy_key's level of theory (wb97x_tz.forces for wb97x_tz.energy). A level
+    without forces (ccsd(t)_cbs) stops the data stage unless this names another level's forces."""
+
+    _energy_unit_given: bool = PrivateAttr(default=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _format_defaults(cls, value: Any, handler: Any) -> "AtomsFileSource":
+        """Fill the units a source leaves out with its format's, and an ani1x forces key left out with the
+        energy level's, before the fields are validated (the model is frozen), and remember whether the
+        study gave the energy unit; a value of the wrong shape is left for validation to report."""
+        if not isinstance(value, dict) or not isinstance(value.get("format"), str):
+            return handler(value)
+        energy_key = value.get("energy_key")
+        if value["format"] == "ani1x" and isinstance(energy_key, str) and value.get("forces_key", "forces") == "forces":
+            value = {**value, "forces_key": ani_forces_key(energy_key)}
+        given = {} if value.get("units") is None else value["units"]
+        if isinstance(given, Units):
+            given = given.model_dump()
+        if value["format"] not in FORMAT_UNITS or not isinstance(given, dict):
+            return handler(value)
+        written = {key: unit for key, unit in given.items() if unit is not None}
+        source = handler({**value, "units": {**FORMAT_UNITS[value["format"]], **written}})
+        source._energy_unit_given = "energy" in written
+        return source
+
+    @model_validator(mode="after")
+    def _keys_apply(self) -> "AtomsFileSource":
+        named = sorted(key for key in ("energy_key", "forces_key")
+                       if getattr(self, key) != type(self).model_fields[key].default)
+        if self.format in ("md17", "rmd17") and named:
+            arrays = "R, z, E, F" if self.format == "md17" else "coords, nuclear_charges, energies, forces"
+            raise ValueError(f"data.source.{named[0]} applies to extxyz, asedb, ani1x and ani2x files; an "
+                             f"{self.format} npz holds its arrays under fixed keys ({arrays}): remove "
+                             f"{' and '.join(named)}")
+        return self
+
+    @property
+    def check_units(self) -> bool:
+        """Whether the data stage checks that the values are plausible in their energy unit: where the study
+        left that unit to the format's default."""
+        return not self._energy_unit_given
+
+
+COMPRESSIONS = (".gz", ".bz2", ".xz")
+"""The compressed forms of an extended XYZ file that ASE opens (and the data stage reads in memory)."""
+ATOMS_SUFFIXES = (".npz", ".hdf5", ".h5", ".db",
+                  *(f"{xyz}{packed}" for xyz in (".xyz", ".extxyz") for packed in ("", *COMPRESSIONS)))
+"""Files read as atoms sources when a source names neither its format nor a SMILES column, so that a
+misspelt `format` is reported against the atoms source's keys."""
