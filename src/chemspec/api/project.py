@@ -236,7 +236,7 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
     """Run the compiled pipeline with stale cells as submitit jobs; defaults come from the study's executor."""
     from chemspec.launch import launch as run_launch
     from chemspec.launch_jobs import Settings
-    from chemspec.specs.study import Training
+    from chemspec.specs.training import Training
 
     cells = load_cells(params)
     executor = cells.executor

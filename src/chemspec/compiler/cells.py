@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from chemspec.specs.study import Executor
+from chemspec.specs.outputs import Executor
 from chemspec.specs.training import Training
 
 

@@ -26,7 +26,7 @@ from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
 from chemspec.runtime.result_files import SPEED_KEYS
-from chemspec.specs.study import BOOTSTRAP_CELLS
+from chemspec.specs.outputs import BOOTSTRAP_CELLS
 
 MIN_POINTS = 3
 

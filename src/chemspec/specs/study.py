@@ -5,95 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 from chemspec.specs.data import Data, SmilesFileSource
 from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model
+from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, JOINT_DISTINCT, Archive, Executor, Fit
 from chemspec.specs.training import Training
 
 CountStructures = Callable[[Path, AtomsFileSource], int]
 """Counts the structures of an atoms file (ValueError with the reason where it cannot). The caller gives it:
 the spec layer knows no file format, and only `chemspec validate` reads a whole atoms file's index."""
-AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
-"""What one fit of a per-axis law needs, as runtime.fit.power_law and runtime.laws.saturating_law check it:
-(points, distinct sizes). Its points are the data sizes of one model size, or the model sizes of one data size."""
-JOINT_DISTINCT = 3
-"""Distinct sizes per axis that runtime.laws.joint_law needs (3 × 3 cells are more than the 7 points it needs)."""
-BOOTSTRAP_CELLS = 12
-"""Cells that runtime.fit.bootstrap needs: fewer, and resampled grids too often miss a whole size."""
-
-
-class Fit(Spec):
-    """Scaling-law fits of the converged losses."""
-
-    laws: list[Literal["power", "saturating", "joint"]] = Field(["power", "joint"], min_length=1)
-    """Laws to fit. power: log L = log a − α log x per axis (an effective slope, biased low by a loss
-    floor); saturating: L = E + a·x^−α per axis (≥ 4 points); joint: L = E + A/N^α + B/D^β over the
-    whole grid (≥ 7 cells, ≥ 3 sizes per axis), the primary result. A law named here must have the sizes
-    for at least one fit; left out, the default laws are fitted where the grid allows."""
-    confidence: float = Field(0.95, gt=0, lt=1)
-    """Confidence level of the intervals."""
-    bootstrap: int = Field(0, ge=0, le=100_000)
-    """Resamples of the cells (with replacement) to cross-check the joint fit's intervals by the
-    percentile bootstrap; only on grids of at least 12 cells (0: none)."""
-    replicate_seeds: int = Field(0, ge=0, le=20)
-    """Extra training seeds at the cells named in replicate_cells, to measure the seed-to-seed noise
-    the intervals assume."""
-    replicate_cells: list[str] = []
-    """Cells to repeat, as `<model size>-<data size>` (e.g. xs-1000)."""
-
-    @field_validator("laws", "replicate_cells")
-    @classmethod
-    def _unique(cls, values: list[str], info: ValidationInfo) -> list[str]:
-        if len(set(values)) != len(values):
-            raise ValueError(f"fit.{info.field_name} repeats a value ({values}); list each value once")
-        return values
-
-
-class Archive(Spec):
-    """Where results are archived."""
-
-    remote: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-    """DVC remote for large artifacts; `default` is a local directory remote."""
-
-
-class Slurm(Spec):
-    """SLURM settings of the slurm executor."""
-
-    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$")
-    """Partition to submit to."""
-    account: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    """Account to charge."""
-    gpus_per_job: int | None = Field(None, ge=0)
-    """GPUs per cell; default: what a cell uses, one per `training.devices` (1 for `auto`), none with
-    `training.accelerator: cpu`. 0 asks for none (GPUs given through `--sbatch gres=...`, or none)."""
-    time_min: PositiveInt = 60
-    """Wall-time limit per cell, minutes."""
-
-    def gpus(self, training: Training) -> int:
-        """The GPUs each cell's job asks for."""
-        if self.gpus_per_job is not None:
-            return self.gpus_per_job
-        if training.accelerator == "cpu":
-            return 0
-        return training.devices if isinstance(training.devices, int) else 1
-
-
-class Executor(Spec):
-    """How stale cells are run."""
-
-    kind: Literal["local", "slurm"] = "local"
-    """local: on this machine; slurm: one job per cell through submitit."""
-    jobs: PositiveInt = 1
-    """Cells run at once."""
-    slurm: Slurm = Slurm()
-    """SLURM settings (slurm executor only)."""
 
 
 class Study(Spec):
