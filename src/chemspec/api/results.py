@@ -1,4 +1,4 @@
-"""The verbs that read results: report, the archive's ls/show/verify, diff, pull and refit."""
+"""The verbs that read results: report, diff, pull and refit (the archive's ls/show/verify: api.archive)."""
 
 from __future__ import annotations
 
@@ -203,41 +203,6 @@ def _archived_object(value, role: str, problem, source: str):
     return value
 
 
-def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], list[str]]:
-    """The archived runs that can be read, newest of each study marked current, a line for each ref or
-    manifest that cannot be read, and one for each leftover of an interrupted write."""
-    from chemspec.archive import Store, leftovers, scan
-
-    store = Store(root)
-    found, problems = scan(root)
-    current = {}
-    for study in store.studies():
-        try:
-            current[store.ref(study)] = study
-        except ArchiveError as exc:
-            problems.append(str(exc))
-    readable = {digest for digest, _ in found}
-    problems += [f"{store.ref_path(study)} names manifest {digest}, which is missing or corrupt; restore it with "
-                 "`git checkout -- archive` or rerun the archive stage (`chemspec archive verify` checks all)"
-                 for digest, study in current.items() if digest not in readable]
-    if not found and not problems:
-        raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
-                           "with --root")
-    return [{"manifest": digest, "study": m["study"], "cells": len(m["objects"].get("train", {})),
-             "commit": (m["provenance"]["git"].get("commit") or "")[:12], "current": digest in current,
-             "compute_hours": m["provenance"].get("compute_hours")} for digest, m in found], problems, leftovers(root)
-
-
-def archive_show(prefix: str, root: str | Path = "archive") -> dict:
-    from chemspec.archive import find
-
-    if not prefix.strip():
-        raise UsageError("the manifest id is empty; give one, or its first characters "
-                         "(`chemspec archive ls` lists them)")
-    digest, manifest = find(root, prefix)
-    return {"manifest": digest, **manifest}
-
-
 def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None) -> dict:
     from chemspec.archive import diff as archive_diff
 
@@ -314,14 +279,3 @@ def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dic
     cells, fit = (_archived_object(summary(manifest, role, snapshot.json), role, problem, source)
                   for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
     return cells, fit, manifest["study"]
-
-
-def archive_verify(root: str | Path = "archive") -> tuple[int, list[str]]:
-    """Re-hash every archived object; return how many were checked and a line for each leftover of an
-    interrupted write (harmless), or raise listing each problem."""
-    from chemspec.archive import leftovers, verify
-
-    checked, problems = verify(root)
-    if problems:
-        raise ArchiveError("archive verify found problems:\n" + "\n".join(f"  {p}" for p in problems))
-    return checked, leftovers(root)
