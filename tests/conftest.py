@@ -177,7 +177,7 @@ def archive_commit(root: Path, cells: list[dict], fits: list[dict], study: str =
     spec = {"study": study, "data": {"kind": "smiles"}, "model": {"family": "chemgpt"}, "fit": {"confidence": 0.95},
             **({"archive": spec_archive} if spec_archive else {})}
     objects = {"spec": store.put_json(spec),
-               "cells": store.put_json(cells), "fit": store.put_json({"fits": fits, "confidence": 0.95}),
+               "cells": store.put_json(cells), "fit": store.put_json({"study": study, "fits": fits, "confidence": 0.95}),
                **({"plots": {name: store.put_bytes(data) for name, data in plots.items()}} if plots else {})}
     digest = store.put_json({"kind": "chemspec-manifest", "study": study, "objects": objects, "checkpoints": {},
                              "provenance": {"git": {"commit": None}, "compute_hours": 0.0}, **manifest})

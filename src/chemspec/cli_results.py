@@ -227,6 +227,10 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
     """Refit archived losses (a pulled directory, a git revision or a manifest id) without training; exit 1
     when no law could be fitted anywhere."""
     result = api.refit(source, list(laws) or None, confidence, study)
+    if result["edited"]:
+        verb = "differs" if len(result["edited"]) == 1 else "differ"
+        _notes([f"{', '.join(result['edited'])} of {source} {verb} from the run pulled into it (its manifest.json): "
+                "these fits are of the edited files, not of the archive"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -32,6 +32,8 @@ def test_refit_of_a_file_or_a_law_given_twice_is_refused(cli, tmp_path):
     assert file.code == 2 and "pd2/cells.json is a file; give the folder that holds cells.json" in file.err
     twice = cli("refit", "pd2", "--law", "power", "--law", "power", cwd=tmp_path)
     assert twice.code == 2 and "--law repeats a value (power, power); give each law once" in twice.err
+    nan = cli("refit", "pd2", "--confidence", "nan", cwd=tmp_path)
+    assert nan.code == 2 and "--confidence nan is not between 0 and 1; give a level such as 0.95" in nan.err, nan.err
 
 
 @pytest.mark.parametrize("args", [("diff",), ("report", "--from", "HEAD")], ids=["diff", "report-from"])

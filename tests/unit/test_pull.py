@@ -56,6 +56,20 @@ def test_refit_of_a_damaged_pulled_folder_says_to_pull_again_not_to_rerun_a_stag
     assert "pull the run again" in truncated.err and "dvc" not in truncated.err, truncated.err
 
 
+def test_refit_of_a_pulled_folder_names_the_files_edited_since_the_pull(cli, two_studies):
+    root, alpha, _ = two_studies
+    assert cli("pull", alpha[:10], "--to", "a", cwd=root).code == 0
+    untouched = cli("refit", "a", "--json", cwd=root)
+    assert json.loads(untouched.out)["edited"] == [] and "note:" not in untouched.err, untouched.err
+    cells = json.loads((root / "a" / "cells.json").read_text())
+    (root / "a" / "cells.json").write_text(json.dumps([{**cells[0], "val_loss": 9.9}]))
+    (root / "a" / "spec.json").write_text("{}")
+    edited = cli("refit", "a", "--json", cwd=root)
+    assert json.loads(edited.out)["edited"] == ["cells.json", "spec.json"]
+    assert "note: cells.json, spec.json of a differ from the run pulled into it (its manifest.json): these fits " \
+           "are of the edited files, not of the archive" in edited.err, edited.err
+
+
 def test_a_study_that_disagrees_with_the_manifest_id_is_refused(cli, two_studies):
     root, alpha, _ = two_studies
     result = cli("pull", alpha[:10], "--to", "a", "--study", "beta", cwd=root)

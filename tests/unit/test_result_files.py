@@ -98,6 +98,23 @@ def test_a_hand_edited_results_file_is_named_with_its_row_and_key(cli, project, 
     assert not (project / "report").exists()
 
 
+@pytest.mark.parametrize(("edit", "named"), [
+    (lambda cells: cells[1].update(data_size=-5), "record 1: 'data_size' is -5, not a whole number above 0"),
+    (lambda cells: cells[2].update(params=0), "record 2: 'params' is 0, not a whole number above 0"),
+    (lambda cells: cells.append(dict(cells[0])), "records 0 and 16 are both cell xs-200"),
+], ids=["negative-size", "no-parameters", "a-cell-twice"])
+def test_cells_no_fit_can_take_are_named_not_fitted(cli, project, edit, named):
+    """Logs of sizes at or below 0 are no points, and a cell given twice would count as two and narrow the
+    intervals."""
+    io.write_json(project / "fit" / "fit.json", _fit())
+    cells = _cells()
+    edit(cells)
+    io.write_json(project / "fit" / "cells.json", cells)
+    result = cli("report", cwd=project.parents[1])
+    assert result.code == 1 and f"results/tiny/fit/cells.json is not a list of cell records ({named})" in result.err
+    assert "internal error" not in result.err
+
+
 def test_calibration_json_is_checked_too(cli, tmp_path):
     write_spec(tmp_path / "study.yaml", tiny_study(**{"hpo.tpe.calibrate": True}))
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0

@@ -221,15 +221,18 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
           study: str | None = None) -> dict:
     """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;
-    `fitted` says whether any law could be fitted anywhere."""
+    `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
+    from the run it was pulled from."""
     from chemspec.archive.history import WORKTREE, commit_of, in_repository
-    from chemspec.archive.pull import archived_ids
+    from chemspec.archive.pull import archived_ids, edited
     from chemspec.runtime.fit import finite_json, fits
 
     if not source.strip():
         raise UsageError("the source is empty; give a folder that `chemspec pull` made, or a git revision")
     if laws and len(set(laws)) != len(laws):
         raise UsageError(f"--law repeats a value ({', '.join(laws)}); give each law once")
+    if confidence is not None and not 0 < confidence < 1:
+        raise UsageError(f"--confidence {confidence} is not between 0 and 1; give a level such as 0.95")
     folder = Path(source)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{source} is a file; give the folder that holds cells.json and fit.json "
@@ -252,15 +255,15 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
                                "an empty folder (`chemspec pull REV --to DIR`)") from None
         if study is not None and old["study"] != study:
             raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
-        name = old["study"]
+        name, changed = old["study"], edited(folder)
     else:
-        cells, old, name = _archived_summaries(source, study)
+        (cells, old, name), changed = _archived_summaries(source, study), []
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
     level = confidence if confidence is not None else old["confidence"]
     flat, joint = fits(cells, laws, level)
     fitted = any(f["status"] == "ok" for f in flat) or (joint or {}).get("status") == "ok"
     return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint,
-                        "fitted": fitted})
+                        "fitted": fitted, "edited": changed})
 
 
 def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:

@@ -7,12 +7,14 @@ is assembled under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from pathlib import Path
 
 from chemspec.archive.history import Snapshot, commit_of, in_repository
-from chemspec.archive.manifest import SUMMARIES, summary, walk
-from chemspec.archive.store import manifest_digest
+from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
+from chemspec.archive.store import json_digest, manifest_digest
 from chemspec.archive.remote import remote_options
 from chemspec.errors import ArchiveError, UsageError
 from chemspec.runtime.io import atomic_dir, ignored_folder, sha256_tree, write_bytes, write_json
@@ -81,7 +83,7 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
     with atomic_dir(to) as tmp:
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):
-            name = NAMES.get(role) or (role if role.startswith("plots/") else f"{role}.json")
+            name = file_name(role)
             if role in SUMMARIES:  # with the times the archive keeps apart
                 write_json(tmp / name, summary(manifest, role, snapshot.json))
             else:
@@ -94,6 +96,38 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
     return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
             "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints), "unchecked": len(unchecked)}
+
+
+def file_name(role: str) -> str:
+    """The file of a pulled folder that holds the archived object `role`."""
+    return NAMES.get(role) or (role if role.startswith("plots/") else f"{role}.json")
+
+
+def edited(folder: Path) -> list[str]:
+    """The files of a pulled folder that no longer hold what its manifest.json archived, in the manifest's order
+    (manifest.json itself where it cannot be read); none where the folder holds no manifest.json."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+        objects = walk(manifest)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ["manifest.json"]
+    changed = []
+    for role, digest in objects:
+        try:
+            data = (folder / file_name(role)).read_bytes()
+            if role.startswith("plots/"):
+                found = hashlib.sha256(data).hexdigest()
+            else:
+                value = json.loads(data)
+                found = json_digest(split_times(value)[0] if role in SUMMARIES and "timing" in manifest["objects"]
+                                    else value)
+        except (OSError, ValueError):
+            found = None
+        if found != digest:
+            changed.append(file_name(role))
+    return changed
 
 
 def _missing_folder(url: str, cwd: Path) -> Path | None:

@@ -29,6 +29,7 @@ def _of(*types: type) -> Callable[[Any], bool]:
 TEXT: Kind = (_of(str), "text")
 WHOLE: Kind = (_of(int), "a whole number")
 WHOLE_OR_NULL: Kind = (lambda v: v is None or _of(int)(v), "a whole number or null")
+COUNT: Kind = (lambda v: _of(int)(v) and v > 0, "a whole number above 0")
 NUMBER: Kind = (_of(int, float), "a number")
 NUMBER_OR_NULL: Kind = (lambda v: v is None or _of(int, float)(v), "a number or null")
 MAPPING: Kind = (_of(dict), "a mapping")
@@ -37,7 +38,7 @@ LIST: Kind = (_of(list), "a list")
 INTERVAL: Kind = (lambda v: isinstance(v, list) and len(v) == 2 and all(NUMBER_OR_NULL[0](e) for e in v),
                   "a [low, high] pair of numbers (null: open)")
 
-CELL = {"model": TEXT, "params": WHOLE, "data_size": WHOLE, "status": TEXT, "val_loss": NUMBER_OR_NULL,
+CELL = {"model": TEXT, "params": COUNT, "data_size": COUNT, "status": TEXT, "val_loss": NUMBER_OR_NULL,
         "wall_time_s": NUMBER, "hparams": MAPPING_OR_NULL}
 SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
@@ -98,7 +99,13 @@ def cells_problem(rows: Any) -> str | None:
     """What makes `rows` unreadable as cells.json, naming the record and key at fault; None if it reads."""
     if not isinstance(rows, list):
         return f"it holds a {type(rows).__name__}"
-    return _rows_problem(rows, "record", _cell_problem)
+    if wrong := _rows_problem(rows, "record", _cell_problem):
+        return wrong
+    seen: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        if (first := seen.setdefault((row["model"], row["data_size"]), i)) != i:
+            return f"records {first} and {i} are both cell {row['model']}-{row['data_size']}"
+    return None
 
 
 def _fit_row_problem(row: Any) -> str | None:
