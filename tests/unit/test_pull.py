@@ -70,6 +70,25 @@ def test_refit_of_a_pulled_folder_names_the_files_edited_since_the_pull(cli, two
            "are of the edited files, not of the archive" in edited.err, edited.err
 
 
+def test_a_run_only_the_working_tree_holds_is_refit_in_place_and_not_pulled(cli, two_studies):
+    """The usual moment to look at a new run is before committing it: `archive ls` lists its id already."""
+    from chemspec.archive.store import Store
+
+    root, alpha, _ = two_studies
+    store = Store(root / "archive")
+    manifest = store.get_json(alpha)
+    new = store.put_json({**manifest, "provenance": {**manifest["provenance"], "compute_hours": 1.0}})
+    assert new[:12] in cli("archive", "ls", cwd=root).out
+    pulled = cli("pull", new[:12], "--to", "p", cwd=root)
+    assert pulled.code == 2 and f"manifest {new[:16]} (study alpha) is in the working tree's archive/ but in no " \
+        f"commit, and a pull reads a committed run: commit it" in pulled.err, pulled.err
+    assert f"or refit it in place (`chemspec refit {new[:12]}`)" in pulled.err and not (root / "p").exists()
+    refit = cli("refit", new[:12], "--json", cwd=root)
+    assert json.loads(refit.out)["study"] == "alpha", refit.err
+    worktree = cli("pull", "WORKTREE", cwd=root)
+    assert worktree.code == 2 and "a pull reads a committed run" in worktree.err, worktree.err
+
+
 def test_a_study_that_disagrees_with_the_manifest_id_is_refused(cli, two_studies):
     root, alpha, _ = two_studies
     result = cli("pull", alpha[:10], "--to", "a", "--study", "beta", cwd=root)

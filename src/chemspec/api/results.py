@@ -224,7 +224,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
     from the run it was pulled from."""
     from chemspec.archive.history import WORKTREE, commit_of, in_repository
-    from chemspec.archive.pull import archived_ids, edited
+    from chemspec.archive.pull import archived_ids, edited, uncommitted_ids
     from chemspec.runtime.fit import finite_json, fits
 
     if not source.strip():
@@ -238,7 +238,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
         raise UsageError(f"{source} is a file; give the folder that holds cells.json and fit.json "
                          "(one that `chemspec pull` made) or a git revision")
     if not folder.is_dir() and source != WORKTREE and commit_of(source, ".") is None \
-            and not (in_repository(".") and archived_ids(source, Path("."))):
+            and not (in_repository(".") and archived_ids(source, Path("."))) and not uncommitted_ids(source, Path(".")):
         outside = "" if in_repository(".") else " (this folder is in no git repository)"
         raise UsageError(f"{source} is neither a folder, a git revision nor an archived manifest id here{outside}; "
                          "give a folder that `chemspec pull` made, a commit, branch or tag, or a manifest id "
@@ -276,7 +276,7 @@ def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dic
         snapshot = Snapshot(source)
         _, manifest = snapshot.manifest(study)
     else:
-        rev, _, digest = resolve(source, study, Path("."))
+        rev, _, digest = resolve(source, study, Path("."), worktree=True)
         snapshot = Snapshot(rev)
         manifest = snapshot.json(digest)
     cells, fit = (_archived_object(summary(manifest, role, snapshot.json), role, problem, source)

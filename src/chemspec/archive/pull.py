@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from chemspec.archive.history import Snapshot, commit_of, in_repository
+from chemspec.archive.history import WORKTREE, Snapshot, commit_of, in_repository
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.store import json_digest, manifest_digest
 from chemspec.archive.remote import remote_options
@@ -44,10 +44,29 @@ def archived_ids(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
-def resolve(target: str, study: str | None, cwd: Path) -> tuple[str, str, str]:
+def uncommitted_ids(prefix: str, cwd: Path) -> dict[str, str]:
+    """{manifest id: study} of the runs in the working tree's archive whose ids start with `prefix`."""
+    from chemspec.archive.manifest import scan
+
+    if not prefix or not all(c in "0123456789abcdef" for c in prefix) or not (cwd / "archive").is_dir():
+        return {}
+    return {digest: manifest["study"] for digest, manifest in scan(cwd / "archive")[0] if digest.startswith(prefix)}
+
+
+def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -> tuple[str, str, str]:
     """(commit, study, manifest id) of the run `target` names: a git revision (with `study`, or the only
-    study archived there), or a manifest id (or its start) archived in this history, whose study it is."""
+    study archived there), or a manifest id (or its start) archived in this history, whose study it is. With
+    `worktree`, a manifest id that only the working tree's archive holds resolves to WORKTREE."""
     commit, runs = commit_of(target, cwd), archived_ids(target, cwd)
+    if commit is None and not runs and target != WORKTREE and len(local := uncommitted_ids(target, cwd)) == 1:
+        ((digest, name),) = local.items()
+        if not worktree:
+            raise UsageError(f"manifest {digest[:16]} (study {name}) is in the working tree's archive/ but in no "
+                             "commit, and a pull reads a committed run: commit it (`git add -A && git commit`) and "
+                             f"pull again, or refit it in place (`chemspec refit {target}`)")
+        if study is not None and study != name:
+            raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study")
+        return WORKTREE, name, digest
     if commit is not None and runs:
         raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
                            f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")
@@ -73,6 +92,10 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
     """The run archived at `target` into `to` (default pulled/<study>-<manifest id>, a name that stays true
     when later commits come); checkpoints come from the remote its study named, into a folder git ignores."""
     cwd = Path(cwd)
+    if target == WORKTREE:
+        raise UsageError("a pull reads a committed run (its checkpoints come through DVC at that commit), and "
+                         f"{WORKTREE}'s results are already on disk: read them with `chemspec report` or "
+                         f"`chemspec refit {WORKTREE}`, or commit the run and pull that commit")
     rev, name, digest = resolve(target, study, cwd)
     to = Path(to) if to is not None else Path("pulled") / f"{name}-{digest[:12]}"
     if to.exists() and any(to.iterdir()):
