@@ -133,3 +133,20 @@ def test_an_object_missing_from_the_working_tree_archive_says_how_to_restore_it(
     result = cli("report", "--from", "WORKTREE", "--no-files", cwd=repo)
     assert result.code == 1 and f"archive/objects/{cells[:2]}/{cells} not found in the working tree" in result.err
     assert "`git checkout -- archive`" in result.err and "Traceback" not in result.err, result.err
+
+
+def test_an_object_corrupt_at_a_past_revision_says_verify_cannot_mend_it(cli, repo):
+    """`archive verify` reads the working tree, whose copy may be intact; the message must not send the user
+    there alone."""
+    digest = archive_commit(repo, [_cell("xs", 100, 2.0)], [])
+    cells = json.loads((repo / "archive" / "objects" / digest[:2] / digest).read_text())["objects"]["cells"]
+    path = repo / "archive" / "objects" / cells[:2] / cells
+    intact = path.read_bytes()
+    path.write_bytes(intact.replace(b"2.0", b"2.5"))
+    subprocess.run(["git", "commit", "-qam", "damage"], cwd=repo, check=True)
+    path.write_bytes(intact)
+    assert cli("archive", "verify", cwd=repo).code == 0
+    result = cli("report", "--from", "HEAD", "--no-files", cwd=repo)
+    assert result.code == 1 and f"archive object {cells} at revision HEAD is corrupt: the bytes committed there no " \
+        "longer hash to its name" in result.err, result.err
+    assert f"`git log --oneline -- archive/objects/{cells[:2]}/{cells}`" in result.err

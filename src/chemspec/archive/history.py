@@ -93,7 +93,14 @@ class Snapshot:
     def object(self, digest: str) -> bytes:
         data = self.read(f"objects/{digest[:2]}/{digest}")
         if hashlib.sha256(data).hexdigest() != digest:
-            raise ArchiveError(f"archive object {digest} at {self.label} is corrupt; run `chemspec archive verify`")
+            if self.rev == WORKTREE:
+                raise ArchiveError(f"archive object {digest} in the working tree is corrupt; run `chemspec archive "
+                                   "verify`, which lists every damaged object, and restore them from git (`git "
+                                   f"checkout -- {self.root}`)")
+            raise ArchiveError(f"archive object {digest} at revision {self.label} is corrupt: the bytes committed "
+                               "there no longer hash to its name, so the run that names it cannot be read at that "
+                               "revision; read it at a commit that holds an intact copy (`git log --oneline -- "
+                               f"{self.root}/objects/{digest[:2]}/{digest}` lists the commits that changed it)")
         return data
 
     def json(self, digest: str) -> Any:
