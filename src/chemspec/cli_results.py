@@ -109,12 +109,14 @@ def archive() -> None:
 @click.option("--root", default="archive", type=click.Path(file_okay=False),
               help="Archive folder (not the project root).")
 def archive_ls(root: str) -> None:
-    """List archived runs (manifests); * marks each study's newest."""
+    """List archived runs (manifests); * marks each study's newest. `at` names the newest commit at which the run
+    is its study's (what `pull` and `refit` take), `-` where no commit holds it as such."""
     runs, problems, leftovers = api.archive_ls(root)
     for run in runs:
         mark = "*" if run["current"] else " "
-        click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {run['cells']:>4} cells  "
-                   f"commit {run['commit'] or '-':<12}  {run['compute_hours']:.4f} h")
+        cells = "?" if run["cells"] is None else run["cells"]
+        click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {cells:>4} cells  "
+                   f"at {(run['at'] or '-')[:12]:<12}  {run['compute_hours']:.4f} h")
     _notes(leftovers)
     if problems:
         click.echo("error: archive ls could not read:\n" + "\n".join(f"  {p}" for p in problems), err=True)

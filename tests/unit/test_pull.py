@@ -78,7 +78,9 @@ def test_a_run_only_the_working_tree_holds_is_refit_in_place_and_not_pulled(cli,
     store = Store(root / "archive")
     manifest = store.get_json(alpha)
     new = store.put_json({**manifest, "provenance": {**manifest["provenance"], "compute_hours": 1.0}})
-    assert new[:12] in cli("archive", "ls", cwd=root).out
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+    listed = {line[2:18]: line for line in cli("archive", "ls", cwd=root).out.splitlines()}
+    assert "   1 cells  at -  " in listed[new[:16]] and f"1 cells  at {head[:12]}" in listed[alpha[:16]], listed
     pulled = cli("pull", new[:12], "--to", "p", cwd=root)
     assert pulled.code == 2 and f"manifest {new[:16]} (study alpha) is in the working tree's archive/ but in no " \
         f"commit, and a pull reads a committed run: commit it" in pulled.err, pulled.err

@@ -27,9 +27,29 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
     if not found and not problems:
         raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
                            "with --root")
-    return [{"manifest": digest, "study": m["study"], "cells": len(m["objects"].get("train", {})),
+    committed = _committed(Path(root).resolve().parent)
+    return [{"manifest": digest, "study": m["study"], "cells": _cells(store, m), "at": committed.get(digest),
              "commit": (m["provenance"]["git"].get("commit") or "")[:12], "current": digest in current,
-             "compute_hours": m["provenance"].get("compute_hours")} for digest, m in found], problems, leftovers(root)
+             "compute_hours": m["provenance"].get("compute_hours")}
+            for digest, m in found], problems, leftovers(root)
+
+
+def _committed(project: Path) -> dict[str, str]:
+    """{manifest id: the newest commit at which it is its study's run} over the history of `project`."""
+    from chemspec.archive.history import in_repository
+    from chemspec.archive.pull import archived_ids
+
+    return {digest: commit for digest, (commit, _) in archived_ids("", project).items()} \
+        if in_repository(project) else {}
+
+
+def _cells(store, manifest: dict) -> int | None:
+    """The cells of a run as its report counts them (one per model and data size, whatever ranks and seeds
+    trained); None where its cells object cannot be read."""
+    try:
+        return len(store.get_json(manifest["objects"]["cells"]))
+    except (ArchiveError, KeyError, TypeError, ValueError):
+        return None
 
 
 def archive_show(prefix: str, root: str | Path = "archive") -> dict:
