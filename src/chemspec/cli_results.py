@@ -150,12 +150,13 @@ def _notes(lines: list[str]) -> None:
 @click.command(short_help="Compare the archived results of two git revisions.")
 @click.argument("rev_a", default="HEAD")
 @click.argument("rev_b", default="WORKTREE")
-@click.option("--study", default=None, help="Study to compare (needed when several are archived).")
+@click.option("--study", default=None, help="Study to compare (default: the one compiled into params.yaml, where "
+                                            "several are archived).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     """Compare the archived results of two git revisions: REV_A (default HEAD) and REV_B (default WORKTREE,
     the files on disk)."""
-    from chemspec.archive.history import TEST_ERRORS
+    from chemspec.archive.history import TEST_ERRORS, WORKTREE
 
     result = api.diff(rev_a, rev_b, study)
     if as_json:
@@ -164,7 +165,7 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     click.echo(f"study {result['study']}: {rev_a} ({result['a']['manifest'][:12]}) -> "
                f"{rev_b} ({result['b']['manifest'][:12]})")
     for change in result["spec"]:
-        click.echo(f"  spec {change['field']}: {change['before']!r} -> {change['after']!r}")
+        click.echo(f"  spec {change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")
     cells = result["cells"]
     for key in cells["added"]:
         click.echo(f"  + cell {key}")
@@ -185,13 +186,24 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
     changed = [row for row in result["exponents"] if row["before"] != row["after"]]
     for row in changed:
         flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
+        sides = (_with_ci(row[side], row[f"ci_{side}"]) for side in ("before", "after"))
+        reasons = "".join(f"; {side}: {row[f'reason_{side}']}" for side in ("before", "after")
+                          if f"reason_{side}" in row)
         click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): "
-                   f"{_change(row['before'], row['after'])} ({flag} at {result['confidence']:.0%})")
+                   f"{' -> '.join(sides)} ({flag} at {result['confidence']:.0%}{reasons})")
     if any(row["significant"] is not None for row in changed):
         click.echo(f"  (significance: {result['test']})")
     if not (result["spec"] or any(cells[k] for k in ("added", "removed", "changed", "generation")) or changed):
         same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
         click.echo(f"  no changes: {same} (spec, cells and exponents)")
+    if result["stale"]:
+        _notes([f"{WORKTREE}: {result['stale']}"])
+
+
+def _with_ci(value: float | None, ci: list | None) -> str:
+    if value is None or not ci:
+        return _fmt(value, "none")
+    return f"{_fmt(value)} [{_fmt(ci[0], 'open')}, {_fmt(ci[1], 'open')}]"
 
 
 def _change(before: float | None, after: float | None) -> str:

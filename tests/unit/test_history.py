@@ -6,10 +6,14 @@ import json
 import subprocess
 
 import pytest
+import yaml
 from scipy import stats
 
 from chemspec.archive.history import exponent_changes, spec_changes
-from tests.conftest import archive_commit
+from chemspec.compiler import expand
+from chemspec.compiler.render import stage_identities
+from chemspec.specs import load_study
+from tests.conftest import archive_commit, tiny_study, write_spec
 
 
 def _cell(model: str, size: int, loss: float | None, status: str = "ok") -> dict:
@@ -83,7 +87,7 @@ def test_the_diff_says_its_test_is_approximate_and_assumes_independent_runs(cli,
     archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01, n=30)])
     archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.3, 0.01, n=30)])
     text = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
-    assert "exponent data/xs (power): 0.2 -> 0.3 (significant at 95%)" in text
+    assert "exponent data/xs (power): 0.2 [0.1795, 0.2205] -> 0.3 [0.2795, 0.3205] (significant at 95%)" in text
     assert "approximate Welch t test" in text and "independent" in text
 
 
@@ -122,7 +126,7 @@ def test_a_force_field_diff_names_test_errors_in_the_runs_order_with_numbers_rou
     changed = [line for line in out.splitlines() if line.startswith("  ~ cell")]
     assert changed == ["  ~ cell w8-100: val loss 0.7 -> 0.7, test force MAE (meV/Å) 500 -> 480.1",
                        "  ~ cell w16-25: val loss 0.8 -> 0.8, test force MAE (meV/Å) 550 -> 520"], out
-    assert "exponent data/xs (power): 0.2652 -> 0.2712 (" in out
+    assert "exponent data/xs (power): 0.2652 [0.2447, 0.2856] -> 0.2712 [0.2508, 0.2917] (" in out
 
 
 def test_an_object_missing_from_the_working_tree_archive_says_how_to_restore_it(cli, repo):
@@ -150,3 +154,31 @@ def test_an_object_corrupt_at_a_past_revision_says_verify_cannot_mend_it(cli, re
     assert result.code == 1 and f"archive object {cells} at revision HEAD is corrupt: the bytes committed there no " \
         "longer hash to its name" in result.err, result.err
     assert f"`git log --oneline -- archive/objects/{cells[:2]}/{cells}`" in result.err
+
+
+def test_a_diff_gives_why_an_exponent_is_none_and_spec_values_as_yaml_writes_them(cli, repo):
+    archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], spec_archive={"remote": "default"})
+    reason = "cannot fit: 2 points; a power law with an interval needs at least 3"
+    archive_commit(repo, [_cell("xs", 100, 2.0)], [{"axis": "data", "group": "xs", "law": "power", "n": 2,
+                                                   "status": "cannot fit", "reason": reason}])
+    out = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    assert f"exponent data/xs (power): 0.2 [0.07294, 0.3271] -> none (untested at 95%; after: {reason})" in out, out
+    assert 'spec archive.remote: "default" -> null' in out, out
+
+
+def test_a_diff_with_the_working_tree_says_where_its_results_predate_the_compiled_study(cli, tmp_path, git_env):
+    """A spec edited and compiled, not yet run: the archived run on disk is HEAD's, but not the study's now."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    ran = expand(load_study(write_spec(tmp_path / "before.yaml", tiny_study(**{"model.sizes.s.n_embd": 24}))))
+    stages = {name: {"cmd": f"chemspec run x --params params.yaml --identity {ident}"}
+              for name, ident in stage_identities(ran).items()}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    archive_commit(tmp_path, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="tiny")
+    archive_commit(tmp_path, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="other")
+    result = cli("diff", cwd=tmp_path)
+    assert result.code == 0 and result.out.startswith("study tiny: HEAD"), result.err
+    assert "note: WORKTREE: these results predate params.yaml as compiled now: 4 stages did not run as compiled " \
+        "(archive, train@s-200, train@s-400, train@s-800)" in result.err, result.err
+    assert "Run `dvc repro` to bring them up to date" in result.err

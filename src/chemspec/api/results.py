@@ -203,10 +203,27 @@ def _archived_object(value, role: str, problem, source: str):
     return value
 
 
-def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None) -> dict:
+def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
+         params: str | Path = "params.yaml") -> dict:
+    """The archived runs of two revisions compared; where `params` is compiled here, its study is the default
+    among several, and `stale` says why the working tree's run (one side being WORKTREE) is not that of the
+    study as compiled now."""
+    from chemspec.archive import Snapshot
     from chemspec.archive import diff as archive_diff
+    from chemspec.archive.history import WORKTREE
 
-    return archive_diff(rev_a, rev_b, study)
+    cells = None
+    if Path(params).is_file():
+        try:
+            cells = load_cells(params)
+        except ChemspecError:  # a params.yaml that does not load says nothing about the archived runs
+            cells = None
+    compiled = cells.fit.study if cells is not None else None
+    if study is None and compiled is not None and compiled in (found := Snapshot(rev_b).studies()) and len(found) > 1:
+        study = compiled
+    result = archive_diff(rev_a, rev_b, study)
+    worktree = WORKTREE in (rev_a, rev_b) and result["study"] == compiled
+    return {**result, "stale": stale_note(cells, Path(params).parent, params) if worktree else None}
 
 
 def pull(target: str, to: str | Path | None = None, study: str | None = None) -> dict:

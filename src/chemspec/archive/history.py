@@ -174,7 +174,9 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
         fa, fb = before.get(k), after.get(k)
         row: dict = {"axis": k[0], "group": k[1], "law": k[2],
                      "before": fa and fa.get("exponent"), "ci_before": fa and fa.get("ci"),
-                     "after": fb and fb.get("exponent"), "ci_after": fb and fb.get("ci"), "significant": None}
+                     "after": fb and fb.get("exponent"), "ci_after": fb and fb.get("ci"), "significant": None,
+                     **{f"reason_{side}": f["reason"] for side, f in (("before", fa), ("after", fb))
+                        if f and f.get("exponent") is None and f.get("reason")}}
         if row["before"] is not None and row["after"] is not None:
             row.update(welch(fa, fb, level) or {})
         rows.append(row)
