@@ -80,6 +80,11 @@ def compile_(spec: str, check: bool, root: str) -> None:
                    "version's layout (a train stage depends on its own choice file in selected/, not on all of "
                    "selected.json; no identity holds the estimator): a cell retrains only if select keeps another "
                    "configuration for it", err=True)
+    if result.renamed:
+        click.echo(f"note: {count(len(result.renamed), 'rank-1 stage')} named <cell>-r1 before now "
+                   f"({', '.join(result.renamed[:3])}{', ...' if len(result.renamed) > 3 else ''}) keep their DVC "
+                   "records and folders under their names now, without -r1: a cell's name no longer depends on "
+                   "hpo.tpe.keep, so they do not retrain", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

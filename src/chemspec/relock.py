@@ -168,13 +168,63 @@ def _identities(cells: Cells, estimators: list[dict]) -> dict[str, tuple[set[str
     return found
 
 
+def carry_ranks(root: Path, cells: Cells, written: list[str]) -> list[str]:
+    """Carry the lock entries of the rank-1 train and sample stages that studies with hpo.tpe.keep above 1 named
+    <cell>-r1 until 2026-12-06 to <cell>, their name now, and move their folders with them: DVC keys a stage's
+    record and run cache by its name, command and paths, so they would retrain. A stage whose new name has a
+    record or a folder already (a leftover of an earlier keep 1) is left to run again. Returns the stages moved."""
+    locks = _locks(root)
+    if not any(locks.values()):
+        return []
+    recorded = {name for lock in locks.values() for name in (lock or {}).get("stages", {})}
+    folders = {**{f"train@{key}": cell.out_dir for key, cell in cells.train.items()},
+               **{f"sample@{key}": cell.out_dir for key, cell in cells.sample.items()}}
+    identities, moved = _identities(cells, [cells.select.estimator, *filter(None, [_compiled_estimator(root)])]), []
+    for path, lock in locks.items():
+        stages, changed = (lock or {}).get("stages", {}), False
+        for old in [name for name in stages if name.endswith("-r1") and name not in folders]:
+            new, stage = old.removesuffix("-r1"), stages[old]
+            if new not in folders or new in recorded or not isinstance(stage, dict):
+                continue
+            (olds, now), command = identities[new], stage.get("cmd")
+            match = IDENTITY.search(command) if isinstance(command, str) else None
+            target = root / folders[new]
+            source = target.with_name(f"{target.name}-r1")
+            if match is None or match.group(1) not in olds | {now} or target.exists() or not source.is_dir():
+                continue
+            source.rename(target)
+            stages[new] = _renamed(stages.pop(old), old.split("@", 1)[1], new.split("@", 1)[1])
+            moved.append(new)
+            changed = True
+        if changed:
+            write_bytes(path, _dump(lock))
+            if path.relative_to(root).as_posix() not in written:
+                written.append(path.relative_to(root).as_posix())
+    return moved
+
+
+def _renamed(stage: dict, old: str, new: str) -> dict:
+    """A lock entry of cell `old` as that of cell `new`: its command, and every path with a folder named `old`."""
+    stage["cmd"] = stage["cmd"].replace(f"--cell {old} ", f"--cell {new} ")
+    for kind in ("deps", "outs", "metrics"):
+        for entry in stage.get(kind) or []:
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                entry["path"] = "/".join(new if part == old else part for part in entry["path"].split("/"))
+    return stage
+
+
+def _locks(root: Path) -> dict[Path, dict | None]:
+    """The project's dvc.lock files (the root one and each pipelines/<size>/ one) that exist, each as read."""
+    return {path: _lock(path) for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]
+            if path.is_file()}
+
+
 def carry_selection(root: Path, cells: Cells, written: list[str]) -> list[str]:
     """Carry the lock entries of cells recorded before 2026-12-06 (see the module's docstring): a TPE, calibrate,
     train or sample stage whose command holds the identity computed with the study's estimator (as compiled
     now, or as params.yaml on disk has it) gets its identity now, and a train stage's selected.json dependency
     becomes its choice file. Returns the stages changed."""
-    locks = {path: _lock(path) for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]
-             if path.is_file()}
+    locks = _locks(root)
     if not any(locks.values()):  # nothing ran yet: no record to carry, and no params.yaml to read
         return []
     estimators = [cells.select.estimator, *filter(None, [_compiled_estimator(root)])]

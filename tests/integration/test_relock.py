@@ -100,3 +100,40 @@ def test_stages_recorded_before_choice_files_keep_their_results_after_compile(cl
     assert re.findall(r"Running stage '([^']+)'", log) == ["select"]
     assert not stale_stages(tmp_path)
     assert {path: path.read_bytes() for path in trained} == trained
+
+
+def test_rank_one_cells_keep_their_name_and_records_whatever_keep_is(cli, tmp_path):
+    """A cell's rank 1 is `<size>-<data size>` whatever hpo.tpe.keep is, so changing keep retrains nothing kept.
+    A project of before 2026-12-06 named it `<cell>-r1` with keep above 1: compile moves its record and folder."""
+    sh("git", "init", "-q", cwd=tmp_path)
+    sh("dvc", "init", "-q", cwd=tmp_path)
+    spec = {**study(("xs",)), "hpo": {"grid": {"learning_rate": [1.0e-2, 3.0e-3], "batch_size": [32]},
+                                      "tpe": {"budget_fraction": 0.5, "model_size": "xs", "data_size": 200, "keep": 2}}}
+    write_spec(tmp_path / "study.yaml", spec)
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    sh("dvc", "repro", cwd=tmp_path)
+    train = tmp_path / "results" / "tiny" / "train"
+    assert sorted(p.name for p in train.iterdir()) == ["xs-100", "xs-100-r2", "xs-200", "xs-200-r2"]
+    trained = {path: path.read_bytes() for path in sorted(train.glob("xs-*/*")) if path.is_file()}
+
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())  # as the code before 2026-12-06 named rank 1
+    for key in ("xs-100", "xs-200"):
+        stage = lock["stages"].pop(f"train@{key}")
+        stage["cmd"] = stage["cmd"].replace(f"--cell {key} ", f"--cell {key}-r1 ")
+        for entry in stage["outs"]:
+            entry["path"] = entry["path"].replace(f"/{key}/", f"/{key}-r1/")
+        lock["stages"][f"train@{key}-r1"] = stage
+        (train / key).rename(train / f"{key}-r1")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 0 and "2 rank-1 stages named <cell>-r1 before now (train@xs-100, train@xs-200)" in result.err
+    assert sorted(p.name for p in train.iterdir()) == ["xs-100", "xs-100-r2", "xs-200", "xs-200-r2"]
+    assert not {name for name in stale_stages(tmp_path) if name.startswith("train@")}
+    write_spec(tmp_path / "study.yaml", {**spec, "hpo": {**spec["hpo"], "tpe": {**spec["hpo"]["tpe"], "keep": 1}}})
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    log = sh("dvc", "repro", cwd=tmp_path)
+    assert not [name for name in re.findall(r"Running stage '([^']+)'", log) if name.startswith("train@")], log
+    assert not stale_stages(tmp_path)
+    assert {path: path.read_bytes() for path in trained if "-r2" not in str(path)} == {
+        path: data for path, data in trained.items() if "-r2" not in str(path)}

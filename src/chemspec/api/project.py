@@ -111,6 +111,8 @@ class CompileResult:
     rechosen: list[str] = field(default_factory=list)
     """Training stages recorded before 2026-12-06 (with the study's estimator in their identity, a train stage
     as depending on selected.json), now recorded as compiled now (relock.carry_selection)."""
+    renamed: list[str] = field(default_factory=list)
+    """Rank-1 stages named <cell>-r1 until 2026-12-06, carried with their folders to <cell> (relock.carry_ranks)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,7 +158,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     try:
         with written_together({root / name: files[name].encode() for name in changed}):
             result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
-            result.rechosen = relock.carry_selection(root, expand(study), result.written)
+            result.renamed = relock.carry_ranks(root, cells := expand(study), result.written)
+            result.rechosen = relock.carry_selection(root, cells, result.written)
             for name in obsolete:
                 for leftover in ("dvc.yaml", "dvc.lock"):
                     (root / name).with_name(leftover).unlink(missing_ok=True)

@@ -91,7 +91,7 @@ def expand(study: Study) -> Cells:
     for size_name, size in sizes.items():
         for n in study.data.sizes:
             for rank in range(1, tpe_cfg.keep + 1):
-                key = f"{size_name}-{n}" + (f"-r{rank}" if tpe_cfg.keep > 1 else "")
+                key = f"{size_name}-{n}" + (f"-r{rank}" if rank > 1 else "")  # rank 1's name: whatever keep
                 train[key] = TrainCell(name=f"train@{key}", size_name=size_name, size=size, data_size=n,
                                        epochs=study.training.max_epochs, hparams=None, rank=rank,
                                        group=size_name if per_size else "*",
@@ -100,7 +100,7 @@ def expand(study: Study) -> Cells:
                                        resume_dir=f"{results}/.resume/train-{key}", **common)
     for key in study.fit.replicate_cells:
         for replicate in range(1, study.fit.replicate_seeds + 1):
-            first = train[key if tpe_cfg.keep == 1 else f"{key}-r1"]
+            first = train[key]
             train[f"{key}-seed{replicate}"] = first.model_copy(update={
                 "name": f"train@{key}-seed{replicate}", "seed": study.seed + replicate,
                 "out_dir": f"{results}/train/{key}-seed{replicate}",

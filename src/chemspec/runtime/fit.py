@@ -72,7 +72,7 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
         if not Path(path).is_file():
             raise RunError(f"fit: {path} is missing; run `dvc repro` so that train@{key} runs first")
         m = read_json(path, ("cell", "model", "params", "data_size", "val_loss", "hparams", "epochs", "wall_time_s"))
-        row = {"cell": m["cell"], "model": m["model"], "params": m["params"], "data_size": m["data_size"],
+        row = {"cell": f"train@{key}", "model": m["model"], "params": m["params"], "data_size": m["data_size"],
                "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
                "status": m.get("status", "ok"),
