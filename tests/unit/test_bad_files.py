@@ -204,7 +204,7 @@ _ROW = {"cell": "xs-200", "model": "xs", "params": 1000, "data_size": 200, "val_
 
 
 @pytest.mark.parametrize(("edit", "named"), [
-    ({"params": None}, "record 0: 'params' is null, not a whole number"),
+    ({"params": None}, "record 0: 'params' is null, not a whole number above 0"),
     ({"val_loss": "abc"}, "record 0: 'val_loss' is \"abc\", not a number or null"),
     ({"val_loss": None}, "record 0: status 'ok' with 'val_loss' null, not a positive number"),
     ({"status": None}, "record 0: 'status' is null, not text"),

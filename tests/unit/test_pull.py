@@ -238,3 +238,16 @@ def test_a_revision_in_a_repository_without_commits_says_to_commit_first(cli, tm
     result = cli("diff", "HEAD~1", "HEAD", cwd=tmp_path)
     assert result.code == 1 and ("cannot read revision 'HEAD~1': the repository has no commits yet; commit the "
                                  "study's archive/ folder") in result.err, result.err
+
+
+def test_revisions_read_from_a_folder_below_the_project_and_the_working_tree_says_where_to_go(cli, two_studies):
+    root, alpha, _ = two_studies
+    below = root / "results" / "deep"
+    below.mkdir(parents=True)
+    assert json.loads(cli("refit", "HEAD", "--study", "alpha", "--json", cwd=below).out)["study"] == "alpha"
+    assert cli("pull", alpha[:10], "--to", "p", cwd=below).code == 0 and (below / "p" / "cells.json").is_file()
+    assert cli("diff", "HEAD", "HEAD", "--study", "beta", cwd=below).code == 0
+    hint = f"this is a folder below the project: run it from the project's top, {root}"
+    for args in (("diff", "--study", "beta"), ("archive", "ls")):
+        result = cli(*args, cwd=below)
+        assert result.code == 1 and hint in result.err and "dvc repro" not in result.err, result.err

@@ -25,6 +25,10 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
                  "`git checkout -- archive` or rerun the archive stage (`chemspec archive verify` checks all)"
                  for digest, study in current.items() if digest not in readable]
     if not found and not problems:
+        from chemspec.archive.history import elsewhere
+
+        if hint := elsewhere(Path(root).parent, Path(root).name):
+            raise ArchiveError(f"no archived runs under {root}{hint} (or give the archive's folder with --root)")
         raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
                            "with --root")
     committed = _committed(Path(root).resolve().parent)

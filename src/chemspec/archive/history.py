@@ -30,6 +30,16 @@ def in_repository(cwd: str | Path) -> bool:
     return subprocess.run(["git", "rev-parse", "--git-dir"], cwd=cwd, capture_output=True).returncode == 0
 
 
+def elsewhere(cwd: str | Path, root: str = "archive") -> str:
+    """Where `cwd` is a folder below the project (the top of its git work tree holds `root`, cwd does not): a
+    clause saying to run the command there; empty otherwise."""
+    done = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True)
+    top = Path(done.stdout.strip()) if done.returncode == 0 else None
+    if top is None or top.resolve() == Path(cwd).resolve() or not (top / root).is_dir() or (Path(cwd) / root).is_dir():
+        return ""
+    return f"; this is a folder below the project: run it from the project's top, {top}"
+
+
 class Snapshot:
     """The archive as it was at one revision (or in the working tree)."""
 
@@ -44,6 +54,8 @@ class Snapshot:
         if self.rev == WORKTREE:
             file = self.cwd / path
             if not file.is_file():
+                if hint := elsewhere(self.cwd, self.root):
+                    raise ArchiveError(f"{path} not found in the working tree{hint}")
                 raise ArchiveError(f"{path} not found in the working tree; restore it from git (`git checkout -- "
                                    f"{self.root}`) or re-run the archive stage; `chemspec archive verify` checks "
                                    "the rest")
@@ -58,7 +70,7 @@ class Snapshot:
     def studies(self) -> list[str]:
         if self.rev == WORKTREE:
             return sorted(p.stem for p in (self.cwd / self.root / "refs").glob("*.json"))
-        done = subprocess.run(["git", "ls-tree", "--name-only", f"{self.rev}:{self.root}/refs"], cwd=self.cwd,
+        done = subprocess.run(["git", "ls-tree", "--full-tree", "--name-only", f"{self.rev}:{self.root}/refs"], cwd=self.cwd,
                               capture_output=True, text=True)
         if done.returncode != 0:
             if not in_repository(self.cwd):
@@ -79,10 +91,13 @@ class Snapshot:
         found = self.studies()
         if name is not None:
             if name not in found:
-                raise ArchiveError(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}")
+                hint = elsewhere(self.cwd, self.root) if self.rev == WORKTREE and not found else ""
+                raise ArchiveError(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}{hint}")
             return name
         if not found:
             where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.label}"
+            if self.rev == WORKTREE and (hint := elsewhere(self.cwd, self.root)):
+                raise ArchiveError(f"no study is archived {where} ({self.root}/refs is missing here){hint}")
             raise ArchiveError(f"no study is archived {where} ({self.root}/refs is empty or missing); run the "
                                "study with `dvc repro`, whose archive stage writes it, and commit archive/")
         if len(found) > 1:

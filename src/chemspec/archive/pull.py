@@ -30,7 +30,7 @@ def archived_ids(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     if not all(c in "0123456789abcdef" for c in prefix):
         return found
-    log = subprocess.run(["git", "log", "--format=%H", "--", "archive/refs"], cwd=cwd, capture_output=True,
+    log = subprocess.run(["git", "log", "--format=%H", "--", ":(top)archive/refs"], cwd=cwd, capture_output=True,
                          text=True)
     for commit in log.stdout.split():
         snapshot = Snapshot(commit, cwd=cwd)
