@@ -189,26 +189,42 @@ def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev:
                                    "the bytes DVC named them by, so nothing was pulled; delete "
                                    f"{'it' if len(damaged) == 1 else 'them'} and pull again, which fetches the "
                                    f"checkpoint from remote {remote!r} ({url})")
+            if damaged := [md5 for name, md5 in _file_md5s(fs, path) if _md5(into / key / name) != md5]:
+                one = len(damaged) == 1
+                files = ", ".join(f"{url.rstrip('/')}/files/md5/{md5[:2]}/{md5[2:]}" for md5 in damaged)
+                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged on remote {remote!r} ({url}): {files} "
+                                   f"no longer hold{'s' if one else ''} the bytes DVC named {'it' if one else 'them'} "
+                                   f"by, so nothing was pulled; delete {'it' if one else 'them'} there, then push the "
+                                   f"checkpoint again from a project that holds it intact (`dvc push -r {remote}`): "
+                                   "DVC uploads no file the remote already has, so a push alone mends nothing")
             raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]}, as DVC fetched it from remote {remote!r} "
                                f"({url}) or this project's cache, is not the one archived (sha256 {found[:16]}, "
                                f"archived {hashes[key][:16]}): that copy is damaged or was replaced, so nothing "
                                f"was pulled; push it again with `dvc push -r {remote}` from a project that holds it")
 
 
-def _damaged_in_cache(fs, path: str) -> list[Path]:
-    """The files of `path` in this project's DVC cache whose bytes no longer hash to their name."""
-    import hashlib
-
-    damaged = []
+def _file_md5s(fs, path: str) -> list[tuple[str, str]]:
+    """(file relative to `path`, the md5 DVC records for it) of each file of `path` at the filesystem's revision."""
     try:
-        found = fs.find(path, detail=True).values()
+        found = fs.find(path, detail=True)
     except Exception:  # noqa: BLE001 -- DVC raises many kinds; the caller then blames the copy it fetched
         return []
-    for info in found:
+    files = []
+    for name, info in sorted(found.items()):
         md5 = info.get("md5") or info.get("dvc_info", {}).get("md5")
-        obj = Path(fs.repo.cache.local.oid_to_path(md5)) if md5 else None
-        if obj is not None and obj.is_file():
-            with open(obj, "rb") as handle:
-                if hashlib.file_digest(handle, "md5").hexdigest() != md5:
-                    damaged.append(obj)
-    return damaged
+        if md5:
+            files.append((Path(name).relative_to(path).as_posix() if name != path else "", md5))
+    return files
+
+
+def _md5(file: Path) -> str | None:
+    if not file.is_file():
+        return None
+    with open(file, "rb") as handle:
+        return hashlib.file_digest(handle, "md5").hexdigest()
+
+
+def _damaged_in_cache(fs, path: str) -> list[Path]:
+    """The files of `path` in this project's DVC cache whose bytes no longer hash to their name."""
+    objects = [(Path(fs.repo.cache.local.oid_to_path(md5)), md5) for _, md5 in _file_md5s(fs, path)]
+    return [obj for obj, md5 in objects if obj.is_file() and _md5(obj) != md5]
