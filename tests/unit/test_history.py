@@ -182,3 +182,11 @@ def test_a_diff_with_the_working_tree_says_where_its_results_predate_the_compile
     assert "note: WORKTREE: these results predate params.yaml as compiled now: 4 stages did not run as compiled " \
         "(archive, train@s-200, train@s-400, train@s-800)" in result.err, result.err
     assert "Run `dvc repro` to bring them up to date" in result.err
+
+
+@pytest.mark.parametrize("args", [("diff", "nosuch", "HEAD"), ("report", "--from", "nosuch"), ("pull", "nosuch"),
+                                  ("refit", "nosuch")], ids=["diff", "report-from", "pull", "refit"])
+def test_a_revision_that_is_none_is_a_usage_error_in_every_verb(cli, repo, args):
+    archive_commit(repo, [_cell("xs", 100, 2.0)], [])
+    result = cli(*args, cwd=repo)
+    assert result.code == 2 and "nosuch" in result.err and "git revision" in result.err, result.err

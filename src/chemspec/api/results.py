@@ -232,6 +232,8 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
     if not target.strip():
         raise UsageError("the run to pull is empty; give a git revision or a manifest id "
                          "(`chemspec archive ls` lists them)")
+    if to is not None and not str(to).strip():
+        raise UsageError("--to is empty; give the folder to create, or leave --to out for pulled/<study>-<manifest id>")
     return archive_pull(target, to, study=study)
 
 

@@ -82,7 +82,7 @@ class Snapshot:
                                    "the study's archive/ folder (`git add archive && git commit`), or give WORKTREE "
                                    "to read the archive on disk")
             if commit_of(self.rev, self.cwd) is None:
-                raise ArchiveError(f"{self.label!r} is not a git revision here (a commit, branch or tag); "
+                raise UsageError(f"{self.label!r} is not a git revision here (a commit, branch or tag); "
                                    "`git log --oneline -- archive/refs` lists the commits that archived runs")
             raise ArchiveError(f"no archive at revision {self.label} ({self.root}/refs is not committed there)")
         return sorted(Path(name).stem for name in done.stdout.split() if name.endswith(".json"))
