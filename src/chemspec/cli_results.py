@@ -166,6 +166,10 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
                f"{rev_b} ({result['b']['manifest'][:12]})")
     for change in result["spec"]:
         click.echo(f"  spec {change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")
+    for change in result["selection"]:
+        search = "" if change["group"] == "*" else f" of {change['group']}"
+        before, after = ("; ".join(map(_hparams, kept)) if kept else "none" for kept in (change["before"], change["after"]))
+        click.echo(f"  TPE kept{search}: {before} -> {after}")
     cells = result["cells"]
     for key in cells["added"]:
         click.echo(f"  + cell {key}")
@@ -193,7 +197,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
                    f"{' -> '.join(sides)} ({flag} at {result['confidence']:.0%}{reasons})")
     if any(row["significant"] is not None for row in changed):
         click.echo(f"  (significance: {result['test']})")
-    if not (result["spec"] or any(cells[k] for k in ("added", "removed", "changed", "generation")) or changed):
+    if not (result["spec"] or result["selection"] or any(cells[k] for k in ("added", "removed", "changed", "generation"))
+            or changed):
         same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
         click.echo(f"  no changes: {same} (spec, cells and exponents)")
     if result["stale"]:

@@ -190,3 +190,19 @@ def test_a_revision_that_is_none_is_a_usage_error_in_every_verb(cli, repo, args)
     archive_commit(repo, [_cell("xs", 100, 2.0)], [])
     result = cli(*args, cwd=repo)
     assert result.code == 2 and "nosuch" in result.err and "git revision" in result.err, result.err
+
+
+def test_a_diff_names_the_configurations_tpe_kept_where_they_changed(cli, repo):
+    def selected(*rates: float) -> dict:
+        return {"estimator": "tse", "kept": {"*": [{"learning_rate": rate} for rate in rates]}}
+
+    cells = [_cell("xs", 100, 2.0)]
+    archive_commit(repo, cells, [], selected=selected(0.003))
+    archive_commit(repo, cells, [], selected=selected(0.01, 0.003))
+    archive_commit(repo, [_cell("xs", 100, 1.9)], [], selected=selected(0.01, 0.003))
+    result = json.loads(cli("diff", "HEAD~2", "HEAD~1", "--json", cwd=repo).out)
+    assert result["selection"] == [{"group": "*", "before": [{"learning_rate": 0.003}],
+                                    "after": [{"learning_rate": 0.01}, {"learning_rate": 0.003}]}]
+    text = cli("diff", "HEAD~2", "HEAD~1", cwd=repo).out
+    assert "  TPE kept: learning_rate=0.003 -> learning_rate=0.01; learning_rate=0.003" in text, text
+    assert json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["selection"] == []

@@ -241,6 +241,16 @@ def cell_changes(a: list[dict], b: list[dict]) -> dict:
             "generation": [change for k in common for change in _generation_changes(k, before[k], after[k])]}
 
 
+def selection_changes(a: dict | None, b: dict | None) -> list[dict]:
+    """The searches (`*`, or a model size under scope model_size) whose kept configurations, best first,
+    differ between two selections; none where either run archived no selection."""
+    if not a or not b:
+        return []
+    before, after = a.get("kept", {}), b.get("kept", {})
+    return [{"group": group, "before": before.get(group), "after": after.get(group)}
+            for group in dict.fromkeys([*after, *before]) if before.get(group) != after.get(group)]
+
+
 def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = ".") -> dict:
     a, b = Snapshot(rev_a, cwd=cwd), Snapshot(rev_b, cwd=cwd)
     a.studies()  # a revision that is none says so before a study is picked from the other
@@ -252,6 +262,9 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
     return {"study": name, "a": {"rev": rev_a, "manifest": id_a}, "b": {"rev": rev_b, "manifest": id_b},
             "spec": spec_changes(a.json(man_a["objects"]["spec"]), spec_b),
             "cells": cell_changes(a.json(man_a["objects"]["cells"]), b.json(man_b["objects"]["cells"])),
+            "selection": selection_changes(*(side.json(manifest["objects"]["selected"])
+                                             if "selected" in manifest["objects"] else None
+                                             for side, manifest in ((a, man_a), (b, man_b)))),
             "exponents": exponent_changes(a.json(man_a["objects"]["fit"])["fits"],
                                           b.json(man_b["objects"]["fit"])["fits"], level),
             "confidence": level, "test": TEST_NOTE}
