@@ -171,7 +171,8 @@ def repro_and_commit(root: Path, study: dict, message: str) -> str:
 
 
 def archive_commit(root: Path, cells: list[dict], fits: list[dict], study: str = "s", spec_archive: dict | None = None,
-                   plots: dict[str, bytes] | None = None, selected: dict | None = None, **manifest) -> str:
+                   plots: dict[str, bytes] | None = None, selected: dict | None = None,
+                   identities: dict[str, str] | None = None, **manifest) -> str:
     """Archive a run of `study` by hand in the git repository at `root` and commit it; the manifest id."""
     store = Store(root / "archive")
     spec = {"study": study, "data": {"kind": "smiles"}, "model": {"family": "chemgpt"}, "fit": {"confidence": 0.95},
@@ -181,7 +182,8 @@ def archive_commit(root: Path, cells: list[dict], fits: list[dict], study: str =
                **({"plots": {name: store.put_bytes(data) for name, data in plots.items()}} if plots else {}),
                **({"selected": store.put_json(selected)} if selected else {})}
     digest = store.put_json({"kind": "chemspec-manifest", "study": study, "objects": objects, "checkpoints": {},
-                             "provenance": {"git": {"commit": None}, "compute_hours": 0.0}, **manifest})
+                             "provenance": {"git": {"commit": None}, "compute_hours": 0.0},
+                             **({"cells": identities} if identities else {}), **manifest})
     store.set_ref(study, digest)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=tool_env())
     subprocess.run(["git", "commit", "-qm", f"archive {study}"], cwd=root, check=True, env=tool_env())

@@ -183,8 +183,9 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         hparams = f"hparams {before} -> {after}, " if "hparams_before" in row else ""
         errors = "".join(f", test {label} {_change(row[f'{key}_before'], row[f'{key}_after'])}"
                          for key, label in TEST_ERRORS.items() if f"{key}_before" in row)
+        again = "; the same stage and cell identity trained both: it did not reproduce" if row.get("same_identity") else ""
         click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss "
-                   f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}")
+                   f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}{again}")
     for row in cells["generation"]:
         click.echo(f"  ~ cell {row['cell']}: {row['metric']} {_change(row['before'], row['after'])}")
     changed = [row for row in result["exponents"] if row["before"] != row["after"]]

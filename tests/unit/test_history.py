@@ -206,3 +206,19 @@ def test_a_diff_names_the_configurations_tpe_kept_where_they_changed(cli, repo):
     text = cli("diff", "HEAD~2", "HEAD~1", cwd=repo).out
     assert "  TPE kept: learning_rate=0.003 -> learning_rate=0.01; learning_rate=0.003" in text, text
     assert json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["selection"] == []
+
+
+def test_a_changed_result_of_a_cell_trained_with_the_same_identity_is_flagged(cli, repo):
+    """The signal that a cell does not reproduce: nothing that changes results changed, the result did."""
+    def cell(loss: float) -> dict:
+        return {**_cell("xs", 100, loss), "cell": "train@xs-100"}
+
+    archive_commit(repo, [cell(2.0)], [], identities={"train@xs-100": "a" * 64})
+    archive_commit(repo, [cell(2.1)], [], identities={"train@xs-100": "a" * 64})
+    archive_commit(repo, [cell(2.2)], [], identities={"train@xs-100": "b" * 64})
+    (same,) = json.loads(cli("diff", "HEAD~2", "HEAD~1", "--json", cwd=repo).out)["cells"]["changed"]
+    assert same["same_identity"] is True
+    assert "val loss 2 -> 2.1; the same stage and cell identity trained both: it did not reproduce" in \
+        cli("diff", "HEAD~2", "HEAD~1", cwd=repo).out
+    (other,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"]
+    assert "same_identity" not in other
