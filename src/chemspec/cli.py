@@ -84,7 +84,7 @@ def compile_(spec: str, check: bool, root: str) -> None:
         click.echo(f"note: {count(len(result.renamed), 'rank-1 stage')} named <cell>-r1 before now "
                    f"({', '.join(result.renamed[:3])}{', ...' if len(result.renamed) > 3 else ''}) keep their DVC "
                    "records and folders under their names now, without -r1: a cell's name no longer depends on "
-                   "hpo.tpe.keep, so they do not retrain", err=True)
+                   "hpo.tpe.keep, so they do not retrain (commit the .gitignore files that moved with them)", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

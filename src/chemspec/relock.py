@@ -168,23 +168,28 @@ def _identities(cells: Cells, estimators: list[dict]) -> dict[str, tuple[set[str
     return found
 
 
-def carry_ranks(root: Path, cells: Cells, written: list[str]) -> list[str]:
+def carry_ranks(root: Path, cells: Cells, pipelines: dict[str, str], written: list[str], moved: list[str]) -> None:
     """Carry the lock entries of the rank-1 train and sample stages that studies with hpo.tpe.keep above 1 named
-    <cell>-r1 until 2026-12-06 to <cell>, their name now, and move their folders with them: DVC keys a stage's
+    <cell>-r1 until 2026-12-06 to <cell>, their name now, into the dvc.lock beside the dvc.yaml of `pipelines`
+    that holds them now, and move their folders (and a train cell's checkpoints) with them: DVC keys a stage's
     record and run cache by its name, command and paths, so they would retrain. A stage whose new name has a
-    record or a folder already (a leftover of an earlier keep 1) is left to run again. Returns the stages moved."""
+    record or a folder already (a leftover of an earlier keep 1) is left to run again. Appends each stage to
+    `moved` as its folder moves and each lock file to `written` as it is written, the one gaining the entry
+    first, so an interruption costs at most that stage's retraining."""
     locks = _locks(root)
     if not any(locks.values()):
-        return []
+        return
+    home = {name: root / lock_path(path) for path, text in pipelines.items() for name in stage_names(yaml.safe_load(text))}
+    current = {root / lock_path(path) for path in pipelines}
     recorded = {name for lock in locks.values() for name in (lock or {}).get("stages", {})}
     folders = {**{f"train@{key}": cell.out_dir for key, cell in cells.train.items()},
                **{f"sample@{key}": cell.out_dir for key, cell in cells.sample.items()}}
-    identities, moved = _identities(cells, [cells.select.estimator, *filter(None, [_compiled_estimator(root)])]), []
-    for path, lock in locks.items():
-        stages, changed = (lock or {}).get("stages", {}), False
+    identities = _identities(cells, [cells.select.estimator, *filter(None, [_compiled_estimator(root)])])
+    for path, lock in list(locks.items()):
+        stages = (lock or {}).get("stages", {})
         for old in [name for name in stages if name.endswith("-r1") and name not in folders]:
             new, stage = old.removesuffix("-r1"), stages[old]
-            if new not in folders or new in recorded or not isinstance(stage, dict):
+            if new not in folders or new not in home or new in recorded or not isinstance(stage, dict):
                 continue
             (olds, now), command = identities[new], stage.get("cmd")
             match = IDENTITY.search(command) if isinstance(command, str) else None
@@ -193,14 +198,19 @@ def carry_ranks(root: Path, cells: Cells, written: list[str]) -> list[str]:
             if match is None or match.group(1) not in olds | {now} or target.exists() or not source.is_dir():
                 continue
             source.rename(target)
-            stages[new] = _renamed(stages.pop(old), old.split("@", 1)[1], new.split("@", 1)[1])
+            if (train := cells.train.get(new.removeprefix("train@"))) is not None:
+                resume = root / train.resume_dir
+                if resume.with_name(f"{resume.name}-r1").is_dir() and not resume.exists():
+                    resume.with_name(f"{resume.name}-r1").rename(resume)
             moved.append(new)
-            changed = True
-        if changed:
-            write_bytes(path, _dump(lock))
-            if path.relative_to(root).as_posix() not in written:
-                written.append(path.relative_to(root).as_posix())
-    return moved
+            locks.setdefault(home[new], None)
+            if locks[home[new]] is None:
+                locks[home[new]] = {"schema": "2.0", "stages": {}}
+            locks[home[new]]["stages"][new] = _renamed(stages.pop(old), old.split("@", 1)[1], new.split("@", 1)[1])
+            for changed in [file for file in dict.fromkeys([home[new], path]) if file in current]:  # obsolete: deleted
+                write_bytes(changed, _dump(locks[changed]))
+                if changed.relative_to(root).as_posix() not in written:
+                    written.append(changed.relative_to(root).as_posix())
 
 
 def _renamed(stage: dict, old: str, new: str) -> dict:

@@ -124,3 +124,74 @@ def test_a_study_changing_its_estimator_as_it_moves_carries_its_sample_stages_an
     assert carried["sample@xs-200"]["cmd"].endswith(f"--identity {identity(sample)[:16]}")
     for path in ("dvc.lock", "pipelines/xs/dvc.lock"):
         assert "md5: '12345678901234567890e12345678901'" in (project / path).read_text()
+
+
+def _ranked_before(cli, root, split: bool) -> dict:
+    """A keep-2 study compiled (split into pipelines/<size>/ or not) whose lock records its rank-1 train stages
+    under the names of before 2026-12-06 (<cell>-r1), with their folders; {stage now: its identity}."""
+    study = tiny_study(**{"hpo.tpe.keep": 2, "hpo.grid.learning_rate": [1e-2, 3e-3]})
+    del study["model"]["sizes"]["m"]
+    write_spec(root / "study.yaml", study)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    cells = expand(load_study(root / "study.yaml"))
+    rank1 = {f"train@{key}": identity(cell)[:16] for key, cell in cells.train.items() if cell.rank == 1}
+    for name, ident in rank1.items():
+        key = name.removeprefix("train@")
+        where = f"pipelines/{key.split('-')[0]}/dvc.lock" if split else "dvc.lock"
+        entry = {"cmd": f"chemspec run train --params params.yaml --cell {key}-r1 --identity {ident}",
+                 "outs": [{"path": f"results/tiny/train/{key}-r1/model", "md5": "0" * 32}]}
+        (root / where).parent.mkdir(parents=True, exist_ok=True)
+        old = yaml.safe_load((root / where).read_text()) if (root / where).is_file() else {"schema": "2.0", "stages": {}}
+        old["stages"][f"{name}-r1"] = entry
+        (root / where).write_text(yaml.safe_dump(old))
+        (root / "results" / "tiny" / "train" / f"{key}-r1" / "model").mkdir(parents=True)
+    return rank1
+
+
+@pytest.mark.parametrize("split_before", [False, True], ids=["to-split", "to-one-dvc-yaml"])
+def test_rank_one_records_of_before_move_to_their_name_and_the_lock_beside_their_stage(cli, tmp_path, monkeypatch,
+                                                                                      split_before):
+    render = importlib.import_module("chemspec.compiler.render")
+    monkeypatch.setattr(render, "SPLIT_ABOVE", 2 if split_before else 1000)
+    rank1 = _ranked_before(cli, tmp_path, split_before)
+    assert (tmp_path / "pipelines").exists() == split_before
+    monkeypatch.setattr(render, "SPLIT_ABOVE", 1000 if split_before else 2)
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 0 and f"{len(rank1)} rank-1 stages named <cell>-r1 before now" in result.err, result.err
+    locks = {path.relative_to(tmp_path).as_posix(): yaml.safe_load(path.read_text())["stages"]
+             for path in tmp_path.rglob("dvc.lock")}
+    for name, ident in rank1.items():
+        key, size = name.removeprefix("train@"), name.removeprefix("train@").split("-")[0]
+        entry = locks["dvc.lock" if split_before else f"pipelines/{size}/dvc.lock"][name]
+        assert entry["cmd"] == f"chemspec run train --params params.yaml --cell {key} --identity {ident}"
+        assert entry["outs"][0]["path"] == f"results/tiny/train/{key}/model"
+        assert (tmp_path / "results" / "tiny" / "train" / key / "model").is_dir()
+    assert not [name for stages in locks.values() for name in stages if name.endswith("-r1")], locks
+    assert (tmp_path / "pipelines").exists() != split_before
+
+
+def test_a_compile_stopped_while_moving_rank_one_folders_keeps_the_record_of_each_folder_moved(cli, tmp_path,
+                                                                                                monkeypatch):
+    """Each move writes its lock entry at once: a failure after it costs no record, and says what moved."""
+    import pathlib
+
+    monkeypatch.setattr(importlib.import_module("chemspec.compiler.render"), "SPLIT_ABOVE", 1000)
+    rank1 = _ranked_before(cli, tmp_path, split=False)
+    real, calls = pathlib.Path.rename, []
+
+    def rename(self, target):
+        calls.append(self)
+        if len(calls) == 2:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, target)
+
+    monkeypatch.setattr(pathlib.Path, "rename", rename)
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 1 and "Permission denied" in result.err, result.err
+    (first,) = [name for name in rank1 if (tmp_path / "results/tiny/train" / name.removeprefix("train@")).is_dir()]
+    assert f"moved so far: the folders of {first}" in result.err
+    assert lock(tmp_path)[first]["cmd"].endswith(rank1[first]) and f"{first}-r1" not in lock(tmp_path)
+    monkeypatch.setattr(pathlib.Path, "rename", real)
+    again = cli("compile", "study.yaml", cwd=tmp_path)
+    assert again.code == 0 and f"{len(rank1) - 1} rank-1 stages named <cell>-r1" in again.err, again.err
+    assert not [name for name in lock(tmp_path) if name.endswith("-r1")]

@@ -158,7 +158,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     try:
         with written_together({root / name: files[name].encode() for name in changed}):
             result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
-            result.renamed = relock.carry_ranks(root, cells := expand(study), result.written)
+            relock.carry_ranks(root, cells := expand(study), pipelines, result.written, result.renamed)
             result.rechosen = relock.carry_selection(root, cells, result.written)
             for name in obsolete:
                 for leftover in ("dvc.yaml", "dvc.lock"):
@@ -170,8 +170,9 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
         result.written += changed
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
+        moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
         raise CompileError(f"cannot write {where}: {exc.strerror or exc}; fix that and compile again (written so far: "
-                           f"{', '.join(result.written + result.removed) or 'nothing'})") from None
+                           f"{', '.join(result.written + result.removed) or 'nothing'}{moved})") from None
     from chemspec.archive.remote import ensure_remote, project_root
 
     project = project_root(root)
