@@ -72,9 +72,20 @@ def test_positions_in_bohr_read_as_angstrom_are_refused_with_the_fix(shared, tmp
     """Read as Å, ethanol's bohr put its C-H bonds at 2.06 Å and its O-H bond at 1.81 Å."""
     raw = dict(np.load(shared / "md17" / "md17_ethanol_first2000.npz"))
     np.savez(tmp_path / "bohr.npz", **{**raw, "R": raw["R"] / BOHR})
-    with pytest.raises(RunError, match=r"read with lengths in Angstrom: a typical hydrogen atom's nearest atom is "
-                                       r"2\.0\d* Å away.*set length: bohr under data.source.units"):
+    with pytest.raises(RunError, match=r"read with lengths in Angstrom: a typical hydrogen atom's nearest atom "
+                                       r"\(B, C, N, O or F\) is 2\.0\d* Å away.*set length: bohr under data.source.units"):
         load_file(tmp_path / "bohr.npz", "md17", "kcal/mol", "Angstrom")
+
+
+@pytest.mark.parametrize("numbers, bond", [([11, 1], [1.89]), ([19, 1], [2.24]), ([1, 1], np.linspace(0.6, 4.0, 20))],
+                         ids=["NaH", "KH", "H2-dissociation"])
+def test_hydrogens_far_from_a_metal_or_another_hydrogen_are_real_chemistry_not_bohr(tmp_path, numbers, bond):
+    positions = np.zeros((len(bond), 2, 3))
+    positions[:, 1, 0] = bond
+    np.savez(tmp_path / "h.npz", z=np.array(numbers), R=positions, E=np.zeros((len(bond), 1)),
+             F=np.zeros((len(bond), 2, 3)))
+    data, counts = load_file(tmp_path / "h.npz", "md17", "kcal/mol", "Angstrom")
+    assert counts["kept"] == len(bond)
 
 
 @pytest.mark.parametrize("file, format, unit", [("md17/md17_ethanol_first2000.npz", "md17", KCAL),

@@ -47,15 +47,19 @@ def typical_closest(blocks: Sequence[Frames], most: int = 10_000) -> float | Non
     return float(np.median(closest)) if closest.size else None
 
 
-LONGEST_H_BOND = 1.7
-"""Å: in a typical frame of molecules a hydrogen atom's nearest atom is nearer than this (C–H 1.09, O–H 0.96,
-metal–H up to about 1.7 Å); a median above it means positions read in too large a length unit (bohr read as
-Å puts C–H at 2.06 Å and O–H at 1.81 Å)."""
+LONGEST_H_BOND = 1.5
+"""Å: in a typical frame of molecules a hydrogen atom whose nearest atom is B, C, N, O or F is bonded to it, at
+most 1.33 Å away (diborane's bridge; C–H 1.09, O–H 0.96); a median above this means positions read in too
+large a length unit (bohr read as Å puts C–H at 2.06 Å, O–H at 1.81 Å, F–H at 1.74 Å). Hydrogens nearest to
+a metal or to another hydrogen are left out: a metal hydride's bond (K–H 2.24 Å) or a dissociating H2 may
+be longer."""
+BONDED_TO_H = (5, 6, 7, 8, 9)
+"""B, C, N, O, F: the elements whose bonds to hydrogen LONGEST_H_BOND bounds."""
 
 
 def typical_hydrogen_reach(blocks: Sequence[Frames], most: int = 10_000) -> float | None:
-    """The median, over the hydrogen atoms of (at most about `most`, evenly spaced) frames of `blocks`, of the
-    distance to their nearest atom; None where no frame holds a hydrogen atom and another atom."""
+    """The median, over the hydrogen atoms of (at most about `most`, evenly spaced) frames of `blocks` whose
+    nearest atom is one of BONDED_TO_H, of the distance to it; None where no frame holds such a hydrogen."""
     stride = max(1, sum(len(block.positions) for block in blocks) // most)
     reach = [np.zeros(0)]
     for block in blocks:
@@ -68,7 +72,9 @@ def typical_hydrogen_reach(blocks: Sequence[Frames], most: int = 10_000) -> floa
             part = positions[start:start + chunk]
             distance = np.linalg.norm(part[:, hydrogens, None, :] - part[:, None, :, :], axis=-1)
             distance[:, np.arange(hydrogens.size), hydrogens] = np.inf
-            reach.append(distance.min(axis=2).ravel())
+            nearest = distance.argmin(axis=2)
+            bonded = np.isin(block.numbers[nearest], BONDED_TO_H)
+            reach.append(np.take_along_axis(distance, nearest[..., None], axis=2)[..., 0][bonded])
     reach = np.concatenate(reach)
     reach = reach[np.isfinite(reach)]
     return float(np.median(reach)) if reach.size else None
@@ -103,4 +109,5 @@ def check_geometry(blocks: Sequence[Frames], path: Path, format: str, length_uni
         fix = ("they are likely in bohr: set length: bohr under data.source.units" if length_unit == "Angstrom"
                else "check the file's positions and data.source.units")
         raise RunError(f"{format} file {path} read with lengths in {length_unit}: a typical hydrogen atom's nearest "
-                       f"atom is {reach:.3g} Å away, farther than in any molecule (C–H 1.09 Å, O–H 0.96 Å); {fix}")
+                       f"atom (B, C, N, O or F) is {reach:.3g} Å away, farther than any such bond (C–H 1.09 Å, "
+                       f"O–H 0.96 Å); {fix}")
