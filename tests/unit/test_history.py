@@ -222,3 +222,6 @@ def test_a_changed_result_of_a_cell_trained_with_the_same_identity_is_flagged(cl
         cli("diff", "HEAD~2", "HEAD~1", cwd=repo).out
     (other,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"]
     assert "same_identity" not in other
+    archive_commit(repo, [{**cell(2.3), "hparams": {"learning_rate": 0.01}}], [], identities={"train@xs-100": "b" * 64})
+    (rechosen,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"]
+    assert "same_identity" not in rechosen, "its identity holds no hyperparameters: TPE chose others"

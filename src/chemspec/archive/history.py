@@ -232,8 +232,9 @@ def _cell_change(key: str, before: dict, after: dict) -> dict | None:
 
 def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = ({}, {})) -> dict:
     """Cells added, removed and changed between two runs; `identities`: each run's {stage: cell identity}
-    (its manifest's `cells`), with which a changed cell that the same stage with the same identity trained in
-    both runs is marked `same_identity`: a result that did not reproduce."""
+    (its manifest's `cells`; empty where the runs read other data or splits), with which a changed cell that
+    the same stage trained in both runs with the same identity, hyperparameters and parameter count is marked
+    `same_identity`: a result that did not reproduce."""
     key = lambda c: f"{c['model']}-{c['data_size']}"  # noqa: E731
     before, after = {key(c): c for c in a}, {key(c): c for c in b}
     # In the runs' own order (model size, then data size), not as text, where w16 sorts before w8.
@@ -241,9 +242,10 @@ def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = (
     common = [k for k in order if k in before and k in after]
     changed = [change for k in common if (change := _cell_change(k, before[k], after[k])) is not None]
     for change in changed:
-        stage = before[change["cell"]].get("cell")
-        if stage and stage == after[change["cell"]].get("cell") and \
-                identities[0].get(stage) is not None and identities[0].get(stage) == identities[1].get(stage):
+        was, now = before[change["cell"]], after[change["cell"]]
+        stage = was.get("cell")
+        if stage and stage == now.get("cell") and "hparams_before" not in change and "params_before" not in change \
+                and identities[0].get(stage) is not None and identities[0].get(stage) == identities[1].get(stage):
             change["same_identity"] = True
     return {"added": [k for k in order if k not in before], "removed": [k for k in order if k not in after],
             "changed": changed,
@@ -271,7 +273,9 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
     return {"study": name, "a": {"rev": rev_a, "manifest": id_a}, "b": {"rev": rev_b, "manifest": id_b},
             "spec": spec_changes(a.json(man_a["objects"]["spec"]), spec_b),
             "cells": cell_changes(a.json(man_a["objects"]["cells"]), b.json(man_b["objects"]["cells"]),
-                                  (man_a.get("cells", {}), man_b.get("cells", {}))),
+                                  (man_a.get("cells", {}), man_b.get("cells", {}))
+                                  if all(man_a["objects"].get(k) == man_b["objects"].get(k) for k in ("data", "split"))
+                                  else ({}, {})),
             "selection": selection_changes(*(side.json(manifest["objects"]["selected"])
                                              if "selected" in manifest["objects"] else None
                                              for side, manifest in ((a, man_a), (b, man_b)))),
