@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import archive_commit
+from tests.conftest import archive_commit, tiny_study, write_spec
 
 
 def _cells(loss: float) -> list[dict]:
@@ -253,3 +253,25 @@ def test_revisions_read_from_a_folder_below_the_project_and_the_working_tree_say
     for args in (("diff", "--study", "beta"), ("archive", "ls")):
         result = cli(*args, cwd=below)
         assert result.code == 1 and hint in result.err and "dvc repro" not in result.err, result.err
+
+
+def test_a_commit_that_deleted_the_archive_refs_leaves_the_other_runs_listed_and_pulled(cli, two_studies):
+    root, alpha, _ = two_studies
+    for args in (["git", "rm", "-rq", "archive/refs"], ["git", "commit", "-qm", "drop"],
+                 ["git", "checkout", "HEAD~1", "--", "archive/refs"], ["git", "commit", "-qm", "restore"]):
+        subprocess.run(args, cwd=root, check=True)
+    listed = cli("archive", "ls", cwd=root)
+    assert listed.code == 0 and alpha[:16] in listed.out, listed.err
+    assert cli("refit", alpha[:10], "--json", cwd=root).out
+
+
+def test_a_dvc_lock_mid_merge_leaves_the_diff_standing_with_a_note(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    archive_commit(tmp_path, _cells(2.0), [], study="tiny")
+    (tmp_path / "dvc.lock").write_text("<<<<<<< HEAD\nschema: '2.0'\n=======\n>>>>>>> other\n")
+    result = cli("diff", cwd=tmp_path)
+    assert result.code == 0 and "no changes: the same run" in result.out, result.err
+    assert "note: WORKTREE: whether they predate params.yaml as compiled now is unknown: dvc.lock cannot be read" \
+        in result.err, result.err

@@ -34,7 +34,11 @@ def archived_ids(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
                          text=True)
     for commit in log.stdout.split():
         snapshot = Snapshot(commit, cwd=cwd)
-        for study in snapshot.studies():
+        try:
+            studies = snapshot.studies()
+        except ArchiveError:  # a commit that deleted archive/refs names no run
+            continue
+        for study in studies:
             try:
                 digest = manifest_digest(snapshot.read(f"refs/{study}.json"), f"{commit}:archive/refs/{study}.json")
             except ArchiveError:
