@@ -89,6 +89,11 @@ def test_a_run_only_the_working_tree_holds_is_refit_in_place_and_not_pulled(cli,
     assert json.loads(refit.out)["study"] == "alpha", refit.err
     worktree = cli("pull", "WORKTREE", cwd=root)
     assert worktree.code == 2 and "a pull reads a committed run" in worktree.err, worktree.err
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "the object, its ref still alpha's first run"], cwd=root, check=True)
+    replaced = cli("pull", new[:12], "--to", "p", cwd=root)
+    assert replaced.code == 2 and f"manifest {new[:16]} (study alpha) is committed, but no commit's archive/refs " \
+        "names it" in replaced.err and f"(`chemspec refit {new[:12]}`)" in replaced.err, replaced.err
 
 
 def test_a_study_that_disagrees_with_the_manifest_id_is_refused(cli, two_studies):
@@ -275,3 +280,13 @@ def test_a_dvc_lock_mid_merge_leaves_the_diff_standing_with_a_note(cli, tmp_path
     assert result.code == 0 and "no changes: the same run" in result.out, result.err
     assert "note: WORKTREE: whether they predate params.yaml as compiled now is unknown: dvc.lock cannot be read" \
         in result.err, result.err
+
+
+def test_an_untouched_pull_of_an_archive_holding_nan_is_not_called_edited(cli, tmp_path, git_env):
+    """Result files wrote a bare NaN until 2026-12-05; a pull writes it as null, so its bytes differ from the
+    archived object's although nobody edited them."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    digest = archive_commit(tmp_path, [{**_cells(2.0)[0], "val_loss": float("nan"), "status": "diverged"}], [])
+    assert cli("pull", digest[:10], "--to", "p", cwd=tmp_path).code == 0
+    assert json.loads((tmp_path / "p" / "cells.json").read_text())[0]["val_loss"] is None
+    assert json.loads(cli("refit", "p", "--json", cwd=tmp_path).out)["edited"] == []

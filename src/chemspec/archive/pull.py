@@ -19,6 +19,8 @@ from chemspec.archive.remote import remote_options
 from chemspec.errors import ArchiveError, UsageError
 from chemspec.runtime.io import atomic_dir, ignored_folder, sha256_tree, write_bytes, write_json
 
+PULLED = "pulled.json"
+"""The sha256 of each file of a pulled folder as the pull wrote it, by which refit names the files edited since."""
 NAMES = {"spec": "spec.json", "data": "data.json", "split": "split.json", "selected": "selected.json",
          "fit": "fit.json", "cells": "cells.json", "timing": "timing.json"}
 
@@ -65,6 +67,13 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
     if commit is None and not runs and target != WORKTREE and len(local := uncommitted_ids(target, cwd)) == 1:
         ((digest, name),) = local.items()
         if not worktree:
+            committed = subprocess.run(["git", "cat-file", "-e", f"HEAD:archive/objects/{digest[:2]}/{digest}"],
+                                       cwd=cwd, capture_output=True).returncode == 0
+            if committed:
+                raise UsageError(f"manifest {digest[:16]} (study {name}) is committed, but no commit's archive/refs "
+                                 "names it (a later run replaced it before the commit), and a pull fetches a run's "
+                                 "checkpoints at the commit that names it: refit it from the working tree instead "
+                                 f"(`chemspec refit {target}`)")
             raise UsageError(f"manifest {digest[:16]} (study {name}) is in the working tree's archive/ but in no "
                              "commit, and a pull reads a committed run: commit it (`git add -A && git commit`) and "
                              f"pull again, or refit it in place (`chemspec refit {target}`)")
@@ -120,6 +129,8 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
             remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
             _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), ignored_folder(tmp / "checkpoints"), rev,
                    remote, cwd)
+        write_json(tmp / PULLED, {"sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest()
+                                             for name in ["manifest.json", *map(file_name, dict(walk(manifest)))]}})
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
     return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
             "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints), "unchecked": len(unchecked)}
@@ -131,8 +142,17 @@ def file_name(role: str) -> str:
 
 
 def edited(folder: Path) -> list[str]:
-    """The files of a pulled folder that no longer hold what its manifest.json archived, in the manifest's order
-    (manifest.json itself where it cannot be read); none where the folder holds no manifest.json."""
+    """The files of a pulled folder that no longer hold what the pull wrote, as PULLED records it; in a folder
+    pulled before that record, those that no longer hold what its manifest.json archived (a summary that held
+    NaN, which the pull wrote as null, among them). In the manifest's order; none where there is no manifest.json."""
+    try:
+        written = json.loads((folder / PULLED).read_bytes())["sha256"]
+        return [name for name, digest in written.items()
+                if not (folder / name).is_file() or hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest]
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [PULLED]
     try:
         manifest = json.loads((folder / "manifest.json").read_bytes())
         objects = walk(manifest)
