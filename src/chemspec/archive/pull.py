@@ -177,13 +177,18 @@ def edited(folder: Path) -> list[str]:
     return changed
 
 
-def _missing_folder(url: str, cwd: Path) -> Path | None:
-    """The folder a local remote's `url` names, when it does not exist; None for any other remote."""
+def _local_folder(url: str, cwd: Path) -> Path | None:
+    """The folder a local remote's `url` names; None for any other remote."""
     if "://" in url and not url.startswith("file://"):
         return None
     folder = Path(url.removeprefix("file://")).expanduser()
-    folder = folder if folder.is_absolute() else cwd / ".dvc" / folder  # DVC reads it beside its config
-    return None if folder.exists() else folder
+    return folder if folder.is_absolute() else cwd / ".dvc" / folder  # DVC reads it beside its config
+
+
+def _missing_folder(url: str, cwd: Path) -> Path | None:
+    """The folder a local remote's `url` names, when it does not exist; None for any other remote."""
+    folder = _local_folder(url, cwd)
+    return None if folder is None or folder.exists() else folder
 
 
 def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev: str, remote: str,
@@ -215,7 +220,8 @@ def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev:
                                    f"checkpoint from remote {remote!r} ({url})")
             if damaged := [md5 for name, md5 in _file_md5s(fs, path) if _md5(into / key / name) != md5]:
                 one = len(damaged) == 1
-                files = ", ".join(f"{url.rstrip('/')}/files/md5/{md5[:2]}/{md5[2:]}" for md5 in damaged)
+                where = str(_local_folder(url, cwd) or url).rstrip("/")
+                files = ", ".join(f"{where}/files/md5/{md5[:2]}/{md5[2:]}" for md5 in damaged)
                 raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged on remote {remote!r} ({url}): {files} "
                                    f"no longer hold{'s' if one else ''} the bytes DVC named {'it' if one else 'them'} "
                                    f"by, so nothing was pulled; delete {'it' if one else 'them'} there, then push the "
