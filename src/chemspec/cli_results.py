@@ -168,7 +168,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         click.echo(f"  spec {change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")
     for change in result["selection"]:
         search = "" if change["group"] == "*" else f" of {change['group']}"
-        before, after = ("; ".join(map(_hparams, kept)) if kept else "none" for kept in (change["before"], change["after"]))
+        before, after = ("; ".join(map(_hparams, kept)) if kept else "none"
+                         for kept in (change["before"], change["after"]))
         click.echo(f"  TPE kept{search}: {before} -> {after}")
     cells = result["cells"]
     for key in cells["added"]:
@@ -183,7 +184,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         hparams = f"hparams {before} -> {after}, " if "hparams_before" in row else ""
         errors = "".join(f", test {label} {_change(row[f'{key}_before'], row[f'{key}_after'])}"
                          for key, label in TEST_ERRORS.items() if f"{key}_before" in row)
-        again = "; the same stage and cell identity trained both: it did not reproduce" if row.get("same_identity") else ""
+        again = ("; the same stage and cell identity trained both: it did not reproduce"
+                 if row.get("same_identity") else "")
         click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss "
                    f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}{again}")
     for row in cells["generation"]:

@@ -179,7 +179,8 @@ def carry_ranks(root: Path, cells: Cells, pipelines: dict[str, str], written: li
     locks = _locks(root)
     if not any(locks.values()):
         return
-    home = {name: root / lock_path(path) for path, text in pipelines.items() for name in stage_names(yaml.safe_load(text))}
+    home = {name: root / lock_path(path)
+            for path, text in pipelines.items() for name in stage_names(yaml.safe_load(text))}
     current = {root / lock_path(path) for path in pipelines}
     recorded = {name for lock in locks.values() for name in (lock or {}).get("stages", {})}
     folders = {**{f"train@{key}": cell.out_dir for key, cell in cells.train.items()},

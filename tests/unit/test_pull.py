@@ -190,9 +190,10 @@ def test_a_checkpoint_damaged_on_the_remote_is_refused_and_nothing_is_pulled(cli
     blob.write_bytes(b"X" + blob.read_bytes()[1:])
     result = cli("pull", "HEAD", "--to", "run", cwd=clone)
     assert result.code == 1 and f"remote 'default' ({store})" in result.err, result.err
-    assert f"checkpoint xs-100 (results/s/train/xs-100/model) at " in result.err, result.err
-    assert f"is damaged on remote 'default' ({store}): {store}/files/md5/{blob.parent.name}/{blob.name} no longer holds the " \
-        "bytes DVC named it by, so nothing was pulled; delete it there, then push" in result.err, result.err
+    assert "checkpoint xs-100 (results/s/train/xs-100/model) at " in result.err, result.err
+    damaged = f"{store}/files/md5/{blob.parent.name}/{blob.name}"
+    assert f"is damaged on remote 'default' ({store}): {damaged} no longer holds the bytes DVC named it by, so " \
+        "nothing was pulled; delete it there, then push" in result.err, result.err
     assert "a push alone mends nothing" in result.err and not (clone / "run").exists()
 
 

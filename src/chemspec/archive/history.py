@@ -70,8 +70,8 @@ class Snapshot:
     def studies(self) -> list[str]:
         if self.rev == WORKTREE:
             return sorted(p.stem for p in (self.cwd / self.root / "refs").glob("*.json"))
-        done = subprocess.run(["git", "ls-tree", "--full-tree", "--name-only", f"{self.rev}:{self.root}/refs"], cwd=self.cwd,
-                              capture_output=True, text=True)
+        done = subprocess.run(["git", "ls-tree", "--full-tree", "--name-only", f"{self.rev}:{self.root}/refs"],
+                              cwd=self.cwd, capture_output=True, text=True)
         if done.returncode != 0:
             if not in_repository(self.cwd):
                 raise ArchiveError(f"cannot read revision {self.label!r}: {self.cwd.resolve()} is not in a git "

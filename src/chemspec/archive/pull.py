@@ -222,9 +222,10 @@ def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev:
                 one = len(damaged) == 1
                 where = str(_local_folder(url, cwd) or url).rstrip("/")
                 files = ", ".join(f"{where}/files/md5/{md5[:2]}/{md5[2:]}" for md5 in damaged)
-                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged on remote {remote!r} ({url}): {files} "
-                                   f"no longer hold{'s' if one else ''} the bytes DVC named {'it' if one else 'them'} "
-                                   f"by, so nothing was pulled; delete {'it' if one else 'them'} there, then push the "
+                it = "it" if one else "them"
+                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged on remote {remote!r} ({url}): "
+                                   f"{files} no longer hold{'s' if one else ''} the bytes DVC named {it} by, so "
+                                   f"nothing was pulled; delete {it} there, then push the "
                                    f"checkpoint again from a project that holds it intact (`dvc push -r {remote}`): "
                                    "DVC uploads no file the remote already has, so a push alone mends nothing")
             raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]}, as DVC fetched it from remote {remote!r} "
