@@ -177,20 +177,22 @@ def carry_ranks(root: Path, cells: Cells, pipelines: dict[str, str], written: li
     `moved` as its folder moves and each lock file to `written` as it is written, the one gaining the entry
     first, so an interruption costs at most that stage's retraining."""
     locks = _locks(root)
-    if not any(locks.values()):
+    recorded = {name for lock in locks.values() for name in (lock or {}).get("stages", {})}
+    folders = {**{f"train@{key}": cell.out_dir for key, cell in cells.train.items()},
+               **{f"sample@{key}": cell.out_dir for key, cell in cells.sample.items()}}
+    candidates = {name for name in recorded if name.endswith("-r1") and name not in folders
+                  and name.removesuffix("-r1") in folders and name.removesuffix("-r1") not in recorded}
+    if not candidates:  # the usual case: spare hashing every cell's identity and reading params.yaml
         return
     home = {name: root / lock_path(path)
             for path, text in pipelines.items() for name in stage_names(yaml.safe_load(text))}
     current = {root / lock_path(path) for path in pipelines}
-    recorded = {name for lock in locks.values() for name in (lock or {}).get("stages", {})}
-    folders = {**{f"train@{key}": cell.out_dir for key, cell in cells.train.items()},
-               **{f"sample@{key}": cell.out_dir for key, cell in cells.sample.items()}}
     identities = _identities(cells, [cells.select.estimator, *filter(None, [_compiled_estimator(root)])])
     for path, lock in list(locks.items()):
         stages = (lock or {}).get("stages", {})
-        for old in [name for name in stages if name.endswith("-r1") and name not in folders]:
+        for old in [name for name in stages if name in candidates]:
             new, stage = old.removesuffix("-r1"), stages[old]
-            if new not in folders or new not in home or new in recorded or not isinstance(stage, dict):
+            if new not in home or not isinstance(stage, dict):
                 continue
             (olds, now), command = identities[new], stage.get("cmd")
             match = IDENTITY.search(command) if isinstance(command, str) else None
@@ -204,14 +206,11 @@ def carry_ranks(root: Path, cells: Cells, pipelines: dict[str, str], written: li
                 if resume.with_name(f"{resume.name}-r1").is_dir() and not resume.exists():
                     resume.with_name(f"{resume.name}-r1").rename(resume)
             moved.append(new)
-            locks.setdefault(home[new], None)
-            if locks[home[new]] is None:
+            if locks.get(home[new]) is None:
                 locks[home[new]] = {"schema": "2.0", "stages": {}}
             locks[home[new]]["stages"][new] = _renamed(stages.pop(old), old.split("@", 1)[1], new.split("@", 1)[1])
             for changed in [file for file in dict.fromkeys([home[new], path]) if file in current]:  # obsolete: deleted
-                write_bytes(changed, _dump(locks[changed]))
-                if changed.relative_to(root).as_posix() not in written:
-                    written.append(changed.relative_to(root).as_posix())
+                _save(root, changed, locks[changed], written)
 
 
 def _renamed(stage: dict, old: str, new: str) -> dict:
@@ -222,6 +221,13 @@ def _renamed(stage: dict, old: str, new: str) -> dict:
             if isinstance(entry, dict) and isinstance(entry.get("path"), str):
                 entry["path"] = "/".join(new if part == old else part for part in entry["path"].split("/"))
     return stage
+
+
+def _save(root: Path, path: Path, lock: dict, written: list[str]) -> None:
+    """Write `lock` to `path` and name it once in `written`, relative to `root`."""
+    write_bytes(path, _dump(lock))
+    if path.relative_to(root).as_posix() not in written:
+        written.append(path.relative_to(root).as_posix())
 
 
 def _locks(root: Path) -> dict[Path, dict | None]:
@@ -259,7 +265,5 @@ def carry_selection(root: Path, cells: Cells, written: list[str]) -> list[str]:
                         changed.add(name)
         if changed:
             moved += sorted(changed)
-            write_bytes(path, _dump(lock))
-            if path.relative_to(root).as_posix() not in written:
-                written.append(path.relative_to(root).as_posix())
+            _save(root, path, lock, written)
     return moved

@@ -39,12 +39,11 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
 
 
 def _committed(project: Path) -> dict[str, str]:
-    """{manifest id: the newest commit at which it is its study's run} over the history of `project`."""
-    from chemspec.archive.history import in_repository
+    """{manifest id: the newest commit at which it is its study's run} over the history of `project` (none
+    outside a git repository, where git log lists no commit)."""
     from chemspec.archive.pull import archived_ids
 
-    return {digest: commit for digest, (commit, _) in archived_ids("", project).items()} \
-        if in_repository(project) else {}
+    return {digest: commit for digest, (commit, _) in archived_ids("", project).items()}
 
 
 def _cells(store, manifest: dict) -> int | None:

@@ -212,12 +212,10 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     from chemspec.archive import diff as archive_diff
     from chemspec.archive.history import WORKTREE
 
-    cells = None
-    if Path(params).is_file():
-        try:
-            cells = load_cells(params)
-        except ChemspecError:  # a params.yaml that does not load says nothing about the archived runs
-            cells = None
+    try:
+        cells = load_cells(params) if Path(params).is_file() else None
+    except ChemspecError:  # a params.yaml that does not load says nothing about the archived runs
+        cells = None
     compiled = cells.fit.study if cells is not None else None
     if study is None and compiled is not None and compiled in (found := Snapshot(rev_b).studies()) and len(found) > 1:
         study = compiled
