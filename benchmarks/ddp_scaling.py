@@ -80,9 +80,9 @@ def run(args, devices: int, root: Path, first: Path | None) -> dict:
     from chemspec import api
 
     cells = api.load_cells(folder / "params.yaml")
-    (tpe,), (train,) = cells.tpe, cells.train
+    (train,) = cells.train
     start = time.perf_counter()
-    for stage, cell in (("tpe", tpe), ("select", None), ("train", train)):
+    for stage, cell in (*(("tpe", key) for key in cells.tpe), ("select", None), ("train", train)):
         step(folder, "run", stage, *(["--cell", cell] if cell else []))
     elapsed = time.perf_counter() - start
     metrics = json.loads((folder / cells.train[train].out_dir / "metrics.json").read_text())

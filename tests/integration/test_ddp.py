@@ -41,8 +41,7 @@ def _chemspec(root: Path, devices: int, *args: str, fault: str | None = None) ->
 
 
 def _study(devices: int, workers: int = 0) -> dict:
-    study = tiny_study(**{"training.devices": devices, "hpo.grid.learning_rate": [3.0e-3],
-                          "data.sizes": [200, 400], "training.num_workers": workers})
+    study = tiny_study(**{"training.devices": devices, "data.sizes": [200, 400], "training.num_workers": workers})
     study["model"]["sizes"] = {"xs": study["model"]["sizes"]["xs"]}
     return study
 
@@ -51,7 +50,7 @@ def _prepare(root: Path, devices: int) -> Path:
     root.mkdir()
     write_spec(root / "study.yaml", _study(devices))
     for args in (["compile", "study.yaml"], ["run", "data"], ["run", "split"],
-                 ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "select"]):
+                 ["run", "tpe", "--cell", "lr3e-3-bs32"], ["run", "tpe", "--cell", "lr1e-2-bs32"], ["run", "select"]):
         done = _chemspec(root, devices, *args)
         assert done.returncode == 0, done.stderr
     return root

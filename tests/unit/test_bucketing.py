@@ -75,14 +75,12 @@ def test_a_bucketed_or_packed_study_trains_the_same_steps_under_an_identity_of_i
 
     monkeypatch.chdir(tmp_path)
     plain = expand(load_study(write_spec(tmp_path / "plain.yaml", tiny_study())))
-    study = tiny_study(**layout, **{"hpo.grid.learning_rate": [3.0e-3]})
-    api.compile(write_spec(tmp_path / "s.yaml", study))
+    api.compile(write_spec(tmp_path / "s.yaml", tiny_study(**layout)))
     cells = api.load_cells("params.yaml")
     assert identity(cells.train["xs-200"]) != identity(plain.train["xs-200"])
     api.run("data")
     api.run("split")
-    (key,) = cells.tpe
-    result = api.run("tpe", "params.yaml", key)
+    result = api.run("tpe", "params.yaml", "lr3e-3-bs32")
     assert result["status"] == "ok" and result["steps"] == 13
 
 

@@ -388,6 +388,27 @@ def test_calibration_adds_full_runs_of_every_configuration(tmp_path):
     assert "calibrate" in pipeline and "calibration" in pipeline
 
 
+@pytest.mark.parametrize("scope", ["study", "model_size"])
+def test_one_configuration_is_kept_by_select_with_no_tpe_cell(tmp_path, scope):
+    study = tiny_study(**{"hpo.grid.learning_rate": [3.0e-3], "hpo.tpe.scope": scope})
+    if scope == "model_size":
+        del study["hpo"]["tpe"]["model_size"]
+    cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))
+    hparams = {"learning_rate": 3.0e-3, "batch_size": 32}
+    keys = ["lr3e-3-bs32"] if scope == "study" else [f"{m}-lr3e-3-bs32" for m in ("xs", "s", "m")]
+    assert cells.tpe == {} and cells.select.tpe_dirs == {}
+    assert cells.select.unranked == {key: hparams for key in keys}
+    assert sorted(cells.select.groups.values()) == sorted([key] for key in keys)
+    pipeline = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
+    assert "tpe" not in pipeline
+    assert pipeline["select"]["deps"] == ["data/tiny/splits/split.json"], "a stage without deps would always run"
+
+
+def test_a_selection_of_more_configurations_keeps_the_identity_it_had_before_unranked_ones(tmp_path):
+    cells = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study())))
+    assert identity(cells.select) == "5bed0e13c28fcd8c68a3d4cab549fbd0646497e7139d2c0e27a14e689e914ff2"
+
+
 def test_replicate_seeds_add_train_cells_with_other_seeds(tmp_path):
     study = tiny_study(**{"fit.replicate_seeds": 2, "fit.replicate_cells": ["xs-400"]})
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))

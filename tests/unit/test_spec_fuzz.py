@@ -63,7 +63,10 @@ def outcome(call: Callable[[], Study]) -> Study | SpecError:
 def expand_checked(study: Study) -> None:
     """A valid study expands into its whole grid, and only DVC's foreach variables use `$` in dvc.yaml."""
     cells = expand(study)
-    assert len(cells.tpe) == len(study.hpo.grid.configs())
+    configs = len(study.hpo.grid.configs())
+    searches = len(study.model.size_names()) if study.hpo.tpe.scope == "model_size" else 1
+    assert len(cells.tpe) == (configs * searches if configs > 1 else 0), "one configuration has nothing to rank"
+    assert len(cells.select.unranked) == (searches if configs == 1 else 0)
     assert len(cells.train) == len(study.model.size_names()) * len(study.data.sizes) * study.hpo.tpe.keep
     text = yaml.safe_dump(dvc_pipeline(cells, getattr(study.data.source, "file", None)))
     assert set(re.findall(r"\$\{([^}]*)\}", text)) <= ALLOWED_VARS, text

@@ -138,3 +138,10 @@ def test_estimator_options_that_calibration_reads_are_accepted_beside_another_es
                                                              "calibrate: true,")
     (tmp_path / "q.yaml").write_text(text)
     assert load_study(tmp_path / "q.yaml").hpo.tpe.ema_decay == 0.5
+
+
+def test_calibration_of_a_grid_of_one_configuration_is_refused(tmp_path):
+    with pytest.raises(SpecError, match=r"hpo.tpe.calibrate: scores how TPE ranks the configurations of hpo.grid, "
+                                        r"and it holds one \(which trains without a TPE run\); give hpo.grid more "
+                                        r"values, or remove calibrate"):
+        grid(tmp_path, 1, 1, None, **{"hpo.grid.learning_rate": [3.0e-3], "hpo.tpe.calibrate": True})

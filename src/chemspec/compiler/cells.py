@@ -118,6 +118,8 @@ class SelectCell(Cell):
     """hpo.tpe's estimator and its options: select estimates from each TPE cell's loss log, so that changing
     the estimator retrains no TPE cell."""
     tpe_dirs: dict[str, str]
+    unranked: dict[str, dict[str, Any]] = {}
+    """Configurations kept without a TPE run, by key: where hpo.grid holds one, there is nothing to rank."""
     groups: dict[str, list[str]]
     """Selection group ('*' or a model size) -> the TPE cells ranked against each other."""
     out: str
@@ -210,7 +212,9 @@ def canonical_json(value: Any) -> bytes:
 def identity(cell: Cell, estimator: dict[str, Any] = RETIRED_ESTIMATOR) -> str:
     """sha256 of the fields of a cell that change its result. `estimator`: what a TPE or train cell's identity
     holds; cells compiled before 2026-12-06 held the study's, by which relock.carry_selection knows them."""
-    fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE)
+    # Selections compiled before 2026-12-06 had no unranked configurations: they keep their identities.
+    unset = {"unranked"} if isinstance(cell, SelectCell) and not cell.unranked else set()
+    fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE | unset)
     if isinstance(fields.get("training"), dict):
         # An option left off (None) does not change results, so options added later keep identities.
         fields["training"] = {**RETIRED_TRAINING, **{k: v for k, v in fields["training"].items()

@@ -62,11 +62,15 @@ def expand(study: Study) -> Cells:
     common = dict(family=study.model.family, seed=study.seed, training=study.training, data_dir=data_dir,
                   split_dir=split_dir)
     per_size = tpe_cfg.scope == "model_size"
-    tpe, groups = {}, {}
+    configs = study.hpo.grid.configs()
+    tpe, groups, unranked = {}, {}, {}
     for group, tpe_size in ([(s, s) for s in sizes] if per_size else [("*", study.tpe_model_size())]):
-        for hp in study.hpo.grid.configs():
+        for hp in configs:
             key = f"{group}-{hp_name(hp)}" if per_size else hp_name(hp)
             groups.setdefault(group, []).append(key)
+            if len(configs) == 1:  # nothing to rank: no TPE run
+                unranked[key] = hp
+                continue
             tpe[key] = TrainCell(name=f"tpe@{key}", size_name=tpe_size, size=sizes[tpe_size],
                                  data_size=study.tpe_data_size(), epochs=study.training.max_epochs,
                                  window=tpe_cfg.budget_fraction, hparams=hp, rank=0,
@@ -84,7 +88,8 @@ def expand(study: Study) -> Cells:
                                       keep=tpe_cfg.keep, margin=tpe_cfg.margin, out_dir=f"{results}/calibration")
     selected = f"{results}/selected.json"
     select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=estimator,
-                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, groups=groups, out=selected,
+                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, unranked=unranked,
+                        groups=groups, out=selected,
                         choices={group: [choice_file(results, group, rank) for rank in range(1, tpe_cfg.keep + 1)]
                                  for group in groups})
     train = {}

@@ -161,10 +161,35 @@ def size_pipelines(cells: Cells) -> dict[str, dict]:
     return documents
 
 
-def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
+def _tpe_stages(cells: Cells) -> dict:
+    """The TPE runs, calibration (when asked for) and select, which ranks the TPE runs; where hpo.grid holds
+    one configuration there are no TPE runs, and select keeps it once the split stands."""
+    if not cells.tpe:
+        return {"select": {"cmd": _cmd("select", cells.select), "deps": [f"{cells.split.out_dir}/split.json"],
+                           "outs": _select_outs(cells)}}
     tpe_size = next(iter(cells.tpe.values())).data_size
-    results = cells.fit.out_dir.rsplit("/", 1)[0]
-    tpe_dir = f"{results}/tpe"
+    tpe_dir = cells.fit.out_dir.rsplit("/", 1)[0] + "/tpe"
+    return {
+        "tpe": {
+            "foreach": {key: {"data_size": cell.data_size, "identity": short_identity(cell)}
+                        for key, cell in cells.tpe.items()},
+            "do": {
+                "cmd": _cell_cmd("tpe"),
+                "deps": _train_deps(cells, str(tpe_size), test=False),
+                "outs": [f"{tpe_dir}/${{key}}"],
+            },
+        },
+        **_calibration_stages(cells, tpe_size),
+        "select": {"cmd": _cmd("select", cells.select), "deps": list(cells.select.tpe_dirs.values()),
+                   "outs": _select_outs(cells)},
+    }
+
+
+def _select_outs(cells: Cells) -> list[str]:
+    return [cells.select.out, *(path for group in cells.select.choices.values() for path in group)]
+
+
+def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
     stages: dict = {
         "data": {
             "cmd": _cmd("data", cells.data),
@@ -176,21 +201,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
             "deps": [f"{cells.data.out_dir}/data.json"],
             "outs": _split_outs(cells),
         },
-        "tpe": {
-            "foreach": {key: {"data_size": cell.data_size, "identity": short_identity(cell)}
-                        for key, cell in cells.tpe.items()},
-            "do": {
-                "cmd": _cell_cmd("tpe"),
-                "deps": _train_deps(cells, str(tpe_size), test=False),
-                "outs": [f"{tpe_dir}/${{key}}"],
-            },
-        },
-        **_calibration_stages(cells, tpe_size),
-        "select": {
-            "cmd": _cmd("select", cells.select),
-            "deps": list(cells.select.tpe_dirs.values()),
-            "outs": [cells.select.out, *(path for group in cells.select.choices.values() for path in group)],
-        },
+        **_tpe_stages(cells),
         **_reference_stage(cells),
         **({} if split_pipeline(cells) else {**_train_stage(cells, list(cells.train)),
                                                **_sample_stage(cells, list(cells.train))}),

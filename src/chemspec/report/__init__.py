@@ -46,6 +46,9 @@ def intervals_note(confidence: float) -> str:
 
 def cost_text(spent: dict) -> str:
     """What TPE cost and saved, in one sentence; where TPE dropped no configuration, it claims no saving."""
+    if spent["configs"] == 1 and not spent["tpe_s"]:
+        return (f"Training {spent['train_s']:.1f} s, with no TPE run: hpo.grid holds one configuration, which TPE "
+                "has nothing to rank against.")
     if spent["kept"] >= spent["configs"]:
         return (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s: TPE kept all {spent['configs']} "
                 "configuration(s) of hpo.grid, so it saved nothing (it needs more configurations than it keeps).")

@@ -131,7 +131,8 @@ def rank_group(rows: list[dict], keep: int, margin: float | None, estimator: str
 
 def run_select(cell: SelectCell) -> dict:
     """Estimate each configuration from its TPE run's loss log, rank them within each group and keep the best
-    (see rank_group); write the ranking and, per group and rank, the configuration its train cells read."""
+    (see rank_group), or keep a group's only configuration, which no TPE run ranks; write the ranking and, per
+    group and rank, the configuration its train cells read."""
     rows = {}
     for key, folder in sorted(cell.tpe_dirs.items()):
         path, log = Path(folder) / "estimate.json", Path(folder) / "loss.csv"
@@ -145,8 +146,14 @@ def run_select(cell: SelectCell) -> dict:
                      "estimate": None if status != "ok" else estimate(
                          losses, result["val_history"], cell.estimator,
                          result.get("steps_per_epoch"), result.get("span_epochs"))}
+    for key, hparams in sorted(cell.unranked.items()):
+        rows[key] = {"name": key, "hparams": hparams, "cost_s": 0.0, "status": "ok", "estimate": None, "rank": 1,
+                     "kept": True, "reason": "the only configuration of hpo.grid: trained without a TPE run"}
     kept = {}
     for group, keys in sorted(cell.groups.items()):
+        if set(keys) <= set(cell.unranked):
+            kept[group] = [rows[k]["hparams"] for k in keys]
+            continue
         kept[group] = rank_group([rows[k] for k in keys], cell.keep, cell.margin, cell.estimator["estimator"])
         if not kept[group]:
             raise RunError(f"select: every TPE configuration{'' if group == '*' else ' of ' + group} diverged; "

@@ -76,7 +76,7 @@ class Tpe(Spec):
 
 
 class Hpo(Spec):
-    """Hyperparameter search, gated by TPE."""
+    """Hyperparameter search, gated by TPE; a grid of one configuration trains it with no TPE run."""
 
     grid: Grid
     """Values to combine."""
@@ -89,4 +89,7 @@ class Hpo(Spec):
         if self.tpe.keep > n:
             raise ValueError(f"hpo.tpe.keep is {self.tpe.keep}, more than the {n} configurations of hpo.grid; "
                              f"set keep to at most {n}")
+        if self.tpe.calibrate and n == 1:
+            raise ValueError("hpo.tpe.calibrate scores how TPE ranks the configurations of hpo.grid, and it holds "
+                             "one (which trains without a TPE run); give hpo.grid more values, or remove calibrate")
         return self
