@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 def study(rates: list[float]) -> dict:
     spec = tiny_study(**{"data.source.max_molecules": 600, "data.sizes": [100, 200], "data.validation": 100,
-                         "data.test": 100, "hpo.tpe.data_size": 200, "training.max_epochs": 1, "hpo.grid.learning_rate": rates})
+                         "data.test": 100, "hpo.tpe.data_size": 200, "training.max_epochs": 1,
+                         "hpo.grid.learning_rate": rates})
     spec["model"]["sizes"] = {"xs": spec["model"]["sizes"]["xs"]}
     return spec
 

@@ -249,7 +249,8 @@ def _selected(configs: int, keep: int, kept: int, cost_s: float) -> dict:
                    "cell: 25% saved."),
     (2, 1, 1, 2.0, "TPE 4.0 s + training 1.0 s = 5.0 s, against about 2.0 s to train all 2 configurations in every "
                    "cell: TPE cost 150% more than training every configuration would have."),
-], ids=["one-config", "one-config-since-2026-12-06", "all-kept", "pruned", "margin-dropped-more-than-keep", "tpe-dearer"])
+], ids=["one-config", "one-config-since-2026-12-06", "all-kept", "pruned", "margin-dropped-more-than-keep",
+        "tpe-dearer"])
 def test_the_report_claims_a_tpe_saving_only_where_tpe_dropped_configurations(cli, tmp_path, configs, keep, kept,
                                                                               cost_s, said):
     write_spec(tmp_path / "study.yaml", tiny_study())
