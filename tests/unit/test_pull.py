@@ -291,3 +291,39 @@ def test_an_untouched_pull_of_an_archive_holding_nan_is_not_called_edited(cli, t
     assert cli("pull", digest[:10], "--to", "p", cwd=tmp_path).code == 0
     assert json.loads((tmp_path / "p" / "cells.json").read_text())[0]["val_loss"] is None
     assert json.loads(cli("refit", "p", "--json", cwd=tmp_path).out)["edited"] == []
+
+
+def _uncommitted_like(root, digest: str, length: int) -> str:
+    """A run of alpha put in the working tree's archive alone, its id sharing `length` characters with `digest`."""
+    from chemspec.archive.store import Store, json_digest
+
+    store = Store(root / "archive")
+    manifest = store.get_json(digest)
+    for hours in range(1, 100_000):
+        variant = {**manifest, "provenance": {**manifest["provenance"], "compute_hours": float(hours)}}
+        if json_digest(variant)[:length] == digest[:length]:
+            return store.put_json(variant)
+    raise AssertionError("no variant shares the prefix")
+
+
+def test_a_prefix_of_a_committed_and_an_uncommitted_run_is_refused_as_ambiguous(cli, two_studies):
+    root, alpha, beta = two_studies
+    length = next(n for n in range(2, 64) if beta[:n] != alpha[:n])
+    new, prefix = _uncommitted_like(root, alpha, length), alpha[:length]
+    for verb in ("pull", "refit"):
+        result = cli(verb, prefix, cwd=root)
+        assert result.code == 1 and f"2 archived manifests start with {prefix!r}" in result.err, result.err
+        assert f"{alpha[:16]} (alpha)" in result.err and f"{new[:16]} (alpha, named by no commit)" in result.err
+        assert "give more characters" in result.err
+    assert json.loads(cli("refit", new[:12], "--json", cwd=root).out)["study"] == "alpha"
+
+
+def test_an_id_only_the_working_tree_holds_asked_for_below_the_project_says_where_to_go(cli, two_studies):
+    root, alpha, _ = two_studies
+    new = _uncommitted_like(root, alpha, 0)
+    below = root / "results"
+    below.mkdir()
+    hint = f"this is a folder below the project: run it from the project's top, {root}"
+    for verb in ("pull", "refit"):
+        result = cli(verb, new[:12], cwd=below)
+        assert result.code == 2 and "neither" in result.err and hint in result.err, result.err

@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from chemspec.archive.history import WORKTREE, Snapshot, commit_of, in_repository
+from chemspec.archive.history import WORKTREE, Snapshot, commit_of, elsewhere, in_repository
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.store import json_digest, manifest_digest
 from chemspec.archive.remote import remote_options
@@ -64,7 +64,15 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
     study archived there), or a manifest id (or its start) archived in this history, whose study it is. With
     `worktree`, a manifest id that only the working tree's archive holds resolves to WORKTREE."""
     commit, runs = commit_of(target, cwd), archived_ids(target, cwd)
-    if commit is None and not runs and target != WORKTREE and len(local := uncommitted_ids(target, cwd)) == 1:
+    if commit is not None and runs:
+        raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
+                           f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")
+    local = uncommitted_ids(target, cwd) if commit is None and target != WORKTREE else {}
+    if len(ids := {**{digest: name for digest, (_, name) in runs.items()}, **local}) > 1:
+        listed = ", ".join(f"{digest[:16]} ({name}{'' if digest in runs else ', named by no commit'})"
+                           for digest, name in sorted(ids.items()))
+        raise ArchiveError(f"{len(ids)} archived manifests start with {target!r}: {listed}; give more characters")
+    if not runs and local:
         ((digest, name),) = local.items()
         if not worktree:
             committed = subprocess.run(["git", "cat-file", "-e", f"HEAD:archive/objects/{digest[:2]}/{digest}"],
@@ -80,20 +88,14 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
         if study is not None and study != name:
             raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study")
         return WORKTREE, name, digest
-    if commit is not None and runs:
-        raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
-                           f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")
     if commit is not None:
         digest, manifest = Snapshot(commit, cwd=cwd, label=target).manifest(study)
         return commit, manifest["study"], digest
-    if len(runs) > 1:
-        listed = ", ".join(f"{digest[:16]} ({name})" for digest, (_, name) in sorted(runs.items()))
-        raise ArchiveError(f"{len(runs)} archived manifests start with {target!r}: {listed}; give more characters")
     if not runs:
         outside = "" if in_repository(cwd) else f" ({cwd.resolve()} is in no git repository: run this in the study's " \
                                                 "project)"
         raise UsageError(f"{target!r} is neither a git revision nor a manifest id archived in this history{outside}; "
-                         "`chemspec archive ls` lists manifests")
+                         f"`chemspec archive ls` lists manifests{elsewhere(cwd)}")
     ((digest, (commit, name)),) = runs.items()
     if study is not None and study != name:
         raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study, or "
