@@ -172,10 +172,11 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
                          for kept in (change["before"], change["after"]))
         click.echo(f"  TPE kept{search}: {before} -> {after}")
     cells = result["cells"]
-    for key in cells["added"]:
-        click.echo(f"  + cell {key}")
-    for key in cells["removed"]:
-        click.echo(f"  - cell {key}")
+    for sign, keys in (("+", cells["added"]), ("-", cells["removed"])):
+        for key in keys:
+            shown = cells["losses"][key]
+            loss = f"val loss {_fmt(shown['val_loss'])}" if shown["status"] == "ok" else shown["status"]
+            click.echo(f"  {sign} cell {key}: {loss}")
     for row in cells["changed"]:
         status = (f"{row['status_before']} -> {row['status_after']}, "
                   if row["status_before"] != row["status_after"] else "")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chemspec.words import number
 from tests.conftest import copy_project, repro_and_commit, tiny_study, tool_env
 
 pytestmark = pytest.mark.slow
@@ -44,8 +45,14 @@ def test_diff_lists_added_cells_and_exponent_changes(history):
     for row in data_axis:
         assert row["before"] != row["after"] and row["significant"] in (True, False)
         assert len(row["ci_before"]) == 2 and len(row["ci_after"]) == 2
+    added = result["cells"]["losses"]["xs-1000"]
+    assert added["status"] == "ok" and added["val_loss"] > 0
     text = sh("chemspec", "diff", "HEAD~1", "HEAD", cwd=history).stdout
-    assert "+ cell xs-1000" in text
+    assert f"+ cell xs-1000: val loss {number(added['val_loss'])}\n" in text
+    removed = json.loads(sh("chemspec", "diff", "HEAD", "HEAD~1", "--json", cwd=history).stdout)["cells"]
+    assert removed["removed"] == ["xs-1000", "s-1000", "m-1000"] and removed["losses"]["xs-1000"] == added
+    assert f"- cell xs-1000: val loss {number(added['val_loss'])}\n" in \
+        sh("chemspec", "diff", "HEAD", "HEAD~1", cwd=history).stdout
 
 
 def test_dvc_metrics_diff_compares_the_two_commits(history):

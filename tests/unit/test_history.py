@@ -52,6 +52,18 @@ def test_diff_reports_a_cell_that_diverged_and_one_that_recovered(cli, repo):
     assert "~ cell xs-400: val loss 1.5 -> 1.4" in text.out
 
 
+def test_added_and_removed_cells_show_their_loss_or_status(cli, repo):
+    archive_commit(repo, [_cell("xs", 100, 2.0), _cell("xs", 200, 1.75)], [])
+    archive_commit(repo, [_cell("xs", 100, 2.0), _cell("s", 100, None, "diverged"), _cell("s", 200, 1.25)], [])
+    result = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]
+    assert (result["added"], result["removed"]) == (["s-100", "s-200"], ["xs-200"])
+    assert result["losses"] == {"s-100": {"status": "diverged", "val_loss": None},
+                                "s-200": {"status": "ok", "val_loss": 1.25},
+                                "xs-200": {"status": "ok", "val_loss": 1.75}}
+    text = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    assert "  + cell s-100: diverged\n  + cell s-200: val loss 1.25\n  - cell xs-200: val loss 1.75\n" in text, text
+
+
 def test_a_cell_that_diverged_in_both_runs_is_unchanged(cli, repo):
     cells = [_cell("xs", 100, 2.0), _cell("xs", 200, None, "diverged")]
     archive_commit(repo, cells, [_fit(0.2, 0.01)])

@@ -231,8 +231,9 @@ def _cell_change(key: str, before: dict, after: dict) -> dict | None:
 
 
 def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = ({}, {})) -> dict:
-    """Cells added, removed and changed between two runs; `identities`: each run's {stage: cell identity}
-    (its manifest's `cells`; empty where the runs read other data or splits), with which a changed cell that
+    """Cells added, removed (with the status and loss of each, under `losses`) and changed between two runs;
+    `identities`: each run's {stage: cell identity} (its manifest's `cells`; empty where the runs read other
+    data or splits), with which a changed cell that
     the same stage trained in both runs with the same identity, hyperparameters and parameter count is marked
     `same_identity`: a result that did not reproduce."""
     key = lambda c: f"{c['model']}-{c['data_size']}"  # noqa: E731
@@ -247,8 +248,10 @@ def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = (
         if stage and stage == now.get("cell") and "hparams_before" not in change and "params_before" not in change \
                 and identities[0].get(stage) is not None and identities[0].get(stage) == identities[1].get(stage):
             change["same_identity"] = True
-    return {"added": [k for k in order if k not in before], "removed": [k for k in order if k not in after],
-            "changed": changed,
+    added, removed = [k for k in order if k not in before], [k for k in order if k not in after]
+    return {"added": added, "removed": removed, "changed": changed,
+            "losses": {k: {"status": cells[k].get("status", "ok"), "val_loss": _number(cells[k], "val_loss")}
+                       for keys, cells in ((added, after), (removed, before)) for k in keys},
             "generation": [change for k in common for change in _generation_changes(k, before[k], after[k])]}
 
 
