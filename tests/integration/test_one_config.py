@@ -26,10 +26,11 @@ def stale(root: Path) -> set[str]:
     return {name.rsplit(":", 1)[-1] for name in json.loads(sh("dvc", "status", "--json", cwd=root))}
 
 
-def compile_(cli, root: Path, rates: list[float]) -> None:
+def compile_(cli, root: Path, rates: list[float]) -> str:
     write_spec(root / "study.yaml", study(rates))
     done = cli("compile", "study.yaml", cwd=root)
     assert done.code == 0, done.err
+    return done.err
 
 
 def test_a_grid_shrunk_to_tpes_choice_trains_nothing_again_and_runs_no_tpe(cli, tmp_path):
@@ -41,7 +42,9 @@ def test_a_grid_shrunk_to_tpes_choice_trains_nothing_again_and_runs_no_tpe(cli, 
     chosen = json.loads((results / "selected" / "r1.json").read_text())["hparams"]
     trained = {key: (results / "train" / key / "metrics.json").read_bytes() for key in ("xs-100", "xs-200")}
 
-    compile_(cli, tmp_path, [chosen["learning_rate"]])
+    notes = compile_(cli, tmp_path, [chosen["learning_rate"]])
+    assert "note: 2 folders of stages this grid no longer has stay on disk (results/tiny/tpe/lr1e-2-bs32, " \
+           "results/tiny/tpe/lr3e-3-bs32), tracked by no stage now" in notes, notes
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
     assert "tpe" not in stages
     assert stages["select"]["deps"] == ["data/tiny/splits/split.json"]

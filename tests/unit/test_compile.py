@@ -409,6 +409,25 @@ def test_a_selection_of_more_configurations_keeps_the_identity_it_had_before_unr
     assert identity(cells.select) == "5bed0e13c28fcd8c68a3d4cab549fbd0646497e7139d2c0e27a14e689e914ff2"
 
 
+def test_compile_names_the_folders_of_cells_the_grid_no_longer_has(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    for folder in ("train/m-800", "train/m-400", ".resume/train-m-800", "tpe/lr1e-2-bs32", "train/xs-200"):
+        (tmp_path / "results" / "tiny" / folder).mkdir(parents=True)
+    smaller = tiny_study(**{"hpo.grid.learning_rate": [3.0e-3, 3.0e-2]})
+    smaller["model"]["sizes"].pop("m")
+    write_spec(tmp_path / "study.yaml", smaller)
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "note: 4 folders of stages this grid no longer has stay on disk (results/tiny/.resume/train-m-800, " \
+           "results/tiny/tpe/lr1e-2-bs32, results/tiny/train/m-400, ...), tracked by no stage now; delete them " \
+           "when you no longer need them" in result.err, result.err
+    again = cli("compile", "study.yaml", cwd=tmp_path)
+    assert "stay on disk" not in again.err, "named once, when the grid lost them"
+    write_spec(tmp_path / "other.yaml", tiny_study(**{"study": "other"}))
+    assert "stay on disk" not in cli("compile", "other.yaml", cwd=tmp_path).err, "another study's cells are its own"
+
+
 def test_replicate_seeds_add_train_cells_with_other_seeds(tmp_path):
     study = tiny_study(**{"fit.replicate_seeds": 2, "fit.replicate_cells": ["xs-400"]})
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from chemspec import relock
 from chemspec.compiler import Cells, compile_study, expand
-from chemspec.compiler.render import GENERATED, PIPELINES
+from chemspec.compiler.render import GENERATED, PARAMS, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
 from chemspec.runtime.io import final_path, written_together
 from chemspec.specs import Study, json_schema, load_study
@@ -113,6 +113,8 @@ class CompileResult:
     as depending on selected.json), now recorded as compiled now (relock.carry_selection)."""
     renamed: list[str] = field(default_factory=list)
     """Rank-1 stages named <cell>-r1 until 2026-12-06, carried with their folders to <cell> (relock.carry_ranks)."""
+    leftovers: list[str] = field(default_factory=list)
+    """Folders of per-cell stages the study had before this compile and has no more, left on disk."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -128,9 +130,9 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
     study, source_file = _with_project_paths(study, spec, root)
     files = compile_study(study, _project_path(spec, root), source_file)
     result = CompileResult(study=study.study, files=files)
-    foreign = []
+    foreign, before = [], {}
     for name, text in files.items():
-        existing = _existing(root / name) if (root / name).is_file() else None
+        existing = before[name] = _existing(root / name) if (root / name).is_file() else None
         if existing is None:
             result.missing.append(name)
         if existing != text:
@@ -168,6 +170,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
                         folder.rmdir()
                 result.removed.append(name)
         result.written += changed
+        result.leftovers = _leftovers(before.get(PARAMS), cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
@@ -194,6 +197,22 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
         result.notes.append(f"the DVC remote {study.archive.remote!r} could not be set up ({exc}); check "
                             f"{project / '.dvc'}, then compile again")
     return result
+
+
+def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
+    """The folders that per-cell stages of the same study compiled before wrote and that no stage writes now
+    (a model or data size, rank or configuration gone from the grid): still on disk, tracked by no stage."""
+    try:
+        old = (yaml.safe_load(params or "") or {})["cells"]
+        if old["archive"]["study"] != cells.archive.study:
+            return []
+        folders = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
+                   for cell in (old.get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
+        return []
+    now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
+           for cell in stage.values() for key in ("out_dir", "resume_dir")}
+    return sorted(f for f in folders - now if isinstance(f, str) and (root / f).is_dir())
 
 
 def _existing(path: Path) -> str:
