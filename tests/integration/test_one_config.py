@@ -50,15 +50,21 @@ def test_a_grid_shrunk_to_tpes_choice_trains_nothing_again_and_runs_no_tpe(cli, 
     assert stages["select"]["deps"] == ["data/tiny/splits/split.json"]
     assert stale(tmp_path) == {"select", "archive"}, "a new selection and spec to archive; the cells stand"
     log = sh("dvc", "repro", cwd=tmp_path)
-    assert "Running stage 'select'" in log and "Running stage 'train@" not in log
+    assert "Running stage 'select'" in log and "Running stage 'fit'" in log and "Running stage 'train@" not in log
     assert {key: (results / "train" / key / "metrics.json").read_bytes() for key in trained} == trained
     assert stale(tmp_path) == set()
 
     selected = json.loads((results / "selected.json").read_text())
     (row,) = selected["configs"]
-    assert row["hparams"] == chosen and row["kept"] and row["estimate"] is None and row["cost_s"] == 0
+    assert row["hparams"] == chosen and row["kept"] and row["unranked"] and row["estimate"] is None
+    assert row["cost_s"] == 0
     assert row["reason"] == "the only configuration of hpo.grid: trained without a TPE run"
     assert selected["tpe_cost_s"] == 0
     report = cli("report", cwd=tmp_path)
     assert report.code == 0, report.err
     assert "with no TPE run: hpo.grid holds one configuration" in report.out
+    page = (results / "report" / "index.html").read_text()
+    assert "<h2>Hyperparameters</h2>" in page and "Training Performance Estimation" not in page
+    refused = cli("run", "tpe", "--cell", "lr1e-2-bs32", cwd=tmp_path)
+    assert refused.code == 1 and "tpe: this study has no tpe cells; hpo.grid holds one configuration, which trains " \
+        "without a TPE run (there is nothing to rank); give hpo.grid more values, then recompile" in refused.err

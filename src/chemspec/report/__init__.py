@@ -179,7 +179,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
                   (f"cannot fit: {joint['reason']}" if joint else ""))
     tpe = None
     if selected:
-        tpe = {"estimator": selected["estimator"],
+        tpe = {"estimator": selected["estimator"], "ranked": not all(c.get("unranked") for c in selected["configs"]),
                "configs": [{**c, "estimate_text": _num(c["estimate"])} for c in selected["configs"]],
                "cost_text": cost_text(fit["cost"]) if fit.get("cost") else ""}
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())

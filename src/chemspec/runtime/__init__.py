@@ -12,7 +12,8 @@ STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train",
 PER_CELL = ("tpe", "calibrate", "train", "sample")
 EMPTY = {"sample": "add a `generation` section to the study (ChemGPT studies only)",
          "calibrate": "set hpo.tpe.calibrate: true",
-         "tpe": "give hpo.grid values", "train": "give model.sizes and data.sizes"}
+         "tpe": "hpo.grid holds one configuration, which trains without a TPE run (there is nothing to rank); give "
+                "hpo.grid more values", "train": "give model.sizes and data.sizes"}
 
 
 def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str | None = None,

@@ -148,7 +148,8 @@ def run_select(cell: SelectCell) -> dict:
                          result.get("steps_per_epoch"), result.get("span_epochs"))}
     for key, hparams in sorted(cell.unranked.items()):
         rows[key] = {"name": key, "hparams": hparams, "cost_s": 0.0, "status": "ok", "estimate": None, "rank": 1,
-                     "kept": True, "reason": "the only configuration of hpo.grid: trained without a TPE run"}
+                     "kept": True, "unranked": True,
+                     "reason": "the only configuration of hpo.grid: trained without a TPE run"}
     kept = {}
     for group, keys in sorted(cell.groups.items()):
         if set(keys) <= set(cell.unranked):
