@@ -257,7 +257,7 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        click.echo(f"study {result['study']} from {source}\n")
+        click.echo(f"study {result['study']} from {source}\n" if result["study"] else f"cells of {source}\n")
         _echo_fits(result["fits"], result["confidence"])
     if not result["fitted"]:
         click.echo("error: no law could be fitted to these cells (each fit above says why); refit with a law the "

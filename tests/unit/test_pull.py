@@ -327,3 +327,29 @@ def test_an_id_only_the_working_tree_holds_asked_for_below_the_project_says_wher
     for verb in ("pull", "refit"):
         result = cli(verb, new[:12], cwd=below)
         assert result.code == 2 and "neither" in result.err and hint in result.err, result.err
+
+
+def test_refit_with_a_law_and_a_level_needs_no_fit_json(cli, two_studies, tmp_path):
+    root, alpha, _ = two_studies
+    assert cli("pull", alpha[:10], "--to", "a", cwd=root).code == 0
+    (root / "a" / "fit.json").unlink()
+    without = cli("refit", "a", "--law", "power", cwd=root)
+    assert without.code == 1 and "a/fit.json is missing" in without.err, without.err
+    assert "or fit cells.json alone: give both --law and --confidence" in without.err
+    pulled = json.loads(cli("refit", "a", "--law", "power", "--confidence", "0.9", "--json", cwd=root).out)
+    assert (pulled["study"], pulled["confidence"], pulled["edited"]) == ("alpha", 0.9, ["fit.json"])
+
+    hand = tmp_path / "mine"
+    hand.mkdir()
+    rows = [{**_cells(8.0 * size ** -0.3)[0], "data_size": size} for size in (100, 400, 1600, 6400)]
+    (hand / "cells.json").write_text(json.dumps(rows))
+    refused = cli("refit", str(hand), cwd=root)
+    assert refused.code == 1 and "mine/fit.json is missing; run the stage that writes it" in refused.err, refused.err
+    assert "or fit cells.json alone: give both --law and --confidence" in refused.err
+    result = cli("refit", str(hand), "--law", "power", "--confidence", "0.9", "--json", cwd=root)
+    fitted = json.loads(result.out)
+    assert result.code == 0 and fitted["study"] is None and fitted["edited"] == [], result.err
+    (row,) = [f for f in fitted["fits"] if f["axis"] == "data"]
+    assert row["status"] == "ok" and row["exponent"] == pytest.approx(0.3, abs=1e-3)
+    text = cli("refit", str(hand), "--law", "power", "--confidence", "0.9", cwd=root).out
+    assert text.startswith(f"cells of {hand}\n"), text

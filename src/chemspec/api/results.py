@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from chemspec.errors import ArchiveError, ChemspecError, InputError, UsageError
 from chemspec.relock import locked_identities
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
-                                          read_results, selected_problem)
+                                          read_cells, read_results, selected_problem)
 from chemspec.words import count
 
 
@@ -269,15 +270,20 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
         try:
-            cells, old = read_results(folder, ("study",))
+            if laws and confidence is not None and not (folder / "fit.json").exists():  # it would give only these
+                cells, old = read_cells(folder), {"study": _pulled_study(folder), "fits": [], "confidence": confidence}
+            else:
+                cells, old = read_results(folder, ("study",))
         except InputError as exc:
+            alone = (", or fit cells.json alone: give both --law and --confidence"
+                     if not (folder / "fit.json").exists() else "")
             if not (folder / "manifest.json").is_file():
-                raise
+                raise InputError(exc.problem, exc.fix + alone) from None
             raise ArchiveError(f"{exc.problem}; {folder} was pulled, so no stage rewrites it: pull the run again into "
-                               "an empty folder (`chemspec pull REV --to DIR`)") from None
-        if study is not None and old["study"] != study:
+                               f"an empty folder (`chemspec pull REV --to DIR`){alone}") from None
+        if study is not None and old["study"] not in (None, study):
             raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
-        name, changed = old["study"], edited(folder)
+        name, changed = old["study"] or study, edited(folder)
     else:
         (cells, old, name), changed = _archived_summaries(source, study), []
     laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
@@ -286,6 +292,15 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     fitted = any(f["status"] == "ok" for f in flat) or (joint or {}).get("status") == "ok"
     return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint,
                         "fitted": fitted, "edited": changed})
+
+
+def _pulled_study(folder: Path) -> str | None:
+    """The study of the run a folder was pulled from, where its manifest.json says; None for one made by hand."""
+    try:
+        study = json.loads((folder / "manifest.json").read_bytes())["study"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return study if isinstance(study, str) else None
 
 
 def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:

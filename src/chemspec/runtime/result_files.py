@@ -176,11 +176,16 @@ def read_checked(path: str | Path, stage: str, problem: Callable[[Any], str | No
     return value
 
 
-def read_results(folder: str | Path, require: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
-    """The fit stage's cells.json (one record a cell) and fit.json (with the keys in `require`)."""
+def read_cells(folder: str | Path) -> list[dict]:
+    """The fit stage's cells.json: one record a cell."""
     cells = Path(folder) / "cells.json"
     rows = read_json(cells)
     problem = cells_problem(rows)
     if problem:
         raise InputError(f"{cells} is not a list of cell records ({problem})", _fix(cells, "fit"))
-    return rows, read_checked(Path(folder) / "fit.json", "fit", fit_problem, require)
+    return rows
+
+
+def read_results(folder: str | Path, require: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
+    """The fit stage's cells.json and fit.json (with the keys in `require`)."""
+    return read_cells(folder), read_checked(Path(folder) / "fit.json", "fit", fit_problem, require)
