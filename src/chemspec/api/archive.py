@@ -1,10 +1,12 @@
-"""The archive verbs: ls, show and verify."""
+"""The archive verbs: ls, show and verify; pull and refit, which read archived runs back."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from chemspec.errors import ArchiveError, UsageError
+from chemspec.errors import ArchiveError, InputError, UsageError
+from chemspec.runtime.result_files import cells_problem, fit_problem, read_cells, read_results
 
 
 def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], list[str]]:
@@ -74,3 +76,103 @@ def archive_verify(root: str | Path = "archive") -> tuple[int, list[str]]:
     if problems:
         raise ArchiveError("archive verify found problems:\n" + "\n".join(f"  {p}" for p in problems))
     return checked, leftovers(root)
+
+
+def archived_object(value, role: str, problem, source: str):
+    """An archived summary object, checked like the file it was made from."""
+    wrong = problem(value)
+    if wrong:
+        raise ArchiveError(f"the {role}.json archived at {source} cannot be read: {wrong}; `chemspec archive verify` "
+                           "checks the archive's objects, or report that run with the chemspec that archived it")
+    return value
+
+
+def pull(target: str, to: str | Path | None = None, study: str | None = None) -> dict:
+    from chemspec.archive import pull as archive_pull
+
+    if not target.strip():
+        raise UsageError("the run to pull is empty; give a git revision or a manifest id "
+                         "(`chemspec archive ls` lists them)")
+    if to is not None and not str(to).strip():
+        raise UsageError("--to is empty; give the folder to create, or leave --to out for pulled/<study>-<manifest id>")
+    return archive_pull(target, to, study=study)
+
+
+def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
+          study: str | None = None) -> dict:
+    """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;
+    `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
+    from the run it was pulled from."""
+    from chemspec.archive.history import WORKTREE, commit_of, elsewhere, in_repository
+    from chemspec.archive.pull import archived_ids, edited, uncommitted_ids
+    from chemspec.runtime.fit import finite_json, fits
+
+    if not source.strip():
+        raise UsageError("the source is empty; give a folder that `chemspec pull` made, or a git revision")
+    if laws and len(set(laws)) != len(laws):
+        raise UsageError(f"--law repeats a value ({', '.join(laws)}); give each law once")
+    if confidence is not None and not 0 < confidence < 1:
+        raise UsageError(f"--confidence {confidence} is not between 0 and 1; give a level such as 0.95")
+    folder = Path(source)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{source} is a file; give the folder that holds cells.json and fit.json "
+                         "(one that `chemspec pull` made) or a git revision")
+    if not folder.is_dir() and source != WORKTREE and commit_of(source, ".") is None \
+            and not (in_repository(".") and archived_ids(source, Path("."))) and not uncommitted_ids(source, Path(".")):
+        outside = "" if in_repository(".") else " (this folder is in no git repository)"
+        raise UsageError(f"{source} is neither a folder, a git revision nor an archived manifest id here{outside}; "
+                         "give a folder that `chemspec pull` made, a commit, branch or tag, or a manifest id "
+                         f"(`chemspec archive ls`){elsewhere('.')}")
+    if folder.is_dir():
+        if not (folder / "cells.json").is_file():
+            raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
+        try:
+            if laws and confidence is not None and not (folder / "fit.json").exists():  # it would give only these
+                cells, old = read_cells(folder), {"study": _pulled_study(folder), "fits": [], "confidence": confidence}
+            else:
+                cells, old = read_results(folder, ("study",))
+        except InputError as exc:
+            alone = (", or fit cells.json alone: give both --law and --confidence"
+                     if not (folder / "fit.json").exists() else "")
+            if not (folder / "manifest.json").is_file():
+                raise InputError(exc.problem, exc.fix + alone) from None
+            raise ArchiveError(f"{exc.problem}; {folder} was pulled, so no stage rewrites it: pull the run again into "
+                               f"an empty folder (`chemspec pull REV --to DIR`){alone}") from None
+        if study is not None and old["study"] not in (None, study):
+            raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
+        name, changed = old["study"] or study, edited(folder)
+    else:
+        (cells, old, name), changed = _archived_summaries(source, study), []
+    laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
+    level = confidence if confidence is not None else old["confidence"]
+    flat, joint = fits(cells, laws, level)
+    fitted = any(f["status"] == "ok" for f in flat) or (joint or {}).get("status") == "ok"
+    return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint,
+                        "fitted": fitted, "edited": changed})
+
+
+def _pulled_study(folder: Path) -> str | None:
+    """The study of the run a folder was pulled from, where its manifest.json says; None for one made by hand."""
+    try:
+        study = json.loads((folder / "manifest.json").read_bytes())["study"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return study if isinstance(study, str) else None
+
+
+def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:
+    """The cells, fit and study of the run archived at `source`: WORKTREE, a git revision or a manifest id."""
+    from chemspec.archive import Snapshot, summary
+    from chemspec.archive.history import WORKTREE
+    from chemspec.archive.pull import resolve
+
+    if source == WORKTREE:
+        snapshot = Snapshot(source)
+        _, manifest = snapshot.manifest(study)
+    else:
+        rev, _, digest = resolve(source, study, Path("."), worktree=True)
+        snapshot = Snapshot(rev)
+        manifest = snapshot.json(digest)
+    cells, fit = (archived_object(summary(manifest, role, snapshot.json), role, problem, source)
+                  for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
+    return cells, fit, manifest["study"]

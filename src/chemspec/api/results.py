@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from chemspec.api.archive import archived_object
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
-from chemspec.errors import ArchiveError, ChemspecError, InputError, UsageError
+from chemspec.errors import ArchiveError, ChemspecError, UsageError
 from chemspec.relock import locked_identities
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
-                                          read_cells, read_results, selected_problem)
+                                          read_results, selected_problem)
 from chemspec.words import count
 
 
@@ -176,7 +176,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     def checked(role: str, problem):
         if role not in objects:
             return None
-        return _archived_object(summary(manifest, role, snapshot.json), role, problem, source)
+        return archived_object(summary(manifest, role, snapshot.json), role, problem, source)
 
     rows, fit = checked("cells", cells_problem), checked("fit", fit_problem)
     selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
@@ -193,15 +193,6 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"])
-
-
-def _archived_object(value, role: str, problem, source: str):
-    """An archived summary object, checked like the file it was made from."""
-    wrong = problem(value)
-    if wrong:
-        raise ArchiveError(f"the {role}.json archived at {source} cannot be read: {wrong}; `chemspec archive verify` "
-                           "checks the archive's objects, or report that run with the chemspec that archived it")
-    return value
 
 
 def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
@@ -228,94 +219,3 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
         except ChemspecError as exc:  # a dvc.lock mid-merge: the comparison stands without the note
             stale = f"whether they predate {params} as compiled now is unknown: {exc}"
     return {**result, "stale": stale}
-
-
-def pull(target: str, to: str | Path | None = None, study: str | None = None) -> dict:
-    from chemspec.archive import pull as archive_pull
-
-    if not target.strip():
-        raise UsageError("the run to pull is empty; give a git revision or a manifest id "
-                         "(`chemspec archive ls` lists them)")
-    if to is not None and not str(to).strip():
-        raise UsageError("--to is empty; give the folder to create, or leave --to out for pulled/<study>-<manifest id>")
-    return archive_pull(target, to, study=study)
-
-
-def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
-          study: str | None = None) -> dict:
-    """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;
-    `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
-    from the run it was pulled from."""
-    from chemspec.archive.history import WORKTREE, commit_of, elsewhere, in_repository
-    from chemspec.archive.pull import archived_ids, edited, uncommitted_ids
-    from chemspec.runtime.fit import finite_json, fits
-
-    if not source.strip():
-        raise UsageError("the source is empty; give a folder that `chemspec pull` made, or a git revision")
-    if laws and len(set(laws)) != len(laws):
-        raise UsageError(f"--law repeats a value ({', '.join(laws)}); give each law once")
-    if confidence is not None and not 0 < confidence < 1:
-        raise UsageError(f"--confidence {confidence} is not between 0 and 1; give a level such as 0.95")
-    folder = Path(source)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{source} is a file; give the folder that holds cells.json and fit.json "
-                         "(one that `chemspec pull` made) or a git revision")
-    if not folder.is_dir() and source != WORKTREE and commit_of(source, ".") is None \
-            and not (in_repository(".") and archived_ids(source, Path("."))) and not uncommitted_ids(source, Path(".")):
-        outside = "" if in_repository(".") else " (this folder is in no git repository)"
-        raise UsageError(f"{source} is neither a folder, a git revision nor an archived manifest id here{outside}; "
-                         "give a folder that `chemspec pull` made, a commit, branch or tag, or a manifest id "
-                         f"(`chemspec archive ls`){elsewhere('.')}")
-    if folder.is_dir():
-        if not (folder / "cells.json").is_file():
-            raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
-        try:
-            if laws and confidence is not None and not (folder / "fit.json").exists():  # it would give only these
-                cells, old = read_cells(folder), {"study": _pulled_study(folder), "fits": [], "confidence": confidence}
-            else:
-                cells, old = read_results(folder, ("study",))
-        except InputError as exc:
-            alone = (", or fit cells.json alone: give both --law and --confidence"
-                     if not (folder / "fit.json").exists() else "")
-            if not (folder / "manifest.json").is_file():
-                raise InputError(exc.problem, exc.fix + alone) from None
-            raise ArchiveError(f"{exc.problem}; {folder} was pulled, so no stage rewrites it: pull the run again into "
-                               f"an empty folder (`chemspec pull REV --to DIR`){alone}") from None
-        if study is not None and old["study"] not in (None, study):
-            raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
-        name, changed = old["study"] or study, edited(folder)
-    else:
-        (cells, old, name), changed = _archived_summaries(source, study), []
-    laws = laws or list(dict.fromkeys(f["law"] for f in old["fits"]))
-    level = confidence if confidence is not None else old["confidence"]
-    flat, joint = fits(cells, laws, level)
-    fitted = any(f["status"] == "ok" for f in flat) or (joint or {}).get("status") == "ok"
-    return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint,
-                        "fitted": fitted, "edited": changed})
-
-
-def _pulled_study(folder: Path) -> str | None:
-    """The study of the run a folder was pulled from, where its manifest.json says; None for one made by hand."""
-    try:
-        study = json.loads((folder / "manifest.json").read_bytes())["study"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return study if isinstance(study, str) else None
-
-
-def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:
-    """The cells, fit and study of the run archived at `source`: WORKTREE, a git revision or a manifest id."""
-    from chemspec.archive import Snapshot, summary
-    from chemspec.archive.history import WORKTREE
-    from chemspec.archive.pull import resolve
-
-    if source == WORKTREE:
-        snapshot = Snapshot(source)
-        _, manifest = snapshot.manifest(study)
-    else:
-        rev, _, digest = resolve(source, study, Path("."), worktree=True)
-        snapshot = Snapshot(rev)
-        manifest = snapshot.json(digest)
-    cells, fit = (_archived_object(summary(manifest, role, snapshot.json), role, problem, source)
-                  for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
-    return cells, fit, manifest["study"]
