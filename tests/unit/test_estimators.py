@@ -302,3 +302,11 @@ def test_calibration_refuses_an_empty_tpe_log_as_select_does(tmp_path):
     with pytest.raises(InputError, match=r"tpe/c/loss.csv holds no training step; run tpe@c again"):
         run_calibration(cell)
     assert not (tmp_path / "calibration").exists()
+
+
+def test_a_tpe_window_rounds_to_the_nearest_step_a_half_to_the_even_one_and_keeps_at_least_one():
+    from chemspec.runtime.tpe import window_steps
+
+    assert [window_steps(0.5, total) for total in (13, 15, 16)] == [6, 8, 8]
+    assert window_steps(0.2, 12) == 2 and window_steps(0.01, 10) == 1
+    assert window_steps(1.0, 12) == -1, "a whole run: no step limit"
