@@ -9,7 +9,7 @@ import pytest
 from chemspec.compiler.cells import SelectCell, choice_file
 from chemspec.errors import InputError, RunError
 from chemspec.runtime.io import finite_json
-from chemspec.runtime.tpe import estimate, read_loss_log, run_select, tse, tse_e, tse_ema
+from chemspec.runtime.tpe import estimate, read_loss_log, run_select, tse, tse_e, tse_ema, window_steps
 from chemspec.runtime.train import loss_csv
 
 LOG = [[4.0, 2.0], [2.0, 1.0, 0.0], [1.0]]  # per-epoch means 3, 1, 1
@@ -305,8 +305,6 @@ def test_calibration_refuses_an_empty_tpe_log_as_select_does(tmp_path):
 
 
 def test_a_tpe_window_rounds_to_the_nearest_step_a_half_to_the_even_one_and_keeps_at_least_one():
-    from chemspec.runtime.tpe import window_steps
-
     assert [window_steps(0.5, total) for total in (13, 15, 16)] == [6, 8, 8]
     assert window_steps(0.2, 12) == 2 and window_steps(0.01, 10) == 1
     assert window_steps(1.0, 12) == -1, "a whole run: no step limit"
