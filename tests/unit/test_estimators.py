@@ -308,3 +308,20 @@ def test_a_tpe_window_rounds_to_the_nearest_step_a_half_to_the_even_one_and_keep
     assert [window_steps(0.5, total) for total in (13, 15, 16)] == [6, 8, 8]
     assert window_steps(0.2, 12) == 2 and window_steps(0.01, 10) == 1
     assert window_steps(1.0, 12) == -1, "a whole run: no step limit"
+
+
+def test_select_keeps_each_searchs_only_configuration_without_a_tpe_run(tmp_path):
+    hparams = {"learning_rate": 3e-3, "batch_size": 32}
+    unranked = {f"{size}-lr3e-3-bs32": hparams for size in ("xs", "s")}
+    results = str(tmp_path / "results")
+    groups = {size: [f"{size}-lr3e-3-bs32"] for size in ("xs", "s")}
+    result = run_select(SelectCell(
+        keep=1, margin=None, estimator={"estimator": "tse", "last_epochs": 1, "ema_decay": 0.9}, tpe_dirs={},
+        unranked=unranked, groups=groups, out=str(tmp_path / "selected.json"),
+        choices={g: [choice_file(results, g, 1)] for g in groups}))
+    assert result["kept"] == {"s": [hparams], "xs": [hparams]} and result["tpe_cost_s"] == 0
+    assert [(c["name"], c["rank"], c["unranked"]) for c in result["configs"]] == [
+        ("s-lr3e-3-bs32", 1, True), ("xs-lr3e-3-bs32", 1, True)]
+    for size in ("xs", "s"):
+        assert json.loads((tmp_path / "results" / "selected" / f"{size}-r1.json").read_text()) == {
+            "group": size, "rank": 1, "hparams": hparams}
