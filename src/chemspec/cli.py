@@ -86,9 +86,12 @@ def compile_(spec: str, check: bool, root: str) -> None:
                    "records and folders under their names now, without -r1: a cell's name no longer depends on "
                    "hpo.tpe.keep, so they do not retrain (commit the .gitignore files that moved with them)", err=True)
     if result.leftovers:
-        shown = ", ".join(result.leftovers[:3]) + (", ..." if len(result.leftovers) > 3 else "")
-        click.echo(f"note: {count(len(result.leftovers), 'folder')} of stages this grid no longer has stay on disk "
-                   f"({shown}), tracked by no stage now; delete them when you no longer need them", err=True)
+        one = len(result.leftovers) == 1
+        shown = ", ".join(os.path.join(root, f) if root != "." else f for f in result.leftovers[:3])
+        click.echo(f"note: {count(len(result.leftovers), 'folder')} of stages this grid no longer has "
+                   f"{'stays' if one else 'stay'} on disk ({shown}{', ...' if len(result.leftovers) > 3 else ''}), "
+                   f"tracked by no stage now; delete {'it' if one else 'them'} when you no longer need "
+                   f"{'it' if one else 'them'}", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

@@ -428,6 +428,17 @@ def test_compile_names_the_folders_of_cells_the_grid_no_longer_has(cli, tmp_path
     assert "stay on disk" not in cli("compile", "other.yaml", cwd=tmp_path).err, "another study's cells are its own"
 
 
+def test_one_leftover_folder_is_named_from_where_the_user_stands(cli, tmp_path):
+    (tmp_path / "project").mkdir()
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", "--root", "project", cwd=tmp_path).code == 0
+    (tmp_path / "project" / "results" / "tiny" / "train" / "m-800").mkdir(parents=True)
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.sizes": [200, 400]}))
+    result = cli("compile", "study.yaml", "--root", "project", cwd=tmp_path)
+    assert "note: 1 folder of stages this grid no longer has stays on disk (project/results/tiny/train/m-800), " \
+           "tracked by no stage now; delete it when you no longer need it" in result.err, result.err
+
+
 def test_replicate_seeds_add_train_cells_with_other_seeds(tmp_path):
     study = tiny_study(**{"fit.replicate_seeds": 2, "fit.replicate_cells": ["xs-400"]})
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))

@@ -293,23 +293,23 @@ def test_an_untouched_pull_of_an_archive_holding_nan_is_not_called_edited(cli, t
     assert json.loads(cli("refit", "p", "--json", cwd=tmp_path).out)["edited"] == []
 
 
-def _uncommitted_like(root, digest: str, length: int) -> str:
-    """A run of alpha put in the working tree's archive alone, its id sharing `length` characters with `digest`."""
+def _uncommitted_like(root, run: str, prefix: str) -> str:
+    """A variant of manifest `run` put in the working tree's archive alone, its id starting with `prefix`."""
     from chemspec.archive.store import Store, json_digest
 
     store = Store(root / "archive")
-    manifest = store.get_json(digest)
-    for hours in range(1, 100_000):
+    manifest = store.get_json(run)
+    for hours in range(1, 2_000_000):
         variant = {**manifest, "provenance": {**manifest["provenance"], "compute_hours": float(hours)}}
-        if json_digest(variant)[:length] == digest[:length]:
+        if json_digest(variant).startswith(prefix):
             return store.put_json(variant)
-    raise AssertionError("no variant shares the prefix")
+    raise AssertionError("no variant has the prefix")
 
 
 def test_a_prefix_of_a_committed_and_an_uncommitted_run_is_refused_as_ambiguous(cli, two_studies):
     root, alpha, beta = two_studies
     length = next(n for n in range(2, 64) if beta[:n] != alpha[:n])
-    new, prefix = _uncommitted_like(root, alpha, length), alpha[:length]
+    new, prefix = _uncommitted_like(root, alpha, alpha[:length]), alpha[:length]
     for verb in ("pull", "refit"):
         result = cli(verb, prefix, cwd=root)
         assert result.code == 1 and f"2 archived manifests start with {prefix!r}" in result.err, result.err
@@ -318,15 +318,31 @@ def test_a_prefix_of_a_committed_and_an_uncommitted_run_is_refused_as_ambiguous(
     assert json.loads(cli("refit", new[:12], "--json", cwd=root).out)["study"] == "alpha"
 
 
-def test_an_id_only_the_working_tree_holds_asked_for_below_the_project_says_where_to_go(cli, two_studies):
-    root, alpha, _ = two_studies
-    new = _uncommitted_like(root, alpha, 0)
+def test_ids_asked_for_below_the_project_are_found_in_the_archive_at_its_top(cli, two_studies):
+    root, alpha, beta = two_studies
+    length = next(n for n in range(2, 64) if beta[:n] != alpha[:n])
+    new = _uncommitted_like(root, alpha, alpha[:length])
     below = root / "results"
     below.mkdir()
-    hint = f"this is a folder below the project: run it from the project's top, {root}"
+    refit = cli("refit", new[:12], cwd=below)
+    assert refit.code == 2 and f"manifest {new[:16]} (study alpha) is in no commit, only in the working tree's " \
+        f"archive/; this is a folder below the project: run it from the project's top, {root}" in refit.err, refit.err
+    pulled = cli("pull", new[:12], cwd=below)
+    assert pulled.code == 2 and "is in the working tree's archive/ but in no commit" in pulled.err, pulled.err
     for verb in ("pull", "refit"):
-        result = cli(verb, new[:12], cwd=below)
-        assert result.code == 2 and "neither" in result.err and hint in result.err, result.err
+        ambiguous = cli(verb, alpha[:length], cwd=below)
+        assert ambiguous.code == 1 and "2 archived manifests start with" in ambiguous.err, ambiguous.err
+        nowhere = cli(verb, "f" * 40 if not new.startswith("f") else "e" * 40, cwd=below)
+        assert nowhere.code == 2 and "neither" in nowhere.err and "below the project" not in nowhere.err
+
+
+def test_a_prefix_of_a_commit_and_of_a_manifest_no_commit_names_is_refused_as_ambiguous(cli, two_studies):
+    root, alpha, _ = two_studies
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    new = _uncommitted_like(root, alpha, head[:4])
+    result = cli("refit", head[:4], cwd=root)
+    assert result.code == 1 and f"{head[:4]!r} is both a git revision (commit {head[:12]}) and the start of " \
+        f"manifest {new}" in result.err, result.err
 
 
 def test_refit_with_a_law_and_a_level_needs_no_fit_json(cli, two_studies, tmp_path):

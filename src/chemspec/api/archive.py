@@ -103,7 +103,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;
     `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
     from the run it was pulled from."""
-    from chemspec.archive.history import WORKTREE, commit_of, elsewhere, in_repository
+    from chemspec.archive.history import WORKTREE, commit_of, in_repository
     from chemspec.archive.pull import archived_ids, edited, uncommitted_ids
     from chemspec.runtime.fit import finite_json, fits
 
@@ -122,7 +122,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
         outside = "" if in_repository(".") else " (this folder is in no git repository)"
         raise UsageError(f"{source} is neither a folder, a git revision nor an archived manifest id here{outside}; "
                          "give a folder that `chemspec pull` made, a commit, branch or tag, or a manifest id "
-                         f"(`chemspec archive ls`){elsewhere('.')}")
+                         "(`chemspec archive ls`)")
     if folder.is_dir():
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")

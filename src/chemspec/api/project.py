@@ -170,7 +170,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
                         folder.rmdir()
                 result.removed.append(name)
         result.written += changed
-        result.leftovers = _leftovers(before.get(PARAMS), cells, root)
+        if before.get(PARAMS) != files[PARAMS]:  # the same params: no cell came or went
+            result.leftovers = _leftovers(before.get(PARAMS), cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
@@ -203,7 +204,7 @@ def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
     """The folders that per-cell stages of the same study compiled before wrote and that no stage writes now
     (a model or data size, rank or configuration gone from the grid): still on disk, tracked by no stage."""
     try:
-        old = (yaml.safe_load(params or "") or {})["cells"]
+        old = (yaml.load(params or "", Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {})["cells"]
         if old["archive"]["study"] != cells.archive.study:
             return []
         folders = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")

@@ -30,14 +30,20 @@ def in_repository(cwd: str | Path) -> bool:
     return subprocess.run(["git", "rev-parse", "--git-dir"], cwd=cwd, capture_output=True).returncode == 0
 
 
-def elsewhere(cwd: str | Path, root: str = "archive") -> str:
-    """Where `cwd` is a folder below the project (the top of its git work tree holds `root`, cwd does not): a
-    clause saying to run the command there; empty otherwise."""
+def project_top(cwd: str | Path, root: str = "archive") -> Path | None:
+    """The top of the git work tree where `cwd` is a folder below it and the top holds `root` (cwd does not)."""
     done = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True)
     top = Path(done.stdout.strip()) if done.returncode == 0 else None
     if top is None or top.resolve() == Path(cwd).resolve() or not (top / root).is_dir() or (Path(cwd) / root).is_dir():
-        return ""
-    return f"; this is a folder below the project: run it from the project's top, {top}"
+        return None
+    return top
+
+
+def elsewhere(cwd: str | Path, root: str = "archive") -> str:
+    """Where `cwd` is a folder below the project (project_top): a clause saying to run the command there; empty
+    otherwise."""
+    top = project_top(cwd, root)
+    return "" if top is None else f"; this is a folder below the project: run it from the project's top, {top}"
 
 
 class Snapshot:

@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from chemspec.archive.history import WORKTREE, Snapshot, commit_of, elsewhere, in_repository
+from chemspec.archive.history import WORKTREE, Snapshot, commit_of, elsewhere, in_repository, project_top
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.store import json_digest, manifest_digest
 from chemspec.archive.remote import remote_options
@@ -51,12 +51,14 @@ def archived_ids(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
 
 
 def uncommitted_ids(prefix: str, cwd: Path) -> dict[str, str]:
-    """{manifest id: study} of the runs in the working tree's archive whose ids start with `prefix`."""
+    """{manifest id: study} of the runs in the working tree's archive (the project top's, from a folder below it)
+    whose ids start with `prefix`."""
     from chemspec.archive.manifest import scan
 
-    if not prefix or not all(c in "0123456789abcdef" for c in prefix) or not (cwd / "archive").is_dir():
+    archive = cwd / "archive" if (cwd / "archive").is_dir() else (project_top(cwd) or cwd) / "archive"
+    if not prefix or not all(c in "0123456789abcdef" for c in prefix) or not archive.is_dir():
         return {}
-    return {digest: manifest["study"] for digest, manifest in scan(cwd / "archive")[0] if digest.startswith(prefix)}
+    return {digest: manifest["study"] for digest, manifest in scan(archive)[0] if digest.startswith(prefix)}
 
 
 def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -> tuple[str, str, str]:
@@ -64,10 +66,10 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
     study archived there), or a manifest id (or its start) archived in this history, whose study it is. With
     `worktree`, a manifest id that only the working tree's archive holds resolves to WORKTREE."""
     commit, runs = commit_of(target, cwd), archived_ids(target, cwd)
-    if commit is not None and runs:
+    local = uncommitted_ids(target, cwd) if target != WORKTREE else {}
+    if commit is not None and (runs or local):
         raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
-                           f"{', '.join(sorted(runs))}; give the full commit or more of the manifest id")
-    local = uncommitted_ids(target, cwd) if commit is None and target != WORKTREE else {}
+                           f"{', '.join(sorted({*runs, *local}))}; give the full commit or more of the manifest id")
     if len(ids := {**{digest: name for digest, (_, name) in runs.items()}, **local}) > 1:
         listed = ", ".join(f"{digest[:16]} ({name}{'' if digest in runs else ', named by no commit'})"
                            for digest, name in sorted(ids.items()))
@@ -87,6 +89,9 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
                              f"pull again, or refit it in place (`chemspec refit {target}`)")
         if study is not None and study != name:
             raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study")
+        if hint := elsewhere(cwd):
+            raise UsageError(f"manifest {digest[:16]} (study {name}) is in no commit, only in the working tree's "
+                             f"archive/{hint}")
         return WORKTREE, name, digest
     if commit is not None:
         digest, manifest = Snapshot(commit, cwd=cwd, label=target).manifest(study)
@@ -95,7 +100,7 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
         outside = "" if in_repository(cwd) else f" ({cwd.resolve()} is in no git repository: run this in the study's " \
                                                 "project)"
         raise UsageError(f"{target!r} is neither a git revision nor a manifest id archived in this history{outside}; "
-                         f"`chemspec archive ls` lists manifests{elsewhere(cwd)}")
+                         "`chemspec archive ls` lists manifests")
     ((digest, (commit, name)),) = runs.items()
     if study is not None and study != name:
         raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study, or "
