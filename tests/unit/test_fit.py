@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -198,6 +200,30 @@ def test_a_run_that_ended_with_a_non_finite_validation_loss_is_left_out_not_the_
     assert {(f["group"], f["status"], f["n"]) for f in flat if f["axis"] == "data"} == {("xs", "ok", 4), ("s", "ok", 3)}
     archived = [{**r, "status": "ok"} for r in rows]  # as cells.json held it before such rows were marked failed
     assert fits(archived, ["power"], 0.9)[0] == flat
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    ({"val_loss": -1.0}, "status 'ok' with 'val_loss' -1.0, not a positive number"),
+    ({"val_loss": "0.5"}, "'val_loss' is \"0.5\", not a number or null"),
+    ({"params": "many"}, "'params' is \"many\", not a whole number above 0"),
+    ({"wall_time_s": "x"}, "'wall_time_s' is \"x\", not a number"),
+])
+def test_an_edited_metrics_file_is_named_with_its_key_before_anything_is_fitted(tmp_path, edit, said):
+    import json
+
+    from chemspec.errors import InputError
+    from chemspec.runtime.fit import read_runs
+
+    paths = _metrics(tmp_path, {"xs-100": (1.0, 1.0), "xs-200": (0.9, 1.0)})
+    path = tmp_path / "xs-200.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(InputError, match=re.escape(f"{path}: {said}; restore it (`dvc checkout {path}`")):
+        read_runs(paths)
+    nan = tmp_path / "xs-100.json"
+    nan.write_text(json.dumps({**json.loads(nan.read_text()), "val_loss": float("inf")}))
+    path.write_text(json.dumps({**json.loads(path.read_text()), **{k: 1.0 for k in edit if k != "params"},
+                                "params": 10}))
+    assert read_runs(paths)[0]["xs-100"]["status"] == "failed", "a loss that is not finite fails the cell"
 
 
 def test_bootstrap_resamples_whose_exponent_sits_on_a_bound_open_the_interval_instead_of_vanishing():

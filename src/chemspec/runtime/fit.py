@@ -25,7 +25,7 @@ from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
-from chemspec.runtime.result_files import SPEED_KEYS
+from chemspec.runtime.result_files import SPEED_KEYS, metrics_problem, read_checked
 from chemspec.specs.outputs import BOOTSTRAP_CELLS
 
 MIN_POINTS = 3
@@ -71,7 +71,7 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
     for key, path in sorted(metrics.items()):
         if not Path(path).is_file():
             raise RunError(f"fit: {path} is missing; run `dvc repro` so that train@{key} runs first")
-        m = read_json(path, ("cell", "model", "params", "data_size", "val_loss", "hparams", "epochs", "wall_time_s"))
+        m = read_checked(path, f"train@{key}", metrics_problem, ("epochs",))
         row = {"cell": f"train@{key}", "model": m["model"], "params": m["params"], "data_size": m["data_size"],
                "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],

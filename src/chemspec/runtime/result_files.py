@@ -43,6 +43,9 @@ CELL = {"model": TEXT, "params": COUNT, "data_size": COUNT, "status": TEXT, "val
 SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
 CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
+METRICS = {key: kind for key, kind in CELL.items() if key != "status"}
+"""What the fit stage takes from a train cell's metrics.json (status: 'ok' where a run before it recorded none)."""
+METRICS_OPTIONAL = {"status": TEXT, **CELL_OPTIONAL}
 FIT = {"fits": LIST, "confidence": NUMBER}
 FIT_OPTIONAL = {"joint": MAPPING_OR_NULL, "bootstrap": MAPPING_OR_NULL, "noise": MAPPING_OR_NULL,
                 "cost": MAPPING_OR_NULL, "statistics": MAPPING}
@@ -92,6 +95,16 @@ def _cell_problem(row: Any) -> str | None:
     wrong = keys_problem(row, CELL, CELL_OPTIONAL)
     if wrong is None and row["status"] == "ok" and not (row["val_loss"] is not None and row["val_loss"] > 0):
         return f"status 'ok' with 'val_loss' {json.dumps(row['val_loss'])}, not a positive number"
+    return wrong
+
+
+def metrics_problem(metrics: Any) -> str | None:
+    """What makes `metrics` unreadable as a train cell's metrics.json; None if it reads. A loss that is not
+    finite marks the cell failed (runtime.fit); one at or below 0 no training writes."""
+    wrong = keys_problem(metrics, METRICS, METRICS_OPTIONAL)
+    loss = None if wrong else metrics["val_loss"]
+    if loss is not None and metrics.get("status", "ok") == "ok" and loss <= 0:
+        return f"status 'ok' with 'val_loss' {json.dumps(loss)}, not a positive number"
     return wrong
 
 
