@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from chemspec.errors import RunError
 from chemspec.runtime.atoms_files import count_structures, load_file
 from tests.conftest import tiny_study, write_spec
 
@@ -199,3 +200,15 @@ def test_an_empty_extxyz_file_is_refused_by_the_sizes_it_cannot_fill(cli, tmp_pa
                           "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
     result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
     assert result.code == 2 and "needs 600 but data.source.file 'empty.xyz' has 0; lower the sizes" in result.err, result.err
+
+
+@pytest.mark.parametrize(("key", "kind"), [("E", "str"), ("R", "complex128"), ("F", "str")])
+def test_arrays_of_text_or_complex_numbers_are_refused_by_name_not_converted(cli, shared, tmp_path, key, kind):
+    arrays = dict(np.load(shared / "md17" / "md17_ethanol_first2000.npz"))
+    arrays[key] = arrays[key].astype(kind)
+    np.savez(tmp_path / "odd.npz", **arrays)
+    said = f"md17 file {tmp_path / 'odd.npz'}: {key!r} holds {np.dtype(kind) if kind != 'str' else '<U'}"
+    with pytest.raises(RunError, match=re.escape(said)):
+        load_file(tmp_path / "odd.npz", "md17", "kcal/mol", "Angstrom")
+    result = cli("validate", str(atoms_study(tmp_path, "odd.npz", "md17", [200])))
+    assert result.code == 2 and said in result.err and "Traceback" not in result.err, result.err

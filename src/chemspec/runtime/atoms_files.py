@@ -70,7 +70,8 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
     path = Path(path)
     if format in NPZ_KEYS:
         energy = NPZ_KEYS[format][2]
-        return int(np.isfinite(read_npz(path, format, (energy,))[energy]).sum())
+        energies = read_npz(path, format, (energy,))[energy]
+        return int(np.isfinite(_floats(f"{format} file {path}", energy, energies)).sum())
     if format in HDF5_FORMATS:
         from chemspec.runtime.atoms_hdf5 import count_hdf5
 
@@ -192,10 +193,15 @@ def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numb
 
 
 def _floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
+    """`value` as float64; text (parsed) or complex numbers (cut to their real part) would pass unsaid."""
     try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise RunError(f"{label}: {key!r} is not numeric ({type(value).__name__}); check the file") from None
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # ragged
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        raise RunError(f"{label}: {key!r} holds {array.dtype} values, not real numbers; write it as floating-point "
+                       "numbers")
+    return array.astype(np.float64)
 
 
 NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords", "energies", "forces")}
