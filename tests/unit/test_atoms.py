@@ -3,6 +3,7 @@ reference energies fitted on training structures only."""
 
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pytest
@@ -81,5 +82,10 @@ def test_inconsistent_store_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="offsets"):
         AtomsData(np.array([1, 1]), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(2), np.array([0, 1, 1]))
     np.savez(tmp_path / "store.npz", numbers=np.array([1]), positions=np.zeros((1, 3)))
-    with pytest.raises(RunError, match=r"atoms store .*store\.npz has no key 'forces'"):
+    restore = re.escape(f"the data stage wrote it: restore it (`dvc checkout {tmp_path / 'store.npz'}`) or write "
+                        "it again (`dvc repro -f -s data`)")
+    with pytest.raises(RunError, match=r"atoms store .*store\.npz has no key 'forces' \(it has .*\); " + restore):
+        load_atoms(tmp_path / "store.npz")
+    (tmp_path / "store.npz").write_bytes((tmp_path / "store.npz").read_bytes()[:200])
+    with pytest.raises(RunError, match=r"atoms store .*store\.npz is unreadable or truncated \(.*\); " + restore):
         load_atoms(tmp_path / "store.npz")

@@ -132,9 +132,9 @@ def save_atoms(path: str | Path, data: AtomsData) -> None:
 
 
 def load_atoms(path: str | Path) -> AtomsData:
-    from chemspec.runtime.atoms_files import read_npz
+    from chemspec.runtime.atoms_arrays import STORE, read_npz
 
-    arrays = read_npz(Path(path), "atoms store", KEYS, optional=ELECTRONIC)
+    arrays = read_npz(Path(path), STORE, KEYS, optional=ELECTRONIC)
     try:
         return AtomsData(**arrays)
     except ValueError as exc:

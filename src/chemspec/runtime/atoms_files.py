@@ -2,7 +2,7 @@
 the HDF5 formats (ani1x, ani2x) are read in runtime.atoms_hdf5.
 
 Each reader checks the keys and shapes its format promises and turns whatever a third-party parser
-raises on a damaged file into one `RunError` naming the file; `load_file` converts to eV and Å and
+raises on a damaged file into one `RunError` naming the file (runtime.atoms_arrays holds what they share); `load_file` converts to eV and Å and
 refuses files that hold no structures, and structures no molecule has (runtime.geometry).
 """
 
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from numpy.typing import ArrayLike
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, from_frames
+from chemspec.runtime.atoms_arrays import checked_block, floats, read_npz, reading, unreadable
 from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import frame_state
 from chemspec.specs.atoms_source import COMPRESSIONS
@@ -71,7 +70,7 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
     if format in NPZ_KEYS:
         energy = NPZ_KEYS[format][2]
         energies = read_npz(path, format, (energy,))[energy]
-        return int(np.isfinite(_floats(f"{format} file {path}", energy, energies)).sum())
+        return int(np.isfinite(floats(f"{format} file {path}", energy, energies)).sum())
     if format in HDF5_FORMATS:
         from chemspec.runtime.atoms_hdf5 import count_hdf5
 
@@ -121,87 +120,17 @@ def _xyz_frames(path: Path, handle: BinaryIO) -> int:
         try:
             atoms = int(line)
         except ValueError:
-            raise _unreadable(path, "extxyz", f"frame {frames} does not start with its atom count") from None
+            raise unreadable(path, "extxyz", f"frame {frames} does not start with its atom count") from None
         for row in range(atoms + 1):  # the comment line, then one line an atom
             line = handle.readline()
             if not line or (row and not line.strip()):
-                raise _unreadable(path, "extxyz", f"frame {frames} declares {atoms} atoms but holds {max(row - 1, 0)}")
+                raise unreadable(path, "extxyz", f"frame {frames} declares {atoms} atoms but holds {max(row - 1, 0)}")
         start = handle.tell()
         while handle.readline().lstrip().startswith(b"VEC"):
             start = handle.tell()
         handle.seek(start)
         frames += 1
     return frames
-
-
-@contextlib.contextmanager
-def reading(path: Path, format: str) -> Iterator[None]:
-    """Turn whatever a third-party parser raises on a damaged file into one RunError."""
-    try:
-        yield
-    except RunError:
-        raise
-    except Exception as exc:
-        raise _unreadable(path, format, f"{type(exc).__name__}: {exc}") from None
-
-
-def _unreadable(path: Path, format: str, reason: str) -> RunError:
-    return RunError(f"{format} file {path} is unreadable or truncated ({reason}); check that data.source.format "
-                    "matches the file and that the file is complete (copy or download it again)")
-
-
-NPZ_FORCES = ("F", "forces")
-"""The forces arrays of the md17 and rmd17 npz layouts."""
-
-
-def read_npz(path: Path, format: str, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """The arrays `keys` of an npz archive, and those of `optional` that it holds."""
-    with open(path, "rb") as handle:
-        if handle.read(2) != b"PK":
-            raise _unreadable(path, format, "no zip header: it is not an npz archive")
-    with reading(path, format), np.load(path, allow_pickle=False) as archive:
-        for key in keys:
-            if key not in archive.files:
-                needed = (f": chemspec trains on energies and forces, so the file needs its forces ({key!r}) too"
-                          if key in NPZ_FORCES else "; check data.source.format")
-                raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}){needed}")
-        return {key: archive[key] for key in (*keys, *(key for key in optional if key in archive.files))}
-
-
-def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike,
-                  positions: ArrayLike, energy: ArrayLike, forces: ArrayLike) -> Frames:
-    """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
-    label = f"{format} file {path}{where}"
-    numbers = np.asarray(numbers)
-    positions, energy, forces = (_floats(label, key, value)
-                                 for key, value in zip(keys[1:], (positions, energy, forces)))
-    if numbers.ndim != 1 or not np.issubdtype(numbers.dtype, np.integer):
-        raise RunError(f"{label}: {keys[0]!r} must be integer atomic numbers of shape (N,), got {numbers.shape}")
-    if numbers.size == 0 or numbers.min() < 1 or numbers.max() > 118:
-        raise RunError(f"{label}: {keys[0]!r} holds no atoms or an atomic number outside 1..118")
-    n, atoms = (positions.shape[0] if positions.ndim == 3 else -1), len(numbers)
-    if positions.shape != (n, atoms, 3):
-        raise RunError(f"{label}: {keys[1]!r} has shape {positions.shape}, expected (frames, {atoms}, 3) for the "
-                       f"{atoms} atoms {keys[0]!r} lists; one of the two is wrong")
-    if energy.shape == (n, 1):
-        energy = energy[:, 0]
-    if energy.shape != (n,):
-        raise RunError(f"{label}: {keys[2]!r} has shape {energy.shape}, expected ({n},) or ({n}, 1)")
-    if forces.shape != (n, atoms, 3):
-        raise RunError(f"{label}: {keys[3]!r} has shape {forces.shape}, expected ({n}, {atoms}, 3)")
-    return Frames(numbers.astype(np.int64), positions, energy, forces)
-
-
-def _floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
-    """`value` as float64; text (parsed) or complex numbers (cut to their real part) would pass unsaid."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):  # ragged
-        array = np.asarray(None)
-    if array.dtype.kind not in "iuf":
-        raise RunError(f"{label}: {key!r} holds {array.dtype} values, not real numbers; write it as floating-point "
-                       "numbers")
-    return array.astype(np.float64)
 
 
 NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords", "energies", "forces")}
@@ -265,12 +194,12 @@ def _check_ase_sqlite(path: Path) -> None:
     if not header:
         raise RunError(f"asedb file {path} is empty; check data.source.file (copy or download it again)")
     if header != b"SQLite format 3\x00":
-        raise _unreadable(path, "asedb", "no SQLite header: chemspec reads ASE databases in SQLite, not JSON")
+        raise unreadable(path, "asedb", "no SQLite header: chemspec reads ASE databases in SQLite, not JSON")
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
-        raise _unreadable(path, "asedb", f"sqlite3: {exc}") from None
+        raise unreadable(path, "asedb", f"sqlite3: {exc}") from None
     if not {"systems", "information"} <= tables:
         raise RunError(f"asedb file {path} is an SQLite database without ASE's tables (it has {sorted(tables)}); "
                        "write it with ase.db, or check data.source.format")

@@ -10,7 +10,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import Frames
-from chemspec.runtime.atoms_files import checked_block, reading
+from chemspec.runtime.atoms_arrays import checked_block, reading
 from chemspec.specs.atoms_source import ANI_LEVEL, ani_forces_key
 
 

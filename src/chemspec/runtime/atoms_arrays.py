@@ -1,0 +1,96 @@
+"""The low-level readers of atoms files that every format shares: third-party parser errors turned into one
+`RunError` naming the file, npz archives read by key, and a block of frames checked for shape and number type."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from chemspec.errors import RunError
+from chemspec.runtime.atoms import Frames
+
+
+@contextlib.contextmanager
+def reading(path: Path, format: str) -> Iterator[None]:
+    """Turn whatever a third-party parser raises on a damaged file into one RunError."""
+    try:
+        yield
+    except RunError:
+        raise
+    except Exception as exc:
+        raise unreadable(path, format, f"{type(exc).__name__}: {exc}") from None
+
+
+STORE = "atoms store"
+"""The format label of the data stage's own npz (runtime.atoms), which a user restores rather than re-downloads."""
+
+
+def _restore(path: Path) -> str:
+    return f"the data stage wrote it: restore it (`dvc checkout {path}`) or write it again (`dvc repro -f -s data`)"
+
+
+def unreadable(path: Path, format: str, reason: str) -> RunError:
+    if format == STORE:
+        return RunError(f"{format} {path} is unreadable or truncated ({reason}); {_restore(path)}")
+    return RunError(f"{format} file {path} is unreadable or truncated ({reason}); check that data.source.format "
+                    "matches the file and that the file is complete (copy or download it again)")
+
+
+NPZ_FORCES = ("F", "forces")
+"""The forces arrays of the md17 and rmd17 npz layouts."""
+
+
+def read_npz(path: Path, format: str, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an npz archive, and those of `optional` that it holds."""
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"PK":
+            raise unreadable(path, format, "no zip header: it is not an npz archive")
+    with reading(path, format), np.load(path, allow_pickle=False) as archive:
+        for key in keys:
+            if key not in archive.files and format == STORE:
+                raise RunError(f"{format} {path} has no key {key!r} (it has {sorted(archive.files)}); {_restore(path)}")
+            if key not in archive.files:
+                needed = (f": chemspec trains on energies and forces, so the file needs its forces ({key!r}) too"
+                          if key in NPZ_FORCES else "; check data.source.format")
+                raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}){needed}")
+        return {key: archive[key] for key in (*keys, *(key for key in optional if key in archive.files))}
+
+
+def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike,
+                  positions: ArrayLike, energy: ArrayLike, forces: ArrayLike) -> Frames:
+    """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
+    label = f"{format} file {path}{where}"
+    numbers = np.asarray(numbers)
+    positions, energy, forces = (floats(label, key, value)
+                                 for key, value in zip(keys[1:], (positions, energy, forces)))
+    if numbers.ndim != 1 or not np.issubdtype(numbers.dtype, np.integer):
+        raise RunError(f"{label}: {keys[0]!r} must be integer atomic numbers of shape (N,), got {numbers.shape}")
+    if numbers.size == 0 or numbers.min() < 1 or numbers.max() > 118:
+        raise RunError(f"{label}: {keys[0]!r} holds no atoms or an atomic number outside 1..118")
+    n, atoms = (positions.shape[0] if positions.ndim == 3 else -1), len(numbers)
+    if positions.shape != (n, atoms, 3):
+        raise RunError(f"{label}: {keys[1]!r} has shape {positions.shape}, expected (frames, {atoms}, 3) for the "
+                       f"{atoms} atoms {keys[0]!r} lists; one of the two is wrong")
+    if energy.shape == (n, 1):
+        energy = energy[:, 0]
+    if energy.shape != (n,):
+        raise RunError(f"{label}: {keys[2]!r} has shape {energy.shape}, expected ({n},) or ({n}, 1)")
+    if forces.shape != (n, atoms, 3):
+        raise RunError(f"{label}: {keys[3]!r} has shape {forces.shape}, expected ({n}, {atoms}, 3)")
+    return Frames(numbers.astype(np.int64), positions, energy, forces)
+
+
+def floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
+    """`value` as float64; text (parsed) or complex numbers (cut to their real part) would pass unsaid."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # ragged
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        raise RunError(f"{label}: {key!r} holds {array.dtype} values, not real numbers; write it as floating-point "
+                       "numbers")
+    return array.astype(np.float64)
