@@ -2,8 +2,9 @@
 the HDF5 formats (ani1x, ani2x) are read in runtime.atoms_hdf5.
 
 Each reader checks the keys and shapes its format promises and turns whatever a third-party parser
-raises on a damaged file into one `RunError` naming the file (runtime.atoms_arrays holds what they share); `load_file` converts to eV and Å and
-refuses files that hold no structures, and structures no molecule has (runtime.geometry).
+raises on a damaged file into one `RunError` naming the file (runtime.atoms_arrays holds what they share);
+`load_file` converts to eV and Å and refuses files that hold no structures, and structures no molecule has
+(runtime.geometry).
 """
 
 from __future__ import annotations
