@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import pytest
 import torch
 
 from tests.conftest import tiny_study, write_spec
@@ -29,6 +31,29 @@ def test_train_and_tpe_name_the_missing_input_and_its_stage(cli, tmp_path):
     (tmp_path / "data" / "tiny" / "tokenizer").mkdir()
     result = cli("run", "tpe", "--cell", "lr3e-3-bs32", cwd=tmp_path)
     assert result.code == 1 and "data/tiny/tokens.npy is not a readable array (EOFError" in result.err
+
+
+@pytest.mark.parametrize(("hparams", "said"), [
+    ({"learning_rate": 1e-3, "batch_size": 0}, "'batch_size' is 0, not a whole number above 0"),
+    ({"learning_rate": 1e-3, "batch_size": 16.5}, "'batch_size' is 16.5, not a whole number above 0"),
+    ({"learning_rate": -1, "batch_size": 32}, "'learning_rate' is -1, not a positive number"),
+    ({"learning_rate": "0.005", "batch_size": 32}, "'learning_rate' is \"0.005\", not a number"),
+    ({"learning_rate": 1e-3}, "no 'batch_size'"),
+    ({"learning_rate": 1e-3, "batch_size": 32, "dropout": 0.1}, "['dropout'] are not values of hpo.grid"),
+])
+def test_an_edited_choice_file_is_named_with_its_key_before_anything_trains(cli, tmp_path, hparams, said):
+    write_spec(tmp_path / "s.yaml", tiny_study())
+    assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
+    (tmp_path / "data" / "tiny" / "splits").mkdir(parents=True)
+    (tmp_path / "data" / "tiny" / "tokens.npy").write_bytes(b"")
+    (tmp_path / "data" / "tiny" / "splits" / "train-200.npy").write_bytes(b"")
+    choice = tmp_path / "results" / "tiny" / "selected" / "r1.json"
+    choice.parent.mkdir(parents=True)
+    choice.write_text(json.dumps({"group": "*", "rank": 1, "hparams": hparams}))
+    result = cli("run", "train", "--cell", "xs-200", cwd=tmp_path)
+    assert result.code == 1 and "internal error" not in result.err, result.err
+    assert f"results/tiny/selected/r1.json: hparams: {said}; restore it (`dvc checkout " in result.err, result.err
+    assert "or rerun the select stage to rewrite it" in result.err
 
 
 def test_a_gpu_study_on_a_machine_without_one_names_the_setting(cli, tmp_path, monkeypatch):

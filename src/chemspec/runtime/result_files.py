@@ -12,6 +12,7 @@ functions return text; the caller says where the file came from and what to do).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ CELL = {"model": TEXT, "params": COUNT, "data_size": COUNT, "status": TEXT, "val
 SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
 CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
+CHOICE = {"learning_rate": NUMBER, "batch_size": COUNT}
 METRICS = {key: kind for key, kind in CELL.items() if key != "status"}
 """What the fit stage takes from a train cell's metrics.json (status: 'ok' where a run before it recorded none)."""
 METRICS_OPTIONAL = {"status": TEXT, **CELL_OPTIONAL}
@@ -96,6 +98,19 @@ def _cell_problem(row: Any) -> str | None:
     if wrong is None and row["status"] == "ok" and not (row["val_loss"] is not None and row["val_loss"] > 0):
         return f"status 'ok' with 'val_loss' {json.dumps(row['val_loss'])}, not a positive number"
     return wrong
+
+
+def choice_problem(choice: Any) -> str | None:
+    """What makes `choice` unreadable as a choice file of select (selected/r<rank>.json): the configuration a
+    train cell trains, or null for a rank select did not keep."""
+    hparams = choice.get("hparams") if isinstance(choice, dict) else None
+    if hparams is None:
+        return None if isinstance(choice, dict) else keys_problem(choice, {})
+    wrong = keys_problem(hparams, CHOICE) or (f"{sorted(set(hparams) - set(CHOICE))} are not values of hpo.grid"
+                                              if set(hparams) - set(CHOICE) else None)
+    if wrong is None and not (math.isfinite(hparams["learning_rate"]) and hparams["learning_rate"] > 0):
+        wrong = f"'learning_rate' is {hparams['learning_rate']}, not a positive number"
+    return wrong and f"hparams: {wrong}"
 
 
 def metrics_problem(metrics: Any) -> str | None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from chemspec.compiler.cells import TrainCell, identity
 from chemspec.errors import Interrupted, RunError
 from chemspec.runtime.io import atomic_dir, read_array, read_json, staged, write_bytes, write_json
+from chemspec.runtime.result_files import choice_problem, read_checked
 from chemspec.runtime.tpe import window_steps
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def _hparams(cell: TrainCell) -> dict | None:
     _require_inputs(cell)
     if cell.hparams is not None:
         return cell.hparams
-    return read_json(cell.selected, ("hparams",))["hparams"]
+    return read_checked(cell.selected, "select", choice_problem, ("hparams",))["hparams"]
 
 
 def _quiet() -> None:
