@@ -84,6 +84,9 @@ CASES = [
     ("atoms-for-chemgpt", mutate("data.source", {"generate": "md", "molecules": ["ethanol"]}),
      "does not fit data.kind"),
     ("missing-file", mutate("data.source", {"file": "nowhere.csv", "column": "smiles"}), "does not exist"),
+    ("home-in-path", mutate("data.source", {"file": "~/smiles.csv", "column": "smiles"}),
+     "'~/smiles.csv' does not exist (relative paths are read from the study file's directory); "
+     "'~' is not expanded: write the path in full; fix the path"),
     ("confidence", mutate("fit.confidence", 1.0), "fit.confidence"),
     ("seed-negative", mutate("seed", -1), "seed"),
     ("samples-too-few", mutate("generation.samples", 1), "generation.samples"),

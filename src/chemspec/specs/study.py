@@ -255,8 +255,9 @@ class Study(Spec):
             if path.is_dir():
                 yield f"data.source.file {source.file!r} is a directory; give the data file in it"
             elif not path.is_file():
+                home = ("; '~' is not expanded: write the path in full" if source.file.startswith("~") else "")
                 yield (f"data.source.file {source.file!r} does not exist (relative paths are read from the study "
-                       "file's directory); fix the path")
+                       f"file's directory){home}; fix the path")
             elif isinstance(source, SmilesFileSource):
                 self.data.check_available(source.rows(path), f"data.source.file {source.file!r}")
             elif count is not None:
