@@ -369,3 +369,6 @@ def test_refit_with_a_law_and_a_level_needs_no_fit_json(cli, two_studies, tmp_pa
     assert row["status"] == "ok" and row["exponent"] == pytest.approx(0.3, abs=1e-3)
     text = cli("refit", str(hand), "--law", "power", "--confidence", "0.9", cwd=root).out
     assert text.startswith(f"cells of {hand}\n"), text
+    (hand / "fit.json").write_text('{"study": "mine", "fits": [')
+    damaged = json.loads(cli("refit", str(hand), "--law", "power", "--confidence", "0.9", "--json", cwd=root).out)
+    assert damaged["fits"] == fitted["fits"] and damaged["study"] is None, "fit.json is not read: it adds nothing"

@@ -127,8 +127,8 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
         try:
-            if laws and confidence is not None and not (folder / "fit.json").exists():  # it would give only these
-                cells, old = read_cells(folder), {"study": _pulled_study(folder), "fits": [], "confidence": confidence}
+            if laws and confidence is not None:  # all that fit.json would give besides the study's name
+                cells, old = read_cells(folder), {"study": _study_of(folder), "fits": [], "confidence": confidence}
             else:
                 cells, old = read_results(folder, ("study",))
         except InputError as exc:
@@ -151,13 +151,17 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
                         "fitted": fitted, "edited": changed})
 
 
-def _pulled_study(folder: Path) -> str | None:
-    """The study of the run a folder was pulled from, where its manifest.json says; None for one made by hand."""
-    try:
-        study = json.loads((folder / "manifest.json").read_bytes())["study"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return study if isinstance(study, str) else None
+def _study_of(folder: Path) -> str | None:
+    """The study whose results a folder holds, as its manifest.json or fit.json says, where either can be read;
+    None for a folder of cells alone."""
+    for name in ("manifest.json", "fit.json"):
+        try:
+            study = json.loads((folder / name).read_bytes())["study"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(study, str):
+            return study
+    return None
 
 
 def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:
