@@ -205,7 +205,8 @@ def test_a_run_that_ended_with_a_non_finite_validation_loss_is_left_out_not_the_
 @pytest.mark.parametrize(("edit", "said"), [
     ({"val_loss": -1.0}, "status 'ok' with 'val_loss' -1.0, not a positive number"),
     ({"val_loss": "0.5"}, "'val_loss' is \"0.5\", not a number or null"),
-    ({"params": "many"}, "'params' is \"many\", not a whole number above 0"),
+    ({"params": "many"}, "'params' is \"many\", not a whole number"),
+    ({"params": 0}, "status 'ok' with 'params' 0, not a whole number above 0"),
     ({"wall_time_s": "x"}, "'wall_time_s' is \"x\", not a number"),
 ])
 def test_an_edited_metrics_file_is_named_with_its_key_before_anything_is_fitted(tmp_path, edit, said):
@@ -224,6 +225,22 @@ def test_an_edited_metrics_file_is_named_with_its_key_before_anything_is_fitted(
     path.write_text(json.dumps({**json.loads(path.read_text()), **{k: 1.0 for k in edit if k != "params"},
                                 "params": 10}))
     assert read_runs(paths)[0]["xs-100"]["status"] == "failed", "a loss that is not finite fails the cell"
+
+
+def test_a_rank_select_did_not_keep_is_read_as_gated_and_left_out(tmp_path):
+    """hpo.tpe.margin (or a configuration that diverged in TPE) leaves ranks untrained: train writes them so."""
+    import json
+
+    from chemspec.runtime.fit import cells_table, read_runs
+
+    paths = _metrics(tmp_path, {"xs-100": (1.0, 1.0)})
+    gated = tmp_path / "xs-100-r2.json"
+    gated.write_text(json.dumps({"cell": "train@xs-100-r2", "model": "xs", "data_size": 100, "hparams": None,
+                                 "epochs": 0, "params": 0, "val_loss": None, "wall_time_s": 0.0, "status": "gated",
+                                 "reason": "rank 2 was not kept by select"}))
+    runs, _ = read_runs({**paths, "xs-100-r2": str(gated)})
+    assert runs["xs-100-r2"]["status"] == "gated"
+    assert [(r["cell"], r["status"]) for r in cells_table(runs)] == [("train@xs-100", "ok")]
 
 
 def test_bootstrap_resamples_whose_exponent_sits_on_a_bound_open_the_interval_instead_of_vanishing():

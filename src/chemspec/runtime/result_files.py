@@ -45,8 +45,9 @@ SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_m
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
 CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
 CHOICE = {"learning_rate": NUMBER, "batch_size": COUNT}
-METRICS = {key: kind for key, kind in CELL.items() if key != "status"}
-"""What the fit stage takes from a train cell's metrics.json (status: 'ok' where a run before it recorded none)."""
+METRICS = {**{key: kind for key, kind in CELL.items() if key != "status"}, "params": WHOLE}
+"""What the fit stage takes from a train cell's metrics.json (status: 'ok' where a run before it recorded none;
+a rank select did not keep records 0 parameters)."""
 METRICS_OPTIONAL = {"status": TEXT, **CELL_OPTIONAL}
 FIT = {"fits": LIST, "confidence": NUMBER}
 FIT_OPTIONAL = {"joint": MAPPING_OR_NULL, "bootstrap": MAPPING_OR_NULL, "noise": MAPPING_OR_NULL,
@@ -117,10 +118,13 @@ def metrics_problem(metrics: Any) -> str | None:
     """What makes `metrics` unreadable as a train cell's metrics.json; None if it reads. A loss that is not
     finite marks the cell failed (runtime.fit); one at or below 0 no training writes."""
     wrong = keys_problem(metrics, METRICS, METRICS_OPTIONAL)
-    loss = None if wrong else metrics["val_loss"]
-    if loss is not None and metrics.get("status", "ok") == "ok" and loss <= 0:
-        return f"status 'ok' with 'val_loss' {json.dumps(loss)}, not a positive number"
-    return wrong
+    if wrong or metrics.get("status", "ok") != "ok":
+        return wrong
+    if metrics["params"] <= 0:
+        return f"status 'ok' with 'params' {metrics['params']}, not a whole number above 0"
+    if metrics["val_loss"] is not None and metrics["val_loss"] <= 0:
+        return f"status 'ok' with 'val_loss' {json.dumps(metrics['val_loss'])}, not a positive number"
+    return None
 
 
 def cells_problem(rows: Any) -> str | None:
