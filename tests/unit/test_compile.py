@@ -399,9 +399,13 @@ def test_one_configuration_is_kept_by_select_with_no_tpe_cell(tmp_path, scope):
     assert cells.tpe == {} and cells.select.tpe_dirs == {}
     assert cells.select.unranked == {key: hparams for key in keys}
     assert sorted(cells.select.groups.values()) == sorted([key] for key in keys)
-    pipeline = yaml.safe_load(compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")["dvc.yaml"])["stages"]
+    files = compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")
+    pipeline = yaml.safe_load(files["dvc.yaml"])["stages"]
     assert "tpe" not in pipeline
     assert pipeline["select"]["deps"] == ["data/tiny/splits/split.json"], "a stage without deps would always run"
+    assert yaml.safe_load(files["params.yaml"])["cells"]["select"]["unranked"] == {key: hparams for key in keys}
+    several = compile_study(load_study(write_spec(tmp_path / "t.yaml", tiny_study())), "t.yaml")["params.yaml"]
+    assert "unranked" not in yaml.safe_load(several)["cells"]["select"], "params files of before stay current"
 
 
 def test_a_selection_of_more_configurations_keeps_the_identity_it_had_before_unranked_ones(tmp_path):

@@ -230,7 +230,10 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
 
 
 def params(cells: Cells) -> dict:
-    return {"cells": cells.model_dump(mode="json")}
+    document = cells.model_dump(mode="json")
+    if not cells.select.unranked:  # as params files were before 2026-12-06: `compile --check` finds them current
+        del document["select"]["unranked"]
+    return {"cells": document}
 
 
 def dump(document: dict, header: str) -> str:
