@@ -304,7 +304,7 @@ def test_calibration_refuses_an_empty_tpe_log_as_select_does(tmp_path):
     assert not (tmp_path / "calibration").exists()
 
 
-def test_a_tpe_window_rounds_to_the_nearest_step_a_half_to_the_even_one_and_keeps_at_least_one():
+def test_a_tpe_window_rounds_as_pythons_round_does_and_keeps_at_least_one():
     assert [window_steps(0.5, total) for total in (13, 15, 16)] == [6, 8, 8]
     assert window_steps(0.2, 12) == 2 and window_steps(0.01, 10) == 1
     assert window_steps(1.0, 12) == -1, "a whole run: no step limit"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from chemspec.errors import ArchiveError, InputError, UsageError
-from chemspec.runtime.result_files import cells_problem, fit_problem, read_cells, read_results
+from chemspec.runtime.result_files import cells_problem, fit_problem, read_cells, read_checked
 
 
 def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], list[str]]:
@@ -126,18 +128,13 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     if folder.is_dir():
         if not (folder / "cells.json").is_file():
             raise ArchiveError(f"{folder} holds no cells.json; pull a run into it with `chemspec pull`")
-        try:
-            if laws and confidence is not None:  # all that fit.json would give besides the study's name
-                cells, old = read_cells(folder), {"study": _study_of(folder), "fits": [], "confidence": confidence}
-            else:
-                cells, old = read_results(folder, ("study",))
-        except InputError as exc:
-            alone = (", or fit cells.json alone: give both --law and --confidence"
-                     if not (folder / "fit.json").exists() else "")
-            if not (folder / "manifest.json").is_file():
-                raise InputError(exc.problem, exc.fix + alone) from None
-            raise ArchiveError(f"{exc.problem}; {folder} was pulled, so no stage rewrites it: pull the run again into "
-                               f"an empty folder (`chemspec pull REV --to DIR`){alone}") from None
+        with _read_from(folder):
+            cells = read_cells(folder)
+        if laws and confidence is not None:  # all that fit.json would give besides the study's name
+            old = {"study": _study_of(folder), "fits": [], "confidence": confidence}
+        else:
+            with _read_from(folder, alone="fit cells.json alone: give both --law and --confidence"):
+                old = read_checked(folder / "fit.json", "fit", fit_problem, ("study",))
         if study is not None and old["study"] not in (None, study):
             raise ArchiveError(f"{folder} holds study {old['study']!r}, not {study!r}; drop --study or pull that study")
         name, changed = old["study"] or study, edited(folder)
@@ -149,6 +146,22 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     fitted = any(f["status"] == "ok" for f in flat) or (joint or {}).get("status") == "ok"
     return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint,
                         "fitted": fitted, "edited": changed})
+
+
+@contextlib.contextmanager
+def _read_from(folder: Path, alone: str = "") -> Iterator[None]:
+    """An InputError reading a file of `folder` with the advice that fits: pull again, where the folder was pulled;
+    and `alone`, the way around a fit.json that cannot be read."""
+    try:
+        yield
+    except InputError as exc:
+        pulled = (folder / "manifest.json").is_file()
+        if not pulled and alone and not (folder / "fit.json").exists():
+            raise InputError(exc.problem, alone) from None
+        if not pulled:
+            raise InputError(exc.problem, exc.fix + (f", or {alone}" if alone else "")) from None
+        raise ArchiveError(f"{exc.problem}; {folder} was pulled, so no stage rewrites it: pull the run again into "
+                           f"an empty folder (`chemspec pull REV --to DIR`){f', or {alone}' if alone else ''}") from None
 
 
 def _study_of(folder: Path) -> str | None:

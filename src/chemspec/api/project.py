@@ -170,7 +170,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
                         folder.rmdir()
                 result.removed.append(name)
         result.written += changed
-        if before.get(PARAMS) != files[PARAMS]:  # the same params: no cell came or went
+        if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
             result.leftovers = _leftovers(before.get(PARAMS), cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root

@@ -239,9 +239,8 @@ def _cell_change(key: str, before: dict, after: dict) -> dict | None:
 def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = ({}, {})) -> dict:
     """Cells added, removed (with the status and loss of each, under `losses`) and changed between two runs;
     `identities`: each run's {stage: cell identity} (its manifest's `cells`; empty where the runs read other
-    data or splits), with which a changed cell that
-    the same stage trained in both runs with the same identity, hyperparameters and parameter count is marked
-    `same_identity`: a result that did not reproduce."""
+    data or splits), with which a changed cell that the same stage trained in both runs with the same identity,
+    hyperparameters and parameter count is marked `same_identity`: a result that did not reproduce."""
     key = lambda c: f"{c['model']}-{c['data_size']}"  # noqa: E731
     before, after = {key(c): c for c in a}, {key(c): c for c in b}
     # In the runs' own order (model size, then data size), not as text, where w16 sorts before w8.

@@ -69,7 +69,8 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
     local = uncommitted_ids(target, cwd) if target != WORKTREE else {}
     if commit is not None and (runs or local):
         raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
-                           f"{', '.join(sorted({*runs, *local}))}; give the full commit or more of the manifest id")
+                           f"{', '.join(d[:16] for d in sorted({*runs, *local}))}; give the full commit or more of "
+                           "the manifest id")
     if len(ids := {**{digest: name for digest, (_, name) in runs.items()}, **local}) > 1:
         listed = ", ".join(f"{digest[:16]} ({name}{'' if digest in runs else ', named by no commit'})"
                            for digest, name in sorted(ids.items()))

@@ -11,7 +11,7 @@ STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train",
           "archive")
 PER_CELL = ("tpe", "calibrate", "train", "sample")
 EMPTY = {"sample": "add a `generation` section to the study (ChemGPT studies only)",
-         "calibrate": "set hpo.tpe.calibrate: true",
+         "calibrate": "set hpo.tpe.calibrate: true (with more than one configuration in hpo.grid)",
          "tpe": "hpo.grid holds one configuration, which trains without a TPE run (there is nothing to rank); give "
                 "hpo.grid more values", "train": "give model.sizes and data.sizes"}
 
@@ -89,7 +89,8 @@ def _select(cells: Cells, key: str | None) -> dict:
 
 def _calibration(cells: Cells, key: str | None) -> dict:
     if cells.calibration is None:
-        raise RunError("calibration: hpo.tpe.calibrate is off in this study; set it to true and recompile")
+        raise RunError("calibration: hpo.tpe.calibrate is off in this study; set it to true (with more than one "
+                       "configuration in hpo.grid) and recompile")
     from chemspec.runtime.calibration import run_calibration
 
     return run_calibration(cells.calibration)

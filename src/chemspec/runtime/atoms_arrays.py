@@ -88,8 +88,8 @@ def floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
     """`value` as float64; text (parsed) or complex numbers (cut to their real part) would pass unsaid."""
     try:
         array = np.asarray(value)
-    except (TypeError, ValueError):  # ragged
-        array = np.asarray(None)
+    except (TypeError, ValueError):
+        raise RunError(f"{label}: {key!r} holds rows of different lengths; every frame needs one per atom") from None
     if array.dtype.kind not in "iuf":
         raise RunError(f"{label}: {key!r} holds {array.dtype} values, not real numbers; write it as floating-point "
                        "numbers")
