@@ -93,4 +93,4 @@ def floats(label: str, key: str, value: ArrayLike) -> np.ndarray:
     if array.dtype.kind not in "iuf":
         raise RunError(f"{label}: {key!r} holds {array.dtype} values, not real numbers; write it as floating-point "
                        "numbers")
-    return array.astype(np.float64)
+    return array.astype(np.float64, copy=False)
