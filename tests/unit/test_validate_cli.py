@@ -339,6 +339,17 @@ def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected
     assert result.code == 2 and expected in result.err, result.err
 
 
+@pytest.mark.parametrize("header", ["id,smiles", "smiles,logp"])
+def test_a_csv_given_without_its_column_is_named_at_validate_not_at_the_data_stage(cli, tmp_path, header):
+    (tmp_path / "mols.csv").write_text(f"{header}\n" + "1,CCO\n" * 3000)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("data.source", {"file": "mols.csv"}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and f"'mols.csv' has commas in its first line ({header!r}), which no SMILES holds: it " \
+        f"reads as a CSV; set data.source.column to its SMILES column, one of {header.split(',')}" in result.err, \
+        result.err
+
+
 def test_a_csv_with_a_byte_order_mark_and_blank_lines_validates(cli, tmp_path):
     (tmp_path / "mols.csv").write_bytes("\ufeff\nsmiles\n".encode() + b"CCO\n" * 3000)
     spec = tmp_path / "study.yaml"

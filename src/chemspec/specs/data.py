@@ -58,8 +58,12 @@ class SmilesFileSource(Spec):
                     raise ValueError(f"data.source.file {self.file!r} is compressed; SMILES files are read as "
                                      "plain text: decompress it (gunzip, bunzip2 or unxz) and name the result") from None
                 raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
+        header = next(csv.reader([first]), [])
+        if not self.column and len(header) > 1:
+            raise ValueError(f"data.source.file {self.file!r} has commas in its first line ({first.strip()[:60]!r}), "
+                             "which no SMILES holds: it reads as a CSV; set data.source.column to its SMILES column, "
+                             f"one of {header}")
         if self.column:
-            header = next(csv.reader([first]), [])
             if self.column not in header:
                 found = f"the header has {header}" if header else "the file is empty"
                 if "\t" in first:
