@@ -158,10 +158,11 @@ def _read_from(folder: Path, alone: str = "") -> Iterator[None]:
         pulled = (folder / "manifest.json").is_file()
         if not pulled and alone and not (folder / "fit.json").exists():
             raise InputError(exc.problem, alone) from None
+        other = f", or {alone}" if alone else ""
         if not pulled:
-            raise InputError(exc.problem, exc.fix + (f", or {alone}" if alone else "")) from None
+            raise InputError(exc.problem, exc.fix + other) from None
         raise ArchiveError(f"{exc.problem}; {folder} was pulled, so no stage rewrites it: pull the run again into "
-                           f"an empty folder (`chemspec pull REV --to DIR`){f', or {alone}' if alone else ''}") from None
+                           f"an empty folder (`chemspec pull REV --to DIR`){other}") from None
 
 
 def _study_of(folder: Path) -> str | None:
