@@ -82,10 +82,11 @@ def test_inconsistent_store_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="offsets"):
         AtomsData(np.array([1, 1]), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(2), np.array([0, 1, 1]))
     np.savez(tmp_path / "store.npz", numbers=np.array([1]), positions=np.zeros((1, 3)))
-    restore = re.escape(f"the data stage wrote it: restore it (`dvc checkout {tmp_path / 'store.npz'}`) or write "
-                        "it again (`dvc repro -f -s data`)")
-    with pytest.raises(RunError, match=r"atoms store .*store\.npz has no key 'forces' \(it has .*\); " + restore):
-        load_atoms(tmp_path / "store.npz")
-    (tmp_path / "store.npz").write_bytes((tmp_path / "store.npz").read_bytes()[:200])
-    with pytest.raises(RunError, match=r"atoms store .*store\.npz is unreadable or truncated \(.*\); " + restore):
-        load_atoms(tmp_path / "store.npz")
+    store = tmp_path / "store.npz"
+    restore = re.escape(f"; restore it (`dvc checkout {store}` or `git checkout -- {store}`) or rerun the stage that "
+                        "writes it")
+    with pytest.raises(RunError, match=re.escape(f"{store} has no 'forces', 'energy', 'offsets'") + restore):
+        load_atoms(store)
+    store.write_bytes(store.read_bytes()[:200])
+    with pytest.raises(RunError, match=re.escape(f"{store} is not a readable .npz archive (") + ".*" + restore):
+        load_atoms(store)

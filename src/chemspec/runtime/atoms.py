@@ -20,7 +20,7 @@ import numpy as np
 from ase import units
 
 from chemspec.errors import RunError
-from chemspec.runtime.io import write_bytes
+from chemspec.runtime.io import read_npz, write_bytes
 
 ENERGY_UNITS = {"eV": 1.0, "kcal/mol": units.kcal / units.mol, "kJ/mol": units.kJ / units.mol,
                 "Hartree": units.Hartree}
@@ -132,11 +132,9 @@ def save_atoms(path: str | Path, data: AtomsData) -> None:
 
 
 def load_atoms(path: str | Path) -> AtomsData:
-    from chemspec.runtime.atoms_arrays import STORE, read_npz
-
-    arrays = read_npz(Path(path), STORE, KEYS, optional=ELECTRONIC)
+    stored = read_npz(path, KEYS)  # the data stage's output: a damaged one is restored, not re-downloaded
     try:
-        return AtomsData(**arrays)
+        return AtomsData(**{key: stored[key] for key in (*KEYS, *ELECTRONIC) if key in stored})
     except ValueError as exc:
         raise RunError(f"atoms store {path} is inconsistent ({exc}); delete it and rerun the data stage") from None
 

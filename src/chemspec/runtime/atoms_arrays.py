@@ -25,17 +25,7 @@ def reading(path: Path, format: str) -> Iterator[None]:
         raise unreadable(path, format, f"{type(exc).__name__}: {exc}") from None
 
 
-STORE = "atoms store"
-"""The format label of the data stage's own npz (runtime.atoms), which a user restores rather than re-downloads."""
-
-
-def _restore(path: Path) -> str:
-    return f"the data stage wrote it: restore it (`dvc checkout {path}`) or write it again (`dvc repro -f -s data`)"
-
-
 def unreadable(path: Path, format: str, reason: str) -> RunError:
-    if format == STORE:
-        return RunError(f"{format} {path} is unreadable or truncated ({reason}); {_restore(path)}")
     return RunError(f"{format} file {path} is unreadable or truncated ({reason}); check that data.source.format "
                     "matches the file and that the file is complete (copy or download it again)")
 
@@ -44,20 +34,18 @@ NPZ_FORCES = ("F", "forces")
 """The forces arrays of the md17 and rmd17 npz layouts."""
 
 
-def read_npz(path: Path, format: str, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """The arrays `keys` of an npz archive, and those of `optional` that it holds."""
+def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an npz archive."""
     with open(path, "rb") as handle:
         if handle.read(2) != b"PK":
             raise unreadable(path, format, "no zip header: it is not an npz archive")
     with reading(path, format), np.load(path, allow_pickle=False) as archive:
         for key in keys:
-            if key not in archive.files and format == STORE:
-                raise RunError(f"{format} {path} has no key {key!r} (it has {sorted(archive.files)}); {_restore(path)}")
             if key not in archive.files:
                 needed = (f": chemspec trains on energies and forces, so the file needs its forces ({key!r}) too"
                           if key in NPZ_FORCES else "; check data.source.format")
                 raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}){needed}")
-        return {key: archive[key] for key in (*keys, *(key for key in optional if key in archive.files))}
+        return {key: archive[key] for key in keys}
 
 
 def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike,

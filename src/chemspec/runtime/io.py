@@ -13,6 +13,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def reading(path: Path, what: str) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise InputError(f"{path} is missing", "run the stage that writes it first (`dvc repro`)") from None
-    except (OSError, ValueError, EOFError) as exc:  # ValueError: also JSONDecodeError, UnicodeDecodeError
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # ValueError: JSON, UnicodeDecodeError
         raise InputError(f"{path} is not {what} ({exc.__class__.__name__}: {exc})", _restore(path)) from None
 
 
