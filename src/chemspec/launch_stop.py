@@ -126,8 +126,10 @@ def _stage_names(text: bytes) -> set[str] | None:
     """The stages a dvc.lock records; None if it does not parse as one."""
     import yaml
 
+    from chemspec.runtime.io import load_yaml
+
     try:
-        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        document = load_yaml(text)
     except yaml.YAMLError:
         return None
     if not isinstance(document, dict) or not isinstance(document.get("stages", {}), dict):

@@ -27,7 +27,7 @@ import yaml
 from chemspec.compiler.cells import RETIRED_ESTIMATOR, Cells, TrainCell, identity
 from chemspec.compiler.render import PARAMS, PIPELINES
 from chemspec.errors import CompileError
-from chemspec.runtime.io import to_json, write_bytes
+from chemspec.runtime.io import load_yaml, to_json, write_bytes
 
 LOCK = "dvc.lock"
 IDENTITY = re.compile(r"--identity ([0-9a-f]+)")
@@ -147,7 +147,7 @@ def _compiled_estimator(root: Path) -> dict | None:
     study changes its estimator as it moves to this version, cells carry the identity they ran with."""
     try:
         text = (root / PARAMS).read_text(encoding="utf-8")
-        compiled = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["cells"]
+        compiled = load_yaml(text)["cells"]
         found = [compiled["select"].get("estimator"), *(cell.get("estimator") for cell in compiled["tpe"].values())]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, AttributeError):
         return None

@@ -15,7 +15,7 @@ from chemspec import relock
 from chemspec.compiler import Cells, compile_study, expand
 from chemspec.compiler.render import GENERATED, PARAMS, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
-from chemspec.runtime.io import final_path, written_together
+from chemspec.runtime.io import final_path, load_yaml, written_together
 from chemspec.specs import Study, json_schema, load_study
 from chemspec.specs.atoms_source import AtomsFileSource
 from chemspec.specs.base import unsafe_character
@@ -204,7 +204,7 @@ def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
     """The folders that per-cell stages of the same study compiled before wrote and that no stage writes now
     (a model or data size, rank or configuration gone from the grid): still on disk, tracked by no stage."""
     try:
-        old = (yaml.load(params or "", Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {})["cells"]
+        old = (load_yaml(params or "") or {})["cells"]
         if old["archive"]["study"] != cells.archive.study:
             return []
         folders = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
