@@ -170,7 +170,12 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
         search = "" if change["group"] == "*" else f" of {change['group']}"
         before, after = ("; ".join(map(_hparams, kept)) if kept else "none"
                          for kept in (change["before"], change["after"]))
-        click.echo(f"  TPE kept{search}: {before} -> {after}")
+        labels = ["hpo.grid's only configuration" if change[f"unranked_{side}"] else "TPE kept"
+                  for side in ("before", "after")]
+        if labels[0] == labels[1]:
+            click.echo(f"  {labels[0]}{search}: {before} -> {after}")
+        else:
+            click.echo(f"  selection{search}: {before} ({labels[0]}) -> {after} ({labels[1]})")
     cells = result["cells"]
     for sign, keys in (("+", cells["added"]), ("-", cells["removed"])):
         for key in keys:

@@ -214,10 +214,30 @@ def test_a_diff_names_the_configurations_tpe_kept_where_they_changed(cli, repo):
     archive_commit(repo, [_cell("xs", 100, 1.9)], [], selected=selected(0.01, 0.003))
     result = json.loads(cli("diff", "HEAD~2", "HEAD~1", "--json", cwd=repo).out)
     assert result["selection"] == [{"group": "*", "before": [{"learning_rate": 0.003}],
-                                    "after": [{"learning_rate": 0.01}, {"learning_rate": 0.003}]}]
+                                    "after": [{"learning_rate": 0.01}, {"learning_rate": 0.003}],
+                                    "unranked_before": False, "unranked_after": False}]
     text = cli("diff", "HEAD~2", "HEAD~1", cwd=repo).out
     assert "  TPE kept: learning_rate=0.003 -> learning_rate=0.01; learning_rate=0.003" in text, text
     assert json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["selection"] == []
+
+
+def test_a_diff_says_which_side_trained_the_grids_only_configuration_without_tpe(cli, repo):
+    only = {"estimator": "tse", "kept": {"*": [{"learning_rate": 0.003}]},
+            "configs": [{"name": "c0", "hparams": {"learning_rate": 0.003}, "rank": 1, "kept": True, "unranked": True}]}
+    ranked = {"estimator": "tse", "kept": {"*": [{"learning_rate": 0.01}]},
+              "configs": [{"name": "c0", "hparams": {"learning_rate": 0.01}, "rank": 1, "kept": True},
+                          {"name": "c1", "hparams": {"learning_rate": 0.003}, "rank": 2, "kept": False}]}
+    cells = [_cell("xs", 100, 2.0)]
+    archive_commit(repo, cells, [], selected=only)
+    archive_commit(repo, cells, [], selected=ranked)
+    archive_commit(repo, cells, [], selected={**only, "kept": {"*": [{"learning_rate": 0.001}]}})
+    result = json.loads(cli("diff", "HEAD~2", "HEAD~1", "--json", cwd=repo).out)
+    assert [(c["unranked_before"], c["unranked_after"]) for c in result["selection"]] == [(True, False)]
+    text = cli("diff", "HEAD~2", "HEAD~1", cwd=repo).out
+    assert ("  selection: learning_rate=0.003 (hpo.grid's only configuration) -> learning_rate=0.01 (TPE kept)"
+            in text), text
+    text = cli("diff", "HEAD~2", "HEAD", cwd=repo).out
+    assert "  hpo.grid's only configuration: learning_rate=0.003 -> learning_rate=0.001" in text, text
 
 
 def test_a_changed_result_of_a_cell_trained_with_the_same_identity_is_flagged(cli, repo):

@@ -262,11 +262,14 @@ def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = (
 
 def selection_changes(a: dict | None, b: dict | None) -> list[dict]:
     """The searches (`*`, or a model size under scope model_size) whose kept configurations, best first,
-    differ between two selections; none where either run archived no selection."""
+    differ between two selections; none where either run archived no selection. `unranked_<side>`: that
+    side's grid held one configuration, which no TPE run ranked."""
     if not a or not b:
         return []
     before, after = a.get("kept", {}), b.get("kept", {})
-    return [{"group": group, "before": before.get(group), "after": after.get(group)}
+    unranked = {f"unranked_{side}": bool(rows) and all(row.get("unranked") for row in rows)
+                for side, rows in (("before", a.get("configs", [])), ("after", b.get("configs", [])))}
+    return [{"group": group, "before": before.get(group), "after": after.get(group), **unranked}
             for group in dict.fromkeys([*after, *before]) if before.get(group) != after.get(group)]
 
 
