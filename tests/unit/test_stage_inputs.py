@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +103,32 @@ def test_a_stage_prints_its_summary_with_numbers_rounded_for_reading(cli, tmp_pa
     values = dict(item.split("=", 1) for item in result.out.strip().split(": ", 1)[1].split(", ") if "=" in item)
     assert re.fullmatch(r"\d\.\d{1,3}", values["val_loss"]) and re.fullmatch(r"\d{1,3}(,\d{3})+|\d{1,4}(\.\d{1,3})?", values["train_tokens_per_s"])
     assert re.fullmatch(r"\d{2},\d{3}", values["tokens_seen"]), "whole numbers of 10,000 and more read alike"
+
+
+@pytest.mark.parametrize(("name", "rows", "said"), [
+    ("train-400", np.arange(1400, 1800), "names rows 1400..1799, but the data stage's table has 1500 (0..1499)"),
+    ("train-400", np.arange(400) - 1, "names rows -1..398, but the data stage's table has 1500"),
+    ("train-400", np.zeros(400, dtype=np.int64), "names 399 rows more than once"),
+    ("train-400", np.arange(400, dtype=np.float64), "holds float64 values of shape (400,), not a list of row numbers"),
+    ("val", np.arange(2 * 100).reshape(2, 100), "holds int64 values of shape (2, 100)"),
+    ("test", None, "and test.npy share"),
+])
+def test_an_edited_split_file_is_named_before_anything_trains(cli, tmp_path, name, rows, said):
+    write_spec(tmp_path / "s.yaml", tiny_study())
+    assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
+    assert cli("run", "data", cwd=tmp_path).code == 0 and cli("run", "split", cwd=tmp_path).code == 0
+    splits = tmp_path / "data" / "tiny" / "splits"
+    repeated = rows is None  # a test set that repeats training rows: another seed's file, or a merge
+    if repeated:
+        rows = np.load(splits / "train-400.npy")[:len(np.load(splits / "test.npy"))]
+    np.save(splits / f"{name}.npy", rows)
+    for args in (("tpe", "--cell", "lr3e-3-bs32"), ("train", "--cell", "xs-400")):
+        result = cli("run", *args, cwd=tmp_path)
+        assert result.code == 1 and "Traceback" not in result.err and "internal error" not in result.err, result.err
+        named = "train-400" if repeated else name
+        assert f"data/tiny/splits/{named}.npy {said}" in result.err, result.err
+        assert "restore it (`dvc checkout" in result.err
+        assert sorted(p.name for p in tmp_path.glob("results/tiny/*")) in ([], ["selected"]), "nothing written"
+        (tmp_path / "results" / "tiny" / "selected").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / "tiny" / "selected" / "r1.json").write_text(json.dumps(
+            {"group": "*", "rank": 1, "hparams": {"learning_rate": 1e-3, "batch_size": 32}}))

@@ -119,10 +119,11 @@ def reading(path: Path, what: str) -> Iterator[None]:
     except FileNotFoundError:
         raise InputError(f"{path} is missing", "run the stage that writes it first (`dvc repro`)") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # ValueError: JSON, UnicodeDecodeError
-        raise InputError(f"{path} is not {what} ({exc.__class__.__name__}: {exc})", _restore(path)) from None
+        raise InputError(f"{path} is not {what} ({exc.__class__.__name__}: {exc})", restore_hint(path)) from None
 
 
-def _restore(path: Path) -> str:
+def restore_hint(path: Path) -> str:
+    """The fix for a stage-written file that is damaged or edited."""
     return f"restore it (`dvc checkout {path}` or `git checkout -- {path}`) or rerun the stage that writes it"
 
 
@@ -142,7 +143,7 @@ def read_json(path: str | Path, require: tuple[str, ...] = ()) -> Any:
         value = json.loads(path.read_text(encoding="utf-8"))
     missing = [key for key in require if not isinstance(value, dict) or key not in value]
     if missing:
-        raise InputError(f"{path} has no {', '.join(map(repr, missing))}", _restore(path))
+        raise InputError(f"{path} has no {', '.join(map(repr, missing))}", restore_hint(path))
     return value
 
 
@@ -160,7 +161,7 @@ def read_npz(path: str | Path, require: tuple[str, ...] = ()) -> dict[str, np.nd
         arrays = {name: stored[name] for name in stored.files}
     missing = [name for name in require if name not in arrays]
     if missing:
-        raise InputError(f"{path} has no {', '.join(map(repr, missing))}", _restore(path))
+        raise InputError(f"{path} has no {', '.join(map(repr, missing))}", restore_hint(path))
     return arrays
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from chemspec.compiler.cells import ReferenceCell, SampleCell, identity
 from chemspec.errors import RunError
-from chemspec.runtime.io import atomic_dir, read_array, read_json, write_bytes, write_json
+from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
+from chemspec.runtime.split import read_rows
 
 
 def load_cell(model_dir: str | Path, device: str = "cpu"):
@@ -85,7 +86,7 @@ def run_reference(cell: ReferenceCell) -> dict:
     from chemspec.runtime.generation import reference, with_floor
 
     table = _molecules(Path(cell.data_dir))
-    indices = read_array(Path(cell.split_dir) / "test.npy").tolist()
+    indices = read_rows(cell.split_dir, ("test",), len(table))["test"].tolist()
     test, in_test = [table[i][0] for i in indices], set(indices)
     outside = [smiles for i, (smiles, _) in enumerate(table) if i not in in_test]
     device = _device(cell.accelerator)
@@ -115,15 +116,16 @@ def run_sample(cell: SampleCell) -> dict:
     if trained.get("status", "ok") != "ok":
         return _skipped(cell, trained)
     device = _device(cell.accelerator)
+    data, split = Path(cell.data_dir), Path(cell.split_dir)
+    table = _molecules(data)
+    train = f"train-{cell.data_size}"
+    seen = {table[i] for i in read_rows(split, (train,), len(table))[train]}
     model, tokenizer = load_cell(Path(cell.train_dir) / "model", device)
     started = time.perf_counter()
     rows, tokens = sample(model, tokenizer, cell.samples, temperature=cell.temperature, top_k=cell.top_k,
                           top_p=cell.top_p, batch_size=cell.batch_size, seed=cell.seed,
                           representation=cell.representation)
     sampling_s = time.perf_counter() - started
-    data, split = Path(cell.data_dir), Path(cell.split_dir)
-    table = _molecules(data)
-    seen = {table[i] for i in read_array(split / f"train-{cell.data_size}.npy")}
     # A sample that repeats a training text is that training molecule, even where decoding and
     # canonicalising it would not give back the same SMILES string.
     by_text = {text: smiles for smiles, text in seen}

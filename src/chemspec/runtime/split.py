@@ -8,13 +8,14 @@ Because every training subset is a prefix of the same permuted pool, the 1k subs
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
 
 from chemspec.compiler.cells import SplitCell
-from chemspec.errors import RunError
-from chemspec.runtime.io import read_json, sha256_file, staged, write_bytes, write_json
+from chemspec.errors import InputError, RunError
+from chemspec.runtime.io import read_array, read_json, restore_hint, sha256_file, staged, write_bytes, write_json
 from chemspec.runtime.molecules import MAX_LENGTH, mostly_too_long
 
 
@@ -46,3 +47,33 @@ def run_split(cell: SplitCell) -> dict:
                 "sizes": cell.sizes, "sha256": hashes}
         write_json(out / "split.json", info)
     return info
+
+
+def _problem(rows: np.ndarray, count: int) -> str | None:
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        return f"holds {rows.dtype} values of shape {rows.shape}, not a list of row numbers"
+    if rows.size and (rows.min() < 0 or rows.max() >= count):
+        return f"names rows {rows.min()}..{rows.max()}, but the data stage's table has {count} (0..{count - 1})"
+    if np.unique(rows).size != rows.size:
+        return f"names {rows.size - np.unique(rows).size} rows more than once"
+    return None
+
+
+def read_rows(split_dir: str | Path, names: tuple[str, ...], count: int) -> dict[str, np.ndarray]:
+    """The row files `<name>.npy` of a split folder, checked against a data table of `count` rows: each a
+    list of distinct row numbers, no two sharing a row (the nested training sets aside). InputError naming the
+    file otherwise (an edited file, or one from another data set)."""
+    rows = {}
+    for name in names:
+        path = Path(split_dir) / f"{name}.npy"
+        rows[name] = read_array(path)
+        problem = _problem(rows[name], count)
+        if problem:
+            raise InputError(f"{path} {problem}", restore_hint(path))
+    for first, second in itertools.combinations(names, 2):
+        shared = np.intersect1d(rows[first], rows[second], assume_unique=True)
+        if shared.size and not (first.startswith("train-") and second.startswith("train-")):
+            path = Path(split_dir) / f"{first}.npy"
+            raise InputError(f"{path} and {second}.npy share {shared.size} rows (row {shared[0]}, ...): a model "
+                             "would be scored on what it trained on", restore_hint(path))
+    return rows

@@ -24,6 +24,7 @@ from chemspec.compiler.cells import TrainCell, identity
 from chemspec.errors import Interrupted, RunError
 from chemspec.runtime.io import atomic_dir, read_array, read_json, staged, write_bytes, write_json
 from chemspec.runtime.result_files import choice_problem, read_checked
+from chemspec.runtime.split import read_rows
 from chemspec.runtime.tpe import window_steps
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def run_training(cell: TrainCell) -> dict:
     _quiet()
     data, split = Path(cell.data_dir), Path(cell.split_dir)
     tokens = read_array(data / "tokens.npy")
-    rows = {name: read_array(split / f"{name}.npy") for name in (f"train-{cell.data_size}", "val", "test")}
+    rows = read_rows(split, (f"train-{cell.data_size}", "val", "test"), len(tokens))
     tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
     L.seed_everything(cell.seed, workers=True, verbose=False)
     training = cell.training

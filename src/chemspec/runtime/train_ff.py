@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from chemspec.compiler.cells import TrainCell, identity
-from chemspec.runtime.io import atomic_dir, read_array, staged, write_bytes, write_json
+from chemspec.runtime.io import atomic_dir, staged, write_bytes, write_json
+from chemspec.runtime.split import read_rows
 
 
 def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
@@ -23,8 +24,8 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
 
     data = load_atoms(Path(cell.data_dir) / "atoms.npz")
     split = Path(cell.split_dir)
-    parts = {name: data.subset(read_array(split / f"{name}.npy"))
-             for name in (f"train-{cell.data_size}", "val", "test")}
+    parts = {name: data.subset(rows)
+             for name, rows in read_rows(split, (f"train-{cell.data_size}", "val", "test"), len(data)).items()}
     training = cell.training
     size = cell.size
     metrics, module = train_forcefield(
