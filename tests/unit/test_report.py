@@ -97,6 +97,16 @@ def test_an_archived_report_keeps_the_users_files_and_goes_where_out_says(cli, t
     assert workspace.code == 2 and "--out applies with --from only" in workspace.err, workspace.err
     pageless = cli("report", "--from", "HEAD", "--no-files", "--out", "compare", cwd=tmp_path)
     assert pageless.code == 2 and "--no-files writes none: drop one of them" in pageless.err, pageless.err
+    fit = tmp_path / "results" / "s" / "fit"
+    (fit / "plots").mkdir(parents=True)
+    (fit / "fit.json").write_text("{}")
+    (fit / "plots" / "scaling.png").write_bytes(b"the workspace run's plot")
+    for out, holder, marker in (("results/s/fit", "results/s/fit", "fit.json"),
+                                ("results/s/fit/pages", "results/s/fit", "fit.json"), ("archive", "archive", "refs")):
+        inside = cli("report", "--from", "HEAD", "--out", out, cwd=tmp_path)
+        assert inside.code == 2 and f"--out {out}: {holder} holds {marker}, written by a pipeline stage" in inside.err
+        assert "Give a folder of its own" in inside.err and "Traceback" not in inside.err, inside.err
+    assert sorted(p.name for p in fit.rglob("*")) == ["fit.json", "plots", "scaling.png"], "nothing written there"
 
 
 def _json(cli, root: Path) -> dict:

@@ -165,6 +165,25 @@ def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | Non
         return None, None
 
 
+# Files that mark a folder as a stage's output, which the pages of --from must not join: DVC would find the
+# stage changed, and its plots/ would be replaced with the archived run's.
+STAGE_FILES = ("data.json", "split.json", "estimate.json", "metrics.json", "cells.json", "fit.json",
+               "calibration.json", "generation.json", "reference.json")
+
+
+def _pages_folder(out: Path) -> Path:
+    """`out`, unless it is or lies inside a folder that a pipeline stage or the archive writes."""
+    for folder in (out, *out.parents):
+        marker = next((folder / name for name in STAGE_FILES if (folder / name).is_file()), None)
+        if marker is None and (folder / "objects").is_dir() and (folder / "refs").is_dir():
+            marker = folder / "refs"
+        if marker is not None:
+            raise UsageError(f"--out {out}: {folder} holds {marker.name}, written by a pipeline stage or the "
+                             "archive; the pages would replace its plots/ and leave `dvc status` changed. Give a "
+                             "folder of its own, e.g. the default reports/<study>/")
+    return out
+
+
 def _archived_report(source: str, study: str | None, write: bool, out: str | Path | None) -> Report:
     from chemspec import report as pages
     from chemspec.archive import Snapshot, summary
@@ -182,7 +201,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
     name, files = manifest["study"], []
     if write:
-        out = Path("reports") / name if out is None else Path(out)
+        out = Path("reports") / name if out is None else _pages_folder(Path(out))
         with staged(out) as tmp:  # replaces the pages and plots/, keeps the user's own files beside them
             (tmp / "plots").mkdir()
             for plot, obj in objects.get("plots", {}).items():
