@@ -133,6 +133,30 @@ def test_an_extxyz_in_kcal_per_mol_left_to_the_default_ev_is_refused_naming_the_
         assert not _file_study_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": energy}}).check_units
 
 
+def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short_of_a_total_energy(
+        shared, tmp_path, monkeypatch):
+    """Too small an energy shows a wrong unit only where the format's energies are all-electron totals: an
+    md17 file in eV read in kcal/mol has forces of a plausible size, and energies 23 times too small."""
+    from chemspec.runtime.atoms import implausible_units
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
+    path = tmp_path / "ethanol_ev.npz"
+    np.savez(path, R=raw["R"][:50], z=raw["z"], E=raw["E"][:50] * KCAL, F=raw["F"][:50] * KCAL)
+    cell = _file_study_data_cell(tmp_path, monkeypatch, {"file": str(path), "format": "md17"})
+    with pytest.raises(RunError, match=r"md17 file .*ethanol_ev\.npz read in kcal/mol, .* 0\.094 times the sum of "
+                                       r"Z²/2 Hartree over their atoms, which an all-electron total energy exceeds\); "
+                                       r"it is likely in eV: set data.source.units: \{energy: eV\} .*valence-only "
+                                       r"method such as xTB"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
+    given = _file_study_data_cell(tmp_path, monkeypatch, {"file": str(path), "format": "md17",
+                                                          "units": {"energy": "eV"}})
+    assert run_atoms_data(given)["count"] == 50
+    short = load_file(path, "md17", "kcal/mol", "Angstrom")[0]
+    assert implausible_units(short, "kcal/mol") is None, "extended XYZ may hold relative energies: no lower bound"
+
+
 def test_files_in_their_formats_units_are_plausible(shared):
     from chemspec.runtime.atoms import implausible_units
 

@@ -191,24 +191,43 @@ FORCE_RMS_LIMIT = 10.0
 THOMAS_FERMI = 0.7687 * units.Hartree
 """eV: the Thomas-Fermi energy of a neutral atom is −THOMAS_FERMI·Z^(7/3), beyond its true total energy
 (1.3 times carbon's), so no structure's energy in eV goes beyond the sum over its atoms."""
+HYDROGENIC = 0.5 * units.Hartree
+"""eV: removing an atom's last electron costs HYDROGENIC·Z² and every other ionisation costs more than
+nothing, so an atom's all-electron total energy lies below −HYDROGENIC·Z²; a bound molecule's lies below
+its atoms' sum (ethanol: 2.2 times it; H₂: 1.17)."""
+TOTAL_ENERGY_FORMATS = ("md17", "rmd17", "ani1x", "ani2x")
+"""Formats whose energies are all-electron totals by definition, so too small an energy shows a wrong unit
+too; extended XYZ and ASE databases may hold relative or atomisation energies."""
 
 
-def implausible_units(data: AtomsData, energy_unit: str) -> tuple[str, str | None] | None:
+def _per_structure(data: AtomsData, per_atom: np.ndarray) -> np.ndarray:
+    return np.add.reduceat(per_atom, np.asarray(data.offsets)[:-1]) if len(data) else np.zeros(0)
+
+
+def implausible_units(data: AtomsData, energy_unit: str, totals: bool = False) -> tuple[str, str | None] | None:
     """Why `data`, read from a file whose energies are in `energy_unit`, look written in another unit, and
-    the likely one (None if no known unit fits); None when their forces and energies are plausible."""
+    the likely one (None if no known unit fits); None when their forces and energies are plausible. With
+    `totals` (the file holds all-electron total energies), an energy short of the HYDROGENIC bound counts too."""
     rms = float(np.sqrt(np.mean(data.forces ** 2)))
-    per_atom_bound = THOMAS_FERMI * np.asarray(data.numbers, dtype=np.float64) ** (7 / 3)
-    bound = np.add.reduceat(per_atom_bound, np.asarray(data.offsets)[:-1]) if len(data) else np.zeros(0)
-    ratio = float(np.median(np.abs(data.energy) / bound))
-    if rms <= FORCE_RMS_LIMIT and ratio <= 1:
+    z = np.asarray(data.numbers, dtype=np.float64)
+    magnitude = np.abs(data.energy)
+    ratio = float(np.median(magnitude / _per_structure(data, THOMAS_FERMI * z ** (7 / 3))))
+    floor = float(np.median(magnitude / _per_structure(data, HYDROGENIC * z ** 2))) if totals else np.inf
+
+    def plausible(scale: float) -> bool:
+        return rms * scale <= FORCE_RMS_LIMIT and ratio * scale <= 1 and floor * scale >= 1
+
+    if plausible(1.0):
         return None
     scales = {unit: ENERGY_UNITS[unit] / ENERGY_UNITS[energy_unit] for unit in ENERGY_UNITS if unit != energy_unit}
-    fits = [unit for unit, scale in scales.items() if rms * scale <= FORCE_RMS_LIMIT and ratio * scale <= 1]
+    fits = [unit for unit, scale in scales.items() if plausible(scale)]
     likely = min(fits, key=lambda unit: abs(np.log(rms * scales[unit])) if rms > 0 else -ratio * scales[unit],
                  default=None)
     per_atom = float(np.mean(data.energy / data.sizes()))
+    short = (f"; {floor:.2g} times the sum of Z²/2 Hartree over their atoms, which an all-electron total energy "
+             "exceeds" if floor < 1 else "")
     return (f"forces of {rms:.3g} eV/Å RMS (a molecule's are a few) and energies of {per_atom:.6g} eV per atom "
-            f"({ratio:.2g} times the Thomas-Fermi energy of their atoms, which bounds a total energy)"), likely
+            f"({ratio:.2g} times the Thomas-Fermi energy of their atoms, which bounds a total energy{short})"), likely
 
 
 def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray) -> dict[int, float]:

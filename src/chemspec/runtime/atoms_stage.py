@@ -58,14 +58,17 @@ def run_atoms_data(cell: DataCell) -> dict:
 
 def _check_units(data, source: dict, check: bool) -> None:
     """Refuse values implausible in the energy unit the study left to the format's default."""
-    from chemspec.runtime.atoms import implausible_units
+    from chemspec.runtime.atoms import TOTAL_ENERGY_FORMATS, implausible_units
 
-    unit = source["units"]["energy"]
-    found = implausible_units(data, unit) if check and len(data) else None
+    unit, totals = source["units"]["energy"], source["format"] in TOTAL_ENERGY_FORMATS
+    found = implausible_units(data, unit, totals) if check and len(data) else None
     if found:
         problem, likely = found
         advice = f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else \
             "no energy unit chemspec knows makes them plausible: check the file and data.source.units"
+        really = (" or holds energies relative to a reference or from a valence-only method such as xTB (an "
+                  f"{source['format']} file holds all-electron total energies)," if totals else "")
         raise RunError(f"{source['format']} file {source['file']} read in {unit}, the {source['format']} default "
                        f"as data.source.units leaves the energy out, has {problem}; {advice} (or, if the file "
-                       f"really is in {unit}, write data.source.units: {{energy: {unit}}} to read it as it is)")
+                       f"really is in {unit},{really} write data.source.units: {{energy: {unit}}} to read it as it "
+                       "is)")

@@ -143,7 +143,8 @@ class AtomsFileSource(Spec):
     md17 and rmd17, Hartree and Å for ani1x and ani2x, eV and Å for extxyz and asedb. They are filled in when the
     study is read, so params.yaml and the data cell's identity name the units the data are read in.
     Left out, the data stage refuses values implausible in the format's units (forces of more than
-    10 eV/Å RMS, energies beyond an atom's total energy), which a file in another unit gives."""
+    10 eV/Å RMS, energies beyond an atom's total energy or, in the all-electron totals of md17, rmd17, ani1x
+    and ani2x, short of Z²/2 Hartree an atom), which a file in another unit gives."""
     energy_key: str = "energy"
     """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
     meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...); for ani2x the dataset
