@@ -109,6 +109,22 @@ def test_a_truncated_extxyz_file_is_refused_naming_the_frame(cli, shared, tmp_pa
             f"{held}); check that data.source.format matches the file and that the file is complete") in result.err
 
 
+def test_an_extxyz_file_that_goes_on_after_a_blank_line_is_refused_where_ase_would_drop_the_rest(cli, shared,
+                                                                                                tmp_path):
+    """ASE reads no frame after a blank line: `cat` of files that end in an empty line lost half of them."""
+    lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text().splitlines(keepends=True)
+    joined, padded = tmp_path / "joined.xyz", tmp_path / "padded.xyz"
+    joined.write_text("".join(lines[:550]) + "\n" + "".join(lines[550:]))
+    padded.write_text("".join(lines) + "\n  \n\n")
+    said = (f"extxyz file {joined}: line 552 holds text after the blank line 551, which ends the 50 frames ASE reads, "
+            "so the frames after it would be dropped without a word; remove the blank line")
+    result = cli("validate", str(atoms_study(tmp_path, str(joined), "extxyz", [10, 20], 10, 10)))
+    assert result.code == 2 and f"data.source.file: {said}" in result.err and "Traceback" not in result.err, result.err
+    with pytest.raises(RunError, match=re.escape(said)):  # the data stage, run on a file edited after compile
+        load_file(joined, "extxyz", "kcal/mol", "Angstrom")
+    assert load_file(padded, "extxyz", "kcal/mol", "Angstrom")[1]["kept"] == 100, "blank lines at the end are no text"
+
+
 def _water_npz(path, **replace):
     arrays = {"z": np.array([8, 1, 1]), "R": np.zeros((600, 3, 3)), "E": np.zeros((600, 1)), "F": np.zeros((600, 3, 3))}
     np.savez(path, **{key: value for key, value in {**arrays, **replace}.items() if value is not None})
