@@ -48,6 +48,14 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
         return {key: archive[key] for key in keys}
 
 
+def none_finite(path: Path, format: str, finite: int, total: int, values: str) -> int:
+    """`finite`, the structures of a file that has `total`; RunError where it has some and none is finite."""
+    if total and not finite:
+        raise RunError(f"{format} file {path} holds {total} structures, none with finite {values} (NaN or inf in "
+                       "every one); check how the file was written, or choose another")
+    return finite
+
+
 def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numbers: ArrayLike,
                   positions: ArrayLike, energy: ArrayLike, forces: ArrayLike) -> Frames:
     """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
@@ -56,7 +64,8 @@ def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numb
     positions, energy, forces = (floats(label, key, value)
                                  for key, value in zip(keys[1:], (positions, energy, forces)))
     if numbers.ndim != 1 or not np.issubdtype(numbers.dtype, np.integer):
-        raise RunError(f"{label}: {keys[0]!r} must be integer atomic numbers of shape (N,), got {numbers.shape}")
+        raise RunError(f"{label}: {keys[0]!r} must be integer atomic numbers of shape (N,), got {numbers.dtype} of "
+                       f"shape {numbers.shape}" + (f"; write {keys[0]}.astype(int)" if numbers.ndim == 1 else ""))
     if numbers.size == 0 or numbers.min() < 1 or numbers.max() > 118:
         raise RunError(f"{label}: {keys[0]!r} holds no atoms or an atomic number outside 1..118")
     n, atoms = (positions.shape[0] if positions.ndim == 3 else -1), len(numbers)

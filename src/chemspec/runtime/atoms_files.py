@@ -18,7 +18,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, from_frames
-from chemspec.runtime.atoms_arrays import checked_block, floats, read_npz, reading, unreadable
+from chemspec.runtime.atoms_arrays import checked_block, none_finite, read_npz, reading, unreadable
 from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import frame_state
 from chemspec.specs.atoms_source import COMPRESSIONS
@@ -62,16 +62,19 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
 
 
 def count_structures(path: Path, format: str, energy_key: str = "energy") -> int:
-    """The structures a file holds, counted without reading them, never fewer than `load_file` keeps: those
-    with a finite energy where the energies are arrays (md17, rmd17, ani2x, and ani1x, whose partial levels
-    of theory are mostly NaN), else every one. Fast where load_file is not: an extended XYZ file (compressed
+    """The structures a file holds, counted without parsing them, never fewer than `load_file` keeps: in an
+    npz (md17, rmd17), whose arrays are read and checked whole, those whose values are all finite; in HDF5
+    (ani1x, whose partial levels of theory are mostly NaN, and ani2x) those with a finite energy; else every
+    one. RunError where a file holds structures but none of them finite. Fast where load_file is not: an
+    extended XYZ file (compressed
     or not, as ASE opens it) is scanned for its frame headers, as ASE indexes it, instead of parsed (ASE
     parses ~1,500 frames a second)."""
     path = Path(path)
     if format in NPZ_KEYS:
-        energy = NPZ_KEYS[format][2]
-        energies = read_npz(path, format, (energy,))[energy]
-        return int(np.isfinite(floats(f"{format} file {path}", energy, energies)).sum())
+        block = _npz(path, format)[0]
+        finite = (np.isfinite(block.energy) & np.isfinite(block.forces).all(axis=(1, 2))
+                  & np.isfinite(block.positions).all(axis=(1, 2)))
+        return none_finite(path, format, int(finite.sum()), len(finite), "energy, forces and positions")
     if format in HDF5_FORMATS:
         from chemspec.runtime.atoms_hdf5 import count_hdf5
 
@@ -89,14 +92,12 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
 
 
 def check_sample(path: Path, format: str, energy_key: str = "energy", forces_key: str = "forces") -> None:
-    """The loader's checks on what is quick to read, so that validate refuses what the data stage would:
-    every array of an npz (names, shapes, atom counts), the first frame of an extended XYZ file and the
-    first row of an ASE database (energy and forces under their keys, no periodic cell). HDF5 files are
-    left to count_structures, which opens their datasets."""
+    """The loader's checks on what is quick to read and count_structures leaves, so that validate refuses what
+    the data stage would: the first frame of an extended XYZ file and the first row of an ASE database
+    (energy and forces under their keys, no periodic cell). count_structures checks every array of an npz
+    and opens the datasets of an HDF5 file."""
     path = Path(path)
-    if format in NPZ_KEYS:
-        _npz(path, format)
-    elif format == "extxyz":
+    if format == "extxyz":
         import ase.io
 
         with reading(path, format):  # a slice that stops: index=0 makes ASE index every frame (gzip: seek by seek)

@@ -10,7 +10,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import Frames
-from chemspec.runtime.atoms_arrays import checked_block, reading
+from chemspec.runtime.atoms_arrays import checked_block, none_finite, reading
 from chemspec.specs.atoms_source import ANI_LEVEL, ani_forces_key
 
 
@@ -34,7 +34,9 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
                 raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
                                f"{sorted(handle[name]) if group else 'no datasets'}); check data.source.format and "
                                "data.source.energy_key", field="energy_key" if group else "format")
-        return sum(int(np.isfinite(handle[name][energy][()]).sum()) for name in handle)
+        energies = [handle[name][energy][()] for name in handle]
+    return none_finite(path, format, sum(int(np.isfinite(e).sum()) for e in energies), sum(e.size for e in energies),
+                       f"{energy!r}")
 
 
 def read_ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
