@@ -3,6 +3,7 @@ whose sizes the file cannot fill, before any stage runs."""
 
 from __future__ import annotations
 
+import gzip
 import re
 
 import numpy as np
@@ -32,8 +33,6 @@ def test_the_count_is_what_the_loader_reads(shared, file, format, frames):
 
 
 def test_a_compressed_extxyz_file_is_counted_as_ase_reads_it(shared, tmp_path):
-    import gzip
-
     packed = tmp_path / "ethanol.xyz.gz"
     packed.write_bytes(gzip.compress((shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_bytes()))
     assert count_structures(packed, "extxyz") == load_file(packed, "extxyz", "eV", "Angstrom")[1]["read"] == 100
@@ -140,6 +139,20 @@ def test_an_extxyz_file_that_goes_on_after_a_blank_line_is_refused_where_ase_wou
     assert load_file(padded, "extxyz", "kcal/mol", "Angstrom")[1]["kept"] == 100, "blank lines at the end are no text"
 
 
+@pytest.mark.parametrize("edit,said", [(lambda line: "Xx" + line[1:], "KeyError: 'Xx'"),
+                                       (lambda line: line.replace(" ", " 0.1.", 1), "could not convert string to float")])
+def test_a_frame_that_ase_cannot_parse_is_named_by_its_index(shared, tmp_path, edit, said):
+    lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text().splitlines(keepends=True)
+    lines[5 * 11 + 3] = edit(lines[5 * 11 + 3])  # frame 5's second atom (11 lines a frame)
+    for name in ("typo.xyz", "typo.xyz.gz"):
+        path = tmp_path / name
+        text = "".join(lines).encode()
+        path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+        with pytest.raises(RunError, match=rf"extxyz file .*{re.escape(name)} frame 5 cannot be read \(.*{said}.*\); "
+                                           r"correct or remove that frame"):
+            load_file(path, "extxyz", "kcal/mol", "Angstrom")
+
+
 def _water_npz(path, **replace):
     arrays = {"z": np.array([8, 1, 1]), "R": np.zeros((600, 3, 3)), "E": np.zeros((600, 1)), "F": np.zeros((600, 3, 3))}
     np.savez(path, **{key: value for key, value in {**arrays, **replace}.items() if value is not None})
@@ -179,8 +192,6 @@ def test_a_misspelt_format_is_reported_against_the_atoms_sources_keys(cli, tmp_p
 
 
 def _gzipped(path, make):
-    import gzip
-
     make(path.with_suffix(""))
     path.write_bytes(gzip.compress(path.with_suffix("").read_bytes()))
 

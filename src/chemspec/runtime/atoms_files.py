@@ -167,14 +167,18 @@ def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     import ase.io
     from ase.io.formats import open_with_compression
 
+    frames, source = [], path
     with reading(path, "extxyz"):
         with open_with_compression(str(path), "rb") as handle:
             _xyz_frames(path, handle)  # refuses text after a blank line, where ASE stops reading
         if path.suffix in COMPRESSIONS:  # ASE seeks through a compressed stream frame by frame:
             with open_with_compression(str(path), "r") as handle:  # 4,000 gzipped frames took 9 s, in memory 2 s
-                frames = ase.io.read(io.StringIO(handle.read()), index=":", format="extxyz")
-        else:
-            frames = ase.io.read(path, index=":", format="extxyz")
+                source = io.StringIO(handle.read())
+        try:
+            frames.extend(ase.io.iread(source, index=":", format="extxyz"))
+        except (KeyError, ValueError) as exc:  # an unknown element, a number that is none
+            raise RunError(f"extxyz file {path} frame {len(frames)} cannot be read ({exc.__class__.__name__}: {exc}); "
+                           "correct or remove that frame") from None
     return [_frame_block(path, "extxyz", f" frame {i}", atoms, energy_key, forces_key)
             for i, atoms in enumerate(frames)]
 
