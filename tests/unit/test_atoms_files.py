@@ -176,6 +176,17 @@ def test_rmd17_keys_are_read(shared, tmp_path):
     assert_frame(data, 4, raw["z"], raw["R"][4], raw["E"][4, 0] * KCAL, raw["F"][4] * KCAL)
 
 
+def test_an_npz_of_the_other_layout_names_the_format_to_set(shared, tmp_path):
+    raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
+    rmd17, md17 = tmp_path / "rmd17.npz", tmp_path / "md17.npz"
+    np.savez(rmd17, nuclear_charges=raw["z"], coords=raw["R"][:5], energies=raw["E"][:5, 0], forces=raw["F"][:5])
+    np.savez(md17, z=raw["z"], R=raw["R"][:5], E=raw["E"][:5], F=raw["F"][:5])
+    for path, declared, layout in ((rmd17, "md17", "rmd17"), (md17, "rmd17", "md17")):
+        with pytest.raises(RunError, match=rf"{declared} file .*{path.name} has no key .*; its arrays are those of an "
+                                           rf"{layout} file: set data.source.format: {layout}$"):
+            load_file(path, declared, "kcal/mol", "Angstrom")
+
+
 def test_ani1x_groups_in_order_with_hartree_converted(shared):
     import h5py
 

@@ -30,8 +30,9 @@ def unreadable(path: Path, format: str, reason: str) -> RunError:
                     "matches the file and that the file is complete (copy or download it again)")
 
 
-NPZ_FORCES = ("F", "forces")
-"""The forces arrays of the md17 and rmd17 npz layouts."""
+NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords", "energies", "forces")}
+"""The arrays of an MD17 / rMD17 archive: atomic numbers, positions, energies, forces."""
+NPZ_FORCES = {keys[3] for keys in NPZ_KEYS.values()}
 
 
 def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -42,7 +43,10 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
     with reading(path, format), np.load(path, allow_pickle=False) as archive:
         for key in keys:
             if key not in archive.files:
-                needed = (f": chemspec trains on energies and forces, so the file needs its forces ({key!r}) too"
+                layout = next((other for other, named in NPZ_KEYS.items()
+                               if other != format and set(named) <= set(archive.files)), None)
+                needed = (f"; its arrays are those of an {layout} file: set data.source.format: {layout}" if layout else
+                          f": chemspec trains on energies and forces, so the file needs its forces ({key!r}) too"
                           if key in NPZ_FORCES else "; check data.source.format")
                 raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}){needed}")
         return {key: archive[key] for key in keys}

@@ -18,7 +18,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, from_frames
-from chemspec.runtime.atoms_arrays import checked_block, none_finite, read_npz, reading, unreadable
+from chemspec.runtime.atoms_arrays import NPZ_KEYS, checked_block, none_finite, read_npz, reading, unreadable
 from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import frame_state
 from chemspec.specs.atoms_source import COMPRESSIONS
@@ -143,10 +143,6 @@ def _xyz_frames(path: Path, handle: BinaryIO) -> int:
                            "remove the blank line (files joined with `cat` leave one where a file ended in an empty "
                            "line)")
     return frames
-
-
-NPZ_KEYS = {"md17": ("z", "R", "E", "F"), "rmd17": ("nuclear_charges", "coords", "energies", "forces")}
-"""The arrays of an MD17 / rMD17 archive: atomic numbers, positions, energies, forces."""
 
 
 def _md17(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
