@@ -107,7 +107,15 @@ def compile_(spec: str, check: bool, root: str) -> None:
 def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
     if hasattr(signal, "SIGUSR2") and sys.__stderr__ is not None:  # the process's own stderr, not a capture
         faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
-    result = api.run(stage, params=params, cell=cell, expected_identity=identity)
+    try:
+        result = api.run(stage, params=params, cell=cell, expected_identity=identity)
+    except ChemspecError as exc:
+        from chemspec.runtime.dvc_parent import dvc_ancestor
+
+        if stage != "archive" and dvc_ancestor() is not None:  # the archive's ref persists
+            exc.add_note("dvc removed this stage's outputs before running it; those of its last run are in DVC's "
+                         "cache, and `dvc checkout` puts them back until the stage runs through")
+        raise
     if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
         return
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "identity"}
@@ -199,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:  # the traceback, and the exit code the error carries (2 for a bad spec), as without -v
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
+        for note in getattr(exc, "__notes__", ()):
+            click.echo(f"note: {note}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo(INTERRUPTED, err=True)

@@ -148,3 +148,22 @@ def test_a_nan_at_one_step_marks_only_that_cell_diverged(project):
     metrics = json.loads((root / "results" / "tiny" / "train" / "xs-400" / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["epochs_trained"] == round(3 / metrics["steps_per_epoch"], 4)
     assert metrics["epochs"] > metrics["epochs_trained"], "epochs: the configured count, as for every cell"
+
+
+def test_a_stage_that_fails_under_dvc_says_how_to_get_its_removed_outputs_back(tiny_project, tmp_path):
+    root = copy_project(tiny_project[0], tmp_path / "study")
+    splits = root / "data" / "tiny" / "splits"
+    kept = {path.name: path.read_bytes() for path in splits.iterdir()}
+    info = root / "data" / "tiny" / "data.json"
+    good = info.read_bytes()
+    info.write_text("<<<<<<< HEAD\n")
+    done = subprocess.run(["dvc", "repro", "-f", "-s", "split"], cwd=root, capture_output=True, text=True,
+                          env=tool_env())
+    assert done.returncode != 0 and "data/tiny/data.json is not readable JSON" in done.stderr, done.stderr
+    assert ("note: dvc removed this stage's outputs before running it; those of its last run are in DVC's cache, "
+            "and `dvc checkout` puts them back") in done.stderr, done.stderr
+    assert not list(splits.glob("*.npy")), "dvc removed them before the stage ran"
+    info.write_bytes(good)
+    sh("dvc", "checkout", cwd=root)
+    assert {path.name: path.read_bytes() for path in splits.iterdir()} == kept
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=root)
