@@ -434,3 +434,17 @@ def test_a_compressed_extxyz_file_loads_as_its_plain_text_and_a_cut_one_is_refus
     (tmp_path / "cut.xyz.gz").write_bytes(packed[: len(packed) // 2])
     with pytest.raises(RunError, match=r"extxyz file .*cut\.xyz\.gz is unreadable or truncated"):
         load_file(tmp_path / "cut.xyz.gz", "extxyz", "eV", "Angstrom")
+
+
+def test_frames_with_infinite_positions_are_dropped_without_a_numpy_warning(shared, tmp_path):
+    import warnings
+
+    raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
+    positions = raw["R"][:20].copy()
+    positions[:3, 1] = np.inf
+    path = tmp_path / "inf.npz"
+    np.savez(path, z=raw["z"], R=positions, E=raw["E"][:20], F=raw["F"][:20])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        counts = load_file(path, "md17", "kcal/mol", "Angstrom")[1]
+    assert counts == {"read": 20, "dropped_nonfinite": 3, "kept": 17}

@@ -27,7 +27,8 @@ def closest_distances(positions: np.ndarray) -> np.ndarray:
     off_diagonal = ~np.eye(atoms, dtype=bool)
     for start in range(0, n, chunk):
         part = positions[start:start + chunk]
-        distance = np.linalg.norm(part[:, :, None, :] - part[:, None, :, :], axis=-1)
+        with np.errstate(invalid="ignore"):  # inf − inf in a frame with infinite positions, dropped later
+            distance = np.linalg.norm(part[:, :, None, :] - part[:, None, :, :], axis=-1)
         closest[start:start + chunk] = distance[:, off_diagonal].min(axis=1)
     return closest
 
