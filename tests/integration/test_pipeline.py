@@ -167,3 +167,19 @@ def test_a_stage_that_fails_under_dvc_says_how_to_get_its_removed_outputs_back(t
     sh("dvc", "checkout", cwd=root)
     assert {path.name: path.read_bytes() for path in splits.iterdir()} == kept
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=root)
+
+
+def test_dropping_a_model_size_refits_without_its_cells(tiny_project, tmp_path):
+    """DVC finds a stage changed where a dependency is added, not where one is dropped: the fit once kept
+    fitting the cells of a size the study no longer had, and the archive recorded that fit beside the new spec."""
+    root = copy_project(tiny_project[0], tmp_path / "study")
+    study = tiny_study()
+    del study["model"]["sizes"]["m"]
+    write_spec(root / "study.yaml", study)
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    assert "fit:" in sh("dvc", "status", cwd=root)
+    assert ran_stages(sh("dvc", "repro", cwd=root)) == {"fit", "archive"}
+    cells = json.loads((root / "results" / "tiny" / "fit" / "cells.json").read_text())
+    assert sorted({c["model"] for c in cells}) == ["s", "xs"] and len(cells) == 6
+    report = json.loads(sh("chemspec", "report", "--json", "--no-files", cwd=root))
+    assert {c["model"] for c in report["cells"]} == {"s", "xs"} and report["stale"] is None

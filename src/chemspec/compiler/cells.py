@@ -225,4 +225,8 @@ def identity(cell: Cell, estimator: dict[str, Any] = RETIRED_ESTIMATOR) -> str:
         fields["epoch_order"] = EPOCH_ORDER[cell.family]
     if isinstance(cell, TrainCell):
         fields["estimator"] = estimator
+    if isinstance(cell, FitCell):
+        # DVC finds a stage changed where a dependency is added, not where one is dropped: the cells fitted
+        # are named here, so a study that drops a model or data size refits without the cells it dropped.
+        fields["cells"] = sorted(cell.metrics)
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
