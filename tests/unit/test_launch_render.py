@@ -234,6 +234,37 @@ def test_launch_without_params_asks_to_compile(tmp_path, cli):
     assert result.code == 1 and "chemspec compile" in result.err
 
 
+def test_a_launch_after_the_study_was_edited_but_not_compiled_is_refused(tmp_path, cli, git_env):
+    """launch runs dvc.yaml and params.yaml as last compiled: a partition edited in the study, not compiled, was
+    ignored without a word, and so were edited cells."""
+    executor = {"kind": "slurm", "slurm": {"partition": "short"}}
+    root = _project(tmp_path, executor=executor)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    assert cli("launch", "--dry-run", cwd=root).code == 0
+    write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"partition": "long"}}))
+    for args in (("--dry-run",), ("--executor", "local")):
+        result = cli("launch", *args, cwd=root)
+        assert result.code == 2 and "Traceback" not in result.err, result.err
+        assert ("study.yaml has changed since it was compiled (params.yaml would differ), and launch runs the "
+                "pipeline as last compiled, executor section included; run `chemspec compile study.yaml` first"
+                in result.err), result.err
+    assert not (root / ".chemspec").exists() and not (root / "data").exists(), "nothing ran"
+    (root / "study.yaml").write_text("study: [\n")
+    result = cli("launch", "--dry-run", cwd=root)
+    assert result.code == 2 and "study.yaml, which params.yaml was compiled from, has changed and no longer " \
+                                "validates; fix it and run `chemspec compile study.yaml`" in result.err, result.err
+    write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"partition": "long"}}))
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", cwd=root)
+    assert result.code == 0 and "#SBATCH --partition=long" in result.out, result.err
+    (root / "study.yaml").unlink()  # a study file moved away: the pipeline as compiled is all there is to run
+    assert cli("launch", "--dry-run", cwd=root).code == 0
+    (root / "notes").mkdir()
+    below = cli("launch", "--dry-run", cwd=root / "notes")
+    assert below.code == 1 and ("params.yaml not found; this folder lies inside the project at ..: run from there, "
+                                "or give --params ../params.yaml") in below.err, below.err
+
+
 def test_sbatch_options_replace_submitits_own_and_bare_keys_are_flags(tmp_path):
     """submitit writes its own keys with underscores; a user's hyphenated key must replace its line."""
     mine = Settings(kind="slurm", jobs=2, study="tiny", gpus_per_job=2, time_min=90,

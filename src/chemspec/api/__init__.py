@@ -1,7 +1,8 @@
 """One function per CLI verb. Each returns data and raises ChemspecError; none prints."""
 
 from chemspec.api.archive import archive_ls, archive_show, archive_verify, pull, refit
-from chemspec.api.project import CompileResult, compile, launch, load_cells, run, schema, validate
+from chemspec.api.launching import launch
+from chemspec.api.project import CompileResult, compile, load_cells, run, schema, validate
 from chemspec.api.results import Report, diff, report
 
 __all__ = ["validate", "schema", "compile", "load_cells", "run", "launch", "CompileResult", "Report", "report",

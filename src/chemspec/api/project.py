@@ -1,4 +1,4 @@
-"""The verbs that turn a study into a pipeline and run it: validate, schema, compile, run, launch."""
+"""The verbs that turn a study into a pipeline and run it: validate, schema, compile, run (launch: api.launching)."""
 
 from __future__ import annotations
 
@@ -229,7 +229,11 @@ def load_cells(params: str | Path) -> Cells:
     if path.exists() and not path.is_file():
         raise RunError(f"{path} is not a regular file; give the params.yaml that `chemspec compile` wrote")
     if not path.is_file():
-        raise RunError(f"{path} not found; run `chemspec compile <study.yaml>` first")
+        above = next((folder / path.name for folder in path.resolve().parent.parents
+                      if (folder / path.name).is_file() and (folder / "dvc.yaml").is_file()), None)
+        raise RunError(f"{path} not found; " + (
+            f"this folder lies inside the project at {os.path.relpath(above.parent)}: run from there, or give "
+            f"--params {os.path.relpath(above)}" if above else "run `chemspec compile <study.yaml>` first"))
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(document, dict) and "cells" not in document and {"study", "model"} <= document.keys():
@@ -253,24 +257,3 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
         raise UsageError(f"--identity {expected_identity!r} is not the start of a cell identity (8 to 64 hex "
                          "digits, as `chemspec compile` writes into dvc.yaml); leave it out or recompile")
     return run_stage(stage, load_cells(params), cell, expected_identity, source=str(params))
-
-
-def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: int | None = None,
-           dry_run: bool = False, sbatch: dict[str, str | bool] | None = None, say=lambda _: None):
-    """Run the compiled pipeline with stale cells as submitit jobs; defaults come from the study's executor."""
-    from chemspec.launch import launch as run_launch
-    from chemspec.launch_jobs import Settings
-    from chemspec.specs.training import Training
-
-    cells = load_cells(params)
-    executor = cells.executor
-    training = Training.model_validate(cells.archive.spec["training"])
-    kind = kind or executor.kind
-    if sbatch and kind != "slurm":
-        raise UsageError(f"--sbatch sets options of SLURM jobs, but this launch runs its cells on the {kind} "
-                         "executor (--executor or the study's executor.kind); drop --sbatch, or add --executor slurm")
-    settings = Settings(kind=kind, jobs=jobs or executor.jobs, study=cells.archive.study,
-                        partition=executor.slurm.partition, account=executor.slurm.account,
-                        gpus_per_job=executor.slurm.gpus(training), time_min=executor.slurm.time_min,
-                        sbatch=dict(sbatch or {}))
-    return run_launch(settings, Path(params).resolve().parent, dry_run=dry_run, say=say)
