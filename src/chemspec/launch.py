@@ -215,7 +215,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
     if not (root / "dvc.yaml").is_file():
         raise LaunchError(f"{root} holds no DVC pipeline (dvc.yaml); run `chemspec compile <study.yaml>` there first")
     stages = _stages(root / "dvc.yaml")
-    check_sbatch(settings.sbatch, settings.gpus_per_job if settings.kind == "slurm" else 0)
+    check_sbatch(settings.sbatch, settings.gpus_per_job if settings.kind == "slurm" else 0, settings.spec_sbatch)
     if settings.kind == "slurm" and not dry_run:
         import shutil
 

@@ -9,7 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +50,8 @@ class Settings:
     time_min: int = 60
     sbatch: dict[str, str | bool] = field(default_factory=dict)
     """Extra #SBATCH options, KEY: VALUE, or KEY: True for a flag without value."""
+    spec_sbatch: frozenset[str] = frozenset()
+    """The keys of `sbatch` that the study's executor.slurm.sbatch gave, not --sbatch."""
 
     def submitit_parameters(self) -> dict:
         """What AutoExecutor.update_parameters receives."""
@@ -112,39 +114,51 @@ def cancel_pending(array: str, say: Callable[[str], None]) -> bool:
     return True
 
 
-def check_sbatch(options: dict[str, str | bool], gpus_per_job: int = 0) -> None:
-    """Refuse --sbatch options that are no sbatch long option, take no one-line value, that launch sets, or
-    that ask for GPUs a second way beside executor.slurm.gpus_per_job."""
+def _option(key: str, value: str | bool | None = None, spec: Collection[str] = ()) -> str:
+    """An sbatch option as the user gave it: `--sbatch KEY[=VALUE]`, or `executor.slurm.sbatch.KEY[: VALUE]`
+    where the study gave it (a flag: `: true` there, nothing on the command line)."""
+    if key in spec:
+        return f"executor.slurm.sbatch.{key}" + ("" if value is None else f": {'true' if value is True else value}")
+    return f"--sbatch {key}" + ("" if value is None or value is True else f"={value}")
+
+
+def check_sbatch(options: dict[str, str | bool], gpus_per_job: int = 0, spec: Collection[str] = ()) -> None:
+    """Refuse sbatch options that are no sbatch long option, take no one-line value, that launch sets, or
+    that ask for GPUs a second way beside executor.slurm.gpus_per_job; `spec`: the keys the study gave
+    (executor.slurm.sbatch), named so, the others came from --sbatch."""
     bad = [key for key in options if not SBATCH_KEY.match(key)]
     if bad:
         raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
     managed = [key for key in options if key in MANAGED]
     if managed:
         key = managed[0]
-        raise LaunchError(f"--sbatch {key}: chemspec launch sets --{key} of every job itself ({MANAGED[key]}); "
-                          "drop it")
+        raise LaunchError(f"{_option(key, spec=spec)}: chemspec launch sets --{key} of every job itself "
+                          f"({MANAGED[key]}); drop it")
     values = {key: value for key, value in options.items() if value is not True}
     bad = [key for key, value in values.items() if not value]
     if bad:
-        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: write KEY=VALUE, or "
-                          f"KEY alone for a flag (--sbatch {bad[0]})")
+        fix = (f"write {_option(bad[0], 'VALUE', spec)}" if bad[0] in VALUED else
+               f"write KEY=VALUE, or KEY alone for a flag ({_option(bad[0], True, spec)})")
+        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: {fix}")
     bad = [key for key, value in values.items() if not value.isprintable()]
     if bad:
         raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
-                          "line takes one line: give one value per --sbatch KEY=VALUE")
+                          "line takes one line: give one value per option")
     for key in ("time", "time-min"):
         if options.get(key) is True or (key in values and not SLURM_TIME.fullmatch(values[key])):
-            raise LaunchError(f"--sbatch {key}={values.get(key, '')} is not a SLURM time (minutes, MM:SS, HH:MM:SS, "
-                              "D-HH, D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
+            raise LaunchError(f"{_option(key, values.get(key, ''), spec)} is not a SLURM time (minutes, MM:SS, "
+                              "HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the "
+                              "study")
     flags = sorted(key for key, value in options.items() if value is True and key in VALUED)
     if flags:
-        raise LaunchError(f"--sbatch {flags[0]} needs a value, which sbatch would refuse to go without: write "
-                          f"--sbatch {flags[0]}=VALUE")
+        raise LaunchError(f"{_option(flags[0], spec=spec)} needs a value, which sbatch would refuse to go without: "
+                          f"write {_option(flags[0], 'VALUE', spec)}")
     bad = [key for key in COUNTS if key in values and not (values[key].isdigit() and int(values[key]) > 0)]
     if bad:
-        raise LaunchError(f"--sbatch {bad[0]}={values[bad[0]]} is not a count of CPUs; give a whole number above 0")
+        raise LaunchError(f"{_option(bad[0], values[bad[0]], spec)} is not a count of CPUs; give a whole number "
+                          "above 0")
     if gpus_per_job and re.search(r"(^|,)gpu\b", str(values.get("gres", ""))):
-        raise LaunchError(f"--sbatch gres={values['gres']} asks for GPUs beside the {gpus_per_job} that "
+        raise LaunchError(f"{_option('gres', values['gres'], spec)} asks for GPUs beside the {gpus_per_job} that "
                           "executor.slurm.gpus_per_job (or training.devices) asks for with --gpus-per-node; give "
                           "them one way: drop the gpu gres, or set executor.slurm.gpus_per_job: 0 in the study")
 

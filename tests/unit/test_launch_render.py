@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -281,6 +282,43 @@ def test_bare_sbatch_keys_reach_the_launch_as_flags(tmp_path, cli, git_env):
     result = cli("launch", "--dry-run", "--sbatch", "requeue", "--sbatch", "qos=high", cwd=root)
     assert result.code == 0, result.err
     assert "#SBATCH --requeue" in result.out and "#SBATCH --qos=high" in result.out
+
+
+def test_sbatch_options_of_the_study_reach_every_job_and_the_command_line_replaces_them(tmp_path, cli, git_env):
+    """Options every launch needs (qos, memory, CPUs) live in the study, not in flags repeated at each launch."""
+    slurm = {"partition": "gpu", "sbatch": {"qos": "high", "cpus-per-task": 8, "mem": "64G", "requeue": True}}
+    root = _project(tmp_path, executor={"kind": "slurm", "slurm": slurm})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", "--sbatch", "qos=low", cwd=root)
+    assert result.code == 0, result.err
+    for line in ("#SBATCH --qos=low", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --requeue"):
+        assert line in result.out, result.out
+    assert "#SBATCH --qos=high" not in result.out
+    gres = {"kind": "slurm", "slurm": {"gpus_per_job": 1, "sbatch": {"gres": "gpu:1"}}}
+    write_spec(root / "study.yaml", tiny_study(executor=gres))
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", cwd=root)
+    assert result.code == 1 and "executor.slurm.sbatch.gres: gpu:1 asks for GPUs beside the 1 that " in result.err
+    untouched = (root / "params.yaml").read_text()
+    assert "sbatch" in untouched
+    write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm"}))
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    assert "sbatch" not in (root / "params.yaml").read_text(), "params files without options read as before"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"array": "0-3"}, r"executor\.slurm\.sbatch\.array: chemspec launch sets --array of every job itself"),
+    ({"mem": ""}, r"executor\.slurm\.sbatch: sbatch options \['mem'\] have an empty value, which sbatch refuses: "
+                  r"write executor\.slurm\.sbatch\.mem: VALUE"),
+    ({"requeue": False}, r"executor\.slurm\.sbatch\.requeue: false is no value sbatch takes; give a flag as `true`"),
+    ({"time": "1:00:00:00"}, r"executor\.slurm\.sbatch\.time: 1:00:00:00 is not a SLURM time"),
+    ({"gres": True}, r"executor\.slurm\.sbatch\.gres: needs a value, .*write executor\.slurm\.sbatch\.gres: VALUE"),
+], ids=["managed", "empty", "false", "time", "valued-flag"])
+def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tmp_path, cli, options, message):
+    spec = write_spec(tmp_path / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"sbatch": options}}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert re.search(r"study\.yaml:\d+:\d+: " + message, result.err), result.err
 
 
 @pytest.mark.parametrize(("options", "message"), [

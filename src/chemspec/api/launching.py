@@ -62,5 +62,6 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
     settings = Settings(kind=kind, jobs=jobs or executor.jobs, study=cells.archive.study,
                         partition=executor.slurm.partition, account=executor.slurm.account,
                         gpus_per_job=executor.slurm.gpus(training), time_min=executor.slurm.time_min,
-                        sbatch=dict(sbatch or {}))
+                        sbatch={**executor.slurm.sbatch, **(sbatch or {})},
+                        spec_sbatch=frozenset(executor.slurm.sbatch.keys() - (sbatch or {}).keys()))
     return run_launch(settings, Path(params).resolve().parent, dry_run=dry_run, say=say)

@@ -231,8 +231,11 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
 
 def params(cells: Cells) -> dict:
     document = cells.model_dump(mode="json")
-    if not cells.select.unranked:  # as params files were before 2026-12-06: `compile --check` finds them current
+    # As params files were before 2026-12-06 where these are empty: `compile --check` finds them current.
+    if not cells.select.unranked:
         del document["select"]["unranked"]
+    if not cells.executor.slurm.sbatch:
+        del document["executor"]["slurm"]["sbatch"]
     return {"cells": document}
 
 

@@ -66,6 +66,36 @@ class Slurm(Spec):
     `training.accelerator: cpu`. 0 asks for none (GPUs given through `--sbatch gres=...`, or none)."""
     time_min: PositiveInt = 60
     """Wall-time limit per cell, minutes."""
+    sbatch: dict[str, str | bool] = {}
+    """Extra #SBATCH options of every job, KEY: VALUE (e.g. qos: high, mem: 64G, cpus-per-task: 8), or KEY: true
+    for a flag (requeue: true); `chemspec launch --sbatch KEY=VALUE` adds to them and replaces a key given here."""
+
+    @field_validator("sbatch", mode="before")
+    @classmethod
+    def _sbatch_values(cls, options: object) -> object:
+        """Numbers as sbatch reads them (cpus-per-task: 8); false or nothing, which sbatch has no form for,
+        refused."""
+        if not isinstance(options, dict):
+            return options
+        unset = [key for key, value in options.items() if value is False or value is None]
+        if unset:
+            said = "false" if options[unset[0]] is False else "empty"
+            raise ValueError(f"executor.slurm.sbatch.{unset[0]}: {said} is no value sbatch takes; give a flag as "
+                             "`true`, or leave the key out")
+        return {key: str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+                for key, value in options.items()}
+
+    @field_validator("sbatch")
+    @classmethod
+    def _sbatch_options(cls, options: dict[str, str | bool]) -> dict[str, str | bool]:
+        from chemspec.errors import LaunchError
+        from chemspec.launch_jobs import check_sbatch
+
+        try:
+            check_sbatch(options, spec=options.keys())
+        except LaunchError as exc:
+            raise ValueError(str(exc)) from None
+        return options
 
     def gpus(self, training: Training) -> int:
         """The GPUs each cell's job asks for."""
