@@ -36,8 +36,8 @@ from pathlib import Path
 
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
-from chemspec.launch_jobs import (Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock, make_executor,
-                                  sbatch_script, stderr_to, submit_array)
+from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock,
+                                  make_executor, sbatch_script, stderr_to, submit_array, try_submission)
 from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, one_launch, stopped_by_signals
 from chemspec.runtime.io import ignored_folder
 from chemspec.stage_job import DVC, STOPPED, job_command, run_group, run_stage_job
@@ -135,11 +135,10 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
     try:
         if settings.kind == "slurm":  # one array; slurm keeps at most `jobs` of it running
             try:
-                running.update(submit_array(executor, root, pending, env))
+                with stderr_to(folder / "controllers.log"):  # sbatch's own refusal is quoted below, once
+                    running.update(submit_array(executor, root, pending, env))
             except Exception as exc:  # noqa: BLE001 -- sbatch's refusal, as submitit reports it
-                raise LaunchError(f"sbatch refused the jobs: {str(exc).strip()[-1000:]}\ncheck executor.slurm "
-                                  "(partition, account, gpus_per_job, time_min) and --sbatch options; "
-                                  "`chemspec launch --dry-run` prints the script") from None
+                raise LaunchError(f"sbatch refused the jobs: {str(exc).strip()[-1000:]}\n{SBATCH_FIX}") from None
             pending = []
             say(f"  submitted {count(len(running), 'job')} as array {_array_id(running)}")
         while pending or running:
@@ -246,6 +245,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
     ignored_folder(root / LOGS.parent)
     with one_launch(root / LOGS.parent), stopped_by_signals():
         folder.mkdir(parents=True, exist_ok=True)
+        if settings.kind == "slurm":
+            try_submission(settings, [groups for _, groups in waves], folder)
         for upstream, groups in waves:
             say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
             _dvc(root, "repro", *upstream, log=folder / "dvc.log")

@@ -94,6 +94,24 @@ def sbatch_script(settings: Settings, folder: Path, count: int) -> str:
     return _make_sbatch_string(command=command, folder=folder, **parameters)
 
 
+SBATCH_FIX = ("check executor.slurm (partition, account, gpus_per_job, time_min, sbatch) and --sbatch options; "
+              "`chemspec launch --dry-run` prints the script")
+
+
+def try_submission(settings: Settings, waves: list[tuple[str, ...]], folder: Path) -> None:
+    """`sbatch --test-only` of the job script of each wave (`waves`: their stage groups), which SLURM checks
+    without queueing it: a partition, account or option the cluster refuses stops the launch here, before the
+    data and split stages run on this node."""
+    for groups in waves:
+        script = folder / f"test-only-{'-'.join(groups)}.sh"
+        script.write_text(sbatch_script(for_wave(settings, groups), folder, 1))
+        done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise LaunchError(f"sbatch --test-only refused the script of the {'/'.join(groups)} jobs ({script}), "
+                              f"so nothing ran: {(done.stderr or done.stdout).strip()[-1000:]}\n{SBATCH_FIX}")
+
+
 def submit_array(executor, root: Path, stages: list[str], env: dict[str, str | None]) -> dict:
     """Submit every stage at once (a SLURM job array when there are several); {stage: job}."""
     with executor.batch():

@@ -181,6 +181,30 @@ def test_slurm_without_sbatch_points_to_dry_run(tmp_path, monkeypatch):
     assert not (tmp_path / ".chemspec").exists(), "refused before anything ran"
 
 
+def test_a_job_script_sbatch_refuses_stops_the_launch_before_any_stage_runs(tmp_path, cli, git_env, monkeypatch):
+    """A bad partition once surfaced only after data and split had run on the login node."""
+    bin_dir, asked = tmp_path / "bin", tmp_path / "asked.txt"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {asked}\ngrep -q "partition=gpu" "$2" && {{ echo '
+                                    '"sbatch: error: invalid partition specified: gpu" >&2; exit 1; }\n'
+                                    'echo "sbatch: Job 7 to start at 2026-12-06T14:00:00"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "project").mkdir()
+    root = _project(tmp_path / "project", executor={"kind": "slurm", "slurm": {"partition": "gpu"}})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", cwd=root)
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert "sbatch --test-only refused the script of the tpe jobs" in result.err
+    assert "so nothing ran: sbatch: error: invalid partition specified: gpu\ncheck executor.slurm (partition" \
+           in result.err, result.err
+    assert result.err.count("invalid partition specified") == 1, "sbatch's words once"
+    assert not (root / "data").exists(), "the data stage did not run"
+    assert asked.read_text().startswith("--test-only "), "nothing was queued"
+
+
 def test_bad_sbatch_options_are_refused(tmp_path, cli):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
