@@ -38,7 +38,8 @@ from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock,
                                   make_executor, sbatch_script, stderr_to, submit_array, try_submission)
-from chemspec.launch_stop import cancel_jobs, guard_lock_files, interrupted, one_launch, stopped_by_signals
+from chemspec.launch_stop import (cancel_jobs, guard_lock_files, interrupted, one_launch, running_launch,
+                                  stopped_by_signals)
 from chemspec.runtime.io import ignored_folder
 from chemspec.stage_job import DVC, STOPPED, job_command, run_group, run_stage_job
 from chemspec.words import count
@@ -233,6 +234,9 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
     waves = [([s for s in upstream if s in stages], groups) for upstream, groups in WAVES
              if cell_stages.intersection(groups)]  # a study without generation has no sample wave
     if dry_run:
+        if holder := running_launch(root / LOGS.parent):
+            raise LaunchError(f"a `chemspec launch` is running in this project ({holder}); while its dvc holds the "
+                              "project's lock, which cells are stale cannot be read: dry-run when it has ended")
         for upstream, groups in waves:
             cells = stale(root, groups)
             wave = {"upstream": shlex.join(["dvc", "repro", *upstream]), "stages": cells,

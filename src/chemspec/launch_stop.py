@@ -55,6 +55,22 @@ def stopped_by_signals():
             signal.signal(kind, handler)
 
 
+def running_launch(folder: Path) -> str | None:
+    """Who holds `folder`/launch.lock (pid, host, start), where a launch holds it; without taking it or
+    writing anything."""
+    import fcntl
+
+    try:
+        with open(folder / "launch.lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "its pid unknown"
+    except OSError:  # no lock file, or no locks here
+        return None
+    return None
+
+
 @contextlib.contextmanager
 def one_launch(folder: Path):
     """Hold `folder`/launch.lock for the launch: a second launch in the project is refused, naming the first,

@@ -245,7 +245,12 @@ def test_a_second_launch_in_the_project_is_refused_naming_the_first(tmp_path):
         with pytest.raises(LaunchError, match=rf"another `chemspec launch` is running in this project "
                                               rf"\(pid {os.getpid()} on .*\); wait for it to end, or stop it"):
             launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
+        with pytest.raises(LaunchError, match=rf"a `chemspec launch` is running in this project \(pid {os.getpid()} "
+                                              r"on .*\); while its dvc holds the project's lock, which cells are "
+                                              r"stale cannot be read: dry-run when it has ended"):
+            launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path, dry_run=True)
     assert not (tmp_path / ".chemspec" / "launch").exists(), "refused before it ran or logged anything"
+    assert launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path, dry_run=True).waves == [], "none runs now"
 
 
 def test_stale_cells_are_listed_with_their_sizes_in_number_order():
