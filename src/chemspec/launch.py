@@ -222,8 +222,9 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         missing = [program for program in ("sbatch", "srun") if shutil.which(program) is None]
         if missing:
             raise LaunchError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH: run "
-                              "`chemspec launch --executor slurm` on a SLURM login node, or `--dry-run` to see the "
-                              "scripts it would submit")
+                              "`chemspec launch --executor slurm` on a SLURM login node, `--executor local` to run "
+                              "the cells on this machine (the study's executor.kind, or --executor, chose slurm), or "
+                              "`--dry-run` to see the scripts it would submit")
     if settings.kind == "slurm" and not hardlink_lock(root):
         say("note: core.hardlink_lock is not set, so dvc locks this project with flock, which every node must "
             "see coherently on the shared filesystem (NFS may not); if in doubt, with no dvc running: `dvc config "

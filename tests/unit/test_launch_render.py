@@ -170,7 +170,9 @@ def test_slurm_without_sbatch_points_to_dry_run(tmp_path, monkeypatch):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    with pytest.raises(LaunchError, match=r"sbatch and srun are not on PATH.*--dry-run"):
+    with pytest.raises(LaunchError, match=r"sbatch and srun are not on PATH.*`--executor local` to run the cells on "
+                                          r"this machine \(the study's executor.kind, or --executor, chose slurm\).*"
+                                          r"--dry-run"):
         launch(SLURM, tmp_path)
     (tmp_path / "nowhere").mkdir()
     (tmp_path / "nowhere" / "sbatch").write_text("#!/bin/sh\n")
