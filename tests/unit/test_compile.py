@@ -150,6 +150,21 @@ def test_identity_moves_only_with_fields_that_change_results(tmp_path, change, m
     assert (identity(changed.tpe["lr3e-3-bs32"]) != identity(base.tpe["lr3e-3-bs32"])) is moves
 
 
+@pytest.mark.parametrize("change,moves", [
+    ({"fit.confidence": 0.9}, True),
+    ({"model.sizes": {"xs": tiny_study()["model"]["sizes"]["xs"], "s": tiny_study()["model"]["sizes"]["s"]}}, True),
+    ({"data.sizes": [200, 400]}, True),
+    ({"generation": {"samples": 100}}, True),
+    ({"training.num_workers": 4}, False),
+], ids=["confidence", "drop-size", "drop-data-size", "add-generation", "workers"])
+def test_the_fit_identity_names_the_cells_it_fits_and_samples(tmp_path, change, moves):
+    """DVC finds a stage changed where a dependency is added, not where one is dropped: without the cells in
+    its identity, a fit kept the cells of a dropped size, or the generation columns of a dropped section."""
+    base = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study())))
+    changed = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study(**change))))
+    assert (identity(changed.fit) != identity(base.fit)) is moves
+
+
 def test_cells_keep_the_identities_they_had_when_training_held_learning_rate_and_batch_size(tmp_path):
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study())))
     assert "batch_size" not in cells.train["xs-400"].training.model_dump()

@@ -227,6 +227,6 @@ def identity(cell: Cell, estimator: dict[str, Any] = RETIRED_ESTIMATOR) -> str:
         fields["estimator"] = estimator
     if isinstance(cell, FitCell):
         # DVC finds a stage changed where a dependency is added, not where one is dropped: the cells fitted
-        # are named here, so a study that drops a model or data size refits without the cells it dropped.
-        fields["cells"] = sorted(cell.metrics)
+        # and sampled are named here, so a study that drops a size or its generation section refits.
+        fields["cells"], fields["sampled"] = sorted(cell.metrics), sorted(cell.generation)
     return hashlib.sha256(canonical_json({"stage": type(cell).__name__, **fields})).hexdigest()
