@@ -36,12 +36,13 @@ def _unchanged_since_compiled(params: Path) -> None:
     try:
         stale = compile(spec, root, check=True).stale
     except SpecError as exc:
-        raise UsageError(f"{os.path.relpath(spec)}, which {params} was compiled from, has changed and no longer "
-                         f"validates; fix it and run `{again}`, then launch again:\n{exc}") from None
+        raise UsageError(f"{os.path.relpath(spec)}, which {params} was compiled from, does not validate now (the "
+                         f"study, its data or chemspec changed since); fix it and run `{again}`, then launch "
+                         f"again:\n{exc}") from None
     if stale:
-        raise UsageError(f"{os.path.relpath(spec)} has changed since it was compiled ({', '.join(stale)} would "
-                         f"differ), and launch runs the pipeline as last compiled, executor section included; run "
-                         f"`{again}` first")
+        raise UsageError(f"{os.path.relpath(spec)} compiles to other files now ({', '.join(stale)} would differ: the "
+                         "study or chemspec changed since the last compile), and launch runs the pipeline as last "
+                         f"compiled, executor section included; run `{again}` first")
 
 
 def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: int | None = None,
