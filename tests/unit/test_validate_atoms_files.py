@@ -153,6 +153,16 @@ def test_a_frame_that_ase_cannot_parse_is_named_by_its_index(shared, tmp_path, e
             load_file(path, "extxyz", "kcal/mol", "Angstrom")
 
 
+def test_a_byte_that_is_no_utf8_text_is_named_by_its_line_not_blamed_on_frame_0(shared, tmp_path):
+    lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_bytes().split(b"\n")
+    lines[551] += b" caf\xe9"  # frame 50's comment line, in Latin-1
+    path = tmp_path / "latin1.xyz"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(RunError, match=r"latin1\.xyz: line 552 is not utf-8 text \(invalid continuation byte: byte "
+                                       r"b'\\xe9'\); save the file as UTF-8, or remove that character"):
+        load_file(path, "extxyz", "kcal/mol", "Angstrom")
+
+
 def _water_npz(path, **replace):
     arrays = {"z": np.array([8, 1, 1]), "R": np.zeros((600, 3, 3)), "E": np.zeros((600, 1)), "F": np.zeros((600, 3, 3))}
     np.savez(path, **{key: value for key, value in {**arrays, **replace}.items() if value is not None})

@@ -66,9 +66,8 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
     npz (md17, rmd17), whose arrays are read and checked whole, those whose values are all finite; in HDF5
     (ani1x, whose partial levels of theory are mostly NaN, and ani2x) those with a finite energy; else every
     one. RunError where a file holds structures but none of them finite. Fast where load_file is not: an
-    extended XYZ file (compressed
-    or not, as ASE opens it) is scanned for its frame headers, as ASE indexes it, instead of parsed (ASE
-    parses ~1,500 frames a second)."""
+    extended XYZ file (compressed or not, as ASE opens it) is scanned for its frame headers, as ASE indexes
+    it, instead of parsed (ASE parses ~1,500 frames a second)."""
     path = Path(path)
     if format in NPZ_KEYS:
         block = _npz(path, format)[0]
@@ -172,11 +171,26 @@ def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
                 source = io.StringIO(handle.read())
         try:
             frames.extend(ase.io.iread(source, index=":", format="extxyz"))
+        except UnicodeDecodeError as exc:  # ASE decodes the whole text before it parses a frame
+            with open_with_compression(str(path), "rb") as handle:
+                number = next((n for n, line in enumerate(handle, start=1) if not _decodes(line)), None)
+            where = f"line {number}" if number else "a line"  # None: the locale's encoding is not UTF-8
+            raise RunError(f"extxyz file {path}: {where} is not {exc.encoding} text ({exc.reason}: byte "
+                           f"{exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8, or remove that "
+                           "character") from None
         except (KeyError, ValueError) as exc:  # an unknown element, a number that is none
             raise RunError(f"extxyz file {path} frame {len(frames)} cannot be read ({exc.__class__.__name__}: {exc}); "
                            "correct or remove that frame") from None
     return [_frame_block(path, "extxyz", f" frame {i}", atoms, energy_key, forces_key)
             for i, atoms in enumerate(frames)]
+
+
+def _decodes(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _asedb(path: Path, energy_key: str, forces_key: str) -> list[Frames]:

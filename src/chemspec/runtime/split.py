@@ -54,8 +54,9 @@ def _problem(rows: np.ndarray, count: int) -> str | None:
         return f"holds {rows.dtype} values of shape {rows.shape}, not a list of row numbers"
     if rows.size and (rows.min() < 0 or rows.max() >= count):
         return f"names rows {rows.min()}..{rows.max()}, but the data stage's table has {count} (0..{count - 1})"
-    if np.unique(rows).size != rows.size:
-        return f"names {rows.size - np.unique(rows).size} rows more than once"
+    values, counts = np.unique(rows, return_counts=True)
+    if (repeated := values[counts > 1]).size:
+        return f"names {repeated.size} rows more than once (row {repeated[0]}, ...)"
     return None
 
 
