@@ -158,12 +158,13 @@ def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short
 
 
 def test_files_in_their_formats_units_are_plausible(shared):
-    from chemspec.runtime.atoms import implausible_units
+    from chemspec.runtime.atoms import TOTAL_ENERGY_FORMATS, implausible_units
 
     for file, format, unit in (("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol"),
                                ("ani/ani1x_n5.hdf5", "ani1x", "Hartree"), ("ani/ani2x_minimal.hdf5", "ani2x", "Hartree"),
                                ("extxyz/md17_ethanol_sampledata_2000.xyz", "extxyz", "kcal/mol")):
-        assert implausible_units(load_file(shared / file, format, unit, "Angstrom")[0], unit) is None
+        data = load_file(shared / file, format, unit, "Angstrom")[0]
+        assert implausible_units(data, unit, format in TOTAL_ENERGY_FORMATS) is None, file
 
 
 def test_rmd17_keys_are_read(shared, tmp_path):

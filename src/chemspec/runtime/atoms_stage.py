@@ -66,8 +66,9 @@ def _check_units(data, source: dict, check: bool) -> None:
         problem, likely = found
         advice = f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else \
             "no energy unit chemspec knows makes them plausible: check the file and data.source.units"
-        really = (" or holds energies relative to a reference or from a valence-only method such as xTB (an "
-                  f"{source['format']} file holds all-electron total energies)," if totals else "")
+        really = (" or holds energies relative to a reference, from a valence-only method such as xTB or with "
+                  f"effective core potentials (an {source['format']} file holds all-electron total energies),"
+                  if totals else "")
         raise RunError(f"{source['format']} file {source['file']} read in {unit}, the {source['format']} default "
                        f"as data.source.units leaves the energy out, has {problem}; {advice} (or, if the file "
                        f"really is in {unit},{really} write data.source.units: {{energy: {unit}}} to read it as it "
