@@ -36,11 +36,12 @@ from pathlib import Path
 
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
-from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, check_sbatch, for_wave, hardlink_lock,
-                                  make_executor, sbatch_script, stderr_to, submit_array, try_submission)
+from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, for_wave, hardlink_lock, make_executor,
+                                  sbatch_script, stderr_to, submit_array, try_submission)
 from chemspec.launch_stop import (cancel_jobs, guard_lock_files, interrupted, one_launch, running_launch,
                                   stopped_by_signals)
 from chemspec.runtime.io import ignored_folder
+from chemspec.specs.sbatch import check_sbatch
 from chemspec.stage_job import DVC, STOPPED, job_command, run_group, run_stage_job
 from chemspec.words import count
 

@@ -19,8 +19,9 @@ from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch import _fan_out, _in_number_order, job_command, launch, run_stage_job
-from chemspec.launch_jobs import Settings, check_sbatch, for_wave, make_executor, sbatch_script, submit_array
+from chemspec.launch_jobs import Settings, for_wave, make_executor, sbatch_script, submit_array
 from chemspec.launch_stop import LockGuard, guard_lock_files, one_launch, stopped_by_signals
+from chemspec.specs.sbatch import check_sbatch
 from chemspec.stage_job import stage_environment
 from tests.conftest import tiny_study, tool_env, write_spec
 
@@ -326,13 +327,16 @@ def test_sbatch_options_of_the_study_reach_every_job_and_the_command_line_replac
     for line in ("#SBATCH --qos=low", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --requeue"):
         assert line in result.out, result.out
     assert "#SBATCH --qos=high" not in result.out
+    assert "sbatch" in (root / "params.yaml").read_text()
     gres = {"kind": "slurm", "slurm": {"gpus_per_job": 1, "sbatch": {"gres": "gpu:1"}}}
     write_spec(root / "study.yaml", tiny_study(executor=gres))
-    assert cli("compile", "study.yaml", cwd=root).code == 0
-    result = cli("launch", "--dry-run", cwd=root)
-    assert result.code == 1 and "executor.slurm.sbatch.gres: gpu:1 asks for GPUs beside the 1 that " in result.err
-    untouched = (root / "params.yaml").read_text()
-    assert "sbatch" in untouched
+    result = cli("compile", "study.yaml", cwd=root)
+    assert result.code == 2 and "executor.slurm.sbatch.gres: gpu:1 asks for GPUs beside the 1 that " in result.err
+    twice = {"kind": "slurm", "slurm": {"partition": "short", "sbatch": {"partition": "long"}}}
+    write_spec(root / "study.yaml", tiny_study(executor=twice))
+    result = cli("compile", "study.yaml", cwd=root)
+    assert result.code == 2 and ("executor.slurm.sbatch.partition: set it as executor.slurm.partition, which the "
+                                 "study has a key for") in result.err, result.err
     write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm"}))
     assert cli("compile", "study.yaml", cwd=root).code == 0
     assert "sbatch" not in (root / "params.yaml").read_text(), "params files without options read as before"
@@ -343,7 +347,7 @@ def test_sbatch_options_of_the_study_reach_every_job_and_the_command_line_replac
     ({"mem": ""}, r"executor\.slurm\.sbatch: sbatch options \['mem'\] have an empty value, which sbatch refuses: "
                   r"write executor\.slurm\.sbatch\.mem: VALUE"),
     ({"requeue": False}, r"executor\.slurm\.sbatch\.requeue: false is no value sbatch takes; give a flag as `true`"),
-    ({"time": "1:00:00:00"}, r"executor\.slurm\.sbatch\.time: 1:00:00:00 is not a SLURM time"),
+    ({"time-min": "1:00:00:00"}, r"executor\.slurm\.sbatch\.time-min: 1:00:00:00 is not a SLURM time"),
     ({"gres": True}, r"executor\.slurm\.sbatch\.gres: needs a value, .*write executor\.slurm\.sbatch\.gres: VALUE"),
 ], ids=["managed", "empty", "false", "time", "valued-flag"])
 def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tmp_path, cli, options, message):

@@ -17,7 +17,7 @@ from chemspec.specs.study import CountStructures, Study
 
 __all__ = ["Study", "load_study", "parse_study", "json_schema"]
 
-_NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor|generation)(?:\.[a-z_0-9]+)*)\b")
+_NAMED = re.compile(r"^((?:data|model|training|hpo|fit|archive|executor|generation)(?:\.[a-z_0-9][a-z_0-9-]*)*)\b")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_UNICODE = ("the {} holds a lone surrogate (\\uD800-\\uDFFF), which is not valid Unicode",
                 "write the character itself, or its full \\U escape")

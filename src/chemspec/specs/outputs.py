@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
+from chemspec.errors import LaunchError
 from chemspec.specs.base import Spec
+from chemspec.specs.sbatch import check_sbatch
 from chemspec.specs.training import Training
 
 AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
@@ -54,6 +56,11 @@ class Archive(Spec):
     """DVC remote for large artifacts; `default` is a local directory remote."""
 
 
+TYPED = {"partition": "executor.slurm.partition", "account": "executor.slurm.account",
+         "time": "executor.slurm.time_min", "gpus-per-node": "executor.slurm.gpus_per_job"}
+"""sbatch options with a key of their own in executor.slurm (on the command line, --sbatch may replace them)."""
+
+
 class Slurm(Spec):
     """SLURM settings of the slurm executor."""
 
@@ -66,7 +73,7 @@ class Slurm(Spec):
     `training.accelerator: cpu`. 0 asks for none (GPUs given through `--sbatch gres=...`, or none)."""
     time_min: PositiveInt = 60
     """Wall-time limit per cell, minutes."""
-    sbatch: dict[str, str | bool] = {}
+    sbatch: dict[str, str | Literal[True]] = {}
     """Extra #SBATCH options of every job, KEY: VALUE (e.g. qos: high, mem: 64G, cpus-per-task: 8), or KEY: true
     for a flag (requeue: true); `chemspec launch --sbatch KEY=VALUE` adds to them and replaces a key given here."""
 
@@ -88,9 +95,10 @@ class Slurm(Spec):
     @field_validator("sbatch")
     @classmethod
     def _sbatch_options(cls, options: dict[str, str | bool]) -> dict[str, str | bool]:
-        from chemspec.errors import LaunchError
-        from chemspec.launch_jobs import check_sbatch
-
+        typed = [key for key in options if key in TYPED]
+        if typed:
+            raise ValueError(f"executor.slurm.sbatch.{typed[0]}: set it as {TYPED[typed[0]]}, which the study has "
+                             "a key for; two values for one option would leave the job script's to chance")
         try:
             check_sbatch(options, spec=options.keys())
         except LaunchError as exc:

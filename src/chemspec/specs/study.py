@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from chemspec.errors import LaunchError
 from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
 from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 from chemspec.specs.data import Data, SmilesFileSource
@@ -16,6 +17,7 @@ from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, Model
 from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, JOINT_DISTINCT, Archive, Executor, Fit
+from chemspec.specs.sbatch import check_sbatch
 from chemspec.specs.training import Training
 
 CountStructures = Callable[[Path, AtomsFileSource], int]
@@ -60,10 +62,19 @@ class Study(Spec):
     def _cross_section(self, info: ValidationInfo) -> "Study":
         context = info.context or {}
         problems = [*self._family_problems(), *self._grid_problems(), *self._tpe_problems(), *self._fit_problems(),
+                    *self._gpu_problems(),
                     *self._data_file_problems(context.get("base_dir"), context.get("count_structures"))]
         if problems:
             raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
+
+    def _gpu_problems(self) -> Iterator[str]:
+        """GPUs asked for twice: by executor.slurm.sbatch's gres and by gpus_per_job (or training.devices)."""
+        slurm = self.executor.slurm
+        try:
+            check_sbatch(slurm.sbatch, slurm.gpus(self.training), spec=slurm.sbatch.keys())
+        except LaunchError as exc:
+            yield str(exc)
 
     def _family_problems(self) -> Iterator[str]:
         """Settings that the model family cannot train with."""

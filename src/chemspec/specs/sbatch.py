@@ -1,0 +1,79 @@
+"""The rules of extra sbatch options, from the study's executor.slurm.sbatch or `chemspec launch --sbatch`:
+sbatch long options with one-line values, none that launch sets itself, GPUs asked for one way."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from chemspec.errors import LaunchError
+
+SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+SLURM_TIME = re.compile(r"(\d+-\d+|\d+)(:\d+){0,2}|unlimited|infinite", re.IGNORECASE)
+"""sbatch --time's forms: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, or no limit."""
+# sbatch options each job's script needs as launch sets them: why a user's value would break it.
+MANAGED = {
+    "array": "one array task per stale cell, at most -j at once",
+    "output": "each job's log, which the launch reads for its errors",
+    "error": "each job's log, which the launch reads for its errors",
+    "open-mode": "each job's log, which the launch reads for its errors",
+    "signal": "submitit's SIGUSR2 90 s before the time limit, which the job and the stage handle",
+    "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
+}
+# sbatch options that take a value, which a bare --sbatch KEY (a flag) would leave without one.
+VALUED = {"account", "begin", "chdir", "cluster", "clusters", "comment", "constraint", "cpus-per-gpu",
+          "cpus-per-task", "dependency", "exclude", "gpus", "gpus-per-node", "gpus-per-task", "gres", "job-name",
+          "licenses", "mail-type", "mail-user", "mem", "mem-per-cpu", "mem-per-gpu", "nodelist", "partition", "qos",
+          "reservation", "time", "time-min", "tmp", "wckey"}
+COUNTS = ("cpus-per-task", "cpus-per-gpu")
+
+
+def _option(key: str, value: str | bool | None = None, spec: Collection[str] = ()) -> str:
+    """An sbatch option as the user gave it: `--sbatch KEY[=VALUE]`, or `executor.slurm.sbatch.KEY[: VALUE]`
+    where the study gave it (a flag: `: true` there, nothing on the command line)."""
+    if key in spec:
+        return f"executor.slurm.sbatch.{key}" + ("" if value is None else f": {'true' if value is True else value}")
+    return f"--sbatch {key}" + ("" if value is None or value is True else f"={value}")
+
+
+def check_sbatch(options: dict[str, str | bool], gpus_per_job: int = 0, spec: Collection[str] = ()) -> None:
+    """Refuse sbatch options that are no sbatch long option, take no one-line value, that launch sets, or
+    that ask for GPUs a second way beside executor.slurm.gpus_per_job; `spec`: the keys the study gave
+    (executor.slurm.sbatch), named so, the others came from --sbatch."""
+    bad = [key for key in options if not SBATCH_KEY.match(key)]
+    if bad:
+        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
+    managed = [key for key in options if key in MANAGED]
+    if managed:
+        key = managed[0]
+        raise LaunchError(f"{_option(key, spec=spec)}: chemspec launch sets --{key} of every job itself "
+                          f"({MANAGED[key]}); drop it")
+    values = {key: value for key, value in options.items() if value is not True}
+    bad = [key for key, value in values.items() if not value]
+    if bad:
+        fix = (f"write {_option(bad[0], 'VALUE', spec)}" if bad[0] in VALUED else
+               f"write KEY=VALUE, or KEY alone for a flag ({_option(bad[0], True, spec)})")
+        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: {fix}")
+    bad = [key for key, value in values.items() if not value.isprintable()]
+    if bad:
+        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
+                          "line takes one line: give one value per option")
+    for key in ("time", "time-min"):
+        if options.get(key) is True or (key in values and not SLURM_TIME.fullmatch(values[key])):
+            raise LaunchError(f"{_option(key, values.get(key, ''), spec)} is not a SLURM time (minutes, MM:SS, "
+                              "HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the "
+                              "study")
+    flags = sorted(key for key, value in options.items() if value is True and key in VALUED)
+    if flags:
+        raise LaunchError(f"{_option(flags[0], spec=spec)} needs a value, which sbatch would refuse to go without: "
+                          f"write {_option(flags[0], 'VALUE', spec)}")
+    bad = [key for key in COUNTS if key in values and not (values[key].isdigit() and int(values[key]) > 0)]
+    if bad:
+        raise LaunchError(f"{_option(bad[0], values[bad[0]], spec)} is not a count of CPUs; give a whole number "
+                          "above 0")
+    if gpus_per_job and re.search(r"(^|,)gpu\b", str(values.get("gres", ""))):
+        raise LaunchError(f"{_option('gres', values['gres'], spec)} asks for GPUs beside the {gpus_per_job} that "
+                          "executor.slurm.gpus_per_job (or training.devices) asks for with --gpus-per-node; give "
+                          "them one way: drop the gpu gres, or set executor.slurm.gpus_per_job: 0 in the study")
