@@ -113,8 +113,9 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
         from chemspec.runtime.dvc_parent import dvc_ancestor
 
         if stage != "archive" and dvc_ancestor() is not None:  # the archive's ref persists
-            exc.add_note("dvc removed this stage's outputs before running it; those of its last run are in DVC's "
-                         "cache, and `dvc checkout` puts them back until the stage runs through")
+            exc.add_note("dvc removed this stage's outputs before running it; where it ran before, `dvc checkout` "
+                         "puts the last run's back from DVC's cache (`git checkout -- <file>` the metrics git "
+                         "tracks, as fit.json)")
         raise
     if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
         return

@@ -160,8 +160,8 @@ def test_a_stage_that_fails_under_dvc_says_how_to_get_its_removed_outputs_back(t
     done = subprocess.run(["dvc", "repro", "-f", "-s", "split"], cwd=root, capture_output=True, text=True,
                           env=tool_env())
     assert done.returncode != 0 and "data/tiny/data.json is not readable JSON" in done.stderr, done.stderr
-    assert ("note: dvc removed this stage's outputs before running it; those of its last run are in DVC's cache, "
-            "and `dvc checkout` puts them back") in done.stderr, done.stderr
+    assert ("note: dvc removed this stage's outputs before running it; where it ran before, `dvc checkout` puts "
+            "the last run's back from DVC's cache") in done.stderr, done.stderr
     assert not list(splits.glob("*.npy")), "dvc removed them before the stage ran"
     info.write_bytes(good)
     sh("dvc", "checkout", cwd=root)

@@ -107,6 +107,8 @@ def test_an_archived_report_keeps_the_users_files_and_goes_where_out_says(cli, t
         assert inside.code == 2 and f"--out {out}: {holder} holds {marker}, written by a pipeline stage" in inside.err
         assert "Give a folder of its own" in inside.err and "Traceback" not in inside.err, inside.err
     assert sorted(p.name for p in fit.rglob("*")) == ["fit.json", "plots", "scaling.png"], "nothing written there"
+    (tmp_path / "metrics.json").write_text("{}")  # a file of that name above the project's folders is no stage's
+    assert cli("report", "--from", "HEAD", "--out", "compare/second", cwd=tmp_path).code == 0
 
 
 def _json(cli, root: Path) -> dict:

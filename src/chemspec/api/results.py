@@ -172,15 +172,17 @@ STAGE_FILES = ("data.json", "split.json", "estimate.json", "metrics.json", "cell
 
 
 def _pages_folder(out: Path) -> Path:
-    """`out`, unless it is or lies inside a folder that a pipeline stage or the archive writes."""
-    for folder in (out, *out.parents):
+    """`out`, unless it is, or lies inside (below this folder), a folder that a pipeline stage or the archive
+    writes."""
+    target, here = out.resolve(), Path.cwd().resolve()
+    for folder in (target, *(f for f in target.parents if f.is_relative_to(here) and f != here)):
         marker = next((folder / name for name in STAGE_FILES if (folder / name).is_file()), None)
         if marker is None and (folder / "objects").is_dir() and (folder / "refs").is_dir():
             marker = folder / "refs"
         if marker is not None:
-            raise UsageError(f"--out {out}: {folder} holds {marker.name}, written by a pipeline stage or the "
-                             "archive; the pages would replace its plots/ and leave `dvc status` changed. Give a "
-                             "folder of its own, e.g. the default reports/<study>/")
+            raise UsageError(f"--out {out}: {os.path.relpath(folder)} holds {marker.name}, written by a pipeline "
+                             "stage or the archive; the pages would replace its plots/ and leave `dvc status` "
+                             "changed. Give a folder of its own, e.g. the default reports/<study>/")
     return out
 
 
