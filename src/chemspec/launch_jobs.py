@@ -16,6 +16,7 @@ from chemspec.errors import LaunchError
 from chemspec.stage_job import DVC, run_stage_job
 
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
+TEST_ONLY_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,12 @@ def try_submission(settings: Settings, waves: list[tuple[str, ...]], folder: Pat
     for groups in waves:
         script = folder / f"test-only-{'-'.join(groups)}.sh"
         script.write_text(sbatch_script(for_wave(settings, groups), folder, 1))
-        done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        try:
+            done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL, timeout=TEST_ONLY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise LaunchError(f"sbatch --test-only gave no answer in {TEST_ONLY_TIMEOUT_S} s (is the SLURM "
+                              "controller reachable from here?); nothing ran") from None
         if done.returncode != 0:
             raise LaunchError(f"sbatch --test-only refused the script of the {'/'.join(groups)} jobs ({script}), "
                               f"so nothing ran: {(done.stderr or done.stdout).strip()[-1000:]}\n{SBATCH_FIX}")

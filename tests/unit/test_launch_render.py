@@ -205,7 +205,7 @@ def test_a_job_script_sbatch_refuses_stops_the_launch_before_any_stage_runs(tmp_
            in result.err, result.err
     assert result.err.count("invalid partition specified") == 1, "sbatch's words once"
     assert not (root / "data").exists(), "the data stage did not run"
-    assert asked.read_text().startswith("--test-only "), "nothing was queued"
+    assert all(line.startswith("--test-only ") for line in asked.read_text().splitlines()), "nothing was queued"
 
 
 def test_bad_sbatch_options_are_refused(tmp_path, cli):
@@ -295,8 +295,9 @@ def test_a_launch_after_the_study_was_edited_but_not_compiled_is_refused(tmp_pat
     assert cli("launch", "--dry-run", cwd=root).code == 0
     (root / "notes").mkdir()
     below = cli("launch", "--dry-run", cwd=root / "notes")
-    assert below.code == 1 and ("params.yaml not found; this folder lies inside the project at ..: run from there, "
-                                "or give --params ../params.yaml") in below.err, below.err
+    assert below.code == 1 and ("params.yaml not found; run `chemspec compile <study.yaml>` first, or, to use the "
+                                "project at .. that this folder lies in, run from there or give --params "
+                                "../params.yaml") in below.err, below.err
 
 
 def test_sbatch_options_replace_submitits_own_and_bare_keys_are_flags(tmp_path):

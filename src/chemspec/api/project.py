@@ -231,9 +231,9 @@ def load_cells(params: str | Path) -> Cells:
     if not path.is_file():
         above = next((folder / path.name for folder in path.resolve().parent.parents
                       if (folder / path.name).is_file() and (folder / "dvc.yaml").is_file()), None)
-        raise RunError(f"{path} not found; " + (
-            f"this folder lies inside the project at {os.path.relpath(above.parent)}: run from there, or give "
-            f"--params {os.path.relpath(above)}" if above else "run `chemspec compile <study.yaml>` first"))
+        raise RunError(f"{path} not found; run `chemspec compile <study.yaml>` first" + (
+            f", or, to use the project at {os.path.relpath(above.parent)} that this folder lies in, run from there "
+            f"or give --params {os.path.relpath(above)}" if above else ""))
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(document, dict) and "cells" not in document and {"study", "model"} <= document.keys():
