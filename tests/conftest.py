@@ -159,6 +159,14 @@ def tiny_project(tmp_path_factory) -> tuple[Path, str]:
     return root, output.read_text()
 
 
+def launch_project(root: Path, **overrides) -> Path:
+    """A git + DVC project at `root` with tiny_study(**overrides) as study.yaml, not compiled."""
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=root, env=tool_env(), check=True)
+    write_spec(root / "study.yaml", tiny_study(**overrides))
+    return root
+
+
 def repro_and_commit(root: Path, study: dict, message: str) -> str:
     """Write `study` as study.yaml, compile it, `dvc repro`, push and commit; the repro's output."""
     write_spec(root / "study.yaml", study)

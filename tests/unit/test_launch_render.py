@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import signal
 import subprocess
 import sys
@@ -21,9 +20,8 @@ from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch import _fan_out, _in_number_order, job_command, launch, run_stage_job
 from chemspec.launch_jobs import Settings, for_wave, make_executor, sbatch_script, submit_array
 from chemspec.launch_stop import LockGuard, guard_lock_files, one_launch, stopped_by_signals
-from chemspec.specs.sbatch import check_sbatch
 from chemspec.stage_job import stage_environment
-from tests.conftest import tiny_study, tool_env, write_spec
+from tests.conftest import launch_project, tiny_study, tool_env, write_spec
 
 SLURM = Settings(kind="slurm", jobs=3, study="tiny", partition="gpu", account="chem-lab", gpus_per_job=2,
                  time_min=90, sbatch={"qos": "high", "constraint": "a100"})
@@ -78,18 +76,10 @@ def test_the_dry_run_script_is_what_submitit_submits(tmp_path, monkeypatch):
     assert job_command("train@xs-200")[1:] == ["-m", "dvc", "--wait-for-lock", "repro", "-s", "train@xs-200"]
 
 
-def _project(root: Path, **overrides) -> Path:
-    env = tool_env()
-    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(args, cwd=root, env=env, check=True)
-    write_spec(root / "study.yaml", tiny_study(**overrides))
-    return root
-
-
 def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli, git_env):
     executor = {"kind": "slurm", "jobs": 2, "slurm": {"partition": "short", "account": "acme", "gpus_per_job": 1,
                                                        "time_min": 45}}
-    root = _project(tmp_path, executor=executor)
+    root = launch_project(tmp_path, executor=executor)
     assert cli("compile", "study.yaml", cwd=root).code == 0
     result = cli("launch", "--dry-run", cwd=root)
     assert result.code == 0, result.err
@@ -118,7 +108,7 @@ def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli
 
 
 def test_calibrate_cells_run_beside_the_train_cells_not_before_the_selection(tmp_path, cli, git_env):
-    root = _project(tmp_path, executor={"kind": "local"}, **{"hpo.tpe.calibrate": True})
+    root = launch_project(tmp_path, executor={"kind": "local"}, **{"hpo.tpe.calibrate": True})
     assert cli("compile", "study.yaml", cwd=root).code == 0
     out = cli("launch", "--dry-run", cwd=root).out
     assert "wave 1: `dvc repro split`, then 2 cells stale now" in out
@@ -127,7 +117,7 @@ def test_calibrate_cells_run_beside_the_train_cells_not_before_the_selection(tmp
 
 
 def test_sample_cells_wait_for_the_test_sets_statistics(tmp_path, cli, git_env):
-    root = _project(tmp_path, executor={"kind": "local"}, generation={"samples": 10})
+    root = launch_project(tmp_path, executor={"kind": "local"}, generation={"samples": 10})
     assert cli("compile", "study.yaml", cwd=root).code == 0
     out = cli("launch", "--dry-run", cwd=root).out
     assert "wave 3: `dvc repro select reference`, then 9 cells stale now" in out
@@ -138,7 +128,7 @@ def test_sample_cells_wait_for_the_test_sets_statistics(tmp_path, cli, git_env):
                                                 ({"accelerator": "gpu", "devices": 2}, 2),
                                                 ({"accelerator": "auto"}, 1)], ids=["cpu", "ddp", "auto"])
 def test_slurm_jobs_ask_for_the_gpus_their_cells_use_by_default(tmp_path, cli, git_env, training, gpus):
-    root = _project(tmp_path, executor={"kind": "slurm"}, **{f"training.{k}": v for k, v in training.items()})
+    root = launch_project(tmp_path, executor={"kind": "slurm"}, **{f"training.{k}": v for k, v in training.items()})
     assert cli("compile", "study.yaml", cwd=root).code == 0
     out = cli("launch", "--dry-run", cwd=root).out
     assert "#SBATCH --time=60" in out
@@ -184,62 +174,6 @@ def test_slurm_without_sbatch_points_to_dry_run(tmp_path, monkeypatch):
     assert not (tmp_path / ".chemspec").exists(), "refused before anything ran"
 
 
-def test_a_job_script_sbatch_refuses_stops_the_launch_before_any_stage_runs(tmp_path, cli, git_env, monkeypatch):
-    """A bad partition once surfaced only after data and split had run on the login node."""
-    bin_dir, asked = tmp_path / "bin", tmp_path / "asked.txt"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {asked}\ngrep -q "partition=gpu" "$2" && {{ echo '
-                                    '"sbatch: error: invalid partition specified: gpu" >&2; exit 1; }\n'
-                                    'echo "sbatch: Job 7 to start at 2026-12-06T14:00:00"\n')
-    for tool in ("srun", "sbatch"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    (tmp_path / "project").mkdir()
-    root = _project(tmp_path / "project", executor={"kind": "slurm", "slurm": {"partition": "gpu"}})
-    assert cli("compile", "study.yaml", cwd=root).code == 0
-    result = cli("launch", cwd=root)
-    assert result.code == 1 and "Traceback" not in result.err, result.err
-    assert "sbatch --test-only refused the script of the tpe jobs" in result.err
-    assert "so nothing ran: sbatch: error: invalid partition specified: gpu\ncheck executor.slurm (partition" \
-           in result.err, result.err
-    assert result.err.count("invalid partition specified") == 1, "sbatch's words once"
-    assert not (root / "data").exists(), "the data stage did not run"
-    assert all(line.startswith("--test-only ") for line in asked.read_text().splitlines()), "nothing was queued"
-
-
-def test_bad_sbatch_options_are_refused(tmp_path, cli):
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    bad = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"--qos": "high"})
-    with pytest.raises(LaunchError, match=r"not sbatch long options; write them as e.g. qos=high"):
-        launch(bad, tmp_path, dry_run=True)
-    result = cli("launch", "--sbatch", "=high", cwd=tmp_path)
-    assert result.code == 2 and "write KEY=VALUE" in result.err
-    smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
-    with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
-        launch(smuggled, tmp_path, dry_run=True)
-    for time in ("abc", "1:2:3:4", "2-", "90m", True):
-        untimed = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"time": time})
-        with pytest.raises(LaunchError, match=rf"--sbatch time={'' if time is True else time} is not a SLURM time \(minutes, MM:SS, "
-                                              r"HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS\); fix it, or set "
-                                              r"executor.slurm.time_min in the study"):
-            launch(untimed, tmp_path, dry_run=True)
-    for time in ("120", "30:00", "1:30:00", "2-12", "2-12:30", "2-12:30:00", "UNLIMITED"):
-        check_sbatch({"time": time})
-
-
-def test_gpus_asked_for_twice_are_refused_and_a_gres_alone_is_taken(tmp_path):
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    twice = Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=2, sbatch={"gres": "gpu:a100:4"})
-    with pytest.raises(LaunchError, match=r"--sbatch gres=gpu:a100:4 asks for GPUs beside the 2 that "
-                                          r"executor.slurm.gpus_per_job \(or training.devices\) asks for"):
-        launch(twice, tmp_path, dry_run=True)
-    check_sbatch({"gres": "gpu:a100:4"}, gpus_per_job=0)
-    check_sbatch({"gres": "nvme:1"}, gpus_per_job=2)
-
-
 def test_a_second_launch_in_the_project_is_refused_naming_the_first(tmp_path):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -271,7 +205,7 @@ def test_a_launch_after_the_study_was_edited_but_not_compiled_is_refused(tmp_pat
     """launch runs dvc.yaml and params.yaml as last compiled: a partition edited in the study, not compiled, was
     ignored without a word, and so were edited cells."""
     executor = {"kind": "slurm", "slurm": {"partition": "short"}}
-    root = _project(tmp_path, executor=executor)
+    root = launch_project(tmp_path, executor=executor)
     assert cli("compile", "study.yaml", cwd=root).code == 0
     assert cli("launch", "--dry-run", cwd=root).code == 0
     write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"partition": "long"}}))
@@ -298,82 +232,6 @@ def test_a_launch_after_the_study_was_edited_but_not_compiled_is_refused(tmp_pat
     assert below.code == 1 and ("params.yaml not found; run `chemspec compile <study.yaml>` first, or, to use the "
                                 "project at .. that this folder lies in, run from there or give --params "
                                 "../params.yaml") in below.err, below.err
-
-
-def test_sbatch_options_replace_submitits_own_and_bare_keys_are_flags(tmp_path):
-    """submitit writes its own keys with underscores; a user's hyphenated key must replace its line."""
-    mine = Settings(kind="slurm", jobs=2, study="tiny", gpus_per_job=2, time_min=90,
-                    sbatch={"gpus-per-node": "4", "job-name": "mine", "time": "120", "requeue": True})
-    lines = sbatch_script(mine, tmp_path, count=3).splitlines()
-    for option, value in (("gpus-per-node", "4"), ("job-name", "mine"), ("time", "120")):
-        assert [line for line in lines if line.startswith(f"#SBATCH --{option}=")] == [f"#SBATCH --{option}={value}"]
-    assert "#SBATCH --requeue" in lines
-
-
-def test_bare_sbatch_keys_reach_the_launch_as_flags(tmp_path, cli, git_env):
-    root = _project(tmp_path, executor={"kind": "slurm"})
-    assert cli("compile", "study.yaml", cwd=root).code == 0
-    result = cli("launch", "--dry-run", "--sbatch", "requeue", "--sbatch", "qos=high", cwd=root)
-    assert result.code == 0, result.err
-    assert "#SBATCH --requeue" in result.out and "#SBATCH --qos=high" in result.out
-
-
-def test_sbatch_options_of_the_study_reach_every_job_and_the_command_line_replaces_them(tmp_path, cli, git_env):
-    """Options every launch needs (qos, memory, CPUs) live in the study, not in flags repeated at each launch."""
-    slurm = {"partition": "gpu", "sbatch": {"qos": "high", "cpus-per-task": 8, "mem": "64G", "requeue": True}}
-    root = _project(tmp_path, executor={"kind": "slurm", "slurm": slurm})
-    assert cli("compile", "study.yaml", cwd=root).code == 0
-    result = cli("launch", "--dry-run", "--sbatch", "qos=low", cwd=root)
-    assert result.code == 0, result.err
-    for line in ("#SBATCH --qos=low", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --requeue"):
-        assert line in result.out, result.out
-    assert "#SBATCH --qos=high" not in result.out
-    assert "sbatch" in (root / "params.yaml").read_text()
-    gres = {"kind": "slurm", "slurm": {"gpus_per_job": 1, "sbatch": {"gres": "gpu:1"}}}
-    write_spec(root / "study.yaml", tiny_study(executor=gres))
-    result = cli("compile", "study.yaml", cwd=root)
-    assert result.code == 2 and "executor.slurm.sbatch.gres: gpu:1 asks for GPUs beside the 1 that " in result.err
-    twice = {"kind": "slurm", "slurm": {"partition": "short", "sbatch": {"partition": "long"}}}
-    write_spec(root / "study.yaml", tiny_study(executor=twice))
-    result = cli("compile", "study.yaml", cwd=root)
-    assert result.code == 2 and ("executor.slurm.sbatch.partition: set it as executor.slurm.partition, which the "
-                                 "study has a key for") in result.err, result.err
-    write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm"}))
-    assert cli("compile", "study.yaml", cwd=root).code == 0
-    assert "sbatch" not in (root / "params.yaml").read_text(), "params files without options read as before"
-
-
-@pytest.mark.parametrize(("options", "message"), [
-    ({"array": "0-3"}, r"executor\.slurm\.sbatch\.array: chemspec launch sets --array of every job itself"),
-    ({"mem": ""}, r"executor\.slurm\.sbatch: sbatch options \['mem'\] have an empty value, which sbatch refuses: "
-                  r"write executor\.slurm\.sbatch\.mem: VALUE"),
-    ({"requeue": False}, r"executor\.slurm\.sbatch\.requeue: false is no value sbatch takes; give a flag as `true`"),
-    ({"time-min": "1:00:00:00"}, r"executor\.slurm\.sbatch\.time-min: 1:00:00:00 is not a SLURM time"),
-    ({"gres": True}, r"executor\.slurm\.sbatch\.gres: needs a value, .*write executor\.slurm\.sbatch\.gres: VALUE"),
-], ids=["managed", "empty", "false", "time", "valued-flag"])
-def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tmp_path, cli, options, message):
-    spec = write_spec(tmp_path / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"sbatch": options}}))
-    result = cli("validate", str(spec))
-    assert result.code == 2 and "Traceback" not in result.err, result.err
-    assert re.search(r"study\.yaml:\d+:\d+: " + message, result.err), result.err
-
-
-@pytest.mark.parametrize(("options", "message"), [
-    ({"array": "0-3"}, r"--sbatch array: chemspec launch sets --array of every job itself \(one array task per"),
-    ({"output": "x.log"}, r"--sbatch output: chemspec launch sets --output .*\(each job's log"),
-    ({"open-mode": "truncate"}, r"--sbatch open-mode: chemspec launch sets"),
-    ({"signal": "USR1@60"}, r"--sbatch signal: chemspec launch sets --signal .*SIGUSR2 90 s before"),
-    ({"ntasks-per-node": "2"}, r"--sbatch ntasks-per-node: .*a cell's DDP ranks start inside it"),
-    ({"requeue": ""}, r"options \['requeue'\] have an empty value, which sbatch refuses: .*--sbatch requeue\)"),
-    ({"gres": True}, r"--sbatch gres needs a value, which sbatch would refuse to go without: write "
-                     r"--sbatch gres=VALUE"),
-    ({"cpus-per-task": "-3"}, r"--sbatch cpus-per-task=-3 is not a count of CPUs; give a whole number above 0"),
-], ids=["array", "output", "open-mode", "signal", "ntasks", "empty", "valued-flag", "cpus"])
-def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    with pytest.raises(LaunchError, match=message):
-        launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
 
 
 def test_a_jobs_dvc_runs_without_slurms_task_count_so_ddp_starts_its_own_ranks():

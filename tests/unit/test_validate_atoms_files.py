@@ -139,8 +139,10 @@ def test_an_extxyz_file_that_goes_on_after_a_blank_line_is_refused_where_ase_wou
     assert load_file(padded, "extxyz", "kcal/mol", "Angstrom")[1]["kept"] == 100, "blank lines at the end are no text"
 
 
-@pytest.mark.parametrize("edit,said", [(lambda line: "Xx" + line[1:], "KeyError: 'Xx'"),
-                                       (lambda line: line.replace(" ", " 0.1.", 1), "could not convert string to float")])
+@pytest.mark.parametrize("edit,said", [
+    (lambda line: "Xx" + line[1:], "KeyError: 'Xx'"),
+    (lambda line: line.replace(" ", " 0.1.", 1), "could not convert string to float"),
+])
 def test_a_frame_that_ase_cannot_parse_is_named_by_its_index(shared, tmp_path, edit, said):
     lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text().splitlines(keepends=True)
     lines[5 * 11 + 3] = edit(lines[5 * 11 + 3])  # frame 5's second atom (11 lines a frame)

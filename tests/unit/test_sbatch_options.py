@@ -1,0 +1,147 @@
+"""sbatch options of `chemspec launch`: the rules they follow from the study (executor.slurm.sbatch) and from
+--sbatch, how they reach the job scripts, and sbatch --test-only before anything runs."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from chemspec.errors import LaunchError
+from chemspec.launch import launch
+from chemspec.launch_jobs import Settings, sbatch_script
+from chemspec.specs.sbatch import check_sbatch
+from tests.conftest import launch_project, tiny_study, write_spec
+
+
+def test_a_job_script_sbatch_refuses_stops_the_launch_before_any_stage_runs(tmp_path, cli, git_env, monkeypatch):
+    """A bad partition once surfaced only after data and split had run on the login node."""
+    bin_dir, asked = tmp_path / "bin", tmp_path / "asked.txt"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {asked}\ngrep -q "partition=gpu" "$2" && {{ echo '
+                                    '"sbatch: error: invalid partition specified: gpu" >&2; exit 1; }\n'
+                                    'echo "sbatch: Job 7 to start at 2026-12-06T14:00:00"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "project").mkdir()
+    root = launch_project(tmp_path / "project", executor={"kind": "slurm", "slurm": {"partition": "gpu"}})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", cwd=root)
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert "sbatch --test-only refused the script of the tpe jobs" in result.err
+    assert "so nothing ran: sbatch: error: invalid partition specified: gpu\ncheck executor.slurm (partition" \
+           in result.err, result.err
+    assert result.err.count("invalid partition specified") == 1, "sbatch's words once"
+    assert not (root / "data").exists(), "the data stage did not run"
+    assert all(line.startswith("--test-only ") for line in asked.read_text().splitlines()), "nothing was queued"
+
+
+def test_bad_sbatch_options_are_refused(tmp_path, cli):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    bad = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"--qos": "high"})
+    with pytest.raises(LaunchError, match=r"not sbatch long options; write them as e.g. qos=high"):
+        launch(bad, tmp_path, dry_run=True)
+    result = cli("launch", "--sbatch", "=high", cwd=tmp_path)
+    assert result.code == 2 and "write KEY=VALUE" in result.err
+    smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
+    with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
+        launch(smuggled, tmp_path, dry_run=True)
+    for time in ("abc", "1:2:3:4", "2-", "90m", True):
+        untimed = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"time": time})
+        with pytest.raises(LaunchError, match=rf"--sbatch time={'' if time is True else time} is not a SLURM time \(minutes, MM:SS, "
+                                              r"HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS\); fix it, or set "
+                                              r"executor.slurm.time_min in the study"):
+            launch(untimed, tmp_path, dry_run=True)
+    for time in ("120", "30:00", "1:30:00", "2-12", "2-12:30", "2-12:30:00", "UNLIMITED"):
+        check_sbatch({"time": time})
+
+
+def test_gpus_asked_for_twice_are_refused_and_a_gres_alone_is_taken(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    twice = Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=2, sbatch={"gres": "gpu:a100:4"})
+    with pytest.raises(LaunchError, match=r"--sbatch gres=gpu:a100:4 asks for GPUs beside the 2 that "
+                                          r"executor.slurm.gpus_per_job \(or training.devices\) asks for"):
+        launch(twice, tmp_path, dry_run=True)
+    check_sbatch({"gres": "gpu:a100:4"}, gpus_per_job=0)
+    check_sbatch({"gres": "nvme:1"}, gpus_per_job=2)
+
+
+def test_sbatch_options_replace_submitits_own_and_bare_keys_are_flags(tmp_path):
+    """submitit writes its own keys with underscores; a user's hyphenated key must replace its line."""
+    mine = Settings(kind="slurm", jobs=2, study="tiny", gpus_per_job=2, time_min=90,
+                    sbatch={"gpus-per-node": "4", "job-name": "mine", "time": "120", "requeue": True})
+    lines = sbatch_script(mine, tmp_path, count=3).splitlines()
+    for option, value in (("gpus-per-node", "4"), ("job-name", "mine"), ("time", "120")):
+        assert [line for line in lines if line.startswith(f"#SBATCH --{option}=")] == [f"#SBATCH --{option}={value}"]
+    assert "#SBATCH --requeue" in lines
+
+
+def test_bare_sbatch_keys_reach_the_launch_as_flags(tmp_path, cli, git_env):
+    root = launch_project(tmp_path, executor={"kind": "slurm"})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", "--sbatch", "requeue", "--sbatch", "qos=high", cwd=root)
+    assert result.code == 0, result.err
+    assert "#SBATCH --requeue" in result.out and "#SBATCH --qos=high" in result.out
+
+
+def test_sbatch_options_of_the_study_reach_every_job_and_the_command_line_replaces_them(tmp_path, cli, git_env):
+    """Options every launch needs (qos, memory, CPUs) live in the study, not in flags repeated at each launch."""
+    slurm = {"partition": "gpu", "sbatch": {"qos": "high", "cpus-per-task": 8, "mem": "64G", "requeue": True}}
+    root = launch_project(tmp_path, executor={"kind": "slurm", "slurm": slurm})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", "--sbatch", "qos=low", cwd=root)
+    assert result.code == 0, result.err
+    for line in ("#SBATCH --qos=low", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --requeue"):
+        assert line in result.out, result.out
+    assert "#SBATCH --qos=high" not in result.out
+    assert "sbatch" in (root / "params.yaml").read_text()
+    gres = {"kind": "slurm", "slurm": {"gpus_per_job": 1, "sbatch": {"gres": "gpu:1"}}}
+    write_spec(root / "study.yaml", tiny_study(executor=gres))
+    result = cli("compile", "study.yaml", cwd=root)
+    assert result.code == 2 and "executor.slurm.sbatch.gres: gpu:1 asks for GPUs beside the 1 that " in result.err
+    twice = {"kind": "slurm", "slurm": {"partition": "short", "sbatch": {"partition": "long"}}}
+    write_spec(root / "study.yaml", tiny_study(executor=twice))
+    result = cli("compile", "study.yaml", cwd=root)
+    assert result.code == 2 and ("executor.slurm.sbatch.partition: set it as executor.slurm.partition, which the "
+                                 "study has a key for") in result.err, result.err
+    write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm"}))
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    assert "sbatch" not in (root / "params.yaml").read_text(), "params files without options read as before"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"array": "0-3"}, r"executor\.slurm\.sbatch\.array: chemspec launch sets --array of every job itself"),
+    ({"mem": ""}, r"executor\.slurm\.sbatch: sbatch options \['mem'\] have an empty value, which sbatch refuses: "
+                  r"write executor\.slurm\.sbatch\.mem: VALUE"),
+    ({"requeue": False}, r"executor\.slurm\.sbatch\.requeue: false is no value sbatch takes; give a flag as `true`"),
+    ({"time-min": "1:00:00:00"}, r"executor\.slurm\.sbatch\.time-min: 1:00:00:00 is not a SLURM time"),
+    ({"gres": True}, r"executor\.slurm\.sbatch\.gres: needs a value, .*write executor\.slurm\.sbatch\.gres: VALUE"),
+], ids=["managed", "empty", "false", "time", "valued-flag"])
+def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tmp_path, cli, options, message):
+    spec = write_spec(tmp_path / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"sbatch": options}}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert re.search(r"study\.yaml:\d+:\d+: " + message, result.err), result.err
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"array": "0-3"}, r"--sbatch array: chemspec launch sets --array of every job itself \(one array task per"),
+    ({"output": "x.log"}, r"--sbatch output: chemspec launch sets --output .*\(each job's log"),
+    ({"open-mode": "truncate"}, r"--sbatch open-mode: chemspec launch sets"),
+    ({"signal": "USR1@60"}, r"--sbatch signal: chemspec launch sets --signal .*SIGUSR2 90 s before"),
+    ({"ntasks-per-node": "2"}, r"--sbatch ntasks-per-node: .*a cell's DDP ranks start inside it"),
+    ({"requeue": ""}, r"options \['requeue'\] have an empty value, which sbatch refuses: .*--sbatch requeue\)"),
+    ({"gres": True}, r"--sbatch gres needs a value, which sbatch would refuse to go without: write "
+                     r"--sbatch gres=VALUE"),
+    ({"cpus-per-task": "-3"}, r"--sbatch cpus-per-task=-3 is not a count of CPUs; give a whole number above 0"),
+], ids=["array", "output", "open-mode", "signal", "ntasks", "empty", "valued-flag", "cpus"])
+def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(LaunchError, match=message):
+        launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
