@@ -123,6 +123,15 @@ def test_a_truncated_extxyz_file_is_refused_naming_the_frame(cli, shared, tmp_pa
             f"{held}); check that data.source.format matches the file and that the file is complete") in result.err
 
 
+def test_a_frame_short_of_an_atom_is_named_not_the_frame_after_it(shared, tmp_path):
+    lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_bytes().splitlines(keepends=True)
+    del lines[339]  # frame 30's eighth atom (11 lines a frame)
+    path = tmp_path / "short.xyz"
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(RunError, match=r"frame 30 declares 9 atoms but holds 8 \(line 341 is no atom's: '9'\)"):
+        count_structures(path, "extxyz")
+
+
 def test_an_extxyz_file_that_goes_on_after_a_blank_line_is_refused_where_ase_would_drop_the_rest(cli, shared,
                                                                                                 tmp_path):
     """ASE reads no frame after a blank line: `cat` of files that end in an empty line lost half of them."""

@@ -124,11 +124,14 @@ def _xyz_frames(path: Path, handle: BinaryIO) -> int:
             atoms = int(line)
         except ValueError:
             raise unreadable(path, "extxyz", f"frame {frames} does not start with its atom count") from None
-        for row in range(atoms + 1):  # the comment line, then one line an atom
+        for row in range(atoms + 1):  # the comment line, then one line an atom: a symbol and three coordinates
             line = handle.readline()
             lines += 1
-            if not line or (row and not line.strip()):
-                raise unreadable(path, "extxyz", f"frame {frames} declares {atoms} atoms but holds {max(row - 1, 0)}")
+            if not line or (row and len(line.split(None, 4)) < 4):
+                shown = line.strip()[:40].decode(errors="replace")
+                other = f" (line {lines} is no atom's: {shown!r})" if shown else ""
+                raise unreadable(path, "extxyz", f"frame {frames} declares {atoms} atoms but holds {max(row - 1, 0)}"
+                                 + other)
         start = handle.tell()
         while handle.readline().lstrip().startswith(b"VEC"):
             start, lines = handle.tell(), lines + 1
