@@ -403,6 +403,13 @@ def test_a_file_structure_with_coincident_atoms_is_refused_naming_it(shared, tmp
     with pytest.raises(RunError, match=r"extxyz file .*clash\.xyz: structure 2 \(counting from 0 in the order of the "
                                        r"file\) has two atoms 0 Å apart, below 0\.1 Å.*remove that structure"):
         load_file(tmp_path / "clash.xyz", "extxyz", "kcal/mol", "Angstrom")
+    frames = ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=":20")
+    for frame in frames[3::2]:
+        frame.positions[5] = frame.positions[0]
+    ase.io.write(tmp_path / "clashes.xyz", frames, format="extxyz")
+    with pytest.raises(RunError, match=r"structure 3 .* below 0\.1 Å; so have 8 more \(5, 7, 9, 11, 13, \.\.\.\): "
+                                       r"coincident atoms .*; remove those structures from the file"):
+        load_file(tmp_path / "clashes.xyz", "extxyz", "kcal/mol", "Angstrom")
 
 
 def test_an_empty_extxyz_says_it_holds_no_structures(tmp_path):

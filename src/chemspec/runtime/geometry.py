@@ -98,9 +98,13 @@ def check_geometry(blocks: Sequence[Frames], path: Path, format: str, length_uni
     has coincident atoms or their typical distances are no molecule's."""
     if coincident := first_coincident(blocks):
         groups = ", groups sorted by name" if format in HDF5_FORMATS else ""
+        every = np.flatnonzero(np.concatenate([closest_distances(block.positions) for block in blocks]) < MIN_DISTANCE)
+        listed = ", ".join(map(str, every[1:6])) + (", ..." if every.size > 6 else "")
+        others = f"; so have {every.size - 1} more ({listed})" if every.size > 1 else ""
         raise RunError(f"{format} file {path}: structure {coincident[0]} (counting from 0 in the order of the file"
-                       f"{groups}) has two atoms {coincident[1]:.3g} Å apart, below {MIN_DISTANCE} Å: coincident "
-                       "atoms make every model's forces NaN; remove that structure from the file")
+                       f"{groups}) has two atoms {coincident[1]:.3g} Å apart, below {MIN_DISTANCE} Å{others}: "
+                       "coincident atoms make every model's forces NaN; remove "
+                       f"{'those structures' if others else 'that structure'} from the file")
     if (typical := typical_closest(blocks)) is not None and typical < SHORTEST_BOND:
         fix = (f"they are likely in Å: remove length from data.source.units (Å is the {format} default)"
                if length_unit == "bohr" else "check the file's positions and data.source.units")
