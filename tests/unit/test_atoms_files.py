@@ -311,6 +311,14 @@ def test_asedb_is_read_whatever_its_name_and_never_written(shared, tmp_path):
     with pytest.raises(RunError, match=r"asedb file .*empty\.db is empty; check data.source.file"):
         load_file(tmp_path / "empty.db", "asedb", "eV", "Angstrom")
     assert (tmp_path / "empty.db").read_bytes() == b""
+    with ase.db.connect(tmp_path / "e.json", type="json") as db:
+        db.write(ase.io.read(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", index=0))
+    with pytest.raises(RunError, match=r"no SQLite header: it is ASE's JSON form, and chemspec reads ASE databases in "
+                                       r"SQLite \(convert it with `ase db FILE\.json --insert-into FILE\.db`\)"):
+        load_file(tmp_path / "e.json", "asedb", "eV", "Angstrom")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(RunError, match=r"md17 file .*empty\.npz is empty; check data.source.file"):
+        load_file(tmp_path / "empty.npz", "md17", "kcal/mol", "Angstrom")
 
 
 def test_an_sqlite_file_without_ase_tables_is_named_as_such(tmp_path):

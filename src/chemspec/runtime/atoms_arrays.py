@@ -38,8 +38,11 @@ NPZ_FORCES = {keys[3] for keys in NPZ_KEYS.values()}
 def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """The arrays `keys` of an npz archive."""
     with open(path, "rb") as handle:
-        if handle.read(2) != b"PK":
-            raise unreadable(path, format, "no zip header: it is not an npz archive")
+        header = handle.read(2)
+    if not header:
+        raise RunError(f"{format} file {path} is empty; check data.source.file (copy or download it again)")
+    if header != b"PK":
+        raise unreadable(path, format, "no zip header: it is not an npz archive")
     with reading(path, format), np.load(path, allow_pickle=False) as archive:
         for key in keys:
             if key not in archive.files:

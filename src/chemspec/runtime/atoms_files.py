@@ -224,7 +224,10 @@ def _check_ase_sqlite(path: Path) -> None:
     if not header:
         raise RunError(f"asedb file {path} is empty; check data.source.file (copy or download it again)")
     if header != b"SQLite format 3\x00":
-        raise unreadable(path, "asedb", "no SQLite header: chemspec reads ASE databases in SQLite, not JSON")
+        json = header.lstrip().startswith(b"{")
+        raise unreadable(path, "asedb", "no SQLite header" + (
+            ": it is ASE's JSON form, and chemspec reads ASE databases in SQLite (convert it with `ase db FILE.json "
+            "--insert-into FILE.db`)" if json else ""))
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
