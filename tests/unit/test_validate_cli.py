@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import os
 
 import pytest
 import yaml
@@ -337,6 +338,15 @@ def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected
     spec.write_text(mutate("data.source", {"file": "mols.csv", "column": "smiles"}))
     result = cli("validate", str(spec))
     assert result.code == 2 and expected in result.err, result.err
+
+
+def test_a_data_path_that_is_a_device_or_pipe_is_not_called_missing(cli, tmp_path):
+    os.mkfifo(tmp_path / "mols.csv")
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("data.source", {"file": "mols.csv", "column": "smiles"}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and ("data.source.file: 'mols.csv' is not a regular file (a device, a pipe or a socket); "
+                                 "give the data file") in result.err, result.err
 
 
 @pytest.mark.parametrize("header", ["id,smiles", "smiles,logp"])

@@ -265,6 +265,9 @@ class Study(Spec):
         try:
             if path.is_dir():
                 yield f"data.source.file {source.file!r} is a directory; give the data file in it"
+            elif path.exists() and not path.is_file():
+                yield (f"data.source.file {source.file!r} is not a regular file (a device, a pipe or a socket); give "
+                       "the data file")
             elif not path.is_file():
                 home = ("; '~' is not expanded: write the path in full" if source.file.startswith("~") else "")
                 yield (f"data.source.file {source.file!r} does not exist (relative paths are read from the study "
