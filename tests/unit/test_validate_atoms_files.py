@@ -265,6 +265,21 @@ def test_an_energy_level_the_hdf5_file_lacks_is_blamed_on_energy_key(cli, shared
                      result.err), result.err
 
 
+def test_an_empty_hdf5_group_is_named_as_such_not_blamed_on_energy_key(shared, tmp_path):
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "ani.hdf5"
+    shutil.copy(shared / "ani" / "ani1x_n5.hdf5", path)
+    with h5py.File(path, "r+") as handle:
+        handle.create_group("C9H9")
+    with pytest.raises(RunError, match=r"ani1x file .*ani\.hdf5: group 'C9H9' is empty \(no datasets\); remove it "
+                                       r"from the file") as raised:
+        count_structures(path, "ani1x")
+    assert raised.value.field == "file"
+
+
 def test_an_empty_extxyz_file_is_refused_by_the_sizes_it_cannot_fill(cli, tmp_path):
     (tmp_path / "empty.xyz").write_text("")
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "empty.xyz", "format": "extxyz"},

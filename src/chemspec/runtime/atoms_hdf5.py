@@ -30,6 +30,9 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
     with reading(path, format), h5py.File(path, "r") as handle:
         for name in handle:
             group = isinstance(handle[name], h5py.Group)
+            if group and not len(handle[name]):
+                raise RunError(f"{format} file {path}: group {name!r} is empty (no datasets); remove it from the file, "
+                               "or check that the file was written whole")
             if not group or energy not in handle[name]:
                 raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
                                f"{sorted(handle[name]) if group else 'no datasets'}); check data.source.format and "
