@@ -79,7 +79,7 @@ def test_the_dry_run_script_is_what_submitit_submits(tmp_path, monkeypatch):
 def test_dry_run_prints_the_plan_with_the_studys_executor_defaults(tmp_path, cli, git_env):
     executor = {"kind": "slurm", "jobs": 2, "slurm": {"partition": "short", "account": "acme", "gpus_per_job": 1,
                                                        "time_min": 45}}
-    root = launch_project(tmp_path, executor=executor)
+    root = launch_project(tmp_path, executor=executor, **{"training.accelerator": "auto"})  # GPUs where there are
     assert cli("compile", "study.yaml", cwd=root).code == 0
     result = cli("launch", "--dry-run", cwd=root)
     assert result.code == 0, result.err

@@ -145,3 +145,13 @@ def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_pa
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     with pytest.raises(LaunchError, match=message):
         launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
+
+
+def test_gpus_asked_for_cells_that_run_on_the_cpu_are_refused_at_validate(tmp_path, cli):
+    executor = {"kind": "slurm", "slurm": {"gpus_per_job": 2}}
+    spec = write_spec(tmp_path / "study.yaml", tiny_study(executor=executor))  # tiny_study trains on the CPU
+    result = cli("validate", str(spec))
+    assert result.code == 2 and ("executor.slurm.gpus_per_job: 2 GPUs a job for cells that run on the CPU "
+                                 "(training.accelerator: cpu), which would hold them idle") in result.err, result.err
+    executor["slurm"]["gpus_per_job"] = 0
+    assert cli("validate", str(write_spec(tmp_path / "study.yaml", tiny_study(executor=executor)))).code == 0

@@ -69,8 +69,12 @@ class Study(Spec):
         return self
 
     def _gpu_problems(self) -> Iterator[str]:
-        """GPUs asked for twice: by executor.slurm.sbatch's gres and by gpus_per_job (or training.devices)."""
+        """GPUs asked for twice (executor.slurm.sbatch's gres beside gpus_per_job or training.devices), or for
+        cells that run on the CPU."""
         slurm = self.executor.slurm
+        if slurm.gpus_per_job and self.training.accelerator == "cpu":
+            yield (f"executor.slurm.gpus_per_job: {slurm.gpus_per_job} GPUs a job for cells that run on the CPU "
+                   "(training.accelerator: cpu), which would hold them idle; leave it out, or set training.accelerator")
         try:
             check_sbatch(slurm.sbatch, slurm.gpus(self.training), spec=slurm.sbatch.keys())
         except LaunchError as exc:
