@@ -340,6 +340,28 @@ def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected
     assert result.code == 2 and expected in result.err, result.err
 
 
+@pytest.mark.parametrize("content,expected", [
+    ("id\tsmiles\tact\n1\tCCO\t0.5\n", "data.source.file: 'mols.csv' starts with a header ('id\\tsmiles\\tact'), "
+     "which is read as a molecule without data.source.column: convert it to comma-separated (it looks "
+     "tab-separated) and set data.source.column: smiles"),
+    ("SMILES\nCCO\n", "starts with a header ('SMILES'), which is read as a molecule without data.source.column: set "
+     "data.source.column: SMILES"),
+    ("[C][C][O]\n[C][C][N]\n", "data.source.file: 'mols.csv' holds SELFIES ('[C][C][O]'); it must hold SMILES, which "
+     "chemspec encodes itself (data.representation picks what the model reads): decode them first"),
+], ids=["tsv", "header", "selfies"])
+def test_a_smiles_file_without_column_that_would_read_no_molecule_is_named_at_validate(cli, tmp_path, content,
+                                                                                        expected):
+    """Each passed validate, and the data stage then found no valid molecule and pointed at the column."""
+    (tmp_path / "mols.csv").write_text(content)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("data.source", {"file": "mols.csv"}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and expected in result.err, result.err
+    (tmp_path / "mols.csv").write_text("CCO ethanol\n[Na+].[Cl-] salt\n")  # .smi: a SMILES, then a name
+    err = cli("validate", str(spec)).err
+    assert "header" not in err and "SELFIES" not in err and "has 2; lower the sizes" in err, err
+
+
 def test_a_data_path_that_is_a_device_or_pipe_is_not_called_missing(cli, tmp_path):
     os.mkfifo(tmp_path / "mols.csv")
     spec = tmp_path / "study.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -34,6 +35,10 @@ COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
 """The first bytes of gzip, bzip2 and xz files."""
 
 
+SELFIES = re.compile(r"(\[[^\]\s]+\]){3,}")
+"""A SELFIES string: bracketed tokens only, which a SMILES of three atoms or more hardly ever is."""
+
+
 class SmilesFileSource(Spec):
     """A CSV (with a header) or TXT (one SMILES a line) file of molecules."""
 
@@ -59,6 +64,18 @@ class SmilesFileSource(Spec):
                                      "plain text: decompress it (gunzip, bunzip2 or unxz) and name the result") from None
                 raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
         header = next(csv.reader([first]), [])
+        fields = first.split()
+        if fields and SELFIES.fullmatch(fields[0]):
+            raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
+                             "which chemspec encodes itself (data.representation picks what the model reads): "
+                             "decode them first (selfies.decoder)")
+        named = [field for field in fields if "smiles" in field.lower()]
+        if not self.column and len(header) <= 1 and named:
+            table = (f"convert it to comma-separated (it looks {'tab' if chr(9) in first else 'space'}-separated) "
+                     "and " if len(fields) > 1 else "")
+            raise ValueError(f"data.source.file {self.file!r} starts with a header ({first.strip()[:60]!r}), which "
+                             f"is read as a molecule without data.source.column: {table}set data.source.column: "
+                             f"{named[0]}")
         if not self.column and len(header) > 1:
             raise ValueError(f"data.source.file {self.file!r} has commas in its first line ({first.strip()[:60]!r}), "
                              "which no SMILES holds: it reads as a CSV; set data.source.column to its SMILES column, "
