@@ -309,6 +309,27 @@ def test_a_root_inside_a_dvc_project_gets_the_remote_not_a_note_to_run_dvc_init(
     assert "nested is not a DVC project yet" in nested.err + nested.out, "a nested git repository is its own project"
 
 
+def test_a_study_compiled_twice_in_one_dvc_project_is_refused_the_second_time(cli, tmp_path, git_env):
+    """`cd sub && chemspec compile ../study.yaml` beside a compile at the top made `dvc repro` train it twice."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    (tmp_path / "sub").mkdir()
+    assert cli("compile", "../study.yaml", cwd=tmp_path / "sub").code == 0
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 2 and ("study 'tiny' is already compiled in this DVC project, at sub/params.yaml: a second "
+                                 "pipeline of it in . would be run by the same `dvc repro`") in result.err, result.err
+    assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / "params.yaml").exists()
+    (tmp_path / "sub" / "params.yaml").unlink()
+    (tmp_path / "sub" / "dvc.yaml").unlink()
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    result = cli("compile", "../study.yaml", cwd=tmp_path / "sub")
+    assert result.code == 2 and "already compiled in this DVC project, at ../params.yaml" in result.err, result.err
+    write_spec(tmp_path / "other.yaml", tiny_study(study="other"))
+    assert cli("compile", "../other.yaml", cwd=tmp_path / "sub").code == 0, "another study may live in a subfolder"
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0, "recompiling where it is compiled"
+
+
 def test_compile_keeps_a_default_remote_the_user_chose_and_says_where_push_goes(cli, tmp_path, git_env):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
