@@ -183,3 +183,21 @@ def test_dropping_a_model_size_refits_without_its_cells(tiny_project, tmp_path):
     assert sorted({c["model"] for c in cells}) == ["s", "xs"] and len(cells) == 6
     report = json.loads(sh("chemspec", "report", "--json", "--no-files", cwd=root))
     assert {c["model"] for c in report["cells"]} == {"s", "xs"} and report["stale"] is None
+
+
+def test_a_study_edited_and_not_compiled_is_named_by_report_and_diff(tiny_project, tmp_path):
+    """dvc repro finds nothing to do, since it runs the pipeline as compiled: report and diff said nothing."""
+    root = copy_project(tiny_project[0], tmp_path / "study")
+    write_spec(root / "study.yaml", tiny_study(**{"model.sizes.s.n_embd": 24}))
+    said = ("study.yaml compiles to other files now (dvc.yaml, params.yaml would differ: the study or chemspec changed "
+            "since the last compile); these results are of the study as last compiled: run `chemspec compile "
+            "study.yaml`, then `dvc repro`")
+    report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
+                            env=tool_env())
+    assert report.returncode == 0 and f"warning: {said}" in report.stderr, report.stderr
+    diff = subprocess.run(["chemspec", "diff"], cwd=root, capture_output=True, text=True, env=tool_env())
+    assert diff.returncode == 0 and f"note: WORKTREE: {said}" in diff.stderr, diff.stderr
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
+                            env=tool_env())
+    assert "compiles to other files now" not in report.stderr and "did not run as compiled" in report.stderr

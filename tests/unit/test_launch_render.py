@@ -213,14 +213,15 @@ def test_a_launch_after_the_study_was_edited_but_not_compiled_is_refused(tmp_pat
         result = cli("launch", *args, cwd=root)
         assert result.code == 2 and "Traceback" not in result.err, result.err
         assert ("study.yaml compiles to other files now (params.yaml would differ: the study or chemspec changed "
-                "since the last compile), and launch runs the pipeline as last compiled, executor section included; "
+                "since the last compile); launch runs the pipeline as last compiled, executor section included: "
                 "run `chemspec compile study.yaml` first" in result.err), result.err
     assert not (root / ".chemspec").exists() and not (root / "data").exists(), "nothing ran"
     (root / "study.yaml").write_text("study: [\n")
     result = cli("launch", "--dry-run", cwd=root)
     assert result.code == 2 and "study.yaml, which params.yaml was compiled from, does not validate now (the " \
-                                "study, its data or chemspec changed since); fix it and run `chemspec compile " \
-                                "study.yaml`" in result.err, result.err
+                                "study, its data or chemspec changed since); launch runs the pipeline as last " \
+                                "compiled, executor section included: run `chemspec compile study.yaml` first\n" \
+                                in result.err, result.err
     write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"partition": "long"}}))
     assert cli("compile", "study.yaml", cwd=root).code == 0
     result = cli("launch", "--dry-run", cwd=root)

@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shlex
 from pathlib import Path
 
-from chemspec.api.project import compile, load_cells
-from chemspec.compiler.render import GENERATED
-from chemspec.errors import SpecError, UsageError
-
-
-def compiled_from(params: Path) -> Path | None:
-    """The study file that params.yaml's first line says it was compiled from (relative to the project
-    root, where params.yaml is); None where the line names none, or a file that is not there."""
-    try:
-        with open(params, encoding="utf-8") as handle:
-            first = handle.readline()
-    except (OSError, UnicodeDecodeError):
-        return None
-    named = first.removeprefix(GENERATED).strip().partition("`")[0] if first.startswith(GENERATED) else ""
-    spec = params.parent / named
-    return spec if named and spec.is_file() else None
+from chemspec.api.compiled import changed_study
+from chemspec.api.project import load_cells
+from chemspec.errors import UsageError
 
 
 def _unchanged_since_compiled(params: Path) -> None:
     """Refuse a launch whose study file compiles to other files now: launch runs dvc.yaml and params.yaml,
     executor section included, as they were last compiled."""
-    spec = compiled_from(params)
-    if spec is None:
-        return
-    root = params.parent
-    again = shlex.join(["chemspec", "compile", os.path.relpath(spec)]
-                       + ([] if root.resolve() == Path.cwd().resolve() else ["--root", os.path.relpath(root)]))
-    try:
-        stale = compile(spec, root, check=True).stale
-    except SpecError as exc:
-        raise UsageError(f"{os.path.relpath(spec)}, which {params} was compiled from, does not validate now (the "
-                         f"study, its data or chemspec changed since); fix it and run `{again}`, then launch "
-                         f"again:\n{exc}") from None
-    if stale:
-        raise UsageError(f"{os.path.relpath(spec)} compiles to other files now ({', '.join(stale)} would differ: the "
-                         "study or chemspec changed since the last compile), and launch runs the pipeline as last "
-                         f"compiled, executor section included; run `{again}` first")
+    changed = changed_study(params)
+    if changed:
+        why, again, errors = changed
+        raise UsageError(f"{why}; launch runs the pipeline as last compiled, executor section included: run "
+                         f"`{again}` first{errors}")
 
 
 def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: int | None = None,

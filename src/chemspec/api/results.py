@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chemspec.api.archive import archived_object
+from chemspec.api.compiled import changed_study
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
@@ -90,7 +91,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     rows, fit = read_results(folder)
     selected = (read_checked(root / cells.select.out, "select", selected_problem)
                 if (root / cells.select.out).is_file() else None)
-    stale = stale_note(cells, root, params, rows, selected)
+    stale = _with_study_change(stale_note(cells, root, params, rows, selected), params)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
     calibration = None
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
@@ -132,6 +133,17 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
                        f"longer keeps for {'it' if len(off) == 1 else 'them'} ({named})")
     return (f"these results predate {params} as compiled now: {'; '.join(reasons)}; they are shown as they were "
             "computed. Run `dvc repro` to bring them up to date")
+
+
+def _with_study_change(stale: str | None, params: str | Path) -> str | None:
+    """`stale`, led by why the results are not those of the study file as it compiles now (edited and not
+    compiled again), where they are not."""
+    changed = changed_study(Path(params))
+    if changed is None:
+        return stale
+    why, again, errors = changed
+    note = f"{why}; these results are of the study as last compiled: run `{again}`, then `dvc repro`{errors}"
+    return note if stale is None else f"{note}\n{stale}"
 
 
 def _off_selection(cells: Cells, rows: list[dict], selected: dict | None) -> list[str]:
@@ -236,7 +248,7 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     stale = None
     if WORKTREE in (rev_a, rev_b) and result["study"] == compiled:
         try:
-            stale = stale_note(cells, Path(params).parent, params)
+            stale = _with_study_change(stale_note(cells, Path(params).parent, params), params)
         except ChemspecError as exc:  # a dvc.lock mid-merge: the comparison stands without the note
             stale = f"whether they predate {params} as compiled now is unknown: {exc}"
     return {**result, "stale": stale}
