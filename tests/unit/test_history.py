@@ -257,3 +257,17 @@ def test_a_changed_result_of_a_cell_trained_with_the_same_identity_is_flagged(cl
     archive_commit(repo, [{**cell(2.3), "hparams": {"learning_rate": 0.01}}], [], identities={"train@xs-100": "b" * 64})
     (rechosen,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"]
     assert "same_identity" not in rechosen, "its identity holds no hyperparameters: TPE chose others"
+
+
+def test_a_section_or_size_one_side_lacks_is_one_spec_change_not_one_per_default():
+    """Adding `generation` listed each of its defaults as `null -> value`, and a new size each of its fields."""
+    from chemspec.archive.history import spec_changes
+
+    before = {"study": "s", "generation": None, "model": {"sizes": {"xs": {"n_embd": 16, "n_layer": 1}}},
+              "executor": {"kind": "local"}}
+    after = {"study": "s", "generation": {"samples": 50, "top_k": 0},
+             "model": {"sizes": {"xs": {"n_embd": 24, "n_layer": 1}, "s": {"n_embd": 32, "n_layer": 1}}}}
+    assert spec_changes(before, after) == [
+        {"field": "generation", "before": None, "after": {"samples": 50, "top_k": 0}},
+        {"field": "model.sizes.s", "before": None, "after": {"n_embd": 32, "n_layer": 1}},
+        {"field": "model.sizes.xs.n_embd", "before": 16, "after": 24}]

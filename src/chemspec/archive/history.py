@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,21 +136,18 @@ class Snapshot:
         return digest, self.json(digest)
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
 def spec_changes(a: dict, b: dict) -> list[dict]:
     """The fields that differ between two archived specs, less the executor section (bookkeeping), which
-    runs archived before 2026-12-05 stored."""
-    fa, fb = (_flatten({key: value for key, value in spec.items() if key != "executor"}) for spec in (a, b))
-    return [{"field": k, "before": fa.get(k), "after": fb.get(k)}
-            for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+    runs archived before 2026-12-05 stored; a section or size that only one side has is one change, whole."""
+    return list(_changes(*({key: value for key, value in spec.items() if key != "executor"} for spec in (a, b))))
+
+
+def _changes(a: Any, b: Any, field: str = "") -> Iterator[dict]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _changes(a.get(key), b.get(key), f"{field}.{key}" if field else key)
+    elif a != b:
+        yield {"field": field, "before": a, "after": b}
 
 
 # Fitted parameters per law, for fit rows written before they recorded their residual degrees of freedom.
