@@ -175,7 +175,7 @@ def test_a_diff_gives_why_an_exponent_is_none_and_spec_values_as_yaml_writes_the
                                                    "status": "cannot fit", "reason": reason}])
     out = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
     assert f"exponent data/xs (power): 0.2 [0.07294, 0.3271] -> none (untested at 95%; after: {reason})" in out, out
-    assert 'spec archive.remote: "default" -> null' in out, out
+    assert 'spec archive: {"remote": "default"} -> null' in out, out
 
 
 def test_a_diff_with_the_working_tree_says_where_its_results_predate_the_compiled_study(cli, tmp_path, git_env):
