@@ -10,7 +10,7 @@ import shlex
 import click
 
 from chemspec import api
-from chemspec.words import number
+from chemspec.words import count, number
 
 
 def _fmt(value: float | None, missing: str = "-") -> str:
@@ -81,6 +81,12 @@ def _echo_generation(cells: list[dict]) -> None:
     for c in sampled:
         click.echo(f"{c['model']:<10} {c['data_size']:>9,} "
                    + " ".join(f"{_fmt(c['generation'][k]):>9}" for k in columns))
+    unscored = [c for c in sampled if c["generation"]["fcd"] is None]
+    if unscored:
+        click.echo(f"FCD -: {count(len(unscored), 'cell')} not scored, as a rule for sampling fewer valid molecules "
+                   f"than the {unscored[0]['generation'].get('fcd_molecules')} every cell's FCD is scored on "
+                   "(generation.fcd_molecules); left out of the FCD fit (each sample cell's generation.json, "
+                   "notes.fcd, says why)")
 
 
 def _echo_fits(fits: list[dict], confidence: float) -> None:

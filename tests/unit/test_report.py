@@ -185,6 +185,20 @@ def test_samples_are_described_by_the_study_representation(cli, tmp_path, repres
     assert "<th>non-embedding parameters</th><th>training molecules</th>" in page
 
 
+def test_an_fcd_left_unscored_is_explained_under_the_table(cli, tmp_path):
+    """Every FCD showed '-' with no reason anywhere in the printed report."""
+    results = fitted(cli, tmp_path, tiny_study())
+    cells = json.loads((results / "fit" / "cells.json").read_text())
+    entry = {**{k: 0.5 for k in COLUMNS}, "fcd_molecules": 45}
+    io.write_json(results / "fit" / "cells.json", [{**c, "generation": {**entry, "fcd": None if i < 2 else 3.0}}
+                                                   for i, c in enumerate(cells)])
+    out = cli("report", "--no-files", cwd=tmp_path).out
+    assert ("FCD -: 2 cells not scored, as a rule for sampling fewer valid molecules than the 45 every cell's FCD "
+            "is scored on (generation.fcd_molecules)") in out, out
+    io.write_json(results / "fit" / "cells.json", [{**c, "generation": {**entry, "fcd": 3.0}} for c in cells])
+    assert "FCD -" not in cli("report", "--no-files", cwd=tmp_path).out
+
+
 @pytest.mark.parametrize("energy,shown", [(7.5, "7.5"), (17950.3, "17,950")], ids=["small", "large"])
 def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors(cli, tmp_path, energy, shown):
     """A large error reads as a whole number with separators, not 1.795e+04 beside 1264."""
