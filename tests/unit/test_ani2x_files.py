@@ -134,3 +134,25 @@ def test_validate_names_a_missing_energy_dataset_as_the_data_stage_does(shared):
     with pytest.raises(RunError, match=r"ani2x file .*ani1x_n5\.hdf5: group 'C1H4N4O4' has no 'energies' \(it has "
                                        r"\[.*\]\); check data.source.format and data.source.energy_key"):
         count_structures(shared / "ani" / "ani1x_n5.hdf5", "ani2x")
+
+
+def test_validate_refuses_what_the_data_stage_would_from_the_datasets_names_and_shapes(shared, tmp_path):
+    """validate counted energies alone: species indices, a forces dataset of the wrong shape, or an ANI-1x
+    level without forces passed it and compile, and stopped the data stage."""
+    from chemspec.runtime.atoms_files import check_sample
+
+    good = {"species": np.array([[8, 1, 1]]), "coordinates": np.zeros((1, 3, 3)), "energies": np.array([-76.4]),
+            "forces": np.zeros((1, 3, 3))}
+    for name, arrays, said in (
+            ("indices.h5", {**good, "species": np.array([[3, 0, 0]])}, r"frame 0, atom 1 has species 0"),
+            ("forces.h5", {**good, "forces": np.zeros((1, 2, 3))}, r"'forces' has shape \(1, 2, 3\), expected")):
+        write_torchani(tmp_path / name, {"003": arrays})
+        assert count_structures(tmp_path / name, "ani2x") == 1
+        with pytest.raises(RunError, match=said):
+            check_sample(tmp_path / name, "ani2x")
+    check_sample(shared / "ani" / "ani2x_minimal.hdf5", "ani2x")
+    with pytest.raises(RunError, match=r"has no forces at the level of data.source.energy_key 'ccsd\(t\)_cbs.energy'") \
+            as raised:
+        check_sample(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "ccsd(t)_cbs.energy")
+    assert raised.value.field == "energy_key"
+    check_sample(shared / "ani" / "ani1x_n5.hdf5", "ani1x", "ccsd(t)_cbs.energy", "wb97x_dz.forces")

@@ -24,10 +24,10 @@ from chemspec.specs.data import SmilesFileSource
 
 def validate(spec: str | Path) -> Study:
     """Load a study and check it against its data, as `compile` does: that a SMILES file holds the molecules
-    and an atoms file the structures the sizes need, counted without parsing them (from an npz's energies, an
-    HDF5 file's datasets or a database's rows in milliseconds; an extxyz file is scanned line by line, about a
-    second per 100 MB), and that an atoms file passes the loader's checks where they are quick: every array
-    of an npz, the first frame of an extxyz file or ASE database."""
+    and an atoms file the structures the sizes need, counted without parsing them (from an npz's arrays, an
+    HDF5 file's energies or a database's rows; an extxyz file is scanned line by line, about a second per
+    100 MB), and that an atoms file passes the loader's checks where they are quick: every array of an npz,
+    every HDF5 group's datasets by name and shape, the first frame of an extxyz file or ASE database."""
     return load_study(spec, count_structures=_structures)
 
 

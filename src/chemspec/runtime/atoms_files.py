@@ -92,11 +92,15 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
 
 def check_sample(path: Path, format: str, energy_key: str = "energy", forces_key: str = "forces") -> None:
     """The loader's checks on what is quick to read and count_structures leaves, so that validate refuses what
-    the data stage would: the first frame of an extended XYZ file and the first row of an ASE database
-    (energy and forces under their keys, no periodic cell). count_structures checks every array of an npz
-    and opens the datasets of an HDF5 file."""
+    the data stage would: the first frame of an extended XYZ file, the first row of an ASE database (energy
+    and forces under their keys, no periodic cell), the datasets of every HDF5 group by name and shape.
+    count_structures checks every array of an npz."""
     path = Path(path)
-    if format == "extxyz":
+    if format in HDF5_FORMATS:
+        from chemspec.runtime.atoms_hdf5 import check_hdf5
+
+        check_hdf5(path, format, energy_key, forces_key)
+    elif format == "extxyz":
         import ase.io
 
         with reading(path, format):  # a slice that stops: index=0 makes ASE index every frame (gzip: seek by seek)

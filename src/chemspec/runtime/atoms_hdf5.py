@@ -50,20 +50,24 @@ def read_ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     blocks = []
     with reading(path, "ani1x"), h5py.File(path, "r") as handle:
         for name in sorted(handle):
-            group = handle[name]
-            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
-            if missing == [ani_forces_key(energy)]:
-                levels = sorted(key.removesuffix(".forces") for key in group if key.endswith(".forces"))
-                raise RunError(f"ani1x file {path}: group {name!r} has no forces at the level of "
-                               f"data.source.energy_key {energy!r} (no {missing[0]!r}); training pairs energies with "
-                               "forces of one level, so choose an energy_key of a level with forces "
-                               f"({', '.join(levels) or 'none here'}), or name other forces in data.source.forces_key "
-                               "if you mean to mix levels")
-            if missing:
-                raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file "
-                               f"has one group per formula with {', '.join(keys)}")
-            blocks.append(checked_block(path, "ani1x", f" group {name!r}", keys, *(group[k][()] for k in keys)))
+            _ani1x_keys(path, name, handle[name], keys, energy)
+            blocks.append(checked_block(path, "ani1x", f" group {name!r}", keys, *(handle[name][k][()] for k in keys)))
     return blocks
+
+
+def _ani1x_keys(path: Path, name: str, group, keys: tuple[str, ...], energy: str) -> None:
+    import h5py
+
+    missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+    if missing == [ani_forces_key(energy)]:
+        levels = sorted(key.removesuffix(".forces") for key in group if key.endswith(".forces"))
+        raise RunError(f"ani1x file {path}: group {name!r} has no forces at the level of data.source.energy_key "
+                       f"{energy!r} (no {missing[0]!r}); training pairs energies with forces of one level, so choose "
+                       f"an energy_key of a level with forces ({', '.join(levels) or 'none here'}), or name other "
+                       "forces in data.source.forces_key if you mean to mix levels", field="energy_key")
+    if missing:
+        raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file has one group "
+                       f"per formula with {', '.join(keys)}")
 
 
 def read_ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
@@ -77,38 +81,64 @@ def read_ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
     with reading(path, "ani2x"), h5py.File(path, "r") as handle:
         for name in sorted(handle):
             group, where = handle[name], f" group {name!r}"
-            missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
-            if missing:
-                found = sorted(group) if isinstance(group, h5py.Group) else "no datasets"
-                raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani "
-                               f"file has one group per atom count with {', '.join(keys)}; check data.source.format "
-                               "and data.source.energy_key/forces_key")
-            species, positions, energy, forces = (group[k][()] for k in keys)
-            if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
-                raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape "
-                               f"(frames, atoms), got {species.shape} {species.dtype}; write atomic numbers "
-                               "(1 to 118, -1 for padding), not element symbols")
+            species = _ani2x_species(path, name, group, keys)
             n, width = species.shape
             if n == 0:
                 continue
-            if (bad := np.flatnonzero(((species < 1) | (species > 118)) & (species != -1))).size:
-                frame, atom = divmod(int(bad[0]), width)
-                raise RunError(f"ani2x file {path}{where}: frame {frame}, atom {atom} has species "
-                               f"{species[frame, atom]}, not an atomic number (1 to 118) or -1 for padding; a file "
-                               "of torchani's species indices (H 0, C 1, N 2, O 3, ...) must be converted to atomic "
-                               "numbers first")
+            positions, energy, forces = (group[k][()] for k in keys[1:])
             if energy.shape == (n, 1):
                 energy = energy[:, 0]
-            for key, value, shape in zip(keys[1:], (positions, energy, forces), ((n, width, 3), (n,), (n, width, 3))):
-                if value.shape != shape:
-                    raise RunError(f"ani2x file {path}{where}: {key!r} has shape {value.shape}, expected {shape} as "
-                                   f"'species' is {species.shape}")
             starts = np.flatnonzero(np.r_[True, (species[1:] != species[:-1]).any(axis=1)])
             for start, stop in zip(starts, np.r_[starts[1:], n]):
                 atoms = species[start] != -1
                 blocks.append(checked_block(path, "ani2x", where, keys, species[start][atoms],
                                      positions[start:stop][:, atoms], energy[start:stop], forces[start:stop][:, atoms]))
     return blocks
+
+
+def _ani2x_species(path: Path, name: str, group, keys: tuple[str, ...]) -> np.ndarray:
+    """A torchani group's species, checked with the shapes of its other datasets (their metadata alone)."""
+    import h5py
+
+    where = f" group {name!r}"
+    missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
+    if missing:
+        found = sorted(group) if isinstance(group, h5py.Group) else "no datasets"
+        raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani file has "
+                       f"one group per atom count with {', '.join(keys)}; check data.source.format and "
+                       "data.source.energy_key/forces_key")
+    species = group[keys[0]][()]
+    if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
+        raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape (frames, atoms), "
+                       f"got {species.shape} {species.dtype}; write atomic numbers (1 to 118, -1 for padding), not "
+                       "element symbols")
+    n, width = species.shape
+    if (bad := np.flatnonzero(((species < 1) | (species > 118)) & (species != -1))).size:
+        frame, atom = divmod(int(bad[0]), width)
+        raise RunError(f"ani2x file {path}{where}: frame {frame}, atom {atom} has species {species[frame, atom]}, not "
+                       "an atomic number (1 to 118) or -1 for padding; a file of torchani's species indices (H 0, C 1, "
+                       "N 2, O 3, ...) must be converted to atomic numbers first")
+    for key, shape in zip(keys[1:], ((n, width, 3), (n,), (n, width, 3))):
+        found = group[key].shape
+        if found != shape and not (key == keys[2] and found == (n, 1)):
+            raise RunError(f"ani2x file {path}{where}: {key!r} has shape {found}, expected {shape} as 'species' is "
+                           f"{species.shape}")
+    return species
+
+
+def check_hdf5(path: Path, format: str, energy_key: str, forces_key: str) -> None:
+    """The reader's checks of every group's datasets that need no more than their names and shapes (and
+    ANI-2x's species): what count_hdf5, reading energies alone, leaves to the data stage."""
+    import h5py
+
+    energy = energy_dataset(format, energy_key)
+    with reading(path, format), h5py.File(path, "r") as handle:
+        for name in sorted(handle):
+            if format == "ani1x":
+                forces = ani_forces_key(energy) if forces_key == "forces" else forces_key
+                _ani1x_keys(path, name, handle[name], ("atomic_numbers", "coordinates", energy, forces), energy)
+            else:
+                _ani2x_species(path, name, handle[name], ("species", "coordinates", energy, forces_key))
 
 
 READERS = {"ani1x": read_ani1x, "ani2x": read_ani2x}
