@@ -346,9 +346,11 @@ def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected
      "tab-separated) and set data.source.column: smiles"),
     ("SMILES\nCCO\n", "starts with a header ('SMILES'), which is read as a molecule without data.source.column: set "
      "data.source.column: SMILES"),
-    ("[C][C][O]\n[C][C][N]\n", "data.source.file: 'mols.csv' holds SELFIES ('[C][C][O]'); it must hold SMILES, which "
-     "chemspec encodes itself (data.representation picks what the model reads): decode them first"),
-], ids=["tsv", "header", "selfies"])
+    ("[C][C][Branch1][C][O]\n[C][C][N]\n", "data.source.file: 'mols.csv' holds SELFIES ('[C][C][Branch1][C][O]'); it "
+     "must hold SMILES, which chemspec encodes itself (data.representation picks what the model reads): decode them"),
+    ("id;smiles\n1;CCO\n", "starts with a header ('id;smiles'), which is read as a molecule without "
+     "data.source.column: convert it to comma-separated and set data.source.column to its SMILES column"),
+], ids=["tsv", "header", "selfies", "semicolons"])
 def test_a_smiles_file_without_column_that_would_read_no_molecule_is_named_at_validate(cli, tmp_path, content,
                                                                                         expected):
     """Each passed validate, and the data stage then found no valid molecule and pointed at the column."""
@@ -357,9 +359,10 @@ def test_a_smiles_file_without_column_that_would_read_no_molecule_is_named_at_va
     spec.write_text(mutate("data.source", {"file": "mols.csv"}))
     result = cli("validate", str(spec))
     assert result.code == 2 and expected in result.err, result.err
-    (tmp_path / "mols.csv").write_text("CCO ethanol\n[Na+].[Cl-] salt\n")  # .smi: a SMILES, then a name
-    err = cli("validate", str(spec)).err
-    assert "header" not in err and "SELFIES" not in err and "has 2; lower the sizes" in err, err
+    for first in ("CCO smiles_0001", "[CH3][CH2][OH]", "[2H][CH2][2H] deuterated", "[Na+].[Cl-] salt"):
+        (tmp_path / "mols.csv").write_text(f"{first}\nCCN amine\n")  # SMILES that RDKit reads, a name after
+        err = cli("validate", str(spec)).err
+        assert "header" not in err and "SELFIES" not in err and "has 2; lower the sizes" in err, err
 
 
 def test_a_data_path_that_is_a_device_or_pipe_is_not_called_missing(cli, tmp_path):

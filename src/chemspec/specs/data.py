@@ -35,8 +35,8 @@ COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
 """The first bytes of gzip, bzip2 and xz files."""
 
 
-SELFIES = re.compile(r"(\[[^\]\s]+\]){3,}")
-"""A SELFIES string: bracketed tokens only, which a SMILES of three atoms or more hardly ever is."""
+SELFIES = re.compile(r"(\[[^\]\s]+\])+")
+"""A SELFIES string: bracketed tokens only (checked where RDKit reads no SMILES in it)."""
 
 
 class SmilesFileSource(Spec):
@@ -48,6 +48,29 @@ class SmilesFileSource(Spec):
     """CSV column holding SMILES; none means a plain text file with one SMILES a line and no header."""
     max_molecules: PositiveInt | None = None
     """Read N rows drawn by the study's seed from the whole file, as for a package; none reads all."""
+
+    def _first_line_is_a_molecule(self, first: str) -> None:
+        """Refuse a file read without `column` whose first line's SMILES (its first field; a name may follow)
+        is none RDKit reads, and is a header or SELFIES, each of which the data stage would read as molecules
+        and find none valid."""
+        from rdkit import Chem, RDLogger
+
+        fields = first.split()
+        RDLogger.DisableLog("rdApp.*")
+        if Chem.MolFromSmiles(fields[0]) is not None:
+            return
+        if SELFIES.fullmatch(fields[0]):
+            raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
+                             "which chemspec encodes itself (data.representation picks what the model reads): "
+                             "decode them first (selfies.decoder)")
+        named = [field for field in fields if "smiles" in field.lower()]
+        if named:
+            fix = ("convert it to comma-separated and set data.source.column to its SMILES column"
+                   if not re.fullmatch(r"\w+", named[0]) else
+                   f"convert it to comma-separated (it looks {'tab' if chr(9) in first else 'space'}-separated) and set "
+                   f"data.source.column: {named[0]}" if len(fields) > 1 else f"set data.source.column: {named[0]}")
+            raise ValueError(f"data.source.file {self.file!r} starts with a header ({first.strip()[:60]!r}), which "
+                             f"is read as a molecule without data.source.column: {fix}")
 
     def rows(self, path: Path) -> int:
         """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules;
@@ -64,18 +87,8 @@ class SmilesFileSource(Spec):
                                      "plain text: decompress it (gunzip, bunzip2 or unxz) and name the result") from None
                 raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
         header = next(csv.reader([first]), [])
-        fields = first.split()
-        if fields and SELFIES.fullmatch(fields[0]):
-            raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
-                             "which chemspec encodes itself (data.representation picks what the model reads): "
-                             "decode them first (selfies.decoder)")
-        named = [field for field in fields if "smiles" in field.lower()]
-        if not self.column and len(header) <= 1 and named:
-            table = (f"convert it to comma-separated (it looks {'tab' if chr(9) in first else 'space'}-separated) "
-                     "and " if len(fields) > 1 else "")
-            raise ValueError(f"data.source.file {self.file!r} starts with a header ({first.strip()[:60]!r}), which "
-                             f"is read as a molecule without data.source.column: {table}set data.source.column: "
-                             f"{named[0]}")
+        if not self.column and len(header) <= 1 and first.split():
+            self._first_line_is_a_molecule(first)
         if not self.column and len(header) > 1:
             raise ValueError(f"data.source.file {self.file!r} has commas in its first line ({first.strip()[:60]!r}), "
                              "which no SMILES holds: it reads as a CSV; set data.source.column to its SMILES column, "
