@@ -317,17 +317,24 @@ def test_a_study_compiled_twice_in_one_dvc_project_is_refused_the_second_time(cl
     (tmp_path / "sub").mkdir()
     assert cli("compile", "../study.yaml", cwd=tmp_path / "sub").code == 0
     result = cli("compile", "study.yaml", cwd=tmp_path)
-    assert result.code == 2 and ("study 'tiny' is already compiled in this DVC project, at sub/params.yaml: a second "
-                                 "pipeline of it in . would be run by the same `dvc repro`") in result.err, result.err
+    assert result.code == 2 and ("study 'tiny' is already compiled in this DVC project, in sub: a second pipeline of "
+                                 "it in this folder would be run by the same `dvc repro` and train it twice; compile "
+                                 "it there (`chemspec compile study.yaml --root sub`)") in result.err, result.err
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / "params.yaml").exists()
-    (tmp_path / "sub" / "params.yaml").unlink()
-    (tmp_path / "sub" / "dvc.yaml").unlink()
+    assert cli("compile", "--check", "study.yaml", cwd=tmp_path).code == 1, "--check reports, it does not refuse"
+    (tmp_path / "sub" / "dvc.yaml").unlink()  # a params.yaml left alone (a copy) runs nothing
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     result = cli("compile", "../study.yaml", cwd=tmp_path / "sub")
-    assert result.code == 2 and "already compiled in this DVC project, at ../params.yaml" in result.err, result.err
+    assert result.code == 2 and "already compiled in this DVC project, in ..: " in result.err, result.err
     write_spec(tmp_path / "other.yaml", tiny_study(study="other"))
     assert cli("compile", "../other.yaml", cwd=tmp_path / "sub").code == 0, "another study may live in a subfolder"
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0, "recompiling where it is compiled"
+    nested = tmp_path / "mine"  # a project of its own inside this one, as README's step-by-step makes
+    nested.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=nested, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=nested, check=True)
+    assert cli("compile", "../study.yaml", cwd=nested).code == 0
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0, "dvc repro at the top runs none of its stages"
 
 
 def test_compile_keeps_a_default_remote_the_user_chose_and_says_where_push_goes(cli, tmp_path, git_env):

@@ -1,5 +1,6 @@
-"""Whether a compiled project is still its study file's: the file params.yaml's first line names, compiled
-again in memory as `chemspec compile --check` does."""
+"""Whether a compiled project is still its study file's (the file params.yaml's first line names, compiled
+again in memory as `chemspec compile --check` does), and whether its DVC project has the study compiled in
+another folder."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import os
 import shlex
 from pathlib import Path
 
+import yaml
+
 from chemspec.api.project import compile
-from chemspec.compiler.render import GENERATED
-from chemspec.errors import SpecError
+from chemspec.compiler.render import GENERATED, PARAMS
+from chemspec.errors import SpecError, UsageError
 
 
 def compiled_from(params: Path) -> Path | None:
@@ -44,3 +47,49 @@ def changed_study(params: Path) -> tuple[str, str, str] | None:
         return None
     return (f"{os.path.relpath(spec)} compiles to other files now ({', '.join(stale)} would differ: the study or "
             "chemspec changed since the last compile)"), again, ""
+
+
+def compiled_elsewhere(spec: Path, study: str, root: Path) -> None:
+    """Refuse to compile `study` into `root` where the DVC project around it has the study compiled in another
+    folder (a dvc.yaml and params.yaml that compile wrote), above it or up to three levels below the project's
+    top, not inside a nested project: `dvc repro` would run both pipelines, training the study twice."""
+    from chemspec.archive.remote import project_root
+
+    top = project_root(root if root.exists() else root.parent)
+    if top is None:
+        return
+    here, top = root.resolve(), top.resolve()
+    folders = [folder for folder in (here, *here.parents) if folder.is_relative_to(top)]
+    for folder, subfolders, _ in os.walk(top):  # links to folders are not followed
+        inside = len(Path(folder).relative_to(top).parts) < 3
+        subfolders[:] = [name for name in subfolders if inside and not name.startswith(".")
+                         and not any(Path(folder, name, own).exists() for own in (".dvc", ".git"))]
+        folders.append(Path(folder))
+    for folder in dict.fromkeys(folders):
+        if folder != here and _compiled_study(folder) == study:
+            where = os.path.relpath(folder)
+            raise UsageError(f"study {study!r} is already compiled in this DVC project, in {where}: a second pipeline "
+                             f"of it in {'this folder' if here == Path.cwd().resolve() else os.path.relpath(here)} "
+                             "would be run by the same `dvc repro` and train it twice; compile it there (`"
+                             f"{shlex.join(['chemspec', 'compile', os.path.relpath(spec), '--root', where])}`), "
+                             f"remove {os.path.join(where, 'dvc.yaml')} and {PARAMS} there first, or give this study "
+                             "another name")
+
+
+def _compiled_study(folder: Path) -> str | None:
+    """The study that `folder`'s dvc.yaml and params.yaml, both written by compile, compile."""
+    try:
+        with open(folder / "dvc.yaml", encoding="utf-8") as handle:
+            if not handle.readline().startswith(GENERATED):
+                return None
+        with open(folder / PARAMS, encoding="utf-8") as handle:
+            if not handle.readline().startswith(GENERATED):
+                return None
+            line = next((line for line in handle if line.strip().startswith("study:")), "")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        value = yaml.safe_load(line.split(":", 1)[1]) if line else None
+    except yaml.YAMLError:
+        return None
+    return str(value) if value is not None else None

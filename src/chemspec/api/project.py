@@ -89,38 +89,6 @@ def _with_project_paths(study: Study, spec: Path, root: Path) -> tuple[Study, st
     return study.model_copy(update={"data": data}), located
 
 
-def _compiled_elsewhere(study: str, root: Path) -> None:
-    """Refuse to compile `study` into `root` where the DVC project around it has it compiled in another
-    folder (above, or up to three levels below the project's top): `dvc repro` would run both pipelines,
-    training the study twice."""
-    from chemspec.archive.remote import project_root
-
-    top = project_root(root if root.exists() else root.parent)
-    if top is None:
-        return
-    here = root.resolve()
-    found = [folder / PARAMS for folder in (here, *here.parents) if folder.is_relative_to(top.resolve())]
-    found += [path for depth in range(1, 4) for path in top.glob("/".join(["*"] * depth) + f"/{PARAMS}")]
-    for path in found:
-        if path.parent.resolve() != here and path.is_file() and _compiled_study(path) == study:
-            raise UsageError(f"study {study!r} is already compiled in this DVC project, at {os.path.relpath(path)}: "
-                             f"a second pipeline of it in {os.path.relpath(here)} would be run by the same `dvc repro` "
-                             "and train it twice; compile it there (--root), remove that folder's dvc.yaml and "
-                             "params.yaml first, or give this study another name")
-
-
-def _compiled_study(params: Path) -> str | None:
-    """The study a generated params.yaml compiles (its first `study:` line), without parsing it whole."""
-    try:
-        with open(params, encoding="utf-8") as handle:
-            if not handle.readline().startswith(GENERATED):
-                return None
-            named = next((line.split(":", 1)[1].strip() for line in handle if line.strip().startswith("study:")), None)
-    except (OSError, UnicodeDecodeError):
-        return None
-    return named
-
-
 def _blocked(root: Path, name: str) -> bool:
     """Whether `name` cannot be written under `root`: it is a folder, or a folder on its path is a file."""
     path = root / name
@@ -159,7 +127,10 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False) -> Co
                          "create the project there first "
                          f"(`mkdir -p {shlex.quote(str(root))} && cd {shlex.quote(str(root))} && git init && dvc init`) "
                          "or give an existing one")
-    _compiled_elsewhere(study.study, root)
+    if not check:
+        from chemspec.api.compiled import compiled_elsewhere
+
+        compiled_elsewhere(spec, study.study, root)
     study, source_file = _with_project_paths(study, spec, root)
     files = compile_study(study, _project_path(spec, root), source_file)
     result = CompileResult(study=study.study, files=files)
