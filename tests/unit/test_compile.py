@@ -693,3 +693,22 @@ def test_compile_without_dvc_installed_writes_the_pipeline_and_says_no_remote_wa
     assert (tmp_path / "dvc.yaml").is_file() and (tmp_path / "params.yaml").is_file()
     assert result.notes == ["dvc is not installed here, so no DVC remote was set up; install chemspec's "
                             "dependencies where you run `dvc repro`"]
+
+
+def test_whether_a_study_changed_since_compile_is_judged_without_its_data_file_for_reports(cli, tmp_path):
+    """A clone before `dvc pull`, or a data file on another machine: the results are the study's as compiled."""
+    from chemspec.api.compiled import changed_study
+
+    (tmp_path / "mols.txt").write_text("CCO\nc1ccccc1\nCC(=O)O\n")
+    write_spec(tmp_path / "s.yaml", _file_study(tmp_path, "mols.txt"))
+    assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
+    (tmp_path / "mols.txt").unlink()
+    assert changed_study(tmp_path / "params.yaml", data=False) is None
+    why, again, errors = changed_study(tmp_path / "params.yaml")
+    assert "does not validate now" in why and "'mols.txt' does not exist" in errors
+    edited = _file_study(tmp_path, "mols.txt")
+    edited["training"]["max_epochs"] = 3
+    write_spec(tmp_path / "s.yaml", edited)
+    why, again, _ = changed_study(tmp_path / "params.yaml", data=False)
+    assert why.endswith("compiles to other files now (dvc.yaml, params.yaml would differ: the study or chemspec "
+                        "changed since the last compile)") and again == "chemspec compile s.yaml"

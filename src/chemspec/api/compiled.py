@@ -28,10 +28,11 @@ def compiled_from(params: Path) -> Path | None:
     return spec if named and spec.is_file() else None
 
 
-def changed_study(params: Path) -> tuple[str, str, str] | None:
+def changed_study(params: Path, data: bool = True) -> tuple[str, str, str] | None:
     """(why the project is not its study file's as compiled now, the compile command that makes it so, the
     validation errors where it does not validate); None where it is, or where params.yaml names no study
-    file that is there."""
+    file that is there. Without `data`, the study is not validated against its data file (which a clone may
+    lack until `dvc pull`, and which may be large)."""
     spec = compiled_from(params)
     if spec is None:
         return None
@@ -39,7 +40,7 @@ def changed_study(params: Path) -> tuple[str, str, str] | None:
     again = shlex.join(["chemspec", "compile", os.path.relpath(spec)]
                        + ([] if root.resolve() == Path.cwd().resolve() else ["--root", os.path.relpath(root)]))
     try:
-        stale = compile(spec, root, check=True).stale
+        stale = compile(spec, root, check=True, data=data).stale
     except SpecError as exc:
         return (f"{os.path.relpath(spec)}, which {params} was compiled from, does not validate now (the study, its "
                 "data or chemspec changed since)"), again, f"\n{exc}"

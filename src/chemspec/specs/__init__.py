@@ -279,11 +279,12 @@ def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | N
         raise SpecError(_issues(exc, file, positions)) from None
 
 
-def load_study(path: str | Path, count_structures: CountStructures | None = None) -> Study:
-    """Load and validate a study file (`count_structures` as in parse_study)."""
+def load_study(path: str | Path, count_structures: CountStructures | None = None, data: bool = True) -> Study:
+    """Load and validate a study file (`count_structures` as in parse_study); without `data`, its data file is
+    not looked at."""
     path = Path(path)
     raw, positions = load_yaml(path)
-    return parse_study(raw, str(path), positions, path.parent, count_structures)
+    return parse_study(raw, str(path), positions, path.parent if data else None, count_structures)
 
 
 def json_schema() -> dict:
