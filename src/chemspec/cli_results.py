@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import click
 
@@ -250,8 +249,8 @@ def pull(target: str, to: str | None, study: str | None) -> None:
         _notes([f"{result['unchecked']} checkpoints were archived before chemspec recorded their hashes, so "
                 "they are as the remote returned them, unchecked"])
     if result["tracked"]:
-        _notes([f"{result['to']} holds model checkpoints, and git does not ignore it: before `git add -A`, `echo '*' "
-                f"> {shlex.quote(str(Path(result['to']) / '.gitignore'))}` (or add the folder to .gitignore)"])
+        _notes([f"{result['to']} holds model checkpoints, and git does not ignore it: add it to .gitignore (`echo "
+                f"{shlex.quote(result['to'].rstrip('/') + '/')} >> .gitignore`) before `git add -A`"])
 
 
 @click.command(short_help="Refit archived losses without training.")

@@ -85,8 +85,8 @@ def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history
     sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
     pulled = sh("chemspec", "pull", "HEAD~1", "--to", "first", cwd=clone)
     assert "9 checkpoints" in pulled.stdout and "note:" not in pulled.stdout
-    assert ("note: first holds model checkpoints, and git does not ignore it: before `git add -A`, `echo '*' > "
-            "first/.gitignore`") in pulled.stderr, pulled.stderr
+    assert ("note: first holds model checkpoints, and git does not ignore it: add it to .gitignore (`echo first/ >> "
+            ".gitignore`) before `git add -A`") in pulled.stderr, pulled.stderr
     with open(clone / ".gitignore", "a") as ignore:
         ignore.write("\n/second/\n")
     assert "git does not ignore" not in sh("chemspec", "pull", "HEAD~1", "--to", "second", cwd=clone).stderr
