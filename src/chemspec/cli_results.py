@@ -5,7 +5,6 @@ Like every verb they parse, call one api function and render; `cli` registers th
 from __future__ import annotations
 
 import json
-import shlex
 
 import click
 
@@ -248,9 +247,6 @@ def pull(target: str, to: str | None, study: str | None) -> None:
     if result["unchecked"]:
         _notes([f"{result['unchecked']} checkpoints were archived before chemspec recorded their hashes, so "
                 "they are as the remote returned them, unchecked"])
-    if result["tracked"]:
-        _notes([f"{result['to']} holds model checkpoints, and git does not ignore it: add it to .gitignore (`echo "
-                f"{shlex.quote(result['to'].rstrip('/') + '/')} >> .gitignore`) before `git add -A`"])
 
 
 @click.command(short_help="Refit archived losses without training.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,15 +97,7 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
                          "(`chemspec archive ls` lists them)")
     if to is not None and not str(to).strip():
         raise UsageError("--to is empty; give the folder to create, or leave --to out for pulled/<study>-<manifest id>")
-    result = archive_pull(target, to, study=study)
-    return {**result, "tracked": bool(result["checkpoints"]) and _git_would_add(Path(result["to"]))}
-
-
-def _git_would_add(folder: Path) -> bool:
-    """Whether `git add -A` would take `folder` in: it lies in a git repository that does not ignore it."""
-    done = subprocess.run(["git", "check-ignore", "-q", "--", str(folder.resolve())], cwd=folder,
-                          capture_output=True, stdin=subprocess.DEVNULL)
-    return done.returncode == 1  # 0: ignored; 128: in no repository
+    return archive_pull(target, to, study=study)
 
 
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
