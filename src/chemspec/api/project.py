@@ -119,10 +119,10 @@ class CompileResult:
 
 
 def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data: bool = True) -> CompileResult:
-    """Compile a study into dvc.yaml + params.yaml under `root`; with `check`, only report staleness, and
-    without `data` (with `check`), do not read the data file to validate the study against it."""
+    """Compile a study into dvc.yaml + params.yaml under `root`; with `check`, only report staleness; without
+    `data`, do not validate the study against its data file."""
     spec, root = Path(spec), Path(root)
-    study = validate(spec) if data or not check else load_study(spec, data=False)
+    study = validate(spec) if data else load_study(spec, data=False)
     if not (root.is_dir() or (root.parent.is_dir() and not root.exists())):
         raise UsageError(f"--root {root} is not a folder, nor one that can be made in an existing folder; "
                          "create the project there first "
