@@ -56,8 +56,8 @@ def stopped_by_signals():
 
 
 def running_launch(folder: Path) -> str | None:
-    """Who holds `folder`/launch.lock (pid, host, start), where a launch holds it; without taking it or
-    writing anything."""
+    """Who holds `folder`/launch.lock (pid, host, start), where a launch holds it; the lock is tried shared,
+    for a moment, and nothing is written."""
     import fcntl
 
     try:
