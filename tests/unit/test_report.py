@@ -277,6 +277,13 @@ def test_results_that_predate_the_compiled_study_are_marked_stale_in_every_outpu
     assert _json(cli, tmp_path)["stale"].startswith(said)
     assert f"**Stale:** {said}" in (results / "report" / "report.md").read_text()
     assert "<strong>Stale:</strong> these results predate params.yaml" in (results / "report" / "index.html").read_text()
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"model.sizes.s.n_embd": 32}))  # edited, not compiled
+    assert cli("report", cwd=tmp_path).code == 0
+    markdown, page = ((results / "report" / name).read_text() for name in ("report.md", "index.html"))
+    assert "the last compile); these results are of the study as last compiled: run `chemspec compile study.yaml`, " \
+           f"then `dvc repro`  \n{said}" in markdown, markdown
+    assert '<p class="bad stale"><strong>Stale:</strong> study.yaml compiles to other files now' in page
+    assert ".stale { white-space: pre-line; }" in page, "its two notes keep their line break"
 
 
 def test_a_wide_wald_interval_does_not_push_the_profile_column_out_of_line(capsys):

@@ -214,7 +214,8 @@ def _fcd_quantity(fit: dict) -> str:
 
 
 def markdown(ctx: dict) -> str:
-    lines = [f"# {ctx['study']}", "", *([f"**Stale:** {ctx['stale']}.", ""] if ctx["stale"] else []),
+    stale = ctx["stale"].replace("\n", "  \n") if ctx["stale"] else None  # Markdown's line break
+    lines = [f"# {ctx['study']}", "", *([f"**Stale:** {stale}.", ""] if stale else []),
              "| law | axis | group | exponent | Wald (t) | profile (F) | R² | n |", "|---|---|---|---|---|---|---|---|"]
     for f in ctx["fits"]:
         if f["status"] == "ok":
