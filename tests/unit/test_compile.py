@@ -335,6 +335,12 @@ def test_a_study_compiled_twice_in_one_dvc_project_is_refused_the_second_time(cl
     subprocess.run(["dvc", "init", "-q"], cwd=nested, check=True)
     assert cli("compile", "../study.yaml", cwd=nested).code == 0
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0, "dvc repro at the top runs none of its stages"
+    (tmp_path / "dvc.yaml").unlink()
+    (tmp_path / "old").mkdir()  # a copy kept aside, then hidden from DVC: `dvc repro` runs none of it
+    assert cli("compile", "../study.yaml", cwd=tmp_path / "old").code == 0
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 2
+    (tmp_path / ".dvcignore").write_text("old/\n")
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0, "the copy in old/ is one dvc repro does not see"
 
 
 def test_compile_keeps_a_default_remote_the_user_chose_and_says_where_push_goes(cli, tmp_path, git_env):

@@ -53,20 +53,25 @@ def changed_study(params: Path, data: bool = True) -> tuple[str, str, str] | Non
 def compiled_elsewhere(spec: Path, study: str, root: Path) -> None:
     """Refuse to compile `study` into `root` where the DVC project around it has the study compiled in another
     folder (a dvc.yaml and params.yaml that compile wrote), above it or up to three levels below the project's
-    top, not inside a nested project: `dvc repro` would run both pipelines, training the study twice."""
+    top, not inside a nested project or a folder .dvcignore names: `dvc repro` would run both pipelines,
+    training the study twice."""
+    from dvc.fs import LocalFileSystem
+    from dvc.ignore import DvcIgnoreFilter
+
     from chemspec.archive.remote import project_root
 
     top = project_root(root if root.exists() else root.parent)
     if top is None:
         return
     here, top = root.resolve(), top.resolve()
+    ignored = DvcIgnoreFilter(LocalFileSystem(), os.fspath(top)).is_ignored_dir
     folders = [folder for folder in (here, *here.parents) if folder.is_relative_to(top)]
     for folder, subfolders, _ in os.walk(top):  # links to folders are not followed
         inside = len(Path(folder).relative_to(top).parts) < 3
         subfolders[:] = [name for name in subfolders if inside and not name.startswith(".")
                          and not any(Path(folder, name, own).exists() for own in (".dvc", ".git"))]
         folders.append(Path(folder))
-    for folder in dict.fromkeys(folders):
+    for folder in dict.fromkeys(folder for folder in folders if not ignored(os.fspath(folder))):
         if folder != here and _compiled_study(folder) == study:
             where = os.path.relpath(folder)
             raise UsageError(f"study {study!r} is already compiled in this DVC project, in {where}: a second pipeline "
