@@ -205,6 +205,7 @@ class LaunchResult:
     waves: list[dict]
     records: list[dict] = field(default_factory=list)
     final: list[str] = field(default_factory=list)
+    repro_ran: list[str] = field(default_factory=list)
 
 
 def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
@@ -283,6 +284,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
                                   "dvc.lock and will not run again")
         say(f"dvc repro (log: {folder / 'dvc.log'})")
         _dvc(root, "repro", log=folder / "dvc.log")
+        result.repro_ran = list(dict.fromkeys(re.findall(r"^Running stage '([^']+)'", (folder / "dvc.log").read_text(),
+                                                         flags=re.MULTILINE)))
     result.final = stale(root)
     if result.final:
         raise LaunchError(f"`dvc status` still reports {', '.join(result.final)} after the launch; "
