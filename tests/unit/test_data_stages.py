@@ -95,6 +95,20 @@ def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
     assert not (tmp_path / "data" / "tokens.npy").exists()
 
 
+def test_a_file_mostly_of_no_smiles_is_refused_naming_the_first_lines_rdkit_could_not_read(tmp_path):
+    """SELFIES without rings or branches read as chains of radicals: the rest were dropped, the few trained on."""
+    selfies = tmp_path / "selfies.txt"
+    selfies.write_text("[C][C][O]\n[C][=C][Branch1][C][O]\n[N][C][=O]\n[C][Ring1][=Branch1]\nCCO\n")
+    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(selfies)}, representation="selfies",
+                    max_length=12, out_dir=str(tmp_path / "data"))
+    with pytest.raises(RunError, match=r"3 of the 5 molecules read are no SMILES RDKit reads \(the first: "
+                                       r"'\[C\]\[=C\]\[Branch1\]\[C\]\[O\]', '\[N\]\[C\]\[=O\]', "
+                                       r"'\[C\]\[Ring1\]\[=Branch1\]'\), so the file is not what it seems: a file of "
+                                       r"SELFIES"):
+        run_data(cell)
+    assert not (tmp_path / "data").exists()
+
+
 def test_molecules_all_too_long_name_max_length_not_the_file(tmp_path):
     long = tmp_path / "long.txt"
     long.write_text("CCCCCCCCCCCCCCCC\nc1ccccc1CCCCCCCCCC\nxx\n")

@@ -348,9 +348,10 @@ def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected
      "data.source.column: SMILES"),
     ("[C][C][Branch1][C][O]\n[C][C][N]\n", "data.source.file: 'mols.csv' holds SELFIES ('[C][C][Branch1][C][O]'); it "
      "must hold SMILES, which chemspec encodes itself (data.representation picks what the model reads): decode them"),
+    ("[C][C][O]\n[C][N]\n", "data.source.file: 'mols.csv' holds SELFIES ('[C][C][O]'); it must hold SMILES"),
     ("id;smiles\n1;CCO\n", "starts with a header ('id;smiles'), which is read as a molecule without "
      "data.source.column: convert it to comma-separated and set data.source.column to its SMILES column"),
-], ids=["tsv", "header", "selfies", "semicolons"])
+], ids=["tsv", "header", "selfies", "selfies-rdkit-reads-as-radicals", "semicolons"])
 def test_a_smiles_file_without_column_that_would_read_no_molecule_is_named_at_validate(cli, tmp_path, content,
                                                                                         expected):
     """Each passed validate, and the data stage then found no valid molecule and pointed at the column."""

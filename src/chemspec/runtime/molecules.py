@@ -170,9 +170,11 @@ def run_data(cell: DataCell) -> dict:
               "duplicates": 0, "too_long": 0}
     seen: set[str] = set()
     molecules: list[tuple[str, str, list[str]]] = []
-    for smiles, text in prepared(iter(present), rep):
+    unread: list[str] = []
+    for raw, (smiles, text) in zip(present, prepared(iter(present), rep)):
         if smiles is None:
             counts["invalid_smiles"] += 1
+            unread += [raw][: 3 - len(unread)]
             continue
         if smiles in seen:
             counts["duplicates"] += 1
@@ -190,6 +192,11 @@ def run_data(cell: DataCell) -> dict:
         fix = (f"most are longer than max_length ({cell.max_length} tokens, [BOS] and [EOS] included): raise "
                f"{MAX_LENGTH}" if mostly_too_long(counts) else "check the file and data.source.column")
         raise RunError(f"data.source: no valid molecules among {counts['read']} read ({counts}); {fix}")
+    if counts["invalid_smiles"] * 2 > len(present):
+        raise RunError(f"data.source: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no SMILES "
+                       f"RDKit reads (the first: {', '.join(repr(raw[:60]) for raw in unread)}), so the file is not "
+                       "what it seems: a file of SELFIES or InChI, or a CSV read without data.source.column, gives "
+                       "this; check data.source.file and data.source.column, or drop the broken lines from the file")
     vocab = SPECIALS + sorted({t for _, _, tokens in molecules for t in tokens})
     index = {t: i for i, t in enumerate(vocab)}
     width = max(len(t) for _, _, t in molecules) + 2

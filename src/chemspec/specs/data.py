@@ -51,15 +51,17 @@ class SmilesFileSource(Spec):
 
     def _first_line_is_a_molecule(self, first: str) -> None:
         """Refuse a file read without `column` whose first line's SMILES (its first field; a name may follow)
-        is none RDKit reads, and is a header or SELFIES, each of which the data stage would read as molecules
-        and find none valid."""
+        is none RDKit reads, or one whose every atom is a radical, and is a header or SELFIES, each of which the
+        data stage would read as molecules and find (almost) none valid."""
         from rdkit import Chem, RDLogger
 
         fields = first.split()
         RDLogger.DisableLog("rdApp.*")
-        if Chem.MolFromSmiles(fields[0]) is not None:
+        mol = Chem.MolFromSmiles(fields[0])
+        radicals = mol is not None and all(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())
+        if mol is not None and not (radicals and mol.GetNumAtoms() > 1):
             return
-        if SELFIES.fullmatch(fields[0]):
+        if SELFIES.fullmatch(fields[0]):  # [C][C][O] reads as SMILES too: a chain of radicals
             raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
                              "which chemspec encodes itself (data.representation picks what the model reads): "
                              "decode them first (selfies.decoder)")
