@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler.cells import ArchiveCell
-from chemspec.errors import ArchiveError
+from chemspec.errors import ArchiveError, UsageError
 from chemspec.runtime.io import read_json, sha256_tree
 
 TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s", "train_tokens_per_s", "train_structures_per_s",
@@ -188,11 +188,13 @@ def manifests(root: str | Path) -> list[tuple[str, dict]]:
 
 
 def find(root: str | Path, prefix: str) -> tuple[str, dict]:
+    """The manifest whose id starts with `prefix`; an id that names none, or several, is the caller's to mend
+    (exit 2, as a revision that names no commit)."""
     matches = [(d, m) for d, m in manifests(root) if d.startswith(prefix)]
     if not matches:
-        raise ArchiveError(f"no manifest in {root} starts with {prefix!r}; `chemspec archive ls` lists them")
+        raise UsageError(f"no manifest in {root} starts with {prefix!r}; `chemspec archive ls` lists them")
     if len(matches) > 1:
-        raise ArchiveError(f"{len(matches)} manifests match {prefix!r} in {root}; "
+        raise UsageError(f"{len(matches)} manifests match {prefix!r} in {root}; "
                            "`chemspec archive ls` lists them (give more characters)")
     return matches[0]
 
