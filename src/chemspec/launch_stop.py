@@ -76,12 +76,11 @@ def one_launch(folder: Path):
     """Hold `folder`/launch.lock for the launch: a second launch in the project is refused, naming the first,
     before it runs anything (beside a running launch, its dvc would fail on locks with advice to delete
     them). Where the filesystem takes no locks, launches are not checked."""
-    import fcntl
     import socket
 
     with open(folder / "launch.lock", "a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_soon(handle)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "its pid unknown"
@@ -95,6 +94,21 @@ def one_launch(folder: Path):
             handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
             handle.flush()
         yield
+
+
+def _lock_soon(handle, tries: int = 20) -> None:
+    """Lock `handle` for this launch; a dry run's look (`running_launch`) holds it shared for a moment, so
+    it is tried for up to a second before another launch is taken to hold it."""
+    import fcntl
+
+    for left in reversed(range(tries)):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not left:
+                raise
+            time.sleep(0.05)
 
 
 def cancel_jobs(kind: str, jobs: list, say: Callable[[str], None]) -> None:

@@ -190,6 +190,20 @@ def test_a_second_launch_in_the_project_is_refused_naming_the_first(tmp_path):
     assert launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path, dry_run=True).waves == [], "none runs now"
 
 
+def test_a_launch_starting_while_a_dry_run_looks_at_the_lock_waits_for_the_look(tmp_path):
+    """A dry run holds the launch lock shared for a moment; a launch starting in that moment was refused as if
+    another launch ran."""
+    import fcntl
+    import threading
+
+    (tmp_path / "launch.lock").write_text("")
+    with open(tmp_path / "launch.lock") as look:
+        fcntl.flock(look, fcntl.LOCK_SH)
+        threading.Timer(0.3, fcntl.flock, (look, fcntl.LOCK_UN)).start()
+        with one_launch(tmp_path):
+            assert f"pid {os.getpid()}" in (tmp_path / "launch.lock").read_text()
+
+
 def test_stale_cells_are_listed_with_their_sizes_in_number_order():
     names = ["train@m0-12800", "train@m0-200", "train@m10-200", "train@m2-3200"]
     assert sorted(names, key=_in_number_order) == ["train@m0-200", "train@m0-12800", "train@m2-3200",
