@@ -18,7 +18,7 @@ from chemspec.runtime import neighbours
 from chemspec.runtime.atoms import AtomsData
 from chemspec.runtime.ff_models import FAMILIES
 from chemspec.runtime.forcefield import ForceField
-from chemspec.runtime.forcefield_train import energy_reference, train_forcefield
+from chemspec.runtime.forcefield_train import energy_reference, prior_energies, train_forcefield
 from chemspec.runtime.neighbours import ForceFieldDataset, neighbour_pairs
 
 FIT_FORCE_MAE_FRACTION = 0.10
@@ -189,6 +189,30 @@ def test_energy_shift_adds_per_element_references():
     torch.testing.assert_close(forces_shifted, forces)
     with pytest.raises(RunError, match=r"energy_shift must be a float or a \[100\] per-element tensor"):
         ForceField(module.model, energy_shift=torch.zeros(3))
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_references_are_fitted_on_what_spookynets_zbl_term_leaves(family):
+    """SpookyNet's ZBL repulsion gives ethanol about 28 eV before any training; references fitted on the raw
+    energies left every energy that far off until the element biases had learnt to cancel it. SchNet and
+    PaiNN have no such term."""
+    reference = {1: -13.6, 6: -1029.5, 8: -2041.3}
+    frames = [ETHANOL_R + np.random.default_rng(seed).normal(0, 0.05, ETHANOL_R.shape) for seed in range(6)]
+    data = atoms(*[(ETHANOL_Z, r) for r in frames], *[(WATER_Z, WATER_R)] * 4)
+    totals = [data.energy[s] + sum(reference[int(z)] for z in data.numbers[data.offsets[s]:data.offsets[s + 1]])
+              for s in range(len(data))]
+    data = AtomsData(data.numbers, data.positions, data.forces, np.array(totals), data.offsets)
+    model = FAMILIES[family](WIDTH, DEPTH, CUTOFF, N_RBF).double()
+    prior = prior_energies(model, ForceFieldDataset(data, CUTOFF, torch.float64))
+    if family != "spookynet":
+        assert prior is None
+        return
+    assert prior.min() > 10, "the ZBL term is tens of eV: without it taken off, the test would be vacuous"
+    errors = {}
+    for name, taken_off in (("fitted on E - ZBL", prior), ("fitted on E", None)):
+        module = ForceField(model, energy_shift=energy_reference(data, per_element=True, prior=taken_off)).double()
+        errors[name] = (module(batch_of(data))[0] - torch.as_tensor(data.energy)).abs()
+    assert errors["fitted on E - ZBL"].mean() < 1.0 and errors["fitted on E"].min() > 10, errors
 
 
 def test_an_element_of_validation_or_test_absent_from_training_is_refused():

@@ -6,6 +6,7 @@ what a cell needs around them, so that each reads in one sitting.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Mapping
@@ -28,16 +29,35 @@ from chemspec.runtime.tpe import window_steps
 from chemspec.runtime.train import ctrl_c_as_error
 
 
-def energy_reference(data, per_element: bool = False) -> float | torch.Tensor:
+def energy_reference(data, per_element: bool = False, prior: np.ndarray | None = None) -> float | torch.Tensor:
     """Energy shift from (training) data: the mean energy per atom, or per-element references fitted
-    by least squares of the energies on element counts (a [MAX_Z] tensor, 0 for absent elements)."""
+    by least squares of the energies on element counts (a [MAX_Z] tensor, 0 for absent elements). `prior`,
+    each structure's energy that the untrained model already gives (SpookyNet's ZBL term), is taken off
+    the energies first, so that the shift and the prior together start at the data's energies."""
     check_atoms(data)
+    if prior is not None:
+        data = dataclasses.replace(data, energy=np.asarray(data.energy, dtype=np.float64) - prior)
     if not per_element:
         return float(np.asarray(data.energy, dtype=np.float64).sum() / len(data.numbers))
     table = torch.zeros(MAX_Z, dtype=torch.float64)
     for z, value in fit_reference_energies(data, np.arange(len(data.energy))).items():
         table[z] = value
     return table
+
+
+@torch.no_grad()
+def prior_energies(model: torch.nn.Module, dataset: ForceFieldDataset, chunk: int = 4096) -> np.ndarray | None:
+    """Each structure's energy from the model's physical term at its initial constants (SpookyNet's ZBL
+    repulsion: tens of eV for an organic molecule, which the network would otherwise have to learn to
+    cancel); None for a model without one."""
+    if getattr(model, "zbl", None) is None:
+        return None
+    parts = []
+    for start in range(0, len(dataset), chunk):
+        batch = dataset.collate(list(range(start, min(start + chunk, len(dataset)))))
+        parts.append(model.repulsion(batch["numbers"], batch["positions"], batch["idx_i"], batch["idx_j"],
+                                     batch["batch"], len(batch["n_atoms"])))
+    return torch.cat(parts).to(torch.float64).numpy()
 
 
 def _settings(value, defaults: dict) -> dict:
@@ -143,10 +163,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     _check_states(model_name, charge_spin, (train, val, test))
     loss_cfg, opt_cfg = _settings(loss, LOSS), _settings(optimizer, OPTIMIZER)
     sched_cfg = _settings(scheduler, SCHEDULER)
-    if isinstance(energy_shift, str):
-        if energy_shift not in ("mean", "per_element"):
-            raise RunError(f"energy_shift {energy_shift!r} is not a number, a tensor, 'mean' or 'per_element'")
-        energy_shift = energy_reference(train, per_element=energy_shift == "per_element")
+    if isinstance(energy_shift, str) and energy_shift not in ("mean", "per_element"):
+        raise RunError(f"energy_shift {energy_shift!r} is not a number, a tensor, 'mean' or 'per_element'")
     if energy_scale == "auto":
         energy_scale = float(np.std(np.asarray(train.forces))) or 1.0
     dtype = torch.float64 if precision.startswith("64") else torch.float32
@@ -155,6 +173,10 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     sets.update((name, ForceFieldDataset(data, cutoff, dtype)) for name, data in (("val", val), ("test", test)))
     L.seed_everything(seed, workers=True, verbose=False)
     model = builder(width, depth, cutoff, n_rbf, **({"charge_spin": True} if charge_spin else {}))
+    if isinstance(energy_shift, str):
+        prior = prior_energies(model, sets["train"])
+        energy_shift = energy_reference(train, per_element=energy_shift == "per_element",
+                                        prior=None if prior is None else prior * energy_scale)
     _quiet()
     module = ForceField(model, loss=loss_cfg["kind"],
                         energy_weight=loss_cfg["energy"], forces_weight=loss_cfg["forces"],

@@ -170,6 +170,14 @@ class SpookyNet(nn.Module):
         `charge`, 0 where none is given)."""
         return self._atomic(numbers, positions, idx_i, idx_j, batch, n_molecules, charge, spin)[:2]
 
+    def repulsion(self, numbers, positions, idx_i, idx_j, batch, n_molecules) -> torch.Tensor:
+        """The ZBL term of each molecule's energy [n_molecules] in eV (zeros without it)."""
+        if self.zbl is None:
+            return positions.new_zeros(n_molecules)
+        r = (positions[idx_j] - positions[idx_i]).pow(2).sum(-1).sqrt()
+        atoms = self.zbl(numbers, r, smooth_cutoff(r, self.cutoff), idx_i, idx_j)
+        return scatter_sum(atoms, batch, n_molecules)
+
     def _embedding(self, numbers, batch, n_molecules, charge, spin) -> torch.Tensor:
         x = self.embedding(numbers)
         if not self.charge_spin:
