@@ -559,10 +559,18 @@ def test_language_model_settings_are_refused_for_force_fields(tmp_path, extra, m
         load_study(tmp_path / "nff.yaml")
 
 
-def test_a_force_field_study_that_leaves_the_scheduler_out_trains_on_the_plateau_schedule(tmp_path):
+def test_a_force_field_study_that_leaves_the_scheduler_out_trains_on_and_records_the_plateau_schedule(tmp_path):
+    """params.yaml and the archived study said `constant`, the default of ChemGPT, while the force field ran
+    the plateau schedule; and writing out the schedule it ran made every cell train again."""
     text = re.sub(r"\n  scheduler:[^\n]*", "", (QUICKSTART.parent / "quickstart-nff.yaml").read_text())
     (tmp_path / "nff.yaml").write_text(text)
-    assert "name" not in load_study(tmp_path / "nff.yaml").training.scheduler.model_fields_set
+    (tmp_path / "plateau.yaml").write_text(text.replace("\ntraining:\n", "\ntraining:\n  scheduler: {name: plateau}\n"))
+    left_out, written = (load_study(tmp_path / name) for name in ("nff.yaml", "plateau.yaml"))
+    assert left_out.training.scheduler.name == "plateau"
+    params = yaml.safe_load(compile_study(left_out, "nff.yaml")["params.yaml"])
+    assert {cell["training"]["scheduler"]["name"] for cell in params["cells"]["train"].values()} == {"plateau"}
+    assert [identity(c) for c in expand(left_out).train.values()] == [identity(c) for c in expand(written).train.values()]
+    assert load_study(QUICKSTART).training.scheduler.name == "constant", "ChemGPT's default stays"
     assert load_study(QUICKSTART.parent / "calibration-painn.yaml").training.devices == 1
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -15,7 +15,7 @@ from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 from chemspec.specs.data import Data, SmilesFileSource
 from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
-from chemspec.specs.model import ChemGPTModel, Model
+from chemspec.specs.model import ChemGPTModel, GNNModel, Model
 from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, JOINT_DISTINCT, Archive, Executor, Fit
 from chemspec.specs.sbatch import check_sbatch
 from chemspec.specs.training import Training
@@ -56,6 +56,18 @@ class Study(Spec):
         if value is None:  # a bare `generation:` reads as null, which would turn sampling off unseen
             raise ValueError("an empty generation section samples nothing: write `generation: {}` to sample with "
                              "the defaults, or remove the key to skip sampling")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _force_field_schedule(cls, value: Any) -> Any:
+        """A force field's training.scheduler.name left out is plateau, the schedule it trains with (constant
+        is ChemGPT's default), so that params.yaml and the archived study say what ran."""
+        model, training = (value.get(key) if isinstance(value, dict) else None for key in ("model", "training"))
+        scheduler = training.get("scheduler", {}) if isinstance(training, dict) else None
+        if isinstance(model, dict) and model.get("family") in get_args(GNNModel.model_fields["family"].annotation) \
+                and isinstance(scheduler, dict) and "name" not in scheduler:
+            return {**value, "training": {**training, "scheduler": {**scheduler, "name": "plateau"}}}
         return value
 
     @model_validator(mode="after")

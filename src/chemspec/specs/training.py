@@ -31,7 +31,8 @@ class Scheduler(Spec):
     """Learning-rate schedule."""
 
     name: Literal["constant", "cosine", "plateau"] = "constant"
-    """constant; cosine decay to min_lr over the run; or ReduceLROnPlateau on the validation loss."""
+    """constant; cosine decay to min_lr over the run; or ReduceLROnPlateau on the validation loss. Force
+    fields train with plateau only, which is their default."""
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up steps (constant and cosine)."""
     factor: float = Field(0.5, gt=0, lt=1)
