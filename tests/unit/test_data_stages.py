@@ -187,6 +187,28 @@ def test_split_larger_than_the_data_says_how_many_are_valid(tmp_path):
         run_split(_split(tmp_path, [90], kind="atoms"))
 
 
+@pytest.mark.parametrize("trained", [False, True], ids=["held-out-only", "in-the-smallest-training-set"])
+def test_an_element_that_only_held_out_structures_hold_is_refused_at_the_split(tmp_path, trained):
+    """Train and TPE cells refused it, after the data, split and TPE stages had run."""
+    from chemspec.runtime.atoms import AtomsData, save_atoms
+
+    order = np.random.default_rng(0).permutation(100)
+    chlorides = set(order[:2]) | ({order[20]} if trained else set())  # in validation, and first of the pool
+    molecules = [([1, 17], [[0, 0, 0], [1.27, 0, 0]]) if s in chlorides else ([8, 1, 1], np.eye(3)) for s in range(100)]
+    numbers = np.concatenate([z for z, _ in molecules])
+    save_atoms(tmp_path / "d" / "atoms.npz", AtomsData(
+        numbers, np.concatenate([r for _, r in molecules]), np.zeros((len(numbers), 3)), np.zeros(100),
+        np.concatenate([[0], np.cumsum([len(z) for z, _ in molecules])])))
+    cell = _split(tmp_path, [4, 60], kind="atoms")
+    if trained:
+        assert run_split(cell)["sizes"] == [4, 60]
+        return
+    with pytest.raises(RunError, match=r"data.sizes: the smallest training set \(4 structures\) holds no Cl, which the "
+                                       r"validation split holds: a model trained on it would never see them"):
+        run_split(cell)
+    assert not Path(cell.out_dir).exists()
+
+
 def test_split_larger_than_the_data_names_max_length_when_it_dropped_most_molecules(tmp_path):
     cell = _split(tmp_path, [90])
     counts = {"read": 300, "blank": 0, "invalid_smiles": 20, "unencodable": 0, "duplicates": 10, "too_long": 170}

@@ -15,7 +15,8 @@ import numpy as np
 
 from chemspec.compiler.cells import SplitCell
 from chemspec.errors import InputError, RunError
-from chemspec.runtime.io import read_array, read_json, restore_hint, sha256_file, staged, write_bytes, write_json
+from chemspec.runtime.io import (read_array, read_json, reading, restore_hint, sha256_file, staged, write_bytes,
+                                 write_json)
 from chemspec.runtime.molecules import MAX_LENGTH, mostly_too_long
 
 
@@ -37,6 +38,9 @@ def run_split(cell: SplitCell) -> dict:
                        f"{cell.validation} + test {cell.test}) but only {n} are valid after cleaning "
                        f"(see {cell.data_dir}/data.json); lower data.sizes or read more {noun}{longer}")
     order = np.random.default_rng(cell.seed).permutation(n)
+    if info.get("kind") == "atoms":
+        held = {"validation": order[: cell.validation], "test": order[cell.validation: cell.validation + cell.test]}
+        _check_elements(Path(cell.data_dir) / "atoms.npz", order[cell.validation + cell.test:][: cell.sizes[0]], held)
     with staged(cell.out_dir) as out:  # the row files and split.json replace the old ones together
         hashes = {"val.npy": _save(out / "val.npy", order[: cell.validation]),
                   "test.npy": _save(out / "test.npy", order[cell.validation: cell.validation + cell.test])}
@@ -47,6 +51,27 @@ def run_split(cell: SplitCell) -> dict:
                 "sizes": cell.sizes, "sha256": hashes}
         write_json(out / "split.json", info)
     return info
+
+
+def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray]) -> None:
+    """A RunError for elements of the validation or test structures that the smallest training set lacks:
+    its cells would fit them no reference energy, and train and TPE cells refuse them, after the TPE runs."""
+    with reading(path, "a readable .npz archive"), np.load(path, allow_pickle=False) as stored:
+        numbers, offsets = stored["numbers"], stored["offsets"]
+    elements, codes = np.unique(numbers, return_inverse=True)
+    if len(elements) > 64:  # one bit per element; the training cells check such data themselves
+        return
+    masks = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), codes.astype(np.uint64)), offsets[:-1])
+    trained = np.bitwise_or.reduce(masks[smallest])
+    for name, rows in held.items():
+        missing = [int(z) for bit, z in enumerate(elements) if (np.bitwise_or.reduce(masks[rows]) & ~trained) >> bit & 1]
+        if missing:
+            from ase.data import chemical_symbols
+
+            raise RunError(f"data.sizes: the smallest training set ({len(smallest)} structures) holds no "
+                           f"{', '.join(chemical_symbols[z] for z in missing)}, which the {name} split holds: a model "
+                           f"trained on it would never see them, and no reference energy is fitted for them; raise "
+                           "the smallest of data.sizes, try another seed, or drop those structures from the data")
 
 
 def _problem(rows: np.ndarray, count: int) -> str | None:
