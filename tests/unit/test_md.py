@@ -51,6 +51,18 @@ def test_kinetic_temperature_after_equilibration_is_near_the_target(generated):
     assert 0.4 * TARGET_K < mean < 1.8 * TARGET_K, counts["molecules"]
 
 
+def test_frames_far_from_the_target_temperature_are_named_with_the_setting_to_raise(generated):
+    """20 steps of equilibration left water at 316 K and ethanol at 438 K of 500 K, without a word."""
+    _, counts = generated
+    assert md.temperature_notes(counts["molecules"], TARGET_K, 400) == [], "the generated frames are near the target"
+    cold = [{"name": "water", "atoms": 3, "kept": 110, "mean_temperature_K": 316.0, "energy_autocorrelation_frames": 2.0},
+            {"name": "ethanol", "atoms": 9, "kept": 110, "mean_temperature_K": 470.0,
+             "energy_autocorrelation_frames": 2.0}]
+    assert md.temperature_notes(cold, 500.0, 20) == [
+        "water: its 110 frames average 316 K against data.source.temperature_K 500 K, further than their spread "
+        "(±39 K) explains, so they sample another temperature; raise data.source.equilibration_steps (20 now)"]
+
+
 def finite_difference_forces(numbers: np.ndarray, positions: np.ndarray, step: float) -> tuple[float, np.ndarray]:
     """The xTB energy and -dE/dx by central differences; runs in a single-threaded worker."""
     from ase import Atoms

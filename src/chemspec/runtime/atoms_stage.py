@@ -23,7 +23,8 @@ def run_atoms_data(cell: DataCell) -> dict:
 
     source = cell.source
     if "generate" in source:
-        from chemspec.runtime.md import correlation_notes, generate_md, resolve_smiles, shortfall_notes
+        from chemspec.runtime.md import (correlation_notes, generate_md, resolve_smiles, shortfall_notes,
+                                         temperature_notes)
 
         if source.get("smiles") != [resolve_smiles(name) for name in source["molecules"]]:
             raise RunError("data.source.molecules: the params file records other SMILES for these molecules, or "
@@ -32,6 +33,7 @@ def run_atoms_data(cell: DataCell) -> dict:
                                    source["stride"], source["timestep_fs"], source["equilibration_steps"],
                                    cell.seed, progress=sys.stderr.isatty())
         for note in [*shortfall_notes(counts["molecules"]),
+                     *temperature_notes(counts["molecules"], source["temperature_K"], source["equilibration_steps"]),
                      *correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"])]:
             print(f"note: {note}", file=sys.stderr)
     elif "format" in source:

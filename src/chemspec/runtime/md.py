@@ -209,6 +209,25 @@ def correlation_notes(molecules: list[dict], stride: int, timestep_fs: float) ->
     return notes
 
 
+def temperature_notes(molecules: list[dict], temperature_K: float, equilibration_steps: int) -> list[str]:
+    """Molecules whose kept frames average a kinetic temperature further from the target than 3 standard errors
+    (and 10%): the dynamics had not equilibrated, so the frames sample another temperature than the study says.
+    A frame's relative spread is sqrt(2/dof); the frames count as kept / τ independent ones."""
+    notes = []
+    for info in molecules:
+        mean, dof = info.get("mean_temperature_K"), 3 * info.get("atoms", 1) - 3
+        if mean is None or dof <= 0 or info["kept"] < 2:
+            continue
+        independent = info["kept"] / max(1.0, info.get("energy_autocorrelation_frames") or 1.0)
+        error = temperature_K * math.sqrt(2 / dof / independent)
+        if abs(mean - temperature_K) > max(3 * error, 0.1 * temperature_K):
+            notes.append(f"{info['name']}: its {info['kept']} frames average {mean:.0f} K against data.source."
+                         f"temperature_K {temperature_K:g} K, further than their spread (±{error:.0f} K) explains, so "
+                         f"they sample another temperature; raise data.source.equilibration_steps "
+                         f"({equilibration_steps} now)")
+    return notes
+
+
 def _dynamics(job: Job) -> Langevin:
     """Langevin dynamics from the conformer with Maxwell-Boltzmann velocities; the centre of mass stays put."""
     from ase import units
