@@ -114,6 +114,27 @@ def locked_identities(root: Path) -> dict[str, str]:
     return found
 
 
+def unlike_lock(root: Path, files: list[str]) -> list[str]:
+    """Those of `files` (paths from the project root) whose bytes are not the ones the project's dvc.lock
+    files record for them as a stage's output: a `git checkout` without `dvc checkout` mixes runs so. Files
+    that no lock records, or that are not there, are left out."""
+    recorded = {}
+    for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]:
+        stages = (_load(path) or {}).get("stages") if path.is_file() else None
+        for stage in (stages if isinstance(stages, dict) else {}).values():
+            for out in (stage.get("outs") or []) if isinstance(stage, dict) else []:
+                if isinstance(out, dict) and isinstance(out.get("md5"), str) and out.get("path") in files:
+                    recorded[out["path"]] = out["md5"]
+    unlike = []
+    for name, md5 in recorded.items():
+        try:
+            if hashlib.md5((root / name).read_bytes()).hexdigest() != md5:
+                unlike.append(name)
+        except OSError:
+            continue
+    return sorted(unlike, key=files.index)
+
+
 def _selection(root: Path, selected: str, md5: str, seen: dict) -> dict | None:
     """The kept configurations by group of the selected.json whose md5 a lock entry recorded: the file in the
     workspace if it is that one, else DVC's cached copy; None when neither is (or cannot be read)."""

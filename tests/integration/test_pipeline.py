@@ -201,3 +201,20 @@ def test_a_study_edited_and_not_compiled_is_named_by_report_and_diff(tiny_projec
     report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
                             env=tool_env())
     assert "compiles to other files now" not in report.stderr and "did not run as compiled" in report.stderr
+
+
+def test_results_that_are_not_the_run_dvc_lock_records_are_named_by_report(tiny_project, tmp_path):
+    """After `git checkout <older commit>` without `dvc checkout`, fit.json (in git) was the older run's and
+    cells.json (in DVC) the newer one's: report showed the two together without a word."""
+    root = copy_project(tiny_project[0], tmp_path / "study")
+    table = root / "results" / "tiny" / "fit" / "cells.json"
+    table.write_text(json.dumps(json.loads(table.read_text()), indent=1))  # another run's bytes, as DVC sees it
+    report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
+                            env=tool_env())
+    assert report.returncode == 0 and ("warning: results/tiny/fit/cells.json is not what dvc.lock records, so these "
+                                       "results may mix two runs (a `git checkout` without `dvc checkout` does "
+                                       "this): run `dvc checkout`") in report.stderr, report.stderr
+    sh("dvc", "checkout", "--force", cwd=root)  # --force: this edit, unlike a run's file, is in no cache
+    clean = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
+                           env=tool_env())
+    assert "warning" not in clean.stderr, clean.stderr

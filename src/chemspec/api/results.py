@@ -14,7 +14,7 @@ from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
-from chemspec.relock import locked_identities
+from chemspec.relock import locked_identities, unlike_lock
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
@@ -114,13 +114,18 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
     """Why the results on disk are not those of the study as compiled now: the stages whose cell identity
     differs from the one their last run recorded in dvc.lock (or that never ran), which `dvc repro`
     will run (none known when no dvc.lock records any: stages run by hand), and the train cells of `rows`
-    whose hyperparameters are not those `selected` (the selection on disk) keeps for them now; None when
-    there are neither."""
+    whose hyperparameters are not those `selected` (the selection on disk) keeps for them now, led by the
+    files read here whose bytes are not those dvc.lock records; None when there are none of these."""
     ran = locked_identities(root)
     stale = [name for name, ident in stage_identities(cells).items() if ran.get(name) != ident] if ran else []
     off = _off_selection(cells, rows, selected)
+    read = [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/fit.json", cells.select.out]
+    unlike = unlike_lock(root, read)
+    mixed = (f"{', '.join(unlike)} {'is' if len(unlike) == 1 else 'are'} not what dvc.lock records, so these "
+             "results may mix two runs (a `git checkout` without `dvc checkout` does this): run `dvc checkout` to "
+             "restore the run that dvc.lock records") if unlike else None
     if not stale and not off:
-        return None
+        return mixed
     reasons = []
     if stale:
         named = ", ".join(stale[:4]) + (", ..." if len(stale) > 4 else "")
@@ -131,8 +136,9 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
         named = ", ".join(off[:4]) + (", ..." if len(off) > 4 else "")
         reasons.append(f"{count(len(off), 'train cell')} trained with hyperparameters that {cells.select.out} no "
                        f"longer keeps for {'it' if len(off) == 1 else 'them'} ({named})")
-    return (f"these results predate {params} as compiled now: {'; '.join(reasons)}; they are shown as they were "
+    note = (f"these results predate {params} as compiled now: {'; '.join(reasons)}; they are shown as they were "
             "computed. Run `dvc repro` to bring them up to date")
+    return note if mixed is None else f"{mixed}\n{note}"
 
 
 def _with_study_change(stale: str | None, params: str | Path) -> str | None:
