@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from chemspec.words import number
-from tests.conftest import copy_project, repro_and_commit, tiny_study, tool_env
+from chemspec.runtime.io import sha256_tree
+from tests.conftest import copy_project, repro_and_commit, tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,24 @@ def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history
     assert [f.get("exponent") for f in from_rev] == [f.get("exponent") for f in archived]
     other = sh("chemspec", "refit", "first", "--study", "painn", cwd=clone, check=False)
     assert other.returncode == 1 and "first holds study 'tiny', not 'painn'" in other.stderr
+
+
+def test_a_pull_fetches_checkpoints_as_the_commit_that_archived_the_run_recorded_them(history, tmp_path):
+    """A commit after a partial `dvc repro` (one retrained cell, no archive stage) still names the older run;
+    its dvc.lock records the new checkpoint, which the pull fetched and then called damaged."""
+    root = copy_project(history, tmp_path / "partial")
+    write_spec(root / "study.yaml", tiny_study(**{"data.sizes": [200, 400, 800, 1000], "model.sizes.m.n_embd": 24}))
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    sh("dvc", "repro", "train@m-200", cwd=root)
+    sh("dvc", "push", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "m narrower, one cell retrained, nothing archived", cwd=root)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path)
+    pulled = sh("chemspec", "pull", "HEAD", "--to", "run", cwd=clone)
+    assert "12 checkpoints" in pulled.stdout, pulled.stdout + pulled.stderr
+    archived = json.loads((clone / "run" / "manifest.json").read_text())["checkpoint_sha256"]["m-200"]
+    assert sha256_tree(clone / "run" / "checkpoints" / "m-200") == archived
 
 
 def test_report_from_an_archived_revision_needs_no_workspace_results(history, tmp_path):

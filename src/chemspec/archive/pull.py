@@ -135,8 +135,8 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
         checkpoints = manifest.get("checkpoints", {})
         if checkpoints:
             remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
-            _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), ignored_folder(tmp / "checkpoints"), rev,
-                   remote, cwd)
+            _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), ignored_folder(tmp / "checkpoints"),
+                   archived_at(rev, manifest["study"], cwd), remote, cwd)
         write_json(tmp / PULLED, {"sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest()
                                              for name in ["manifest.json", *map(file_name, dict(walk(manifest)))]}})
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
@@ -197,6 +197,15 @@ def _missing_folder(url: str, cwd: Path) -> Path | None:
     """The folder a local remote's `url` names, when it does not exist; None for any other remote."""
     folder = _local_folder(url, cwd)
     return None if folder is None or folder.exists() else folder
+
+
+def archived_at(commit: str, study: str, cwd: Path) -> str:
+    """The commit, `commit` or one before it, that last changed `study`'s archive ref: the run's own, whose
+    dvc.lock records the checkpoints it archived. A later commit's may record cells trained since by a
+    partial `dvc repro` that did not archive them."""
+    log = subprocess.run(["git", "log", "-n1", "--format=%H", commit, "--", f":(top)archive/refs/{study}.json"],
+                         cwd=cwd, capture_output=True, text=True)
+    return log.stdout.strip() or commit
 
 
 def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev: str, remote: str,
