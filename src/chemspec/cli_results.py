@@ -198,6 +198,12 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
                          for key, label in TEST_ERRORS.items() if f"{key}_before" in row)
         again = ("; the same stage and cell identity trained both: it did not reproduce"
                  if row.get("same_identity") else "")
+        if "ranks_left_out_after" in row:
+            ranks = {name: f"{row['ranks_left_out_before'].get(name, 'ok')} -> {status}"
+                     for name, status in row["ranks_left_out_after"].items()} | {
+                name: f"{status} -> ok" for name, status in row["ranks_left_out_before"].items()
+                if name not in row["ranks_left_out_after"]}
+            again += "; other kept configurations: " + ", ".join(f"{n} {c}" for n, c in ranks.items())
         click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss "
                    f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}{again}")
     for row in cells["generation"]:

@@ -142,6 +142,19 @@ def test_with_two_kept_ranks_the_seed_noise_compares_the_seeds_with_the_run_they
     assert noise["std_log_loss"]["xs-100"] == pytest.approx(np.std(np.log([1.0, 1.001]), ddof=1))
 
 
+def test_a_cell_names_the_kept_configurations_that_diverged_where_another_stands_in(tmp_path):
+    from chemspec.report import _status_text
+    from chemspec.runtime.fit import cells_table, read_runs
+
+    runs, _ = read_runs({**_metrics(tmp_path, {"xs-100-r1": (1.0, 1.0), "xs-200-r1": (0.8, 1.0),
+                                               "xs-200-r2": (0.7, 1.0)}),
+                         **_metrics(tmp_path, {"xs-100-r2": (None, 1.0)}, status="diverged")})
+    rows = cells_table(runs)
+    assert [(r["cell"], r.get("ranks_left_out")) for r in rows] == [
+        ("train@xs-100-r1", {"train@xs-100-r2": "diverged"}), ("train@xs-200-r2", None)]
+    assert _status_text(rows[0]) == "ok (another kept configuration: train@xs-100-r2 diverged)"
+
+
 def test_the_fit_stage_charges_every_kept_rank_to_the_training_cost(tmp_path):
     """keep: 2 trains two configurations a cell; the table shows one, but both cost compute."""
     import json

@@ -126,6 +126,19 @@ def test_a_cell_whose_size_or_chosen_hyperparameters_changed_says_so(cli, repo):
             in cli("diff", "HEAD~1", "HEAD", cwd=repo).out)
 
 
+def test_a_kept_configuration_that_diverged_is_named_where_another_stands_in_for_it(cli, repo):
+    """With hpo.tpe.keep 2 a cell shows its better rank; when that rank diverged the other stood in, and the diff
+    read as a change of selection."""
+    shown = {**_cell("m", 400, 1.575), "hparams": {"learning_rate": 0.003}}
+    archive_commit(repo, [shown], [_fit(0.2, 0.01)])
+    archive_commit(repo, [{**shown, "val_loss": 2.033, "hparams": {"learning_rate": 0.01},
+                           "ranks_left_out": {"train@m-400-r2": "diverged"}}], [_fit(0.2, 0.01)])
+    (row,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"]
+    assert (row["ranks_left_out_before"], row["ranks_left_out_after"]) == ({}, {"train@m-400-r2": "diverged"})
+    assert ("~ cell m-400: hparams learning_rate=0.003 -> learning_rate=0.01, val loss 1.575 -> 2.033; other kept "
+            "configurations: train@m-400-r2 ok -> diverged") in cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+
+
 def test_a_force_field_diff_names_test_errors_in_the_runs_order_with_numbers_rounded(cli, repo):
     def cell(model: str, size: int, loss: float, forces: float) -> dict:
         return {**_cell(model, size, loss), "force_mae_meV_per_A": forces, "energy_mae_meV": 40.0}

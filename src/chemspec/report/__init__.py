@@ -151,7 +151,10 @@ def _status_text(cell: dict) -> str:
     if "divergence" in cell:
         return (f"diverged at step {cell['divergence']['step']} (last finite loss "
                 f"{_num(cell['divergence']['last_finite_loss'])}); left out of the fits")
-    return f"{cell['status']}: {cell['reason']}; left out of the fits" if "reason" in cell else cell["status"]
+    if "reason" in cell:
+        return f"{cell['status']}: {cell['reason']}; left out of the fits"
+    others = "; ".join(f"{name} {status}" for name, status in cell.get("ranks_left_out", {}).items())
+    return f"{cell['status']} (another kept configuration: {others})" if others else cell["status"]
 
 
 def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
