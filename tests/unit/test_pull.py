@@ -195,6 +195,8 @@ def test_a_checkpoint_damaged_on_the_remote_is_refused_and_nothing_is_pulled(cli
     assert f"is damaged on remote 'default' ({store}): {damaged} no longer holds the bytes DVC named it by, so " \
         "nothing was pulled; delete it there, then push" in result.err, result.err
     assert "a push alone mends nothing" in result.err and not (clone / "run").exists()
+    default = cli("pull", "HEAD", cwd=clone)
+    assert default.code == 1 and not (clone / "pulled").exists(), "nor the folder made for it"
 
 
 def test_a_checkpoint_damaged_in_the_local_cache_names_that_file_and_a_pull_after_deleting_it_succeeds(

@@ -186,14 +186,22 @@ def staged(folder: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _scratch(parent: Path, name: str) -> Iterator[Path]:
+    """A temporary folder in `parent`, removed afterwards; the folders made for it are removed too where the
+    block fails (a failed pull leaves no empty pulled/)."""
+    made = [folder for folder in (parent, *parent.parents) if not folder.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
+    done = False
     try:
         tmp.chmod(0o777 & ~_UMASK)
         yield tmp
+        done = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in [] if done else made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def final_path(path: str | Path) -> Path:
