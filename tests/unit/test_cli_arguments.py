@@ -42,7 +42,7 @@ def test_refit_of_a_file_or_a_law_given_twice_is_refused(cli, tmp_path):
 def test_reading_a_revision_outside_a_git_repository_says_so(cli, tmp_path, monkeypatch, args):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     result = cli(*args, cwd=tmp_path)
-    assert result.code == 1, result.err
+    assert result.code == 2, "as for pull and refit: where the command runs is the caller's to mend"
     assert "cannot read revision 'HEAD': " in result.err and "is not in a git repository; run this in the " \
            "study's project, or give WORKTREE" in result.err
     refit = cli("refit", "HEAD", cwd=tmp_path)

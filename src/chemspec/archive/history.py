@@ -81,16 +81,16 @@ class Snapshot:
                               cwd=self.cwd, capture_output=True, text=True)
         if done.returncode != 0:
             if not in_repository(self.cwd):
-                raise ArchiveError(f"cannot read revision {self.label!r}: {self.cwd.resolve()} is not in a git "
-                                   "repository; run this in the study's project, or give WORKTREE to read the "
-                                   "archive on disk")
+                raise UsageError(f"cannot read revision {self.label!r}: {self.cwd.resolve()} is not in a git "
+                                 "repository; run this in the study's project, or give WORKTREE to read the "
+                                 "archive on disk")
             if commit_of("HEAD", self.cwd) is None:
                 raise ArchiveError(f"cannot read revision {self.label!r}: the repository has no commits yet; commit "
                                    "the study's archive/ folder (`git add archive && git commit`), or give WORKTREE "
                                    "to read the archive on disk")
             if commit_of(self.rev, self.cwd) is None:
                 raise UsageError(f"{self.label!r} is not a git revision here (a commit, branch or tag); "
-                                   "`git log --oneline -- archive/refs` lists the commits that archived runs")
+                                 "`git log --oneline -- archive/refs` lists the commits that archived runs")
             raise ArchiveError(f"no archive at revision {self.label} ({self.root}/refs is not committed there)")
         return sorted(Path(name).stem for name in done.stdout.split() if name.endswith(".json"))
 
