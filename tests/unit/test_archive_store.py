@@ -66,7 +66,7 @@ def test_a_garbled_ref_is_named_with_the_fix(cli, tmp_path, text):
     (tmp_path / "archive" / "refs" / "s.json").write_text(text)
     with pytest.raises(ArchiveError, match=r"refs/s.json is not an archive ref .*git checkout -- archive/refs"):
         Store(tmp_path / "archive").ref("s")
-    for args in (("archive", "ls"), ("diff", "HEAD", "WORKTREE", "--study", "s")):
+    for args in (("archive", "ls"), ("diff", "WORKTREE", "WORKTREE", "--study", "s")):
         result = cli(*args, cwd=tmp_path)
         assert result.code == 1 and "internal error" not in result.err, result.err
     assert "refs/s.json is not an archive ref" in cli("archive", "ls", cwd=tmp_path).err
@@ -139,6 +139,19 @@ def test_verify_checks_the_objects_of_earlier_runs_and_objects_no_manifest_names
     assert checked == 7 and len(problems) == 2, problems
     assert problems[0].startswith(f"s (manifest {old[:12]}): fit: archive object") and "corrupt" in problems[0]
     assert problems[1].startswith(f"object {orphan}: archive object {orphan} is corrupt")
+
+
+def test_verify_names_an_object_that_two_runs_share_under_each_of_them(tmp_path):
+    """Listed under the older run only, the current run's copy looked intact."""
+    store = Store(tmp_path)
+    shared = store.put_json({"cells": "the same in both runs"})
+    runs = [store.put_json({"kind": "chemspec-manifest", "study": "s", "provenance": {"git": {"commit": None}},
+                            "objects": {"cells": shared, "fit": store.put_json({"loss": loss})}})
+            for loss in (2.0, 1.0)]
+    store.set_ref("s", runs[1])
+    _flip(store.path(shared))
+    problems = verify(tmp_path)[1]
+    assert sorted(problem.split(":")[0] for problem in problems) == sorted(f"s (manifest {run[:12]})" for run in runs)
 
 
 def test_archive_ls_lists_the_readable_runs_and_names_what_it_cannot_read(cli, tmp_path):

@@ -230,15 +230,15 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
 
     def check(digest: str, where: str) -> bool:
         named.add(digest)
-        fault = faults.get(digest)
-        if fault is None and digest not in present:
+        if digest not in faults and digest not in present:
             try:
                 store.get_bytes(digest)
             except ArchiveError as exc:
-                fault = str(exc)
-        if fault:
-            problems.append(f"{where}: {fault}")
-        return fault is None
+                faults[digest] = str(exc)
+            present.add(digest)
+        if faults.get(digest):
+            problems.append(f"{where}: {faults[digest]}")
+        return not faults.get(digest)
 
     for study in studies:
         try:
@@ -249,8 +249,7 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
         if check(digest, f"{study}: manifest") and digest not in runs:
             runs[digest] = (study, store.get_json(digest))
     for digest, (study, manifest) in sorted(runs.items()):
-        for role, obj in walk(manifest):
-            if obj not in named:
-                check(obj, f"{study} (manifest {digest[:12]}): {role}")
+        for role, obj in walk(manifest):  # an object that several runs share is named under each
+            check(obj, f"{study} (manifest {digest[:12]}): {role}")
     problems += [f"object {digest}: {fault}" for digest, fault in faults.items() if digest not in named]
     return len(stored), problems
