@@ -222,8 +222,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
             or changed):
         same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
         click.echo(f"  no changes: {same} (spec, cells and exponents)")
-    if result["stale"]:
-        _notes([f"{WORKTREE}: {result['stale']}"])
+    if result["stale"] or result["unarchived"]:
+        _notes([*result["unarchived"], *([f"{WORKTREE}: {result['stale']}"] if result["stale"] else [])])
 
 
 def _with_ci(value: float | None, ci: list | None) -> str:

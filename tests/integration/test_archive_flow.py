@@ -121,6 +121,24 @@ def test_a_pull_fetches_checkpoints_as_the_commit_that_archived_the_run_recorded
     assert sha256_tree(clone / "run" / "checkpoints" / "m-200") == archived
 
 
+def test_a_commit_whose_compiled_study_was_not_archived_is_named_by_diff_and_report_from(history, tmp_path):
+    """Edited, compiled and committed without a repro, a commit's archive still names the run before: diff said
+    "no changes: the same run", and report --from showed that run, without a word."""
+    root = copy_project(history, tmp_path / "edited")
+    write_spec(root / "study.yaml", tiny_study(**{"data.sizes": [200, 400, 800, 1000], "fit.confidence": 0.9}))
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    sh("git", "commit", "-qam", "confidence 0.9, not run", cwd=root)
+    said = ("HEAD: the run archived there is not of the study its params.yaml compiles (the study was edited, "
+            "compiled and committed after that run); `dvc repro` at that commit, then a commit")
+    diff = sh("chemspec", "diff", "HEAD~1", "HEAD", cwd=root)
+    assert "no changes: the same run" in diff.stdout and f"note: {said}" in diff.stderr, diff.stderr
+    (note,) = json.loads(sh("chemspec", "diff", "HEAD~1", "HEAD", "--json", cwd=root).stdout)["unarchived"]
+    assert note.startswith(said)
+    report = sh("chemspec", "report", "--from", "HEAD", "--no-files", cwd=root)
+    assert f"warning: {said}" in report.stderr, report.stderr
+    assert said not in sh("chemspec", "diff", "HEAD~2", "HEAD~1", cwd=root).stderr, "both are runs as compiled"
+
+
 def test_report_from_an_archived_revision_needs_no_workspace_results(history, tmp_path):
     workspace = json.loads(sh("chemspec", "report", "--json", "--no-files", cwd=history).stdout)
     elsewhere = sh("chemspec", "report", "--json", "--no-files", "--params", str(history / "params.yaml"),

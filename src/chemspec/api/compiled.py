@@ -1,11 +1,12 @@
 """Whether a compiled project is still its study file's (the file params.yaml's first line names, compiled
-again in memory as `chemspec compile --check` does), and whether its DVC project has the study compiled in
-another folder."""
+again in memory as `chemspec compile --check` does), whether its DVC project has the study compiled in
+another folder, and whether a commit's compiled study is the run archived there."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -99,3 +100,27 @@ def _compiled_study(folder: Path) -> str | None:
     except yaml.YAMLError:
         return None
     return str(value) if value is not None else None
+
+
+def unarchived(rev: str, manifest: dict, params: Path) -> str | None:
+    """Why the run archived at commit `rev` is not that of the study compiled there (its params.yaml, read from
+    git, compiles another spec than the manifest's: the study was edited, compiled and committed, and no
+    `dvc repro` archived it since); None where it is that run, or where the commit's params.yaml compiles
+    another study or cannot be read."""
+    from chemspec.archive.store import json_digest
+    from chemspec.compiler import Cells
+
+    where = params.resolve().parent
+    prefix = subprocess.run(["git", "rev-parse", "--show-prefix"], cwd=where, capture_output=True, text=True)
+    shown = subprocess.run(["git", "show", f"{rev}:{prefix.stdout.strip()}{params.name}"], cwd=where,
+                           capture_output=True, text=True)
+    try:
+        archive = Cells.model_validate(yaml.safe_load(shown.stdout)["cells"]).archive
+    except Exception:  # noqa: BLE001 -- none there, or one another chemspec wrote: nothing to judge by
+        return None
+    if shown.returncode != 0 or archive.study != manifest.get("study") or json_digest(
+            archive.spec) == manifest.get("spec_sha256"):
+        return None
+    return (f"{rev}: the run archived there is not of the study its {params.name} compiles (the study was edited, "
+            "compiled and committed after that run); `dvc repro` at that commit, then a commit, archives the study "
+            "as compiled there")

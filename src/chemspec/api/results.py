@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chemspec.api.archive import archived_object
-from chemspec.api.compiled import changed_study
+from chemspec.api.compiled import changed_study, unarchived
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
@@ -70,7 +70,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if out is not None and not write:
         raise UsageError("--out names where the pages go, and --no-files writes none: drop one of them")
     if source is not None:
-        return _archived_report(source, study, write, out)
+        return _archived_report(source, study, write, out, Path(params))
     if out is not None:
         raise UsageError("--out applies with --from only; without it the pages go beside the study's results "
                          "(the report/ folder next to its fit/): drop --out, or add --from")
@@ -208,12 +208,14 @@ def _pages_folder(out: Path) -> Path:
     return out
 
 
-def _archived_report(source: str, study: str | None, write: bool, out: str | Path | None) -> Report:
+def _archived_report(source: str, study: str | None, write: bool, out: str | Path | None, params: Path) -> Report:
     from chemspec import report as pages
     from chemspec.archive import Snapshot, summary
+    from chemspec.archive.history import WORKTREE
 
     snapshot = Snapshot(source)
     digest, manifest = snapshot.manifest(study)
+    note = unarchived(source, manifest, params) if source != WORKTREE else None
     objects = manifest["objects"]
 
     def checked(role: str, problem):
@@ -232,10 +234,10 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
             ctx = pages.context(name, snapshot.json(objects["spec"]), rows, fit, selected, tmp / "plots", digest,
-                                calibration)
+                                calibration, stale=note)
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
-                  calibration=calibration, manifest=digest, provenance=manifest["provenance"])
+                  calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note)
 
 
 def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
@@ -255,6 +257,8 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     if study is None and compiled is not None and compiled in (found := Snapshot(rev_b).studies()) and len(found) > 1:
         study = compiled
     result = archive_diff(rev_a, rev_b, study)
+    result["unarchived"] = [note for rev in dict.fromkeys((rev_a, rev_b)) if rev != WORKTREE and (
+        note := unarchived(rev, Snapshot(rev).manifest(result["study"])[1], Path(params))) is not None]
     stale = None
     if WORKTREE in (rev_a, rev_b) and result["study"] == compiled:
         try:
