@@ -258,7 +258,7 @@ def test_revisions_read_from_a_folder_below_the_project_and_the_working_tree_say
     assert cli("pull", alpha[:10], "--to", "p", cwd=below).code == 0 and (below / "p" / "cells.json").is_file()
     assert cli("diff", "HEAD", "HEAD", "--study", "beta", cwd=below).code == 0
     hint = f"this is a folder below the project: run it from the project's top, {root}"
-    for args in (("diff", "--study", "beta"), ("archive", "ls")):
+    for args in (("diff", "--study", "beta"), ("archive", "ls"), ("archive", "verify")):
         result = cli(*args, cwd=below)
         assert result.code == 1 and hint in result.err and "dvc repro" not in result.err, result.err
 
