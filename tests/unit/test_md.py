@@ -55,7 +55,8 @@ def test_frames_far_from_the_target_temperature_are_named_with_the_setting_to_ra
     """20 steps of equilibration left water at 316 K and ethanol at 438 K of 500 K, without a word."""
     _, counts = generated
     assert md.temperature_notes(counts["molecules"], TARGET_K, 400) == [], "the generated frames are near the target"
-    cold = [{"name": "water", "atoms": 3, "kept": 110, "mean_temperature_K": 316.0, "energy_autocorrelation_frames": 2.0},
+    cold = [{"name": "water", "atoms": 3, "kept": 110, "mean_temperature_K": 316.0,
+             "energy_autocorrelation_frames": 2.0},
             {"name": "ethanol", "atoms": 9, "kept": 110, "mean_temperature_K": 470.0,
              "energy_autocorrelation_frames": 2.0}]
     assert md.temperature_notes(cold, 500.0, 20) == [

@@ -193,10 +193,11 @@ def run_data(cell: DataCell) -> dict:
                f"{MAX_LENGTH}" if mostly_too_long(counts) else "check the file and data.source.column")
         raise RunError(f"data.source: no valid molecules among {counts['read']} read ({counts}); {fix}")
     if counts["invalid_smiles"] * 2 > len(present):
-        raise RunError(f"data.source: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no SMILES "
-                       f"RDKit reads (the first: {', '.join(repr(raw[:60]) for raw in unread)}), so the file is not "
-                       "what it seems: a file of SELFIES or InChI, or a CSV read without data.source.column, gives "
-                       "this; check data.source.file and data.source.column, or drop the broken lines from the file")
+        first = ", ".join(repr(raw[:60]) for raw in unread)
+        raise RunError(f"data.source: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no "
+                       f"SMILES RDKit reads (the first: {first}), so the file is not what it seems: a file of SELFIES "
+                       "or InChI, or a CSV read without data.source.column, gives this; check data.source.file and "
+                       "data.source.column, or drop the broken lines from the file")
     vocab = SPECIALS + sorted({t for _, _, tokens in molecules for t in tokens})
     index = {t: i for i, t in enumerate(vocab)}
     width = max(len(t) for _, _, t in molecules) + 2

@@ -64,7 +64,8 @@ def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray
     masks = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), codes.astype(np.uint64)), offsets[:-1])
     trained = np.bitwise_or.reduce(masks[smallest])
     for name, rows in held.items():
-        missing = [int(z) for bit, z in enumerate(elements) if (np.bitwise_or.reduce(masks[rows]) & ~trained) >> bit & 1]
+        unseen = np.bitwise_or.reduce(masks[rows]) & ~trained
+        missing = [int(z) for bit, z in enumerate(elements) if unseen >> np.uint64(bit) & np.uint64(1)]
         if missing:
             from ase.data import chemical_symbols
 
