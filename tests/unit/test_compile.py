@@ -702,7 +702,7 @@ def test_compile_without_dvc_installed_writes_the_pipeline_and_says_no_remote_wa
     from chemspec import api
 
     (tmp_path / ".dvc").mkdir()
-    for name in ("dvc", "dvc.exceptions"):  # None in sys.modules: importing it raises ImportError
+    for name in ("dvc", "dvc.exceptions", "dvc.fs", "dvc.ignore"):  # None in sys.modules: importing raises ImportError
         monkeypatch.setitem(sys.modules, name, None)
     result = api.compile(write_spec(tmp_path / "s.yaml", tiny_study()), root=tmp_path)
     assert (tmp_path / "dvc.yaml").is_file() and (tmp_path / "params.yaml").is_file()

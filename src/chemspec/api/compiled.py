@@ -56,15 +56,17 @@ def compiled_elsewhere(spec: Path, study: str, root: Path) -> None:
     folder (a dvc.yaml and params.yaml that compile wrote), above it or up to three levels below the project's
     top, not inside a nested project or a folder .dvcignore names: `dvc repro` would run both pipelines,
     training the study twice."""
-    from dvc.fs import LocalFileSystem
-    from dvc.ignore import DvcIgnoreFilter
-
     from chemspec.archive.remote import project_root
 
     top = project_root(root if root.exists() else root.parent)
     if top is None:
         return
     here, top = root.resolve(), top.resolve()
+    try:
+        from dvc.fs import LocalFileSystem
+        from dvc.ignore import DvcIgnoreFilter
+    except ImportError:  # a machine without DVC (a GPU node that runs stages by hand) runs no `dvc repro`
+        return
     ignored = DvcIgnoreFilter(LocalFileSystem(), os.fspath(top)).is_ignored_dir
     folders = [folder for folder in (here, *here.parents) if folder.is_relative_to(top)]
     for folder, subfolders, _ in os.walk(top):  # links to folders are not followed
