@@ -121,6 +121,26 @@ def test_a_pull_fetches_checkpoints_as_the_commit_that_archived_the_run_recorded
     assert sha256_tree(clone / "run" / "checkpoints" / "m-200") == archived
 
 
+def test_a_run_whose_archive_was_committed_before_its_dvc_lock_pulls_as_the_later_commit_records_it(history,
+                                                                                                      tmp_path):
+    """The commit that changed the ref records the run before in its dvc.lock: the later one holds the checkpoints."""
+    root = copy_project(history, tmp_path / "apart")
+    write_spec(root / "study.yaml", tiny_study(**{"data.sizes": [200, 400, 800, 1000], "model.sizes.m.n_embd": 24}))
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    sh("dvc", "repro", cwd=root)
+    sh("dvc", "push", cwd=root)
+    sh("git", "add", "archive", cwd=root)
+    sh("git", "commit", "-qm", "the archive alone", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "dvc.lock and the rest", cwd=root)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path)
+    pulled = sh("chemspec", "pull", "HEAD", "--to", "run", cwd=clone)
+    assert "12 checkpoints" in pulled.stdout, pulled.stdout + pulled.stderr
+    archived = json.loads((clone / "run" / "manifest.json").read_text())["checkpoint_sha256"]["m-200"]
+    assert sha256_tree(clone / "run" / "checkpoints" / "m-200") == archived
+
+
 def test_a_commit_whose_compiled_study_was_not_archived_is_named_by_diff_and_report_from(history, tmp_path):
     """Edited, compiled and committed without a repro, a commit's archive still names the run before: diff said
     "no changes: the same run", and report --from showed that run, without a word."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
         if checkpoints:
             remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
             _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), ignored_folder(tmp / "checkpoints"),
-                   archived_at(rev, manifest["study"], cwd), remote, cwd)
+                   list(dict.fromkeys([archived_at(rev, manifest["study"], cwd), rev])), remote, cwd)
         write_json(tmp / PULLED, {"sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest()
                                              for name in ["manifest.json", *map(file_name, dict(walk(manifest)))]}})
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
@@ -201,54 +202,71 @@ def _missing_folder(url: str, cwd: Path) -> Path | None:
 
 def archived_at(commit: str, study: str, cwd: Path) -> str:
     """The commit, `commit` or one before it, that last changed `study`'s archive ref: the run's own, whose
-    dvc.lock records the checkpoints it archived. A later commit's may record cells trained since by a
-    partial `dvc repro` that did not archive them."""
+    dvc.lock records the checkpoints it archived where the ref and dvc.lock were committed together. A later
+    commit's may record cells trained since by a partial `dvc repro` that did not archive them."""
     log = subprocess.run(["git", "log", "-n1", "--format=%H", commit, "--", f":(top)archive/refs/{study}.json"],
                          cwd=cwd, capture_output=True, text=True)
     return log.stdout.strip() or commit
 
 
-def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, rev: str, remote: str,
+def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, revs: list[str], remote: str,
            cwd: Path) -> None:
-    """Each checkpoint at `rev` into `into`/<key> through DVC, checked against the hash archived with it
-    (manifests written before hashes were recorded have none, and their checkpoints are taken as they come)."""
+    """Each checkpoint into `into`/<key> through DVC, as the first of `revs` whose dvc.lock gives the one archived
+    (checked against the hash archived with it; manifests written before hashes were recorded have none, and
+    their checkpoints are taken as the first revision gives them); the first revision's error where none does."""
     from dvc.api import DVCFileSystem
 
     options = remote_options(cwd, remote)
     url = str(options["remote_config"].get("url", "?"))
-    fs = DVCFileSystem(str(cwd), rev=rev, **options)
+    systems: dict[str, DVCFileSystem] = {}
     for key, path in sorted(checkpoints.items()):
-        try:
-            fs.get(path, str(into / key), recursive=True)
-        except Exception as exc:  # DVC raises many kinds; each means the same to the user
-            if (folder := _missing_folder(url, cwd)) is not None:
-                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched: remote "
-                                   f"{remote!r} is the folder {folder}, which does not exist; point it at the "
-                                   "folder `dvc push` filled ($CHEMSPEC_REMOTE for the default remote, else "
-                                   f"`dvc remote modify {remote} url DIR`)") from None
-            raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched from remote "
-                               f"{remote!r} ({url}): {exc}; was `dvc push` run to it after that `dvc repro`?") from None
-        if key in hashes and (found := sha256_tree(into / key)) != hashes[key]:
-            if damaged := _damaged_in_cache(fs, path):
-                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged in this project's DVC cache: "
-                                   f"{', '.join(map(str, damaged))} no longer hold{'s' if len(damaged) == 1 else ''} "
-                                   "the bytes DVC named them by, so nothing was pulled; delete "
-                                   f"{'it' if len(damaged) == 1 else 'them'} and pull again, which fetches the "
-                                   f"checkpoint from remote {remote!r} ({url})")
-            if damaged := [md5 for name, md5 in _file_md5s(fs, path) if _md5(into / key / name) != md5]:
-                one = len(damaged) == 1
-                where = str(_local_folder(url, cwd) or url).rstrip("/")
-                files = ", ".join(f"{where}/files/md5/{md5[:2]}/{md5[2:]}" for md5 in damaged)
-                it = "it" if one else "them"
-                raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged on remote {remote!r} ({url}): "
-                                   f"{files} no longer hold{'s' if one else ''} the bytes DVC named {it} by, so "
-                                   f"nothing was pulled; delete {it} there, then push the "
-                                   f"checkpoint again from a project that holds it intact (`dvc push -r {remote}`): "
-                                   "DVC uploads no file the remote already has, so a push alone mends nothing")
-            raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]}, as DVC fetched it from remote {remote!r} "
-                               f"({url}) or this project's cache, is not the one archived (sha256 {found[:16]}, "
-                               f"archived {hashes[key][:16]}): that copy is damaged or was replaced, so nothing "
-                               f"was pulled; push it again with `dvc push -r {remote}` from a project that holds it")
+        errors = []
+        for rev in revs:
+            fs = systems[rev] = systems.get(rev) or DVCFileSystem(str(cwd), rev=rev, **options)
+            try:
+                _fetch_one(fs, key, path, into, rev, hashes, remote, url, cwd)
+                break
+            except ArchiveError as exc:
+                errors.append(exc)
+                shutil.rmtree(into / key, ignore_errors=True)
+        else:
+            raise errors[0]
+
+
+def _fetch_one(fs, key: str, path: str, into: Path, rev: str, hashes: dict[str, str], remote: str, url: str,
+               cwd: Path) -> None:
+    """One checkpoint at the filesystem's revision `rev` into `into`/<key>, checked against its archived hash."""
+    try:
+        fs.get(path, str(into / key), recursive=True)
+    except Exception as exc:  # DVC raises many kinds; each means the same to the user
+        if (folder := _missing_folder(url, cwd)) is not None:
+            raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched: remote "
+                               f"{remote!r} is the folder {folder}, which does not exist; point it at the "
+                               "folder `dvc push` filled ($CHEMSPEC_REMOTE for the default remote, else "
+                               f"`dvc remote modify {remote} url DIR`)") from None
+        raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched from remote "
+                           f"{remote!r} ({url}): {exc}; was `dvc push` run to it after that `dvc repro`?") from None
+    if key in hashes and (found := sha256_tree(into / key)) != hashes[key]:
+        if damaged := _damaged_in_cache(fs, path):
+            raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged in this project's DVC cache: "
+                               f"{', '.join(map(str, damaged))} no longer hold{'s' if len(damaged) == 1 else ''} "
+                               "the bytes DVC named them by, so nothing was pulled; delete "
+                               f"{'it' if len(damaged) == 1 else 'them'} and pull again, which fetches the "
+                               f"checkpoint from remote {remote!r} ({url})")
+        if damaged := [md5 for name, md5 in _file_md5s(fs, path) if _md5(into / key / name) != md5]:
+            one = len(damaged) == 1
+            where = str(_local_folder(url, cwd) or url).rstrip("/")
+            files = ", ".join(f"{where}/files/md5/{md5[:2]}/{md5[2:]}" for md5 in damaged)
+            it = "it" if one else "them"
+            raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged on remote {remote!r} ({url}): "
+                               f"{files} no longer hold{'s' if one else ''} the bytes DVC named {it} by, so "
+                               f"nothing was pulled; delete {it} there, then push the "
+                               f"checkpoint again from a project that holds it intact (`dvc push -r {remote}`): "
+                               "DVC uploads no file the remote already has, so a push alone mends nothing")
+        raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]}, as DVC fetched it from remote {remote!r} "
+                           f"({url}) or this project's cache, is not the one archived (sha256 {found[:16]}, "
+                           f"archived {hashes[key][:16]}): that copy is damaged or was replaced, so nothing "
+                           f"was pulled; push it again with `dvc push -r {remote}` from a project that holds it")
 
 
 def _file_md5s(fs, path: str) -> list[tuple[str, str]]:
