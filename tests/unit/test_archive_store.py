@@ -154,6 +154,18 @@ def test_verify_names_an_object_that_two_runs_share_under_each_of_them(tmp_path)
     assert sorted(problem.split(":")[0] for problem in problems) == sorted(f"s (manifest {run[:12]})" for run in runs)
 
 
+def test_archive_show_tells_an_id_that_names_nothing_from_a_damaged_manifest_and_from_no_archive(cli, tmp_path):
+    empty = cli("archive", "show", "deadbeef", cwd=tmp_path)
+    assert empty.code == 1 and "no archived runs under archive; run `dvc repro` first" in empty.err, empty.err
+    store, old, new = _two_runs(tmp_path / "archive")
+    unknown = cli("archive", "show", "deadbeef", cwd=tmp_path)
+    assert unknown.code == 2 and "no manifest in archive starts with 'deadbeef'; `chemspec archive ls`" in unknown.err
+    _flip(store.path(old))
+    damaged = cli("archive", "show", old[:12], cwd=tmp_path)
+    assert damaged.code == 1 and damaged.err.startswith(f"error: manifest {old}: ") and "restore the archive with " \
+        "`git checkout -- archive`" in damaged.err, damaged.err
+
+
 def test_archive_ls_lists_the_readable_runs_and_names_what_it_cannot_read(cli, tmp_path):
     store, old, new = _two_runs(tmp_path / "archive")
     (tmp_path / "archive" / "refs" / "stray.json").mkdir()

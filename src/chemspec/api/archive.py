@@ -29,7 +29,9 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
                  "`git checkout -- archive` or rerun the archive stage (`chemspec archive verify` checks all)"
                  for digest, study in current.items() if digest not in readable]
     if not found and not problems:
-        raise _nothing_archived(root)
+        from chemspec.archive.manifest import nothing_archived
+
+        raise nothing_archived(root)
     committed = _committed(Path(root).resolve().parent)
     return [{"manifest": digest, "study": m["study"], "cells": _cells(store, m), "at": committed.get(digest),
              "commit": (m["provenance"]["git"].get("commit") or "")[:12], "current": digest in current,
@@ -64,23 +66,11 @@ def archive_show(prefix: str, root: str | Path = "archive") -> dict:
     return {"manifest": digest, **manifest}
 
 
-def _nothing_archived(root: str | Path) -> ArchiveError:
-    from chemspec.archive.history import elsewhere
-
-    if hint := elsewhere(Path(root).parent, Path(root).name):
-        return ArchiveError(f"no archived runs under {root}{hint} (or give the archive's folder with --root)")
-    return ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder with "
-                        "--root")
-
-
 def archive_verify(root: str | Path = "archive") -> tuple[int, list[str]]:
     """Re-hash every archived object; return how many were checked and a line for each leftover of an
     interrupted write (harmless), or raise listing each problem."""
-    from chemspec.archive import Store, leftovers, verify
+    from chemspec.archive import leftovers, verify
 
-    store = Store(root)
-    if not store.studies() and not store.files()[0]:
-        raise _nothing_archived(root)
     checked, problems = verify(root)
     if problems:
         raise ArchiveError("archive verify found problems:\n" + "\n".join(f"  {p}" for p in problems))

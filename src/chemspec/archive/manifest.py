@@ -187,11 +187,29 @@ def manifests(root: str | Path) -> list[tuple[str, dict]]:
     return scan(root)[0]
 
 
+def nothing_archived(root: str | Path) -> ArchiveError:
+    """Why `root` holds no run: none archived yet, or a folder below the project was given."""
+    from chemspec.archive.history import elsewhere
+
+    if hint := elsewhere(Path(root).parent, Path(root).name):
+        return ArchiveError(f"no archived runs under {root}{hint} (or give the archive's folder with --root)")
+    return ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder with "
+                        "--root")
+
+
 def find(root: str | Path, prefix: str) -> tuple[str, dict]:
     """The manifest whose id starts with `prefix`; an id that names none, or several, is the caller's to mend
-    (exit 2, as a revision that names no commit)."""
-    matches = [(d, m) for d, m in manifests(root) if d.startswith(prefix)]
+    (exit 2, as a revision that names no commit), unless it names an object that is no readable manifest."""
+    found, problems = scan(root)
+    matches = [(d, m) for d, m in found if d.startswith(prefix)]
     if not matches:
+        names = [path.name for path in Store(root).files()[0]]
+        if not names and not Store(root).studies():
+            raise nothing_archived(root)
+        if damaged := [problem for problem in problems if problem.split()[1].startswith(prefix)] or [
+                f"archive object {name} is no readable manifest" for name in names if name.startswith(prefix)]:
+            raise ArchiveError(f"{damaged[0]}; restore the archive with `git checkout -- archive` (`chemspec "
+                               "archive verify` checks every object)")
         raise UsageError(f"no manifest in {root} starts with {prefix!r}; `chemspec archive ls` lists them")
     if len(matches) > 1:
         raise UsageError(f"{len(matches)} manifests match {prefix!r} in {root}; "
@@ -217,8 +235,7 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
     store = Store(root)
     studies, stored = store.studies(), [p.name for p in store.files()[0]]
     if not (studies or stored):
-        raise ArchiveError(f"no archived runs under {root}; run `dvc repro` first, or give the archive's folder "
-                           "with --root")
+        raise nothing_archived(root)
     faults: dict[str, str] = {}
     for digest in stored:
         try:
