@@ -207,6 +207,8 @@ def test_an_element_that_only_held_out_structures_hold_is_refused_at_the_split(t
                                        r"validation split holds: a model trained on it would never see them"):
         run_split(cell)
     assert not Path(cell.out_dir).exists()
+    (tmp_path / "d" / "atoms.npz").unlink()  # a node that fetched the split's one dependency, data.json, alone
+    assert run_split(cell)["sizes"] == [4, 60]
 
 
 def test_split_larger_than_the_data_names_max_length_when_it_dropped_most_molecules(tmp_path):
