@@ -37,6 +37,9 @@ COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
 
 SELFIES = re.compile(r"(\[[^\]\s]+\])+")
 """A SELFIES string: bracketed tokens only (checked where RDKit reads no SMILES in it)."""
+BARE_ATOMS = re.compile(r"(\[[A-Z][a-z]?\]){3,}")
+"""Three or more bracketed elements without hydrogens or charge: SELFIES that RDKit reads as a chain of radicals
+([C][C][O]), which no SMILES file writes for a molecule ([O][O], triplet oxygen, has two)."""
 
 
 class SmilesFileSource(Spec):
@@ -51,17 +54,15 @@ class SmilesFileSource(Spec):
 
     def _first_line_is_a_molecule(self, first: str) -> None:
         """Refuse a file read without `column` whose first line's SMILES (its first field; a name may follow)
-        is none RDKit reads, or one whose every atom is a radical, and is a header or SELFIES, each of which the
-        data stage would read as molecules and find (almost) none valid."""
+        is none RDKit reads, or BARE_ATOMS, and is a header or SELFIES, each of which the data stage would read
+        as molecules and find (almost) none valid."""
         from rdkit import Chem, RDLogger
 
         fields = first.split()
         RDLogger.DisableLog("rdApp.*")
-        mol = Chem.MolFromSmiles(fields[0])
-        radicals = mol is not None and all(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())
-        if mol is not None and not (radicals and mol.GetNumAtoms() > 1):
+        if Chem.MolFromSmiles(fields[0]) is not None and not BARE_ATOMS.fullmatch(fields[0]):
             return
-        if SELFIES.fullmatch(fields[0]):  # [C][C][O] reads as SMILES too: a chain of radicals
+        if SELFIES.fullmatch(fields[0]):
             raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
                              "which chemspec encodes itself (data.representation picks what the model reads): "
                              "decode them first (selfies.decoder)")
