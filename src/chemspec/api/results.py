@@ -110,20 +110,22 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
 
 
 def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
-               selected: dict | None = None) -> str | None:
+               selected: dict | None = None, on_disk: bool = True) -> str | None:
     """Why the results on disk are not those of the study as compiled now: the stages whose cell identity
     differs from the one their last run recorded in dvc.lock (or that never ran), which `dvc repro`
     will run (none known when no dvc.lock records any: stages run by hand), and the train cells of `rows`
-    whose hyperparameters are not those `selected` (the selection on disk) keeps for them now, led by the
-    files read here whose bytes are not those dvc.lock records; None when there are none of these."""
+    whose hyperparameters are not those `selected` (the selection on disk) keeps for them now, led (with
+    `on_disk`, where the results on disk are read) by the result files whose bytes are not those dvc.lock
+    records; None when there are none of these."""
     ran = locked_identities(root)
     stale = [name for name, ident in stage_identities(cells).items() if ran.get(name) != ident] if ran else []
     off = _off_selection(cells, rows, selected)
     read = [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/fit.json", cells.select.out]
-    unlike = unlike_lock(root, read)
+    unlike = unlike_lock(root, read) if on_disk else []
     mixed = (f"{', '.join(unlike)} {'is' if len(unlike) == 1 else 'are'} not what dvc.lock records, so these "
              "results may mix two runs (a `git checkout` without `dvc checkout` does this): run `dvc checkout` to "
-             "restore the run that dvc.lock records") if unlike else None
+             "restore the run that dvc.lock records, or, where the files on disk are the results you mean (stages "
+             "run by hand), `dvc commit` to record them") if unlike else None
     if not stale and not off:
         return mixed
     reasons = []
@@ -262,7 +264,7 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     stale = None
     if WORKTREE in (rev_a, rev_b) and result["study"] == compiled:
         try:
-            stale = _with_study_change(stale_note(cells, Path(params).parent, params), params)
+            stale = _with_study_change(stale_note(cells, Path(params).parent, params, on_disk=False), params)
         except ChemspecError as exc:  # a dvc.lock mid-merge: the comparison stands without the note
             stale = f"whether they predate {params} as compiled now is unknown: {exc}"
     return {**result, "stale": stale}
