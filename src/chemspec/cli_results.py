@@ -198,12 +198,12 @@ def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
                          for key, label in TEST_ERRORS.items() if f"{key}_before" in row)
         again = ("; the same stage and cell identity trained both: it did not reproduce"
                  if row.get("same_identity") else "")
-        if "ranks_left_out_after" in row:
-            ranks = {name: f"{row['ranks_left_out_before'].get(name, 'ok')} -> {status}"
-                     for name, status in row["ranks_left_out_after"].items()} | {
-                name: f"{status} -> ok" for name, status in row["ranks_left_out_before"].items()
-                if name not in row["ranks_left_out_after"]}
-            again += "; other kept configurations: " + ", ".join(f"{n} {c}" for n, c in ranks.items())
+        if "ranks_left_out_after" in row:  # runs archived before 2026-12-06 record no ranks left out
+            before, after = row["ranks_left_out_before"], row["ranks_left_out_after"]
+            ranks = [f"{name} {status}" + (f" (was {before[name]})" if before.get(name, status) != status else "")
+                     for name, status in after.items()]
+            ranks += [f"{name} {status} before, not now" for name, status in before.items() if name not in after]
+            again += "; other kept configurations: " + ", ".join(ranks)
         click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss "
                    f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}{again}")
     for row in cells["generation"]:

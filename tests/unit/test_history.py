@@ -136,7 +136,10 @@ def test_a_kept_configuration_that_diverged_is_named_where_another_stands_in_for
     (row,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["cells"]["changed"]
     assert (row["ranks_left_out_before"], row["ranks_left_out_after"]) == ({}, {"train@m-400-r2": "diverged"})
     assert ("~ cell m-400: hparams learning_rate=0.003 -> learning_rate=0.01, val loss 1.575 -> 2.033; other kept "
-            "configurations: train@m-400-r2 ok -> diverged") in cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+            "configurations: train@m-400-r2 diverged\n") in cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    archive_commit(repo, [shown], [_fit(0.2, 0.01)])
+    assert "other kept configurations: train@m-400-r2 diverged before, not now" in cli("diff", "HEAD~1", "HEAD",
+                                                                                          cwd=repo).out
 
 
 def test_a_force_field_diff_names_test_errors_in_the_runs_order_with_numbers_rounded(cli, repo):
