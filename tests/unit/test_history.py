@@ -142,6 +142,18 @@ def test_a_kept_configuration_that_diverged_is_named_where_another_stands_in_for
                                                                                           cwd=repo).out
 
 
+def test_the_fits_of_excess_fcd_are_diffed_beside_the_loss_exponents(cli, repo):
+    """Only the loss exponents were compared: a sampling change that moved the FCD exponents showed none."""
+    cells = [_cell("xs", 100, 2.0)]
+    for exponent in (0.017, 0.063):
+        fcd = {**_fit(exponent, 0.01), "metric": "fcd_excess"}
+        archive_commit(repo, cells, [_fit(0.2, 0.01)], generation_fits=[fcd])
+    (row,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["exponents"][1:]
+    assert (row["law"], row["before"], row["after"]) == ("fcd_excess power", 0.017, 0.063)
+    assert row["significant"] is not None, "tested as the loss exponents are"
+    assert "exponent data/xs (fcd_excess power): 0.017 [" in cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+
+
 def test_a_force_field_diff_names_test_errors_in_the_runs_order_with_numbers_rounded(cli, repo):
     def cell(model: str, size: int, loss: float, forces: float) -> dict:
         return {**_cell(model, size, loss), "force_mae_meV_per_A": forces, "energy_mae_meV": 40.0}

@@ -159,9 +159,9 @@ TEST_NOTE = ("approximate Welch t test on the Wald standard errors, treating the
 def _error(fit: dict) -> tuple[float, int] | None:
     """(standard error, residual degrees of freedom) of a fitted exponent, from its interval."""
     ci, level = fit.get("ci"), fit.get("confidence")
-    dof = fit.get("dof")
-    if dof is None and fit.get("law") in PARAMETERS and isinstance(fit.get("n"), int):
-        dof = fit["n"] - PARAMETERS[fit["law"]]
+    dof, law = fit.get("dof"), str(fit.get("law")).split(" ")[-1]  # "fcd_excess power": a power law
+    if dof is None and law in PARAMETERS and isinstance(fit.get("n"), int):
+        dof = fit["n"] - PARAMETERS[law]
     if not ci or None in ci or level is None or dof is None or dof < 1:
         return None
     from scipy import stats  # not at module level: it would add a second to every CLI call
@@ -282,6 +282,7 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
     id_a, man_a = a.manifest(name)
     id_b, man_b = b.manifest(name)
     spec_b = b.json(man_b["objects"]["spec"])
+    fit_a, fit_b = a.json(man_a["objects"]["fit"]), b.json(man_b["objects"]["fit"])
     level = spec_b.get("fit", {}).get("confidence", 0.95)
     return {"study": name, "a": {"rev": rev_a, "manifest": id_a}, "b": {"rev": rev_b, "manifest": id_b},
             "spec": spec_changes(a.json(man_a["objects"]["spec"]), spec_b),
@@ -292,6 +293,11 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
             "selection": selection_changes(*(side.json(manifest["objects"]["selected"])
                                              if "selected" in manifest["objects"] else None
                                              for side, manifest in ((a, man_a), (b, man_b)))),
-            "exponents": exponent_changes(a.json(man_a["objects"]["fit"])["fits"],
-                                          b.json(man_b["objects"]["fit"])["fits"], level),
+            "exponents": [*exponent_changes(fit_a["fits"], fit_b["fits"], level),
+                          *exponent_changes(_fcd_fits(fit_a), _fcd_fits(fit_b), level)],
             "confidence": level, "test": TEST_NOTE}
+
+
+def _fcd_fits(fit: dict) -> list[dict]:
+    """A run's fits of generation metrics (excess FCD), their law named with the metric apart from the loss's."""
+    return [{**f, "law": f"{f['metric']} {f['law']}"} for f in fit.get("generation") or []]
