@@ -41,6 +41,30 @@ def test_counts_on_a_hand_checked_set():
     assert set(result["wasserstein"]) == {"logp", "qed", "mw"}
 
 
+def test_a_sample_that_never_ended_counts_as_invalid_not_as_an_empty_molecule():
+    """Cut off at the length limit, a SELFIES prefix still decodes: 2-17 such samples in 300 were counted valid."""
+    result = evaluate(["CCO", None, "", "CCCC"], training=set(), ref=reference(["CCO", "CCC"]), fcd_molecules=2)
+    assert (result["samples"], result["unfinished"]) == (4, 1)
+    assert result["validity"] == pytest.approx(2 / 4) and result["trivial"] == pytest.approx(1 / 4)
+
+
+def test_the_report_says_how_molecules_were_sampled_and_what_counts_of_unfinished_ones():
+    from chemspec.report import study_labels, unfinished_text
+
+    spec = {"model": {"family": "chemgpt"}, "data": {"kind": "smiles", "representation": "selfies"},
+            "generation": {"samples": 300, "temperature": 0.9, "top_k": 20, "top_p": 0.95}}
+    assert study_labels(spec)["samples"] == ("Samples are SELFIES decoded to SMILES, 300 a cell at temperature 0.9, "
+                                             "from the 20 likeliest tokens within top_p 0.95")
+    spec["generation"] = {"samples": 1000, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    assert study_labels(spec)["samples"].endswith(", 1,000 a cell at temperature 1, from all tokens")
+    cells = [{"model": "xs", "data_size": 400, "generation": {"unfinished": 17, "samples": 300}},
+             {"model": "s", "data_size": 400, "generation": {"unfinished": 2, "samples": 300}},
+             {"model": "m", "data_size": 400, "generation": None}]
+    assert unfinished_text(cells) == ("A sample that reached the length limit without [EOS] counts as invalid: 19 in "
+                                      "all, at most 5.7% of a cell's (xs, 400).")
+    assert unfinished_text([{**c, "generation": {"validity": 1.0}} for c in cells]) == "", "runs before said nothing"
+
+
 def test_internal_diversity_counts_repeats_and_self_pairs_as_moses_does():
     result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), ref=reference(["CCO", "CCC"]), fcd_molecules=2)
     assert result["uniqueness"] == pytest.approx(1 / 3)

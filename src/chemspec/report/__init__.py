@@ -116,9 +116,26 @@ def study_labels(spec: dict) -> dict:
     data_axis, params_axis = AXES[spec["model"]["family"]]
     selfies = spec["data"]["kind"] == "smiles" and (spec["data"].get("representation") or "selfies") == "selfies"
     force_field = spec["data"]["kind"] == "atoms"
+    gen = spec.get("generation") or {}
+    drawn = (f", {gen.get('samples', 1000):,} a cell at temperature {gen.get('temperature', 1.0):g}, from "
+             + (f"the {gen['top_k']} likeliest tokens" if gen.get("top_k") else "all tokens")
+             + (f" within top_p {gen['top_p']:g}" if gen.get("top_p", 1.0) < 1 else "")) if gen else ""
     return {"force_field": force_field, "data_axis": data_axis, "params_axis": params_axis,
-            "samples": "Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model wrote them",
+            "samples": ("Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model "
+                        "wrote them") + drawn,
             "loss_note": LOSS_NOTES[force_field]}
+
+
+def unfinished_text(cells: list[dict]) -> str:
+    """What the validity column counts of samples cut off at the length limit, where the run recorded them."""
+    counted = [(c, c["generation"]) for c in cells if c.get("generation") and "unfinished" in c["generation"]]
+    if not counted:
+        return ""
+    share = {id(g): g["unfinished"] / max(g["samples"], 1) for _, g in counted}
+    cell, worst = max(counted, key=lambda pair: share[id(pair[1])])
+    return (f"A sample that reached the length limit without [EOS] counts as invalid: "
+            f"{sum(g['unfinished'] for _, g in counted):,} in all, at most {share[id(worst)]:.1%} of a cell's "
+            f"({cell['model']}, {cell['data_size']:,}).")
 
 
 LOSS_NOTES = {
@@ -196,7 +213,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "monotone": _in_cell_order(stats.get("loss_falls_with_data", {}), rows),
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "calibration": calibration_rows(calibration),
-            "generation": generation_rows(cells),
+            "generation": generation_rows(cells), "unfinished_text": unfinished_text(cells),
             "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
                                 for f in fit.get("generation") or []]}
 
@@ -243,6 +260,7 @@ def markdown(ctx: dict) -> str:
                   "|---|---|" + "---|" * len(COLUMNS)]
         lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in COLUMNS) + " |"
                   for g in ctx["generation"]]
+        lines += ["", f"{ctx['labels']['samples']}.", *([ctx["unfinished_text"]] if ctx["unfinished_text"] else [])]
         for f in ctx["generation_fits"]:
             value = f"{f['exponent']:.3f}, Wald (t) {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
             lines.append(f"- {f['quantity']}, power law, {f['axis']} axis, {f['group']}: {value}")

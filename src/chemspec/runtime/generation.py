@@ -193,12 +193,13 @@ def fcd(generated: Sequence[str], ref: Reference, device: str = "cpu") -> float 
 
 def evaluate(samples: Sequence[str], training: set[str], ref: Reference, *, fcd_molecules: int,
              device: str = "cpu", seed: int = 0) -> dict:
-    """Every metric of `samples` (SMILES, possibly empty or invalid) against the canonical training set and
-    the reference (test) set's statistics; FCD of `fcd_molecules` valid samples drawn by `seed`."""
+    """Every metric of `samples` (SMILES, possibly empty or invalid; None for a sample that never ended, an
+    invalid one) against the canonical training set and the reference (test) set's statistics; FCD of
+    `fcd_molecules` valid samples drawn by `seed`."""
     n = len(samples)
-    parsed = [canonical(s) for s in samples]
+    parsed = [canonical(s) if s is not None else None for s in samples]
     valid = [p[0] for p in parsed if p is not None]
-    trivial = sum(1 for s, p in zip(samples, parsed) if not s or (p is not None and p[1] <= 1))
+    trivial = sum(1 for s, p in zip(samples, parsed) if s == "" or (p is not None and p[1] <= 1))
     unique = list(dict.fromkeys(valid))
     novel = [s for s in unique if s not in training]
     notes = {}
@@ -215,6 +216,7 @@ def evaluate(samples: Sequence[str], training: set[str], ref: Reference, *, fcd_
         notes["fcd"] = f"the test set holds {ref.count} molecules; need at least 2"
     result = {
         "samples": n,
+        "unfinished": sum(s is None for s in samples),
         "validity": len(valid) / n if n else None,
         "trivial": trivial / n if n else None,
         "uniqueness": len(unique) / len(valid) if valid else None,

@@ -44,7 +44,8 @@ def attach(rows: list[dict], paths: dict[str, str]) -> list[dict]:
             entry = {k: found[k] for k in METRICS} | {
                 f"w_{name}": (found["wasserstein"] or {}).get(name) for name in PROPERTIES} | {
                 "fcd_molecules": found["fcd_molecules"], "fcd_floor": (found["fcd_floor"] or {}).get("value"),
-                "fcd_floor_std": (found["fcd_floor"] or {}).get("std")}
+                "fcd_floor_std": (found["fcd_floor"] or {}).get("std")} | (
+                {"unfinished": found["unfinished"], "samples": found["samples"]} if "unfinished" in found else {})
         joined.append({**row, "generation": entry})
     return joined
 

@@ -127,9 +127,10 @@ def run_sample(cell: SampleCell) -> dict:
                           representation=cell.representation)
     sampling_s = time.perf_counter() - started
     # A sample that repeats a training text is that training molecule, even where decoding and
-    # canonicalising it would not give back the same SMILES string.
+    # canonicalising it would not give back the same SMILES string. One cut off at the length limit, without
+    # [EOS], is no molecule the model finished (SELFIES would decode its prefix): invalid.
     by_text = {text: smiles for smiles, text in seen}
-    smiles = [by_text.get(r["text"], r["smiles"]) for r in rows]
+    smiles = [by_text.get(r["text"], r["smiles"]) if r["terminated"] else None for r in rows]
     ref = Reference.load(Path(cell.reference_dir) / "reference.npz")
     if ref.floor and ref.floor_molecules != cell.fcd_molecules:
         raise RunError(f"{cell.name}: {cell.reference_dir}/reference.npz measured FCD's floor at "
