@@ -103,42 +103,43 @@ def test_pull_into_a_fresh_clone_restores_checkpoints_and_refit_is_exact(history
     assert other.returncode == 1 and "first holds study 'tiny', not 'painn'" in other.stderr
 
 
-def test_a_pull_fetches_checkpoints_as_the_commit_that_archived_the_run_recorded_them(history, tmp_path):
-    """A commit after a partial `dvc repro` (one retrained cell, no archive stage) still names the older run;
-    its dvc.lock records the new checkpoint, which the pull fetched and then called damaged."""
-    root = copy_project(history, tmp_path / "partial")
+def _narrower_m(history: Path, root: Path, *repro: str) -> Path:
+    """A copy of `history` with model size m narrower, compiled, `dvc repro <repro>` run and pushed."""
+    copy_project(history, root)
     write_spec(root / "study.yaml", tiny_study(**{"data.sizes": [200, 400, 800, 1000], "model.sizes.m.n_embd": 24}))
     sh("chemspec", "compile", "study.yaml", cwd=root)
-    sh("dvc", "repro", "train@m-200", cwd=root)
+    sh("dvc", "repro", *repro, cwd=root)
     sh("dvc", "push", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "m narrower, one cell retrained, nothing archived", cwd=root)
+    return root
+
+
+def _pulled_head_is_the_archived_run(root: Path, tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path)
     pulled = sh("chemspec", "pull", "HEAD", "--to", "run", cwd=clone)
     assert "12 checkpoints" in pulled.stdout, pulled.stdout + pulled.stderr
     archived = json.loads((clone / "run" / "manifest.json").read_text())["checkpoint_sha256"]["m-200"]
     assert sha256_tree(clone / "run" / "checkpoints" / "m-200") == archived
+
+
+def test_a_pull_fetches_checkpoints_as_the_commit_that_archived_the_run_recorded_them(history, tmp_path):
+    """A commit after a partial `dvc repro` (one retrained cell, no archive stage) still names the older run;
+    its dvc.lock records the new checkpoint, which the pull fetched and then called damaged."""
+    root = _narrower_m(history, tmp_path / "partial", "train@m-200")
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "m narrower, one cell retrained, nothing archived", cwd=root)
+    _pulled_head_is_the_archived_run(root, tmp_path)
 
 
 def test_a_run_whose_archive_was_committed_before_its_dvc_lock_pulls_as_the_later_commit_records_it(history,
                                                                                                       tmp_path):
     """The commit that changed the ref records the run before in its dvc.lock: the later one holds the checkpoints."""
-    root = copy_project(history, tmp_path / "apart")
-    write_spec(root / "study.yaml", tiny_study(**{"data.sizes": [200, 400, 800, 1000], "model.sizes.m.n_embd": 24}))
-    sh("chemspec", "compile", "study.yaml", cwd=root)
-    sh("dvc", "repro", cwd=root)
-    sh("dvc", "push", cwd=root)
+    root = _narrower_m(history, tmp_path / "apart")
     sh("git", "add", "archive", cwd=root)
     sh("git", "commit", "-qm", "the archive alone", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "dvc.lock and the rest", cwd=root)
-    clone = tmp_path / "clone"
-    sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path)
-    pulled = sh("chemspec", "pull", "HEAD", "--to", "run", cwd=clone)
-    assert "12 checkpoints" in pulled.stdout, pulled.stdout + pulled.stderr
-    archived = json.loads((clone / "run" / "manifest.json").read_text())["checkpoint_sha256"]["m-200"]
-    assert sha256_tree(clone / "run" / "checkpoints" / "m-200") == archived
+    _pulled_head_is_the_archived_run(root, tmp_path)
 
 
 def test_a_commit_whose_compiled_study_was_not_archived_is_named_by_diff_and_report_from(history, tmp_path):
