@@ -116,12 +116,13 @@ def unarchived(rev: str, manifest: dict, params: Path) -> str | None:
     prefix = subprocess.run(["git", "rev-parse", "--show-prefix"], cwd=where, capture_output=True, text=True)
     shown = subprocess.run(["git", "show", f"{rev}:{prefix.stdout.strip()}{params.name}"], cwd=where,
                            capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
     try:
         archive = Cells.model_validate(yaml.safe_load(shown.stdout)["cells"]).archive
-    except Exception:  # noqa: BLE001 -- none there, or one another chemspec wrote: nothing to judge by
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):  # one another chemspec wrote: nothing to judge by
         return None
-    if shown.returncode != 0 or archive.study != manifest.get("study") or json_digest(
-            archive.spec) == manifest.get("spec_sha256"):
+    if archive.study != manifest.get("study") or json_digest(archive.spec) == manifest.get("spec_sha256"):
         return None
     return (f"{rev}: the run archived there is not of the study its {params.name} compiles (the study was edited, "
             "compiled and committed after that run); `dvc repro` at that commit, then a commit, archives the study "
