@@ -105,9 +105,8 @@ def locked_identities(root: Path) -> dict[str, str]:
     """The cell identity each stage last ran with, from the commands that the project's dvc.lock files
     record (the root one and each pipelines/<size>/ one), by stage name."""
     found = {}
-    for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]:
-        stages = (_lock(path) or {}).get("stages") if path.is_file() else None
-        for name, stage in (stages if isinstance(stages, dict) else {}).items():
+    for document in _locks(root).values():
+        for name, stage in ((document or {}).get("stages") or {}).items():
             command = stage.get("cmd") if isinstance(stage, dict) else None
             if isinstance(command, str) and (match := IDENTITY.search(command)):
                 found[name] = match.group(1)
@@ -119,9 +118,8 @@ def unlike_lock(root: Path, files: list[str]) -> list[str]:
     files record for them as a stage's output: a `git checkout` without `dvc checkout` mixes runs so. Files
     that no lock records, or that are not there, are left out."""
     recorded = {}
-    for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]:
-        stages = (_load(path) or {}).get("stages") if path.is_file() else None
-        for stage in (stages if isinstance(stages, dict) else {}).values():
+    for document in _locks(root).values():
+        for stage in ((document or {}).get("stages") or {}).values():
             for out in (stage.get("outs") or []) if isinstance(stage, dict) else []:
                 if isinstance(out, dict) and isinstance(out.get("md5"), str) and out.get("path") in files:
                     recorded[out["path"]] = out["md5"]

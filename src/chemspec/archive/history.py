@@ -228,14 +228,12 @@ def _cell_change(key: str, before: dict, after: dict) -> dict | None:
               if before.get(name) != after.get(name) for side, cell in (("before", before), ("after", after))}
     errors = {f"{name}_{side}": _number(cell, name) for name in TEST_ERRORS
               if _number(before, name) != _number(after, name) for side, cell in (("before", before), ("after", after))}
-    left = {f"ranks_left_out_{side}": cell.get("ranks_left_out", {}) for side, cell in (("before", before),
-                                                                                       ("after", after))}
-    if la == lb and sa == sb and not causes and not errors and left["ranks_left_out_before"] == left[
-            "ranks_left_out_after"]:
+    left_a, left_b = before.get("ranks_left_out", {}), after.get("ranks_left_out", {})
+    left = {} if left_a == left_b else {"ranks_left_out_before": left_a, "ranks_left_out_after": left_b}
+    if la == lb and sa == sb and not causes and not errors and not left:
         return None
     return {"cell": key, "status_before": sa, "status_after": sb, "val_loss_before": la, "val_loss_after": lb,
-            "delta": lb - la if la is not None and lb is not None else None, **causes, **errors,
-            **(left if left["ranks_left_out_before"] != left["ranks_left_out_after"] else {})}
+            "delta": lb - la if la is not None and lb is not None else None, **causes, **errors, **left}
 
 
 def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = ({}, {})) -> dict:

@@ -203,8 +203,9 @@ def find(root: str | Path, prefix: str) -> tuple[str, dict]:
     found, problems = scan(root)
     matches = [(d, m) for d, m in found if d.startswith(prefix)]
     if not matches:
-        names = [path.name for path in Store(root).files()[0]]
-        if not names and not Store(root).studies():
+        store = Store(root)
+        names = [path.name for path in store.files()[0]]
+        if not names and not store.studies():
             raise nothing_archived(root)
         if damaged := [problem for problem in problems if problem.split()[1].startswith(prefix)] or [
                 f"archive object {name} is no readable manifest" for name in names if name.startswith(prefix)]:

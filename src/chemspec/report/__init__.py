@@ -131,10 +131,12 @@ def unfinished_text(cells: list[dict]) -> str:
     counted = [(c, c["generation"]) for c in cells if c.get("generation") and "unfinished" in c["generation"]]
     if not counted:
         return ""
-    share = {id(g): g["unfinished"] / max(g["samples"], 1) for _, g in counted}
-    cell, worst = max(counted, key=lambda pair: share[id(pair[1])])
+    def share(g: dict) -> float:
+        return g["unfinished"] / max(g["samples"], 1)
+
+    cell, worst = max(counted, key=lambda pair: share(pair[1]))
     return (f"A sample that reached the length limit without [EOS] counts as invalid: "
-            f"{sum(g['unfinished'] for _, g in counted):,} in all, at most {share[id(worst)]:.1%} of a cell's "
+            f"{sum(g['unfinished'] for _, g in counted):,} in all, at most {share(worst):.1%} of a cell's "
             f"({cell['model']}, {cell['data_size']:,}).")
 
 

@@ -16,6 +16,7 @@ Diverged cells are left out of every fit and listed.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -98,17 +99,15 @@ def read_runs(metrics: dict[str, str]) -> tuple[dict[str, dict], dict[str, dict]
 def cells_table(runs: dict[str, dict]) -> list[dict]:
     """One row per (model size, data size): the best of its kept configurations, naming under
     `ranks_left_out` the others of them that diverged or failed (which the row stands in for)."""
-    best: dict[tuple, dict] = {}
+    groups: dict[tuple, list[dict]] = {}
     for row in runs.values():
-        group = (row["model"], row["data_size"])
-        if group not in best or _better(row, best[group]):
-            best[group] = row
-    for group, row in best.items():
-        failed = {other["cell"]: other["status"] for other in runs.values() if other is not row
-                  and (other["model"], other["data_size"]) == group and other["status"] != "ok"}
-        if failed and row["status"] == "ok":
-            best[group] = {**row, "ranks_left_out": failed}
-    return sorted(best.values(), key=lambda r: (r["params"], r["model"], r["data_size"]))
+        groups.setdefault((row["model"], row["data_size"]), []).append(row)
+    table = []
+    for rows in groups.values():
+        best = functools.reduce(lambda kept, row: row if _better(row, kept) else kept, rows)
+        failed = {row["cell"]: row["status"] for row in rows if row["status"] != "ok"}
+        table.append({**best, "ranks_left_out": failed} if failed and best["status"] == "ok" else best)
+    return sorted(table, key=lambda r: (r["params"], r["model"], r["data_size"]))
 
 
 def seed_noise(replicates: dict[str, dict], runs: dict[str, dict]) -> dict | None:

@@ -38,14 +38,14 @@ def run_split(cell: SplitCell) -> dict:
                        f"{cell.validation} + test {cell.test}) but only {n} are valid after cleaning "
                        f"(see {cell.data_dir}/data.json); lower data.sizes or read more {noun}{longer}")
     order = np.random.default_rng(cell.seed).permutation(n)
+    held = {"validation": order[: cell.validation], "test": order[cell.validation: cell.validation + cell.test]}
+    pool = order[cell.validation + cell.test:]
     store = Path(cell.data_dir) / "atoms.npz"  # not a dependency: where only data.json was fetched, no check
     if info.get("kind") == "atoms" and store.is_file():
-        held = {"validation": order[: cell.validation], "test": order[cell.validation: cell.validation + cell.test]}
-        _check_elements(store, order[cell.validation + cell.test:][: cell.sizes[0]], held)
+        _check_elements(store, pool[: cell.sizes[0]], held)
     with staged(cell.out_dir) as out:  # the row files and split.json replace the old ones together
-        hashes = {"val.npy": _save(out / "val.npy", order[: cell.validation]),
-                  "test.npy": _save(out / "test.npy", order[cell.validation: cell.validation + cell.test])}
-        pool = order[cell.validation + cell.test:]
+        hashes = {"val.npy": _save(out / "val.npy", held["validation"]),
+                  "test.npy": _save(out / "test.npy", held["test"])}
         for size in cell.sizes:
             hashes[f"train-{size}.npy"] = _save(out / f"train-{size}.npy", pool[:size])
         info = {"seed": cell.seed, "molecules": n, "validation": cell.validation, "test": cell.test,
