@@ -85,11 +85,15 @@ def test_csv_rows_with_an_empty_smiles_cell_are_read_and_counted_as_blank(tmp_pa
     assert info["counts"]["read"] == 3 and info["counts"]["blank"] == 1 and info["count"] == 2
 
 
+def file_cell(tmp_path, text: str, max_length: int = 12) -> DataCell:
+    """The data cell of a SMILES file holding `text`, one molecule a line."""
+    (tmp_path / "mols.txt").write_text(text)
+    return DataCell(study="t", seed=0, kind="smiles", source={"file": str(tmp_path / "mols.txt")},
+                    representation="selfies", max_length=max_length, out_dir=str(tmp_path / "data"))
+
+
 def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
-    bad = tmp_path / "bad.txt"
-    bad.write_text("xx\nyy\n")
-    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(bad)}, representation="selfies",
-                    max_length=12, out_dir=str(tmp_path / "data"))
+    cell = file_cell(tmp_path, "xx\nyy\n")
     with pytest.raises(RunError, match="no valid molecules among 2 read"):
         run_data(cell)
     assert not (tmp_path / "data" / "tokens.npy").exists()
@@ -97,10 +101,7 @@ def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
 
 def test_a_file_mostly_of_no_smiles_is_refused_naming_the_first_lines_rdkit_could_not_read(tmp_path):
     """SELFIES without rings or branches read as chains of radicals: the rest were dropped, the few trained on."""
-    selfies = tmp_path / "selfies.txt"
-    selfies.write_text("[C][C][O]\n[C][=C][Branch1][C][O]\n[N][C][=O]\n[C][Ring1][=Branch1]\nCCO\n")
-    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(selfies)}, representation="selfies",
-                    max_length=12, out_dir=str(tmp_path / "data"))
+    cell = file_cell(tmp_path, "[C][C][O]\n[C][=C][Branch1][C][O]\n[N][C][=O]\n[C][Ring1][=Branch1]\nCCO\n")
     with pytest.raises(RunError, match=r"3 of the 5 molecules read are no SMILES RDKit reads \(the first: "
                                        r"'\[C\]\[=C\]\[Branch1\]\[C\]\[O\]', '\[N\]\[C\]\[=O\]', "
                                        r"'\[C\]\[Ring1\]\[=Branch1\]'\), so the file is not what it seems: a file of "
@@ -110,10 +111,7 @@ def test_a_file_mostly_of_no_smiles_is_refused_naming_the_first_lines_rdkit_coul
 
 
 def test_molecules_all_too_long_name_max_length_not_the_file(tmp_path):
-    long = tmp_path / "long.txt"
-    long.write_text("CCCCCCCCCCCCCCCC\nc1ccccc1CCCCCCCCCC\nxx\n")
-    cell = DataCell(study="t", seed=0, kind="smiles", source={"file": str(long)}, representation="selfies",
-                    max_length=8, out_dir=str(tmp_path / "data"))
+    cell = file_cell(tmp_path, "CCCCCCCCCCCCCCCC\nc1ccccc1CCCCCCCCCC\nxx\n", max_length=8)
     with pytest.raises(RunError, match=r"no valid molecules among 3 read .*; most are longer than max_length \(8 "
                                        r"tokens, \[BOS\] and \[EOS\] included\): raise model.sizes.<name>.max_length"):
         run_data(cell)
