@@ -444,10 +444,10 @@ def test_one_configuration_is_kept_by_select_with_no_tpe_cell(tmp_path, scope):
         del study["hpo"]["tpe"]["model_size"]
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", study)))
     hparams = {"learning_rate": 3.0e-3, "batch_size": 32}
-    keys = ["lr3e-3-bs32"] if scope == "study" else [f"{m}-lr3e-3-bs32" for m in ("xs", "s", "m")]
+    keys = ["lr3e-3-bs32"]
     assert cells.tpe == {} and cells.select.tpe_dirs == {}
     assert cells.select.unranked == {key: hparams for key in keys}
-    assert sorted(cells.select.groups.values()) == sorted([key] for key in keys)
+    assert cells.select.groups == {"*": keys}
     files = compile_study(load_study(tmp_path / "s.yaml"), "s.yaml")
     pipeline = yaml.safe_load(files["dvc.yaml"])["stages"]
     assert "tpe" not in pipeline
@@ -455,6 +455,20 @@ def test_one_configuration_is_kept_by_select_with_no_tpe_cell(tmp_path, scope):
     assert yaml.safe_load(files["params.yaml"])["cells"]["select"]["unranked"] == {key: hparams for key in keys}
     several = compile_study(load_study(write_spec(tmp_path / "t.yaml", tiny_study())), "t.yaml")["params.yaml"]
     assert "unranked" not in yaml.safe_load(several)["cells"]["select"], "params files of before stay current"
+
+
+def test_a_scope_switch_with_one_configuration_retrains_nothing(tmp_path):
+    one = {"hpo.grid.learning_rate": [3.0e-3]}
+    study = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study(**one))))
+    per_size = tiny_study(**one, **{"hpo.tpe.scope": "model_size"})
+    del per_size["hpo"]["tpe"]["model_size"]
+    model_size = expand(load_study(write_spec(tmp_path / "m.yaml", per_size)))
+    assert model_size.train == study.train and model_size.select == study.select
+    files = [compile_study(load_study(tmp_path / name), name) for name in ("s.yaml", "m.yaml")]
+    stages = [yaml.safe_load(f["dvc.yaml"])["stages"] for f in files]
+    assert stages[0]["train"] == stages[1]["train"] and stages[0]["select"] == stages[1]["select"]
+    cells = [yaml.safe_load(f["params.yaml"])["cells"] for f in files]
+    assert cells[0]["train"] == cells[1]["train"] and cells[0]["select"] == cells[1]["select"]
 
 
 def test_a_selection_of_more_configurations_keeps_the_identity_it_had_before_unranked_ones(tmp_path):

@@ -61,8 +61,8 @@ def expand(study: Study) -> Cells:
     estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
     common = dict(family=study.model.family, seed=study.seed, training=study.training, data_dir=data_dir,
                   split_dir=split_dir)
-    per_size = tpe_cfg.scope == "model_size"
     configs = study.hpo.grid.configs()
+    per_size = tpe_cfg.scope == "model_size" and len(configs) > 1  # one configuration: the same under either scope
     tpe, groups, unranked = {}, {}, {}
     for group, tpe_size in ([(s, s) for s in sizes] if per_size else [("*", study.tpe_model_size())]):
         for hp in configs:

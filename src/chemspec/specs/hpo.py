@@ -52,7 +52,8 @@ class Tpe(Spec):
     (0.05: within 5% of the best); the best is always kept."""
     scope: Literal["study", "model_size"] = "study"
     """study: one TPE search on model_size, its choice used for every size; model_size: a TPE search
-    per model size, each size trained with its own choice."""
+    per model size, each size trained with its own choice. A grid of one configuration runs no search
+    and compiles the same under either."""
     model_size: Name | None = None
     """Model size that TPE runs on under scope study; default the first size of model.sizes (under scope
     model_size every size runs its own search, so it is refused there)."""
