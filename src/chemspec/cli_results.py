@@ -80,10 +80,11 @@ def _echo_generation(cells: list[dict]) -> None:
     for c in sampled:
         click.echo(f"{c['model']:<10} {c['data_size']:>9,} "
                    + " ".join(f"{_fmt(c['generation'][k]):>9}" for k in columns))
-    from chemspec.report import unfinished_text
+    from chemspec.report import few_valid_text, unfinished_text
 
-    if said := unfinished_text(sampled):
-        click.echo(said)
+    for said in (unfinished_text(sampled), few_valid_text(sampled)):
+        if said:
+            click.echo(said)
     unscored = [c for c in sampled if c["generation"]["fcd"] is None]
     if unscored:
         click.echo(f"FCD -: {count(len(unscored), 'cell')} not scored, as a rule for sampling fewer valid molecules "

@@ -65,6 +65,20 @@ def test_the_report_says_how_molecules_were_sampled_and_what_counts_of_unfinishe
     assert unfinished_text([{**c, "generation": {"validity": 1.0}} for c in cells]) == "", "runs before said nothing"
 
 
+def test_the_report_names_cells_whose_metrics_rest_on_fewer_valid_molecules_than_fcd_is_scored_on():
+    from chemspec.report import few_valid_text
+
+    def cell(model: str, validity: float | None, samples: int = 300) -> dict:
+        return {"model": model, "data_size": 400,
+                "generation": {"validity": validity, "samples": samples, "fcd_molecules": 50}}
+
+    cells = [cell("xs", 3 / 300), cell("s", 0.1), cell("m", 1.0), cell("l", None, 0),
+             {"model": "xl", "data_size": 400, "generation": None}]
+    assert few_valid_text(cells) == ("In 2 cells, uniqueness, novelty, internal diversity and W₁ rest on fewer valid "
+                                     "molecules than the 50 FCD is scored on: as few as 3 (xs, 400).")
+    assert few_valid_text(cells[1:3]).startswith("In 1 cell, ") and few_valid_text(cells[2:]) == ""
+
+
 def test_internal_diversity_counts_repeats_and_self_pairs_as_moses_does():
     result = evaluate(["CCO", "OCC", "C(O)C"], training=set(), ref=reference(["CCO", "CCC"]), fcd_molecules=2)
     assert result["uniqueness"] == pytest.approx(1 / 3)

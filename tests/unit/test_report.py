@@ -185,18 +185,24 @@ def test_samples_are_described_by_the_study_representation(cli, tmp_path, repres
     assert "<th>non-embedding parameters</th><th>training molecules</th>" in page
 
 
-def test_an_fcd_left_unscored_is_explained_under_the_table(cli, tmp_path):
-    """Every FCD showed '-' with no reason anywhere in the printed report."""
+def test_an_fcd_left_unscored_and_metrics_on_few_molecules_are_explained_under_the_table(cli, tmp_path):
+    """Every FCD showed '-' with no reason anywhere in the printed report, and IntDiv of 3 molecules read as any."""
     results = fitted(cli, tmp_path, tiny_study())
     cells = json.loads((results / "fit" / "cells.json").read_text())
-    entry = {**{k: 0.5 for k in COLUMNS}, "fcd_molecules": 45}
+    entry = {**{k: 0.5 for k in COLUMNS}, "fcd_molecules": 45, "samples": 60}
     io.write_json(results / "fit" / "cells.json", [{**c, "generation": {**entry, "fcd": None if i < 2 else 3.0}}
                                                    for i, c in enumerate(cells)])
     out = cli("report", "--no-files", cwd=tmp_path).out
     assert ("FCD -: 2 cells not scored, as a rule for sampling fewer valid molecules than the 45 every cell's FCD "
             "is scored on (generation.fcd_molecules)") in out, out
-    io.write_json(results / "fit" / "cells.json", [{**c, "generation": {**entry, "fcd": 3.0}} for c in cells])
-    assert "FCD -" not in cli("report", "--no-files", cwd=tmp_path).out
+    few = f"In {len(cells)} cells, uniqueness, novelty, internal diversity and W₁ rest on fewer valid molecules than " \
+          "the 45 FCD is scored on: as few as 30"
+    assert few in out
+    assert cli("report", cwd=tmp_path).code == 0 and few in (results / "report" / "index.html").read_text()
+    io.write_json(results / "fit" / "cells.json", [{**c, "generation": {**entry, "fcd": 3.0, "samples": 90}}
+                                                   for c in cells])
+    out = cli("report", "--no-files", cwd=tmp_path).out
+    assert "FCD -" not in out and "rest on fewer valid" not in out
 
 
 @pytest.mark.parametrize("energy,shown", [(7.5, "7.5"), (17950.3, "17,950")], ids=["small", "large"])

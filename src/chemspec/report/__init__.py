@@ -14,7 +14,7 @@ import jinja2
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS
-from chemspec.words import number
+from chemspec.words import count, number
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
 
@@ -140,6 +140,23 @@ def unfinished_text(cells: list[dict]) -> str:
             f"({cell['model']}, {cell['data_size']:,}).")
 
 
+def few_valid_text(cells: list[dict]) -> str:
+    """Which cells' uniqueness, novelty, diversity and property distances rest on fewer valid molecules than
+    their FCD is scored on (generation.fcd_molecules): shown, as MOSES shows them, but named (with none, they
+    are `-`)."""
+    def valid(g: dict) -> int:
+        return round((g.get("validity") or 0) * g.get("samples", 0))
+
+    few = [(c, valid(c["generation"])) for c in cells if c.get("generation") and c["generation"].get("fcd_molecules")
+           and 0 < valid(c["generation"]) < c["generation"]["fcd_molecules"]]
+    if not few:
+        return ""
+    cell, fewest = min(few, key=lambda pair: pair[1])
+    return (f"In {count(len(few), 'cell')}, uniqueness, novelty, internal diversity and W₁ rest on fewer valid "
+            f"molecules than the {cell['generation']['fcd_molecules']:,} FCD is scored on: as few as {fewest:,} "
+            f"({cell['model']}, {cell['data_size']:,}).")
+
+
 LOSS_NOTES = {
     False: "Val and test loss: the mean cross-entropy of the next token, in nats.",
     True: "Val and test loss: the training objective on that split, energy_weight·L(E) + forces_weight·L(F) with "
@@ -216,6 +233,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "calibration": calibration_rows(calibration),
             "generation": generation_rows(cells), "unfinished_text": unfinished_text(cells),
+            "few_valid_text": few_valid_text(cells),
             "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
                                 for f in fit.get("generation") or []]}
 
@@ -262,7 +280,8 @@ def markdown(ctx: dict) -> str:
                   "|---|---|" + "---|" * len(COLUMNS)]
         lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in COLUMNS) + " |"
                   for g in ctx["generation"]]
-        lines += ["", f"{ctx['labels']['samples']}.", *([ctx["unfinished_text"]] if ctx["unfinished_text"] else [])]
+        notes = (ctx["unfinished_text"], ctx["few_valid_text"])
+        lines += ["", f"{ctx['labels']['samples']}.", *[note for note in notes if note]]
         for f in ctx["generation_fits"]:
             value = f"{f['exponent']:.3f}, Wald (t) {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
             lines.append(f"- {f['quantity']}, power law, {f['axis']} axis, {f['group']}: {value}")
