@@ -15,13 +15,14 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from chemspec.errors import RunError, SpecError
 from chemspec.runtime.atoms import AtomsData, content_hash, load_atoms, save_atoms
 from chemspec.runtime.atoms_files import load_file
+from chemspec.runtime.atoms_states import comment_state
 from chemspec.runtime.forcefield_train import train_forcefield
 from chemspec.runtime.neighbours import ForceFieldDataset
 from chemspec.runtime.spookynet import SpookyNet, neighbour_pairs
 from chemspec.compiler import expand
 from chemspec.specs import load_study
 from chemspec.specs.model import GNNModel
-from tests.conftest import REPO, write_spec
+from tests.conftest import REPO, tiny_study, write_spec
 
 WATER_Z = [8, 1, 1]
 WATER_R = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
@@ -277,8 +278,8 @@ def test_spookynet_with_charge_spin_learns_states_that_other_models_cannot_tell_
                     energy_shift=0.0, seed=0)
     metrics, _ = train_forcefield("spookynet", 16, 1, 5.0, 8, train, val, test, charge_spin=True, **settings)
     assert metrics["energy_mae_meV"] < 600, metrics["energy_mae_meV"]  # the mean scores 2,890; seeds 0, 1: 178, 228
-    with pytest.raises(RunError, match=r"the structures have 3 electronic states \(charge -1 multiplicity 2, "
-                                       r"charge 0 multiplicity 1, charge 1 multiplicity 2\), which look alike to "
+    with pytest.raises(RunError, match=r"the structures have 3 electronic states \(charge -1 multiplicity 2: 16, "
+                                       r"charge 0 multiplicity 1: 16, charge 1 multiplicity 2: 16\), which look alike to "
                                        r"model.family 'painn' without model.charge_spin"):
         train_forcefield("painn", 8, 1, 5.0, 8, train, val, test, **settings)
 
@@ -313,6 +314,41 @@ def test_generated_molecules_of_several_states_need_charge_spin_before_any_md_ru
                                         r"multiplicity 2: \[CH3\]\), which look alike to model.family 'painn' "
                                         r"without model.charge_spin"):
         load_study(write_spec(tmp_path / "painn.yaml", study))
+
+
+def test_validate_refuses_an_extxyz_file_of_several_states_to_a_model_that_cannot_see_them(cli, tmp_path):
+    """Validate read frame 0 alone, and such a file was refused only at the first TPE cell."""
+    write_xyz(tmp_path / "ions.xyz", [(0, 1)] * 15 + [(1, 2)] * 5 + [("-1", None)] * 4)
+    study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "ions.xyz", "format": "extxyz"},
+                          "data.sizes": [10], "data.validation": 5, "data.test": 5,
+                          "model": {"family": "painn", "widths": [8], "depths": [1]},
+                          "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 10})
+    write_spec(tmp_path / "study.yaml", study)
+    result = cli("validate", "study.yaml", cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert ("data.source.file: 'ions.xyz' holds frames of 3 electronic states (charge -1 multiplicity 1: 4, charge 0 "
+            "multiplicity 1: 15, charge 1 multiplicity 2: 5), which look alike to model.family 'painn' without "
+            "model.charge_spin; set model.family: spookynet and model.charge_spin: true") in result.err, result.err
+    study["model"] = {"family": "spookynet", "widths": [8], "depths": [1], "charge_spin": True}
+    write_spec(tmp_path / "study.yaml", study)
+    assert cli("validate", "study.yaml", cwd=tmp_path).code == 0
+    study["model"] = {"family": "painn", "widths": [8], "depths": [1]}
+    write_spec(tmp_path / "study.yaml", study)
+    write_xyz(tmp_path / "ions.xyz", [(0, 1)] * 24)
+    assert cli("validate", "study.yaml", cwd=tmp_path).code == 0, "one state"
+    per_atom = [with_per_atom(atoms, charges=[0.4, 0.3, 0.3]) for atoms in frames([(None, 2)] * 4)]
+    ase.io.write(tmp_path / "ions.xyz", frames([(0, 1)] * 20) + per_atom, format="extxyz")
+    assert cli("validate", "study.yaml", cwd=tmp_path).code == 0, "states the comment lines do not give are left "\
+        "to the data stage, which reads every frame"
+
+
+def test_comment_lines_give_the_state_frame_state_reads_or_none():
+    assert comment_state(b'Properties=species:S:1:pos:R:3 charge=-1 multiplicity="2" energy=-1.0\n') == (-1, 2)
+    assert comment_state(b"Properties=species:S:1:pos:R:3 energy=-1.0 pbc=\"F F F\"\n") == (0, 1)
+    assert comment_state(b"charge=1.0 multiplicity=3 total_charge=2\n") is None
+    assert comment_state(b"Properties=species:S:1:pos:R:3:initial_charges:R:1 multiplicity=1\n") is None
+    assert comment_state(b"charge=0 magmom=1.0\n") is None and comment_state(b"charge=0.5\n") is None
+    assert comment_state(b"net_charge=1 xmultiplicity=2\n") == (0, 1)
 
 
 def test_only_studies_where_charges_matter_mark_their_data_cell():

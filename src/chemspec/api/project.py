@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from chemspec.specs import Study, json_schema, load_study
 from chemspec.specs.atoms_source import AtomsFileSource
 from chemspec.specs.base import unsafe_character
 from chemspec.specs.data import SmilesFileSource
+from chemspec.specs.model import Model
 
 
 def validate(spec: str | Path) -> Study:
@@ -31,16 +33,22 @@ def validate(spec: str | Path) -> Study:
     return load_study(spec, count_structures=_structures)
 
 
-def _structures(path: Path, source: AtomsFileSource) -> int:
+def _structures(path: Path, source: AtomsFileSource, model: Model) -> int:
+    """The structures of a data file; an extxyz file's frames of several charges or multiplicities, which its
+    comment lines give, are refused for a model that cannot tell them apart."""
     from chemspec.runtime.atoms_files import check_sample, count_structures
+    from chemspec.runtime.atoms_states import several_states
 
+    states = Counter() if source.format == "extxyz" and not getattr(model, "charge_spin", False) else None
     try:
-        count = count_structures(path, source.format, source.energy_key)
+        count = count_structures(path, source.format, source.energy_key, states)
         if count:  # an empty file is refused by the sizes it cannot fill, which says more
             check_sample(path, source.format, source.energy_key, source.forces_key)
-        return count
     except RunError as exc:
         raise ValueError(f"data.source.{exc.field}: {exc}") from None
+    if states and None not in states and (problem := several_states(states, model.family)):
+        raise ValueError(f"data.source.file {source.file!r} holds frames of {problem}")
+    return count
 
 
 def schema() -> dict:

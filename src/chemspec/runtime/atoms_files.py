@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -20,7 +21,7 @@ from chemspec.errors import RunError
 from chemspec.runtime.atoms import ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, from_frames
 from chemspec.runtime.atoms_arrays import NPZ_KEYS, checked_block, none_finite, read_npz, reading, unreadable
 from chemspec.runtime.geometry import check_geometry
-from chemspec.runtime.atoms_states import frame_state
+from chemspec.runtime.atoms_states import comment_state, frame_state
 from chemspec.specs.atoms_source import COMPRESSIONS
 
 if TYPE_CHECKING:
@@ -61,13 +62,14 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     return data, ({**counts, "groups": len(blocks)} if format == "ani1x" else counts)
 
 
-def count_structures(path: Path, format: str, energy_key: str = "energy") -> int:
+def count_structures(path: Path, format: str, energy_key: str = "energy", states: Counter | None = None) -> int:
     """The structures a file holds, counted without parsing them, never fewer than `load_file` keeps: in an
     npz (md17, rmd17), whose arrays are read and checked whole, those whose values are all finite; in HDF5
     (ani1x, whose partial levels of theory are mostly NaN, and ani2x) those with a finite energy; else every
     one. RunError where a file holds structures but none of them finite. Fast where load_file is not: an
     extended XYZ file (compressed or not, as ASE opens it) is scanned for its frame headers, as ASE indexes
-    it, instead of parsed (ASE parses ~1,500 frames a second)."""
+    it, instead of parsed (ASE parses ~1,500 frames a second); `states` then counts its frames by the
+    (charge, multiplicity) their comment lines give (runtime.atoms_states.comment_state)."""
     path = Path(path)
     if format in NPZ_KEYS:
         block = _npz(path, format)[0]
@@ -87,7 +89,7 @@ def count_structures(path: Path, format: str, energy_key: str = "energy") -> int
     from ase.io.formats import open_with_compression
 
     with reading(path, format), open_with_compression(str(path), "rb") as handle:
-        return _xyz_frames(path, handle)
+        return _xyz_frames(path, handle, states)
 
 
 def check_sample(path: Path, format: str, energy_key: str = "energy", forces_key: str = "forces") -> None:
@@ -117,7 +119,7 @@ def check_sample(path: Path, format: str, energy_key: str = "energy", forces_key
             _frame_block(path, format, f" row {row.id}", _row_atoms(row), energy_key, forces_key)
 
 
-def _xyz_frames(path: Path, handle: BinaryIO) -> int:
+def _xyz_frames(path: Path, handle: BinaryIO, states: Counter | None = None) -> int:
     """Frames of an XYZ file as ase.io.extxyz indexes them: an atom count line, a comment line and a line per
     atom (and VEC lines), until a blank line or the end. ASE reads nothing after a blank line, so text there
     is refused: a file joined with `cat` from files that end in an empty line would lose its later frames."""
@@ -131,6 +133,8 @@ def _xyz_frames(path: Path, handle: BinaryIO) -> int:
         for row in range(atoms + 1):  # the comment line, then one line an atom: a symbol and three coordinates
             line = handle.readline()
             lines += 1
+            if not row and states is not None:
+                states[comment_state(line)] += 1
             if not line or (row and len(line.split(None, 4)) < 4):
                 shown = line.strip()[:40].decode(errors="replace")
                 other = f" (line {lines} is no atom's: {shown!r})" if shown else ""

@@ -9,6 +9,8 @@ a neutral singlet. Every state is checked against the frame's electron count.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,3 +79,43 @@ def _checked(label: str, numbers: np.ndarray, given: dict) -> dict[str, int]:
                        f"multiplicity {state['multiplicity']} ({unpaired} unpaired){read}; multiplicity is 2S+1 "
                        f"(1 for a singlet, 2 for a doublet), not S; {WRITE}")
     return state
+
+
+_GIVEN = {key: re.compile(rb"(?:^|\s)" + key + rb'=("?)(\S+?)\1(?=\s|$)') for key in (b"charge", b"multiplicity")}
+_ELSEWHERE = {b"charge": re.compile(rb"[=:](?:initial_)?charges:"),
+              b"multiplicity": re.compile(rb"(?:^|\s)magmom=|[=:](?:initial_)?magmoms:")}
+_UNREAD = re.compile(rb"(?:^|\s)(?:" + b"|".join(key.encode() for key in UNREAD_KEYS) + rb")=")
+
+
+def comment_state(line: bytes) -> tuple[int, int] | None:
+    """(charge, multiplicity) of an extxyz frame from its comment line alone, as frame_state reads them; None
+    where they may come from elsewhere (per-atom charges or moments, a calculator's magmom) or a value is no
+    whole number, which the data stage reads or refuses."""
+    if _UNREAD.search(line):
+        return None
+    state = []
+    for key, default in ((b"charge", 0), (b"multiplicity", 1)):
+        if found := _GIVEN[key].search(line):
+            try:
+                value = float(found.group(2))
+            except ValueError:
+                return None
+            if not value.is_integer():
+                return None
+            state.append(int(value))
+        elif _ELSEWHERE[key].search(line):
+            return None
+        else:
+            state.append(default)
+    return state[0], state[1]
+
+
+def several_states(states: Mapping[tuple[int, int], int], family: str) -> str:
+    """The problem with structures of more than one (charge, multiplicity) for a model that sees neither, to
+    follow "the structures have"; `states` counts the structures of each. Empty for one state."""
+    if len(states) < 2:
+        return ""
+    listed = ", ".join(f"charge {q} multiplicity {m}: {n:,}" for (q, m), n in sorted(states.items()))
+    return (f"{len(states)} electronic states ({listed}), which look alike to model.family "
+            f"{family!r} without model.charge_spin; set model.family: spookynet and model.charge_spin: true, or keep "
+            "one charge and multiplicity in the data")

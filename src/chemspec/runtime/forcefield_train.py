@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from scipy.spatial.distance import pdist
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import ELECTRONIC, UNTRAINED, fit_reference_energies, untrained_elements
+from chemspec.runtime.atoms_states import several_states
 from chemspec.runtime.faults import Faults, nan_at
 from chemspec.runtime.ff_models import FAMILIES
 from chemspec.runtime.forcefield import ForceField, _quiet, evaluate
@@ -98,12 +100,9 @@ def _check_elements(model_name: str, train, val, test) -> None:
 
 def _check_states(model_name: str, charge_spin: bool, splits) -> None:
     """Structures of several charges or multiplicities need a model that sees them."""
-    states = set().union(*(split.states() for split in splits))
-    if len(states) > 1 and not charge_spin:
-        listed = ", ".join(f"charge {q} multiplicity {m}" for q, m in sorted(states))
-        raise RunError(f"the structures have {len(states)} electronic states ({listed}), which look alike to "
-                       f"model.family {model_name!r} without model.charge_spin; set model.family: spookynet and "
-                       "model.charge_spin: true, or keep one charge and multiplicity in the data")
+    states = sum((split.states() for split in splits), Counter())
+    if not charge_spin and (problem := several_states(states, model_name)):
+        raise RunError(f"the structures have {problem}")
 
 
 def _fingerprint(*splits) -> str:

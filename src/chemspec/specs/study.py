@@ -20,8 +20,9 @@ from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, JOINT_DISTINCT, A
 from chemspec.specs.sbatch import check_sbatch
 from chemspec.specs.training import Training
 
-CountStructures = Callable[[Path, AtomsFileSource], int]
-"""Counts the structures of an atoms file (ValueError with the reason where it cannot). The caller gives it:
+CountStructures = Callable[[Path, AtomsFileSource, Model], int]
+"""Counts the structures of an atoms file for the study's model (ValueError with the reason where it cannot,
+or where the file holds what the model cannot train on). The caller gives it:
 the spec layer knows no file format, and only `chemspec validate` reads a whole atoms file's index."""
 
 
@@ -291,7 +292,7 @@ class Study(Spec):
             elif isinstance(source, SmilesFileSource):
                 self.data.check_available(source.rows(path), f"data.source.file {source.file!r}")
             elif count is not None:
-                self.data.check_available(count(path, source), f"data.source.file {source.file!r}")
+                self.data.check_available(count(path, source, self.model), f"data.source.file {source.file!r}")
         except OSError as exc:  # a name too long, a directory without permission, ...
             yield f"data.source.file {source.file!r} cannot be read ({exc.strerror or exc}); fix the path"
         except ValueError as exc:
