@@ -64,6 +64,15 @@ def test_max_molecules_reads_a_seeded_sample_of_the_whole_file(tmp_path):
     assert {tuple(read_smiles(source, 3, seed)) for seed in range(5)} != {tuple(first)}
 
 
+def test_max_molecules_above_the_files_rows_reads_them_all_and_says_so(tmp_path, capsys):
+    info = run_data(data_cell(tmp_path, max_molecules=50, sample="seeded"))
+    assert info["counts"]["read"] == len(SMILES)
+    assert (f"note: data.source.max_molecules (50) is more than the 9 molecules of data.source.file "
+            f"{tmp_path / 'mols.txt'}, so all of them are read; lower it to draw a sample") in capsys.readouterr().err
+    run_data(data_cell(tmp_path, max_molecules=9, sample="seeded"))
+    assert "note" not in capsys.readouterr().err
+
+
 def test_a_moses_sample_has_the_whole_sets_share_of_sulfur_which_its_head_has_not():
     """MOSES's rows are not shuffled: its first 10,000 molecules hold a third more sulfur than all 1.58M."""
     def sulfur(smiles: list[str]) -> float:

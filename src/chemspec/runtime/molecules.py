@@ -18,6 +18,7 @@ import itertools
 import multiprocessing
 import os
 import re
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -165,6 +166,10 @@ def run_data(cell: DataCell) -> dict:
     rep = cell.representation or "selfies"
     limit = cell.source.get("max_molecules")
     raws = read_smiles(cell.source, limit, cell.seed)
+    if limit and limit > len(raws):
+        where = f"data.source.file {cell.source['file']}" if "file" in cell.source else "MOSES's training set"
+        print(f"note: data.source.max_molecules ({limit:,}) is more than the {len(raws):,} molecules of {where}, "
+              "so all of them are read; lower it to draw a sample", file=sys.stderr)
     present = [raw for raw in raws if raw]
     counts = {"read": len(raws), "blank": len(raws) - len(present), "invalid_smiles": 0, "unencodable": 0,
               "duplicates": 0, "too_long": 0}
