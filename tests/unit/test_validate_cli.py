@@ -76,7 +76,11 @@ CASES = [
      "margin, or raise keep"),
     ("last-epochs-over-the-window", mutate("hpo.tpe", {"estimator": "tse_e", "last_epochs": 5, "budget_fraction": 0.5}),
      "hpo.tpe.last_epochs: 5 spans the whole TPE window (budget_fraction 0.5 of training.max_epochs 5: 2.5 epochs), "
-     "where tse_e is tse; lower last_epochs below 2.5, or set estimator: tse"),
+     "where tse_e is tse; lower last_epochs below 2.5, raise budget_fraction so that the window holds more than 5 "
+     "epochs, or set estimator: tse"),
+    ("last-epochs-over-a-one-epoch-window", mutate("hpo.tpe", {"estimator": "tse_e", "budget_fraction": 0.2}),
+     "(budget_fraction 0.2 of training.max_epochs 5: 1 epoch), where tse_e is tse; raise budget_fraction so that the "
+     "window holds more than 1 epoch, or set estimator: tse"),
     ("tpe-size-unknown", mutate("hpo.tpe.model_size", "xl"), "hpo.tpe.model_size: 'xl' is not a model size"),
     ("tpe-data-unknown", mutate("hpo.tpe.data_size", 7), "hpo.tpe.data_size: 7 is not in data.sizes"),
     ("grid-repeat", mutate("hpo.grid.learning_rate", [1e-3, 1e-3]), "repeats a value"),
@@ -236,6 +240,20 @@ def test_every_rule_of_a_section_that_fails_is_reported(cli, tmp_path):
                     "data.sizes: the largest size (30000) plus validation",
                     "model.sizes.s: n_embd (65535) must be divisible by n_head (4)",
                     "model.sizes.s: n_layer 1000 × n_embd 65535 makes about 5.2e+13 non-embedding parameters"):
+        assert problem in result.err
+
+    study = copy.deepcopy(BASE)
+    study["hpo"]["tpe"].update(estimator="tse", last_epochs=2, ema_decay=0.8, margin=0.1)
+    study["executor"] = {"slurm": {"sbatch": {"array": "1-3", "ntasks-per-node": 2, "time": 120, "qos": True,
+                                              "cpus-per-task": "many"}}}
+    spec.write_text(yaml.safe_dump(study))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and "8 errors" in result.err, result.err
+    for problem in ("hpo.tpe.last_epochs: is read by estimator tse_e alone", "hpo.tpe.ema_decay: is read by estimator "
+                    "tse_ema alone", "hpo.tpe.margin: drops kept configurations", "executor.slurm.sbatch.array: "
+                    "chemspec launch sets --array", "executor.slurm.sbatch.ntasks-per-node: chemspec launch sets",
+                    "executor.slurm.sbatch.qos: needs a value", "executor.slurm.sbatch.cpus-per-task: many is not a count",
+                    "executor.slurm.sbatch.time: set it as executor.slurm.time_min"):
         assert problem in result.err
 
 

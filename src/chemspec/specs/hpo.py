@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from chemspec.specs.base import BatchSize, Name, Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, BatchSize, Name, Spec
 
 
 class Grid(Spec):
@@ -65,14 +65,15 @@ class Tpe(Spec):
 
     @model_validator(mode="after")
     def _options_apply(self) -> "Tpe":
-        for key, estimator in (("last_epochs", "tse_e"), ("ema_decay", "tse_ema")):
-            if key in self.model_fields_set and self.estimator != estimator and not self.calibrate:
-                raise ValueError(f"hpo.tpe.{key} is read by estimator {estimator} alone (and by calibrate, which "
-                                 f"scores every estimator), and estimator is {self.estimator}: remove {key}, or set "
-                                 f"estimator: {estimator}")
+        problems = [f"hpo.tpe.{key} is read by estimator {estimator} alone (and by calibrate, which scores every "
+                    f"estimator), and estimator is {self.estimator}: remove {key}, or set estimator: {estimator}"
+                    for key, estimator in (("last_epochs", "tse_e"), ("ema_decay", "tse_ema"))
+                    if key in self.model_fields_set and self.estimator != estimator and not self.calibrate]
         if self.margin is not None and self.keep == 1:
-            raise ValueError("hpo.tpe.margin drops kept configurations beyond the best, and keep is 1 (the best "
-                             "alone is kept): remove margin, or raise keep")
+            problems.append("hpo.tpe.margin drops kept configurations beyond the best, and keep is 1 (the best alone "
+                            "is kept): remove margin, or raise keep")
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
 
 
@@ -86,11 +87,13 @@ class Hpo(Spec):
 
     @model_validator(mode="after")
     def _keep_fits_grid(self) -> "Hpo":
-        n = len(self.grid.configs())
+        n, problems = len(self.grid.configs()), []
         if self.tpe.keep > n:
-            raise ValueError(f"hpo.tpe.keep is {self.tpe.keep}, more than the {n} configurations of hpo.grid; "
-                             f"set keep to at most {n}")
+            problems.append(f"hpo.tpe.keep is {self.tpe.keep}, more than the {n} configurations of hpo.grid; set keep "
+                            f"to at most {n}")
         if self.tpe.calibrate and n == 1:
-            raise ValueError("hpo.tpe.calibrate scores how TPE ranks the configurations of hpo.grid, and it holds "
-                             "one (which trains without a TPE run); give hpo.grid more values, or remove calibrate")
+            problems.append("hpo.tpe.calibrate scores how TPE ranks the configurations of hpo.grid, and it holds one "
+                            "(which trains without a TPE run); give hpo.grid more values, or remove calibrate")
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self

@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
-from chemspec.errors import LaunchError
-from chemspec.specs.base import Spec
-from chemspec.specs.sbatch import check_sbatch
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
+from chemspec.specs.sbatch import sbatch_problems
 from chemspec.specs.training import Training
 
 AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
@@ -95,14 +94,11 @@ class Slurm(Spec):
     @field_validator("sbatch")
     @classmethod
     def _sbatch_options(cls, options: dict[str, str | bool]) -> dict[str, str | bool]:
-        typed = [key for key in options if key in TYPED]
-        if typed:
-            raise ValueError(f"executor.slurm.sbatch.{typed[0]}: set it as {TYPED[typed[0]]}, which the study has "
-                             "a key for; two values for one option would leave the job script's to chance")
-        try:
-            check_sbatch(options, spec=options.keys())
-        except LaunchError as exc:
-            raise ValueError(str(exc)) from None
+        problems = [f"executor.slurm.sbatch.{key}: set it as {TYPED[key]}, which the study has a key for; two values "
+                    "for one option would leave the job script's to chance" for key in options if key in TYPED]
+        problems += sbatch_problems({k: v for k, v in options.items() if k not in TYPED}, spec=options.keys())
+        if problems:
+            raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return options
 
     def gpus(self, training: Training) -> int:

@@ -4,9 +4,10 @@ sbatch long options with one-line values, none that launch sets itself, GPUs ask
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from chemspec.errors import LaunchError
+from chemspec.specs.base import PROBLEMS_SEPARATOR
 
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 SLURM_TIME = re.compile(r"(\d+-\d+|\d+)(:\d+){0,2}|unlimited|infinite", re.IGNORECASE)
@@ -39,41 +40,41 @@ def _option(key: str, value: str | bool | None = None, spec: Collection[str] = (
 
 
 def check_sbatch(options: dict[str, str | bool], gpus_per_job: int = 0, spec: Collection[str] = ()) -> None:
-    """Refuse sbatch options that are no sbatch long option, take no one-line value, that launch sets, or
-    that ask for GPUs a second way beside executor.slurm.gpus_per_job; `spec`: the keys the study gave
+    """LaunchError listing every problem of `sbatch_problems`, a line each."""
+    if problems := list(sbatch_problems(options, gpus_per_job, spec)):
+        raise LaunchError(PROBLEMS_SEPARATOR.join(problems))
+
+
+def sbatch_problems(options: dict[str, str | bool], gpus_per_job: int = 0, spec: Collection[str] = ()) -> Iterator[str]:
+    """Sbatch options that are no sbatch long option, take no one-line value, that launch sets, or that ask
+    for GPUs a second way beside executor.slurm.gpus_per_job; `spec`: the keys the study gave
     (executor.slurm.sbatch), named so, the others came from --sbatch."""
     bad = [key for key in options if not SBATCH_KEY.match(key)]
     if bad:
-        raise LaunchError(f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high")
-    managed = [key for key in options if key in MANAGED]
-    if managed:
-        key = managed[0]
-        raise LaunchError(f"{_option(key, spec=spec)}: chemspec launch sets --{key} of every job itself "
-                          f"({MANAGED[key]}); drop it")
+        yield f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high"
+    for key in (key for key in options if key in MANAGED):
+        yield f"{_option(key, spec=spec)}: chemspec launch sets --{key} of every job itself ({MANAGED[key]}); drop it"
     values = {key: value for key, value in options.items() if value is not True}
     bad = [key for key, value in values.items() if not value]
     if bad:
         fix = (f"write {_option(bad[0], 'VALUE', spec)}" if bad[0] in VALUED else
                f"write KEY=VALUE, or KEY alone for a flag ({_option(bad[0], True, spec)})")
-        raise LaunchError(f"sbatch options {bad} have an empty value, which sbatch refuses: {fix}")
+        yield f"sbatch options {bad} have an empty value, which sbatch refuses: {fix}"
     bad = [key for key, value in values.items() if not value.isprintable()]
     if bad:
-        raise LaunchError(f"sbatch option values of {bad} hold a line break or control character; an #SBATCH "
-                          "line takes one line: give one value per option")
+        yield (f"sbatch option values of {bad} hold a line break or control character; an #SBATCH line takes one "
+               "line: give one value per option")
     for key in ("time", "time-min"):
-        if options.get(key) is True or (key in values and not SLURM_TIME.fullmatch(values[key])):
-            raise LaunchError(f"{_option(key, values.get(key, ''), spec)} is not a SLURM time (minutes, MM:SS, "
-                              "HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the "
-                              "study")
-    flags = sorted(key for key, value in options.items() if value is True and key in VALUED)
-    if flags:
-        raise LaunchError(f"{_option(flags[0], spec=spec)} needs a value, which sbatch would refuse to go without: "
-                          f"write {_option(flags[0], 'VALUE', spec)}")
-    bad = [key for key in COUNTS if key in values and not (values[key].isdigit() and int(values[key]) > 0)]
-    if bad:
-        raise LaunchError(f"{_option(bad[0], values[bad[0]], spec)} is not a count of CPUs; give a whole number "
-                          "above 0")
+        if options.get(key) is True or (values.get(key) and not SLURM_TIME.fullmatch(values[key])):
+            yield (f"{_option(key, values.get(key, ''), spec)} is not a SLURM time (minutes, MM:SS, HH:MM:SS, D-HH, "
+                   "D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
+    for key in sorted(key for key, value in options.items() if value is True and key in VALUED and key not in
+                      ("time", "time-min")):
+        yield (f"{_option(key, spec=spec)} needs a value, which sbatch would refuse to go without: "
+               f"write {_option(key, 'VALUE', spec)}")
+    for key in (key for key in COUNTS if values.get(key) and not (values[key].isdigit() and int(values[key]) > 0)):
+        yield f"{_option(key, values[key], spec)} is not a count of CPUs; give a whole number above 0"
     if gpus_per_job and re.search(r"(^|,)gpu\b", str(values.get("gres", ""))):
-        raise LaunchError(f"{_option('gres', values['gres'], spec)} asks for GPUs beside the {gpus_per_job} that "
-                          "executor.slurm.gpus_per_job (or training.devices) asks for with --gpus-per-node; give "
-                          "them one way: drop the gpu gres, or set executor.slurm.gpus_per_job: 0 in the study")
+        yield (f"{_option('gres', values['gres'], spec)} asks for GPUs beside the {gpus_per_job} that "
+               "executor.slurm.gpus_per_job (or training.devices) asks for with --gpus-per-node; give them one way: "
+               "drop the gpu gres, or set executor.slurm.gpus_per_job: 0 in the study")

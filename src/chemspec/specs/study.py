@@ -9,7 +9,6 @@ from typing import Any, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from chemspec.errors import LaunchError
 from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
 from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 from chemspec.specs.data import Data, SmilesFileSource
@@ -17,8 +16,9 @@ from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, GNNModel, Model
 from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, JOINT_DISTINCT, Archive, Executor, Fit
-from chemspec.specs.sbatch import check_sbatch
+from chemspec.specs.sbatch import sbatch_problems
 from chemspec.specs.training import Training
+from chemspec.words import count
 
 CountStructures = Callable[[Path, AtomsFileSource, Model], int]
 """Counts the structures of an atoms file for the study's model (ValueError with the reason where it cannot,
@@ -88,10 +88,7 @@ class Study(Spec):
         if slurm.gpus_per_job and self.training.accelerator == "cpu":
             yield (f"executor.slurm.gpus_per_job: {slurm.gpus_per_job} GPUs a job for cells that run on the CPU "
                    "(training.accelerator: cpu), which would hold them idle; leave it out, or set training.accelerator")
-        try:
-            check_sbatch(slurm.sbatch, slurm.gpus(self.training), spec=slurm.sbatch.keys())
-        except LaunchError as exc:
-            yield str(exc)
+        yield from sbatch_problems(slurm.sbatch, slurm.gpus(self.training), spec=slurm.sbatch.keys())
 
     def _family_problems(self) -> Iterator[str]:
         """Settings that the model family cannot train with."""
@@ -197,9 +194,12 @@ class Study(Spec):
         tpe = self.hpo.tpe
         window = tpe.budget_fraction * self.training.max_epochs
         if tpe.estimator == "tse_e" and tpe.last_epochs >= window - 1e-9 and len(self.hpo.grid.configs()) > 1:
+            epochs = f"{window:g} epoch{'' if window == 1 else 's'}"
             yield (f"hpo.tpe.last_epochs {tpe.last_epochs} spans the whole TPE window (budget_fraction "
-                   f"{tpe.budget_fraction} of training.max_epochs {self.training.max_epochs}: {window:g} epochs), "
-                   f"where tse_e is tse; lower last_epochs below {window:g}, or set estimator: tse")
+                   f"{tpe.budget_fraction} of training.max_epochs {self.training.max_epochs}: {epochs}), where tse_e "
+                   "is tse; " + (f"lower last_epochs below {window:g}, " if window > 1 else "")
+                   + f"raise budget_fraction so that the window holds more than {count(tpe.last_epochs, 'epoch')}, "
+                     "or set estimator: tse")
 
     def _optimiser_steps(self, size: int, batch: int) -> int:
         """Optimiser steps of a whole run on `size` rows at `batch` rows a step, each rank stepping through its
