@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -56,6 +59,27 @@ def test_staged_files_replace_theirs_together_or_not_at_all(tmp_path):
     assert [(folder / n).read_text() for n in ("tokens.npy", "data.json", "tokenizer/vocab.json", "kept.txt")] \
         == ["new", "new", "new", "old"]
     assert sorted(p.name for p in folder.iterdir()) == ["data.json", "kept.txt", "tokenizer", "tokens.npy"]
+
+
+def test_what_a_killed_write_leaves_stays_out_of_git_and_the_next_write_of_it_removes_it(tmp_path):
+    """SIGKILL (the OOM killer, SLURM after its grace period) skips every clean-up: a half-written model stayed
+    beside the results for good, and `git add -A` took it."""
+    folder = tmp_path / "results" / "l-300"
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    killed = ("import os, signal, sys\nfrom chemspec.runtime import io\n"
+              f"with io.staged({str(folder)!r}) as tmp:\n"
+              "    io.write_bytes(tmp / 'model.safetensors', b'half')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == -signal.SIGKILL
+    left = [p.name for p in folder.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".staged.")
+    untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                               capture_output=True, text=True, check=True).stdout
+    assert untracked == "", untracked
+    for name in (".model.ab12cd34.old", ".other.ab12cd34.tmp"):
+        (folder / name).mkdir()
+    with io.staged(folder) as tmp:
+        io.write_bytes(tmp / "model", b"whole")
+    assert sorted(p.name for p in folder.iterdir()) == [".other.ab12cd34.tmp", "model"], "another write's is kept"
 
 
 def test_os_errors_name_the_file_not_its_temporary_sibling():

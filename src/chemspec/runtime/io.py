@@ -26,6 +26,7 @@ from chemspec.errors import InputError
 # mkstemp/mkdtemp create owner-only files; outputs get the modes that open() and mkdir() would give.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_IGNORE_ALL = b"# written by chemspec: nothing here belongs in git\n*\n"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(tmp|old)$")  # see final_path
 
 
@@ -103,7 +104,7 @@ def ignored_folder(path: str | Path) -> Path:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / ".gitignore").exists():
-        write_bytes(folder / ".gitignore", b"# written by chemspec: nothing here belongs in git\n*\n")
+        write_bytes(folder / ".gitignore", _IGNORE_ALL)
     return folder
 
 
@@ -180,8 +181,9 @@ def staged(folder: str | Path) -> Iterator[Path]:
     names in `folder` together, and only if the block succeeds."""
     folder = Path(folder)
     with _scratch(folder, "staged") as tmp:
+        (tmp / ".gitignore").write_bytes(_IGNORE_ALL)  # what a killed process leaves here stays out of git
         yield tmp
-        _swap_in([(item, folder / item.name) for item in sorted(tmp.iterdir())])
+        _swap_in([(item, folder / item.name) for item in sorted(tmp.iterdir()) if item.name != ".gitignore"])
 
 
 @contextlib.contextmanager
@@ -190,6 +192,7 @@ def _scratch(parent: Path, name: str) -> Iterator[Path]:
     block fails (a failed pull leaves no empty pulled/)."""
     made = [folder for folder in (parent, *parent.parents) if not folder.exists()]
     parent.mkdir(parents=True, exist_ok=True)
+    _sweep(parent, {name})
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
     done = False
     try:
@@ -223,6 +226,8 @@ def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
     only a process killed in between leaves it there."""
     aside: list[tuple[Path, Path]] = []
     placed: list[Path] = []
+    for parent in {path.parent for _, path in pairs}:  # the new paths may be .tmp siblings: only .old goes
+        _sweep(parent, {path.name for _, path in pairs if path.parent == parent}, ("old",))
     try:
         for _, path in pairs:
             if path.exists() or path.is_symlink():
@@ -243,6 +248,16 @@ def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
             _delete(old)
         if old.exists() or old.is_symlink():
             print(f"warning: could not delete the replaced {old}; delete it by hand", file=sys.stderr)
+
+
+def _sweep(parent: Path, names: set[str], kinds: tuple[str, ...] = ("tmp", "old")) -> None:
+    """Delete what killed processes left in `parent` of earlier writes of `names` (their .NAME.XXXXXXXX.tmp
+    or .old): a SIGKILL skips every clean-up. Other names are left alone: another stage may be writing
+    beside these, into the same folder, now."""
+    with contextlib.suppress(OSError):
+        for entry in list(parent.iterdir()):
+            if (left := _TEMPORARY.match(entry.name)) and left["name"] in names and left[2] in kinds:
+                _delete(entry)
 
 
 def _delete(path: Path) -> None:
