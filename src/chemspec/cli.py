@@ -15,7 +15,7 @@ import traceback
 import click
 
 from chemspec import __version__, api
-from chemspec.errors import ChemspecError
+from chemspec.errors import INTERRUPTED, ChemspecError
 from chemspec.cli_results import archive, diff, pull, refit, report
 from chemspec.runtime import STAGES
 from chemspec.words import count
@@ -193,10 +193,6 @@ def _os_error(exc: OSError) -> str:
         return f"{path}: {exc.strerror}; {named}"
     return (f"{path}: {exc.strerror or exc}; check that you may read and write it and its folder, and that "
             "the disk has room, then rerun")
-
-
-INTERRUPTED = ("interrupted; what the command writes is written whole or not at all, so run it again (a pipeline "
-               "stage: re-run `dvc repro`)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+INTERRUPTED = ("interrupted; what the command writes is written whole or not at all, so run it again (a pipeline "
+               "stage: re-run `dvc repro`)")
+"""The one line a Ctrl-C gets, whenever it comes."""
+
+
 class ChemspecError(Exception):
     """Base of every error chemspec raises on purpose; its message says what to do next."""
 
