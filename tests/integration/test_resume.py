@@ -120,14 +120,29 @@ def test_sigterm_to_every_process_of_a_step_with_loader_workers_then_resume_matc
         (root / "params.yaml").write_text(params)
 
 
-def test_ctrl_c_exits_130_with_a_message(project):
-    root, _ = project
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_checkpoints_mid_epoch_exits_130_and_resume_matches(project, workers):
+    """A Ctrl-C lost the epoch in progress (a paper-scale ChemGPT cell is one epoch): it now stops as SIGTERM
+    does, at the end of a training batch with a checkpoint of it, loader workers and all."""
+    root, reference = project
     _clear(root)
-    stopped = train(root, fault="int@3")
-    assert stopped.returncode == 130
-    assert f"{CELL}: interrupted; re-run `dvc repro` to continue" in stopped.stderr
-    assert "Traceback" not in stopped.stderr
-    assert not (root / "results" / "tiny" / "train" / CELL / "metrics.json").exists()
+    params = (root / "params.yaml").read_text()
+    write_spec(root / "study.yaml", tiny_study(**STUDY, **{"training.num_workers": workers}))
+    assert sh("chemspec", "compile", "study.yaml", cwd=root).returncode == 0
+    try:
+        stopped = train(root, fault=f"int-all@{reference['metrics']['steps'] // 4 + 3}")
+        assert stopped.returncode == 130, stopped.stderr
+        assert f"to this one and {workers} loader workers" in stopped.stderr
+        assert "interrupt: stopping at the end of this training batch with a checkpoint of it" in stopped.stderr
+        assert f"{CELL}: stopped by SIGINT; checkpoint saved" in stopped.stderr
+        assert "Traceback" not in stopped.stderr
+        assert not (root / "results" / "tiny" / "train" / CELL / "metrics.json").exists()
+        done = train(root)
+        assert done.returncode == 0, done.stderr
+        assert "after batch" in done.stderr, "resumed inside the epoch, not from its start"
+        assert outputs(root) == reference
+    finally:
+        (root / "params.yaml").write_text(params)
 
 
 def test_another_seed_is_not_resumed_and_archives_under_other_hashes(project):

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import warnings
 
 import pytest
 import torch
 
 from chemspec.archive.manifest import TIMING_KEYS
-from chemspec.errors import RunError
+from chemspec.errors import Interrupted, RunError
 from chemspec.runtime.forcefield_train import train_forcefield
 from chemspec.runtime.io import to_json
-from chemspec.runtime.resume import CHECKPOINT
+from chemspec.runtime.resume import CHECKPOINT, EpochSampler, Resume
 from tests.unit.test_forcefield import CUTOFF, ethanols
 
 DATA = ethanols(7)
@@ -72,6 +73,30 @@ def test_sigterm_then_a_rerun_ends_bitwise_as_the_uninterrupted_run(tmp_path, re
         assert_same(train(tmp_path / "resume"), reference)
     assert not [w for w in caught if "resuming from a checkpoint" in str(w.message)]
     assert re.search(rf"resume: continuing from .*{CHECKPOINT}, {where}\n", capsys.readouterr().err)
+
+
+def test_ctrl_c_stops_as_sigterm_does_with_a_checkpoint_exit_130_and_the_rerun_ends_bitwise(tmp_path, reference,
+                                                                                             capsys):
+    """A Ctrl-C lost the epoch in progress, and each interrupted launch job with it."""
+    with pytest.raises(Interrupted, match=STOPPED.format(13).replace("SIGTERM", "SIGINT")):
+        train(tmp_path / "resume", fault=("int", 13))
+    assert "interrupt: stopping at the end of this training batch" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "after training a Ctrl-C acts as ever"
+    assert_same(train(tmp_path / "resume"), reference)
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    resume = Resume(tmp_path, EpochSampler(4, seed=0), 2, 1, {})
+    before = signal.signal(signal.SIGINT, resume._interrupt)
+    try:
+        resume._ctrl_c = before
+        resume._interrupt(signal.SIGINT, None)
+        assert resume.stopped_by == "SIGINT" and resume._stop_requested
+        with pytest.raises(KeyboardInterrupt):
+            resume._interrupt(signal.SIGINT, None)
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_the_folder_of_resume_checkpoints_is_ignored_by_git(tmp_path, git_env):

@@ -3,8 +3,9 @@
 CHEMSPEC_FAULT=<stage>@<key>:<kind>@<step> with kind `nan` (that step's loss becomes NaN; `nan-rank<r>`:
 on DDP rank r alone, as one rank's batch can overflow), `kill`
 (SIGKILL after that step), `term` (SIGTERM to this process after that step), `term-all` (SIGTERM to this
-process and its loader workers, as SLURM preemption signals every process of a job step), `int` (SIGINT,
-as Ctrl-C sends it) or `kill-dvc` (SIGKILL to the dvc that runs this stage, and no other process).
+process and its loader workers, as SLURM preemption signals every process of a job step), `int` (SIGINT),
+`int-all` (SIGINT to this process and its loader workers, as a terminal's Ctrl-C reaches them all) or
+`kill-dvc` (SIGKILL to the dvc that runs this stage, and no other process).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from chemspec.runtime.dvc_parent import dvc_ancestor
 
 VARIABLE = "CHEMSPEC_FAULT"
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "term-all": signal.SIGTERM, "int": signal.SIGINT,
-           "kill-dvc": signal.SIGKILL}
+           "int-all": signal.SIGINT, "kill-dvc": signal.SIGKILL}
 
 
 def fault_for(cell_name: str) -> tuple[str, int] | None:
@@ -51,11 +52,12 @@ class Faults(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if self.fault and self.fault[0] in SIGNALS and trainer.global_step == self.fault[1]:
             kind = self.fault[0]
-            if kind == "term-all":  # from another process, as slurmstepd sends it: workers tell their parent apart
+            if kind.endswith("-all"):  # from another process, as slurmstepd sends it: workers tell their parent apart
+                name = SIGNALS[kind].name
                 workers = [str(child.pid) for child in multiprocessing.active_children()]
-                print(f"fault: SIGTERM from another process to this one and {len(workers)} loader workers",
+                print(f"fault: {name} from another process to this one and {len(workers)} loader workers",
                       file=sys.stderr, flush=True)
-                subprocess.run(["kill", "-s", "TERM", str(os.getpid()), *workers], check=True)
+                subprocess.run(["kill", "-s", name.removeprefix("SIG"), str(os.getpid()), *workers], check=True)
             elif kind == "kill-dvc":  # then wait until the stage's next look (resume.LOOK_EVERY_S) finds it gone
                 dvc = dvc_ancestor()
                 if dvc is None:

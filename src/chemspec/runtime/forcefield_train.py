@@ -28,7 +28,7 @@ from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.resume import Resume
 from chemspec.runtime.throughput import Throughput, peak_memory_mb, structures_through
 from chemspec.runtime.tpe import window_steps
-from chemspec.runtime.train import ctrl_c_as_error
+from chemspec.runtime.train import ctrl_c_as_error, stopped
 
 
 def energy_reference(data, per_element: bool = False, prior: np.ndarray | None = None) -> float | torch.Tensor:
@@ -219,8 +219,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
         if not trainer.received_sigterm:
             raise
         if resume:
-            raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; checkpoint saved "
-                           f"in {resume_dir}; re-run `dvc repro` to resume from it") from None
+            raise stopped(resume, f"{model_name} cell stopped by {resume.stopped_by} after {trainer.global_step} "
+                          f"steps; checkpoint saved in {resume_dir}; re-run `dvc repro` to resume from it") from None
         raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; without a resume "
                        "folder no checkpoint was kept, so re-running trains it again from the start") from None
     wall = resume.elapsed() if resume else time.perf_counter() - start

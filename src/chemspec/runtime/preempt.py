@@ -68,8 +68,8 @@ class AgreedStop:
 
 class PreemptibleLoader(DataLoader):
     """A DataLoader whose workers are forked (on Linux, whatever Python's default start method) with
-    SIGTERM blocked: a signal that reaches one before its worker_init_fn (`leave_sigterm_to_parent`) has
-    run waits for it instead of killing the worker. The parent's main thread blocks SIGTERM only while
+    SIGTERM and SIGINT blocked: a signal that reaches one before its worker_init_fn (`leave_sigterm_to_parent`)
+    has run waits for it instead of killing the worker. The parent's main thread blocks SIGTERM only while
     the workers are forked; a signal then arriving is handled as usual once they stand."""
 
     def __init__(self, *args, **kwargs):
@@ -80,7 +80,7 @@ class PreemptibleLoader(DataLoader):
     def _get_iterator(self):
         if self.num_workers == 0 or not hasattr(signal, "sigwaitinfo"):
             return super()._get_iterator()
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
             return super()._get_iterator()
         finally:
@@ -89,11 +89,13 @@ class PreemptibleLoader(DataLoader):
 
 def leave_sigterm_to_parent(worker_id: int) -> None:
     """A DataLoader worker_init_fn: this worker exits on its parent's SIGTERM (as PyTorch's own handler
-    does) and ignores anyone else's, so a preempted step's parent can checkpoint and shut it down."""
+    does) and ignores anyone else's, and ignores Ctrl-C, so a preempted or interrupted step's parent can
+    checkpoint and shut it down."""
     if not hasattr(signal, "sigwaitinfo"):  # macOS: no SLURM there
         return
     parent = multiprocessing.parent_process().pid  # not getppid(): under forkserver that is the server
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops them
 
     def wait() -> None:
         while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:

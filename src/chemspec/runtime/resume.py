@@ -5,9 +5,9 @@ Three pieces make that hold. The shuffle order of an epoch is a pure function of
 it does not depend on what ran before. A callback counts the batches trained in the current epoch
 and stores the count in each checkpoint; after a restore the sampler skips exactly those samples.
 Checkpoints are written to a temporary name and renamed, at every `interval` epochs and when
-SIGTERM arrives (SLURM preemption): training stops at the end of the next training batch, or of
-validation if that runs first (DDP ranks at a step they agree on, runtime.preempt), and the callback
-saves there. The checkpoint lives beside the cell's outputs, not among them, because DVC deletes a
+SIGTERM arrives (SLURM preemption), or a first Ctrl-C: training stops at the end of the next training
+batch, or of validation if that runs first (DDP ranks at a step they agree on, runtime.preempt), and
+the callback saves there. The checkpoint lives beside the cell's outputs, not among them, because DVC deletes a
 stage's outputs before running it.
 """
 
@@ -126,6 +126,9 @@ class Resume(L.Callback):
         self._stop_requested = False
         self._dvc, self._looked = dvc_ancestor(), 0.0
         self._request: Callable[[int, object], None] = self._note
+        self._ctrl_c: Callable | int | None = None  # SIGINT's handler before fit, while fit has its own
+        self.stopped_by = "SIGTERM"
+        """What a stop at a checkpoint was asked by, for the error that ends the cell."""
 
     @property
     def path(self) -> Path:
@@ -233,11 +236,33 @@ class Resume(L.Callback):
             note = stop.note
         self._request = note
         signal.signal(signal.SIGTERM, note)
+        self._ctrl_c = signal.signal(signal.SIGINT, self._interrupt)
 
     def _note(self, signum: int, frame: object) -> None:
         self._stop_requested = True
 
+    def _interrupt(self, signum: int, frame: object) -> None:
+        """A first Ctrl-C stops as SIGTERM does, at the end of a training batch with a checkpoint of it; a second
+        stops at once, as Ctrl-C would have."""
+        if self.stopped_by == "SIGINT":
+            self._let_ctrl_c_through()
+            raise KeyboardInterrupt
+        self.stopped_by = "SIGINT"
+        if rank_zero_only.rank == 0:
+            print("interrupt: stopping at the end of this training batch with a checkpoint of it (Ctrl-C again "
+                  "stops at once, losing this epoch's progress)", file=sys.stderr, flush=True)
+        self._request(signal.SIGTERM, frame)
+
+    def _let_ctrl_c_through(self) -> None:
+        if self._ctrl_c is not None:
+            signal.signal(signal.SIGINT, self._ctrl_c)
+            self._ctrl_c = None
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._let_ctrl_c_through()
+
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self._let_ctrl_c_through()
         if type(exception).__name__ == "SIGTERMException":
             self.save(trainer)
 

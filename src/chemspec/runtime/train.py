@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chemspec.compiler.cells import TrainCell, identity
-from chemspec.errors import Interrupted, RunError
+from chemspec.errors import ChemspecError, Interrupted, RunError
 from chemspec.runtime.io import atomic_dir, read_array, read_json, staged, write_bytes, write_json
 from chemspec.runtime.result_files import choice_problem, read_checked
 from chemspec.runtime.split import read_rows
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import lightning as L
     from lightning.pytorch.strategies import DDPStrategy
 
+    from chemspec.runtime.resume import Resume
     from chemspec.specs.training import Training
 
 FORCE_FIELDS = ("schnet", "painn", "spookynet")
@@ -133,6 +134,11 @@ def ctrl_c_as_error(trainer: L.Trainer, message: str) -> Iterator[None]:
         raise
 
 
+def stopped(resume: Resume, message: str) -> ChemspecError:
+    """The error of a cell stopped at a checkpoint: a Ctrl-C's exits 130, as any Ctrl-C does."""
+    return Interrupted(message) if resume.stopped_by == "SIGINT" else RunError(message)
+
+
 def _check_accelerator(cell: TrainCell) -> None:
     import torch
 
@@ -208,8 +214,8 @@ def run_training(cell: TrainCell) -> dict:
     except SystemExit:
         if not trainer.received_sigterm:
             raise
-        raise RunError(f"{cell.name}: stopped by SIGTERM; checkpoint saved in {cell.resume_dir}; "
-                       "re-run `dvc repro` to resume from it") from None
+        raise stopped(resume, f"{cell.name}: stopped by {resume.stopped_by}; checkpoint saved in {cell.resume_dir}; "
+                      "re-run `dvc repro` to resume from it") from None
     wall = resume.elapsed()
     tokens_seen, rate = module.tokens_seen, throughput.per_s()
     if trainer.world_size > 1:  # DDP: every rank runs this function; rank 0 alone writes the results
