@@ -116,8 +116,10 @@ def _outputs(root: Path) -> tuple[dict, bytes, bytes]:
             (folder / "model" / "model.safetensors").read_bytes())
 
 
-@pytest.mark.parametrize(("offset", "workers", "fault"), [(1, 0, "term"), (-2, 0, "term"), (1, 2, "term-all")],
-                         ids=["mid-epoch", "at-an-epoch-start", "mid-epoch-every-process-with-loader-workers"])
+@pytest.mark.parametrize(("offset", "workers", "fault"), [(1, 0, "term"), (-2, 0, "term"), (1, 2, "term-all"),
+                                                          (1, 2, "int-all")],
+                         ids=["mid-epoch", "at-an-epoch-start", "mid-epoch-every-process-with-loader-workers",
+                              "ctrl-c-to-every-process-with-loader-workers"])
 def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never_stopped(tmp_path, prepared, two_ranks,
                                                                                          offset, workers, fault):
     reference = _outputs(two_ranks[0])
@@ -126,9 +128,11 @@ def test_a_preempted_two_process_cell_resumes_on_both_ranks_and_ends_as_if_never
     # epoch's second-to-last step stops the ranks at the second epoch's first step.
     step = reference[0]["steps"] // 2 + offset
     stopped = _chemspec(root, 2, "run", "train", "--cell", "xs-200", fault=f"{fault}@{step}")
-    assert stopped.returncode == 1, stopped.stderr
-    assert "stopped by SIGTERM; checkpoint saved" in stopped.stderr and "Traceback" not in stopped.stderr
-    if fault == "term-all":
+    ctrl_c = fault.startswith("int")
+    assert stopped.returncode == (130 if ctrl_c else 1), stopped.stderr
+    assert f"stopped by {'SIGINT' if ctrl_c else 'SIGTERM'}; checkpoint saved" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    if fault.endswith("-all"):
         assert stopped.stderr.count("to this one and 2 loader workers") == 2, "one message a rank"
     assert (root / "results" / "tiny" / ".resume" / "train-xs-200" / "last.ckpt").is_file()
     assert not (root / "results" / "tiny" / "train" / "xs-200" / "metrics.json").exists()
