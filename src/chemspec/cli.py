@@ -52,13 +52,14 @@ def schema() -> None:
     click.echo(json.dumps(api.schema(), indent=2, sort_keys=True))
 
 
-@cli.command(name="compile")
+@cli.command(name="compile", short_help="Compile a study file into dvc.yaml and params.yaml.")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True,
               help="Write nothing; exit 1 if dvc.yaml, params.yaml or a pipelines/<size>/dvc.yaml is stale.")
 @click.option("--root", default=".", type=click.Path(file_okay=False), help="Project root to write into.")
 def compile_(spec: str, check: bool, root: str) -> None:
-    """Compile a study file into dvc.yaml and params.yaml."""
+    """Compile a study file into dvc.yaml and params.yaml, and keep the block of .gitignore that holds the
+    outputs DVC caches out of git."""
     result = api.compile(spec, root=root, check=check)
     if check:
         if result.stale:

@@ -12,7 +12,7 @@ import pytest
 
 import chemspec
 
-from tests.conftest import copy_project, tiny_study, tool_env, write_spec
+from tests.conftest import copy_project, launch_project, tiny_study, tool_env, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +167,21 @@ def test_a_stage_that_fails_under_dvc_says_how_to_get_its_removed_outputs_back(t
     sh("dvc", "checkout", cwd=root)
     assert {path.name: path.read_bytes() for path in splits.iterdir()} == kept
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=root)
+
+
+def test_outputs_of_a_first_repro_that_failed_stay_out_of_git(tmp_path):
+    """DVC takes back the .gitignore entries it wrote in a repro that fails, finished stages' included, and
+    `git add -A` then took data and splits; compile's block in .gitignore keeps them out whatever DVC does."""
+    root = launch_project(tmp_path)
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    done = subprocess.run(["dvc", "repro"], cwd=root, capture_output=True, text=True,
+                          env=tool_env() | {"CHEMSPEC_FAULT": "tpe@lr3e-3-bs32:kill@1"})
+    assert done.returncode != 0 and (root / "data" / "tiny" / "splits" / "val.npy").is_file(), done.stderr
+    status = sh("git", "status", "--porcelain", "--untracked-files=all", cwd=root)
+    assert not [line for line in status.splitlines() if "data/" in line or "results/" in line], status
+    for path in ("data/tiny/tokens.npy", "data/tiny/splits/train-200.npy", "results/tiny/train/xs-200/model"):
+        assert sh("git", "check-ignore", path, cwd=root).strip() == path
+    assert subprocess.run(["git", "check-ignore", "-q", "results/tiny/fit/fit.json"], cwd=root).returncode == 1
 
 
 def test_dropping_a_model_size_refits_without_its_cells(tiny_project, tmp_path):

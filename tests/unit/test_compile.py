@@ -74,7 +74,7 @@ def test_a_failed_write_leaves_every_old_file_and_names_the_file(cli, tmp_path, 
 
     spec = write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", str(spec), cwd=tmp_path).code == 0
-    before = {name: (tmp_path / name).read_bytes() for name in ("dvc.yaml", "params.yaml")}
+    before = {name: (tmp_path / name).read_bytes() for name in ("dvc.yaml", "params.yaml", ".gitignore")}
     write_spec(spec, tiny_study(**{"training.max_epochs": 3}))
     written = []
 
@@ -90,7 +90,7 @@ def test_a_failed_write_leaves_every_old_file_and_names_the_file(cli, tmp_path, 
     assert result.code == 1 and "cannot write params.yaml: File too large; fix that and compile again (written so " \
                                 "far: nothing)" in result.err, result.err
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml", "study.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".gitignore", "dvc.yaml", "params.yaml", "study.yaml"]
     monkeypatch.setattr(io, "_temporary", temporary)
     assert cli("compile", str(spec), cwd=tmp_path).code == 0 and cli("compile", "--check", str(spec)).code == 0
 
@@ -474,6 +474,25 @@ def test_a_scope_switch_with_one_configuration_retrains_nothing(tmp_path):
 def test_a_selection_of_more_configurations_keeps_the_identity_it_had_before_unranked_ones(tmp_path):
     cells = expand(load_study(write_spec(tmp_path / "s.yaml", tiny_study())))
     assert identity(cells.select) == "5bed0e13c28fcd8c68a3d4cab549fbd0646497e7139d2c0e27a14e689e914ff2"
+
+
+def test_compile_keeps_a_gitignore_block_of_the_outputs_dvc_caches_beside_the_users_lines(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"hpo.tpe.keep": 2}))
+    (tmp_path / ".gitignore").write_text("mine/\n# >>> chemspec compile: what DVC caches of study 'old'\n/x\n"
+                                         "# <<< chemspec compile\n*.log")
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 0 and "wrote dvc.yaml, params.yaml, .gitignore" in result.out
+    lines = (tmp_path / ".gitignore").read_text().splitlines()
+    assert lines[0] == "mine/" and lines[-1] == "*.log" and "/x" not in lines
+    block = lines[1:lines.index("# <<< chemspec compile")]
+    for path in ("/data/tiny/tokens.npy", "/data/tiny/splits/train-200.npy", "/results/tiny/tpe/lr3e-3-bs32",
+                 "/results/tiny/selected/r2.json", "/results/tiny/train/m-800-r2/model",
+                 "/results/tiny/train/xs-200/metrics.json", "/results/tiny/fit/cells.json", "/results/tiny/fit/plots"):
+        assert path in block, path
+    assert not [line for line in block if "fit.json" in line or "archive" in line], "what git keeps"
+    before = (tmp_path / ".gitignore").read_bytes()
+    assert "wrote nothing" in cli("compile", "study.yaml", cwd=tmp_path).out
+    assert (tmp_path / ".gitignore").read_bytes() == before
 
 
 def test_compile_names_the_folders_of_cells_the_grid_no_longer_has(cli, tmp_path):

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from chemspec import relock
 from chemspec.compiler import Cells, compile_study, expand
-from chemspec.compiler.render import GENERATED, PARAMS, PIPELINES
+from chemspec.compiler.render import GENERATED, IGNORE_BEGIN, IGNORE_END, PARAMS, PIPELINES, ignore_block
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
 from chemspec.runtime.io import final_path, load_yaml, written_together
 from chemspec.specs import Study, json_schema, load_study
@@ -22,6 +22,9 @@ from chemspec.specs.atoms_source import AtomsFileSource
 from chemspec.specs.base import unsafe_character
 from chemspec.specs.data import SmilesFileSource
 from chemspec.specs.model import Model
+
+
+GITIGNORE = ".gitignore"
 
 
 def validate(spec: str | Path) -> Study:
@@ -170,10 +173,15 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: a folder stands where a "
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
     changed = [name for name in result.stale if name in files]
+    was = _existing(root / GITIGNORE) if (root / GITIGNORE).is_file() else None
+    ignored = _with_ignore_block(was or "", ignore_block(cells := expand(study)))
+    writes = {root / name: files[name].encode() for name in changed}
+    if ignored != was:
+        writes[root / GITIGNORE] = ignored.encode()
     try:
-        with written_together({root / name: files[name].encode() for name in changed}):
+        with written_together(writes):
             result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
-            relock.carry_ranks(root, cells := expand(study), pipelines, result.written, result.renamed)
+            relock.carry_ranks(root, cells, pipelines, result.written, result.renamed)
             result.rechosen = relock.carry_selection(root, cells, result.written)
             for name in obsolete:
                 for leftover in ("dvc.yaml", "dvc.lock"):
@@ -182,7 +190,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                     if folder.is_dir() and not any(folder.iterdir()):
                         folder.rmdir()
                 result.removed.append(name)
-        result.written += changed
+        result.written += changed + ([GITIGNORE] if root / GITIGNORE in writes else [])
         if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
             result.leftovers = _leftovers(before.get(PARAMS), cells, root)
     except OSError as exc:
@@ -227,6 +235,16 @@ def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
     now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
            for cell in stage.values() for key in ("out_dir", "resume_dir")}
     return sorted(f for f in folders - now if isinstance(f, str) and (root / f).is_dir())
+
+
+def _with_ignore_block(text: str, block: str) -> str:
+    """`text` (a .gitignore) with `block` in place of the one compile wrote before, or after its lines."""
+    start = text.find(IGNORE_BEGIN)
+    close = text.find(IGNORE_END, start) if start >= 0 else -1
+    if close >= 0:
+        end = text.find("\n", close)
+        return text[:start] + block + (text[end + 1:] if end >= 0 else "")
+    return text + ("\n" if text and not text.endswith("\n") else "") + block
 
 
 def _existing(path: Path) -> str:

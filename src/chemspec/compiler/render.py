@@ -14,6 +14,7 @@ command cannot), and the stage refuses to run when params.yaml no longer matches
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
 
 import yaml
 
@@ -242,6 +243,34 @@ def params(cells: Cells) -> dict:
 def dump(document: dict, header: str) -> str:
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True)
     return header + body
+
+
+IGNORE_BEGIN = "# >>> chemspec compile: what DVC caches of study "
+IGNORE_END = "# <<< chemspec compile"
+
+
+def ignore_block(cells: Cells) -> str:
+    """The lines of the project's .gitignore that keep every output DVC caches out of git. DVC writes such
+    entries beside each output itself, but takes them back when a later stage of the same `dvc repro`
+    fails; where an output is ignored already, DVC writes, and takes back, none."""
+    documents = [dvc_pipeline(cells, None), *(size_pipelines(cells).values() if split_pipeline(cells) else ())]
+    paths = sorted({f"/{path}" for document in documents for path in _cached(document)})
+    return "\n".join([f"{IGNORE_BEGIN}{cells.fit.study!r} (written by compile, which rewrites these lines)",
+                      *paths, IGNORE_END]) + "\n"
+
+
+def _cached(document: dict) -> Iterator[str]:
+    """The outputs of a pipeline document that DVC caches (not those of `cache: false`, which git keeps), each
+    stage's foreach expanded."""
+    for stage in document["stages"].values():
+        body, rows = (stage["do"], stage["foreach"].items()) if "foreach" in stage else (stage, [(None, {})])
+        for key, item in rows:
+            for entry in [*body.get("outs", ()), *body.get("metrics", ())]:
+                path, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+                if options.get("cache", True):
+                    for name, value in [("key", key), *((f"item.{f}", v) for f, v in item.items())]:
+                        path = path.replace(f"${{{name}}}", str(value))
+                    yield path
 
 
 def render(cells: Cells, spec_path: str, source_file: str | None) -> dict[str, str]:
