@@ -55,7 +55,7 @@ def schema() -> None:
 @cli.command(name="compile", short_help="Compile a study file into dvc.yaml and params.yaml.")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True,
-              help="Write nothing; exit 1 if dvc.yaml, params.yaml or a pipelines/<size>/dvc.yaml is stale.")
+              help="Write nothing; exit 1 if dvc.yaml, params.yaml, a pipelines/<size>/dvc.yaml or the .gitignore block is stale.")
 @click.option("--root", default=".", type=click.Path(file_okay=False), help="Project root to write into.")
 def compile_(spec: str, check: bool, root: str) -> None:
     """Compile a study file into dvc.yaml and params.yaml, and keep the block of .gitignore that holds the

@@ -158,6 +158,10 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     obsolete = [p.relative_to(root).as_posix() for p in sorted((root / PIPELINES).glob("*/dvc.yaml"))
                 if p.relative_to(root).as_posix() not in files and p.read_bytes().startswith(GENERATED.encode())]
     result.stale.extend(obsolete)
+    was = _existing(root / GITIGNORE) if (root / GITIGNORE).is_file() else None
+    ignored = _with_ignore_block(was or "", ignore_block(cells := expand(study)))
+    if ignored != was:
+        result.stale.append(GITIGNORE)
     if check:
         return result
     if foreign:
@@ -173,10 +177,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: a folder stands where a "
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
     changed = [name for name in result.stale if name in files]
-    was = _existing(root / GITIGNORE) if (root / GITIGNORE).is_file() else None
-    ignored = _with_ignore_block(was or "", ignore_block(cells := expand(study)))
     writes = {root / name: files[name].encode() for name in changed}
-    if ignored != was:
+    if GITIGNORE in result.stale:
         writes[root / GITIGNORE] = ignored.encode()
     try:
         with written_together(writes):
