@@ -144,6 +144,16 @@ def test_a_study_file_given_as_params_is_named_as_one(cli, tmp_path):
                                  "writes; compile it") in result.err, result.err
 
 
+def test_a_stage_whose_params_moved_under_a_running_repro_says_to_repro_again(cli, tmp_path):
+    """A compile while `dvc repro` runs rewrites params.yaml under it: the stage said to compile, just done."""
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    result = cli("run", "split", "--params", "params.yaml", "--identity", "0123456789abcdef", cwd=tmp_path)
+    assert result.code == 1 and "split: params.yaml does not match dvc.yaml" in result.err
+    assert ("run `chemspec compile <study.yaml>` to rewrite both, and where a compile ran while this `dvc repro` did "
+            "(which had read dvc.yaml before it), run `dvc repro` again") in result.err, result.err
+
+
 @pytest.mark.parametrize("older, stage", [(("calibration", "keep"), "calibration"), (("reference",), "data")],
                          ids=["no-calibration-keep", "no-reference"])
 def test_params_from_another_chemspec_version_say_to_recompile(cli, tmp_path, older, stage):

@@ -41,7 +41,8 @@ def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str 
         if cell is not None and not identity(cell).startswith(expected_identity):
             raise RunError(f"{stage}{'@' + key if key else ''}: {source} does not match dvc.yaml (identity "
                            f"{identity(cell)[:16]}, dvc.yaml expects {expected_identity}); "
-                           "run `chemspec compile <study.yaml>` to rewrite both")
+                           "run `chemspec compile <study.yaml>` to rewrite both, and where a compile ran while this "
+                           "`dvc repro` did (which had read dvc.yaml before it), run `dvc repro` again")
     return _RUNNERS[stage](cells, key)
 
 
