@@ -133,6 +133,18 @@ def unlike_lock(root: Path, files: list[str]) -> list[str]:
     return sorted(unlike, key=files.index)
 
 
+def behind_inputs(root: Path) -> list[str]:
+    """The stages whose dvc.lock entry records an input other than the one its producing stage's entry records
+    as output: they ran before it last changed (a `dvc repro` stopped between the two)."""
+    stages = {name: stage for document in _locks(root).values()
+              for name, stage in ((document or {}).get("stages") or {}).items() if isinstance(stage, dict)}
+    made = {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs") or []
+            if isinstance(out, dict) and isinstance(out.get("path"), str)}
+    return [name for name, stage in stages.items()
+            if any(isinstance(dep, dict) and dep.get("path") in made and dep.get("md5") != made[dep["path"]]
+                   for dep in stage.get("deps") or [])]
+
+
 def _selection(root: Path, selected: str, md5: str, seen: dict) -> dict | None:
     """The kept configurations by group of the selected.json whose md5 a lock entry recorded: the file in the
     workspace if it is that one, else DVC's cached copy; None when neither is (or cannot be read)."""

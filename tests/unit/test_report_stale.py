@@ -33,6 +33,24 @@ def test_results_of_the_compiled_study_are_not_stale(tmp_path):
     assert stale_note(cells, tmp_path, "params.yaml") is None
 
 
+def test_a_stage_that_ran_before_its_inputs_last_changed_is_named(tmp_path):
+    """A repro stopped after retraining a cell and before the fit: the table showed the old run's numbers, and
+    the note named the retrained cells, not the fit that still held them."""
+    cells = _cells(tmp_path)
+    _ran(tmp_path, cells)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    metrics = "results/tiny/train/xs-200/metrics.json"
+    lock["stages"]["train@xs-200"]["outs"] = [{"path": metrics, "hash": "md5", "md5": "b" * 32}]
+    lock["stages"]["fit"]["deps"] = [{"path": metrics, "hash": "md5", "md5": "b" * 32},
+                                     {"path": "data/elsewhere.json", "md5": "c" * 32}]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert stale_note(cells, tmp_path, "params.yaml") is None, "the fit read what the cell made"
+    lock["stages"]["fit"]["deps"][0]["md5"] = "a" * 32
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert ("these results predate params.yaml as compiled now: 1 stage ran before its inputs last changed (fit)"
+            in stale_note(cells, tmp_path, "params.yaml"))
+
+
 def test_a_project_whose_stages_ran_by_hand_cannot_tell(tmp_path):
     assert stale_note(_cells(tmp_path), tmp_path, "params.yaml") is None
 

@@ -14,7 +14,7 @@ from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
-from chemspec.relock import locked_identities, unlike_lock
+from chemspec.relock import behind_inputs, locked_identities, unlike_lock
 from chemspec.runtime.io import staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
@@ -119,6 +119,7 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
     records; None when there are none of these."""
     ran = locked_identities(root)
     stale = [name for name, ident in stage_identities(cells).items() if ran.get(name) != ident] if ran else []
+    behind = [name for name in behind_inputs(root) if name not in stale]
     off = _off_selection(cells, rows, selected)
     read = [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/fit.json", cells.select.out]
     unlike = unlike_lock(root, read) if on_disk else []
@@ -126,7 +127,7 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
              "results may mix two runs (a `git checkout` without `dvc checkout` does this): run `dvc checkout` to "
              "restore the run that dvc.lock records, or, where the files on disk are the results you mean (stages "
              "run by hand), `dvc commit` to record them") if unlike else None
-    if not stale and not off:
+    if not stale and not behind and not off:
         return mixed
     reasons = []
     if stale:
@@ -134,6 +135,10 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
         after = ("; the train cells run again where the selection changes"
                  if any(name == "select" or name.startswith("tpe@") for name in stale) else "")
         reasons.append(f"{count(len(stale), 'stage')} did not run as compiled ({named}){after}")
+    if behind:
+        named = ", ".join(behind[:4]) + (", ..." if len(behind) > 4 else "")
+        reasons.append(f"{count(len(behind), 'stage')} ran before {'its' if len(behind) == 1 else 'their'} inputs "
+                       f"last changed ({named})")
     if off:
         named = ", ".join(off[:4]) + (", ..." if len(off) > 4 else "")
         reasons.append(f"{count(len(off), 'train cell')} trained with hyperparameters that {cells.select.out} no "
