@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -75,11 +76,15 @@ def test_what_a_killed_write_leaves_stays_out_of_git_and_the_next_write_of_it_re
     untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
                                capture_output=True, text=True, check=True).stdout
     assert untracked == "", untracked
-    for name in (".model.ab12cd34.old", ".other.ab12cd34.tmp"):
+    for name in (".model.ab12cd34.old", ".other.ab12cd34.tmp", ".model.cd34ab12.old"):
         (folder / name).mkdir()
+    long_ago = time.time() - io.LEFT_AFTER_S - 1
+    for entry in [*folder.glob(".staged.*"), folder / ".model.ab12cd34.old", folder / ".other.ab12cd34.tmp"]:
+        os.utime(entry, (long_ago, long_ago))
     with io.staged(folder) as tmp:
         io.write_bytes(tmp / "model", b"whole")
-    assert sorted(p.name for p in folder.iterdir()) == [".other.ab12cd34.tmp", "model"], "another write's is kept"
+    assert sorted(p.name for p in folder.iterdir()) == [".model.cd34ab12.old", ".other.ab12cd34.tmp", "model"], \
+        "another name's is kept, and one too young to be a dead write's"
 
 
 def test_os_errors_name_the_file_not_its_temporary_sibling():

@@ -490,9 +490,49 @@ def test_compile_keeps_a_gitignore_block_of_the_outputs_dvc_caches_beside_the_us
                  "/results/tiny/train/xs-200/metrics.json", "/results/tiny/fit/cells.json", "/results/tiny/fit/plots"):
         assert path in block, path
     assert not [line for line in block if "fit.json" in line or "archive" in line], "what git keeps"
+    assert ".*.????????.tmp" in block and ".*.????????.old" in block, "what a killed write leaves"
     before = (tmp_path / ".gitignore").read_bytes()
     assert "wrote nothing" in cli("compile", "study.yaml", cwd=tmp_path).out
     assert (tmp_path / ".gitignore").read_bytes() == before
+    (tmp_path / "results" / "tiny" / "train" / "m-800" / "model").mkdir(parents=True)
+    smaller = tiny_study(**{"hpo.tpe.keep": 2})
+    smaller["model"]["sizes"].pop("m")
+    write_spec(tmp_path / "study.yaml", smaller)
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    lines = (tmp_path / ".gitignore").read_text().splitlines()
+    assert "/results/tiny/train/m-800/model" in lines, "a removed cell's output on disk stays out of git"
+    assert "/results/tiny/train/m-400/model" not in lines, "one that is not there goes"
+
+
+@pytest.mark.parametrize("text, said", [
+    ("# <<< chemspec compile\n", "do not pair up"),
+    ("# >>> chemspec compile: what DVC caches of study 'x'\n/a\nmine\n", "do not pair up"),
+    (b"caf\xe9\n", "is not UTF-8 text, and compile keeps a block of lines in it: save it as UTF-8")])
+def test_a_gitignore_compile_cannot_keep_its_block_in_is_named_and_nothing_is_written(cli, tmp_path, text, said):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    raw = text if isinstance(text, bytes) else text.encode()
+    (tmp_path / ".gitignore").write_bytes(raw)
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 1 and said in result.err and "nothing was written" in result.err, result.err
+    assert (tmp_path / ".gitignore").read_bytes() == raw and not (tmp_path / "dvc.yaml").exists()
+
+
+def test_a_gitignore_without_the_block_is_stale_to_compile_check_and_no_reason_to_refuse_a_launch(cli, tmp_path):
+    from chemspec.api.compiled import changed_study
+
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    (tmp_path / ".gitignore").write_text("mine/\n")  # as a project compiled before the block has it
+    result = cli("compile", "--check", "study.yaml", cwd=tmp_path)
+    assert result.code == 1 and "stale: .gitignore" in result.err, result.err
+    assert changed_study(tmp_path / "params.yaml") is None
+
+
+def test_a_gitignore_keeps_its_own_line_endings_around_the_block(cli, tmp_path):
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    (tmp_path / ".gitignore").write_bytes(b"mine/\r\n")
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    assert (tmp_path / ".gitignore").read_bytes().startswith(b"mine/\r\n# >>> chemspec compile")
 
 
 def test_compile_names_the_folders_of_cells_the_grid_no_longer_has(cli, tmp_path):

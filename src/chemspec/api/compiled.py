@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from chemspec.api.ignores import GITIGNORE
 from chemspec.api.project import compile
 from chemspec.compiler.render import GENERATED, PARAMS
 from chemspec.errors import SpecError, UsageError
@@ -41,7 +42,7 @@ def changed_study(params: Path, data: bool = True) -> tuple[str, str, str] | Non
     again = shlex.join(["chemspec", "compile", os.path.relpath(spec)]
                        + ([] if root.resolve() == Path.cwd().resolve() else ["--root", os.path.relpath(root)]))
     try:
-        stale = compile(spec, root, check=True, data=data).stale
+        stale = [name for name in compile(spec, root, check=True, data=data).stale if name != GITIGNORE]
     except SpecError as exc:
         return (f"{os.path.relpath(spec)}, which {params} was compiled from, does not validate now (the study, its "
                 "data or chemspec changed since)"), again, f"\n{exc}"

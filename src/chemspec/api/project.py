@@ -13,8 +13,9 @@ import yaml
 from pydantic import ValidationError
 
 from chemspec import relock
+from chemspec.api.ignores import GITIGNORE, gitignore
 from chemspec.compiler import Cells, compile_study, expand
-from chemspec.compiler.render import GENERATED, IGNORE_BEGIN, IGNORE_END, PARAMS, PIPELINES, ignore_block
+from chemspec.compiler.render import GENERATED, PARAMS, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
 from chemspec.runtime.io import final_path, load_yaml, written_together
 from chemspec.specs import Study, json_schema, load_study
@@ -22,9 +23,6 @@ from chemspec.specs.atoms_source import AtomsFileSource
 from chemspec.specs.base import unsafe_character
 from chemspec.specs.data import SmilesFileSource
 from chemspec.specs.model import Model
-
-
-GITIGNORE = ".gitignore"
 
 
 def validate(spec: str | Path) -> Study:
@@ -158,8 +156,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     obsolete = [p.relative_to(root).as_posix() for p in sorted((root / PIPELINES).glob("*/dvc.yaml"))
                 if p.relative_to(root).as_posix() not in files and p.read_bytes().startswith(GENERATED.encode())]
     result.stale.extend(obsolete)
-    was = _existing(root / GITIGNORE) if (root / GITIGNORE).is_file() else None
-    ignored = _with_ignore_block(was or "", ignore_block(cells := expand(study)))
+    was, ignored = gitignore(root, cells := expand(study))
     if ignored != was:
         result.stale.append(GITIGNORE)
     if check:
@@ -237,16 +234,6 @@ def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
     now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
            for cell in stage.values() for key in ("out_dir", "resume_dir")}
     return sorted(f for f in folders - now if isinstance(f, str) and (root / f).is_dir())
-
-
-def _with_ignore_block(text: str, block: str) -> str:
-    """`text` (a .gitignore) with `block` in place of the one compile wrote before, or after its lines."""
-    start = text.find(IGNORE_BEGIN)
-    close = text.find(IGNORE_END, start) if start >= 0 else -1
-    if close >= 0:
-        end = text.find("\n", close)
-        return text[:start] + block + (text[end + 1:] if end >= 0 else "")
-    return text + ("\n" if text and not text.endswith("\n") else "") + block
 
 
 def _existing(path: Path) -> str:

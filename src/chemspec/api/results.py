@@ -117,9 +117,9 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
     whose hyperparameters are not those `selected` (the selection on disk) keeps for them now, led (with
     `on_disk`, where the results on disk are read) by the result files whose bytes are not those dvc.lock
     records; None when there are none of these."""
-    ran = locked_identities(root)
-    stale = [name for name, ident in stage_identities(cells).items() if ran.get(name) != ident] if ran else []
-    behind = [name for name in behind_inputs(root) if name not in stale]
+    ran, compiled = locked_identities(root), stage_identities(cells)
+    stale = [name for name, ident in compiled.items() if ran.get(name) != ident] if ran else []
+    behind = [name for name in behind_inputs(root) if name in compiled and name not in stale]
     off = _off_selection(cells, rows, selected)
     read = [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/fit.json", cells.select.out]
     unlike = unlike_lock(root, read) if on_disk else []

@@ -14,7 +14,7 @@ command cannot), and the stage refuses to run when params.yaml no longer matches
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import yaml
 
@@ -247,16 +247,19 @@ def dump(document: dict, header: str) -> str:
 
 IGNORE_BEGIN = "# >>> chemspec compile: what DVC caches of study "
 IGNORE_END = "# <<< chemspec compile"
+LEFTOVERS = (".*.????????.tmp", ".*.????????.old")
+"""What a write killed midway leaves (runtime.io's temporary names), until the next write of that name."""
 
 
-def ignore_block(cells: Cells) -> str:
-    """The lines of the project's .gitignore that keep every output DVC caches out of git. DVC writes such
-    entries beside each output itself, but takes them back when a later stage of the same `dvc repro`
-    fails; where an output is ignored already, DVC writes, and takes back, none."""
+def ignore_block(cells: Cells, kept: Iterable[str] = ()) -> str:
+    """The lines of the project's .gitignore that keep every output DVC caches out of git, with `kept` (entries
+    of an earlier block whose outputs are still on disk). DVC writes such entries beside each output itself,
+    but takes them back when a later stage of the same `dvc repro` fails; where an output is ignored already,
+    DVC writes, and takes back, none."""
     documents = [dvc_pipeline(cells, None), *(size_pipelines(cells).values() if split_pipeline(cells) else ())]
-    paths = sorted({f"/{path}" for document in documents for path in _cached(document)})
+    paths = sorted({f"/{path}" for document in documents for path in _cached(document)} | set(kept))
     return "\n".join([f"{IGNORE_BEGIN}{cells.fit.study!r} (written by compile, which rewrites these lines)",
-                      *paths, IGNORE_END]) + "\n"
+                      *LEFTOVERS, *paths, IGNORE_END]) + "\n"
 
 
 def _cached(document: dict) -> Iterator[str]:

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from chemspec.errors import InputError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _IGNORE_ALL = b"# written by chemspec: nothing here belongs in git\n*\n"
+LEFT_AFTER_S = 600
+"""How long a temporary name stands untouched before a write of the same name takes it for a dead one's."""
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(tmp|old)$")  # see final_path
 
 
@@ -252,11 +255,12 @@ def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
 
 def _sweep(parent: Path, names: set[str], kinds: tuple[str, ...] = ("tmp", "old")) -> None:
     """Delete what killed processes left in `parent` of earlier writes of `names` (their .NAME.XXXXXXXX.tmp
-    or .old): a SIGKILL skips every clean-up. Other names are left alone: another stage may be writing
-    beside these, into the same folder, now."""
+    or .old, untouched for LEFT_AFTER_S): a SIGKILL skips every clean-up. Other names are left alone, and
+    younger ones: another stage, or another command, may be writing beside these, into the same folder, now."""
     with contextlib.suppress(OSError):
         for entry in list(parent.iterdir()):
-            if (left := _TEMPORARY.match(entry.name)) and left["name"] in names and left[2] in kinds:
+            if ((left := _TEMPORARY.match(entry.name)) and left["name"] in names and left[2] in kinds
+                    and time.time() - entry.lstat().st_mtime > LEFT_AFTER_S):
                 _delete(entry)
 
 

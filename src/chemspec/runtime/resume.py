@@ -236,7 +236,8 @@ class Resume(L.Callback):
             note = stop.note
         self._request = note
         signal.signal(signal.SIGTERM, note)
-        self._ctrl_c = signal.signal(signal.SIGINT, self._interrupt)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's, which nothing interrupts
+            self._ctrl_c = signal.signal(signal.SIGINT, self._interrupt)
 
     def _note(self, signum: int, frame: object) -> None:
         self._stop_requested = True
