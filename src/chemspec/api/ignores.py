@@ -31,15 +31,15 @@ def gitignore(root: Path, cells: Cells) -> tuple[str | None, str]:
 def _span(path: Path, text: str) -> tuple[int, int] | None:
     """Where compile's block stands in `text` (from its first line to the end of its last), None where it
     does not; CompileError where its two marker lines do not pair up."""
-    starts = [i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith(IGNORE_BEGIN)]
-    ends = [i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith(IGNORE_END)]
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith(IGNORE_BEGIN)]
+    ends = [i for i, line in enumerate(lines) if line.startswith(IGNORE_END)]
     if not starts and not ends:
         return None
     if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
         raise CompileError(f"{path}: the lines '{IGNORE_BEGIN}...' and '{IGNORE_END}' that hold compile's block "
                            "do not pair up (one of them was edited away or copied); leave one of each, around the "
                            "block, or delete the block, and compile again (nothing was written)")
-    lines = text.splitlines(keepends=True)
     return sum(map(len, lines[:starts[0]])), sum(map(len, lines[:ends[0] + 1]))
 
 

@@ -173,12 +173,10 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     if blocked:
         raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: a folder stands where a "
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
-    changed = [name for name in result.stale if name in files]
-    writes = {root / name: files[name].encode() for name in changed}
-    if GITIGNORE in result.stale:
-        writes[root / GITIGNORE] = ignored.encode()
+    files_now = {**files, GITIGNORE: ignored}
+    changed = [name for name in result.stale if name in files_now]
     try:
-        with written_together(writes):
+        with written_together({root / name: files_now[name].encode() for name in changed}):
             result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
             relock.carry_ranks(root, cells, pipelines, result.written, result.renamed)
             result.rechosen = relock.carry_selection(root, cells, result.written)
@@ -189,7 +187,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                     if folder.is_dir() and not any(folder.iterdir()):
                         folder.rmdir()
                 result.removed.append(name)
-        result.written += changed + ([GITIGNORE] if root / GITIGNORE in writes else [])
+        result.written += changed
         if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
             result.leftovers = _leftovers(before.get(PARAMS), cells, root)
     except OSError as exc:
