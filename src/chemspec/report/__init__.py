@@ -147,8 +147,8 @@ def few_valid_text(cells: list[dict]) -> str:
     def valid(g: dict) -> int:
         return round((g.get("validity") or 0) * g.get("samples", 0))
 
-    few = [(c, valid(c["generation"])) for c in cells if c.get("generation") and c["generation"].get("fcd_molecules")
-           and 0 < valid(c["generation"]) < c["generation"]["fcd_molecules"]]
+    few = [(c, n) for c in cells if (g := c.get("generation")) and g.get("fcd_molecules")
+           and 0 < (n := valid(g)) < g["fcd_molecules"]]
     if not few:
         return ""
     cell, fewest = min(few, key=lambda pair: pair[1])
