@@ -349,6 +349,9 @@ def test_comment_lines_give_the_state_frame_state_reads_or_none():
     assert comment_state(b"Properties=species:S:1:pos:R:3:initial_charges:R:1 multiplicity=1\n") is None
     assert comment_state(b"charge=0 magmom=1.0\n") is None and comment_state(b"charge=0.5\n") is None
     assert comment_state(b"net_charge=1 xmultiplicity=2\n") == (0, 1)
+    assert comment_state(b'comment="made at charge=2 multiplicity=3" energy=-1.0\n') == (0, 1), "quoted text"
+    assert comment_state(b'note="a \\" total_charge=3" charge = 1\n') == (1, 1), "escaped quote, spaced ="
+    assert comment_state(b"Charge=1 Properties=species:S:1:pos:R:3 pbc='T T T'\n") == (0, 1), "keys keep case"
 
 
 def test_only_studies_where_charges_matter_mark_their_data_cell():

@@ -81,29 +81,31 @@ def _checked(label: str, numbers: np.ndarray, given: dict) -> dict[str, int]:
     return state
 
 
-_GIVEN = {key: re.compile(rb"(?:^|\s)" + key + rb'=("?)(\S+?)\1(?=\s|$)') for key in (b"charge", b"multiplicity")}
-_ELSEWHERE = {b"charge": re.compile(rb"[=:](?:initial_)?charges:"),
-              b"multiplicity": re.compile(rb"(?:^|\s)magmom=|[=:](?:initial_)?magmoms:")}
-_UNREAD = re.compile(rb"(?:^|\s)(?:" + b"|".join(key.encode() for key in UNREAD_KEYS) + rb")=")
+_PAIRS = re.compile(rb"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([^\s="']+)\s*=\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"""
+                    rb"""|\{[^}]*\}|[^\s"']*)""")
+"""An extxyz comment line's key=value pairs; a quoted string is taken whole, so text inside it is no key."""
+_PER_ATOM = {b"charge": re.compile(rb"(?:^|:)(?:initial_)?charges:"),
+             b"multiplicity": re.compile(rb"(?:^|:)(?:initial_)?magmoms:")}
 
 
 def comment_state(line: bytes) -> tuple[int, int] | None:
     """(charge, multiplicity) of an extxyz frame from its comment line alone, as frame_state reads them; None
     where they may come from elsewhere (per-atom charges or moments, a calculator's magmom) or a value is no
     whole number, which the data stage reads or refuses."""
-    if _UNREAD.search(line):
+    pairs = {key: value.strip(b"\"'") for _, key, value in _PAIRS.findall(line) if key}
+    if any(key.encode() in pairs for key in UNREAD_KEYS):
         return None
     state = []
     for key, default in ((b"charge", 0), (b"multiplicity", 1)):
-        if found := _GIVEN[key].search(line):
+        if key in pairs:
             try:
-                value = float(found.group(2))
+                value = float(pairs[key])
             except ValueError:
                 return None
             if not value.is_integer():
                 return None
             state.append(int(value))
-        elif _ELSEWHERE[key].search(line):
+        elif _PER_ATOM[key].search(pairs.get(b"Properties", b"")) or (key == b"multiplicity" and b"magmom" in pairs):
             return None
         else:
             state.append(default)
