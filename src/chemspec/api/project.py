@@ -175,6 +175,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
     files_now = {**files, GITIGNORE: ignored}
     changed = [name for name in result.stale if name in files_now]
+    _not_while_running(root, [name for name in result.stale if name != GITIGNORE])
     try:
         with written_together({root / name: files_now[name].encode() for name in changed}):
             result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
@@ -216,6 +217,16 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         result.notes.append(f"the DVC remote {study.archive.remote!r} could not be set up ({exc}); check "
                             f"{project / '.dvc'}, then compile again")
     return result
+
+
+def _not_while_running(root: Path, changing: list[str]) -> None:
+    from chemspec.api.busy import running
+    from chemspec.archive.remote import project_root
+
+    if changing and (project := project_root(root)) is not None and (busy := running(project, root)):
+        raise CompileError(f"compiling now would change {', '.join(str(root / n) for n in changing)} under "
+                           f"{busy}, whose later stages would then fail: wait for it to end, or stop it (Ctrl-C in its terminal, or `kill -INT "
+                           "<pid>`), then compile again (nothing was written)")
 
 
 def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:

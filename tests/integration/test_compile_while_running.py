@@ -1,0 +1,64 @@
+"""A compile that would change the pipeline under a running `dvc repro` or `chemspec launch` is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from chemspec.launch_stop import one_launch
+from tests.conftest import tiny_study, tool_env, write_spec
+
+SLOW = """stages:
+  wait:
+    cmd: python -c "import time; time.sleep(120)" && echo done > out.txt
+    outs: [out.txt]
+"""
+
+
+def _writers(project: Path) -> dict:
+    try:
+        return json.loads((project / ".dvc" / "tmp" / "rwlock").read_text()).get("write", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def test_a_compile_that_would_change_the_pipeline_under_a_running_repro_is_refused_and_writes_nothing(cli, tmp_path):
+    env = tool_env()
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, env=env, check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "dvc.yaml").write_text(SLOW)
+    repro = subprocess.Popen(["dvc", "repro", "slow/dvc.yaml"], cwd=tmp_path, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _writers(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _writers(tmp_path), "dvc repro recorded the stage it runs"
+        assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0, "nothing to change"
+        before = {p.name: p.read_bytes() for p in (tmp_path / "study").iterdir() if p.is_file()}
+        write_spec(tmp_path / "study.yaml", tiny_study(**{"training.max_epochs": 3}))
+        result = cli("compile", "study.yaml", "--root", "study", cwd=tmp_path)
+        assert result.code == 1 and (f"compiling now would change study/dvc.yaml, study/params.yaml under the dvc "
+                                     f"process {repro.pid} running in this project (writing slow/out.txt)"
+                                     ) in result.err, result.err
+        assert "then compile again (nothing was written)" in result.err and "Traceback" not in result.err
+        assert {p.name: p.read_bytes() for p in (tmp_path / "study").iterdir() if p.is_file()} == before
+        assert cli("compile", "--check", "study.yaml", "--root", "study", cwd=tmp_path).code == 1, "check reports"
+    finally:
+        os.killpg(repro.pid, signal.SIGINT)  # as Ctrl-C does: dvc waits for its stage's command
+        repro.wait(timeout=60)
+    assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0, "once it has stopped"
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    (tmp_path / "study" / ".chemspec").mkdir()
+    with one_launch(tmp_path / "study" / ".chemspec"):
+        result = cli("compile", "study.yaml", "--root", "study", cwd=tmp_path)
+    assert result.code == 1 and ("would change study/dvc.yaml, study/params.yaml under the `chemspec launch` running "
+                                 "in this project (pid ") in result.err, result.err
+    assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0
