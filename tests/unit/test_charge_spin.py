@@ -124,7 +124,8 @@ def test_a_radical_written_without_its_state_is_refused_saying_how_it_was_read(t
         load_file(tmp_path / "oh.xyz", "extxyz", "eV", "Angstrom")
 
 
-@pytest.mark.parametrize("key", ["total_charge", "spin", "spin_multiplicity", "total_spin"])
+@pytest.mark.parametrize("key", ["total_charge", "net_charge", "spin", "spin_multiplicity", "total_spin", "mult",
+                                 "Charge", "Multiplicity", "MULT"])
 def test_other_names_for_charge_or_spin_are_refused_not_read_as_a_neutral_singlet(tmp_path, key):
     atoms = frames([(None, None)])[0]
     atoms.info[key] = 1
@@ -345,13 +346,15 @@ def test_validate_refuses_an_extxyz_file_of_several_states_to_a_model_that_canno
 def test_comment_lines_give_the_state_frame_state_reads_or_none():
     assert comment_state(b'Properties=species:S:1:pos:R:3 charge=-1 multiplicity="2" energy=-1.0\n') == (-1, 2)
     assert comment_state(b"Properties=species:S:1:pos:R:3 energy=-1.0 pbc=\"F F F\"\n") == (0, 1)
-    assert comment_state(b"charge=1.0 multiplicity=3 total_charge=2\n") is None
+    assert comment_state(b"charge=1.0 multiplicity=3 total_charge=2\n") == (1, 3), "charge= is read, as frame_state does"
+    assert comment_state(b"multiplicity=3 total_charge=2\n") is None
     assert comment_state(b"Properties=species:S:1:pos:R:3:initial_charges:R:1 multiplicity=1\n") is None
     assert comment_state(b"charge=0 magmom=1.0\n") is None and comment_state(b"charge=0.5\n") is None
-    assert comment_state(b"net_charge=1 xmultiplicity=2\n") == (0, 1)
+    assert comment_state(b"surcharge=1 xmultiplicity=2\n") == (0, 1)
+    assert comment_state(b"net_charge=1\n") is None and comment_state(b"Multiplicity=3\n") is None
     assert comment_state(b'comment="made at charge=2 multiplicity=3" energy=-1.0\n') == (0, 1), "quoted text"
     assert comment_state(b'note="a \\" total_charge=3" charge = 1\n') == (1, 1), "escaped quote, spaced ="
-    assert comment_state(b"Charge=1 Properties=species:S:1:pos:R:3 pbc='T T T'\n") == (0, 1), "keys keep case"
+    assert comment_state(b"Charge=1 charge=0 Properties=species:S:1:pos:R:3 pbc='T T T'\n") == (0, 1), "read"
 
 
 def test_only_studies_where_charges_matter_mark_their_data_cell():

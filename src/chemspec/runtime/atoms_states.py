@@ -23,17 +23,18 @@ if TYPE_CHECKING:
 
 TOLERANCE = 1e-3
 """e or μB: the per-atom values of a calculation sum to a whole total within their printed digits."""
-UNREAD_KEYS = {"total_charge": "charge", "spin": "multiplicity", "spin_multiplicity": "multiplicity",
-               "total_spin": "multiplicity"}
-"""Names some files give a structure's charge or spin, and the key chemspec reads instead: a frame with one
-of them and not the other would otherwise train as a neutral singlet."""
+UNREAD_KEYS = {"total_charge": "charge", "net_charge": "charge", "spin": "multiplicity", "mult": "multiplicity",
+               "spin_multiplicity": "multiplicity", "total_spin": "multiplicity"}
+"""Names some files give a structure's charge or spin (in any case, `Charge` and `Multiplicity` too), and
+the key chemspec reads instead: a frame with one of them and not the other would otherwise train as a
+neutral singlet."""
 WRITE = ("write the structure's total charge= and multiplicity= (2S+1) in its info (extxyz) or as key-value "
          "pairs (ASE db: db.write(atoms, charge=..., multiplicity=...))")
 
 
 def frame_state(label: str, atoms: Atoms, keys: dict) -> dict[str, int]:
     """{"charge", "multiplicity"} of one frame; `keys` holds its info and key-value pairs, `label` names it."""
-    if unread := sorted(key for key, read in UNREAD_KEYS.items() if key in keys and read not in keys):
+    if unread := _unread(keys):
         raise RunError(f"{label} has {', '.join(map(repr, unread))}, which chemspec does not read; {WRITE}")
     results = atoms.calc.results if atoms.calc is not None else {}
     given = {key: keys[key] for key in ("charge", "multiplicity") if key in keys}
@@ -51,6 +52,14 @@ def frame_state(label: str, atoms: Atoms, keys: dict) -> dict[str, int]:
                 given["multiplicity"] = 1 + _whole(label, what, float(np.linalg.norm(total)))
                 break
     return _checked(label, atoms.numbers, given)
+
+
+def _unread(keys) -> list[str]:
+    """The keys among `keys` that name a charge or spin other than as chemspec reads them, where the key it
+    reads is not there as well."""
+    named = {key: UNREAD_KEYS.get(key.lower(), key.lower()) for key in keys}
+    return sorted(key for key, read in named.items() if read in ("charge", "multiplicity") and key != read
+                  and read not in named)
 
 
 def _whole(label: str, what: str, total: float) -> int:
@@ -93,7 +102,7 @@ def comment_state(line: bytes) -> tuple[int, int] | None:
     where they may come from elsewhere (per-atom charges or moments, a calculator's magmom) or a value is no
     whole number, which the data stage reads or refuses."""
     pairs = {key: value.strip(b"\"'") for _, key, value in _PAIRS.findall(line) if key}
-    if any(key.encode() in pairs for key in UNREAD_KEYS):
+    if _unread([key.decode(errors="replace") for key in pairs]):
         return None
     state = []
     for key, default in ((b"charge", 0), (b"multiplicity", 1)):
