@@ -453,14 +453,18 @@ def test_a_compressed_extxyz_file_loads_as_its_plain_text_and_a_cut_one_is_refus
 
 
 def test_frames_with_infinite_positions_are_dropped_without_a_numpy_warning(shared, tmp_path):
+    """Forces of 1e300 (float64) would be infinite in the float32 store: every cell then diverged at step 0."""
     import warnings
 
     raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
-    positions = raw["R"][:20].copy()
+    positions, forces = raw["R"][:20].copy(), raw["F"][:20].copy()
     positions[:3, 1] = np.inf
+    forces[5, 0, 2] = 1e300
     path = tmp_path / "inf.npz"
-    np.savez(path, z=raw["z"], R=positions, E=raw["E"][:20], F=raw["F"][:20])
+    np.savez(path, z=raw["z"], R=positions, E=raw["E"][:20], F=forces)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        counts = load_file(path, "md17", "kcal/mol", "Angstrom")[1]
-    assert counts == {"read": 20, "dropped_nonfinite": 3, "kept": 17}
+        data, counts = load_file(path, "md17", "kcal/mol", "Angstrom")
+        stored = data.stored()
+    assert counts == {"read": 20, "dropped_nonfinite": 4, "kept": 16}
+    assert all(np.isfinite(getattr(stored, key)).all() for key in ("positions", "forces", "energy"))

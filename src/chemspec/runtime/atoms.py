@@ -33,6 +33,8 @@ KEYS = ("numbers", "positions", "forces", "energy", "offsets")
 STORED = ("<u1", "<f4", "<f4", "<f8", "<i8")
 """On-disk dtypes of KEYS: coordinates and forces in float32, the precision models train in (half the
 bytes of float64; 1e-7 relative), energies in float64, since totals of ~1e3 eV need it."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Coordinates and forces beyond it would be stored as infinities: such frames are dropped as non-finite."""
 ELECTRONIC = ("charge", "multiplicity")
 """Per-structure total charge (e) and spin multiplicity 2S+1, stored (int8) only where some structure is not
 a neutral singlet, so that stores and hashes of neutral data stay as they were before these keys."""
@@ -168,8 +170,8 @@ def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
     energy, sizes, dropped = [np.zeros(0)], [np.zeros(0, np.int64)], 0
     electronic = {key: [np.zeros(0, np.int64)] for key in ELECTRONIC}
     for block in blocks:
-        finite = (np.isfinite(block.energy) & np.isfinite(block.forces).all(axis=(1, 2))
-                  & np.isfinite(block.positions).all(axis=(1, 2)))
+        finite = (np.isfinite(block.energy) & (np.abs(block.forces) <= FLOAT32_MAX).all(axis=(1, 2))
+                  & (np.abs(block.positions) <= FLOAT32_MAX).all(axis=(1, 2)))
         dropped += int((~finite).sum())
         n, count = int(finite.sum()), len(block.numbers)
         numbers.append(np.tile(block.numbers, n))
