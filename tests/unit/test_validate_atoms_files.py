@@ -299,3 +299,39 @@ def test_arrays_of_text_or_complex_numbers_are_refused_by_name_not_converted(cli
         load_file(tmp_path / "odd.npz", "md17", "kcal/mol", "Angstrom")
     result = cli("validate", str(atoms_study(tmp_path, "odd.npz", "md17", [200])))
     assert result.code == 2 and said in result.err and "Traceback" not in result.err, result.err
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda g: g.__setitem__("coordinates", g.pop("coordinates")[..., :2]),
+     r"'coordinates' has shape \(\d+, \d+, 2\), expected \(frames, \d+, 3\)"),
+    (lambda g: g.__setitem__("wb97x_dz.forces", g.pop("wb97x_dz.forces")[:, 1:]),
+     r"'wb97x_dz\.forces' has shape \(\d+, \d+, 3\), expected"),
+    (lambda g: g.__setitem__("wb97x_dz.energy", g.pop("wb97x_dz.energy")[1:]),
+     r"'wb97x_dz\.energy' has shape \(\d+,\), expected"),
+    (lambda g: g.__setitem__("atomic_numbers", np.array([b"C", b"H"])), r"'atomic_numbers' must be integer atomic"),
+    (lambda g: g.__setitem__("wb97x_dz.energy", {"values": g.pop("wb97x_dz.energy")}),
+     r"'wb97x_dz\.energy' is a group, not a dataset"),
+], ids=["coordinates-2d", "forces-atom-short", "energy-short", "symbols", "energy-group"])
+def test_validate_checks_every_ani1x_groups_shapes_as_the_data_stage_would(cli, shared, tmp_path, edit, message):
+    """From a review: these passed validate and compile, and failed only at the data stage."""
+    import h5py
+
+    with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as source, h5py.File(tmp_path / "ani.h5", "w") as target:
+        for name in source:
+            arrays = {key: source[name][key][()] for key in ("atomic_numbers", "coordinates", "wb97x_dz.energy",
+                                                              "wb97x_dz.forces")}
+            if name == sorted(source)[-1]:
+                edit(arrays)
+            group = target.create_group(name)
+            for key, value in arrays.items():
+                if isinstance(value, dict):
+                    group.create_group(key).create_dataset("values", data=value["values"])
+                else:
+                    group[key] = value
+    study = tiny_study(**{"data.kind": "atoms", "data.sizes": [2, 4], "data.validation": 1, "data.test": 1,
+                          "data.source": {"file": "ani.h5", "format": "ani1x"},
+                          "model": {"family": "painn", "widths": [8], "depths": [1]},
+                          "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 2})
+    result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert re.search(r"data\.source\.file: ani1x file .*ani\.h5 group '\w+': " + message, result.err), result.err

@@ -37,9 +37,15 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
                 raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
                                f"{sorted(handle[name]) if group else 'no datasets'}); check data.source.format and "
                                "data.source.energy_key", field="energy_key" if group else "format")
+            if not isinstance(handle[name][energy], h5py.Dataset):
+                raise RunError(not_a_dataset(format, path, name, energy))
         energies = [handle[name][energy][()] for name in handle]
     return none_finite(path, format, sum(int(np.isfinite(e).sum()) for e in energies), sum(e.size for e in energies),
                        f"{energy!r}")
+
+
+def not_a_dataset(format: str, path: Path, name: str, key: str) -> str:
+    return f"{format} file {path} group {name!r}: {key!r} is a group, not a dataset; write it as one array"
 
 
 def read_ani1x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
@@ -136,9 +142,23 @@ def check_hdf5(path: Path, format: str, energy_key: str, forces_key: str) -> Non
         for name in sorted(handle):
             if format == "ani1x":
                 forces = ani_forces_key(energy) if forces_key == "forces" else forces_key
-                _ani1x_keys(path, name, handle[name], ("atomic_numbers", "coordinates", energy, forces), energy)
+                keys = ("atomic_numbers", "coordinates", energy, forces)
+                _ani1x_keys(path, name, handle[name], keys, energy)
+                checked_block(path, "ani1x", f" group {name!r}", keys, handle[name][keys[0]][()],
+                              *(_shaped(path, name, handle[name], key) for key in keys[1:]))
             else:
                 _ani2x_species(path, name, handle[name], ("species", "coordinates", energy, forces_key))
+
+
+def _shaped(path: Path, name: str, group, key: str) -> np.ndarray:
+    """A stand-in for dataset `key` with its shape and kind of value, holding no data (a zero-stride view)."""
+    import h5py
+
+    dataset = group[key]
+    if not isinstance(dataset, h5py.Dataset):
+        raise RunError(not_a_dataset("ani1x", path, name, key))
+    dtype = np.float64 if dataset.dtype.kind in "iuf" else dataset.dtype
+    return np.broadcast_to(np.zeros((), dtype), dataset.shape)
 
 
 READERS = {"ani1x": read_ani1x, "ani2x": read_ani2x}
