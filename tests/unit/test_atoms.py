@@ -78,6 +78,16 @@ def test_subset_keeps_each_structure_whole_and_in_the_given_order():
             np.testing.assert_array_equal(got, want)
 
 
+def test_repeats_are_structures_equal_in_atoms_positions_and_state_to_an_earlier_one():
+    data = synthetic(6, 2, {1: -13.6, 8: -2042.6})
+    doubled = data.subset([0, 1, 2, 0, 3, 1, 0, 4, 5])
+    assert doubled.repeats() == [(3, 0), (5, 1), (6, 0)]
+    states = {"charge": np.array([0, 0, 0, 1, 0, 0, 0, 0, 0]), "multiplicity": np.array([1, 1, 1, 2, 1, 1, 1, 1, 1])}
+    charged = AtomsData(doubled.numbers, doubled.positions, doubled.forces, doubled.energy, doubled.offsets, **states)
+    assert charged.repeats() == [(5, 1), (6, 0)], "a cation at a neutral's geometry is another structure"
+    assert data.repeats() == []
+
+
 def test_inconsistent_store_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="offsets"):
         AtomsData(np.array([1, 1]), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(2), np.array([0, 1, 1]))

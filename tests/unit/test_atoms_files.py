@@ -468,3 +468,33 @@ def test_frames_with_infinite_positions_are_dropped_without_a_numpy_warning(shar
         stored = data.stored()
     assert counts == {"read": 20, "dropped_nonfinite": 4, "kept": 16}
     assert all(np.isfinite(getattr(stored, key)).all() for key in ("positions", "forces", "energy"))
+
+
+def test_exact_repeats_are_named_in_a_note_and_counted_in_data_json_the_store_unchanged(shared, tmp_path, monkeypatch,
+                                                                                         capsys):
+    """The MD17 CCSD(T) ethanol training file holds two structures twice; a file joined with `cat` holds all.
+    A repeat and its original can land in training and test; the store keeps them, as it did before."""
+    from chemspec.compiler import expand
+    from chemspec.runtime.atoms_stage import run_atoms_data
+    from chemspec.specs import load_study
+
+    def data_stage(file: str) -> dict:
+        study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": file, "format": "md17"},
+                              "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
+                              "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
+        monkeypatch.chdir(tmp_path)
+        return run_atoms_data(expand(load_study(write_spec(tmp_path / "study.yaml", study))).data)
+
+    source = shared / "md17" / "ethanol_ccsd_t-train.npz"
+    info = data_stage(str(source))
+    assert info["counts"] == {"read": 1000, "dropped_nonfinite": 0, "kept": 1000, "repeated": 2}
+    assert ("note: 2 structures repeat an earlier one exactly (the same atoms, positions, charge and multiplicity; "
+            "counted from 0 among those kept: 736 repeats 280, 826 repeats 773)") in capsys.readouterr().err
+    assert len(load_atoms(tmp_path / "data" / "tiny" / "atoms.npz")) == 1000
+    raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
+    np.savez(tmp_path / "twice.npz", **{key: np.concatenate([raw[key][:300]] * 2) if key != "z" else raw[key]
+                                        for key in ("z", "R", "E", "F")})
+    info = data_stage("twice.npz")
+    assert info["counts"]["repeated"] == 300 and "300 repeats 0, 301 repeats 1, 302 repeats 2 …" in capsys.readouterr().err
+    np.savez(tmp_path / "once.npz", **{key: raw[key][:300] if key != "z" else raw[key] for key in ("z", "R", "E", "F")})
+    assert "repeated" not in data_stage("once.npz")["counts"] and "repeat" not in capsys.readouterr().err

@@ -103,6 +103,24 @@ class AtomsData:
             return Counter({(0, 1): len(self)})
         return Counter(zip(self.electronic("charge").tolist(), self.electronic("multiplicity").tolist()))
 
+    def repeats(self) -> list[tuple[int, int]]:
+        """(structure, the first structure it repeats) for every exact repeat: the same atoms in the same order
+        at the same positions, with the same charge and multiplicity; in order of the repeats."""
+        pairs, sizes = [], self.sizes()
+        stored = self.arrays()  # as bytes: one byte an atomic number or state, four a coordinate
+        electronic = np.stack([self.electronic(key).astype("<i1") for key in ELECTRONIC], axis=1).view(np.uint8)
+        for n in np.unique(sizes):
+            idx = np.flatnonzero(sizes == n)
+            atoms = (self.offsets[idx][:, None] + np.arange(n)).reshape(-1)
+            rows = np.ascontiguousarray(np.concatenate([stored["numbers"][atoms].reshape(-1, n),
+                                                        stored["positions"][atoms].view(np.uint8).reshape(-1, 12 * n),
+                                                        electronic[idx]], axis=1))
+            _, first, inverse = np.unique(rows.view(np.dtype((np.void, rows.strides[0]))).ravel(), return_index=True,
+                                          return_inverse=True)
+            original = first[inverse.reshape(-1)]
+            pairs += [(int(idx[i]), int(idx[original[i]])) for i in np.flatnonzero(original != np.arange(len(idx)))]
+        return sorted(pairs)
+
     def structure(self, s: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         start, stop = self.offsets[s], self.offsets[s + 1]
         return self.numbers[start:stop], self.positions[start:stop], float(self.energy[s]), self.forces[start:stop]

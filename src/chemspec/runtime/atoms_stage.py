@@ -46,6 +46,13 @@ def run_atoms_data(cell: DataCell) -> dict:
     if len(data) == 0:
         raise RunError(f"data.source gave no usable structures ({counts}); check the file or the MD settings")
     data = data.stored()
+    if repeats := data.repeats():
+        counts["repeated"] = len(repeats)
+        shown = ", ".join(f"{later} repeats {first}" for later, first in repeats[:3]) + (" …" if len(repeats) > 3 else "")
+        print(f"note: {len(repeats)} structures repeat an earlier one exactly (the same atoms, positions, charge and "
+              f"multiplicity; counted from 0 among those kept: {shown}); a repeat and its original can fall on both "
+              f"sides of the split, so that test errors count structures seen in training: remove the repeats from "
+              f"{source.get('file', 'the data')} unless they are meant", file=sys.stderr)
     with staged(cell.out_dir) as out:  # atoms.npz and data.json replace the old ones together
         save_atoms(out / "atoms.npz", data)
         info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
