@@ -495,6 +495,7 @@ def test_exact_repeats_are_named_in_a_note_and_counted_in_data_json_the_store_un
     np.savez(tmp_path / "twice.npz", **{key: np.concatenate([raw[key][:300]] * 2) if key != "z" else raw[key]
                                         for key in ("z", "R", "E", "F")})
     info = data_stage("twice.npz")
-    assert info["counts"]["repeated"] == 300 and "300 repeats 0, 301 repeats 1, 302 repeats 2 …" in capsys.readouterr().err
+    assert info["counts"]["repeated"] == 300
+    assert "300 repeats 0, 301 repeats 1, 302 repeats 2 …" in capsys.readouterr().err
     np.savez(tmp_path / "once.npz", **{key: raw[key][:300] if key != "z" else raw[key] for key in ("z", "R", "E", "F")})
     assert "repeated" not in data_stage("once.npz")["counts"] and "repeat" not in capsys.readouterr().err

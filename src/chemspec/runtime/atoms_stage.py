@@ -48,7 +48,8 @@ def run_atoms_data(cell: DataCell) -> dict:
     data = data.stored()
     if repeats := data.repeats():
         counts["repeated"] = len(repeats)
-        shown = ", ".join(f"{later} repeats {first}" for later, first in repeats[:3]) + (" …" if len(repeats) > 3 else "")
+        shown = ", ".join(f"{later} repeats {first}" for later, first in repeats[:3])
+        shown += " …" if len(repeats) > 3 else ""
         print(f"note: {len(repeats)} structures repeat an earlier one exactly (the same atoms, positions, charge and "
               f"multiplicity; counted from 0 among those kept: {shown}); a repeat and its original can fall on both "
               f"sides of the split, so that test errors count structures seen in training: remove the repeats from "
