@@ -4,6 +4,7 @@ copies, NaN rows dropped and counted, implausible units and coincident atoms ref
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 from pathlib import Path
 
@@ -155,6 +156,35 @@ def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short
     assert run_atoms_data(given)["count"] == 50
     short = load_file(path, "md17", "kcal/mol", "Angstrom")[0]
     assert implausible_units(short, "kcal/mol") is None, "extended XYZ may hold relative energies: no lower bound"
+
+
+def test_an_extxyz_of_hartree_totals_left_to_the_default_ev_gets_a_note_naming_hartree(shared, tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Read as eV, total energies in Hartree look like relative or valence-only ones, which extended XYZ may
+    hold, and their forces are small: a note, not a refusal."""
+    import ase
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    data = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "Angstrom")[0]
+    for scale, name in ((1 / HARTREE, "hartree.xyz"), (1.0, "ev.xyz")):
+        frames = []
+        for s in range(50):
+            numbers, positions, energy, forces = data.structure(s)
+            atoms = ase.Atoms(numbers=numbers, positions=positions)
+            atoms.calc = SinglePointCalculator(atoms, energy=energy * scale, forces=forces * scale)
+            frames.append(atoms)
+        ase.io.write(tmp_path / name, frames, format="extxyz")
+    run_atoms_data(_file_study_data_cell(tmp_path, monkeypatch, {"file": "hartree.xyz", "format": "extxyz"}))
+    assert re.search(r"note: extxyz file hartree\.xyz read in eV, the extxyz default, has energies of -17\.2\d eV per "
+                     r"atom: all-electron total energies in Hartree, read as eV, look so; if the file is in Hartree, "
+                     r"set data.source.units: \{energy: Hartree\}", capsys.readouterr().err)
+    given = {"file": "hartree.xyz", "format": "extxyz", "units": {"energy": "Hartree"}}
+    for source in (given, {"file": "ev.xyz", "format": "extxyz"}):
+        run_atoms_data(_file_study_data_cell(tmp_path, monkeypatch, source))
+        assert "note: extxyz file" not in capsys.readouterr().err
 
 
 def test_files_in_their_formats_units_are_plausible(shared):

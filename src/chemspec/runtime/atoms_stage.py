@@ -67,11 +67,18 @@ def run_atoms_data(cell: DataCell) -> dict:
 
 
 def _check_units(data, source: dict, check: bool) -> None:
-    """Refuse values implausible in the energy unit the study left to the format's default."""
+    """Refuse values implausible in the energy unit the study left to the format's default; note energies of
+    an extxyz or ASE-db file (which may hold relative ones) that look like Hartree totals read in eV."""
     from chemspec.runtime.atoms import TOTAL_ENERGY_FORMATS, implausible_units
 
     unit, totals = source["units"]["energy"], source["format"] in TOTAL_ENERGY_FORMATS
     found = implausible_units(data, unit, totals) if check and len(data) else None
+    as_totals = implausible_units(data, unit, totals=True) if check and len(data) and not totals else None
+    if not found and as_totals and as_totals[1] == "Hartree":
+        print(f"note: {source['format']} file {source['file']} read in {unit}, the {source['format']} default, has "
+              f"energies of {float(data.energy.mean() / data.sizes().mean()):.4g} {unit} per atom: all-electron total "
+              f"energies in Hartree, read as {unit}, look so; if the file is in Hartree, set data.source.units: "
+              f"{{energy: Hartree}} (relative or valence-only energies in {unit} may look so too)", file=sys.stderr)
     if found:
         problem, likely = found
         advice = f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else \
