@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms_files import count_structures, load_file
+from chemspec.runtime.atoms_files import check_sample, count_structures, load_file
 from tests.conftest import tiny_study, write_spec
 
 FILES = [("md17/ethanol_ccsd_t-train.npz", "md17", 1000), ("md17/md17_ethanol_first2000.npz", "md17", 2000),
@@ -151,6 +151,8 @@ def test_an_extxyz_file_that_goes_on_after_a_blank_line_is_refused_where_ase_wou
 @pytest.mark.parametrize("edit,said", [
     (lambda line: "Xx" + line[1:], "KeyError: 'Xx'"),
     (lambda line: line.replace(" ", " 0.1.", 1), "could not convert string to float"),
+    (lambda line: "1" + line[1:], "KeyError: '1': '1' is no element symbol; an atom's line starts with its symbol "
+     r"\(H, C, O\), not its atomic number"),
 ])
 def test_a_frame_that_ase_cannot_parse_is_named_by_its_index(shared, tmp_path, edit, said):
     lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text().splitlines(keepends=True)
@@ -172,6 +174,19 @@ def test_a_byte_that_is_no_utf8_text_is_named_by_its_line_not_blamed_on_frame_0(
     with pytest.raises(RunError, match=r"latin1\.xyz: line 552 is not utf-8 text \(invalid continuation byte: byte "
                                        r"b'\\xe9'\); save the file as UTF-8, or remove that character"):
         load_file(path, "extxyz", "kcal/mol", "Angstrom")
+    lines[551] = lines[551][:-5]
+    lines[12] += b" caf\xe9"  # frame 1's comment line: in the text validate's read of frame 0 decodes
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(RunError, match=r"latin1\.xyz: line 13 is not utf-8 text"):
+        check_sample(path, "extxyz")
+
+
+def test_a_byte_order_mark_is_named_not_taken_for_a_missing_atom_count(cli, shared, tmp_path):
+    path = tmp_path / "bom.xyz"
+    path.write_bytes(b"\xef\xbb\xbf" + (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_bytes())
+    result = cli("validate", str(atoms_study(tmp_path, "bom.xyz", "extxyz", [20, 40], 10, 10)), cwd=tmp_path)
+    assert result.code == 2 and ("bom.xyz starts with a UTF-8 byte-order mark, which ASE does not read; "
+                                 "save the file without it") in result.err, result.err
 
 
 def _water_npz(path, **replace):

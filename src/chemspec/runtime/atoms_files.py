@@ -24,6 +24,8 @@ from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import comment_state, frame_state
 from chemspec.specs.atoms_source import COMPRESSIONS
 
+BOM = b"\xef\xbb\xbf"
+
 if TYPE_CHECKING:
     from ase import Atoms
 
@@ -103,10 +105,8 @@ def check_sample(path: Path, format: str, energy_key: str = "energy", forces_key
 
         check_hdf5(path, format, energy_key, forces_key)
     elif format == "extxyz":
-        import ase.io
-
         with reading(path, format):  # a slice that stops: index=0 makes ASE index every frame (gzip: seek by seek)
-            first = ase.io.read(path, index=slice(0, 1), format="extxyz")
+            first = _ase_frames(path, path, slice(0, 1))
         if first:
             _frame_block(path, format, " frame 0", first[0], energy_key, forces_key)
     elif format == "asedb":
@@ -129,6 +129,9 @@ def _xyz_frames(path: Path, handle: BinaryIO, states: Counter | None = None) -> 
         try:
             atoms = int(line)
         except ValueError:
+            if not frames and line.startswith(BOM):
+                raise RunError(f"extxyz file {path} starts with a UTF-8 byte-order mark, which ASE does not read; "
+                               "save the file without it (`sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)") from None
             raise unreadable(path, "extxyz", f"frame {frames} does not start with its atom count") from None
         for row in range(atoms + 1):  # the comment line, then one line an atom: a symbol and three coordinates
             line = handle.readline()
@@ -170,30 +173,44 @@ def _npz(path: Path, format: str) -> list[Frames]:
 
 
 def _extxyz(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
-    import ase.io
     from ase.io.formats import open_with_compression
 
-    frames, source = [], path
+    source = path
     with reading(path, "extxyz"):
         with open_with_compression(str(path), "rb") as handle:
             _xyz_frames(path, handle)  # refuses text after a blank line, where ASE stops reading
         if path.suffix in COMPRESSIONS:  # ASE seeks through a compressed stream frame by frame:
             with open_with_compression(str(path), "r") as handle:  # 4,000 gzipped frames took 9 s, in memory 2 s
                 source = io.StringIO(handle.read())
-        try:
-            frames.extend(ase.io.iread(source, index=":", format="extxyz"))
-        except UnicodeDecodeError as exc:  # ASE decodes the whole text before it parses a frame
-            with open_with_compression(str(path), "rb") as handle:
-                number = next((n for n, line in enumerate(handle, start=1) if not _decodes(line)), None)
-            where = f"line {number}" if number else "a line"  # None: the locale's encoding is not UTF-8
-            raise RunError(f"extxyz file {path}: {where} is not {exc.encoding} text ({exc.reason}: byte "
-                           f"{exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8, or remove that "
-                           "character") from None
-        except (KeyError, ValueError) as exc:  # an unknown element, a number that is none
-            raise RunError(f"extxyz file {path} frame {len(frames)} cannot be read ({exc.__class__.__name__}: {exc}); "
-                           "correct or remove that frame") from None
+        frames = _ase_frames(path, source, slice(None))
     return [_frame_block(path, "extxyz", f" frame {i}", atoms, energy_key, forces_key)
             for i, atoms in enumerate(frames)]
+
+
+def _ase_frames(path: Path, source, index: slice) -> list:
+    """The frames at `index` of an extxyz file as ASE reads `source` (the file or its text), where it fails
+    with the line or frame and the fix named."""
+    import ase.io
+    from ase.data import atomic_numbers
+    from ase.io.formats import open_with_compression
+
+    frames = []
+    try:
+        frames.extend(ase.io.iread(source, index=index, format="extxyz"))
+    except UnicodeDecodeError as exc:  # ASE decodes the whole text before it parses a frame
+        with open_with_compression(str(path), "rb") as handle:
+            number = next((n for n, line in enumerate(handle, start=1) if not _decodes(line)), None)
+        where = f"line {number}" if number else "a line"  # None: the locale's encoding is not UTF-8
+        raise RunError(f"extxyz file {path}: {where} is not {exc.encoding} text ({exc.reason}: byte "
+                       f"{exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8, or remove that "
+                       "character") from None
+    except (KeyError, ValueError) as exc:  # an unknown element, a number that is none
+        symbol = isinstance(exc, KeyError) and exc.args and str(exc.args[0]) not in atomic_numbers
+        why = (f": {str(exc.args[0])!r} is no element symbol; an atom's line starts with its symbol (H, C, O), not "
+               "its atomic number" if symbol else "")
+        raise RunError(f"extxyz file {path} frame {len(frames)} cannot be read ({exc.__class__.__name__}: {exc}"
+                       f"{why}); correct or remove that frame") from None
+    return frames
 
 
 def _decodes(line: bytes) -> bool:
