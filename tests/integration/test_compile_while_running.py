@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,39 +28,66 @@ def _writers(project: Path) -> dict:
         return {}
 
 
-def test_a_compile_that_would_change_the_pipeline_under_a_running_repro_is_refused_and_writes_nothing(cli, tmp_path):
-    env = tool_env()
-    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(args, cwd=tmp_path, env=env, check=True)
-    write_spec(tmp_path / "study.yaml", tiny_study())
-    assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0
-    (tmp_path / "slow").mkdir()
-    (tmp_path / "slow" / "dvc.yaml").write_text(SLOW)
-    repro = subprocess.Popen(["dvc", "repro", "slow/dvc.yaml"], cwd=tmp_path, env=env, start_new_session=True,
+@contextlib.contextmanager
+def _repro(root: Path, pipeline: str):
+    """`dvc repro <pipeline>` of SLOW running in the background, until its stage is recorded in the rwlock."""
+    (root / pipeline).parent.mkdir(parents=True, exist_ok=True)
+    (root / pipeline).write_text(SLOW)
+    repro = subprocess.Popen(["dvc", "repro", pipeline], cwd=root, env=tool_env(), start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not _writers(tmp_path) and time.monotonic() < deadline:
+        while not _writers(root) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _writers(tmp_path), "dvc repro recorded the stage it runs"
+        assert _writers(root), "dvc repro recorded the stage it runs"
+        yield repro
+    finally:
+        os.killpg(repro.pid, signal.SIGINT)  # as Ctrl-C does: dvc waits for its stage's command
+        repro.wait(timeout=60)
+
+
+def test_a_compile_that_would_change_the_pipeline_under_a_running_repro_is_refused_and_writes_nothing(cli, tmp_path):
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, env=tool_env(), check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0
+    with _repro(tmp_path, "other/dvc.yaml"):
+        write_spec(tmp_path / "study.yaml", tiny_study(**{"training.max_epochs": 3}))
+        assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0, "another pipeline runs"
+    with _repro(tmp_path, "study/slow/dvc.yaml") as repro:
         assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0, "nothing to change"
         before = {p.name: p.read_bytes() for p in (tmp_path / "study").iterdir() if p.is_file()}
-        write_spec(tmp_path / "study.yaml", tiny_study(**{"training.max_epochs": 3}))
+        write_spec(tmp_path / "study.yaml", tiny_study())
         result = cli("compile", "study.yaml", "--root", "study", cwd=tmp_path)
         assert result.code == 1 and (f"compiling now would change study/dvc.yaml, study/params.yaml under the dvc "
-                                     f"process {repro.pid} running in this project (writing slow/out.txt)"
+                                     f"process {repro.pid} running this pipeline (writing study/slow/out.txt)"
                                      ) in result.err, result.err
         assert "then compile again (nothing was written)" in result.err and "Traceback" not in result.err
         assert {p.name: p.read_bytes() for p in (tmp_path / "study").iterdir() if p.is_file()} == before
         assert cli("compile", "--check", "study.yaml", "--root", "study", cwd=tmp_path).code == 1, "check reports"
-    finally:
-        os.killpg(repro.pid, signal.SIGINT)  # as Ctrl-C does: dvc waits for its stage's command
-        repro.wait(timeout=60)
     assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0, "once it has stopped"
-    write_spec(tmp_path / "study.yaml", tiny_study())
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"training.max_epochs": 3}))
     (tmp_path / "study" / ".chemspec").mkdir()
     with one_launch(tmp_path / "study" / ".chemspec"):
         result = cli("compile", "study.yaml", "--root", "study", cwd=tmp_path)
     assert result.code == 1 and ("would change study/dvc.yaml, study/params.yaml under the `chemspec launch` running "
                                  "in this project (pid ") in result.err, result.err
     assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0
+
+
+def test_a_write_entry_left_by_a_killed_dvc_whose_pid_now_runs_another_command_does_not_refuse(cli, tmp_path):
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, env=tool_env(), check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    (tmp_path / "dvc").write_text("import time; time.sleep(60)")  # a dvc of another command, in another project
+    other = subprocess.Popen([sys.executable, str(tmp_path / "dvc"), "status"])
+    try:
+        (tmp_path / ".dvc" / "tmp").mkdir(exist_ok=True)
+        entry = {"pid": other.pid, "cmd": "/usr/bin/dvc repro"}
+        (tmp_path / ".dvc" / "tmp" / "rwlock").write_text(json.dumps({"write": {str(tmp_path / "data"): entry}}))
+        write_spec(tmp_path / "study.yaml", tiny_study(**{"training.max_epochs": 3}))
+        assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    finally:
+        other.kill()
+        other.wait()

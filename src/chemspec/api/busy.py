@@ -1,50 +1,73 @@
-"""Whether a `chemspec launch` or a `dvc repro` is running in a project, which a compile must not change under.
+"""Whether a `chemspec launch` or a `dvc repro` is running a compiled pipeline, which a compile must not change
+under.
 
 A running `dvc repro` read dvc.yaml when it started, and each stage checks that params.yaml still compiles to
 the identity dvc.yaml gave it: a compile in between fails every later stage. DVC records the outputs each
-running stage writes, with its process, in .dvc/tmp/rwlock (dvc.rwlock); a process of this machine that is
-gone, or is no dvc, left its entry behind when it was killed, and is not counted.
+running stage writes, with its process and command line, in .dvc/tmp/rwlock (dvc.rwlock): a stage writing
+under the compiled folder belongs to its pipeline. An entry whose process is gone, or now runs another
+command, was left by a dvc that was killed, and is not counted. Between two stages DVC holds only its
+project lock, which any dvc command takes, so a compile then is not seen.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
+
+import psutil
+
+READ_TRIES = 5
+"""DVC rewrites the rwlock file in place at each stage's start and end: a read that finds it half-written
+tries again."""
 
 
 def running(project: Path, root: Path) -> str | None:
-    """What runs in the DVC project `project` (compiled into `root`), as a clause to follow "compiling now would
-    change the pipeline under"; None where nothing does."""
+    """What runs the pipeline compiled into `root` of the DVC project `project`, as a clause to follow
+    "compiling now would change the pipeline under"; None where nothing does."""
     from chemspec.launch import LOGS
     from chemspec.launch_stop import running_launch
 
     if holder := running_launch(root / LOGS.parent):
         return f"the `chemspec launch` running in this project ({holder})"
     writers: dict[int, list[str]] = {}
-    try:
-        with open(project / ".dvc" / "tmp" / "rwlock", encoding="utf-8") as handle:
-            entries = json.load(handle).get("write", {})
-    except (OSError, ValueError, AttributeError):  # none yet, or being rewritten: DVC writes it in place
-        return None
-    for path, info in entries.items() if isinstance(entries, dict) else ():
-        pid = info.get("pid") if isinstance(info, dict) else None
-        if isinstance(pid, int) and pid != os.getpid() and _is_dvc(pid):
+    folder = root.resolve()
+    for path, info in _writes(project).items():
+        pid, command = info.get("pid"), info.get("cmd")
+        inside = Path(path).resolve().is_relative_to(folder)
+        if inside and isinstance(pid, int) and isinstance(command, str) and pid != os.getpid() and _runs(pid, command):
             writers.setdefault(pid, []).append(os.path.relpath(path, project))
     if not writers:
         return None
     pid, paths = next(iter(writers.items()))
     more = f" and {len(writers) - 1} other dvc process(es)" if len(writers) > 1 else ""
-    return (f"the dvc process {pid} running in this project (writing {', '.join(sorted(paths)[:3])}"
+    return (f"the dvc process {pid} running this pipeline (writing {', '.join(sorted(paths)[:3])}"
             f"{' …' if len(paths) > 3 else ''}){more}")
 
 
-def _is_dvc(pid: int) -> bool:
+def _writes(project: Path) -> dict[str, dict]:
+    """The rwlock file's write entries, {absolute path: {"pid", "cmd"}}; none where there is no such file."""
+    for left in reversed(range(READ_TRIES)):
+        try:
+            with open(project / ".dvc" / "tmp" / "rwlock", encoding="utf-8") as handle:
+                entries = json.load(handle).get("write", {})
+            return {path: info for path, info in entries.items() if isinstance(info, dict)}
+        except OSError:
+            return {}
+        except (ValueError, AttributeError):
+            if not left:
+                return {}
+            time.sleep(0.05)
+    return {}
+
+
+def _runs(pid: int, command: str) -> bool:
+    """Whether process `pid` still runs `command`, the sys.argv DVC recorded (joined by spaces): its command
+    line ends in the same arguments (the interpreter and the way dvc was started may differ)."""
     try:
-        import psutil  # dvc's own dependency: without dvc, no dvc runs
-    except ImportError:
-        return False
-    try:
-        return any(Path(part).name == "dvc" for part in psutil.Process(pid).cmdline()[:3])
+        line = psutil.Process(pid).cmdline()
     except (psutil.Error, OSError):
         return False
+    joined, arguments = " ".join(line), command.partition(" ")[2]
+    return "dvc" in joined and (not arguments or joined.endswith(" " + arguments))
