@@ -352,6 +352,8 @@ def test_comment_lines_give_the_state_frame_state_reads_or_none():
     assert comment_state(b"charge=0 magmom=1.0\n") is None and comment_state(b"charge=0.5\n") is None
     assert comment_state(b"surcharge=1 xmultiplicity=2\n") == (0, 1)
     assert comment_state(b"net_charge=1\n") is None and comment_state(b"Multiplicity=3\n") is None
+    assert comment_state(b"energy=-1.0 charge\n") is None, "a bare key, which ASE reads as True"
+    assert comment_state(b'key="left open charge=1\n') == (0, 1), "an open quote runs to the end of the line"
     assert comment_state(b'comment="made at charge=2 multiplicity=3" energy=-1.0\n') == (0, 1), "quoted text"
     assert comment_state(b'note="a \\" total_charge=3" charge = 1\n') == (1, 1), "escaped quote, spaced ="
     assert comment_state(b"Charge=1 charge=0 Properties=species:S:1:pos:R:3 pbc='T T T'\n") == (0, 1), "read"

@@ -151,8 +151,10 @@ def test_an_extxyz_file_that_goes_on_after_a_blank_line_is_refused_where_ase_wou
 @pytest.mark.parametrize("edit,said", [
     (lambda line: "Xx" + line[1:], "KeyError: 'Xx'"),
     (lambda line: line.replace(" ", " 0.1.", 1), "could not convert string to float"),
-    (lambda line: "1" + line[1:], "KeyError: '1': '1' is no element symbol; an atom's line starts with its symbol "
-     r"\(H, C, O\), not its atomic number"),
+    (lambda line: "1" + line[1:], r"KeyError: '1': an atom's line starts with its element symbol \(H, C, O\), not "
+     "its atomic number"),
+    (lambda line: "OW" + line[1:], "KeyError: 'Ow': 'Ow', as ASE reads the symbol, is no element; write element "
+     "symbols, not atom types"),
 ])
 def test_a_frame_that_ase_cannot_parse_is_named_by_its_index(shared, tmp_path, edit, said):
     lines = (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_text().splitlines(keepends=True)
@@ -186,7 +188,12 @@ def test_a_byte_order_mark_is_named_not_taken_for_a_missing_atom_count(cli, shar
     path.write_bytes(b"\xef\xbb\xbf" + (shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_bytes())
     result = cli("validate", str(atoms_study(tmp_path, "bom.xyz", "extxyz", [20, 40], 10, 10)), cwd=tmp_path)
     assert result.code == 2 and ("bom.xyz starts with a UTF-8 byte-order mark, which ASE does not read; "
-                                 "save the file without it") in result.err, result.err
+                                 "remove the marks") in result.err, result.err
+    joined = tmp_path / "joined.xyz"
+    joined.write_bytes((shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz").read_bytes() + path.read_bytes())
+    with pytest.raises(RunError, match=r"joined\.xyz: line 1101 \(frame 100, as where files were joined with `cat`\) "
+                                       r"starts with a UTF-8 byte-order mark"):
+        count_structures(joined, "extxyz")
 
 
 def _water_npz(path, **replace):

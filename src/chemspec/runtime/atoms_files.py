@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -129,9 +130,11 @@ def _xyz_frames(path: Path, handle: BinaryIO, states: Counter | None = None) -> 
         try:
             atoms = int(line)
         except ValueError:
-            if not frames and line.startswith(BOM):
-                raise RunError(f"extxyz file {path} starts with a UTF-8 byte-order mark, which ASE does not read; "
-                               "save the file without it (`sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)") from None
+            if line.startswith(BOM):
+                where = f": line {lines} (frame {frames}, as where files were joined with `cat`)" if frames else ""
+                raise RunError(f"extxyz file {path}{where} starts with a UTF-8 byte-order mark, which ASE does not "
+                               "read; remove the marks (from the decompressed file: `sed -i 's/^\\xEF\\xBB\\xBF//' "
+                               f"{shlex.quote(str(path))}`)") from None
             raise unreadable(path, "extxyz", f"frame {frames} does not start with its atom count") from None
         for row in range(atoms + 1):  # the comment line, then one line an atom: a symbol and three coordinates
             line = handle.readline()
@@ -205,9 +208,10 @@ def _ase_frames(path: Path, source, index: slice) -> list:
                        f"{exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8, or remove that "
                        "character") from None
     except (KeyError, ValueError) as exc:  # an unknown element, a number that is none
-        symbol = isinstance(exc, KeyError) and exc.args and str(exc.args[0]) not in atomic_numbers
-        why = (f": {str(exc.args[0])!r} is no element symbol; an atom's line starts with its symbol (H, C, O), not "
-               "its atomic number" if symbol else "")
+        token = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else None
+        why = ("" if token is None or token in atomic_numbers else
+               ": an atom's line starts with its element symbol (H, C, O), not its atomic number" if token.isdigit()
+               else f": {token!r}, as ASE reads the symbol, is no element; write element symbols, not atom types")
         raise RunError(f"extxyz file {path} frame {len(frames)} cannot be read ({exc.__class__.__name__}: {exc}"
                        f"{why}); correct or remove that frame") from None
     return frames

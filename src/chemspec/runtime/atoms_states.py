@@ -90,9 +90,12 @@ def _checked(label: str, numbers: np.ndarray, given: dict) -> dict[str, int]:
     return state
 
 
-_PAIRS = re.compile(rb"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([^\s="']+)\s*=\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"""
-                    rb"""|\{[^}]*\}|[^\s"']*)""")
-"""An extxyz comment line's key=value pairs; a quoted string is taken whole, so text inside it is no key."""
+_QUOTED = rb'"(?:[^"\\]|\\.)*"?' + rb"|'(?:[^'\\]|\\.)*'?"
+"""A quoted string; one left open runs to the end of the line, as ASE reads it."""
+_PAIRS = re.compile(rb"(?P<quoted>" + _QUOTED + rb""")|(?<!\S)(?P<key>[^\s="']++)"""
+                    rb"""(?:\s*=\s*(?P<value>""" + _QUOTED + rb"""|\{[^}]*\}|[^\s"']*))?""")
+"""An extxyz comment line's key=value pairs and bare keys; a quoted string is taken whole, so text inside it is
+no key. Keys start only where a token does, so a long token is scanned once."""
 _PER_ATOM = {b"charge": re.compile(rb"(?:^|:)(?:initial_)?charges:"),
              b"multiplicity": re.compile(rb"(?:^|:)(?:initial_)?magmoms:")}
 
@@ -101,7 +104,8 @@ def comment_state(line: bytes) -> tuple[int, int] | None:
     """(charge, multiplicity) of an extxyz frame from its comment line alone, as frame_state reads them; None
     where they may come from elsewhere (per-atom charges or moments, a calculator's magmom) or a value is no
     whole number, which the data stage reads or refuses."""
-    pairs = {key: value.strip(b"\"'") for _, key, value in _PAIRS.findall(line) if key}
+    pairs = {match["key"]: match["value"] and match["value"].strip(b"\"'") for match in _PAIRS.finditer(line)
+             if match["key"]}
     if _unread([key.decode(errors="replace") for key in pairs]):
         return None
     state = []
@@ -109,12 +113,12 @@ def comment_state(line: bytes) -> tuple[int, int] | None:
         if key in pairs:
             try:
                 value = float(pairs[key])
-            except ValueError:
+            except (TypeError, ValueError):  # a bare key, which ASE reads as True
                 return None
             if not value.is_integer():
                 return None
             state.append(int(value))
-        elif _PER_ATOM[key].search(pairs.get(b"Properties", b"")) or (key == b"multiplicity" and b"magmom" in pairs):
+        elif _PER_ATOM[key].search(pairs.get(b"Properties") or b"") or (key == b"multiplicity" and b"magmom" in pairs):
             return None
         else:
             state.append(default)
