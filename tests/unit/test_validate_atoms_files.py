@@ -57,7 +57,7 @@ def test_an_hdf5_file_without_one_finite_energy_says_so_not_that_it_holds_none(s
         for name in handle:
             handle[name]["wb97x_dz.energy"][...] = np.nan
     with pytest.raises(RunError, match=rf"ani1x file {re.escape(str(path))} holds 8 structures, none with finite "
-                                       r"'wb97x_dz\.energy' \(NaN or inf in every one\)"):
+                                       r"'wb97x_dz\.energy' \(NaN, inf or beyond float32's range in every one\)"):
         count_structures(path, "ani1x")
 
 
@@ -253,14 +253,17 @@ def _gzipped(path, make):
      r"data\.source\.energy_key: extxyz file .*key\.xyz\.gz frame 0 has no energy 'Energy'.*set data.source.energy_key"),
     ("nan.npz", lambda p: _water_npz(p, E=np.full((600, 1), np.nan)), "md17", {},
      r"data\.source\.file: md17 file .*nan\.npz holds 600 structures, none with finite energy, forces and positions "
-     r"\(NaN or inf in every one\); check how the file was written"),
+     r"\(NaN, inf or beyond float32's range in every one\); check how the file was written"),
     ("nanf.npz", lambda p: _water_npz(p, F=np.where(np.arange(600)[:, None, None] < 550, np.nan, np.zeros((1, 3, 3)))),
      "md17", {},
      r"needs 600 but data\.source\.file 'nanf\.npz' has 50; lower the sizes"),
     ("zfloat.npz", lambda p: _water_npz(p, z=np.array([8.0, 1.0, 1.0])), "md17", {},
      r"'z' must be integer atomic numbers of shape \(N,\), got float64 of shape \(3,\); write z\.astype\(int\)"),
+    ("huge.npz", lambda p: _water_npz(p, F=np.full((600, 3, 3), 1e300)), "md17", {},
+     r"huge\.npz holds 600 structures, none with finite energy, forces and positions \(NaN, inf or beyond float32's "
+     r"range in every one\)"),
 ], ids=["npz-no-forces", "npz-atom-count", "extxyz-no-forces", "gzipped-extxyz-energy-key", "npz-no-finite-energy",
-        "npz-forces-mostly-nan", "npz-float-numbers"])
+        "npz-forces-mostly-nan", "npz-float-numbers", "npz-forces-beyond-float32"])
 def test_validate_refuses_an_atoms_file_the_data_stage_would(cli, tmp_path, name, make, format, extra, message):
     """Once, these passed validate and compile and failed only at `dvc repro`'s data stage."""
     make(tmp_path / name)

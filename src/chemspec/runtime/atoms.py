@@ -107,14 +107,14 @@ class AtomsData:
         """(structure, the first structure it repeats) for every exact repeat: the same atoms in the same order
         at the same positions, with the same charge and multiplicity; in order of the repeats."""
         pairs, sizes = [], self.sizes()
-        stored = self.arrays()  # as bytes: one byte an atomic number or state, four a coordinate
+        # As bytes: one an atomic number or state, four a coordinate (as stored).
+        numbers, positions = self.numbers.astype(np.uint8), self.positions.astype("<f4").view(np.uint8)
         electronic = np.stack([self.electronic(key).astype("<i1") for key in ELECTRONIC], axis=1).view(np.uint8)
         for n in np.unique(sizes):
             idx = np.flatnonzero(sizes == n)
             atoms = (self.offsets[idx][:, None] + np.arange(n)).reshape(-1)
-            rows = np.ascontiguousarray(np.concatenate([stored["numbers"][atoms].reshape(-1, n),
-                                                        stored["positions"][atoms].view(np.uint8).reshape(-1, 12 * n),
-                                                        electronic[idx]], axis=1))
+            rows = np.ascontiguousarray(np.concatenate([numbers[atoms].reshape(-1, n),
+                                                        positions[atoms].reshape(-1, 12 * n), electronic[idx]], axis=1))
             _, first, inverse = np.unique(rows.view(np.dtype((np.void, rows.strides[0]))).ravel(), return_index=True,
                                           return_inverse=True)
             original = first[inverse.reshape(-1)]
@@ -182,14 +182,19 @@ class Frames(NamedTuple):
     multiplicity: int = 1
 
 
+def finite_frames(block: Frames) -> np.ndarray:
+    """Which frames of `block` have a finite energy and coordinates and forces the float32 store keeps finite."""
+    return (np.isfinite(block.energy) & (np.abs(block.forces) <= FLOAT32_MAX).all(axis=(1, 2))
+            & (np.abs(block.positions) <= FLOAT32_MAX).all(axis=(1, 2)))
+
+
 def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
     """The canonical store of frame blocks already in eV and Å, and how many non-finite frames it dropped."""
     numbers, positions, forces = [np.zeros(0, np.int64)], [np.zeros((0, 3))], [np.zeros((0, 3))]
     energy, sizes, dropped = [np.zeros(0)], [np.zeros(0, np.int64)], 0
     electronic = {key: [np.zeros(0, np.int64)] for key in ELECTRONIC}
     for block in blocks:
-        finite = (np.isfinite(block.energy) & (np.abs(block.forces) <= FLOAT32_MAX).all(axis=(1, 2))
-                  & (np.abs(block.positions) <= FLOAT32_MAX).all(axis=(1, 2)))
+        finite = finite_frames(block)
         dropped += int((~finite).sum())
         n, count = int(finite.sum()), len(block.numbers)
         numbers.append(np.tile(block.numbers, n))

@@ -58,8 +58,8 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
 def none_finite(path: Path, format: str, finite: int, total: int, values: str) -> int:
     """`finite`, the structures of a file that has `total`; RunError where it has some and none is finite."""
     if total and not finite:
-        raise RunError(f"{format} file {path} holds {total} structures, none with finite {values} (NaN or inf in "
-                       "every one); check how the file was written, or choose another")
+        raise RunError(f"{format} file {path} holds {total} structures, none with finite {values} (NaN, inf or "
+                       "beyond float32's range in every one); check how the file was written, or choose another")
     return finite
 
 

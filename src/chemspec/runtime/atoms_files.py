@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, from_frames
+from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, finite_frames,
+                                    from_frames)
 from chemspec.runtime.atoms_arrays import NPZ_KEYS, checked_block, none_finite, read_npz, reading, unreadable
 from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import comment_state, frame_state
@@ -67,7 +68,7 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
 
 def count_structures(path: Path, format: str, energy_key: str = "energy", states: Counter | None = None) -> int:
     """The structures a file holds, counted without parsing them, never fewer than `load_file` keeps: in an
-    npz (md17, rmd17), whose arrays are read and checked whole, those whose values are all finite; in HDF5
+    npz (md17, rmd17), whose arrays are read and checked whole, those the store keeps (finite_frames); in HDF5
     (ani1x, whose partial levels of theory are mostly NaN, and ani2x) those with a finite energy; else every
     one. RunError where a file holds structures but none of them finite. Fast where load_file is not: an
     extended XYZ file (compressed or not, as ASE opens it) is scanned for its frame headers, as ASE indexes
@@ -76,8 +77,7 @@ def count_structures(path: Path, format: str, energy_key: str = "energy", states
     path = Path(path)
     if format in NPZ_KEYS:
         block = _npz(path, format)[0]
-        finite = (np.isfinite(block.energy) & np.isfinite(block.forces).all(axis=(1, 2))
-                  & np.isfinite(block.positions).all(axis=(1, 2)))
+        finite = finite_frames(block)
         return none_finite(path, format, int(finite.sum()), len(finite), "energy, forces and positions")
     if format in HDF5_FORMATS:
         from chemspec.runtime.atoms_hdf5 import count_hdf5
