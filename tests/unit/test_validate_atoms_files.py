@@ -360,3 +360,14 @@ def test_validate_checks_every_ani1x_groups_shapes_as_the_data_stage_would(cli, 
     result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
     assert result.code == 2 and "Traceback" not in result.err, result.err
     assert re.search(r"data\.source\.file: ani1x file .*ani\.h5 group '\w+': " + message, result.err), result.err
+
+
+def test_a_nested_hdf5_layout_is_named_as_such_not_blamed_on_energy_key(shared, tmp_path):
+    import h5py
+
+    with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as source, h5py.File(tmp_path / "ani1.h5", "w") as target:
+        for name in source:
+            source.copy(source[name], target.require_group("gdb11_s01"), name=name)
+    with pytest.raises(RunError, match=r"ani1x file .*ani1\.h5: group 'gdb11_s01' holds groups \(\w+, \w+, \w+ …\), not "
+                                       r"datasets; chemspec reads one level of groups, a group per formula"):
+        count_structures(tmp_path / "ani1.h5", "ani1x")

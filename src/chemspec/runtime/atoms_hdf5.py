@@ -33,6 +33,13 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
             if group and not len(handle[name]):
                 raise RunError(f"{format} file {path}: group {name!r} is empty (no datasets); remove it from the file, "
                                "or check that the file was written whole")
+            if group and energy not in handle[name] and all(isinstance(v, h5py.Group) for v in handle[name].values()):
+                inner = ", ".join(sorted(handle[name])[:3]) + (" …" if len(handle[name]) > 3 else "")
+                unit = "formula" if format == "ani1x" else "atom count"
+                raise RunError(f"{format} file {path}: group {name!r} holds groups ({inner}), not datasets; "
+                               f"chemspec reads one level of groups, a group per {unit} holding its datasets, not "
+                               "nested layouts such as the ANI-1 release's (pyanitools): move each inner group to the "
+                               "top first")
             if not group or energy not in handle[name]:
                 raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
                                f"{sorted(handle[name]) if group else 'no datasets'}); check data.source.format and "
