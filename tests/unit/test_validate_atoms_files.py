@@ -368,6 +368,6 @@ def test_a_nested_hdf5_layout_is_named_as_such_not_blamed_on_energy_key(shared, 
     with h5py.File(shared / "ani" / "ani1x_n5.hdf5") as source, h5py.File(tmp_path / "ani1.h5", "w") as target:
         for name in source:
             source.copy(source[name], target.require_group("gdb11_s01"), name=name)
-    with pytest.raises(RunError, match=r"ani1x file .*ani1\.h5: group 'gdb11_s01' holds groups \(\w+, \w+, \w+ …\), not "
-                                       r"datasets; chemspec reads one level of groups, a group per formula"):
+    with pytest.raises(RunError, match=r"ani1x file .*ani1\.h5: group 'gdb11_s01' holds groups \(\w+, \w+, \w+ …\), "
+                                       r"not datasets; chemspec reads one level of groups, a group per formula"):
         count_structures(tmp_path / "ani1.h5", "ani1x")
