@@ -109,6 +109,23 @@ def test_an_archived_report_keeps_the_users_files_and_goes_where_out_says(cli, t
     assert sorted(p.name for p in fit.rglob("*")) == ["fit.json", "plots", "scaling.png"], "nothing written there"
     (tmp_path / "metrics.json").write_text("{}")  # a file of that name above the project's folders is no stage's
     assert cli("report", "--from", "HEAD", "--out", "compare/second", cwd=tmp_path).code == 0
+    mine = tmp_path / "mine"
+    (mine / "plots").mkdir(parents=True)
+    (mine / "plots" / "notes.txt").write_text("my plot notes")
+    for out, said in ((".", "--out .: the pages would go into a project's top folder or git's or DVC's own"),
+                      (".dvc/pages", "--out .dvc/pages: the pages would go into"),
+                      ("mine", "--out mine: its plots/ holds mine/plots/notes.txt, which `chemspec report` did not "
+                               "write, and the pages replace plots/ whole; move it aside")):
+        refused = cli("report", "--from", "HEAD", "--out", out, cwd=tmp_path)
+        assert refused.code == 2 and said in refused.err and "Traceback" not in refused.err, refused.err
+    (mine / "plots" / "notes.txt").unlink()
+    (mine / "report.md").write_text("# my notes\n")
+    refused = cli("report", "--from", "HEAD", "--out", "mine", cwd=tmp_path)
+    assert refused.code == 2 and "--out mine: its report.md was not written by `chemspec report`" in refused.err
+    assert (mine / "report.md").read_text() == "# my notes\n" and not (tmp_path / "index.html").exists()
+    (mine / "report.md").unlink()
+    assert cli("report", "--from", "HEAD", "--out", "mine", cwd=tmp_path).code == 0
+    assert cli("report", "--from", "HEAD", "--out", "mine", cwd=tmp_path).code == 0, "its own pages are replaced"
 
 
 def _json(cli, root: Path) -> dict:

@@ -200,16 +200,35 @@ STAGE_FILES = ("data.json", "split.json", "estimate.json", "metrics.json", "cell
                "calibration.json", "generation.json", "reference.json")
 
 
-def _pages_folder(out: Path) -> Path:
-    """`out`, unless it is, or lies inside (below this folder), a folder that a pipeline stage or the archive
-    writes."""
-    target, here = out.resolve(), Path.cwd().resolve()
+PAGE_MARKS = {"index.html": "<title>chemspec · ", "report.md": "\n| law | axis | group | exponent |"}
+"""Text that the pages `chemspec report` writes hold, so that a file of that name of the user's is not replaced."""
+
+
+def _pages_folder(out: Path, given: bool = True) -> Path:
+    """`out`, unless it is, or lies inside (below this folder), git's, DVC's, or a folder that a pipeline stage
+    or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
+    target, here, label = out.resolve(), Path.cwd().resolve(), f"--out {out}" if given else str(out)
+    if any(part in (".git", ".dvc") for part in target.parts) or (target / ".git").exists() or (
+            target / ".dvc").is_dir():
+        raise UsageError(f"{label}: the pages would go into a project's top folder or git's or DVC's own; give "
+                         "a folder of its own, e.g. the default reports/<study>/")
+    for name, mark in PAGE_MARKS.items():
+        page = target / name
+        if page.is_dir() or (page.is_file() and mark not in page.read_text(encoding="utf-8", errors="replace")):
+            raise UsageError(f"{label}: its {name} was not written by `chemspec report`, and the pages would "
+                             "replace it; move it aside, or give another folder (nothing was written)")
+    plots = target / "plots"
+    other = next((p for p in plots.iterdir() if p.suffix != ".png"), None) if plots.is_dir() else None
+    if other or plots.is_file():
+        raise UsageError(f"{label}: its plots/ holds {os.path.relpath(other or plots)}, which `chemspec report` did not "
+                         "write, and the pages replace plots/ whole; move it aside, or give another folder (nothing "
+                         "was written)")
     for folder in (target, *(f for f in target.parents if f.is_relative_to(here) and f != here)):
         marker = next((folder / name for name in STAGE_FILES if (folder / name).is_file()), None)
         if marker is None and (folder / "objects").is_dir() and (folder / "refs").is_dir():
             marker = folder / "refs"
         if marker is not None:
-            raise UsageError(f"--out {out}: {os.path.relpath(folder)} holds {marker.name}, written by a pipeline "
+            raise UsageError(f"{label}: {os.path.relpath(folder)} holds {marker.name}, written by a pipeline "
                              "stage or the archive; the pages would replace its plots/ and leave `dvc status` "
                              "changed. Give a folder of its own, e.g. the default reports/<study>/")
     return out
@@ -234,7 +253,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
     name, files = manifest["study"], []
     if write:
-        out = Path("reports") / name if out is None else _pages_folder(Path(out))
+        out = _pages_folder(Path("reports") / name, given=False) if out is None else _pages_folder(Path(out))
         with staged(out) as tmp:  # replaces the pages and plots/, keeps the user's own files beside them
             (tmp / "plots").mkdir()
             for plot, obj in objects.get("plots", {}).items():
