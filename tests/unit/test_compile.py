@@ -485,23 +485,43 @@ def test_compile_keeps_a_gitignore_block_of_the_outputs_dvc_caches_beside_the_us
     lines = (tmp_path / ".gitignore").read_text().splitlines()
     assert lines[0] == "mine/" and lines[-1] == "*.log" and "/x" not in lines
     block = lines[1:lines.index("# <<< chemspec compile")]
-    for path in ("/data/tiny/tokens.npy", "/data/tiny/splits/train-200.npy", "/results/tiny/tpe/lr3e-3-bs32",
-                 "/results/tiny/selected/r2.json", "/results/tiny/train/m-800-r2/model",
-                 "/results/tiny/train/xs-200/metrics.json", "/results/tiny/fit/cells.json", "/results/tiny/fit/plots"):
+    for path in ("/data/tiny/", "/results/tiny/tpe/", "/results/tiny/train/", "/results/tiny/selected/r2.json",
+                 "/results/tiny/fit/cells.json", "/results/tiny/fit/plots"):
         assert path in block, path
+    assert not [line for line in block if "/train/" in line and line != "/results/tiny/train/"], "named whole"
     assert not [line for line in block if "fit.json" in line or "archive" in line], "what git keeps"
     assert ".*.????????.tmp" in block and ".*.????????.old" in block, "what a killed write leaves"
     before = (tmp_path / ".gitignore").read_bytes()
     assert "wrote nothing" in cli("compile", "study.yaml", cwd=tmp_path).out
     assert (tmp_path / ".gitignore").read_bytes() == before
-    (tmp_path / "results" / "tiny" / "train" / "m-800" / "model").mkdir(parents=True)
-    smaller = tiny_study(**{"hpo.tpe.keep": 2})
-    smaller["model"]["sizes"].pop("m")
-    write_spec(tmp_path / "study.yaml", smaller)
+    (tmp_path / "results" / "tiny" / "selected" / "r2.json").parent.mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "selected" / "r2.json").write_text("{}")
+    write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     lines = (tmp_path / ".gitignore").read_text().splitlines()
-    assert "/results/tiny/train/m-800/model" in lines, "a removed cell's output on disk stays out of git"
-    assert "/results/tiny/train/m-400/model" not in lines, "one that is not there goes"
+    assert "/results/tiny/selected/r2.json" in lines, "a removed stage's output on disk stays out of git"
+    assert "/results/tiny/train/" in lines and not [line for line in lines if "m-800-r2" in line]
+    (tmp_path / "results" / "tiny" / "selected" / "r2.json").unlink()
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    assert "/results/tiny/selected/r2.json" not in (tmp_path / ".gitignore").read_text(), "one not there goes"
+
+
+def test_the_block_names_the_data_and_per_cell_folders_whole_so_an_older_commit_ignores_newer_cells(cli, tmp_path):
+    """From a review: after `git checkout` of a commit with a smaller grid, its block named only its own cells'
+    outputs, and those of cells added since (trained, on disk) showed up for `git add -A`."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    later = ["data/tiny/splits/train-1600.npy", "results/tiny/train/l-1600/model/model.safetensors",
+             "results/tiny/tpe/lr1e-2-bs64/metrics.json"]
+    for name in later:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a newer cell's output")
+    (tmp_path / "results" / "tiny" / "fit.json").write_text("{}")
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    assert not [line for line in status.splitlines() if any(name in line for name in later)], status
+    assert "results/tiny/fit.json" in status, "what git keeps is not ignored"
 
 
 @pytest.mark.parametrize("text, said", [

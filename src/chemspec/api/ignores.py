@@ -1,5 +1,5 @@
 """The block of a project's .gitignore that `chemspec compile` keeps (compiler.render.ignore_block): the outputs
-DVC caches, and the entries of an earlier block whose outputs are still on disk (a removed cell's, which DVC
+DVC caches, and the entries of an earlier block whose outputs are still on disk (a removed stage's, which DVC
 wrote no entry for), so that no output of a run turns up in `git add -A`."""
 
 from __future__ import annotations

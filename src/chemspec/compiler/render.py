@@ -255,25 +255,33 @@ def ignore_block(cells: Cells, kept: Iterable[str] = ()) -> str:
     """The lines of the project's .gitignore that keep every output DVC caches out of git, with `kept` (entries
     of an earlier block whose outputs are still on disk). DVC writes such entries beside each output itself,
     but takes them back when a later stage of the same `dvc repro` fails; where an output is ignored already,
-    DVC writes, and takes back, none."""
+    DVC writes, and takes back, none. The study's data folder and each per-cell stage's folder (train/,
+    tpe/, ...) are named whole where git keeps nothing in them, so that cells added since, or kept by an
+    earlier commit, stay out of git too."""
     documents = [dvc_pipeline(cells, None), *(size_pipelines(cells).values() if split_pipeline(cells) else ())]
-    paths = sorted({f"/{path}" for document in documents for path in _cached(document)} | set(kept))
+    outputs = [output for document in documents for output in _outputs(document)]
+    kept_by_git = [path for _, path, cached in outputs if not cached]
+    candidates = {f"data/{cells.fit.study}/"} | {template.partition("${key}")[0] for template, _, _ in outputs
+                                                 if "/${key}" in template}
+    folders = sorted(f for f in candidates if not any(path.startswith(f) for path in kept_by_git))
+    paths = {f"/{path}" for _, path, cached in outputs if cached and not path.startswith(tuple(folders))}
+    paths |= {line for line in kept if not line[1:].startswith(tuple(folders))}
     return "\n".join([f"{IGNORE_BEGIN}{cells.fit.study!r} (written by compile, which rewrites these lines)",
-                      *LEFTOVERS, *paths, IGNORE_END]) + "\n"
+                      *LEFTOVERS, *(f"/{folder}" for folder in folders), *sorted(paths), IGNORE_END]) + "\n"
 
 
-def _cached(document: dict) -> Iterator[str]:
-    """The outputs of a pipeline document that DVC caches (not those of `cache: false`, which git keeps), each
-    stage's foreach expanded."""
+def _outputs(document: dict) -> Iterator[tuple[str, str, bool]]:
+    """(path as written, path with each stage's foreach expanded, whether DVC caches it) of every output of a
+    pipeline document; git keeps those of `cache: false`."""
     for stage in document["stages"].values():
         body, rows = (stage["do"], stage["foreach"].items()) if "foreach" in stage else (stage, [(None, {})])
         for key, item in rows:
             for entry in [*body.get("outs", ()), *body.get("metrics", ())]:
-                path, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
-                if options.get("cache", True):
-                    for name, value in [("key", key), *((f"item.{f}", v) for f, v in item.items())]:
-                        path = path.replace(f"${{{name}}}", str(value))
-                    yield path
+                template, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+                path = template
+                for name, value in [("key", key), *((f"item.{f}", v) for f, v in item.items())]:
+                    path = path.replace(f"${{{name}}}", str(value))
+                yield template, path, options.get("cache", True)
 
 
 def render(cells: Cells, spec_path: str, source_file: str | None) -> dict[str, str]:
