@@ -152,12 +152,18 @@ def test_a_commit_whose_compiled_study_was_not_archived_is_named_by_diff_and_rep
     said = ("HEAD: the run archived there is not of the study its params.yaml compiles (the study was edited, "
             "compiled and committed after that run); `dvc repro` at that commit, then a commit")
     diff = sh("chemspec", "diff", "HEAD~1", "HEAD", cwd=root)
-    assert "no changes: the same run" in diff.stdout and f"note: {said}" in diff.stderr, diff.stderr
+    assert "no changes: the same run (spec, cells and exponents), as archived; what is compiled was not run (see " \
+           "the notes)" in diff.stdout and f"note: {said}" in diff.stderr, diff.stderr
     (note,) = json.loads(sh("chemspec", "diff", "HEAD~1", "HEAD", "--json", cwd=root).stdout)["unarchived"]
     assert note.startswith(said)
     report = sh("chemspec", "report", "--from", "HEAD", "--no-files", cwd=root)
     assert f"warning: {said}" in report.stderr, report.stderr
     assert said not in sh("chemspec", "diff", "HEAD~2", "HEAD~1", cwd=root).stderr, "both are runs as compiled"
+    write_spec(root / "study.yaml", tiny_study(study="renamed"))
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    renamed = sh("chemspec", "diff", "HEAD", cwd=root).stderr
+    assert ("note: the study compiled here, 'renamed', has no archived run at WORKTREE (`dvc repro` archives it; a "
+            "renamed study starts a new archive), so the runs of 'tiny' were compared; --study names one") in renamed
 
 
 def test_report_from_an_archived_revision_needs_no_workspace_results(history, tmp_path):

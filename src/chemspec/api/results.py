@@ -280,11 +280,16 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     except ChemspecError:  # a params.yaml that does not load says nothing about the archived runs
         cells = None
     compiled = cells.fit.study if cells is not None else None
-    if study is None and compiled is not None and compiled in (found := Snapshot(rev_b).studies()) and len(found) > 1:
+    found = Snapshot(rev_b).studies() if study is None and compiled is not None else []
+    if compiled in found and len(found) > 1:
         study = compiled
     result = archive_diff(rev_a, rev_b, study)
     result["unarchived"] = [note for rev in dict.fromkeys((rev_a, rev_b)) if rev != WORKTREE and (
         note := unarchived(rev, Snapshot(rev).manifest(result["study"])[1], Path(params))) is not None]
+    if found and compiled not in found:
+        result["unarchived"].append(f"the study compiled here, {compiled!r}, has no archived run at {rev_b} (`dvc "
+                                    f"repro` archives it; a renamed study starts a new archive), so the runs of "
+                                    f"{result['study']!r} were compared; --study names one")
     stale = None
     if WORKTREE in (rev_a, rev_b) and result["study"] == compiled:
         try:
