@@ -235,7 +235,8 @@ def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors
     assert table.code == 0, table.err
     markdown = (results / "report" / "report.md").read_text()
     page = (results / "report" / "index.html").read_text()
-    header = "| model | parameters (embeddings included) | training structures | val loss | force MAE (meV/Å) "
+    header = ("| model | parameters (embeddings included) | training structures | val loss | test loss | "
+              "force MAE (meV/Å) ")
     assert header + "| energy MAE (meV) | speed | status |" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| w")]
     assert len(rows) == 9 and all(f"| 41.25 | {shown} | - | ok |" in line for line in rows), rows

@@ -268,10 +268,10 @@ def markdown(ctx: dict) -> str:
         lines += ["", f"Joint fit: {ctx['joint_text']}"]
     lines += [line for text in (ctx["bootstrap_text"], ctx["noise_text"]) if text for line in ("", text)]
     force_field = ctx["labels"]["force_field"]
-    lines += ["", f"| model | {ctx['labels']['params_axis']} | {ctx['labels']['data_axis']} | val loss | "
+    lines += ["", f"| model | {ctx['labels']['params_axis']} | {ctx['labels']['data_axis']} | val loss | test loss | "
               + ("force MAE (meV/Å) | energy MAE (meV) | " if force_field else "") + "speed | status |",
-              "|---|---|---|---|" + ("---|---|" if force_field else "") + "---|---|"]
-    lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | "
+              "|---|---|---|---|---|" + ("---|---|" if force_field else "") + "---|---|"]
+    lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['test_text']} | "
               + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "")
               + f"{c['speed_text']} | {c['status_text']} |" for c in ctx["cells"]]
     lines += ["", ctx["labels"]["loss_note"]]
