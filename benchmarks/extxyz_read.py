@@ -5,7 +5,10 @@ gzipped, then times, each --repeats times in one process:
 - ASE's `ase.io.read(path, index=":")` on the plain and on the gzipped file (the peer: what the data
   stage called until 2026-12-06);
 - `load_file`, the data stage's reader with its checks, on both files;
-- `check_sample`, what validate and compile read of the gzipped file (its first frame).
+- `check_sample`, what validate and compile read of the gzipped file (its first frame);
+- `count_structures` with its states, validate's scan of every frame header and comment line (the
+  charge and multiplicity they give), on the plain file;
+- `AtomsData.repeats`, the data stage's search for exact repeats, on the loaded frames.
 Medians in seconds and the ratios are printed as JSON.
 
   python benchmarks/extxyz_read.py --frames 4000 --repeats 3
@@ -19,11 +22,12 @@ import json
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import ase.io
 
-from chemspec.runtime.atoms_files import check_sample, load_file
+from chemspec.runtime.atoms_files import check_sample, count_structures, load_file
 
 HEADER = 'Properties=species:S:1:pos:R:3:forces:R:3 energy=-14.2 pbc="F F F"'
 
@@ -60,6 +64,10 @@ def main() -> int:
             result[f"load_file_{name}_s"] = median_s(lambda: load_file(path, "extxyz", "eV", "Angstrom"),
                                                      args.repeats)
         result["check_sample_gzipped_s"] = median_s(lambda: check_sample(packed, "extxyz"), args.repeats)
+        result["count_structures_states_plain_s"] = median_s(
+            lambda: count_structures(plain, "extxyz", states=Counter()), args.repeats)
+        data = load_file(plain, "extxyz", "eV", "Angstrom")[0].stored()
+        result["repeats_s"] = median_s(data.repeats, args.repeats)
     result["gzipped_ase_over_load_file"] = result["ase_read_gzipped_s"] / result["load_file_gzipped_s"]
     print(json.dumps(result, indent=2))
     return 0

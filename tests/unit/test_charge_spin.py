@@ -346,7 +346,7 @@ def test_validate_refuses_an_extxyz_file_of_several_states_to_a_model_that_canno
 def test_comment_lines_give_the_state_frame_state_reads_or_none():
     assert comment_state(b'Properties=species:S:1:pos:R:3 charge=-1 multiplicity="2" energy=-1.0\n') == (-1, 2)
     assert comment_state(b"Properties=species:S:1:pos:R:3 energy=-1.0 pbc=\"F F F\"\n") == (0, 1)
-    assert comment_state(b"charge=1.0 multiplicity=3 total_charge=2\n") == (1, 3), "charge= is read, as frame_state does"
+    assert comment_state(b"charge=1.0 multiplicity=3 total_charge=2\n") == (1, 3), "charge= read, as frame_state does"
     assert comment_state(b"multiplicity=3 total_charge=2\n") is None
     assert comment_state(b"Properties=species:S:1:pos:R:3:initial_charges:R:1 multiplicity=1\n") is None
     assert comment_state(b"charge=0 magmom=1.0\n") is None and comment_state(b"charge=0.5\n") is None

@@ -225,8 +225,8 @@ def _not_while_running(root: Path, changing: list[str]) -> None:
 
     if changing and (project := project_root(root)) is not None and (busy := running(project, root)):
         raise CompileError(f"compiling now would change {', '.join(str(root / n) for n in changing)} under "
-                           f"{busy}, whose later stages would then fail: wait for it to end, or stop it (Ctrl-C in its terminal, or `kill -INT "
-                           "<pid>`), then compile again (nothing was written)")
+                           f"{busy}, whose later stages would then fail: wait for it to end, or stop it (Ctrl-C in "
+                           "its terminal, or `kill -INT <pid>`), then compile again (nothing was written)")
 
 
 def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:

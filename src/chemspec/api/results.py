@@ -220,9 +220,9 @@ def _pages_folder(out: Path, given: bool = True) -> Path:
     plots = target / "plots"
     other = next((p for p in plots.iterdir() if p.suffix != ".png"), None) if plots.is_dir() else None
     if other or plots.is_file():
-        raise UsageError(f"{label}: its plots/ holds {os.path.relpath(other or plots)}, which `chemspec report` did not "
-                         "write, and the pages replace plots/ whole; move it aside, or give another folder (nothing "
-                         "was written)")
+        raise UsageError(f"{label}: its plots/ holds {os.path.relpath(other or plots)}, which `chemspec report` did "
+                         "not write, and the pages replace plots/ whole; move it aside, or give another folder "
+                         "(nothing was written)")
     for folder in (target, *(f for f in target.parents if f.is_relative_to(here) and f != here)):
         marker = next((folder / name for name in STAGE_FILES if (folder / name).is_file()), None)
         if marker is None and (folder / "objects").is_dir() and (folder / "refs").is_dir():
