@@ -91,3 +91,39 @@ def test_a_write_entry_left_by_a_killed_dvc_whose_pid_now_runs_another_command_d
     finally:
         other.kill()
         other.wait()
+
+
+HOLDS_LOCK = """import sys, time
+from dvc.repo import Repo
+Repo(".").lock.lock()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_compile_while_a_dvc_holds_the_project_lock_between_two_stages_is_refused_and_writes_nothing(cli, tmp_path):
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, env=tool_env(), check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "study").iterdir() if p.is_file()}
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "dvc").write_text(HOLDS_LOCK)  # what `dvc repro` holds from one stage's end to the next's start
+    holder = subprocess.Popen([sys.executable, str(tmp_path / "bin" / "dvc"), "repro", "study/dvc.yaml"], cwd=tmp_path,
+                              env=tool_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        write_spec(tmp_path / "study.yaml", tiny_study(**{"training.max_epochs": 3}))
+        result = cli("compile", "study.yaml", "--root", "study", cwd=tmp_path)
+        assert result.code == 1 and (f"compiling now would change study/dvc.yaml, study/params.yaml while the dvc "
+                                     f"process {holder.pid} (`dvc repro study/dvc.yaml`) holds DVC's project lock"
+                                     ) in result.err, result.err
+        assert "then compile again (nothing was written)" in result.err and "Traceback" not in result.err
+        assert {p.name: p.read_bytes() for p in (tmp_path / "study").iterdir() if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli("compile", "study.yaml", "--root", "study", cwd=tmp_path).code == 0, "once it has let go"
+    status = subprocess.run(["dvc", "status", "study/dvc.yaml"], cwd=tmp_path, env=tool_env(), capture_output=True,
+                            text=True)
+    assert status.returncode == 0, f"compile let go of the lock: {status.stderr}"

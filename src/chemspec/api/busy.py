@@ -5,15 +5,18 @@ A running `dvc repro` read dvc.yaml when it started, and each stage checks that 
 the identity dvc.yaml gave it: a compile in between fails every later stage. DVC records the outputs each
 running stage writes, with its process and command line, in .dvc/tmp/rwlock (dvc.rwlock): a stage writing
 under the compiled folder belongs to its pipeline. An entry whose process is gone, or now runs another
-command, was left by a dvc that was killed, and is not counted. Between two stages DVC holds only its
-project lock, which any dvc command takes, so a compile then is not seen.
+command, was left by a dvc that was killed, and is not counted. Between two stages DVC holds its project
+lock instead, which compile takes for its check and its writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -71,3 +74,43 @@ def _runs(pid: int, command: str) -> bool:
         return False
     joined, arguments = " ".join(line), command.partition(" ")[2]
     return "dvc" in joined and (not arguments or joined.endswith(" " + arguments))
+
+
+@contextmanager
+def dvc_lock(project: Path) -> Iterator[str | None]:
+    """DVC's project lock, held for the block, which gets None; where another process holds it past DVC's own
+    wait (3 s), the block runs without it and gets that process as a clause ("the dvc process 12 (`dvc repro`)").
+
+    A `dvc repro` holds this lock from start to end and lets go only while a stage's command runs, which the
+    rwlock then shows. After each stage it waits no longer than DVC's 3 s to take it back: hold it briefly."""
+    from dvc.config import Config, ConfigError
+    from dvc.lock import LockError, make_lock
+
+    tmp = project / ".dvc" / "tmp"
+    try:
+        hardlink = Config(str(project / ".dvc"))["core"].get("hardlink_lock", False)
+    except ConfigError:
+        hardlink = False
+    tmp.mkdir(exist_ok=True)
+    lock = make_lock(str(tmp / "lock"), tmp_dir=str(tmp), hardlink_lock=hardlink)
+    try:
+        lock.lock()
+    except LockError:
+        yield _holder(tmp / "lock")
+        return
+    try:
+        yield None
+    finally:
+        lock.unlock()
+
+
+def _holder(lockfile: Path) -> str:
+    """The process holding DVC's project lock, whose pid zc.lockfile wrote into the lock file."""
+    try:
+        pid = int(lockfile.read_text(encoding="utf-8").split()[0])
+        line = psutil.Process(pid).cmdline()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return "a dvc command of this project"
+    after = next((line[i + 1:] for i, part in enumerate(line) if Path(part).name == "dvc"), None)
+    command = shlex.join(["dvc", *after] if after is not None else line)
+    return f"the dvc process {pid} (`{command if len(command) <= 80 else command[:79] + '…'}`)"
