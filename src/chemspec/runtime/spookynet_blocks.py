@@ -145,12 +145,13 @@ class ExponentialBernstein(nn.Module):
 
 
 def orthogonal_random_features(dim: int, num_features: int) -> torch.Tensor:
-    """[dim, num_features] Performer projection: blocks of random orthogonal directions, chi-distributed norms."""
-    blocks = []
-    for _ in range(math.ceil(num_features / dim)):
-        q, _ = torch.linalg.qr(torch.randn(dim, dim))
-        blocks.append(q.T)
-    directions = torch.cat(blocks)[:num_features]
+    """[dim, num_features] Performer projection: blocks of random orthogonal directions, uniform over the sphere
+    (QR's Q with its columns' signs set by R's diagonal; LAPACK's alone points each block's k-th direction to
+    negative k-th components), with chi-distributed norms: marginally each feature is a standard normal vector."""
+    blocks = math.ceil(num_features / dim)
+    q, r = torch.linalg.qr(torch.randn(blocks, dim, dim))
+    q = q * torch.diagonal(r, dim1=-2, dim2=-1).sign().unsqueeze(-2)
+    directions = q.transpose(-1, -2).reshape(blocks * dim, dim)[:num_features]
     norms = torch.randn(num_features, dim).norm(dim=1, keepdim=True)
     return (directions * norms).T.to(torch.get_default_dtype())
 
