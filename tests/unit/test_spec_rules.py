@@ -4,11 +4,13 @@ cannot fit, a TPE setting that means nothing under its scope, a TPE window that 
 from __future__ import annotations
 
 import pytest
+import yaml
 
+from chemspec.compiler import expand
 from chemspec.errors import SpecError
 from chemspec.runtime.fit import fits
 from chemspec.specs import Study, load_study
-from tests.conftest import QUICKSTART, tiny_study, write_spec
+from tests.conftest import QUICKSTART, REPO, tiny_study, write_spec
 
 SIZES = {"xs": {"n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 64},
          "s": {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_length": 64},
@@ -145,3 +147,17 @@ def test_calibration_of_a_grid_of_one_configuration_is_refused(tmp_path):
                                         r"and it holds one \(which trains without a TPE run\); give hpo.grid more "
                                         r"values, or remove calibrate"):
         grid(tmp_path, 1, 1, None, **{"hpo.grid.learning_rate": [3.0e-3], "hpo.tpe.calibrate": True})
+
+
+@pytest.mark.parametrize("family, given, cutoff, n_rbf", [
+    ("spookynet", {}, 10 * 0.52917721067, 16),  # the reference's 10 bohr
+    ("painn", {}, 5.0, 20),
+    ("spookynet", {"cutoff": 4.0, "n_rbf": 8}, 4.0, 8),
+])
+def test_an_unset_cutoff_and_radial_basis_take_the_familys_defaults_into_every_cell(tmp_path, family, given, cutoff,
+                                                                                    n_rbf):
+    spec = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
+    spec["model"] = {"family": family, "widths": spec["model"]["widths"], "depths": spec["model"]["depths"], **given}
+    write_spec(tmp_path / "study.yaml", spec)
+    cells = expand(load_study(tmp_path / "study.yaml"))
+    assert {(cell.size["cutoff"], cell.size["n_rbf"]) for cell in cells.train.values()} == {(cutoff, n_rbf)}

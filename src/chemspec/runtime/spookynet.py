@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from chemspec.runtime.spookynet_blocks import (
-    MAX_Z, ExponentialBernstein, ResidualMLP, ZBLRepulsion, electron_configurations, electrostatic_energy,
+    BOHR, MAX_Z, ExponentialBernstein, ResidualMLP, ZBLRepulsion, electron_configurations, electrostatic_energy,
     favor_attention, linear, orthogonal_random_features, residual_stack, scatter_sum, smooth_cutoff)
 
 
@@ -146,7 +146,7 @@ class SpookyNet(nn.Module):
     """Total energies [n_molecules] in eV from atomic numbers and positions in Å, and with `charge_spin` from
     each molecule's total charge (e) and spin (unpaired electrons); without, molecules are neutral singlets."""
 
-    def __init__(self, num_features: int = 64, num_modules: int = 3, cutoff: float = 5.29, num_rbf: int = 16,
+    def __init__(self, num_features: int = 64, num_modules: int = 3, cutoff: float = 10 * BOHR, num_rbf: int = 16,
                  max_z: int = 87, zbl: bool = True, electrostatics: bool = False, charge_spin: bool = False):
         super().__init__()
         if not 2 <= max_z <= MAX_Z:

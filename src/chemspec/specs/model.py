@@ -10,6 +10,8 @@ from chemspec.specs.base import PROBLEMS_SEPARATOR, Name, Spec
 
 MAX_PARAMETERS = 10**11
 """The largest model chemspec validates: about 80 times the paper's largest ChemGPT (1.2e9)."""
+SPOOKYNET_DEFAULTS = {"cutoff": 10 * 0.52917721067, "n_rbf": 16}
+"""SpookyNet's reference cutoff (10 bohr, in Å) and radial basis size, for a spec that sets neither."""
 
 
 class ChemGPTSize(Spec):
@@ -88,13 +90,21 @@ class GNNModel(Spec):
     depths: list[Annotated[int, Field(gt=0, le=256)]] = Field(min_length=1)
     """Interaction blocks (n_interactions / num_modules), up to 256."""
     cutoff: float = Field(5.0, gt=0, le=100)
-    """Neighbour cutoff in Å, up to 100."""
+    """Neighbour cutoff in Å, up to 100; by default 5.0, and for SpookyNet its reference's 10 bohr (5.2918)."""
     n_rbf: int = Field(20, ge=2, le=4096)
-    """Radial basis functions, at least 2 (schnetpack spaces their centres by the gap between two)."""
+    """Radial basis functions, at least 2 (schnetpack spaces their centres by the gap between two); by default
+    20, and for SpookyNet its reference's 16."""
     charge_spin: bool = False
     """SpookyNet only: embed each structure's total charge and spin multiplicity (data that carry them:
     extxyz or ASE-db `charge` and `multiplicity`, or charged or radical SMILES in MD generation), so that
     one model learns several charge and spin states. Both embeddings are zero for a neutral singlet."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("family") == "spookynet":
+            return {**SPOOKYNET_DEFAULTS, **data}
+        return data
 
     @model_validator(mode="after")
     def _unique(self) -> "GNNModel":
