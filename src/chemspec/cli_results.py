@@ -134,13 +134,14 @@ def archive_ls(root: str) -> None:
         raise click.exceptions.Exit(1)
 
 
-@archive.command()
-@click.argument("manifest_id")
+@archive.command(short_help="Show one archived run's manifest, by id (a prefix is enough) or study name.")
+@click.argument("run", metavar="MANIFEST_ID|STUDY")
 @click.option("--root", default="archive", type=click.Path(file_okay=False),
               help="Archive folder (not the project root).")
-def show(manifest_id: str, root: str) -> None:
-    """Show one archived run's manifest (an id prefix is enough)."""
-    click.echo(json.dumps(api.archive_show(manifest_id, root), indent=2, sort_keys=True))
+def show(run: str, root: str) -> None:
+    """Show one archived run's manifest: give its id (a prefix is enough), or a study's name for its newest
+    run, as `chemspec archive ls` lists them."""
+    click.echo(json.dumps(api.archive_show(run, root), indent=2, sort_keys=True))
 
 
 @archive.command()

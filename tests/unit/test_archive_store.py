@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -159,7 +160,11 @@ def test_archive_show_tells_an_id_that_names_nothing_from_a_damaged_manifest_and
     assert empty.code == 1 and "no archived runs under archive; run `dvc repro` first" in empty.err, empty.err
     store, old, new = _two_runs(tmp_path / "archive")
     unknown = cli("archive", "show", "deadbeef", cwd=tmp_path)
-    assert unknown.code == 2 and "no manifest in archive starts with 'deadbeef'; `chemspec archive ls`" in unknown.err
+    assert unknown.code == 2 and ("no manifest in archive starts with 'deadbeef', and no study of that name is "
+                                  "archived there; `chemspec archive ls`") in unknown.err, unknown.err
+    by_study = cli("archive", "show", "s", cwd=tmp_path)
+    assert by_study.code == 0 and json.loads(by_study.out)["manifest"] == new, "a study's name shows its newest run"
+    assert json.loads(cli("archive", "show", old[:12], cwd=tmp_path).out)["manifest"] == old
     _flip(store.path(old))
     damaged = cli("archive", "show", old[:12], cwd=tmp_path)
     assert damaged.code == 1 and damaged.err.startswith(f"error: manifest {old}: ") and "restore the archive with " \

@@ -56,13 +56,16 @@ def _cells(store, manifest: dict) -> int | None:
         return None
 
 
-def archive_show(prefix: str, root: str | Path = "archive") -> dict:
-    from chemspec.archive import find
+def archive_show(run: str, root: str | Path = "archive") -> dict:
+    """The manifest of one archived run: `run` is its id, or the first characters of it, or a study's name for
+    that study's newest run."""
+    from chemspec.archive import Store, find
 
-    if not prefix.strip():
-        raise UsageError("the manifest id is empty; give one, or its first characters "
+    if not run.strip():
+        raise UsageError("the manifest id is empty; give one, or its first characters, or a study's name "
                          "(`chemspec archive ls` lists them)")
-    digest, manifest = find(root, prefix)
+    store = Store(root)
+    digest, manifest = find(root, store.ref(run) if run in store.studies() else run)
     return {"manifest": digest, **manifest}
 
 

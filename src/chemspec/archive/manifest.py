@@ -198,8 +198,9 @@ def nothing_archived(root: str | Path) -> ArchiveError:
 
 
 def find(root: str | Path, prefix: str) -> tuple[str, dict]:
-    """The manifest whose id starts with `prefix`; an id that names none, or several, is the caller's to mend
-    (exit 2, as a revision that names no commit), unless it names an object that is no readable manifest."""
+    """The manifest whose id starts with `prefix` (the caller looks up a study's name first); an id that names
+    none, or several, is the caller's to mend (exit 2, as a revision that names no commit), unless it names an
+    object that is no readable manifest."""
     found, problems = scan(root)
     matches = [(d, m) for d, m in found if d.startswith(prefix)]
     if not matches:
@@ -211,7 +212,8 @@ def find(root: str | Path, prefix: str) -> tuple[str, dict]:
                 f"archive object {name} is no readable manifest" for name in names if name.startswith(prefix)]:
             raise ArchiveError(f"{damaged[0]}; restore the archive with `git checkout -- archive` (`chemspec "
                                "archive verify` checks every object)")
-        raise UsageError(f"no manifest in {root} starts with {prefix!r}; `chemspec archive ls` lists them")
+        raise UsageError(f"no manifest in {root} starts with {prefix!r}, and no study of that name is archived there; "
+                         "`chemspec archive ls` lists both")
     if len(matches) > 1:
         raise UsageError(f"{len(matches)} manifests match {prefix!r} in {root}; "
                            "`chemspec archive ls` lists them (give more characters)")
