@@ -164,13 +164,15 @@ def _notes(lines: list[str]) -> None:
 @click.argument("rev_b", default="WORKTREE")
 @click.option("--study", default=None, help="Study to compare (default: the one compiled into params.yaml, where "
                                             "several are archived).")
+@click.option("--params", default="params.yaml", type=click.Path(dir_okay=False),
+              help="Compiled params file, whose study is the default.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def diff(rev_a: str, rev_b: str, study: str | None, as_json: bool) -> None:
+def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) -> None:
     """Compare the archived results of two git revisions: REV_A (default HEAD) and REV_B (default WORKTREE,
     the files on disk)."""
     from chemspec.archive.history import TEST_ERRORS, WORKTREE
 
-    result = api.diff(rev_a, rev_b, study)
+    result = api.diff(rev_a, rev_b, study, params)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -381,3 +381,18 @@ def test_refit_with_a_law_and_a_level_needs_no_fit_json(cli, two_studies, tmp_pa
     cells = cli("refit", str(hand), "--law", "power", "--confidence", "0.9", cwd=root)
     assert cells.code == 1 and "mine/cells.json is not readable JSON" in cells.err, cells.err
     assert "--law" not in cells.err, "both were given: the way around a fit.json is no help with cells.json"
+
+
+def test_diff_names_the_compiled_study_that_is_none_of_several_archived_and_reads_params_where_told(cli, two_studies):
+    root, _, _ = two_studies
+    (root / "elsewhere").mkdir()
+    write_spec(root / "elsewhere" / "study.yaml", tiny_study(study="gamma"))
+    assert cli("compile", "study.yaml", cwd=root / "elsewhere").code == 0
+    result = cli("diff", "HEAD", "HEAD", "--params", "elsewhere/params.yaml", cwd=root)
+    assert result.code == 1 and ("2 studies archived at HEAD (alpha, beta), and the study compiled into "
+                                 "elsewhere/params.yaml, 'gamma', is none of them") in result.err, result.err
+    assert "name one with --study" in result.err
+    write_spec(root / "elsewhere" / "study.yaml", tiny_study(study="beta"))
+    assert cli("compile", "study.yaml", cwd=root / "elsewhere").code == 0
+    chosen = cli("diff", "HEAD", "HEAD", "--params", "elsewhere/params.yaml", cwd=root)
+    assert chosen.code == 0 and chosen.out.startswith("study beta:"), chosen.err

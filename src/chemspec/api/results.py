@@ -281,7 +281,11 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
         cells = None
     compiled = cells.fit.study if cells is not None else None
     found = Snapshot(rev_b).studies() if study is None and compiled is not None else []
-    if compiled in found and len(found) > 1:
+    if len(found) > 1 and compiled not in found:
+        raise ArchiveError(f"{len(found)} studies archived at {rev_b} ({', '.join(found)}), and the study compiled "
+                           f"into {params}, {compiled!r}, is none of them (`dvc repro` archives it; a renamed study "
+                           "starts a new archive): name one with --study")
+    if len(found) > 1:
         study = compiled
     result = archive_diff(rev_a, rev_b, study)
     result["unarchived"] = [note for rev in dict.fromkeys((rev_a, rev_b)) if rev != WORKTREE and (
