@@ -69,7 +69,7 @@ def compile_(spec: str, check: bool, root: str) -> None:
                      if names]
             click.echo(f"{'; '.join(parts)}; run `{again}`", err=True)
             raise click.exceptions.Exit(1)
-        click.echo(f"up to date: {', '.join(result.files)}")
+        click.echo(f"up to date: {', '.join([*result.files, '.gitignore (its chemspec block)'])}")
         return
     written = ", ".join(result.written) or "nothing (already up to date)"
     removed = f"; removed {', '.join(result.removed)} (no stage of this grid is there now)" if result.removed else ""
