@@ -82,9 +82,30 @@ def dvc_lock(project: Path) -> Iterator[str | None]:
     wait (3 s), the block runs without it and gets that process as a clause ("the dvc process 12 (`dvc repro`)").
 
     A `dvc repro` holds this lock from start to end and lets go only while a stage's command runs, which the
-    rwlock then shows. After each stage it waits no longer than DVC's 3 s to take it back: hold it briefly."""
+    rwlock then shows. After each stage it waits no longer than DVC's 3 s to take it back: hold it briefly.
+    Without dvc installed (a GPU node's image), no dvc of this environment can hold it: the block runs unlocked."""
+    try:
+        from dvc.lock import LockError
+
+        lock = _project_lock(project)
+    except ImportError:
+        yield None
+        return
+    try:
+        lock.lock()
+    except LockError:
+        yield _holder(project / ".dvc" / "tmp" / "lock")
+        return
+    try:
+        yield None
+    finally:
+        lock.unlock()
+
+
+def _project_lock(project: Path):
+    """DVC's lock of `project`, of the kind its configuration names (`core.hardlink_lock` on NFS)."""
     from dvc.config import Config, ConfigError
-    from dvc.lock import LockError, make_lock
+    from dvc.lock import make_lock
 
     tmp = project / ".dvc" / "tmp"
     try:
@@ -92,16 +113,7 @@ def dvc_lock(project: Path) -> Iterator[str | None]:
     except ConfigError:
         hardlink = False
     tmp.mkdir(exist_ok=True)
-    lock = make_lock(str(tmp / "lock"), tmp_dir=str(tmp), hardlink_lock=hardlink)
-    try:
-        lock.lock()
-    except LockError:
-        yield _holder(tmp / "lock")
-        return
-    try:
-        yield None
-    finally:
-        lock.unlock()
+    return make_lock(str(tmp / "lock"), tmp_dir=str(tmp), hardlink_lock=hardlink)
 
 
 def _holder(lockfile: Path) -> str:
