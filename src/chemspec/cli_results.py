@@ -169,7 +169,8 @@ def _notes(lines: list[str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) -> None:
     """Compare the archived results of two git revisions: REV_A (default HEAD) and REV_B (default WORKTREE,
-    the files on disk)."""
+    the files on disk). Either may be a manifest id (a prefix is enough) instead, as `chemspec archive ls`
+    lists them: the run that id names, of its study."""
     from chemspec.archive.history import TEST_ERRORS, WORKTREE
 
     result = api.diff(rev_a, rev_b, study, params)

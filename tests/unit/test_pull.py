@@ -396,3 +396,15 @@ def test_diff_names_the_compiled_study_that_is_none_of_several_archived_and_read
     assert cli("compile", "study.yaml", cwd=root / "elsewhere").code == 0
     chosen = cli("diff", "HEAD", "HEAD", "--params", "elsewhere/params.yaml", cwd=root)
     assert chosen.code == 0 and chosen.out.startswith("study beta:"), chosen.err
+
+
+def test_diff_takes_manifest_ids_as_pull_does_and_refuses_two_runs_of_different_studies(cli, two_studies):
+    root, alpha, beta = two_studies
+    again = archive_commit(root, _cells(1.5), [], study="alpha")
+    result = cli("diff", alpha[:10], again[:10], cwd=root)
+    assert result.code == 0 and result.out.startswith(f"study alpha: {alpha[:10]} ({alpha[:12]}) -> "
+                                                      f"{again[:10]} ({again[:12]})"), result.err
+    assert "2 -> 1.5" in result.out, result.out
+    assert cli("diff", beta[:10], "HEAD", cwd=root).out.startswith("study beta:"), "an id names the study"
+    mixed = cli("diff", alpha[:10], beta[:10], cwd=root)
+    assert mixed.code == 2 and "the two runs are of different studies, 'alpha' and 'beta'" in mixed.err, mixed.err

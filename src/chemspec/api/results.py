@@ -274,7 +274,13 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     from chemspec.archive import Snapshot
     from chemspec.archive import diff as archive_diff
     from chemspec.archive.history import WORKTREE
+    from chemspec.archive.pull import revision
 
+    (rev_a, study_a), (rev_b, study_b) = (revision(rev, study, Path(".")) for rev in (rev_a, rev_b))
+    if study_a != study_b and None not in (study_a, study_b):
+        raise UsageError(f"the two runs are of different studies, {study_a!r} and {study_b!r}; diff compares two "
+                         "runs of one study (`chemspec archive ls` lists each study's runs)")
+    study = study_a or study_b
     try:
         cells = load_cells(params) if Path(params).is_file() else None
     except ChemspecError:  # a params.yaml that does not load says nothing about the archived runs

@@ -110,6 +110,16 @@ def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -
     return commit, name, digest
 
 
+def revision(target: str, study: str | None, cwd: Path) -> tuple[str, str | None]:
+    """The revision to read `target` at, and the study to read there: a git revision or WORKTREE with `study`,
+    or for a manifest id (or its start) the commit whose archive names it, or WORKTREE where only the working
+    tree's archive holds it, with the manifest's study."""
+    if target == WORKTREE or not (archived_ids(target, cwd) or uncommitted_ids(target, cwd)):
+        return target, study
+    commit, name, _ = resolve(target, study, cwd, worktree=True)
+    return commit, name
+
+
 def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str | Path = ".") -> dict:
     """The run archived at `target` into `to` (default pulled/<study>-<manifest id>, a name that stays true
     when later commits come); checkpoints come from the remote its study named, into a folder git ignores."""
