@@ -115,9 +115,10 @@ def test_a_compile_while_a_dvc_holds_the_project_lock_between_two_stages_is_refu
         assert holder.stdout.readline() == "held\n"
         write_spec(tmp_path / "study.yaml", tiny_study(**{"training.max_epochs": 3}))
         result = cli("compile", "study.yaml", "--root", "study", cwd=tmp_path)
-        assert result.code == 1 and (f"compiling now would change study/dvc.yaml, study/params.yaml while the dvc "
-                                     f"process {holder.pid} (`dvc repro study/dvc.yaml`) holds DVC's project lock"
-                                     ) in result.err, result.err
+        assert result.code == 1 and (f"the dvc process {holder.pid} (`dvc repro study/dvc.yaml`) holds DVC's project "
+                                     "lock (.dvc/tmp/lock), as a running `dvc repro` does between two stages, so "
+                                     "compile cannot tell whether it runs the pipeline it would change "
+                                     "(study/dvc.yaml, study/params.yaml)") in result.err, result.err
         assert "then compile again (nothing was written)" in result.err and "Traceback" not in result.err
         assert {p.name: p.read_bytes() for p in (tmp_path / "study").iterdir() if p.is_file()} == before
     finally:
@@ -127,3 +128,23 @@ def test_a_compile_while_a_dvc_holds_the_project_lock_between_two_stages_is_refu
     status = subprocess.run(["dvc", "status", "study/dvc.yaml"], cwd=tmp_path, env=tool_env(), capture_output=True,
                             text=True)
     assert status.returncode == 0, f"compile let go of the lock: {status.stderr}"
+
+
+def test_compile_lets_go_of_dvcs_lock_before_it_rewrites_the_lock_files(cli, tmp_path, monkeypatch):
+    """Rewriting a large grid's dvc.lock files takes seconds, and a `dvc repro` of another pipeline in the
+    project fails when it cannot take DVC's lock back within 3 s of a stage's end."""
+    from chemspec import relock
+
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, env=tool_env(), check=True)
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    takes = [sys.executable, "-c", "from dvc.repo import Repo; Repo('.').lock.lock()"]
+    free, carry = [], relock.carry
+
+    def observed(*args, **kwargs):
+        free.append(subprocess.run(takes, cwd=tmp_path, env=tool_env(), capture_output=True).returncode == 0)
+        return carry(*args, **kwargs)
+
+    monkeypatch.setattr(relock, "carry", observed)
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    assert free == [True], "another dvc took the lock while compile wrote"

@@ -6,8 +6,6 @@ import os
 import re
 import shlex
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,27 +175,27 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
     files_now = {**files, GITIGNORE: ignored}
     changed = [name for name in result.stale if name in files_now]
-    with _not_while_running(root, [name for name in result.stale if name != GITIGNORE]):
-        try:
-            with written_together({root / name: files_now[name].encode() for name in changed}):
-                result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
-                relock.carry_ranks(root, cells, pipelines, result.written, result.renamed)
-                result.rechosen = relock.carry_selection(root, cells, result.written)
-                for name in obsolete:
-                    for leftover in ("dvc.yaml", "dvc.lock"):
-                        (root / name).with_name(leftover).unlink(missing_ok=True)
-                    for folder in ((root / name).parent, root / PIPELINES):
-                        if folder.is_dir() and not any(folder.iterdir()):
-                            folder.rmdir()
-                    result.removed.append(name)
-            result.written += changed
-            if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
-                result.leftovers = _leftovers(before.get(PARAMS), cells, root)
-        except OSError as exc:
-            where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
-            moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
-            raise CompileError(f"cannot write {where}: {exc.strerror or exc}; fix that and compile again (written so "
-                               f"far: {', '.join(result.written + result.removed) or 'nothing'}{moved})") from None
+    _not_while_running(root, [name for name in result.stale if name != GITIGNORE])
+    try:
+        with written_together({root / name: files_now[name].encode() for name in changed}):
+            result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
+            relock.carry_ranks(root, cells, pipelines, result.written, result.renamed)
+            result.rechosen = relock.carry_selection(root, cells, result.written)
+            for name in obsolete:
+                for leftover in ("dvc.yaml", "dvc.lock"):
+                    (root / name).with_name(leftover).unlink(missing_ok=True)
+                for folder in ((root / name).parent, root / PIPELINES):
+                    if folder.is_dir() and not any(folder.iterdir()):
+                        folder.rmdir()
+                result.removed.append(name)
+        result.written += changed
+        if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
+            result.leftovers = _leftovers(before.get(PARAMS), cells, root)
+    except OSError as exc:
+        where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
+        moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
+        raise CompileError(f"cannot write {where}: {exc.strerror or exc}; fix that and compile again (written so "
+                           f"far: {', '.join(result.written + result.removed) or 'nothing'}{moved})") from None
     from chemspec.archive.remote import ensure_remote, project_root
 
     project = project_root(root)
@@ -221,27 +219,24 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     return result
 
 
-@contextmanager
-def _not_while_running(root: Path, changing: list[str]) -> Iterator[None]:
-    """The block that writes `changing` under `root`, run holding DVC's project lock, unless a dvc or a
-    `chemspec launch` runs the pipeline compiled there."""
+def _not_while_running(root: Path, changing: list[str]) -> None:
+    """Refuse to write `changing` under `root` while a dvc or a `chemspec launch` runs the pipeline compiled there:
+    checked holding DVC's project lock, which a `dvc repro` holds between two stages."""
     from chemspec.api.busy import dvc_lock, running
     from chemspec.archive.remote import project_root
 
     if not changing or (project := project_root(root)) is None:
-        yield
         return
     files, then = ", ".join(str(root / n) for n in changing), "then compile again (nothing was written)"
     with dvc_lock(project) as holder:
         if holder:
-            raise CompileError(f"compiling now would change {files} while {holder} holds DVC's project lock "
-                               "(.dvc/tmp/lock); a `dvc repro` holds it between two stages, and its later stages would "
-                               f"then fail: wait for it to end, or stop it (Ctrl-C in its terminal), {then}")
+            raise CompileError(f"{holder} holds DVC's project lock (.dvc/tmp/lock), as a running `dvc repro` does "
+                               f"between two stages, so compile cannot tell whether it runs the pipeline it would "
+                               f"change ({files}): wait for that command to end, {then}")
         if busy := running(project, root):
             raise CompileError(f"compiling now would change {files} under {busy}, whose later stages would then fail: "
                                "wait for it to end, or stop it (Ctrl-C in its terminal, or `kill -INT <pid>`), "
                                f"{then}")
-        yield
 
 
 def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
