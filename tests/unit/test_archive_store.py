@@ -165,6 +165,10 @@ def test_archive_show_tells_an_id_that_names_nothing_from_a_damaged_manifest_and
     by_study = cli("archive", "show", "s", cwd=tmp_path)
     assert by_study.code == 0 and json.loads(by_study.out)["manifest"] == new, "a study's name shows its newest run"
     assert json.loads(cli("archive", "show", old[:12], cwd=tmp_path).out)["manifest"] == old
+    store.path(new).unlink()
+    lost = cli("archive", "show", "s", cwd=tmp_path)
+    assert lost.code == 1 and f"archive/refs/s.json names manifest {new[:16]}, which is missing; restore the " \
+        "archive with `git checkout -- archive`" in lost.err, lost.err
     _flip(store.path(old))
     damaged = cli("archive", "show", old[:12], cwd=tmp_path)
     assert damaged.code == 1 and damaged.err.startswith(f"error: manifest {old}: ") and "restore the archive with " \

@@ -65,7 +65,15 @@ def archive_show(run: str, root: str | Path = "archive") -> dict:
         raise UsageError("the manifest id is empty; give one, or its first characters, or a study's name "
                          "(`chemspec archive ls` lists them)")
     store = Store(root)
-    digest, manifest = find(root, store.ref(run) if run in store.studies() else run)
+    if run not in store.studies():
+        digest, manifest = find(root, run)
+        return {"manifest": digest, **manifest}
+    named = store.ref(run)
+    try:
+        digest, manifest = find(root, named)
+    except UsageError:
+        raise ArchiveError(f"{root}/refs/{run}.json names manifest {named[:16]}, which is missing; restore the archive "
+                           "with `git checkout -- archive` (`chemspec archive verify` checks every object)") from None
     return {"manifest": digest, **manifest}
 
 
