@@ -11,7 +11,7 @@ from chemspec.specs.base import PROBLEMS_SEPARATOR, Name, Spec
 MAX_PARAMETERS = 10**11
 """The largest model chemspec validates: about 80 times the paper's largest ChemGPT (1.2e9)."""
 SPOOKYNET_DEFAULTS = {"cutoff": 10 * 0.52917721067, "n_rbf": 16}
-"""SpookyNet's reference cutoff (10 bohr, in Å) and radial basis size, for a spec that sets neither."""
+"""SpookyNet's reference cutoff (10 bohr, in Å) and radial basis size, for each that a spec leaves unset."""
 
 
 class ChemGPTSize(Spec):
