@@ -62,12 +62,21 @@ def uncommitted_ids(prefix: str, cwd: Path) -> dict[str, str]:
     return {digest: manifest["study"] for digest, manifest in scan(archive)[0] if digest.startswith(prefix)}
 
 
+def _lookup(target: str, cwd: Path) -> tuple[str | None, dict[str, tuple[str, str]], dict[str, str]]:
+    """What `target` names: a commit, the manifests archived in this history whose ids it starts, and those
+    only the working tree's archive holds."""
+    return commit_of(target, cwd), archived_ids(target, cwd), uncommitted_ids(target, cwd) if target != WORKTREE else {}
+
+
 def resolve(target: str, study: str | None, cwd: Path, worktree: bool = False) -> tuple[str, str, str]:
     """(commit, study, manifest id) of the run `target` names: a git revision (with `study`, or the only
     study archived there), or a manifest id (or its start) archived in this history, whose study it is. With
     `worktree`, a manifest id that only the working tree's archive holds resolves to WORKTREE."""
-    commit, runs = commit_of(target, cwd), archived_ids(target, cwd)
-    local = uncommitted_ids(target, cwd) if target != WORKTREE else {}
+    return _resolve(target, study, cwd, worktree, *_lookup(target, cwd))
+
+
+def _resolve(target: str, study: str | None, cwd: Path, worktree: bool, commit: str | None,
+             runs: dict[str, tuple[str, str]], local: dict[str, str]) -> tuple[str, str, str]:
     if commit is not None and (runs or local):
         raise ArchiveError(f"{target!r} is both a git revision (commit {commit[:12]}) and the start of manifest "
                            f"{', '.join(d[:16] for d in sorted({*runs, *local}))}; give the full commit or more of "
@@ -114,9 +123,9 @@ def revision(target: str, study: str | None, cwd: Path) -> tuple[str, str | None
     """The revision to read `target` at, and the study to read there: a git revision or WORKTREE with `study`,
     or for a manifest id (or its start) the commit whose archive names it, or WORKTREE where only the working
     tree's archive holds it, with the manifest's study."""
-    if target == WORKTREE or not (archived_ids(target, cwd) or uncommitted_ids(target, cwd)):
+    if target == WORKTREE or not any((looked := _lookup(target, cwd))[1:]):
         return target, study
-    commit, name, _ = resolve(target, study, cwd, worktree=True)
+    commit, name, _ = _resolve(target, study, cwd, True, *looked)
     return commit, name
 
 
