@@ -123,6 +123,8 @@ def archive_ls(root: str) -> None:
     """List archived runs (manifests); * marks each study's newest. `at` names the newest commit at which the run
     is its study's (what `pull` and `refit` take), `-` where no commit holds it as such."""
     runs, problems, leftovers = api.archive_ls(root)
+    if runs:
+        click.echo(f"  {'manifest':<16}  {'study':<20} {'cells':>10}  {'at (commit)':<15}  compute")
     for run in runs:
         mark = "*" if run["current"] else " "
         cells = "?" if run["cells"] is None else run["cells"]

@@ -180,7 +180,10 @@ def test_archive_ls_lists_the_readable_runs_and_names_what_it_cannot_read(cli, t
     (tmp_path / "archive" / "refs" / "stray.json").mkdir()
     listed = cli("archive", "ls", cwd=tmp_path)
     assert listed.code == 0 and listed.err == "", listed.err
-    assert sorted(line[:18] for line in listed.out.splitlines()) == sorted([f"* {new[:16]}", f"  {old[:16]}"])
+    header, *rows = listed.out.splitlines()
+    assert header.split() == ["manifest", "study", "cells", "at", "(commit)", "compute"], header
+    assert sorted(line[:18] for line in rows) == sorted([f"* {new[:16]}", f"  {old[:16]}"])
+    assert all(row.index(" cells  at ") + 6 == header.index("  at (commit)") for row in rows), listed.out
     store.path(new).unlink()
     broken = cli("archive", "ls", cwd=tmp_path)
     assert broken.code == 1 and f"  {old[:16]}  s" in broken.out, broken.out
