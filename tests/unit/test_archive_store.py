@@ -175,6 +175,17 @@ def test_archive_show_tells_an_id_that_names_nothing_from_a_damaged_manifest_and
         "`git checkout -- archive`" in damaged.err, damaged.err
 
 
+def test_a_study_named_like_the_start_of_another_runs_id_is_refused_as_ambiguous(cli, tmp_path):
+    store, old, new = _two_runs(tmp_path / "archive")
+    store.set_ref(old[:3], new)
+    shadowed = cli("archive", "show", old[:3], cwd=tmp_path)
+    assert shadowed.code == 2 and f"{old[:3]!r} is a study's name and the start of manifest {old[:16]}: give more " \
+        f"of that id, or {new[:16]} (the study's newest run)" in shadowed.err, shadowed.err
+    assert json.loads(cli("archive", "show", old[:8], cwd=tmp_path).out)["manifest"] == old
+    store.set_ref(old[:3], old)
+    assert json.loads(cli("archive", "show", old[:3], cwd=tmp_path).out)["manifest"] == old
+
+
 def test_archive_ls_lists_the_readable_runs_and_names_what_it_cannot_read(cli, tmp_path):
     store, old, new = _two_runs(tmp_path / "archive")
     (tmp_path / "archive" / "refs" / "stray.json").mkdir()

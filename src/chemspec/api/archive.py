@@ -59,7 +59,7 @@ def _cells(store, manifest: dict) -> int | None:
 def archive_show(run: str, root: str | Path = "archive") -> dict:
     """The manifest of one archived run: `run` is its id, or the first characters of it, or a study's name for
     that study's newest run."""
-    from chemspec.archive import Store, find
+    from chemspec.archive import Store, find, scan
 
     if not run.strip():
         raise UsageError("the manifest id is empty; give one, or its first characters, or a study's name "
@@ -69,6 +69,10 @@ def archive_show(run: str, root: str | Path = "archive") -> dict:
         digest, manifest = find(root, run)
         return {"manifest": digest, **manifest}
     named = store.ref(run)
+    if others := [digest for digest, _ in scan(root)[0] if digest.startswith(run) and digest != named]:
+        raise UsageError(f"{run!r} is a study's name and the start of manifest {others[0][:16]}"
+                         f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}: give more of that id, or "
+                         f"{named[:16]} (the study's newest run)")
     try:
         digest, manifest = find(root, named)
     except UsageError:
