@@ -17,7 +17,7 @@ from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, GNNModel, Model
 from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, JOINT_DISTINCT, Archive, Executor, Fit
 from chemspec.specs.sbatch import sbatch_problems
-from chemspec.specs.training import Training
+from chemspec.specs.training import SCHEDULE_READS, Training
 from chemspec.words import count
 
 CountStructures = Callable[[Path, AtomsFileSource, Model], int]
@@ -111,7 +111,7 @@ class Study(Spec):
                 yield ("training.loss: model.family 'chemgpt' trains on the next token's cross-entropy; the loss "
                        "section weighs force-field energies and forces, so remove it (cells trained with another "
                        "value retrain once: it was part of their identity)")
-            yield from self._warmup_problems()
+            yield from self._lm_schedule_problems()
             return
         family = repr(self.model.family)
         if isinstance(self.data.source, GenerateMD) and not self.model.charge_spin:
@@ -163,6 +163,21 @@ class Study(Spec):
         if self.generation is not None:
             yield (f"generation: model.family {family} does not generate molecules; remove the generation section "
                    "(only chemgpt studies sample)")
+
+    def _lm_schedule_problems(self) -> Iterator[str]:
+        """Scheduler fields that ChemGPT's schedule does not read, learning rates it never lowers, and
+        warm-ups too long for the cells or the TPE window."""
+        scheduler = self.training.scheduler
+        for field in scheduler.unread():
+            readers = " and ".join(name for name, read in SCHEDULE_READS.items() if field in read)
+            yield (f"training.scheduler.{field}: the {scheduler.name} schedule does not read it (the {readers} "
+                   f"schedule{'s do' if ' and ' in readers else ' does'}); remove it, or set another name")
+        kept = [rate for rate in self.hpo.grid.learning_rate if rate <= scheduler.min_lr]
+        if scheduler.name != "constant" and kept:
+            yield (f"hpo.grid.learning_rate: {kept} at or below training.scheduler.min_lr ({scheduler.min_lr}), which "
+                   f"the {scheduler.name} schedule never lowers; lower min_lr below {min(kept)}, or drop those rates")
+        if scheduler.name != "plateau":  # plateau has no warm-up (refused above)
+            yield from self._warmup_problems()
 
     def _warmup_problems(self) -> Iterator[str]:
         """A warm-up as long as a cell's whole run: that cell never trains at its learning rate, and a cosine

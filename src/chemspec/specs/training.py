@@ -43,6 +43,16 @@ class Scheduler(Spec):
     """Lowest learning rate (the end of a cosine decay, the floor of a plateau schedule); a force field's
     plateau schedule also stops training when it gets here, ChemGPT's keeps training at it."""
 
+    def unread(self) -> list[str]:
+        """The fields set in the spec that this schedule does not read: changing one would retrain every
+        cell (they are in its identity) to the same result."""
+        return sorted(self.model_fields_set - SCHEDULE_READS[self.name] - {"name"})
+
+
+SCHEDULE_READS = {"constant": {"warmup_steps"}, "cosine": {"warmup_steps", "min_lr"},
+                  "plateau": {"factor", "patience", "min_lr"}}
+"""The fields of training.scheduler each schedule reads."""
+
 
 class LossWeights(Spec):
     """Force-field loss: kind and weights of energy and forces."""
