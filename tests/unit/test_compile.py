@@ -173,6 +173,22 @@ def test_cells_keep_the_identities_they_had_when_training_held_learning_rate_and
     assert identity(cells.tpe["lr3e-3-bs32"]) == "11fdb979d0d401c35a347528ae275c6edf8b9c6522b6388789f4f1287a5c2f09"
 
 
+def test_loader_workers_and_checkpoint_interval_are_bookkeeping_in_no_identity_and_not_archived(tmp_path):
+    """Changing either re-archived the same cells as a new run, which `diff` then showed as a spec change."""
+    from chemspec.archive.history import spec_changes
+
+    cells = expand(load_study(write_spec(tmp_path / "a.yaml", tiny_study())))
+    other = expand(load_study(write_spec(tmp_path / "b.yaml", tiny_study(
+        **{"training.num_workers": 2, "training.checkpoint_every_n_epochs": 3}))))
+    assert identity(other.archive) == identity(cells.archive)
+    assert not {"num_workers", "checkpoint_every_n_epochs"} & other.archive.spec["training"].keys()
+    archived_before = {**cells.archive.spec, "training": {**cells.archive.spec["training"], "num_workers": 1,
+                                                          "checkpoint_every_n_epochs": 1}}
+    assert spec_changes(archived_before, other.archive.spec) == []
+    assert spec_changes(archived_before, {**other.archive.spec, "seed": 5}) == [
+        {"field": "seed", "before": 0, "after": 5}]
+
+
 def test_the_executor_section_is_bookkeeping_in_no_identity_and_not_archived(tmp_path):
     cells = expand(load_study(write_spec(tmp_path / "a.yaml", tiny_study())))
     other = expand(load_study(write_spec(tmp_path / "b.yaml", tiny_study(

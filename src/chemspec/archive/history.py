@@ -16,6 +16,7 @@ from typing import Any
 
 from chemspec.archive.store import manifest_digest
 from chemspec.errors import ArchiveError, UsageError
+from chemspec.specs.training import BOOKKEEPING
 
 WORKTREE = "WORKTREE"
 
@@ -137,9 +138,17 @@ class Snapshot:
 
 
 def spec_changes(a: dict, b: dict) -> list[dict]:
-    """The fields that differ between two archived specs, less the executor section (bookkeeping), which
-    runs archived before 2026-12-05 stored; a section or size that only one side has is one change, whole."""
-    return list(_changes(*({key: value for key, value in spec.items() if key != "executor"} for spec in (a, b))))
+    """The fields that differ between two archived specs, less the bookkeeping that runs archived before
+    2026-12-05 (the executor section) or 2026-12-07 (training's loader workers and checkpoint interval) stored;
+    a section or size that only one side has is one change, whole."""
+    return list(_changes(*(_results_fields(spec) for spec in (a, b))))
+
+
+def _results_fields(spec: dict) -> dict:
+    fields = {key: value for key, value in spec.items() if key != "executor"}
+    if isinstance(fields.get("training"), dict):
+        fields["training"] = {k: v for k, v in fields["training"].items() if k not in BOOKKEEPING}
+    return fields
 
 
 def _changes(a: Any, b: Any, field: str = "") -> Iterator[dict]:

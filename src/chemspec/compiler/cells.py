@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from chemspec.specs.outputs import Executor
-from chemspec.specs.training import Training
+from chemspec.specs.training import BOOKKEEPING, Training
 
 
 class Cell(BaseModel):
@@ -183,7 +183,6 @@ class Cells(Cell):
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
                     "reference_dir", "check_units", "choices"}
-TRAINING_EXCLUDE = {"num_workers", "checkpoint_every_n_epochs"}
 # Until 2026-12-05 `training` also held learning_rate and batch_size, which nothing read (hpo.grid sets
 # both); their defaults stay in the identity, so cells compiled before keep their identities.
 RETIRED_TRAINING = {"batch_size": 32, "learning_rate": 1.0e-3}
@@ -218,7 +217,7 @@ def identity(cell: Cell, estimator: dict[str, Any] = RETIRED_ESTIMATOR) -> str:
     if isinstance(fields.get("training"), dict):
         # An option left off (None) does not change results, so options added later keep identities.
         fields["training"] = {**RETIRED_TRAINING, **{k: v for k, v in fields["training"].items()
-                                                     if k not in TRAINING_EXCLUDE and v is not None}}
+                                                     if k not in BOOKKEEPING and v is not None}}
     if isinstance(cell, TrainCell) and cell.training.optimizer.weight_decay > 0 and cell.family in DECAYED:
         fields["decayed"] = DECAYED[cell.family]
     if isinstance(cell, TrainCell) and cell.family in EPOCH_ORDER:

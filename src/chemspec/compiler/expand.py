@@ -11,6 +11,7 @@ from chemspec.specs import Study
 from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
 from chemspec.specs.data import SAMPLE
 from chemspec.specs.model import GNNModel
+from chemspec.specs.training import BOOKKEEPING
 
 
 def number_tag(value: float) -> str:
@@ -123,7 +124,7 @@ def expand(study: Study) -> Cells:
               "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
     if calibration is not None:
         inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
-    spec = study.model_dump(mode="json", exclude={"executor"})
+    spec = study.model_dump(mode="json", exclude={"executor": True, "training": set(BOOKKEEPING)})
     if spec["model"].get("charge_spin") is False:  # an option left off: archives of before keep their identity
         del spec["model"]["charge_spin"]
     archive = ArchiveCell(study=name, seed=study.seed, spec=spec, inputs=inputs, root="archive")

@@ -129,3 +129,7 @@ class Training(Spec):
             raise ValueError("training.packing: set it or training.bucket_batches, not both (both remove "
                              "padding; packing also keeps one batch shape)")
         return self
+
+
+BOOKKEEPING = frozenset({"num_workers", "checkpoint_every_n_epochs"})
+"""Fields of `training` that change no result: in no cell's identity, and left out of the archived spec."""
