@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,8 +67,21 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--split-above", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--keep-project", action="store_true", help="keep the temporary project (about 70 MB)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="chemspec-noop-"))
+    try:
+        result = measure(args, root)
+    finally:
+        if not args.keep_project:
+            shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def measure(args: argparse.Namespace, root: Path) -> dict:
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
     (root / "study.yaml").write_text(yaml.safe_dump(spec(args.models, args.data_sizes, args.keep)))
@@ -102,11 +116,8 @@ def main() -> int:
               "params_bytes": (root / "params.yaml").stat().st_size, "dvc_commit_s": round(commit_s, 1),
               "noop_repro_s": repro, "noop_repro_median_s": statistics.median(repro),
               "status_s": status, "status_median_s": statistics.median(status),
-              "stages_built_in_s": round(build_s, 1), "cpus": os.cpu_count(), "project": str(root)}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+              "stages_built_in_s": round(build_s, 1), "cpus": os.cpu_count()}
+    return {**result, "project": str(root)} if args.keep_project else result
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference(test, device)
     reference_s = time.perf_counter() - start
     start = time.perf_counter()
-    after = evaluate(samples, set(), ref, device=device)
+    after = evaluate(samples, set(), ref, fcd_molecules=len(samples), device=device)
     metrics_s = time.perf_counter() - start
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
               "machine": platform.machine(), "torch": torch.__version__, "command": " ".join(sys.argv),

@@ -1,0 +1,39 @@
+"""The CPU benchmarks run as BENCHMARKS.md states them, at toy sizes: a script that drifts from the code it
+measures (an argument made required, a function renamed) fails here, not for the next person to rerun it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def bench(tmp_path, script: str, *args: str, out: bool = True) -> dict:
+    """The JSON result that `script` writes to --out (or, where it takes none, prints)."""
+    path = tmp_path / f"{script}.json"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}"
+           f"{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, *(["--out", str(path)] if out
+                                                                                       else [])],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(path.read_text() if out else done.stdout)
+
+
+def test_reference_stats_scores_its_stand_in_samples(tmp_path):
+    result = bench(tmp_path, "reference_stats.py", "--molecules", "64", "--samples", "32", "--device", "cpu")
+    assert result["finite"] and result["fcd"] >= 0 and result["samples"] == 32, result
+
+
+def test_noop_repro_runs_nothing_on_a_finished_project_and_removes_it(tmp_path):
+    result = bench(tmp_path, "noop_repro.py", "--models", "2", "--data-sizes", "2", "--keep", "1", "--repeats", "1")
+    assert result["train_cells"] == 4 and len(result["noop_repro_s"]) == 1 and "project" not in result, result
+    assert not list(tmp_path.glob("chemspec-noop-*"))
+
+
+def test_extxyz_read_times_both_readers_on_both_files(tmp_path):
+    result = bench(tmp_path, "extxyz_read.py", "--frames", "20", "--repeats", "1", out=False)
+    assert all(value > 0 for value in result.values() if isinstance(value, float)), result
