@@ -12,8 +12,11 @@ if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "device_setup.sh: no .whl/*.whl here ($PWD); run it from the repo root with .whl carried" >&2
     return 1
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:$PWD/src
+if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl; then
+    echo "device_setup.sh: installing .whl/*.whl failed (above); PYTHONPATH is unchanged" >&2
+    return 1
+fi
+export PYTHONPATH=/tmp/site:$PWD/src
 # MOSES: the molsets wheel (51 MB) is too big to travel, so its training set travels alone as
 # .bench/moses_train.csv.gz (the same bytes: sha256 786f0313...) and is installed here under a
 # minimal molsets dist-info, where chemspec's data stage looks for it.

@@ -9,15 +9,16 @@
 # root, after `source benchmarks/device_setup.sh`:
 #   benchmarks/device_study.sh specs/chemgpt-moses-scaling.yaml 540 "data split tpe calibrate select" \
 #       "train:^l- train:^s- train:^xs- train:^xxs-"
-set -u
-spec=$1 limit=$2 serial=$3 groups=${4:-}
+set -uo pipefail
+spec=$(realpath "$1") limit=$2 serial=$3 groups=${4:-}
 study=$(basename "$spec" .yaml)
 work=.runs/$study
 mkdir -p "$work" && cd "$work" || exit 1
-[ -f params.yaml ] || python3 -c "from chemspec import api; api.compile('../../$spec')" || exit 1
+[ -f params.yaml ] || python3 -c "import sys; from chemspec import api; api.compile(sys.argv[1])" "$spec" || exit 1
 start=$(date +%s)
 # shellcheck disable=SC2086
 timeout -s TERM -k 30 "$limit" python3 ../../benchmarks/run_stages.py $serial 2>&1 | tee -a run.log
+status=$?
 left=$(( limit - ($(date +%s) - start) ))
 if [ -n "$groups" ] && [ "$left" -gt 10 ]; then
     # One CPU share per process, so that N processes do not each start a thread per core. The GPU
@@ -28,10 +29,14 @@ if [ -n "$groups" ] && [ "$left" -gt 10 ]; then
         timeout -s TERM -k 30 "$left" python3 ../../benchmarks/run_stages.py "${group%%:*}" --cells "${group#*:}" \
             > "run-group-${group//[^A-Za-z0-9]/_}.log" 2>&1 &
     done
-    wait
+    for job in $(jobs -p); do
+        wait "$job" || status=$?
+    done
     cat run-group-*.log | tee -a run.log
 fi
 echo "device_study: $study ran $(( $(date +%s) - start )) s" | tee -a run.log
 tar czf "${OUT:-.}/$study.tar.gz" --exclude='model' --exclude='.resume' --exclude='*.npy' \
-    --exclude='molecules.csv' --exclude='tokenizer' --exclude='atoms.npz' params.yaml run*.log results data 2>/dev/null
+    --exclude='molecules.csv' --exclude='tokenizer' --exclude='atoms.npz' params.yaml run*.log results data || exit 1
 ls -la "${OUT:-.}/$study.tar.gz"
+# A stage stopped by the limit (124) resumes on the next call; another failure fails this one.
+exit $(( status == 124 ? 0 : status ))
