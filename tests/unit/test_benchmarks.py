@@ -37,3 +37,11 @@ def test_noop_repro_runs_nothing_on_a_finished_project_and_removes_it(tmp_path):
 def test_extxyz_read_times_both_readers_on_both_files(tmp_path):
     result = bench(tmp_path, "extxyz_read.py", "--frames", "20", "--repeats", "1", out=False)
     assert all(value > 0 for value in result.values() if isinstance(value, float)), result
+
+
+def test_painn_throughput_runs_schnetpack_and_chemspec_on_a_generated_set(tmp_path):
+    made = bench(tmp_path, "md_sets.py", "--set", "quickstart-nff", "--frames", "60", "--out", "atoms.npz", out=False)
+    assert made["structures"] == 60, made
+    result = bench(tmp_path, "painn_throughput.py", "--device", "cpu", "--data", made["path"], "--epochs", "2",
+                   "--width", "16", "--depth", "1", "--workers", "0", "--variants", "peer,fp32")
+    assert result["data"]["structures"] == 60 and {"schnetpack", "chemspec_fp32"} <= result["variants"].keys()
