@@ -92,6 +92,8 @@ def parse(argv=None):
     a("--seed", type=int, default=0)
     a("--out", default=str(Path(os.environ.get("OUT", ".bench")) / "chemgpt_throughput.json"))
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers {args.workers}: at least 1 process encodes the SELFIES")
     args.paths = [x.strip() for x in args.paths.split(",") if x.strip()]
     if bad := set(args.paths) - set(PATHS):
         p.error(f"unknown paths {sorted(bad)}; choose from {', '.join(PATHS)}")

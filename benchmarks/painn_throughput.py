@@ -314,7 +314,7 @@ def main(argv=None):
     result = {"card": card, "torch": torch.__version__, "python": platform.python_version(),
               **{name: version(name) for name in ("schnetpack", "lightning", "pytorch-lightning", "torchmetrics")},
               "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "command": shlex.join([sys.executable, *sys.argv]), "settings": vars(args),
+              "command": shlex.join([Path(sys.executable).name, *sys.argv]), "settings": vars(args),
               "data": {"path": args.data, "sha256": hashlib.sha256(Path(args.data).read_bytes()).hexdigest(),
                        "structures": len(data), "atoms": len(data.numbers), **{f"n_{k}": len(v) for k, v in split.items()}},
               "variants": {}}

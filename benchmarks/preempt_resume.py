@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     import torch
 
     result = {
-        "command": shlex.join([sys.executable, *sys.argv]), "date": time.strftime("%Y-%m-%d"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]), "date": time.strftime("%Y-%m-%d"),
         "card": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "versions": {p: version(p) for p in ("torch", "lightning", "transformers")}, "cell": args.cell,
         "devices": study["training"].get("devices", 1),

@@ -45,3 +45,14 @@ def test_painn_throughput_runs_schnetpack_and_chemspec_on_a_generated_set(tmp_pa
     result = bench(tmp_path, "painn_throughput.py", "--device", "cpu", "--data", made["path"], "--epochs", "2",
                    "--width", "16", "--depth", "1", "--workers", "0", "--variants", "peer,fp32")
     assert result["data"]["structures"] == 60 and {"schnetpack", "chemspec_fp32"} <= result["variants"].keys()
+
+
+def test_chemgpt_throughput_trains_the_trainer_and_chemspec_to_one_held_out_loss_on_a_cpu(tmp_path):
+    """In float32 on a CPU the three paths train the same model on the same batches: BENCHMARKS.md's CPU
+    held-out check, at toy size."""
+    result = bench(tmp_path, "chemgpt_throughput.py", "--molecules", "600", "--held-out", "100", "--sizes", "t:1x16x2",
+                   "--steps", "6", "--warmup", "2", "--paths", "hf,chemspec,chemspec_packed", "--workers", "1")
+    paths = result["sizes"]["t"]["paths"]
+    assert paths.keys() == {"hf", "chemspec", "chemspec_packed"} and all(p["tokens_per_s"] > 0 for p in paths.values())
+    losses = [p["val_loss"] for p in paths.values()]
+    assert max(losses) - min(losses) < 1e-5, losses
