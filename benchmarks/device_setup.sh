@@ -12,7 +12,8 @@ if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "device_setup.sh: no .whl/*.whl here ($PWD); run it from the repo root with .whl carried" >&2
     return 1
 fi
-if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl; then
+if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl; then
     echo "device_setup.sh: installing .whl/*.whl failed (above); PYTHONPATH is unchanged" >&2
     return 1
 fi

@@ -30,12 +30,17 @@ if [ -n "$groups" ] && [ "$left" -gt 10 ]; then
             > "run-group-${group//[^A-Za-z0-9]/_}.log" 2>&1 &
     done
     for job in $(jobs -p); do
-        wait "$job" || status=$?
+        wait "$job"
+        code=$?
+        if [ "$code" -ne 0 ] && { [ "$status" -eq 0 ] || [ "$status" -eq 124 ]; }; then
+            status=$code  # a failure outranks a time-out, which outranks success
+        fi
     done
     cat run-group-*.log | tee -a run.log
 fi
 echo "device_study: $study ran $(( $(date +%s) - start )) s" | tee -a run.log
-tar czf "${OUT:-.}/$study.tar.gz" --exclude='model' --exclude='.resume' --exclude='*.npy' \
+# A first call stopped before its data or results exist packs what there is.
+tar czf "${OUT:-.}/$study.tar.gz" --ignore-failed-read --exclude='model' --exclude='.resume' --exclude='*.npy' \
     --exclude='molecules.csv' --exclude='tokenizer' --exclude='atoms.npz' params.yaml run*.log results data || exit 1
 ls -la "${OUT:-.}/$study.tar.gz"
 # A stage stopped by the limit (124) resumes on the next call; another failure fails this one.
