@@ -123,12 +123,13 @@ def archive_ls(root: str) -> None:
     """List archived runs (manifests); * marks each study's newest. `at` names the newest commit at which the run
     is its study's (what `pull` and `refit` take), `-` where no commit holds it as such."""
     runs, problems, leftovers = api.archive_ls(root)
+    width = max([20, *(len(run["study"]) for run in runs)])
     if runs:
-        click.echo(f"  {'manifest':<16}  {'study':<20} {'cells':>10}  {'at (commit)':<15}  compute")
+        click.echo(f"  {'manifest':<16}  {'study':<{width}} {'cells':>10}  {'at (commit)':<15}  compute")
     for run in runs:
         mark = "*" if run["current"] else " "
         cells = "?" if run["cells"] is None else run["cells"]
-        click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<20} {cells:>4} cells  "
+        click.echo(f"{mark} {run['manifest'][:16]}  {run['study']:<{width}} {cells:>4} cells  "
                    f"at {(run['at'] or '-')[:12]:<12}  {run['compute_hours']:.4f} h")
     _notes(leftovers)
     if problems:

@@ -202,6 +202,13 @@ def test_archive_ls_lists_the_readable_runs_and_names_what_it_cannot_read(cli, t
     assert f"s: manifest: archive object {new} is missing" in cli("archive", "verify", cwd=tmp_path).err
 
 
+def test_archive_ls_keeps_its_columns_under_the_header_for_long_study_names(cli, tmp_path):
+    store, old, _ = _two_runs(tmp_path / "archive")
+    store.set_ref("a-study-name-of-32-characters-xy", old)
+    header, *rows = cli("archive", "ls", cwd=tmp_path).out.splitlines()
+    assert len(rows) == 2 and all(row.index(" cells  at ") + 6 == header.index("  at (commit)") for row in rows), rows
+
+
 def test_a_temporary_file_left_by_a_killed_write_is_named_not_fatal(cli, tmp_path):
     store, old, new = _two_runs(tmp_path / "archive")
     leftover = store.path(new).parent / f".{new}.k3j9x0qa.tmp"
