@@ -165,13 +165,14 @@ def test_an_unset_cutoff_and_radial_basis_take_the_familys_defaults_into_every_c
 
 @pytest.mark.parametrize("scheduler,message", [
     ("{name: constant, warmup_steps: 20, patience: 5}",
-     r"training.scheduler.patience: the constant schedule does not read it \(the plateau schedule does\); remove it"),
+     r"training.scheduler.patience: the constant schedule does not read it \(the plateau schedule does\); "
+     r"remove it"),
     ("{name: constant, min_lr: 1.0e-2}",
      r"training.scheduler.min_lr: the constant schedule does not read it \(the cosine and plateau schedules do\)"),
     ("{name: cosine, factor: 0.1}", r"training.scheduler.factor: the cosine schedule does not read it"),
     ("{name: plateau, warmup_steps: 5}",
-     r"^1 error in study spec:\n[^\n]*training.scheduler.warmup_steps: the plateau schedule does not read it \(the constant and cosine "
-     r"schedules do\); remove it, or set another name$"),
+     r"^1 error in study spec:\n[^\n]*training.scheduler.warmup_steps: the plateau schedule does not read it "
+     r"\(the constant and cosine schedules do\); remove it, or set another name$"),
     ("{name: cosine, min_lr: 1.0e-3}", r"hpo.grid.learning_rate: \[0.001\] at or below training.scheduler.min_lr "
                                        r"\(0.001\), which the cosine schedule never lowers; lower min_lr below 0.001"),
     ("{name: plateau, min_lr: 5.0e-3}", r"hpo.grid.learning_rate: \[0.001, 0.003\] at or below "
@@ -186,8 +187,9 @@ def test_a_chemgpt_schedule_refuses_what_it_would_not_read_or_never_lower(tmp_pa
         load_study(tmp_path / "q.yaml")
 
 
-def test_a_chemgpt_schedule_that_names_only_what_it_reads_is_accepted(tmp_path):
-    for scheduler in ("{name: cosine, warmup_steps: 20, min_lr: 1.0e-6}", "{name: plateau, patience: 2, factor: 0.3}"):
+def test_a_chemgpt_schedule_that_names_only_what_it_reads_or_defaults_is_accepted(tmp_path):
+    for scheduler in ("{name: cosine, warmup_steps: 20, min_lr: 1.0e-6}", "{name: plateau, patience: 2, factor: 0.3}",
+                      "{name: plateau, warmup_steps: 0}", "{name: constant, warmup_steps: 20, min_lr: 1.0e-7}"):
         (tmp_path / "q.yaml").write_text(QUICKSTART.read_text().replace(
             "scheduler: {name: constant, warmup_steps: 20}", f"scheduler: {scheduler}"))
         assert load_study(tmp_path / "q.yaml").training.scheduler.name in scheduler

@@ -44,9 +44,10 @@ class Scheduler(Spec):
     plateau schedule also stops training when it gets here, ChemGPT's keeps training at it."""
 
     def unread(self) -> list[str]:
-        """The fields set in the spec that this schedule does not read: changing one would retrain every
-        cell (they are in its identity) to the same result."""
-        return sorted(self.model_fields_set - SCHEDULE_READS[self.name] - {"name"})
+        """The fields set in the spec, away from their defaults, that this schedule does not read: changing one
+        would retrain every cell (they are in its identity) to the same result."""
+        return sorted(name for name in self.model_fields_set - SCHEDULE_READS[self.name] - {"name"}
+                      if getattr(self, name) != type(self).model_fields[name].default)
 
 
 SCHEDULE_READS = {"constant": {"warmup_steps"}, "cosine": {"warmup_steps", "min_lr"},
