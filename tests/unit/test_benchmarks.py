@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -28,6 +30,7 @@ def test_reference_stats_scores_its_stand_in_samples(tmp_path):
     assert result["finite"] and result["fcd"] >= 0 and result["samples"] == 32, result
 
 
+@pytest.mark.slow
 def test_noop_repro_runs_nothing_on_a_finished_project_and_removes_it(tmp_path):
     result = bench(tmp_path, "noop_repro.py", "--models", "2", "--data-sizes", "2", "--keep", "1", "--repeats", "1")
     assert result["train_cells"] == 4 and len(result["noop_repro_s"]) == 1 and "project" not in result, result
