@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from chemspec.runtime.spookynet import SpookyNet, neighbour_pairs
-from chemspec.runtime.spookynet_blocks import BOHR, orthogonal_random_features
+from chemspec.runtime.spookynet_blocks import orthogonal_random_features
+from chemspec.specs.model import BOHR
 
 ETHANOL_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
 ETHANOL_R = [[1.1879, -0.3829, 0.0000], [0.0000, 0.5526, 0.0000], [-1.1867, -0.2472, 0.0000],

@@ -37,8 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from chemspec.runtime.spookynet_blocks import (
-    BOHR, MAX_Z, ExponentialBernstein, ResidualMLP, ZBLRepulsion, electron_configurations, electrostatic_energy,
+    MAX_Z, ExponentialBernstein, ResidualMLP, ZBLRepulsion, electron_configurations, electrostatic_energy,
     favor_attention, linear, orthogonal_random_features, residual_stack, scatter_sum, smooth_cutoff)
+from chemspec.specs.model import BOHR
 
 
 def neighbour_pairs(positions: torch.Tensor, batch: torch.Tensor, cutoff: float

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-BOHR = 0.52917721067  # Å
+from chemspec.specs.model import BOHR
+
 KE = 14.399645351950548  # e²/(4πε0) in eV·Å
 
 _ORBITALS = ("1s", "2s", "2p", "3s", "3p", "4s", "3d", "4p", "5s", "4d", "5p", "6s", "4f", "5d", "6p")

@@ -10,7 +10,9 @@ from chemspec.specs.base import PROBLEMS_SEPARATOR, Name, Spec
 
 MAX_PARAMETERS = 10**11
 """The largest model chemspec validates: about 80 times the paper's largest ChemGPT (1.2e9)."""
-SPOOKYNET_DEFAULTS = {"cutoff": 10 * 0.52917721067, "n_rbf": 16}
+BOHR = 0.52917721067
+"""The bohr in Å, as SpookyNet's reference code has it."""
+SPOOKYNET_DEFAULTS = {"cutoff": 10 * BOHR, "n_rbf": 16}
 """SpookyNet's reference cutoff (10 bohr, in Å) and radial basis size, for each that a spec leaves unset."""
 
 
