@@ -218,6 +218,35 @@ def test_an_element_that_only_held_out_structures_hold_is_refused_at_the_split(t
     assert run_split(cell)["sizes"] == [4, 60]
 
 
+@pytest.mark.parametrize("smallest", ["ethanol", "ethanol-and-water"])
+def test_a_held_out_composition_that_the_smallest_training_set_cannot_give_a_reference_energy_is_refused(
+        tmp_path, smallest):
+    """Ethanol alone fixes 2·e_C + 6·e_H + e_O, not methanol's e_C + 4·e_H + e_O: with the minimum-norm reference
+    energies an ANI-1x study of 2 training structures scored thousands of eV off. Ethanol and water fix it."""
+    from chemspec.runtime.atoms import AtomsData, save_atoms
+
+    shapes = {"water": [8, 1, 1], "methanol": [6, 8, 1, 1, 1, 1], "ethanol": [6, 6, 8, 1, 1, 1, 1, 1, 1]}
+    order = np.random.default_rng(0).permutation(100)
+    kinds = ["ethanol"] * 100
+    kinds[order[0]] = "methanol"  # in validation
+    if smallest == "ethanol-and-water":
+        kinds[order[21]] = "water"  # the second of the smallest training set
+    molecules = [shapes[kind] for kind in kinds]
+    numbers = np.concatenate(molecules)
+    save_atoms(tmp_path / "d" / "atoms.npz", AtomsData(
+        numbers, np.zeros((len(numbers), 3)), np.zeros((len(numbers), 3)), np.zeros(100),
+        np.concatenate([[0], np.cumsum([len(z) for z in molecules])])))
+    cell = _split(tmp_path, [3, 9], kind="atoms")
+    if smallest == "ethanol-and-water":
+        assert run_split(cell)["sizes"] == [3, 9]
+        return
+    with pytest.raises(RunError, match=r"data.sizes: the smallest training set \(3 structures\) has 1 composition "
+                                       r"of 3 elements, too few .*: the validation split's CH4O is no combination of "
+                                       r"them, .* raise the smallest of data.sizes"):
+        run_split(cell)
+    assert not Path(cell.out_dir).exists()
+
+
 def test_split_larger_than_the_data_names_max_length_when_it_dropped_most_molecules(tmp_path):
     cell = _split(tmp_path, [90])
     counts = {"read": 300, "blank": 0, "invalid_smiles": 20, "unencodable": 0, "duplicates": 10, "too_long": 170}

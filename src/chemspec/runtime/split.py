@@ -18,6 +18,7 @@ from chemspec.errors import InputError, RunError
 from chemspec.runtime.io import (read_array, read_json, reading, restore_hint, sha256_file, staged, write_bytes,
                                  write_json)
 from chemspec.runtime.molecules import MAX_LENGTH, mostly_too_long
+from chemspec.words import count
 
 
 def _save(path: Path, array: np.ndarray) -> str:
@@ -56,7 +57,11 @@ def run_split(cell: SplitCell) -> dict:
 
 def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray]) -> None:
     """A RunError for elements of the validation or test structures that the smallest training set lacks:
-    its cells would fit them no reference energy, and train and TPE cells refuse them, after the TPE runs."""
+    its cells would fit them no reference energy, and train and TPE cells refuse them, after the TPE runs.
+    Also where its compositions leave the reference energy of a held-out composition undetermined (one that
+    is no linear combination of them): the fit's minimum-norm solution then puts it off by any amount."""
+    from ase.data import chemical_symbols
+
     with reading(path, "a readable .npz archive"), np.load(path, allow_pickle=False) as stored:
         numbers, offsets = stored["numbers"], stored["offsets"]
     elements, codes = np.unique(numbers, return_inverse=True)
@@ -68,12 +73,36 @@ def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray
         unseen = np.bitwise_or.reduce(masks[rows]) & ~trained
         missing = [int(z) for bit, z in enumerate(elements) if unseen >> np.uint64(bit) & np.uint64(1)]
         if missing:
-            from ase.data import chemical_symbols
-
-            raise RunError(f"data.sizes: the smallest training set ({len(smallest)} structures) holds no "
+            raise RunError(f"data.sizes: the smallest training set ({count(len(smallest), 'structure')}) holds no "
                            f"{', '.join(chemical_symbols[z] for z in missing)}, which the {name} split holds: a model "
                            f"trained on it would never see them, and no reference energy is fitted for them; raise "
                            "the smallest of data.sizes, try another seed, or drop those structures from the data")
+    fitted = _compositions(codes, offsets, smallest, len(elements))
+    _, values, vectors = np.linalg.svd(fitted, full_matrices=False)
+    basis = vectors[values > values.max() * 1e-9]  # the compositions' row space
+    for name, rows in held.items():
+        compositions = _compositions(codes, offsets, rows, len(elements))
+        off = np.abs(compositions - compositions @ basis.T @ basis).max(axis=1) > 1e-6
+        if off.any():
+            from ase.formula import Formula
+
+            counts = {chemical_symbols[z]: int(n) for z, n in zip(elements, compositions[off][0]) if n}
+            raise RunError(
+                f"data.sizes: the smallest training set ({count(len(smallest), 'structure')}) has "
+                f"{count(len(fitted), 'composition')} of {len(elements)} elements, too few to fit each "
+                f"element a reference energy: the {name} split's {Formula.from_dict(counts).format('hill')} is no "
+                "combination of them, so its reference energy, and every error on it, would be off by an "
+                "arbitrary amount; raise the smallest of data.sizes, or try another seed")
+
+
+def _compositions(codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """The distinct element counts (one row each, `width` columns) of the structures at `rows`."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    atoms = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+    counts = np.zeros((len(rows), width), dtype=np.float64)
+    np.add.at(counts, (owner, codes[atoms]), 1)
+    return np.unique(counts, axis=0)
 
 
 def _problem(rows: np.ndarray, count: int) -> str | None:
