@@ -129,9 +129,26 @@ def test_an_extxyz_in_kcal_per_mol_left_to_the_default_ev_is_refused_naming_the_
                                        r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()
-    assert run_atoms_data(cell.model_copy(update={"check_units": False}))["count"] == 100
-    for energy in ("eV", "kcal/mol"):  # a unit the study gives is taken as given
-        assert not _file_study_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": energy}}).check_units
+    given = _file_study_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": "kcal/mol"}})
+    assert not given.check_units and run_atoms_data(given)["count"] == 100
+
+
+@pytest.mark.parametrize("unit", ["eV", "Hartree"])
+def test_a_given_energy_unit_that_makes_forces_larger_than_any_molecules_is_refused(shared, tmp_path, monkeypatch,
+                                                                                    unit):
+    """A unit the study gives turned every check off: rMD17's kcal/mol read as Hartree trained on forces of
+    hundreds of eV/Å. Only the bounds no molecule passes hold it, on the median structure."""
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz",
+              "units": {"energy": unit}}
+    cell = _file_study_data_cell(tmp_path, monkeypatch, source)
+    with pytest.raises(RunError, match=rf"rmd17_ethanol_reduced_100\.xyz read in {unit}, as data.source.units gives "
+                                       r"it, has forces of [\d.]+ eV/Å RMS in the median structure .*more than any "
+                                       r"molecule's; it is likely in kcal/mol: set data.source.units: "
+                                       r"\{energy: kcal/mol\}"):
+        run_atoms_data(cell)
+    assert not (tmp_path / "data").exists()
 
 
 def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short_of_a_total_energy(

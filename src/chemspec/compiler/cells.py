@@ -31,9 +31,9 @@ class DataCell(Cell):
     max_length: int
     out_dir: str
     check_units: bool = True
-    """Whether the data stage refuses file values implausible in their energy unit: where the study left the
-    unit to the format's default. A check, not a result, so not part of the identity; params written
-    before it existed check."""
+    """Whether the data stage holds file values to every plausibility bound of their energy unit: where the
+    study left the unit to the format's default (a unit it gives meets only the bounds no molecule passes).
+    A check, not a result, so not part of the identity; params written before it existed check."""
 
 
 class SplitCell(Cell):

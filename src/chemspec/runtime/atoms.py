@@ -229,11 +229,17 @@ def _per_structure(data: AtomsData, per_atom: np.ndarray) -> np.ndarray:
     return np.add.reduceat(per_atom, np.asarray(data.offsets)[:-1]) if len(data) else np.zeros(0)
 
 
-def implausible_units(data: AtomsData, energy_unit: str, totals: bool = False) -> tuple[str, str | None] | None:
+def implausible_units(data: AtomsData, energy_unit: str, totals: bool = False,
+                      typical: bool = False) -> tuple[str, str | None] | None:
     """Why `data`, read from a file whose energies are in `energy_unit`, look written in another unit, and
     the likely one (None if no known unit fits); None when their forces and energies are plausible. With
-    `totals` (the file holds all-electron total energies), an energy short of the HYDROGENIC bound counts too."""
-    rms = float(np.sqrt(np.mean(data.forces ** 2)))
+    `totals` (the file holds all-electron total energies), an energy short of the HYDROGENIC bound counts too.
+    With `typical`, the forces are the median structure's RMS, which a few outlying structures do not move."""
+    if typical:
+        squares = _per_structure(data, np.sum(data.forces ** 2, axis=1)) / (3 * data.sizes())
+        rms = float(np.sqrt(np.median(squares)))
+    else:
+        rms = float(np.sqrt(np.mean(data.forces ** 2)))
     z = np.asarray(data.numbers, dtype=np.float64)
     magnitude = np.abs(data.energy)
     ratio = float(np.median(magnitude / _per_structure(data, THOMAS_FERMI * z ** (7 / 3))))
@@ -251,7 +257,8 @@ def implausible_units(data: AtomsData, energy_unit: str, totals: bool = False) -
     per_atom = float(np.mean(data.energy / data.sizes()))
     short = (f"; {floor:.2g} times the sum of Z²/2 Hartree over their atoms, which an all-electron total energy "
              "exceeds" if floor < 1 else "")
-    return (f"forces of {rms:.3g} eV/Å RMS (a molecule's are a few) and energies of {per_atom:.6g} eV per atom "
+    where = " in the median structure" if typical else ""
+    return (f"forces of {rms:.3g} eV/Å RMS{where} (a molecule's are a few) and energies of {per_atom:.6g} eV per atom "
             f"({ratio:.2g} times the Thomas-Fermi energy of their atoms, which bounds a total energy{short})"), likely
 
 

@@ -68,10 +68,20 @@ def run_atoms_data(cell: DataCell) -> dict:
 
 def _check_units(data, source: dict, check: bool) -> None:
     """Refuse values implausible in the energy unit the study left to the format's default; note energies of
-    an extxyz or ASE-db file (which may hold relative ones) that look like Hartree totals read in eV."""
+    an extxyz or ASE-db file (which may hold relative ones) that look like Hartree totals read in eV. A unit
+    the study gives is held only to the bounds no molecule passes, whatever its energies' reference."""
     from chemspec.runtime.atoms import TOTAL_ENERGY_FORMATS, implausible_units
 
     unit, totals = source["units"]["energy"], source["format"] in TOTAL_ENERGY_FORMATS
+    if not check:
+        found = implausible_units(data, unit, typical=True) if len(data) else None
+        if found:
+            problem, likely = found
+            advice = (f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else
+                      "no energy unit chemspec knows makes them plausible: check the file and data.source.units")
+            raise RunError(f"{source['format']} file {source['file']} read in {unit}, as data.source.units gives "
+                           f"it, has {problem}, more than any molecule's; {advice}")
+        return
     found = implausible_units(data, unit, totals) if check and len(data) else None
     as_totals = implausible_units(data, unit, totals=True) if check and len(data) and not totals else None
     if not found and as_totals and as_totals[1] == "Hartree":

@@ -144,7 +144,9 @@ class AtomsFileSource(Spec):
     study is read, so params.yaml and the data cell's identity name the units the data are read in.
     Left out, the data stage refuses values implausible in the format's units (forces of more than
     10 eV/Å RMS, energies beyond an atom's total energy or, in the all-electron totals of md17, rmd17, ani1x
-    and ani2x, short of Z²/2 Hartree an atom), which a file in another unit gives."""
+    and ani2x, short of Z²/2 Hartree an atom), which a file in another unit gives. Given, they are held only
+    to the bounds no molecule passes: forces above 10 eV/Å RMS in the median structure, or energies beyond
+    the Thomas-Fermi energy."""
     energy_key: str = "energy"
     """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
     meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...); for ani2x the dataset
@@ -190,8 +192,8 @@ class AtomsFileSource(Spec):
 
     @property
     def check_units(self) -> bool:
-        """Whether the data stage checks that the values are plausible in their energy unit: where the study
-        left that unit to the format's default."""
+        """Whether the data stage holds the values to every plausibility bound of their energy unit: where the
+        study left that unit to the format's default (a unit it gives meets only the bounds no molecule passes)."""
         return not self._energy_unit_given
 
 
