@@ -417,6 +417,24 @@ def test_a_csv_with_a_byte_order_mark_and_blank_lines_validates(cli, tmp_path):
     study["hpo"]["tpe"]["data_size"] = 2001
     spec.write_text(yaml.safe_dump(study))
     assert "needs 3001 but data.source.file 'mols.csv' has 3000" in cli("validate", str(spec)).err
+    study["data"]["source"]["max_molecules"] = 2500  # the cap, not the file, is what is short: it names the cap
+    spec.write_text(yaml.safe_dump(study))
+    assert "needs 3001 but data.source.file 'mols.csv' has 3000" in cli("validate", str(spec)).err
+    study["data"]["source"]["max_molecules"] = 2000
+    study["data"]["sizes"] = [300, 500, 1500]
+    study["hpo"]["tpe"]["data_size"] = 1500
+    spec.write_text(yaml.safe_dump(study))
+    assert ("needs 2500 but data.source.max_molecules reads 2000 of the 3000 in data.source.file 'mols.csv'; raise "
+            "data.source.max_molecules to at least 2500, or lower the sizes") in cli("validate", str(spec)).err
+
+
+def test_sizes_beyond_moses_max_molecules_name_the_cap(cli, tmp_path):
+    study = yaml.safe_load(QUICKSTART.read_text())
+    study["data"]["source"]["max_molecules"] = 5000
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    result = cli("validate", str(tmp_path / "study.yaml"))
+    assert result.code == 2 and ("needs 12000 but data.source.max_molecules reads 5000 of the 1584663 in the source; "
+                                 "raise data.source.max_molecules to at least 12000, or lower the sizes") in result.err
 
 
 def test_valid_quickstart_validates(cli):

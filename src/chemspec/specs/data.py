@@ -27,9 +27,6 @@ class PackageSource(Spec):
     """Read N molecules drawn by the study's seed from the whole file (MOSES's rows are not in random order,
     so its first rows would be a biased sample); none reads all."""
 
-    def available(self) -> int:
-        return min(self.max_molecules or MOSES_TRAIN_MOLECULES, MOSES_TRAIN_MOLECULES)
-
 
 COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
 """The first bytes of gzip, bzip2 and xz files."""
@@ -75,9 +72,9 @@ class SmilesFileSource(Spec):
             raise ValueError(f"data.source.file {self.file!r} starts with a header ({first.strip()[:60]!r}), which "
                              f"is read as a molecule without data.source.column: {fix}")
 
-    def rows(self, path: Path) -> int:
-        """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules;
-        a CSV's header must name `column`."""
+    def rows(self, path: Path, capped: bool = True) -> int:
+        """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules
+        unless not `capped`; a CSV's header must name `column`."""
         with open(path, encoding="utf-8-sig", newline="") as handle:  # as the data stage reads
             try:
                 lines = (line for line in handle if line.strip())
@@ -108,7 +105,7 @@ class SmilesFileSource(Spec):
                 raise ValueError(f"data.source.column {self.column!r} is not a column of {self.file!r} ({found}); "
                                  + fix)
             count -= 1
-        return min(count, self.max_molecules) if self.max_molecules else count
+        return min(count, self.max_molecules) if self.max_molecules and capped else count
 
 
 def _source_tag(value: Any) -> str | None:
@@ -171,17 +168,24 @@ class Data(Spec):
                             "{generate: md, ...} or {file: ..., format: ...}")
         if self.kind == "atoms" and self.representation is not None:
             problems.append("data.representation applies to smiles data only; remove it")
-        if hasattr(self.source, "available"):
+        if isinstance(self.source, PackageSource):
             try:
-                self.check_available(self.source.available(), "the source")
+                self.check_available(MOSES_TRAIN_MOLECULES, "the source", cap=self.source.max_molecules)
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
             raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
 
-    def check_available(self, available: int, where: str) -> None:
+    def check_available(self, available: int, where: str, cap: int | None = None) -> None:
+        """Refuse sizes that need more than `available` rows of `where`, or than the `cap` of them that
+        data.source.max_molecules reads."""
         needed = self.sizes[-1] + self.validation + self.test
+        if cap is not None and cap < needed <= available:
+            raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation ({self.validation}) "
+                             f"and test ({self.test}) needs {needed} but data.source.max_molecules reads {cap} of the "
+                             f"{available} in {where}; raise data.source.max_molecules to at least {needed}, or "
+                             "lower the sizes")
         if needed > available:
             raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
                              f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
