@@ -38,7 +38,7 @@ from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, for_wave, hardlink_lock, make_executor,
                                   sbatch_script, stderr_to, submit_array, try_submission)
-from chemspec.launch_stop import (cancel_jobs, guard_lock_files, interrupted, one_launch, running_launch,
+from chemspec.launch_stop import (LAUNCH_ENV, cancel_jobs, guard_lock_files, interrupted, one_launch, running_launch,
                                   stopped_by_signals)
 from chemspec.runtime.io import ignored_folder
 from chemspec.specs.sbatch import check_sbatch
@@ -86,12 +86,23 @@ def _in_number_order(name: str) -> list:
 
 
 def _reason(job, exc: Exception) -> str:
-    """dvc's own ERROR line from the job's log, else the last line of the job's exception."""
+    """dvc's own last ERROR from the job's log, with the indented lines it continues on (the processes that
+    hold a busy output), else the last line of the job's exception."""
     try:
         text = Path(job.paths.stderr).read_text(errors="replace")
     except OSError:
         text = ""
-    errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
+    errors, continued = [], False
+    for line in text.splitlines():
+        if line.startswith("ERROR:"):
+            errors.append(line.rstrip())
+            continued = True
+        elif continued and line[:1].isspace() and line.strip():
+            errors[-1] += " " + line.strip()
+        else:
+            continued = False
+    if errors and " is busy, it is being blocked by:" in errors[-1]:
+        errors[-1] += " (another dvc held this stage's outputs: rerun `chemspec launch` once it has ended)"
     lines = [line.strip() for line in str(exc).splitlines() if "Error" in line]
     return errors[-1] if errors else lines[-1] if lines else type(exc).__name__
 
@@ -127,6 +138,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
     ones end."""
     executor = make_executor(settings, folder)
     env = local_environment(settings.jobs) if settings.kind == "local" else {}
+    env[LAUNCH_ENV] = os.environ.get(LAUNCH_ENV)  # explicit: an sbatch --export=NONE would drop it
     pending, running, outcome, cancelled, tried_cancel = list(stages), {}, Outcome(), False, False
 
     def submit_one(stage: str) -> None:

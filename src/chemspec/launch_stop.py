@@ -71,11 +71,16 @@ def running_launch(folder: Path) -> str | None:
     return None
 
 
+LAUNCH_ENV = "CHEMSPEC_LAUNCH"
+"""Set in the environment of what a launch starts (its jobs, its dvc repro): stages that run beside it. Any other
+stage of the project is refused while the launch holds its lock (`stage_beside_launch`)."""
+
+
 @contextlib.contextmanager
 def one_launch(folder: Path):
     """Hold `folder`/launch.lock for the launch: a second launch in the project is refused, naming the first,
     before it runs anything (beside a running launch, its dvc would fail on locks with advice to delete
-    them). Where the filesystem takes no locks, launches are not checked."""
+    them), and so is a stage it did not start. Where the filesystem takes no locks, launches are not checked."""
     import socket
 
     with open(folder / "launch.lock", "a+") as handle:
@@ -93,7 +98,28 @@ def one_launch(folder: Path):
             handle.truncate()
             handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
             handle.flush()
-        yield
+        before = os.environ.get(LAUNCH_ENV)
+        os.environ[LAUNCH_ENV] = str(os.getpid())
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(LAUNCH_ENV, None)
+            else:
+                os.environ[LAUNCH_ENV] = before
+
+
+def stage_beside_launch(root: Path) -> str | None:
+    """Why a pipeline stage must not run now in the project at `root`: a `chemspec launch` runs its cells,
+    and this stage is none of its own (a `dvc repro` beside it trains the same cells twice, and their jobs
+    then fail on dvc's locks). None otherwise."""
+    from chemspec.launch import LOGS
+
+    if os.environ.get(LAUNCH_ENV) or not (holder := running_launch(root / LOGS.parent)):
+        return None
+    return (f"a `chemspec launch` is running this project's cells ({holder}); a `dvc repro` or stage beside it "
+            "would train the same cells twice: wait for the launch to end, or stop it (Ctrl-C in its terminal, "
+            "or `kill -INT <pid>`), then rerun")
 
 
 def _lock_soon(handle, tries: int = 20) -> None:

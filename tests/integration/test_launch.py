@@ -142,3 +142,30 @@ def test_a_failed_local_job_ends_the_launch_and_names_the_cells_it_did_not_start
                                           r"    logs: .*\n2 not started: tpe@b, tpe@c\n"):
         launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
     assert not (tmp_path / "b.txt").exists() and not (tmp_path / "c.txt").exists()
+
+
+def test_a_dvc_repro_beside_a_running_launch_runs_no_stage_and_names_the_launch(tmp_path):
+    """A `dvc repro` started while a launch ran trained the launch's cells too, and the launch's jobs then
+    failed on dvc's locks. Stages the launch starts (CHEMSPEC_LAUNCH set) run; any other is refused."""
+    import fcntl
+    import subprocess
+
+    from chemspec.launch_stop import LAUNCH_ENV
+    from tests.conftest import tool_env
+
+    root = project(tmp_path)
+    (root / ".chemspec").mkdir(exist_ok=True)
+    with open(root / ".chemspec" / "launch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("pid 4242 on node7, started 2026-12-07 05:00:00")
+        lock.flush()
+        env = {k: v for k, v in tool_env().items() if k != LAUNCH_ENV}
+        stage = ["chemspec", "run", "data", "--params", "params.yaml"]
+        refused = subprocess.run(stage, cwd=root, capture_output=True, text=True, env=env)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert ("error: a `chemspec launch` is running this project's cells (pid 4242 on node7, started 2026-12-07 "
+                "05:00:00); a `dvc repro` or stage beside it would train the same cells twice") in refused.stderr
+        repro = subprocess.run(["dvc", "repro"], cwd=root, capture_output=True, text=True, env=env)
+        assert repro.returncode != 0 and "is running this project's cells (pid 4242" in repro.stdout + repro.stderr
+        assert not (root / "data").exists() and not (root / "dvc.lock").exists()
+        assert subprocess.run(stage, cwd=root, capture_output=True, env={**env, LAUNCH_ENV: "4242"}).returncode == 0

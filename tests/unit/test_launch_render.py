@@ -431,3 +431,21 @@ def test_local_jobs_wait_passively_unless_the_caller_chose_and_keep_the_callers_
     assert local_environment(2, {})["CUDA_VISIBLE_DEVICES"] is None, "unset stays unset in the job"
     assert local_environment(2, {"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
     assert local_environment(1, {}) == {"CUDA_VISIBLE_DEVICES": None}, "one job shares its cores with none"
+
+
+def test_a_failed_jobs_reason_keeps_the_processes_that_held_its_outputs(tmp_path):
+    """dvc names who holds a busy output on the lines under its ERROR; the summary ended at "blocked by:"."""
+    from types import SimpleNamespace
+
+    from chemspec.launch import _reason
+
+    log = tmp_path / "job.err"
+    log.write_text("Running stage 'train@xs-2000':\nERROR: failed to reproduce 'train@xs-2000': '/p/results/x/train/"
+                   "xs-2000/metrics.json' is busy, it is being blocked by:\n  (PID 743): dvc repro\n\nIf there are no "
+                   "processes with such PIDs, you can manually remove '.dvc/tmp/rwlock' and try again.\n")
+    reason = _reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("job failed"))
+    assert reason == ("ERROR: failed to reproduce 'train@xs-2000': '/p/results/x/train/xs-2000/metrics.json' is busy, "
+                      "it is being blocked by: (PID 743): dvc repro (another dvc held this stage's outputs: rerun "
+                      "`chemspec launch` once it has ended)")
+    log.write_text("ERROR: failed to reproduce 'tpe@a': exited with 1\nsomething else\n  indented later\n")
+    assert _reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("x")).endswith("exited with 1")

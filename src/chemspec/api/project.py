@@ -290,8 +290,11 @@ def load_cells(params: str | Path) -> Cells:
 
 def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
         expected_identity: str | None = None) -> dict:
+    from chemspec.launch_stop import stage_beside_launch
     from chemspec.runtime import run_stage
 
+    if why := stage_beside_launch(Path(params).resolve().parent):
+        raise UsageError(why)
     if expected_identity is not None and not re.fullmatch(r"[0-9a-f]{8,64}", expected_identity):
         raise UsageError(f"--identity {expected_identity!r} is not the start of a cell identity (8 to 64 hex "
                          "digits, as `chemspec compile` writes into dvc.yaml); leave it out or recompile")
