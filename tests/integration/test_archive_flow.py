@@ -193,10 +193,26 @@ def test_report_from_an_archived_revision_needs_no_workspace_results(history, tm
 def test_a_fresh_clone_restores_finished_cells_from_the_remote_without_training(history, tmp_path):
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", str(history), str(clone), cwd=tmp_path)
+    report = sh("chemspec", "report", cwd=clone, check=False)  # git's fit.json is there, DVC's cells.json not
+    assert report.returncode == 1 and ("(results/tiny/fit holds no cells.json); where `dvc repro` ran and pushed "
+                                       "them (as in a clone), `chemspec compile study.yaml` sets this copy's DVC "
+                                       "remote and `dvc pull` then fetches them") in report.stderr, report.stderr
     sh("chemspec", "compile", "study.yaml", cwd=clone)
     out = sh("dvc", "repro", "--pull", cwd=clone).stdout
     assert "Running stage 'train@" not in out and "Running stage 'tpe@" not in out, out
     assert json.loads((clone / "results" / "tiny" / "train" / "xs-800" / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_a_diff_after_an_edit_compiled_but_not_run_heads_its_note(history, tmp_path):
+    """The headline said "no changes: the same run" above a note that the compiled study had not run."""
+    root = copy_project(history, tmp_path / "edited")
+    write_spec(root / "study.yaml", tiny_study(**{"data.sizes": [200, 400, 800, 1000], "hpo.grid.learning_rate":
+                                                  [1.0e-3, 3.0e-3]}))
+    sh("chemspec", "compile", "study.yaml", cwd=root)
+    done = sh("chemspec", "diff", cwd=root)
+    assert done.stdout.splitlines()[-1] == ("  no changes: the same run (spec, cells and exponents), as archived (see "
+                                            "the note on the working tree's results)"), done.stdout
+    assert "note: WORKTREE: these results predate params.yaml as compiled now" in done.stderr
 
 
 def test_pulled_checkpoint_loads_with_transformers(history, tmp_path):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chemspec.api.archive import archived_object
-from chemspec.api.compiled import changed_study, unarchived
+from chemspec.api.compiled import changed_study, compiled_from, unarchived
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.store import Store, json_digest
@@ -83,9 +83,14 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     folder = root / cells.fit.out_dir
     table, fit_path = folder / "cells.json", folder / "fit.json"
     if not (table.is_file() and fit_path.is_file()):
-        # A fresh clone of a project holds its archive but not its workspace results.
+        # A fresh clone of a project holds its archive and git's files (fit.json), not DVC's (cells.json).
         archived = Store(root / cells.archive.root).ref_path(cells.archive.study).is_file()
-        raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} is empty); "
+        missing = " and ".join(path.name for path in (table, fit_path) if not path.is_file())
+        spec = compiled_from(Path(params))
+        pull = (f"; where `dvc repro` ran and pushed them (as in a clone), `chemspec compile "
+                f"{os.path.relpath(spec, root)}` sets this copy's DVC remote and `dvc pull` then fetches them"
+                if spec is not None and (root / "dvc.lock").is_file() else "")
+        raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} holds no {missing}){pull}; "
                             + ("the archive holds a run of it: `chemspec report --from WORKTREE` shows that run "
                                "without training; or run `dvc repro`" if archived else "run `dvc repro`"))
     rows, fit = read_results(folder)
