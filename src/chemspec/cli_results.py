@@ -233,7 +233,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     if not (result["spec"] or result["selection"] or any(cells[k] for k in ("added", "removed", "changed", "generation"))
             or changed):
         same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
-        unrun = ", as archived; what is compiled was not run (see the notes)" if result["unarchived"] else ""
+        unrun = (", as archived; what is compiled was not run (see the notes)" if result["unarchived"] else
+                 ", as archived (see the note on the working tree's results)" if result["stale"] else "")
         click.echo(f"  no changes: {same} (spec, cells and exponents){unrun}")
     if result["stale"] or result["unarchived"]:
         _notes([*result["unarchived"], *([f"{WORKTREE}: {result['stale']}"] if result["stale"] else [])])

@@ -219,6 +219,8 @@ def test_a_diff_with_the_working_tree_says_where_its_results_predate_the_compile
     archive_commit(tmp_path, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="other")
     result = cli("diff", cwd=tmp_path)
     assert result.code == 0 and result.out.startswith("study tiny: HEAD"), result.err
+    assert result.out.splitlines()[-1] == ("  no changes: the same run (spec, cells and exponents), as archived; what "
+                                           "is compiled was not run (see the notes)")
     assert "note: WORKTREE: these results predate params.yaml as compiled now: 4 stages did not run as compiled " \
         "(archive, train@s-200, train@s-400, train@s-800)" in result.err, result.err
     assert "Run `dvc repro` to bring them up to date" in result.err
