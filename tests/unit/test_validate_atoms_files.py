@@ -371,3 +371,17 @@ def test_a_nested_hdf5_layout_is_named_as_such_not_blamed_on_energy_key(shared, 
     with pytest.raises(RunError, match=r"ani1x file .*ani1\.h5: group 'gdb11_s01' holds groups \(\w+, \w+, \w+ …\), "
                                        r"not datasets; chemspec reads one level of groups, a group per formula"):
         count_structures(tmp_path / "ani1.h5", "ani1x")
+
+
+@pytest.mark.parametrize(("energy", "length"), [("hartree", "Å"), ("EV", "angstrom"), ("Kcal/Mol", "BOHR")])
+def test_units_spelled_in_any_case_are_the_units_they_name(energy, length):
+    """`length: angstrom` was refused ("Input should be 'Angstrom' or 'bohr'"), and README writes Å."""
+    from chemspec.specs.atoms_source import Units
+
+    units = Units(energy=energy, length=length)
+    assert (units.energy, units.length) == ({"hartree": "Hartree", "EV": "eV", "Kcal/Mol": "kcal/mol"}[energy],
+                                            "bohr" if length == "BOHR" else "Angstrom")
+    with pytest.raises(ValueError, match=r"energy\n  Input should be 'eV', 'kcal/mol', 'kJ/mol' or 'Hartree'"):
+        Units(energy="kcal")
+    with pytest.raises(ValueError, match=r"energy\n  Input should be 'eV'"):
+        Units(energy="Å")

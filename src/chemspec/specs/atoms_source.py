@@ -4,9 +4,9 @@ energies and forces in public formats, with their units."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, PositiveInt, PrivateAttr, model_validator
+from pydantic import Field, PositiveInt, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from chemspec.specs.base import SourcePath, Spec
 
@@ -108,13 +108,27 @@ ANI-1x and torchani's ANI-2x in Hartree and Å; extended XYZ and ASE databases f
 own is eV and Å."""
 
 
+EnergyUnit = Literal["eV", "kcal/mol", "kJ/mol", "Hartree"]
+LengthUnit = Literal["Angstrom", "bohr"]
+
+
 class Units(Spec):
     """Units of the values in a data file; converted to eV and Å on load."""
 
-    energy: Literal["eV", "kcal/mol", "kJ/mol", "Hartree"] | None = None
+    energy: EnergyUnit | None = None
     """Energy unit of the file (forces use this unit per length unit); left out: the format's."""
-    length: Literal["Angstrom", "bohr"] | None = None
+    length: LengthUnit | None = None
     """Length unit of the file's positions; left out: the format's."""
+
+    @field_validator("energy", "length", mode="before")
+    @classmethod
+    def _spelled_any_case(cls, value: object, info: ValidationInfo) -> object:
+        """`ev`, `hartree`, `angstrom` or `Å` as the unit they name; the spelling above is what params.yaml holds."""
+        if not isinstance(value, str):
+            return value
+        names = get_args(EnergyUnit if info.field_name == "energy" else LengthUnit)
+        spelled = {name.lower(): name for name in names} | ({"å": "Angstrom"} if info.field_name == "length" else {})
+        return spelled.get(value.strip().lower(), value)
 
 
 ANI_LEVEL = "wb97x_dz"
