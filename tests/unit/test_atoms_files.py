@@ -138,6 +138,7 @@ def test_a_given_energy_unit_that_makes_forces_larger_than_any_molecules_is_refu
                                                                                     unit):
     """A unit the study gives turned every check off: rMD17's kcal/mol read as Hartree trained on forces of
     hundreds of eV/Å. Only the bounds no molecule passes hold it, on the median structure."""
+    from chemspec.compiler.cells import identity
     from chemspec.runtime.atoms_stage import run_atoms_data
 
     source = {"file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz",
@@ -146,9 +147,13 @@ def test_a_given_energy_unit_that_makes_forces_larger_than_any_molecules_is_refu
     with pytest.raises(RunError, match=rf"rmd17_ethanol_reduced_100\.xyz read in {unit}, as data.source.units gives "
                                        r"it, has forces of [\d.]+ eV/Å RMS in the median structure .*more than any "
                                        r"molecule's; it is likely in kcal/mol: set data.source.units: "
-                                       r"\{energy: kcal/mol\}"):
+                                       r"\{energy: kcal/mol\} \(where they are right, data.source.unit_checks: "
+                                       r"false reads them as they are\)"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()
+    unchecked = _file_study_data_cell(tmp_path, monkeypatch, {**source, "unit_checks": False})
+    assert identity(unchecked) == identity(cell), "a check, not a result: the data are the same"
+    assert run_atoms_data(unchecked)["count"] == 100
 
 
 def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short_of_a_total_energy(

@@ -34,6 +34,9 @@ class DataCell(Cell):
     """Whether the data stage holds file values to every plausibility bound of their energy unit: where the
     study left the unit to the format's default (a unit it gives meets only the bounds no molecule passes).
     A check, not a result, so not part of the identity; params written before it existed check."""
+    unit_bounds: bool = True
+    """Whether the data stage holds file values to the bounds no molecule passes where the study gave their unit:
+    false where it set data.source.unit_checks: false. Not part of the identity either."""
 
 
 class SplitCell(Cell):
@@ -182,7 +185,7 @@ class Cells(Cell):
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
-                    "reference_dir", "check_units", "choices"}
+                    "reference_dir", "check_units", "unit_bounds", "choices"}
 # Until 2026-12-05 `training` also held learning_rate and batch_size, which nothing read (hpo.grid sets
 # both); their defaults stay in the identity, so cells compiled before keep their identities.
 RETIRED_TRAINING = {"batch_size": 32, "learning_rate": 1.0e-3}

@@ -44,7 +44,7 @@ def expand(study: Study) -> Cells:
     data_dir, split_dir, results = f"data/{name}", f"data/{name}/splits", f"results/{name}"
     sizes = _sizes(study)
     max_length = max((s.get("max_length", 0) for s in sizes.values()), default=0)
-    source = study.data.source.model_dump(mode="json")
+    source = study.data.source.model_dump(mode="json", exclude={"unit_checks"})
     if isinstance(study.data.source, GenerateMD):
         source["smiles"] = study.data.source.smiles()  # a name whose SMILES is corrected is new data
     if study.data.kind == "atoms" and (getattr(study.model, "charge_spin", False) or (
@@ -55,7 +55,8 @@ def expand(study: Study) -> Cells:
     data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,
                     representation=study.data.text_representation if study.data.kind == "smiles" else None,
                     max_length=max_length, out_dir=data_dir,
-                    check_units=isinstance(study.data.source, AtomsFileSource) and study.data.source.check_units)
+                    check_units=isinstance(study.data.source, AtomsFileSource) and study.data.source.check_units,
+                    unit_bounds=getattr(study.data.source, "unit_checks", True))
     split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,
                       test=study.data.test, data_dir=data_dir, out_dir=split_dir)
     tpe_cfg = study.hpo.tpe
@@ -124,7 +125,8 @@ def expand(study: Study) -> Cells:
               "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
     if calibration is not None:
         inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
-    spec = study.model_dump(mode="json", exclude={"executor": True, "training": set(BOOKKEEPING)})
+    spec = study.model_dump(mode="json", exclude={"executor": True, "training": set(BOOKKEEPING),
+                                                  "data": {"source": {"unit_checks"}}})
     if spec["model"].get("charge_spin") is False:  # an option left off: archives of before keep their identity
         del spec["model"]["charge_spin"]
     archive = ArchiveCell(study=name, seed=study.seed, spec=spec, inputs=inputs, root="archive")

@@ -40,7 +40,7 @@ def run_atoms_data(cell: DataCell) -> dict:
         units = source["units"]  # the spec fills in the format's units where the study file leaves them out
         data, counts = load_file(Path(source["file"]), source["format"], units["energy"], units["length"],
                                  source.get("energy_key", "energy"), source.get("forces_key", "forces"))
-        _check_units(data, source, cell.check_units)
+        _check_units(data, source, cell.check_units, cell.unit_bounds)
     else:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:
@@ -66,7 +66,7 @@ def run_atoms_data(cell: DataCell) -> dict:
     return info
 
 
-def _check_units(data, source: dict, check: bool) -> None:
+def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
     """Refuse values implausible in the energy unit the study left to the format's default; note energies of
     an extxyz or ASE-db file (which may hold relative ones) that look like Hartree totals read in eV. A unit
     the study gives is held only to the bounds no molecule passes, whatever its energies' reference."""
@@ -74,13 +74,14 @@ def _check_units(data, source: dict, check: bool) -> None:
 
     unit, totals = source["units"]["energy"], source["format"] in TOTAL_ENERGY_FORMATS
     if not check:
-        found = implausible_units(data, unit, typical=True) if len(data) else None
+        found = implausible_units(data, unit, typical=True) if bounds and len(data) else None
         if found:
             problem, likely = found
             advice = (f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else
                       "no energy unit chemspec knows makes them plausible: check the file and data.source.units")
             raise RunError(f"{source['format']} file {source['file']} read in {unit}, as data.source.units gives "
-                           f"it, has {problem}, more than any molecule's; {advice}")
+                           f"it, has {problem}, more than any molecule's; {advice} (where they are right, "
+                           "data.source.unit_checks: false reads them as they are)")
         return
     found = implausible_units(data, unit, totals) if check and len(data) else None
     as_totals = implausible_units(data, unit, totals=True) if check and len(data) and not totals else None

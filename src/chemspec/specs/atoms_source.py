@@ -161,6 +161,10 @@ class AtomsFileSource(Spec):
     and ani2x, short of Z²/2 Hartree an atom), which a file in another unit gives. Given, they are held only
     to the bounds no molecule passes: forces above 10 eV/Å RMS in the median structure, or energies beyond
     the Thomas-Fermi energy."""
+    unit_checks: bool = True
+    """false: the data stage reads the values as they are, however implausible in their units (see units), for a
+    file that is right beyond the bounds of the molecules they assume (short-range scans, very hot MD). In no
+    cell's identity, and not archived."""
     energy_key: str = "energy"
     """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
     meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...); for ani2x the dataset
@@ -208,7 +212,7 @@ class AtomsFileSource(Spec):
     def check_units(self) -> bool:
         """Whether the data stage holds the values to every plausibility bound of their energy unit: where the
         study left that unit to the format's default (a unit it gives meets only the bounds no molecule passes)."""
-        return not self._energy_unit_given
+        return not self._energy_unit_given and self.unit_checks
 
 
 COMPRESSIONS = (".gz", ".bz2", ".xz")
