@@ -115,7 +115,8 @@ def stage_beside_launch(root: Path) -> str | None:
     then fail on dvc's locks). None otherwise."""
     from chemspec.launch import LOGS
 
-    if os.environ.get(LAUNCH_ENV) or not (holder := running_launch(root / LOGS.parent)):
+    holder = running_launch(root / LOGS.parent)
+    if not holder or holder.startswith(f"pid {os.environ.get(LAUNCH_ENV)} "):
         return None
     return (f"a `chemspec launch` is running this project's cells ({holder}); a `dvc repro` or stage beside it "
             "would train the same cells twice: wait for the launch to end, or stop it (Ctrl-C in its terminal, "

@@ -168,4 +168,6 @@ def test_a_dvc_repro_beside_a_running_launch_runs_no_stage_and_names_the_launch(
         repro = subprocess.run(["dvc", "repro"], cwd=root, capture_output=True, text=True, env=env)
         assert repro.returncode != 0 and "is running this project's cells (pid 4242" in repro.stdout + repro.stderr
         assert not (root / "data").exists() and not (root / "dvc.lock").exists()
+        other = subprocess.run(stage, cwd=root, capture_output=True, env={**env, LAUNCH_ENV: "1"})
+        assert other.returncode == 2, "a value left in a shell, or another launch's, is not this launch's"
         assert subprocess.run(stage, cwd=root, capture_output=True, env={**env, LAUNCH_ENV: "4242"}).returncode == 0
