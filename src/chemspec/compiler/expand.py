@@ -58,7 +58,8 @@ def expand(study: Study) -> Cells:
                     check_units=isinstance(study.data.source, AtomsFileSource) and study.data.source.check_units,
                     unit_bounds=getattr(study.data.source, "unit_checks", True))
     split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,
-                      test=study.data.test, data_dir=data_dir, out_dir=split_dir)
+                      test=study.data.test, data_dir=data_dir, out_dir=split_dir,
+                      energies=study.data.kind != "atoms" or study.training.loss.energy > 0)
     tpe_cfg = study.hpo.tpe
     estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
     common = dict(family=study.model.family, seed=study.seed, training=study.training, data_dir=data_dir,

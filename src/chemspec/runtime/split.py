@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def run_split(cell: SplitCell) -> dict:
     pool = order[cell.validation + cell.test:]
     store = Path(cell.data_dir) / "atoms.npz"  # not a dependency: where only data.json was fetched, no check
     if info.get("kind") == "atoms" and store.is_file():
-        _check_elements(store, pool[: cell.sizes[0]], held)
+        _check_elements(store, pool[: cell.sizes[0]], held, cell.energies)
     with staged(cell.out_dir) as out:  # the row files and split.json replace the old ones together
         hashes = {"val.npy": _save(out / "val.npy", held["validation"]),
                   "test.npy": _save(out / "test.npy", held["test"])}
@@ -55,31 +56,30 @@ def run_split(cell: SplitCell) -> dict:
     return info
 
 
-def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray]) -> None:
+def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray], energies: bool = True) -> None:
     """A RunError for elements of the validation or test structures that the smallest training set lacks:
     its cells would fit them no reference energy, and train and TPE cells refuse them, after the TPE runs.
     Also where its compositions leave the reference energy of a held-out composition undetermined (one that
-    is no linear combination of them): the fit's minimum-norm solution then puts it off by any amount."""
+    is no linear combination of them): the fit's minimum-norm solution then puts it off by any amount. That
+    is only a note where the loss scores no energies (`energies` false)."""
     from ase.data import chemical_symbols
 
     with reading(path, "a readable .npz archive"), np.load(path, allow_pickle=False) as stored:
         numbers, offsets = stored["numbers"], stored["offsets"]
     elements, codes = np.unique(numbers, return_inverse=True)
-    if len(elements) > 64:  # one bit per element; the training cells check such data themselves
-        return
-    masks = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), codes.astype(np.uint64)), offsets[:-1])
-    trained = np.bitwise_or.reduce(masks[smallest])
-    for name, rows in held.items():
-        unseen = np.bitwise_or.reduce(masks[rows]) & ~trained
-        missing = [int(z) for bit, z in enumerate(elements) if unseen >> np.uint64(bit) & np.uint64(1)]
-        if missing:
-            raise RunError(f"data.sizes: the smallest training set ({count(len(smallest), 'structure')}) holds no "
-                           f"{', '.join(chemical_symbols[z] for z in missing)}, which the {name} split holds: a model "
-                           f"trained on it would never see them, and no reference energy is fitted for them; raise "
-                           "the smallest of data.sizes, try another seed, or drop those structures from the data")
-    fitted = _compositions(codes, offsets, smallest, len(elements))
-    _, values, vectors = np.linalg.svd(fitted, full_matrices=False)
-    basis = vectors[values > values.max() * 1e-9]  # the compositions' row space
+    if len(elements) <= 64:  # one bit per element; the training cells check other data themselves
+        masks = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), codes.astype(np.uint64)), offsets[:-1])
+        trained = np.bitwise_or.reduce(masks[smallest])
+        for name, rows in held.items():
+            unseen = np.bitwise_or.reduce(masks[rows]) & ~trained
+            if missing := [int(z) for bit, z in enumerate(elements) if unseen >> np.uint64(bit) & np.uint64(1)]:
+                raise RunError(f"data.sizes: the smallest training set ({count(len(smallest), 'structure')}) holds "
+                               f"no {', '.join(chemical_symbols[z] for z in missing)}, which the {name} split holds: a "
+                               "model trained on it would never see them, and no reference energy is fitted for them; "
+                               "raise the smallest of data.sizes, try another seed, or drop those structures from the "
+                               "data")
+    _, values, vectors = np.linalg.svd(_compositions(codes, offsets, smallest, len(elements)), full_matrices=False)
+    basis = vectors[values > values.max() * 1e-9]  # the row space of the smallest training set's compositions
     for name, rows in held.items():
         compositions = _compositions(codes, offsets, rows, len(elements))
         off = np.abs(compositions - compositions @ basis.T @ basis).max(axis=1) > 1e-6
@@ -87,12 +87,15 @@ def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray
             from ase.formula import Formula
 
             counts = {chemical_symbols[z]: int(n) for z, n in zip(elements, compositions[off][0]) if n}
-            raise RunError(
-                f"data.sizes: the smallest training set ({count(len(smallest), 'structure')}) has "
-                f"{count(len(fitted), 'composition')} of {len(elements)} elements, too few to fit each "
-                f"element a reference energy: the {name} split's {Formula.from_dict(counts).format('hill')} is no "
-                "combination of them, so its reference energy, and every error on it, would be off by an "
-                "arbitrary amount; raise the smallest of data.sizes, or try another seed")
+            problem = (f"the smallest training set's compositions ({count(len(smallest), 'structure')}) fix only "
+                       f"{count(len(basis), 'combination')} of the {len(elements)} elements' reference energies: the {name} "
+                       f"split's {Formula.from_dict(counts).format('hill')} is none of them, so its reference energy, "
+                       "and every energy error on it, would be off by an arbitrary amount")
+            if not energies:
+                print(f"note: data.sizes: {problem}; the loss scores forces only, which it does not move",
+                      file=sys.stderr)
+                return
+            raise RunError(f"data.sizes: {problem}; raise the smallest of data.sizes, or try another seed")
 
 
 def _compositions(codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
