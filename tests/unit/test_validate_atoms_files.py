@@ -231,7 +231,8 @@ def test_a_misspelt_format_is_reported_against_the_atoms_sources_keys(cli, tmp_p
                           "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"})
     result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
     assert result.code == 2 and "data.source.format: required key is missing" in result.err, result.err
-    assert "unknown key 'fromat'" in result.err and "allowed here: energy_key, file, forces_key, format, unit_checks, units" in result.err
+    assert "unknown key 'fromat'" in result.err
+    assert "allowed here: energy_key, file, forces_key, format, unit_checks, units" in result.err
 
 
 def _gzipped(path, make):

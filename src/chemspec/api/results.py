@@ -88,7 +88,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         missing = " and ".join(path.name for path in (table, fit_path) if not path.is_file())
         spec = compiled_from(Path(params))
         pull = (f"; where `dvc repro` ran and pushed them (as in a clone), `chemspec compile "
-                f"{os.path.relpath(spec, root)}` sets this copy's DVC remote and `dvc pull` then fetches them"
+                f"{os.path.relpath(spec)}` sets this copy's DVC remote and `dvc pull` then fetches them"
                 if spec is not None and (root / "dvc.lock").is_file() else "")
         raise ChemspecError(f"no results yet for study {cells.fit.study!r} ({folder} holds no {missing}){pull}; "
                             + ("the archive holds a run of it: `chemspec report --from WORKTREE` shows that run "
