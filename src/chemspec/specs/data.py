@@ -72,9 +72,9 @@ class SmilesFileSource(Spec):
             raise ValueError(f"data.source.file {self.file!r} starts with a header ({first.strip()[:60]!r}), which "
                              f"is read as a molecule without data.source.column: {fix}")
 
-    def rows(self, path: Path, capped: bool = True) -> int:
-        """Molecules the file offers (non-empty lines, less the header of a CSV), capped by max_molecules
-        unless not `capped`; a CSV's header must name `column`."""
+    def rows(self, path: Path) -> int:
+        """Molecules the file offers (non-empty lines, less the header of a CSV), whatever max_molecules reads
+        of them; a CSV's header must name `column`."""
         with open(path, encoding="utf-8-sig", newline="") as handle:  # as the data stage reads
             try:
                 lines = (line for line in handle if line.strip())
@@ -105,7 +105,7 @@ class SmilesFileSource(Spec):
                 raise ValueError(f"data.source.column {self.column!r} is not a column of {self.file!r} ({found}); "
                                  + fix)
             count -= 1
-        return min(count, self.max_molecules) if self.max_molecules and capped else count
+        return count
 
 
 def _source_tag(value: Any) -> str | None:

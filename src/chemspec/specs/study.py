@@ -305,7 +305,7 @@ class Study(Spec):
                 yield (f"data.source.file {source.file!r} does not exist (relative paths are read from the study "
                        f"file's directory){home}; fix the path")
             elif isinstance(source, SmilesFileSource):
-                self.data.check_available(source.rows(path, capped=False), f"data.source.file {source.file!r}",
+                self.data.check_available(source.rows(path), f"data.source.file {source.file!r}",
                                           cap=source.max_molecules)
             elif count is not None:
                 self.data.check_available(count(path, source, self.model), f"data.source.file {source.file!r}")
