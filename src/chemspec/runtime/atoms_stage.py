@@ -77,14 +77,12 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
         found = implausible_units(data, unit, typical=True) if bounds and len(data) else None
         if found:
             problem, likely = found
-            advice = (f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else
-                      "no energy unit chemspec knows makes them plausible: check the file and data.source.units")
             raise RunError(f"{source['format']} file {source['file']} read in {unit}, as data.source.units gives "
-                           f"it, has {problem}, more than any molecule's; {advice} (where they are right, "
-                           "data.source.unit_checks: false reads them as they are)")
+                           f"it, has {problem}, more than any molecule's; {_unit_advice(likely)} (where they are "
+                           "right, data.source.unit_checks: false reads them as they are)")
         return
-    found = implausible_units(data, unit, totals) if check and len(data) else None
-    as_totals = implausible_units(data, unit, totals=True) if check and len(data) and not totals else None
+    found = implausible_units(data, unit, totals) if len(data) else None
+    as_totals = implausible_units(data, unit, totals=True) if len(data) and not totals else None
     if not found and as_totals and as_totals[1] == "Hartree":
         print(f"note: {source['format']} file {source['file']} read in {unit}, the {source['format']} default, has "
               f"energies of {float(data.energy.mean() / data.sizes().mean()):.4g} {unit} per atom: all-electron total "
@@ -92,8 +90,7 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
               f"{{energy: Hartree}} (relative or valence-only energies in {unit} may look so too)", file=sys.stderr)
     if found:
         problem, likely = found
-        advice = f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else \
-            "no energy unit chemspec knows makes them plausible: check the file and data.source.units"
+        advice = _unit_advice(likely)
         really = (" or holds energies relative to a reference, from a valence-only method such as xTB or with "
                   f"effective core potentials (an {source['format']} file holds all-electron total energies),"
                   if totals else "")
@@ -101,3 +98,8 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
                        f"as data.source.units leaves the energy out, has {problem}; {advice} (or, if the file "
                        f"really is in {unit},{really} write data.source.units: {{energy: {unit}}} to read it as it "
                        "is)")
+
+
+def _unit_advice(likely: str | None) -> str:
+    return (f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else
+            "no energy unit chemspec knows makes them plausible: check the file and data.source.units")

@@ -88,9 +88,9 @@ def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray
 
             counts = {chemical_symbols[z]: int(n) for z, n in zip(elements, compositions[off][0]) if n}
             problem = (f"the smallest training set's compositions ({count(len(smallest), 'structure')}) fix only "
-                       f"{count(len(basis), 'combination')} of the {len(elements)} elements' reference energies: the {name} "
-                       f"split's {Formula.from_dict(counts).format('hill')} is none of them, so its reference energy, "
-                       "and every energy error on it, would be off by an arbitrary amount")
+                       f"{count(len(basis), 'combination')} of the {len(elements)} elements' reference energies: the "
+                       f"{name} split's {Formula.from_dict(counts).format('hill')} is none of them, so its reference "
+                       "energy, and every energy error on it, would be off by an arbitrary amount")
             if not energies:
                 print(f"note: data.sizes: {problem}; the loss scores forces only, which it does not move",
                       file=sys.stderr)
