@@ -272,7 +272,7 @@ def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray)
     if len(train) == 0:
         raise RunError("reference energies need at least one training structure; raise data.sizes")
     elements = np.unique(train.numbers)
-    matrix = _element_counts(train, elements)
+    matrix = element_counts(train.numbers, train.offsets, elements)
     solution, *_ = np.linalg.lstsq(matrix, train.energy, rcond=None)
     return {int(z): float(e) for z, e in zip(elements, solution)}
 
@@ -287,9 +287,11 @@ def untrained_elements(data: AtomsData, trained: Iterable[int]) -> list[int]:
     return sorted(set(np.unique(np.asarray(data.numbers)).tolist()) - set(trained))
 
 
-def _element_counts(data: AtomsData, elements: np.ndarray) -> np.ndarray:
-    """counts[s, j]: atoms of element elements[j] in structure s; elements must be sorted."""
-    owner = np.repeat(np.arange(len(data)), data.sizes())
-    counts = np.zeros((len(data), len(elements)))
-    np.add.at(counts, (owner, np.searchsorted(elements, data.numbers)), 1.0)
+def element_counts(numbers: np.ndarray, offsets: np.ndarray, elements: np.ndarray) -> np.ndarray:
+    """counts[s, j]: atoms of element elements[j] in structure s of a table's `numbers` and `offsets`;
+    elements must be sorted."""
+    sizes = np.diff(offsets)
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    counts = np.zeros((len(sizes), len(elements)))
+    np.add.at(counts, (owner, np.searchsorted(elements, numbers)), 1.0)
     return counts

@@ -64,48 +64,38 @@ def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray
     is only a note where the loss scores no energies (`energies` false)."""
     from ase.data import chemical_symbols
 
+    from chemspec.runtime.atoms import element_counts
+
     with reading(path, "a readable .npz archive"), np.load(path, allow_pickle=False) as stored:
         numbers, offsets = stored["numbers"], stored["offsets"]
-    elements, codes = np.unique(numbers, return_inverse=True)
-    if len(elements) <= 64:  # one bit per element; the training cells check other data themselves
-        masks = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), codes.astype(np.uint64)), offsets[:-1])
-        trained = np.bitwise_or.reduce(masks[smallest])
-        for name, rows in held.items():
-            unseen = np.bitwise_or.reduce(masks[rows]) & ~trained
-            if missing := [int(z) for bit, z in enumerate(elements) if unseen >> np.uint64(bit) & np.uint64(1)]:
-                raise RunError(f"data.sizes: the smallest training set ({count(len(smallest), 'structure')}) holds "
-                               f"no {', '.join(chemical_symbols[z] for z in missing)}, which the {name} split holds: a "
-                               "model trained on it would never see them, and no reference energy is fitted for them; "
-                               "raise the smallest of data.sizes, try another seed, or drop those structures from the "
-                               "data")
-    _, values, vectors = np.linalg.svd(_compositions(codes, offsets, smallest, len(elements)), full_matrices=False)
+    elements = np.unique(numbers)
+    counts = element_counts(numbers, offsets, elements)
+    trained = counts[smallest].sum(axis=0) > 0
+    for name, rows in held.items():
+        if missing := [int(z) for z, unseen in zip(elements, (counts[rows].sum(axis=0) > 0) & ~trained) if unseen]:
+            raise RunError(f"data.sizes: the smallest training set ({count(len(smallest), 'structure')}) holds no "
+                           f"{', '.join(chemical_symbols[z] for z in missing)}, which the {name} split holds: a model "
+                           "trained on it would never see them, and no reference energy is fitted for them; raise "
+                           "the smallest of data.sizes, try another seed, or drop those structures from the data")
+    _, values, vectors = np.linalg.svd(np.unique(counts[smallest], axis=0), full_matrices=False)
     basis = vectors[values > values.max() * 1e-9]  # the row space of the smallest training set's compositions
     for name, rows in held.items():
-        compositions = _compositions(codes, offsets, rows, len(elements))
+        compositions = np.unique(counts[rows], axis=0)
         off = np.abs(compositions - compositions @ basis.T @ basis).max(axis=1) > 1e-6
         if off.any():
             from ase.formula import Formula
 
-            counts = {chemical_symbols[z]: int(n) for z, n in zip(elements, compositions[off][0]) if n}
+            first = compositions[off][0]
+            formula = Formula.from_dict({chemical_symbols[z]: int(n) for z, n in zip(elements, first) if n})
             problem = (f"the smallest training set's compositions ({count(len(smallest), 'structure')}) fix only "
                        f"{count(len(basis), 'combination')} of the {len(elements)} elements' reference energies: the "
-                       f"{name} split's {Formula.from_dict(counts).format('hill')} is none of them, so its reference "
+                       f"{name} split's {formula.format('hill')} is none of them, so its reference "
                        "energy, and every energy error on it, would be off by an arbitrary amount")
             if not energies:
                 print(f"note: data.sizes: {problem}; the loss scores forces only, which it does not move",
                       file=sys.stderr)
                 return
             raise RunError(f"data.sizes: {problem}; raise the smallest of data.sizes, or try another seed")
-
-
-def _compositions(codes: np.ndarray, offsets: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
-    """The distinct element counts (one row each, `width` columns) of the structures at `rows`."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    atoms = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-    counts = np.zeros((len(rows), width), dtype=np.float64)
-    np.add.at(counts, (owner, codes[atoms]), 1)
-    return np.unique(counts, axis=0)
 
 
 def _problem(rows: np.ndarray, count: int) -> str | None:
