@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 
 def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energy_key: str = "energy",
-              forces_key: str = "forces") -> tuple[AtomsData, dict]:
-    """Structures of a file in eV and Å, and counts of frames read and dropped as non-finite.
+              forces_key: str = "forces", force_unit: str | None = None) -> tuple[AtomsData, dict]:
+    """Structures of a file in eV and Å, and counts of frames read and dropped as non-finite. The forces are
+    in `force_unit` ('Hartree/bohr'), or left out, in the energy unit per the length unit.
 
     `energy_key`/`forces_key` name the extxyz/ASE-db properties; for ani1x and ani2x a non-default key
     names the HDF5 dataset (defaults: ani1x wb97x_dz.energy and the forces at the energy's level of
@@ -51,10 +52,15 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
         from chemspec.runtime.atoms_hdf5 import READERS as readers
     else:
         readers = {"md17": _md17, "rmd17": _rmd17, "extxyz": _extxyz, "asedb": _asedb}
+    force_energy, _, force_length = (force_unit or f"{energy_unit}/{length_unit}").rpartition("/")
+    if force_energy not in ENERGY_UNITS or force_length not in LENGTH_UNITS:
+        raise RunError(f"data.source.units: force {force_unit!r} not known; use an energy unit of {list(ENERGY_UNITS)}, "
+                       f"a slash and a length unit of {list(LENGTH_UNITS)}")
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
+    force_factor = ENERGY_UNITS[force_energy] / LENGTH_UNITS[force_length]
     blocks = [b._replace(positions=b.positions * length_factor, energy=b.energy * energy_factor,
-                         forces=b.forces * (energy_factor / length_factor)) for b in blocks]
+                         forces=b.forces * force_factor) for b in blocks]
     read = sum(len(b.energy) for b in blocks)
     if read == 0:
         raise RunError(f"{format} file {path} holds no structures; check data.source.file")

@@ -39,8 +39,11 @@ def run_atoms_data(cell: DataCell) -> dict:
     elif "format" in source:
         units = source["units"]  # the spec fills in the format's units where the study file leaves them out
         data, counts = load_file(Path(source["file"]), source["format"], units["energy"], units["length"],
-                                 source.get("energy_key", "energy"), source.get("forces_key", "forces"))
+                                 source.get("energy_key", "energy"), source.get("forces_key", "forces"),
+                                 units.get("force"))
         _check_units(data, source, cell.check_units, cell.unit_bounds)
+        if cell.unit_bounds:
+            _check_forces(data, source)
     else:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:
@@ -98,6 +101,28 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
                        f"as data.source.units leaves the energy out, has {problem}; {advice} (or, if the file "
                        f"really is in {unit},{really} write data.source.units: {{energy: {unit}}} to read it as it "
                        "is)")
+
+
+def _check_forces(data, source: dict) -> None:
+    """Refuse forces that disagree with the energies along the file's trajectory (force_work.py)."""
+    from chemspec.runtime.force_work import TOLERANCE, likely_force_unit, work_ratio
+
+    found = work_ratio(data)
+    if found is None or abs(found[0] - 1) <= TOLERANCE:
+        return
+    (ratio, steps), units = found, source["units"]
+    read_in = units.get("force", f"{units['energy']}/{units['length']}")
+    where = (f"{source['format']} file {source['file']}: along {steps} small steps between consecutive frames the "
+             f"energy changes by {ratio:.3g} times the work of the forces read in {read_in} (−∫F·dx; 1 where "
+             "they agree)")
+    if abs(ratio + 1) <= TOLERANCE:
+        advice = (f"the file's {source.get('forces_key', 'forces')} are gradients of the energy (dE/dx), not forces "
+                  "(−dE/dx): write their negatives into the file")
+    elif likely := likely_force_unit(ratio, units["energy"], read_in):
+        advice = f"the forces are likely in {likely}: add force: {likely} under data.source.units"
+    else:
+        advice = "no force unit chemspec knows makes them agree: check energy_key, forces_key and the file"
+    raise RunError(f"{where}; {advice} (where they are right, data.source.unit_checks: false reads them as they are)")
 
 
 def _unit_advice(likely: str | None) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal, get_args
 
-from pydantic import Field, PositiveInt, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (Field, PositiveInt, PrivateAttr, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
 
 from chemspec.specs.base import SourcePath, Spec
 
@@ -116,19 +117,50 @@ class Units(Spec):
     """Units of the values in a data file; converted to eV and Å on load."""
 
     energy: EnergyUnit | None = None
-    """Energy unit of the file (forces use this unit per length unit); left out: the format's."""
+    """Energy unit of the file; left out: the format's."""
     length: LengthUnit | None = None
     """Length unit of the file's positions; left out: the format's."""
+    force: str | None = None
+    """Unit of the file's forces, an energy unit per length unit (`Hartree/bohr`, `kcal/mol/Angstrom`); left out:
+    the energy unit per the length unit. For files whose forces and positions use different lengths, as
+    quantum-chemistry outputs with gradients in Hartree/bohr beside positions in Å."""
 
     @field_validator("energy", "length", mode="before")
     @classmethod
     def _spelled_any_case(cls, value: object, info: ValidationInfo) -> object:
         """`ev`, `hartree`, `angstrom` or `Å` as the unit they name; the spelling above is what params.yaml holds."""
+        return _spelled(value, EnergyUnit if info.field_name == "energy" else LengthUnit)
+
+    @field_validator("force", mode="before")
+    @classmethod
+    def _energy_per_length(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        names = get_args(EnergyUnit if info.field_name == "energy" else LengthUnit)
-        spelled = {name.lower(): name for name in names} | ({"å": "Angstrom"} if info.field_name == "length" else {})
-        return spelled.get(value.strip().lower(), value)
+        energy, slash, length = value.strip().rpartition("/")
+        energy, length = _spelled(energy, EnergyUnit), _spelled(length, LengthUnit)
+        if not slash or energy not in get_args(EnergyUnit) or length not in get_args(LengthUnit):
+            raise ValueError(f"force unit {value!r} is not an energy unit per length unit: write one of "
+                             f"{', '.join(get_args(EnergyUnit))}, a slash and one of {', '.join(get_args(LengthUnit))}, "
+                             "e.g. Hartree/bohr")
+        return f"{energy}/{length}"
+
+    @model_serializer(mode="wrap")
+    def _force_only_where_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave out a force unit that is the energy unit per the length unit or not given, so that params.yaml
+        and the identities of studies without one stay as they were, and one with it reads the same data."""
+        fields = handler(self)
+        if fields.get("force") in (None, f"{self.energy}/{self.length}"):
+            fields.pop("force", None)
+        return fields
+
+
+def _spelled(value: object, unit: Any) -> object:
+    """A unit of the Literal `unit` written in any case (and `Å` as Angstrom) in the spelling it lists."""
+    if not isinstance(value, str):
+        return value
+    names = get_args(unit)
+    spelled = {name.lower(): name for name in names} | ({"å": "Angstrom"} if "Angstrom" in names else {})
+    return spelled.get(value.strip().lower(), value)
 
 
 ANI_LEVEL = "wb97x_dz"
@@ -162,9 +194,10 @@ class AtomsFileSource(Spec):
     to the bounds no molecule passes: forces above 10 eV/Å RMS in the median structure, or energies beyond
     the Thomas-Fermi energy."""
     unit_checks: bool = True
-    """false: the data stage reads the values as they are, however implausible in their units (see units), for a
-    file that is right beyond the bounds of the molecules they assume (short-range scans, very hot MD). In no
-    cell's identity, and not archived."""
+    """false: the data stage reads the values as they are, however implausible in their units (see units) or at
+    odds with the energies along a trajectory (forces whose work is not the energy's change between
+    consecutive frames a small step apart), for a file that is right beyond the bounds of the molecules they
+    assume (short-range scans, very hot MD). In no cell's identity, and not archived."""
     energy_key: str = "energy"
     """Key of the energy in extended XYZ headers or ASE-db rows; for ani1x the HDF5 dataset, `energy`
     meaning wb97x_dz.energy (others: wb97x_tz.energy, ccsd(t)_cbs.energy, ...); for ani2x the dataset

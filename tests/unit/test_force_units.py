@@ -1,0 +1,120 @@
+"""Forces written in another length than the positions (data.source.units.force), and forces that disagree
+with the energies along a trajectory (ΔE = −∫F·dx over consecutive frames) refused, naming the force unit
+that makes them agree or the sign; on MD17's ethanol trajectory rewritten as a quantum-chemistry output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chemspec.errors import RunError, SpecError
+from tests.conftest import tiny_study, write_spec
+
+KCAL = 4.184 / 96.485332  # eV per kcal/mol
+HARTREE = 27.211386  # eV
+BOHR = 0.52917721  # Å
+FRAMES = 60
+
+
+def _qc_output(shared: Path, path: Path, sign: float = 1.0) -> np.lib.npyio.NpzFile:
+    """The first FRAMES frames of MD17's ethanol trajectory as extended XYZ with positions in Å, energies in
+    Hartree and forces in Hartree/bohr (times `sign`: -1 writes gradients)."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
+    frames = []
+    for s in range(FRAMES):
+        atoms = Atoms(numbers=raw["z"], positions=raw["R"][s])
+        atoms.calc = SinglePointCalculator(atoms, energy=raw["E"][s, 0] * KCAL / HARTREE,
+                                           forces=sign * raw["F"][s] * KCAL / HARTREE * BOHR)
+        frames.append(atoms)
+    write(path, frames, format="extxyz")
+    return raw
+
+
+def _data_cell(tmp_path: Path, monkeypatch, source: dict):
+    from chemspec.compiler import expand
+    from chemspec.specs import load_study
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": source, "hpo.tpe.model_size": "w8d1",
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}})
+    monkeypatch.chdir(tmp_path)
+    return expand(load_study(write_spec(tmp_path / "study.yaml", study))).data
+
+
+def test_forces_per_bohr_read_per_angstrom_are_refused_naming_the_unit_and_read_once_given(shared, tmp_path,
+                                                                                          monkeypatch):
+    from chemspec.runtime.atoms import load_atoms
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    raw = _qc_output(shared, tmp_path / "qc.xyz")
+    source = {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree"}}
+    with pytest.raises(RunError, match=rf"extxyz file qc\.xyz: along {FRAMES - 1} small steps between consecutive "
+                                       r"frames the energy changes by 1\.9\d* times the work of the forces read in "
+                                       r"Hartree/Angstrom .*the forces are likely in Hartree/bohr: add force: "
+                                       r"Hartree/bohr under data.source.units"):
+        run_atoms_data(_data_cell(tmp_path, monkeypatch, source))
+    assert not (tmp_path / "data").exists(), "nothing written"
+
+    given = {**source, "units": {"energy": "hartree", "force": "Hartree/Bohr"}}
+    assert run_atoms_data(_data_cell(tmp_path, monkeypatch, given))["count"] == FRAMES
+    stored = load_atoms(tmp_path / "data" / "tiny" / "atoms.npz")
+    np.testing.assert_allclose(stored.forces, raw["F"][:FRAMES].reshape(-1, 3) * KCAL, rtol=1e-4, atol=5e-6)  # ASE writes 8 decimals
+    np.testing.assert_allclose(stored.energy, raw["E"][:FRAMES, 0] * KCAL, rtol=1e-9)
+
+
+def test_gradients_in_place_of_forces_are_refused_and_unit_checks_false_reads_them(shared, tmp_path, monkeypatch):
+    from chemspec.compiler.cells import identity
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    _qc_output(shared, tmp_path / "qc.xyz", sign=-1.0)
+    source = {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree", "force": "Hartree/bohr"}}
+    cell = _data_cell(tmp_path, monkeypatch, source)
+    with pytest.raises(RunError, match=r"energy changes by -1 times the work.*the file's forces are gradients of the "
+                                       r"energy \(dE/dx\), not forces \(−dE/dx\): write their negatives into the file "
+                                       r"\(where they are right, data.source.unit_checks: false"):
+        run_atoms_data(cell)
+    unchecked = _data_cell(tmp_path, monkeypatch, {**source, "unit_checks": False})
+    assert identity(unchecked) == identity(cell)
+    assert run_atoms_data(unchecked)["count"] == FRAMES
+
+
+def test_a_force_unit_that_is_the_energy_per_length_keeps_the_identity_and_params(shared, tmp_path, monkeypatch):
+    from chemspec.compiler.cells import identity
+
+    _qc_output(shared, tmp_path / "qc.xyz")
+    plain = _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree"}})
+    same = _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
+                                              "units": {"energy": "Hartree", "force": "hartree/Å"}})
+    other = _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
+                                               "units": {"energy": "Hartree", "force": "Hartree/bohr"}})
+    assert plain.source["units"] == same.source["units"] == {"energy": "Hartree", "length": "Angstrom"}
+    assert identity(plain) == identity(same) != identity(other)
+    assert other.source["units"]["force"] == "Hartree/bohr"
+
+
+@pytest.mark.parametrize("unit", ["eV/A", "Hartree", "bohr/Hartree"])
+def test_a_force_unit_that_is_no_energy_per_length_is_refused_at_validate(shared, tmp_path, monkeypatch, unit):
+    _qc_output(shared, tmp_path / "qc.xyz")
+    with pytest.raises(SpecError, match=rf"data.source.units.force.*force unit '{unit}' is not an energy unit per "
+                                        r"length unit: write one of eV, kcal/mol, kJ/mol, Hartree, a slash and one "
+                                        r"of Angstrom, bohr, e.g. Hartree/bohr"):
+        _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
+                                           "units": {"energy": "Hartree", "force": unit}})
+
+
+def test_frames_that_are_no_trajectory_give_no_verdict(shared):
+    """rMD17's sample of 100 frames and MD17's CCSD(T) training set are shuffled: no small steps."""
+    from chemspec.runtime.atoms_files import load_file
+    from chemspec.runtime.force_work import work_ratio
+
+    for name, fmt, unit in [("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol"),
+                            ("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol")]:
+        assert work_ratio(load_file(shared / name, fmt, unit, "Angstrom")[0]) is None, name
+    trajectory, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "Angstrom")
+    ratio, steps = work_ratio(trajectory)
+    assert steps == 1999 and ratio == pytest.approx(1.0, abs=0.01)
