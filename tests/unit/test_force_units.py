@@ -83,6 +83,52 @@ def test_gradients_in_place_of_forces_are_refused_and_unit_checks_false_reads_th
     assert run_atoms_data(unchecked)["count"] == FRAMES
 
 
+def test_gradients_in_another_unit_are_named_with_their_unit(shared, tmp_path, monkeypatch):
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    _qc_output(shared, tmp_path / "qc.xyz", sign=-1.0)
+    source = {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree"}}
+    with pytest.raises(RunError, match=r"energy changes by -1\.9\d* times the work of the forces read in "
+                                       r"Hartree/Angstrom.*gradients of the energy \(dE/dx\), not forces \(−dE/dx\): "
+                                       r"write their negatives into the file, and add force: Hartree/bohr under "
+                                       r"data.source.units"):
+        run_atoms_data(_data_cell(tmp_path, monkeypatch, source))
+
+
+def test_a_geometry_optimisation_with_large_steps_of_single_atoms_is_read(tmp_path, monkeypatch):
+    """GFN2-xTB BFGS relaxation of phenol: BFGS moves one hydroxyl hydrogen by 0.2 Å where the molecule's
+    RMS step is 0.07 Å, past which the trapezoid rule gave 0.78 times the work. Steps are bounded per atom."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+    from ase.optimize import BFGS
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    from tblite.ase import TBLite
+
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("c1ccccc1O"))
+    AllChem.EmbedMolecule(mol, randomSeed=42)
+    atoms = Atoms([a.GetAtomicNum() for a in mol.GetAtoms()], positions=mol.GetConformer().GetPositions())
+    atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    frames = []
+
+    def snapshot():
+        frame = atoms.copy()
+        frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        frames.append(frame)
+
+    optimiser = BFGS(atoms, logfile=None)
+    optimiser.attach(snapshot, interval=1)
+    optimiser.run(fmax=0.01, steps=500)
+    write(tmp_path / "relax.xyz", frames, format="extxyz")
+    steps = np.diff(np.stack([f.positions for f in frames]), axis=0)
+    assert np.linalg.norm(steps, axis=2).max() > 0.15, "the relaxation takes the large single-atom steps"
+    cell = _data_cell(tmp_path, monkeypatch, {"file": "relax.xyz", "format": "extxyz"})
+    assert run_atoms_data(cell)["count"] == len(frames)
+
+
 def test_a_force_unit_that_is_the_energy_per_length_keeps_the_identity_and_params(shared, tmp_path, monkeypatch):
     from chemspec.compiler.cells import identity
 
@@ -108,9 +154,10 @@ def test_a_force_unit_that_is_no_energy_per_length_is_refused_at_validate(shared
 
 
 def test_frames_that_are_no_trajectory_give_no_verdict(shared):
-    """rMD17's sample of 100 frames and MD17's CCSD(T) training set are shuffled: no small steps."""
+    """rMD17's sample of 100 frames and MD17's CCSD(T) training set are shuffled: no small steps. A ratio
+    that no misread unit or sign gives shows no misreading."""
     from chemspec.runtime.atoms_files import load_file
-    from chemspec.runtime.force_work import work_ratio
+    from chemspec.runtime.force_work import misread, work_ratio
 
     for name, fmt, unit in [("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol"),
                             ("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol")]:
@@ -118,3 +165,7 @@ def test_frames_that_are_no_trajectory_give_no_verdict(shared):
     trajectory, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "Angstrom")
     ratio, steps = work_ratio(trajectory)
     assert steps == 1999 and ratio == pytest.approx(1.0, abs=0.01)
+    assert misread(0.78, "eV/Angstrom") is None and misread(1.1, "eV/Angstrom") is None
+    assert misread(1.89, "eV/Angstrom") == ("eV/bohr", False)
+    assert misread(-0.53, "Hartree/bohr") == ("Hartree/Angstrom", True)
+    assert misread(1 / 627.5, "Hartree/Angstrom") == ("kcal/mol/Angstrom", False)

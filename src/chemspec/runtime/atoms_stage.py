@@ -104,25 +104,28 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
 
 
 def _check_forces(data, source: dict) -> None:
-    """Refuse forces that disagree with the energies along the file's trajectory (force_work.py)."""
-    from chemspec.runtime.force_work import TOLERANCE, likely_force_unit, work_ratio
+    """Refuse forces whose work along the file's trajectory is the energy's change only in another unit or with
+    the other sign (force_work.py)."""
+    from chemspec.runtime.force_work import misread, work_ratio
 
     found = work_ratio(data)
-    if found is None or abs(found[0] - 1) <= TOLERANCE:
-        return
-    (ratio, steps), units = found, source["units"]
+    units = source["units"]
     read_in = units.get("force", f"{units['energy']}/{units['length']}")
-    where = (f"{source['format']} file {source['file']}: along {steps} small steps between consecutive frames the "
-             f"energy changes by {ratio:.3g} times the work of the forces read in {read_in} (−∫F·dx; 1 where "
-             "they agree)")
-    if abs(ratio + 1) <= TOLERANCE:
+    if found is None or (wrong := misread(found[0], read_in)) is None:
+        return
+    (ratio, steps), (unit, gradients) = found, wrong
+    fix = f"add force: {unit} under data.source.units"
+    if gradients:
         advice = (f"the file's {source.get('forces_key', 'forces')} are gradients of the energy (dE/dx), not forces "
-                  "(−dE/dx): write their negatives into the file")
-    elif likely := likely_force_unit(ratio, units["energy"], read_in):
-        advice = f"the forces are likely in {likely}: add force: {likely} under data.source.units"
+                  "(−dE/dx): write their negatives into the file" + (f", and {fix}" if unit != read_in else ""))
     else:
-        advice = "no force unit chemspec knows makes them agree: check energy_key, forces_key and the file"
-    raise RunError(f"{where}; {advice} (where they are right, data.source.unit_checks: false reads them as they are)")
+        advice = (f"the forces are likely in {unit}: {fix}, or, if the energies are not in {units['energy']} "
+                  "either, give energy: and force: in the file's units (Hartree and Hartree/bohr in most "
+                  "quantum-chemistry outputs)")
+    raise RunError(f"{source['format']} file {source['file']}: along {steps} small steps between consecutive frames "
+                   f"the energy changes by {ratio:.3g} times the work of the forces read in {read_in} (−∫F·dx; 1 "
+                   f"where they agree); {advice} (where they are right, data.source.unit_checks: false reads them "
+                   "as they are)")
 
 
 def _unit_advice(likely: str | None) -> str:

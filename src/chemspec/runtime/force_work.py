@@ -9,18 +9,21 @@ import numpy as np
 
 from chemspec.runtime.atoms import ENERGY_UNITS, LENGTH_UNITS, AtomsData
 
-STEP = 0.1
-"""Å: the RMS displacement below which two consecutive frames count as one small step of a trajectory (MD17
-frames are 0.015 Å apart; at 0.1 Å the trapezoid rule's error in the ratio is about 1%)."""
+STEP = 0.05
+"""Å: the largest move of any atom between two consecutive frames that count as one small step of a trajectory
+(MD17's frames: 0.04 Å). The trapezoid rule's error grows with each atom's own step: a geometry optimiser's
+0.2 Å moves of one hydrogen on a soft torsion, at 0.07 Å RMS over the molecule, gave ratios near 0.8."""
 MIN_STEPS = 20
 """Steps needed before the ratio counts."""
 MIN_CORRELATION = 0.9
 """|Pearson r| between energy changes and work needed before the ratio counts: frames that are not one
 trajectory (conformers, shuffled samples) give a weak one, and no verdict."""
 TOLERANCE = 0.15
-"""How far the ratio may lie from 1 with the forces in the unit they are read in."""
-MAX_PAIRS = 100_000
-"""Consecutive pairs looked at, from the start of the file: enough for a verdict, and bounded memory."""
+"""How near the ratio must lie to what a misread unit or sign gives for the forces to count as misread."""
+MAX_PAIRS = 20_000
+"""Consecutive pairs looked at, from the start of the file: enough for a verdict, in temporary arrays of at
+most a few hundred MB."""
+FORCE_UNITS = [f"{energy}/{length}" for energy in ENERGY_UNITS for length in LENGTH_UNITS]
 
 
 def work_ratio(data: AtomsData) -> tuple[float, int] | None:
@@ -35,16 +38,16 @@ def work_ratio(data: AtomsData) -> tuple[float, int] | None:
     if len(pairs) < MIN_STEPS:
         return None
     n = sizes[pairs]
-    local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    starts = np.cumsum(n) - n
+    local = np.arange(int(n.sum())) - np.repeat(starts, n)
     first = np.repeat(data.offsets[pairs], n) + local
     second = np.repeat(data.offsets[pairs + 1], n) + local
-    starts = np.cumsum(n) - n
     same_atoms = np.logical_and.reduceat(data.numbers[first] == data.numbers[second], starts)
     step = data.positions[second] - data.positions[first]
-    rms = np.sqrt(np.add.reduceat(np.sum(step ** 2, axis=1), starts) / n)
+    largest = np.maximum.reduceat(np.sqrt(np.sum(step ** 2, axis=1)), starts)
     work = -0.5 * np.add.reduceat(np.sum((data.forces[first] + data.forces[second]) * step, axis=1), starts)
     change = data.energy[pairs + 1] - data.energy[pairs]
-    small = same_atoms & (rms <= STEP) & (rms > 0)
+    small = same_atoms & (largest <= STEP) & (largest > 0)
     work, change = work[small], change[small]
     if len(work) < MIN_STEPS or not np.any(work) or not np.any(change):
         return None
@@ -53,13 +56,16 @@ def work_ratio(data: AtomsData) -> tuple[float, int] | None:
     return float(np.dot(work, change) / np.dot(work, work)), len(work)
 
 
-def likely_force_unit(ratio: float, energy_unit: str, force_unit: str) -> str | None:
-    """The force unit that makes the ratio 1, for forces now read in `force_unit`; None if none within
-    TOLERANCE (energies per `energy_unit` first, the file's energy unit)."""
-    now = _factor(force_unit)
-    units = [f"{e}/{l}" for e in dict.fromkeys([energy_unit, *ENERGY_UNITS]) for l in LENGTH_UNITS]
-    fits = [unit for unit in units if abs(_factor(unit) / now / ratio - 1) <= TOLERANCE and unit != force_unit]
-    return fits[0] if fits else None
+def misread(ratio: float, force_unit: str) -> tuple[str, bool] | None:
+    """(the unit the forces are in, whether they are gradients) that gives `ratio` for forces read in
+    `force_unit`; None where the ratio is 1 or no unit and sign give it (then no misreading is shown). Units
+    in `force_unit`'s energy come first, then those per its length."""
+    energy, _, length = force_unit.rpartition("/")
+    if abs(ratio - 1) <= TOLERANCE:
+        return None
+    ordered = sorted(FORCE_UNITS, key=lambda unit: (not unit.startswith(f"{energy}/"), not unit.endswith(f"/{length}")))
+    fits = [unit for unit in ordered if abs(_factor(unit) / _factor(force_unit) / abs(ratio) - 1) <= TOLERANCE]
+    return (fits[0], ratio < 0) if fits else None
 
 
 def _factor(unit: str) -> float:

@@ -111,6 +111,8 @@ own is eV and Å."""
 
 EnergyUnit = Literal["eV", "kcal/mol", "kJ/mol", "Hartree"]
 LengthUnit = Literal["Angstrom", "bohr"]
+ForceUnit = Literal["eV/Angstrom", "eV/bohr", "kcal/mol/Angstrom", "kcal/mol/bohr", "kJ/mol/Angstrom", "kJ/mol/bohr",
+                    "Hartree/Angstrom", "Hartree/bohr"]
 
 
 class Units(Spec):
@@ -120,7 +122,7 @@ class Units(Spec):
     """Energy unit of the file; left out: the format's."""
     length: LengthUnit | None = None
     """Length unit of the file's positions; left out: the format's."""
-    force: str | None = None
+    force: ForceUnit | None = None
     """Unit of the file's forces, an energy unit per length unit (`Hartree/bohr`, `kcal/mol/Angstrom`); left out:
     the energy unit per the length unit. For files whose forces and positions use different lengths, as
     quantum-chemistry outputs with gradients in Hartree/bohr beside positions in Å."""
@@ -136,13 +138,13 @@ class Units(Spec):
     def _energy_per_length(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        energy, slash, length = value.strip().rpartition("/")
-        energy, length = _spelled(energy, EnergyUnit), _spelled(length, LengthUnit)
-        if not slash or energy not in get_args(EnergyUnit) or length not in get_args(LengthUnit):
+        energy, _, length = value.strip().rpartition("/")
+        unit = f"{_spelled(energy, EnergyUnit)}/{_spelled(length, LengthUnit)}"
+        if unit not in get_args(ForceUnit):
             raise ValueError(f"force unit {value!r} is not an energy unit per length unit: write one of "
                              f"{', '.join(get_args(EnergyUnit))}, a slash and one of {', '.join(get_args(LengthUnit))}, "
                              "e.g. Hartree/bohr")
-        return f"{energy}/{length}"
+        return unit
 
     @model_serializer(mode="wrap")
     def _force_only_where_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
