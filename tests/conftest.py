@@ -107,6 +107,18 @@ def write_spec(path: Path, study: dict) -> Path:
     return path
 
 
+def atoms_data_cell(tmp_path: Path, monkeypatch, source: dict):
+    """The data cell of a tiny PaiNN study of `source` (a data.source mapping), compiled in tmp_path, the
+    working folder from then on."""
+    from chemspec.compiler import expand
+    from chemspec.specs import load_study
+
+    study = tiny_study(**{"data.kind": "atoms", "data.source": source, "hpo.tpe.model_size": "w8d1",
+                          "model": {"family": "painn", "widths": [8], "depths": [1]}})
+    monkeypatch.chdir(tmp_path)
+    return expand(load_study(write_spec(tmp_path / "study.yaml", study))).data
+
+
 def shared_temp(tmp_path_factory) -> Path:
     """This run's temporary folder that every pytest-xdist worker sees (`make test` runs `pytest -n 2
     --dist loadfile`: each test file on one worker, so module fixtures are made once)."""

@@ -14,7 +14,7 @@ import pytest
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import AtomsData, content_hash, load_atoms
 from chemspec.runtime.atoms_files import load_file
-from tests.conftest import tiny_study, write_spec
+from tests.conftest import atoms_data_cell, tiny_study, write_spec
 
 # CODATA values written out here, so the test does not share the loader's constants.
 KCAL = 4.184 / 96.485332  # eV per kcal/mol
@@ -108,28 +108,18 @@ def test_a_study_without_units_reads_a_file_in_its_formats_units(shared, tmp_pat
     np.testing.assert_allclose(stored.forces, in_ev.forces * unit, rtol=1e-6)
 
 
-def _file_study_data_cell(tmp_path, monkeypatch, source: dict):
-    from chemspec.compiler import expand
-    from chemspec.specs import load_study
-
-    study = tiny_study(**{"data.kind": "atoms", "data.source": source, "hpo.tpe.model_size": "w8d1",
-                          "model": {"family": "painn", "widths": [8], "depths": [1]}})
-    monkeypatch.chdir(tmp_path)
-    return expand(load_study(write_spec(tmp_path / "study.yaml", study))).data
-
-
 def test_an_extxyz_in_kcal_per_mol_left_to_the_default_ev_is_refused_naming_the_likely_unit(shared, tmp_path,
                                                                                            monkeypatch):
     from chemspec.runtime.atoms_stage import run_atoms_data
 
     source = {"file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz"}
-    cell = _file_study_data_cell(tmp_path, monkeypatch, source)
+    cell = atoms_data_cell(tmp_path, monkeypatch, source)
     with pytest.raises(RunError, match=r"extxyz file .*rmd17_ethanol_reduced_100\.xyz read in eV, the extxyz default "
                                        r"as data.source.units leaves the energy out, has forces of 27\.8 eV/Å RMS.*"
                                        r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()
-    given = _file_study_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": "kcal/mol"}})
+    given = atoms_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": "kcal/mol"}})
     assert not given.check_units and run_atoms_data(given)["count"] == 100
 
 
@@ -143,7 +133,7 @@ def test_a_given_energy_unit_that_makes_forces_larger_than_any_molecules_is_refu
 
     source = {"file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz",
               "units": {"energy": unit}}
-    cell = _file_study_data_cell(tmp_path, monkeypatch, source)
+    cell = atoms_data_cell(tmp_path, monkeypatch, source)
     with pytest.raises(RunError, match=rf"rmd17_ethanol_reduced_100\.xyz read in {unit}, as data.source.units gives "
                                        r"it, has forces of [\d.]+ eV/Å RMS in the median structure .*more than any "
                                        r"molecule's; it is likely in kcal/mol: set data.source.units: "
@@ -151,7 +141,7 @@ def test_a_given_energy_unit_that_makes_forces_larger_than_any_molecules_is_refu
                                        r"false reads them as they are\)"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()
-    unchecked = _file_study_data_cell(tmp_path, monkeypatch, {**source, "unit_checks": False})
+    unchecked = atoms_data_cell(tmp_path, monkeypatch, {**source, "unit_checks": False})
     assert identity(unchecked) == identity(cell), "a check, not a result: the data are the same"
     assert run_atoms_data(unchecked)["count"] == 100
 
@@ -166,14 +156,14 @@ def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short
     raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
     path = tmp_path / "ethanol_ev.npz"
     np.savez(path, R=raw["R"][:50], z=raw["z"], E=raw["E"][:50] * KCAL, F=raw["F"][:50] * KCAL)
-    cell = _file_study_data_cell(tmp_path, monkeypatch, {"file": str(path), "format": "md17"})
+    cell = atoms_data_cell(tmp_path, monkeypatch, {"file": str(path), "format": "md17"})
     with pytest.raises(RunError, match=r"md17 file .*ethanol_ev\.npz read in kcal/mol, .* 0\.094 times the sum of "
                                        r"Z²/2 Hartree over their atoms, which an all-electron total energy exceeds\); "
                                        r"it is likely in eV: set data.source.units: \{energy: eV\} .*valence-only "
                                        r"method such as xTB"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()
-    given = _file_study_data_cell(tmp_path, monkeypatch, {"file": str(path), "format": "md17",
+    given = atoms_data_cell(tmp_path, monkeypatch, {"file": str(path), "format": "md17",
                                                           "units": {"energy": "eV"}})
     assert run_atoms_data(given)["count"] == 50
     short = load_file(path, "md17", "kcal/mol", "Angstrom")[0]
@@ -199,13 +189,13 @@ def test_an_extxyz_of_hartree_totals_left_to_the_default_ev_gets_a_note_naming_h
             atoms.calc = SinglePointCalculator(atoms, energy=energy * scale, forces=forces * scale)
             frames.append(atoms)
         ase.io.write(tmp_path / name, frames, format="extxyz")
-    run_atoms_data(_file_study_data_cell(tmp_path, monkeypatch, {"file": "hartree.xyz", "format": "extxyz"}))
+    run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, {"file": "hartree.xyz", "format": "extxyz"}))
     assert re.search(r"note: extxyz file hartree\.xyz read in eV, the extxyz default, has energies of -17\.2\d eV per "
                      r"atom: all-electron total energies in Hartree, read as eV, look so; if the file is in Hartree, "
                      r"set data.source.units: \{energy: Hartree\}", capsys.readouterr().err)
     given = {"file": "hartree.xyz", "format": "extxyz", "units": {"energy": "Hartree"}}
     for source in (given, {"file": "ev.xyz", "format": "extxyz"}):
-        run_atoms_data(_file_study_data_cell(tmp_path, monkeypatch, source))
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
         assert "note: extxyz file" not in capsys.readouterr().err
 
 
@@ -289,7 +279,7 @@ def test_ani1x_datasets_named_without_a_level_run_as_compiled(shared, tmp_path, 
     with h5py.File(path, "r+") as handle:
         for group in handle.values():
             group["energies"], group["forces"] = group["wb97x_dz.energy"][()], group["wb97x_dz.forces"][()]
-    cell = _file_study_data_cell(tmp_path, monkeypatch, {"file": "ani.hdf5", "format": "ani1x",
+    cell = atoms_data_cell(tmp_path, monkeypatch, {"file": "ani.hdf5", "format": "ani1x",
                                                          "energy_key": "energies"})
     assert cell.source["forces_key"] == "forces"
     info = run_atoms_data(cell.model_copy(update={"out_dir": str(tmp_path / "data")}))

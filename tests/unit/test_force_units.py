@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from chemspec.errors import RunError, SpecError
-from tests.conftest import tiny_study, write_spec
+from tests.conftest import atoms_data_cell
 
 KCAL = 4.184 / 96.485332  # eV per kcal/mol
 HARTREE = 27.211386  # eV
@@ -36,16 +36,6 @@ def _qc_output(shared: Path, path: Path, sign: float = 1.0) -> np.lib.npyio.NpzF
     return raw
 
 
-def _data_cell(tmp_path: Path, monkeypatch, source: dict):
-    from chemspec.compiler import expand
-    from chemspec.specs import load_study
-
-    study = tiny_study(**{"data.kind": "atoms", "data.source": source, "hpo.tpe.model_size": "w8d1",
-                          "model": {"family": "painn", "widths": [8], "depths": [1]}})
-    monkeypatch.chdir(tmp_path)
-    return expand(load_study(write_spec(tmp_path / "study.yaml", study))).data
-
-
 def test_forces_per_bohr_read_per_angstrom_are_refused_naming_the_unit_and_read_once_given(shared, tmp_path,
                                                                                           monkeypatch):
     from chemspec.runtime.atoms import load_atoms
@@ -57,11 +47,11 @@ def test_forces_per_bohr_read_per_angstrom_are_refused_naming_the_unit_and_read_
                                        r"frames the energy changes by 1\.9\d* times the work of the forces read in "
                                        r"Hartree/Angstrom .*the forces are likely in Hartree/bohr: add force: "
                                        r"Hartree/bohr under data.source.units"):
-        run_atoms_data(_data_cell(tmp_path, monkeypatch, source))
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
     assert not (tmp_path / "data").exists(), "nothing written"
 
     given = {**source, "units": {"energy": "hartree", "force": "Hartree/Bohr"}}
-    assert run_atoms_data(_data_cell(tmp_path, monkeypatch, given))["count"] == FRAMES
+    assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, given))["count"] == FRAMES
     stored = load_atoms(tmp_path / "data" / "tiny" / "atoms.npz")
     np.testing.assert_allclose(stored.forces, raw["F"][:FRAMES].reshape(-1, 3) * KCAL, rtol=1e-4, atol=5e-6)  # ASE writes 8 decimals
     np.testing.assert_allclose(stored.energy, raw["E"][:FRAMES, 0] * KCAL, rtol=1e-9)
@@ -73,12 +63,12 @@ def test_gradients_in_place_of_forces_are_refused_and_unit_checks_false_reads_th
 
     _qc_output(shared, tmp_path / "qc.xyz", sign=-1.0)
     source = {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree", "force": "Hartree/bohr"}}
-    cell = _data_cell(tmp_path, monkeypatch, source)
+    cell = atoms_data_cell(tmp_path, monkeypatch, source)
     with pytest.raises(RunError, match=r"energy changes by -1 times the work.*the file's forces are gradients of the "
                                        r"energy \(dE/dx\), not forces \(−dE/dx\): write their negatives into the file "
                                        r"\(where they are right, data.source.unit_checks: false"):
         run_atoms_data(cell)
-    unchecked = _data_cell(tmp_path, monkeypatch, {**source, "unit_checks": False})
+    unchecked = atoms_data_cell(tmp_path, monkeypatch, {**source, "unit_checks": False})
     assert identity(unchecked) == identity(cell)
     assert run_atoms_data(unchecked)["count"] == FRAMES
 
@@ -92,7 +82,7 @@ def test_gradients_in_another_unit_are_named_with_their_unit(shared, tmp_path, m
                                        r"Hartree/Angstrom.*gradients of the energy \(dE/dx\), not forces \(−dE/dx\): "
                                        r"write their negatives into the file, and add force: Hartree/bohr under "
                                        r"data.source.units"):
-        run_atoms_data(_data_cell(tmp_path, monkeypatch, source))
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
 
 
 def test_a_geometry_optimisation_with_large_steps_of_single_atoms_is_read(tmp_path, monkeypatch):
@@ -125,7 +115,7 @@ def test_a_geometry_optimisation_with_large_steps_of_single_atoms_is_read(tmp_pa
     write(tmp_path / "relax.xyz", frames, format="extxyz")
     steps = np.diff(np.stack([f.positions for f in frames]), axis=0)
     assert np.linalg.norm(steps, axis=2).max() > 0.15, "the relaxation takes the large single-atom steps"
-    cell = _data_cell(tmp_path, monkeypatch, {"file": "relax.xyz", "format": "extxyz"})
+    cell = atoms_data_cell(tmp_path, monkeypatch, {"file": "relax.xyz", "format": "extxyz"})
     assert run_atoms_data(cell)["count"] == len(frames)
 
 
@@ -133,10 +123,10 @@ def test_a_force_unit_that_is_the_energy_per_length_keeps_the_identity_and_param
     from chemspec.compiler.cells import identity
 
     _qc_output(shared, tmp_path / "qc.xyz")
-    plain = _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree"}})
-    same = _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
+    plain = atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree"}})
+    same = atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
                                               "units": {"energy": "Hartree", "force": "hartree/Å"}})
-    other = _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
+    other = atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
                                                "units": {"energy": "Hartree", "force": "Hartree/bohr"}})
     assert plain.source["units"] == same.source["units"] == {"energy": "Hartree", "length": "Angstrom"}
     assert identity(plain) == identity(same) != identity(other)
@@ -149,7 +139,7 @@ def test_a_force_unit_that_is_no_energy_per_length_is_refused_at_validate(shared
     with pytest.raises(SpecError, match=rf"data.source.units.force.*force unit '{unit}' is not an energy unit per "
                                         r"length unit: write one of eV, kcal/mol, kJ/mol, Hartree, a slash and one "
                                         r"of Angstrom, bohr, e.g. Hartree/bohr"):
-        _data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
+        atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
                                            "units": {"energy": "Hartree", "force": unit}})
 
 
