@@ -346,7 +346,7 @@ def test_a_study_compiled_twice_in_one_dvc_project_is_refused_the_second_time(cl
     write_spec(tmp_path / "other.yaml", tiny_study(study="other"))
     assert cli("compile", "../other.yaml", cwd=tmp_path / "sub").code == 0, "another study may live in a subfolder"
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0, "recompiling where it is compiled"
-    nested = tmp_path / "mine"  # a project of its own inside this one, as README's step-by-step makes
+    nested = tmp_path / "mine"  # a project of its own inside this one, as one made inside a checkout is
     nested.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=nested, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=nested, check=True)
