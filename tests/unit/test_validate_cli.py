@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gzip
 import os
+import re
 
 import pytest
 import yaml
@@ -474,3 +475,21 @@ def test_force_field_settings_the_models_cannot_train_with_are_refused(cli, tmp_
     spec.write_text(text)
     result = cli("validate", str(spec))
     assert result.code == 2 and expected in result.err, result.err
+
+
+def test_gpu_settings_beside_accelerator_cpu_are_noted_at_validate_and_compile(cli, tmp_path):
+    """README's GPU settings pasted into the quickstart, which keeps `accelerator: cpu`, validated and trained on
+    the CPU without a word."""
+    spec = tmp_path / "study.yaml"
+    spec.write_text(QUICKSTART.read_text().replace("accelerator: cpu", "accelerator: cpu\n  compile: cuda-graphs\n"
+                                                   "  packing: 256").replace("precision: 32-true", "precision: bf16-mixed"))
+    note = (r"note: training.accelerator: cpu trains every cell on the CPU, where precision: bf16-mixed and compile: "
+            r"cuda-graphs speed nothing \(they are for GPUs\): leave accelerator out \(auto takes a GPU where one is "
+            r"visible\) or set gpu")
+    result = cli("validate", str(spec), cwd=tmp_path)
+    assert result.code == 0 and re.search(note, result.err), result.err
+    result = cli("compile", str(spec), "--root", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.code == 0 and re.search(note, result.err), result.err
+    spec.write_text(spec.read_text().replace("  accelerator: cpu\n", ""))
+    result = cli("validate", str(spec), cwd=tmp_path)
+    assert result.code == 0 and "note:" not in result.err, result.err

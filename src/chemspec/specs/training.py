@@ -124,6 +124,15 @@ class Training(Spec):
     checkpoint_every_n_epochs: PositiveInt = 1
     """Write a resumable checkpoint every N epochs (and on SIGTERM); a killed cell resumes from it."""
 
+    def notes(self) -> list[str]:
+        """What `validate` and `compile` say of settings that change nothing where the cells run."""
+        gpu = [f"{key}: {value}" for key, value in (("precision", self.precision), ("compile", self.compile))
+               if value in ("bf16-mixed", "16-mixed", "bf16-true", "cuda-graphs")]
+        if self.accelerator != "cpu" or not gpu:
+            return []
+        return [f"training.accelerator: cpu trains every cell on the CPU, where {' and '.join(gpu)} speed nothing "
+                "(they are for GPUs): leave accelerator out (auto takes a GPU where one is visible) or set gpu"]
+
     @model_validator(mode="after")
     def _layouts(self) -> "Training":
         if self.packing and self.bucket_batches is not None:
