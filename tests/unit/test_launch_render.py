@@ -360,13 +360,13 @@ def test_a_dvc_lock_cut_short_is_put_back_as_last_seen_whole_keeping_the_cells_t
     lock.write_text(before)
     one = before + "  train@a:\n    cmd: chemspec run train --cell a\n"
     said = []
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="the launcher's Ctrl-C"):
         with guard_lock_files(tmp_path, said.append) as guard:
             lock.write_text(one)  # job a recorded its cell and ended
             guard.seen()
             lock.write_text("schema: '2.0'\nstages:\n  split:\n")  # job b killed while its dvc wrote
             guard.seen()  # a copy that lost a stage is not taken
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("the launcher's Ctrl-C")
     assert lock.read_text() == one, "job a's record survives the put-back"
     assert said == ["  dvc.lock was left cut short (a job was killed while dvc wrote it); put back as it was when the "
                     "launch last saw it whole: cells that finished since run again, or come from the run cache"]
@@ -379,7 +379,7 @@ def test_a_dvc_lock_that_changes_while_it_is_read_is_not_taken_as_whole(tmp_path
     before = "schema: '2.0'\nstages:\n  split:\n    cmd: chemspec run split\n"
     lock.write_text(before)
     monkeypatch.setattr(LockGuard, "SETTLE_S", 0.5)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="the launcher's Ctrl-C"):
         with guard_lock_files(tmp_path, lambda _: None) as guard:
             lock.write_text(before + "  train@a:\n    cmd: chemspec run tr")  # parses, yet cut short
             rewrite = threading.Timer(0.1, lock.write_text, [before + "  train@a:\n    outs: [x]\n"])
@@ -387,7 +387,7 @@ def test_a_dvc_lock_that_changes_while_it_is_read_is_not_taken_as_whole(tmp_path
             guard.seen()
             rewrite.join()
             lock.write_text("schema: '2.0'\n")  # then a killed write
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("the launcher's Ctrl-C")
     assert lock.read_text() == before, "neither changing copy was taken"
 
 
