@@ -53,7 +53,8 @@ def test_forces_per_bohr_read_per_angstrom_are_refused_naming_the_unit_and_read_
     given = {**source, "units": {"energy": "hartree", "force": "Hartree/Bohr"}}
     assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, given))["count"] == FRAMES
     stored = load_atoms(tmp_path / "data" / "tiny" / "atoms.npz")
-    np.testing.assert_allclose(stored.forces, raw["F"][:FRAMES].reshape(-1, 3) * KCAL, rtol=1e-4, atol=5e-6)  # ASE writes 8 decimals
+    expected = raw["F"][:FRAMES].reshape(-1, 3) * KCAL
+    np.testing.assert_allclose(stored.forces, expected, rtol=1e-4, atol=5e-6)  # ASE writes 8 decimals
     np.testing.assert_allclose(stored.energy, raw["E"][:FRAMES, 0] * KCAL, rtol=1e-9)
 
 
@@ -123,7 +124,8 @@ def test_a_force_unit_that_is_the_energy_per_length_keeps_the_identity_and_param
     from chemspec.compiler.cells import identity
 
     _qc_output(shared, tmp_path / "qc.xyz")
-    plain = atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree"}})
+    plain = atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
+                                                    "units": {"energy": "Hartree"}})
     same = atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",
                                               "units": {"energy": "Hartree", "force": "hartree/Å"}})
     other = atoms_data_cell(tmp_path, monkeypatch, {"file": "qc.xyz", "format": "extxyz",

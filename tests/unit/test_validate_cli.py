@@ -481,8 +481,8 @@ def test_gpu_settings_beside_accelerator_cpu_are_noted_at_validate_and_compile(c
     """README's GPU settings pasted into the quickstart, which keeps `accelerator: cpu`, validated and trained on
     the CPU without a word."""
     spec = tmp_path / "study.yaml"
-    spec.write_text(QUICKSTART.read_text().replace("accelerator: cpu", "accelerator: cpu\n  compile: cuda-graphs\n"
-                                                   "  packing: 256").replace("precision: 32-true", "precision: bf16-mixed"))
+    gpu = QUICKSTART.read_text().replace("accelerator: cpu", "accelerator: cpu\n  compile: cuda-graphs\n  packing: 256")
+    spec.write_text(gpu.replace("precision: 32-true", "precision: bf16-mixed"))
     note = (r"note: training.accelerator: cpu trains every cell on the CPU, where precision: bf16-mixed and compile: "
             r"cuda-graphs speed nothing \(they are for GPUs\): leave accelerator out \(auto takes a GPU where one is "
             r"visible\) or set gpu")

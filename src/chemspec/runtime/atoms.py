@@ -25,6 +25,14 @@ from chemspec.runtime.io import read_npz, write_bytes
 ENERGY_UNITS = {"eV": 1.0, "kcal/mol": units.kcal / units.mol, "kJ/mol": units.kJ / units.mol,
                 "Hartree": units.Hartree}
 LENGTH_UNITS = {"Angstrom": 1.0, "bohr": units.Bohr}
+
+
+def force_factor(unit: str) -> float:
+    """eV/Å per unit of a force unit 'energy/length' ('Hartree/bohr', 'kcal/mol/Angstrom')."""
+    energy, _, length = unit.rpartition("/")
+    return ENERGY_UNITS[energy] / LENGTH_UNITS[length]
+
+
 FORMATS = ("md17", "rmd17", "ani1x", "ani2x", "extxyz", "asedb")
 HDF5_FORMATS = ("ani1x", "ani2x")
 """Formats read from HDF5 groups (runtime.atoms_hdf5): ANI-1x's release, a group a formula; torchani's,

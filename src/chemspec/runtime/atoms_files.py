@@ -20,7 +20,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import (ENERGY_UNITS, FORMATS, HDF5_FORMATS, LENGTH_UNITS, AtomsData, Frames, finite_frames,
-                                    from_frames)
+                                    force_factor, from_frames)
 from chemspec.runtime.atoms_arrays import NPZ_KEYS, checked_block, none_finite, read_npz, reading, unreadable
 from chemspec.runtime.geometry import check_geometry
 from chemspec.runtime.atoms_states import comment_state, frame_state
@@ -52,15 +52,15 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
         from chemspec.runtime.atoms_hdf5 import READERS as readers
     else:
         readers = {"md17": _md17, "rmd17": _rmd17, "extxyz": _extxyz, "asedb": _asedb}
-    force_energy, _, force_length = (force_unit or f"{energy_unit}/{length_unit}").rpartition("/")
+    force_unit = force_unit or f"{energy_unit}/{length_unit}"
+    force_energy, _, force_length = force_unit.rpartition("/")
     if force_energy not in ENERGY_UNITS or force_length not in LENGTH_UNITS:
-        raise RunError(f"data.source.units: force {force_unit!r} not known; use an energy unit of {list(ENERGY_UNITS)}, "
-                       f"a slash and a length unit of {list(LENGTH_UNITS)}")
+        raise RunError(f"data.source.units: force {force_unit!r} not known; use an energy unit of "
+                       f"{list(ENERGY_UNITS)}, a slash and a length unit of {list(LENGTH_UNITS)}")
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
-    force_factor = ENERGY_UNITS[force_energy] / LENGTH_UNITS[force_length]
     blocks = [b._replace(positions=b.positions * length_factor, energy=b.energy * energy_factor,
-                         forces=b.forces * force_factor) for b in blocks]
+                         forces=b.forces * force_factor(force_unit)) for b in blocks]
     read = sum(len(b.energy) for b in blocks)
     if read == 0:
         raise RunError(f"{format} file {path} holds no structures; check data.source.file")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chemspec.runtime.atoms import ENERGY_UNITS, LENGTH_UNITS, AtomsData
+from chemspec.runtime.atoms import ENERGY_UNITS, LENGTH_UNITS, AtomsData, force_factor
 
 STEP = 0.05
 """Å: the largest move of any atom between two consecutive frames that count as one small step of a trajectory
@@ -64,10 +64,6 @@ def misread(ratio: float, force_unit: str) -> tuple[str, bool] | None:
     if abs(ratio - 1) <= TOLERANCE:
         return None
     ordered = sorted(FORCE_UNITS, key=lambda unit: (not unit.startswith(f"{energy}/"), not unit.endswith(f"/{length}")))
-    fits = [unit for unit in ordered if abs(_factor(unit) / _factor(force_unit) / abs(ratio) - 1) <= TOLERANCE]
+    now = force_factor(force_unit)
+    fits = [unit for unit in ordered if abs(force_factor(unit) / now / abs(ratio) - 1) <= TOLERANCE]
     return (fits[0], ratio < 0) if fits else None
-
-
-def _factor(unit: str) -> float:
-    energy, _, length = unit.rpartition("/")
-    return ENERGY_UNITS[energy] / LENGTH_UNITS[length]

@@ -142,8 +142,8 @@ class Units(Spec):
         unit = f"{_spelled(energy, EnergyUnit)}/{_spelled(length, LengthUnit)}"
         if unit not in get_args(ForceUnit):
             raise ValueError(f"force unit {value!r} is not an energy unit per length unit: write one of "
-                             f"{', '.join(get_args(EnergyUnit))}, a slash and one of {', '.join(get_args(LengthUnit))}, "
-                             "e.g. Hartree/bohr")
+                             f"{', '.join(get_args(EnergyUnit))}, a slash and one of "
+                             f"{', '.join(get_args(LengthUnit))}, e.g. Hartree/bohr")
         return unit
 
     @model_serializer(mode="wrap")
