@@ -59,3 +59,9 @@ def test_chemgpt_throughput_trains_the_trainer_and_chemspec_to_one_held_out_loss
     assert paths.keys() == {"hf", "chemspec", "chemspec_packed"} and all(p["tokens_per_s"] > 0 for p in paths.values())
     losses = [p["val_loss"] for p in paths.values()]
     assert max(losses) - min(losses) < 1e-5, losses
+
+
+def test_data_checks_times_the_force_work_and_composition_checks(tmp_path):
+    result = bench(tmp_path, "data_checks.py", "--structures", "200", "--repeats", "1")
+    assert result["structures"] == 200 and result["force_work_s"] > 0, result
+    assert result["split_elements_and_compositions_s"] > 0, result

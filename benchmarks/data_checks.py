@@ -1,0 +1,80 @@
+"""What the data checks that read every structure cost: the data stage's force-work check (runtime/force_work.py)
+and the split stage's element and composition check (runtime/split.py), on --structures random molecules of
+5-29 atoms of H, C, N and O (ANI-1x's elements), stored as the data stage stores them. Structures come in
+runs of ten frames of one molecule a small step apart, so that the force-work check finds steps to weigh.
+Medians of --repeats runs in seconds, as JSON:
+
+  python benchmarks/data_checks.py --structures 300000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from chemspec.runtime.atoms import AtomsData, save_atoms
+from chemspec.runtime.force_work import work_ratio
+from chemspec.runtime.split import _check_elements
+
+RUN = 10
+
+
+def molecules(count: int, seed: int = 0) -> AtomsData:
+    """`count` structures in runs of RUN frames of one random molecule, each frame 0.01 Å from the run's first."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(5, 30, -(-count // RUN))
+    numbers, positions = [], []
+    for n in sizes:
+        numbers.append(np.tile(rng.choice([1, 6, 7, 8], n), RUN))
+        positions.append((rng.normal(scale=2.0, size=(n, 3)) + rng.normal(scale=0.01, size=(RUN, n, 3))).reshape(-1, 3))
+    offsets = np.concatenate([[0], np.cumsum(np.repeat(sizes, RUN)[:count])])
+    atoms = int(offsets[-1])
+    return AtomsData(np.concatenate(numbers)[:atoms], np.concatenate(positions)[:atoms], rng.normal(size=(atoms, 3)),
+                     rng.normal(size=count), offsets)
+
+
+def median_s(action, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--structures", type=int, default=300_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="Write the JSON here too.")
+    args = parser.parse_args()
+    data = molecules(args.structures)
+    order = np.random.default_rng(1).permutation(len(data))
+    smallest, held = order[: len(data) // 10], {"validation": order[-len(data) // 10:]}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "atoms.npz"
+        save_atoms(path, data)
+        result = {
+            "command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
+            "structures": len(data), "atoms": int(len(data.numbers)), "machine": platform.machine(),
+            "force_work_s": median_s(lambda: work_ratio(data), args.repeats),
+            "split_elements_and_compositions_s": median_s(lambda: _check_elements(path, smallest, held),
+                                                          args.repeats),
+        }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
