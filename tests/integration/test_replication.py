@@ -55,6 +55,8 @@ def test_every_chemgpt_number_in_replication_md_comes_from_the_archive(archived)
                  f"about {archived['cost']['exhaustive_s']:.1f} s",
                  f"{archived['provenance']['compute_hours']:.3f} h", archived["manifest"][:12],
                  archived["provenance"]["device"].replace("1x", "1×")]
+    versions = archived["provenance"]["versions"]
+    expected.append(f"`torch {versions['torch']}`")
     missing = [text for text in expected if text not in TEXT]
     assert not missing, f"REPLICATION.md lacks {missing}"
     monotone = archived["statistics"]["loss_falls_with_data"]
@@ -84,6 +86,9 @@ def test_every_painn_number_in_replication_md_comes_from_the_archive(painn):
                  f"β {joint['beta']:.3f} [{joint['ci_beta'][0]:.3f}, {joint['ci_beta'][1]:.3f}], "
                  f"E {joint['E']:.3f} [{joint['ci_E'][0]:.3f}, {joint['ci_E'][1]:.3f}]** ({joint['n']} cells, "
                  f"R² {joint['r2']:.3f})",
+                 f"the profile intervals, the ones to quote, are α [{joint['ci_alpha_profile'][0]:.3f}, "
+                 f"{'open' if joint['ci_alpha_profile'][1] is None else format(joint['ci_alpha_profile'][1], '.3f')}] "
+                 f"and β [{joint['ci_beta_profile'][0]:.3f}, {joint['ci_beta_profile'][1]:.3f}]",
                  f"| {painn['provenance']['compute_hours']:.3f} h (the sum", painn["manifest"][:12],
                  painn["provenance"]["data_sha256"]["content"][:8]]
     small = [fits[("power", "params", n)]["exponent"] for n in ("1000", "5000", "20000")]
