@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import platform
 import re
 import subprocess
 from pathlib import Path
@@ -68,6 +70,14 @@ def test_manifest_objects_match_their_names(project):
     assert set(manifest["objects"]) >= {"spec", "data", "split", "selected", "fit", "cells", "plots", "train", "tpe"}
     assert len(manifest["objects"]["train"]) == 9
     assert manifest["provenance"]["versions"]["torch"]
+    import torch
+
+    stack = {"python": platform.python_version(), "cuda": torch.version.cuda,
+             **{name: importlib.metadata.version(name) for name in ("torch", "lightning", "transformers")}}
+    assert manifest["provenance"]["trained_with"] == [stack], "what the cells trained with, from their timings"
+    digest = min(manifest["objects"]["train"].values())
+    train = json.loads((objects / digest[:2] / digest).read_bytes())
+    assert "stack" not in train and "device" not in train, "versions stay out of the results' hashes"
     source = Path(chemspec.__file__).resolve().parent
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
     assert manifest["provenance"]["chemspec_source"]["commit"] == (head or None), "the chemspec code that ran"

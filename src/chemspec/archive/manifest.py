@@ -13,8 +13,6 @@ path with the sha256 of its files, against which `chemspec pull` checks what the
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
@@ -23,23 +21,12 @@ from chemspec.archive.store import Store, json_digest
 from chemspec.compiler.cells import ArchiveCell
 from chemspec.errors import ArchiveError, UsageError
 from chemspec.runtime.io import read_json, sha256_tree
+from chemspec.runtime.stack import versions
 
-TIMING_KEYS = ("wall_time_s", "device", "sampling_s", "tokens_per_s", "train_tokens_per_s", "train_structures_per_s",
-               "peak_gpu_memory_mb", "matmul_bf16_tflops", "mfu_datasheet", "mfu_measured")
+TIMING_KEYS = ("wall_time_s", "device", "stack", "sampling_s", "tokens_per_s", "train_tokens_per_s",
+               "train_structures_per_s", "peak_gpu_memory_mb", "matmul_bf16_tflops", "mfu_datasheet", "mfu_measured")
 SUMMARY_TIMES = frozenset({*TIMING_KEYS, "cost", "cost_s", "tpe_cost_s", "full_cost_s", "rho_time"})
 SUMMARIES = ("selected", "fit", "cells", "calibration")
-PACKAGES = ("chemspec", "torch", "lightning", "transformers", "dvc", "rdkit", "selfies", "statsmodels",
-            "numpy", "pydantic", "schnetpack")
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def git_state(cwd: Path) -> dict:
@@ -143,6 +130,8 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
     seconds = sum(t.get("wall_time_s", 0.0) + t.get("sampling_s", 0.0) for group in timing.values()
                   for t in group.values())
     device = next((t["device"] for group in timing.values() for t in group.values() if "device" in t), None)
+    stacks = {json_digest(t["stack"]): t["stack"] for group in timing.values() for t in group.values()
+              if "stack" in t}
     models = {key: Path(path).parent / "model" for key, path in sorted(metrics.items())
               if (Path(path).parent / "model").is_dir()}
     manifest = {
@@ -153,7 +142,7 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
         "checkpoint_sha256": {key: sha256_tree(model) for key, model in models.items()},
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
                        "git": git_state(Path.cwd()), "chemspec_source": source_state(Path(__file__).resolve().parents[1]),
-                       "versions": versions(), "device": device,
+                       "versions": versions(), "device": device, "trained_with": [stacks[k] for k in sorted(stacks)],
                        "compute_hours": round(seconds / 3600, 6)},
     }
     digest = store.put_json(manifest)

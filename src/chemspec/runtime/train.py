@@ -25,6 +25,7 @@ from chemspec.errors import ChemspecError, Interrupted, RunError
 from chemspec.runtime.io import atomic_dir, read_array, read_json, staged, write_bytes, write_json
 from chemspec.runtime.result_files import choice_problem, read_checked
 from chemspec.runtime.split import read_rows
+from chemspec.runtime.stack import training_stack
 from chemspec.runtime.tpe import window_steps
 
 if TYPE_CHECKING:
@@ -241,7 +242,7 @@ def run_training(cell: TrainCell) -> dict:
               "val_loss": module.val_history[-1] if module.val_history else float("nan"),
               "val_history": module.val_history, "lr_history": module.lr_history, "wall_time_s": round(wall, 3),
               "train_tokens_per_s": None if rate is None else round(rate, 1), "flops_per_token": flops, **usage,
-              "device": device_name(trainer.world_size), "status": "ok"}
+              "device": device_name(trainer.world_size), "stack": training_stack(), "status": "ok"}
     if module.diverged is not None:
         result.update(status="diverged", divergence=module.diverged, val_loss=None)
     out = Path(cell.out_dir)

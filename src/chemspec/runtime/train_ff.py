@@ -11,6 +11,7 @@ from pathlib import Path
 from chemspec.compiler.cells import TrainCell, identity
 from chemspec.runtime.io import atomic_dir, staged, write_bytes, write_json
 from chemspec.runtime.split import read_rows
+from chemspec.runtime.stack import training_stack
 
 
 def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
@@ -38,7 +39,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
     step_losses = metrics.pop("step_losses")
     result = {"cell": cell.name, "identity": identity(cell), "model": cell.size_name, "data_size": cell.data_size,
               "seed": cell.seed,
-              **metrics, "device": device}
+              **metrics, "device": device, "stack": training_stack()}
     out = Path(cell.out_dir)
     if cell.hparams is not None:
         result["span_epochs"] = cell.window * cell.epochs
