@@ -12,17 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from extxyz_read import median_s  # this folder: the script's own, first on sys.path
 
 from chemspec.runtime.atoms import AtomsData, save_atoms
 from chemspec.runtime.force_work import work_ratio
-from chemspec.runtime.split import _check_elements
+from chemspec.runtime.split import check_elements
 
 RUN = 10
 
@@ -41,15 +41,6 @@ def molecules(count: int, seed: int = 0) -> AtomsData:
                      rng.normal(size=count), offsets)
 
 
-def median_s(action, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--structures", type=int, default=300_000)
@@ -66,7 +57,7 @@ def main() -> int:
             "command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
             "structures": len(data), "atoms": int(len(data.numbers)), "machine": platform.machine(),
             "force_work_s": median_s(lambda: work_ratio(data), args.repeats),
-            "split_elements_and_compositions_s": median_s(lambda: _check_elements(path, smallest, held),
+            "split_elements_and_compositions_s": median_s(lambda: check_elements(path, smallest, held),
                                                           args.repeats),
         }
     text = json.dumps(result, indent=2)

@@ -75,6 +75,7 @@ def test_manifest_objects_match_their_names(project):
     stack = {"python": platform.python_version(), "cuda": torch.version.cuda,
              **{name: importlib.metadata.version(name) for name in ("torch", "lightning", "transformers")}}
     assert manifest["provenance"]["trained_with"] == [stack], "what the cells trained with, from their timings"
+    assert manifest["provenance"]["trained_unrecorded"] == 0
     digest = min(manifest["objects"]["train"].values())
     train = json.loads((objects / digest[:2] / digest).read_bytes())
     assert "stack" not in train and "device" not in train, "versions stay out of the results' hashes"

@@ -4,6 +4,7 @@ that makes them agree or the sign; on MD17's ethanol trajectory rewritten as a q
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_forces_per_bohr_read_per_angstrom_are_refused_naming_the_unit_and_read_
     source = {"file": "qc.xyz", "format": "extxyz", "units": {"energy": "Hartree"}}
     with pytest.raises(RunError, match=rf"extxyz file qc\.xyz: along {FRAMES - 1} small steps between consecutive "
                                        r"frames the energy changes by 1\.9\d* times the work of the forces read in "
-                                       r"Hartree/Angstrom .*the forces are likely in Hartree/bohr: add force: "
+                                       r"Hartree/Angstrom .*either the forces are in Hartree/bohr: add force: "
                                        r"Hartree/bohr under data.source.units"):
         run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
     assert not (tmp_path / "data").exists(), "nothing written"
@@ -149,6 +150,7 @@ def test_frames_that_are_no_trajectory_give_no_verdict(shared):
     """rMD17's sample of 100 frames and MD17's CCSD(T) training set are shuffled: no small steps. A ratio
     that no misread unit or sign gives shows no misreading."""
     from chemspec.runtime.atoms_files import load_file
+    from chemspec.runtime.atoms import AtomsData
     from chemspec.runtime.force_work import misread, work_ratio
 
     for name, fmt, unit in [("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol"),
@@ -157,6 +159,11 @@ def test_frames_that_are_no_trajectory_give_no_verdict(shared):
     trajectory, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "Angstrom")
     ratio, steps = work_ratio(trajectory)
     assert steps == 1999 and ratio == pytest.approx(1.0, abs=0.01)
+    steady = AtomsData(np.tile([8, 1, 1], 40), np.cumsum(np.full((120, 3), 0.001), axis=0),
+                       np.random.default_rng(0).normal(size=(120, 3)), np.arange(40) * 0.25, np.arange(0, 121, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert work_ratio(steady) is None, "energies that change by one step every frame correlate with nothing"
     assert misread(0.78, "eV/Angstrom") is None and misread(1.1, "eV/Angstrom") is None
     assert misread(1.89, "eV/Angstrom") == ("eV/bohr", False)
     assert misread(-0.53, "Hartree/bohr") == ("Hartree/Angstrom", True)

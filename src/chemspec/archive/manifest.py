@@ -130,8 +130,8 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
     seconds = sum(t.get("wall_time_s", 0.0) + t.get("sampling_s", 0.0) for group in timing.values()
                   for t in group.values())
     device = next((t["device"] for group in timing.values() for t in group.values() if "device" in t), None)
-    stacks = {json_digest(t["stack"]): t["stack"] for group in timing.values() for t in group.values()
-              if "stack" in t}
+    trained = [t for kind in ("train", "tpe") for t in timing[kind].values() if t.get("wall_time_s")]
+    stacks = {json_digest(t["stack"]): t["stack"] for t in trained if "stack" in t}
     models = {key: Path(path).parent / "model" for key, path in sorted(metrics.items())
               if (Path(path).parent / "model").is_dir()}
     manifest = {
@@ -143,6 +143,7 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
                        "git": git_state(Path.cwd()), "chemspec_source": source_state(Path(__file__).resolve().parents[1]),
                        "versions": versions(), "device": device, "trained_with": [stacks[k] for k in sorted(stacks)],
+                       "trained_unrecorded": sum("stack" not in t for t in trained),
                        "compute_hours": round(seconds / 3600, 6)},
     }
     digest = store.put_json(manifest)

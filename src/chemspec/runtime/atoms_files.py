@@ -53,10 +53,6 @@ def load_file(path: Path, format: str, energy_unit: str, length_unit: str, energ
     else:
         readers = {"md17": _md17, "rmd17": _rmd17, "extxyz": _extxyz, "asedb": _asedb}
     force_unit = force_unit or f"{energy_unit}/{length_unit}"
-    force_energy, _, force_length = force_unit.rpartition("/")
-    if force_energy not in ENERGY_UNITS or force_length not in LENGTH_UNITS:
-        raise RunError(f"data.source.units: force {force_unit!r} not known; use an energy unit of "
-                       f"{list(ENERGY_UNITS)}, a slash and a length unit of {list(LENGTH_UNITS)}")
     blocks = readers[format](path, energy_key, forces_key)
     energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
     blocks = [b._replace(positions=b.positions * length_factor, energy=b.energy * energy_factor,

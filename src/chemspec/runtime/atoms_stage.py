@@ -119,8 +119,8 @@ def _check_forces(data, source: dict) -> None:
         advice = (f"the file's {source.get('forces_key', 'forces')} are gradients of the energy (dE/dx), not forces "
                   "(−dE/dx): write their negatives into the file" + (f", and {fix}" if unit != read_in else ""))
     else:
-        advice = (f"the forces are likely in {unit}: {fix}, or, if the energies are not in {units['energy']} "
-                  "either, give energy: and force: in the file's units (Hartree and Hartree/bohr in most "
+        advice = (f"either the forces are in {unit}: {fix}; or the energies are not in {units['energy']}: give "
+                  "energy: (and force:, if it differs) in the file's units (Hartree and Hartree/bohr in most "
                   "quantum-chemistry outputs)")
     raise RunError(f"{source['format']} file {source['file']}: along {steps} small steps between consecutive frames "
                    f"the energy changes by {ratio:.3g} times the work of the forces read in {read_in} (−∫F·dx; 1 "

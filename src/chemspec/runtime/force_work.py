@@ -5,9 +5,12 @@ gradients written where forces belong."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 
-from chemspec.runtime.atoms import ENERGY_UNITS, LENGTH_UNITS, AtomsData, force_factor
+from chemspec.runtime.atoms import AtomsData, force_factor
+from chemspec.specs.atoms_source import ForceUnit
 
 STEP = 0.05
 """Å: the largest move of any atom between two consecutive frames that count as one small step of a trajectory
@@ -20,10 +23,9 @@ MIN_CORRELATION = 0.9
 trajectory (conformers, shuffled samples) give a weak one, and no verdict."""
 TOLERANCE = 0.15
 """How near the ratio must lie to what a misread unit or sign gives for the forces to count as misread."""
-MAX_PAIRS = 20_000
-"""Consecutive pairs looked at, from the start of the file: enough for a verdict, in temporary arrays of at
-most a few hundred MB."""
-FORCE_UNITS = [f"{energy}/{length}" for energy in ENERGY_UNITS for length in LENGTH_UNITS]
+MAX_ATOMS = 1_000_000
+"""Atoms of the consecutive pairs looked at, from the start of the file: 100,000 pairs of 10-atom molecules,
+enough for a verdict, in temporary arrays of about 200 MB."""
 
 
 def work_ratio(data: AtomsData) -> tuple[float, int] | None:
@@ -34,7 +36,8 @@ def work_ratio(data: AtomsData) -> tuple[float, int] | None:
     same = sizes[:-1] == sizes[1:]
     for key in ("charge", "multiplicity"):
         same &= data.electronic(key)[:-1] == data.electronic(key)[1:]
-    pairs = np.flatnonzero(same)[:MAX_PAIRS]
+    pairs = np.flatnonzero(same)
+    pairs = pairs[np.cumsum(sizes[pairs]) <= MAX_ATOMS]
     if len(pairs) < MIN_STEPS:
         return None
     n = sizes[pairs]
@@ -49,21 +52,20 @@ def work_ratio(data: AtomsData) -> tuple[float, int] | None:
     change = data.energy[pairs + 1] - data.energy[pairs]
     small = same_atoms & (largest <= STEP) & (largest > 0)
     work, change = work[small], change[small]
-    if len(work) < MIN_STEPS or not np.any(work) or not np.any(change):
+    if len(work) < MIN_STEPS or np.ptp(work) == 0 or np.ptp(change) == 0:  # no correlation to measure
         return None
-    if abs(float(np.corrcoef(work, change)[0, 1])) < MIN_CORRELATION:
+    ratio = float(np.dot(work, change) / np.dot(work, work))
+    if not abs(float(np.corrcoef(work, change)[0, 1])) >= MIN_CORRELATION or not np.isfinite(ratio) or ratio == 0:
         return None
-    return float(np.dot(work, change) / np.dot(work, work)), len(work)
+    return ratio, len(work)
 
 
 def misread(ratio: float, force_unit: str) -> tuple[str, bool] | None:
     """(the unit the forces are in, whether they are gradients) that gives `ratio` for forces read in
-    `force_unit`; None where the ratio is 1 or no unit and sign give it (then no misreading is shown). Units
-    in `force_unit`'s energy come first, then those per its length."""
-    energy, _, length = force_unit.rpartition("/")
+    `force_unit`; None where the ratio is 1 or no unit and sign give it (then no misreading is shown). No two
+    units lie within twice TOLERANCE of each other, so at most one fits."""
     if abs(ratio - 1) <= TOLERANCE:
         return None
-    ordered = sorted(FORCE_UNITS, key=lambda unit: (not unit.startswith(f"{energy}/"), not unit.endswith(f"/{length}")))
     now = force_factor(force_unit)
-    fits = [unit for unit in ordered if abs(force_factor(unit) / now / abs(ratio) - 1) <= TOLERANCE]
+    fits = [unit for unit in get_args(ForceUnit) if abs(force_factor(unit) / now / abs(ratio) - 1) <= TOLERANCE]
     return (fits[0], ratio < 0) if fits else None

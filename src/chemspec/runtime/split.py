@@ -44,7 +44,7 @@ def run_split(cell: SplitCell) -> dict:
     pool = order[cell.validation + cell.test:]
     store = Path(cell.data_dir) / "atoms.npz"  # not a dependency: where only data.json was fetched, no check
     if info.get("kind") == "atoms" and store.is_file():
-        _check_elements(store, pool[: cell.sizes[0]], held, cell.energies)
+        check_elements(store, pool[: cell.sizes[0]], held, cell.energies)
     with staged(cell.out_dir) as out:  # the row files and split.json replace the old ones together
         hashes = {"val.npy": _save(out / "val.npy", held["validation"]),
                   "test.npy": _save(out / "test.npy", held["test"])}
@@ -56,7 +56,7 @@ def run_split(cell: SplitCell) -> dict:
     return info
 
 
-def _check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray], energies: bool = True) -> None:
+def check_elements(path: Path, smallest: np.ndarray, held: dict[str, np.ndarray], energies: bool = True) -> None:
     """A RunError for elements of the validation or test structures that the smallest training set lacks:
     its cells would fit them no reference energy, and train and TPE cells refuse them, after the TPE runs.
     Also where its compositions leave the reference energy of a held-out composition undetermined (one that

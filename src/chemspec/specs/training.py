@@ -127,11 +127,13 @@ class Training(Spec):
     def notes(self) -> list[str]:
         """What `validate` and `compile` say of settings that change nothing where the cells run."""
         gpu = [f"{key}: {value}" for key, value in (("precision", self.precision), ("compile", self.compile))
-               if value in ("bf16-mixed", "16-mixed", "bf16-true", "cuda-graphs")]
+               if value in ("bf16-mixed", "bf16-true", "cuda-graphs")]
         if self.accelerator != "cpu" or not gpu:
             return []
-        return [f"training.accelerator: cpu trains every cell on the CPU, where {' and '.join(gpu)} speed nothing "
-                "(they are for GPUs): leave accelerator out (auto takes a GPU where one is visible) or set gpu"]
+        rounds = ", and bf16 rounds the numbers" if self.precision.startswith("bf16") else ""
+        return [f"training.accelerator: cpu trains every cell on the CPU, where {' and '.join(gpu)} speed nothing"
+                f"{rounds} (they are for GPUs): leave accelerator out (auto takes a GPU where one is visible) or "
+                "set gpu"]
 
     @model_validator(mode="after")
     def _layouts(self) -> "Training":
