@@ -484,8 +484,8 @@ def test_gpu_settings_beside_accelerator_cpu_are_noted_at_validate_and_compile(c
     gpu = QUICKSTART.read_text().replace("accelerator: cpu", "accelerator: cpu\n  compile: cuda-graphs\n  packing: 256")
     spec.write_text(gpu.replace("precision: 32-true", "precision: bf16-mixed"))
     note = (r"note: training.accelerator: cpu trains every cell on the CPU, where precision: bf16-mixed and compile: "
-            r"cuda-graphs speed nothing, and bf16 rounds the numbers \(they are for GPUs\): leave accelerator out \(auto takes a GPU where one is "
-            r"visible\) or set gpu")
+            r"cuda-graphs speed nothing, and bf16 rounds the numbers \(they are for GPUs\): leave accelerator out "
+            r"\(auto takes a GPU where one is visible\) or set gpu")
     result = cli("validate", str(spec), cwd=tmp_path)
     assert result.code == 0 and re.search(note, result.err), result.err
     result = cli("compile", str(spec), "--root", str(tmp_path / "out"), cwd=tmp_path)
