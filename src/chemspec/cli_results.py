@@ -29,7 +29,7 @@ def _fmt(value: float | None, missing: str = "-") -> str:
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the pages of --from (default reports/<study>/).")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None, out: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
-    from chemspec.report import LOSS_NOTES, speed_text
+    from chemspec.report import LOSS_NOTES, provenance_text, speed_text
 
     result = api.report(params, write=not no_files, source=source, study=study, out=out)
     if as_json:
@@ -54,6 +54,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     _echo_fits(result.fits, result.fit["confidence"])
     _echo_generation(result.cells)
     _echo_notes(result.fit)
+    if provenance_text(result.provenance):
+        click.echo(f"\n{provenance_text(result.provenance)}")
     for path in result.files:
         click.echo(f"wrote {path}")
     if result.stale:

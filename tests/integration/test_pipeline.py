@@ -59,6 +59,7 @@ def test_report_json_has_cells_and_fits(project):
         assert losses == sorted(losses, reverse=True), f"{model}: loss must fall with data size {losses}"
     text = sh("chemspec", "report", cwd=root)
     assert "exponent" in text and "xs" in text
+    assert re.search(r"Trained with torch \S+ \((CPU build|CUDA [\d.]+)\), lightning .+ on cpu \(", text), text
 
 
 def test_manifest_objects_match_their_names(project):
@@ -76,6 +77,8 @@ def test_manifest_objects_match_their_names(project):
              **{name: importlib.metadata.version(name) for name in ("torch", "lightning", "transformers")}}
     assert manifest["provenance"]["trained_with"] == [stack], "what the cells trained with, from their timings"
     assert manifest["provenance"]["trained_unrecorded"] == 0
+    trained_on = manifest["provenance"]["trained_on"]  # every cell trained on this machine's CPU
+    assert len(trained_on) == 1 and re.fullmatch(r"cpu \(.+, \d+ threads\)", trained_on[0]), trained_on
     digest = min(manifest["objects"]["train"].values())
     train = json.loads((objects / digest[:2] / digest).read_bytes())
     assert "stack" not in train and "device" not in train, "versions stay out of the results' hashes"

@@ -66,6 +66,29 @@ def test_an_archived_report_links_the_plots_it_copied(cli, tmp_path, git_env):
     assert links == ["plots/scaling.png"] and (page.parent / links[0]).read_bytes() == data
 
 
+def test_every_output_names_what_the_archived_cells_trained_with_and_on(cli, tmp_path, git_env):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    cells = [{"cell": "xs-100", "model": "xs", "params": 1000, "data_size": 100, "val_loss": 2.0, "hparams": {},
+              "epochs": 1, "wall_time_s": 1.0, "status": "ok"}]
+    archive_commit(tmp_path, cells, [])
+    plain = cli("report", "--from", "HEAD", cwd=tmp_path)
+    assert plain.code == 0 and "Trained with" not in plain.out, "a run archived before cells recorded their stack"
+    gpu = {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0", "lightning": "2.6.6", "transformers": "5.17.0"}
+    cpu = {**gpu, "torch": "2.13.0+cpu", "cuda": None, "transformers": None}
+    archive_commit(tmp_path, cells, [], provenance={
+        "git": {"commit": None}, "compute_hours": 0.0, "trained_with": [gpu, cpu],
+        "trained_on": ["1x NVIDIA H100 80GB HBM3", "cpu (x86_64, 2 threads)"], "trained_unrecorded": 1})
+    said = ("Trained with 2 stacks: torch 2.11.0+cu130 (CUDA 13.0), lightning 2.6.6, transformers 5.17.0, Python "
+            "3.12.3; torch 2.13.0+cpu (CPU build), lightning 2.6.6, Python 3.12.3 on 1x NVIDIA H100 80GB HBM3, "
+            "cpu (x86_64, 2 threads); 1 cell recorded none.")
+    text = cli("report", "--from", "HEAD", cwd=tmp_path)
+    assert text.code == 0 and said in text.out, text.out
+    pages = tmp_path / "reports" / "s"
+    assert said in (pages / "report.md").read_text() and said in (pages / "index.html").read_text()
+
+
 def test_an_archived_report_keeps_the_users_files_and_goes_where_out_says(cli, tmp_path, git_env):
     import subprocess
 

@@ -107,7 +107,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         out = folder.parent / "report"
         link = Path(os.path.relpath(folder / "plots", out)).as_posix()
         ctx = pages.context(cells.fit.study, cells.archive.spec, rows, fit, selected, folder / "plots", manifest,
-                            calibration, plots_link=link, stale=stale)
+                            calibration, plots_link=link, stale=stale, provenance=provenance)
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
@@ -265,7 +265,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
             ctx = pages.context(name, snapshot.json(objects["spec"]), rows, fit, selected, tmp / "plots", digest,
-                                calibration, stale=note)
+                                calibration, stale=note, provenance=manifest["provenance"])
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note)

@@ -143,6 +143,7 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
                        "git": git_state(Path.cwd()), "chemspec_source": source_state(Path(__file__).resolve().parents[1]),
                        "versions": versions(), "device": device, "trained_with": [stacks[k] for k in sorted(stacks)],
+                       "trained_on": sorted({t["device"] for t in trained if "device" in t}),
                        "trained_unrecorded": sum("stack" not in t for t in trained),
                        "compute_hours": round(seconds / 3600, 6)},
     }

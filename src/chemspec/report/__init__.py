@@ -11,10 +11,12 @@ from pathlib import Path
 
 import jinja2
 
+from chemspec.report.texts import (bootstrap_text, cost_text, few_valid_text, interval_text, noise_text,
+                                   provenance_text, unfinished_text)
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS
-from chemspec.words import count, number
+from chemspec.words import number
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
 
@@ -23,13 +25,6 @@ def _num(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return number(value, digits)
-
-
-def interval_text(ci: list | None) -> str:
-    """[low, high] to 3 decimals; an end that is null (infinite in the fit) is "open"."""
-    if not ci:
-        return "-"
-    return "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in ci) + "]"
 
 
 def intervals_note(confidence: float) -> str:
@@ -42,53 +37,6 @@ def intervals_note(confidence: float) -> str:
             "held stays within the F(1, n − p) threshold of the best fit; it keeps to the bounds (a low end of 0 is "
             f"the bound) and is the one to quote. \"open\": up to the largest exponent the fit allows "
             f"({EXPONENT_MAX:g}) the losses fit within the threshold, so the data set no upper limit.")
-
-
-def cost_text(spent: dict) -> str:
-    """What TPE cost and saved, in one sentence; where TPE dropped no configuration, it claims no saving."""
-    if spent["configs"] == 1 and not spent["tpe_s"]:
-        return (f"Training {spent['train_s']:.1f} s, with no TPE run: hpo.grid holds one configuration, which TPE "
-                "has nothing to rank against.")
-    if spent["kept"] >= spent["configs"]:
-        return (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s: TPE kept all {spent['configs']} "
-                "configuration(s) of hpo.grid, so it saved nothing (it needs more configurations than it keeps).")
-    text = (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s = {spent['spent_s']:.1f} s, against "
-            f"about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} configurations in every cell")
-    if spent["saving"] is None:
-        return f"{text}: no saving to report (no training time was recorded)."
-    if spent["saving"] < 0:
-        return f"{text}: TPE cost {-spent['saving']:.0%} more than training every configuration would have."
-    return f"{text}: {spent['saving']:.0%} saved."
-
-
-def bootstrap_text(bootstrap: dict | None, confidence: float) -> str:
-    """The bootstrap cross-check of the joint exponents in one sentence ('' where none was asked for)."""
-    if not bootstrap:
-        return ""
-    if bootstrap["status"] != "ok":
-        return f"Bootstrap over cells: {bootstrap['status']}: {bootstrap['reason']}."
-    bound = f", {bootstrap['on_bound']} with an exponent on a bound" if bootstrap.get("on_bound") else ""
-    return (f"Bootstrap over cells ({bootstrap['fitted']} of {bootstrap['resamples']} resamples fitted{bound}): "
-            f"joint α {interval_text(bootstrap['ci_alpha'])}, β {interval_text(bootstrap['ci_beta'])} "
-            f"({confidence:.0%} percentile intervals).")
-
-
-def noise_text(noise: dict | None, joint: dict | None) -> str:
-    """The seed-to-seed spread of log loss at the replicated cells, beside the joint fit's residual
-    standard error ('' where fit.replicate_seeds is 0): residuals far above the seed noise mean the law
-    does not describe the grid."""
-    if not noise:
-        return ""
-    if noise["median_std_log_loss"] is None:
-        return "Seed noise: no replicated cell finished alongside the run it repeats, so none was measured."
-    cells = ", ".join(f"{cell}: {std:.3g} over {noise['seeds_per_cell'].get(cell, '?')} runs"
-                      for cell, std in noise["std_log_loss"].items())
-    text = f"Seed noise: std of log loss over seeds {noise['median_std_log_loss']:.3g} (median; {cells})"
-    joint = joint or {}
-    if joint.get("status") == "ok" and joint.get("dof"):
-        residual = math.sqrt(sum(r * r for r in joint["residuals"]) / joint["dof"])
-        text += f", against a residual standard error of {residual:.3g} in the joint fit"
-    return text + "; residuals far above the seed noise mean the law does not describe the grid."
 
 
 def calibration_rows(calibration: dict | None) -> list[dict]:
@@ -124,37 +72,6 @@ def study_labels(spec: dict) -> dict:
             "samples": ("Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model "
                         "wrote them") + drawn,
             "loss_note": LOSS_NOTES[force_field]}
-
-
-def unfinished_text(cells: list[dict]) -> str:
-    """What the validity column counts of samples cut off at the length limit, where the run recorded them."""
-    counted = [(c, c["generation"]) for c in cells if c.get("generation") and "unfinished" in c["generation"]]
-    if not counted:
-        return ""
-    def share(g: dict) -> float:
-        return g["unfinished"] / max(g["samples"], 1)
-
-    cell, worst = max(counted, key=lambda pair: share(pair[1]))
-    return (f"A sample that reached the length limit without [EOS] counts as invalid: "
-            f"{sum(g['unfinished'] for _, g in counted):,} in all, at most {share(worst):.1%} of a cell's "
-            f"({cell['model']}, {cell['data_size']:,}).")
-
-
-def few_valid_text(cells: list[dict]) -> str:
-    """Which cells' uniqueness, novelty, diversity and property distances rest on fewer valid molecules than
-    their FCD is scored on (generation.fcd_molecules): shown, as MOSES shows them, but named (with none, they
-    are `-`)."""
-    def valid(g: dict) -> int:
-        return round((g.get("validity") or 0) * g.get("samples", 0))
-
-    few = [(c, n) for c in cells if (g := c.get("generation")) and g.get("fcd_molecules")
-           and 0 < (n := valid(g)) < g["fcd_molecules"]]
-    if not few:
-        return ""
-    cell, fewest = min(few, key=lambda pair: pair[1])
-    return (f"In {count(len(few), 'cell')}, uniqueness, novelty, internal diversity and W₁ rest on fewer valid "
-            f"molecules than the {cell['generation']['fcd_molecules']:,} FCD is scored on: as few as {fewest:,} "
-            f"({cell['model']}, {cell['data_size']:,}).")
 
 
 LOSS_NOTES = {
@@ -195,11 +112,11 @@ def _status_text(cell: dict) -> str:
 
 def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
             manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots",
-            stale: str | None = None) -> dict:
+            stale: str | None = None, provenance: dict | None = None) -> dict:
     """What the pages show. `spec` is the study as validated (for its family and representation);
     `plots` is where the PNGs are read from (to embed them in the HTML); `plots_link` is that folder
     as report.md links it, relative to the report's own folder; `stale` says why the results are not
-    those of the study as compiled now."""
+    those of the study as compiled now; `provenance` is the archived run's (None: not archived)."""
     fits = [{**f, "ci_text": interval_text(f.get("ci")), "profile_text": interval_text(f.get("ci_profile"))}
             for f in fit["fits"]]
     rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
@@ -231,7 +148,8 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "joint_text": joint_text, "spearman": spearman,
             "monotone": _in_cell_order(stats.get("loss_falls_with_data", {}), rows),
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
-            "manifest": manifest, "calibration": calibration_rows(calibration),
+            "manifest": manifest, "provenance_text": provenance_text(provenance),
+            "calibration": calibration_rows(calibration),
             "generation": generation_rows(cells), "unfinished_text": unfinished_text(cells),
             "few_valid_text": few_valid_text(cells),
             "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
@@ -300,7 +218,7 @@ def markdown(ctx: dict) -> str:
     if ctx["tpe"]:
         lines += ["", ctx["tpe"]["cost_text"]]
     if ctx["manifest"]:
-        lines += ["", f"Archived as manifest {ctx['manifest']}."]
+        lines += ["", " ".join(filter(None, [f"Archived as manifest {ctx['manifest']}.", ctx["provenance_text"]]))]
     if ctx["figure_links"]:
         lines += ["", "Figures:", ""] + [f"![{name}]({link})" for name, link in ctx["figure_links"]]
     return "\n".join(lines) + "\n"
