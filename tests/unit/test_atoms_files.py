@@ -116,8 +116,10 @@ def test_an_extxyz_in_kcal_per_mol_left_to_the_default_ev_is_refused_naming_the_
     cell = atoms_data_cell(tmp_path, monkeypatch, source)
     with pytest.raises(RunError, match=r"extxyz file .*rmd17_ethanol_reduced_100\.xyz read in eV, the extxyz default "
                                        r"as data.source.units leaves the energy out, has forces of 27\.8 eV/Å RMS.*"
-                                       r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}"):
-        run_atoms_data(cell)
+                                       r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}"
+                                       r".*if the file really is in eV, set data.source.unit_checks: false to read it "
+                                       r"as it is, since its values pass no bound in eV either\)"):
+        run_atoms_data(cell)  # energy: eV would be held to the bounds no molecule passes, and refused again
     assert not (tmp_path / "data").exists()
     given = atoms_data_cell(tmp_path, monkeypatch, {**source, "units": {"energy": "kcal/mol"}})
     assert not given.check_units and run_atoms_data(given)["count"] == 100
@@ -150,15 +152,16 @@ def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short
         shared, tmp_path, monkeypatch):
     """Too small an energy shows a wrong unit only where the format's energies are all-electron totals: an
     md17 file in eV read in kcal/mol has forces of a plausible size, and energies 23 times too small."""
-    from chemspec.runtime.atoms import implausible_units
+    from chemspec.runtime.plausible import implausible_units
     from chemspec.runtime.atoms_stage import run_atoms_data
 
     raw = np.load(shared / "md17" / "ethanol_ccsd_t-train.npz")
     path = tmp_path / "ethanol_ev.npz"
     np.savez(path, R=raw["R"][:50], z=raw["z"], E=raw["E"][:50] * KCAL, F=raw["F"][:50] * KCAL)
     cell = atoms_data_cell(tmp_path, monkeypatch, {"file": str(path), "format": "md17"})
-    with pytest.raises(RunError, match=r"md17 file .*ethanol_ev\.npz read in kcal/mol, .* 0\.094 times the sum of "
-                                       r"Z²/2 Hartree over their atoms, which an all-electron total energy exceeds\); "
+    with pytest.raises(RunError, match=r"md17 file .*ethanol_ev\.npz read in kcal/mol, .*has energies of "
+                                       r"-20\.28\d+ eV per atom \(0\.094 times the sum of Z²/2 Hartree over their "
+                                       r"atoms, which an all-electron total energy exceeds\); "
                                        r"it is likely in eV: set data.source.units: \{energy: eV\} .*valence-only "
                                        r"method such as xTB"):
         run_atoms_data(cell)
@@ -200,7 +203,7 @@ def test_an_extxyz_of_hartree_totals_left_to_the_default_ev_gets_a_note_naming_h
 
 
 def test_files_in_their_formats_units_are_plausible(shared):
-    from chemspec.runtime.atoms import TOTAL_ENERGY_FORMATS, implausible_units
+    from chemspec.runtime.plausible import TOTAL_ENERGY_FORMATS, implausible_units
 
     for file, format, unit in (("md17/ethanol_ccsd_t-train.npz", "md17", "kcal/mol"),
                                ("ani/ani1x_n5.hdf5", "ani1x", "Hartree"), ("ani/ani2x_minimal.hdf5", "ani2x", "Hartree"),

@@ -168,3 +168,39 @@ def test_frames_that_are_no_trajectory_give_no_verdict(shared):
     assert misread(1.89, "eV/Angstrom") == ("eV/bohr", False)
     assert misread(-0.53, "Hartree/bohr") == ("Hartree/Angstrom", True)
     assert misread(1 / 627.5, "Hartree/Angstrom") == ("kcal/mol/Angstrom", False)
+
+
+@pytest.mark.parametrize("given", [{"energy": "kcal/mol", "force": "eV/Angstrom"}, {"force": "eV/Angstrom"}])
+def test_forces_implausible_in_the_force_unit_given_are_refused_naming_the_force_unit(shared, tmp_path, monkeypatch,
+                                                                                      given):
+    """A wrong force: was blamed on the energy unit ("it is likely in kJ/mol"), whose advice failed again, since
+    the energies were right: the force unit is the one named, and the energies are not called implausible."""
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "md17" / "md17_ethanol_first2000.npz"), "format": "md17", "units": given}
+    with pytest.raises(RunError, match=r"read in kcal/mol, .*with forces in eV/Angstrom as it gives them, has forces "
+                                       r"of 2\d\.\d eV/Å RMS[^;]*; the forces are likely in kcal/mol/Angstrom: set "
+                                       r"force: kcal/mol/Angstrom under data.source.units \(where they are right, "
+                                       r"data.source.unit_checks: false") as refused:
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
+    assert "energies of" not in str(refused.value), "the energies are plausible in kcal/mol"
+    assert not (tmp_path / "data").exists()
+    mended = {**source, "units": {**given, "force": "kcal/mol/Angstrom"}}
+    assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, mended))["count"] == 2000
+
+
+def test_energies_and_forces_in_other_units_are_named_apart_where_no_one_energy_unit_fits(shared, tmp_path,
+                                                                                        monkeypatch):
+    """Energies in Hartree (all-electron totals) with forces in eV/Å, read as the md17 default kcal/mol: no
+    energy unit fits both, so each gets its own, and the forces keep the unit they were read in."""
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
+    path = tmp_path / "mixed.npz"
+    np.savez(path, R=raw["R"][:50], z=raw["z"], E=raw["E"][:50] * KCAL / HARTREE, F=raw["F"][:50] * KCAL / KCAL)
+    source = {"file": str(path), "format": "md17"}
+    with pytest.raises(RunError, match=r"the energies are likely in Hartree and the forces in kcal/mol/Angstrom: set "
+                                       r"data.source.units: \{energy: Hartree, force: kcal/mol/Angstrom\}"):
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
+    mended = {**source, "units": {"energy": "Hartree", "force": "kcal/mol/Angstrom"}}
+    assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, mended))["count"] == 50

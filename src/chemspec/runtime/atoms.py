@@ -218,58 +218,6 @@ def from_frames(blocks: Sequence[Frames]) -> tuple[AtomsData, int]:
     return data, dropped
 
 
-FORCE_RMS_LIMIT = 10.0
-"""eV/Å: forces of molecules, even from 1000 K MD, are a few eV/Å RMS; a file in kcal/mol read as eV gives
-23 times its forces (rMD17 ethanol: 27.8)."""
-THOMAS_FERMI = 0.7687 * units.Hartree
-"""eV: the Thomas-Fermi energy of a neutral atom is −THOMAS_FERMI·Z^(7/3), beyond its true total energy
-(1.3 times carbon's), so no structure's energy in eV goes beyond the sum over its atoms."""
-HYDROGENIC = 0.5 * units.Hartree
-"""eV: removing an atom's last electron costs HYDROGENIC·Z² and every other ionisation costs more than
-nothing, so an atom's all-electron total energy lies below −HYDROGENIC·Z²; a bound molecule's lies below
-its atoms' sum (ethanol: 2.2 times it; H₂: 1.17)."""
-TOTAL_ENERGY_FORMATS = ("md17", "rmd17", "ani1x", "ani2x")
-"""Formats whose energies are all-electron totals by definition, so too small an energy shows a wrong unit
-too; extended XYZ and ASE databases may hold relative or atomisation energies."""
-
-
-def _per_structure(data: AtomsData, per_atom: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(per_atom, np.asarray(data.offsets)[:-1]) if len(data) else np.zeros(0)
-
-
-def implausible_units(data: AtomsData, energy_unit: str, totals: bool = False,
-                      typical: bool = False) -> tuple[str, str | None] | None:
-    """Why `data`, read from a file whose energies are in `energy_unit`, look written in another unit, and
-    the likely one (None if no known unit fits); None when their forces and energies are plausible. With
-    `totals` (the file holds all-electron total energies), an energy short of the HYDROGENIC bound counts too.
-    With `typical`, the forces are the median structure's RMS, which a few outlying structures do not move."""
-    if typical:
-        squares = _per_structure(data, np.sum(data.forces ** 2, axis=1)) / (3 * data.sizes())
-        rms = float(np.sqrt(np.median(squares)))
-    else:
-        rms = float(np.sqrt(np.mean(data.forces ** 2)))
-    z = np.asarray(data.numbers, dtype=np.float64)
-    magnitude = np.abs(data.energy)
-    ratio = float(np.median(magnitude / _per_structure(data, THOMAS_FERMI * z ** (7 / 3))))
-    floor = float(np.median(magnitude / _per_structure(data, HYDROGENIC * z ** 2))) if totals else np.inf
-
-    def plausible(scale: float) -> bool:
-        return rms * scale <= FORCE_RMS_LIMIT and ratio * scale <= 1 and floor * scale >= 1
-
-    if plausible(1.0):
-        return None
-    scales = {unit: ENERGY_UNITS[unit] / ENERGY_UNITS[energy_unit] for unit in ENERGY_UNITS if unit != energy_unit}
-    fits = [unit for unit, scale in scales.items() if plausible(scale)]
-    likely = min(fits, key=lambda unit: abs(np.log(rms * scales[unit])) if rms > 0 else -ratio * scales[unit],
-                 default=None)
-    per_atom = float(np.mean(data.energy / data.sizes()))
-    short = (f"; {floor:.2g} times the sum of Z²/2 Hartree over their atoms, which an all-electron total energy "
-             "exceeds" if floor < 1 else "")
-    where = " in the median structure" if typical else ""
-    return (f"forces of {rms:.3g} eV/Å RMS{where} (a molecule's are a few) and energies of {per_atom:.6g} eV per atom "
-            f"({ratio:.2g} times the Thomas-Fermi energy of their atoms, which bounds a total energy{short})"), likely
-
-
 def fit_reference_energies(data: AtomsData, indices: Sequence[int] | np.ndarray) -> dict[int, float]:
     """Per-element energies e_Z minimising Σ_s (E_s − Σ_Z n_sZ e_Z)² over the structures at `indices`.
 

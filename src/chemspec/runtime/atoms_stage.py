@@ -73,34 +73,39 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
     """Refuse values implausible in the energy unit the study left to the format's default; note energies of
     an extxyz or ASE-db file (which may hold relative ones) that look like Hartree totals read in eV. A unit
     the study gives is held only to the bounds no molecule passes, whatever its energies' reference."""
-    from chemspec.runtime.atoms import TOTAL_ENERGY_FORMATS, implausible_units
+    from chemspec.runtime.plausible import TOTAL_ENERGY_FORMATS, implausible_units
 
-    unit, totals = source["units"]["energy"], source["format"] in TOTAL_ENERGY_FORMATS
+    units, fmt = source["units"], source["format"]
+    unit, totals, forces = units["energy"], fmt in TOTAL_ENERGY_FORMATS, units.get("force")
+    given = {"length_unit": units["length"], "force_unit": forces}
+    with_forces = f", with forces in {forces} as it gives them" if forces else ""
     if not check:
-        found = implausible_units(data, unit, typical=True) if bounds and len(data) else None
+        found = implausible_units(data, unit, typical=True, **given) if bounds and len(data) else None
         if found:
-            problem, likely = found
-            raise RunError(f"{source['format']} file {source['file']} read in {unit}, as data.source.units gives "
-                           f"it, has {problem}, more than any molecule's; {_unit_advice(likely)} (where they are "
+            raise RunError(f"{fmt} file {source['file']} read in {unit}, as data.source.units gives it{with_forces}, "
+                           f"has {found.problem}, more than any molecule's; {_unit_advice(found)} (where they are "
                            "right, data.source.unit_checks: false reads them as they are)")
         return
-    found = implausible_units(data, unit, totals) if len(data) else None
-    as_totals = implausible_units(data, unit, totals=True) if len(data) and not totals else None
-    if not found and as_totals and as_totals[1] == "Hartree":
-        print(f"note: {source['format']} file {source['file']} read in {unit}, the {source['format']} default, has "
+    found = implausible_units(data, unit, totals, **given) if len(data) else None
+    as_totals = implausible_units(data, unit, totals=True, **given) if len(data) and not totals else None
+    if not found and as_totals and as_totals.energy == "Hartree":
+        print(f"note: {fmt} file {source['file']} read in {unit}, the {fmt} default, has "
               f"energies of {float(data.energy.mean() / data.sizes().mean()):.4g} {unit} per atom: all-electron total "
               f"energies in Hartree, read as {unit}, look so; if the file is in Hartree, set data.source.units: "
               f"{{energy: Hartree}} (relative or valence-only energies in {unit} may look so too)", file=sys.stderr)
     if found:
-        problem, likely = found
-        advice = _unit_advice(likely)
         really = (" or holds energies relative to a reference, from a valence-only method such as xTB or with "
-                  f"effective core potentials (an {source['format']} file holds all-electron total energies),"
+                  f"effective core potentials (an {fmt} file holds all-electron total energies),"
                   if totals else "")
-        raise RunError(f"{source['format']} file {source['file']} read in {unit}, the {source['format']} default "
-                       f"as data.source.units leaves the energy out, has {problem}; {advice} (or, if the file "
-                       f"really is in {unit},{really} write data.source.units: {{energy: {unit}}} to read it as it "
-                       "is)")
+        escape = (f"write data.source.units: {{energy: {unit}}} to read it as it is"
+                  if implausible_units(data, unit, typical=True, **given) is None else
+                  "set data.source.unit_checks: false to read it as it is, since its values pass no bound in "
+                  f"{unit} either")
+        energies = found.energy is not None or "energies" in found.unknown
+        other = (f"or, if the file really is in {unit},{really} {escape}" if energies else
+                 "where they are right, data.source.unit_checks: false reads them as they are")
+        raise RunError(f"{fmt} file {source['file']} read in {unit}, the {fmt} default as data.source.units leaves "
+                       f"the energy out{with_forces}, has {found.problem}; {_unit_advice(found)} ({other})")
 
 
 def _check_forces(data, source: dict) -> None:
@@ -114,7 +119,7 @@ def _check_forces(data, source: dict) -> None:
     if found is None or (wrong := misread(found[0], read_in)) is None:
         return
     (ratio, steps), (unit, gradients) = found, wrong
-    fix = f"add force: {unit} under data.source.units"
+    fix = f"{'set' if 'force' in units else 'add'} force: {unit} under data.source.units"
     if gradients:
         advice = (f"the file's {source.get('forces_key', 'forces')} are gradients of the energy (dE/dx), not forces "
                   "(−dE/dx): write their negatives into the file" + (f", and {fix}" if unit != read_in else ""))
@@ -128,6 +133,17 @@ def _check_forces(data, source: dict) -> None:
                    "as they are)")
 
 
-def _unit_advice(likely: str | None) -> str:
-    return (f"it is likely in {likely}: set data.source.units: {{energy: {likely}}}" if likely else
-            "no energy unit chemspec knows makes them plausible: check the file and data.source.units")
+def _unit_advice(found) -> str:
+    """What to write in data.source.units where `found` (plausible.Implausible) names units that fit."""
+    advice = []
+    if found.energy and found.force:
+        advice.append(f"the energies are likely in {found.energy} and the forces in {found.force}: set "
+                      f"data.source.units: {{energy: {found.energy}, force: {found.force}}}")
+    elif found.energy:
+        advice.append(f"it is likely in {found.energy}: set data.source.units: {{energy: {found.energy}}}")
+    elif found.force:
+        advice.append(f"the forces are likely in {found.force}: set force: {found.force} under data.source.units")
+    if found.unknown:
+        advice.append(f"no unit chemspec knows makes the {' and the '.join(found.unknown)} plausible: check the "
+                      "file and data.source.units")
+    return "; ".join(advice)
