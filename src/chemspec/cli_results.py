@@ -48,8 +48,7 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         mae = f" {_fmt(c.get('energy_mae_meV')):>14} {_fmt(c.get('force_mae_meV_per_A')):>16}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {_fmt(c['val_loss']):>9} "
                    f"{_fmt(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
-    if forces:
-        click.echo(f"\n{LOSS_NOTES[True]}")
+    click.echo(f"\n{LOSS_NOTES[forces]}")
     click.echo()
     _echo_fits(result.fits, result.fit["confidence"])
     _echo_generation(result.cells)

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 import chemspec
 
@@ -59,6 +60,7 @@ def test_report_json_has_cells_and_fits(project):
         assert losses == sorted(losses, reverse=True), f"{model}: loss must fall with data size {losses}"
     text = sh("chemspec", "report", cwd=root)
     assert "exponent" in text and "xs" in text
+    assert "Val and test loss: the mean cross-entropy of the next token, in nats." in text, "the loss's unit"
     assert re.search(r"Trained with torch \S+ \((CPU build|CUDA [\d.]+)\), lightning .+ on cpu \(", text), text
 
 
@@ -174,13 +176,20 @@ def test_a_stage_that_fails_under_dvc_says_how_to_get_its_removed_outputs_back(t
     done = subprocess.run(["dvc", "repro", "-f", "-s", "split"], cwd=root, capture_output=True, text=True,
                           env=tool_env())
     assert done.returncode != 0 and "data/tiny/data.json is not readable JSON" in done.stderr, done.stderr
-    assert ("note: dvc removed this stage's outputs before running it; where it ran before, `dvc checkout` puts "
-            "the last run's back from DVC's cache") in done.stderr, done.stderr
+    assert ("note: dvc removed the outputs of this stage's last run before running it again; `dvc checkout` puts "
+            "them back from DVC's cache") in done.stderr, done.stderr
     assert not list(splits.glob("*.npy")), "dvc removed them before the stage ran"
     info.write_bytes(good)
     sh("dvc", "checkout", cwd=root)
     assert {path.name: path.read_bytes() for path in splits.iterdir()} == kept
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=root)
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    del lock["stages"]["split"]  # as before the stage's first run
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    info.write_text("<<<<<<< HEAD\n")
+    first = subprocess.run(["dvc", "repro", "-s", "split"], cwd=root, capture_output=True, text=True, env=tool_env())
+    assert first.returncode != 0 and "data/tiny/data.json is not readable JSON" in first.stderr, first.stderr
+    assert "dvc removed" not in first.stderr, "a first run had no outputs to remove"
 
 
 def test_outputs_of_a_first_repro_that_failed_stay_out_of_git(tmp_path):

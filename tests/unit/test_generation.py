@@ -63,6 +63,8 @@ def test_the_report_says_how_molecules_were_sampled_and_what_counts_of_unfinishe
     assert unfinished_text(cells) == ("A sample that reached the length limit without [EOS] counts as invalid: 19 in "
                                       "all, at most 5.7% of a cell's (xs, 400).")
     assert unfinished_text([{**c, "generation": {"validity": 1.0}} for c in cells]) == "", "runs before said nothing"
+    none = [{**c, "generation": {"unfinished": 0, "samples": 300}} for c in cells]
+    assert unfinished_text(none) == "", "'0 in all, at most 0.0% of a cell's' said nothing worth a line"
 
 
 def test_the_report_names_cells_whose_metrics_rest_on_fewer_valid_molecules_than_fcd_is_scored_on():

@@ -64,7 +64,7 @@ def noise_text(noise: dict | None, joint: dict | None) -> str:
 
 def unfinished_text(cells: list[dict]) -> str:
     """What the validity column counts of samples cut off at the length limit, where the run recorded them."""
-    counted = [(c, c["generation"]) for c in cells if c.get("generation") and "unfinished" in c["generation"]]
+    counted = [(c, c["generation"]) for c in cells if c.get("generation") and c["generation"].get("unfinished")]
     if not counted:
         return ""
     def share(g: dict) -> float:
