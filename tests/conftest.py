@@ -193,14 +193,15 @@ def repro_and_commit(root: Path, study: dict, message: str) -> str:
 def archive_commit(root: Path, cells: list[dict], fits: list[dict], study: str = "s", spec_archive: dict | None = None,
                    plots: dict[str, bytes] | None = None, selected: dict | None = None,
                    identities: dict[str, str] | None = None, generation_fits: list[dict] | None = None,
-                   **manifest) -> str:
+                   error_fits: list[dict] | None = None, **manifest) -> str:
     """Archive a run of `study` by hand in the git repository at `root` and commit it; the manifest id."""
     store = Store(root / "archive")
     spec = {"study": study, "data": {"kind": "smiles"}, "model": {"family": "chemgpt"}, "fit": {"confidence": 0.95},
             **({"archive": spec_archive} if spec_archive else {})}
     objects = {"spec": store.put_json(spec),
                "cells": store.put_json(cells), "fit": store.put_json({"study": study, "fits": fits, "confidence": 0.95,
-                                                                      "generation": generation_fits}),
+                                                                      "generation": generation_fits,
+                                                                      "errors": error_fits}),
                **({"plots": {name: store.put_bytes(data) for name, data in plots.items()}} if plots else {}),
                **({"selected": store.put_json(selected)} if selected else {})}
     digest = store.put_json({"kind": "chemspec-manifest", "study": study, "objects": objects, "checkpoints": {},

@@ -51,6 +51,7 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     click.echo(f"\n{LOSS_NOTES[forces]}")
     click.echo()
     _echo_fits(result.fits, result.fit["confidence"])
+    _echo_errors(result.fit.get("errors") or [])
     _echo_generation(result.cells)
     _echo_notes(result.fit)
     if provenance_text(result.provenance):
@@ -92,6 +93,19 @@ def _echo_generation(cells: list[dict]) -> None:
                    f"than the {unscored[0]['generation'].get('fcd_molecules')} every cell's FCD is scored on "
                    "(generation.fcd_molecules); left out of the FCD fit (each sample cell's generation.json, "
                    "notes.fcd, says why)")
+
+
+def _echo_errors(fits: list[dict]) -> None:
+    """A force field's test-error power laws, under the loss's."""
+    from chemspec.report import interval_text
+
+    if not fits:
+        return
+    click.echo(f"\n{'test error':<24} {'axis':<7} {'group':<10} {'exponent':>9}  {'Wald (t)':<18}  n  R²")
+    for f in fits:
+        lead = f"{f['quantity']:<24} {f['axis']:<7} {f['group']:<10}"
+        click.echo(f"{lead} {f['exponent']:>9.3f}  {interval_text(f['ci']):<18} {f['n']:>2}  {f['r2']:.3f}"
+                   if f["status"] == "ok" else f"{lead} {'-':>9}  cannot fit: {f['reason']}")
 
 
 def _echo_fits(fits: list[dict], confidence: float) -> None:
@@ -291,6 +305,7 @@ def refit(source: str, laws: tuple[str, ...], confidence: float | None, study: s
     else:
         click.echo(f"study {result['study']} from {source}\n" if result["study"] else f"cells of {source}\n")
         _echo_fits(result["fits"], result["confidence"])
+        _echo_errors(result["errors"] or [])
     if not result["fitted"]:
         click.echo("error: no law could be fitted to these cells (each fit above says why); refit with a law the "
                    "grid has the sizes for (--law power needs 3 sizes on an axis)", err=True)

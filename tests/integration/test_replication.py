@@ -106,6 +106,18 @@ def test_every_painn_number_in_replication_md_comes_from_the_archive(painn):
     assert f"w128d3 at 1,000 took {walls[('w128d3', 1000)]:.1f} s, w64d3 {walls[('w64d3', 1000)]:.1f} s" in TEXT
 
 
+def test_the_painn_force_error_exponents_in_replication_md_come_from_a_refit_of_the_archive(clone):
+    done = subprocess.run(["chemspec", "refit", "HEAD", "--study", PAINN, "--json"], cwd=clone, capture_output=True,
+                          text=True, env=tool_env())
+    assert done.returncode == 0, done.stderr
+    errors = {(f["metric"], f["axis"], f["group"]): f for f in json.loads(done.stdout)["errors"]}
+    expected = [f"**{_interval(errors[('force_mae', 'params', '100000')])}** at 100,000 structures",
+                "**" + "; ".join(f"{w} {_interval(errors[('force_mae', 'data', w)])}"
+                                 for w in ("w32d3", "w64d3", "w128d3")) + "**"]
+    missing = [text for text in expected if text not in TEXT]
+    assert not missing, f"REPLICATION.md lacks {missing}"
+
+
 def test_the_painn_spec_generates_the_molecules_and_trajectories_its_archived_run_did():
     """The spec rebuilds the archived data (the same SMILES, which data.json records, and MD settings), and
     REPLICATION.md describes them as they were run."""

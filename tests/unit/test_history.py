@@ -154,6 +154,15 @@ def test_the_fits_of_excess_fcd_are_diffed_beside_the_loss_exponents(cli, repo):
     assert "exponent data/xs (fcd_excess power): 0.017 [" in cli("diff", "HEAD~1", "HEAD", cwd=repo).out
 
 
+def test_a_force_fields_test_error_exponents_are_diffed_beside_the_loss_exponents(cli, repo):
+    cells = [_cell("xs", 100, 2.0)]
+    for exponent in (0.31, 0.42):
+        archive_commit(repo, cells, [_fit(0.2, 0.01)], error_fits=[{**_fit(exponent, 0.01), "metric": "force_mae"}])
+    (row,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["exponents"][1:]
+    assert (row["law"], row["before"], row["after"]) == ("force_mae power", 0.31, 0.42)
+    assert "exponent data/xs (force_mae power): 0.31 [" in cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+
+
 def test_a_force_field_diff_names_test_errors_in_the_runs_order_with_numbers_rounded(cli, repo):
     def cell(model: str, size: int, loss: float, forces: float) -> dict:
         return {**_cell(model, size, loss), "force_mae_meV_per_A": forces, "energy_mae_meV": 40.0}

@@ -274,6 +274,38 @@ def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors
     assert "<!-- training structures D -->" in (results / "fit" / "plots" / "joint.svg").read_text()
 
 
+def test_a_force_fields_test_errors_get_power_laws_of_their_own_in_every_output(cli, tmp_path):
+    """The loss weighs energy and forces in no one unit; the force MAE's exponent is the one a chemist quotes."""
+    study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
+    study["data"].update(sizes=[60, 120, 240], validation=30, test=30)
+    study["model"].update(widths=[8, 16, 32], depths=[2])
+    study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
+    results = fitted(cli, tmp_path, study, extra={"family": "painn", "capacity": 16, "energy_mae_meV": 80.0})
+    for path in yaml.safe_load((tmp_path / "params.yaml").read_text())["cells"]["fit"]["metrics"].values():
+        metrics = json.loads((tmp_path / path).read_text())
+        metrics["force_mae_meV_per_A"] = 900 * metrics["data_size"] ** -0.4 * metrics["params"] ** -0.2
+        io.write_json(tmp_path / path, metrics)
+    assert cli("run", "fit", cwd=tmp_path).code == 0
+    fit = json.loads((results / "fit" / "fit.json").read_text())
+    forces = {(f["axis"], f["group"]): f for f in fit["errors"] if f["metric"] == "force_mae"}
+    assert len(forces) == 6 and all(f["exponent"] == pytest.approx(0.4 if axis == "data" else 0.2)
+                                    for (axis, _), f in forces.items())
+    assert fit["exponents"]["force_mae.power.data.w8d2"] == pytest.approx(0.4)
+    energies = [f for f in fit["errors"] if f["metric"] == "energy_mae"]
+    assert len(energies) == 6 and all(f["reason"] == "losses are constant: no slope to fit" for f in energies)
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0 and re.search(r"test force MAE \(meV/Å\) +data +w8d2 +0\.400 ", table.out), table.out
+    said = "- test force MAE (meV/Å), params axis, 60: 0.200 [0.200, 0.200], R² 1.000, n 3"
+    assert said in (results / "report" / "report.md").read_text()
+    page = (results / "report" / "index.html").read_text()
+    assert "<h3>Test errors</h3>" in page and page.count('<td class="l">test force MAE (meV/Å)</td>') == 6
+    (tmp_path / "chemgpt").mkdir()
+    chemgpt = fitted(cli, tmp_path / "chemgpt", tiny_study())
+    assert json.loads((chemgpt / "fit" / "fit.json").read_text())["errors"] is None
+    assert cli("report", cwd=tmp_path / "chemgpt").code == 0
+    assert "Test errors" not in (chemgpt / "report" / "index.html").read_text()
+
+
 def test_each_cells_speed_and_memory_are_shown_and_a_cell_without_them_reads_a_dash(cli, tmp_path):
     study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
     study["data"].update(sizes=[60, 120, 240], validation=30, test=30)

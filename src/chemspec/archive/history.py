@@ -301,10 +301,12 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
                                              if "selected" in manifest["objects"] else None
                                              for side, manifest in ((a, man_a), (b, man_b)))),
             "exponents": [*exponent_changes(fit_a["fits"], fit_b["fits"], level),
-                          *exponent_changes(_fcd_fits(fit_a), _fcd_fits(fit_b), level)],
+                          *exponent_changes(_metric_fits(fit_a), _metric_fits(fit_b), level)],
             "confidence": level, "test": TEST_NOTE}
 
 
-def _fcd_fits(fit: dict) -> list[dict]:
-    """A run's fits of generation metrics (excess FCD), their law named with the metric apart from the loss's."""
-    return [{**f, "law": f"{f['metric']} {f['law']}"} for f in fit.get("generation") or []]
+def _metric_fits(fit: dict) -> list[dict]:
+    """A run's fits of other quantities than the loss (excess FCD, a force field's test errors), their law named
+    with the metric apart from the loss's."""
+    return [{**f, "law": f"{f['metric']} {f['law']}"} for f in [*(fit.get("generation") or []),
+                                                                 *(fit.get("errors") or [])]]

@@ -153,7 +153,8 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "generation": generation_rows(cells), "unfinished_text": unfinished_text(cells),
             "few_valid_text": few_valid_text(cells),
             "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
-                                for f in fit.get("generation") or []]}
+                                for f in fit.get("generation") or []],
+            "error_fits": [{**f, "ci_text": interval_text(f.get("ci"))} for f in fit.get("errors") or []]}
 
 
 def html(ctx: dict) -> str:
@@ -193,6 +194,11 @@ def markdown(ctx: dict) -> str:
               + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "")
               + f"{c['speed_text']} | {c['status_text']} |" for c in ctx["cells"]]
     lines += ["", ctx["labels"]["loss_note"]]
+    if ctx["error_fits"]:
+        lines += ["", "Test errors, power laws (OLS of log error on log size, Wald (t) intervals):", ""]
+        lines += [f"- {f['quantity']}, {f['axis']} axis, {f['group']}: " + (
+            f"{f['exponent']:.3f} {f['ci_text']}, R² {f['r2']:.3f}, n {f['n']}" if f["status"] == "ok"
+            else f"cannot fit: {f['reason']}") for f in ctx["error_fits"]]
     if ctx["generation"]:
         lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(COLUMNS) + " |",
                   "|---|---|" + "---|" * len(COLUMNS)]

@@ -207,6 +207,23 @@ def fits(rows: list[dict], laws: list[str], confidence: float) -> tuple[list[dic
     return results, joint
 
 
+ERRORS = {"force_mae": ("force_mae_meV_per_A", "test force MAE (meV/Å)"),
+          "energy_mae": ("energy_mae_meV", "test energy MAE (meV)")}
+"""A force field's test errors by metric name: the row key and what the report calls it. Fitted beside the loss,
+which weighs energy and forces in no one physical unit."""
+
+
+def error_fits(rows: list[dict], confidence: float) -> list[dict]:
+    """Power laws of each test error against data size (per model) and parameters (per data size), over the
+    cells that finished with one."""
+    results = []
+    for metric, (key, quantity) in ERRORS.items():
+        usable = [r for r in rows if r["status"] == "ok" and _finite(r.get(key))]
+        results += [{"metric": metric, "quantity": quantity, "axis": axis, "group": group,
+                     **power_law(x, y, confidence)} for axis, group, x, y in axis_groups(usable, lambda r: r[key])]
+    return results
+
+
 def statistics(rows: list[dict]) -> dict:
     """Spearman ρ of loss with capacity and with training time per data size; monotonicity in data size."""
     from scipy.stats import spearmanr
@@ -239,15 +256,16 @@ def run_fit(cell: FitCell) -> dict:
     rows = quality.attach(cells_table(runs), cell.generation)
     flat, joint = fits(rows, cell.laws, cell.confidence)
     generation = quality.fits(rows, cell.confidence) if cell.generation else None
+    errors = error_fits(rows, cell.confidence) if any(key in r for r in rows for key, _ in ERRORS.values()) else None
     selected = read_json(cell.selected) if Path(cell.selected).is_file() else None
     exponents = {f"{f['law']}.{f['axis']}.{f['group']}": f["exponent"] for f in flat if f["status"] == "ok"}
-    exponents.update(quality.exponents(generation or []))
+    exponents.update(quality.exponents([*(generation or []), *(errors or [])]))
     result = finite_json({"study": cell.study, "confidence": cell.confidence, "laws": cell.laws, "fits": flat,
                           "exponents": exponents, "joint": joint, "statistics": statistics(rows),
                           "noise": seed_noise(replicates, runs),
                           "cost": cost(selected, [r["wall_time_s"] for r in runs.values()]),
                           "bootstrap": bootstrap(rows, cell.bootstrap, cell.confidence),
-                          "generation": generation})
+                          "generation": generation, "errors": errors})
     with staged(cell.out_dir) as tmp:  # the report reads cells.json, fit.json and plots as one set
         write_json(tmp / "cells.json", rows)
         write_plots(rows, result, tmp / "plots", cell.study, cell.family)

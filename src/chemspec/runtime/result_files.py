@@ -170,7 +170,8 @@ SECTIONS: dict[str, Callable[[Any], str | None]] = {
     "bootstrap": lambda v: _outcome_problem(v, BOOTSTRAP_FITTED, {"on_bound": WHOLE}),
     "noise": lambda v: keys_problem(v, NOISE),
     "cost": lambda v: keys_problem(v, COST),
-    "statistics": _statistics_problem}
+    "statistics": _statistics_problem,
+    "errors": lambda v: _rows_problem(v, "error fit", _fit_row_problem) if isinstance(v, list) else "not a list"}
 
 
 def fit_problem(fit: Any) -> str | None:
