@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -408,3 +411,76 @@ def test_diff_takes_manifest_ids_as_pull_does_and_refuses_two_runs_of_different_
     assert cli("diff", beta[:10], "HEAD", cwd=root).out.startswith("study beta:"), "an id names the study"
     mixed = cli("diff", alpha[:10], beta[:10], cwd=root)
     assert mixed.code == 2 and "the two runs are of different studies, 'alpha' and 'beta'" in mixed.err, mixed.err
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"plots": {"../../evil.png": b"\x89PNG"}}, "objects.plots names '../../evil.png'"),
+    ({"checkpoints": {"../../xs-evil": "results/s/train/xs-100/model"}}, "checkpoints names '../../xs-evil'")])
+def test_a_committed_manifest_whose_names_are_paths_writes_nothing_anywhere(cli, tmp_path, git_env, change, named):
+    """Plot and checkpoint names were joined onto the output folder as given: a commit of someone else's could
+    make `pull` and `report --from` write outside it, outside the project too."""
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    archive_commit(root, _cells(2.0), [], **change)
+    for args in (("pull", "HEAD", "--to", "pp"), ("report", "--from", "HEAD", "--out", "pages"), ("refit", "HEAD")):
+        refused = cli(*args, cwd=root)
+        assert refused.code == 1 and named in refused.err and "is not one chemspec wrote" in refused.err, refused.err
+    assert not (root / "pp").exists() and not (root / "pages").exists()
+    assert not list(tmp_path.rglob("evil.png")) and not list(tmp_path.rglob("xs-evil"))
+    listed = cli("archive", "ls", cwd=root)
+    assert named in listed.err and "Traceback" not in listed.err and "internal error" not in listed.err
+
+
+def test_a_manifest_without_its_fit_or_provenance_is_named_not_an_internal_error(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    first = archive_commit(tmp_path, _cells(2.0), [])
+    objects = json.loads((tmp_path / "archive" / "objects" / first[:2] / first).read_text())["objects"]
+    archive_commit(tmp_path, _cells(2.0), [], objects={k: v for k, v in objects.items() if k != "fit"})
+    for args in (("diff", "HEAD~1", "HEAD"), ("report", "--from", "HEAD"), ("refit", "HEAD"), ("pull", "HEAD")):
+        refused = cli(*args, cwd=tmp_path)
+        assert refused.code == 1 and "is not one chemspec wrote: it names no fit object" in refused.err, refused.err
+    archive_commit(tmp_path, _cells(2.0), [], provenance=None)
+    listed = cli("archive", "ls", cwd=tmp_path)
+    assert "its provenance (with its git state) is not a mapping" in listed.err and "internal error" not in listed.err
+    assert first[:16] in listed.out, "the readable runs are still listed"
+
+
+def test_a_pull_into_a_stage_output_or_the_archive_is_refused(cli, two_studies):
+    """The next `dvc repro` checks a stage's outputs out whole, deleting a run pulled into them."""
+    root, alpha, _ = two_studies
+    (root / "results" / "s" / "fit").mkdir(parents=True)
+    (root / "results" / "s" / "fit" / "fit.json").write_text("{}")
+    for to, holder in (("results/s/fit/p", "results/s/fit holds fit.json"), ("archive/p", "archive holds refs")):
+        refused = cli("pull", alpha[:10], "--to", to, cwd=root)
+        assert refused.code == 2 and f"--to {to}: {holder}, written by a pipeline stage" in refused.err, refused.err
+        assert not (root / to).exists()
+    assert "git's or DVC's own" in cli("pull", alpha[:10], "--to", ".git/p", cwd=root).err
+
+
+@pytest.mark.parametrize("signum, swallowed", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_signal_during_a_pull_stops_it_and_leaves_no_folder(cli, with_checkpoint, monkeypatch, signum, swallowed):
+    """A Ctrl-C that landed in a finalizer (dulwich's, as a review saw) was swallowed, and the pull ran on and
+    exited 0; a SIGTERM killed it, leaving its temporary folder and DVC's index half-written."""
+    import importlib
+
+    pulling = importlib.import_module("chemspec.archive.pull")  # the module; the package exports its function
+    clone, _ = with_checkpoint
+    fetch = pulling._fetch_one
+
+    def fetch_then_signal(*args, **kwargs):
+        fetch(*args, **kwargs)
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.5)  # the handler runs here
+        except KeyboardInterrupt:
+            if not swallowed:
+                raise
+
+    monkeypatch.setattr(pulling, "_fetch_one", fetch_then_signal)
+    stopped = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert stopped.code == 130 and "interrupted" in stopped.err, stopped.err
+    assert not (clone / "run").exists() and not [p for p in clone.iterdir() if p.name.startswith(".run")]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "the pull's handlers are taken down after it"
+    monkeypatch.setattr(pulling, "_fetch_one", fetch)
+    assert cli("pull", "HEAD", "--to", "run", cwd=clone).code == 0, "DVC's state lets the next pull through"

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from chemspec.api.folders import refuse_owned
 from chemspec.errors import ArchiveError, InputError, UsageError
 from chemspec.runtime.result_files import cells_problem, fit_problem, read_cells, read_checked
 
@@ -34,8 +35,8 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
         raise nothing_archived(root)
     committed = _committed(Path(root).resolve().parent)
     return [{"manifest": digest, "study": m["study"], "cells": _cells(store, m), "at": committed.get(digest),
-             "commit": (m["provenance"]["git"].get("commit") or "")[:12], "current": digest in current,
-             "compute_hours": m["provenance"].get("compute_hours")}
+             "commit": (m.get("provenance", {}).get("git", {}).get("commit") or "")[:12], "current": digest in current,
+             "compute_hours": m.get("provenance", {}).get("compute_hours")}
             for digest, m in found], problems, leftovers(root)
 
 
@@ -109,6 +110,8 @@ def pull(target: str, to: str | Path | None = None, study: str | None = None) ->
                          "(`chemspec archive ls` lists them)")
     if to is not None and not str(to).strip():
         raise UsageError("--to is empty; give the folder to create, or leave --to out for pulled/<study>-<manifest id>")
+    if to is not None:
+        refuse_owned(Path(to), f"--to {to}", "the pull", "the default pulled/<study>-<manifest id>/")
     return archive_pull(target, to, study=study)
 
 
@@ -203,7 +206,7 @@ def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dic
     else:
         rev, _, digest = resolve(source, study, Path("."), worktree=True)
         snapshot = Snapshot(rev)
-        manifest = snapshot.json(digest)
+        manifest = snapshot.manifest_at(digest)
     cells, fit = (archived_object(summary(manifest, role, snapshot.json), role, problem, source)
                   for role, problem in (("cells", cells_problem), ("fit", fit_problem)))
     return cells, fit, manifest["study"]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from chemspec.api.archive import archived_object
 from chemspec.api.compiled import changed_study, compiled_from, unarchived
+from chemspec.api.folders import refuse_owned
 from chemspec.api.project import load_cells
 from chemspec.archive.manifest import split_times
+from chemspec.archive.shape import checked
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
@@ -191,18 +193,12 @@ def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | Non
     store = Store(archive)
     try:
         digest = store.ref(study)
-        manifest = store.get_json(digest)
+        manifest = checked(store.get_json(digest), digest, "in the working tree")
         if manifest["objects"]["cells"] not in (json_digest(split_times(rows)[0]), json_digest(rows)):
             return None, None  # archived without its times, or (before 2026-12-05) with them
         return digest, manifest["provenance"]
     except (ArchiveError, ValueError, KeyError, TypeError):
         return None, None
-
-
-# Files that mark a folder as a stage's output, which the pages of --from must not join: DVC would find the
-# stage changed, and its plots/ would be replaced with the archived run's.
-STAGE_FILES = ("data.json", "split.json", "estimate.json", "metrics.json", "cells.json", "fit.json",
-               "calibration.json", "generation.json", "reference.json")
 
 
 PAGE_MARKS = {"index.html": "<title>chemspec · ", "report.md": "\n| law | axis | group | exponent |"}
@@ -212,11 +208,8 @@ PAGE_MARKS = {"index.html": "<title>chemspec · ", "report.md": "\n| law | axis 
 def _pages_folder(out: Path, given: bool = True) -> Path:
     """`out`, unless it is, or lies inside (below this folder), git's, DVC's, or a folder that a pipeline stage
     or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
-    target, here, label = out.resolve(), Path.cwd().resolve(), f"--out {out}" if given else str(out)
-    if any(part in (".git", ".dvc") for part in target.parts) or (target / ".git").exists() or (
-            target / ".dvc").is_dir():
-        raise UsageError(f"{label}: the pages would go into a project's top folder or git's or DVC's own; give "
-                         "a folder of its own, e.g. the default reports/<study>/")
+    target, label = out.resolve(), f"--out {out}" if given else str(out)
+    refuse_owned(out, label, "the pages", "the default reports/<study>/")
     for name, mark in PAGE_MARKS.items():
         page = target / name
         if page.is_dir() or (page.is_file() and mark not in page.read_text(encoding="utf-8", errors="replace")):
@@ -228,14 +221,6 @@ def _pages_folder(out: Path, given: bool = True) -> Path:
         raise UsageError(f"{label}: its plots/ holds {os.path.relpath(other or plots)}, which `chemspec report` did "
                          "not write, and the pages replace plots/ whole; move it aside, or give another folder "
                          "(nothing was written)")
-    for folder in (target, *(f for f in target.parents if f.is_relative_to(here) and f != here)):
-        marker = next((folder / name for name in STAGE_FILES if (folder / name).is_file()), None)
-        if marker is None and (folder / "objects").is_dir() and (folder / "refs").is_dir():
-            marker = folder / "refs"
-        if marker is not None:
-            raise UsageError(f"{label}: {os.path.relpath(folder)} holds {marker.name}, written by a pipeline "
-                             "stage or the archive; the pages would replace its plots/ and leave `dvc status` "
-                             "changed. Give a folder of its own, e.g. the default reports/<study>/")
     return out
 
 

@@ -134,7 +134,14 @@ class Snapshot:
         where = f"{self.root}/refs/{name}.json"
         digest = manifest_digest(self.read(f"refs/{name}.json"),
                                  where if self.rev == WORKTREE else f"{self.rev}:{where}")
-        return digest, self.json(digest)
+        return digest, self.manifest_at(digest)
+
+    def manifest_at(self, digest: str) -> dict:
+        """The manifest `digest`, checked: refused where it is no manifest chemspec wrote."""
+        from chemspec.archive.shape import checked
+
+        where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.label}"
+        return checked(self.json(digest), digest, where)
 
 
 def spec_changes(a: dict, b: dict) -> list[dict]:

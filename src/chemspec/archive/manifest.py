@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+from chemspec.archive.shape import checked
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler.cells import ArchiveCell
 from chemspec.errors import ArchiveError, UsageError
@@ -161,7 +162,7 @@ def scan(root: str | Path) -> tuple[list[tuple[str, dict]], list[str]]:
         data = path.read_bytes() if path.is_file() else b""
         if data.startswith(b'{') and b'"kind":"chemspec-manifest"' in data:
             try:
-                found.append((path.name, store.get_json(path.name)))
+                found.append((path.name, checked(store.get_json(path.name), path.name, f"in {root}", ())))
             except (ArchiveError, ValueError) as exc:
                 problems.append(f"manifest {path.name}: {exc}")
     return found, problems
@@ -236,8 +237,10 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
             store.get_bytes(digest)
         except ArchiveError as exc:
             faults[digest] = str(exc)
-    runs = {digest: (manifest.get("study", "?"), manifest) for digest, manifest in scan(root)[0]}
-    problems, named, present = [], set(), set(stored)
+    scanned, shapes = scan(root)
+    problems = [line for line in shapes if line.split(":")[0].removeprefix("manifest ") not in faults]
+    runs = {digest: (manifest.get("study", "?"), manifest) for digest, manifest in scanned}
+    named, present = set(), set(stored)
 
     def check(digest: str, where: str) -> bool:
         named.add(digest)
@@ -258,7 +261,10 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
             problems.append(f"{study}: manifest: {exc}")
             continue
         if check(digest, f"{study}: manifest") and digest not in runs:
-            runs[digest] = (study, store.get_json(digest))
+            try:
+                runs[digest] = (study, checked(store.get_json(digest), digest, f"in {root}", ()))
+            except (ArchiveError, ValueError) as exc:
+                problems.append(f"{study}: {exc}")
     for digest, (study, manifest) in sorted(runs.items()):
         for role, obj in walk(manifest):  # an object that several runs share is named under each
             check(obj, f"{study} (manifest {digest[:12]}): {role}")

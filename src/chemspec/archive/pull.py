@@ -11,12 +11,14 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from chemspec.archive.history import WORKTREE, Snapshot, commit_of, elsewhere, in_repository, project_top
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.store import json_digest, manifest_digest
 from chemspec.archive.remote import remote_options
+from chemspec.archive.stopping import stoppable
 from chemspec.errors import ArchiveError, UsageError
 from chemspec.runtime.io import atomic_dir, ignored_folder, sha256_tree, write_bytes, write_json
 
@@ -143,8 +145,8 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
         raise ArchiveError(f"{to} is not empty, and a pull writes a new directory; remove it, or give another "
                            "with --to DIR")
     snapshot = Snapshot(rev, cwd=cwd)
-    manifest = snapshot.json(digest)
-    with atomic_dir(to) as tmp:
+    manifest = snapshot.manifest_at(digest)
+    with stoppable() as check, atomic_dir(to) as tmp:
         write_bytes(tmp / "manifest.json", snapshot.object(digest))
         for role, obj in walk(manifest):
             name = file_name(role)
@@ -156,7 +158,8 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
         if checkpoints:
             remote = snapshot.json(manifest["objects"]["spec"])["archive"]["remote"]
             _fetch(checkpoints, manifest.get("checkpoint_sha256", {}), ignored_folder(tmp / "checkpoints"),
-                   list(dict.fromkeys([archived_at(rev, manifest["study"], cwd), rev])), remote, cwd)
+                   list(dict.fromkeys([archived_at(rev, manifest["study"], cwd), rev])), remote, cwd, check)
+        check()
         write_json(tmp / PULLED, {"sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest()
                                              for name in ["manifest.json", *map(file_name, dict(walk(manifest)))]}})
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
@@ -229,7 +232,7 @@ def archived_at(commit: str, study: str, cwd: Path) -> str:
 
 
 def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, revs: list[str], remote: str,
-           cwd: Path) -> None:
+           cwd: Path, check: Callable[[], None]) -> None:
     """Each checkpoint into `into`/<key> through DVC, as the first of `revs` whose dvc.lock gives the one archived
     (checked against the hash archived with it; manifests written before hashes were recorded have none, and
     their checkpoints are taken as the first revision gives them); the first revision's error where none does."""
@@ -244,6 +247,7 @@ def _fetch(checkpoints: dict[str, str], hashes: dict[str, str], into: Path, revs
             fs = systems[rev] = systems.get(rev) or DVCFileSystem(str(cwd), rev=rev, **options)
             try:
                 _fetch_one(fs, key, path, into, rev, hashes, remote, url, cwd)
+                check()
                 break
             except ArchiveError as exc:
                 errors.append(exc)
