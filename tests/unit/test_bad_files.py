@@ -245,15 +245,18 @@ _ROW = {"cell": "xs-200", "model": "xs", "params": 1000, "data_size": 200, "val_
 @pytest.mark.parametrize(("edit", "named"), [
     ({"params": None}, "record 0: 'params' is null, not a whole number above 0"),
     ({"val_loss": "abc"}, "record 0: 'val_loss' is \"abc\", not a number or null"),
-    ({"val_loss": None}, "record 0: status 'ok' with 'val_loss' null, not a positive number"),
+    ({"val_loss": None}, "record 0: status 'ok' with 'val_loss' null, not a positive finite number"),
     ({"status": None}, "record 0: 'status' is null, not text"),
-], ids=["params-null", "loss-text", "ok-without-loss", "status-null"])
+    ({"val_loss": float("inf")}, "record 0: status 'ok' with 'val_loss' Infinity, not a positive finite number"),
+    ({"status": "weird"}, "record 0: 'status' is \"weird\", none of ok, diverged, failed, gated"),
+], ids=["params-null", "loss-text", "ok-without-loss", "status-null", "ok-infinite-loss", "status-unknown"])
 @pytest.mark.parametrize("flags", [(), ("--json",), ("--no-files",)], ids=["files", "json", "no-files"])
 def test_a_hand_edited_cell_record_is_named_by_report_and_nothing_is_written(cli, tmp_path, edit, named, flags):
     write_spec(tmp_path / "study.yaml", tiny_study())
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     fit = tmp_path / "results" / "tiny" / "fit"
-    io.write_json(fit / "cells.json", [{**_ROW, **edit}])
+    fit.mkdir(parents=True)
+    (fit / "cells.json").write_text(json.dumps([{**_ROW, **edit}]))  # as an editor may: Infinity is not JSON's
     io.write_json(fit / "fit.json", {"study": "tiny", "confidence": 0.9, "fits": []})
     result = cli("report", *flags, cwd=tmp_path)
     assert result.code == 1 and result.out == "", result.out

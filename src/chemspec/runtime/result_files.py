@@ -41,6 +41,8 @@ INTERVAL: Kind = (lambda v: isinstance(v, list) and len(v) == 2 and all(NUMBER_O
 
 CELL = {"model": TEXT, "params": COUNT, "data_size": COUNT, "status": TEXT, "val_loss": NUMBER_OR_NULL,
         "wall_time_s": NUMBER, "hparams": MAPPING_OR_NULL}
+CELL_STATUSES = ("ok", "diverged", "failed", "gated")
+"""What a cell's training ended in: only `ok` cells are fitted."""
 SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
 CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
@@ -96,8 +98,11 @@ def _rows_problem(rows: list, what: str, check: Callable[[Any], str | None]) -> 
 
 def _cell_problem(row: Any) -> str | None:
     wrong = keys_problem(row, CELL, CELL_OPTIONAL)
-    if wrong is None and row["status"] == "ok" and not (row["val_loss"] is not None and row["val_loss"] > 0):
-        return f"status 'ok' with 'val_loss' {json.dumps(row['val_loss'])}, not a positive number"
+    if wrong is None and row["status"] not in CELL_STATUSES:
+        return f"'status' is {json.dumps(row['status'])}, none of {', '.join(CELL_STATUSES)}"
+    loss = row["val_loss"] if wrong is None else None
+    if wrong is None and row["status"] == "ok" and not (loss is not None and math.isfinite(loss) and loss > 0):
+        return f"status 'ok' with 'val_loss' {json.dumps(loss)}, not a positive finite number"
     return wrong
 
 
