@@ -248,9 +248,12 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     if not (result["spec"] or result["selection"] or any(cells[k] for k in ("added", "removed", "changed", "generation"))
             or changed):
         same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
-        unrun = (", as archived; what is compiled was not run (see the notes)" if result["unarchived"] else
-                 ", as archived (see the note on the working tree's results)" if result["stale"] else "")
-        click.echo(f"  no changes: {same} (spec, cells and exponents){unrun}")
+        if result["unarchived"] or result["stale"]:  # the study on disk is not what either archived run ran
+            unrun = ("what is compiled was not run (see the notes)" if result["unarchived"] else
+                     "the working tree's study may not be what they ran (see the note on its results)")
+            click.echo(f"  no changes between the archived runs (spec, cells and exponents); {unrun}")
+        else:
+            click.echo(f"  no changes: {same} (spec, cells and exponents)")
     if result["stale"] or result["unarchived"]:
         _notes([*result["unarchived"], *([f"{WORKTREE}: {result['stale']}"] if result["stale"] else [])])
 

@@ -228,7 +228,7 @@ def test_a_diff_with_the_working_tree_says_where_its_results_predate_the_compile
     archive_commit(tmp_path, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="other")
     result = cli("diff", cwd=tmp_path)
     assert result.code == 0 and result.out.startswith("study tiny: HEAD"), result.err
-    assert result.out.splitlines()[-1] == ("  no changes: the same run (spec, cells and exponents), as archived; what "
+    assert result.out.splitlines()[-1] == ("  no changes between the archived runs (spec, cells and exponents); what "
                                            "is compiled was not run (see the notes)")
     assert "note: WORKTREE: these results predate params.yaml as compiled now: 4 stages did not run as compiled " \
         "(archive, train@s-200, train@s-400, train@s-800)" in result.err, result.err
@@ -310,3 +310,25 @@ def test_a_section_or_size_one_side_lacks_is_one_spec_change_not_one_per_default
         {"field": "generation", "before": None, "after": {"samples": 50, "top_k": 0}},
         {"field": "model.sizes.s", "before": None, "after": {"n_embd": 32, "n_layer": 1}},
         {"field": "model.sizes.xs.n_embd", "before": 16, "after": 24}]
+
+
+def test_an_exponent_of_a_group_only_one_run_has_says_so_not_none_alone(cli, repo):
+    """Across a change of data sizes, a params/<size> group exists on one side: 'none' read as a failed fit."""
+    cells = [_cell("xs", 100, 2.0)]
+    archive_commit(repo, cells, [_fit(0.05, 0.01, axis="params", group="900")])
+    archive_commit(repo, cells, [_fit(0.06, 0.01, axis="params", group="950")])
+    text = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    assert "exponent params/950 (power): none -> 0.06 [" in text and "before: no such fit: the grid had no such group" \
+        in text, text
+    assert "exponent params/900 (power): 0.05 [" in text and "after: no such fit: the grid had no such group" in text
+
+
+def test_a_study_name_archived_nowhere_points_to_the_one_study_there_and_a_missing_params_file_is_refused(cli, repo):
+    archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="qs")
+    archive_commit(repo, [_cell("xs", 100, 1.0)], [_fit(0.2, 0.01)], study="qs")
+    renamed = cli("diff", "HEAD~1", "HEAD", "--study", "qs2", cwd=repo)
+    assert renamed.code == 1 and ("study 'qs2' is not archived at HEAD; archived: ['qs']; a renamed study starts a "
+                                  "new archive, and its runs before the rename are under the old name: give --study "
+                                  "qs") in renamed.err, renamed.err
+    missing = cli("diff", "HEAD~1", "HEAD", "--params", "nofile.yaml", cwd=repo)
+    assert missing.code == 2 and "--params nofile.yaml: no such file" in missing.err, missing.err

@@ -266,6 +266,9 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     from chemspec.archive.history import WORKTREE
     from chemspec.archive.pull import revision
 
+    if Path(params) != Path("params.yaml") and not Path(params).is_file():
+        raise UsageError(f"--params {params}: no such file; give the params.yaml that `chemspec compile` wrote, or "
+                         "leave --params out")
     (rev_a, study_a), (rev_b, study_b) = (revision(rev, study, Path(".")) for rev in (rev_a, rev_b))
     if study_a != study_b and None not in (study_a, study_b):
         raise UsageError(f"the two runs are of different studies, {study_a!r} and {study_b!r}; diff compares two "

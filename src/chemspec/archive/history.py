@@ -100,7 +100,10 @@ class Snapshot:
         if name is not None:
             if name not in found:
                 hint = elsewhere(self.cwd, self.root) if self.rev == WORKTREE and not found else ""
-                raise ArchiveError(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}{hint}")
+                other = (f"; a renamed study starts a new archive, and its runs before the rename are under the old "
+                         f"name: give --study {found[0]}" if len(found) == 1 else "")
+                raise ArchiveError(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}{hint}"
+                                   f"{other}")
             return name
         if not found:
             where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.label}"
@@ -210,8 +213,9 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
         row: dict = {"axis": k[0], "group": k[1], "law": k[2],
                      "before": fa and fa.get("exponent"), "ci_before": fa and fa.get("ci"),
                      "after": fb and fb.get("exponent"), "ci_after": fb and fb.get("ci"), "significant": None,
-                     **{f"reason_{side}": f["reason"] for side, f in (("before", fa), ("after", fb))
-                        if f and f.get("exponent") is None and f.get("reason")}}
+                     **{f"reason_{side}": f["reason"] if f else "no such fit: the grid had no such group"
+                        for side, f in (("before", fa), ("after", fb))
+                        if not f or (f.get("exponent") is None and f.get("reason"))}}
         if row["before"] is not None and row["after"] is not None:
             row.update(welch(fa, fb, level) or {})
         rows.append(row)

@@ -273,7 +273,8 @@ def _fetch_one(fs, key: str, path: str, into: Path, rev: str, hashes: dict[str, 
         if damaged := _damaged_in_cache(fs, path):
             raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged in this project's DVC cache: "
                                f"{', '.join(map(str, damaged))} no longer hold{'s' if len(damaged) == 1 else ''} "
-                               "the bytes DVC named them by, so nothing was pulled; delete "
+                               f"the bytes DVC named {'it' if len(damaged) == 1 else 'them'} by, so nothing was "
+                               "pulled; delete "
                                f"{'it' if len(damaged) == 1 else 'them'} and pull again, which fetches the "
                                f"checkpoint from remote {remote!r} ({url})")
         if damaged := [md5 for name, md5 in _file_md5s(fs, path) if _md5(into / key / name) != md5]:
