@@ -22,8 +22,9 @@ def _fmt(value: float | None, missing: str = "-") -> str:
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--no-files", is_flag=True, help="Do not write report/index.html and report/report.md.")
-@click.option("--from", "source", metavar="REV",
-              help="Report the run archived at this git revision (or WORKTREE) instead; pages go to reports/<study>/.")
+@click.option("--from", "source", metavar="REV|ID",
+              help="Report the run archived at this git revision (or WORKTREE), or with this manifest id (a start is "
+                   "enough), instead; pages go to reports/<study>/.")
 @click.option("--study", help="Study to report with --from (needed when several are archived); without --from, "
                                "only the compiled study.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the pages of --from (default reports/<study>/).")

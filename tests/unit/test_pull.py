@@ -485,3 +485,11 @@ def test_a_signal_during_a_pull_stops_it_and_leaves_no_folder(cli, with_checkpoi
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "the pull's handlers are taken down after it"
     monkeypatch.setattr(pulling, "_fetch_one", fetch)
     assert cli("pull", "HEAD", "--to", "run", cwd=clone).code == 0, "DVC's state lets the next pull through"
+
+
+def test_report_from_takes_a_manifest_id_as_pull_refit_and_diff_do(cli, two_studies):
+    root, alpha, beta = two_studies
+    shown = cli("report", "--from", beta[:10], "--json", "--no-files", cwd=root)
+    assert shown.code == 0 and json.loads(shown.out)["study"] == "beta" and json.loads(shown.out)["manifest"] == beta
+    refused = cli("report", "--from", alpha[:10], "--study", "beta", cwd=root)
+    assert refused.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err

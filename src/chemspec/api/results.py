@@ -228,10 +228,16 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     from chemspec import report as pages
     from chemspec.archive import Snapshot, summary
     from chemspec.archive.history import WORKTREE
+    from chemspec.archive.pull import resolve
 
-    snapshot = Snapshot(source)
-    digest, manifest = snapshot.manifest(study)
-    note = unarchived(source, manifest, params) if source != WORKTREE else None
+    if source == WORKTREE:
+        snapshot = Snapshot(source)
+        digest, manifest = snapshot.manifest(study)
+    else:  # a git revision, or a manifest id as pull, refit and diff take it
+        rev, _, digest = resolve(source, study, Path("."), worktree=True)
+        snapshot = Snapshot(rev, label=source)
+        manifest = snapshot.manifest_at(digest)
+    note = unarchived(snapshot.rev, manifest, params) if snapshot.rev != WORKTREE else None
     objects = manifest["objects"]
 
     def checked(role: str, problem):
