@@ -45,7 +45,7 @@ def validate(spec: str) -> None:
     sizes = f"{count(len(study.model.size_names()), 'model size')} x {count(len(study.data.sizes), 'data size')}"
     click.echo(f"{spec}: valid study {study.study!r} ({study.model.family}, {sizes}, "
                f"{count(len(study.hpo.grid.configs()), 'hyperparameter config')})")
-    for note in study.training.notes():
+    for note in study.notes():
         click.echo(f"note: {note}", err=True)
 
 

@@ -493,3 +493,18 @@ def test_gpu_settings_beside_accelerator_cpu_are_noted_at_validate_and_compile(c
     spec.write_text(spec.read_text().replace("  accelerator: cpu\n", ""))
     result = cli("validate", str(spec), cwd=tmp_path)
     assert result.code == 0 and "note:" not in result.err, result.err
+
+
+def test_a_chemgpt_size_too_large_for_a_cpu_is_noted_under_accelerator_cpu(cli, tmp_path):
+    """A 2.4e9-parameter size beside accelerator: cpu validated and compiled without a word (outside review)."""
+    spec = tmp_path / "study.yaml"
+    spec.write_text(QUICKSTART.read_text().replace("m:  {n_layer: 4, n_embd: 64, n_head: 4}",
+                                                   "m:  {n_layer: 48, n_embd: 2048, n_head: 16}"))
+    note = ("note: model.sizes.m: about 2.4e+09 non-embedding parameters under training.accelerator: cpu, where a "
+            "training step of it takes seconds to minutes: set accelerator: gpu")
+    for args in (("validate", str(spec)), ("compile", str(spec), "--root", str(tmp_path / "out"))):
+        result = cli(*args, cwd=tmp_path)
+        assert result.code == 0 and note in result.err, result.err
+    assert "model.sizes.xs" not in result.err, "the quickstart's own sizes are fine on a CPU"
+    spec.write_text(spec.read_text().replace("  accelerator: cpu\n", ""))
+    assert "note:" not in cli("validate", str(spec), cwd=tmp_path).err

@@ -198,7 +198,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                            f"far: {', '.join(result.written + result.removed) or 'nothing'}{moved})") from None
     from chemspec.archive.remote import ensure_remote, project_root
 
-    result.notes += study.training.notes()
+    result.notes += study.notes()
     project = project_root(root)
     if project is None:
         result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")

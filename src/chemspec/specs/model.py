@@ -10,6 +10,8 @@ from chemspec.specs.base import PROBLEMS_SEPARATOR, Name, Spec
 
 MAX_PARAMETERS = 10**11
 """The largest model chemspec validates: about 80 times the paper's largest ChemGPT (1.2e9)."""
+CPU_PARAMETERS = 10**8
+"""Past this many non-embedding parameters validate notes that a ChemGPT size on the CPU will not finish."""
 BOHR = 0.52917721067
 """The bohr in Å, as SpookyNet's reference code has it."""
 SPOOKYNET_DEFAULTS = {"cutoff": 10 * BOHR, "n_rbf": 16}
@@ -62,6 +64,13 @@ class ChemGPTModel(Spec):
         """Distinct non-embedding parameter counts among the sizes: set by n_layer and n_embd (n_head splits
         the width without changing it), and what the fits put on their parameter axis."""
         return len({(size.n_layer, size.n_embd) for size in self.sizes.values()})
+
+    def cpu_notes(self) -> list[str]:
+        """The sizes too large for a CPU to train in the time a study has."""
+        counts = {name: 12 * size.n_layer * size.n_embd**2 for name, size in self.sizes.items()}
+        return [f"model.sizes.{name}: about {n:.1e} non-embedding parameters under training.accelerator: cpu, where "
+                "a training step of it takes seconds to minutes: set accelerator: gpu, or leave it out (auto takes "
+                "a GPU where one is visible)" for name, n in counts.items() if n > CPU_PARAMETERS]
 
     @model_validator(mode="after")
     def _one_max_length(self) -> "ChemGPTModel":
@@ -125,6 +134,10 @@ class GNNModel(Spec):
     def capacities(self) -> int:
         """Distinct parameter counts among the sizes: one per width × depth."""
         return len(self.widths) * len(self.depths)
+
+    def cpu_notes(self) -> list[str]:
+        """None: force fields of any width chemspec validates train on a CPU, if slowly."""
+        return []
 
 
 Model = Annotated[Union[ChemGPTModel, GNNModel], Field(discriminator="family")]

@@ -314,6 +314,11 @@ class Study(Spec):
         except ValueError as exc:
             yield str(exc)
 
+    def notes(self) -> list[str]:
+        """What `validate` and `compile` say of settings that will not do what they seem to where the cells run."""
+        big = self.model.cpu_notes() if self.training.accelerator == "cpu" else []
+        return [*self.training.notes(), *big]
+
     def tpe_model_size(self) -> str:
         return self.hpo.tpe.model_size or self.model.size_names()[0]
 
