@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -52,6 +53,26 @@ def test_force_mae_falls_with_data_size_for_each_capacity(project):
                 if c["model"] == model]
         assert len(maes) == 3 and maes == sorted(maes, reverse=True), f"{model}: {maes}"
     assert "test E MAE meV test F MAE meV/Å" in sh("chemspec", "report", cwd=project)
+
+
+def test_a_trained_cell_as_an_ase_calculator_gives_the_test_errors_the_cell_reported(project):
+    from ase import Atoms
+
+    from chemspec.runtime.atoms import load_atoms
+    from chemspec.runtime.calculator import ForceFieldCalculator
+    from chemspec.runtime.split import read_rows
+
+    cell = project / "results" / "quickstart-nff" / "train" / "w16d2-240"
+    data = load_atoms(project / "data" / "quickstart-nff" / "atoms.npz")
+    (test,) = read_rows(project / "data" / "quickstart-nff" / "splits", ("test",), len(data)).values()
+    calculator = ForceFieldCalculator(cell / "model")
+    errors = []
+    for s in test:
+        numbers, positions, _, forces = data.structure(int(s))
+        molecule = Atoms(numbers=numbers, positions=positions, calculator=calculator)
+        errors.append(np.abs(molecule.get_forces() - forces).ravel())
+    reported = json.loads((cell / "metrics.json").read_text())["force_mae_meV_per_A"]
+    assert 1000 * np.concatenate(errors).mean() == pytest.approx(reported, rel=1e-3)
 
 
 def test_force_field_cells_are_archived(project):

@@ -1,0 +1,87 @@
+"""A trained force-field cell as an ASE calculator.
+
+The folder a force-field train cell writes (`results/<study>/train/<cell>/model`, or `checkpoints/<cell>` of a
+pulled run) holds `config.json` (family and shape) and `model.pt` (the state dict of the trained module, its
+per-element reference energies included). `ForceFieldCalculator(folder)` gives energies in eV and forces in
+eV/Å of any isolated molecule of the elements the cell trained on, as the cell's own test errors measured them:
+
+    from chemspec.runtime.calculator import ForceFieldCalculator
+    atoms.calc = ForceFieldCalculator("results/quickstart-nff/train/w32d3-600/model")
+    atoms.get_potential_energy(), atoms.get_forces()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from chemspec.errors import InputError
+from chemspec.runtime.io import read_json
+
+SHAPE = {"width": int, "depth": int, "cutoff": float, "n_rbf": int}
+
+
+def load_forcefield(folder: str | Path, device: str = "cpu"):
+    """(the trained ForceField module in eval mode on `device`, its cutoff in Å) from a train cell's model
+    folder; InputError naming the file where the folder holds no trained force field."""
+    import torch
+
+    from chemspec.runtime.ff_models import FAMILIES
+    from chemspec.runtime.forcefield import ForceField
+
+    folder = Path(folder)
+    config_path, weights = folder / "config.json", folder / "model.pt"
+    for path in (config_path, weights):
+        if not path.is_file():
+            raise InputError(f"{path} is missing, so {folder} holds no trained force field",
+                             "give the model folder of a force-field train cell (results/<study>/train/<cell>/model, "
+                             "or checkpoints/<cell> of a pulled run)")
+    config = read_json(config_path)
+    if not isinstance(config, dict) or any(not isinstance(config.get(key), kind) and not (
+            kind is float and isinstance(config.get(key), int)) for key, kind in SHAPE.items()):
+        raise InputError(f"{config_path} does not give a force field's family and shape "
+                         f"({', '.join(SHAPE)})", "pull the run again, or rerun its train cell")
+    options = {"charge_spin": True} if config.get("charge_spin") else {}
+    model = FAMILIES[config.get("family")](config["width"], config["depth"], float(config["cutoff"]),
+                                           config["n_rbf"], **options)
+    module = ForceField(model)
+    try:
+        module.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise InputError(f"{weights} is not the state of a {config['family']} of {config_path}'s shape ({exc})",
+                         "pull the run again, or rerun its train cell") from None
+    return module.eval().to(device), float(config["cutoff"])
+
+
+class ForceFieldCalculator(Calculator):
+    """Energy (eV) and forces (eV/Å) of a trained force-field cell; `atoms.info` may give `charge` and
+    `multiplicity` (a neutral singlet otherwise), which only a SpookyNet with charge_spin can tell apart."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, folder: str | Path, device: str = "cpu", **kwargs):
+        super().__init__(**kwargs)
+        self.device = device
+        self.module, self.cutoff = load_forcefield(folder, device)
+        shift = self.module.energy_shift.detach().cpu().numpy()
+        self.trained = {int(z) for z in np.flatnonzero(shift)}
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        from chemspec.runtime.atoms import AtomsData
+        from chemspec.runtime.neighbours import ForceFieldDataset
+
+        super().calculate(atoms, properties, system_changes)
+        numbers = self.atoms.get_atomic_numbers()
+        if unseen := sorted(set(numbers.tolist()) - self.trained):
+            raise InputError(f"elements {unseen} occur in no structure this force field trained on, so it has no "
+                             "reference energy for them", "use a cell trained on data with those elements")
+        n = len(numbers)
+        data = AtomsData(numbers, self.atoms.get_positions(), np.zeros((n, 3)), np.zeros(1), np.array([0, n]),
+                         np.array([self.atoms.info.get("charge", 0)]),
+                         np.array([self.atoms.info.get("multiplicity", 1)]))
+        batch = {key: value.to(self.device) for key, value in
+                 ForceFieldDataset(data, self.cutoff).collate([0]).items()}
+        energy, forces = self.module(batch)
+        self.results = {"energy": float(energy[0].detach()), "forces": forces.detach().cpu().numpy().astype(np.float64)}

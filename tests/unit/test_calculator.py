@@ -1,0 +1,69 @@
+"""A force-field train cell's model folder as an ASE calculator: it gives the energies and forces of the module
+the cell saved, and refuses what that module cannot answer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.md.verlet import VelocityVerlet
+
+from chemspec.errors import InputError
+from chemspec.runtime.calculator import ForceFieldCalculator
+from chemspec.runtime.ff_models import FAMILIES
+from chemspec.runtime.forcefield import ForceField
+from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset
+from tests.unit.test_forcefield import ETHANOL_R, ETHANOL_Z, atoms
+
+SHAPE = {"width": 8, "depth": 2, "cutoff": 5.0, "n_rbf": 16}
+
+
+def saved(folder, family: str) -> ForceField:
+    """A module as a train cell saves it (model.pt and config.json in `folder`), with references for H, C, O."""
+    torch.manual_seed(0)
+    shift = torch.zeros(MAX_Z, dtype=torch.float64)
+    shift[[1, 6, 8]] = torch.tensor([-13.6, -1029.8, -2041.3], dtype=torch.float64)
+    module = ForceField(FAMILIES[family](*SHAPE.values()), energy_shift=shift).eval()
+    folder.mkdir()
+    torch.save(module.state_dict(), folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps({"family": family, **SHAPE}))
+    return module
+
+
+@pytest.mark.parametrize("family", ["schnet", "painn"])
+def test_the_calculator_gives_the_saved_modules_energy_and_forces(tmp_path, family):
+    module = saved(tmp_path / "model", family)
+    ethanol = Atoms(numbers=ETHANOL_Z, positions=ETHANOL_R)
+    ethanol.calc = ForceFieldCalculator(tmp_path / "model")
+    energy, forces = module(ForceFieldDataset(atoms((ETHANOL_Z, ETHANOL_R)), SHAPE["cutoff"]).collate([0]))
+    assert ethanol.get_potential_energy() == pytest.approx(float(energy[0].detach()), rel=1e-12)
+    np.testing.assert_allclose(ethanol.get_forces(), forces.detach().numpy(), rtol=1e-6, atol=1e-9)
+    assert ethanol.get_potential_energy() == pytest.approx(2 * -1029.8 - 2041.3 + 6 * -13.6, abs=50)
+
+
+def test_ase_runs_md_on_it(tmp_path):
+    saved(tmp_path / "model", "painn")
+    ethanol = Atoms(numbers=ETHANOL_Z, positions=ETHANOL_R)
+    ethanol.calc = ForceFieldCalculator(tmp_path / "model")
+    start = ethanol.get_positions().copy()
+    VelocityVerlet(ethanol, timestep=0.2 * units.fs).run(5)
+    assert not np.allclose(ethanol.get_positions(), start) and np.isfinite(ethanol.get_forces()).all()
+
+
+def test_an_element_the_cell_never_trained_on_and_a_folder_without_a_model_are_refused(tmp_path):
+    saved(tmp_path / "model", "painn")
+    ammonia = Atoms("NH3", positions=[[0, 0, 0], [0.94, 0, -0.38], [-0.47, 0.81, -0.38], [-0.47, -0.81, -0.38]])
+    ammonia.calc = ForceFieldCalculator(tmp_path / "model")
+    with pytest.raises(InputError, match=r"elements \[7\] occur in no structure this force field trained on"):
+        ammonia.get_potential_energy()
+    (tmp_path / "model" / "model.pt").unlink()
+    with pytest.raises(InputError, match=r"model\.pt is missing, so .*model holds no trained force field"):
+        ForceFieldCalculator(tmp_path / "model")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model.pt").write_bytes(b"")
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"family": "painn", "width": 8}))
+    with pytest.raises(InputError, match=r"config\.json does not give a force field's family and shape"):
+        ForceFieldCalculator(tmp_path / "other")
