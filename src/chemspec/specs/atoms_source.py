@@ -119,9 +119,11 @@ class Units(Spec):
     """Units of the values in a data file; converted to eV and Å on load."""
 
     energy: EnergyUnit | None = None
-    """Energy unit of the file; left out: the format's."""
+    """Energy unit of the file; left out: the format's. Read in any case (`hartree`); params.yaml and this
+    schema keep the spelling listed."""
     length: LengthUnit | None = None
-    """Length unit of the file's positions; left out: the format's."""
+    """Length unit of the file's positions; left out: the format's. Read in any case, and `Å` as Angstrom;
+    params.yaml and this schema keep the spelling listed."""
     force: ForceUnit | None = None
     """Unit of the file's forces, an energy unit per length unit (`Hartree/bohr`, `kcal/mol/Angstrom`); left out:
     the energy unit per the length unit. For files whose forces and positions use different lengths, as
