@@ -139,7 +139,8 @@ def test_a_given_energy_unit_that_makes_forces_larger_than_any_molecules_is_refu
     with pytest.raises(RunError, match=rf"rmd17_ethanol_reduced_100\.xyz read in {unit}, as data.source.units gives "
                                        r"it, has forces of [\d.]+ eV/Å RMS in the median structure .*more than any "
                                        r"molecule's; it is likely in kcal/mol: set data.source.units: "
-                                       r"\{energy: kcal/mol\} \(where they are right, data.source.unit_checks: "
+                                       r"\{energy: kcal/mol\} \(a force: beside it, where the study gives one, "
+                                       r"kcal/mol/Angstrom or none\) \(where they are right, data.source.unit_checks: "
                                        r"false reads them as they are\)"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()

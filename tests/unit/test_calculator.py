@@ -70,3 +70,20 @@ def test_an_element_the_cell_never_trained_on_and_a_folder_without_a_model_are_r
     (tmp_path / "other" / "config.json").write_text(json.dumps({"family": "painn", "width": 8}))
     with pytest.raises(InputError, match=r"config\.json does not give a force field's family and shape"):
         ForceFieldCalculator(tmp_path / "other")
+
+
+def test_periodic_atoms_a_charge_it_cannot_see_and_a_device_it_has_not_are_refused(tmp_path):
+    saved(tmp_path / "model", "painn")
+    calculator = ForceFieldCalculator(tmp_path / "model")
+    cases = [({"pbc": True, "cell": [3.0, 3.0, 3.0]}, {}, r"the atoms are periodic \(pbc\)"),
+             ({}, {"charge": 1, "multiplicity": 2}, r"charge 1, multiplicity 2 in atoms.info: this force field sees "
+                                                    r"no charge or spin")]
+    for options, info, said in cases:
+        ethanol = Atoms(numbers=ETHANOL_Z, positions=ETHANOL_R, info=info, calculator=calculator, **options)
+        with pytest.raises(InputError, match=said):
+            ethanol.get_potential_energy()
+    with pytest.raises(InputError, match=r"device 'gpu' is not a torch device"):
+        ForceFieldCalculator(tmp_path / "model", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match=r"device 'cuda': this machine's torch sees no CUDA GPU"):
+            ForceFieldCalculator(tmp_path / "model", device="cuda")

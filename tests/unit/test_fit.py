@@ -221,6 +221,7 @@ def test_a_run_that_ended_with_a_non_finite_validation_loss_is_left_out_not_the_
     ({"params": "many"}, "'params' is \"many\", not a whole number"),
     ({"params": 0}, "status 'ok' with 'params' 0, not a whole number above 0"),
     ({"wall_time_s": "x"}, "'wall_time_s' is \"x\", not a number"),
+    ({"status": "oom"}, "'status' is \"oom\", none of ok, diverged, failed, gated"),
 ])
 def test_an_edited_metrics_file_is_named_with_its_key_before_anything_is_fitted(tmp_path, edit, said):
     import json
@@ -235,8 +236,8 @@ def test_an_edited_metrics_file_is_named_with_its_key_before_anything_is_fitted(
         read_runs(paths)
     nan = tmp_path / "xs-100.json"
     nan.write_text(json.dumps({**json.loads(nan.read_text()), "val_loss": float("inf")}))
-    path.write_text(json.dumps({**json.loads(path.read_text()), **{k: 1.0 for k in edit if k != "params"},
-                                "params": 10}))
+    mended = {k: 1.0 for k in edit if k not in ("params", "status")}
+    path.write_text(json.dumps({**json.loads(path.read_text()), **mended, "params": 10, "status": "ok"}))
     assert read_runs(paths)[0]["xs-100"]["status"] == "failed", "a loss that is not finite fails the cell"
 
 

@@ -204,3 +204,26 @@ def test_energies_and_forces_in_other_units_are_named_apart_where_no_one_energy_
         run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
     mended = {**source, "units": {"energy": "Hartree", "force": "kcal/mol/Angstrom"}}
     assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, mended))["count"] == 50
+
+
+def test_the_advice_on_a_new_energy_unit_says_what_a_force_unit_beside_it_must_become(shared, tmp_path, monkeypatch):
+    """A force: equal to energy/length is dropped at compile, so advice naming only the energy unit was refused
+    again on the forces where the study kept its force: (outside review)."""
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    source = {"file": str(shared / "md17" / "md17_ethanol_first2000.npz"), "format": "md17",
+              "units": {"energy": "eV", "force": "eV/Angstrom"}}
+    with pytest.raises(RunError, match=r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\} \(a "
+                                       r"force: beside it, where the study gives one, kcal/mol/Angstrom or none\)"):
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
+    mended = {**source, "units": {"energy": "kcal/mol", "force": "kcal/mol/Angstrom"}}
+    assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, mended))["count"] == 2000
+    raw = np.load(shared / "md17" / "md17_ethanol_first2000.npz")
+    path = tmp_path / "ev_energies.npz"
+    np.savez(path, R=raw["R"][:50], z=raw["z"], E=raw["E"][:50] * KCAL, F=raw["F"][:50])
+    apart = {"file": str(path), "format": "md17", "units": {"energy": "Hartree", "force": "kcal/mol/Angstrom"}}
+    with pytest.raises(RunError, match=r"the energies are likely in eV: set energy: eV under data.source.units, "
+                                       r"keeping force: kcal/mol/Angstrom"):
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, apart))
+    kept = {**apart, "units": {"energy": "eV", "force": "kcal/mol/Angstrom"}}
+    assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, kept))["count"] == 50

@@ -327,8 +327,18 @@ def test_a_study_name_archived_nowhere_points_to_the_one_study_there_and_a_missi
     archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="qs")
     archive_commit(repo, [_cell("xs", 100, 1.0)], [_fit(0.2, 0.01)], study="qs")
     renamed = cli("diff", "HEAD~1", "HEAD", "--study", "qs2", cwd=repo)
-    assert renamed.code == 1 and ("study 'qs2' is not archived at HEAD; archived: ['qs']; a renamed study starts a "
-                                  "new archive, and its runs before the rename are under the old name: give --study "
-                                  "qs") in renamed.err, renamed.err
+    assert renamed.code == 1 and ("study 'qs2' is not archived at HEAD; archived: ['qs']; if 'qs2' is a renamed "
+                                  "'qs', its runs before the rename are under the old name: give --study qs"
+                                  ) in renamed.err, renamed.err
     missing = cli("diff", "HEAD~1", "HEAD", "--params", "nofile.yaml", cwd=repo)
     assert missing.code == 2 and "--params nofile.yaml: no such file" in missing.err, missing.err
+
+
+def test_a_law_only_one_run_fitted_is_named_as_such_not_as_a_missing_group(cli, repo):
+    """A run archived before the test-error fits has none: each of the newer run's read 'the grid had no such
+    group' (outside review)."""
+    cells = [_cell("xs", 100, 2.0)]
+    archive_commit(repo, cells, [_fit(0.2, 0.01)])
+    archive_commit(repo, cells, [_fit(0.2, 0.01)], error_fits=[{**_fit(0.4, 0.01), "metric": "force_mae"}])
+    (row,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["exponents"][1:]
+    assert row["reason_before"].startswith("no such fit: this run fitted no force_mae power law"), row

@@ -292,7 +292,7 @@ def test_a_force_fields_test_errors_get_power_laws_of_their_own_in_every_output(
                                     for (axis, _), f in forces.items())
     assert fit["exponents"]["force_mae.power.data.w8d2"] == pytest.approx(0.4)
     energies = [f for f in fit["errors"] if f["metric"] == "energy_mae"]
-    assert len(energies) == 6 and all(f["reason"] == "losses are constant: no slope to fit" for f in energies)
+    assert len(energies) == 6 and all(f["reason"] == "errors are constant: no slope to fit" for f in energies)
     table = cli("report", cwd=tmp_path)
     assert table.code == 0 and re.search(r"test force MAE \(meV/Å\) +data +w8d2 +0\.400 ", table.out), table.out
     said = "- test force MAE (meV/Å), params axis, 60: 0.200 [0.200, 0.200], R² 1.000, n 3"

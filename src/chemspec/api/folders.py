@@ -29,6 +29,5 @@ def refuse_owned(out: Path, label: str, what: str, instead: str) -> None:
             marker = folder / "refs"
         if marker is not None:
             raise UsageError(f"{label}: {os.path.relpath(folder)} holds {marker.name}, written by a pipeline "
-                             f"stage or the archive; {what} would change a stage's output, which the next `dvc "
-                             f"repro` puts back (deleting what is not its own). Give a folder of its own, e.g. "
-                             f"{instead}")
+                             f"stage, the archive or a pull; {what} would go inside their output, which the next "
+                             f"`dvc repro` (or pull) replaces whole. Give a folder of its own, e.g. {instead}")

@@ -100,8 +100,8 @@ class Snapshot:
         if name is not None:
             if name not in found:
                 hint = elsewhere(self.cwd, self.root) if self.rev == WORKTREE and not found else ""
-                other = (f"; a renamed study starts a new archive, and its runs before the rename are under the old "
-                         f"name: give --study {found[0]}" if len(found) == 1 else "")
+                other = (f"; if {name!r} is a renamed {found[0]!r}, its runs before the rename are under the old name: "
+                         f"give --study {found[0]}" if len(found) == 1 else "")
                 raise ArchiveError(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}{hint}"
                                    f"{other}")
             return name
@@ -207,13 +207,21 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
     """Each fitted exponent in both runs, with an approximate test of the change (see TEST_NOTE)."""
     key = lambda f: (f["axis"], str(f["group"]), f["law"])  # noqa: E731
     before, after = {key(f): f for f in a}, {key(f): f for f in b}
+    laws = {"before": {f["law"] for f in a}, "after": {f["law"] for f in b}}
+
+    def absent(side: str, law: str) -> str:
+        """Why one run has no fit that the other has."""
+        if law in laws[side]:
+            return "no such fit: the grid had no such group"
+        return (f"no such fit: this run fitted no {law} law (not among its fit.laws, or archived before chemspec "
+                "fitted it; `chemspec refit` fits the test errors of an older run)")
     rows = []
     for k in dict.fromkeys([*after, *before]):  # the fits' own order, as the cells
         fa, fb = before.get(k), after.get(k)
         row: dict = {"axis": k[0], "group": k[1], "law": k[2],
                      "before": fa and fa.get("exponent"), "ci_before": fa and fa.get("ci"),
                      "after": fb and fb.get("exponent"), "ci_after": fb and fb.get("ci"), "significant": None,
-                     **{f"reason_{side}": f["reason"] if f else "no such fit: the grid had no such group"
+                     **{f"reason_{side}": f["reason"] if f else absent(side, k[2])
                         for side, f in (("before", fa), ("after", fb))
                         if not f or (f.get("exponent") is None and f.get("reason"))}}
         if row["before"] is not None and row["after"] is not None:

@@ -96,7 +96,8 @@ def few_valid_text(cells: list[dict]) -> str:
 def provenance_text(provenance: dict | None) -> str:
     """What the run's cells trained with and on, from its manifest's provenance ('' where it records none: a run
     not archived, or archived before cells recorded their training stack)."""
-    stacks = (provenance or {}).get("trained_with")
+    stacks = [stack for stack in (provenance or {}).get("trained_with") or []
+              if isinstance(stack, dict) and all(isinstance(stack.get(key), str) for key in ("torch", "python"))]
     if not stacks:
         return ""
 

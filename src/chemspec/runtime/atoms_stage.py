@@ -83,8 +83,8 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
         found = implausible_units(data, unit, typical=True, **given) if bounds and len(data) else None
         if found:
             raise RunError(f"{fmt} file {source['file']} read in {unit}, as data.source.units gives it{with_forces}, "
-                           f"has {found.problem}, more than any molecule's; {_unit_advice(found)} (where they are "
-                           "right, data.source.unit_checks: false reads them as they are)")
+                           f"has {found.problem}, more than any molecule's; {_unit_advice(found, units)} (where they "
+                           "are right, data.source.unit_checks: false reads them as they are)")
         return
     found = implausible_units(data, unit, totals, **given) if len(data) else None
     as_totals = implausible_units(data, unit, totals=True, **given) if len(data) and not totals else None
@@ -105,7 +105,7 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
         other = (f"or, if the file really is in {unit},{really} {escape}" if energies else
                  "where they are right, data.source.unit_checks: false reads them as they are")
         raise RunError(f"{fmt} file {source['file']} read in {unit}, the {fmt} default as data.source.units leaves "
-                       f"the energy out{with_forces}, has {found.problem}; {_unit_advice(found)} ({other})")
+                       f"the energy out{with_forces}, has {found.problem}; {_unit_advice(found, units)} ({other})")
 
 
 def _check_forces(data, source: dict) -> None:
@@ -133,14 +133,20 @@ def _check_forces(data, source: dict) -> None:
                    "as they are)")
 
 
-def _unit_advice(found) -> str:
-    """What to write in data.source.units where `found` (plausible.Implausible) names units that fit."""
+def _unit_advice(found, units: dict) -> str:
+    """What to write in data.source.units (as compiled: `units`) where `found` (plausible.Implausible) names units
+    that fit. A force unit the study gave equal to energy/length is not in `units`, so the advice on a new energy
+    unit says what such a force: must become."""
     advice = []
     if found.energy and found.force:
         advice.append(f"the energies are likely in {found.energy} and the forces in {found.force}: set "
                       f"data.source.units: {{energy: {found.energy}, force: {found.force}}}")
+    elif found.energy and units.get("force"):
+        advice.append(f"the energies are likely in {found.energy}: set energy: {found.energy} under "
+                      f"data.source.units, keeping force: {units['force']}")
     elif found.energy:
-        advice.append(f"it is likely in {found.energy}: set data.source.units: {{energy: {found.energy}}}")
+        advice.append(f"it is likely in {found.energy}: set data.source.units: {{energy: {found.energy}}} (a force: "
+                      f"beside it, where the study gives one, {found.energy}/{units['length']} or none)")
     elif found.force:
         advice.append(f"the forces are likely in {found.force}: set force: {found.force} under data.source.units")
     if found.unknown:

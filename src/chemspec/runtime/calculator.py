@@ -31,6 +31,12 @@ def load_forcefield(folder: str | Path, device: str = "cpu"):
     from chemspec.runtime.ff_models import FAMILIES
     from chemspec.runtime.forcefield import ForceField
 
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"device {device!r} is not a torch device", "give cpu, cuda or cuda:<index>") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: this machine's torch sees no CUDA GPU", "give cpu") from None
     folder = Path(folder)
     config_path, weights = folder / "config.json", folder / "model.pt"
     for path in (config_path, weights):
@@ -48,16 +54,17 @@ def load_forcefield(folder: str | Path, device: str = "cpu"):
                                            config["n_rbf"], **options)
     module = ForceField(model)
     try:
-        module.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (RuntimeError, ValueError, OSError) as exc:
         raise InputError(f"{weights} is not the state of a {config['family']} of {config_path}'s shape ({exc})",
                          "pull the run again, or rerun its train cell") from None
-    return module.eval().to(device), float(config["cutoff"])
+    return module.eval().to(where), float(config["cutoff"])
 
 
 class ForceFieldCalculator(Calculator):
-    """Energy (eV) and forces (eV/Å) of a trained force-field cell; `atoms.info` may give `charge` and
-    `multiplicity` (a neutral singlet otherwise), which only a SpookyNet with charge_spin can tell apart."""
+    """Energy (eV) and forces (eV/Å) of a trained force-field cell for an isolated molecule; `atoms.info` may give
+    `charge` and `multiplicity` (a neutral singlet otherwise), which only a SpookyNet with charge_spin tells
+    apart. It runs in float32, as cells train unless `precision: 64-true` (whose models it rounds)."""
 
     implemented_properties = ["energy", "forces"]
 
@@ -77,10 +84,20 @@ class ForceFieldCalculator(Calculator):
         if unseen := sorted(set(numbers.tolist()) - self.trained):
             raise InputError(f"elements {unseen} occur in no structure this force field trained on, so it has no "
                              "reference energy for them", "use a cell trained on data with those elements")
+        if self.atoms.pbc.any():
+            raise InputError("the atoms are periodic (pbc), and chemspec's force fields see isolated molecules: "
+                             "their neighbour lists have no periodic images", "set atoms.pbc = False")
+        state = (self.atoms.info.get("charge", 0), self.atoms.info.get("multiplicity", 1))
+        if state != (0, 1) and not getattr(self.module.model, "charge_spin", False):
+            raise InputError(f"charge {state[0]}, multiplicity {state[1]} in atoms.info: this force field sees no "
+                             "charge or spin and would give the neutral singlet's energy",
+                             "use a SpookyNet cell trained with charge_spin: true")
         n = len(numbers)
-        data = AtomsData(numbers, self.atoms.get_positions(), np.zeros((n, 3)), np.zeros(1), np.array([0, n]),
-                         np.array([self.atoms.info.get("charge", 0)]),
-                         np.array([self.atoms.info.get("multiplicity", 1)]))
+        try:
+            data = AtomsData(numbers, self.atoms.get_positions(), np.zeros((n, 3)), np.zeros(1), np.array([0, n]),
+                             *(np.array([value]) for value in state))
+        except ValueError as exc:
+            raise InputError(f"atoms.info's charge and multiplicity: {exc}", "give whole numbers") from None
         batch = {key: value.to(self.device) for key, value in
                  ForceFieldDataset(data, self.cutoff).collate([0]).items()}
         energy, forces = self.module(batch)

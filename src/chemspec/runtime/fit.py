@@ -32,20 +32,20 @@ from chemspec.specs.outputs import BOOTSTRAP_CELLS
 MIN_POINTS = 3
 
 
-def power_law(x: list[float], y: list[float], confidence: float) -> dict:
-    """Fit log y = log a − α log x; exponent α with a t-interval at `confidence`."""
+def power_law(x: list[float], y: list[float], confidence: float, what: str = "losses") -> dict:
+    """Fit log y = log a − α log x; exponent α with a t-interval at `confidence`; `what` names y in reasons."""
     n = len(x)
     result: dict = {"law": "power", "n": n, "x": list(x), "y": list(y)}
     bad = [v for v in y if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
     if bad:
-        return {**result, "status": "cannot fit", "reason": f"losses must be finite and positive; got {bad[:3]}"}
+        return {**result, "status": "cannot fit", "reason": f"{what} must be finite and positive; got {bad[:3]}"}
     if n < MIN_POINTS:
         return {**result, "status": "cannot fit",
                 "reason": f"{n} point{'s' if n != 1 else ''}; a power law with an interval needs at least {MIN_POINTS}"}
     if len(set(x)) < 2:
         return {**result, "status": "cannot fit", "reason": "all points share one x value"}
     if max(y) - min(y) <= 1e-12 * max(y):
-        return {**result, "status": "cannot fit", "reason": "losses are constant: no slope to fit"}
+        return {**result, "status": "cannot fit", "reason": f"{what} are constant: no slope to fit"}
     import statsmodels.api as sm
 
     design = sm.add_constant(np.log(np.asarray(x, dtype=float)))
@@ -220,7 +220,8 @@ def error_fits(rows: list[dict], confidence: float) -> list[dict]:
     for metric, (key, quantity) in ERRORS.items():
         usable = [r for r in rows if r["status"] == "ok" and _finite(r.get(key))]
         results += [{"metric": metric, "quantity": quantity, "axis": axis, "group": group,
-                     **power_law(x, y, confidence)} for axis, group, x, y in axis_groups(usable, lambda r: r[key])]
+                     **power_law(x, y, confidence, "errors")} for axis, group, x, y in axis_groups(usable,
+                                                                                               lambda r: r[key])]
     return results
 
 

@@ -123,6 +123,8 @@ def metrics_problem(metrics: Any) -> str | None:
     """What makes `metrics` unreadable as a train cell's metrics.json; None if it reads. A loss that is not
     finite marks the cell failed (runtime.fit); one at or below 0 no training writes."""
     wrong = keys_problem(metrics, METRICS, METRICS_OPTIONAL)
+    if wrong is None and metrics.get("status", "ok") not in CELL_STATUSES:
+        return f"'status' is {json.dumps(metrics['status'])}, none of {', '.join(CELL_STATUSES)}"
     if wrong or metrics.get("status", "ok") != "ok":
         return wrong
     if metrics["params"] <= 0:
