@@ -228,16 +228,13 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     from chemspec import report as pages
     from chemspec.archive import Snapshot, summary
     from chemspec.archive.history import WORKTREE
-    from chemspec.archive.pull import resolve
+    from chemspec.archive.pull import revision
 
-    if source == WORKTREE:
-        snapshot = Snapshot(source)
-        digest, manifest = snapshot.manifest(study)
-    else:  # a git revision, or a manifest id as pull, refit and diff take it
-        rev, _, digest = resolve(source, study, Path("."), worktree=True)
-        snapshot = Snapshot(rev, label=source)
-        manifest = snapshot.manifest_at(digest)
-    note = unarchived(snapshot.rev, manifest, params) if snapshot.rev != WORKTREE else None
+    # a manifest id, as pull, refit and diff take it, names the commit whose archive holds it as its study's run
+    rev, study = revision(source, study, Path(".")) if source.strip() else (source, study)
+    snapshot = Snapshot(rev)
+    digest, manifest = snapshot.manifest(study)
+    note = unarchived(rev, manifest, params) if rev != WORKTREE else None
     objects = manifest["objects"]
 
     def checked(role: str, problem):
