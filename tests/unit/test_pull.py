@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -493,3 +494,20 @@ def test_report_from_takes_a_manifest_id_as_pull_refit_and_diff_do(cli, two_stud
     assert shown.code == 0 and json.loads(shown.out)["study"] == "beta" and json.loads(shown.out)["manifest"] == beta
     refused = cli("report", "--from", alpha[:10], "--study", "beta", cwd=root)
     assert refused.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err
+
+
+def test_a_checkpoint_the_remote_lacks_asks_for_a_push_and_names_dvcs_index(cli, with_checkpoint):
+    """A pull killed mid-fetch can leave DVC's index half-built, after which DVC fails as for an unpushed
+    checkpoint: the message names the index to remove as well as the push."""
+    from dvc.repo import Repo
+
+    clone, store = with_checkpoint
+    for blob in [p for p in store.rglob("*") if p.is_file()]:
+        blob.unlink()
+    refused = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    with Repo(str(clone)) as repo:
+        index = str(Path(repo.site_cache_dir) / "index")
+    assert refused.code == 1 and "could not be fetched from remote 'default'" in refused.err, refused.err
+    assert "was `dvc push` run to it after that `dvc repro`?" in refused.err
+    assert f"left DVC's index of this project half-built: remove {index} and pull again" in refused.err
+    assert not (clone / "run").exists()

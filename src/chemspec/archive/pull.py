@@ -17,7 +17,7 @@ from pathlib import Path
 from chemspec.archive.history import WORKTREE, Snapshot, commit_of, elsewhere, in_repository, project_top
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.store import json_digest, manifest_digest
-from chemspec.archive.remote import remote_options
+from chemspec.archive.remote import dvc_index, remote_options
 from chemspec.archive.stopping import stoppable
 from chemspec.errors import ArchiveError, UsageError
 from chemspec.runtime.io import atomic_dir, ignored_folder, sha256_tree, write_bytes, write_json
@@ -268,7 +268,9 @@ def _fetch_one(fs, key: str, path: str, into: Path, rev: str, hashes: dict[str, 
                                "folder `dvc push` filled ($CHEMSPEC_REMOTE for the default remote, else "
                                f"`dvc remote modify {remote} url DIR`)") from None
         raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} could not be fetched from remote "
-                           f"{remote!r} ({url}): {exc}; was `dvc push` run to it after that `dvc repro`?") from None
+                           f"{remote!r} ({url}): {exc}; was `dvc push` run to it after that `dvc repro`? Where it "
+                           "was (a fresh clone pulls it), a pull killed earlier left DVC's index of this project "
+                           f"half-built: remove {dvc_index(cwd)} and pull again") from None
     if key in hashes and (found := sha256_tree(into / key)) != hashes[key]:
         if damaged := _damaged_in_cache(fs, path):
             raise ArchiveError(f"checkpoint {key} ({path}) at {rev[:12]} is damaged in this project's DVC cache: "

@@ -89,3 +89,11 @@ def remote_options(root: str | Path, name: str = DEFAULT) -> dict:
         return {"remote": name, "remote_config": remote}
     raise ArchiveError(f"archive.remote {name!r} of this run is not a DVC remote of this project; add it with "
                        f"`dvc remote add {name} <url>` and pull again")
+
+
+def dvc_index(cwd: Path) -> str:
+    """The folder of DVC's index of the project at `cwd`, which DVC keeps outside it (in its site cache)."""
+    from dvc.repo import Repo
+
+    with Repo(str(cwd)) as repo:
+        return str(Path(repo.site_cache_dir) / "index")
