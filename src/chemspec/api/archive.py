@@ -122,7 +122,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     from the run it was pulled from."""
     from chemspec.archive.history import WORKTREE, commit_of, in_repository
     from chemspec.archive.pull import archived_ids, edited, uncommitted_ids
-    from chemspec.runtime.fit import ERRORS, error_fits, finite_json, fits
+    from chemspec.runtime.fit import error_fits, finite_json, fits
 
     if not source.strip():
         raise UsageError("the source is empty; give a folder that `chemspec pull` made, or a git revision")
@@ -159,7 +159,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     level = confidence if confidence is not None else old["confidence"]
     flat, joint = fits(cells, laws, level)
     fitted = any(f["status"] == "ok" for f in flat) or (joint or {}).get("status") == "ok"
-    errors = error_fits(cells, level) if any(key in c for c in cells for key, _ in ERRORS.values()) else None
+    errors = error_fits(cells, level)
     return finite_json({"study": name, "source": source, "confidence": level, "fits": flat, "joint": joint,
                         "errors": errors, "fitted": fitted, "edited": changed})
 

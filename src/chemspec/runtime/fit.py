@@ -213,9 +213,11 @@ ERRORS = {"force_mae": ("force_mae_meV_per_A", "test force MAE (meV/Å)"),
 which weighs energy and forces in no one physical unit."""
 
 
-def error_fits(rows: list[dict], confidence: float) -> list[dict]:
+def error_fits(rows: list[dict], confidence: float) -> list[dict] | None:
     """Power laws of each test error against data size (per model) and parameters (per data size), over the
-    cells that finished with one."""
+    cells that finished with one; None where no cell records a test error (a language model's)."""
+    if not any(key in row for row in rows for key, _ in ERRORS.values()):
+        return None
     results = []
     for metric, (key, quantity) in ERRORS.items():
         usable = [r for r in rows if r["status"] == "ok" and _finite(r.get(key))]
@@ -257,7 +259,7 @@ def run_fit(cell: FitCell) -> dict:
     rows = quality.attach(cells_table(runs), cell.generation)
     flat, joint = fits(rows, cell.laws, cell.confidence)
     generation = quality.fits(rows, cell.confidence) if cell.generation else None
-    errors = error_fits(rows, cell.confidence) if any(key in r for r in rows for key, _ in ERRORS.values()) else None
+    errors = error_fits(rows, cell.confidence)
     selected = read_json(cell.selected) if Path(cell.selected).is_file() else None
     exponents = {f"{f['law']}.{f['axis']}.{f['group']}": f["exponent"] for f in flat if f["status"] == "ok"}
     exponents.update(quality.exponents([*(generation or []), *(errors or [])]))
