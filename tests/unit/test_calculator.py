@@ -22,12 +22,12 @@ SHAPE = {"width": 8, "depth": 2, "cutoff": 5.0, "n_rbf": 16}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the device tool runs this file on an H100 too
 
 
-def saved(folder, family: str) -> ForceField:
+def saved(folder, family: str, dtype: torch.dtype = torch.float32) -> ForceField:
     """A module as a train cell saves it (model.pt and config.json in `folder`), with references for H, C, O."""
     torch.manual_seed(0)
     shift = torch.zeros(MAX_Z, dtype=torch.float64)
     shift[[1, 6, 8]] = torch.tensor([-13.6, -1029.8, -2041.3], dtype=torch.float64)
-    module = ForceField(FAMILIES[family](*SHAPE.values()), energy_shift=shift).eval()
+    module = ForceField(FAMILIES[family](*SHAPE.values()), energy_shift=shift).to(dtype).eval()
     folder.mkdir()
     torch.save(module.state_dict(), folder / "model.pt")
     (folder / "config.json").write_text(json.dumps({"family": family, **SHAPE}))
@@ -45,6 +45,17 @@ def test_the_calculator_gives_the_saved_modules_energy_and_forces(tmp_path, fami
     np.testing.assert_allclose(ethanol.get_forces(), forces.detach().numpy(), rtol=1e-6 if exact else 1e-4,
                                atol=1e-9 if exact else 1e-5)
     assert ethanol.get_potential_energy() == pytest.approx(2 * -1029.8 - 2041.3 + 6 * -13.6, abs=50)
+
+
+def test_a_cell_trained_in_float64_answers_in_float64(tmp_path):
+    module = saved(tmp_path / "model", "painn", torch.float64)
+    ethanol = Atoms(numbers=ETHANOL_Z, positions=ETHANOL_R)
+    ethanol.calc = ForceFieldCalculator(tmp_path / "model")
+    batch = ForceFieldDataset(atoms((ETHANOL_Z, ETHANOL_R)), SHAPE["cutoff"], torch.float64).collate([0])
+    energy, forces = module(batch)
+    assert {p.dtype for p in ethanol.calc.module.parameters()} == {torch.float64}
+    assert ethanol.get_potential_energy() == float(energy[0].detach())
+    np.testing.assert_array_equal(ethanol.get_forces(), forces.detach().numpy())
 
 
 def test_ase_runs_md_on_it(tmp_path):

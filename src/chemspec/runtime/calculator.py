@@ -54,8 +54,11 @@ def load_forcefield(folder: str | Path, device: str = "cpu"):
                                            config["n_rbf"], **options)
     module = ForceField(model)
     try:
-        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, ValueError, OSError) as exc:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        if any(value.dtype == torch.float64 for key, value in state.items() if key.startswith("model.")):
+            module.double()  # a `precision: 64-true` cell
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, OSError, AttributeError) as exc:
         raise InputError(f"{weights} is not the state of a {config['family']} of {config_path}'s shape ({exc})",
                          "pull the run again, or rerun its train cell") from None
     return module.eval().to(where), float(config["cutoff"])
@@ -64,7 +67,8 @@ def load_forcefield(folder: str | Path, device: str = "cpu"):
 class ForceFieldCalculator(Calculator):
     """Energy (eV) and forces (eV/Å) of a trained force-field cell for an isolated molecule; `atoms.info` may give
     `charge` and `multiplicity` (a neutral singlet otherwise), which only a SpookyNet with charge_spin tells
-    apart. It runs in float32, as cells train unless `precision: 64-true` (whose models it rounds)."""
+    apart. It runs in the precision the cell's weights were saved in: float64 for `precision: 64-true`, float32
+    otherwise."""
 
     implemented_properties = ["energy", "forces"]
 
@@ -98,7 +102,8 @@ class ForceFieldCalculator(Calculator):
                              *(np.array([value]) for value in state))
         except ValueError as exc:
             raise InputError(f"atoms.info's charge and multiplicity: {exc}", "give whole numbers") from None
+        dtype = next(self.module.model.parameters()).dtype
         batch = {key: value.to(self.device) for key, value in
-                 ForceFieldDataset(data, self.cutoff).collate([0]).items()}
+                 ForceFieldDataset(data, self.cutoff, dtype).collate([0]).items()}
         energy, forces = self.module(batch)
         self.results = {"energy": float(energy[0].detach()), "forces": forces.detach().cpu().numpy().astype(np.float64)}
