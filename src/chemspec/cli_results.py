@@ -190,7 +190,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     """Compare the archived results of two git revisions: REV_A (default HEAD) and REV_B (default WORKTREE,
     the files on disk). Either may be a manifest id (a prefix is enough) instead, as `chemspec archive ls`
     lists them: the run that id names, of its study."""
-    from chemspec.archive.history import TEST_ERRORS, WORKTREE
+    from chemspec.archive.history import WORKTREE
+    from chemspec.runtime.result_files import TEST_ERRORS
 
     result = api.diff(rev_a, rev_b, study, params)
     if as_json:
@@ -223,7 +224,7 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
         before, after = (_hparams(row.get(f"hparams_{side}")) or "none" for side in ("before", "after"))
         hparams = f"hparams {before} -> {after}, " if "hparams_before" in row else ""
         errors = "".join(f", test {label} {_change(row[f'{key}_before'], row[f'{key}_after'])}"
-                         for key, label in TEST_ERRORS.items() if f"{key}_before" in row)
+                         for key, label in TEST_ERRORS.values() if f"{key}_before" in row)
         again = ("; the same stage and cell identity trained both: it did not reproduce"
                  if row.get("same_identity") else "")
         if "ranks_left_out_after" in row:  # runs archived before 2026-12-06 record no ranks left out

@@ -16,6 +16,7 @@ from typing import Any
 
 from chemspec.archive.store import manifest_digest
 from chemspec.errors import ArchiveError, UsageError
+from chemspec.runtime.result_files import TEST_ERRORS
 from chemspec.specs.training import BOOKKEEPING
 
 WORKTREE = "WORKTREE"
@@ -241,10 +242,6 @@ def _number(cell: dict, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-TEST_ERRORS = {"force_mae_meV_per_A": "force MAE (meV/Å)", "energy_mae_meV": "energy MAE (meV)"}
-"""A force field's test errors, which a diff names (with these labels) beside the validation loss where they changed."""
-
-
 def _cell_change(key: str, before: dict, after: dict) -> dict | None:
     """How one cell's status and validation loss changed, with its parameter count and the hyperparameters
     TPE chose where those changed too (the usual causes), and a force field's test errors where they
@@ -254,7 +251,7 @@ def _cell_change(key: str, before: dict, after: dict) -> dict | None:
     sa, sb = before.get("status", "ok"), after.get("status", "ok")
     causes = {f"{name}_{side}": cell.get(name) for name in ("params", "hparams")
               if before.get(name) != after.get(name) for side, cell in (("before", before), ("after", after))}
-    errors = {f"{name}_{side}": _number(cell, name) for name in TEST_ERRORS
+    errors = {f"{name}_{side}": _number(cell, name) for name, _ in TEST_ERRORS.values()
               if _number(before, name) != _number(after, name) for side, cell in (("before", before), ("after", after))}
     left_a, left_b = before.get("ranks_left_out", {}), after.get("ranks_left_out", {})
     left = {} if left_a == left_b else {"ranks_left_out_before": left_a, "ranks_left_out_after": left_b}

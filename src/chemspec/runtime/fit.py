@@ -26,7 +26,7 @@ from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
-from chemspec.runtime.result_files import SPEED_KEYS, metrics_problem, read_checked
+from chemspec.runtime.result_files import SPEED_KEYS, TEST_ERRORS, metrics_problem, read_checked
 from chemspec.specs.outputs import BOOTSTRAP_CELLS
 
 MIN_POINTS = 3
@@ -77,8 +77,8 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
                "val_loss": m["val_loss"], "test_loss": m.get("test_loss"), "hparams": m["hparams"],
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
                "status": m.get("status", "ok"),
-               **{k: m[k] for k in ("divergence", "force_mae_meV_per_A", "energy_mae_meV", "capacity", "stop_reason",
-                                    *SPEED_KEYS) if k in m}}
+               **{k: m[k] for k in ("divergence", *(key for key, _ in TEST_ERRORS.values()), "capacity",
+                                    "stop_reason", *SPEED_KEYS) if k in m}}
         if row["status"] == "ok" and not _finite(row["val_loss"]):
             row.update(status="failed", reason=f"its validation loss is {row['val_loss']}, not a finite number")
         rows[key] = row
@@ -207,21 +207,16 @@ def fits(rows: list[dict], laws: list[str], confidence: float) -> tuple[list[dic
     return results, joint
 
 
-ERRORS = {"force_mae": ("force_mae_meV_per_A", "test force MAE (meV/Å)"),
-          "energy_mae": ("energy_mae_meV", "test energy MAE (meV)")}
-"""A force field's test errors by metric name: the row key and what the report calls it. Fitted beside the loss,
-which weighs energy and forces in no one physical unit."""
-
-
 def error_fits(rows: list[dict], confidence: float) -> list[dict] | None:
     """Power laws of each test error against data size (per model) and parameters (per data size), over the
-    cells that finished with one; None where no cell records a test error (a language model's)."""
-    if not any(key in row for row in rows for key, _ in ERRORS.values()):
+    cells that finished with one; None where no cell records a test error (a language model's). Fitted beside
+    the loss, which weighs energy and forces in no one physical unit."""
+    if not any(key in row for row in rows for key, _ in TEST_ERRORS.values()):
         return None
     results = []
-    for metric, (key, quantity) in ERRORS.items():
+    for metric, (key, label) in TEST_ERRORS.items():
         usable = [r for r in rows if r["status"] == "ok" and _finite(r.get(key))]
-        results += [{"metric": metric, "quantity": quantity, "axis": axis, "group": group,
+        results += [{"metric": metric, "quantity": f"test {label}", "axis": axis, "group": group,
                      **power_law(x, y, confidence, "errors")} for axis, group, x, y in axis_groups(usable,
                                                                                                lambda r: r[key])]
     return results

@@ -43,6 +43,9 @@ CELL = {"model": TEXT, "params": COUNT, "data_size": COUNT, "status": TEXT, "val
         "wall_time_s": NUMBER, "hparams": MAPPING_OR_NULL}
 CELL_STATUSES = ("ok", "diverged", "failed", "gated")
 """What a cell's training ended in: only `ok` cells are fitted."""
+TEST_ERRORS = {"force_mae": ("force_mae_meV_per_A", "force MAE (meV/Å)"),
+               "energy_mae": ("energy_mae_meV", "energy MAE (meV)")}
+"""A force field's test errors in cells.json, by the metric name fit.json gives them: the key and its label."""
 SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
 CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
