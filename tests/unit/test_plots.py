@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chemspec import api
 from chemspec.runtime import plots
+from chemspec.specs.outputs import figures
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "specs" / "quickstart.yaml"
 
 ROWS = [{"model": f"w{n}", "params": n, "data_size": d, "val_loss": 2.0 - 0.1 * i - 0.05 * j, "status": "ok"}
         for i, n in enumerate((1_000, 10_000)) for j, d in enumerate((100, 1_000))]
@@ -21,11 +30,24 @@ def test_a_failed_joint_fit_names_its_whole_reason_within_the_figure():
     plt.close(fig)
 
 
-def test_the_iso_loss_figure_is_drawn_only_where_the_study_asked_for_the_joint_law(tmp_path):
-    result = {"fits": [], "confidence": 0.95, "joint": None}
-    plots.write_plots(ROWS, result, tmp_path / "power", "study", "painn")
-    assert sorted(p.name for p in (tmp_path / "power").iterdir()) == [
-        "residuals.png", "residuals.svg", "scaling.png", "scaling.svg"]
-    plots.write_plots(ROWS, {**result, "joint": {"status": "cannot fit", "reason": "4 cells"}}, tmp_path / "joint",
-                      "study", "painn")
-    assert (tmp_path / "joint" / "joint.png").is_file()
+@pytest.mark.parametrize("laws", [["power"], ["power", "joint"]])
+@pytest.mark.parametrize("sampled", [False, True])
+def test_the_fit_stage_draws_the_figures_dvc_yaml_declares(tmp_path, laws, sampled):
+    """The iso-loss figure only where the study asks for the joint law; the generation figure wherever it has
+    sample cells, also when none of them finished with molecules to score."""
+    root = tmp_path / "project"
+    root.mkdir()
+    spec = yaml.safe_load(QUICKSTART.read_text())
+    spec["fit"] = {**spec.get("fit", {}), "laws": laws}
+    if not sampled:
+        del spec["generation"]
+    (root / "study.yaml").write_text(yaml.safe_dump(spec))
+    api.compile(str(root / "study.yaml"), root=str(root))
+    declared = yaml.safe_load((root / "dvc.yaml").read_text())["plots"]
+    names = figures(laws, sampled)
+    assert [p for p in declared if isinstance(p, str)] == [f"results/quickstart/fit/plots/{n}.png" for n in names]
+    joint = {"status": "cannot fit", "reason": "4 cells"} if "joint" in laws else None
+    plots.write_plots(ROWS, {"fits": [], "confidence": 0.95, "joint": joint}, tmp_path / "plots", "study", "painn",
+                      names)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(f"{n}.{kind}" for n in names
+                                                                             for kind in ("png", "svg"))

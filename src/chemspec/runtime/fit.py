@@ -27,7 +27,7 @@ from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
 from chemspec.runtime.result_files import SPEED_KEYS, TEST_ERRORS, metrics_problem, read_checked
-from chemspec.specs.outputs import BOOTSTRAP_CELLS
+from chemspec.specs.outputs import BOOTSTRAP_CELLS, figures
 
 MIN_POINTS = 3
 
@@ -266,6 +266,6 @@ def run_fit(cell: FitCell) -> dict:
                           "generation": generation, "errors": errors})
     with staged(cell.out_dir) as tmp:  # the report reads cells.json, fit.json and plots as one set
         write_json(tmp / "cells.json", rows)
-        write_plots(rows, result, tmp / "plots", cell.study, cell.family)
+        write_plots(rows, result, tmp / "plots", cell.study, cell.family, figures(cell.laws, bool(cell.generation)))
         write_json(tmp / "fit.json", result)
     return result

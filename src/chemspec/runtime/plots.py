@@ -109,6 +109,12 @@ def _residuals(plt, result: dict, title: str):
 def _generation(plt, rows: list[dict], title: str):
     from chemspec.runtime.quality import METRICS
 
+    if not rows:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, "no cell finished with a sampled set of molecules to score", ha="center", va="center")
+        ax.set_axis_off()
+        fig.suptitle(f"{title}: generation quality of each cell")
+        return fig
     fig, axes = plt.subplots(2, len(METRICS), figsize=(3 * len(METRICS), 6), constrained_layout=True)
     for row_axes, (x_key, group_key, label) in zip(axes, (("data_size", "model", "training molecules"),
                                                            ("params", "data_size", "non-embedding parameters"))):
@@ -130,19 +136,19 @@ def _generation(plt, rows: list[dict], title: str):
     return fig
 
 
-def write_plots(rows: list[dict], result: dict, folder: Path, title: str, family: str) -> None:
+def write_plots(rows: list[dict], result: dict, folder: Path, title: str, family: str, names: tuple[str, ...]) -> None:
+    """The figures `names` (specs.outputs.figures: those dvc.yaml declares) as `<name>.png` in `folder`."""
     plt = _pyplot()
     usable = [r for r in rows if r["status"] == "ok"]
     axes = AXES[family]
-    figures = [("scaling", lambda: _scaling(plt, usable, result, title, axes)),
-               ("residuals", lambda: _residuals(plt, result, title))]
-    if result.get("joint") is not None:  # a joint law the study asked for, fitted or not
-        figures.insert(1, ("joint", lambda: _joint(plt, usable, result["joint"], title, axes)))
-    sampled = [r for r in usable if r.get("generation")]
-    if sampled:
-        figures.append(("generation", lambda: _generation(plt, sampled, title)))
+    draw = {"scaling": lambda: _scaling(plt, usable, result, title, axes),
+            "joint": lambda: _joint(plt, usable, result["joint"], title, axes),
+            "residuals": lambda: _residuals(plt, result, title),
+            "generation": lambda: _generation(plt, [r for r in usable if r.get("generation")], title)}
     with atomic_dir(folder) as tmp:
-        for name, make in figures:
-            fig = make()
-            _save(fig, tmp, name)
-            plt.close(fig)
+        for name in names:
+            fig = draw[name]()
+            try:
+                _save(fig, tmp, name)
+            finally:
+                plt.close(fig)

@@ -20,6 +20,11 @@ BOOTSTRAP_CELLS = 12
 """Cells that runtime.fit.bootstrap needs: fewer, and resampled grids too often miss a whole size."""
 
 
+def figures(laws: list[str], generation: bool) -> tuple[str, ...]:
+    """The figures the fit stage draws into its plots folder (`<name>.png`), as dvc.yaml declares them."""
+    return ("scaling", *(("joint",) if "joint" in laws else ()), "residuals", *(("generation",) if generation else ()))
+
+
 
 class Fit(Spec):
     """Scaling-law fits of the converged losses."""
