@@ -511,3 +511,22 @@ def test_a_checkpoint_the_remote_lacks_asks_for_a_push_and_names_dvcs_index(cli,
     assert "was `dvc push` run to it after that `dvc repro`?" in refused.err
     assert f"left DVC's index of this project half-built: remove {index} and pull again" in refused.err
     assert not (clone / "run").exists()
+
+
+def test_a_project_in_a_subfolder_of_its_git_repository_reads_its_committed_runs(cli, tmp_path, git_env):
+    """git resolves `REV:path` and `:(top)` pathspecs from the repository's top, not from the project: every verb
+    that reads a committed run found no archive there (outside review)."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    project = tmp_path / "studies" / "one"
+    project.mkdir(parents=True)
+    first = archive_commit(project, _cells(2.0), [], study="alpha")
+    archive_commit(project, _cells(1.0), [], study="alpha")
+    diffed = cli("diff", "HEAD~1", "HEAD", "--json", cwd=project)
+    assert diffed.code == 0 and json.loads(diffed.out)["cells"]["changed"][0]["delta"] == -1.0, diffed.err
+    pulled = cli("pull", first[:10], "--to", "a", cwd=project)
+    assert pulled.code == 0 and json.loads((project / "a" / "cells.json").read_text())[0]["val_loss"] == 2.0, pulled.err
+    assert cli("refit", "HEAD", "--json", cwd=project).code == 1  # one cell: read, and nothing fits
+    assert "pulled study alpha" in cli("pull", "HEAD~1", "--to", "b", cwd=project).out
+    assert cli("report", "--from", "HEAD~1", "--out", "r", cwd=project).code == 0
+    (project / "results").mkdir()
+    assert cli("diff", "HEAD~1", "HEAD", cwd=project / "results").code == 0

@@ -14,39 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from chemspec.archive.repository import commit_of, elsewhere, from_top, in_repository
 from chemspec.archive.store import manifest_digest
 from chemspec.errors import ArchiveError, UsageError
 from chemspec.runtime.result_files import TEST_ERRORS
 from chemspec.specs.training import BOOKKEEPING
 
 WORKTREE = "WORKTREE"
-
-
-def commit_of(rev: str, cwd: str | Path) -> str | None:
-    """The commit git resolves `rev` to in `cwd`, or None when it is no revision there."""
-    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=cwd,
-                          capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def in_repository(cwd: str | Path) -> bool:
-    return subprocess.run(["git", "rev-parse", "--git-dir"], cwd=cwd, capture_output=True).returncode == 0
-
-
-def project_top(cwd: str | Path, root: str = "archive") -> Path | None:
-    """The top of the git work tree where `cwd` is a folder below it and the top holds `root` (cwd does not)."""
-    done = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True)
-    top = Path(done.stdout.strip()) if done.returncode == 0 else None
-    if top is None or top.resolve() == Path(cwd).resolve() or not (top / root).is_dir() or (Path(cwd) / root).is_dir():
-        return None
-    return top
-
-
-def elsewhere(cwd: str | Path, root: str = "archive") -> str:
-    """Where `cwd` is a folder below the project (project_top): a clause saying to run the command there; empty
-    otherwise."""
-    top = project_top(cwd, root)
-    return "" if top is None else f"; this is a folder below the project: run it from the project's top, {top}"
 
 
 class Snapshot:
@@ -69,7 +43,8 @@ class Snapshot:
                                    f"{self.root}`) or re-run the archive stage; `chemspec archive verify` checks "
                                    "the rest")
             return file.read_bytes()
-        done = subprocess.run(["git", "show", f"{self.rev}:{path}"], cwd=self.cwd, capture_output=True)
+        done = subprocess.run(["git", "show", f"{self.rev}:{from_top(path, self.cwd, self.root)}"], cwd=self.cwd,
+                              capture_output=True)
         if done.returncode != 0:
             raise ArchiveError(f"{path} not found at revision {self.label}: "
                                f"{done.stderr.decode(errors='replace').strip() or 'no such file'}; "
@@ -79,7 +54,8 @@ class Snapshot:
     def studies(self) -> list[str]:
         if self.rev == WORKTREE:
             return sorted(p.stem for p in (self.cwd / self.root / "refs").glob("*.json"))
-        done = subprocess.run(["git", "ls-tree", "--full-tree", "--name-only", f"{self.rev}:{self.root}/refs"],
+        refs = from_top(f"{self.root}/refs", self.cwd, self.root)
+        done = subprocess.run(["git", "ls-tree", "--full-tree", "--name-only", f"{self.rev}:{refs}"],
                               cwd=self.cwd, capture_output=True, text=True)
         if done.returncode != 0:
             if not in_repository(self.cwd):

@@ -181,7 +181,7 @@ def manifests(root: str | Path) -> list[tuple[str, dict]]:
 
 def nothing_archived(root: str | Path) -> ArchiveError:
     """Why `root` holds no run: none archived yet, or a folder below the project was given."""
-    from chemspec.archive.history import elsewhere
+    from chemspec.archive.repository import elsewhere
 
     if hint := elsewhere(Path(root).parent, Path(root).name):
         return ArchiveError(f"no archived runs under {root}{hint} (or give the archive's folder with --root)")

@@ -14,7 +14,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from chemspec.archive.history import WORKTREE, Snapshot, commit_of, elsewhere, in_repository, project_top
+from chemspec.archive.history import WORKTREE, Snapshot
+from chemspec.archive.repository import commit_of, elsewhere, from_top, in_repository, project_top
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.store import json_digest, manifest_digest
 from chemspec.archive.remote import dvc_index, remote_options
@@ -35,8 +36,8 @@ def archived_ids(prefix: str, cwd: Path) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     if not all(c in "0123456789abcdef" for c in prefix):
         return found
-    log = subprocess.run(["git", "log", "--format=%H", "--", ":(top)archive/refs"], cwd=cwd, capture_output=True,
-                         text=True)
+    log = subprocess.run(["git", "log", "--format=%H", "--", f":(top){from_top('archive/refs', cwd)}"], cwd=cwd,
+                         capture_output=True, text=True)
     for commit in log.stdout.split():
         snapshot = Snapshot(commit, cwd=cwd)
         try:
@@ -90,7 +91,8 @@ def _resolve(target: str, study: str | None, cwd: Path, worktree: bool, commit: 
     if not runs and local:
         ((digest, name),) = local.items()
         if not worktree:
-            committed = subprocess.run(["git", "cat-file", "-e", f"HEAD:archive/objects/{digest[:2]}/{digest}"],
+            stored = from_top(f"archive/objects/{digest[:2]}/{digest}", cwd)
+            committed = subprocess.run(["git", "cat-file", "-e", f"HEAD:{stored}"],
                                        cwd=cwd, capture_output=True).returncode == 0
             if committed:
                 raise UsageError(f"manifest {digest[:16]} (study {name}) is committed, but no commit's archive/refs "
@@ -226,7 +228,8 @@ def archived_at(commit: str, study: str, cwd: Path) -> str:
     """The commit, `commit` or one before it, that last changed `study`'s archive ref: the run's own, whose
     dvc.lock records the checkpoints it archived where the ref and dvc.lock were committed together. A later
     commit's may record cells trained since by a partial `dvc repro` that did not archive them."""
-    log = subprocess.run(["git", "log", "-n1", "--format=%H", commit, "--", f":(top)archive/refs/{study}.json"],
+    ref = from_top(f"archive/refs/{study}.json", cwd)
+    log = subprocess.run(["git", "log", "-n1", "--format=%H", commit, "--", f":(top){ref}"],
                          cwd=cwd, capture_output=True, text=True)
     return log.stdout.strip() or commit
 
