@@ -28,7 +28,7 @@ CHECK_EVERY = 25  # steps between checks for a non-finite loss: each check waits
 class ForceField(L.LightningModule):
     """Energy model + loss w_E·L(E) + w_F·L(F) + AdamW/Adam + torch's ReduceLROnPlateau on val_loss.
 
-    Predicted energy = energy_scale · model + Σ_atoms energy_shift[Z] (a float shift is the same for
+    Predicted energy = model + Σ_atoms energy_shift[Z] (a float shift is the same for
     every element). Training stops when the plateau schedule brings the rate down to min_lr
     (`stop_reason` "min_lr"), or at the first non-finite loss (`diverged`: its step and the last finite
     loss; checked every CHECK_EVERY steps and before each epoch's validation); `train_forcefield`
@@ -47,8 +47,7 @@ class ForceField(L.LightningModule):
                  forces_weight: float = 0.99, learning_rate: float = 1e-3, optimizer: str = "adamw",
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
                  plateau_factor: float = 0.5, patience: int = 50, min_lr: float = 1e-7,
-                 energy_shift: float | torch.Tensor = 0.0, energy_scale: float = 1.0,
-                 per_atom_energy_loss: bool = False, nan_at: int | None = None, cuda_graphs: bool = False,
+                 energy_shift: float | torch.Tensor = 0.0, nan_at: int | None = None, cuda_graphs: bool = False,
                  gradient_clip: float | None = None):
         super().__init__()
         if loss not in ("l1", "mse"):
@@ -60,7 +59,6 @@ class ForceField(L.LightningModule):
         self.learning_rate, self.optimizer_name = float(learning_rate), optimizer
         self.weight_decay, self.betas = float(weight_decay), tuple(betas)
         self.plateau_factor, self.patience, self.min_lr = float(plateau_factor), int(patience), float(min_lr)
-        self.energy_scale, self.per_atom_energy_loss = float(energy_scale), per_atom_energy_loss
         shift = torch.as_tensor(energy_shift, dtype=torch.float64)
         self.register_buffer("energy_shift", shift.expand(MAX_Z).clone() if shift.ndim == 0 else shift.clone())
         if self.energy_shift.shape != (MAX_Z,):
@@ -87,7 +85,7 @@ class ForceField(L.LightningModule):
             electronic = ({key: batch.get(key) for key in ("charge", "spin")}
                           if getattr(self.model, "charge_spin", False) else {})
             raw = self.model(batch["numbers"], positions, batch["idx_i"], batch["idx_j"], batch["batch"],
-                             batch["n_atoms"].shape[0], **electronic) * self.energy_scale
+                             batch["n_atoms"].shape[0], **electronic)
             (grad,) = torch.autograd.grad(raw.sum(), positions, create_graph=create_graph)
         shift = raw.new_zeros(raw.shape, dtype=torch.float64).index_add(
             0, batch["batch"], self.energy_shift.to(torch.float64)[batch["numbers"]])
@@ -99,14 +97,13 @@ class ForceField(L.LightningModule):
         d_e = energy - batch["energy"]
         d_n = d_e / batch["n_atoms"]
         d_f = forces - batch["forces"]
-        d_loss = d_n if self.per_atom_energy_loss else d_e
         error = torch.abs if self.loss_kind == "l1" else torch.square
         if "molecule_weight" in batch:  # a padded batch (collate_padded): the mean over what is real
             w_m, w_a = batch["molecule_weight"], batch["atom_weight"]
-            loss = (self.energy_weight * (w_m * error(d_loss)).sum() / w_m.sum()
+            loss = (self.energy_weight * (w_m * error(d_e)).sum() / w_m.sum()
                     + self.forces_weight * (w_a[:, None] * error(d_f)).sum() / (3 * w_a.sum()))
         else:
-            loss = self.energy_weight * error(d_loss).mean() + self.forces_weight * error(d_f).mean()
+            loss = self.energy_weight * error(d_e).mean() + self.forces_weight * error(d_f).mean()
         return loss, d_e, d_n, d_f
 
     def _sums_of(self, batch, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,10 +119,7 @@ class ForceField(L.LightningModule):
         """Loss (as in training, over a whole split) and MAEs in meV from accumulated error sums."""
         ae, se, an, sn, af, sf, m, c = sums.tolist()
         m, c = max(m, 1.0), max(c, 1.0)
-        e_term = (an if self.per_atom_energy_loss else ae) / m
-        f_term = af / c
-        if self.loss_kind == "mse":
-            e_term, f_term = (sn if self.per_atom_energy_loss else se) / m, sf / c
+        e_term, f_term = (se / m, sf / c) if self.loss_kind == "mse" else (ae / m, af / c)
         return {"loss": self.energy_weight * e_term + self.forces_weight * f_term,
                 "energy_mae_meV": EV_TO_MEV * ae / m, "energy_mae_per_atom_meV": EV_TO_MEV * an / m,
                 "force_mae_meV_per_A": EV_TO_MEV * af / c, "energy_rmse_meV": EV_TO_MEV * (se / m) ** 0.5,

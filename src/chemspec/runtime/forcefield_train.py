@@ -76,6 +76,7 @@ def _settings(value, defaults: dict) -> dict:
 LOSS = {"kind": "l1", "energy": 0.01, "forces": 0.99}
 OPTIMIZER = {"name": "adamw", "weight_decay": 0.0, "betas": (0.9, 0.999)}
 SCHEDULER = {"factor": 0.5, "patience": 50, "min_lr": 1e-7}
+EVAL_BATCH = 256  # structures a batch while validating and testing
 
 
 def _check_elements(model_name: str, train, val, test) -> None:
@@ -133,8 +134,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                      seed: int = 0,
                      accelerator: str = "cpu", precision: str = "32-true", optimizer: Mapping | None = None,
                      scheduler: Mapping | None = None, energy_shift: float | torch.Tensor | str = "mean",
-                     energy_scale: float | str = 1.0, per_atom_energy_loss: bool = False,
-                     gradient_clip: float | None = None, eval_batch_size: int = 256,
+                     gradient_clip: float | None = None,
                      fault: tuple[str, int] | None = None, resume_dir: str | Path | None = None,
                      checkpoint_every: int = 1, cuda_graphs: bool = False,
                      charge_spin: bool = False) -> tuple[dict, ForceField]:
@@ -143,9 +143,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     `window` < 1 stops after that share of the `epochs`' steps (a TPE run), validating where it stops.
     `hparams` holds learning_rate and batch_size; `loss` kind/energy/forces; `optimizer`
     name/weight_decay/betas; `scheduler` factor/patience/min_lr. `energy_shift` is a float or a
-    per-element tensor, or "mean" / "per_element" to fit it on `train`; `energy_scale` "auto" is the
-    standard deviation of the training forces (it scales the whole model output, SpookyNet's ZBL term
-    included, so keep 1.0 there). The MAE keys are on `test`; `val` holds the same
+    per-element tensor, or "mean" / "per_element" to fit it on `train`. The MAE keys are on `test`
+    (evaluated in batches of EVAL_BATCH); `val` holds the same
     metrics on the validation split after training. An element of `val` or `test` that `train` lacks
     is a RunError: it would have no reference energy, and the model would never have seen it. `fault` is
     a test's injected fault (runtime/faults.py).
@@ -164,8 +163,6 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     sched_cfg = _settings(scheduler, SCHEDULER)
     if isinstance(energy_shift, str) and energy_shift not in ("mean", "per_element"):
         raise RunError(f"energy_shift {energy_shift!r} is not a number, a tensor, 'mean' or 'per_element'")
-    if energy_scale == "auto":
-        energy_scale = float(np.std(np.asarray(train.forces))) or 1.0
     dtype = torch.float64 if precision.startswith("64") else torch.float32
     sets = {"train": ForceFieldDataset(train, cutoff, dtype)}
     _check_reach(sets["train"], train, cutoff)
@@ -175,23 +172,22 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     if isinstance(energy_shift, str):
         prior = prior_energies(model, sets["train"])
         energy_shift = energy_reference(train, per_element=energy_shift == "per_element",
-                                        prior=None if prior is None else prior * energy_scale)
+                                        prior=prior)
     _quiet()
     module = ForceField(model, loss=loss_cfg["kind"],
                         energy_weight=loss_cfg["energy"], forces_weight=loss_cfg["forces"],
                         learning_rate=hparams["learning_rate"], optimizer=opt_cfg["name"],
                         weight_decay=opt_cfg["weight_decay"], betas=opt_cfg["betas"],
                         plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
-                        min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, energy_scale=energy_scale,
-                        per_atom_energy_loss=per_atom_energy_loss, nan_at=(nan_at(fault) or (None, None))[0],
+                        min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, nan_at=(nan_at(fault) or (None, None))[0],
                         cuda_graphs=cuda_graphs, gradient_clip=gradient_clip)
     batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
                                    pin_memory=accelerator != "cpu" and torch.cuda.is_available(), padded=cuda_graphs,
                                    epochs=epochs)
     settings = {"family": model_name, "shape": [width, depth, cutoff, n_rbf], "hparams": dict(hparams),
                 "epochs": epochs, "window": window, "seed": seed, "accelerator": accelerator, "precision": precision,
-                "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg, "energy_scale": energy_scale,
-                "energy_shift": torch.as_tensor(energy_shift).tolist(), "per_atom": per_atom_energy_loss,
+                "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg,
+                "energy_shift": torch.as_tensor(energy_shift).tolist(),
                 "gradient_clip": gradient_clip, "data": _fingerprint(train, val),
                 **({"cuda_graphs": True} if cuda_graphs else {}), **({"charge_spin": True} if charge_spin else {})}
     resume = (Resume(Path(resume_dir), batches.sampler, hparams["batch_size"], checkpoint_every, settings)
@@ -210,11 +206,11 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     again = f"continue (from the last checkpoint in {resume_dir}, if one was written)" if resume else "train it again"
     try:
         with ctrl_c_as_error(trainer, f"{model_name} cell interrupted; re-run `dvc repro` to {again}"):
-            trainer.fit(module, batches, sets["val"].loader(eval_batch_size),
+            trainer.fit(module, batches, sets["val"].loader(EVAL_BATCH),
                         ckpt_path=resume.resume_from() if resume else None)
             module.end_epoch()
             if trainer.global_step % len(batches) and module.diverged is None:
-                trainer.validate(module, sets["val"].loader(eval_batch_size), verbose=False)
+                trainer.validate(module, sets["val"].loader(EVAL_BATCH), verbose=False)
     except SystemExit:
         if not trainer.received_sigterm:
             raise
@@ -227,7 +223,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     rate = throughput.per_s() if module.diverged is None else None
     peak_mb = peak_memory_mb(trainer.strategy.root_device)
     steps = int(trainer.global_step) if module.diverged is None else module.diverged["step"]
-    tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(eval_batch_size), precision)
+    tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(EVAL_BATCH), precision)
               if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
                                                              "energy_mae_per_atom_meV", "loss")))
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,
