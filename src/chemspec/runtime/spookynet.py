@@ -1,6 +1,6 @@
 """SpookyNet (Unke et al., Nat. Commun. 12, 7273 (2021)), written from the paper's description. Å and eV.
 
-Included (the "faithful row" of /work/shared/design/SPOOKYNET.md):
+Included:
 - nuclear embedding E[Z] + W·d_Z with the fixed 20-dim electron-configuration vector d_Z (both zero-init);
 - exponential Bernstein radial basis (log space, learnable α = softplus, start 0.5/bohr) × e^{−αr} × the
   smooth cutoff exp(−r²/((rc−r)(rc+r)));
