@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chemspec.archive.store import Store
 from tests.conftest import archive_commit, tiny_study, write_spec
 
 
@@ -530,3 +531,16 @@ def test_a_project_in_a_subfolder_of_its_git_repository_reads_its_committed_runs
     assert cli("report", "--from", "HEAD~1", "--out", "r", cwd=project).code == 0
     (project / "results").mkdir()
     assert cli("diff", "HEAD~1", "HEAD", cwd=project / "results").code == 0
+
+
+def test_a_run_of_a_model_family_this_chemspec_does_not_know_asks_for_an_upgrade(cli, tmp_path, git_env):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    archive_commit(tmp_path, _cells(2.0), [], study="alpha")
+    store = Store(tmp_path / "archive")
+    manifest = store.get_json(store.ref("alpha"))
+    spec = store.get_json(manifest["objects"]["spec"])
+    manifest["objects"]["spec"] = store.put_json({**spec, "model": {"family": "mace"}})
+    store.set_ref("alpha", store.put_json(manifest))
+    result = cli("report", "--from", "WORKTREE", "--out", "r", cwd=tmp_path)
+    assert result.code == 1 and "model family 'mace', which this chemspec does not know (it knows chemgpt," in result.err
+    assert "upgrade chemspec" in result.err and not (tmp_path / "r").exists(), result.err

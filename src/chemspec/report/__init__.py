@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from chemspec.errors import ArchiveError
 from chemspec.report.texts import (bootstrap_text, cost_text, few_valid_text, interval_text, noise_text,
                                    provenance_text, unfinished_text)
 from chemspec.runtime.io import write_bytes
@@ -61,7 +62,11 @@ def generation_rows(cells: list[dict]) -> list[dict]:
 def study_labels(spec: dict) -> dict:
     """How the pages name a study's data and samples, and whether they show force-field errors, from
     its validated spec (which every run, live or archived, holds)."""
-    data_axis, params_axis = AXES[spec["model"]["family"]]
+    family = spec["model"]["family"]
+    if family not in AXES:  # a run archived by a later chemspec
+        raise ArchiveError(f"the run's spec names model family {family!r}, which this chemspec does not know "
+                           f"(it knows {', '.join(AXES)}); upgrade chemspec to the version that archived it")
+    data_axis, params_axis = AXES[family]
     selfies = spec["data"]["kind"] == "smiles" and (spec["data"].get("representation") or "selfies") == "selfies"
     force_field = spec["data"]["kind"] == "atoms"
     gen = spec.get("generation") or {}
