@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from chemspec.runtime.atoms import save_atoms
     from chemspec.runtime.md import generate_md
+    from chemspec.specs.atoms_source import MOLECULES
 
-    molecules, frames, equilibration = SETS[args.set]
+    names, frames, equilibration = SETS[args.set]
+    molecules = [(name, MOLECULES[name]) for name in names]
     start = time.perf_counter()
     data, counts = generate_md(molecules, args.frames or frames, temperature_K=500.0, stride=10, timestep_fs=0.5,
                                equilibration_steps=equilibration, seed=0, progress=sys.stderr.isatty())

@@ -9,14 +9,16 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
+from pydantic import ValidationError
 
 from chemspec.errors import RunError
 from chemspec.runtime import md
 from chemspec.runtime.atoms import save_atoms
+from chemspec.specs.atoms_source import MOLECULES, GenerateMD
 
 TARGET_K = 500.0
-SETTINGS = {"molecules": ["water", "ethanol"], "frames": 20, "temperature_K": TARGET_K, "stride": 20,
-            "timestep_fs": 0.5, "equilibration_steps": 400, "seed": 3}
+SETTINGS = {"molecules": [("water", MOLECULES["water"]), ("ethanol", MOLECULES["ethanol"])], "frames": 20,
+            "temperature_K": TARGET_K, "stride": 20, "timestep_fs": 0.5, "equilibration_steps": 400, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -159,15 +161,15 @@ def test_a_molecule_that_gives_no_frame_stops_the_data_stage(monkeypatch):
     monkeypatch.setattr(md, "_run_parallel", lambda jobs, total, progress: [failed(job) for job in jobs])
     with pytest.raises(RunError, match=r"failed 3 times in a row for methane, which gave no frames \(the other "
                                        r"molecules did\); lower data.source.temperature_K or timestep_fs, or drop"):
-        md.generate_md(["water", "methane"], 4, 300.0, 2, 0.5, 5, 0)
+        md.generate_md([("water", "O"), ("methane", "C")], 4, 300.0, 2, 0.5, 5, 0)
 
 
 def test_unknown_molecule_and_too_few_frames_are_rejected():
-    with pytest.raises(RunError, match="'unobtainium' is neither a known molecule .* nor a valid SMILES"):
-        md.resolve_smiles("unobtainium")
-    assert md.resolve_smiles("Aspirin") == md.MOLECULES["aspirin"] and md.resolve_smiles("CCN") == "CCN"
+    with pytest.raises(ValidationError, match="'unobtainium' is neither a known molecule .* nor a valid SMILES"):
+        GenerateMD(generate="md", molecules=["water", "unobtainium"])
+    assert GenerateMD(generate="md", molecules=["Aspirin", "CCN"]).smiles() == [MOLECULES["aspirin"], "CCN"]
     with pytest.raises(RunError, match=r"frames \(1\) must be at least the number of molecules \(2\)"):
-        md.generate_md(["water", "ethanol"], 1, 300.0, 5, 0.5, 10, 0)
+        md.generate_md([("water", "O"), ("ethanol", "CCO")], 1, 300.0, 5, 0.5, 10, 0)
 
 
 def test_malonaldehyde_is_the_md17_enol_not_propanedial():
@@ -176,7 +178,7 @@ def test_malonaldehyde_is_the_md17_enol_not_propanedial():
     from rdkit import Chem
     from rdkit.Chem import rdMolDescriptors
 
-    mol = Chem.MolFromSmiles(md.resolve_smiles("malonaldehyde"))
+    mol = Chem.MolFromSmiles(MOLECULES["malonaldehyde"])
     assert rdMolDescriptors.CalcMolFormula(mol) == "C3H4O2"
     assert mol.HasSubstructMatch(Chem.MolFromSmarts("[OX2H1][CX3]=[CX3][CX3]=[OX1]"))
     c_c = mol.GetSubstructMatch(Chem.MolFromSmarts("C=C"))
@@ -184,7 +186,7 @@ def test_malonaldehyde_is_the_md17_enol_not_propanedial():
 
 
 def test_progress_bar_counts_frames(xtb, capsys):
-    data, _ = md.generate_md(["water"], 3, 300.0, 5, 0.5, 10, 0, progress=True)
+    data, _ = md.generate_md([("water", "O")], 3, 300.0, 5, 0.5, 10, 0, progress=True)
     assert len(data) == 3
     assert "3/3" in capsys.readouterr().err
 

@@ -23,15 +23,15 @@ def run_atoms_data(cell: DataCell) -> dict:
 
     source = cell.source
     if "generate" in source:
-        from chemspec.runtime.md import (correlation_notes, generate_md, resolve_smiles, shortfall_notes,
-                                         temperature_notes)
+        from chemspec.runtime.md import correlation_notes, generate_md, shortfall_notes, temperature_notes
+        from chemspec.specs.atoms_source import md_smiles
 
-        if source.get("smiles") != [resolve_smiles(name) for name in source["molecules"]]:
+        if source.get("smiles") != md_smiles(source["molecules"]):
             raise RunError("data.source.molecules: the params file records other SMILES for these molecules, or "
                            "none (another version of `chemspec compile` wrote it); recompile the study")
-        data, counts = generate_md(source["molecules"], source["frames"], source["temperature_K"],
-                                   source["stride"], source["timestep_fs"], source["equilibration_steps"],
-                                   cell.seed, progress=sys.stderr.isatty())
+        data, counts = generate_md(list(zip(source["molecules"], source["smiles"])), source["frames"],
+                                   source["temperature_K"], source["stride"], source["timestep_fs"],
+                                   source["equilibration_steps"], cell.seed, progress=sys.stderr.isatty())
         for note in [*shortfall_notes(counts["molecules"]),
                      *temperature_notes(counts["molecules"], source["temperature_K"], source["equilibration_steps"]),
                      *correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"])]:

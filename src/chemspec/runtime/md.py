@@ -24,7 +24,7 @@ import numpy as np
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms import AtomsData, Frames, from_frames
-from chemspec.specs.atoms_source import MOLECULES, md_state
+from chemspec.specs.atoms_source import md_state
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -50,9 +50,10 @@ class Job:
     seed: np.random.SeedSequence
 
 
-def generate_md(molecules: list[str], frames: int, temperature_K: float, stride: int, timestep_fs: float,
+def generate_md(molecules: list[tuple[str, str]], frames: int, temperature_K: float, stride: int, timestep_fs: float,
                 equilibration_steps: int, seed: int, progress: bool = False) -> tuple[AtomsData, dict]:
-    """`frames` structures in total, split evenly over `molecules`, and counts per molecule and in total.
+    """`frames` structures in total, split evenly over `molecules` ((name, SMILES) pairs, as specs.GenerateMD.smiles
+    gives the SMILES), and counts per molecule and in total.
 
     Each molecule's `mean_temperature_K` is the kinetic temperature over its kept frames, with 3N−3
     degrees of freedom (the centre of mass is fixed). Workers are spawned, so a script that calls this
@@ -62,9 +63,9 @@ def generate_md(molecules: list[str], frames: int, temperature_K: float, stride:
                        f"({len(molecules)}): every molecule needs a frame")
     _require_tblite()
     seeds = np.random.SeedSequence(seed).spawn(len(molecules))
-    jobs = [Job(name, resolve_smiles(name), frames // len(molecules) + (i < frames % len(molecules)),
+    jobs = [Job(name, smiles, frames // len(molecules) + (i < frames % len(molecules)),
                 temperature_K, stride, timestep_fs, equilibration_steps, seeds[i])
-            for i, name in enumerate(molecules)]
+            for i, (name, smiles) in enumerate(molecules)]
     results = _run_parallel(jobs, frames, progress)
     data, _ = from_frames([block for block, _ in results])
     per_molecule = [{"name": job.name, **info} for job, (_, info) in zip(jobs, results)]
@@ -74,19 +75,6 @@ def generate_md(molecules: list[str], frames: int, temperature_K: float, stride:
                        "data.source.temperature_K or timestep_fs, or drop them from data.source.molecules")
     totals = {key: sum(info[key] for info in per_molecule) for key in ("kept", "retried_scf", "dropped_scf")}
     return data, {**totals, "molecules": per_molecule}
-
-
-def resolve_smiles(name: str) -> str:
-    """The SMILES of a known molecule name, or `name` itself when RDKit parses it."""
-    if name.lower() in MOLECULES:
-        return MOLECULES[name.lower()]
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    if Chem.MolFromSmiles(name) is None:
-        raise RunError(f"data.source.molecules: {name!r} is neither a known molecule ({', '.join(MOLECULES)}) "
-                       "nor a valid SMILES")
-    return name
 
 
 def xtb_calculator(charge: int = 0, multiplicity: int = 1) -> TBLite:

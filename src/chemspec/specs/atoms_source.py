@@ -41,6 +41,11 @@ def _md_problem(smiles: str) -> str | None:
     return None
 
 
+def md_smiles(molecules: list[str]) -> list[str]:
+    """What each molecule is: a known name's SMILES (MOLECULES), else the SMILES as written."""
+    return [MOLECULES.get(name.lower(), name) for name in molecules]
+
+
 @functools.lru_cache(maxsize=None)
 def md_state(smiles: str) -> tuple[int, int]:
     """(total charge, spin multiplicity) with which the data stage labels and stores a molecule: its formal
@@ -88,8 +93,7 @@ class GenerateMD(Spec):
         return self.frames
 
     def smiles(self) -> list[str]:
-        """What each molecule is: a known name's SMILES (MOLECULES), else the SMILES as written."""
-        return [MOLECULES.get(name.lower(), name) for name in self.molecules]
+        return md_smiles(self.molecules)
 
     def states(self) -> dict[str, tuple[int, int]]:
         """Each molecule's (total charge, spin multiplicity), by name as written."""
