@@ -10,15 +10,9 @@ from chemspec.compiler.cells import (ArchiveCell, CalibrationCell, Cells, DataCe
 from chemspec.specs import Study
 from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
 from chemspec.specs.data import SAMPLE
+from chemspec.specs.hpo import number_tag
 from chemspec.specs.model import GNNModel
 from chemspec.specs.training import BOOKKEEPING
-
-
-def number_tag(value: float) -> str:
-    """3e-4 -> '3e-4', 0.001 -> '1e-3', 2.5e-4 -> '2p5e-4': a float as a stage-name word."""
-    mantissa, exponent = f"{value:e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".").replace(".", "p")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def hp_name(hp: dict[str, Any]) -> str:

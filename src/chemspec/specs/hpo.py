@@ -9,6 +9,14 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from chemspec.specs.base import PROBLEMS_SEPARATOR, BatchSize, Name, Spec
 
 
+def number_tag(value: float) -> str:
+    """3e-4 -> '3e-4', 0.001 -> '1e-3', 2.5e-4 -> '2p5e-4': a float as a stage-name word, to 7 significant
+    digits."""
+    mantissa, exponent = f"{value:e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".").replace(".", "p")
+    return f"{mantissa}e{int(exponent)}"
+
+
 class Grid(Spec):
     """Hyperparameter values; every combination is one configuration."""
 
@@ -23,8 +31,7 @@ class Grid(Spec):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"hpo.grid.{key} repeats a value ({values}); list each value once")
-        # Stage names carry a learning rate to 7 significant digits (lr3e-3); closer values would share one.
-        if len({f"{lr:e}" for lr in self.learning_rate}) != len(self.learning_rate):
+        if len({number_tag(lr) for lr in self.learning_rate}) != len(self.learning_rate):
             raise ValueError(f"hpo.grid.learning_rate has values equal to 7 significant digits "
                              f"({self.learning_rate}); make them differ in the first 7 digits")
         return self
