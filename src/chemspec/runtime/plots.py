@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from chemspec.runtime.io import atomic_dir, write_bytes
+from chemspec.specs.model import FORCE_FIELDS
 
 _FORCE_FIELD = ("training structures", "parameters (embeddings included)")
-AXES = {"chemgpt": ("training molecules", "non-embedding parameters"),
-        "schnet": _FORCE_FIELD, "painn": _FORCE_FIELD, "spookynet": _FORCE_FIELD}
+AXES = {"chemgpt": ("training molecules", "non-embedding parameters"), **dict.fromkeys(FORCE_FIELDS, _FORCE_FIELD)}
 """(data axis, parameter axis) of each model family: ChemGPT trains on molecules and counts parameters
 without its embeddings (runtime.chemgpt), the force fields on structures with every parameter
 (runtime.forcefield_train counts them all: their atom embeddings are a small, fixed share)."""

@@ -27,6 +27,7 @@ from chemspec.runtime.result_files import choice_problem, read_checked
 from chemspec.runtime.split import read_rows
 from chemspec.runtime.stack import training_stack
 from chemspec.runtime.tpe import window_steps
+from chemspec.specs.model import FORCE_FIELDS
 
 if TYPE_CHECKING:
     import lightning as L
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from chemspec.runtime.resume import Resume
     from chemspec.specs.training import Training
 
-FORCE_FIELDS = ("schnet", "painn", "spookynet")
 # Gradient buckets larger than DDP's default of 25 MB (BENCHMARKS.md, "Larger gradient buckets").
 DDP_BUCKET_MB = 100
 # MKL may pick kernels by memory alignment, so two processes can sum the same loss differently in the

@@ -110,11 +110,10 @@ def _locate(loc: tuple) -> _Located:
     (`constrained-int`, `literal['auto']`) and the `[key]` marker of a bad mapping key."""
     from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
     from chemspec.specs.data import PackageSource, SmilesFileSource
-    from chemspec.specs.model import ChemGPTModel, GNNModel
+    from chemspec.specs.model import FORCE_FIELDS, ChemGPTModel, GNNModel
 
     tagged = {"package": PackageSource, "smiles_file": SmilesFileSource, "generate": GenerateMD,
-              "atoms_file": AtomsFileSource, "chemgpt": ChemGPTModel, "schnet": GNNModel,
-              "painn": GNNModel, "spookynet": GNNModel}
+              "atoms_file": AtomsFileSource, "chemgpt": ChemGPTModel, **dict.fromkeys(FORCE_FIELDS, GNNModel)}
     path: list = []
     union, parent, current = False, None, _plain(Study)
     for part in loc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import Field, model_validator
 
@@ -14,6 +14,8 @@ CPU_PARAMETERS = 10**8
 """Past this many non-embedding parameters validate notes that a ChemGPT size on the CPU will not finish."""
 BOHR = 0.52917721067
 """The bohr in Å, as SpookyNet's reference code has it."""
+ForceFieldFamily = Literal["schnet", "painn", "spookynet"]
+FORCE_FIELDS: tuple[str, ...] = get_args(ForceFieldFamily)
 SPOOKYNET_DEFAULTS = {"cutoff": 10 * BOHR, "n_rbf": 16}
 """SpookyNet's reference cutoff (10 bohr, in Å) and radial basis size, for each that a spec leaves unset."""
 
@@ -94,7 +96,7 @@ class ChemGPTModel(Spec):
 class GNNModel(Spec):
     """A neural force field whose capacity is width × depth (SchNet, PaiNN or SpookyNet)."""
 
-    family: Literal["schnet", "painn", "spookynet"]
+    family: ForceFieldFamily
     """Model family."""
     widths: list[Annotated[int, Field(gt=0, le=1 << 14)]] = Field(min_length=1)
     """Feature widths (n_atom_basis for SchNet/PaiNN, num_features for SpookyNet), up to 16,384."""
