@@ -27,9 +27,9 @@ from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
 from chemspec.runtime.result_files import SPEED_KEYS, TEST_ERRORS, metrics_problem, read_checked
-from chemspec.specs.outputs import BOOTSTRAP_CELLS, figures
+from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, figures
 
-MIN_POINTS = 3
+MIN_POINTS, MIN_DISTINCT = AXIS_LAWS["power"]
 
 
 def power_law(x: list[float], y: list[float], confidence: float, what: str = "losses") -> dict:
@@ -42,8 +42,8 @@ def power_law(x: list[float], y: list[float], confidence: float, what: str = "lo
     if n < MIN_POINTS:
         return {**result, "status": "cannot fit",
                 "reason": f"{n} point{'s' if n != 1 else ''}; a power law with an interval needs at least {MIN_POINTS}"}
-    if len(set(x)) < 2:
-        return {**result, "status": "cannot fit", "reason": "all points share one x value"}
+    if len(set(x)) < MIN_DISTINCT:
+        return {**result, "status": "cannot fit", "reason": f"all points share one x value; a slope needs {MIN_DISTINCT} distinct ones"}
     if max(y) - min(y) <= 1e-12 * max(y):
         return {**result, "status": "cannot fit", "reason": f"{what} are constant: no slope to fit"}
     import statsmodels.api as sm

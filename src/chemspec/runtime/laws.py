@@ -38,6 +38,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import optimize, stats
 
+from chemspec.specs.outputs import AXIS_LAWS, JOINT_DISTINCT, JOINT_POINTS
+
 EXPONENT_MAX = 5.0
 GRID = (0.01, 1.5)
 RANDOM_STARTS = 3
@@ -47,7 +49,7 @@ Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 def saturating_law(x: list[float], y: list[float], confidence: float) -> dict:
     """Fit L = E + a·x^−α in log space; α with Wald ("ci") and profile ("ci_profile") intervals."""
     result: dict = {"law": "saturating", "n": len(y), "x": list(x), "y": list(y)}
-    reason = _unfit_reason([x], y, min_points=4)
+    reason = _unfit_reason([x], y, *AXIS_LAWS["saturating"])
     fit = {"reason": reason} if reason else _fit([x], y, confidence)
     if "reason" in fit:
         return {**result, "status": "cannot fit", "reason": fit["reason"]}
@@ -61,7 +63,7 @@ def joint_law(n: list[float], d: list[float], y: list[float], confidence: float,
     """Fit L(N, D) = E + A/N^α + B/D^β over a grid; α, β and E with Wald and, unless `profile` is False
     (a bootstrap's resamples, which use the estimates alone), profile intervals."""
     result: dict = {"law": "joint", "n": len(y), "N": list(n), "D": list(d), "y": list(y)}
-    reason = _unfit_reason([n, d], y, min_points=7)
+    reason = _unfit_reason([n, d], y, JOINT_POINTS, JOINT_DISTINCT)
     fit = {"reason": reason} if reason else _fit([n, d], y, confidence, profile)
     if "reason" in fit:
         return {**result, "status": "cannot fit", "reason": fit["reason"],
@@ -74,7 +76,7 @@ def joint_law(n: list[float], d: list[float], y: list[float], confidence: float,
             "r2": fit["r2"], "residuals": fit["residuals"], "confidence": confidence, "dof": fit["dof"]}
 
 
-def _unfit_reason(sizes: list[list[float]], y: list[float], min_points: int) -> str:
+def _unfit_reason(sizes: list[list[float]], y: list[float], min_points: int, min_distinct: int) -> str:
     if any(len(s) != len(y) for s in sizes):
         return f"sizes and losses differ in length: {[len(s) for s in sizes]} vs {len(y)}"
     bad = _not_positive(y)
@@ -89,8 +91,9 @@ def _unfit_reason(sizes: list[list[float]], y: list[float], min_points: int) -> 
     if max(y) - min(y) <= 1e-12 * max(y):
         return "losses are constant: no slope to fit"
     distinct = min(len(set(s)) for s in sizes)
-    if distinct < 3:
-        return f"only {distinct} distinct sizes on an axis; its prefactor, exponent and the floor need at least 3"
+    if distinct < min_distinct:
+        return (f"only {distinct} distinct sizes on an axis; its prefactor, exponent and the floor need at least "
+                f"{min_distinct}")
     return ""
 
 

@@ -15,7 +15,9 @@ AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
 """What one fit of a per-axis law needs, as runtime.fit.power_law and runtime.laws.saturating_law check it:
 (points, distinct sizes). Its points are the data sizes of one model size, or the model sizes of one data size."""
 JOINT_DISTINCT = 3
-"""Distinct sizes per axis that runtime.laws.joint_law needs (3 × 3 cells are more than the 7 points it needs)."""
+"""Distinct sizes per axis that runtime.laws.joint_law needs (3 × 3 cells are more than the JOINT_POINTS)."""
+JOINT_POINTS = 7
+"""Cells that runtime.laws.joint_law needs: its 5 parameters, and 2 degrees of freedom for their intervals."""
 BOOTSTRAP_CELLS = 12
 """Cells that runtime.fit.bootstrap needs: fewer, and resampled grids too often miss a whole size."""
 
