@@ -43,7 +43,8 @@ def power_law(x: list[float], y: list[float], confidence: float, what: str = "lo
         return {**result, "status": "cannot fit",
                 "reason": f"{n} point{'s' if n != 1 else ''}; a power law with an interval needs at least {MIN_POINTS}"}
     if len(set(x)) < MIN_DISTINCT:
-        return {**result, "status": "cannot fit", "reason": f"all points share one x value; a slope needs {MIN_DISTINCT} distinct ones"}
+        return {**result, "status": "cannot fit",
+                "reason": f"all points share one x value; a slope needs {MIN_DISTINCT} distinct ones"}
     if max(y) - min(y) <= 1e-12 * max(y):
         return {**result, "status": "cannot fit", "reason": f"{what} are constant: no slope to fit"}
     import statsmodels.api as sm
