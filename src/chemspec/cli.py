@@ -11,7 +11,6 @@ import shlex
 import signal
 import sys
 import traceback
-from pathlib import Path
 
 import click
 
@@ -111,16 +110,7 @@ def compile_(spec: str, check: bool, root: str) -> None:
 def run(stage: str, params: str, cell: str | None, identity: str | None) -> None:
     if hasattr(signal, "SIGUSR2") and sys.__stderr__ is not None:  # the process's own stderr, not a capture
         faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
-    try:
-        result = api.run(stage, params=params, cell=cell, expected_identity=identity)
-    except ChemspecError as exc:
-        from chemspec.runtime.dvc_parent import dvc_ancestor
-
-        if stage != "archive" and dvc_ancestor() is not None and _ran_before(stage, cell, params):
-            exc.add_note("dvc removed the outputs of this stage's last run before running it again; `dvc checkout` "
-                         "puts them back from DVC's cache (`git checkout -- <file>` the metrics git tracks, as "
-                         "fit.json)")  # the archive's ref persists
-        raise
+    result = api.run(stage, params=params, cell=cell, expected_identity=identity)
     if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
         return
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "identity"}
@@ -128,16 +118,6 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
         summary.update((k, v) for k, v in result["counts"].items() if isinstance(v, int) and v and k not in summary)
     click.echo(f"{stage}{'@' + cell if cell else ''}: "
                + ", ".join(f"{k}={v if k == 'seed' else _brief(v)}" for k, v in summary.items()))
-
-
-def _ran_before(stage: str, cell: str | None, params: str) -> bool:
-    """Whether a dvc.lock of the project records a run of this stage, whose outputs dvc removes before it runs."""
-    from chemspec.relock import locked_identities
-
-    try:
-        return (f"{stage}@{cell}" if cell else stage) in locked_identities(Path(params).resolve().parent)
-    except ChemspecError:  # a lock file that is not one: the note may still apply
-        return True
 
 
 def _brief(value: int | float | str) -> str:

@@ -341,7 +341,7 @@ def test_an_open_end_reads_open():
 
 
 def test_results_that_predate_the_compiled_study_are_marked_stale_in_every_output(cli, tmp_path):
-    from chemspec.api.project import load_cells
+    from chemspec.api.stages import load_cells
     from tests.unit.test_report_stale import _ran
 
     results = fitted(cli, tmp_path, tiny_study())

@@ -2,7 +2,8 @@
 
 from chemspec.api.archive import archive_ls, archive_show, archive_verify, pull, refit
 from chemspec.api.launching import launch
-from chemspec.api.project import CompileResult, compile, load_cells, run, schema, validate
+from chemspec.api.project import CompileResult, compile, schema, validate
+from chemspec.api.stages import load_cells, run
 from chemspec.api.results import Report, diff, report
 
 __all__ = ["validate", "schema", "compile", "load_cells", "run", "launch", "CompileResult", "Report", "report",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chemspec.api.compiled import changed_study
-from chemspec.api.project import load_cells
+from chemspec.api.stages import load_cells
 from chemspec.errors import UsageError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from chemspec.api.archive import archived_object
 from chemspec.api.compiled import changed_study, compiled_from, unarchived
 from chemspec.api.folders import refuse_owned
-from chemspec.api.project import load_cells
+from chemspec.api.stages import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.shape import checked
 from chemspec.archive.store import Store, json_digest
