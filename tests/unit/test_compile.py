@@ -611,6 +611,29 @@ def test_compile_names_the_folders_of_cells_the_grid_no_longer_has(cli, tmp_path
     assert "stay on disk" not in cli("compile", "other.yaml", cwd=tmp_path).err, "another study's cells are its own"
 
 
+def test_a_compile_that_redraws_the_data_a_run_has_read_says_every_cell_retrains(cli, tmp_path):
+    """Raising max_molecules to add a larger data size drew a new sample and new held-out sets, and retrained
+    everything without a word; adding a size within it retrains only the new cells, and says nothing."""
+    write_spec(tmp_path / "study.yaml", tiny_study())
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    assert "retrains" not in cli("compile", "study.yaml", cwd=tmp_path).err
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 1600}))
+    assert "retrains" not in cli("compile", "study.yaml", cwd=tmp_path).err, "the data stage never ran"
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 1600, "data.sizes": [200, 400, 800,
+                                                                                                      1000]}))
+    assert "retrains" not in cli("compile", "study.yaml", cwd=tmp_path).err, "a new size alone draws nothing again"
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 2400, "data.test": 300}))
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 0 and ("note: data.test, data.source.max_molecules changed since the last compile, so the "
+                                 "data and split stages draw other molecules or structures and other validation and "
+                                 "test sets, and every cell retrains on them; data.source.max_molecules draws a new "
+                                 "sample of the file, not one that holds the last: a study that will grow can set it "
+                                 "for its largest size from the start") in result.err, result.err
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"seed": 1, "data.source.max_molecules": 2400, "data.test": 300}))
+    assert "note: seed changed since the last compile" in cli("compile", "study.yaml", cwd=tmp_path).err
+
+
 def test_one_leftover_folder_is_named_from_where_the_user_stands(cli, tmp_path):
     (tmp_path / "project").mkdir()
     write_spec(tmp_path / "study.yaml", tiny_study())

@@ -189,6 +189,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         result.written += changed
         if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
             result.leftovers = _leftovers(before.get(PARAMS), cells, root)
+            result.notes += _redrawn(before.get(PARAMS), cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
@@ -252,6 +253,36 @@ def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
     now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
            for cell in stage.values() for key in ("out_dir", "resume_dir")}
     return sorted(f for f in folders - now if isinstance(f, str) and (root / f).is_dir())
+
+
+REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.representation",
+           ("data", "max_length"): "model.sizes' largest max_length", ("split", "validation"): "data.validation",
+           ("split", "test"): "data.test"}
+"""Fields of the data and split cells, besides data.source's, whose change draws every set again."""
+
+
+def _redrawn(params: str | None, cells: Cells, root: Path) -> list[str]:
+    """A note where the study's data has been read before and this compile changes which molecules or
+    structures it holds, or how they are split: every cell then trains on other data."""
+    try:
+        old = (load_yaml(params or "") or {})["cells"]
+        if old["archive"]["study"] != cells.archive.study or not (root / old["data"]["out_dir"]).is_dir():
+            return []
+        was = {(stage, key): old[stage][key] for stage, key in REDRAWN}
+        was.update((("source", key), value) for key, value in old["data"]["source"].items())
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
+        return []
+    now = {(stage, key): getattr(getattr(cells, stage), key) for stage, key in REDRAWN}
+    now.update((("source", key), value) for key, value in cells.data.source.items())
+    changed = [REDRAWN.get(key, f"data.source.{key[1]}") for key in dict.fromkeys([*was, *now])
+               if was.get(key) != now.get(key) and key[1] not in ("sample", "smiles", "stores")]
+    if not changed:
+        return []
+    grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "
+            "that will grow can set it for its largest size from the start"
+            if "data.source.max_molecules" in changed else "")
+    return [f"{', '.join(changed)} changed since the last compile, so the data and split stages draw other molecules "
+            f"or structures and other validation and test sets, and every cell retrains on them{grow}"]
 
 
 def _existing(path: Path) -> str:
