@@ -71,7 +71,7 @@ def test_max_molecules_above_the_files_rows_reads_them_all_and_says_so(tmp_path,
     assert (f"note: data.source.max_molecules (50) is more than the 9 molecules of data.source.file "
             f"{tmp_path / 'mols.txt'}, so all of them are read; lower it to draw a sample") in capsys.readouterr().err
     run_data(data_cell(tmp_path, max_molecules=9, sample="seeded"))
-    assert "note" not in capsys.readouterr().err
+    assert "max_molecules" not in capsys.readouterr().err
 
 
 def test_a_moses_sample_has_the_whole_sets_share_of_sulfur_which_its_head_has_not():
@@ -104,7 +104,7 @@ def file_cell(tmp_path, text: str, max_length: int = 12) -> DataCell:
 
 def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
     cell = file_cell(tmp_path, "xx\nyy\n")
-    with pytest.raises(RunError, match="no valid molecules among 2 read"):
+    with pytest.raises(RunError, match=r"no valid molecules among the 2 read \(2 no SMILES\); check the file"):
         run_data(cell)
     assert not (tmp_path / "data" / "tokens.npy").exists()
 
@@ -120,9 +120,22 @@ def test_a_file_mostly_of_no_smiles_is_refused_naming_the_first_lines_rdkit_coul
     assert not (tmp_path / "data").exists()
 
 
+def test_molecules_left_out_as_no_smiles_or_too_long_are_named(tmp_path, capsys):
+    """Dropped silently, 44% of a ZINC sample too long for max_length skewed a study to small molecules."""
+    cell = file_cell(tmp_path, "CCO\nCCN\nCCC\nCCCl\nCO\nCN\nCC\nxx\nc1ccccc1CCCCCCCCCC\nCCCCCCCCCCCCCCCC\n",
+                     max_length=8)
+    assert run_data(cell)["count"] == 7
+    err = capsys.readouterr().err
+    assert "note: 1 of the 10 molecules read are no SMILES RDKit reads and are left out (the first: 'xx')" in err
+    assert ("note: 2 of the 10 molecules read (20%) are longer than max_length (8 tokens, [BOS] and [EOS] included) "
+            "and are left out, so the study trains and tests on the shorter ones; raise "
+            "model.sizes.<name>.max_length") in err, err
+
+
 def test_molecules_all_too_long_name_max_length_not_the_file(tmp_path):
     cell = file_cell(tmp_path, "CCCCCCCCCCCCCCCC\nc1ccccc1CCCCCCCCCC\nxx\n", max_length=8)
-    with pytest.raises(RunError, match=r"no valid molecules among 3 read .*; most are longer than max_length \(8 "
+    with pytest.raises(RunError, match=r"no valid molecules among the 3 read \(1 no SMILES, 2 longer than max_length"
+                                       r"\); most are longer than max_length \(8 "
                                        r"tokens, \[BOS\] and \[EOS\] included\): raise model.sizes.<name>.max_length"):
         run_data(cell)
     assert not (tmp_path / "data" / "tokens.npy").exists()

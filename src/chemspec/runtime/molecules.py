@@ -141,6 +141,17 @@ def symbols(text: str, representation: str) -> list[str]:
 MAX_LENGTH = "model.sizes.<name>.max_length (one value, the same for every size)"
 
 
+SKEWED = 0.05
+"""Share of the molecules read that max_length may leave out before the data stage says the set is skewed to
+small molecules."""
+
+
+def _dropped(counts: dict) -> str:
+    return ", ".join(f"{counts[key]:,} {words}" for key, words in (
+        ("blank", "blank"), ("invalid_smiles", "no SMILES"), ("unencodable", "not encodable"),
+        ("duplicates", "duplicates"), ("too_long", "longer than max_length")) if counts.get(key))
+
+
 def mostly_too_long(counts: dict) -> bool:
     """Whether molecules longer than max_length are most of those the data stage dropped."""
     dropped = sum(counts.get(key, 0) for key in ("invalid_smiles", "unencodable", "duplicates", "too_long"))
@@ -193,16 +204,24 @@ def run_data(cell: DataCell) -> dict:
             counts["too_long"] += 1
             continue
         molecules.append((smiles, text, tokens))
+    first = ", ".join(repr(raw[:60]) for raw in unread)
     if not molecules:
         fix = (f"most are longer than max_length ({cell.max_length} tokens, [BOS] and [EOS] included): raise "
                f"{MAX_LENGTH}" if mostly_too_long(counts) else "check the file and data.source.column")
-        raise RunError(f"data.source: no valid molecules among {counts['read']} read ({counts}); {fix}")
+        raise RunError(f"data.source: no valid molecules among the {counts['read']:,} read ({_dropped(counts)}); {fix}")
     if counts["invalid_smiles"] * 2 > len(present):
-        first = ", ".join(repr(raw[:60]) for raw in unread)
         raise RunError(f"data.source: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no "
                        f"SMILES RDKit reads (the first: {first}), so the file is not what it seems: a file of SELFIES "
                        "or InChI, or a CSV read without data.source.column, gives this; check data.source.file and "
                        "data.source.column, or drop the broken lines from the file")
+    if counts["invalid_smiles"]:
+        print(f"note: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no SMILES RDKit reads "
+              f"and are left out (the first: {first})", file=sys.stderr)
+    if counts["too_long"] >= SKEWED * counts["read"]:
+        print(f"note: {counts['too_long']:,} of the {counts['read']:,} molecules read "
+              f"({counts['too_long'] / counts['read']:.0%}) are longer than max_length ({cell.max_length} tokens, "
+              f"[BOS] and [EOS] included) and are left out, so the study trains and tests on the shorter ones; "
+              f"raise {MAX_LENGTH} to keep them", file=sys.stderr)
     vocab = SPECIALS + sorted({t for _, _, tokens in molecules for t in tokens})
     index = {t: i for i, t in enumerate(vocab)}
     width = max(len(t) for _, _, t in molecules) + 2
