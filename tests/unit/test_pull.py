@@ -544,3 +544,13 @@ def test_a_run_of_a_model_family_this_chemspec_does_not_know_asks_for_an_upgrade
     result = cli("report", "--from", "WORKTREE", "--out", "r", cwd=tmp_path)
     assert result.code == 1 and "model family 'mace', which this chemspec does not know (it knows chemgpt," in result.err
     assert "upgrade chemspec" in result.err and not (tmp_path / "r").exists(), result.err
+
+
+def test_a_pull_without_to_lands_in_a_folder_git_ignores(cli, two_studies):
+    """`git add -A && git commit`, the step after a study's run, took pulled copies into the history."""
+    root, alpha, _ = two_studies
+    result = cli("pull", alpha[:10], cwd=root)
+    assert result.code == 0 and (root / "pulled" / f"alpha-{alpha[:12]}" / "cells.json").is_file(), result.err
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root, capture_output=True,
+                            text=True, check=True)
+    assert status.stdout == "", status.stdout

@@ -133,6 +133,10 @@ def revision(target: str, study: str | None, cwd: Path) -> tuple[str, str | None
     return commit, name
 
 
+PULLED_DIR = "pulled"
+"""Where a pull without --to writes (<study>-<manifest id>): a folder git ignores."""
+
+
 def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str | Path = ".") -> dict:
     """The run archived at `target` into `to` (default pulled/<study>-<manifest id>, a name that stays true
     when later commits come); checkpoints come from the remote its study named, into a folder git ignores."""
@@ -142,7 +146,7 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
                          f"{WORKTREE}'s results are already on disk: read them with `chemspec report` or "
                          f"`chemspec refit {WORKTREE}`, or commit the run and pull that commit")
     rev, name, digest = resolve(target, study, cwd)
-    to = Path(to) if to is not None else Path("pulled") / f"{name}-{digest[:12]}"
+    to = Path(to) if to is not None else Path(PULLED_DIR) / f"{name}-{digest[:12]}"
     if to.exists() and any(to.iterdir()):
         raise ArchiveError(f"{to} is not empty, and a pull writes a new directory; remove it, or give another "
                            "with --to DIR")
@@ -164,6 +168,8 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
         check()
         write_json(tmp / PULLED, {"sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest()
                                              for name in ["manifest.json", *map(file_name, dict(walk(manifest)))]}})
+    if to.parent == Path(PULLED_DIR):  # chemspec's own folder of pulled runs, copies never to commit
+        ignored_folder(to.parent)
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
     return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
             "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints), "unchecked": len(unchecked)}
