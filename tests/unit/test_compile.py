@@ -339,11 +339,13 @@ def test_a_root_inside_a_dvc_project_gets_the_remote_not_a_note_to_run_dvc_init(
     assert "DVC remote default -> " in result.err + result.out
     assert subprocess.run(["dvc", "status"], cwd=project / "other", capture_output=True).returncode == 0
     outside = cli("compile", str(spec), "--root", str(tmp_path / "elsewhere"), cwd=project)
-    assert "elsewhere is not a DVC project yet: run `git init && dvc init` there" in outside.err + outside.out
+    assert ("elsewhere is not a DVC project yet: run `git init && dvc init` there, then compile again, which sets up "
+            "the study's DVC remote, before `dvc repro`") in outside.err + outside.out
     (project / "nested").mkdir()
     subprocess.run(["git", "init", "-q"], cwd=project / "nested", check=True)
     nested = cli("compile", str(spec), "--root", "nested", cwd=project)
-    assert "nested is not a DVC project yet" in nested.err + nested.out, "a nested git repository is its own project"
+    assert "nested is not a DVC project yet: run `dvc init` there, then compile" in nested.err + nested.out, \
+        "a nested git repository is its own project, and has git already"
 
 
 def test_a_study_compiled_twice_in_one_dvc_project_is_refused_the_second_time(cli, tmp_path, git_env):

@@ -200,7 +200,11 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     result.notes += study.notes()
     project = project_root(root)
     if project is None:
-        result.notes.append(f"{root} is not a DVC project yet: run `git init && dvc init` there before `dvc repro`")
+        from chemspec.archive.repository import in_repository
+
+        init = "dvc init" if in_repository(root) else "git init && dvc init"
+        result.notes.append(f"{root} is not a DVC project yet: run `{init}` there, then compile again, which sets "
+                            "up the study's DVC remote, before `dvc repro`")
         return result
 
     try:
