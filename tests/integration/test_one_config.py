@@ -66,5 +66,5 @@ def test_a_grid_shrunk_to_tpes_choice_trains_nothing_again_and_runs_no_tpe(cli, 
     page = (results / "report" / "index.html").read_text()
     assert "<h2>Hyperparameters</h2>" in page and "Training Performance Estimation" not in page
     refused = cli("run", "tpe", "--cell", "lr1e-2-bs32", cwd=tmp_path)
-    assert refused.code == 1 and "tpe: this study has no tpe cells; hpo.grid holds one configuration, which trains " \
+    assert refused.code == 2 and "tpe: this study has no tpe cells; hpo.grid holds one configuration, which trains " \
         "without a TPE run (there is nothing to rank); give hpo.grid more values, then recompile" in refused.err

@@ -186,7 +186,7 @@ def test_errors_about_cells_name_the_params_file_given(cli, tmp_path):
     assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
     (tmp_path / "params.yaml").rename(tmp_path / "p.yaml")
     result = cli("run", "train", "--params", "p.yaml", "--cell", "nope", cwd=tmp_path)
-    assert result.code == 1 and "train: no cell 'nope' in p.yaml; cells are" in result.err, result.err
+    assert result.code == 2 and "train: no cell 'nope' in p.yaml; cells are" in result.err, result.err
 
 
 @pytest.mark.parametrize("command", [("validate",), ("compile",)])

@@ -70,11 +70,11 @@ def test_per_cell_stages_name_what_is_missing(cli, tmp_path):
     write_spec(tmp_path / "s.yaml", tiny_study())
     assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
     result = cli("run", "train", cwd=tmp_path)
-    assert result.code == 1 and "train runs one cell: add --cell KEY; cells are xs-200" in result.err
+    assert result.code == 2 and "train runs one cell: add --cell KEY; cells are xs-200" in result.err
     result = cli("run", "sample", "--cell", "xs-200", cwd=tmp_path)
     assert "this study has no sample cells; add a `generation` section to the study" in result.err
     result = cli("run", "reference", cwd=tmp_path)
-    assert result.code == 1 and "reference: this study has no sample cells; add a `generation` section" in result.err
+    assert result.code == 2 and "reference: this study has no sample cells; add a `generation` section" in result.err
 
 
 def test_a_corrupt_input_names_the_file(cli, tmp_path):

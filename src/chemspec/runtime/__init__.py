@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chemspec.compiler.cells import Cells, identity
-from chemspec.errors import RunError
+from chemspec.errors import RunError, UsageError
 
 STAGES = ("data", "split", "tpe", "select", "calibrate", "calibration", "train", "reference", "sample", "fit",
           "archive")
@@ -28,14 +28,14 @@ def run_stage(stage: str, cells: Cells, key: str | None, expected_identity: str 
     if stage in PER_CELL:
         table = getattr(cells, stage)
         if not table:
-            raise RunError(f"{stage}: this study has no {stage} cells; {EMPTY[stage]}, then recompile")
+            raise UsageError(f"{stage}: this study has no {stage} cells; {EMPTY[stage]}, then recompile")
         if key is None:
-            raise RunError(f"{stage} runs one cell: add --cell KEY; cells are {', '.join(table)}")
+            raise UsageError(f"{stage} runs one cell: add --cell KEY; cells are {', '.join(table)}")
         if key not in table:
-            raise RunError(f"{stage}: no cell {key!r} in {source}; cells are {', '.join(table)} "
+            raise UsageError(f"{stage}: no cell {key!r} in {source}; cells are {', '.join(table)} "
                            "(recompile with `chemspec compile` if the spec changed)")
     elif key is not None:
-        raise RunError(f"stage {stage} takes no --cell")
+        raise UsageError(f"stage {stage} takes no --cell")
     if expected_identity is not None:
         cell = getattr(cells, stage)[key] if stage in PER_CELL else getattr(cells, stage)
         if cell is not None and not identity(cell).startswith(expected_identity):
@@ -70,7 +70,7 @@ def _train(cells: Cells, key: str | None, table: str) -> dict:
 
 def _reference(cells: Cells, key: str | None) -> dict:
     if cells.reference is None:
-        raise RunError(f"reference: this study has no sample cells; {EMPTY['sample']}, then recompile")
+        raise UsageError(f"reference: this study has no sample cells; {EMPTY['sample']}, then recompile")
     from chemspec.runtime.sample import run_reference
 
     return run_reference(cells.reference)
