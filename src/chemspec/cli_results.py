@@ -240,7 +240,7 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     changed = [row for row in result["exponents"] if row["before"] != row["after"]]
     for row in changed:
         flag = {True: "significant", False: "not significant", None: "untested"}[row["significant"]]
-        sides = (_with_ci(row[side], row[f"ci_{side}"]) for side in ("before", "after"))
+        sides = (_with_ci(row[side], row[f"ci_{side}"], row.get(f"ci_profile_{side}")) for side in ("before", "after"))
         reasons = "".join(f"; {side}: {row[f'reason_{side}']}" for side in ("before", "after")
                           if f"reason_{side}" in row)
         click.echo(f"  exponent {row['axis']}/{row['group']} ({row['law']}): "
@@ -260,10 +260,13 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
         _notes([*result["unarchived"], *([f"{WORKTREE}: {result['stale']}"] if result["stale"] else [])])
 
 
-def _with_ci(value: float | None, ci: list | None) -> str:
+def _with_ci(value: float | None, ci: list | None, profile: list | None = None) -> str:
+    """The exponent with its Wald interval, which the significance test uses, and the profile interval the report
+    tells to quote, where the law has one."""
     if value is None or not ci:
         return _fmt(value, "none")
-    return f"{_fmt(value)} [{_fmt(ci[0], 'open')}, {_fmt(ci[1], 'open')}]"
+    text = f"{_fmt(value)} [{_fmt(ci[0], 'open')}, {_fmt(ci[1], 'open')}]"
+    return f"{text} (profile [{_fmt(profile[0], 'open')}, {_fmt(profile[1], 'open')}])" if profile else text
 
 
 def _change(before: float | None, after: float | None) -> str:

@@ -342,3 +342,14 @@ def test_a_law_only_one_run_fitted_is_named_as_such_not_as_a_missing_group(cli, 
     archive_commit(repo, cells, [_fit(0.2, 0.01)], error_fits=[{**_fit(0.4, 0.01), "metric": "force_mae"}])
     (row,) = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["exponents"][1:]
     assert row["reason_before"].startswith("no such fit: this run fitted no force_mae power law"), row
+
+
+def test_a_joint_exponent_shows_the_profile_interval_the_report_quotes_beside_the_tested_wald_one(cli, repo):
+    cells = [_cell("xs", 100, 2.0)]
+    archive_commit(repo, cells, [_fit(0.2, 0.5, n=9, law="joint", ci_profile=[0.07, 1.16])])
+    archive_commit(repo, cells, [_fit(0.25, 0.4, n=9, law="joint", ci_profile=[0.1, 0.9])])
+    text = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    assert "exponent data/xs (joint): 0.2 [-1.188, 1.588] (profile [0.07, 1.16]) -> 0.25 [-0.8606, 1.361] (profile " \
+           "[0.1, 0.9]) (not significant at 95%" in text, text
+    row = json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["exponents"][0]
+    assert row["ci_profile_before"] == [0.07, 1.16] and row["ci_profile_after"] == [0.1, 0.9]

@@ -198,6 +198,8 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
         row: dict = {"axis": k[0], "group": k[1], "law": k[2],
                      "before": fa and fa.get("exponent"), "ci_before": fa and fa.get("ci"),
                      "after": fb and fb.get("exponent"), "ci_after": fb and fb.get("ci"), "significant": None,
+                     **{f"ci_profile_{side}": f["ci_profile"] for side, f in (("before", fa), ("after", fb))
+                        if f and f.get("ci_profile")},
                      **{f"reason_{side}": f["reason"] if f else absent(side, k[2])
                         for side, f in (("before", fa), ("after", fb))
                         if not f or (f.get("exponent") is None and f.get("reason"))}}
