@@ -54,6 +54,7 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     _echo_fits(result.fits, result.fit["confidence"])
     _echo_errors(result.fit.get("errors") or [])
     _echo_generation(result.cells)
+    _echo_selection(result.selected)
     _echo_notes(result.fit)
     if provenance_text(result.provenance):
         click.echo(f"\n{provenance_text(result.provenance)}")
@@ -61,6 +62,15 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         click.echo(f"wrote {path}")
     if result.stale:
         click.echo(f"\nwarning: {result.stale}", err=True)
+
+
+def _echo_selection(selected: dict | None) -> None:
+    """What TPE decided for each configuration it ranked, as the pages' table gives it."""
+    if not selected or all(c.get("unranked") for c in selected["configs"]):
+        return
+    click.echo(f"\nTPE (estimate: {selected['estimator']}):")
+    for c in selected["configs"]:
+        click.echo(f"  {c['name']:<20} {_fmt(c['estimate']):>9}  rank {c['rank'] or '-':<3} {c['reason']}")
 
 
 def _echo_notes(fit: dict) -> None:

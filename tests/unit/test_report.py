@@ -376,3 +376,22 @@ def test_a_wide_wald_interval_does_not_push_the_profile_column_out_of_line(capsy
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].index("profile (F)")
     assert lines[1].index("[0.000, open]") == lines[2].index("[0.120, 0.280]") == header, lines[:3]
+
+
+def test_what_tpe_decided_for_each_configuration_is_in_every_output(cli, tmp_path):
+    """Only the HTML page said that a configuration diverged during TPE and which were not trained."""
+    fitted(cli, tmp_path, tiny_study(**{"hpo.grid.learning_rate": [3.0e-3, 1.0e-2, 1.0e4]}))
+    out = yaml.safe_load((tmp_path / "params.yaml").read_text())["cells"]["select"]["out"]
+    configs = [{"name": "lr3e-3-bs32", "estimate": 2.5, "rank": 1, "reason": "rank 1 of 2 by tse", "cost_s": 1.5},
+               {"name": "lr1e-2-bs32", "estimate": 2.75, "rank": 2,
+                "reason": "rank 2 of 2 by tse; only the best 1 are trained (hpo.tpe.keep)", "cost_s": 1.25},
+               {"name": "lr1e4-bs32", "estimate": None, "rank": None, "reason": "diverged during TPE", "cost_s": 0.5}]
+    io.write_json(tmp_path / out, {"estimator": "tse", "configs": configs})
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0, table.err
+    assert "TPE (estimate: tse):" in table.out and re.search(r"lr1e4-bs32 +- +rank - +diverged during TPE", table.out)
+    assert re.search(r"lr1e-2-bs32 +2.75 +rank 2 +rank 2 of 2 by tse; only the best 1 are trained", table.out)
+    markdown = (tmp_path / "results" / "tiny" / "report" / "report.md").read_text()
+    assert "| lr1e4-bs32 | - | - | diverged during TPE | 0.5 |" in markdown, markdown
+    assert "| lr3e-3-bs32 | 2.5 | 1 | rank 1 of 2 by tse | 1.5 |" in markdown
+    assert _json(cli, tmp_path)["selected"]["configs"] == configs

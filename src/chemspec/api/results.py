@@ -36,6 +36,8 @@ class Report:
     provenance: dict | None = None
     stale: str | None = None
     """Why the results are not those of the study as compiled now (stale_note); None when they are."""
+    selected: dict | None = None
+    """The select stage's selected.json: each configuration TPE ranked, and what it decided for it."""
 
     def as_json(self) -> dict:
         """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
@@ -57,8 +59,8 @@ class Report:
                 "joint": self.fit.get("joint"), "bootstrap": self.fit.get("bootstrap"), "noise": self.fit.get("noise"),
                 "statistics": self.fit.get("statistics"), "cost": self.cost,
                 "calibration": {k: self.calibration[k] for k in ("budget_fraction", "estimator", "scores", "cost")}
-                if self.calibration else None, "manifest": self.manifest, "provenance": self.provenance,
-                "stale": self.stale}
+                if self.calibration else None, "selected": self.selected, "manifest": self.manifest,
+                "provenance": self.provenance, "stale": self.stale}
 
 
 def report(params: str | Path = "params.yaml", write: bool = True, source: str | None = None,
@@ -113,7 +115,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
-                  files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale)
+                  files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale,
+                  selected=selected)
 
 
 def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
@@ -256,7 +259,8 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
                                 calibration, stale=note, provenance=manifest["provenance"])
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
-                  calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note)
+                  calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note,
+                  selected=selected)
 
 
 def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,

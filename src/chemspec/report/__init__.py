@@ -226,6 +226,11 @@ def markdown(ctx: dict) -> str:
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {c['estimator']} | {c['r2']} | {c['spearman']} | {c['kendall']} | {c['regret']} "
                   f"| {c['misranked']} | {c['n']} |" for c in ctx["calibration"]]
+    if ctx["tpe"] and ctx["tpe"]["ranked"]:
+        lines += ["", f"Training Performance Estimation (estimate: {ctx['tpe']['estimator']}):", "",
+                  "| configuration | estimate | rank | decision | cost s |", "|---|---|---|---|---|"]
+        lines += [f"| {c['name']} | {c['estimate_text']} | {c['rank'] or '-'} | {c['reason']} | {c['cost_s']:.1f} |"
+                  for c in ctx["tpe"]["configs"]]
     if ctx["tpe"]:
         lines += ["", ctx["tpe"]["cost_text"]]
     if ctx["manifest"]:
