@@ -16,7 +16,8 @@ import click
 
 from chemspec import __version__, api
 from chemspec.errors import INTERRUPTED, ChemspecError
-from chemspec.cli_results import archive, diff, pull, refit, report
+from chemspec.cli_report import report
+from chemspec.cli_results import archive, diff, pull, refit
 from chemspec.runtime import STAGES
 from chemspec.words import count
 

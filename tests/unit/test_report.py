@@ -366,13 +366,13 @@ def test_results_that_predate_the_compiled_study_are_marked_stale_in_every_outpu
 
 
 def test_a_wide_wald_interval_does_not_push_the_profile_column_out_of_line(capsys):
-    from chemspec.cli_results import _echo_fits
+    from chemspec.cli_report import echo_fits
 
     def fit(group: str, wald: list[float], profile: list[float]) -> dict:
         return {"axis": "params", "group": group, "law": "joint", "status": "ok", "exponent": 0.2, "ci": wald,
                 "ci_profile": profile, "n": 12, "r2": 0.99}
 
-    _echo_fits([fit("joint", [-246.841, 246.95], [0.0, None]), fit("xs", [0.1, 0.3], [0.12, 0.28])], 0.95)
+    echo_fits([fit("joint", [-246.841, 246.95], [0.0, None]), fit("xs", [0.1, 0.3], [0.12, 0.28])], 0.95)
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].index("profile (F)")
     assert lines[1].index("[0.000, open]") == lines[2].index("[0.120, 0.280]") == header, lines[:3]
