@@ -341,8 +341,11 @@ def test_booleans_are_true_and_false_and_keys_are_the_text_written(tmp_path):
 @pytest.mark.parametrize("content,expected", [
     ("smi\nCCO\n", "data.source.column: 'smiles' is not a column of 'mols.csv' (the header has ['smi'])"),
     ("", "data.source.column: 'smiles' is not a column of 'mols.csv' (the file is empty)"),
-    ("CCO\nCCN\n", "(the header has ['CCO']); fix the column name, or leave column out for a file of one SMILES"),
+    ("CCO\nCCN\n", "(its first line is a molecule, 'CCO', so it has no header); leave column out, which reads a file "
+     "of one SMILES a line"),
+    ("name\nCCN\n", "(the header has ['name']); fix the column name, or leave column out for a file of one SMILES"),
     ("id\tsmiles\n1\tCCO\n", "the file looks tab-separated; SMILES files are read as comma-separated: convert it"),
+    ("id;smiles\n1;CCO\n", "the file looks semicolon-separated; SMILES files are read as comma-separated: convert it"),
     (gzip.compress(b"smiles\nCCO\n", mtime=0),  # mtime=0: every xdist worker must collect the same bytes
      "data.source.file: 'mols.csv' is compressed; SMILES files are read as plain text"),
     (None, "data.source.file: 'mols.csv' is a directory; give the data file in it")])

@@ -11,7 +11,7 @@ from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin
 from pydantic import ValidationError
 
 from chemspec.errors import SpecError, SpecIssue
-from chemspec.specs.base import PROBLEMS_SEPARATOR
+from chemspec.specs.base import PROBLEMS_SEPARATOR, STARTER
 from chemspec.specs.loader import MAX_DEPTH, Positions, field_name, load_yaml
 from chemspec.specs.study import CountStructures, Study
 
@@ -267,8 +267,7 @@ def parse_study(raw: object, file: str, positions: Positions, base_dir: Path | N
     """Validate plain values as a Study; raise SpecError listing every problem. With `count_structures`, an
     atoms file (read from `base_dir`) must hold the structures the data sizes need."""
     if not isinstance(raw, dict):
-        raise SpecError([SpecIssue(file, 1, 1, "", "a study file must be a YAML mapping",
-                                   "start from specs/quickstart.yaml")])
+        raise SpecError([SpecIssue(file, 1, 1, "", "a study file must be a YAML mapping", STARTER)])
     if found := _shape_problem(raw, (), frozenset()):
         path, message, hint = found
         raise SpecError([SpecIssue(file, *_position(positions, path), field_name(path), message, hint)])

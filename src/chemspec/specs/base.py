@@ -18,6 +18,9 @@ BatchSize = Annotated[int, Field(gt=0, le=1 << 16)]
 PROBLEMS_SEPARATOR = "\n"
 """A validator that finds several independent problems raises them as one ValueError, one a line (messages
 show user text with repr, so they hold no line break of their own); each becomes an issue of its own."""
+STARTER = ("start from specs/quickstart.yaml of chemspec's repository (README's quickstart); `chemspec schema` "
+           "lists every field")
+"""The hint to a file that holds no study at all."""
 
 _UNSAFE_PATH = re.compile(r"[$`\x00-\x1f\x7f]")
 

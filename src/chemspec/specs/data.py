@@ -53,11 +53,8 @@ class SmilesFileSource(Spec):
         """Refuse a file read without `column` whose first line's SMILES (its first field; a name may follow)
         is none RDKit reads, or BARE_ATOMS, and is a header or SELFIES, each of which the data stage would read
         as molecules and find (almost) none valid."""
-        from rdkit import Chem, RDLogger
-
         fields = first.split()
-        RDLogger.DisableLog("rdApp.*")
-        if Chem.MolFromSmiles(fields[0]) is not None and not BARE_ATOMS.fullmatch(fields[0]):
+        if _reads_as_smiles(fields[0]):
             return
         if SELFIES.fullmatch(fields[0]):
             raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
@@ -96,8 +93,13 @@ class SmilesFileSource(Spec):
         if self.column:
             if self.column not in header:
                 found = f"the header has {header}" if header else "the file is empty"
-                if "\t" in first:
-                    fix = "the file looks tab-separated; SMILES files are read as comma-separated: convert it"
+                separator = next((name for mark, name in (("\t", "tab"), (";", "semicolon")) if mark in first), None)
+                if separator:
+                    fix = (f"the file looks {separator}-separated; SMILES files are read as comma-separated: "
+                           "convert it")
+                elif len(header) == 1 and _reads_as_smiles(first.split()[0]):
+                    found = f"its first line is a molecule, {first.split()[0][:60]!r}, so it has no header"
+                    fix = "leave column out, which reads a file of one SMILES a line"
                 elif len(header) == 1:
                     fix = "fix the column name, or leave column out for a file of one SMILES a line without a header"
                 else:
@@ -106,6 +108,14 @@ class SmilesFileSource(Spec):
                                  + fix)
             count -= 1
         return count
+
+
+def _reads_as_smiles(text: str) -> bool:
+    """Whether RDKit reads `text` as a molecule, and not as the radicals of BARE_ATOMS."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    return Chem.MolFromSmiles(text) is not None and not BARE_ATOMS.fullmatch(text)
 
 
 def _source_tag(value: Any) -> str | None:

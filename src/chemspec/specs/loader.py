@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from chemspec.errors import SpecError, SpecIssue
+from chemspec.specs.base import STARTER
 
 MAX_FILE_BYTES = 1 << 20
 MAX_VALUES = 100_000
@@ -207,6 +208,6 @@ def load_yaml(path: Path) -> tuple[Any, Positions]:
         raise SpecError([SpecIssue(name, line, col, "", f"YAML syntax error: {_problem(exc)}",
                                    "check indentation and quoting near this position")]) from None
     if node is None:
-        raise SpecError([SpecIssue(name, 1, 1, "", "the file is empty", "start from specs/quickstart.yaml")])
+        raise SpecError([SpecIssue(name, 1, 1, "", "the file is empty", STARTER)])
     converter = _Converter(name)
     return converter.convert(node, ()), converter.positions
