@@ -239,6 +239,10 @@ def test_an_fcd_left_unscored_and_metrics_on_few_molecules_are_explained_under_t
           "the 45 FCD is scored on: as few as 30"
     assert few in out
     assert cli("report", cwd=tmp_path).code == 0 and few in (results / "report" / "index.html").read_text()
+    heads = ["validity", "empty or 1 atom", "uniqueness", "novelty", "internal diversity", "FCD", "W₁ logP"]
+    assert "| model | data size | " + " | ".join(heads) in (results / "report" / "report.md").read_text()
+    page = (results / "report" / "index.html").read_text()
+    assert "".join(f"<th>{head}</th>" for head in heads) in page and "<td>0.5</td><td>0.5</td>" in page
     io.write_json(results / "fit" / "cells.json", [{**c, "generation": {**entry, "fcd": 3.0, "samples": 90}}
                                                    for c in cells])
     out = cli("report", "--no-files", cwd=tmp_path).out

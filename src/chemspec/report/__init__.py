@@ -16,7 +16,7 @@ from chemspec.report.texts import (bootstrap_text, cost_text, few_valid_text, in
                                    provenance_text, unfinished_text)
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
-from chemspec.runtime.quality import COLUMNS
+from chemspec.runtime.quality import COLUMNS, LABELS
 from chemspec.words import number
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
@@ -54,8 +54,9 @@ def generation_rows(cells: list[dict]) -> list[dict]:
     for c in cells:
         g = c.get("generation")
         if g:
-            rows.append({"model": c["model"], "params": c["params"], "data_size": c["data_size"],
-                         **{k: _num(g.get(k), 3) for k in COLUMNS}})
+            shown = {k: _num(g.get(k), 3) for k in COLUMNS}
+            rows.append({"model": c["model"], "params": c["params"], "data_size": c["data_size"], **shown,
+                         "values": list(shown.values())})
     return rows
 
 
@@ -155,7 +156,8 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "provenance_text": provenance_text(provenance),
             "calibration": calibration_rows(calibration),
-            "generation": generation_rows(cells), "unfinished_text": unfinished_text(cells),
+            "generation": generation_rows(cells), "generation_labels": [LABELS[k] for k in COLUMNS],
+            "unfinished_text": unfinished_text(cells),
             "few_valid_text": few_valid_text(cells),
             "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
                                 for f in fit.get("generation") or []],
@@ -205,7 +207,8 @@ def markdown(ctx: dict) -> str:
             f"{f['exponent']:.3f} {f['ci_text']}, R² {f['r2']:.3f}, n {f['n']}" if f["status"] == "ok"
             else f"cannot fit: {f['reason']}") for f in ctx["error_fits"]]
     if ctx["generation"]:
-        lines += ["", "Generation quality:", "", "| model | data size | " + " | ".join(COLUMNS) + " |",
+        lines += ["", "Generation quality:", "",
+                  "| model | data size | " + " | ".join(LABELS[k] for k in COLUMNS) + " |",
                   "|---|---|" + "---|" * len(COLUMNS)]
         lines += [f"| {g['model']} | {g['data_size']:,} | " + " | ".join(g[k] for k in COLUMNS) + " |"
                   for g in ctx["generation"]]

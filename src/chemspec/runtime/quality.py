@@ -25,6 +25,10 @@ METRICS = ("validity", "trivial", "uniqueness", "novelty", "internal_diversity",
 PROPERTIES = ("logp", "qed", "mw")
 COLUMNS = METRICS + tuple(f"w_{name}" for name in PROPERTIES)
 """The per-cell `generation` entry: the metrics and the property distances (and FCD's floor and count)."""
+LABELS = {"validity": "validity", "trivial": "empty or 1 atom", "uniqueness": "uniqueness", "novelty": "novelty",
+          "internal_diversity": "internal diversity", "fcd": "FCD", "w_logp": "W₁ logP", "w_qed": "W₁ QED",
+          "w_mw": "W₁ MW"}
+"""What the report pages call each of COLUMNS."""
 
 
 def attach(rows: list[dict], paths: dict[str, str]) -> list[dict]:
