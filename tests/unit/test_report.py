@@ -188,6 +188,9 @@ def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(
     assert "Intervals at 95%. Wald (t): estimate ± t·se, symmetric; exact for the power law" in markdown
     joint = fit["joint"]
     assert f"α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint['ci_alpha_profile'])}" in markdown
+    floor = ("E at its bound 0: the losses show no floor" if joint["E"] == 0 else
+             f"E Wald {interval_text(joint['ci_E'])}")
+    assert f"{floor}" in markdown, "this grid's 12 cells fit E = 0, whose Wald interval took in negative floors"
     assert "Bootstrap" not in markdown and "Seed noise" not in markdown, "fit.bootstrap and replicate_seeds are 0"
     as_json = _json(cli, tmp_path)
     assert [f.get("ci_profile") for f in as_json["fits"]] == [f.get("ci_profile") for f in fit["fits"]]
@@ -399,3 +402,13 @@ def test_what_tpe_decided_for_each_configuration_is_in_every_output(cli, tmp_pat
     assert "| lr1e4-bs32 | - | - | diverged during TPE | 0.5 |" in markdown, markdown
     assert "| lr3e-3-bs32 | 2.5 | 1 | rank 1 of 2 by tse | 1.5 |" in markdown
     assert _json(cli, tmp_path)["selected"]["configs"] == configs
+
+
+def test_a_joint_floor_at_its_bound_gets_no_interval_of_impossible_negative_floors(cli, tmp_path):
+    results = fitted(cli, tmp_path, grid_study())
+    fit = json.loads((results / "fit" / "fit.json").read_text())
+    io.write_json(results / "fit" / "fit.json", {**fit, "joint": {**fit["joint"], "E": 0.0, "ci_E": [-33.7, 33.7]}})
+    assert cli("report", cwd=tmp_path).code == 0
+    markdown = (results / "report" / "report.md").read_text()
+    assert "E at its bound 0: the losses show no floor, and no interval is given; 12 cells)" in markdown
+    assert "-33.7" not in markdown and "-33.7" not in (results / "report" / "index.html").read_text()

@@ -60,6 +60,14 @@ def generation_rows(cells: list[dict]) -> list[dict]:
     return rows
 
 
+def _floor_text(joint: dict) -> str:
+    """The joint law's floor E with its interval; at its bound 0 (the losses show no floor) a Wald interval
+    around 0 would take in impossible negative floors, so none is given."""
+    if joint["E"] <= 0:
+        return "E at its bound 0: the losses show no floor, and no interval is given"
+    return f"E Wald {interval_text(joint['ci_E'])}"
+
+
 def study_labels(spec: dict) -> dict:
     """How the pages name a study's data and samples, and whether they show force-field errors, from
     its validated spec (which every run, live or archived, holds)."""
@@ -137,7 +145,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
     joint_text = (f"L = {joint['E']:.4g} + {joint['A']:.4g}/N^{joint['alpha']:.3f} + {joint['B']:.4g}/D^{joint['beta']:.3f}"
                   f" (α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint.get('ci_alpha_profile'))};"
                   f" β Wald {interval_text(joint['ci_beta'])}, profile {interval_text(joint.get('ci_beta_profile'))};"
-                  f" E Wald {interval_text(joint['ci_E'])}; {joint['n']} cells)" if joint.get("status") == "ok" else
+                  f" {_floor_text(joint)}; {joint['n']} cells)" if joint.get("status") == "ok" else
                   (f"cannot fit: {joint['reason']}" if joint else ""))
     tpe = None
     if selected:
