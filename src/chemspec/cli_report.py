@@ -33,7 +33,7 @@ def hparams_text(values: dict | None) -> str:
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the pages of --from (default reports/<study>/).")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None, out: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
-    from chemspec.report import LOSS_NOTES, provenance_text, speed_text
+    from chemspec.report import LOSS_NOTES, provenance_text, speed_text, untimed_text
 
     result = api.report(params, write=not no_files, source=source, study=study, out=out)
     if as_json:
@@ -52,7 +52,7 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         mae = f" {fmt(c.get('energy_mae_meV')):>14} {fmt(c.get('force_mae_meV_per_A')):>16}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {fmt(c['val_loss']):>9} "
                    f"{fmt(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
-    click.echo(f"\n{LOSS_NOTES[forces]}")
+    click.echo(f"\n{' '.join(filter(None, [LOSS_NOTES[forces], untimed_text(result.cells)]))}")
     click.echo()
     echo_fits(result.fits, result.fit["confidence"])
     echo_errors(result.fit.get("errors") or [])

@@ -334,6 +334,8 @@ def test_each_cells_speed_and_memory_are_shown_and_a_cell_without_them_reads_a_d
     assert page.count("<td>1.0</td><td>-</td><td>-</td>") == 1  # wall s, speed, memory
     markdown = (results / "report" / "report.md").read_text()
     assert markdown.count("| 9,150 structures/s | ok |") == 8 and markdown.count("| - | ok |") == 1
+    said = "Speed -: 1 cell not timed; a cell"
+    assert all(said in page for page in (table.out, markdown, (results / "report" / "index.html").read_text()))
     as_json = json.loads(cli("report", "--json", "--no-files", cwd=tmp_path).out)
     speeds = [c["train_structures_per_s"] for c in as_json["cells"]]
     assert speeds.count(None) == 1 and speeds.count(9149.6) == 8

@@ -13,7 +13,7 @@ import jinja2
 
 from chemspec.errors import ArchiveError
 from chemspec.report.texts import (bootstrap_text, cost_text, few_valid_text, interval_text, noise_text,
-                                   provenance_text, unfinished_text)
+                                   provenance_text, unfinished_text, untimed_text)
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS, LABELS
@@ -164,6 +164,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "provenance_text": provenance_text(provenance),
             "calibration": calibration_rows(calibration),
+            "untimed_text": untimed_text(cells),
             "generation": generation_rows(cells), "generation_labels": [LABELS[k] for k in COLUMNS],
             "unfinished_text": unfinished_text(cells),
             "few_valid_text": few_valid_text(cells),
@@ -208,7 +209,7 @@ def markdown(ctx: dict) -> str:
     lines += [f"| {c['model']} | {c['params']:,} | {c['data_size']:,} | {c['val_text']} | {c['test_text']} | "
               + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "")
               + f"{c['speed_text']} | {c['status_text']} |" for c in ctx["cells"]]
-    lines += ["", ctx["labels"]["loss_note"]]
+    lines += ["", " ".join(filter(None, [ctx["labels"]["loss_note"], ctx["untimed_text"]]))]
     if ctx["error_fits"]:
         lines += ["", "Test errors, power laws (OLS of log error on log size, Wald (t) intervals):", ""]
         lines += [f"- {f['quantity']}, {f['axis']} axis, {f['group']}: " + (

@@ -93,6 +93,17 @@ def few_valid_text(cells: list[dict]) -> str:
             f"({cell['model']}, {cell['data_size']:,}).")
 
 
+def untimed_text(cells: list[dict]) -> str:
+    """Why a finished cell's speed reads '-', where one does ('' otherwise)."""
+    untimed = [c for c in cells if c.get("status", "ok") == "ok"
+               and c.get("train_tokens_per_s") is None and c.get("train_structures_per_s") is None]
+    if not untimed:
+        return ""
+    return (f"Speed -: {count(len(untimed), 'cell')} not timed; a cell's speed is timed after its warm-up (the first "
+            "tenth of its optimiser steps, and at least 5), so a run of a handful of steps, one resumed without "
+            "steps enough after it, or a run archived before cells recorded their speed has none.")
+
+
 def provenance_text(provenance: dict | None) -> str:
     """What the run's cells trained with and on, from its manifest's provenance ('' where it records none: a run
     not archived, or archived before cells recorded their training stack)."""
