@@ -27,9 +27,11 @@ def cost_text(spent: dict) -> str:
             f"about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} configurations in every cell")
     if spent["saving"] is None:
         return f"{text}: no saving to report (no training time was recorded)."
+    apart = (" These are training times; every stage also spends seconds starting and stopping, which TPE does "
+             "not save and which outweighs the training of tiny cells.")
     if spent["saving"] < 0:
-        return f"{text}: TPE cost {-spent['saving']:.0%} more than training every configuration would have."
-    return f"{text}: {spent['saving']:.0%} saved."
+        return f"{text}: TPE cost {-spent['saving']:.0%} more than training every configuration would have.{apart}"
+    return f"{text}: {spent['saving']:.0%} saved.{apart}"
 
 
 def bootstrap_text(bootstrap: dict | None, confidence: float) -> str:
