@@ -72,7 +72,8 @@ def test_fits_leave_out_cells_without_fcd_at_the_common_count_and_label_the_rest
     assert data[0]["exponent"] == pytest.approx(ALPHA, abs=0.03) and data[0]["floor"] == FLOOR
     assert data[0]["left_out"] == ["xs-300000"], "a fit on the survivors says which cells it lost"
     from chemspec.report import _fcd_quantity
-    assert _fcd_quantity(data[0]).endswith("; left out, with fewer than 900 valid molecules to score: xs-300000")
+    assert _fcd_quantity(data[0]) == (f"excess FCD over the 900-sample floor of {FLOOR:.3g} (left out, with fewer "
+                                      "than 900 valid molecules to score: xs-300000)")
     with pytest.raises(RunError, match=r"scored against different FCD floors"):
         fits(rows[:4] + [_row(1e5, 5.0, floor=3.0)], 0.95)
 

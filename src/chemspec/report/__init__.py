@@ -183,8 +183,8 @@ def _fcd_quantity(fit: dict) -> str:
     """What a generation fit fits, and which cells of its group it had to leave out."""
     quantity = fit.get("quantity", "FCD")
     if fit.get("left_out"):
-        quantity += (f"; left out, with fewer than {fit['molecules']} valid molecules to score: "
-                     + ", ".join(fit["left_out"]))
+        quantity += (f" (left out, with fewer than {fit['molecules']} valid molecules to score: "
+                     + ", ".join(fit["left_out"]) + ")")
     return quantity
 
 
@@ -225,7 +225,7 @@ def markdown(ctx: dict) -> str:
         lines += ["", f"{ctx['labels']['samples']}.", *[note for note in notes if note]]
         for f in ctx["generation_fits"]:
             value = f"{f['exponent']:.3f}, Wald (t) {f['ci_text']}" if f["status"] == "ok" else f"cannot fit: {f['reason']}"
-            lines.append(f"- {f['quantity']}, power law, {f['axis']} axis, {f['group']}: {value}")
+            lines.append(f"- {f['axis']} axis, {f['group']}: power law of {f['quantity']}: {value}")
     if ctx["monotone"]:
         lines += ["", "Loss falls with data size: " + ", ".join(f"{m} {'yes' if ok else 'no'}" for m, ok in ctx["monotone"])]
     if ctx["spearman"]:
