@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -41,7 +42,10 @@ def test_every_trained_cell_is_sampled_and_scored(project):
     assert METRICS - {"w_logp", "w_qed", "w_mw"} <= set(result) and set(result["wasserstein"]) == {"logp", "qed", "mw"}
     assert 0 < result["validity"] <= 1 and result["fcd"] > 0 and result["fcd_molecules"] == 40
     assert 0 < result["fcd_floor"]["value"] < result["fcd"]
-    assert (root / "results/tiny/sample/s-800/samples.csv").read_text().count("\n") == 101
+    samples = (root / "results/tiny/sample/s-800/samples.csv").read_text().splitlines()
+    assert len(samples) == 101 and samples[0] == "text,smiles,terminated,valid,canonical"
+    valid = [row for row in csv.DictReader(samples) if row["valid"] == "1"]
+    assert len(valid) == round(result["validity"] * 100) and all(row["canonical"] for row in valid)
 
 
 def test_changing_generation_resamples_without_retraining(project):

@@ -17,6 +17,9 @@ from chemspec.errors import RunError
 from chemspec.runtime.io import atomic_dir, read_json, write_bytes, write_json
 from chemspec.runtime.split import read_rows
 
+SAMPLES_HEADER = ("text", "smiles", "terminated", "valid", "canonical")
+"""samples.csv: each sample as the model wrote it, decoded to SMILES, whether it ended with [EOS], whether it is a
+molecule the validity metric counts (1/0), and its canonical SMILES ('' where invalid)."""
 
 def load_cell(model_dir: str | Path, device: str = "cpu"):
     """(model, tokenizer) of a trained cell, loaded with `transformers` alone; attention through SDPA."""
@@ -104,13 +107,13 @@ def _skipped(cell: SampleCell, trained: dict) -> dict:
     result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
               "status": "skipped", "reason": f"the training cell is {trained['status']}"}
     with atomic_dir(Path(cell.out_dir)) as tmp:
-        write_bytes(tmp / "samples.csv", b"text,smiles,terminated\n")
+        write_bytes(tmp / "samples.csv", (",".join(SAMPLES_HEADER) + "\n").encode())
         write_json(tmp / "generation.json", result)
     return result
 
 
 def run_sample(cell: SampleCell) -> dict:
-    from chemspec.runtime.generation import Reference, evaluate
+    from chemspec.runtime.generation import Reference, canonical, evaluate
 
     trained = read_json(Path(cell.train_dir) / "metrics.json", ("cell",))
     if trained.get("status", "ok") != "ok":
@@ -147,8 +150,11 @@ def run_sample(cell: SampleCell) -> dict:
               "device": device}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["text", "smiles", "terminated"])
-    writer.writerows((r["text"], r["smiles"], int(r["terminated"])) for r in rows)
+    writer.writerow(SAMPLES_HEADER)
+    for r, kept in zip(rows, smiles):
+        parsed = canonical(kept) if kept is not None else None
+        writer.writerow((r["text"], r["smiles"], int(r["terminated"]), int(parsed is not None),
+                         parsed[0] if parsed else ""))
     with atomic_dir(Path(cell.out_dir)) as tmp:
         write_bytes(tmp / "samples.csv", out.getvalue().encode())
         write_json(tmp / "generation.json", result)
