@@ -79,23 +79,6 @@ def compile_(spec: str, check: bool, root: str) -> None:
     relocked = (f"; moved the DVC records of {len(result.relocked)} finished stages to the dvc.lock beside "
                 "their new dvc.yaml (they stay up to date)" if result.relocked else "")
     click.echo(f"study {result.study!r}: wrote {written}{removed}{relocked}")
-    if result.rechosen:
-        click.echo(f"note: carried the DVC records of {count(len(result.rechosen), 'finished stage')} to this "
-                   "version's layout (a train stage depends on its own choice file in selected/, not on all of "
-                   "selected.json; no identity holds the estimator): a cell retrains only if select keeps another "
-                   "configuration for it", err=True)
-    if result.renamed:
-        click.echo(f"note: {count(len(result.renamed), 'rank-1 stage')} named <cell>-r1 before now "
-                   f"({', '.join(result.renamed[:3])}{', ...' if len(result.renamed) > 3 else ''}) keep their DVC "
-                   "records and folders under their names now, without -r1: a cell's name no longer depends on "
-                   "hpo.tpe.keep, so they do not retrain (commit the .gitignore files that moved with them)", err=True)
-    if result.leftovers:
-        one = len(result.leftovers) == 1
-        shown = ", ".join(os.path.join(root, f) if root != "." else f for f in result.leftovers[:3])
-        click.echo(f"note: {count(len(result.leftovers), 'folder')} of stages this grid no longer has "
-                   f"{'stays' if one else 'stay'} on disk ({shown}{', ...' if len(result.leftovers) > 3 else ''}), "
-                   f"tracked by no stage now; delete {'it' if one else 'them'} when you no longer need "
-                   f"{'it' if one else 'them'}", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
 

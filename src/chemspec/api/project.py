@@ -11,11 +11,12 @@ from pathlib import Path
 import yaml
 
 from chemspec import relock
+from chemspec.api import changes
 from chemspec.api.ignores import GITIGNORE, gitignore
-from chemspec.compiler import Cells, compile_study, expand
+from chemspec.compiler import compile_study, expand
 from chemspec.compiler.render import GENERATED, PARAMS, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
-from chemspec.runtime.io import final_path, load_yaml, written_together
+from chemspec.runtime.io import final_path, written_together
 from chemspec.specs import Study, json_schema, load_study
 from chemspec.specs.atoms_source import AtomsFileSource
 from chemspec.specs.base import unsafe_character
@@ -171,7 +172,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     if blocked:
         raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: a folder stands where a "
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
-    files_now = {**files, GITIGNORE: ignored}
+    files_now, redrawn = {**files, GITIGNORE: ignored}, []
     changed = [name for name in result.stale if name in files_now]
     _not_while_running(root, [name for name in result.stale if name != GITIGNORE])
     try:
@@ -188,8 +189,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                 result.removed.append(name)
         result.written += changed
         if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
-            result.leftovers = _leftovers(before.get(PARAMS), cells, root)
-            result.notes += _redrawn(before.get(PARAMS), cells, root)
+            result.leftovers = changes.leftovers(before.get(PARAMS), cells, root)
+            redrawn = changes.redrawn(before.get(PARAMS), cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
@@ -197,7 +198,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                            f"far: {', '.join(result.written + result.removed) or 'nothing'}{moved})") from None
     from chemspec.archive.remote import ensure_remote, project_root
 
-    result.notes += study.notes()
+    result.notes += [*changes.carried(result, root), *redrawn, *study.notes()]
     project = project_root(root)
     if project is None:
         from chemspec.archive.repository import in_repository
@@ -241,52 +242,6 @@ def _not_while_running(root: Path, changing: list[str]) -> None:
             raise CompileError(f"compiling now would change {files} under {busy}, whose later stages would then fail: "
                                "wait for it to end, or stop it (Ctrl-C in its terminal, or `kill -INT <pid>`), "
                                f"{then}")
-
-
-def _leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
-    """The folders that per-cell stages of the same study compiled before wrote and that no stage writes now
-    (a model or data size, rank or configuration gone from the grid): still on disk, tracked by no stage."""
-    try:
-        old = (load_yaml(params or "") or {})["cells"]
-        if old["archive"]["study"] != cells.archive.study:
-            return []
-        folders = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
-                   for cell in (old.get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
-        return []
-    now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
-           for cell in stage.values() for key in ("out_dir", "resume_dir")}
-    return sorted(f for f in folders - now if isinstance(f, str) and (root / f).is_dir())
-
-
-REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.representation",
-           ("data", "max_length"): "model.sizes' largest max_length", ("split", "validation"): "data.validation",
-           ("split", "test"): "data.test"}
-"""Fields of the data and split cells, besides data.source's, whose change draws every set again."""
-
-
-def _redrawn(params: str | None, cells: Cells, root: Path) -> list[str]:
-    """A note where the study's data has been read before and this compile changes which molecules or
-    structures it holds, or how they are split: every cell then trains on other data."""
-    try:
-        old = (load_yaml(params or "") or {})["cells"]
-        if old["archive"]["study"] != cells.archive.study or not (root / old["data"]["out_dir"]).is_dir():
-            return []
-        was = {(stage, key): old[stage][key] for stage, key in REDRAWN}
-        was.update((("source", key), value) for key, value in old["data"]["source"].items())
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
-        return []
-    now = {(stage, key): getattr(getattr(cells, stage), key) for stage, key in REDRAWN}
-    now.update((("source", key), value) for key, value in cells.data.source.items())
-    changed = [REDRAWN.get(key, f"data.source.{key[1]}") for key in dict.fromkeys([*was, *now])
-               if was.get(key) != now.get(key) and key[1] not in ("sample", "smiles", "stores")]
-    if not changed:
-        return []
-    grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "
-            "that will grow can set it for its largest size from the start"
-            if "data.source.max_molecules" in changed else "")
-    return [f"{', '.join(changed)} changed since the last compile, so the data and split stages draw other molecules "
-            f"or structures and other validation and test sets, and every cell retrains on them{grow}"]
 
 
 def _existing(path: Path) -> str:

@@ -1,0 +1,83 @@
+"""What a compile changes for a project that ran before: folders no stage writes now, data drawn again, and
+DVC records carried to this version's layout, each said as a note."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from chemspec.compiler import Cells
+from chemspec.runtime.io import load_yaml
+from chemspec.words import count
+
+
+def carried(result, root: Path) -> list[str]:
+    """The notes on what compile moved or left for `result` (a CompileResult): DVC records carried to this
+    version's layout, rank-1 stages renamed, and folders of stages the grid no longer has."""
+    notes = []
+    if result.rechosen:
+        notes.append(f"carried the DVC records of {count(len(result.rechosen), 'finished stage')} to this version's "
+                     "layout (a train stage depends on its own choice file in selected/, not on all of selected.json; "
+                     "no identity holds the estimator): a cell retrains only if select keeps another configuration "
+                     "for it")
+    if result.renamed:
+        notes.append(f"{count(len(result.renamed), 'rank-1 stage')} named <cell>-r1 before now "
+                     f"({', '.join(result.renamed[:3])}{', ...' if len(result.renamed) > 3 else ''}) keep their DVC "
+                     "records and folders under their names now, without -r1: a cell's name no longer depends on "
+                     "hpo.tpe.keep, so they do not retrain (commit the .gitignore files that moved with them)")
+    if result.leftovers:
+        one = len(result.leftovers) == 1
+        shown = ", ".join(os.path.join(root, f) if str(root) != "." else f for f in result.leftovers[:3])
+        notes.append(f"{count(len(result.leftovers), 'folder')} of stages this grid no longer has "
+                     f"{'stays' if one else 'stay'} on disk ({shown}{', ...' if len(result.leftovers) > 3 else ''}), "
+                     f"tracked by no stage now; delete {'it' if one else 'them'} when you no longer need "
+                     f"{'it' if one else 'them'}")
+    return notes
+
+
+def leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
+    """The folders that per-cell stages of the same study compiled before wrote and that no stage writes now
+    (a model or data size, rank or configuration gone from the grid): still on disk, tracked by no stage."""
+    try:
+        old = (load_yaml(params or "") or {})["cells"]
+        if old["archive"]["study"] != cells.archive.study:
+            return []
+        folders = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
+                   for cell in (old.get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
+        return []
+    now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
+           for cell in stage.values() for key in ("out_dir", "resume_dir")}
+    return sorted(f for f in folders - now if isinstance(f, str) and (root / f).is_dir())
+
+
+REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.representation",
+           ("data", "max_length"): "model.sizes' largest max_length", ("split", "validation"): "data.validation",
+           ("split", "test"): "data.test"}
+"""Fields of the data and split cells, besides data.source's, whose change draws every set again."""
+
+
+def redrawn(params: str | None, cells: Cells, root: Path) -> list[str]:
+    """A note where the study's data has been read before and this compile changes which molecules or
+    structures it holds, or how they are split: every cell then trains on other data."""
+    try:
+        old = (load_yaml(params or "") or {})["cells"]
+        if old["archive"]["study"] != cells.archive.study or not (root / old["data"]["out_dir"]).is_dir():
+            return []
+        was = {(stage, key): old[stage][key] for stage, key in REDRAWN}
+        was.update((("source", key), value) for key, value in old["data"]["source"].items())
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
+        return []
+    now = {(stage, key): getattr(getattr(cells, stage), key) for stage, key in REDRAWN}
+    now.update((("source", key), value) for key, value in cells.data.source.items())
+    changed = [REDRAWN.get(key, f"data.source.{key[1]}") for key in dict.fromkeys([*was, *now])
+               if was.get(key) != now.get(key) and key[1] not in ("sample", "smiles", "stores")]
+    if not changed:
+        return []
+    grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "
+            "that will grow can set it for its largest size from the start"
+            if "data.source.max_molecules" in changed else "")
+    return [f"{', '.join(changed)} changed since the last compile, so the data and split stages draw other molecules "
+            f"or structures and other validation and test sets, and every cell retrains on them{grow}"]
