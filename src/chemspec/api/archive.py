@@ -121,9 +121,10 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
     from the run it was pulled from."""
     from chemspec.archive.history import WORKTREE
-    from chemspec.archive.repository import commit_of, in_repository
     from chemspec.archive.pull import archived_ids, edited, uncommitted_ids
-    from chemspec.runtime.fit import error_fits, finite_json, fits
+    from chemspec.archive.repository import commit_of, in_repository
+    from chemspec.runtime.fit import error_fits, fits
+    from chemspec.runtime.io import finite_json
 
     if not source.strip():
         raise UsageError("the source is empty; give a folder that `chemspec pull` made, or a git revision")
