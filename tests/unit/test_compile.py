@@ -346,6 +346,12 @@ def test_a_root_inside_a_dvc_project_gets_the_remote_not_a_note_to_run_dvc_init(
     nested = cli("compile", str(spec), "--root", "nested", cwd=project)
     assert "nested is not a DVC project yet: run `dvc init` there, then compile" in nested.err + nested.out, \
         "a nested git repository is its own project, and has git already"
+    (tmp_path / "repo").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path / "repo", check=True)
+    below = cli("compile", str(spec), "--root", str(tmp_path / "repo" / "study"), cwd=project)
+    assert "study is not a DVC project yet: run `dvc init --subdir` there" in below.err, "dvc init alone refuses there"
+    done = subprocess.run(["dvc", "init", "-q", "--subdir"], cwd=tmp_path / "repo" / "study", capture_output=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_study_compiled_twice_in_one_dvc_project_is_refused_the_second_time(cli, tmp_path, git_env):

@@ -201,9 +201,11 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     result.notes += [*changes.carried(result, root), *redrawn, *study.notes()]
     project = project_root(root)
     if project is None:
-        from chemspec.archive.repository import in_repository
+        from chemspec.archive.repository import git_top
 
-        init = "dvc init" if in_repository(root) else "git init && dvc init"
+        top = git_top(root)
+        init = ("git init && dvc init" if top is None else "dvc init" if top == root.resolve() else
+                "dvc init --subdir")
         result.notes.append(f"{root} is not a DVC project yet: run `{init}` there, then compile again, which sets "
                             "up the study's DVC remote, before `dvc repro`")
         return result

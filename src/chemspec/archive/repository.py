@@ -3,7 +3,6 @@ repository's top to the project, which git's `REV:path` and `:(top)` name commit
 
 from __future__ import annotations
 
-import functools
 import subprocess
 from pathlib import Path
 
@@ -19,7 +18,8 @@ def in_repository(cwd: str | Path) -> bool:
     return subprocess.run(["git", "rev-parse", "--git-dir"], cwd=cwd, capture_output=True).returncode == 0
 
 
-def _git_top(cwd: str | Path) -> Path | None:
+def git_top(cwd: str | Path) -> Path | None:
+    """The top of the git work tree `cwd` lies in, resolved; None outside one."""
     done = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True)
     return Path(done.stdout.strip()).resolve() if done.returncode == 0 else None
 
@@ -27,7 +27,7 @@ def _git_top(cwd: str | Path) -> Path | None:
 def project_top(cwd: str | Path, root: str = "archive") -> Path | None:
     """The nearest folder above `cwd`, up to the git work tree's top, that holds `root` where cwd does not:
     the project that cwd is a folder below; None otherwise."""
-    top, here = _git_top(cwd), Path(cwd).resolve()
+    top, here = git_top(cwd), Path(cwd).resolve()
     if top is None or (here / root).is_dir() or not here.is_relative_to(top):
         return None
     return next((folder for folder in here.parents if folder.is_relative_to(top) and (folder / root).is_dir()), None)
@@ -40,9 +40,8 @@ def elsewhere(cwd: str | Path, root: str = "archive") -> str:
     return "" if top is None else f"; this is a folder below the project: run it from the project's top, {top}"
 
 
-@functools.cache
 def _prefix(cwd: Path, root: str) -> str:
-    top = _git_top(cwd)
+    top = git_top(cwd)
     if top is None or not cwd.is_relative_to(top):
         return ""
     project = project_top(cwd, root) or cwd

@@ -179,14 +179,15 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
                         learning_rate=hparams["learning_rate"], optimizer=opt_cfg["name"],
                         weight_decay=opt_cfg["weight_decay"], betas=opt_cfg["betas"],
                         plateau_factor=sched_cfg["factor"], patience=sched_cfg["patience"],
-                        min_lr=sched_cfg["min_lr"], energy_shift=energy_shift, nan_at=(nan_at(fault) or (None, None))[0],
-                        cuda_graphs=cuda_graphs, gradient_clip=gradient_clip)
+                        min_lr=sched_cfg["min_lr"], energy_shift=energy_shift,
+                        nan_at=(nan_at(fault) or (None, None))[0], cuda_graphs=cuda_graphs, gradient_clip=gradient_clip)
     batches = sets["train"].loader(hparams["batch_size"], shuffle=True, seed=seed,
                                    pin_memory=accelerator != "cpu" and torch.cuda.is_available(), padded=cuda_graphs,
                                    epochs=epochs)
     settings = {"family": model_name, "shape": [width, depth, cutoff, n_rbf], "hparams": dict(hparams),
                 "epochs": epochs, "window": window, "seed": seed, "accelerator": accelerator, "precision": precision,
                 "loss": loss_cfg, "optimizer": opt_cfg, "scheduler": sched_cfg,
+                "energy_scale": 1.0, "per_atom": False,  # as checkpoints written before 2026-12-07 hold them
                 "energy_shift": torch.as_tensor(energy_shift).tolist(),
                 "gradient_clip": gradient_clip, "data": _fingerprint(train, val),
                 **({"cuda_graphs": True} if cuda_graphs else {}), **({"charge_spin": True} if charge_spin else {})}
