@@ -57,6 +57,18 @@ def test_an_unfinished_or_too_short_run_has_no_rate(now):
     assert stopped.per_s() is None and tiny.marks == {} and tiny.per_s() is None and short.per_s() is None
 
 
+def test_a_run_its_module_stopped_early_is_timed_to_its_last_step_and_an_interrupted_one_is_not(now):
+    """A force field stopped at min_lr, its status ok, read '-' for its speed."""
+    module = SimpleNamespace(device=torch.device("cpu"), tokens_seen=0)
+    stopped, interrupted = Throughput(), Throughput()
+    for clock, broken in ((stopped, False), (interrupted, True)):
+        _drive(clock, range(1, 60), 100, now, validate_after=59)
+        module.tokens_seen = 100 * 59
+        clock.on_train_end(SimpleNamespace(estimated_stepping_batches=100, global_step=59, interrupted=broken), module)
+    assert sorted(stopped.marks) == [10, 59] and stopped.per_s() == pytest.approx(100.0)
+    assert interrupted.per_s() is None
+
+
 def test_the_first_steps_after_a_start_or_resume_are_not_timed(now):
     """A force field's CUDA graph runs three eager steps and is captured in the fourth, in every process."""
     fresh = Throughput()

@@ -8,7 +8,8 @@ after this process started training if that is later (start-up, CUDA and compile
 field's graph capture and DDP launch all fall before it), to its last step, over the wall time
 between those two step ends less the validation runs in between, with the GPU synchronised at each
 of those points. So a resumed run is timed over what it trained after resuming. DDP ranks' rates are
-summed by the caller. A run that stops before its last step, or has too few steps, has none. MFU
+summed by the caller. A run that its module stops early is timed to the step it stopped at; one interrupted
+before its last step, or with too few steps, has none. MFU
 counts (6N + 12·L·T·d) FLOPs per token (N non-embedding parameters, T the mean molecule length) over
 the datasheet's dense bf16 peak and over a bf16 matmul timed on the card.
 """
@@ -55,6 +56,13 @@ class Throughput(L.Callback):
         first, last = self._steps(trainer)
         step = trainer.global_step
         if step in (first, last) and first < last and step not in self.marks:
+            self.marks[step] = (_sync(module.device), self.count(step) if self.count else module.tokens_seen)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """A run that its module stopped early (a force field's learning rate at min_lr) is timed to its last step;
+        one interrupted (a signal, an error) is not."""
+        step, first = trainer.global_step, self._steps(trainer)[0]
+        if len(self.marks) == 1 and first in self.marks and step > first and not trainer.interrupted:
             self.marks[step] = (_sync(module.device), self.count(step) if self.count else module.tokens_seen)
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
