@@ -631,14 +631,18 @@ def test_a_compile_that_redraws_the_data_a_run_has_read_says_every_cell_retrains
     write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 1600, "data.sizes": [200, 400, 800,
                                                                                                       1000]}))
     assert "retrains" not in cli("compile", "study.yaml", cwd=tmp_path).err, "a new size alone draws nothing again"
-    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 2400, "data.test": 300}))
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 1600, "data.test": 300}))
+    split = cli("compile", "study.yaml", cwd=tmp_path).err
+    assert ("note: data.test changed since the last compile, so the split stage draws other validation and test sets, "
+            "and every cell retrains on them\n") in split, split
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 2400, "data.test": 250}))
     result = cli("compile", "study.yaml", cwd=tmp_path)
     assert result.code == 0 and ("note: data.test, data.source.max_molecules changed since the last compile, so the "
                                  "data and split stages draw other molecules or structures and other validation and "
                                  "test sets, and every cell retrains on them; data.source.max_molecules draws a new "
                                  "sample of the file, not one that holds the last: a study that will grow can set it "
                                  "for its largest size from the start") in result.err, result.err
-    write_spec(tmp_path / "study.yaml", tiny_study(**{"seed": 1, "data.source.max_molecules": 2400, "data.test": 300}))
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"seed": 1, "data.source.max_molecules": 2400, "data.test": 250}))
     assert "note: seed changed since the last compile" in cli("compile", "study.yaml", cwd=tmp_path).err
 
 

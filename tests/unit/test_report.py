@@ -188,9 +188,7 @@ def test_every_output_shows_the_wald_and_the_profile_interval_under_their_names(
     assert "Intervals at 95%. Wald (t): estimate ± t·se, symmetric; exact for the power law" in markdown
     joint = fit["joint"]
     assert f"α Wald {interval_text(joint['ci_alpha'])}, profile {interval_text(joint['ci_alpha_profile'])}" in markdown
-    floor = ("E at its bound 0: the losses show no floor" if joint["E"] == 0 else
-             f"E Wald {interval_text(joint['ci_E'])}")
-    assert f"{floor}" in markdown, "this grid's 12 cells fit E = 0, whose Wald interval took in negative floors"
+    assert joint["E"] == 0 and "E at its bound 0: the losses show no floor" in markdown, "this grid fits E = 0"
     assert "Bootstrap" not in markdown and "Seed noise" not in markdown, "fit.bootstrap and replicate_seeds are 0"
     as_json = _json(cli, tmp_path)
     assert [f.get("ci_profile") for f in as_json["fits"]] == [f.get("ci_profile") for f in fit["fits"]]
@@ -414,3 +412,6 @@ def test_a_joint_floor_at_its_bound_gets_no_interval_of_impossible_negative_floo
     markdown = (results / "report" / "report.md").read_text()
     assert "E at its bound 0: the losses show no floor, and no interval is given; 12 cells)" in markdown
     assert "-33.7" not in markdown and "-33.7" not in (results / "report" / "index.html").read_text()
+    io.write_json(results / "fit" / "fit.json", {**fit, "joint": {**fit["joint"], "E": 0.25, "ci_E": [-0.5, 1.0]}})
+    assert cli("report", cwd=tmp_path).code == 0
+    assert "E Wald [0.000, 1.000] (cut at the bound 0); 12 cells)" in (results / "report" / "report.md").read_text()

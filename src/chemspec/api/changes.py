@@ -57,6 +57,8 @@ REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.represent
            ("data", "max_length"): "model.sizes' largest max_length", ("split", "validation"): "data.validation",
            ("split", "test"): "data.test"}
 """Fields of the data and split cells, besides data.source's, whose change draws every set again."""
+SPLIT = ("data.validation", "data.test")
+"""Those of REDRAWN that the split stage alone reads."""
 
 
 def redrawn(params: str | None, cells: Cells, root: Path) -> list[str]:
@@ -76,8 +78,10 @@ def redrawn(params: str | None, cells: Cells, root: Path) -> list[str]:
                if was.get(key) != now.get(key) and key[1] not in ("sample", "smiles", "stores")]
     if not changed:
         return []
+    stages = ("the split stage draws other" if all(name in SPLIT for name in changed) else
+              "the data and split stages draw other molecules or structures and other")
     grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "
             "that will grow can set it for its largest size from the start"
             if "data.source.max_molecules" in changed else "")
-    return [f"{', '.join(changed)} changed since the last compile, so the data and split stages draw other molecules "
-            f"or structures and other validation and test sets, and every cell retrains on them{grow}"]
+    return [f"{', '.join(changed)} changed since the last compile, so {stages} validation and test sets, and every "
+            f"cell retrains on them{grow}"]

@@ -61,10 +61,13 @@ def generation_rows(cells: list[dict]) -> list[dict]:
 
 
 def _floor_text(joint: dict) -> str:
-    """The joint law's floor E with its interval; at its bound 0 (the losses show no floor) a Wald interval
-    around 0 would take in impossible negative floors, so none is given."""
+    """The joint law's floor E with its interval, which takes in no negative floor: at the bound 0 (the losses show
+    no floor) none is given, and near it the Wald interval is cut at 0."""
     if joint["E"] <= 0:
         return "E at its bound 0: the losses show no floor, and no interval is given"
+    low, high = joint["ci_E"]
+    if low is not None and low < 0:
+        return f"E Wald {interval_text([0.0, high])} (cut at the bound 0)"
     return f"E Wald {interval_text(joint['ci_E'])}"
 
 

@@ -217,9 +217,9 @@ def run_data(cell: DataCell) -> dict:
     if counts["invalid_smiles"]:
         print(f"note: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no SMILES RDKit reads "
               f"and are left out (the first: {first})", file=sys.stderr)
-    if counts["too_long"] >= SKEWED * counts["read"]:
-        print(f"note: {counts['too_long']:,} of the {counts['read']:,} molecules read "
-              f"({counts['too_long'] / counts['read']:.0%}) are longer than max_length ({cell.max_length} tokens, "
+    if counts["too_long"] >= SKEWED * len(present):
+        print(f"note: {counts['too_long']:,} of the {len(present):,} molecules read "
+              f"({counts['too_long'] / len(present):.0%}) are longer than max_length ({cell.max_length} tokens, "
               f"[BOS] and [EOS] included) and are left out, so the study trains and tests on the shorter ones; "
               f"raise {MAX_LENGTH} to keep them", file=sys.stderr)
     vocab = SPECIALS + sorted({t for _, _, tokens in molecules for t in tokens})
