@@ -309,6 +309,17 @@ def test_real_dvc_accepts_the_compiled_pipeline(cli, tmp_path, git_env):
     assert "train@xs-200" in status.stdout
 
 
+def test_every_string_the_compiler_writes_reads_back_as_that_string_in_yaml_1_1_and_1_2():
+    from ruamel.yaml import YAML
+
+    from chemspec.compiler.render import dump
+
+    words = ["204082152e853248", "0695003967661412", "1e5", ".5", "-1", "+1e3", "1_000", "0o17", "0x1F", ".inf",
+             ".NaN", "1.", "~", "null", "true", "yes", "on", "", "abc", "lr3e-3-bs32", "2p5e-4", "12:30"]
+    text = dump({word or "empty": word for word in words}, "")
+    assert YAML(typ="safe", pure=True).load(text) == yaml.safe_load(text) == {word or "empty": word for word in words}
+
+
 @pytest.mark.parametrize("digits", ["204082152e853248", "0695003967661412"])
 def test_an_identity_that_yaml_1_2_reads_as_a_number_reaches_the_stage_as_written(tmp_path, git_env, monkeypatch,
                                                                                     digits):

@@ -13,13 +13,13 @@ command cannot), and the stage refuses to run when params.yaml no longer matches
 
 from __future__ import annotations
 
-import functools
 import shlex
 from collections.abc import Iterable, Iterator
 
 import yaml
 
 from chemspec.compiler.cells import Cell, Cells, identity
+from chemspec.compiler.yaml12 import Dumper
 from chemspec.specs.outputs import figures
 
 PARAMS = "params.yaml"
@@ -241,31 +241,8 @@ def params(cells: Cells) -> dict:
     return {"cells": document}
 
 
-class _Dumper(yaml.SafeDumper):
-    """PyYAML writes YAML 1.1, and DVC reads dvc.yaml and params.yaml as YAML 1.2 (ruamel.yaml), which takes
-    plain scalars such as 204082152e853248 (a float: inf) or 0695003967661412 (an int) for numbers: such
-    strings, a cell identity among them, are quoted."""
-
-
-@functools.cache
-def _yaml12():
-    from ruamel.yaml.resolver import VersionedResolver
-
-    return VersionedResolver()
-
-
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    from ruamel.yaml.nodes import ScalarNode
-
-    number = _yaml12().resolve(ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str"
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'" if number else None)
-
-
-_Dumper.add_representer(str, _string)
-
-
 def dump(document: dict, header: str) -> str:
-    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100,
+    body = yaml.dump(document, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=100,
                      allow_unicode=True)
     return header + body
 
