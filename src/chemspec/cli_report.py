@@ -30,7 +30,8 @@ def hparams_text(values: dict | None) -> str:
                    "enough), instead; pages go to reports/<study>/.")
 @click.option("--study", help="Study to report with --from (needed when several are archived); without --from, "
                                "only the compiled study.")
-@click.option("--out", type=click.Path(file_okay=False), help="Folder for the pages of --from (default reports/<study>/).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the pages of --from (default reports/<study>/).")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None, out: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
     from chemspec.report import LOSS_NOTES, provenance_text, speed_text, untimed_text
@@ -80,8 +81,8 @@ def _echo_notes(fit: dict) -> None:
     """The bootstrap, the seed noise and what TPE cost, a sentence each, worded as in the report pages."""
     from chemspec.report import bootstrap_text, cost_text, noise_text
 
-    for text in (bootstrap_text(fit.get("bootstrap"), fit["confidence"]), noise_text(fit.get("noise"), fit.get("joint")),
-                 cost_text(fit["cost"]) if fit.get("cost") else ""):
+    for text in (bootstrap_text(fit.get("bootstrap"), fit["confidence"]),
+                 noise_text(fit.get("noise"), fit.get("joint")), cost_text(fit["cost"]) if fit.get("cost") else ""):
         if text:
             click.echo(f"\n{text}")
 

@@ -10,6 +10,7 @@ import yaml
 from chemspec import api
 from chemspec.runtime import plots
 from chemspec.specs.outputs import figures
+from tests.conftest import tiny_study
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "specs" / "quickstart.yaml"
 
@@ -51,3 +52,13 @@ def test_the_fit_stage_draws_the_figures_dvc_yaml_declares(tmp_path, laws, sampl
                       names)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(f"{n}.{kind}" for n in names
                                                                              for kind in ("png", "svg"))
+
+
+@pytest.mark.parametrize("laws", [["power"], ["power", "joint"]])
+def test_the_fit_stage_leaves_exactly_the_figures_its_dvc_yaml_declares(cli, tmp_path, laws):
+    from tests.unit.test_report import fitted
+
+    results = fitted(cli, tmp_path, tiny_study(**{"fit.laws": laws}))
+    declared = [p for p in yaml.safe_load((tmp_path / "dvc.yaml").read_text())["plots"] if isinstance(p, str)]
+    drawn = sorted(p.relative_to(tmp_path).as_posix() for p in (results / "fit" / "plots").glob("*.png"))
+    assert drawn == sorted(declared) and len(drawn) == len(laws) + 1

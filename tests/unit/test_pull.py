@@ -542,7 +542,8 @@ def test_a_run_of_a_model_family_this_chemspec_does_not_know_asks_for_an_upgrade
     manifest["objects"]["spec"] = store.put_json({**spec, "model": {"family": "mace"}})
     store.set_ref("alpha", store.put_json(manifest))
     result = cli("report", "--from", "WORKTREE", "--out", "r", cwd=tmp_path)
-    assert result.code == 1 and "model family 'mace', which this chemspec does not know (it knows chemgpt," in result.err
+    assert result.code == 1 and "model family 'mace', which this chemspec does not know (it knows chemgpt," \
+        in result.err
     assert "upgrade chemspec" in result.err and not (tmp_path / "r").exists(), result.err
 
 

@@ -37,16 +37,23 @@ def carried(result, root: Path) -> list[str]:
     return notes
 
 
-def leftovers(params: str | None, cells: Cells, root: Path) -> list[str]:
-    """The folders that per-cell stages of the same study compiled before wrote and that no stage writes now
-    (a model or data size, rank or configuration gone from the grid): still on disk, tracked by no stage."""
+def previous(params: str | None, cells: Cells) -> dict | None:
+    """The cells of the same study that the params file compiled before held; None where it held none (a first
+    compile, another study, or a params file of another layout)."""
     try:
         old = (load_yaml(params or "") or {})["cells"]
-        if old["archive"]["study"] != cells.archive.study:
-            return []
+        return old if old["archive"]["study"] == cells.archive.study else None
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def leftovers(old: dict | None, cells: Cells, root: Path) -> list[str]:
+    """The folders that per-cell stages of the study compiled before (`old`: previous) wrote and that no stage
+    writes now (a model or data size, rank or configuration gone from the grid): on disk, tracked by no stage."""
+    try:
         folders = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
-                   for cell in (old.get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
+                   for cell in ((old or {}).get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
+    except (TypeError, AttributeError):  # a params file of another layout: nothing to say
         return []
     now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
            for cell in stage.values() for key in ("out_dir", "resume_dir")}
@@ -61,16 +68,15 @@ SPLIT = ("data.validation", "data.test")
 """Those of REDRAWN that the split stage alone reads."""
 
 
-def redrawn(params: str | None, cells: Cells, root: Path) -> list[str]:
-    """A note where the study's data has been read before and this compile changes which molecules or
-    structures it holds, or how they are split: every cell then trains on other data."""
+def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
+    """A note where the study's data has been read before (`old`: previous) and this compile changes which
+    molecules or structures it holds, or how they are split: every cell then trains on other data."""
     try:
-        old = (load_yaml(params or "") or {})["cells"]
-        if old["archive"]["study"] != cells.archive.study or not (root / old["data"]["out_dir"]).is_dir():
+        if old is None or not (root / old["data"]["out_dir"]).is_dir():
             return []
         was = {(stage, key): old[stage][key] for stage, key in REDRAWN}
         was.update((("source", key), value) for key, value in old["data"]["source"].items())
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
+    except (KeyError, TypeError, AttributeError):  # a params file of another layout: nothing to say
         return []
     now = {(stage, key): getattr(getattr(cells, stage), key) for stage, key in REDRAWN}
     now.update((("source", key), value) for key, value in cells.data.source.items())

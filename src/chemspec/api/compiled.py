@@ -114,9 +114,7 @@ def unarchived(rev: str, manifest: dict, params: Path) -> str | None:
     from chemspec.compiler import Cells
 
     where = params.resolve().parent
-    prefix = subprocess.run(["git", "rev-parse", "--show-prefix"], cwd=where, capture_output=True, text=True)
-    shown = subprocess.run(["git", "show", f"{rev}:{prefix.stdout.strip()}{params.name}"], cwd=where,
-                           capture_output=True, text=True)
+    shown = subprocess.run(["git", "show", f"{rev}:./{params.name}"], cwd=where, capture_output=True, text=True)
     if shown.returncode != 0:
         return None
     try:

@@ -189,8 +189,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                 result.removed.append(name)
         result.written += changed
         if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
-            result.leftovers = changes.leftovers(before.get(PARAMS), cells, root)
-            redrawn = changes.redrawn(before.get(PARAMS), cells, root)
+            old = changes.previous(before.get(PARAMS), cells)
+            result.leftovers, redrawn = changes.leftovers(old, cells, root), changes.redrawn(old, cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""

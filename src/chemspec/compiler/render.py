@@ -224,7 +224,7 @@ def dvc_pipeline(cells: Cells, source_file: str | None) -> dict:
         },
     }
     fit = cells.fit.out_dir
-    plots = [f"{fit}/plots/{name}.png" for name in figures(cells.fit.laws, bool(cells.sample))] + [
+    plots = [f"{fit}/plots/{name}.png" for name in figures(cells.fit.laws, bool(cells.fit.generation))] + [
         {"val_loss_by_data_size": {"template": "scatter", "x": "data_size",
                                    "y": {f"{fit}/cells.json": "val_loss"}}},
         {"val_loss_by_params": {"template": "scatter", "x": "params", "y": {f"{fit}/cells.json": "val_loss"}}}]

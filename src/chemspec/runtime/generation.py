@@ -191,13 +191,18 @@ def fcd(generated: Sequence[str], ref: Reference, device: str = "cpu") -> float 
     return float(max(value, 0.0)) if math.isfinite(value) else None
 
 
+def parse(samples: Sequence[str | None]) -> list[tuple[str, int] | None]:
+    """Each sample's (canonical SMILES, heavy atoms), or None where it is invalid (or never ended: None)."""
+    return [canonical(s) if s is not None else None for s in samples]
+
+
 def evaluate(samples: Sequence[str], training: set[str], ref: Reference, *, fcd_molecules: int,
-             device: str = "cpu", seed: int = 0) -> dict:
+             device: str = "cpu", seed: int = 0, parsed: list[tuple[str, int] | None] | None = None) -> dict:
     """Every metric of `samples` (SMILES, possibly empty or invalid; None for a sample that never ended, an
     invalid one) against the canonical training set and the reference (test) set's statistics; FCD of
-    `fcd_molecules` valid samples drawn by `seed`."""
+    `fcd_molecules` valid samples drawn by `seed`. `parsed`: parse(samples), where the caller has it."""
     n = len(samples)
-    parsed = [canonical(s) if s is not None else None for s in samples]
+    parsed = parse(samples) if parsed is None else parsed
     valid = [p[0] for p in parsed if p is not None]
     trivial = sum(1 for s, p in zip(samples, parsed) if s == "" or (p is not None and p[1] <= 1))
     unique = list(dict.fromkeys(valid))

@@ -21,6 +21,7 @@ SAMPLES_HEADER = ("text", "smiles", "terminated", "valid", "canonical")
 """samples.csv: each sample as the model wrote it, decoded to SMILES, whether it ended with [EOS], whether it is a
 molecule the validity metric counts (1/0), and its canonical SMILES ('' where invalid)."""
 
+
 def load_cell(model_dir: str | Path, device: str = "cpu"):
     """(model, tokenizer) of a trained cell, loaded with `transformers` alone; attention through SDPA."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,7 +114,7 @@ def _skipped(cell: SampleCell, trained: dict) -> dict:
 
 
 def run_sample(cell: SampleCell) -> dict:
-    from chemspec.runtime.generation import Reference, canonical, evaluate
+    from chemspec.runtime.generation import Reference, evaluate, parse
 
     trained = read_json(Path(cell.train_dir) / "metrics.json", ("cell",))
     if trained.get("status", "ok") != "ok":
@@ -139,8 +140,9 @@ def run_sample(cell: SampleCell) -> dict:
         raise RunError(f"{cell.name}: {cell.reference_dir}/reference.npz measured FCD's floor at "
                        f"{ref.floor_molecules} molecules, not generation.fcd_molecules ({cell.fcd_molecules}); "
                        "run `dvc repro` so that the reference stage runs first")
+    parsed = parse(smiles)
     metrics = evaluate(smiles, {s for s, _ in seen}, ref, fcd_molecules=cell.fcd_molecules, device=device,
-                       seed=cell.seed)
+                       seed=cell.seed, parsed=parsed)
     result = {"cell": cell.name, "identity": identity(cell), "train_cell": trained["cell"],
               "model": trained["model"], "params": trained["params"], "data_size": cell.data_size,
               "status": "ok", "settings": {k: getattr(cell, k) for k in
@@ -151,10 +153,8 @@ def run_sample(cell: SampleCell) -> dict:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(SAMPLES_HEADER)
-    for r, kept in zip(rows, smiles):
-        parsed = canonical(kept) if kept is not None else None
-        writer.writerow((r["text"], r["smiles"], int(r["terminated"]), int(parsed is not None),
-                         parsed[0] if parsed else ""))
+    writer.writerows((r["text"], r["smiles"], int(r["terminated"]), int(p is not None), p[0] if p else "")
+                     for r, p in zip(rows, parsed))
     with atomic_dir(Path(cell.out_dir)) as tmp:
         write_bytes(tmp / "samples.csv", out.getvalue().encode())
         write_json(tmp / "generation.json", result)

@@ -27,7 +27,6 @@ def figures(laws: list[str], generation: bool) -> tuple[str, ...]:
     return ("scaling", *(("joint",) if "joint" in laws else ()), "residuals", *(("generation",) if generation else ()))
 
 
-
 class Fit(Spec):
     """Scaling-law fits of the converged losses."""
 
