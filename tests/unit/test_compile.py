@@ -653,8 +653,17 @@ def test_a_compile_that_redraws_the_data_a_run_has_read_says_every_cell_retrains
                                  "test sets, and every cell retrains on them; data.source.max_molecules draws a new "
                                  "sample of the file, not one that holds the last: a study that will grow can set it "
                                  "for its largest size from the start") in result.err, result.err
+    (tmp_path / "mols.txt").write_text("CCO\nCCN\n" * 1500)
+    (tmp_path / "same.txt").write_text("CCO\nCCN\n" * 1500)
+    for name in ("mols.txt", "same.txt"):
+        source = {"file": name, "max_molecules": 2400}
+        write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source": source, "data.test": 250}))
+        moved = cli("compile", "study.yaml", cwd=tmp_path)
+    assert "note: data.source.file changed since the last compile, so the data stage reads the file again: where it " \
+           "holds what the last one did (a file renamed or moved), no cell retrains" in moved.err, moved.err
     write_spec(tmp_path / "study.yaml", tiny_study(**{"seed": 1, "data.source.max_molecules": 2400, "data.test": 250}))
-    assert "note: seed changed since the last compile" in cli("compile", "study.yaml", cwd=tmp_path).err
+    assert "note: seed, data.source.file, data.source.package changed since the last compile, so the data and " \
+           "split stages draw other molecules" in cli("compile", "study.yaml", cwd=tmp_path).err
 
 
 def test_one_leftover_folder_is_named_from_where_the_user_stands(cli, tmp_path):

@@ -84,6 +84,10 @@ def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
                if was.get(key) != now.get(key) and key[1] not in ("sample", "smiles", "stores")]
     if not changed:
         return []
+    if changed == ["data.source.file"]:
+        return ["data.source.file changed since the last compile, so the data stage reads the file again: where it "
+                "holds what the last one did (a file renamed or moved), no cell retrains; where it holds other "
+                "molecules or structures, the split draws other sets and every cell retrains on them"]
     stages = ("the split stage draws other" if all(name in SPLIT for name in changed) else
               "the data and split stages draw other molecules or structures and other")
     grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "
