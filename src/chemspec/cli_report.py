@@ -34,7 +34,7 @@ def hparams_text(values: dict | None) -> str:
               help="Folder for the pages of --from (default reports/<study>/).")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None, out: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
-    from chemspec.report import LOSS_NOTES, provenance_text, speed_text, untimed_text
+    from chemspec.report import LOSS_NOTES, data_text, provenance_text, speed_text, untimed_text
 
     result = api.report(params, write=not no_files, source=source, study=study, out=out)
     if as_json:
@@ -43,6 +43,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
             click.echo(f"warning: {result.stale}", err=True)
         return
     click.echo(f"study {result.study}\n")
+    if data_text(result.data):
+        click.echo(f"{data_text(result.data)}\n")
     forces = any("force_mae_meV_per_A" in c for c in result.cells)
     extra = f" {'test E MAE meV':>14} {'test F MAE meV/Å':>16}" if forces else ""
     click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra} {'speed':>22}  "

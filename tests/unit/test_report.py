@@ -415,3 +415,30 @@ def test_a_joint_floor_at_its_bound_gets_no_interval_of_impossible_negative_floo
     io.write_json(results / "fit" / "fit.json", {**fit, "joint": {**fit["joint"], "E": 0.25, "ci_E": [-0.5, 1.0]}})
     assert cli("report", cwd=tmp_path).code == 0
     assert "E Wald [0.000, 1.000] (cut at the bound 0); 12 cells)" in (results / "report" / "report.md").read_text()
+
+
+def test_every_output_says_what_the_data_stage_kept_of_what_it_read(cli, tmp_path, git_env):
+    """A study that lost 44% of its molecules to max_length said so only in the data stage's log (outside review)."""
+    import subprocess
+
+    from chemspec.archive.store import Store
+
+    results = fitted(cli, tmp_path, tiny_study())
+    counts = {"read": 1000, "blank": 0, "invalid_smiles": 0, "unencodable": 0, "duplicates": 0, "too_long": 442}
+    io.write_json(tmp_path / "data" / "tiny" / "data.json", {"kind": "smiles", "count": 558, "counts": counts})
+    said = "Data: 558 molecules kept of the 1,000 read (left out: 442 longer than max_length)."
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0 and said in table.out, table.out
+    assert all(said in (results / "report" / name).read_text() for name in ("report.md", "index.html"))
+    assert _json(cli, tmp_path)["data"]["counts"] == counts
+    archived = tmp_path / "archived"
+    archived.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=archived, check=True)
+    archive_commit(archived, [{"cell": "xs-100", "model": "xs", "params": 1000, "data_size": 100, "val_loss": 2.0,
+                               "hparams": {}, "epochs": 1, "wall_time_s": 1.0, "status": "ok"}], [])
+    store = Store(archived / "archive")
+    manifest = store.get_json(store.ref("s"))
+    manifest["objects"]["data"] = store.put_json({"kind": "atoms", "count": 600, "atoms": 5400, "counts": {}})
+    store.set_ref("s", store.put_json(manifest))
+    assert cli("report", "--from", "WORKTREE", cwd=archived).code == 0
+    assert "Data: 600 structures (5,400 atoms)." in (archived / "reports" / "s" / "report.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ class Report:
     """Why the results are not those of the study as compiled now (stale_note); None when they are."""
     selected: dict | None = None
     """The select stage's selected.json: each configuration TPE ranked, and what it decided for it."""
+    data: dict | None = None
+    """The data stage's data.json: what it read, kept and left out."""
 
     def as_json(self) -> dict:
         """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
@@ -59,7 +62,7 @@ class Report:
                 "joint": self.fit.get("joint"), "bootstrap": self.fit.get("bootstrap"), "noise": self.fit.get("noise"),
                 "statistics": self.fit.get("statistics"), "cost": self.cost,
                 "calibration": {k: self.calibration[k] for k in ("budget_fraction", "estimator", "scores", "cost")}
-                if self.calibration else None, "selected": self.selected, "manifest": self.manifest,
+                if self.calibration else None, "selected": self.selected, "data": self.data, "manifest": self.manifest,
                 "provenance": self.provenance, "stale": self.stale}
 
 
@@ -106,17 +109,18 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
         calibration = read_checked(root / cells.calibration.out_dir / "calibration.json", "calibration",
                                    calibration_problem)
+    data = _data_summary(root / cells.data.out_dir / "data.json")
     files = []
     if write:
         out = folder.parent / "report"
         link = Path(os.path.relpath(folder / "plots", out)).as_posix()
         ctx = pages.context(cells.fit.study, cells.archive.spec, rows, fit, selected, folder / "plots", manifest,
-                            calibration, plots_link=link, stale=stale, provenance=provenance)
+                            calibration, plots_link=link, stale=stale, provenance=provenance, data=data)
         with staged(out) as tmp:
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale,
-                  selected=selected)
+                  selected=selected, data=data)
 
 
 def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
@@ -208,6 +212,15 @@ PAGE_MARKS = {"index.html": "<title>chemspec · ", "report.md": "\n| law | axis 
 """Text that the pages `chemspec report` writes hold, so that a file of that name of the user's is not replaced."""
 
 
+def _data_summary(path: Path) -> dict | None:
+    """The data stage's data.json where it is on disk and readable; None otherwise (the report then says nothing
+    of the data)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _pages_folder(out: Path, given: bool = True) -> Path:
     """`out`, unless it is, or lies inside (below this folder), git's, DVC's, or a folder that a pipeline stage
     or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
@@ -248,6 +261,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     rows, fit = checked("cells", cells_problem), checked("fit", fit_problem)
     selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
     name, files = manifest["study"], []
+    data = snapshot.json(objects["data"]) if "data" in objects else None
     if write:
         out = _pages_folder(Path("reports") / name, given=False) if out is None else _pages_folder(Path(out))
         with staged(out) as tmp:  # replaces the pages and plots/, keeps the user's own files beside them
@@ -256,11 +270,11 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
             ctx = pages.context(name, snapshot.json(objects["spec"]), rows, fit, selected, tmp / "plots", digest,
-                                calibration, stale=note, provenance=manifest["provenance"])
+                                calibration, stale=note, provenance=manifest["provenance"], data=data)
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note,
-                  selected=selected)
+                  selected=selected, data=data)
 
 
 def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 
 from chemspec.errors import ArchiveError
-from chemspec.report.texts import (bootstrap_text, cost_text, few_valid_text, interval_text, noise_text,
+from chemspec.report.texts import (bootstrap_text, cost_text, data_text, few_valid_text, interval_text, noise_text,
                                    provenance_text, unfinished_text, untimed_text)
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
@@ -129,7 +129,7 @@ def _status_text(cell: dict) -> str:
 
 def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict | None, plots: Path | None,
             manifest: str | None = None, calibration: dict | None = None, plots_link: str = "plots",
-            stale: str | None = None, provenance: dict | None = None) -> dict:
+            stale: str | None = None, provenance: dict | None = None, data: dict | None = None) -> dict:
     """What the pages show. `spec` is the study as validated (for its family and representation);
     `plots` is where the PNGs are read from (to embed them in the HTML); `plots_link` is that folder
     as report.md links it, relative to the report's own folder; `stale` says why the results are not
@@ -167,7 +167,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "provenance_text": provenance_text(provenance),
             "calibration": calibration_rows(calibration),
-            "untimed_text": untimed_text(cells),
+            "untimed_text": untimed_text(cells), "data_text": data_text(data),
             "generation": generation_rows(cells), "generation_labels": [LABELS[k] for k in COLUMNS],
             "unfinished_text": unfinished_text(cells),
             "few_valid_text": few_valid_text(cells),
@@ -206,6 +206,7 @@ def markdown(ctx: dict) -> str:
         lines += ["", f"Joint fit: {ctx['joint_text']}"]
     lines += [line for text in (ctx["bootstrap_text"], ctx["noise_text"]) if text for line in ("", text)]
     force_field = ctx["labels"]["force_field"]
+    lines += ["", ctx["data_text"]] if ctx["data_text"] else []
     lines += ["", f"| model | {ctx['labels']['params_axis']} | {ctx['labels']['data_axis']} | val loss | test loss | "
               + ("force MAE (meV/Å) | energy MAE (meV) | " if force_field else "") + "speed | status |",
               "|---|---|---|---|---|" + ("---|---|" if force_field else "") + "---|---|"]

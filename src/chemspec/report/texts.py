@@ -106,6 +106,23 @@ def untimed_text(cells: list[dict]) -> str:
             "steps enough after it, or a run archived before cells recorded their speed has none.")
 
 
+def data_text(data: dict | None) -> str:
+    """What the data stage kept of what it read (its data.json), in one sentence; '' where it is not known."""
+    from chemspec.runtime.molecules import dropped_text
+
+    if not isinstance(data, dict) or not isinstance(data.get("count"), int):
+        return ""
+    if data.get("kind") == "atoms":
+        atoms = f" ({data['atoms']:,} atoms)" if isinstance(data.get("atoms"), int) else ""
+        return f"Data: {data['count']:,} structures{atoms}."
+    counts = data.get("counts") if isinstance(data.get("counts"), dict) else {}
+    read, left_out = counts.get("read"), dropped_text(counts)
+    if not isinstance(read, int):
+        return f"Data: {data['count']:,} molecules."
+    return (f"Data: {data['count']:,} molecules kept of the {read:,} read"
+            + (f" (left out: {left_out})." if left_out else ", all of them."))
+
+
 def provenance_text(provenance: dict | None) -> str:
     """What the run's cells trained with and on, from its manifest's provenance ('' where it records none: a run
     not archived, or archived before cells recorded their training stack)."""

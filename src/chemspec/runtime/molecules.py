@@ -146,10 +146,15 @@ SKEWED = 0.05
 small molecules."""
 
 
-def _dropped(counts: dict) -> str:
-    return ", ".join(f"{counts[key]:,} {words}" for key, words in (
-        ("blank", "blank"), ("invalid_smiles", "no SMILES"), ("unencodable", "not encodable"),
-        ("duplicates", "duplicates"), ("too_long", "longer than max_length")) if counts.get(key))
+DROPPED = {"blank": "blank", "invalid_smiles": "no SMILES", "unencodable": "not encodable", "duplicates": "duplicates",
+           "too_long": "longer than max_length"}
+"""The counts in data.json of the rows the data stage left out, and how messages and the report name them."""
+
+
+def dropped_text(counts: dict) -> str:
+    """'442 longer than max_length, 3 duplicates': the rows left out, by cause; '' where none were."""
+    return ", ".join(f"{counts[key]:,} {words}" for key, words in DROPPED.items()
+                     if isinstance(counts.get(key), int) and counts[key])
 
 
 def mostly_too_long(counts: dict) -> bool:
@@ -208,7 +213,8 @@ def run_data(cell: DataCell) -> dict:
     if not molecules:
         fix = (f"most are longer than max_length ({cell.max_length} tokens, [BOS] and [EOS] included): raise "
                f"{MAX_LENGTH}" if mostly_too_long(counts) else "check the file and data.source.column")
-        raise RunError(f"data.source: no valid molecules among the {counts['read']:,} read ({_dropped(counts)}); {fix}")
+        raise RunError(f"data.source: no valid molecules among the {counts['read']:,} read "
+                       f"({dropped_text(counts)}); {fix}")
     if counts["invalid_smiles"] * 2 > len(present):
         raise RunError(f"data.source: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no "
                        f"SMILES RDKit reads (the first: {first}), so the file is not what it seems: a file of SELFIES "
