@@ -1,4 +1,5 @@
-"""The verbs that read results: report, diff, pull and refit (the archive's ls/show/verify: api.archive)."""
+"""`chemspec report`: a study's results as compiled here, or a run archived at a revision (diff: api.diffing;
+pull, refit and the archive's ls/show/verify: api.archive)."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     rows, fit = read_results(folder)
     selected = (read_checked(root / cells.select.out, "select", selected_problem)
                 if (root / cells.select.out).is_file() else None)
-    stale = _with_study_change(stale_note(cells, root, params, rows, selected), params)
+    stale = with_study_change(stale_note(cells, root, params, rows, selected), params)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
     calibration = None
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
@@ -162,7 +163,7 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
     return note if mixed is None else f"{mixed}\n{note}"
 
 
-def _with_study_change(stale: str | None, params: str | Path) -> str | None:
+def with_study_change(stale: str | None, params: str | Path) -> str | None:
     """`stale`, led by why the results are not those of the study file as it compiles now (edited and not
     compiled again), where they are not; the study file is not validated against its data file."""
     try:
@@ -275,49 +276,3 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note,
                   selected=selected, data=data)
-
-
-def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
-         params: str | Path = "params.yaml") -> dict:
-    """The archived runs of two revisions compared; where `params` is compiled here, its study is the default
-    among several, and `stale` says why the working tree's run (one side being WORKTREE) is not that of the
-    study as compiled now."""
-    from chemspec.archive import Snapshot
-    from chemspec.archive import diff as archive_diff
-    from chemspec.archive.history import WORKTREE
-    from chemspec.archive.pull import revision
-
-    if Path(params) != Path("params.yaml") and not Path(params).is_file():
-        raise UsageError(f"--params {params}: no such file; give the params.yaml that `chemspec compile` wrote, or "
-                         "leave --params out")
-    (rev_a, study_a), (rev_b, study_b) = (revision(rev, study, Path(".")) for rev in (rev_a, rev_b))
-    if study_a != study_b and None not in (study_a, study_b):
-        raise UsageError(f"the two runs are of different studies, {study_a!r} and {study_b!r}; diff compares two "
-                         "runs of one study (`chemspec archive ls` lists each study's runs)")
-    study = study_a or study_b
-    try:
-        cells = load_cells(params) if Path(params).is_file() else None
-    except ChemspecError:  # a params.yaml that does not load says nothing about the archived runs
-        cells = None
-    compiled = cells.fit.study if cells is not None else None
-    found = Snapshot(rev_b).studies() if study is None and compiled is not None else []
-    if len(found) > 1 and compiled not in found:
-        raise ArchiveError(f"{len(found)} studies archived at {rev_b} ({', '.join(found)}), and the study compiled "
-                           f"into {params}, {compiled!r}, is none of them (`dvc repro` archives it; a renamed study "
-                           "starts a new archive): name one with --study")
-    if len(found) > 1:
-        study = compiled
-    result = archive_diff(rev_a, rev_b, study)
-    result["unarchived"] = [note for rev in dict.fromkeys((rev_a, rev_b)) if rev != WORKTREE and (
-        note := unarchived(rev, Snapshot(rev).manifest(result["study"])[1], Path(params))) is not None]
-    if found and compiled not in found:
-        result["unarchived"].append(f"the study compiled here, {compiled!r}, has no archived run at {rev_b} (`dvc "
-                                    f"repro` archives it; a renamed study starts a new archive), so the runs of "
-                                    f"{result['study']!r} were compared; --study names one")
-    stale = None
-    if WORKTREE in (rev_a, rev_b) and result["study"] == compiled:
-        try:
-            stale = _with_study_change(stale_note(cells, Path(params).parent, params, on_disk=False), params)
-        except ChemspecError as exc:  # a dvc.lock mid-merge: the comparison stands without the note
-            stale = f"whether they predate {params} as compiled now is unknown: {exc}"
-    return {**result, "stale": stale}
