@@ -43,7 +43,7 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
 def _committed(project: Path) -> dict[str, str]:
     """{manifest id: the newest commit at which it is its study's run} over the history of `project` (none
     outside a git repository, where git log lists no commit)."""
-    from chemspec.archive.pull import archived_ids
+    from chemspec.archive.targets import archived_ids
 
     return {digest: commit for digest, (commit, _) in archived_ids("", project).items()}
 
@@ -121,7 +121,8 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
     from the run it was pulled from."""
     from chemspec.archive.history import WORKTREE
-    from chemspec.archive.pull import archived_ids, edited, uncommitted_ids
+    from chemspec.archive.pull import edited
+    from chemspec.archive.targets import archived_ids, uncommitted_ids
     from chemspec.archive.repository import commit_of, in_repository
     from chemspec.runtime.fit import error_fits, fits
     from chemspec.runtime.io import finite_json
@@ -200,7 +201,7 @@ def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dic
     """The cells, fit and study of the run archived at `source`: WORKTREE, a git revision or a manifest id."""
     from chemspec.archive import Snapshot, summary
     from chemspec.archive.history import WORKTREE
-    from chemspec.archive.pull import resolve
+    from chemspec.archive.targets import resolve
 
     if source == WORKTREE:
         snapshot = Snapshot(source)

@@ -18,7 +18,7 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     from chemspec.archive import Snapshot
     from chemspec.archive import diff as archive_diff
     from chemspec.archive.history import WORKTREE
-    from chemspec.archive.pull import revision
+    from chemspec.archive.targets import revision
 
     if Path(params) != Path("params.yaml") and not Path(params).is_file():
         raise UsageError(f"--params {params}: no such file; give the params.yaml that `chemspec compile` wrote, or "

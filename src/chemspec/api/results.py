@@ -245,7 +245,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     from chemspec import report as pages
     from chemspec.archive import Snapshot, summary
     from chemspec.archive.history import WORKTREE
-    from chemspec.archive.pull import revision
+    from chemspec.archive.targets import revision
 
     # a manifest id, as pull, refit and diff take it, names the commit whose archive holds it as its study's run
     rev, study = revision(source, study, Path(".")) if source.strip() else (source, study)
