@@ -17,6 +17,7 @@ from chemspec.report.texts import (bootstrap_text, cost_text, data_text, few_val
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS, LABELS
+from chemspec.specs.generation import Generation
 from chemspec.words import number
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
@@ -82,9 +83,11 @@ def study_labels(spec: dict) -> dict:
     selfies = spec["data"]["kind"] == "smiles" and (spec["data"].get("representation") or "selfies") == "selfies"
     force_field = spec["data"]["kind"] == "atoms"
     gen = spec.get("generation") or {}
-    drawn = (f", {gen.get('samples', 1000):,} a cell at temperature {gen.get('temperature', 1.0):g}, from "
+    if gen:  # the archived spec as validated then: a setting it leaves out had the default it has now
+        gen = {**{name: field.default for name, field in Generation.model_fields.items()}, **gen}
+    drawn = (f", {gen['samples']:,} a cell at temperature {gen['temperature']:g}, from "
              + (f"the {gen['top_k']} likeliest tokens" if gen.get("top_k") else "all tokens")
-             + (f" within top_p {gen['top_p']:g}" if gen.get("top_p", 1.0) < 1 else "")) if gen else ""
+             + (f" within top_p {gen['top_p']:g}" if gen["top_p"] < 1 else "")) if gen else ""
     return {"force_field": force_field, "data_axis": data_axis, "params_axis": params_axis,
             "samples": ("Samples are SELFIES decoded to SMILES" if selfies else "Samples are SMILES as the model "
                         "wrote them") + drawn,
