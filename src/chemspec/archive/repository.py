@@ -27,7 +27,10 @@ def git_top(cwd: str | Path) -> Path | None:
 def project_top(cwd: str | Path, root: str = "archive") -> Path | None:
     """The nearest folder above `cwd`, up to the git work tree's top, that holds `root` where cwd does not:
     the project that cwd is a folder below; None otherwise."""
-    top, here = git_top(cwd), Path(cwd).resolve()
+    return _below(Path(cwd).resolve(), git_top(cwd), root)
+
+
+def _below(here: Path, top: Path | None, root: str) -> Path | None:
     if top is None or (here / root).is_dir() or not here.is_relative_to(top):
         return None
     return next((folder for folder in here.parents if folder.is_relative_to(top) and (folder / root).is_dir()), None)
@@ -44,7 +47,7 @@ def _prefix(cwd: Path, root: str) -> str:
     top = git_top(cwd)
     if top is None or not cwd.is_relative_to(top):
         return ""
-    project = project_top(cwd, root) or cwd
+    project = _below(cwd, top, root) or cwd
     return "".join(f"{part}/" for part in project.relative_to(top).parts)
 
 
