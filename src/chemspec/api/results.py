@@ -3,7 +3,6 @@ pull, refit and the archive's ls/show/verify: api.archive)."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,9 @@ from chemspec.archive.shape import checked
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
-from chemspec.errors import ArchiveError, ChemspecError, UsageError
+from chemspec.errors import ArchiveError, ChemspecError, InputError, UsageError
 from chemspec.relock import behind_inputs, locked_identities, unlike_lock
-from chemspec.runtime.io import staged, write_bytes
+from chemspec.runtime.io import read_json, staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
 from chemspec.words import count
@@ -217,8 +216,8 @@ def _data_summary(path: Path) -> dict | None:
     """The data stage's data.json where it is on disk and readable; None otherwise (the report then says nothing
     of the data)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, ValueError):
+        return read_json(path) if path.is_file() else None
+    except InputError:
         return None
 
 
