@@ -23,12 +23,20 @@ class Cell(BaseModel):
 
 
 class DataCell(Cell):
+    """Read the study's molecules or structures, canonicalise and check them, and write the data store."""
+
     study: str
+    """The study's name (its output folder is data/<study>)."""
     seed: int
+    """The study's seed: it draws the `max_molecules` sample of a large file."""
     kind: str
+    """data.kind: 'smiles' (molecules as text) or 'atoms' (structures with energies and forces)."""
     source: dict[str, Any]
+    """data.source as validated, a file's path as the project reads it; the file itself is the stage's dependency."""
     representation: str | None
+    """The text a ChemGPT cell trains on ('selfies' or 'smiles'); None for structures."""
     max_length: int
+    """Molecules whose text is longer (in tokens) are left out, and the data stage says how many."""
     out_dir: str
     check_units: bool = True
     """Whether the data stage holds file values to every plausibility bound of their energy unit: where the
@@ -40,10 +48,16 @@ class DataCell(Cell):
 
 
 class SplitCell(Cell):
+    """Draw the held-out sets and the nested training subsets, one per data size."""
+
     seed: int
+    """The study's seed, which draws the split."""
     sizes: list[int]
+    """data.sizes: each training subset holds the one before it."""
     validation: int
+    """Molecules or structures held out for validation (data.validation)."""
     test: int
+    """Molecules or structures held out for testing (data.test)."""
     data_dir: str
     out_dir: str
     energies: bool = True
@@ -55,19 +69,26 @@ class TrainCell(Cell):
     """A training run: a TPE run when it has fixed hyperparameters and stops at `window`, a full run otherwise."""
 
     name: str
+    """The stage's name in dvc.yaml: 'tpe@<config>', 'calibrate@<config>' or 'train@<size>-<data size>'."""
     family: str
+    """model.family: chemgpt, schnet, painn or spookynet."""
     size_name: str
     size: dict[str, Any]
+    """The model size's architecture (its entry in model.sizes)."""
     data_size: int
+    """The training subset's size, one of data.sizes."""
     epochs: int
+    """training.max_epochs: the full run's schedule, which a TPE run follows to its window."""
     window: float = 1.0
     """Share of the run's optimiser steps to train: a TPE run follows the full run's learning-rate schedule
     and stops at hpo.tpe.budget_fraction of its steps, mid-epoch if need be."""
     seed: int
+    """The run's seed: the study's, or the study's plus the replicate's number (fit.replicate_seeds)."""
     training: Training
     hparams: dict[str, Any] | None
     """Fixed hyperparameters (TPE cells); None reads rank `rank` from the selection."""
     rank: int
+    """Which of the select stage's configurations a full run trains: 1 is the best (hpo.tpe.keep ranks)."""
     group: str
     """Which selection the hyperparameters come from: '*' (one for the study) or a model size."""
     data_dir: str
@@ -84,18 +105,24 @@ class SampleCell(Cell):
 
     name: str
     data_size: int
+    """The sampled cell's training subset size (the novelty reference)."""
     representation: str
+    """The text the model writes, 'selfies' or 'smiles', decoded to SMILES before scoring."""
     samples: int
+    """generation.samples: molecules drawn."""
     temperature: float
     top_k: int
     top_p: float
     batch_size: int
+    """generation's sampling settings, as transformers' generate takes them."""
     seed: int
+    """generation.seed, which draws the samples."""
     fcd_molecules: int
     """Valid molecules FCD is scored on (generation.fcd_count()). Added 2026-12-05, when FCD moved from
     every valid sample to this fixed count: in the identity, it makes every sample cell compiled before
     score again once, and no train cell."""
     accelerator: str
+    """training.accelerator: where sampling runs."""
     train_identity: str
     """Identity of the training cell sampled: a retrained model is a new sample."""
     train_dir: str
@@ -118,8 +145,12 @@ class ReferenceCell(Cell):
 
 
 class SelectCell(Cell):
+    """Rank each search's configurations by their TPE estimates and write the ones full runs train."""
+
     keep: int
+    """hpo.tpe.keep: configurations kept per search, each trained in full."""
     margin: float | None
+    """hpo.tpe.margin: configurations whose estimate exceeds the best's by more than this fraction are dropped."""
     estimator: dict[str, Any]
     """hpo.tpe's estimator and its options: select estimates from each TPE cell's loss log, so that changing
     the estimator retrains no TPE cell."""
@@ -129,6 +160,7 @@ class SelectCell(Cell):
     groups: dict[str, list[str]]
     """Selection group ('*' or a model size) -> the TPE cells ranked against each other."""
     out: str
+    """selected.json: every search's ranking and estimates."""
     choices: dict[str, list[str]]
     """Selection group -> the choice file of each rank up to keep, which the train cells depend on."""
 
@@ -141,6 +173,7 @@ class CalibrationCell(Cell):
     groups: dict[str, list[str]]
     """The searches, as select has them: each one's configurations are scored and kept apart."""
     budget_fraction: float
+    """hpo.tpe.budget_fraction: where in each full run the TPE estimate is read."""
     estimator: dict[str, Any]
     keep: int
     margin: float | None
@@ -148,29 +181,42 @@ class CalibrationCell(Cell):
 
 
 class FitCell(Cell):
+    """Fit the study's scaling laws to the trained cells' losses and draw the plots."""
+
     study: str
     family: str
     """The model family: the plots name the axes by what it trains on and how it counts parameters."""
     laws: list[str]
+    """fit.laws: the laws fitted, each along the axes it applies to."""
     confidence: float
+    """fit.confidence: the level of every interval."""
     bootstrap: int
+    """fit.bootstrap: resamples of the cells for the bootstrap intervals (0: none)."""
     metrics: dict[str, str]
+    """Train cell key -> its metrics.json."""
     generation: dict[str, str]
     """Train cell key -> its generation.json (empty without a generation section)."""
     selected: str
+    """selected.json, whose configurations the plots and fit.json name."""
     out_dir: str
 
 
 class ArchiveCell(Cell):
+    """Store the study's losses, fits and provenance as content-addressed objects under `root`."""
+
     study: str
     seed: int
     spec: dict[str, Any]
     """The study as validated, less its executor section (bookkeeping, which changes no result)."""
     inputs: dict[str, str]
+    """What the archive stage stores, by name: the result files of data, split, select and fit."""
     root: str
+    """The archive's folder in the project ('archive')."""
 
 
 class Cells(Cell):
+    """Every cell of one study, by stage: what the compiler renders into dvc.yaml and params.yaml."""
+
     data: DataCell
     split: SplitCell
     tpe: dict[str, TrainCell]
