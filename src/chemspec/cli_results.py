@@ -75,7 +75,7 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     """Compare the archived results of two git revisions: REV_A (default HEAD) and REV_B (default WORKTREE,
     the files on disk). Either may be a manifest id (a prefix is enough) instead, as `chemspec archive ls`
     lists them: the run that id names, of its study."""
-    from chemspec.archive.history import WORKTREE
+    from chemspec.archive.snapshot import WORKTREE
     from chemspec.runtime.result_files import TEST_ERRORS
 
     result = api.diff(rev_a, rev_b, study, params)

@@ -120,7 +120,7 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;
     `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
     from the run it was pulled from."""
-    from chemspec.archive.history import WORKTREE
+    from chemspec.archive.snapshot import WORKTREE
     from chemspec.archive.pull import edited
     from chemspec.archive.targets import archived_ids, uncommitted_ids
     from chemspec.archive.repository import commit_of, in_repository
@@ -200,7 +200,7 @@ def _study_of(folder: Path) -> str | None:
 def _archived_summaries(source: str, study: str | None) -> tuple[list[dict], dict, str]:
     """The cells, fit and study of the run archived at `source`: WORKTREE, a git revision or a manifest id."""
     from chemspec.archive import Snapshot, summary
-    from chemspec.archive.history import WORKTREE
+    from chemspec.archive.snapshot import WORKTREE
     from chemspec.archive.targets import resolve
 
     if source == WORKTREE:

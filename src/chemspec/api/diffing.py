@@ -17,7 +17,7 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     study as compiled now."""
     from chemspec.archive import Snapshot
     from chemspec.archive import diff as archive_diff
-    from chemspec.archive.history import WORKTREE
+    from chemspec.archive.snapshot import WORKTREE
     from chemspec.archive.targets import revision
 
     if Path(params) != Path("params.yaml") and not Path(params).is_file():

@@ -243,7 +243,7 @@ def _pages_folder(out: Path, given: bool = True) -> Path:
 def _archived_report(source: str, study: str | None, write: bool, out: str | Path | None, params: Path) -> Report:
     from chemspec import report as pages
     from chemspec.archive import Snapshot, summary
-    from chemspec.archive.history import WORKTREE
+    from chemspec.archive.snapshot import WORKTREE
     from chemspec.archive.targets import revision
 
     # a manifest id, as pull, refit and diff take it, names the commit whose archive holds it as its study's run

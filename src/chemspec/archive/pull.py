@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from chemspec.archive.history import WORKTREE, Snapshot
+from chemspec.archive.snapshot import WORKTREE, Snapshot
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.remote import dvc_index, remote_options
 from chemspec.archive.repository import from_top
