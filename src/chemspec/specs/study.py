@@ -9,9 +9,10 @@ from typing import Any, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from chemspec.specs.atoms_source import AtomsFileSource, GenerateMD
+from chemspec.specs.atoms_source import AtomsFileSource
 from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
 from chemspec.specs.data import Data, SmilesFileSource
+from chemspec.specs.force_field_rules import force_field_problems
 from chemspec.specs.generation import Generation
 from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, GNNModel, Model
@@ -113,56 +114,7 @@ class Study(Spec):
                        "value retrain once: it was part of their identity)")
             yield from self._lm_schedule_problems()
             return
-        family = repr(self.model.family)
-        if isinstance(self.data.source, GenerateMD) and not self.model.charge_spin:
-            by_state: dict[tuple[int, int], list[str]] = {}
-            for name, state in self.data.source.states().items():
-                by_state.setdefault(state, []).append(name)
-            if len(by_state) > 1:
-                listed = "; ".join(f"charge {q} multiplicity {m}: {', '.join(names[:3])}"
-                                   f"{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
-                                   for (q, m), names in sorted(by_state.items()))
-                yield (f"data.source.molecules: the molecules are of {len(by_state)} electronic states ({listed}), "
-                       f"which look alike to model.family {family} without model.charge_spin; set model.family: "
-                       "spookynet and model.charge_spin: true, or generate molecules of one charge and multiplicity")
-        if training.activation_checkpointing:
-            yield (f"training.activation_checkpointing: model.family {family} does not support it (language "
-                   "models only); set it to false")
-        if training.bucket_batches is not None:
-            yield (f"training.bucket_batches: model.family {family} batches whole structures without padding, so "
-                   "there is nothing to bucket; remove it")
-        if training.packing:
-            yield (f"training.packing: model.family {family} batches whole structures without padding, so there "
-                   "is nothing to pack; remove it")
-        if training.compile is True:
-            yield (f"training.compile: model.family {family} cannot be compiled (its force loss needs a double "
-                   "backward, which torch.compile does not support); set it to false, or to cuda-graphs")
-        if training.compile == "cuda-graphs" and training.precision == "16-mixed":
-            yield (f"training.precision: 16-mixed scales the loss outside the step that cuda-graphs records for "
-                   f"model.family {family}, so its gradients would go unscaled; use 32-true or bf16-mixed, or set "
-                   "training.compile to false")
-        if training.precision == "bf16-true":
-            yield ("training.precision: bf16-true casts the energy shift and energy targets of model.family "
-                   f"{family} to bf16, in steps of 32 eV at ethanol's -4210 eV, which ruins the energies; use "
-                   "32-true, or bf16-mixed (bf16 matrix products, float32 energies)")
-        if training.devices != 1:
-            yield (f"training.devices: model.family {family} trains on one device, so {training.devices!r} would "
-                   "only make SLURM jobs ask for GPUs that stay idle; set devices to 1, or remove it")
-        scheduler = training.scheduler
-        if "name" in scheduler.model_fields_set and scheduler.name != "plateau":
-            yield (f"training.scheduler.name: model.family {family} trains with the plateau schedule (the rate "
-                   "falls when the validation loss stalls); set name: plateau")
-        if scheduler.warmup_steps:
-            yield (f"training.scheduler.warmup_steps: model.family {family} trains with the plateau schedule, "
-                   "which has no warm-up; remove warmup_steps")
-        stopped = [rate for rate in self.hpo.grid.learning_rate if rate <= scheduler.min_lr]
-        if stopped:
-            yield (f"hpo.grid.learning_rate: {stopped} at or below training.scheduler.min_lr ({scheduler.min_lr}), "
-                   f"where the plateau schedule of model.family {family} stops training after the first epoch; "
-                   f"lower min_lr below {min(stopped)}, or drop those rates")
-        if self.generation is not None:
-            yield (f"generation: model.family {family} does not generate molecules; remove the generation section "
-                   "(only chemgpt studies sample)")
+        yield from force_field_problems(self.model, self.data, training, self.hpo, self.generation)
 
     def _lm_schedule_problems(self) -> Iterator[str]:
         """Scheduler fields that ChemGPT's schedule does not read, learning rates it never lowers, and
