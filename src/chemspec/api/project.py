@@ -14,6 +14,7 @@ from chemspec import relock
 from chemspec.api import changes
 from chemspec.api.ignores import GITIGNORE, gitignore
 from chemspec.compiler import compile_study, expand
+from chemspec.compiler.cells import Cells
 from chemspec.compiler.render import GENERATED, PARAMS, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
 from chemspec.runtime.io import final_path, written_together
@@ -143,15 +144,7 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
     study, source_file = _with_project_paths(study, spec, root)
     files = compile_study(study, _project_path(spec, root), source_file)
     result = CompileResult(study=study.study, files=files)
-    foreign, before = [], {}
-    for name, text in files.items():
-        existing = before[name] = _existing(root / name) if (root / name).is_file() else None
-        if existing is None:
-            result.missing.append(name)
-        if existing != text:
-            result.stale.append(name)
-        if existing is not None and existing.strip() and not existing.startswith(GENERATED):
-            foreign.append(name)
+    before, foreign = _compare(root, result)
     obsolete = [p.relative_to(root).as_posix() for p in sorted((root / PIPELINES).glob("*/dvc.yaml"))
                 if p.relative_to(root).as_posix() not in files and p.read_bytes().startswith(GENERATED.encode())]
     result.stale.extend(obsolete)
@@ -160,6 +153,28 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         result.stale.append(GITIGNORE)
     if check:
         return result
+    _refuse_unwritable(root, files, foreign)
+    redrawn = _write(root, result, {**files, GITIGNORE: ignored}, obsolete, cells, before.get(PARAMS))
+    result.notes += [*changes.carried(result, root), *redrawn, *study.notes(), *_project_notes(root, study)]
+    return result
+
+
+def _compare(root: Path, result: CompileResult) -> tuple[dict[str, str | None], list[str]]:
+    """Fill in which compiled files are missing or stale; return what each held, and those another hand wrote."""
+    foreign, before = [], {}
+    for name, text in result.files.items():
+        existing = before[name] = _existing(root / name) if (root / name).is_file() else None
+        if existing is None:
+            result.missing.append(name)
+        if existing != text:
+            result.stale.append(name)
+        if existing is not None and existing.strip() and not existing.startswith(GENERATED):
+            foreign.append(name)
+    return before, foreign
+
+
+def _refuse_unwritable(root: Path, files: dict[str, str], foreign: list[str]) -> None:
+    """Refuse, before anything is written, to replace files chemspec did not write or where folders stand."""
     if foreign:
         one, first = len(foreign) == 1, root / foreign[0]
         raise CompileError(f"{' and '.join(str(root / name) for name in foreign)} {'was' if one else 'were'} not "
@@ -167,14 +182,21 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                            f"would replace {'it' if one else 'them'}: move {'it' if one else 'them'} aside (`mv "
                            f"{shlex.quote(str(first))} {shlex.quote(str(first) + '.mine')}`) and compile again, or "
                            "compile into another --root (nothing was written)")
-    pipelines = {name: text for name, text in files.items() if name.endswith("dvc.yaml")}
+    pipelines = [name for name in files if name.endswith("dvc.yaml")]
     blocked = [name for name in [*files, *map(relock.lock_path, pipelines)] if _blocked(root, name)]
     if blocked:
         raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: a folder stands where a "
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")
-    files_now, redrawn = {**files, GITIGNORE: ignored}, []
+
+
+def _write(root: Path, result: CompileResult, files_now: dict[str, str], obsolete: list[str], cells: Cells,
+           params_before: str | None) -> list[str]:
+    """Write the stale files together, carry DVC's records of finished stages to where this compile puts them,
+    remove obsolete per-size pipelines; return the notes on data the change redraws."""
+    pipelines = {name: text for name, text in result.files.items() if name.endswith("dvc.yaml")}
     changed = [name for name in result.stale if name in files_now]
     _not_while_running(root, [name for name in result.stale if name != GITIGNORE])
+    redrawn: list[str] = []
     try:
         with written_together({root / name: files_now[name].encode() for name in changed}):
             result.relocked = relock.carry(root, pipelines, [*pipelines, *obsolete], result.written)
@@ -188,17 +210,21 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
                         folder.rmdir()
                 result.removed.append(name)
         result.written += changed
-        if before.get(PARAMS) != files[PARAMS]:  # unchanged params: no cell came or went
-            old = changes.previous(before.get(PARAMS), cells)
+        if params_before != result.files[PARAMS]:  # unchanged params: no cell came or went
+            old = changes.previous(params_before, cells)
             result.leftovers, redrawn = changes.leftovers(old, cells, root), changes.redrawn(old, cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
         raise CompileError(f"cannot write {where}: {exc.strerror or exc}; fix that and compile again (written so "
                            f"far: {', '.join(result.written + result.removed) or 'nothing'}{moved})") from None
+    return redrawn
+
+
+def _project_notes(root: Path, study: Study) -> list[str]:
+    """The DVC remote the study's archive pushes to, set up here; or why it is not."""
     from chemspec.archive.remote import ensure_remote, project_root
 
-    result.notes += [*changes.carried(result, root), *redrawn, *study.notes()]
     project = project_root(root)
     if project is None:
         from chemspec.archive.repository import git_top
@@ -206,24 +232,20 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         top = git_top(root)
         init = ("git init && dvc init" if top is None else "dvc init" if top == root.resolve() else
                 "dvc init --subdir")
-        result.notes.append(f"{root} is not a DVC project yet: run `{init}` there, then compile again, which sets "
-                            "up the study's DVC remote, before `dvc repro`")
-        return result
-
+        return [f"{root} is not a DVC project yet: run `{init}` there, then compile again, which sets up the "
+                "study's DVC remote, before `dvc repro`"]
     try:
         from dvc.exceptions import DvcException
     except ImportError:  # a machine that only trains (a GPU node's image) may lack it
-        result.notes.append("dvc is not installed here, so no DVC remote was set up; install chemspec's "
-                            "dependencies where you run `dvc repro`")
-        return result
+        return ["dvc is not installed here, so no DVC remote was set up; install chemspec's dependencies where "
+                "you run `dvc repro`"]
     try:
-        result.notes.append(f"DVC remote {ensure_remote(project, study.archive.remote)}")
+        return [f"DVC remote {ensure_remote(project, study.archive.remote)}"]
     except ArchiveError as exc:
-        result.notes.append(str(exc))
+        return [str(exc)]
     except (DvcException, OSError) as exc:
-        result.notes.append(f"the DVC remote {study.archive.remote!r} could not be set up ({exc}); check "
-                            f"{project / '.dvc'}, then compile again")
-    return result
+        return [f"the DVC remote {study.archive.remote!r} could not be set up ({exc}); check "
+                f"{project / '.dvc'}, then compile again"]
 
 
 def _not_while_running(root: Path, changing: list[str]) -> None:
