@@ -37,7 +37,48 @@ def expand(study: Study) -> Cells:
     name = study.study
     data_dir, split_dir, results = f"data/{name}", f"data/{name}/splits", f"results/{name}"
     sizes = _sizes(study)
-    max_length = max((s.get("max_length", 0) for s in sizes.values()), default=0)
+    data = _data(study, data_dir, max((s.get("max_length", 0) for s in sizes.values()), default=0))
+    split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,
+                      test=study.data.test, data_dir=data_dir, out_dir=split_dir,
+                      energies=study.data.kind != "atoms" or study.training.loss.energy > 0)
+    common = dict(family=study.model.family, seed=study.seed, training=study.training, data_dir=data_dir,
+                  split_dir=split_dir)
+    tpe_cfg, selected = study.hpo.tpe, f"{results}/selected.json"
+    per_size = tpe_cfg.scope == "model_size" and len(study.hpo.grid.configs()) > 1  # one config: either scope
+    tpe, groups, unranked = _searches(study, sizes, results, common, per_size)
+    estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
+    calibrate, calibration = {}, None
+    if tpe_cfg.calibrate:
+        calibrate = {key: cell.model_copy(update={"name": f"calibrate@{key}", "window": 1.0,
+                                                  "out_dir": f"{results}/calibrate/{key}",
+                                                  "resume_dir": f"{results}/.resume/calibrate-{key}"})
+                     for key, cell in tpe.items()}
+        calibration = CalibrationCell(tpe_dirs={k: c.out_dir for k, c in tpe.items()},
+                                      full_dirs={k: c.out_dir for k, c in calibrate.items()}, groups=groups,
+                                      budget_fraction=tpe_cfg.budget_fraction, estimator=estimator,
+                                      keep=tpe_cfg.keep, margin=tpe_cfg.margin, out_dir=f"{results}/calibration")
+    select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=estimator,
+                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, unranked=unranked,
+                        groups=groups, out=selected,
+                        choices={group: [choice_file(results, group, rank) for rank in range(1, tpe_cfg.keep + 1)]
+                                 for group in groups})
+    train = _trained(study, sizes, results, common, per_size)
+    reference = None if study.generation is None else ReferenceCell(
+        fcd_molecules=study.generation.fcd_count(), seed=study.generation.seed,
+        accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir, out_dir=f"{results}/reference")
+    sample = _samples(study, train, f"{results}/sample", reference)
+    fit = FitCell(study=name, family=study.model.family, laws=study.fit.laws,
+                  confidence=study.fit.confidence, bootstrap=study.fit.bootstrap,
+                  metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
+                  generation={key: f"{cell.out_dir}/generation.json" for key, cell in sample.items()},
+                  selected=selected, out_dir=f"{results}/fit")
+    archive = _archive(study, data_dir, split_dir, results, calibration)
+    return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
+                 train=train, reference=reference, sample=sample, fit=fit, archive=archive, executor=study.executor)
+
+
+def _data(study: Study, data_dir: str, max_length: int) -> DataCell:
+    """The data cell; its source carries marks that make stores written by earlier versions be written again."""
     source = study.data.source.model_dump(mode="json", exclude={"unit_checks"})
     if isinstance(study.data.source, GenerateMD):
         source["smiles"] = study.data.source.smiles()  # a name whose SMILES is corrected is new data
@@ -46,20 +87,17 @@ def expand(study: Study) -> Cells:
         source["stores"] = ELECTRONIC_STORES  # stores written before 2026-12-05 hold no charges: write them again
     if source.get("max_molecules") is not None:
         source["sample"] = SAMPLE
-    data = DataCell(study=name, seed=study.seed, kind=study.data.kind, source=source,
+    return DataCell(study=study.study, seed=study.seed, kind=study.data.kind, source=source,
                     representation=study.data.text_representation if study.data.kind == "smiles" else None,
                     max_length=max_length, out_dir=data_dir,
                     check_units=isinstance(study.data.source, AtomsFileSource) and study.data.source.check_units,
                     unit_bounds=getattr(study.data.source, "unit_checks", True))
-    split = SplitCell(seed=study.seed, sizes=study.data.sizes, validation=study.data.validation,
-                      test=study.data.test, data_dir=data_dir, out_dir=split_dir,
-                      energies=study.data.kind != "atoms" or study.training.loss.energy > 0)
-    tpe_cfg = study.hpo.tpe
-    estimator = tpe_cfg.model_dump(include={"estimator", "last_epochs", "ema_decay"})
-    common = dict(family=study.model.family, seed=study.seed, training=study.training, data_dir=data_dir,
-                  split_dir=split_dir)
-    configs = study.hpo.grid.configs()
-    per_size = tpe_cfg.scope == "model_size" and len(configs) > 1  # one configuration: the same under either scope
+
+
+def _searches(study: Study, sizes: dict[str, dict[str, Any]], results: str, common: dict[str, Any],
+              per_size: bool) -> tuple[dict[str, TrainCell], dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """The TPE cells by key, the configurations each selection group ranks, and those kept without a run."""
+    tpe_cfg, configs = study.hpo.tpe, study.hpo.grid.configs()
     tpe, groups, unranked = {}, {}, {}
     for group, tpe_size in ([(s, s) for s in sizes] if per_size else [("*", study.tpe_model_size())]):
         for hp in configs:
@@ -73,22 +111,13 @@ def expand(study: Study) -> Cells:
                                  window=tpe_cfg.budget_fraction, hparams=hp, rank=0,
                                  group=group, selected=None, out_dir=f"{results}/tpe/{key}",
                                  resume_dir=f"{results}/.resume/tpe-{key}", **common)
-    calibrate, calibration = {}, None
-    if tpe_cfg.calibrate:
-        calibrate = {key: cell.model_copy(update={"name": f"calibrate@{key}", "window": 1.0,
-                                                  "out_dir": f"{results}/calibrate/{key}",
-                                                  "resume_dir": f"{results}/.resume/calibrate-{key}"})
-                     for key, cell in tpe.items()}
-        calibration = CalibrationCell(tpe_dirs={k: c.out_dir for k, c in tpe.items()},
-                                      full_dirs={k: c.out_dir for k, c in calibrate.items()}, groups=groups,
-                                      budget_fraction=tpe_cfg.budget_fraction, estimator=estimator,
-                                      keep=tpe_cfg.keep, margin=tpe_cfg.margin, out_dir=f"{results}/calibration")
-    selected = f"{results}/selected.json"
-    select = SelectCell(keep=tpe_cfg.keep, margin=tpe_cfg.margin, estimator=estimator,
-                        tpe_dirs={key: cell.out_dir for key, cell in tpe.items()}, unranked=unranked,
-                        groups=groups, out=selected,
-                        choices={group: [choice_file(results, group, rank) for rank in range(1, tpe_cfg.keep + 1)]
-                                 for group in groups})
+    return tpe, groups, unranked
+
+
+def _trained(study: Study, sizes: dict[str, dict[str, Any]], results: str, common: dict[str, Any],
+             per_size: bool) -> dict[str, TrainCell]:
+    """The full runs: each (model size, data size) at every kept rank, then the replicate seeds' repeats."""
+    tpe_cfg = study.hpo.tpe
     train = {}
     for size_name, size in sizes.items():
         for n in study.data.sizes:
@@ -107,26 +136,22 @@ def expand(study: Study) -> Cells:
                 "name": f"train@{key}-seed{replicate}", "seed": study.seed + replicate,
                 "out_dir": f"{results}/train/{key}-seed{replicate}",
                 "resume_dir": f"{results}/.resume/train-{key}-seed{replicate}"})
-    reference = None if study.generation is None else ReferenceCell(
-        fcd_molecules=study.generation.fcd_count(), seed=study.generation.seed,
-        accelerator=study.training.accelerator, data_dir=data_dir, split_dir=split_dir, out_dir=f"{results}/reference")
-    sample = _samples(study, train, f"{results}/sample", reference)
-    fit = FitCell(study=name, family=study.model.family, laws=study.fit.laws,
-                  confidence=study.fit.confidence, bootstrap=study.fit.bootstrap,
-                  metrics={key: f"{cell.out_dir}/metrics.json" for key, cell in train.items()},
-                  generation={key: f"{cell.out_dir}/generation.json" for key, cell in sample.items()},
-                  selected=selected, out_dir=f"{results}/fit")
-    inputs = {"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json", "selected": selected,
-              "fit": f"{results}/fit/fit.json", "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
+    return train
+
+
+def _archive(study: Study, data_dir: str, split_dir: str, results: str,
+             calibration: CalibrationCell | None) -> ArchiveCell:
+    """What the archive stage stores: the result files by name, and the study as validated less bookkeeping."""
+    inputs = {"data": f"{data_dir}/data.json", "split": f"{split_dir}/split.json",
+              "selected": f"{results}/selected.json", "fit": f"{results}/fit/fit.json",
+              "cells": f"{results}/fit/cells.json", "plots": f"{results}/fit/plots"}
     if calibration is not None:
         inputs["calibration"] = f"{calibration.out_dir}/calibration.json"
     spec = study.model_dump(mode="json", exclude={"executor": True, "training": set(BOOKKEEPING),
                                                   "data": {"source": {"unit_checks"}}})
     if spec["model"].get("charge_spin") is False:  # an option left off: archives of before keep their identity
         del spec["model"]["charge_spin"]
-    archive = ArchiveCell(study=name, seed=study.seed, spec=spec, inputs=inputs, root="archive")
-    return Cells(data=data, split=split, tpe=tpe, select=select, calibrate=calibrate, calibration=calibration,
-                 train=train, reference=reference, sample=sample, fit=fit, archive=archive, executor=study.executor)
+    return ArchiveCell(study=study.study, seed=study.seed, spec=spec, inputs=inputs, root="archive")
 
 
 def _samples(study: Study, train: dict[str, TrainCell], out: str,
