@@ -98,3 +98,53 @@ def test_periodic_atoms_a_charge_it_cannot_see_and_a_device_it_has_not_are_refus
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match=r"device 'cuda': this machine's torch sees no CUDA GPU"):
             ForceFieldCalculator(tmp_path / "model", device="cuda")
+
+
+def saved_with_charge_spin(folder) -> None:
+    torch.manual_seed(0)
+    shift = torch.zeros(MAX_Z, dtype=torch.float64)
+    shift[[1, 6, 8]] = torch.tensor([-13.6, -1029.8, -2041.3], dtype=torch.float64)
+    module = ForceField(FAMILIES["spookynet"](*SHAPE.values(), charge_spin=True), energy_shift=shift).eval()
+    with torch.no_grad():  # the embeddings' output layers start at zero, as trained weights do not stay
+        for name, parameter in module.named_parameters():
+            if "_embedding." in name and name.endswith("linear.weight"):
+                parameter.normal_(std=0.5)
+    folder.mkdir()
+    torch.save(module.state_dict(), folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps({"family": "spookynet", **SHAPE, "charge_spin": True}))
+
+
+def test_a_new_charge_or_multiplicity_in_atoms_info_is_computed_not_answered_from_the_last_state(tmp_path):
+    """ASE compares positions, numbers, cell and pbc, not atoms.info: the cation's energy on the same Atoms
+    object is the one a fresh calculator gives, not the neutral molecule's again."""
+    saved_with_charge_spin(tmp_path / "spooky")
+    ethanol = Atoms(numbers=ETHANOL_Z, positions=ETHANOL_R, calculator=ForceFieldCalculator(tmp_path / "spooky"))
+    neutral = ethanol.get_potential_energy()
+    ethanol.info.update(charge=1, multiplicity=2)
+    cation = ethanol.get_potential_energy()
+    fresh = Atoms(numbers=ETHANOL_Z, positions=ETHANOL_R, info={"charge": 1, "multiplicity": 2},
+                  calculator=ForceFieldCalculator(tmp_path / "spooky"))
+    assert cation == fresh.get_potential_energy() and cation != neutral
+    ethanol.info.clear()
+    assert ethanol.get_potential_energy() == neutral
+
+    saved(tmp_path / "painn", "painn")
+    ethanol.calc = ForceFieldCalculator(tmp_path / "painn")
+    ethanol.get_potential_energy()
+    ethanol.info.update(charge=-1, multiplicity=2)
+    with pytest.raises(InputError, match=r"charge -1, multiplicity 2 in atoms.info: this force field sees no charge"):
+        ethanol.get_potential_energy()
+
+
+def test_a_state_the_electrons_cannot_have_and_atoms_without_atoms_are_refused(tmp_path):
+    saved_with_charge_spin(tmp_path / "spooky")
+    calculator = ForceFieldCalculator(tmp_path / "spooky")
+    cases = [({"multiplicity": 2}, r"atoms.info: charge 0 leaves 26 electrons, which cannot have multiplicity 2"),
+             ({"charge": 1.5}, r"atoms.info: charge 1.5 must be a whole number"),
+             ({"multiplicity": 0}, r"atoms.info: multiplicity 0 must be a whole number from 1")]
+    for info, said in cases:
+        ethanol = Atoms(numbers=ETHANOL_Z, positions=ETHANOL_R, info=info, calculator=calculator)
+        with pytest.raises(InputError, match=said + r".*; set atoms.info\['charge'\] and atoms.info\['multiplicity'\]"):
+            ethanol.get_potential_energy()
+    with pytest.raises(InputError, match=r"the atoms hold no atom; give a structure of at least one atom"):
+        Atoms(calculator=calculator).get_potential_energy()

@@ -51,7 +51,7 @@ def frame_state(label: str, atoms: Atoms, keys: dict) -> dict[str, int]:
                 total = np.sum(moments, axis=0) if np.ndim(moments) else moments
                 given["multiplicity"] = 1 + _whole(label, what, float(np.linalg.norm(total)))
                 break
-    return _checked(label, atoms.numbers, given)
+    return checked_state(label, atoms.numbers, given)
 
 
 def _unread(keys) -> list[str]:
@@ -69,7 +69,9 @@ def _whole(label: str, what: str, total: float) -> int:
     return round(total)
 
 
-def _checked(label: str, numbers: np.ndarray, given: dict) -> dict[str, int]:
+def checked_state(label: str, numbers: np.ndarray, given: Mapping, fix: str = WRITE) -> dict[str, int]:
+    """{"charge", "multiplicity"} from `given` (a neutral singlet where it gives neither), refused (RunError that
+    names `label` and ends in `fix`) where they are not whole, out of range or impossible for the electrons."""
     state = {}
     for key, default, least in (("charge", 0, -ELECTRONIC_LIMIT), ("multiplicity", 1, 1)):
         value = given.get(key, default)
@@ -78,7 +80,7 @@ def _checked(label: str, numbers: np.ndarray, given: dict) -> dict[str, int]:
             value == int(value))
         if not whole or not least <= value <= ELECTRONIC_LIMIT:
             raise RunError(f"{label}: {key} {value!r} must be a whole number from {least} to {ELECTRONIC_LIMIT}; "
-                           f"{WRITE}")
+                           f"{fix}")
         state[key] = int(value)
     electrons = int(np.sum(numbers)) - state["charge"]
     unpaired = state["multiplicity"] - 1
@@ -86,7 +88,7 @@ def _checked(label: str, numbers: np.ndarray, given: dict) -> dict[str, int]:
         read = "" if given else " (the frame gives neither, so it reads as a neutral singlet)"
         raise RunError(f"{label}: charge {state['charge']} leaves {electrons} electrons, which cannot have "
                        f"multiplicity {state['multiplicity']} ({unpaired} unpaired){read}; multiplicity is 2S+1 "
-                       f"(1 for a singlet, 2 for a doublet), not S; {WRITE}")
+                       f"(1 for a singlet, 2 for a doublet), not S; {fix}")
     return state
 
 

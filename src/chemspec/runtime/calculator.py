@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from chemspec.errors import InputError
+from chemspec.errors import InputError, RunError
+from chemspec.runtime.atoms_states import checked_state
 from chemspec.runtime.io import read_json
 
 SHAPE = {"width": int, "depth": int, "cutoff": float, "n_rbf": int}
+SET_STATE = "set atoms.info['charge'] and atoms.info['multiplicity'] (2S+1), or leave both out for a neutral singlet"
 
 
 def load_forcefield(folder: str | Path, device: str = "cpu"):
@@ -79,31 +81,51 @@ class ForceFieldCalculator(Calculator):
         shift = self.module.energy_shift.detach().cpu().numpy()
         self.trained = {int(z) for z in np.flatnonzero(shift)}
 
+    def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes since the last calculation, and a change of charge or multiplicity in atoms.info, which
+        ASE does not compare: without it, the energy of the last state would be returned for the new one."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and _compared(atoms.info) != _compared(self.atoms.info):
+            changes.append("info")
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         from chemspec.runtime.atoms import AtomsData
         from chemspec.runtime.neighbours import ForceFieldDataset
 
         super().calculate(atoms, properties, system_changes)
         numbers = self.atoms.get_atomic_numbers()
+        if not len(numbers):
+            raise InputError("the atoms hold no atom", "give a structure of at least one atom")
         if unseen := sorted(set(numbers.tolist()) - self.trained):
             raise InputError(f"elements {unseen} occur in no structure this force field trained on, so it has no "
                              "reference energy for them", "use a cell trained on data with those elements")
         if self.atoms.pbc.any():
             raise InputError("the atoms are periodic (pbc), and chemspec's force fields see isolated molecules: "
                              "their neighbour lists have no periodic images", "set atoms.pbc = False")
-        state = (self.atoms.info.get("charge", 0), self.atoms.info.get("multiplicity", 1))
-        if state != (0, 1) and not getattr(self.module.model, "charge_spin", False):
-            raise InputError(f"charge {state[0]}, multiplicity {state[1]} in atoms.info: this force field sees no "
+        try:
+            state = checked_state("atoms.info", numbers, _given(self.atoms.info), SET_STATE)
+        except RunError as exc:
+            raise InputError(str(exc).removesuffix(f"; {SET_STATE}"), SET_STATE) from None
+        charge, multiplicity = state["charge"], state["multiplicity"]
+        if (charge, multiplicity) != (0, 1) and not getattr(self.module.model, "charge_spin", False):
+            raise InputError(f"charge {charge}, multiplicity {multiplicity} in atoms.info: this force field sees no "
                              "charge or spin and would give the neutral singlet's energy",
                              "use a SpookyNet cell trained with charge_spin: true")
         n = len(numbers)
-        try:
-            data = AtomsData(numbers, self.atoms.get_positions(), np.zeros((n, 3)), np.zeros(1), np.array([0, n]),
-                             *(np.array([value]) for value in state))
-        except ValueError as exc:
-            raise InputError(f"atoms.info's charge and multiplicity: {exc}", "give whole numbers") from None
+        data = AtomsData(numbers, self.atoms.get_positions(), np.zeros((n, 3)), np.zeros(1), np.array([0, n]),
+                         np.array([charge]), np.array([multiplicity]))
         dtype = next(self.module.model.parameters()).dtype
         batch = {key: value.to(self.device) for key, value in
                  ForceFieldDataset(data, self.cutoff, dtype).collate([0]).items()}
         energy, forces = self.module(batch)
         self.results = {"energy": float(energy[0].detach()), "forces": forces.detach().cpu().numpy().astype(np.float64)}
+
+
+def _given(info: dict) -> dict:
+    return {key: info[key] for key in ("charge", "multiplicity") if key in info}
+
+
+def _compared(info: dict) -> tuple[str, str]:
+    """The state as check_state compares it: by repr, since atoms.info may hold arrays."""
+    return repr(info.get("charge")), repr(info.get("multiplicity"))
