@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -664,6 +665,29 @@ def test_a_compile_that_redraws_the_data_a_run_has_read_says_every_cell_retrains
     write_spec(tmp_path / "study.yaml", tiny_study(**{"seed": 1, "data.source.max_molecules": 2400, "data.test": 250}))
     assert "note: seed, data.source.file, data.source.package changed since the last compile, so the data and " \
            "split stages draw other molecules" in cli("compile", "study.yaml", cwd=tmp_path).err
+
+
+def test_a_compile_that_changes_the_values_read_says_the_split_keeps_its_sets(cli, tmp_path):
+    """Another energy unit reads other values from the same structures: the split draws the same sets, which the
+    note said it would not."""
+    rng, frames = np.random.default_rng(0), 1600
+    np.savez(tmp_path / "traj.npz", R=rng.normal(size=(frames, 3, 3)) * 1.5, z=np.array([8, 1, 1], dtype=np.uint8),
+             E=-47_900.0 + rng.normal(size=(frames, 1)), F=rng.normal(size=(frames, 3, 3)))
+    study = {"data.kind": "atoms", "data.source": {"file": "traj.npz", "format": "md17"},
+             "model": {"family": "painn", "widths": [8], "depths": [1]}, "hpo.tpe.model_size": "w8d1"}
+    write_spec(tmp_path / "study.yaml", tiny_study(**study))
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    units = {"file": "traj.npz", "format": "md17", "units": {"energy": "kJ/mol"}}
+    write_spec(tmp_path / "study.yaml", tiny_study(**{**study, "data.source": units}))
+    result = cli("compile", "study.yaml", cwd=tmp_path)
+    assert result.code == 0 and ("note: data.source.units changed since the last compile, so the data stage reads the "
+                                 "file's structures again with other values (energies, forces or positions); the "
+                                 "split keeps the same structures in the same sets, and every cell retrains on the "
+                                 "new values\n") in result.err, result.err
+    write_spec(tmp_path / "study.yaml", tiny_study(**{**study, "data.test": 150}))
+    assert "note: data.test, data.source.units changed since the last compile, so the data and split stages draw " \
+           "other" in cli("compile", "study.yaml", cwd=tmp_path).err
 
 
 def test_one_leftover_folder_is_named_from_where_the_user_stands(cli, tmp_path):

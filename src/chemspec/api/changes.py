@@ -66,6 +66,8 @@ REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.represent
 """Fields of the data and split cells, besides data.source's, whose change draws every set again."""
 SPLIT = ("data.validation", "data.test")
 """Those of REDRAWN that the split stage alone reads."""
+VALUES = ("data.source.units", "data.source.energy_key", "data.source.forces_key")
+"""Fields of data.source that change the values read from each structure, not which structures are read."""
 
 
 def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
@@ -88,6 +90,10 @@ def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
         return ["data.source.file changed since the last compile, so the data stage reads the file again: where it "
                 "holds what the last one did (a file renamed or moved), no cell retrains; where it holds other "
                 "molecules or structures, the split draws other sets and every cell retrains on them"]
+    if all(name in VALUES for name in changed):
+        return [f"{', '.join(changed)} changed since the last compile, so the data stage reads the file's "
+                "structures again with other values (energies, forces or positions); the split keeps the same "
+                "structures in the same sets, and every cell retrains on the new values"]
     stages = ("the split stage draws other" if all(name in SPLIT for name in changed) else
               "the data and split stages draw other molecules or structures and other")
     grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "
