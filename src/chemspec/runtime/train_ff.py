@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chemspec.compiler.cells import TrainCell, identity
-from chemspec.runtime.io import atomic_dir, staged, write_bytes, write_json
+from chemspec.runtime.io import write_json
 from chemspec.runtime.split import read_rows
 from chemspec.runtime.stack import training_stack
 
@@ -20,8 +20,7 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
     from chemspec.runtime.atoms import load_atoms
     from chemspec.runtime.faults import fault_for
     from chemspec.runtime.forcefield_train import train_forcefield
-    from chemspec.runtime.resume import discard
-    from chemspec.runtime.train import loss_csv
+    from chemspec.runtime.train import write_results
 
     data = load_atoms(Path(cell.data_dir) / "atoms.npz")
     split = Path(cell.split_dir)
@@ -40,19 +39,11 @@ def run_forcefield(cell: TrainCell, hp: dict, device: str) -> dict:
     result = {"cell": cell.name, "identity": identity(cell), "model": cell.size_name, "data_size": cell.data_size,
               "seed": cell.seed,
               **metrics, "device": device, "stack": training_stack()}
-    out = Path(cell.out_dir)
     if cell.hparams is not None:
         result["span_epochs"] = cell.window * cell.epochs
-        with atomic_dir(out) as tmp:
-            write_bytes(tmp / "loss.csv", loss_csv(step_losses))
-            write_json(tmp / "estimate.json", result)
-        discard(cell.resume_dir)
-        return result
-    with staged(out) as tmp:
-        (tmp / "model").mkdir()
-        torch.save(module.state_dict(), tmp / "model" / "model.pt")
-        write_json(tmp / "model" / "config.json", {"family": cell.family, **size})
-        write_bytes(tmp / "loss.csv", loss_csv(step_losses))
-        write_json(tmp / "metrics.json", result)
-    discard(cell.resume_dir)
-    return result
+
+    def save_model(folder: Path) -> None:
+        torch.save(module.state_dict(), folder / "model.pt")
+        write_json(folder / "config.json", {"family": cell.family, **size})
+
+    return write_results(cell, result, step_losses, save_model)
