@@ -43,8 +43,7 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
             click.echo(f"warning: {result.stale}", err=True)
         return
     click.echo(f"study {result.study}\n")
-    if data_text(result.data):
-        click.echo(f"{data_text(result.data)}\n")
+    click.echo(f"{' '.join(filter(None, [result.model, data_text(result.data)]))}\n")
     forces = any("force_mae_meV_per_A" in c for c in result.cells)
     extra = f" {'test E MAE meV':>14} {'test F MAE meV/Å':>16}" if forces else ""
     click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra} {'speed':>22}  "

@@ -41,13 +41,15 @@ class Report:
     """The select stage's selected.json: each configuration TPE ranked, and what it decided for it."""
     data: dict | None = None
     """The data stage's data.json: what it read, kept and left out."""
+    model: str = ""
+    """The family the study trains, as a sentence (report.model_text)."""
 
     def as_json(self) -> dict:
         """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
         report.intervals_note, repeated under `intervals`); a null end is open."""
         from chemspec.report import intervals_note
 
-        return {"study": self.study, "confidence": self.fit["confidence"],
+        return {"study": self.study, "model": self.model, "confidence": self.fit["confidence"],
                 "intervals": intervals_note(self.fit["confidence"]),
                 "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "test_loss", "status",
                                              "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s",
@@ -120,7 +122,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale,
-                  selected=selected, data=data)
+                  selected=selected, data=data, model=pages.model_text(cells.archive.spec))
 
 
 def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
@@ -262,6 +264,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     selected, calibration = checked("selected", selected_problem), checked("calibration", calibration_problem)
     name, files = manifest["study"], []
     data = snapshot.json(objects["data"]) if "data" in objects else None
+    spec = snapshot.json(objects["spec"])
     if write:
         out = _pages_folder(Path("reports") / name, given=False) if out is None else _pages_folder(Path(out))
         with staged(out) as tmp:  # replaces the pages and plots/, keeps the user's own files beside them
@@ -269,9 +272,9 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
             for plot, obj in objects.get("plots", {}).items():
                 if plot.endswith(".png"):
                     write_bytes(tmp / "plots" / plot, snapshot.object(obj))
-            ctx = pages.context(name, snapshot.json(objects["spec"]), rows, fit, selected, tmp / "plots", digest,
+            ctx = pages.context(name, spec, rows, fit, selected, tmp / "plots", digest,
                                 calibration, stale=note, provenance=manifest["provenance"], data=data)
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note,
-                  selected=selected, data=data)
+                  selected=selected, data=data, model=pages.model_text(spec))

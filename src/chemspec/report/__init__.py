@@ -94,6 +94,19 @@ def study_labels(spec: dict) -> dict:
             "loss_note": LOSS_NOTES[force_field]}
 
 
+FAMILY_NAMES = {"chemgpt": "ChemGPT (GPT-Neo)", "schnet": "SchNet", "painn": "PaiNN", "spookynet": "SpookyNet"}
+
+
+def model_text(spec: dict) -> str:
+    """The family the study trains, in one sentence: two reports of other families otherwise read alike."""
+    model, data = spec["model"], spec["data"]
+    name = FAMILY_NAMES.get(model["family"], model["family"])
+    if data["kind"] == "smiles":
+        return f"Model: {name} on {(data.get('representation') or 'selfies').upper()} strings."
+    electronic = ", with charge and spin embeddings" if model.get("charge_spin") else ""
+    return f"Model: {name} force field{electronic}."
+
+
 LOSS_NOTES = {
     False: "Val and test loss: the mean cross-entropy of the next token, in nats.",
     True: "Val and test loss: the training objective on that split, energy_weight·L(E) + forces_weight·L(F) with "
@@ -170,7 +183,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "provenance_text": provenance_text(provenance),
             "calibration": calibration_rows(calibration),
-            "untimed_text": untimed_text(cells), "data_text": data_text(data),
+            "untimed_text": untimed_text(cells), "data_text": data_text(data), "model_text": model_text(spec),
             "generation": generation_rows(cells), "generation_labels": [LABELS[k] for k in COLUMNS],
             "unfinished_text": unfinished_text(cells),
             "few_valid_text": few_valid_text(cells),
@@ -196,7 +209,7 @@ def _fcd_quantity(fit: dict) -> str:
 
 def markdown(ctx: dict) -> str:
     stale = ctx["stale"].replace("\n", "  \n") if ctx["stale"] else None  # Markdown's line break
-    lines = [f"# {ctx['study']}", "", *([f"**Stale:** {stale}.", ""] if stale else []),
+    lines = [f"# {ctx['study']}", "", ctx["model_text"], "", *([f"**Stale:** {stale}.", ""] if stale else []),
              "| law | axis | group | exponent | Wald (t) | profile (F) | R² | n |", "|---|---|---|---|---|---|---|---|"]
     for f in ctx["fits"]:
         if f["status"] == "ok":
