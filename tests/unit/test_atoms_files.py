@@ -545,3 +545,10 @@ def test_exact_repeats_are_named_in_a_note_and_counted_in_data_json_the_store_un
     assert "300 repeats 0, 301 repeats 1, 302 repeats 2 …" in capsys.readouterr().err
     np.savez(tmp_path / "once.npz", **{key: raw[key][:300] if key != "z" else raw[key] for key in ("z", "R", "E", "F")})
     assert "repeated" not in data_stage("once.npz")["counts"] and "repeat" not in capsys.readouterr().err
+    energies = raw["E"][:600].copy()
+    energies[::3] = np.nan
+    np.savez(tmp_path / "nan.npz", z=raw["z"], R=raw["R"][:600], E=energies, F=raw["F"][:600])
+    assert data_stage("nan.npz")["counts"] == {"read": 600, "dropped_nonfinite": 200, "kept": 400}
+    assert ("note: 200 of the 600 structures in nan.npz have an energy, a force or a position that is NaN or infinite "
+            "(or beyond float32's range), and are left out; 400 are kept") in capsys.readouterr().err
+    assert "NaN" not in data_stage("once.npz") and "NaN" not in capsys.readouterr().err

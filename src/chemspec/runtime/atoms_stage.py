@@ -44,6 +44,11 @@ def run_atoms_data(cell: DataCell) -> dict:
         _check_units(data, source, cell.check_units, cell.unit_bounds)
         if cell.unit_bounds:
             _check_forces(data, source)
+        if counts["dropped_nonfinite"]:
+            print(f"note: {counts['dropped_nonfinite']:,} of the {counts['read']:,} structures in {source['file']} "
+                  "have an energy, a force or a position that is NaN or infinite (or beyond float32's range), and are "
+                  f"left out; {counts['kept']:,} are kept (a level of theory that covers part of a data set, as "
+                  "ANI-1x's CCSD(T), leaves the rest NaN)", file=sys.stderr)
     else:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:

@@ -149,6 +149,10 @@ Source = Annotated[
 ]
 
 
+FINITE = (" to train on (a structure whose energy, forces or positions are NaN or infinite is left out, and not "
+          "counted)")
+
+
 class Data(Spec):
     """What the models are trained on and how it is split into nested training subsets."""
 
@@ -199,7 +203,7 @@ class Data(Spec):
         if needed > available:
             raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
                              f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
-                             f"has {available}; lower the sizes or read more "
+                             f"has {available}{FINITE if self.kind == 'atoms' else ''}; lower the sizes or read more "
                              f"{'structures' if self.kind == 'atoms' else 'molecules'}")
 
     @property
