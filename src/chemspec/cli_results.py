@@ -166,6 +166,10 @@ def _change(before: float | None, after: float | None) -> str:
 def pull(target: str, to: str | None, study: str | None) -> None:
     """Bring an archived run (git revision or manifest id) back into a directory, checkpoints included."""
     result = api.pull(target, to, study)
+    if result.get("already"):
+        click.echo(f"study {result['study']} (manifest {result['manifest'][:12]} at {result['rev'][:12]}) is already "
+                   f"pulled into {result['to']}, unedited: nothing to do")
+        return
     click.echo(f"pulled study {result['study']} (manifest {result['manifest'][:12]} at {result['rev'][:12]}): "
                f"{result['objects']} objects, {result['checkpoints']} checkpoints -> {result['to']}")
     if result["unchecked"]:

@@ -249,6 +249,19 @@ def test_a_pull_into_a_folder_that_holds_files_is_refused_whether_named_or_defau
         assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+def test_pulling_the_same_run_again_into_its_default_folder_does_nothing_while_it_is_unedited(cli, two_studies):
+    root, alpha, _ = two_studies
+    assert cli("pull", alpha[:10], cwd=root).code == 0
+    folder = root / "pulled" / f"alpha-{alpha[:12]}"
+    again = cli("pull", alpha[:10], cwd=root)
+    assert again.code == 0 and (f"is already pulled into {Path('pulled') / f'alpha-{alpha[:12]}'}, unedited: nothing "
+                                "to do") in again.out, again.out + again.err
+    (folder / "fit.json").write_text("{}\n")
+    edited = cli("pull", alpha[:10], cwd=root)
+    assert edited.code == 1 and "is not empty, and a pull writes a new directory" in edited.err, edited.err
+    assert (folder / "fit.json").read_text() == "{}\n"
+
+
 def test_a_revision_in_a_repository_without_commits_says_to_commit_first(cli, tmp_path, git_env):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     result = cli("diff", "HEAD~1", "HEAD", cwd=tmp_path)

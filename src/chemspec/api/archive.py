@@ -120,10 +120,10 @@ def refit(source: str, laws: list[str] | None = None, confidence: float | None =
     """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;
     `fitted` says whether any law could be fitted anywhere, `edited` which files of a pulled directory differ
     from the run it was pulled from."""
-    from chemspec.archive.snapshot import WORKTREE
     from chemspec.archive.pull import edited
-    from chemspec.archive.targets import archived_ids, uncommitted_ids
     from chemspec.archive.repository import commit_of, in_repository
+    from chemspec.archive.snapshot import WORKTREE
+    from chemspec.archive.targets import archived_ids, uncommitted_ids
     from chemspec.runtime.fit import error_fits, fits
     from chemspec.runtime.io import finite_json
 

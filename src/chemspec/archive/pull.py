@@ -14,10 +14,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from chemspec.archive.snapshot import WORKTREE, Snapshot
 from chemspec.archive.manifest import SUMMARIES, split_times, summary, walk
 from chemspec.archive.remote import dvc_index, remote_options
 from chemspec.archive.repository import from_top
+from chemspec.archive.snapshot import WORKTREE, Snapshot
 from chemspec.archive.stopping import stoppable
 from chemspec.archive.store import json_digest
 from chemspec.archive.targets import resolve
@@ -45,6 +45,8 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
     rev, name, digest = resolve(target, study, cwd)
     to = Path(to) if to is not None else Path(PULLED_DIR) / f"{name}-{digest[:12]}"
     if to.exists() and any(to.iterdir()):
+        if _holds(to, digest):
+            return {"rev": rev, "manifest": digest, "study": name, "to": str(to), "already": True}
         raise ArchiveError(f"{to} is not empty, and a pull writes a new directory; remove it, or give another "
                            "with --to DIR")
     snapshot = Snapshot(rev, cwd=cwd)
@@ -70,6 +72,18 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
     return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
             "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints), "unchecked": len(unchecked)}
+
+
+def _holds(folder: Path, digest: str) -> bool:
+    """Whether `folder` holds the run `digest` as a pull wrote it, every file unedited and every checkpoint there."""
+    try:
+        if hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest() != digest:
+            return False
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (folder / PULLED).is_file() and not edited(folder) and all(
+        (folder / "checkpoints" / cell).exists() for cell in manifest.get("checkpoints", {}))
 
 
 def file_name(role: str) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from chemspec.archive.snapshot import WORKTREE, Snapshot
 from chemspec.archive.repository import commit_of, elsewhere, from_top, in_repository, project_top
+from chemspec.archive.snapshot import WORKTREE, Snapshot
 from chemspec.archive.store import manifest_digest
 from chemspec.errors import ArchiveError, UsageError
 
