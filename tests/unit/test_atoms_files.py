@@ -229,7 +229,7 @@ def test_an_npz_of_the_other_layout_names_the_format_to_set(shared, tmp_path):
     np.savez(rmd17, nuclear_charges=raw["z"], coords=raw["R"][:5], energies=raw["E"][:5, 0], forces=raw["F"][:5])
     np.savez(md17, z=raw["z"], R=raw["R"][:5], E=raw["E"][:5], F=raw["F"][:5])
     for path, declared, layout in ((rmd17, "md17", "rmd17"), (md17, "rmd17", "md17")):
-        with pytest.raises(RunError, match=rf"{declared} file .*{path.name} has no key .*; its arrays are those of an "
+        with pytest.raises(RunError, match=rf"{declared} file .*{path.name} has no keys? .*; its arrays are those of an "
                                            rf"{layout} file: set data.source.format: {layout}$"):
             load_file(path, declared, "kcal/mol", "Angstrom")
 
@@ -394,8 +394,35 @@ def test_md17_missing_key_and_wrong_shapes_are_named(shared, tmp_path):
     np.savez(tmp_path / "energy.npz", **{**raw, "E": raw["E"][:3]})
     with pytest.raises(RunError, match=r"energy\.npz: 'E' has shape \(3, 1\)"):
         load_file(tmp_path / "energy.npz", "md17", "kcal/mol", "Angstrom")
-    with pytest.raises(RunError, match=r"rmd17 file .*energy\.npz has no key 'nuclear_charges'"):
+    with pytest.raises(RunError, match=r"rmd17 file .*energy\.npz has no keys 'nuclear_charges', 'coords', "
+                                       r"'energies', 'forces' .*; its arrays are those of an md17 file"):
         load_file(tmp_path / "energy.npz", "rmd17", "kcal/mol", "Angstrom")
+
+
+def test_an_npz_of_other_names_is_told_each_formats_arrays_and_one_row_of_numbers_a_frame_is_read(tmp_path):
+    """Converted files name their arrays otherwise, and often repeat the atomic numbers in every frame."""
+    rng, frames = np.random.default_rng(0), 6
+    geometry = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    water = {"numbers": np.array([8, 1, 1]), "coords": geometry + 0.01 * rng.normal(size=(frames, 3, 3)),
+             "energies": -47_900 + rng.normal(size=frames), "forces": rng.normal(size=(frames, 3, 3))}
+    np.savez(tmp_path / "other.npz", **water)
+    with pytest.raises(RunError, match=r"md17 file .*other\.npz has no keys 'z', 'R', 'E', 'F' \(it has \['coords', "
+                                       r"'energies', 'forces', 'numbers'\]\); an md17 file holds z, R, E, F; an rmd17 "
+                                       r"file holds nuclear_charges, coords, energies, forces \(atomic numbers, "
+                                       r"positions, energies, forces\): rename the file's arrays \(np\.savez\(new, "
+                                       r"z=\.\.\., R=\.\.\., E=\.\.\., F=\.\.\.\)\)"):
+        load_file(tmp_path / "other.npz", "md17", "kcal/mol", "Angstrom")
+    per_frame = {"z": np.tile(water["numbers"], (frames, 1)), "R": water["coords"], "E": water["energies"],
+                 "F": water["forces"]}
+    np.savez(tmp_path / "rows.npz", **per_frame)
+    data, counts = load_file(tmp_path / "rows.npz", "md17", "kcal/mol", "Angstrom")
+    assert counts["kept"] == frames and data.numbers.tolist() == [8, 1, 1] * frames
+    per_frame["z"][2] = [8, 1, 3]
+    np.savez(tmp_path / "mixed.npz", **per_frame)
+    with pytest.raises(RunError, match=r"mixed\.npz: 'z' has one row of atomic numbers a frame, and the rows differ: "
+                                       r"an md17 file holds frames of one molecule; write frames of several molecules "
+                                       r"as extended XYZ"):
+        load_file(tmp_path / "mixed.npz", "md17", "kcal/mol", "Angstrom")
 
 
 def test_truncated_npz_hdf5_and_extxyz_are_unreadable(shared, tmp_path):

@@ -44,15 +44,27 @@ def read_npz(path: Path, format: str, keys: Sequence[str]) -> dict[str, np.ndarr
     if header != b"PK":
         raise unreadable(path, format, "no zip header: it is not an npz archive")
     with reading(path, format), np.load(path, allow_pickle=False) as archive:
-        for key in keys:
-            if key not in archive.files:
-                layout = next((other for other, named in NPZ_KEYS.items()
-                               if other != format and set(named) <= set(archive.files)), None)
-                needed = (f"; its arrays are those of an {layout} file: set data.source.format: {layout}" if layout else
-                          f": chemspec trains on energies and forces, so the file needs its forces ({key!r}) too"
-                          if key in NPZ_FORCES else "; check data.source.format")
-                raise RunError(f"{format} file {path} has no key {key!r} (it has {sorted(archive.files)}){needed}")
+        missing = [key for key in keys if key not in archive.files]
+        if missing:
+            layout = next((other for other, named in NPZ_KEYS.items()
+                           if other != format and set(named) <= set(archive.files)), None)
+            forces = [key for key in missing if key in NPZ_FORCES]
+            needed = (f"; its arrays are those of an {layout} file: set data.source.format: {layout}" if layout else
+                      f": chemspec trains on energies and forces, so the file needs its forces ({forces[0]!r}) too"
+                      if missing == forces else f"; {_layouts(format)}")
+            raise RunError(f"{format} file {path} has no {'key' if len(missing) == 1 else 'keys'} "
+                           f"{', '.join(map(repr, missing))} (it has {sorted(archive.files)}){needed}")
         return {key: archive[key] for key in keys}
+
+
+def _layouts(format: str) -> str:
+    """Which arrays each npz format holds, the one read first, and how to make a file of other names fit."""
+    named = [format, *(other for other in NPZ_KEYS if other != format)]
+    listed = "; ".join(f"an {name} file holds {', '.join(NPZ_KEYS[name])}"
+                       for name in named)
+    keys = NPZ_KEYS[format]
+    return (f"{listed} (atomic numbers, positions, energies, forces): rename the file's arrays (np.savez(new, "
+            f"{', '.join(f'{key}=...' for key in keys)})), or set data.source.format to the one it matches")
 
 
 def none_finite(path: Path, format: str, finite: int, total: int, values: str) -> int:
@@ -68,6 +80,12 @@ def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numb
     """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
     label = f"{format} file {path}{where}"
     numbers = np.asarray(numbers)
+    if numbers.ndim == 2 and len(numbers) and (numbers == numbers[:1]).all():
+        numbers = numbers[0]  # one row a frame, as converted files often write them: the same molecule in each
+    elif numbers.ndim == 2:
+        raise RunError(f"{label}: {keys[0]!r} has one row of atomic numbers a frame, and the rows differ: an {format} "
+                       "file holds frames of one molecule; write frames of several molecules as extended XYZ "
+                       "(data.source.format: extxyz)")
     positions, energy, forces = (floats(label, key, value)
                                  for key, value in zip(keys[1:], (positions, energy, forces)))
     if numbers.ndim != 1 or not np.issubdtype(numbers.dtype, np.integer):
