@@ -377,15 +377,27 @@ def test_a_nested_hdf5_layout_is_named_as_such_not_blamed_on_energy_key(shared, 
         count_structures(tmp_path / "ani1.h5", "ani1x")
 
 
-@pytest.mark.parametrize(("energy", "length"), [("hartree", "Å"), ("EV", "angstrom"), ("Kcal/Mol", "BOHR")])
+@pytest.mark.parametrize(("energy", "length"), [("hartree", "Å"), ("EV", "angstrom"), ("Kcal/Mol", "BOHR"),
+                                               ("Ha", "A"), ("hartrees", "Ang"), ("eV", "angstroms")])
 def test_units_spelled_in_any_case_are_the_units_they_name(energy, length):
     """`length: angstrom` was refused ("Input should be 'Angstrom' or 'bohr'"), and README writes Å."""
     from chemspec.specs.atoms_source import Units
 
     units = Units(energy=energy, length=length)
-    assert (units.energy, units.length) == ({"hartree": "Hartree", "EV": "eV", "Kcal/Mol": "kcal/mol"}[energy],
+    assert (units.energy, units.length) == ({"hartree": "Hartree", "EV": "eV", "Kcal/Mol": "kcal/mol", "Ha": "Hartree",
+                                             "hartrees": "Hartree", "eV": "eV"}[energy],
                                             "bohr" if length == "BOHR" else "Angstrom")
+    assert Units(force="eV/A").force == "eV/Angstrom" and Units(force="kcal/mol/Ang").force == "kcal/mol/Angstrom"
     with pytest.raises(ValueError, match=r"energy\n  Input should be 'eV', 'kcal/mol', 'kJ/mol' or 'Hartree'"):
         Units(energy="kcal")
     with pytest.raises(ValueError, match=r"energy\n  Input should be 'eV'"):
         Units(energy="Å")
+    with pytest.raises(ValueError, match=r"length\n  Input should be 'Angstrom' or 'bohr'"):
+        Units(length="Ha")
+
+
+def test_a_format_written_in_capitals_is_the_format_it_names(tmp_path):
+    from chemspec.specs.atoms_source import AtomsFileSource
+
+    assert AtomsFileSource(file="x.npz", format="MD17").format == "md17"
+    assert AtomsFileSource.model_validate({"file": "x.xyz", "format": " ExtXYZ "}).units.energy == "eV"

@@ -123,11 +123,11 @@ class Units(Spec):
     """Units of the values in a data file; converted to eV and Å on load."""
 
     energy: EnergyUnit | None = None
-    """Energy unit of the file; left out: the format's. Read in any case (`hartree`); params.yaml and this
-    schema keep the spelling listed."""
+    """Energy unit of the file; left out: the format's. Read in any case (`hartree`, and `Ha`); params.yaml and
+    this schema keep the spelling listed."""
     length: LengthUnit | None = None
-    """Length unit of the file's positions; left out: the format's. Read in any case, and `Å` as Angstrom;
-    params.yaml and this schema keep the spelling listed."""
+    """Length unit of the file's positions; left out: the format's. Read in any case, and `Å`, `A`, `Ang` or
+    `angstroms` as Angstrom; params.yaml and this schema keep the spelling listed."""
     force: ForceUnit | None = None
     """Unit of the file's forces, an energy unit per length unit (`Hartree/bohr`, `kcal/mol/Angstrom`); left out:
     the energy unit per the length unit. For files whose forces and positions use different lengths, as
@@ -163,12 +163,18 @@ class Units(Spec):
 
 
 def _spelled(value: object, unit: Any) -> object:
-    """A unit of the Literal `unit` written in any case (and `Å` as Angstrom) in the spelling it lists."""
+    """A unit of the Literal `unit` written in any case, or as another common name (ALIASES), in the spelling it
+    lists."""
     if not isinstance(value, str):
         return value
     names = get_args(unit)
-    spelled = {name.lower(): name for name in names} | ({"å": "Angstrom"} if "Angstrom" in names else {})
+    spelled = {name.lower(): name for name in names} | {alias: name for alias, name in ALIASES.items() if name in names}
     return spelled.get(value.strip().lower(), value)
+
+
+ALIASES = {"å": "Angstrom", "a": "Angstrom", "ang": "Angstrom", "angstroms": "Angstrom", "bohrs": "bohr",
+           "ha": "Hartree", "hartrees": "Hartree"}
+"""Other names of units, lower-cased, as files and codes write them (ASE's `Ang`, `eV/A` forces)."""
 
 
 ANI_LEVEL = "wb97x_dz"
@@ -191,7 +197,7 @@ class AtomsFileSource(Spec):
     """Path to the file, relative to the study file's directory or absolute; it must exist."""
     format: Literal["md17", "rmd17", "ani1x", "ani2x", "extxyz", "asedb"]
     """File format: sGDML/MD17 npz, rMD17 npz, ANI-1x release HDF5, torchani HDF5 (ani2x: the ANI-2x
-    release, a group per atom count), extended XYZ, or ASE database."""
+    release, a group per atom count), extended XYZ, or ASE database. Read in any case (`MD17`)."""
     units: Units | None = None
     """Units the file's values are written in; a unit left out is the format's own: kcal/mol and Å for
     md17 and rmd17, Hartree and Å for ani1x and ani2x, eV and Å for extxyz and asedb. They are filled in when the
@@ -225,6 +231,7 @@ class AtomsFileSource(Spec):
         study gave the energy unit; a value of the wrong shape is left for validation to report."""
         if not isinstance(value, dict) or not isinstance(value.get("format"), str):
             return handler(value)
+        value = {**value, "format": value["format"].strip().lower()}  # `MD17`, as papers write it
         energy_key = value.get("energy_key")
         if value["format"] == "ani1x" and isinstance(energy_key, str) and value.get("forces_key", "forces") == "forces":
             value = {**value, "forces_key": ani_forces_key(energy_key)}
