@@ -136,7 +136,7 @@ def test_a_force_unit_that_is_the_energy_per_length_keeps_the_identity_and_param
     assert other.source["units"]["force"] == "Hartree/bohr"
 
 
-@pytest.mark.parametrize("unit", ["eV/A", "Hartree", "bohr/Hartree"])
+@pytest.mark.parametrize("unit", ["eV/nm", "Hartree", "bohr/Hartree"])
 def test_a_force_unit_that_is_no_energy_per_length_is_refused_at_validate(shared, tmp_path, monkeypatch, unit):
     _qc_output(shared, tmp_path / "qc.xyz")
     with pytest.raises(SpecError, match=rf"data.source.units.force.*force unit '{unit}' is not an energy unit per "
