@@ -13,6 +13,7 @@ import sys
 import traceback
 
 import click
+from click.utils import PacifyFlushWrapper
 
 from chemspec import __version__, api
 from chemspec.errors import INTERRUPTED, ChemspecError
@@ -173,6 +174,11 @@ def _os_error(exc: OSError) -> str:
             "the disk has room, then rerun")
 
 
+CLOSED_PIPE = 141
+"""The exit code where the reader of the output closed it early (`chemspec report | head`): 128 + SIGPIPE, as a
+Unix tool killed by the signal exits (git, grep), which `set -o pipefail` scripts know."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
@@ -198,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         return 130
+    except SystemExit:
+        if isinstance(sys.stdout, PacifyFlushWrapper):  # click's answer to a reader that closed the pipe (`| head`)
+            return CLOSED_PIPE
+        raise
     except Exception as exc:  # noqa: BLE001 -- the last line of defence against a traceback
         if verbose:
             raise

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from chemspec import api
@@ -117,6 +121,18 @@ def test_report_without_workspace_results_points_at_the_archived_run(cli, tmp_pa
     assert shown.code == 0 and "xs" in shown.out, shown.err
 
 
+def test_output_to_a_closed_pipe_exits_141_without_a_word():
+    """`chemspec report | head` exited 1, the code of a command that failed, with nothing said."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run([sys.executable, "-m", "chemspec", "schema"], stdout=writer, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
 def test_ctrl_c_in_any_verb_exits_130_saying_to_run_it_again(cli, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -125,3 +141,12 @@ def test_ctrl_c_in_any_verb_exits_130_saying_to_run_it_again(cli, tmp_path, monk
     result = cli("validate", "study.yaml", cwd=tmp_path)
     assert result.code == 130 and "interrupted; what the command writes is written whole or not at all" in result.err
     assert "re-run `dvc repro`" in result.err and "Traceback" not in result.err
+
+
+def test_a_params_file_named_and_missing_is_bad_input_and_the_default_missing_is_not(cli, tmp_path):
+    """`launch --params nope.yaml` exited 1 where `diff --params nope.yaml` exited 2."""
+    for verb in (("launch", "--dry-run"), ("report", "--no-files"), ("run", "fit")):
+        named = cli(*verb, "--params", "nope.yaml", cwd=tmp_path)
+        assert named.code == 2 and "nope.yaml not found; run `chemspec compile <study.yaml>` first" in named.err, named
+        default = cli(*verb, cwd=tmp_path)
+        assert default.code == 1 and "params.yaml not found; run `chemspec compile" in default.err, default.err

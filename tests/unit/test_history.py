@@ -327,7 +327,7 @@ def test_a_study_name_archived_nowhere_points_to_the_one_study_there_and_a_missi
     archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="qs")
     archive_commit(repo, [_cell("xs", 100, 1.0)], [_fit(0.2, 0.01)], study="qs")
     renamed = cli("diff", "HEAD~1", "HEAD", "--study", "qs2", cwd=repo)
-    assert renamed.code == 1 and ("study 'qs2' is not archived at HEAD; archived: ['qs']; if 'qs2' is a renamed "
+    assert renamed.code == 2 and ("study 'qs2' is not archived at HEAD; archived: ['qs']; if 'qs2' is a renamed "
                                   "'qs', its runs before the rename are under the old name: give --study qs"
                                   ) in renamed.err, renamed.err
     missing = cli("diff", "HEAD~1", "HEAD", "--params", "nofile.yaml", cwd=repo)

@@ -181,7 +181,7 @@ def test_the_default_folder_is_named_by_study_and_manifest_not_by_a_relative_rev
     assert unknown.code == 2 and "'nosuchrev' is neither a git revision nor a manifest id archived in this history;" \
         in unknown.err, unknown.err
     absent = cli("pull", "HEAD", "--study", "gamma", cwd=root)
-    assert absent.code == 1 and "study 'gamma' is not archived at HEAD;" in absent.err, absent.err
+    assert absent.code == 2 and "study 'gamma' is not archived at HEAD;" in absent.err, absent.err
     (root / "elsewhere").mkdir()
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(root))
     outside = cli("pull", "HEAD", cwd=root / "elsewhere")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from chemspec.errors import LaunchError
+from chemspec.errors import UsageError
 from chemspec.launch import launch
 from chemspec.launch_jobs import Settings, sbatch_script
 from chemspec.specs.sbatch import check_sbatch
@@ -43,16 +43,16 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     bad = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"--qos": "high"})
-    with pytest.raises(LaunchError, match=r"not sbatch long options; write them as e.g. qos=high"):
+    with pytest.raises(UsageError, match=r"not sbatch long options; write them as e.g. qos=high"):
         launch(bad, tmp_path, dry_run=True)
     result = cli("launch", "--sbatch", "=high", cwd=tmp_path)
     assert result.code == 2 and "write KEY=VALUE" in result.err
     smuggled = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"qos": "high\nrm -rf /tmp/x"})
-    with pytest.raises(LaunchError, match=r"values of \['qos'\] hold a line break"):
+    with pytest.raises(UsageError, match=r"values of \['qos'\] hold a line break"):
         launch(smuggled, tmp_path, dry_run=True)
     for time in ("abc", "1:2:3:4", "2-", "90m", True):
         untimed = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"time": time})
-        with pytest.raises(LaunchError, match=rf"--sbatch time={'' if time is True else time} is not a SLURM time \(minutes, MM:SS, "
+        with pytest.raises(UsageError, match=rf"--sbatch time={'' if time is True else time} is not a SLURM time \(minutes, MM:SS, "
                                               r"HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS\); fix it, or set "
                                               r"executor.slurm.time_min in the study"):
             launch(untimed, tmp_path, dry_run=True)
@@ -64,7 +64,7 @@ def test_gpus_asked_for_twice_are_refused_and_a_gres_alone_is_taken(tmp_path):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     twice = Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=2, sbatch={"gres": "gpu:a100:4"})
-    with pytest.raises(LaunchError, match=r"--sbatch gres=gpu:a100:4 asks for GPUs beside the 2 that "
+    with pytest.raises(UsageError, match=r"--sbatch gres=gpu:a100:4 asks for GPUs beside the 2 that "
                                           r"executor.slurm.gpus_per_job \(or training.devices\) asks for"):
         launch(twice, tmp_path, dry_run=True)
     check_sbatch({"gres": "gpu:a100:4"}, gpus_per_job=0)
@@ -143,7 +143,7 @@ def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tm
 def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    with pytest.raises(LaunchError, match=message):
+    with pytest.raises(UsageError, match=message):
         launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
 
 

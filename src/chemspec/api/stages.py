@@ -14,13 +14,16 @@ from chemspec.errors import ChemspecError, RunError, UsageError
 
 
 def load_cells(params: str | Path) -> Cells:
+    """The compiled cells of a params file: RunError where the default params.yaml is not there (nothing compiled
+    here yet), UsageError (exit 2) where --params named another that is not."""
     path = Path(params)
+    missing = RunError if path == Path("params.yaml") else UsageError
     if path.exists() and not path.is_file():
-        raise RunError(f"{path} is not a regular file; give the params.yaml that `chemspec compile` wrote")
+        raise missing(f"{path} is not a regular file; give the params.yaml that `chemspec compile` wrote")
     if not path.is_file():
         above = next((folder / path.name for folder in path.resolve().parent.parents
                       if (folder / path.name).is_file() and (folder / "dvc.yaml").is_file()), None)
-        raise RunError(f"{path} not found; run `chemspec compile <study.yaml>` first" + (
+        raise missing(f"{path} not found; run `chemspec compile <study.yaml>` first" + (
             f", or, to use the project at {os.path.relpath(above.parent)} that this folder lies in, run from there "
             f"or give --params {os.path.relpath(above)}" if above else ""))
     try:

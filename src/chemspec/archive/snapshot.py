@@ -75,8 +75,8 @@ class Snapshot:
                 hint = elsewhere(self.cwd, self.root) if self.rev == WORKTREE and not found else ""
                 other = (f"; if {name!r} is a renamed {found[0]!r}, its runs before the rename are under the old name: "
                          f"give --study {found[0]}" if len(found) == 1 else "")
-                raise ArchiveError(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}{hint}"
-                                   f"{other}")
+                wrong = UsageError if found else ArchiveError  # a name among others, or nothing archived here
+                raise wrong(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}{hint}{other}")
             return name
         if not found:
             where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.label}"

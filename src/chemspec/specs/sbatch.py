@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator
 
-from chemspec.errors import LaunchError
+from chemspec.errors import UsageError
 from chemspec.specs.base import PROBLEMS_SEPARATOR
 
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
@@ -40,9 +40,9 @@ def _option(key: str, value: str | bool | None = None, spec: Collection[str] = (
 
 
 def check_sbatch(options: dict[str, str | bool], gpus_per_job: int = 0, spec: Collection[str] = ()) -> None:
-    """LaunchError listing every problem of `sbatch_problems`, a line each."""
+    """UsageError (bad options: exit 2) listing every problem of `sbatch_problems`, a line each."""
     if problems := list(sbatch_problems(options, gpus_per_job, spec)):
-        raise LaunchError(PROBLEMS_SEPARATOR.join(problems))
+        raise UsageError(PROBLEMS_SEPARATOR.join(problems))
 
 
 def sbatch_problems(options: dict[str, str | bool], gpus_per_job: int = 0, spec: Collection[str] = ()) -> Iterator[str]:
