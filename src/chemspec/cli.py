@@ -193,16 +193,20 @@ def main(argv: list[str] | None = None) -> int:
         for note in getattr(exc, "__notes__", ()):
             click.echo(f"note: {note}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click's form of a KeyboardInterrupt in a command
         click.echo(INTERRUPTED, err=True)
+        for note in getattr(exc.__cause__, "__notes__", ()):
+            click.echo(f"note: {note}", err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo(INTERRUPTED, err=True)
+        for note in getattr(exc, "__notes__", ()):
+            click.echo(f"note: {note}", err=True)
         return 130
     except SystemExit:
         if isinstance(sys.stdout, PacifyFlushWrapper):  # click's answer to a reader that closed the pipe (`| head`)

@@ -150,3 +150,20 @@ def test_a_params_file_named_and_missing_is_bad_input_and_the_default_missing_is
         assert named.code == 2 and "nope.yaml not found; run `chemspec compile <study.yaml>` first" in named.err, named
         default = cli(*verb, cwd=tmp_path)
         assert default.code == 1 and "params.yaml not found; run `chemspec compile" in default.err, default.err
+
+
+def test_a_ctrl_c_in_a_stage_under_dvc_says_how_to_get_its_removed_outputs_back(cli, tmp_path, monkeypatch):
+    """An interrupted fit stage left git's fit.json deleted, and only a stage that failed said so."""
+    from chemspec.api import stages
+    from chemspec.runtime import dvc_parent
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "_run", interrupted)
+    monkeypatch.setattr(dvc_parent, "dvc_ancestor", lambda: 1)
+    monkeypatch.setattr(stages, "_ran_before", lambda *args: True)
+    result = cli("run", "fit", cwd=tmp_path)
+    assert result.code == 130 and "interrupted; what the command writes is written whole" in result.err, result.err
+    assert "note: dvc removed the outputs of this stage's last run before running it again; `dvc checkout` puts " \
+           "them back from DVC's cache (`dvc pull` fills it in a fresh clone;" in result.err, result.err
