@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from types import UnionType
@@ -52,7 +53,7 @@ def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
     if kind in ("int_type", "float_type", "bool_type", "string_type"):
         want = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
                 "string_type": "text"}[kind]
-        unquote = " without quotes" if isinstance(error.get("input"), str) else ""
+        unquote = " without quotes" if _quoted(kind, error.get("input")) else ""
         return f"write {want}{unquote}"
     context, given = error.get("ctx") or {}, error.get("input")
     bound, top = (context["lt"], 99.9) if "lt" in context else (context.get("le"), 100)
@@ -68,6 +69,19 @@ def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
     if kind == "value_error":
         return ""
     return "see `chemspec schema` for the expected form"
+
+
+def _quoted(kind: str, given: object) -> bool:
+    """Whether `given` is text that would be the value wanted without its quotes (`seed: "3"`, not `seed: yes`)."""
+    if not isinstance(given, str):
+        return False
+    text = given.strip()
+    if kind == "bool_type":
+        return text.lower() in ("true", "false")
+    try:
+        return math.isfinite(float(text)) if kind == "float_type" else kind == "int_type" and bool(str(int(text)))
+    except ValueError:
+        return False
 
 
 def _allowed(pattern: str) -> str:
