@@ -104,7 +104,8 @@ def file_cell(tmp_path, text: str, max_length: int = 12) -> DataCell:
 
 def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
     cell = file_cell(tmp_path, "xx\nyy\n")
-    with pytest.raises(RunError, match=r"no valid molecules among the 2 read \(2 no SMILES\); check the file"):
+    with pytest.raises(RunError, match=r"no valid molecules among the 2 read from data\.source\.file .*mols\.txt \(2 no "
+                                       r"SMILES\); check the file"):
         run_data(cell)
     assert not (tmp_path / "data" / "tokens.npy").exists()
 
@@ -134,7 +135,8 @@ def test_molecules_left_out_as_no_smiles_or_too_long_are_named(tmp_path, capsys)
 
 def test_molecules_all_too_long_name_max_length_not_the_file(tmp_path):
     cell = file_cell(tmp_path, "CCCCCCCCCCCCCCCC\nc1ccccc1CCCCCCCCCC\nxx\n", max_length=8)
-    with pytest.raises(RunError, match=r"no valid molecules among the 3 read \(1 no SMILES, 2 longer than max_length"
+    with pytest.raises(RunError, match=r"no valid molecules among the 3 read from .*mols\.txt \(1 no SMILES, 2 longer "
+                                       r"than max_length"
                                        r"\); most are longer than max_length \(8 "
                                        r"tokens, \[BOS\] and \[EOS\] included\): raise model.sizes.<name>.max_length"):
         run_data(cell)

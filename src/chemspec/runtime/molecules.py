@@ -182,8 +182,8 @@ def run_data(cell: DataCell) -> dict:
     rep = cell.representation or "selfies"
     limit = cell.source.get("max_molecules")
     raws = read_smiles(cell.source, limit, cell.seed)
+    where = f"data.source.file {cell.source['file']}" if "file" in cell.source else "MOSES's training set"
     if limit and limit > len(raws):
-        where = f"data.source.file {cell.source['file']}" if "file" in cell.source else "MOSES's training set"
         print(f"note: data.source.max_molecules ({limit:,}) is more than the {len(raws):,} molecules of {where}, "
               "so all of them are read; lower it to draw a sample", file=sys.stderr)
     present = [raw for raw in raws if raw]
@@ -213,7 +213,7 @@ def run_data(cell: DataCell) -> dict:
     if not molecules:
         fix = (f"most are longer than max_length ({cell.max_length} tokens, [BOS] and [EOS] included): raise "
                f"{MAX_LENGTH}" if mostly_too_long(counts) else "check the file and data.source.column")
-        raise RunError(f"data.source: no valid molecules among the {counts['read']:,} read "
+        raise RunError(f"data.source: no valid molecules among the {counts['read']:,} read from {where} "
                        f"({dropped_text(counts)}); {fix}")
     if counts["invalid_smiles"] * 2 > len(present):
         raise RunError(f"data.source: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no "
