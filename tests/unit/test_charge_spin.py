@@ -119,7 +119,7 @@ def test_a_radical_written_without_its_state_is_refused_saying_how_it_was_read(t
     hydroxyl.calc = SinglePointCalculator(hydroxyl, energy=-1000.0, forces=np.zeros((2, 3)))
     ase.io.write(tmp_path / "oh.xyz", [hydroxyl], format="extxyz")
     with pytest.raises(RunError, match=r"oh\.xyz frame 0: charge 0 leaves 9 electrons, which cannot have multiplicity "
-                                       r"1 \(0 unpaired\) \(the frame gives neither, so it reads as a neutral "
+                                       r"1 \(0 unpaired\) \(neither is given, so it reads as a neutral "
                                        r"singlet\); multiplicity is 2S\+1"):
         load_file(tmp_path / "oh.xyz", "extxyz", "eV", "Angstrom")
 

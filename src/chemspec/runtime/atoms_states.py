@@ -85,7 +85,7 @@ def checked_state(label: str, numbers: np.ndarray, given: Mapping, fix: str = WR
     electrons = int(np.sum(numbers)) - state["charge"]
     unpaired = state["multiplicity"] - 1
     if electrons < unpaired or (electrons - unpaired) % 2:
-        read = "" if given else " (the frame gives neither, so it reads as a neutral singlet)"
+        read = "" if given else " (neither is given, so it reads as a neutral singlet)"
         raise RunError(f"{label}: charge {state['charge']} leaves {electrons} electrons, which cannot have "
                        f"multiplicity {state['multiplicity']} ({unpaired} unpaired){read}; multiplicity is 2S+1 "
                        f"(1 for a singlet, 2 for a doublet), not S; {fix}")

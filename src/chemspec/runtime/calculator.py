@@ -22,7 +22,7 @@ from chemspec.runtime.atoms_states import checked_state
 from chemspec.runtime.io import read_json
 
 SHAPE = {"width": int, "depth": int, "cutoff": float, "n_rbf": int}
-SET_STATE = "set atoms.info['charge'] and atoms.info['multiplicity'] (2S+1), or leave both out for a neutral singlet"
+SET_STATE = "set atoms.info['charge'] and atoms.info['multiplicity'] (2S+1); left out, they are 0 and 1"
 
 
 def load_forcefield(folder: str | Path, device: str = "cpu"):
@@ -103,15 +103,19 @@ class ForceFieldCalculator(Calculator):
         if self.atoms.pbc.any():
             raise InputError("the atoms are periodic (pbc), and chemspec's force fields see isolated molecules: "
                              "their neighbour lists have no periodic images", "set atoms.pbc = False")
-        try:
-            state = checked_state("atoms.info", numbers, _given(self.atoms.info), SET_STATE)
-        except RunError as exc:
-            raise InputError(str(exc).removesuffix(f"; {SET_STATE}"), SET_STATE) from None
-        charge, multiplicity = state["charge"], state["multiplicity"]
-        if (charge, multiplicity) != (0, 1) and not getattr(self.module.model, "charge_spin", False):
-            raise InputError(f"charge {charge}, multiplicity {multiplicity} in atoms.info: this force field sees no "
-                             "charge or spin and would give the neutral singlet's energy",
-                             "use a SpookyNet cell trained with charge_spin: true")
+        if getattr(self.module.model, "charge_spin", False):
+            try:
+                state = checked_state("atoms.info", numbers, _given(self.atoms.info), SET_STATE)
+            except RunError as exc:
+                raise InputError(str(exc).removesuffix(f"; {SET_STATE}"), SET_STATE) from None
+            charge, multiplicity = state["charge"], state["multiplicity"]
+        else:  # the model reads every structure as it trained, a radical of generated MD among them
+            charge, multiplicity = self.atoms.info.get("charge", 0), self.atoms.info.get("multiplicity", 1)
+            if (charge, multiplicity) != (0, 1):
+                raise InputError(f"charge {charge}, multiplicity {multiplicity} in atoms.info: this force field sees "
+                                 "no charge or spin and would give the neutral singlet's energy",
+                                 "use a SpookyNet cell trained with charge_spin: true")
+            charge, multiplicity = 0, 1
         n = len(numbers)
         data = AtomsData(numbers, self.atoms.get_positions(), np.zeros((n, 3)), np.zeros(1), np.array([0, n]),
                          np.array([charge]), np.array([multiplicity]))
