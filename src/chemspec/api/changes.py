@@ -66,8 +66,9 @@ REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.represent
 """Fields of the data and split cells, besides data.source's, whose change draws every set again."""
 SPLIT = ("data.validation", "data.test")
 """Those of REDRAWN that the split stage alone reads."""
-VALUES = ("data.source.units", "data.source.energy_key", "data.source.forces_key")
-"""Fields of data.source that change the values read from each structure, not which structures are read."""
+VALUES = ("data.source.units",)
+"""Fields of data.source that change the values read from each structure, not which structures are read (another
+energy_key may: ANI-1x keeps the structures with a finite energy at its level)."""
 
 
 def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
