@@ -83,6 +83,11 @@ class ArchiveError(ChemspecError):
     """An archived object is missing, corrupt, or cannot be written."""
 
 
+class UnknownStudy(ArchiveError):
+    """A study name that is not among those archived at a revision: bad input (exit 2) where --study gave it,
+    not where chemspec chose it (given_study)."""
+
+
 class LaunchError(ChemspecError):
     """`chemspec launch` cannot start, or a stage it ran failed."""
 

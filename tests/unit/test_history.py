@@ -334,6 +334,21 @@ def test_a_study_name_archived_nowhere_points_to_the_one_study_there_and_a_missi
     assert missing.code == 2 and "--params nofile.yaml: no such file" in missing.err, missing.err
 
 
+def test_an_unknown_study_is_bad_input_only_where_study_named_it():
+    """diff across a rename reads the compiled study's name at the older revision: no option was wrong."""
+    from chemspec.archive.snapshot import given_study
+    from chemspec.errors import UnknownStudy, UsageError
+
+    @given_study
+    def verb(source: str, study: str | None = None) -> None:
+        raise UnknownStudy(f"study {study or 'qs2'!r} is not archived at {source}")
+
+    with pytest.raises(UnknownStudy, match=r"study 'qs2' is not archived at HEAD~1"):
+        verb("HEAD~1")
+    with pytest.raises(UsageError, match=r"study 'qs3' is not archived at HEAD~1"):
+        verb("HEAD~1", study="qs3")
+
+
 def test_a_law_only_one_run_fitted_is_named_as_such_not_as_a_missing_group(cli, repo):
     """A run archived before the test-error fits has none: each of the newer run's read 'the grid had no such
     group' (outside review)."""

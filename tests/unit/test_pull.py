@@ -45,7 +45,7 @@ def test_refit_takes_a_manifest_id_as_pull_does(cli, two_studies):
         result = cli("refit", digest[:10], "--json", cwd=root)
         assert result.code == 1 and json.loads(result.out)["study"] == study, result.err  # one cell: nothing fits
     refused = cli("refit", alpha[:10], "--study", "beta", cwd=root)
-    assert refused.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err
+    assert refused.code == 2 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err
 
 
 def test_refit_of_a_damaged_pulled_folder_says_to_pull_again_not_to_rerun_a_stage(cli, two_studies):
@@ -104,7 +104,7 @@ def test_a_run_only_the_working_tree_holds_is_refit_in_place_and_not_pulled(cli,
 def test_a_study_that_disagrees_with_the_manifest_id_is_refused(cli, two_studies):
     root, alpha, _ = two_studies
     result = cli("pull", alpha[:10], "--to", "a", "--study", "beta", cwd=root)
-    assert result.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in result.err
+    assert result.code == 2 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in result.err
     assert not (root / "a").exists()
 
 
@@ -169,6 +169,11 @@ def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_
     ignored = subprocess.run(["git", "check-ignore", "run/checkpoints/xs-100/weights.bin", "run/cells.json"],
                              cwd=clone, capture_output=True, text=True).stdout.split()
     assert ignored == ["run/checkpoints/xs-100/weights.bin"], "checkpoints stay out of git, the summaries may go in"
+    same = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert "is already pulled into run, unedited" in same.out, same.err
+    (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").write_bytes(b"cut short")
+    again = cli("pull", "HEAD", "--to", "run", cwd=clone)
+    assert again.code == 1 and "run is not empty, and a pull writes a new directory" in again.err, again.err
 
 
 def test_the_default_folder_is_named_by_study_and_manifest_not_by_a_relative_revision(cli, two_studies,
@@ -507,7 +512,7 @@ def test_report_from_takes_a_manifest_id_as_pull_refit_and_diff_do(cli, two_stud
     shown = cli("report", "--from", beta[:10], "--json", "--no-files", cwd=root)
     assert shown.code == 0 and json.loads(shown.out)["study"] == "beta" and json.loads(shown.out)["manifest"] == beta
     refused = cli("report", "--from", alpha[:10], "--study", "beta", cwd=root)
-    assert refused.code == 1 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err
+    assert refused.code == 2 and f"manifest {alpha[:16]} is a run of study 'alpha', not 'beta'" in refused.err
 
 
 def test_a_checkpoint_the_remote_lacks_asks_for_a_push_and_names_dvcs_index(cli, with_checkpoint):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chemspec.api.folders import refuse_owned
+from chemspec.archive.snapshot import given_study
 from chemspec.errors import ArchiveError, InputError, UsageError
 from chemspec.runtime.result_files import cells_problem, fit_problem, read_cells, read_checked
 
@@ -102,19 +103,22 @@ def archived_object(value, role: str, problem, source: str):
     return value
 
 
+@given_study
 def pull(target: str, to: str | Path | None = None, study: str | None = None) -> dict:
     from chemspec.archive import pull as archive_pull
+    from chemspec.archive.pull import PULLED
 
     if not target.strip():
         raise UsageError("the run to pull is empty; give a git revision or a manifest id "
                          "(`chemspec archive ls` lists them)")
     if to is not None and not str(to).strip():
         raise UsageError("--to is empty; give the folder to create, or leave --to out for pulled/<study>-<manifest id>")
-    if to is not None:
+    if to is not None and not (Path(to) / PULLED).is_file():  # a folder a pull made: the pull says what it holds
         refuse_owned(Path(to), f"--to {to}", "the pull", "the default pulled/<study>-<manifest id>/")
     return archive_pull(target, to, study=study)
 
 
+@given_study
 def refit(source: str, laws: list[str] | None = None, confidence: float | None = None,
           study: str | None = None) -> dict:
     """Refit archived cell losses (a pulled directory, a git revision or a manifest id) without training;

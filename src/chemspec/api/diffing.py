@@ -7,9 +7,11 @@ from pathlib import Path
 from chemspec.api.compiled import unarchived
 from chemspec.api.results import stale_note, with_study_change
 from chemspec.api.stages import load_cells
+from chemspec.archive.snapshot import given_study
 from chemspec.errors import ArchiveError, ChemspecError, UsageError
 
 
+@given_study
 def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
          params: str | Path = "params.yaml") -> dict:
     """The archived runs of two revisions compared; where `params` is compiled here, its study is the default

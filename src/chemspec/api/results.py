@@ -13,6 +13,7 @@ from chemspec.api.folders import refuse_owned
 from chemspec.api.stages import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.shape import checked
+from chemspec.archive.snapshot import given_study
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
@@ -43,13 +44,15 @@ class Report:
     """The data stage's data.json: what it read, kept and left out."""
     model: str = ""
     """The family the study trains, as a sentence (report.model_text)."""
+    family: str = ""
+    """model.family of the study: chemgpt, schnet, painn or spookynet."""
 
     def as_json(self) -> dict:
         """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
         report.intervals_note, repeated under `intervals`); a null end is open."""
         from chemspec.report import intervals_note
 
-        return {"study": self.study, "model": self.model, "confidence": self.fit["confidence"],
+        return {"study": self.study, "family": self.family, "confidence": self.fit["confidence"],
                 "intervals": intervals_note(self.fit["confidence"]),
                 "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "test_loss", "status",
                                              "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s",
@@ -68,6 +71,7 @@ class Report:
                 "provenance": self.provenance, "stale": self.stale}
 
 
+@given_study
 def report(params: str | Path = "params.yaml", write: bool = True, source: str | None = None,
            study: str | None = None, out: str | Path | None = None) -> Report:
     """The study's cells and fits; also writes report/index.html and report/report.md beside them.
@@ -122,7 +126,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
             files = pages.write(tmp, ctx, out)
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale,
-                  selected=selected, data=data, model=pages.model_text(cells.archive.spec))
+                  selected=selected, data=data, model=pages.model_text(cells.archive.spec),
+                  family=cells.archive.spec["model"]["family"])
 
 
 def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
@@ -277,4 +282,4 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
             files = pages.write(tmp, ctx, out)
     return Report(study=name, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"), files=files,
                   calibration=calibration, manifest=digest, provenance=manifest["provenance"], stale=note,
-                  selected=selected, data=data, model=pages.model_text(spec))
+                  selected=selected, data=data, model=pages.model_text(spec), family=spec["model"]["family"])

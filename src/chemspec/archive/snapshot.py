@@ -6,15 +6,20 @@ remote, no checkout, no retraining.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from chemspec.archive.repository import commit_of, elsewhere, from_top, in_repository
 from chemspec.archive.store import manifest_digest
-from chemspec.errors import ArchiveError, UsageError
+from chemspec.errors import ArchiveError, UnknownStudy, UsageError
+
+T = TypeVar("T")
 
 WORKTREE = "WORKTREE"
 
@@ -75,7 +80,7 @@ class Snapshot:
                 hint = elsewhere(self.cwd, self.root) if self.rev == WORKTREE and not found else ""
                 other = (f"; if {name!r} is a renamed {found[0]!r}, its runs before the rename are under the old name: "
                          f"give --study {found[0]}" if len(found) == 1 else "")
-                wrong = UsageError if found else ArchiveError  # a name among others, or nothing archived here
+                wrong = UnknownStudy if found else ArchiveError  # a name among others, or nothing archived here
                 raise wrong(f"study {name!r} is not archived at {self.label}; archived: {found or 'none'}{hint}{other}")
             return name
         if not found:
@@ -118,3 +123,18 @@ class Snapshot:
 
         where = "in the working tree" if self.rev == WORKTREE else f"at revision {self.label}"
         return checked(self.json(digest), digest, where)
+
+
+def given_study(function: Callable[..., T]) -> Callable[..., T]:
+    """An API verb whose UnknownStudy is the UsageError it is where its `study` argument (--study) named it, not
+    where chemspec chose the study itself."""
+    @functools.wraps(function)
+    def verb(*args: Any, **kwargs: Any) -> T:
+        study = inspect.signature(function).bind(*args, **kwargs).arguments.get("study")
+        try:
+            return function(*args, **kwargs)
+        except UnknownStudy as exc:
+            if study is None:
+                raise
+            raise UsageError(str(exc)) from None
+    return verb

@@ -86,7 +86,7 @@ def _resolve(target: str, study: str | None, cwd: Path, worktree: bool, commit: 
                              "commit, and a pull reads a committed run: commit it (`git add -A && git commit`) and "
                              f"pull again, or refit it in place (`chemspec refit {target}`)")
         if study is not None and study != name:
-            raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study")
+            raise UsageError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study")
         if hint := elsewhere(cwd):
             raise UsageError(f"manifest {digest[:16]} (study {name}) is in no commit, only in the working tree's "
                              f"archive/{hint}")
@@ -101,8 +101,8 @@ def _resolve(target: str, study: str | None, cwd: Path, worktree: bool, commit: 
                          "`chemspec archive ls` lists manifests")
     ((digest, (commit, name)),) = runs.items()
     if study is not None and study != name:
-        raise ArchiveError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study, or "
-                           f"give a manifest of {study!r} (`chemspec archive ls`)")
+        raise UsageError(f"manifest {digest[:16]} is a run of study {name!r}, not {study!r}; drop --study, or "
+                         f"give a manifest of {study!r} (`chemspec archive ls`)")
     return commit, name, digest
 
 
