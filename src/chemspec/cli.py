@@ -13,7 +13,6 @@ import sys
 import traceback
 
 import click
-from click.utils import PacifyFlushWrapper
 
 from chemspec import __version__, api
 from chemspec.errors import INTERRUPTED, ChemspecError
@@ -184,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "-v" in args or "--verbose" in args
     if verbose:  # the group's flag, taken after the subcommand too (`chemspec validate x.yaml -v`)
         args = ["--verbose", *(arg for arg in args if arg not in ("-v", "--verbose"))]
+    stdout = sys.stdout
     try:
         code = cli.main(args=args, prog_name="chemspec", standalone_mode=False)
     except ChemspecError as exc:
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(f"note: {note}", err=True)
         return 130
     except SystemExit:
-        if isinstance(sys.stdout, PacifyFlushWrapper):  # click's answer to a reader that closed the pipe (`| head`)
+        if sys.stdout is not stdout:  # click wraps it where the reader closed the pipe (`| head`), then exits 1
             return CLOSED_PIPE
         raise
     except Exception as exc:  # noqa: BLE001 -- the last line of defence against a traceback

@@ -103,6 +103,8 @@ CASES = [
     ("quoted-float", mutate("hpo.grid.learning_rate", ["0.001"]), "write a number without quotes"),
     ("word-for-int", mutate("seed", "yes"), 'seed: Input should be a valid integer (got "yes")\n    hint: write a whole '
                                             'number\n'),
+    ("yaml11-int", mutate("seed", "1_000"), 'seed: Input should be a valid integer (got "1_000")\n    hint: write a '
+                                            'whole number\n'),
     ("yes-for-packing", mutate("training.packing", True), "training.packing: Input should be a valid integer"),
     ("int-for-bool", mutate("training.compile", 1), "training.compile"),
     ("duplicate-anchor", "study: &a x\nseed: &a 1\n",

@@ -50,11 +50,11 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
     except (ChemspecError, KeyboardInterrupt) as exc:  # a Ctrl-C in a stage that does not turn it into Interrupted
         from chemspec.runtime.dvc_parent import dvc_ancestor
 
-        if stage != "archive" and dvc_ancestor() is not None and _ran_before(stage, cell, params):
+        if stage != "archive" and dvc_ancestor() is not None and _ran_before(stage, cell, params):  # its ref persists
             exc.add_note("dvc removed the outputs of this stage's last run before running it again; `dvc checkout` "
                          "puts them back from DVC's cache (`dvc pull` fills it in a fresh clone; `git checkout -- "
                          "<file>` the metrics git tracks, as fit.json), or `dvc repro` writes them again")
-        raise  # the archive's ref persists
+        raise
 
 
 def _ran_before(stage: str, cell: str | None, params: str | Path) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from types import UnionType
@@ -13,7 +12,7 @@ from pydantic import ValidationError
 
 from chemspec.errors import SpecError, SpecIssue
 from chemspec.specs.base import PROBLEMS_SEPARATOR, STARTER
-from chemspec.specs.loader import MAX_DEPTH, Positions, field_name, load_yaml
+from chemspec.specs.loader import CORE_SCHEMA, MAX_DEPTH, Positions, field_name, load_yaml
 from chemspec.specs.study import CountStructures, Study
 
 __all__ = ["Study", "load_study", "parse_study", "json_schema"]
@@ -71,17 +70,15 @@ def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
     return "see `chemspec schema` for the expected form"
 
 
+_CORE = {kind: re.compile("|".join(CORE_SCHEMA[tag][0] for tag in tags))
+         for kind, tags in (("int_type", ["int"]), ("float_type", ["int", "float"]), ("bool_type", ["bool"]))}
+"""Text that YAML 1.2's core schema, which the loader follows, reads unquoted as the type wanted."""
+
+
 def _quoted(kind: str, given: object) -> bool:
-    """Whether `given` is text that would be the value wanted without its quotes (`seed: "3"`, not `seed: yes`)."""
-    if not isinstance(given, str):
-        return False
-    text = given.strip()
-    if kind == "bool_type":
-        return text.lower() in ("true", "false")
-    try:
-        return math.isfinite(float(text)) if kind == "float_type" else kind == "int_type" and bool(str(int(text)))
-    except ValueError:
-        return False
+    """Whether `given` is text that would be the value wanted without its quotes (`seed: "3"`, not `seed: yes`
+    or `seed: 1_000`, which the loader reads as text unquoted too)."""
+    return isinstance(given, str) and kind in _CORE and _CORE[kind].fullmatch(given) is not None
 
 
 def _allowed(pattern: str) -> str:
