@@ -11,6 +11,7 @@ import pytest
 
 from chemspec.errors import RunError
 from chemspec.runtime.atoms_files import check_sample, count_structures, load_file
+from chemspec.specs.data import FINITE
 from tests.conftest import tiny_study, write_spec
 
 FILES = [("md17/ethanol_ccsd_t-train.npz", "md17", 1000), ("md17/md17_ethanol_first2000.npz", "md17", 2000),
@@ -85,9 +86,8 @@ def test_validate_refuses_sizes_the_file_cannot_fill_naming_file_count_need_and_
         result = cli(verb, str(spec), cwd=tmp_path)
         assert result.code == 2 and "Traceback" not in result.err, result.err
         assert (f"study.yaml:{line}:3: data.sizes: the largest size ({largest + 1}) plus validation ({held_out}) and "
-                f"test ({held_out}) needs {frames + 1} but data.source.file '{shared / file}' has {frames} to train on "
-                "(a structure whose energy, forces or positions are NaN or infinite is left out, and not counted); "
-                "lower the sizes or read more structures") in result.err
+                f"test ({held_out}) needs {frames + 1} but data.source.file '{shared / file}' has {frames}"
+                f"{FINITE.get(format, '')}; lower the sizes or read more structures") in result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"], "compile wrote nothing"
 
 
@@ -97,9 +97,7 @@ def test_the_count_is_reported_with_the_studys_other_problems(cli, shared, tmp_p
     result = cli("validate", str(spec))
     assert result.code == 2 and "2 errors" in result.err, result.err
     assert "training.devices: model.family 'painn' trains on one device" in result.err
-    assert "needs 600 but data.source.file" in result.err and ("has 100 to train on (a structure whose energy, forces "
-                                                               "or positions are NaN or infinite is left out, and not "
-                                                               "counted); lower the sizes") in result.err
+    assert "needs 600 but data.source.file" in result.err and "has 100; lower the sizes" in result.err
 
 
 def test_a_file_of_another_format_is_named_without_a_traceback(cli, shared, tmp_path):
@@ -315,7 +313,7 @@ def test_an_empty_extxyz_file_is_refused_by_the_sizes_it_cannot_fill(cli, tmp_pa
                           "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
                           "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
     result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
-    assert result.code == 2 and "needs 600 but data.source.file 'empty.xyz' has 0 to train on" in result.err, result.err
+    assert result.code == 2 and "needs 600 but data.source.file 'empty.xyz' has 0; lower the sizes" in result.err, result.err
 
 
 @pytest.mark.parametrize(("key", "kind"), [("E", "str"), ("R", "complex128"), ("F", "str")])

@@ -80,12 +80,16 @@ def checked_block(path: Path, format: str, where: str, keys: Sequence[str], numb
     """Check shapes against the frame count n and atom count N; `keys` names the arrays in the file."""
     label = f"{format} file {path}{where}"
     numbers = np.asarray(numbers)
-    if numbers.ndim == 2 and len(numbers) and (numbers == numbers[:1]).all():
-        numbers = numbers[0]  # one row a frame, as converted files often write them: the same molecule in each
-    elif numbers.ndim == 2:
-        raise RunError(f"{label}: {keys[0]!r} has one row of atomic numbers a frame, and the rows differ: an {format} "
-                       "file holds frames of one molecule; write frames of several molecules as extended XYZ "
-                       "(data.source.format: extxyz)")
+    if numbers.ndim == 2:  # one row a frame, as converted files often write them
+        frames = np.shape(positions)[0] if np.ndim(positions) == 3 else None
+        if len(numbers) != frames or not frames:
+            raise RunError(f"{label}: {keys[0]!r} has shape {numbers.shape}, neither (N,) atomic numbers nor a row of "
+                           f"them for each of the {frames or 0} frames of {keys[1]!r}; write the N numbers once")
+        if not (numbers == numbers[:1]).all():
+            raise RunError(f"{label}: {keys[0]!r} has one row of atomic numbers a frame, and the rows differ: an "
+                           f"{format} file holds frames of one molecule; write frames of several molecules as extended "
+                           "XYZ (data.source.format: extxyz)")
+        numbers = numbers[0]
     positions, energy, forces = (floats(label, key, value)
                                  for key, value in zip(keys[1:], (positions, energy, forces)))
     if numbers.ndim != 1 or not np.issubdtype(numbers.dtype, np.integer):

@@ -149,8 +149,12 @@ Source = Annotated[
 ]
 
 
-FINITE = (" to train on (a structure whose energy, forces or positions are NaN or infinite is left out, and not "
-          "counted)")
+FINITE = {"md17": " to train on (a structure whose energy, forces or positions are NaN or infinite is left out, and "
+                  "not counted)",
+          "ani1x": " to train on (a structure without a finite energy at data.source.energy_key's level is left out, "
+                   "and not counted)"}
+"""What a count of an atoms file's structures leaves out, by format (extxyz and asedb files are counted whole)."""
+FINITE |= {"rmd17": FINITE["md17"], "ani2x": FINITE["ani1x"]}
 
 
 class Data(Spec):
@@ -203,7 +207,7 @@ class Data(Spec):
         if needed > available:
             raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
                              f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
-                             f"has {available}{FINITE if self.kind == 'atoms' else ''}; lower the sizes or read more "
+                             f"has {available}{FINITE.get(getattr(self.source, 'format', ''), '')}; lower the sizes or read more "
                              f"{'structures' if self.kind == 'atoms' else 'molecules'}")
 
     @property
