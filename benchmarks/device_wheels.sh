@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES="pydantic pydantic_core annotated-types typing-inspection typing_extensions selfies rdkit submitit
-lightning lightning-utilities psutil"
+lightning lightning-utilities psutil ruamel.yaml"
 TORCHAO=torchao==0.18.0  # its float8 training is Python over torch._scaled_mm; this one ran on the device's torch 2.11
 pins=()
 for name in $PACKAGES; do
