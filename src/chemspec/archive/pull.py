@@ -75,15 +75,18 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
 
 
 def _holds(folder: Path, digest: str) -> bool:
-    """Whether `folder` holds the run `digest` as a pull wrote it, every file unedited and every checkpoint there."""
+    """Whether `folder` holds the run `digest` as a pull wrote it: every file unedited, and every checkpoint there
+    with the sha256 the archive recorded for it (where it recorded one)."""
     try:
         if hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest() != digest:
             return False
         manifest = json.loads((folder / "manifest.json").read_bytes())
     except (OSError, ValueError):
         return False
+    hashes = manifest.get("checkpoint_sha256", {})
     return (folder / PULLED).is_file() and not edited(folder) and all(
-        (folder / "checkpoints" / cell).exists() for cell in manifest.get("checkpoints", {}))
+        (folder / "checkpoints" / cell).exists() and (cell not in hashes or sha256_tree(folder / "checkpoints" / cell)
+                                                      == hashes[cell]) for cell in manifest.get("checkpoints", {}))
 
 
 def file_name(role: str) -> str:
