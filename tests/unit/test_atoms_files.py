@@ -229,7 +229,8 @@ def test_an_npz_of_the_other_layout_names_the_format_to_set(shared, tmp_path):
     np.savez(rmd17, nuclear_charges=raw["z"], coords=raw["R"][:5], energies=raw["E"][:5, 0], forces=raw["F"][:5])
     np.savez(md17, z=raw["z"], R=raw["R"][:5], E=raw["E"][:5], F=raw["F"][:5])
     for path, declared, layout in ((rmd17, "md17", "rmd17"), (md17, "rmd17", "md17")):
-        with pytest.raises(RunError, match=rf"{declared} file .*{path.name} has no keys? .*; its arrays are those of an "
+        with pytest.raises(RunError, match=rf"{declared} file .*{path.name} has no keys? .*"
+                                           rf"; its arrays are those of an "
                                            rf"{layout} file: set data.source.format: {layout}$"):
             load_file(path, declared, "kcal/mol", "Angstrom")
 

@@ -149,7 +149,8 @@ def test_a_state_the_electrons_cannot_have_and_atoms_without_atoms_are_refused(t
     with pytest.raises(InputError, match=r"the atoms hold no atom; give a structure of at least one atom"):
         Atoms(calculator=calculator).get_potential_energy()
     hydroxyl = Atoms("OH", positions=[[0, 0, 0], [0.97, 0, 0]], calculator=calculator)
-    with pytest.raises(InputError, match=r"charge 0 leaves 9 electrons, which cannot have multiplicity 1 \(0 unpaired\) "
+    with pytest.raises(InputError, match=r"charge 0 leaves 9 electrons, which cannot have multiplicity 1 "
+                                         r"\(0 unpaired\) "
                                          r"\(neither is given, so it reads as a neutral singlet\)"):
         hydroxyl.get_potential_energy()
     hydroxyl.info["multiplicity"] = 2

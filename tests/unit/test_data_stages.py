@@ -104,7 +104,8 @@ def file_cell(tmp_path, text: str, max_length: int = 12) -> DataCell:
 
 def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
     cell = file_cell(tmp_path, "xx\nyy\n")
-    with pytest.raises(RunError, match=r"no valid molecules among the 2 read from data\.source\.file .*mols\.txt \(2 no "
+    with pytest.raises(RunError, match=r"no valid molecules among the 2 read from data\.source\.file .*mols\.txt "
+                                       r"\(2 no "
                                        r"SMILES\); check the file"):
         run_data(cell)
     assert not (tmp_path / "data" / "tokens.npy").exists()

@@ -52,9 +52,9 @@ def test_bad_sbatch_options_are_refused(tmp_path, cli):
         launch(smuggled, tmp_path, dry_run=True)
     for time in ("abc", "1:2:3:4", "2-", "90m", True):
         untimed = Settings(kind="slurm", jobs=1, study="tiny", sbatch={"time": time})
-        with pytest.raises(UsageError, match=rf"--sbatch time={'' if time is True else time} is not a SLURM time \(minutes, MM:SS, "
-                                              r"HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS\); fix it, or set "
-                                              r"executor.slurm.time_min in the study"):
+        with pytest.raises(UsageError, match=rf"--sbatch time={'' if time is True else time} is not a SLURM time "
+                                             r"\(minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS\); fix it, or "
+                                             r"set executor.slurm.time_min in the study"):
             launch(untimed, tmp_path, dry_run=True)
     for time in ("120", "30:00", "1:30:00", "2-12", "2-12:30", "2-12:30:00", "UNLIMITED"):
         check_sbatch({"time": time})

@@ -258,7 +258,8 @@ def _gzipped(path, make):
      r"\(NaN, inf or beyond float32's range in every one\); check how the file was written"),
     ("nanf.npz", lambda p: _water_npz(p, F=np.where(np.arange(600)[:, None, None] < 550, np.nan, np.zeros((1, 3, 3)))),
      "md17", {},
-     r"needs 600 but data\.source\.file 'nanf\.npz' has 50 to train on \(a structure whose energy, forces or positions are NaN or infinite is left out"),
+     r"needs 600 but data\.source\.file 'nanf\.npz' has 50 to train on \(a structure whose energy, forces or "
+     r"positions are NaN or infinite is left out"),
     ("zfloat.npz", lambda p: _water_npz(p, z=np.array([8.0, 1.0, 1.0])), "md17", {},
      r"'z' must be integer atomic numbers of shape \(N,\), got float64 of shape \(3,\); write z\.astype\(int\)"),
     ("huge.npz", lambda p: _water_npz(p, F=np.full((600, 3, 3), 1e300)), "md17", {},

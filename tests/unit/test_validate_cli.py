@@ -101,8 +101,8 @@ CASES = [
     ("quoted-int", mutate("training.max_epochs", "5"), "training.max_epochs: Input should be a valid integer"),
     ("float-for-int", mutate("data.sizes", [1000, 3000.0]), "data.sizes.1: Input should be a valid integer"),
     ("quoted-float", mutate("hpo.grid.learning_rate", ["0.001"]), "write a number without quotes"),
-    ("word-for-int", mutate("seed", "yes"), 'seed: Input should be a valid integer (got "yes")\n    hint: write a whole '
-                                            'number\n'),
+    ("word-for-int", mutate("seed", "yes"), 'seed: Input should be a valid integer (got "yes")\n    hint: write '
+                                            'a whole number\n'),
     ("yaml11-int", mutate("seed", "1_000"), 'seed: Input should be a valid integer (got "1_000")\n    hint: write a '
                                             'whole number\n'),
     ("yes-for-packing", mutate("training.packing", True), "training.packing: Input should be a valid integer"),

@@ -207,7 +207,8 @@ class Data(Spec):
         if needed > available:
             raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
                              f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
-                             f"has {available}{FINITE.get(getattr(self.source, 'format', ''), '')}; lower the sizes or read more "
+                             f"has {available}{FINITE.get(getattr(self.source, 'format', ''), '')}; lower the sizes or "
+                             "read more "
                              f"{'structures' if self.kind == 'atoms' else 'molecules'}")
 
     @property
