@@ -208,7 +208,7 @@ def find(root: str | Path, prefix: str) -> tuple[str, dict]:
                          "`chemspec archive ls` lists both")
     if len(matches) > 1:
         raise UsageError(f"{len(matches)} manifests match {prefix!r} in {root}; "
-                           "`chemspec archive ls` lists them (give more characters)")
+                         "`chemspec archive ls` lists them (give more characters)")
     return matches[0]
 
 
