@@ -333,3 +333,12 @@ def test_overfits_fifty_structures(family):
     assert metrics["capacity"] == WIDTH * DEPTH
     assert metrics["params"] == sum(p.numel() for p in module.model.parameters()) > 0
     assert metrics["val"]["force_mae_meV_per_A"] == pytest.approx(metrics["force_mae_meV_per_A"], rel=1e-3)
+
+
+def test_a_tpe_run_says_it_stopped_at_its_window_not_at_max_epochs():
+    """A TPE cell's summary read `epochs=3, epochs_trained=1, stop_reason=max_epochs` (outside review)."""
+    data = ethanols(20, seed=3)
+    metrics, _ = train_forcefield("painn", WIDTH, DEPTH, CUTOFF, N_RBF, data, data, data,
+                                  {"learning_rate": 1e-3, "batch_size": 10}, epochs=3, window=1 / 3, seed=0)
+    assert (metrics["stop_reason"], metrics["steps"], metrics["epochs_trained"]) == ("window", 2, 1.0)
+

@@ -235,7 +235,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
             "val": module.val_metrics, "val_history": module.val_history,
             "epochs": epochs, "epochs_trained": round(steps / len(batches), 4), "steps": steps,
             "steps_per_epoch": len(batches),
-            "stop_reason": module.stop_reason or "max_epochs", "step_losses": module.step_losses,
+            "stop_reason": module.stop_reason or ("window" if window < 1 else "max_epochs"),
+            "step_losses": module.step_losses,
             **({"status": "ok"} if module.diverged is None else
                {"status": "diverged", "divergence": module.diverged}),
             "hparams": dict(hparams), "wall_time_s": round(wall, 3),
