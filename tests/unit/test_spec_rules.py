@@ -10,6 +10,7 @@ from chemspec.compiler import expand
 from chemspec.errors import SpecError
 from chemspec.runtime.fit import fits
 from chemspec.specs import Study, load_study
+from chemspec.words import count
 from tests.conftest import QUICKSTART, REPO, tiny_study, write_spec
 
 SIZES = {"xs": {"n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 64},
@@ -54,8 +55,8 @@ def test_a_named_law_is_refused_exactly_where_the_fit_stage_could_fit_nothing(tm
             "saturating": "each fit from at least 4 points, so it needs 4 data sizes, or 4 model sizes of at least 3 "
                           "distinct parameter counts",
             "joint": "over the whole grid, so it needs 3 data sizes and 3 model sizes of distinct parameter count"}
-    with pytest.raises(SpecError, match=rf"fit.laws: '{law}' .*{need[law]}; the grid has {data} data size\(s\) and "
-                                        rf"{models} model size\(s\), so every fit would end as 'cannot fit'; add "
+    with pytest.raises(SpecError, match=rf"fit.laws: '{law}' .*{need[law]}; the grid has {count(data, 'data size')} "
+                                        rf"and {count(models, 'model size')}, so every fit would end as 'cannot fit'; add "
                                         rf"sizes, or leave fit.laws out"):
         grid(tmp_path, models, data, [law])
     study = grid(tmp_path, models, data, None)  # the default laws: the fit stage says "cannot fit" for them
@@ -66,7 +67,7 @@ def test_sizes_of_one_parameter_count_are_one_point_of_the_parameter_axis(tmp_pa
     heads = {**SIZES, "l": {**SIZES["m"], "n_head": 4}}  # m and l differ only in heads: one parameter count
     with pytest.raises(SpecError, match=r"fit.laws: 'joint' fits L\(N, D\) over the whole grid, so it needs 3 data "
                                         r"sizes and 3 model sizes of distinct parameter count; the grid has 3 data "
-                                        r"size\(s\) and 3 model size\(s\), 2 of distinct parameter count.*drop "
+                                        r"sizes and 3 model sizes, 2 of distinct parameter count.*drop "
                                         r"'joint' from fit.laws"):
         grid(tmp_path, 3, 3, ["power", "joint"], **{"model.sizes": {k: heads[k] for k in ("xs", "m", "l")}})
 
@@ -74,7 +75,7 @@ def test_sizes_of_one_parameter_count_are_one_point_of_the_parameter_axis(tmp_pa
 def test_replicate_seeds_and_kept_ranks_add_no_points(tmp_path):
     more = {"fit.replicate_seeds": 3, "fit.replicate_cells": ["xs-200", "s-400"], "hpo.tpe.keep": 2,
             "hpo.tpe.scope": "model_size", "hpo.tpe.model_size": None}
-    with pytest.raises(SpecError, match=r"fit.laws: 'power' .*the grid has 2 data size\(s\) and 2 model size\(s\)"):
+    with pytest.raises(SpecError, match=r"fit.laws: 'power' .*the grid has 2 data sizes and 2 model sizes"):
         grid(tmp_path, 2, 2, ["power"], **more)
 
 

@@ -221,7 +221,7 @@ class Study(Spec):
             return
         data, models, capacities = len(self.data.sizes), len(self.model.size_names()), self.model.capacities()
         distinct = f", {capacities} of distinct parameter count" if capacities < models else ""
-        grid = f"the grid has {data} data size(s) and {models} model size(s){distinct}"
+        grid = f"the grid has {count(data, 'data size')} and {count(models, 'model size')}{distinct}"
         for law in self.fit.laws:
             if law == "joint":
                 if min(data, capacities) >= JOINT_DISTINCT:
