@@ -46,7 +46,8 @@ def force_field_problems(model: GNNModel, data: Data, training: Training, hpo: H
                "training.compile to false")
     if training.precision == "bf16-true":
         yield ("training.precision: bf16-true casts the energy shift and energy targets of model.family "
-               f"{family} to bf16, in steps of 32 eV at ethanol's -4210 eV, which ruins the energies; use "
+               f"{family} to bf16, whose steps are 32 eV at a molecule's total of -4210 eV (ethanol's), which ruins the "
+               "energies; use "
                "32-true, or bf16-mixed (bf16 matrix products, float32 energies)")
     if training.devices != 1:
         yield (f"training.devices: model.family {family} trains on one device, so {training.devices!r} would "
