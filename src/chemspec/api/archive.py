@@ -19,8 +19,8 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
     from chemspec.archive import Store, leftovers, scan
 
     store = Store(root)
-    found, problems = scan(root)
-    current = {}
+    found, damaged = scan(root)
+    problems, current = list(damaged.values()), {}
     for study in store.studies():
         try:
             current[store.ref(study)] = study

@@ -153,18 +153,18 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
     return {"manifest": digest, **manifest}
 
 
-def scan(root: str | Path) -> tuple[list[tuple[str, dict]], list[str]]:
+def scan(root: str | Path) -> tuple[list[tuple[str, dict]], dict[str, str]]:
     """Every readable manifest in the store (current and earlier runs) with its id, and a line for each
-    manifest object that is corrupt or unreadable."""
+    manifest object that is corrupt or unreadable, by its id."""
     store = Store(root)
-    found, problems = [], []
+    found, problems = [], {}
     for path in store.files()[0]:
         data = path.read_bytes() if path.is_file() else b""
         if data.startswith(b'{') and b'"kind":"chemspec-manifest"' in data:
             try:
                 found.append((path.name, checked(store.get_json(path.name), path.name, f"in {root}", ())))
             except (ArchiveError, ValueError) as exc:
-                problems.append(f"manifest {path.name}: {exc}")
+                problems[path.name] = f"manifest {path.name}: {exc}"
     return found, problems
 
 
@@ -200,7 +200,7 @@ def find(root: str | Path, prefix: str) -> tuple[str, dict]:
         names = [path.name for path in store.files()[0]]
         if not names and not store.studies():
             raise nothing_archived(root)
-        if damaged := [problem for problem in problems if problem.split()[1].startswith(prefix)] or [
+        if damaged := [problem for digest, problem in problems.items() if digest.startswith(prefix)] or [
                 f"archive object {name} is no readable manifest" for name in names if name.startswith(prefix)]:
             raise ArchiveError(f"{damaged[0]}; restore the archive with `git checkout -- archive` (`chemspec "
                                "archive verify` checks every object)")
@@ -238,7 +238,7 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
         except ArchiveError as exc:
             faults[digest] = str(exc)
     scanned, shapes = scan(root)
-    problems = [line for line in shapes if line.split(":")[0].removeprefix("manifest ") not in faults]
+    problems = [line for digest, line in shapes.items() if digest not in faults]
     runs = {digest: (manifest.get("study", "?"), manifest) for digest, manifest in scanned}
     named, present = set(), set(stored)
 
