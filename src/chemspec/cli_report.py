@@ -92,13 +92,13 @@ def _echo_generation(cells: list[dict]) -> None:
     sampled = [c for c in cells if c.get("generation")]
     if not sampled:
         return
-    columns = {"validity": "valid", "trivial": "≤1 atom", "uniqueness": "unique", "novelty": "novel",
-               "internal_diversity": "IntDiv", "fcd": "FCD"}
-    click.echo(f"\n{'model':<10} {'data':>9} " + " ".join(f"{label:>9}" for label in columns.values()))
+    from chemspec.report import few_valid_text, unfinished_text
+    from chemspec.runtime.quality import METRICS, SHORT_LABELS
+
+    click.echo(f"\n{'model':<10} {'data':>9} " + " ".join(f"{SHORT_LABELS[k]:>9}" for k in METRICS))
     for c in sampled:
         click.echo(f"{c['model']:<10} {c['data_size']:>9,} "
-                   + " ".join(f"{fmt(c['generation'][k]):>9}" for k in columns))
-    from chemspec.report import few_valid_text, unfinished_text
+                   + " ".join(f"{fmt(c['generation'][k]):>9}" for k in METRICS))
 
     for said in (unfinished_text(sampled), few_valid_text(sampled)):
         if said:

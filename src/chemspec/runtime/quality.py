@@ -29,6 +29,9 @@ LABELS = {"validity": "validity", "trivial": "empty or 1 atom", "uniqueness": "u
           "internal_diversity": "internal diversity", "fcd": "FCD", "w_logp": "W₁ logP", "w_qed": "W₁ QED",
           "w_mw": "W₁ MW"}
 """What the report pages call each of COLUMNS."""
+SHORT_LABELS = {"validity": "valid", "trivial": "≤1 atom", "uniqueness": "unique", "novelty": "novel",
+                "internal_diversity": "IntDiv", "fcd": "FCD"}
+"""What the terminal's columns of nine characters call each of METRICS."""
 
 
 def attach(rows: list[dict], paths: dict[str, str]) -> list[dict]:
