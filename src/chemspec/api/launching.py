@@ -24,12 +24,11 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
     """Run the compiled pipeline with stale cells as submitit jobs; defaults come from the study's executor."""
     from chemspec.launch import launch as run_launch
     from chemspec.launch_jobs import Settings
-    from chemspec.specs.training import Training
 
     cells = load_cells(params)
     _unchanged_since_compiled(Path(params))
     executor = cells.executor
-    training = Training.model_validate(cells.archive.spec["training"])
+    training = next(iter(cells.train.values())).training  # every cell's, as compiled
     kind = kind or executor.kind
     if sbatch and kind != "slurm":
         raise UsageError(f"--sbatch sets options of SLURM jobs, but this launch runs its cells on the {kind} "
