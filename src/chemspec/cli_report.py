@@ -8,13 +8,7 @@ import json
 import click
 
 from chemspec import api
-from chemspec.words import count, number
-
-
-def fmt(value: float | None, missing: str = "-") -> str:
-    if value is None:
-        return missing
-    return number(value)
+from chemspec.words import count, shown
 
 
 def hparams_text(values: dict | None) -> str:
@@ -51,9 +45,9 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     for c in result.cells:
         hp = hparams_text(c["hparams"])
         flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
-        mae = f" {fmt(c.get('energy_mae_meV')):>14} {fmt(c.get('force_mae_meV_per_A')):>16}" if forces else ""
-        click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {fmt(c['val_loss']):>9} "
-                   f"{fmt(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
+        mae = f" {shown(c.get('energy_mae_meV')):>14} {shown(c.get('force_mae_meV_per_A')):>16}" if forces else ""
+        click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {shown(c['val_loss']):>9} "
+                   f"{shown(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
     click.echo(f"\n{' '.join(filter(None, [LOSS_NOTES[forces], untimed_text(result.cells)]))}")
     click.echo()
     echo_fits(result.fits, result.fit["confidence"])
@@ -75,7 +69,7 @@ def _echo_selection(selected: dict | None) -> None:
         return
     click.echo(f"\nTPE (estimate: {selected['estimator']}):")
     for c in selected["configs"]:
-        click.echo(f"  {c['name']:<20} {fmt(c['estimate']):>9}  rank {c['rank'] or '-':<3} {c['reason']}")
+        click.echo(f"  {c['name']:<20} {shown(c['estimate']):>9}  rank {c['rank'] or '-':<3} {c['reason']}")
 
 
 def _echo_notes(fit: dict) -> None:
@@ -98,7 +92,7 @@ def _echo_generation(cells: list[dict]) -> None:
     click.echo(f"\n{'model':<10} {'data':>9} " + " ".join(f"{SHORT_LABELS[k]:>9}" for k in METRICS))
     for c in sampled:
         click.echo(f"{c['model']:<10} {c['data_size']:>9,} "
-                   + " ".join(f"{fmt(c['generation'][k]):>9}" for k in METRICS))
+                   + " ".join(f"{shown(c['generation'][k]):>9}" for k in METRICS))
 
     for said in (unfinished_text(sampled), few_valid_text(sampled)):
         if said:

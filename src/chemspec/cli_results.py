@@ -9,7 +9,8 @@ import json
 import click
 
 from chemspec import api
-from chemspec.cli_report import echo_errors, echo_fits, fmt, hparams_text
+from chemspec.cli_report import echo_errors, echo_fits, hparams_text
+from chemspec.words import shown
 
 
 @click.group()
@@ -99,8 +100,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     cells = result["cells"]
     for sign, keys in (("+", cells["added"]), ("-", cells["removed"])):
         for key in keys:
-            shown = cells["losses"][key]
-            loss = f"val loss {fmt(shown['val_loss'])}" if shown["status"] == "ok" else shown["status"]
+            cell = cells["losses"][key]
+            loss = f"val loss {shown(cell['val_loss'])}" if cell["status"] == "ok" else cell["status"]
             click.echo(f"  {sign} cell {key}: {loss}")
     for row in cells["changed"]:
         status = (f"{row['status_before']} -> {row['status_after']}, "
@@ -149,13 +150,15 @@ def _with_ci(value: float | None, ci: list | None, profile: list | None = None) 
     """The exponent with its Wald interval, which the significance test uses, and the profile interval the report
     tells to quote, where the law has one."""
     if value is None or not ci:
-        return fmt(value, "none")
-    text = f"{fmt(value)} [{fmt(ci[0], 'open')}, {fmt(ci[1], 'open')}]"
-    return f"{text} (profile [{fmt(profile[0], 'open')}, {fmt(profile[1], 'open')}])" if profile else text
+        return shown(value, missing="none")
+    text = f"{shown(value)} [{shown(ci[0], missing='open')}, {shown(ci[1], missing='open')}]"
+    if not profile:
+        return text
+    return f"{text} (profile [{shown(profile[0], missing='open')}, {shown(profile[1], missing='open')}])"
 
 
 def _change(before: float | None, after: float | None) -> str:
-    return f"{fmt(before, 'none')} -> {fmt(after, 'none')}"
+    return f"{shown(before, missing='none')} -> {shown(after, missing='none')}"
 
 
 @click.command(short_help="Bring an archived run back, checkpoints included.")

@@ -6,7 +6,6 @@ Everything shown is computed here from the fit stage's outputs; the jinja2 templ
 from __future__ import annotations
 
 import base64
-import math
 from pathlib import Path
 
 import jinja2
@@ -18,15 +17,9 @@ from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS, LABELS
 from chemspec.specs.generation import Generation
-from chemspec.words import number
+from chemspec.words import shown
 
 IMAGES = ("scaling", "joint", "residuals", "generation")
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return number(value, digits)
 
 
 def intervals_note(confidence: float) -> str:
@@ -44,7 +37,7 @@ def intervals_note(confidence: float) -> str:
 def calibration_rows(calibration: dict | None) -> list[dict]:
     if not calibration:
         return []
-    return [{"estimator": name, **{k: _num(s.get(k), 3) for k in ("r2", "spearman", "kendall", "regret")},
+    return [{"estimator": name, **{k: shown(s.get(k), 3) for k in ("r2", "spearman", "kendall", "regret")},
              "misranked": s.get("misranked_pairs", "-"), "n": s["n"], "note": s.get("reason", "")}
             for name, s in calibration["scores"].items()]
 
@@ -55,9 +48,9 @@ def generation_rows(cells: list[dict]) -> list[dict]:
     for c in cells:
         g = c.get("generation")
         if g:
-            shown = {k: _num(g.get(k), 3) for k in COLUMNS}
-            rows.append({"model": c["model"], "params": c["params"], "data_size": c["data_size"], **shown,
-                         "values": list(shown.values())})
+            texts = {k: shown(g.get(k), 3) for k in COLUMNS}
+            rows.append({"model": c["model"], "params": c["params"], "data_size": c["data_size"], **texts,
+                         "values": list(texts.values())})
     return rows
 
 
@@ -136,7 +129,7 @@ def speed_text(cell: dict) -> str:
 def _status_text(cell: dict) -> str:
     if "divergence" in cell:
         return (f"diverged at step {cell['divergence']['step']} (last finite loss "
-                f"{_num(cell['divergence']['last_finite_loss'])}); left out of the fits")
+                f"{shown(cell['divergence']['last_finite_loss'])}); left out of the fits")
     if "reason" in cell:
         return f"{cell['status']}: {cell['reason']}; left out of the fits"
     others = "; ".join(f"{name} {status}" for name, status in cell.get("ranks_left_out", {}).items())
@@ -152,13 +145,13 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
     those of the study as compiled now; `provenance` is the archived run's (None: not archived)."""
     fits = [{**f, "ci_text": interval_text(f.get("ci")), "profile_text": interval_text(f.get("ci_profile"))}
             for f in fit["fits"]]
-    rows = [{**c, "val_text": _num(c["val_loss"]), "test_text": _num(c.get("test_loss")),
-             "force_text": _num(c.get("force_mae_meV_per_A")), "energy_text": _num(c.get("energy_mae_meV")),
+    rows = [{**c, "val_text": shown(c["val_loss"]), "test_text": shown(c.get("test_loss")),
+             "force_text": shown(c.get("force_mae_meV_per_A")), "energy_text": shown(c.get("energy_mae_meV")),
              "hp_text": ", ".join(f"{k}={v}" for k, v in (c["hparams"] or {}).items()),
              "speed_text": speed_text(c), "memory_text": _whole(c.get("peak_gpu_memory_mb")),
              "status_text": _status_text(c)} for c in cells]
     stats = fit.get("statistics", {})
-    spearman = [(size, {**s, "rho_params_text": _num(s["rho_params"], 3), "rho_time_text": _num(s["rho_time"], 3)})
+    spearman = [(size, {**s, "rho_params_text": shown(s["rho_params"], 3), "rho_time_text": shown(s["rho_time"], 3)})
                 for size, s in sorted(stats.get("spearman", {}).items(), key=lambda item: float(item[0]))]
     joint = fit.get("joint") or {}
     joint_text = (f"L = {joint['E']:.4g} + {joint['A']:.4g}/N^{joint['alpha']:.3f} + {joint['B']:.4g}/D^{joint['beta']:.3f}"
@@ -169,7 +162,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
     tpe = None
     if selected:
         tpe = {"estimator": selected["estimator"], "ranked": not all(c.get("unranked") for c in selected["configs"]),
-               "configs": [{**c, "estimate_text": _num(c["estimate"])} for c in selected["configs"]],
+               "configs": [{**c, "estimate_text": shown(c["estimate"])} for c in selected["configs"]],
                "cost_text": cost_text(fit["cost"]) if fit.get("cost") else ""}
     images = [(name, base64.b64encode((plots / f"{name}.png").read_bytes()).decode())
               for name in IMAGES if plots is not None and (plots / f"{name}.png").is_file()]
