@@ -78,9 +78,10 @@ def _holds(folder: Path, digest: str) -> bool:
     """Whether `folder` holds the run `digest` as a pull wrote it: every file unedited, and every checkpoint there
     with the sha256 the archive recorded for it (where it recorded one)."""
     try:
-        if hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest() != digest:
+        written = (folder / "manifest.json").read_bytes()
+        if hashlib.sha256(written).hexdigest() != digest:
             return False
-        manifest = json.loads((folder / "manifest.json").read_bytes())
+        manifest = json.loads(written)
     except (OSError, ValueError):
         return False
     hashes = manifest.get("checkpoint_sha256", {})
