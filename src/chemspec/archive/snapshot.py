@@ -128,9 +128,11 @@ class Snapshot:
 def given_study(function: Callable[..., T]) -> Callable[..., T]:
     """An API verb whose UnknownStudy is the UsageError it is where its `study` argument (--study) named it, not
     where chemspec chose the study itself."""
+    signature = inspect.signature(function)
+
     @functools.wraps(function)
     def verb(*args: Any, **kwargs: Any) -> T:
-        study = inspect.signature(function).bind(*args, **kwargs).arguments.get("study")
+        study = signature.bind(*args, **kwargs).arguments.get("study")
         try:
             return function(*args, **kwargs)
         except UnknownStudy as exc:
