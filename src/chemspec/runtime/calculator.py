@@ -85,7 +85,7 @@ class ForceFieldCalculator(Calculator):
         """ASE's changes since the last calculation, and a change of charge or multiplicity in atoms.info, which
         ASE does not compare: without it, the energy of the last state would be returned for the new one."""
         changes = super().check_state(atoms, tol)
-        if self.atoms is not None and _compared(atoms.info) != _compared(self.atoms.info):
+        if self.atoms is not None and repr(_given(atoms.info)) != repr(_given(self.atoms.info)):  # info may hold arrays
             changes.append("info")
         return changes
 
@@ -128,8 +128,3 @@ class ForceFieldCalculator(Calculator):
 
 def _given(info: dict) -> dict:
     return {key: info[key] for key in ("charge", "multiplicity") if key in info}
-
-
-def _compared(info: dict) -> tuple[str, str]:
-    """The state as check_state compares it: by repr, since atoms.info may hold arrays."""
-    return repr(info.get("charge")), repr(info.get("multiplicity"))
