@@ -14,6 +14,7 @@ from unittest import mock
 
 import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from submitit.core.core import Job
 from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from chemspec.errors import Interrupted, LaunchError
@@ -287,7 +288,9 @@ json.dump({{job: "CANCELLED by 1000" if state == "PENDING" else state for job, s
 def test_a_failed_slurm_job_cancels_the_arrays_pending_tasks_and_the_running_ones_end(tmp_path, monkeypatch,
                                                                                       refused):
     """Fake sbatch, sacct and scancel: task 0 failed, 1 runs, 2 and 3 wait; the launch cancels 2 and 3
-    (by state, so a task that has just started runs on) and waits for 1. A scancel that fails is tried once."""
+    (by state, so a task that has just started runs on) and waits for 1. A scancel that fails is tried once.
+    submitit's grace for a result file on a slow shared filesystem (15 s a job) is not waited out here."""
+    monkeypatch.setattr(Job, "_results_timeout_s", 0)
     bin_dir, folder, states, calls = tmp_path / "bin", tmp_path / "logs", tmp_path / "states.json", tmp_path / "calls"
     bin_dir.mkdir()
     states.write_text(json.dumps({"5151_0": "FAILED", "5151_1": "RUNNING", "5151_2": "PENDING", "5151_3": "PENDING"}))
