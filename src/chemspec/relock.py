@@ -19,23 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import yaml
 
 from chemspec.compiler.cells import RETIRED_ESTIMATOR, Cells, TrainCell, identity
-from chemspec.compiler.render import PARAMS, PIPELINES
-from chemspec.errors import CompileError
+from chemspec.compiler.render import PARAMS
+from chemspec.lockfiles import IDENTITY, lock_path, read, read_yaml, recorded
 from chemspec.runtime.io import load_yaml, to_json, write_bytes
-
-LOCK = "dvc.lock"
-IDENTITY = re.compile(r"--identity ([0-9a-f]+)")
-
-
-def lock_path(pipeline: str) -> str:
-    return (Path(pipeline).parent / LOCK).as_posix()
-
 
 def stage_names(document: object) -> set[str]:
     """The names DVC gives the stages of a dvc.yaml document: `name`, or `name@key` per foreach key."""
@@ -50,15 +41,6 @@ def stage_names(document: object) -> set[str]:
     return names
 
 
-def _load(path: Path) -> object:
-    """The YAML document in `path`, None when there is no such file."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise CompileError(f"{path} cannot be read ({exc.__class__.__name__}); restore it with "
-                           f"`git checkout -- {path}` or delete it to rerun its stages") from None
-
-
 def _dump(lock: dict) -> bytes:
     """A lock document as DVC writes it (YAML 1.2, which reads an md5 such as 1234e5678 as a number unless
     quoted, as PyYAML's YAML 1.1 writer leaves it)."""
@@ -67,22 +49,14 @@ def _dump(lock: dict) -> bytes:
     return dumps_yaml(lock).encode()
 
 
-def _lock(path: Path) -> dict | None:
-    document = _load(path)
-    if document is not None and not isinstance(document.get("stages") if isinstance(document, dict) else None, dict):
-        raise CompileError(f"{path} is not a DVC lock file; restore it with `git checkout -- {path}` "
-                           "or delete it to rerun its stages")
-    return document
-
-
 def carry(root: Path, pipelines: dict[str, str], old: list[str], written: list[str]) -> list[str]:
     """Move dvc.lock entries so that each sits beside the dvc.yaml of `pipelines` ({path: new text})
     that now holds its stage. `old`: the dvc.yaml paths on disk, whose stages the entries describe.
     Returns the stages moved; appends each lock file to `written` as it is written, those that gain
     entries first, so an interruption leaves an entry in two locks rather than in none."""
     home = {name: path for path, text in pipelines.items() for name in stage_names(yaml.safe_load(text))}
-    before = {name: path for path in old for name in stage_names(_load(root / path))}
-    locks = {path: _lock(root / lock_path(path)) for path in sorted(set(old) | set(pipelines))}
+    before = {name: path for path in old for name in stage_names(read_yaml(root / path))}
+    locks = {path: read(root / lock_path(path)) for path in sorted(set(old) | set(pipelines))}
     gained, lost, moved = set(), set(), []
     for name, source in sorted(before.items()):
         target, entries = home.get(name), (locks[source] or {}).get("stages", {})
@@ -99,50 +73,6 @@ def carry(root: Path, pipelines: dict[str, str], old: list[str], written: list[s
             write_bytes(root / lock_path(path), _dump(locks[path]))
             written.append(lock_path(path))
     return moved
-
-
-def locked_identities(root: Path) -> dict[str, str]:
-    """The cell identity each stage last ran with, from the commands that the project's dvc.lock files
-    record (the root one and each pipelines/<size>/ one), by stage name."""
-    found = {}
-    for document in _locks(root).values():
-        for name, stage in ((document or {}).get("stages") or {}).items():
-            command = stage.get("cmd") if isinstance(stage, dict) else None
-            if isinstance(command, str) and (match := IDENTITY.search(command)):
-                found[name] = match.group(1)
-    return found
-
-
-def unlike_lock(root: Path, files: list[str]) -> list[str]:
-    """Those of `files` (paths from the project root) whose bytes are not the ones the project's dvc.lock
-    files record for them as a stage's output: a `git checkout` without `dvc checkout` mixes runs so. Files
-    that no lock records, or that are not there, are left out."""
-    recorded = {}
-    for document in _locks(root).values():
-        for stage in ((document or {}).get("stages") or {}).values():
-            for out in (stage.get("outs") or []) if isinstance(stage, dict) else []:
-                if isinstance(out, dict) and isinstance(out.get("md5"), str) and out.get("path") in files:
-                    recorded[out["path"]] = out["md5"]
-    unlike = []
-    for name, md5 in recorded.items():
-        try:
-            if hashlib.md5((root / name).read_bytes()).hexdigest() != md5:
-                unlike.append(name)
-        except OSError:
-            continue
-    return sorted(unlike, key=files.index)
-
-
-def behind_inputs(root: Path) -> list[str]:
-    """The stages whose dvc.lock entry records an input other than the one its producing stage's entry records
-    as output: they ran before it last changed (a `dvc repro` stopped between the two)."""
-    stages = {name: stage for document in _locks(root).values()
-              for name, stage in ((document or {}).get("stages") or {}).items() if isinstance(stage, dict)}
-    made = {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs") or []
-            if isinstance(out, dict) and isinstance(out.get("path"), str)}
-    return [name for name, stage in stages.items()
-            if any(isinstance(dep, dict) and dep.get("path") in made and dep.get("md5") != made[dep["path"]]
-                   for dep in stage.get("deps") or [])]
 
 
 def _selection(root: Path, selected: str, md5: str, seen: dict) -> dict | None:
@@ -207,12 +137,12 @@ def carry_ranks(root: Path, cells: Cells, pipelines: dict[str, str], written: li
     record or a folder already (a leftover of an earlier keep 1) is left to run again. Appends each stage to
     `moved` as its folder moves and each lock file to `written` as it is written, the one gaining the entry
     first, so an interruption costs at most that stage's retraining."""
-    locks = _locks(root)
-    recorded = {name for lock in locks.values() for name in (lock or {}).get("stages", {})}
+    locks = recorded(root)
+    names = {name for lock in locks.values() for name in (lock or {}).get("stages", {})}
     folders = {**{f"train@{key}": cell.out_dir for key, cell in cells.train.items()},
                **{f"sample@{key}": cell.out_dir for key, cell in cells.sample.items()}}
-    candidates = {name for name in recorded if name.endswith("-r1") and name not in folders
-                  and name.removesuffix("-r1") in folders and name.removesuffix("-r1") not in recorded}
+    candidates = {name for name in names if name.endswith("-r1") and name not in folders
+                  and name.removesuffix("-r1") in folders and name.removesuffix("-r1") not in names}
     if not candidates:  # the usual case: spare hashing every cell's identity and reading params.yaml
         return
     home = {name: root / lock_path(path)
@@ -261,18 +191,12 @@ def _save(root: Path, path: Path, lock: dict, written: list[str]) -> None:
         written.append(path.relative_to(root).as_posix())
 
 
-def _locks(root: Path) -> dict[Path, dict | None]:
-    """The project's dvc.lock files (the root one and each pipelines/<size>/ one) that exist, each as read."""
-    return {path: _lock(path) for path in [root / LOCK, *sorted(root.glob(f"{PIPELINES}/*/{LOCK}"))]
-            if path.is_file()}
-
-
 def carry_selection(root: Path, cells: Cells, written: list[str]) -> list[str]:
     """Carry the lock entries of cells recorded before 2026-12-06 (see the module's docstring): a TPE, calibrate,
     train or sample stage whose command holds the identity computed with the study's estimator (as compiled
     now, or as params.yaml on disk has it) gets its identity now, and a train stage's selected.json dependency
     becomes its choice file. Returns the stages changed."""
-    locks = _locks(root)
+    locks = recorded(root)
     if not any(locks.values()):  # nothing ran yet: no record to carry, and no params.yaml to read
         return []
     estimators = [cells.select.estimator, *filter(None, [_compiled_estimator(root)])]

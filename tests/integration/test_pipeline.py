@@ -100,11 +100,17 @@ def test_second_repro_runs_nothing(project):
 
 
 def test_editing_one_model_size_reruns_only_its_cells(project):
+    """compile says what the next repro runs against dvc.lock's record: an edit undone before it runs nothing."""
     root, _ = project
+    write_spec(root / "study.yaml", tiny_study(**{"data.validation": 150}))
+    assert "every cell retrains" in sh("chemspec", "compile", "study.yaml", cwd=root)
+    write_spec(root / "study.yaml", tiny_study())
+    assert "retrains" not in sh("chemspec", "compile", "study.yaml", cwd=root)
     study = tiny_study()
     study["model"]["sizes"]["s"]["n_embd"] = 24
     write_spec(root / "study.yaml", study)
-    sh("chemspec", "compile", "study.yaml", cwd=root)
+    assert ("note: against their last run as dvc.lock records it, the next `dvc repro` runs 3 train cells (3 whose "
+            "settings changed)\n") in sh("chemspec", "compile", "study.yaml", cwd=root)
     assert ("warning: these results predate params.yaml as compiled now: 4 stages did not run as compiled (archive, "
             "train@s-200, train@s-400, train@s-800)") in sh("chemspec", "report", "--no-files", cwd=root)
     rerun = ran_stages(sh("dvc", "repro", cwd=root))

@@ -3,6 +3,8 @@ from the one dvc.lock recorded for their last run."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import yaml
 
@@ -114,3 +116,21 @@ def test_a_rank_the_selection_no_longer_keeps_is_named_and_a_study_without_a_sel
     assert stale_note(cells, tmp_path, "params.yaml", rows, {"kept": {"*": [first, second]}}) is None
     assert "(xs-200-r2)" in stale_note(cells, tmp_path, "params.yaml", rows, {"kept": {"*": [first]}})
     assert stale_note(cells, tmp_path, "params.yaml", rows, None) is None
+
+
+def test_a_data_file_changed_since_the_data_stage_read_it_is_named(tmp_path):
+    """An edited SMILES file left report and diff silent: nothing compiled had changed."""
+    data = tmp_path / "mols.txt"
+    data.write_text("CCO\nCCN\n")
+    cells = _cells(tmp_path)
+    _ran(tmp_path, cells)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    lock["stages"]["data"]["deps"] = [{"path": "mols.txt", "hash": "md5", "md5": hashlib.md5(data.read_bytes()).hexdigest(),
+                                       "size": data.stat().st_size}]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert stale_note(cells, tmp_path, "params.yaml") is None
+    data.write_text("CCO\nCCS\n")  # the same size
+    assert stale_note(cells, tmp_path, "params.yaml").startswith(
+        "these results predate their data files: mols.txt changed since the data stage last read it; they are shown")
+    data.unlink()
+    assert stale_note(cells, tmp_path, "params.yaml") is None, "a clone before `dvc pull` cannot tell"

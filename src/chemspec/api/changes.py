@@ -1,5 +1,5 @@
-"""What a compile changes for a project that ran before: folders no stage writes now, data drawn again, and
-DVC records carried to this version's layout, each said as a note."""
+"""What a compile changes for a project that ran before: the stages the next `dvc repro` runs, folders no stage
+writes now, data drawn again, and DVC records carried to this version's layout, each said as a note."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 
 from chemspec.compiler import Cells
+from chemspec.compiler.render import stage_identities
+from chemspec.lockfiles import changed_inputs, locked_identities
 from chemspec.runtime.io import load_yaml
 from chemspec.words import count
 
@@ -102,3 +104,43 @@ def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
             if "data.source.max_molecules" in changed else "")
     return [f"{', '.join(changed)} changed since the last compile, so {stages} validation and test sets, and every "
             f"cell retrains on them{grow}"]
+
+
+PER_CELL = {"train": "train cell", "tpe": "TPE run", "calibrate": "calibration run", "sample": "sample stage"}
+
+
+def rerun(cells: Cells, root: Path, redrawn: list[str]) -> list[str]:
+    """The notes on what the next `dvc repro` runs, where the project ran before (dvc.lock records stages), led by
+    `redrawn` (the notes on data drawn again, which name the fields that changed): the per-cell stages that never
+    ran or whose identity is not the one dvc.lock records, and the stages whose input files changed since. Judged
+    against what ran, not against the last compile: an edit undone runs nothing."""
+    ran = locked_identities(root)
+    if not ran:  # nothing ran under dvc (stages run by hand read the data, which `redrawn` knows)
+        return list(redrawn)
+    compiled = stage_identities(cells)
+    changed = {name for name, ident in compiled.items() if name in ran and ran[name] != ident}
+    new = {name for name in compiled if name not in ran}
+    if "data" not in changed and "split" not in changed:
+        redrawn = []  # a field changed since the last compile, and back to what ran
+    parts = []
+    for group, noun in PER_CELL.items():
+        fresh = sum(name.startswith(f"{group}@") for name in new)
+        edited = sum(name.startswith(f"{group}@") for name in changed)
+        if fresh or edited:
+            why = [f"{fresh} new" if fresh else "", f"{edited} whose settings changed" if edited else ""]
+            parts.append(f"{count(fresh + edited, noun)} ({', '.join(filter(None, why))})")
+    notes = list(redrawn)
+    if parts:
+        notes.append(f"against their last run as dvc.lock records it, the next `dvc repro` runs {', '.join(parts)}")
+    if {"select"} & (changed | new) or any(name.startswith("tpe@") for name in changed | new):
+        notes.append("select runs again: a train cell retrains where it keeps another configuration")
+    for stage in ("data", "split"):
+        if stage in changed and not redrawn:
+            notes.append(f"the {stage} stage's settings changed since it last ran: it runs again, and a cell "
+                         "retrains where the data or sets it trains on change")
+    for stage, paths in changed_inputs(root).items():
+        if stage in compiled and stage not in changed:
+            notes.append(f"{', '.join(paths)} changed since the {stage} stage last read "
+                         f"{'it' if len(paths) == 1 else 'them'}: it runs again, and a cell retrains where the data "
+                         "or sets it trains on change")
+    return notes

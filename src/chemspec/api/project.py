@@ -17,6 +17,7 @@ from chemspec.compiler import compile_study, expand
 from chemspec.compiler.cells import Cells
 from chemspec.compiler.render import GENERATED, PARAMS, PIPELINES
 from chemspec.errors import ArchiveError, CompileError, RunError, UsageError
+from chemspec.lockfiles import lock_path
 from chemspec.runtime.io import final_path, written_together
 from chemspec.specs import Study, json_schema, load_study
 from chemspec.specs.atoms_source import AtomsFileSource
@@ -155,7 +156,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         return result
     _refuse_unwritable(root, files, foreign)
     redrawn = _write(root, result, {**files, GITIGNORE: ignored}, obsolete, cells, before.get(PARAMS))
-    result.notes += [*changes.carried(result, root), *redrawn, *study.notes(), *_project_notes(root, study)]
+    result.notes += [*changes.carried(result, root), *changes.rerun(cells, root, redrawn), *study.notes(),
+                     *_project_notes(root, study)]
     return result
 
 
@@ -183,7 +185,7 @@ def _refuse_unwritable(root: Path, files: dict[str, str], foreign: list[str]) ->
                            f"{shlex.quote(str(first))} {shlex.quote(str(first) + '.mine')}`) and compile again, or "
                            "compile into another --root (nothing was written)")
     pipelines = [name for name in files if name.endswith("dvc.yaml")]
-    blocked = [name for name in [*files, *map(relock.lock_path, pipelines)] if _blocked(root, name)]
+    blocked = [name for name in [*files, *map(lock_path, pipelines)] if _blocked(root, name)]
     if blocked:
         raise CompileError(f"cannot write {', '.join(str(root / n) for n in blocked)}: a folder stands where a "
                            "file goes, or a file where a folder goes; move it and compile again (nothing was written)")

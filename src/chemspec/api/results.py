@@ -18,7 +18,7 @@ from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
 from chemspec.errors import ArchiveError, ChemspecError, InputError, UsageError
-from chemspec.relock import behind_inputs, locked_identities, unlike_lock
+from chemspec.lockfiles import behind_inputs, changed_inputs, locked_identities, unlike_lock
 from chemspec.runtime.io import read_json, staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
@@ -134,13 +134,15 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
                selected: dict | None = None, on_disk: bool = True) -> str | None:
     """Why the results on disk are not those of the study as compiled now: the stages whose cell identity
     differs from the one their last run recorded in dvc.lock (or that never ran), which `dvc repro`
-    will run (none known when no dvc.lock records any: stages run by hand), and the train cells of `rows`
+    will run (none known when no dvc.lock records any: stages run by hand), those whose input files (a data
+    file) changed since they read them, and the train cells of `rows`
     whose hyperparameters are not those `selected` (the selection on disk) keeps for them now, led (with
     `on_disk`, where the results on disk are read) by the result files whose bytes are not those dvc.lock
     records; None when there are none of these."""
     ran, compiled = locked_identities(root), stage_identities(cells)
     stale = [name for name, ident in compiled.items() if ran.get(name) != ident] if ran else []
     behind = [name for name in behind_inputs(root) if name in compiled and name not in stale]
+    inputs = {name: paths for name, paths in changed_inputs(root).items() if name in compiled and name not in stale}
     off = _off_selection(cells, rows, selected)
     read = [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/fit.json", cells.select.out]
     unlike = unlike_lock(root, read) if on_disk else []
@@ -148,7 +150,7 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
              "results may mix two runs (a `git checkout` without `dvc checkout` does this): run `dvc checkout` to "
              "restore the run that dvc.lock records, or, where the files on disk are the results you mean (stages "
              "run by hand), `dvc commit` to record them") if unlike else None
-    if not stale and not behind and not off:
+    if not stale and not behind and not off and not inputs:
         return mixed
     reasons = []
     if stale:
@@ -160,12 +162,15 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
         named = ", ".join(behind[:4]) + (", ..." if len(behind) > 4 else "")
         reasons.append(f"{count(len(behind), 'stage')} ran before {'its' if len(behind) == 1 else 'their'} inputs "
                        f"last changed ({named})")
+    reasons += [f"{', '.join(paths)} changed since the {name} stage last read {'it' if len(paths) == 1 else 'them'}"
+                for name, paths in inputs.items()]
     if off:
         named = ", ".join(off[:4]) + (", ..." if len(off) > 4 else "")
         reasons.append(f"{count(len(off), 'train cell')} trained with hyperparameters that {cells.select.out} no "
                        f"longer keeps for {'it' if len(off) == 1 else 'them'} ({named})")
-    note = (f"these results predate {params} as compiled now: {'; '.join(reasons)}; they are shown as they were "
-            "computed. Run `dvc repro` to bring them up to date")
+    what = [f"{params} as compiled now" if stale or behind or off else "", "their data files" if inputs else ""]
+    note = (f"these results predate {' and '.join(filter(None, what))}: {'; '.join(reasons)}; they are shown as they "
+            "were computed. Run `dvc repro` to bring them up to date")
     return note if mixed is None else f"{mixed}\n{note}"
 
 

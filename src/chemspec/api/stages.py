@@ -59,7 +59,7 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
 
 def _ran_before(stage: str, cell: str | None, params: str | Path) -> bool:
     """Whether a dvc.lock of the project records a run of this stage, whose outputs dvc removes before it runs."""
-    from chemspec.relock import locked_identities
+    from chemspec.lockfiles import locked_identities
 
     try:
         return (f"{stage}@{cell}" if cell else stage) in locked_identities(Path(params).resolve().parent)
