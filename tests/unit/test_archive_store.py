@@ -242,3 +242,20 @@ def test_the_chemspec_source_is_recorded_only_for_a_checkout_of_chemspec(tmp_pat
     package = Path(chemspec.__file__).resolve().parent
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True).stdout.strip()
     assert source_state(package)["commit"] == head
+
+
+def test_archive_ls_lists_each_studys_runs_in_the_order_of_the_commits_they_ran_on(cli, tmp_path, git_env):
+    """Runs were listed by manifest id, which scrambled a study's history."""
+    from tests.conftest import archive_commit
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "start"], cwd=tmp_path, check=True)
+    runs = []
+    for loss in (3.0, 2.5, 2.0, 1.5):
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+        runs.append(archive_commit(tmp_path, [{"model": "xs", "val_loss": loss}], [], study="s",
+                                   provenance={"git": {"commit": head}, "compute_hours": 0.0}))
+    assert sorted(runs) != runs, "ids in another order than the commits', or the test shows nothing"
+    listed = cli("archive", "ls", cwd=tmp_path)
+    assert [line[2:18] for line in listed.out.splitlines()[1:]] == [run[:16] for run in runs], listed.out
+    assert listed.out.splitlines()[-1].startswith(f"* {runs[-1][:16]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +35,24 @@ def archive_ls(root: str | Path = "archive") -> tuple[list[dict], list[str], lis
         from chemspec.archive.manifest import nothing_archived
 
         raise nothing_archived(root)
-    committed = _committed(Path(root).resolve().parent)
+    project = Path(root).resolve().parent
+    committed, made = _committed(project), _history(project)
+
+    def made_on(manifest: dict) -> str:
+        return manifest.get("provenance", {}).get("git", {}).get("commit") or ""
+
+    found.sort(key=lambda run: (run[1]["study"], made.get(made_on(run[1]), -1), run[0] in current))
     return [{"manifest": digest, "study": m["study"], "cells": _cells(store, m), "at": committed.get(digest),
-             "commit": (m.get("provenance", {}).get("git", {}).get("commit") or "")[:12], "current": digest in current,
+             "commit": made_on(m)[:12], "current": digest in current,
              "compute_hours": m.get("provenance", {}).get("compute_hours")}
             for digest, m in found], problems, leftovers(root)
+
+
+def _history(project: Path) -> dict[str, int]:
+    """{commit: its place in the history of HEAD, oldest first}: runs are listed in the order of the commits
+    they ran on (none outside a git repository)."""
+    log = subprocess.run(["git", "rev-list", "--reverse", "HEAD"], cwd=project, capture_output=True, text=True)
+    return {commit: place for place, commit in enumerate(log.stdout.split())}
 
 
 def _committed(project: Path) -> dict[str, str]:
