@@ -46,76 +46,73 @@ def recorded(root: Path) -> dict[Path, dict | None]:
             if path.is_file()}
 
 
-def _stages(root: Path) -> dict[str, dict]:
-    """Every stage entry of the project's dvc.lock files, by stage name."""
-    return {name: stage for document in recorded(root).values()
-            for name, stage in ((document or {}).get("stages") or {}).items() if isinstance(stage, dict)}
+class Ran:
+    """The last run as the project's dvc.lock files record it, read once: every stage entry by stage name."""
 
+    def __init__(self, root: Path):
+        locks = recorded(root)
+        self.root = root
+        self.stages = {name: stage for document in locks.values()
+                       for name, stage in ((document or {}).get("stages") or {}).items() if isinstance(stage, dict)}
+        self.written = max((path.stat().st_mtime for path in locks), default=0.0)
+        self.made = {out["path"]: out.get("md5") for stage in self.stages.values() for out in stage.get("outs") or []
+                     if isinstance(out, dict) and isinstance(out.get("path"), str)}
 
-def locked_identities(root: Path) -> dict[str, str]:
-    """The cell identity each stage last ran with, from the commands that dvc.lock records, by stage name."""
-    found = {}
-    for name, stage in _stages(root).items():
-        command = stage.get("cmd")
-        if isinstance(command, str) and (match := IDENTITY.search(command)):
-            found[name] = match.group(1)
-    return found
+    def identities(self) -> dict[str, str]:
+        """The cell identity each stage last ran with, from the command recorded, by stage name."""
+        found = {}
+        for name, stage in self.stages.items():
+            command = stage.get("cmd")
+            if isinstance(command, str) and (match := IDENTITY.search(command)):
+                found[name] = match.group(1)
+        return found
+
+    def unlike(self, files: list[str]) -> list[str]:
+        """Those of `files` (paths from the project root) whose bytes are not the ones recorded for them as a
+        stage's output: a `git checkout` without `dvc checkout` mixes runs so. Files that no lock records, or that
+        are not there, are left out."""
+        unlike = []
+        for name in files:
+            md5 = self.made.get(name)
+            try:
+                if isinstance(md5, str) and _md5(self.root / name) != md5:
+                    unlike.append(name)
+            except OSError:
+                continue
+        return unlike
+
+    def behind(self) -> list[str]:
+        """The stages whose entry records an input other than the one its producing stage's entry records as
+        output: they ran before it last changed (a `dvc repro` stopped between the two)."""
+        made = self.made
+        return [name for name, stage in self.stages.items()
+                if any(isinstance(dep, dict) and dep.get("path") in made and dep.get("md5") != made[dep["path"]]
+                       for dep in stage.get("deps") or [])]
+
+    def changed_inputs(self) -> dict[str, list[str]]:
+        """{stage: its input files that no stage writes (a data file) and whose bytes are not the ones recorded as
+        read}: the next `dvc repro` runs it again. A file of the recorded size last modified before the lock
+        files were written is not read again (a data file can be gigabytes). A file that is not here, or a
+        folder, is left to `dvc status`."""
+        changed: dict[str, list[str]] = {}
+        for name, stage in self.stages.items():
+            for dep in stage.get("deps") or []:
+                if not isinstance(dep, dict) or not isinstance(dep.get("path"), str) or dep["path"] in self.made:
+                    continue
+                md5, path = dep.get("md5"), self.root / dep["path"]
+                if not isinstance(md5, str) or md5.endswith(".dir"):
+                    continue
+                try:  # not here: a clone before `dvc pull`, or a data file on another machine
+                    status = path.stat()
+                    differs = status.st_size != dep.get("size", status.st_size) or (
+                        status.st_mtime >= self.written and _md5(path) != md5)
+                except OSError:
+                    continue
+                if differs:
+                    changed.setdefault(name, []).append(dep["path"])
+        return changed
 
 
 def _md5(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "md5").hexdigest()
-
-
-def unlike_lock(root: Path, files: list[str]) -> list[str]:
-    """Those of `files` (paths from the project root) whose bytes are not the ones dvc.lock records for them as
-    a stage's output: a `git checkout` without `dvc checkout` mixes runs so. Files that no lock records, or that
-    are not there, are left out."""
-    outputs = {out["path"]: out["md5"] for stage in _stages(root).values() for out in stage.get("outs") or []
-               if isinstance(out, dict) and isinstance(out.get("md5"), str) and out.get("path") in files}
-    unlike = []
-    for name, md5 in outputs.items():
-        try:
-            if _md5(root / name) != md5:
-                unlike.append(name)
-        except OSError:
-            continue
-    return sorted(unlike, key=files.index)
-
-
-def behind_inputs(root: Path) -> list[str]:
-    """The stages whose dvc.lock entry records an input other than the one its producing stage's entry records
-    as output: they ran before it last changed (a `dvc repro` stopped between the two)."""
-    stages = _stages(root)
-    made = _made(stages)
-    return [name for name, stage in stages.items()
-            if any(isinstance(dep, dict) and dep.get("path") in made and dep.get("md5") != made[dep["path"]]
-                   for dep in stage.get("deps") or [])]
-
-
-def changed_inputs(root: Path) -> dict[str, list[str]]:
-    """{stage: its input files that no stage writes (a data file) and whose bytes are not the ones dvc.lock
-    records that it read}: the next `dvc repro` runs it again. A file that is not here, or a folder, is left to
-    `dvc status`."""
-    stages = _stages(root)
-    made, changed = _made(stages), {}
-    for name, stage in stages.items():
-        for dep in stage.get("deps") or []:
-            if not isinstance(dep, dict) or not isinstance(dep.get("path"), str) or dep["path"] in made:
-                continue
-            md5, path = dep.get("md5"), root / dep["path"]
-            if not isinstance(md5, str) or md5.endswith(".dir"):
-                continue
-            try:
-                differs = path.stat().st_size != dep.get("size", path.stat().st_size) or _md5(path) != md5
-            except OSError:  # not here: a clone before `dvc pull`, or a data file on another machine
-                continue
-            if differs:
-                changed.setdefault(name, []).append(dep["path"])
-    return changed
-
-
-def _made(stages: dict[str, dict]) -> dict[str, str | None]:
-    """{path: md5} of every output that the entries record."""
-    return {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs") or []
-            if isinstance(out, dict) and isinstance(out.get("path"), str)}

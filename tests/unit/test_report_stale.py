@@ -4,6 +4,7 @@ from the one dvc.lock recorded for their last run."""
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 import yaml
@@ -134,3 +135,19 @@ def test_a_data_file_changed_since_the_data_stage_read_it_is_named(tmp_path):
         "these results predate their data files: mols.txt changed since the data stage last read it; they are shown")
     data.unlink()
     assert stale_note(cells, tmp_path, "params.yaml") is None, "a clone before `dvc pull` cannot tell"
+
+
+def test_a_data_file_of_its_recorded_size_untouched_since_the_lock_was_written_is_not_read_again(tmp_path):
+    """A data file can be gigabytes (ANI-1x): its md5 is computed only where it was modified after dvc.lock."""
+    data = tmp_path / "big.h5"
+    data.write_bytes(b"x" * 64)
+    cells = _cells(tmp_path)
+    _ran(tmp_path, cells)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    lock["stages"]["data"]["deps"] = [{"path": "big.h5", "hash": "md5", "md5": "0" * 32, "size": 64}]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    written = (tmp_path / "dvc.lock").stat().st_mtime
+    os.utime(data, (written - 60, written - 60))
+    assert stale_note(cells, tmp_path, "params.yaml") is None, "an md5 that cannot match was not computed"
+    os.utime(data, (written + 60, written + 60))
+    assert "big.h5 changed since the data stage last read it" in stale_note(cells, tmp_path, "params.yaml")

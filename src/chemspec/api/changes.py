@@ -10,7 +10,7 @@ import yaml
 
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
-from chemspec.lockfiles import changed_inputs, locked_identities
+from chemspec.lockfiles import Ran
 from chemspec.runtime.io import load_yaml
 from chemspec.words import count
 
@@ -114,7 +114,8 @@ def rerun(cells: Cells, root: Path, redrawn: list[str]) -> list[str]:
     `redrawn` (the notes on data drawn again, which name the fields that changed): the per-cell stages that never
     ran or whose identity is not the one dvc.lock records, and the stages whose input files changed since. Judged
     against what ran, not against the last compile: an edit undone runs nothing."""
-    ran = locked_identities(root)
+    record = Ran(root)
+    ran = record.identities()
     if not ran:  # nothing ran under dvc (stages run by hand read the data, which `redrawn` knows)
         return list(redrawn)
     compiled = stage_identities(cells)
@@ -138,7 +139,7 @@ def rerun(cells: Cells, root: Path, redrawn: list[str]) -> list[str]:
         if stage in changed and not redrawn:
             notes.append(f"the {stage} stage's settings changed since it last ran: it runs again, and a cell "
                          "retrains where the data or sets it trains on change")
-    for stage, paths in changed_inputs(root).items():
+    for stage, paths in record.changed_inputs().items():
         if stage in compiled and stage not in changed:
             notes.append(f"{', '.join(paths)} changed since the {stage} stage last read "
                          f"{'it' if len(paths) == 1 else 'them'}: it runs again, and a cell retrains where the data "

@@ -18,7 +18,7 @@ from chemspec.archive.store import Store, json_digest
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
 from chemspec.errors import ArchiveError, ChemspecError, InputError, UsageError
-from chemspec.lockfiles import behind_inputs, changed_inputs, locked_identities, unlike_lock
+from chemspec.lockfiles import Ran
 from chemspec.runtime.io import read_json, staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
@@ -139,13 +139,14 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
     whose hyperparameters are not those `selected` (the selection on disk) keeps for them now, led (with
     `on_disk`, where the results on disk are read) by the result files whose bytes are not those dvc.lock
     records; None when there are none of these."""
-    ran, compiled = locked_identities(root), stage_identities(cells)
+    record, compiled = Ran(root), stage_identities(cells)
+    ran = record.identities()
     stale = [name for name, ident in compiled.items() if ran.get(name) != ident] if ran else []
-    behind = [name for name in behind_inputs(root) if name in compiled and name not in stale]
-    inputs = {name: paths for name, paths in changed_inputs(root).items() if name in compiled and name not in stale}
+    behind = [name for name in record.behind() if name in compiled and name not in stale]
+    inputs = {name: paths for name, paths in record.changed_inputs().items() if name in compiled and name not in stale}
     off = _off_selection(cells, rows, selected)
     read = [f"{cells.fit.out_dir}/cells.json", f"{cells.fit.out_dir}/fit.json", cells.select.out]
-    unlike = unlike_lock(root, read) if on_disk else []
+    unlike = record.unlike(read) if on_disk else []
     mixed = (f"{', '.join(unlike)} {'is' if len(unlike) == 1 else 'are'} not what dvc.lock records, so these "
              "results may mix two runs (a `git checkout` without `dvc checkout` does this): run `dvc checkout` to "
              "restore the run that dvc.lock records, or, where the files on disk are the results you mean (stages "

@@ -59,10 +59,10 @@ def run(stage: str, params: str | Path = "params.yaml", cell: str | None = None,
 
 def _ran_before(stage: str, cell: str | None, params: str | Path) -> bool:
     """Whether a dvc.lock of the project records a run of this stage, whose outputs dvc removes before it runs."""
-    from chemspec.lockfiles import locked_identities
+    from chemspec.lockfiles import Ran
 
     try:
-        return (f"{stage}@{cell}" if cell else stage) in locked_identities(Path(params).resolve().parent)
+        return (f"{stage}@{cell}" if cell else stage) in Ran(Path(params).resolve().parent).identities()
     except ChemspecError:  # a lock file that is not one: the note may still apply
         return True
 
