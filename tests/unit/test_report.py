@@ -130,6 +130,13 @@ def test_an_archived_report_keeps_the_users_files_and_goes_where_out_says(cli, t
         assert inside.code == 2 and f"--out {out}: {holder} holds {marker}, written by a pipeline stage" in inside.err
         assert "Give a folder of its own" in inside.err and "Traceback" not in inside.err, inside.err
     assert sorted(p.name for p in fit.rglob("*")) == ["fit.json", "plots", "scaling.png"], "nothing written there"
+    current = tmp_path / "results" / "s" / "report"
+    current.mkdir()
+    (current / "report.md").write_text("the workspace run's page\n| law | axis | group | exponent |")
+    over = cli("report", "--from", "HEAD", "--out", "results/s/report", cwd=tmp_path)
+    assert over.code == 2 and "--out results/s/report: the pages of the workspace's run go there, beside " \
+        "results/s/fit" in over.err and "Traceback" not in over.err, over.err
+    assert [p.name for p in current.iterdir()] == ["report.md"] and "workspace" in (current / "report.md").read_text()
     (tmp_path / "metrics.json").write_text("{}")  # a file of that name above the project's folders is no stage's
     assert cli("report", "--from", "HEAD", "--out", "compare/second", cwd=tmp_path).code == 0
     mine = tmp_path / "mine"

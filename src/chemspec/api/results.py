@@ -9,7 +9,7 @@ from pathlib import Path
 
 from chemspec.api.archive import archived_object
 from chemspec.api.compiled import changed_study, compiled_from, unarchived
-from chemspec.api.folders import refuse_owned
+from chemspec.api.folders import STAGE_FILES, refuse_owned
 from chemspec.api.stages import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.shape import checked
@@ -239,6 +239,11 @@ def _pages_folder(out: Path, given: bool = True) -> Path:
     or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
     target, label = out.resolve(), f"--out {out}" if given else str(out)
     refuse_owned(out, label, "the pages", "the default reports/<study>/")
+    fit = target.parent / "fit"
+    if given and target.name == "report" and any((fit / name).is_file() for name in STAGE_FILES):
+        raise UsageError(f"{label}: the pages of the workspace's run go there, beside {os.path.relpath(fit)} (as "
+                         "`chemspec report` writes them), and those of --from would replace them; give another "
+                         "folder, e.g. the default reports/<study>/ (nothing was written)")
     for name, mark in PAGE_MARKS.items():
         page = target / name
         if page.is_dir() or (page.is_file() and mark not in page.read_text(encoding="utf-8", errors="replace")):
