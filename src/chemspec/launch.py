@@ -36,8 +36,9 @@ from pathlib import Path
 
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
-from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, for_wave, hardlink_lock, make_executor,
-                                  sbatch_script, stderr_to, submit_array, try_submission)
+from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, for_wave, hardlink_lock, job_reason,
+                                  local_environment, make_executor, sbatch_script, stderr_to, submit_array,
+                                  try_submission)
 from chemspec.launch_stop import (LAUNCH_ENV, cancel_jobs, guard_lock_files, interrupted, one_launch, running_launch,
                                   stopped_by_signals)
 from chemspec.runtime.io import ignored_folder
@@ -85,28 +86,6 @@ def _in_number_order(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _reason(job, exc: Exception) -> str:
-    """dvc's own last ERROR from the job's log, with the indented lines it continues on (the processes that
-    hold a busy output), else the last line of the job's exception."""
-    try:
-        text = Path(job.paths.stderr).read_text(errors="replace")
-    except OSError:
-        text = ""
-    errors, continued = [], False
-    for line in text.splitlines():
-        if line.startswith("ERROR:"):
-            errors.append(line.rstrip())
-            continued = True
-        elif continued and line[:1].isspace() and line.strip():
-            errors[-1] += " " + line.strip()
-        else:
-            continued = False
-    if errors and " is busy, it is being blocked by:" in errors[-1]:
-        errors[-1] += " (another dvc held this stage's outputs: rerun `chemspec launch` once it has ended)"
-    lines = [line.strip() for line in str(exc).splitlines() if "Error" in line]
-    return errors[-1] if errors else lines[-1] if lines else type(exc).__name__
-
-
 @dataclass
 class Outcome:
     """What became of one wave's jobs."""
@@ -116,19 +95,6 @@ class Outcome:
     stopped: dict[str, str] = field(default_factory=dict)
     """{stage: signal} of the jobs a signal sent to them stopped (not the launcher's cancel)."""
     not_started: list[str] = field(default_factory=list)
-
-
-def local_environment(jobs: int, base: dict[str, str] | None = None) -> dict[str, str | None]:
-    """What each local job's stage runs with: the caller's GPUs (submitit's local controller would set
-    CUDA_VISIBLE_DEVICES from gpus_per_node), and, where jobs share the cores, OpenMP threads that sleep
-    rather than spin while they wait, unless the caller chose: 2 jobs each spinning a thread per core ran
-    tiny CPU cells 10-40x slower. The thread count stays the serial run's, so results stay bitwise those
-    of `dvc repro`."""
-    base = os.environ if base is None else base
-    env = {"CUDA_VISIBLE_DEVICES": base.get("CUDA_VISIBLE_DEVICES")}
-    if jobs > 1:
-        env["OMP_WAIT_POLICY"] = base.get("OMP_WAIT_POLICY", "PASSIVE")
-    return env
 
 
 def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], say: Callable[[str], None],
@@ -181,7 +147,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
                         outcome.stopped[stage] = stopped.group(1)
                         say(f"  STOPPED {stage} by {stopped.group(1)}; log {log}")
                         continue
-                    outcome.failures.append(f"{stage}: {_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
+                    outcome.failures.append(f"{stage}: {job_reason(job, exc)}\n    logs: {log}, {job.paths.stderr}")
                     say(f"  FAILED {stage}; log {log}")
                     continue
                 outcome.records.append({**record, "job_id": job.job_id, "log": log})

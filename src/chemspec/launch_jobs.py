@@ -1,5 +1,6 @@
-"""How `chemspec launch` configures and submits its jobs: submitit executors, SLURM job arrays, and the sbatch
-script a dry run prints (the rules of the options a user may add: specs.sbatch)."""
+"""How `chemspec launch` configures and submits its jobs: submitit executors, SLURM job arrays, the sbatch
+script a dry run prints (the rules of the options a user may add: specs.sbatch), the environment of local jobs,
+and the reason a failed job gives."""
 
 from __future__ import annotations
 
@@ -137,3 +138,38 @@ def hardlink_lock(root: Path) -> bool:
     done = subprocess.run([*DVC, "config", "core.hardlink_lock"], cwd=root, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     return done.returncode == 0 and done.stdout.strip().lower() == "true"
+
+
+def local_environment(jobs: int, base: dict[str, str] | None = None) -> dict[str, str | None]:
+    """What each local job's stage runs with: the caller's GPUs (submitit's local controller would set
+    CUDA_VISIBLE_DEVICES from gpus_per_node), and, where jobs share the cores, OpenMP threads that sleep
+    rather than spin while they wait, unless the caller chose: 2 jobs each spinning a thread per core ran
+    tiny CPU cells 10-40x slower. The thread count stays the serial run's, so results stay bitwise those
+    of `dvc repro`."""
+    base = os.environ if base is None else base
+    env = {"CUDA_VISIBLE_DEVICES": base.get("CUDA_VISIBLE_DEVICES")}
+    if jobs > 1:
+        env["OMP_WAIT_POLICY"] = base.get("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def job_reason(job, exc: Exception) -> str:
+    """dvc's own last ERROR from the job's log, with the indented lines it continues on (the processes that
+    hold a busy output), else the last line of the job's exception."""
+    try:
+        text = Path(job.paths.stderr).read_text(errors="replace")
+    except OSError:
+        text = ""
+    errors, continued = [], False
+    for line in text.splitlines():
+        if line.startswith("ERROR:"):
+            errors.append(line.rstrip())
+            continued = True
+        elif continued and line[:1].isspace() and line.strip():
+            errors[-1] += " " + line.strip()
+        else:
+            continued = False
+    if errors and " is busy, it is being blocked by:" in errors[-1]:
+        errors[-1] += " (another dvc held this stage's outputs: rerun `chemspec launch` once it has ended)"
+    lines = [line.strip() for line in str(exc).splitlines() if "Error" in line]
+    return errors[-1] if errors else lines[-1] if lines else type(exc).__name__

@@ -427,7 +427,7 @@ def test_sigterm_stops_a_launch_in_the_main_thread_and_a_launch_in_another_threa
 
 
 def test_local_jobs_wait_passively_unless_the_caller_chose_and_keep_the_callers_gpus():
-    from chemspec.launch import local_environment
+    from chemspec.launch_jobs import local_environment
 
     assert local_environment(2, {"CUDA_VISIBLE_DEVICES": "1"}) == {"CUDA_VISIBLE_DEVICES": "1",
                                                                     "OMP_WAIT_POLICY": "PASSIVE"}
@@ -440,15 +440,15 @@ def test_a_failed_jobs_reason_keeps_the_processes_that_held_its_outputs(tmp_path
     """dvc names who holds a busy output on the lines under its ERROR; the summary ended at "blocked by:"."""
     from types import SimpleNamespace
 
-    from chemspec.launch import _reason
+    from chemspec.launch_jobs import job_reason
 
     log = tmp_path / "job.err"
     log.write_text("Running stage 'train@xs-2000':\nERROR: failed to reproduce 'train@xs-2000': '/p/results/x/train/"
                    "xs-2000/metrics.json' is busy, it is being blocked by:\n  (PID 743): dvc repro\n\nIf there are no "
                    "processes with such PIDs, you can manually remove '.dvc/tmp/rwlock' and try again.\n")
-    reason = _reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("job failed"))
+    reason = job_reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("job failed"))
     assert reason == ("ERROR: failed to reproduce 'train@xs-2000': '/p/results/x/train/xs-2000/metrics.json' is busy, "
                       "it is being blocked by: (PID 743): dvc repro (another dvc held this stage's outputs: rerun "
                       "`chemspec launch` once it has ended)")
     log.write_text("ERROR: failed to reproduce 'tpe@a': exited with 1\nsomething else\n  indented later\n")
-    assert _reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("x")).endswith("exited with 1")
+    assert job_reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("x")).endswith("exited with 1")
