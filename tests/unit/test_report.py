@@ -50,6 +50,7 @@ def test_report_md_links_the_plots_where_they_are(cli, tmp_path):
     links = re.findall(r"!\[\w+\]\(([^)]+)\)", page.read_text())
     assert links and all((page.parent / link).is_file() for link in links), links
     assert "../fit/plots/scaling.png" in links
+    assert "Figures (the fit stage's, which DVC keeps: a clone shows them after `dvc pull`" in page.read_text()
 
 
 def test_an_archived_report_links_the_plots_it_copied(cli, tmp_path, git_env):
@@ -64,6 +65,7 @@ def test_an_archived_report_links_the_plots_it_copied(cli, tmp_path, git_env):
     page = tmp_path / "reports" / "s" / "report.md"
     links = re.findall(r"!\[\w+\]\(([^)]+)\)", page.read_text())
     assert links == ["plots/scaling.png"] and (page.parent / links[0]).read_bytes() == data
+    assert "\nFigures:\n" in page.read_text(), "the pages' own copies need no pull"
 
 
 def test_every_output_names_what_the_archived_cells_trained_with_and_on(cli, tmp_path, git_env):

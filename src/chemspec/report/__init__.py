@@ -261,7 +261,10 @@ def markdown(ctx: dict) -> str:
     if ctx["manifest"]:
         lines += ["", " ".join(filter(None, [f"Archived as manifest {ctx['manifest']}.", ctx["provenance_text"]]))]
     if ctx["figure_links"]:
-        lines += ["", "Figures:", ""] + [f"![{name}]({link})" for name, link in ctx["figure_links"]]
+        outside = ctx["figure_links"][0][1].startswith("../")
+        lines += ["", "Figures (the fit stage's, which DVC keeps: a clone shows them after `dvc pull`; index.html "
+                  "holds them):" if outside else "Figures:", ""]
+        lines += [f"![{name}]({link})" for name, link in ctx["figure_links"]]
     return "\n".join(lines) + "\n"
 
 
