@@ -28,7 +28,7 @@ def hparams_text(values: dict | None) -> str:
               help="Folder for the pages of --from (default reports/<study>/).")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None, out: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
-    from chemspec.report import LOSS_NOTES, data_text, provenance_text, speed_text, untimed_text
+    from chemspec.report import LOSS_NOTES, baseline_text, data_text, provenance_text, speed_text, untimed_text
 
     result = api.report(params, write=not no_files, source=source, study=study, out=out)
     if as_json:
@@ -49,6 +49,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {shown(c['val_loss']):>9} "
                    f"{shown(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
     click.echo(f"\n{' '.join(filter(None, [LOSS_NOTES[forces], untimed_text(result.cells)]))}")
+    if baseline_text(result.cells):
+        click.echo(f"\n{baseline_text(result.cells)}")
     click.echo()
     echo_fits(result.fits, result.fit["confidence"])
     echo_errors(result.fit.get("errors") or [])

@@ -66,13 +66,17 @@ def test_a_trained_cell_as_an_ase_calculator_gives_the_test_errors_the_cell_repo
     data = load_atoms(project / "data" / "quickstart-nff" / "atoms.npz")
     (test,) = read_rows(project / "data" / "quickstart-nff" / "splits", ("test",), len(data)).values()
     calculator = ForceFieldCalculator(cell / "model")
-    errors = []
+    errors, labels = [], []
     for s in test:
         numbers, positions, _, forces = data.structure(int(s))
         molecule = Atoms(numbers=numbers, positions=positions, calculator=calculator)
         errors.append(np.abs(molecule.get_forces() - forces).ravel())
-    reported = json.loads((cell / "metrics.json").read_text())["force_mae_meV_per_A"]
-    assert 1000 * np.concatenate(errors).mean() == pytest.approx(reported, rel=1e-3)
+        labels.append(np.abs(forces).ravel())
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert 1000 * np.concatenate(errors).mean() == pytest.approx(metrics["force_mae_meV_per_A"], rel=1e-3)
+    zero_forces = metrics["baseline"]["force_mae_meV_per_A"]
+    assert 1000 * np.concatenate(labels).mean() == pytest.approx(zero_forces, abs=1e-3)
+    assert metrics["force_mae_meV_per_A"] < zero_forces
 
 
 def test_force_field_cells_are_archived(project):

@@ -18,7 +18,7 @@ from chemspec.runtime import neighbours
 from chemspec.runtime.atoms import AtomsData
 from chemspec.runtime.ff_models import FAMILIES
 from chemspec.runtime.forcefield import ForceField
-from chemspec.runtime.forcefield_train import energy_reference, prior_energies, train_forcefield
+from chemspec.runtime.forcefield_train import baseline_errors, energy_reference, prior_energies, train_forcefield
 from chemspec.runtime.neighbours import ForceFieldDataset, neighbour_pairs
 
 FIT_FORCE_MAE_FRACTION = 0.10
@@ -178,6 +178,8 @@ def test_energy_shift_adds_per_element_references():
     data = AtomsData(data.numbers, data.positions, data.forces,
                      np.array([sum(reference[int(z)] for z in m[0]) for m in mixture]), data.offsets)
     fitted = energy_reference(data, per_element=True)
+    assert baseline_errors(data, data) == {"energy_mae_meV": 0.0,
+                                           "force_mae_meV_per_A": round(1000 * np.abs(data.forces).mean(), 3)}
     torch.testing.assert_close(fitted[[1, 6, 8]], torch.tensor([-13.6, -1029.5, -2041.3], dtype=torch.float64))
     assert energy_reference(data) == pytest.approx(data.energy.sum() / len(data.numbers))
 
@@ -333,6 +335,10 @@ def test_overfits_fifty_structures(family):
     assert metrics["capacity"] == WIDTH * DEPTH
     assert metrics["params"] == sum(p.numel() for p in module.model.parameters()) > 0
     assert metrics["val"]["force_mae_meV_per_A"] == pytest.approx(metrics["force_mae_meV_per_A"], rel=1e-3)
+    nothing = metrics["baseline"]  # one molecule: the reference energies predict the mean energy
+    assert nothing["energy_mae_meV"] == pytest.approx(1000 * np.abs(data.energy - data.energy.mean()).mean(), abs=1e-3)
+    assert nothing["force_mae_meV_per_A"] == pytest.approx(1000 * np.abs(data.forces).mean(), abs=1e-3)
+    assert metrics["force_mae_meV_per_A"] < 0.2 * nothing["force_mae_meV_per_A"]
 
 
 def test_a_tpe_run_says_it_stopped_at_its_window_not_at_max_epochs():

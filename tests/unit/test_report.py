@@ -320,6 +320,39 @@ def test_a_force_fields_test_errors_get_power_laws_of_their_own_in_every_output(
     assert "Test errors" not in (chemgpt / "report" / "index.html").read_text()
 
 
+def test_cells_that_do_no_better_than_a_model_that_learned_nothing_are_named_in_every_output(cli, tmp_path):
+    """An outside review: cells 3 steps into training scored worse than zero forces, and their exponents were
+    reported without a word."""
+    study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
+    study["data"].update(sizes=[60, 120, 240], validation=30, test=30)
+    study["model"].update(widths=[8, 16, 32], depths=[2])
+    study["hpo"]["tpe"].update(model_size="w8d2", data_size=120)
+    nothing = {"energy_mae_meV": 138.04, "force_mae_meV_per_A": 884.0}
+    results = fitted(cli, tmp_path, study, extra={"family": "painn", "capacity": 16, "energy_mae_meV": 80.0,
+                                                  "force_mae_meV_per_A": 41.25, "baseline": nothing})
+    metrics = yaml.safe_load((tmp_path / "params.yaml").read_text())["cells"]["fit"]["metrics"]
+    for key, energy, forces in (("w8d2-60", 150.0, 900.0), ("w8d2-120", 140.0, 41.25)):
+        row = json.loads((tmp_path / metrics[key]).read_text())
+        io.write_json(tmp_path / metrics[key], {**row, "energy_mae_meV": energy, "force_mae_meV_per_A": forces,
+                                                 "baseline": {**nothing, "energy_mae_meV": 139.96}})
+    assert cli("run", "fit", cwd=tmp_path).code == 0
+    cells = json.loads((results / "fit" / "cells.json").read_text())
+    assert all(c["baseline"]["force_mae_meV_per_A"] == 884.0 for c in cells)
+    said = ("A model that learned nothing (reference energies alone, fitted by element counts on the cell's training "
+            "set, and zero forces) errs by 138.0–140.0 meV and 884.0 meV/Å on the test set. No better than that: on "
+            "energies 2 cells (w8d2 at 60, w8d2 at 120); on forces 1 cell (w8d2 at 60). Their errors, and their "
+            "points in the fits, measure where training started rather than what it learned: train them longer")
+    table = cli("report", cwd=tmp_path)
+    assert table.code == 0 and said in " ".join(table.out.split()), table.out
+    assert said in (results / "report" / "report.md").read_text()
+    assert said.replace("'", "&#39;") in (results / "report" / "index.html").read_text()
+    row = json.loads((tmp_path / metrics["w8d2-60"]).read_text())
+    io.write_json(tmp_path / metrics["w8d2-60"], {**row, "baseline": {"energy_mae_meV": "138"}})
+    refused = cli("run", "fit", cwd=tmp_path)
+    assert refused.code != 0 and "'baseline' is {\"energy_mae_meV\": \"138\"}, not a mapping of " \
+        "force_mae_meV_per_A and energy_mae_meV to numbers" in refused.err, refused.err
+
+
 def test_each_cells_speed_and_memory_are_shown_and_a_cell_without_them_reads_a_dash(cli, tmp_path):
     study = yaml.safe_load((REPO / "specs" / "quickstart-nff.yaml").read_text())
     study["data"].update(sizes=[60, 120, 240], validation=30, test=30)

@@ -11,8 +11,8 @@ from pathlib import Path
 import jinja2
 
 from chemspec.errors import ArchiveError
-from chemspec.report.texts import (bootstrap_text, cost_text, data_text, few_valid_text, interval_text, noise_text,
-                                   provenance_text, unfinished_text, untimed_text)
+from chemspec.report.texts import (baseline_text, bootstrap_text, cost_text, data_text, few_valid_text, interval_text,
+                                   noise_text, provenance_text, unfinished_text, untimed_text)
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS, LABELS
@@ -176,7 +176,8 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "tpe": tpe, "images": images, "figure_links": [(name, f"{plots_link}/{name}.png") for name, _ in images],
             "manifest": manifest, "provenance_text": provenance_text(provenance),
             "calibration": calibration_rows(calibration),
-            "untimed_text": untimed_text(cells), "data_text": data_text(data), "model_text": model_text(spec),
+            "untimed_text": untimed_text(cells), "baseline_text": baseline_text(cells), "data_text": data_text(data),
+            "model_text": model_text(spec),
             "generation": generation_rows(cells), "generation_labels": [LABELS[k] for k in COLUMNS],
             "unfinished_text": unfinished_text(cells),
             "few_valid_text": few_valid_text(cells),
@@ -223,6 +224,7 @@ def markdown(ctx: dict) -> str:
               + (f"{c['force_text']} | {c['energy_text']} | " if force_field else "")
               + f"{c['speed_text']} | {c['status_text']} |" for c in ctx["cells"]]
     lines += ["", " ".join(filter(None, [ctx["labels"]["loss_note"], ctx["untimed_text"]]))]
+    lines += ["", ctx["baseline_text"]] if ctx["baseline_text"] else []
     if ctx["error_fits"]:
         lines += ["", "Test errors, power laws (OLS of log error on log size, Wald (t) intervals):", ""]
         lines += [f"- {f['quantity']}, {f['axis']} axis, {f['group']}: " + (

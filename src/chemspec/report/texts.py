@@ -106,6 +106,34 @@ def untimed_text(cells: list[dict]) -> str:
             "steps enough after it, or a run archived before cells recorded their speed has none.")
 
 
+def baseline_text(cells: list[dict]) -> str:
+    """A force field's test errors if it learned nothing, and the finished cells that do no better, where the
+    cells recorded them ('' otherwise)."""
+    rows = [c for c in cells if isinstance(c.get("baseline"), dict)]
+    if not rows:
+        return ""
+
+    def span(key: str, unit: str) -> str:
+        low, high = (f"{value:,.1f}" for value in (min(c["baseline"][key] for c in rows),
+                                                    max(c["baseline"][key] for c in rows)))
+        return f"{low} {unit}" if low == high else f"{low}–{high} {unit}"
+
+    text = ("A model that learned nothing (reference energies alone, fitted by element counts on the cell's training "
+            f"set, and zero forces) errs by {span('energy_mae_meV', 'meV')} and "
+            f"{span('force_mae_meV_per_A', 'meV/Å')} on the test set.")
+    worse = []
+    for key, what in (("energy_mae_meV", "energies"), ("force_mae_meV_per_A", "forces")):
+        names = [f"{c['model']} at {c['data_size']:,}" for c in rows if c.get("status", "ok") == "ok"
+                 and isinstance(c.get(key), (int, float)) and c[key] >= c["baseline"][key]]
+        if names:
+            more = ", …" if len(names) > 6 else ""
+            worse.append(f"on {what} {count(len(names), 'cell')} ({', '.join(names[:6])}{more})")
+    if worse:
+        text += (f" No better than that: {'; '.join(worse)}. Their errors, and their points in the fits, measure where "
+                 "training started rather than what it learned: train them longer (training.max_epochs).")
+    return text
+
+
 def data_text(data: dict | None) -> str:
     """What the data stage kept of what it read (its data.json), in one sentence; '' where it is not known."""
     from chemspec.runtime.molecules import dropped_text

@@ -79,7 +79,7 @@ def _read_rows(metrics: dict[str, str]) -> dict[str, dict]:
                "epochs": m["epochs"], "tokens_seen": m.get("tokens_seen"), "wall_time_s": m["wall_time_s"],
                "status": m.get("status", "ok"),
                **{k: m[k] for k in ("divergence", *(key for key, _ in TEST_ERRORS.values()), "capacity",
-                                    "stop_reason", *SPEED_KEYS) if k in m}}
+                                    "stop_reason", "baseline", *SPEED_KEYS) if k in m}}
         if row["status"] == "ok" and not _finite(row["val_loss"]):
             row.update(status="failed", reason=f"its validation loss is {row['val_loss']}, not a finite number")
         rows[key] = row

@@ -19,11 +19,12 @@ import torch
 from scipy.spatial.distance import pdist
 
 from chemspec.errors import RunError
-from chemspec.runtime.atoms import ELECTRONIC, UNTRAINED, fit_reference_energies, untrained_elements
+from chemspec.runtime.atoms import (ELECTRONIC, UNTRAINED, element_counts, fit_reference_energies,
+                                    untrained_elements)
 from chemspec.runtime.atoms_states import several_states
 from chemspec.runtime.faults import Faults, nan_at
 from chemspec.runtime.ff_models import FAMILIES
-from chemspec.runtime.forcefield import ForceField, _quiet, evaluate
+from chemspec.runtime.forcefield import EV_TO_MEV, ForceField, _quiet, evaluate
 from chemspec.runtime.neighbours import MAX_Z, ForceFieldDataset, check_atoms
 from chemspec.runtime.resume import Resume
 from chemspec.runtime.throughput import Throughput, peak_memory_mb, structures_through
@@ -45,6 +46,17 @@ def energy_reference(data, per_element: bool = False, prior: np.ndarray | None =
     for z, value in fit_reference_energies(data, np.arange(len(data.energy))).items():
         table[z] = value
     return table
+
+
+def baseline_errors(train, test) -> dict[str, float]:
+    """The test MAEs of a model that learned nothing, in the cell's units: energies from reference energies
+    alone (fitted on `train` by element counts) and zero forces. A cell that does not beat them measures its
+    untrained start."""
+    references = fit_reference_energies(train, np.arange(len(train.energy)))
+    elements = np.array(sorted(references))
+    predicted = element_counts(test.numbers, test.offsets, elements) @ np.array([references[z] for z in elements])
+    return {"energy_mae_meV": round(EV_TO_MEV * float(np.abs(test.energy - predicted).mean()), 3),
+            "force_mae_meV_per_A": round(EV_TO_MEV * float(np.abs(test.forces).mean()), 3)}
 
 
 @torch.no_grad()
@@ -231,6 +243,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
             "params": sum(p.numel() for p in module.model.parameters()),
             "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],
             "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
+            "baseline": baseline_errors(train, test),
             "val_loss": module.val_history[-1] if module.val_history and module.diverged is None else None,
             "val": module.val_metrics, "val_history": module.val_history,
             "epochs": epochs, "epochs_trained": round(steps / len(batches), 4), "steps": steps,

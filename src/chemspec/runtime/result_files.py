@@ -48,7 +48,11 @@ TEST_ERRORS = {"force_mae": ("force_mae_meV_per_A", "force MAE (meV/Å)"),
 """A force field's test errors in cells.json, by the metric name fit.json gives them: the key and its label."""
 SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
-CELL_OPTIONAL = dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL)
+BASELINE: Kind = (lambda v: isinstance(v, dict) and all(NUMBER[0](v.get(key)) for key, _ in TEST_ERRORS.values()),
+                  "a mapping of " + " and ".join(key for key, _ in TEST_ERRORS.values()) + " to numbers")
+CELL_OPTIONAL = {**dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL), "baseline": BASELINE}
+"""Keys a cell may lack: its speed, and a force field's test errors of a model that learned nothing
+(runtime.forcefield_train.baseline_errors; since 2026-12-07)."""
 CHOICE = {"learning_rate": NUMBER, "batch_size": COUNT}
 METRICS = {**{key: kind for key, kind in CELL.items() if key != "status"}, "params": WHOLE}
 """What the fit stage takes from a train cell's metrics.json (status: 'ok' where a run before it recorded none;
