@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -626,9 +627,19 @@ def test_compile_names_the_folders_of_cells_the_grid_no_longer_has(cli, tmp_path
            "results/tiny/tpe/lr1e-2-bs32, results/tiny/train/m-400, ...), tracked by no stage now; delete them " \
            "when you no longer need them" in result.err, result.err
     again = cli("compile", "study.yaml", cwd=tmp_path)
-    assert "stay on disk" not in again.err, "named once, when the grid lost them"
+    assert "note: 4 folders of stages this grid no longer has stay on disk" in again.err, "named while they stay"
+    shutil.rmtree(tmp_path / "results" / "tiny" / "tpe" / "lr1e-2-bs32")
+    write_spec(tmp_path / "study.yaml", tiny_study(**{"hpo.grid.learning_rate": [3.0e-3, 3.0e-2]}))
+    back = cli("compile", "study.yaml", cwd=tmp_path)
+    assert "no longer has" not in back.err, "m is back in the grid, and the TPE folder is gone"
+    write_spec(tmp_path / "study.yaml", smaller)
+    shrunk = cli("compile", "study.yaml", cwd=tmp_path)
+    assert "note: 3 folders of stages this grid no longer has stay on disk" in shrunk.err, shrunk.err
     write_spec(tmp_path / "other.yaml", tiny_study(**{"study": "other"}))
-    assert "stay on disk" not in cli("compile", "other.yaml", cwd=tmp_path).err, "another study's cells are its own"
+    other = cli("compile", "other.yaml", cwd=tmp_path)
+    assert "no longer has" not in other.err, "another study's cells are its own"
+    assert "note: this project ran study 'tiny' before: its folder results/tiny stays on disk, tracked by no stage " \
+           "now (its archived runs stay in archive/); delete it when you no longer need it" in other.err, other.err
 
 
 def test_a_compile_that_redraws_the_data_a_run_has_read_says_every_cell_retrains(cli, tmp_path):

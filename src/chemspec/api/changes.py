@@ -50,16 +50,37 @@ def previous(params: str | None, cells: Cells) -> dict | None:
 
 
 def leftovers(old: dict | None, cells: Cells, root: Path) -> list[str]:
-    """The folders that per-cell stages of the study compiled before (`old`: previous) wrote and that no stage
-    writes now (a model or data size, rank or configuration gone from the grid): on disk, tracked by no stage."""
+    """The folders in the study's per-cell stage folders (train/, tpe/, calibrate/, sample/, .resume/) that no
+    stage writes now (a model or data size, rank or configuration gone from the grid, at this compile or an
+    earlier one; `old`: previous): on disk, tracked by no stage."""
     try:
-        folders = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
-                   for cell in ((old or {}).get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
-    except (TypeError, AttributeError):  # a params file of another layout: nothing to say
-        return []
+        before = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
+                  for cell in ((old or {}).get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
+    except (TypeError, AttributeError):  # a params file of another layout
+        before = set()
     now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
            for cell in stage.values() for key in ("out_dir", "resume_dir")}
-    return sorted(f for f in folders - now if isinstance(f, str) and (root / f).is_dir())
+    parents = {Path(f).parent.as_posix() for f in before | now if isinstance(f, str)}
+    found = {f"{parent}/{child.name}" for parent in parents if (root / parent).is_dir()
+             for child in (root / parent).iterdir() if child.is_dir()}
+    return sorted(found - now)
+
+
+def other_study(params: str | None, cells: Cells, root: Path) -> list[str]:
+    """A note where the params file held another study before, whose data and results folders stay."""
+    try:
+        old = (load_yaml(params or "") or {})["cells"]
+        name = old["archive"]["study"]
+        folders = [old["data"]["out_dir"], Path(old["fit"]["out_dir"]).parent.as_posix()]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return []
+    kept = [f for f in folders if isinstance(f, str) and (root / f).is_dir()]
+    if name == cells.archive.study or not kept:
+        return []
+    one = len(kept) == 1
+    return [f"this project ran study {name!r} before: its {'folder' if one else 'folders'} {' and '.join(kept)} "
+            f"{'stays' if one else 'stay'} on disk, tracked by no stage now (its archived runs stay in archive/); "
+            f"delete {'it' if one else 'them'} when you no longer need {'it' if one else 'them'}"]
 
 
 REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.representation",

@@ -124,7 +124,7 @@ class CompileResult:
     renamed: list[str] = field(default_factory=list)
     """Rank-1 stages named <cell>-r1 until 2026-12-06, carried with their folders to <cell> (relock.carry_ranks)."""
     leftovers: list[str] = field(default_factory=list)
-    """Folders of per-cell stages the study had before this compile and has no more, left on disk."""
+    """Folders of per-cell stages that no stage of the study writes now, left on disk."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,7 +156,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         return result
     _refuse_unwritable(root, files, foreign)
     redrawn = _write(root, result, {**files, GITIGNORE: ignored}, obsolete, cells, before.get(PARAMS))
-    result.notes += [*changes.carried(result, root), *changes.rerun(cells, root, redrawn), *study.notes(),
+    result.notes += [*changes.carried(result, root), *changes.other_study(before.get(PARAMS), cells, root),
+                     *changes.rerun(cells, root, redrawn), *study.notes(),
                      *_project_notes(root, study)]
     return result
 
@@ -212,9 +213,10 @@ def _write(root: Path, result: CompileResult, files_now: dict[str, str], obsolet
                         folder.rmdir()
                 result.removed.append(name)
         result.written += changed
+        old = changes.previous(params_before, cells)
+        result.leftovers = changes.leftovers(old, cells, root)
         if params_before != result.files[PARAMS]:  # unchanged params: no cell came or went
-            old = changes.previous(params_before, cells)
-            result.leftovers, redrawn = changes.leftovers(old, cells, root), changes.redrawn(old, cells, root)
+            redrawn = changes.redrawn(old, cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""
