@@ -36,7 +36,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         if result.stale:
             click.echo(f"warning: {result.stale}", err=True)
         return
-    click.echo(f"study {result.study}\n")
+    click.echo(f"study {result.study} from {source} (manifest {result.manifest[:12]})\n" if source else
+               f"study {result.study}\n")
     click.echo(f"{' '.join(filter(None, [result.model, data_text(result.data)]))}\n")
     forces = any("force_mae_meV_per_A" in c for c in result.cells)
     extra = f" {'test E MAE meV':>14} {'test F MAE meV/Å':>16}" if forces else ""

@@ -87,6 +87,7 @@ def test_every_output_names_what_the_archived_cells_trained_with_and_on(cli, tmp
             "cpu (x86_64, 2 threads); 1 cell recorded none.")
     text = cli("report", "--from", "HEAD", cwd=tmp_path)
     assert text.code == 0 and said in text.out, text.out
+    assert re.match(r"study s from HEAD \(manifest [0-9a-f]{12}\)\n", text.out), "which run the pages show"
     pages = tmp_path / "reports" / "s"
     assert said in (pages / "report.md").read_text() and said in (pages / "index.html").read_text()
 
