@@ -61,6 +61,10 @@ def test_a_named_law_is_refused_exactly_where_the_fit_stage_could_fit_nothing(tm
         grid(tmp_path, models, data, [law])
     study = grid(tmp_path, models, data, None)  # the default laws: the fit stage says "cannot fit" for them
     assert all(row["status"] == "cannot fit" for row in runtime_fits(study, law))
+    none = (f"fit.laws: the grid has {count(data, 'data size')} and {count(models, 'model size')}, too few for any "
+            "law to fit (a power law needs 3 sizes on one axis), so the report will give no exponent; add sizes")
+    assert (none in study.notes()) == (law == "power"), "said where no default law fits, as a note: it still trains"
+    assert not any("too few for any law" in note for note in grid(tmp_path, 1, 1, None).notes()), "one cell: no grid"
 
 
 def test_sizes_of_one_parameter_count_are_one_point_of_the_parameter_axis(tmp_path):

@@ -219,25 +219,34 @@ class Study(Spec):
                    "fit.bootstrap to 0, or add data or model sizes")
         if "laws" not in self.fit.model_fields_set:
             return
-        data, models, capacities = len(self.data.sizes), len(self.model.size_names()), self.model.capacities()
-        distinct = f", {capacities} of distinct parameter count" if capacities < models else ""
-        grid = f"the grid has {count(data, 'data size')} and {count(models, 'model size')}{distinct}"
         for law in self.fit.laws:
+            if self._can_fit(law):
+                continue
             if law == "joint":
-                if min(data, capacities) >= JOINT_DISTINCT:
-                    continue
                 need = (f"fits L(N, D) over the whole grid, so it needs {JOINT_DISTINCT} data sizes and "
                         f"{JOINT_DISTINCT} model sizes of distinct parameter count")
             else:
                 points, sizes = AXIS_LAWS[law]
-                if data >= points or (models >= points and capacities >= sizes):
-                    continue
                 need = (f"fits loss against data size per model size and against parameter count per data "
                         f"size, each fit from at least {points} points, so it needs {points} data sizes, or "
                         f"{points} model sizes of at least {sizes} distinct parameter counts")
             drop = (f"drop {law!r} from fit.laws" if len(self.fit.laws) > 1 else
                     "leave fit.laws out (the default laws are fitted only where the grid allows)")
-            yield f"fit.laws: {law!r} {need}; {grid}, so every fit would end as 'cannot fit'; add sizes, or {drop}"
+            yield (f"fit.laws: {law!r} {need}; {self._grid_text()}, so every fit would end as 'cannot fit'; add "
+                   f"sizes, or {drop}")
+
+    def _can_fit(self, law: str) -> bool:
+        """Whether the grid has the sizes for at least one fit of `law`."""
+        data, models, capacities = len(self.data.sizes), len(self.model.size_names()), self.model.capacities()
+        if law == "joint":
+            return min(data, capacities) >= JOINT_DISTINCT
+        points, sizes = AXIS_LAWS[law]
+        return data >= points or (models >= points and capacities >= sizes)
+
+    def _grid_text(self) -> str:
+        models, capacities = len(self.model.size_names()), self.model.capacities()
+        distinct = f", {capacities} of distinct parameter count" if capacities < models else ""
+        return f"the grid has {count(len(self.data.sizes), 'data size')} and {count(models, 'model size')}{distinct}"
 
     def _data_file_problems(self, base: Path | None, count: CountStructures | None) -> Iterator[str]:
         """A data file that is not there, lacks the column (SMILES), or the molecules or structures (where
@@ -269,7 +278,11 @@ class Study(Spec):
     def notes(self) -> list[str]:
         """What `validate` and `compile` say of settings that will not do what they seem to where the cells run."""
         big = self.model.cpu_notes() if self.training.accelerator == "cpu" else []
-        return [*self.training.notes(), *big]
+        unfit = ([f"fit.laws: {self._grid_text()}, too few for any law to fit (a power law needs "
+                  f"{AXIS_LAWS['power'][0]} sizes on one axis), so the report will give no exponent; add sizes"]
+                 if len(self.data.sizes) * len(self.model.size_names()) > 1  # one cell: it studies no scaling
+                 and not any(self._can_fit(law) for law in self.fit.laws) else [])
+        return [*self.training.notes(), *big, *unfit]
 
     def tpe_model_size(self) -> str:
         return self.hpo.tpe.model_size or self.model.size_names()[0]
