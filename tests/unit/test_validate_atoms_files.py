@@ -253,6 +253,11 @@ def _gzipped(path, make):
      r"data.source.forces_key"),
     ("key.xyz.gz", lambda p: _gzipped(p, _water_xyz), "extxyz", {"energy_key": "Energy"},
      r"data\.source\.energy_key: extxyz file .*key\.xyz\.gz frame 0 has no energy 'Energy'.*set data.source.energy_key"),
+    ("keys.xyz", _water_xyz, "extxyz", {"energy_key": "Energy", "forces_key": "force"},
+     r"data\.source\.energy_key: extxyz file .*keys\.xyz frame 0 has no energy 'Energy' and no forces 'force': "
+     r"chemspec trains on energies and forces, so every structure needs both; if the file names them otherwise, set "
+     r"data\.source\.energy_key and data\.source\.forces_key to those names \(found \[.*'energy'.*'forces'.*\]\), else "
+     r"remove the structures without energy and forces"),
     ("nan.npz", lambda p: _water_npz(p, E=np.full((600, 1), np.nan)), "md17", {},
      r"data\.source\.file: md17 file .*nan\.npz holds 600 structures, none with finite energy, forces and positions "
      r"\(NaN, inf or beyond float32's range in every one\); check how the file was written"),
@@ -265,7 +270,8 @@ def _gzipped(path, make):
     ("huge.npz", lambda p: _water_npz(p, F=np.full((600, 3, 3), 1e300)), "md17", {},
      r"huge\.npz holds 600 structures, none with finite energy, forces and positions \(NaN, inf or beyond float32's "
      r"range in every one\)"),
-], ids=["npz-no-forces", "npz-atom-count", "extxyz-no-forces", "gzipped-extxyz-energy-key", "npz-no-finite-energy",
+], ids=["npz-no-forces", "npz-atom-count", "extxyz-no-forces", "gzipped-extxyz-energy-key", "extxyz-both-keys",
+        "npz-no-finite-energy",
         "npz-forces-mostly-nan", "npz-float-numbers", "npz-forces-beyond-float32"])
 def test_validate_refuses_an_atoms_file_the_data_stage_would(cli, tmp_path, name, make, format, extra, message):
     """Once, these passed validate and compile and failed only at `dvc repro`'s data stage."""

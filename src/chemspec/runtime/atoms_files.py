@@ -283,13 +283,18 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
     extra = {**atoms.info.get("key_value_pairs", {}), **atoms.info.get("data", {}), **atoms.info}
     energy = results.get(energy_key, extra.get(energy_key))
     forces = results.get(forces_key, atoms.arrays.get(forces_key, extra.get(forces_key)))
-    for key, value, kind in ((energy_key, energy, "energy"), (forces_key, forces, "forces")):
-        if value is None:
-            found = sorted({*results, *extra, *atoms.arrays})
-            raise RunError(f"{format} file {path}{where} has no {kind} {key!r}: chemspec trains on energies and "
-                           f"forces, so every structure needs both; if the file names its {kind} otherwise, set "
-                           f"data.source.{kind}_key to that name (found {found}), else remove the structures "
-                           f"without {kind}", field=f"{kind}_key")
+    missing = [(key, kind) for key, value, kind in ((energy_key, energy, "energy"), (forces_key, forces, "forces"))
+               if value is None]
+    if missing:
+        found = sorted({*results, *extra, *atoms.arrays})
+        one = len(missing) == 1
+        kinds = " and ".join(kind for _, kind in missing)
+        raise RunError(f"{format} file {path}{where} has " + " and ".join(f"no {kind} {key!r}" for key, kind in missing)
+                       + ": chemspec trains on energies and forces, so every structure needs both; if the file names "
+                       f"{'its ' + kinds if one else 'them'} otherwise, set "
+                       + " and ".join(f"data.source.{kind}_key" for _, kind in missing)
+                       + f" to {'that name' if one else 'those names'} (found {found}), else remove the structures "
+                       f"without {kinds}", field=f"{missing[0][1]}_key")
     keys = ("numbers", "positions", energy_key, forces_key)
     block = checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                           np.asarray(forces)[None])
