@@ -699,6 +699,9 @@ def test_a_compile_that_changes_the_values_read_says_the_split_keeps_its_sets(cl
     write_spec(tmp_path / "study.yaml", tiny_study(**{**study, "data.test": 150}))
     assert "note: data.test, data.source.units changed since the last compile, so the data and split stages draw " \
            "other" in cli("compile", "study.yaml", cwd=tmp_path).err
+    write_spec(tmp_path / "study.yaml", tiny_study(**{**study, "data.test": 150, "seed": 1}))
+    assert "note: seed changed since the last compile, so the split stage draws other validation and test sets, and " \
+           "every cell retrains" in cli("compile", "study.yaml", cwd=tmp_path).err, "a file read whole: no sample"
 
 
 def test_one_leftover_folder_is_named_from_where_the_user_stands(cli, tmp_path):

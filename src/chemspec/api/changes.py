@@ -118,8 +118,9 @@ def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
         return [f"{', '.join(changed)} changed since the last compile, so the data stage reads the file's "
                 "structures again with other values (energies, forces or positions); the split keeps the same "
                 "structures in the same sets, and every cell retrains on the new values"]
-    stages = ("the split stage draws other" if all(name in SPLIT for name in changed) else
-              "the data and split stages draw other molecules or structures and other")
+    whole = "file" in cells.data.source and not cells.data.source.get("max_molecules")  # the seed draws no sample
+    stages = ("the split stage draws other" if all(name in SPLIT or (whole and name == "seed") for name in changed)
+              else "the data and split stages draw other molecules or structures and other")
     grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "
             "that will grow can set it for its largest size from the start"
             if "data.source.max_molecules" in changed else "")
