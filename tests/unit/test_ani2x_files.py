@@ -130,10 +130,24 @@ def test_species_indices_instead_of_atomic_numbers_are_refused(tmp_path):
     assert data.energy[0] == pytest.approx(-76.4 * HARTREE, rel=RTOL)
 
 
-def test_validate_names_a_missing_energy_dataset_as_the_data_stage_does(shared):
+def test_validate_names_a_missing_energy_dataset_as_the_data_stage_does(shared, tmp_path):
     with pytest.raises(RunError, match=r"ani2x file .*ani1x_n5\.hdf5: group 'C1H4N4O4' has no 'energies' \(it has "
-                                       r"\[.*\]\); check data.source.format and data.source.energy_key"):
+                                       r"\['atomic_numbers', .{0,300}, … \d+ in all\]\); its datasets are those of an "
+                                       r"ani1x file: set data.source.format: ani1x$") as refused:
         count_structures(shared / "ani" / "ani1x_n5.hdf5", "ani2x")
+    assert refused.value.field == "format"
+    water = {"species": np.array([[8, 1, 1]]), "coordinates": np.zeros((1, 3, 3)), "energies": np.array([-76.4]),
+             "forces": np.zeros((1, 3, 3))}
+    write_torchani(tmp_path / "torchani.h5", {"003": water})
+    with pytest.raises(RunError, match=r"ani1x file .*torchani\.h5: group '003' has no 'wb97x_dz.energy' \(it has "
+                                       r"\['coordinates', 'energies', 'forces', 'species'\]\); its datasets are those "
+                                       r"of an ani2x file: set data.source.format: ani2x$"):
+        count_structures(tmp_path / "torchani.h5", "ani1x")
+    write_torchani(tmp_path / "other.h5", {"003": {"energies": np.array([-76.4])}})
+    with pytest.raises(RunError, match=r"group '003' has no 'wb97x_dz.energy' \(it has \['energies'\]\); check "
+                                       r"data.source.format and data.source.energy_key$") as refused:
+        count_structures(tmp_path / "other.h5", "ani1x")
+    assert refused.value.field == "energy_key"
 
 
 def test_validate_refuses_what_the_data_stage_would_from_the_datasets_names_and_shapes(shared, tmp_path):

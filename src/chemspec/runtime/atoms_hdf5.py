@@ -41,14 +41,28 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
                                "nested layouts such as the ANI-1 release's (pyanitools): move each inner group to the "
                                "top first")
             if not group or energy not in handle[name]:
+                other = _layout(handle[name], format) if group else None
+                fix = (f"its datasets are those of an {other} file: set data.source.format: {other}" if other else
+                       "check data.source.format and data.source.energy_key")
                 raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
-                               f"{sorted(handle[name]) if group else 'no datasets'}); check data.source.format and "
-                               "data.source.energy_key", field="energy_key" if group else "format")
+                               f"{_names(handle[name]) if group else 'no datasets'}); {fix}",
+                               field="energy_key" if group and not other else "format")
             if not isinstance(handle[name][energy], h5py.Dataset):
                 raise RunError(not_a_dataset(format, path, name, energy))
         energies = [handle[name][energy][()] for name in handle]
     return none_finite(path, format, sum(int(np.isfinite(e).sum()) for e in energies), sum(e.size for e in energies),
                        f"{energy!r}")
+
+
+def _layout(group, format: str) -> str | None:
+    """The other HDF5 format whose datasets `group` holds, if it holds them."""
+    return next((other for other, key in (("ani1x", "atomic_numbers"), ("ani2x", "species"))
+                 if other != format and key in group), None)
+
+
+def _names(group) -> str:
+    names = sorted(group)
+    return "[" + ", ".join(map(repr, names[:8])) + (f", … {len(names)} in all]" if len(names) > 8 else "]")
 
 
 def not_a_dataset(format: str, path: Path, name: str, key: str) -> str:
@@ -116,10 +130,12 @@ def _ani2x_species(path: Path, name: str, group, keys: tuple[str, ...]) -> np.nd
     where = f" group {name!r}"
     missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
     if missing:
-        found = sorted(group) if isinstance(group, h5py.Group) else "no datasets"
+        found = _names(group) if isinstance(group, h5py.Group) else "no datasets"
+        other = _layout(group, "ani2x") if isinstance(group, h5py.Group) else None
+        fix = (f"its datasets are those of an {other} file: set data.source.format: {other}" if other else
+               "check data.source.format and data.source.energy_key/forces_key")
         raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani file has "
-                       f"one group per atom count with {', '.join(keys)}; check data.source.format and "
-                       "data.source.energy_key/forces_key")
+                       f"one group per atom count with {', '.join(keys)}; {fix}", field="format" if other else "file")
     species = group[keys[0]][()]
     if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
         raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape (frames, atoms), "
