@@ -62,6 +62,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         click.echo(f"\n{provenance_text(result.provenance)}")
     for path in result.files:
         click.echo(f"wrote {path}")
+    if result.pages:
+        click.echo(f"\nnote: {result.pages}", err=True)
     if result.stale:
         click.echo(f"\nwarning: {result.stale}", err=True)
 

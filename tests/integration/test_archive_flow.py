@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,27 @@ def test_a_commit_whose_compiled_study_was_not_archived_is_named_by_diff_and_rep
     renamed = sh("chemspec", "diff", "HEAD", cwd=root).stderr
     assert ("note: the study compiled here, 'renamed', has no archived run at WORKTREE (`dvc repro` archives it; a "
             "renamed study starts a new archive), so the runs of 'tiny' were compared; --study names one") in renamed
+
+
+def test_report_without_files_says_when_the_pages_on_disk_show_another_run(history):
+    """An outside review committed pages that named an earlier manifest after a `report --no-files`."""
+    page = history / "results" / "tiny" / "report" / "report.md"
+    kept = page.read_text() if page.is_file() else None
+    try:
+        sh("chemspec", "report", cwd=history)
+        assert "earlier run" not in sh("chemspec", "report", "--no-files", cwd=history).stderr
+        page.write_text(page.read_text().replace(manifest_id(history), "0" * 64))
+        older = sh("chemspec", "report", "--no-files", cwd=history).stderr
+        assert (f"note: results/tiny/report/ holds the pages of an earlier run (manifest 000000000000; this one is "
+                f"{manifest_id(history)[:12]}): run `chemspec report` without --no-files to rewrite them before you "
+                "commit them") in " ".join(older.split()), older
+        assert "earlier run" not in sh("chemspec", "report", cwd=history).stderr
+        assert f"Archived as manifest {manifest_id(history)}." in page.read_text()
+    finally:
+        if kept is None:
+            shutil.rmtree(page.parent)
+        else:
+            page.write_text(kept)
 
 
 def test_report_from_an_archived_revision_needs_no_workspace_results(history, tmp_path):

@@ -31,3 +31,31 @@ def refuse_owned(out: Path, label: str, what: str, instead: str) -> None:
             raise UsageError(f"{label}: {os.path.relpath(folder)} holds {marker.name}, written by a pipeline "
                              f"stage, the archive or a pull; {what} would go inside their output, which the next "
                              f"`dvc repro` (or pull) replaces whole. Give a folder of its own, e.g. {instead}")
+
+
+PAGE_MARKS = {"index.html": "<title>chemspec · ", "report.md": "\n| law | axis | group | exponent |"}
+"""Text that the pages `chemspec report` writes hold, so that a file of that name of the user's is not replaced."""
+
+
+def pages_folder(out: Path, given: bool = True) -> Path:
+    """`out`, unless it is, or lies inside (below this folder), git's, DVC's, or a folder that a pipeline stage
+    or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
+    target, label = out.resolve(), f"--out {out}" if given else str(out)
+    refuse_owned(out, label, "the pages", "the default reports/<study>/")
+    fit = target.parent / "fit"
+    if given and target.name == "report" and any((fit / name).is_file() for name in STAGE_FILES):
+        raise UsageError(f"{label}: the pages of the workspace's run go there, beside {os.path.relpath(fit)} (as "
+                         "`chemspec report` writes them), and those of --from would replace them; give another "
+                         "folder, e.g. the default reports/<study>/ (nothing was written)")
+    for name, mark in PAGE_MARKS.items():
+        page = target / name
+        if page.is_dir() or (page.is_file() and mark not in page.read_text(encoding="utf-8", errors="replace")):
+            raise UsageError(f"{label}: its {name} was not written by `chemspec report`, and the pages would "
+                             "replace it; move it aside, or give another folder (nothing was written)")
+    plots = target / "plots"
+    other = next((p for p in plots.iterdir() if p.suffix != ".png"), None) if plots.is_dir() else None
+    if other or plots.is_file():
+        raise UsageError(f"{label}: its plots/ holds {os.path.relpath(other or plots)}, which `chemspec report` did "
+                         "not write, and the pages replace plots/ whole; move it aside, or give another folder "
+                         "(nothing was written)")
+    return out

@@ -4,12 +4,13 @@ pull, refit and the archive's ls/show/verify: api.archive)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from chemspec.api.archive import archived_object
 from chemspec.api.compiled import changed_study, compiled_from, unarchived
-from chemspec.api.folders import STAGE_FILES, refuse_owned
+from chemspec.api.folders import pages_folder
 from chemspec.api.stages import load_cells
 from chemspec.archive.manifest import split_times
 from chemspec.archive.shape import checked
@@ -46,6 +47,8 @@ class Report:
     """The family the study trains, as a sentence (report.model_text)."""
     family: str = ""
     """model.family of the study: chemgpt, schnet, painn or spookynet."""
+    pages: str | None = None
+    """Why the pages a report without files leaves on disk show another run; None where they do not."""
 
     def as_json(self) -> dict:
         """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
@@ -55,8 +58,8 @@ class Report:
         return {"study": self.study, "family": self.family, "confidence": self.fit["confidence"],
                 "intervals": intervals_note(self.fit["confidence"]),
                 "cells": [{k: c[k] for k in ("model", "params", "data_size", "val_loss", "test_loss", "status",
-                                             "force_mae_meV_per_A", "energy_mae_meV", "generation", "wall_time_s",
-                                             *SPEED_KEYS)
+                                             "force_mae_meV_per_A", "energy_mae_meV", "baseline", "generation",
+                                             "wall_time_s", *SPEED_KEYS)
                            if k in c}
                           for c in self.cells],
                 "fits": [{"axis": f["axis"], "group": f["group"], "law": f["law"],
@@ -116,9 +119,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
         calibration = read_checked(root / cells.calibration.out_dir / "calibration.json", "calibration",
                                    calibration_problem)
     data = _data_summary(root / cells.data.out_dir / "data.json")
-    files = []
+    files, out = [], folder.parent / "report"
     if write:
-        out = folder.parent / "report"
         link = Path(os.path.relpath(folder / "plots", out)).as_posix()
         ctx = pages.context(cells.fit.study, cells.archive.spec, rows, fit, selected, folder / "plots", manifest,
                             calibration, plots_link=link, stale=stale, provenance=provenance, data=data)
@@ -127,7 +129,19 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale,
                   selected=selected, data=data, model=pages.model_text(cells.archive.spec),
-                  family=cells.archive.spec["model"]["family"])
+                  family=cells.archive.spec["model"]["family"], pages=None if write else _older_pages(out, manifest))
+
+
+def _older_pages(out: Path, manifest: str | None) -> str | None:
+    """Where the pages in `out` were written for an archived run other than `manifest`, a note saying so."""
+    try:
+        shown = re.search(r"^Archived as manifest ([0-9a-f]{64})\.", (out / "report.md").read_text(), re.M)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if manifest is None or shown is None or shown[1] == manifest:
+        return None
+    return (f"{os.path.relpath(out)}/ holds the pages of an earlier run (manifest {shown[1][:12]}; this one is "
+            f"{manifest[:12]}): run `chemspec report` without --no-files to rewrite them before you commit them")
 
 
 def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
@@ -221,10 +235,6 @@ def _archived_as(archive: Path, study: str, rows: list[dict]) -> tuple[str | Non
         return None, None
 
 
-PAGE_MARKS = {"index.html": "<title>chemspec · ", "report.md": "\n| law | axis | group | exponent |"}
-"""Text that the pages `chemspec report` writes hold, so that a file of that name of the user's is not replaced."""
-
-
 def _data_summary(path: Path) -> dict | None:
     """The data stage's data.json where it is on disk and readable; None otherwise (the report then says nothing
     of the data)."""
@@ -232,30 +242,6 @@ def _data_summary(path: Path) -> dict | None:
         return read_json(path) if path.is_file() else None
     except InputError:
         return None
-
-
-def _pages_folder(out: Path, given: bool = True) -> Path:
-    """`out`, unless it is, or lies inside (below this folder), git's, DVC's, or a folder that a pipeline stage
-    or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
-    target, label = out.resolve(), f"--out {out}" if given else str(out)
-    refuse_owned(out, label, "the pages", "the default reports/<study>/")
-    fit = target.parent / "fit"
-    if given and target.name == "report" and any((fit / name).is_file() for name in STAGE_FILES):
-        raise UsageError(f"{label}: the pages of the workspace's run go there, beside {os.path.relpath(fit)} (as "
-                         "`chemspec report` writes them), and those of --from would replace them; give another "
-                         "folder, e.g. the default reports/<study>/ (nothing was written)")
-    for name, mark in PAGE_MARKS.items():
-        page = target / name
-        if page.is_dir() or (page.is_file() and mark not in page.read_text(encoding="utf-8", errors="replace")):
-            raise UsageError(f"{label}: its {name} was not written by `chemspec report`, and the pages would "
-                             "replace it; move it aside, or give another folder (nothing was written)")
-    plots = target / "plots"
-    other = next((p for p in plots.iterdir() if p.suffix != ".png"), None) if plots.is_dir() else None
-    if other or plots.is_file():
-        raise UsageError(f"{label}: its plots/ holds {os.path.relpath(other or plots)}, which `chemspec report` did "
-                         "not write, and the pages replace plots/ whole; move it aside, or give another folder "
-                         "(nothing was written)")
-    return out
 
 
 def _archived_report(source: str, study: str | None, write: bool, out: str | Path | None, params: Path) -> Report:
@@ -282,7 +268,7 @@ def _archived_report(source: str, study: str | None, write: bool, out: str | Pat
     data = snapshot.json(objects["data"]) if "data" in objects else None
     spec = snapshot.json(objects["spec"])
     if write:
-        out = _pages_folder(Path("reports") / name, given=False) if out is None else _pages_folder(Path(out))
+        out = pages_folder(Path("reports") / name, given=False) if out is None else pages_folder(Path(out))
         with staged(out) as tmp:  # replaces the pages and plots/, keeps the user's own files beside them
             (tmp / "plots").mkdir()
             for plot, obj in objects.get("plots", {}).items():
