@@ -143,6 +143,11 @@ def test_validate_names_a_missing_energy_dataset_as_the_data_stage_does(shared, 
                                        r"\['coordinates', 'energies', 'forces', 'species'\]\); its datasets are those "
                                        r"of an ani2x file: set data.source.format: ani2x$"):
         count_structures(tmp_path / "torchani.h5", "ani1x")
+    with pytest.raises(RunError, match=r"ani1x file .*torchani\.h5: group '003' lacks 'atomic_numbers'; "
+                                       r"an ANI-1x release file .*; its datasets are those of an ani2x file: set "
+                                       r"data.source.format: ani2x$"):
+        load_file(tmp_path / "torchani.h5", "ani1x", "Hartree", "Angstrom", energy_key="energies",
+                  forces_key="forces")
     write_torchani(tmp_path / "other.h5", {"003": {"energies": np.array([-76.4])}})
     with pytest.raises(RunError, match=r"group '003' has no 'wb97x_dz.energy' \(it has \['energies'\]\); check "
                                        r"data.source.format and data.source.energy_key$") as refused:

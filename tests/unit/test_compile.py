@@ -635,11 +635,24 @@ def test_compile_names_the_folders_of_cells_the_grid_no_longer_has(cli, tmp_path
     write_spec(tmp_path / "study.yaml", smaller)
     shrunk = cli("compile", "study.yaml", cwd=tmp_path)
     assert "note: 3 folders of stages this grid no longer has stay on disk" in shrunk.err, shrunk.err
+    for folder in ("tpe/lr3e-3-bs32", "train/.xs-200.abcd1234.tmp", ".resume/train-xs-200.damaged"):
+        (tmp_path / "results" / "tiny" / folder).mkdir(parents=True)  # a TPE run's; a stage writing; set aside
+    one = tiny_study(**{"hpo.grid.learning_rate": [3.0e-3], "hpo.grid.batch_size": [32]})
+    write_spec(tmp_path / "study.yaml", one)
+    for _ in range(2):  # every compile while they stay, though no TPE stage is left to name tpe/
+        dropped = cli("compile", "study.yaml", cwd=tmp_path).err
+        assert "note: 1 folder of stages this grid no longer has stays on disk (results/tiny/tpe/lr3e-3-bs32)" \
+            in dropped, dropped
+        assert ".tmp" not in dropped and ".damaged" not in dropped, dropped
+    (tmp_path / "results" / "tiny" / "fit").mkdir()
+    (tmp_path / "results" / "tiny" / "fit" / "fit.json").write_text("{}")
     write_spec(tmp_path / "other.yaml", tiny_study(**{"study": "other"}))
-    other = cli("compile", "other.yaml", cwd=tmp_path)
-    assert "no longer has" not in other.err, "another study's cells are its own"
-    assert "note: this project ran study 'tiny' before: its folder results/tiny stays on disk, tracked by no stage " \
-           "now (its archived runs stay in archive/); delete it when you no longer need it" in other.err, other.err
+    for _ in range(2):
+        other = cli("compile", "other.yaml", cwd=tmp_path)
+        assert "no longer has" not in other.err, "another study's cells are its own"
+        assert "note: study 'tiny', which this project ran before, left results/tiny on disk, tracked by no stage " \
+               "now (its archived runs stay in archive/): remove it when you no longer need it (`git rm -r` what " \
+               "git tracks, such as fit/fit.json)" in other.err, other.err
 
 
 def test_a_compile_that_redraws_the_data_a_run_has_read_says_every_cell_retrains(cli, tmp_path):

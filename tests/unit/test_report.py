@@ -347,11 +347,18 @@ def test_cells_that_do_no_better_than_a_model_that_learned_nothing_are_named_in_
     assert table.code == 0 and said in " ".join(table.out.split()), table.out
     assert said in (results / "report" / "report.md").read_text()
     assert said.replace("'", "&#39;") in (results / "report" / "index.html").read_text()
+    for key in metrics:  # a loss on forces alone: no energy baseline, and energies are not judged
+        row = json.loads((tmp_path / metrics[key]).read_text())
+        io.write_json(tmp_path / metrics[key], {**row, "baseline": {"force_mae_meV_per_A": 884.0}})
+    assert cli("run", "fit", cwd=tmp_path).code == 0
+    forces = cli("report", "--no-files", cwd=tmp_path).out
+    assert "A model that learned nothing (zero forces) errs by 884.0 meV/Å on the test set. No better than that: on " \
+           "forces 1 cell (w8d2 at 60)." in " ".join(forces.split()), forces
     row = json.loads((tmp_path / metrics["w8d2-60"]).read_text())
     io.write_json(tmp_path / metrics["w8d2-60"], {**row, "baseline": {"energy_mae_meV": "138"}})
     refused = cli("run", "fit", cwd=tmp_path)
     assert refused.code != 0 and "'baseline' is {\"energy_mae_meV\": \"138\"}, not a mapping of " \
-        "force_mae_meV_per_A and energy_mae_meV to numbers" in refused.err, refused.err
+        "force_mae_meV_per_A (and energy_mae_meV) to numbers" in refused.err, refused.err
 
 
 def test_each_cells_speed_and_memory_are_shown_and_a_cell_without_them_reads_a_dash(cli, tmp_path):

@@ -11,7 +11,7 @@ import yaml
 from chemspec.compiler import Cells
 from chemspec.compiler.render import stage_identities
 from chemspec.lockfiles import Ran
-from chemspec.runtime.io import load_yaml
+from chemspec.runtime.io import TEMPORARY, load_yaml
 from chemspec.words import count
 
 
@@ -49,38 +49,43 @@ def previous(params: str | None, cells: Cells) -> dict | None:
         return None
 
 
-def leftovers(old: dict | None, cells: Cells, root: Path) -> list[str]:
-    """The folders in the study's per-cell stage folders (train/, tpe/, calibrate/, sample/, .resume/) that no
-    stage writes now (a model or data size, rank or configuration gone from the grid, at this compile or an
-    earlier one; `old`: previous): on disk, tracked by no stage."""
-    try:
-        before = {cell.get(key) for stage in ("tpe", "calibrate", "train", "sample")
-                  for cell in ((old or {}).get(stage) or {}).values() for key in ("out_dir", "resume_dir")}
-    except (TypeError, AttributeError):  # a params file of another layout
-        before = set()
+CELL_FOLDERS = ("tpe", "calibrate", "train", "sample", ".resume")
+"""The folders under results/<study>/ that hold a folder for each cell of a per-cell stage (compiler.expand)."""
+
+
+def leftovers(cells: Cells, root: Path) -> list[str]:
+    """The folders in the study's per-cell stage folders that no stage writes now (a model or data size, rank,
+    configuration or stage gone from the grid, at this compile or an earlier one): on disk, tracked by no stage.
+    A stage's temporary folders and the checkpoints that resume set aside as damaged are not leftovers."""
     now = {getattr(cell, key, None) for stage in (cells.tpe, cells.calibrate, cells.train, cells.sample)
            for cell in stage.values() for key in ("out_dir", "resume_dir")}
-    parents = {Path(f).parent.as_posix() for f in before | now if isinstance(f, str)}
-    found = {f"{parent}/{child.name}" for parent in parents if (root / parent).is_dir()
-             for child in (root / parent).iterdir() if child.is_dir()}
+    results = Path(cells.fit.out_dir).parent
+    found = set()
+    for parent in (results / name for name in CELL_FOLDERS):
+        try:
+            found.update(f"{parent.as_posix()}/{child.name}" for child in (root / parent).iterdir()
+                         if child.is_dir() and not TEMPORARY.match(child.name) and child.suffix != ".damaged")
+        except OSError:  # not there, or not readable: nothing to name
+            continue
     return sorted(found - now)
 
 
-def other_study(params: str | None, cells: Cells, root: Path) -> list[str]:
-    """A note where the params file held another study before, whose data and results folders stay."""
-    try:
-        old = (load_yaml(params or "") or {})["cells"]
-        name = old["archive"]["study"]
-        folders = [old["data"]["out_dir"], Path(old["fit"]["out_dir"]).parent.as_posix()]
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return []
-    kept = [f for f in folders if isinstance(f, str) and (root / f).is_dir()]
-    if name == cells.archive.study or not kept:
-        return []
-    one = len(kept) == 1
-    return [f"this project ran study {name!r} before: its {'folder' if one else 'folders'} {' and '.join(kept)} "
-            f"{'stays' if one else 'stay'} on disk, tracked by no stage now (its archived runs stay in archive/); "
-            f"delete {'it' if one else 'them'} when you no longer need {'it' if one else 'them'}"]
+def other_studies(cells: Cells, root: Path) -> list[str]:
+    """A note for each study this project ran before whose results or data folders stay (compiling another study
+    into the project replaces its pipeline)."""
+    results, data = Path(cells.fit.out_dir).parent.parent, Path(cells.data.out_dir).parent
+    names = {p.parent.parent.name for p in (root / results).glob("*/fit/fit.json")}
+    names |= {p.parent.name for p in (root / data).glob("*/data.json")}
+    notes = []
+    for name in sorted(names - {cells.archive.study}):
+        kept = [os.path.join(root, f) if str(root) != "." else f for f in (f"{results.as_posix()}/{name}",
+                                                                           f"{data.as_posix()}/{name}")
+                if (root / f).is_dir()]
+        one = len(kept) == 1
+        notes.append(f"study {name!r}, which this project ran before, left {' and '.join(kept)} on disk, tracked by "
+                     f"no stage now (its archived runs stay in archive/): remove {'it' if one else 'them'} when you "
+                     f"no longer need {'it' if one else 'them'} (`git rm -r` what git tracks, such as fit/fit.json)")
+    return notes
 
 
 REDRAWN = {("data", "seed"): "seed", ("data", "representation"): "data.representation",
@@ -118,7 +123,8 @@ def redrawn(old: dict | None, cells: Cells, root: Path) -> list[str]:
         return [f"{', '.join(changed)} changed since the last compile, so the data stage reads the file's "
                 "structures again with other values (energies, forces or positions); the split keeps the same "
                 "structures in the same sets, and every cell retrains on the new values"]
-    whole = "file" in cells.data.source and not cells.data.source.get("max_molecules")  # the seed draws no sample
+    source = cells.data.source  # read whole, without a sample, a file or package draws nothing by the seed
+    whole = ("file" in source or "package" in source) and not source.get("max_molecules")
     stages = ("the split stage draws other" if all(name in SPLIT or (whole and name == "seed") for name in changed)
               else "the data and split stages draw other molecules or structures and other")
     grow = ("; data.source.max_molecules draws a new sample of the file, not one that holds the last: a study "

@@ -156,7 +156,8 @@ def compile(spec: str | Path, root: str | Path = ".", check: bool = False, data:
         return result
     _refuse_unwritable(root, files, foreign)
     redrawn = _write(root, result, {**files, GITIGNORE: ignored}, obsolete, cells, before.get(PARAMS))
-    result.notes += [*changes.carried(result, root), *changes.other_study(before.get(PARAMS), cells, root),
+    result.leftovers = changes.leftovers(cells, root)
+    result.notes += [*changes.carried(result, root), *changes.other_studies(cells, root),
                      *changes.rerun(cells, root, redrawn), *study.notes(),
                      *_project_notes(root, study)]
     return result
@@ -213,10 +214,8 @@ def _write(root: Path, result: CompileResult, files_now: dict[str, str], obsolet
                         folder.rmdir()
                 result.removed.append(name)
         result.written += changed
-        old = changes.previous(params_before, cells)
-        result.leftovers = changes.leftovers(old, cells, root)
         if params_before != result.files[PARAMS]:  # unchanged params: no cell came or went
-            redrawn = changes.redrawn(old, cells, root)
+            redrawn = changes.redrawn(changes.previous(params_before, cells), cells, root)
     except OSError as exc:
         where = final_path(os.fsdecode(exc.filename)) if exc.filename else root
         moved = f"; moved so far: the folders of {', '.join(result.renamed)}" if result.renamed else ""

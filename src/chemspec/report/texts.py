@@ -114,17 +114,19 @@ def baseline_text(cells: list[dict]) -> str:
         return ""
 
     def span(key: str, unit: str) -> str:
-        low, high = (f"{value:,.1f}" for value in (min(c["baseline"][key] for c in rows),
-                                                    max(c["baseline"][key] for c in rows)))
+        values = [c["baseline"][key] for c in rows if key in c["baseline"]]
+        low, high = (f"{value:,.1f}" for value in (min(values), max(values)))
         return f"{low} {unit}" if low == high else f"{low}–{high} {unit}"
 
-    text = ("A model that learned nothing (reference energies alone, fitted by element counts on the cell's training "
-            f"set, and zero forces) errs by {span('energy_mae_meV', 'meV')} and "
-            f"{span('force_mae_meV_per_A', 'meV/Å')} on the test set.")
+    energies = any("energy_mae_meV" in c["baseline"] for c in rows)  # none where the loss trains forces alone
+    text = (("A model that learned nothing (reference energies alone, fitted by element counts on the cell's "
+             f"training set, and zero forces) errs by {span('energy_mae_meV', 'meV')} and " if energies else
+             "A model that learned nothing (zero forces) errs by ") + f"{span('force_mae_meV_per_A', 'meV/Å')} on the "
+            "test set.")
     worse = []
     for key, what in (("energy_mae_meV", "energies"), ("force_mae_meV_per_A", "forces")):
         names = [f"{c['model']} at {c['data_size']:,}" for c in rows if c.get("status", "ok") == "ok"
-                 and isinstance(c.get(key), (int, float)) and c[key] >= c["baseline"][key]]
+                 and isinstance(c.get(key), (int, float)) and key in c["baseline"] and c[key] >= c["baseline"][key]]
         if names:
             more = ", …" if len(names) > 6 else ""
             worse.append(f"on {what} {count(len(names), 'cell')} ({', '.join(names[:6])}{more})")

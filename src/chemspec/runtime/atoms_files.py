@@ -286,15 +286,14 @@ def _frame_block(path: Path, format: str, where: str, atoms: Atoms, energy_key: 
     missing = [(key, kind) for key, value, kind in ((energy_key, energy, "energy"), (forces_key, forces, "forces"))
                if value is None]
     if missing:
-        found = sorted({*results, *extra, *atoms.arrays})
-        one = len(missing) == 1
-        kinds = " and ".join(kind for _, kind in missing)
-        raise RunError(f"{format} file {path}{where} has " + " and ".join(f"no {kind} {key!r}" for key, kind in missing)
-                       + ": chemspec trains on energies and forces, so every structure needs both; if the file names "
-                       f"{'its ' + kinds if one else 'them'} otherwise, set "
-                       + " and ".join(f"data.source.{kind}_key" for _, kind in missing)
-                       + f" to {'that name' if one else 'those names'} (found {found}), else remove the structures "
-                       f"without {kinds}", field=f"{missing[0][1]}_key")
+        one, kinds = len(missing) == 1, " and ".join(kind for _, kind in missing)
+        lacks, keys = (" and ".join(f"no {kind} {key!r}" for key, kind in missing),
+                       " and ".join(f"data.source.{kind}_key" for _, kind in missing))
+        raise RunError(f"{format} file {path}{where} has {lacks}: chemspec trains on energies and forces, so every "
+                       f"structure needs both; if the file names {'its ' + kinds if one else 'them'} otherwise, set "
+                       f"{keys} to {'that name' if one else 'those names'} (found "
+                       f"{sorted({*results, *extra, *atoms.arrays})}), else remove the structures without {kinds}",
+                       field=f"{missing[0][1]}_key")
     keys = ("numbers", "positions", energy_key, forces_key)
     block = checked_block(path, format, where, keys, atoms.numbers, atoms.positions[None], np.ravel(energy),
                           np.asarray(forces)[None])

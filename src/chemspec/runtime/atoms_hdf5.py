@@ -93,8 +93,11 @@ def _ani1x_keys(path: Path, name: str, group, keys: tuple[str, ...], energy: str
                        f"an energy_key of a level with forces ({', '.join(levels) or 'none here'}), or name other "
                        "forces in data.source.forces_key if you mean to mix levels", field="energy_key")
     if missing:
-        raise RunError(f"ani1x file {path}: group {name!r} lacks {missing[0]!r}; an ANI-1x release file has one group "
-                       f"per formula with {', '.join(keys)}")
+        other = _layout(group, "ani1x") if isinstance(group, h5py.Group) else None
+        fix = f"; its datasets are those of an {other} file: set data.source.format: {other}" if other else ""
+        raise RunError(f"ani1x file {path}: group {name!r} lacks {' and '.join(map(repr, missing))}; an ANI-1x release "
+                       f"file has one group per formula with {', '.join(keys)}{fix}",
+                       field="format" if other else "file")
 
 
 def read_ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:

@@ -48,15 +48,17 @@ def energy_reference(data, per_element: bool = False, prior: np.ndarray | None =
     return table
 
 
-def baseline_errors(train, test) -> dict[str, float]:
+def baseline_errors(train, test, energies: bool = True) -> dict[str, float]:
     """The test MAEs of a model that learned nothing, in the cell's units: energies from reference energies
-    alone (fitted on `train` by element counts) and zero forces. A cell that does not beat them measures its
-    untrained start."""
+    alone (fitted on `train` by element counts; left out where the loss does not train `energies`) and zero
+    forces. A cell that does not beat them measures its untrained start."""
+    zero = {"force_mae_meV_per_A": round(EV_TO_MEV * float(np.abs(test.forces).mean()), 3)}
+    if not energies:
+        return zero
     references = fit_reference_energies(train, np.arange(len(train.energy)))
     elements = np.array(sorted(references))
     predicted = element_counts(test.numbers, test.offsets, elements) @ np.array([references[z] for z in elements])
-    return {"energy_mae_meV": round(EV_TO_MEV * float(np.abs(test.energy - predicted).mean()), 3),
-            "force_mae_meV_per_A": round(EV_TO_MEV * float(np.abs(test.forces).mean()), 3)}
+    return {"energy_mae_meV": round(EV_TO_MEV * float(np.abs(test.energy - predicted).mean()), 3), **zero}
 
 
 @torch.no_grad()
@@ -243,7 +245,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
             "params": sum(p.numel() for p in module.model.parameters()),
             "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],
             "energy_mae_per_atom_meV": tested["energy_mae_per_atom_meV"], "test_loss": tested["loss"],
-            "baseline": baseline_errors(train, test),
+            "baseline": baseline_errors(train, test, energies=loss_cfg["energy"] > 0),
             "val_loss": module.val_history[-1] if module.val_history and module.diverged is None else None,
             "val": module.val_metrics, "val_history": module.val_history,
             "epochs": epochs, "epochs_trained": round(steps / len(batches), 4), "steps": steps,

@@ -30,7 +30,7 @@ os.umask(_UMASK)
 _IGNORE_ALL = b"# written by chemspec: nothing here belongs in git\n*\n"
 LEFT_AFTER_S = 600
 """How long a temporary name stands untouched before a write of the same name takes it for a dead one's."""
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")  # see final_path
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")  # see final_path
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -215,7 +215,7 @@ def final_path(path: str | Path) -> Path:
     as the output they become, so that an error names the file the user knows."""
     parts = []
     for part in Path(path).parts:
-        temporary = _TEMPORARY.match(part)
+        temporary = TEMPORARY.match(part)
         if not temporary:
             parts.append(part)
         elif temporary["name"] != "staged":
@@ -259,7 +259,7 @@ def _sweep(parent: Path, names: set[str], kinds: tuple[str, ...] = ("tmp", "old"
     younger ones: another stage, or another command, may be writing beside these, into the same folder, now."""
     with contextlib.suppress(OSError):
         for entry in list(parent.iterdir()):
-            if ((left := _TEMPORARY.match(entry.name)) and left["name"] in names and left["kind"] in kinds
+            if ((left := TEMPORARY.match(entry.name)) and left["name"] in names and left["kind"] in kinds
                     and time.time() - entry.lstat().st_mtime > LEFT_AFTER_S):
                 _delete(entry)
 

@@ -48,8 +48,9 @@ TEST_ERRORS = {"force_mae": ("force_mae_meV_per_A", "force MAE (meV/Å)"),
 """A force field's test errors in cells.json, by the metric name fit.json gives them: the key and its label."""
 SPEED_KEYS = ("train_tokens_per_s", "train_structures_per_s", "peak_gpu_memory_mb")
 """A cell's training speed and memory (runtime.throughput), which cells.json carries since 2026-12-05."""
-BASELINE: Kind = (lambda v: isinstance(v, dict) and all(NUMBER[0](v.get(key)) for key, _ in TEST_ERRORS.values()),
-                  "a mapping of " + " and ".join(key for key, _ in TEST_ERRORS.values()) + " to numbers")
+BASELINE: Kind = (lambda v: isinstance(v, dict) and "force_mae_meV_per_A" in v and all(
+    key in ("force_mae_meV_per_A", "energy_mae_meV") and NUMBER[0](value) for key, value in v.items()),
+                  "a mapping of force_mae_meV_per_A (and energy_mae_meV) to numbers")
 CELL_OPTIONAL = {**dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL), "baseline": BASELINE}
 """Keys a cell may lack: its speed, and a force field's test errors of a model that learned nothing
 (runtime.forcefield_train.baseline_errors; since 2026-12-07)."""
