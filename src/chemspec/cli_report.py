@@ -50,8 +50,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {shown(c['val_loss']):>9} "
                    f"{shown(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
     click.echo(f"\n{' '.join(filter(None, [LOSS_NOTES[forces], untimed_text(result.cells)]))}")
-    if baseline_text(result.cells):
-        click.echo(f"\n{baseline_text(result.cells)}")
+    if baseline := baseline_text(result.cells):
+        click.echo(f"\n{baseline}")
     click.echo()
     echo_fits(result.fits, result.fit["confidence"])
     echo_errors(result.fit.get("errors") or [])

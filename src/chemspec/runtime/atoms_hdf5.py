@@ -41,12 +41,11 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
                                "nested layouts such as the ANI-1 release's (pyanitools): move each inner group to the "
                                "top first")
             if not group or energy not in handle[name]:
-                other = _layout(handle[name], format) if group else None
-                fix = (f"its datasets are those of an {other} file: set data.source.format: {other}" if other else
-                       "check data.source.format and data.source.energy_key")
+                fix = _other_layout(handle[name], format)
                 raise RunError(f"{format} file {path}: group {name!r} has no {energy!r} (it has "
-                               f"{_names(handle[name]) if group else 'no datasets'}); {fix}",
-                               field="energy_key" if group and not other else "format")
+                               f"{_names(handle[name]) if group else 'no datasets'}); "
+                               f"{fix or 'check data.source.format and data.source.energy_key'}",
+                               field="energy_key" if group and not fix else "format")
             if not isinstance(handle[name][energy], h5py.Dataset):
                 raise RunError(not_a_dataset(format, path, name, energy))
         energies = [handle[name][energy][()] for name in handle]
@@ -54,10 +53,13 @@ def count_hdf5(path: Path, format: str, energy_key: str) -> int:
                        f"{energy!r}")
 
 
-def _layout(group, format: str) -> str | None:
-    """The other HDF5 format whose datasets `group` holds, if it holds them."""
-    return next((other for other, key in (("ani1x", "atomic_numbers"), ("ani2x", "species"))
-                 if other != format and key in group), None)
+def _other_layout(group, format: str) -> str | None:
+    """Where `group` holds the datasets of the other HDF5 format, the fix that names it; None otherwise."""
+    import h5py
+
+    other = next((other for other, key in (("ani1x", "atomic_numbers"), ("ani2x", "species"))
+                  if other != format and isinstance(group, h5py.Group) and key in group), None)
+    return f"its datasets are those of an {other} file: set data.source.format: {other}" if other else None
 
 
 def _names(group) -> str:
@@ -93,11 +95,10 @@ def _ani1x_keys(path: Path, name: str, group, keys: tuple[str, ...], energy: str
                        f"an energy_key of a level with forces ({', '.join(levels) or 'none here'}), or name other "
                        "forces in data.source.forces_key if you mean to mix levels", field="energy_key")
     if missing:
-        other = _layout(group, "ani1x") if isinstance(group, h5py.Group) else None
-        fix = f"; its datasets are those of an {other} file: set data.source.format: {other}" if other else ""
+        fix = _other_layout(group, "ani1x")
         raise RunError(f"ani1x file {path}: group {name!r} lacks {' and '.join(map(repr, missing))}; an ANI-1x release "
-                       f"file has one group per formula with {', '.join(keys)}{fix}",
-                       field="format" if other else "file")
+                       f"file has one group per formula with {', '.join(keys)}{'; ' + fix if fix else ''}",
+                       field="format" if fix else "file")
 
 
 def read_ani2x(path: Path, energy_key: str, forces_key: str) -> list[Frames]:
@@ -134,11 +135,11 @@ def _ani2x_species(path: Path, name: str, group, keys: tuple[str, ...]) -> np.nd
     missing = [key for key in keys if not isinstance(group, h5py.Group) or key not in group]
     if missing:
         found = _names(group) if isinstance(group, h5py.Group) else "no datasets"
-        other = _layout(group, "ani2x") if isinstance(group, h5py.Group) else None
-        fix = (f"its datasets are those of an {other} file: set data.source.format: {other}" if other else
-               "check data.source.format and data.source.energy_key/forces_key")
+        fix = _other_layout(group, "ani2x")
         raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani file has "
-                       f"one group per atom count with {', '.join(keys)}; {fix}", field="format" if other else "file")
+                       f"one group per atom count with {', '.join(keys)}; "
+                       f"{fix or 'check data.source.format and data.source.energy_key/forces_key'}",
+                       field="format" if fix else "file")
     species = group[keys[0]][()]
     if species.ndim != 2 or not np.issubdtype(species.dtype, np.integer):
         raise RunError(f"ani2x file {path}{where}: 'species' must be integer atomic numbers of shape (frames, atoms), "
