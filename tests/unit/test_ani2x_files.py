@@ -76,6 +76,10 @@ def test_other_dataset_names_come_from_the_keys(shared, tmp_path):
     data, _ = load_file(path, "ani2x", "Hartree", "Angstrom", energy_key="wb97x.energy")
     reference, _ = load_file(shared / "ani" / "ani2x_minimal.hdf5", "ani2x", "Hartree", "Angstrom")
     np.testing.assert_array_equal(data.energy, reference.energy)
+    with h5py.File(path, "r+") as handle:
+        handle.move("002/forces", "002/wb97x.forces")
+    with pytest.raises(RunError, match=r"group '002' lacks 'energies' and 'forces' \(it has"):
+        load_file(path, "ani2x", "Hartree", "Angstrom")
 
 
 def test_malformed_groups_are_named(tmp_path):

@@ -136,7 +136,7 @@ def _ani2x_species(path: Path, name: str, group, keys: tuple[str, ...]) -> np.nd
     if missing:
         found = _names(group) if isinstance(group, h5py.Group) else "no datasets"
         fix = _other_layout(group, "ani2x")
-        raise RunError(f"ani2x file {path}: group {name!r} lacks {missing[0]!r} (it has {found}); a torchani file has "
+        raise RunError(f"ani2x file {path}: group {name!r} lacks {' and '.join(map(repr, missing))} (it has {found}); a torchani file has "
                        f"one group per atom count with {', '.join(keys)}; "
                        f"{fix or 'check data.source.format and data.source.energy_key/forces_key'}",
                        field="format" if fix else "file")
