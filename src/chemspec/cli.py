@@ -137,8 +137,8 @@ def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, 
     result = api.launch(params, kind=kind, jobs=jobs, dry_run=dry_run, sbatch=sbatch, say=click.echo)
     if not dry_run:
         ran = count(len(result.records), "job") if result.records else "no cell was stale, so no job ran"
-        rest = (f"dvc repro ran {', '.join(result.repro_ran)}" if result.repro_ran else
-                "dvc repro had nothing else to run")
+        rest = (f"then dvc repro ran {', '.join(result.repro_ran)}" if result.repro_ran else
+                "then dvc repro had nothing else to run")
         click.echo(f"launch complete: {ran} ({result.kind}, {result.jobs} at once), {rest}, dvc status clean; logs "
                    f"in {result.folder}")
         return

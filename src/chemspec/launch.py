@@ -51,25 +51,27 @@ LOGS = Path(".chemspec") / "launch"
 
 
 def _dvc(root: Path, *args: str, log: Path | None = None) -> str:
-    """Run dvc in the project; its output is appended to `log` when given (a repro: dvc runs in its own
-    process group and an interrupt reaches it as its Ctrl-C), else returned."""
+    """Run dvc in the project and return its output, which is also appended to `log` when given (a repro:
+    dvc runs in its own process group and an interrupt reaches it as its Ctrl-C)."""
     command = [*DVC, *args]
     if log is None:
         done = subprocess.run(command, cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         code, output = done.returncode, done.stderr or done.stdout
     else:
         with open(log, "a") as sink:
+            start = sink.tell()
             code, stopped = run_group(command, cwd=root, log=sink)
         if stopped is not None:
             raise Interrupted(interrupted(stopped.name, f"`dvc {' '.join(args)}` stopped (log: {log})"))
-        output = log.read_text()
+        with open(log, "rb") as source:
+            output = source.read()[start:].decode(errors="replace")
     if code != 0:
         where = f" (log: {log})" if log is not None else ""
         busy = ("\nanother dvc command holds this project's lock (the PID above): wait for it to end, or stop it, "
                 "before you rerun; do not delete dvc's lock files while it runs") if " is busy" in output else ""
         raise LaunchError(f"`dvc {' '.join(args)}` failed{where}:\n{output.strip()[-2000:]}{busy}\nfix the cause "
                           "and rerun `chemspec launch`; stages already recorded in dvc.lock will not run again")
-    return done.stdout if log is None else ""
+    return done.stdout if log is None else output
 
 
 def stale(root: Path, groups: tuple[str, ...] | None = None) -> list[str]:
@@ -261,9 +263,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
                                   "the cause and rerun `chemspec launch`; cells that finished are recorded in "
                                   "dvc.lock and will not run again")
         say(f"dvc repro (log: {folder / 'dvc.log'})")
-        _dvc(root, "repro", log=folder / "dvc.log")
-        result.repro_ran = list(dict.fromkeys(re.findall(r"^Running stage '([^']+)'", (folder / "dvc.log").read_text(),
-                                                         flags=re.MULTILINE)))
+        ran = _dvc(root, "repro", log=folder / "dvc.log")
+        result.repro_ran = list(dict.fromkeys(re.findall(r"^Running stage '([^']+)'", ran, flags=re.MULTILINE)))
     result.final = stale(root)
     if result.final:
         raise LaunchError(f"`dvc status` still reports {', '.join(result.final)} after the launch; "

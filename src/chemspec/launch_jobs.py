@@ -18,6 +18,8 @@ from chemspec.stage_job import DVC, run_stage_job
 
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no scheduler limit to respect on this machine
 TEST_ONLY_TIMEOUT_S = 120
+# srun has not passed the job's --cpus-per-task on to its step since SLURM 22.05: the step would run on one CPU.
+SRUN_CPUS = 'if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"; fi'
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Settings:
     """Extra #SBATCH options, KEY: VALUE, or KEY: True for a flag without value."""
     spec_sbatch: frozenset[str] = frozenset()
     """The keys of `sbatch` that the study's executor.slurm.sbatch gave, not --sbatch."""
+    setup: tuple[str, ...] = ()
+    """Shell lines each SLURM job runs before its cell."""
 
     def submitit_parameters(self) -> dict:
         """What AutoExecutor.update_parameters receives."""
@@ -41,9 +45,11 @@ class Settings:
         return {"name": f"chemspec-{self.study}", "timeout_min": self.time_min,
                 "gpus_per_node": self.gpus_per_job or None, "slurm_partition": self.partition,
                 "slurm_account": self.account, "slurm_array_parallelism": self.jobs,
+                "slurm_setup": [SRUN_CPUS, *self.setup],
                 # submitit's own keys have underscores (gpus_per_node) and it writes each key once:
                 # `gpus-per-node` must become that key to replace submitit's value, not to sit beside it.
-                "slurm_additional_parameters": {k.replace("-", "_"): v for k, v in self.sbatch.items()} or None}
+                "slurm_additional_parameters": {"no_requeue": True,
+                                                **{k.replace("-", "_"): v for k, v in self.sbatch.items()}}}
 
 
 def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:

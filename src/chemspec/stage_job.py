@@ -49,9 +49,13 @@ def job_command(stage: str) -> list[str]:
 
 def stage_environment(env: Mapping[str, str | None], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """dvc's environment in a job: `base` (this process's) without SLURM's task count, then `env`
-    (None removes a variable)."""
+    (None removes a variable). PATH leads to this Python's scripts, where dvc finds the stages' `chemspec`
+    also in a job that sbatch --export=NONE started, or a launch from a virtual environment not activated."""
     environ = {key: value for key, value in (os.environ if base is None else base).items() if key not in PER_TASK}
     environ["PYTHONUNBUFFERED"] = "1"
+    scripts, path = os.path.dirname(sys.executable), environ.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        environ["PATH"] = os.pathsep.join(filter(None, (scripts, path)))
     for key, value in env.items():
         if value is None:
             environ.pop(key, None)

@@ -257,11 +257,19 @@ def test_a_jobs_dvc_runs_without_slurms_task_count_so_ddp_starts_its_own_ranks()
     environment = stage_environment({"CUDA_VISIBLE_DEVICES": "0,1", "HOME": None}, base=task)
     assert environment == {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODELIST": "localhost",
                            "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "chemspec-tiny", "PYTHONUNBUFFERED": "1",
-                           "CUDA_VISIBLE_DEVICES": "0,1"}
+                           "CUDA_VISIBLE_DEVICES": "0,1", "PATH": os.path.dirname(sys.executable)}
     with mock.patch.dict(os.environ, task, clear=True):
         assert SLURMEnvironment.detect()
     with mock.patch.dict(os.environ, environment, clear=True):
         assert not SLURMEnvironment.detect()
+
+
+def test_a_jobs_dvc_finds_chemspec_without_the_launchers_path():
+    """sbatch --export=NONE gives a job the login shell's PATH, on which dvc found no `chemspec` for the stages."""
+    scripts = os.path.dirname(sys.executable)
+    assert stage_environment({}, base={"PATH": "/usr/bin:/bin"})["PATH"] == f"{scripts}{os.pathsep}/usr/bin:/bin"
+    ours = f"/usr/bin{os.pathsep}{scripts}"
+    assert stage_environment({}, base={"PATH": ours})["PATH"] == ours, "an order the user chose stays"
 
 
 FAKE_SACCT = """#!{python}

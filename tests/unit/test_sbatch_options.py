@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 
 import pytest
+import yaml
 
 from chemspec.errors import UsageError
 from chemspec.launch import launch
-from chemspec.launch_jobs import Settings, sbatch_script
+from chemspec.launch_jobs import SRUN_CPUS, Settings, sbatch_script
 from chemspec.specs.sbatch import check_sbatch
 from tests.conftest import launch_project, tiny_study, write_spec
 
@@ -74,29 +76,46 @@ def test_gpus_asked_for_twice_are_refused_and_a_gres_alone_is_taken(tmp_path):
 def test_sbatch_options_replace_submitits_own_and_bare_keys_are_flags(tmp_path):
     """submitit writes its own keys with underscores; a user's hyphenated key must replace its line."""
     mine = Settings(kind="slurm", jobs=2, study="tiny", gpus_per_job=2, time_min=90,
-                    sbatch={"gpus-per-node": "4", "job-name": "mine", "time": "120", "requeue": True})
+                    sbatch={"gpus-per-node": "4", "job-name": "mine", "time": "120", "exclusive": True})
     lines = sbatch_script(mine, tmp_path, count=3).splitlines()
     for option, value in (("gpus-per-node", "4"), ("job-name", "mine"), ("time", "120")):
         assert [line for line in lines if line.startswith(f"#SBATCH --{option}=")] == [f"#SBATCH --{option}={value}"]
-    assert "#SBATCH --requeue" in lines
+    assert "#SBATCH --exclusive" in lines and "#SBATCH --no-requeue" in lines
+
+
+def test_job_scripts_run_the_setup_lines_and_give_srun_the_jobs_cpus(tmp_path):
+    """Since SLURM 22.05 srun does not pass the job's --cpus-per-task on: the cell and its loaders got one CPU."""
+    setup = ("module load cuda/12.4", "source ~/venvs/chem/bin/activate")
+    script = sbatch_script(Settings(kind="slurm", jobs=1, study="tiny", setup=setup), tmp_path, count=2)
+    lines = script.splitlines()
+    cpus = lines.index(SRUN_CPUS)
+    assert lines[cpus + 1:cpus + 3] == list(setup) and cpus < lines.index("export SUBMITIT_EXECUTOR=slurm")
+    done = subprocess.run(["bash", "-c", f"{SRUN_CPUS}; echo \"${{SRUN_CPUS_PER_TASK-unset}}\""], text=True,
+                          capture_output=True, env={"SLURM_CPUS_PER_TASK": "8"})
+    assert done.stdout == "8\n"
+    done = subprocess.run(["bash", "-c", f"{SRUN_CPUS}; echo \"${{SRUN_CPUS_PER_TASK-unset}}\""], text=True,
+                          capture_output=True, env={})
+    assert done.stdout == "unset\n", "no empty count where the job asked for no CPUs"
 
 
 def test_bare_sbatch_keys_reach_the_launch_as_flags(tmp_path, cli, git_env):
     root = launch_project(tmp_path, executor={"kind": "slurm"})
     assert cli("compile", "study.yaml", cwd=root).code == 0
-    result = cli("launch", "--dry-run", "--sbatch", "requeue", "--sbatch", "qos=high", cwd=root)
+    result = cli("launch", "--dry-run", "--sbatch", "exclusive", "--sbatch", "qos=high", cwd=root)
     assert result.code == 0, result.err
-    assert "#SBATCH --requeue" in result.out and "#SBATCH --qos=high" in result.out
+    assert "#SBATCH --exclusive" in result.out and "#SBATCH --qos=high" in result.out
 
 
 def test_sbatch_options_of_the_study_reach_every_job_and_the_command_line_replaces_them(tmp_path, cli, git_env):
     """Options every launch needs (qos, memory, CPUs) live in the study, not in flags repeated at each launch."""
-    slurm = {"partition": "gpu", "sbatch": {"qos": "high", "cpus-per-task": 8, "mem": "64G", "requeue": True}}
+    slurm = {"partition": "gpu", "sbatch": {"qos": "high", "cpus-per-task": 8, "mem": "64G", "exclusive": True},
+             "setup": ["module load cuda/12.4"]}
     root = launch_project(tmp_path, executor={"kind": "slurm", "slurm": slurm})
     assert cli("compile", "study.yaml", cwd=root).code == 0
     result = cli("launch", "--dry-run", "--sbatch", "qos=low", cwd=root)
     assert result.code == 0, result.err
-    for line in ("#SBATCH --qos=low", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --requeue"):
+    for line in ("#SBATCH --qos=low", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --exclusive",
+                 "module load cuda/12.4"):
         assert line in result.out, result.out
     assert "#SBATCH --qos=high" not in result.out
     assert "sbatch" in (root / "params.yaml").read_text()
@@ -111,7 +130,8 @@ def test_sbatch_options_of_the_study_reach_every_job_and_the_command_line_replac
                                  "study has a key for") in result.err, result.err
     write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm"}))
     assert cli("compile", "study.yaml", cwd=root).code == 0
-    assert "sbatch" not in (root / "params.yaml").read_text(), "params files without options read as before"
+    params = (root / "params.yaml").read_text()
+    assert "sbatch" not in params and "setup" not in params, "params files without options read as before"
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -135,16 +155,20 @@ def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tm
     ({"open-mode": "truncate"}, r"--sbatch open-mode: chemspec launch sets"),
     ({"signal": "USR1@60"}, r"--sbatch signal: chemspec launch sets --signal .*SIGUSR2 90 s before"),
     ({"ntasks-per-node": "2"}, r"--sbatch ntasks-per-node: .*a cell's DDP ranks start inside it"),
-    ({"requeue": ""}, r"options \['requeue'\] have an empty value, which sbatch refuses: .*--sbatch requeue\)"),
+    ({"exclusive": ""}, r"options \['exclusive'\] have an empty value, which sbatch refuses: .*--sbatch exclusive\)"),
+    ({"requeue": True}, r"--sbatch requeue: chemspec launch sets --requeue .*--no-requeue: a stopped cell's job ends"),
+    ({"gpus": "4"}, r"--sbatch gpus=4 asks for GPUs beside the 1 that executor.slurm.gpus_per_job .*drop gpus"),
+    ({"gpus-per-task": "1"}, r"--sbatch gpus-per-task=1 asks for GPUs beside the 1 .*drop gpus-per-task, or set"),
     ({"gres": True}, r"--sbatch gres needs a value, which sbatch would refuse to go without: write "
                      r"--sbatch gres=VALUE"),
     ({"cpus-per-task": "-3"}, r"--sbatch cpus-per-task=-3 is not a count of CPUs; give a whole number above 0"),
-], ids=["array", "output", "open-mode", "signal", "ntasks", "empty", "valued-flag", "cpus"])
+], ids=["array", "output", "open-mode", "signal", "ntasks", "empty", "requeue", "gpus", "gpus-per-task", "valued-flag",
+         "cpus"])
 def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     with pytest.raises(UsageError, match=message):
-        launch(Settings(kind="slurm", jobs=1, study="tiny", sbatch=options), tmp_path, dry_run=True)
+        launch(Settings(kind="slurm", jobs=1, study="tiny", gpus_per_job=1, sbatch=options), tmp_path, dry_run=True)
 
 
 def test_gpus_asked_for_cells_that_run_on_the_cpu_are_refused_at_validate(tmp_path, cli):
@@ -155,3 +179,33 @@ def test_gpus_asked_for_cells_that_run_on_the_cpu_are_refused_at_validate(tmp_pa
                                  "(training.accelerator: cpu), which would hold them idle") in result.err, result.err
     executor["slurm"]["gpus_per_job"] = 0
     assert cli("validate", str(write_spec(tmp_path / "study.yaml", tiny_study(executor=executor)))).code == 0
+
+
+@pytest.mark.parametrize(("slurm", "message"), [
+    ({"time_min": "02:00:00"}, r"executor\.slurm\.time_min: counts minutes; write 120 for '02:00:00'"),
+    ({"time_min": "1-12"}, r"executor\.slurm\.time_min: counts minutes; write 2160 for '1-12'"),
+    ({"setup": ["module load cuda", ""]},
+     r"executor\.slurm\.setup\.1: '' is no shell line; give a list of commands, one an entry"),
+    ({"setup": ["module load cuda\nsource x"]},
+     r"executor\.slurm\.setup\.0: 'module load cuda\\nsource x' is no shell line"),
+    ({"sbatch": {"gpus": 2}}, r"executor\.slurm\.sbatch\.gpus: 2 asks for GPUs beside the 2 that "),
+], ids=["hh:mm:ss", "days", "empty-line", "two-lines", "gpus"])
+def test_slurm_settings_a_cluster_user_gets_wrong_are_named_at_validate(tmp_path, cli, slurm, message):
+    study = tiny_study(executor={"kind": "slurm", "slurm": slurm})
+    study["training"] = {"max_epochs": 2, "accelerator": "gpu", "devices": 2}
+    result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert re.search(r"study\.yaml:\d+:\d+: " + message, result.err), result.err
+
+
+def test_a_command_line_gpus_per_node_below_the_cells_devices_is_refused(tmp_path, cli, git_env):
+    root = launch_project(tmp_path, executor={"kind": "slurm"})
+    study = yaml.safe_load((root / "study.yaml").read_text())
+    study["training"].update(accelerator="gpu", devices=2)
+    write_spec(root / "study.yaml", study)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", "--sbatch", "gpus-per-node=1", cwd=root)
+    assert result.code == 2 and ("--sbatch gpus-per-node=1 is fewer than training.devices (2): a cell's job needs a "
+                                 "GPU per device; give 2, or leave it out") in result.err, result.err
+    result = cli("launch", "--dry-run", "--sbatch", "gpus-per-node=4", cwd=root)
+    assert result.code == 0 and "#SBATCH --gpus-per-node=4" in result.out, result.err

@@ -33,9 +33,15 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
     if sbatch and kind != "slurm":
         raise UsageError(f"--sbatch sets options of SLURM jobs, but this launch runs its cells on the {kind} "
                          "executor (--executor or the study's executor.kind); drop --sbatch, or add --executor slurm")
+    given = (sbatch or {}).get("gpus-per-node")
+    devices = training.devices if training.accelerator != "cpu" and isinstance(training.devices, int) else 0
+    if isinstance(given, str) and given.isdigit() and int(given) < devices:
+        raise UsageError(f"--sbatch gpus-per-node={given} is fewer than training.devices ({devices}): a cell's job "
+                         f"needs a GPU per device; give {devices}, or leave it out")
     settings = Settings(kind=kind, jobs=jobs or executor.jobs, study=cells.archive.study,
                         partition=executor.slurm.partition, account=executor.slurm.account,
                         gpus_per_job=executor.slurm.gpus(training), time_min=executor.slurm.time_min,
+                        setup=tuple(executor.slurm.setup),
                         sbatch={**executor.slurm.sbatch, **(sbatch or {})},
                         spec_sbatch=frozenset(executor.slurm.sbatch.keys() - (sbatch or {}).keys()))
     return run_launch(settings, Path(params).resolve().parent, dry_run=dry_run, say=say)

@@ -236,8 +236,9 @@ def params(cells: Cells) -> dict:
     # As params files were before 2026-12-06 where these are empty: `compile --check` finds them current.
     if not cells.select.unranked:
         del document["select"]["unranked"]
-    if not cells.executor.slurm.sbatch:
-        del document["executor"]["slurm"]["sbatch"]
+    for key in ("sbatch", "setup"):
+        if not document["executor"]["slurm"][key]:
+            del document["executor"]["slurm"][key]
     return {"cells": document}
 
 

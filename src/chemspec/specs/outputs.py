@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
 from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
-from chemspec.specs.sbatch import sbatch_problems
+from chemspec.specs.sbatch import sbatch_problems, slurm_minutes
 from chemspec.specs.training import Training
 
 AXIS_LAWS = {"power": (3, 2), "saturating": (4, 3)}
@@ -78,9 +78,29 @@ class Slurm(Spec):
     `training.accelerator: cpu`. 0 asks for none (GPUs given through `--sbatch gres=...`, or none)."""
     time_min: PositiveInt = 60
     """Wall-time limit per cell, minutes."""
+    setup: list[str] = []
+    """Shell lines each job runs before its cell, in order: the cluster's environment (e.g. `module load
+    cuda/12.4`, `source ~/venvs/chem/bin/activate`, `export NCCL_DEBUG=WARN`)."""
     sbatch: dict[str, str | Literal[True]] = {}
     """Extra #SBATCH options of every job, KEY: VALUE (e.g. qos: high, mem: 64G, cpus-per-task: 8), or KEY: true
-    for a flag (requeue: true); `chemspec launch --sbatch KEY=VALUE` adds to them and replaces a key given here."""
+    for a flag (exclusive: true); `chemspec launch --sbatch KEY=VALUE` adds to them and replaces a key given here."""
+
+    @field_validator("time_min", mode="before")
+    @classmethod
+    def _minutes(cls, value: object) -> object:
+        # MM:SS is left to the type error: YAML 1.1 and people read 1:30 as 90 minutes, sbatch as 90 seconds.
+        if isinstance(value, str) and ("-" in value or value.count(":") == 2) and (minutes := slurm_minutes(value)):
+            raise ValueError(f"executor.slurm.time_min: counts minutes; write {minutes} for {value!r}")
+        return value
+
+    @field_validator("setup")
+    @classmethod
+    def _setup_lines(cls, lines: list[str]) -> list[str]:
+        bad = [i for i, line in enumerate(lines) if not line.strip() or not line.isprintable()]
+        if bad:
+            raise ValueError(f"executor.slurm.setup.{bad[0]}: {lines[bad[0]]!r} is no shell line; give a list "
+                             "of commands, one an entry, none empty")
+        return lines
 
     @field_validator("sbatch", mode="before")
     @classmethod

@@ -22,13 +22,33 @@ MANAGED = {
     "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
     "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
     "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "requeue": ("--no-requeue: a stopped cell's job ends, and the next `chemspec launch` resumes the cell from its "
+                "checkpoint; a requeued job would run on beside it, unwatched"),
+    "no-requeue": "--no-requeue, always",
 }
+GPU_OPTIONS = ("gpus", "gpus-per-task")
+"""sbatch options that ask for GPUs beside --gpus-per-node, which launch sets from executor.slurm.gpus_per_job."""
 # sbatch options that take a value, which a bare --sbatch KEY (a flag) would leave without one.
 VALUED = {"account", "begin", "chdir", "cluster", "clusters", "comment", "constraint", "cpus-per-gpu",
           "cpus-per-task", "dependency", "exclude", "gpus", "gpus-per-node", "gpus-per-task", "gres", "job-name",
           "licenses", "mail-type", "mail-user", "mem", "mem-per-cpu", "mem-per-gpu", "nodelist", "partition", "qos",
           "reservation", "time", "time-min", "tmp", "wckey"}
 COUNTS = ("cpus-per-task", "cpus-per-gpu")
+
+
+def slurm_minutes(text: str) -> int | None:
+    """The minutes of a SLURM time with a fixed limit, rounded up ("02:00:00" -> 120); None for other text."""
+    if not SLURM_TIME.fullmatch(text) or not text[0].isdigit():
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [int(part) for part in clock.split(":")]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:  # HH:MM:SS
+        hours, minutes, seconds = parts
+    else:  # MM, MM:SS
+        hours, (minutes, seconds) = 0, (parts + [0])[:2]
+    return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
 
 
 def _option(key: str, value: str | bool | None = None, spec: Collection[str] = ()) -> str:
@@ -74,7 +94,12 @@ def sbatch_problems(options: dict[str, str | bool], gpus_per_job: int = 0, spec:
                f"write {_option(key, 'VALUE', spec)}")
     for key in (key for key in COUNTS if values.get(key) and not (values[key].isdigit() and int(values[key]) > 0)):
         yield f"{_option(key, values[key], spec)} is not a count of CPUs; give a whole number above 0"
-    if gpus_per_job and re.search(r"(^|,)gpu\b", str(values.get("gres", ""))):
-        yield (f"{_option('gres', values['gres'], spec)} asks for GPUs beside the {gpus_per_job} that "
+    if not gpus_per_job:
+        return
+    twice = [key for key in GPU_OPTIONS if key in options]
+    if re.search(r"(^|,)gpu\b", str(values.get("gres", ""))):
+        twice.insert(0, "gres")
+    for key in twice:
+        yield (f"{_option(key, values.get(key), spec)} asks for GPUs beside the {gpus_per_job} that "
                "executor.slurm.gpus_per_job (or training.devices) asks for with --gpus-per-node; give them one way: "
-               "drop the gpu gres, or set executor.slurm.gpus_per_job: 0 in the study")
+               f"drop {'the gpu gres' if key == 'gres' else key}, or set executor.slurm.gpus_per_job: 0 in the study")
