@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import platform
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -234,8 +235,8 @@ def test_a_study_edited_and_not_compiled_is_named_by_report_and_diff(tiny_projec
     root = copy_project(tiny_project[0], tmp_path / "study")
     write_spec(root / "study.yaml", tiny_study(**{"model.sizes.s.n_embd": 24}))
     said = ("study.yaml compiles to other files now (dvc.yaml, params.yaml would differ: the study or chemspec changed "
-            "since the last compile); these results are of the study as last compiled: run `chemspec compile "
-            "study.yaml`, then `dvc repro`")
+            "since the last compile, or params.yaml was edited by hand); these results are of the study as last "
+            "compiled: run `chemspec compile study.yaml`, then `dvc repro`")
     report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
                             env=tool_env())
     assert report.returncode == 0 and f"warning: {said}" in report.stderr, report.stderr
@@ -259,6 +260,23 @@ def test_results_that_are_not_the_run_dvc_lock_records_are_named_by_report(tiny_
                                        "results may mix two runs (a `git checkout` without `dvc checkout` does "
                                        "this): run `dvc checkout`") in report.stderr, report.stderr
     sh("dvc", "checkout", "--force", cwd=root)  # --force: this edit, unlike a run's file, is in no cache
+    clean = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
+                           env=tool_env())
+    assert "warning" not in clean.stderr, clean.stderr
+
+
+def test_results_deleted_from_disk_are_named_by_report(tiny_project, tmp_path):
+    """A cell's folder removed (by hand, or by DVC for a run then stopped): report showed its row as if there."""
+    root = copy_project(tiny_project[0], tmp_path / "study")
+    cell = next((root / "results" / "tiny" / "train").iterdir())
+    shutil.rmtree(cell)
+    report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
+                            env=tool_env())
+    assert report.returncode == 0 and (f"warning: the outputs that dvc.lock records of 1 stage are not on disk "
+                                       f"(train@{cell.name}), so the report shows results that the project's files "
+                                       "no longer hold: `dvc checkout` restores them") in report.stderr, report.stderr
+    sh("dvc", "checkout", cwd=root)
+    assert cell.is_dir()
     clean = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
                            env=tool_env())
     assert "warning" not in clean.stderr, clean.stderr

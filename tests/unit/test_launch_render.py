@@ -216,6 +216,18 @@ def test_launch_without_params_asks_to_compile(tmp_path, cli):
     assert result.code == 1 and "chemspec compile" in result.err
 
 
+def test_a_dvc_yaml_edited_by_hand_is_named_so(tmp_path, cli, git_env):
+    """It was blamed on a change of the study or of chemspec, though neither had changed."""
+    root = launch_project(tmp_path, executor={"kind": "slurm"})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    pipeline = root / "dvc.yaml"
+    pipeline.write_text(pipeline.read_text().replace("--params params.yaml", "--params  params.yaml"))
+    result = cli("launch", "--dry-run", cwd=root)
+    assert result.code == 2 and ("dvc.yaml is not what study.yaml compiles to, though params.yaml is: edited by hand "
+                                 "since compile wrote it (or written by another chemspec version); launch runs the "
+                                 "pipeline as last compiled") in result.err, result.err
+
+
 def test_a_launch_after_the_study_was_edited_but_not_compiled_is_refused(tmp_path, cli, git_env):
     """launch runs dvc.yaml and params.yaml as last compiled: a partition edited in the study, not compiled, was
     ignored without a word, and so were edited cells."""
@@ -228,8 +240,9 @@ def test_a_launch_after_the_study_was_edited_but_not_compiled_is_refused(tmp_pat
         result = cli("launch", *args, cwd=root)
         assert result.code == 2 and "Traceback" not in result.err, result.err
         assert ("study.yaml compiles to other files now (params.yaml would differ: the study or chemspec changed "
-                "since the last compile); launch runs the pipeline as last compiled, executor section included: "
-                "run `chemspec compile study.yaml` first" in result.err), result.err
+                "since the last compile, or params.yaml was edited by hand); launch runs the pipeline as last "
+                "compiled, executor section included: run `chemspec compile study.yaml` first"
+                in result.err), result.err
     assert not (root / ".chemspec").exists() and not (root / "data").exists(), "nothing ran"
     (root / "study.yaml").write_text("study: [\n")
     result = cli("launch", "--dry-run", cwd=root)

@@ -48,8 +48,12 @@ def changed_study(params: Path, data: bool = True) -> tuple[str, str, str] | Non
                 "data or chemspec changed since)"), again, f"\n{exc}"
     if not stale:
         return None
+    if PARAMS not in stale:  # params.yaml holds every setting of the study: the other files were edited
+        return (f"{', '.join(stale)} {'is' if len(stale) == 1 else 'are'} not what {os.path.relpath(spec)} compiles "
+                f"to, though {PARAMS} is: edited by hand since compile wrote {'it' if len(stale) == 1 else 'them'} "
+                "(or written by another chemspec version)"), again, ""
     return (f"{os.path.relpath(spec)} compiles to other files now ({', '.join(stale)} would differ: the study or "
-            "chemspec changed since the last compile)"), again, ""
+            f"chemspec changed since the last compile, or {PARAMS} was edited by hand)"), again, ""
 
 
 def compiled_elsewhere(spec: Path, study: str, root: Path) -> None:

@@ -165,6 +165,13 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
              "results may mix two runs (a `git checkout` without `dvc checkout` does this): run `dvc checkout` to "
              "restore the run that dvc.lock records, or, where the files on disk are the results you mean (stages "
              "run by hand), `dvc commit` to record them") if unlike else None
+    gone = [name for name in record.missing() if name in compiled and name not in stale] if on_disk else []
+    if gone:
+        named = ", ".join(gone[:4]) + (", ..." if len(gone) > 4 else "")
+        mixed = "\n".join(filter(None, [mixed, (
+            f"the outputs that dvc.lock records of {count(len(gone), 'stage')} are not on disk ({named}), so the "
+            "report shows results that the project's files no longer hold: `dvc checkout` restores them from DVC's "
+            "cache, and `dvc repro` runs the stages whose outputs the cache lacks")]))
     if not stale and not behind and not off and not inputs:
         return mixed
     reasons = []
