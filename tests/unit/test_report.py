@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
+from chemspec.api.folders import pages_folder
+from chemspec.errors import UsageError
 from chemspec.report import interval_text
 from chemspec.runtime import io
 from chemspec.runtime.quality import COLUMNS
-from tests.conftest import REPO, archive_commit, tiny_study, write_spec
+from tests.conftest import REPO, archive_commit, launch_project, tiny_study, write_spec
 
 PARAMS = {"xs": 1_000, "s": 4_000, "m": 16_000, "w8d2": 2_000, "w16d2": 8_000, "w32d2": 32_000}
 
@@ -416,7 +418,7 @@ def test_results_that_predate_the_compiled_study_are_marked_stale_in_every_outpu
     write_spec(tmp_path / "study.yaml", tiny_study(**{"model.sizes.s.n_embd": 32}))  # edited, not compiled
     assert cli("report", cwd=tmp_path).code == 0
     markdown, page = ((results / "report" / name).read_text() for name in ("report.md", "index.html"))
-    assert "the last compile); these results are of the study as last compiled: run `chemspec compile study.yaml`, " \
+    assert "by hand); these results are of the study as last compiled: run `chemspec compile study.yaml`, " \
            f"then `dvc repro`  \n{said}" in markdown, markdown
     assert '<p class="bad stale"><strong>Stale:</strong> study.yaml compiles to other files now' in page
     assert ".stale { white-space: pre-line; }" in page, "its two notes keep their line break"
@@ -492,3 +494,22 @@ def test_every_output_says_what_the_data_stage_kept_of_what_it_read(cli, tmp_pat
     store.set_ref("s", store.put_json(manifest))
     assert cli("report", "--from", "WORKTREE", cwd=archived).code == 0
     assert "Data: 600 structures (5,400 atoms)." in (archived / "reports" / "s" / "report.md").read_text()
+
+
+def test_pages_into_or_among_a_compiled_pipelines_outputs_are_refused(tmp_path, cli, git_env, monkeypatch):
+    """Folders that hold no stage's marker file yet (selected/, a study's results/, data/, a cells' folder) once
+    took the pages, which the next `dvc repro` then deleted or left untracked among its outputs."""
+    root = launch_project(tmp_path)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    monkeypatch.chdir(root)
+    for out, said in (("results/tiny/selected", "among the outputs of pipeline stages, results/tiny/selected holding "
+                                                "results/tiny/selected/r1.json, which a stage of dvc.yaml writes"),
+                      ("results/tiny", "among the outputs of pipeline stages, results/tiny holding results/tiny/"),
+                      ("data", "among the outputs of pipeline stages, data holding data/tiny/"),
+                      ("results/tiny/train", "into results/tiny/train, which a stage of dvc.yaml writes"),
+                      ("results/tiny/train/xs-200", "into results/tiny/train, which a stage of dvc.yaml writes")):
+        with pytest.raises(UsageError, match=f"--out {out}: the pages would go {re.escape(said)}"):
+            pages_folder(Path(out))
+        assert not (root / out).exists() or out in ("results/tiny", "data") and not (root / out / "report.md").exists()
+    for out in ("reports/tiny", "results/tiny/report", "results/compare", "../elsewhere"):
+        assert pages_folder(Path(out)) == Path(out)

@@ -31,6 +31,36 @@ def refuse_owned(out: Path, label: str, what: str, instead: str) -> None:
             raise UsageError(f"{label}: {os.path.relpath(folder)} holds {marker.name}, written by a pipeline "
                              f"stage, the archive or a pull; {what} would go inside their output, which the next "
                              f"`dvc repro` (or pull) replaces whole. Give a folder of its own, e.g. {instead}")
+    for owned in stage_outputs(here):
+        inside = target == owned or owned in target.parents
+        if inside or (target in owned.parents and target != here and target.is_relative_to(here)):
+            where = "into" if inside else f"among the outputs of pipeline stages, {os.path.relpath(target)} holding"
+            raise UsageError(f"{label}: {what} would go {where} {os.path.relpath(owned)}, which a stage of dvc.yaml "
+                             f"writes and the next `dvc repro` replaces. Give a folder of its own, e.g. {instead} "
+                             "(nothing was written)")
+
+
+def stage_outputs(root: Path) -> list[Path]:
+    """The outputs the pipelines compiled in `root` declare (outs, metrics, plots), resolved; a cell template's
+    (`results/<study>/train/${key}/model`) as the folder that holds every cell's."""
+    from chemspec.compiler.render import PIPELINES
+    from chemspec.errors import CompileError
+    from chemspec.lockfiles import read_yaml
+
+    found = []
+    for pipeline in [root / "dvc.yaml", *sorted(root.glob(f"{PIPELINES}/*/dvc.yaml"))]:
+        try:
+            document = read_yaml(pipeline)
+        except CompileError:  # an unreadable pipeline is named by the commands that run it
+            continue
+        stages = document.get("stages") if isinstance(document, dict) else None
+        for stage in (stages or {}).values():
+            stage = stage.get("do", stage) if isinstance(stage, dict) else {}
+            for entry in [out for key in ("outs", "metrics", "plots") for out in stage.get(key) or []]:
+                name = next(iter(entry), None) if isinstance(entry, dict) else entry
+                if isinstance(name, str):
+                    found.append((pipeline.parent / name.partition("${")[0].rstrip("/")).resolve())
+    return found
 
 
 PAGE_MARKS = {"index.html": "<title>chemspec · ", "report.md": "\n| law | axis | group | exponent |"}
