@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import QUICKSTART
+from tests.conftest import QUICKSTART, tiny_study, write_spec
 
 BASE = yaml.safe_load(QUICKSTART.read_text())
 
@@ -514,4 +514,14 @@ def test_a_chemgpt_size_too_large_for_a_cpu_is_noted_under_accelerator_cpu(cli, 
         assert result.code == 0 and note in result.err, result.err
     assert "model.sizes.xs" not in result.err, "the quickstart's own sizes are fine on a CPU"
     spec.write_text(spec.read_text().replace("  accelerator: cpu\n", ""))
+    assert "note:" not in cli("validate", str(spec), cwd=tmp_path).err
+
+
+def test_a_max_molecules_above_the_packages_size_is_noted(cli, tmp_path):
+    """3,000,000 of MOSES's 1,584,663 validated without a word; only the data stage said so, at run time."""
+    spec = write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 3_000_000}))
+    result = cli("validate", str(spec), cwd=tmp_path)
+    assert result.code == 0 and ("note: data.source.max_molecules: 3,000,000 is more than the 1,584,663 molecules of "
+                                 "moses, so all of them are read; leave it out to say so") in result.err, result.err
+    spec = write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 1_584_663}))
     assert "note:" not in cli("validate", str(spec), cwd=tmp_path).err

@@ -195,6 +195,14 @@ class Data(Spec):
             raise ValueError(PROBLEMS_SEPARATOR.join(problems))
         return self
 
+    def notes(self) -> list[str]:
+        """Settings that read otherwise than they seem."""
+        cap = getattr(self.source, "max_molecules", None)
+        if isinstance(self.source, PackageSource) and cap is not None and cap > MOSES_TRAIN_MOLECULES:
+            return [f"data.source.max_molecules: {cap:,} is more than the {MOSES_TRAIN_MOLECULES:,} molecules of "
+                    f"{self.source.package}, so all of them are read; leave it out to say so"]
+        return []
+
     def check_available(self, available: int, where: str, cap: int | None = None) -> None:
         """Refuse sizes that need more than `available` rows of `where`, or than the `cap` of them that
         data.source.max_molecules reads."""

@@ -282,7 +282,7 @@ class Study(Spec):
                   f"{AXIS_LAWS['power'][0]} sizes on one axis), so the report will give no exponent; add sizes"]
                  if len(self.data.sizes) * len(self.model.size_names()) > 1  # one cell: it studies no scaling
                  and not any(self._can_fit(law) for law in self.fit.laws) else [])
-        return [*self.training.notes(), *big, *unfit]
+        return [*self.data.notes(), *self.training.notes(), *big, *unfit]
 
     def tpe_model_size(self) -> str:
         return self.hpo.tpe.model_size or self.model.size_names()[0]
