@@ -483,6 +483,9 @@ def test_every_output_says_what_the_data_stage_kept_of_what_it_read(cli, tmp_pat
     assert table.code == 0 and said in table.out, table.out
     assert all(said in (results / "report" / name).read_text() for name in ("report.md", "index.html"))
     assert _json(cli, tmp_path)["data"]["counts"] == counts
+    whole = {**counts, "too_long": 0}  # a seeded sample of 1,000 of MOSES: "all of them" read as all of MOSES
+    io.write_json(tmp_path / "data" / "tiny" / "data.json", {"kind": "smiles", "count": 1000, "counts": whole})
+    assert "Data: 1,000 molecules, none of those read left out." in cli("report", "--no-files", cwd=tmp_path).out
     archived = tmp_path / "archived"
     archived.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=archived, check=True)

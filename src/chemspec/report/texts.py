@@ -149,8 +149,9 @@ def data_text(data: dict | None) -> str:
     read, left_out = counts.get("read"), dropped_text(counts)
     if not isinstance(read, int):
         return f"Data: {data['count']:,} molecules."
-    return (f"Data: {data['count']:,} molecules kept of the {read:,} read"
-            + (f" (left out: {left_out})." if left_out else ", all of them."))
+    if not left_out:
+        return f"Data: {data['count']:,} molecules, none of those read left out."
+    return f"Data: {data['count']:,} molecules kept of the {read:,} read (left out: {left_out})."
 
 
 def provenance_text(provenance: dict | None) -> str:
