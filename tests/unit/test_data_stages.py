@@ -129,6 +129,9 @@ def test_molecules_left_out_as_no_smiles_or_too_long_are_named(tmp_path, capsys)
     assert run_data(cell)["count"] == 7
     err = capsys.readouterr().err
     assert "note: 1 of the 10 molecules read are no SMILES RDKit reads and are left out (the first: 'xx')" in err
+    cell = file_cell(tmp_path, "CCO\nCCN\nCCC\nC1CC(\nC1CC(\nC1CC(\nxx\nCO\n", max_length=8)
+    run_data(cell)
+    assert "(the first: 'C1CC(', 'xx')" in capsys.readouterr().err, "each broken line once"
     assert ("note: 2 of the 10 molecules read (20%) are longer than max_length (8 tokens, [BOS] and [EOS] included) "
             "and are left out, so the study trains and tests on the shorter ones; raise "
             "model.sizes.<name>.max_length") in err, err

@@ -195,7 +195,7 @@ def run_data(cell: DataCell) -> dict:
     for raw, (smiles, text) in zip(present, prepared(iter(present), rep)):
         if smiles is None:
             counts["invalid_smiles"] += 1
-            unread += [raw][: 3 - len(unread)]
+            unread += [raw][: 3 - len(unread)] if raw not in unread else []
             continue
         if smiles in seen:
             counts["duplicates"] += 1
