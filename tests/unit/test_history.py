@@ -154,6 +154,21 @@ def test_the_fits_of_excess_fcd_are_diffed_beside_the_loss_exponents(cli, repo):
     assert "exponent data/xs (fcd_excess power): 0.017 [" in cli("diff", "HEAD~1", "HEAD", cwd=repo).out
 
 
+def test_a_run_that_starts_sampling_is_diffed_without_a_study_wide_value_on_every_cell(cli, repo):
+    """Adding generation printed fcd_floor and its spread on each of 8 cells, and blamed the missing FCD fits of the
+    earlier run on its age, with refit as the fix, though it had sampled nothing."""
+    cells = [_cell("xs", 100, 2.0), _cell("xs", 200, 1.8), _cell("s", 100, 1.9)]
+    archive_commit(repo, cells, [_fit(0.2, 0.01)])
+    sampled = [{**cell, "generation": {"fcd_floor": 15.81, "validity": v}} for cell, v in zip(cells, (0.9, 0.8, 0.7))]
+    archive_commit(repo, sampled, [_fit(0.2, 0.01)], generation_fits=[{**_fit(0.05, 0.01), "metric": "fcd_excess"}])
+    out = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    assert "  ~ 3 cells: fcd_floor none -> 15.81" in out and "fcd_floor" not in out.replace("3 cells: fcd_floor", "")
+    assert "  ~ cell xs-200: validity none -> 0.8" in out, out
+    assert ("no such fit: this run fitted no fcd_excess power law (it sampled no molecules, having no generation "
+            "section, or was archived before chemspec fitted their quality)") in out, out
+    assert "refit" not in out
+
+
 def test_a_force_fields_test_error_exponents_are_diffed_beside_the_loss_exponents(cli, repo):
     cells = [_cell("xs", 100, 2.0)]
     for exponent in (0.31, 0.42):

@@ -78,6 +78,9 @@ def exponent_changes(a: list[dict], b: list[dict], level: float) -> list[dict]:
         """Why one run has no fit that the other has."""
         if law in laws[side]:
             return "no such fit: the grid had no such group"
+        if law.split()[0] not in TEST_ERRORS and " " in law:  # a fit of the sampled molecules' quality
+            return (f"no such fit: this run fitted no {law} law (it sampled no molecules, having no generation "
+                    "section, or was archived before chemspec fitted their quality)")
         return (f"no such fit: this run fitted no {law} law (not among its fit.laws, or archived before chemspec "
                 "fitted it; `chemspec refit` fits the test errors of an older run)")
     rows = []
