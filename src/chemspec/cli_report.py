@@ -62,8 +62,9 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
         click.echo(f"\n{provenance_text(result.provenance)}")
     for path in result.files:
         click.echo(f"wrote {path}")
-    if result.pages:
-        click.echo(f"\nnote: {result.pages}", err=True)
+    for note in (result.pages, result.checkpoints):
+        if note:
+            click.echo(f"\nnote: {note}", err=True)
     if result.stale:
         click.echo(f"\nwarning: {result.stale}", err=True)
 

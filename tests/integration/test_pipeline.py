@@ -280,3 +280,19 @@ def test_results_deleted_from_disk_are_named_by_report(tiny_project, tmp_path):
     clean = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
                            env=tool_env())
     assert "warning" not in clean.stderr, clean.stderr
+
+
+def test_a_checkpoint_no_run_will_resume_is_named_by_report(tiny_project, tmp_path):
+    """Ctrl-C mid-cell, then `dvc repro` restored the cell from DVC's run cache: its checkpoint stayed, unnamed."""
+    root = copy_project(tiny_project[0], tmp_path / "study")
+    cells = yaml.safe_load((root / "params.yaml").read_text())["cells"]["train"]
+    key, cell = next(iter(cells.items()))
+    (root / cell["resume_dir"]).mkdir(parents=True)
+    (root / cell["resume_dir"] / "last.ckpt").write_bytes(b"\0" * 800_000)
+    report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
+                            env=tool_env())
+    assert report.returncode == 0 and (f"note: {cell['resume_dir']} holds the checkpoint of a stopped run of "
+                                       f"train@{key}, which dvc.lock records as done since (restored from DVC's "
+                                       f"run cache), so only a forced run (`dvc repro -f --no-run-cache -s "
+                                       f"train@{key}`) would resume from it: delete it to free 0.8 MB"
+                                       ) in report.stderr, report.stderr

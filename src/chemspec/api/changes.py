@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from chemspec.compiler import Cells
-from chemspec.compiler.render import stage_identities
+from chemspec.compiler.render import short_identity, stage_identities
 from chemspec.lockfiles import Ran
 from chemspec.runtime.io import TEMPORARY, load_yaml
 from chemspec.words import count
@@ -68,6 +68,28 @@ def leftovers(cells: Cells, root: Path) -> list[str]:
         except OSError:  # not there, or not readable: nothing to name
             continue
     return sorted(found - now)
+
+
+def finished_checkpoints(cells: Cells, root: Path) -> str | None:
+    """A note on the checkpoints that stopped runs left for cells which dvc.lock now records as done with their
+    identity and outputs (DVC restored them from its cache, so no run resumed from the checkpoint and removed it);
+    None where there are none."""
+    record = Ran(root)
+    ran, gone = record.identities(), set(record.missing())
+    stages = {f"{name}@{key}": cell for name, group in (("tpe", cells.tpe), ("calibrate", cells.calibrate),
+                                                         ("train", cells.train)) for key, cell in group.items()}
+    done = [(name, cell.resume_dir) for name, cell in stages.items()
+            if ran.get(name) == short_identity(cell) and name not in gone and (root / cell.resume_dir).is_dir()]
+    if not done:
+        return None
+    size = sum(f.stat().st_size for _, folder in done for f in (root / folder).rglob("*") if f.is_file())
+    one = len(done) == 1
+    return (f"{', '.join(folder for _, folder in done[:4])}{', ...' if len(done) > 4 else ''} "
+            f"{'holds the checkpoint' if one else 'hold the checkpoints'} of a stopped run of "
+            f"{', '.join(name for name, _ in done[:4])}{', ...' if len(done) > 4 else ''}, which dvc.lock records "
+            f"as done since (restored from DVC's run cache), so only a forced run (`dvc repro -f --no-run-cache -s "
+            f"{done[0][0] if one else '<stage>'}`) would resume from {'it' if one else 'them'}: delete "
+            f"{'it' if one else 'them'} to free {size / 1e6:,.1f} MB")
 
 
 def other_studies(cells: Cells, root: Path) -> list[str]:

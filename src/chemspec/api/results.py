@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chemspec.api.archive import archived_object
+from chemspec.api.changes import finished_checkpoints
 from chemspec.api.compiled import changed_study, compiled_from, unarchived
 from chemspec.api.folders import pages_folder
 from chemspec.api.stages import load_cells
@@ -49,6 +50,8 @@ class Report:
     """model.family of the study: chemgpt, schnet, painn or spookynet."""
     pages: str | None = None
     """Why the pages a report without files leaves on disk show another run; None where they do not."""
+    checkpoints: str | None = None
+    """The checkpoints of stopped runs that no run will resume (changes.finished_checkpoints)."""
 
     def as_json(self) -> dict:
         """`ci` is the Wald (t) interval, `ci_profile` the profile (F) one where the law has it (see
@@ -129,7 +132,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     return Report(study=cells.fit.study, cells=rows, fits=fit["fits"], fit=fit, cost=fit.get("cost"),
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale,
                   selected=selected, data=data, model=pages.model_text(cells.archive.spec),
-                  family=cells.archive.spec["model"]["family"], pages=None if write else _older_pages(out, manifest))
+                  family=cells.archive.spec["model"]["family"], pages=None if write else _older_pages(out, manifest),
+                  checkpoints=finished_checkpoints(cells, root))
 
 
 def _older_pages(out: Path, manifest: str | None) -> str | None:
