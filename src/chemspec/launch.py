@@ -242,7 +242,8 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             if not cells:
                 continue
             noun = "cell" if len(cells) == 1 else "cells"
-            say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once ({settings.kind}); "
+            serial = " (executor.jobs, or -j, runs more)" if settings.jobs == 1 and len(cells) > 1 else ""
+            say(f"{len(cells)} stale {'/'.join(groups)} {noun}, {settings.jobs} at once{serial} ({settings.kind}); "
                 f"logs in {folder}")
             with guard_lock_files(root, say, after_errors=settings.kind == "local") as guard:
                 outcome = _fan_out(for_wave(settings, groups), folder, root, cells, say, guard.seen)

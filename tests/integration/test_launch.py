@@ -137,9 +137,12 @@ def test_a_failed_local_job_ends_the_launch_and_names_the_cells_it_did_not_start
     sh("dvc", "init", "--no-scm", "-q", cwd=tmp_path)
     (tmp_path / "dvc.yaml").write_text(FAILING)
     (tmp_path / "cell.py").write_text(CELL)
+    said = []
     with pytest.raises(LaunchError, match=r"1 of 3 jobs failed:\n  tpe@a: ERROR: failed to reproduce 'tpe@a'.*\n"
                                           r"    logs: .*\n2 not started: tpe@b, tpe@c\n"):
-        launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path)
+        launch(Settings(kind="local", jobs=1, study="tiny"), tmp_path, say=said.append)
+    assert any(line.startswith("3 stale tpe cells, 1 at once (executor.jobs, or -j, runs more) (local)")
+               for line in said), said
     assert not (tmp_path / "b.txt").exists() and not (tmp_path / "c.txt").exists()
 
 
