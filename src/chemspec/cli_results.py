@@ -121,9 +121,10 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
             again += "; other kept configurations: " + ", ".join(ranks)
         click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss "
                    f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}{again}")
-    alike = _alike(cells["generation"])
-    for metric, (row, many) in alike.items():
-        click.echo(f"  ~ {many} cells: {metric} {_change(row['before'], row['after'])}")
+    alike = cells.get("generation_alike", [])
+    for metric in alike:
+        rows = [row for row in cells["generation"] if row["metric"] == metric]
+        click.echo(f"  ~ all {len(rows)} cells: {metric} {_change(rows[0]['before'], rows[0]['after'])}")
     for row in (row for row in cells["generation"] if row["metric"] not in alike):
         click.echo(f"  ~ cell {row['cell']}: {row['metric']} {_change(row['before'], row['after'])}")
     changed = [row for row in result["exponents"] if row["before"] != row["after"]]
@@ -147,17 +148,6 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
             click.echo(f"  no changes: {same} (spec, cells and exponents)")
     if result["stale"] or result["unarchived"]:
         _notes([*result["unarchived"], *([f"{WORKTREE}: {result['stale']}"] if result["stale"] else [])])
-
-
-def _alike(rows: list[dict]) -> dict[str, tuple[dict, int]]:
-    """{metric: (a row, how many cells)} of the generation changes that every cell with a change shares, as a
-    study-wide value (the FCD floor of the one reference set) does: named once, not on each cell."""
-    cells = {row["cell"] for row in rows}
-    by_metric: dict[str, list[dict]] = {}
-    for row in rows:
-        by_metric.setdefault(row["metric"], []).append(row)
-    return {metric: (found[0], len(found)) for metric, found in by_metric.items() if len(cells) > 1
-            and {r["cell"] for r in found} == cells and len({(r["before"], r["after"]) for r in found}) == 1}
 
 
 def _with_ci(value: float | None, ci: list | None, profile: list | None = None) -> str:

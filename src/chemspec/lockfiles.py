@@ -52,11 +52,13 @@ class Ran:
     def __init__(self, root: Path):
         locks = recorded(root)
         self.root = root
-        self.stages, self.folders = {}, {}
+        self.stages, self.addresses = {}, {}
         for path, document in locks.items():
             for name, stage in ((document or {}).get("stages") or {}).items():
                 if isinstance(stage, dict):
-                    self.stages[name], self.folders[name] = stage, path.parent
+                    self.stages[name] = stage
+                    self.addresses[name] = (name if path.parent == root else
+                                            f"{path.parent.relative_to(root).as_posix()}/dvc.yaml:{name}")
         self.written = max((path.stat().st_mtime for path in locks), default=0.0)
         self.made = {out["path"]: out.get("md5") for stage in self.stages.values() for out in stage.get("outs") or []
                      if isinstance(out, dict) and isinstance(out.get("path"), str)}
@@ -85,11 +87,11 @@ class Ran:
         return unlike
 
     def missing(self) -> list[str]:
-        """The stages some of whose recorded outputs are not on disk: deleted, or removed by DVC for a run that
-        was stopped before it recorded any (`dvc checkout` restores them from DVC's cache)."""
+        """The stages some of whose recorded outputs (paths from the project root: per-size pipelines run there)
+        are not on disk: deleted, or removed by DVC for a run that was stopped before it recorded any."""
         return [name for name, stage in self.stages.items()
                 if any(isinstance(out, dict) and isinstance(out.get("path"), str)
-                       and not (self.folders[name] / out["path"]).exists() for out in stage.get("outs") or [])]
+                       and not (self.root / out["path"]).exists() for out in stage.get("outs") or [])]
 
     def behind(self) -> list[str]:
         """The stages whose entry records an input other than the one its producing stage's entry records as

@@ -273,8 +273,8 @@ def test_results_deleted_from_disk_are_named_by_report(tiny_project, tmp_path):
     report = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,
                             env=tool_env())
     assert report.returncode == 0 and (f"warning: the outputs that dvc.lock records of 1 stage are not on disk "
-                                       f"(train@{cell.name}), so the report shows results that the project's files "
-                                       "no longer hold: `dvc checkout` restores them") in report.stderr, report.stderr
+                                       f"(train@{cell.name}); the report shows their results as the fit stage "
+                                       "recorded them: `dvc checkout` restores them") in report.stderr, report.stderr
     sh("dvc", "checkout", cwd=root)
     assert cell.is_dir()
     clean = subprocess.run(["chemspec", "report", "--no-files"], cwd=root, capture_output=True, text=True,

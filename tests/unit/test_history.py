@@ -162,11 +162,17 @@ def test_a_run_that_starts_sampling_is_diffed_without_a_study_wide_value_on_ever
     sampled = [{**cell, "generation": {"fcd_floor": 15.81, "validity": v}} for cell, v in zip(cells, (0.9, 0.8, 0.7))]
     archive_commit(repo, sampled, [_fit(0.2, 0.01)], generation_fits=[{**_fit(0.05, 0.01), "metric": "fcd_excess"}])
     out = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
-    assert "  ~ 3 cells: fcd_floor none -> 15.81" in out and "fcd_floor" not in out.replace("3 cells: fcd_floor", "")
+    assert "  ~ all 3 cells: fcd_floor none -> 15.81" in out and out.count("fcd_floor") == 1, out
     assert "  ~ cell xs-200: validity none -> 0.8" in out, out
     assert ("no such fit: this run fitted no fcd_excess power law (it sampled no molecules, having no generation "
             "section, or was archived before chemspec fitted their quality)") in out, out
     assert "refit" not in out
+    alike = [{**cell, "generation": {**cell["generation"], "validity": 0.95 if cell["model"] == "s" else 0.5}}
+             for cell in sampled]
+    archive_commit(repo, alike, [_fit(0.2, 0.01)], generation_fits=[{**_fit(0.05, 0.01), "metric": "fcd_excess"}])
+    out = cli("diff", "HEAD~1", "HEAD", cwd=repo).out
+    assert "  ~ cell xs-100: validity 0.9 -> 0.5" in out and "  ~ cell xs-200: validity 0.8 -> 0.5" in out, \
+        "two of three cells alike are named each"
 
 
 def test_a_force_fields_test_error_exponents_are_diffed_beside_the_loss_exponents(cli, repo):

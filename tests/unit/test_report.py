@@ -513,6 +513,5 @@ def test_pages_into_or_among_a_compiled_pipelines_outputs_are_refused(tmp_path, 
                       ("results/tiny/train/xs-200", "into results/tiny/train, which a stage of dvc.yaml writes")):
         with pytest.raises(UsageError, match=f"--out {out}: the pages would go {re.escape(said)}"):
             pages_folder(Path(out))
-        assert not (root / out).exists() or out in ("results/tiny", "data") and not (root / out / "report.md").exists()
     for out in ("reports/tiny", "results/tiny/report", "results/compare", "../elsewhere"):
         assert pages_folder(Path(out)) == Path(out)

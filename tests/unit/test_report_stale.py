@@ -47,6 +47,8 @@ def test_a_stage_that_ran_before_its_inputs_last_changed_is_named(tmp_path):
     lock["stages"]["fit"]["deps"] = [{"path": metrics, "hash": "md5", "md5": "b" * 32},
                                      {"path": "data/elsewhere.json", "md5": "c" * 32}]
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (tmp_path / metrics).parent.mkdir(parents=True)
+    (tmp_path / metrics).write_text("{}")  # the cell's output is on disk
     assert stale_note(cells, tmp_path, "params.yaml") is None, "the fit read what the cell made"
     lock["stages"]["fit"]["deps"][0]["md5"] = "a" * 32
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
@@ -151,3 +153,41 @@ def test_a_data_file_of_its_recorded_size_untouched_since_the_lock_was_written_i
     assert stale_note(cells, tmp_path, "params.yaml") is None, "an md5 that cannot match was not computed"
     os.utime(data, (written + 60, written + 60))
     assert "big.h5 changed since the data stage last read it" in stale_note(cells, tmp_path, "params.yaml")
+
+
+def test_a_split_pipelines_outputs_and_checkpoints_are_found_from_the_project_root(tmp_path, cli, git_env,
+                                                                                   monkeypatch):
+    """Per-size pipelines run in the project root (wdir: ../..), where their dvc.lock paths start: read from their
+    own folders, every cell of a large study was missing and its train/ folder took report pages."""
+    import importlib
+
+    from chemspec.api.changes import finished_checkpoints
+    from chemspec.api.folders import stage_outputs
+    from chemspec.api.stages import load_cells
+    from chemspec.lockfiles import Ran
+    from tests.conftest import launch_project
+
+    monkeypatch.setattr(importlib.import_module("chemspec.compiler.render"), "SPLIT_ABOVE", 2)
+    root = launch_project(tmp_path)
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    assert (root / "pipelines" / "xs" / "dvc.yaml").is_file()
+    owned = stage_outputs(root)
+    assert (root / "results" / "tiny" / "train").resolve() in owned
+    assert not [path for path in owned if "pipelines" in path.parts]
+    cells = load_cells(root / "params.yaml")
+    _ran(root, cells, where=lambda name: f"pipelines/{name[6:].split('-')[0]}/dvc.lock" if name.startswith("train@")
+         else "dvc.lock")
+    path = root / "pipelines" / "xs" / "dvc.lock"
+    lock = yaml.safe_load(path.read_text())
+    lock["stages"]["train@xs-200"]["outs"] = [{"path": "results/tiny/train/xs-200/model", "md5": "a" * 32}]
+    path.write_text(yaml.safe_dump(lock))
+    (root / "results" / "tiny" / "train" / "xs-200" / "model").mkdir(parents=True)
+    assert Ran(root).missing() == [] and Ran(root).addresses["train@xs-200"] == "pipelines/xs/dvc.yaml:train@xs-200"
+    resume = root / cells.train["xs-200"].resume_dir
+    resume.mkdir(parents=True)
+    (resume / "last.ckpt").write_bytes(b"\0" * 2_000_000)
+    note = finished_checkpoints(cells, root)
+    assert note is not None and "a forced run (`dvc repro -f --no-run-cache -s pipelines/xs/dvc.yaml:train@xs-200`)" \
+        in note and note.endswith("to free 2.0 MB"), note
+    (root / "results" / "tiny" / "train" / "xs-200" / "model").rmdir()
+    assert Ran(root).missing() == ["train@xs-200"] and finished_checkpoints(cells, root) is None

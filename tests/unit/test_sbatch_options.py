@@ -156,7 +156,8 @@ def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tm
     ({"signal": "USR1@60"}, r"--sbatch signal: chemspec launch sets --signal .*SIGUSR2 90 s before"),
     ({"ntasks-per-node": "2"}, r"--sbatch ntasks-per-node: .*a cell's DDP ranks start inside it"),
     ({"exclusive": ""}, r"options \['exclusive'\] have an empty value, which sbatch refuses: .*--sbatch exclusive\)"),
-    ({"requeue": True}, r"--sbatch requeue: chemspec launch sets --requeue .*--no-requeue: a stopped cell's job ends"),
+    ({"requeue": True},
+     r"--sbatch requeue: chemspec launch sets --no-requeue of every job itself \(a stopped cell's job ends"),
     ({"gpus": "4"}, r"--sbatch gpus=4 asks for GPUs beside the 1 that executor.slurm.gpus_per_job .*drop gpus"),
     ({"gpus-per-task": "1"}, r"--sbatch gpus-per-task=1 asks for GPUs beside the 1 .*drop gpus-per-task, or set"),
     ({"gres": True}, r"--sbatch gres needs a value, which sbatch would refuse to go without: write "

@@ -88,8 +88,8 @@ def finished_checkpoints(cells: Cells, root: Path) -> str | None:
             f"{'holds the checkpoint' if one else 'hold the checkpoints'} of a stopped run of "
             f"{', '.join(name for name, _ in done[:4])}{', ...' if len(done) > 4 else ''}, which dvc.lock records "
             f"as done since (restored from DVC's run cache), so only a forced run (`dvc repro -f --no-run-cache -s "
-            f"{done[0][0] if one else '<stage>'}`) would resume from {'it' if one else 'them'}: delete "
-            f"{'it' if one else 'them'} to free {size / 1e6:,.1f} MB")
+            f"{record.addresses[done[0][0]] if one else '<stage>'}`) would resume from {'it' if one else 'them'}: "
+            f"delete {'it' if one else 'them'} to free {size / 1e6:,.1f} MB")
 
 
 def other_studies(cells: Cells, root: Path) -> list[str]:

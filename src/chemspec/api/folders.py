@@ -54,12 +54,18 @@ def stage_outputs(root: Path) -> list[Path]:
         except CompileError:  # an unreadable pipeline is named by the commands that run it
             continue
         stages = document.get("stages") if isinstance(document, dict) else None
-        for stage in (stages or {}).values():
-            stage = stage.get("do", stage) if isinstance(stage, dict) else {}
-            for entry in [out for key in ("outs", "metrics", "plots") for out in stage.get(key) or []]:
+        for stage in (stages.values() if isinstance(stages, dict) else []):
+            stage = stage.get("do", stage) if isinstance(stage, dict) else None
+            if not isinstance(stage, dict):
+                continue
+            folder = pipeline.parent / str(stage.get("wdir", "."))
+            entries = [stage.get(key) for key in ("outs", "metrics", "plots")]
+            for entry in (entry for listed in entries if isinstance(listed, list) for entry in listed):
                 name = next(iter(entry), None) if isinstance(entry, dict) else entry
-                if isinstance(name, str):
-                    found.append((pipeline.parent / name.partition("${")[0].rstrip("/")).resolve())
+                # a template's fixed part: the folder above its first ${...}
+                fixed = name.partition("${")[0].rpartition("/")[0] if isinstance(name, str) and "${" in name else name
+                if isinstance(fixed, str) and fixed.strip("./"):
+                    found.append((folder / fixed).resolve())
     return found
 
 
@@ -71,7 +77,7 @@ def pages_folder(out: Path, given: bool = True) -> Path:
     """`out`, unless it is, or lies inside (below this folder), git's, DVC's, or a folder that a pipeline stage
     or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
     target, label = out.resolve(), f"--out {out}" if given else str(out)
-    refuse_owned(out, label, "the pages", "the default reports/<study>/")
+    refuse_owned(out, label, "the pages", "the default reports/<study>/" if given else "with --out")
     fit = target.parent / "fit"
     if given and target.name == "report" and any((fit / name).is_file() for name in STAGE_FILES):
         raise UsageError(f"{label}: the pages of the workspace's run go there, beside {os.path.relpath(fit)} (as "

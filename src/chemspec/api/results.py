@@ -173,9 +173,9 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
     if gone:
         named = ", ".join(gone[:4]) + (", ..." if len(gone) > 4 else "")
         mixed = "\n".join(filter(None, [mixed, (
-            f"the outputs that dvc.lock records of {count(len(gone), 'stage')} are not on disk ({named}), so the "
-            "report shows results that the project's files no longer hold: `dvc checkout` restores them from DVC's "
-            "cache, and `dvc repro` runs the stages whose outputs the cache lacks")]))
+            f"the outputs that dvc.lock records of {count(len(gone), 'stage')} are not on disk ({named}); the report "
+            "shows their results as the fit stage recorded them: `dvc checkout` restores them from DVC's cache (`dvc "
+            "pull` from the remote, in a clone), and `dvc repro` runs the stages whose outputs neither holds")]))
     if not stale and not behind and not off and not inputs:
         return mixed
     reasons = []

@@ -148,10 +148,21 @@ def cell_changes(a: list[dict], b: list[dict], identities: tuple[dict, dict] = (
                 and identities[0].get(stage) is not None and identities[0].get(stage) == identities[1].get(stage):
             change["same_identity"] = True
     added, removed = [k for k in order if k not in before], [k for k in order if k not in after]
+    generation = [change for k in common for change in _generation_changes(k, before[k], after[k])]
     return {"added": added, "removed": removed, "changed": changed,
             "losses": {k: {"status": cells[k].get("status", "ok"), "val_loss": _number(cells[k], "val_loss")}
                        for keys, cells in ((added, after), (removed, before)) for k in keys},
-            "generation": [change for k in common for change in _generation_changes(k, before[k], after[k])]}
+            "generation": generation, "generation_alike": _alike(generation, len(common))}
+
+
+def _alike(changes: list[dict], cells: int) -> list[str]:
+    """The metrics among `changes` that changed from one value to one value in each of the `cells` both runs
+    have (more than one), as a study-wide value does (the FCD floor of the one reference set)."""
+    by_metric: dict[str, list[dict]] = {}
+    for change in changes:
+        by_metric.setdefault(change["metric"], []).append(change)
+    return [metric for metric, rows in by_metric.items()
+            if cells > 1 and len(rows) == cells and len({(r["before"], r["after"]) for r in rows}) == 1]
 
 
 def selection_changes(a: dict | None, b: dict | None) -> list[dict]:

@@ -136,8 +136,8 @@ def _ani2x_species(path: Path, name: str, group, keys: tuple[str, ...]) -> np.nd
     if missing:
         found = _names(group) if isinstance(group, h5py.Group) else "no datasets"
         fix = _other_layout(group, "ani2x")
-        raise RunError(f"ani2x file {path}: group {name!r} lacks {' and '.join(map(repr, missing))} (it has {found}); a torchani file has "
-                       f"one group per atom count with {', '.join(keys)}; "
+        raise RunError(f"ani2x file {path}: group {name!r} lacks {' and '.join(map(repr, missing))} (it has "
+                       f"{found}); a torchani file has one group per atom count with {', '.join(keys)}; "
                        f"{fix or 'check data.source.format and data.source.energy_key/forces_key'}",
                        field="format" if fix else "file")
     species = group[keys[0]][()]

@@ -96,7 +96,7 @@ class Slurm(Spec):
     @field_validator("setup")
     @classmethod
     def _setup_lines(cls, lines: list[str]) -> list[str]:
-        bad = [i for i, line in enumerate(lines) if not line.strip() or not line.isprintable()]
+        bad = [i for i, line in enumerate(lines) if not line.strip() or not line.replace("\t", " ").isprintable()]
         if bad:
             raise ValueError(f"executor.slurm.setup.{bad[0]}: {lines[bad[0]]!r} is no shell line; give a list "
                              "of commands, one an entry, none empty")

@@ -22,10 +22,11 @@ MANAGED = {
     "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
     "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
     "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
-    "requeue": ("--no-requeue: a stopped cell's job ends, and the next `chemspec launch` resumes the cell from its "
-                "checkpoint; a requeued job would run on beside it, unwatched"),
-    "no-requeue": "--no-requeue, always",
+    "requeue": ("a stopped cell's job ends, and the next `chemspec launch` resumes the cell from its checkpoint; "
+                "a requeued job would run on beside it, unwatched"),
 }
+WRITTEN = {"requeue": "--no-requeue"}
+"""The option launch writes for a MANAGED one, where it is not the option itself."""
 GPU_OPTIONS = ("gpus", "gpus-per-task")
 """sbatch options that ask for GPUs beside --gpus-per-node, which launch sets from executor.slurm.gpus_per_job."""
 # sbatch options that take a value, which a bare --sbatch KEY (a flag) would leave without one.
@@ -73,7 +74,8 @@ def sbatch_problems(options: dict[str, str | bool], gpus_per_job: int = 0, spec:
     if bad:
         yield f"sbatch option names {bad} are not sbatch long options; write them as e.g. qos=high"
     for key in (key for key in options if key in MANAGED):
-        yield f"{_option(key, spec=spec)}: chemspec launch sets --{key} of every job itself ({MANAGED[key]}); drop it"
+        yield (f"{_option(key, spec=spec)}: chemspec launch sets {WRITTEN.get(key, f'--{key}')} of every job itself "
+               f"({MANAGED[key]}); drop it")
     values = {key: value for key, value in options.items() if value is not True}
     bad = [key for key, value in values.items() if not value]
     if bad:
