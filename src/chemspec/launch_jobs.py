@@ -37,6 +37,8 @@ class Settings:
     """The keys of `sbatch` that the study's executor.slurm.sbatch gave, not --sbatch."""
     setup: tuple[str, ...] = ()
     """Shell lines each SLURM job runs before its cell."""
+    stage_time_min: dict[str, int] = field(default_factory=dict)
+    """{tpe, train or sample: minutes}: the time limit of that wave's jobs, where it is not time_min."""
 
     def submitit_parameters(self) -> dict:
         """What AutoExecutor.update_parameters receives."""
@@ -53,11 +55,12 @@ class Settings:
 
 
 def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
-    """The settings of one wave's jobs: sample cells generate on one GPU, whatever training.devices
-    made gpus_per_job for the training cells."""
+    """The settings of one wave's jobs: its stage's time limit where the study sets one, and sample cells
+    generate on one GPU, whatever training.devices made gpus_per_job for the training cells."""
+    changes = {"time_min": settings.stage_time_min[groups[0]]} if groups[0] in settings.stage_time_min else {}
     if groups == ("sample",) and settings.gpus_per_job > 1:
-        return replace(settings, gpus_per_job=1)
-    return settings
+        changes["gpus_per_job"] = 1
+    return replace(settings, **changes)
 
 
 def make_executor(settings: Settings, folder: Path):

@@ -12,7 +12,7 @@ import yaml
 
 from chemspec.errors import UsageError
 from chemspec.launch import launch
-from chemspec.launch_jobs import SRUN_CPUS, Settings, sbatch_script
+from chemspec.launch_jobs import SRUN_CPUS, Settings, for_wave, sbatch_script
 from chemspec.specs.sbatch import check_sbatch
 from tests.conftest import launch_project, tiny_study, write_spec
 
@@ -190,7 +190,8 @@ def test_gpus_asked_for_cells_that_run_on_the_cpu_are_refused_at_validate(tmp_pa
     ({"setup": ["module load cuda\nsource x"]},
      r"executor\.slurm\.setup\.0: 'module load cuda\\nsource x' is no shell line"),
     ({"sbatch": {"gpus": 2}}, r"executor\.slurm\.sbatch\.gpus: 2 asks for GPUs beside the 2 that "),
-], ids=["hh:mm:ss", "days", "empty-line", "two-lines", "gpus"])
+    ({"stage_time_min": {"tpe": "0:30:00"}}, r"executor\.slurm\.stage_time_min\.tpe: counts minutes; write 30 for"),
+], ids=["hh:mm:ss", "days", "empty-line", "two-lines", "gpus", "stage"])
 def test_slurm_settings_a_cluster_user_gets_wrong_are_named_at_validate(tmp_path, cli, slurm, message):
     study = tiny_study(executor={"kind": "slurm", "slurm": slurm})
     study["training"] = {"max_epochs": 2, "accelerator": "gpu", "devices": 2}
@@ -210,3 +211,22 @@ def test_a_command_line_gpus_per_node_below_the_cells_devices_is_refused(tmp_pat
                                  "GPU per device; give 2, or leave it out") in result.err, result.err
     result = cli("launch", "--dry-run", "--sbatch", "gpus-per-node=4", cwd=root)
     assert result.code == 0 and "#SBATCH --gpus-per-node=4" in result.out, result.err
+
+
+def test_each_waves_jobs_get_their_stages_time_limit(tmp_path, cli, git_env):
+    """TPE runs train a fifth of the budget and sampling is short, yet every job asked for the training cells' limit,
+    which a cluster's backfill schedules later."""
+    slurm = {"time_min": 600, "stage_time_min": {"tpe": 120, "sample": 30}}
+    settings = Settings(kind="slurm", jobs=2, study="tiny", time_min=600, stage_time_min=slurm["stage_time_min"])
+    times = {groups: for_wave(settings, groups).time_min for groups in (("tpe",), ("train", "calibrate"), ("sample",))}
+    assert times == {("tpe",): 120, ("train", "calibrate"): 600, ("sample",): 30}
+    root = launch_project(tmp_path, executor={"kind": "slurm", "slurm": slurm})
+    assert cli("compile", "study.yaml", cwd=root).code == 0
+    result = cli("launch", "--dry-run", cwd=root)
+    assert result.code == 0, result.err
+    assert [line.strip() for line in result.out.splitlines() if "#SBATCH --time=" in line][:1] == ["#SBATCH --time=120"]
+    assert "stage_time_min" in (root / "params.yaml").read_text()
+    write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"stage_time_min": {"trian": 30}}}))
+    result = cli("validate", "study.yaml", cwd=root)
+    assert result.code == 2 and "executor.slurm.stage_time_min" in result.err and "'tpe', 'train' or 'sample'" \
+        in result.err, result.err

@@ -41,7 +41,7 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
     settings = Settings(kind=kind, jobs=jobs or executor.jobs, study=cells.archive.study,
                         partition=executor.slurm.partition, account=executor.slurm.account,
                         gpus_per_job=executor.slurm.gpus(training), time_min=executor.slurm.time_min,
-                        setup=tuple(executor.slurm.setup),
+                        setup=tuple(executor.slurm.setup), stage_time_min=dict(executor.slurm.stage_time_min),
                         sbatch={**executor.slurm.sbatch, **(sbatch or {})},
                         spec_sbatch=frozenset(executor.slurm.sbatch.keys() - (sbatch or {}).keys()))
     return run_launch(settings, Path(params).resolve().parent, dry_run=dry_run, say=say)

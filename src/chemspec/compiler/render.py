@@ -236,7 +236,7 @@ def params(cells: Cells) -> dict:
     # As params files were before 2026-12-06 where these are empty: `compile --check` finds them current.
     if not cells.select.unranked:
         del document["select"]["unranked"]
-    for key in ("sbatch", "setup"):
+    for key in ("sbatch", "setup", "stage_time_min"):
         if not document["executor"]["slurm"][key]:
             del document["executor"]["slurm"][key]
     return {"cells": document}

@@ -78,6 +78,9 @@ class Slurm(Spec):
     `training.accelerator: cpu`. 0 asks for none (GPUs given through `--sbatch gres=...`, or none)."""
     time_min: PositiveInt = 60
     """Wall-time limit per cell, minutes."""
+    stage_time_min: dict[Literal["tpe", "train", "sample"], PositiveInt] = {}
+    """Wall-time limits of one stage's jobs, minutes, where they are not time_min: a TPE run trains a fraction of
+    the budget and sampling is short (e.g. {tpe: 30, sample: 20}); `train` covers calibration's runs too."""
     setup: list[str] = []
     """Shell lines each job runs before its cell, in order: the cluster's environment (e.g. `module load
     cuda/12.4`, `source ~/venvs/chem/bin/activate`, `export NCCL_DEBUG=WARN`)."""
@@ -85,12 +88,15 @@ class Slurm(Spec):
     """Extra #SBATCH options of every job, KEY: VALUE (e.g. qos: high, mem: 64G, cpus-per-task: 8), or KEY: true
     for a flag (exclusive: true); `chemspec launch --sbatch KEY=VALUE` adds to them and replaces a key given here."""
 
-    @field_validator("time_min", mode="before")
+    @field_validator("time_min", "stage_time_min", mode="before")
     @classmethod
-    def _minutes(cls, value: object) -> object:
-        # MM:SS is left to the type error: YAML 1.1 and people read 1:30 as 90 minutes, sbatch as 90 seconds.
-        if isinstance(value, str) and ("-" in value or value.count(":") == 2) and (minutes := slurm_minutes(value)):
-            raise ValueError(f"executor.slurm.time_min: counts minutes; write {minutes} for {value!r}")
+    def _minutes(cls, value: object, info: ValidationInfo) -> object:
+        given = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, text in given:
+            # MM:SS is left to the type error: YAML 1.1 and people read 1:30 as 90 minutes, sbatch as 90 seconds.
+            if isinstance(text, str) and ("-" in text or text.count(":") == 2) and (minutes := slurm_minutes(text)):
+                name = f"executor.slurm.{info.field_name}" + (f".{key}" if key is not None else "")
+                raise ValueError(f"{name}: counts minutes; write {minutes} for {text!r}")
         return value
 
     @field_validator("setup")
