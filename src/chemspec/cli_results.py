@@ -83,7 +83,8 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"study {result['study']}: {rev_a} ({result['a']['manifest'][:12]}) -> "
+    was = f" (a run of {result['study_a']!r} before it)" if "study_a" in result else ""
+    click.echo(f"study {result['study']}{was}: {rev_a} ({result['a']['manifest'][:12]}) -> "
                f"{rev_b} ({result['b']['manifest'][:12]})")
     for change in result["spec"]:
         click.echo(f"  spec {change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")

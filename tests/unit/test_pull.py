@@ -422,7 +422,7 @@ def test_diff_names_the_compiled_study_that_is_none_of_several_archived_and_read
     assert chosen.code == 0 and chosen.out.startswith("study beta:"), chosen.err
 
 
-def test_diff_takes_manifest_ids_as_pull_does_and_refuses_two_runs_of_different_studies(cli, two_studies):
+def test_diff_takes_manifest_ids_as_pull_does_and_compares_the_runs_of_a_renamed_study(cli, two_studies):
     root, alpha, beta = two_studies
     again = archive_commit(root, _cells(1.5), [], study="alpha")
     result = cli("diff", alpha[:10], again[:10], cwd=root)
@@ -430,8 +430,14 @@ def test_diff_takes_manifest_ids_as_pull_does_and_refuses_two_runs_of_different_
                                                       f"{again[:10]} ({again[:12]})"), result.err
     assert "2 -> 1.5" in result.out, result.out
     assert cli("diff", beta[:10], "HEAD", cwd=root).out.startswith("study beta:"), "an id names the study"
-    mixed = cli("diff", alpha[:10], beta[:10], cwd=root)
-    assert mixed.code == 2 and "the two runs are of different studies, 'alpha' and 'beta'" in mixed.err, mixed.err
+    renamed = cli("diff", alpha[:10], beta[:10], cwd=root)  # a study renamed archives its runs under each name
+    assert renamed.code == 0 and renamed.out.startswith(f"study beta (a run of 'alpha' before it): {alpha[:10]} "
+                                                        f"({alpha[:12]}) -> {beta[:10]} ({beta[:12]})"), renamed.err
+    assert '  spec study: "alpha" -> "beta"' in renamed.out and "2 -> 1" in renamed.out, renamed.out
+    by_revision = cli("diff", "HEAD~2", "HEAD", "--study", "beta", cwd=root)  # HEAD~2 archives alpha alone
+    assert by_revision.code == 2 and ("study 'beta' is not archived at HEAD~2; archived: ['alpha']" in by_revision.err
+                                      and "; to compare a run of each name, give the two runs' manifest ids "
+                                      "(`chemspec archive ls` lists them)" in by_revision.err), by_revision.err
 
 
 @pytest.mark.parametrize("change, named", [

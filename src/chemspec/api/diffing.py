@@ -8,7 +8,7 @@ from chemspec.api.compiled import unarchived
 from chemspec.api.results import stale_note, with_study_change
 from chemspec.api.stages import load_cells
 from chemspec.archive.snapshot import given_study
-from chemspec.errors import ArchiveError, ChemspecError, UsageError
+from chemspec.errors import ArchiveError, ChemspecError, UnknownStudy, UsageError
 
 
 @given_study
@@ -26,10 +26,9 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
         raise UsageError(f"--params {params}: no such file; give the params.yaml that `chemspec compile` wrote, or "
                          "leave --params out")
     (rev_a, study_a), (rev_b, study_b) = (revision(rev, study, Path(".")) for rev in (rev_a, rev_b))
-    if study_a != study_b and None not in (study_a, study_b):
-        raise UsageError(f"the two runs are of different studies, {study_a!r} and {study_b!r}; diff compares two "
-                         "runs of one study (`chemspec archive ls` lists each study's runs)")
-    study = study_a or study_b
+    # Two manifest ids of two studies: a study renamed (its runs archived under each name), compared as one.
+    earlier = study_a if study_a != study_b and None not in (study_a, study_b) else None
+    study = study_b or study_a
     try:
         cells = load_cells(params) if Path(params).is_file() else None
     except ChemspecError:  # a params.yaml that does not load says nothing about the archived runs
@@ -42,9 +41,14 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
                            "starts a new archive): name one with --study")
     if len(found) > 1:
         study = compiled
-    result = archive_diff(rev_a, rev_b, study)
-    result["unarchived"] = [note for rev in dict.fromkeys((rev_a, rev_b)) if rev != WORKTREE and (
-        note := unarchived(rev, Snapshot(rev).manifest(result["study"])[1], Path(params))) is not None]
+    try:
+        result = archive_diff(rev_a, rev_b, study, earlier=earlier)
+    except UnknownStudy as exc:
+        raise UnknownStudy(f"{exc}; to compare a run of each name, give the two runs' manifest ids (`chemspec "
+                           "archive ls` lists them)") from None
+    sides = {rev_a: result.get("study_a", result["study"]), rev_b: result["study"]}
+    result["unarchived"] = [note for rev, name in sides.items() if rev != WORKTREE and (
+        note := unarchived(rev, Snapshot(rev).manifest(name)[1], Path(params))) is not None]
     if found and compiled not in found:
         result["unarchived"].append(f"the study compiled here, {compiled!r}, has no archived run at {rev_b} (`dvc "
                                     f"repro` archives it; a renamed study starts a new archive), so the runs of "

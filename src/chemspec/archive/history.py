@@ -178,11 +178,13 @@ def selection_changes(a: dict | None, b: dict | None) -> list[dict]:
             for group in dict.fromkeys([*after, *before]) if before.get(group) != after.get(group)]
 
 
-def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = ".") -> dict:
+def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = ".", earlier: str | None = None) -> dict:
+    """The runs of `study` archived at two revisions; with `earlier`, the run at `rev_a` is that study's (a study
+    renamed since), named under `study_a`."""
     a, b = Snapshot(rev_a, cwd=cwd), Snapshot(rev_b, cwd=cwd)
     a.studies()  # a revision that is none says so before a study is picked from the other
     name = b.study(study)
-    id_a, man_a = a.manifest(name)
+    id_a, man_a = a.manifest(earlier or name)
     id_b, man_b = b.manifest(name)
     spec_b = b.json(man_b["objects"]["spec"])
     fit_a, fit_b = a.json(man_a["objects"]["fit"]), b.json(man_b["objects"]["fit"])
@@ -198,7 +200,7 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
                                              for side, manifest in ((a, man_a), (b, man_b)))),
             "exponents": [*exponent_changes(fit_a["fits"], fit_b["fits"], level),
                           *exponent_changes(_metric_fits(fit_a), _metric_fits(fit_b), level)],
-            "confidence": level, "test": TEST_NOTE}
+            "confidence": level, "test": TEST_NOTE, **({"study_a": earlier} if earlier else {})}
 
 
 def _metric_fits(fit: dict) -> list[dict]:
