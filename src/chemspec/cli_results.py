@@ -83,7 +83,7 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    was = f" (a run of {result['study_a']!r} before it)" if "study_a" in result else ""
+    was = f" (against a run of {result['study_a']!r})" if "study_a" in result else ""
     click.echo(f"study {result['study']}{was}: {rev_a} ({result['a']['manifest'][:12]}) -> "
                f"{rev_b} ({result['b']['manifest'][:12]})")
     for change in result["spec"]:

@@ -431,9 +431,20 @@ def test_diff_takes_manifest_ids_as_pull_does_and_compares_the_runs_of_a_renamed
     assert "2 -> 1.5" in result.out, result.out
     assert cli("diff", beta[:10], "HEAD", cwd=root).out.startswith("study beta:"), "an id names the study"
     renamed = cli("diff", alpha[:10], beta[:10], cwd=root)  # a study renamed archives its runs under each name
-    assert renamed.code == 0 and renamed.out.startswith(f"study beta (a run of 'alpha' before it): {alpha[:10]} "
+    assert renamed.code == 0 and renamed.out.startswith(f"study beta (against a run of 'alpha'): {alpha[:10]} "
                                                         f"({alpha[:12]}) -> {beta[:10]} ({beta[:12]})"), renamed.err
     assert '  spec study: "alpha" -> "beta"' in renamed.out and "2 -> 1" in renamed.out, renamed.out
+    store = Store(root / "archive")
+    manifest = store.get_json(store.ref("beta"))
+    spec = {**store.get_json(manifest["objects"]["spec"]), "study": "gamma", "model": {"family": "painn"},
+            "data": {"kind": "atoms"}}
+    gamma = store.put_json({**manifest, "study": "gamma", "objects": {**manifest["objects"],
+                                                                      "spec": store.put_json(spec)}})
+    store.set_ref("gamma", gamma)
+    unrelated = cli("diff", alpha[:10], gamma[:10], cwd=root)
+    assert unrelated.code == 2 and ("the two runs are of different studies, 'alpha' (chemgpt on smiles data) and "
+                                    "'gamma' (painn on atoms data); diff compares two runs of one study, or of one "
+                                    "renamed") in unrelated.err, unrelated.err
     by_revision = cli("diff", "HEAD~2", "HEAD", "--study", "beta", cwd=root)  # HEAD~2 archives alpha alone
     assert by_revision.code == 2 and ("study 'beta' is not archived at HEAD~2; archived: ['alpha']" in by_revision.err
                                       and "; to compare a run of each name, give the two runs' manifest ids "

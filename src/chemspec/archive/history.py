@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chemspec.archive.snapshot import Snapshot
+from chemspec.errors import UsageError
 from chemspec.runtime.result_files import TEST_ERRORS
 from chemspec.specs.training import BOOKKEEPING
 
@@ -180,17 +181,22 @@ def selection_changes(a: dict | None, b: dict | None) -> list[dict]:
 
 def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = ".", earlier: str | None = None) -> dict:
     """The runs of `study` archived at two revisions; with `earlier`, the run at `rev_a` is that study's (a study
-    renamed since), named under `study_a`."""
+    renamed: the same model family on the same kind of data), named under `study_a`."""
     a, b = Snapshot(rev_a, cwd=cwd), Snapshot(rev_b, cwd=cwd)
     a.studies()  # a revision that is none says so before a study is picked from the other
     name = b.study(study)
     id_a, man_a = a.manifest(earlier or name)
     id_b, man_b = b.manifest(name)
-    spec_b = b.json(man_b["objects"]["spec"])
+    spec_a, spec_b = a.json(man_a["objects"]["spec"]), b.json(man_b["objects"]["spec"])
+    kinds = [(spec.get("model", {}).get("family"), spec.get("data", {}).get("kind")) for spec in (spec_a, spec_b)]
+    if earlier and kinds[0] != kinds[1]:
+        said = " and ".join(f"{n!r} ({family} on {kind} data)" for n, (family, kind) in zip((earlier, name), kinds))
+        raise UsageError(f"the two runs are of different studies, {said}; diff compares two runs of one study, or "
+                         "of one renamed (the same model family on the same data kind)")
     fit_a, fit_b = a.json(man_a["objects"]["fit"]), b.json(man_b["objects"]["fit"])
     level = spec_b.get("fit", {}).get("confidence", 0.95)
     return {"study": name, "a": {"rev": rev_a, "manifest": id_a}, "b": {"rev": rev_b, "manifest": id_b},
-            "spec": spec_changes(a.json(man_a["objects"]["spec"]), spec_b),
+            "spec": spec_changes(spec_a, spec_b),
             "cells": cell_changes(a.json(man_a["objects"]["cells"]), b.json(man_b["objects"]["cells"]),
                                   (man_a.get("cells", {}), man_b.get("cells", {}))
                                   if all(man_a["objects"].get(k) == man_b["objects"].get(k) for k in ("data", "split"))
