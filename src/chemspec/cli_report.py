@@ -28,7 +28,8 @@ def hparams_text(values: dict | None) -> str:
               help="Folder for the pages of --from (default reports/<study>/).")
 def report(params: str, as_json: bool, no_files: bool, source: str | None, study: str | None, out: str | None) -> None:
     """Show the study's cells and fitted scaling exponents; write an HTML page and a Markdown summary."""
-    from chemspec.report import LOSS_NOTES, baseline_text, data_text, provenance_text, speed_text, untimed_text
+    from chemspec.report import (LOSS_NOTES, baseline_text, data_text, errors_text, provenance_text, speed_text,
+                                 untimed_text)
 
     result = api.report(params, write=not no_files, source=source, study=study, out=out)
     if as_json:
@@ -55,6 +56,8 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     click.echo()
     echo_fits(result.fits, result.fit["confidence"])
     echo_errors(result.fit.get("errors") or [])
+    if errors := errors_text(result.cells, result.fit, result.study):
+        click.echo(f"\n{errors}")
     _echo_generation(result.cells)
     _echo_selection(result.selected)
     _echo_notes(result.fit)

@@ -136,6 +136,14 @@ def baseline_text(cells: list[dict]) -> str:
     return text
 
 
+def errors_text(cells: list[dict], fit: dict, study: str) -> str:
+    """How to fit a force field's test errors where its run was fitted before chemspec fitted them ('' else)."""
+    if fit.get("errors") is not None or not any("force_mae_meV_per_A" in c for c in cells):
+        return ""
+    return ("This run's fit predates the power laws of its test errors (force and energy MAE against size): "
+            f"`chemspec refit <revision> --study {study}` fits them from the archive, without training.")
+
+
 def data_text(data: dict | None) -> str:
     """What the data stage kept of what it read (its data.json), in one sentence; '' where it is not known."""
     from chemspec.runtime.molecules import dropped_text
