@@ -180,9 +180,12 @@ def pull(target: str, to: str | None, study: str | None) -> None:
         return
     click.echo(f"pulled study {result['study']} (manifest {result['manifest'][:12]} at {result['rev'][:12]}): "
                f"{result['objects']} objects, {result['checkpoints']} checkpoints -> {result['to']}")
-    if result["unchecked"]:
-        _notes([f"{result['unchecked']} checkpoints were archived before chemspec recorded their hashes, so "
-                "they are as the remote returned them, unchecked"])
+    notes = [f"{result['unchecked']} checkpoints were archived before chemspec recorded their hashes, so they are "
+             "as the remote returned them, unchecked"] if result["unchecked"] else []
+    if not result["checkpoints"]:
+        notes.append("this run's manifest names no checkpoints (its models were not archived), so its results came "
+                     "back without them: report, refit and diff need none")
+    _notes(notes)
 
 
 @click.command(short_help="Refit archived losses without training.")

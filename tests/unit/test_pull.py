@@ -33,6 +33,7 @@ def test_a_manifest_id_pulls_its_own_study_where_several_are_archived(cli, two_s
     root, alpha, beta = two_studies
     result = cli("pull", alpha[:10], "--to", "a", cwd=root)
     assert result.code == 0 and "pulled study alpha" in result.out, result.err
+    assert "note: this run's manifest names no checkpoints (its models were not archived)" in result.err, result.err
     assert json.loads((root / "a" / "manifest.json").read_text())["study"] == "alpha"
     assert json.loads((root / "a" / "cells.json").read_text())[0]["val_loss"] == 2.0
     assert cli("pull", beta[:10], "--to", "b", "--study", "beta", cwd=root).code == 0
@@ -342,6 +343,9 @@ def test_a_prefix_of_a_committed_and_an_uncommitted_run_is_refused_as_ambiguous(
         assert f"{alpha[:16]} (alpha)" in result.err and f"{new[:16]} (alpha, named by no commit)" in result.err
         assert "give more characters" in result.err
     assert json.loads(cli("refit", new[:12], "--json", cwd=root).out)["study"] == "alpha"
+    shown = cli("archive", "show", prefix, cwd=root)
+    assert shown.code == 2 and (f"2 manifests match {prefix!r} in archive: {min(alpha, new)[:16]} (alpha), "
+                                f"{max(alpha, new)[:16]} (alpha); give more characters") in shown.err, shown.err
 
 
 def test_ids_asked_for_below_the_project_are_found_in_the_archive_at_its_top(cli, two_studies):

@@ -207,8 +207,9 @@ def find(root: str | Path, prefix: str) -> tuple[str, dict]:
         raise UsageError(f"no manifest in {root} starts with {prefix!r}, and no study of that name is archived there; "
                          "`chemspec archive ls` lists both")
     if len(matches) > 1:
-        raise UsageError(f"{len(matches)} manifests match {prefix!r} in {root}; "
-                         "`chemspec archive ls` lists them (give more characters)")
+        listed = ", ".join(f"{digest[:16]} ({manifest.get('study')})" for digest, manifest in sorted(matches,
+                                                                                                   key=lambda m: m[0]))
+        raise UsageError(f"{len(matches)} manifests match {prefix!r} in {root}: {listed}; give more characters")
     return matches[0]
 
 
