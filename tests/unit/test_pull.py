@@ -174,7 +174,9 @@ def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_
     assert "is already pulled into run, unedited" in same.out, same.err
     (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").write_bytes(b"cut short")
     again = cli("pull", "HEAD", "--to", "run", cwd=clone)
-    assert again.code == 1 and "run is not empty, and a pull writes a new directory" in again.err, again.err
+    assert again.code == 1 and ("run holds this run's pull, edited since (checkpoints); `chemspec refit run` reads "
+                                "it as edited. Give another --to DIR for a fresh copy, or remove it") in again.err, \
+        again.err
 
 
 def test_the_default_folder_is_named_by_study_and_manifest_not_by_a_relative_revision(cli, two_studies,
@@ -264,7 +266,8 @@ def test_pulling_the_same_run_again_into_its_default_folder_does_nothing_while_i
                                 "to do") in again.out, again.out + again.err
     (folder / "fit.json").write_text("{}\n")
     edited = cli("pull", alpha[:10], cwd=root)
-    assert edited.code == 1 and "is not empty, and a pull writes a new directory" in edited.err, edited.err
+    assert edited.code == 1 and "holds this run's pull, edited since (fit.json); `chemspec refit" in edited.err, \
+        edited.err
     assert (folder / "fit.json").read_text() == "{}\n"
 
 

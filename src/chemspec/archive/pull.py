@@ -47,6 +47,10 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
     if to.exists() and any(to.iterdir()):
         if _holds(to, digest):
             return {"rev": rev, "manifest": digest, "study": name, "to": str(to), "already": True}
+        if _pulled_digest(to) == digest:
+            raise ArchiveError(f"{to} holds this run's pull, edited since ({', '.join(edited(to)) or 'checkpoints'}); "
+                               f"`chemspec refit {to}` reads it as edited. Give another --to DIR for a fresh copy, or "
+                               "remove it")
         raise ArchiveError(f"{to} is not empty, and a pull writes a new directory; remove it, or give another "
                            "with --to DIR")
     snapshot = Snapshot(rev, cwd=cwd)
@@ -72,6 +76,15 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
     unchecked = sorted(set(checkpoints) - set(manifest.get("checkpoint_sha256", {})))
     return {"rev": rev, "manifest": digest, "study": manifest["study"], "to": str(to),
             "objects": len(walk(manifest)) + 1, "checkpoints": len(checkpoints), "unchecked": len(unchecked)}
+
+
+def _pulled_digest(folder: Path) -> str | None:
+    """The manifest id of the run a pull wrote into `folder` (None where it holds no pull)."""
+    try:
+        return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest() if (folder / PULLED).is_file() \
+            else None
+    except OSError:
+        return None
 
 
 def _holds(folder: Path, digest: str) -> bool:
