@@ -60,7 +60,7 @@ def for_wave(settings: Settings, groups: tuple[str, ...]) -> Settings:
     changes = {"time_min": settings.stage_time_min[groups[0]]} if groups[0] in settings.stage_time_min else {}
     if groups == ("sample",) and settings.gpus_per_job > 1:
         changes["gpus_per_job"] = 1
-    return replace(settings, **changes)
+    return replace(settings, **changes) if changes else settings
 
 
 def make_executor(settings: Settings, folder: Path):
