@@ -184,7 +184,7 @@ def pull(target: str, to: str | None, study: str | None) -> None:
              "as the remote returned them, unchecked"] if result["unchecked"] else []
     if not result["checkpoints"]:
         notes.append("this run's manifest names no checkpoints (its models were not archived), so its results came "
-                     "back without them: report, refit and diff need none")
+                     "back without them (refit needs none)")
     _notes(notes)
 
 

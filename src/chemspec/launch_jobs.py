@@ -84,8 +84,8 @@ def sbatch_script(settings: Settings, folder: Path, count: int) -> str:
     return _make_sbatch_string(command=command, folder=folder, **parameters)
 
 
-SBATCH_FIX = ("check executor.slurm (partition, account, gpus_per_job, time_min, sbatch) and --sbatch options; "
-              "`chemspec launch --dry-run` prints the script")
+SBATCH_FIX = ("check executor.slurm (partition, account, gpus_per_job, time_min, stage_time_min, sbatch) and --sbatch "
+              "options; `chemspec launch --dry-run` prints the script")
 
 
 def try_submission(settings: Settings, waves: list[tuple[str, ...]], folder: Path) -> None:

@@ -174,8 +174,8 @@ def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_
     assert "is already pulled into run, unedited" in same.out, same.err
     (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").write_bytes(b"cut short")
     again = cli("pull", "HEAD", "--to", "run", cwd=clone)
-    assert again.code == 1 and ("run holds this run's pull, edited since (checkpoints); `chemspec refit run` reads "
-                                "it as edited. Give another --to DIR for a fresh copy, or remove it") in again.err, \
+    assert again.code == 1 and ("run holds this run's pull, its checkpoints missing or other than the archived ones "
+                                "(refit needs none). Give another --to DIR for a fresh copy, or remove it") in again.err, \
         again.err
 
 
@@ -268,6 +268,9 @@ def test_pulling_the_same_run_again_into_its_default_folder_does_nothing_while_i
     edited = cli("pull", alpha[:10], cwd=root)
     assert edited.code == 1 and "holds this run's pull, edited since (fit.json); `chemspec refit" in edited.err, \
         edited.err
+    (folder / "manifest.json").write_text("{}\n")
+    edited = cli("pull", alpha[:10], cwd=root)
+    assert "holds this run's pull, edited since (fit.json, manifest.json)" in edited.err, edited.err
     assert (folder / "fit.json").read_text() == "{}\n"
 
 

@@ -191,7 +191,8 @@ def test_gpus_asked_for_cells_that_run_on_the_cpu_are_refused_at_validate(tmp_pa
      r"executor\.slurm\.setup\.0: 'module load cuda\\nsource x' is no shell line"),
     ({"sbatch": {"gpus": 2}}, r"executor\.slurm\.sbatch\.gpus: 2 asks for GPUs beside the 2 that "),
     ({"stage_time_min": {"tpe": "0:30:00"}}, r"executor\.slurm\.stage_time_min\.tpe: counts minutes; write 30 for"),
-], ids=["hh:mm:ss", "days", "empty-line", "two-lines", "gpus", "stage"])
+    ({"stage_time_min": "02:00:00"}, r"executor\.slurm\.stage_time_min: should be a section of keys"),
+], ids=["hh:mm:ss", "days", "empty-line", "two-lines", "gpus", "stage", "stage-not-a-mapping"])
 def test_slurm_settings_a_cluster_user_gets_wrong_are_named_at_validate(tmp_path, cli, slurm, message):
     study = tiny_study(executor={"kind": "slurm", "slurm": slurm})
     study["training"] = {"max_epochs": 2, "accelerator": "gpu", "devices": 2}
@@ -224,7 +225,8 @@ def test_each_waves_jobs_get_their_stages_time_limit(tmp_path, cli, git_env):
     assert cli("compile", "study.yaml", cwd=root).code == 0
     result = cli("launch", "--dry-run", cwd=root)
     assert result.code == 0, result.err
-    assert [line.strip() for line in result.out.splitlines() if "#SBATCH --time=" in line][:1] == ["#SBATCH --time=120"]
+    times = [line.strip() for line in result.out.splitlines() if "#SBATCH --time=" in line]
+    assert times == ["#SBATCH --time=120", "#SBATCH --time=600"], "the tpe wave's, then the train wave's"
     assert "stage_time_min" in (root / "params.yaml").read_text()
     write_spec(root / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"stage_time_min": {"trian": 30}}}))
     result = cli("validate", "study.yaml", cwd=root)

@@ -46,8 +46,8 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     except UnknownStudy as exc:
         raise UnknownStudy(f"{exc}; to compare a run of each name, give the two runs' manifest ids (`chemspec "
                            "archive ls` lists them)") from None
-    sides = {rev_a: result.get("study_a", result["study"]), rev_b: result["study"]}
-    result["unarchived"] = [note for rev, name in sides.items() if rev != WORKTREE and (
+    sides = dict.fromkeys([(rev_a, result.get("study_a", result["study"])), (rev_b, result["study"])])
+    result["unarchived"] = [note for rev, name in sides if rev != WORKTREE and (
         note := unarchived(rev, Snapshot(rev).manifest(name)[1], Path(params))) is not None]
     if found and compiled not in found:
         result["unarchived"].append(f"the study compiled here, {compiled!r}, has no archived run at {rev_b} (`dvc "

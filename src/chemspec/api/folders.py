@@ -77,7 +77,7 @@ def pages_folder(out: Path, given: bool = True) -> Path:
     """`out`, unless it is, or lies inside (below this folder), git's, DVC's, or a folder that a pipeline stage
     or the archive writes, or it holds pages or plots/ that `chemspec report` did not write (`given`: as --out)."""
     target, label = out.resolve(), f"--out {out}" if given else str(out)
-    refuse_owned(out, label, "the pages", "the default reports/<study>/" if given else "with --out")
+    refuse_owned(out, label, "the pages", "the default reports/<study>/" if given else "give one with --out")
     fit = target.parent / "fit"
     if given and target.name == "report" and any((fit / name).is_file() for name in STAGE_FILES):
         raise UsageError(f"{label}: the pages of the workspace's run go there, beside {os.path.relpath(fit)} (as "

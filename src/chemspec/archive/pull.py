@@ -48,8 +48,10 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
         if _holds(to, digest):
             return {"rev": rev, "manifest": digest, "study": name, "to": str(to), "already": True}
         if _pulled_digest(to) == digest:
-            raise ArchiveError(f"{to} holds this run's pull, edited since ({', '.join(edited(to)) or 'checkpoints'}); "
-                               f"`chemspec refit {to}` reads it as edited. Give another --to DIR for a fresh copy, or "
+            changed = edited(to)
+            what = (f"edited since ({', '.join(changed)}); `chemspec refit {to}` reads it as edited" if changed else
+                    "its checkpoints missing or other than the archived ones (refit needs none)")
+            raise ArchiveError(f"{to} holds this run's pull, {what}. Give another --to DIR for a fresh copy, or "
                                "remove it")
         raise ArchiveError(f"{to} is not empty, and a pull writes a new directory; remove it, or give another "
                            "with --to DIR")
@@ -79,12 +81,12 @@ def pull(target: str, to: str | Path | None, study: str | None = None, cwd: str 
 
 
 def _pulled_digest(folder: Path) -> str | None:
-    """The manifest id of the run a pull wrote into `folder` (None where it holds no pull)."""
+    """The manifest id of the run a pull wrote into `folder`, as its record says (None where it holds no pull)."""
     try:
-        return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest() if (folder / PULLED).is_file() \
-            else None
-    except OSError:
+        digest = json.loads((folder / PULLED).read_bytes())["sha256"]["manifest.json"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    return digest if isinstance(digest, str) else None
 
 
 def _holds(folder: Path, digest: str) -> bool:

@@ -91,7 +91,8 @@ class Slurm(Spec):
     @field_validator("time_min", "stage_time_min", mode="before")
     @classmethod
     def _minutes(cls, value: object, info: ValidationInfo) -> object:
-        given = value.items() if isinstance(value, dict) else [(None, value)]
+        given = (value.items() if isinstance(value, dict) else
+                 [] if info.field_name == "stage_time_min" else [(None, value)])
         for key, text in given:
             # MM:SS is left to the type error: YAML 1.1 and people read 1:30 as 90 minutes, sbatch as 90 seconds.
             if isinstance(text, str) and ("-" in text or text.count(":") == 2) and (minutes := slurm_minutes(text)):
