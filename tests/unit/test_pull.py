@@ -174,9 +174,9 @@ def test_a_checkpoint_is_pulled_and_checked_against_its_archived_hash(cli, with_
     assert "is already pulled into run, unedited" in same.out, same.err
     (clone / "run" / "checkpoints" / "xs-100" / "weights.bin").write_bytes(b"cut short")
     again = cli("pull", "HEAD", "--to", "run", cwd=clone)
-    assert again.code == 1 and ("run holds this run's pull, its checkpoints missing or other than the archived ones "
-                                "(refit needs none). Give another --to DIR for a fresh copy, or remove it") in again.err, \
-        again.err
+    said = ("run holds this run's pull, its checkpoints missing or other than the archived ones (refit needs none). "
+            "Give another --to DIR for a fresh copy, or remove it")
+    assert again.code == 1 and said in again.err, again.err
 
 
 def test_the_default_folder_is_named_by_study_and_manifest_not_by_a_relative_revision(cli, two_studies,
