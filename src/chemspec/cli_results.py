@@ -122,7 +122,7 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
             again += "; other kept configurations: " + ", ".join(ranks)
         click.echo(f"  ~ cell {row['cell']}: {status}{params}{hparams}val loss "
                    f"{_change(row['val_loss_before'], row['val_loss_after'])}{errors}{again}")
-    alike = cells.get("generation_alike", [])
+    alike = cells["generation_alike"]
     for metric in alike:
         rows = [row for row in cells["generation"] if row["metric"] == metric]
         click.echo(f"  ~ all {len(rows)} cells: {metric} {_change(rows[0]['before'], rows[0]['after'])}")

@@ -10,6 +10,12 @@ def count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def listed(names, most: int = 4) -> str:
+    """`a, b, c, d, ...`: the first `most` of `names`, and an ellipsis where there are more."""
+    names = list(names)
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
 def number(value: float, digits: int = 4) -> str:
     """`digits` significant digits, but a whole number with separators from 10,000 up (and for an int):
     17,950 beside 1264 in a column, not 1.795e+04."""

@@ -12,7 +12,7 @@ from chemspec.compiler import Cells
 from chemspec.compiler.render import short_identity, stage_identities
 from chemspec.lockfiles import Ran
 from chemspec.runtime.io import TEMPORARY, load_yaml
-from chemspec.words import count
+from chemspec.words import count, listed
 
 
 def carried(result, root: Path) -> list[str]:
@@ -26,14 +26,14 @@ def carried(result, root: Path) -> list[str]:
                      "for it")
     if result.renamed:
         notes.append(f"{count(len(result.renamed), 'rank-1 stage')} named <cell>-r1 before now "
-                     f"({', '.join(result.renamed[:3])}{', ...' if len(result.renamed) > 3 else ''}) keep their DVC "
+                     f"({listed(result.renamed, 3)}) keep their DVC "
                      "records and folders under their names now, without -r1: a cell's name no longer depends on "
                      "hpo.tpe.keep, so they do not retrain (commit the .gitignore files that moved with them)")
     if result.leftovers:
         one = len(result.leftovers) == 1
-        shown = ", ".join(os.path.join(root, f) if str(root) != "." else f for f in result.leftovers[:3])
+        shown = listed((os.path.join(root, f) if str(root) != "." else f for f in result.leftovers), 3)
         notes.append(f"{count(len(result.leftovers), 'folder')} of stages this grid no longer has "
-                     f"{'stays' if one else 'stay'} on disk ({shown}{', ...' if len(result.leftovers) > 3 else ''}), "
+                     f"{'stays' if one else 'stay'} on disk ({shown}), "
                      f"tracked by no stage now; delete {'it' if one else 'them'} when you no longer need "
                      f"{'it' if one else 'them'}")
     return notes
@@ -70,11 +70,11 @@ def leftovers(cells: Cells, root: Path) -> list[str]:
     return sorted(found - now)
 
 
-def finished_checkpoints(cells: Cells, root: Path) -> str | None:
+def finished_checkpoints(cells: Cells, root: Path, record: Ran | None = None) -> str | None:
     """A note on the checkpoints that stopped runs left for cells which dvc.lock now records as done with their
     identity and outputs (DVC restored them from its cache, so no run resumed from the checkpoint and removed it);
-    None where there are none."""
-    record = Ran(root)
+    None where there are none. `record`: the project's dvc.lock files, where the caller has read them."""
+    record = record or Ran(root)
     ran, gone = record.identities(), set(record.missing())
     stages = {f"{name}@{key}": cell for name, group in (("tpe", cells.tpe), ("calibrate", cells.calibrate),
                                                          ("train", cells.train)) for key, cell in group.items()}
@@ -84,9 +84,9 @@ def finished_checkpoints(cells: Cells, root: Path) -> str | None:
         return None
     size = sum(f.stat().st_size for _, folder in done for f in (root / folder).rglob("*") if f.is_file())
     one = len(done) == 1
-    return (f"{', '.join(folder for _, folder in done[:4])}{', ...' if len(done) > 4 else ''} "
+    return (f"{listed(folder for _, folder in done)} "
             f"{'holds the checkpoint' if one else 'hold the checkpoints'} of a stopped run of "
-            f"{', '.join(name for name, _ in done[:4])}{', ...' if len(done) > 4 else ''}, which dvc.lock records "
+            f"{listed(name for name, _ in done)}, which dvc.lock records "
             f"as done since (restored from DVC's run cache), so only a forced run (`dvc repro -f --no-run-cache -s "
             f"{record.addresses[done[0][0]] if one else '<stage>'}`) would resume from {'it' if one else 'them'}: "
             f"delete {'it' if one else 'them'} to free {size / 1e6:,.1f} MB")

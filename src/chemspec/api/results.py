@@ -24,7 +24,7 @@ from chemspec.lockfiles import Ran
 from chemspec.runtime.io import read_json, staged, write_bytes
 from chemspec.runtime.result_files import (SPEED_KEYS, calibration_problem, cells_problem, fit_problem, read_checked,
                                           read_results, selected_problem)
-from chemspec.words import count
+from chemspec.words import count, listed
 
 
 @dataclass
@@ -115,7 +115,8 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
     rows, fit = read_results(folder)
     selected = (read_checked(root / cells.select.out, "select", selected_problem)
                 if (root / cells.select.out).is_file() else None)
-    stale = with_study_change(stale_note(cells, root, params, rows, selected), params)
+    record = Ran(root)
+    stale = with_study_change(stale_note(cells, root, params, rows, selected, record=record), params)
     manifest, provenance = _archived_as(root / cells.archive.root, cells.archive.study, rows)
     calibration = None
     if cells.calibration is not None and (root / cells.calibration.out_dir / "calibration.json").is_file():
@@ -133,7 +134,7 @@ def report(params: str | Path = "params.yaml", write: bool = True, source: str |
                   files=files, calibration=calibration, manifest=manifest, provenance=provenance, stale=stale,
                   selected=selected, data=data, model=pages.model_text(cells.archive.spec),
                   family=cells.archive.spec["model"]["family"], pages=None if write else _older_pages(out, manifest),
-                  checkpoints=finished_checkpoints(cells, root))
+                  checkpoints=finished_checkpoints(cells, root, record))
 
 
 def _older_pages(out: Path, manifest: str | None) -> str | None:
@@ -149,15 +150,15 @@ def _older_pages(out: Path, manifest: str | None) -> str | None:
 
 
 def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = (),
-               selected: dict | None = None, on_disk: bool = True) -> str | None:
+               selected: dict | None = None, on_disk: bool = True, record: Ran | None = None) -> str | None:
     """Why the results on disk are not those of the study as compiled now: the stages whose cell identity
     differs from the one their last run recorded in dvc.lock (or that never ran), which `dvc repro`
     will run (none known when no dvc.lock records any: stages run by hand), those whose input files (a data
     file) changed since they read them, and the train cells of `rows`
     whose hyperparameters are not those `selected` (the selection on disk) keeps for them now, led (with
     `on_disk`, where the results on disk are read) by the result files whose bytes are not those dvc.lock
-    records; None when there are none of these."""
-    record, compiled = Ran(root), stage_identities(cells)
+    records; None when there are none of these. `record`: the dvc.lock files, where the caller has read them."""
+    record, compiled = record or Ran(root), stage_identities(cells)
     ran = record.identities()
     stale = [name for name, ident in compiled.items() if ran.get(name) != ident] if ran else []
     behind = [name for name in record.behind() if name in compiled and name not in stale]
@@ -171,7 +172,7 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
              "run by hand), `dvc commit` to record them") if unlike else None
     gone = [name for name in record.missing() if name in compiled and name not in stale] if on_disk else []
     if gone:
-        named = ", ".join(gone[:4]) + (", ..." if len(gone) > 4 else "")
+        named = listed(gone)
         mixed = "\n".join(filter(None, [mixed, (
             f"the outputs that dvc.lock records of {count(len(gone), 'stage')} are not on disk ({named}); the report "
             "shows their results as the fit stage recorded them: `dvc checkout` restores them from DVC's cache (`dvc "
@@ -180,18 +181,18 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
         return mixed
     reasons = []
     if stale:
-        named = ", ".join(stale[:4]) + (", ..." if len(stale) > 4 else "")
+        named = listed(stale)
         after = ("; the train cells run again where the selection changes"
                  if any(name == "select" or name.startswith("tpe@") for name in stale) else "")
         reasons.append(f"{count(len(stale), 'stage')} did not run as compiled ({named}){after}")
     if behind:
-        named = ", ".join(behind[:4]) + (", ..." if len(behind) > 4 else "")
+        named = listed(behind)
         reasons.append(f"{count(len(behind), 'stage')} ran before {'its' if len(behind) == 1 else 'their'} inputs "
                        f"last changed ({named})")
     reasons += [f"{', '.join(paths)} changed since the {name} stage last read {'it' if len(paths) == 1 else 'them'}"
                 for name, paths in inputs.items()]
     if off:
-        named = ", ".join(off[:4]) + (", ..." if len(off) > 4 else "")
+        named = listed(off)
         reasons.append(f"{count(len(off), 'train cell')} trained with hyperparameters that {cells.select.out} no "
                        f"longer keeps for {'it' if len(off) == 1 else 'them'} ({named})")
     what = [f"{params} as compiled now" if stale or behind or off else "", "their data files" if inputs else ""]
