@@ -56,7 +56,7 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
     click.echo()
     echo_fits(result.fits, result.fit["confidence"])
     echo_errors(result.fit.get("errors") or [])
-    if errors := errors_text(result.cells, result.fit, result.study):
+    if errors := errors_text(result.cells, result.fit, result.study, result.manifest):
         click.echo(f"\n{errors}")
     _echo_generation(result.cells)
     _echo_selection(result.selected)

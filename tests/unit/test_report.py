@@ -527,11 +527,14 @@ def test_a_force_field_run_fitted_before_its_test_errors_were_says_how_to_fit_th
     cells = [{"cell": "w8-100", "model": "w8", "params": 1000, "data_size": 100, "val_loss": 0.5, "hparams": {},
               "epochs": 1, "wall_time_s": 1.0, "status": "ok", "force_mae_meV_per_A": 90.0, "energy_mae_meV": 40.0}]
     archive_commit(tmp_path, cells, [])  # a fit.json of before 2026-12-05: no test-error fits
-    said = ("This run's fit predates the power laws of its test errors (force and energy MAE against size): "
-            "`chemspec refit <revision> --study s` fits them from the archive, without training.")
     result = cli("report", "--from", "HEAD", cwd=tmp_path)
+    manifest = re.search(r"\(manifest ([0-9a-f]{12})\)", result.out)[1]
+    said = ("This run's fit predates the power laws of its test errors (force and energy MAE against size): "
+            f"`chemspec refit {manifest} --study s` fits them from the archive, without training.")
     assert result.code == 0 and said in result.out, result.out
     assert said in (tmp_path / "reports" / "s" / "report.md").read_text()
-    assert errors_text(cells, {"errors": []}, "s") == "", "a fit that had errors to fit says nothing"
+    assert "(`dvc repro --force --single-item fit`) fits them" in errors_text(cells, {}, "s", None), \
+        "a run that was never archived is fitted again by its fit stage"
+    assert errors_text(cells, {"errors": []}, "s", manifest) == "", "a fit that had errors to fit says nothing"
     language = [{k: v for k, v in cells[0].items() if not k.endswith(("_meV", "_per_A"))}]
-    assert errors_text(language, {}, "s") == "", "a language model has no test errors to fit"
+    assert errors_text(language, {}, "s", manifest) == "", "a language model has no test errors to fit"

@@ -184,7 +184,7 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
                                 for f in fit.get("generation") or []],
             "error_fits": [{**f, "ci_text": interval_text(f.get("ci"))} for f in fit.get("errors") or []],
-            "errors_text": errors_text(cells, fit, study)}
+            "errors_text": errors_text(cells, fit, study, manifest)}
 
 
 def html(ctx: dict) -> str:

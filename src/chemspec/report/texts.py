@@ -136,12 +136,13 @@ def baseline_text(cells: list[dict]) -> str:
     return text
 
 
-def errors_text(cells: list[dict], fit: dict, study: str) -> str:
+def errors_text(cells: list[dict], fit: dict, study: str, manifest: str | None) -> str:
     """How to fit a force field's test errors where its run was fitted before chemspec fitted them ('' else)."""
     if fit.get("errors") is not None or not any("force_mae_meV_per_A" in c for c in cells):
         return ""
-    return ("This run's fit predates the power laws of its test errors (force and energy MAE against size): "
-            f"`chemspec refit <revision> --study {study}` fits them from the archive, without training.")
+    how = (f"`chemspec refit {manifest[:12]} --study {study}` fits them from the archive, without training." if manifest
+           else "running the fit stage again (`dvc repro --force --single-item fit`) fits them, without training.")
+    return f"This run's fit predates the power laws of its test errors (force and energy MAE against size): {how}"
 
 
 def data_text(data: dict | None) -> str:
