@@ -387,8 +387,8 @@ def test_a_smiles_file_without_column_that_would_read_no_molecule_is_named_at_va
     result = cli("validate", str(spec))
     assert result.code == 2 and expected in result.err, result.err
     for first in ("CCO smiles_0001", "[CH3][CH2][OH]", "[2H][CH2][2H] deuterated", "[Na+].[Cl-] salt", "[O][O]",
-                  "[CH2][CH2] ethylene diradical"):
-        (tmp_path / "mols.csv").write_text(f"{first}\nCCN amine\n")  # SMILES that RDKit reads, a name after
+                  "[CH2][CH2] ethylene diradical", "C(C=O smiles_0001"):
+        (tmp_path / "mols.csv").write_text(f"{first}\nCCN amine\n")  # SMILES (the last one broken), a name after
         err = cli("validate", str(spec)).err
         assert "header" not in err and "SELFIES" not in err and "has 2; lower the sizes" in err, err
 

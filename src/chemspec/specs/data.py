@@ -60,7 +60,8 @@ class SmilesFileSource(Spec):
             raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
                              "which chemspec encodes itself (data.representation picks what the model reads): "
                              "decode them first (selfies.decoder)")
-        named = [field for field in fields if "smiles" in field.lower()]
+        bonds = set("()[]=#@+/\\") & set(fields[0])  # a SMILES RDKit cannot read, not a column name
+        named = [field for field in fields if "smiles" in field.lower()] if not bonds else []
         if named:
             fix = ("convert it to comma-separated and set data.source.column to its SMILES column"
                    if not re.fullmatch(r"\w+", named[0]) else
