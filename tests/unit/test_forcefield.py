@@ -302,6 +302,16 @@ def test_a_nan_loss_marks_the_run_diverged_with_its_step_and_stops_it():
     assert b"NaN" not in to_json(metrics)
 
 
+def test_a_loss_on_forces_alone_reports_no_energy_error():
+    """Forces fix a model's energy only up to a constant, which a loss without its energy term never trains:
+    its energy MAE measured that constant, and the fit gave it a power law (outside review)."""
+    data = ethanols(6)
+    metrics, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-3, "batch_size": 3},
+                                  epochs=2, seed=1, loss={"kind": "l1", "energy": 0.0, "forces": 1.0})
+    assert metrics["energy_mae_meV"] is metrics["energy_mae_per_atom_meV"] is None
+    assert metrics["force_mae_meV_per_A"] > 0 and "energy_mae_meV" not in metrics["baseline"]
+
+
 def test_test_errors_are_computed_under_the_autocast_validation_ran_under():
     data = ethanols(6)
     metrics, _ = train_forcefield("schnet", 8, 1, CUTOFF, 8, data, data, data, {"learning_rate": 1e-3, "batch_size": 3},

@@ -349,13 +349,17 @@ def test_cells_that_do_no_better_than_a_model_that_learned_nothing_are_named_in_
     assert table.code == 0 and said in " ".join(table.out.split()), table.out
     assert said in (results / "report" / "report.md").read_text()
     assert said.replace("'", "&#39;") in (results / "report" / "index.html").read_text()
-    for key in metrics:  # a loss on forces alone: no energy baseline, and energies are not judged
+    for key in metrics:  # a loss on forces alone: no energy error, no energy baseline, and energies are not judged
         row = json.loads((tmp_path / metrics[key]).read_text())
-        io.write_json(tmp_path / metrics[key], {**row, "baseline": {"force_mae_meV_per_A": 884.0}})
+        io.write_json(tmp_path / metrics[key], {**row, "energy_mae_meV": None, "energy_mae_per_atom_meV": None,
+                                                 "baseline": {"force_mae_meV_per_A": 884.0}})
     assert cli("run", "fit", cwd=tmp_path).code == 0
     forces = cli("report", "--no-files", cwd=tmp_path).out
-    assert "A model that learned nothing (zero forces) errs by 884.0 meV/Å on the test set. No better than that: on " \
-           "forces 1 cell (w8d2 at 60)." in " ".join(forces.split()), forces
+    assert "A model that learned nothing (zero forces) errs by 884.0 meV/Å on the test set. The loss trains forces " \
+           "alone (training.loss.energy: 0), which fix energies only up to a constant: no energy error is measured. " \
+           "No better than that: on forces 1 cell (w8d2 at 60)." in " ".join(forces.split()), forces
+    errors = json.loads((results / "fit" / "fit.json").read_text())["errors"]
+    assert {row["metric"] for row in errors} == {"force_mae"}, "no power law of an energy error nothing trained"
     row = json.loads((tmp_path / metrics["w8d2-60"]).read_text())
     io.write_json(tmp_path / metrics["w8d2-60"], {**row, "baseline": {"energy_mae_meV": "138"}})
     refused = cli("run", "fit", cwd=tmp_path)

@@ -122,7 +122,8 @@ def baseline_text(cells: list[dict]) -> str:
     text = (("A model that learned nothing (reference energies alone, fitted by element counts on the cell's "
              f"training set, and zero forces) errs by {span('energy_mae_meV', 'meV')} and " if energies else
              "A model that learned nothing (zero forces) errs by ") + f"{span('force_mae_meV_per_A', 'meV/Å')} on the "
-            "test set.")
+            "test set." + ("" if energies else " The loss trains forces alone (training.loss.energy: 0), which fix "
+                           "energies only up to a constant: no energy error is measured."))
     worse = []
     for key, what in (("energy_mae_meV", "energies"), ("force_mae_meV_per_A", "forces")):
         names = [f"{c['model']} at {c['data_size']:,}" for c in rows if c.get("status", "ok") == "ok"

@@ -241,6 +241,8 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
     tested = (evaluate(module.to(trainer.strategy.root_device), sets["test"].loader(EVAL_BATCH), precision)
               if module.diverged is None else dict.fromkeys(("energy_mae_meV", "force_mae_meV_per_A",
                                                              "energy_mae_per_atom_meV", "loss")))
+    if loss_cfg["energy"] == 0:  # forces fix the energy only up to a constant, which nothing then trained
+        tested.update(energy_mae_meV=None, energy_mae_per_atom_meV=None)
     return {"family": model_name, "width": width, "depth": depth, "capacity": width * depth,
             "params": sum(p.numel() for p in module.model.parameters()),
             "energy_mae_meV": tested["energy_mae_meV"], "force_mae_meV_per_A": tested["force_mae_meV_per_A"],
