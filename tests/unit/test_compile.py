@@ -781,6 +781,8 @@ def test_generation_adds_a_sample_stage_per_train_cell(tmp_path):
     ("  scheduler: {name: constant}", "training.scheduler.name: model.family 'painn' trains with the plateau"),
     ("  scheduler: {name: plateau, warmup_steps: 10}", "training.scheduler.warmup_steps: model.family 'painn' trains "
                                                        "with the plateau schedule, which has no warm-up"),
+    ("  scheduler: {warmup_fraction: 0.1}", "training.scheduler.warmup_fraction: model.family 'painn' trains with "
+                                            "the plateau schedule, which has no warm-up; remove warmup_fraction"),
     ("  scheduler: {name: plateau, min_lr: 1.0e-3}", r"hpo.grid.learning_rate: \[0.001\] at or below "
                                                      r"training.scheduler.min_lr \(0.001\), where the plateau "
                                                      r"schedule of model.family 'painn' stops training after the "

@@ -131,6 +131,43 @@ def test_a_warmup_longer_than_the_tpe_cells_whole_run_is_not_told_to_raise_the_b
         load_study(tmp_path / "q.yaml")
 
 
+def test_a_warmup_fraction_warms_each_run_over_its_share_and_is_refused_where_it_outlasts_the_tpe_window(tmp_path):
+    """warmup_steps counts steps, so the TPE window of a larger batch size held more warm-up (science review)."""
+    from chemspec.runtime.chemgpt import lr_lambda
+
+    def study(scheduler: str) -> Study:
+        (tmp_path / "q.yaml").write_text(QUICKSTART.read_text().replace("warmup_steps: 20", scheduler))
+        return load_study(tmp_path / "q.yaml")
+
+    scheduler = study("warmup_fraction: 0.1").training.scheduler
+    assert (scheduler.warmup(235), scheduler.warmup(80), scheduler.warmup(5)) == (23, 8, 0)
+    factor = lr_lambda(scheduler, 80, 1e-3)
+    assert [factor(step) for step in (0, 7, 8, 79)] == pytest.approx([1 / 8, 1.0, 1.0, 1.0])
+    with pytest.raises(SpecError, match=r"training.scheduler: warmup_steps and warmup_fraction both set the warm-up; "
+                                        r"keep one"):
+        study("warmup_steps: 20, warmup_fraction: 0.1")
+    with pytest.raises(SpecError, match=r"hpo.tpe.budget_fraction: 0.2 stops the TPE runs \(data size 3000, batch_size "
+                                        r"64\) after 47 of their 235 optimiser steps, within "
+                                        r"training.scheduler.warmup_fraction 0.2 \(47 steps\), so TPE would rank the "
+                                        r"configurations on warm-up losses alone; lower warmup_fraction below "
+                                        r"budget_fraction, or raise budget_fraction above 0.2"):
+        study("warmup_fraction: 0.2")
+    assert study("warmup_fraction: 0.19").training.scheduler.warmup(235) == 44
+    assert study("warmup_fraction: 0.19").notes() == []
+
+
+def test_warmup_steps_that_fill_one_batch_sizes_tpe_window_more_than_anothers_are_noted(tmp_path):
+    """At 3,000 molecules, 5 epochs and budget_fraction 0.2, a TPE run is 94 steps at batch 32 and 24 at 128."""
+    text = QUICKSTART.read_text().replace("batch_size: [64]", "batch_size: [32, 128]")
+    (tmp_path / "q.yaml").write_text(text)
+    assert load_study(tmp_path / "q.yaml").notes() == [
+        "training.scheduler.warmup_steps: 20 steps are 21% of a TPE run at batch_size 32 and 83% at batch_size 128, "
+        "so TPE ranks the larger batch on more warm-up loss; warmup_fraction (a share of each run) warms every "
+        "configuration up alike"]
+    (tmp_path / "q.yaml").write_text(text.replace("warmup_steps: 20", "warmup_fraction: 0.05"))
+    assert load_study(tmp_path / "q.yaml").notes() == []
+
+
 def test_a_bootstrap_on_a_grid_too_small_for_it_is_refused(tmp_path):
     with pytest.raises(SpecError, match=r"fit.bootstrap: 200 resamples of the joint fit need a grid of at least 12 "
                                         r"cells; this one has 9, so it would end as 'cannot bootstrap'; set "

@@ -260,6 +260,11 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _set(value: Any) -> Any:
+    """A section's options less those left off (None)."""
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
 def identity(cell: Cell, estimator: dict[str, Any] = RETIRED_ESTIMATOR) -> str:
     """sha256 of the fields of a cell that change its result. `estimator`: what a TPE or train cell's identity
     holds; cells compiled before 2026-12-06 held the study's, by which relock.carry_selection knows them."""
@@ -268,7 +273,7 @@ def identity(cell: Cell, estimator: dict[str, Any] = RETIRED_ESTIMATOR) -> str:
     fields = cell.model_dump(mode="json", exclude=IDENTITY_EXCLUDE | unset)
     if isinstance(fields.get("training"), dict):
         # An option left off (None) does not change results, so options added later keep identities.
-        fields["training"] = {**RETIRED_TRAINING, **{k: v for k, v in fields["training"].items()
+        fields["training"] = {**RETIRED_TRAINING, **{k: _set(v) for k, v in fields["training"].items()
                                                      if k not in BOOKKEEPING and v is not None}}
     if isinstance(cell, TrainCell) and cell.training.optimizer.weight_decay > 0 and cell.family in DECAYED:
         fields["decayed"] = DECAYED[cell.family]

@@ -151,6 +151,8 @@ def _archive(study: Study, data_dir: str, split_dir: str, results: str,
                                                   "data": {"source": {"unit_checks"}}})
     if spec["model"].get("charge_spin") is False:  # an option left off: archives of before keep their identity
         del spec["model"]["charge_spin"]
+    if spec["training"]["scheduler"].get("warmup_fraction", 0) is None:  # likewise
+        del spec["training"]["scheduler"]["warmup_fraction"]
     return ArchiveCell(study=study.study, seed=study.seed, spec=spec, inputs=inputs, root="archive")
 
 

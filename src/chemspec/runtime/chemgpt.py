@@ -99,11 +99,13 @@ def loader(tokens: np.ndarray, rows: np.ndarray, batch_size: int, shuffle: bool,
 def lr_lambda(scheduler: Scheduler, total_steps: int, base_lr: float):
     floor = min(scheduler.min_lr / base_lr, 1.0)
 
+    warmup = scheduler.warmup(total_steps)
+
     def factor(step: int) -> float:
-        if step < scheduler.warmup_steps:
-            return (step + 1) / scheduler.warmup_steps
+        if step < warmup:
+            return (step + 1) / warmup
         if scheduler.name == "cosine":
-            progress = min(1.0, (step - scheduler.warmup_steps) / max(1, total_steps - scheduler.warmup_steps))
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
 

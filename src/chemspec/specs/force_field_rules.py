@@ -56,9 +56,10 @@ def force_field_problems(model: GNNModel, data: Data, training: Training, hpo: H
     if "name" in scheduler.model_fields_set and scheduler.name != "plateau":
         yield (f"training.scheduler.name: model.family {family} trains with the plateau schedule (the rate "
                "falls when the validation loss stalls); set name: plateau")
-    if scheduler.warmup_steps:
-        yield (f"training.scheduler.warmup_steps: model.family {family} trains with the plateau schedule, "
-               "which has no warm-up; remove warmup_steps")
+    for warmup in ("warmup_steps", "warmup_fraction"):
+        if getattr(scheduler, warmup):
+            yield (f"training.scheduler.{warmup}: model.family {family} trains with the plateau schedule, "
+                   f"which has no warm-up; remove {warmup}")
     stopped = [rate for rate in hpo.grid.learning_rate if rate <= scheduler.min_lr]
     if stopped:
         yield (f"hpo.grid.learning_rate: {stopped} at or below training.scheduler.min_lr ({scheduler.min_lr}), "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -18,7 +17,8 @@ from chemspec.specs.hpo import Hpo
 from chemspec.specs.model import ChemGPTModel, GNNModel, Model
 from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, JOINT_DISTINCT, Archive, Executor, Fit
 from chemspec.specs.sbatch import sbatch_problems
-from chemspec.specs.training import SCHEDULE_READS, Training
+from chemspec.specs.schedule_rules import lm_schedule_problems, warmup_notes
+from chemspec.specs.training import Training
 from chemspec.words import count
 
 CountStructures = Callable[[Path, AtomsFileSource, Model], int]
@@ -112,49 +112,9 @@ class Study(Spec):
                 yield ("training.loss: model.family 'chemgpt' trains on the next token's cross-entropy; the loss "
                        "section weighs force-field energies and forces, so remove it (cells trained with another "
                        "value retrain once: it was part of their identity)")
-            yield from self._lm_schedule_problems()
+            yield from lm_schedule_problems(training, self.data, self.hpo, self.tpe_data_size())
             return
         yield from force_field_problems(self.model, self.data, training, self.hpo, self.generation)
-
-    def _lm_schedule_problems(self) -> Iterator[str]:
-        """Scheduler fields that ChemGPT's schedule does not read, learning rates it never lowers, and
-        warm-ups too long for the cells or the TPE window."""
-        scheduler = self.training.scheduler
-        for field in scheduler.unread():
-            readers = " and ".join(name for name, read in SCHEDULE_READS.items() if field in read)
-            yield (f"training.scheduler.{field}: the {scheduler.name} schedule does not read it (the {readers} "
-                   f"schedule{'s do' if ' and ' in readers else ' does'}); remove it, or set another name")
-        kept = [rate for rate in self.hpo.grid.learning_rate if rate <= scheduler.min_lr]
-        if scheduler.name != "constant" and kept:
-            yield (f"hpo.grid.learning_rate: {kept} at or below training.scheduler.min_lr ({scheduler.min_lr}), which "
-                   f"the {scheduler.name} schedule never lowers; lower min_lr below {min(kept)}, or drop those rates")
-        if scheduler.name != "plateau":  # plateau has no warm-up (refused above)
-            yield from self._warmup_problems()
-
-    def _warmup_problems(self) -> Iterator[str]:
-        """A warm-up as long as a cell's whole run: that cell never trains at its learning rate, and a cosine
-        never starts, so the smallest data sizes would train on another schedule than the rest. A warm-up as
-        long as the TPE window, where there are configurations to rank: TPE would rank them on warm-up losses
-        alone. Steps are counted as runtime.train counts them (per rank, whole batches an epoch) and the window
-        as runtime.tpe.window_steps cuts it; the largest batch size gives the fewest."""
-        training, size, batch = self.training, min(self.data.sizes), max(self.hpo.grid.batch_size)
-        warmup, steps = training.scheduler.warmup_steps, self._optimiser_steps(size, batch)
-        if warmup >= steps:
-            yield (f"training.scheduler.warmup_steps {warmup} is at least the whole run of "
-                   f"the cells at data size {size} with batch_size {batch} ({steps} optimiser steps over "
-                   f"{training.max_epochs} epoch(s)), which would never leave the warm-up; set it below {steps}")
-        if len(self.hpo.grid.configs()) == 1:  # nothing to rank
-            return
-        fraction, size = self.hpo.tpe.budget_fraction, self.tpe_data_size()
-        total = self._optimiser_steps(size, batch)
-        window = max(1, round(fraction * total))
-        if window <= warmup:
-            needed = math.ceil(round((warmup + 1) / total * 100, 9)) / 100
-            raise_it = f", or raise budget_fraction to at least {needed}" if needed <= 1 else ""
-            lower = f"lower warmup_steps below {window}" if window > 1 else "remove warmup_steps"
-            yield (f"hpo.tpe.budget_fraction {fraction} stops the TPE runs (data size {size}, batch_size {batch}) "
-                   f"after {window} of their {total} optimiser steps, within training.scheduler.warmup_steps "
-                   f"({warmup}), so TPE would rank the configurations on warm-up losses alone; {lower}{raise_it}")
 
     def _tpe_problems(self) -> Iterator[str]:
         """tse_e over as many epochs as the TPE window holds is tse under another name."""
@@ -167,12 +127,6 @@ class Study(Spec):
                    "is tse; " + (f"lower last_epochs below {window:g}, " if window > 1 else "")
                    + f"raise budget_fraction so that the window holds more than {count(tpe.last_epochs, 'epoch')}, "
                      "or set estimator: tse")
-
-    def _optimiser_steps(self, size: int, batch: int) -> int:
-        """Optimiser steps of a whole run on `size` rows at `batch` rows a step, each rank stepping through its
-        share of every epoch."""
-        ranks = self.training.devices if isinstance(self.training.devices, int) else 1  # 'auto': at least one
-        return math.ceil(math.ceil(size / ranks) / batch) * self.training.max_epochs
 
     def _grid_problems(self) -> Iterator[str]:
         """Names and counts in one section that must agree with another's."""
@@ -282,7 +236,8 @@ class Study(Spec):
                   f"{AXIS_LAWS['power'][0]} sizes on one axis), so the report will give no exponent; add sizes"]
                  if len(self.data.sizes) * len(self.model.size_names()) > 1  # one cell: it studies no scaling
                  and not any(self._can_fit(law) for law in self.fit.laws) else [])
-        return [*self.data.notes(), *self.training.notes(), *big, *unfit]
+        return [*self.data.notes(), *self.training.notes(), *big, *unfit,
+                *warmup_notes(self.training, self.hpo, self.tpe_data_size())]
 
     def tpe_model_size(self) -> str:
         return self.hpo.tpe.model_size or self.model.size_names()[0]

@@ -35,6 +35,10 @@ class Scheduler(Spec):
     fields train with plateau only, which is their default."""
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up steps (constant and cosine)."""
+    warmup_fraction: float | None = Field(None, gt=0, lt=1)
+    """Linear warm-up over this share of each run's optimiser steps (constant and cosine), as Hugging Face's
+    warmup_ratio: runs of another batch or data size warm up over the same share of theirs, so TPE ranks
+    configurations of several batch sizes on windows that hold as much warm-up each. Set it or warmup_steps."""
     factor: float = Field(0.5, gt=0, lt=1)
     """Plateau: multiply the learning rate by this on a plateau."""
     patience: int = Field(50, ge=0)
@@ -43,6 +47,17 @@ class Scheduler(Spec):
     """Lowest learning rate (the end of a cosine decay, the floor of a plateau schedule); a force field's
     plateau schedule also stops training when it gets here, ChemGPT's keeps training at it."""
 
+    @model_validator(mode="after")
+    def _one_warmup(self) -> "Scheduler":
+        if self.warmup_steps and self.warmup_fraction:
+            raise ValueError("training.scheduler: warmup_steps and warmup_fraction both set the warm-up; keep one "
+                             "(warmup_fraction scales with each run's steps)")
+        return self
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps of a run of `total_steps` optimiser steps (a TPE run: of the full run it stops in)."""
+        return int(self.warmup_fraction * total_steps) if self.warmup_fraction else self.warmup_steps
+
     def unread(self) -> list[str]:
         """The fields set in the spec, away from their defaults, that this schedule does not read: changing one
         would retrain every cell (they are in its identity) to the same result."""
@@ -50,8 +65,8 @@ class Scheduler(Spec):
                       if getattr(self, name) != type(self).model_fields[name].default)
 
 
-SCHEDULE_READS = {"constant": {"warmup_steps"}, "cosine": {"warmup_steps", "min_lr"},
-                  "plateau": {"factor", "patience", "min_lr"}}
+SCHEDULE_READS = {"constant": {"warmup_steps", "warmup_fraction"},
+                  "cosine": {"warmup_steps", "warmup_fraction", "min_lr"}, "plateau": {"factor", "patience", "min_lr"}}
 """The fields of training.scheduler each schedule reads."""
 
 
