@@ -119,7 +119,8 @@ def test_a_prefix_that_is_also_a_git_revision_is_refused_as_ambiguous(cli, two_s
 
 def test_a_revision_still_needs_study_where_several_are_archived(cli, two_studies):
     root, _, _ = two_studies
-    assert "name one with --study" in cli("pull", "HEAD", "--to", "h", cwd=root).err
+    ambiguous = cli("pull", "HEAD", "--to", "h", cwd=root)
+    assert ambiguous.code == 2 and "name one with --study" in ambiguous.err, "the fix is an option: bad usage"
     pulled = cli("pull", "HEAD", "--to", "h", "--study", "beta", cwd=root)
     assert pulled.code == 0 and "pulled study beta" in pulled.out, pulled.err
 
@@ -423,9 +424,11 @@ def test_diff_names_the_compiled_study_that_is_none_of_several_archived_and_read
     write_spec(root / "elsewhere" / "study.yaml", tiny_study(study="gamma"))
     assert cli("compile", "study.yaml", cwd=root / "elsewhere").code == 0
     result = cli("diff", "HEAD", "HEAD", "--params", "elsewhere/params.yaml", cwd=root)
-    assert result.code == 1 and ("2 studies archived at HEAD (alpha, beta), and the study compiled into "
+    assert result.code == 2 and ("2 studies archived at HEAD (alpha, beta), and the study compiled into "
                                  "elsewhere/params.yaml, 'gamma', is none of them") in result.err, result.err
     assert "name one with --study" in result.err
+    typo = cli("diff", "nosuchrev", "HEAD", "--params", "elsewhere/params.yaml", cwd=root)
+    assert typo.code == 2 and "'nosuchrev' is not a git revision here" in typo.err, "the typo comes before --study"
     write_spec(root / "elsewhere" / "study.yaml", tiny_study(study="beta"))
     assert cli("compile", "study.yaml", cwd=root / "elsewhere").code == 0
     chosen = cli("diff", "HEAD", "HEAD", "--params", "elsewhere/params.yaml", cwd=root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from chemspec.api.compiled import unarchived
@@ -36,9 +37,12 @@ def diff(rev_a: str = "HEAD", rev_b: str = "WORKTREE", study: str | None = None,
     compiled = cells.fit.study if cells is not None else None
     found = Snapshot(rev_b).studies() if study is None and compiled is not None else []
     if len(found) > 1 and compiled not in found:
-        raise ArchiveError(f"{len(found)} studies archived at {rev_b} ({', '.join(found)}), and the study compiled "
-                           f"into {params}, {compiled!r}, is none of them (`dvc repro` archives it; a renamed study "
-                           "starts a new archive): name one with --study")
+        if rev_a != WORKTREE:  # a mistyped revision is named first: --study would not mend it
+            with contextlib.suppress(ArchiveError):
+                Snapshot(rev_a).studies()
+        raise UsageError(f"{len(found)} studies archived at {rev_b} ({', '.join(found)}), and the study compiled "
+                         f"into {params}, {compiled!r}, is none of them (`dvc repro` archives it; a renamed study "
+                         "starts a new archive): name one with --study")
     if len(found) > 1:
         study = compiled
     try:

@@ -90,8 +90,8 @@ class Snapshot:
             raise ArchiveError(f"no study is archived {where} ({self.root}/refs is empty or missing); run the "
                                "study with `dvc repro`, whose archive stage writes it, and commit archive/")
         if len(found) > 1:
-            raise ArchiveError(f"{len(found)} studies archived at {self.label} ({', '.join(found)}); "
-                               "name one with --study")
+            raise UsageError(f"{len(found)} studies archived at {self.label} ({', '.join(found)}); "
+                             "name one with --study")
         return found[0]
 
     def object(self, digest: str) -> bytes:
