@@ -192,6 +192,16 @@ def test_invalid_spec_exits_2_naming_the_field(cli, tmp_path, name, text, expect
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_a_mistyped_key_is_told_the_key_it_is_nearest(cli, tmp_path):
+    (tmp_path / "s.yaml").write_text(QUICKSTART.read_text().replace("max_epochs:", "max_epoch:"))
+    result = cli("validate", str(tmp_path / "s.yaml"))
+    assert result.code == 2 and "training.max_epoch: unknown key 'max_epoch'\n    hint: check its spelling (did you " \
+        "mean max_epochs?), or remove it; allowed here: " in result.err, result.err
+    (tmp_path / "s.yaml").write_text(QUICKSTART.read_text().replace("seed: 0", "seed: 0\ncolour: blue", 1))
+    assert "colour: unknown key 'colour'\n    hint: remove it, or check its spelling" in cli("validate", str(
+        tmp_path / "s.yaml")).err, "nothing near: no guess"
+
+
 def test_at_least_25_distinct_invalid_inputs():
     assert len({c[0] for c in CASES}) >= 25
 

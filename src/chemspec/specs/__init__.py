@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
@@ -42,7 +43,9 @@ def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
                 "for that value alone); every cell trains with the chosen one")
     if kind == "extra_forbidden":
         keys = f"; allowed here: {', '.join(allowed)}" if allowed else ""
-        return f"remove it, or check its spelling{keys}"
+        near = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+        return (f"check its spelling (did you mean {near[0]}?), or remove it" if near else
+                "remove it, or check its spelling") + keys
     if kind == "missing":
         return "add this key; `chemspec schema` lists every key and its meaning"
     if kind == "literal_error":
