@@ -108,7 +108,7 @@ def _brief(value: int | float | str) -> str:
     """A number as a person reads it in a progress line (the full values are in the stage's JSON)."""
     if isinstance(value, (str, bool)):
         return str(value)
-    if abs(value) >= 1e4:
+    if abs(value) >= (1e3 if isinstance(value, int) else 1e4):
         return f"{value:,.0f}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 

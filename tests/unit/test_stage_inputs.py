@@ -96,7 +96,7 @@ def test_a_stage_prints_its_summary_with_numbers_rounded_for_reading(cli, tmp_pa
     write_spec(tmp_path / "s.yaml", tiny_study())
     assert cli("compile", "s.yaml", cwd=tmp_path).code == 0
     data = cli("run", "data", cwd=tmp_path)
-    assert data.code == 0 and "count=1500, vocab_size=29, read=1500" in data.out, "rows read and dropped are named"
+    assert data.code == 0 and "count=1,500, vocab_size=29, read=1,500" in data.out, "rows read and dropped are named"
     assert cli("run", "split", cwd=tmp_path).code == 0
     result = cli("run", "tpe", "--cell", "lr3e-3-bs32", cwd=tmp_path)
     assert result.code == 0, result.err
