@@ -584,3 +584,21 @@ def test_exact_repeats_are_named_in_a_note_and_counted_in_data_json_the_store_un
     assert ("note: 200 of the 600 structures in nan.npz have an energy, a force or a position that is NaN or infinite "
             "(or beyond float32's range), and are left out; 400 are kept") in capsys.readouterr().err
     assert data_stage("once.npz")["counts"]["dropped_nonfinite"] == 0 and "NaN" not in capsys.readouterr().err
+
+
+def test_a_file_of_frames_in_time_order_is_noted_and_a_sampled_one_is_not(shared):
+    """MD17's frames are a trajectory, 0.5 fs apart: a random split puts each test frame beside training frames
+    a step away (science review). rMD17, and the CCSD(T) file, sample frames far apart."""
+    from chemspec.runtime.atoms_stage import order_notes
+
+    trajectory, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "Angstrom")
+    assert order_notes(trajectory, "first2000.npz") == [
+        "first2000.npz: the energies of consecutive structures stay correlated over about 6 of them, as the frames of "
+        "a trajectory in time order do, so the split's random draw puts test structures beside training frames a few "
+        "steps away: the test errors flatter the model, and a data size counts correlated frames; thin it to one "
+        "frame in 7 or fewer (as rMD17 samples MD17) for independent ones"]
+    shuffled = np.random.default_rng(0).permutation(len(trajectory))
+    assert order_notes(trajectory.subset(shuffled), "shuffled.npz") == []
+    for file, fmt in (("md17/ethanol_ccsd_t-train.npz", "md17"), ("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz")):
+        sampled, _ = load_file(shared / file, fmt, "kcal/mol", "Angstrom")
+        assert order_notes(sampled, file) == [], file

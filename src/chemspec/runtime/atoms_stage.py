@@ -9,6 +9,7 @@ so no test energy leaks into them.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def run_atoms_data(cell: DataCell) -> dict:
         _check_units(data, source, cell.check_units, cell.unit_bounds)
         if cell.unit_bounds:
             _check_forces(data, source)
+        for note in order_notes(data, source["file"]):
+            print(f"note: {note}", file=sys.stderr)
         if counts["dropped_nonfinite"]:
             print(f"note: {counts['dropped_nonfinite']:,} of the {counts['read']:,} structures in {source['file']} "
                   "have an energy, a force or a position that is NaN or infinite (or beyond float32's range), and are "
@@ -72,6 +75,28 @@ def run_atoms_data(cell: DataCell) -> dict:
                                          for (q, m), n in sorted(data.states().items())}
         write_json(out / "data.json", info)
     return info
+
+
+def order_notes(data, file: str) -> list[str]:
+    """A file whose structures are a trajectory's frames in time order (MD17's are): the split draws test
+    structures at random, beside training frames a step away. Told by the integrated autocorrelation time of
+    the energies along each run of consecutive structures of the same atoms, weighted by the runs' lengths."""
+    import numpy as np
+
+    from chemspec.runtime.md import autocorrelation_time
+
+    sizes = data.sizes()
+    within = np.arange(len(data.numbers)) - np.repeat(data.offsets[:-1], sizes)
+    keys = np.stack([sizes, np.add.reduceat(data.numbers * (within + 1), data.offsets[:-1])], axis=1)
+    starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1), True])
+    runs = [(a, b) for a, b in zip(starts[:-1], starts[1:]) if b - a >= 8]
+    taus = [(autocorrelation_time(data.energy[a:b]), b - a) for a, b in runs]
+    if not taus or (tau := sum(t * n for t, n in taus) / sum(n for _, n in taus)) < 2:
+        return []
+    return [f"{file}: the energies of consecutive structures stay correlated over about {tau:.0f} of them, as the "
+            "frames of a trajectory in time order do, so the split's random draw puts test structures beside "
+            "training frames a few steps away: the test errors flatter the model, and a data size counts correlated "
+            f"frames; thin it to one frame in {math.ceil(tau)} or fewer (as rMD17 samples MD17) for independent ones"]
 
 
 def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
