@@ -31,12 +31,24 @@ def read_yaml(path: Path) -> object:
                            f"`git checkout -- {path}` or delete it to rerun its stages") from None
 
 
+HASH = re.compile(r"[0-9a-f]{32}(\.dir)?")
+
+
 def read(path: Path) -> dict | None:
-    """The lock document in `path`, None when there is no such file."""
+    """The lock document in `path`, None when there is no such file. One whose last entry is cut short (a dvc
+    killed while it wrote the file) is refused: its outputs would read as missing."""
     document = read_yaml(path)
     if document is not None and not isinstance(document.get("stages") if isinstance(document, dict) else None, dict):
         raise CompileError(f"{path} is not a DVC lock file; restore it with `git checkout -- {path}` "
                            "or delete it to rerun its stages")
+    for name, stage in (document or {}).get("stages", {}).items():
+        files = [*(stage.get("deps") or []), *(stage.get("outs") or [])] if isinstance(stage, dict) else None
+        if files is None or not isinstance(stage.get("cmd"), str) or not all(
+                isinstance(f, dict) and isinstance(f.get("path"), str) and HASH.fullmatch(str(f.get("md5")))
+                for f in files):
+            raise CompileError(f"{path} is cut short at stage {name} (a dvc stopped while writing it); restore it "
+                               f"with `git checkout -- {path}`, or delete it and run `dvc repro`, which takes the "
+                               "stages it has run before from its run cache")
     return document
 
 

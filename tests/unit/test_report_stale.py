@@ -56,6 +56,32 @@ def test_a_stage_that_ran_before_its_inputs_last_changed_is_named(tmp_path):
             in stale_note(cells, tmp_path, "params.yaml"))
 
 
+def test_a_lock_file_cut_short_is_refused_not_read_as_outputs_gone(tmp_path):
+    """A dvc killed while it rewrote dvc.lock left valid YAML ending in `- path: r`: report called the stage's
+    outputs missing and sent the user to `dvc checkout`, which refuses to overwrite them (reliability review)."""
+    from chemspec.errors import CompileError
+    from chemspec.lockfiles import Ran
+
+    cells = _cells(tmp_path)
+    _ran(tmp_path, cells)
+    whole = (tmp_path / "dvc.lock").read_text()
+    lock = yaml.safe_load(whole)
+    lock["stages"]["select"]["outs"] = [{"path": "results/tiny/selected.json", "hash": "md5", "md5": "b" * 32},
+                                        {"path": "r"}]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    with pytest.raises(CompileError, match=r"dvc.lock is cut short at stage select \(a dvc stopped while writing "
+                                           r"it\); restore it with `git checkout -- .*dvc.lock`, or delete it and run "
+                                           r"`dvc repro`, which takes the stages it has run before from its run cache"):
+        Ran(tmp_path)
+    (tmp_path / "dvc.lock").write_text(whole + "  train@xs-200:\n")
+    with pytest.raises(CompileError, match=r"cut short at stage train@xs-200"):
+        Ran(tmp_path)
+    lock["stages"]["select"]["outs"][1] = {"path": "r", "md5": "0123abcd"}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    with pytest.raises(CompileError, match=r"cut short at stage select"):
+        Ran(tmp_path)
+
+
 def test_a_project_whose_stages_ran_by_hand_cannot_tell(tmp_path):
     assert stale_note(_cells(tmp_path), tmp_path, "params.yaml") is None
 
