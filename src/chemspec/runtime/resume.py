@@ -205,7 +205,7 @@ class Resume(L.Callback):
                 print(f"resume: the dvc that ran this stage (pid {self._dvc.pid}) is gone, killed alone; "
                       "checkpointing and stopping, so that the next `dvc repro` resumes this cell rather than "
                       "training it beside this process", file=sys.stderr, flush=True)
-                self._dvc = None
+                self._dvc, self.stopped_by = None, "the death of its dvc"
                 self._request(signal.SIGTERM, None)
         self.batches += 1
         trainer._signal_connector.received_sigterm |= self._stop_requested
