@@ -139,8 +139,9 @@ def test_a_given_energy_unit_that_makes_forces_larger_than_any_molecules_is_refu
     with pytest.raises(RunError, match=rf"rmd17_ethanol_reduced_100\.xyz read in {unit}, as data.source.units gives "
                                        r"it, has forces of [\d.]+ eV/Å RMS in the median structure .*more than any "
                                        r"molecule's; it is likely in kcal/mol: set data.source.units: "
-                                       r"\{energy: kcal/mol\} \(a force: beside it, where the study gives one, "
-                                       r"kcal/mol/Angstrom or none\) \(where they are right, data.source.unit_checks: "
+                                       r"\{energy: kcal/mol\}, which reads the forces in kcal/mol/Angstrom too \(a "
+                                       r"force: beside it must then be that, or left out\) \(where they are right, "
+                                       r"data.source.unit_checks: "
                                        r"false reads them as they are\)"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()
@@ -163,7 +164,10 @@ def test_an_md17_file_in_ev_left_to_the_default_kcal_per_mol_is_refused_as_short
     with pytest.raises(RunError, match=r"md17 file .*ethanol_ev\.npz read in kcal/mol, .*has energies of "
                                        r"-20\.28\d+ eV per atom \(0\.094 times the sum of Z²/2 Hartree over their "
                                        r"atoms, which an all-electron total energy exceeds\); "
-                                       r"it is likely in eV: set data.source.units: \{energy: eV\} .*valence-only "
+                                       r"the energies are likely in eV; the forces fit either unit, so set "
+                                       r"data.source.units: \{energy: eV\} where they are in eV/Angstrom too \(an RMS "
+                                       r"of 1.21 eV/Å\), or \{energy: eV, force: kcal/mol/Angstrom\} where they are in "
+                                       r"kcal/mol/Angstrom, as read now \(an RMS of 0.052\d eV/Å\) .*valence-only "
                                        r"method such as xTB"):
         run_atoms_data(cell)
     assert not (tmp_path / "data").exists()
@@ -196,7 +200,9 @@ def test_an_extxyz_of_hartree_totals_left_to_the_default_ev_gets_a_note_naming_h
     run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, {"file": "hartree.xyz", "format": "extxyz"}))
     assert re.search(r"note: extxyz file hartree\.xyz read in eV, the extxyz default, has energies of -17\.2\d eV per "
                      r"atom: all-electron total energies in Hartree, read as eV, look so; if the file is in Hartree, "
-                     r"set data.source.units: \{energy: Hartree\}", capsys.readouterr().err)
+                     r"set data.source.units: \{energy: Hartree\}, which reads the forces in Hartree/Angstrom, or "
+                     r"\{energy: Hartree, force: Hartree/bohr\}, as most quantum-chemistry outputs give them",
+                     capsys.readouterr().err)
     given = {"file": "hartree.xyz", "format": "extxyz", "units": {"energy": "Hartree"}}
     for source in (given, {"file": "ev.xyz", "format": "extxyz"}):
         run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))

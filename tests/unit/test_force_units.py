@@ -213,8 +213,9 @@ def test_the_advice_on_a_new_energy_unit_says_what_a_force_unit_beside_it_must_b
 
     source = {"file": str(shared / "md17" / "md17_ethanol_first2000.npz"), "format": "md17",
               "units": {"energy": "eV", "force": "eV/Angstrom"}}
-    with pytest.raises(RunError, match=r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\} \(a "
-                                       r"force: beside it, where the study gives one, kcal/mol/Angstrom or none\)"):
+    with pytest.raises(RunError, match=r"it is likely in kcal/mol: set data.source.units: \{energy: kcal/mol\}, which "
+                                       r"reads the forces in kcal/mol/Angstrom too \(a force: beside it must then be "
+                                       r"that, or left out\)"):
         run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
     mended = {**source, "units": {"energy": "kcal/mol", "force": "kcal/mol/Angstrom"}}
     assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, mended))["count"] == 2000
@@ -227,3 +228,31 @@ def test_the_advice_on_a_new_energy_unit_says_what_a_force_unit_beside_it_must_b
         run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, apart))
     kept = {**apart, "units": {"energy": "eV", "force": "kcal/mol/Angstrom"}}
     assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, kept))["count"] == 50
+
+
+def test_energies_in_another_unit_beside_forces_plausible_as_read_name_both_force_units(shared, tmp_path, monkeypatch):
+    """Energies in kJ/mol and forces in eV/Å, shuffled (no trajectory for the work check): the advice
+    `{energy: kJ/mol}` read the forces 96 times too small, silently (outside review)."""
+    import ase
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from chemspec.runtime.atoms_files import load_file
+    from chemspec.runtime.atoms_stage import run_atoms_data
+
+    data = load_file(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz", "extxyz", "kcal/mol", "Angstrom")[0]
+    frames = []
+    for s in range(100):
+        numbers, positions, energy, forces = data.structure(s)
+        atoms = ase.Atoms(numbers=numbers, positions=positions)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy * 96.485332, forces=forces)  # kJ/mol; eV/Å
+        frames.append(atoms)
+    ase.io.write(tmp_path / "kj.xyz", frames, format="extxyz")
+    source = {"file": "kj.xyz", "format": "extxyz"}
+    with pytest.raises(RunError, match=r"the energies are likely in kJ/mol; the forces fit either unit, so set "
+                                       r"data.source.units: \{energy: kJ/mol, force: eV/Angstrom\} where they are in "
+                                       r"eV/Angstrom, as read now \(an RMS of 1.\d+ eV/Å\), or \{energy: kJ/mol\} "
+                                       r"where they are in kJ/mol/Angstrom too \(an RMS of 0.01\d+ eV/Å\)"):
+        run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
+    mended = {**source, "units": {"energy": "kJ/mol", "force": "eV/Angstrom"}}
+    assert run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, mended))["count"] == 100

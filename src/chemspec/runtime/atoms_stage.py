@@ -122,7 +122,9 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
         print(f"note: {fmt} file {source['file']} read in {unit}, the {fmt} default, has "
               f"energies of {float(data.energy.mean() / data.sizes().mean()):.4g} {unit} per atom: all-electron total "
               f"energies in Hartree, read as {unit}, look so; if the file is in Hartree, set data.source.units: "
-              f"{{energy: Hartree}} (relative or valence-only energies in {unit} may look so too)", file=sys.stderr)
+              f"{{energy: Hartree}}, which reads the forces in Hartree/{units['length']}, or {{energy: Hartree, force: "
+              "Hartree/bohr}, as most quantum-chemistry outputs give them (relative or valence-only energies in "
+              f"{unit} may look so too)", file=sys.stderr)
     if found:
         really = (" or holds energies relative to a reference, from a valence-only method such as xTB or with "
                   f"effective core potentials (an {fmt} file holds all-electron total energies),"
@@ -174,9 +176,18 @@ def _unit_advice(found, units: dict) -> str:
     elif found.energy and units.get("force"):
         advice.append(f"the energies are likely in {found.energy}: set energy: {found.energy} under "
                       f"data.source.units, keeping force: {units['force']}")
+    elif found.energy and found.forces_rms is not None:
+        options = [(f"{{energy: {found.energy}, force: {units['energy']}/{units['length']}}}",
+                    f"in {units['energy']}/{units['length']}, as read now", found.forces_rms[0]),
+                   (f"{{energy: {found.energy}}}", f"in {found.energy}/{units['length']} too", found.forces_rms[1])]
+        options.sort(key=lambda option: abs(math.log(option[2])) if option[2] > 0 else math.inf)  # MD's: ~1 eV/Å
+        advice.append(f"the energies are likely in {found.energy}; the forces fit either unit, so set data.source."
+                      "units: " + ", or ".join(f"{setting} where they are {unit} (an RMS of {rms:.3g} eV/Å)"
+                                               for setting, unit, rms in options))
     elif found.energy:
-        advice.append(f"it is likely in {found.energy}: set data.source.units: {{energy: {found.energy}}} (a force: "
-                      f"beside it, where the study gives one, {found.energy}/{units['length']} or none)")
+        advice.append(f"it is likely in {found.energy}: set data.source.units: {{energy: {found.energy}}}, which "
+                      f"reads the forces in {found.energy}/{units['length']} too (a force: beside it must then be "
+                      "that, or left out)")
     elif found.force:
         advice.append(f"the forces are likely in {found.force}: set force: {found.force} under data.source.units")
     if found.unknown:

@@ -30,11 +30,14 @@ FORCE_UNITS = tuple(f"{energy}/{length}" for energy, length in product(ENERGY_UN
 
 class Implausible(NamedTuple):
     """What is implausible, in words, and the units that make the file plausible: `energy` and `force` (None
-    where that unit may stay as it is, or where no unit chemspec knows fits: `unknown` names those)."""
+    where that unit may stay as it is, or where no unit chemspec knows fits: `unknown` names those). Where the
+    forces are plausible as read and also in the new energy unit, `force` is None and `forces_rms` their RMS
+    (eV/Å) as read and in that unit: the file alone cannot tell which unit they are in."""
     problem: str
     energy: str | None
     force: str | None
     unknown: tuple[str, ...]
+    forces_rms: tuple[float, float] | None = None
 
 
 def _per_structure(data: AtomsData, per_atom: np.ndarray) -> np.ndarray:
@@ -74,9 +77,11 @@ def implausible_units(data: AtomsData, energy_unit: str, totals: bool = False, t
     energy = force = None
     unknown: tuple[str, ...] = ()
     joint = [unit for unit, scale in energy_scales.items() if forces_fit(scale) and energies_fit(scale)]
+    forces_rms = None
     if force_unit is None and joint:
         energy = min(joint, key=lambda unit: abs(np.log(rms * energy_scales[unit])) if rms > 0 else
                      -ratio * energy_scales[unit])
+        forces_rms = (rms, rms * energy_scales[energy]) if forces_fit(1.0) else None
     else:
         if not energies_fit(1.0):
             energy = max((unit for unit, scale in energy_scales.items() if energies_fit(scale)),
@@ -98,4 +103,4 @@ def implausible_units(data: AtomsData, energy_unit: str, totals: bool = False, t
                  else f"{floor:.2g} times the sum of Z²/2 Hartree over their atoms, which an all-electron total "
                       "energy exceeds")
         parts.append(f"energies of {per_atom:.6g} eV per atom ({bound})")
-    return Implausible(" and ".join(parts), energy, force, unknown)
+    return Implausible(" and ".join(parts), energy, force, unknown, forces_rms)
