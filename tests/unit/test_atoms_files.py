@@ -592,10 +592,12 @@ def test_exact_repeats_are_named_in_a_note_and_counted_in_data_json_the_store_un
     assert data_stage("once.npz")["counts"]["dropped_nonfinite"] == 0 and "NaN" not in capsys.readouterr().err
 
 
-def test_a_file_of_frames_in_time_order_is_noted_and_a_sampled_one_is_not(shared):
+def test_a_file_of_frames_in_time_order_is_noted_and_a_sampled_one_is_not(shared, tmp_path, monkeypatch):
     """MD17's frames are a trajectory, 0.5 fs apart: a random split puts each test frame beside training frames
-    a step away (science review). rMD17, and the CCSD(T) file, sample frames far apart."""
-    from chemspec.runtime.atoms_stage import order_notes
+    a step away (science review). rMD17, and the CCSD(T) file, sample frames far apart. The data stage's notes
+    stay in data.json, which the report reads: printed alone, they scrolled past in `dvc repro` (user review)."""
+    from chemspec.report.texts import data_text
+    from chemspec.runtime.atoms_stage import order_notes, run_atoms_data
 
     trajectory, _ = load_file(shared / "md17" / "md17_ethanol_first2000.npz", "md17", "kcal/mol", "Angstrom")
     assert order_notes(trajectory, "first2000.npz") == [
@@ -608,3 +610,11 @@ def test_a_file_of_frames_in_time_order_is_noted_and_a_sampled_one_is_not(shared
     for file, fmt in (("md17/ethanol_ccsd_t-train.npz", "md17"), ("extxyz/rmd17_ethanol_reduced_100.xyz", "extxyz")):
         sampled, _ = load_file(shared / file, fmt, "kcal/mol", "Angstrom")
         assert order_notes(sampled, file) == [], file
+    source = {"file": str(shared / "md17" / "md17_ethanol_first2000.npz"), "format": "md17"}
+    info = run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, source))
+    assert len(info["notes"]) == 1 and "stay correlated over about 6 of them" in info["notes"][0]
+    assert data_text(info) == f"Data: 2,000 structures (18,000 atoms). The data stage noted: {info['notes'][0]}."
+    quiet = run_atoms_data(atoms_data_cell(tmp_path, monkeypatch, {
+        "file": str(shared / "extxyz" / "rmd17_ethanol_reduced_100.xyz"), "format": "extxyz",
+        "units": {"energy": "kcal/mol"}}))
+    assert "notes" not in quiet, "data.json as before where there is nothing to note"

@@ -147,14 +147,17 @@ def errors_text(cells: list[dict], fit: dict, study: str, manifest: str | None) 
 
 
 def data_text(data: dict | None) -> str:
-    """What the data stage kept of what it read (its data.json), in one sentence; '' where it is not known."""
+    """What the data stage kept of what it read (its data.json), in one sentence, and what it noted of a force
+    field's data; '' where it is not known."""
     from chemspec.runtime.molecules import dropped_text
 
     if not isinstance(data, dict) or not isinstance(data.get("count"), int):
         return ""
     if data.get("kind") == "atoms":
         atoms = f" ({data['atoms']:,} atoms)" if isinstance(data.get("atoms"), int) else ""
-        return f"Data: {data['count']:,} structures{atoms}."
+        notes = data.get("notes") if isinstance(data.get("notes"), list) else []
+        return f"Data: {data['count']:,} structures{atoms}." + "".join(f" The data stage noted: {note}."
+                                                                         for note in notes if isinstance(note, str))
     counts = data.get("counts") if isinstance(data.get("counts"), dict) else {}
     read, left_out = counts.get("read"), dropped_text(counts)
     if not isinstance(read, int):

@@ -33,25 +33,23 @@ def run_atoms_data(cell: DataCell) -> dict:
         data, counts = generate_md(list(zip(source["molecules"], source["smiles"])), source["frames"],
                                    source["temperature_K"], source["stride"], source["timestep_fs"],
                                    source["equilibration_steps"], cell.seed, progress=sys.stderr.isatty())
-        for note in [*shortfall_notes(counts["molecules"]),
-                     *temperature_notes(counts["molecules"], source["temperature_K"], source["equilibration_steps"]),
-                     *correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"])]:
-            print(f"note: {note}", file=sys.stderr)
+        notes = [*shortfall_notes(counts["molecules"]),
+                 *temperature_notes(counts["molecules"], source["temperature_K"], source["equilibration_steps"]),
+                 *correlation_notes(counts["molecules"], source["stride"], source["timestep_fs"])]
     elif "format" in source:
         units = source["units"]  # the spec fills in the format's units where the study file leaves them out
         data, counts = load_file(Path(source["file"]), source["format"], units["energy"], units["length"],
                                  source.get("energy_key", "energy"), source.get("forces_key", "forces"),
                                  units.get("force"))
-        _check_units(data, source, cell.check_units, cell.unit_bounds)
+        notes = _check_units(data, source, cell.check_units, cell.unit_bounds)
         if cell.unit_bounds:
             _check_forces(data, source)
-        for note in order_notes(data, source["file"]):
-            print(f"note: {note}", file=sys.stderr)
+        notes += order_notes(data, source["file"])
         if counts["dropped_nonfinite"]:
-            print(f"note: {counts['dropped_nonfinite']:,} of the {counts['read']:,} structures in {source['file']} "
-                  "have an energy, a force or a position that is NaN or infinite (or beyond float32's range), and are "
-                  f"left out; {counts['kept']:,} are kept (a level of theory that covers part of a data set, as "
-                  "ANI-1x's CCSD(T), leaves the rest NaN)", file=sys.stderr)
+            notes.append(f"{counts['dropped_nonfinite']:,} of the {counts['read']:,} structures in {source['file']} "
+                         "have an energy, a force or a position that is NaN or infinite (or beyond float32's range), "
+                         f"and are left out; {counts['kept']:,} are kept (a level of theory that covers part of a data "
+                         "set, as ANI-1x's CCSD(T), leaves the rest NaN)")
     else:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:
@@ -61,10 +59,12 @@ def run_atoms_data(cell: DataCell) -> dict:
         counts["repeated"] = len(repeats)
         shown = ", ".join(f"{later} repeats {first}" for later, first in repeats[:3])
         shown += " …" if len(repeats) > 3 else ""
-        print(f"note: {len(repeats)} structures repeat an earlier one exactly (the same atoms, positions, charge and "
-              f"multiplicity; counted from 0 among those kept: {shown}); a repeat and its original can fall on both "
-              f"sides of the split, so that test errors count structures seen in training: remove the repeats from "
-              f"{source.get('file', 'the data')} unless they are meant", file=sys.stderr)
+        notes.append(f"{len(repeats)} structures repeat an earlier one exactly (the same atoms, positions, charge "
+                     f"and multiplicity; counted from 0 among those kept: {shown}); a repeat and its original can fall "
+                     "on both sides of the split, so that test errors count structures seen in training: remove the "
+                     f"repeats from {source.get('file', 'the data')} unless they are meant")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     with staged(cell.out_dir) as out:  # atoms.npz and data.json replace the old ones together
         save_atoms(out / "atoms.npz", data)
         info = {"kind": "atoms", "count": len(data), "atoms": int(len(data.numbers)), "counts": counts,
@@ -73,6 +73,8 @@ def run_atoms_data(cell: DataCell) -> dict:
         if not data.neutral_singlets():
             info["electronic_states"] = {f"charge {q} multiplicity {m}": n
                                          for (q, m), n in sorted(data.states().items())}
+        if notes:  # kept for the report, which the terminal's scroll-back is not
+            info["notes"] = notes
         write_json(out / "data.json", info)
     return info
 
@@ -99,10 +101,11 @@ def order_notes(data, file: str) -> list[str]:
             f"frames; thin it to one frame in {math.ceil(tau)} or fewer (as rMD17 samples MD17) for independent ones"]
 
 
-def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
+def _check_units(data, source: dict, check: bool, bounds: bool) -> list[str]:
     """Refuse values implausible in the energy unit the study left to the format's default; note energies of
-    an extxyz or ASE-db file (which may hold relative ones) that look like Hartree totals read in eV. A unit
-    the study gives is held only to the bounds no molecule passes, whatever its energies' reference."""
+    an extxyz or ASE-db file (which may hold relative ones) that look like Hartree totals read in eV (the notes
+    are returned). A unit the study gives is held only to the bounds no molecule passes, whatever its energies'
+    reference."""
     from chemspec.runtime.plausible import TOTAL_ENERGY_FORMATS, implausible_units
 
     units, fmt = source["units"], source["format"]
@@ -115,16 +118,9 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
             raise RunError(f"{fmt} file {source['file']} read in {unit}, as data.source.units gives it{with_forces}, "
                            f"has {found.problem}, more than any molecule's; {_unit_advice(found, units)} (where they "
                            "are right, data.source.unit_checks: false reads them as they are)")
-        return
+        return []
     found = implausible_units(data, unit, totals, **given) if len(data) else None
     as_totals = implausible_units(data, unit, totals=True, **given) if len(data) and not totals else None
-    if not found and as_totals and as_totals.energy == "Hartree":
-        print(f"note: {fmt} file {source['file']} read in {unit}, the {fmt} default, has "
-              f"energies of {float(data.energy.mean() / data.sizes().mean()):.4g} {unit} per atom: all-electron total "
-              f"energies in Hartree, read as {unit}, look so; if the file is in Hartree, set data.source.units: "
-              f"{{energy: Hartree}}, which reads the forces in Hartree/{units['length']}, or {{energy: Hartree, force: "
-              "Hartree/bohr}, as most quantum-chemistry outputs give them (relative or valence-only energies in "
-              f"{unit} may look so too)", file=sys.stderr)
     if found:
         really = (" or holds energies relative to a reference, from a valence-only method such as xTB or with "
                   f"effective core potentials (an {fmt} file holds all-electron total energies),"
@@ -138,6 +134,13 @@ def _check_units(data, source: dict, check: bool, bounds: bool) -> None:
                  "where they are right, data.source.unit_checks: false reads them as they are")
         raise RunError(f"{fmt} file {source['file']} read in {unit}, the {fmt} default as data.source.units leaves "
                        f"the energy out{with_forces}, has {found.problem}; {_unit_advice(found, units)} ({other})")
+    if not (as_totals and as_totals.energy == "Hartree"):
+        return []
+    return [f"{fmt} file {source['file']} read in {unit}, the {fmt} default, has energies of "
+            f"{float(data.energy.mean() / data.sizes().mean()):.4g} {unit} per atom: all-electron total energies in "
+            f"Hartree, read as {unit}, look so; if the file is in Hartree, set data.source.units: {{energy: Hartree}}, "
+            f"which reads the forces in Hartree/{units['length']}, or {{energy: Hartree, force: Hartree/bohr}}, as "
+            f"most quantum-chemistry outputs give them (relative or valence-only energies in {unit} may look so too)"]
 
 
 def _check_forces(data, source: dict) -> None:
