@@ -343,6 +343,18 @@ def test_validate_refuses_an_extxyz_file_of_several_states_to_a_model_that_canno
     ase.io.write(tmp_path / "ions.xyz", frames([(0, 1)] * 20) + per_atom, format="extxyz")
     assert cli("validate", "study.yaml", cwd=tmp_path).code == 0, "states the comment lines do not give are left "\
         "to the data stage, which reads every frame"
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    data = cli("run", "data", cwd=tmp_path)
+    assert data.code == 1 and ("data.source: the structures of ions.xyz have 2 electronic states (charge 0 "
+                               "multiplicity 1: 20, charge 1 multiplicity 2: 4), which look alike to model.family "
+                               "'painn' without model.charge_spin; set model.family: spookynet") in data.err, \
+        "refused by the data stage, not at the first TPE cell after the split (user review)"
+    assert not (tmp_path / "data").exists()
+    study["model"] = {"family": "spookynet", "widths": [8], "depths": [1]}
+    write_spec(tmp_path / "study.yaml", study)
+    assert cli("compile", "study.yaml", cwd=tmp_path).code == 0
+    assert "look alike to model.family 'spookynet' without model.charge_spin; set model.charge_spin: true, or keep " \
+        in cli("run", "data", cwd=tmp_path).err, "spookynet is told the setting it lacks, not its own family"
 
 
 def test_comment_lines_give_the_state_frame_state_reads_or_none():

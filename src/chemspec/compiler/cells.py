@@ -45,6 +45,9 @@ class DataCell(Cell):
     unit_bounds: bool = True
     """Whether the data stage holds file values to the bounds no molecule passes where the study gave their unit:
     false where it set data.source.unit_checks: false. Not part of the identity either."""
+    one_state: str | None = None
+    """The model family whose cells see no charge or spin: the data stage refuses structures of several
+    electronic states for it, before the split and TPE run. None where the model sees them. A check too."""
 
 
 class SplitCell(Cell):
@@ -234,7 +237,7 @@ class Cells(Cell):
 
 IDENTITY_EXCLUDE = {"name", "data_dir", "split_dir", "selected", "out_dir", "out", "tpe_dirs", "full_dirs",
                     "metrics", "inputs", "root", "size_name", "resume_dir", "train_dir", "generation",
-                    "reference_dir", "check_units", "unit_bounds", "energies", "choices"}
+                    "reference_dir", "check_units", "unit_bounds", "one_state", "energies", "choices"}
 # Until 2026-12-05 `training` also held learning_rate and batch_size, which nothing read (hpo.grid sets
 # both); their defaults stay in the identity, so cells compiled before keep their identities.
 RETIRED_TRAINING = {"batch_size": 32, "learning_rate": 1.0e-3}

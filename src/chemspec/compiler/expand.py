@@ -91,7 +91,9 @@ def _data(study: Study, data_dir: str, max_length: int) -> DataCell:
                     representation=study.data.text_representation if study.data.kind == "smiles" else None,
                     max_length=max_length, out_dir=data_dir,
                     check_units=isinstance(study.data.source, AtomsFileSource) and study.data.source.check_units,
-                    unit_bounds=getattr(study.data.source, "unit_checks", True))
+                    unit_bounds=getattr(study.data.source, "unit_checks", True),
+                    one_state=study.model.family if study.data.kind == "atoms" and not getattr(
+                        study.model, "charge_spin", False) else None)
 
 
 def _searches(study: Study, sizes: dict[str, dict[str, Any]], results: str, common: dict[str, Any],

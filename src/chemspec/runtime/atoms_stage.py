@@ -21,6 +21,7 @@ from chemspec.runtime.io import sha256_file, staged, write_json
 def run_atoms_data(cell: DataCell) -> dict:
     from chemspec.runtime.atoms import content_hash, save_atoms
     from chemspec.runtime.atoms_files import load_file
+    from chemspec.runtime.atoms_states import several_states
 
     source = cell.source
     if "generate" in source:
@@ -54,6 +55,8 @@ def run_atoms_data(cell: DataCell) -> dict:
         raise RunError("data.kind 'atoms' needs a source {generate: md, ...} or {file: ..., format: ...}")
     if len(data) == 0:
         raise RunError(f"data.source gave no usable structures ({counts}); check the file or the MD settings")
+    if cell.one_state and (problem := several_states(data.states(), cell.one_state)):
+        raise RunError(f"data.source: the structures of {source.get('file', 'the MD')} have {problem}")
     data = data.stored()
     if repeats := data.repeats():
         counts["repeated"] = len(repeats)

@@ -133,6 +133,7 @@ def several_states(states: Mapping[tuple[int, int], int], family: str) -> str:
     if len(states) < 2:
         return ""
     listed = ", ".join(f"charge {q} multiplicity {m}: {n:,}" for (q, m), n in sorted(states.items()))
+    fix = "set model.charge_spin: true" if family == "spookynet" else ("set model.family: spookynet and "
+                                                                         "model.charge_spin: true")
     return (f"{len(states)} electronic states ({listed}), which look alike to model.family "
-            f"{family!r} without model.charge_spin; set model.family: spookynet and model.charge_spin: true, or keep "
-            "one charge and multiplicity in the data")
+            f"{family!r} without model.charge_spin; {fix}, or keep one charge and multiplicity in the data")
