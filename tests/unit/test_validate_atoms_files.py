@@ -314,13 +314,14 @@ def test_an_empty_hdf5_group_is_named_as_such_not_blamed_on_energy_key(shared, t
     assert raised.value.field == "file"
 
 
-def test_an_empty_extxyz_file_is_refused_by_the_sizes_it_cannot_fill(cli, tmp_path):
+def test_an_empty_extxyz_file_is_refused_as_empty(cli, tmp_path):
     (tmp_path / "empty.xyz").write_text("")
     study = tiny_study(**{"data.kind": "atoms", "data.source": {"file": "empty.xyz", "format": "extxyz"},
                           "data.sizes": [100, 200], "model": {"family": "painn", "widths": [8], "depths": [1]},
                           "hpo.tpe.model_size": "w8d1", "hpo.tpe.data_size": 100})
     result = cli("validate", str(write_spec(tmp_path / "study.yaml", study)), cwd=tmp_path)
-    assert result.code == 2 and "needs 600 but data.source.file 'empty.xyz' has 0; lower the sizes" in result.err, result.err
+    assert result.code == 2 and "data.source.file: 'empty.xyz' holds no structures (it is empty); check the file, " \
+        "or name another" in result.err, result.err
 
 
 @pytest.mark.parametrize(("key", "kind"), [("E", "str"), ("R", "complex128"), ("F", "str")])

@@ -213,12 +213,14 @@ class Data(Spec):
                              f"and test ({self.test}) needs {needed} but data.source.max_molecules reads {cap} of the "
                              f"{available} in {where}; raise data.source.max_molecules to at least {needed}, or "
                              "lower the sizes")
+        what = "structures" if self.kind == "atoms" else "molecules"
+        if not available:
+            raise ValueError(f"{where} holds no {what} (it is empty); check the file, or name another")
         if needed > available:
             raise ValueError(f"data.sizes: the largest size ({self.sizes[-1]}) plus validation "
                              f"({self.validation}) and test ({self.test}) needs {needed} but {where} "
                              f"has {available}{FINITE.get(getattr(self.source, 'format', ''), '')}; lower the sizes or "
-                             "read more "
-                             f"{'structures' if self.kind == 'atoms' else 'molecules'}")
+                             f"read more {what}")
 
     @property
     def text_representation(self) -> str:
