@@ -41,13 +41,13 @@ def report(params: str, as_json: bool, no_files: bool, source: str | None, study
                f"study {result.study}\n")
     click.echo(f"{' '.join(filter(None, [result.model, data_text(result.data)]))}\n")
     forces = any("force_mae_meV_per_A" in c for c in result.cells)
-    extra = f" {'test E MAE meV':>14} {'test F MAE meV/Å':>16}" if forces else ""
+    extra = f" {'test F MAE meV/Å':>16} {'test E MAE meV':>14}" if forces else ""  # the pages' order
     click.echo(f"{'model':<10} {'params':>12} {'data':>9} {'val loss':>9} {'test loss':>9}{extra} {'speed':>22}  "
                "hparams")
     for c in result.cells:
         hp = hparams_text(c["hparams"])
         flag = "" if c["status"] == "ok" else f"  {c['status'].upper()} (left out of the fits)"
-        mae = f" {shown(c.get('energy_mae_meV')):>14} {shown(c.get('force_mae_meV_per_A')):>16}" if forces else ""
+        mae = f" {shown(c.get('force_mae_meV_per_A')):>16} {shown(c.get('energy_mae_meV')):>14}" if forces else ""
         click.echo(f"{c['model']:<10} {c['params']:>12,} {c['data_size']:>9,} {shown(c['val_loss']):>9} "
                    f"{shown(c.get('test_loss')):>9}{mae} {speed_text(c):>22}  {hp}{flag}")
     click.echo(f"\n{' '.join(filter(None, [LOSS_NOTES[forces], untimed_text(result.cells)]))}")

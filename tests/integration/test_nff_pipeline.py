@@ -52,7 +52,7 @@ def test_force_mae_falls_with_data_size_for_each_capacity(project):
         maes = [c["force_mae_meV_per_A"] for c in sorted(report["cells"], key=lambda c: c["data_size"])
                 if c["model"] == model]
         assert len(maes) == 3 and maes == sorted(maes, reverse=True), f"{model}: {maes}"
-    assert "test E MAE meV test F MAE meV/Å" in sh("chemspec", "report", cwd=project)
+    assert "test F MAE meV/Å test E MAE meV" in sh("chemspec", "report", cwd=project)
 
 
 def test_a_trained_cell_as_an_ase_calculator_gives_the_test_errors_the_cell_reported(project):

@@ -281,7 +281,7 @@ def test_a_force_field_report_names_structures_and_shows_force_and_energy_errors
     rows = [line for line in markdown.splitlines() if line.startswith("| w")]
     assert len(rows) == 9 and all(f"| 41.25 | {shown} | - | ok |" in line for line in rows), rows
     assert "<th>force MAE (meV/Å)</th><th>energy MAE (meV)</th>" in page and page.count("<td>41.25</td>") == 9
-    assert "test E MAE meV test F MAE meV/Å" in table.out and f"{shown:>14} {'41.25':>16}" in table.out, table.out
+    assert "test F MAE meV/Å test E MAE meV" in table.out and f"{'41.25':>16} {shown:>14}" in table.out, table.out
     objective = "Val and test loss: the training objective on that split, energy_weight·L(E) + forces_weight·L(F)"
     assert objective in table.out and objective in markdown and objective in page
     assert "<th>parameters (embeddings included)</th><th>training structures</th>" in page
