@@ -105,6 +105,19 @@ class Ran:
                 if any(isinstance(out, dict) and isinstance(out.get("path"), str)
                        and not (self.root / out["path"]).exists() for out in stage.get("outs") or [])]
 
+    def resized(self) -> list[str]:
+        """The stages some of whose recorded output files are on disk at another size than recorded: cut short
+        or edited since (a folder, or a file of the recorded size, is left to `dvc status`)."""
+        def other(out: object) -> bool:
+            if not (isinstance(out, dict) and isinstance(out.get("size"), int) and isinstance(out.get("path"), str)
+                    and not str(out.get("md5")).endswith(".dir")):
+                return False
+            try:
+                return (self.root / out["path"]).stat().st_size != out["size"]
+            except OSError:  # not there: missing() names it
+                return False
+        return [name for name, stage in self.stages.items() if any(other(out) for out in stage.get("outs") or [])]
+
     def behind(self) -> list[str]:
         """The stages whose entry records an input other than the one its producing stage's entry records as
         output: they ran before it last changed (a `dvc repro` stopped between the two)."""

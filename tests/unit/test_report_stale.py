@@ -82,6 +82,26 @@ def test_a_lock_file_cut_short_is_refused_not_read_as_outputs_gone(tmp_path):
         Ran(tmp_path)
 
 
+def test_an_output_cut_short_since_its_stage_ran_is_named(tmp_path):
+    """A train cell's metrics.json truncated after the fit: `dvc status` saw it, the report said nothing
+    (reliability review)."""
+    cells = _cells(tmp_path)
+    _ran(tmp_path, cells)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    metrics = tmp_path / "results/tiny/train/xs-200/metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"val_loss": 1.0}')
+    lock["stages"]["train@xs-200"]["outs"] = [
+        {"path": "results/tiny/train/xs-200/metrics.json", "hash": "md5", "md5": "b" * 32, "size": 17},
+        {"path": "results/tiny/train/xs-200", "hash": "md5", "md5": "c" * 32 + ".dir", "size": 5, "nfiles": 1}]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert stale_note(cells, tmp_path, "params.yaml") is None, "the recorded size; a folder's is not compared"
+    metrics.write_text('{"val_loss"')
+    assert stale_note(cells, tmp_path, "params.yaml") == (
+        "outputs of 1 stage are on disk at another size than dvc.lock records (train@xs-200): cut short or edited "
+        "since; `dvc status` lists them, and `dvc repro` puts back a run it has cached or runs the stage again")
+
+
 def test_a_project_whose_stages_ran_by_hand_cannot_tell(tmp_path):
     assert stale_note(_cells(tmp_path), tmp_path, "params.yaml") is None
 

@@ -177,6 +177,12 @@ def stale_note(cells: Cells, root: Path, params: str | Path, rows: list[dict] = 
             f"the outputs that dvc.lock records of {count(len(gone), 'stage')} are not on disk ({named}); the report "
             "shows their results as the fit stage recorded them: `dvc checkout` restores them from DVC's cache (`dvc "
             "pull` from the remote, in a clone), and `dvc repro` runs the stages whose outputs neither holds")]))
+    resized = [name for name in record.resized() if name in compiled and name not in stale] if on_disk else []
+    if resized:
+        mixed = "\n".join(filter(None, [mixed, (
+            f"outputs of {count(len(resized), 'stage')} are on disk at another size than dvc.lock records "
+            f"({listed(resized)}): cut short or edited since; `dvc status` lists them, and `dvc repro` puts back a run "
+            "it has cached or runs the stage again")]))
     if not stale and not behind and not off and not inputs:
         return mixed
     reasons = []
