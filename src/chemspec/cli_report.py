@@ -117,14 +117,16 @@ def _echo_generation(cells: list[dict]) -> None:
 def echo_errors(fits: list[dict]) -> None:
     """A force field's test-error power laws, under the loss's."""
     from chemspec.report import interval_text
+    from chemspec.report.texts import untrained_points
 
     if not fits:
         return
     click.echo(f"\n{'test error':<24} {'axis':<7} {'group':<10} {'exponent':>9}  {'Wald (t)':<18}  n  R²")
     for f in fits:
         lead = f"{f['quantity']:<24} {f['axis']:<7} {f['group']:<10}"
-        click.echo(f"{lead} {f['exponent']:>9.3f}  {interval_text(f['ci']):<18} {f['n']:>2}  {f['r2']:.3f}"
-                   if f["status"] == "ok" else f"{lead} {'-':>9}  cannot fit: {f['reason']}")
+        weak = f"  ({untrained_points(f)})" if untrained_points(f) else ""
+        click.echo((f"{lead} {f['exponent']:>9.3f}  {interval_text(f['ci']):<18} {f['n']:>2}  {f['r2']:.3f}"
+                    if f["status"] == "ok" else f"{lead} {'-':>9}  cannot fit: {f['reason']}") + weak)
 
 
 def echo_fits(fits: list[dict], confidence: float) -> None:

@@ -348,6 +348,19 @@ def test_cells_that_do_no_better_than_a_model_that_learned_nothing_are_named_in_
     table = cli("report", cwd=tmp_path)
     assert table.code == 0 and said in " ".join(table.out.split()), table.out
     assert said in (results / "report" / "report.md").read_text()
+    flagged = {(f["metric"], f["axis"], f["group"]): f.get("untrained")
+               for f in json.loads((results / "fit" / "fit.json").read_text())["errors"]}
+    assert flagged == {("force_mae", "data", "w8d2"): 1, ("force_mae", "data", "w16d2"): None,
+                       ("force_mae", "data", "w32d2"): None, ("force_mae", "params", "60"): 1,
+                       ("force_mae", "params", "120"): None, ("force_mae", "params", "240"): None,
+                       ("energy_mae", "data", "w8d2"): 2, ("energy_mae", "data", "w16d2"): None,
+                       ("energy_mae", "data", "w32d2"): None, ("energy_mae", "params", "60"): 1,
+                       ("energy_mae", "params", "120"): 1, ("energy_mae", "params", "240"): None}
+    assert "(2 of its 3 points no better than a model that learned nothing)" in table.out, "on the fit it bends"
+    assert re.search(r"energy MAE \(meV\), data axis, w8d2: .*, n 3 \(2 of its 3 points no better",
+                     (results / "report" / "report.md").read_text())
+    assert "(2 of its 3 points no better than a model that learned nothing)" in (
+        results / "report" / "index.html").read_text()
     assert said.replace("'", "&#39;") in (results / "report" / "index.html").read_text()
     for key in metrics:  # a loss on forces alone: no energy error, no energy baseline, and energies are not judged
         row = json.loads((tmp_path / metrics[key]).read_text())

@@ -12,7 +12,8 @@ import jinja2
 
 from chemspec.errors import ArchiveError
 from chemspec.report.texts import (baseline_text, bootstrap_text, cost_text, data_text, errors_text, few_valid_text,
-                                   interval_text, noise_text, provenance_text, unfinished_text, untimed_text)
+                                   interval_text, noise_text, provenance_text, unfinished_text, untimed_text,
+                                   untrained_points)
 from chemspec.runtime.io import write_bytes
 from chemspec.runtime.plots import AXES
 from chemspec.runtime.quality import COLUMNS, LABELS
@@ -183,7 +184,8 @@ def context(study: str, spec: dict, cells: list[dict], fit: dict, selected: dict
             "few_valid_text": few_valid_text(cells),
             "generation_fits": [{**f, "ci_text": interval_text(f.get("ci")), "quantity": _fcd_quantity(f)}
                                 for f in fit.get("generation") or []],
-            "error_fits": [{**f, "ci_text": interval_text(f.get("ci"))} for f in fit.get("errors") or []],
+            "error_fits": [{**f, "ci_text": interval_text(f.get("ci")), "untrained_text": untrained_points(f)}
+                           for f in fit.get("errors") or []],
             "errors_text": errors_text(cells, fit, study, manifest)}
 
 
@@ -230,7 +232,8 @@ def markdown(ctx: dict) -> str:
         lines += ["", "Test errors, power laws (OLS of log error on log size, Wald (t) intervals):", ""]
         lines += [f"- {f['quantity']}, {f['axis']} axis, {f['group']}: " + (
             f"{f['exponent']:.3f} {f['ci_text']}, R² {f['r2']:.3f}, n {f['n']}" if f["status"] == "ok"
-            else f"cannot fit: {f['reason']}") for f in ctx["error_fits"]]
+            else f"cannot fit: {f['reason']}") + (f" ({f['untrained_text']})" if f["untrained_text"] else "")
+            for f in ctx["error_fits"]]
     lines += ["", ctx["errors_text"]] if ctx["errors_text"] else []
     if ctx["generation"]:
         lines += ["", "Generation quality:", "",

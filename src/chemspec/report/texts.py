@@ -137,6 +137,12 @@ def baseline_text(cells: list[dict]) -> str:
     return text
 
 
+def untrained_points(fitted: dict) -> str:
+    """How many points of a test-error fit are cells no better than a model that learned nothing ('' none)."""
+    weak = fitted.get("untrained")
+    return f"{weak} of its {fitted['n']} points no better than a model that learned nothing" if weak else ""
+
+
 def errors_text(cells: list[dict], fit: dict, study: str, manifest: str | None) -> str:
     """How to fit a force field's test errors where its run was fitted before chemspec fitted them ('' else)."""
     if fit.get("errors") is not None or not any("force_mae_meV_per_A" in c for c in cells):

@@ -217,9 +217,15 @@ def error_fits(rows: list[dict], confidence: float) -> list[dict] | None:
     results = []
     for metric, (key, label) in TEST_ERRORS.items():
         usable = [r for r in rows if r["status"] == "ok" and _finite(r.get(key))]
-        results += [{"metric": metric, "quantity": f"test {label}", "axis": axis, "group": group,
-                     **power_law(x, y, confidence, "errors")} for axis, group, x, y in axis_groups(usable,
-                                                                                               lambda r: r[key])]
+        untrained = {(r["model"], str(r["data_size"])) for r in usable if isinstance(r.get("baseline"), dict)
+                     and key in r["baseline"] and r[key] >= r["baseline"][key]}
+        for axis, group, x, y in axis_groups(usable, lambda r: r[key]):
+            fitted = {"metric": metric, "quantity": f"test {label}", "axis": axis, "group": group,
+                      **power_law(x, y, confidence, "errors")}
+            # points of cells no better than a model that learned nothing, which the report flags
+            if weak := sum(group == (model if axis == "data" else size) for model, size in untrained):
+                fitted["untrained"] = weak
+            results.append(fitted)
     return results
 
 
