@@ -1,6 +1,7 @@
 """What the data checks that read every structure cost: the data stage's unit plausibility check
 (runtime/plausible.py, as a study that leaves the energy unit to the format runs it) and force-work check
-(runtime/force_work.py), and the split stage's element and composition check (runtime/split.py), on --structures random molecules of
+(runtime/force_work.py) and note on frames in time order (runtime/atoms_stage.order_notes), and the split stage's
+element and composition check (runtime/split.py), on --structures random molecules of
 5-29 atoms of H, C, N and O (ANI-1x's elements), stored as the data stage stores them. Structures come in
 runs of ten frames of one molecule a small step apart, so that the force-work check finds steps to weigh.
 Medians of --repeats runs in seconds, as JSON:
@@ -22,6 +23,7 @@ import numpy as np
 from extxyz_read import median_s  # this folder: the script's own, first on sys.path
 
 from chemspec.runtime.atoms import AtomsData, save_atoms
+from chemspec.runtime.atoms_stage import order_notes
 from chemspec.runtime.force_work import work_ratio
 from chemspec.runtime.plausible import implausible_units
 from chemspec.runtime.split import check_elements
@@ -60,6 +62,7 @@ def main() -> int:
             "structures": len(data), "atoms": int(len(data.numbers)), "machine": platform.machine(),
             "plausible_units_s": median_s(lambda: implausible_units(data, "eV", totals=True), args.repeats),
             "force_work_s": median_s(lambda: work_ratio(data), args.repeats),
+            "order_notes_s": median_s(lambda: order_notes(data, "atoms.npz"), args.repeats),
             "split_elements_and_compositions_s": median_s(lambda: check_elements(path, smallest, held),
                                                           args.repeats),
         }

@@ -64,4 +64,4 @@ def test_chemgpt_throughput_trains_the_trainer_and_chemspec_to_one_held_out_loss
 def test_data_checks_times_the_unit_force_work_and_composition_checks(tmp_path):
     result = bench(tmp_path, "data_checks.py", "--structures", "200", "--repeats", "1")
     assert result["structures"] == 200 and result["force_work_s"] > 0 and result["plausible_units_s"] > 0, result
-    assert result["split_elements_and_compositions_s"] > 0, result
+    assert result["split_elements_and_compositions_s"] > 0 and result["order_notes_s"] > 0, result
