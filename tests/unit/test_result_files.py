@@ -156,3 +156,16 @@ def test_a_broken_archived_fit_is_named_not_an_internal_error(cli, tmp_path, git
     assert result.code == 1 and "internal error" not in result.err, result.err
     assert ("the fit.json archived at HEAD cannot be read: fit row 0: (power law, data axis, group xs, status 'ok') "
             "'ci' is null, not a [low, high] pair") in result.err
+
+
+def test_untrained_is_a_finished_cell_no_better_than_its_baseline():
+    from chemspec.runtime.result_files import untrained
+
+    cell = {"status": "ok", "force_mae_meV_per_A": 50.0, "energy_mae_meV": 9.0,
+            "baseline": {"force_mae_meV_per_A": 50.0, "energy_mae_meV": 10.0}}
+    assert untrained(cell, "force_mae_meV_per_A")  # equal to a model that learned nothing
+    assert not untrained(cell, "energy_mae_meV")
+    assert not untrained({**cell, "status": "failed"}, "force_mae_meV_per_A")
+    assert not untrained({**cell, "baseline": {"force_mae_meV_per_A": 60.0}}, "energy_mae_meV")
+    assert not untrained({k: v for k, v in cell.items() if k != "baseline"}, "force_mae_meV_per_A")
+    assert untrained({k: v for k, v in cell.items() if k != "status"}, "force_mae_meV_per_A")  # archived rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from chemspec.runtime.result_files import untrained
 from chemspec.words import count
 
 
@@ -126,8 +127,7 @@ def baseline_text(cells: list[dict]) -> str:
                            "energies only up to a constant: no energy error is measured."))
     worse = []
     for key, what in (("energy_mae_meV", "energies"), ("force_mae_meV_per_A", "forces")):
-        names = [f"{c['model']} at {c['data_size']:,}" for c in rows if c.get("status", "ok") == "ok"
-                 and isinstance(c.get(key), (int, float)) and key in c["baseline"] and c[key] >= c["baseline"][key]]
+        names = [f"{c['model']} at {c['data_size']:,}" for c in rows if untrained(c, key)]
         if names:
             more = ", …" if len(names) > 6 else ""
             worse.append(f"on {what} {count(len(names), 'cell')} ({', '.join(names[:6])}{more})")

@@ -26,7 +26,7 @@ from chemspec.compiler.cells import FitCell
 from chemspec.errors import RunError
 from chemspec.runtime.io import finite_json, read_json, staged, write_json
 from chemspec.runtime.laws import EXPONENT_MAX, joint_law, saturating_law
-from chemspec.runtime.result_files import SPEED_KEYS, TEST_ERRORS, metrics_problem, read_checked
+from chemspec.runtime.result_files import SPEED_KEYS, TEST_ERRORS, metrics_problem, read_checked, untrained
 from chemspec.specs.outputs import AXIS_LAWS, BOOTSTRAP_CELLS, figures
 
 MIN_POINTS, MIN_DISTINCT = AXIS_LAWS["power"]
@@ -217,13 +217,11 @@ def error_fits(rows: list[dict], confidence: float) -> list[dict] | None:
     results = []
     for metric, (key, label) in TEST_ERRORS.items():
         usable = [r for r in rows if r["status"] == "ok" and _finite(r.get(key))]
-        untrained = {(r["model"], str(r["data_size"])) for r in usable if isinstance(r.get("baseline"), dict)
-                     and key in r["baseline"] and r[key] >= r["baseline"][key]}
+        weak_cells = {(r["model"], str(r["data_size"])) for r in usable if untrained(r, key)}
         for axis, group, x, y in axis_groups(usable, lambda r: r[key]):
             fitted = {"metric": metric, "quantity": f"test {label}", "axis": axis, "group": group,
                       **power_law(x, y, confidence, "errors")}
-            # points of cells no better than a model that learned nothing, which the report flags
-            if weak := sum(group == (model if axis == "data" else size) for model, size in untrained):
+            if weak := sum(group == (model if axis == "data" else size) for model, size in weak_cells):
                 fitted["untrained"] = weak
             results.append(fitted)
     return results
