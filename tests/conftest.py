@@ -193,7 +193,7 @@ def repro_and_commit(root: Path, study: dict, message: str) -> str:
 def archive_commit(root: Path, cells: list[dict], fits: list[dict], study: str = "s", spec_archive: dict | None = None,
                    plots: dict[str, bytes] | None = None, selected: dict | None = None,
                    identities: dict[str, str] | None = None, generation_fits: list[dict] | None = None,
-                   error_fits: list[dict] | None = None, **manifest) -> str:
+                   error_fits: list[dict] | None = None, data: dict | None = None, **manifest) -> str:
     """Archive a run of `study` by hand in the git repository at `root` and commit it; the manifest id."""
     store = Store(root / "archive")
     spec = {"study": study, "data": {"kind": "smiles"}, "model": {"family": "chemgpt"}, "fit": {"confidence": 0.95},
@@ -203,7 +203,8 @@ def archive_commit(root: Path, cells: list[dict], fits: list[dict], study: str =
                                                                       "generation": generation_fits,
                                                                       "errors": error_fits}),
                **({"plots": {name: store.put_bytes(data) for name, data in plots.items()}} if plots else {}),
-               **({"selected": store.put_json(selected)} if selected else {})}
+               **({"selected": store.put_json(selected)} if selected else {}),
+               **({"data": store.put_json(data)} if data else {})}
     digest = store.put_json({"kind": "chemspec-manifest", "study": study, "objects": objects, "checkpoints": {},
                              "provenance": {"git": {"commit": None}, "compute_hours": 0.0},
                              **({"cells": identities} if identities else {}), **manifest})

@@ -88,6 +88,9 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
                f"{rev_b} ({result['b']['manifest'][:12]})")
     for change in result["spec"]:
         click.echo(f"  spec {change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")
+    for change in result["data"]:
+        what = ("contents (files' hash)" if change["field"] == "data.sha256" else change["field"].removeprefix("data."))
+        click.echo(f"  data {what}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")
     for change in result["selection"]:
         search = "" if change["group"] == "*" else f" of {change['group']}"
         before, after = ("; ".join(map(hparams_text, kept)) if kept else "none"
@@ -138,15 +141,16 @@ def diff(rev_a: str, rev_b: str, study: str | None, params: str, as_json: bool) 
                    f"{' -> '.join(sides)} ({flag} at {result['confidence']:.0%}{reasons})")
     if any(row["significant"] is not None for row in changed):
         click.echo(f"  (significance: {result['test']})")
-    if not (result["spec"] or result["selection"] or any(cells[k] for k in ("added", "removed", "changed", "generation"))
+    if not (result["spec"] or result["data"] or result["selection"]
+            or any(cells[k] for k in ("added", "removed", "changed", "generation"))
             or changed):
         same = "the same run" if result["a"]["manifest"] == result["b"]["manifest"] else "runs alike"
         if result["unarchived"] or result["stale"]:  # the study on disk is not what either archived run ran
             unrun = ("what is compiled was not run (see the notes)" if result["unarchived"] else
                      "the working tree's study may not be what they ran (see the note on its results)")
-            click.echo(f"  no changes between the archived runs (spec, cells and exponents); {unrun}")
+            click.echo(f"  no changes between the archived runs (spec, data, cells and exponents); {unrun}")
         else:
-            click.echo(f"  no changes: {same} (spec, cells and exponents)")
+            click.echo(f"  no changes: {same} (spec, data, cells and exponents)")
     if result["stale"] or result["unarchived"]:
         _notes([*result["unarchived"], *([f"{WORKTREE}: {result['stale']}"] if result["stale"] else [])])
 

@@ -153,8 +153,8 @@ def test_a_commit_whose_compiled_study_was_not_archived_is_named_by_diff_and_rep
     said = ("HEAD: the run archived there is not of the study its params.yaml compiles (the study was edited, "
             "compiled and committed after that run); `dvc repro` at that commit, then a commit")
     diff = sh("chemspec", "diff", "HEAD~1", "HEAD", cwd=root)
-    assert "no changes between the archived runs (spec, cells and exponents); what is compiled was not run (see " \
-           "the notes)" in diff.stdout and f"note: {said}" in diff.stderr, diff.stderr
+    assert "no changes between the archived runs (spec, data, cells and exponents); what is compiled was not run " \
+           "(see the notes)" in diff.stdout and f"note: {said}" in diff.stderr, diff.stderr
     (note,) = json.loads(sh("chemspec", "diff", "HEAD~1", "HEAD", "--json", cwd=root).stdout)["unarchived"]
     assert note.startswith(said)
     report = sh("chemspec", "report", "--from", "HEAD", "--no-files", cwd=root)
@@ -232,8 +232,8 @@ def test_a_diff_after_an_edit_compiled_but_not_run_heads_its_note(history, tmp_p
                                                   [1.0e-3, 3.0e-3]}))
     sh("chemspec", "compile", "study.yaml", cwd=root)
     done = sh("chemspec", "diff", cwd=root)
-    assert done.stdout.splitlines()[-1] == ("  no changes between the archived runs (spec, cells and exponents); the "
-                                            "working tree's study may not be what they ran (see the note on its "
+    assert done.stdout.splitlines()[-1] == ("  no changes between the archived runs (spec, data, cells and exponents); "
+                                            "the working tree's study may not be what they ran (see the note on its "
                                             "results)"), done.stdout
     assert "note: WORKTREE: these results predate params.yaml as compiled now" in done.stderr
 

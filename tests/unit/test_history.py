@@ -9,7 +9,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from chemspec.archive.history import exponent_changes, spec_changes
+from chemspec.archive.history import data_changes, exponent_changes, spec_changes
 from chemspec.compiler import expand
 from chemspec.compiler.render import stage_identities
 from chemspec.specs import load_study
@@ -103,13 +103,37 @@ def test_the_diff_says_its_test_is_approximate_and_assumes_independent_runs(cli,
     assert "approximate Welch t test" in text and "independent" in text
 
 
+DATA = {"count": 400, "counts": {"read": 400, "duplicates": 0}, "kind": "smiles",
+        "sha256": {"molecules.csv": "a" * 64}, "vocab_size": 21}
+
+
+def test_a_diff_names_data_that_changed_under_the_same_spec(cli, repo):
+    """A data file edited in place changes no spec field: the diff showed every loss moving, unexplained."""
+    archive_commit(repo, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], data=DATA)
+    more = {**DATA, "count": 500, "counts": {"read": 500, "duplicates": 0}, "sha256": {"molecules.csv": "b" * 64}}
+    archive_commit(repo, [_cell("xs", 100, 2.1)], [_fit(0.2, 0.01)], data=more)
+    result = cli("diff", "HEAD~1", "HEAD", cwd=repo)
+    assert result.code == 0, result.err
+    assert "  data count: 400 -> 500\n  data counts.read: 400 -> 500\n" in result.out
+    assert json.loads(cli("diff", "HEAD~1", "HEAD", "--json", cwd=repo).out)["data"][0] == {
+        "field": "data.count", "before": 400, "after": 500}
+
+
+def test_data_changes_name_new_contents_where_the_counts_agree():
+    changed = {**DATA, "sha256": {"molecules.csv": "b" * 64}}
+    [change] = data_changes(DATA, changed)
+    assert change["field"] == "data.sha256" and change["before"] != change["after"] and len(change["after"]) == 12
+    assert data_changes(DATA, dict(DATA)) == [] and data_changes(None, DATA) == []
+
+
 def test_a_diff_of_a_run_with_itself_says_there_are_no_changes(cli, repo):
     archive_commit(repo, [_cell("xs", 100, 2.0), _cell("xs", 200, 1.8)], [_fit(0.2, 0.01)])
     (repo / "notes.txt").write_text("a commit that archives nothing new\n")
     subprocess.run(["git", "add", "notes.txt"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "notes"], cwd=repo, check=True)
     result = cli("diff", "HEAD~1", "HEAD", cwd=repo)
-    assert result.code == 0 and result.out.splitlines()[-1] == "  no changes: the same run (spec, cells and exponents)"
+    assert result.code == 0 and result.out.splitlines()[-1] == ("  no changes: the same run (spec, data, cells and "
+                                                                "exponents)")
     assert "~ cell" not in result.out
 
 
@@ -249,8 +273,8 @@ def test_a_diff_with_the_working_tree_says_where_its_results_predate_the_compile
     archive_commit(tmp_path, [_cell("xs", 100, 2.0)], [_fit(0.2, 0.01)], study="other")
     result = cli("diff", cwd=tmp_path)
     assert result.code == 0 and result.out.startswith("study tiny: HEAD"), result.err
-    assert result.out.splitlines()[-1] == ("  no changes between the archived runs (spec, cells and exponents); what "
-                                           "is compiled was not run (see the notes)")
+    assert result.out.splitlines()[-1] == ("  no changes between the archived runs (spec, data, cells and exponents); "
+                                           "what is compiled was not run (see the notes)")
     assert "note: WORKTREE: these results predate params.yaml as compiled now: 4 stages did not run as compiled " \
         "(archive, train@s-200, train@s-400, train@s-800)" in result.err, result.err
     assert "Run `dvc repro` to bring them up to date" in result.err

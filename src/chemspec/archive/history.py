@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chemspec.archive.snapshot import Snapshot
+from chemspec.archive.store import json_digest
 from chemspec.errors import UsageError
 from chemspec.runtime.result_files import TEST_ERRORS
 from chemspec.specs.training import BOOKKEEPING
@@ -33,6 +34,20 @@ def _changes(a: Any, b: Any, field: str = "") -> Iterator[dict]:
             yield from _changes(a.get(key), b.get(key), f"{field}.{key}" if field else key)
     elif a != b:
         yield {"field": field, "before": a, "after": b}
+
+
+def data_changes(a: dict | None, b: dict | None) -> list[dict]:
+    """What two runs' data stages recorded differently (data.json: molecules or structures kept, what cleaning
+    dropped, tokens), the same spec or not: a data file edited in place changes no spec field. Where only the
+    files' hashes differ, one change names the new contents. None on either side (a hand-made archive): []."""
+    if a is None or b is None or a == b:
+        return []
+    changes = list(_changes(*({k: v for k, v in side.items() if k != "sha256"} for side in (a, b)), "data"))
+    return changes or [{"field": "data.sha256", "before": _digest(a), "after": _digest(b)}]
+
+
+def _digest(data: dict) -> str | None:
+    return json_digest(data["sha256"])[:12] if "sha256" in data else None
 
 
 # Fitted parameters per law, for fit rows written before they recorded their residual degrees of freedom.
@@ -197,6 +212,8 @@ def diff(rev_a: str, rev_b: str, study: str | None = None, cwd: str | Path = "."
     level = spec_b.get("fit", {}).get("confidence", 0.95)
     return {"study": name, "a": {"rev": rev_a, "manifest": id_a}, "b": {"rev": rev_b, "manifest": id_b},
             "spec": spec_changes(spec_a, spec_b),
+            "data": data_changes(*(side.json(manifest["objects"]["data"]) if "data" in manifest["objects"] else None
+                                   for side, manifest in ((a, man_a), (b, man_b)))),
             "cells": cell_changes(a.json(man_a["objects"]["cells"]), b.json(man_b["objects"]["cells"]),
                                   (man_a.get("cells", {}), man_b.get("cells", {}))
                                   if all(man_a["objects"].get(k) == man_b["objects"].get(k) for k in ("data", "split"))
