@@ -355,13 +355,24 @@ def test_booleans_are_true_and_false_and_keys_are_the_text_written(tmp_path):
 @pytest.mark.parametrize("content,expected", [
     ("smi\nCCO\n", "data.source.column: 'smiles' is not a column of 'mols.csv' (the header has ['smi'])"),
     ("", "data.source.column: 'smiles' is not a column of 'mols.csv' (the file is empty)"),
-    ("CCO\nCCN\n", "(its first line is a molecule, 'CCO', so it has no header); leave column out, which reads a file "
-     "of one SMILES a line"),
+    ("CCO\nCCN\n", "(its first line is a molecule, 'CCO', so it has no header); leave column out, which reads each "
+     "line's first field (a name may follow)"),
+    ("CCO\tm0\nCCN\tm1\n", "(its first line is a molecule, 'CCO', so it has no header); leave column out"),
+    ("CCO,m0\nCCN,m1\n", "(its first line is a molecule, 'CCO', so it has no header); add a header line that names "
+     "its columns (as smiles,name) and keep data.source.column"),
+    ("SMILES \nCCO\n", "(the header has ['SMILES ']); fix the column name (did you mean 'SMILES '?)"),
+    ("Smile,id\nCCO,1\n", "fix the column name (did you mean 'Smile'?)"),
     ("name\nCCN\n", "(the header has ['name']); fix the column name, or leave column out for a file of one SMILES"),
     ("id\tsmiles\n1\tCCO\n", "the file looks tab-separated; SMILES files are read as comma-separated: convert it"),
     ("id;smiles\n1;CCO\n", "the file looks semicolon-separated; SMILES files are read as comma-separated: convert it"),
     (gzip.compress(b"smiles\nCCO\n", mtime=0),  # mtime=0: every xdist worker must collect the same bytes
      "data.source.file: 'mols.csv' is compressed; SMILES files are read as plain text"),
+    ("id,name,smiles\n1,aspirin,none\n2,ethanol,?\n3,x,CCO?\n", "none of the first 3 molecules it gives (column "
+     "'smiles') is a SMILES RDKit reads (the first: 'none', '?', 'CCO?'); check that the file holds SMILES"),
+    ("smiles,canonical\nethanol,CCO\nethylamine,CCN\n", "is a SMILES RDKit reads (the first: 'ethanol', "
+     "'ethylamine'); column 'canonical' holds them ('CCO'): set data.source.column"),
+    ("id,smi,name\n1,CCO,x\n2,CCN,y\n", "(the header has ['id', 'smi', 'name']); fix the column name (did you mean "
+     "'smi'?)"),
     (None, "data.source.file: 'mols.csv' is a directory; give the data file in it")])
 def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected):
     if content is None:
@@ -387,7 +398,20 @@ def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected
     ("[C][C][O]\n[C][N]\n", "data.source.file: 'mols.csv' holds SELFIES ('[C][C][O]'); it must hold SMILES"),
     ("id;smiles\n1;CCO\n", "starts with a header ('id;smiles'), which is read as a molecule without "
      "data.source.column: convert it to comma-separated and set data.source.column to its SMILES column"),
-], ids=["tsv", "header", "selfies", "selfies-rdkit-reads-as-radicals", "semicolons"])
+    ("CC(C)(C)c1ccc2occ(CC(=O)Nc3ccccc3F)c2c1,m0\nCCO,m1\n", "has commas in its first line ('CC(C)(C)c1ccc2occ("
+     "CC(=O)Nc3ccccc3F)c2c1,m0'), which no SMILES holds: it reads as a CSV; its first line is a row of molecules, not "
+     "a header: add a header line that names its columns (as smiles,name) and set data.source.column to the SMILES "
+     "one"),
+    ("\n     RDKit          3D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n", "data.source.file: 'mols.csv' holds "
+     "molfile records (an SD, MOL or MOL2 file); chemspec reads SMILES, one a line or in a CSV column: convert it"),
+    ("CHEMBL1\tCCC(C)C\nCHEMBL2\tc1ccccc1O\nCHEMBL3\tCCN\n", "data.source.file: 'mols.csv': none of the first 3 "
+     "molecules it gives (the first field of each line) is a SMILES RDKit reads (the first: 'CHEMBL1', 'CHEMBL2', "
+     "'CHEMBL3'); field 2 of each line holds them ('CCC(C)C'): put the SMILES first"),
+    ("InChI=1S/CH4/h1H4\nInChI=1S/C2H6/c1-2/h1-2H3\n", "none of the first 2 molecules it gives (the first field of "
+     "each line) is a SMILES RDKit reads (the first: 'InChI=1S/CH4/h1H4', 'InChI=1S/C2H6/c1-2/h1-2H3'); check that "
+     "the file holds SMILES"),
+], ids=["tsv", "header", "selfies", "selfies-rdkit-reads-as-radicals", "semicolons", "csv-without-header", "sdf",
+        "name-first", "inchi"])
 def test_a_smiles_file_without_column_that_would_read_no_molecule_is_named_at_validate(cli, tmp_path, content,
                                                                                         expected):
     """Each passed validate, and the data stage then found no valid molecule and pointed at the column."""

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import re
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
 
 from chemspec.specs.atoms_source import ATOMS_SUFFIXES, AtomsFileSource, GenerateMD
-from chemspec.specs.base import PROBLEMS_SEPARATOR, SourcePath, Spec
+from chemspec.specs.base import PROBLEMS_SEPARATOR, Spec
+from chemspec.specs.smiles_file import SmilesFileSource
 
 MOSES_TRAIN_MOLECULES = 1_584_663
 SAMPLE = "seeded"
@@ -26,97 +24,6 @@ class PackageSource(Spec):
     max_molecules: PositiveInt | None = None
     """Read N molecules drawn by the study's seed from the whole file (MOSES's rows are not in random order,
     so its first rows would be a biased sample); none reads all."""
-
-
-COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
-"""The first bytes of gzip, bzip2 and xz files."""
-
-
-SELFIES = re.compile(r"(\[[^\]\s]+\])+")
-"""A SELFIES string: bracketed tokens only (checked where RDKit reads no SMILES in it)."""
-BARE_ATOMS = re.compile(r"(\[[A-Z][a-z]?\]){3,}")
-"""Three or more bracketed elements without hydrogens or charge: SELFIES that RDKit reads as a chain of radicals
-([C][C][O]), which no SMILES file writes for a molecule ([O][O], triplet oxygen, has two)."""
-
-
-class SmilesFileSource(Spec):
-    """A CSV (with a header) or TXT (one SMILES a line) file of molecules."""
-
-    file: SourcePath
-    """Path to the file, relative to the study file's directory or absolute; it must exist."""
-    column: str | None = None
-    """CSV column holding SMILES; none means a plain text file with one SMILES a line and no header."""
-    max_molecules: PositiveInt | None = None
-    """Read N rows drawn by the study's seed from the whole file, as for a package; none reads all."""
-
-    def _first_line_is_a_molecule(self, first: str) -> None:
-        """Refuse a file read without `column` whose first line's SMILES (its first field; a name may follow)
-        is none RDKit reads, or BARE_ATOMS, and is a header or SELFIES, each of which the data stage would read
-        as molecules and find (almost) none valid."""
-        fields = first.split()
-        if _reads_as_smiles(fields[0]):
-            return
-        if SELFIES.fullmatch(fields[0]):
-            raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
-                             "which chemspec encodes itself (data.representation picks what the model reads): "
-                             "decode them first (selfies.decoder)")
-        bonds = set("()[]=#@+/\\") & set(fields[0])  # a SMILES RDKit cannot read, not a column name
-        named = [field for field in fields if "smiles" in field.lower()] if not bonds else []
-        if named:
-            fix = ("convert it to comma-separated and set data.source.column to its SMILES column"
-                   if not re.fullmatch(r"\w+", named[0]) else
-                   f"convert it to comma-separated (it looks {'tab' if chr(9) in first else 'space'}-separated) and set "
-                   f"data.source.column: {named[0]}" if len(fields) > 1 else f"set data.source.column: {named[0]}")
-            raise ValueError(f"data.source.file {self.file!r} starts with a header ({first.strip()[:60]!r}), which "
-                             f"is read as a molecule without data.source.column: {fix}")
-
-    def rows(self, path: Path) -> int:
-        """Molecules the file offers (non-empty lines, less the header of a CSV), whatever max_molecules reads
-        of them; a CSV's header must name `column`."""
-        with open(path, encoding="utf-8-sig", newline="") as handle:  # as the data stage reads
-            try:
-                lines = (line for line in handle if line.strip())
-                first = next(lines, "")
-                count = (1 if first else 0) + sum(1 for _ in lines)
-            except UnicodeDecodeError:
-                handle.seek(0)
-                if handle.buffer.read(2) in COMPRESSED:
-                    raise ValueError(f"data.source.file {self.file!r} is compressed; SMILES files are read as "
-                                     "plain text: decompress it (gunzip, bunzip2 or unxz) and name the result") from None
-                raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
-        header = next(csv.reader([first]), [])
-        if not self.column and len(header) <= 1 and first.split():
-            self._first_line_is_a_molecule(first)
-        if not self.column and len(header) > 1:
-            raise ValueError(f"data.source.file {self.file!r} has commas in its first line ({first.strip()[:60]!r}), "
-                             "which no SMILES holds: it reads as a CSV; set data.source.column to its SMILES column, "
-                             f"one of {header}")
-        if self.column:
-            if self.column not in header:
-                found = f"the header has {header}" if header else "the file is empty"
-                separator = next((name for mark, name in (("\t", "tab"), (";", "semicolon")) if mark in first), None)
-                if separator:
-                    fix = (f"the file looks {separator}-separated; SMILES files are read as comma-separated: "
-                           "convert it")
-                elif len(header) == 1 and _reads_as_smiles(first.split()[0]):
-                    found = f"its first line is a molecule, {first.split()[0][:60]!r}, so it has no header"
-                    fix = "leave column out, which reads a file of one SMILES a line"
-                elif len(header) == 1:
-                    fix = "fix the column name, or leave column out for a file of one SMILES a line without a header"
-                else:
-                    fix = "fix the column name"
-                raise ValueError(f"data.source.column {self.column!r} is not a column of {self.file!r} ({found}); "
-                                 + fix)
-            count -= 1
-        return count
-
-
-def _reads_as_smiles(text: str) -> bool:
-    """Whether RDKit reads `text` as a molecule, and not as the radicals of BARE_ATOMS."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    return Chem.MolFromSmiles(text) is not None and not BARE_ATOMS.fullmatch(text)
 
 
 def _source_tag(value: Any) -> str | None:

@@ -1,0 +1,161 @@
+"""A file of SMILES, and the checks that let validate refuse what the data stage would read no molecule from."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import itertools
+import re
+from pathlib import Path
+
+from pydantic import Field, PositiveInt
+
+from chemspec.specs.base import SourcePath, Spec
+
+COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
+"""The first bytes of gzip, bzip2 and xz files."""
+
+
+SELFIES = re.compile(r"(\[[^\]\s]+\])+")
+"""A SELFIES string: bracketed tokens only (checked where RDKit reads no SMILES in it)."""
+BARE_ATOMS = re.compile(r"(\[[A-Z][a-z]?\]){3,}")
+"""Three or more bracketed elements without hydrogens or charge: SELFIES that RDKit reads as a chain of radicals
+([C][C][O]), which no SMILES file writes for a molecule ([O][O], triplet oxygen, has two)."""
+SAMPLE_ROWS = 20
+"""Rows after the first that validate reads as molecules: where none of them is a SMILES, the data stage would
+keep none either."""
+MOLFILE = re.compile(r"V[23]000\s*$|^\$\$\$\$|^@<TRIPOS>")
+"""Lines of molfile records (SD files, MOL, MOL2), which no SMILES file holds."""
+
+
+class SmilesFileSource(Spec):
+    """A CSV (with a header) or TXT (one SMILES a line) file of molecules."""
+
+    file: SourcePath
+    """Path to the file, relative to the study file's directory or absolute; it must exist."""
+    column: str | None = Field(None, min_length=1)
+    """CSV column holding SMILES; none means a plain text file with one SMILES a line and no header."""
+    max_molecules: PositiveInt | None = None
+    """Read N rows drawn by the study's seed from the whole file, as for a package; none reads all."""
+
+    def _first_line_is_a_molecule(self, first: str) -> None:
+        """Refuse a file read without `column` whose first line's SMILES (its first field; a name may follow)
+        is none RDKit reads, or BARE_ATOMS, and is a header or SELFIES, each of which the data stage would read
+        as molecules and find (almost) none valid."""
+        fields = first.split()
+        if _reads_as_smiles(fields[0]):
+            return
+        if SELFIES.fullmatch(fields[0]):
+            raise ValueError(f"data.source.file {self.file!r} holds SELFIES ({fields[0][:60]!r}); it must hold SMILES, "
+                             "which chemspec encodes itself (data.representation picks what the model reads): "
+                             "decode them first (selfies.decoder)")
+        bonds = set("()[]=#@+/\\") & set(fields[0])  # a SMILES RDKit cannot read, not a column name
+        named = [field for field in fields if "smiles" in field.lower()] if not bonds else []
+        if named:
+            fix = ("convert it to comma-separated and set data.source.column to its SMILES column"
+                   if not re.fullmatch(r"\w+", named[0]) else
+                   f"convert it to comma-separated (it looks {'tab' if chr(9) in first else 'space'}-separated) and "
+                   f"set data.source.column: {named[0]}" if len(fields) > 1 else f"set data.source.column: {named[0]}")
+            raise ValueError(f"data.source.file {self.file!r} starts with a header ({first.strip()[:60]!r}), which "
+                             f"is read as a molecule without data.source.column: {fix}")
+
+    def rows(self, path: Path) -> int:
+        """Molecules the file offers (non-empty lines, less the header of a CSV), whatever max_molecules reads
+        of them; a CSV's header must name `column`, and the first rows must hold a SMILES."""
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # as the data stage reads
+            try:
+                lines = (line for line in handle if line.strip())
+                sample = list(itertools.islice(lines, SAMPLE_ROWS + 1))
+                count = len(sample) + sum(1 for _ in lines)
+            except UnicodeDecodeError:
+                handle.seek(0)
+                if handle.buffer.read(2) in COMPRESSED:
+                    raise ValueError(f"data.source.file {self.file!r} is compressed; SMILES files are read as plain "
+                                     "text: decompress it (gunzip, bunzip2 or unxz) and name the result") from None
+                raise ValueError(f"data.source.file {self.file!r} is not UTF-8 text; save it as UTF-8") from None
+        if any(MOLFILE.search(line.rstrip("\r\n")) for line in sample):
+            raise ValueError(f"data.source.file {self.file!r} holds molfile records (an SD, MOL or MOL2 file); "
+                             "chemspec reads SMILES, one a line or in a CSV column: convert it (RDKit: "
+                             "Chem.SDMolSupplier, then Chem.MolToSmiles)")
+        first = sample[0] if sample else ""
+        header = next(csv.reader([first]), [])
+        if not self.column and len(header) <= 1 and first.split():
+            self._first_line_is_a_molecule(first)
+        if not self.column and len(header) > 1:
+            raise ValueError(f"data.source.file {self.file!r} has commas in its first line ({first.strip()[:60]!r}), "
+                             f"which no SMILES holds: it reads as a CSV; {self._header_fix(header)}")
+        if self.column:
+            self._check_column(first, header)
+            count -= 1
+        self._check_sample(sample[1:] if self.column else sample, header)
+        return count
+
+    def _header_fix(self, header: list[str]) -> str:
+        """What to do for a CSV read without `column`: name its SMILES column, or give it a header first."""
+        if _molecule_in("", header) and not any("smiles" in cell.lower() for cell in header):
+            return ("its first line is a row of molecules, not a header: add a header line that names its columns "
+                    "(as smiles,name) and set data.source.column to the SMILES one")
+        return f"set data.source.column to its SMILES column, one of {header}"
+
+    def _check_column(self, first: str, header: list[str]) -> None:
+        if self.column in header:
+            return
+        found = f"the header has {header}" if header else "the file is empty"
+        separator = next((name for mark, name in (("\t", "tab"), (";", "semicolon")) if mark in first), None)
+        if header and (molecule := _molecule_in(first, header)):
+            found = f"its first line is a molecule, {molecule[:60]!r}, so it has no header"
+            fix = ("leave column out, which reads each line's first field (a name may follow)" if len(header) == 1
+                   else "add a header line that names its columns (as smiles,name) and keep data.source.column")
+        elif separator:
+            fix = f"the file looks {separator}-separated; SMILES files are read as comma-separated: convert it"
+        elif near := _near(self.column, header):
+            fix = f"fix the column name (did you mean {near!r}?)"
+        elif len(header) == 1:
+            fix = "fix the column name, or leave column out for a file of one SMILES a line without a header"
+        else:
+            fix = "fix the column name"
+        raise ValueError(f"data.source.column {self.column!r} is not a column of {self.file!r} ({found}); " + fix)
+
+    def _check_sample(self, lines: list[str], header: list[str]) -> None:
+        """Refuse a file none of whose first rows holds a SMILES where the data stage reads one, naming the
+        field that does hold them where one does."""
+        rows = ([cell.strip() for cell in row] for row in csv.reader(lines)) if self.column else (
+            line.split() for line in lines)
+        at = header.index(self.column) if self.column else 0
+        rows = [row for row in rows if len(row) > at and row[at]]
+        if not rows or any(_reads_as_smiles(row[at]) for row in rows):
+            return
+        others = [i for i in range(max(map(len, rows))) if i != at and
+                  all(len(row) > i and _reads_as_smiles(row[i]) for row in rows[:3])]
+        if others and self.column:
+            fix = f"column {header[others[0]]!r} holds them ({rows[0][others[0]][:60]!r}): set data.source.column"
+        elif others:
+            fix = (f"field {others[0] + 1} of each line holds them ({rows[0][others[0]][:60]!r}): put the SMILES "
+                   "first (a name may follow), or give the file a comma-separated header and set data.source.column")
+        else:
+            fix = "check that the file holds SMILES (not InChI, names or another format)"
+        examples = ", ".join(repr(row[at][:60]) for row in rows[:3])
+        raise ValueError(f"data.source.file {self.file!r}: none of the first {len(rows)} molecules it gives "
+                         f"({'column ' + repr(self.column) if self.column else 'the first field of each line'}) is a "
+                         f"SMILES RDKit reads (the first: {examples}); {fix}")
+
+
+def _molecule_in(first: str, header: list[str]) -> str | None:
+    """The first line's molecule, where it holds one: a CSV row's cell of two characters or more (a column could
+    be named C or N), or a plain line's first field."""
+    cells = [cell.strip() for cell in header] if len(header) > 1 else first.split()[:1]
+    return next((cell for cell in cells if (len(cell) > 1 or len(cells) == 1) and _reads_as_smiles(cell)), None)
+
+
+def _near(name: str, header: list[str]) -> str | None:
+    """The header's cell that `name` misspells: the same but for case and spaces, else the closest."""
+    same = [cell for cell in header if cell.strip().lower() == name.strip().lower()]
+    return same[0] if same else next(iter(difflib.get_close_matches(name, header, n=1)), None)
+
+
+def _reads_as_smiles(text: str) -> bool:
+    """Whether RDKit reads `text` as a molecule, and not as the radicals of BARE_ATOMS."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    return Chem.MolFromSmiles(text) is not None and not BARE_ATOMS.fullmatch(text)
