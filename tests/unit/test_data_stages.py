@@ -104,9 +104,8 @@ def file_cell(tmp_path, text: str, max_length: int = 12) -> DataCell:
 
 def test_a_file_of_only_broken_smiles_is_a_clear_error(tmp_path):
     cell = file_cell(tmp_path, "xx\nyy\n")
-    with pytest.raises(RunError, match=r"no valid molecules among the 2 read from data\.source\.file .*mols\.txt "
-                                       r"\(2 no "
-                                       r"SMILES\); check the file"):
+    with pytest.raises(RunError, match=r"2 of the 2 molecules read are no SMILES RDKit reads \(the first: 'xx', "
+                                       r"'yy'\), so the file is not what it seems"):
         run_data(cell)
     assert not (tmp_path / "data" / "tokens.npy").exists()
 
@@ -135,6 +134,20 @@ def test_molecules_left_out_as_no_smiles_or_too_long_are_named(tmp_path, capsys)
     assert ("note: 2 of the 10 molecules read (20%) are longer than max_length (8 tokens, [BOS] and [EOS] included) "
             "and are left out, so the study trains and tests on the shorter ones; raise "
             "model.sizes.<name>.max_length") in err, err
+
+
+def test_molecules_selfies_cannot_encode_are_named_with_the_way_to_keep_them(tmp_path, capsys):
+    """Polymer repeat units and hypervalent iodine were dropped with a count in data.json alone."""
+    cell = file_cell(tmp_path, "CCO\nCCN\nCCC\n*CC*\nO=I(=O)c1ccccc1\n")
+    assert run_data(cell)["counts"]["unencodable"] == 2
+    assert ("note: 2 of the 5 molecules read have no SELFIES and are left out (the first: '*CC*', 'O=I(=O)c1ccccc1'); "
+            "the selfies package refuses wildcard atoms (*) and valences beyond its rules (hypervalent iodine, say); "
+            "data.representation: smiles keeps them") in capsys.readouterr().err
+    cell = file_cell(tmp_path, "*CC*\n*CCO*\n")
+    with pytest.raises(RunError, match=r"no valid molecules among the 2 read from .*\(2 not encodable\); SELFIES "
+                                       r"encodes none of them \(the first: '\*CC\*', '\*CCO\*'\): the selfies "
+                                       r"package refuses wildcard atoms"):
+        run_data(cell)
 
 
 def test_molecules_all_too_long_name_max_length_not_the_file(tmp_path):
@@ -207,9 +220,14 @@ def test_split_depends_on_the_seed(tmp_path):
     assert not np.array_equal(np.load(tmp_path / "s0-1" / "val.npy"), np.load(tmp_path / "s1-1" / "val.npy"))
 
 
-def test_split_larger_than_the_data_says_how_many_are_valid(tmp_path):
+def test_split_larger_than_the_data_says_how_many_are_valid_and_what_cleaning_left_out(tmp_path):
     with pytest.raises(RunError, match="110 molecules needed .* only 100 are valid after cleaning"):
         run_split(_split(tmp_path, [90]))
+    counts = {"read": 300, "blank": 0, "invalid_smiles": 0, "unencodable": 0, "duplicates": 200, "too_long": 0}
+    cell = _split(tmp_path, [90])
+    (tmp_path / "d" / "data.json").write_text(json.dumps({"kind": "smiles", "count": 100, "counts": counts}))
+    with pytest.raises(RunError, match=r"only 100 of the 300 read \(left out: 200 duplicates\) are valid after "):
+        run_split(cell)
     with pytest.raises(RunError, match="110 structures needed .* only 100 are valid .*read more structures"):
         run_split(_split(tmp_path, [90], kind="atoms"))
 

@@ -151,6 +151,11 @@ DROPPED = {"blank": "blank", "invalid_smiles": "no SMILES", "unencodable": "not 
 """The counts in data.json of the rows the data stage left out, and how messages and the report name them."""
 
 
+UNENCODABLE = ("the selfies package refuses wildcard atoms (*) and valences beyond its rules (hypervalent iodine, "
+               "say); data.representation: smiles keeps them")
+"""Why SELFIES leaves molecules out, and what keeps them."""
+
+
 def dropped_text(counts: dict) -> str:
     """'442 longer than max_length, 3 duplicates': the rows left out, by cause; '' where none were."""
     return ", ".join(f"{counts[key]:,} {words}" for key, words in DROPPED.items()
@@ -192,6 +197,7 @@ def run_data(cell: DataCell) -> dict:
     seen: set[str] = set()
     molecules: list[tuple[str, str, list[str]]] = []
     unread: list[str] = []
+    unencodable: list[str] = []
     for raw, (smiles, text) in zip(present, prepared(iter(present), rep)):
         if smiles is None:
             counts["invalid_smiles"] += 1
@@ -203,26 +209,33 @@ def run_data(cell: DataCell) -> dict:
         seen.add(smiles)
         if not text:
             counts["unencodable"] += 1
+            unencodable += [raw][: 3 - len(unencodable)]
             continue
         tokens = symbols(text, rep)
         if len(tokens) + 2 > cell.max_length:
             counts["too_long"] += 1
             continue
         molecules.append((smiles, text, tokens))
-    first = ", ".join(repr(raw[:60]) for raw in unread)
-    if not molecules:
-        fix = (f"most are longer than max_length ({cell.max_length} tokens, [BOS] and [EOS] included): raise "
-               f"{MAX_LENGTH}" if mostly_too_long(counts) else "check the file and data.source.column")
-        raise RunError(f"data.source: no valid molecules among the {counts['read']:,} read from {where} "
-                       f"({dropped_text(counts)}); {fix}")
+    first, lost = (", ".join(repr(raw[:60]) for raw in raws) for raws in (unread, unencodable))
     if counts["invalid_smiles"] * 2 > len(present):
         raise RunError(f"data.source: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no "
-                       f"SMILES RDKit reads (the first: {first}), so the file is not what it seems: a file of SELFIES "
-                       "or InChI, or a CSV read without data.source.column, gives this; check data.source.file and "
-                       "data.source.column, or drop the broken lines from the file")
+                       f"SMILES RDKit reads (the first: {first}), so the file is not what it seems: a file of SELFIES, "
+                       "InChI or molfiles, a CSV read without data.source.column, or a file whose SMILES are not the "
+                       "first field of a line gives this; check data.source.file and data.source.column, or drop the "
+                       "broken lines from the file")
+    if not molecules:
+        fix = (f"most are longer than max_length ({cell.max_length} tokens, [BOS] and [EOS] included): raise "
+               f"{MAX_LENGTH}" if mostly_too_long(counts) else
+               f"SELFIES encodes none of them (the first: {lost}): {UNENCODABLE}" if counts["unencodable"] else
+               "check the file and data.source.column")
+        raise RunError(f"data.source: no valid molecules among the {counts['read']:,} read from {where} "
+                       f"({dropped_text(counts)}); {fix}")
     if counts["invalid_smiles"]:
         print(f"note: {counts['invalid_smiles']:,} of the {len(present):,} molecules read are no SMILES RDKit reads "
               f"and are left out (the first: {first})", file=sys.stderr)
+    if counts["unencodable"]:
+        print(f"note: {counts['unencodable']:,} of the {len(present):,} molecules read have no SELFIES and are left "
+              f"out (the first: {lost}); {UNENCODABLE}", file=sys.stderr)
     if counts["too_long"] >= SKEWED * len(present):
         print(f"note: {counts['too_long']:,} of the {len(present):,} molecules read "
               f"({counts['too_long'] / len(present):.0%}) are longer than max_length ({cell.max_length} tokens, "

@@ -18,7 +18,7 @@ from chemspec.compiler.cells import SplitCell
 from chemspec.errors import InputError, RunError
 from chemspec.runtime.io import (read_array, read_json, reading, restore_hint, sha256_file, staged, write_bytes,
                                  write_json)
-from chemspec.runtime.molecules import MAX_LENGTH, mostly_too_long
+from chemspec.runtime.molecules import MAX_LENGTH, dropped_text, mostly_too_long
 from chemspec.words import count
 
 
@@ -34,10 +34,13 @@ def run_split(cell: SplitCell) -> dict:
     n, noun = info["count"], "structures" if info.get("kind") == "atoms" else "molecules"
     needed = cell.validation + cell.test + cell.sizes[-1]
     if needed > n:
+        counts = info["counts"] if isinstance(info.get("counts"), dict) else {}
         longer = (f"; most of the molecules dropped were longer than max_length, so raising {MAX_LENGTH} keeps them"
-                  if isinstance(info.get("counts"), dict) and mostly_too_long(info["counts"]) else "")
-        raise RunError(f"data.sizes: {needed} {noun} needed (largest size {cell.sizes[-1]} + validation "
-                       f"{cell.validation} + test {cell.test}) but only {n} are valid after cleaning "
+                  if mostly_too_long(counts) else "")
+        dropped = f" of the {counts['read']:,} read (left out: {text})" if (
+            text := dropped_text(counts)) and isinstance(counts.get("read"), int) else ""
+        raise RunError(f"data.sizes: {needed:,} {noun} needed (largest size {cell.sizes[-1]:,} + validation "
+                       f"{cell.validation:,} + test {cell.test:,}) but only {n:,}{dropped} are valid after cleaning "
                        f"(see {cell.data_dir}/data.json); lower data.sizes or read more {noun}{longer}")
     order = np.random.default_rng(cell.seed).permutation(n)
     held = {"validation": order[: cell.validation], "test": order[cell.validation: cell.validation + cell.test]}
