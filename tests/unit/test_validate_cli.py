@@ -559,3 +559,13 @@ def test_a_max_molecules_above_the_packages_size_is_noted(cli, tmp_path):
                                  "moses, so all of them are read; leave it out to say so") in result.err, result.err
     spec = write_spec(tmp_path / "study.yaml", tiny_study(**{"data.source.max_molecules": 1_584_663}))
     assert "note:" not in cli("validate", str(spec), cwd=tmp_path).err
+
+
+def test_an_empty_smiles_column_is_refused_not_taken_for_none(cli, tmp_path):
+    """`column: ''` read the file as one SMILES a line, as leaving column out does."""
+    (tmp_path / "mols.csv").write_text("smiles\nCCO\n")
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("data.source", {"file": "mols.csv", "column": ""}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and ("data.source.column: String should have at least 1 character (got \"\")\n    hint: "
+                                 "give a value, or leave the key out") in result.err, result.err
