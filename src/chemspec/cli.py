@@ -118,7 +118,7 @@ def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str | bool]
     pairs = [v.partition("=") for v in values]
     bad = [v for v, (key, _, _) in zip(values, pairs) if not key]
     if bad:
-        raise click.BadParameter(f"{bad[0]!r}: write KEY=VALUE, e.g. qos=high, or KEY alone for a flag, e.g. requeue")
+        raise click.BadParameter(f"{bad[0]!r}: write KEY=VALUE, e.g. qos=high, or KEY alone for a flag, e.g. exclusive")
     return {key: value if eq else True for key, eq, value in pairs}
 
 
@@ -129,7 +129,7 @@ def _sbatch_option(ctx, param, values: tuple[str, ...]) -> dict[str, str | bool]
               help="Cells run at once; default: the study's executor.jobs.")
 @click.option("--dry-run", is_flag=True, help="Run nothing: print the stale cells, their commands and sbatch scripts.")
 @click.option("--sbatch", multiple=True, metavar="KEY[=VALUE]", callback=_sbatch_option,
-              help="Extra #SBATCH option for slurm jobs (repeatable), e.g. --sbatch qos=high, --sbatch requeue.")
+              help="Extra #SBATCH option for slurm jobs (repeatable), e.g. --sbatch qos=high, --sbatch exclusive.")
 @click.option("--params", default="params.yaml", type=click.Path(dir_okay=False), help="Compiled params file.")
 def launch(kind: str | None, jobs: int | None, dry_run: bool, sbatch: dict[str, str], params: str) -> None:
     """Run the pipeline with stale per-cell stages (tpe, calibrate, train, sample) as parallel submitit jobs

@@ -37,13 +37,13 @@ from pathlib import Path
 from chemspec.compiler.render import PIPELINES
 from chemspec.errors import Interrupted, LaunchError
 from chemspec.launch_jobs import (SBATCH_FIX, Settings, cancel_pending, for_wave, hardlink_lock, job_reason,
-                                  local_environment, make_executor, sbatch_script, stderr_to, submit_array,
-                                  try_submission)
+                                  live_arrays, local_environment, make_executor, note_array, sbatch_script, stderr_to,
+                                  submit_array, try_submission)
 from chemspec.launch_stop import (LAUNCH_ENV, cancel_jobs, guard_lock_files, interrupted, one_launch, running_launch,
                                   stopped_by_signals)
 from chemspec.runtime.io import ignored_folder
 from chemspec.specs.sbatch import check_sbatch
-from chemspec.stage_job import DVC, STOPPED, job_command, run_group, run_stage_job
+from chemspec.stage_job import DVC, ENDED_BY_SLURM, STOPPED, job_command, run_group, run_stage_job
 from chemspec.words import count
 
 WAVES = ((("split",), ("tpe",)), (("select",), ("train", "calibrate")), (("select", "reference"), ("sample",)))
@@ -122,6 +122,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
             except Exception as exc:  # noqa: BLE001 -- sbatch's refusal, as submitit reports it
                 raise LaunchError(f"sbatch refused the jobs: {str(exc).strip()[-1000:]}\n{SBATCH_FIX}") from None
             pending = []
+            note_array(root / LOGS.parent, _array_id(running))
             say(f"  submitted {count(len(running), 'job')} as array {_array_id(running)}")
         while pending or running:
             ended_badly = outcome.failures or outcome.stopped
@@ -145,7 +146,7 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
                 try:
                     record = job.result()
                 except Exception as exc:  # noqa: BLE001 -- submitit wraps the job's exception
-                    if stopped := STOPPED.search(str(exc)):
+                    if stopped := STOPPED.search(str(exc)) or ENDED_BY_SLURM.search(str(exc)):
                         outcome.stopped[stage] = stopped.group(1)
                         say(f"  STOPPED {stage} by {stopped.group(1)}; log {log}")
                         continue
@@ -231,6 +232,11 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         return result
     ignored_folder(root / LOGS.parent)
     with one_launch(root / LOGS.parent), stopped_by_signals():
+        if live := live_arrays(root / LOGS.parent):
+            listed = ", ".join(f"{array} ({count(tasks, 'task')})" for array, tasks in live.items())
+            raise LaunchError(f"jobs of an earlier launch in this project still run or wait on SLURM (array {listed}), "
+                              "though their launcher has ended; a new launch would train their cells a second time: "
+                              f"wait for them to end, or `scancel {' '.join(live)}`, then rerun")
         folder.mkdir(parents=True, exist_ok=True)
         if settings.kind == "slurm":
             try_submission(settings, [groups for _, groups in waves], folder)

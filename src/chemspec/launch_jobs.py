@@ -126,6 +126,39 @@ def cancel_pending(array: str, say: Callable[[str], None]) -> bool:
     return True
 
 
+ARRAYS = "slurm-arrays"
+"""The file, in a project's .chemspec folder, of the SLURM arrays its launches submitted and may not have seen end."""
+
+
+def note_array(folder: Path, array: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ARRAYS, "a") as handle:
+        handle.write(f"{array}\n")
+
+
+def live_arrays(folder: Path) -> dict[str, int]:
+    """{array: tasks pending or running} of the arrays earlier launches submitted that squeue still lists: a
+    launcher that died (SIGKILL, a login node's reboot) leaves its jobs running, which DVC's locks do not
+    guard across nodes, so a new launch would train their cells a second time. The file keeps only those
+    still listed; without squeue (no SLURM here) nothing is checked."""
+    path = folder / ARRAYS
+    if not path.is_file():
+        return {}
+    arrays = sorted(set(path.read_text().split()))
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--format=%F", f"--jobs={','.join(arrays)}"],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if done.returncode and "invalid job id" not in done.stderr.lower():  # all ended and purged: not an error
+        return {}
+    live: dict[str, int] = {}
+    for line in done.stdout.split():
+        live[line] = live.get(line, 0) + 1
+    path.write_text("".join(f"{array}\n" for array in arrays if array in live))
+    return live
+
+
 @contextlib.contextmanager
 def stderr_to(path: Path):
     """This process's stderr (fd 2) goes to `path` meanwhile, and so does that of what it starts: submitit's
@@ -163,12 +196,15 @@ def local_environment(jobs: int, base: dict[str, str] | None = None) -> dict[str
 
 
 def job_reason(job, exc: Exception) -> str:
-    """dvc's own last ERROR from the job's log, with the indented lines it continues on (the processes that
-    hold a busy output), else the last line of the job's exception."""
+    """The stage's own last error from the job's log (`chemspec run`'s `error: ...`, which says what failed),
+    else dvc's last ERROR, with the indented lines it continues on (the processes that hold a busy output),
+    else the last line of the job's exception."""
     try:
         text = Path(job.paths.stderr).read_text(errors="replace")
     except OSError:
         text = ""
+    if own := [line.rstrip() for line in text.splitlines() if line.startswith("error: ")]:
+        return own[-1]
     errors, continued = [], False
     for line in text.splitlines():
         if line.startswith("ERROR:"):

@@ -8,8 +8,11 @@ so that the signals a scheduler or a user sends reach dvc and the stage under it
   `chemspec run` installs its own handler over it (it prints its stacks), and SIGTERM keeps its default,
   so the time limit's SIGTERM still checkpoints a training cell.
 - submitit's own SIGUSR2 handler ends a job whose function cannot checkpoint itself at once (90 s
-  early, killing the stage before its checkpoint); a job here notes the signal in its log instead,
-  the time limit's SIGTERM checkpoints the cell, and the next `chemspec launch` resumes it.
+  early, killing the stage before its checkpoint). A job here stops its stage on SIGUSR2 as a Ctrl-C
+  does: dvc's group gets SIGINT, dvc releases its locks, a training cell checkpoints at the end of its
+  batch, and the job ends as stopped, 90 s before the limit. Waiting for the limit's SIGTERM would leave the checkpoint SLURM's
+  KillWait (30 s by default) before SIGKILL, too short for a large model's optimiser state; a job
+  killed before it returns is one submitit finds with no result. The next `chemspec launch` resumes.
 - SIGINT or SIGHUP to the job (Ctrl-C, a closed terminal) goes on to dvc's group as SIGINT, dvc's own
   Ctrl-C, which is also how a launch cancels its local jobs: dvc ignores it while the stage command
   runs, the stage stops, and dvc records nothing and releases its locks. A job's SIGTERM goes on as
@@ -41,6 +44,9 @@ PER_TASK = ("SLURM_NTASKS", "SLURM_NPROCS")
 PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOPPED = re.compile(r"stopped: the job received (SIG[A-Z0-9]+)")
 """What a job stopped by a signal raises, as the launcher finds it in the error submitit hands back."""
+ENDED_BY_SLURM = re.compile(r"has not produced any output \(state: (TIMEOUT|PREEMPTED|NODE_FAIL)")
+"""What submitit says of a job that SLURM killed before it returned (past KillWait or GraceTime, a node lost):
+stopped too, its cell resumed from its last checkpoint by the next launch."""
 
 
 def job_command(stage: str) -> list[str]:
@@ -77,14 +83,18 @@ class _PassOn:
     def handle(self, signum: int, frame: object) -> None:
         if signum == signal.SIGUSR2:
             self.on_usr2()
-            return
         self.received = self.received or signal.Signals(signum)
-        self.pass_on(self.term_as if signum == signal.SIGTERM else signal.SIGINT)
+        self.pass_on(self._as(signum))
+
+    def _as(self, signum: int) -> signal.Signals:
+        """What a signal received goes on to the group as: SIGTERM as `term_as`, the others (SIGUSR2 too: the time
+        limit near) as SIGINT, dvc's Ctrl-C, which stops the stage and releases dvc's locks."""
+        return self.term_as if signum == signal.SIGTERM else signal.SIGINT
 
     def started(self, group: int) -> None:
         self.group = group
         if self.received is not None:
-            self.pass_on(self.term_as if self.received == signal.SIGTERM else signal.SIGINT)
+            self.pass_on(self._as(self.received))
 
     def pass_on(self, signum: signal.Signals) -> None:
         if self.group is None or signum in self.sent:
@@ -110,7 +120,8 @@ def run_group(command: list[str], *, cwd: str | os.PathLike, env: Mapping[str, s
               on_usr2: Callable[[], None] | None = None) -> tuple[int, signal.Signals | None]:
     """Run `command` in a new process group with SIGUSR2 ignored: its output to `log` (a file) or, line by
     line, to `on_line`. SIGINT, SIGHUP and SIGTERM that reach this process meanwhile go on to the group
-    (SIGTERM as `term_as`, the others as SIGINT) and this waits for it; SIGUSR2 calls `on_usr2` if given.
+    (SIGTERM as `term_as`, the others as SIGINT) and this waits for it; with `on_usr2`, SIGUSR2 calls it and
+    goes on as SIGINT.
     Signal handlers are only installed from the main thread; an ignored SIGHUP or SIGTERM stays ignored
     (nohup). Returns the exit code and the signal that stopped the run, if one did."""
     passer = _PassOn(term_as, on_usr2)
@@ -153,8 +164,8 @@ def run_group(command: list[str], *, cwd: str | os.PathLike, env: Mapping[str, s
 def _note_usr2() -> None:
     # os.write: a print from a signal handler can interrupt a print of the main thread and fail as reentrant.
     os.write(sys.stdout.fileno(), f"chemspec launch: SIGUSR2 at {time.strftime('%H:%M:%S')}: the time limit is "
-             "near, or the job is being preempted; the stage runs on, and the SIGTERM that ends the job "
-             "checkpoints a training cell\n".encode())
+             "90 s away; stopping the stage, which checkpoints a training cell for the next `chemspec launch`\n"
+             .encode())
 
 
 def run_stage_job(root: str, stage: str, env: dict[str, str | None]) -> dict:
@@ -176,9 +187,9 @@ def run_stage_job(root: str, stage: str, env: dict[str, str | None]) -> dict:
     end = time.time()
     print(f"chemspec launch: {stage} exited {code} after {end - start:.1f} s", flush=True)
     if stopped is not None:
-        raise RuntimeError(f"`{shlex.join(command)}` stopped: the job received {stopped.name} (a cancel, the time "
-                           "limit or preemption); a training cell checkpointed on SIGTERM resumes at the next "
-                           "`chemspec launch`")
+        why = "the time limit 90 s away" if stopped == signal.SIGUSR2 else "a cancel, the time limit or preemption"
+        raise RuntimeError(f"`{shlex.join(command)}` stopped: the job received {stopped.name} ({why}); a training "
+                           "cell checkpointed then resumes at the next `chemspec launch`")
     if code != 0:
         raise RuntimeError(f"`{shlex.join(command)}` exited {code}")
     return {"stage": stage, "start": start, "end": end, "ran": ran if None not in ran else None,

@@ -21,8 +21,8 @@ from tests.conftest import sh, tool_env
 pytestmark = pytest.mark.slow
 
 # A stage that notes its pid, sleeps STAGE_SLEEP seconds (cells only), then writes the dispositions it
-# inherited of SIGUSR2, SIGTERM and SIGINT. With TERM_NOTE set it handles SIGTERM as `chemspec run` does
-# a preemption: it writes a checkpoint and exits.
+# inherited of SIGUSR2, SIGTERM and SIGINT. With TERM_NOTE (INT_NOTE) set it handles SIGTERM (SIGINT) as
+# `chemspec run` does a preemption (a first Ctrl-C): it writes a checkpoint and exits.
 STAGE = textwrap.dedent("""
     import json, os, signal, sys, time
     from pathlib import Path
@@ -30,11 +30,14 @@ STAGE = textwrap.dedent("""
     out, name = Path(sys.argv[1]), sys.argv[2]
     inherited = {s.name: getattr(signal.getsignal(s), "name", "handler")
                  for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)}
+    def checkpoint(signum, frame):
+        Path(f"checkpoint-{name}").write_text("saved")
+        sys.exit(1)
     if os.environ.get("TERM_NOTE"):
-        def checkpoint(signum, frame):
-            Path(f"checkpoint-{name}").write_text("saved")
-            sys.exit(1)
         signal.signal(signal.SIGTERM, checkpoint)
+    if os.environ.get("INT_NOTE"):  # a first Ctrl-C, as `chemspec run` takes it
+        signal.signal(signal.SIGINT, checkpoint)
+    Path(f"inherited-{name}").write_text(json.dumps(inherited))
     Path(f"started-{name}").write_text(str(os.getpid()))
     if name != "split":
         time.sleep(float(os.environ.get("STAGE_SLEEP", "0")))
@@ -127,21 +130,25 @@ def recorded(root: Path) -> set[str]:
     return set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
 
 
-def test_a_job_and_its_stage_outlive_slurms_sigusr2_and_dvc_records_the_stage(tmp_path):
+def test_slurms_sigusr2_stops_the_stage_with_its_checkpoint_and_the_job_ends_as_stopped(tmp_path):
+    """The job had let the stage run on to the limit's SIGTERM, leaving its checkpoint SLURM's KillWait (30 s by
+    default) before SIGKILL; submitit's own handler would kill it outright."""
     root = dvc_project(tmp_path)
     sh("dvc", "repro", "split", cwd=root)
-    job = start_job(root, "tpe@a", STAGE_SLEEP="3")
+    job = start_job(root, "tpe@a", STAGE_SLEEP="60", INT_NOTE="1")
     wait_for([root / "started-a"], job)
     (dvc,) = psutil.Process(job.pid).children()
+    inherited = json.loads((root / "inherited-a").read_text())
     # SLURM signals every process of the job step: the job, dvc and the stage under it.
     for group in {job.pid, os.getpgid(dvc.pid)}:
         os.killpg(group, signal.SIGUSR2)
     out, err = job.communicate(timeout=120)
-    assert job.returncode == 0, err
-    assert "SIGUSR2 at" in out and "the stage runs on" in out
-    assert json.loads(out.splitlines()[-1])["ran"] is not None
-    assert "tpe@a" in recorded(root), "dvc survived the signal and recorded the stage"
-    inherited = json.loads((root / "out" / "a.json").read_text())
+    assert job.returncode == 1, err
+    assert "SIGUSR2 at" in out and "the time limit is 90 s away; stopping the stage" in out
+    assert "stopped: the job received SIGUSR2 (the time limit 90 s away)" in err
+    assert (root / "checkpoint-a").read_text() == "saved"
+    assert "tpe@a" not in recorded(root)
+    assert gone(int((root / "started-a").read_text()))
     assert inherited["SIGUSR2"] == "SIG_IGN", "the stage inherits SIGUSR2 ignored; `chemspec run` handles it"
     assert inherited["SIGTERM"] == "SIG_DFL", "SIGTERM, which checkpoints a training cell, is untouched"
     assert not any(json.loads((root / ".dvc" / "tmp" / "rwlock").read_text()).values()), "no lock left behind"

@@ -473,3 +473,99 @@ def test_a_failed_jobs_reason_keeps_the_processes_that_held_its_outputs(tmp_path
                       "`chemspec launch` once it has ended)")
     log.write_text("ERROR: failed to reproduce 'tpe@a': exited with 1\nsomething else\n  indented later\n")
     assert job_reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("x")).endswith("exited with 1")
+
+
+def test_a_failed_jobs_reason_is_the_stages_own_error_where_it_gave_one(tmp_path):
+    """The summary gave dvc's "failed to reproduce ... exited with 1" and hid the stage's message in the log."""
+    from types import SimpleNamespace
+
+    from chemspec.launch_jobs import job_reason
+
+    log = tmp_path / "job.err"
+    own = ("error: train@xs-500: stopped by SIGTERM; checkpoint saved in results/tiny/.resume/train-xs-500; re-run "
+           "`chemspec launch` to resume from it")
+    log.write_text(f"{own}\nERROR: failed to reproduce 'train@xs-500': failed to run: chemspec run train, exited "
+                   "with 1\n")
+    assert job_reason(SimpleNamespace(paths=SimpleNamespace(stderr=log)), RuntimeError("x")) == own
+
+
+def test_a_cell_stopped_under_a_launch_is_resumed_by_the_launch_not_by_dvc_repro(monkeypatch):
+    """Inside a launch's job the stage told to re-run `dvc repro`, which a running launch refuses."""
+    from types import SimpleNamespace
+
+    from chemspec.launch_stop import LAUNCH_ENV
+    from chemspec.runtime.train import stopped
+
+    monkeypatch.delenv(LAUNCH_ENV, raising=False)
+    by_term = SimpleNamespace(stopped_by="SIGTERM")
+    assert str(stopped(by_term, "c: stopped")) == "c: stopped; re-run `dvc repro` to resume from it"
+    monkeypatch.setenv(LAUNCH_ENV, "4242")
+    assert str(stopped(by_term, "c: stopped")) == "c: stopped; re-run `chemspec launch` to resume from it"
+
+
+def test_slurm_jobs_are_cancelled_by_one_scancel_of_their_arrays_which_is_named(tmp_path, monkeypatch):
+    """Each task had its own scancel, waited for in turn: minutes on a grid of hundreds, broken off by a second
+    Ctrl-C, and nothing said of what was cancelled."""
+    from types import SimpleNamespace
+
+    from chemspec.launch_stop import cancel_jobs
+
+    calls = tmp_path / "calls"
+    (tmp_path / "scancel").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (tmp_path / "scancel").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    said = []
+    cancel_jobs("slurm", [SimpleNamespace(job_id=f"5151_{i}") for i in range(300)], said.append)
+    assert calls.read_text() == "5151\n" and said == ["  cancelled the running jobs (`scancel 5151`)"]
+    (tmp_path / "scancel").write_text('#!/bin/sh\necho "scancel: error: Access/permission denied" >&2; exit 1\n')
+    cancel_jobs("slurm", [SimpleNamespace(job_id="77_0")], said.append)
+    assert said[-1] == ("  could not cancel the running jobs (`scancel 77`: scancel: error: Access/permission "
+                        "denied); cancel them yourself")
+
+
+FAKE_SQUEUE = """#!/bin/sh
+echo "$@" >> {calls}
+{body}
+"""
+
+
+def test_a_launch_is_refused_while_an_earlier_launchs_slurm_array_still_runs(tmp_path, monkeypatch):
+    """A launcher killed outright leaves its array running; DVC's lock entries of those jobs hold pids of other
+    nodes, which the next dvc takes for dead, so a new launch trained the same cells a second time."""
+    from chemspec.errors import LaunchError
+    from chemspec.launch import LOGS, launch
+    from chemspec.launch_jobs import ARRAYS, live_arrays
+
+    calls, bin_dir = tmp_path / "calls", tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    root = tmp_path / "p"
+    (root / ".dvc").mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / LOGS.parent).mkdir(parents=True)
+    (root / LOGS.parent / ARRAYS).write_text("5151\n6000\n")
+
+    def squeue(body: str) -> None:
+        (bin_dir / "squeue").write_text(FAKE_SQUEUE.format(calls=calls, body=body))
+        (bin_dir / "squeue").chmod(0o755)
+
+    squeue("printf '5151\\n5151\\n'")
+    with pytest.raises(LaunchError, match=r"jobs of an earlier launch in this project still run or wait on SLURM "
+                                          r"\(array 5151 \(2 tasks\)\), though their launcher has ended; .* `scancel "
+                                          r"5151`, then rerun"):
+        launch(Settings(kind="local", jobs=1, study="tiny"), root)
+    assert calls.read_text() == "--noheader --format=%F --jobs=5151,6000\n"
+    assert (root / LOGS.parent / ARRAYS).read_text() == "5151\n", "ended arrays are forgotten"
+    squeue('echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1')
+    assert live_arrays(root / LOGS.parent) == {} and (root / LOGS.parent / ARRAYS).read_text() == ""
+    (bin_dir / "squeue").unlink()
+    (root / LOGS.parent / ARRAYS).write_text("7000\n")
+    assert live_arrays(root / LOGS.parent) == {}, "no squeue here: nothing to check"
+
+
+def test_a_job_slurm_killed_before_it_returned_is_stopped_not_failed():
+    from chemspec.stage_job import ENDED_BY_SLURM
+
+    said = "Job 5151_0 (task: 0) with path /p/5151_0_result.pkl\nhas not produced any output (state: TIMEOUT)"
+    assert ENDED_BY_SLURM.search(said).group(1) == "TIMEOUT"
+    assert ENDED_BY_SLURM.search(said.replace("TIMEOUT", "FAILED")) is None

@@ -163,8 +163,14 @@ def test_sbatch_options_of_the_study_are_checked_at_validate_naming_their_key(tm
     ({"gres": True}, r"--sbatch gres needs a value, which sbatch would refuse to go without: write "
                      r"--sbatch gres=VALUE"),
     ({"cpus-per-task": "-3"}, r"--sbatch cpus-per-task=-3 is not a count of CPUs; give a whole number above 0"),
+    ({"ntasks-per-gpu": "1"}, r"--sbatch ntasks-per-gpu: chemspec launch sets --ntasks-per-gpu .*DDP ranks start"),
+    ({"test-only": True}, r"--sbatch test-only: chemspec launch sets --test-only of every job itself \(sbatch "),
+    ({"hold": True}, r"--sbatch hold: .*a held array would keep the launch waiting"),
+    ({"time": "1:30"}, r"--sbatch time=1:30 reads in sbatch as 1 min 30 s, not 1 h 30 min; write 01:30:00 for 1 h "
+                       r"30 min, or 00:01:30 for what sbatch reads"),
+    ({"gpus-per-node": "two"}, r"--sbatch gpus-per-node=two is not a GPU count \(\[type:\]count, as a100:2\)"),
 ], ids=["array", "output", "open-mode", "signal", "ntasks", "empty", "requeue", "gpus", "gpus-per-task", "valued-flag",
-         "cpus"])
+         "cpus", "ntasks-per-gpu", "test-only", "hold", "time-mm-ss", "gpus-per-node"])
 def test_sbatch_options_launch_manages_or_that_sbatch_refuses_are_refused(tmp_path, options, message):
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -210,8 +216,19 @@ def test_a_command_line_gpus_per_node_below_the_cells_devices_is_refused(tmp_pat
     result = cli("launch", "--dry-run", "--sbatch", "gpus-per-node=1", cwd=root)
     assert result.code == 2 and ("--sbatch gpus-per-node=1 is fewer than training.devices (2): a cell's job needs a "
                                  "GPU per device; give 2, or leave it out") in result.err, result.err
+    result = cli("launch", "--dry-run", "--sbatch", "gpus-per-node=a100:1", cwd=root)
+    assert result.code == 2 and "--sbatch gpus-per-node=a100:1 is fewer than training.devices (2)" in result.err
     result = cli("launch", "--dry-run", "--sbatch", "gpus-per-node=4", cwd=root)
     assert result.code == 0 and "#SBATCH --gpus-per-node=4" in result.out, result.err
+
+
+def test_a_partition_list_with_an_empty_entry_is_refused_at_validate(tmp_path, cli):
+    spec = write_spec(tmp_path / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"partition": "gpu,"}}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and ("executor.slurm.partition: 'gpu,' names an empty partition; separate partitions by "
+                                 "single commas, none at either end") in result.err, result.err
+    spec = write_spec(tmp_path / "study.yaml", tiny_study(executor={"kind": "slurm", "slurm": {"partition": "a,b"}}))
+    assert cli("validate", str(spec)).code == 0
 
 
 def test_each_waves_jobs_get_their_stages_time_limit(tmp_path, cli, git_env):

@@ -35,7 +35,7 @@ def launch(params: str | Path = "params.yaml", kind: str | None = None, jobs: in
                          "executor (--executor or the study's executor.kind); drop --sbatch, or add --executor slurm")
     given = (sbatch or {}).get("gpus-per-node")
     devices = training.devices if training.accelerator != "cpu" and isinstance(training.devices, int) else 0
-    if isinstance(given, str) and given.isdigit() and int(given) < devices:
+    if isinstance(given, str) and given.rpartition(":")[2].isdigit() and int(given.rpartition(":")[2]) < devices:
         raise UsageError(f"--sbatch gpus-per-node={given} is fewer than training.devices ({devices}): a cell's job "
                          f"needs a GPU per device; give {devices}, or leave it out")
     settings = Settings(kind=kind, jobs=jobs or executor.jobs, study=cells.archive.study,

@@ -231,7 +231,7 @@ def train_forcefield(model_name: str, width: int, depth: int, cutoff: float, n_r
             raise
         if resume:
             raise stopped(resume, f"{model_name} cell stopped by {resume.stopped_by} after {trainer.global_step} "
-                          f"steps; checkpoint saved in {resume_dir}; re-run `dvc repro` to resume from it") from None
+                          f"steps; checkpoint saved in {resume_dir}") from None
         raise RunError(f"{model_name} cell stopped by SIGTERM after {trainer.global_step} steps; without a resume "
                        "folder no checkpoint was kept, so re-running trains it again from the start") from None
     wall = resume.elapsed() if resume else time.perf_counter() - start

@@ -132,7 +132,11 @@ def ctrl_c_as_error(trainer: L.Trainer, message: str) -> Iterator[None]:
 
 
 def stopped(resume: Resume, message: str) -> ChemspecError:
-    """The error of a cell stopped at a checkpoint: a Ctrl-C's exits 130, as any Ctrl-C does."""
+    """The error of a cell stopped at a checkpoint, with what resumes it (what started it: a launch's job or a
+    `dvc repro`): a Ctrl-C's exits 130, as any Ctrl-C does."""
+    from chemspec.launch_stop import LAUNCH_ENV
+
+    message += f"; re-run {'`chemspec launch`' if os.environ.get(LAUNCH_ENV) else '`dvc repro`'} to resume from it"
     return Interrupted(message) if resume.stopped_by == "SIGINT" else RunError(message)
 
 

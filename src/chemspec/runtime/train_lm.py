@@ -83,8 +83,8 @@ def run_chemgpt(cell: TrainCell, hp: dict) -> dict:
     except SystemExit:
         if not trainer.received_sigterm:
             raise
-        raise stopped(resume, f"{cell.name}: stopped by {resume.stopped_by}; checkpoint saved in {cell.resume_dir}; "
-                      "re-run `dvc repro` to resume from it") from None
+        raise stopped(resume, f"{cell.name}: stopped by {resume.stopped_by}; checkpoint saved in {cell.resume_dir}"
+                      ) from None
     wall, tokens_seen, rate = resume.elapsed(), module.tokens_seen, throughput.per_s()
     if trainer.world_size > 1:  # DDP: every rank runs this function; rank 0 alone writes the results
         sums = torch.tensor([float(tokens_seen), float("nan") if rate is None else rate], dtype=torch.float64,

@@ -70,7 +70,7 @@ class Slurm(Spec):
     """SLURM settings of the slurm executor."""
 
     partition: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.,-]{0,63}$")
-    """Partition to submit to."""
+    """Partition to submit to (several, comma-separated: the first that can start the job)."""
     account: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     """Account to charge."""
     gpus_per_job: int | None = Field(None, ge=0)
@@ -98,6 +98,14 @@ class Slurm(Spec):
             if isinstance(text, str) and ("-" in text or text.count(":") == 2) and (minutes := slurm_minutes(text)):
                 name = f"executor.slurm.{info.field_name}" + (f".{key}" if key is not None else "")
                 raise ValueError(f"{name}: counts minutes; write {minutes} for {text!r}")
+        return value
+
+    @field_validator("partition")
+    @classmethod
+    def _partitions(cls, value: str | None) -> str | None:
+        if value is not None and "" in value.split(","):
+            raise ValueError(f"executor.slurm.partition: {value!r} names an empty partition; separate partitions "
+                             "by single commas, none at either end")
         return value
 
     @field_validator("setup")

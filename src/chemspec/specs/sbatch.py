@@ -22,6 +22,12 @@ MANAGED = {
     "nodes": "one task on one node per cell; a cell's DDP ranks start inside it",
     "ntasks": "one task on one node per cell; a cell's DDP ranks start inside it",
     "ntasks-per-node": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks-per-gpu": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks-per-socket": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "ntasks-per-core": "one task on one node per cell; a cell's DDP ranks start inside it",
+    "test-only": "sbatch --test-only of each wave's script before anything runs, then a real submission",
+    "hold": "jobs that start as slurm frees their turn; a held array would keep the launch waiting",
+    "wait": "the launch watches its jobs itself",
     "requeue": ("a stopped cell's job ends, and the next `chemspec launch` resumes the cell from its checkpoint; "
                 "a requeued job would run on beside it, unwatched"),
 }
@@ -90,6 +96,14 @@ def sbatch_problems(options: dict[str, str | bool], gpus_per_job: int = 0, spec:
         if options.get(key) is True or (values.get(key) and not SLURM_TIME.fullmatch(values[key])):
             yield (f"{_option(key, values.get(key, ''), spec)} is not a SLURM time (minutes, MM:SS, HH:MM:SS, D-HH, "
                    "D-HH:MM or D-HH:MM:SS); fix it, or set executor.slurm.time_min in the study")
+        elif values.get(key) and re.fullmatch(r"\d+:\d+", values[key]) and int(values[key].split(":")[0]) < 5:
+            minutes, seconds = values[key].split(":")  # a job of minutes: meant as hours, surely
+            yield (f"{_option(key, values[key], spec)} reads in sbatch as {minutes} min {seconds} s, not "
+                   f"{minutes} h {seconds} min; write {int(minutes):02d}:{seconds}:00 for {minutes} h {seconds} min, "
+                   f"or 00:{int(minutes):02d}:{seconds} for what sbatch reads")
+    for key in ("gpus-per-node",):
+        if values.get(key) and not re.fullmatch(r"(\w+:)?\d+", values[key]):
+            yield f"{_option(key, values[key], spec)} is not a GPU count ([type:]count, as a100:2); fix it"
     for key in sorted(key for key, value in options.items() if value is True and key in VALUED and key not in
                       ("time", "time-min")):
         yield (f"{_option(key, spec=spec)} needs a value, which sbatch would refuse to go without: "
