@@ -9,7 +9,7 @@ field's graph capture and DDP launch all fall before it), to its last step, over
 between those two step ends less the validation runs in between, with the GPU synchronised at each
 of those points. So a resumed run is timed over what it trained after resuming. DDP ranks' rates are
 summed by the caller. A run that its module stops early is timed to the step it stopped at; one interrupted
-before its last step, or with too few steps, has none. MFU
+before its last step, or with fewer than TIMED_STEPS steps after its warm-up, has none. MFU
 counts (6N + 12·L·T·d) FLOPs per token (N non-embedding parameters, T the mean molecule length) over
 the datasheet's dense bf16 peak and over a bf16 matmul timed on the card.
 """
@@ -26,6 +26,8 @@ WARMUP_FRACTION = 0.1
 SETTLE_STEPS = 5
 """Steps after a process starts training before its rate is timed: a force field's CUDA graph runs
 ff_graph.EAGER_STEPS eager steps and is captured in the next, each time a process starts."""
+TIMED_STEPS = 5
+"""Steps a rate is timed over at least: over two, a 7-step CPU cell reported 8x the rate of its neighbours."""
 
 
 def _sync(device: torch.device) -> float:
@@ -55,14 +57,14 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
         first, last = self._steps(trainer)
         step = trainer.global_step
-        if step in (first, last) and first < last and step not in self.marks:
+        if step in (first, last) and first + TIMED_STEPS <= last and step not in self.marks:
             self.marks[step] = (_sync(module.device), self.count(step) if self.count else module.tokens_seen)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         """A run that its module stopped early (a force field's learning rate at min_lr) is timed to its last step;
         one interrupted (a signal, an error) is not."""
         step, first = trainer.global_step, self._steps(trainer)[0]
-        if len(self.marks) == 1 and first in self.marks and step > first and not trainer.interrupted:
+        if len(self.marks) == 1 and first in self.marks and step >= first + TIMED_STEPS and not trainer.interrupted:
             self.marks[step] = (_sync(module.device), self.count(step) if self.count else module.tokens_seen)
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
