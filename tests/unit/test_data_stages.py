@@ -150,6 +150,14 @@ def test_molecules_selfies_cannot_encode_are_named_with_the_way_to_keep_them(tmp
         run_data(cell)
 
 
+def test_salts_and_mixtures_kept_are_counted_in_a_note(tmp_path, capsys):
+    run_data(file_cell(tmp_path, "CCO\nCC(=O)[O-].[Na+]\nCCN(CC)CC.Cl\nCCN\n", max_length=40))
+    assert ("note: 2 of the 4 molecules kept are several fragments (salts, mixtures, solvates: '.' in their SMILES)"
+            in capsys.readouterr().err)
+    run_data(file_cell(tmp_path, "CCO\nCCN\n"))
+    assert "fragments" not in capsys.readouterr().err
+
+
 def test_molecules_all_too_long_name_max_length_not_the_file(tmp_path):
     cell = file_cell(tmp_path, "CCCCCCCCCCCCCCCC\nc1ccccc1CCCCCCCCCC\nxx\n", max_length=8)
     with pytest.raises(RunError, match=r"no valid molecules among the 3 read from .*mols\.txt \(1 no SMILES, 2 longer "

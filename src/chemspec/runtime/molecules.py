@@ -241,6 +241,11 @@ def run_data(cell: DataCell) -> dict:
               f"({counts['too_long'] / len(present):.0%}) are longer than max_length ({cell.max_length} tokens, "
               f"[BOS] and [EOS] included) and are left out, so the study trains and tests on the shorter ones; "
               f"raise {MAX_LENGTH} to keep them", file=sys.stderr)
+    if fragments := sum("." in smiles for smiles, _, _ in molecules):
+        print(f"note: {fragments:,} of the {len(molecules):,} molecules kept are several fragments (salts, mixtures, "
+              "solvates: '.' in their SMILES), which the model learns as written; strip counter-ions and solvents "
+              "first (RDKit's SaltRemover, or the largest fragment) where the study is of single molecules",
+              file=sys.stderr)
     vocab = SPECIALS + sorted({t for _, _, tokens in molecules for t in tokens})
     index = {t: i for i, t in enumerate(vocab)}
     width = max(len(t) for _, _, t in molecules) + 2
