@@ -30,6 +30,7 @@ import re
 import shlex
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,14 +166,15 @@ def _array_id(running: dict) -> str:
     return next(iter(running.values())).job_id.split("_")[0]
 
 
-def _stages(path: Path) -> set[str]:
-    """The stage names of a dvc.yaml (those of the root one include the waves' upstream stages)."""
+def _stages(path: Path) -> Counter[str]:
+    """The stage names of a dvc.yaml (those of the root one include the waves' upstream stages), with the cells
+    each runs (its foreach entries, or 1)."""
     import yaml
 
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return set(document["stages"])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
+        return Counter({name: len(stage.get("foreach") or [None]) for name, stage in document["stages"].items()})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise LaunchError(f"{path} is not a readable pipeline ({exc.__class__.__name__}); rewrite it with "
                           "`chemspec compile <study.yaml>`") from None
 
@@ -214,9 +216,9 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
             "core.hardlink_lock true && rm -f .dvc/tmp/lock .dvc/tmp/rwlock.lock`")
     folder = root / LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     result = LaunchResult(kind=settings.kind, jobs=settings.jobs, folder=str(folder), dry_run=dry_run, waves=[])
-    cell_stages = stages.union(*(_stages(path) for path in sorted(root.glob(f"{PIPELINES}/*/dvc.yaml"))))
+    cell_stages = sum((_stages(path) for path in sorted(root.glob(f"{PIPELINES}/*/dvc.yaml"))), stages)
     waves = [([s for s in upstream if s in stages], groups) for upstream, groups in WAVES
-             if cell_stages.intersection(groups)]  # a study without generation has no sample wave
+             if set(cell_stages).intersection(groups)]  # a study without generation has no sample wave
     if dry_run:
         if holder := running_launch(root / LOGS.parent):
             raise LaunchError(f"a `chemspec launch` is running in this project ({holder}); while its dvc holds the "
@@ -239,7 +241,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
                               f"wait for them to end, or `scancel {' '.join(live)}`, then rerun")
         folder.mkdir(parents=True, exist_ok=True)
         if settings.kind == "slurm":
-            try_submission(settings, [groups for _, groups in waves], folder)
+            try_submission(settings, [(groups, sum(cell_stages[g] for g in groups)) for _, groups in waves], folder)
         for upstream, groups in waves:
             say(f"dvc repro {' '.join(upstream)} (log: {folder / 'dvc.log'})")
             _dvc(root, "repro", *upstream, log=folder / "dvc.log")

@@ -88,13 +88,14 @@ SBATCH_FIX = ("check executor.slurm (partition, account, gpus_per_job, time_min,
               "options; `chemspec launch --dry-run` prints the script")
 
 
-def try_submission(settings: Settings, waves: list[tuple[str, ...]], folder: Path) -> None:
-    """`sbatch --test-only` of the job script of each wave (`waves`: their stage groups), which SLURM checks
-    without queueing it: a partition, account or option the cluster refuses stops the launch here, before the
-    data and split stages run on this node."""
-    for groups in waves:
+def try_submission(settings: Settings, waves: list[tuple[tuple[str, ...], int]], folder: Path) -> None:
+    """`sbatch --test-only` of the job script of each wave (`waves`: their stage groups and cells, as an array
+    of that many tasks, the most the wave can submit), which SLURM checks without queueing it: a partition,
+    account, option or array size (MaxArraySize) the cluster refuses stops the launch here, before the data and
+    split stages run on this node."""
+    for groups, cells in waves:
         script = folder / f"test-only-{'-'.join(groups)}.sh"
-        script.write_text(sbatch_script(for_wave(settings, groups), folder, 1))
+        script.write_text(sbatch_script(for_wave(settings, groups), folder, cells))
         try:
             done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True,
                                   stdin=subprocess.DEVNULL, timeout=TEST_ONLY_TIMEOUT_S)

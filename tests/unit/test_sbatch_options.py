@@ -39,6 +39,9 @@ def test_a_job_script_sbatch_refuses_stops_the_launch_before_any_stage_runs(tmp_
     assert result.err.count("invalid partition specified") == 1, "sbatch's words once"
     assert not (root / "data").exists(), "the data stage did not run"
     assert all(line.startswith("--test-only ") for line in asked.read_text().splitlines()), "nothing was queued"
+    tpe = len(yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["tpe"]["foreach"])
+    assert tpe > 1 and f"#SBATCH --array=0-{tpe - 1}%" in next(root.glob(".chemspec/launch/*/test-only-tpe.sh")
+                                                               ).read_text(), "the wave's whole array is checked"
 
 
 def test_bad_sbatch_options_are_refused(tmp_path, cli):
