@@ -367,7 +367,7 @@ def test_booleans_are_true_and_false_and_keys_are_the_text_written(tmp_path):
     ("id;smiles\n1;CCO\n", "the file looks semicolon-separated; SMILES files are read as comma-separated: convert it"),
     (gzip.compress(b"smiles\nCCO\n", mtime=0),  # mtime=0: every xdist worker must collect the same bytes
      "data.source.file: 'mols.csv' is compressed; SMILES files are read as plain text"),
-    ("id,name,smiles\n1,aspirin,none\n2,ethanol,?\n3,x,CCO?\n", "none of the first 3 molecules it gives (column "
+    ("id,name,smiles\n1,aspirin,none\n2,ethanol,?\n3,x,CCO?\n", "none of 3 molecules drawn from it (column "
      "'smiles') is a SMILES RDKit reads (the first: 'none', '?', 'CCO?'); check that the file holds SMILES"),
     ("smiles,canonical\nethanol,CCO\nethylamine,CCN\n", "is a SMILES RDKit reads (the first: 'ethanol', "
      "'ethylamine'); column 'canonical' holds them ('CCO'): set data.source.column"),
@@ -404,10 +404,10 @@ def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected
      "one"),
     ("\n     RDKit          3D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n", "data.source.file: 'mols.csv' holds "
      "molfile records (an SD, MOL or MOL2 file); chemspec reads SMILES, one a line or in a CSV column: convert it"),
-    ("CHEMBL1\tCCC(C)C\nCHEMBL2\tc1ccccc1O\nCHEMBL3\tCCN\n", "data.source.file: 'mols.csv': none of the first 3 "
-     "molecules it gives (the first field of each line) is a SMILES RDKit reads (the first: 'CHEMBL1', 'CHEMBL2', "
+    ("CHEMBL1\tCCC(C)C\nCHEMBL2\tc1ccccc1O\nCHEMBL3\tCCN\n", "data.source.file: 'mols.csv': none of 3 molecules "
+     "drawn from it (the first field of each line) is a SMILES RDKit reads (the first: 'CHEMBL1', 'CHEMBL2', "
      "'CHEMBL3'); field 2 of each line holds them ('CCC(C)C'): put the SMILES first"),
-    ("InChI=1S/CH4/h1H4\nInChI=1S/C2H6/c1-2/h1-2H3\n", "none of the first 2 molecules it gives (the first field of "
+    ("InChI=1S/CH4/h1H4\nInChI=1S/C2H6/c1-2/h1-2H3\n", "none of 2 molecules drawn from it (the first field of "
      "each line) is a SMILES RDKit reads (the first: 'InChI=1S/CH4/h1H4', 'InChI=1S/C2H6/c1-2/h1-2H3'); check that "
      "the file holds SMILES"),
 ], ids=["tsv", "header", "selfies", "selfies-rdkit-reads-as-radicals", "semicolons", "csv-without-header", "sdf",
@@ -569,3 +569,43 @@ def test_an_empty_smiles_column_is_refused_not_taken_for_none(cli, tmp_path):
     result = cli("validate", str(spec))
     assert result.code == 2 and ("data.source.column: String should have at least 1 character (got \"\")\n    hint: "
                                  "give a value, or leave the key out") in result.err, result.err
+
+
+@pytest.mark.parametrize("content,column", [
+    ("smiles,name\n" + "c1ccnc1,bad\n" * 21 + "CCO,ok\n" * 12_000, "smiles"),  # a sorted export: broken rows first
+    ("CC(C)Cc1ccc(cc1)C(C)C(=O)O\tibuprofen, (S)-\n" + "CCO\tethanol\n" * 12_000, None),  # a comma in a name
+    ("NO,Smiles,Name\n" + "1,CCO,x\n" * 12_000, "Smiles"),  # header cells that RDKit reads
+], ids=["broken-rows-first", "comma-in-a-name", "header-cells-read-as-smiles"])
+def test_a_smiles_file_the_data_stage_reads_is_not_refused_at_validate(cli, tmp_path, content, column):
+    (tmp_path / "mols.csv").write_text(content)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("data.source", {"file": "mols.csv", **({"column": column} if column else {})}))
+    result = cli("validate", str(spec))
+    assert result.code == 0, result.err
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("NO,Smiles,Name\n1,CCO,x\n", "(the header has ['NO', 'Smiles', 'Name']); fix the column name (did you mean "
+     "'Smiles'?)"),
+    ("id,smiles\n" + "1\tCCO\n" * 30, "none of its rows has a cell under column 'smiles' (cell 2 of the header), so "
+     "the data stage would read none: are its rows separated by commas, as its header is? Convert the whole file"),
+    ("smiles\n\"" + "C" * 140_000 + "\"\n", "data.source.file: 'mols.csv' does not read as a CSV (field larger than "
+     "field limit"),
+], ids=["near-name-first", "rows-not-comma-separated", "csv-error"])
+def test_a_smiles_csv_whose_rows_cannot_serve_is_named(cli, tmp_path, content, expected):
+    (tmp_path / "mols.csv").write_text(content)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(mutate("data.source", {"file": "mols.csv", "column": "smiles"}))
+    result = cli("validate", str(spec))
+    assert result.code == 2 and expected in result.err and "internal error" not in result.err, result.err
+
+
+def test_validate_draws_its_sample_rows_from_the_whole_file_and_counts_every_row():
+    from chemspec.specs.smiles_file import _reservoir
+
+    for n in (0, 5, 40, 100_000):
+        sample, seen = _reservoir(iter(range(n)), 40)
+        assert seen == n and len(sample) == min(n, 40) and len(set(sample)) == len(sample)
+    sample, _ = _reservoir(iter(range(100_000)), 40)
+    assert sum(value >= 50_000 for value in sample) >= 10, "the second half of the file is drawn from too"
+    assert _reservoir(iter(range(100_000)), 40) == _reservoir(iter(range(100_000)), 40), "seeded"
