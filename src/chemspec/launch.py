@@ -136,13 +136,19 @@ def _fan_out(settings: Settings, folder: Path, root: Path, stages: list[str], sa
                 tried_cancel, cancelled = True, cancel_pending(_array_id(running), say)
             time.sleep(0.5)
             for stage, job in list(running.items()):
-                if not job.done():
+                # submitit waits for a PREEMPTED job's requeue, which --no-requeue rules out
+                preempted = settings.kind == "slurm" and job.state.upper().startswith("PREEMPTED")
+                if not (preempted or job.done()):
                     continue
                 del running[stage]
                 ended()
                 log = str(job.paths.stdout)
                 if cancelled and not job.paths.result_pickle.exists() and job.state.upper().startswith("CANCELLED"):
                     outcome.not_started.append(stage)
+                    continue
+                if preempted and not job.paths.result_pickle.exists():
+                    outcome.stopped[stage] = "PREEMPTED"
+                    say(f"  STOPPED {stage} by PREEMPTED; log {log}")
                     continue
                 try:
                     record = job.result()
@@ -234,7 +240,7 @@ def launch(settings: Settings, root: str | Path = ".", dry_run: bool = False,
         return result
     ignored_folder(root / LOGS.parent)
     with one_launch(root / LOGS.parent), stopped_by_signals():
-        if live := live_arrays(root / LOGS.parent):
+        if live := live_arrays(root / LOGS.parent, say):
             listed = ", ".join(f"{array} ({count(tasks, 'task')})" for array, tasks in live.items())
             raise LaunchError(f"jobs of an earlier launch in this project still run or wait on SLURM (array {listed}), "
                               "though their launcher has ended; a new launch would train their cells a second time: "

@@ -137,21 +137,29 @@ def note_array(folder: Path, array: str) -> None:
         handle.write(f"{array}\n")
 
 
-def live_arrays(folder: Path) -> dict[str, int]:
+LIVE = "PENDING,RUNNING,SUSPENDED,CONFIGURING,REQUEUED,REQUEUE_HOLD,RESIZING"
+"""Job states whose tasks may yet train a cell (COMPLETING ones are ending: a launch's own cancel leaves them)."""
+
+
+def live_arrays(folder: Path, say: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     """{array: tasks pending or running} of the arrays earlier launches submitted that squeue still lists: a
     launcher that died (SIGKILL, a login node's reboot) leaves its jobs running, which DVC's locks do not
     guard across nodes, so a new launch would train their cells a second time. The file keeps only those
-    still listed; without squeue (no SLURM here) nothing is checked."""
+    still listed; without squeue (no SLURM here) nothing is checked, and a squeue that fails is named."""
     path = folder / ARRAYS
     if not path.is_file():
         return {}
     arrays = sorted(set(path.read_text().split()))
+    command = ["squeue", "--noheader", "--array", "--format=%F", f"--states={LIVE}", f"--jobs={','.join(arrays)}"]
     try:
-        done = subprocess.run(["squeue", "--noheader", "--format=%F", f"--jobs={','.join(arrays)}"],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
+        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    except FileNotFoundError:
         return {}
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = subprocess.CompletedProcess(command, 1, "", str(exc))
     if done.returncode and "invalid job id" not in done.stderr.lower():  # all ended and purged: not an error
+        say(f"note: could not ask squeue whether the jobs of an earlier launch (arrays {', '.join(arrays)}) still "
+            f"run ({done.stderr.strip()[-300:]}); if they do, this launch trains their cells a second time")
         return {}
     live: dict[str, int] = {}
     for line in done.stdout.split():

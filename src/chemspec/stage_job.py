@@ -44,7 +44,7 @@ PER_TASK = ("SLURM_NTASKS", "SLURM_NPROCS")
 PASSED_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOPPED = re.compile(r"stopped: the job received (SIG[A-Z0-9]+)")
 """What a job stopped by a signal raises, as the launcher finds it in the error submitit hands back."""
-ENDED_BY_SLURM = re.compile(r"has not produced any output \(state: (TIMEOUT|PREEMPTED|NODE_FAIL)")
+ENDED_BY_SLURM = re.compile(r"has not produced any output \(state: (TIMEOUT|NODE_FAIL)")
 """What submitit says of a job that SLURM killed before it returned (past KillWait or GraceTime, a node lost):
 stopped too, its cell resumed from its last checkpoint by the next launch."""
 
@@ -163,9 +163,9 @@ def run_group(command: list[str], *, cwd: str | os.PathLike, env: Mapping[str, s
 
 def _note_usr2() -> None:
     # os.write: a print from a signal handler can interrupt a print of the main thread and fail as reentrant.
-    os.write(sys.stdout.fileno(), f"chemspec launch: SIGUSR2 at {time.strftime('%H:%M:%S')}: the time limit is "
-             "90 s away; stopping the stage, which checkpoints a training cell for the next `chemspec launch`\n"
-             .encode())
+    os.write(sys.stdout.fileno(), f"chemspec launch: SIGUSR2 at {time.strftime('%H:%M:%S')} (SLURM's warning, 90 s "
+             "before the time limit); stopping the stage, which checkpoints a training cell for the next `chemspec "
+             "launch`\n".encode())
 
 
 def run_stage_job(root: str, stage: str, env: dict[str, str | None]) -> dict:
@@ -187,7 +187,8 @@ def run_stage_job(root: str, stage: str, env: dict[str, str | None]) -> dict:
     end = time.time()
     print(f"chemspec launch: {stage} exited {code} after {end - start:.1f} s", flush=True)
     if stopped is not None:
-        why = "the time limit 90 s away" if stopped == signal.SIGUSR2 else "a cancel, the time limit or preemption"
+        why = ("SLURM's warning before the time limit" if stopped == signal.SIGUSR2 else
+               "a cancel, the time limit or preemption")
         raise RuntimeError(f"`{shlex.join(command)}` stopped: the job received {stopped.name} ({why}); a training "
                            "cell checkpointed then resumes at the next `chemspec launch`")
     if code != 0:

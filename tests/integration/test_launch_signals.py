@@ -144,8 +144,8 @@ def test_slurms_sigusr2_stops_the_stage_with_its_checkpoint_and_the_job_ends_as_
         os.killpg(group, signal.SIGUSR2)
     out, err = job.communicate(timeout=120)
     assert job.returncode == 1, err
-    assert "SIGUSR2 at" in out and "the time limit is 90 s away; stopping the stage" in out
-    assert "stopped: the job received SIGUSR2 (the time limit 90 s away)" in err
+    assert "SIGUSR2 at" in out and "(SLURM's warning, 90 s before the time limit); stopping the stage" in out
+    assert "stopped: the job received SIGUSR2 (SLURM's warning before the time limit)" in err
     assert (root / "checkpoint-a").read_text() == "saved"
     assert "tpe@a" not in recorded(root)
     assert gone(int((root / "started-a").read_text()))

@@ -124,6 +124,8 @@ def test_data_changes_name_new_contents_where_the_counts_agree():
     [change] = data_changes(DATA, changed)
     assert change["field"] == "data.sha256" and change["before"] != change["after"] and len(change["after"]) == 12
     assert data_changes(DATA, dict(DATA)) == [] and data_changes(None, DATA) == []
+    older = {**DATA, "counts": {"read": 400}}  # archived before data.json counted duplicates
+    assert data_changes(older, DATA) == [], "a key one run did not record yet is no change"
 
 
 def test_a_diff_of_a_run_with_itself_says_there_are_no_changes(cli, repo):

@@ -554,7 +554,8 @@ def test_a_launch_is_refused_while_an_earlier_launchs_slurm_array_still_runs(tmp
                                           r"\(array 5151 \(2 tasks\)\), though their launcher has ended; .* `scancel "
                                           r"5151`, then rerun"):
         launch(Settings(kind="local", jobs=1, study="tiny"), root)
-    assert calls.read_text() == "--noheader --format=%F --jobs=5151,6000\n"
+    assert calls.read_text() == ("--noheader --array --format=%F --states=PENDING,RUNNING,SUSPENDED,CONFIGURING,"
+                                 "REQUEUED,REQUEUE_HOLD,RESIZING --jobs=5151,6000\n")
     assert (root / LOGS.parent / ARRAYS).read_text() == "5151\n", "ended arrays are forgotten"
     squeue('echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1')
     assert live_arrays(root / LOGS.parent) == {} and (root / LOGS.parent / ARRAYS).read_text() == ""
@@ -563,9 +564,23 @@ def test_a_launch_is_refused_while_an_earlier_launchs_slurm_array_still_runs(tmp
     assert live_arrays(root / LOGS.parent) == {}, "no squeue here: nothing to check"
 
 
-def test_a_job_slurm_killed_before_it_returned_is_stopped_not_failed():
-    from chemspec.stage_job import ENDED_BY_SLURM
-
-    said = "Job 5151_0 (task: 0) with path /p/5151_0_result.pkl\nhas not produced any output (state: TIMEOUT)"
-    assert ENDED_BY_SLURM.search(said).group(1) == "TIMEOUT"
-    assert ENDED_BY_SLURM.search(said.replace("TIMEOUT", "FAILED")) is None
+@pytest.mark.parametrize("state,stopped", [("TIMEOUT", True), ("PREEMPTED", True), ("FAILED", False)])
+def test_a_job_slurm_killed_before_it_returned_is_stopped_not_failed(tmp_path, monkeypatch, state, stopped):
+    """Killed past KillWait (or preempted without grace), a job leaves no result: it was reported FAILED, though
+    the next launch resumes its cell as it does one stopped by a signal."""
+    monkeypatch.setattr(Job, "_results_timeout_s", 0)
+    bin_dir, folder, states = tmp_path / "bin", tmp_path / "logs", tmp_path / "states.json"
+    bin_dir.mkdir()
+    folder.mkdir()
+    job = {"TIMEOUT": "5152", "PREEMPTED": "5153", "FAILED": "5154"}[state]  # submitit caches states by job id
+    states.write_text(json.dumps({job: state}))
+    tools = {"srun": "#!/bin/sh\nexit 0\n", "sbatch": f'#!/bin/sh\necho "Submitted batch job {job}"\n',
+             "sacct": FAKE_SACCT.format(python=sys.executable, states=str(states))}
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    outcome = _fan_out(Settings(kind="slurm", jobs=1, study="tiny", time_min=5), folder, tmp_path, ["train@a"],
+                       lambda _: None)
+    assert outcome.stopped == ({"train@a": state} if stopped else {})
+    assert len(outcome.failures) == (0 if stopped else 1)

@@ -39,11 +39,16 @@ def _changes(a: Any, b: Any, field: str = "") -> Iterator[dict]:
 def data_changes(a: dict | None, b: dict | None) -> list[dict]:
     """What two runs' data stages recorded differently (data.json: molecules or structures kept, what cleaning
     dropped, tokens), the same spec or not: a data file edited in place changes no spec field. Where only the
-    files' hashes differ, one change names the new contents. None on either side (a hand-made archive): []."""
+    files' hashes differ, one change names the new contents; a key only one side recorded (added to data.json
+since) is none. None on either side (a hand-made archive): []."""
     if a is None or b is None or a == b:
         return []
-    changes = list(_changes(*({k: v for k, v in side.items() if k != "sha256"} for side in (a, b)), "data"))
-    return changes or [{"field": "data.sha256", "before": _digest(a), "after": _digest(b)}]
+    changes = [change for change in _changes(*({k: v for k, v in side.items() if k != "sha256"} for side in (a, b)),
+                                             "data")
+               if None not in (change["before"], change["after"])]  # a key older runs did not record yet
+    if changes or _digest(a) == _digest(b):
+        return changes
+    return [{"field": "data.sha256", "before": _digest(a), "after": _digest(b)}]
 
 
 def _digest(data: dict) -> str | None:

@@ -67,7 +67,7 @@ def _hint(error: dict, allowed: list[str], nullable: bool = False) -> str:
     if kind == "string_pattern_mismatch":
         return f"use {_allowed(error['ctx']['pattern'])}; no spaces or shell characters"
     if kind == "string_too_short" and not given:
-        return "give a value, or leave the key out (`chemspec schema` says what that does)"
+        return "give a value" + (", or leave the key out (`chemspec schema` says what that does)" if nullable else "")
     if kind == "tuple_length":
         return f"give {error['ctx']['values']} values, as a list"
     if kind == "value_error":

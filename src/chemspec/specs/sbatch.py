@@ -101,9 +101,9 @@ def sbatch_problems(options: dict[str, str | bool], gpus_per_job: int = 0, spec:
             yield (f"{_option(key, values[key], spec)} reads in sbatch as {minutes} min {seconds} s, not "
                    f"{minutes} h {seconds} min; write {int(minutes):02d}:{seconds}:00 for {minutes} h {seconds} min, "
                    f"or 00:{int(minutes):02d}:{seconds} for what sbatch reads")
-    for key in ("gpus-per-node",):
-        if values.get(key) and not re.fullmatch(r"(\w+:)?\d+", values[key]):
-            yield f"{_option(key, values[key], spec)} is not a GPU count ([type:]count, as a100:2); fix it"
+    if values.get("gpus-per-node") and not re.fullmatch(r"([^:\s]+:)?\d+", values["gpus-per-node"]):
+        yield (f"{_option('gpus-per-node', values['gpus-per-node'], spec)} is not a GPU count ([type:]count, as "
+               "a100:2); fix it")
     for key in sorted(key for key, value in options.items() if value is True and key in VALUED and key not in
                       ("time", "time-min")):
         yield (f"{_option(key, spec=spec)} needs a value, which sbatch would refuse to go without: "
