@@ -259,3 +259,17 @@ def test_archive_ls_lists_each_studys_runs_in_the_order_of_the_commits_they_ran_
     listed = cli("archive", "ls", cwd=tmp_path)
     assert [line[2:18] for line in listed.out.splitlines()[1:]] == [run[:16] for run in runs], listed.out
     assert listed.out.splitlines()[-1].startswith(f"* {runs[-1][:16]}")
+
+
+def test_a_study_file_never_committed_makes_the_run_dirty_and_the_archives_own_objects_do_not(tmp_path):
+    """A first run recorded its empty first commit as clean while study.yaml was untracked."""
+    from chemspec.archive.manifest import git_state
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"],
+                   cwd=tmp_path, check=True)
+    (tmp_path / "archive" / "objects").mkdir(parents=True)
+    (tmp_path / "archive" / "objects" / "ab").write_text("{}")
+    assert git_state(tmp_path, tmp_path / "archive")["dirty"] is False
+    (tmp_path / "study.yaml").write_text("study: s\n")
+    assert git_state(tmp_path, tmp_path / "archive")["dirty"] is True

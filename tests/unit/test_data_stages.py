@@ -337,3 +337,11 @@ def test_the_real_smiles_files_are_read_as_validation_counts_them(shared, tmp_pa
                     representation="selfies", max_length=128, out_dir=str(tmp_path / "data"))
     counts = run_data(cell)["counts"]
     assert counts["read"] == 300 and counts["invalid_smiles"] == counts["unencodable"] == counts["blank"] == 0
+
+
+def test_data_json_names_the_file_it_read_by_its_hash(tmp_path):
+    """The archive hashed only what the data stage wrote: which source file gave the numbers was not recorded."""
+    import hashlib
+
+    info = run_data(file_cell(tmp_path, "CCO\nCCN\nCCC\n"))
+    assert info["source_sha256"] == hashlib.sha256((tmp_path / "mols.txt").read_bytes()).hexdigest()

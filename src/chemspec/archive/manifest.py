@@ -30,9 +30,10 @@ SUMMARY_TIMES = frozenset({*TIMING_KEYS, "cost", "cost_s", "tpe_cost_s", "full_c
 SUMMARIES = ("selected", "fit", "cells", "calibration")
 
 
-def git_state(cwd: Path) -> dict:
-    """HEAD's commit of the git work tree holding `cwd` and whether tracked files differ from it (None
-    for both outside a work tree)."""
+def git_state(cwd: Path, archive: Path | None = None) -> dict:
+    """HEAD's commit of the git work tree holding `cwd` and whether it differs from it: tracked files changed, or
+    files git neither tracks nor ignores (a study file never committed), less those under `archive`, which the
+    archive stage itself writes (None for both outside a work tree)."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
@@ -41,7 +42,8 @@ def git_state(cwd: Path) -> dict:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=all", "--", ":/",
+                 *([f":(exclude){archive.as_posix()}"] if archive is not None else []))
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
@@ -142,7 +144,8 @@ def run_archive(cell: ArchiveCell, metrics: dict[str, str], tpe_dirs: dict[str, 
         "checkpoints": {key: model.as_posix() for key, model in models.items()},
         "checkpoint_sha256": {key: sha256_tree(model) for key, model in models.items()},
         "provenance": {"data_sha256": data.get("sha256"), "split_sha256": split.get("sha256"),
-                       "git": git_state(Path.cwd()), "chemspec_source": source_state(Path(__file__).resolve().parents[1]),
+                       "git": git_state(Path.cwd(), Path(cell.root)),
+                       "chemspec_source": source_state(Path(__file__).resolve().parents[1]),
                        "versions": versions(), "device": device, "trained_with": [stacks[k] for k in sorted(stacks)],
                        "trained_on": sorted({t["device"] for t in trained if "device" in t}),
                        "trained_unrecorded": sum("stack" not in t for t in trained),

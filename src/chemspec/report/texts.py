@@ -25,7 +25,8 @@ def cost_text(spent: dict) -> str:
         return (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s: TPE kept all {spent['configs']} "
                 "configuration(s) of hpo.grid, so it saved nothing (it needs more configurations than it keeps).")
     text = (f"TPE {spent['tpe_s']:.1f} s + training {spent['train_s']:.1f} s = {spent['spent_s']:.1f} s, against "
-            f"about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} configurations in every cell")
+            f"about {spent['exhaustive_s']:.1f} s to train all {spent['configs']} configurations in every cell (each "
+            "priced as the one kept, which overstates the saving where the others train faster)")
     if spent["saving"] is None:
         return f"{text}: no saving to report (no training time was recorded)."
     apart = (" These are training times; every stage also spends seconds starting and stopping, which TPE does "

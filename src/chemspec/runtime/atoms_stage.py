@@ -76,6 +76,8 @@ def run_atoms_data(cell: DataCell) -> dict:
         if not data.neutral_singlets():
             info["electronic_states"] = {f"charge {q} multiplicity {m}": n
                                          for (q, m), n in sorted(data.states().items())}
+        if "file" in source:  # which file the numbers come from; generated MD is named by its settings and versions
+            info["source_sha256"] = sha256_file(Path(source["file"]))
         if notes:  # kept for the report, which the terminal's scroll-back is not
             info["notes"] = notes
         write_json(out / "data.json", info)

@@ -265,7 +265,9 @@ def run_data(cell: DataCell) -> dict:
         write_bytes(out / "molecules.csv", table.getvalue().encode())
         (out / "tokenizer").mkdir()
         save_tokenizer(vocab, rep, out / "tokenizer")
+        source = Path(cell.source["file"]) if "file" in cell.source else moses_path()
         info = {"kind": "smiles", "representation": rep, "count": len(molecules), "counts": counts,
+                "source_sha256": sha256_file(source),
                 "vocab_size": len(vocab),
                 "tokens_per_molecule": {"mean": round(float(lengths.mean()), 3), "max": int(lengths.max())},
                 "sha256": {"tokens.npy": sha256_file(out / "tokens.npy"),

@@ -8,7 +8,8 @@ import importlib.metadata
 import platform
 
 PACKAGES = ("chemspec", "torch", "lightning", "transformers", "dvc", "rdkit", "selfies", "statsmodels",
-            "numpy", "pydantic", "schnetpack")
+            "numpy", "pydantic", "schnetpack", "molsets", "fcd-torch", "ase", "tblite", "scipy")
+"""What the archive's numbers come from: MOSES's data (molsets), FCD (fcd-torch), generated MD (ase, tblite)."""
 TRAINING = ("torch", "lightning", "transformers")
 
 
