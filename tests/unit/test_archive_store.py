@@ -273,3 +273,25 @@ def test_a_study_file_never_committed_makes_the_run_dirty_and_the_archives_own_o
     assert git_state(tmp_path, tmp_path / "archive")["dirty"] is False
     (tmp_path / "study.yaml").write_text("study: s\n")
     assert git_state(tmp_path, tmp_path / "archive")["dirty"] is True
+
+
+def test_verify_names_a_cells_row_rewritten_consistently_beside_its_cells_own_object(tmp_path):
+    """A loss edited in `cells`, stored under its new hash with the manifest and ref rewritten, passed verify, and
+    the report showed it beside fits of the old loss."""
+    store = Store(tmp_path / "archive")
+    train = store.put_json({"val_loss": 1.518, "test_loss": 1.52})
+
+    def archive(loss: float) -> None:
+        cells = store.put_json([{"cell": "l-100", "model": "l", "data_size": 100, "val_loss": loss, "test_loss": 1.52}])
+        fit = store.put_json({"fits": [{"axis": "data", "group": "l", "law": "power", "x": [100], "y": [1.518]}]})
+        objects = {"spec": store.put_json({"study": "s"}), "cells": cells, "fit": fit, "train": {"l-100": train}}
+        store.set_ref("s", store.put_json({"kind": "chemspec-manifest", "study": "s", "objects": objects,
+                                           "checkpoints": {}, "provenance": {"git": {}}}))
+
+    archive(1.518)
+    assert verify(tmp_path / "archive")[1] == []
+    archive(0.45)
+    problems = verify(tmp_path / "archive")[1]
+    assert any(line.endswith("cells: l-100 has val_loss 0.45, its train object 1.518") for line in problems), problems
+    assert any(line.endswith("fit: the power law of data/l has a point (100, 1.518) that no row of cells records")
+               for line in problems), problems

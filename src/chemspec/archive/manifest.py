@@ -13,10 +13,12 @@ path with the sha256 of its files, against which `chemspec pull` checks what the
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+from chemspec.archive.consistency import disagreements
 from chemspec.archive.shape import checked
 from chemspec.archive.store import Store, json_digest
 from chemspec.compiler.cells import ArchiveCell
@@ -229,8 +231,9 @@ def walk(manifest: dict) -> list[tuple[str, str]]:
 
 def verify(root: str | Path) -> tuple[int, list[str]]:
     """Re-hash every object in the store and check that each ref's manifest, and every object that any
-    manifest names (current and earlier runs), is there and intact; return how many objects were
-    re-hashed and a line for each problem."""
+    manifest names (current and earlier runs), is there and intact, and that each run's summary objects agree
+    with its per-cell ones (archive.consistency); return how many objects were re-hashed and a line for each
+    problem."""
     store = Store(root)
     studies, stored = store.studies(), [p.name for p in store.files()[0]]
     if not (studies or stored):
@@ -270,7 +273,9 @@ def verify(root: str | Path) -> tuple[int, list[str]]:
             except (ArchiveError, ValueError) as exc:
                 problems.append(f"{study}: {exc}")
     for digest, (study, manifest) in sorted(runs.items()):
-        for role, obj in walk(manifest):  # an object that several runs share is named under each
-            check(obj, f"{study} (manifest {digest[:12]}): {role}")
+        intact = [check(obj, f"{study} (manifest {digest[:12]}): {role}") for role, obj in walk(manifest)]
+        if all(intact):  # an object that several runs share is named under each
+            with contextlib.suppress(ArchiveError, KeyError, TypeError, AttributeError):  # shapes: named above
+                problems += [f"{study} (manifest {digest[:12]}): {line}" for line in disagreements(store, manifest)]
     problems += [f"object {digest}: {fault}" for digest, fault in faults.items() if digest not in named]
     return len(stored), problems
