@@ -97,7 +97,8 @@ def run(stage: str, params: str, cell: str | None, identity: str | None) -> None
     result = api.run(stage, params=params, cell=cell, expected_identity=identity)
     if result.get("status") == "worker":  # a DDP rank other than 0: rank 0 reports the cell
         return
-    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "identity"}
+    summary = {k: v for k, v in result.items()
+               if isinstance(v, (int, float, str)) and k != "identity" and not k.endswith("sha256")}
     if isinstance(result.get("counts"), dict):  # the data stage's rows read and dropped, where any were
         summary.update((k, v) for k, v in result["counts"].items() if isinstance(v, int) and v and k not in summary)
     click.echo(f"{stage}{'@' + cell if cell else ''}: "

@@ -57,12 +57,12 @@ def test_an_unfinished_or_too_short_run_has_no_rate(now):
     assert stopped.per_s() is None and tiny.marks == {} and tiny.per_s() is None and short.per_s() is None
 
 
-def test_a_rate_is_timed_over_five_steps_at_least(now):
+def test_a_rate_is_timed_over_three_steps_at_least(now):
     """A 7-step cell was timed over its last 2 steps, and reported 8x the rate of its neighbours."""
-    seven, ten = Throughput(), Throughput()
+    seven, eight = Throughput(), Throughput()
     _drive(seven, range(1, 8), 7, now)
-    _drive(ten, range(1, 11), 10, now)
-    assert seven.per_s() is None and sorted(ten.marks) == [5, 10]
+    _drive(eight, range(1, 9), 8, now)
+    assert seven.per_s() is None and sorted(eight.marks) == [5, 8]
 
 
 def test_a_run_its_module_stopped_early_is_timed_to_its_last_step_and_an_interrupted_one_is_not(now):

@@ -104,7 +104,7 @@ def untimed_text(cells: list[dict]) -> str:
     if not untimed:
         return ""
     return (f"Speed -: {count(len(untimed), 'cell')} not timed; a cell's speed is timed after its warm-up (the first "
-            "tenth of its optimiser steps, and at least 5) over 5 steps or more, so a run of a handful of steps, one "
+            "tenth of its optimiser steps, and at least 5) over 3 steps or more, so a run of a handful of steps, one "
             "resumed without steps enough after it, or a run archived before cells recorded their speed has none.")
 
 

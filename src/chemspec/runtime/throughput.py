@@ -26,7 +26,7 @@ WARMUP_FRACTION = 0.1
 SETTLE_STEPS = 5
 """Steps after a process starts training before its rate is timed: a force field's CUDA graph runs
 ff_graph.EAGER_STEPS eager steps and is captured in the next, each time a process starts."""
-TIMED_STEPS = 5
+TIMED_STEPS = 3
 """Steps a rate is timed over at least: over two, a 7-step CPU cell reported 8x the rate of its neighbours."""
 
 
