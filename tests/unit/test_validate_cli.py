@@ -373,6 +373,8 @@ def test_booleans_are_true_and_false_and_keys_are_the_text_written(tmp_path):
      "'ethylamine'); column 'canonical' holds them ('CCO'): set data.source.column"),
     ("id,smi,name\n1,CCO,x\n2,CCN,y\n", "(the header has ['id', 'smi', 'name']); fix the column name (did you mean "
      "'smi'?)"),
+    (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xff\xfe", "data.source.file: 'mols.csv' is a spreadsheet "
+     "(Excel's format); save its sheet as CSV (UTF-8) and name that file"),
     (None, "data.source.file: 'mols.csv' is a directory; give the data file in it")])
 def test_a_data_file_that_cannot_serve_is_named(cli, tmp_path, content, expected):
     if content is None:

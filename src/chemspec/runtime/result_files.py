@@ -54,14 +54,6 @@ BASELINE: Kind = (lambda v: isinstance(v, dict) and "force_mae_meV_per_A" in v a
 CELL_OPTIONAL = {**dict.fromkeys(SPEED_KEYS, NUMBER_OR_NULL), "baseline": BASELINE}
 """Keys a cell may lack: its speed, and a force field's test errors of a model that learned nothing
 (runtime.forcefield_train.baseline_errors; since 2026-12-07)."""
-
-
-def untrained(cell: dict, key: str) -> bool:
-    """Whether a finished cell's test error `key` is no better than that of a model that learned nothing."""
-    value, baseline = cell.get(key), cell.get("baseline")
-    return (cell.get("status", "ok") == "ok" and isinstance(value, (int, float)) and isinstance(baseline, dict)
-            and key in baseline and value >= baseline[key])
-
 CHOICE = {"learning_rate": NUMBER, "batch_size": COUNT}
 METRICS = {**{key: kind for key, kind in CELL.items() if key != "status"}, "params": WHOLE}
 """What the fit stage takes from a train cell's metrics.json (status: 'ok' where a run before it recorded none;
@@ -245,3 +237,10 @@ def read_cells(folder: str | Path) -> list[dict]:
 def read_results(folder: str | Path, require: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
     """The fit stage's cells.json and fit.json (with the keys in `require`)."""
     return read_cells(folder), read_checked(Path(folder) / "fit.json", "fit", fit_problem, require)
+
+
+def untrained(cell: dict, key: str) -> bool:
+    """Whether a finished cell's test error `key` is no better than that of a model that learned nothing."""
+    value, baseline = cell.get(key), cell.get("baseline")
+    return (cell.get("status", "ok") == "ok" and isinstance(value, (int, float)) and isinstance(baseline, dict)
+            and key in baseline and value >= baseline[key])

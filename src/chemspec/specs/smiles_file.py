@@ -17,6 +17,8 @@ from chemspec.specs.base import SourcePath, Spec
 
 COMPRESSED = (b"\x1f\x8b", b"BZ", b"\xfd7")
 """The first bytes of gzip, bzip2 and xz files."""
+SPREADSHEETS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+"""The first bytes of .xlsx (a zip archive) and .xls files."""
 
 
 SELFIES = re.compile(r"(\[[^\]\s]+\])+")
@@ -73,6 +75,10 @@ class SmilesFileSource(Spec):
                 head = list(itertools.islice(lines, HEAD_ROWS))
                 sample, count = _reservoir(itertools.chain(head[1:] if self.column else head, lines), SAMPLE_ROWS)
             except UnicodeDecodeError:
+                handle.seek(0)
+                if handle.buffer.read(4) in SPREADSHEETS:
+                    raise ValueError(f"data.source.file {self.file!r} is a spreadsheet (Excel's format); save its "
+                                     "sheet as CSV (UTF-8) and name that file") from None
                 handle.seek(0)
                 if handle.buffer.read(2) in COMPRESSED:
                     raise ValueError(f"data.source.file {self.file!r} is compressed; SMILES files are read as plain "
