@@ -10,9 +10,10 @@ so that the signals a scheduler or a user sends reach dvc and the stage under it
 - submitit's own SIGUSR2 handler ends a job whose function cannot checkpoint itself at once (90 s
   early, killing the stage before its checkpoint). A job here stops its stage on SIGUSR2 as a Ctrl-C
   does: dvc's group gets SIGINT, dvc releases its locks, a training cell checkpoints at the end of its
-  batch, and the job ends as stopped, 90 s before the limit. Waiting for the limit's SIGTERM would leave the checkpoint SLURM's
-  KillWait (30 s by default) before SIGKILL, too short for a large model's optimiser state; a job
-  killed before it returns is one submitit finds with no result. The next `chemspec launch` resumes.
+  batch, and the job ends as stopped, 90 s before the limit. Waiting for the limit's SIGTERM would
+  leave the checkpoint SLURM's KillWait (30 s by default) before SIGKILL, too short for a large
+  model's optimiser state; a job killed before it returns is one submitit finds with no result. The
+  next `chemspec launch` resumes.
 - SIGINT or SIGHUP to the job (Ctrl-C, a closed terminal) goes on to dvc's group as SIGINT, dvc's own
   Ctrl-C, which is also how a launch cancels its local jobs: dvc ignores it while the stage command
   runs, the stage stops, and dvc records nothing and releases its locks. A job's SIGTERM goes on as
