@@ -593,7 +593,9 @@ def test_a_smiles_file_the_data_stage_reads_is_not_refused_at_validate(cli, tmp_
      "the data stage would read none: are its rows separated by commas, as its header is? Convert the whole file"),
     ("smiles\n\"" + "C" * 140_000 + "\"\n", "data.source.file: 'mols.csv' does not read as a CSV (field larger than "
      "field limit"),
-], ids=["near-name-first", "rows-not-comma-separated", "csv-error"])
+    ("\"" + "C" * 140_000 + "\"\nCCO\n", "data.source.file: 'mols.csv' does not read as a CSV (field larger than "
+     "field limit"),
+], ids=["near-name-first", "rows-not-comma-separated", "csv-error", "csv-error-in-the-header"])
 def test_a_smiles_csv_whose_rows_cannot_serve_is_named(cli, tmp_path, content, expected):
     (tmp_path / "mols.csv").write_text(content)
     spec = tmp_path / "study.yaml"

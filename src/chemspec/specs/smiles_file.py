@@ -68,7 +68,7 @@ class SmilesFileSource(Spec):
 
     def rows(self, path: Path) -> int:
         """Molecules the file offers (non-empty lines, less the header of a CSV), whatever max_molecules reads
-        of them; a CSV's header must name `column`, and the first rows must hold a SMILES."""
+        of them; a CSV's header must name `column`, and rows drawn from the whole file must hold a SMILES."""
         with open(path, encoding="utf-8-sig", newline="") as handle:  # as the data stage reads
             try:
                 lines = (line for line in handle if line.strip())
@@ -89,6 +89,13 @@ class SmilesFileSource(Spec):
                              "chemspec reads SMILES, one a line or in a CSV column: convert it (RDKit: "
                              "Chem.SDMolSupplier, then Chem.MolToSmiles)")
         first = head[0] if head else ""
+        try:
+            self._check_rows(first, sample)
+        except csv.Error as exc:
+            raise ValueError(f"data.source.file {self.file!r} does not read as a CSV ({exc}); check the file") from None
+        return count
+
+    def _check_rows(self, first: str, sample: list[str]) -> None:
         header = next(csv.reader([first]), [])
         if not self.column and len(header) <= 1 and first.split():
             self._first_line_is_a_molecule(first)
@@ -98,11 +105,7 @@ class SmilesFileSource(Spec):
                              f"which no SMILES holds: it reads as a CSV; {self._header_fix(header)}")
         if self.column:
             self._check_column(first, header)
-        try:
-            self._check_sample(sample, header)
-        except csv.Error as exc:
-            raise ValueError(f"data.source.file {self.file!r} does not read as a CSV ({exc}); check the file") from None
-        return count
+        self._check_sample(sample, header)
 
     def _header_fix(self, header: list[str]) -> str:
         """What to do for a CSV read without `column`: name its SMILES column, or give it a header first."""
