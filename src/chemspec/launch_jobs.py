@@ -114,17 +114,27 @@ def submit_array(executor, root: Path, stages: list[str], env: dict[str, str | N
     return jobs
 
 
+def scancel(args: list[str], what: str, say: Callable[[str], None], then: str = "", unless: str = "") -> bool:
+    """`scancel ARGS`, saying that `what` was cancelled (and `then`), or what scancel said where it failed (and
+    `unless`); whether it succeeded."""
+    command = ["scancel", *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        failed = (done.stderr or done.stdout).strip() if done.returncode else ""
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        failed = str(exc)
+    if failed:
+        say(f"  could not cancel {what} (`{shlex.join(command)}`: {failed}){unless}")
+        return False
+    say(f"  cancelled {what} (`{shlex.join(command)}`){then}")
+    return True
+
+
 def cancel_pending(array: str, say: Callable[[str], None]) -> bool:
     """Cancel the array's tasks that have not started; SLURM picks them by state, so a task that has just
     started runs on."""
-    done = subprocess.run(["scancel", "--state=PENDING", array], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        say(f"  could not cancel the array's pending tasks (`scancel --state=PENDING {array}`: "
-            f"{(done.stderr or done.stdout).strip()}); they still run")
-        return False
-    say(f"  cancelled the array's pending tasks (`scancel --state=PENDING {array}`); running ones end first")
-    return True
+    return scancel(["--state=PENDING", array], "the array's pending tasks", say, then="; running ones end first",
+                   unless="; they still run")
 
 
 ARRAYS = "slurm-arrays"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chemspec.errors import Interrupted, LaunchError
+from chemspec.launch_jobs import scancel
 from chemspec.stage_job import STOP_WAIT_S
 from chemspec.words import count
 
@@ -145,7 +146,8 @@ def cancel_jobs(kind: str, jobs: list, say: Callable[[str], None]) -> None:
     after STOP_WAIT_S is cancelled through submitit. SLURM's are cancelled by one scancel of their arrays (a
     call a task kept a controller busy for a minute on grids of hundreds, and a second Ctrl-C broke it off)."""
     if kind != "local":
-        cancel_arrays(sorted({str(job.job_id).split("_")[0] for job in jobs}), say)
+        if arrays := sorted({str(job.job_id).split("_")[0] for job in jobs}):
+            scancel(arrays, "the running jobs", say, unless="; cancel them yourself")
         return
     import psutil
 
@@ -164,25 +166,6 @@ def cancel_jobs(kind: str, jobs: list, say: Callable[[str], None]) -> None:
         for job in jobs:
             job.cancel(check=False)
         say(f"  still running after {STOP_WAIT_S} s: pids {', '.join(str(p.pid) for p in left)}")
-
-
-def cancel_arrays(arrays: list[str], say: Callable[[str], None]) -> None:
-    """scancel the SLURM jobs (or arrays) `arrays`, saying which, and what scancel said where it failed."""
-    import subprocess
-
-    if not arrays:
-        return
-    command = ["scancel", *arrays]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        say(f"  could not cancel the running jobs (`{' '.join(command)}`: {exc}); cancel them yourself")
-        return
-    if done.returncode:
-        say(f"  could not cancel the running jobs (`{' '.join(command)}`: {(done.stderr or done.stdout).strip()}); "
-            "cancel them yourself")
-    else:
-        say(f"  cancelled the running jobs (`{' '.join(command)}`)")
 
 
 def _running(process) -> bool:
