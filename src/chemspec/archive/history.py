@@ -40,7 +40,7 @@ def data_changes(a: dict | None, b: dict | None) -> list[dict]:
     """What two runs' data stages recorded differently (data.json: molecules or structures kept, what cleaning
     dropped, tokens), the same spec or not: a data file edited in place changes no spec field. Where only the
     files' hashes differ, one change names the new contents; a key only one side recorded (added to data.json
-since) is none. None on either side (a hand-made archive): []."""
+    since) is none. None on either side (a hand-made archive): []."""
     if a is None or b is None or a == b:
         return []
     changes = [change for change in _changes(*({k: v for k, v in side.items() if k != "sha256"} for side in (a, b)),
